@@ -1,0 +1,94 @@
+"""A party's own data store: one DuckDB connection over the party's database and data files.
+
+The store is opened, its file tables registered, and then it is locked down: external access is
+switched off (only the registered data files stay readable) and the configuration is frozen, so a
+query can read the party's tables and nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from sqlsecure.errors import ConfigError, OperationalError
+
+FILE_READERS = {".parquet": "read_parquet", ".csv": "read_csv_auto", ".tsv": "read_csv_auto"}
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """A data file registered as a table of a party."""
+
+    name: str
+    path: Path
+
+    @property
+    def reader(self) -> str:
+        suffix = self.path.suffix.lower()
+        if suffix not in FILE_READERS:
+            raise ConfigError(f"table {self.name!r}: unsupported file type {suffix!r} (use .parquet or .csv)")
+        return FILE_READERS[suffix]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class PartyStore:
+    """One party's DuckDB: its tables, their schemas, and read-only SQL over them."""
+
+    def __init__(self, party: str, database: Path | None, tables: tuple[TableSource, ...] = ()):
+        self.party = party
+        self._lock = threading.Lock()  # temp views live on this one connection
+        try:
+            if database is None:
+                self._con = duckdb.connect(":memory:")
+            else:
+                self._con = duckdb.connect(str(database), read_only=True)
+        except duckdb.Error as exc:
+            raise ConfigError(f"party {party!r}: cannot open database {database}: {exc}") from exc
+        for source in tables:
+            try:
+                self._con.execute(
+                    f"CREATE TEMP VIEW {_quote(source.name)} AS "
+                    f"SELECT * FROM {source.reader}({_literal(str(source.path))})"
+                )
+            except duckdb.Error as exc:
+                raise ConfigError(f"party {party!r}: table {source.name!r} from {source.path}: {exc}") from exc
+        self._lock_down([str(s.path) for s in tables])
+
+    def _lock_down(self, allowed: list[str]) -> None:
+        paths = ", ".join(_literal(p) for p in allowed)
+        self._con.execute(f"SET allowed_paths = [{paths}]")
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+
+    def schema(self) -> dict[str, list[tuple[str, str]]]:
+        """Table name -> [(column, DuckDB type)] of every table this party holds."""
+        rows = self._con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema IN ('main', 'temp') ORDER BY table_name, ordinal_position"
+        ).fetchall()
+        out: dict[str, list[tuple[str, str]]] = {}
+        for table, column, dtype in rows:
+            out.setdefault(table, []).append((column, dtype))
+        return out
+
+    def query(self, sql: str) -> pa.Table:
+        """Run read-only SQL over this party's tables and return the result as Arrow."""
+        try:
+            with self._lock:
+                return self._con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,132 @@
+"""A party's executor (PYU): runs its share of a physical plan over its own store.
+
+A `PartyExecutor` holds exactly one store (its own) and one channel endpoint; it has no reference
+to any other party. It walks the plan's steps in order and acts in those it takes part in.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from sqlsecure.connectors import PartyStore
+from sqlsecure.errors import OperationalError, ProtocolError
+from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.ecdh import GroupWorkers
+from sqlsecure.executors.encoding import encode_keys
+from sqlsecure.executors.psi import local_join_indices, psi_join_indices
+from sqlsecure.planner.physical import Compute, EquiJoin, Finish, PhysicalPlan, Reveal, RunLocal
+
+
+def scratch_sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
+    """Run SQL over Arrow tables in a fresh, locked-down in-memory DuckDB (no file or network access)."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        for name, table in tables.items():
+            con.register(name, table)
+        return con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise OperationalError(f"local computation failed: {exc}\n  SQL: {sql}") from exc
+    finally:
+        con.close()
+
+
+def _hstack(tables: list[pa.Table]) -> pa.Table:
+    """Aligned tables side by side (every piece has at least one column)."""
+    columns, names = [], []
+    for table in tables:
+        columns += table.columns
+        names += table.column_names
+    return pa.Table.from_arrays(columns, names=names)
+
+
+class PartyExecutor:
+    def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None):
+        self.name = name
+        self._store = store
+        self._endpoint = endpoint
+        self._workers = workers
+
+    def run(self, plan: PhysicalPlan, query_id: str) -> pa.Table | None:
+        pieces: dict[str, pa.Table] = {}
+        outputs: dict[tuple[str, str], pa.Table] = {}
+        result = None
+        for index, step in enumerate(plan.steps):
+            if self.name not in step.parties:
+                continue
+            tag = f"{query_id}/{index}"
+            if isinstance(step, RunLocal):
+                pieces[step.out] = outputs[(self.name, step.out)] = self._store.query(step.sql)
+            elif isinstance(step, EquiJoin):
+                pieces[step.out] = self._join(step, pieces, tag)
+            elif isinstance(step, Compute):
+                piece = pieces[step.rel]
+                piece = piece.append_column("__row", pa.array(np.arange(piece.num_rows, dtype=np.int64)))
+                outputs[(self.name, step.out)] = scratch_sql(step.sql, {"piece": piece})
+            elif isinstance(step, Reveal):
+                if step.party == step.to:
+                    continue
+                if self.name == step.party:
+                    self._endpoint.send_table(step.to, tag, outputs[(step.party, step.name)])
+                else:
+                    outputs[(step.party, step.name)] = self._endpoint.recv_table(step.party, tag)
+            elif isinstance(step, Finish):
+                result = self._finish(step, outputs, pieces)
+        return result
+
+    def _join(self, step: EquiJoin, pieces: dict[str, pa.Table], tag: str) -> pa.Table:
+        me = self.name
+        left_idx = right_idx = None
+        if step.left_party == step.right_party == me:
+            left_idx, right_idx = local_join_indices(
+                encode_keys(pieces[step.left], step.left_keys), encode_keys(pieces[step.right], step.right_keys)
+            )
+        elif me == step.left_party:
+            left_idx = psi_join_indices(self._endpoint, step.right_party, f"{tag}/psi",
+                                        encode_keys(pieces[step.left], step.left_keys), True, self._workers)
+        elif me == step.right_party:
+            right_idx = psi_join_indices(self._endpoint, step.left_party, f"{tag}/psi",
+                                         encode_keys(pieces[step.right], step.right_keys), False, self._workers)
+        # hand the index vectors to the other holders of each side
+        if me == step.left_party:
+            for holder in step.left_holders:
+                if holder != me:
+                    self._endpoint.send(holder, f"{tag}/left", left_idx.tobytes())
+        if me == step.right_party:
+            for holder in step.right_holders:
+                if holder != me:
+                    self._endpoint.send(holder, f"{tag}/right", right_idx.tobytes())
+        if me in step.left_holders and left_idx is None:
+            left_idx = self._recv_index(step.left_party, f"{tag}/left", pieces[step.left].num_rows)
+        if me in step.right_holders and right_idx is None:
+            right_idx = self._recv_index(step.right_party, f"{tag}/right", pieces[step.right].num_rows)
+        parts = []
+        if me in step.left_holders:
+            parts.append(pieces[step.left].take(pa.array(left_idx)))
+        if me in step.right_holders:
+            parts.append(pieces[step.right].take(pa.array(right_idx)))
+        return _hstack(parts)
+
+    def _recv_index(self, frm: str, tag: str, bound: int) -> np.ndarray:
+        raw = self._endpoint.recv(frm, tag)
+        if len(raw) % 8:
+            raise ProtocolError(f"{frm} sent a malformed index vector")
+        index = np.frombuffer(raw, dtype=np.int64)
+        if len(index) and (index.min() < 0 or index.max() >= bound):
+            raise ProtocolError(f"{frm} sent row indices outside 0..{bound - 1}")
+        return index
+
+    def _finish(self, step: Finish, outputs, pieces) -> pa.Table:
+        parts = [outputs[p] for p in step.parts]
+        if step.mode == "single" and any(p.num_rows == 0 for p in parts):
+            parts = [p.slice(0, 0) for p in parts]
+        lengths = {p.num_rows for p in parts}
+        if len(lengths) > 1:
+            raise ProtocolError(f"revealed parts have different lengths {sorted(lengths)}")
+        combined = _hstack(parts) if len(parts) != 1 else parts[0]
+        if step.sql is None:
+            return combined
+        return scratch_sql(step.sql, {"result": combined})

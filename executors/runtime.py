@@ -1,0 +1,68 @@
+"""The embedded runtime: every party an isolated executor in one process, talking over a channel.
+
+Each query gets a fresh in-process channel (so a failed query leaves nothing queued for the
+next) and runs every participating party's executor in its own thread. If any party fails, the
+channel is aborted so the others stop waiting, and the first real error is raised.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pyarrow as pa
+
+from sqlsecure.errors import Error, InternalError, ProtocolError
+from sqlsecure.executors.channel import ChannelStats, InProcessChannel
+from sqlsecure.executors.ecdh import GroupWorkers
+from sqlsecure.executors.party import PartyExecutor
+from sqlsecure.planner.physical import PhysicalPlan
+
+
+class EmbeddedRuntime:
+    def __init__(self, stores: dict, timeout: float = 120.0, processes: int | None = None):
+        self._stores = stores  # party -> PartyStore; each is handed to its own executor only
+        self.timeout = timeout
+        self._workers = {party: GroupWorkers(processes) for party in stores}
+        self.last_stats = ChannelStats()
+        self._lock = threading.Lock()
+
+    def execute(self, plan: PhysicalPlan) -> pa.Table:
+        with self._lock:
+            return self._execute(plan)
+
+    def _execute(self, plan: PhysicalPlan) -> pa.Table:
+        parties = sorted(plan.parties)
+        channel = InProcessChannel(parties, timeout=self.timeout)
+        query_id = uuid.uuid4().hex[:12]
+        results: dict[str, pa.Table | None] = {}
+        errors: dict[str, BaseException] = {}
+
+        def run(party: str) -> None:
+            executor = PartyExecutor(party, self._stores[party], channel.endpoint(party), self._workers[party])
+            try:
+                results[party] = executor.run(plan, query_id)
+            except BaseException as exc:  # reported below, after every party has stopped
+                errors[party] = exc
+                channel.abort(f"{party} failed: {exc}")
+
+        threads = [threading.Thread(target=run, args=(p,), name=f"party-{p}", daemon=True) for p in parties]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.last_stats = channel.stats
+        if errors:
+            primary = [e for e in errors.values() if not (isinstance(e, ProtocolError) and "aborted" in str(e))]
+            exc = (primary or list(errors.values()))[0]
+            if isinstance(exc, Error):
+                raise exc
+            raise InternalError(f"{type(exc).__name__}: {exc}") from exc
+        result = results.get(plan.issuer)
+        if result is None:
+            raise InternalError("the issuer produced no result")
+        return result
+
+    def close(self) -> None:
+        for workers in self._workers.values():
+            workers.close()

@@ -1,0 +1,153 @@
+"""Build the logical plan of a qualified query.
+
+A query whose tables all belong to one party becomes one `LocalQuery` (pushed down whole). A
+cross-party query becomes Filter(InnerJoin(Source...)) under Aggregate / Project / Sort / Limit,
+for the rules to rewrite; shapes that the secure operators cannot answer yet raise
+`NotSupportedError` naming the feature.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from sqlsecure.errors import NotSupportedError
+from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.logical import (
+    Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, Source,
+)
+
+
+def parties_of(tree: exp.Expression) -> frozenset[str]:
+    """The parties whose tables a (qualified) query reads."""
+    return frozenset(t.db for t in tree.find_all(exp.Table) if t.db)
+
+
+def localize(tree: exp.Expression) -> exp.Expression:
+    """Copy of a single-party tree with `party.table` rewritten to the party's local `table`."""
+
+    def strip(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.db:
+            node = node.copy()
+            node.set("db", None)
+        return node
+
+    return tree.copy().transform(strip)
+
+
+def conjuncts_of(condition: exp.Expression | None) -> list[exp.Expression]:
+    if condition is None:
+        return []
+    return [c.unnest() for c in condition.flatten()] if isinstance(condition, exp.And) else [condition.unnest()]
+
+
+def build_logical(tree: exp.Expression, catalog: Catalog) -> Node:
+    parties = parties_of(tree)
+    if len(parties) <= 1:
+        party = next(iter(parties), None)
+        if party is None:
+            raise NotSupportedError("a query must read at least one federation table")
+        return LocalQuery(party=party, aliases=(), select=localize(tree))
+    return _build_cross_party(tree, catalog)
+
+
+def _refuse_unsupported(select: exp.Select) -> None:
+    if not isinstance(select, exp.Select):
+        raise NotSupportedError(
+            "set operations (UNION/INTERSECT/EXCEPT) across parties need the SPU, which is not implemented yet"
+        )
+    for node in select.find_all(exp.Window):
+        raise NotSupportedError(f"window functions over cross-party data need the SPU: {node.sql()}")
+    for key in ("qualify", "laterals", "pivots", "connect", "sample"):
+        if select.args.get(key):
+            raise NotSupportedError(f"{key.upper()} in a cross-party query is not supported")
+    for clause in ("expressions", "where", "having", "group", "order"):
+        value = select.args.get(clause)
+        for part in value if isinstance(value, list) else [value]:
+            if part is not None and part.find(exp.Subquery, exp.Exists) is not None:
+                raise NotSupportedError(
+                    "subqueries in expressions (IN/EXISTS semi- and anti-joins) across parties "
+                    "are not supported yet"
+                )
+            if part is not None and any(isinstance(i.args.get("query"), exp.Query) for i in part.find_all(exp.In)):
+                raise NotSupportedError("IN (subquery) across parties (a semi-join) is not supported yet")
+
+
+def _source(item: exp.Expression, catalog: Catalog, ctes: dict[str, exp.Expression]) -> Source:
+    alias = item.alias_or_name
+    if isinstance(item, exp.Table) and item.db:
+        relation = exp.Table(this=exp.to_identifier(item.name, quoted=True), alias=exp.TableAlias(
+            this=exp.to_identifier(alias, quoted=True)))
+        columns = tuple(c for c, _ in catalog.columns(item.db, item.name))
+        return Source(alias=alias, party=item.db, relation=relation, columns=columns)
+    if isinstance(item, exp.Table) and item.name in ctes:
+        query = ctes[item.name]
+    elif isinstance(item, exp.Subquery):
+        query = item.this
+    else:
+        raise NotSupportedError(f"FROM item {item.sql()} is not supported in a cross-party query")
+    parties = parties_of(query)
+    if len(parties) != 1:
+        raise NotSupportedError(
+            f"derived table {alias!r} reads several parties; only single-party subqueries in FROM "
+            "are supported across parties so far"
+        )
+    if query.find(exp.Table, bfs=False) is not None and any(
+        t.name in ctes and not t.db for t in query.find_all(exp.Table)
+    ):
+        raise NotSupportedError(f"derived table {alias!r} refers to another CTE; inline it")
+    relation = exp.Subquery(this=localize(query), alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+    return Source(alias=alias, party=next(iter(parties)), relation=relation, columns=tuple(query.named_selects))
+
+
+def _drop_using_coalesce(expression: exp.Expression, equal: set[frozenset[str]]) -> exp.Expression:
+    """`JOIN ... USING (k)` qualifies `k` as COALESCE(a.k, b.k); for inner joins that is just a.k."""
+
+    def simplify(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Coalesce):
+            args = [node.this, *node.expressions]
+            if all(isinstance(a, exp.Column) for a in args):
+                names = [a.sql() for a in args]
+                if all(frozenset((names[0], n)) in equal for n in names[1:]):
+                    return args[0].copy()
+        return node
+
+    return expression.transform(simplify)
+
+
+def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
+    _refuse_unsupported(select)
+    ctes = {cte.alias_or_name: cte.this for cte in (select.args.get("with_").expressions if select.args.get("with_") else [])}
+    from_ = select.args.get("from_")
+    items = [from_.this] + [j.this for j in select.args.get("joins") or []]
+    conjuncts: list[exp.Expression] = []
+    for join in select.args.get("joins") or []:
+        side, kind = join.args.get("side"), join.args.get("kind")
+        if side or (kind and kind.upper() not in ("INNER", "CROSS")):
+            shape = " ".join(p for p in (side, kind) if p).upper()
+            raise NotSupportedError(f"{shape} JOIN across parties is not supported yet (only inner joins)")
+        conjuncts += conjuncts_of(join.args.get("on"))
+    where = select.args.get("where")
+    conjuncts += conjuncts_of(where.this if where else None)
+    equal = {
+        frozenset((c.left.sql(), c.right.sql()))
+        for c in conjuncts
+        if isinstance(c, exp.EQ) and isinstance(c.left, exp.Column) and isinstance(c.right, exp.Column)
+    }
+    sources = tuple(_source(item, catalog, ctes) for item in items)
+    node: Node = Filter(InnerJoin(sources, ()), tuple(conjuncts))
+
+    expressions = tuple(_drop_using_coalesce(e.copy(), equal) for e in select.expressions)
+    group = select.args.get("group")
+    group_by = tuple(_drop_using_coalesce(g.copy(), equal) for g in (group.expressions if group else []))
+    having = select.args.get("having")
+    has_agg = any(e.find(exp.AggFunc) for e in expressions) or bool(group_by) or having is not None
+    if has_agg:
+        node = Aggregate(node, group_by, having.this.copy() if having else None)
+    node = Project(node, expressions, distinct=bool(select.args.get("distinct")))
+    order = select.args.get("order")
+    if order:
+        node = Sort(node, tuple(_drop_using_coalesce(o.copy(), equal) for o in order.expressions))
+    limit, offset = select.args.get("limit"), select.args.get("offset")
+    if limit or offset:
+        node = Limit(node, limit.expression if limit else None, offset.expression if offset else None)
+    return node

@@ -1,0 +1,46 @@
+"""The federation catalog: every party's tables and their column types, read from the parties' stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot.schema import MappingSchema
+
+from sqlsecure.policy import ColumnRef
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """party -> table -> ((column, DuckDB type), ...)"""
+
+    tables: dict[str, dict[str, tuple[tuple[str, str], ...]]]
+
+    def has_party(self, party: str) -> bool:
+        return party in self.tables
+
+    def has_table(self, party: str, table: str) -> bool:
+        return table in self.tables.get(party, {})
+
+    def columns(self, party: str, table: str) -> tuple[tuple[str, str], ...]:
+        return self.tables[party][table]
+
+    def column_type(self, party: str, table: str, column: str) -> str | None:
+        for name, dtype in self.tables[party][table]:
+            if name == column:
+                return dtype
+        return None
+
+    def all_columns(self) -> list[ColumnRef]:
+        return [
+            ColumnRef(party, table, column)
+            for party, tables in self.tables.items()
+            for table, cols in tables.items()
+            for column, _ in cols
+        ]
+
+    def sqlglot_schema(self, dialect: str) -> MappingSchema:
+        mapping = {
+            party: {table: {c: t for c, t in cols} for table, cols in tables.items()}
+            for party, tables in self.tables.items()
+        }
+        return MappingSchema(mapping, dialect=dialect, normalize=False)

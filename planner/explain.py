@@ -1,0 +1,64 @@
+"""EXPLAIN: the physical plan as text — each operator's device, what moves, who learns what."""
+
+from __future__ import annotations
+
+from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Reveal, RunLocal
+
+
+def _movements(step) -> list[str]:
+    if isinstance(step, EquiJoin) and step.left_party != step.right_party:
+        a, b = step.left_party, step.right_party
+        moves = [
+            f"{a} <-> {b}: blinded keys, 32 B per distinct key each way, then re-blinded (32 B per key)",
+            f"{a} <-> {b}: 4 B multiplicity per key in the intersection",
+        ]
+        for holder in step.left_holders:
+            if holder != a:
+                moves.append(f"{a} -> {holder}: row index vector (8 B per joined row)")
+        for holder in step.right_holders:
+            if holder != b:
+                moves.append(f"{b} -> {holder}: row index vector (8 B per joined row)")
+        return moves
+    if isinstance(step, EquiJoin):
+        holders = [h for h in step.left_holders + step.right_holders if h != step.left_party]
+        return [f"{step.left_party} -> {h}: row index vector (8 B per joined row)" for h in dict.fromkeys(holders)]
+    if isinstance(step, Reveal) and step.party != step.to:
+        return [f"{step.party} -> {step.to}: {step.name} (Arrow IPC, the revealed columns only)"]
+    return []
+
+
+def render_explain(plan) -> str:
+    phys = plan.physical
+    lines = [f"EXPLAIN  (issuer: {phys.issuer})", "", "operators:"]
+    for n, step in enumerate(phys.steps, 1):
+        if isinstance(step, RunLocal):
+            lines.append(f"  [{n}] PYU({step.party})  pushdown -> {step.out}")
+            lines.append(f"        {step.sql}")
+        elif isinstance(step, EquiJoin):
+            kind = "ECDH-PSI (X25519) inner equi-join" if step.left_party != step.right_party else "local join"
+            lines.append(f"  [{n}] {step.device}  {kind} -> {step.out}")
+            lines.append(
+                f"        {step.left}.({', '.join(step.left_keys)}) = {step.right}.({', '.join(step.right_keys)})"
+            )
+        elif isinstance(step, Compute):
+            lines.append(f"  [{n}] PYU({step.party})  on its aligned rows of {step.rel} -> {step.out}")
+            lines.append(f"        {step.sql}")
+        elif isinstance(step, Reveal):
+            target = "kept (issuer's own)" if step.party == step.to else f"reveal to {step.to}"
+            lines.append(f"  [{n}] {step.party} -> {step.to}  {target}: {step.name}")
+        elif isinstance(step, Finish):
+            lines.append(f"  [{n}] PYU({step.issuer})  finish ({step.mode}) over revealed parts")
+            if step.sql:
+                lines.append(f"        {step.sql}")
+    moves = [m for step in phys.steps for m in _movements(step)]
+    lines += ["", "between parties:"] + [f"  {m}" for m in (moves or ["nothing (single-party query at the issuer)"])]
+    lines += ["", "what each party learns:"]
+    learned = phys.leakage or ((phys.issuer, "the query result (its own data)"),)
+    lines += [f"  {party}: {what}" for party, what in learned]
+    others = sorted(phys.parties - {p for p, _ in learned})
+    lines += [f"  {party}: nothing" for party in others]
+    if phys.min_group_size:
+        lines += ["", f"groups with fewer than {phys.min_group_size} rows are not revealed"]
+    if phys.uses:
+        lines += ["", "grants used:"] + [f"  {u}" for u in phys.uses]
+    return "\n".join(lines)

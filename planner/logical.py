@@ -1,0 +1,132 @@
+"""Logical plan: immutable nodes with tuple children; a rewrite returns a new node.
+
+Expressions are sqlglot trees, already qualified (`"alias"."column"`). A `Source` is one table
+(or one single-party derived table) of the FROM clause; `LocalQuery` is a subtree pushed down whole
+to one party, as one SQL statement for that party's DuckDB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+
+@dataclass(frozen=True)
+class Node:
+    @property
+    def children(self) -> tuple["Node", ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Source(Node):
+    """A FROM item owned by one party: a base table or a derived table (subquery) of one party."""
+
+    alias: str
+    party: str
+    relation: exp.Expression  # the local table, or the local subquery, with party prefixes removed
+    columns: tuple[str, ...]  # the source's output column names
+
+
+@dataclass(frozen=True)
+class Filter(Node):
+    child: Node
+    conjuncts: tuple[exp.Expression, ...]
+
+    @property
+    def children(self):
+        return (self.child,)
+
+
+@dataclass(frozen=True)
+class InnerJoin(Node):
+    """An n-ary inner join: inner joins commute, so the order is chosen at placement."""
+
+    inputs: tuple[Node, ...]
+    conjuncts: tuple[exp.Expression, ...]
+
+    @property
+    def children(self):
+        return self.inputs
+
+
+@dataclass(frozen=True)
+class LocalQuery(Node):
+    """A subtree pushed down to one party: `select` runs in that party's DuckDB.
+
+    `aliases` are the query aliases whose columns this node outputs; the output column for
+    `alias.column` is named `alias.column`, and `keys` maps a pushed-down join-key expression's SQL
+    to its output column name.
+    """
+
+    party: str
+    aliases: tuple[str, ...]
+    select: exp.Select
+    output: tuple[str, ...] = ()
+    keys: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Aggregate(Node):
+    child: Node
+    group_by: tuple[exp.Expression, ...]
+    having: exp.Expression | None
+
+    @property
+    def children(self):
+        return (self.child,)
+
+
+@dataclass(frozen=True)
+class Project(Node):
+    child: Node
+    expressions: tuple[exp.Expression, ...]  # each an exp.Alias naming an output column
+    distinct: bool = False
+
+    @property
+    def children(self):
+        return (self.child,)
+
+
+@dataclass(frozen=True)
+class Sort(Node):
+    child: Node
+    order: tuple[exp.Ordered, ...]
+
+    @property
+    def children(self):
+        return (self.child,)
+
+
+@dataclass(frozen=True)
+class Limit(Node):
+    child: Node
+    limit: exp.Expression | None
+    offset: exp.Expression | None = None
+
+    @property
+    def children(self):
+        return (self.child,)
+
+
+def column_key(column: exp.Column) -> str:
+    """The pushed-down output name of a qualified column: `alias.column`."""
+    return f"{column.table}.{column.name}"
+
+
+def aliases_of(expression: exp.Expression) -> frozenset[str]:
+    """Query aliases referenced by an expression (outside nested subqueries)."""
+    return frozenset(c.table for c in expression.find_all(exp.Column) if c.table)
+
+
+def walk(node: Node):
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+__all__ = [
+    "Node", "Source", "Filter", "InnerJoin", "LocalQuery", "Aggregate", "Project", "Sort", "Limit",
+    "column_key", "aliases_of", "walk",
+]

@@ -1,0 +1,97 @@
+"""Parse, validate and qualify a federated query.
+
+A federated query is one read-only SELECT (with CTEs, subqueries, set operations) whose tables are
+all `party.table` names from the catalog. Anything that could reach outside the federation —
+other statements, table functions, functions that read files or settings — is refused here; the
+parties' DuckDB connections are also locked down, so this is the first of two fences.
+"""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.optimizer.qualify import qualify
+
+from sqlsecure.errors import PlanError
+from sqlsecure.planner.catalog import Catalog
+
+# Scalar functions that read the host environment or files.
+DENIED_FUNCTIONS = {
+    "getenv", "current_setting", "read_text", "read_blob", "glob", "read_csv", "read_csv_auto",
+    "read_parquet", "read_json", "read_json_auto", "read_ndjson", "parquet_scan", "sniff_csv",
+    "duckdb_settings", "duckdb_extensions", "pragma_version", "query", "query_table",
+}
+
+
+def where(node: exp.Expression, sql: str) -> str:
+    """'line L, column C' of a node, for error messages."""
+    meta = node.meta if node.meta else getattr(node.this, "meta", None) or {}
+    if "line" in meta:
+        return f" (line {meta['line']}, column {meta['col']})"
+    return ""
+
+
+def parse_query(sql: str, dialect: str) -> exp.Expression:
+    """Parse one read-only query; refuse every other kind of statement."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        pos = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
+        desc = first.get("description", str(exc))
+        raise PlanError(f"syntax error{pos}: {desc}") from None
+    if len(statements) != 1:
+        raise PlanError(f"expected one statement, got {len(statements)}")
+    (tree,) = statements
+    if not isinstance(tree, exp.Query):
+        kind = tree.key.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper()
+        raise PlanError(f"only SELECT queries are allowed; got {kind}")
+    if tree.find(exp.Into) is not None:
+        raise PlanError("SELECT ... INTO is not allowed: queries are read-only")
+    return tree
+
+
+def check_references(tree: exp.Expression, catalog: Catalog, sql: str) -> None:
+    """Every table must be a known `party.table` (or a CTE); no table functions, no denied functions."""
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise PlanError(f"table functions are not allowed: {table.this.sql()}{where(table, sql)}")
+        party, name = table.db, table.name
+        if table.catalog:
+            raise PlanError(f"tables are addressed as party.table, not {table.sql()}{where(table, sql)}")
+        if not party:
+            if name in ctes:
+                continue
+            raise PlanError(f"table {name!r} needs its party: write party.{name}{where(table, sql)}")
+        if not catalog.has_party(party):
+            known = ", ".join(sorted(catalog.tables))
+            raise PlanError(f"unknown party {party!r}{where(table, sql)}; parties are: {known}")
+        if not catalog.has_table(party, name):
+            known = ", ".join(sorted(catalog.tables[party])) or "(none)"
+            raise PlanError(f"unknown table {party}.{name}{where(table, sql)}; {party} has: {known}")
+    for func in tree.find_all(exp.Func):
+        name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+        if name in DENIED_FUNCTIONS or isinstance(func, (exp.ReadCSV,)):
+            raise PlanError(f"function {name}() is not allowed in a federated query{where(func, sql)}")
+
+
+def qualify_query(tree: exp.Expression, catalog: Catalog, dialect: str, sql: str) -> exp.Expression:
+    """Qualify every column as `"alias"."column"` against the catalog; unknown names are PlanErrors."""
+    try:
+        return qualify(
+            tree,
+            schema=catalog.sqlglot_schema(dialect),
+            dialect=dialect,
+            quote_identifiers=True,
+            validate_qualify_columns=True,
+        )
+    except OptimizeError as exc:
+        raise PlanError(f"{exc}") from None
+
+
+def load_query(sql: str, catalog: Catalog, dialect: str) -> exp.Expression:
+    tree = parse_query(sql, dialect)
+    check_references(tree, catalog, sql)
+    return qualify_query(tree, catalog, dialect, sql)

@@ -1,0 +1,110 @@
+"""Physical plan: every operator placed on a device, every movement between parties explicit.
+
+Steps run in order; each names the parties that take part. A relation produced by a step is held
+in *pieces*: each holding party keeps its own columns for the relation's rows, all pieces in one
+common row order (the alignment a PSI join produces).
+
+- `RunLocal`   PYU(party): the party's pushed-down SQL over its own tables.
+- `EquiJoin`   PSI between two parties (or PYU when one party holds both keys): join two
+               relations on key columns; afterwards every holder's piece is re-aligned.
+- `Compute`    PYU(party): SQL over the party's own piece (its projections, its aggregates).
+- `Reveal`     party -> issuer: a computed result crosses to the issuer.
+- `Finish`     PYU(issuer): combine what was revealed; DISTINCT / ORDER BY / LIMIT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Step:
+    @property
+    def parties(self) -> frozenset[str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RunLocal(Step):
+    party: str
+    sql: str
+    out: str
+
+    @property
+    def parties(self):
+        return frozenset({self.party})
+
+
+@dataclass(frozen=True)
+class EquiJoin(Step):
+    left: str
+    right: str
+    left_party: str
+    left_keys: tuple[str, ...]
+    right_party: str
+    right_keys: tuple[str, ...]
+    out: str
+    left_holders: tuple[str, ...]
+    right_holders: tuple[str, ...]
+
+    @property
+    def parties(self):
+        return frozenset({self.left_party, self.right_party, *self.left_holders, *self.right_holders})
+
+    @property
+    def device(self) -> str:
+        if self.left_party == self.right_party:
+            return f"PYU({self.left_party})"
+        return f"PSI({self.left_party}, {self.right_party})"
+
+
+@dataclass(frozen=True)
+class Compute(Step):
+    party: str
+    rel: str
+    sql: str  # over the view "piece" (the party's piece of `rel`, with a "__row" column)
+    out: str
+
+    @property
+    def parties(self):
+        return frozenset({self.party})
+
+
+@dataclass(frozen=True)
+class Reveal(Step):
+    party: str
+    name: str
+    to: str
+
+    @property
+    def parties(self):
+        return frozenset({self.party, self.to})
+
+
+@dataclass(frozen=True)
+class Finish(Step):
+    issuer: str
+    parts: tuple[tuple[str, str], ...]  # (party, name) of each revealed part, in column order
+    mode: str  # "rows": parts are aligned columns; "single": parts are 0/1-row aggregates
+    sql: str | None  # over the view "result"; None = the combined parts as they are
+
+    @property
+    def parties(self):
+        return frozenset({self.issuer})
+
+
+@dataclass(frozen=True)
+class PhysicalPlan:
+    issuer: str
+    steps: tuple[Step, ...]
+    leakage: tuple[tuple[str, str], ...] = ()  # (party, what it learns)
+    notes: tuple[str, ...] = ()
+    min_group_size: int = 0  # applied to revealed aggregates (0: not applied)
+    uses: tuple[str, ...] = field(default=(), compare=False)  # policy checks passed, for EXPLAIN
+
+    @property
+    def parties(self) -> frozenset[str]:
+        out: set[str] = {self.issuer}
+        for step in self.steps:
+            out |= step.parties
+        return frozenset(out)

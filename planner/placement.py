@@ -1,0 +1,355 @@
+"""Placement: turn the optimized logical plan into physical steps, checking the grants on the way.
+
+Cross-party shape handled here: a tree of equi-joins between parties' local queries (PSI), then
+either row-level projections each computed by one party, or aggregates computed by the party that
+holds their inputs (group keys and aggregated values at one party; ungrouped aggregates each at
+its own party). Everything else raises NotSupportedError naming the feature.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from sqlsecure.errors import NotSupportedError, PlanError
+from sqlsecure.planner.logical import (
+    Aggregate, InnerJoin, Limit, LocalQuery, Node, Project, Sort, aliases_of, column_key,
+)
+from sqlsecure.planner.physical import Compute, EquiJoin, Finish, PhysicalPlan, Reveal, RunLocal
+from sqlsecure.planner.usage import Usage
+from sqlsecure.policy import Use
+
+KEY_FAMILIES = {
+    "TINYINT": "integer", "SMALLINT": "integer", "INTEGER": "integer", "BIGINT": "integer",
+    "HUGEINT": "integer", "UTINYINT": "integer", "USMALLINT": "integer", "UINTEGER": "integer",
+    "UBIGINT": "integer", "UHUGEINT": "integer", "VARCHAR": "string", "DATE": "date",
+    "BOOLEAN": "boolean", "TIMESTAMP": "timestamp", "UUID": "uuid", "BLOB": "binary",
+}
+
+
+def key_family(dtype: str | None) -> str | None:
+    if dtype is None:
+        return None
+    base = dtype.split("(")[0].upper()
+    if base == "DECIMAL":
+        return "decimal"
+    if base in ("FLOAT", "DOUBLE", "REAL"):
+        return "float"
+    return KEY_FAMILIES.get(base, base.lower())
+
+
+@dataclass
+class PlacementContext:
+    issuer: str
+    parties: dict[str, str]  # alias -> party
+    usage: Usage
+    min_group_size: int
+    column_type: callable  # (alias, column) -> DuckDB type or None
+
+
+def to_piece(expression: exp.Expression) -> exp.Expression:
+    """Rewrite `"alias"."col"` to the piece column `"alias.col"`."""
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.table:
+            return exp.column(column_key(node), quoted=True)
+        return node
+
+    return expression.copy().transform(rewrite)
+
+
+def _spine(plan: Node):
+    limit = sort = aggregate = None
+    if isinstance(plan, Limit):
+        limit, plan = plan, plan.child
+    if isinstance(plan, Sort):
+        sort, plan = plan, plan.child
+    if not isinstance(plan, Project):
+        raise PlanError(f"unexpected plan shape: {type(plan).__name__}")
+    project, plan = plan, plan.child
+    if isinstance(plan, Aggregate):
+        aggregate, plan = plan, plan.child
+    return limit, sort, project, aggregate, plan
+
+
+def _party_set(expression: exp.Expression, parties: dict[str, str]) -> frozenset[str]:
+    return frozenset(parties[a] for a in aliases_of(expression))
+
+
+def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
+    if isinstance(plan, LocalQuery):
+        return _place_pushdown(plan, ctx)
+    return _place_cross_party(plan, ctx)
+
+
+def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
+    party, issuer = query.party, ctx.issuer
+    select = query.select
+    threshold = 0
+    if party != issuer:
+        ctx.usage.check_single_party(select, party)
+        aggregates = isinstance(select, exp.Select) and (
+            select.args.get("group") or any(e.find(exp.AggFunc) for e in select.expressions)
+        )
+        if aggregates and ctx.min_group_size > 0:
+            threshold = ctx.min_group_size
+            select = _with_threshold(select, threshold)
+    steps = (
+        RunLocal(party, select.sql(dialect="duckdb"), "result"),
+        Reveal(party, "result", issuer),
+        Finish(issuer, ((party, "result"),), "rows", None),
+    )
+    leakage = ((issuer, "the query result"),) if party != issuer else ()
+    return PhysicalPlan(issuer, steps, leakage, min_group_size=threshold, uses=ctx.usage.passed())
+
+
+def _with_threshold(select: exp.Select, k: int) -> exp.Select:
+    """Add `HAVING COUNT(*) >= k` (groups smaller than k are not revealed)."""
+    select = select.copy()
+    cond = exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(k))
+    having = select.args.get("having")
+    select.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
+    return select
+
+
+def _join_edges(join: InnerJoin, ctx: PlacementContext):
+    owner = {}
+    for i, query in enumerate(join.inputs):
+        for alias in query.aliases:
+            owner[alias] = i
+    edges: dict[tuple[int, int], list[tuple[str, str]]] = {}
+
+    def output_name(query: LocalQuery, side: exp.Expression) -> str:
+        if isinstance(side, exp.Column):
+            return column_key(side)
+        return dict(query.keys)[side.sql()]
+
+    for conjunct in join.conjuncts:
+        sides = (conjunct.left, conjunct.right) if isinstance(conjunct, exp.EQ) else ()
+        owners = [{owner[a] for a in aliases_of(s)} for s in sides]
+        if not sides or any(len(o) != 1 for o in owners) or owners[0] == owners[1]:
+            raise NotSupportedError(
+                f"cross-party predicate {conjunct.sql()!r}: only equality of one party's expression with "
+                "another's (a PSI join) is supported across parties; other cross-party predicates need "
+                "the SPU, which is not implemented yet"
+            )
+        i, j = owners[0].pop(), owners[1].pop()
+        left, right = (conjunct.left, conjunct.right) if i < j else (conjunct.right, conjunct.left)
+        i, j = min(i, j), max(i, j)
+        _check_key_types(left, right, ctx)
+        pair = (output_name(join.inputs[i], left), output_name(join.inputs[j], right))
+        edges.setdefault((i, j), []).append(pair)
+    return edges
+
+
+def _check_key_types(left: exp.Expression, right: exp.Expression, ctx: PlacementContext) -> None:
+    if not (isinstance(left, exp.Column) and isinstance(right, exp.Column)):
+        return
+    lf = key_family(ctx.column_type(left.table, left.name))
+    rf = key_family(ctx.column_type(right.table, right.name))
+    for family, col in ((lf, left), (rf, right)):
+        if family == "float":
+            raise NotSupportedError(
+                f"join key {col.sql()} is floating point; exact matching needs INTEGER, DECIMAL or VARCHAR "
+                "(CAST it in the query)"
+            )
+    if lf and rf and lf != rf:
+        raise PlanError(
+            f"join keys {left.sql()} ({lf}) and {right.sql()} ({rf}) have different types; "
+            "values of different types never match: CAST one side so both are the same type"
+        )
+
+
+def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
+    limit, sort, project, aggregate, join = _spine(plan)
+    if not isinstance(join, InnerJoin):
+        raise PlanError(f"unexpected plan shape under the projection: {type(join).__name__}")
+    steps: list = []
+    holders: dict[str, tuple[str, ...]] = {}
+    for i, query in enumerate(join.inputs):
+        steps.append(RunLocal(query.party, query.select.sql(dialect="duckdb"), f"r{i}"))
+        holders[f"r{i}"] = (query.party,)
+
+    edges = _join_edges(join, ctx)
+    leakage: list[tuple[str, str]] = []
+    n = len(join.inputs)
+    joined = {0}
+    rel_of = {i: f"r{i}" for i in range(n)}
+    current = "r0"
+    queue = deque([0])
+    tree_edges = set()
+    while queue:
+        i = queue.popleft()
+        for (a, b), pairs in sorted(edges.items()):
+            if i not in (a, b):
+                continue
+            j = b if a == i else a
+            if j in joined:
+                continue
+            keys_i = tuple(p[0] if a == i else p[1] for p in pairs)
+            keys_j = tuple(p[1] if a == i else p[0] for p in pairs)
+            out = f"j{len(joined)}"
+            pi, pj = join.inputs[i].party, join.inputs[j].party
+            steps.append(EquiJoin(current, rel_of[j], pi, keys_i, pj, keys_j, out,
+                                  holders[current], holders[rel_of[j]]))
+            holders[out] = tuple(dict.fromkeys(holders[current] + holders[rel_of[j]]))
+            if pi != pj:
+                leakage.append((pi, f"which of its {', '.join(keys_i)} values are also {pj}'s "
+                                    f"{', '.join(keys_j)}, {pj}'s count of distinct keys, and its multiplicities"))
+                leakage.append((pj, f"which of its {', '.join(keys_j)} values are also {pi}'s "
+                                    f"{', '.join(keys_i)}, {pi}'s count of distinct keys, and its multiplicities"))
+            current = out
+            joined.add(j)
+            tree_edges.add((a, b))
+            queue.append(j)
+    if len(joined) != n:
+        missing = ", ".join(sorted({join.inputs[k].party for k in range(n) if k not in joined}))
+        raise NotSupportedError(f"no equi-join condition links {missing} to the rest: a cross join "
+                                "between parties is not supported")
+    if set(edges) - tree_edges:
+        raise NotSupportedError("join conditions form a cycle between parties; only tree-shaped joins "
+                                "(chains and stars) are supported")
+    final = holders[current]
+    for step in steps:
+        if isinstance(step, EquiJoin):
+            for holder in step.left_holders + step.right_holders:
+                if holder not in (step.left_party, step.right_party):
+                    leakage.append((holder, "which of its rows are in the join result (an index vector from a peer)"))
+
+    ctx.usage.check_cross_party(join, final, aggregate, project, sort)
+    threshold = ctx.min_group_size
+    outputs = [e.alias_or_name for e in project.expressions]
+    parts, finish_cols, mode = _place_outputs(steps, current, final, project, aggregate, sort, threshold, ctx)
+    finish_sql = _finish_sql(finish_cols, outputs, project, sort, limit)
+    steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql))
+    leakage.append((ctx.issuer, "the query result"))
+    return PhysicalPlan(ctx.issuer, tuple(steps), tuple(dict.fromkeys(leakage)),
+                        min_group_size=threshold if aggregate else 0, uses=ctx.usage.passed())
+
+
+def _place_outputs(steps, rel, final, project, aggregate, sort, threshold, ctx):
+    """Assign each output (and hidden sort key) to the party that computes it; add Compute/Reveal."""
+    parties = ctx.parties
+    items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
+    items += [(name, expr) for name, expr in _hidden_sort_keys(project, sort)]
+    default = ctx.issuer if ctx.issuer in final else final[0]
+    assigned: dict[str, list[tuple[str, exp.Expression]]] = {}
+    constants: dict[str, exp.Expression] = {}
+    group_party = None
+    if aggregate is not None and aggregate.group_by:
+        group_parties = frozenset().union(*(_party_set(g, parties) for g in aggregate.group_by))
+        if len(group_parties) > 1:
+            raise NotSupportedError(
+                f"GROUP BY keys from several parties ({', '.join(sorted(group_parties))}) need the SPU or an "
+                "enclave, which are not implemented yet"
+            )
+        group_party = next(iter(group_parties), default)
+    for name, expression in items:
+        owners = _party_set(expression, parties)
+        if len(owners) > 1:
+            raise NotSupportedError(
+                f"expression {expression.sql()!r} combines columns of {', '.join(sorted(owners))}; "
+                "cross-party expressions need the SPU, which is not implemented yet"
+            )
+        if group_party is not None:
+            if owners and owners != {group_party}:
+                raise NotSupportedError(
+                    f"GROUP BY keys are at {group_party} but {expression.sql()!r} aggregates "
+                    f"{next(iter(owners))}'s data: group keys at one party with values at another need HE or "
+                    "the SPU, which are not implemented yet"
+                )
+            assigned.setdefault(group_party, []).append((name, expression))
+        elif owners:
+            assigned.setdefault(next(iter(owners)), []).append((name, expression))
+        elif aggregate is not None and expression.find(exp.AggFunc):
+            assigned.setdefault(default, []).append((name, expression))
+        else:
+            constants[name] = expression
+    having = aggregate.having if aggregate is not None else None
+    having_party = None
+    if having is not None:
+        owners = _party_set(having, parties)
+        if len(owners) > 1 or (group_party and owners and owners != {group_party}):
+            raise NotSupportedError(f"HAVING {having.sql()!r} combines several parties' data; needs the SPU")
+        having_party = group_party or next(iter(owners), default)
+        assigned.setdefault(having_party, [])
+
+    parts = []
+    finish_cols: dict[str, str] = {}
+    for party, exprs in assigned.items():
+        select = exp.Select().from_("piece")
+        columns = [exp.alias_(to_piece(e), n, quoted=True) for n, e in exprs]
+        select.set("expressions", columns or [exp.alias_(exp.Literal.number(1), "__kept", quoted=True)])
+        if aggregate is None:
+            select = select.order_by(exp.column("__row", quoted=True))
+        else:
+            if group_party is not None:
+                select = select.group_by(*[to_piece(g) for g in aggregate.group_by])
+            conds = []
+            if having is not None and party == having_party:
+                conds.append(to_piece(having))
+            if threshold > 0:
+                conds.append(exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(threshold)))
+            if conds:
+                select.set("having", exp.Having(this=exp.and_(*conds)))
+        out = f"{rel}_{party}_out"
+        steps.append(Compute(party, rel, select.sql(dialect="duckdb"), out))
+        steps.append(Reveal(party, out, ctx.issuer))
+        parts.append((party, out))
+        for name, _ in exprs:
+            finish_cols[name] = exp.column(name, quoted=True).sql(dialect="duckdb")
+    for name, expression in constants.items():
+        finish_cols[name] = expression.sql(dialect="duckdb")
+    mode = "single" if aggregate is not None and group_party is None else "rows"
+    return parts, finish_cols, mode
+
+
+def _hidden_sort_keys(project: Project, sort: Sort | None):
+    if sort is None:
+        return []
+    names = {e.alias_or_name for e in project.expressions}
+    inner = {(e.this if isinstance(e, exp.Alias) else e).sql() for e in project.expressions}
+    hidden = []
+    for i, ordered in enumerate(sort.order):
+        key = ordered.this
+        if isinstance(key, exp.Column) and not key.table and key.name in names:
+            continue
+        if key.sql() in inner:
+            continue
+        hidden.append((f"h{i}", key))
+    return hidden
+
+
+def _finish_sql(finish_cols, outputs, project: Project, sort: Sort | None, limit: Limit | None) -> str:
+    select = exp.Select().from_("result")
+    select.set("expressions", [
+        exp.alias_(exp.maybe_parse(finish_cols[f"o{i}"], dialect="duckdb"), name, quoted=True)
+        for i, name in enumerate(outputs)
+    ])
+    if project.distinct:
+        select.set("distinct", exp.Distinct())
+    if sort is not None:
+        by_inner = {(e.this if isinstance(e, exp.Alias) else e).sql(): f"o{i}" for i, e in enumerate(project.expressions)}
+        names = {e.alias_or_name: f"o{i}" for i, e in enumerate(project.expressions)}
+        order = []
+        for i, ordered in enumerate(sort.order):
+            key = ordered.this
+            if isinstance(key, exp.Column) and not key.table and key.name in names:
+                ref = names[key.name]
+            elif key.sql() in by_inner:
+                ref = by_inner[key.sql()]
+            else:
+                ref = f"h{i}"
+            column = exp.maybe_parse(finish_cols.get(ref, exp.column(ref, quoted=True).sql()), dialect="duckdb")
+            new = ordered.copy()
+            new.set("this", column)
+            order.append(new)
+        select.set("order", exp.Order(expressions=order))
+    if limit is not None:
+        if limit.limit is not None:
+            select.set("limit", exp.Limit(expression=limit.limit.copy()))
+        if limit.offset is not None:
+            select.set("offset", exp.Offset(expression=limit.offset.copy()))
+    return select.sql(dialect="duckdb")

@@ -1,0 +1,204 @@
+"""The federation file (TOML): parties, their data, the query dialect and the grants.
+
+`load_federation` checks the file's shape and that every data file exists; `resolve_grants`
+checks the grants against the parties' real schemas. Both collect every problem and raise one
+`ConfigError` that names the file and key of each.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlglot
+
+from sqlsecure.connectors import TableSource
+from sqlsecure.errors import ConfigError
+from sqlsecure.policy import ColumnRef, Constraint, Grants
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FEDERATION_KEYS = {"name", "dialect", "min_group_size"}
+PARTY_KEYS = {"database", "tables"}
+GRANT_KEYS = {"party", "columns", "constraint"}
+TOP_KEYS = {"federation", "parties", "grants"}
+
+
+@dataclass(frozen=True)
+class PartyConfig:
+    name: str
+    database: Path | None
+    tables: tuple[TableSource, ...]
+
+
+@dataclass(frozen=True)
+class GrantConfig:
+    party: str
+    columns: tuple[str, ...]
+    constraint: Constraint
+    where: str  # "grants[2]", for messages
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    path: Path
+    name: str
+    dialect: str
+    min_group_size: int
+    parties: dict[str, PartyConfig]
+    grants: tuple[GrantConfig, ...]
+
+
+def _dialect_ok(dialect: str) -> bool:
+    try:
+        sqlglot.Dialect.get_or_raise(dialect)
+    except ValueError:
+        return False
+    return True
+
+
+def load_federation(path: str | Path) -> FederationConfig:
+    """Read and validate a federation file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such federation file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    problems: list[str] = []
+
+    def problem(key: str, text: str) -> None:
+        problems.append(f"{path}: {key}: {text}")
+
+    for key in sorted(set(raw) - TOP_KEYS):
+        problem(key, "unknown key")
+
+    fed = raw.get("federation")
+    if not isinstance(fed, dict):
+        problem("federation", "missing [federation] table")
+        fed = {}
+    for key in sorted(set(fed) - FEDERATION_KEYS):
+        problem(f"federation.{key}", "unknown key")
+    name = fed.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        problem("federation.name", "must be a non-empty string")
+    dialect = fed.get("dialect", "duckdb")
+    if not isinstance(dialect, str) or not _dialect_ok(dialect):
+        problem("federation.dialect", f"unknown SQL dialect {dialect!r} (e.g. duckdb, postgres, mysql)")
+    min_group_size = fed.get("min_group_size", 4)
+    if not isinstance(min_group_size, int) or isinstance(min_group_size, bool) or min_group_size < 0:
+        problem("federation.min_group_size", "must be a whole number >= 0 (0 disables the threshold)")
+        min_group_size = 4
+
+    parties: dict[str, PartyConfig] = {}
+    raw_parties = raw.get("parties")
+    if not isinstance(raw_parties, dict) or not raw_parties:
+        problem("parties", "at least one [parties.NAME] table is needed")
+        raw_parties = {}
+    seen_lower: dict[str, str] = {}
+    for pname, body in raw_parties.items():
+        key = f"parties.{pname}"
+        if not NAME.match(pname):
+            problem(key, "party names are identifiers (letters, digits, _)")
+            continue
+        if pname.lower() in seen_lower:
+            problem(key, f"duplicate party (same name as {seen_lower[pname.lower()]!r} up to case)")
+            continue
+        seen_lower[pname.lower()] = pname
+        if not isinstance(body, dict):
+            problem(key, "must be a table")
+            continue
+        for k in sorted(set(body) - PARTY_KEYS):
+            problem(f"{key}.{k}", "unknown key")
+        database = body.get("database")
+        db_path = None
+        if database is not None:
+            if not isinstance(database, str):
+                problem(f"{key}.database", "must be a path string")
+            else:
+                db_path = (path.parent / database).resolve()
+                if not db_path.exists():
+                    problem(f"{key}.database", f"no such database file: {db_path}")
+        tables = []
+        raw_tables = body.get("tables", {})
+        if not isinstance(raw_tables, dict):
+            problem(f"{key}.tables", "must be a table of name = \"path\"")
+            raw_tables = {}
+        for tname, tpath in raw_tables.items():
+            tkey = f"{key}.tables.{tname}"
+            if not NAME.match(tname):
+                problem(tkey, "table names are identifiers (letters, digits, _)")
+            elif not isinstance(tpath, str):
+                problem(tkey, "must be a path string")
+            else:
+                file = (path.parent / tpath).resolve()
+                if not file.is_file():
+                    problem(tkey, f"no such data file: {file}")
+                elif file.suffix.lower() not in (".parquet", ".csv", ".tsv"):
+                    problem(tkey, f"unsupported file type {file.suffix!r} (use .parquet or .csv)")
+                else:
+                    tables.append(TableSource(tname, file))
+        if db_path is None and not tables and database is None:
+            problem(key, "has no data: give a database or tables")
+        parties[pname] = PartyConfig(pname, db_path, tuple(tables))
+
+    grants: list[GrantConfig] = []
+    raw_grants = raw.get("grants", [])
+    if not isinstance(raw_grants, list):
+        problem("grants", "must be an array of tables ([[grants]])")
+        raw_grants = []
+    for i, g in enumerate(raw_grants):
+        key = f"grants[{i}]"
+        if not isinstance(g, dict):
+            problem(key, "must be a table")
+            continue
+        for k in sorted(set(g) - GRANT_KEYS):
+            problem(f"{key}.{k}", "unknown key")
+        party = g.get("party")
+        if party not in parties:
+            problem(f"{key}.party", f"unknown party {party!r}")
+        columns = g.get("columns")
+        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+            problem(f"{key}.columns", "must be a non-empty list of \"party.table.column\" patterns")
+            columns = []
+        try:
+            constraint = Constraint(g.get("constraint"))
+        except ValueError:
+            allowed = ", ".join(c.value for c in Constraint)
+            problem(f"{key}.constraint", f"unknown constraint {g.get('constraint')!r} (one of {allowed})")
+            continue
+        if party in parties and columns:
+            grants.append(GrantConfig(party, tuple(columns), constraint, key))
+
+    if problems:
+        raise ConfigError(problems)
+    return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants))
+
+
+def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:
+    """Expand grant patterns against the federation's real columns."""
+    problems: list[str] = []
+    grants = Grants()
+    names = {str(c): c for c in columns}
+    for g in config.grants:
+        for pattern in g.columns:
+            if pattern.count(".") != 2:
+                problems.append(f"{config.path}: {g.where}.columns: {pattern!r} is not party.table.column")
+                continue
+            matched = [names[n] for n in fnmatch.filter(names, pattern)]
+            if not matched:
+                problems.append(f"{config.path}: {g.where}.columns: {pattern!r} matches no column")
+            for column in matched:
+                previous = grants.table.get((column, g.party))
+                if previous is not None and previous != g.constraint:
+                    problems.append(
+                        f"{config.path}: {g.where}: conflicting grants for {column} to {g.party!r}: "
+                        f"{previous.value} and {g.constraint.value}"
+                    )
+                grants.table[(column, g.party)] = g.constraint
+    if problems:
+        raise ConfigError(problems)
+    return grants
