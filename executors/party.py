@@ -15,7 +15,7 @@ from sqlsecure.errors import OperationalError, ProtocolError
 from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.psi import local_join_indices, psi_join_indices
+from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices
 from sqlsecure.planner.physical import Compute, EquiJoin, Finish, PhysicalPlan, Reveal, RunLocal
 
 
@@ -59,9 +59,13 @@ class PartyExecutor:
                 continue
             tag = f"{query_id}/{index}"
             if isinstance(step, RunLocal):
-                pieces[step.out] = outputs[(self.name, step.out)] = self._store.query(step.sql)
+                table = outputs[(self.name, step.out)] = self._store.query(step.sql)
+                rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+                pieces[step.out] = table.append_column(f"__prov_{step.out}", rows)
             elif isinstance(step, EquiJoin):
-                pieces[step.out] = self._join(step, pieces, tag)
+                piece = self._join(step, pieces, tag)
+                if piece is not None:
+                    pieces[step.out] = piece
             elif isinstance(step, Compute):
                 piece = pieces[step.rel]
                 piece = piece.append_column("__row", pa.array(np.arange(piece.num_rows, dtype=np.int64)))
@@ -77,37 +81,39 @@ class PartyExecutor:
                 result = self._finish(step, outputs, pieces)
         return result
 
-    def _join(self, step: EquiJoin, pieces: dict[str, pa.Table], tag: str) -> pa.Table:
+    def _join(self, step: EquiJoin, pieces: dict[str, pa.Table], tag: str) -> pa.Table | None:
         me = self.name
-        left_idx = right_idx = None
+        matched = right_rows = None  # my base rows per match / the right party's rows per match
         if step.left_party == step.right_party == me:
-            left_idx, right_idx = local_join_indices(
-                encode_keys(pieces[step.left], step.left_keys), encode_keys(pieces[step.right], step.right_keys)
+            matched, right_rows = local_join_indices(
+                encode_keys(pieces[step.left_base], step.left_keys), encode_keys(pieces[step.right], step.right_keys)
             )
         elif me == step.left_party:
-            left_idx = psi_join_indices(self._endpoint, step.right_party, f"{tag}/psi",
-                                        encode_keys(pieces[step.left], step.left_keys), True, self._workers)
+            matched = psi_join_indices(self._endpoint, step.right_party, f"{tag}/psi",
+                                       encode_keys(pieces[step.left_base], step.left_keys), True, self._workers)
         elif me == step.right_party:
-            right_idx = psi_join_indices(self._endpoint, step.left_party, f"{tag}/psi",
-                                         encode_keys(pieces[step.right], step.right_keys), False, self._workers)
-        # hand the index vectors to the other holders of each side
+            right_rows = psi_join_indices(self._endpoint, step.left_party, f"{tag}/psi",
+                                          encode_keys(pieces[step.right], step.right_keys), False, self._workers)
+        left_idx = pair_idx = None
         if me == step.left_party:
-            for holder in step.left_holders:
-                if holder != me:
+            provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
+            left_idx, pair_idx = compose_matches(provenance, matched)
+            for holder in step.keep:
+                if holder != me and holder in step.left_holders:
                     self._endpoint.send(holder, f"{tag}/left", left_idx.tobytes())
-        if me == step.right_party:
-            for holder in step.right_holders:
-                if holder != me:
-                    self._endpoint.send(holder, f"{tag}/right", right_idx.tobytes())
-        if me in step.left_holders and left_idx is None:
+                if holder != me and holder == step.right_party:
+                    self._endpoint.send(holder, f"{tag}/pairs", pair_idx.tobytes())
+        if me not in step.keep:
+            return None
+        if me != step.left_party and me in step.left_holders:
             left_idx = self._recv_index(step.left_party, f"{tag}/left", pieces[step.left].num_rows)
-        if me in step.right_holders and right_idx is None:
-            right_idx = self._recv_index(step.right_party, f"{tag}/right", pieces[step.right].num_rows)
+        if me != step.left_party and me == step.right_party:
+            pair_idx = self._recv_index(step.left_party, f"{tag}/pairs", len(right_rows))
         parts = []
         if me in step.left_holders:
             parts.append(pieces[step.left].take(pa.array(left_idx)))
-        if me in step.right_holders:
-            parts.append(pieces[step.right].take(pa.array(right_idx)))
+        if me == step.right_party:
+            parts.append(pieces[step.right].take(pa.array(right_rows[pair_idx])))
         return _hstack(parts)
 
     def _recv_index(self, frm: str, tag: str, bound: int) -> np.ndarray:

@@ -108,3 +108,20 @@ def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[byte
     if len(rows) and their_counts.min() < 1:
         raise ProtocolError(f"{peer} sent a zero multiplicity for a common key")
     return expand(rows, my_counts.astype(np.int64), their_counts, left)
+
+
+def compose_matches(provenance: np.ndarray, matched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map PSI matches on base rows onto the rows of a joined relation.
+
+    `provenance[t]` is the base row behind row t; `matched[k]` the base row of match k. Returns
+    (t, k) for every row t and match k with matched[k] == provenance[t], ordered by t then k.
+    """
+    order = np.argsort(matched, kind="stable")
+    ordered = matched[order]
+    lo = np.searchsorted(ordered, provenance, side="left")
+    hi = np.searchsorted(ordered, provenance, side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    rows = np.repeat(np.arange(len(provenance), dtype=np.int64), counts)
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rows, order[np.repeat(lo, counts) + offsets].astype(np.int64)

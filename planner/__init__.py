@@ -49,7 +49,9 @@ def plan_query(sql: str, *, catalog: Catalog, grants: Grants, issuer: str, diale
                 parties[item.alias_or_name] = item.db
                 tables[item.alias_or_name] = (item.db, item.name)
             else:
-                owners = {t.db for t in item.find_all(exp.Table) if t.db}
+                ctes = {c.alias_or_name: c.this for c in tree.find_all(exp.CTE)}
+                body = ctes.get(item.name, item) if isinstance(item, exp.Table) else item
+                owners = {t.db for t in body.find_all(exp.Table) if t.db}
                 if len(owners) == 1:
                     parties[item.alias_or_name] = owners.pop()
     optimized = optimize(logical, RuleContext(parties))

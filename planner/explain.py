@@ -6,25 +6,20 @@ from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Reveal, RunLoc
 
 
 def _movements(step) -> list[str]:
+    moves = []
     if isinstance(step, EquiJoin) and step.left_party != step.right_party:
         a, b = step.left_party, step.right_party
-        moves = [
+        moves += [
             f"{a} <-> {b}: blinded keys, 32 B per distinct key each way, then re-blinded (32 B per key)",
-            f"{a} <-> {b}: 4 B multiplicity per key in the intersection",
+            f"{a} <-> {b}: 4 B row count per common key",
         ]
-        for holder in step.left_holders:
-            if holder != a:
-                moves.append(f"{a} -> {holder}: row index vector (8 B per joined row)")
-        for holder in step.right_holders:
-            if holder != b:
-                moves.append(f"{b} -> {holder}: row index vector (8 B per joined row)")
-        return moves
     if isinstance(step, EquiJoin):
-        holders = [h for h in step.left_holders + step.right_holders if h != step.left_party]
-        return [f"{step.left_party} -> {h}: row index vector (8 B per joined row)" for h in dict.fromkeys(holders)]
+        for holder in step.keep:
+            if holder != step.left_party:
+                moves.append(f"{step.left_party} -> {holder}: row index vector of {step.out} (8 B per row)")
     if isinstance(step, Reveal) and step.party != step.to:
-        return [f"{step.party} -> {step.to}: {step.name} (Arrow IPC, the revealed columns only)"]
-    return []
+        moves.append(f"{step.party} -> {step.to}: {step.name} (Arrow IPC, the revealed columns only)")
+    return moves
 
 
 def render_explain(plan) -> str:
@@ -38,7 +33,8 @@ def render_explain(plan) -> str:
             kind = "ECDH-PSI (X25519) inner equi-join" if step.left_party != step.right_party else "local join"
             lines.append(f"  [{n}] {step.device}  {kind} -> {step.out}")
             lines.append(
-                f"        {step.left}.({', '.join(step.left_keys)}) = {step.right}.({', '.join(step.right_keys)})"
+                f"        {step.left_base}.({', '.join(step.left_keys)}) = {step.right}.({', '.join(step.right_keys)}),"
+                f" then matched onto {step.left}; kept by {', '.join(step.keep)}"
             )
         elif isinstance(step, Compute):
             lines.append(f"  [{n}] PYU({step.party})  on its aligned rows of {step.rel} -> {step.out}")

@@ -37,19 +37,27 @@ class RunLocal(Step):
 
 @dataclass(frozen=True)
 class EquiJoin(Step):
+    """Join the current relation `left` with the base relation `right` (held by `right_party`).
+
+    The PSI runs between `left_party`'s base relation `left_base` (its own rows, so only its own
+    multiplicities cross) and `right`. `left_party` then maps the matches onto the rows of `left`
+    and sends each party in `keep` the index vector it needs; parties not in `keep` drop out.
+    """
+
     left: str
     right: str
     left_party: str
+    left_base: str
     left_keys: tuple[str, ...]
     right_party: str
     right_keys: tuple[str, ...]
     out: str
-    left_holders: tuple[str, ...]
-    right_holders: tuple[str, ...]
+    left_holders: tuple[str, ...]  # parties holding a piece of `left`
+    keep: tuple[str, ...]  # parties that keep a piece of `out`
 
     @property
     def parties(self):
-        return frozenset({self.left_party, self.right_party, *self.left_holders, *self.right_holders})
+        return frozenset({self.left_party, self.right_party, *self.keep})
 
     @property
     def device(self) -> str:

@@ -162,79 +162,94 @@ def _check_key_types(left: exp.Expression, right: exp.Expression, ctx: Placement
         )
 
 
-def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
-    limit, sort, project, aggregate, join = _spine(plan)
-    if not isinstance(join, InnerJoin):
-        raise PlanError(f"unexpected plan shape under the projection: {type(join).__name__}")
-    steps: list = []
-    holders: dict[str, tuple[str, ...]] = {}
-    for i, query in enumerate(join.inputs):
-        steps.append(RunLocal(query.party, query.select.sql(dialect="duckdb"), f"r{i}"))
-        holders[f"r{i}"] = (query.party,)
-
-    edges = _join_edges(join, ctx)
-    leakage: list[tuple[str, str]] = []
+def _join_order(join: InnerJoin, edges) -> list[tuple[int, int, tuple[str, ...], tuple[str, ...]]]:
+    """Breadth-first tree over the join graph: (joined component i, new component j, keys of i, keys of j)."""
     n = len(join.inputs)
-    joined = {0}
-    rel_of = {i: f"r{i}" for i in range(n)}
-    current = "r0"
-    queue = deque([0])
-    tree_edges = set()
+    joined, queue, order, used = {0}, deque([0]), [], set()
     while queue:
         i = queue.popleft()
         for (a, b), pairs in sorted(edges.items()):
-            if i not in (a, b):
-                continue
-            j = b if a == i else a
-            if j in joined:
+            j = b if a == i else a if b == i else None
+            if j is None or j in joined:
                 continue
             keys_i = tuple(p[0] if a == i else p[1] for p in pairs)
             keys_j = tuple(p[1] if a == i else p[0] for p in pairs)
-            out = f"j{len(joined)}"
-            pi, pj = join.inputs[i].party, join.inputs[j].party
-            steps.append(EquiJoin(current, rel_of[j], pi, keys_i, pj, keys_j, out,
-                                  holders[current], holders[rel_of[j]]))
-            holders[out] = tuple(dict.fromkeys(holders[current] + holders[rel_of[j]]))
-            if pi != pj:
-                leakage.append((pi, f"which of its {', '.join(keys_i)} values are also {pj}'s "
-                                    f"{', '.join(keys_j)}, {pj}'s count of distinct keys, and its multiplicities"))
-                leakage.append((pj, f"which of its {', '.join(keys_j)} values are also {pi}'s "
-                                    f"{', '.join(keys_i)}, {pi}'s count of distinct keys, and its multiplicities"))
-            current = out
+            order.append((i, j, keys_i, keys_j))
             joined.add(j)
-            tree_edges.add((a, b))
+            used.add((a, b))
             queue.append(j)
     if len(joined) != n:
         missing = ", ".join(sorted({join.inputs[k].party for k in range(n) if k not in joined}))
         raise NotSupportedError(f"no equi-join condition links {missing} to the rest: a cross join "
                                 "between parties is not supported")
-    if set(edges) - tree_edges:
+    if set(edges) - used:
         raise NotSupportedError("join conditions form a cycle between parties; only tree-shaped joins "
                                 "(chains and stars) are supported")
-    final = holders[current]
-    for step in steps:
-        if isinstance(step, EquiJoin):
-            for holder in step.left_holders + step.right_holders:
-                if holder not in (step.left_party, step.right_party):
-                    leakage.append((holder, "which of its rows are in the join result (an index vector from a peer)"))
+    return order
 
-    ctx.usage.check_cross_party(join, final, aggregate, project, sort)
+
+def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
+    limit, sort, project, aggregate, join = _spine(plan)
+    if not isinstance(join, InnerJoin):
+        raise PlanError(f"unexpected plan shape under the projection: {type(join).__name__}")
+    steps: list = [RunLocal(q.party, q.select.sql(dialect="duckdb"), f"r{i}") for i, q in enumerate(join.inputs)]
+    order = _join_order(join, _join_edges(join, ctx))
+    members = [q.party for q in join.inputs]
+    default = ctx.issuer if ctx.issuer in members else members[0]
+    assignment = _assign_outputs(project, aggregate, sort, default, ctx)
+    computing = set(assignment.parties)
+
+    # A party keeps a piece of a joined relation only while it still needs one: to compute outputs,
+    # or to supply keys for a later join. Others never see the join's row structure.
+    leakage: list[tuple[str, str]] = []
+    current, inside, holding = "r0", [members[0]], (members[0],)
+    for n, (i, j, keys_i, keys_j) in enumerate(order, 1):
+        later_keys = {members[a] for a, *_ in order[n:]}
+        inside = inside + [members[j]]
+        keep = tuple(p for p in dict.fromkeys(inside) if p in computing or p in later_keys)
+        out = f"j{n}"
+        pi, pj = members[i], members[j]
+        steps.append(EquiJoin(current, f"r{j}", pi, f"r{i}", keys_i, pj, keys_j, out, holding, keep))
+        if pi != pj:
+            for me, mine, peer, theirs in ((pi, keys_i, pj, keys_j), (pj, keys_j, pi, keys_i)):
+                leakage.append((me, f"which of its {', '.join(mine)} values are also {peer}'s {', '.join(theirs)}; "
+                                    f"{peer}'s number of distinct keys and row count per common key"))
+        for holder in keep:
+            if holder != pi:
+                leakage.append((holder, f"the row structure of join {out} (which of its rows match, how often)"))
+        current, holding = out, keep
+
+    ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort)
     threshold = ctx.min_group_size
     outputs = [e.alias_or_name for e in project.expressions]
-    parts, finish_cols, mode = _place_outputs(steps, current, final, project, aggregate, sort, threshold, ctx)
+    parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx)
     finish_sql = _finish_sql(finish_cols, outputs, project, sort, limit)
+    mode = "single" if aggregate is not None and assignment.group_party is None else "rows"
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql))
     leakage.append((ctx.issuer, "the query result"))
     return PhysicalPlan(ctx.issuer, tuple(steps), tuple(dict.fromkeys(leakage)),
                         min_group_size=threshold if aggregate else 0, uses=ctx.usage.passed())
 
 
-def _place_outputs(steps, rel, final, project, aggregate, sort, threshold, ctx):
-    """Assign each output (and hidden sort key) to the party that computes it; add Compute/Reveal."""
+@dataclass
+class Assignment:
+    """Which party computes each output (o0, o1, ... and hidden sort keys h0, ...)."""
+
+    by_party: dict[str, list[tuple[str, exp.Expression]]]
+    constants: dict[str, exp.Expression]
+    group_party: str | None
+    having: exp.Expression | None
+    having_party: str | None
+
+    @property
+    def parties(self) -> list[str]:
+        return list(self.by_party)
+
+
+def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
     parties = ctx.parties
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
     items += [(name, expr) for name, expr in _hidden_sort_keys(project, sort)]
-    default = ctx.issuer if ctx.issuer in final else final[0]
     assigned: dict[str, list[tuple[str, exp.Expression]]] = {}
     constants: dict[str, exp.Expression] = {}
     group_party = None
@@ -256,7 +271,7 @@ def _place_outputs(steps, rel, final, project, aggregate, sort, threshold, ctx):
         if group_party is not None:
             if owners and owners != {group_party}:
                 raise NotSupportedError(
-                    f"GROUP BY keys are at {group_party} but {expression.sql()!r} aggregates "
+                    f"GROUP BY keys are at {group_party} but {expression.sql()!r} uses "
                     f"{next(iter(owners))}'s data: group keys at one party with values at another need HE or "
                     "the SPU, which are not implemented yet"
                 )
@@ -275,21 +290,27 @@ def _place_outputs(steps, rel, final, project, aggregate, sort, threshold, ctx):
             raise NotSupportedError(f"HAVING {having.sql()!r} combines several parties' data; needs the SPU")
         having_party = group_party or next(iter(owners), default)
         assigned.setdefault(having_party, [])
+    if not assigned:  # e.g. SELECT DISTINCT 1 FROM a JOIN b: someone must still count the rows
+        assigned[default] = []
+    return Assignment(assigned, constants, group_party, having, having_party)
 
+
+def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx):
+    """Compute each party's outputs over its piece of the joined relation, and reveal them."""
     parts = []
     finish_cols: dict[str, str] = {}
-    for party, exprs in assigned.items():
+    for party, exprs in assignment.by_party.items():
         select = exp.Select().from_("piece")
         columns = [exp.alias_(to_piece(e), n, quoted=True) for n, e in exprs]
         select.set("expressions", columns or [exp.alias_(exp.Literal.number(1), "__kept", quoted=True)])
         if aggregate is None:
             select = select.order_by(exp.column("__row", quoted=True))
         else:
-            if group_party is not None:
+            if assignment.group_party is not None:
                 select = select.group_by(*[to_piece(g) for g in aggregate.group_by])
             conds = []
-            if having is not None and party == having_party:
-                conds.append(to_piece(having))
+            if assignment.having is not None and party == assignment.having_party:
+                conds.append(to_piece(assignment.having))
             if threshold > 0:
                 conds.append(exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(threshold)))
             if conds:
@@ -300,10 +321,9 @@ def _place_outputs(steps, rel, final, project, aggregate, sort, threshold, ctx):
         parts.append((party, out))
         for name, _ in exprs:
             finish_cols[name] = exp.column(name, quoted=True).sql(dialect="duckdb")
-    for name, expression in constants.items():
+    for name, expression in assignment.constants.items():
         finish_cols[name] = expression.sql(dialect="duckdb")
-    mode = "single" if aggregate is not None and group_party is None else "rows"
-    return parts, finish_cols, mode
+    return parts, finish_cols
 
 
 def _hidden_sort_keys(project: Project, sort: Sort | None):

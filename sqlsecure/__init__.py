@@ -1,3 +1,23 @@
-"""sqlsecure: one SQL query over several parties' tables, answered without any party seeing another's rows."""
+"""sqlsecure: one SQL query over several parties' tables, answered without any party seeing another's rows.
+
+    import sqlsecure
+    con = sqlsecure.connect("federation.toml", party="bank")
+    con.execute("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id").fetchall()
+"""
+
+from sqlsecure.dbapi import Connection, Cursor, apilevel, connect, paramstyle, threadsafety
+from sqlsecure.engine import Engine
+from sqlsecure.errors import (
+    ConfigError, DatabaseError, DataError, Error, IntegrityError, InterfaceError, InternalError,
+    NotSupportedError, OperationalError, PlanError, PolicyViolation, ProgrammingError, ProtocolError,
+    Warning,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "connect", "Connection", "Cursor", "Engine", "apilevel", "paramstyle", "threadsafety",
+    "Error", "Warning", "InterfaceError", "DatabaseError", "DataError", "OperationalError",
+    "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError", "ConfigError",
+    "PlanError", "PolicyViolation", "ProtocolError",
+]

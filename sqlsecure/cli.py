@@ -1,0 +1,87 @@
+"""The `sqlsecure` command: query, explain, demo."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from sqlsecure.errors import Error
+from sqlsecure.formatting import FORMATS
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        raise exc
+    click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+    sys.exit(1)
+
+
+federation_option = click.option(
+    "-F", "--federation", "federation", required=True, type=click.Path(dir_okay=False),
+    help="The federation file (TOML).",
+)
+issuer_option = click.option("--as", "issuer", required=True, help="The party issuing the query.")
+debug_option = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+
+
+@click.group()
+@click.version_option(package_name="sqlsecure")
+def main() -> None:
+    """sqlsecure: SQL over several parties' tables, answered without any party seeing another's rows."""
+
+
+@main.command()
+@federation_option
+@issuer_option
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True)
+@debug_option
+@click.argument("sql")
+def query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -> None:
+    """Run a federated query as ISSUER and print the result."""
+    from sqlsecure.engine import Engine
+
+    try:
+        with Engine(federation) as engine:
+            result = engine.execute(sql, issuer)
+    except Error as exc:
+        _fail(exc, debug)
+    click.echo(FORMATS[fmt](result.table))
+
+
+@main.command()
+@federation_option
+@issuer_option
+@debug_option
+@click.argument("sql")
+def explain(federation: str, issuer: str, debug: bool, sql: str) -> None:
+    """Print the physical plan: devices, movements between parties, what each party learns."""
+    from sqlsecure.engine import Engine
+
+    try:
+        with Engine(federation) as engine:
+            text = engine.explain(sql, issuer)
+    except Error as exc:
+        _fail(exc, debug)
+    click.echo(text)
+
+
+@main.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@debug_option
+def demo(directory: str | None, debug: bool) -> None:
+    """Write a demo federation (bank, shop, insurer) into DIRECTORY and run federated queries on it."""
+    from sqlsecure.demo import run_demo, write_demo
+
+    target = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sqlsecure-demo-"))
+    try:
+        path = write_demo(target)
+        run_demo(path, click.echo)
+    except Error as exc:
+        _fail(exc, debug)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The oracle harness (DESIGN.md): a federation built from generated data, and plain DuckDB over the
+union of all parties' tables (one schema per party) to compare every answer with."""
+
+from __future__ import annotations
+
+import decimal
+import math
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from sqlsecure.engine import Engine
+
+PARTIES = ("bank", "shop", "insurer")
+
+
+def generate_tables(seed: int = 1, n: int = 120) -> dict[str, dict[str, pa.Table]]:
+    """Three parties' tables with overlapping ids, duplicate keys and NULLs."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, n, n)  # duplicates on purpose
+    ids_null = pa.array([None if i % 17 == 0 else int(v) for i, v in enumerate(ids)], pa.int64())
+    regions = np.array(["north", "south", "east", "west"])
+    customers = pa.table({
+        "id": ids_null,
+        "name": pa.array([f"c{i}" for i in range(n)]),
+        "age": pa.array(rng.integers(18, 80, n), pa.int32()),
+        "income": pa.array([decimal.Decimal(int(v)) / 100 for v in rng.integers(100000, 9000000, n)],
+                           pa.decimal128(12, 2)),
+        "region": pa.array(regions[rng.integers(0, 4, n)]),
+    })
+    accounts = pa.table({
+        "account_id": pa.array(np.arange(n // 2), pa.int64()),
+        "customer_id": pa.array(rng.integers(1, n, n // 2), pa.int64()),
+        "balance": pa.array(rng.normal(1000, 300, n // 2).round(2)),
+    })
+    m = int(n * 1.5)
+    orders = pa.table({
+        "order_id": pa.array(np.arange(m), pa.int64()),
+        "customer_id": pa.array([None if i % 13 == 0 else int(v) for i, v in
+                                 enumerate(rng.integers(1, int(n * 1.3), m))], pa.int32()),
+        "amount": pa.array(rng.integers(100, 50000, m) / 100.0),
+        "category": pa.array(np.array(["books", "games", "garden"])[rng.integers(0, 3, m)]),
+        "region": pa.array(regions[rng.integers(0, 4, m)]),
+    })
+    policies = pa.table({
+        "customer_id": pa.array(rng.integers(1, n, n // 2) * 1, pa.int64()),
+        "premium": pa.array(rng.integers(1000, 90000, n // 2) / 100.0),
+        "claims": pa.array(rng.integers(0, 4, n // 2), pa.int32()),
+    })
+    return {"bank": {"customers": customers, "accounts": accounts}, "shop": {"orders": orders},
+            "insurer": {"policies": policies}}
+
+
+def write_federation(directory: Path, tables, grants: str, parties=PARTIES, min_group_size: int = 4,
+                     dialect: str = "duckdb") -> Path:
+    lines = ["[federation]", 'name = "test"', f'dialect = "{dialect}"', f"min_group_size = {min_group_size}", ""]
+    for party in parties:
+        lines += [f"[parties.{party}]", f"[parties.{party}.tables]"]
+        for name, table in tables[party].items():
+            folder = directory / party
+            folder.mkdir(parents=True, exist_ok=True)
+            if party == "shop":  # one party on CSV, the others on Parquet
+                path = folder / f"{name}.csv"
+                pacsv.write_csv(table, path)
+            else:
+                path = folder / f"{name}.parquet"
+                pq.write_table(table, path)
+            lines.append(f'{name} = "{path.relative_to(directory)}"')
+        lines.append("")
+    path = directory / "federation.toml"
+    path.write_text("\n".join(lines) + "\n" + grants, encoding="utf-8")
+    return path
+
+
+def all_plaintext(parties=PARTIES) -> str:
+    """Grants that let every party see every column: for correctness tests only."""
+    out = []
+    for party in parties:
+        others = [f'"{p}.*.*"' for p in parties if p != party]
+        if others:
+            out.append(f'[[grants]]\nparty = "{party}"\ncolumns = [{", ".join(others)}]\nconstraint = "PLAINTEXT"\n')
+    return "\n".join(out)
+
+
+class Oracle:
+    """Plain DuckDB over the union of all parties' tables, one schema per party."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.con = duckdb.connect()
+        for party in engine.parties:
+            self.con.execute(f'CREATE SCHEMA "{party}"')
+            store = engine._stores[party]
+            for table in store.schema():
+                data = store.query(f'SELECT * FROM "{table}"')
+                self.con.register("_tmp", data)
+                self.con.execute(f'CREATE TABLE "{party}"."{table}" AS SELECT * FROM _tmp')
+                self.con.unregister("_tmp")
+
+    def expected(self, sql: str, issuer: str) -> pa.Table:
+        cfg = self.engine.config
+        tree = sqlglot.parse_one(sql, read=cfg.dialect)
+        parties = {t.db for t in tree.find_all(exp.Table) if t.db}
+        k = cfg.min_group_size
+        if k and parties - {issuer} and isinstance(tree, exp.Select) and (
+            tree.args.get("group") or any(e.find(exp.AggFunc) for e in tree.expressions)
+        ):
+            cond = sqlglot.parse_one(f"COUNT(*) >= {k}")
+            having = tree.args.get("having")
+            tree.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
+        return self.con.sql(tree.sql(dialect="duckdb")).to_arrow_table()
+
+    def check(self, sql: str, issuer: str = "bank") -> pa.Table:
+        got = self.engine.execute(sql, issuer).table
+        want = self.expected(sql, issuer)
+        assert got.num_columns == want.num_columns, (got.column_names, want.column_names)
+        assert multiset(got) == multiset(want), f"{sql}\n got: {sorted_rows(got)[:10]}\nwant: {sorted_rows(want)[:10]}"
+        return got
+
+
+def _norm(value):
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return round(value, 6 - int(math.floor(math.log10(abs(value)))) if value else 0)
+    return value
+
+
+def multiset(table: pa.Table) -> list:
+    return sorted_rows(table)
+
+
+def sorted_rows(table: pa.Table) -> list:
+    rows = [tuple(_norm(v) for v in row.values()) for row in table.to_pylist()]
+    return sorted(rows, key=lambda r: tuple((v is None, str(type(v)), v if v is not None else 0) for v in r))
+
+
+@pytest.fixture(scope="session")
+def tables():
+    return generate_tables()
+
+
+@pytest.fixture(scope="session")
+def federation_dir(tmp_path_factory, tables) -> Path:
+    directory = tmp_path_factory.mktemp("federation")
+    write_federation(directory, tables, all_plaintext())
+    return directory
+
+
+@pytest.fixture(scope="session")
+def engine(federation_dir):
+    with Engine(federation_dir / "federation.toml", timeout=60) as eng:
+        yield eng
+
+
+@pytest.fixture(scope="session")
+def oracle(engine) -> Oracle:
+    return Oracle(engine)

@@ -1,0 +1,95 @@
+"""Query classes 1 and 2 (and the aggregates over joins) against plain DuckDB over all parties' data."""
+
+import pytest
+
+SINGLE_PARTY = [
+    "SELECT region, COUNT(*) AS n, SUM(income) AS s FROM bank.customers GROUP BY region",
+    "SELECT * FROM bank.customers WHERE age > 40",
+    "SELECT name FROM bank.customers WHERE id IN (SELECT customer_id FROM bank.accounts) AND age < 50",
+    "WITH rich AS (SELECT * FROM bank.customers WHERE income > 40000) SELECT region, MAX(age) FROM rich GROUP BY region",
+    "SELECT c.name, a.balance FROM bank.customers c JOIN bank.accounts a ON c.id = a.customer_id",
+    "SELECT category, AVG(amount) FROM shop.orders GROUP BY category",
+    "SELECT id, ROW_NUMBER() OVER (PARTITION BY region ORDER BY income, name) AS r FROM bank.customers",
+]
+
+TWO_PARTY = [
+    "SELECT c.name, o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT COUNT(*) AS n FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT COUNT(*) FROM bank.customers c, shop.orders o WHERE c.id = o.customer_id AND c.age > 30",
+    "SELECT COUNT(*), SUM(o.amount), AVG(c.income), MIN(c.age), MAX(o.amount), COUNT(DISTINCT o.category) "
+    "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT o.category, COUNT(*) AS n, SUM(o.amount) AS total, AVG(o.amount) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id GROUP BY o.category",
+    "SELECT o.category, SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "GROUP BY o.category HAVING SUM(o.amount) > 100",
+    "SELECT c.region, COUNT(*), AVG(c.income) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "GROUP BY c.region",
+    "SELECT c.id, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "AND c.region = o.region",
+    "SELECT c.id, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "WHERE c.age BETWEEN 20 AND 60 AND o.amount > 50 AND o.category <> 'games'",
+    "SELECT c.id, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "ORDER BY o.order_id LIMIT 10",
+    "SELECT DISTINCT c.region FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT c.income * 2 AS twice, UPPER(o.category) AS cat, 1 AS one FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT x.id, o.amount FROM (SELECT id, income FROM bank.customers WHERE age > 30) x "
+    "JOIN shop.orders o ON x.id = o.customer_id",
+    "WITH adults AS (SELECT id FROM bank.customers WHERE age >= 21) "
+    "SELECT COUNT(*) FROM adults a JOIN shop.orders o ON a.id = o.customer_id",
+    "SELECT o.customer_id, p.premium FROM shop.orders o JOIN insurer.policies p USING (customer_id)",
+    "SELECT c.name, a.balance, o.amount FROM bank.customers c JOIN bank.accounts a ON c.id = a.customer_id "
+    "JOIN shop.orders o ON o.customer_id = c.id",
+    "SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id WHERE c.id IS NULL",
+]
+
+THREE_PARTY = [
+    "SELECT COUNT(*), SUM(o.amount), SUM(p.premium) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id JOIN insurer.policies p ON p.customer_id = c.id",
+    "SELECT c.name, o.order_id, p.claims FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "JOIN insurer.policies p ON p.customer_id = o.customer_id WHERE p.claims > 0",
+    "SELECT o.category, COUNT(*) FROM insurer.policies p JOIN shop.orders o ON p.customer_id = o.customer_id "
+    "JOIN bank.customers c ON c.id = p.customer_id GROUP BY o.category",
+]
+
+
+@pytest.mark.parametrize("sql", SINGLE_PARTY)
+def test_single_party(oracle, sql):
+    oracle.check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", SINGLE_PARTY[:2])
+def test_single_party_other_issuer(oracle, sql):
+    oracle.check(sql, "shop")
+
+
+@pytest.mark.parametrize("sql", TWO_PARTY)
+def test_two_party(oracle, sql):
+    oracle.check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", TWO_PARTY[:6])
+def test_two_party_issued_by_shop(oracle, sql):
+    oracle.check(sql, "shop")
+
+
+@pytest.mark.parametrize("sql", THREE_PARTY)
+@pytest.mark.parametrize("issuer", ["bank", "insurer"])
+def test_three_party(oracle, sql, issuer):
+    oracle.check(sql, issuer)
+
+
+def test_join_really_matches_something(oracle):
+    """Guard against a vacuous oracle: the join and the threshold leave real rows."""
+    got = oracle.check("SELECT o.category, COUNT(*) FROM bank.customers c JOIN shop.orders o "
+                       "ON c.id = o.customer_id GROUP BY o.category")
+    assert got.num_rows == 3
+
+
+def test_threshold_drops_small_groups(oracle):
+    sql = ("SELECT c.name, COUNT(*) AS n FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+           "GROUP BY c.name")
+    got = oracle.check(sql)
+    unfiltered = oracle.con.sql(sql).to_arrow_table()
+    assert 0 < got.num_rows < unfiltered.num_rows
+    assert min(got.column("n").to_pylist()) >= 4
