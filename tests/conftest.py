@@ -165,3 +165,14 @@ def engine(federation_dir):
 @pytest.fixture(scope="session")
 def oracle(engine) -> Oracle:
     return Oracle(engine)
+
+
+@pytest.fixture(scope="session")
+def make_federation(tables):
+    """Write a federation over the test tables: make_federation(dir, grants=..., parties=..., dialect=...)."""
+
+    def make(directory: Path, grants: str | None = None, parties=PARTIES, **options) -> Path:
+        return write_federation(directory, tables, all_plaintext(parties) if grants is None else grants,
+                                parties=parties, **options)
+
+    return make

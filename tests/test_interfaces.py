@@ -1,0 +1,90 @@
+"""The DB-API driver, the command line, the demo, the packaging and other dialects."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import sqlsecure
+from sqlsecure.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+JOIN_COUNT = "SELECT COUNT(*) AS n FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
+
+
+def test_dbapi(federation_dir):
+    assert (sqlsecure.apilevel, sqlsecure.paramstyle) == ("2.0", "qmark")
+    with sqlsecure.connect(federation_dir / "federation.toml", party="bank") as con:
+        assert con.Error is sqlsecure.Error and con.ProgrammingError is sqlsecure.ProgrammingError
+        cur = con.cursor()
+        with pytest.raises(sqlsecure.InterfaceError):
+            cur.fetchone()
+        assert cur.execute("SELECT region, COUNT(*) AS n FROM bank.customers GROUP BY region ORDER BY region") is cur
+        assert [d[0] for d in cur.description] == ["region", "n"] and len(cur.description[0]) == 7
+        assert cur.rowcount == 4
+        first = cur.fetchone()
+        assert first[0] == "east"
+        assert len(cur.fetchmany(2)) == 2 and len(cur.fetchall()) == 1 and cur.fetchone() is None
+        assert cur.to_arrow_table().num_rows == 4
+        n = con.execute(JOIN_COUNT).fetchone()[0]
+        assert n > 0
+        assert "PSI(bank, shop)" in con.explain(JOIN_COUNT)
+        rows = con.execute("EXPLAIN " + JOIN_COUNT).fetchall()
+        assert any("PSI" in r[0] for r in rows)
+        with pytest.raises(sqlsecure.NotSupportedError):
+            cur.execute("SELECT * FROM bank.customers WHERE id = ?", (1,))
+    with pytest.raises(sqlsecure.InterfaceError):
+        con.cursor()
+
+
+def test_connect_unknown_party(federation_dir):
+    with pytest.raises(sqlsecure.ConfigError):
+        sqlsecure.connect(federation_dir / "federation.toml", party="nobody")
+
+
+def test_cli_query_and_explain(federation_dir):
+    fed = str(federation_dir / "federation.toml")
+    runner = CliRunner()
+    result = runner.invoke(main, ["query", "-F", fed, "--as", "bank", "--format", "csv", JOIN_COUNT])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "n" and int(result.output.splitlines()[1]) > 0
+    result = runner.invoke(main, ["query", "-F", fed, "--as", "bank", "--format", "json", JOIN_COUNT])
+    assert result.exit_code == 0 and '"n":' in result.output
+    result = runner.invoke(main, ["explain", "-F", fed, "--as", "bank", JOIN_COUNT])
+    assert result.exit_code == 0 and "PSI(bank, shop)" in result.output and "what each party learns" in result.output
+
+
+def test_cli_errors_are_one_line(federation_dir):
+    result = CliRunner().invoke(main, ["query", "-F", str(federation_dir / "federation.toml"), "--as", "bank",
+                                       "SELECT * FROM bank.nothing"])
+    assert result.exit_code == 1
+    assert "error: PlanError: unknown table bank.nothing" in result.output and "Traceback" not in result.output
+
+
+def test_demo_runs(tmp_path):
+    result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("PSI(") >= 3 and "refused: PolicyViolation" in result.output
+    assert (tmp_path / "demo" / "federation.toml").exists()
+
+
+def test_every_package_folder_is_in_the_build_config():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = set(config["package-dir"].values())
+    listed = set(config["packages"])
+    folders = {p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("*/**/__init__.py")
+               if not any(part.startswith((".", "build", "tests")) for part in p.relative_to(ROOT).parts)}
+    folders |= {p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name not in ("tests",)}
+    assert folders <= mapped, f"package folders missing from package-dir: {folders - mapped}"
+    assert set(config["package-dir"]) == listed
+
+
+@pytest.mark.parametrize("dialect, sql", [
+    ("postgres", "SELECT COUNT(*)::BIGINT AS n FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"),
+    ("mysql", "SELECT COUNT(*) AS n FROM `bank`.`customers` c JOIN `shop`.`orders` o ON c.id = o.customer_id"),
+])
+def test_other_dialects(tmp_path, make_federation, dialect, sql):
+    path = make_federation(tmp_path, parties=("bank", "shop"), dialect=dialect)
+    with sqlsecure.connect(path, party="bank") as con:
+        assert con.execute(sql).fetchone()[0] > 0
