@@ -88,3 +88,14 @@ def test_other_dialects(tmp_path, make_federation, dialect, sql):
     path = make_federation(tmp_path, parties=("bank", "shop"), dialect=dialect)
     with sqlsecure.connect(path, party="bank") as con:
         assert con.execute(sql).fetchone()[0] > 0
+
+
+def test_examples_run(tmp_path):
+    import subprocess
+    import sys
+
+    for script in sorted((ROOT / "examples").glob("*.py")):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / script.stem)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{script.name}:\n{done.stderr}"
+        assert done.stdout.strip()
