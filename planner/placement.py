@@ -89,7 +89,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
     select = query.select
     threshold = 0
     if party != issuer:
-        ctx.usage.check_single_party(select, party)
+        ctx.usage.check_issuer()
         aggregates = isinstance(select, exp.Select) and (
             select.args.get("group") or any(e.find(exp.AggFunc) for e in select.expressions)
         )

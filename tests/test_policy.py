@@ -48,14 +48,14 @@ def test_allowed(strict, sql):
 
 
 @pytest.mark.parametrize("sql, fragment", [
-    (f"SELECT o.amount {JOIN}", "shop.orders.amount revealed as is"),
-    (f"SELECT o.category {JOIN}", "shop.orders.category revealed as is"),
-    (f"SELECT COUNT(*) {JOIN} WHERE o.amount > 10", "comparison"),
+    (f"SELECT o.amount {JOIN}", "shop.orders.amount through the output column"),
+    (f"SELECT o.category {JOIN}", "shop.orders.category through the output column"),
+    (f"SELECT COUNT(*) {JOIN} WHERE o.amount > 10", "comparison|through WHERE"),
     (f"SELECT COUNT(*) {JOIN} WHERE c.age > 10", "shop may not learn bank.customers.age"),
     ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.name = o.category", "join key"),
-    (f"SELECT o.customer_id {JOIN}", "revealed as is"),
-    ("SELECT amount FROM shop.orders", "revealed as is"),
-    ("SELECT SUM(amount) FROM shop.orders WHERE order_id = 5", "shop.orders.order_id used in a comparison"),
+    (f"SELECT o.customer_id {JOIN}", "PLAINTEXT_AFTER_JOIN"),
+    ("SELECT amount FROM shop.orders", "through the output column"),
+    ("SELECT SUM(amount) FROM shop.orders WHERE order_id = 5", "shop.orders.order_id through WHERE"),
     ("SELECT c.id FROM bank.customers c ORDER BY c.age", None),
 ])
 def test_refused(strict, sql, fragment):

@@ -1,0 +1,233 @@
+"""Column control inference (after SCQL's ccl_infer): what a party may learn of each value a query computes.
+
+Every value gets a `Vis` for one party — the constraint under which that party may see it — inferred
+bottom-up through the query's scopes (CTEs, subqueries, set operations) from the grants:
+
+- a column: its grant (the owner always PLAINTEXT); a constant: PLAINTEXT;
+- a comparison (=, <, BETWEEN, IN, LIKE, IS NULL, …) of PLAINTEXT / PLAINTEXT_AFTER_COMPARE values:
+  PLAINTEXT (the comparison's result may be revealed);
+- an aggregate of PLAINTEXT / PLAINTEXT_AFTER_AGGREGATE values: PLAINTEXT; COUNT(*): PLAINTEXT;
+- a GROUP BY key that is PLAINTEXT_AFTER_GROUP_BY: PLAINTEXT once grouped;
+- a window function: PARTITION BY keys as group keys, ORDER BY keys need REVEAL_RANK, framed
+  aggregates as aggregates;
+- any other expression (arithmetic, CASE, CAST, functions): PLAINTEXT if all inputs are; if all
+  restricted inputs share one constraint, that constraint carries over (so SUM(x * 2) works for an
+  aggregate-only x); otherwise ENCRYPTED_ONLY;
+- UNION / INTERSECT / EXCEPT: per column, the most restrictive of the branches.
+
+`check_reveal` then requires, for the issuer: every output column PLAINTEXT; every WHERE / ON /
+HAVING / QUALIFY condition PLAINTEXT (the issuer learns which rows pass; a join's key equality also
+passes with PLAINTEXT_AFTER_JOIN); every ORDER BY key PLAINTEXT or REVEAL_RANK. A refusal names the
+column, the party, its constraint and the clause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from sqlsecure.errors import PolicyViolation
+from sqlsecure.planner.catalog import Catalog
+from sqlsecure.policy import ColumnRef, Constraint, Grants
+
+C = Constraint
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,
+               exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ)
+RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.PercentRank, exp.CumeDist, exp.Ntile)
+
+
+@dataclass(frozen=True)
+class Vis:
+    constraint: Constraint
+    source: ColumnRef | None = None  # the column that limits it, for messages
+
+    @property
+    def plain(self) -> bool:
+        return self.constraint is C.PLAINTEXT
+
+
+PLAIN = Vis(C.PLAINTEXT)
+
+
+def combine(parts: list[Vis]) -> Vis:
+    """The visibility of an expression of `parts`: a shared restriction carries over, mixed ones close."""
+    restricted = [v for v in parts if not v.plain]
+    if not restricted:
+        return PLAIN
+    kinds = {v.constraint for v in restricted}
+    if len(kinds) == 1:
+        return restricted[0]
+    return Vis(C.ENCRYPTED_ONLY, restricted[0].source)
+
+
+def promote(vis: Vis, *allowed: Constraint) -> Vis:
+    """PLAINTEXT if `vis` is PLAINTEXT or one of `allowed`; otherwise unchanged."""
+    return PLAIN if vis.plain or vis.constraint in allowed else vis
+
+
+class Scope:
+    """Visibility of each `alias.column` available in one SELECT."""
+
+    def __init__(self, columns: dict[tuple[str, str], Vis]):
+        self.columns = columns
+
+    def column(self, column: exp.Column) -> Vis:
+        key = (column.table, column.name)
+        if key in self.columns:
+            return self.columns[key]
+        matches = [v for (t, n), v in self.columns.items() if n == column.name and not column.table]
+        return matches[0] if matches else Vis(C.ENCRYPTED_ONLY)
+
+
+class CCLInference:
+    """Infers and checks what `viewer` would learn from a qualified query."""
+
+    def __init__(self, grants: Grants, catalog: Catalog, viewer: str):
+        self.grants = grants
+        self.catalog = catalog
+        self.viewer = viewer
+        self.used: list[str] = []
+
+    # -- scopes ---------------------------------------------------------------------------
+    def outputs(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool) -> list[tuple[str, Vis]]:
+        """(name, visibility) of each output column of a query; with `check`, enforce its conditions."""
+        if isinstance(query, exp.Subquery):
+            return self.outputs(query.this, ctes, check)
+        ctes = dict(ctes)
+        with_ = query.args.get("with_")
+        for cte in with_.expressions if with_ else []:
+            ctes[cte.alias_or_name] = cte.this
+        if isinstance(query, exp.SetOperation):
+            left = self.outputs(query.left, ctes, check)
+            right = self.outputs(query.right, ctes, check)
+            return [(name, combine([a, b])) for (name, a), (_, b) in zip(left, right)]
+        if not isinstance(query, exp.Select):
+            raise PolicyViolation(f"cannot infer column control for {query.key}")
+        scope = self._scope(query, ctes)
+        group = query.args.get("group")
+        keys = {g.sql() for g in (group.expressions if group else [])}
+        grouped = bool(keys) or any(e.find(exp.AggFunc) for e in query.expressions)
+        if check:
+            self._check_conditions(query, scope, ctes, keys)
+        outs = []
+        for e in query.expressions:
+            outs.append((e.alias_or_name, self.value(e.this if isinstance(e, exp.Alias) else e, scope, ctes,
+                                                     keys, grouped)))
+        if check:
+            names = {n: v for n, v in outs}
+            order = query.args.get("order")
+            for o in order.expressions if order else []:
+                key = o.this
+                if isinstance(key, exp.Column) and not key.table and key.name in names:
+                    vis = names[key.name]
+                else:
+                    vis = self.value(key, scope, ctes, keys, grouped)
+                self.require(promote(vis, C.REVEAL_RANK), f"ORDER BY {key.sql()}")
+        return outs
+
+    def _scope(self, select: exp.Select, ctes) -> Scope:
+        columns: dict[tuple[str, str], Vis] = {}
+        items = ([select.args["from_"].this] if select.args.get("from_") else []) + [
+            j.this for j in select.args.get("joins") or []]
+        for item in items:
+            alias = item.alias_or_name
+            if isinstance(item, exp.Table) and item.db:
+                for column, _ in self.catalog.columns(item.db, item.name):
+                    ref = ColumnRef(item.db, item.name, column)
+                    columns[(alias, column)] = Vis(self.grants.constraint(ref, self.viewer), ref)
+            elif isinstance(item, exp.Table) and item.name in ctes:
+                for name, vis in self.outputs(ctes[item.name], ctes, check=True):
+                    columns[(alias, name)] = vis
+            elif isinstance(item, (exp.Subquery, exp.Query)):
+                for name, vis in self.outputs(item, ctes, check=True):
+                    columns[(alias, name)] = vis
+            else:  # unnest, table functions, ...: nothing known, nothing revealed
+                for column in select.find_all(exp.Column):
+                    if column.table == alias:
+                        columns[(alias, column.name)] = Vis(C.ENCRYPTED_ONLY)
+        return Scope(columns)
+
+    def _check_conditions(self, select: exp.Select, scope: Scope, ctes, keys) -> None:
+        for join in select.args.get("joins") or []:
+            on = join.args.get("on")
+            if on is not None:
+                self.require(self.condition(on, scope, ctes), f"JOIN ... ON {on.sql()}")
+        where = select.args.get("where")
+        if where is not None:
+            self.require(self.condition(where.this, scope, ctes), f"WHERE {where.this.sql()}")
+        for clause in ("having", "qualify"):
+            node = select.args.get(clause)
+            if node is not None:
+                grouped = clause == "having" or bool(keys)
+                vis = self.value(node.this, scope, ctes, keys, grouped)
+                self.require(vis, f"{clause.upper()} {node.this.sql()}")
+
+    def condition(self, cond: exp.Expression, scope: Scope, ctes) -> Vis:
+        """A row filter: each conjunct's result is learned through the rows that pass.
+
+        An equality of two sources' columns is a join: PLAINTEXT_AFTER_JOIN suffices for it.
+        """
+        if isinstance(cond, (exp.And, exp.Or)):
+            return combine([self.condition(cond.left, scope, ctes), self.condition(cond.right, scope, ctes)])
+        if isinstance(cond, exp.Paren):
+            return self.condition(cond.this, scope, ctes)
+        if (isinstance(cond, exp.EQ) and all(isinstance(s, exp.Column) for s in (cond.left, cond.right))
+                and cond.left.table != cond.right.table):
+            return combine([promote(scope.column(s), C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE)
+                            for s in (cond.left, cond.right)])
+        return self.value(cond, scope, ctes, frozenset(), False)
+
+    # -- values ---------------------------------------------------------------------------
+    def value(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> Vis:
+        if grouped and e.sql() in keys:
+            return promote(self.value(e, scope, ctes, keys, False), C.PLAINTEXT_AFTER_GROUP_BY)
+        if isinstance(e, exp.Column):
+            return scope.column(e)
+        if isinstance(e, (exp.Literal, exp.Null, exp.Boolean, exp.Star, exp.DataType, exp.Var)):
+            return PLAIN
+        if isinstance(e, exp.Window):
+            return self._window(e, scope, ctes)
+        if isinstance(e, exp.AggFunc):
+            args = [self.value(a, scope, ctes, keys, False) for a in e.iter_expressions()
+                    if not isinstance(a, exp.Star)]
+            return promote(combine(args), C.PLAINTEXT_AFTER_AGGREGATE)
+        if isinstance(e, (exp.Subquery, exp.Query)):
+            outs = self.outputs(e, ctes, check=True)
+            return combine([v for _, v in outs])
+        if isinstance(e, exp.Exists):
+            self.outputs(e.this, ctes, check=True)
+            return PLAIN
+        parts = [self.value(a, scope, ctes, keys, grouped) for a in e.iter_expressions()]
+        if isinstance(e, COMPARISONS):
+            return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])
+        return combine(parts)
+
+    def _window(self, w: exp.Window, scope: Scope, ctes) -> Vis:
+        parts = [promote(self.value(p, scope, ctes, frozenset(), False), C.PLAINTEXT_AFTER_GROUP_BY)
+                 for p in w.args.get("partition_by") or []]
+        order = w.args.get("order")
+        parts += [promote(self.value(o.this, scope, ctes, frozenset(), False), C.REVEAL_RANK)
+                  for o in (order.expressions if order else [])]
+        func = w.this
+        if isinstance(func, exp.AggFunc):
+            parts.append(self.value(func, scope, ctes, frozenset(), False))
+        elif not isinstance(func, RANKING):
+            parts += [self.value(a, scope, ctes, frozenset(), False) for a in func.iter_expressions()]
+        return combine(parts)
+
+    # -- checks ---------------------------------------------------------------------------
+    def require(self, vis: Vis, where: str) -> None:
+        if vis.plain:
+            return
+        column = str(vis.source) if vis.source else "a value"
+        raise PolicyViolation(
+            f"{self.viewer} may not learn {column} through {where}: its grant to {self.viewer} is "
+            f"{vis.constraint.value}; ask {vis.source.party if vis.source else 'its owner'} for a grant that "
+            "allows this use, or change the query"
+        )
+
+    def check_reveal(self, tree: exp.Expression) -> None:
+        """Refuse unless the viewer may learn every output, condition and sort key of the query."""
+        for name, vis in self.outputs(tree, {}, check=True):
+            self.require(vis, f"the output column {name!r}")
