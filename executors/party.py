@@ -16,7 +16,9 @@ from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.encoding import encode_keys
 from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices
-from sqlsecure.planner.physical import Compute, EquiJoin, Finish, PhysicalPlan, Reveal, RunLocal
+from sqlsecure.masking import apply_mask
+from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Mask, Noise, PhysicalPlan, Reveal, RunLocal
+from sqlsecure.privacy import release
 
 
 def scratch_sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
@@ -44,8 +46,10 @@ def _hstack(tables: list[pa.Table]) -> pa.Table:
 
 
 class PartyExecutor:
-    def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None):
+    def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None,
+                 mask_key: bytes | None = None):
         self.name = name
+        self._mask_key = mask_key
         self._store = store
         self._endpoint = endpoint
         self._workers = workers
@@ -70,6 +74,10 @@ class PartyExecutor:
                 piece = pieces[step.rel]
                 piece = piece.append_column("__row", pa.array(np.arange(piece.num_rows, dtype=np.int64)))
                 outputs[(self.name, step.out)] = scratch_sql(step.sql, {"piece": piece})
+            elif isinstance(step, Noise):
+                outputs[(self.name, step.name)] = release(outputs[(self.name, step.name)], step.release)
+            elif isinstance(step, Mask):
+                outputs[(self.name, step.name)] = self._mask(outputs[(self.name, step.name)], step)
             elif isinstance(step, Reveal):
                 if step.party == step.to:
                     continue
@@ -115,6 +123,16 @@ class PartyExecutor:
         if me == step.right_party:
             parts.append(pieces[step.right].take(pa.array(right_rows[pair_idx])))
         return _hstack(parts)
+
+    def _mask(self, table: pa.Table, step: Mask) -> pa.Table:
+        for column, mask in step.columns:
+            i = table.column_names.index(column)
+            try:
+                masked = apply_mask(table.column(i), mask, self._mask_key)
+            except ValueError as exc:
+                raise OperationalError(f"masking {column!r} at {self.name}: {exc}") from exc
+            table = table.set_column(i, table.field(i).name, masked)
+        return table
 
     def _recv_index(self, frm: str, tag: str, bound: int) -> np.ndarray:
         raw = self._endpoint.recv(frm, tag)

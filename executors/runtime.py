@@ -20,7 +20,9 @@ from sqlsecure.planner.physical import PhysicalPlan
 
 
 class EmbeddedRuntime:
-    def __init__(self, stores: dict, timeout: float = 120.0, processes: int | None = None):
+    def __init__(self, stores: dict, timeout: float = 120.0, processes: int | None = None,
+                 mask_key: bytes | None = None):
+        self._mask_key = mask_key
         self._stores = stores  # party -> PartyStore; each is handed to its own executor only
         self.timeout = timeout
         self._workers = {party: GroupWorkers(processes) for party in stores}
@@ -39,7 +41,8 @@ class EmbeddedRuntime:
         errors: dict[str, BaseException] = {}
 
         def run(party: str) -> None:
-            executor = PartyExecutor(party, self._stores[party], channel.endpoint(party), self._workers[party])
+            executor = PartyExecutor(party, self._stores[party], channel.endpoint(party), self._workers[party],
+                                     self._mask_key)
             try:
                 results[party] = executor.run(plan, query_id)
             except BaseException as exc:  # reported below, after every party has stopped

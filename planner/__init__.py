@@ -6,20 +6,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import sqlglot
 from sqlglot import exp
 
+from sqlsecure.errors import PolicyViolation
+from sqlsecure.planner.analysis import check_rules, with_threshold
 from sqlsecure.planner.build import build_logical
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.logical import Node
 from sqlsecure.planner.parse import load_query
-from sqlsecure.planner.physical import PhysicalPlan
+from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
+from sqlsecure.planner.reveal import DPContext, base_lineage, output_masks
 from sqlsecure.planner.usage import Usage
-from sqlsecure.policy import Grants
+from sqlsecure.policy import RevealPolicy
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,15 @@ class QueryPlan:
         return render_explain(self)
 
 
-def plan_query(sql: str, *, catalog: Catalog, grants: Grants, issuer: str, dialect: str = "duckdb",
-               min_group_size: int = 4) -> QueryPlan:
+def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
+               dialect: str = "duckdb") -> QueryPlan:
     tree = load_query(sql, catalog, dialect)
-    logical = build_logical(tree, catalog)
+    usage = Usage(tree, issuer, policy.grants, catalog)
+    threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
+    foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
+    dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
+    masks = output_masks(tree, policy.masks, issuer, base_lineage(tree)) if foreign else {}
+    logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog)
     parties: dict[str, str] = {}
     tables: dict[str, tuple[str, str]] = {}
     if isinstance(tree, exp.Select):
@@ -61,10 +70,56 @@ def plan_query(sql: str, *, catalog: Catalog, grants: Grants, issuer: str, diale
             return None
         return catalog.column_type(*tables[alias], column)
 
-    usage = Usage(tree, issuer, grants, catalog)
-    ctx = PlacementContext(issuer, parties, usage, min_group_size, column_type)
+    ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks)
     physical = place(optimized, ctx)
+    if dp is not None:
+        physical = bound_contributions(physical, policy.rules)
     return QueryPlan(sql, tree, logical, optimized, physical)
+
+
+def _dp_context(tree, policy: RevealPolicy, issuer: str, catalog: Catalog, threshold) -> DPContext:
+    """Contribution bounds of every table in the query and clamping ranges of its columns."""
+    sensitivity = 1
+    for table in {(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}:
+        rule = policy.rules.get(table)
+        if rule is None or rule.max_rows_per_identity is None or rule.identity_column is None:
+            raise PolicyViolation(
+                f"differential privacy is on for {issuer}, and {table[0]}.{table[1]} declares no contribution bound "
+                f'(set identity_column and max_rows_per_identity in [rules."{table[0]}.{table[1]}"])')
+        sensitivity *= rule.max_rows_per_identity
+    bounds, integer = {}, {}
+    items = ([tree.args["from_"].this] if isinstance(tree, exp.Select) and tree.args.get("from_") else []) + [
+        j.this for j in (tree.args.get("joins") or [] if isinstance(tree, exp.Select) else [])]
+    for item in items:
+        if isinstance(item, exp.Table) and item.db:
+            rule = policy.rules[(item.db, item.name)]
+            for column, dtype in catalog.columns(item.db, item.name):
+                if column in rule.bounds:
+                    bounds[(item.alias_or_name, column)] = rule.bounds[column]
+                integer[(item.alias_or_name, column)] = "INT" in dtype.upper()
+    return DPContext(policy.budgets[issuer], float(sensitivity), bounds, integer, threshold.k)
+
+
+def bound_contributions(physical: PhysicalPlan, rules: dict) -> PhysicalPlan:
+    """Each party keeps at most `max_rows_per_identity` rows per identity of each table it reads."""
+    steps = []
+    for step in physical.steps:
+        if isinstance(step, RunLocal):
+            tree = sqlglot.parse_one(step.sql, read="duckdb")
+
+            def bound(node, party=step.party):
+                rule = rules.get((party, node.name)) if isinstance(node, exp.Table) and not node.db else None
+                if rule is None or isinstance(node.parent, exp.Subquery):
+                    return node
+                inner = sqlglot.parse_one(
+                    f'SELECT * FROM "{node.name}" QUALIFY ROW_NUMBER() OVER (PARTITION BY '
+                    f'"{rule.identity_column}" ORDER BY random()) <= {rule.max_rows_per_identity}', read="duckdb")
+                return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name,
+                                                                                             quoted=True)))
+
+            step = replace(step, sql=tree.transform(bound).sql(dialect="duckdb"))
+        steps.append(step)
+    return replace(physical, steps=tuple(steps))
 
 
 __all__ = ["Catalog", "QueryPlan", "plan_query"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Reveal, RunLocal
+from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Mask, Noise, Reveal, RunLocal
 
 
 def _movements(step) -> list[str]:
@@ -42,6 +42,11 @@ def render_explain(plan) -> str:
         elif isinstance(step, Reveal):
             target = "kept (issuer's own)" if step.party == step.to else f"reveal to {step.to}"
             lines.append(f"  [{n}] {step.party} -> {step.to}  {target}: {step.name}")
+        elif isinstance(step, Noise):
+            lines.append(f"  [{n}] PYU({step.party})  differential-privacy noise ({step.release.noise}) on {step.name}")
+        elif isinstance(step, Mask):
+            cols = ", ".join(f"{c}: {m.describe()}" for c, m in step.columns)
+            lines.append(f"  [{n}] PYU({step.party})  mask {step.name} ({cols})")
         elif isinstance(step, Finish):
             lines.append(f"  [{n}] PYU({step.issuer})  finish ({step.mode}) over revealed parts")
             if step.sql:
@@ -55,6 +60,8 @@ def render_explain(plan) -> str:
     lines += [f"  {party}: nothing" for party in others]
     if phys.min_group_size:
         lines += ["", f"groups with fewer than {phys.min_group_size} rows are not revealed"]
+    if phys.notes:
+        lines += [""] + list(phys.notes)
     if phys.uses:
         lines += ["", "grants used:"] + [f"  {u}" for u in phys.uses]
     return "\n".join(lines)

@@ -8,6 +8,8 @@ common row order (the alignment a PSI join produces).
 - `EquiJoin`   PSI between two parties (or PYU when one party holds both keys): join two
                relations on key columns; afterwards every holder's piece is re-aligned.
 - `Compute`    PYU(party): SQL over the party's own piece (its projections, its aggregates).
+- `Noise`      PYU(party): differential-privacy noise on its aggregates, before they leave it.
+- `Mask`       PYU(party): masking of revealed columns, before they leave it.
 - `Reveal`     party -> issuer: a computed result crosses to the issuer.
 - `Finish`     PYU(issuer): combine what was revealed; DISTINCT / ORDER BY / LIMIT.
 """
@@ -90,6 +92,32 @@ class Reveal(Step):
 
 
 @dataclass(frozen=True)
+class Noise(Step):
+    """PYU(party): differential-privacy noise on its aggregate part before it is revealed."""
+
+    party: str
+    name: str
+    release: object  # sqlsecure.privacy.Release
+
+    @property
+    def parties(self):
+        return frozenset({self.party})
+
+
+@dataclass(frozen=True)
+class Mask(Step):
+    """PYU(party): mask revealed columns before they leave the owner."""
+
+    party: str
+    name: str
+    columns: tuple[tuple[str, object], ...]  # (column, sqlsecure.masking.Mask)
+
+    @property
+    def parties(self):
+        return frozenset({self.party})
+
+
+@dataclass(frozen=True)
 class Finish(Step):
     issuer: str
     parts: tuple[tuple[str, str], ...]  # (party, name) of each revealed part, in column order
@@ -109,6 +137,8 @@ class PhysicalPlan:
     notes: tuple[str, ...] = ()
     min_group_size: int = 0  # applied to revealed aggregates (0: not applied)
     uses: tuple[str, ...] = field(default=(), compare=False)  # policy checks passed, for EXPLAIN
+    epsilon: float = 0.0  # differential privacy charged to the issuer before release
+    delta: float = 0.0
 
     @property
     def parties(self) -> frozenset[str]:

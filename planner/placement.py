@@ -9,7 +9,7 @@ its own party). Everything else raises NotSupportedError naming the feature.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlglot import exp
 
@@ -17,7 +17,8 @@ from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.planner.logical import (
     Aggregate, InnerJoin, Limit, LocalQuery, Node, Project, Sort, aliases_of, column_key,
 )
-from sqlsecure.planner.physical import Compute, EquiJoin, Finish, PhysicalPlan, Reveal, RunLocal
+from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Mask, Noise, PhysicalPlan, Reveal, RunLocal
+from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy import Use
 
@@ -47,6 +48,8 @@ class PlacementContext:
     usage: Usage
     min_group_size: int
     column_type: callable  # (alias, column) -> DuckDB type or None
+    dp: DPContext | None = None  # differential privacy for this issuer's query, if any
+    masks: dict = field(default_factory=dict)  # output index -> Mask for the issuer
 
 
 def to_piece(expression: exp.Expression) -> exp.Expression:
@@ -88,21 +91,78 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
     party, issuer = query.party, ctx.issuer
     select = query.select
     threshold = 0
+    finish_sql = None
+    release = None
     if party != issuer:
         ctx.usage.check_issuer()
         aggregates = isinstance(select, exp.Select) and (
             select.args.get("group") or any(e.find(exp.AggFunc) for e in select.expressions)
         )
-        if aggregates and ctx.min_group_size > 0:
+        if ctx.dp is not None:
+            select, release, finish_sql = _dp_pushdown(select, ctx.dp)
+        elif aggregates and ctx.min_group_size > 0:
             threshold = ctx.min_group_size
             select = _with_threshold(select, threshold)
-    steps = (
-        RunLocal(party, select.sql(dialect="duckdb"), "result"),
-        Reveal(party, "result", issuer),
-        Finish(issuer, ((party, "result"),), "rows", None),
-    )
+    steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
+    if release is not None:
+        steps.append(Noise(party, "result", release))
+    if ctx.masks:
+        names = select.named_selects if isinstance(select, exp.Select) else []
+        steps.append(Mask(party, "result", tuple((names[i], m) for i, m in sorted(ctx.masks.items()))))
+    steps += [Reveal(party, "result", issuer), Finish(issuer, ((party, "result"),), "rows", finish_sql)]
     leakage = ((issuer, "the query result"),) if party != issuer else ()
-    return PhysicalPlan(issuer, steps, leakage, min_group_size=threshold, uses=ctx.usage.passed())
+    return _plan(ctx, steps, leakage, threshold)
+
+
+def _plan(ctx: PlacementContext, steps, leakage, threshold: int) -> PhysicalPlan:
+    notes = tuple(ctx.dp.describe()) if ctx.dp is not None else ()
+    if ctx.dp is not None and ctx.dp.grouped:
+        (noise,) = [s for s in steps if isinstance(s, Noise) and s.release.threshold is not None][:1] or [None]
+        if noise is not None:
+            notes += (f"  groups are released when their noisy row count reaches {noise.release.threshold:.1f}",)
+    for step in steps:
+        if isinstance(step, Mask):
+            notes += tuple(f"masked for {ctx.issuer}: {column} ({mask.describe()})" for column, mask in step.columns)
+    return PhysicalPlan(ctx.issuer, tuple(steps), tuple(dict.fromkeys(leakage)), notes=notes,
+                        min_group_size=threshold, uses=ctx.usage.passed(),
+                        epsilon=ctx.dp.epsilon if ctx.dp else 0.0, delta=ctx.dp.delta if ctx.dp else 0.0)
+
+
+def _dp_pushdown(select: exp.Expression, dp: DPContext):
+    """Rewrite a single-party aggregate for a noisy release; ORDER BY / LIMIT move to the issuer."""
+    if not isinstance(select, exp.Select):
+        raise NotSupportedError("under differential privacy only a single aggregating SELECT can be answered")
+    if select.args.get("having"):
+        raise NotSupportedError("HAVING is not supported under differential privacy (filter the noisy result)")
+    group = select.args.get("group")
+    group_sqls = {g.sql() for g in (group.expressions if group else [])}
+    items = [(e.alias_or_name, e.this if isinstance(e, exp.Alias) else e) for e in select.expressions]
+    dp.count_values(items, group_sqls)
+    sql_items, release = dp.rewrite(items, group_sqls)
+    names = [n for n, _ in items]
+    finish = exp.Select().from_("result")
+    finish.set("expressions", [exp.column(n, quoted=True) for n in names])
+    inner = {e.sql(): n for n, e in items}
+    order = select.args.get("order")
+    if order:
+        keys = []
+        for o in order.expressions:
+            key = o.this
+            ref = key.name if isinstance(key, exp.Column) and not key.table and key.name in names else inner.get(key.sql())
+            if ref is None:
+                raise NotSupportedError(f"under differential privacy ORDER BY must use output columns: {key.sql()}")
+            new = o.copy()
+            new.set("this", exp.column(ref, quoted=True))
+            keys.append(new)
+        finish.set("order", exp.Order(expressions=keys))
+    for clause in ("limit", "offset"):
+        if select.args.get(clause):
+            finish.set(clause, select.args[clause].copy())
+    local = select.copy()
+    for clause in ("order", "limit", "offset"):
+        local.set(clause, None)
+    local.set("expressions", [exp.alias_(e, n, quoted=True) for n, e in sql_items])
+    return local, release, finish.sql(dialect="duckdb")
 
 
 def _with_threshold(select: exp.Select, k: int) -> exp.Select:
@@ -220,15 +280,21 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         current, holding = out, keep
 
     ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort)
-    threshold = ctx.min_group_size
+    threshold = ctx.min_group_size if ctx.dp is None else 0
+    if ctx.dp is not None:
+        if aggregate is None:
+            raise NotSupportedError("under differential privacy only aggregates can be revealed")
+        if aggregate.having is not None:
+            raise NotSupportedError("HAVING is not supported under differential privacy (filter the noisy result)")
+        ctx.dp.count_values([i for items in assignment.by_party.values() for i in items],
+                            {g.sql() for g in aggregate.group_by})
     outputs = [e.alias_or_name for e in project.expressions]
     parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx)
     finish_sql = _finish_sql(finish_cols, outputs, project, sort, limit)
     mode = "single" if aggregate is not None and assignment.group_party is None else "rows"
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql))
     leakage.append((ctx.issuer, "the query result"))
-    return PhysicalPlan(ctx.issuer, tuple(steps), tuple(dict.fromkeys(leakage)),
-                        min_group_size=threshold if aggregate else 0, uses=ctx.usage.passed())
+    return _plan(ctx, steps, leakage, threshold if aggregate else 0)
 
 
 @dataclass
@@ -299,7 +365,12 @@ def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx)
     """Compute each party's outputs over its piece of the joined relation, and reveal them."""
     parts = []
     finish_cols: dict[str, str] = {}
+    group_sqls = {g.sql() for g in aggregate.group_by} if aggregate is not None else set()
     for party, exprs in assignment.by_party.items():
+        release = None
+        outputs = exprs
+        if ctx.dp is not None and exprs:
+            exprs, release = ctx.dp.rewrite(exprs, group_sqls)
         select = exp.Select().from_("piece")
         columns = [exp.alias_(to_piece(e), n, quoted=True) for n, e in exprs]
         select.set("expressions", columns or [exp.alias_(exp.Literal.number(1), "__kept", quoted=True)])
@@ -317,9 +388,14 @@ def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx)
                 select.set("having", exp.Having(this=exp.and_(*conds)))
         out = f"{rel}_{party}_out"
         steps.append(Compute(party, rel, select.sql(dialect="duckdb"), out))
+        if release is not None:
+            steps.append(Noise(party, out, release))
+        masked = tuple((n, ctx.masks[int(n[1:])]) for n, _ in outputs if n.startswith("o") and int(n[1:]) in ctx.masks)
+        if masked:
+            steps.append(Mask(party, out, masked))
         steps.append(Reveal(party, out, ctx.issuer))
         parts.append((party, out))
-        for name, _ in exprs:
+        for name, _ in outputs:
             finish_cols[name] = exp.column(name, quoted=True).sql(dialect="duckdb")
     for name, expression in assignment.constants.items():
         finish_cols[name] = expression.sql(dialect="duckdb")

@@ -13,7 +13,11 @@ from sqlsecure.errors import ConfigError, InterfaceError
 from sqlsecure.executors.channel import ChannelStats
 from sqlsecure.executors.runtime import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
+from sqlsecure.ledger import Ledger
+from sqlsecure.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
+from sqlsecure.policy import RevealPolicy
+from sqlsecure.rules import parse_rules
 
 EXPLAIN = re.compile(r"^\s*EXPLAIN\s+", re.IGNORECASE)
 
@@ -40,10 +44,31 @@ class Engine:
                 for name, store in self._stores.items()
             })
             self.grants = resolve_grants(self.config, self.catalog.all_columns())
+            self.policy = self._resolve_policy()
+            self.ledger = Ledger(self.config.ledger) if self.config.privacy else None
+            hashing = any(m.method == "hash" for m in self.policy.masks.values())
+            mask_key = load_key(self.config.mask_key_file) if hashing else None
         except BaseException:
             self.close()
             raise
-        self.runtime = EmbeddedRuntime(self._stores, timeout=timeout, processes=processes)
+        self.runtime = EmbeddedRuntime(self._stores, timeout=timeout, processes=processes, mask_key=mask_key)
+
+    def _resolve_policy(self) -> RevealPolicy:
+        problems: list[str] = []
+
+        def problem(key: str, text: str) -> None:
+            problems.append(f"{self.config.path}: {key}: {text}")
+
+        def columns(party: str, table: str):
+            if not self.catalog.has_table(party, table):
+                return None
+            return [c for c, _ in self.catalog.columns(party, table)]
+
+        rules = parse_rules(self.config.rules, problem, columns)
+        masks = resolve_masks(list(self.config.masks), self.catalog.all_columns(), problem)
+        if problems:
+            raise ConfigError(problems)
+        return RevealPolicy(self.grants, rules, masks, dict(self.config.privacy), self.config.min_group_size)
 
     @property
     def parties(self) -> list[str]:
@@ -55,13 +80,18 @@ class Engine:
 
     def plan(self, sql: str, issuer: str) -> QueryPlan:
         self.check_issuer(issuer)
-        return plan_query(
-            EXPLAIN.sub("", sql, count=1), catalog=self.catalog, grants=self.grants, issuer=issuer,
-            dialect=self.config.dialect, min_group_size=self.config.min_group_size,
-        )
+        return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
+                          dialect=self.config.dialect)
 
     def explain(self, sql: str, issuer: str) -> str:
-        return self.plan(sql, issuer).explain()
+        plan = self.plan(sql, issuer)
+        text = plan.explain()
+        if plan.physical.epsilon:
+            budget = self.policy.budgets[issuer]
+            spent = self.ledger.spent(issuer)
+            text += (f"\nprivacy budget of {issuer}: ε spent {spent.epsilon:g} of {budget.epsilon:g}, "
+                     f"{budget.epsilon - spent.epsilon:g} left before this query")
+        return text
 
     def execute(self, sql: str, issuer: str) -> QueryResult:
         """Run a query; `EXPLAIN <query>` returns the plan as a one-column table instead."""
@@ -69,8 +99,11 @@ class Engine:
             raise InterfaceError("the engine is closed")
         plan = self.plan(sql, issuer)
         if EXPLAIN.match(sql):
-            text = plan.explain().splitlines()
+            text = self.explain(sql, issuer).splitlines()
             return QueryResult(pa.table({"explain": text}), plan, ChannelStats())
+        if plan.physical.epsilon:  # charged durably before anything is computed or released
+            budget = self.policy.budgets[issuer]
+            self.ledger.charge(issuer, plan.physical.epsilon, plan.physical.delta, budget.epsilon, budget.delta, sql)
         table = self.runtime.execute(plan.physical)
         return QueryResult(table, plan, self.runtime.last_stats)
 

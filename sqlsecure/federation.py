@@ -10,20 +10,22 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlglot
 
 from sqlsecure.connectors import TableSource
 from sqlsecure.errors import ConfigError
+from sqlsecure.masking import parse_masks
+from sqlsecure.privacy import parse_privacy
 from sqlsecure.policy import ColumnRef, Constraint, Grants
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-FEDERATION_KEYS = {"name", "dialect", "min_group_size"}
+FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file"}
 PARTY_KEYS = {"database", "tables"}
 GRANT_KEYS = {"party", "columns", "constraint"}
-TOP_KEYS = {"federation", "parties", "grants"}
+TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class FederationConfig:
     min_group_size: int
     parties: dict[str, PartyConfig]
     grants: tuple[GrantConfig, ...]
+    ledger: Path = Path("ledger.sqlite")  # the privacy budget ledger
+    mask_key_file: Path = Path("mask.key")  # the keyed-hash masking key (created on first use)
+    privacy: dict = field(default_factory=dict)  # issuer -> PrivacyBudget
+    masks: tuple = ()  # MaskConfig, resolved against the schema by the engine
+    rules: dict = field(default_factory=dict)  # raw [rules."party.table"] sections, resolved by the engine
 
 
 def _dialect_ok(dialect: str) -> bool:
@@ -173,9 +180,20 @@ def load_federation(path: str | Path) -> FederationConfig:
         if party in parties and columns:
             grants.append(GrantConfig(party, tuple(columns), constraint, key))
 
+    paths = {}
+    for key, default in (("ledger", f"{path.stem}.ledger.sqlite"), ("mask_key_file", f"{path.stem}.mask.key")):
+        value = fed.get(key, default)
+        if not isinstance(value, str) or not value:
+            problem(f"federation.{key}", "must be a path string")
+            value = default
+        paths[key] = (path.parent / value).resolve()
+    privacy = parse_privacy(raw.get("privacy", {}), problem, parties)
+    masks = parse_masks(raw.get("masks", []), problem, parties)
+    rules = raw.get("rules", {})
     if problems:
         raise ConfigError(problems)
-    return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants))
+    return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
+                            paths["mask_key_file"], privacy, tuple(masks), rules)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

@@ -70,3 +70,14 @@ class Grants:
 
     def allows(self, column: ColumnRef, party: str, use: Use) -> bool:
         return self.constraint(column, party) in PERMITS[use]
+
+
+@dataclass
+class RevealPolicy:
+    """Everything that decides what an issuer may learn: grants, analysis rules, masks, DP budgets."""
+
+    grants: Grants
+    rules: dict = field(default_factory=dict)  # (party, table) -> sqlsecure.rules.TableRules
+    masks: dict = field(default_factory=dict)  # (ColumnRef, recipient) -> sqlsecure.masking.Mask
+    budgets: dict = field(default_factory=dict)  # issuer -> sqlsecure.privacy.PrivacyBudget
+    min_group_size: int = 4
