@@ -44,6 +44,8 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
+    if foreign:
+        usage.check_issuer()  # before anything else: a refusal by policy comes first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
     masks = output_masks(tree, policy.masks, issuer, base_lineage(tree)) if foreign else {}
     logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog)
@@ -113,7 +115,7 @@ def bound_contributions(physical: PhysicalPlan, rules: dict) -> PhysicalPlan:
                     return node
                 inner = sqlglot.parse_one(
                     f'SELECT * FROM "{node.name}" QUALIFY ROW_NUMBER() OVER (PARTITION BY '
-                    f'"{rule.identity_column}" ORDER BY random()) <= {rule.max_rows_per_identity}', read="duckdb")
+                    f'"{rule.identity_column}") <= {rule.max_rows_per_identity}', read="duckdb")
                 return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name,
                                                                                              quoted=True)))
 

@@ -15,7 +15,8 @@ bottom-up through the query's scopes (CTEs, subqueries, set operations) from the
   aggregate-only x); otherwise ENCRYPTED_ONLY;
 - UNION / INTERSECT / EXCEPT: per column, the most restrictive of the branches.
 
-`check_reveal` then requires, for the issuer: every output column PLAINTEXT; every WHERE / ON /
+`check_reveal` then requires, for the issuer: every output column PLAINTEXT; every GROUP BY key
+PLAINTEXT or PLAINTEXT_AFTER_GROUP_BY (the groups reveal its distribution); every WHERE / ON /
 HAVING / QUALIFY condition PLAINTEXT (the issuer learns which rows pass; a join's key equality also
 passes with PLAINTEXT_AFTER_JOIN); every ORDER BY key PLAINTEXT or REVEAL_RANK. A refusal names the
 column, the party, its constraint and the clause.
@@ -110,6 +111,9 @@ class CCLInference:
         grouped = bool(keys) or any(e.find(exp.AggFunc) for e in query.expressions)
         if check:
             self._check_conditions(query, scope, ctes, keys)
+            for g in group.expressions if group else []:  # the groups' sizes reveal the key's distribution
+                vis = self.value(g, scope, ctes, frozenset(), False)
+                self.require(promote(vis, C.PLAINTEXT_AFTER_GROUP_BY), f"GROUP BY {g.sql()}")
         outs = []
         for e in query.expressions:
             outs.append((e.alias_or_name, self.value(e.this if isinstance(e, exp.Alias) else e, scope, ctes,

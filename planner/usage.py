@@ -97,4 +97,3 @@ class Usage:
             for col in where.this.find_all(exp.Column):
                 # columns in a local query are qualified by the query aliases; resolve by alias
                 self.require(col, viewers, Use.COMPARE, f"filter {where.this.sql()} at {query.party}")
-        self.check_issuer()

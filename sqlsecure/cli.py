@@ -1,4 +1,4 @@
-"""The `sqlsecure` command: query, explain, demo."""
+"""The `sqlsecure` command: query, explain, budget, demo."""
 
 from __future__ import annotations
 
@@ -66,6 +66,35 @@ def explain(federation: str, issuer: str, debug: bool, sql: str) -> None:
     except Error as exc:
         _fail(exc, debug)
     click.echo(text)
+
+
+@main.command()
+@federation_option
+@click.option("--as", "issuer", default=None, help="Show only this party's budget.")
+@debug_option
+def budget(federation: str, issuer: str | None, debug: bool) -> None:
+    """Show the differential-privacy budget ledger: spent and left per issuer, and recent charges."""
+    from sqlsecure.engine import Engine
+
+    try:
+        with Engine(federation) as engine:
+            budgets = engine.policy.budgets
+            if issuer is not None:
+                engine.check_issuer(issuer)
+            if not budgets:
+                click.echo("no [privacy] budgets in this federation: differential privacy is off")
+                return
+            for name, b in sorted(budgets.items()):
+                if issuer not in (None, name):
+                    continue
+                spent = engine.ledger.spent(name)
+                click.echo(f"{name}: ε spent {spent.epsilon:g} of {b.epsilon:g} ({b.epsilon - spent.epsilon:g} left), "
+                           f"δ spent {spent.delta:g} of {b.delta:g}, {spent.queries} queries charged "
+                           f"({b.noise} noise, ε={b.query_epsilon:g} per query)")
+            for who, eps, delta, sql, at in engine.ledger.history(issuer):
+                click.echo(f"  {who}  ε={eps:g} δ={delta:g}  {sql}")
+    except Error as exc:
+        _fail(exc, debug)
 
 
 @main.command()

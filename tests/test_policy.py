@@ -52,7 +52,7 @@ def test_allowed(strict, sql):
     (f"SELECT o.category {JOIN}", "shop.orders.category through the output column"),
     (f"SELECT COUNT(*) {JOIN} WHERE o.amount > 10", "comparison|through WHERE"),
     (f"SELECT COUNT(*) {JOIN} WHERE c.age > 10", "shop may not learn bank.customers.age"),
-    ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.name = o.category", "join key"),
+    ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.name = o.category", "JOIN|join key"),
     (f"SELECT o.customer_id {JOIN}", "PLAINTEXT_AFTER_JOIN"),
     ("SELECT amount FROM shop.orders", "through the output column"),
     ("SELECT SUM(amount) FROM shop.orders WHERE order_id = 5", "shop.orders.order_id through WHERE"),
