@@ -15,6 +15,7 @@ from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.analysis import check_rules, with_threshold
 from sqlsecure.planner.build import build_logical
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.logical import Node
 from sqlsecure.planner.parse import load_query
@@ -33,6 +34,8 @@ class QueryPlan:
     logical: Node
     optimized: Node
     physical: PhysicalPlan
+
+    visibility: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # output -> ((party, constraint), ...)
 
     def explain(self) -> str:
         return render_explain(self)
@@ -76,7 +79,15 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     physical = place(optimized, ctx)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
-    return QueryPlan(sql, tree, logical, optimized, physical)
+    return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog))
+
+
+def _visibility(tree, policy: RevealPolicy, catalog: Catalog):
+    """For EXPLAIN: what every party could learn of each output column, by column control inference."""
+    per_party = {p: CCLInference(policy.grants, catalog, p).outputs(tree, {}, check=False) for p in catalog.tables}
+    names = [name for name, _ in next(iter(per_party.values()))] if per_party else []
+    return tuple((name, tuple((p, outs[i][1].constraint.value) for p, outs in per_party.items()))
+                 for i, name in enumerate(names))
 
 
 def _dp_context(tree, policy: RevealPolicy, issuer: str, catalog: Catalog, threshold) -> DPContext:

@@ -62,6 +62,9 @@ def render_explain(plan) -> str:
         lines += ["", f"groups with fewer than {phys.min_group_size} rows are not revealed"]
     if phys.notes:
         lines += [""] + list(phys.notes)
+    if plan.visibility:
+        lines += ["", "column control (what each party may learn of each output column):"]
+        lines += [f"  {name}: " + ", ".join(f"{p} {c}" for p, c in vis) for name, vis in plan.visibility]
     if phys.uses:
         lines += ["", "grants used:"] + [f"  {u}" for u in phys.uses]
     return "\n".join(lines)

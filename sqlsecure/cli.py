@@ -1,4 +1,4 @@
-"""The `sqlsecure` command: query, explain, budget, demo."""
+"""The `sqlsecure` command: query, explain, check, budget, demo."""
 
 from __future__ import annotations
 
@@ -66,6 +66,27 @@ def explain(federation: str, issuer: str, debug: bool, sql: str) -> None:
     except Error as exc:
         _fail(exc, debug)
     click.echo(text)
+
+
+@main.command()
+@federation_option
+@issuer_option
+@debug_option
+@click.argument("sql")
+def check(federation: str, issuer: str, debug: bool, sql: str) -> None:
+    """Dry run: would ISSUER's query be answered? Exit 0 if allowed, 1 if not. Reads no data."""
+    from sqlsecure.engine import Engine
+
+    try:
+        with Engine(federation) as engine:
+            reason = engine.check(sql, issuer)
+    except Error as exc:
+        _fail(exc, debug)
+    if reason is None:
+        click.echo("allowed")
+    else:
+        click.echo(f"refused: {reason}")
+        sys.exit(1)
 
 
 @main.command()

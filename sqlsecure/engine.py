@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from sqlsecure.connectors import PartyStore
-from sqlsecure.errors import ConfigError, InterfaceError
+from sqlsecure.errors import ConfigError, InterfaceError, NotSupportedError, PlanError, PolicyViolation
 from sqlsecure.executors.channel import ChannelStats
 from sqlsecure.executors.runtime import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
@@ -82,6 +82,14 @@ class Engine:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
                           dialect=self.config.dialect)
+
+    def check(self, sql: str, issuer: str) -> str | None:
+        """Dry run: None if the query would be answered, else why not. Touches no data."""
+        try:
+            self.plan(sql, issuer)
+        except (PolicyViolation, PlanError, NotSupportedError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def explain(self, sql: str, issuer: str) -> str:
         plan = self.plan(sql, issuer)

@@ -90,3 +90,21 @@ def test_refused(fed, sql, fragment):
 
 def test_owner_needs_no_grant(fed):
     fed.execute("SELECT amount, customer_id FROM shop.orders ORDER BY amount LIMIT 1", "shop")
+
+
+def test_explain_shows_inferred_visibility(fed):
+    text = fed.explain("SELECT category, SUM(amount) AS total FROM shop.orders GROUP BY category", "bank")
+    assert "total: bank PLAINTEXT, shop PLAINTEXT" in text
+
+
+def test_dry_run_check(fed, tmp_path):
+    from click.testing import CliRunner
+
+    from sqlsecure.cli import main
+
+    assert fed.check("SELECT SUM(amount) FROM shop.orders", "bank") is None
+    assert "PolicyViolation" in fed.check("SELECT amount FROM shop.orders", "bank")
+    path = str(fed.config.path)
+    ok = CliRunner().invoke(main, ["check", "-F", path, "--as", "bank", "SELECT SUM(amount) FROM shop.orders"])
+    no = CliRunner().invoke(main, ["check", "-F", path, "--as", "bank", "SELECT amount FROM shop.orders"])
+    assert (ok.exit_code, no.exit_code) == (0, 1) and "refused: PolicyViolation" in no.output
