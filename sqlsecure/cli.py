@@ -19,6 +19,17 @@ def _fail(exc: BaseException, debug: bool) -> None:
     sys.exit(1)
 
 
+def _with_engine(federation: str, debug: bool, work):
+    """Open the federation, run `work(engine)`, and turn engine errors into one line and exit 1."""
+    from sqlsecure.engine import Engine
+
+    try:
+        with Engine(federation) as engine:
+            return work(engine)
+    except Error as exc:
+        _fail(exc, debug)
+
+
 federation_option = click.option(
     "-F", "--federation", "federation", required=True, type=click.Path(dir_okay=False),
     help="The federation file (TOML).",
@@ -41,13 +52,7 @@ def main() -> None:
 @click.argument("sql")
 def query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -> None:
     """Run a federated query as ISSUER and print the result."""
-    from sqlsecure.engine import Engine
-
-    try:
-        with Engine(federation) as engine:
-            result = engine.execute(sql, issuer)
-    except Error as exc:
-        _fail(exc, debug)
+    result = _with_engine(federation, debug, lambda engine: engine.execute(sql, issuer))
     click.echo(FORMATS[fmt](result.table))
 
 
@@ -58,14 +63,7 @@ def query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -> None
 @click.argument("sql")
 def explain(federation: str, issuer: str, debug: bool, sql: str) -> None:
     """Print the physical plan: devices, movements between parties, what each party learns."""
-    from sqlsecure.engine import Engine
-
-    try:
-        with Engine(federation) as engine:
-            text = engine.explain(sql, issuer)
-    except Error as exc:
-        _fail(exc, debug)
-    click.echo(text)
+    click.echo(_with_engine(federation, debug, lambda engine: engine.explain(sql, issuer)))
 
 
 @main.command()
@@ -75,13 +73,7 @@ def explain(federation: str, issuer: str, debug: bool, sql: str) -> None:
 @click.argument("sql")
 def check(federation: str, issuer: str, debug: bool, sql: str) -> None:
     """Dry run: would ISSUER's query be answered? Exit 0 if allowed, 1 if not. Reads no data."""
-    from sqlsecure.engine import Engine
-
-    try:
-        with Engine(federation) as engine:
-            reason = engine.check(sql, issuer)
-    except Error as exc:
-        _fail(exc, debug)
+    reason = _with_engine(federation, debug, lambda engine: engine.check(sql, issuer))
     if reason is None:
         click.echo("allowed")
     else:
@@ -95,27 +87,25 @@ def check(federation: str, issuer: str, debug: bool, sql: str) -> None:
 @debug_option
 def budget(federation: str, issuer: str | None, debug: bool) -> None:
     """Show the differential-privacy budget ledger: spent and left per issuer, and recent charges."""
-    from sqlsecure.engine import Engine
 
-    try:
-        with Engine(federation) as engine:
-            budgets = engine.policy.budgets
-            if issuer is not None:
-                engine.check_issuer(issuer)
-            if not budgets:
-                click.echo("no [privacy] budgets in this federation: differential privacy is off")
-                return
-            for name, b in sorted(budgets.items()):
-                if issuer not in (None, name):
-                    continue
-                spent = engine.ledger.spent(name)
-                click.echo(f"{name}: ε spent {spent.epsilon:g} of {b.epsilon:g} ({b.epsilon - spent.epsilon:g} left), "
-                           f"δ spent {spent.delta:g} of {b.delta:g}, {spent.queries} queries charged "
-                           f"({b.noise} noise, ε={b.query_epsilon:g} per query)")
-            for who, eps, delta, sql, at in engine.ledger.history(issuer):
-                click.echo(f"  {who}  ε={eps:g} δ={delta:g}  {sql}")
-    except Error as exc:
-        _fail(exc, debug)
+    def show(engine) -> None:
+        budgets = engine.policy.budgets
+        if issuer is not None:
+            engine.check_issuer(issuer)
+        if not budgets:
+            click.echo("no [privacy] budgets in this federation: differential privacy is off")
+            return
+        for name, b in sorted(budgets.items()):
+            if issuer not in (None, name):
+                continue
+            spent = engine.ledger.spent(name)
+            click.echo(f"{name}: ε spent {spent.epsilon:g} of {b.epsilon:g} ({b.epsilon - spent.epsilon:g} left), "
+                       f"δ spent {spent.delta:g} of {b.delta:g}, {spent.queries} queries charged "
+                       f"({b.noise} noise, ε={b.query_epsilon:g} per query)")
+        for who, eps, delta, sql, _ in engine.ledger.history(issuer):
+            click.echo(f"  {who}  ε={eps:g} δ={delta:g}  {sql}")
+
+    _with_engine(federation, debug, show)
 
 
 @main.command()
