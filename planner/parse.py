@@ -8,6 +8,9 @@ parties' DuckDB connections are also locked down, so this is the first of two fe
 
 from __future__ import annotations
 
+import datetime
+import decimal
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError
@@ -91,7 +94,22 @@ def qualify_query(tree: exp.Expression, catalog: Catalog, dialect: str, sql: str
         raise PlanError(f"{exc}") from None
 
 
-def load_query(sql: str, catalog: Catalog, dialect: str) -> exp.Expression:
-    tree = parse_query(sql, dialect)
+def bind_parameters(tree: exp.Expression, parameters) -> exp.Expression:
+    """Replace each `?` with a literal of the matching parameter, in order — on the parsed tree, never by
+    string interpolation, so a parameter can only ever be a value."""
+    placeholders = list(tree.find_all(exp.Placeholder))
+    values = list(parameters or ())
+    if len(placeholders) != len(values):
+        raise PlanError(f"the query has {len(placeholders)} parameter marker(s) (?), {len(values)} value(s) given")
+    for placeholder, value in zip(placeholders, values):
+        if value is not None and not isinstance(value, (bool, int, float, str, bytes, decimal.Decimal,
+                                                        datetime.date, datetime.time, datetime.datetime)):
+            raise PlanError(f"unsupported parameter type {type(value).__name__}")
+        placeholder.replace(exp.convert(value))
+    return tree
+
+
+def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None) -> exp.Expression:
+    tree = bind_parameters(parse_query(sql, dialect), parameters)
     check_references(tree, catalog, sql)
     return qualify_query(tree, catalog, dialect, sql)

@@ -5,7 +5,10 @@
     con.execute("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id").fetchall()
 """
 
-from sqlsecure.dbapi import Connection, Cursor, apilevel, connect, paramstyle, threadsafety
+from sqlsecure.dbapi import (
+    BINARY, DATETIME, NUMBER, ROWID, STRING, Binary, Connection, Cursor, Date, DateFromTicks, Time, TimeFromTicks,
+    Timestamp, TimestampFromTicks, apilevel, connect, paramstyle, threadsafety,
+)
 from sqlsecure.engine import Engine
 from sqlsecure.errors import (
     ConfigError, DatabaseError, DataError, Error, IntegrityError, InterfaceError, InternalError,
@@ -17,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "connect", "Connection", "Cursor", "Engine", "apilevel", "paramstyle", "threadsafety",
+    "STRING", "BINARY", "NUMBER", "DATETIME", "ROWID", "Date", "Time", "Timestamp", "Binary",
+    "DateFromTicks", "TimeFromTicks", "TimestampFromTicks",
     "Error", "Warning", "InterfaceError", "DatabaseError", "DataError", "OperationalError",
     "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError", "ConfigError",
     "PlanError", "PolicyViolation", "ProtocolError",

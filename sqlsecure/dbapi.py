@@ -6,6 +6,7 @@ and results are revealed only to it.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -79,11 +80,41 @@ class Connection:
         self.close()
 
 
-_TYPE_CODES = {
-    "string": "STRING", "large_string": "STRING", "bool": "BOOLEAN", "date32[day]": "DATE",
-    "double": "DOUBLE", "float": "FLOAT", "int64": "BIGINT", "int32": "INTEGER", "int16": "SMALLINT",
-    "int8": "TINYINT",
-}
+class DBAPITypeObject:
+    """A PEP 249 type object: equal to every type code of its kind."""
+
+    def __init__(self, name: str, test):
+        self.name, self._test = name, test
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, str) and self._test(other)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+STRING = DBAPITypeObject("STRING", lambda t: t in ("string", "large_string"))
+BINARY = DBAPITypeObject("BINARY", lambda t: t in ("binary", "large_binary"))
+NUMBER = DBAPITypeObject("NUMBER", lambda t: t.startswith(("int", "uint", "double", "float", "halffloat", "decimal"))
+                         or t == "bool")
+DATETIME = DBAPITypeObject("DATETIME", lambda t: t.startswith(("date", "timestamp", "time")))
+ROWID = DBAPITypeObject("ROWID", lambda t: False)
+Date, Time, Timestamp, Binary = datetime.date, datetime.time, datetime.datetime, bytes
+
+
+def DateFromTicks(ticks: float) -> datetime.date:  # noqa: N802 - PEP 249 name
+    return datetime.date.fromtimestamp(ticks)
+
+
+def TimeFromTicks(ticks: float) -> datetime.time:  # noqa: N802
+    return datetime.datetime.fromtimestamp(ticks).time()
+
+
+def TimestampFromTicks(ticks: float) -> datetime.datetime:  # noqa: N802
+    return datetime.datetime.fromtimestamp(ticks)
 
 
 class Cursor:
@@ -105,20 +136,42 @@ class Cursor:
         self.connection._check()
 
     def execute(self, sql: str, parameters=None) -> "Cursor":
+        """Run a query; `?` markers are bound to `parameters` as literals after parsing."""
         self._check()
-        if parameters:
-            raise errors.NotSupportedError("query parameters are not supported yet; write literals")
-        result = self.connection.engine.execute(sql, self.connection.party)
+        if isinstance(parameters, (str, bytes)):
+            raise errors.ProgrammingError("parameters must be a sequence of values, not a string")
+        result = self.connection.engine.execute(sql, self.connection.party, parameters)
         self._table = result.table
         self.last_plan, self.last_stats = result.plan, result.stats
         self._rows = [tuple(r.values()) for r in result.table.to_pylist()]
         self._pos = 0
         self.rowcount = len(self._rows)
         self.description = [
-            (f.name, _TYPE_CODES.get(str(f.type), str(f.type).upper()), None, None, None, None, f.nullable)
+            (f.name, str(f.type), None, None, None, None, f.nullable)
             for f in result.table.schema
         ]
         return self
+
+    def executemany(self, sql: str, seq_of_parameters) -> "Cursor":
+        """Run the query once per parameter sequence; the cursor keeps the last result."""
+        for parameters in seq_of_parameters:
+            self.execute(sql, parameters)
+        return self
+
+    def callproc(self, name, parameters=None):
+        raise errors.NotSupportedError("sqlsecure has no stored procedures")
+
+    def nextset(self):
+        raise errors.NotSupportedError("a query returns one result set")
+
+    def to_arrow_reader(self, batch_size: int = 65536) -> pa.RecordBatchReader:
+        self._need_result()
+        return pa.RecordBatchReader.from_batches(self._table.schema, self._table.to_batches(batch_size))
+
+    def fetchdf(self):
+        """The result as a pandas DataFrame (needs pandas)."""
+        self._need_result()
+        return self._table.to_pandas()
 
     def _need_result(self) -> None:
         self._check()

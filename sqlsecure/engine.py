@@ -78,10 +78,10 @@ class Engine:
         if issuer not in self.config.parties:
             raise ConfigError(f"unknown party {issuer!r}; parties are: {', '.join(self.config.parties)}")
 
-    def plan(self, sql: str, issuer: str) -> QueryPlan:
+    def plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
-                          dialect=self.config.dialect)
+                          dialect=self.config.dialect, parameters=parameters)
 
     def check(self, sql: str, issuer: str) -> str | None:
         """Dry run: None if the query would be answered, else why not. Touches no data."""
@@ -101,11 +101,11 @@ class Engine:
                      f"{budget.epsilon - spent.epsilon:g} left before this query")
         return text
 
-    def execute(self, sql: str, issuer: str) -> QueryResult:
-        """Run a query; `EXPLAIN <query>` returns the plan as a one-column table instead."""
+    def execute(self, sql: str, issuer: str, parameters=None) -> QueryResult:
+        """Run a query (`?` markers bound to `parameters`); `EXPLAIN <query>` returns the plan as a table."""
         if getattr(self, "runtime", None) is None:
             raise InterfaceError("the engine is closed")
-        plan = self.plan(sql, issuer)
+        plan = self.plan(sql, issuer, parameters)
         if EXPLAIN.match(sql):
             text = self.explain(sql, issuer).splitlines()
             return QueryResult(pa.table({"explain": text}), plan, ChannelStats())

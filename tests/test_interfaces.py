@@ -32,8 +32,15 @@ def test_dbapi(federation_dir):
         assert "PSI(bank, shop)" in con.explain(JOIN_COUNT)
         rows = con.execute("EXPLAIN " + JOIN_COUNT).fetchall()
         assert any("PSI" in r[0] for r in rows)
+        cur.execute("SELECT name FROM bank.customers WHERE region = ? AND age > ?", ("north", 30))
+        assert cur.rowcount > 0 and cur.description[0][1] == sqlsecure.STRING
+        assert cur.execute("SELECT COUNT(*) FROM bank.customers").description[0][1] == sqlsecure.NUMBER
+        with pytest.raises(sqlsecure.ProgrammingError, match="parameter"):
+            cur.execute("SELECT * FROM bank.customers WHERE id = ?", ())
         with pytest.raises(sqlsecure.NotSupportedError):
-            cur.execute("SELECT * FROM bank.customers WHERE id = ?", (1,))
+            cur.callproc("p")
+        reader = cur.execute("SELECT * FROM bank.customers").to_arrow_reader(batch_size=10)
+        assert sum(b.num_rows for b in reader) == cur.rowcount
     with pytest.raises(sqlsecure.InterfaceError):
         con.cursor()
 
@@ -99,3 +106,15 @@ def test_examples_run(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{script.name}:\n{done.stderr}"
         assert done.stdout.strip()
+
+
+def test_parameters_stay_literals(federation_dir):
+    with sqlsecure.connect(federation_dir / "federation.toml", party="bank") as con:
+        attack = "x' OR '1'='1"
+        assert con.execute("SELECT COUNT(*) FROM bank.customers WHERE name = ?", (attack,)).fetchone()[0] == 0
+        assert con.execute("SELECT COUNT(*) FROM bank.customers WHERE name = ?", ("c1",)).fetchone()[0] == 1
+        drop = "'; DROP TABLE customers; --"
+        con.execute("SELECT COUNT(*) FROM bank.customers WHERE name = ?", (drop,))
+        assert con.execute("SELECT COUNT(*) FROM bank.customers").fetchone()[0] > 0
+        cur = con.cursor().executemany("SELECT COUNT(*) FROM bank.customers WHERE age > ?", [(20,), (70,)])
+        assert cur.fetchone()[0] < 60
