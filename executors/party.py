@@ -17,7 +17,10 @@ from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.encoding import encode_keys
 from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices
 from sqlsecure.masking import apply_mask
-from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Mask, Noise, PhysicalPlan, Reveal, RunLocal
+from sqlsecure.executors.he_group_by import key_party_side, open_sums, value_party_side
+from sqlsecure.planner.physical import (
+    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal,
+)
 from sqlsecure.privacy import release
 
 
@@ -74,6 +77,10 @@ class PartyExecutor:
                 piece = pieces[step.rel]
                 piece = piece.append_column("__row", pa.array(np.arange(piece.num_rows, dtype=np.int64)))
                 outputs[(self.name, step.out)] = scratch_sql(step.sql, {"piece": piece})
+            elif isinstance(step, HEGroupBy):
+                result_part = self._he_group_by(step, pieces, tag)
+                if result_part is not None:
+                    outputs[(self.name, step.out)] = result_part
             elif isinstance(step, Noise):
                 outputs[(self.name, step.name)] = release(outputs[(self.name, step.name)], step.release)
             elif isinstance(step, Mask):
@@ -123,6 +130,28 @@ class PartyExecutor:
         if me == step.right_party:
             parts.append(pieces[step.right].take(pa.array(right_rows[pair_idx])))
         return _hstack(parts)
+
+    def _he_group_by(self, step: HEGroupBy, pieces, tag: str) -> pa.Table | None:
+        me, endpoint = self.name, self._endpoint
+        mine = None
+        if me in (step.key_party, step.value_party):
+            piece = pieces[step.rel]
+            piece = piece.append_column("__row", pa.array(np.arange(piece.num_rows, dtype=np.int64)))
+        if me == step.key_party:
+            groups = scratch_sql(step.groups_sql, {"piece": piece})
+            codes = scratch_sql(step.codes_sql, {"piece": piece}).column("__code").to_numpy(zero_copy_only=False)
+            mine = key_party_side(endpoint, step, groups, codes.astype(np.int64), f"{tag}/he")
+            if me == step.issuer:
+                return open_sums(step, mine, endpoint.recv_table(step.value_party, f"{tag}/he/value-shares"))
+        elif me == step.value_party:
+            values = scratch_sql(step.values_sql, {"piece": piece})
+            mine = value_party_side(endpoint, step, values, f"{tag}/he", None)
+            if me == step.issuer:
+                return open_sums(step, endpoint.recv_table(step.key_party, f"{tag}/he/key-shares"), mine)
+        elif me == step.issuer:
+            return open_sums(step, endpoint.recv_table(step.key_party, f"{tag}/he/key-shares"),
+                             endpoint.recv_table(step.value_party, f"{tag}/he/value-shares"))
+        return None
 
     def _mask(self, table: pa.Table, step: Mask) -> pa.Table:
         for column, mask in step.columns:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Mask, Noise, Reveal, RunLocal
+from sqlsecure.planner.physical import Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal
 
 
 def _movements(step) -> list[str]:
@@ -17,6 +17,12 @@ def _movements(step) -> list[str]:
         for holder in step.keep:
             if holder != step.left_party:
                 moves.append(f"{step.left_party} -> {holder}: row index vector of {step.out} (8 B per row)")
+    if isinstance(step, HEGroupBy):
+        v, k = step.value_party, step.key_party
+        moves += [f"{v} -> {k}: Paillier public key, then {2 * step.key_bits // 8} B per row per packed chunk of "
+                  "value columns (ciphertexts)",
+                  f"{k} -> {v}: masked per-group sums (ciphertexts, several groups per ciphertext)"]
+        moves += [f"{p} -> {step.issuer}: its shares of the group sums" for p in (k, v) if p != step.issuer]
     if isinstance(step, Reveal) and step.party != step.to:
         moves.append(f"{step.party} -> {step.to}: {step.name} (Arrow IPC, the revealed columns only)")
     return moves
@@ -42,6 +48,12 @@ def render_explain(plan) -> str:
         elif isinstance(step, Reveal):
             target = "kept (issuer's own)" if step.party == step.to else f"reveal to {step.to}"
             lines.append(f"  [{n}] {step.party} -> {step.to}  {target}: {step.name}")
+        elif isinstance(step, HEGroupBy):
+            sums = ", ".join(f"{kind.upper()}(v{j}) -> {name}" for name, kind, j in step.sums)
+            lines.append(f"  [{n}] {step.device}  Paillier-{step.key_bits} group sums on {step.rel} -> {step.out}")
+            lines.append(f"        groups at {step.key_party}: {step.groups_sql}")
+            lines.append(f"        values at {step.value_party}: {step.values_sql}")
+            lines.append(f"        {sums}; kept groups opened at {step.issuer}")
         elif isinstance(step, Noise):
             lines.append(f"  [{n}] PYU({step.party})  differential-privacy noise ({step.release.noise}) on {step.name}")
         elif isinstance(step, Mask):

@@ -92,6 +92,39 @@ class Reveal(Step):
 
 
 @dataclass(frozen=True)
+class HEGroupBy(Step):
+    """HEU: per-group SUM / COUNT / AVG of `value_party`'s values by `key_party`'s group keys.
+
+    The key party computes its group table (`groups_sql`: its own outputs, "__n" rows, "__keep"
+    from HAVING, "__code") and each row's group code (`codes_sql`); the value party its value
+    columns (`values_sql`). They run `he_group_sum` (Paillier): the key party never sees a value,
+    the value party sees only the number of groups. Both send their shares of the kept groups to
+    the issuer, which opens the sums and assembles `out` with columns o0, o1, ...
+    """
+
+    rel: str
+    key_party: str
+    value_party: str
+    issuer: str
+    groups_sql: str
+    codes_sql: str
+    values_sql: str
+    local: tuple[str, ...]  # outputs computed by the key party, in its group table
+    sums: tuple[tuple[str, str, int], ...]  # (output, "sum" | "avg" | "count", value column)
+    threshold: int
+    key_bits: int
+    out: str
+
+    @property
+    def parties(self):
+        return frozenset({self.key_party, self.value_party, self.issuer})
+
+    @property
+    def device(self) -> str:
+        return f"HEU({self.value_party} -> {self.key_party})"
+
+
+@dataclass(frozen=True)
 class Noise(Step):
     """PYU(party): differential-privacy noise on its aggregate part before it is revealed."""
 

@@ -17,7 +17,9 @@ from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.planner.logical import (
     Aggregate, InnerJoin, Limit, LocalQuery, Node, Project, Sort, aliases_of, column_key,
 )
-from sqlsecure.planner.physical import Compute, EquiJoin, Finish, Mask, Noise, PhysicalPlan, Reveal, RunLocal
+from sqlsecure.planner.physical import (
+    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal,
+)
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy import Use
@@ -50,6 +52,7 @@ class PlacementContext:
     column_type: callable  # (alias, column) -> DuckDB type or None
     dp: DPContext | None = None  # differential privacy for this issuer's query, if any
     masks: dict = field(default_factory=dict)  # output index -> Mask for the issuer
+    he_key_bits: int = 2048  # Paillier modulus for HE group sums
 
 
 def to_piece(expression: exp.Expression) -> exp.Expression:
@@ -288,7 +291,12 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         ctx.dp.count_values([i for items in assignment.by_party.values() for i in items],
                             {g.sql() for g in aggregate.group_by})
     outputs = [e.alias_or_name for e in project.expressions]
-    parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx)
+    if assignment.he_party is not None:
+        parts, finish_cols = _he_steps(steps, current, assignment, aggregate, threshold, ctx)
+        leakage += [(assignment.he_party, f"the number of groups (HE group sum with {assignment.group_party})"),
+                    (assignment.group_party, f"nothing of {assignment.he_party}'s values (Paillier ciphertexts)")]
+    else:
+        parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx)
     finish_sql = _finish_sql(finish_cols, outputs, project, sort, limit)
     mode = "single" if aggregate is not None and assignment.group_party is None else "rows"
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql))
@@ -305,10 +313,12 @@ class Assignment:
     group_party: str | None
     having: exp.Expression | None
     having_party: str | None
+    he_party: str | None = None  # the party whose values the group party sums under HE
+    he_items: tuple[tuple[str, exp.Expression], ...] = ()  # (output, SUM/AVG/COUNT over he_party's data)
 
     @property
     def parties(self) -> list[str]:
-        return list(self.by_party)
+        return list(self.by_party) + ([self.he_party] if self.he_party else [])
 
 
 def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
@@ -326,8 +336,17 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
                 "enclave, which are not implemented yet"
             )
         group_party = next(iter(group_parties), default)
+    he_party, he_items = None, []
     for name, expression in items:
         owners = _party_set(expression, parties)
+        if group_party is not None and owners and owners != {group_party} and _he_aggregate(expression, parties):
+            if he_party not in (None, *owners):
+                raise NotSupportedError("aggregated values from several parties under one GROUP BY need the SPU")
+            if ctx.dp is not None or ctx.masks:
+                raise NotSupportedError("HE group sums with differential privacy or masking are not supported yet")
+            he_party = next(iter(owners))
+            he_items.append((name, expression))
+            continue
         if len(owners) > 1:
             raise NotSupportedError(
                 f"expression {expression.sql()!r} combines columns of {', '.join(sorted(owners))}; "
@@ -357,7 +376,48 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
         assigned.setdefault(having_party, [])
     if not assigned:  # e.g. SELECT DISTINCT 1 FROM a JOIN b: someone must still count the rows
         assigned[default] = []
-    return Assignment(assigned, constants, group_party, having, having_party)
+    return Assignment(assigned, constants, group_party, having, having_party, he_party, tuple(he_items))
+
+
+def _he_aggregate(expression: exp.Expression, parties) -> bool:
+    """SUM / AVG / COUNT (not DISTINCT) of an expression over exactly one party's columns."""
+    return (isinstance(expression, (exp.Sum, exp.Avg, exp.Count)) and not isinstance(expression.this, exp.Distinct)
+            and len(_party_set(expression.this, parties)) == 1)
+
+
+def _he_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx) -> tuple[list, dict]:
+    """Class 4 on HEU: the group party's own outputs and the HE sums of the value party's."""
+    keys = [to_piece(g) for g in aggregate.group_by]
+    code = exp.Sub(this=exp.Window(this=exp.Anonymous(this="DENSE_RANK"), order=exp.Order(expressions=[
+        exp.Ordered(this=k.copy()) for k in keys])), expression=exp.Literal.number(1))
+    local = assignment.by_party.get(assignment.group_party, [])
+    groups = exp.Select().from_("piece").group_by(*[k.copy() for k in keys])
+    keep = to_piece(assignment.having) if assignment.having is not None else exp.true()
+    groups.set("expressions", [exp.alias_(to_piece(e), n, quoted=True) for n, e in local] + [
+        exp.alias_(exp.Count(this=exp.Star()), "__n", quoted=True), exp.alias_(keep, "__keep", quoted=True),
+        exp.alias_(code.copy(), "__code", quoted=True)])
+    codes = exp.Select().from_("piece").select(exp.alias_(code, "__code", quoted=True)).order_by(
+        exp.column("__row", quoted=True))
+    arguments: dict[str, int] = {}
+    sums = []
+    for name, expression in assignment.he_items:
+        argument = expression.this
+        if isinstance(argument, exp.Star):  # COUNT(*) of the value party's rows: every row counts
+            argument = exp.Literal.number(1)
+        j = arguments.setdefault(to_piece(argument).sql(dialect="duckdb"), len(arguments))
+        kind = {exp.Sum: "sum", exp.Avg: "avg", exp.Count: "count"}[type(expression)]
+        sums.append((name, kind, j))
+    values = exp.Select().from_("piece").order_by(exp.column("__row", quoted=True))
+    values.set("expressions", [exp.alias_(exp.maybe_parse(sql, dialect="duckdb"), f"v{j}", quoted=True)
+                               for sql, j in arguments.items()])
+    out = f"{rel}_he_out"
+    steps.append(HEGroupBy(rel, assignment.group_party, assignment.he_party, ctx.issuer,
+                           groups.sql(dialect="duckdb"), codes.sql(dialect="duckdb"), values.sql(dialect="duckdb"),
+                           tuple(n for n, _ in local), tuple(sums), threshold, ctx.he_key_bits, out))
+    finish_cols = {n: exp.column(n, quoted=True).sql(dialect="duckdb") for n, _ in local + list(assignment.he_items)}
+    for name, expression in assignment.constants.items():
+        finish_cols[name] = expression.sql(dialect="duckdb")
+    return [(ctx.issuer, out)], finish_cols
 
 
 def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx):

@@ -93,3 +93,20 @@ def test_threshold_drops_small_groups(oracle):
     unfiltered = oracle.con.sql(sql).to_arrow_table()
     assert 0 < got.num_rows < unfiltered.num_rows
     assert min(got.column("n").to_pylist()) >= 4
+
+
+CLASS_4 = [  # group keys at one party, aggregated values at another: HE group sums
+    "SELECT c.region, SUM(o.amount) AS s, COUNT(*) AS n, AVG(o.amount) AS a, COUNT(o.amount) "
+    "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region",
+    "SELECT c.region, SUM(c.income), SUM(o.amount) FROM bank.customers c JOIN shop.orders o "
+    "ON c.id = o.customer_id GROUP BY c.region ORDER BY SUM(o.amount) DESC LIMIT 2",
+    "SELECT o.category, AVG(c.income), SUM(c.age * 2) FROM bank.customers c JOIN shop.orders o "
+    "ON c.id = o.customer_id GROUP BY o.category HAVING COUNT(*) > 5",
+]
+
+
+@pytest.mark.parametrize("sql", CLASS_4)
+@pytest.mark.parametrize("issuer", ["bank", "shop", "insurer"])
+def test_class_4_through_he(oracle, sql, issuer):
+    oracle.check(sql, issuer)
+    assert "HEU(" in oracle.engine.explain(sql, issuer)

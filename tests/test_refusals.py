@@ -8,7 +8,7 @@ from sqlsecure.errors import NotSupportedError, OperationalError, PlanError, Pol
 NOT_SUPPORTED = [
     ("SELECT c.income * o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", "cross-party expression"),
     ("SELECT c.name FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id", "LEFT JOIN"),
-    ("SELECT c.region, SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region", "HE or"),
+    ("SELECT c.region, MAX(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region", "HE or"),
     ("SELECT c.region, o.category, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
      "GROUP BY c.region, o.category", "several parties"),
     ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id AND c.age > o.amount", "cross-party predicate"),

@@ -1,0 +1,113 @@
+"""The HEGroupBy operator: a plan step over the HE group-sum protocol (`executors/heu`).
+
+Values enter the protocol as signed 64-bit integers: integers as they are, DECIMAL(p, s) exactly
+as value·10^s, floating point as fixed point value·2^20 (absolute error ≤ 2^-21 per value). Each
+value column travels with its validity column (1 where not NULL), so SUM skips NULLs, COUNT(x)
+counts non-NULLs and AVG divides by them. The issuer receives the key party's shares of the kept
+groups only (those with at least `threshold` rows that pass HAVING) and the value party's shares
+of every group — useless without the other half — and opens the sums.
+"""
+
+from __future__ import annotations
+
+import decimal
+
+import numpy as np
+import pyarrow as pa
+
+from sqlsecure.errors import DataError, ProtocolError
+from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.heu.group_sum import HEParams, he_group_sum_labels, he_group_sum_values
+
+FLOAT_BITS = 20
+
+
+def to_integers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(values, validity, scale) where value = integer / scale; scale as text ("1", "1e2", "2^20")."""
+    t = column.type
+    valid = np.array([v is not None for v in column.to_pylist()], dtype=np.int64)
+    values = column.to_pylist()
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64), valid, "1"
+    if pa.types.is_decimal(t):
+        return (np.array([int(v.scaleb(t.scale)) if v is not None else 0 for v in values], dtype=np.int64),
+                valid, f"1e{t.scale}")
+    if pa.types.is_floating(t):
+        return (np.array([round(v * (1 << FLOAT_BITS)) if v is not None else 0 for v in values], dtype=np.int64),
+                valid, f"2^{FLOAT_BITS}")
+    raise DataError(f"HE sums need numeric values, not {t}")
+
+
+def from_integer(total: int, scale: str):
+    if scale == "1":
+        return total
+    if scale.startswith("1e"):
+        return decimal.Decimal(total).scaleb(-int(scale[2:]))
+    return total / (1 << int(scale[2:]))
+
+
+def shares_table(codes: np.ndarray, shares: list[list[int]], extra: pa.Table | None = None) -> pa.Table:
+    """Shares as exact decimal text (they exceed 64 bits), one row per group code."""
+    data = {"__code": pa.array(codes, pa.int64())}
+    data.update({f"s{c}": pa.array([str(v) for v in col], pa.string()) for c, col in enumerate(shares)})
+    table = pa.table(data)
+    if extra is not None:
+        for name in extra.column_names:
+            table = table.append_column(name, extra.column(name))
+    return table
+
+
+def key_party_side(endpoint: Endpoint, step, groups: pa.Table, codes: np.ndarray, tag: str) -> pa.Table | None:
+    """Sum the value party's ciphertexts by group; send the kept groups' shares (or keep them)."""
+    share = he_group_sum_labels(endpoint, step.value_party, tag, codes, groups.num_rows, HEParams(step.key_bits))
+    groups = groups.sort_by("__code")
+    keep = np.array(groups.column("__keep").to_pylist(), dtype=bool) & (
+        groups.column("__n").to_numpy(zero_copy_only=False) >= step.threshold)
+    kept_codes = np.flatnonzero(keep)
+    table = shares_table(kept_codes, [[col[g] for g in kept_codes] for col in share.shares],
+                         groups.filter(pa.array(keep)).select(list(step.local)))
+    if step.issuer == endpoint.party:
+        return table
+    endpoint.send_table(step.issuer, f"{tag}/key-shares", table)
+    return None
+
+
+def value_party_side(endpoint: Endpoint, step, values: pa.Table, tag: str, workers=None) -> pa.Table | None:
+    columns, scales = [], []
+    for name in values.column_names:
+        ints, valid, scale = to_integers(values.column(name))
+        columns += [ints, valid]
+        scales.append(scale)
+    share = he_group_sum_values(endpoint, step.key_party, tag, columns, HEParams(step.key_bits), workers)
+    groups = len(share.shares[0]) if share.shares else 0
+    table = shares_table(np.arange(groups), share.shares).replace_schema_metadata({"scales": ",".join(scales)})
+    if step.issuer == endpoint.party:
+        return table
+    endpoint.send_table(step.issuer, f"{tag}/value-shares", table)
+    return None
+
+
+def open_sums(step, key_table: pa.Table, value_table: pa.Table) -> pa.Table:
+    """At the issuer: add the two halves of each kept group's sums; assemble the outputs."""
+    scales = (value_table.schema.metadata or {}).get(b"scales", b"").decode().split(",")
+    by_code = {code: i for i, code in enumerate(value_table.column("__code").to_pylist())}
+    out = {name: key_table.column(name) for name in step.local}
+    for name, kind, j in step.sums:
+        results = []
+        for row, code in enumerate(key_table.column("__code").to_pylist()):
+            if code not in by_code:
+                raise ProtocolError(f"{step.value_party} sent no shares for group {code}")
+            i = by_code[code]
+            total = int(key_table.column(f"s{2 * j}")[row].as_py()) + int(value_table.column(f"s{2 * j}")[i].as_py())
+            count = int(key_table.column(f"s{2 * j + 1}")[row].as_py()) + int(
+                value_table.column(f"s{2 * j + 1}")[i].as_py())
+            if kind == "count":
+                results.append(count)
+            elif count == 0:
+                results.append(None)
+            elif kind == "sum":
+                results.append(from_integer(total, scales[j]))
+            else:
+                results.append(float(from_integer(total, scales[j])) / count)
+        out[name] = pa.array(results)
+    return pa.table(out) if out else pa.table({"__empty": pa.array([], pa.int8())})

@@ -1,0 +1,161 @@
+"""`SpuSession`: one compute party's context for SPU protocols.
+
+A session holds everything a protocol may use and nothing global: this party's channel `Endpoint`,
+the ordered list of compute parties and its own index, a `DealerClient` for correlated randomness,
+pairwise PRG seeds shared with every other compute party (for input sharing and resharing without
+sending arrays), and the fixed-point precision (`frac_bits`, default 16).
+
+All parties run the same sequence of protocol calls on their own session; a per-session counter
+names every message (`spu/<n>/<what>`), so parties stay in lockstep and a desynchronised party
+fails with a `ProtocolError` naming the tag instead of reading the wrong data.
+
+Communication primitives (each is one round; `rounds` counts them):
+  - `open_many(arith=[...], xor=[...], bits=[...])`: every party sends all its shares to every
+    other party at once, and everybody reconstructs — a batched opening.
+  - `send_words` / `recv_words`: point-to-point word arrays, for protocols (shuffle) whose
+    messages go to one party; such protocols count their own rounds.
+Setup (`setup()`, 1 round among the parties + the dealer's seeds): party i sends a fresh 16-byte
+seed to every party j > i.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqlsecure.errors import ProgrammingError, ProtocolError
+from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.spu.dealer import DEALER, DealerClient
+from sqlsecure.executors.spu.prg import Prg, fresh_seed
+
+DEFAULT_FRAC_BITS = 16
+
+
+class SpuSession:
+    """One compute party of an SPU: channel endpoint, party list, dealer handle, precision."""
+
+    def __init__(self, endpoint: Endpoint, parties: list[str], dealer: str = DEALER,
+                 frac_bits: int = DEFAULT_FRAC_BITS, timeout: float | None = None):
+        if endpoint.party not in parties:
+            raise ProgrammingError(f"party {endpoint.party!r} is not one of the SPU parties {parties}")
+        if len(parties) < 2:
+            raise ProgrammingError("an SPU needs at least 2 compute parties")
+        if not 0 <= frac_bits <= 30:
+            raise ProgrammingError(f"frac_bits must be in 0..30, got {frac_bits}")
+        self.endpoint = endpoint
+        self.parties = list(parties)
+        self.me = endpoint.party
+        self.index = self.parties.index(self.me)
+        self.frac_bits = frac_bits
+        self.timeout = timeout
+        self.dealer = DealerClient(endpoint, self.parties, self.index, dealer, timeout)
+        self.pair_prgs: dict[int, Prg] = {}
+        self.rounds = 0
+        self._step = 0
+        self._ready = False
+
+    # --- identity -----------------------------------------------------------------------------------
+
+    @property
+    def nparties(self) -> int:
+        return len(self.parties)
+
+    @property
+    def is_first(self) -> bool:
+        """Party 0 adds public constants to its share."""
+        return self.index == 0
+
+    def others(self) -> list[int]:
+        return [j for j in range(self.nparties) if j != self.index]
+
+    def tag(self, what: str) -> str:
+        self._step += 1
+        return f"spu/{self._step}/{what}"
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def setup(self) -> "SpuSession":
+        """Receive the dealer's seed; agree a pairwise seed with every other party (1 round)."""
+        self.dealer.setup()
+        tag = self.tag("pair-seeds")
+        for j in range(self.index + 1, self.nparties):
+            seed = fresh_seed()
+            self.pair_prgs[j] = Prg(seed)
+            self.endpoint.send(self.parties[j], tag, seed)
+        for j in range(self.index):
+            self.pair_prgs[j] = Prg(self._recv(j, tag))
+        self.rounds += 1
+        self._ready = True
+        return self
+
+    def close(self) -> None:
+        self.dealer.close()
+
+    def __enter__(self) -> "SpuSession":
+        return self.setup() if not self._ready else self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+
+    # --- raw messages -------------------------------------------------------------------------------
+
+    def send_words(self, j: int, tag: str, words: np.ndarray) -> None:
+        self.endpoint.send(self.parties[j], tag, np.ascontiguousarray(words, dtype=np.uint64).tobytes())
+
+    def recv_words(self, j: int, tag: str, count: int) -> np.ndarray:
+        raw = self._recv(j, tag)
+        if len(raw) != 8 * count:
+            raise ProtocolError(f"party {self.parties[j]!r} sent {len(raw)} bytes for {tag}, expected {8 * count}")
+        return np.frombuffer(raw, dtype=np.uint64).copy()
+
+    def _recv(self, j: int, tag: str) -> bytes:
+        return self.endpoint.recv(self.parties[j], tag, self.timeout)
+
+    def pair_words(self, j: int, n: int) -> np.ndarray:
+        """n words from the PRG shared with party j; both call this at the same step."""
+        return self.pair_prgs[j].words(self._step, n)
+
+    # --- openings -----------------------------------------------------------------------------------
+
+    def open_many(self, arith=(), xor=(), bits=(), to: int | None = None) -> list[np.ndarray]:
+        """Open shares in ONE round: additive (`arith`), XOR words (`xor`) and XOR single bits
+        (`bits`, bit 0 of each word, packed 8 per byte on the wire). With `to`, only that party
+        learns the values (the others get an empty list)."""
+        arith, xor, bits = [np.asarray(a) for a in arith], [np.asarray(a) for a in xor], [np.asarray(a) for a in bits]
+        shapes = [a.shape for a in (*arith, *xor, *bits)]
+        na = sum(a.size for a in arith)
+        nx = sum(a.size for a in xor)
+        nb = sum(a.size for a in bits)
+        words = np.concatenate([a.ravel() for a in (*arith, *xor)]) if (na + nx) else np.zeros(0, np.uint64)
+        packed = np.packbits(np.concatenate([a.ravel() for a in bits]).astype(np.uint8) & 1) if nb else b""
+        payload = words.astype(np.uint64, copy=False).tobytes() + bytes(packed)
+        tag = self.tag("open")
+        self.rounds += 1
+        receivers = self.others() if to is None else ([to] if to != self.index else [])
+        for j in receivers:
+            self.endpoint.send(self.parties[j], tag, payload)
+        if to is not None and to != self.index:
+            return []
+        total_w = words.astype(np.uint64, copy=True)
+        total_b = np.unpackbits(np.frombuffer(bytes(packed), np.uint8), count=nb) if nb else np.zeros(0, np.uint8)
+        expect = 8 * (na + nx) + (nb + 7) // 8
+        for j in self.others():
+            raw = self._recv(j, tag)
+            if len(raw) != expect:
+                raise ProtocolError(f"party {self.parties[j]!r} opened {len(raw)} bytes, expected {expect} ({tag})")
+            theirs = np.frombuffer(raw[:8 * (na + nx)], dtype=np.uint64)
+            total_w[:na] += theirs[:na]
+            total_w[na:] ^= theirs[na:]
+            if nb:
+                total_b ^= np.unpackbits(np.frombuffer(raw[8 * (na + nx):], np.uint8), count=nb)
+        flat = [total_w[:na], total_w[na:], total_b.astype(np.uint64)]
+        out, at_w, at_b = [], 0, 0
+        for i, shape in enumerate(shapes):
+            size = int(np.prod(shape)) if shape else 1
+            if i < len(arith) + len(xor):
+                out.append(total_w[at_w:at_w + size].reshape(shape))
+                at_w += size
+            else:
+                out.append(flat[2][at_b:at_b + size].reshape(shape))
+                at_b += size
+        return out
