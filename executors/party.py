@@ -18,8 +18,10 @@ from sqlsecure.executors.encoding import encode_keys
 from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices
 from sqlsecure.masking import apply_mask
 from sqlsecure.executors.he_group_by import key_party_side, open_sums, value_party_side
+from sqlsecure.executors.secure_stage import exchange_kinds, receive_outputs, reveal_outputs, run_stage
+from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.physical import (
-    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal,
+    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
 from sqlsecure.privacy import release
 
@@ -81,6 +83,10 @@ class PartyExecutor:
                 result_part = self._he_group_by(step, pieces, tag)
                 if result_part is not None:
                     outputs[(self.name, step.out)] = result_part
+            elif isinstance(step, SecureStage):
+                result_part = self._secure_stage(step, pieces, tag)
+                if result_part is not None:
+                    outputs[(self.name, step.out)] = result_part
             elif isinstance(step, Noise):
                 outputs[(self.name, step.name)] = release(outputs[(self.name, step.name)], step.release)
             elif isinstance(step, Mask):
@@ -130,6 +136,21 @@ class PartyExecutor:
         if me == step.right_party:
             parts.append(pieces[step.right].take(pa.array(right_rows[pair_idx])))
         return _hstack(parts)
+
+    def _secure_stage(self, step: SecureStage, pieces, tag: str) -> pa.Table | None:
+        me = self.name
+        if me not in step.compute:
+            return receive_outputs(self._endpoint, step, step.frac_bits) if me == step.issuer else None
+        piece = pieces[step.rel]
+        kinds = exchange_kinds(self._endpoint, step, piece, tag)
+        inputs = {column: piece.column(column) for party, column in step.inputs if party == me}
+        session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
+        session.setup()
+        try:
+            values, flag = run_stage(session, step, inputs, kinds, piece.num_rows)
+            return reveal_outputs(session, step, values, flag)
+        finally:
+            session.close()
 
     def _he_group_by(self, step: HEGroupBy, pieces, tag: str) -> pa.Table | None:
         me, endpoint = self.name, self._endpoint

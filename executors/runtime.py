@@ -16,7 +16,8 @@ from sqlsecure.errors import Error, InternalError, ProtocolError
 from sqlsecure.executors.channel import ChannelStats, InProcessChannel
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.party import PartyExecutor
-from sqlsecure.planner.physical import PhysicalPlan
+from sqlsecure.executors.spu.dealer import DEALER, Dealer
+from sqlsecure.planner.physical import PhysicalPlan, SecureStage
 
 
 class EmbeddedRuntime:
@@ -35,7 +36,8 @@ class EmbeddedRuntime:
 
     def _execute(self, plan: PhysicalPlan) -> pa.Table:
         parties = sorted(plan.parties)
-        channel = InProcessChannel(parties, timeout=self.timeout)
+        stages = [step for step in plan.steps if isinstance(step, SecureStage)]
+        channel = InProcessChannel(parties + ([DEALER] if stages else []), timeout=self.timeout)
         query_id = uuid.uuid4().hex[:12]
         results: dict[str, pa.Table | None] = {}
         errors: dict[str, BaseException] = {}
@@ -49,7 +51,18 @@ class EmbeddedRuntime:
                 errors[party] = exc
                 channel.abort(f"{party} failed: {exc}")
 
+        def deal() -> None:
+            """The SPU's dealer: an isolated actor, not a data party, serving each secure stage in turn."""
+            try:
+                for stage in stages:
+                    Dealer(channel.endpoint(DEALER), list(stage.compute)).serve()
+            except BaseException as exc:
+                errors[DEALER] = exc
+                channel.abort(f"the dealer failed: {exc}")
+
         threads = [threading.Thread(target=run, args=(p,), name=f"party-{p}", daemon=True) for p in parties]
+        if stages:
+            threads.append(threading.Thread(target=deal, name="dealer", daemon=True))
         for t in threads:
             t.start()
         for t in threads:

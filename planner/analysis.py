@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from sqlsecure.planner.logical import aggregates_in
+
 from sqlsecure.errors import PolicyViolation
 
 AGG_NAMES = {exp.Sum: "SUM", exp.Avg: "AVG", exp.Count: "COUNT", exp.Min: "MIN", exp.Max: "MAX"}
@@ -92,7 +94,7 @@ def with_threshold(tree: exp.Expression, threshold: Threshold) -> exp.Expression
     by placement); other shapes are returned unchanged."""
     if threshold.identity is None or threshold.k <= 0 or not isinstance(tree, exp.Select):
         return tree
-    if not (tree.args.get("group") or any(e.find(exp.AggFunc) for e in tree.expressions)):
+    if not (tree.args.get("group") or any(aggregates_in(e) for e in tree.expressions)):
         return tree
     tree = tree.copy()
     cond = exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[threshold.identity.copy()])),

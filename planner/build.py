@@ -13,6 +13,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import (
+    aggregates_in,
     Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, Source,
 )
 
@@ -55,8 +56,8 @@ def _refuse_unsupported(select: exp.Select) -> None:
         raise NotSupportedError(
             "set operations (UNION/INTERSECT/EXCEPT) across parties need the SPU, which is not implemented yet"
         )
-    for node in select.find_all(exp.Window):
-        raise NotSupportedError(f"window functions over cross-party data need the SPU: {node.sql()}")
+    if select.args.get("where") is not None and select.args["where"].find(exp.Window):
+        raise NotSupportedError("window functions in WHERE are not valid SQL")
     for key in ("qualify", "laterals", "pivots", "connect", "sample"):
         if select.args.get(key):
             raise NotSupportedError(f"{key.upper()} in a cross-party query is not supported")
@@ -140,7 +141,7 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
     group = select.args.get("group")
     group_by = tuple(_drop_using_coalesce(g.copy(), equal) for g in (group.expressions if group else []))
     having = select.args.get("having")
-    has_agg = any(e.find(exp.AggFunc) for e in expressions) or bool(group_by) or having is not None
+    has_agg = any(aggregates_in(e) for e in expressions) or bool(group_by) or having is not None
     if has_agg:
         node = Aggregate(node, group_by, having.this.copy() if having else None)
     node = Project(node, expressions, distinct=bool(select.args.get("distinct")))

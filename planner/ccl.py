@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from sqlsecure.planner.logical import aggregates_in
+
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.policy import ColumnRef, Constraint, Grants
@@ -108,7 +110,7 @@ class CCLInference:
         scope = self._scope(query, ctes)
         group = query.args.get("group")
         keys = {g.sql() for g in (group.expressions if group else [])}
-        grouped = bool(keys) or any(e.find(exp.AggFunc) for e in query.expressions)
+        grouped = bool(keys) or any(aggregates_in(e) for e in query.expressions)
         if check:
             self._check_conditions(query, scope, ctes, keys)
             for g in group.expressions if group else []:  # the groups' sizes reveal the key's distribution

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlsecure.planner.physical import Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal
+from sqlsecure.planner.physical import (
+    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal, SecureStage,
+)
 
 
 def _movements(step) -> list[str]:
@@ -23,6 +25,12 @@ def _movements(step) -> list[str]:
                   "value columns (ciphertexts)",
                   f"{k} -> {v}: masked per-group sums (ciphertexts, several groups per ciphertext)"]
         moves += [f"{p} -> {step.issuer}: its shares of the group sums" for p in (k, v) if p != step.issuer]
+    if isinstance(step, SecureStage):
+        moves += [f"{p} -> SPU: its {sum(1 for q, _ in step.inputs if q == p)} input column(s) as additive shares "
+                  "(PRG-seeded: no bytes for the shares themselves)" for p in step.compute]
+        moves += [f"dealer -> {step.compute[-1]}: corrections of Beaver triples and other correlated randomness",
+                  f"{' <-> '.join(step.compute)}: masked openings (rounds and bytes counted by the channel)"]
+        moves += [f"{p} -> {step.issuer}: its shares of the result" for p in step.compute if p != step.issuer]
     if isinstance(step, Reveal) and step.party != step.to:
         moves.append(f"{step.party} -> {step.to}: {step.name} (Arrow IPC, the revealed columns only)")
     return moves
@@ -54,6 +62,18 @@ def render_explain(plan) -> str:
             lines.append(f"        groups at {step.key_party}: {step.groups_sql}")
             lines.append(f"        values at {step.value_party}: {step.values_sql}")
             lines.append(f"        {sums}; kept groups opened at {step.issuer}")
+        elif isinstance(step, SecureStage):
+            lines.append(f"  [{n}] {step.device}  secret-shared (Z_2^64, Beaver triples from the dealer) on {step.rel}"
+                         f" -> {step.out}")
+            if step.filters:
+                lines.append(f"        WHERE {' AND '.join(step.filters)}")
+            if step.group_by:
+                lines.append(f"        GROUP BY {', '.join(step.group_by)} (oblivious sort)")
+            lines.append(f"        SELECT {', '.join(f'{sql} AS {name}' for name, sql in step.outputs)}")
+            if step.order:
+                lines.append(f"        ORDER BY outputs {', '.join(str(i) for i, _, _ in step.order)} (oblivious sort)"
+                             + (f" LIMIT {step.limit}" if step.limit is not None else ""))
+            lines.append(f"        opened to {step.issuer} only")
         elif isinstance(step, Noise):
             lines.append(f"  [{n}] PYU({step.party})  differential-privacy noise ({step.release.noise}) on {step.name}")
         elif isinstance(step, Mask):

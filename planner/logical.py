@@ -120,6 +120,12 @@ def aliases_of(expression: exp.Expression) -> frozenset[str]:
     return frozenset(c.table for c in expression.find_all(exp.Column) if c.table)
 
 
+def aggregates_in(expression: exp.Expression) -> list[exp.AggFunc]:
+    """Aggregate calls of an expression, outside window functions (RANK() OVER ... is no aggregate)."""
+    return [a for a in expression.find_all(exp.AggFunc) if a.find_ancestor(exp.Window) is None
+            and not isinstance(a.parent, exp.Window)]
+
+
 def walk(node: Node):
     yield node
     for child in node.children:
@@ -128,5 +134,5 @@ def walk(node: Node):
 
 __all__ = [
     "Node", "Source", "Filter", "InnerJoin", "LocalQuery", "Aggregate", "Project", "Sort", "Limit",
-    "column_key", "aliases_of", "walk",
+    "column_key", "aliases_of", "walk", "aggregates_in",
 ]

@@ -125,6 +125,40 @@ class HEGroupBy(Step):
 
 
 @dataclass(frozen=True)
+class SecureStage(Step):
+    """SPU(compute parties): the rest of the query on secret shares, opened to the issuer only.
+
+    Expressions are SQL over the piece columns ("alias.col"); `outputs` are (name, SQL) with the
+    revealed ones at indices `reveal`; `order` lists (output index, descending, nulls first).
+    """
+
+    rel: str
+    compute: tuple[str, ...]
+    inputs: tuple[tuple[str, str], ...]  # (owner, piece column)
+    filters: tuple[str, ...]
+    aggregate: bool
+    group_by: tuple[str, ...]
+    having: str | None
+    outputs: tuple[tuple[str, str], ...]
+    reveal: tuple[int, ...]
+    order: tuple[tuple[int, bool, bool], ...]
+    limit: int | None
+    offset: int
+    threshold: int
+    issuer: str
+    out: str
+    frac_bits: int = 16
+
+    @property
+    def parties(self):
+        return frozenset({*self.compute, self.issuer})
+
+    @property
+    def device(self) -> str:
+        return f"SPU({', '.join(self.compute)})"
+
+
+@dataclass(frozen=True)
 class Noise(Step):
     """PYU(party): differential-privacy noise on its aggregate part before it is revealed."""
 

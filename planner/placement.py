@@ -15,10 +15,11 @@ from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.planner.logical import (
+    aggregates_in,
     Aggregate, InnerJoin, Limit, LocalQuery, Node, Project, Sort, aliases_of, column_key,
 )
 from sqlsecure.planner.physical import (
-    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal,
+    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
@@ -98,7 +99,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
     release = None
     if party != issuer:
         aggregates = isinstance(select, exp.Select) and (
-            select.args.get("group") or any(e.find(exp.AggFunc) for e in select.expressions)
+            select.args.get("group") or any(aggregates_in(e) for e in select.expressions)
         )
         if ctx.dp is not None:
             select, release, finish_sql = _dp_pushdown(select, ctx.dp)
@@ -188,22 +189,20 @@ def _join_edges(join: InnerJoin, ctx: PlacementContext):
             return column_key(side)
         return dict(query.keys)[side.sql()]
 
+    residual = []
     for conjunct in join.conjuncts:
         sides = (conjunct.left, conjunct.right) if isinstance(conjunct, exp.EQ) else ()
         owners = [{owner[a] for a in aliases_of(s)} for s in sides]
         if not sides or any(len(o) != 1 for o in owners) or owners[0] == owners[1]:
-            raise NotSupportedError(
-                f"cross-party predicate {conjunct.sql()!r}: only equality of one party's expression with "
-                "another's (a PSI join) is supported across parties; other cross-party predicates need "
-                "the SPU, which is not implemented yet"
-            )
+            residual.append(conjunct)  # a cross-party predicate: evaluated on the SPU after the join
+            continue
         i, j = owners[0].pop(), owners[1].pop()
         left, right = (conjunct.left, conjunct.right) if i < j else (conjunct.right, conjunct.left)
         i, j = min(i, j), max(i, j)
         _check_key_types(left, right, ctx)
         pair = (output_name(join.inputs[i], left), output_name(join.inputs[j], right))
         edges.setdefault((i, j), []).append(pair)
-    return edges
+    return edges, residual
 
 
 def _check_key_types(left: exp.Expression, right: exp.Expression, ctx: PlacementContext) -> None:
@@ -255,11 +254,24 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if not isinstance(join, InnerJoin):
         raise PlanError(f"unexpected plan shape under the projection: {type(join).__name__}")
     steps: list = [RunLocal(q.party, q.select.sql(dialect="duckdb"), f"r{i}") for i, q in enumerate(join.inputs)]
-    order = _join_order(join, _join_edges(join, ctx))
+    edges, residual = _join_edges(join, ctx)
+    order = _join_order(join, edges)
     members = [q.party for q in join.inputs]
     default = ctx.issuer if ctx.issuer in members else members[0]
-    assignment = _assign_outputs(project, aggregate, sort, default, ctx)
-    computing = set(assignment.parties)
+    secure = None
+    try:
+        if residual or any(e.find(exp.Window) for e in project.expressions):
+            raise NotSupportedError("cross-party predicates or window functions")
+        assignment = _assign_outputs(project, aggregate, sort, default, ctx)
+        computing = set(assignment.parties)
+        if limit is not None and sort is not None and aggregate is None and len(computing) > 1 and ctx.dp is None \
+                and not ctx.masks and not project.distinct:
+            # a LIMIT over several parties' rows: sort and limit on shares, so only the kept rows are opened
+            secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None)
+            computing = set(secure["compute"])
+    except NotSupportedError as local_error:
+        secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error)
+        computing = set(secure["compute"])
 
     # A party keeps a piece of a joined relation only while it still needs one: to compute outputs,
     # or to supply keys for a later join. Others never see the join's row structure.
@@ -281,8 +293,23 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                 leakage.append((holder, f"the row structure of join {out} (which of its rows match, how often)"))
         current, holding = out, keep
 
-    ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort)
+    ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort, residual)
     threshold = ctx.min_group_size if ctx.dp is None else 0
+    if secure is not None:
+        out = f"{current}_spu_out"
+        steps.append(SecureStage(current, out=out, issuer=ctx.issuer, threshold=threshold if aggregate else 0,
+                                 **secure))
+        leakage += [(p, "the number of rows (or groups) in the result, from the SPU's compaction")
+                    for p in secure["compute"]]
+        names = [e.alias_or_name for e in project.expressions]
+        finish = exp.Select().from_("result")
+        finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), n, quoted=True)
+                                   for i, n in enumerate(names)])
+        if project.distinct:
+            raise NotSupportedError("SELECT DISTINCT on the SPU is not supported yet")
+        steps.append(Finish(ctx.issuer, ((ctx.issuer, out),), "rows", finish.sql(dialect="duckdb")))
+        leakage.append((ctx.issuer, "the query result"))
+        return _plan(ctx, steps, leakage, threshold if aggregate else 0)
     if ctx.dp is not None:
         if aggregate is None:
             raise NotSupportedError("under differential privacy only aggregates can be revealed")
@@ -362,7 +389,7 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
             assigned.setdefault(group_party, []).append((name, expression))
         elif owners:
             assigned.setdefault(next(iter(owners)), []).append((name, expression))
-        elif aggregate is not None and expression.find(exp.AggFunc):
+        elif aggregate is not None and aggregates_in(expression):
             assigned.setdefault(default, []).append((name, expression))
         else:
             constants[name] = expression
@@ -377,6 +404,52 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
     if not assigned:  # e.g. SELECT DISTINCT 1 FROM a JOIN b: someone must still count the rows
         assigned[default] = []
     return Assignment(assigned, constants, group_party, having, having_party, he_party, tuple(he_items))
+
+
+def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error) -> dict:
+    """The SPU stage for what no single party may compute: cross-party predicates and expressions,
+    group keys from several parties, values aggregated away from their group keys, secret sorts."""
+    if ctx.dp is not None or ctx.masks:
+        raise NotSupportedError(f"{local_error}; with differential privacy or masking the SPU is not supported yet")
+    items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
+    items += list(_hidden_sort_keys(project, sort))
+    names = {e.alias_or_name: i for i, e in enumerate(project.expressions)}
+    by_sql = {expr.sql(): i for i, (_, expr) in enumerate(items)}
+    order = []
+    for i, ordered in enumerate(sort.order if sort else []):
+        key = ordered.this
+        if isinstance(key, exp.Column) and not key.table and key.name in names:
+            index = names[key.name]
+        else:
+            index = by_sql[key.sql()] if key.sql() in by_sql else next(
+                k for k, (n, _) in enumerate(items) if n == f"h{i}")
+        order.append((index, bool(ordered.args.get("desc")), bool(ordered.args.get("nulls_first"))))
+    used = [*residual, *(e for _, e in items)]
+    if aggregate is not None:
+        used += list(aggregate.group_by) + ([aggregate.having] if aggregate.having is not None else [])
+    inputs = {}
+    for expression in used:
+        for column in expression.find_all(exp.Column):
+            if column.table:
+                inputs[column_key(column)] = ctx.parties[column.table]
+    compute = tuple(sorted(set(inputs.values())))
+    if len(compute) < 2:
+        raise local_error or NotSupportedError("a secure stage needs two compute parties")
+    limit_value = offset_value = None
+    if limit is not None:
+        for node, name in ((limit.limit, "LIMIT"), (limit.offset, "OFFSET")):
+            if node is not None and not (isinstance(node, exp.Literal) and node.is_int):
+                raise NotSupportedError(f"{name} must be a whole number on the SPU")
+        limit_value = int(limit.limit.this) if limit.limit is not None else None
+        offset_value = int(limit.offset.this) if limit.offset is not None else 0
+    sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
+    return dict(
+        compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),
+        filters=tuple(sql(c) for c in residual), aggregate=aggregate is not None,
+        group_by=tuple(sql(g) for g in aggregate.group_by) if aggregate is not None else (),
+        having=sql(aggregate.having) if aggregate is not None and aggregate.having is not None else None,
+        outputs=tuple((n, sql(e)) for n, e in items), reveal=tuple(range(len(project.expressions))),
+        order=tuple(order), limit=limit_value, offset=offset_value or 0)
 
 
 def _he_aggregate(expression: exp.Expression, parties) -> bool:

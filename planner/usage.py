@@ -85,9 +85,11 @@ class Usage:
         """What the issuer learns from the result: column control inference over the whole query."""
         CCLInference(self.grants, self.catalog, self.issuer).check_reveal(self.tree)
 
-    def check_cross_party(self, join: InnerJoin, holders, aggregate, project, sort) -> None:
+    def check_cross_party(self, join: InnerJoin, holders, aggregate, project, sort, secure=()) -> None:
         viewers = tuple(dict.fromkeys((*holders, self.issuer)))
         for conjunct in join.conjuncts:
+            if any(conjunct is c for c in secure):  # evaluated on shares: no peer learns it
+                continue
             for col in conjunct.find_all(exp.Column):
                 self.require(col, viewers, Use.JOIN_KEY, f"join condition {conjunct.sql()}")
         for query in join.inputs:

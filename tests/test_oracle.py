@@ -110,3 +110,57 @@ CLASS_4 = [  # group keys at one party, aggregated values at another: HE group s
 def test_class_4_through_he(oracle, sql, issuer):
     oracle.check(sql, issuer)
     assert "HEU(" in oracle.engine.explain(sql, issuer)
+
+
+SPU_TWO_PARTY = [  # classes 3, 5, 6 and 7: what no single party may compute runs on secret shares
+    "SELECT c.income * o.amount AS x, c.age - o.amount AS y FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "AND c.age > o.amount / 10",
+    "SELECT c.name, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "WHERE c.age * 5 < o.amount OR o.category = c.region",
+    "SELECT c.region, o.category, COUNT(*), SUM(o.amount), AVG(c.income) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region, o.category",
+    "SELECT c.region, MAX(o.amount), MIN(o.amount), COUNT(o.amount) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region",
+    "SELECT SUM(CASE WHEN c.age > 40 THEN o.amount ELSE 0 END) AS s, AVG(o.amount + c.age), "
+    "MAX(o.amount * 2 - c.age) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT c.region, SUM(o.amount) AS s FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "GROUP BY c.region HAVING SUM(o.amount) > 2000 AND COUNT(*) > 5",
+    "SELECT c.name, o.amount, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "ORDER BY o.amount DESC, o.order_id, c.name LIMIT 7",
+    "SELECT c.name, o.order_id, ROW_NUMBER() OVER (ORDER BY o.amount, o.order_id, c.name) AS r, "
+    "RANK() OVER (ORDER BY o.amount, o.order_id, c.name) AS k FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT c.name, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "WHERE o.amount > c.age ORDER BY c.age + o.amount, o.order_id, c.name LIMIT 5 OFFSET 2",
+    "SELECT o.category, c.region IS NULL AS nobody, COUNT(*) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount BETWEEN c.age AND 400 "
+    "GROUP BY o.category, c.region IS NULL",
+]
+
+SPU_THREE_PARTY = [
+    "SELECT c.region, o.category, SUM(p.premium), COUNT(*) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id JOIN insurer.policies p ON p.customer_id = c.id "
+    "GROUP BY c.region, o.category",
+    "SELECT SUM(o.amount * p.claims), MAX(p.premium - o.amount) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id JOIN insurer.policies p ON p.customer_id = c.id "
+    "WHERE c.age > p.claims * 10",
+]
+
+
+@pytest.mark.parametrize("sql", SPU_TWO_PARTY)
+def test_spu_two_party(oracle, sql):
+    oracle.check(sql, "bank")
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", SPU_TWO_PARTY[:4])
+def test_spu_issued_by_a_third_party(oracle, sql):
+    oracle.check(sql, "insurer")
+
+
+@pytest.mark.parametrize("sql", SPU_THREE_PARTY)
+@pytest.mark.parametrize("issuer", ["bank", "insurer"])
+def test_spu_three_party(oracle, sql, issuer):
+    oracle.check(sql, issuer)

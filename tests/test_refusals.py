@@ -6,23 +6,24 @@ import pytest
 from sqlsecure.errors import NotSupportedError, OperationalError, PlanError, PolicyViolation, ProgrammingError
 
 NOT_SUPPORTED = [
-    ("SELECT c.income * o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", "cross-party expression"),
     ("SELECT c.name FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id", "LEFT JOIN"),
-    ("SELECT c.region, MAX(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region", "HE or"),
-    ("SELECT c.region, o.category, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
-     "GROUP BY c.region, o.category", "several parties"),
-    ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id AND c.age > o.amount", "cross-party predicate"),
+    ("SELECT COUNT(DISTINCT o.category + c.age) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+     None),
+    ("SELECT DISTINCT c.age * o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", "DISTINCT"),
+    ("SELECT c.age / o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", None),
     ("SELECT id FROM bank.customers UNION ALL SELECT customer_id FROM shop.orders", "set operations"),
     ("SELECT COUNT(*) FROM bank.customers c, shop.orders o", "cross join"),
     ("SELECT c.id FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders)", "semi- and anti-joins"),
-    ("SELECT ROW_NUMBER() OVER (ORDER BY o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", "window"),
+    ("SELECT ROW_NUMBER() OVER (PARTITION BY c.region ORDER BY o.amount) FROM bank.customers c "
+     "JOIN shop.orders o ON c.id = o.customer_id", None),
 ]
 
 
 @pytest.mark.parametrize("sql, fragment", NOT_SUPPORTED)
 def test_not_yet_supported_is_refused(engine, sql, fragment):
+    """Refused at plan time, or — for what only the SPU's interpreter can tell — when run."""
     with pytest.raises(NotSupportedError, match=fragment):
-        engine.plan(sql, "bank")
+        engine.execute(sql, "bank")
 
 
 @pytest.mark.parametrize("sql, fragment", [

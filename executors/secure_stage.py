@@ -1,0 +1,549 @@
+"""The SPU stage: the part of a cross-party query that no single party may compute, on secret shares.
+
+Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
+input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
+comparisons, AND/OR/NOT, CASE, COALESCE, IS NULL), filters by weighting rows with the secret
+filter bit, aggregates (grouped through an oblivious sort, or over all rows), compacts the result
+rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
+alone. NULLs travel as a validity bit beside every value; a NULL compares as false.
+
+What the compute parties learn: the number of rows that pass the filter (row-level results) or of
+groups in the result (grouped results), which is the result's size, and — where AVG divides — how
+many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails
+with a DataError rather than answer wrongly). The issuer learns the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
+from sqlsecure.executors.secure_values import decode, encode, kind_of, limbs_of
+from sqlsecure.executors.spu import arith, compare, relational
+from sqlsecure.executors.spu.shares import ArithShare
+from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.planner.logical import aggregates_in
+
+SENTINEL = 1 << 60  # beyond every value a comparison accepts (|x| < 2^62)
+AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
+LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
+
+
+@dataclass
+class SV:
+    """A secret value: ring limbs (text has several), a 0/1 validity share, and its kind."""
+
+    limbs: list[ArithShare]
+    valid: ArithShare
+    kind: str  # int | fixed | bool | date | text
+
+    @property
+    def value(self) -> ArithShare:
+        return self.limbs[0]
+
+
+@dataclass
+class PV:
+    """A public value (a literal)."""
+
+    value: object
+    kind: str
+
+
+def _parse(sql: str) -> exp.Expression:
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+class Stage:
+    def __init__(self, s: SpuSession, step, n: int):
+        self.s, self.step, self.n = s, step, n
+        self.cols: dict[str, SV] = {}
+        self.aggs: dict[str, SV] = {}
+        self.out_of_range: list[ArithShare] = []
+
+    # -- constants and conversions --------------------------------------------------------------
+    def ones(self, n: int | None = None) -> ArithShare:
+        return arith.public(self.s, np.ones(self.n if n is None else n, dtype=np.int64))
+
+    def const(self, value, kind: str, n: int | None = None) -> SV:
+        n = self.n if n is None else n
+        if value is None:
+            zero = arith.public(self.s, np.zeros(n, dtype=np.int64))
+            return SV([zero] * limbs_of(kind), zero, kind)
+        if kind == "text":
+            limbs, _ = encode(pa.chunked_array([pa.array([value] * n, pa.string())]), "text", 0)
+            return SV([arith.public(self.s, limb) for limb in limbs], self.ones(n), kind)
+        if kind == "fixed":
+            return SV([arith.public(self.s, np.full(n, float(value)), self.s.frac_bits)], self.ones(n), kind)
+        return SV([arith.public(self.s, np.full(n, int(value), dtype=np.int64))], self.ones(n), kind)
+
+    def secret(self, v, n: int | None = None) -> SV:
+        return self.const(v.value, v.kind, n) if isinstance(v, PV) else v
+
+    def to_fixed(self, v: SV) -> SV:
+        if v.kind == "fixed":
+            return v
+        if v.kind == "text":
+            raise NotSupportedError("arithmetic on text in secure computation")
+        x = v.value
+        return SV([ArithShare(x.data * np.uint64(1 << self.s.frac_bits), self.s.frac_bits)], v.valid, "fixed")
+
+    def numeric_pair(self, a, b) -> tuple[SV, SV]:
+        n = len(a.valid) if isinstance(a, SV) else len(b.valid)
+        a, b = self.secret(a, n), self.secret(b, n)
+        if "fixed" in (a.kind, b.kind):
+            return self.to_fixed(a), self.to_fixed(b)
+        return a, b
+
+    def both_valid(self, a: SV, b: SV) -> ArithShare:
+        return arith.beaver_mul(self.s, a.valid, b.valid)
+
+    def truth(self, v) -> ArithShare:
+        """A condition as a 0/1 share, NULL counting as false."""
+        v = self.secret(v)
+        if v.kind != "bool":
+            raise NotSupportedError("a condition in secure computation must be a comparison or a logical expression")
+        return arith.beaver_mul(self.s, v.value, v.valid)
+
+    # -- expressions ----------------------------------------------------------------------------
+    def ev(self, e: exp.Expression):
+        s = self.s
+        key = e.sql(dialect="duckdb")
+        if key in self.aggs:
+            return self.aggs[key]
+        if isinstance(e, exp.Paren):
+            return self.ev(e.this)
+        if isinstance(e, exp.Column):
+            if e.name not in self.cols:
+                raise ProtocolError(f"secure stage: no input column {e.name!r}")
+            return self.cols[e.name]
+        if isinstance(e, exp.Literal):
+            if e.is_string:
+                return PV(e.this, "text")
+            number = float(e.this)
+            return PV(int(number), "int") if number.is_integer() and "." not in e.this else PV(number, "fixed")
+        if isinstance(e, exp.Boolean):
+            return PV(1 if e.this else 0, "bool")
+        if isinstance(e, exp.Null):
+            return PV(None, "int")
+        if isinstance(e, exp.Neg):
+            v = self.ev(e.this)
+            return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
+        if isinstance(e, (exp.Add, exp.Sub)):
+            a, b = self.ev(e.left), self.ev(e.right)
+            if isinstance(a, PV) and isinstance(b, PV):
+                return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, "fixed"
+                          if "fixed" in (a.kind, b.kind) else "int")
+            a, b = self.numeric_pair(a, b)
+            x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
+            return SV([x], self.both_valid(a, b), a.kind)
+        if isinstance(e, exp.Mul):
+            return self._mul(self.ev(e.left), self.ev(e.right))
+        if isinstance(e, exp.Div):
+            a, b = self.ev(e.left), self.ev(e.right)
+            if isinstance(b, PV) and b.value:
+                a = self.to_fixed(self.secret(a))
+                return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
+            raise NotSupportedError("division by a secret value in secure computation (only AVG divides)")
+        if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+            return self._compare(type(e), self.ev(e.left), self.ev(e.right))
+        if isinstance(e, exp.Between):
+            x = e.this
+            return self._logic(exp.And(this=exp.GTE(this=x, expression=e.args["low"]),
+                                       expression=exp.LTE(this=x, expression=e.args["high"])))
+        if isinstance(e, exp.In) and not e.args.get("query"):
+            x = self.ev(e.this)
+            bits = [self.truth(self._compare(exp.EQ, x, self.ev(v))) for v in e.expressions]
+            miss = self.ones(len(bits[0]))
+            for bit in bits:
+                miss = arith.beaver_mul(s, miss, self.ones(len(bit)) - bit)
+            return SV([self.ones(len(miss)) - miss], self.ones(len(miss)), "bool")
+        if isinstance(e, LOGIC_TYPES):
+            return self._logic(e)
+        if isinstance(e, exp.Is) and isinstance(e.expression, exp.Null):
+            v = self.secret(self.ev(e.this))
+            return SV([self.ones(len(v.valid)) - v.valid], self.ones(len(v.valid)), "bool")
+        if isinstance(e, (exp.Case, exp.If)):
+            return self._case(e)
+        if isinstance(e, exp.Coalesce):
+            values = [self.secret(self.ev(a)) for a in [e.this, *e.expressions]]
+            acc = values[-1]
+            for v in reversed(values[:-1]):
+                acc = self._mux(v.valid, v, acc)
+            return acc
+        if isinstance(e, exp.Abs):
+            v = self.secret(self.ev(e.this))
+            return SV([compare.abs_(s, v.value)], v.valid, v.kind)
+        if isinstance(e, exp.Cast):
+            v = self.ev(e.this)
+            target = e.to.this
+            if target in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL):
+                return PV(float(v.value), "fixed") if isinstance(v, PV) else self.to_fixed(v)
+            if target in (exp.DataType.Type.BIGINT, exp.DataType.Type.INT) and getattr(v, "kind", "") in ("int",):
+                return v
+            raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
+        raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _mul(self, a, b):
+        s = self.s
+        if isinstance(a, PV) and isinstance(b, PV):
+            return PV(a.value * b.value, "fixed" if "fixed" in (a.kind, b.kind) else "int")
+        if isinstance(a, PV):
+            a, b = b, a
+        if isinstance(b, PV):
+            if b.kind == "fixed" and a.kind != "fixed":
+                a = self.to_fixed(a)
+            return SV([arith.mul_public(s, a.value, b.value)], a.valid, a.kind)
+        if a.kind == "fixed" and b.kind == "fixed":
+            x = arith.mul(s, a.value, b.value)
+        else:
+            x = arith.beaver_mul(s, a.value, b.value)
+        kind = "fixed" if "fixed" in (a.kind, b.kind) else "int"
+        return SV([x], self.both_valid(a, b), kind)
+
+    def _compare(self, op, a, b) -> SV:
+        s = self.s
+        if isinstance(a, PV) and isinstance(b, PV):
+            raise NotSupportedError("a comparison of constants in secure computation")
+        n = len(a.valid) if isinstance(a, SV) else len(b.valid)
+        if "text" in (a.kind, b.kind):
+            a, b = self.secret(a, n), self.secret(b, n)
+            if a.kind != b.kind:
+                raise NotSupportedError("comparing text with a number in secure computation")
+            bit = self._text_compare(op, a, b)
+        else:
+            a, b = self.numeric_pair(a, b)
+            fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
+                  exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
+            bit = fn(s, a.value, b.value, arith=True)
+        return SV([bit], self.both_valid(a, b), "bool")
+
+    def _text_compare(self, op, a: SV, b: SV) -> ArithShare:
+        s = self.s
+        eqs = [compare.equal(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
+        if op in (exp.EQ, exp.NEQ):
+            same = eqs[0]
+            for eq in eqs[1:]:
+                same = arith.beaver_mul(s, same, eq)
+            return same if op is exp.EQ else self.ones(len(same)) - same
+        if op in (exp.GT, exp.LTE):
+            a, b = b, a
+            eqs = [compare.equal(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
+        lts = [compare.less_than(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
+        less = lts[-1]
+        for lt, eq in zip(reversed(lts[:-1]), reversed(eqs[:-1])):
+            less = lt + arith.beaver_mul(s, eq, less)
+        if op in (exp.LTE, exp.GTE):  # a <= b is not (b < a)
+            return self.ones(len(less)) - less
+        return less
+
+    def _logic(self, e) -> SV:
+        s = self.s
+        if isinstance(e, exp.Not):
+            bit = self.truth(self.ev(e.this))
+            return SV([self.ones(len(bit)) - bit], self.ones(len(bit)), "bool")
+        a, b = self.truth(self.ev(e.left)), self.truth(self.ev(e.right))
+        both = arith.beaver_mul(s, a, b)
+        bit = both if isinstance(e, exp.And) else a + b - both
+        return SV([bit], self.ones(len(bit)), "bool")
+
+    def _mux(self, c: ArithShare, x: SV, y: SV) -> SV:
+        if x.kind != y.kind:
+            if "text" in (x.kind, y.kind):
+                raise NotSupportedError("CASE mixing text and numbers in secure computation")
+            x, y = self.to_fixed(x), self.to_fixed(y)
+        items = [(c, xl, yl) for xl, yl in zip(x.limbs, y.limbs)] + [(c, x.valid, y.valid)]
+        out = compare.mux_many(self.s, items)
+        return SV(out[:-1], out[-1], x.kind)
+
+    def _case(self, e) -> SV:
+        if isinstance(e, exp.If):
+            branches, default = [(e.this, e.args["true"])], e.args.get("false")
+        else:
+            if e.this is not None:
+                raise NotSupportedError("CASE x WHEN ... in secure computation: write CASE WHEN x = ...")
+            branches, default = [(i.this, i.args["true"]) for i in e.args["ifs"]], e.args.get("default")
+        values = [self.ev(v) for _, v in branches]
+        kind = next((v.kind for v in values if isinstance(v, SV)), values[0].kind)
+        acc = self.secret(self.ev(default) if default is not None else PV(None, kind))
+        for cond, value in reversed(list(zip([c for c, _ in branches], values))):
+            acc = self._mux(self.truth(self.ev(cond)), self.secret(value), acc)
+        return acc
+
+    # -- aggregates -----------------------------------------------------------------------------
+    def aggregate_inputs(self, nodes: list[exp.AggFunc], weight: ArithShare):
+        """(kind, column) inputs of the group-by / totals, and how to finish each aggregate."""
+        s, plan, inputs = self.s, [], [("sum", weight)]  # input 0: the rows of each group
+        for node in nodes:
+            if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):
+                plan.append((node, "count", 0, None))
+                continue
+            if isinstance(node.this, exp.Distinct):
+                raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
+            v = self.secret(self.ev(node.this))
+            w = arith.beaver_mul(s, weight, v.valid)
+            inputs.append(("sum", w))
+            counted = len(inputs) - 1
+            if isinstance(node, exp.Count):
+                plan.append((node, "count", counted, None))
+            elif isinstance(node, (exp.Sum, exp.Avg)):
+                if v.kind == "text":
+                    raise NotSupportedError("SUM/AVG of text")
+                inputs.append(("sum", arith.beaver_mul(s, w, v.value).with_frac(v.value.frac)))
+                plan.append((node, "avg" if isinstance(node, exp.Avg) else "sum", counted, (len(inputs) - 1, v.kind)))
+            elif isinstance(node, (exp.Min, exp.Max)):
+                if v.kind == "text":
+                    raise NotSupportedError("MIN/MAX of text in secure computation")
+                take_max = isinstance(node, exp.Max)
+                fill = arith.public(s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
+                fill = fill if v.value.frac == 0 else ArithShare(fill.data * np.uint64(1 << v.value.frac), v.value.frac)
+                masked = compare.mux(s, w, v.value, fill)
+                inputs.append(("max" if take_max else "min", masked))
+                plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
+            else:
+                raise NotSupportedError(f"{node.sql()} in secure computation")
+        return inputs, plan
+
+    def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
+        s = self.s
+        for node, kind, counted, value in plan:
+            count = results[counted]
+            n = len(count)
+            nonempty = compare.greater_than(s, count, arith.public(s, np.zeros(n, dtype=np.int64)), arith=True)
+            if kind == "count":
+                self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
+            elif kind == "sum":
+                self.aggs[node.sql(dialect="duckdb")] = SV([results[value[0]]], nonempty, value[1])
+            elif kind == "extreme":
+                self.aggs[node.sql(dialect="duckdb")] = SV([results[value[0]]], nonempty, value[1])
+            else:  # AVG = SUM / COUNT, with COUNT 0 giving NULL
+                total = results[value[0]]
+                if total.frac == 0:
+                    total = ArithShare(total.data * np.uint64(1 << s.frac_bits), s.frac_bits)
+                safe = count + (self.ones(n) - nonempty)  # divide by 1 where the group is empty
+                self.check_range(total, AVG_LIMIT)
+                quotient = compare.divide(s, total, safe)
+                # one refinement: divide the (small) remainder again, so the error is ~2^-F absolute
+                remainder = total - arith.beaver_mul(s, quotient, safe)
+                quotient = quotient + compare.divide(s, remainder, safe)
+                self.aggs[node.sql(dialect="duckdb")] = SV([quotient], nonempty, "fixed")
+
+    def check_range(self, x: ArithShare, limit: float) -> None:
+        """Remember a secret bit [|x| >= limit]; `assert_ranges` opens how many there are, nothing else."""
+        bound = arith.public(self.s, np.full(len(x), float(limit)), x.frac) if x.frac else arith.public(
+            self.s, np.full(len(x), int(limit), dtype=np.int64))
+        self.out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, x), bound, arith=True))
+
+    def assert_ranges(self) -> None:
+        if not self.out_of_range:
+            return
+        count = sum((arith.total(b) for b in self.out_of_range[1:]), arith.total(self.out_of_range[0]))
+        (opened,) = self.s.open_many(arith=[count.data])
+        if int(opened[0]):
+            raise DataError(f"{int(opened[0])} AVG input sum(s) exceed the SPU's fixed-point range (|sum| < "
+                            f"{AVG_LIMIT:g}); use SUM and COUNT instead")
+
+
+def _columns(values: list[SV]) -> list[ArithShare]:
+    return [limb for v in values for limb in (*v.limbs, v.valid)]
+
+
+def _rebuild(flat: list[ArithShare], like: list[SV]) -> list[SV]:
+    out, i = [], 0
+    for v in like:
+        k = len(v.limbs)
+        out.append(SV(flat[i:i + k], flat[i + k], v.kind))
+        i += k + 1
+    return out
+
+
+def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession) -> tuple[list[ArithShare], list[bool]]:
+    ones = arith.public(s, np.ones(len(v.valid), dtype=np.int64))
+    null_key = v.valid if nulls_first else ones - v.valid
+    return [null_key, *v.limbs], [False] + [descending] * len(v.limbs)
+
+
+def run_stage(s: SpuSession, step, inputs: dict[str, pa.ChunkedArray], kinds: dict[str, str],
+              n: int) -> tuple[list[SV], ArithShare | None]:
+    """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
+    ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed."""
+    stage = Stage(s, step, n)
+    for party, column in step.inputs:
+        kind = kinds[column]
+        owner = step.compute.index(party)
+        mine = inputs.get(column) if s.index == owner else None
+        if mine is not None:
+            limbs, valid = encode(mine, kind, s.frac_bits)
+        frac = s.frac_bits if kind == "fixed" else 0
+        shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (n,), frac)
+                  for k in range(limbs_of(kind))]
+        valid_share = arith.share_input(s, owner, valid if mine is not None else None, (n,), 0)
+        stage.cols[column] = SV(shared, valid_share, "int" if kind == "date" else kind)
+        if kind == "date":
+            stage.cols[column].kind = "date"
+
+    weight = stage.ones()
+    for sql in step.filters:
+        weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
+
+    outputs = [_parse(sql) for _, sql in step.outputs]
+    flag = None
+    if step.aggregate:
+        having = _parse(step.having) if step.having else None
+        nodes, seen = [], set()
+        for e in [*outputs, *([having] if having is not None else [])]:
+            for node in aggregates_in(e):
+                if node.sql() not in seen and not any(a is not node and node in list(a.find_all(exp.AggFunc))
+                                                     for a in nodes):
+                    seen.add(node.sql())
+                    nodes.append(node)
+        agg_inputs, plan = stage.aggregate_inputs(nodes, weight)
+        threshold = max(step.threshold, 1)
+        if step.group_by:
+            keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
+            key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
+            grouped = relational.group_by(s, key_cols, agg_inputs)
+            stage.n = len(grouped.last)
+            i = 0
+            for g, k in zip(step.group_by, keys):
+                stage.aggs[_parse(g).sql(dialect="duckdb")] = SV(grouped.keys[i + 1:i + 1 + len(k.limbs)],
+                                                                 grouped.keys[i], k.kind)
+                i += 1 + len(k.limbs)
+            stage.finish_aggregates(plan, grouped.aggregates)
+            rows = grouped.aggregates[0]
+            keep = arith.beaver_mul(s, grouped.last, compare.greater_equal(
+                s, rows, arith.public(s, np.full(len(rows), threshold, dtype=np.int64)), arith=True))
+            if having is not None:
+                keep = arith.beaver_mul(s, keep, stage.truth(stage.ev(having)))
+            values = [stage.secret(stage.ev(e)) for e in outputs]
+            values = _rebuild(relational.compact(s, keep, _columns(values)), values)
+        else:
+            stage.n = 1
+            totals = []
+            for kind, column in agg_inputs:
+                if kind == "sum":
+                    totals.append(arith.total(column))
+                elif kind == "min":
+                    totals.append(compare.min_all(s, column))
+                else:
+                    totals.append(compare.max_all(s, column))
+            stage.finish_aggregates(plan, totals)
+            flag = compare.greater_equal(s, totals[0], arith.public(s, np.array([threshold if step.threshold else 0],
+                                                                               dtype=np.int64)), arith=True)
+            if having is not None:
+                flag = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
+            values = [stage.secret(stage.ev(e), 1) for e in outputs]
+    else:
+        windows = [e for e in outputs if isinstance(e, exp.Window)]
+        plain = [stage.secret(stage.ev(e)) if not isinstance(e, exp.Window) else None for e in outputs]
+        window_keys = []
+        if windows:
+            order = windows[0].args.get("order")
+            if any(w.args.get("partition_by") or w.args.get("order") != order for w in windows) or order is None:
+                raise NotSupportedError("secure window functions need one common OVER (ORDER BY ...) and no PARTITION BY")
+            window_keys = [stage.secret(stage.ev(o.this)) for o in order.expressions]
+        carried = [v for v in plain if v is not None] + window_keys
+        if step.filters:
+            carried = _rebuild(relational.compact(s, weight, _columns(carried)), carried)
+        stage.n = len(carried[0].valid) if carried else n
+        if windows:
+            keys, desc = [], []
+            for o, k in zip(windows[0].args["order"].expressions, carried[len(carried) - len(window_keys):]):
+                kk, dd = _sort_keys(k, bool(o.args.get("desc")), bool(o.args.get("nulls_first")), s)
+                keys += kk
+                desc += dd
+            sorted_keys, payload = relational.sort(s, keys, _columns(carried), desc)
+            carried = _rebuild(payload, carried)
+            rank_keys = sorted_keys
+        values, it = [], iter(carried)
+        for e, v in zip(outputs, plain):
+            if v is not None:
+                values.append(next(it))
+                continue
+            func = e.this
+            if isinstance(func, exp.RowNumber):
+                number = relational.row_number(s, stage.n)
+            elif isinstance(func, exp.Rank):
+                number = relational.rank(s, rank_keys)
+            elif isinstance(func, exp.DenseRank):
+                number = relational.dense_rank(s, rank_keys)
+            else:
+                raise NotSupportedError(f"{func.sql()} as a secure window function")
+            values.append(SV([number], stage.ones(stage.n), "int"))
+
+    if step.order and (flag is None) and values and len(values[0].valid) > 1:
+        keys, desc = [], []
+        for index, descending, nulls_first in step.order:
+            kk, dd = _sort_keys(values[index], descending, nulls_first, s)
+            keys += kk
+            desc += dd
+        _, payload = relational.sort(s, keys, _columns(values), desc)
+        values = _rebuild(payload, values)
+    stage.assert_ranges()
+    if step.limit is not None or step.offset:
+        flat = relational.limit(_columns(values), step.limit if step.limit is not None else 1 << 62, step.offset or 0)
+        values = _rebuild(flat, values)
+    return values, flag
+
+
+def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | None) -> pa.Table | None:
+    """Open the revealed outputs to the issuer only; the issuer decodes them."""
+    shown = [values[i] for i in step.reveal]
+    arrays = [c.data for c in _columns(shown)] + ([flag.data] if flag is not None else [])
+    if step.issuer in step.compute:
+        opened = s.open_many(arith=arrays, to=step.compute.index(step.issuer))
+        return decode_outputs(step, shown, opened, flag is not None, s.frac_bits) if opened else None
+    table = pa.table({f"c{i}": pa.array(a, pa.uint64()) for i, a in enumerate(arrays)})
+    kinds = ",".join(f"{v.kind}:{len(v.limbs)}:{v.value.frac}" for v in shown)
+    s.endpoint.send_table(step.issuer, f"{step.out}/shares/{s.me}",
+                          table.replace_schema_metadata({"kinds": kinds, "flag": str(flag is not None)}))
+    return None
+
+
+def receive_outputs(endpoint, step, frac_bits: int) -> pa.Table:
+    """At an issuer outside the SPU: add up every compute party's shares of the outputs."""
+    total = None
+    meta = {}
+    for party in step.compute:
+        table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
+        meta = table.schema.metadata or {}
+        arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
+                  for i in range(table.num_columns)]
+        total = arrays if total is None else [a + b for a, b in zip(total, arrays)]
+    kinds = [k.split(":") for k in meta.get(b"kinds", b"").decode().split(",") if k]
+    shown = [SV([None] * int(limbs), None, kind) for kind, limbs, _ in kinds]
+    return decode_outputs(step, shown, total or [], meta.get(b"flag") == b"True", frac_bits)
+
+
+def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: bool, frac: int) -> pa.Table:
+    columns, i = {}, 0
+    for (name, _), v in zip([step.outputs[j] for j in step.reveal], shown):
+        k = len(v.limbs)
+        kind = "bool" if v.kind == "bool" else v.kind
+        columns[name] = decode(opened[i:i + k], opened[i + k], kind, frac)
+        i += k + 1
+    table = pa.table(columns)
+    if flagged and not int(opened[i][0]):
+        table = table.slice(0, 0)
+    return table
+
+
+def exchange_kinds(endpoint, step, piece: pa.Table, tag: str) -> dict[str, str]:
+    """Each owner tells the other compute parties the kind of each of its inputs (public schema facts)."""
+    me = endpoint.party
+    mine = {column: kind_of(piece.schema.field(column).type) for party, column in step.inputs if party == me}
+    payload = ";".join(f"{c}={k}" for c, k in mine.items()).encode()
+    for party in step.compute:
+        if party != me:
+            endpoint.send(party, f"{tag}/kinds", payload)
+    kinds = dict(mine)
+    for party in step.compute:
+        if party != me:
+            text = endpoint.recv(party, f"{tag}/kinds").decode()
+            kinds.update(item.split("=", 1) for item in text.split(";") if item)
+    return kinds
