@@ -18,7 +18,7 @@ from sqlsecure.executors.encoding import encode_keys
 from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices
 from sqlsecure.masking import apply_mask
 from sqlsecure.executors.he_group_by import key_party_side, open_sums, value_party_side
-from sqlsecure.executors.secure_stage import exchange_kinds, receive_outputs, reveal_outputs, run_stage
+from sqlsecure.executors.secure_stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.physical import (
     Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
@@ -141,13 +141,18 @@ class PartyExecutor:
         me = self.name
         if me not in step.compute:
             return receive_outputs(self._endpoint, step, step.frac_bits) if me == step.issuer else None
-        piece = pieces[step.rel]
-        kinds = exchange_kinds(self._endpoint, step, piece, tag)
-        inputs = {column: piece.column(column) for party, column in step.inputs if party == me}
+        if step.union:  # my branches of a UNION ALL
+            tables = {i: pieces[rel] for i, (party, rel) in enumerate(step.union) if party == me}
+        else:  # my piece of the joined relation
+            tables = {0: pieces[step.rel]}
+        kinds, rows = exchange_shapes(self._endpoint, step, tables, tag)
+        inputs = {(i, column): table.column(column) for i, table in tables.items()
+                  for _, column in step.inputs if column in table.column_names}
+        n = sum(rows.values()) if step.union else tables[0].num_rows
         session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
         session.setup()
         try:
-            values, flag = run_stage(session, step, inputs, kinds, piece.num_rows)
+            values, flag = run_stage(session, step, inputs, kinds, n, rows)
             return reveal_outputs(session, step, values, flag)
         finally:
             session.close()

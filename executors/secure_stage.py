@@ -15,6 +15,7 @@ with a DataError rather than answer wrongly). The issuer learns the result.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -368,24 +369,27 @@ def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession) -> tup
     return [null_key, *v.limbs], [False] + [descending] * len(v.limbs)
 
 
-def run_stage(s: SpuSession, step, inputs: dict[str, pa.ChunkedArray], kinds: dict[str, str],
-              n: int) -> tuple[list[SV], ArithShare | None]:
+def run_stage(s: SpuSession, step, inputs: dict[tuple[int, str], pa.ChunkedArray], kinds: dict[str, str],
+              n: int, union_rows: dict[int, int] | None = None) -> tuple[list[SV], ArithShare | None]:
     """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed."""
     stage = Stage(s, step, n)
+    branches = step.union or tuple((party, "") for party in [None])
     for party, column in step.inputs:
         kind = kinds[column]
-        owner = step.compute.index(party)
-        mine = inputs.get(column) if s.index == owner else None
-        if mine is not None:
-            limbs, valid = encode(mine, kind, s.frac_bits)
         frac = s.frac_bits if kind == "fixed" else 0
-        shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (n,), frac)
-                  for k in range(limbs_of(kind))]
-        valid_share = arith.share_input(s, owner, valid if mine is not None else None, (n,), 0)
-        stage.cols[column] = SV(shared, valid_share, "int" if kind == "date" else kind)
-        if kind == "date":
-            stage.cols[column].kind = "date"
+        parts = []
+        for index, (owner_name, _) in enumerate(branches):
+            owner = step.compute.index(owner_name if step.union else party)
+            rows = union_rows[index] if step.union else n
+            mine = inputs.get((index, column)) if s.index == owner else None
+            if mine is not None:
+                limbs, valid = encode(mine, kind, s.frac_bits)
+            shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (rows,), frac)
+                      for k in range(limbs_of(kind))]
+            parts.append((shared, arith.share_input(s, owner, valid if mine is not None else None, (rows,), 0)))
+        limbs_out = [arith.concat([p[0][k] for p in parts]) for k in range(limbs_of(kind))]
+        stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), kind)
 
     weight = stage.ones()
     for sql in step.filters:
@@ -533,17 +537,38 @@ def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: boo
     return table
 
 
-def exchange_kinds(endpoint, step, piece: pa.Table, tag: str) -> dict[str, str]:
-    """Each owner tells the other compute parties the kind of each of its inputs (public schema facts)."""
+def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tuple[dict[str, str], dict[int, int]]:
+    """Each compute party tells the others the kind of each of its input columns and the row count of
+    each of its branches (public schema facts and sizes). `tables`: branch index (0 for a join's
+    aligned piece) -> this party's table. Kinds of one column from several branches are reconciled:
+    integers and fixed point give fixed point; text with numbers is refused."""
     me = endpoint.party
-    mine = {column: kind_of(piece.schema.field(column).type) for party, column in step.inputs if party == me}
-    payload = ";".join(f"{c}={k}" for c, k in mine.items()).encode()
+    columns = [c for _, c in step.inputs]
+    mine = {"kinds": {}, "rows": {}}
+    for index, table in tables.items():
+        mine["rows"][str(index)] = table.num_rows
+        for column in columns:
+            if column in table.column_names:
+                mine["kinds"].setdefault(column, []).append(kind_of(table.schema.field(column).type))
+    payload = json.dumps(mine).encode()
+    reports = [mine]
     for party in step.compute:
         if party != me:
-            endpoint.send(party, f"{tag}/kinds", payload)
-    kinds = dict(mine)
+            endpoint.send(party, f"{tag}/shapes", payload)
     for party in step.compute:
         if party != me:
-            text = endpoint.recv(party, f"{tag}/kinds").decode()
-            kinds.update(item.split("=", 1) for item in text.split(";") if item)
-    return kinds
+            reports.append(json.loads(endpoint.recv(party, f"{tag}/shapes").decode()))
+    kinds, rows = {}, {}
+    for report in reports:
+        rows.update({int(k): v for k, v in report["rows"].items()})
+        for column, found in report["kinds"].items():
+            kinds.setdefault(column, set()).update(found)
+    merged = {}
+    for column, found in kinds.items():
+        if len(found) == 1:
+            merged[column] = found.pop()
+        elif found <= {"int", "fixed"}:
+            merged[column] = "fixed"
+        else:
+            raise NotSupportedError(f"column {column!r} has values of kinds {sorted(found)} in different branches")
+    return merged, rows

@@ -14,7 +14,7 @@ from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import (
     aggregates_in,
-    Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, Source,
+    Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, Source, UnionScan,
 )
 
 
@@ -100,6 +100,36 @@ def _source(item: exp.Expression, catalog: Catalog, ctes: dict[str, exp.Expressi
     return Source(alias=alias, party=next(iter(parties)), relation=relation, columns=tuple(query.named_selects))
 
 
+def _union_scan(items, ctes) -> UnionScan | None:
+    """`FROM (a.x UNION ALL b.y ...) alias` with every branch at one party: a UnionScan, else None."""
+    item = items[0]
+    query = ctes.get(item.name) if isinstance(item, exp.Table) and not item.db else (
+        item.this if isinstance(item, exp.Subquery) else None)
+    if not isinstance(query, exp.Union):
+        return None
+    if query.args.get("distinct"):
+        raise NotSupportedError("UNION (DISTINCT) across parties is not supported yet; use UNION ALL")
+    branches, stack = [], [query]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.Union) and not node.args.get("distinct"):
+            stack += [node.right, node.left]
+        elif isinstance(node, exp.Select) and len(parties_of(node)) == 1:
+            branches.append(node)
+        else:
+            raise NotSupportedError("each branch of a UNION ALL across parties must be one party's SELECT")
+    alias = item.alias_or_name
+    columns = tuple(branches[0].named_selects)
+    queries = []
+    for branch in branches:
+        local = localize(branch)
+        local.set("expressions", [exp.alias_(e.this if isinstance(e, exp.Alias) else e, f"{alias}.{c}", quoted=True)
+                                  for e, c in zip(local.expressions, columns)])
+        queries.append(LocalQuery(party=next(iter(parties_of(branch))), aliases=(alias,), select=local,
+                                  output=tuple(f"{alias}.{c}" for c in columns)))
+    return UnionScan(alias, tuple(queries), columns)
+
+
 def _drop_using_coalesce(expression: exp.Expression, equal: set[frozenset[str]]) -> exp.Expression:
     """`JOIN ... USING (k)` qualifies `k` as COALESCE(a.k, b.k); for inner joins that is just a.k."""
 
@@ -134,8 +164,12 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
         for c in conjuncts
         if isinstance(c, exp.EQ) and isinstance(c.left, exp.Column) and isinstance(c.right, exp.Column)
     }
-    sources = tuple(_source(item, catalog, ctes) for item in items)
-    node: Node = Filter(InnerJoin(sources, ()), tuple(conjuncts))
+    union = _union_scan(items, ctes) if len(items) == 1 else None
+    if union is not None:
+        node: Node = Filter(union, tuple(conjuncts)) if conjuncts else union
+    else:
+        sources = tuple(_source(item, catalog, ctes) for item in items)
+        node = Filter(InnerJoin(sources, ()), tuple(conjuncts))
 
     expressions = tuple(_drop_using_coalesce(e.copy(), equal) for e in select.expressions)
     group = select.args.get("group")

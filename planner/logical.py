@@ -68,6 +68,16 @@ class LocalQuery(Node):
 
 
 @dataclass(frozen=True)
+class UnionScan(Node):
+    """UNION ALL of single-party branches (a FROM item); each branch is pushed down to its party and
+    its output columns are named `alias.column` after the union's column names."""
+
+    alias: str
+    branches: tuple[LocalQuery, ...]
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Aggregate(Node):
     child: Node
     group_by: tuple[exp.Expression, ...]
@@ -133,6 +143,6 @@ def walk(node: Node):
 
 
 __all__ = [
-    "Node", "Source", "Filter", "InnerJoin", "LocalQuery", "Aggregate", "Project", "Sort", "Limit",
+    "Node", "Source", "Filter", "InnerJoin", "LocalQuery", "UnionScan", "Aggregate", "Project", "Sort", "Limit",
     "column_key", "aliases_of", "walk", "aggregates_in",
 ]

@@ -148,6 +148,7 @@ class SecureStage(Step):
     issuer: str
     out: str
     frac_bits: int = 16
+    union: tuple[tuple[str, str], ...] = ()  # UNION ALL mode: (party, its branch relation), concatenated in order
 
     @property
     def parties(self):

@@ -16,7 +16,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.planner.logical import (
     aggregates_in,
-    Aggregate, InnerJoin, Limit, LocalQuery, Node, Project, Sort, aliases_of, column_key,
+    Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan, aliases_of, column_key,
 )
 from sqlsecure.planner.physical import (
     Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
@@ -88,7 +88,34 @@ def _party_set(expression: exp.Expression, parties: dict[str, str]) -> frozenset
 def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if isinstance(plan, LocalQuery):
         return _place_pushdown(plan, ctx)
+    limit, sort, project, aggregate, child = _spine(plan)
+    if isinstance(child, UnionScan) or (isinstance(child, Filter) and isinstance(child.child, UnionScan)):
+        return _place_union(child, limit, sort, project, aggregate, ctx)
     return _place_cross_party(plan, ctx)
+
+
+def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) -> PhysicalPlan:
+    """UNION ALL across parties: each branch pushed down, the rest on the SPU over the concatenation."""
+    union = child.child if isinstance(child, Filter) else child
+    filters = child.conjuncts if isinstance(child, Filter) else ()
+    steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
+    parties = {union.alias: None}
+    plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,
+                                ctx.column_type, ctx.dp, ctx.masks, ctx.he_key_bits)
+    members = tuple(sorted({b.party for b in union.branches}))
+    secure = _secure_stage_plan(list(filters), project, aggregate, sort, limit, plan_ctx, None, members)
+    threshold = ctx.min_group_size if aggregate is not None else 0
+    out = "union_spu_out"
+    steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold,
+                             union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
+    names = [e.alias_or_name for e in project.expressions]
+    finish = exp.Select().from_("result")
+    finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), n, quoted=True)
+                               for i, n in enumerate(names)])
+    steps.append(Finish(ctx.issuer, ((ctx.issuer, out),), "rows", finish.sql(dialect="duckdb")))
+    leakage = [(p, "the row count of every branch of the UNION ALL, and the result's size") for p in members]
+    leakage.append((ctx.issuer, "the query result"))
+    return _plan(ctx, steps, leakage, threshold)
 
 
 def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
@@ -406,7 +433,7 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
     return Assignment(assigned, constants, group_party, having, having_party, he_party, tuple(he_items))
 
 
-def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error) -> dict:
+def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error, union_parties=()) -> dict:
     """The SPU stage for what no single party may compute: cross-party predicates and expressions,
     group keys from several parties, values aggregated away from their group keys, secret sorts."""
     if ctx.dp is not None or ctx.masks:
@@ -432,7 +459,7 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         for column in expression.find_all(exp.Column):
             if column.table:
                 inputs[column_key(column)] = ctx.parties[column.table]
-    compute = tuple(sorted(set(inputs.values())))
+    compute = tuple(sorted(set(inputs.values()))) if not union_parties else union_parties
     if len(compute) < 2:
         raise local_error or NotSupportedError("a secure stage needs two compute parties")
     limit_value = offset_value = None

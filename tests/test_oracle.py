@@ -164,3 +164,20 @@ def test_spu_issued_by_a_third_party(oracle, sql):
 @pytest.mark.parametrize("issuer", ["bank", "insurer"])
 def test_spu_three_party(oracle, sql, issuer):
     oracle.check(sql, issuer)
+
+
+UNION_ALL = [  # class 8: UNION ALL across parties, then aggregate (on the SPU)
+    "SELECT k, COUNT(*), SUM(v) FROM (SELECT region AS k, income AS v FROM bank.customers "
+    "UNION ALL SELECT region, amount FROM shop.orders) u GROUP BY k",
+    "WITH everyone AS (SELECT id AS who, age AS n FROM bank.customers UNION ALL "
+    "SELECT customer_id, claims FROM insurer.policies UNION ALL SELECT customer_id, order_id FROM shop.orders) "
+    "SELECT COUNT(*), SUM(n), MAX(n), AVG(n), COUNT(who) FROM everyone WHERE n > 2",
+    "SELECT k FROM (SELECT region AS k FROM bank.customers UNION ALL SELECT category FROM shop.orders) u "
+    "ORDER BY k LIMIT 3",
+]
+
+
+@pytest.mark.parametrize("sql", UNION_ALL)
+@pytest.mark.parametrize("issuer", ["bank", "insurer"])
+def test_union_all_across_parties(oracle, sql, issuer):
+    oracle.check(sql, issuer)
