@@ -45,14 +45,16 @@ def _literal(text: str) -> str:
 class PartyStore:
     """One party's DuckDB: its tables, their schemas, and read-only SQL over them."""
 
-    def __init__(self, party: str, database: Path | None, tables: tuple[TableSource, ...] = ()):
+    def __init__(self, party: str, database: Path | None, tables: tuple[TableSource, ...] = (),
+                 writable: bool = False):
         self.party = party
+        self.writable = writable
         self._lock = threading.Lock()  # temp views live on this one connection
         try:
             if database is None:
                 self._con = duckdb.connect(":memory:")
             else:
-                self._con = duckdb.connect(str(database), read_only=True)
+                self._con = duckdb.connect(str(database), read_only=not writable)
         except duckdb.Error as exc:
             raise ConfigError(f"party {party!r}: cannot open database {database}: {exc}") from exc
         for source in tables:
@@ -89,6 +91,27 @@ class PartyStore:
                 return self._con.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
             raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
+
+    def write(self, sql: str, result: pa.Table | None = None) -> int:
+        """Run one write statement on this party's own database; `result` is visible as "__result".
+
+        Returns the number of rows affected (-1 for DDL)."""
+        if not self.writable:
+            raise OperationalError(f"party {self.party!r}: this connection may not write its database")
+        try:
+            with self._lock:
+                if result is not None:
+                    self._con.register("__result", result)
+                try:
+                    rows = self._con.execute(sql).fetchall()
+                finally:
+                    if result is not None:
+                        self._con.unregister("__result")
+        except duckdb.Error as exc:
+            raise OperationalError(f"party {self.party!r}: {exc}\n  SQL: {sql}") from exc
+        if rows and len(rows[0]) == 1 and isinstance(rows[0][0], int):
+            return rows[0][0]
+        return -1
 
     def close(self) -> None:
         self._con.close()

@@ -43,7 +43,7 @@ class QueryPlan:
 
 def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                dialect: str = "duckdb", parameters=None) -> QueryPlan:
-    tree = load_query(sql, catalog, dialect, parameters)
+    tree = load_query(sql, catalog, dialect, parameters, issuer)
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}

@@ -35,8 +35,8 @@ def where(node: exp.Expression, sql: str) -> str:
     return ""
 
 
-def parse_query(sql: str, dialect: str) -> exp.Expression:
-    """Parse one read-only query; refuse every other kind of statement."""
+def parse_statement(sql: str, dialect: str) -> exp.Expression:
+    """Parse exactly one statement (of any kind)."""
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
@@ -46,7 +46,12 @@ def parse_query(sql: str, dialect: str) -> exp.Expression:
         raise PlanError(f"syntax error{pos}: {desc}") from None
     if len(statements) != 1:
         raise PlanError(f"expected one statement, got {len(statements)}")
-    (tree,) = statements
+    return statements[0]
+
+
+def parse_query(sql: str, dialect: str) -> exp.Expression:
+    """Parse one read-only query; refuse every other kind of statement."""
+    tree = parse_statement(sql, dialect)
     if not isinstance(tree, exp.Query):
         kind = tree.key.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper()
         raise PlanError(f"only SELECT queries are allowed; got {kind}")
@@ -55,8 +60,11 @@ def parse_query(sql: str, dialect: str) -> exp.Expression:
     return tree
 
 
-def check_references(tree: exp.Expression, catalog: Catalog, sql: str) -> None:
-    """Every table must be a known `party.table` (or a CTE); no table functions, no denied functions."""
+def check_references(tree: exp.Expression, catalog: Catalog, sql: str, issuer: str | None = None) -> None:
+    """Every table must be a known `party.table` (or a CTE); no table functions, no denied functions.
+
+    An unqualified name that is neither a CTE nor ambiguous means the issuer's own table (its search
+    path), and is qualified in place."""
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
@@ -66,6 +74,9 @@ def check_references(tree: exp.Expression, catalog: Catalog, sql: str) -> None:
             raise PlanError(f"tables are addressed as party.table, not {table.sql()}{where(table, sql)}")
         if not party:
             if name in ctes:
+                continue
+            if issuer is not None and catalog.has_table(issuer, name):
+                table.set("db", exp.to_identifier(issuer))
                 continue
             raise PlanError(f"table {name!r} needs its party: write party.{name}{where(table, sql)}")
         if not catalog.has_party(party):
@@ -109,7 +120,7 @@ def bind_parameters(tree: exp.Expression, parameters) -> exp.Expression:
     return tree
 
 
-def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None) -> exp.Expression:
+def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer: str | None = None) -> exp.Expression:
     tree = bind_parameters(parse_query(sql, dialect), parameters)
-    check_references(tree, catalog, sql)
+    check_references(tree, catalog, sql, issuer)
     return qualify_query(tree, catalog, dialect, sql)

@@ -21,7 +21,7 @@ paramstyle = "qmark"
 
 def connect(federation: str | Path, party: str, *, timeout: float = 120.0) -> "Connection":
     """Open a federation file as `party` (the issuer of every query on this connection)."""
-    engine = Engine(federation, timeout=timeout)
+    engine = Engine(federation, timeout=timeout, writer=party)
     try:
         engine.check_issuer(party)
     except errors.Error:
@@ -69,15 +69,17 @@ class Connection:
         self._check()
 
     def close(self) -> None:
-        if not self._closed:
-            self.engine.close()
-            self._closed = True
+        """Close the connection; closing it again is an error (PEP 249)."""
+        self._check()
+        self.engine.close()
+        self._closed = True
 
     def __enter__(self) -> "Connection":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        if not self._closed:
+            self.close()
 
 
 class DBAPITypeObject:
@@ -141,8 +143,12 @@ class Cursor:
         if isinstance(parameters, (str, bytes)):
             raise errors.ProgrammingError("parameters must be a sequence of values, not a string")
         result = self.connection.engine.execute(sql, self.connection.party, parameters)
-        self._table = result.table
         self.last_plan, self.last_stats = result.plan, result.stats
+        if result.table is None:  # a write: no result set
+            self._table, self._rows, self._pos = None, [], 0
+            self.rowcount, self.description = result.rowcount, None
+            return self
+        self._table = result.table
         self._rows = [tuple(r.values()) for r in result.table.to_pylist()]
         self._pos = 0
         self.rowcount = len(self._rows)
@@ -154,8 +160,12 @@ class Cursor:
 
     def executemany(self, sql: str, seq_of_parameters) -> "Cursor":
         """Run the query once per parameter sequence; the cursor keeps the last result."""
+        total = 0
         for parameters in seq_of_parameters:
             self.execute(sql, parameters)
+            total += max(self.rowcount, 0)
+        if self._table is None:
+            self.rowcount = total
         return self
 
     def callproc(self, name, parameters=None):
@@ -176,7 +186,7 @@ class Cursor:
     def _need_result(self) -> None:
         self._check()
         if self._table is None:
-            raise errors.InterfaceError("no result: call execute() first")
+            raise errors.InterfaceError("no result set: call execute() with a query first")
 
     def fetchone(self):
         self._need_result()

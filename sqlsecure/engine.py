@@ -16,29 +16,34 @@ from sqlsecure.federation import FederationConfig, load_federation, resolve_gran
 from sqlsecure.ledger import Ledger
 from sqlsecure.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
+from sqlsecure.planner.parse import parse_statement
 from sqlsecure.policy import RevealPolicy
 from sqlsecure.rules import parse_rules
+from sqlsecure.writes import is_write, run_write
 
 EXPLAIN = re.compile(r"^\s*EXPLAIN\s+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class QueryResult:
-    table: pa.Table
-    plan: QueryPlan
+    table: pa.Table | None  # None for a write
+    plan: QueryPlan | None
     stats: ChannelStats
+    rowcount: int = -1
 
 
 class Engine:
     """Open a federation file; plan, explain and run federated queries as a given issuer."""
 
     def __init__(self, federation: str | Path | FederationConfig, *, timeout: float = 120.0,
-                 processes: int | None = None):
+                 processes: int | None = None, writer: str | None = None):
+        """`writer`: the one party whose own database this engine may write (its DB-API connection)."""
         self.config = federation if isinstance(federation, FederationConfig) else load_federation(federation)
         self._stores: dict[str, PartyStore] = {}
+        self.writer = writer
         try:
             for name, party in self.config.parties.items():
-                self._stores[name] = PartyStore(name, party.database, party.tables)
+                self._stores[name] = PartyStore(name, party.database, party.tables, writable=name == writer)
             self.catalog = Catalog({
                 name: {t: tuple(cols) for t, cols in store.schema().items()}
                 for name, store in self._stores.items()
@@ -69,6 +74,17 @@ class Engine:
         if problems:
             raise ConfigError(problems)
         return RevealPolicy(self.grants, rules, masks, dict(self.config.privacy), self.config.min_group_size)
+
+    def store_of(self, party: str) -> PartyStore:
+        """The writer's own store (writes only ever reach this one)."""
+        if party != self.writer:
+            raise PolicyViolation(f"this connection may not write {party}'s database; connect as {party} to write it")
+        return self._stores[party]
+
+    def refresh_catalog(self, party: str) -> None:
+        tables = dict(self.catalog.tables)
+        tables[party] = {t: tuple(cols) for t, cols in self._stores[party].schema().items()}
+        self.catalog = Catalog(tables)
 
     @property
     def parties(self) -> list[str]:
@@ -105,6 +121,11 @@ class Engine:
         """Run a query (`?` markers bound to `parameters`); `EXPLAIN <query>` returns the plan as a table."""
         if getattr(self, "runtime", None) is None:
             raise InterfaceError("the engine is closed")
+        if not EXPLAIN.match(sql):
+            tree = parse_statement(sql, self.config.dialect)
+            if is_write(tree):
+                self.check_issuer(issuer)
+                return QueryResult(None, None, ChannelStats(), run_write(self, tree, issuer, sql, parameters))
         plan = self.plan(sql, issuer, parameters)
         if EXPLAIN.match(sql):
             text = self.explain(sql, issuer).splitlines()

@@ -118,3 +118,33 @@ def test_parameters_stay_literals(federation_dir):
         assert con.execute("SELECT COUNT(*) FROM bank.customers").fetchone()[0] > 0
         cur = con.cursor().executemany("SELECT COUNT(*) FROM bank.customers WHERE age > ?", [(20,), (70,)])
         assert cur.fetchone()[0] < 60
+
+
+def test_writes_on_the_issuers_own_database(tmp_path, make_federation):
+    path = make_federation(tmp_path, parties=("bank", "shop"))
+    with sqlsecure.connect(path, party="bank") as con:
+        cur = con.cursor()
+        cur.execute("CREATE TABLE notes (id INTEGER, text VARCHAR)")
+        assert cur.execute("INSERT INTO notes VALUES (?, ?), (2, 'b')", (1, "a")).rowcount == 2
+        assert cur.execute("UPDATE notes SET text = 'z' WHERE id = 2").rowcount == 1
+        assert cur.execute("SELECT text FROM notes ORDER BY id").fetchall() == [("a",), ("z",)]
+        assert cur.execute("DELETE FROM bank.notes WHERE id = 1").rowcount == 1
+        cur.execute("CREATE TABLE spend AS SELECT o.category, COUNT(*) AS n FROM bank.customers c "
+                    "JOIN shop.orders o ON c.id = o.customer_id GROUP BY o.category")
+        assert len(cur.execute("SELECT * FROM spend").fetchall()) == 3
+        cur.execute("INSERT INTO notes SELECT COUNT(*), 'orders' FROM bank.customers c JOIN shop.orders o "
+                    "ON c.id = o.customer_id")
+        assert cur.execute("SELECT COUNT(*) FROM notes").fetchone()[0] == 2
+        for statement, error in [("INSERT INTO shop.orders VALUES (1, 1, 1.0, 'x', 'y')", sqlsecure.PolicyViolation),
+                                 ("DROP TABLE shop.orders", sqlsecure.PolicyViolation),
+                                 ("CREATE TABLE x AS SELECT * FROM read_csv('/etc/passwd')", sqlsecure.PlanError),
+                                 ("CREATE VIEW v AS SELECT 1", sqlsecure.NotSupportedError),
+                                 ("ATTACH '/tmp/x.duckdb'", sqlsecure.PlanError)]:
+            with pytest.raises(error):
+                cur.execute(statement)
+        cur.execute("DROP TABLE notes")
+        with pytest.raises(sqlsecure.PlanError):
+            cur.execute("SELECT * FROM notes")
+    with sqlsecure.connect(path, party="shop") as shop:  # the bank's in-memory tables are the bank's alone
+        with pytest.raises(sqlsecure.PolicyViolation):
+            shop.execute("DELETE FROM bank.customers")
