@@ -52,9 +52,10 @@ def _hstack(tables: list[pa.Table]) -> pa.Table:
 
 class PartyExecutor:
     def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None,
-                 mask_key: bytes | None = None):
+                 mask_key: bytes | None = None, progress=None):
         self.name = name
         self._mask_key = mask_key
+        self._progress = progress  # progress(step number, steps, label), for a person watching
         self._store = store
         self._endpoint = endpoint
         self._workers = workers
@@ -66,6 +67,8 @@ class PartyExecutor:
         for index, step in enumerate(plan.steps):
             if self.name not in step.parties:
                 continue
+            if self._progress is not None:
+                self._progress(index + 1, len(plan.steps), getattr(step, "device", type(step).__name__))
             tag = f"{query_id}/{index}"
             if isinstance(step, RunLocal):
                 table = outputs[(self.name, step.out)] = self._store.query(step.sql)

@@ -12,7 +12,7 @@ import uuid
 
 import pyarrow as pa
 
-from sqlsecure.errors import Error, InternalError, ProtocolError
+from sqlsecure.errors import Error, InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.channel import ChannelStats, InProcessChannel
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.party import PartyExecutor
@@ -24,6 +24,9 @@ class EmbeddedRuntime:
     def __init__(self, stores: dict, timeout: float = 120.0, processes: int | None = None,
                  mask_key: bytes | None = None):
         self._mask_key = mask_key
+        self.progress = None  # progress(step number, steps, label), called from the parties' threads
+        self._channel: InProcessChannel | None = None
+        self._cancelled = False
         self._stores = stores  # party -> PartyStore; each is handed to its own executor only
         self.timeout = timeout
         self._workers = {party: GroupWorkers(processes) for party in stores}
@@ -39,12 +42,13 @@ class EmbeddedRuntime:
         stages = [step for step in plan.steps if isinstance(step, SecureStage)]
         channel = InProcessChannel(parties + ([DEALER] if stages else []), timeout=self.timeout)
         query_id = uuid.uuid4().hex[:12]
+        self._channel, self._cancelled = channel, False
         results: dict[str, pa.Table | None] = {}
         errors: dict[str, BaseException] = {}
 
         def run(party: str) -> None:
             executor = PartyExecutor(party, self._stores[party], channel.endpoint(party), self._workers[party],
-                                     self._mask_key)
+                                     self._mask_key, self.progress)
             try:
                 results[party] = executor.run(plan, query_id)
             except BaseException as exc:  # reported below, after every party has stopped
@@ -68,6 +72,9 @@ class EmbeddedRuntime:
         for t in threads:
             t.join()
         self.last_stats = channel.stats
+        self._channel = None
+        if self._cancelled:
+            raise OperationalError("query cancelled; nothing was revealed")
         if errors:
             primary = [e for e in errors.values() if not (isinstance(e, ProtocolError) and "aborted" in str(e))]
             exc = (primary or list(errors.values()))[0]
@@ -78,6 +85,13 @@ class EmbeddedRuntime:
         if result is None:
             raise InternalError("the issuer produced no result")
         return result
+
+    def cancel(self) -> None:
+        """Stop the running query: every party stops waiting and drops the query's state."""
+        channel = self._channel
+        if channel is not None:
+            self._cancelled = True
+            channel.abort("cancelled by the user")
 
     def close(self) -> None:
         for workers in self._workers.values():

@@ -51,7 +51,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
         usage.check_issuer()  # before anything else: a refusal by policy comes first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
     masks = output_masks(tree, policy.masks, issuer, base_lineage(tree)) if foreign else {}
-    logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog)
+    logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
     parties: dict[str, str] = {}
     tables: dict[str, tuple[str, str]] = {}
     if isinstance(tree, exp.Select):

@@ -41,10 +41,10 @@ def conjuncts_of(condition: exp.Expression | None) -> list[exp.Expression]:
     return [c.unnest() for c in condition.flatten()] if isinstance(condition, exp.And) else [condition.unnest()]
 
 
-def build_logical(tree: exp.Expression, catalog: Catalog) -> Node:
+def build_logical(tree: exp.Expression, catalog: Catalog, issuer: str | None = None) -> Node:
     parties = parties_of(tree)
     if len(parties) <= 1:
-        party = next(iter(parties), None)
+        party = next(iter(parties), issuer)  # a query of constants runs at the issuer
         if party is None:
             raise NotSupportedError("a query must read at least one federation table")
         return LocalQuery(party=party, aliases=(), select=localize(tree))

@@ -1,4 +1,4 @@
-"""The `sqlsecure` command: query, explain, check, budget, demo."""
+"""The `sqlsecure` command: query, explain, check, budget, shell, demo."""
 
 from __future__ import annotations
 
@@ -109,6 +109,40 @@ def budget(federation: str, issuer: str | None, debug: bool) -> None:
 
 
 @main.command()
+@federation_option
+@issuer_option
+@click.option("-c", "--command", "commands", multiple=True, help="Run this statement and exit (repeatable).")
+@click.option("-f", "--file", "script", type=click.Path(exists=True, dir_okay=False), help="Run a script and exit.")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True)
+@click.option("--vi", is_flag=True, help="vi key bindings (emacs by default).")
+@click.option("--history", type=click.Path(dir_okay=False), default=str(Path.home() / ".sqlsecure_history"),
+              show_default=True)
+@click.option("--no-pager", is_flag=True, help="Never page long results.")
+@debug_option
+def shell(federation, issuer, commands, script, fmt, vi, history, no_pager, debug) -> None:
+    """Interactive SQL shell as ISSUER; with -c or -f (or a pipe) it runs statements and exits 1 on error."""
+    from sqlsecure.shell import Shell, interactive, split_statements
+
+    def session(engine) -> bool:
+        engine.check_issuer(issuer)
+        sh = Shell(engine, issuer, fmt=fmt, pager=not no_pager, debug=debug, progress=sys.stderr.isatty())
+        if commands or script or not sys.stdin.isatty():
+            text = "\n".join(commands) if commands else (
+                Path(script).read_text(encoding="utf-8") if script else sys.stdin.read())
+            statements = split_statements(text if not commands else ";\n".join(c.rstrip(";") for c in commands))
+            for statement in statements:
+                sh.run(statement)
+                if sh.failed:
+                    break
+        else:
+            interactive(sh, Path(history), vi)
+        return sh.failed
+
+    if _with_engine(federation, debug, session):
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @debug_option
 def demo(directory: str | None, debug: bool) -> None:
@@ -119,6 +153,55 @@ def demo(directory: str | None, debug: bool) -> None:
     try:
         path = write_demo(target)
         run_demo(path, click.echo)
+    except Error as exc:
+        _fail(exc, debug)
+
+
+@main.command()
+@federation_option
+@issuer_option
+@click.option("--listen", default="127.0.0.1:32010", show_default=True, metavar="HOST:PORT",
+              help="Address to listen on (port 0 picks a free port).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Server certificate chain (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Server private key (PEM).")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
+              help="File of user:password lines, the users allowed to connect.")
+@click.option("--user", help="The one user allowed to connect (with --password).")
+@click.option("--password", envvar="SQLSECURE_PASSWORD", help="Password of --user (or $SQLSECURE_PASSWORD).")
+@debug_option
+def serve(federation: str, issuer: str, listen: str, tls_cert: str | None, tls_key: str | None,
+          password_file: str | None, user: str | None, password: str | None, debug: bool) -> None:
+    """Serve ISSUER's view of the federation as an Arrow Flight SQL endpoint (for dashboards and BI tools).
+
+    Every query is issued as ISSUER and answered only as the grants allow. Clients log in with a user
+    name and password (Basic, exchanged for a bearer token); without TLS only a loopback address is allowed.
+    """
+    import ipaddress
+
+    from sqlsecure.flight_sql import Credentials
+    from sqlsecure.flight_sql.server import parse_listen, serve_federation
+
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if bool(password_file) == bool(user or password) or bool(user) != bool(password):
+        raise click.UsageError("give either --password-file or --user with --password")
+    if not tls_cert:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise click.UsageError("without --tls-cert/--tls-key passwords would cross the network in clear: "
+                                   "listen on a loopback address or enable TLS")
+        click.echo("warning: no TLS; passwords and results travel in clear (loopback only)", err=True)
+    try:
+        credentials = Credentials.from_file(password_file) if password_file else Credentials({user: password})
+        serve_federation(federation, issuer, host=host, port=port, credentials=credentials, tls_cert=tls_cert,
+                         tls_key=tls_key, announce=lambda text: click.echo(text) or sys.stdout.flush())
     except Error as exc:
         _fail(exc, debug)
 

@@ -1,4 +1,4 @@
-"""Render Arrow results for people (aligned table) and programs (CSV, JSON)."""
+"""Render Arrow results for people (aligned table, vertical, markdown) and programs (CSV, JSON)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,56 @@ def _cell(value) -> str:
     return str(value)
 
 
-def as_table(table: pa.Table) -> str:
-    headers = table.column_names
-    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+def _rows(table: pa.Table) -> list[list[str]]:
+    return [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+
+
+def _count(n: int) -> str:
+    return f"({n} row{'s' if n != 1 else ''})"
+
+
+def as_table(table: pa.Table, unicode: bool = False) -> str:
+    """An aligned grid (ASCII by default, box-drawing characters with `unicode`)."""
+    headers, rows = table.column_names, _rows(table)
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    h, v, cross = ("─", "│", "┼") if unicode else ("-", "|", "+")
+
+    def rule(left: str, mid: str, right: str) -> str:
+        return left + mid.join(h * (w + 2) for w in widths) + right
 
     def fmt(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return f"{v} " + f" {v} ".join(c.ljust(w) for c, w in zip(cells, widths)) + f" {v}"
 
-    out = [line, fmt(headers), line] + [fmt(r) for r in rows] + [line]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    if unicode:
+        top, middle, bottom = rule("┌", "┬", "┐"), rule("├", cross, "┤"), rule("└", "┴", "┘")
+    else:
+        top = middle = bottom = rule("+", "+", "+")
+    out = [top, fmt(headers), middle] + [fmt(r) for r in rows] + [bottom, _count(len(rows))]
+    return "\n".join(out)
+
+
+def as_unicode_table(table: pa.Table) -> str:
+    return as_table(table, unicode=True)
+
+
+def as_markdown(table: pa.Table) -> str:
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(c) for c in table.column_names) + " |",
+             "|" + "|".join("---" for _ in table.column_names) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in _rows(table)]
+    return "\n".join(lines)
+
+
+def as_vertical(table: pa.Table) -> str:
+    """One block per row, one line per column (psql's expanded display)."""
+    width = max((len(c) for c in table.column_names), default=0)
+    out = []
+    for i, row in enumerate(_rows(table), 1):
+        out.append(f"-[ RECORD {i} ]" + "-" * max(0, width - 4))
+        out += [f"{name.ljust(width)} | {cell}" for name, cell in zip(table.column_names, row)]
+    out.append(_count(table.num_rows))
     return "\n".join(out)
 
 
@@ -56,4 +95,5 @@ def as_json(table: pa.Table) -> str:
     return json.dumps(table.to_pylist(), default=_json_default, indent=1)
 
 
-FORMATS = {"table": as_table, "csv": as_csv, "json": as_json}
+FORMATS = {"table": as_table, "unicode": as_unicode_table, "csv": as_csv, "json": as_json,
+           "markdown": as_markdown, "vertical": as_vertical}
