@@ -1,7 +1,8 @@
 """The HEGroupBy operator: a plan step over the HE group-sum protocol (`executors/heu`).
 
 Values enter the protocol as signed 64-bit integers: integers as they are, DECIMAL(p, s) exactly
-as value·10^s, floating point as fixed point value·2^20 (absolute error ≤ 2^-21 per value). Each
+as value·10^s, floating point as value·10^6 rounded (absolute error ≤ 5·10^-7 per value, and exact
+for values with at most six decimals, as money read from CSV usually is). Each
 value column travels with its validity column (1 where not NULL), so SUM skips NULLs, COUNT(x)
 counts non-NULLs and AVG divides by them. The issuer receives the key party's shares of the kept
 groups only (those with at least `threshold` rows that pass HAVING) and the value party's shares
@@ -19,7 +20,7 @@ from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.heu.group_sum import HEParams, he_group_sum_labels, he_group_sum_values
 
-FLOAT_BITS = 20
+FLOAT_SCALE = 10**6
 
 
 def to_integers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -33,8 +34,8 @@ def to_integers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str]:
         return (np.array([int(v.scaleb(t.scale)) if v is not None else 0 for v in values], dtype=np.int64),
                 valid, f"1e{t.scale}")
     if pa.types.is_floating(t):
-        return (np.array([round(v * (1 << FLOAT_BITS)) if v is not None else 0 for v in values], dtype=np.int64),
-                valid, f"2^{FLOAT_BITS}")
+        return (np.array([round(v * FLOAT_SCALE) if v is not None else 0 for v in values], dtype=np.int64),
+                valid, "float")
     raise DataError(f"HE sums need numeric values, not {t}")
 
 
@@ -43,7 +44,7 @@ def from_integer(total: int, scale: str):
         return total
     if scale.startswith("1e"):
         return decimal.Decimal(total).scaleb(-int(scale[2:]))
-    return total / (1 << int(scale[2:]))
+    return float(decimal.Decimal(total).scaleb(-6))  # "float": value * 10^6
 
 
 def shares_table(codes: np.ndarray, shares: list[list[int]], extra: pa.Table | None = None) -> pa.Table:

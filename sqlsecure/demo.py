@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import decimal
+
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import Error
@@ -87,6 +93,13 @@ QUERIES = [
     ("Insured customers of the bank: count, their average income, their premiums",
      "SELECT COUNT(*) AS insured, AVG(c.income) AS avg_income, SUM(p.premium) AS premiums "
      "FROM bank.customers c JOIN insurer.policies p ON c.customer_id = p.customer_id"),
+    ("Spend per region: keys at the bank, amounts at the shop (HE group sums: the bank never sees an amount)",
+     "SELECT c.region, COUNT(*) AS orders, SUM(o.amount) AS spent, AVG(o.amount) AS average "
+     "FROM bank.customers c JOIN shop.orders o ON c.customer_id = o.customer_id GROUP BY c.region ORDER BY c.region"),
+    ("Claims out of proportion to age: a predicate over two parties' columns (SPU: secret shares)",
+     "SELECT c.region, COUNT(*) AS customers FROM bank.customers c "
+     "JOIN insurer.policies p ON c.customer_id = p.customer_id WHERE p.claims * 20 > c.age "
+     "GROUP BY c.region ORDER BY c.region"),
     ("Three parties: orders by bank customers who have claimed on their insurance",
      "SELECT COUNT(*) AS orders, SUM(o.amount) AS spent FROM bank.customers c "
      "JOIN shop.orders o ON c.customer_id = o.customer_id "
@@ -97,37 +110,42 @@ QUERIES = [
 
 
 def write_demo(directory: Path, customers: int = 2000, seed: int = 7) -> Path:
-    """Generate the three parties' data and the federation file; return the file's path."""
+    """Generate the three parties' data (deterministic for a seed) and the federation file."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data" / "shop").mkdir(parents=True, exist_ok=True)
     (directory / "data" / "insurer").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, customers + 1)
+    bank = pa.table({
+        "customer_id": pa.array(ids, pa.int64()),
+        "name": pa.array([f"customer_{i}" for i in ids]),
+        "age": pa.array(rng.integers(18, 78, customers), pa.int32()),
+        "income": pa.array([decimal.Decimal(int(v)) / 100 for v in rng.integers(2_000_000, 10_000_000, customers)],
+                           pa.decimal128(12, 2)),
+        "region": pa.array(np.array(["north", "south", "east", "west"])[ids % 4]),
+    })
     bank_db = directory / "bank.duckdb"
     if bank_db.exists():
         bank_db.unlink()
     con = duckdb.connect(str(bank_db))
-    con.execute(f"SELECT setseed({seed / 100})")
-    con.execute(f"""
-        CREATE TABLE customers AS
-        SELECT i AS customer_id, 'customer_' || i AS name,
-               (18 + (hash(i) % 60)::INTEGER) AS age,
-               round(20000 + random() * 80000, 2)::DECIMAL(12, 2) AS income,
-               ['north', 'south', 'east', 'west'][1 + (i % 4)] AS region
-        FROM range(1, {customers + 1}) t(i)""")
+    con.register("bank_rows", bank)
+    con.execute("CREATE TABLE customers AS SELECT * FROM bank_rows")
     con.close()
-    con = duckdb.connect()
-    con.execute(f"SELECT setseed({seed / 100})")
-    orders = directory / "data" / "shop" / "orders.csv"
-    con.execute(f"""
-        COPY (SELECT i AS order_id, (1 + (hash(i * 7) % {int(customers * 1.5)})::BIGINT) AS customer_id,
-                     round(5 + random() * 200, 2)::DECIMAL(10, 2) AS amount,
-                     ['books', 'garden', 'games', 'kitchen', 'sports'][1 + (hash(i) % 5)::BIGINT] AS category
-              FROM range(1, {customers * 3 + 1}) t(i)) TO '{orders}' (HEADER)""")
-    policies = directory / "data" / "insurer" / "policies.parquet"
-    con.execute(f"""
-        COPY (SELECT (i * 2)::INTEGER AS customer_id, round(100 + random() * 900, 2)::DOUBLE AS premium,
-                     ((hash(i) % 4)::INTEGER) AS claims
-              FROM range(1, {customers} + 1) t(i)) TO '{policies}' (FORMAT parquet)""")
-    con.close()
+    n_orders = customers * 3
+    orders = pa.table({
+        "order_id": pa.array(np.arange(1, n_orders + 1), pa.int64()),
+        "customer_id": pa.array(rng.integers(1, int(customers * 1.5), n_orders), pa.int64()),
+        "amount": pa.array([decimal.Decimal(int(v)) / 100 for v in rng.integers(500, 20_500, n_orders)],
+                           pa.decimal128(10, 2)),
+        "category": pa.array(np.array(["books", "garden", "games", "kitchen", "sports"])[rng.integers(0, 5, n_orders)]),
+    })
+    pacsv.write_csv(orders, directory / "data" / "shop" / "orders.csv")
+    policies = pa.table({
+        "customer_id": pa.array(ids * 2, pa.int32()),
+        "premium": pa.array(np.round(rng.uniform(100, 1000, customers), 2)),
+        "claims": pa.array(rng.integers(0, 4, customers), pa.int32()),
+    })
+    pq.write_table(policies, directory / "data" / "insurer" / "policies.parquet")
     path = directory / "federation.toml"
     path.write_text(FEDERATION, encoding="utf-8")
     return path

@@ -1,5 +1,6 @@
 """The DB-API driver, the command line, the demo, the packaging and other dialects."""
 
+import sys
 import tomllib
 from pathlib import Path
 
@@ -148,3 +149,19 @@ def test_writes_on_the_issuers_own_database(tmp_path, make_federation):
     with sqlsecure.connect(path, party="shop") as shop:  # the bank's in-memory tables are the bank's alone
         with pytest.raises(sqlsecure.PolicyViolation):
             shop.execute("DELETE FROM bank.customers")
+
+
+def test_analyst_session_transcript(tmp_path):
+    """examples/analyst_session.sql, run through the shell on the demo federation, prints exactly
+    examples/analyst_session.out (and stops with exit code 1 at the refused query)."""
+    import subprocess
+
+    from sqlsecure.demo import write_demo
+
+    federation = write_demo(tmp_path / "demo")
+    sqlsecure_cli = str(Path(sys.executable).with_name("sqlsecure"))
+    done = subprocess.run([sqlsecure_cli, "shell", "-F", str(federation), "--as", "bank", "-f",
+                           str(ROOT / "examples" / "analyst_session.sql")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1 and "PolicyViolation" in done.stderr
+    assert done.stdout == (ROOT / "examples" / "analyst_session.out").read_text()
