@@ -15,7 +15,7 @@ def _cell(value) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.12g}"
     return str(value)
 
 
