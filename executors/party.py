@@ -17,13 +17,17 @@ from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.encoding import encode_keys
 from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices
 from sqlsecure.masking import apply_mask
+from sqlsecure.executors.enclave_stage import inputs_table, issuer_side, party_side
 from sqlsecure.executors.he_group_by import key_party_side, open_sums, value_party_side
 from sqlsecure.executors.secure_stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.physical import (
-    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
+    Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
 from sqlsecure.privacy import release
+
+
+SIMULATED = b"sqlsecure.enclave.simulated"  # result metadata: computed in an enclave without hardware protection
 
 
 def scratch_sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
@@ -52,8 +56,9 @@ def _hstack(tables: list[pa.Table]) -> pa.Table:
 
 class PartyExecutor:
     def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None,
-                 mask_key: bytes | None = None, progress=None):
+                 mask_key: bytes | None = None, progress=None, trust=None):
         self.name = name
+        self._trust = trust  # the enclave this party accepts (authority, measurements), if any
         self._mask_key = mask_key
         self._progress = progress  # progress(step number, steps, label), for a person watching
         self._store = store
@@ -86,6 +91,15 @@ class PartyExecutor:
                 result_part = self._he_group_by(step, pieces, tag)
                 if result_part is not None:
                     outputs[(self.name, step.out)] = result_part
+            elif isinstance(step, EnclaveStage):
+                mine = tuple((column, name, kind) for party, column, name, kind in step.inputs if party == self.name)
+                table = inputs_table(pieces[step.rel], mine) if mine else None
+                if self._trust is None:
+                    raise ProtocolError(f"{self.name} has no enclave to trust (no [enclave] in the federation)")
+                if self.name == step.issuer:
+                    outputs[(self.name, step.out)] = issuer_side(self._endpoint, step, self._trust, table, tag)
+                else:
+                    party_side(self._endpoint, step, self._trust, table, tag)
             elif isinstance(step, SecureStage):
                 result_part = self._secure_stage(step, pieces, tag)
                 if result_part is not None:
@@ -209,6 +223,6 @@ class PartyExecutor:
         if len(lengths) > 1:
             raise ProtocolError(f"revealed parts have different lengths {sorted(lengths)}")
         combined = _hstack(parts) if len(parts) != 1 else parts[0]
-        if step.sql is None:
-            return combined
-        return scratch_sql(step.sql, {"result": combined})
+        result = combined if step.sql is None else scratch_sql(step.sql, {"result": combined})
+        simulated = any((p.schema.metadata or {}).get(SIMULATED) == b"true" for p in parts)
+        return result.replace_schema_metadata({SIMULATED: b"true"}) if simulated else result

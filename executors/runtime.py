@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
 
 import pyarrow as pa
 
@@ -17,12 +20,21 @@ from sqlsecure.executors.channel import ChannelStats, InProcessChannel
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.party import PartyExecutor
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
-from sqlsecure.planner.physical import PhysicalPlan, SecureStage
+from sqlsecure.executors.enclave import EnclaveHost
+from sqlsecure.executors.enclave_stage import ACTOR, EnclaveTrust, actor_side
+from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SecureStage
 
 
 class EmbeddedRuntime:
     def __init__(self, stores: dict, timeout: float = 120.0, processes: int | None = None,
-                 mask_key: bytes | None = None):
+                 mask_key: bytes | None = None, enclave=None):
+        self._enclave_config = enclave  # federation's [enclave], or None
+        self._enclave_host = None  # started on first use
+        self.trust = None
+        if enclave is not None:
+            public = serialization.load_pem_public_key(Path(str(enclave.authority) + ".pub").read_bytes())
+            raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            self.trust = EnclaveTrust(raw, frozenset(enclave.measurements))
         self._mask_key = mask_key
         self.progress = None  # progress(step number, steps, label), called from the parties' threads
         self._channel: InProcessChannel | None = None
@@ -40,7 +52,9 @@ class EmbeddedRuntime:
     def _execute(self, plan: PhysicalPlan) -> pa.Table:
         parties = sorted(plan.parties)
         stages = [step for step in plan.steps if isinstance(step, SecureStage)]
-        channel = InProcessChannel(parties + ([DEALER] if stages else []), timeout=self.timeout)
+        enclave_steps = [(i, step) for i, step in enumerate(plan.steps) if isinstance(step, EnclaveStage)]
+        actors = ([DEALER] if stages else []) + ([ACTOR] if enclave_steps else [])
+        channel = InProcessChannel(parties + actors, timeout=self.timeout)
         query_id = uuid.uuid4().hex[:12]
         self._channel, self._cancelled = channel, False
         results: dict[str, pa.Table | None] = {}
@@ -48,7 +62,7 @@ class EmbeddedRuntime:
 
         def run(party: str) -> None:
             executor = PartyExecutor(party, self._stores[party], channel.endpoint(party), self._workers[party],
-                                     self._mask_key, self.progress)
+                                     self._mask_key, self.progress, self.trust)
             try:
                 results[party] = executor.run(plan, query_id)
             except BaseException as exc:  # reported below, after every party has stopped
@@ -64,9 +78,21 @@ class EmbeddedRuntime:
                 errors[DEALER] = exc
                 channel.abort(f"the dealer failed: {exc}")
 
+        def drive_enclave() -> None:
+            """The enclave's driver: forwards sealed batches to the enclave process and back."""
+            try:
+                host = self._enclave()
+                for index, step in enclave_steps:
+                    actor_side(channel.endpoint(ACTOR), host, step, f"{query_id}/{index}")
+            except BaseException as exc:
+                errors[ACTOR] = exc
+                channel.abort(f"the enclave failed: {exc}")
+
         threads = [threading.Thread(target=run, args=(p,), name=f"party-{p}", daemon=True) for p in parties]
         if stages:
             threads.append(threading.Thread(target=deal, name="dealer", daemon=True))
+        if enclave_steps:
+            threads.append(threading.Thread(target=drive_enclave, name="enclave", daemon=True))
         for t in threads:
             t.start()
         for t in threads:
@@ -86,6 +112,15 @@ class EmbeddedRuntime:
             raise InternalError("the issuer produced no result")
         return result
 
+    def _enclave(self):
+        if self._enclave_config is None:
+            raise ProtocolError("the plan uses an enclave but the federation declares none")
+        if self._enclave_host is None:
+            host = EnclaveHost(self._enclave_config.authority, self._enclave_config.measurements)
+            host.start()
+            self._enclave_host = host
+        return self._enclave_host
+
     def cancel(self) -> None:
         """Stop the running query: every party stops waiting and drops the query's state."""
         channel = self._channel
@@ -96,3 +131,6 @@ class EmbeddedRuntime:
     def close(self) -> None:
         for workers in self._workers.values():
             workers.close()
+        if self._enclave_host is not None:
+            self._enclave_host.stop()
+            self._enclave_host = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlsecure.planner.physical import (
-    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal, SecureStage,
+    Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal, SecureStage,
 )
 
 
@@ -25,6 +25,12 @@ def _movements(step) -> list[str]:
                   "value columns (ciphertexts)",
                   f"{k} -> {v}: masked per-group sums (ciphertexts, several groups per ciphertext)"]
         moves += [f"{p} -> {step.issuer}: its shares of the group sums" for p in (k, v) if p != step.issuer]
+    if isinstance(step, EnclaveStage):
+        moves += [f"enclave -> {p}: the session and a quote; {p} verifies it before sending anything"
+                  for p in dict.fromkeys((*step.inputs_by_party, step.issuer))]
+        moves += [f"{p} -> enclave: its columns sealed to the attested key (X25519 + AES-GCM per batch)"
+                  for p in step.inputs_by_party]
+        moves.append(f"enclave -> {step.issuer}: the result, sealed to {step.issuer}'s fresh key")
     if isinstance(step, SecureStage):
         moves += [f"{p} -> SPU: its {sum(1 for q, _ in step.inputs if q == p)} input column(s) as additive shares "
                   "(PRG-seeded: no bytes for the shares themselves)" for p in step.compute]
@@ -74,6 +80,11 @@ def render_explain(plan) -> str:
                 lines.append(f"        ORDER BY outputs {', '.join(str(i) for i, _, _ in step.order)} (oblivious sort)"
                              + (f" LIMIT {step.limit}" if step.limit is not None else ""))
             lines.append(f"        opened to {step.issuer} only")
+        elif isinstance(step, EnclaveStage):
+            lines.append(f"  [{n}] {step.device}  oblivious sort / group-by on {step.rel} -> {step.out}")
+            lines.append(f"        program: {step.program}")
+            if step.simulated:
+                lines.append("        SIMULATION: no SGX on this machine; the quote is signed by a local test authority")
         elif isinstance(step, Noise):
             lines.append(f"  [{n}] PYU({step.party})  differential-privacy noise ({step.release.noise}) on {step.name}")
         elif isinstance(step, Mask):

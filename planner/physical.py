@@ -160,6 +160,32 @@ class SecureStage(Step):
 
 
 @dataclass(frozen=True)
+class EnclaveStage(Step):
+    """TEEU: the parties seal their columns to an attested enclave, which groups / sorts them with
+    data-independent access patterns and seals the result to the issuer."""
+
+    rel: str
+    inputs: tuple[tuple[str, str, str, str], ...]  # (party, piece column, enclave column, kind)
+    program: str  # the EnclaveProgram, as canonical JSON
+    outputs: tuple[tuple[str, str, str], ...]  # (output, enclave result column, kind)
+    issuer: str
+    out: str
+    simulated: bool = True
+
+    @property
+    def inputs_by_party(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p for p, _, _, _ in self.inputs))
+
+    @property
+    def parties(self):
+        return frozenset({*self.inputs_by_party, self.issuer})
+
+    @property
+    def device(self) -> str:
+        return "TEEU(enclave, SIMULATION)" if self.simulated else "TEEU(enclave)"
+
+
+@dataclass(frozen=True)
 class Noise(Step):
     """PYU(party): differential-privacy noise on its aggregate part before it is revealed."""
 

@@ -8,6 +8,7 @@ its own party). Everything else raises NotSupportedError naming the feature.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -19,8 +20,9 @@ from sqlsecure.planner.logical import (
     Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan, aliases_of, column_key,
 )
 from sqlsecure.planner.physical import (
-    Compute, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
+    Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
+from sqlsecure.executors.enclave.program import EnclaveProgram
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy import Use
@@ -54,6 +56,7 @@ class PlacementContext:
     dp: DPContext | None = None  # differential privacy for this issuer's query, if any
     masks: dict = field(default_factory=dict)  # output index -> Mask for the issuer
     he_key_bits: int = 2048  # Paillier modulus for HE group sums
+    enclave: str | None = None  # "cost" or "always" when the federation has an attested enclave
 
 
 def to_piece(expression: exp.Expression) -> exp.Expression:
@@ -322,6 +325,23 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
 
     ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort, residual)
     threshold = ctx.min_group_size if ctx.dp is None else 0
+    enclave = None
+    if secure is not None and ctx.enclave:
+        try:
+            enclave = _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, current)
+        except NotSupportedError as why:
+            if ctx.enclave == "always":
+                raise NotSupportedError(f"the enclave cannot run this query: {why}") from None
+    if enclave is not None:
+        steps.append(enclave)
+        leakage.append(("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)"))
+        names = [e.alias_or_name for e in project.expressions]
+        finish = exp.Select().from_("result")
+        finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), n, quoted=True)
+                                   for i, n in enumerate(names)])
+        steps.append(Finish(ctx.issuer, ((ctx.issuer, enclave.out),), "rows", finish.sql(dialect="duckdb")))
+        leakage.append((ctx.issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))
+        return _plan(ctx, steps, leakage, ctx.min_group_size if aggregate else 0)
     if secure is not None:
         out = f"{current}_spu_out"
         steps.append(SecureStage(current, out=out, issuer=ctx.issuer, threshold=threshold if aggregate else 0,
@@ -477,6 +497,101 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         having=sql(aggregate.having) if aggregate is not None and aggregate.having is not None else None,
         outputs=tuple((n, sql(e)) for n, e in items), reveal=tuple(range(len(project.expressions))),
         order=tuple(order), limit=limit_value, offset=offset_value or 0)
+
+
+ENCLAVE_KINDS = {"int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "BOOLEAN"),
+                 "fixed": ("DECIMAL", "DOUBLE", "FLOAT", "REAL"), "text": ("VARCHAR",), "date": ("DATE",)}
+ENCLAVE_AGGREGATES = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
+
+
+def _enclave_kind(column: exp.Column, ctx) -> str:
+    dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
+    for kind, names in ENCLAVE_KINDS.items():
+        if dtype in names:
+            return kind
+    raise NotSupportedError(f"{column.sql()} of type {dtype or 'unknown'} cannot enter the enclave")
+
+
+def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel) -> EnclaveStage:
+    """The same work on the enclave, when it is only grouping, aggregating plain columns and sorting.
+
+    Cost model: an enclave sorts in the clear behind its access-pattern-oblivious network
+    (n log^2 n compare-exchanges of plain numbers), while the SPU's sort and group-by cost
+    rounds of secure comparisons; so grouped and sorted work goes to the enclave when the
+    federation has one, and arithmetic over several parties (which it cannot express) stays on the SPU."""
+    if residual or project.distinct or (aggregate is not None and aggregate.having is not None):
+        raise NotSupportedError("cross-party predicates, DISTINCT and HAVING are for the SPU")
+    if any(e.find(exp.Window) for e in project.expressions):
+        raise NotSupportedError("window functions are for the SPU")
+    inputs: dict[str, tuple[str, str, str, str]] = {}
+
+    def column_input(column: exp.Column) -> tuple[str, str]:
+        if not isinstance(column, exp.Column) or not column.table:
+            raise NotSupportedError(f"{column.sql()}: the enclave takes plain columns")
+        kind = _enclave_kind(column, ctx)
+        key = column_key(column)
+        inputs.setdefault(key, (ctx.parties[column.table], key, key, kind))
+        return key, kind
+
+    def names_of(key: str, kind: str) -> list[str]:
+        return [f"{key}#{k}" for k in range(4)] if kind == "text" else [key]
+
+    outputs, order, aggregates, group_keys, select = [], [], [], [], []
+    items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
+    by_name = {e.alias_or_name: i for i, e in enumerate(project.expressions)}
+    if aggregate is not None:
+        keys = {}
+        for g in aggregate.group_by:
+            key, kind = column_input(g)
+            keys[g.sql()] = (key, kind)
+            group_keys += names_of(key, kind)
+        for name, e in items:
+            if e.sql() in keys:
+                key, kind = keys[e.sql()]
+                outputs.append((name, key, kind))
+            elif type(e) in ENCLAVE_AGGREGATES and not isinstance(e.this, exp.Distinct):
+                func = ENCLAVE_AGGREGATES[type(e)]
+                if isinstance(e.this, exp.Star):
+                    aggregates.append(("count", None, name))
+                    outputs.append((name, name, "int"))
+                    continue
+                key, kind = column_input(e.this)
+                if kind == "text" and func != "count":
+                    raise NotSupportedError("aggregates of text are for the SPU")
+                aggregates.append((func, names_of(key, kind)[0], name))
+                outputs.append((name, name, "int" if func == "count" or (kind == "int" and func in ("min", "max"))
+                                else "fixed" if func == "avg" or kind == "fixed" else kind))
+            else:
+                raise NotSupportedError(f"{e.sql()}: the enclave computes group keys and COUNT/SUM/AVG/MIN/MAX")
+        result_columns = {name: (column, kind) for name, column, kind in outputs}
+    else:
+        for name, e in items:
+            key, kind = column_input(e)
+            outputs.append((name, key, kind))
+            select += names_of(key, kind)
+        result_columns = {name: (column, kind) for name, column, kind in outputs}
+    for ordered in sort.order if sort else []:
+        key = ordered.this
+        desc = bool(ordered.args.get("desc"))
+        if isinstance(key, exp.Column) and not key.table and key.name in by_name:
+            column, kind = result_columns[f"o{by_name[key.name]}"]
+        elif key.sql() in {e.sql() for _, e in items}:
+            column, kind = result_columns[next(n for n, e in items if e.sql() == key.sql())]
+        elif aggregate is None:
+            column, kind = column_input(key)
+        else:
+            raise NotSupportedError(f"ORDER BY {key.sql()}: the enclave sorts by output columns")
+        order += [(c, desc) for c in names_of(column, kind)]
+    limit_value = None
+    if limit is not None:
+        if limit.offset is not None or not (isinstance(limit.limit, exp.Literal) and limit.limit.is_int):
+            raise NotSupportedError("OFFSET, or a LIMIT that is not a whole number, is for the SPU")
+        limit_value = int(limit.limit.this)
+    program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
+                             max(ctx.min_group_size, 1) if aggregate is not None else 1,
+                             tuple(select) if aggregate is None else None)
+    return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
+                        tuple(outputs), ctx.issuer, f"{rel}_tee_out")
 
 
 def _he_aggregate(expression: exp.Expression, parties) -> bool:

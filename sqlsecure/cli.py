@@ -142,6 +142,23 @@ def shell(federation, issuer, commands, script, fmt, vi, history, no_pager, debu
         sys.exit(1)
 
 
+@main.command("enclave-init")
+@click.option("--authority", type=click.Path(dir_okay=False), default="enclave-authority.key", show_default=True,
+              help="Where to create the simulation test authority's key (kept if it exists).")
+def enclave_init(authority: str) -> None:
+    """Create a SIMULATION enclave authority and print the [enclave] section for the federation file.
+
+    The measurement printed is this installation's enclave code: parties accept only listed ones."""
+    from sqlsecure.executors.enclave import create_authority, expected_measurement
+
+    path = Path(authority)
+    if not path.exists():
+        create_authority(path)
+    click.echo(f'[enclave]\nauthority = "{path}"\nmeasurements = ["{expected_measurement().hex()}"]\n'
+               'placement = "cost"   # or "always"\n'
+               "# SIMULATION: the authority is a local test key, not a hardware platform; see docs/enclave.md")
+
+
 @main.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @debug_option

@@ -56,7 +56,8 @@ class Engine:
         except BaseException:
             self.close()
             raise
-        self.runtime = EmbeddedRuntime(self._stores, timeout=timeout, processes=processes, mask_key=mask_key)
+        self.runtime = EmbeddedRuntime(self._stores, timeout=timeout, processes=processes, mask_key=mask_key,
+                                       enclave=self.config.enclave)
 
     def _resolve_policy(self) -> RevealPolicy:
         problems: list[str] = []
@@ -97,7 +98,8 @@ class Engine:
     def plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
-                          dialect=self.config.dialect, parameters=parameters)
+                          dialect=self.config.dialect, parameters=parameters,
+                          enclave=self.config.enclave.placement if self.config.enclave else None)
 
     def check(self, sql: str, issuer: str) -> str | None:
         """Dry run: None if the query would be answered, else why not. Touches no data."""

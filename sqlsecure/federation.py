@@ -25,7 +25,8 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file"}
 PARTY_KEYS = {"database", "tables"}
 GRANT_KEYS = {"party", "columns", "constraint"}
-TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks"}
+TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave"}
+ENCLAVE_KEYS = {"authority", "measurements", "placement"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,43 @@ class FederationConfig:
     privacy: dict = field(default_factory=dict)  # issuer -> PrivacyBudget
     masks: tuple = ()  # MaskConfig, resolved against the schema by the engine
     rules: dict = field(default_factory=dict)  # raw [rules."party.table"] sections, resolved by the engine
+    enclave: "EnclaveConfigEntry | None" = None
+
+
+@dataclass(frozen=True)
+class EnclaveConfigEntry:
+    """[enclave]: the test authority (simulation), the measurements parties accept, placement policy."""
+
+    authority: Path
+    measurements: tuple[bytes, ...]
+    placement: str  # "cost" (by the planner's cost model) or "always"
+
+
+def _parse_enclave(raw, path: Path, problem) -> EnclaveConfigEntry | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problem("enclave", "must be a table")
+        return None
+    for k in sorted(set(raw) - ENCLAVE_KEYS):
+        problem(f"enclave.{k}", "unknown key")
+    authority = raw.get("authority")
+    if not isinstance(authority, str):
+        problem("enclave.authority", "the path of the enclave's (test) authority key is required")
+        return None
+    authority_path = (path.parent / authority).resolve()
+    if not authority_path.is_file() or not Path(str(authority_path) + ".pub").is_file():
+        problem("enclave.authority", f"no authority key at {authority_path} (and .pub): create one with "
+                                     "`sqlsecure enclave-init`")
+    measurements = raw.get("measurements")
+    if not isinstance(measurements, list) or not measurements or not all(
+            isinstance(m, str) and re.fullmatch(r"[0-9a-f]{64}", m) for m in measurements):
+        problem("enclave.measurements", "a non-empty list of accepted measurements (64 hex digits each)")
+        measurements = []
+    placement = raw.get("placement", "cost")
+    if placement not in ("cost", "always"):
+        problem("enclave.placement", 'must be "cost" or "always"')
+    return EnclaveConfigEntry(authority_path, tuple(bytes.fromhex(m) for m in measurements), placement)
 
 
 def _dialect_ok(dialect: str) -> bool:
@@ -190,10 +228,11 @@ def load_federation(path: str | Path) -> FederationConfig:
     privacy = parse_privacy(raw.get("privacy", {}), problem, parties)
     masks = parse_masks(raw.get("masks", []), problem, parties)
     rules = raw.get("rules", {})
+    enclave = _parse_enclave(raw.get("enclave"), path, problem)
     if problems:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
-                            paths["mask_key_file"], privacy, tuple(masks), rules)
+                            paths["mask_key_file"], privacy, tuple(masks), rules, enclave)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

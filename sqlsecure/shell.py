@@ -121,6 +121,8 @@ class Shell:
             return
         if result.table is not None:
             self.show(result.table)
+            if (result.table.schema.metadata or {}).get(b"sqlsecure.enclave.simulated") == b"true":
+                self.echo("(computed in a SIMULATED enclave: no hardware protection)")
         else:
             self.echo(f"OK ({result.rowcount} row{'s' if result.rowcount != 1 else ''} affected)"
                       if result.rowcount >= 0 else "OK")

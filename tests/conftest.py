@@ -200,3 +200,14 @@ def make_federation(tables):
                                 parties=parties, **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def oracle_for():
+    """Oracle(engine): plain DuckDB over an engine's parties, for test modules with their own federation."""
+    return Oracle
+
+
+@pytest.fixture(scope="session")
+def plaintext_grants():
+    return all_plaintext

@@ -31,7 +31,7 @@ def test_not_yet_supported_is_refused(engine, sql, fragment):
     ("SELEC 1", "syntax error"),
     ("SELECT * FROM nobody.customers", "unknown party 'nobody'"),
     ("SELECT * FROM bank.nothing", "unknown table bank.nothing"),
-    ("SELECT * FROM customers", "needs its party"),
+    ("SELECT * FROM orders", "needs its party"),
     ("SELECT nope FROM bank.customers", "nope"),
     ("INSERT INTO bank.customers VALUES (1)", "only SELECT"),
     ("DELETE FROM bank.customers", "only SELECT"),

@@ -1,0 +1,261 @@
+"""What the host asks the enclave to compute, and the session it is computed in.
+
+`EnclaveProgram` is a small relational program over named int64 / float64 columns that several
+parties send sealed (their rows aligned: row i of every party describes the same joined row):
+
+    grouped   (group_keys or aggregates)  GROUP BY group_keys with aggregates [(kind, column, name)],
+              kinds count / sum / avg / min / max (column None for COUNT(*)); groups of fewer than
+              min_group_size rows are dropped; no keys = one group over all rows. Output columns:
+              the group keys, then the aggregates by name. Default order: by the group keys.
+    plain     the input columns (`select`, default all, in the parties' order), no aggregation.
+
+then ORDER BY `order` [(column, descending)] over output columns (plain programs may also sort on
+any input column) and LIMIT `limit`. Everything runs through the oblivious operators.
+
+`SessionSpec` binds a query: its id, the program, the input parties (their column order), the
+recipient and the recipient's fresh X25519 key. Its digest enters every stream's key derivation,
+so a party's sealed inputs open only in the session (program, recipient) the party saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
+from sqlsecure.executors.enclave.oblivious import (
+    AGGREGATE_KINDS, AccessTrace, group_by, order_and_limit,
+)
+from sqlsecure.executors.enclave.wire import ENCLAVE, HOST
+
+SIMULATED_METADATA_KEY = b"sqlsecure.enclave.simulated"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    kind: str
+    column: str | None
+    name: str
+
+    @classmethod
+    def of(cls, spec) -> "Aggregate":
+        if isinstance(spec, Aggregate):
+            return spec
+        if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
+            raise ProgrammingError(f"an enclave aggregate is (kind, column) or (kind, column, name), got {spec!r}")
+        kind, column = str(spec[0]).lower(), spec[1]
+        if kind not in AGGREGATE_KINDS:
+            raise ProgrammingError(f"unknown aggregate {spec[0]!r}; the enclave computes {', '.join(AGGREGATE_KINDS)}")
+        if column is None and kind != "count":
+            raise ProgrammingError(f"{kind.upper()} needs a column")
+        name = spec[2] if len(spec) == 3 else f"{kind}({'*' if column is None else column})"
+        return cls(kind, column, str(name))
+
+
+def _names(values, what: str) -> tuple[str, ...]:
+    if isinstance(values, str):
+        raise ProgrammingError(f"{what} must be a list of column names, not the string {values!r}")
+    return tuple(str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class EnclaveProgram:
+    """GROUP BY / aggregates / ORDER BY / LIMIT over the parties' aligned columns (see module doc)."""
+
+    group_keys: tuple[str, ...] = ()
+    aggregates: tuple[Aggregate, ...] = ()
+    order: tuple[tuple[str, bool], ...] = ()
+    limit: int | None = None
+    min_group_size: int = 1
+    select: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "group_keys", _names(self.group_keys, "group_keys"))
+        set_(self, "aggregates", tuple(Aggregate.of(a) for a in self.aggregates))
+        order = []
+        for item in self.order:
+            if isinstance(item, str):
+                item = (item, False)
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ProgrammingError(f"an ORDER BY item is (column, descending), got {item!r}")
+            order.append((str(item[0]), bool(item[1])))
+        set_(self, "order", tuple(order))
+        if self.select is not None:
+            set_(self, "select", _names(self.select, "select"))
+        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
+                                       or self.limit < 0):
+            raise ProgrammingError(f"LIMIT must be a non-negative integer, got {self.limit!r}")
+        if not isinstance(self.min_group_size, int) or self.min_group_size < 1:
+            raise ProgrammingError(f"min_group_size must be a positive integer, got {self.min_group_size!r}")
+        if self.grouped and self.select is not None:
+            raise ProgrammingError("`select` applies to programs without aggregation; a grouped program "
+                                   "outputs its group keys and aggregates")
+        names = self.output_names() if self.grouped else None
+        if names is not None:
+            if len(set(names)) != len(names):
+                raise ProgrammingError(f"duplicate output column names in the enclave program: {list(names)}")
+            for column, _ in self.order:
+                if column not in names:
+                    raise ProgrammingError(f"ORDER BY {column!r} is not an output of the grouped program "
+                                           f"(outputs: {list(names)})")
+
+    @property
+    def grouped(self) -> bool:
+        return bool(self.group_keys or self.aggregates)
+
+    def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
+        if self.grouped:
+            return self.group_keys + tuple(a.name for a in self.aggregates)
+        if self.select is not None:
+            return self.select
+        if inputs is None:
+            raise ProgrammingError("a plain program's outputs depend on its inputs")
+        return tuple(inputs)
+
+    def input_columns(self) -> set[str]:
+        used = set(self.group_keys) | {a.column for a in self.aggregates if a.column is not None}
+        if not self.grouped:
+            used |= set(self.select or ()) | {c for c, _ in self.order}
+        return used
+
+    def to_json(self) -> dict:
+        return {"group_keys": list(self.group_keys),
+                "aggregates": [[a.kind, a.column, a.name] for a in self.aggregates],
+                "order": [[c, d] for c, d in self.order], "limit": self.limit,
+                "min_group_size": self.min_group_size,
+                "select": None if self.select is None else list(self.select)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "EnclaveProgram":
+        try:
+            return cls(group_keys=obj["group_keys"], aggregates=[tuple(a) for a in obj["aggregates"]],
+                       order=[tuple(o) for o in obj["order"]], limit=obj["limit"],
+                       min_group_size=obj["min_group_size"], select=obj["select"])
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(f"malformed enclave program: {exc!r}") from None
+
+    def to_bytes(self) -> bytes:
+        return _canonical(self.to_json())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "EnclaveProgram":
+        return cls.from_json(_load(data, "enclave program"))
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _load(data: bytes, what: str):
+    try:
+        return json.loads(bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"malformed {what}: {exc}") from None
+
+
+RESERVED_NAMES = (ENCLAVE, HOST)
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """One query's public description; every party checks it before sealing (see module doc)."""
+
+    query_id: str
+    program: EnclaveProgram
+    parties: tuple[str, ...]
+    recipient: str
+    recipient_public_key: bytes = field(repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "parties", _names(self.parties, "parties"))
+        if not self.query_id or len(self.query_id.encode()) > 200:
+            raise ProgrammingError("a query id must be 1..200 bytes")
+        if not self.parties or len(set(self.parties)) != len(self.parties):
+            raise ProgrammingError(f"an enclave session needs distinct input parties, got {list(self.parties)}")
+        for name in (*self.parties, self.recipient):
+            if name in RESERVED_NAMES or not name:
+                raise ProgrammingError(f"{name!r} cannot name a party of an enclave session (reserved)")
+        if len(bytes(self.recipient_public_key)) != 32:
+            raise ProgrammingError("the recipient's public key must be a raw 32-byte X25519 key")
+
+    def to_bytes(self) -> bytes:
+        return _canonical({"query_id": self.query_id, "program": self.program.to_json(),
+                           "parties": list(self.parties), "recipient": self.recipient,
+                           "recipient_public_key": bytes(self.recipient_public_key).hex()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "SessionSpec":
+        obj = _load(data, "session description")
+        try:
+            return cls(obj["query_id"], EnclaveProgram.from_json(obj["program"]), tuple(obj["parties"]),
+                       obj["recipient"], bytes.fromhex(obj["recipient_public_key"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed session description: {exc!r}") from None
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(b"sqlsecure/enclave/session/v1\0" + self.to_bytes()).digest()
+
+
+# --- evaluation -----------------------------------------------------------------------------------------
+
+def column_array(table: pa.Table, name: str, party: str) -> np.ndarray:
+    """A non-null int64 / float64 column as numpy (other integer widths and floats are widened)."""
+    column = table.column(name)
+    if column.null_count:
+        raise DataError(f"column {name!r} from {party!r} has NULLs; the enclave takes non-null int64/float64 "
+                        "columns (encode NULL as a separate flag column)")
+    dtype = column.type
+    if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
+        return column.to_numpy().astype(np.int64, copy=False)
+    if pa.types.is_floating(dtype):
+        return column.to_numpy().astype(np.float64, copy=False)
+    raise DataError(f"column {name!r} from {party!r} is {dtype}; the enclave takes int64 and float64 columns")
+
+
+def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
+             trace: AccessTrace | None = None) -> pa.Table:
+    """Run `program` over aligned columns (name -> numpy vector, in the parties' order)."""
+    names = list(columns)
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise DataError(f"the parties' inputs are not aligned: row counts {sorted(lengths)}")
+    missing = sorted(program.input_columns() - set(names))
+    if missing:
+        raise ProgrammingError(f"the enclave program reads columns no party sent: {missing} (sent: {names})")
+    if program.grouped:
+        return _evaluate_grouped(program, columns, trace)
+    out_names = program.output_names(names)
+    outputs = [columns[c] for c in out_names]
+    extra = [c for c, _ in program.order if c not in out_names]
+    carried = outputs + [columns[c] for c in extra]
+    order = [(columns[c], d) for c, d in program.order]
+    result = order_and_limit(carried, order, limit=program.limit, trace=trace) if (order or program.limit is not None) \
+        else carried
+    return pa.table({name: result[i] for i, name in enumerate(out_names)})
+
+
+def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], trace) -> pa.Table:
+    keys = [columns[k] for k in program.group_keys]
+    aggregates = [(a.kind, None if a.column is None else columns[a.column]) for a in program.aggregates]
+    if not keys and not aggregates:
+        raise ProgrammingError("a grouped program needs group keys or aggregates")
+    n = len(next(iter(columns.values()))) if columns else 0
+    if keys or n:
+        grouped = group_by(keys, aggregates, min_group_size=program.min_group_size, trace=trace,
+                           names=[a.name for a in program.aggregates], rows=n)
+        out = dict(zip(program.output_names(), [*grouped.keys, *grouped.aggregates]))
+        keep = grouped.keep
+    else:  # no rows and no keys: the single group is empty, below any min_group_size
+        out = {a.name: np.zeros(0, np.int64 if a.kind == "count" else np.float64 if a.kind == "avg"
+                                else columns[a.column].dtype) for a in program.aggregates}
+        keep = np.zeros(0, bool)
+    order = program.order or tuple((k, False) for k in program.group_keys)
+    names = list(out)
+    result = order_and_limit([out[c] for c in names], [(out[c], d) for c, d in order], keep=keep,
+                             limit=program.limit, trace=trace)
+    return pa.table({name: result[i] for i, name in enumerate(names)})

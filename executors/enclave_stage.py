@@ -1,0 +1,151 @@
+"""The EnclaveStage operator: GROUP BY / ORDER BY over several parties' aligned rows in an attested enclave.
+
+Roles over the channel (the enclave itself is a subprocess driven by the runtime's "enclave" actor):
+  1. the issuer sends the actor a fresh result public key;
+  2. the actor builds the query's `SessionSpec` (program, input parties, recipient) and sends it with a
+     quote over a nonce bound to the query to every party of the stage;
+  3. every input party verifies the quote against the federation's authority and allowlist of
+     measurements, checks that the spec runs exactly the program of the public plan, encodes its
+     columns (integers and dates as int64, decimals and floats as float64, text as four 7-byte int64
+     limbs) and seals them to the enclave (X25519 + HKDF + AES-GCM per batch);
+  4. the actor submits the sealed batches and runs the session; the sealed result goes to the issuer,
+     who opens it with its result key. Nothing in the clear passes the actor.
+A result computed in simulation (no SGX here) is marked so, and EXPLAIN says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from sqlsecure.errors import DataError, ProtocolError
+from sqlsecure.executors.enclave import (
+    EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
+)
+from sqlsecure.executors.enclave.wire import ENCLAVE
+from sqlsecure.executors.secure_values import LIMB_BYTES, TEXT_LIMBS
+
+ACTOR = "enclave"  # the runtime's actor that drives the enclave process
+
+
+@dataclass(frozen=True)
+class EnclaveTrust:
+    """What every party checks an enclave against (from the federation file)."""
+
+    authority_public_key: bytes
+    measurements: frozenset[bytes]
+
+
+def program_of(step) -> EnclaveProgram:
+    return EnclaveProgram.from_json(json.loads(step.program))
+
+
+def nonce_for(query_tag: str) -> bytes:
+    return hashlib.sha256(b"sqlsecure/enclave-nonce/" + query_tag.encode()).digest()
+
+
+def pack_frames(frames: list[bytes]) -> bytes:
+    return b"".join(struct.pack(">I", len(f)) + f for f in frames)
+
+
+def unpack_frames(data: bytes, frm: str) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        if i + 4 > len(data):
+            raise ProtocolError(f"{frm} sent a truncated frame list")
+        (n,) = struct.unpack(">I", data[i:i + 4])
+        out.append(data[i + 4:i + 4 + n])
+        i += 4 + n
+    return out
+
+
+def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa.Array]:
+    """One SQL column as the enclave's int64 / float64 columns."""
+    values = column.to_pylist()
+    if any(v is None for v in values):
+        raise DataError(f"column {name!r} has NULLs; NULL values cannot enter the enclave yet")
+    if kind == "int":
+        return {name: pa.array([int(v) for v in values], pa.int64())}
+    if kind == "date":
+        return {name: pa.array(column.combine_chunks().cast(pa.int32()).to_pylist(), pa.int64())}
+    if kind == "fixed":
+        return {name: pa.array([float(v) for v in values], pa.float64())}
+    limbs = [[0] * len(values) for _ in range(TEXT_LIMBS)]
+    for i, v in enumerate(values):
+        raw = v.encode("utf-8")
+        if len(raw) > TEXT_LIMBS * LIMB_BYTES:
+            raise DataError(f"text longer than {TEXT_LIMBS * LIMB_BYTES} bytes cannot enter the enclave yet")
+        raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
+        for k in range(TEXT_LIMBS):
+            limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")
+    return {f"{name}#{k}": pa.array(limbs[k], pa.int64()) for k in range(TEXT_LIMBS)}
+
+
+def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
+    if kind == "text":
+        limbs = [table.column(f"{name}#{k}").to_pylist() for k in range(TEXT_LIMBS)]
+        return pa.array([b"".join(int(limbs[k][i]).to_bytes(LIMB_BYTES, "big") for k in range(TEXT_LIMBS))
+                         .rstrip(b"\0").decode("utf-8", errors="replace") for i in range(table.num_rows)])
+    column = table.column(name)
+    if kind == "date":
+        return column.cast(pa.int32()).cast(pa.date32())
+    return column.combine_chunks()
+
+
+def party_side(endpoint, step, trust: EnclaveTrust, table: pa.Table | None, tag: str) -> tuple:
+    """Verify the quote and the session; seal and send this party's columns (if it has inputs)."""
+    spec_bytes, quote_bytes = unpack_frames(endpoint.recv(ACTOR, f"{tag}/session"), ACTOR)
+    spec = SessionSpec.from_bytes(spec_bytes)
+    attested = verify_quote(Quote.from_bytes(quote_bytes), trust.authority_public_key, trust.measurements,
+                            nonce_for(tag))
+    if spec.program.to_json() != program_of(step).to_json() or spec.recipient != step.issuer \
+            or tuple(spec.parties) != tuple(step.inputs_by_party):
+        raise ProtocolError(f"the enclave session of {tag} is not the one in the plan; nothing was sent")
+    if table is not None:
+        sealed = seal_inputs(attested, spec, endpoint.party, table)
+        endpoint.send(ACTOR, f"{tag}/sealed", pack_frames([b.to_bytes() for b in sealed]))
+    return spec, attested
+
+
+def actor_side(endpoint, host, step, tag: str) -> None:
+    """The runtime's actor: session, quote, sealed inputs in, sealed result out."""
+    recipient_key = endpoint.recv(step.issuer, f"{tag}/result-key")
+    spec = SessionSpec(tag.replace("/", "-"), program_of(step), tuple(step.inputs_by_party),
+                       step.issuer, recipient_key)
+    quote = host.quote(nonce_for(tag))
+    announcement = pack_frames([spec.to_bytes(), quote.to_bytes()])
+    for party in dict.fromkeys((*step.inputs_by_party, step.issuer)):
+        endpoint.send(party, f"{tag}/session", announcement)
+    session = host.session(spec)
+    for party in step.inputs_by_party:
+        for frame in unpack_frames(endpoint.recv(party, f"{tag}/sealed"), party):
+            session.submit(SealedBatch.from_bytes(frame, party))
+    result = session.run()
+    endpoint.send(step.issuer, f"{tag}/result", pack_frames([b.to_bytes() for b in result]))
+
+
+def issuer_side(endpoint, step, trust: EnclaveTrust, table: pa.Table | None, tag: str) -> pa.Table:
+    key = ResultKey.generate()
+    endpoint.send(ACTOR, f"{tag}/result-key", key.public_bytes)
+    spec, attested = party_side(endpoint, step, trust, table, tag)
+    frames = unpack_frames(endpoint.recv(ACTOR, f"{tag}/result"), ACTOR)
+    opened = open_result(attested, spec, key, [SealedBatch.from_bytes(f, ENCLAVE) for f in frames])
+    columns = {name: decode_output(opened.table, column, kind) for name, column, kind in step.outputs}
+    table = pa.table(columns) if columns else pa.table({})
+    return table.replace_schema_metadata({"sqlsecure.enclave.simulated": str(opened.simulated).lower()})
+
+
+def inputs_table(piece: pa.Table, columns: tuple[tuple[str, str, str], ...]) -> pa.Table:
+    """This party's inputs, in piece row order: (piece column, enclave name, kind)."""
+    data: dict[str, pa.Array] = {}
+    for column, name, kind in columns:
+        data.update(encode_column(name, piece.column(column), kind))
+    return pa.table(data)
+
+
+__all__ = ["ACTOR", "EnclaveTrust", "actor_side", "issuer_side", "party_side", "inputs_table", "np"]
