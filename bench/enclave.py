@@ -12,6 +12,9 @@ Reported per (op, n):
   end-to-end s  through the enclave subprocess: both parties seal (X25519 + AES-GCM per 64k-row Arrow
                 batch), frames to the enclave, open, evaluate, seal the result, frames back, the
                 recipient opens it (attestation and process start not included)
+  spu s         the same work on the SPU (secret shares between the two parties and a dealer, as
+                threads): the oblivious group-by / sort of `sqlsecure.executors.spu.relational`
+                (run for n <= --spu-max only: it is much slower)
   duckdb s      plain DuckDB over the same Arrow data, no security at all
   ok            the enclave's result equals DuckDB's (AVG within 1e-9 relative); exit 1 if not
 
@@ -69,10 +72,33 @@ def same(got: pa.Table, expected: pa.Table, op: str) -> bool:
     return True
 
 
+def spu_seconds(op: str, a: pa.Table, b: pa.Table) -> float:
+    """The SPU path on the same data: a shares k1, b shares k2, v and w (fixed point)."""
+    from sqlsecure.executors.spu import arith, relational
+    from sqlsecure.executors.spu.local import run_spu
+
+    n = a.num_rows
+
+    def program(s):
+        k1 = arith.share_input(s, 0, a["k1"].to_numpy().astype(np.uint64) if s.index == 0 else None, (n,))
+        k2 = arith.share_input(s, 1, b["k2"].to_numpy().astype(np.uint64) if s.index == 1 else None, (n,))
+        v = arith.share_input(s, 1, b["v"].to_numpy().astype(np.int64).view(np.uint64) if s.index == 1 else None, (n,))
+        w = arith.share_fixed(s, 1, b["w"].to_numpy() if s.index == 1 else None, (n,))
+        if op == "groupby":
+            g = relational.group_by(s, [k1, k2], [("count", None), ("sum", v), ("sum", w), ("max", v)])
+            return relational.compact(s, g.last, [*g.keys, *g.aggregates])
+        return relational.sort(s, [k1, v], [k2, w], [False, True])
+
+    started = time.perf_counter()
+    run_spu(2, program)
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--ops", default="groupby,sort")
+    parser.add_argument("--spu-max", type=int, default=100000, help="largest n to run on the SPU (0: never)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     ops = args.ops.split(",")
@@ -81,7 +107,8 @@ def main() -> int:
     measurement = expected_measurement()  # pinned once, as a verifier would
     print(f"# python {platform.python_version()}, numpy {np.__version__}, duckdb {duckdb.__version__}, "
           f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; enclave: SIMULATION backend")
-    print(f"{'op':8} {'n':>9} {'enclave s':>10} {'end-to-end s':>13} {'duckdb s':>9} {'x duckdb':>9} {'rows out':>9}  ok")
+    print(f"{'op':8} {'n':>9} {'enclave s':>10} {'end-to-end s':>13} {'spu s':>8} {'duckdb s':>9} {'x duckdb':>9} "
+          f"{'rows out':>9}  ok")
     failed = False
     with EnclaveHost(authority, {measurement}, timeout=3600) as host:
         for n in sizes:
@@ -112,7 +139,8 @@ def main() -> int:
                     got = got.select(expected.column_names)
                 ok = same(got, expected, op)
                 failed |= not ok
-                print(f"{op:8} {n:>9} {inside:>10.2f} {end_to_end:>13.2f} {plain:>9.3f} "
+                spu = f"{spu_seconds(op, a, b):8.2f}" if n <= args.spu_max else f"{'-':>8}"
+                print(f"{op:8} {n:>9} {inside:>10.2f} {end_to_end:>13.2f} {spu} {plain:>9.3f} "
                       f"{end_to_end / max(plain, 1e-9):>9.0f} {got.num_rows:>9}  {'ok' if ok else 'MISMATCH'}",
                       flush=True)
     return 1 if failed else 0

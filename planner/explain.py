@@ -83,6 +83,7 @@ def render_explain(plan) -> str:
         elif isinstance(step, EnclaveStage):
             lines.append(f"  [{n}] {step.device}  oblivious sort / group-by on {step.rel} -> {step.out}")
             lines.append(f"        program: {step.program}")
+            lines.append(f"        measurement accepted by the parties: {', '.join(m[:16] + '…' for m in step.measurements)}")
             if step.simulated:
                 lines.append("        SIMULATION: no SGX on this machine; the quote is signed by a local test authority")
         elif isinstance(step, Noise):

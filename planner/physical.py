@@ -171,6 +171,7 @@ class EnclaveStage(Step):
     issuer: str
     out: str
     simulated: bool = True
+    measurements: tuple[str, ...] = ()  # the allowlist the parties will check the quote against
 
     @property
     def inputs_by_party(self) -> tuple[str, ...]:

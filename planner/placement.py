@@ -57,6 +57,7 @@ class PlacementContext:
     masks: dict = field(default_factory=dict)  # output index -> Mask for the issuer
     he_key_bits: int = 2048  # Paillier modulus for HE group sums
     enclave: str | None = None  # "cost" or "always" when the federation has an attested enclave
+    measurements: tuple[str, ...] = ()  # the enclave measurements the federation accepts (hex)
 
 
 def to_piece(expression: exp.Expression) -> exp.Expression:
@@ -591,7 +592,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel) -> 
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
                              tuple(select) if aggregate is None else None)
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
-                        tuple(outputs), ctx.issuer, f"{rel}_tee_out")
+                        tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
 
 
 def _he_aggregate(expression: exp.Expression, parties) -> bool:

@@ -99,7 +99,9 @@ class Engine:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
                           dialect=self.config.dialect, parameters=parameters,
-                          enclave=self.config.enclave.placement if self.config.enclave else None)
+                          enclave=self.config.enclave.placement if self.config.enclave else None,
+                          measurements=tuple(m.hex() for m in self.config.enclave.measurements)
+                          if self.config.enclave else ())
 
     def check(self, sql: str, issuer: str) -> str | None:
         """Dry run: None if the query would be answered, else why not. Touches no data."""
