@@ -15,7 +15,7 @@ from sqlsecure.errors import OperationalError, ProtocolError
 from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices
+from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices, psi_membership
 from sqlsecure.masking import apply_mask
 from sqlsecure.executors.enclave_stage import inputs_table, issuer_side, party_side
 from sqlsecure.executors.he_group_by import key_party_side, open_sums, value_party_side
@@ -120,6 +120,8 @@ class PartyExecutor:
         return result
 
     def _join(self, step: EquiJoin, pieces: dict[str, pa.Table], tag: str) -> pa.Table | None:
+        if step.mode != "inner":
+            return self._membership(step, pieces, tag)
         me = self.name
         matched = right_rows = None  # my base rows per match / the right party's rows per match
         if step.left_party == step.right_party == me:
@@ -205,6 +207,37 @@ class PartyExecutor:
                 raise OperationalError(f"masking {column!r} at {self.name}: {exc}") from exc
             table = table.set_column(i, table.field(i).name, masked)
         return table
+
+    def _membership(self, step: EquiJoin, pieces: dict[str, pa.Table], tag: str) -> pa.Table | None:
+        """Semi / anti join: the left key party learns which of its rows' keys the right party has."""
+        me = self.name
+        if me == step.right_party:
+            encoded = encode_keys(pieces[step.right], step.right_keys)
+            psi_membership(self._endpoint, step.left_party, f"{tag}/psi", encoded, self._workers)
+            if step.null_aware:  # NOT IN: whether a NULL is among the values (one bit, to the key party)
+                self._endpoint.send(step.left_party, f"{tag}/nulls", b"\x01" if None in encoded else b"\x00")
+        left_idx = None
+        if me == step.left_party:
+            encoded = encode_keys(pieces[step.left_base], step.left_keys)
+            member = psi_membership(self._endpoint, step.right_party, f"{tag}/psi", encoded, self._workers)
+            provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
+            has_key = np.array([k is not None for k in encoded], dtype=bool)[provenance]
+            if step.mode == "semi":
+                keep = member[provenance]
+            elif step.null_aware:
+                right_has_null = self._endpoint.recv(step.right_party, f"{tag}/nulls") == b"\x01"
+                keep = np.zeros(len(provenance), bool) if right_has_null else (~member[provenance] & has_key)
+            else:
+                keep = ~member[provenance]
+            left_idx = np.flatnonzero(keep).astype(np.int64)
+            for holder in step.keep:
+                if holder != me:
+                    self._endpoint.send(holder, f"{tag}/left", left_idx.tobytes())
+        if me not in step.keep:
+            return None
+        if left_idx is None:
+            left_idx = self._recv_index(step.left_party, f"{tag}/left", pieces[step.left].num_rows)
+        return pieces[step.left].take(pa.array(left_idx))
 
     def _recv_index(self, frm: str, tag: str, bound: int) -> np.ndarray:
         raw = self._endpoint.recv(frm, tag)

@@ -73,9 +73,9 @@ def _split(blob: bytes) -> list[bytes]:
     return [blob[i:i + POINT] for i in range(0, len(blob), POINT)]
 
 
-def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
-                     workers: GroupWorkers | None = None) -> np.ndarray:
-    """Run the ECDH-PSI with `peer`; return my row indices of the join, in the common order."""
+def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
+               workers: GroupWorkers | None) -> tuple[dict[bytes, list[int]], list[bytes]]:
+    """Rounds 1-2: (my distinct keys -> rows, my keys in the intersection in the common order)."""
     groups = group_rows(encoded)
     keys = list(groups)
     order = random_permutation(len(keys))
@@ -95,10 +95,15 @@ def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[byte
         raise ProtocolError(f"{peer} re-blinded {len(mine_double) // POINT} keys, expected {len(keys)}")
 
     theirs_set = set(_split(their_double))
-    common = sorted(
-        (point, k) for point, k in zip(_split(mine_double), shuffled) if point in theirs_set
-    )
-    rows = [groups[k] for _, k in common]
+    common = sorted((point, k) for point, k in zip(_split(mine_double), shuffled) if point in theirs_set)
+    return groups, [k for _, k in common]
+
+
+def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
+                     workers: GroupWorkers | None = None) -> np.ndarray:
+    """Run the ECDH-PSI with `peer`; return my row indices of the join, in the common order."""
+    groups, common = _intersect(endpoint, peer, tag, encoded, workers)
+    rows = [groups[k] for k in common]
     my_counts = np.array([len(r) for r in rows], dtype=np.uint32)
     endpoint.send(peer, f"{tag}/counts", my_counts.tobytes())
     raw = endpoint.recv(peer, f"{tag}/counts")
@@ -108,6 +113,17 @@ def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[byte
     if len(rows) and their_counts.min() < 1:
         raise ProtocolError(f"{peer} sent a zero multiplicity for a common key")
     return expand(rows, my_counts.astype(np.int64), their_counts, left)
+
+
+def psi_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
+                   workers: GroupWorkers | None = None) -> np.ndarray:
+    """Rounds 1-2 only (a semi- or anti-join): for each of my rows, whether its key is also the peer's.
+    No multiplicities cross."""
+    groups, common = _intersect(endpoint, peer, tag, encoded, workers)
+    member = np.zeros(len(encoded), dtype=bool)
+    for k in common:
+        member[groups[k]] = True
+    return member
 
 
 def compose_matches(provenance: np.ndarray, matched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import (
     aggregates_in,
-    Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, Source, UnionScan,
+    Aggregate, Filter, InnerJoin, Limit, LocalQuery, Membership, Node, Project, Sort, Source, UnionScan,
 )
 
 
@@ -61,7 +61,7 @@ def _refuse_unsupported(select: exp.Select) -> None:
     for key in ("qualify", "laterals", "pivots", "connect", "sample"):
         if select.args.get(key):
             raise NotSupportedError(f"{key.upper()} in a cross-party query is not supported")
-    for clause in ("expressions", "where", "having", "group", "order"):
+    for clause in ("expressions", "having", "group", "order"):
         value = select.args.get(clause)
         for part in value if isinstance(value, list) else [value]:
             if part is not None and part.find(exp.Subquery, exp.Exists) is not None:
@@ -98,6 +98,58 @@ def _source(item: exp.Expression, catalog: Catalog, ctes: dict[str, exp.Expressi
         raise NotSupportedError(f"derived table {alias!r} refers to another CTE; inline it")
     relation = exp.Subquery(this=localize(query), alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
     return Source(alias=alias, party=next(iter(parties)), relation=relation, columns=tuple(query.named_selects))
+
+
+def _membership(conjunct: exp.Expression) -> Membership | None:
+    """`k [NOT] IN (SELECT c FROM p.t ...)` or `[NOT] EXISTS (SELECT ... WHERE t.c = k AND ...)`."""
+    anti = isinstance(conjunct, exp.Not)
+    inner = conjunct.this if anti else conjunct
+    if isinstance(inner, exp.Paren):
+        inner = inner.this
+    if isinstance(inner, exp.In) and isinstance(inner.args.get("query"), (exp.Query, exp.Subquery)):
+        query = inner.args["query"]
+        query = query.this if isinstance(query, exp.Subquery) else query
+        if not isinstance(inner.this, exp.Column) or not isinstance(query, exp.Select) or len(query.expressions) != 1:
+            raise NotSupportedError("IN (subquery) across parties needs `column IN (SELECT one_column ...)`")
+        inner_aliases = {t.alias_or_name for t in query.find_all(exp.Table)}
+        if any(c.table and c.table not in inner_aliases for c in query.find_all(exp.Column)):
+            raise NotSupportedError("a correlated IN (subquery) across parties is not supported; use EXISTS "
+                                    "with one correlation inner.col = outer.col")
+        member = query.expressions[0]
+        select = query.copy()
+        select.set("expressions", [exp.alias_((member.this if isinstance(member, exp.Alias) else member).copy(),
+                                              "__member", quoted=True)])
+        return _membership_of(inner.this, select, anti, null_aware=anti)
+    if isinstance(inner, exp.Exists):
+        query = inner.this.this if isinstance(inner.this, exp.Subquery) else inner.this
+        if not isinstance(query, exp.Select):
+            return None
+        inner_aliases = {t.alias_or_name for t in query.find_all(exp.Table)}
+        where = query.args.get("where")
+        conds = conjuncts_of(where.this if where else None)
+        links = [c for c in conds if isinstance(c, exp.EQ) and all(isinstance(x, exp.Column) for x in (c.left, c.right))
+                 and ((c.left.table in inner_aliases) != (c.right.table in inner_aliases))]
+        if len(links) != 1:
+            raise NotSupportedError("EXISTS across parties needs exactly one correlation inner.col = outer.col")
+        link = links[0]
+        inner_col, outer_col = (link.left, link.right) if link.left.table in inner_aliases else (link.right, link.left)
+        select = query.copy()
+        rest = [c.copy() for c in conds if c is not link]
+        select.set("where", exp.Where(this=exp.and_(*rest)) if rest else None)
+        select.set("expressions", [exp.alias_(inner_col.copy(), "__member", quoted=True)])
+        if any(c.table not in inner_aliases for c in select.find_all(exp.Column)):
+            raise NotSupportedError("EXISTS across parties: the subquery may refer to the outer query only in its "
+                                    "one correlation")
+        return _membership_of(outer_col, select, anti, null_aware=False)
+    return None
+
+
+def _membership_of(key: exp.Column, select: exp.Select, anti: bool, null_aware: bool) -> Membership:
+    parties = parties_of(select)
+    if len(parties) != 1:
+        raise NotSupportedError("the subquery of an IN / EXISTS across parties must read one party's tables")
+    return Membership(key.copy(), LocalQuery(party=next(iter(parties)), aliases=(), select=localize(select),
+                                             output=("__member",)), anti, null_aware)
 
 
 def _union_scan(items, ctes) -> UnionScan | None:
@@ -158,7 +210,18 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
             raise NotSupportedError(f"{shape} JOIN across parties is not supported yet (only inner joins)")
         conjuncts += conjuncts_of(join.args.get("on"))
     where = select.args.get("where")
-    conjuncts += conjuncts_of(where.this if where else None)
+    memberships = []
+    for conjunct in conjuncts_of(where.this if where else None):
+        membership = _membership(conjunct)
+        if membership is not None:
+            memberships.append(membership)
+            continue
+        if conjunct.find(exp.Subquery, exp.Exists) is not None or any(
+                isinstance(i.args.get("query"), exp.Query) for i in conjunct.find_all(exp.In)):
+            raise NotSupportedError(
+                f"subquery in {conjunct.sql()!r}: across parties, only [NOT] IN (SELECT one column ...) and "
+                "[NOT] EXISTS (SELECT ... WHERE inner.col = outer.col ...) of one other party are supported")
+        conjuncts.append(conjunct)
     equal = {
         frozenset((c.left.sql(), c.right.sql()))
         for c in conjuncts
@@ -166,10 +229,12 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
     }
     union = _union_scan(items, ctes) if len(items) == 1 else None
     if union is not None:
+        if memberships:
+            raise NotSupportedError("IN / EXISTS subqueries over a UNION ALL across parties are not supported yet")
         node: Node = Filter(union, tuple(conjuncts)) if conjuncts else union
     else:
         sources = tuple(_source(item, catalog, ctes) for item in items)
-        node = Filter(InnerJoin(sources, ()), tuple(conjuncts))
+        node = Filter(InnerJoin(sources, (), tuple(memberships)), tuple(conjuncts))
 
     expressions = tuple(_drop_using_coalesce(e.copy(), equal) for e in select.expressions)
     group = select.args.get("group")

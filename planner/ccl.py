@@ -70,17 +70,21 @@ def promote(vis: Vis, *allowed: Constraint) -> Vis:
 
 
 class Scope:
-    """Visibility of each `alias.column` available in one SELECT."""
+    """Visibility of each `alias.column` available in one SELECT (and, for a correlated subquery,
+    in the query around it)."""
 
-    def __init__(self, columns: dict[tuple[str, str], Vis]):
+    def __init__(self, columns: dict[tuple[str, str], Vis], parent: "Scope | None" = None):
         self.columns = columns
+        self.parent = parent
 
     def column(self, column: exp.Column) -> Vis:
         key = (column.table, column.name)
         if key in self.columns:
             return self.columns[key]
         matches = [v for (t, n), v in self.columns.items() if n == column.name and not column.table]
-        return matches[0] if matches else Vis(C.ENCRYPTED_ONLY)
+        if matches:
+            return matches[0]
+        return self.parent.column(column) if self.parent is not None else Vis(C.ENCRYPTED_ONLY)
 
 
 class CCLInference:
@@ -93,21 +97,23 @@ class CCLInference:
         self.used: list[str] = []
 
     # -- scopes ---------------------------------------------------------------------------
-    def outputs(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool) -> list[tuple[str, Vis]]:
+    def outputs(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool,
+                parent: Scope | None = None) -> list[tuple[str, Vis]]:
         """(name, visibility) of each output column of a query; with `check`, enforce its conditions."""
         if isinstance(query, exp.Subquery):
-            return self.outputs(query.this, ctes, check)
+            return self.outputs(query.this, ctes, check, parent)
         ctes = dict(ctes)
         with_ = query.args.get("with_")
         for cte in with_.expressions if with_ else []:
             ctes[cte.alias_or_name] = cte.this
         if isinstance(query, exp.SetOperation):
-            left = self.outputs(query.left, ctes, check)
-            right = self.outputs(query.right, ctes, check)
+            left = self.outputs(query.left, ctes, check, parent)
+            right = self.outputs(query.right, ctes, check, parent)
             return [(name, combine([a, b])) for (name, a), (_, b) in zip(left, right)]
         if not isinstance(query, exp.Select):
             raise PolicyViolation(f"cannot infer column control for {query.key}")
         scope = self._scope(query, ctes)
+        scope.parent = parent
         group = query.args.get("group")
         keys = {g.sql() for g in (group.expressions if group else [])}
         grouped = bool(keys) or any(aggregates_in(e) for e in query.expressions)
@@ -199,11 +205,16 @@ class CCLInference:
                     if not isinstance(a, exp.Star)]
             return promote(combine(args), C.PLAINTEXT_AFTER_AGGREGATE)
         if isinstance(e, (exp.Subquery, exp.Query)):
-            outs = self.outputs(e, ctes, check=True)
+            outs = self.outputs(e, ctes, check=True, parent=scope)
             return combine([v for _, v in outs])
         if isinstance(e, exp.Exists):
-            self.outputs(e.this, ctes, check=True)
+            self.outputs(e.this, ctes, check=True, parent=scope)
             return PLAIN
+        if isinstance(e, exp.In) and e.args.get("query") is not None and isinstance(e.this, exp.Column):
+            # membership in another query's values is a (semi-)join on that column
+            outs = self.outputs(e.args["query"], ctes, check=True, parent=scope)
+            return combine([promote(v, C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE)
+                            for v in [scope.column(e.this), *(v for _, v in outs)]])
         parts = [self.value(a, scope, ctes, keys, grouped) for a in e.iter_expressions()]
         if isinstance(e, COMPARISONS):
             return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])

@@ -40,11 +40,25 @@ class Filter(Node):
 
 
 @dataclass(frozen=True)
+class Membership:
+    """A semi- or anti-join from `key IN (subquery)`, `EXISTS`, `NOT IN`, `NOT EXISTS`: keep the rows
+    whose `key` is (anti: is not) among the values of another party's single-party subquery, whose
+    one output column is "__member". `null_aware`: NOT IN, where a NULL among the values (or as the
+    key) keeps no row."""
+
+    key: exp.Column
+    query: "LocalQuery"
+    anti: bool = False
+    null_aware: bool = False
+
+
+@dataclass(frozen=True)
 class InnerJoin(Node):
     """An n-ary inner join: inner joins commute, so the order is chosen at placement."""
 
     inputs: tuple[Node, ...]
     conjuncts: tuple[exp.Expression, ...]
+    memberships: tuple[Membership, ...] = ()
 
     @property
     def children(self):

@@ -56,6 +56,8 @@ class EquiJoin(Step):
     out: str
     left_holders: tuple[str, ...]  # parties holding a piece of `left`
     keep: tuple[str, ...]  # parties that keep a piece of `out`
+    mode: str = "inner"  # inner | semi | anti (a semi/anti join keeps only the left rows: no multiplicities cross)
+    null_aware: bool = False  # NOT IN: a NULL among the right keys keeps no row, a NULL left key is dropped
 
     @property
     def parties(self):

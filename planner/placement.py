@@ -309,7 +309,8 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     leakage: list[tuple[str, str]] = []
     current, inside, holding = "r0", [members[0]], (members[0],)
     for n, (i, j, keys_i, keys_j) in enumerate(order, 1):
-        later_keys = {members[a] for a, *_ in order[n:]}
+        later_keys = {members[a] for a, *_ in order[n:]} | {
+            members[next(k for k, q in enumerate(join.inputs) if m.key.table in q.aliases)] for m in join.memberships}
         inside = inside + [members[j]]
         keep = tuple(p for p in dict.fromkeys(inside) if p in computing or p in later_keys)
         out = f"j{n}"
@@ -323,6 +324,22 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
             if holder != pi:
                 leakage.append((holder, f"the row structure of join {out} (which of its rows match, how often)"))
         current, holding = out, keep
+
+    for m, membership in enumerate(join.memberships):  # semi- and anti-joins, after the inner joins
+        i = next(k for k, q in enumerate(join.inputs) if membership.key.table in q.aliases)
+        pi, pj = members[i], membership.query.party
+        if pi == pj:
+            raise NotSupportedError("an IN / EXISTS subquery of the same party as its key, inside a cross-party "
+                                    "query, is not supported yet: move it into a subquery in FROM")
+        steps.append(RunLocal(pj, membership.query.select.sql(dialect="duckdb"), f"m{m}"))
+        out = f"s{m}"
+        steps.append(EquiJoin(current, f"m{m}", pi, f"r{i}", (column_key(membership.key),), pj, ("__member",), out,
+                              holding, holding, mode="anti" if membership.anti else "semi",
+                              null_aware=membership.null_aware))
+        leakage.append((pi, f"which of its {column_key(membership.key)} values are among {pj}'s subquery values"))
+        leakage.append((pj, f"which of its subquery values are {pi}'s {column_key(membership.key)} values"
+                            + (", and whether it has NULLs (told to the peer)" if membership.null_aware else "")))
+        current = out
 
     ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort, residual)
     threshold = ctx.min_group_size if ctx.dp is None else 0

@@ -73,7 +73,7 @@ def push_source_predicates(plan: Node, ctx: RuleContext) -> Node:
             if extra:
                 node = Filter(node.child, node.conjuncts + extra) if isinstance(node, Filter) else Filter(node, extra)
             inputs.append(node)
-        return InnerJoin(tuple(inputs), tuple(rest))
+        return replace(join, inputs=tuple(inputs), conjuncts=tuple(rest))
 
     return _map_join(plan, push)
 
@@ -123,7 +123,7 @@ def fuse_party_sources(plan: Node, ctx: RuleContext) -> Node:
             if where:
                 select = select.where(exp.and_(*[c.copy() for c in where]))
             queries.append(LocalQuery(party=sources[0][0].party, aliases=aliases, select=select))
-        return InnerJoin(tuple(queries), tuple(cross))
+        return replace(join, inputs=tuple(queries), conjuncts=tuple(cross))
 
     return _map_join(plan, fuse)
 
@@ -142,6 +142,7 @@ def _used_columns(plan: Node) -> list[exp.Column]:
         if isinstance(node, InnerJoin):
             for conjunct in node.conjuncts:
                 found += list(conjunct.find_all(exp.Column))
+            found += [m.key for m in node.memberships]
             break
     return found
 
@@ -174,7 +175,7 @@ def push_projections(plan: Node, ctx: RuleContext) -> Node:
             select = query.select.copy()
             select.set("expressions", [exp.alias_(e, n, quoted=True) for n, e in names.items()])
             queries.append(replace(query, select=select, output=tuple(names), keys=tuple(keys)))
-        return InnerJoin(tuple(queries), join.conjuncts)
+        return replace(join, inputs=tuple(queries))
 
     return _map_join(plan, project)
 

@@ -85,6 +85,27 @@ class Usage:
         """What the issuer learns from the result: column control inference over the whole query."""
         CCLInference(self.grants, self.catalog, self.issuer).check_reveal(self.tree)
 
+    def _require_local(self, query, viewers) -> None:
+        """The subquery of a semi/anti join: its key column is a join key, its filters comparisons."""
+        tables = {t.alias_or_name: t.name for t in query.select.find_all(exp.Table)}
+        party = query.party
+
+        def refs(column: exp.Column) -> list[ColumnRef]:
+            if column.table in tables and self.catalog.has_table(party, tables[column.table]):
+                return [ColumnRef(party, tables[column.table], column.name)]
+            return []
+
+        member = query.select.expressions[0]
+        for column in member.find_all(exp.Column):
+            for ref in refs(column):
+                for viewer in viewers:
+                    self._require(ref, viewer, Use.JOIN_KEY, "an IN / EXISTS subquery's key")
+        where = query.select.args.get("where")
+        for column in where.this.find_all(exp.Column) if where else []:
+            for ref in refs(column):
+                for viewer in viewers:
+                    self._require(ref, viewer, Use.COMPARE, f"the filter of an IN / EXISTS subquery at {party}")
+
     def check_cross_party(self, join: InnerJoin, holders, aggregate, project, sort, secure=()) -> None:
         viewers = tuple(dict.fromkeys((*holders, self.issuer)))
         for conjunct in join.conjuncts:
@@ -92,6 +113,9 @@ class Usage:
                 continue
             for col in conjunct.find_all(exp.Column):
                 self.require(col, viewers, Use.JOIN_KEY, f"join condition {conjunct.sql()}")
+        for membership in join.memberships:
+            self.require(membership.key, viewers, Use.JOIN_KEY, f"IN / EXISTS on {membership.key.sql()}")
+            self._require_local(membership.query, viewers)
         for query in join.inputs:
             where = query.select.args.get("where")
             if where is None:

@@ -181,3 +181,22 @@ UNION_ALL = [  # class 8: UNION ALL across parties, then aggregate (on the SPU)
 @pytest.mark.parametrize("issuer", ["bank", "insurer"])
 def test_union_all_across_parties(oracle, sql, issuer):
     oracle.check(sql, issuer)
+
+
+SEMI_AND_ANTI = [  # IN / NOT IN / EXISTS / NOT EXISTS across parties: PSI membership, no multiplicities
+    "SELECT c.name FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders WHERE amount > 100)",
+    "SELECT c.name FROM bank.customers c WHERE c.id NOT IN (SELECT customer_id FROM shop.orders "
+    "WHERE customer_id IS NOT NULL)",
+    "SELECT c.name FROM bank.customers c WHERE c.id NOT IN (SELECT customer_id FROM shop.orders)",  # a NULL: none
+    "SELECT c.name FROM bank.customers c WHERE EXISTS (SELECT 1 FROM shop.orders o "
+    "WHERE o.customer_id = c.id AND o.amount > 300)",
+    "SELECT c.name FROM bank.customers c WHERE NOT EXISTS (SELECT 1 FROM shop.orders o WHERE o.customer_id = c.id)",
+    "SELECT o.category, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "WHERE c.id IN (SELECT customer_id FROM insurer.policies WHERE claims > 1) GROUP BY o.category",
+]
+
+
+@pytest.mark.parametrize("sql", SEMI_AND_ANTI)
+@pytest.mark.parametrize("issuer", ["bank", "shop"])
+def test_semi_and_anti_joins(oracle, sql, issuer):
+    oracle.check(sql, issuer)

@@ -14,7 +14,9 @@ NOT_SUPPORTED = [
     ("SELECT id FROM bank.customers UNION ALL SELECT customer_id FROM shop.orders", "set operations"),
     ("SELECT k FROM (SELECT region AS k FROM bank.customers UNION SELECT category FROM shop.orders) u", "UNION"),
     ("SELECT COUNT(*) FROM bank.customers c, shop.orders o", "cross join"),
-    ("SELECT c.id FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders)", "semi- and anti-joins"),
+    ("SELECT c.id FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders o "
+     "WHERE o.amount > c.age)", "subquery"),
+    ("SELECT c.id FROM bank.customers c WHERE c.age > (SELECT AVG(amount) FROM shop.orders)", "subquery"),
     ("SELECT ROW_NUMBER() OVER (PARTITION BY c.region ORDER BY o.amount) FROM bank.customers c "
      "JOIN shop.orders o ON c.id = o.customer_id", None),
 ]
