@@ -120,7 +120,7 @@ class PartyExecutor:
         return result
 
     def _join(self, step: EquiJoin, pieces: dict[str, pa.Table], tag: str) -> pa.Table | None:
-        if step.mode != "inner":
+        if step.mode in ("semi", "anti"):
             return self._membership(step, pieces, tag)
         me = self.name
         matched = right_rows = None  # my base rows per match / the right party's rows per match
@@ -138,6 +138,10 @@ class PartyExecutor:
         if me == step.left_party:
             provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
             left_idx, pair_idx = compose_matches(provenance, matched)
+            if step.mode == "left":  # keep every left row: the unmatched ones with NULLs on the right
+                unmatched = np.setdiff1d(np.arange(len(provenance), dtype=np.int64), left_idx)
+                left_idx = np.concatenate([left_idx, unmatched])
+                pair_idx = np.concatenate([pair_idx, np.full(len(unmatched), -1, dtype=np.int64)])
             for holder in step.keep:
                 if holder != me and holder in step.left_holders:
                     self._endpoint.send(holder, f"{tag}/left", left_idx.tobytes())
@@ -148,12 +152,14 @@ class PartyExecutor:
         if me != step.left_party and me in step.left_holders:
             left_idx = self._recv_index(step.left_party, f"{tag}/left", pieces[step.left].num_rows)
         if me != step.left_party and me == step.right_party:
-            pair_idx = self._recv_index(step.left_party, f"{tag}/pairs", len(right_rows))
+            pair_idx = self._recv_index(step.left_party, f"{tag}/pairs", len(right_rows), allow_null=step.mode == "left")
         parts = []
         if me in step.left_holders:
             parts.append(pieces[step.left].take(pa.array(left_idx)))
         if me == step.right_party:
-            parts.append(pieces[step.right].take(pa.array(right_rows[pair_idx])))
+            missing = pair_idx < 0
+            rows = np.where(missing, 0, right_rows[np.where(missing, 0, pair_idx)]) if len(right_rows) else pair_idx * 0
+            parts.append(pieces[step.right].take(pa.array(rows, mask=missing)))
         return _hstack(parts)
 
     def _secure_stage(self, step: SecureStage, pieces, tag: str) -> pa.Table | None:
@@ -239,12 +245,12 @@ class PartyExecutor:
             left_idx = self._recv_index(step.left_party, f"{tag}/left", pieces[step.left].num_rows)
         return pieces[step.left].take(pa.array(left_idx))
 
-    def _recv_index(self, frm: str, tag: str, bound: int) -> np.ndarray:
+    def _recv_index(self, frm: str, tag: str, bound: int, allow_null: bool = False) -> np.ndarray:
         raw = self._endpoint.recv(frm, tag)
         if len(raw) % 8:
             raise ProtocolError(f"{frm} sent a malformed index vector")
         index = np.frombuffer(raw, dtype=np.int64)
-        if len(index) and (index.min() < 0 or index.max() >= bound):
+        if len(index) and (index.min() < (-1 if allow_null else 0) or index.max() >= max(bound, 1 if allow_null else 0)):
             raise ProtocolError(f"{frm} sent row indices outside 0..{bound - 1}")
         return index
 

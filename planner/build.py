@@ -13,6 +13,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import (
+    aliases_of,
     aggregates_in,
     Aggregate, Filter, InnerJoin, Limit, LocalQuery, Membership, Node, Project, Sort, Source, UnionScan,
 )
@@ -98,6 +99,13 @@ def _source(item: exp.Expression, catalog: Catalog, ctes: dict[str, exp.Expressi
         raise NotSupportedError(f"derived table {alias!r} refers to another CTE; inline it")
     relation = exp.Subquery(this=localize(query), alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
     return Source(alias=alias, party=next(iter(parties)), relation=relation, columns=tuple(query.named_selects))
+
+
+def _null_rejecting(conjunct: exp.Expression, alias: str) -> bool:
+    """A comparison that is never true when `alias`'s columns are NULL (no IS, COALESCE, CASE, OR)."""
+    if conjunct.find(exp.Is, exp.Coalesce, exp.Case, exp.If, exp.Or, exp.Not) is not None:
+        return False
+    return isinstance(conjunct, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.Between, exp.In))
 
 
 def _membership(conjunct: exp.Expression) -> Membership | None:
@@ -203,14 +211,28 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
     from_ = select.args.get("from_")
     items = [from_.this] + [j.this for j in select.args.get("joins") or []]
     conjuncts: list[exp.Expression] = []
-    for join in select.args.get("joins") or []:
-        side, kind = join.args.get("side"), join.args.get("kind")
-        if side or (kind and kind.upper() not in ("INNER", "CROSS")):
-            shape = " ".join(p for p in (side, kind) if p).upper()
-            raise NotSupportedError(f"{shape} JOIN across parties is not supported yet (only inner joins)")
-        conjuncts += conjuncts_of(join.args.get("on"))
+    joins = list(select.args.get("joins") or [])
+    sides = [str(j.args.get("side") or "").upper() for j in joins]
+    null_side = [j.this.alias_or_name for j in joins]  # the NULL-extended item of each join, if outer
+    if "RIGHT" in sides and len(joins) == 1:  # a RIGHT JOIN b is b LEFT JOIN a
+        null_side = [items[0].alias_or_name]
+        items = [items[1], items[0]]
+        sides = ["LEFT"]
+    outer: list[str] = []
+    for join, side, alias in zip(joins, sides, null_side):
+        kind = str(join.args.get("kind") or "").upper()
+        if side not in ("", "LEFT") or kind not in ("", "INNER", "CROSS", "OUTER"):
+            shape = " ".join(p for p in (side, kind) if p)
+            raise NotSupportedError(f"{shape} JOIN across parties is not supported yet (inner and LEFT joins are)")
+        on = conjuncts_of(join.args.get("on"))
+        if side == "LEFT":
+            if any(alias not in aliases_of(c) for c in on):
+                raise NotSupportedError("a LEFT JOIN's ON condition may only constrain the joined table (and equate "
+                                        "its keys with the other side's)")
+            outer.append(alias)
+        conjuncts += on
     where = select.args.get("where")
-    memberships = []
+    memberships, where_conjuncts = [], []
     for conjunct in conjuncts_of(where.this if where else None):
         membership = _membership(conjunct)
         if membership is not None:
@@ -222,11 +244,20 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
                 f"subquery in {conjunct.sql()!r}: across parties, only [NOT] IN (SELECT one column ...) and "
                 "[NOT] EXISTS (SELECT ... WHERE inner.col = outer.col ...) of one other party are supported")
         conjuncts.append(conjunct)
+        where_conjuncts.append(conjunct)
     equal = {
         frozenset((c.left.sql(), c.right.sql()))
         for c in conjuncts
         if isinstance(c, exp.EQ) and isinstance(c.left, exp.Column) and isinstance(c.right, exp.Column)
     }
+    for alias in list(outer):  # WHERE over the NULL-extended side: null-rejecting makes it an inner join
+        refs = [c for c in where_conjuncts if alias in aliases_of(c)]
+        if refs:
+            if all(_null_rejecting(c, alias) for c in refs):
+                outer.remove(alias)
+            else:
+                raise NotSupportedError(f"WHERE conditions on the NULL side ({alias}) of a LEFT JOIN across parties "
+                                        "are supported only when they reject NULLs")
     union = _union_scan(items, ctes) if len(items) == 1 else None
     if union is not None:
         if memberships:
@@ -234,7 +265,7 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
         node: Node = Filter(union, tuple(conjuncts)) if conjuncts else union
     else:
         sources = tuple(_source(item, catalog, ctes) for item in items)
-        node = Filter(InnerJoin(sources, (), tuple(memberships)), tuple(conjuncts))
+        node = Filter(InnerJoin(sources, (), tuple(memberships), tuple(outer)), tuple(conjuncts))
 
     expressions = tuple(_drop_using_coalesce(e.copy(), equal) for e in select.expressions)
     group = select.args.get("group")

@@ -59,6 +59,7 @@ class InnerJoin(Node):
     inputs: tuple[Node, ...]
     conjuncts: tuple[exp.Expression, ...]
     memberships: tuple[Membership, ...] = ()
+    outer: tuple[str, ...] = ()  # aliases on the NULL-extended side of a LEFT JOIN (each joined last, by keys)
 
     @property
     def children(self):

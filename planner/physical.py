@@ -56,7 +56,7 @@ class EquiJoin(Step):
     out: str
     left_holders: tuple[str, ...]  # parties holding a piece of `left`
     keep: tuple[str, ...]  # parties that keep a piece of `out`
-    mode: str = "inner"  # inner | semi | anti (a semi/anti join keeps only the left rows: no multiplicities cross)
+    mode: str = "inner"  # inner | left (unmatched left rows kept, NULL on the right) | semi | anti
     null_aware: bool = False  # NOT IN: a NULL among the right keys keeps no row, a NULL left key is dropped
 
     @property

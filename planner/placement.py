@@ -288,6 +288,8 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     edges, residual = _join_edges(join, ctx)
     order = _join_order(join, edges)
     members = [q.party for q in join.inputs]
+    if set(join.inputs[0].aliases) & set(join.outer):
+        raise NotSupportedError("the preserved side of a LEFT JOIN must come first in FROM")
     default = ctx.issuer if ctx.issuer in members else members[0]
     secure = None
     try:
@@ -315,7 +317,15 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         keep = tuple(p for p in dict.fromkeys(inside) if p in computing or p in later_keys)
         out = f"j{n}"
         pi, pj = members[i], members[j]
-        steps.append(EquiJoin(current, f"r{j}", pi, f"r{i}", keys_i, pj, keys_j, out, holding, keep))
+        left_outer = bool(set(join.inputs[j].aliases) & set(join.outer))
+        if left_outer and any(j in (a, b) for (a, b) in edges if i not in (a, b)):
+            raise NotSupportedError("the NULL side of a LEFT JOIN across parties must join nothing else")
+        if set(join.inputs[i].aliases) & set(join.outer):
+            raise NotSupportedError("a LEFT JOIN whose NULL side is joined on by another table is not supported yet")
+        steps.append(EquiJoin(current, f"r{j}", pi, f"r{i}", keys_i, pj, keys_j, out, holding, keep,
+                              mode="left" if left_outer else "inner"))
+        if left_outer:
+            leakage.append((pj, f"how many rows of {out} found no match (the NULL-extended rows of the LEFT JOIN)"))
         if pi != pj:
             for me, mine, peer, theirs in ((pi, keys_i, pj, keys_j), (pj, keys_j, pi, keys_i)):
                 leakage.append((me, f"which of its {', '.join(mine)} values are also {peer}'s {', '.join(theirs)}; "

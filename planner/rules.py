@@ -102,7 +102,7 @@ def fuse_party_sources(plan: Node, ctx: RuleContext) -> Node:
         local, cross = [], []
         for conjunct in join.conjuncts:
             aliases = sorted(aliases_of(conjunct))
-            if len({ctx.parties[a] for a in aliases}) == 1:
+            if len({ctx.parties[a] for a in aliases}) == 1 and not set(aliases) & set(join.outer):
                 for a in aliases[1:]:
                     parent[find(a)] = find(aliases[0])
                 local.append(conjunct)

@@ -200,3 +200,19 @@ SEMI_AND_ANTI = [  # IN / NOT IN / EXISTS / NOT EXISTS across parties: PSI membe
 @pytest.mark.parametrize("issuer", ["bank", "shop"])
 def test_semi_and_anti_joins(oracle, sql, issuer):
     oracle.check(sql, issuer)
+
+
+OUTER_JOINS = [  # LEFT / RIGHT joins across parties: unmatched rows of the preserved side kept with NULLs
+    "SELECT c.name, o.order_id FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT c.region, COUNT(o.order_id), COUNT(*) FROM bank.customers c LEFT JOIN shop.orders o "
+    "ON c.id = o.customer_id AND o.amount > 100 GROUP BY c.region",
+    "SELECT c.name, o.amount FROM shop.orders o RIGHT JOIN bank.customers c ON c.id = o.customer_id",
+    "SELECT c.name FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount > 400",
+    "SELECT c.name, o.amount, p.premium FROM bank.customers c JOIN insurer.policies p ON p.customer_id = c.id "
+    "LEFT JOIN shop.orders o ON o.customer_id = c.id",
+]
+
+
+@pytest.mark.parametrize("sql", OUTER_JOINS)
+def test_outer_joins(oracle, sql):
+    oracle.check(sql, "bank")

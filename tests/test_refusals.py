@@ -6,7 +6,9 @@ import pytest
 from sqlsecure.errors import NotSupportedError, OperationalError, PlanError, PolicyViolation, ProgrammingError
 
 NOT_SUPPORTED = [
-    ("SELECT c.name FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id", "LEFT JOIN"),
+    ("SELECT c.name FROM bank.customers c FULL JOIN shop.orders o ON c.id = o.customer_id", "FULL"),
+    ("SELECT c.name FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount IS NULL",
+     "reject NULLs"),
     ("SELECT COUNT(DISTINCT o.category + c.age) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
      None),
     ("SELECT DISTINCT c.age * o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", "DISTINCT"),
