@@ -10,14 +10,25 @@ timed); each operation is then timed from start to finish at all parties. Report
   party MB  bytes between compute parties;  dealer MB: requests + corrections
   ok        the revealed result equals the plaintext numpy reference (exit 1 if not)
 
+  cpu s     process CPU seconds during the operation (all threads: parties and dealer) — less
+            sensitive than wall time to other work on a shared machine
+
 Ops: sum (local SUM of n shares), mul (beaver_mul of n pairs), compare (less_than of n pairs,
 XOR-shared bits out), sort (n random 64-bit-range keys in [-2^62, 2^62), plus one payload column),
-groupby (n rows, ~n/16 groups, SUM + COUNT + MAX).
+groupby (n rows, ~n/16 groups, SUM + COUNT + MAX), agg_sum / agg_max (SUM / MAX of one secret
+column of values in [-1000, 1000): `arith.total`, `compare.max_all`).
+
+Peer: with agg_sum / agg_max among the ops, the same aggregate runs on SecretFlow's SPU (SEMI2K,
+FM64, 2 parties as threads) through `bench/peers/spu_peer.py`, in SPU's own virtualenv (it pins
+numpy 1.26): `--peer-python` (default $SQLSECURE_SPU_PEER_PYTHON or /work/spu-venv/bin/python).
+If that interpreter is missing the peer is skipped with a message; a side-by-side table with the
+ratio (peer seconds / our seconds, > 1: we are faster) closes the run.
 
 The machine may be shared with other running work: numbers are indicative. Python threads share
 one interpreter; numpy releases the GIL only inside array kernels.
 
-Run:  python bench/spu.py [--sizes 10000,100000,1000000] [--parties 2] [--ops sum,mul,compare,sort,groupby]
+Run:  python bench/spu.py [--sizes 10000,100000,1000000] [--parties 2]
+                          [--ops sum,mul,compare,sort,groupby,agg_sum,agg_max] [--peer-python PATH]
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +57,9 @@ def bench_op(op: str, n: int, nparties: int, rng) -> tuple[float, int, int, int,
     if op in ("sum", "mul", "compare"):
         x = rng.integers(-2**40, 2**40, n)
         y = rng.integers(-2**40, 2**40, n)
+    elif op in ("agg_sum", "agg_max"):
+        x = rng.integers(-1000, 1000, n)
+        y = np.zeros(n, np.int64)
     elif op == "sort":
         x = rng.integers(-(2**62), 2**62, n)
         y = np.arange(n)
@@ -51,17 +68,25 @@ def bench_op(op: str, n: int, nparties: int, rng) -> tuple[float, int, int, int,
         y = rng.integers(-10**6, 10**6, n)
     marks = {}
 
+    def mark(name):  # runs once, when every party has reached the barrier: exact counts
+        def action():
+            marks[name] = marks["channel"].stats.snapshot()
+            marks[name + "_cpu"] = time.process_time()
+        return action
+
+    start = threading.Barrier(nparties, action=mark("before"))
+    done = threading.Barrier(nparties, action=mark("after"))
+
     def program(s):
+        marks["channel"] = s.endpoint.channel
         xs, ys = share(s, x, 0), share(s, y, nparties - 1)
-        # barrier-like: a tiny opening so every party starts the timed part together
-        arith.reveal(s, arith.zeros(s, (1,)))
-        stats = s.endpoint.channel.stats
-        if s.index == 0:
-            marks["before"] = stats.snapshot()
+        start.wait()  # every party starts the timed part together
         r0 = s.rounds
         t0 = time.perf_counter()
-        if op == "sum":
+        if op in ("sum", "agg_sum"):
             out = [arith.total(xs)]
+        elif op == "agg_max":
+            out = [compare.max_all(s, xs)]
         elif op == "mul":
             out = [arith.beaver_mul(s, xs, ys)]
         elif op == "compare":
@@ -74,8 +99,7 @@ def bench_op(op: str, n: int, nparties: int, rng) -> tuple[float, int, int, int,
             out = [g.last, *g.keys, *g.aggregates]
         seconds = time.perf_counter() - t0
         rounds = s.rounds - r0
-        if s.index == 0:
-            marks["after"] = stats.snapshot()
+        done.wait()  # everyone is done (dealer corrections included: the last party waited for them)
         if op == "compare":
             revealed = s.open_many(bits=[out[0].data])
         else:
@@ -89,8 +113,10 @@ def bench_op(op: str, n: int, nparties: int, rng) -> tuple[float, int, int, int,
     used = marks["after"].since(marks["before"])
     party = sum(b for (a, c), b in used.bytes.items() if "dealer" not in (a, c))
     dealer = sum(b for (a, c), b in used.bytes.items() if "dealer" in (a, c))
-    if op == "sum":
+    if op in ("sum", "agg_sum"):
         ok = to_signed(got[0])[0] == x.sum()
+    elif op == "agg_max":
+        ok = to_signed(got[0])[0] == x.max()
     elif op == "mul":
         ok = bool((to_signed(got[0]) == x * y).all())
     elif op == "compare":
@@ -108,7 +134,33 @@ def bench_op(op: str, n: int, nparties: int, rng) -> tuple[float, int, int, int,
         np.maximum.at(ref_max, inv, y)
         ok = bool((keys[sel] == uk).all() and (sums[sel] == ref_sum).all() and (counts[sel] == ref_cnt).all()
                   and (maxes[sel] == ref_max).all())
-    return seconds, rounds, party, dealer, ok
+    return seconds, marks["after_cpu"] - marks["before_cpu"], rounds, party, dealer, ok
+
+
+PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "spu_peer.py"
+DEFAULT_PEER_PYTHON = os.environ.get("SQLSECURE_SPU_PEER_PYTHON", "/work/spu-venv/bin/python")
+
+
+def run_peer(python: str, ops: list[str], sizes: list[int], seed: int) -> dict[tuple[str, int], tuple[float, bool]]:
+    """SecretFlow SPU on the same aggregates, in its own interpreter; {(op, n): (seconds, ok)}."""
+    if not Path(python).exists():
+        print(f"# peer skipped: no SPU interpreter at {python} (create it: python3.11 -m venv /work/spu-venv && "
+              f"/work/spu-venv/bin/pip install spu; or pass --peer-python)")
+        return {}
+    cmd = [python, str(PEER_SCRIPT), "--ops", ",".join(ops), "--sizes", ",".join(map(str, sizes)),
+           "--seed", str(seed)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("#"):
+            print(line)
+        parts = line.split()
+        if len(parts) == 5 and parts[0] == "peer":
+            results[(parts[1], int(parts[2]))] = (float(parts[3]), parts[4] == "ok")
+    if proc.returncode != 0 or not results:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        print(f"# peer failed (exit {proc.returncode}): {tail}")
+    return results
 
 
 def main(argv=None) -> int:
@@ -117,6 +169,8 @@ def main(argv=None) -> int:
     parser.add_argument("--parties", type=int, default=2)
     parser.add_argument("--ops", default="sum,mul,compare,sort,groupby")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON,
+                        help="python of SecretFlow SPU's virtualenv (agg_* ops run on it too)")
     args = parser.parse_args(argv)
     sizes = [int(float(v)) for v in args.sizes.split(",")]
     ops = args.ops.split(",")
@@ -124,16 +178,37 @@ def main(argv=None) -> int:
     print(f"# SPU bench: {args.parties} parties + dealer as threads, {os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}")
     print("# machine shared with other work: numbers are indicative")
-    header = f"{'op':8} {'n':>9} {'s':>9} {'elem/s':>12} {'rounds':>7} {'party MB':>9} {'dealer MB':>9}  ok"
+    header = (f"{'op':8} {'n':>9} {'s':>9} {'cpu s':>8} {'elem/s':>12} {'rounds':>7} {'party MB':>9} "
+              f"{'dealer MB':>9}  ok")
     print(header)
     print("-" * len(header))
     failed = False
+    ours = {}
     for op in ops:
         for n in sizes:
-            seconds, rounds, party, dealer, ok = bench_op(op, n, args.parties, rng)
+            seconds, cpu, rounds, party, dealer, ok = bench_op(op, n, args.parties, rng)
+            ours[(op, n)] = seconds
             failed |= not ok
-            print(f"{op:8} {n:>9} {seconds:>9.3f} {n / seconds if seconds else float('inf'):>12.3g} "
+            print(f"{op:8} {n:>9} {seconds:>9.3f} {cpu:>8.2f} {n / seconds if seconds else float('inf'):>12.3g} "
                   f"{rounds:>7} {party / 1e6:>9.1f} {dealer / 1e6:>9.1f}  {'ok' if ok else 'WRONG'}", flush=True)
+    peer_ops = [op for op in ops if op in ("agg_sum", "agg_max")]
+    if peer_ops:
+        if args.parties != 2:
+            print("# peer skipped: the SPU peer runs 2 parties (SEMI2K)")
+            return 1 if failed else 0
+        print()
+        peer = run_peer(args.peer_python, [op[4:] for op in peer_ops], sizes, args.seed)
+        if peer:
+            print(f"{'aggregate':10} {'n':>9} {'sqlsecure s':>12} {'SPU s':>10} {'SPU/ours':>9}")
+            for op in peer_ops:
+                for n in sizes:
+                    theirs = peer.get((op[4:], n))
+                    if theirs is None:
+                        print(f"{op[4:].upper():10} {n:>9} {ours[(op, n)]:>12.4f} {'-':>10} {'-':>9}")
+                        continue
+                    failed |= not theirs[1]
+                    print(f"{op[4:].upper():10} {n:>9} {ours[(op, n)]:>12.4f} {theirs[0]:>10.4f} "
+                          f"{theirs[0] / ours[(op, n)]:>9.2f}{'' if theirs[1] else '  (peer WRONG)'}")
     return 1 if failed else 0
 
 

@@ -63,7 +63,7 @@ def test_beaver_mul_one_round_and_exact_bytes(nparties):
         z = arith.beaver_mul(s, xs, ys)
         return z
 
-    run = run_spu(nparties, program)
+    run = run_spu(nparties, program, pooling=False)  # one request per product: exact dealer bytes
     # reveal outside the measured part: sum of shares
     z = sum(r.data for r in run.results)
     assert (to_signed(z) == x * y).all()
@@ -229,3 +229,53 @@ def test_errors_name_the_problem():
         ArithShare(np.zeros(2, np.uint64), 16) + ArithShare(np.zeros(2, np.uint64), 0)
     with pytest.raises(ProgrammingError, match="beaver_mul"):
         ArithShare(np.zeros(2, np.uint64)) * ArithShare(np.zeros(2, np.uint64))
+
+
+def test_fanout_private_and_regular_ands_in_one_round():
+    """and_arrays_many: Beaver ANDs of mixed widths, fan-out ANDs and (2-party) private ANDs, one
+    round; the dealer's bool_fanout and private_and correlations are right."""
+    rng = np.random.default_rng(3)
+    x8, y8 = rng.integers(0, 256, 37, dtype=np.uint8), rng.integers(0, 256, 37, dtype=np.uint8)
+    x32, y32, z32 = (rng.integers(0, 2**32, 11, dtype=np.uint32) for _ in range(3))
+    u, v = rng.integers(0, 2**63, 5, dtype=np.uint64), rng.integers(0, 2**63, 5, dtype=np.uint64)
+
+    def program(s):
+        def mine(value, owner=0):
+            return value if s.index == owner else np.zeros_like(value)
+        got = boolean.and_arrays_many(s, [
+            (mine(x8), mine(y8, 1)),
+            boolean.FanoutAnd(mine(x32), mine(y32, 1), mine(z32)),
+            boolean.PrivateAnd(mine(u), mine(v, 1)),
+        ])
+        return s.open_many(xor=[got[0], got[1][0], got[1][1], got[2]])
+
+    run = run_spu(2, program)
+    and8, f1, f2, priv = run.results[0]
+    assert (and8 == (x8 & y8)).all() and (f1 == (x32 & y32)).all() and (f2 == (x32 & z32)).all()
+    assert (priv == (u & v)).all()
+    assert run.rounds == 2  # the ANDs, then the opening
+    # AND round: masked x8, y8 (37 B, padded to 40 each); x32, y32, z32 (44 B -> 48 each: one
+    # opening of the shared x); 5 private words. Then the opening: 37 + 11 + 11 + 5 words.
+    assert run.channel.stats.bytes[("p0", "p1")] == (2 * 40 + 3 * 48 + 5 * 8) + 8 * (37 + 11 + 11 + 5)
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_pooled_randomness_needs_few_dealer_messages(nparties):
+    """With pooling (the default) 200 small products take their triples from doubling batches:
+    a handful of dealer requests, not 200, the same correlations (products stay exact), and the
+    parties' own traffic unchanged."""
+    n, reps = 50, 200
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(-2**30, 2**30, n), rng.integers(-2**30, 2**30, n)
+
+    def program(s):
+        xs, ys = share(s, x), share(s, y, owner=nparties - 1)
+        return [arith.beaver_mul(s, xs, ys) for _ in range(reps)][-1]
+
+    run = run_spu(nparties, program)
+    assert (to_signed(sum(r.data for r in run.results)) == x * y).all()
+    last = f"p{nparties - 1}"
+    batches = run.channel.stats.messages[(DEALER, last)]
+    assert batches <= 4  # 4096, 8192 elements ... >= 10^4 needed
+    assert run.channel.stats.messages[(last, DEALER)] == batches + 1  # requests + close
+    assert run.channel.stats.bytes[("p0", "p1")] == reps * 16 * n

@@ -46,7 +46,7 @@ def test_comparisons_on_edge_values(nparties, pairs):
     assert (to_signed(chosen) == np.where(x < y, x, y)).all()
 
 
-@pytest.mark.parametrize("nparties, rounds", [(2, 7), (3, 8)])
+@pytest.mark.parametrize("nparties, rounds", [(2, 6), (3, 8)])
 def test_less_than_rounds(nparties, rounds):
     def program(s):
         a, b = share(s, np.arange(100)), share(s, np.arange(100)[::-1].copy())
@@ -59,7 +59,7 @@ def test_equality_rides_along_with_less_than_for_two_parties():
     def program(s):
         return compare.compare_bits(s, share(s, np.array([3, 0, -3])).data)
 
-    assert run_spu(2, program).rounds == 7
+    assert run_spu(2, program).rounds == 6
 
 
 @pytest.mark.parametrize("nparties", PARTIES)
@@ -117,3 +117,38 @@ def test_divide_for_avg(nparties):
     assert (err1 <= 4 / 2**f + np.abs(want1) * 2**-(f - 1)).all(), err1.max()  # documented bound
     want2 = fx / decode_fixed(encode_fixed(fy, f), f)
     assert np.allclose(decode_fixed(q2, f), want2, rtol=2**-14, atol=4 / 2**f)
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+@pytest.mark.parametrize("bits", [2, 9, 17, 21, 33, 63, 64])
+def test_bounded_width_comparisons(nparties, bits):
+    """compare_bits with |d| < 2^(bits-1): the narrower trees (the sort's tiebreak) agree with numpy."""
+    lim = 2 ** (bits - 1) - 1
+    rng = np.random.default_rng(bits)
+    d = np.concatenate([rng.integers(-lim, lim, 200, endpoint=True), [0, 1, -1, lim, -lim]]).astype(np.int64)
+
+    def program(s):
+        lt, eq = compare.compare_bits(s, share(s, d, owner=nparties - 1).data, want_eq=True, bits=bits)
+        return s.open_many(bits=[lt, eq])
+
+    lt, eq = run_spu(nparties, program).results[0]
+    assert (lt.astype(bool) == (d < 0)).all() and (eq.astype(bool) == (d == 0)).all()
+
+
+@pytest.mark.parametrize("want_eq, tail", [(False, 2 * 64), (True, 3 * 64)])
+def test_two_party_comparison_bytes(want_eq, tail):
+    """2 parties, 64-bit: a first level of 5 private ANDs on 32-bit half lanes (20 B), fan-out
+    levels of 16/8 bits (3 arrays each), packed 4/2/1-bit levels — 31.5 B per element and
+    direction in 6 rounds, sign and equality from one tree."""
+    n = 512
+
+    def program(s):
+        x, y = share(s, np.arange(n)), share(s, np.arange(n)[::-1].copy(), owner=1)
+        return compare.compare_bits(s, x.data - y.data, want_eq=want_eq)
+
+    run = run_spu(2, program)
+    assert run.rounds == 6
+    first = 5 * 4 * n
+    fanout = 3 * n * (2 + 1) + 3 * (n // 2 + n // 4)  # h = 16, 8; packed h = 4, 2
+    assert run.channel.stats.bytes[("p0", "p1")] == first + fanout + tail
+    assert run.channel.stats.messages[("p0", "p1")] == 6  # one message per round

@@ -173,3 +173,32 @@ def test_empty_inputs(nparties):
         return [len(c) for c in (*g.keys, g.last, *g.aggregates, *shuffled)]
 
     assert run_spu(nparties, program).results[0] == [0] * 5
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 100])
+def test_scan_levels_compute_every_prefix(n):
+    """Brent–Kung levels (plaintext): combining right <- left + right level by level gives all
+    prefix sums, with at most 2n combines."""
+    x = np.arange(1, n + 1)
+    levels = relational._scan_levels(n)
+    for left, right, _ in levels:
+        x[right] = x[left] + x[right]
+    assert x.tolist() == np.cumsum(np.arange(1, n + 1)).tolist()
+    assert sum(r.size for _, r, _ in levels) <= 2 * n
+
+
+def test_segmented_sum_is_work_efficient():
+    """About 2 log2 n product rounds and about 3n products for one column (v and the flags)."""
+    n = 1000
+    starts = (np.arange(n) % 7 == 0).astype(np.int64)
+
+    def program(s):
+        vals, flags = share(s, np.arange(n)), share(s, starts, 1)
+        return reveal(s, relational.segmented_sum(s, [vals], flags))
+
+    run = run_spu(2, program)
+    (got,) = run.results[0]
+    want = np.concatenate([np.cumsum(np.arange(i, min(i + 7, n))) for i in range(0, n, 7)])
+    assert got.tolist() == want.tolist()
+    assert run.rounds <= 2 * int(np.ceil(np.log2(n))) + 1
+    assert run.channel.stats.bytes[("p0", "p1")] <= 16 * 3 * n + 8 * n  # products + the reveal

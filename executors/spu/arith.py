@@ -117,17 +117,28 @@ def beaver_mul_many(s: SpuSession, pairs: list[tuple[ArithShare, ArithShare]]) -
     for x, y in pairs:
         if x.shape != y.shape:
             raise ProgrammingError(f"beaver_mul: shapes differ {x.shape} vs {y.shape}")
-    xs = np.concatenate([x.data.ravel() for x, _ in pairs])
-    ys = np.concatenate([y.data.ravel() for _, y in pairs])
-    a, b, c = s.dealer.arith_triple(xs.size)
-    d, e = s.open_many(arith=[xs - a, ys - b])
-    z = c + d * b + e * a
+    sizes = [x.data.size for x, _ in pairs]
+    n = sum(sizes)
+    a, b, fetch_c = s.dealer.arith_triple_deferred(n)
+    buf = np.empty(2 * n, np.uint64)  # [x - a | y - b], opened in place
+    at = 0
+    for (x, y), size in zip(pairs, sizes):
+        buf[at:at + size] = x.data.ravel()
+        buf[n + at:n + at + size] = y.data.ravel()
+        at += size
+    buf[:n] -= a
+    buf[n:] -= b
+    s.open_words(buf, n_arith=2 * n)
+    d, e = buf[:n], buf[n:]
+    z = fetch_c()
+    z += np.multiply(d, b, out=b)
+    z += np.multiply(e, a, out=a)
     if s.is_first:
-        z += d * e
+        z += np.multiply(d, e, out=d)
     out, at = [], 0
-    for x, y in pairs:
-        out.append(ArithShare(z[at:at + x.data.size].reshape(x.shape), x.frac + y.frac))
-        at += x.data.size
+    for (x, y), size in zip(pairs, sizes):
+        out.append(ArithShare(z[at:at + size].reshape(x.shape), x.frac + y.frac))
+        at += size
     return out
 
 

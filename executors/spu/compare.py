@@ -4,18 +4,24 @@ Domain: comparisons take the MSB of the difference, so operands must satisfy |x 
 ring — guaranteed for signed values in [-2^62, 2^62) (fixed point: raw encodings in that range).
 Both operands must have the same scale (`frac`).
 
-Rounds (2 parties; with 3 parties add 1 carry-save round to every A2B, and the zero test runs
-after the A2B instead of beside it):
-  compare_bits(s, d)        7 rounds: the Kogge–Stone A2B of d gives lt = msb(d); for 2 parties the
-                            zero test of d0 XOR (-d1) (d = 0 <=> d0 = -d1) runs in lockstep in
-                            rounds 1..6, so eq costs no extra round (3 parties: 8 + 6).
+Rounds (2 parties; with 3 parties add 1 carry-save round, and equality costs a second sign
+circuit (of -d) and 1 AND round):
+  compare_bits(s, d)        6 rounds: 2 parties compare their own words d0 and -d1 with one
+                            carry-lookahead tree that yields the sign and equality together
+                            (`boolean.less_equal_circuit`: 31.6 B per element and direction, was
+                            7 rounds and 12 + 5 word-ANDs = 272 B with a Kogge–Stone A2B beside
+                            a zero test); `bits=k` for operands known to satisfy |d| < 2^(k-1)
+                            (the sort's tiebreak: 5 rounds, ~16 B). 3 parties: 8 rounds (9 with
+                            eq).
   less_than / less_equal / greater_* / equal / not_equal
-                            as compare_bits; results are XOR-shared bits (`BoolShare`, bits=1);
+                            as compare_bits (equal alone: the 6-round zero test, ~16 B); results
+                            are XOR-shared bits (`BoolShare`, bits=1);
                             `arith=True` adds 1 B2A round and returns 0/1 `ArithShare`s.
-  mux(s, c, x, y)           c ? x : y = y + c*(x - y): 1 round (+1 B2A if c is a BoolShare).
-  sign / abs_               compare with 0 (7) + B2A (1) [+ 1 product for abs].
-  minimum / maximum         elementwise: compare + B2A + mux = 9 rounds.
-  min_all / max_all         tournament (log2 n levels of 9 rounds), CrypTen's tree reduction.
+  mux(s, c, x, y)           c ? x : y = y + c*(x - y): 1 round, also for a BoolShare c (its B2A
+                            fused into the product: `mux_bits_many`).
+  sign / abs_               compare with 0 (6) + B2A (1) [+ 1 product for abs].
+  minimum / maximum         elementwise: compare + fused mux = 7 rounds.
+  min_all / max_all         tournament (log2 n levels of 7 rounds), CrypTen's tree reduction.
   divide(s, x, y)           Newton–Raphson reciprocal after a secret normalisation
                             (Catrina–Saxena, FC 2010; SecretFlow's fxp division):
                             A2B(y) (7) -> prefix OR (6) -> one-hot msb, its K bits to arithmetic
@@ -40,36 +46,45 @@ ONE = np.uint64(1)
 MSB = np.uint64(63)
 
 
-def compare_bits(s: SpuSession, d: np.ndarray, want_eq: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """XOR shares (bit 0) of [d < 0] and [d == 0] for an additive share d of signed values."""
-    if s.nparties != 2:
-        (bits,) = boolean.a2b_many(s, [ArithShare(d)])
-        lt = (bits.data >> MSB) & ONE
-        eq = boolean.zero_test_words(s, bits.data)[0] if want_eq else None
-        return lt, eq
-    a = boolean.private_input(s, 0, d)
-    b = boolean.private_input(s, 1, d)
-    # zero test of d0 ^ (-d1): all-ones after NOT iff d == 0
-    z = (d if s.index == 0 else np.negative(d)) ^ (boolean.ALL if s.is_first else np.uint64(0))
-    p = a ^ b
-    ops = [(a, b)] + ([(z, z >> np.uint64(32))] if want_eq else [])
-    got = boolean.and_words_many(s, ops)
-    g = got[0]
-    z = got[1] if want_eq else None
-    for level, k in enumerate((1, 2, 4, 8, 16, 32)):
-        sk = np.uint64(k)
-        ops = [(p, g << sk)] + ([(p, p << sk)] if k < 32 else [])
-        zk = (16, 8, 4, 2, 1)[level] if level < 5 else None
-        if want_eq and zk is not None:
-            ops.append((z, z >> np.uint64(zk)))
-        got = boolean.and_words_many(s, ops)
-        g = g ^ got[0]
-        if k < 32:
-            p = got[1]
-        if want_eq and zk is not None:
-            z = got[-1]
-    lt = ((a ^ b ^ (g << ONE)) >> MSB) & ONE
-    return lt, (z & ONE) if want_eq else None
+def compare_circuit(s: SpuSession, d: np.ndarray, want_lt: bool = True, want_eq: bool = True, bits: int = 64):
+    """Circuit (see `boolean.run_circuits`) giving XOR shares (uint8 0/1) of ([d < 0], [d == 0])
+    (None for what is not wanted), d an additive share of signed values with |d| < 2^(bits-1).
+
+    2 parties: d = d_0 - (-d_1), a comparison of party 0's own word with party 1's:
+    `boolean.less_equal_circuit` gives the sign and, in the same tree, equality (7 rounds for
+    64 bits). Equality alone: d = 0 <=> NOT(d_0 XOR -d_1) is all ones, `boolean.zero_circuit`
+    (6 rounds, cheaper).
+    N > 2 parties: a carry-save layer reduces the N private addends of d (and of -d when equality
+    is wanted) to 2, then the sign circuit; [d == 0] = NOT[d < 0] AND NOT[-d < 0] (1 more round)."""
+    n = d.size
+    if s.nparties == 2:
+        if want_lt:  # sign and equality from one tree
+            lt, eq = yield from boolean.less_equal_circuit(s, d, bits, want_eq)
+            return lt, eq
+        z = np.invert(d) if s.index == 0 else np.negative(d)
+        eq = yield from boolean.zero_circuit(z)
+        return None, eq
+    both = np.concatenate([d, np.negative(d)]) if want_eq else d
+    operands = [boolean.private_input(s, i, both) for i in range(s.nparties)]
+    a, b = yield from boolean.csa_circuit(operands)
+    signs = yield from boolean.sign_circuit(a, b, bits)
+    lt = signs[:n]
+    if not want_eq:
+        return lt, None
+    not_neg, not_pos = signs[:n], signs[n:]
+    if s.is_first:
+        not_neg, not_pos = not_neg ^ 1, not_pos ^ 1
+    (eq,) = yield [(not_neg, not_pos)]
+    return (lt if want_lt else None), eq
+
+
+def compare_bits(s: SpuSession, d: np.ndarray, want_eq: bool = True, bits: int = 64
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """XOR shares (bit 0 of uint64 words) of [d < 0] and [d == 0] for an additive share d of
+    signed values (|d| < 2^(bits-1)). 7 rounds for 2 parties (eq rides along), 8 for 3 parties
+    (9 with eq)."""
+    (lt, eq), = boolean.run_circuits(s, [compare_circuit(s, d, True, want_eq, bits)])
+    return lt.astype(np.uint64), (eq.astype(np.uint64) if want_eq else None)
 
 
 def _diff(x: ArithShare, y: ArithShare) -> np.ndarray:
@@ -108,12 +123,8 @@ def greater_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = Fal
 def equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
     """[x == y]."""
     d = _diff(x, y)
-    if s.nparties == 2:
-        z = (d if s.index == 0 else np.negative(d))
-        eq, _ = boolean.zero_test_words(s, z)
-    else:
-        _, eq = compare_bits(s, d)
-    return _result(s, eq, arith)
+    (_, eq), = boolean.run_circuits(s, [compare_circuit(s, d, want_lt=False, want_eq=True)])
+    return _result(s, eq.astype(np.uint64), arith)
 
 
 def not_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
@@ -135,10 +146,46 @@ def mux_many(s: SpuSession, items: list[tuple[ArithShare, ArithShare, ArithShare
     return [y + p.with_frac(y.frac) for (_, _, y), p in zip(items, prods)]
 
 
+def mux_bits_many(s: SpuSession, items: list[tuple[BoolShare, ArithShare, ArithShare]]) -> list[ArithShare]:
+    """[c ? x : y for (c, x, y)] with c XOR-shared bits: ONE round (B2A fused with the product).
+
+    With a dabit r (XOR share rb, additive share ra) and a Beaver triple (a, b, ab), open
+    e = c ^ rb (1 bit), D = ra - a and E = (x - y) - b together; then [r(x-y)] is the Beaver
+    product and, as c = e + r - 2er for public e, c(x-y) = e(x-y) + (1-2e) r(x-y) is local.
+    Everything opened is masked by fresh dealer randomness, as in B2A followed by a product
+    (2 rounds)."""
+    if not items:
+        return []
+    for _, x, y in items:
+        if x.frac != y.frac or x.shape != y.shape:
+            raise ProgrammingError("mux: branches have different scales or shapes")
+    sizes = [x.data.size for _, x, _ in items]
+    bits = np.concatenate([np.asarray(c.data).ravel() & ONE for c, _, _ in items])
+    v = np.concatenate([(x.data - y.data).ravel() for _, x, y in items])
+    n = v.size
+    rb, ra = s.dealer.dabit(n)
+    a, b, fetch_c = s.dealer.arith_triple_deferred(n)
+    d_open, e_open, e = s.open_many(arith=[ra - a, v - b], bits=[bits ^ rb])
+    rv = fetch_c()
+    rv += d_open * b
+    rv += e_open * a
+    if s.is_first:
+        rv += d_open * e_open
+    cv = e * v + (ONE - np.uint64(2) * e) * rv
+    out, at = [], 0
+    for (_, x, y), size in zip(items, sizes):
+        out.append(ArithShare(y.data + cv[at:at + size].reshape(y.shape), y.frac))
+        at += size
+    return out
+
+
 def mux(s: SpuSession, c, x: ArithShare, y: ArithShare) -> ArithShare:
-    """CASE WHEN c THEN x ELSE y: c a 0/1 share (BoolShare bit or ArithShare)."""
+    """CASE WHEN c THEN x ELSE y: c a 0/1 share (BoolShare bit: 1 round, fused B2A; or
+    ArithShare: 1 round)."""
     if x.frac != y.frac:
         raise ProgrammingError("mux: branches have different scales")
+    if isinstance(c, BoolShare):
+        return mux_bits_many(s, [(c, x, y)])[0]
     return mux_many(s, [(to_arith_bit(s, c), x, y)])[0]
 
 
@@ -173,8 +220,8 @@ def _tournament(s: SpuSession, x: ArithShare, take_max: bool) -> ArithShare:
     while len(cur) > 1:
         half = len(cur) // 2
         a, b, rest = cur[:half], cur[half:2 * half], cur[2 * half:]
-        c = less_than(s, a, b, arith=True)
-        win = mux_many(s, [(c, b, a) if take_max else (c, a, b)])[0]
+        c = less_than(s, a, b)  # XOR-shared bits; the mux fuses their B2A
+        win = mux_bits_many(s, [(c, b, a) if take_max else (c, a, b)])[0]
         cur = arith.concat([win, rest]) if len(rest) else win
     return cur
 
@@ -250,6 +297,6 @@ def divide(s: SpuSession, x: ArithShare, y: ArithShare, y_bits: int = 32) -> Ari
 
 __all__ = [
     "compare_bits", "less_than", "less_equal", "greater_than", "greater_equal", "equal", "not_equal",
-    "mux", "mux_many", "sign", "abs_", "minimum", "maximum", "min_all", "max_all", "divide",
+    "mux", "mux_many", "mux_bits_many", "sign", "abs_", "minimum", "maximum", "min_all", "max_all", "divide",
     "to_arith_bit",
 ]

@@ -34,7 +34,7 @@ class SpuRun:
 
 
 def run_spu(nparties: int, program: Callable[[SpuSession], Any], frac_bits: int = DEFAULT_FRAC_BITS,
-            timeout: float = 120.0, measure_from_setup: bool = True) -> SpuRun:
+            timeout: float = 120.0, measure_from_setup: bool = True, pooling: bool = True) -> SpuRun:
     parties = [f"p{i}" for i in range(nparties)]
     channel = InProcessChannel([*parties, DEALER], timeout=timeout)
     results: list[Any] = [None] * nparties
@@ -45,7 +45,7 @@ def run_spu(nparties: int, program: Callable[[SpuSession], Any], frac_bits: int 
 
     def party(i: int) -> None:
         try:
-            session = SpuSession(channel.endpoint(parties[i]), parties, frac_bits=frac_bits)
+            session = SpuSession(channel.endpoint(parties[i]), parties, frac_bits=frac_bits, pooling=pooling)
             session.setup()
             ready.wait()
             start = session.rounds

@@ -22,8 +22,12 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada窶適ikuchi窶的karashi窶
                                 the data (ties included: they are broken by the secret row number,
                                 which also makes the sort stable). Comparisons: ~1.39 n log2 n;
                                 each quicksort level is one batched lexicographic comparison
-                                (7 rounds + 1 per extra key) plus 1 opening; expected ~2 ln n
-                                levels. Chosen over bitonic sort (n log^2 n / 4 compare-exchanges
+                                (6 rounds + 1 per extra key) plus 1 opening; expected ~2 ln n
+                                levels. The tiebreak's differences lie in (-n, n), so its
+                                comparison uses a ceil(log2 n)+1-bit circuit (`bits=`), and each
+                                key's sign and equality come from one tree: ~48 B per comparison
+                                and direction for one key at n = 10^6 (was ~280 B).
+                                Chosen over bitonic sort (n log^2 n / 4 compare-exchanges
                                 with muxes: ~10^8 for n = 10^6) and over radix sort with secret
                                 permutation composition (Asharov et al., CCS 2022: 64 rounds of
                                 shuffle + B2A per 64-bit key, more moving parts for 2-3 parties).
@@ -31,12 +35,17 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada窶適ikuchi窶的karashi窶
                                 of the random permutation only).
 neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests of neighbour
                                 differences (6 rounds; +1 AND round per extra key) + B2A (1).
-segmented_sum(s, vals, starts)  Hillis窶鉄teele segmented inclusive scan (Blelloch 1990), log2 n
-                                rounds of one batched product each: v_i += (1 - f_i) v_{i-d},
-                                f_i |= f_{i-d}.
-group_by(s, keys, aggs)         sort by keys (and the first MIN/MAX column as a trailing key), mark
-                                runs, segmented SUM/COUNT; MIN = the run's first value, MAX = its
-                                last; further MIN/MAX columns by a segmented compare-and-mux scan.
+segmented_extreme(...)          running MIN/MAX per run: the same Brent窶適ung levels as
+                                segmented_sum, each a comparison + B2A + product + mux.
+segmented_sum(s, vals, starts)  segmented inclusive scan, work-efficient (Brent窶適ung up-sweep and
+                                down-sweep, Blelloch 1990): ~2 log2 n rounds of one batched product
+                                each, ~2n products per column: v_r += (1 - f_r) v_l, f_r |= f_l.
+                                (Hillis窶鉄teele: log2 n rounds but n log2 n products, 10x the work
+                                at n = 10^6.)
+group_by(s, keys, aggs)         sort by keys, mark runs, segmented SUM/COUNT; MIN/MAX by a
+                                segmented compare-and-mux scan (~2n comparisons per column; sorting
+                                by the value as an extra key would add one 64-bit comparison to each
+                                of the sort's ~1.39 n log2 n).
                                 Result rows: the sorted rows, aggregates valid on rows whose
                                 `last` flag is 1 (the last row of each group); `compact` keeps them.
 compact(s, flag, columns)       shuffle (N rounds), open the flag (1 round), keep flagged rows:
@@ -54,7 +63,7 @@ import numpy as np
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
 from sqlsecure.executors.spu import arith, boolean
-from sqlsecure.executors.spu.compare import compare_bits, mux_many
+from sqlsecure.executors.spu.compare import compare_bits, compare_circuit, mux_many
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, BoolShare
 
@@ -97,15 +106,18 @@ def shuffle(s: SpuSession, columns: list[ArithShare]) -> list[ArithShare]:
 
 # --- sort -------------------------------------------------------------------------------------------
 
-def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray]) -> np.ndarray:
-    """XOR share of [d_0 < 0 or (d_0 == 0 and (d_1 < 0 or ...))], the last diff never zero."""
-    m = diffs[0].size
-    lt, eq = compare_bits(s, np.concatenate(diffs), want_eq=len(diffs) > 1)
+def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], last_bits: int = 64) -> np.ndarray:
+    """XOR share (uint8 bits) of [d_0 < 0 or (d_0 == 0 and (d_1 < 0 or ...))], the last diff never
+    zero and below 2^(last_bits-1) in magnitude. All the comparison trees run side by side
+    (6 rounds for 2 parties), then one packed-bit AND round per extra key."""
     k = len(diffs)
-    result = lt[(k - 1) * m:]
+    circuits = [compare_circuit(s, d, want_lt=True, want_eq=j < k - 1, bits=last_bits if j == k - 1 else 64)
+                for j, d in enumerate(diffs)]
+    got = boolean.run_circuits(s, circuits)
+    result = got[-1][0]
     for j in range(k - 2, -1, -1):  # lt_j ^ (eq_j & rest): lt_j and eq_j are exclusive
-        (both,) = boolean.and_words_many(s, [(eq[j * m:(j + 1) * m], result)])
-        result = lt[j * m:(j + 1) * m] ^ both
+        (both,) = boolean.and_bits_many(s, [(got[j][1], result)])
+        result = got[j][0] ^ both
     return result
 
 
@@ -119,6 +131,7 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
     if n <= 1:
         return list(keys), list(extra)
     tiebreak = arith.public(s, np.arange(n, dtype=np.int64))
+    tie_bits = (n - 1).bit_length() + 1  # tiebreak differences lie in [-(n-1), n-1]
     cols = shuffle(s, [*keys, tiebreak, *extra])
     k = len(keys)
     data = [c.data for c in cols[:k + 1]]
@@ -141,7 +154,7 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
         midx = perm[mpos]
         pidx = perm[a_starts[seg_of]]
         diffs = [(col[pidx] - col[midx]) if flip else (col[midx] - col[pidx]) for col, flip in zip(data, flips)]
-        less_share = _lexicographic_less(s, diffs)
+        less_share = _lexicographic_less(s, diffs, last_bits=tie_bits)
         (less,) = s.open_many(bits=[less_share])
         less = less.astype(bool)
         nless = np.bincount(seg_of, weights=less, minlength=len(a_starts)).astype(np.int64)
@@ -194,46 +207,71 @@ def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare
     return boolean.b2a_bits(s, BoolShare(start_bits, 1))
 
 
+def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """Brent窶適ung's work-efficient inclusive scan (Brent & Kung 1982; Blelloch 1990's up-sweep
+    and down-sweep) as a list of levels (left, right, up): at each level every right[i] becomes
+    x[left[i]] (+) x[right[i]], all pairs of a level at once. Up-sweep: d = 1, 2, 4, ...: right =
+    2d-1, 4d-1, ...; down-sweep: d = ..., 2, 1: right = 3d-1, 5d-1, .... About 2n combines in
+    2 log2 n levels, against n log2 n in log2 n levels for Hillis窶鉄teele."""
+    levels, d, ds = [], 1, []
+    while d < n:
+        ds.append(d)
+        d *= 2
+    for d in ds:
+        right = np.arange(2 * d - 1, n, 2 * d)
+        if right.size:
+            levels.append((right - d, right, True))
+    for d in reversed(ds):
+        right = np.arange(3 * d - 1, n, 2 * d)
+        if right.size:
+            levels.append((right - d, right, False))
+    return levels
+
+
 def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
-    """Inclusive running sums restarting at every start flag: ceil(log2 n) rounds."""
+    """Inclusive running sums restarting at every start flag. Segmented-sum operator
+    (f1, v1) + (f2, v2) = (f1 | f2, v2 + (1 - f2) v1), over `_scan_levels`: one batched product
+    round per level (about 2 log2 n rounds, about 2n products per column + n for the flags)."""
     n = len(starts)
     vals = [v.data.copy() for v in values]
     f = starts.data.copy()
-    d = 1
-    while d < n:
-        notf = arith.public(s, np.ones(n - d, np.int64)) - ArithShare(f[d:])
-        pairs = [(notf, ArithShare(v[:-d])) for v in vals] + [(ArithShare(f[d:]), ArithShare(f[:-d]))]
+    for left, right, up in _scan_levels(n):
+        notf = arith.public(s, np.ones(right.size, np.int64)) - ArithShare(f[right])
+        pairs = [(notf, ArithShare(v[left])) for v in vals]
+        if up:  # the flags are only needed for later up-sweep and down-sweep right operands
+            pairs.append((ArithShare(f[right]), ArithShare(f[left])))
         got = arith.beaver_mul_many(s, pairs)
         for v, g in zip(vals, got):
-            v[d:] += g.data
-        f[d:] = f[d:] + f[:-d] - got[-1].data
-        d *= 2
+            v[right] += g.data
+        if up:
+            f[right] = f[right] + f[left] - got[-1].data
     return [ArithShare(v, x.frac) for v, x in zip(vals, values)]
 
 
 def segmented_extreme(s: SpuSession, values: list[ArithShare], starts: ArithShare,
                       take_max: list[bool]) -> list[ArithShare]:
-    """Running MIN/MAX restarting at every start flag: ceil(log2 n) levels of compare+mux."""
+    """Running MIN/MAX restarting at every start flag, over `_scan_levels`: per level one batched
+    comparison (7 rounds) + B2A (1) + products (1) + mux (1); about 2n comparisons per column."""
     n = len(starts)
     vals = [v.data.copy() for v in values]
     f = starts.data.copy()
-    d = 1
-    while d < n:
-        m = n - d
-        diffs = [(v[d:] - v[:-d]) if mx else (v[:-d] - v[d:]) for v, mx in zip(vals, take_max)]
-        lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [earlier is better]
+    for left, right, up in _scan_levels(n):
+        m = right.size
+        diffs = [(v[right] - v[left]) if mx else (v[left] - v[right]) for v, mx in zip(vals, take_max)]
+        lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [left is better]
         (better,) = boolean.b2a_bits_many(s, [BoolShare(lt, 1)])
-        notf = arith.public(s, np.ones(m, np.int64)) - ArithShare(f[d:])
+        f_right = ArithShare(f[right])
+        notf = arith.public(s, np.ones(m, np.int64)) - f_right
         pairs = [(notf, ArithShare(better.data[i * m:(i + 1) * m])) for i in range(len(vals))]
-        pairs.append((ArithShare(f[d:]), ArithShare(f[:-d])))
+        if up:
+            pairs.append((f_right, ArithShare(f[left])))
         got = arith.beaver_mul_many(s, pairs)
-        take = got[:-1]
-        f_new = f[d:] + f[:-d] - got[-1].data
-        chosen = mux_many(s, [(c, ArithShare(v[:-d]), ArithShare(v[d:])) for c, v in zip(take, vals)])
+        take = got[:len(vals)]
+        chosen = mux_many(s, [(c, ArithShare(v[left]), ArithShare(v[right])) for c, v in zip(take, vals)])
         for v, c in zip(vals, chosen):
-            v[d:] = c.data
-        f[d:] = f_new
-        d *= 2
+            v[right] = c.data
+        if up:
+            f[right] = f[right] + f[left] - got[-1].data
     return [ArithShare(v, x.frac) for v, x in zip(vals, values)]
 
 
@@ -260,36 +298,29 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
             raise ProgrammingError(f"group_by: unknown aggregate {kind!r}; use one of {AGGREGATES}")
         if (col is None) != (kind == "count"):
             raise ProgrammingError(f"group_by: {kind} {'takes no' if kind == 'count' else 'needs a'} column")
-    extreme_cols = []
-    for kind, col in aggs:
-        if kind in ("min", "max") and not any(col is c for c in extreme_cols):
-            extreme_cols.append(col)
     value_cols = []
     for _, col in aggs:
         if col is not None and not any(col is c for c in value_cols):
             value_cols.append(col)
-    lead = extreme_cols[:1]  # sorted as a trailing key: MIN first in its group, MAX last
+    extremes: list[tuple[ArithShare, bool]] = []  # (column, take_max), each once
+    for kind, col in aggs:
+        if kind in ("min", "max") and not any(c is col and mx == (kind == "max") for c, mx in extremes):
+            extremes.append((col, kind == "max"))
     if n == 0:
         empty = ArithShare(np.zeros(0, np.uint64))
         return Grouped(list(keys), empty, [ArithShare(np.zeros(0, np.uint64), 0 if c is None else c.frac)
                                            for _, c in aggs], empty)
-    sorted_keys, payload = sort(s, [*keys, *lead], value_cols)
-    sorted_keys = sorted_keys[:len(keys)]
+    sorted_keys, payload = sort(s, list(keys), value_cols)
     starts = neighbour_starts(s, sorted_keys)
     col_of = {id(c): p for c, p in zip(value_cols, payload)}
     ones = arith.public(s, np.ones(n, np.int64))
     sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"]
-    first_vals = []
-    if lead:
-        lead_sorted = col_of[id(lead[0])]
-        first_vals = [arith.beaver_mul(s, starts, lead_sorted)]  # nonzero only at run starts
-    scanned = segmented_sum(s, [*sums, ones, *first_vals], starts)
+    want_count = any(kind == "count" for kind, _ in aggs)
+    scanned = segmented_sum(s, [*sums, *([ones] if want_count else [])], starts) if sums or want_count else []
     sum_out = scanned[:len(sums)]
-    count_out = scanned[len(sums)]
-    min_lead = scanned[-1] if lead else None
-    others = extreme_cols[1:]
-    other_min = segmented_extreme(s, [col_of[id(c)] for c in others], starts, [False] * len(others)) if others else []
-    other_max = segmented_extreme(s, [col_of[id(c)] for c in others], starts, [True] * len(others)) if others else []
+    count_out = scanned[len(sums)] if want_count else None
+    ext_out = segmented_extreme(s, [col_of[id(c)] for c, _ in extremes], starts,
+                                [mx for _, mx in extremes]) if extremes else []
     last = ArithShare(np.concatenate([starts.data[1:], ones.data[-1:]]))  # row i+1 starts a group
     out, si = [], 0
     for kind, col in aggs:
@@ -298,11 +329,9 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
             si += 1
         elif kind == "count":
             out.append(count_out)
-        elif col is lead[0]:
-            out.append(min_lead if kind == "min" else col_of[id(col)])
         else:
-            i = next(k for k, c in enumerate(others) if c is col)
-            out.append(other_min[i] if kind == "min" else other_max[i])
+            i = next(k for k, (c, mx) in enumerate(extremes) if c is col and mx == (kind == "max"))
+            out.append(ext_out[i])
     return Grouped(sorted_keys, last, out, starts)
 
 

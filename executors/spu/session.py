@@ -3,7 +3,8 @@
 A session holds everything a protocol may use and nothing global: this party's channel `Endpoint`,
 the ordered list of compute parties and its own index, a `DealerClient` for correlated randomness,
 pairwise PRG seeds shared with every other compute party (for input sharing and resharing without
-sending arrays), and the fixed-point precision (`frac_bits`, default 16).
+sending arrays), and the fixed-point precision (`frac_bits`, default 16). `pooling` (default on)
+lets the dealer client fetch elementwise randomness in batches (see `DealerClient`).
 
 All parties run the same sequence of protocol calls on their own session; a per-session counter
 names every message (`spu/<n>/<what>`), so parties stay in lockstep and a desynchronised party
@@ -12,6 +13,9 @@ fails with a `ProtocolError` naming the tag instead of reading the wrong data.
 Communication primitives (each is one round; `rounds` counts them):
   - `open_many(arith=[...], xor=[...], bits=[...])`: every party sends all its shares to every
     other party at once, and everybody reconstructs — a batched opening.
+  - `exchange(words)` / `open_words(words, n_arith)`: the lean forms behind Beaver products and
+    ANDs — one contiguous uint64 buffer sent as is (a memoryview: the channel's copy is the only
+    one) and, for `open_words`, combined in place; no concatenations or temporaries.
   - `send_words` / `recv_words`: point-to-point word arrays, for protocols (shuffle) whose
     messages go to one party; such protocols count their own rounds.
 Setup (`setup()`, 1 round among the parties + the dealer's seeds): party i sends a fresh 16-byte
@@ -34,7 +38,7 @@ class SpuSession:
     """One compute party of an SPU: channel endpoint, party list, dealer handle, precision."""
 
     def __init__(self, endpoint: Endpoint, parties: list[str], dealer: str = DEALER,
-                 frac_bits: int = DEFAULT_FRAC_BITS, timeout: float | None = None):
+                 frac_bits: int = DEFAULT_FRAC_BITS, timeout: float | None = None, pooling: bool = True):
         if endpoint.party not in parties:
             raise ProgrammingError(f"party {endpoint.party!r} is not one of the SPU parties {parties}")
         if len(parties) < 2:
@@ -47,7 +51,7 @@ class SpuSession:
         self.index = self.parties.index(self.me)
         self.frac_bits = frac_bits
         self.timeout = timeout
-        self.dealer = DealerClient(endpoint, self.parties, self.index, dealer, timeout)
+        self.dealer = DealerClient(endpoint, self.parties, self.index, dealer, timeout, pooling=pooling)
         self.pair_prgs: dict[int, Prg] = {}
         self.rounds = 0
         self._step = 0
@@ -117,6 +121,37 @@ class SpuSession:
 
     # --- openings -----------------------------------------------------------------------------------
 
+    def exchange(self, words: np.ndarray) -> list[np.ndarray]:
+        """ONE round: send this uint64 buffer to every other party and return what each other
+        party sent (read-only arrays, in `others()` order). Every party sends the same length."""
+        if words.dtype != np.uint64 or words.ndim != 1 or not words.flags.c_contiguous:
+            raise ProgrammingError("exchange needs a contiguous 1-d uint64 buffer")
+        tag = self.tag("open")
+        self.rounds += 1
+        payload = memoryview(words).cast("B")
+        for j in self.others():
+            self.endpoint.send(self.parties[j], tag, payload)
+        expect = 8 * words.size
+        got = []
+        for j in self.others():
+            raw = self._recv(j, tag)
+            if len(raw) != expect:
+                raise ProtocolError(f"party {self.parties[j]!r} opened {len(raw)} bytes, expected {expect} ({tag})")
+            got.append(np.frombuffer(raw, dtype=np.uint64))
+        return got
+
+    def open_words(self, words: np.ndarray, n_arith: int = 0) -> np.ndarray:
+        """Open ONE uint64 buffer in place, in one round: its first `n_arith` words are additive
+        shares, the rest XOR shares. The buffer is sent as is (the channel makes the one copy a
+        network would) and every other party's shares are combined into it; returns `words`.
+        The lean path behind Beaver products and ANDs (no concatenation, no temporaries)."""
+        for theirs in self.exchange(words):
+            if n_arith:
+                words[:n_arith] += theirs[:n_arith]
+            if n_arith < words.size:
+                words[n_arith:] ^= theirs[n_arith:]
+        return words
+
     def open_many(self, arith=(), xor=(), bits=(), to: int | None = None) -> list[np.ndarray]:
         """Open shares in ONE round: additive (`arith`), XOR words (`xor`) and XOR single bits
         (`bits`, bit 0 of each word, packed 8 per byte on the wire). With `to`, only that party
@@ -126,9 +161,18 @@ class SpuSession:
         na = sum(a.size for a in arith)
         nx = sum(a.size for a in xor)
         nb = sum(a.size for a in bits)
-        words = np.concatenate([a.ravel() for a in (*arith, *xor)]) if (na + nx) else np.zeros(0, np.uint64)
-        packed = np.packbits(np.concatenate([a.ravel() for a in bits]).astype(np.uint8) & 1) if nb else b""
-        payload = words.astype(np.uint64, copy=False).tobytes() + bytes(packed)
+        words = np.empty(na + nx + (nb + 63) // 64, np.uint64)  # words, then the packed bits
+        at = 0
+        for a in (*arith, *xor):
+            words[at:at + a.size] = a.ravel()
+            at += a.size
+        if nb:
+            flat_bits = np.concatenate([a.ravel() for a in bits]) if len(bits) > 1 else bits[0].ravel()
+            packed = np.packbits(flat_bits.astype(np.uint8) & 1)
+            tail = words[at:].view(np.uint8)
+            tail[:packed.size] = packed
+        payload = memoryview(words).cast("B")[:8 * (na + nx) + (nb + 7) // 8]
+        words = words[:na + nx]
         tag = self.tag("open")
         self.rounds += 1
         receivers = self.others() if to is None else ([to] if to != self.index else [])
@@ -136,18 +180,20 @@ class SpuSession:
             self.endpoint.send(self.parties[j], tag, payload)
         if to is not None and to != self.index:
             return []
-        total_w = words.astype(np.uint64, copy=True)
-        total_b = np.unpackbits(np.frombuffer(bytes(packed), np.uint8), count=nb) if nb else np.zeros(0, np.uint8)
+        total_w = words
+        total_b = np.unpackbits(packed, count=nb) if nb else np.zeros(0, np.uint8)
         expect = 8 * (na + nx) + (nb + 7) // 8
         for j in self.others():
             raw = self._recv(j, tag)
             if len(raw) != expect:
                 raise ProtocolError(f"party {self.parties[j]!r} opened {len(raw)} bytes, expected {expect} ({tag})")
-            theirs = np.frombuffer(raw[:8 * (na + nx)], dtype=np.uint64)
-            total_w[:na] += theirs[:na]
-            total_w[na:] ^= theirs[na:]
+            theirs = np.frombuffer(raw, dtype=np.uint64, count=na + nx)
+            if na:
+                total_w[:na] += theirs[:na]
+            if nx:
+                total_w[na:] ^= theirs[na:]
             if nb:
-                total_b ^= np.unpackbits(np.frombuffer(raw[8 * (na + nx):], np.uint8), count=nb)
+                total_b ^= np.unpackbits(np.frombuffer(raw, np.uint8, offset=8 * (na + nx)), count=nb)
         flat = [total_w[:na], total_w[na:], total_b.astype(np.uint64)]
         out, at_w, at_b = [], 0, 0
         for i, shape in enumerate(shapes):
