@@ -42,6 +42,24 @@ def _movements(step) -> list[str]:
     return moves
 
 
+def _spu_estimate(step) -> str:
+    """Rough rounds and bytes of an SPU stage from its operators (n = rows, unknown at plan time)."""
+    import sqlglot
+    from sqlglot import exp
+
+    trees = [sqlglot.parse_one(sql, read="duckdb") for sql in (*step.filters, *(sql for _, sql in step.outputs),
+                                                                *step.group_by, *([step.having] if step.having else []))]
+    compares = sum(len(list(t.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE))) for t in trees)
+    products = sum(len(list(t.find_all(exp.Mul, exp.Case, exp.And, exp.Or))) for t in trees) + len(step.filters)
+    sorts = (1 if step.group_by else 0) + (1 if step.order else 0) + (1 if step.filters or step.group_by else 0)
+    per_row = 64 * compares + 32 * products
+    rounds = 6 * compares + products
+    text = f"~{per_row} B per row and ~{rounds} rounds for {compares} comparison(s) and {products} product(s)"
+    if sorts:
+        text += f"; {sorts} oblivious shuffle/sort(s) of ~2 ln n levels (about 7 rounds each) and ~200 B per row"
+    return text
+
+
 def render_explain(plan) -> str:
     phys = plan.physical
     lines = [f"EXPLAIN  (issuer: {phys.issuer})", "", "operators:"]
@@ -80,6 +98,7 @@ def render_explain(plan) -> str:
                 lines.append(f"        ORDER BY outputs {', '.join(str(i) for i, _, _ in step.order)} (oblivious sort)"
                              + (f" LIMIT {step.limit}" if step.limit is not None else ""))
             lines.append(f"        opened to {step.issuer} only")
+            lines.append(f"        estimate: {_spu_estimate(step)}")
         elif isinstance(step, EnclaveStage):
             lines.append(f"  [{n}] {step.device}  oblivious sort / group-by on {step.rel} -> {step.out}")
             lines.append(f"        program: {step.program}")
