@@ -97,6 +97,8 @@ class Stage:
     def numeric_pair(self, a, b) -> tuple[SV, SV]:
         n = len(a.valid) if isinstance(a, SV) else len(b.valid)
         a, b = self.secret(a, n), self.secret(b, n)
+        if "text" in (a.kind, b.kind):
+            raise NotSupportedError("arithmetic or ordering between text and numbers in secure computation")
         if "fixed" in (a.kind, b.kind):
             return self.to_fixed(a), self.to_fixed(b)
         return a, b
