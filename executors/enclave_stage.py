@@ -28,7 +28,7 @@ from sqlsecure.executors.enclave import (
     EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
 )
 from sqlsecure.executors.enclave.wire import ENCLAVE
-from sqlsecure.executors.secure_values import LIMB_BYTES, TEXT_LIMBS
+from sqlsecure.executors.secure_values import LIMB_BYTES, TEXT_LIMBS, text_limbs
 
 ACTOR = "enclave"  # the runtime's actor that drives the enclave process
 
@@ -75,14 +75,7 @@ def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
         return {name: pa.array(column.combine_chunks().cast(pa.int32()).to_pylist(), pa.int64())}
     if kind == "fixed":
         return {name: pa.array([float(v) for v in values], pa.float64())}
-    limbs = [[0] * len(values) for _ in range(TEXT_LIMBS)]
-    for i, v in enumerate(values):
-        raw = v.encode("utf-8")
-        if len(raw) > TEXT_LIMBS * LIMB_BYTES:
-            raise DataError(f"text longer than {TEXT_LIMBS * LIMB_BYTES} bytes cannot enter the enclave yet")
-        raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
-        for k in range(TEXT_LIMBS):
-            limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")
+    limbs = text_limbs(values)
     return {f"{name}#{k}": pa.array(limbs[k], pa.int64()) for k in range(TEXT_LIMBS)}
 
 

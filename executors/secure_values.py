@@ -49,7 +49,13 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int) -> tuple[list[np.ndarr
         return [as_ring(np.array([(v - EPOCH).days if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "fixed":
         return [encode_fixed(np.array([float(v) if v is not None else 0.0 for v in values]), frac)], valid
-    limbs = [np.zeros(len(values), dtype=np.uint64) for _ in range(TEXT_LIMBS)]
+    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values)], valid
+
+
+def text_limbs(values: list) -> list[list[int]]:
+    """UTF-8 text as TEXT_LIMBS big-endian integers of LIMB_BYTES bytes each (NULL as zeros):
+    order-preserving and exactly reversible."""
+    limbs = [[0] * len(values) for _ in range(TEXT_LIMBS)]
     for i, v in enumerate(values):
         if v is None:
             continue
@@ -59,7 +65,7 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int) -> tuple[list[np.ndarr
         raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
         for k in range(TEXT_LIMBS):
             limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")
-    return limbs, valid
+    return limbs
 
 
 def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> pa.Array:
