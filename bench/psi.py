@@ -8,16 +8,17 @@ as in a long-lived runtime. Reported per n:
 
   wall s      both threads, start to finish of psi_join_indices (encoding excluded)
   raw s       the X25519 work alone: 2*(distinct_a + distinct_b) exchanges -- the number the
-              protocol does -- through one warm GroupWorkers pool over all cores
+              protocol does -- in one batch through one warm GroupWorkers pool over all cores
+              (with --repeat R, both are the best of R runs over the same keys; each run goes to stderr)
   ratio       wall / raw: protocol overhead beyond the group operations
   peak MB     peak RSS of the whole process tree (main + forkserver + pool workers) during the
-              run, sampled every 20 ms (psutil if installed, else /proc/<pid>/status VmRSS)
+              run, sampled every 50 ms (psutil if installed, else /proc/<pid>/status VmRSS)
   chan MB/msgs  bytes and messages over the channel
   common/rows distinct common keys / join output rows
   ok          the (left, right) row pairs equal `local_join_indices` (order-insensitive: the PSI
               orders keys by their double-blinded points, the reference by key). Exit 1 if not.
 
-Run:  python bench/psi.py [--sizes 10000,100000,1000000] [--processes N] [--seed S]
+Run:  python bench/psi.py [--sizes 10000,100000,1000000] [--repeat R] [--processes N] [--seed S]
 """
 
 from __future__ import annotations
@@ -43,17 +44,10 @@ except ImportError:
     psutil = None
 
 
-def tree_rss() -> int:
-    """Bytes resident in this process and all its descendants."""
+def tree_pids() -> list[int]:
+    """This process and all its descendants (the forkserver and the pool workers under it)."""
     if psutil is not None:
-        me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+        return [os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))]
     parent = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -61,31 +55,49 @@ def tree_rss() -> int:
                 parent[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             pass
-    tree, frontier = {os.getpid()}, [os.getpid()]
+    tree, frontier = [os.getpid()], [os.getpid()]
     while frontier:
         pid = frontier.pop()
         kids = [p for p, pp in parent.items() if pp == pid]
-        tree.update(kids)
+        tree += kids
         frontier += kids
+    return tree
+
+
+def rss(pids: list[int]) -> int:
+    """Sum of the resident set sizes of `pids`, in bytes (shared pages count once per process)."""
     total = 0
-    for pid in tree:
+    for pid in pids:
         try:
-            with open(f"/proc/{pid}/status") as f:
-                status = dict(line.split(":", 1) for line in f if ":" in line)
-            total += int(status.get("VmRSS", "0 kB").split()[0]) * 1024
-        except (OSError, ValueError):
+            if psutil is not None:
+                total += psutil.Process(pid).memory_info().rss
+            else:
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+        except (OSError, StopIteration, ValueError) if psutil is None else psutil.Error:
             pass
     return total
 
 
+def tree_rss() -> int:
+    return rss(tree_pids())
+
+
 class PeakSampler(threading.Thread):
-    def __init__(self, interval: float = 0.02):
+    """Peak of `tree_rss()`, sampled every `interval` s (the process list is refreshed every 1 s)."""
+
+    def __init__(self, interval: float = 0.05):
         super().__init__(daemon=True)
-        self.interval, self.peak, self._done = interval, tree_rss(), threading.Event()
+        self.interval, self.pids, self._done = interval, tree_pids(), threading.Event()
+        self.peak = rss(self.pids)
 
     def run(self) -> None:
+        ticks = 0
         while not self._done.wait(self.interval):
-            self.peak = max(self.peak, tree_rss())
+            ticks += 1
+            if ticks % round(1 / self.interval) == 0:
+                self.pids = tree_pids()
+            self.peak = max(self.peak, rss(self.pids))
 
     def stop(self) -> int:
         self._done.set()
@@ -104,53 +116,59 @@ def make_keys(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     return sides[0], sides[1]
 
 
-def run_once(n: int, rng: np.random.Generator, pools: dict[str, GroupWorkers]) -> dict:
+def run_size(n: int, rng: np.random.Generator, pools: dict[str, GroupWorkers], repeat: int) -> dict:
+    """One key set of n rows per side; the PSI and the raw bound `repeat` times each, best time kept."""
     a, b = make_keys(n, rng)
     enc = {p: encode_keys(pa.table({"k": keys}), ("k",)) for p, keys in (("a", a), ("b", b))}
-    channel = InProcessChannel(["a", "b"])
-    out, errors = {}, []
-
-    def party(me: str, peer: str) -> None:
-        try:
-            out[me] = psi_join_indices(channel.endpoint(me), peer, "bench", enc[me], me == "a", pools[me])
-        except BaseException as exc:
-            errors.append(exc)
-            channel.abort(f"{me} failed: {exc}")
-
-    threads = [threading.Thread(target=party, args=pq) for pq in (("a", "b"), ("b", "a"))]
-    sampler = PeakSampler()
-    sampler.start()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    peak = sampler.stop()
-    if errors:
-        raise errors[0]
-
-    # the raw bound: as many X25519 exchanges as the protocol made, on one warm pool
+    ref_l, ref_r = local_join_indices(enc["a"], enc["b"])
+    pairs = lambda l, r: np.stack([l, r])[:, np.lexsort((r, l))]
+    reference = pairs(ref_l, ref_r)
     distinct_a, distinct_b = np.unique(a), np.unique(b)
     points = hash_to_points([b"i%d" % v for v in np.concatenate([distinct_a, distinct_b]).tolist()])
-    t0 = time.perf_counter()
-    blinded = BlindingKey().blind(points * 2, pools["a"])  # X25519 is constant-time in its input
-    raw = time.perf_counter() - t0
-    assert len(blinded) == 2 * len(points)
+    r = dict(n=n, wall=float("inf"), raw=float("inf"), peak=0, ok=True, ops=2 * len(points) // POINT,
+             common=len(np.intersect1d(distinct_a, distinct_b)), rows=len(ref_l))
+    for _ in range(repeat):
+        channel = InProcessChannel(["a", "b"])
+        out, errors = {}, []
 
-    ref_l, ref_r = local_join_indices(enc["a"], enc["b"])
-    got_l, got_r = out["a"], out["b"]
-    pairs = lambda l, r: np.stack([l, r])[:, np.lexsort((r, l))]
-    ok = len(got_l) == len(got_r) and np.array_equal(pairs(got_l, got_r), pairs(ref_l, ref_r))
-    return dict(n=n, wall=wall, raw=raw, ops=2 * len(points) // POINT, peak=peak,
-                bytes=channel.stats.total_bytes(), msgs=channel.stats.total_messages(),
-                common=len(np.intersect1d(distinct_a, distinct_b)), rows=len(ref_l), ok=ok)
+        def party(me: str, peer: str) -> None:
+            try:
+                out[me] = psi_join_indices(channel.endpoint(me), peer, "bench", enc[me], me == "a", pools[me])
+            except BaseException as exc:
+                errors.append(exc)
+                channel.abort(f"{me} failed: {exc}")
+
+        threads = [threading.Thread(target=party, args=pq) for pq in (("a", "b"), ("b", "a"))]
+        sampler = PeakSampler()
+        sampler.start()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        r["wall"] = min(r["wall"], wall)
+        r["peak"] = max(r["peak"], sampler.stop())
+        if errors:
+            raise errors[0]
+        r["ok"] &= len(out["a"]) == len(out["b"]) and np.array_equal(pairs(out["a"], out["b"]), reference)
+        r.update(bytes=channel.stats.total_bytes(), msgs=channel.stats.total_messages())
+
+        # the raw bound: as many X25519 exchanges as the protocol made, on one warm pool
+        t0 = time.perf_counter()
+        blinded = BlindingKey().blind(points * 2, pools["a"])  # X25519 is constant-time in its input
+        raw = time.perf_counter() - t0
+        r["raw"] = min(r["raw"], raw)
+        assert len(blinded) == 2 * len(points)
+        print(f"# {time.strftime('%H:%M:%S')} n={n:,}: wall {wall:.2f} s, raw {raw:.2f} s", file=sys.stderr, flush=True)
+    return r
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated rows per side")
     ap.add_argument("--processes", type=int, default=None, help="pool processes per party (default: cores)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per size; the best wall and raw times are kept")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -169,7 +187,7 @@ def main() -> int:
         failed = False
         rng = np.random.default_rng(args.seed)
         for n in sizes:
-            r = run_once(n, rng, pools)
+            r = run_size(n, rng, pools, args.repeat)
             failed |= not r["ok"]
             print(f"| {r['n']:,} | {r['wall']:.2f} | {r['raw']:.2f} | {r['wall'] / r['raw']:.2f} | {r['ops']:,} "
                   f"| {r['peak'] / 2**20:,.0f} | {r['bytes'] / 1e6:,.1f} | {r['msgs']} | {r['common']:,} "
