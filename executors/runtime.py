@@ -45,7 +45,8 @@ class EmbeddedRuntime:
         self.last_stats = ChannelStats()
         self._lock = threading.Lock()
 
-    def execute(self, plan: PhysicalPlan) -> pa.Table:
+    def execute(self, plan: PhysicalPlan, query: tuple[str, list] | None = None) -> pa.Table:
+        """Run a plan; `query` (its SQL and parameters) is for runtimes whose parties re-derive the plan."""
         with self._lock:
             return self._execute(plan)
 

@@ -223,5 +223,84 @@ def serve(federation: str, issuer: str, listen: str, tls_cert: str | None, tls_k
         _fail(exc, debug)
 
 
+
+@main.command("init-certs")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--parties", required=True, help="Comma-separated party names (bank,shop,insurer).")
+@click.option("--actors", default="dealer", show_default=True,
+              help="Comma-separated non-data nodes that also get a certificate (dealer, enclave; '' for none).")
+@click.option("--base-port", type=int, default=47001, show_default=True,
+              help="First port of the printed 127.0.0.1 addresses.")
+def init_certs(directory: str, parties: str, actors: str, base_port: int) -> None:
+    """Create a TEST federation CA and a certificate + key per party in DIRECTORY (for local trials).
+
+    Prints the network keys to add to the federation file. Each key file is created with mode 600;
+    in a real federation each party keeps its own key and the CA is run by whoever admits members."""
+    from sqlsecure.certs import init_certs as make
+    from sqlsecure.federation import NAME
+
+    names = [n.strip() for n in parties.split(",") if n.strip()]
+    extra = [n.strip() for n in actors.split(",") if n.strip()]
+    bad = [n for n in names + extra if not NAME.match(n)]
+    if not names or bad:
+        raise click.BadParameter(f"party names are identifiers: {', '.join(bad) or '(none given)'}")
+    if set(extra) - {"dealer", "enclave"}:
+        raise click.BadParameter("actors are dealer and/or enclave", param_hint="--actors")
+    target = Path(directory)
+    make(target, names + extra)
+    lines = ["# add to the federation file (paths relative to it):", "[federation]", f'ca = "{target / "ca.pem"}"', ""]
+    for i, name in enumerate(names + extra):
+        section = f"parties.{name}" if name in names else name
+        lines += [f"[{section}]", f'address = "127.0.0.1:{base_port + i}"', f'certificate = "{target / name}.pem"',
+                  f'private_key = "{target / name}.key"', ""]
+    click.echo("\n".join(lines).rstrip())
+
+
+@main.group()
+def party() -> None:
+    """Network mode: run a party (or the dealer / enclave) as its own service; query through them."""
+
+
+@party.command("serve")
+@federation_option
+@click.option("--name", required=True, help="The party to serve (or 'dealer' / 'enclave').")
+@click.option("--timeout", type=float, help="Seconds a silent peer may take (default: federation.network_timeout).")
+@debug_option
+def party_serve(federation: str, name: str, timeout: float | None, debug: bool) -> None:
+    """Serve NAME's part of federated queries over Arrow Flight with mutual TLS (docs/network.md).
+
+    Opens only NAME's own data. Runs until SIGTERM or Ctrl-C."""
+    from sqlsecure.errors import OperationalError
+    from sqlsecure.party_service import PartyService
+
+    try:
+        service = PartyService(federation, name, timeout=timeout)
+    except Error as exc:
+        _fail(exc, debug)
+    except OSError as exc:  # e.g. the port is taken
+        _fail(OperationalError(f"cannot serve {name}: {exc}"), debug)
+    click.echo(f"{name} serving on {service.config.nodes[name].address} (mutual TLS)")
+    sys.stdout.flush()
+    service.serve_forever()
+
+
+@party.command("query")
+@federation_option
+@issuer_option
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True)
+@debug_option
+@click.argument("sql")
+def party_query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -> None:
+    """Run a federated query as ISSUER over the parties' running services (network mode)."""
+    from sqlsecure.engine import Engine
+
+    try:
+        with Engine(federation, runtime="network", identity=issuer) as engine:
+            result = engine.execute(sql, issuer)
+    except Error as exc:
+        _fail(exc, debug)
+    click.echo(FORMATS[fmt](result.table))
+
+
 if __name__ == "__main__":
     main()

@@ -35,28 +35,54 @@ class QueryResult:
 class Engine:
     """Open a federation file; plan, explain and run federated queries as a given issuer."""
 
-    def __init__(self, federation: str | Path | FederationConfig, *, timeout: float = 120.0,
-                 processes: int | None = None, writer: str | None = None):
-        """`writer`: the one party whose own database this engine may write (its DB-API connection)."""
+    def __init__(self, federation: str | Path | FederationConfig, *, timeout: float | None = None,
+                 processes: int | None = None, writer: str | None = None, runtime: str = "embedded",
+                 identity: str | None = None):
+        """`writer`: the one party whose own database this engine may write (its DB-API connection).
+
+        `runtime="network"`: every party is its own service (`sqlsecure party serve`, docs/network.md);
+        this engine acts as party `identity` (with its certificate and key), opens no store, reads the
+        catalog from the parties' services and issues queries as `identity` only. `timeout` (seconds a silent
+        party may take) defaults to 120 embedded, the federation's `network_timeout` in network mode."""
         self.config = federation if isinstance(federation, FederationConfig) else load_federation(federation)
         self._stores: dict[str, PartyStore] = {}
         self.writer = writer
+        if runtime not in ("embedded", "network"):
+            raise ConfigError(f"unknown runtime {runtime!r} (embedded or network)")
+        self.runtime = None
+        network = None
         try:
-            for name, party in self.config.parties.items():
-                self._stores[name] = PartyStore(name, party.database, party.tables, writable=name == writer)
-            self.catalog = Catalog({
-                name: {t: tuple(cols) for t, cols in store.schema().items()}
-                for name, store in self._stores.items()
-            })
+            if runtime == "network":
+                from sqlsecure.executors.network import NetworkRuntime
+
+                if identity is None or identity not in self.config.parties:
+                    raise ConfigError(f"network mode: identity must be one of the parties "
+                                      f"({', '.join(self.config.parties)}), not {identity!r}")
+                if writer is not None:
+                    raise NotSupportedError("network mode: writes go to the party's own service, not through "
+                                            "a federated engine")
+                network = NetworkRuntime(self.config, identity, timeout)
+                schemas = network.schemas(list(self.config.parties))
+            else:
+                for name, party in self.config.parties.items():
+                    self._stores[name] = PartyStore(name, party.database, party.tables, writable=name == writer)
+                schemas = {name: store.schema() for name, store in self._stores.items()}
+            self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
+                                    for name, tables in schemas.items()})
             self.grants = resolve_grants(self.config, self.catalog.all_columns())
             self.policy = self._resolve_policy()
             self.ledger = Ledger(self.config.ledger) if self.config.privacy else None
             hashing = any(m.method == "hash" for m in self.policy.masks.values())
             mask_key = load_key(self.config.mask_key_file) if hashing else None
         except BaseException:
+            if network is not None:
+                network.close()
             self.close()
             raise
-        self.runtime = EmbeddedRuntime(self._stores, timeout=timeout, processes=processes, mask_key=mask_key,
+        if network is not None:
+            self.runtime = network
+            return
+        self.runtime = EmbeddedRuntime(self._stores, timeout=120.0 if timeout is None else timeout, processes=processes, mask_key=mask_key,
                                        enclave=self.config.enclave)
 
     def _resolve_policy(self) -> RevealPolicy:
@@ -78,7 +104,7 @@ class Engine:
 
     def store_of(self, party: str) -> PartyStore:
         """The writer's own store (writes only ever reach this one)."""
-        if party != self.writer:
+        if party != self.writer or party not in self._stores:
             raise PolicyViolation(f"this connection may not write {party}'s database; connect as {party} to write it")
         return self._stores[party]
 
@@ -129,6 +155,9 @@ class Engine:
             tree = parse_statement(sql, self.config.dialect)
             if is_write(tree):
                 self.check_issuer(issuer)
+                if not self._stores:
+                    raise NotSupportedError("network mode: this engine holds no store to write; write through "
+                                            "the party's own database")
                 return QueryResult(None, None, ChannelStats(), run_write(self, tree, issuer, sql, parameters))
         plan = self.plan(sql, issuer, parameters)
         if EXPLAIN.match(sql):
@@ -137,7 +166,7 @@ class Engine:
         if plan.physical.epsilon:  # charged durably before anything is computed or released
             budget = self.policy.budgets[issuer]
             self.ledger.charge(issuer, plan.physical.epsilon, plan.physical.delta, budget.epsilon, budget.delta, sql)
-        table = self.runtime.execute(plan.physical)
+        table = self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
         return QueryResult(table, plan, self.runtime.last_stats)
 
     def close(self) -> None:

@@ -22,11 +22,13 @@ from sqlsecure.privacy import parse_privacy
 from sqlsecure.policy import ColumnRef, Constraint, Grants
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file"}
-PARTY_KEYS = {"database", "tables"}
+FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout"}
+NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
+PARTY_KEYS = {"database", "tables"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
-TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave"}
-ENCLAVE_KEYS = {"authority", "measurements", "placement"}
+TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave", "dealer"}
+ENCLAVE_KEYS = {"authority", "measurements", "placement"} | NODE_KEYS
+ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,24 @@ class PartyConfig:
     name: str
     database: Path | None
     tables: tuple[TableSource, ...]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Network mode: one party's (or the dealer's / enclave's) service address and certificate.
+
+    The private key path is only read by the node itself (serving) or by an engine acting as it;
+    another party's copy of the federation file need not have it."""
+
+    name: str
+    host: str
+    port: int
+    certificate: Path
+    private_key: Path | None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,9 @@ class FederationConfig:
     masks: tuple = ()  # MaskConfig, resolved against the schema by the engine
     rules: dict = field(default_factory=dict)  # raw [rules."party.table"] sections, resolved by the engine
     enclave: "EnclaveConfigEntry | None" = None
+    ca: Path | None = None  # network mode: the federation CA's certificate
+    network_timeout: float = 30.0  # network mode: a peer silent this long fails the query
+    nodes: dict = field(default_factory=dict)  # network mode: name -> NodeConfig (parties, dealer, enclave)
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,77 @@ def _parse_enclave(raw, path: Path, problem) -> EnclaveConfigEntry | None:
     if placement not in ("cost", "always"):
         problem("enclave.placement", 'must be "cost" or "always"')
     return EnclaveConfigEntry(authority_path, tuple(bytes.fromhex(m) for m in measurements), placement)
+
+
+def _parse_node(name: str, key: str, body: dict, path: Path, problem) -> NodeConfig | None:
+    """address / certificate / private_key of one node, or None when it has none of them."""
+    given = {k: body[k] for k in NODE_KEYS if k in body}
+    if not given:
+        return None
+    ok = True
+    for k in ("address", "certificate"):
+        if not isinstance(given.get(k), str) or not given[k]:
+            problem(f"{key}.{k}", "required in network mode (with address, certificate and private_key)")
+            ok = False
+    match = ADDRESS.match(given.get("address") or "") if isinstance(given.get("address"), str) else None
+    if isinstance(given.get("address"), str) and (match is None or not 0 < int(match["port"]) < 65536):
+        problem(f"{key}.address", f"{given['address']!r} is not HOST:PORT (e.g. \"127.0.0.1:47001\")")
+        ok = False
+    private_key = given.get("private_key")
+    if private_key is not None and (not isinstance(private_key, str) or not private_key):
+        problem(f"{key}.private_key", "must be a path string")
+        ok = False
+    if not ok:
+        return None
+    certificate = (path.parent / given["certificate"]).resolve()
+    if not certificate.is_file():
+        problem(f"{key}.certificate", f"no such certificate file: {certificate} (`sqlsecure init-certs` makes test ones)")
+    return NodeConfig(name, match["host"].strip("[]"), int(match["port"]), certificate,
+                      (path.parent / private_key).resolve() if private_key else None)
+
+
+def _check_network(nodes: dict, parties: dict, ca_raw, path: Path, problem) -> Path | None:
+    """Every party needs a node once one has; certificates must be the CA's and name their node."""
+    if not nodes and ca_raw is None:
+        return None
+    if not isinstance(ca_raw, str) or not ca_raw:
+        problem("federation.ca", "network mode needs the federation CA's certificate (a path)")
+        return None
+    ca_path = (path.parent / ca_raw).resolve()
+    if not ca_path.is_file():
+        problem("federation.ca", f"no such certificate file: {ca_path}")
+        return ca_path
+    from sqlsecure.certs import certificate_name, check_issued_by, load_certificate
+    from sqlsecure.errors import ConfigError as _ConfigError
+
+    try:
+        ca = load_certificate(ca_path)
+    except _ConfigError as exc:
+        problem("federation.ca", str(exc))
+        return ca_path
+    for party in parties:
+        if party not in nodes:
+            problem(f"parties.{party}", "network mode: every party needs address, certificate and private_key")
+    seen: dict[tuple[str, int], str] = {}
+    for name, node in nodes.items():
+        key = f"parties.{name}" if name in parties else name
+        if (node.host, node.port) in seen:
+            problem(f"{key}.address", f"{node.address} is also {seen[(node.host, node.port)]!r}'s address")
+        seen[(node.host, node.port)] = name
+        if not node.certificate.is_file():
+            continue
+        try:
+            cert = load_certificate(node.certificate)
+        except _ConfigError as exc:
+            problem(f"{key}.certificate", str(exc))
+            continue
+        wrong = check_issued_by(cert, ca, str(node.certificate))
+        if wrong:
+            problem(f"{key}.certificate", wrong)
+        elif certificate_name(cert) != name:
+            problem(f"{key}.certificate", f"names {certificate_name(cert)!r}, not {name!r}: peers authorise by "
+                                          "the certificate's name")
+    return ca_path
 
 
 def _dialect_ok(dialect: str) -> bool:
@@ -139,6 +233,7 @@ def load_federation(path: str | Path) -> FederationConfig:
         min_group_size = 4
 
     parties: dict[str, PartyConfig] = {}
+    nodes: dict[str, NodeConfig] = {}
     raw_parties = raw.get("parties")
     if not isinstance(raw_parties, dict) or not raw_parties:
         problem("parties", "at least one [parties.NAME] table is needed")
@@ -186,7 +281,10 @@ def load_federation(path: str | Path) -> FederationConfig:
                     problem(tkey, f"unsupported file type {file.suffix!r} (use .parquet or .csv)")
                 else:
                     tables.append(TableSource(tname, file))
-        if db_path is None and not tables and database is None:
+        node = _parse_node(pname, key, body, path, problem)
+        if node is not None:
+            nodes[pname] = node
+        if db_path is None and not tables and database is None and node is None:
             problem(key, "has no data: give a database or tables")
         parties[pname] = PartyConfig(pname, db_path, tuple(tables))
 
@@ -229,10 +327,25 @@ def load_federation(path: str | Path) -> FederationConfig:
     masks = parse_masks(raw.get("masks", []), problem, parties)
     rules = raw.get("rules", {})
     enclave = _parse_enclave(raw.get("enclave"), path, problem)
+    for actor in ("dealer", "enclave"):
+        body = raw.get(actor)
+        if actor == "dealer" and body is not None and not isinstance(body, dict):
+            problem("dealer", "must be a table")
+        elif actor == "dealer" and isinstance(body, dict):
+            for k in sorted(set(body) - NODE_KEYS):
+                problem(f"dealer.{k}", "unknown key")
+        if isinstance(body, dict) and (node := _parse_node(actor, actor, body, path, problem)) is not None:
+            nodes[actor] = node
+    timeout = fed.get("network_timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
+        problem("federation.network_timeout", "must be a number of seconds > 0")
+        timeout = 30.0
+    ca = _check_network(nodes, parties, fed.get("ca"), path, problem)
     if problems:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
-                            paths["mask_key_file"], privacy, tuple(masks), rules, enclave)
+                            paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
+                            nodes)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

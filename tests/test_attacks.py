@@ -229,7 +229,7 @@ def test_crash_between_charge_and_reveal_still_charges(tmp_path, make_federation
         import os
         from sqlsecure.engine import Engine
         engine = Engine({str(path)!r})
-        engine.runtime.execute = lambda plan: os._exit(3)  # the process dies after the charge
+        engine.runtime.execute = lambda plan, query=None: os._exit(3)  # the process dies after the charge
         engine.execute("SELECT COUNT(*) {JOIN}", "bank")
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -1,0 +1,594 @@
+"""Network mode: every party (and the SPU dealer, and the enclave driver) its own Arrow Flight service.
+
+Transport. Each node runs a Flight server with mutual TLS: it presents its own certificate (issued
+by the federation CA, naming the node) and accepts only clients whose certificate the same CA
+issued; gRPC gives the server the client certificate's name, which is the caller's identity for
+every authorisation decision below. Clients check the server's certificate against the CA *and*
+the expected node name (TLS hostname override), so a message for `shop` reaches only `shop`.
+
+Messages. `NetworkChannel` implements the `Channel` interface of `channel.py`: `send` is one
+Flight `DoAction("msg")` carrying (query id, tag, payload bytes) to the peer's server, whose
+handler puts it in the query's mailbox for that sender; `recv` waits on that mailbox exactly as the
+in-process channel does (FIFO per ordered pair, tag checked, timeout -> `ProtocolError` naming the
+silent party). Every send is synchronous, so each pair's messages arrive in order.
+
+Queries. The issuer's engine (`NetworkRuntime`, authenticated with the issuer's certificate)
+sends the JSON-encoded plan (`plan_codec`) to every node of the query (`prepare`), then `start`s
+them, then `wait`s for each. A node accepts `prepare` / `start` / `wait` / `abort` only from the
+plan's issuer, and a protocol message only (a) for a query it prepared, (b) from a node of that
+query, (c) while the query runs. There is no action that reads a table: a node answers only with
+protocol messages its executor chooses to send, with its schema (public), and — to the issuer
+alone — the issuer's own result.
+
+Faults. A receiver waiting on a silent peer asks it every second whether it still runs the query
+(`alive`). A node that dies (the probe, its `wait` and any send to it fail at once), hangs (does not
+answer within the timeout) or restarts (it no longer knows the query) makes the query fail with a
+`ProtocolError` naming it; a live peer that is merely computing (a long PSI) may stay silent; the engine then aborts the query at every other node, which
+wakes their waiting receivers and drops the query's state. Nothing is revealed: the issuer's
+result is only returned when every node finished cleanly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import queue
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from sqlsecure import errors as error_classes
+from sqlsecure.errors import ConfigError, Error, InternalError, OperationalError, ProtocolError
+from sqlsecure.executors.channel import ChannelStats, InProcessChannel, table_from_bytes, table_to_bytes
+from sqlsecure.executors.enclave_stage import ACTOR
+from sqlsecure.executors.plan_codec import decode_plan, encode_plan
+from sqlsecure.executors.spu.dealer import DEALER
+from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SecureStage
+
+QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
+POLL = 1.0  # seconds a `wait` call blocks at the node before answering "running"
+PROBE_EVERY = 1.0  # seconds of silence after which a waiting receiver asks whether its peer is alive
+MAX_SILENCE = 3600.0  # a live peer may compute this long without sending what is awaited
+FINISHED_TTL = 300.0  # a finished query's outcome is kept this long for its issuer's `wait`
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A node's TLS material: its name, certificate chain, key, and the federation CA."""
+
+    name: str
+    certificate: bytes
+    private_key: bytes
+    ca: bytes
+
+    @classmethod
+    def from_config(cls, config, name: str) -> "Identity":
+        node = config.nodes.get(name)
+        if node is None or config.ca is None:
+            raise ConfigError(f"{config.path}: {name!r} has no network address and certificate "
+                              "(address, certificate, private_key, and federation.ca)")
+        if node.private_key is None or not node.private_key.is_file():
+            raise ConfigError(f"{config.path}: {name}.private_key: this process acts as {name!r} and needs its "
+                              f"private key ({node.private_key or 'not given'})")
+        return cls(name, node.certificate.read_bytes(), node.private_key.read_bytes(), config.ca.read_bytes())
+
+
+class Peers:
+    """Flight clients to the other nodes, authenticated as `identity`; one per peer, rebuilt after a failure."""
+
+    def __init__(self, identity: Identity, addresses: dict[str, str]):
+        self.identity = identity
+        self.addresses = dict(addresses)
+        self._clients: dict[str, flight.FlightClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, name: str) -> flight.FlightClient:
+        with self._lock:
+            client = self._clients.get(name)
+            if client is None:
+                address = self.addresses.get(name)
+                if address is None:
+                    raise ProtocolError(f"no network address for {name!r} in the federation")
+                client = flight.FlightClient(
+                    f"grpc+tls://{address}", tls_root_certs=self.identity.ca, cert_chain=self.identity.certificate,
+                    private_key=self.identity.private_key, override_hostname=name)
+                self._clients[name] = client
+            return client
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            client = self._clients.pop(name, None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken connection; nothing to report
+                pass
+
+    def call(self, name: str, kind: str, body: bytes, timeout: float | None) -> bytes:
+        """One action on node `name`; transport failures become ProtocolErrors naming it."""
+        options = flight.FlightCallOptions(timeout=timeout)
+        try:
+            results = list(self.client(name).do_action(flight.Action(kind, body), options=options))
+        except flight.FlightTimedOutError:
+            self.forget(name)
+            raise ProtocolError(f"party {name!r} did not answer within {timeout:g} s ({kind}); "
+                                "it may hang or be overloaded") from None
+        except flight.FlightUnavailableError as exc:
+            self.forget(name)
+            raise ProtocolError(f"party {name!r} is unreachable at {self.addresses.get(name)} ({kind}): "
+                                f"{_first_line(exc)}") from None
+        except flight.FlightUnauthorizedError as exc:
+            raise ProtocolError(f"party {name!r} refused {kind}: {_detail(exc)}") from None
+        except flight.FlightError as exc:
+            self.forget(name)
+            raise ProtocolError(f"party {name!r} failed on {kind}: {_detail(exc)}") from None
+        return b"".join(r.body.to_pybytes() for r in results)
+
+    def close(self) -> None:
+        for name in list(self._clients):
+            self.forget(name)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _detail(exc: BaseException) -> str:
+    text = _first_line(exc)
+    return text.split("Detail:")[0].rstrip(". ") if "Detail:" in text else text
+
+
+class NetworkChannel(InProcessChannel):
+    """One query's channel at one node: sends go over Flight; the node's server fills the mailboxes."""
+
+    def __init__(self, me: str, participants: list[str], query_id: str, peers: Peers, timeout: float):
+        super().__init__(participants, timeout)
+        self.me = me
+        self.query_id = query_id
+        self._peers = peers
+
+    def _send(self, src: str, dst: str, tag: str, payload: bytes) -> None:
+        if src != self.me:
+            raise ProtocolError(f"{self.me!r} cannot send as {src!r}")
+        if dst not in self.parties or dst == src:
+            raise ProtocolError(f"no channel from {src!r} to {dst!r}")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise ProtocolError(f"{src!r} -> {dst!r} [{tag}]: only bytes cross a channel")
+        if "\n" in tag:
+            raise ProtocolError(f"tag {tag!r} contains a newline")
+        if self._aborted is not None:
+            raise ProtocolError(f"query aborted: {self._aborted}")
+        data = bytes(payload)
+        self._count(src, dst, len(data))
+        self._peers.call(dst, "msg", f"{self.query_id}\n{tag}\n".encode() + data, self.timeout)
+
+    def _recv(self, src: str, dst: str, tag: str, timeout: float | None) -> bytes:
+        """Wait for `src`'s next message, probing it every `PROBE_EVERY` s while it is silent: a peer
+        that is gone, hangs (does not answer within the channel's timeout) or no longer runs this
+        query fails the wait at once, naming it; a live peer that is still computing may stay silent
+        up to `timeout` if given, else `MAX_SILENCE`."""
+        q = self._queue(src, dst)
+        limit = MAX_SILENCE if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                item = q.get(timeout=max(0.0, min(PROBE_EVERY, deadline - time.monotonic())))
+                break
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise ProtocolError(f"party {src!r} sent nothing to {dst!r} for {limit:g} s "
+                                        f"(waiting for {tag!r})") from None
+                if self._aborted is None and self._probe(src, tag) != "running" and q.empty():
+                    raise ProtocolError(f"party {src!r} finished without sending {tag!r} to {dst!r}")
+        if item is self._ABORT:
+            q.put(item)
+            raise ProtocolError(f"query aborted while {dst!r} waited for {src!r} ({tag}): {self._aborted}")
+        got, data = item
+        if got != tag:
+            raise ProtocolError(f"party {src!r} sent {got!r} to {dst!r}, expected {tag!r}")
+        return data
+
+    def _probe(self, peer: str, tag: str) -> str:
+        """'running' or 'done'; a peer that is gone, hangs or forgot the query raises, naming it."""
+        body = json.dumps({"query": self.query_id}).encode()
+        try:
+            state = json.loads(self._peers.call(peer, "alive", body, self.timeout).decode()).get("state")
+        except ProtocolError as exc:
+            raise ProtocolError(f"while {self.me!r} waited for {tag!r}: {exc}") from None
+        if state not in ("running", "done"):
+            raise ProtocolError(f"party {peer!r} no longer runs this query (it restarted or dropped it) while "
+                                f"{self.me!r} waited for {tag!r}")
+        return state
+
+    def deliver(self, src: str, tag: str, data: bytes) -> None:
+        """A message from `src` arrived at this node (called by the server)."""
+        self._queue(src, self.me).put((tag, data))
+
+
+def split_message(body: bytes) -> tuple[str, str, bytes]:
+    try:
+        query, tag, payload = body.split(b"\n", 2)
+        return query.decode("ascii"), tag.decode("utf-8"), payload
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("malformed protocol message") from None
+
+
+# --------------------------------------------------------------------------------------------- node
+
+
+@dataclass
+class QueryState:
+    query_id: str
+    issuer: str
+    plan: PhysicalPlan
+    channel: NetworkChannel | None
+    started: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    result: pa.Table | None = None
+    error: BaseException | None = None
+    finished_at: float = 0.0
+
+
+class Node(flight.FlightServerBase):
+    """One node's Flight service. `role(plan, query_id, endpoint)` runs the node's part of a plan
+    (a party's executor, the dealer, the enclave driver) and returns the node's result or None;
+    `schema()` returns the party's public schema (None for actors)."""
+
+    def __init__(self, identity: Identity, host: str, port: int, addresses: dict[str, str], role,
+                 schema=None, timeout: float = 30.0, accepts=None):
+        self.identity = identity
+        self.name = identity.name
+        self.peers = Peers(identity, addresses)
+        self.known = frozenset(addresses)
+        self.timeout = timeout
+        self._role = role
+        self._schema = schema
+        self._accepts = accepts  # accepts(plan, header) -> str | None (why not)
+        self._queries: dict[str, QueryState] = {}
+        self._lock = threading.Lock()
+        super().__init__(f"grpc+tls://{host}:{port}",
+                         tls_certificates=[flight.CertKeyPair(identity.certificate, identity.private_key)],
+                         verify_client=True, root_certificates=identity.ca)
+
+    # --- helpers
+
+    def _caller(self, context) -> str:
+        caller = context.peer_identity().decode("utf-8", "replace")
+        if caller not in self.known:
+            raise flight.FlightUnauthorizedError(f"{caller!r} is not a member of this federation")
+        return caller
+
+    def _state(self, query_id: str, caller: str, *, issuer_only: bool) -> QueryState:
+        with self._lock:
+            state = self._queries.get(query_id)
+        if state is None:
+            raise flight.FlightUnauthorizedError(f"{self.name} runs no query {query_id!r}")
+        if issuer_only and caller != state.issuer:
+            raise flight.FlightUnauthorizedError(f"only the issuer {state.issuer!r} may control query {query_id}")
+        if not issuer_only:
+            channel = state.channel
+            if channel is None or caller == self.name or caller not in channel.parties:
+                raise flight.FlightUnauthorizedError(f"{caller!r} takes no part in query {query_id} here")
+        return state
+
+    def _drop(self, query_id: str) -> None:
+        with self._lock:
+            self._queries.pop(query_id, None)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for qid in [q for q, s in self._queries.items() if s.done.is_set() and now - s.finished_at > FINISHED_TTL]:
+                del self._queries[qid]
+
+    def active_queries(self) -> list[str]:
+        with self._lock:
+            return sorted(self._queries)
+
+    # --- Flight
+
+    def list_actions(self, context):
+        return [("prepare", "register a query: header line + JSON plan (issuer only)"),
+                ("start", "start a prepared query (issuer only)"),
+                ("msg", "a protocol message of a running query (its nodes only)"),
+                ("wait", "the node's outcome of a query (issuer only)"),
+                ("abort", "abandon a query and drop its state (issuer only)"),
+                ("alive", "whether this node still runs a query (its nodes only)"),
+                ("schema", "this party's public schema"),
+                ("status", "the queries this node holds state for")]
+
+    def do_action(self, context, action):
+        caller = self._caller(context)
+        body = action.body.to_pybytes() if action.body is not None else b""
+        kind = action.type
+        try:
+            if kind == "msg":
+                return self._msg(caller, body)
+            if kind == "prepare":
+                return self._prepare(caller, body)
+            if kind in ("start", "wait", "abort"):
+                header = json.loads(body.decode())
+                query_id = header.get("query") if isinstance(header, dict) else None
+                if not isinstance(query_id, str) or not QUERY_ID.match(query_id):
+                    raise flight.FlightServerError("malformed query id")
+                state = self._state(query_id, caller, issuer_only=True)
+                if kind == "start":
+                    return self._start(state)
+                if kind == "abort":
+                    if state.channel is not None:
+                        state.channel.abort(str(header.get("reason", "aborted by the issuer"))[:500])
+                    self._drop(query_id)
+                    return [b"ok"]
+                return self._wait(state, float(header.get("wait", POLL)))
+            if kind == "alive":
+                header = json.loads(body.decode())
+                query_id = header.get("query") if isinstance(header, dict) else None
+                if not isinstance(query_id, str) or not QUERY_ID.match(query_id):
+                    raise flight.FlightServerError("malformed query id")
+                with self._lock:
+                    state = self._queries.get(query_id)
+                if state is None or state.channel is None:
+                    return [json.dumps({"state": "unknown"}).encode()]
+                self._state(query_id, caller, issuer_only=False)  # participants only
+                return [json.dumps({"state": "done" if state.done.is_set() else "running"}).encode()]
+            if kind == "schema":
+                return [json.dumps(self._schema() if self._schema else {}).encode()]
+            if kind == "status":
+                return [json.dumps({"queries": self.active_queries()}).encode()]
+        except (ProtocolError, ValueError, UnicodeDecodeError) as exc:
+            raise flight.FlightServerError(f"{kind}: {exc}") from None
+        raise flight.FlightServerError(f"unknown action {kind!r}")
+
+    def _msg(self, caller: str, body: bytes):
+        query_id, tag, payload = split_message(body)
+        state = self._state(query_id, caller, issuer_only=False)
+        if state.done.is_set():  # a prepared query queues early messages: peers start a moment apart
+            raise flight.FlightUnauthorizedError(f"query {query_id} is not running at {self.name}")
+        state.channel.deliver(caller, tag, payload)
+        return [b""]
+
+    def _prepare(self, caller: str, body: bytes):
+        self._sweep()
+        line, _, plan_bytes = body.partition(b"\n")
+        header = json.loads(line.decode())
+        query_id, participants = header.get("query"), header.get("participants")
+        if not isinstance(query_id, str) or not QUERY_ID.match(query_id):
+            raise flight.FlightServerError("malformed query id")
+        if (not isinstance(participants, list) or not all(isinstance(p, str) for p in participants)
+                or self.name not in participants or not set(participants) <= self.known):
+            raise flight.FlightServerError(f"participants must be federation members including {self.name!r}")
+        plan = decode_plan(plan_bytes, PhysicalPlan)
+        if caller != plan.issuer:
+            raise flight.FlightUnauthorizedError(f"{caller!r} is not the issuer of this plan ({plan.issuer!r})")
+        expected = set(plan.parties) | ({DEALER} if any(isinstance(s, SecureStage) for s in plan.steps) else set()) \
+            | ({ACTOR} if any(isinstance(s, EnclaveStage) for s in plan.steps) else set())
+        if set(participants) != expected:
+            raise flight.FlightServerError(f"participants {sorted(participants)} do not match the plan's "
+                                           f"{sorted(expected)}")
+        why_not = self._accepts(plan, header) if self._accepts else None
+        if why_not:
+            raise flight.FlightUnauthorizedError(why_not)
+        timeout = header.get("timeout", self.timeout)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
+            raise flight.FlightServerError("malformed timeout")
+        channel = NetworkChannel(self.name, sorted(participants), query_id, self.peers, float(timeout))
+        with self._lock:
+            if query_id in self._queries:
+                raise flight.FlightServerError(f"query {query_id} already exists")
+            self._queries[query_id] = QueryState(query_id, caller, plan, channel)
+        return [b"ok"]
+
+    def _start(self, state: QueryState):
+        with self._lock:
+            if state.started:
+                raise flight.FlightServerError(f"query {state.query_id} already started")
+            state.started = True
+
+        def run() -> None:
+            try:
+                state.result = self._role(state.plan, state.query_id, state.channel.endpoint(self.name))
+            except BaseException as exc:  # reported to the issuer by `wait`
+                state.error = exc
+                state.channel.abort(f"{self.name} failed: {exc}")
+            finally:
+                state.finished_at = time.monotonic()
+                state.done.set()
+
+        threading.Thread(target=run, name=f"{self.name}-{state.query_id[:8]}", daemon=True).start()
+        return [b"ok"]
+
+    def _wait(self, state: QueryState, wait: float):
+        if not state.done.wait(max(0.0, min(wait, 30.0))):
+            return [json.dumps({"state": "running"}).encode() + b"\n"]
+        stats = [[s, d, state.channel.stats.messages[(s, d)], n] for (s, d), n in state.channel.stats.bytes.items()]
+        self._drop(state.query_id)
+        state.channel = None  # the mailboxes go with it
+        header = {"state": "done" if state.error is None else "failed", "stats": stats}
+        if state.error is not None:
+            header["error"] = str(state.error)
+            header["type"] = type(state.error).__name__
+            return [json.dumps(header).encode() + b"\n"]
+        payload = b""
+        if self.name == state.issuer and state.result is not None:
+            payload = table_to_bytes(state.result)
+        return [json.dumps(header).encode() + b"\n" + payload]
+
+    def close(self) -> None:
+        with self._lock:
+            states = list(self._queries.values())
+            self._queries.clear()
+        for state in states:
+            if state.channel is not None:
+                state.channel.abort(f"{self.name} is shutting down")
+        self.peers.close()
+        self.shutdown()
+
+
+# ------------------------------------------------------------------------------------ the issuer
+
+
+def _error_from(name: str, header: dict) -> Error:
+    cls = getattr(error_classes, str(header.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, Error)):
+        cls = InternalError
+    text = str(header.get("error", "failed"))
+    return cls(text if name in text else f"at {name}: {text}")
+
+
+def encode_parameters(values) -> list:
+    """Query parameters as typed JSON, so a party re-derives exactly the issuer's plan."""
+    out = []
+    for v in values:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            out.append(["v", v])
+        elif isinstance(v, bytes):
+            out.append(["bytes", v.hex()])
+        elif isinstance(v, decimal.Decimal):
+            out.append(["decimal", str(v)])
+        elif isinstance(v, datetime.datetime):
+            out.append(["timestamp", v.isoformat()])
+        elif isinstance(v, datetime.date):
+            out.append(["date", v.isoformat()])
+        elif isinstance(v, datetime.time):
+            out.append(["time", v.isoformat()])
+        else:
+            raise ProtocolError(f"cannot send a parameter of type {type(v).__name__}")
+    return out
+
+
+def decode_parameters(items) -> list:
+    readers = {"v": lambda x: x, "bytes": bytes.fromhex, "decimal": decimal.Decimal,
+               "timestamp": datetime.datetime.fromisoformat, "date": datetime.date.fromisoformat,
+               "time": datetime.time.fromisoformat}
+    if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 and i[0] in readers for i in items):
+        raise ProtocolError("malformed query parameters")
+    return [readers[kind](value) for kind, value in items]
+
+
+class NetworkRuntime:
+    """The issuer's side of network mode: sends the plan to every node of the query and collects
+    the issuer's result. Same interface as `EmbeddedRuntime` (execute, cancel, last_stats, close)."""
+
+    def __init__(self, config, identity: str, timeout: float | None = None):
+        self.identity = Identity.from_config(config, identity)
+        self.issuer = identity
+        self.timeout = float(timeout if timeout is not None else config.network_timeout)
+        self.peers = Peers(self.identity, {name: node.address for name, node in config.nodes.items()})
+        self.last_stats = ChannelStats()
+        self.progress = None  # not reported in network mode
+        self._running: tuple[str, list[str]] | None = None
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def schemas(self, parties: list[str]) -> dict[str, dict[str, list[tuple[str, str]]]]:
+        """Each party's public schema, asked of its service."""
+        out = {}
+        for party in parties:
+            raw = json.loads(self.peers.call(party, "schema", b"", self.timeout).decode())
+            out[party] = {table: [tuple(c) for c in columns] for table, columns in raw.items()}
+        return out
+
+    def status(self, name: str) -> list[str]:
+        return json.loads(self.peers.call(name, "status", b"", self.timeout).decode())["queries"]
+
+    def execute(self, plan: PhysicalPlan, query: tuple[str, list] | None = None) -> pa.Table:
+        with self._lock:
+            return self._execute(plan, query)
+
+    def _execute(self, plan: PhysicalPlan, query: tuple[str, list] | None = None) -> pa.Table:
+        if plan.issuer != self.issuer:
+            raise ProtocolError(f"this engine acts as {self.issuer!r} and cannot issue a query as {plan.issuer!r}")
+        participants = sorted(plan.parties)
+        if any(isinstance(s, SecureStage) for s in plan.steps):
+            participants.append(DEALER)
+        if any(isinstance(s, EnclaveStage) for s in plan.steps):
+            participants.append(ACTOR)
+        query_id = uuid.uuid4().hex
+        sql, parameters = query if query is not None else (None, [])
+        header = json.dumps({"query": query_id, "participants": participants, "timeout": self.timeout,
+                             "sql": sql, "parameters": encode_parameters(parameters)}).encode()
+        control = json.dumps({"query": query_id}).encode()
+        self._running, self._cancelled = (query_id, participants), False
+        prepared: list[str] = []
+        try:
+            for name in participants:
+                self.peers.call(name, "prepare", header + b"\n" + encode_plan(plan), self.timeout)
+                prepared.append(name)
+            for name in participants:
+                self.peers.call(name, "start", control, self.timeout)
+            return self._collect(plan, query_id, participants)
+        except BaseException as exc:
+            self._abort(query_id, prepared, f"{type(exc).__name__}: {exc}")
+            if self._cancelled:
+                raise OperationalError("query cancelled; nothing was revealed") from None
+            raise
+        finally:
+            self._running = None
+
+    def _collect(self, plan: PhysicalPlan, query_id: str, participants: list[str]) -> pa.Table:
+        outcomes: queue.Queue = queue.Queue()
+
+        def wait(name: str) -> None:
+            body = json.dumps({"query": query_id, "wait": POLL}).encode()
+            try:
+                while True:
+                    raw = self.peers.call(name, "wait", body, POLL + self.timeout)
+                    line, _, payload = raw.partition(b"\n")
+                    header = json.loads(line.decode())
+                    if header.get("state") != "running":
+                        outcomes.put((name, header, payload, None))
+                        return
+            except BaseException as exc:
+                outcomes.put((name, None, b"", exc))
+
+        for name in participants:
+            threading.Thread(target=wait, args=(name,), name=f"wait-{name}", daemon=True).start()
+        stats = ChannelStats()
+        result = None
+        for _ in participants:
+            name, header, payload, exc = outcomes.get()
+            if exc is not None:
+                raise exc if isinstance(exc, Error) else ProtocolError(f"party {name!r}: {exc}")
+            if header.get("state") != "done":
+                raise _error_from(name, header)
+            for src, dst, messages, size in header.get("stats", []):
+                stats.messages[(src, dst)] += int(messages)
+                stats.bytes[(src, dst)] += int(size)
+            if name == plan.issuer:
+                result = table_from_bytes(payload, name) if payload else None
+        self.last_stats = stats
+        if result is None:
+            raise InternalError("the issuer produced no result")
+        return result
+
+    def _abort(self, query_id: str, names: list[str], reason: str) -> None:
+        """Tell every node to drop the query (in the background: a hung node must not hold us up)."""
+        body = json.dumps({"query": query_id, "reason": reason[:400]}).encode()
+
+        def abort(name: str) -> None:
+            try:
+                self.peers.call(name, "abort", body, min(self.timeout, 10.0))
+            except Error:
+                pass  # dead or hung: its own peers time out; a restarted node knows nothing of the query
+
+        threads = [threading.Thread(target=abort, args=(n,), daemon=True) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=2.0)
+
+    def cancel(self) -> None:
+        running = self._running
+        if running is not None:
+            self._cancelled = True
+            self._abort(running[0], running[1], "cancelled by the user")
+
+    def close(self) -> None:
+        self.peers.close()

@@ -1,0 +1,152 @@
+"""`sqlsecure party serve`: one party (or the SPU dealer, or the enclave driver) as a network service.
+
+A party's service opens only its own store, and answers only what `executors/network.py` allows:
+protocol messages of queries it agreed to run, its public schema, and the issuer's own result to
+the issuer. The dealer and the enclave driver hold no data; they serve the secure stages of the
+queries that name them.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from sqlsecure.connectors import PartyStore
+from sqlsecure.errors import ConfigError
+from sqlsecure.executors.ecdh import GroupWorkers
+from sqlsecure.executors.enclave_stage import ACTOR, EnclaveTrust, actor_side
+from sqlsecure.executors.network import Identity, Node
+from sqlsecure.executors.party import PartyExecutor
+from sqlsecure.executors.spu.dealer import DEALER, Dealer
+from sqlsecure.federation import FederationConfig, load_federation
+from sqlsecure.masking import load_key
+from sqlsecure.planner.physical import EnclaveStage, SecureStage
+
+
+def enclave_trust(config: FederationConfig) -> EnclaveTrust | None:
+    """What a party accepts as the enclave: the authority's public key and the allowed measurements."""
+    enclave = config.enclave
+    if enclave is None:
+        return None
+    public = serialization.load_pem_public_key(Path(str(enclave.authority) + ".pub").read_bytes())
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return EnclaveTrust(raw, frozenset(enclave.measurements))
+
+
+class PartyService:
+    """A running node: `port`, `close()`; `serve_forever()` blocks until SIGTERM / SIGINT / close."""
+
+    def __init__(self, federation: str | Path | FederationConfig, name: str, *, processes: int | None = None,
+                 timeout: float | None = None):
+        config = federation if isinstance(federation, FederationConfig) else load_federation(federation)
+        self.config, self.name = config, name
+        if name not in config.parties and name not in (DEALER, ACTOR):
+            raise ConfigError(f"{config.path}: no party {name!r} (parties: {', '.join(config.parties)}; "
+                              f"actors: {DEALER}, {ACTOR})")
+        node = config.nodes.get(name)
+        identity = Identity.from_config(config, name)
+        self._store = self._workers = self._enclave_host = None
+        addresses = {n: c.address for n, c in config.nodes.items()}
+        timeout = float(timeout if timeout is not None else config.network_timeout)
+        if name in config.parties:
+            party = config.parties[name]
+            self._store = PartyStore(name, party.database, party.tables)
+            self._workers = GroupWorkers(processes)
+            hashing = any(m.mask.method == "hash" for m in config.masks)
+            self._mask_key = load_key(config.mask_key_file) if hashing else None
+            self._trust = enclave_trust(config)
+            role, schema, accepts = self._run_party, self._store.schema, self._verify_plan
+        elif name == DEALER:
+            role, schema, accepts = self._run_dealer, None, self._dealer_accepts
+        else:
+            if config.enclave is None:
+                raise ConfigError(f"{config.path}: the federation declares no [enclave]")
+            role, schema, accepts = self._run_enclave, None, None
+        self._lock = threading.Lock()
+        self.node = Node(identity, node.host, node.port, addresses, role, schema=schema, timeout=timeout,
+                         accepts=accepts)
+        self.port = self.node.port
+        self._closed = threading.Event()
+
+    # --- roles: each runs this node's part of one query
+
+    def _run_party(self, plan, query_id, endpoint):
+        executor = PartyExecutor(self.name, self._store, endpoint, self._workers, self._mask_key, None, self._trust)
+        return executor.run(plan, query_id)
+
+    def _verify_plan(self, plan, header) -> str | None:
+        """A party runs only the plan it derives itself from the query text and the federation's grants:
+        an issuer cannot make it reveal, or take part in, anything the grants do not allow."""
+        from sqlsecure.engine import Engine
+        from sqlsecure.errors import Error
+        from sqlsecure.executors.network import decode_parameters
+
+        sql = header.get("sql")
+        if not isinstance(sql, str):
+            return f"{self.name} runs only plans that come with their query, to check them against the grants"
+        try:
+            parameters = decode_parameters(header.get("parameters", []))
+            with Engine(self.config, runtime="network", identity=self.name) as engine:
+                own = engine.plan(sql, plan.issuer, parameters).physical
+        except Error as exc:
+            return f"{self.name} refuses the query: {type(exc).__name__}: {exc}"
+        if own != plan:
+            return (f"{self.name} refuses the plan: it is not the plan {self.name} derives from the query and "
+                    "the federation's grants")
+        return None
+
+    @staticmethod
+    def _dealer_accepts(plan, header=None) -> str | None:
+        if not any(isinstance(s, SecureStage) for s in plan.steps):
+            return "the dealer serves only plans with a secure stage"
+        return None
+
+    def _run_dealer(self, plan, query_id, endpoint):
+        for stage in [s for s in plan.steps if isinstance(s, SecureStage)]:
+            Dealer(endpoint, list(stage.compute)).serve()
+        return None
+
+    def _run_enclave(self, plan, query_id, endpoint):
+        from sqlsecure.executors.enclave import EnclaveHost
+
+        with self._lock:
+            if self._enclave_host is None:
+                host = EnclaveHost(self.config.enclave.authority, self.config.enclave.measurements)
+                host.start()
+                self._enclave_host = host
+        for index, step in enumerate(plan.steps):
+            if isinstance(step, EnclaveStage):
+                actor_side(endpoint, self._enclave_host, step, f"{query_id}/{index}")
+        return None
+
+    # --- lifecycle
+
+    def serve_forever(self) -> None:
+        def stop(signum, frame):
+            self._closed.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+        try:
+            self._closed.wait()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        node, self.node = getattr(self, "node", None), None
+        if node is not None:
+            node.close()
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+        if self._enclave_host is not None:
+            self._enclave_host.stop()
+            self._enclave_host = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
