@@ -43,7 +43,7 @@ class QueryPlan:
 
 def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                dialect: str = "duckdb", parameters=None, enclave: str | None = None,
-               measurements: tuple[str, ...] = ()) -> QueryPlan:
+               measurements: tuple[str, ...] = (), group_sums: str = "he") -> QueryPlan:
     tree = load_query(sql, catalog, dialect, parameters, issuer)
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
@@ -77,7 +77,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
         return catalog.column_type(*tables[alias], column)
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, enclave=enclave,
-                           measurements=measurements)
+                           measurements=measurements, group_sums=group_sums)
     physical = place(optimized, ctx)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)

@@ -58,6 +58,7 @@ class PlacementContext:
     he_key_bits: int = 2048  # Paillier modulus for HE group sums
     enclave: str | None = None  # "cost" or "always" when the federation has an attested enclave
     measurements: tuple[str, ...] = ()  # the enclave measurements the federation accepts (hex)
+    group_sums: str = "he"  # class 4 on HE ("he") or on the SPU ("spu"), by the federation's choice
 
 
 def to_piece(expression: exp.Expression) -> exp.Expression:
@@ -395,7 +396,8 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     outputs = [e.alias_or_name for e in project.expressions]
     if assignment.he_party is not None:
         parts, finish_cols = _he_steps(steps, current, assignment, aggregate, threshold, ctx)
-        leakage += [(assignment.he_party, f"the number of groups (HE group sum with {assignment.group_party})"),
+        leakage += [(assignment.he_party, f"the number of groups (HE group sum with {assignment.group_party}; "
+                                          'chosen by [federation] group_sums = "he", the default)'),
                     (assignment.group_party, f"nothing of {assignment.he_party}'s values (Paillier ciphertexts)")]
     else:
         parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx)
@@ -441,7 +443,8 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
     he_party, he_items = None, []
     for name, expression in items:
         owners = _party_set(expression, parties)
-        if group_party is not None and owners and owners != {group_party} and _he_aggregate(expression, parties):
+        if (group_party is not None and owners and owners != {group_party} and ctx.group_sums == "he"
+                and _he_aggregate(expression, parties)):
             if he_party not in (None, *owners):
                 raise NotSupportedError("aggregated values from several parties under one GROUP BY need the SPU")
             if ctx.dp is not None or ctx.masks:

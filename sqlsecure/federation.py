@@ -22,7 +22,8 @@ from sqlsecure.privacy import parse_privacy
 from sqlsecure.policy import ColumnRef, Constraint, Grants
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout"}
+FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
+                   "group_sums"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 PARTY_KEYS = {"database", "tables"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
@@ -81,6 +82,7 @@ class FederationConfig:
     ca: Path | None = None  # network mode: the federation CA's certificate
     network_timeout: float = 30.0  # network mode: a peer silent this long fails the query
     nodes: dict = field(default_factory=dict)  # network mode: name -> NodeConfig (parties, dealer, enclave)
+    group_sums: str = "he"  # class 4 (keys at one party, SUM/AVG/COUNT of another's values): "he" or "spu"
 
 
 @dataclass(frozen=True)
@@ -341,11 +343,14 @@ def load_federation(path: str | Path) -> FederationConfig:
         problem("federation.network_timeout", "must be a number of seconds > 0")
         timeout = 30.0
     ca = _check_network(nodes, parties, fed.get("ca"), path, problem)
+    group_sums = fed.get("group_sums", "he")
+    if group_sums not in ("he", "spu"):
+        problem("federation.group_sums", 'must be "he" (Paillier group sums) or "spu" (secret shares)')
     if problems:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
                             paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
-                            nodes)
+                            nodes, group_sums)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

@@ -218,3 +218,15 @@ OUTER_JOINS = [  # LEFT / RIGHT joins across parties: unmatched rows of the pres
 @pytest.mark.parametrize("sql", OUTER_JOINS)
 def test_outer_joins(oracle, sql):
     oracle.check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", CLASS_4[:2])
+def test_class_4_through_the_spu_when_the_federation_says_so(tmp_path, make_federation, oracle_for, sql):
+    from sqlsecure.engine import Engine
+
+    path = make_federation(tmp_path)
+    path.write_text(path.read_text().replace("min_group_size = 4", 'min_group_size = 4\ngroup_sums = "spu"'))
+    with Engine(path) as engine:
+        oracle_for(engine).check(sql, "bank")
+        text = engine.explain(sql, "bank")
+        assert "SPU(" in text and "HEU(" not in text
