@@ -466,3 +466,26 @@ def test_init_certs_command(tmp_path):
     for name in ("ca", "bank", "shop", "dealer"):
         assert (tmp_path / "c" / f"{name}.pem").is_file()
     assert (tmp_path / "c" / "bank.key").stat().st_mode & 0o077 == 0
+
+
+@pytest.fixture(scope="module")
+def enclave_cluster(tmp_path_factory, make_federation):
+    """bank, shop and the enclave driver as services, with a simulated enclave the parties trust."""
+    from sqlsecure.executors.enclave import create_authority, expected_measurement
+
+    directory = tmp_path_factory.mktemp("network-enclave")
+    path = networkify(make_federation(directory, parties=("bank", "shop")), ("bank", "shop", "enclave"), timeout=20)
+    create_authority(directory / "authority.key")
+    path.write_text(path.read_text() + f'authority = "authority.key"\nmeasurements = ["{expected_measurement().hex()}"]\n')
+    running = Cluster(path, ("bank", "shop", "enclave"))
+    yield running
+    running.stop()
+
+
+def test_enclave_stage_over_the_network(enclave_cluster, oracle_for):
+    sql = ("SELECT c.region, o.category, COUNT(*), SUM(o.amount), MAX(c.age) FROM bank.customers c "
+           "JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region, o.category")
+    with Engine(enclave_cluster.path) as embedded, \
+            Engine(enclave_cluster.path, runtime="network", identity="bank") as networked:
+        assert "TEEU(enclave, SIMULATION)" in networked.explain(sql, "bank")
+        oracle_for(NetworkOracle({"bank": networked}, embedded)).check(sql, "bank")
