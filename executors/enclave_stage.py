@@ -20,7 +20,6 @@ import json
 import struct
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProtocolError
@@ -141,4 +140,4 @@ def inputs_table(piece: pa.Table, columns: tuple[tuple[str, str, str], ...]) -> 
     return pa.table(data)
 
 
-__all__ = ["ACTOR", "EnclaveTrust", "actor_side", "issuer_side", "party_side", "inputs_table", "np"]
+__all__ = ["ACTOR", "EnclaveTrust", "actor_side", "issuer_side", "party_side", "inputs_table"]

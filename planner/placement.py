@@ -113,11 +113,7 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     out = "union_spu_out"
     steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
-    names = [e.alias_or_name for e in project.expressions]
-    finish = exp.Select().from_("result")
-    finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), n, quoted=True)
-                               for i, n in enumerate(names)])
-    steps.append(Finish(ctx.issuer, ((ctx.issuer, out),), "rows", finish.sql(dialect="duckdb")))
+    steps.append(_finish_outputs(project, ctx.issuer, out))
     leakage = [(p, "the row count of every branch of the UNION ALL, and the result's size") for p in members]
     leakage.append((ctx.issuer, "the query result"))
     return _plan(ctx, steps, leakage, threshold)
@@ -198,6 +194,14 @@ def _dp_pushdown(select: exp.Expression, dp: DPContext):
         local.set(clause, None)
     local.set("expressions", [exp.alias_(e, n, quoted=True) for n, e in sql_items])
     return local, release, finish.sql(dialect="duckdb")
+
+
+def _finish_outputs(project: Project, issuer: str, out: str) -> Finish:
+    """The issuer names the outputs o0, o1, ... of a stage that already sorted and limited them."""
+    finish = exp.Select().from_("result")
+    finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), e.alias_or_name, quoted=True)
+                               for i, e in enumerate(project.expressions)])
+    return Finish(issuer, ((issuer, out),), "rows", finish.sql(dialect="duckdb"))
 
 
 def _with_threshold(select: exp.Select, k: int) -> exp.Select:
@@ -364,11 +368,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if enclave is not None:
         steps.append(enclave)
         leakage.append(("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)"))
-        names = [e.alias_or_name for e in project.expressions]
-        finish = exp.Select().from_("result")
-        finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), n, quoted=True)
-                                   for i, n in enumerate(names)])
-        steps.append(Finish(ctx.issuer, ((ctx.issuer, enclave.out),), "rows", finish.sql(dialect="duckdb")))
+        steps.append(_finish_outputs(project, ctx.issuer, enclave.out))
         leakage.append((ctx.issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))
         return _plan(ctx, steps, leakage, ctx.min_group_size if aggregate else 0)
     if secure is not None:
@@ -377,13 +377,9 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                                  **secure))
         leakage += [(p, "the number of rows (or groups) in the result, from the SPU's compaction")
                     for p in secure["compute"]]
-        names = [e.alias_or_name for e in project.expressions]
-        finish = exp.Select().from_("result")
-        finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), n, quoted=True)
-                                   for i, n in enumerate(names)])
         if project.distinct:
             raise NotSupportedError("SELECT DISTINCT on the SPU is not supported yet")
-        steps.append(Finish(ctx.issuer, ((ctx.issuer, out),), "rows", finish.sql(dialect="duckdb")))
+        steps.append(_finish_outputs(project, ctx.issuer, out))
         leakage.append((ctx.issuer, "the query result"))
         return _plan(ctx, steps, leakage, threshold if aggregate else 0)
     if ctx.dp is not None:
