@@ -84,6 +84,16 @@ class PartyStore:
             out.setdefault(table, []).append((column, dtype))
         return out
 
+    def sizes(self) -> dict[str, int]:
+        """Table name -> row count rounded up to a power of two: the coarse size the planner's cost
+        model uses (published like the schema; the exact count stays here)."""
+        out = {}
+        with self._lock:
+            for table in self.schema():
+                ((count,),) = self._con.execute(f"SELECT count(*) FROM {_quote(table)}").fetchall()
+                out[table] = 1 << max(int(count) - 1, 0).bit_length()
+        return out
+
     def query(self, sql: str) -> pa.Table:
         """Run read-only SQL over this party's tables and return the result as Arrow."""
         try:

@@ -239,10 +239,11 @@ class QueryState:
 class Node(flight.FlightServerBase):
     """One node's Flight service. `role(plan, query_id, endpoint)` runs the node's part of a plan
     (a party's executor, the dealer, the enclave driver) and returns the node's result or None;
-    `schema()` returns the party's public schema (None for actors)."""
+    `schema()` returns the party's public schema and `sizes()` its tables' row counts rounded up to a
+    power of two (both None for actors)."""
 
     def __init__(self, identity: Identity, host: str, port: int, addresses: dict[str, str], role,
-                 schema=None, timeout: float = 30.0, accepts=None):
+                 schema=None, timeout: float = 30.0, accepts=None, sizes=None):
         self.identity = identity
         self.name = identity.name
         self.peers = Peers(identity, addresses)
@@ -250,6 +251,7 @@ class Node(flight.FlightServerBase):
         self.timeout = timeout
         self._role = role
         self._schema = schema
+        self._sizes = sizes
         self._accepts = accepts  # accepts(plan, header) -> str | None (why not)
         self._queries: dict[str, QueryState] = {}
         self._lock = threading.Lock()
@@ -302,6 +304,7 @@ class Node(flight.FlightServerBase):
                 ("abort", "abandon a query and drop its state (issuer only)"),
                 ("alive", "whether this node still runs a query (its nodes only)"),
                 ("schema", "this party's public schema"),
+                ("sizes", "this party's table sizes, rounded up to a power of two"),
                 ("status", "the queries this node holds state for")]
 
     def do_action(self, context, action):
@@ -340,6 +343,8 @@ class Node(flight.FlightServerBase):
                 return [json.dumps({"state": "done" if state.done.is_set() else "running"}).encode()]
             if kind == "schema":
                 return [json.dumps(self._schema() if self._schema else {}).encode()]
+            if kind == "sizes":
+                return [json.dumps(self._sizes() if self._sizes else {}).encode()]
             if kind == "status":
                 return [json.dumps({"queries": self.active_queries()}).encode()]
         except (ProtocolError, ValueError, UnicodeDecodeError) as exc:
@@ -494,6 +499,11 @@ class NetworkRuntime:
             raw = json.loads(self.peers.call(party, "schema", b"", self.timeout).decode())
             out[party] = {table: [tuple(c) for c in columns] for table, columns in raw.items()}
         return out
+
+    def sizes(self, party: str) -> dict[str, int]:
+        """A party's table sizes (rounded up to a power of two), asked of its service."""
+        raw = json.loads(self.peers.call(party, "sizes", b"", self.timeout).decode())
+        return {str(table): int(rows) for table, rows in raw.items()}
 
     def status(self, name: str) -> list[str]:
         return json.loads(self.peers.call(name, "status", b"", self.timeout).decode())["queries"]

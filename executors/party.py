@@ -168,16 +168,18 @@ class PartyExecutor:
             return receive_outputs(self._endpoint, step, step.frac_bits) if me == step.issuer else None
         if step.union:  # my branches of a UNION ALL
             tables = {i: pieces[rel] for i, (party, rel) in enumerate(step.union) if party == me}
+        elif step.secret_join:  # my side of an oblivious join
+            tables = {i: pieces[rel] for i, (party, rel, _) in enumerate(step.secret_join) if party == me}
         else:  # my piece of the joined relation
             tables = {0: pieces[step.rel]}
         kinds, rows = exchange_shapes(self._endpoint, step, tables, tag)
         inputs = {(i, column): table.column(column) for i, table in tables.items()
                   for _, column in step.inputs if column in table.column_names}
-        n = sum(rows.values()) if step.union else tables[0].num_rows
+        n = sum(rows.values()) if step.union or step.secret_join else tables[0].num_rows
         session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
         session.setup()
         try:
-            values, flag = run_stage(session, step, inputs, kinds, n, rows)
+            values, flag = run_stage(session, step, inputs, kinds, n, rows, tables, f"{tag}/join")
             return reveal_outputs(session, step, values, flag)
         finally:
             session.close()

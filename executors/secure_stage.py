@@ -24,6 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
+from sqlsecure.executors.secret_join import joined_inputs
 from sqlsecure.executors.secure_values import decode, encode, kind_of, limbs_of
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.shares import ArithShare
@@ -303,8 +304,9 @@ class Stage:
                 if v.kind == "text":
                     raise NotSupportedError("MIN/MAX of text in secure computation")
                 take_max = isinstance(node, exp.Max)
+                # the sentinel in ring units whatever the scale (scaling it by 2^frac would wrap to 0)
                 fill = arith.public(s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
-                fill = fill if v.value.frac == 0 else ArithShare(fill.data * np.uint64(1 << v.value.frac), v.value.frac)
+                fill = ArithShare(fill.data, v.value.frac)
                 masked = compare.mux(s, w, v.value, fill)
                 inputs.append(("max" if take_max else "min", masked))
                 plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
@@ -386,10 +388,25 @@ def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession) -> tup
     return [null_key, *v.limbs], [False] + [descending] * len(v.limbs)
 
 
-def run_stage(s: SpuSession, step, inputs: dict[tuple[int, str], pa.ChunkedArray], kinds: dict[str, str],
-              n: int, union_rows: dict[int, int] | None = None) -> tuple[list[SV], ArithShare | None]:
+def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_rows: dict[int, int] | None = None,
+              sides: dict | None = None, tag: str = "") -> tuple[list[SV], ArithShare | None]:
     """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
-    ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed."""
+    ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
+    join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
+    if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
+        cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag)
+        stage = Stage(s, step, n)
+        stage.cols.update(cols)
+    else:
+        stage = _shared_inputs(s, step, inputs, kinds, n, union_rows)
+        weight = stage.ones()
+    for sql in step.filters:
+        weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
+    return _rest(s, step, stage, weight)
+
+
+def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> Stage:
+    """Each party secret-shares its input columns (a join's aligned piece, or its UNION ALL branches)."""
     stage = Stage(s, step, n)
     branches = step.union or tuple((party, "") for party in [None])
     for party, column in step.inputs:
@@ -407,11 +424,12 @@ def run_stage(s: SpuSession, step, inputs: dict[tuple[int, str], pa.ChunkedArray
             parts.append((shared, arith.share_input(s, owner, valid if mine is not None else None, (rows,), 0)))
         limbs_out = [arith.concat([p[0][k] for p in parts]) for k in range(limbs_of(kind))]
         stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), kind)
+    return stage
 
-    weight = stage.ones()
-    for sql in step.filters:
-        weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
 
+def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[SV], ArithShare | None]:
+    """Aggregate or window, order, limit: everything after the row weights are known."""
+    n = stage.n
     outputs = [_parse(sql) for _, sql in step.outputs]
     flag = None
     if step.aggregate:
@@ -475,7 +493,7 @@ def run_stage(s: SpuSession, step, inputs: dict[tuple[int, str], pa.ChunkedArray
                 raise NotSupportedError("secure window functions need one common OVER (ORDER BY ...) and no PARTITION BY")
             window_keys = [stage.secret(stage.ev(o.this)) for o in order.expressions]
         carried = [v for v in plain if v is not None] + window_keys
-        if step.filters:
+        if step.filters or step.secret_join:
             carried = _rebuild(relational.compact(s, weight, _columns(carried)), carried)
         stage.n = len(carried[0].valid) if carried else n
         if windows:

@@ -15,6 +15,7 @@ from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.analysis import check_rules, with_threshold
 from sqlsecure.planner.build import build_logical
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.cost import Link
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.logical import Node
@@ -43,7 +44,7 @@ class QueryPlan:
 
 def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                dialect: str = "duckdb", parameters=None, enclave: str | None = None,
-               measurements: tuple[str, ...] = (), group_sums: str = "he") -> QueryPlan:
+               measurements: tuple[str, ...] = (), group_sums: str = "auto", link: Link = Link()) -> QueryPlan:
     tree = load_query(sql, catalog, dialect, parameters, issuer)
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
@@ -76,8 +77,13 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
             return None
         return catalog.column_type(*tables[alias], column)
 
+    def rows_of(party: str) -> int | None:
+        """The largest published size among the query's tables of `party` (None: unknown)."""
+        sizes = [catalog.rows(party, t.name) for t in tree.find_all(exp.Table) if t.db == party]
+        return max((n for n in sizes if n is not None), default=None)
+
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, enclave=enclave,
-                           measurements=measurements, group_sums=group_sums)
+                           measurements=measurements, group_sums=group_sums, link=link, rows_of=rows_of)
     physical = place(optimized, ctx)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)

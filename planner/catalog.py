@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from sqlglot.schema import MappingSchema
 
@@ -11,9 +12,18 @@ from sqlsecure.policy import ColumnRef
 
 @dataclass(frozen=True)
 class Catalog:
-    """party -> table -> ((column, DuckDB type), ...)"""
+    """party -> table -> ((column, DuckDB type), ...); `sizes(party)` -> table -> row count rounded up to
+    a power of two (the coarse statistic a party publishes for the planner's cost model), asked afresh
+    on each use so that every party re-deriving a plan sees what the issuer saw."""
 
     tables: dict[str, dict[str, tuple[tuple[str, str], ...]]]
+    sizes: Callable[[str], dict[str, int]] | None = field(default=None, compare=False)
+
+    def rows(self, party: str, table: str) -> int | None:
+        """The published row count of one table, or None where the party publishes none."""
+        if self.sizes is None:
+            return None
+        return self.sizes(party).get(table)
 
     def has_party(self, party: str) -> bool:
         return party in self.tables

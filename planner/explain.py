@@ -32,7 +32,8 @@ def _movements(step) -> list[str]:
                   for p in step.inputs_by_party]
         moves.append(f"enclave -> {step.issuer}: the result, sealed to {step.issuer}'s fresh key")
     if isinstance(step, SecureStage):
-        moves += [f"{p} -> SPU: its {sum(1 for q, _ in step.inputs if q == p)} input column(s) as additive shares "
+        moves += [f"{p} -> SPU: its {sum(1 for q, _ in step.inputs if q == p)} input column(s)"
+                  f"{' and its join key (2 hashed limbs)' if step.secret_join else ''} as additive shares "
                   "(PRG-seeded: no bytes for the shares themselves)" for p in step.compute]
         moves += [f"dealer -> {step.compute[-1]}: corrections of Beaver triples and other correlated randomness",
                   f"{' <-> '.join(step.compute)}: masked openings (rounds and bytes counted by the channel)"]
@@ -87,8 +88,14 @@ def render_explain(plan) -> str:
             lines.append(f"        values at {step.value_party}: {step.values_sql}")
             lines.append(f"        {sums}; kept groups opened at {step.issuer}")
         elif isinstance(step, SecureStage):
-            lines.append(f"  [{n}] {step.device}  secret-shared (Z_2^64, Beaver triples from the dealer) on {step.rel}"
+            source = step.rel or " and ".join(rel for _, rel, _ in step.secret_join) or \
+                " + ".join(rel for _, rel in step.union)
+            lines.append(f"  [{n}] {step.device}  secret-shared (Z_2^64, Beaver triples from the dealer) on {source}"
                          f" -> {step.out}")
+            if step.secret_join:
+                (a, ra, ka), (b, rb, kb) = step.secret_join
+                lines.append(f"        oblivious join {ra}.({', '.join(ka)}) = {rb}.({', '.join(kb)}) on shares: "
+                             "a sorting network over both sides' rows and keys, the match bit kept secret")
             if step.filters:
                 lines.append(f"        WHERE {' AND '.join(step.filters)}")
             if step.group_by:

@@ -151,6 +151,9 @@ class SecureStage(Step):
     out: str
     frac_bits: int = 16
     union: tuple[tuple[str, str], ...] = ()  # UNION ALL mode: (party, its branch relation), concatenated in order
+    # Oblivious-join mode: ((party, its relation, its key columns), (peer, ...)); the stage first joins the
+    # two relations on shares (no party learns which rows match), then runs on the joined rows.
+    secret_join: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
     @property
     def parties(self):

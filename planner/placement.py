@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError, PlanError
+from sqlsecure.planner.cost import Estimate, Link, estimate
 from sqlsecure.planner.logical import (
     aggregates_in,
     Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan, aliases_of, column_key,
@@ -58,7 +59,10 @@ class PlacementContext:
     he_key_bits: int = 2048  # Paillier modulus for HE group sums
     enclave: str | None = None  # "cost" or "always" when the federation has an attested enclave
     measurements: tuple[str, ...] = ()  # the enclave measurements the federation accepts (hex)
-    group_sums: str = "he"  # class 4 on HE ("he") or on the SPU ("spu"), by the federation's choice
+    group_sums: str = "auto"  # class 4 on HE ("he"), on the SPU ("spu"), or by the cost model ("auto")
+    link: Link = Link()  # the link the cost model assumes between parties
+    rows_of: callable = lambda party: None  # party -> largest published size of its tables in the query
+    class_4: Estimate | None = None  # the cost model's verdict, when it was asked
 
 
 def to_piece(expression: exp.Expression) -> exp.Expression:
@@ -151,6 +155,9 @@ def _plan(ctx: PlacementContext, steps, leakage, threshold: int) -> PhysicalPlan
         (noise,) = [s for s in steps if isinstance(s, Noise) and s.release.threshold is not None][:1] or [None]
         if noise is not None:
             notes += (f"  groups are released when their noisy row count reaches {noise.release.threshold:.1f}",)
+    if ctx.class_4 is not None and any(isinstance(s, (HEGroupBy, SecureStage)) for s in steps):
+        on = "HE" if any(isinstance(s, HEGroupBy) for s in steps) else "the SPU"
+        notes += (f"class 4 on {on} ([federation] group_sums = \"auto\"); {ctx.class_4.why}",)
     for step in steps:
         if isinstance(step, Mask):
             notes += tuple(f"masked for {ctx.issuer}: {column} ({mask.describe()})" for column, mask in step.columns)
@@ -293,6 +300,9 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     edges, residual = _join_edges(join, ctx)
     order = _join_order(join, edges)
     members = [q.party for q in join.inputs]
+    hidden = _secret_keys(join, members, ctx)
+    if hidden:
+        return _place_secret_join(join, steps, edges, hidden, residual, limit, sort, project, aggregate, ctx)
     if set(join.inputs[0].aliases) & set(join.outer):
         raise NotSupportedError("the preserved side of a LEFT JOIN must come first in FROM")
     default = ctx.issuer if ctx.issuer in members else members[0]
@@ -392,8 +402,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     outputs = [e.alias_or_name for e in project.expressions]
     if assignment.he_party is not None:
         parts, finish_cols = _he_steps(steps, current, assignment, aggregate, threshold, ctx)
-        leakage += [(assignment.he_party, f"the number of groups (HE group sum with {assignment.group_party}; "
-                                          'chosen by [federation] group_sums = "he", the default)'),
+        leakage += [(assignment.he_party, f"the number of groups (HE group sum with {assignment.group_party})"),
                     (assignment.group_party, f"nothing of {assignment.he_party}'s values (Paillier ciphertexts)")]
     else:
         parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx)
@@ -402,6 +411,48 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql))
     leakage.append((ctx.issuer, "the query result"))
     return _plan(ctx, steps, leakage, threshold if aggregate else 0)
+
+
+def _secret_keys(join: InnerJoin, members: list[str], ctx: PlacementContext) -> tuple[exp.Expression, ...]:
+    """The join conditions whose keys some party of the PSI may not learn the intersection of."""
+    viewers = {*members, ctx.issuer}
+    hidden = []
+    for conjunct in join.conjuncts:
+        if not isinstance(conjunct, exp.EQ) or len({a for a in aliases_of(conjunct)}) < 2:
+            continue
+        refs = [r for c in conjunct.find_all(exp.Column) for r in ctx.usage.refs(c)[0]]
+        if any(v != r.party and not ctx.usage.grants.allows(r, v, Use.JOIN_KEY) for r in refs for v in viewers):
+            hidden.append(conjunct)
+    return tuple(hidden)
+
+
+def _place_secret_join(join, steps, edges, hidden, residual, limit, sort, project, aggregate, ctx) -> PhysicalPlan:
+    """A join whose key is not granted PLAINTEXT_AFTER_JOIN: both parties secret-share their rows and
+    keys, the SPU joins them obliviously (`executors/spu/join.py`), and the rest of the query runs on
+    the joined shares. Nobody learns which rows matched; the parties learn each other's row counts."""
+    members = [q.party for q in join.inputs]
+    if len(join.inputs) != 2 or len(set(members)) != 2 or len(edges) != 1 or join.memberships or join.outer:
+        raise NotSupportedError(
+            f"the join on {hidden[0].sql()} must keep its intersection secret (its key is not granted "
+            "PLAINTEXT_AFTER_JOIN to every party of the join); such oblivious joins are supported so far as one "
+            "inner equi-join of two parties' tables, without IN / EXISTS subqueries or outer joins")
+    if ctx.dp is not None or ctx.masks:
+        raise NotSupportedError("an oblivious join with differential privacy or masking is not supported yet")
+    if project.distinct:
+        raise NotSupportedError("SELECT DISTINCT on the SPU is not supported yet")
+    ((_, pairs),) = edges.items()
+    secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None, union_parties=tuple(members))
+    ctx.usage.check_cross_party(join, tuple(members), aggregate, project, sort, (*residual, *join.conjuncts))
+    threshold = ctx.min_group_size if aggregate is not None else 0
+    sides = ((members[0], "r0", tuple(a for a, _ in pairs)), (members[1], "r1", tuple(b for _, b in pairs)))
+    out = "oblivious_join_spu_out"
+    steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, secret_join=sides, **secure))
+    leakage = [(p, f"{q}'s number of rows entering the join and whether its join keys are unique; not which rows "
+                   "match (an oblivious join on secret shares)") for p, q in (members, members[::-1])]
+    leakage += [(p, "the number of rows (or groups) in the result, from the SPU's compaction") for p in members]
+    steps.append(_finish_outputs(project, ctx.issuer, out))
+    leakage.append((ctx.issuer, "the query result"))
+    return _plan(ctx, steps, leakage, threshold)
 
 
 @dataclass
@@ -437,9 +488,10 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
             )
         group_party = next(iter(group_parties), default)
     he_party, he_items = None, []
+    use_he = _class_4_on_he(items, group_party, aggregate, ctx)
     for name, expression in items:
         owners = _party_set(expression, parties)
-        if (group_party is not None and owners and owners != {group_party} and ctx.group_sums == "he"
+        if (use_he and group_party is not None and owners and owners != {group_party}
                 and _he_aggregate(expression, parties)):
             if he_party not in (None, *owners):
                 raise NotSupportedError("aggregated values from several parties under one GROUP BY need the SPU")
@@ -619,6 +671,23 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel) -> 
                              tuple(select) if aggregate is None else None)
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
+
+
+def _class_4_on_he(items, group_party, aggregate, ctx) -> bool:
+    """Whether class 4 goes to HE: by the federation's choice, or else by the cost model."""
+    if ctx.group_sums != "auto" or group_party is None:
+        return ctx.group_sums == "he"
+    values = [e for _, e in items if _party_set(e, ctx.parties) - {group_party} and _he_aggregate(e, ctx.parties)]
+    if not values or ctx.dp is not None or ctx.masks:
+        return False  # nothing for HE to sum, or what HE group sums do not support yet
+    owners = frozenset().union(*(_party_set(e, ctx.parties) for e in values)) | {group_party}
+    sizes = [n for n in (ctx.rows_of(p) for p in owners) if n is not None]
+    limbs = 0
+    for key in aggregate.group_by:
+        dtype = ctx.column_type(key.table, key.name) if isinstance(key, exp.Column) else None
+        limbs += 4 if dtype is not None and dtype.upper().startswith(("VARCHAR", "TEXT", "STRING")) else 1
+    ctx.class_4 = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link)
+    return ctx.class_4.engine == "he"
 
 
 def _he_aggregate(expression: exp.Expression, parties) -> bool:

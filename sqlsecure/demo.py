@@ -93,7 +93,8 @@ QUERIES = [
     ("Insured customers of the bank: count, their average income, their premiums",
      "SELECT COUNT(*) AS insured, AVG(c.income) AS avg_income, SUM(p.premium) AS premiums "
      "FROM bank.customers c JOIN insurer.policies p ON c.customer_id = p.customer_id"),
-    ("Spend per region: keys at the bank, amounts at the shop (HE group sums: the bank never sees an amount)",
+    ("Spend per region: keys at the bank, amounts at the shop (HE group sums or the SPU, by the cost model: "
+     "the bank never sees an amount)",
      "SELECT c.region, COUNT(*) AS orders, SUM(o.amount) AS spent, AVG(o.amount) AS average "
      "FROM bank.customers c JOIN shop.orders o ON c.customer_id = o.customer_id GROUP BY c.region ORDER BY c.region"),
     ("Claims out of proportion to age: a predicate over two parties' columns (SPU: secret shares)",

@@ -16,6 +16,7 @@ from sqlsecure.federation import FederationConfig, load_federation, resolve_gran
 from sqlsecure.ledger import Ledger
 from sqlsecure.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
+from sqlsecure.planner.cost import Link
 from sqlsecure.planner.parse import parse_statement
 from sqlsecure.policy import RevealPolicy
 from sqlsecure.rules import parse_rules
@@ -67,8 +68,11 @@ class Engine:
                 for name, party in self.config.parties.items():
                     self._stores[name] = PartyStore(name, party.database, party.tables, writable=name == writer)
                 schemas = {name: store.schema() for name, store in self._stores.items()}
+            sizes = network.sizes if network is not None else (lambda party: self._stores[party].sizes())
             self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
-                                    for name, tables in schemas.items()})
+                                    for name, tables in schemas.items()}, sizes)
+            self.link = Link(self.config.link_rtt_ms / 1000, self.config.link_mbps * 1e6 / 8) \
+                if network is not None else Link()
             self.grants = resolve_grants(self.config, self.catalog.all_columns())
             self.policy = self._resolve_policy()
             self.ledger = Ledger(self.config.ledger) if self.config.privacy else None
@@ -111,7 +115,7 @@ class Engine:
     def refresh_catalog(self, party: str) -> None:
         tables = dict(self.catalog.tables)
         tables[party] = {t: tuple(cols) for t, cols in self._stores[party].schema().items()}
-        self.catalog = Catalog(tables)
+        self.catalog = Catalog(tables, self.catalog.sizes)
 
     @property
     def parties(self) -> list[str]:
@@ -127,7 +131,7 @@ class Engine:
                           dialect=self.config.dialect, parameters=parameters,
                           enclave=self.config.enclave.placement if self.config.enclave else None,
                           measurements=tuple(m.hex() for m in self.config.enclave.measurements)
-                          if self.config.enclave else (), group_sums=self.config.group_sums)
+                          if self.config.enclave else (), group_sums=self.config.group_sums, link=self.link)
 
     def check(self, sql: str, issuer: str) -> str | None:
         """Dry run: None if the query would be answered, else why not. Touches no data."""

@@ -23,7 +23,7 @@ from sqlsecure.policy import ColumnRef, Constraint, Grants
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
-                   "group_sums"}
+                   "group_sums", "link_rtt_ms", "link_mbps"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 PARTY_KEYS = {"database", "tables"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
@@ -82,7 +82,9 @@ class FederationConfig:
     ca: Path | None = None  # network mode: the federation CA's certificate
     network_timeout: float = 30.0  # network mode: a peer silent this long fails the query
     nodes: dict = field(default_factory=dict)  # network mode: name -> NodeConfig (parties, dealer, enclave)
-    group_sums: str = "he"  # class 4 (keys at one party, SUM/AVG/COUNT of another's values): "he" or "spu"
+    group_sums: str = "auto"  # class 4 (keys at one party, SUM/AVG/COUNT of another's values): "auto", "he", "spu"
+    link_rtt_ms: float = 1.0  # network mode: the round trip the cost model assumes between parties
+    link_mbps: float = 1000.0  # network mode: the bandwidth it assumes
 
 
 @dataclass(frozen=True)
@@ -343,14 +345,23 @@ def load_federation(path: str | Path) -> FederationConfig:
         problem("federation.network_timeout", "must be a number of seconds > 0")
         timeout = 30.0
     ca = _check_network(nodes, parties, fed.get("ca"), path, problem)
-    group_sums = fed.get("group_sums", "he")
-    if group_sums not in ("he", "spu"):
-        problem("federation.group_sums", 'must be "he" (Paillier group sums) or "spu" (secret shares)')
+    group_sums = fed.get("group_sums", "auto")
+    if group_sums not in ("auto", "he", "spu"):
+        problem("federation.group_sums", 'must be "auto" (the planner\'s cost model), "he" (Paillier group sums) '
+                                         'or "spu" (secret shares)')
+    link = {}
+    for key, default, low, top, unit in (("link_rtt_ms", 1.0, 0, 60_000, "milliseconds"),
+                                         ("link_mbps", 1000.0, 1e-3, 1e6, "Mbit/s")):
+        value = fed.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= top:
+            problem(f"federation.{key}", f"must be a number of {unit} in {low:g}..{top:g}")
+            value = default
+        link[key] = float(value)
     if problems:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
                             paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
-                            nodes, group_sums)
+                            nodes, group_sums, **link)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

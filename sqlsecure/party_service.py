@@ -67,7 +67,7 @@ class PartyService:
             role, schema, accepts = self._run_enclave, None, None
         self._lock = threading.Lock()
         self.node = Node(identity, node.host, node.port, addresses, role, schema=schema, timeout=timeout,
-                         accepts=accepts)
+                         accepts=accepts, sizes=self._store.sizes if self._store is not None else None)
         self.port = self.node.port
         self._closed = threading.Event()
 

@@ -67,7 +67,8 @@ def audited(tmp_path_factory):
         (directory / party).mkdir()
         pq.write_table(table, directory / party / f"{name}.parquet")
     init_certs(directory / "certs", ["bank", "shop", "dealer"])
-    lines = ['[federation]', 'name = "audit"', 'min_group_size = 4', 'ca = "certs/ca.pem"', "network_timeout = 20"]
+    lines = ['[federation]', 'name = "audit"', 'min_group_size = 4', 'ca = "certs/ca.pem"', "network_timeout = 20",
+             'group_sums = "he"']
     for party, table in (("bank", "customers"), ("shop", "orders"), ("dealer", None)):
         lines += [f"[parties.{party}]" if table else f"[{party}]", f'address = "127.0.0.1:{free_port()}"',
                   f'certificate = "certs/{party}.pem"', f'private_key = "certs/{party}.key"']

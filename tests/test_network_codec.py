@@ -32,7 +32,7 @@ QUERIES = [  # PSI joins, per-party compute, HE group-by, SPU stages, UNION ALL,
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory, make_federation):
-    path = make_federation(tmp_path_factory.mktemp("codec"))
+    path = make_federation(tmp_path_factory.mktemp("codec"), group_sums="he")
     with Engine(path) as engine:
         return [engine.plan(sql, issuer).physical for sql in QUERIES for issuer in ("bank", "shop")]
 

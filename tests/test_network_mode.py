@@ -90,7 +90,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, make_federation):
-    path = networkify(make_federation(tmp_path_factory.mktemp("network")), NODES, timeout=20)
+    # class 4 forced onto HE: with "auto" the embedded twin (in process) would pick the SPU
+    path = networkify(make_federation(tmp_path_factory.mktemp("network"), group_sums="he"), NODES, timeout=20)
     running = Cluster(path, NODES)
     yield running
     running.stop()
@@ -180,6 +181,9 @@ def test_catalog_comes_from_the_services(networked):
     engine = networked["bank"]
     assert engine._stores == {}
     assert "customers" in engine.catalog.tables["bank"] and "orders" in engine.catalog.tables["shop"]
+    rows = engine.catalog.rows("shop", "orders")  # the cost model's statistic: a power of two
+    assert rows >= 1 and rows & (rows - 1) == 0
+    assert engine.link.rtt == 0.001 and engine.link.bandwidth == 125e6  # the federation's defaults
 
 
 def test_network_engine_issues_only_as_itself_and_does_not_write(networked):
@@ -265,7 +269,7 @@ def test_no_way_to_read_a_table(cluster):
     with pytest.raises((flight.FlightError, pa.ArrowNotImplementedError)):
         list(client.list_flights())
     actions = {a.type for a in client.list_actions()}
-    assert actions == {"prepare", "start", "msg", "wait", "abort", "alive", "schema", "status"}
+    assert actions == {"prepare", "start", "msg", "wait", "abort", "alive", "schema", "sizes", "status"}
     client.close()
 
 

@@ -105,11 +105,48 @@ CLASS_4 = [  # group keys at one party, aggregated values at another: HE group s
 ]
 
 
+@pytest.fixture(scope="module")
+def class_4_oracles(tmp_path_factory, make_federation, oracle_for):
+    """One engine per `[federation] group_sums` choice."""
+    from sqlsecure.engine import Engine
+
+    engines = {how: Engine(make_federation(tmp_path_factory.mktemp(how), group_sums=how)) for how in ("he", "spu")}
+    yield {how: oracle_for(engine) for how, engine in engines.items()}
+    for engine in engines.values():
+        engine.close()
+
+
 @pytest.mark.parametrize("sql", CLASS_4)
 @pytest.mark.parametrize("issuer", ["bank", "shop", "insurer"])
-def test_class_4_through_he(oracle, sql, issuer):
+def test_class_4_through_he(class_4_oracles, sql, issuer):
+    oracle = class_4_oracles["he"]
     oracle.check(sql, issuer)
     assert "HEU(" in oracle.engine.explain(sql, issuer)
+
+
+@pytest.mark.parametrize("sql", CLASS_4[:2])
+def test_class_4_through_the_spu_when_the_federation_says_so(class_4_oracles, sql):
+    oracle = class_4_oracles["spu"]
+    oracle.check(sql, "bank")
+    text = oracle.engine.explain(sql, "bank")
+    assert "SPU(" in text and "HEU(" not in text and "cost model" not in text
+
+
+def test_class_4_by_the_cost_model(engine):
+    """By default the planner prices both paths: in process the SPU wins; over a slow link, HE."""
+    from sqlsecure.planner.cost import Link
+
+    sql = CLASS_4[0]
+    text = engine.explain(sql, "bank")
+    assert "SPU(" in text and "HEU(" not in text
+    assert 'class 4 on the SPU ([federation] group_sums = "auto"); cost model:' in text
+    saved = engine.link
+    try:
+        engine.link = Link(rtt=0.08, bandwidth=2e6)
+        text = engine.explain(sql, "bank")
+    finally:
+        engine.link = saved
+    assert "HEU(" in text and "class 4 on HE" in text and "80 ms round trip" in text
 
 
 SPU_TWO_PARTY = [  # classes 3, 5, 6 and 7: what no single party may compute runs on secret shares
@@ -218,15 +255,3 @@ OUTER_JOINS = [  # LEFT / RIGHT joins across parties: unmatched rows of the pres
 @pytest.mark.parametrize("sql", OUTER_JOINS)
 def test_outer_joins(oracle, sql):
     oracle.check(sql, "bank")
-
-
-@pytest.mark.parametrize("sql", CLASS_4[:2])
-def test_class_4_through_the_spu_when_the_federation_says_so(tmp_path, make_federation, oracle_for, sql):
-    from sqlsecure.engine import Engine
-
-    path = make_federation(tmp_path)
-    path.write_text(path.read_text().replace("min_group_size = 4", 'min_group_size = 4\ngroup_sums = "spu"'))
-    with Engine(path) as engine:
-        oracle_for(engine).check(sql, "bank")
-        text = engine.explain(sql, "bank")
-        assert "SPU(" in text and "HEU(" not in text
