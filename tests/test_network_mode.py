@@ -493,3 +493,23 @@ def test_enclave_stage_over_the_network(enclave_cluster, oracle_for):
             Engine(enclave_cluster.path, runtime="network", identity="bank") as networked:
         assert "TEEU(enclave, SIMULATION)" in networked.explain(sql, "bank")
         oracle_for(NetworkOracle({"bank": networked}, embedded)).check(sql, "bank")
+
+
+def test_an_oblivious_join_over_the_network(tmp_path, make_federation, oracle_for):
+    """A join key not granted PLAINTEXT_AFTER_JOIN: the SPU joins the shared rows, each party in its
+    own process, and every party re-derives the same plan."""
+    grants = "\n".join(f'[[grants]]\nparty = "bank"\ncolumns = ["shop.orders.{column}"]\nconstraint = "{constraint}"\n'
+                       for column, constraint in (("customer_id", "PLAINTEXT_AFTER_COMPARE"),
+                                                  ("amount", "PLAINTEXT_AFTER_AGGREGATE")))
+    names = ("bank", "shop", "dealer")
+    path = networkify(make_federation(tmp_path, grants=grants, parties=("bank", "shop")), names, timeout=20)
+    cluster = Cluster(path, names)
+    sql = "SELECT COUNT(*), SUM(o.amount) FROM bank.accounts a JOIN shop.orders o ON a.account_id = o.customer_id"
+    try:
+        with Engine(path, runtime="network", identity="bank") as network, Engine(path) as embedded:
+            assert "oblivious join" in network.explain(sql, "bank")
+            count, total = network.execute(sql, "bank").table.to_pylist()[0].values()
+            want_count, want_total = oracle_for(embedded).expected(sql, "bank").to_pylist()[0].values()
+            assert count == want_count > 0 and total == pytest.approx(want_total, rel=1e-5)
+    finally:
+        cluster.stop()
