@@ -15,7 +15,10 @@ from sqlsecure.errors import OperationalError, ProtocolError
 from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.encoding import encode_keys
+from sqlsecure.executors.kkrt import kkrt_join_indices, kkrt_membership
 from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices, psi_membership
+
+PSI = {"ecdh": (psi_join_indices, psi_membership), "kkrt": (kkrt_join_indices, kkrt_membership)}
 from sqlsecure.masking import apply_mask
 from sqlsecure.executors.enclave_stage import inputs_table, issuer_side, party_side
 from sqlsecure.executors.he_group_by import key_party_side, open_sums, value_party_side
@@ -129,10 +132,10 @@ class PartyExecutor:
                 encode_keys(pieces[step.left_base], step.left_keys), encode_keys(pieces[step.right], step.right_keys)
             )
         elif me == step.left_party:
-            matched = psi_join_indices(self._endpoint, step.right_party, f"{tag}/psi",
+            matched = PSI[step.psi][0](self._endpoint, step.right_party, f"{tag}/psi",
                                        encode_keys(pieces[step.left_base], step.left_keys), True, self._workers)
         elif me == step.right_party:
-            right_rows = psi_join_indices(self._endpoint, step.left_party, f"{tag}/psi",
+            right_rows = PSI[step.psi][0](self._endpoint, step.left_party, f"{tag}/psi",
                                           encode_keys(pieces[step.right], step.right_keys), False, self._workers)
         left_idx = pair_idx = None
         if me == step.left_party:
@@ -221,13 +224,13 @@ class PartyExecutor:
         me = self.name
         if me == step.right_party:
             encoded = encode_keys(pieces[step.right], step.right_keys)
-            psi_membership(self._endpoint, step.left_party, f"{tag}/psi", encoded, self._workers)
+            PSI[step.psi][1](self._endpoint, step.left_party, f"{tag}/psi", encoded, self._workers)
             if step.null_aware:  # NOT IN: whether a NULL is among the values (one bit, to the key party)
                 self._endpoint.send(step.left_party, f"{tag}/nulls", b"\x01" if None in encoded else b"\x00")
         left_idx = None
         if me == step.left_party:
             encoded = encode_keys(pieces[step.left_base], step.left_keys)
-            member = psi_membership(self._endpoint, step.right_party, f"{tag}/psi", encoded, self._workers)
+            member = PSI[step.psi][1](self._endpoint, step.right_party, f"{tag}/psi", encoded, self._workers)
             provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
             has_key = np.array([k is not None for k in encoded], dtype=bool)[provenance]
             if step.mode == "semi":

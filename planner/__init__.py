@@ -44,7 +44,8 @@ class QueryPlan:
 
 def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                dialect: str = "duckdb", parameters=None, enclave: str | None = None,
-               measurements: tuple[str, ...] = (), group_sums: str = "auto", link: Link = Link()) -> QueryPlan:
+               measurements: tuple[str, ...] = (), group_sums: str = "auto", link: Link = Link(),
+               psi: str = "kkrt") -> QueryPlan:
     tree = load_query(sql, catalog, dialect, parameters, issuer)
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
@@ -83,7 +84,8 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
         return max((n for n in sizes if n is not None), default=None)
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, enclave=enclave,
-                           measurements=measurements, group_sums=group_sums, link=link, rows_of=rows_of)
+                           measurements=measurements, group_sums=group_sums, link=link, rows_of=rows_of,
+                           psi=psi)
     physical = place(optimized, ctx)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)

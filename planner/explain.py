@@ -11,10 +11,15 @@ def _movements(step) -> list[str]:
     moves = []
     if isinstance(step, EquiJoin) and step.left_party != step.right_party:
         a, b = step.left_party, step.right_party
-        moves += [
-            f"{a} <-> {b}: blinded keys, 32 B per distinct key each way, then re-blinded (32 B per key)",
-            f"{a} <-> {b}: 4 B row count per common key",
-        ]
+        if step.psi == "kkrt":
+            moves += [f"{a} <-> {b}: base OTs and their extension (512 x 16 B seeds, then 64 B per cuckoo bin of the "
+                      "side with more distinct keys)",
+                      f"{a} <-> {b}: 3 OPRF values per distinct key of the smaller side (⌈(40 + log2 of both set "
+                      "sizes) / 8⌉ B each), then the positions of the matches"]
+        else:
+            moves.append(f"{a} <-> {b}: blinded keys, 32 B per distinct key each way, then re-blinded (32 B per key)")
+        if step.mode not in ("semi", "anti"):
+            moves.append(f"{a} <-> {b}: 4 B row count per common key")
     if isinstance(step, EquiJoin):
         for holder in step.keep:
             if holder != step.left_party:
@@ -69,7 +74,9 @@ def render_explain(plan) -> str:
             lines.append(f"  [{n}] PYU({step.party})  pushdown -> {step.out}")
             lines.append(f"        {step.sql}")
         elif isinstance(step, EquiJoin):
-            kind = "ECDH-PSI (X25519) inner equi-join" if step.left_party != step.right_party else "local join"
+            protocol = "KKRT16 OT-based PSI" if step.psi == "kkrt" else "ECDH-PSI (X25519)"
+            what = {"inner": "inner equi-join", "left": "left join", "semi": "semi-join", "anti": "anti-join"}
+            kind = f"{protocol} {what[step.mode]}" if step.left_party != step.right_party else "local join"
             lines.append(f"  [{n}] {step.device}  {kind} -> {step.out}")
             lines.append(
                 f"        {step.left_base}.({', '.join(step.left_keys)}) = {step.right}.({', '.join(step.right_keys)}),"

@@ -63,6 +63,7 @@ class PlacementContext:
     link: Link = Link()  # the link the cost model assumes between parties
     rows_of: callable = lambda party: None  # party -> largest published size of its tables in the query
     class_4: Estimate | None = None  # the cost model's verdict, when it was asked
+    psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh"
 
 
 def to_piece(expression: exp.Expression) -> exp.Expression:
@@ -338,7 +339,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         if set(join.inputs[i].aliases) & set(join.outer):
             raise NotSupportedError("a LEFT JOIN whose NULL side is joined on by another table is not supported yet")
         steps.append(EquiJoin(current, f"r{j}", pi, f"r{i}", keys_i, pj, keys_j, out, holding, keep,
-                              mode="left" if left_outer else "inner"))
+                              mode="left" if left_outer else "inner", psi=ctx.psi))
         if left_outer:
             leakage.append((pj, f"how many rows of {out} found no match (the NULL-extended rows of the LEFT JOIN)"))
         if pi != pj:
@@ -360,7 +361,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         out = f"s{m}"
         steps.append(EquiJoin(current, f"m{m}", pi, f"r{i}", (column_key(membership.key),), pj, ("__member",), out,
                               holding, holding, mode="anti" if membership.anti else "semi",
-                              null_aware=membership.null_aware))
+                              null_aware=membership.null_aware, psi=ctx.psi))
         leakage.append((pi, f"which of its {column_key(membership.key)} values are among {pj}'s subquery values"))
         leakage.append((pj, f"which of its subquery values are {pi}'s {column_key(membership.key)} values"
                             + (", and whether it has NULLs (told to the peer)" if membership.null_aware else "")))

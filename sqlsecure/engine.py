@@ -131,7 +131,8 @@ class Engine:
                           dialect=self.config.dialect, parameters=parameters,
                           enclave=self.config.enclave.placement if self.config.enclave else None,
                           measurements=tuple(m.hex() for m in self.config.enclave.measurements)
-                          if self.config.enclave else (), group_sums=self.config.group_sums, link=self.link)
+                          if self.config.enclave else (), group_sums=self.config.group_sums, link=self.link,
+                          psi=self.config.psi)
 
     def check(self, sql: str, issuer: str) -> str | None:
         """Dry run: None if the query would be answered, else why not. Touches no data."""

@@ -23,7 +23,7 @@ from sqlsecure.policy import ColumnRef, Constraint, Grants
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
-                   "group_sums", "link_rtt_ms", "link_mbps"}
+                   "group_sums", "link_rtt_ms", "link_mbps", "psi"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 PARTY_KEYS = {"database", "tables"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
@@ -85,6 +85,7 @@ class FederationConfig:
     group_sums: str = "auto"  # class 4 (keys at one party, SUM/AVG/COUNT of another's values): "auto", "he", "spu"
     link_rtt_ms: float = 1.0  # network mode: the round trip the cost model assumes between parties
     link_mbps: float = 1000.0  # network mode: the bandwidth it assumes
+    psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh" (X25519)
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,9 @@ def load_federation(path: str | Path) -> FederationConfig:
     if group_sums not in ("auto", "he", "spu"):
         problem("federation.group_sums", 'must be "auto" (the planner\'s cost model), "he" (Paillier group sums) '
                                          'or "spu" (secret shares)')
+    psi = fed.get("psi", "kkrt")
+    if psi not in ("kkrt", "ecdh"):
+        problem("federation.psi", 'must be "kkrt" (OT-based PSI, KKRT16) or "ecdh" (ECDH-PSI over X25519)')
     link = {}
     for key, default, low, top, unit in (("link_rtt_ms", 1.0, 0, 60_000, "milliseconds"),
                                          ("link_mbps", 1000.0, 1e-3, 1e6, "Mbit/s")):
@@ -361,7 +365,7 @@ def load_federation(path: str | Path) -> FederationConfig:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
                             paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
-                            nodes, group_sums, **link)
+                            nodes, group_sums, **link, psi=psi)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

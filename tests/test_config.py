@@ -27,7 +27,7 @@ t = "t.csv"
 def test_good_file_loads(tmp_path):
     cfg = load_federation(write(tmp_path, GOOD))
     assert list(cfg.parties) == ["a", "b"] and cfg.min_group_size == 4 and cfg.dialect == "duckdb"
-    assert cfg.group_sums == "auto" and (cfg.link_rtt_ms, cfg.link_mbps) == (1.0, 1000.0)
+    assert cfg.group_sums == "auto" and (cfg.link_rtt_ms, cfg.link_mbps) == (1.0, 1000.0) and cfg.psi == "kkrt"
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -43,6 +43,7 @@ def test_good_file_loads(tmp_path):
     (GOOD.replace('name = "x"', 'name = "x"\nlink_rtt_ms = -3'), "federation.link_rtt_ms: must be a number of "
                                                                   "milliseconds"),
     (GOOD.replace('name = "x"', 'name = "x"\nlink_mbps = 0'), "federation.link_mbps: must be a number of Mbit/s"),
+    (GOOD.replace('name = "x"', 'name = "x"\npsi = "rsa"'), 'federation.psi: must be "kkrt"'),
     (GOOD + '[[grants]]\nparty = "b"\ncolumns = ["a.t.id"]\nconstraint = "SOMETIMES"\n', "unknown constraint"),
     (GOOD + '[[grants]]\nparty = "z"\ncolumns = ["a.t.id"]\nconstraint = "PLAINTEXT"\n', "grants[0].party: unknown party"),
     (GOOD + '[[grants]]\nparty = "b"\ncolumns = ["a.t.id"]\nconstraint = "PLAINTEXT"\nwhy = 1\n', "grants[0].why: unknown key"),

@@ -255,3 +255,19 @@ OUTER_JOINS = [  # LEFT / RIGHT joins across parties: unmatched rows of the pres
 @pytest.mark.parametrize("sql", OUTER_JOINS)
 def test_outer_joins(oracle, sql):
     oracle.check(sql, "bank")
+
+
+@pytest.fixture(scope="module")
+def ecdh_oracle(tmp_path_factory, make_federation, oracle_for):
+    from sqlsecure.engine import Engine
+
+    with Engine(make_federation(tmp_path_factory.mktemp("ecdh"), psi="ecdh")) as engine:
+        yield oracle_for(engine)
+
+
+@pytest.mark.parametrize("sql", [*TWO_PARTY[:6], *THREE_PARTY[:2], *SEMI_AND_ANTI[:3], OUTER_JOINS[0]])
+def test_joins_on_the_ecdh_psi_when_the_federation_says_so(ecdh_oracle, sql):
+    """KKRT16 is the default PSI; `psi = "ecdh"` runs the same joins on X25519, with the same results."""
+    ecdh_oracle.check(sql, "bank")
+    text = ecdh_oracle.engine.explain(sql, "bank")
+    assert "ECDH-PSI (X25519)" in text and "KKRT16" not in text
