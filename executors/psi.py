@@ -12,6 +12,19 @@ Rounds (each party sends, then receives; both directions at once):
 Output order: by key (common order), then left row, then right row — so the left side repeats
 each of its rows once per matching right row, and the right side tiles its rows.
 
+Rounds 1 and 2 are streamed in messages of `BATCH` points (2 MiB): full batches, then one shorter
+(possibly empty) batch that ends the round, so the receiver needs no count up front. A party sends
+each blinded batch as soon as the workers finish it and re-blinds each of the peer's batches as it
+arrives, with at most `WINDOW` batches being blinded at once (so both parties' batches interleave on
+the process's shared X25519 workers). Messages per direction: (my distinct keys // BATCH + 1) +
+(the peer's // BATCH + 1) + 1 for the counts (none in `psi_membership`) — 3 below 65,536 distinct
+keys a side; the bytes are those of the unbatched protocol: 32 B per distinct key per round, 4 B
+per common key.
+
+Memory per party is a few numpy arrays of 32 B per distinct key (its points, the peer's re-blinded
+points it sent, its own double-blinded points, their sort) and 8 B per row; no Python object per
+key. Keys are told apart by their points (SHA-256), as the protocol itself does.
+
 Leakage (semi-honest): each party learns the number of distinct keys of the other, which of its
 own keys are in the intersection, and the other's multiplicity for each intersection key (all of
 which the join result shows anyway). Nothing about non-matching keys crosses in the clear.
@@ -20,12 +33,17 @@ which the join result shows anyway). Nothing about non-matching keys crosses in 
 from __future__ import annotations
 
 import os
+from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 
 from sqlsecure.errors import ProtocolError
 from sqlsecure.executors.channel import Endpoint
-from sqlsecure.executors.ecdh import POINT, BlindingKey, GroupWorkers, hash_to_points
+from sqlsecure.executors.ecdh import POINT, BlindingKey, GroupWorkers, hash_to_buffer
+
+BATCH = 1 << 16  # points per blinded / re-blinded message (2 MiB); a shorter batch is the last
+WINDOW = 2  # batches being blinded at once per party: bounds memory, interleaves the parties' work
 
 
 def group_rows(encoded: list[bytes | None]) -> dict[bytes, list[int]]:
@@ -49,6 +67,13 @@ def expand(rows: list[list[int]], mine: np.ndarray, theirs: np.ndarray, left: bo
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64)
     flat = np.fromiter((r for group in rows for r in group), dtype=np.int64, count=int(mine.sum()))
+    return _expand_flat(flat, mine, theirs, left)
+
+
+def _expand_flat(flat: np.ndarray, mine: np.ndarray, theirs: np.ndarray, left: bool) -> np.ndarray:
+    """`expand` with my rows concatenated key after key (`mine[i]` rows for key i)."""
+    if len(mine) == 0:
+        return np.zeros(0, dtype=np.int64)
     if left:
         return np.repeat(flat, np.repeat(theirs, mine))
     block = theirs * mine  # left count x right count per key
@@ -69,61 +94,121 @@ def local_join_indices(left: list[bytes | None], right: list[bytes | None]) -> t
     return expand(lrows, lcount, rcount, True), expand(rrows, rcount, lcount, False)
 
 
-def _split(blob: bytes) -> list[bytes]:
-    return [blob[i:i + POINT] for i in range(0, len(blob), POINT)]
+class _Intersection(NamedTuple):
+    ids: np.ndarray  # per row of mine: the index of its distinct key, -1 for NULL
+    distinct: int  # how many distinct keys I have
+    common: np.ndarray  # indices of my distinct keys in the intersection, in the common order
+
+
+def _distinct_points(encoded: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(per row: index of its distinct key or -1 for NULL, the distinct keys' points as an S32 array).
+
+    Keys are told apart by their hashes (SHA-256), as the protocol itself does."""
+    present = np.fromiter((k is not None for k in encoded), dtype=bool, count=len(encoded))
+    hashed = np.frombuffer(hash_to_buffer(k for k in encoded if k is not None), dtype="S32")
+    distinct, inverse = np.unique(hashed, return_inverse=True)
+    ids = np.full(len(encoded), -1, dtype=np.int64)
+    ids[present] = inverse.reshape(-1)
+    return ids, distinct
+
+
+def _batches(n: int) -> list[tuple[int, int]]:
+    """Point ranges of the messages for n points: full BATCHes, then one shorter (maybe empty) batch."""
+    return [(start, min(start + BATCH, n)) for start in range(0, n + 1, BATCH)]
 
 
 def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
-               workers: GroupWorkers | None) -> tuple[dict[bytes, list[int]], list[bytes]]:
-    """Rounds 1-2: (my distinct keys -> rows, my keys in the intersection in the common order)."""
-    groups = group_rows(encoded)
-    keys = list(groups)
-    order = random_permutation(len(keys))
-    shuffled = [keys[i] for i in order]
+               workers: GroupWorkers | None) -> _Intersection:
+    """Rounds 1-2, streamed in batches of BATCH points with at most WINDOW batches being blinded."""
+    ids, distinct = _distinct_points(encoded)
+    d = len(distinct)
+    order = random_permutation(d)
+    mine = memoryview(distinct[order].tobytes())  # shuffled
+    del distinct
     key = BlindingKey()
+    bounds = _batches(d)
 
-    mine = key.blind(hash_to_points(shuffled), workers)
-    endpoint.send(peer, f"{tag}/blinded", mine)
-    theirs = endpoint.recv(peer, f"{tag}/blinded")
-    if len(theirs) % POINT:
-        raise ProtocolError(f"{peer} sent a malformed PSI message ({len(theirs)} bytes)")
+    # Round 1: my blinded keys, sent batch by batch as the workers finish them.
+    pending: deque = deque()
+    for start, stop in bounds:
+        pending.append(key.blind_later(mine[start * POINT:stop * POINT], workers))
+        if len(pending) >= WINDOW:
+            endpoint.send(peer, f"{tag}/blinded", pending.popleft().result())
+    while pending:
+        endpoint.send(peer, f"{tag}/blinded", pending.popleft().result())
+    del mine
 
-    their_double = key.blind(theirs, workers)
-    endpoint.send(peer, f"{tag}/reblinded", their_double)
-    mine_double = endpoint.recv(peer, f"{tag}/reblinded")
-    if len(mine_double) != len(mine):
-        raise ProtocolError(f"{peer} re-blinded {len(mine_double) // POINT} keys, expected {len(keys)}")
+    # Round 2: the peer's blinded keys, re-blinded batch by batch; I keep what I send back.
+    their_double: list = []
+    more = True
+    while more:
+        theirs = endpoint.recv(peer, f"{tag}/blinded")
+        if len(theirs) % POINT or len(theirs) > BATCH * POINT:
+            raise ProtocolError(f"{peer} sent a malformed PSI message ({len(theirs)} bytes; at most "
+                                f"{BATCH} points of {POINT} bytes each)")
+        more = len(theirs) == BATCH * POINT
+        pending.append(key.blind_later(theirs, workers))
+        while pending and (len(pending) >= WINDOW or not more or pending[0].done()):
+            their_double.append(pending.popleft().result())
+            endpoint.send(peer, f"{tag}/reblinded", their_double[-1])
+    mine_double = bytearray(d * POINT)
+    for start, stop in bounds:
+        got = endpoint.recv(peer, f"{tag}/reblinded")
+        if len(got) != (stop - start) * POINT:
+            raise ProtocolError(f"{peer} re-blinded {len(got) // POINT} keys of the batch starting at key "
+                                f"{start}, expected {stop - start} (of {d})")
+        mine_double[start * POINT:stop * POINT] = got
 
-    theirs_set = set(_split(their_double))
-    common = sorted((point, k) for point, k in zip(_split(mine_double), shuffled) if point in theirs_set)
-    return groups, [k for _, k in common]
+    # H(x)^ab sorted: a common value appears twice, mine first (a stable sort); that order is the common one.
+    points = np.concatenate([np.frombuffer(mine_double, dtype="S32"),
+                             *(np.frombuffer(b, dtype="S32") for b in their_double)])
+    del mine_double, their_double
+    by_point = np.argsort(points, kind="stable")
+    ordered = points[by_point]
+    del points
+    hit = np.flatnonzero((ordered[1:] == ordered[:-1]) & (by_point[:-1] < d) & (by_point[1:] >= d))
+    return _Intersection(ids, d, order[by_point[hit]])
+
+
+def _ramp(counts: np.ndarray) -> np.ndarray:
+    """0..c-1 for each c in counts, concatenated."""
+    total = int(counts.sum())
+    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _common_rows(found: _Intersection) -> tuple[np.ndarray, np.ndarray]:
+    """(my rows of the common keys, grouped by key in the common order, row order within a key; count per key)."""
+    ids = found.ids
+    valid = ids >= 0
+    per_key = np.bincount(ids[valid], minlength=found.distinct)
+    by_key = np.argsort(ids, kind="stable")[len(ids) - int(valid.sum()):]
+    starts = np.cumsum(per_key) - per_key
+    counts = per_key[found.common]
+    return by_key[np.repeat(starts[found.common], counts) + _ramp(counts)], counts.astype(np.int64)
 
 
 def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
                      workers: GroupWorkers | None = None) -> np.ndarray:
     """Run the ECDH-PSI with `peer`; return my row indices of the join, in the common order."""
-    groups, common = _intersect(endpoint, peer, tag, encoded, workers)
-    rows = [groups[k] for k in common]
-    my_counts = np.array([len(r) for r in rows], dtype=np.uint32)
-    endpoint.send(peer, f"{tag}/counts", my_counts.tobytes())
+    flat, my_counts = _common_rows(_intersect(endpoint, peer, tag, encoded, workers))
+    endpoint.send(peer, f"{tag}/counts", my_counts.astype(np.uint32).tobytes())
     raw = endpoint.recv(peer, f"{tag}/counts")
-    if len(raw) != 4 * len(rows):
-        raise ProtocolError(f"{peer} sent {len(raw) // 4} multiplicities for {len(rows)} common keys")
+    if len(raw) != 4 * len(my_counts):
+        raise ProtocolError(f"{peer} sent {len(raw) // 4} multiplicities for {len(my_counts)} common keys")
     their_counts = np.frombuffer(raw, dtype=np.uint32).astype(np.int64)
-    if len(rows) and their_counts.min() < 1:
+    if len(my_counts) and their_counts.min() < 1:
         raise ProtocolError(f"{peer} sent a zero multiplicity for a common key")
-    return expand(rows, my_counts.astype(np.int64), their_counts, left)
+    return _expand_flat(flat, my_counts, their_counts, left)
 
 
 def psi_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
                    workers: GroupWorkers | None = None) -> np.ndarray:
     """Rounds 1-2 only (a semi- or anti-join): for each of my rows, whether its key is also the peer's.
     No multiplicities cross."""
-    groups, common = _intersect(endpoint, peer, tag, encoded, workers)
-    member = np.zeros(len(encoded), dtype=bool)
-    for k in common:
-        member[groups[k]] = True
-    return member
+    found = _intersect(endpoint, peer, tag, encoded, workers)
+    in_common = np.zeros(found.distinct + 1, dtype=bool)  # the extra False is for NULL (id -1)
+    in_common[found.common] = True
+    return in_common[found.ids]
 
 
 def compose_matches(provenance: np.ndarray, matched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
