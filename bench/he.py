@@ -1,28 +1,48 @@
-"""Benchmark: Paillier operations (phe default vs sqlsecure HEU) and he_group_sum end to end.
+"""Benchmark: Paillier operations (phe default vs sqlsecure HEU), he_group_sum, and the class-4 query
+end to end through the engine on HE and on the SPU, side by side in one run.
 
-Part 1, operations per second on one core, same key, side by side:
-  encrypt      phe `PaillierPublicKey.encrypt` (r^n with full-length r)  vs  HEU `Encryptor` (public
-               key, DJN randomness h_s^a with ceil(k/2)-bit a from a fixed-base table) and
-               `OwnerEncryptor` (the key owner's CRT variant: the same ciphertexts)
-  encrypt xP   HEU key-owner encryption through a `HEWorkers` pool of P processes (all cores)
-  decrypt      phe `decrypt` (CRT)  vs  HEU `PrivateKey.decrypt` (phe's raw CRT decryption)
-  add          phe `EncryptedNumber.__add__`  vs  HEU one multiplication mod n^2
-Part 2, he_group_sum: B (values, key owner, with a worker pool) and A (labels) in two threads over
-an `InProcessChannel`, one int64 column, random labels; wall time, channel bytes and messages, and
-whether the revealed sums equal the plaintext reference (exit 1 if not).
+Part "ops", operations per second, same 2048-bit key (--key-bits), side by side:
+  per core   CPU-time rate of one thread (robust to other work on a shared machine)
+  workers    wall-clock rate through `HEWorkers` (--processes worker processes, all cores)
+  encrypt    phe `PaillierPublicKey.encrypt` (r^n, full-length r)  vs  HEU `OwnerEncryptor` (the
+             key owner's CRT path: h_s^a mod p^2 and q^2, a of ceil(k/2) bits, fixed-base tables;
+             what he_group_sum uses) and `Encryptor` (public key only, one table mod n^2)
+  decrypt    phe `decrypt`  vs  HEU CRT decryption (and mod p^2 alone, for plaintexts below p)
+  randomise  HEU `Randomizer` (h_s^a, a of |n| + 128 bits): what the label owner pays per returned sum
+  add        phe `EncryptedNumber.__add__`  vs  HEU one multiplication mod n^2
+  The fixed-base tables are built before timing; their build time is printed.
+Part "protocol": `he_group_sum` alone, B (values, key owner) and A (labels) in two threads over an
+  `InProcessChannel`, both with `HEWorkers` (as in the engine), pools warm; one int64 value column
+  plus its validity column (as the engine sends), --groups random labels. R and merge: the packing
+  plan (rows per ciphertext, merged returns); Munits: the cost model's estimate (`packing_cost`);
+  us/unit: CPU seconds per unit -- the calibration of `packing.UNIT_SECONDS` on this machine.
+Part "engine": the class-4 query
+      SELECT a.label, SUM(b.value), COUNT(b.value), AVG(b.value) FROM a.t a JOIN b.t b
+      ON a.id = b.id GROUP BY a.label
+  (labels at party a, values at party b, a PSI join on id, issuer a) through `Engine` with
+  `[federation] group_sums = "he"` and `= "spu"`, against DuckDB over both tables (exit 1 if any
+  answer differs). Reported: total wall seconds, the class-4 step's seconds (the HE group-by, or
+  the SPU stage) and the join's, from the runtime's progress callback.
+Every timed run reports the process tree's peak RSS (main + worker processes, sampled every 50 ms)
+and its CPU seconds (main + workers + reaped children).
 
-The machine is shared with other work: numbers are indicative.
+The machine may be shared with other work: numbers are indicative; the load average is printed.
 
-Run:  python bench/he.py [--key-bits 2048] [--ops 200] [--rows 100000] [--groups 1000] [--processes N]
+Run:  python bench/he.py [--parts ops,protocol,engine] [--sizes 100000,1000000] [--groups 1000]
+                         [--key-bits 2048] [--ops 400] [--processes N] [--seed S]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import resource
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from phe import paillier
@@ -33,67 +53,182 @@ from sqlsecure.executors.heu import (
     HEParams,
     HEWorkers,
     OwnerEncryptor,
+    Randomizer,
+    SlotLayout,
+    choose_packing,
     group_sum_reference,
     he_group_sum_labels,
     he_group_sum_values,
     keypair_from_phe,
     reveal_group_sums,
 )
-from sqlsecure.executors.heu.paillier import add, ciphertexts_from_blob
+from sqlsecure.executors.heu.packing import packing_cost
+from sqlsecure.executors.heu.paillier import add
+from sqlsecure.executors.heu.workers import worker_pids
+
+try:
+    import psutil
+except ImportError:
+    psutil = None
 
 
-def rate(fn, count: int) -> float:
+# ---------------------------------------------------------------- measuring
+
+def tree_rss() -> int:
+    """Resident bytes of this process and its descendants (shared pages count once per process)."""
+    if psutil is not None:
+        procs = [psutil.Process()]
+        procs += procs[0].children(recursive=True)
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    total = 0
+    for pid in [os.getpid(), *worker_pids()]:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+        except (OSError, StopIteration, ValueError):
+            pass
+    return total
+
+
+def tree_cpu() -> float:
+    """CPU seconds of this process, its live descendants and its reaped children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    if psutil is not None:
+        for p in psutil.Process().children(recursive=True):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
+class Meter:
+    """Wall seconds, CPU seconds and peak RSS of the process tree over a `with` block."""
+
+    def __enter__(self):
+        self.peak, self._stop = tree_rss(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self.cpu0, self.t0 = tree_cpu(), time.perf_counter()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, tree_rss())
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = tree_cpu() - self.cpu0
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss())
+
+
+def cpu_rate(fn, count: int) -> float:
+    """count / CPU seconds of this thread running fn()."""
+    start = time.thread_time()
+    fn()
+    return count / max(time.thread_time() - start, 1e-9)
+
+
+def wall_rate(fn, count: int) -> float:
     start = time.perf_counter()
     fn()
     return count / (time.perf_counter() - start)
 
 
+# ---------------------------------------------------------------- part 1: operations
+
 def operations(key_bits: int, count: int, processes: int) -> None:
     phe_pk, phe_sk = paillier.generate_paillier_keypair(n_length=key_bits)
     pk, sk = keypair_from_phe(phe_pk, phe_sk)
-    msgs = list(range(count))
-    rows = []
-    phe_enc = rate(lambda: [phe_pk.encrypt(m) for m in msgs[:max(20, count // 4)]], max(20, count // 4))
-    enc = Encryptor(pk)
-    enc.encrypt([1] * 300)  # builds the table (its cost is reported for the owner's tables)
-    heu_enc = rate(lambda: enc.encrypt(msgs), count)
-    owner = OwnerEncryptor(sk)
+    msgs = [int(m) for m in np.random.default_rng(0).integers(0, 2**62, count)]
+    few = max(20, count // 10)
+    phe_enc = cpu_rate(lambda: [phe_pk.encrypt(m) for m in msgs[:few]], few)
+
+    owner = OwnerEncryptor(sk, uses=count * 100)  # the window of a large batch, as in he_group_sum
     start = time.perf_counter()
     owner.encrypt([0])
-    table_s = time.perf_counter() - start
-    owner_enc = rate(lambda: owner.encrypt(msgs), count)
+    owner_table_s = time.perf_counter() - start
+    owner_enc = cpu_rate(lambda: owner.encrypt(msgs), count)
+    public = Encryptor(pk, uses=count * 100)
+    start = time.perf_counter()
+    public.encrypt([0] * 300)
+    public_table_s = time.perf_counter() - start
+    public_enc = cpu_rate(lambda: public.encrypt(msgs), count)
+
     workers = HEWorkers(processes)
-    big = 4 * count * processes
-    list(workers.encrypt_stream(sk, iter([msgs[:1] * 2500]), 2500))  # start workers and their tables
-    pool_enc = rate(lambda: list(workers.encrypt_stream(sk, iter([list(range(big))]), big)), big)
-    workers.close()
-    rows.append(("encrypt", phe_enc, heu_enc, f"public key; owner CRT {owner_enc:,.0f}/s "
-                 f"({owner_enc / phe_enc:.1f}x); tables {table_s:.2f} s"))
-    rows.append((f"encrypt x{processes}", phe_enc, pool_enc, "key owner, worker pool"))
+    big = max(4 * count * processes, 4096)
+    list(workers.encrypt_stream(sk, iter([[0] * big]), big))  # start workers, build their tables
+    pool_enc = wall_rate(lambda: list(workers.encrypt_stream(sk, iter([list(range(big))]), big)), big)
+
     phe_cts = [phe_pk.encrypt(m) for m in msgs[:40]]
-    heu_cts = owner.encrypt(msgs[:40])
-    rows.append(("decrypt", rate(lambda: [phe_sk.decrypt(c) for c in phe_cts], 40),
-                 rate(lambda: sk.decrypt(heu_cts), 40), "both phe's CRT decryption"))
+    heu_cts = owner.encrypt(msgs)
+    phe_dec = cpu_rate(lambda: [phe_sk.decrypt(c) for c in phe_cts], len(phe_cts))
+    heu_dec = cpu_rate(lambda: sk.decrypt(heu_cts), count)
+    heu_dec_half = cpu_rate(lambda: sk.decrypt(heu_cts, 64), count)
+    many = heu_cts * max(1, 2000 // count)
+    workers.decrypt(sk, many[:64])
+    pool_dec = wall_rate(lambda: workers.decrypt(sk, many), len(many))
+
+    randomizer = Randomizer(pk, uses=count * 10)
+    start = time.perf_counter()
+    randomizer.factors(1)
+    rand_table_s = time.perf_counter() - start
+    heu_rand = cpu_rate(lambda: randomizer.factors(count), count)
+    workers.factors_later(pk, 8 * count).result()  # warm the workers' table
+    pool_rand = wall_rate(lambda: workers.factors_later(pk, 8 * count).result(), 8 * count)
+
     a, b = phe_cts[0], phe_cts[1]
     ca, cb = heu_cts[0], heu_cts[1]
     n_add = 20 * count
-    rows.append(("add", rate(lambda: [a + b for _ in range(n_add)], n_add),
-                 rate(lambda: [add(pk, ca, cb) for _ in range(n_add)], n_add), "ciphertext + ciphertext"))
-    print(f"\nPaillier {key_bits}-bit, ops/s (one core unless noted)")
-    print(f"{'op':<12}{'phe':>12}{'sqlsecure':>12}{'ratio':>8}  note")
-    for name, base, ours, note in rows:
-        print(f"{name:<12}{base:>12,.0f}{ours:>12,.0f}{ours / base:>7.1f}x  {note}")
+    phe_add = cpu_rate(lambda: [a + b for _ in range(n_add)], n_add)
+    heu_add = cpu_rate(lambda: [add(pk, ca, cb) for _ in range(n_add)], n_add)
+
+    rows = [
+        ("encrypt (key owner, CRT)", phe_enc, owner_enc, pool_enc,
+         f"window {owner.window_bits} bits, tables {owner_table_s:.2f} s"),
+        ("encrypt (public key)", phe_enc, public_enc, None, f"tables {public_table_s:.2f} s"),
+        ("decrypt (CRT)", phe_dec, heu_dec, pool_dec, "both primes, as phe"),
+        ("decrypt (< p, mod p^2 only)", phe_dec, heu_dec_half, None, "packed sums that fit below p"),
+        ("randomiser h_s^a", None, heu_rand, pool_rand, f"|n|+128-bit a; table {rand_table_s:.2f} s"),
+        ("add", phe_add, heu_add, None, "one multiplication mod n^2 in both"),
+    ]
+    print(f"\nPaillier {key_bits}-bit, operations per second (per core: CPU time of one thread; "
+          f"workers: wall time, {processes} processes)")
+    print(f"{'op':<30}{'phe/core':>10}{'ours/core':>11}{'ratio':>8}{'ours x' + str(processes):>11}  note")
+    for name, base, ours, pool, note in rows:
+        ratio = f"{ours / base:7.1f}x" if base else f"{'':>8}"
+        base_s = f"{base:>10,.0f}" if base else f"{'-':>10}"
+        pool_s = f"{pool:>11,.0f}" if pool else f"{'-':>11}"
+        print(f"{name:<30}{base_s}{ours:>11,.0f}{ratio}{pool_s}  {note}")
+    print(f"(encryption target >= 30x phe per core: {owner_enc / phe_enc:.1f}x "
+          f"{'met' if owner_enc >= 30 * phe_enc else 'NOT met'} in this run)")
 
 
-def group_sum(key_bits: int, rows: int, groups: int, processes: int) -> bool:
-    rng = np.random.default_rng(1)
-    values = [rng.integers(-(10**12), 10**12, rows)]
+# ---------------------------------------------------------------- part 2: he_group_sum alone
+
+def group_sum(key_bits: int, rows: int, groups: int, processes: int, seed: int) -> bool:
+    rng = np.random.default_rng(seed)
+    values = [rng.integers(-(10**12), 10**12, rows), np.ones(rows, dtype=np.int64)]
     codes = rng.integers(0, groups, rows)
     params = HEParams(key_bits=key_bits)
+    layout = SlotLayout(params.value_bits, rows, params.mask_bits)
+    plan = choose_packing(rows, groups, 2, layout.slots(key_bits), layout.slot_bits, key_bits, processes)
+    units = packing_cost(plan, rows, groups, layout.slot_bits, key_bits, processes)
     channel = InProcessChannel(["a", "b"], timeout=3600)
     workers = HEWorkers(processes)
-    list(workers.encrypt_stream(keypair_from_phe(*paillier.generate_paillier_keypair(n_length=key_bits))[1],
-                                iter([[0] * 2500]), 2500))  # warm pool, as in a long-lived runtime
+    _, warm_sk = keypair_from_phe(*paillier.generate_paillier_keypair(n_length=key_bits))
+    list(workers.encrypt_stream(warm_sk, iter([[0] * 4096]), 4096))  # workers started, as in a long-lived runtime
     out, errors = {}, []
 
     def party(name, fn):
@@ -104,39 +239,161 @@ def group_sum(key_bits: int, rows: int, groups: int, processes: int) -> bool:
             errors.append(exc)
             channel.abort(str(exc))
 
-    start = time.perf_counter()
     threads = [
-        threading.Thread(target=party, args=("a", lambda ep: he_group_sum_labels(ep, "b", "g", codes, groups, params))),
-        threading.Thread(target=party, args=("b", lambda ep: he_group_sum_values(ep, "a", "g", values, params, workers))),
+        threading.Thread(target=party, args=("a", lambda ep: he_group_sum_labels(ep, "b", "g", codes, groups, params,
+                                                                               workers))),
+        threading.Thread(target=party, args=("b", lambda ep: he_group_sum_values(ep, "a", "g", values, params,
+                                                                               workers))),
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    workers.close()
+    with Meter() as m:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     if errors:
         raise errors[0]
     ok = out["a"].sums == group_sum_reference(codes, groups, values).sums
     st = channel.stats
-    print(f"\nhe_group_sum {key_bits}-bit, {rows:,} rows x {groups:,} groups, {processes} worker processes for B")
-    print(f"  wall {wall:.1f} s ({rows / wall:,.0f} rows/s); B->A {st.bytes[('b', 'a')] / 1e6:.1f} MB in "
-          f"{st.messages[('b', 'a')]} msgs; A->B {st.bytes[('a', 'b')] / 1e3:.1f} kB in "
-          f"{st.messages[('a', 'b')]} msgs; sums ok: {ok}")
+    print(f"{rows:>10,} {groups:>7,} {plan.rows_per_ciphertext:>4} {'yes' if plan.merge else 'no':>5} "
+          f"{m.wall:>8.1f} {m.cpu:>8.1f} {m.peak / 2**20:>8.0f} {st.bytes[('b', 'a')] / 1e6:>9.1f} "
+          f"{st.bytes[('a', 'b')] / 1e6:>9.2f} {units / 1e6:>8.2f} {m.cpu / units * 1e6:>8.1f} "
+          f"{'yes' if ok else 'NO':>4}", flush=True)
+    return ok
+
+
+# ---------------------------------------------------------------- part 3: the engine, HE vs SPU
+
+QUERY = ("SELECT a.label, SUM(b.value) AS s, COUNT(b.value) AS c, AVG(b.value) AS m "
+         "FROM a.t a JOIN b.t b ON a.id = b.id GROUP BY a.label")
+GRANTS = """
+[[grants]]
+party = "a"
+columns = ["b.t.id"]
+constraint = "PLAINTEXT_AFTER_JOIN"
+
+[[grants]]
+party = "a"
+columns = ["b.t.value"]
+constraint = "PLAINTEXT_AFTER_AGGREGATE"
+
+[[grants]]
+party = "b"
+columns = ["a.t.id"]
+constraint = "PLAINTEXT_AFTER_JOIN"
+"""
+
+
+def write_tables(directory: Path, rows: int, groups: int, seed: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(rows).astype(np.int64)
+    (directory / "a").mkdir(parents=True, exist_ok=True)
+    (directory / "b").mkdir(parents=True, exist_ok=True)
+    labels = np.char.add("g", rng.integers(0, groups, rows).astype(str))
+    pq.write_table(pa.table({"id": ids, "label": labels}), directory / "a" / "t.parquet")
+    pq.write_table(pa.table({"id": rng.permutation(ids), "value": rng.integers(-10**6, 10**6, rows)}),
+                   directory / "b" / "t.parquet")
+
+
+def federation(directory: Path, group_sums: str) -> Path:
+    path = directory / f"federation-{group_sums}.toml"
+    path.write_text("\n".join([
+        "[federation]", 'name = "bench"', "min_group_size = 4", f'group_sums = "{group_sums}"', "",
+        "[parties.a]", "[parties.a.tables]", 't = "a/t.parquet"', "",
+        "[parties.b]", "[parties.b.tables]", 't = "b/t.parquet"', "", GRANTS]), encoding="utf-8")
+    return path
+
+
+def expected(directory: Path):
+    import duckdb
+
+    con = duckdb.connect()
+    return con.sql(QUERY.replace("a.t a", f"'{directory}/a/t.parquet' a").replace(
+        "b.t b", f"'{directory}/b/t.parquet' b") + " HAVING COUNT(*) >= 4").to_arrow_table()
+
+
+def same(got, want) -> bool:
+    key = lambda r: r["label"]  # noqa: E731
+    g = sorted(got.to_pylist(), key=key)
+    w = sorted(want.to_pylist(), key=key)
+    return len(g) == len(w) and all(
+        a["label"] == b["label"] and int(a["s"]) == int(b["s"]) and int(a["c"]) == int(b["c"])
+        and abs(float(a["m"]) - float(b["m"])) <= 1e-6 * max(1.0, abs(float(b["m"]))) for a, b in zip(g, w))
+
+
+def engine_run(directory: Path, group_sums: str, rows: int, groups: int, want) -> bool:
+    from sqlsecure.engine import Engine
+
+    with Engine(federation(directory, group_sums), timeout=3600) as engine:
+        plan_text = engine.explain(QUERY, "a")
+        starts: dict[int, tuple[float, str]] = {}
+        lock = threading.Lock()
+
+        def progress(step, steps, label):
+            with lock:
+                starts.setdefault(step, (time.perf_counter(), str(label)))
+
+        engine.runtime.progress = progress
+        with Meter() as m:
+            got = engine.execute(QUERY, "a").table
+        end = time.perf_counter()
+    marks = sorted(starts.items())
+    spans = {}
+    for i, (step, (t, label)) in enumerate(marks):
+        spans[label] = spans.get(label, 0.0) + ((marks[i + 1][1][0] if i + 1 < len(marks) else end) - t)
+    join_s = sum(s for label, s in spans.items() if "PSI" in label or "join" in label.lower())
+    step_s = sum(s for label, s in spans.items() if ("HEU" in label if group_sums == "he" else "SPU" in label))
+    ok = same(got, want)
+    device = "HEU" if "HEU(" in plan_text else ("SPU" if "SPU(" in plan_text else "?")
+    print(f"{rows:>10,} {groups:>7,} {group_sums:>4} {device:>6} {m.wall:>8.1f} {step_s:>8.1f} {join_s:>8.1f} "
+          f"{m.cpu:>8.1f} {m.peak / 2**20:>8.0f} {'yes' if ok else 'NO':>4}", flush=True)
+    if device == "?" or not ok:
+        print(plan_text)
     return ok
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--key-bits", type=int, default=2048)
-    ap.add_argument("--ops", type=int, default=200)
-    ap.add_argument("--rows", default="100000", help="comma-separated row counts for he_group_sum")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Parts: ops (operations per second), protocol (he_group_sum alone), "
+                                        "engine (the class-4 query on HE and on the SPU).")
+    ap.add_argument("--parts", default="ops,protocol,engine", help="comma-separated: ops,protocol,engine")
+    ap.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts (protocol, engine)")
     ap.add_argument("--groups", type=int, default=1000)
-    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--ops", type=int, default=400, help="operations per timed op (part ops)")
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="HE worker processes")
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} -- shared machine, indicative numbers")
-    operations(args.key_bits, args.ops, args.processes)
-    ok = all(group_sum(args.key_bits, int(r), args.groups, args.processes) for r in args.rows.split(",") if r)
+    parts = set(args.parts.split(","))
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.2f} at start -- a shared machine gives indicative numbers", flush=True)
+    ok = True
+    if "ops" in parts:
+        operations(args.key_bits, args.ops, args.processes)
+    if "protocol" in parts:
+        print(f"\nhe_group_sum alone, {args.key_bits}-bit key, 1 value column + validity, "
+              f"{args.processes} worker processes shared by both parties")
+        print(f"{'rows':>10} {'groups':>7} {'R':>4} {'merge':>5} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} "
+              f"{'B->A MB':>9} {'A->B MB':>9} {'Munits':>8} {'us/unit':>8} {'ok':>4}")
+        for rows in sizes:
+            ok &= group_sum(args.key_bits, rows, args.groups, args.processes, args.seed)
+    if "engine" in parts:
+        print(f"\nclass-4 query through the engine (issuer a), group_sums = he | spu; "
+              f"load average {os.getloadavg()[0]:.2f}\n  {QUERY}")
+        print(f"{'rows':>10} {'groups':>7} {'mode':>4} {'device':>6} {'wall s':>8} {'step s':>8} {'join s':>8} "
+              f"{'cpu s':>8} {'peak MB':>8} {'ok':>4}")
+        for rows in sizes:
+            with tempfile.TemporaryDirectory(prefix="sqlsecure-bench-he-") as tmp:
+                directory = Path(tmp)
+                write_tables(directory, rows, args.groups, args.seed)
+                want = expected(directory)
+                for mode in ("he", "spu"):
+                    ok &= engine_run(directory, mode, rows, args.groups, want)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     return 0 if ok else 1
 
 

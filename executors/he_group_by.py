@@ -7,6 +7,9 @@ value column travels with its validity column (1 where not NULL), so SUM skips N
 counts non-NULLs and AVG divides by them. The issuer receives the key party's shares of the kept
 groups only (those with at least `threshold` rows that pass HAVING) and the value party's shares
 of every group — useless without the other half — and opens the sums.
+
+Both sides use the process's HE worker processes (`heu.workers.HEWorkers`, one per core) for their
+large batches: the value party's encryptions and decryptions, the key party's randomisers.
 """
 
 from __future__ import annotations
@@ -15,27 +18,35 @@ import decimal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.heu.group_sum import HEParams, he_group_sum_labels, he_group_sum_values
+from sqlsecure.executors.heu.workers import HEWorkers
 
 FLOAT_SCALE = 10**6
 
 
 def to_integers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str]:
-    """(values, validity, scale) where value = integer / scale; scale as text ("1", "1e2", "2^20")."""
+    """(values, validity, scale) where value = integer / scale; scale as text ("1", "1e2", "float")."""
     t = column.type
-    valid = np.array([v is not None for v in column.to_pylist()], dtype=np.int64)
-    values = column.to_pylist()
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    valid = column.is_valid().to_numpy(zero_copy_only=False).astype(np.int64)
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        return np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64), valid, "1"
+        filled = column.fill_null(False if pa.types.is_boolean(t) else 0)
+        if pa.types.is_uint64(t) and len(filled) and pc.max(filled).as_py() >= 1 << 63:
+            raise DataError("HE sums take values in the signed 64-bit range")
+        return filled.to_numpy(zero_copy_only=False).astype(np.int64), valid, "1"
     if pa.types.is_decimal(t):
-        return (np.array([int(v.scaleb(t.scale)) if v is not None else 0 for v in values], dtype=np.int64),
-                valid, f"1e{t.scale}")
+        return (np.array([int(v.scaleb(t.scale)) if v is not None else 0 for v in column.to_pylist()],
+                         dtype=np.int64), valid, f"1e{t.scale}")
     if pa.types.is_floating(t):
-        return (np.array([round(v * FLOAT_SCALE) if v is not None else 0 for v in values], dtype=np.int64),
-                valid, "float")
+        scaled = np.rint(column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64) * FLOAT_SCALE)
+        if len(scaled) and not (np.all(np.isfinite(scaled)) and -2.0**63 <= scaled.min() and scaled.max() < 2.0**63):
+            raise DataError("HE sums of floating-point values need finite values below 9.2e12 in magnitude")
+        return scaled.astype(np.int64), valid, "float"
     raise DataError(f"HE sums need numeric values, not {t}")
 
 
@@ -58,9 +69,13 @@ def shares_table(codes: np.ndarray, shares: list[list[int]], extra: pa.Table | N
     return table
 
 
-def key_party_side(endpoint: Endpoint, step, groups: pa.Table, codes: np.ndarray, tag: str) -> pa.Table | None:
-    """Sum the value party's ciphertexts by group; send the kept groups' shares (or keep them)."""
-    share = he_group_sum_labels(endpoint, step.value_party, tag, codes, groups.num_rows, HEParams(step.key_bits))
+def key_party_side(endpoint: Endpoint, step, groups: pa.Table, codes: np.ndarray, tag: str,
+                   workers: HEWorkers | None = None) -> pa.Table | None:
+    """Sum the value party's ciphertexts by group; send the kept groups' shares (or keep them).
+
+    `workers` default to a handle on the process's HE worker processes (one per core)."""
+    share = he_group_sum_labels(endpoint, step.value_party, tag, codes, groups.num_rows, HEParams(step.key_bits),
+                                workers or HEWorkers())
     groups = groups.sort_by("__code")
     keep = np.array(groups.column("__keep").to_pylist(), dtype=bool) & (
         groups.column("__n").to_numpy(zero_copy_only=False) >= step.threshold)
@@ -73,13 +88,18 @@ def key_party_side(endpoint: Endpoint, step, groups: pa.Table, codes: np.ndarray
     return None
 
 
-def value_party_side(endpoint: Endpoint, step, values: pa.Table, tag: str, workers=None) -> pa.Table | None:
+def value_party_side(endpoint: Endpoint, step, values: pa.Table, tag: str,
+                     workers: HEWorkers | None = None) -> pa.Table | None:
+    """Encrypt the value columns (each with its validity) under a fresh key; send or keep B's shares.
+
+    `workers` default to a handle on the process's HE worker processes (one per core)."""
     columns, scales = [], []
     for name in values.column_names:
         ints, valid, scale = to_integers(values.column(name))
         columns += [ints, valid]
         scales.append(scale)
-    share = he_group_sum_values(endpoint, step.key_party, tag, columns, HEParams(step.key_bits), workers)
+    share = he_group_sum_values(endpoint, step.key_party, tag, columns, HEParams(step.key_bits),
+                                workers or HEWorkers())
     groups = len(share.shares[0]) if share.shares else 0
     table = shares_table(np.arange(groups), share.shares).replace_schema_metadata({"scales": ",".join(scales)})
     if step.issuer == endpoint.party:

@@ -153,10 +153,47 @@ def test_ten_thousand_groups_with_bounded_communication():
     width = 256  # bytes of a ciphertext mod n^2 for a 1024-bit n
     k = out["a"].layout.slots(1024)
     stats = channel.stats
+    assert out["a"].layout.slot_bits == 64 + 15 + 40 + 1 and k == 8
     assert stats.messages[("b", "a")] == 1 + math.ceil(n / 8192) + 1  # key, batches, reveal
-    assert stats.messages[("a", "b")] == 1
-    assert stats.bytes[("b", "a")] <= n * width * 1.01 + g * 64 + 20_000
-    assert stats.bytes[("a", "b")] <= math.ceil(g / k) * width * 1.01 + 2_000
+    assert stats.messages[("a", "b")] == 2  # the group count, the masked sums
+    assert stats.bytes[("b", "a")] <= n * width * 1.01 + g * 64 + 20_000  # one row per ciphertext
+    assert stats.bytes[("a", "b")] <= math.ceil(g / k) * width * 1.01 + 3_000  # k groups per ciphertext
+
+
+@pytest.mark.parametrize("rows_per_ct,merge", [(1, False), (2, True), (3, True), (3, False), (4, False)])
+def test_rows_packed_per_ciphertext(monkeypatch, rows_per_ct, merge):
+    """Any packing plan gives the reference sums: rows not a multiple of R, empty (group, position)
+    accumulators, negatives, a NULL-like validity column, batches of whole ciphertexts. (A 1024-bit
+    key has 8 slots of 114 bits here: up to 4 rows of 2 columns per ciphertext.)"""
+    from sqlsecure.executors.heu import group_sum
+
+    chosen = []
+
+    def forced(rows, groups, columns, slots, slot_bits, n_bits, processes=1):
+        plan = group_sum.PackingPlan(columns, slots, rows_per_ct, merge)
+        chosen.append(plan)
+        return plan
+
+    monkeypatch.setattr(group_sum, "choose_packing", forced)
+    rng = np.random.default_rng(8)
+    n, g = 301, 7
+    values = [rng.integers(-(2**62), 2**62, n), rng.integers(0, 2, n)]
+    codes = rng.integers(0, g, n)
+    codes[:5] = 6  # group 6 only at the first positions
+    out, channel = run(values, codes, g, params=HEParams(key_bits=1024, batch_rows=100))
+    check(out["a_revealed"], codes, g, values)
+    assert chosen[0].rows_per_ciphertext == rows_per_ct
+    width = 256
+    assert channel.stats.bytes[("b", "a")] >= math.ceil(n / rows_per_ct) * width
+    assert channel.stats.bytes[("b", "a")] <= math.ceil(n / rows_per_ct) * width * 1.05 + 20_000
+
+
+def test_he_sum_packs_many_rows_per_ciphertext():
+    values = [np.arange(-500, 500, dtype=np.int64)]
+    out, channel = run(values, None, None, ungrouped=True)
+    assert out["a_revealed"].sums == [[-500]]
+    k = out["a"].layout.slots(1024)
+    assert k >= 7 and channel.stats.bytes[("b", "a")] <= math.ceil(1000 / k) * 256 * 1.1 + 10_000
 
 
 def test_2048_bit_key():
@@ -165,4 +202,26 @@ def test_2048_bit_key():
     codes = rng.integers(0, 3, 300)
     out, channel = run(values, codes, 3, params=HEParams())
     check(out["a_revealed"], codes, 3, values)
-    assert channel.stats.bytes[("b", "a")] >= 300 * 512
+    # 17 slots of 114 bits at 2048 bits: the cost model packs several rows per 512-byte ciphertext
+    assert math.ceil(300 / 17) * 512 <= channel.stats.bytes[("b", "a")] <= 300 * 512 / 2
+
+
+def test_value_columns_to_integers_with_nulls():
+    import decimal
+
+    import pyarrow as pa
+
+    from sqlsecure.executors.he_group_by import to_integers
+
+    ints, valid, scale = to_integers(pa.chunked_array([pa.array([1, None], pa.int32()), pa.array([-3], pa.int32())]))
+    assert ints.tolist() == [1, 0, -3] and valid.tolist() == [1, 0, 1] and scale == "1"
+    ints, valid, _ = to_integers(pa.chunked_array([pa.array([True, None, False])]))
+    assert ints.tolist() == [1, 0, 0] and valid.tolist() == [1, 0, 1]
+    ints, valid, scale = to_integers(pa.chunked_array([pa.array([0.5, None, -1.25, 0.1])]))
+    assert ints.tolist() == [500000, 0, -1250000, 100000] and valid.tolist() == [1, 0, 1, 1] and scale == "float"
+    ints, _, scale = to_integers(pa.chunked_array([pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2))]))
+    assert ints.tolist() == [125, 0] and scale == "1e2"
+    assert to_integers(pa.chunked_array([], pa.int64()))[0].tolist() == []
+    for bad in (pa.array([2**63], pa.uint64()), pa.array([1e14]), pa.array([float("nan")])):
+        with pytest.raises(DataError):
+            to_integers(pa.chunked_array([bad]))

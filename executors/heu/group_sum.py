@@ -6,28 +6,38 @@ same rows, aligned (as after a PSI join). Both call their side with the same pub
 Rounds (Paillier additive homomorphism, as in the HEU device of SecretFlow; cf. Ion et al.,
 "On Deploying Secure Computing: Private Intersection-Sum-with-Cardinality", EuroS&P 2020, whose
 second phase is this homomorphic sum):
-  1. key, ciphertexts (B -> A): B makes a fresh key pair (`paillier.generate_keypair`), sends the
-     public key, the slot layout (`packing.SlotLayout`: value bits, headroom for N = row count
-     terms, mask bits) and then, in batches of `batch_rows` rows, one ciphertext per row per
-     chunk of up to k packed columns.
-  2. masked sums (A -> B): A multiplies each group's ciphertexts (adds the plaintexts), packs the
-     per-group sums of several groups into one ciphertext (shifting by whole slots), adds a
-     fresh uniform mask r per slot on [0, 2^(b+h+sigma)) and re-randomises (`rerandomize`).
-  3. (local) B decrypts and unpacks: its share of a slot is y = sum + N_g * 2^(b-1) + r; A's share
-     is -r - N_g * 2^(b-1). The shares add up to the sum over the integers.
+  0. groups (A -> B): the number of groups G (B learns it in round 2 anyway).
+  1. key, ciphertexts (B -> A): B makes a fresh key pair (`paillier.generate_keypair`) and picks the
+     packing plan (`packing.choose_packing`, from the public rows, G, columns and key size): R rows
+     per ciphertext, their columns side by side in slots (`packing.SlotLayout`: value bits, headroom
+     for N = row count terms, mask bits). It sends the public key, layout and plan, then, in
+     batches of about `batch_rows` rows, ceil(rows / R) ciphertexts per chunk of columns, encrypted
+     with the CRT encryptor on the worker processes (`workers.HEWorkers`).
+  2. masked sums (A -> B): A multiplies each ciphertext into the accumulator (group, position) of
+     each of its R rows -- one multiplication per row -- so slot block j of accumulator (g, j) holds
+     the sums of group g's rows at position j (other blocks: sums of their neighbours). It packs
+     accumulators into returned ciphertexts (shifting by whole slot spans) when the plan merges,
+     adds a fresh uniform mask r on [0, 2^(b+h+sigma)) to EVERY slot, and multiplies in a fresh
+     randomiser h_s^a' (`paillier.Randomizer`: randomness uniform on <h_s>, statistically).
+  3. (local) B decrypts (mod p^2 alone when the packed sums fit below p) and adds up, per group and
+     column, the blocks of its R positions: its share is y = sum + N_g * 2^(b-1) + sum_j r_j; A's
+     share is -sum_j r_j - N_g * 2^(b-1). The shares add up to the sum over the integers.
 Optional reveal (`reveal_group_sums`): one party sends its shares (and A its counts) to the other.
 
 COUNT needs no HE: A knows its own group sizes. AVG = SUM / COUNT, computed after the reveal.
 
 What each party learns (semi-honest): A learns nothing about B's values (ciphertexts are
-semantically secure under DCR, see `paillier.py`), only the public sizes (rows, columns, layout).
-B learns the number of groups G (it sees ceil(G * columns / k) result ciphertexts) and nothing
-else: each slot it decrypts is a masked sum, within statistical distance 2^-sigma of independent of
-the sum (so at most G * columns * 2^-sigma overall), and re-randomisation makes the ciphertext's
-randomness uniform, independent of which rows went into which group.
+semantically secure under DCR, see `paillier.py`), only the public sizes (rows, columns, layout,
+plan). B learns the number of groups G and nothing else: each slot it decrypts is a masked sum
+(of a group's values, or of neighbouring rows' values), within statistical distance 2^-sigma of
+independent of it (so at most G * R * slots * 2^-sigma overall), and the randomiser makes the
+returned ciphertext's randomness uniform on <h_s> (within 2^-128), independent of which rows went
+into which group -- B could otherwise test that with the randomness it chose.
 
-Communication: 1 + ceil(rows / batch_rows) messages B -> A, carrying rows * chunks ciphertexts of
-2|n|/8 bytes; 1 message A -> B of ceil(G * columns / k) ciphertexts.
+Communication: 1 + ceil(rows / batch) messages B -> A (batch = batch_rows rounded down to a
+multiple of R), carrying ceil(rows / R) * chunks ciphertexts of 2|n|/8 bytes; 2 messages A -> B
+(G, and the len(result_plan) returned ciphertexts). Round 0 crosses while B makes its key, so the
+latency is still that of 2 rounds.
 """
 
 from __future__ import annotations
@@ -43,14 +53,14 @@ from gmpy2 import mpz
 
 from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.channel import Endpoint
-from sqlsecure.executors.heu.messages import CiphertextBatch, KeyMessage, MaskedSums, ShareMessage
-from sqlsecure.executors.heu.packing import MASK_BITS, SlotLayout, column_chunks, pack, result_plan, unpack
+from sqlsecure.executors.heu.messages import CiphertextBatch, GroupCount, KeyMessage, MaskedSums, ShareMessage
+from sqlsecure.executors.heu.packing import MASK_BITS, PackingPlan, SlotLayout, choose_packing, unpack
 from sqlsecure.executors.heu.paillier import (
     DEFAULT_KEY_BITS,
     ciphertexts_from_blob,
     ciphertexts_to_blob,
     generate_keypair,
-    rerandomize,
+    mask_and_randomize,
     shift_left,
 )
 from sqlsecure.executors.heu.workers import HEWorkers
@@ -63,15 +73,15 @@ class HEParams:
     key_bits: int = DEFAULT_KEY_BITS  # 2048 or 3072; 1024 only in tests
     value_bits: int = 64               # signed width of every input value
     mask_bits: int = MASK_BITS         # statistical security of the masks
-    batch_rows: int = 8192             # rows per ciphertext message
+    batch_rows: int = 8192             # rows per ciphertext message (rounded down to whole ciphertexts)
 
 
 @dataclass
 class GroupSumShare:
     """One party's additive shares of the per-group sums: shares[column][group].
 
-    B (values) holds sum + N_g 2^(b-1) + r, A (labels) holds -r - N_g 2^(b-1); `counts` (the group
-    sizes) are A's, None at B.
+    B (values) holds sum + N_g 2^(b-1) + r, A (labels) holds -r - N_g 2^(b-1), r the sum of the masks
+    of the group's accumulators; `counts` (the group sizes) are A's, None at B.
     """
 
     shares: list[list[int]]
@@ -151,6 +161,10 @@ def _random_below(limit_bits: int, count: int) -> list[int]:
     return [int.from_bytes(raw[i * nbytes:(i + 1) * nbytes], "little") & mask for i in range(count)]
 
 
+def _plaintext_bits(entries, slot_bits: int) -> int:
+    return sum(e.span for e in entries) * slot_bits
+
+
 def he_group_sum_values(endpoint: Endpoint, peer: str, tag: str, columns: Sequence[np.ndarray],
                         params: HEParams = HEParams(), workers: HEWorkers | None = None) -> GroupSumShare:
     """Party B's side: encrypt `columns` (aligned integer arrays) under a fresh key; return B's shares."""
@@ -162,47 +176,57 @@ def he_group_sum_values(endpoint: Endpoint, peer: str, tag: str, columns: Sequen
     layout = SlotLayout(params.value_bits, max(1, rows), params.mask_bits)
     encoded = [layout.encode(c) for c in columns]  # range check before anything is sent
     public, private = generate_keypair(params.key_bits)
-    k = layout.slots(public.n_bits)
-    chunks = column_chunks(len(columns), k)
-    width = public.ciphertext_bytes
-    endpoint.send(peer, f"{tag}/key", KeyMessage(public, layout, rows, len(columns)).to_bytes())
-
-    starts = range(0, rows, params.batch_rows)
+    groups = GroupCount.from_bytes(endpoint.recv(peer, f"{tag}/groups"), peer).groups
+    W = layout.slot_bits
     local = workers or HEWorkers(1)
+    plan = choose_packing(rows, groups, len(columns), layout.slots(public.n_bits), W, public.n_bits, local.processes)
+    R, chunks = plan.rows_per_ciphertext, plan.chunks
+    width = public.ciphertext_bytes
+    endpoint.send(peer, f"{tag}/key", KeyMessage(public, layout, rows, len(columns), R, plan.merge).to_bytes())
+
+    step = max(R, params.batch_rows // R * R)
+    starts = range(0, rows, step)
     # one stream of row batches; each batch's plaintexts are its chunks' plaintexts back to back
-    batches = ([p for chunk in chunks
-                for p in pack([encoded[j][s:s + params.batch_rows] for j in chunk], layout.slot_bits)]
-               for s in starts)
-    stream = local.encrypt_stream(private, batches, rows * len(chunks))
+    batches = ([p for part in plan.pack_rows([e[s:s + step] for e in encoded], W) for p in part] for s in starts)
+    stream = local.encrypt_stream(private, batches, plan.ciphertexts(rows) * len(chunks))
     for s in starts:
-        blob, size = next(stream), width * len(range(s, min(rows, s + params.batch_rows)))
+        blob, size = next(stream), width * plan.ciphertexts(len(range(s, min(rows, s + step))))
         pieces = [blob[i * size:(i + 1) * size] for i in range(len(chunks))]
         endpoint.send(peer, f"{tag}/ct", CiphertextBatch(pieces).to_bytes(width))
 
     masked = MaskedSums.from_bytes(endpoint.recv(peer, f"{tag}/masked"), width, peer)
-    plan = result_plan(masked.groups, len(columns), k)
+    if masked.groups != groups:
+        raise ProtocolError(f"{peer} returned sums for {masked.groups} groups, announced {groups}")
+    result = plan.result_plan(groups)
     cts = ciphertexts_from_blob(masked.ciphertexts, public, peer)
-    if len(cts) != len(plan):
-        raise ProtocolError(f"{peer} returned {len(cts)} sum ciphertexts for {masked.groups} groups, "
-                            f"expected {len(plan)}")
-    plaintexts = local.decrypt(private, cts)
-    shares = [[0] * masked.groups for _ in columns]
-    for plaintext, entries in zip(plaintexts, plan):
-        slots = unpack(plaintext, sum(w for _, _, w in entries), layout.slot_bits)
+    if len(cts) != len(result):
+        raise ProtocolError(f"{peer} returned {len(cts)} sum ciphertexts for {groups} groups, "
+                            f"expected {len(result)}")
+    bits = max((_plaintext_bits(entries, W) for entries in result), default=0)
+    plaintexts = local.decrypt(private, cts, bits)
+    shares = [[0] * groups for _ in columns]
+    for plaintext, entries in zip(plaintexts, result):
+        slots = unpack(plaintext, sum(e.span for e in entries), W)
         pos = 0
-        for g, first, w in entries:
-            for j in range(w):
-                shares[first + j][g] = slots[pos + j]
-            pos += w
+        for e in entries:
+            base = pos + e.position * e.width
+            for t in range(e.width):
+                shares[e.first + t][e.group] += slots[base + t]
+            pos += e.span
     return GroupSumShare(shares, layout)
 
 
 def he_group_sum_labels(endpoint: Endpoint, peer: str, tag: str, codes: np.ndarray | None,
-                        num_groups: int, params: HEParams = HEParams()) -> GroupSumShare:
+                        num_groups: int, params: HEParams = HEParams(),
+                        workers: HEWorkers | None = None) -> GroupSumShare:
     """Party A's side: sum B's ciphertexts by `codes` (group of each row, in [0, num_groups)).
 
     `codes=None` sums all rows into one group (`he_sum`). Returns A's shares and its group counts.
+    `workers` compute the randomisers of the returned ciphertexts (while the ciphertexts arrive).
     """
+    if codes is None:
+        num_groups = 1
+    endpoint.send(peer, f"{tag}/groups", GroupCount(num_groups).to_bytes())
     header = KeyMessage.from_bytes(endpoint.recv(peer, f"{tag}/key"), peer)
     public, layout = header.public_key, header.layout
     if public.n_bits != params.key_bits:
@@ -211,7 +235,7 @@ def he_group_sum_labels(endpoint: Endpoint, peer: str, tag: str, codes: np.ndarr
         raise ProtocolError(f"{peer} proposed a slot layout {layout} that does not match the plan")
     rows = header.rows
     if codes is None:
-        codes, num_groups = np.zeros(rows, dtype=np.int64), 1
+        codes = np.zeros(rows, dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64)
     if len(codes) != rows:
         raise ProtocolError(f"{peer} has {rows} rows, this party {len(codes)} labels: not aligned")
@@ -219,44 +243,60 @@ def he_group_sum_labels(endpoint: Endpoint, peer: str, tag: str, codes: np.ndarr
         raise DataError(f"group codes must be in [0, {num_groups})")
     counts = np.bincount(codes, minlength=num_groups).astype(np.int64)
     if rows:
-        layout.check_terms(int(counts.max()))  # refuse a sum that could overflow its slot
+        # every slot of an accumulator (group g, position j) sums at most N_g terms
+        layout.check_terms(int(counts.max()))
     k = layout.slots(public.n_bits)
-    chunks = column_chunks(header.columns, k)
+    try:
+        plan = PackingPlan(header.columns, k, header.rows_per_ciphertext, header.merge)
+    except DataError as exc:
+        raise ProtocolError(f"{peer} proposed an invalid packing: {exc}") from None
+    R, chunks = plan.rows_per_ciphertext, plan.chunks
+    result = plan.result_plan(num_groups)
+    factors = (workers or HEWorkers(1)).factors_later(public, len(result))
     width, n2 = public.ciphertext_bytes, mpz(public.nsquare)
 
-    acc = [mpz(1)] * (num_groups * len(chunks))  # 1 = Enc(0) with trivial randomness
-    for start in range(0, rows, params.batch_rows):
+    # accumulator index of each row, for chunk 0 (chunk c adds c)
+    index = ((codes * R + np.arange(rows, dtype=np.int64) % R) * len(chunks)).tolist()
+    acc = [mpz(1)] * plan.accumulators(num_groups)  # 1 = Enc(0) with trivial randomness
+    step = max(R, params.batch_rows // R * R)
+    for start in range(0, rows, step):
         batch = CiphertextBatch.from_bytes(endpoint.recv(peer, f"{tag}/ct"), len(chunks), width, peer)
-        part = codes[start:start + params.batch_rows].tolist()
+        stop = min(rows, start + step)
+        expected = plan.ciphertexts(stop - start)
         for c, blob in enumerate(batch.chunks):
             cts = ciphertexts_from_blob(blob, public, peer)
-            if len(cts) != len(part):
-                raise ProtocolError(f"{peer} sent {len(cts)} ciphertexts for {len(part)} rows")
-            base = len(chunks)
-            for g, ct in zip(part, cts):
-                i = g * base + c
-                acc[i] = acc[i] * ct % n2
+            if len(cts) != expected:
+                raise ProtocolError(f"{peer} sent {len(cts)} ciphertexts for {stop - start} rows, expected {expected}")
+            row = start
+            for ct in cts:
+                for i in index[row:min(stop, row + R)]:
+                    i += c
+                    acc[i] = acc[i] * ct % n2
+                row += R
 
-    plan = result_plan(num_groups, header.columns, k)
     W = layout.slot_bits
     out, shares = [], [[0] * num_groups for _ in range(header.columns)]
-    for entries in plan:
-        used = sum(w for _, _, w in entries)
-        # Horner: P = s_0 + 2^(w_0 W) (s_1 + 2^(w_1 W) (s_2 + ...)), each s_e a group's chunk sum
-        g, first, w = entries[-1]
-        c = acc[g * len(chunks) + first // k]
-        for g, first, w in reversed(entries[:-1]):
-            c = shift_left(public, c, w * W) * acc[g * len(chunks) + first // k] % n2
-        masks = _random_below(layout.sum_bits + layout.mask_bits, used)
+    for entries, factor in zip(result, factors.result()):
+        # Horner: P = a_0 + 2^(span_0 W) (a_1 + 2^(span_1 W) (a_2 + ...)), a_e an accumulator
+        last = entries[-1]
+        c = acc[plan.accumulator(last.group, last.position, last.chunk)]
+        for e in reversed(entries[:-1]):
+            c = shift_left(public, c, e.span * W) * acc[plan.accumulator(e.group, e.position, e.chunk)] % n2
+        used = sum(e.span for e in entries)
+        masks = _random_below(layout.sum_bits + layout.mask_bits, used)  # every slot, sums and neighbours
         mask = 0
         for r in reversed(masks):
             mask = (mask << W) | r
-        out.append(rerandomize(public, c, mask))
+        out.append(mask_and_randomize(public, c, mask, factor))
         pos = 0
-        for g, first, w in entries:
-            for j in range(w):
-                shares[first + j][g] = -masks[pos + j] - int(counts[g]) * layout.offset
-            pos += w
+        for e in entries:
+            base = pos + e.position * e.width
+            for t in range(e.width):
+                shares[e.first + t][e.group] -= masks[base + t]
+            pos += e.span
+    for col in shares:
+        for g in range(num_groups):
+            col[g] -= int(counts[g]) * layout.offset
     endpoint.send(peer, f"{tag}/masked", MaskedSums(num_groups, ciphertexts_to_blob(out, width)).to_bytes(width))
     return GroupSumShare(shares, layout, counts)
 
@@ -267,9 +307,10 @@ def he_sum_values(endpoint: Endpoint, peer: str, tag: str, columns: Sequence[np.
     return he_group_sum_values(endpoint, peer, tag, columns, params, workers)
 
 
-def he_sum_labels(endpoint: Endpoint, peer: str, tag: str, params: HEParams = HEParams()) -> GroupSumShare:
+def he_sum_labels(endpoint: Endpoint, peer: str, tag: str, params: HEParams = HEParams(),
+                  workers: HEWorkers | None = None) -> GroupSumShare:
     """Party A's side of an ungrouped HE sum: every row in one group."""
-    return he_group_sum_labels(endpoint, peer, tag, None, 1, params)
+    return he_group_sum_labels(endpoint, peer, tag, None, 1, params, workers)
 
 
 def reveal_group_sums(endpoint: Endpoint, peer: str, tag: str, share: GroupSumShare,

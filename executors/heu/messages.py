@@ -1,5 +1,8 @@
 """The HE group-sum protocol's messages, each an Arrow table on the wire (Arrow IPC stream).
 
+GroupCount (A -> B), KeyMessage and CiphertextBatch (B -> A), MaskedSums (A -> B), ShareMessage
+(either way, for a reveal).
+
 Ciphertexts travel as Arrow `fixed_size_binary(w)` columns, w = byte length of n^2, big-endian;
 the column's data buffer is exactly the concatenation the worker processes produce, so no copy per
 ciphertext is made when sending. Every `from_bytes` checks shape and ranges and raises
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from sqlsecure.errors import ProtocolError
+from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.channel import table_from_bytes, table_to_bytes
 from sqlsecure.executors.heu.packing import SlotLayout
 from sqlsecure.executors.heu.paillier import PublicKey
@@ -44,15 +47,36 @@ def _one_table(data: bytes, frm: str, names: list[str]) -> pa.Table:
 
 
 @dataclass(frozen=True)
+class GroupCount:
+    """Round 0 (A -> B): the number of groups G, which B learns anyway (it decrypts the sums) and
+    needs up front to choose the packing plan."""
+
+    groups: int
+
+    def to_bytes(self) -> bytes:
+        return table_to_bytes(pa.table({"groups": pa.array([self.groups], pa.int64())}))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, frm: str = "peer") -> "GroupCount":
+        table = _one_table(data, frm, ["groups"])
+        if table.num_rows != 1 or table.column(0)[0].as_py() is None or table.column(0)[0].as_py() < 0:
+            raise ProtocolError(f"{frm} sent an invalid group count")
+        return cls(table.column(0)[0].as_py())
+
+
+@dataclass(frozen=True)
 class KeyMessage:
-    """Round 1 header (B -> A): fresh public key, slot layout, row and column counts."""
+    """Round 1 header (B -> A): fresh public key, slot layout, row and column counts, packing plan."""
 
     public_key: PublicKey
     layout: SlotLayout
     rows: int
     columns: int
+    rows_per_ciphertext: int = 1
+    merge: bool = True
 
-    _NAMES = ["public_key", "value_bits", "max_terms", "mask_bits", "rows", "columns"]
+    _NAMES = ["public_key", "value_bits", "max_terms", "mask_bits", "rows", "columns",
+              "rows_per_ciphertext", "merge"]
 
     def to_bytes(self) -> bytes:
         layout = self.layout
@@ -63,6 +87,8 @@ class KeyMessage:
             "mask_bits": pa.array([layout.mask_bits], pa.int64()),
             "rows": pa.array([self.rows], pa.int64()),
             "columns": pa.array([self.columns], pa.int64()),
+            "rows_per_ciphertext": pa.array([self.rows_per_ciphertext], pa.int64()),
+            "merge": pa.array([self.merge], pa.bool_()),
         }))
 
     @classmethod
@@ -71,11 +97,17 @@ class KeyMessage:
         if table.num_rows != 1:
             raise ProtocolError(f"{frm} sent a key message with {table.num_rows} rows")
         row = {name: table.column(name)[0].as_py() for name in cls._NAMES}
-        if row["rows"] < 0 or row["columns"] < 1:
-            raise ProtocolError(f"{frm} announced {row['rows']} rows and {row['columns']} columns")
-        return cls(PublicKey.from_bytes(row["public_key"]),
-                   SlotLayout(row["value_bits"], row["max_terms"], row["mask_bits"]),
-                   row["rows"], row["columns"])
+        if any(v is None for v in row.values()):
+            raise ProtocolError(f"{frm} sent a key message with empty fields")
+        if row["rows"] < 0 or row["columns"] < 1 or row["rows_per_ciphertext"] < 1:
+            raise ProtocolError(f"{frm} announced {row['rows']} rows, {row['columns']} columns and "
+                                f"{row['rows_per_ciphertext']} rows per ciphertext")
+        try:
+            layout = SlotLayout(row["value_bits"], row["max_terms"], row["mask_bits"])
+        except DataError as exc:
+            raise ProtocolError(f"{frm} proposed an invalid slot layout: {exc}") from None
+        return cls(PublicKey.from_bytes(row["public_key"]), layout, row["rows"], row["columns"],
+                   row["rows_per_ciphertext"], bool(row["merge"]))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ and sums of more than N terms are refused with `DataError` -- never wrapped. The
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -125,23 +126,203 @@ def column_chunks(columns: int, slots: int) -> list[range]:
     return [range(c, min(columns, c + slots)) for c in range(0, columns, slots)]
 
 
-def result_plan(groups: int, columns: int, slots: int) -> list[list[tuple[int, int, int]]]:
-    """How per-group sums are packed into returned ciphertexts (public: from G, columns, k).
+class Entry(NamedTuple):
+    """One accumulator in a returned ciphertext: the sum, over group `group`'s rows at row position
+    `position` of their ciphertexts, of the packed plaintexts of chunk `chunk`. It spans `span` slots
+    (rows_per_ciphertext * width); the `width` slots from position * width on hold group `group`'s
+    sums of columns first .. first + width - 1, the other slots are sums of the neighbouring rows
+    (masked like the rest, and ignored)."""
 
-    Each returned ciphertext lists (group, first column, width) entries filling its slots from
-    slot 0 up; entries are in group-major order and never split across ciphertexts.
+    group: int
+    position: int
+    chunk: int
+    first: int
+    width: int
+    span: int
+
+
+@dataclass(frozen=True)
+class PackingPlan:
+    """How values travel in ciphertexts and sums come back (public: from rows, groups, columns, key).
+
+    rows_per_ciphertext = R: with all columns in one chunk (R * columns <= slots), each ciphertext
+    carries R consecutive rows, row j of it in slots [j * columns, (j + 1) * columns). The label
+    owner then keeps G * R accumulators (group, position) instead of G: it multiplies each
+    ciphertext into the accumulator of each of its rows' (group, position), so it still does one
+    multiplication per row, while the value owner encrypts R times fewer ciphertexts. R = 1 with
+    columns > slots splits the columns into chunks, one ciphertext per row and chunk.
+
+    merge: returned ciphertexts carry several accumulators side by side (shifted by whole slot
+    spans, Horner) as long as they fit in `slots`; otherwise one accumulator each. Shifting costs
+    one squaring per bit, returning a ciphertext one randomiser plus one decryption: `choose_packing`
+    weighs them.
     """
-    plan: list[list[tuple[int, int, int]]] = []
-    used = slots
-    for g in range(groups):
-        for chunk in column_chunks(columns, slots):
-            width = len(chunk)
-            if used + width > slots:
-                plan.append([])
-                used = 0
-            plan[-1].append((g, chunk.start, width))
-            used += width
-    return plan
+
+    columns: int
+    slots: int
+    rows_per_ciphertext: int = 1
+    merge: bool = True
+
+    def __post_init__(self):
+        R = self.rows_per_ciphertext
+        if self.columns < 1 or self.slots < 1 or R < 1:
+            raise DataError(f"invalid packing: {self.columns} columns, {self.slots} slots, {R} rows per ciphertext")
+        if R > 1 and R * self.columns > self.slots:
+            raise DataError(f"{R} rows of {self.columns} columns do not fit {self.slots} slots")
+
+    @property
+    def chunks(self) -> list[range]:
+        if self.rows_per_ciphertext > 1:
+            return [range(self.columns)]
+        return column_chunks(self.columns, self.slots)
+
+    def ciphertexts(self, rows: int) -> int:
+        """Ciphertexts per chunk for `rows` rows."""
+        return -(-rows // self.rows_per_ciphertext)
+
+    def accumulators(self, groups: int) -> int:
+        return groups * self.rows_per_ciphertext * len(self.chunks)
+
+    def accumulator(self, group: int, position: int, chunk: int) -> int:
+        return (group * self.rows_per_ciphertext + position) * len(self.chunks) + chunk
+
+    def pack_rows(self, encoded: list[list[int]], slot_bits: int) -> list[list[int]]:
+        """Per chunk, the plaintexts of `encoded` rows ([column][row], offset-encoded): row r goes
+        to ciphertext r // R, slots from (r % R) * width on."""
+        R, out = self.rows_per_ciphertext, []
+        for chunk in self.chunks:
+            rows = pack([encoded[j] for j in chunk], slot_bits)
+            if R == 1:
+                out.append(rows)
+                continue
+            shift = len(chunk) * slot_bits
+            packed = []
+            for t in range(0, len(rows), R):
+                p = 0
+                for v in reversed(rows[t:t + R]):
+                    p = (p << shift) | v
+                packed.append(p)
+            out.append(packed)
+        return out
+
+    def result_plan(self, groups: int) -> list[list[Entry]]:
+        """The accumulators each returned ciphertext carries, from slot 0 up (group-major order;
+        an accumulator is never split across ciphertexts)."""
+        plan: list[list[Entry]] = []
+        used = self.slots
+        R = self.rows_per_ciphertext
+        chunks = self.chunks
+        for g in range(groups):
+            for j in range(R):
+                for c, chunk in enumerate(chunks):
+                    span = R * len(chunk)
+                    if not self.merge or used + span > self.slots:
+                        plan.append([])
+                        used = 0
+                    plan[-1].append(Entry(g, j, c, chunk.start, len(chunk), span))
+                    used += span
+        return plan
+
+
+# Cost model of `choose_packing`, in multiplications mod n^2 (process CPU time, 2048-bit key, from
+# profiles of he_group_sum at 10^4-10^5 rows with two worker processes; bench/he.py). Only ratios
+# matter; the per-operation costs scale with the exponent lengths, i.e. with |n|.
+LOOKUP_HALF = 0.34       # one table multiplication mod p^2 (or q^2) inside an encryption, memory included
+LOOKUP_FULL = 0.75       # one table multiplication mod n^2 inside a randomiser
+BUILD_HALF = 0.2         # one multiplication mod p^2 building a table (sequential, cache-friendly)
+BUILD_FULL = 0.6         # one multiplication mod n^2 building the randomiser table
+ENCRYPT_EXTRA = 3.0      # per encryption beyond the table: (1 + m n) mod p^2, q^2 and the CRT
+ADD_COST = 1.15          # one homomorphic addition at the label owner (one multiplication + parsing)
+DECRYPT_COST = 290.0     # one CRT decryption at 2048 bits (two exponentiations mod p^2 and q^2)
+DECRYPT_HALF_COST = 134.0  # decryption mod p^2 alone (plaintext below p)
+SHIFT_COST = 1.0         # per bit of a shift (one squaring mod n^2)
+
+
+def _table_cost(exponent_bits: int, uses: int, modulus_bits: int, tables: int, lookup: float,
+                build: float) -> tuple[float, float]:
+    """(cost per use, build cost per process) of fixed-base tables sized for `uses` per process."""
+    from sqlsecure.executors.heu.fixed_base import choose_window, windows_for
+
+    w = choose_window(exponent_bits, uses, modulus_bits, tables=tables)
+    windows = windows_for(exponent_bits, w)
+    return tables * windows * lookup, tables * windows * (1 << w) * build
+
+
+def packing_cost(plan: PackingPlan, rows: int, groups: int, slot_bits: int, n_bits: int,
+                 processes: int = 1) -> float:
+    """Estimated CPU cost of an HE group sum with `plan` (see the constants above): encryptions and
+    their tables at the value owner, additions, shifts and randomisers at the label owner, and
+    decryptions at the value owner. Tables are built once per worker process."""
+    P = max(1, processes)
+    chunks = plan.chunks
+    encryptions = plan.ciphertexts(rows) * len(chunks)
+    exponent_bits = -(-((n_bits + 1) // 2) // 8) * 8  # paillier.djn_exponent_bits
+    per_enc, build_enc = _table_cost(exponent_bits, -(-encryptions // P), n_bits, 2, LOOKUP_HALF, BUILD_HALF)
+    cost = encryptions * (per_enc + ENCRYPT_EXTRA) + (build_enc * P if encryptions else 0)
+    cost += rows * len(chunks) * ADD_COST
+    prime_bits = n_bits // 2 - 2
+    if plan.merge:
+        if plan.rows_per_ciphertext > 1:
+            span = plan.rows_per_ciphertext * plan.columns
+            per = max(1, plan.slots // span)
+            returned = -(-groups * plan.rows_per_ciphertext // per)
+            shifts = (groups * plan.rows_per_ciphertext - returned) * span * slot_bits
+            bits = min(per * span, plan.slots) * slot_bits
+        else:
+            returned = -(-groups * plan.columns // plan.slots) if plan.columns <= plan.slots else groups * len(chunks)
+            shifts = max(0, groups * len(chunks) - returned) * plan.columns * slot_bits
+            bits = plan.slots * slot_bits
+    else:
+        returned = plan.accumulators(groups)
+        shifts = 0
+        bits = plan.rows_per_ciphertext * max(len(c) for c in chunks) * slot_bits
+    scale = n_bits / 2048
+    decrypt = (DECRYPT_HALF_COST if bits <= prime_bits else DECRYPT_COST) * scale
+    per_rand, build_rand = _table_cost(n_bits + 128, -(-returned // P), 2 * n_bits, 1, LOOKUP_FULL, BUILD_FULL)
+    return cost + returned * (per_rand + decrypt) + build_rand * min(P, returned) + shifts * SHIFT_COST
+
+
+def choose_packing(rows: int, groups: int, columns: int, slots: int, slot_bits: int, n_bits: int,
+                   processes: int = 1) -> PackingPlan:
+    """The packing plan of least estimated cost: rows per ciphertext R in [1, slots // columns]
+    (few groups and many rows: large R; many groups: R = 1), merged returns or not.
+
+    >>> choose_packing(10**6, 1000, 2, 16, 125, 2048, processes=2).rows_per_ciphertext
+    8
+    >>> choose_packing(20_000, 10_000, 1, 16, 120, 2048).rows_per_ciphertext
+    1
+    """
+    best, best_cost = None, None
+    top = max(1, slots // columns) if columns <= slots else 1
+    for R in range(1, top + 1):
+        for merge in (True, False):
+            plan = PackingPlan(columns, slots, R, merge)
+            cost = packing_cost(plan, rows, max(groups, 1), slot_bits, n_bits, processes)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = plan, cost
+    return best
+
+
+# Seconds of one cost unit (a multiplication mod n^2 at 2048 bits) in a whole he_group_sum, all
+# overheads included: CPU seconds of bench/he.py's protocol runs / `packing_cost` units, measured on
+# the shared 2-core machine under load (re-measure on the target machine: the bench prints it).
+UNIT_SECONDS = 13e-6
+
+
+def he_group_sum_seconds(rows: int, groups: int, columns: int, key_bits: int = 2048, processes: int = 2,
+                         value_bits: int = 64, mask_bits: int = MASK_BITS) -> tuple[float, float, PackingPlan]:
+    """(CPU seconds, wall seconds on `processes` cores, plan) the cost model expects for an HE group
+    sum of `rows` rows, `groups` groups and `columns` value columns (the engine sends two per
+    aggregated column: value and validity), with the plan `choose_packing` would pick. Wall time
+    assumes the work spreads over the cores (the label owner's additions, ~7% at 10^6 rows, run
+    beside the encryptions)."""
+    layout = SlotLayout(value_bits, max(1, rows), mask_bits)
+    slots = layout.slots(key_bits)
+    plan = choose_packing(rows, groups, columns, slots, layout.slot_bits, key_bits, processes)
+    units = packing_cost(plan, rows, max(groups, 1), layout.slot_bits, key_bits, processes)
+    scale = (key_bits / 2048) ** 1.6  # a multiplication mod n^2: 6.7 us at 2048 bits, 12.8 us at 3072
+    cpu = units * UNIT_SECONDS * scale
+    return cpu, cpu / max(1, processes), plan
 
 
 def to_fixed_point(values, frac_bits: int, value_bits: int = 64) -> np.ndarray:
