@@ -1,16 +1,15 @@
 """An HE worker: a small process that does Paillier batches (encryption, decryption, randomisers).
 
-`workers.HEWorkers` starts it as ``python -I <this file> <host pid> <heu dir> <site dirs>...``: a
-fresh interpreter that imports gmpy2, numpy and this package's `kernels` / `fixed_base` by path --
-not `sqlsecure`, not the host's ``__main__`` -- so it works whatever the host script looks like (no
+`workers.HEWorkers` starts it (through `worker_processes`) as
+``python -I <this file> <host pid> <heu dir> <site dirs>...``: a fresh interpreter that imports
+`worker_main`, gmpy2, numpy and this package's `kernels` / `fixed_base` by path -- not `sqlsecure`,
+not the host's ``__main__`` -- so it works whatever the host script looks like (no
 ``if __name__ == "__main__":`` guard needed) and costs ~30 MB before its tables.
 
-Wire format on the worker's stdin / stdout: frames of a 9-byte header ``<B op or status> <Q length>``
-(little-endian) and a payload. The host is this process's parent and the only peer, so payloads are
-pickles (of ints, bytes and tuples):
+Frames, start-up, EOF and the host's death are `worker_main`'s. The host is this process's parent
+and the only peer, so payloads are pickles (of ints, bytes and tuples):
 
-  worker -> host, once at start: READY (empty), or FAILED with a UTF-8 message.
-  host -> worker:  JOB, pickle((kind, key, args)), kind one of
+  host -> worker:  REQUEST, pickle((kind, key, args)), kind one of
                    "encrypt" key ("owner", n, h_s, p, q, exponent bits, window) or
                                  ("public", n, h_s, exponent bits, window); args (plaintexts, width)
                                  -> the ciphertexts as one fixed-width big-endian blob
@@ -19,54 +18,21 @@ pickles (of ints, bytes and tuples):
                                  -> list of plaintexts
   worker -> host:  READY, pickle(result); or FAILED, a UTF-8 message.
 The worker keeps one kernel (fixed-base tables, up to ~130 MiB) per kind of job: the encryption
-tables of the last key, the randomiser table of the last key, the last decryption key. EOF on
-stdin ends it; so does its host's death (PR_SET_PDEATHSIG on Linux, a broken pipe elsewhere).
-SIGINT is ignored (Ctrl-C goes to the host). The key owner's p and q reach its own worker
-processes only; nothing here crosses a channel.
+tables of the last key, the randomiser table of the last key, the last decryption key. The key
+owner's p and q reach its own worker processes only; nothing here crosses a channel.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import signal
-import struct
 import sys
 
-HEADER = struct.Struct("<BQ")
-JOB = 1
-READY, FAILED = 0, 2
-
-
-def _die_with_parent(host_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != host_pid:
-        os._exit(0)
-
-
-def _read_exact(fd: int, n: int) -> bytearray | None:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = os.readv(fd, [view[got:]])
-        if k == 0:
-            return None
-        got += k
-    return buf
-
-
-def _reply(fd: int, status: int, payload: bytes = b"") -> None:
-    for part in (HEADER.pack(status, len(payload)), payload):
-        view = memoryview(part)
-        while view:
-            view = view[os.write(fd, view):]
+if __package__:  # imported by the host
+    from ..worker_main import READY, REQUEST, run
+else:  # run as a worker: python -I leaves this file's directories off sys.path
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from worker_main import READY, REQUEST, run  # type: ignore[no-redef]
 
 
 def _kernel(kernels, cache: dict, key: tuple):
@@ -107,50 +73,26 @@ def run_job(kernels, cache: dict, kind: str, key: tuple, args: tuple):
     raise ValueError(f"unknown job {kind!r}")
 
 
-def serve(rfd: int, wfd: int) -> int:
-    try:
-        import kernels  # the package's kernels.py, by path (argv[2] is on sys.path)
-    except Exception as exc:
-        _reply(wfd, FAILED, f"cannot import the HE kernels ({sys.executable}): {exc!r}".encode())
-        return 1
+def load():
+    import kernels  # the package's kernels.py, by path (argv[2] is on sys.path)
+
     cache: dict = {}
-    _reply(wfd, READY)
-    while True:
-        header = _read_exact(rfd, HEADER.size)
-        if header is None:
-            return 0
-        op, length = HEADER.unpack(header)
-        payload = _read_exact(rfd, length)
-        if payload is None:
-            return 0
-        try:
-            if op != JOB:
-                raise ValueError(f"bad request: op {op}")
-            kind, key, args = pickle.loads(payload)
-            out = pickle.dumps(run_job(kernels, cache, kind, key, args), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            _reply(wfd, FAILED, repr(exc).encode())
-        else:
-            _reply(wfd, READY, out)
+
+    def handle(op: int, payload: bytearray) -> tuple[int, bytes]:
+        if op != REQUEST:
+            raise ValueError(f"bad request: op {op}")
+        kind, key, args = pickle.loads(payload)
+        return READY, pickle.dumps(run_job(kernels, cache, kind, key, args), protocol=pickle.HIGHEST_PROTOCOL)
+
+    return handle
 
 
 def main(argv: list[str]) -> int:
-    host_pid = int(argv[1])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(host_pid)
     sys.path.insert(0, argv[2])  # executors/heu: kernels.py and fixed_base.py
     for extra in argv[3:]:       # where the host found gmpy2 and numpy (-I ignores PYTHONPATH)
         if extra not in sys.path:
             sys.path.append(extra)
-    rfd, wfd = os.dup(0), os.dup(1)  # the protocol owns fds 0 and 1; stray prints go to stderr
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(2, 1)
-    os.close(null)
-    try:
-        return serve(rfd, wfd)
-    except (BrokenPipeError, ConnectionResetError):
-        return 0
+    return run(argv, load, "the HE kernels")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Worker processes for Paillier batches: encryption, decryption and randomisers across cores.
 
 Big-integer arithmetic in gmpy2 holds the GIL, so large batches go to worker processes
-(`worker_process.py`): each a fresh ``python -I`` that loads only gmpy2, numpy and the `kernels`
-module -- it never imports `sqlsecure` nor runs the host's ``__main__``, so a host script needs no
-``if __name__ == "__main__":`` guard (a `multiprocessing` pool would re-run an unguarded script in
-every worker). Each worker process is owned by one daemon thread of the host that relays its jobs,
-as `ecdh.GroupWorkers` does for PSI.
+(`worker_processes`, running `worker_process.py`): each a fresh ``python -I`` that loads only
+gmpy2, numpy and the `kernels` module -- it never imports `sqlsecure` nor runs the host's
+``__main__``, so a host script needs no ``if __name__ == "__main__":`` guard (a `multiprocessing`
+pool would re-run an unguarded script in every worker). `ecdh.GroupWorkers` uses the same machinery
+for PSI.
 
 The worker processes are shared by every party of the process (`HEWorkers` is a handle on them): in
 the embedded runtime the label owner's randomisers and the value owner's encryptions go to one job
@@ -22,13 +22,6 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import queue
-import select
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
@@ -37,7 +30,6 @@ from typing import Iterable, Iterator
 import gmpy2
 import numpy
 
-from sqlsecure.errors import OperationalError
 from sqlsecure.executors.heu.fixed_base import choose_window
 from sqlsecure.executors.heu.kernels import from_blob
 from sqlsecure.executors.heu.paillier import (
@@ -50,7 +42,7 @@ from sqlsecure.executors.heu.paillier import (
     ciphertexts_to_blob,
     randomizer_bits,
 )
-from sqlsecure.executors.heu.worker_process import HEADER, JOB, READY
+from sqlsecure.executors.worker_processes import WorkerJob, WorkerProcesses
 
 PARALLEL_MIN = 1_024  # items; smaller batches run in the caller's thread
 PIECE = 512           # encryptions per job (~0.1-0.3 s of one core at 2048 bits)
@@ -63,242 +55,19 @@ WORKER_SCRIPT = Path(__file__).with_name("worker_process.py")
 SITE_DIRS = sorted({str(Path(m.__file__).resolve().parent.parent) for m in (gmpy2, numpy)})
 
 
-class _Job:
-    __slots__ = ("payload", "items", "future")
-
-    def __init__(self, payload: bytes, items: int):
-        self.payload, self.items, self.future = payload, items, Future()
-
-
-class _WorkerThread(threading.Thread):
-    """Starts one worker process and relays jobs to it until idle, told to stop, or failed."""
-
-    def __init__(self, pool: "_WorkerPool"):
-        super().__init__(name="sqlsecure-he-worker", daemon=True)
-        self._pool = pool
-        self._proc: subprocess.Popen | None = None
-
-    def run(self) -> None:
-        error = None
-        try:
-            self._start()
-            while True:
-                try:
-                    job = self._pool.jobs.get(timeout=IDLE_SECONDS)
-                except queue.Empty:
-                    if self._pool.retire_if_idle(self):
-                        return self._end_process(kill=False)
-                    continue
-                if job is None:
-                    break
-                if not job.future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    result = self._run(job)
-                except OperationalError as exc:
-                    error = exc
-                    job.future.set_exception(exc)
-                    break
-                except BaseException as exc:
-                    error = OperationalError(f"HE worker process {self._pid()}: {exc!r}")
-                    job.future.set_exception(error)
-                    break
-                else:
-                    if isinstance(result, OperationalError):  # the job failed, the worker is fine
-                        job.future.set_exception(result)
-                    else:
-                        job.future.set_result(result)
-        except BaseException as exc:  # could not start
-            error = exc if isinstance(exc, OperationalError) else OperationalError(
-                f"cannot start an HE worker process: {exc!r}")
-        self._end_process(kill=error is not None)
-        self._pool.retire(self, error)
-
-    def _pid(self) -> str:
-        return str(self._proc.pid) if self._proc is not None else "?"
-
-    def _start(self) -> None:
-        if not sys.executable:
-            raise OperationalError("cannot start an HE worker process: sys.executable is empty "
-                                   "(an embedded interpreter); use HEWorkers(processes=1)")
-        command = [sys.executable, "-I", str(WORKER_SCRIPT), str(os.getpid()), str(WORKER_SCRIPT.parent),
-                   *SITE_DIRS]
-        try:
-            self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-        except OSError as exc:
-            raise OperationalError(f"cannot start an HE worker process ({sys.executable}): {exc}") from None
-        os.set_blocking(self._proc.stdin.fileno(), False)
-        status, payload = self._read_reply(time.monotonic() + START_SECONDS, "starting")
-        if status != READY:
-            raise OperationalError(f"HE worker process {self._pid()} could not start: "
-                                   f"{payload.decode('utf-8', 'replace')}")
-
-    def _run(self, job: _Job):
-        what = f"a job of {job.items:,} items"
-        deadline = time.monotonic() + JOB_SECONDS + job.items * 0.05
-        self._write(deadline, what, HEADER.pack(JOB, len(job.payload)), job.payload)
-        status, payload = self._read_reply(deadline, what)
-        if status != READY:
-            return OperationalError(f"HE worker process {self._pid()} failed {what}: "
-                                    f"{payload.decode('utf-8', 'replace')}")
-        return pickle.loads(payload)
-
-    def _read_reply(self, deadline: float, what: str) -> tuple[int, bytearray]:
-        header = bytearray(HEADER.size)
-        self._read(deadline, what, memoryview(header))
-        status, length = HEADER.unpack(header)
-        payload = bytearray(length)
-        if length:
-            self._read(deadline, what, memoryview(payload))
-        return status, payload
-
-    def _wait(self, fd: int, writing: bool, deadline: float, what: str) -> None:
-        left = max(deadline - time.monotonic(), 0)
-        ready = select.select([], [fd], [], left) if writing else select.select([fd], [], [], left)
-        if not any(ready):
-            self._proc.kill()
-            raise OperationalError(f"HE worker process {self._pid()} was still doing {what} at its "
-                                   "deadline and was killed (a new one starts on the next batch)")
-
-    def _read(self, deadline: float, what: str, view: memoryview) -> None:
-        fd, got = self._proc.stdout.fileno(), 0
-        while got < len(view):
-            self._wait(fd, False, deadline, what)
-            k = os.readv(fd, [view[got:]])
-            if k == 0:
-                raise self._died(what)
-            got += k
-
-    def _write(self, deadline: float, what: str, *parts) -> None:
-        fd = self._proc.stdin.fileno()
-        for part in parts:
-            view = memoryview(part).cast("B")
-            while view:
-                self._wait(fd, True, deadline, what)
-                try:
-                    view = view[os.write(fd, view):]
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:
-                    raise self._died(what) from None
-
-    def _died(self, what: str) -> OperationalError:
-        try:
-            code = self._proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            how = "closed its pipe"
-        else:
-            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        return OperationalError(f"HE worker process {self._pid()} {how} while doing {what} "
-                                "(a new one starts on the next batch; run the query again)")
-
-    def _end_process(self, kill: bool) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if kill and proc.poll() is None:
-            proc.kill()
-        for pipe in (proc.stdin, proc.stdout):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-        try:
-            proc.wait(timeout=5)  # EOF on stdin ends it
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class _WorkerPool:
-    """The process's HE worker threads (one worker process each) and their FIFO job queue."""
-
-    def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.pid = os.getpid()
-        self._lock = threading.Lock()
-        self._threads: list[_WorkerThread] = []
-
-    def submit(self, size: int, payload: bytes, items: int) -> Future:
-        job = _Job(payload, items)
-        with self._lock:  # with retire*(): a job is never queued with no thread left to take or fail it
-            while len(self._threads) < size:
-                thread = _WorkerThread(self)
-                self._threads.append(thread)
-                thread.start()
-            self.jobs.put(job)
-        return job.future
-
-    def retire_if_idle(self, thread: _WorkerThread) -> bool:
-        with self._lock:
-            if not self.jobs.empty():
-                return False
-            self._threads.remove(thread)
-            return True
-
-    def retire(self, thread: _WorkerThread, error: BaseException | None) -> None:
-        orphans = []
-        with self._lock:
-            if thread in self._threads:
-                self._threads.remove(thread)
-            if not self._threads:
-                while True:
-                    try:
-                        orphans.append(self.jobs.get_nowait())
-                    except queue.Empty:
-                        break
-        for job in orphans:
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(error or OperationalError("the HE worker processes were shut down"))
-
-    def worker_pids(self) -> list[int]:
-        with self._lock:
-            return [t._proc.pid for t in self._threads if t._proc is not None]
-
-    def shutdown(self) -> None:
-        orphans = []
-        with self._lock:
-            threads = list(self._threads)
-            while True:
-                try:
-                    orphans.append(self.jobs.get_nowait())
-                except queue.Empty:
-                    break
-            for _ in threads:
-                self.jobs.put(None)
-        for job in orphans:
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(OperationalError("the HE worker processes were shut down"))
-        for thread in threads:
-            thread.join(timeout=10)
-
-
-_shared: _WorkerPool | None = None
-_shared_lock = threading.Lock()
-
-
-def _shared_pool() -> _WorkerPool:
-    global _shared
-    with _shared_lock:
-        if _shared is None or _shared.pid != os.getpid():  # a forked child starts its own
-            _shared = _WorkerPool()
-        return _shared
+_WORKERS = WorkerProcesses(
+    "HE", lambda: [str(WORKER_SCRIPT), str(WORKER_SCRIPT.parent), *SITE_DIRS], handle="HEWorkers",
+    start_seconds=START_SECONDS, idle_seconds=IDLE_SECONDS, decode=pickle.loads)
 
 
 def worker_pids() -> list[int]:
     """Process ids of this process's HE worker processes (started so far, still running)."""
-    with _shared_lock:
-        pool = _shared
-    return pool.worker_pids() if pool is not None and pool.pid == os.getpid() else []
+    return _WORKERS.worker_pids()
 
 
 def shutdown_workers() -> None:
     """End this process's HE worker processes (at exit; new ones start on the next large batch)."""
-    global _shared
-    with _shared_lock:
-        pool, _shared = _shared, None
-    if pool is not None and pool.pid == os.getpid():
-        pool.shutdown()
+    _WORKERS.shutdown()
 
 
 atexit.register(shutdown_workers)
@@ -340,7 +109,8 @@ class HEWorkers:
 
     def _submit(self, kind: str, key: tuple, args: tuple, items: int) -> Future:
         payload = pickle.dumps((kind, key, args), protocol=pickle.HIGHEST_PROTOCOL)
-        return _shared_pool().submit(self.processes, payload, items)
+        job = WorkerJob((payload,), f"doing a job of {items:,} items", JOB_SECONDS + items * 0.05)
+        return _WORKERS.submit(self.processes, job)
 
     def encrypt_stream(self, key: PublicKey | PrivateKey, batches: Iterable[list[int]],
                        total: int) -> Iterator[bytes]:
