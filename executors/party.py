@@ -16,6 +16,7 @@ from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.ecdh import GroupWorkers
 from sqlsecure.executors.encoding import encode_keys
 from sqlsecure.executors.kkrt import kkrt_join_indices, kkrt_membership
+from sqlsecure.executors.unbalanced_psi import PsiCache, unbalanced_join_indices, unbalanced_membership
 from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices, psi_membership
 
 PSI = {"ecdh": (psi_join_indices, psi_membership), "kkrt": (kkrt_join_indices, kkrt_membership)}
@@ -59,8 +60,9 @@ def _hstack(tables: list[pa.Table]) -> pa.Table:
 
 class PartyExecutor:
     def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None,
-                 mask_key: bytes | None = None, progress=None, trust=None):
+                 mask_key: bytes | None = None, progress=None, trust=None, psi_cache: PsiCache | None = None):
         self.name = name
+        self._psi_cache = psi_cache  # the unbalanced PSI's keys and prepared sets, kept across queries
         self._trust = trust  # the enclave this party accepts (authority, measurements), if any
         self._mask_key = mask_key
         self._progress = progress  # progress(step number, steps, label), for a person watching
@@ -69,6 +71,7 @@ class PartyExecutor:
         self._workers = workers
 
     def run(self, plan: PhysicalPlan, query_id: str) -> pa.Table | None:
+        self._sources = {s.out: (s.party, s.sql) for s in plan.steps if isinstance(s, RunLocal)}
         pieces: dict[str, pa.Table] = {}
         outputs: dict[tuple[str, str], pa.Table] = {}
         result = None
@@ -132,11 +135,11 @@ class PartyExecutor:
                 encode_keys(pieces[step.left_base], step.left_keys), encode_keys(pieces[step.right], step.right_keys)
             )
         elif me == step.left_party:
-            matched = PSI[step.psi][0](self._endpoint, step.right_party, f"{tag}/psi",
-                                       encode_keys(pieces[step.left_base], step.left_keys), True, self._workers)
+            matched = self._psi(step, step.right_party, f"{tag}/psi",
+                                encode_keys(pieces[step.left_base], step.left_keys), True)
         elif me == step.right_party:
-            right_rows = PSI[step.psi][0](self._endpoint, step.left_party, f"{tag}/psi",
-                                          encode_keys(pieces[step.right], step.right_keys), False, self._workers)
+            right_rows = self._psi(step, step.left_party, f"{tag}/psi",
+                                   encode_keys(pieces[step.right], step.right_keys), False)
         left_idx = pair_idx = None
         if me == step.left_party:
             provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
@@ -164,6 +167,24 @@ class PartyExecutor:
             rows = np.where(missing, 0, right_rows[np.where(missing, 0, pair_idx)]) if len(right_rows) else pair_idx * 0
             parts.append(pieces[step.right].take(pa.array(rows, mask=missing)))
         return _hstack(parts)
+
+    def _psi(self, step: EquiJoin, peer: str, tag: str, encoded: list[bytes | None], left: bool | None):
+        """The step's PSI with `peer`: join indices (`left` says my side) or, for None, membership."""
+        if step.psi != "unbalanced":
+            if left is None:
+                return PSI[step.psi][1](self._endpoint, peer, tag, encoded, self._workers)
+            return PSI[step.psi][0](self._endpoint, peer, tag, encoded, left, self._workers)
+        if self._psi_cache is None:
+            raise ProtocolError(f"{self.name} keeps no PSI cache: it cannot run an unbalanced PSI")
+        base, keys = (step.left_base, step.left_keys) if self._sources[step.left_base][0] == step.large \
+            else (step.right, step.right_keys)
+        scope = f"{self._sources[base][1]}\x00{','.join(keys)}"  # the large side's set, as both parties name it
+        large = self.name == step.large
+        if left is None:
+            return unbalanced_membership(self._endpoint, peer, tag, encoded, large, self._psi_cache, self._workers,
+                                         scope)
+        return unbalanced_join_indices(self._endpoint, peer, tag, encoded, left, large, self._psi_cache,
+                                       self._workers, scope)
 
     def _secure_stage(self, step: SecureStage, pieces, tag: str) -> pa.Table | None:
         me = self.name
@@ -224,13 +245,13 @@ class PartyExecutor:
         me = self.name
         if me == step.right_party:
             encoded = encode_keys(pieces[step.right], step.right_keys)
-            PSI[step.psi][1](self._endpoint, step.left_party, f"{tag}/psi", encoded, self._workers)
+            self._psi(step, step.left_party, f"{tag}/psi", encoded, None)
             if step.null_aware:  # NOT IN: whether a NULL is among the values (one bit, to the key party)
                 self._endpoint.send(step.left_party, f"{tag}/nulls", b"\x01" if None in encoded else b"\x00")
         left_idx = None
         if me == step.left_party:
             encoded = encode_keys(pieces[step.left_base], step.left_keys)
-            member = PSI[step.psi][1](self._endpoint, step.right_party, f"{tag}/psi", encoded, self._workers)
+            member = self._psi(step, step.right_party, f"{tag}/psi", encoded, None)
             provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
             has_key = np.array([k is not None for k in encoded], dtype=bool)[provenance]
             if step.mode == "semi":

@@ -18,6 +18,7 @@ import pyarrow as pa
 from sqlsecure.errors import Error, InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.channel import ChannelStats, InProcessChannel
 from sqlsecure.executors.ecdh import GroupWorkers
+from sqlsecure.executors.unbalanced_psi import PsiCache
 from sqlsecure.executors.party import PartyExecutor
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.executors.enclave import EnclaveHost
@@ -42,6 +43,7 @@ class EmbeddedRuntime:
         self._stores = stores  # party -> PartyStore; each is handed to its own executor only
         self.timeout = timeout
         self._workers = {party: GroupWorkers(processes) for party in stores}
+        self._psi_caches = {party: PsiCache() for party in stores}  # per party: its keys never mix
         self.last_stats = ChannelStats()
         self._lock = threading.Lock()
 
@@ -63,7 +65,7 @@ class EmbeddedRuntime:
 
         def run(party: str) -> None:
             executor = PartyExecutor(party, self._stores[party], channel.endpoint(party), self._workers[party],
-                                     self._mask_key, self.progress, self.trust)
+                                     self._mask_key, self.progress, self.trust, self._psi_caches[party])
             try:
                 results[party] = executor.run(plan, query_id)
             except BaseException as exc:  # reported below, after every party has stopped

@@ -11,7 +11,12 @@ def _movements(step) -> list[str]:
     moves = []
     if isinstance(step, EquiJoin) and step.left_party != step.right_party:
         a, b = step.left_party, step.right_party
-        if step.psi == "kkrt":
+        if step.psi == "unbalanced":
+            small = b if step.large == a else a
+            moves += [f"{step.large} -> {small}: its blinded key set (32 B per distinct key), once per key epoch only",
+                      f"{small} <-> {step.large}: {small}'s blinded keys, 32 B per distinct key each way, then the "
+                      "positions of the matches (8 B each)"]
+        elif step.psi == "kkrt":
             moves += [f"{a} <-> {b}: base OTs and their extension (512 x 16 B seeds, then 64 B per cuckoo bin of the "
                       "side with more distinct keys)",
                       f"{a} <-> {b}: 3 OPRF values per distinct key of the smaller side (⌈(40 + log2 of both set "
@@ -74,7 +79,8 @@ def render_explain(plan) -> str:
             lines.append(f"  [{n}] PYU({step.party})  pushdown -> {step.out}")
             lines.append(f"        {step.sql}")
         elif isinstance(step, EquiJoin):
-            protocol = "KKRT16 OT-based PSI" if step.psi == "kkrt" else "ECDH-PSI (X25519)"
+            protocol = {"kkrt": "KKRT16 OT-based PSI", "ecdh": "ECDH-PSI (X25519)",
+                        "unbalanced": f"unbalanced ECDH-PSI ({step.large}'s set prepared once, reused)"}[step.psi]
             what = {"inner": "inner equi-join", "left": "left join", "semi": "semi-join", "anti": "anti-join"}
             kind = f"{protocol} {what[step.mode]}" if step.left_party != step.right_party else "local join"
             lines.append(f"  [{n}] {step.device}  {kind} -> {step.out}")

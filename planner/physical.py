@@ -58,7 +58,9 @@ class EquiJoin(Step):
     keep: tuple[str, ...]  # parties that keep a piece of `out`
     mode: str = "inner"  # inner | left (unmatched left rows kept, NULL on the right) | semi | anti
     null_aware: bool = False  # NOT IN: a NULL among the right keys keeps no row, a NULL left key is dropped
-    psi: str = "ecdh"  # the PSI protocol between two parties: "ecdh" (X25519) or "kkrt" (OT-based, KKRT16)
+    psi: str = "ecdh"  # the PSI protocol between two parties: "ecdh" (X25519), "kkrt" (OT-based, KKRT16), or
+    # "unbalanced" (ECDH with the large side's blinded set prepared once and reused; `large` holds that set)
+    large: str = ""
 
     @property
     def parties(self):

@@ -338,8 +338,9 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
             raise NotSupportedError("the NULL side of a LEFT JOIN across parties must join nothing else")
         if set(join.inputs[i].aliases) & set(join.outer):
             raise NotSupportedError("a LEFT JOIN whose NULL side is joined on by another table is not supported yet")
+        psi, large = _psi_protocol(pi, pj, ctx, leakage)
         steps.append(EquiJoin(current, f"r{j}", pi, f"r{i}", keys_i, pj, keys_j, out, holding, keep,
-                              mode="left" if left_outer else "inner", psi=ctx.psi))
+                              mode="left" if left_outer else "inner", psi=psi, large=large))
         if left_outer:
             leakage.append((pj, f"how many rows of {out} found no match (the NULL-extended rows of the LEFT JOIN)"))
         if pi != pj:
@@ -359,9 +360,10 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                                     "query, is not supported yet: move it into a subquery in FROM")
         steps.append(RunLocal(pj, membership.query.select.sql(dialect="duckdb"), f"m{m}"))
         out = f"s{m}"
+        psi, large = _psi_protocol(pi, pj, ctx, leakage)
         steps.append(EquiJoin(current, f"m{m}", pi, f"r{i}", (column_key(membership.key),), pj, ("__member",), out,
                               holding, holding, mode="anti" if membership.anti else "semi",
-                              null_aware=membership.null_aware, psi=ctx.psi))
+                              null_aware=membership.null_aware, psi=psi, large=large))
         leakage.append((pi, f"which of its {column_key(membership.key)} values are among {pj}'s subquery values"))
         leakage.append((pj, f"which of its subquery values are {pi}'s {column_key(membership.key)} values"
                             + (", and whether it has NULLs (told to the peer)" if membership.null_aware else "")))
@@ -412,6 +414,26 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql))
     leakage.append((ctx.issuer, "the query result"))
     return _plan(ctx, steps, leakage, threshold if aggregate else 0)
+
+
+UNBALANCED_RATIO = 64  # published sizes this far apart (and the large one >= UNBALANCED_MIN) -> unbalanced PSI
+UNBALANCED_MIN = 1 << 16
+
+
+def _psi_protocol(a: str, b: str, ctx: PlacementContext, leakage: list) -> tuple[str, str]:
+    """The PSI between parties a and b: the federation's, or the unbalanced ECDH-PSI when one side's
+    published size dwarfs the other's (its blinded set is then prepared once and reused)."""
+    if a == b:
+        return ctx.psi, ""
+    sizes = {p: ctx.rows_of(p) for p in (a, b)}
+    if None in sizes.values():
+        return ctx.psi, ""
+    large, small = (a, b) if sizes[a] >= sizes[b] else (b, a)
+    if sizes[large] < UNBALANCED_MIN or sizes[large] < UNBALANCED_RATIO * sizes[small]:
+        return ctx.psi, ""
+    leakage.append((large, f"which of {small}'s query keys recur across queries while its PSI key is kept "
+                           "(unbalanced PSI: keys and the prepared set rotate daily or every 1,000 queries)"))
+    return "unbalanced", large
 
 
 def _secret_keys(join: InnerJoin, members: list[str], ctx: PlacementContext) -> tuple[exp.Expression, ...]:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlsecure.connectors import PartyStore
 from sqlsecure.errors import ConfigError
 from sqlsecure.executors.ecdh import GroupWorkers
+from sqlsecure.executors.unbalanced_psi import PsiCache
 from sqlsecure.executors.enclave_stage import ACTOR, EnclaveTrust, actor_side
 from sqlsecure.executors.network import Identity, Node
 from sqlsecure.executors.party import PartyExecutor
@@ -55,6 +56,7 @@ class PartyService:
             party = config.parties[name]
             self._store = PartyStore(name, party.database, party.tables)
             self._workers = GroupWorkers(processes)
+            self._psi_cache = PsiCache()
             hashing = any(m.mask.method == "hash" for m in config.masks)
             self._mask_key = load_key(config.mask_key_file) if hashing else None
             self._trust = enclave_trust(config)
@@ -74,7 +76,8 @@ class PartyService:
     # --- roles: each runs this node's part of one query
 
     def _run_party(self, plan, query_id, endpoint):
-        executor = PartyExecutor(self.name, self._store, endpoint, self._workers, self._mask_key, None, self._trust)
+        executor = PartyExecutor(self.name, self._store, endpoint, self._workers, self._mask_key, None, self._trust,
+                                 self._psi_cache)
         return executor.run(plan, query_id)
 
     def _verify_plan(self, plan, header) -> str | None:
