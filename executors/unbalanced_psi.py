@@ -23,9 +23,10 @@ Rounds of one query (tags `{tag}/...`):
   2. epoch (L -> S, 25 B): L's current epoch id and its distinct key count |Y|, and whether P
      follows. L starts a new epoch (fresh b, fresh id, new shuffle) when S does not hold L's current
      one, when L's epoch expired (see rotation), or when L's distinct keys changed -- detected by the
-     digest, recomputed every query: |Y| SHA-256 hashes of L's rows and a sort of 8-byte prefixes
-     (at 10^7 rows about 10-15 s of one core and ~0.6 GB of transient numpy arrays, against ~5 min
-     of X25519 work for a preparation on two cores).
+     digest, recomputed every query: a SHA-256 hash of each of L's rows and a sort of 8-byte prefixes
+     (measured at 10^7 rows: ~14 s of one core and ~0.5 GB of numpy arrays for the query, against
+     ~9 min of X25519 work for a preparation on two idle cores -- 54 s measured at 10^6 -- and
+     29 min measured on a loaded machine).
      prepared (L -> S, only in a new epoch): P, streamed in batches of BATCH points (32 B per key);
      S draws a fresh a, computes D batch by batch and keeps it.
   3. blinded (S -> L): {H(x)^a} for S's distinct keys, shuffled, in batches.
@@ -66,7 +67,8 @@ import os
 import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, NamedTuple
@@ -79,6 +81,7 @@ from sqlsecure.executors.ecdh import POINT, BlindingKey, GroupWorkers, hash_to_p
 from sqlsecure.executors.psi import expand, random_permutation
 
 BATCH = 1 << 16  # points per message of P, of blinded and of re-blinded points (2 MiB)
+WINDOW = 2  # batches of P being blinded at once per party, so the workers never wait for a send
 VERSION = 1
 LARGE, SMALL = 1, 2
 JOIN, MEMBERSHIP = 1, 2
@@ -399,9 +402,9 @@ def _prepare_large(endpoint: Endpoint, peer: str, tag: str, keys: _Keys, digest:
     entry = _LargeEpoch(epoch, BlindingKey(), digest, keys.size,
                         random_permutation(keys.size).astype(_index_type(keys.size)), now)
     endpoint.send(peer, f"{tag}/epoch", EpochAnswer(epoch, keys.size, True).to_bytes())
-    for start, stop in _batches(keys.size):
-        points = keys.distinct_points(entry.order[start:stop])
-        endpoint.send(peer, f"{tag}/prepared", entry.key.blind(points, workers))
+    batches = (keys.distinct_points(entry.order[start:stop]) for start, stop in _batches(keys.size))
+    for blinded in _blind_ahead(entry.key, batches, workers):
+        endpoint.send(peer, f"{tag}/prepared", blinded)
     return entry
 
 
@@ -449,18 +452,42 @@ def _prepare_small(endpoint: Endpoint, peer: str, tag: str, answer: EpochAnswer,
     key = BlindingKey()
     low = np.empty(answer.size, dtype=np.uint64)
     high = np.empty(answer.size, dtype=np.uint64)
-    for start, stop in _batches(answer.size):
-        got = endpoint.recv(peer, f"{tag}/prepared")
-        if len(got) != (stop - start) * POINT:
-            raise ProtocolError(f"{peer} sent {len(got)} bytes of its prepared set at key {start}, expected "
-                                f"{(stop - start) * POINT} (of {answer.size} keys)")
-        words = np.frombuffer(key.blind(got, workers), dtype="<u8").reshape(-1, POINT // 8)
+    bounds = _batches(answer.size)
+
+    def received():
+        for start, stop in bounds:
+            got = endpoint.recv(peer, f"{tag}/prepared")
+            if len(got) != (stop - start) * POINT:
+                raise ProtocolError(f"{peer} sent {len(got)} bytes of its prepared set at key {start}, "
+                                    f"expected {(stop - start) * POINT} (of {answer.size} keys)")
+            yield got
+
+    for i, blinded in enumerate(_blind_ahead(key, received(), workers)):
+        start, stop = bounds[i]
+        words = np.frombuffer(blinded, dtype="<u8").reshape(-1, POINT // 8)
         low[start:stop], high[start:stop] = words[:, 0], words[:, 1]
     by = np.argsort(low, kind="stable")
     low, high = low[by], high[by]
     if np.any((low[1:] == low[:-1]) & (high[1:] == high[:-1])):
         raise ProtocolError(f"{peer}'s prepared set repeats a point")
     return _SmallEpoch(answer.epoch, key, answer.size, low, high, by.astype(_index_type(answer.size)), now)
+
+
+def _blind_ahead(key: BlindingKey, batches, workers: GroupWorkers | None):
+    """Blind each batch of points, in order, with up to WINDOW batches in flight (threads that wait
+    on the worker processes), so producing or consuming one batch overlaps blinding the next."""
+    with ThreadPoolExecutor(WINDOW, thread_name_prefix="sqlsecure-upsi") as pool:
+        pending: deque = deque()
+        try:
+            for batch in batches:
+                pending.append(pool.submit(key.blind, batch, workers))
+                if len(pending) >= WINDOW:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _find(entry: _SmallEpoch, double: np.ndarray) -> np.ndarray:
