@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 import gmpy2
@@ -85,15 +86,18 @@ BASE_OT_DOMAIN = b"sqlsecure/ot/chou-orlandi/ffdhe3072/v1\x00"
 
 class AesBlocks:
     """AES-128 under one key applied to every 16-byte block of an array (ECB): the fixed-key
-    permutation π of the hashes, and each quarter of the code."""
+    permutation π of the hashes, and each quarter of the code. Thread-safe: the one OpenSSL
+    context is used under a lock (two parties in one process may share a public key's instance)."""
 
     def __init__(self, key: bytes):
         self._encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        self._lock = threading.Lock()
 
     def __call__(self, blocks: np.ndarray) -> np.ndarray:
         blocks = np.ascontiguousarray(blocks).view(np.uint8)
         out = np.empty(blocks.size + BLOCK, dtype=np.uint8)  # update_into wants one spare block
-        self._encryptor.update_into(blocks, out)
+        with self._lock:
+            self._encryptor.update_into(blocks, out)
         return out[:blocks.size].reshape(blocks.shape)
 
 
