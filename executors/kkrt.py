@@ -55,7 +55,6 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +65,7 @@ from sqlsecure.executors.ot import (
     BLOCK, CHUNK_ROWS, CODE_BYTES, AesBlocks, PseudorandomCode, kkrt_base_receive, kkrt_base_send,
     kkrt_extend_receive, kkrt_extend_send, pack_bits, row_hash, tweak_blocks,
 )
-from sqlsecure.executors.psi import random_permutation
+from sqlsecure.executors.psi import Intersection, join_from, membership_of, random_permutation
 
 LAMBDA = 40
 HASHES = 3
@@ -380,14 +379,6 @@ def _send(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, theirs: i
     return order[positions]
 
 
-class Intersection(NamedTuple):
-    """What one party holds after rounds 1-5."""
-
-    ids: np.ndarray  # per row: the index of its distinct key, -1 for NULL
-    distinct: int  # how many distinct keys I have
-    common: np.ndarray  # indices of my distinct keys in the intersection, in the common order
-
-
 def _distinct_blocks(encoded: list[bytes | None], mac: AesBlocks) -> tuple[np.ndarray, np.ndarray]:
     """(per row: the index of its distinct key or -1 for NULL, each distinct key's MAC block)."""
     present, data, starts, lengths = key_bytes(encoded)
@@ -411,47 +402,16 @@ def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | No
     return Intersection(ids, mine, run(endpoint, peer, tag, blocks, theirs, session))
 
 
-def _common_rows(found: Intersection) -> tuple[np.ndarray, np.ndarray]:
-    """(my rows of the common keys: by key in the common order, then by row; my count per common key)."""
-    rank = np.full(found.distinct + 1, -1, dtype=np.int64)  # the last entry is for NULL (id -1)
-    rank[found.common] = np.arange(len(found.common))
-    rows = np.flatnonzero(rank[found.ids] >= 0)
-    key_rank = rank[found.ids[rows]]
-    flat = rows[np.argsort(key_rank * len(found.ids) + rows)]  # by key rank, then row (one int64 key)
-    return flat, np.bincount(key_rank, minlength=len(found.common))
-
-
-def join_rows(flat: np.ndarray, mine: np.ndarray, theirs: np.ndarray, left: bool) -> np.ndarray:
-    """`psi.expand` on my rows already concatenated key by key: the left side repeats each row once
-    per matching right row, the right side tiles its rows once per matching left row."""
-    if left:
-        return np.repeat(flat, np.repeat(theirs, mine))
-    block = theirs * mine
-    position = np.arange(int(block.sum()), dtype=np.int64) - np.repeat(np.cumsum(block) - block, block)
-    return flat[np.repeat(np.cumsum(mine) - mine, block) + position % np.repeat(mine, block)]
-
-
 def kkrt_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
                       workers=None) -> np.ndarray:
     """Run the KKRT PSI with `peer`; return my row indices of the join, in the common order.
 
     `workers` is accepted for drop-in compatibility with `psi_join_indices` and unused: the work is
     AES and numpy in the calling thread, which release the GIL."""
-    flat, my_counts = _common_rows(_intersect(endpoint, peer, tag, encoded))
-    endpoint.send(peer, f"{tag}/counts", my_counts.astype(np.uint32).tobytes())
-    raw = endpoint.recv(peer, f"{tag}/counts")
-    if len(raw) != 4 * len(my_counts):
-        raise ProtocolError(f"{peer} sent {len(raw) // 4} multiplicities for {len(my_counts)} common keys")
-    their_counts = np.frombuffer(raw, dtype=np.uint32).astype(np.int64)
-    if len(my_counts) and their_counts.min() < 1:
-        raise ProtocolError(f"{peer} sent a zero multiplicity for a common key")
-    return join_rows(flat, my_counts, their_counts, left)
+    return join_from(endpoint, peer, tag, _intersect(endpoint, peer, tag, encoded), left)
 
 
 def kkrt_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
                     workers=None) -> np.ndarray:
     """Rounds 1-5 only (a semi- or anti-join): for each of my rows, whether its key is also the peer's."""
-    found = _intersect(endpoint, peer, tag, encoded)
-    in_common = np.zeros(found.distinct + 1, dtype=bool)  # the extra False is for NULL (id -1)
-    in_common[found.common] = True
-    return in_common[found.ids]
+    return membership_of(_intersect(endpoint, peer, tag, encoded))

@@ -67,10 +67,10 @@ def expand(rows: list[list[int]], mine: np.ndarray, theirs: np.ndarray, left: bo
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64)
     flat = np.fromiter((r for group in rows for r in group), dtype=np.int64, count=int(mine.sum()))
-    return _expand_flat(flat, mine, theirs, left)
+    return expand_flat(flat, mine, theirs, left)
 
 
-def _expand_flat(flat: np.ndarray, mine: np.ndarray, theirs: np.ndarray, left: bool) -> np.ndarray:
+def expand_flat(flat: np.ndarray, mine: np.ndarray, theirs: np.ndarray, left: bool) -> np.ndarray:
     """`expand` with my rows concatenated key after key (`mine[i]` rows for key i)."""
     if len(mine) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -94,7 +94,9 @@ def local_join_indices(left: list[bytes | None], right: list[bytes | None]) -> t
     return expand(lrows, lcount, rcount, True), expand(rrows, rcount, lcount, False)
 
 
-class _Intersection(NamedTuple):
+class Intersection(NamedTuple):
+    """What a party holds after any PSI's matching rounds (ECDH, KKRT16, unbalanced)."""
+
     ids: np.ndarray  # per row of mine: the index of its distinct key, -1 for NULL
     distinct: int  # how many distinct keys I have
     common: np.ndarray  # indices of my distinct keys in the intersection, in the common order
@@ -118,7 +120,7 @@ def _batches(n: int) -> list[tuple[int, int]]:
 
 
 def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
-               workers: GroupWorkers | None) -> _Intersection:
+               workers: GroupWorkers | None) -> Intersection:
     """Rounds 1-2, streamed in batches of BATCH points with at most WINDOW batches being blinded."""
     ids, distinct = _distinct_points(encoded)
     d = len(distinct)
@@ -167,7 +169,7 @@ def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | No
     ordered = points[by_point]
     del points
     hit = np.flatnonzero((ordered[1:] == ordered[:-1]) & (by_point[:-1] < d) & (by_point[1:] >= d))
-    return _Intersection(ids, d, order[by_point[hit]])
+    return Intersection(ids, d, order[by_point[hit]])
 
 
 def _ramp(counts: np.ndarray) -> np.ndarray:
@@ -176,7 +178,7 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _common_rows(found: _Intersection) -> tuple[np.ndarray, np.ndarray]:
+def _common_rows(found: Intersection) -> tuple[np.ndarray, np.ndarray]:
     """(my rows of the common keys, grouped by key in the common order, row order within a key; count per key)."""
     ids = found.ids
     valid = ids >= 0
@@ -187,28 +189,38 @@ def _common_rows(found: _Intersection) -> tuple[np.ndarray, np.ndarray]:
     return by_key[np.repeat(starts[found.common], counts) + _ramp(counts)], counts.astype(np.int64)
 
 
-def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
-                     workers: GroupWorkers | None = None) -> np.ndarray:
-    """Run the ECDH-PSI with `peer`; return my row indices of the join, in the common order."""
-    flat, my_counts = _common_rows(_intersect(endpoint, peer, tag, encoded, workers))
-    endpoint.send(peer, f"{tag}/counts", my_counts.astype(np.uint32).tobytes())
+def join_from(endpoint: Endpoint, peer: str, tag: str, found: Intersection, left: bool) -> np.ndarray:
+    """The last round of every PSI join: exchange my row count per common key, then expand to my
+    row indices of the join in the common order."""
+    flat, my_counts = _common_rows(found)
+    endpoint.send(peer, f"{tag}/counts", my_counts.astype("<u4").tobytes())
     raw = endpoint.recv(peer, f"{tag}/counts")
     if len(raw) != 4 * len(my_counts):
         raise ProtocolError(f"{peer} sent {len(raw) // 4} multiplicities for {len(my_counts)} common keys")
-    their_counts = np.frombuffer(raw, dtype=np.uint32).astype(np.int64)
+    their_counts = np.frombuffer(raw, dtype="<u4").astype(np.int64)
     if len(my_counts) and their_counts.min() < 1:
         raise ProtocolError(f"{peer} sent a zero multiplicity for a common key")
-    return _expand_flat(flat, my_counts, their_counts, left)
+    return expand_flat(flat, my_counts, their_counts, left)
+
+
+def membership_of(found: Intersection) -> np.ndarray:
+    """For each of my rows, whether its key is in the intersection (NULL never is)."""
+    in_common = np.zeros(found.distinct + 1, dtype=bool)  # the extra False is for NULL (id -1)
+    in_common[found.common] = True
+    return in_common[found.ids]
+
+
+def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
+                     workers: GroupWorkers | None = None) -> np.ndarray:
+    """Run the ECDH-PSI with `peer`; return my row indices of the join, in the common order."""
+    return join_from(endpoint, peer, tag, _intersect(endpoint, peer, tag, encoded, workers), left)
 
 
 def psi_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
                    workers: GroupWorkers | None = None) -> np.ndarray:
     """Rounds 1-2 only (a semi- or anti-join): for each of my rows, whether its key is also the peer's.
     No multiplicities cross."""
-    found = _intersect(endpoint, peer, tag, encoded, workers)
-    in_common = np.zeros(found.distinct + 1, dtype=bool)  # the extra False is for NULL (id -1)
-    in_common[found.common] = True
-    return in_common[found.ids]
+    return membership_of(_intersect(endpoint, peer, tag, encoded, workers))
 
 
 def compose_matches(provenance: np.ndarray, matched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -58,11 +58,12 @@ def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, 
     (mine,) = [i for i, (party, _, _) in enumerate(step.secret_join) if party == me]
     peer = step.secret_join[1 - mine][0]
     encoded = encode_keys(tables[mine], step.secret_join[mine][2])
-    s.endpoint.send(peer, f"{tag}/unique", b"\x01" if has_unique_keys(encoded) else b"\x00")
+    my_flag = has_unique_keys(encoded)
+    s.endpoint.send(peer, f"{tag}/unique", b"\x01" if my_flag else b"\x00")
     theirs = s.endpoint.recv(peer, f"{tag}/unique")
     if theirs not in (b"\x00", b"\x01"):
         raise ProtocolError(f"{peer} sent a malformed uniqueness flag")
-    unique_flags = {mine: has_unique_keys(encoded), 1 - mine: theirs == b"\x01"}
+    unique_flags = {mine: my_flag, 1 - mine: theirs == b"\x01"}
     if not any(unique_flags.values()):
         raise NotSupportedError("an oblivious join needs unique (non-NULL) join keys on one side; both sides repeat "
                                 "keys (a many-to-many join) — grant the key PLAINTEXT_AFTER_JOIN to use a PSI join")

@@ -78,7 +78,7 @@ import numpy as np
 from sqlsecure.errors import ProgrammingError, ProtocolError
 from sqlsecure.executors.channel import Endpoint
 from sqlsecure.executors.ecdh import POINT, BlindingKey, GroupWorkers, hash_to_points
-from sqlsecure.executors.psi import expand, random_permutation
+from sqlsecure.executors.psi import Intersection, join_from, membership_of, random_permutation
 
 BATCH = 1 << 16  # points per message of P, of blinded and of re-blinded points (2 MiB)
 WINDOW = 2  # batches of P being blinded at once per party, so the workers never wait for a send
@@ -336,12 +336,6 @@ def _keys(encoded: list[bytes | None]) -> _Keys:
 # --- the protocol ---------------------------------------------------------------------------------
 
 
-class _Found(NamedTuple):
-    ids: np.ndarray  # per row of mine: index of its distinct key, -1 for NULL
-    distinct: int
-    common: np.ndarray  # indices of my distinct keys in the intersection, in the common order
-
-
 def _batches(n: int) -> list[tuple[int, int]]:
     """Point ranges of the messages for n points: full BATCHes, then one shorter (maybe empty) batch."""
     return [(start, min(start + BATCH, n)) for start in range(0, n + 1, BATCH)]
@@ -367,7 +361,7 @@ def _handshake(endpoint: Endpoint, peer: str, tag: str, mine: Hello) -> Hello:
 
 
 def _large_side(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], mode: int,
-                cache: PsiCache, workers: GroupWorkers | None, scope: str) -> _Found:
+                cache: PsiCache, workers: GroupWorkers | None, scope: str) -> Intersection:
     keys = _keys(encoded)
     digest = keys.digest()
     hello = _handshake(endpoint, peer, tag, Hello(LARGE, mode, _scope_hash(scope)))
@@ -390,7 +384,7 @@ def _large_side(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | N
         endpoint.send(peer, f"{tag}/reblinded", entry.key.blind(theirs, workers))
 
     matches = Matches.from_bytes(endpoint.recv(peer, f"{tag}/matches"), peer, entry.size, received)
-    return _Found(keys.ids, keys.size, entry.order[matches.positions].astype(np.int64))
+    return Intersection(keys.ids, keys.size, entry.order[matches.positions].astype(np.int64))
 
 
 def _prepare_large(endpoint: Endpoint, peer: str, tag: str, keys: _Keys, digest: bytes, now: float,
@@ -409,7 +403,7 @@ def _prepare_large(endpoint: Endpoint, peer: str, tag: str, keys: _Keys, digest:
 
 
 def _small_side(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], mode: int,
-                cache: PsiCache, workers: GroupWorkers | None, scope: str) -> _Found:
+                cache: PsiCache, workers: GroupWorkers | None, scope: str) -> Intersection:
     keys = _keys(encoded)
     entry = cache._lookup(SMALL, peer, scope)
     held = NO_EPOCH if entry is None else entry.epoch
@@ -443,7 +437,7 @@ def _small_side(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | N
     if np.any(positions[1:] == positions[:-1]):
         raise ProtocolError(f"{peer} re-blinded two of my keys onto the same point of its set")
     endpoint.send(peer, f"{tag}/matches", Matches(positions).to_bytes())
-    return _Found(keys.ids, keys.size, order[hit[by_position]])
+    return Intersection(keys.ids, keys.size, order[hit[by_position]])
 
 
 def _prepare_small(endpoint: Endpoint, peer: str, tag: str, answer: EpochAnswer, now: float,
@@ -508,20 +502,9 @@ def _find(entry: _SmallEpoch, double: np.ndarray) -> np.ndarray:
 
 
 def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], large: bool, mode: int,
-               cache: PsiCache, workers: GroupWorkers | None, scope: str) -> _Found:
+               cache: PsiCache, workers: GroupWorkers | None, scope: str) -> Intersection:
     side = _large_side if large else _small_side
     return side(endpoint, peer, tag, encoded, mode, cache, workers, scope)
-
-
-def _common_rows(found: _Found) -> tuple[list[np.ndarray], np.ndarray]:
-    """(my rows per common key, in the common order, row order within a key; the count per key)."""
-    slot = np.full(found.distinct + 1, -1, dtype=np.int64)  # the last -1 is for NULL (id -1)
-    slot[found.common] = np.arange(len(found.common))
-    per_row = slot[found.ids]
-    rows = np.flatnonzero(per_row >= 0)
-    rows = rows[np.argsort(per_row[rows], kind="stable")]
-    counts = np.bincount(per_row[per_row >= 0], minlength=len(found.common)).astype(np.int64)
-    return np.split(rows, np.cumsum(counts)[:-1]) if len(counts) else [], counts
 
 
 def unbalanced_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
@@ -531,22 +514,11 @@ def unbalanced_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: li
 
     `large`: whether I hold the large set (exactly one party does); `scope` names that set for
     both parties (e.g. L's pushed-down SQL and key columns): epochs are kept per (peer, scope)."""
-    found = _intersect(endpoint, peer, tag, encoded, large, JOIN, cache, workers, scope)
-    rows, my_counts = _common_rows(found)
-    endpoint.send(peer, f"{tag}/counts", my_counts.astype("<u4").tobytes())
-    raw = endpoint.recv(peer, f"{tag}/counts")
-    if len(raw) != 4 * len(my_counts):
-        raise ProtocolError(f"{peer} sent {len(raw) // 4} multiplicities for {len(my_counts)} common keys")
-    their_counts = np.frombuffer(raw, dtype="<u4").astype(np.int64)
-    if len(my_counts) and their_counts.min() < 1:
-        raise ProtocolError(f"{peer} sent a zero multiplicity for a common key")
-    return expand(rows, my_counts, their_counts, left)
+    return join_from(endpoint, peer, tag, _intersect(endpoint, peer, tag, encoded, large, JOIN, cache, workers,
+                                                      scope), left)
 
 
 def unbalanced_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], large: bool,
                           cache: PsiCache, workers: GroupWorkers | None = None, scope: str = "") -> np.ndarray:
     """Unbalanced PSI semi-join: for each of my rows, whether its key is also the peer's (no counts cross)."""
-    found = _intersect(endpoint, peer, tag, encoded, large, MEMBERSHIP, cache, workers, scope)
-    in_common = np.zeros(found.distinct + 1, dtype=bool)  # the extra False is for NULL (id -1)
-    in_common[found.common] = True
-    return in_common[found.ids]
+    return membership_of(_intersect(endpoint, peer, tag, encoded, large, MEMBERSHIP, cache, workers, scope))

@@ -78,10 +78,16 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
             return None
         return catalog.column_type(*tables[alias], column)
 
+    published: dict[str, int | None] = {}
+
     def rows_of(party: str) -> int | None:
-        """The largest published size among the query's tables of `party` (None: unknown)."""
-        sizes = [catalog.rows(party, t.name) for t in tree.find_all(exp.Table) if t.db == party]
-        return max((n for n in sizes if n is not None), default=None)
+        """The largest published size among the query's tables of `party` (None: unknown); asked of
+        the party once per plan."""
+        if party not in published:
+            sizes = catalog.sizes(party) if catalog.sizes is not None else {}
+            known = [sizes[t.name] for t in tree.find_all(exp.Table) if t.db == party and t.name in sizes]
+            published[party] = max(known, default=None)
+        return published[party]
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, enclave=enclave,
                            measurements=measurements, group_sums=group_sums, link=link, rows_of=rows_of,

@@ -19,12 +19,6 @@ class Catalog:
     tables: dict[str, dict[str, tuple[tuple[str, str], ...]]]
     sizes: Callable[[str], dict[str, int]] | None = field(default=None, compare=False)
 
-    def rows(self, party: str, table: str) -> int | None:
-        """The published row count of one table, or None where the party publishes none."""
-        if self.sizes is None:
-            return None
-        return self.sizes(party).get(table)
-
     def has_party(self, party: str) -> bool:
         return party in self.tables
 

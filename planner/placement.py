@@ -441,7 +441,7 @@ def _secret_keys(join: InnerJoin, members: list[str], ctx: PlacementContext) -> 
     viewers = {*members, ctx.issuer}
     hidden = []
     for conjunct in join.conjuncts:
-        if not isinstance(conjunct, exp.EQ) or len({a for a in aliases_of(conjunct)}) < 2:
+        if not isinstance(conjunct, exp.EQ) or len(aliases_of(conjunct)) < 2:
             continue
         refs = [r for c in conjunct.find_all(exp.Column) for r in ctx.usage.refs(c)[0]]
         if any(v != r.party and not ctx.usage.grants.allows(r, v, Use.JOIN_KEY) for r in refs for v in viewers):

@@ -81,6 +81,15 @@ def write_federation(directory: Path, tables, grants: str, parties=PARTIES, min_
     return path
 
 
+def grants_toml(*grants: tuple[str, tuple[str, ...], str]) -> str:
+    """[[grants]] sections from (party, columns, constraint) triples."""
+    sections = []
+    for party, columns, constraint in grants:
+        names = ", ".join(f'"{c}"' for c in columns)
+        sections.append(f'[[grants]]\nparty = "{party}"\ncolumns = [{names}]\nconstraint = "{constraint}"\n')
+    return "\n".join(sections)
+
+
 def all_plaintext(parties=PARTIES) -> str:
     """Grants that let every party see every column: for correctness tests only."""
     out = []
@@ -202,6 +211,18 @@ def make_federation(tables):
                                 parties=parties, **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def federation_writer():
+    """write_federation(directory, tables, grants, parties=..., **options), for modules with their own tables."""
+    return write_federation
+
+
+@pytest.fixture(scope="session")
+def grants_for():
+    """grants_toml((party, columns, constraint), ...): [[grants]] sections for a test federation."""
+    return grants_toml
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from sqlsecure.executors import kkrt, ot
 from sqlsecure.executors.channel import InProcessChannel
 from sqlsecure.executors.encoding import encode_keys
 from sqlsecure.executors.kkrt import kkrt_join_indices, kkrt_membership
-from sqlsecure.executors.psi import expand, local_join_indices, psi_join_indices, psi_membership
+from sqlsecure.executors.psi import expand, expand_flat, local_join_indices, psi_join_indices, psi_membership
 
 
 def run_pair(a, b, channel=None, names=("a", "b")):
@@ -220,14 +220,14 @@ def test_parameters():
     assert kkrt.value_bytes(2**32 - 1, 2**32 - 1) <= 16
 
 
-def test_join_rows_is_psi_expand():
+def test_the_flat_expand_every_psi_uses_is_psi_expand():
     rng = np.random.default_rng(5)
     groups = [list(range(s, s + c)) for s, c in zip(range(0, 200, 10), rng.integers(1, 5, 20))]
     mine = np.array([len(g) for g in groups])
     theirs = rng.integers(1, 4, 20)
     flat = np.array([r for g in groups for r in g])
     for left in (True, False):
-        assert (kkrt.join_rows(flat, mine, theirs, left) == expand(groups, mine, theirs, left)).all()
+        assert (expand_flat(flat, mine, theirs, left) == expand(groups, mine, theirs, left)).all()
 
 
 # --- the PSI ---------------------------------------------------------------------------------------------

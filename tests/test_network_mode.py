@@ -181,7 +181,7 @@ def test_catalog_comes_from_the_services(networked):
     engine = networked["bank"]
     assert engine._stores == {}
     assert "customers" in engine.catalog.tables["bank"] and "orders" in engine.catalog.tables["shop"]
-    rows = engine.catalog.rows("shop", "orders")  # the cost model's statistic: a power of two
+    rows = engine.catalog.sizes("shop")["orders"]  # the cost model's statistic: a power of two
     assert rows >= 1 and rows & (rows - 1) == 0
     assert engine.link.rtt == 0.001 and engine.link.bandwidth == 125e6  # the federation's defaults
 
@@ -496,12 +496,11 @@ def test_enclave_stage_over_the_network(enclave_cluster, oracle_for):
         oracle_for(NetworkOracle({"bank": networked}, embedded)).check(sql, "bank")
 
 
-def test_an_oblivious_join_over_the_network(tmp_path, make_federation, oracle_for):
+def test_an_oblivious_join_over_the_network(tmp_path, make_federation, oracle_for, grants_for):
     """A join key not granted PLAINTEXT_AFTER_JOIN: the SPU joins the shared rows, each party in its
     own process, and every party re-derives the same plan."""
-    grants = "\n".join(f'[[grants]]\nparty = "bank"\ncolumns = ["shop.orders.{column}"]\nconstraint = "{constraint}"\n'
-                       for column, constraint in (("customer_id", "PLAINTEXT_AFTER_COMPARE"),
-                                                  ("amount", "PLAINTEXT_AFTER_AGGREGATE")))
+    grants = grants_for(("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_COMPARE"),
+                        ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE"))
     names = ("bank", "shop", "dealer")
     path = networkify(make_federation(tmp_path, grants=grants, parties=("bank", "shop")), names, timeout=20)
     cluster = Cluster(path, names)

@@ -10,27 +10,12 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import NotSupportedError, PolicyViolation
 
 PARTIES = ("bank", "shop")
-GRANTS = """
-[[grants]]
-party = "bank"
-columns = ["shop.orders.customer_id"]
-constraint = "PLAINTEXT_AFTER_COMPARE"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.amount"]
-constraint = "PLAINTEXT_AFTER_AGGREGATE"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.category"]
-constraint = "PLAINTEXT_AFTER_GROUP_BY"
-
-[[grants]]
-party = "shop"
-columns = ["bank.customers.age"]
-constraint = "PLAINTEXT_AFTER_COMPARE"
-"""
+GRANTS = [
+    ("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_COMPARE"),
+    ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE"),
+    ("bank", ("shop.orders.category",), "PLAINTEXT_AFTER_GROUP_BY"),
+    ("shop", ("bank.customers.age",), "PLAINTEXT_AFTER_COMPARE"),
+]
 
 
 def tables_with(overlap: float, n: int = 60, m: int = 90, seed: int = 3, repeat_ids: bool = False):
@@ -56,29 +41,21 @@ def tables_with(overlap: float, n: int = 60, m: int = 90, seed: int = 3, repeat_
     return {"bank": {"customers": customers}, "shop": {"orders": orders}}
 
 
-def engine_for(tmp_path_factory, overlap: float, **shape) -> Engine:
-    directory = tmp_path_factory.mktemp(f"oblivious{int(overlap * 100)}")
-    return Engine(_write(directory, tables_with(overlap, **shape)))
+@pytest.fixture(scope="module")
+def engine_for(tmp_path_factory, federation_writer, grants_for):
+    """engine_for(overlap, grants=GRANTS, **shape): an engine over freshly generated tables."""
 
+    def make(overlap: float, grants=GRANTS, **shape) -> Engine:
+        directory = tmp_path_factory.mktemp(f"oblivious{int(overlap * 100)}")
+        return Engine(federation_writer(directory, tables_with(overlap, **shape), grants_for(*grants),
+                                        parties=PARTIES))
 
-def _write(directory, tables):
-    import pyarrow.parquet as pq
-
-    lines = ["[federation]", 'name = "oblivious"', "min_group_size = 4", ""]
-    for party, mine in tables.items():
-        lines += [f"[parties.{party}.tables]"]
-        for name, table in mine.items():
-            (directory / party).mkdir(exist_ok=True)
-            pq.write_table(table, directory / party / f"{name}.parquet")
-            lines.append(f'{name} = "{party}/{name}.parquet"')
-    path = directory / "federation.toml"
-    path.write_text("\n".join(lines) + "\n" + GRANTS)
-    return path
+    return make
 
 
 @pytest.fixture(scope="module")
-def half(tmp_path_factory):
-    with engine_for(tmp_path_factory, 0.5) as engine:
+def half(engine_for):
+    with engine_for(0.5) as engine:
         yield engine
 
 
@@ -103,10 +80,10 @@ def test_explain_names_the_oblivious_join_and_no_psi(half):
     assert "not which rows match (an oblivious join on secret shares)" in text
 
 
-def test_the_traffic_does_not_depend_on_which_rows_match(tmp_path_factory, oracle_for):
+def test_the_traffic_does_not_depend_on_which_rows_match(engine_for, oracle_for):
     seen, results = [], []
     for overlap in (0.0, 1.0):
-        with engine_for(tmp_path_factory, overlap) as engine:
+        with engine_for(overlap) as engine:
             results.append(oracle_for(engine).check(QUERIES[0], "bank").to_pylist())
             stats = engine.runtime.last_stats
             seen.append((dict(stats.bytes), dict(stats.messages)))
@@ -114,8 +91,8 @@ def test_the_traffic_does_not_depend_on_which_rows_match(tmp_path_factory, oracl
     assert seen[0] == seen[1]
 
 
-def test_a_many_to_many_oblivious_join_is_refused(tmp_path_factory):
-    with engine_for(tmp_path_factory, 0.5, repeat_ids=True) as engine:
+def test_a_many_to_many_oblivious_join_is_refused(engine_for):
+    with engine_for(0.5, repeat_ids=True) as engine:
         with pytest.raises(NotSupportedError, match="unique .*join keys on one side"):
             engine.execute(QUERIES[0], "bank")
 
@@ -125,13 +102,9 @@ def test_filters_before_an_oblivious_join_still_need_compare_grants(half):
         half.execute(QUERIES[0] + " WHERE c.region = 'north'", "bank")
 
 
-def test_the_psi_is_used_when_the_key_is_granted_after_join(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("psi")
-    path = _write(directory, tables_with(0.5))
-    text = path.read_text().replace('constraint = "PLAINTEXT_AFTER_COMPARE"', 'constraint = "PLAINTEXT_AFTER_JOIN"')
-    text += '\n[[grants]]\nparty = "shop"\ncolumns = ["bank.customers.id"]\nconstraint = "PLAINTEXT_AFTER_JOIN"\n'
-    path.write_text(text)
-    with Engine(path) as engine:
+def test_the_psi_is_used_when_the_key_is_granted_after_join(engine_for):
+    after_join = [(p, c, "PLAINTEXT_AFTER_JOIN" if k == "PLAINTEXT_AFTER_COMPARE" else k) for p, c, k in GRANTS]
+    with engine_for(0.5, after_join + [("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN")]) as engine:
         assert "PSI" in engine.explain(QUERIES[1], "bank")
 
 
