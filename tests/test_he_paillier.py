@@ -14,6 +14,7 @@ from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.heu import HEWorkers, SlotLayout, from_fixed_point, to_fixed_point
 from sqlsecure.executors.heu.fixed_base import FixedBaseTable, choose_window, exponent_of, random_indices
 from sqlsecure.executors.heu.kernels import OwnerKernel, PublicKernel
+from sqlsecure.executors.heu.teichmuller import TeichmullerTable, fermat_quotient
 from sqlsecure.executors.heu.messages import CiphertextBatch, GroupCount, KeyMessage, MaskedSums, ShareMessage
 from sqlsecure.executors.heu.packing import PackingPlan, choose_packing, column_chunks, pack, unpack
 from sqlsecure.executors.heu.paillier import (
@@ -48,6 +49,40 @@ def test_fixed_base_table_matches_powmod(w):
         assert 0 <= a < 2 ** table.exponent_bits
         assert table.power(indices, 3) == 3 * gmpy2.powmod(7, a, m) % m
     assert table.random_powers([5], [indices]) == [table.power(indices, 5)]
+
+
+def test_fermat_quotient_is_additive_and_shifts_with_the_representative():
+    p = gmpy2.next_prime(gmpy2.mpz(2) ** 127)
+    x, y, k = 3**50 % p, 7**40 % p, 12345
+    assert fermat_quotient(x * y, p) == (fermat_quotient(x, p) + fermat_quotient(y, p)) % p
+    assert fermat_quotient(x + k * p, p) == (fermat_quotient(x, p) - k * gmpy2.invert(x, p)) % p
+
+
+@pytest.mark.parametrize("w", [1, 4, 7])
+def test_teichmuller_table_matches_powmod(keys, w):
+    """Half-width entries and summed Fermat quotients give exactly (1 + p o) h_s^a mod p^2."""
+    pk, sk = keys
+    for prime in (sk.p, sk.q):
+        p2 = prime * prime
+        table = TeichmullerTable(pk.hs, prime, 45, w)
+        assert table.windows == -(-45 // w)
+        digits = np.vstack([np.random.default_rng(w).integers(0, 2**w, size=(20, table.windows)),
+                            np.zeros((1, table.windows), dtype=np.int64),         # a = 0
+                            np.full((1, table.windows), 2**w - 1)])               # a = 2^bits - 1
+        offsets = [0, 1, prime - 1, 5 * prime + 3] + list(range(19))
+        got = table.powers(digits, offsets)
+        for row, o, c in zip(digits, offsets, got):
+            a = sum(int(d) << (w * i) for i, d in enumerate(row))
+            assert c == (1 + prime * o) * pow(pk.hs, a, p2) % p2
+        assert table.powers(digits[:0]) == []
+
+
+def test_teichmuller_table_refuses_a_base_outside_the_subgroup(keys):
+    _, sk = keys
+    with pytest.raises(ValueError, match="subgroup of order p - 1"):
+        TeichmullerTable(1 + sk.p, sk.p, 16, 4)  # order p: not an n-th residue
+    with pytest.raises(ValueError, match="exponent digits"):
+        TeichmullerTable(8, 3, 8, 4).powers(np.zeros((2, 3), dtype=np.int64))  # 8 = -1 mod 9
 
 
 def test_random_exponents_cover_every_digit_uniformly():

@@ -3,6 +3,7 @@ the key and another holds the group labels.
 
 Modules:
   fixed_base      windowed fixed-base exponentiation tables (gmpy2), window chosen by batch size
+  teichmuller     the key owner's tables mod p^2: half-width residues and Fermat quotients
   kernels         the batch arithmetic (DJN encryption, key-owner CRT encryption, CRT decryption,
                   randomisers), free of sqlsecure imports so worker processes load it alone
   paillier        keys on top of phe, encryptors and randomisers with input checks, the scheme

@@ -11,9 +11,10 @@ of Applied Cryptography, alg. 14.109).
 The window trades memory and set-up for speed: a table holds ceil(bits / w) * 2^w residues and
 costs as many multiplications to build. `choose_window` picks the w that minimises build + use for
 the number of exponentiations expected, within a memory budget (for the 2048-bit key owner's two
-tables mod p^2 and q^2 and 10^4-10^5 uses per process: w = 11, 94 multiplications per exponent
-and prime instead of 128 at w = 8, ~120 MiB; larger tables gain little, their lookups miss the
-caches).
+tables mod p^2 and q^2 and 10^4-10^5 uses per process: w = 10-11, 94 multiplications per exponent
+and prime at w = 11 instead of 128 at w = 8, ~120 MiB; larger tables gain little, their lookups
+miss the caches). The key owner's tables are `teichmuller.TeichmullerTable`s: the same lookups on
+half-width entries.
 
 Exponents are drawn as w-bit digits straight from the OS CSPRNG (`random_indices`), so a is uniform
 on [0, 2^(w * windows)) -- at least the requested bits, never fewer.
@@ -45,34 +46,46 @@ def table_bytes(exponent_bits: int, window_bits: int, modulus_bits: int) -> int:
 
 
 def choose_window(exponent_bits: int, uses: int, modulus_bits: int, tables: int = 1,
-                  budget: int = TABLE_BUDGET) -> int:
-    """The window w minimising (build + use) multiplications, ceil(bits/w) * (2^w + uses), for
-    `tables` tables of `modulus_bits`-bit residues within `budget` bytes (w >= 4 in any case)."""
+                  budget: int = TABLE_BUDGET, build_cost: float = 1.0) -> int:
+    """The window w minimising build + use, ceil(bits/w) * (build_cost 2^w + uses) (`build_cost`:
+    building one entry in units of one lookup), for `tables` tables of `modulus_bits`-bit residues
+    (or `teichmuller` tables of the same size) within `budget` bytes (w >= 4 in any case)."""
     best, best_cost = MIN_WINDOW, None
     for w in range(MIN_WINDOW, MAX_WINDOW + 1):
         if w > MIN_WINDOW and tables * table_bytes(exponent_bits, w, modulus_bits) > budget:
             break
-        cost = windows_for(exponent_bits, w) * ((1 << w) + max(0, uses))
+        cost = windows_for(exponent_bits, w) * (build_cost * (1 << w) + max(0, uses))
         if best_cost is None or cost < best_cost:
             best, best_cost = w, cost
     return best
 
 
+def random_digits(count: int, windows: int, window_bits: int) -> np.ndarray:
+    """`count` fresh exponents, each uniform on [0, 2^(w * windows)), as a (count, windows) int64
+    array of their w-bit digits (least significant first), from the OS CSPRNG."""
+    w = window_bits
+    if count <= 0:
+        return np.zeros((0, windows), dtype=np.int64)
+    if w == 8:
+        return np.frombuffer(os.urandom(count * windows), np.uint8).reshape(count, windows).astype(np.int64)
+    nbits = windows * w
+    nbytes = -(-nbits // 8)
+    raw = np.frombuffer(os.urandom(count * nbytes), np.uint8).reshape(count, nbytes)
+    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :nbits].reshape(count, windows, w)
+    return bits.astype(np.int64) @ (np.int64(1) << np.arange(w, dtype=np.int64))
+
+
 def random_indices(count: int, windows: int, window_bits: int) -> list[list[int]]:
-    """`count` fresh exponents, each uniform on [0, 2^(w * windows)), as flat table indices
-    i * 2^w + d_i of their digits d_i (least significant digit first)."""
+    """`count` fresh exponents (as `random_digits`) as flat table indices i * 2^w + d_i."""
     if count <= 0:
         return []
-    w = window_bits
-    if w == 8:
-        digits = np.frombuffer(os.urandom(count * windows), np.uint8).reshape(count, windows).astype(np.int64)
-    else:
-        nbits = windows * w
-        nbytes = -(-nbits // 8)
-        raw = np.frombuffer(os.urandom(count * nbytes), np.uint8).reshape(count, nbytes)
-        bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :nbits].reshape(count, windows, w)
-        digits = bits.astype(np.int64) @ (np.int64(1) << np.arange(w, dtype=np.int64))
-    return (digits + (np.arange(windows, dtype=np.int64) << w)).tolist()
+    digits = random_digits(count, windows, window_bits)
+    return (digits + (np.arange(windows, dtype=np.int64) << window_bits)).tolist()
+
+
+def digits_of(indices, window_bits: int) -> np.ndarray:
+    """The digit array of flat table `indices` (the inverse of `random_indices`' encoding)."""
+    return np.asarray(indices, dtype=np.int64) & ((1 << window_bits) - 1)
 
 
 def exponent_of(indices: list[int], window_bits: int) -> int:

@@ -1,7 +1,7 @@
 """Paillier batch arithmetic: DJN encryption (public key and key owner), CRT decryption, randomisers.
 
 The formulas and their security argument are in `paillier.py`; this module only computes. It
-imports nothing from `sqlsecure` (gmpy2, numpy and `fixed_base` only), so the HE worker processes
+imports nothing from `sqlsecure` (gmpy2, numpy, `fixed_base` and `teichmuller` only), so the HE worker processes
 (`worker_process.py`) load it on its own, and `paillier.py` wraps it with input checks.
 
 Plaintexts are ints in [0, n) (checked by the callers); ciphertexts are gmpy2 `mpz` in (0, n^2).
@@ -13,9 +13,11 @@ import gmpy2
 from gmpy2 import mpz
 
 try:
-    from .fixed_base import FixedBaseTable
+    from .fixed_base import TABLE_BUDGET, FixedBaseTable, choose_window, digits_of, random_digits
+    from .teichmuller import BUILD_COST, TeichmullerTable
 except ImportError:  # loaded as a top-level module by a worker process (see worker_process.py)
-    from fixed_base import FixedBaseTable  # type: ignore[no-redef]
+    from fixed_base import TABLE_BUDGET, FixedBaseTable, choose_window, digits_of, random_digits  # type: ignore[no-redef]
+    from teichmuller import BUILD_COST, TeichmullerTable  # type: ignore[no-redef]
 
 
 class PublicKernel:
@@ -36,37 +38,39 @@ class PublicKernel:
         return self.table.random_powers([1] * count)
 
 
+def owner_window(exponent_bits: int, uses: int, n_bits: int, budget: int = TABLE_BUDGET) -> int:
+    """The window of `OwnerKernel`'s two half-width tables (as much memory per entry as one table
+    mod n^2 of `PublicKernel`) for `uses` encryptions."""
+    return choose_window(exponent_bits, uses, n_bits, tables=2, budget=budget, build_cost=BUILD_COST)
+
+
 class OwnerKernel:
     """The same ciphertexts as `PublicKernel`, computed mod p^2 and mod q^2 and joined by the CRT.
 
     c mod p^2 = ((1 + m n) mod p^2) * (h_s mod p^2)^a and likewise mod q^2, with ONE exponent a
     drawn per message and used in both tables, so c = (1 + m n) h_s^a mod n^2 exactly (Garner:
     c = c_q + q^2 * ((c_p - c_q) * (q^2)^-1 mod p^2)). Only the holder of p and q can do this.
+    The tables are half-width (`teichmuller.TeichmullerTable`), and (1 + m n) mod p^2 =
+    1 + p (m q mod p) is folded into their one correction.
     """
 
     def __init__(self, n: int, hs: int, p: int, q: int, exponent_bits: int, window_bits: int):
         self.n = mpz(n)
-        p, q = mpz(p), mpz(q)
+        self.p, self.q = p, q = mpz(p), mpz(q)
         self.p2, self.q2 = p * p, q * q
         self.q2_inv = gmpy2.invert(self.q2, self.p2)
-        self.table_p = FixedBaseTable(hs, self.p2, exponent_bits, window_bits)
-        self.table_q = FixedBaseTable(hs, self.q2, exponent_bits, window_bits)
+        self.table_p = TeichmullerTable(hs, p, exponent_bits, window_bits)
+        self.table_q = TeichmullerTable(hs, q, exponent_bits, window_bits)
 
     def encrypt(self, plaintexts: list[int], indices: list[list[int]] | None = None) -> list[mpz]:
         """Fresh exponents, or those whose digit `indices` are given (`fixed_base.random_indices`)."""
-        n, p2, q2, q2_inv = self.n, self.p2, self.q2, self.q2_inv
-        Tp, Tq = self.table_p.entries, self.table_q.entries
-        if indices is None:
-            indices = self.table_p.random_indices(len(plaintexts))
-        out = []
-        for m, digits in zip(plaintexts, indices):
-            start = 1 + m * n
-            cp, cq = start % p2, start % q2
-            for k in digits:
-                cp = cp * Tp[k] % p2
-                cq = cq * Tq[k] % q2
-            out.append(cq + q2 * ((cp - cq) * q2_inv % p2))
-        return out
+        tp = self.table_p
+        digits = (random_digits(len(plaintexts), tp.windows, tp.window_bits) if indices is None
+                  else digits_of(indices, tp.window_bits))
+        p, q, p2, q2, q2_inv = self.p, self.q, self.p2, self.q2, self.q2_inv
+        cps = tp.powers(digits, [m * q for m in plaintexts])
+        cqs = self.table_q.powers(digits, [m * p for m in plaintexts])
+        return [cq + q2 * ((cp - cq) * q2_inv % p2) for cp, cq in zip(cps, cqs)]
 
 
 class CrtDecryptor:

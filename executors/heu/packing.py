@@ -28,6 +28,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sqlsecure.errors import DataError
+from sqlsecure.executors.heu.fixed_base import choose_window, windows_for
+from sqlsecure.executors.heu.kernels import owner_window
 
 MASK_BITS = 40  # sigma: statistical security of the masks, per slot
 
@@ -227,9 +229,9 @@ class PackingPlan:
 # Cost model of `choose_packing`, in multiplications mod n^2 (process CPU time, 2048-bit key, from
 # profiles of he_group_sum at 10^4-10^5 rows with two worker processes; bench/he.py). Only ratios
 # matter; the per-operation costs scale with the exponent lengths, i.e. with |n|.
-LOOKUP_HALF = 0.34       # one table multiplication mod p^2 (or q^2) inside an encryption, memory included
+LOOKUP_HALF = 0.20       # one half-width table lookup mod p^2 (or q^2) inside an encryption, memory included
 LOOKUP_FULL = 0.75       # one table multiplication mod n^2 inside a randomiser
-BUILD_HALF = 0.2         # one multiplication mod p^2 building a table (sequential, cache-friendly)
+BUILD_HALF = 0.30        # one entry of a half-width table (carry, inverse and quotient steps)
 BUILD_FULL = 0.6         # one multiplication mod n^2 building the randomiser table
 ENCRYPT_EXTRA = 3.0      # per encryption beyond the table: (1 + m n) mod p^2, q^2 and the CRT
 ADD_COST = 1.15          # one homomorphic addition at the label owner (one multiplication + parsing)
@@ -238,12 +240,8 @@ DECRYPT_HALF_COST = 134.0  # decryption mod p^2 alone (plaintext below p)
 SHIFT_COST = 1.0         # per bit of a shift (one squaring mod n^2)
 
 
-def _table_cost(exponent_bits: int, uses: int, modulus_bits: int, tables: int, lookup: float,
-                build: float) -> tuple[float, float]:
-    """(cost per use, build cost per process) of fixed-base tables sized for `uses` per process."""
-    from sqlsecure.executors.heu.fixed_base import choose_window, windows_for
-
-    w = choose_window(exponent_bits, uses, modulus_bits, tables=tables)
+def _table_cost(exponent_bits: int, w: int, tables: int, lookup: float, build: float) -> tuple[float, float]:
+    """(cost per use, build cost per process) of `tables` fixed-base tables with w-bit windows."""
     windows = windows_for(exponent_bits, w)
     return tables * windows * lookup, tables * windows * (1 << w) * build
 
@@ -257,7 +255,8 @@ def packing_cost(plan: PackingPlan, rows: int, groups: int, slot_bits: int, n_bi
     chunks = plan.chunks
     encryptions = plan.ciphertexts(rows) * len(chunks)
     exponent_bits = -(-((n_bits + 1) // 2) // 8) * 8  # paillier.djn_exponent_bits
-    per_enc, build_enc = _table_cost(exponent_bits, -(-encryptions // P), n_bits, 2, LOOKUP_HALF, BUILD_HALF)
+    w = owner_window(exponent_bits, -(-encryptions // P), n_bits)
+    per_enc, build_enc = _table_cost(exponent_bits, w, 2, LOOKUP_HALF, BUILD_HALF)
     cost = encryptions * (per_enc + ENCRYPT_EXTRA) + (build_enc * P if encryptions else 0)
     cost += rows * len(chunks) * ADD_COST
     prime_bits = n_bits // 2 - 2
@@ -278,7 +277,8 @@ def packing_cost(plan: PackingPlan, rows: int, groups: int, slot_bits: int, n_bi
         bits = plan.rows_per_ciphertext * max(len(c) for c in chunks) * slot_bits
     scale = n_bits / 2048
     decrypt = (DECRYPT_HALF_COST if bits <= prime_bits else DECRYPT_COST) * scale
-    per_rand, build_rand = _table_cost(n_bits + 128, -(-returned // P), 2 * n_bits, 1, LOOKUP_FULL, BUILD_FULL)
+    w = choose_window(n_bits + 128, -(-returned // P), 2 * n_bits)
+    per_rand, build_rand = _table_cost(n_bits + 128, w, 1, LOOKUP_FULL, BUILD_FULL)
     return cost + returned * (per_rand + decrypt) + build_rand * min(P, returned) + shifts * SHIFT_COST
 
 

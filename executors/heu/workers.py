@@ -31,7 +31,7 @@ import gmpy2
 import numpy
 
 from sqlsecure.executors.heu.fixed_base import choose_window
-from sqlsecure.executors.heu.kernels import from_blob
+from sqlsecure.executors.heu.kernels import from_blob, owner_window
 from sqlsecure.executors.heu.paillier import (
     Encryptor,
     OwnerEncryptor,
@@ -78,7 +78,7 @@ def _key_spec(key: PublicKey | PrivateKey, uses: int, processes: int) -> tuple:
     public = key.public_key if isinstance(key, PrivateKey) else key
     bits, per_process = public.exponent_bits, -(-uses // processes)
     if isinstance(key, PrivateKey):
-        w = choose_window(bits, per_process, public.n_bits, tables=2, budget=TABLE_BUDGET)
+        w = owner_window(bits, per_process, public.n_bits, budget=TABLE_BUDGET)
         return ("owner", public.n, public.hs, int(key.p), int(key.q), bits, w)
     w = choose_window(bits, per_process, 2 * public.n_bits, budget=TABLE_BUDGET)
     return ("public", public.n, public.hs, bits, w)
