@@ -2,8 +2,8 @@
 end to end through the engine on HE and on the SPU, side by side in one run.
 
 Part "ops", operations per second, same 2048-bit key (--key-bits), side by side:
-  per core   CPU-time rate of one thread (robust to other work on a shared machine); for
-             encryption the best of 3 rounds, phe and ours interleaved in each
+  per core   CPU-time rate of one thread (robust to other work on a shared machine), the best
+             of 3 rounds with phe and ours interleaved in each
   workers    wall-clock rate through `HEWorkers` (--processes worker processes, all cores)
   encrypt    phe `PaillierPublicKey.encrypt` (r^n, full-length r)  vs  HEU `OwnerEncryptor` (the
              key owner's CRT path: h_s^a mod p^2 and q^2, a of ceil(k/2) bits, half-width
@@ -31,7 +31,7 @@ and its CPU seconds (main + workers + reaped children).
 The machine may be shared with other work: numbers are indicative; the load average is printed.
 
 Run:  python bench/he.py [--parts ops,protocol,engine] [--sizes 100000,1000000] [--groups 1000]
-                         [--key-bits 2048] [--ops 400] [--processes N] [--seed S]
+                         [--key-bits 2048] [--ops 400] [--processes N] [--modes he,spu] [--seed S]
 """
 
 from __future__ import annotations
@@ -184,9 +184,9 @@ def operations(key_bits: int, count: int, processes: int) -> None:
 
     phe_cts = [phe_pk.encrypt(m) for m in msgs[:40]]
     heu_cts = owner.encrypt(msgs)
-    phe_dec = cpu_rate(lambda: [phe_sk.decrypt(c) for c in phe_cts], len(phe_cts))
-    heu_dec = cpu_rate(lambda: sk.decrypt(heu_cts), count)
-    heu_dec_half = cpu_rate(lambda: sk.decrypt(heu_cts, 64), count)
+    phe_dec, heu_dec, heu_dec_half = best_rates(
+        [lambda: [phe_sk.decrypt(c) for c in phe_cts], lambda: sk.decrypt(heu_cts), lambda: sk.decrypt(heu_cts, 64)],
+        [len(phe_cts), count, count])
     many = heu_cts * max(1, 2000 // count)
     workers.decrypt(sk, many[:64])
     pool_dec = wall_rate(lambda: workers.decrypt(sk, many), len(many))
@@ -202,8 +202,8 @@ def operations(key_bits: int, count: int, processes: int) -> None:
     a, b = phe_cts[0], phe_cts[1]
     ca, cb = heu_cts[0], heu_cts[1]
     n_add = 20 * count
-    phe_add = cpu_rate(lambda: [a + b for _ in range(n_add)], n_add)
-    heu_add = cpu_rate(lambda: [add(pk, ca, cb) for _ in range(n_add)], n_add)
+    phe_add, heu_add = best_rates([lambda: [a + b for _ in range(n_add)],
+                                   lambda: [add(pk, ca, cb) for _ in range(n_add)]], [n_add, n_add])
 
     rows = [
         ("encrypt (key owner, CRT)", phe_enc, owner_enc, pool_enc,
@@ -376,6 +376,7 @@ def main() -> int:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--ops", type=int, default=400, help="operations per timed op (part ops)")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="HE worker processes")
+    ap.add_argument("--modes", default="he,spu", help="comma-separated class-4 paths of part engine: he,spu")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -402,7 +403,7 @@ def main() -> int:
                 directory = Path(tmp)
                 write_tables(directory, rows, args.groups, args.seed)
                 want = expected(directory)
-                for mode in ("he", "spu"):
+                for mode in args.modes.split(","):
                     ok &= engine_run(directory, mode, rows, args.groups, want)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     return 0 if ok else 1

@@ -306,7 +306,7 @@ def choose_packing(rows: int, groups: int, columns: int, slots: int, slot_bits: 
 # Seconds of one cost unit (a multiplication mod n^2 at 2048 bits) in a whole he_group_sum, all
 # overheads included: CPU seconds of bench/he.py's protocol runs / `packing_cost` units, measured on
 # the shared 2-core machine under load (re-measure on the target machine: the bench prints it).
-UNIT_SECONDS = 13e-6
+UNIT_SECONDS = 12e-6
 
 
 def he_group_sum_seconds(rows: int, groups: int, columns: int, key_bits: int = 2048, processes: int = 2,
