@@ -45,7 +45,7 @@ class QueryPlan:
 def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                dialect: str = "duckdb", parameters=None, enclave: str | None = None,
                measurements: tuple[str, ...] = (), group_sums: str = "auto", link: Link = Link(),
-               psi: str = "kkrt") -> QueryPlan:
+               psi: str = "kkrt", he_key_bits: int = 2048) -> QueryPlan:
     tree = load_query(sql, catalog, dialect, parameters, issuer)
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
@@ -91,7 +91,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, enclave=enclave,
                            measurements=measurements, group_sums=group_sums, link=link, rows_of=rows_of,
-                           psi=psi)
+                           psi=psi, he_key_bits=he_key_bits)
     physical = place(optimized, ctx)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)

@@ -23,7 +23,7 @@ from sqlsecure.policy import ColumnRef, Constraint, Grants
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
-                   "group_sums", "link_rtt_ms", "link_mbps", "psi"}
+                   "group_sums", "he_key_bits", "link_rtt_ms", "link_mbps", "psi"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 PARTY_KEYS = {"database", "tables"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
@@ -86,6 +86,7 @@ class FederationConfig:
     link_rtt_ms: float = 1.0  # network mode: the round trip the cost model assumes between parties
     link_mbps: float = 1000.0  # network mode: the bandwidth it assumes
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh" (X25519)
+    he_key_bits: int = 2048  # the Paillier modulus of HE group sums: 2048 or 3072
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,10 @@ def load_federation(path: str | Path) -> FederationConfig:
     if group_sums not in ("auto", "he", "spu"):
         problem("federation.group_sums", 'must be "auto" (the planner\'s cost model), "he" (Paillier group sums) '
                                          'or "spu" (secret shares)')
+    he_key_bits = fed.get("he_key_bits", 2048)
+    if isinstance(he_key_bits, bool) or he_key_bits not in (2048, 3072):
+        problem("federation.he_key_bits", "must be 2048 or 3072 (bits of the Paillier modulus of HE group sums)")
+        he_key_bits = 2048
     psi = fed.get("psi", "kkrt")
     if psi not in ("kkrt", "ecdh"):
         problem("federation.psi", 'must be "kkrt" (OT-based PSI, KKRT16) or "ecdh" (ECDH-PSI over X25519)')
@@ -365,7 +370,7 @@ def load_federation(path: str | Path) -> FederationConfig:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
                             paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
-                            nodes, group_sums, **link, psi=psi)
+                            nodes, group_sums, **link, psi=psi, he_key_bits=he_key_bits)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

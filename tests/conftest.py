@@ -59,10 +59,11 @@ def generate_tables(seed: int = 1, n: int = 120) -> dict[str, dict[str, pa.Table
 
 
 def write_federation(directory: Path, tables, grants: str, parties=PARTIES, min_group_size: int = 4,
-                     dialect: str = "duckdb", **options: str) -> Path:
-    """`options`: more [federation] keys with string values (group_sums = "he", psi = "ecdh", ...)."""
+                     dialect: str = "duckdb", **options) -> Path:
+    """`options`: more [federation] keys (group_sums = "he", psi = "ecdh", he_key_bits = 3072, ...)."""
     lines = ["[federation]", 'name = "test"', f'dialect = "{dialect}"', f"min_group_size = {min_group_size}"]
-    lines += [f'{key} = "{value}"' for key, value in options.items()] + [""]
+    lines += [f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}"
+              for key, value in options.items()] + [""]
     for party in parties:
         lines += [f"[parties.{party}]", f"[parties.{party}.tables]"]
         for name, table in tables[party].items():

@@ -28,6 +28,8 @@ def test_good_file_loads(tmp_path):
     cfg = load_federation(write(tmp_path, GOOD))
     assert list(cfg.parties) == ["a", "b"] and cfg.min_group_size == 4 and cfg.dialect == "duckdb"
     assert cfg.group_sums == "auto" and (cfg.link_rtt_ms, cfg.link_mbps) == (1.0, 1000.0) and cfg.psi == "kkrt"
+    assert cfg.he_key_bits == 2048
+    assert load_federation(write(tmp_path, GOOD.replace('name = "x"', 'name = "x"\nhe_key_bits = 3072'))).he_key_bits == 3072
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -44,6 +46,8 @@ def test_good_file_loads(tmp_path):
                                                                   "milliseconds"),
     (GOOD.replace('name = "x"', 'name = "x"\nlink_mbps = 0'), "federation.link_mbps: must be a number of Mbit/s"),
     (GOOD.replace('name = "x"', 'name = "x"\npsi = "rsa"'), 'federation.psi: must be "kkrt"'),
+    (GOOD.replace('name = "x"', 'name = "x"\nhe_key_bits = 1024'), "federation.he_key_bits: must be 2048 or 3072"),
+    (GOOD.replace('name = "x"', 'name = "x"\nhe_key_bits = "3072"'), "federation.he_key_bits: must be 2048 or 3072"),
     (GOOD + '[[grants]]\nparty = "b"\ncolumns = ["a.t.id"]\nconstraint = "SOMETIMES"\n', "unknown constraint"),
     (GOOD + '[[grants]]\nparty = "z"\ncolumns = ["a.t.id"]\nconstraint = "PLAINTEXT"\n', "grants[0].party: unknown party"),
     (GOOD + '[[grants]]\nparty = "b"\ncolumns = ["a.t.id"]\nconstraint = "PLAINTEXT"\nwhy = 1\n', "grants[0].why: unknown key"),

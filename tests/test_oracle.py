@@ -132,6 +132,17 @@ def test_class_4_through_the_spu_when_the_federation_says_so(class_4_oracles, sq
     assert "SPU(" in text and "HEU(" not in text and "cost model" not in text
 
 
+def test_class_4_through_he_with_3072_bit_keys(tmp_path, make_federation, oracle_for):
+    from sqlsecure.engine import Engine
+
+    engine = Engine(make_federation(tmp_path, group_sums="he", he_key_bits=3072))
+    try:
+        oracle_for(engine).check(CLASS_4[0], "bank")
+        assert "Paillier-3072 group sums" in engine.explain(CLASS_4[0], "bank")
+    finally:
+        engine.close()
+
+
 def test_class_4_by_the_cost_model(engine):
     """By default the planner prices both paths: in process the SPU wins; over a slow link, HE."""
     from sqlsecure.planner.cost import Link
