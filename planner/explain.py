@@ -31,8 +31,8 @@ def _movements(step) -> list[str]:
                 moves.append(f"{step.left_party} -> {holder}: row index vector of {step.out} (8 B per row)")
     if isinstance(step, HEGroupBy):
         v, k = step.value_party, step.key_party
-        moves += [f"{v} -> {k}: Paillier public key, then {2 * step.key_bits // 8} B per row per packed chunk of "
-                  "value columns (ciphertexts)",
+        moves += [f"{v} -> {k}: Paillier public key, then ciphertexts of {2 * step.key_bits // 8} B, each packing "
+                  "the value columns of one or more rows",
                   f"{k} -> {v}: masked per-group sums (ciphertexts, several groups per ciphertext)"]
         moves += [f"{p} -> {step.issuer}: its shares of the group sums" for p in (k, v) if p != step.issuer]
     if isinstance(step, EnclaveStage):
