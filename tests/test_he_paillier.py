@@ -69,12 +69,16 @@ def test_teichmuller_table_matches_powmod(keys, w):
         digits = np.vstack([np.random.default_rng(w).integers(0, 2**w, size=(20, table.windows)),
                             np.zeros((1, table.windows), dtype=np.int64),         # a = 0
                             np.full((1, table.windows), 2**w - 1)])               # a = 2^bits - 1
-        offsets = [0, 1, prime - 1, 5 * prime + 3] + list(range(19))
+        offsets = [0, 1, prime - 1, 5 * prime + 3] + list(range(18))
         got = table.powers(digits, offsets)
         for row, o, c in zip(digits, offsets, got):
             a = sum(int(d) << (w * i) for i, d in enumerate(row))
             assert c == (1 + prime * o) * pow(pk.hs, a, p2) % p2
         assert table.powers(digits[:0]) == []
+        with pytest.raises(ValueError, match="offsets for"):
+            table.powers(digits, offsets[:-1])
+        with pytest.raises(ValueError, match="exponent digits must be in"):
+            table.powers(digits - 1)
 
 
 def test_teichmuller_table_refuses_a_base_outside_the_subgroup(keys):
@@ -138,6 +142,9 @@ def test_owner_crt_ciphertexts_are_the_public_key_ciphertexts(keys, w):
     n, n2 = pk.n, pk.nsquare
     assert cts == [(1 + m * n) * pow(pk.hs, exponent_of(i, w), n2) % n2 for m, i in zip(msgs, indices)]
     assert sk.decrypt(cts) == msgs
+    assert owner.encrypt([]) == [] == owner.encrypt([], [])
+    with pytest.raises(ValueError, match="exponents for"):
+        owner.encrypt(msgs, indices[:-1])
 
 
 def test_decryption_mod_p_alone_when_the_plaintext_is_small(keys):

@@ -12,11 +12,11 @@ The window trades memory and set-up for speed: a table holds ceil(bits / w) * 2^
 costs as many multiplications to build. `choose_window` picks the w that minimises build + use for
 the number of exponentiations expected, within a memory budget (for the 2048-bit key owner's two
 tables mod p^2 and q^2 and 10^4-10^5 uses per process: w = 10-11, 94 multiplications per exponent
-and prime at w = 11 instead of 128 at w = 8, ~120 MiB; larger tables gain little, their lookups
+and prime at w = 11 instead of 128 at w = 8, ~150 MiB; larger tables gain little, their lookups
 miss the caches). The key owner's tables are `teichmuller.TeichmullerTable`s: the same lookups on
 half-width entries.
 
-Exponents are drawn as w-bit digits straight from the OS CSPRNG (`random_indices`), so a is uniform
+Exponents are drawn as w-bit digits straight from the OS CSPRNG (`random_digits`), so a is uniform
 on [0, 2^(w * windows)) -- at least the requested bits, never fewer.
 
 This module imports nothing from `sqlsecure` (only gmpy2 and numpy): the HE worker processes load
@@ -31,7 +31,7 @@ import numpy as np
 from gmpy2 import mpz
 
 MIN_WINDOW, MAX_WINDOW = 4, 16
-TABLE_BUDGET = 128 << 20  # bytes of table entries one `choose_window` call may plan for
+TABLE_BUDGET = 160 << 20  # bytes of table entries one `choose_window` call may plan for
 ENTRY_OVERHEAD = 48       # bytes of a gmpy2 mpz object beyond its limbs
 
 
@@ -39,20 +39,20 @@ def windows_for(exponent_bits: int, window_bits: int) -> int:
     return -(-exponent_bits // window_bits)
 
 
-def table_bytes(exponent_bits: int, window_bits: int, modulus_bits: int) -> int:
-    """Memory of one table: windows * 2^w residues of modulus_bits bits."""
-    entry = (modulus_bits + 63) // 64 * 8 + ENTRY_OVERHEAD
+def table_bytes(exponent_bits: int, window_bits: int, modulus_bits: int, entry_bytes: int | None = None) -> int:
+    """Memory of one table: windows * 2^w residues of modulus_bits bits (or of `entry_bytes` each)."""
+    entry = entry_bytes or (modulus_bits + 63) // 64 * 8 + ENTRY_OVERHEAD
     return windows_for(exponent_bits, window_bits) * (1 << window_bits) * entry
 
 
 def choose_window(exponent_bits: int, uses: int, modulus_bits: int, tables: int = 1,
-                  budget: int = TABLE_BUDGET, build_cost: float = 1.0) -> int:
+                  budget: int = TABLE_BUDGET, build_cost: float = 1.0, entry_bytes: int | None = None) -> int:
     """The window w minimising build + use, ceil(bits/w) * (build_cost 2^w + uses) (`build_cost`:
     building one entry in units of one lookup), for `tables` tables of `modulus_bits`-bit residues
-    (or `teichmuller` tables of the same size) within `budget` bytes (w >= 4 in any case)."""
+    (or of `entry_bytes` per entry) within `budget` bytes (w >= 4 in any case)."""
     best, best_cost = MIN_WINDOW, None
     for w in range(MIN_WINDOW, MAX_WINDOW + 1):
-        if w > MIN_WINDOW and tables * table_bytes(exponent_bits, w, modulus_bits) > budget:
+        if w > MIN_WINDOW and tables * table_bytes(exponent_bits, w, modulus_bits, entry_bytes) > budget:
             break
         cost = windows_for(exponent_bits, w) * (build_cost * (1 << w) + max(0, uses))
         if best_cost is None or cost < best_cost:

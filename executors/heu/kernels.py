@@ -14,10 +14,10 @@ from gmpy2 import mpz
 
 try:
     from .fixed_base import TABLE_BUDGET, FixedBaseTable, choose_window, digits_of, random_digits
-    from .teichmuller import BUILD_COST, TeichmullerTable
+    from .teichmuller import BUILD_COST, TeichmullerTable, entry_bytes
 except ImportError:  # loaded as a top-level module by a worker process (see worker_process.py)
     from fixed_base import TABLE_BUDGET, FixedBaseTable, choose_window, digits_of, random_digits  # type: ignore[no-redef]
-    from teichmuller import BUILD_COST, TeichmullerTable  # type: ignore[no-redef]
+    from teichmuller import BUILD_COST, TeichmullerTable, entry_bytes  # type: ignore[no-redef]
 
 
 class PublicKernel:
@@ -39,9 +39,9 @@ class PublicKernel:
 
 
 def owner_window(exponent_bits: int, uses: int, n_bits: int, budget: int = TABLE_BUDGET) -> int:
-    """The window of `OwnerKernel`'s two half-width tables (as much memory per entry as one table
-    mod n^2 of `PublicKernel`) for `uses` encryptions."""
-    return choose_window(exponent_bits, uses, n_bits, tables=2, budget=budget, build_cost=BUILD_COST)
+    """The window of `OwnerKernel`'s two half-width tables (mod p^2 and q^2) for `uses` encryptions."""
+    return choose_window(exponent_bits, uses, n_bits, tables=2, budget=budget, build_cost=BUILD_COST,
+                         entry_bytes=entry_bytes(-(-n_bits // 2)))
 
 
 class OwnerKernel:
@@ -65,6 +65,10 @@ class OwnerKernel:
     def encrypt(self, plaintexts: list[int], indices: list[list[int]] | None = None) -> list[mpz]:
         """Fresh exponents, or those whose digit `indices` are given (`fixed_base.random_indices`)."""
         tp = self.table_p
+        if indices is not None and len(indices) != len(plaintexts):
+            raise ValueError(f"{len(indices)} exponents for {len(plaintexts)} plaintexts")
+        if not plaintexts:
+            return []
         digits = (random_digits(len(plaintexts), tp.windows, tp.window_bits) if indices is None
                   else digits_of(indices, tp.window_bits))
         p, q, p2, q2, q2_inv = self.p, self.q, self.p2, self.q2, self.q2_inv

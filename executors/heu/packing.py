@@ -30,6 +30,7 @@ import numpy as np
 from sqlsecure.errors import DataError
 from sqlsecure.executors.heu.fixed_base import choose_window, windows_for
 from sqlsecure.executors.heu.kernels import owner_window
+from sqlsecure.executors.heu.teichmuller import BUILD_COST
 
 MASK_BITS = 40  # sigma: statistical security of the masks, per slot
 
@@ -231,7 +232,7 @@ class PackingPlan:
 # matter; the per-operation costs scale with the exponent lengths, i.e. with |n|.
 LOOKUP_HALF = 0.20       # one half-width table lookup mod p^2 (or q^2) inside an encryption, memory included
 LOOKUP_FULL = 0.75       # one table multiplication mod n^2 inside a randomiser
-BUILD_HALF = 0.30        # one entry of a half-width table (carry, inverse and quotient steps)
+BUILD_HALF = LOOKUP_HALF * BUILD_COST  # one entry of a half-width table (carry, inverse, quotient steps)
 BUILD_FULL = 0.6         # one multiplication mod n^2 building the randomiser table
 ENCRYPT_EXTRA = 3.0      # per encryption beyond the table: (1 + m n) mod p^2, q^2 and the CRT
 ADD_COST = 1.15          # one homomorphic addition at the label owner (one multiplication + parsing)

@@ -33,12 +33,18 @@ import numpy as np
 from gmpy2 import mpz
 
 LIMB_BITS = 32
+ENTRY_SLACK = 1.33  # resident bytes per entry / bytes of its objects (allocator overhead of the build)
 BUILD_COST = 2.3  # building one entry (a carry, an inverse and a quotient step) ~ 2.3 lookups
 BLOCK = 256  # exponentiations computed together: their accumulators and one table row stay in cache
 
 
+def entry_bytes(prime_bits: int) -> int:
+    """Resident memory of one table entry: an mpz residue and its quotient's limbs, with slack."""
+    return int(((prime_bits + 63) // 64 * 8 + 48 + 4 * -(-prime_bits // LIMB_BITS)) * ENTRY_SLACK)
+
+
 def fermat_quotient(y, p) -> mpz:
-    """Q(y) = (y^(p-1) - 1) / p mod p for y prime to p (one exponentiation; for tests and set-up)."""
+    """Q(y) = (y^(p-1) - 1) / p mod p for y prime to p (one exponentiation; the reference of tests)."""
     p = mpz(p)
     return (gmpy2.powmod(y, p - 1, p * p) - 1) // p % p
 
@@ -107,12 +113,16 @@ class TeichmullerTable:
 
         The offset folds a factor of the form 1 + p o into the one correction: the key owner's
         message factor (1 + m n) mod p^2 = 1 + p (m q mod p)."""
-        digits = np.asarray(digits)
-        count = digits.shape[0]
+        digits = np.asarray(digits, dtype=np.intp)
         if digits.ndim != 2 or digits.shape[1] != self.windows:
             raise ValueError(f"expected {self.windows} exponent digits per exponent, got shape {digits.shape}")
+        count = digits.shape[0]
+        if count and (digits.min() < 0 or digits.max() >= 1 << self.window_bits):
+            raise ValueError(f"exponent digits must be in [0, 2^{self.window_bits})")
         if offsets is None:
             offsets = [0] * count
+        elif len(offsets) != count:
+            raise ValueError(f"{len(offsets)} offsets for {count} exponents")
         out: list[mpz] = []
         for start in range(0, count, BLOCK):
             out += self._powers(digits[start:start + BLOCK], offsets[start:start + BLOCK])
@@ -134,7 +144,7 @@ class TeichmullerTable:
         if (self.windows - first) % 2:
             Ya = Y[self.windows - 1]
             acc = [x * Ya[a] for x, a in zip(acc, cols[-1])]
-        # sum of the quotients, limb by limb (at most 2^16 windows: the uint64 limbs cannot overflow)
+        # sum of the quotients, limb by limb (limbs < 2^32: uint64 sums are exact up to 2^32 windows)
         rows = np.arange(self.windows)[:, None]
         sums = self.quotients[rows, digits.T].sum(axis=0, dtype=np.uint64)
         return [x * (1 + p * ((o + s) % p)) % p2 for x, o, s in zip(acc, offsets, _from_limb_sums(sums))]

@@ -17,7 +17,7 @@ and the only peer, so payloads are pickles (of ints, bytes and tuples):
                    "decrypt" key ("decrypt", n, p, q); args (blob, width, plaintext bits or None)
                                  -> list of plaintexts
   worker -> host:  READY, pickle(result); or FAILED, a UTF-8 message.
-The worker keeps one kernel (fixed-base tables, up to ~130 MiB) per kind of job: the encryption
+The worker keeps one kernel (fixed-base tables, up to ~160 MiB) per kind of job: the encryption
 tables of the last key, the randomiser table of the last key, the last decryption key. The key
 owner's p and q reach its own worker processes only; nothing here crosses a channel.
 """

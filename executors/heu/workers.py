@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 import gmpy2
 import numpy
 
-from sqlsecure.executors.heu.fixed_base import choose_window
+from sqlsecure.executors.heu.fixed_base import TABLE_BUDGET, choose_window  # per worker process and key
 from sqlsecure.executors.heu.kernels import from_blob, owner_window
 from sqlsecure.executors.heu.paillier import (
     Encryptor,
@@ -49,7 +49,6 @@ PIECE = 512           # encryptions per job (~0.1-0.3 s of one core at 2048 bits
 START_SECONDS = 60.0  # a new worker must report ready within this
 JOB_SECONDS = 600.0   # a job's deadline: this plus 50 ms per item (building tables takes seconds)
 IDLE_SECONDS = 60.0   # a worker with no job for this long ends and frees its tables
-TABLE_BUDGET = 128 << 20  # bytes of fixed-base tables per worker process and key
 
 WORKER_SCRIPT = Path(__file__).with_name("worker_process.py")
 SITE_DIRS = sorted({str(Path(m.__file__).resolve().parent.parent) for m in (gmpy2, numpy)})
