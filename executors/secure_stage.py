@@ -452,20 +452,26 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
             grouped = relational.group_by(s, key_cols, agg_inputs)
-            stage.n = len(grouped.last)
-            i = 0
-            for g, k in zip(step.group_by, keys):
-                stage.aggs[_parse(g).sql(dialect="duckdb")] = SV(grouped.keys[i + 1:i + 1 + len(k.limbs)],
-                                                                 grouped.keys[i], k.kind)
-                i += 1 + len(k.limbs)
-            stage.finish_aggregates(plan, grouped.aggregates)
             rows = grouped.aggregates[0]
             keep = arith.beaver_mul(s, grouped.last, compare.greater_equal(
                 s, rows, arith.public(s, np.full(len(rows), threshold, dtype=np.int64)), arith=True))
+            group_keys, results = grouped.keys, grouped.aggregates
+            if having is None:
+                # keep the groups first: AVG's divisions and range checks then run on the kept groups,
+                # not on every sorted row (the compaction opens the same count either way)
+                kept = relational.compact(s, keep, [*group_keys, *results])
+                group_keys, results = kept[:len(group_keys)], kept[len(group_keys):]
+            stage.n = len(results[0])
+            i = 0
+            for g, k in zip(step.group_by, keys):
+                stage.aggs[_parse(g).sql(dialect="duckdb")] = SV(group_keys[i + 1:i + 1 + len(k.limbs)],
+                                                                 group_keys[i], k.kind)
+                i += 1 + len(k.limbs)
+            stage.finish_aggregates(plan, results)
+            values = [stage.secret(stage.ev(e)) for e in outputs]
             if having is not None:
                 keep = arith.beaver_mul(s, keep, stage.truth(stage.ev(having)))
-            values = [stage.secret(stage.ev(e)) for e in outputs]
-            values = _rebuild(relational.compact(s, keep, _columns(values)), values)
+                values = _rebuild(relational.compact(s, keep, _columns(values)), values)
         else:
             stage.n = 1
             totals = []

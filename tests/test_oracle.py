@@ -95,6 +95,14 @@ def test_threshold_drops_small_groups(oracle):
     assert min(got.column("n").to_pylist()) >= 4
 
 
+def test_every_group_below_the_threshold_on_the_spu(oracle):
+    """The SPU keeps the groups before finishing AVG: with none kept, it finishes on no rows."""
+    sql = ("SELECT o.order_id, c.name, AVG(c.income) AS a, COUNT(*) AS n FROM bank.customers c "
+           "JOIN shop.orders o ON c.id = o.customer_id GROUP BY o.order_id, c.name")  # one row per group
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+    assert oracle.check(sql, "bank").num_rows == 0
+
+
 CLASS_4 = [  # group keys at one party, aggregated values at another: HE group sums
     "SELECT c.region, SUM(o.amount) AS s, COUNT(*) AS n, AVG(o.amount) AS a, COUNT(o.amount) "
     "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region",
