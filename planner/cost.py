@@ -5,20 +5,23 @@ ciphertexts that each carry several rows (`executors/heu/packing.py` chooses how
 owner multiplies them into per-group accumulators, and the value owner decrypts one masked sum per
 group and row slot; three rounds and 512 B per ciphertext (2048-bit keys). The SPU sorts the rows
 by key on secret shares: cheaper per row at small sizes but several hundred rounds, kilobytes per
-row between the parties, and a per-row cost that grows with the size (memory traffic). So the SPU
-wins on a fast link up to a few 10^5 rows, HE on large inputs or a slow link.
+row between the parties, hundreds of bytes of memory per row and column, and a per-row cost that
+grows with the size (memory traffic). So in process the SPU is cheaper up to about 10^6 rows (a
+text key) and HE beyond; over a slow link HE wins from the smallest sizes.
 
 `estimate` prices both from the rows entering the aggregate (upper bound: the larger of the two
 parties' input tables, whose row counts the parties publish rounded up to a power of two), the
-groups (no statistic on distinct values is shared, so the model assumes √rows), the value columns,
-the key's limbs (text keys are compared as 4 limbs on the SPU) and the link. HE's compute comes
-from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's from the engine's class-4
-query in the same bench. They set the crossover on the reference machine, not a promise.
+groups (no statistic on distinct values is shared, so the model assumes √rows), the aggregates and
+their distinct value columns, the key's limbs (text keys are compared as 4 limbs on the SPU) and
+the link. HE's compute comes from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's
+time and memory from the engine's class-4 query in the same bench. An SPU that would need more than
+half the RAM is not chosen. They set the crossover on the reference machine, not a promise.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from sqlsecure.executors.heu.packing import he_group_sum_seconds
@@ -26,12 +29,15 @@ from sqlsecure.executors.heu.packing import he_group_sum_seconds
 HE_ROUNDS = 3
 HE_FIXED = 1.0  # s: a fresh Paillier key pair, fixed-base tables, worker start (measured at ~150 rows)
 
-# SPU group-by through the engine (PSI-aligned rows shared, sorted, segmented sums) — bench/he.py:
-# CPU ≈ 9.9 s at 10^5 rows and 181 s at 10^6 for a key and two value columns; its parties are threads
+# SPU group-by through the engine (PSI-aligned rows shared, sorted, compacted to the kept groups, then
+# AVG's divisions) — bench/he.py, a text key (4 limbs) and SUM, COUNT, AVG of one column (width 7):
+# the stage takes 3.7 s at 10^5 rows and 58.8 s at 10^6, peak 0.5 and 3.1 GB; its parties are threads
 # that share the interpreter, so wall ≈ CPU.
 SPU_FIXED = 0.5  # s: setup, shapes, the dealer's seeds, the result's opening (measured at ~150 rows)
-SPU_ROW = 3.3e-5  # s per row and per key limb or value column, at 10^5 rows
+SPU_ROW = 4.6e-6  # s per row and per key limb or aggregate, at 10^5 rows
 SPU_GROWTH = 0.26  # per-row cost ∝ (rows / 10^5) ** SPU_GROWTH above 10^5 rows
+SPU_MEMORY_ROW = 450  # peak bytes per row and per key limb or aggregate (the sort's shares and randomness)
+SPU_MEMORY_SHARE = 0.5  # the SPU is not chosen when it would need more than this share of the RAM
 SPU_ROUNDS_BASE, SPU_ROUNDS_PER_DOUBLING = 250, 40  # rounds ≈ base + per_doubling · log2(rows)
 SPU_BYTES_ROW = 2500  # bytes between the parties per row and per key limb or value column
 
@@ -57,13 +63,23 @@ class Estimate:
     why: str
 
 
+def memory_bytes() -> int:
+    """This machine's RAM (the planner's; parties are assumed alike)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
 def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2,
-             key_bits: int = 2048) -> Estimate:
-    """Price both paths for `rows` rows and `columns` aggregated value columns; pick the cheaper."""
+             key_bits: int = 2048, arguments: int | None = None, memory: int | None = None) -> Estimate:
+    """Price both paths for `rows` rows and `columns` aggregates (over `arguments` distinct value
+    columns, default as many); pick the cheaper, but not an SPU that would not fit in `memory`
+    (default: this machine's RAM) with room to spare."""
     rows = max(int(rows), 1)
     groups = max(1, math.isqrt(rows))
-    # the engine sends a validity column beside each value column
-    _, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * columns, key_bits, cores)
+    # the engine sends each distinct value column with its validity column
+    _, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * (arguments or columns), key_bits, cores)
     ciphertexts = math.ceil(rows / plan.rows_per_ciphertext)
     he = HE_FIXED + he_compute + HE_ROUNDS * link.rtt + ciphertexts * (2 * key_bits // 8) / link.bandwidth
     width = key_limbs + columns
@@ -71,8 +87,11 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     spu = (SPU_FIXED + rows * width * per_row
            + (SPU_ROUNDS_BASE + SPU_ROUNDS_PER_DOUBLING * math.log2(rows)) * link.rtt
            + rows * width * SPU_BYTES_ROW / link.bandwidth)
-    engine = "he" if he < spu else "spu"
-    why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups (assumed √rows), {columns} value column(s), "
+    spu_bytes = rows * width * SPU_MEMORY_ROW
+    too_big = spu_bytes > SPU_MEMORY_SHARE * (memory or memory_bytes())
+    engine = "he" if he < spu or too_big else "spu"
+    why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups (assumed √rows), {columns} aggregate(s), "
            f"{key_limbs} key limb(s), {link.describe()}: HE ≈ {he:.3g} s "
-           f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s")
+           f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
+           + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than half this machine's memory" if too_big else ""))
     return Estimate(engine, he, spu, why)

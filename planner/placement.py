@@ -709,7 +709,9 @@ def _class_4_on_he(items, group_party, aggregate, ctx) -> bool:
     for key in aggregate.group_by:
         dtype = ctx.column_type(key.table, key.name) if isinstance(key, exp.Column) else None
         limbs += 4 if dtype is not None and dtype.upper().startswith(("VARCHAR", "TEXT", "STRING")) else 1
-    ctx.class_4 = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link, key_bits=ctx.he_key_bits)
+    arguments = len({e.this.sql(dialect="duckdb") for e in values})  # HE sends each distinct column once
+    ctx.class_4 = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link, key_bits=ctx.he_key_bits,
+                           arguments=arguments)
     return ctx.class_4.engine == "he"
 
 

@@ -5,11 +5,25 @@ import math
 from sqlsecure.planner.cost import Link, estimate
 
 
-def test_in_process_the_spu_wins_up_to_a_few_100_000_rows_and_he_beyond():
-    for rows in (10, 10**3, 10**5):
-        assert estimate(rows, 2, 1, Link()).engine == "spu"
-    for rows in (10**6, 10**7):
-        assert estimate(rows, 2, 1, Link()).engine == "he"
+def test_in_process_the_spu_wins_up_to_about_a_million_rows_and_he_beyond():
+    """A text key (4 limbs) with SUM, COUNT and AVG of one column, as bench/he.py measures."""
+    for rows in (10, 10**3, 10**5, 10**6):
+        assert estimate(rows, 3, 4, Link(), arguments=1).engine == "spu"
+    for rows in (2 * 10**6, 10**7):
+        assert estimate(rows, 3, 4, Link(), arguments=1).engine == "he"
+
+
+def test_an_spu_that_would_not_fit_in_memory_is_not_chosen():
+    fits = estimate(10**6, 2, 1, Link(), memory=64 << 30)
+    assert fits.engine == "spu" and "GiB" not in fits.why
+    tight = estimate(10**6, 2, 1, Link(), memory=2 << 30)  # ~1.3 GiB of shares > half of 2 GiB
+    assert tight.engine == "he" and "more than half this machine's memory" in tight.why
+
+
+def test_he_prices_each_distinct_value_column_once():
+    one = estimate(10**6, 3, 4, Link(), arguments=1)
+    assert one.he_seconds < estimate(10**6, 3, 4, Link()).he_seconds
+    assert one.spu_seconds == estimate(10**6, 3, 4, Link()).spu_seconds
 
 
 def test_a_slow_link_favours_he_and_a_large_table_the_spu_again():
