@@ -3,7 +3,8 @@
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
 comparisons, AND/OR/NOT, CASE, COALESCE, IS NULL), filters by weighting rows with the secret
-filter bit, aggregates (grouped through an oblivious sort, or over all rows), compacts the result
+filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
+when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
 alone. NULLs travel as a validity bit beside every value; a NULL compares as false.
 
@@ -27,7 +28,7 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.secret_join import joined_inputs
 from sqlsecure.executors.secure_values import decode, encode, kind_of, limbs_of
 from sqlsecure.executors.spu import arith, compare, relational
-from sqlsecure.executors.spu.shares import ArithShare
+from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
 
@@ -67,6 +68,7 @@ class Stage:
         self.cols: dict[str, SV] = {}
         self.aggs: dict[str, SV] = {}
         self.out_of_range: list[ArithShare] = []
+        self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -424,7 +426,39 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> St
             parts.append((shared, arith.share_input(s, owner, valid if mine is not None else None, (rows,), 0)))
         limbs_out = [arith.concat([p[0][k] for p in parts]) for k in range(limbs_of(kind))]
         stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), kind)
+    key_columns = _group_key_columns(step)
+    if key_columns:  # the keys' owner numbers the groups: the sort compares one narrow code
+        owner = step.compute.index(key_columns[0][0])
+        code = group_code([inputs[(0, column)] for _, column in key_columns]) if s.index == owner else None
+        stage.group_code = (arith.share_input(s, owner, as_ring(code) if code is not None else None, (n,), 0),
+                            max(1, (n - 1).bit_length()) + 1)
     return stage
+
+
+def _group_key_columns(step) -> list[tuple[str, str]]:
+    """[(party, column)] of the GROUP BY keys when they are plain input columns of one party (not
+    UNION branches): that party can number its groups itself. Else []."""
+    if step.union or step.secret_join or not step.aggregate or not step.group_by:
+        return []
+    owner_of = {column: party for party, column in step.inputs}
+    keys = [_parse(g) for g in step.group_by]
+    if not all(isinstance(k, exp.Column) and k.name in owner_of for k in keys):
+        return []
+    if len({owner_of[k.name] for k in keys}) != 1:
+        return []
+    return [(owner_of[k.name], k.name) for k in keys]
+
+
+def group_code(columns: list) -> np.ndarray:
+    """Dense numbers in [0, rows) of the rows' key tuples, equal exactly when the tuples are equal
+    (NULL is a value of its own, as in GROUP BY): computed by the keys' owner on its own rows."""
+    code = None
+    for column in columns:
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else pa.array(column)
+        encoded = array.dictionary_encode(null_encoding="encode")
+        part = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        code = part if code is None else np.unique(code * len(encoded.dictionary) + part, return_inverse=True)[1]
+    return code.astype(np.int64)
 
 
 def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[SV], ArithShare | None]:
@@ -451,11 +485,17 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if step.group_by:
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
-            grouped = relational.group_by(s, key_cols, agg_inputs)
+            if stage.group_code is not None:  # sort on the owner's code, the key values along
+                code, bits = stage.group_code
+                grouped = relational.group_by(s, [code], agg_inputs, key_bits=[bits], carry=key_cols)
+                group_keys = grouped.carried
+            else:
+                grouped = relational.group_by(s, key_cols, agg_inputs)
+                group_keys = grouped.keys
             rows = grouped.aggregates[0]
             keep = arith.beaver_mul(s, grouped.last, compare.greater_equal(
                 s, rows, arith.public(s, np.full(len(rows), threshold, dtype=np.int64)), arith=True))
-            group_keys, results = grouped.keys, grouped.aggregates
+            results = grouped.aggregates
             if having is None:
                 # keep the groups first: AVG's divisions and range checks then run on the kept groups,
                 # not on every sorted row (the compaction opens the same count either way)

@@ -151,6 +151,17 @@ def test_class_4_through_he_with_3072_bit_keys(tmp_path, make_federation, oracle
         engine.close()
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT c.region, c.age, SUM(o.amount) AS s, COUNT(*) AS n FROM bank.customers c JOIN shop.orders o "
+    "ON c.id = o.customer_id GROUP BY c.region, c.age",
+    "SELECT c.id, SUM(o.amount) AS s, AVG(o.amount) AS a FROM bank.customers c JOIN shop.orders o "
+    "ON c.region = o.region GROUP BY c.id",  # a key with NULLs (one group), many rows per id
+])
+def test_spu_groups_on_the_key_owners_code(class_4_oracles, sql):
+    """Keys of one party: the SPU sorts on that party's group numbers and carries the keys along."""
+    class_4_oracles["spu"].check(sql, "bank")
+
+
 def test_class_4_by_the_cost_model(engine):
     """By default the planner prices both paths: in process the SPU wins; over a slow link, HE."""
     from sqlsecure.planner.cost import Link

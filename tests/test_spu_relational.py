@@ -202,3 +202,17 @@ def test_segmented_sum_is_work_efficient():
     assert got.tolist() == want.tolist()
     assert run.rounds <= 2 * int(np.ceil(np.log2(n))) + 1
     assert run.channel.stats.bytes[("p0", "p1")] <= 16 * 3 * n + 8 * n  # products + the reveal
+
+
+def test_group_code_numbers_key_tuples_densely_with_null_a_value_of_its_own():
+    import pyarrow as pa
+
+    from sqlsecure.executors.secure_stage import group_code
+
+    region = pa.chunked_array([["n", "s", None], ["n", None, "s"]])
+    age = pa.array([30, 30, 7, 31, 7, 30])
+    code = group_code([region, age])
+    assert code.min() == 0 and code.max() == len(set(code.tolist())) - 1
+    tuples = list(zip(region.to_pylist(), age.to_pylist()))
+    assert all((code[i] == code[j]) == (tuples[i] == tuples[j]) for i in range(6) for j in range(6))
+    assert group_code([pa.array([], pa.string())]).size == 0

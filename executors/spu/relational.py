@@ -106,13 +106,12 @@ def shuffle(s: SpuSession, columns: list[ArithShare]) -> list[ArithShare]:
 
 # --- sort -------------------------------------------------------------------------------------------
 
-def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], last_bits: int = 64) -> np.ndarray:
-    """XOR share (uint8 bits) of [d_0 < 0 or (d_0 == 0 and (d_1 < 0 or ...))], the last diff never
-    zero and below 2^(last_bits-1) in magnitude. All the comparison trees run side by side
+def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], bits: list[int]) -> np.ndarray:
+    """XOR share (uint8 bits) of [d_0 < 0 or (d_0 == 0 and (d_1 < 0 or ...))], each d_j below
+    2^(bits_j - 1) in magnitude, the last never zero. All the comparison trees run side by side
     (6 rounds for 2 parties), then one packed-bit AND round per extra key."""
     k = len(diffs)
-    circuits = [compare_circuit(s, d, want_lt=True, want_eq=j < k - 1, bits=last_bits if j == k - 1 else 64)
-                for j, d in enumerate(diffs)]
+    circuits = [compare_circuit(s, d, want_lt=True, want_eq=j < k - 1, bits=bits[j]) for j, d in enumerate(diffs)]
     got = boolean.run_circuits(s, circuits)
     result = got[-1][0]
     for j in range(k - 2, -1, -1):  # lt_j ^ (eq_j & rest): lt_j and eq_j are exclusive
@@ -122,12 +121,15 @@ def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], last_bits: int =
 
 
 def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] | None = None,
-                     extra: list[ArithShare] = ()) -> tuple[list[ArithShare], list[ArithShare]]:
-    """Sort rows by `keys` (lexicographic, stable): returns (sorted keys, sorted extra columns)."""
+                  extra: list[ArithShare] = (), key_bits: list[int] | None = None
+                  ) -> tuple[list[ArithShare], list[ArithShare]]:
+    """Sort rows by `keys` (lexicographic, stable): returns (sorted keys, sorted extra columns).
+    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value)."""
     n = _rows([*keys, *extra])
     desc = list(descending) if descending is not None else [False] * len(keys)
-    if len(desc) != len(keys):
-        raise ProgrammingError("sort: one direction per key")
+    widths = list(key_bits) if key_bits is not None else [64] * len(keys)
+    if len(desc) != len(keys) or len(widths) != len(keys):
+        raise ProgrammingError("sort: one direction and one width per key")
     if n <= 1:
         return list(keys), list(extra)
     tiebreak = arith.public(s, np.arange(n, dtype=np.int64))
@@ -154,7 +156,7 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
         midx = perm[mpos]
         pidx = perm[a_starts[seg_of]]
         diffs = [(col[pidx] - col[midx]) if flip else (col[midx] - col[pidx]) for col, flip in zip(data, flips)]
-        less_share = _lexicographic_less(s, diffs, last_bits=tie_bits)
+        less_share = _lexicographic_less(s, diffs, widths + [tie_bits])
         (less,) = s.open_many(bits=[less_share])
         less = less.astype(bool)
         nless = np.bincount(seg_of, weights=less, minlength=len(a_starts)).astype(np.int64)
@@ -180,9 +182,11 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
 
 
 def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
-         descending: list[bool] | None = None) -> tuple[list[ArithShare], list[ArithShare]]:
-    """ORDER BY keys (ASC/DESC per key), stable; returns (sorted keys, sorted payload)."""
-    return _sort_columns(s, list(keys), descending, list(payload))
+         descending: list[bool] | None = None, key_bits: list[int] | None = None
+         ) -> tuple[list[ArithShare], list[ArithShare]]:
+    """ORDER BY keys (ASC/DESC per key), stable; returns (sorted keys, sorted payload). `key_bits`:
+    narrower comparisons for keys known to be small non-negative integers (see `_sort_columns`)."""
+    return _sort_columns(s, list(keys), descending, list(payload), key_bits)
 
 
 # --- runs and segmented scans -------------------------------------------------------------------
@@ -288,10 +292,14 @@ class Grouped:
     last: ArithShare
     aggregates: list[ArithShare]
     starts: ArithShare
+    carried: list[ArithShare] = ()  # the `carry` columns, in the sorted order
 
 
-def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithShare | None]]) -> Grouped:
-    """GROUP BY keys with aggregates [(kind, column)] (kind in sum/count/min/max; count takes None)."""
+def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithShare | None]],
+             key_bits: list[int] | None = None, carry: list[ArithShare] = ()) -> Grouped:
+    """GROUP BY keys with aggregates [(kind, column)] (kind in sum/count/min/max; count takes None).
+    `key_bits` as for `sort`; `carry`: more columns sorted along (e.g. the key values themselves,
+    when `keys` is one small code standing for them)."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
         if kind not in AGGREGATES:
@@ -309,8 +317,9 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     if n == 0:
         empty = ArithShare(np.zeros(0, np.uint64))
         return Grouped(list(keys), empty, [ArithShare(np.zeros(0, np.uint64), 0 if c is None else c.frac)
-                                           for _, c in aggs], empty)
-    sorted_keys, payload = sort(s, list(keys), value_cols)
+                                           for _, c in aggs], empty, list(carry))
+    sorted_keys, payload = sort(s, list(keys), [*value_cols, *carry], key_bits=key_bits)
+    payload, carried = payload[:len(value_cols)], payload[len(value_cols):]
     starts = neighbour_starts(s, sorted_keys)
     col_of = {id(c): p for c, p in zip(value_cols, payload)}
     ones = arith.public(s, np.ones(n, np.int64))
@@ -332,7 +341,7 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
         else:
             i = next(k for k, (c, mx) in enumerate(extremes) if c is col and mx == (kind == "max"))
             out.append(ext_out[i])
-    return Grouped(sorted_keys, last, out, starts)
+    return Grouped(sorted_keys, last, out, starts, carried)
 
 
 def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[ArithShare]:
