@@ -6,8 +6,9 @@ owner multiplies them into per-group accumulators, and the value owner decrypts 
 group and row slot; three rounds and 512 B per ciphertext (2048-bit keys). The SPU sorts the rows
 by key on secret shares: cheaper per row at small sizes but several hundred rounds, kilobytes per
 row between the parties, hundreds of bytes of memory per row and column, and a per-row cost that
-grows with the size (memory traffic). So in process the SPU is cheaper up to about 10^6 rows (a
-text key) and HE beyond; over a slow link HE wins from the smallest sizes.
+grows with the size (memory traffic). So in process the SPU is faster, and HE is chosen when the
+SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link,
+where HE wins from the smallest sizes.
 
 `estimate` prices both from the rows entering the aggregate (upper bound: the larger of the two
 parties' input tables, whose row counts the parties publish rounded up to a power of two), the
@@ -15,7 +16,7 @@ groups (no statistic on distinct values is shared, so the model assumes √rows)
 their distinct value columns, the key's limbs (text keys are compared as 4 limbs on the SPU) and
 the link. HE's compute comes from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's
 time and memory from the engine's class-4 query in the same bench. An SPU that would need more than
-half the RAM is not chosen. They set the crossover on the reference machine, not a promise.
+a quarter of the RAM is not chosen. They set the crossover on the reference machine, not a promise.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ from sqlsecure.executors.heu.packing import he_group_sum_seconds
 HE_ROUNDS = 3
 HE_FIXED = 1.0  # s: a fresh Paillier key pair, fixed-base tables, worker start (measured at ~150 rows)
 
-# SPU group-by through the engine (PSI-aligned rows shared, sorted, compacted to the kept groups, then
-# AVG's divisions) — bench/he.py, a text key (4 limbs) and SUM, COUNT, AVG of one column (width 7):
-# the stage takes 3.7 s at 10^5 rows and 58.8 s at 10^6, peak 0.5 and 3.1 GB; its parties are threads
-# that share the interpreter, so wall ≈ CPU.
+# SPU group-by through the engine (PSI-aligned rows shared, sorted on the key owner's group numbers
+# with the key values carried along, compacted to the kept groups, then AVG's divisions) —
+# bench/he.py, a text key (4 limbs) and SUM, COUNT, AVG of one column (width 7): the stage takes
+# 2.1 s at 10^5 rows and 22.9 s at 10^6, peak 0.5 and 2.4 GB for the process; its parties are
+# threads that share the interpreter, so wall ≈ CPU. (Keys that are expressions sort on their
+# limbs: about 1.7x slower.)
 SPU_FIXED = 0.5  # s: setup, shapes, the dealer's seeds, the result's opening (measured at ~150 rows)
-SPU_ROW = 4.6e-6  # s per row and per key limb or aggregate, at 10^5 rows
-SPU_GROWTH = 0.26  # per-row cost ∝ (rows / 10^5) ** SPU_GROWTH above 10^5 rows
-SPU_MEMORY_ROW = 450  # peak bytes per row and per key limb or aggregate (the sort's shares and randomness)
-SPU_MEMORY_SHARE = 0.5  # the SPU is not chosen when it would need more than this share of the RAM
+SPU_ROW = 2.3e-6  # s per row and per key limb or aggregate, at 10^5 rows
+SPU_GROWTH = 0.14  # per-row cost ∝ (rows / 10^5) ** SPU_GROWTH above 10^5 rows
+SPU_MEMORY_ROW = 400  # peak bytes per row and per key limb or aggregate (the sort's shares and randomness)
+SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than this share of the RAM
 SPU_ROUNDS_BASE, SPU_ROUNDS_PER_DOUBLING = 250, 40  # rounds ≈ base + per_doubling · log2(rows)
 SPU_BYTES_ROW = 2500  # bytes between the parties per row and per key limb or value column
 
@@ -74,8 +77,8 @@ def memory_bytes() -> int:
 def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2,
              key_bits: int = 2048, arguments: int | None = None, memory: int | None = None) -> Estimate:
     """Price both paths for `rows` rows and `columns` aggregates (over `arguments` distinct value
-    columns, default as many); pick the cheaper, but not an SPU that would not fit in `memory`
-    (default: this machine's RAM) with room to spare."""
+    columns, default as many); pick the cheaper, but not an SPU that would take more than a
+    quarter of `memory` (default: this machine's RAM)."""
     rows = max(int(rows), 1)
     groups = max(1, math.isqrt(rows))
     # the engine sends each distinct value column with its validity column
@@ -93,5 +96,5 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups (assumed √rows), {columns} aggregate(s), "
            f"{key_limbs} key limb(s), {link.describe()}: HE ≈ {he:.3g} s "
            f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
-           + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than half this machine's memory" if too_big else ""))
+           + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of this machine's memory" if too_big else ""))
     return Estimate(engine, he, spu, why)
