@@ -411,6 +411,8 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> St
     """Each party secret-shares its input columns (a join's aligned piece, or its UNION ALL branches)."""
     stage = Stage(s, step, n)
     branches = step.union or tuple((party, "") for party in [None])
+    key_columns = _group_key_columns(step)
+    encoded_keys = {}  # at the keys' owner: (validity, limbs) of each key column, as shared
     for party, column in step.inputs:
         kind = kinds[column]
         frac = s.frac_bits if kind == "fixed" else 0
@@ -421,15 +423,16 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> St
             mine = inputs.get((index, column)) if s.index == owner else None
             if mine is not None:
                 limbs, valid = encode(mine, kind, s.frac_bits)
+                if (party, column) in key_columns:
+                    encoded_keys[column] = (valid, limbs)
             shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (rows,), frac)
                       for k in range(limbs_of(kind))]
             parts.append((shared, arith.share_input(s, owner, valid if mine is not None else None, (rows,), 0)))
         limbs_out = [arith.concat([p[0][k] for p in parts]) for k in range(limbs_of(kind))]
         stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), kind)
-    key_columns = _group_key_columns(step)
     if key_columns:  # the keys' owner numbers the groups: the sort compares one narrow code
         owner = step.compute.index(key_columns[0][0])
-        code = group_code([inputs[(0, column)] for _, column in key_columns]) if s.index == owner else None
+        code = group_code([encoded_keys[column] for _, column in key_columns]) if s.index == owner else None
         stage.group_code = (arith.share_input(s, owner, as_ring(code) if code is not None else None, (n,), 0),
                             max(1, (n - 1).bit_length()) + 1)
     return stage
@@ -449,16 +452,13 @@ def _group_key_columns(step) -> list[tuple[str, str]]:
     return [(owner_of[k.name], k.name) for k in keys]
 
 
-def group_code(columns: list) -> np.ndarray:
-    """Dense numbers in [0, rows) of the rows' key tuples, equal exactly when the tuples are equal
-    (NULL is a value of its own, as in GROUP BY): computed by the keys' owner on its own rows."""
-    code = None
-    for column in columns:
-        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else pa.array(column)
-        encoded = array.dictionary_encode(null_encoding="encode")
-        part = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        code = part if code is None else np.unique(code * len(encoded.dictionary) + part, return_inverse=True)[1]
-    return code.astype(np.int64)
+def group_code(encoded: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray:
+    """Dense numbers in [0, rows) of the rows' keys, given as the (validity, ring limbs) the SPU
+    compares: equal exactly when the SPU would find the keys equal (so NULLs are one group, and
+    -0.0 and 0.0 one, as in GROUP BY). The keys' owner computes them on its own rows."""
+    words = np.stack([np.asarray(w, dtype=np.uint64) for valid, limbs in encoded for w in (valid, *limbs)], axis=1)
+    rows = np.ascontiguousarray(words).view(np.dtype((np.void, 8 * words.shape[1]))).reshape(-1)
+    return np.unique(rows, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[SV], ArithShare | None]:
@@ -507,7 +507,10 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                 stage.aggs[_parse(g).sql(dialect="duckdb")] = SV(group_keys[i + 1:i + 1 + len(k.limbs)],
                                                                  group_keys[i], k.kind)
                 i += 1 + len(k.limbs)
+            checks = len(stage.out_of_range)
             stage.finish_aggregates(plan, results)
+            if having is not None:  # sorted rows, not groups: count only the kept groups' range checks
+                stage.out_of_range[checks:] = [arith.beaver_mul(s, bit, keep) for bit in stage.out_of_range[checks:]]
             values = [stage.secret(stage.ev(e)) for e in outputs]
             if having is not None:
                 keep = arith.beaver_mul(s, keep, stage.truth(stage.ev(having)))

@@ -204,15 +204,22 @@ def test_segmented_sum_is_work_efficient():
     assert run.channel.stats.bytes[("p0", "p1")] <= 16 * 3 * n + 8 * n  # products + the reveal
 
 
-def test_group_code_numbers_key_tuples_densely_with_null_a_value_of_its_own():
+def test_group_code_numbers_keys_as_the_spu_compares_them():
+    """Dense codes, equal exactly when the encoded keys are: NULL one group, -0.0 and 0.0 one."""
     import pyarrow as pa
 
     from sqlsecure.executors.secure_stage import group_code
+    from sqlsecure.executors.secure_values import encode
 
     region = pa.chunked_array([["n", "s", None], ["n", None, "s"]])
-    age = pa.array([30, 30, 7, 31, 7, 30])
-    code = group_code([region, age])
+    age = pa.chunked_array([[30, 30, 7, 31, 7, 30]])
+    score = pa.chunked_array([[0.0, -0.0, 1.5, None, 1.5, 0.0]])
+    keys = [encode(region, "text", 16)[::-1], encode(age, "int", 16)[::-1]]
+    code = group_code([(valid, limbs) for valid, limbs in keys])
     assert code.min() == 0 and code.max() == len(set(code.tolist())) - 1
     tuples = list(zip(region.to_pylist(), age.to_pylist()))
     assert all((code[i] == code[j]) == (tuples[i] == tuples[j]) for i in range(6) for j in range(6))
-    assert group_code([pa.array([], pa.string())]).size == 0
+    codes = group_code([encode(score, "fixed", 16)[::-1]])  # 0.0, -0.0, 1.5, NULL, 1.5, 0.0
+    assert codes[0] == codes[1] == codes[5] and codes[2] == codes[4] and len(set(codes.tolist())) == 3
+    empty = encode(pa.chunked_array([[]], pa.string()), "text", 16)[::-1]
+    assert group_code([empty]).size == 0
