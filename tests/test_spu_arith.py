@@ -194,6 +194,19 @@ def test_prg_streams_are_deterministic_and_distinct():
     assert sorted(prg.permutation(1, 50).tolist()) == list(range(50))
 
 
+def test_prg_words_are_the_aes_ctr_keystream_across_chunks():
+    """Long streams come in fixed chunks (no buffer grows with the request): the same keystream."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from sqlsecure.executors.spu.prg import ZERO_CHUNK
+
+    seed, n = bytes(range(16)), ZERO_CHUNK // 8 * 2 + 3
+    stream = Cipher(algorithms.AES(seed), modes.CTR((7).to_bytes(8, "big") + bytes(8))).encryptor()
+    want = np.frombuffer(stream.update(bytes(8 * n)), dtype=np.uint64)
+    assert (Prg(seed).words(7, n) == want).all()
+    assert (Prg(seed).words(7, 5) == want[:5]).all()
+
+
 def test_no_plaintext_or_share_crosses_in_clear():
     secret = np.array([0x5EC2E7_0000_1234, 0x5EC2E7_0000_5678], dtype=np.uint64)
     sent = []
