@@ -241,29 +241,14 @@ def group_sum(key_bits: int, rows: int, groups: int, processes: int, seed: int) 
     workers = HEWorkers(processes)
     _, warm_sk = keypair_from_phe(*paillier.generate_paillier_keypair(n_length=key_bits))
     list(workers.encrypt_stream(warm_sk, iter([[0] * 4096]), 4096))  # workers started, as in a long-lived runtime
-    out, errors = {}, []
 
-    def party(name, fn):
-        try:
-            share = fn(channel.endpoint(name))
-            out[name] = reveal_group_sums(channel.endpoint(name), "b" if name == "a" else "a", "g", share, "a")
-        except Exception as exc:  # pragma: no cover
-            errors.append(exc)
-            channel.abort(str(exc))
+    def party(peer, fn):
+        return lambda ep: reveal_group_sums(ep, peer, "g", fn(ep), "a")
 
-    threads = [
-        threading.Thread(target=party, args=("a", lambda ep: he_group_sum_labels(ep, "b", "g", codes, groups, params,
-                                                                               workers))),
-        threading.Thread(target=party, args=("b", lambda ep: he_group_sum_values(ep, "a", "g", values, params,
-                                                                               workers))),
-    ]
     with Meter() as m:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[0]
+        out = channel.run({
+            "a": party("b", lambda ep: he_group_sum_labels(ep, "b", "g", codes, groups, params, workers)),
+            "b": party("a", lambda ep: he_group_sum_values(ep, "a", "g", values, params, workers))})
     ok = out["a"].sums == group_sum_reference(codes, groups, values).sums
     st = channel.stats
     print(f"{rows:>10,} {groups:>7,} {plan.rows_per_ciphertext:>4} {'yes' if plan.merge else 'no':>5} "

@@ -29,7 +29,6 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 
 import numpy as np
@@ -48,25 +47,11 @@ def encoded(values: np.ndarray) -> list[bytes | None]:
     return encode_keys(pa.table({"k": pa.array(values, pa.int64())}), ("k",))
 
 
-def both(run_small, run_large) -> tuple[float, np.ndarray, np.ndarray]:
-    """Run the two parties as threads; (wall seconds, small side's result, large side's result)."""
-    out, errors = {}, []
-
-    def side(name, fn):
-        try:
-            out[name] = fn()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=side, args=("s", run_small)),
-               threading.Thread(target=side, args=("l", run_large))]
+def both(channel: InProcessChannel, run_small, run_large) -> tuple[float, np.ndarray, np.ndarray]:
+    """Run the two parties (endpoint -> result) as threads; (wall seconds, small side's result,
+    large side's result)."""
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    out = channel.run({"s": run_small, "l": run_large})
     return time.perf_counter() - start, out["s"], out["l"]
 
 
@@ -105,10 +90,11 @@ def run_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> tupl
         small_enc = encoded(small)
         before = channel.stats.snapshot()
         wall, si, li = both(
-            lambda: unbalanced_join_indices(channel.endpoint("s"), "l", f"q{q}", small_enc, True, False,
-                                            cache["s"], workers["s"], "large.t(k)"),
-            lambda: unbalanced_join_indices(channel.endpoint("l"), "s", f"q{q}", large_enc, False, True,
-                                            cache["l"], workers["l"], "large.t(k)"))
+            channel,
+            lambda ep: unbalanced_join_indices(ep, "l", f"q{q}", small_enc, True, False, cache["s"], workers["s"],
+                                               "large.t(k)"),
+            lambda ep: unbalanced_join_indices(ep, "s", f"q{q}", large_enc, False, True, cache["l"], workers["l"],
+                                               "large.t(k)"))
         ok &= check(small, large, si, li)
         times.append(wall)
         sizes.append(traffic(channel, before))
@@ -124,8 +110,9 @@ def run_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> tupl
         small_enc = encoded(small)
         before = channel.stats.snapshot()
         wall, si, li = both(
-            lambda: psi_join_indices(channel.endpoint("s"), "l", "balanced", small_enc, True, workers["s"]),
-            lambda: psi_join_indices(channel.endpoint("l"), "s", "balanced", large_enc, False, workers["l"]))
+            channel,
+            lambda ep: psi_join_indices(ep, "l", "balanced", small_enc, True, workers["s"]),
+            lambda ep: psi_join_indices(ep, "s", "balanced", large_enc, False, workers["l"]))
         ok &= check(small, large, si, li)
         balanced = f"{wall:.2f}", f"{traffic(channel, before) / MB:.1f}"
         print(f"  N={n:,} balanced: {wall:.2f} s", file=sys.stderr)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -136,6 +138,27 @@ class InProcessChannel(Channel):
         self._aborted = reason
         for q in self._queues.values():
             q.put(self._ABORT)
+
+    def run(self, programs: dict[str, Callable[[Endpoint], Any]]) -> dict[str, Any]:
+        """Run each party's program(endpoint) in a thread of its own; their results, by party. A
+        failing party aborts the channel (its peers stop waiting) and its error is raised."""
+        out, errors = {}, []
+
+        def party(name: str, program) -> None:
+            try:
+                out[name] = program(self.endpoint(name))
+            except BaseException as exc:  # noqa: BLE001 - raised below
+                errors.append(exc)
+                self.abort(f"{name}: {exc}")
+
+        threads = [threading.Thread(target=party, args=item) for item in programs.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return out
 
 
 def table_to_bytes(table: pa.Table) -> bytes:

@@ -220,6 +220,24 @@ def federation_writer():
     return write_federation
 
 
+def spy_on(channel) -> list[bytes]:
+    """Every payload `channel` sends from now on, in order: for tests that nothing secret crosses."""
+    sent, original = [], channel._send
+
+    def spy(src, dst, tag, payload):
+        sent.append(bytes(payload))
+        original(src, dst, tag, payload)
+
+    channel._send = spy
+    return sent
+
+
+@pytest.fixture(scope="session")
+def channel_spy():
+    """spy_on(channel): the list of every payload the channel sends from now on."""
+    return spy_on
+
+
 @pytest.fixture(scope="session")
 def grants_for():
     """grants_toml((party, columns, constraint), ...): [[grants]] sections for a test federation."""

@@ -1,7 +1,6 @@
 """he_group_sum / he_sum against the plaintext reference; refusals; communication bounds."""
 
 import math
-import threading
 
 import numpy as np
 import pytest
@@ -26,31 +25,24 @@ SMALL = HEParams(key_bits=1024)
 def run(values, codes, groups, params=SMALL, to="a", ungrouped=False):
     """A (labels) and B (values, key owner) in two threads; returns (outputs, channel)."""
     channel = InProcessChannel(["a", "b"], timeout=60)
-    out, errors = {}, []
-
-    def party(name, fn):
-        try:
-            out[name] = fn(channel.endpoint(name))
-            if to is not None:
-                out[name + "_revealed"] = reveal_group_sums(channel.endpoint(name), "b" if name == "a" else "a",
-                                                            "g", out[name], to)
-        except Exception as exc:
-            errors.append(exc)
-            channel.abort(str(exc))
-
     if ungrouped:
         fa = lambda ep: he_sum_labels(ep, "b", "g", params)  # noqa: E731
         fb = lambda ep: he_sum_values(ep, "a", "g", values, params)  # noqa: E731
     else:
         fa = lambda ep: he_group_sum_labels(ep, "b", "g", codes, groups, params)  # noqa: E731
         fb = lambda ep: he_group_sum_values(ep, "a", "g", values, params)  # noqa: E731
-    threads = [threading.Thread(target=party, args=("a", fa)), threading.Thread(target=party, args=("b", fb))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+
+    def party(peer, fn):
+        def program(ep):
+            share = fn(ep)
+            return share, (reveal_group_sums(ep, peer, "g", share, to) if to is not None else None)
+        return program
+
+    out = {}
+    for name, (share, revealed) in channel.run({"a": party("b", fa), "b": party("a", fb)}).items():
+        out[name] = share
+        if to is not None:
+            out[name + "_revealed"] = revealed
     return out, channel
 
 

@@ -2,7 +2,6 @@
 the ECDH path, communication bounds, and malformed messages."""
 
 import os
-import threading
 from itertools import product
 
 import gmpy2
@@ -24,22 +23,7 @@ from sqlsecure.executors.psi import expand, expand_flat, local_join_indices, psi
 def run_pair(a, b, channel=None, names=("a", "b")):
     """Run a(endpoint) and b(endpoint) as two parties in two threads; return both results."""
     channel = channel or InProcessChannel(list(names), timeout=30)
-    out, errors = {}, []
-
-    def side(name, fn):
-        try:
-            out[name] = fn(channel.endpoint(name))
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-            channel.abort(str(exc))
-
-    threads = [threading.Thread(target=side, args=(name, fn)) for name, fn in zip(names, (a, b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    out = channel.run(dict(zip(names, (a, b))))
     return out[names[0]], out[names[1]], channel
 
 
@@ -315,17 +299,10 @@ def test_communication_is_bounded():
     assert stats.messages[("b", "a")] == 6
 
 
-def test_no_plaintext_key_crosses():
+def test_no_plaintext_key_crosses(channel_spy):
     secret = b"s" + b"customer-4711-secret"
     channel = InProcessChannel(["a", "b"], timeout=30)
-    sent = []
-    original = channel._send
-
-    def spy(src, dst, tag, payload):
-        sent.append(bytes(payload))
-        original(src, dst, tag, payload)
-
-    channel._send = spy
+    sent = channel_spy(channel)
     run_join([secret, b"i1"], [b"i1", b"i2"], channel=channel)
     assert sent and not any(secret in m or b"customer-4711" in m for m in sent)
 

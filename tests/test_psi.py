@@ -32,26 +32,13 @@ def nested_loop_join(left, right):
 
 def run_psi(left, right, channel=None, workers=None, membership=False):
     channel = channel or InProcessChannel(["a", "b"], timeout=30)
-    out, errors = {}, []
 
-    def side(name, peer, keys, is_left):
-        try:
-            if membership:
-                out[name] = psi_membership(channel.endpoint(name), peer, "t", keys, workers)
-            else:
-                out[name] = psi_join_indices(channel.endpoint(name), peer, "t", keys, is_left, workers)
-        except Exception as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
-            channel.abort(str(exc))
+    def side(peer, keys, is_left):
+        if membership:
+            return lambda ep: psi_membership(ep, peer, "t", keys, workers)
+        return lambda ep: psi_join_indices(ep, peer, "t", keys, is_left, workers)
 
-    threads = [threading.Thread(target=side, args=("a", "b", left, True)),
-               threading.Thread(target=side, args=("b", "a", right, False))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    out = channel.run({"a": side("b", left, True), "b": side("a", right, False)})
     return out["a"], out["b"], channel
 
 
@@ -87,17 +74,10 @@ def test_psi_communication_is_bounded():
     assert stats.bytes[("b", "a")] == 32 * 80 + 32 * 100 + 4 * 50
 
 
-def test_no_plaintext_key_crosses():
+def test_no_plaintext_key_crosses(channel_spy):
     secret = b"s" + b"customer-4711-secret"
     channel = InProcessChannel(["a", "b"])
-    sent = []
-    original = channel._send
-
-    def spy(src, dst, tag, payload):
-        sent.append(bytes(payload))
-        original(src, dst, tag, payload)
-
-    channel._send = spy
+    sent = channel_spy(channel)
     run_psi([secret, b"i1"], [b"i1", b"i2"], channel)
     assert sent and not any(secret in m or b"customer-4711" in m for m in sent)
 

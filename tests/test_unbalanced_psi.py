@@ -40,28 +40,15 @@ def run(small, large, caches, small_is_left=True, membership=False, workers=None
     """Small side "s" and large side "l" as two threads; returns (s result, l result, channel stats of this run)."""
     channel = channel or InProcessChannel(["s", "l"], timeout=30)
     before = channel.stats.snapshot()
-    out, errors = {}, []
 
     def side(name, peer, keys, is_large, is_left):
-        try:
-            if membership:
-                out[name] = unbalanced_membership(channel.endpoint(name), peer, tag, keys, is_large,
-                                                  caches[name], workers, scope)
-            else:
-                out[name] = unbalanced_join_indices(channel.endpoint(name), peer, tag, keys, is_left, is_large,
-                                                    caches[name], workers, scope)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-            channel.abort(str(exc))
+        if membership:
+            return lambda ep: unbalanced_membership(ep, peer, tag, keys, is_large, caches[name], workers, scope)
+        return lambda ep: unbalanced_join_indices(ep, peer, tag, keys, is_left, is_large, caches[name], workers,
+                                                  scope)
 
-    threads = [threading.Thread(target=side, args=("s", "l", small, False, small_is_left)),
-               threading.Thread(target=side, args=("l", "s", large, True, not small_is_left))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    out = channel.run({"s": side("s", "l", small, False, small_is_left),
+                       "l": side("l", "s", large, True, not small_is_left)})
     return out["s"], out["l"], channel.stats.since(before)
 
 
@@ -88,16 +75,9 @@ def check_join(small, large, c, small_is_left=True, **kw):
 
 
 def balanced(left, right):
-    channel = InProcessChannel(["a", "b"], timeout=30)
-    out = {}
-    threads = [threading.Thread(target=lambda: out.__setitem__(
-                   "a", psi_join_indices(channel.endpoint("a"), "b", "t", left, True))),
-               threading.Thread(target=lambda: out.__setitem__(
-                   "b", psi_join_indices(channel.endpoint("b"), "a", "t", right, False)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out = InProcessChannel(["a", "b"], timeout=30).run({
+        "a": lambda ep: psi_join_indices(ep, "b", "t", left, True),
+        "b": lambda ep: psi_join_indices(ep, "a", "t", right, False)})
     return out["a"], out["b"]
 
 
@@ -151,16 +131,9 @@ def test_empty_sides():
     assert len(s) == len(l) == 0
 
 
-def test_no_plaintext_key_crosses():
+def test_no_plaintext_key_crosses(channel_spy):
     channel = InProcessChannel(["s", "l"], timeout=30)
-    sent = []
-    original = channel._send
-
-    def spy(src, dst, tag, payload):
-        sent.append(bytes(payload))
-        original(src, dst, tag, payload)
-
-    channel._send = spy
+    sent = channel_spy(channel)
     run([b"customer-4711-secret", b"i1"], [b"i1", b"i2", b"large-secret-99"], caches(), channel=channel)
     assert sent and not any(b"customer-4711" in m or b"large-secret" in m for m in sent)
 
@@ -384,23 +357,12 @@ def test_both_sides_large_or_small_is_refused():
 
 
 def run_roles(s_large, l_large):
-    channel = InProcessChannel(["s", "l"], timeout=5)
-    errors, c = [], caches()
+    c = caches()
 
     def side(name, peer, is_large):
-        try:
-            unbalanced_join_indices(channel.endpoint(name), peer, "q", enc([1, 2]), True, is_large, c[name])
-        except Exception as exc:
-            errors.append(exc)
-            channel.abort(str(exc))
+        return lambda ep: unbalanced_join_indices(ep, peer, "q", enc([1, 2]), True, is_large, c[name])
 
-    threads = [threading.Thread(target=side, args=("s", "l", s_large)),
-               threading.Thread(target=side, args=("l", "s", l_large))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    raise errors[0]
+    InProcessChannel(["s", "l"], timeout=5).run({"s": side("s", "l", s_large), "l": side("l", "s", l_large)})
 
 
 def test_scope_or_mode_mismatch_is_refused():
@@ -414,50 +376,42 @@ def test_scope_or_mode_mismatch_is_refused():
         unbalanced_join_indices(channel.endpoint("l"), "s", "q", enc([1]), True, True, PsiCache())
 
 
-def small_side_against(messages, keys=enc([1, 2]), cache=None, held=None):
-    """Run the small side against scripted large-side messages; return what it raised."""
+def refused_by(me, messages):
+    """Run side `me` ("s" small, "l" large) against scripted messages from its peer; what it raised."""
+    peer, large = ("l", False) if me == "s" else ("s", True)
     channel = InProcessChannel(["s", "l"], timeout=5)
-    large = channel.endpoint("l")
-    large.send("s", "q/hello", Hello(LARGE, JOIN, unbalanced_psi._scope_hash("")).to_bytes())
+    scripted = channel.endpoint(peer)
+    scripted.send(me, "q/hello", Hello(SMALL if large else LARGE, JOIN, unbalanced_psi._scope_hash("")).to_bytes())
     for tag, payload in messages:
-        large.send("s", tag, payload)
+        scripted.send(me, tag, payload)
     with pytest.raises(ProtocolError) as info:
-        unbalanced_join_indices(channel.endpoint("s"), "l", "q", keys, True, False, cache or PsiCache())
+        unbalanced_join_indices(channel.endpoint(me), peer, "q", enc(range(5) if large else [1, 2]), True, large,
+                                PsiCache())
     return info.value
 
 
 def test_malformed_large_side_messages_are_refused():
     points = hash_to_points([b"a", b"b", b"c"])
-    assert "bytes of its prepared set" in str(small_side_against(
+    assert "bytes of its prepared set" in str(refused_by("s",
         [("q/epoch", EpochAnswer(b"e" * 16, 3, True).to_bytes()), ("q/prepared", points[:64])]))
-    assert "repeats a point" in str(small_side_against(
+    assert "repeats a point" in str(refused_by("s",
         [("q/epoch", EpochAnswer(b"e" * 16, 3, True).to_bytes()), ("q/prepared", points[:64] + points[:32])]))
-    assert "do not hold" in str(small_side_against(
+    assert "do not hold" in str(refused_by("s",
         [("q/epoch", EpochAnswer(b"e" * 16, 3, False).to_bytes())]))
-    assert "invalid group element" in str(small_side_against(  # a low-order point
+    assert "invalid group element" in str(refused_by("s",  # a low-order point
         [("q/epoch", EpochAnswer(b"e" * 16, 1, True).to_bytes()), ("q/prepared", bytes(32))]))
-    assert "re-blinded" in str(small_side_against(
+    assert "re-blinded" in str(refused_by("s",
         [("q/epoch", EpochAnswer(b"e" * 16, 3, True).to_bytes()), ("q/prepared", points),
          ("q/reblinded", points[:32])]))
-    assert "epoch answer" in str(small_side_against([("q/epoch", b"short")]))
+    assert "epoch answer" in str(refused_by("s", [("q/epoch", b"short")]))
 
 
 def test_malformed_small_side_messages_are_refused():
-    def large_side_against(messages):
-        channel = InProcessChannel(["s", "l"], timeout=5)
-        small = channel.endpoint("s")
-        small.send("l", "q/hello", Hello(SMALL, JOIN, unbalanced_psi._scope_hash("")).to_bytes())
-        for tag, payload in messages:
-            small.send("l", tag, payload)
-        with pytest.raises(ProtocolError) as info:
-            unbalanced_join_indices(channel.endpoint("l"), "s", "q", enc(range(5)), True, True, PsiCache())
-        return info.value
-
     points = hash_to_points([b"a", b"b"])
-    assert "malformed" in str(large_side_against([("q/blinded", points + b"x")]))
-    assert "matches" in str(large_side_against([("q/blinded", points), ("q/matches", np.array(
+    assert "malformed" in str(refused_by("l", [("q/blinded", points + b"x")]))
+    assert "matches" in str(refused_by("l", [("q/blinded", points), ("q/matches", np.array(
         [0, 1, 2], dtype="<u8").tobytes())]))  # more matches than points sent
-    assert "ascending" in str(large_side_against([("q/blinded", points), ("q/matches", np.array(
+    assert "ascending" in str(refused_by("l", [("q/blinded", points), ("q/matches", np.array(
         [1, 0], dtype="<u8").tobytes())]))
-    assert "multiplicities" in str(large_side_against([("q/blinded", points), ("q/matches", np.array(
+    assert "multiplicities" in str(refused_by("l", [("q/blinded", points), ("q/matches", np.array(
         [0], dtype="<u8").tobytes()), ("q/counts", b"")]))
