@@ -35,7 +35,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from sqlsecure.executors.enclave import (
+from sqlsecure.executors.tee import (
     EnclaveHost, EnclaveProgram, ResultKey, SessionSpec, SimulationAuthority, evaluate, expected_measurement,
     fresh_nonce, open_result, seal_inputs, verify_quote,
 )

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from phe import paillier
 
-from sqlsecure.executors.channel import InProcessChannel
+from sqlsecure.executors.runtime.channel import InProcessChannel
 from sqlsecure.executors.heu import (
     Encryptor,
     HEParams,

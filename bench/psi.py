@@ -60,10 +60,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from sqlsecure.executors.channel import InProcessChannel
-from sqlsecure.executors.ecdh import PARALLEL_MIN, POINT, BlindingKey, GroupWorkers, hash_to_points
-from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.psi import local_join_indices, psi_join_indices
+from sqlsecure.executors.runtime.channel import InProcessChannel
+from sqlsecure.executors.psi.blinding import PARALLEL_MIN, POINT, BlindingKey, GroupWorkers, hash_to_points
+from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.psi.ecdh import local_join_indices, psi_join_indices
 
 try:
     import psutil
@@ -71,11 +71,11 @@ except ImportError:
     psutil = None
 
 try:  # being written alongside this benchmark; the column is skipped until it exists
-    from sqlsecure.executors.kkrt import kkrt_join_indices
+    from sqlsecure.executors.psi.kkrt import kkrt_join_indices
     KKRT_MISSING = None
 except Exception as exc:  # ImportError, or a module caught mid-edit
     kkrt_join_indices = None
-    KKRT_MISSING = f"sqlsecure.executors.kkrt not importable ({exc})"
+    KKRT_MISSING = f"sqlsecure.executors.psi.kkrt not importable ({exc})"
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 SPU_PROTOCOLS = {  # driver name -> label in the table

@@ -37,10 +37,10 @@ import numpy as np
 import pyarrow as pa
 import psutil
 
-from sqlsecure.executors.channel import InProcessChannel
-from sqlsecure.executors.ecdh import PARALLEL_MIN, BlindingKey, GroupWorkers, hash_to_points, worker_pids
-from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.psi import psi_join_indices
+from sqlsecure.executors.runtime.channel import InProcessChannel
+from sqlsecure.executors.psi.blinding import PARALLEL_MIN, BlindingKey, GroupWorkers, hash_to_points, worker_pids
+from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.psi.ecdh import psi_join_indices
 
 MB = 2 ** 20
 

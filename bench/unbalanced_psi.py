@@ -34,11 +34,11 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from sqlsecure.executors.channel import InProcessChannel
-from sqlsecure.executors.ecdh import BlindingKey, GroupWorkers, hash_to_points
-from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.psi import psi_join_indices
-from sqlsecure.executors.unbalanced_psi import PsiCache, _keys, unbalanced_join_indices
+from sqlsecure.executors.runtime.channel import InProcessChannel
+from sqlsecure.executors.psi.blinding import BlindingKey, GroupWorkers, hash_to_points
+from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.psi.ecdh import psi_join_indices
+from sqlsecure.executors.psi.unbalanced import PsiCache, _keys, unbalanced_join_indices
 
 MB = 2 ** 20
 

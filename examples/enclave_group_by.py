@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlsecure
 from sqlsecure.demo import write_demo
-from sqlsecure.executors.enclave import create_authority, expected_measurement
+from sqlsecure.executors.tee import create_authority, expected_measurement
 
 
 def main(directory: Path) -> None:

@@ -25,7 +25,7 @@ from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
 from sqlsecure.planner.reveal import DPContext, base_lineage, output_masks
 from sqlsecure.planner.usage import Usage
-from sqlsecure.policy import RevealPolicy
+from sqlsecure.policy.grants import RevealPolicy
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Analysis rules (`sqlsecure/rules.py`) checked against a qualified query, and the group threshold
+"""Analysis rules (`sqlsecure/policy/rules.py`) checked against a qualified query, and the group threshold
 they imply. Rules bind every issuer but the table's owner."""
 
 from __future__ import annotations

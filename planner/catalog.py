@@ -7,7 +7,7 @@ from typing import Callable
 
 from sqlglot.schema import MappingSchema
 
-from sqlsecure.policy import ColumnRef
+from sqlsecure.policy.grants import ColumnRef
 
 
 @dataclass(frozen=True)

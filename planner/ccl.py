@@ -32,7 +32,7 @@ from sqlsecure.planner.logical import aggregates_in
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.policy import ColumnRef, Constraint, Grants
+from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 
 C = Constraint
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,

@@ -200,7 +200,7 @@ class Noise(Step):
 
     party: str
     name: str
-    release: object  # sqlsecure.privacy.Release
+    release: object  # sqlsecure.policy.privacy.Release
 
     @property
     def parties(self):
@@ -213,7 +213,7 @@ class Mask(Step):
 
     party: str
     name: str
-    columns: tuple[tuple[str, object], ...]  # (column, sqlsecure.masking.Mask)
+    columns: tuple[tuple[str, object], ...]  # (column, sqlsecure.policy.masking.Mask)
 
     @property
     def parties(self):

@@ -23,10 +23,10 @@ from sqlsecure.planner.logical import (
 from sqlsecure.planner.physical import (
     Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
-from sqlsecure.executors.enclave.program import EnclaveProgram
+from sqlsecure.executors.tee.program import EnclaveProgram
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
-from sqlsecure.policy import Use
+from sqlsecure.policy.grants import Use
 
 KEY_FAMILIES = {
     "TINYINT": "integer", "SMALLINT": "integer", "INTEGER": "integer", "BIGINT": "integer",

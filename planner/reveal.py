@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError, PolicyViolation
-from sqlsecure.policy import ColumnRef
-from sqlsecure.privacy import NoiseSpec, PrivacyBudget, Release, group_threshold
+from sqlsecure.policy.grants import ColumnRef
+from sqlsecure.policy.privacy import NoiseSpec, PrivacyBudget, Release, group_threshold
 
 
 @dataclass

@@ -15,7 +15,7 @@ from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import InnerJoin
 from sqlsecure.planner.ccl import CCLInference
-from sqlsecure.policy import PERMITS, ColumnRef, Grants, Use
+from sqlsecure.policy.grants import PERMITS, ColumnRef, Grants, Use
 
 
 class Usage:

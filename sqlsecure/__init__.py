@@ -5,6 +5,14 @@
     con.execute("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id").fetchall()
 """
 
+import os as _os
+
+# From a checkout, `planner/`, `executors/` and `connectors/` sit beside this folder (an installed
+# package holds them inside it): let `import sqlsecure.planner` find them there.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(_os.path.join(_root, "planner")):
+    __path__.append(_root)  # noqa: F821 -- the package's own search path
+
 from sqlsecure.dbapi import (
     BINARY, DATETIME, NUMBER, ROWID, STRING, Binary, Connection, Cursor, Date, DateFromTicks, Time, TimeFromTicks,
     Timestamp, TimestampFromTicks, apilevel, connect, paramstyle, threadsafety,

@@ -149,7 +149,7 @@ def enclave_init(authority: str) -> None:
     """Create a SIMULATION enclave authority and print the [enclave] section for the federation file.
 
     The measurement printed is this installation's enclave code: parties accept only listed ones."""
-    from sqlsecure.executors.enclave import create_authority, expected_measurement
+    from sqlsecure.executors.tee import create_authority, expected_measurement
 
     path = Path(authority)
     if not path.exists():

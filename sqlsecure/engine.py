@@ -10,16 +10,16 @@ import pyarrow as pa
 
 from sqlsecure.connectors import PartyStore
 from sqlsecure.errors import ConfigError, InterfaceError, NotSupportedError, PlanError, PolicyViolation
-from sqlsecure.executors.channel import ChannelStats
-from sqlsecure.executors.runtime import EmbeddedRuntime
+from sqlsecure.executors.runtime.channel import ChannelStats
+from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
-from sqlsecure.ledger import Ledger
-from sqlsecure.masking import load_key, resolve_masks
+from sqlsecure.policy.ledger import Ledger
+from sqlsecure.policy.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
 from sqlsecure.planner.cost import Link
 from sqlsecure.planner.parse import parse_statement
-from sqlsecure.policy import RevealPolicy
-from sqlsecure.rules import parse_rules
+from sqlsecure.policy.grants import RevealPolicy
+from sqlsecure.policy.rules import parse_rules
 from sqlsecure.writes import is_write, run_write
 
 EXPLAIN = re.compile(r"^\s*EXPLAIN\s+", re.IGNORECASE)
@@ -54,7 +54,7 @@ class Engine:
         network = None
         try:
             if runtime == "network":
-                from sqlsecure.executors.network import NetworkRuntime
+                from sqlsecure.executors.runtime.network import NetworkRuntime
 
                 if identity is None or identity not in self.config.parties:
                     raise ConfigError(f"network mode: identity must be one of the parties "

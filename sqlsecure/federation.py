@@ -17,9 +17,9 @@ import sqlglot
 
 from sqlsecure.connectors import TableSource
 from sqlsecure.errors import ConfigError
-from sqlsecure.masking import parse_masks
-from sqlsecure.privacy import parse_privacy
-from sqlsecure.policy import ColumnRef, Constraint, Grants
+from sqlsecure.policy.masking import parse_masks
+from sqlsecure.policy.privacy import parse_privacy
+from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",

@@ -1,6 +1,6 @@
 """`sqlsecure party serve`: one party (or the SPU dealer, or the enclave driver) as a network service.
 
-A party's service opens only its own store, and answers only what `executors/network.py` allows:
+A party's service opens only its own store, and answers only what `executors/runtime/network.py` allows:
 protocol messages of queries it agreed to run, its public schema, and the issuer's own result to
 the issuer. The dealer and the enclave driver hold no data; they serve the secure stages of the
 queries that name them.
@@ -16,14 +16,14 @@ from cryptography.hazmat.primitives import serialization
 
 from sqlsecure.connectors import PartyStore
 from sqlsecure.errors import ConfigError
-from sqlsecure.executors.ecdh import GroupWorkers
-from sqlsecure.executors.unbalanced_psi import PsiCache
-from sqlsecure.executors.enclave_stage import ACTOR, EnclaveTrust, actor_side
-from sqlsecure.executors.network import Identity, Node
-from sqlsecure.executors.party import PartyExecutor
+from sqlsecure.executors.psi.blinding import GroupWorkers
+from sqlsecure.executors.psi.unbalanced import PsiCache
+from sqlsecure.executors.tee.stage import ACTOR, EnclaveTrust, actor_side
+from sqlsecure.executors.runtime.network import Identity, Node
+from sqlsecure.executors.runtime.party import PartyExecutor
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.federation import FederationConfig, load_federation
-from sqlsecure.masking import load_key
+from sqlsecure.policy.masking import load_key
 from sqlsecure.planner.physical import EnclaveStage, SecureStage
 
 
@@ -85,7 +85,7 @@ class PartyService:
         an issuer cannot make it reveal, or take part in, anything the grants do not allow."""
         from sqlsecure.engine import Engine
         from sqlsecure.errors import Error
-        from sqlsecure.executors.network import decode_parameters
+        from sqlsecure.executors.runtime.network import decode_parameters
 
         sql = header.get("sql")
         if not isinstance(sql, str):
@@ -113,7 +113,7 @@ class PartyService:
         return None
 
     def _run_enclave(self, plan, query_id, endpoint):
-        from sqlsecure.executors.enclave import EnclaveHost
+        from sqlsecure.executors.tee import EnclaveHost
 
         with self._lock:
             if self._enclave_host is None:

@@ -20,7 +20,7 @@ import click
 
 from sqlsecure.errors import Error, PlanError
 from sqlsecure.formatting import FORMATS
-from sqlsecure.policy import Constraint, ColumnRef
+from sqlsecure.policy.grants import Constraint, ColumnRef
 
 HELP = """\
   \\d  or .tables      tables of every party, with what you may learn of each column

@@ -11,8 +11,8 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import PolicyViolation
-from sqlsecure.ledger import Ledger
-from sqlsecure.privacy import NoiseSpec, Release, release
+from sqlsecure.policy.ledger import Ledger
+from sqlsecure.policy.privacy import NoiseSpec, Release, release
 
 GRANTS = """
 [[grants]]
@@ -207,7 +207,7 @@ def test_parallel_queries_never_overspend(tmp_path, make_federation):
 def test_ledger_is_safe_across_processes(tmp_path):
     script = textwrap.dedent(f"""
         from sqlsecure.errors import PolicyViolation
-        from sqlsecure.ledger import Ledger
+        from sqlsecure.policy.ledger import Ledger
         ledger = Ledger({str(tmp_path / "l.sqlite")!r})
         for _ in range(3):
             try:

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.enclave.attestation import (
+from sqlsecure.executors.tee.attestation import (
     AttestationError, EnclaveConfig, Quote, SimulationAuthority, create_authority, expected_measurement,
     fresh_nonce, measure, source_files, verify_quote,
 )

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.enclave import (
+from sqlsecure.executors.tee import (
     AttestationError, EnclaveHost, EnclaveProgram, ResultKey, SealingError, SessionSpec, SimulationAuthority,
     create_authority, expected_measurement, fresh_nonce, open_result, seal_inputs, verify_quote,
 )
@@ -171,7 +171,7 @@ def test_stop_ends_the_process(authority):
 
 PARENT = """
 import sys, time
-from sqlsecure.executors.enclave import EnclaveHost, expected_measurement
+from sqlsecure.executors.tee import EnclaveHost, expected_measurement
 host = EnclaveHost(None, {expected_measurement()})
 host.start()
 print(host.pid, flush=True)

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from sqlsecure.errors import DataError, ProgrammingError
-from sqlsecure.executors.enclave.oblivious import (
+from sqlsecure.executors.tee.oblivious import (
     AccessTrace, bitonic_sort, group_by, order_and_limit, sortable, unsortable,
 )
-from sqlsecure.executors.enclave.program import EnclaveProgram, evaluate
+from sqlsecure.executors.tee.program import EnclaveProgram, evaluate
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 SMALL = st.integers(-3, 3)

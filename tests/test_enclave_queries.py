@@ -5,7 +5,7 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.enclave import create_authority, expected_measurement
+from sqlsecure.executors.tee import create_authority, expected_measurement
 
 CLASS_5_AND_7 = [
     "SELECT c.region, o.category, COUNT(*), SUM(o.amount), AVG(c.income), MIN(o.amount), MAX(c.age) "

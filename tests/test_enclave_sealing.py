@@ -10,13 +10,13 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.errors import DataError, ProgrammingError
-from sqlsecure.executors.enclave import wire
-from sqlsecure.executors.enclave.attestation import SimulationAuthority, fresh_nonce, verify_quote
-from sqlsecure.executors.enclave.core import EnclaveCore
-from sqlsecure.executors.enclave.host import raise_failure
-from sqlsecure.executors.enclave.program import EnclaveProgram, SessionSpec
-from sqlsecure.executors.enclave.sealing import ResultKey, SealingError, open_result, seal_inputs
-from sqlsecure.executors.enclave.wire import ENCLAVE, HOST, Envelope
+from sqlsecure.executors.tee import wire
+from sqlsecure.executors.tee.attestation import SimulationAuthority, fresh_nonce, verify_quote
+from sqlsecure.executors.tee.core import EnclaveCore
+from sqlsecure.executors.tee.host import raise_failure
+from sqlsecure.executors.tee.program import EnclaveProgram, SessionSpec
+from sqlsecure.executors.tee.sealing import ResultKey, SealingError, open_result, seal_inputs
+from sqlsecure.executors.tee.wire import ENCLAVE, HOST, Envelope
 
 PROGRAM = EnclaveProgram(group_keys=["k"], aggregates=[("sum", "v"), ("count", None)])
 

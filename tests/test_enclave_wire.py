@@ -8,9 +8,9 @@ import io
 import pytest
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.enclave import wire
-from sqlsecure.executors.enclave.attestation import EnclaveConfig, Quote
-from sqlsecure.executors.enclave.program import EnclaveProgram, SessionSpec
+from sqlsecure.executors.tee import wire
+from sqlsecure.executors.tee.attestation import EnclaveConfig, Quote
+from sqlsecure.executors.tee.program import EnclaveProgram, SessionSpec
 
 SPEC = SessionSpec("q-1", EnclaveProgram(group_keys=["k"], aggregates=[("sum", "v"), ("count", None, "n")],
                                          order=[("n", True)], limit=3, min_group_size=4),

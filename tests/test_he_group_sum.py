@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sqlsecure.errors import DataError, ProtocolError
-from sqlsecure.executors.channel import InProcessChannel
+from sqlsecure.executors.runtime.channel import InProcessChannel
 from sqlsecure.executors.heu import (
     HEParams,
     group_codes,
@@ -203,7 +203,7 @@ def test_value_columns_to_integers_with_nulls():
 
     import pyarrow as pa
 
-    from sqlsecure.executors.he_group_by import to_integers
+    from sqlsecure.executors.heu.group_by import to_integers
 
     ints, valid, scale = to_integers(pa.chunked_array([pa.array([1, None], pa.int32()), pa.array([-3], pa.int32())]))
     assert ints.tolist() == [1, 0, -3] and valid.tolist() == [1, 0, 1] and scale == "1"

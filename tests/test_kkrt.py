@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors import kkrt, ot
-from sqlsecure.executors.channel import InProcessChannel
-from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.kkrt import kkrt_join_indices, kkrt_membership
-from sqlsecure.executors.psi import expand, expand_flat, local_join_indices, psi_join_indices, psi_membership
+from sqlsecure.executors.psi import kkrt, ot
+from sqlsecure.executors.runtime.channel import InProcessChannel
+from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.psi.kkrt import kkrt_join_indices, kkrt_membership
+from sqlsecure.executors.psi.ecdh import expand, expand_flat, local_join_indices, psi_join_indices, psi_membership
 
 
 def run_pair(a, b, channel=None, names=("a", "b")):

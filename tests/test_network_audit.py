@@ -14,7 +14,7 @@ import pytest
 
 from sqlsecure.certs import init_certs
 from sqlsecure.engine import Engine
-from sqlsecure.executors.network import NetworkChannel
+from sqlsecure.executors.runtime.network import NetworkChannel
 from sqlsecure.party_service import PartyService
 
 N = 300

@@ -7,10 +7,10 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.plan_codec import decode_plan, encode_plan
-from sqlsecure.masking import Mask as MaskSpec
+from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
+from sqlsecure.policy.masking import Mask as MaskSpec
 from sqlsecure.planner.physical import EnclaveStage, Finish, Mask, Noise, PhysicalPlan, RunLocal
-from sqlsecure.privacy import NoiseSpec, Release
+from sqlsecure.policy.privacy import NoiseSpec, Release
 
 QUERIES = [  # PSI joins, per-party compute, HE group-by, SPU stages, UNION ALL, semi joins, single party
     "SELECT region, COUNT(*) FROM bank.customers GROUP BY region",

@@ -26,8 +26,8 @@ import pytest
 from sqlsecure.certs import init_certs
 from sqlsecure.engine import Engine
 from sqlsecure.errors import ConfigError, NotSupportedError, ProtocolError
-from sqlsecure.executors.network import Identity, Peers
-from sqlsecure.executors.plan_codec import encode_plan
+from sqlsecure.executors.runtime.network import Identity, Peers
+from sqlsecure.executors.runtime.plan_codec import encode_plan
 from sqlsecure.federation import load_federation
 
 NODES = ("bank", "shop", "insurer", "dealer")
@@ -476,7 +476,7 @@ def test_init_certs_command(tmp_path):
 @pytest.fixture(scope="module")
 def enclave_cluster(tmp_path_factory, make_federation):
     """bank, shop and the enclave driver as services, with a simulated enclave the parties trust."""
-    from sqlsecure.executors.enclave import create_authority, expected_measurement
+    from sqlsecure.executors.tee import create_authority, expected_measurement
 
     directory = tmp_path_factory.mktemp("network-enclave")
     path = networkify(make_federation(directory, parties=("bank", "shop")), ("bank", "shop", "enclave"), timeout=20)

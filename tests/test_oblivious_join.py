@@ -109,7 +109,7 @@ def test_the_psi_is_used_when_the_key_is_granted_after_join(engine_for):
 
 
 def test_the_plan_crosses_the_network_codec(half):
-    from sqlsecure.executors.plan_codec import decode_plan, encode_plan
+    from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
     from sqlsecure.planner.physical import PhysicalPlan
 
     plan = half.plan(QUERIES[1], "bank").physical

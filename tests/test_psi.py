@@ -17,11 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlsecure.errors import OperationalError, ProtocolError
-from sqlsecure.executors import ecdh, psi
-from sqlsecure.executors.channel import InProcessChannel
-from sqlsecure.executors.ecdh import PARALLEL_MIN, BlindingKey, GroupWorkers, hash_to_points, worker_pids
-from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices, psi_membership
+from sqlsecure.executors.psi import blinding as ecdh
+from sqlsecure.executors.psi import ecdh as psi
+from sqlsecure.executors.runtime.channel import InProcessChannel
+from sqlsecure.executors.psi.blinding import PARALLEL_MIN, BlindingKey, GroupWorkers, hash_to_points, worker_pids
+from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.psi.ecdh import compose_matches, local_join_indices, psi_join_indices, psi_membership
 
 
 def nested_loop_join(left, right):
@@ -240,7 +241,7 @@ def _alive(pid: int) -> bool:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            worker = b"ecdh_worker" in f.read()
+            worker = b"blinding_worker" in f.read()
     except OSError:
         return False
     return worker and state not in ("Z", "X")
@@ -249,9 +250,9 @@ def _alive(pid: int) -> bool:
 HOST_WITHOUT_MAIN_GUARD = textwrap.dedent("""
     import threading
     import numpy as np
-    from sqlsecure.executors.channel import InProcessChannel
-    from sqlsecure.executors.ecdh import GroupWorkers, worker_pids
-    from sqlsecure.executors.psi import local_join_indices, psi_join_indices
+    from sqlsecure.executors.runtime.channel import InProcessChannel
+    from sqlsecure.executors.psi.blinding import GroupWorkers, worker_pids
+    from sqlsecure.executors.psi.ecdh import local_join_indices, psi_join_indices
 
     left = [b"i%d" % i for i in range(20_000)]
     right = [b"i%d" % i for i in range(10_000, 30_000)]
@@ -289,7 +290,7 @@ def test_a_host_script_without_main_guard_runs_a_large_psi(tmp_path, how):
 def test_workers_exit_when_their_host_is_killed(tmp_path):
     host = textwrap.dedent("""
         import threading, time
-        from sqlsecure.executors.ecdh import PARALLEL_MIN, BlindingKey, GroupWorkers, hash_to_points, worker_pids
+        from sqlsecure.executors.psi.blinding import PARALLEL_MIN, BlindingKey, GroupWorkers, hash_to_points, worker_pids
         workers = GroupWorkers(2)
         BlindingKey().blind(hash_to_points([b"x"] * PARALLEL_MIN), workers)
         print(*worker_pids(), flush=True)

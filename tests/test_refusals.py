@@ -69,8 +69,8 @@ def test_party_store_is_locked_down(engine):
 
 
 def test_party_executor_reaches_only_its_own_store(engine):
-    from sqlsecure.executors.channel import InProcessChannel
-    from sqlsecure.executors.party import PartyExecutor
+    from sqlsecure.executors.runtime.channel import InProcessChannel
+    from sqlsecure.executors.runtime.party import PartyExecutor
 
     channel = InProcessChannel(engine.parties)
     executor = PartyExecutor("bank", engine._stores["bank"], channel.endpoint("bank"))

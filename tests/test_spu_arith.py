@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
-from sqlsecure.executors.channel import InProcessChannel
+from sqlsecure.executors.runtime.channel import InProcessChannel
 from sqlsecure.executors.spu import arith, boolean
 from sqlsecure.executors.spu.dealer import DEALER, RandomnessRequest
 from sqlsecure.executors.spu.local import run_spu

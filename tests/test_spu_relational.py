@@ -208,8 +208,8 @@ def test_group_code_numbers_keys_as_the_spu_compares_them():
     """Dense codes, equal exactly when the encoded keys are: NULL one group, -0.0 and 0.0 one."""
     import pyarrow as pa
 
-    from sqlsecure.executors.secure_stage import group_code
-    from sqlsecure.executors.secure_values import encode
+    from sqlsecure.executors.spu.stage import group_code
+    from sqlsecure.executors.spu.values import encode
 
     region = pa.chunked_array([["n", "s", None], ["n", None, "s"]])
     age = pa.chunked_array([[30, 30, 7, 31, 7, 30]])

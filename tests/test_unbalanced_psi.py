@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
-from sqlsecure.executors import unbalanced_psi
-from sqlsecure.executors.channel import InProcessChannel
-from sqlsecure.executors.ecdh import PARALLEL_MIN, GroupWorkers, hash_to_points
-from sqlsecure.executors.psi import local_join_indices, psi_join_indices
-from sqlsecure.executors.unbalanced_psi import (JOIN, LARGE, MEMBERSHIP, NO_EPOCH, SMALL, EpochAnswer, Hello,
+from sqlsecure.executors.psi import unbalanced as unbalanced_psi
+from sqlsecure.executors.runtime.channel import InProcessChannel
+from sqlsecure.executors.psi.blinding import PARALLEL_MIN, GroupWorkers, hash_to_points
+from sqlsecure.executors.psi.ecdh import local_join_indices, psi_join_indices
+from sqlsecure.executors.psi.unbalanced import (JOIN, LARGE, MEMBERSHIP, NO_EPOCH, SMALL, EpochAnswer, Hello,
                                                 Matches, PsiCache, unbalanced_join_indices,
                                                 unbalanced_membership)
 

@@ -52,7 +52,7 @@ import pyarrow as pa
 from gmpy2 import mpz
 
 from sqlsecure.errors import DataError, ProtocolError
-from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.heu.messages import CiphertextBatch, GroupCount, KeyMessage, MaskedSums, ShareMessage
 from sqlsecure.executors.heu.packing import MASK_BITS, PackingPlan, SlotLayout, choose_packing, unpack
 from sqlsecure.executors.heu.paillier import (

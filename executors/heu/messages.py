@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProtocolError
-from sqlsecure.executors.channel import table_from_bytes, table_to_bytes
+from sqlsecure.executors.runtime.channel import table_from_bytes, table_to_bytes
 from sqlsecure.executors.heu.packing import SlotLayout
 from sqlsecure.executors.heu.paillier import PublicKey
 

@@ -29,9 +29,9 @@ import pickle
 import sys
 
 if __package__:  # imported by the host
-    from ..worker_main import READY, REQUEST, run
+    from ..runtime.worker_main import READY, REQUEST, run
 else:  # run as a worker: python -I leaves this file's directories off sys.path
-    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime"))
     from worker_main import READY, REQUEST, run  # type: ignore[no-redef]
 
 

@@ -42,7 +42,7 @@ from sqlsecure.executors.heu.paillier import (
     ciphertexts_to_blob,
     randomizer_bits,
 )
-from sqlsecure.executors.worker_processes import WorkerJob, WorkerProcesses
+from sqlsecure.executors.runtime.worker_processes import WorkerJob, WorkerProcesses
 
 PARALLEL_MIN = 1_024  # items; smaller batches run in the caller's thread
 PIECE = 512           # encryptions per job (~0.1-0.3 s of one core at 2048 bits)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.spu.prg import Prg, fresh_seed
 
 DEALER = "dealer"

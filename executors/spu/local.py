@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlsecure.executors.channel import InProcessChannel
+from sqlsecure.executors.runtime.channel import InProcessChannel
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
-from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.spu.dealer import DEALER, DealerClient
 from sqlsecure.executors.spu.prg import Prg, fresh_seed
 

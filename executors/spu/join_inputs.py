@@ -6,7 +6,7 @@ key — and `spu.join.oblivious_pk_join` joins them on shares. The stage then ru
 with the match bit as its starting row weight, so filters, aggregates and the final compaction
 never reveal which rows matched; only the result is opened, to the issuer.
 
-Keys: each party hashes its typed key encoding (`executors/encoding.py`, the PSI's) with SHA-256
+Keys: each party hashes its typed key encoding (`executors/psi/encoding.py`, the PSI's) with SHA-256
 under a domain tag and shares two 60-bit limbs (a false match needs a 120-bit collision).
 The oblivious join needs one side with unique keys: each party checks its own and tells the other
 (one bit about its own data); if neither side is unique the query is refused.
@@ -19,8 +19,8 @@ import hashlib
 import numpy as np
 
 from sqlsecure.errors import NotSupportedError, ProtocolError
-from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.secure_values import encode, limbs_of
+from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.spu.values import encode, limbs_of
 from sqlsecure.executors.spu import arith
 from sqlsecure.executors.spu.join import oblivious_pk_join
 
@@ -52,7 +52,7 @@ def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, 
     """Share both sides, join them obliviously; returns ({column: SV}, match weight, joined rows).
 
     `tables`: side index -> this party's relation (its side only); `rows`: side -> row count."""
-    from sqlsecure.executors.secure_stage import SV
+    from sqlsecure.executors.spu.stage import SV
 
     me = s.me
     (mine,) = [i for i, (party, _, _) in enumerate(step.secret_join) if party == me]

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sqlsecure.errors import ConfigError, ProtocolError
-from sqlsecure.executors.enclave.wire import Reader
+from sqlsecure.executors.tee.wire import Reader
 
 MEASUREMENT_DOMAIN = b"sqlsecure/enclave/measurement/v1\0"
 QUOTE_DOMAIN = b"sqlsecure/enclave/quote/v1\0"

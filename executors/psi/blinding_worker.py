@@ -13,7 +13,7 @@ Frames, start-up, EOF and the host's death are `worker_main`'s. The request and 
                    INVALID, a UTF-8 message (a point of low order: never produced by honest hashing);
                    FAILED, a UTF-8 message (anything else).
 
-This module imports nothing from `sqlsecure` but its neighbour `worker_main`, so `ecdh` reuses
+This module imports nothing from `sqlsecure` but `runtime/worker_main`, so `blinding` reuses
 `blind_points` for small batches blinded in the host's own thread.
 """
 
@@ -24,9 +24,9 @@ import os
 import sys
 
 if __package__:  # imported by the host
-    from .worker_main import FAILED, READY, REQUEST, run
-else:  # run as a worker: python -I leaves this file's directory off sys.path
-    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from ..runtime.worker_main import FAILED, READY, REQUEST, run
+else:  # run as a worker: python -I leaves the executors' directories off sys.path
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime"))
     from worker_main import FAILED, READY, REQUEST, run  # type: ignore[no-redef]
 
 INVALID = 1

@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
-from sqlsecure.executors.enclave import wire
-from sqlsecure.executors.enclave.attestation import EnclaveConfig, measure, sign_quote
-from sqlsecure.executors.enclave.program import SessionSpec, column_array, evaluate
-from sqlsecure.executors.enclave.sealing import (
+from sqlsecure.executors.tee import wire
+from sqlsecure.executors.tee.attestation import EnclaveConfig, measure, sign_quote
+from sqlsecure.executors.tee.program import SessionSpec, column_array, evaluate
+from sqlsecure.executors.tee.sealing import (
     SealingError, StreamOpener, batch_from_bytes, input_opener, raw_public, seal_result,
 )
-from sqlsecure.executors.enclave.wire import ENCLAVE, Envelope
+from sqlsecure.executors.tee.wire import ENCLAVE, Envelope
 
 
 @dataclass

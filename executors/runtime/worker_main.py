@@ -1,6 +1,6 @@
 """The worker's side of `worker_processes`: request / reply frames on stdin / stdout until EOF.
 
-A worker script (`ecdh_worker.py`, `heu/worker_process.py`) runs as
+A worker script (`psi/blinding_worker.py`, `heu/worker_process.py`) runs as
 ``python -I <script> <host pid> <dirs>...``: a fresh interpreter that never imports `sqlsecure` nor
 the host's ``__main__``. So this module imports the standard library only; the script puts this
 file's directory on `sys.path` (``-I`` leaves the script's own out), imports it and calls `run`.

@@ -46,9 +46,9 @@ import pyarrow.flight as flight
 
 from sqlsecure import errors as error_classes
 from sqlsecure.errors import ConfigError, Error, InternalError, OperationalError, ProtocolError
-from sqlsecure.executors.channel import ChannelStats, InProcessChannel, table_from_bytes, table_to_bytes
-from sqlsecure.executors.enclave_stage import ACTOR
-from sqlsecure.executors.plan_codec import decode_plan, encode_plan
+from sqlsecure.executors.runtime.channel import ChannelStats, InProcessChannel, table_from_bytes, table_to_bytes
+from sqlsecure.executors.tee.stage import ACTOR
+from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
 from sqlsecure.executors.spu.dealer import DEALER
 from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SecureStage
 

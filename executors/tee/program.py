@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
-from sqlsecure.executors.enclave.oblivious import (
+from sqlsecure.executors.tee.oblivious import (
     AGGREGATE_KINDS, AccessTrace, group_by, order_and_limit,
 )
-from sqlsecure.executors.enclave.wire import ENCLAVE, HOST
+from sqlsecure.executors.tee.wire import ENCLAVE, HOST
 
 SIMULATED_METADATA_KEY = b"sqlsecure.enclave.simulated"
 

@@ -12,23 +12,23 @@ import pyarrow as pa
 
 from sqlsecure.connectors import PartyStore
 from sqlsecure.errors import OperationalError, ProtocolError
-from sqlsecure.executors.channel import Endpoint
-from sqlsecure.executors.ecdh import GroupWorkers
-from sqlsecure.executors.encoding import encode_keys
-from sqlsecure.executors.kkrt import kkrt_join_indices, kkrt_membership
-from sqlsecure.executors.unbalanced_psi import PsiCache, unbalanced_join_indices, unbalanced_membership
-from sqlsecure.executors.psi import compose_matches, local_join_indices, psi_join_indices, psi_membership
+from sqlsecure.executors.runtime.channel import Endpoint
+from sqlsecure.executors.psi.blinding import GroupWorkers
+from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.psi.kkrt import kkrt_join_indices, kkrt_membership
+from sqlsecure.executors.psi.unbalanced import PsiCache, unbalanced_join_indices, unbalanced_membership
+from sqlsecure.executors.psi.ecdh import compose_matches, local_join_indices, psi_join_indices, psi_membership
 
 PSI = {"ecdh": (psi_join_indices, psi_membership), "kkrt": (kkrt_join_indices, kkrt_membership)}
-from sqlsecure.masking import apply_mask
-from sqlsecure.executors.enclave_stage import inputs_table, issuer_side, party_side
-from sqlsecure.executors.he_group_by import key_party_side, open_sums, value_party_side
-from sqlsecure.executors.secure_stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
+from sqlsecure.policy.masking import apply_mask
+from sqlsecure.executors.tee.stage import inputs_table, issuer_side, party_side
+from sqlsecure.executors.heu.group_by import key_party_side, open_sums, value_party_side
+from sqlsecure.executors.spu.stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.physical import (
     Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
-from sqlsecure.privacy import release
+from sqlsecure.policy.privacy import release
 
 
 SIMULATED = b"sqlsecure.enclave.simulated"  # result metadata: computed in an enclave without hardware protection

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlsecure.policy import ColumnRef
+from sqlsecure.policy.grants import ColumnRef
 
 METHODS = ("redact", "partial", "hash", "generalise")
 MASK_KEYS = {"party", "columns", "method", "keep", "date_part", "bucket"}

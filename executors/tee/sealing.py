@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
-from sqlsecure.executors.enclave.attestation import AttestedEnclave
-from sqlsecure.executors.enclave.program import SIMULATED_METADATA_KEY, SessionSpec
-from sqlsecure.executors.enclave.wire import ENCLAVE, SealedBatch, lp
+from sqlsecure.executors.tee.attestation import AttestedEnclave
+from sqlsecure.executors.tee.program import SIMULATED_METADATA_KEY, SessionSpec
+from sqlsecure.executors.tee.wire import ENCLAVE, SealedBatch, lp
 
 SEAL_DOMAIN = b"sqlsecure/enclave/seal/v1\0"
 AAD_DOMAIN = b"sqlsecure/enclave/batch/v1\0"

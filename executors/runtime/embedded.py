@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives import serialization
 import pyarrow as pa
 
 from sqlsecure.errors import Error, InternalError, OperationalError, ProtocolError
-from sqlsecure.executors.channel import ChannelStats, InProcessChannel
-from sqlsecure.executors.ecdh import GroupWorkers
-from sqlsecure.executors.unbalanced_psi import PsiCache
-from sqlsecure.executors.party import PartyExecutor
+from sqlsecure.executors.runtime.channel import ChannelStats, InProcessChannel
+from sqlsecure.executors.psi.blinding import GroupWorkers
+from sqlsecure.executors.psi.unbalanced import PsiCache
+from sqlsecure.executors.runtime.party import PartyExecutor
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
-from sqlsecure.executors.enclave import EnclaveHost
-from sqlsecure.executors.enclave_stage import ACTOR, EnclaveTrust, actor_side
+from sqlsecure.executors.tee import EnclaveHost
+from sqlsecure.executors.tee.stage import ACTOR, EnclaveTrust, actor_side
 from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SecureStage
 
 

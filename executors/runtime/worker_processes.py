@@ -1,6 +1,6 @@
 """Worker processes for batches that hold the GIL: ``python -I`` scripts fed over stdin / stdout.
 
-X25519 blinding (`ecdh`, script `ecdh_worker.py`) and Paillier arithmetic (`heu.workers`, script
+X25519 blinding (`psi.blinding`, script `psi/blinding_worker.py`) and Paillier arithmetic (`heu.workers`, script
 `heu/worker_process.py`) send large batches here. Each worker is a fresh
 ``python -I <script> <host pid> <args>...`` that imports the standard library, `worker_main` (its
 side of the frames) and its own arithmetic only -- never `sqlsecure` nor the host's ``__main__`` --
@@ -38,7 +38,7 @@ from concurrent.futures import Future
 from typing import Callable
 
 from sqlsecure.errors import OperationalError
-from sqlsecure.executors.worker_main import FAILED, HEADER, READY, REQUEST
+from sqlsecure.executors.runtime.worker_main import FAILED, HEADER, READY, REQUEST
 
 
 class WorkerJob:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sqlsecure.errors import DataError, ProtocolError
-from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.heu.group_sum import HEParams, he_group_sum_labels, he_group_sum_values
 from sqlsecure.executors.heu.workers import HEWorkers
 

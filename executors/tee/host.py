@@ -32,17 +32,17 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from sqlsecure.errors import DataError, InternalError, ProgrammingError, ProtocolError
-from sqlsecure.executors.enclave import wire
-from sqlsecure.executors.enclave.attestation import (
+from sqlsecure.executors.tee import wire
+from sqlsecure.executors.tee.attestation import (
     AttestedEnclave, EnclaveConfig, Quote, SimulationAuthority, fresh_nonce, verify_quote,
 )
-from sqlsecure.executors.enclave.program import SessionSpec
-from sqlsecure.executors.enclave.sealing import SealingError
-from sqlsecure.executors.enclave.wire import ENCLAVE, HOST, Envelope, SealedBatch
+from sqlsecure.executors.tee.program import SessionSpec
+from sqlsecure.executors.tee.sealing import SealingError
+from sqlsecure.executors.tee.wire import ENCLAVE, HOST, Envelope, SealedBatch
 
 DEFAULT_TIMEOUT = 120.0
 START_TIMEOUT = 30.0
-MODULE = "sqlsecure.executors.enclave.main"
+MODULE = "sqlsecure.executors.tee.main"
 
 _ERRORS = {"sealing": SealingError, "protocol": ProtocolError, "data": DataError,
            "program": ProgrammingError, "internal": InternalError}
@@ -81,7 +81,7 @@ class EnclaveProcess:
 
     def __init__(self, *, python: str | None = None, max_frame_bytes: int = 1 << 30,
                  env: Mapping[str, str] | None = None, command: Sequence[str] | None = None):
-        """`command` replaces `python -I -m sqlsecure.executors.enclave.main --parent PID` (e.g.
+        """`command` replaces `python -I -m sqlsecure.executors.tee.main --parent PID` (e.g.
         ["gramine-sgx", "sqlsecure-enclave"] under Gramine; see docs/enclave.md)."""
         self.max_frame_bytes = max_frame_bytes
         if command is None:

@@ -25,8 +25,8 @@ import sqlglot
 from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
-from sqlsecure.executors.secret_join import joined_inputs
-from sqlsecure.executors.secure_values import decode, encode, kind_of, limbs_of
+from sqlsecure.executors.spu.join_inputs import joined_inputs
+from sqlsecure.executors.spu.values import decode, encode, kind_of, limbs_of
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProtocolError
-from sqlsecure.executors.enclave import (
+from sqlsecure.executors.tee import (
     EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
 )
-from sqlsecure.executors.enclave.wire import ENCLAVE
-from sqlsecure.executors.secure_values import LIMB_BYTES, TEXT_LIMBS, text_limbs
+from sqlsecure.executors.tee.wire import ENCLAVE
+from sqlsecure.executors.spu.values import LIMB_BYTES, TEXT_LIMBS, text_limbs
 
 ACTOR = "enclave"  # the runtime's actor that drives the enclave process
 

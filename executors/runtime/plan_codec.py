@@ -20,9 +20,9 @@ import types
 import typing
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.masking import Mask as MaskSpec
+from sqlsecure.policy.masking import Mask as MaskSpec
 from sqlsecure.planner import physical
-from sqlsecure.privacy import NoiseSpec, Release
+from sqlsecure.policy.privacy import NoiseSpec, Release
 
 TYPE_KEY = "$"
 MAX_PLAN_BYTES = 16 * 1024 * 1024
@@ -34,7 +34,7 @@ REGISTRY: dict[str, type] = {
                 physical.SecureStage, physical.EnclaveStage, physical.Noise, physical.Mask, physical.Finish,
                 physical.PhysicalPlan, Release, NoiseSpec)
 }
-REGISTRY["MaskSpec"] = MaskSpec  # sqlsecure.masking.Mask (the step of the same name is physical.Mask)
+REGISTRY["MaskSpec"] = MaskSpec  # sqlsecure.policy.masking.Mask (the step of the same name is physical.Mask)
 _NAMES = {cls: name for name, cls in REGISTRY.items()}
 _HINTS: dict[type, dict[str, object]] = {}
 # Where the planner's values are wider than the field's annotation: a UNION ALL stage's inputs have

@@ -55,7 +55,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.channel import Endpoint
+from sqlsecure.executors.runtime.channel import Endpoint
 
 KAPPA = 128  # computational security, and the number of base OTs
 CODE_BITS = 512  # width of the pseudorandom code = number of KKRT base OTs

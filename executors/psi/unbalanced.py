@@ -1,12 +1,12 @@
 """Unbalanced ECDH-PSI: the large side's blinded set is prepared once and reused across queries.
 
-Same contracts as `psi.psi_join_indices` / `psi.psi_membership` (my row indices of the inner join
+Same contracts as `ecdh.psi_join_indices` / `ecdh.psi_membership` (my row indices of the inner join
 in a common order; a bool per row), for a small set X (side S, ~10^3 rows) against a large set Y
 (side L, ~10^7 rows). The balanced ECDH-PSI costs 2(|X| + |Y|) X25519 operations per query; here
 the |Y|-sized work is done once per *epoch* and each later query costs 2|X| operations plus L's
 local hashing of its rows -- the offline / online split of Kiss, Liu, Schneider, Asokan, Pinkas,
 "Private Set Intersection for Unequal Set Sizes with Mobile Applications" (PoPETs 2017), there with
-a DH-OPRF that S unblinds by a scalar inverse. X25519 (`ecdh.py`; keys hashed by SHA-256) has
+a DH-OPRF that S unblinds by a scalar inverse. X25519 (`blinding.py`; keys hashed by SHA-256) has
 clamped scalars and no inverse, so here S instead raises L's prepared set to its own long-lived key
 once per epoch and compares doubly blinded points.
 
@@ -32,7 +32,7 @@ Rounds of one query (tags `{tag}/...`):
   3. blinded (S -> L): {H(x)^a} for S's distinct keys, shuffled, in batches.
   4. reblinded (L -> S): the same points raised to b, in S's order. S finds H(x)^ab in D.
   5. matches (S -> L): the positions in P of the common keys, ascending (8 B each): the common order.
-  6. counts (both ways, joins only): the row count per common key in the common order, as in psi.py.
+  6. counts (both ways, joins only): the row count per common key in the common order, as in ecdh.py.
 
 Rotation: an epoch ends, and the next query prepares a new one, when either side's key is older
 than `PsiCache.lifetime` (default 86,400 s: one day) or has served `max_uses` queries (default
@@ -76,9 +76,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
-from sqlsecure.executors.channel import Endpoint
-from sqlsecure.executors.ecdh import POINT, BlindingKey, GroupWorkers, hash_to_points
-from sqlsecure.executors.psi import Intersection, join_from, membership_of, random_permutation
+from sqlsecure.executors.runtime.channel import Endpoint
+from sqlsecure.executors.psi.blinding import POINT, BlindingKey, GroupWorkers, hash_to_points
+from sqlsecure.executors.psi.ecdh import Intersection, join_from, membership_of, random_permutation
 
 BATCH = 1 << 16  # points per message of P, of blinded and of re-blinded points (2 MiB)
 WINDOW = 2  # batches of P being blinded at once per party, so the workers never wait for a send

@@ -1,4 +1,4 @@
-"""OT-based PSI (KKRT16): a drop-in alternative to the ECDH-PSI of `psi.py`, with the same contract.
+"""OT-based PSI (KKRT16): a drop-in alternative to the ECDH-PSI of `ecdh.py`, with the same contract.
 
 Kolesnikov, Kumaresan, Rosulek, Trieu, "Efficient Batched Oblivious PRF with Applications to Private
 Set Intersection", CCS 2016. The party with more distinct keys is the OPRF receiver R (ties: the
@@ -22,7 +22,7 @@ Rounds (`ot.py` has the OT layers):
   5. matched (R -> S): the positions, in S's random order, of S's values that matched, ascending.
      That order is the common order of the intersection keys: S chose it at random, so it says
      nothing about either party's keys.
-  6. counts (both ways, join only): each party's row count per common key, as in `psi.py`.
+  6. counts (both ways, join only): each party's row count per common key, as in `ecdh.py`.
 Both parties' work is numpy and AES (`cryptography`), which release the GIL, so the two party
 threads of the embedded runtime overlap; the corrections stream, so memory stays bounded by the
 chunk, plus O(n) arrays of 16-byte blocks.
@@ -60,12 +60,12 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.channel import Endpoint
-from sqlsecure.executors.ot import (
+from sqlsecure.executors.runtime.channel import Endpoint
+from sqlsecure.executors.psi.ot import (
     BLOCK, CHUNK_ROWS, CODE_BYTES, AesBlocks, PseudorandomCode, kkrt_base_receive, kkrt_base_send,
     kkrt_extend_receive, kkrt_extend_send, pack_bits, row_hash, tweak_blocks,
 )
-from sqlsecure.executors.psi import Intersection, join_from, membership_of, random_permutation
+from sqlsecure.executors.psi.ecdh import Intersection, join_from, membership_of, random_permutation
 
 LAMBDA = 40
 HASHES = 3

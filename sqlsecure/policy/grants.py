@@ -77,7 +77,7 @@ class RevealPolicy:
     """Everything that decides what an issuer may learn: grants, analysis rules, masks, DP budgets."""
 
     grants: Grants
-    rules: dict = field(default_factory=dict)  # (party, table) -> sqlsecure.rules.TableRules
-    masks: dict = field(default_factory=dict)  # (ColumnRef, recipient) -> sqlsecure.masking.Mask
-    budgets: dict = field(default_factory=dict)  # issuer -> sqlsecure.privacy.PrivacyBudget
+    rules: dict = field(default_factory=dict)  # (party, table) -> sqlsecure.policy.rules.TableRules
+    masks: dict = field(default_factory=dict)  # (ColumnRef, recipient) -> sqlsecure.policy.masking.Mask
+    budgets: dict = field(default_factory=dict)  # issuer -> sqlsecure.policy.privacy.PrivacyBudget
     min_group_size: int = 4

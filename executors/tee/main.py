@@ -1,4 +1,4 @@
-"""The enclave process: `python -m sqlsecure.executors.enclave.main [--parent PID]`.
+"""The enclave process: `python -m sqlsecure.executors.tee.main [--parent PID]`.
 
 Reads frames from stdin, hands each envelope to `EnclaveCore`, writes the answers as frames to
 stdout. Anything else that would print to stdout goes to stderr instead, so the frame stream
@@ -16,8 +16,8 @@ import threading
 import time
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.enclave import wire
-from sqlsecure.executors.enclave.core import EnclaveCore, failure_of
+from sqlsecure.executors.tee import wire
+from sqlsecure.executors.tee.core import EnclaveCore, failure_of
 
 PROVISION_FRAME_LIMIT = 1 << 20
 WATCH_INTERVAL = 0.2
@@ -52,7 +52,7 @@ def serve(frames_in, frames_out) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sqlsecure.executors.enclave.main")
+    parser = argparse.ArgumentParser(prog="sqlsecure.executors.tee.main")
     parser.add_argument("--parent", type=int, default=None, help="exit when this process is no longer the parent")
     args = parser.parse_args(argv)
     parent = os.getppid() if args.parent is None else args.parent

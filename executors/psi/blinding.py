@@ -6,7 +6,7 @@ random scalar; blinding is u -> X25519(k, u), which commutes: X25519(a, X25519(b
 X25519(b, X25519(a, u)).
 
 The exchange holds the GIL, so batches of `PARALLEL_MIN` points or more go to worker processes
-(`worker_processes`, running `ecdh_worker.py`), in jobs of at most `PIECE` points: each worker is a
+(`worker_processes`, running `blinding_worker.py`), in jobs of at most `PIECE` points: each worker is a
 fresh ``python -I`` that imports `cryptography` and nothing else (~20 MB RSS, against ~100 MB for a
 process that imports `sqlsecure`), and never runs the host's ``__main__`` -- a host script needs no
 ``if __name__ == "__main__":`` guard and may come from stdin. A worker ends with its pipe or its
@@ -34,8 +34,8 @@ from pathlib import Path
 import cryptography
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.ecdh_worker import INVALID, POINT, blind_points
-from sqlsecure.executors.worker_processes import WorkerJob, WorkerProcesses
+from sqlsecure.executors.psi.blinding_worker import INVALID, POINT, blind_points
+from sqlsecure.executors.runtime.worker_processes import WorkerJob, WorkerProcesses
 
 DOMAIN = b"sqlsecure/psi/x25519-sha256/v1\x00"
 PARALLEL_MIN = 1_024  # points; smaller batches are blinded in the caller's thread
@@ -43,7 +43,7 @@ PIECE = 4_096  # points per worker job at most (128 KiB each way, ~0.25 s of one
 START_SECONDS = 60.0  # a new worker must report ready within this
 JOB_SECONDS = 60.0  # a job's deadline: this plus 1 ms per point (~20x the normal time)
 
-WORKER_SCRIPT = Path(__file__).with_name("ecdh_worker.py")
+WORKER_SCRIPT = Path(__file__).with_name("blinding_worker.py")
 CRYPTOGRAPHY_DIR = str(Path(cryptography.__file__).resolve().parent.parent)
 
 

@@ -39,8 +39,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sqlsecure.errors import ProtocolError
-from sqlsecure.executors.channel import Endpoint
-from sqlsecure.executors.ecdh import POINT, BlindingKey, GroupWorkers, hash_to_buffer
+from sqlsecure.executors.runtime.channel import Endpoint
+from sqlsecure.executors.psi.blinding import POINT, BlindingKey, GroupWorkers, hash_to_buffer
 
 BATCH = 1 << 16  # points per blinded / re-blinded message (2 MiB); a shorter batch is the last
 WINDOW = 2  # batches being blinded at once per party: bounds memory, interleaves the parties' work
