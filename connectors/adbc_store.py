@@ -1,0 +1,391 @@
+"""A party's data in a database reached through ADBC: PostgreSQL, SQLite, or an Arrow Flight SQL endpoint.
+
+The party's pushed-down SQL is written by the planner in DuckDB's dialect. `AdbcStore.query` runs it
+where the data lives:
+
+- **whole**, when every construct in it means the same in the source's dialect (`PUSHABLE`, checked
+  node by node: columns, literals, AND / OR / NOT, `=` / `<>`, ordering comparisons of numbers and dates,
+  `+ - *` on numbers, IS NULL, IN lists, COUNT / SUM / MIN / MAX, GROUP BY, DISTINCT, inner joins of
+  its own tables): the query is transpiled by sqlglot and only its result leaves the database;
+- **finished locally** otherwise (a function with no exact equivalent, integer division, AVG, ORDER
+  BY over text collations...): each table's needed columns are fetched with a pushed-down projection
+  and the pushable WHERE conjuncts, and the original query runs over them in a private DuckDB.
+
+Either way the result has exactly the types DuckDB gives the query (the query is typed over an empty
+mirror of the tables and the source's result cast to that schema), so the planner cannot tell a
+PostgreSQL party from a DuckDB one. `pushdown(sql)` says which way a query goes, for EXPLAIN.
+
+Types (Arrow as the ADBC driver maps them, then DuckDB's names): integers, floats, text, bytes,
+booleans, dates, times, timestamps (with time zone: UTC) as is; SQLite columns by their declared
+type's affinity (INTEGER -> BIGINT, REAL -> DOUBLE, TEXT and DATE -> VARCHAR); PostgreSQL `numeric(p, s)` with
+p <= 38 as DECIMAL(p, s), unconstrained `numeric` as DOUBLE (as DuckDB's own PostgreSQL scanner
+does); any other type (arrays, JSON, geometric, ...) leaves its table out of the catalog with a
+warning in the party's log. The connection is read-only (PostgreSQL `default_transaction_read_only`,
+SQLite `mode=ro`); the store never writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, SqlglotError
+
+from sqlsecure.errors import ConfigError, DataError, OperationalError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite", "grpc": "flightsql",
+           "grpc+tls": "flightsql", "grpc+tcp": "flightsql"}
+DIALECTS = {"postgres": "postgres", "sqlite": "sqlite", "flightsql": None}  # Flight SQL: unknown engine
+
+# Node types whose meaning is the same in DuckDB and the source's dialect (after sqlglot's transpiling).
+PUSHABLE = (
+    exp.Select, exp.From, exp.Join, exp.Table, exp.TableAlias, exp.Column, exp.Identifier, exp.Star,
+    exp.Literal, exp.Null, exp.Boolean, exp.Alias, exp.Where, exp.Group, exp.Having, exp.Distinct,
+    exp.Paren, exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.Is, exp.In, exp.Count, exp.Sum, exp.Min,
+    exp.Max, exp.Limit, exp.Neg,
+)
+ORDERED = (exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between)  # pushable on numbers and dates only
+ARITHMETIC = (exp.Add, exp.Sub, exp.Mul)                    # pushable on numbers only
+NUMERIC_OR_DATE = {"int", "float", "decimal", "date", "timestamp"}
+
+
+def source_kind(uri: str) -> str | None:
+    """'postgres', 'sqlite' or 'flightsql' for a database URI, None for a file path."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    return SCHEMES.get(scheme)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a party's tables live: an ADBC URI, the schema its tables are in, a password file."""
+
+    uri: str
+    schema: str | None = None
+    password_file: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        kind = source_kind(self.uri)
+        if kind is None:
+            raise ConfigError(f"not a database URI: {redact(self.uri)}")
+        return kind
+
+    @property
+    def dialect(self) -> str | None:
+        return DIALECTS[self.kind]
+
+
+def redact(uri: str) -> str:
+    """The URI with any password replaced, for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _connect(source: Source):
+    """An ADBC DB-API connection, read-only."""
+    kind = source.kind
+    try:
+        if kind == "postgres":
+            import adbc_driver_postgresql.dbapi as driver
+            uri = source.uri
+            if source.password_file is not None:
+                parts = urllib.parse.urlsplit(uri)
+                password = urllib.parse.quote(source.password_file.read_text().strip(), safe="")
+                user = parts.username or ""
+                host = parts.netloc.rsplit("@", 1)[-1]
+                uri = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+            con = driver.connect(uri)
+            with con.cursor() as cur:
+                cur.execute("SET default_transaction_read_only = on")
+            con.commit()
+            return con
+        if kind == "sqlite":
+            import adbc_driver_sqlite.dbapi as driver
+            path = source.uri.split("://", 1)[1]
+            return driver.connect(f"file:{path}?mode=ro")
+        import adbc_driver_flightsql.dbapi as driver
+        return driver.connect(source.uri)
+    except ImportError as exc:
+        extra = {"postgres": "postgresql", "sqlite": "sqlite", "flightsql": "flightsql"}[kind]
+        raise ConfigError(f"the {kind} source needs its ADBC driver: pip install 'sqlsecure[{extra}]' "
+                          f"({exc.name} is missing)") from None
+
+
+def _numeric_type(field: pa.Field) -> pa.DataType:
+    """PostgreSQL numeric(p, s) (typmod = ((p << 16) | s) + 4) as DECIMAL(p, s); unconstrained as DOUBLE."""
+    typmod = int((field.metadata or {}).get(b"POSTGRESQL:typmod", b"-1"))
+    if typmod < 4:
+        return pa.float64()
+    precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
+    return pa.decimal128(precision, scale) if precision <= 38 else pa.float64()
+
+
+def _plain_type(field: pa.Field) -> pa.DataType | None:
+    """The Arrow type a source column is read as, or None where it has no exact DuckDB equivalent."""
+    t = field.type
+    if isinstance(t, pa.BaseExtensionType):
+        if getattr(t, "type_name", None) == "numeric":
+            return _numeric_type(field)
+        return None
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        return pa.timestamp(t.unit, tz="UTC")
+    if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_string(t)
+            or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_boolean(t)
+            or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_timestamp(t)):
+        return t
+    return None
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A source's result with `schema`'s names and types: opaque numerics parsed from their text, then
+    exact casts only (a value that does not fit is a DataError naming the column, never rounded)."""
+    if table.num_columns != len(schema):
+        raise OperationalError(f"the source returned {table.num_columns} columns, expected {len(schema)}")
+    columns = []
+    for column, field in zip(table.columns, schema):
+        if isinstance(column.type, pa.BaseExtensionType):
+            column = pa.chunked_array([c.storage for c in column.chunks], type=column.type.storage_type)
+        try:
+            columns.append(pc.cast(column, field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(f"column {field.name!r}: a source value does not fit {field.type}") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _family(duck_type: str) -> str:
+    t = duck_type.upper()
+    if t.startswith(("DECIMAL", "NUMERIC")):
+        return "decimal"
+    if t in {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}:
+        return "int"
+    if t in {"FLOAT", "DOUBLE", "REAL"}:
+        return "float"
+    if t == "DATE":
+        return "date"
+    if t.startswith("TIMESTAMP"):
+        return "timestamp"
+    return "other"
+
+
+class AdbcStore:
+    """One party's tables in a database reached through ADBC; read-only SQL over them (module docstring)."""
+
+    writable = False
+
+    def __init__(self, party: str, source: Source):
+        self.party = party
+        self.source = source
+        self._lock = threading.Lock()
+        try:
+            self._con = _connect(source)
+        except ConfigError:
+            raise
+        except Exception as exc:  # the driver's own error classes
+            raise ConfigError(f"party {party!r}: cannot connect to {redact(source.uri)}: "
+                              f"{type(exc).__name__}") from exc
+        self._schemas = self._read_catalog()
+        self._mirror = duckdb.connect(":memory:")  # empty tables of the same types: typing only
+        for name, schema in self._schemas.items():
+            self._mirror.register(name, pa.Table.from_batches([], schema=schema))
+        self._types = {name: {c: t for c, t in self._describe(name)} for name in self._schemas}
+
+    # -- catalog ----------------------------------------------------------------------------------
+    def _qualified(self, table: str) -> str:
+        name = exp.to_identifier(table, quoted=True)
+        parts = [name] if not self.source.schema else [exp.to_identifier(self.source.schema, quoted=True), name]
+        return ".".join(p.sql(dialect=self.source.dialect or "") for p in parts)
+
+    def _table_names(self) -> list[str]:
+        objects = self._con.adbc_get_objects(depth="tables", db_schema_filter=self.source.schema).read_all()
+        names = []
+        for catalog in objects.to_pylist():
+            for schema in catalog["catalog_db_schemas"] or []:
+                if self.source.kind == "postgres" and schema["db_schema_name"] in ("pg_catalog", "information_schema"):
+                    continue
+                for table in schema["db_schema_tables"] or []:
+                    if table["table_type"] in ("table", "view", "TABLE", "VIEW", "BASE TABLE"):
+                        names.append(table["table_name"])
+        return sorted(set(names))
+
+    def _read_catalog(self) -> dict[str, pa.Schema]:
+        out = {}
+        try:
+            names = self._table_names()
+            for name in names:
+                if self.source.kind == "sqlite":  # dynamically typed: its declared types, as ADBC maps them
+                    raw = self._con.adbc_get_table_schema(name)
+                else:  # a typed result carries PostgreSQL's numeric precision (typmod)
+                    raw = self._fetch(f"SELECT * FROM {self._qualified(name)} LIMIT 0").schema
+                fields = []
+                for field in raw:
+                    plain = _plain_type(field)
+                    if plain is None:
+                        log.warning("party %s: table %s left out: column %s has type %s with no DuckDB equivalent",
+                                    self.party, name, field.name, field.type)
+                        break
+                    fields.append(pa.field(field.name, plain))
+                else:
+                    out[name] = pa.schema(fields)
+        except OperationalError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"party {self.party!r}: cannot read the catalog of {redact(self.source.uri)}: "
+                              f"{type(exc).__name__}") from exc
+        return out
+
+    def _describe(self, name: str) -> list[tuple[str, str]]:
+        rows = self._mirror.execute(f"DESCRIBE {exp.to_identifier(name, quoted=True).sql()}").fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def schema(self) -> dict[str, list[tuple[str, str]]]:
+        """Table name -> [(column, DuckDB type)], from the source's own metadata."""
+        return {name: self._describe(name) for name in self._schemas}
+
+    def sizes(self) -> dict[str, int]:
+        """Table name -> row count rounded up to a power of two (as `PartyStore.sizes`)."""
+        out = {}
+        for name in self._schemas:
+            (count,) = self._fetch(f"SELECT COUNT(*) AS n FROM {self._qualified(name)}").column(0).to_pylist()
+            out[name] = 1 << max(int(count) - 1, 0).bit_length()
+        return out
+
+    # -- queries ----------------------------------------------------------------------------------
+    def _fetch(self, sql: str) -> pa.Table:
+        try:
+            with self._lock:
+                cur = self._con.cursor()
+                try:
+                    cur.execute(sql)
+                    return cur.fetch_arrow_table()
+                finally:
+                    cur.close()
+                    if self.source.kind == "postgres":
+                        self._con.rollback()  # end the read-only transaction
+        except Exception as exc:
+            raise OperationalError(f"party {self.party!r}: the source refused a pushed-down query: {exc}\n"
+                                   f"  SQL: {sql}") from exc
+
+    def _family_of(self, node: exp.Expression, tables: dict[str, str]) -> str:
+        """The type family of a column (or 'other' where it is not a plain column)."""
+        if isinstance(node, exp.Column):
+            table = tables.get(node.table) if node.table else next(iter(tables.values()), None)
+            return _family(self._types.get(table, {}).get(node.name, "other"))
+        if isinstance(node, exp.Literal) and not node.is_string:
+            return "int"
+        if isinstance(node, exp.Paren):
+            return self._family_of(node.this, tables)
+        return "other"
+
+    def _pushable(self, tree: exp.Expression, tables: dict[str, str]) -> bool:
+        """Whether every node of `tree` means the same in the source's dialect."""
+        if self.source.dialect is None:
+            return False
+        for node in tree.walk():
+            if isinstance(node, ORDERED + ARITHMETIC):
+                operands = [node.this, *(node.args.get(k) for k in ("expression", "low", "high"))]
+                families = {self._family_of(o, tables) for o in operands if o is not None}
+                allowed = {"int", "float", "decimal"} if isinstance(node, ARITHMETIC) else NUMERIC_OR_DATE
+                if not families <= allowed:
+                    return False
+            elif isinstance(node, exp.In) and node.args.get("query") is not None:
+                return False
+            elif isinstance(node, exp.Join) and (node.side or node.kind not in ("", "INNER")):
+                return False
+            elif isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct):
+                continue
+            elif not isinstance(node, PUSHABLE):
+                return False
+        return True
+
+    def _tables(self, tree: exp.Expression) -> dict[str, str]:
+        """alias -> table name of every table the query reads (all must be this party's)."""
+        out = {}
+        for table in tree.find_all(exp.Table):
+            if table.name not in self._schemas:
+                raise OperationalError(f"party {self.party!r}: no table {table.name!r} in its source")
+            out[table.alias_or_name] = table.name
+        return out
+
+    def pushdown(self, sql: str) -> tuple[str, bool]:
+        """(the SQL the source runs, whether the query runs there whole); for EXPLAIN."""
+        tree = sqlglot.parse_one(sql, read="duckdb")
+        tables = self._tables(tree)
+        if self._pushable(tree, tables):
+            return self._transpiled(tree), True
+        return "; ".join(self._fetch_plan(tree, name)[0] for name in sorted(set(tables.values()))), False
+
+    def _transpiled(self, tree: exp.Expression) -> str:
+        tree = tree.copy()
+        for table in tree.find_all(exp.Table):
+            if self.source.schema:
+                table.set("db", exp.to_identifier(self.source.schema, quoted=True))
+        try:
+            return tree.sql(dialect=self.source.dialect, unsupported_level=ErrorLevel.RAISE)
+        except SqlglotError as exc:
+            raise OperationalError(f"party {self.party!r}: cannot write the query for its source: {exc}") from None
+
+    def _fetch_plan(self, tree: exp.Expression, name: str) -> tuple[str, pa.Schema]:
+        """SELECT the columns of table `name` the query uses (with the WHERE conjuncts that push, when the
+        query reads that table alone), and the schema of what it returns."""
+        aliases = {alias for alias, table in self._tables(tree).items() if table == name}
+        used = {c.name for c in tree.find_all(exp.Column) if c.table in aliases or not c.table}
+        schema = self._schemas[name]
+        columns = [f.name for f in schema if f.name in used] or [schema[0].name]
+        query = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
+            exp.table_(name, db=self.source.schema, quoted=True))
+        where = tree.args.get("where") if isinstance(tree, exp.Select) else None
+        if where is not None and len(self._tables(tree)) == 1 and self.source.dialect is not None:
+            (alias,) = aliases
+            for conjunct in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
+                if self._pushable(conjunct, {alias: name}):
+                    query = query.where(conjunct.copy().transform(_unqualify), copy=False)
+        return query.sql(dialect=self.source.dialect or ""), pa.schema([schema.field(c) for c in columns])
+
+    def query(self, sql: str) -> pa.Table:
+        """Run DuckDB-dialect read-only SQL over this party's tables where they live; DuckDB's result types."""
+        tree = sqlglot.parse_one(sql, read="duckdb")
+        tables = self._tables(tree)
+        try:
+            expected = self._mirror.sql(sql).to_arrow_table().schema
+        except duckdb.Error as exc:
+            raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
+        if self._pushable(tree, tables):
+            return _conform(self._fetch(self._transpiled(tree)), expected)
+        local = duckdb.connect(":memory:")
+        try:
+            for name in set(tables.values()):
+                fetch, wanted = self._fetch_plan(tree, name)
+                local.register(name, _conform(self._fetch(fetch), wanted))
+            try:
+                return _conform(local.sql(sql).to_arrow_table(), expected)
+            except duckdb.Error as exc:
+                raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
+        finally:
+            local.close()
+
+    def write(self, sql: str, result: pa.Table | None = None) -> int:
+        raise OperationalError(f"party {self.party!r}: its source {redact(self.source.uri)} is read-only here")
+
+    def close(self) -> None:
+        self._mirror.close()
+        self._con.close()
+
+
+def _unqualify(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Column) and node.table:
+        return exp.column(node.name, quoted=True)
+    return node
+
