@@ -22,6 +22,24 @@ p <= 38 as DECIMAL(p, s), unconstrained `numeric` as DOUBLE (as DuckDB's own Pos
 does); any other type (arrays, JSON, geometric, ...) leaves its table out of the catalog with a
 warning in the party's log. The connection is read-only (PostgreSQL `default_transaction_read_only`,
 SQLite `mode=ro`); the store never writes.
+
+Tables are found in the source's metadata (ADBC GetObjects), each qualified by the schema it is in;
+`Source.schema` limits them to one schema, and a table name found in two schemas is a ConfigError
+asking for it. The private DuckDBs (typing mirror, local finish) run in UTC, so timestamps with time
+zone come back as `TIMESTAMP WITH TIME ZONE` in UTC whatever the machine's zone.
+
+**Arrow Flight SQL** (`grpc://host:port`, `grpc+tls://host:port`; ADBC's Flight SQL driver): the
+endpoint may front any engine, so its dialect is unknown and nothing is pushed whole: the store sends
+only `SELECT "col", ... FROM "schema"."table"` (ANSI double-quoted identifiers, no WHERE, function or
+aggregate) and finishes every query locally. These are the only statements it ever sends, which is
+what keeps it read-only there (Flight SQL has no read-only session). Column types come from the
+endpoint's metadata (CommandGetTables with the table's Arrow schema), mapped as above. The user name is
+the URI's (`grpc+tls://analyst@host:port`), the password comes from `password_file` (or the URI), both
+sent as the driver's `username` / `password` (HTTP basic login on Handshake, then a bearer token); the
+URI given to the driver carries no user info. For a certificate not signed by a system CA,
+`Source.tls_root_certs` names the PEM file of the CA to trust (the driver's
+`adbc.flight.sql.client_option.tls_root_certs`). Failures to connect or to read the catalog are
+ConfigErrors naming the URI with its password masked and the driver's reason.
 """
 
 from __future__ import annotations
