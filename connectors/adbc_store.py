@@ -117,6 +117,9 @@ def redact(uri: str) -> str:
 def _connect(source: Source):
     """An ADBC DB-API connection, read-only."""
     kind = source.kind
+    if source.tls_root_certs is not None and not source.uri.lower().startswith("grpc+tls://"):
+        raise ConfigError(f"tls_root_certs is for a grpc+tls:// endpoint, not {redact(source.uri)}: "
+                          "remove it or use grpc+tls://")
     try:
         if kind == "postgres":
             import adbc_driver_postgresql.dbapi as driver
@@ -157,8 +160,6 @@ def _flightsql_options(source: Source) -> tuple[str, dict[str, str]]:
     elif parts.password is not None:
         options["password"] = urllib.parse.unquote(parts.password)
     if source.tls_root_certs is not None:
-        if parts.scheme.lower() != "grpc+tls":
-            raise ConfigError(f"tls_root_certs is for a grpc+tls:// endpoint, not {redact(source.uri)}")
         try:
             options["adbc.flight.sql.client_option.tls_root_certs"] = source.tls_root_certs.read_text()
         except OSError as exc:
