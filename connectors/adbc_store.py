@@ -31,7 +31,8 @@ zone come back as `TIMESTAMP WITH TIME ZONE` in UTC whatever the machine's zone.
 **Arrow Flight SQL** (`grpc://host:port`, `grpc+tls://host:port`; ADBC's Flight SQL driver): the
 endpoint may front any engine, so its dialect is unknown and nothing is pushed whole: the store sends
 only `SELECT "col", ... FROM "schema"."table"` (ANSI double-quoted identifiers, no WHERE, function or
-aggregate) and finishes every query locally. These are the only statements it ever sends, which is
+aggregate) and finishes every query locally; `sizes()` adds `SELECT COUNT(*) AS n FROM` each table.
+These are the only statements it ever sends, which is
 what keeps it read-only there (Flight SQL has no read-only session). Column types come from the
 endpoint's metadata (CommandGetTables with the table's Arrow schema), mapped as above. The user name is
 the URI's (`grpc+tls://analyst@host:port`), the password comes from `password_file` (or the URI), both
