@@ -22,6 +22,25 @@ p <= 38 as DECIMAL(p, s), unconstrained `numeric` as DOUBLE (as DuckDB's own Pos
 does); any other type (arrays, JSON, geometric, ...) leaves its table out of the catalog with a
 warning in the party's log. The connection is read-only (PostgreSQL `default_transaction_read_only`,
 SQLite `mode=ro`); the store never writes.
+
+Tables are found in the source's metadata (ADBC GetObjects), each qualified by the schema it is in;
+`Source.schema` limits them to one schema, and a table name found in two schemas is a ConfigError
+asking for it. The private DuckDBs (typing mirror, local finish) run in UTC, so timestamps with time
+zone come back as `TIMESTAMP WITH TIME ZONE` in UTC whatever the machine's zone.
+
+**Arrow Flight SQL** (`grpc://host:port`, `grpc+tls://host:port`; ADBC's Flight SQL driver): the
+endpoint may front any engine, so its dialect is unknown and nothing is pushed whole: the store sends
+only `SELECT "col", ... FROM "schema"."table"` (ANSI double-quoted identifiers, no WHERE, function or
+aggregate) and finishes every query locally; `sizes()` adds `SELECT COUNT(*) AS n FROM` each table.
+These are the only statements it ever sends, which is
+what keeps it read-only there (Flight SQL has no read-only session). Column types come from the
+endpoint's metadata (CommandGetTables with the table's Arrow schema), mapped as above. The user name is
+the URI's (`grpc+tls://analyst@host:port`), the password comes from `password_file` (or the URI), both
+sent as the driver's `username` / `password` (HTTP basic login on Handshake, then a bearer token); the
+URI given to the driver carries no user info. For a certificate not signed by a system CA,
+`Source.tls_root_certs` names the PEM file of the CA to trust (the driver's
+`adbc.flight.sql.client_option.tls_root_certs`). Failures to connect or to read the catalog are
+ConfigErrors naming the URI with its password masked and the driver's reason.
 """
 
 from __future__ import annotations
@@ -67,11 +86,13 @@ def source_kind(uri: str) -> str | None:
 
 @dataclass(frozen=True)
 class Source:
-    """Where a party's tables live: an ADBC URI, the schema its tables are in, a password file."""
+    """Where a party's tables live: an ADBC URI, the schema its tables are in, a password file, and for
+    `grpc+tls://` the PEM file of the CA that signed the endpoint's certificate (else the system's CAs)."""
 
     uri: str
     schema: str | None = None
     password_file: Path | None = None
+    tls_root_certs: Path | None = None
 
     @property
     def kind(self) -> str:
@@ -97,6 +118,9 @@ def redact(uri: str) -> str:
 def _connect(source: Source):
     """An ADBC DB-API connection, read-only."""
     kind = source.kind
+    if source.tls_root_certs is not None and not source.uri.lower().startswith("grpc+tls://"):
+        raise ConfigError(f"tls_root_certs is for a grpc+tls:// endpoint, not {redact(source.uri)}: "
+                          "remove it or use grpc+tls://")
     try:
         if kind == "postgres":
             import adbc_driver_postgresql.dbapi as driver
@@ -117,11 +141,39 @@ def _connect(source: Source):
             path = source.uri.split("://", 1)[1]
             return driver.connect(f"file:{path}?mode=ro")
         import adbc_driver_flightsql.dbapi as driver
-        return driver.connect(source.uri)
+        uri, options = _flightsql_options(source)
+        return driver.connect(uri, db_kwargs=options, autocommit=True)
     except ImportError as exc:
         extra = {"postgres": "postgresql", "sqlite": "sqlite", "flightsql": "flightsql"}[kind]
         raise ConfigError(f"the {kind} source needs its ADBC driver: pip install 'sqlsecure[{extra}]' "
                           f"({exc.name} is missing)") from None
+
+
+def _flightsql_options(source: Source) -> tuple[str, dict[str, str]]:
+    """The endpoint URI without user info, and the driver's options: the user and password (from the URI
+    or the password file) for HTTP basic authentication, the CA certificates to trust for TLS."""
+    parts = urllib.parse.urlsplit(source.uri)
+    options = {}
+    if parts.username:
+        options["username"] = urllib.parse.unquote(parts.username)
+    if source.password_file is not None:
+        options["password"] = source.password_file.read_text().strip()
+    elif parts.password is not None:
+        options["password"] = urllib.parse.unquote(parts.password)
+    if source.tls_root_certs is not None:
+        try:
+            options["adbc.flight.sql.client_option.tls_root_certs"] = source.tls_root_certs.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read tls_root_certs {source.tls_root_certs}: {exc.strerror}") from None
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), options
+
+
+def _reason(exc: Exception, source: Source) -> str:
+    """The driver's error message, first line, with the URI's password (if any) masked."""
+    message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    password = urllib.parse.urlsplit(source.uri).password
+    return message.replace(password, "***") if password else message
 
 
 def _numeric_type(field: pa.Field) -> pa.DataType:
@@ -194,39 +246,47 @@ class AdbcStore:
         except ConfigError:
             raise
         except Exception as exc:  # the driver's own error classes
-            raise ConfigError(f"party {party!r}: cannot connect to {redact(source.uri)}: "
-                              f"{type(exc).__name__}") from exc
+            raise ConfigError(f"party {party!r}: cannot connect to {redact(source.uri)}: {_reason(exc, source)}; "
+                              "check the party's database URI and credentials") from exc
         self._schemas = self._read_catalog()
-        self._mirror = duckdb.connect(":memory:")  # empty tables of the same types: typing only
+        self._mirror = _utc_duckdb()  # empty tables of the same types: typing only
         for name, schema in self._schemas.items():
             self._mirror.register(name, pa.Table.from_batches([], schema=schema))
         self._types = {name: {c: t for c, t in self._describe(name)} for name in self._schemas}
 
     # -- catalog ----------------------------------------------------------------------------------
     def _qualified(self, table: str) -> str:
-        name = exp.to_identifier(table, quoted=True)
-        parts = [name] if not self.source.schema else [exp.to_identifier(self.source.schema, quoted=True), name]
-        return ".".join(p.sql(dialect=self.source.dialect or "") for p in parts)
+        return exp.table_(table, db=self._homes.get(table), quoted=True).sql(dialect=self.source.dialect or "")
 
-    def _table_names(self) -> list[str]:
+    def _table_homes(self) -> dict[str, str | None]:
+        """Table name -> the schema it is in (None where the source has one namespace), from the source's
+        metadata. A name found in two schemas (or catalogs) is a ConfigError: the party sets `schema`."""
         objects = self._con.adbc_get_objects(depth="tables", db_schema_filter=self.source.schema).read_all()
-        names = []
+        homes: dict[str, list[str | None]] = {}
         for catalog in objects.to_pylist():
             for schema in catalog["catalog_db_schemas"] or []:
                 if self.source.kind == "postgres" and schema["db_schema_name"] in ("pg_catalog", "information_schema"):
                     continue
+                home = None if self.source.kind == "sqlite" else schema["db_schema_name"] or None
                 for table in schema["db_schema_tables"] or []:
                     if table["table_type"] in ("table", "view", "TABLE", "VIEW", "BASE TABLE"):
-                        names.append(table["table_name"])
-        return sorted(set(names))
+                        homes.setdefault(table["table_name"], []).append(home)
+        for name, found in homes.items():
+            if len(found) > 1:
+                raise ConfigError(f"party {self.party!r}: table {name!r} is in more than one schema of "
+                                  f"{redact(self.source.uri)} ({', '.join(sorted(map(str, found)))}): "
+                                  "set the party's schema")
+        return {name: found[0] for name, found in sorted(homes.items())}
 
     def _read_catalog(self) -> dict[str, pa.Schema]:
         out = {}
         try:
-            names = self._table_names()
-            for name in names:
+            self._homes = self._table_homes()
+            for name, home in self._homes.items():
                 if self.source.kind == "sqlite":  # dynamically typed: its declared types, as ADBC maps them
                     raw = self._con.adbc_get_table_schema(name)
+                elif self.source.kind == "flightsql":  # the endpoint's metadata (CommandGetTables): any engine
+                    raw = self._con.adbc_get_table_schema(name, db_schema_filter=home)
                 else:  # a typed result carries PostgreSQL's numeric precision (typmod)
                     raw = self._fetch(f"SELECT * FROM {self._qualified(name)} LIMIT 0").schema
                 fields = []
@@ -239,11 +299,12 @@ class AdbcStore:
                     fields.append(pa.field(field.name, plain))
                 else:
                     out[name] = pa.schema(fields)
-        except OperationalError:
+        except (ConfigError, OperationalError):
             raise
         except Exception as exc:
             raise ConfigError(f"party {self.party!r}: cannot read the catalog of {redact(self.source.uri)}: "
-                              f"{type(exc).__name__}") from exc
+                              f"{_reason(exc, self.source)}; check that the source runs and is reachable at "
+                              "that address") from exc
         return out
 
     def _describe(self, name: str) -> list[tuple[str, str]]:
@@ -330,8 +391,8 @@ class AdbcStore:
     def _transpiled(self, tree: exp.Expression) -> str:
         tree = tree.copy()
         for table in tree.find_all(exp.Table):
-            if self.source.schema:
-                table.set("db", exp.to_identifier(self.source.schema, quoted=True))
+            if self._homes.get(table.name):
+                table.set("db", exp.to_identifier(self._homes[table.name], quoted=True))
         try:
             return tree.sql(dialect=self.source.dialect, unsupported_level=ErrorLevel.RAISE)
         except SqlglotError as exc:
@@ -345,7 +406,7 @@ class AdbcStore:
         schema = self._schemas[name]
         columns = [f.name for f in schema if f.name in used] or [schema[0].name]
         query = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
-            exp.table_(name, db=self.source.schema, quoted=True))
+            exp.table_(name, db=self._homes.get(name), quoted=True))
         where = tree.args.get("where") if isinstance(tree, exp.Select) else None
         if where is not None and len(self._tables(tree)) == 1 and self.source.dialect is not None:
             (alias,) = aliases
@@ -364,7 +425,7 @@ class AdbcStore:
             raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
         if self._pushable(tree, tables):
             return _conform(self._fetch(self._transpiled(tree)), expected)
-        local = duckdb.connect(":memory:")
+        local = _utc_duckdb()
         try:
             for name in set(tables.values()):
                 fetch, wanted = self._fetch_plan(tree, name)
@@ -382,6 +443,14 @@ class AdbcStore:
     def close(self) -> None:
         self._mirror.close()
         self._con.close()
+
+
+def _utc_duckdb() -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB whose time zone is UTC, so results and casts of timestamps with time zone
+    do not depend on the machine's."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def _unqualify(node: exp.Expression) -> exp.Expression:
