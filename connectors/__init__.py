@@ -1,5 +1,14 @@
-"""Connectors: how a party's own data is reached (its DuckDB database and the files it registers as tables)."""
+"""Connectors: how a party's own data is reached — its DuckDB database and data files (`duckdb_store`), or a
+database behind ADBC: PostgreSQL, SQLite, an Arrow Flight SQL endpoint (`adbc_store`)."""
 
+from sqlsecure.connectors.adbc_store import AdbcStore, Source
 from sqlsecure.connectors.duckdb_store import PartyStore, TableSource
 
-__all__ = ["PartyStore", "TableSource"]
+__all__ = ["AdbcStore", "PartyStore", "Source", "TableSource", "open_store"]
+
+
+def open_store(party, writable: bool = False):
+    """The store of a party's configuration (`federation.PartyConfig`): its ADBC source, or its DuckDB."""
+    if party.source is not None:
+        return AdbcStore(party.name, party.source)
+    return PartyStore(party.name, party.database, party.tables, writable=writable)

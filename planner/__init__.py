@@ -19,7 +19,7 @@ from sqlsecure.planner.cost import Link
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.logical import Node
-from sqlsecure.planner.parse import load_query
+from sqlsecure.planner.parse import load_query, parse_query, resolved_names
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
@@ -37,9 +37,11 @@ class QueryPlan:
     physical: PhysicalPlan
 
     visibility: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # output -> ((party, constraint), ...)
+    names: tuple[str, ...] = ()  # how each bare table name resolved (a federation view, the issuer's table)
 
-    def explain(self) -> str:
-        return render_explain(self)
+    def explain(self, pushdown=None) -> str:
+        """EXPLAIN text; `pushdown(party, sql)`: lines saying how a party's source runs its SQL, or None."""
+        return render_explain(self, pushdown)
 
 
 def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
@@ -95,7 +97,8 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     physical = place(optimized, ctx)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
-    return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog))
+    names = resolved_names(parse_query(sql, dialect), catalog, issuer)
+    return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names)
 
 
 def _visibility(tree, policy: RevealPolicy, catalog: Catalog):

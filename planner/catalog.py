@@ -14,10 +14,12 @@ from sqlsecure.policy.grants import ColumnRef
 class Catalog:
     """party -> table -> ((column, DuckDB type), ...); `sizes(party)` -> table -> row count rounded up to
     a power of two (the coarse statistic a party publishes for the planner's cost model), asked afresh
-    on each use so that every party re-deriving a plan sees what the issuer saw."""
+    on each use so that every party re-deriving a plan sees what the issuer saw; `views`: the
+    federation's views (planner/views.py), expanded into every query that names them."""
 
     tables: dict[str, dict[str, tuple[tuple[str, str], ...]]]
     sizes: Callable[[str], dict[str, int]] | None = field(default=None, compare=False)
+    views: dict = field(default_factory=dict, compare=False)  # federation views: name -> parsed query
 
     def has_party(self, party: str) -> bool:
         return party in self.tables

@@ -71,13 +71,17 @@ def _spu_estimate(step) -> str:
     return text
 
 
-def render_explain(plan) -> str:
+def render_explain(plan, pushdown=None) -> str:
     phys = plan.physical
-    lines = [f"EXPLAIN  (issuer: {phys.issuer})", "", "operators:"]
+    lines = [f"EXPLAIN  (issuer: {phys.issuer})", ""]
+    if plan.names:
+        lines += ["names:"] + [f"  {line}" for line in plan.names] + [""]
+    lines.append("operators:")
     for n, step in enumerate(phys.steps, 1):
         if isinstance(step, RunLocal):
             lines.append(f"  [{n}] PYU({step.party})  pushdown -> {step.out}")
             lines.append(f"        {step.sql}")
+            lines += [f"        {line}" for line in (pushdown(step.party, step.sql) if pushdown else None) or ()]
         elif isinstance(step, EquiJoin):
             protocol = {"kkrt": "KKRT16 OT-based PSI", "ecdh": "ECDH-PSI (X25519)",
                         "unbalanced": f"unbalanced ECDH-PSI ({step.large}'s set prepared once, reused)"}[step.psi]

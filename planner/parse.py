@@ -18,6 +18,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from sqlsecure.errors import PlanError
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.views import expand_views, used_views
 
 # Scalar functions that read the host environment or files.
 DENIED_FUNCTIONS = {
@@ -120,7 +121,21 @@ def bind_parameters(tree: exp.Expression, parameters) -> exp.Expression:
     return tree
 
 
+def resolved_names(tree: exp.Expression, catalog: Catalog, issuer: str | None) -> tuple[str, ...]:
+    """How each bare table name of a query resolves, for EXPLAIN: a federation view, or the issuer's table."""
+    out = [f"{name}: the federation view {name}" for name in used_views(tree, catalog.views)]
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        name = table.name
+        line = f"{name}: {issuer}.{name} (the issuer's own table)"
+        if (not table.db and name not in ctes and name not in catalog.views and issuer is not None
+                and catalog.has_table(issuer, name) and line not in out):
+            out.append(line)
+    return tuple(out)
+
+
 def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer: str | None = None) -> exp.Expression:
-    tree = bind_parameters(parse_query(sql, dialect), parameters)
+    """Parse, bind `?` parameters, expand federation views, check references, qualify."""
+    tree = expand_views(bind_parameters(parse_query(sql, dialect), parameters), catalog.views)
     check_references(tree, catalog, sql, issuer)
     return qualify_query(tree, catalog, dialect, sql)

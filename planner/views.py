@@ -24,20 +24,28 @@ from sqlsecure.planner.catalog import Catalog
 MAX_DEPTH = 32  # views of views, at most this deep
 
 
-def parse_views(raw: dict, dialect: str, where: str = "[views]") -> dict[str, exp.Query]:
-    """Each view's parsed query; ConfigError naming the view for anything that is not one SELECT."""
+def parse_views(raw: dict, dialect: str, problem=None) -> dict[str, exp.Query]:
+    """Each view's parsed query. A view that is not one SELECT is reported as `problem(key, text)` (the
+    federation loader's collector) or, without one, raised as a ConfigError naming the view."""
     from sqlsecure.planner.parse import parse_query  # parse imports this module
 
+    def report(key: str, text: str) -> None:
+        if problem is None:
+            raise ConfigError(f"[{key}]: {text}" if key == "views" else f"[views].{key[6:]}: {text}")
+        problem(key, text)
+
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table of name = \"SELECT ...\"")
+        report("views", 'must be a table of name = "SELECT ..."')
+        return {}
     views = {}
     for name, sql in raw.items():
         if not isinstance(sql, str):
-            raise ConfigError(f"{where}.{name} must be a string holding one SELECT query")
+            report(f"views.{name}", "must be a string holding one SELECT query")
+            continue
         try:
             views[name] = parse_query(sql, dialect)
         except PlanError as exc:
-            raise ConfigError(f"{where}.{name}: {exc}") from None
+            report(f"views.{name}", str(exc))
     return views
 
 

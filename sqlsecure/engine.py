@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from sqlsecure.connectors import PartyStore
+from sqlsecure.connectors import AdbcStore, PartyStore, open_store
+from sqlsecure.planner.views import check_views
 from sqlsecure.errors import ConfigError, InterfaceError, NotSupportedError, PlanError, PolicyViolation
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
@@ -66,11 +67,15 @@ class Engine:
                 schemas = network.schemas(list(self.config.parties))
             else:
                 for name, party in self.config.parties.items():
-                    self._stores[name] = PartyStore(name, party.database, party.tables, writable=name == writer)
+                    self._stores[name] = open_store(party, writable=name == writer)
                 schemas = {name: store.schema() for name, store in self._stores.items()}
             sizes = network.sizes if network is not None else (lambda party: self._stores[party].sizes())
             self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
-                                    for name, tables in schemas.items()}, sizes)
+                                    for name, tables in schemas.items()}, sizes, self.config.views)
+            try:
+                self.view_columns = check_views(self.config.views, self.catalog, self.config.dialect)
+            except ConfigError as exc:
+                raise ConfigError([f"{self.config.path}: views: {p}" for p in exc.problems]) from None
             self.link = Link(self.config.link_rtt_ms / 1000, self.config.link_mbps * 1e6 / 8) \
                 if network is not None else Link()
             self.grants = resolve_grants(self.config, self.catalog.all_columns())
@@ -115,7 +120,7 @@ class Engine:
     def refresh_catalog(self, party: str) -> None:
         tables = dict(self.catalog.tables)
         tables[party] = {t: tuple(cols) for t, cols in self._stores[party].schema().items()}
-        self.catalog = Catalog(tables, self.catalog.sizes)
+        self.catalog = Catalog(tables, self.catalog.sizes, self.catalog.views)
 
     @property
     def parties(self) -> list[str]:
@@ -144,13 +149,25 @@ class Engine:
 
     def explain(self, sql: str, issuer: str) -> str:
         plan = self.plan(sql, issuer)
-        text = plan.explain()
+        text = plan.explain(self._pushdown)
         if plan.physical.epsilon:
             budget = self.policy.budgets[issuer]
             spent = self.ledger.spent(issuer)
             text += (f"\nprivacy budget of {issuer}: ε spent {spent.epsilon:g} of {budget.epsilon:g}, "
                      f"{budget.epsilon - spent.epsilon:g} left before this query")
         return text
+
+    def _pushdown(self, party: str, sql: str) -> list[str] | None:
+        """For EXPLAIN: what a party whose data lives in a database (ADBC) runs there."""
+        store = self._stores.get(party)
+        if not isinstance(store, AdbcStore):
+            return None
+        kind = {"postgres": "PostgreSQL", "sqlite": "SQLite", "flightsql": "Flight SQL"}[store.source.kind]
+        source_sql, whole = store.pushdown(sql)
+        if whole:
+            return [f"runs at its {kind} source as: {source_sql}"]
+        return [f"fetched from its {kind} source: {source_sql}",
+                "finished in DuckDB at the party (a construct without an exact equivalent in the source's dialect)"]
 
     def execute(self, sql: str, issuer: str, parameters=None) -> QueryResult:
         """Run a query (`?` markers bound to `parameters`); `EXPLAIN <query>` returns the plan as a table."""

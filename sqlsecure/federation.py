@@ -16,18 +16,20 @@ from pathlib import Path
 import sqlglot
 
 from sqlsecure.connectors import TableSource
+from sqlsecure.connectors.adbc_store import Source, redact, source_kind
 from sqlsecure.errors import ConfigError
 from sqlsecure.policy.masking import parse_masks
 from sqlsecure.policy.privacy import parse_privacy
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
+from sqlsecure.planner.views import parse_views
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
                    "group_sums", "he_key_bits", "link_rtt_ms", "link_mbps", "psi"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
-PARTY_KEYS = {"database", "tables"} | NODE_KEYS
+PARTY_KEYS = {"database", "tables", "schema", "password_file"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
-TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave", "dealer"}
+TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave", "dealer", "views"}
 ENCLAVE_KEYS = {"authority", "measurements", "placement"} | NODE_KEYS
 ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
 
@@ -37,6 +39,7 @@ class PartyConfig:
     name: str
     database: Path | None
     tables: tuple[TableSource, ...]
+    source: Source | None = None  # a database reached through ADBC (PostgreSQL, SQLite, Flight SQL)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class FederationConfig:
     link_mbps: float = 1000.0  # network mode: the bandwidth it assumes
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh" (X25519)
     he_key_bits: int = 2048  # the Paillier modulus of HE group sums: 2048 or 3072
+    views: dict = field(default_factory=dict)  # [views]: name -> parsed query (planner/views.py)
 
 
 @dataclass(frozen=True)
@@ -260,14 +264,23 @@ def load_federation(path: str | Path) -> FederationConfig:
         for k in sorted(set(body) - PARTY_KEYS):
             problem(f"{key}.{k}", "unknown key")
         database = body.get("database")
-        db_path = None
+        db_path = source = None
         if database is not None:
             if not isinstance(database, str):
-                problem(f"{key}.database", "must be a path string")
+                problem(f"{key}.database", "must be a path string or a database URI")
+            elif source_kind(database) is not None:
+                source = _parse_source(database, key, body, path, problem)
+            elif "://" in database:
+                problem(f"{key}.database", f"unknown kind of database URI {redact(database)!r} (postgresql://, "
+                                           "sqlite://, grpc:// or grpc+tls://)")
             else:
                 db_path = (path.parent / database).resolve()
                 if not db_path.exists():
                     problem(f"{key}.database", f"no such database file: {db_path}")
+        if source is None:
+            for k in ("schema", "password_file"):
+                if k in body:
+                    problem(f"{key}.{k}", "only for a database URI (postgresql://...)")
         tables = []
         raw_tables = body.get("tables", {})
         if not isinstance(raw_tables, dict):
@@ -292,7 +305,9 @@ def load_federation(path: str | Path) -> FederationConfig:
             nodes[pname] = node
         if db_path is None and not tables and database is None and node is None:
             problem(key, "has no data: give a database or tables")
-        parties[pname] = PartyConfig(pname, db_path, tuple(tables))
+        if source is not None and tables:
+            problem(f"{key}.tables", "a party reads either a database URI or its own files, not both")
+        parties[pname] = PartyConfig(pname, db_path, tuple(tables), source)
 
     grants: list[GrantConfig] = []
     raw_grants = raw.get("grants", [])
@@ -332,6 +347,10 @@ def load_federation(path: str | Path) -> FederationConfig:
     privacy = parse_privacy(raw.get("privacy", {}), problem, parties)
     masks = parse_masks(raw.get("masks", []), problem, parties)
     rules = raw.get("rules", {})
+    views = parse_views(raw.get("views", {}), dialect if isinstance(dialect, str) else "duckdb", problem)
+    for view in views:
+        if not NAME.match(view):
+            problem(f"views.{view}", "view names are identifiers (letters, digits, _)")
     enclave = _parse_enclave(raw.get("enclave"), path, problem)
     for actor in ("dealer", "enclave"):
         body = raw.get(actor)
@@ -370,7 +389,7 @@ def load_federation(path: str | Path) -> FederationConfig:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
                             paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
-                            nodes, group_sums, **link, psi=psi, he_key_bits=he_key_bits)
+                            nodes, group_sums, **link, psi=psi, he_key_bits=he_key_bits, views=views)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:
@@ -397,3 +416,28 @@ def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants
     if problems:
         raise ConfigError(problems)
     return grants
+
+
+def _parse_source(uri: str, key: str, body: dict, path: Path, problem) -> Source | None:
+    """A party's ADBC source: the URI (no password in it), the schema its tables are in, a password file."""
+    if "@" in uri.split("://", 1)[1].split("/", 1)[0] and ":" in uri.split("://", 1)[1].split("@", 1)[0]:
+        problem(f"{key}.database", "put no password in the federation file: use PGPASSWORD, ~/.pgpass or "
+                                   "password_file")
+        return None
+    schema = body.get("schema")
+    if schema is not None and (not isinstance(schema, str) or not schema):
+        problem(f"{key}.schema", "must be a schema name")
+        schema = None
+    if schema is None and source_kind(uri) == "postgres":
+        schema = "public"
+    password_file = body.get("password_file")
+    if password_file is not None:
+        if not isinstance(password_file, str) or not password_file:
+            problem(f"{key}.password_file", "must be a path string")
+            password_file = None
+        else:
+            password_file = (path.parent / password_file).resolve()
+            if not password_file.is_file():
+                problem(f"{key}.password_file", f"no such file: {password_file}")
+                password_file = None
+    return Source(uri, schema, password_file)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from sqlsecure.connectors import PartyStore
+from sqlsecure.connectors import open_store
 from sqlsecure.errors import ConfigError
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.unbalanced import PsiCache
@@ -54,7 +54,7 @@ class PartyService:
         timeout = float(timeout if timeout is not None else config.network_timeout)
         if name in config.parties:
             party = config.parties[name]
-            self._store = PartyStore(name, party.database, party.tables)
+            self._store = open_store(party)
             self._workers = GroupWorkers(processes)
             self._psi_cache = PsiCache()
             hashing = any(m.mask.method == "hash" for m in config.masks)

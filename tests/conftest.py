@@ -4,7 +4,13 @@ union of all parties' tables (one schema per party) to compare every answer with
 from __future__ import annotations
 
 import decimal
+import glob
 import math
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -253,3 +259,87 @@ def oracle_for():
 @pytest.fixture(scope="session")
 def plaintext_grants():
     return all_plaintext
+
+
+# -- PostgreSQL: a throwaway server for the tests of parties whose data lives there ----------------
+# Debian's binaries (`.ci/run` installs the `postgresql` package when missing); `initdb` refuses to
+# run as root, so as root the cluster is made and run by the `postgres` user. It listens on a free
+# port of 127.0.0.1 only, with trust authentication for local test users, and is stopped (fast
+# shutdown) and its directory removed when the test session ends.
+
+READY_SECONDS = 60  # pg_ctl -w polls for readiness; this only bounds a start that never completes
+
+
+def binaries() -> Path | None:
+    """The newest installed PostgreSQL's bin directory, or None."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name))
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresServer:
+    """A running cluster: `uri(database)` for clients, `sql(statement)` to set data up with psql."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="sqlsecure-pg-"))
+        self.port = _free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        data = self.root / "data"
+        self._run([self.bin / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8",
+                   "--locale", "C"])
+        self._run([self.bin / "pg_ctl", "-D", data, "-l", self.root / "log", "-w", "-t", str(READY_SECONDS),
+                   "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+
+    def _run(self, argv) -> str:
+        out = subprocess.run(self.as_user + [str(a) for a in argv], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{Path(str(argv[0])).name} failed: {out.stderr or out.stdout}")
+        return out.stdout
+
+    def uri(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    def database(self, name: str) -> str:
+        """A fresh database of that name (each test module its own)."""
+        self.sql(f'DROP DATABASE IF EXISTS "{name}"')
+        self.sql(f'CREATE DATABASE "{name}"')
+        return name
+
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        psql = self.bin / "psql" if (self.bin / "psql").exists() else Path(shutil.which("psql") or "psql")
+        return self._run([psql, "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "-d", database,
+                          "-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
+
+    def stop(self) -> None:
+        try:
+            self._run([self.bin / "pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop"])
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_or_skip() -> PostgresServer:
+    """A fresh server; skipped where PostgreSQL is not installed, except in CI, which must have it."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    return PostgresServer(bin_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    server = start_or_skip()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,93 +1,16 @@
-"""Parties' data in PostgreSQL and SQLite through ADBC: catalog, types, pushdown, read-only.
-
-The PostgreSQL server is a throwaway one: Debian's binaries, a temporary cluster on 127.0.0.1.
-
-`.ci/run` installs Debian's `postgresql` package when it is missing. `initdb` refuses to run as root,
-so as root the cluster is made and run by the `postgres` user. The server listens on a free port of
-127.0.0.1 only, with trust authentication for local test users, and is stopped (fast shutdown) and
-its directory removed when the test session ends.
-"""
+"""Parties' data in PostgreSQL and SQLite through ADBC: catalog, types, pushdown, read-only."""
 
 from __future__ import annotations
 
 import decimal
-import glob
 import math
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import tempfile
-from pathlib import Path
 
 import duckdb
 import pytest
 
 from sqlsecure.connectors.adbc_store import AdbcStore, Source, source_kind
 from sqlsecure.errors import OperationalError
-
-READY_SECONDS = 60  # pg_ctl -w polls for readiness; this only bounds a start that never completes
-
-
-def binaries() -> Path | None:
-    """The newest installed PostgreSQL's bin directory, or None."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name))
-    return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PostgresServer:
-    """A running cluster: `uri(database)` for clients, `sql(statement)` to set data up with psql."""
-
-    def __init__(self, bin_dir: Path):
-        self.bin = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="sqlsecure-pg-"))
-        self.port = _free_port()
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        data = self.root / "data"
-        self._run([self.bin / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8",
-                   "--locale", "C"])
-        self._run([self.bin / "pg_ctl", "-D", data, "-l", self.root / "log", "-w", "-t", str(READY_SECONDS),
-                   "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
-
-    def _run(self, argv) -> str:
-        out = subprocess.run(self.as_user + [str(a) for a in argv], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"{Path(str(argv[0])).name} failed: {out.stderr or out.stdout}")
-        return out.stdout
-
-    def uri(self, database: str = "postgres", user: str = "postgres") -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
-
-    def sql(self, statement: str, database: str = "postgres") -> str:
-        psql = self.bin / "psql" if (self.bin / "psql").exists() else Path(shutil.which("psql") or "psql")
-        return self._run([psql, "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "-d", database,
-                          "-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
-
-    def stop(self) -> None:
-        try:
-            self._run([self.bin / "pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop"])
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
-def start_or_skip() -> PostgresServer:
-    """A fresh server; skipped where PostgreSQL is not installed, except in CI, which must have it."""
-    bin_dir = binaries()
-    if bin_dir is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    return PostgresServer(bin_dir)
 
 ROWS = """
 CREATE TABLE orders (order_id INTEGER, customer_id BIGINT, amount NUMERIC(10, 2), category TEXT, odate DATE,
@@ -113,18 +36,9 @@ QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def postgres():
-    server = start_or_skip()
-    try:
-        server.sql(ROWS)
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def pg_store(postgres):
-    store = AdbcStore("shop", Source(postgres.uri(), schema="public"))
+    postgres.sql(ROWS, database=postgres.database("adbc"))
+    store = AdbcStore("shop", Source(postgres.uri("adbc"), schema="public"))
     yield store
     store.close()
 
@@ -195,11 +109,11 @@ def test_the_connection_is_read_only(pg_store):
         pg_store.write("DELETE FROM orders")
 
 
-def test_a_password_file_is_read_not_stored(postgres, tmp_path):
-    postgres.sql("CREATE ROLE analyst LOGIN PASSWORD 'correct horse'; GRANT SELECT ON orders TO analyst")
+def test_a_password_file_is_read_not_stored(postgres, pg_store, tmp_path):
+    postgres.sql("CREATE ROLE analyst LOGIN PASSWORD 'correct horse'; GRANT SELECT ON orders TO analyst", "adbc")
     secret = tmp_path / "pw"
     secret.write_text("correct horse\n")
-    store = AdbcStore("shop", Source(postgres.uri(user="analyst"), schema="public", password_file=secret))
+    store = AdbcStore("shop", Source(postgres.uri("adbc", user="analyst"), schema="public", password_file=secret))
     try:
         assert "orders" in store.schema()
         assert "correct" not in repr(store.source)

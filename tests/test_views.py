@@ -56,7 +56,7 @@ def test_bad_views_are_config_errors_naming_the_view(raw, message):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"a": 5}, r"\[views\]\.a must be a string"),
+    ({"a": 5}, r"\[views\]\.a: must be a string"),
     ({"a": "DELETE FROM h1.diagnosis"}, r"\[views\]\.a: only SELECT"),
     ({"a": "SELECT (1"}, r"\[views\]\.a: syntax error"),
 ])
