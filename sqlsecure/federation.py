@@ -27,7 +27,7 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
                    "group_sums", "he_key_bits", "link_rtt_ms", "link_mbps", "psi"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
-PARTY_KEYS = {"database", "tables", "schema", "password_file"} | NODE_KEYS
+PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
 TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave", "dealer", "views"}
 ENCLAVE_KEYS = {"authority", "measurements", "placement"} | NODE_KEYS
@@ -278,9 +278,9 @@ def load_federation(path: str | Path) -> FederationConfig:
                 if not db_path.exists():
                     problem(f"{key}.database", f"no such database file: {db_path}")
         if source is None:
-            for k in ("schema", "password_file"):
+            for k in ("schema", "password_file", "tls_root_certs"):
                 if k in body:
-                    problem(f"{key}.{k}", "only for a database URI (postgresql://...)")
+                    problem(f"{key}.{k}", "only for a database URI (postgresql://, sqlite://, grpc+tls://)")
         tables = []
         raw_tables = body.get("tables", {})
         if not isinstance(raw_tables, dict):
@@ -430,14 +430,19 @@ def _parse_source(uri: str, key: str, body: dict, path: Path, problem) -> Source
         schema = None
     if schema is None and source_kind(uri) == "postgres":
         schema = "public"
-    password_file = body.get("password_file")
-    if password_file is not None:
-        if not isinstance(password_file, str) or not password_file:
-            problem(f"{key}.password_file", "must be a path string")
-            password_file = None
-        else:
-            password_file = (path.parent / password_file).resolve()
-            if not password_file.is_file():
-                problem(f"{key}.password_file", f"no such file: {password_file}")
-                password_file = None
-    return Source(uri, schema, password_file)
+    files = {}
+    for name in ("password_file", "tls_root_certs"):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                problem(f"{key}.{name}", "must be a path string")
+                value = None
+            else:
+                value = (path.parent / value).resolve()
+                if not value.is_file():
+                    problem(f"{key}.{name}", f"no such file: {value}")
+                    value = None
+        files[name] = value
+    if files["tls_root_certs"] is not None and not uri.lower().startswith("grpc+tls://"):
+        problem(f"{key}.tls_root_certs", "only for a grpc+tls:// endpoint")
+    return Source(uri, schema, files["password_file"], files["tls_root_certs"])
