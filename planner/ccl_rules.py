@@ -110,7 +110,7 @@ def function_name(e: exp.Expression) -> str:
 
 
 SYMBOLS = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.IntDiv: "//", exp.Mod: "%",
-           exp.Pow: "^", exp.Neg: "unary -", exp.BitwiseAnd: "&", exp.BitwiseOr: "|", exp.BitwiseXor: "xor",
+           exp.Pow: "^", exp.Neg: "unary -", exp.BitwiseAnd: "&", exp.BitwiseOr: "|", exp.BitwiseXor: "XOR()",
            exp.BitwiseNot: "~", exp.BitwiseLeftShift: "<<", exp.BitwiseRightShift: ">>", exp.Paren: "( )",
            exp.Not: "NOT", exp.And: "AND", exp.Or: "OR", exp.Xor: "XOR", exp.DPipe: "||", exp.Cast: "CAST",
            exp.TryCast: "TRY_CAST", exp.Case: "CASE", exp.If: "IF", exp.Interval: "INTERVAL",
@@ -160,7 +160,19 @@ def listing() -> str:
         f"Scalar functions (the inputs' combined visibility): "
         f"{', '.join(f'`{n}`' for n in names(Rule.SCALAR) if n not in SYMBOLS.values())}.",
         "",
-        f"Aggregates that return input values (the argument's constraint, unchanged): {items(Rule.VALUE_AGGREGATE)}.",
+        "Other aggregates return input values, or statistics that pin down single values of small groups: "
+        f"the argument's constraint, unchanged (so PLAINTEXT only): {items(Rule.VALUE_AGGREGATE)}.",
         "",
-        f"Window functions returning another row's value (the argument's constraint): {items(Rule.WINDOW_VALUE)}.",
+        "Windows (`OVER (...)`) are per row: an aggregate over a window is no aggregation (the argument's "
+        "constraint applies per row, whatever the frame); PARTITION BY keys need `PLAINTEXT_AFTER_COMPARE` "
+        "(rows of one partition are shown equal), ORDER BY keys `REVEAL_RANK`. Window functions returning "
+        f"another row's value keep the argument's constraint: {items(Rule.WINDOW_VALUE)}.",
+        "",
+        "Subqueries (scalar, `IN`, `EXISTS`, `ANY` / `ALL`), CTEs and set operations: their outputs' "
+        "visibility, with their own clauses checked. `AGG(...) FILTER (WHERE cond)`: the aggregate's, with "
+        "`cond` checked as a WHERE condition.",
+        "",
+        "Any other function, aggregate or operator (including user-defined and dialect-specific functions "
+        "sqlglot does not know) is refused with `PolicyViolation` naming it, whatever the grants. Names are "
+        "sqlglot's; each dialect's spellings map to them (`strpos` and `instr` are `STR_POSITION`).",
     ])
