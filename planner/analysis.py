@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlsecure.planner.logical import aggregates_in
 
 from sqlsecure.errors import PolicyViolation
-from sqlsecure.planner.ccl_rules import display
+from sqlsecure.planner.ccl_rules import function_name
 
 AGG_NAMES = {exp.Sum: "SUM", exp.Avg: "AVG", exp.Count: "COUNT", exp.Min: "MIN", exp.Max: "MAX"}
 
@@ -105,7 +105,7 @@ def _aliases(select: exp.Select) -> set[str]:
 def _passes_through(node: exp.Expression, rule) -> bool:
     """Between an aggregate column and its aggregate: parentheses, DISTINCT, the rule's scalar functions."""
     return isinstance(node, (exp.Paren, exp.Distinct)) or (
-        not isinstance(node, exp.AggFunc) and display(type(node)).upper() in rule.scalar_functions)
+        not isinstance(node, exp.AggFunc) and function_name(node).upper() in rule.scalar_functions)
 
 
 def _check_aggregate_argument(column: exp.Column, rule) -> None:
@@ -124,8 +124,8 @@ def _check_aggregate_argument(column: exp.Column, rule) -> None:
         used = f"{found.parent.sql()} (a window or FILTER is not an aggregation)"
     via = f" (or through {', '.join(sorted(rule.scalar_functions))})" if rule.scalar_functions else ""
     raise PolicyViolation(
-        f"{rule.party}.{rule.table}.{column.name} may only be used as the direct argument of "
-        f"{', '.join(sorted(allowed))}{via} (its rule aggregations); found {used} in "
+        f"{rule.party}.{rule.table}.{column.name} may only be output inside {', '.join(sorted(allowed))}, as "
+        f"their direct argument{via}, not windowed (its rule aggregations); found {used} in "
         f"{_clause_of(column).sql()[:120]}; aggregate the column itself, or ask {rule.party} to allow this")
 
 

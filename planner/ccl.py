@@ -9,8 +9,9 @@ is ENCRYPTED_ONLY, and a refusal names it):
 - a comparison (=, <, BETWEEN, IN, LIKE, IS NULL, …) of PLAINTEXT / PLAINTEXT_AFTER_COMPARE values:
   PLAINTEXT (the comparison's result may be revealed);
 - SUM, COUNT, AVG, MIN, MAX of PLAINTEXT / PLAINTEXT_AFTER_AGGREGATE values: PLAINTEXT; COUNT(*):
-  PLAINTEXT; aggregates that return input values (STRING_AGG, FIRST, MEDIAN, ARG_MAX, …): the
-  argument's constraint, unchanged;
+  PLAINTEXT; aggregates that return input values (FIRST, MEDIAN, ARG_MAX, …): the argument's
+  constraint, unchanged; aggregates that collect many values (STRING_AGG, LIST): PLAINTEXT
+  arguments only, ENCRYPTED_ONLY otherwise;
 - a GROUP BY key that is PLAINTEXT_AFTER_GROUP_BY: PLAINTEXT once grouped;
 - a window function: per row, nothing aggregated away; PARTITION BY keys as comparisons, ORDER BY
   keys need REVEAL_RANK, the function's arguments keep their constraint;
@@ -105,11 +106,15 @@ class CCLInference:
         self.catalog = catalog
         self.viewer = viewer
         self.used: list[str] = []
+        self.checking = True  # False once asked for visibility only (EXPLAIN): nested clauses are not enforced
 
     # -- scopes ---------------------------------------------------------------------------
     def outputs(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool,
                 parent: Scope | None = None) -> list[tuple[str, Vis]]:
-        """(name, visibility) of each output column of a query; with `check`, enforce its conditions."""
+        """(name, visibility) of each output column of a query; with `check`, enforce its conditions
+        (and those of the queries nested in it)."""
+        if not check:
+            self.checking = False
         if isinstance(query, exp.Subquery):
             return self.outputs(query.this, ctes, check, parent)
         ctes = dict(ctes)
@@ -159,10 +164,10 @@ class CCLInference:
                     ref = ColumnRef(item.db, item.name, column)
                     columns[(alias, column)] = Vis(self.grants.constraint(ref, self.viewer), ref)
             elif isinstance(item, exp.Table) and item.name in ctes:
-                for name, vis in self.outputs(ctes[item.name], ctes, check=True):
+                for name, vis in self.outputs(ctes[item.name], ctes, check=self.checking):
                     columns[(alias, name)] = vis
             elif isinstance(item, (exp.Subquery, exp.Query)):
-                for name, vis in self.outputs(item, ctes, check=True):
+                for name, vis in self.outputs(item, ctes, check=self.checking):
                     columns[(alias, name)] = vis
             else:  # unnest, table functions, ...: nothing known, nothing revealed
                 for column in select.find_all(exp.Column):
@@ -209,7 +214,7 @@ class CCLInference:
             return scope.column(e)
         if isinstance(e, exp.In) and e.args.get("query") is not None and isinstance(e.this, exp.Column):
             # membership in another query's values is a (semi-)join on that column
-            outs = self.outputs(e.args["query"], ctes, check=True, parent=scope)
+            outs = self.outputs(e.args["query"], ctes, check=self.checking, parent=scope)
             return combine([promote(v, C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE)
                             for v in [scope.column(e.this), *(v for _, v in outs)]])
         rule = rule_of(e)
@@ -217,8 +222,10 @@ class CCLInference:
             return PLAIN
         if rule is Rule.WINDOW:
             return self._window(e, scope, ctes)
-        if rule in (Rule.AGGREGATE, Rule.VALUE_AGGREGATE):
+        if rule in (Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT):
             vis = combine(self._arguments(e, scope, ctes))
+            if rule is Rule.COLLECT and not vis.plain:
+                return Vis(C.ENCRYPTED_ONLY, vis.source, vis.unknown)
             return promote(vis, C.PLAINTEXT_AFTER_AGGREGATE) if rule is Rule.AGGREGATE else vis
         if rule is Rule.FILTERED_AGGREGATE:  # the filter is a WHERE of the aggregate's own
             return combine([self.value(e.this, scope, ctes, keys, False),
@@ -226,9 +233,9 @@ class CCLInference:
         if rule is Rule.SUBQUERY:
             if isinstance(e, (exp.Any, exp.All)):
                 return self.value(e.this, scope, ctes, keys, grouped)
-            return combine([v for _, v in self.outputs(e, ctes, check=True, parent=scope)])
+            return combine([v for _, v in self.outputs(e, ctes, check=self.checking, parent=scope)])
         if rule is Rule.EXISTS:
-            self.outputs(e.this, ctes, check=True, parent=scope)
+            self.outputs(e.this, ctes, check=self.checking, parent=scope)
             return PLAIN
         if rule not in (Rule.SCALAR, Rule.COMPARE):  # ranking and value window functions need OVER
             return unknown(e)
@@ -259,9 +266,12 @@ class CCLInference:
             parts.append(self.condition(func.expression.this, scope, ctes))
             func = func.this
             rule = rule_of(func)
-        if rule not in (Rule.RANKING, Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.WINDOW_VALUE):
+        if rule not in (Rule.RANKING, Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT, Rule.WINDOW_VALUE):
             return unknown(func)
-        return combine(parts + self._arguments(func, scope, ctes))
+        vis = combine(parts + self._arguments(func, scope, ctes))
+        if rule is Rule.COLLECT and not vis.plain:
+            return Vis(C.ENCRYPTED_ONLY, vis.source, vis.unknown)
+        return vis
 
     # -- checks ---------------------------------------------------------------------------
     def require(self, vis: Vis, where: str) -> None:

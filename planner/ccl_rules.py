@@ -11,7 +11,8 @@ promote PLAINTEXT_AFTER_AGGREGATE (SCQL's set: SUM, COUNT, AVG, MIN, MAX; COUNT(
 COUNT of a DISTINCT argument, allowed as in SCQL: it reveals how many distinct values a group has,
 never one of them). Aggregates that return an input value or a list of them (STRING_AGG, LIST,
 FIRST, ANY_VALUE, MODE, MEDIAN, quantiles, ARG_MAX, ...) or statistics that pin down single values
-of small groups (STDDEV, VARIANCE, ...) keep their argument's constraint unchanged.
+of small groups (STDDEV, VARIANCE, ...) keep their argument's constraint unchanged; those that collect
+many values into one list or string close it (MAX over such lists would pick one whole list).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Rule(enum.Enum):
     COMPARE = "a comparison: PLAINTEXT when every input is PLAINTEXT or PLAINTEXT_AFTER_COMPARE"
     AGGREGATE = "hides individual rows: PLAINTEXT_AFTER_AGGREGATE inputs become PLAINTEXT"
     VALUE_AGGREGATE = "returns input values: the argument's constraint, unchanged"
+    COLLECT = "collects many input values: PLAINTEXT if the argument is, else ENCRYPTED_ONLY"
     FILTERED_AGGREGATE = "AGG(...) FILTER (WHERE cond): the aggregate's, and cond as a WHERE condition"
     RANKING = "a rank over the window's ORDER BY: PLAINTEXT when the keys are PLAINTEXT or REVEAL_RANK"
     WINDOW_VALUE = "another row's value (LAG, FIRST_VALUE, ...): the argument's constraint, unchanged"
@@ -61,8 +63,17 @@ SCALAR_FUNCTIONS = (
     exp.Year, exp.Quarter, exp.Month, exp.Week, exp.WeekOfYear, exp.Day, exp.DayOfWeek, exp.DayOfMonth,
     exp.DayOfYear, exp.Hour, exp.Minute, exp.Second, exp.LastDay, exp.MonthsBetween, exp.DateFromParts,
     exp.StrToDate, exp.StrToTime, exp.StrToUnix, exp.TimeToStr, exp.TimeToUnix, exp.UnixToTime, exp.Date,
-    exp.TsOrDsToDate, exp.DateStrToDate,
+    exp.TsOrDsToDate, exp.DateStrToDate, exp.Dayname, exp.Monthname, exp.DateBin,
+    # other deterministic functions
+    exp.Format, exp.Split, exp.Array, exp.ArraySize, exp.Uuid, exp.Rand,
 )
+
+# Functions sqlglot parses as Anonymous that are deterministic scalars in DuckDB, by lower-case name.
+ANONYMOUS_SCALARS = frozenset({
+    "date_part", "datepart", "strlen", "age", "even", "prefix", "suffix", "gcd", "lcm", "bit_count", "printf",
+    "signbit", "weekday", "millisecond", "microsecond", "epoch", "epoch_ms", "now", "hash", "isodow",
+    "isoyear", "yearweek", "era", "century", "decade", "nanosecond",
+})
 
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,
                exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Glob, exp.SimilarTo, exp.RegexpLike,
@@ -70,11 +81,15 @@ COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, e
 
 AGGREGATES = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
 
-VALUE_AGGREGATES = (exp.GroupConcat, exp.ArrayAgg, exp.First, exp.Last, exp.AnyValue, exp.Mode, exp.Median,
+# A list or string of many rows' values: no later aggregate may hide them (MAX of lists is a list).
+COLLECTING = (exp.GroupConcat, exp.ArrayAgg)
+
+VALUE_AGGREGATES = (exp.First, exp.Last, exp.AnyValue, exp.Mode, exp.Median,
                     exp.Quantile, exp.ApproxQuantile, exp.PercentileCont, exp.PercentileDisc, exp.WithinGroup,
                     exp.ArgMax, exp.ArgMin, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance,
                     exp.VariancePop, exp.CountIf, exp.LogicalAnd, exp.LogicalOr, exp.ApproxDistinct,
-                    exp.Kurtosis, exp.Skewness, exp.Corr, exp.CovarSamp, exp.CovarPop)
+                    exp.Kurtosis, exp.Skewness, exp.Corr, exp.CovarSamp, exp.CovarPop, exp.BitwiseAndAgg,
+                    exp.BitwiseOrAgg, exp.BitwiseXorAgg)
 
 RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.PercentRank, exp.CumeDist, exp.Ntile)
 
@@ -88,6 +103,7 @@ RULES: dict[type[exp.Expression], Rule] = {
     **{c: Rule.COMPARE for c in COMPARISONS},
     **{c: Rule.AGGREGATE for c in AGGREGATES},
     **{c: Rule.VALUE_AGGREGATE for c in VALUE_AGGREGATES},
+    **{c: Rule.COLLECT for c in COLLECTING},
     exp.Filter: Rule.FILTERED_AGGREGATE,
     **{c: Rule.RANKING for c in RANKING},
     **{c: Rule.WINDOW_VALUE for c in WINDOW_VALUES},
@@ -99,6 +115,8 @@ RULES: dict[type[exp.Expression], Rule] = {
 
 def rule_of(e: exp.Expression) -> Rule | None:
     """The rule of an expression's exact class; None (refused) for anything not listed."""
+    if isinstance(e, exp.Anonymous):
+        return Rule.SCALAR if str(e.this).lower() in ANONYMOUS_SCALARS else None
     return RULES.get(type(e))
 
 
@@ -132,8 +150,9 @@ def display(cls: type[exp.Expression]) -> str:
 
 
 def names(rule: Rule) -> list[str]:
-    """Sorted display names of every class with `rule`."""
-    return sorted({display(c) for c, r in RULES.items() if r is rule})
+    """Sorted display names of every class (and Anonymous function name) with `rule`."""
+    anonymous = {n.upper() for n in ANONYMOUS_SCALARS} if rule is Rule.SCALAR else set()
+    return sorted({display(c) for c, r in RULES.items() if r is rule} | anonymous)
 
 
 def listing() -> str:
@@ -159,6 +178,10 @@ def listing() -> str:
         "",
         f"Scalar functions (the inputs' combined visibility): "
         f"{', '.join(f'`{n}`' for n in names(Rule.SCALAR) if n not in SYMBOLS.values())}.",
+        "",
+        f"Aggregates that collect input values into a list or string: {items(Rule.COLLECT)}: "
+        "PLAINTEXT arguments only; their result is ENCRYPTED_ONLY otherwise (no later MIN or MAX may pick one "
+        "collection).",
         "",
         "Other aggregates return input values, or statistics that pin down single values of small groups: "
         f"the argument's constraint, unchanged (so PLAINTEXT only): {items(Rule.VALUE_AGGREGATE)}.",
