@@ -221,7 +221,7 @@ class CCLInference:
         if rule is Rule.LEAF:
             return PLAIN
         if rule is Rule.WINDOW:
-            return self._window(e, scope, ctes)
+            return self._window(e, scope, ctes, keys, grouped)
         if rule in (Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT):
             vis = combine(self._arguments(e, scope, ctes))
             if rule is Rule.COLLECT and not vis.plain:
@@ -244,31 +244,32 @@ class CCLInference:
             return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])
         return combine(parts)
 
-    def _arguments(self, func: exp.Expression, scope: Scope, ctes) -> list[Vis]:
-        """Visibility of a function's arguments, per row (no grouping applies inside a function)."""
-        return [self.value(a, scope, ctes, frozenset(), False) for a in func.iter_expressions()
+    def _arguments(self, func: exp.Expression, scope: Scope, ctes, keys=frozenset(), grouped=False) -> list[Vis]:
+        """Visibility of a function's arguments: per row inside an aggregate, per group in a window of a
+        grouped query."""
+        return [self.value(a, scope, ctes, keys, grouped) for a in func.iter_expressions()
                 if not isinstance(a, exp.Star)]
 
-    def _window(self, w: exp.Window, scope: Scope, ctes) -> Vis:
+    def _window(self, w: exp.Window, scope: Scope, ctes, keys, grouped: bool) -> Vis:
         """A window's output is per row: nothing is aggregated away (SUM(x) OVER (ROWS CURRENT ROW) is
         x). PARTITION BY keys tell which rows are equal: comparisons. ORDER BY keys order the rows:
         ranks. The function's arguments keep their own constraint."""
-        parts = [promote(self.value(p, scope, ctes, frozenset(), False), C.PLAINTEXT_AFTER_COMPARE)
+        parts = [promote(self.value(p, scope, ctes, keys, grouped), C.PLAINTEXT_AFTER_COMPARE)
                  for p in w.args.get("partition_by") or []]
         order = w.args.get("order")
-        parts += [promote(self.value(o.this, scope, ctes, frozenset(), False), C.REVEAL_RANK)
+        parts += [promote(self.value(o.this, scope, ctes, keys, grouped), C.REVEAL_RANK)
                   for o in (order.expressions if order else [])]
         func = w.this
         while isinstance(func, (exp.IgnoreNulls, exp.RespectNulls)):
             func = func.this
         rule = rule_of(func)
         if rule is Rule.FILTERED_AGGREGATE:
-            parts.append(self.condition(func.expression.this, scope, ctes))
+            parts.append(self.condition(func.expression.this, scope, ctes))  # FILTER: a WHERE per row
             func = func.this
             rule = rule_of(func)
         if rule not in (Rule.RANKING, Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT, Rule.WINDOW_VALUE):
             return unknown(func)
-        vis = combine(parts + self._arguments(func, scope, ctes))
+        vis = combine(parts + self._arguments(func, scope, ctes, keys, grouped))
         if rule is Rule.COLLECT and not vis.plain:
             return Vis(C.ENCRYPTED_ONLY, vis.source, vis.unknown)
         return vis

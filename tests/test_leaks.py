@@ -115,6 +115,8 @@ def test_window_aggregate_is_no_aggregation_for_analysis_rules(fed, sql):
 @pytest.mark.parametrize("sql", [
     "SELECT order_id, ROW_NUMBER() OVER (PARTITION BY region ORDER BY order_id) AS r FROM shop.orders",
     "SELECT order_id, SUM(order_id) OVER (PARTITION BY region ORDER BY order_id) AS s FROM shop.orders",
+    "SELECT category, RANK() OVER (ORDER BY category) AS r, SUM(SUM(amount)) OVER () AS t FROM shop.orders "
+    "GROUP BY category",
 ])
 def test_windows_over_allowed_columns_match_the_oracle(fed, oracle_for, sql):
     oracle_for(fed).check(sql)
