@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlsecure.planner.logical import aggregates_in
 
 from sqlsecure.errors import PolicyViolation
-from sqlsecure.planner.ccl_rules import function_name
+from sqlsecure.planner.ccl_rules import Rule, function_name, rule_of
 
 AGG_NAMES = {exp.Sum: "SUM", exp.Avg: "AVG", exp.Count: "COUNT", exp.Min: "MIN", exp.Max: "MAX"}
 
@@ -114,7 +114,7 @@ def _check_aggregate_argument(column: exp.Column, rule) -> None:
     while node is not None and _passes_through(node, rule):
         node = node.parent
     allowed = rule.aggregations[column.name]
-    if (isinstance(node, exp.AggFunc) and _agg_name(node) in allowed
+    if (isinstance(node, exp.AggFunc) and _agg_name(node) in allowed and rule_of(node) is Rule.AGGREGATE
             and not isinstance(node.parent, (exp.Window, exp.Filter))):
         return
     found = column.find_ancestor(exp.AggFunc)

@@ -259,6 +259,8 @@ class CCLInference:
         order = w.args.get("order")
         parts += [promote(self.value(o.this, scope, ctes, keys, grouped), C.REVEAL_RANK)
                   for o in (order.expressions if order else [])]
+        if w.args.get("alias") is not None:  # OVER w: its PARTITION BY / ORDER BY are not here to check
+            return unknown(w)
         func = w.this
         while isinstance(func, (exp.IgnoreNulls, exp.RespectNulls)):
             func = func.this

@@ -43,7 +43,8 @@ LEAVES = (exp.Column, exp.Literal, exp.Null, exp.Boolean, exp.Star, exp.DataType
 OPERATORS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Pow, exp.Neg, exp.BitwiseAnd,
              exp.BitwiseOr, exp.BitwiseXor, exp.BitwiseNot, exp.BitwiseLeftShift, exp.BitwiseRightShift,
              exp.Paren, exp.Not, exp.And, exp.Or, exp.Xor, exp.DPipe, exp.Cast, exp.TryCast, exp.Case, exp.If,
-             exp.Interval, exp.Distinct, exp.IgnoreNulls, exp.RespectNulls, exp.Ordered, exp.Tuple, exp.Collate)
+             exp.Interval, exp.Distinct, exp.IgnoreNulls, exp.RespectNulls, exp.Ordered, exp.Order, exp.Tuple,
+             exp.Collate)
 
 SCALAR_FUNCTIONS = (
     # conditional
@@ -117,7 +118,11 @@ def rule_of(e: exp.Expression) -> Rule | None:
     """The rule of an expression's exact class; None (refused) for anything not listed."""
     if isinstance(e, exp.Anonymous):
         return Rule.SCALAR if str(e.this).lower() in ANONYMOUS_SCALARS else None
-    return RULES.get(type(e))
+    rule = RULES.get(type(e))
+    if rule is Rule.AGGREGATE and any(v not in (None, [], False) for k, v in e.args.items()
+                                      if k not in ("this", "big_int")):
+        return Rule.COLLECT  # MAX(x, 3), MIN(x, 3): the top n values, as a list
+    return rule
 
 
 def function_name(e: exp.Expression) -> str:
@@ -133,7 +138,7 @@ SYMBOLS = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.IntDiv: "
            exp.Not: "NOT", exp.And: "AND", exp.Or: "OR", exp.Xor: "XOR", exp.DPipe: "||", exp.Cast: "CAST",
            exp.TryCast: "TRY_CAST", exp.Case: "CASE", exp.If: "IF", exp.Interval: "INTERVAL",
            exp.Distinct: "DISTINCT", exp.IgnoreNulls: "IGNORE NULLS", exp.RespectNulls: "RESPECT NULLS",
-           exp.Ordered: "ORDER BY item", exp.Tuple: "(a, b)", exp.Collate: "COLLATE", exp.EQ: "=",
+           exp.Ordered: "ORDER BY item", exp.Order: "ORDER BY (inside an aggregate)", exp.Tuple: "(a, b)", exp.Collate: "COLLATE", exp.EQ: "=",
            exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=", exp.Between: "BETWEEN",
            exp.In: "IN", exp.Like: "LIKE", exp.ILike: "ILIKE", exp.Is: "IS", exp.NullSafeEQ: "IS NOT DISTINCT FROM",
            exp.NullSafeNEQ: "IS DISTINCT FROM", exp.Glob: "GLOB", exp.SimilarTo: "SIMILAR TO",

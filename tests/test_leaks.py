@@ -94,6 +94,9 @@ WINDOW_LEAKS = [
     "SELECT order_id, RANK() OVER (PARTITION BY region ORDER BY amount DESC) FROM shop.orders",
     "SELECT order_id, COUNT(*) OVER (PARTITION BY category) FROM shop.orders",  # GROUP BY grant: not per row
     "SELECT order_id, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY order_id) FROM shop.orders",
+    "SELECT order_id, ROW_NUMBER() OVER w FROM shop.orders WINDOW w AS (ORDER BY amount)",
+    "SELECT order_id, NTILE(100) OVER (ORDER BY amount) FROM shop.orders",
+    "SELECT order_id, COUNT(*) OVER (ORDER BY amount ROWS UNBOUNDED PRECEDING) FROM shop.orders",
     f"SELECT c.name, SUM(o.amount) OVER (PARTITION BY o.order_id) {JOIN}",
 ]
 
@@ -130,6 +133,8 @@ RAW_VALUE_AGGREGATES = [
     "QUANTILE_CONT(amount, 0.5)", "QUANTILE_DISC(amount, 0.9)", "ARG_MAX(order_id, amount)",
     "ARG_MIN(amount, order_id)", "MAX_BY(order_id, amount)", "HISTOGRAM(amount)", "STDDEV(amount)",
     "VARIANCE(amount)", "COUNT_IF(amount > 300)", "LIST_AGG(amount)", "ENTROPY(amount)", "PRODUCT(amount)",
+    "MAX(amount, 3)", "MIN(amount, 2)", "LIST(DISTINCT amount)", "BIT_OR(CAST(amount AS INT))",
+    "STRING_AGG(CAST(order_id AS VARCHAR), ',' ORDER BY amount)", "ARRAY_AGG(order_id ORDER BY amount)",
 ]
 
 
@@ -174,7 +179,7 @@ def test_row_hiding_aggregates_match_the_oracle(fed, oracle_for, sql):
 STRICT = GRANTS + """
 [rules."shop.orders"]
 dimension_columns = ["category", "region"]
-aggregations = { amount = ["SUM", "AVG", "COUNT"] }
+aggregations = { amount = ["SUM", "AVG", "COUNT", "MAX"] }
 scalar_functions = ["ROUND"]
 join_columns = ["customer_id"]
 identity_column = "customer_id"
@@ -199,7 +204,7 @@ INFERENCE = [
     "SELECT COUNT(*) FROM shop.orders WHERE amount > 300",
     "SELECT category, COUNT(*) FROM shop.orders GROUP BY category ORDER BY SUM(amount > 300)",
     "SELECT SUM(amount) FROM shop.orders WHERE order_id <> 950",
-    "SELECT MAX(amount) FROM shop.orders",
+    "SELECT MIN(amount) FROM shop.orders",
     "SELECT MEDIAN(amount) FROM shop.orders",
     "SELECT STRING_AGG(CAST(amount AS VARCHAR), ',') FROM shop.orders",
     "SELECT category, SUM(amount) OVER (PARTITION BY category) FROM shop.orders",
@@ -208,6 +213,7 @@ INFERENCE = [
     "SELECT SUM(a) FROM (SELECT amount AS a FROM shop.orders) t",
     "WITH t AS (SELECT category, SUM(amount) AS s FROM shop.orders GROUP BY category) SELECT * FROM t",
     "SELECT SUM(ABS(amount)) FROM shop.orders",  # ABS is not among the rule's scalar_functions
+    "SELECT region, MAX(amount, 3) FROM shop.orders GROUP BY region",
     f"SELECT c.region, SUM(CASE WHEN o.amount > 300 THEN 1 ELSE 0 END) {JOIN} GROUP BY c.region",
     "SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id AND o.category = 'books'",
     f"SELECT c.region, COUNT(*) {JOIN} WHERE o.customer_id = 7 GROUP BY c.region",
