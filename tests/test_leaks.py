@@ -10,53 +10,34 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.policy import privacy
 
-GRANTS = """
-[[grants]]
-party = "bank"
-columns = ["shop.orders.order_id"]
-constraint = "PLAINTEXT"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.amount", "insurer.policies.premium"]
-constraint = "PLAINTEXT_AFTER_AGGREGATE"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.category"]
-constraint = "PLAINTEXT_AFTER_GROUP_BY"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.region"]
-constraint = "PLAINTEXT_AFTER_COMPARE"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.customer_id", "insurer.policies.customer_id"]
-constraint = "PLAINTEXT_AFTER_JOIN"
-
-[[grants]]
-party = "shop"
-columns = ["bank.customers.id"]
-constraint = "PLAINTEXT_AFTER_JOIN"
-
-[[grants]]
-party = "insurer"
-columns = ["bank.customers.id"]
-constraint = "PLAINTEXT_AFTER_JOIN"
-
+GRANTS = (  # the issue's setup, with region for its qty (PLAINTEXT_AFTER_COMPARE)
+    ("bank", ("shop.orders.order_id",), "PLAINTEXT"),
+    ("bank", ("shop.orders.amount", "insurer.policies.premium"), "PLAINTEXT_AFTER_AGGREGATE"),
+    ("bank", ("shop.orders.category",), "PLAINTEXT_AFTER_GROUP_BY"),
+    ("bank", ("shop.orders.region",), "PLAINTEXT_AFTER_COMPARE"),
+    ("bank", ("shop.orders.customer_id", "insurer.policies.customer_id"), "PLAINTEXT_AFTER_JOIN"),
+    ("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN"),
+    ("insurer", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN"),
+)
+INSURER_RULE = """
 [rules."insurer.policies"]
 aggregations = { premium = ["SUM", "AVG"] }
 min_group_size = 10
 """
 
+
+@pytest.fixture(scope="module")
+def setup(grants_for):
+    """The issue's grants and the insurer's analysis rule, as federation file text."""
+    return grants_for(*GRANTS) + INSURER_RULE
+
+
 JOIN = "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory, make_federation):
-    with Engine(make_federation(tmp_path_factory.mktemp("leaks"), GRANTS)) as engine:
+def fed(tmp_path_factory, make_federation, setup):
+    with Engine(make_federation(tmp_path_factory.mktemp("leaks"), setup)) as engine:
         yield engine
 
 
@@ -176,7 +157,7 @@ def test_row_hiding_aggregates_match_the_oracle(fed, oracle_for, sql):
 
 # -- leak 5: an aggregation rule stops inference through aggregates --------------------------------
 
-STRICT = GRANTS + """
+STRICT = """
 [rules."shop.orders"]
 dimension_columns = ["category", "region"]
 aggregations = { amount = ["SUM", "AVG", "COUNT", "MAX"] }
@@ -188,8 +169,8 @@ min_group_size = 5
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory, make_federation):
-    with Engine(make_federation(tmp_path_factory.mktemp("strict"), STRICT)) as engine:
+def strict(tmp_path_factory, make_federation, setup):
+    with Engine(make_federation(tmp_path_factory.mktemp("strict"), setup + STRICT)) as engine:
         yield engine
 
 
@@ -241,10 +222,10 @@ def test_aggregation_rule_binds_only_other_issuers(strict):
     strict.execute("SELECT order_id, amount FROM shop.orders WHERE amount > 300", "shop")
 
 
-def test_aggregation_rule_keys_are_validated(tmp_path, make_federation):
+def test_aggregation_rule_keys_are_validated(tmp_path, make_federation, setup):
     from sqlsecure.errors import ConfigError
 
-    bad = GRANTS + '[rules."shop.orders"]\ndimension_columns = ["nope"]\nscalar_functions = ["SHELL"]\n'
+    bad = setup + '[rules."shop.orders"]\ndimension_columns = ["nope"]\nscalar_functions = ["SHELL"]\n'
     with pytest.raises(ConfigError) as info:
         Engine(make_federation(tmp_path, bad))
     assert "no column nope" in str(info.value) and "unknown scalar function SHELL" in str(info.value)
@@ -252,7 +233,7 @@ def test_aggregation_rule_keys_are_validated(tmp_path, make_federation):
 
 # -- leak 6: differencing needs differential privacy -----------------------------------------------
 
-DP = GRANTS + """
+DP = """
 [privacy.bank]
 epsilon = 3.0
 query_epsilon = 1.0
@@ -269,7 +250,7 @@ max_rows_per_identity = 1
 """
 
 
-def test_differencing_pair_is_noised_at_one_identitys_scale(tmp_path, make_federation, monkeypatch):
+def test_differencing_pair_is_noised_at_one_identitys_scale(tmp_path, make_federation, setup, monkeypatch):
     """Each answer of the pair is noised with a Laplace scale of at least one identity's largest
     contribution (10 rows x 500 / ε), and charged: their difference does not give order 950's amount.
     The sampler is replaced by a recorder, so the test depends on no random draw."""
@@ -280,7 +261,7 @@ def test_differencing_pair_is_noised_at_one_identitys_scale(tmp_path, make_feder
         return privacy.np.array(list(values), dtype=float if not integer else int)
 
     monkeypatch.setattr(privacy, "sample", recorded)
-    path = make_federation(tmp_path, DP)
+    path = make_federation(tmp_path, setup + DP)
     everyone = f"SELECT SUM(o.amount) AS s {JOIN}"
     with Engine(path) as engine:
         assert "differential privacy (laplace)" in engine.explain(everyone, "bank")
