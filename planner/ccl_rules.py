@@ -44,7 +44,7 @@ OPERATORS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Pow, e
              exp.BitwiseOr, exp.BitwiseXor, exp.BitwiseNot, exp.BitwiseLeftShift, exp.BitwiseRightShift,
              exp.Paren, exp.Not, exp.And, exp.Or, exp.Xor, exp.DPipe, exp.Cast, exp.TryCast, exp.Case, exp.If,
              exp.Interval, exp.Distinct, exp.IgnoreNulls, exp.RespectNulls, exp.Ordered, exp.Order, exp.Tuple,
-             exp.Collate)
+             exp.Collate, exp.Escape)
 
 SCALAR_FUNCTIONS = (
     # conditional
@@ -138,11 +138,13 @@ SYMBOLS = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.IntDiv: "
            exp.Not: "NOT", exp.And: "AND", exp.Or: "OR", exp.Xor: "XOR", exp.DPipe: "||", exp.Cast: "CAST",
            exp.TryCast: "TRY_CAST", exp.Case: "CASE", exp.If: "IF", exp.Interval: "INTERVAL",
            exp.Distinct: "DISTINCT", exp.IgnoreNulls: "IGNORE NULLS", exp.RespectNulls: "RESPECT NULLS",
-           exp.Ordered: "ORDER BY item", exp.Order: "ORDER BY (inside an aggregate)", exp.Tuple: "(a, b)", exp.Collate: "COLLATE", exp.EQ: "=",
+           exp.Ordered: "ORDER BY item", exp.Order: "ORDER BY (inside an aggregate)", exp.Tuple: "(a, b)",
+           exp.Collate: "COLLATE", exp.EQ: "=",
            exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=", exp.Between: "BETWEEN",
            exp.In: "IN", exp.Like: "LIKE", exp.ILike: "ILIKE", exp.Is: "IS", exp.NullSafeEQ: "IS NOT DISTINCT FROM",
            exp.NullSafeNEQ: "IS DISTINCT FROM", exp.Glob: "GLOB", exp.SimilarTo: "SIMILAR TO",
-           exp.Filter: "FILTER (WHERE ...)", exp.WithinGroup: "WITHIN GROUP", exp.Window: "OVER (...)"}
+           exp.Escape: "ESCAPE", exp.Filter: "FILTER (WHERE ...)", exp.WithinGroup: "WITHIN GROUP",
+           exp.Window: "OVER (...)"}
 
 
 def display(cls: type[exp.Expression]) -> str:
@@ -179,7 +181,8 @@ def listing() -> str:
         f"| `REVEAL_RANK` | as an ORDER BY key; as the window ORDER BY key of {items(Rule.RANKING)} |",
         "| `PLAINTEXT_AS_JOIN_PAYLOAD`, `ENCRYPTED_ONLY` | nothing |",
         "",
-        f"Scalar operators (the inputs' combined visibility): {', '.join(f'`{n}`' for n in names(Rule.SCALAR) if n in SYMBOLS.values())}.",
+        f"Scalar operators (the inputs' combined visibility): "
+        f"{', '.join(f'`{n}`' for n in names(Rule.SCALAR) if n in SYMBOLS.values())}.",
         "",
         f"Scalar functions (the inputs' combined visibility): "
         f"{', '.join(f'`{n}`' for n in names(Rule.SCALAR) if n not in SYMBOLS.values())}.",
