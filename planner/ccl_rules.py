@@ -172,8 +172,9 @@ def listing() -> str:
         "| constraint | what the issuer may learn of the column |",
         "|---|---|",
         "| `PLAINTEXT` | anything: every function, operator and clause below |",
-        f"| `PLAINTEXT_AFTER_AGGREGATE` | the result of {items(Rule.AGGREGATE)} over it (not windowed), "
-        "also through scalar functions and operators inside the aggregate |",
+        f"| `PLAINTEXT_AFTER_AGGREGATE` | the result of {items(Rule.AGGREGATE)} over it (not windowed; "
+        "`MAX(x, n)` and `MIN(x, n)` are lists of values, as below), also through scalar functions and operators "
+        "inside the aggregate |",
         f"| `PLAINTEXT_AFTER_COMPARE` | the result of {items(Rule.COMPARE)} (in the output, in CASE conditions, "
         "in WHERE / ON / HAVING / QUALIFY / FILTER); as a window's PARTITION BY key |",
         "| `PLAINTEXT_AFTER_GROUP_BY` | as a GROUP BY key (output or not) |",
@@ -187,12 +188,13 @@ def listing() -> str:
         f"Scalar functions (the inputs' combined visibility): "
         f"{', '.join(f'`{n}`' for n in names(Rule.SCALAR) if n not in SYMBOLS.values())}.",
         "",
-        f"Aggregates that collect input values into a list or string: {items(Rule.COLLECT)}: "
+        f"Aggregates that collect input values into a list or string: {items(Rule.COLLECT)}, `MAX(x, n)`, "
+        "`MIN(x, n)`: "
         "PLAINTEXT arguments only; their result is ENCRYPTED_ONLY otherwise (no later MIN or MAX may pick one "
         "collection).",
         "",
         "Other aggregates return input values, or statistics that pin down single values of small groups: "
-        f"the argument's constraint, unchanged (so PLAINTEXT only): {items(Rule.VALUE_AGGREGATE)}.",
+        f"the argument's constraint, unchanged (revealed as is only when PLAINTEXT): {items(Rule.VALUE_AGGREGATE)}.",
         "",
         "Windows (`OVER (...)`) are per row: an aggregate over a window is no aggregation (the argument's "
         "constraint applies per row, whatever the frame); PARTITION BY keys need `PLAINTEXT_AFTER_COMPARE` "
