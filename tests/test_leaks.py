@@ -270,3 +270,34 @@ def test_differencing_pair_is_noised_at_one_identitys_scale(tmp_path, make_feder
         assert engine.ledger.spent("bank").epsilon == pytest.approx(2.0)
     sums = [scale for scale, noise in draws if noise == "laplace" and scale >= 10 * 500 / 1.0]
     assert len(sums) == 2
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_no_aggregate_but_scqls_set_reveals_an_aggregate_only_column(fed):
+    """Every aggregate class sqlglot knows, over a PLAINTEXT_AFTER_AGGREGATE column, as an output and
+    windowed: refused unless it is SUM, COUNT, AVG, MIN or MAX (and never windowed)."""
+    import sqlglot
+    from sqlglot import exp
+
+    from sqlsecure.planner.ccl import CCLInference
+
+    allowed = {exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max}
+    checked = 0
+    for cls in sorted(set(_subclasses(exp.AggFunc)), key=lambda c: c.__name__):
+        for windowed in (False, True):
+            tree = sqlglot.parse_one("SELECT 1 AS v FROM shop.orders AS o")
+            call = cls(this=exp.column("amount", "o"))
+            tree.expressions[0].set("this", exp.Window(this=call) if windowed else call)
+            ccl = CCLInference(fed.grants, fed.catalog, "bank")
+            if cls in allowed and not windowed:
+                ccl.check_reveal(tree)
+            else:
+                with pytest.raises(PolicyViolation):
+                    ccl.check_reveal(tree)
+            checked += 1
+    assert checked > 100
