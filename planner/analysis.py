@@ -1,5 +1,12 @@
 """Analysis rules (`sqlsecure/policy/rules.py`) checked against a qualified query, and the group threshold
-they imply. Rules bind every issuer but the table's owner."""
+they imply. Rules bind every issuer but the table's owner.
+
+An `aggregations` column may appear only as the direct argument of one of its allowed aggregates
+(through the rule's `scalar_functions`), never windowed or FILTERed, anywhere in the query: so
+`SUM(CASE WHEN id = 950 THEN amount END)`, `SUM(amount > 300)` and `SUM(amount) OVER (...)` are
+refused. With `dimension_columns` the rule is an aggregation rule (AWS Clean Rooms): every column
+used must be classified, dimensions only in SELECT (as GROUP BY keys) / GROUP BY / WHERE / ORDER BY,
+join columns only in joins, and the table is read only by the revealed, aggregating SELECT."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from sqlglot import exp
 from sqlsecure.planner.logical import aggregates_in
 
 from sqlsecure.errors import PolicyViolation
+from sqlsecure.planner.ccl_rules import Rule, function_name, rule_of
 
 AGG_NAMES = {exp.Sum: "SUM", exp.Avg: "AVG", exp.Count: "COUNT", exp.Min: "MIN", exp.Max: "MAX"}
 
@@ -64,19 +72,110 @@ def check_rules(tree: exp.Expression, rules: dict, issuer: str, min_group_size: 
         for output in select.expressions:
             for column in output.find_all(exp.Column):
                 rule = bound.get(column.table)
-                if rule is None:
-                    continue
-                ref = f"{rule.party}.{rule.table}.{column.name}"
-                if column.name in rule.never_output:
-                    raise PolicyViolation(f"{ref} may never be output (its rule never_output), in {output.sql()}")
-                allowed = rule.aggregations.get(column.name)
-                if allowed is not None:
-                    agg = column.find_ancestor(exp.AggFunc)
-                    if agg is None or _agg_name(agg) not in allowed:
-                        used = _agg_name(agg) if agg is not None else "no aggregate"
-                        raise PolicyViolation(f"{ref} may only be output inside {', '.join(sorted(allowed))} "
-                                              f"(its rule aggregations); found {used} in {output.sql()}")
+                if rule is not None and column.name in rule.never_output:
+                    raise PolicyViolation(f"{rule.party}.{rule.table}.{column.name} may never be output "
+                                          f"(its rule never_output), in {output.sql()}")
+        for column in _own_columns(select):
+            rule = bound.get(column.table)
+            if rule is None:
+                continue
+            if column.name in rule.aggregations:
+                _check_aggregate_argument(column, rule)
+            elif rule.dimension_columns is not None:
+                _check_classified(column, rule, select, select is tree)
     return threshold
+
+
+def _own_columns(select: exp.Select):
+    """Columns naming a FROM / JOIN item of `select`, also from correlated subqueries nested in it."""
+    for column in select.find_all(exp.Column):
+        owner = column.find_ancestor(exp.Select)
+        while owner is not None and owner is not select and column.table not in _aliases(owner):
+            owner = owner.find_ancestor(exp.Select)
+        if owner is select:
+            yield column
+
+
+def _aliases(select: exp.Select) -> set[str]:
+    items = ([select.args["from_"].this] if select.args.get("from_") else []) + [
+        j.this for j in select.args.get("joins") or []]
+    return {i.alias_or_name for i in items}
+
+
+def _passes_through(node: exp.Expression, rule) -> bool:
+    """Between an aggregate column and its aggregate: parentheses, DISTINCT, the rule's scalar functions."""
+    return isinstance(node, (exp.Paren, exp.Distinct)) or (
+        not isinstance(node, exp.AggFunc) and function_name(node).upper() in rule.scalar_functions)
+
+
+def _check_aggregate_argument(column: exp.Column, rule) -> None:
+    """The column is the direct argument of an allowed aggregate that is neither windowed nor filtered."""
+    node = column.parent
+    while node is not None and _passes_through(node, rule):
+        node = node.parent
+    allowed = rule.aggregations[column.name]
+    if (isinstance(node, exp.AggFunc) and _agg_name(node) in allowed and rule_of(node) is Rule.AGGREGATE
+            and not isinstance(node.parent, (exp.Window, exp.Filter))):
+        return
+    found = column.find_ancestor(exp.AggFunc)
+    used = (f"{_agg_name(found)} over {node.sql()}" if found is not None and node is not found
+            else _agg_name(found) if found is not None else "no aggregate")
+    if found is not None and isinstance(found.parent, (exp.Window, exp.Filter)):
+        used = f"{found.parent.sql()} (a window or FILTER is not an aggregation)"
+    via = f" (or through {', '.join(sorted(rule.scalar_functions))})" if rule.scalar_functions else ""
+    raise PolicyViolation(
+        f"{rule.party}.{rule.table}.{column.name} may only be output inside {', '.join(sorted(allowed))}, as "
+        f"their direct argument{via}, not windowed (its rule aggregations); found {used} in "
+        f"{_clause_of(column).sql()[:120]}; aggregate the column itself, or ask {rule.party} to allow this")
+
+
+DIMENSION_CLAUSES = {"expressions", "group", "where", "order"}
+
+
+def _clause_of(column: exp.Column, select: exp.Select | None = None) -> exp.Expression:
+    """The clause of `select` (default: the nearest SELECT) that holds the column."""
+    node = column
+    while node.parent is not None and (node.parent is not select if select is not None
+                                       else not isinstance(node.parent, exp.Select)):
+        node = node.parent
+    return node
+
+
+def _check_classified(column: exp.Column, rule, select: exp.Select, outermost: bool) -> None:
+    """Under an aggregation rule: join columns only in joins, dimensions only where grouping shows them."""
+    ref = f"{rule.party}.{rule.table}.{column.name}"
+    name = f"{rule.party}.{rule.table}"
+    if not outermost:
+        raise PolicyViolation(f"{name} has an aggregation rule: read it in the outermost SELECT, not in a "
+                              f"subquery or CTE (found {ref} in {select.sql()[:120]})")
+    if not (select.args.get("group") or any(aggregates_in(e) for e in select.expressions)):
+        raise PolicyViolation(f"{name} has an aggregation rule: the query must aggregate (found {ref} in a "
+                              "SELECT without aggregates or GROUP BY)")
+    clause = _clause_of(column, select).arg_key
+    if column.name in (rule.join_columns or ()) and clause == "joins":
+        return
+    if column.name not in rule.dimension_columns:
+        raise PolicyViolation(f"{ref} is not a dimension, aggregate or join column of its aggregation rule, "
+                              f"so it may not be used in {clause.upper()}; ask {rule.party} to classify it")
+    inside = column.find_ancestor(exp.AggFunc, exp.Window, exp.Filter)
+    if clause not in DIMENSION_CLAUSES or inside is not None:
+        where = inside.sql()[:80] if inside is not None else clause.upper()
+        raise PolicyViolation(f"{ref} is a dimension column: only in SELECT (as a GROUP BY key), GROUP BY, "
+                              f"WHERE or ORDER BY, never inside an aggregate or window (found in {where})")
+    group = select.args.get("group")
+    keys = {g.sql() for g in (group.expressions if group else [])}
+    if clause == "expressions" and not _under_key(column, select, keys):
+        raise PolicyViolation(f"{ref} is a dimension column: output it only as a GROUP BY key")
+
+
+def _under_key(column: exp.Column, select: exp.Select, keys: set[str]) -> bool:
+    """Whether the column is (inside) an expression the SELECT groups by."""
+    node = column
+    while node is not None and node is not select:
+        if node.sql() in keys:
+            return True
+        node = node.parent
+    return False
 
 
 def _join_equalities(select: exp.Select):

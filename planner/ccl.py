@@ -1,18 +1,23 @@
 """Column control inference (after SCQL's ccl_infer): what a party may learn of each value a query computes.
 
 Every value gets a `Vis` for one party — the constraint under which that party may see it — inferred
-bottom-up through the query's scopes (CTEs, subqueries, set operations) from the grants:
+bottom-up through the query's scopes (CTEs, subqueries, set operations) from the grants. Each
+expression class has one rule in `planner/ccl_rules.py` (deny by default: a class without a rule
+is ENCRYPTED_ONLY, and a refusal names it):
 
 - a column: its grant (the owner always PLAINTEXT); a constant: PLAINTEXT;
 - a comparison (=, <, BETWEEN, IN, LIKE, IS NULL, …) of PLAINTEXT / PLAINTEXT_AFTER_COMPARE values:
   PLAINTEXT (the comparison's result may be revealed);
-- an aggregate of PLAINTEXT / PLAINTEXT_AFTER_AGGREGATE values: PLAINTEXT; COUNT(*): PLAINTEXT;
+- SUM, COUNT, AVG, MIN, MAX of PLAINTEXT / PLAINTEXT_AFTER_AGGREGATE values: PLAINTEXT; COUNT(*):
+  PLAINTEXT; aggregates that return input values (FIRST, MEDIAN, ARG_MAX, …): the argument's
+  constraint, unchanged; aggregates that collect many values (STRING_AGG, LIST): PLAINTEXT
+  arguments only, ENCRYPTED_ONLY otherwise;
 - a GROUP BY key that is PLAINTEXT_AFTER_GROUP_BY: PLAINTEXT once grouped;
-- a window function: PARTITION BY keys as group keys, ORDER BY keys need REVEAL_RANK, framed
-  aggregates as aggregates;
-- any other expression (arithmetic, CASE, CAST, functions): PLAINTEXT if all inputs are; if all
-  restricted inputs share one constraint, that constraint carries over (so SUM(x * 2) works for an
-  aggregate-only x); otherwise ENCRYPTED_ONLY;
+- a window function: per row, nothing aggregated away; PARTITION BY keys as comparisons, ORDER BY
+  keys need REVEAL_RANK, the function's arguments keep their constraint;
+- a listed scalar function or operator (arithmetic, CASE, CAST, …): PLAINTEXT if all inputs are; if
+  all restricted inputs share one constraint, that constraint carries over (so SUM(x * 2) works for
+  an aggregate-only x); otherwise ENCRYPTED_ONLY;
 - UNION / INTERSECT / EXCEPT: per column, the most restrictive of the branches.
 
 `check_reveal` then requires, for the issuer: every output column PLAINTEXT; every GROUP BY key
@@ -32,18 +37,17 @@ from sqlsecure.planner.logical import aggregates_in
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.ccl_rules import Rule, function_name, rule_of
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 
 C = Constraint
-COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,
-               exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ)
-RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.PercentRank, exp.CumeDist, exp.Ntile)
 
 
 @dataclass(frozen=True)
 class Vis:
     constraint: Constraint
     source: ColumnRef | None = None  # the column that limits it, for messages
+    unknown: str = ""  # the function without a column-control rule that closed it, for messages
 
     @property
     def plain(self) -> bool:
@@ -58,10 +62,17 @@ def combine(parts: list[Vis]) -> Vis:
     restricted = [v for v in parts if not v.plain]
     if not restricted:
         return PLAIN
-    kinds = {v.constraint for v in restricted}
-    if len(kinds) == 1:
-        return restricted[0]
-    return Vis(C.ENCRYPTED_ONLY, restricted[0].source)
+    closed = next((v for v in restricted if v.unknown), restricted[0])
+    if len({v.constraint for v in restricted}) == 1:
+        return closed
+    return Vis(C.ENCRYPTED_ONLY, closed.source, closed.unknown)
+
+
+def unknown(e: exp.Expression) -> Vis:
+    """Deny by default: a function or operator without a rule is ENCRYPTED_ONLY, and says so."""
+    line, col = e.meta.get("line"), e.meta.get("col")
+    where = f" at line {line}, column {col}" if line is not None else ""
+    return Vis(C.ENCRYPTED_ONLY, None, f"{function_name(e)}{where} ({e.sql()[:80]})")
 
 
 def promote(vis: Vis, *allowed: Constraint) -> Vis:
@@ -95,11 +106,15 @@ class CCLInference:
         self.catalog = catalog
         self.viewer = viewer
         self.used: list[str] = []
+        self.checking = True  # False once asked for visibility only (EXPLAIN): nested clauses are not enforced
 
     # -- scopes ---------------------------------------------------------------------------
     def outputs(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool,
                 parent: Scope | None = None) -> list[tuple[str, Vis]]:
-        """(name, visibility) of each output column of a query; with `check`, enforce its conditions."""
+        """(name, visibility) of each output column of a query; with `check`, enforce its conditions
+        (and those of the queries nested in it)."""
+        if not check:
+            self.checking = False
         if isinstance(query, exp.Subquery):
             return self.outputs(query.this, ctes, check, parent)
         ctes = dict(ctes)
@@ -149,10 +164,10 @@ class CCLInference:
                     ref = ColumnRef(item.db, item.name, column)
                     columns[(alias, column)] = Vis(self.grants.constraint(ref, self.viewer), ref)
             elif isinstance(item, exp.Table) and item.name in ctes:
-                for name, vis in self.outputs(ctes[item.name], ctes, check=True):
+                for name, vis in self.outputs(ctes[item.name], ctes, check=self.checking):
                     columns[(alias, name)] = vis
             elif isinstance(item, (exp.Subquery, exp.Query)):
-                for name, vis in self.outputs(item, ctes, check=True):
+                for name, vis in self.outputs(item, ctes, check=self.checking):
                     columns[(alias, name)] = vis
             else:  # unnest, table functions, ...: nothing known, nothing revealed
                 for column in select.find_all(exp.Column):
@@ -192,51 +207,85 @@ class CCLInference:
 
     # -- values ---------------------------------------------------------------------------
     def value(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> Vis:
+        """The visibility of `e`, by the rule `planner/ccl_rules.py` gives its class (none: refused)."""
         if grouped and e.sql() in keys:
             return promote(self.value(e, scope, ctes, keys, False), C.PLAINTEXT_AFTER_GROUP_BY)
         if isinstance(e, exp.Column):
             return scope.column(e)
-        if isinstance(e, (exp.Literal, exp.Null, exp.Boolean, exp.Star, exp.DataType, exp.Var)):
-            return PLAIN
-        if isinstance(e, exp.Window):
-            return self._window(e, scope, ctes)
-        if isinstance(e, exp.AggFunc):
-            args = [self.value(a, scope, ctes, keys, False) for a in e.iter_expressions()
-                    if not isinstance(a, exp.Star)]
-            return promote(combine(args), C.PLAINTEXT_AFTER_AGGREGATE)
-        if isinstance(e, (exp.Subquery, exp.Query)):
-            outs = self.outputs(e, ctes, check=True, parent=scope)
-            return combine([v for _, v in outs])
-        if isinstance(e, exp.Exists):
-            self.outputs(e.this, ctes, check=True, parent=scope)
-            return PLAIN
         if isinstance(e, exp.In) and e.args.get("query") is not None and isinstance(e.this, exp.Column):
             # membership in another query's values is a (semi-)join on that column
-            outs = self.outputs(e.args["query"], ctes, check=True, parent=scope)
+            outs = self.outputs(e.args["query"], ctes, check=self.checking, parent=scope)
             return combine([promote(v, C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE)
                             for v in [scope.column(e.this), *(v for _, v in outs)]])
+        rule = rule_of(e)
+        if rule is Rule.LEAF:
+            return PLAIN
+        if rule is Rule.WINDOW:
+            return self._window(e, scope, ctes, keys, grouped)
+        if rule in (Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT):
+            vis = combine(self._arguments(e, scope, ctes))
+            if rule is Rule.COLLECT and not vis.plain:
+                return Vis(C.ENCRYPTED_ONLY, vis.source, vis.unknown)
+            return promote(vis, C.PLAINTEXT_AFTER_AGGREGATE) if rule is Rule.AGGREGATE else vis
+        if rule is Rule.FILTERED_AGGREGATE:  # the filter is a WHERE of the aggregate's own
+            return combine([self.value(e.this, scope, ctes, keys, False),
+                            self.condition(e.expression.this, scope, ctes)])
+        if rule is Rule.SUBQUERY:
+            if isinstance(e, (exp.Any, exp.All)):
+                return self.value(e.this, scope, ctes, keys, grouped)
+            return combine([v for _, v in self.outputs(e, ctes, check=self.checking, parent=scope)])
+        if rule is Rule.EXISTS:
+            self.outputs(e.this, ctes, check=self.checking, parent=scope)
+            return PLAIN
+        if rule not in (Rule.SCALAR, Rule.COMPARE):  # ranking and value window functions need OVER
+            return unknown(e)
         parts = [self.value(a, scope, ctes, keys, grouped) for a in e.iter_expressions()]
-        if isinstance(e, COMPARISONS):
+        if rule is Rule.COMPARE:
             return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])
         return combine(parts)
 
-    def _window(self, w: exp.Window, scope: Scope, ctes) -> Vis:
-        parts = [promote(self.value(p, scope, ctes, frozenset(), False), C.PLAINTEXT_AFTER_GROUP_BY)
+    def _arguments(self, func: exp.Expression, scope: Scope, ctes, keys=frozenset(), grouped=False) -> list[Vis]:
+        """Visibility of a function's arguments: per row inside an aggregate, per group in a window of a
+        grouped query."""
+        return [self.value(a, scope, ctes, keys, grouped) for a in func.iter_expressions()
+                if not isinstance(a, exp.Star)]
+
+    def _window(self, w: exp.Window, scope: Scope, ctes, keys, grouped: bool) -> Vis:
+        """A window's output is per row: nothing is aggregated away (SUM(x) OVER (ROWS CURRENT ROW) is
+        x). PARTITION BY keys tell which rows are equal: comparisons. ORDER BY keys order the rows:
+        ranks. The function's arguments keep their own constraint."""
+        parts = [promote(self.value(p, scope, ctes, keys, grouped), C.PLAINTEXT_AFTER_COMPARE)
                  for p in w.args.get("partition_by") or []]
         order = w.args.get("order")
-        parts += [promote(self.value(o.this, scope, ctes, frozenset(), False), C.REVEAL_RANK)
+        parts += [promote(self.value(o.this, scope, ctes, keys, grouped), C.REVEAL_RANK)
                   for o in (order.expressions if order else [])]
+        if w.args.get("alias") is not None:  # OVER w: its PARTITION BY / ORDER BY are not here to check
+            return unknown(w)
         func = w.this
-        if isinstance(func, exp.AggFunc):
-            parts.append(self.value(func, scope, ctes, frozenset(), False))
-        elif not isinstance(func, RANKING):
-            parts += [self.value(a, scope, ctes, frozenset(), False) for a in func.iter_expressions()]
-        return combine(parts)
+        while isinstance(func, (exp.IgnoreNulls, exp.RespectNulls)):
+            func = func.this
+        rule = rule_of(func)
+        if rule is Rule.FILTERED_AGGREGATE:
+            parts.append(self.condition(func.expression.this, scope, ctes))  # FILTER: a WHERE per row
+            func = func.this
+            rule = rule_of(func)
+        if rule not in (Rule.RANKING, Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT, Rule.WINDOW_VALUE):
+            return unknown(func)
+        vis = combine(parts + self._arguments(func, scope, ctes, keys, grouped))
+        if rule is Rule.COLLECT and not vis.plain:
+            return Vis(C.ENCRYPTED_ONLY, vis.source, vis.unknown)
+        return vis
 
     # -- checks ---------------------------------------------------------------------------
     def require(self, vis: Vis, where: str) -> None:
         if vis.plain:
             return
+        if vis.unknown:
+            raise PolicyViolation(
+                f"{self.viewer} may not learn the result of {vis.unknown} through {where}: it has no "
+                "column-control rule, so it is refused (deny by default; docs/federation.md lists the "
+                "functions, aggregates and window functions each constraint allows); rewrite the query "
+                "with those")
         column = str(vis.source) if vis.source else "a value"
         raise PolicyViolation(
             f"{self.viewer} may not learn {column} through {where}: its grant to {self.viewer} is "

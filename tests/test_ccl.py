@@ -108,3 +108,12 @@ def test_dry_run_check(fed, tmp_path):
     ok = CliRunner().invoke(main, ["check", "-F", path, "--as", "bank", "SELECT SUM(amount) FROM shop.orders"])
     no = CliRunner().invoke(main, ["check", "-F", path, "--as", "bank", "SELECT amount FROM shop.orders"])
     assert (ok.exit_code, no.exit_code) == (0, 1) and "refused: PolicyViolation" in no.output
+
+
+def test_owner_query_is_not_refused_by_what_others_may_see(fed):
+    """EXPLAIN's per-party visibility must not enforce the other parties' grants on the owner's own query."""
+    table = fed.execute("SELECT n FROM (SELECT amount AS n FROM shop.orders WHERE amount > 10) t "
+                        "WHERE EXISTS (SELECT 1 FROM shop.orders o WHERE o.customer_id > 3)", "shop").table
+    assert table.num_rows > 0
+    assert "PolicyViolation" in fed.check("SELECT n FROM (SELECT amount AS n FROM shop.orders WHERE amount > 10) t",
+                                          "bank")

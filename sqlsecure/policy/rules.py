@@ -3,7 +3,12 @@
 ```toml
 [rules."shop.orders"]
 join_columns = ["customer_id"]                  # the only columns it may be joined on
-aggregations = { amount = ["SUM", "AVG"] }      # these columns only inside these aggregates
+aggregations = { amount = ["SUM", "AVG"] }      # these columns only as the direct argument of these
+                                                # aggregates (not windowed, not FILTERed), anywhere in the query
+scalar_functions = ["ROUND", "ABS"]             # ... or through these scalar functions inside the aggregate
+dimension_columns = ["category", "odate"]       # aggregation rule: only in SELECT (as GROUP BY keys),
+                                                # GROUP BY, WHERE, ORDER BY; join_columns only in joins;
+                                                # no other column of the table may be used at all
 never_output = ["email"]                        # never in a SELECT list, in any form
 join_required = true                            # only together with one of the issuer's own tables
 min_group_size = 10                             # stricter than the federation's threshold
@@ -11,7 +16,11 @@ identity_column = "customer_id"                 # count groups by distinct ident
 max_rows_per_identity = 5                       # differential privacy: contribution bound
 bounds = { amount = [0, 500] }                  # differential privacy: clamping range
 ```
-The rules bind every issuer but the owner.
+The rules bind every issuer but the owner. Declaring `dimension_columns` turns the table's rules into
+an aggregation rule in the style of AWS Clean Rooms: every column the query uses must be a join,
+aggregate or dimension column, the table is read only by the revealed (outermost) SELECT, which must
+aggregate, and `identity_column` with `min_group_size` is its output constraint
+`COUNT(DISTINCT identity) >= k` per output row.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 RULE_KEYS = {"join_columns", "aggregations", "never_output", "join_required", "min_group_size",
-             "identity_column", "max_rows_per_identity", "bounds"}
+             "identity_column", "max_rows_per_identity", "bounds", "dimension_columns", "scalar_functions"}
 AGGREGATES = {"SUM", "AVG", "COUNT", "MIN", "MAX", "COUNT_DISTINCT"}
 
 
@@ -35,10 +44,26 @@ class TableRules:
     identity_column: str | None = None
     max_rows_per_identity: int | None = None
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    dimension_columns: frozenset[str] | None = None  # set: an aggregation rule (every column classified)
+    scalar_functions: frozenset[str] = frozenset()
 
 
 def _strings(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _scalar_functions(raw, key: str, problem) -> frozenset[str]:
+    """Upper-cased names of scalar functions column control knows (planner/ccl_rules.py)."""
+    from sqlsecure.planner.ccl_rules import Rule, names
+
+    if not _strings(raw):
+        problem(key, "must be a list of scalar function names")
+        return frozenset()
+    known = set(names(Rule.SCALAR))
+    bad = [f for f in raw if f.upper() not in known]
+    if bad:
+        problem(key, f"unknown scalar function {', '.join(bad)} (docs/federation.md lists them)")
+    return frozenset(f.upper() for f in raw if f.upper() in known)
 
 
 def parse_rules(raw, problem, catalog_columns) -> dict[tuple[str, str], TableRules]:
@@ -107,8 +132,16 @@ def parse_rules(raw, problem, catalog_columns) -> dict[tuple[str, str], TableRul
                     problem(f"{key}.bounds.{col}", "must be [low, high] with low <= high")
                 elif known("bounds", [col]):
                     bounds[col] = (pair[0], pair[1])
+        dimensions = body.get("dimension_columns")
+        if dimensions is not None and not _strings(dimensions):
+            problem(f"{key}.dimension_columns", "must be a list of the table's column names")
+            dimensions = []
+        elif dimensions is not None and not known("dimension_columns", dimensions):
+            dimensions = []
         out[(party, table)] = TableRules(
             party, table, tuple(join_columns) if join_columns is not None else None, aggregations,
             frozenset(never), bool(join_required), numbers["min_group_size"], identity,
-            numbers["max_rows_per_identity"], bounds)
+            numbers["max_rows_per_identity"], bounds,
+            frozenset(dimensions) if dimensions is not None else None,
+            _scalar_functions(body.get("scalar_functions", []), f"{key}.scalar_functions", problem))
     return out
