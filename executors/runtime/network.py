@@ -48,6 +48,7 @@ from sqlsecure import errors as error_classes
 from sqlsecure.errors import ConfigError, Error, InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.runtime.channel import ChannelStats, InProcessChannel, table_from_bytes, table_to_bytes
 from sqlsecure.executors.tee.stage import ACTOR
+from sqlsecure.executors.runtime.party import contained_error
 from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
 from sqlsecure.executors.spu.dealer import DEALER
 from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SecureStage
@@ -399,9 +400,9 @@ class Node(flight.FlightServerBase):
         def run() -> None:
             try:
                 state.result = self._role(state.plan, state.query_id, state.channel.endpoint(self.name))
-            except BaseException as exc:  # reported to the issuer by `wait`
-                state.error = exc
-                state.channel.abort(f"{self.name} failed: {exc}")
+            except BaseException as exc:  # reported to the issuer by `wait`: class and public message only
+                state.error = contained_error(self.name, exc, state.issuer)
+                state.channel.abort(f"{self.name} failed: {state.error}")
             finally:
                 state.finished_at = time.monotonic()
                 state.done.set()

@@ -1,0 +1,108 @@
+"""Leak 3 of issue 15: a party's local error crosses to the issuer as its class and the offending
+expression of the (public) query, never a data value; the full text stays in the party's own log."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import DataError, InternalError, PlanError
+from sqlsecure.executors.runtime.party import PartyExecutor
+
+# (query issued by bank, the error's class, the expression it must name); every failure is at shop
+AT_SHOP = [
+    ("SELECT COUNT(*) FROM shop.orders WHERE order_id = 7 GROUP BY CAST(category AS INT)",
+     DataError, "CAST(category AS INT)"),
+    ("SELECT SUM(CAST(CAST(amount AS VARCHAR) || 'x' AS DOUBLE)) FROM shop.orders",
+     DataError, "CAST(CAST(amount AS"),  # VARCHAR is TEXT in the pushed-down SQL
+    ("SELECT CAST(order_id AS TINYINT) * 1000 FROM shop.orders", DataError, "CAST(order_id AS TINYINT)"),
+    ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     "WHERE CAST(o.category AS INT) > 1", DataError, "CAST"),
+    ("SELECT COUNT(*) FROM shop.orders WHERE strptime(category, '%Y') IS NOT NULL", DataError, "strptime"),
+]
+
+
+def shop_values(tables) -> list[str]:
+    """Texts the shop's orders could leak: categories, regions, amounts as DuckDB prints them, and the
+    order ids of three digits (no literal of the queries has three digits)."""
+    orders = tables["shop"]["orders"]
+    ids = {str(i) for i in orders.column("order_id").to_pylist() if i >= 100}
+    amounts = {f"{a:.2f}" for a in orders.column("amount").to_pylist()} | \
+        {str(a) for a in orders.column("amount").to_pylist()}
+    return sorted(set(orders.column("category").to_pylist()) | set(orders.column("region").to_pylist())
+                  | {a for a in amounts if "." in a} | ids)
+
+
+def mentions(text: str, value: str) -> bool:
+    return re.search(rf"(?<![\d.]){re.escape(value)}(?!\d)", text) is not None
+
+
+def unqualified(text: str) -> str:
+    """The message with the pushed-down SQL's qualifiers and quotes dropped: "orders"."category" -> category."""
+    return re.sub(r'"\w+"\.(?=")', "", text).replace('"', "")
+
+
+def assert_no_value(message: str, values) -> None:
+    leaked = [v for v in values if mentions(message, v)]
+    assert not leaked, f"data values {leaked[:5]} in {message!r}"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, make_federation):
+    with Engine(make_federation(tmp_path_factory.mktemp("owner-errors")), timeout=60) as eng:
+        yield eng
+
+
+@pytest.mark.parametrize("sql, cls, expression", AT_SHOP)
+def test_a_partys_error_reaches_the_issuer_without_its_values(engine, tables, caplog, sql, cls, expression):
+    with caplog.at_level(logging.ERROR, logger="sqlsecure.party.shop"):
+        with pytest.raises(cls) as info:
+            engine.execute(sql, "bank")
+    message = str(info.value)
+    assert "'shop'" in message and expression.lower() in unqualified(message).lower(), message
+    assert_no_value(message, shop_values(tables))
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    assert not hasattr(info.value, "private_detail")
+    owner_log = "\n".join(r.getMessage() for r in caplog.records if r.name == "sqlsecure.party.shop")
+    assert "Error" in owner_log and any(mentions(owner_log, v) for v in shop_values(tables)), owner_log
+
+
+def test_the_issuer_sees_its_own_datas_error_whole(engine):
+    with pytest.raises(DataError, match="north|south|east|west") as info:
+        engine.execute("SELECT COUNT(*) FROM bank.customers GROUP BY CAST(region AS INT)", "bank")
+    assert "CAST(region AS INT)" in unqualified(str(info.value))
+
+
+def test_another_issuer_sees_only_the_expression(engine, tables):
+    with pytest.raises(DataError) as info:
+        engine.execute("SELECT COUNT(*) FROM bank.customers GROUP BY CAST(region AS INT)", "shop")
+    assert "CAST(region AS INT)" in unqualified(str(info.value)) and "'bank'" in str(info.value)
+    assert_no_value(str(info.value), ["north", "south", "east", "west"])
+
+
+def test_a_library_exception_at_a_party_crosses_as_its_class_only(engine, monkeypatch, caplog):
+    """Python's and pyarrow's messages quote values: only the class name may cross."""
+    join = PartyExecutor._join
+
+    def failing_join(self, step, pieces, tag):
+        if self.name == "shop":
+            raise ValueError("Float value 123.45 was truncated")
+        return join(self, step, pieces, tag)
+
+    monkeypatch.setattr(PartyExecutor, "_join", failing_join)
+    with caplog.at_level(logging.ERROR, logger="sqlsecure.party.shop"):
+        with pytest.raises(InternalError, match="'shop' failed with ValueError") as info:
+            engine.execute("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+                           "bank")
+    assert "123.45" not in str(info.value)
+    assert any("123.45" in (r.exc_text or "") or r.exc_info and "123.45" in str(r.exc_info[1])
+               for r in caplog.records)
+
+
+def test_error_is_refused_at_plan_time(engine):
+    """error(x) raises with its argument as the message: refused before anything runs."""
+    with pytest.raises(PlanError, match="error"):
+        engine.execute("SELECT error(CAST(amount AS VARCHAR)) FROM shop.orders", "bank")
