@@ -25,7 +25,7 @@ import pytest
 
 from sqlsecure.certs import init_certs
 from sqlsecure.engine import Engine
-from sqlsecure.errors import ConfigError, NotSupportedError, ProtocolError
+from sqlsecure.errors import ConfigError, DataError, NotSupportedError, PlanError, ProtocolError
 from sqlsecure.executors.runtime.network import Identity, Peers
 from sqlsecure.executors.runtime.plan_codec import encode_plan
 from sqlsecure.federation import load_federation
@@ -64,12 +64,16 @@ class Cluster:
             self.start(name)
 
     def start(self, name: str) -> None:
-        proc = subprocess.Popen([sys.executable, "-m", "sqlsecure.cli", "party", "serve", "-F", str(self.path),
-                                 "--name", name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                cwd=self.path.parent)  # not the checkout: its sqlsecure/ is not the installed package
+        with open(self.log(name), "a") as log:  # the node's own log (stderr): a party's full error texts
+            proc = subprocess.Popen([sys.executable, "-m", "sqlsecure.cli", "party", "serve", "-F", str(self.path),
+                                     "--name", name], stdout=subprocess.PIPE, stderr=log, text=True,
+                                    cwd=self.path.parent)  # not the checkout: its sqlsecure/ is not the package
         line = proc.stdout.readline()
         assert "serving on" in line, f"{name} did not start: {line!r}"
         self.procs[name] = proc
+
+    def log(self, name: str) -> Path:
+        return self.path.parent / f"{name}.log"
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -191,6 +195,33 @@ def test_network_engine_issues_only_as_itself_and_does_not_write(networked):
         networked["bank"].execute(PSI[1], "shop")
     with pytest.raises(NotSupportedError, match="network mode"):
         networked["bank"].execute("CREATE TABLE t AS SELECT 1 AS x", "bank")
+
+
+# ------------------------------------------------------------------------------- a party's errors
+
+SHOP_FAILS = [  # (query issued by bank, the class, the expression named); every failure is at shop
+    ("SELECT COUNT(*) FROM shop.orders WHERE order_id = 7 GROUP BY CAST(category AS INT)", DataError,
+     "CAST(category AS INT)"),
+    ("SELECT SUM(CAST(CAST(amount AS VARCHAR) || 'x' AS DOUBLE)) FROM shop.orders", DataError, "CAST(CAST(amount AS"),
+    ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     "WHERE CAST(o.category AS INT) > 1", DataError, "CAST"),
+]
+
+
+@pytest.mark.parametrize("sql, cls, expression", SHOP_FAILS)
+def test_a_partys_error_crosses_without_its_values(cluster, networked, tables, contained_error, sql, cls,
+                                                   expression):
+    """Leak 3 over Flight: the issuer gets the class and the expression; shop's log keeps the value."""
+    with pytest.raises(cls) as info:
+        networked["bank"].execute(sql, "bank")
+    values = contained_error.shop_values(tables)
+    contained_error.check(str(info.value), "shop", expression, values)
+    assert any(contained_error.mentions(cluster.log("shop").read_text(), v) for v in values)
+
+
+def test_error_is_refused_before_any_party_runs(networked):
+    with pytest.raises(PlanError, match="error"):
+        networked["bank"].execute("SELECT error(CAST(amount AS VARCHAR)) FROM shop.orders", "bank")
 
 
 # ------------------------------------------------------------------------------- authorisation
