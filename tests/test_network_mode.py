@@ -518,6 +518,60 @@ def he_cluster(tmp_path_factory):
     running.stop()
 
 
+class HeldClient:
+    """A stand-in FlightClient whose calls block until released: closing it while a call is in flight
+    is what gRPC must never see."""
+
+    def __init__(self, *args, **kwargs):
+        self.calling, self.release, self.closed_in_flight, self.closed = threading.Event(), threading.Event(), \
+            False, False
+        self.in_flight, self._lock = 0, threading.Lock()
+
+    def do_action(self, action, options=None):
+        with self._lock:
+            self.in_flight += 1
+        self.calling.set()
+        self.release.wait()
+        with self._lock:
+            self.in_flight -= 1
+        raise flight.FlightUnavailableError("connection reset")
+
+    def close(self):
+        self.closed_in_flight |= self.in_flight > 0
+        self.closed = True
+
+
+def test_a_client_is_closed_only_after_its_last_call(cluster, monkeypatch):
+    """A dead party fails several threads' calls on one client; the first failure forgets the client,
+    and it is closed only when the last call has returned; `close` waits for the calls in flight."""
+    made: list[HeldClient] = []
+    monkeypatch.setattr(flight, "FlightClient", lambda *a, **k: made.append(HeldClient()) or made[-1])
+    peers = _peers(cluster, "bank")
+    errors: list[BaseException] = []
+
+    def call():
+        try:
+            peers.call("shop", "wait", b"{}", 5)
+        except ProtocolError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    threads[0].start()
+    made[0].calling.wait()
+    threads[1].start()
+    while made[0].in_flight < 2:
+        time.sleep(0.001)
+    peers.forget("shop")  # what a failed call does, while the other still runs
+    assert not made[0].closed
+    closing = threading.Thread(target=peers.close)
+    closing.start()
+    made[0].release.set()
+    for t in threads + [closing]:
+        t.join(timeout=10)
+    assert made[0].closed and not made[0].closed_in_flight
+    assert len(errors) == 2 and all("'shop'" in str(e) for e in errors)
+
+
 def _children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (a node's worker processes), from /proc."""
     out = []
