@@ -4,12 +4,15 @@ expression of the (public) query, never a data value; the full text stays in the
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import DataError, InternalError, PlanError
+from sqlsecure.errors import DataError, InternalError, OperationalError, PlanError
+from sqlsecure.executors.runtime import worker_main
 from sqlsecure.executors.runtime.party import PartyExecutor
+from sqlsecure.executors.runtime.worker_processes import WorkerJob, WorkerProcesses
 
 # (query issued by bank, the error's class, the expression it must name); every failure is at shop
 AT_SHOP = [
@@ -79,3 +82,24 @@ def test_error_is_refused_at_plan_time(engine):
     """error(x) raises with its argument as the message: refused before anything runs."""
     with pytest.raises(PlanError, match="error"):
         engine.execute("SELECT error(CAST(amount AS VARCHAR)) FROM shop.orders", "bank")
+
+
+def test_a_worker_processs_failure_text_stays_in_the_log(tmp_path, caplog):
+    """A worker's exception may quote the values of its job: the job's error names only its class."""
+    script = tmp_path / "failing_worker.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(Path(worker_main.__file__).parent)!r})\n"
+                      "from worker_main import run\n\n"
+                      "def load():\n"
+                      "    def handle(op, payload):\n"
+                      "        raise ValueError(f'cannot encode {payload.decode()}')\n"
+                      "    return handle\n\n"
+                      "sys.exit(run(sys.argv, load, 'nothing'))\n")
+    workers = WorkerProcesses("Test", lambda: [str(script)], handle="TestWorkers", start_seconds=60)
+    try:
+        with caplog.at_level(logging.ERROR, logger="sqlsecure.workers"):
+            with pytest.raises(OperationalError, match=r"failed encoding \(ValueError\)") as info:
+                workers.submit(1, WorkerJob((b"123.45",), "encoding", 60)).result(timeout=60)
+    finally:
+        workers.shutdown()
+    assert "123.45" not in str(info.value)
+    assert any("123.45" in r.getMessage() for r in caplog.records if r.name == "sqlsecure.workers")
