@@ -242,6 +242,15 @@ def test_a_partys_error_crosses_without_its_values(cluster, networked, tables, c
     assert any(contained_error.mentions(cluster.log("shop").read_text(), v) for v in values)
 
 
+@pytest.mark.parametrize("issuer", ["bank", "shop"])
+def test_only_the_issuer_gets_its_own_datas_error_text(networked, contained_error, issuer):
+    with pytest.raises(DataError) as info:
+        networked[issuer].execute("SELECT COUNT(*) FROM bank.customers GROUP BY CAST(region AS INT)", issuer)
+    contained_error.check(str(info.value), "bank", "CAST(region AS INT)", ["north", "south", "east", "west"])
+    detail = getattr(info.value, "private_detail", None)
+    assert (detail is not None and "Conversion Error" in detail) == (issuer == "bank"), detail
+
+
 def test_error_is_refused_before_any_party_runs(networked):
     with pytest.raises(PlanError, match="error"):
         networked["bank"].execute("SELECT error(CAST(amount AS VARCHAR)) FROM shop.orders", "bank")

@@ -47,10 +47,12 @@ def test_a_partys_error_reaches_the_issuer_without_its_values(engine, tables, ca
     assert "Error" in owner_log and any(contained_error.mentions(owner_log, v) for v in values), owner_log
 
 
-def test_the_issuer_sees_its_own_datas_error_whole(engine):
-    with pytest.raises(DataError, match="north|south|east|west") as info:
+def test_the_issuer_keeps_its_own_datas_error_text(engine, contained_error):
+    """The message is the same for every issuer; the issuer's own values are in `private_detail`."""
+    with pytest.raises(DataError) as info:
         engine.execute("SELECT COUNT(*) FROM bank.customers GROUP BY CAST(region AS INT)", "bank")
-    assert "CAST(\"customers\".\"region\" AS INT)" in str(info.value)
+    contained_error.check(str(info.value), "bank", "CAST(region AS INT)", ["north", "south", "east", "west"])
+    assert any(region in info.value.private_detail for region in ("north", "south", "east", "west"))
 
 
 def test_another_issuer_sees_only_the_expression(engine, contained_error):

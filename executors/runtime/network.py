@@ -454,6 +454,8 @@ class Node(flight.FlightServerBase):
         if state.error is not None:
             header["error"] = str(state.error)
             header["type"] = type(state.error).__name__
+            if getattr(state.error, "private_detail", None):  # the issuer's own data: to the issuer alone
+                header["detail"] = state.error.private_detail
             return [json.dumps(header).encode() + b"\n"]
         payload = b""
         if self.name == state.issuer and state.result is not None:
@@ -479,7 +481,10 @@ def _error_from(name: str, header: dict) -> Error:
     if not (isinstance(cls, type) and issubclass(cls, Error)):
         cls = InternalError
     text = str(header.get("error", "failed"))
-    return cls(text if name in text else f"at {name}: {text}")
+    error = cls(text if name in text else f"at {name}: {text}")
+    if isinstance(header.get("detail"), str):  # sent only by the issuer's own node, about its own data
+        error.private_detail = header["detail"]
+    return error
 
 
 def encode_parameters(values) -> list:

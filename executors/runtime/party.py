@@ -55,28 +55,17 @@ def contained_error(party: str, exc: BaseException, issuer: str) -> Error:
     """What of `party`'s failure may reach the issuer (and, through an abort, the other parties).
 
     The engine's own errors keep their class and message (they name public things: the plan, a column,
-    a range, a silent party) but lose any chained library exception and private detail; anything else
+    a range, a silent party) but lose their chained library exception and traceback; anything else
     (a library's or Python's exception, whose text may quote a data value) becomes an InternalError
-    naming only its class. The full text is logged at the party. The issuer's own failures stay whole:
-    they are about its own data."""
-    detail = getattr(exc, "private_detail", None)
+    naming only its class. The full text is logged at the party. Only the issuer's own failures keep
+    their `private_detail` (the text DuckDB gave about the issuer's own data)."""
     if not isinstance(exc, Error):
         party_log(party).error("%s failed", party, exc_info=exc)
-    if party == issuer:
-        if isinstance(exc, Error):
-            return type(exc)(f"{exc}\n  {detail}") if detail and _rebuildable(exc) else exc
-        return InternalError(f"{type(exc).__name__}: {exc}")
-    if not isinstance(exc, Error):
         return InternalError(f"party {party!r} failed with {type(exc).__name__}; its log has the details")
-    if detail is not None:
+    if party != issuer and hasattr(exc, "private_detail"):
         del exc.private_detail
     exc.__cause__, exc.__context__, exc.__suppress_context__ = None, None, True
     return exc.with_traceback(None)  # the party's frames (and their locals) stay behind
-
-
-def _rebuildable(exc: Error) -> bool:
-    """Whether the error's class is built from one message (ConfigError and a few others are not)."""
-    return type(exc).__init__ is Exception.__init__
 
 
 def _hstack(tables: list[pa.Table]) -> pa.Table:
