@@ -38,7 +38,6 @@ class TableSource:
 
 CATEGORY = re.compile(r"^([A-Z][A-Za-z ]{0,40}) Error:")  # DuckDB's error kind: fixed words, never a value
 POINTER = re.compile(r"^(LINE \d+: )(.*)\n( *)(\^+)", re.M)  # DuckDB's caret line under the failing expression
-DATA_ERRORS = (duckdb.DataError, duckdb.InvalidInputException)
 
 
 def party_log(party: str) -> logging.Logger:
@@ -69,9 +68,11 @@ def local_error(party: str, exc: duckdb.Error, sql: str, doing: str = "local que
     kind = f"{kind.group(1)} error" if kind else type(exc).__name__
     expression = located_expression(text, sql)
     where = f"in {expression!r}" if expression else f"in its {doing}: {sql}"
-    cls = DataError if isinstance(exc, DATA_ERRORS) else OperationalError
-    error = cls(f"party {party!r}: {kind} {where}; the value that failed stays in {party}'s log "
-                "(check the expression's types and the data's range)")
+    if isinstance(exc, duckdb.DataError):  # conversion, out of range: PEP 249's DataError, as in DuckDB
+        error = DataError(f"party {party!r}: {kind} {where}; the value that failed stays in {party}'s log "
+                          "(check the expression's types and the data's range)")
+    else:
+        error = OperationalError(f"party {party!r}: {kind} {where}; the full text is in {party}'s log")
     error.private_detail = text
     return error
 

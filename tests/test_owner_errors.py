@@ -23,7 +23,7 @@ AT_SHOP = [
     ("SELECT CAST(order_id AS TINYINT) * 1000 FROM shop.orders", DataError, "CAST(order_id AS TINYINT)"),
     ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
      "WHERE CAST(o.category AS INT) > 1", DataError, "CAST"),
-    ("SELECT COUNT(*) FROM shop.orders WHERE strptime(category, '%Y') IS NOT NULL", DataError, "strptime"),
+    ("SELECT COUNT(*) FROM shop.orders WHERE strptime(category, '%Y') IS NOT NULL", OperationalError, "strptime"),
 ]
 
 
