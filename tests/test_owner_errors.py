@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import DataError, InternalError, OperationalError, PlanError
+from sqlsecure.errors import DataError, Error, InternalError, OperationalError, PlanError
 from sqlsecure.executors.runtime import worker_main
 from sqlsecure.executors.runtime.party import PartyExecutor
 from sqlsecure.executors.runtime.worker_processes import WorkerJob, WorkerProcesses
@@ -105,3 +105,23 @@ def test_a_worker_processs_failure_text_stays_in_the_log(tmp_path, caplog):
         workers.shutdown()
     assert "123.45" not in str(info.value)
     assert any("123.45" in r.getMessage() for r in caplog.records if r.name == "sqlsecure.workers")
+
+
+ISSUE_GRANTS = [("bank", ("shop.orders.order_id",), "PLAINTEXT"),
+                ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE"),
+                ("bank", ("shop.orders.category",), "PLAINTEXT_AFTER_GROUP_BY"),
+                ("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_JOIN"),
+                ("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN")]
+
+
+@pytest.mark.parametrize("sql", [sql for sql, _, _ in AT_SHOP])
+def test_under_the_issues_grants_refused_or_contained(tmp_path, make_federation, grants_for, tables,
+                                                      contained_error, sql):
+    """With the issue's grants a query may be refused by column control or fail at shop; either way
+    the error is a PEP 249 class and quotes no value of shop's."""
+    with Engine(make_federation(tmp_path, grants_for(*ISSUE_GRANTS)), timeout=60) as engine:
+        with pytest.raises(Error) as info:
+            engine.execute(sql, "bank")
+    leaked = [v for v in contained_error.shop_values(tables) if contained_error.mentions(str(info.value), v)]
+    assert not leaked, (leaked[:5], str(info.value))
+    assert info.value.__cause__ is None and not hasattr(info.value, "private_detail")
