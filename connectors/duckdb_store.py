@@ -7,6 +7,8 @@ query can read the party's tables and nothing else on the machine.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from sqlsecure.errors import ConfigError, OperationalError
+from sqlsecure.errors import ConfigError, DataError, Error, OperationalError
 
 FILE_READERS = {".parquet": "read_parquet", ".csv": "read_csv_auto", ".tsv": "read_csv_auto"}
 
@@ -32,6 +34,47 @@ class TableSource:
         if suffix not in FILE_READERS:
             raise ConfigError(f"table {self.name!r}: unsupported file type {suffix!r} (use .parquet or .csv)")
         return FILE_READERS[suffix]
+
+
+CATEGORY = re.compile(r"^([A-Z][A-Za-z ]{0,40}) Error:")  # DuckDB's error kind: fixed words, never a value
+POINTER = re.compile(r"^(LINE \d+: )(.*)\n( *)(\^+)", re.M)  # DuckDB's caret line under the failing expression
+
+
+def party_log(party: str) -> logging.Logger:
+    """The party's own log: the only place a failure's full text (with its data values) is kept."""
+    return logging.getLogger(f"sqlsecure.party.{party}")
+
+
+def located_expression(message: str, sql: str) -> str | None:
+    """The expression of `sql` that DuckDB's caret line points at, or None. Only text found in `sql`
+    itself (the public query) is returned, never text of the message around it."""
+    match = POINTER.search(message)
+    if match is None:
+        return None
+    prefix, line, pad, carets = match.groups()
+    start = len(pad) - len(prefix)
+    expression = line[start:start + len(carets)].strip() if start >= 0 else ""
+    return expression if expression and expression in sql else None
+
+
+def local_error(party: str, exc: duckdb.Error, sql: str, doing: str = "local query") -> Error:
+    """A DuckDB failure at `party` as the engine's error: its kind and the offending expression of the
+    (public) SQL, never the data value DuckDB quotes. The full text goes to the party's own log and
+    stays on the error as `private_detail`, which only the party itself may read (see
+    `executors.runtime.party.contained_error`)."""
+    text = str(exc)
+    party_log(party).error("%s at %s failed: %s\n  SQL: %s", doing, party, text, sql)
+    kind = CATEGORY.match(text)
+    kind = f"{kind.group(1)} error" if kind else type(exc).__name__
+    expression = located_expression(text, sql)
+    where = f"in {expression!r}" if expression else f"in its {doing}: {sql}"
+    if isinstance(exc, duckdb.DataError):  # conversion, out of range: PEP 249's DataError, as in DuckDB
+        error = DataError(f"party {party!r}: {kind} {where}; the value that failed stays in {party}'s log "
+                          "(check the expression's types and the data's range)")
+    else:
+        error = OperationalError(f"party {party!r}: {kind} {where}; the full text is in {party}'s log")
+    error.private_detail = text
+    return error
 
 
 def _quote(name: str) -> str:
@@ -100,7 +143,7 @@ class PartyStore:
             with self._lock:
                 return self._con.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
-            raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
+            raise local_error(self.party, exc, sql) from None
 
     def write(self, sql: str, result: pa.Table | None = None) -> int:
         """Run one write statement on this party's own database; `result` is visible as "__result".

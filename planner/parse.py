@@ -24,7 +24,7 @@ from sqlsecure.planner.views import expand_views, used_views
 DENIED_FUNCTIONS = {
     "getenv", "current_setting", "read_text", "read_blob", "glob", "read_csv", "read_csv_auto",
     "read_parquet", "read_json", "read_json_auto", "read_ndjson", "parquet_scan", "sniff_csv",
-    "duckdb_settings", "duckdb_extensions", "pragma_version", "query", "query_table",
+    "duckdb_settings", "duckdb_extensions", "pragma_version", "query", "query_table", "error",
 }
 
 

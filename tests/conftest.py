@@ -7,6 +7,7 @@ import decimal
 import glob
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -242,6 +243,40 @@ def spy_on(channel) -> list[bytes]:
 def channel_spy():
     """spy_on(channel): the list of every payload the channel sends from now on."""
     return spy_on
+
+
+class ContainedError:
+    """Checks that a party's error reached the issuer as its class and expression, without the data."""
+
+    @staticmethod
+    def shop_values(tables) -> list[str]:
+        """Texts the shop's orders could leak: categories, regions, amounts as DuckDB prints them, and
+        the three-digit order ids (the queries' literals have fewer digits)."""
+        orders = tables["shop"]["orders"]
+        amounts = {f"{a:.2f}" for a in orders.column("amount").to_pylist()} | \
+            {str(a) for a in orders.column("amount").to_pylist()}
+        ids = {str(i) for i in orders.column("order_id").to_pylist() if i >= 100}
+        return sorted(set(orders.column("category").to_pylist()) | set(orders.column("region").to_pylist())
+                      | {a for a in amounts if "." in a} | ids)
+
+    @staticmethod
+    def mentions(text: str, value: str) -> bool:
+        return re.search(rf"(?<![\d.]){re.escape(value)}(?!\d)", text) is not None
+
+    @classmethod
+    def check(cls, message: str, party: str, expression: str, values) -> None:
+        """`message` names the party and the expression (as pushed down: qualifiers, quotes and case
+        aside) and none of the values."""
+        unqualified = re.sub(r'"\w+"\.(?=")', "", message).replace('"', "").lower()
+        assert repr(party) in message and expression.lower() in unqualified, message
+        leaked = [v for v in values if cls.mentions(message, v)]
+        assert not leaked, f"data values {leaked[:5]} in {message!r}"
+
+
+@pytest.fixture(scope="session")
+def contained_error():
+    """ContainedError: checks for a party's error as it reaches the issuer (issue 15, leak 3)."""
+    return ContainedError
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ import pytest
 
 from sqlsecure.certs import init_certs
 from sqlsecure.engine import Engine
-from sqlsecure.errors import ConfigError, NotSupportedError, ProtocolError
+from sqlsecure.errors import ConfigError, DataError, NotSupportedError, PlanError, ProtocolError
 from sqlsecure.executors.runtime.network import Identity, Peers
 from sqlsecure.executors.runtime.plan_codec import encode_plan
 from sqlsecure.federation import load_federation
@@ -55,6 +56,25 @@ def networkify(path: Path, names, timeout: float) -> Path:
     return path
 
 
+HOLDING_NODE = """
+import sys, threading
+from sqlsecure.executors.runtime import network
+from sqlsecure.cli import main
+
+suffix, send = sys.argv.pop(1), network.NetworkChannel._send
+
+def send_then_hold(self, src, dst, tag, payload):
+    send(self, src, dst, tag, payload)
+    if tag.endswith(suffix):
+        print("SENT", tag, flush=True)
+        threading.Event().wait()
+
+network.NetworkChannel._send = send_then_hold
+sys.argv[0] = "sqlsecure"
+main()
+"""
+
+
 class Cluster:
     """The federation's nodes as `sqlsecure party serve` processes."""
 
@@ -63,13 +83,20 @@ class Cluster:
         for name in self.names:
             self.start(name)
 
-    def start(self, name: str) -> None:
-        proc = subprocess.Popen([sys.executable, "-m", "sqlsecure.cli", "party", "serve", "-F", str(self.path),
-                                 "--name", name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                cwd=self.path.parent)  # not the checkout: its sqlsecure/ is not the installed package
+    def start(self, name: str, hold_after: str | None = None) -> None:
+        """Start `name`; with `hold_after`, the node stops (mid-protocol) once it has sent its first
+        message whose tag ends so, and prints `SENT <tag>`: a fault then lands at that exact point."""
+        launcher = ["-m", "sqlsecure.cli"] if hold_after is None else ["-c", HOLDING_NODE, hold_after]
+        with open(self.log(name), "a") as log:  # the node's own log (stderr): a party's full error texts
+            proc = subprocess.Popen([sys.executable, *launcher, "party", "serve", "-F", str(self.path),
+                                     "--name", name], stdout=subprocess.PIPE, stderr=log, text=True,
+                                    cwd=self.path.parent)  # not the checkout: its sqlsecure/ is not the package
         line = proc.stdout.readline()
         assert "serving on" in line, f"{name} did not start: {line!r}"
         self.procs[name] = proc
+
+    def log(self, name: str) -> Path:
+        return self.path.parent / f"{name}.log"
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -191,6 +218,42 @@ def test_network_engine_issues_only_as_itself_and_does_not_write(networked):
         networked["bank"].execute(PSI[1], "shop")
     with pytest.raises(NotSupportedError, match="network mode"):
         networked["bank"].execute("CREATE TABLE t AS SELECT 1 AS x", "bank")
+
+
+# ------------------------------------------------------------------------------- a party's errors
+
+SHOP_FAILS = [  # (query issued by bank, the class, the expression named); every failure is at shop
+    ("SELECT COUNT(*) FROM shop.orders WHERE order_id = 7 GROUP BY CAST(category AS INT)", DataError,
+     "CAST(category AS INT)"),
+    ("SELECT SUM(CAST(CAST(amount AS VARCHAR) || 'x' AS DOUBLE)) FROM shop.orders", DataError, "CAST(CAST(amount AS"),
+    ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     "WHERE CAST(o.category AS INT) > 1", DataError, "CAST"),
+]
+
+
+@pytest.mark.parametrize("sql, cls, expression", SHOP_FAILS)
+def test_a_partys_error_crosses_without_its_values(cluster, networked, tables, contained_error, sql, cls,
+                                                   expression):
+    """Leak 3 over Flight: the issuer gets the class and the expression; shop's log keeps the value."""
+    with pytest.raises(cls) as info:
+        networked["bank"].execute(sql, "bank")
+    values = contained_error.shop_values(tables)
+    contained_error.check(str(info.value), "shop", expression, values)
+    assert any(contained_error.mentions(cluster.log("shop").read_text(), v) for v in values)
+
+
+@pytest.mark.parametrize("issuer", ["bank", "shop"])
+def test_only_the_issuer_gets_its_own_datas_error_text(networked, contained_error, issuer):
+    with pytest.raises(DataError) as info:
+        networked[issuer].execute("SELECT COUNT(*) FROM bank.customers GROUP BY CAST(region AS INT)", issuer)
+    contained_error.check(str(info.value), "bank", "CAST(region AS INT)", ["north", "south", "east", "west"])
+    detail = getattr(info.value, "private_detail", None)
+    assert (detail is not None and "Conversion Error" in detail) == (issuer == "bank"), detail
+
+
+def test_error_is_refused_before_any_party_runs(networked):
+    with pytest.raises(PlanError, match="error"):
+        networked["bank"].execute("SELECT error(CAST(amount AS VARCHAR)) FROM shop.orders", "bank")
 
 
 # ------------------------------------------------------------------------------- authorisation
@@ -435,6 +498,147 @@ def test_a_restarted_party_refuses_the_old_query(big_cluster, big_engines):
     assert "result" not in box and "'shop'" in str(box.get("error")), box
     _assert_state_dropped(network, ["bank", "shop"])
     assert network.execute(PSI_BIG, "bank").table.equals(expected[PSI_BIG])
+
+
+HE_ROWS = 16_000  # rows per side, all matching: enough ciphertexts (> 1,024) for the worker processes
+HE_BIG = "SELECT b.g, SUM(s.w) AS total FROM bank.t b JOIN shop.t s ON b.id = s.id GROUP BY b.g"
+
+
+@pytest.fixture(scope="module")
+def he_cluster(tmp_path_factory):
+    """bank (group keys, issuer) and shop (values) with grants that force an HE group-by; shop is
+    started by each test, which chooses where it stops."""
+    directory = tmp_path_factory.mktemp("network-he-faults")
+    rng = np.random.default_rng(3)
+    for party, column, high in (("bank", "g", 5), ("shop", "w", 1000)):
+        (directory / party).mkdir()
+        pq.write_table(pa.table({"id": rng.permutation(HE_ROWS).astype(np.int64),
+                                 column: rng.integers(0, high, HE_ROWS)}), directory / party / "t.parquet")
+    path = directory / "federation.toml"
+    path.write_text('[federation]\nname = "he-faults"\nmin_group_size = 0\ngroup_sums = "he"\n'
+                    '[parties.bank]\n[parties.bank.tables]\nt = "bank/t.parquet"\n'
+                    '[parties.shop]\n[parties.shop.tables]\nt = "shop/t.parquet"\n'
+                    '[[grants]]\nparty = "bank"\ncolumns = ["shop.t.id"]\nconstraint = "PLAINTEXT_AFTER_JOIN"\n'
+                    '[[grants]]\nparty = "bank"\ncolumns = ["shop.t.w"]\nconstraint = "PLAINTEXT_AFTER_AGGREGATE"\n'
+                    '[[grants]]\nparty = "shop"\ncolumns = ["bank.t.id"]\nconstraint = "PLAINTEXT_AFTER_JOIN"\n')
+    networkify(path, ("bank", "shop"), timeout=5)
+    running = Cluster(path, ("bank",))
+    yield running
+    running.stop()
+
+
+class HeldClient:
+    """A stand-in FlightClient whose calls block until released: closing it while a call is in flight
+    is what gRPC must never see."""
+
+    def __init__(self, *args, **kwargs):
+        self.calling, self.release, self.closed_in_flight, self.closed = threading.Event(), threading.Event(), \
+            False, False
+        self.in_flight, self._lock = 0, threading.Lock()
+
+    def do_action(self, action, options=None):
+        with self._lock:
+            self.in_flight += 1
+        self.calling.set()
+        self.release.wait()
+        with self._lock:
+            self.in_flight -= 1
+        raise flight.FlightUnavailableError("connection reset")
+
+    def close(self):
+        self.closed_in_flight |= self.in_flight > 0
+        self.closed = True
+
+
+def test_a_client_is_closed_only_after_its_last_call(cluster, monkeypatch):
+    """A dead party fails several threads' calls on one client; the first failure forgets the client,
+    and it is closed only when the last call has returned; `close` waits for the calls in flight."""
+    made: list[HeldClient] = []
+    monkeypatch.setattr(flight, "FlightClient", lambda *a, **k: made.append(HeldClient()) or made[-1])
+    peers = _peers(cluster, "bank")
+    errors: list[BaseException] = []
+
+    def call():
+        try:
+            peers.call("shop", "wait", b"{}", 5)
+        except ProtocolError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    threads[0].start()
+    made[0].calling.wait()
+    threads[1].start()
+    while made[0].in_flight < 2:
+        time.sleep(0.001)
+    peers.forget("shop")  # what a failed call does, while the other still runs
+    assert not made[0].closed
+    closing = threading.Thread(target=peers.close)
+    closing.start()
+    made[0].release.set()
+    for t in threads + [closing]:
+        t.join(timeout=10)
+    assert made[0].closed and not made[0].closed_in_flight
+    assert len(errors) == 2 and all("'shop'" in str(e) for e in errors)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a node's worker processes), from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                out.append(int(entry.name))
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _line(proc: subprocess.Popen, seconds: float) -> str:
+    """The next line `proc` prints; '' if it prints none within `seconds` (a bound, not a timing)."""
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    return proc.stdout.readline() if ready else ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_party_killed_mid_he_fails_the_query_and_its_workers_exit(he_cluster):
+    """`sqlsecure party query` while the HE value party is SIGKILLed right after its first ciphertexts
+    crossed: the issuer exits 1 with a ProtocolError naming it (no crash, no hang), the dead party's
+    worker processes end, and once it is back the query runs."""
+    he_cluster.start("shop", hold_after="/he/ct")
+    victim = he_cluster.procs["shop"]
+    issuer = subprocess.Popen([sys.executable, "-m", "sqlsecure.cli", "party", "query", "-F", str(he_cluster.path),
+                               "--as", "bank", HE_BIG], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=he_cluster.path.parent)
+    try:
+        assert _line(victim, 120).startswith("SENT"), "shop never sent its ciphertexts"
+        workers = _children(victim.pid)
+        assert workers, "shop encrypted without worker processes: make HE_ROWS larger"
+        he_cluster.kill("shop")
+        _, err = issuer.communicate(timeout=60)
+    finally:
+        if issuer.poll() is None:
+            issuer.kill()
+    assert issuer.returncode == 1, (issuer.returncode, err)  # a crash is a negative code
+    assert "ProtocolError" in err and "'shop'" in err, err
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"shop's worker processes outlived it: {workers}"
+        time.sleep(0.05)
+    assert he_cluster.procs["bank"].poll() is None
+    he_cluster.start("shop")
+    with Engine(he_cluster.path) as embedded, \
+            Engine(he_cluster.path, runtime="network", identity="bank") as network:
+        _assert_state_dropped(network, ["bank"])
+        assert network.execute(HE_BIG, "bank").table.sort_by("g").equals(
+            embedded.execute(HE_BIG, "bank").table.sort_by("g"))
 
 
 # ------------------------------------------------------------------------------- configuration

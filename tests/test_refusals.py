@@ -3,7 +3,7 @@
 import duckdb
 import pytest
 
-from sqlsecure.errors import NotSupportedError, OperationalError, PlanError, PolicyViolation, ProgrammingError
+from sqlsecure.errors import DataError, NotSupportedError, OperationalError, PlanError, PolicyViolation, ProgrammingError
 
 NOT_SUPPORTED = [
     ("SELECT c.name FROM bank.customers c FULL JOIN shop.orders o ON c.id = o.customer_id", "FULL"),
@@ -88,6 +88,6 @@ def test_unknown_issuer(engine):
 
 
 def test_duckdb_error_is_operational_not_traceback(engine):
-    with pytest.raises((OperationalError, PlanError)):
+    with pytest.raises((OperationalError, PlanError, DataError)):  # DataError: PEP 249's class for a failed cast
         engine.execute("SELECT CAST(name AS INTEGER) FROM bank.customers", "bank")
     assert isinstance(duckdb.__version__, str)

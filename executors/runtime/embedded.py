@@ -2,7 +2,9 @@
 
 Each query gets a fresh in-process channel (so a failed query leaves nothing queued for the
 next) and runs every participating party's executor in its own thread. If any party fails, the
-channel is aborted so the others stop waiting, and the first real error is raised.
+channel is aborted so the others stop waiting, and the first real error is raised — as
+`contained_error` lets it cross: its class and the offending expression, never another party's data
+value (the full text stays in that party's log).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from cryptography.hazmat.primitives import serialization
 
 import pyarrow as pa
 
-from sqlsecure.errors import Error, InternalError, OperationalError, ProtocolError
+from sqlsecure.errors import InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.runtime.channel import ChannelStats, InProcessChannel
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.unbalanced import PsiCache
-from sqlsecure.executors.runtime.party import PartyExecutor
+from sqlsecure.executors.runtime.party import PartyExecutor, contained_error
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.executors.tee import EnclaveHost
 from sqlsecure.executors.tee.stage import ACTOR, EnclaveTrust, actor_side
@@ -69,8 +71,8 @@ class EmbeddedRuntime:
             try:
                 results[party] = executor.run(plan, query_id)
             except BaseException as exc:  # reported below, after every party has stopped
-                errors[party] = exc
-                channel.abort(f"{party} failed: {exc}")
+                errors[party] = contained_error(party, exc, plan.issuer)
+                channel.abort(f"{party} failed: {errors[party]}")
 
         def deal() -> None:
             """The SPU's dealer: an isolated actor, not a data party, serving each secure stage in turn."""
@@ -78,8 +80,8 @@ class EmbeddedRuntime:
                 for stage in stages:
                     Dealer(channel.endpoint(DEALER), list(stage.compute)).serve()
             except BaseException as exc:
-                errors[DEALER] = exc
-                channel.abort(f"the dealer failed: {exc}")
+                errors[DEALER] = contained_error(DEALER, exc, plan.issuer)
+                channel.abort(f"the dealer failed: {errors[DEALER]}")
 
         def drive_enclave() -> None:
             """The enclave's driver: forwards sealed batches to the enclave process and back."""
@@ -88,8 +90,8 @@ class EmbeddedRuntime:
                 for index, step in enclave_steps:
                     actor_side(channel.endpoint(ACTOR), host, step, f"{query_id}/{index}")
             except BaseException as exc:
-                errors[ACTOR] = exc
-                channel.abort(f"the enclave failed: {exc}")
+                errors[ACTOR] = contained_error(ACTOR, exc, plan.issuer)
+                channel.abort(f"the enclave failed: {errors[ACTOR]}")
 
         threads = [threading.Thread(target=run, args=(p,), name=f"party-{p}", daemon=True) for p in parties]
         if stages:
@@ -106,10 +108,7 @@ class EmbeddedRuntime:
             raise OperationalError("query cancelled; nothing was revealed")
         if errors:
             primary = [e for e in errors.values() if not (isinstance(e, ProtocolError) and "aborted" in str(e))]
-            exc = (primary or list(errors.values()))[0]
-            if isinstance(exc, Error):
-                raise exc
-            raise InternalError(f"{type(exc).__name__}: {exc}") from exc
+            raise (primary or list(errors.values()))[0]  # contained: an engine Error
         result = results.get(plan.issuer)
         if result is None:
             raise InternalError("the issuer produced no result")

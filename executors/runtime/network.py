@@ -48,6 +48,7 @@ from sqlsecure import errors as error_classes
 from sqlsecure.errors import ConfigError, Error, InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.runtime.channel import ChannelStats, InProcessChannel, table_from_bytes, table_to_bytes
 from sqlsecure.executors.tee.stage import ACTOR
+from sqlsecure.executors.runtime.party import contained_error
 from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
 from sqlsecure.executors.spu.dealer import DEALER
 from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SecureStage
@@ -81,15 +82,22 @@ class Identity:
 
 
 class Peers:
-    """Flight clients to the other nodes, authenticated as `identity`; one per peer, rebuilt after a failure."""
+    """Flight clients to the other nodes, authenticated as `identity`; one per peer, rebuilt after a failure.
+
+    A client is closed only when no call uses it: gRPC must not close a channel another thread is
+    calling on (a party that dies fails several threads' calls at once: the waits, the probes, the
+    aborts), nor may the process exit while a call is in flight. `close` waits for the calls."""
 
     def __init__(self, identity: Identity, addresses: dict[str, str]):
         self.identity = identity
         self.addresses = dict(addresses)
         self._clients: dict[str, flight.FlightClient] = {}
+        self._in_use: dict[int, int] = {}  # id(client) -> calls in flight on it
+        self._retired: dict[int, flight.FlightClient] = {}  # forgotten, closed by their last call
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
 
-    def client(self, name: str) -> flight.FlightClient:
+    def _acquire(self, name: str) -> flight.FlightClient:
         with self._lock:
             client = self._clients.get(name)
             if client is None:
@@ -100,22 +108,36 @@ class Peers:
                     f"grpc+tls://{address}", tls_root_certs=self.identity.ca, cert_chain=self.identity.certificate,
                     private_key=self.identity.private_key, override_hostname=name)
                 self._clients[name] = client
+            self._in_use[id(client)] = self._in_use.get(id(client), 0) + 1
             return client
 
+    def _release(self, client: flight.FlightClient) -> None:
+        with self._lock:
+            left = self._in_use[id(client)] - 1
+            if left:
+                self._in_use[id(client)] = left
+                return
+            del self._in_use[id(client)]
+            retired = self._retired.pop(id(client), None)
+            self._idle.notify_all()
+        if retired is not None:
+            _close_client(retired)
+
     def forget(self, name: str) -> None:
+        """Drop the client of `name` (the next call connects anew); closed now, or by its last call."""
         with self._lock:
             client = self._clients.pop(name, None)
+            if client is not None and id(client) in self._in_use:
+                self._retired[id(client)], client = client, None
         if client is not None:
-            try:
-                client.close()
-            except Exception:  # closing a broken connection; nothing to report
-                pass
+            _close_client(client)
 
     def call(self, name: str, kind: str, body: bytes, timeout: float | None) -> bytes:
         """One action on node `name`; transport failures become ProtocolErrors naming it."""
         options = flight.FlightCallOptions(timeout=timeout)
+        client = self._acquire(name)
         try:
-            results = list(self.client(name).do_action(flight.Action(kind, body), options=options))
+            results = list(client.do_action(flight.Action(kind, body), options=options))
         except flight.FlightTimedOutError:
             self.forget(name)
             raise ProtocolError(f"party {name!r} did not answer within {timeout:g} s ({kind}); "
@@ -129,11 +151,24 @@ class Peers:
         except flight.FlightError as exc:
             self.forget(name)
             raise ProtocolError(f"party {name!r} failed on {kind}: {_detail(exc)}") from None
+        finally:
+            self._release(client)
         return b"".join(r.body.to_pybytes() for r in results)
 
-    def close(self) -> None:
+    def close(self, wait: float = 30.0) -> None:
+        """Close every client, first waiting (up to `wait` s; each call has its own deadline) for the
+        calls in flight, so none runs into a closed channel or into the process's exit."""
         for name in list(self._clients):
             self.forget(name)
+        with self._lock:
+            self._idle.wait_for(lambda: not self._in_use, timeout=wait)
+
+
+def _close_client(client: flight.FlightClient) -> None:
+    try:
+        client.close()
+    except Exception:  # closing a broken connection; nothing to report
+        pass
 
 
 def _first_line(exc: BaseException) -> str:
@@ -399,9 +434,9 @@ class Node(flight.FlightServerBase):
         def run() -> None:
             try:
                 state.result = self._role(state.plan, state.query_id, state.channel.endpoint(self.name))
-            except BaseException as exc:  # reported to the issuer by `wait`
-                state.error = exc
-                state.channel.abort(f"{self.name} failed: {exc}")
+            except BaseException as exc:  # reported to the issuer by `wait`: class and public message only
+                state.error = contained_error(self.name, exc, state.issuer)
+                state.channel.abort(f"{self.name} failed: {state.error}")
             finally:
                 state.finished_at = time.monotonic()
                 state.done.set()
@@ -419,6 +454,8 @@ class Node(flight.FlightServerBase):
         if state.error is not None:
             header["error"] = str(state.error)
             header["type"] = type(state.error).__name__
+            if getattr(state.error, "private_detail", None):  # the issuer's own data: to the issuer alone
+                header["detail"] = state.error.private_detail
             return [json.dumps(header).encode() + b"\n"]
         payload = b""
         if self.name == state.issuer and state.result is not None:
@@ -432,7 +469,7 @@ class Node(flight.FlightServerBase):
         for state in states:
             if state.channel is not None:
                 state.channel.abort(f"{self.name} is shutting down")
-        self.peers.close()
+        self.peers.close(wait=self.timeout)
         self.shutdown()
 
 
@@ -444,7 +481,10 @@ def _error_from(name: str, header: dict) -> Error:
     if not (isinstance(cls, type) and issubclass(cls, Error)):
         cls = InternalError
     text = str(header.get("error", "failed"))
-    return cls(text if name in text else f"at {name}: {text}")
+    error = cls(text if name in text else f"at {name}: {text}")
+    if isinstance(header.get("detail"), str):  # sent only by the issuer's own node, about its own data
+        error.private_detail = header["detail"]
+    return error
 
 
 def encode_parameters(values) -> list:
@@ -543,12 +583,15 @@ class NetworkRuntime:
             self._running = None
 
     def _collect(self, plan: PhysicalPlan, query_id: str, participants: list[str]) -> pa.Table:
+        """Each node's outcome, polled by one thread per node; the first failure ends the collection,
+        and the other threads stop polling after their current call (each call has its deadline)."""
         outcomes: queue.Queue = queue.Queue()
+        collected = threading.Event()
 
         def wait(name: str) -> None:
             body = json.dumps({"query": query_id, "wait": POLL}).encode()
             try:
-                while True:
+                while not collected.is_set():
                     raw = self.peers.call(name, "wait", body, POLL + self.timeout)
                     line, _, payload = raw.partition(b"\n")
                     header = json.loads(line.decode())
@@ -560,6 +603,12 @@ class NetworkRuntime:
 
         for name in participants:
             threading.Thread(target=wait, args=(name,), name=f"wait-{name}", daemon=True).start()
+        try:
+            return self._outcomes(plan, participants, outcomes)
+        finally:
+            collected.set()
+
+    def _outcomes(self, plan: PhysicalPlan, participants: list[str], outcomes: queue.Queue) -> pa.Table:
         stats = ChannelStats()
         result = None
         for _ in participants:
@@ -601,4 +650,5 @@ class NetworkRuntime:
             self._abort(running[0], running[1], "cancelled by the user")
 
     def close(self) -> None:
-        self.peers.close()
+        """Close the clients once the calls in flight (polls, aborts) end: none may outlive the engine."""
+        self.peers.close(wait=POLL + self.timeout)

@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.connectors import PartyStore
-from sqlsecure.errors import OperationalError, ProtocolError
+from sqlsecure.connectors.duckdb_store import local_error, party_log
+from sqlsecure.errors import Error, InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.encoding import encode_keys
@@ -34,8 +35,9 @@ from sqlsecure.policy.privacy import release
 SIMULATED = b"sqlsecure.enclave.simulated"  # result metadata: computed in an enclave without hardware protection
 
 
-def scratch_sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
-    """Run SQL over Arrow tables in a fresh, locked-down in-memory DuckDB (no file or network access)."""
+def scratch_sql(sql: str, tables: dict[str, pa.Table], party: str) -> pa.Table:
+    """Run SQL over Arrow tables in a fresh, locked-down in-memory DuckDB (no file or network access),
+    at `party`: a failure names the expression, its values stay in the party's log."""
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET enable_external_access = false")
@@ -44,9 +46,26 @@ def scratch_sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
             con.register(name, table)
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
-        raise OperationalError(f"local computation failed: {exc}\n  SQL: {sql}") from exc
+        raise local_error(party, exc, sql, "local computation") from None
     finally:
         con.close()
+
+
+def contained_error(party: str, exc: BaseException, issuer: str) -> Error:
+    """What of `party`'s failure may reach the issuer (and, through an abort, the other parties).
+
+    The engine's own errors keep their class and message (they name public things: the plan, a column,
+    a range, a silent party) but lose their chained library exception and traceback; anything else
+    (a library's or Python's exception, whose text may quote a data value) becomes an InternalError
+    naming only its class. The full text is logged at the party. Only the issuer's own failures keep
+    their `private_detail` (the text DuckDB gave about the issuer's own data)."""
+    if not isinstance(exc, Error):
+        party_log(party).error("%s failed", party, exc_info=exc)
+        return InternalError(f"party {party!r} failed with {type(exc).__name__}; its log has the details")
+    if party != issuer and hasattr(exc, "private_detail"):
+        del exc.private_detail
+    exc.__cause__, exc.__context__, exc.__suppress_context__ = None, None, True
+    return exc.with_traceback(None)  # the party's frames (and their locals) stay behind
 
 
 def _hstack(tables: list[pa.Table]) -> pa.Table:
@@ -92,7 +111,7 @@ class PartyExecutor:
             elif isinstance(step, Compute):
                 piece = pieces[step.rel]
                 piece = piece.append_column("__row", pa.array(np.arange(piece.num_rows, dtype=np.int64)))
-                outputs[(self.name, step.out)] = scratch_sql(step.sql, {"piece": piece})
+                outputs[(self.name, step.out)] = scratch_sql(step.sql, {"piece": piece}, self.name)
             elif isinstance(step, HEGroupBy):
                 result_part = self._he_group_by(step, pieces, tag)
                 if result_part is not None:
@@ -215,13 +234,13 @@ class PartyExecutor:
             piece = pieces[step.rel]
             piece = piece.append_column("__row", pa.array(np.arange(piece.num_rows, dtype=np.int64)))
         if me == step.key_party:
-            groups = scratch_sql(step.groups_sql, {"piece": piece})
-            codes = scratch_sql(step.codes_sql, {"piece": piece}).column("__code").to_numpy(zero_copy_only=False)
+            groups = scratch_sql(step.groups_sql, {"piece": piece}, me)
+            codes = scratch_sql(step.codes_sql, {"piece": piece}, me).column("__code").to_numpy(zero_copy_only=False)
             mine = key_party_side(endpoint, step, groups, codes.astype(np.int64), f"{tag}/he")
             if me == step.issuer:
                 return open_sums(step, mine, endpoint.recv_table(step.value_party, f"{tag}/he/value-shares"))
         elif me == step.value_party:
-            values = scratch_sql(step.values_sql, {"piece": piece})
+            values = scratch_sql(step.values_sql, {"piece": piece}, me)
             mine = value_party_side(endpoint, step, values, f"{tag}/he", None)
             if me == step.issuer:
                 return open_sums(step, endpoint.recv_table(step.key_party, f"{tag}/he/key-shares"), mine)
@@ -236,7 +255,7 @@ class PartyExecutor:
             try:
                 masked = apply_mask(table.column(i), mask, self._mask_key)
             except ValueError as exc:
-                raise OperationalError(f"masking {column!r} at {self.name}: {exc}") from exc
+                raise OperationalError(f"masking {column!r} at {self.name}: {exc}") from None
             table = table.set_column(i, table.field(i).name, masked)
         return table
 
@@ -288,6 +307,6 @@ class PartyExecutor:
         if len(lengths) > 1:
             raise ProtocolError(f"revealed parts have different lengths {sorted(lengths)}")
         combined = _hstack(parts) if len(parts) != 1 else parts[0]
-        result = combined if step.sql is None else scratch_sql(step.sql, {"result": combined})
+        result = combined if step.sql is None else scratch_sql(step.sql, {"result": combined}, self.name)
         simulated = any((p.schema.metadata or {}).get(SIMULATED) == b"true" for p in parts)
         return result.replace_schema_metadata({SIMULATED: b"true"}) if simulated else result

@@ -21,13 +21,16 @@ once when the host dies (PR_SET_PDEATHSIG, tied to its relay thread: it also cov
 that keeps the pipes open). Failures never hang a caller: a worker that crashes, is killed, or stays
 silent past its deadline fails its job with `OperationalError` naming the process and how it ended
 (a new worker starts on the next batch); a FAILED reply, or a status the kind maps to an error,
-fails only its job.
+fails only its job. A FAILED reply's text (which may quote the values of the job) goes to the host's
+log (`sqlsecure.workers`); the job's error names only the exception's class.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import re
 import select
 import signal
 import subprocess
@@ -39,6 +42,8 @@ from typing import Callable
 
 from sqlsecure.errors import OperationalError
 from sqlsecure.executors.runtime.worker_main import FAILED, HEADER, READY, REQUEST
+
+log = logging.getLogger("sqlsecure.workers")
 
 
 class WorkerJob:
@@ -230,8 +235,11 @@ class _WorkerThread(threading.Thread):
         message = payload.decode("utf-8", "replace")
         if status in self._kind.errors:
             return self._kind.errors[status](message)
-        if status == FAILED:
-            return OperationalError(f"{self._kind.label} worker process {self._pid()} failed {job.what}: {message}")
+        if status == FAILED:  # the worker's text may quote the party's values: it stays in the party's log
+            log.error("%s worker process %s failed %s: %s", self._kind.label, self._pid(), job.what, message)
+            kind = re.match(r"[A-Za-z_]\w*", message)
+            return OperationalError(f"{self._kind.label} worker process {self._pid()} failed {job.what}"
+                                    f"{f' ({kind.group()})' if kind else ''}; the process's log has the details")
         raise OperationalError(f"{self._kind.label} worker process {self._pid()} sent status {status} "
                                f"while {job.what}")
 
