@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
+import re
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.dialects import Dialect
+from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.tokens import TokenType
 
-from sqlsecure.errors import PlanError
+from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.planner.catalog import Catalog
 
 # Scalar functions that read the host environment or files.
@@ -35,17 +39,100 @@ def where(node: exp.Expression, sql: str) -> str:
     return ""
 
 
+# How deeply a query may nest. The parser and the planner recurse once per level, and Python's stack is
+# finite: past these limits a query is refused before anything recurses (MAX_NESTING: parentheses, CASE
+# and subqueries inside each other; MAX_EXPRESSION_DEPTH: levels of the parsed tree, e.g. a+a+...+a).
+MAX_NESTING = 32
+MAX_EXPRESSION_DEPTH = 256
+TOO_DEEP = ("the query nests too deeply (limits: {nesting} nested parentheses/CASE/subqueries, {depth} levels "
+            "of expression); split it into CTEs or simpler expressions")
+OPENERS = {TokenType.L_PAREN, TokenType.CASE}
+CLOSERS = {TokenType.R_PAREN, TokenType.END}
+
+
+def too_deep() -> NotSupportedError:
+    """The error for a query past the nesting limits (also raised when Python's own stack runs out)."""
+    return NotSupportedError(TOO_DEEP.format(nesting=MAX_NESTING, depth=MAX_EXPRESSION_DEPTH))
+
+
+def position(sql: str, offset: int) -> str:
+    """'line L, column C' (1-based) of a character offset in the query text."""
+    before = sql[:max(0, offset)]
+    return f"line {before.count(chr(10)) + 1}, column {offset - (before.rfind(chr(10)) + 1) + 1}"
+
+
+def token_error(sql: str, exc: TokenError) -> PlanError:
+    """A user's message for text the tokenizer cannot read: an unterminated string, identifier or comment."""
+    missing = re.match(r"Missing (\S+) from \d+:(\d+)", str(exc.__cause__ or ""))
+    if missing:
+        delimiter, offset = missing.group(1), int(missing.group(2))
+        return PlanError(f"syntax error at {position(sql, offset)}: unterminated quoted text; "
+                         f"close it with {delimiter}")
+    comment = sql.rfind("/*")
+    if comment >= 0 and "*/" not in sql[comment + 2:]:
+        return PlanError(f"syntax error at {position(sql, comment)}: unterminated comment; close it with */")
+    return PlanError(f"syntax error at {position(sql, getattr(exc, 'start', 0) or 0)}: the text cannot be read "
+                     f"as SQL")
+
+
+def check_nesting(sql: str, dialect: str) -> None:
+    """Refuse a query nested deeper than MAX_NESTING, from its tokens (no recursion), before parsing."""
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except TokenError as exc:
+        raise token_error(sql, exc) from None
+    depth = 0
+    for token in tokens:
+        if token.token_type in OPENERS:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise too_deep()
+        elif token.token_type in CLOSERS:
+            depth = max(0, depth - 1)
+
+
+def check_depth(tree: exp.Expression) -> None:
+    """Refuse a parsed tree deeper than MAX_EXPRESSION_DEPTH (measured without recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise too_deep()
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
+
+
+def clean_description(text: str) -> str:
+    """sqlglot's parse error text without its internals (token reprs, class paths)."""
+    text = re.sub(r"<Token token_type: TokenType\.SENTINEL[^>]*>", "the end of the query", text)
+    text = re.sub(r"<Token token_type: TokenType\.\w+, text: ([^,]*),[^>]*>", r"'\1'", text)
+    text = re.sub(r"Required keyword: '(\w+)' missing for <class 'sqlglot\.expressions\.(?:\w+\.)*(\w+)'>",
+                  lambda m: f"incomplete {m.group(2).upper()}: its {m.group(1)} part is missing", text)
+    return re.sub(r"<class 'sqlglot\.[\w.]*?(\w+)'>", lambda m: m.group(1).upper(), text)
+
+
+def syntax_error(exc: ParseError) -> PlanError:
+    """A PlanError naming the position and what was expected, in the user's words."""
+    first = exc.errors[0] if exc.errors else {}
+    pos = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
+    near = f" near '{first['highlight']}'" if first.get("highlight") else ""
+    desc = clean_description(first.get("description") or str(exc))
+    return PlanError(f"syntax error{pos}{near}: {desc}; check the query text there")
+
+
 def parse_statement(sql: str, dialect: str) -> exp.Expression:
-    """Parse exactly one statement (of any kind)."""
+    """Parse exactly one statement (of any kind), within the nesting limits."""
+    check_nesting(sql, dialect)
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
-        first = exc.errors[0] if exc.errors else {}
-        pos = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
-        desc = first.get("description", str(exc))
-        raise PlanError(f"syntax error{pos}: {desc}") from None
+        raise syntax_error(exc) from None
+    except TokenError as exc:
+        raise token_error(sql, exc) from None
+    except RecursionError:
+        raise too_deep() from None
     if len(statements) != 1:
         raise PlanError(f"expected one statement, got {len(statements)}")
+    check_depth(statements[0])
     return statements[0]
 
 

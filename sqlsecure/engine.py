@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from sqlglot.errors import SqlglotError
 
 from sqlsecure.connectors import PartyStore
-from sqlsecure.errors import ConfigError, InterfaceError, NotSupportedError, PlanError, PolicyViolation
+from sqlsecure.errors import (ConfigError, Error, InterfaceError, InternalError, NotSupportedError, PlanError,
+                              PolicyViolation)
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
@@ -17,12 +21,42 @@ from sqlsecure.policy.ledger import Ledger
 from sqlsecure.policy.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
 from sqlsecure.planner.cost import Link
-from sqlsecure.planner.parse import parse_statement
+from sqlsecure.planner.parse import clean_description, parse_statement, too_deep
 from sqlsecure.policy.grants import RevealPolicy
 from sqlsecure.policy.rules import parse_rules
 from sqlsecure.writes import is_write, run_write
 
 EXPLAIN = re.compile(r"^\s*EXPLAIN\s+", re.IGNORECASE)
+log = logging.getLogger(__name__)
+
+
+def pep249_errors(method):
+    """Safety net of a public entry point: only the engine's PEP 249 errors leave it.
+
+    A query past Python's stack is refused as too deep; a sqlglot error is a PlanError without sqlglot's
+    internals; any other exception is a bug, raised as InternalError naming its class and place (its text
+    may carry a data value, so it goes to this process's log only)."""
+
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Error:
+            raise
+        except RecursionError:
+            raise too_deep() from None
+        except SqlglotError as exc:
+            raise PlanError(f"the query cannot be planned: {clean_description(str(exc))}") from None
+        except Exception as exc:
+            log.exception("internal error in Engine.%s", method.__name__)
+            frame = exc.__traceback__
+            while frame.tb_next is not None:
+                frame = frame.tb_next
+            place = f"{frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_frame.f_code.co_name}"
+            raise InternalError(f"internal error ({type(exc).__name__} in {place}) while running "
+                                f"Engine.{method.__name__}: this is a bug, please report the query") from exc
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -125,6 +159,7 @@ class Engine:
         if issuer not in self.config.parties:
             raise ConfigError(f"unknown party {issuer!r}; parties are: {', '.join(self.config.parties)}")
 
+    @pep249_errors
     def plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
@@ -134,6 +169,7 @@ class Engine:
                           if self.config.enclave else (), group_sums=self.config.group_sums, link=self.link,
                           psi=self.config.psi, he_key_bits=self.config.he_key_bits)
 
+    @pep249_errors
     def check(self, sql: str, issuer: str) -> str | None:
         """Dry run: None if the query would be answered, else why not. Touches no data."""
         try:
@@ -142,6 +178,7 @@ class Engine:
             return f"{type(exc).__name__}: {exc}"
         return None
 
+    @pep249_errors
     def explain(self, sql: str, issuer: str) -> str:
         plan = self.plan(sql, issuer)
         text = plan.explain()
@@ -152,6 +189,7 @@ class Engine:
                      f"{budget.epsilon - spent.epsilon:g} left before this query")
         return text
 
+    @pep249_errors
     def execute(self, sql: str, issuer: str, parameters=None) -> QueryResult:
         """Run a query (`?` markers bound to `parameters`); `EXPLAIN <query>` returns the plan as a table."""
         if getattr(self, "runtime", None) is None:
