@@ -12,6 +12,7 @@ import datetime
 import decimal
 import math
 import re
+from collections.abc import Sequence
 
 import sqlglot
 from sqlglot import exp
@@ -20,7 +21,7 @@ from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.tokens import TokenType
 
-from sqlsecure.errors import NotSupportedError, PlanError
+from sqlsecure.errors import DataError, NotSupportedError, PlanError
 from sqlsecure.planner.catalog import Catalog
 
 # Scalar functions that read the host environment or files.
@@ -192,18 +193,45 @@ def qualify_query(tree: exp.Expression, catalog: Catalog, dialect: str, sql: str
         raise PlanError(f"{exc}") from None
 
 
+PARAMETER_TYPES = (bool, int, float, str, bytes, decimal.Decimal, datetime.date, datetime.time, datetime.datetime)
+HUGEINT_RANGE = (-(2 ** 127), 2 ** 127 - 1)
+
+
+def check_parameters(parameters) -> None:
+    """PEP 249: parameters are a sequence (list, tuple) of values, one per `?` marker, or None."""
+    if parameters is not None and (isinstance(parameters, (str, bytes, bytearray, dict))
+                                   or not isinstance(parameters, Sequence)):
+        raise PlanError(f"parameters must be a sequence of values (a list or tuple), one per ? marker; "
+                        f"got {type(parameters).__name__}")
+
+
+def parameter_literal(value, index: int) -> exp.Expression:
+    """The SQL literal of one parameter, of the type DuckDB's own binding gives it: a float is a DOUBLE
+    (NaN and ±inf included, which have no numeric literal), never a DECIMAL or an identifier."""
+    if value is not None and not isinstance(value, PARAMETER_TYPES):
+        raise PlanError(f"parameter {index} has unsupported type {type(value).__name__}; use bool, int, float, "
+                        "Decimal, str, bytes, date, time, datetime or None")
+    if isinstance(value, int) and not isinstance(value, bool) and not HUGEINT_RANGE[0] <= value <= HUGEINT_RANGE[1]:
+        raise DataError(f"parameter {index} ({value}) is outside the 128-bit integer range; pass it as a "
+                        "Decimal or a float")
+    if isinstance(value, decimal.Decimal) and not value.is_finite():
+        value = float(value)
+    if isinstance(value, float):
+        text = repr(value) if math.isfinite(value) else str(value)
+        return exp.cast(exp.Literal.string(text), exp.DataType.Type.DOUBLE)
+    return exp.convert(value)
+
+
 def bind_parameters(tree: exp.Expression, parameters) -> exp.Expression:
     """Replace each `?` with a literal of the matching parameter, in order — on the parsed tree, never by
     string interpolation, so a parameter can only ever be a value."""
+    check_parameters(parameters)
     placeholders = list(tree.find_all(exp.Placeholder))
     values = list(parameters or ())
     if len(placeholders) != len(values):
         raise PlanError(f"the query has {len(placeholders)} parameter marker(s) (?), {len(values)} value(s) given")
-    for placeholder, value in zip(placeholders, values):
-        if value is not None and not isinstance(value, (bool, int, float, str, bytes, decimal.Decimal,
-                                                        datetime.date, datetime.time, datetime.datetime)):
-            raise PlanError(f"unsupported parameter type {type(value).__name__}")
-        placeholder.replace(exp.convert(value))
+    for index, (placeholder, value) in enumerate(zip(placeholders, values), start=1):
+        placeholder.replace(parameter_literal(value, index))
     return tree
 
 

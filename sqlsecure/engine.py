@@ -21,7 +21,7 @@ from sqlsecure.policy.ledger import Ledger
 from sqlsecure.policy.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
 from sqlsecure.planner.cost import Link
-from sqlsecure.planner.parse import clean_description, parse_statement, too_deep
+from sqlsecure.planner.parse import check_parameters, clean_description, parse_statement, too_deep
 from sqlsecure.policy.grants import RevealPolicy
 from sqlsecure.policy.rules import parse_rules
 from sqlsecure.writes import is_write, run_write
@@ -194,6 +194,7 @@ class Engine:
         """Run a query (`?` markers bound to `parameters`); `EXPLAIN <query>` returns the plan as a table."""
         if getattr(self, "runtime", None) is None:
             raise InterfaceError("the engine is closed")
+        check_parameters(parameters)
         if not EXPLAIN.match(sql):
             tree = parse_statement(sql, self.config.dialect)
             if is_write(tree):
