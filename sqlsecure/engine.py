@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,9 @@ class Engine:
                 schemas = network.schemas(list(self.config.parties))
             else:
                 for name, party in self.config.parties.items():
-                    self._stores[name] = PartyStore(name, party.database, party.tables, writable=name == writer)
+                    self._stores[name] = self._config_step(
+                        f"parties.{name}", lambda: PartyStore(name, party.database, party.tables,
+                                                              writable=name == writer))
                 schemas = {name: store.schema() for name, store in self._stores.items()}
             sizes = network.sizes if network is not None else (lambda party: self._stores[party].sizes())
             self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
@@ -109,9 +112,11 @@ class Engine:
                 if network is not None else Link()
             self.grants = resolve_grants(self.config, self.catalog.all_columns())
             self.policy = self._resolve_policy()
-            self.ledger = Ledger(self.config.ledger) if self.config.privacy else None
+            self.ledger = self._config_step("federation.ledger", lambda: Ledger(self.config.ledger)) \
+                if self.config.privacy else None
             hashing = any(m.method == "hash" for m in self.policy.masks.values())
-            mask_key = load_key(self.config.mask_key_file) if hashing else None
+            mask_key = self._config_step("federation.mask_key_file", lambda: load_key(self.config.mask_key_file)) \
+                if hashing else None
         except BaseException:
             if network is not None:
                 network.close()
@@ -122,6 +127,15 @@ class Engine:
             return
         self.runtime = EmbeddedRuntime(self._stores, timeout=120.0 if timeout is None else timeout, processes=processes, mask_key=mask_key,
                                        enclave=self.config.enclave)
+
+    def _config_step(self, key: str, step):
+        """Run one step of opening the federation; its failure is a ConfigError naming the file and key."""
+        try:
+            return step()
+        except ConfigError as exc:
+            raise ConfigError([f"{self.config.path}: {key}: {p}" for p in exc.problems]) from None
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            raise ConfigError(f"{self.config.path}: {key}: {type(exc).__name__}: {exc}") from None
 
     def _resolve_policy(self) -> RevealPolicy:
         problems: list[str] = []
