@@ -13,8 +13,8 @@ import pyarrow as pa
 from sqlglot.errors import SqlglotError
 
 from sqlsecure.connectors import PartyStore
-from sqlsecure.errors import (ConfigError, Error, InterfaceError, InternalError, NotSupportedError, PlanError,
-                              PolicyViolation)
+from sqlsecure.errors import (ConfigError, Error, InterfaceError, NotSupportedError, PlanError, PolicyViolation,
+                              unexpected)
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
@@ -50,12 +50,7 @@ def pep249_errors(method):
             raise PlanError(f"the query cannot be planned: {clean_description(str(exc))}") from None
         except Exception as exc:
             log.exception("internal error in Engine.%s", method.__name__)
-            frame = exc.__traceback__
-            while frame.tb_next is not None:
-                frame = frame.tb_next
-            place = f"{frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_frame.f_code.co_name}"
-            raise InternalError(f"internal error ({type(exc).__name__} in {place}) while running "
-                                f"Engine.{method.__name__}: this is a bug, please report the query") from exc
+            raise unexpected(exc, f"running Engine.{method.__name__}") from exc
 
     return guarded
 

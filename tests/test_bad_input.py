@@ -214,3 +214,48 @@ def test_parse_limits_are_checked_without_recursion():
     sql = "SELECT " + "(" * 5000 + "1" + ")" * 5000
     with pytest.raises(errors.NotSupportedError, match="nests too deeply"):
         parse.parse_statement(sql, "duckdb")
+
+
+def test_the_command_line_shows_a_stray_exception_as_a_pep249_error(federation_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    from sqlsecure.cli import main
+
+    def broken(*args, **kwargs):
+        raise ValueError("secret-value-42")
+
+    monkeypatch.setattr(sqlsecure.formatting, "as_csv", broken)
+    monkeypatch.setitem(sqlsecure.cli.FORMATS, "csv", broken)
+    result = CliRunner().invoke(main, ["query", "-F", str(federation_dir / "federation.toml"), "--as", "bank",
+                                       "--format", "csv", "SELECT COUNT(*) AS n FROM bank.customers"])
+    assert result.exit_code == 1 and "error: InternalError: internal error (ValueError" in result.output
+    assert "secret-value-42" not in result.output and "Traceback" not in result.output
+
+
+def test_the_command_line_names_an_unreadable_file(tmp_path):
+    from click.testing import CliRunner
+
+    from sqlsecure.cli import main
+
+    result = CliRunner().invoke(main, ["query", "-F", str(tmp_path), "--as", "bank", "SELECT 1"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_the_shell_shows_a_stray_exception_as_a_pep249_error_and_goes_on(engine, monkeypatch):
+    import io
+
+    from sqlsecure.shell import Shell
+
+    out, err = io.StringIO(), io.StringIO()
+    shell = Shell(engine, "bank", out=out, err=err)
+
+    def broken(table):
+        raise KeyError("secret-value-42")
+
+    monkeypatch.setattr(shell, "show", broken)
+    shell.run("SELECT COUNT(*) AS n FROM bank.customers;")
+    assert "ERROR: InternalError: internal error (KeyError" in err.getvalue() and shell.failed
+    assert "secret-value-42" not in err.getvalue()
+    monkeypatch.undo()
+    shell.run("SELECT COUNT(*) AS n FROM bank.customers;")
+    assert "120" in out.getvalue()
