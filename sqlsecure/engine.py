@@ -66,6 +66,7 @@ class QueryResult:
 class Engine:
     """Open a federation file; plan, explain and run federated queries as a given issuer."""
 
+    @pep249_errors
     def __init__(self, federation: str | Path | FederationConfig, *, timeout: float | None = None,
                  processes: int | None = None, writer: str | None = None, runtime: str = "embedded",
                  identity: str | None = None):

@@ -187,3 +187,8 @@ def test_a_database_that_is_not_one_is_a_config_error_naming_its_party(tmp_path)
 def test_a_wildcard_grant_skips_the_grantees_own_columns(tmp_path):
     with Engine(write(tmp_path, fed(grant(columns='["*.t.id"]')))) as engine:
         assert {(str(c), p) for c, p in engine.grants.table} == {("a.t.id", "b")}
+
+
+def test_a_directory_as_the_federation_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        Engine(tmp_path)
