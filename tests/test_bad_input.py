@@ -259,3 +259,46 @@ def test_the_shell_shows_a_stray_exception_as_a_pep249_error_and_goes_on(engine,
     monkeypatch.undo()
     shell.run("SELECT COUNT(*) AS n FROM bank.customers;")
     assert "120" in out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def dated(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """bank and shop with a DATE, a TIMESTAMP and a TIMESTAMPTZ column: types the SPU cannot all encode."""
+    import pyarrow as pa
+
+    from sqlsecure.engine import Engine
+
+    n = 60
+    start = datetime.datetime(2021, 1, 1, 10)
+    tables = {
+        "bank": {"c": pa.table({"id": pa.array(range(n), pa.int64()),
+                                "joined": pa.array([datetime.date(2020, 1, 1) + datetime.timedelta(days=i)
+                                                    for i in range(n)])})},
+        "shop": {"o": pa.table({"cid": pa.array([i % 30 for i in range(n)], pa.int64()),
+                                "ts": pa.array([start + datetime.timedelta(hours=7 * i) for i in range(n)],
+                                               pa.timestamp("us")),
+                                "tz": pa.array([start + datetime.timedelta(hours=5 * i) for i in range(n)],
+                                               pa.timestamp("us", tz="UTC"))})},
+    }
+    path = federation_writer(tmp_path_factory.mktemp("dated"), tables, plaintext_grants(("bank", "shop")),
+                             parties=("bank", "shop"))
+    with Engine(path, timeout=60) as engine:
+        yield oracle_for(engine)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT AVG(o.ts) AS a FROM bank.c c JOIN shop.o o ON c.id = o.cid",
+    "SELECT AVG(o.ts) AS a, MIN(o.tz) AS m, AVG(c.joined) AS j FROM bank.c c JOIN shop.o o ON c.id = o.cid",
+])
+def test_timestamps_across_a_join_are_answered_where_they_can_be(dated, sql):
+    dated.check(sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT c.id % 2 AS g, AVG(o.ts) AS a FROM bank.c c JOIN shop.o o ON c.id = o.cid GROUP BY 1",
+    "SELECT c.id % 2 AS g, MAX(o.tz) AS a FROM bank.c c JOIN shop.o o ON c.id = o.cid GROUP BY 1",
+    "SELECT COUNT(*) AS n FROM bank.c c JOIN shop.o o ON c.id = o.cid WHERE o.ts > c.joined",
+])
+def test_timestamps_the_spu_cannot_encode_are_refused_at_plan_time(dated, sql):
+    with pytest.raises(errors.NotSupportedError, match=r'"o"\."t[sz]" of type TIMESTAMP.* cannot enter secure'):
+        dated.engine.plan(sql, "bank")
