@@ -190,7 +190,7 @@ def qualify_query(tree: exp.Expression, catalog: Catalog, dialect: str, sql: str
             validate_qualify_columns=True,
         )
     except OptimizeError as exc:
-        raise PlanError(f"{exc}") from None
+        raise PlanError(clean_description(str(exc))) from None
 
 
 PARAMETER_TYPES = (bool, int, float, str, bytes, decimal.Decimal, datetime.date, datetime.time, datetime.datetime)

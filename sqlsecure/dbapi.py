@@ -7,6 +7,7 @@ and results are revealed only to it.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -161,6 +162,9 @@ class Cursor:
 
     def executemany(self, sql: str, seq_of_parameters) -> "Cursor":
         """Run the query once per parameter sequence; the cursor keeps the last result."""
+        if isinstance(seq_of_parameters, (str, bytes, bytearray)) or not isinstance(seq_of_parameters, Iterable):
+            raise errors.ProgrammingError(f"executemany needs a sequence of parameter sequences, not "
+                                          f"{type(seq_of_parameters).__name__}")
         total = 0
         for parameters in seq_of_parameters:
             self.execute(sql, parameters)

@@ -302,3 +302,18 @@ def test_timestamps_across_a_join_are_answered_where_they_can_be(dated, sql):
 def test_timestamps_the_spu_cannot_encode_are_refused_at_plan_time(dated, sql):
     with pytest.raises(errors.NotSupportedError, match=r'"o"\."t[sz]" of type TIMESTAMP.* cannot enter secure'):
         dated.engine.plan(sql, "bank")
+
+
+@pytest.mark.parametrize("seq", [5, "ab", [5], [(1,), 2]], ids=["int", "str", "list of int", "mixed"])
+def test_executemany_needs_a_sequence_of_sequences(federation_dir, seq):
+    with sqlsecure.connect(federation_dir / "federation.toml", party="bank") as con:
+        with pytest.raises(errors.ProgrammingError, match="sequence"):
+            con.cursor().executemany("SELECT ? AS v", seq)
+
+
+def test_a_long_chain_of_ctes_is_answered_or_refused_as_too_deep(engine):
+    ctes = ["c0 AS (SELECT id FROM bank.customers)"] + [f"c{i} AS (SELECT id FROM c{i - 1})" for i in range(1, 400)]
+    try:
+        engine.execute("WITH " + ", ".join(ctes) + " SELECT COUNT(*) AS n FROM c399", "bank")
+    except errors.NotSupportedError as exc:
+        assert "nests too deeply" in str(exc)
