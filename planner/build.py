@@ -65,7 +65,7 @@ def _refuse_unsupported(select: exp.Select) -> None:
     for clause in ("expressions", "having", "group", "order"):
         value = select.args.get(clause)
         for part in value if isinstance(value, list) else [value]:
-            if part is not None and part.find(exp.Subquery, exp.Exists) is not None:
+            if part is not None and part.find(exp.Subquery, exp.Exists, exp.Query) is not None:
                 raise NotSupportedError(
                     "subqueries in expressions (IN/EXISTS semi- and anti-joins) across parties "
                     "are not supported yet"
@@ -238,8 +238,7 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
         if membership is not None:
             memberships.append(membership)
             continue
-        if conjunct.find(exp.Subquery, exp.Exists) is not None or any(
-                isinstance(i.args.get("query"), exp.Query) for i in conjunct.find_all(exp.In)):
+        if conjunct.find(exp.Subquery, exp.Exists, exp.Query) is not None:  # also ANY/ALL (SELECT ...)
             raise NotSupportedError(
                 f"subquery in {conjunct.sql()!r}: across parties, only [NOT] IN (SELECT one column ...) and "
                 "[NOT] EXISTS (SELECT ... WHERE inner.col = outer.col ...) of one other party are supported")

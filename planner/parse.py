@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
+import re
+from collections.abc import Sequence
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.dialects import Dialect
+from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.tokens import TokenType
 
-from sqlsecure.errors import PlanError
+from sqlsecure.errors import DataError, NotSupportedError, PlanError
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.views import expand_views, used_views
 
@@ -36,17 +41,100 @@ def where(node: exp.Expression, sql: str) -> str:
     return ""
 
 
+# How deeply a query may nest. The parser and the planner recurse once per level, and Python's stack is
+# finite: past these limits a query is refused before anything recurses (MAX_NESTING: parentheses, CASE
+# and subqueries inside each other; MAX_EXPRESSION_DEPTH: levels of the parsed tree, e.g. a+a+...+a).
+MAX_NESTING = 32
+MAX_EXPRESSION_DEPTH = 256
+TOO_DEEP = ("the query nests too deeply (limits: {nesting} nested parentheses/CASE/subqueries, {depth} levels "
+            "of expression); split it into CTEs or simpler expressions")
+OPENERS = {TokenType.L_PAREN, TokenType.CASE}
+CLOSERS = {TokenType.R_PAREN, TokenType.END}
+
+
+def too_deep() -> NotSupportedError:
+    """The error for a query past the nesting limits (also raised when Python's own stack runs out)."""
+    return NotSupportedError(TOO_DEEP.format(nesting=MAX_NESTING, depth=MAX_EXPRESSION_DEPTH))
+
+
+def position(sql: str, offset: int) -> str:
+    """'line L, column C' (1-based) of a character offset in the query text."""
+    before = sql[:max(0, offset)]
+    return f"line {before.count(chr(10)) + 1}, column {offset - (before.rfind(chr(10)) + 1) + 1}"
+
+
+def token_error(sql: str, exc: TokenError) -> PlanError:
+    """A user's message for text the tokenizer cannot read: an unterminated string, identifier or comment."""
+    missing = re.match(r"Missing (\S+) from \d+:(\d+)", str(exc.__cause__ or ""))
+    if missing:
+        delimiter, offset = missing.group(1), int(missing.group(2))
+        return PlanError(f"syntax error at {position(sql, offset)}: unterminated quoted text; "
+                         f"close it with {delimiter}")
+    comment = sql.rfind("/*")
+    if comment >= 0 and "*/" not in sql[comment + 2:]:
+        return PlanError(f"syntax error at {position(sql, comment)}: unterminated comment; close it with */")
+    return PlanError(f"syntax error at {position(sql, getattr(exc, 'start', 0) or 0)}: the text cannot be read "
+                     f"as SQL")
+
+
+def check_nesting(sql: str, dialect: str) -> None:
+    """Refuse a query nested deeper than MAX_NESTING, from its tokens (no recursion), before parsing."""
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except TokenError as exc:
+        raise token_error(sql, exc) from None
+    depth = 0
+    for token in tokens:
+        if token.token_type in OPENERS:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise too_deep()
+        elif token.token_type in CLOSERS:
+            depth = max(0, depth - 1)
+
+
+def check_depth(tree: exp.Expression) -> None:
+    """Refuse a parsed tree deeper than MAX_EXPRESSION_DEPTH (measured without recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise too_deep()
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
+
+
+def clean_description(text: str) -> str:
+    """sqlglot's parse error text without its internals (token reprs, class paths)."""
+    text = re.sub(r"<Token token_type: TokenType\.SENTINEL[^>]*>", "the end of the query", text)
+    text = re.sub(r"<Token token_type: TokenType\.\w+, text: ([^,]*),[^>]*>", r"'\1'", text)
+    text = re.sub(r"Required keyword: '(\w+)' missing for <class 'sqlglot\.expressions\.(?:\w+\.)*(\w+)'>",
+                  lambda m: f"incomplete {m.group(2).upper()}: its {m.group(1)} part is missing", text)
+    return re.sub(r"<class 'sqlglot\.[\w.]*?(\w+)'>", lambda m: m.group(1).upper(), text)
+
+
+def syntax_error(exc: ParseError) -> PlanError:
+    """A PlanError naming the position and what was expected, in the user's words."""
+    first = exc.errors[0] if exc.errors else {}
+    pos = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
+    near = f" near '{first['highlight']}'" if first.get("highlight") else ""
+    desc = clean_description(first.get("description") or str(exc))
+    return PlanError(f"syntax error{pos}{near}: {desc}; check the query text there")
+
+
 def parse_statement(sql: str, dialect: str) -> exp.Expression:
-    """Parse exactly one statement (of any kind)."""
+    """Parse exactly one statement (of any kind), within the nesting limits."""
+    check_nesting(sql, dialect)
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
-        first = exc.errors[0] if exc.errors else {}
-        pos = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
-        desc = first.get("description", str(exc))
-        raise PlanError(f"syntax error{pos}: {desc}") from None
+        raise syntax_error(exc) from None
+    except TokenError as exc:
+        raise token_error(sql, exc) from None
+    except RecursionError:
+        raise too_deep() from None
     if len(statements) != 1:
         raise PlanError(f"expected one statement, got {len(statements)}")
+    check_depth(statements[0])
     return statements[0]
 
 
@@ -103,21 +191,48 @@ def qualify_query(tree: exp.Expression, catalog: Catalog, dialect: str, sql: str
             validate_qualify_columns=True,
         )
     except OptimizeError as exc:
-        raise PlanError(f"{exc}") from None
+        raise PlanError(clean_description(str(exc))) from None
+
+
+PARAMETER_TYPES = (bool, int, float, str, bytes, decimal.Decimal, datetime.date, datetime.time, datetime.datetime)
+HUGEINT_RANGE = (-(2 ** 127), 2 ** 127 - 1)
+
+
+def check_parameters(parameters) -> None:
+    """PEP 249: parameters are a sequence (list, tuple) of values, one per `?` marker, or None."""
+    if parameters is not None and (isinstance(parameters, (str, bytes, bytearray, dict))
+                                   or not isinstance(parameters, Sequence)):
+        raise PlanError(f"parameters must be a sequence of values (a list or tuple), one per ? marker; "
+                        f"got {type(parameters).__name__}")
+
+
+def parameter_literal(value, index: int) -> exp.Expression:
+    """The SQL literal of one parameter, of the type DuckDB's own binding gives it: a float is a DOUBLE
+    (NaN and ±inf included, which have no numeric literal), never a DECIMAL or an identifier."""
+    if value is not None and not isinstance(value, PARAMETER_TYPES):
+        raise PlanError(f"parameter {index} has unsupported type {type(value).__name__}; use bool, int, float, "
+                        "Decimal, str, bytes, date, time, datetime or None")
+    if isinstance(value, int) and not isinstance(value, bool) and not HUGEINT_RANGE[0] <= value <= HUGEINT_RANGE[1]:
+        raise DataError(f"parameter {index} ({value}) is outside the 128-bit integer range; pass it as a "
+                        "Decimal or a float")
+    if isinstance(value, decimal.Decimal) and not value.is_finite():
+        value = float(value)
+    if isinstance(value, float):
+        text = repr(value) if math.isfinite(value) else str(value)
+        return exp.cast(exp.Literal.string(text), exp.DataType.Type.DOUBLE)
+    return exp.convert(value)
 
 
 def bind_parameters(tree: exp.Expression, parameters) -> exp.Expression:
     """Replace each `?` with a literal of the matching parameter, in order — on the parsed tree, never by
     string interpolation, so a parameter can only ever be a value."""
+    check_parameters(parameters)
     placeholders = list(tree.find_all(exp.Placeholder))
     values = list(parameters or ())
     if len(placeholders) != len(values):
         raise PlanError(f"the query has {len(placeholders)} parameter marker(s) (?), {len(values)} value(s) given")
-    for placeholder, value in zip(placeholders, values):
-        if value is not None and not isinstance(value, (bool, int, float, str, bytes, decimal.Decimal,
-                                                        datetime.date, datetime.time, datetime.datetime)):
-            raise PlanError(f"unsupported parameter type {type(value).__name__}")
-        placeholder.replace(exp.convert(value))
+    for index, (placeholder, value) in enumerate(zip(placeholders, values), start=1):
+        placeholder.replace(parameter_literal(value, index))
     return tree
 
 

@@ -580,6 +580,7 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
     for expression in used:
         for column in expression.find_all(exp.Column):
             if column.table:
+                _check_spu_type(column, ctx)
                 inputs[column_key(column)] = ctx.parties[column.table]
     compute = tuple(sorted(set(inputs.values()))) if not union_parties else union_parties
     if len(compute) < 2:
@@ -599,6 +600,18 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         having=sql(aggregate.having) if aggregate is not None and aggregate.having is not None else None,
         outputs=tuple((n, sql(e)) for n, e in items), reveal=tuple(range(len(project.expressions))),
         order=tuple(order), limit=limit_value, offset=offset_value or 0)
+
+
+SPU_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+             "BOOLEAN", "DATE", "DECIMAL", "DOUBLE", "FLOAT", "REAL", "VARCHAR")
+
+
+def _check_spu_type(column: exp.Column, ctx) -> None:
+    """Refuse at plan time a column whose type the SPU cannot encode (executors/spu/values.kind_of)."""
+    dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
+    if dtype and dtype not in SPU_TYPES:
+        raise NotSupportedError(f"{column.sql()} of type {dtype} cannot enter secure computation yet (the SPU takes "
+                                "integers, decimals, floats, dates and text); use it where its owner alone computes")
 
 
 ENCLAVE_KINDS = {"int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "BOOLEAN"),

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import click
 
-from sqlsecure.errors import Error
+from sqlsecure.errors import unexpected
 from sqlsecure.formatting import FORMATS
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
+    """One line `error: Class: message` and exit 1 (`--debug`: the traceback); an exception that is not
+    an engine error is shown as the PEP 249 error it stands for (safety net: never a bare traceback)."""
     if debug:
         raise exc
-    click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+    error = unexpected(exc, "running the command")
+    click.echo(f"error: {type(error).__name__}: {error}", err=True)
     sys.exit(1)
 
 
@@ -26,7 +29,9 @@ def _with_engine(federation: str, debug: bool, work):
     try:
         with Engine(federation) as engine:
             return work(engine)
-    except Error as exc:
+    except click.ClickException:
+        raise
+    except Exception as exc:
         _fail(exc, debug)
 
 
@@ -52,8 +57,7 @@ def main() -> None:
 @click.argument("sql")
 def query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -> None:
     """Run a federated query as ISSUER and print the result."""
-    result = _with_engine(federation, debug, lambda engine: engine.execute(sql, issuer))
-    click.echo(FORMATS[fmt](result.table))
+    click.echo(_with_engine(federation, debug, lambda engine: FORMATS[fmt](engine.execute(sql, issuer).table)))
 
 
 @main.command()
@@ -170,7 +174,9 @@ def demo(directory: str | None, debug: bool) -> None:
     try:
         path = write_demo(target)
         run_demo(path, click.echo)
-    except Error as exc:
+    except click.ClickException:
+        raise
+    except Exception as exc:
         _fail(exc, debug)
 
 
@@ -219,7 +225,9 @@ def serve(federation: str, issuer: str, listen: str, tls_cert: str | None, tls_k
         credentials = Credentials.from_file(password_file) if password_file else Credentials({user: password})
         serve_federation(federation, issuer, host=host, port=port, credentials=credentials, tls_cert=tls_cert,
                          tls_key=tls_key, announce=lambda text: click.echo(text) or sys.stdout.flush())
-    except Error as exc:
+    except click.ClickException:
+        raise
+    except Exception as exc:
         _fail(exc, debug)
 
 
@@ -275,10 +283,10 @@ def party_serve(federation: str, name: str, timeout: float | None, debug: bool) 
 
     try:
         service = PartyService(federation, name, timeout=timeout)
-    except Error as exc:
-        _fail(exc, debug)
     except OSError as exc:  # e.g. the port is taken
         _fail(OperationalError(f"cannot serve {name}: {exc}"), debug)
+    except Exception as exc:
+        _fail(exc, debug)
     click.echo(f"{name} serving on {service.config.nodes[name].address} (mutual TLS)")
     sys.stdout.flush()
     service.serve_forever()
@@ -296,10 +304,12 @@ def party_query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -
 
     try:
         with Engine(federation, runtime="network", identity=issuer) as engine:
-            result = engine.execute(sql, issuer)
-    except Error as exc:
+            text = FORMATS[fmt](engine.execute(sql, issuer).table)
+    except click.ClickException:
+        raise
+    except Exception as exc:
         _fail(exc, debug)
-    click.echo(FORMATS[fmt](result.table))
+    click.echo(text)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ and results are revealed only to it.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 
 from sqlsecure import errors
 from sqlsecure.engine import Engine
+from sqlsecure.formatting import rows_of
+from sqlsecure.planner.parse import check_parameters
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections
@@ -140,8 +143,7 @@ class Cursor:
     def execute(self, sql: str, parameters=None) -> "Cursor":
         """Run a query; `?` markers are bound to `parameters` as literals after parsing."""
         self._check()
-        if isinstance(parameters, (str, bytes)):
-            raise errors.ProgrammingError("parameters must be a sequence of values, not a string")
+        check_parameters(parameters)
         result = self.connection.engine.execute(sql, self.connection.party, parameters)
         self.last_plan, self.last_stats = result.plan, result.stats
         if result.table is None:  # a write: no result set
@@ -149,7 +151,7 @@ class Cursor:
             self.rowcount, self.description = result.rowcount, None
             return self
         self._table = result.table
-        self._rows = [tuple(r.values()) for r in result.table.to_pylist()]
+        self._rows = rows_of(result.table)
         self._pos = 0
         self.rowcount = len(self._rows)
         self.description = [
@@ -160,6 +162,9 @@ class Cursor:
 
     def executemany(self, sql: str, seq_of_parameters) -> "Cursor":
         """Run the query once per parameter sequence; the cursor keeps the last result."""
+        if isinstance(seq_of_parameters, (str, bytes, bytearray)) or not isinstance(seq_of_parameters, Iterable):
+            raise errors.ProgrammingError(f"executemany needs a sequence of parameter sequences, not "
+                                          f"{type(seq_of_parameters).__name__}")
         total = 0
         for parameters in seq_of_parameters:
             self.execute(sql, parameters)

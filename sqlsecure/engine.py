@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from sqlglot.errors import SqlglotError
 
 from sqlsecure.connectors import AdbcStore, PartyStore, open_store
-from sqlsecure.planner.views import check_views
-from sqlsecure.errors import ConfigError, InterfaceError, NotSupportedError, PlanError, PolicyViolation
+from sqlsecure.errors import (ConfigError, Error, InterfaceError, NotSupportedError, PlanError, PolicyViolation,
+                              unexpected)
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
@@ -18,12 +22,37 @@ from sqlsecure.policy.ledger import Ledger
 from sqlsecure.policy.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
 from sqlsecure.planner.cost import Link
-from sqlsecure.planner.parse import parse_statement
+from sqlsecure.planner.parse import check_parameters, clean_description, parse_statement, too_deep
 from sqlsecure.policy.grants import RevealPolicy
 from sqlsecure.policy.rules import parse_rules
 from sqlsecure.writes import is_write, run_write
 
 EXPLAIN = re.compile(r"^\s*EXPLAIN\s+", re.IGNORECASE)
+log = logging.getLogger(__name__)
+
+
+def pep249_errors(method):
+    """Safety net of a public entry point: only the engine's PEP 249 errors leave it.
+
+    A query past Python's stack is refused as too deep; a sqlglot error is a PlanError without sqlglot's
+    internals; any other exception is a bug, raised as InternalError naming its class and place (its text
+    may carry a data value, so it goes to this process's log only)."""
+
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Error:
+            raise
+        except RecursionError:
+            raise too_deep() from None
+        except SqlglotError as exc:
+            raise PlanError(f"the query cannot be planned: {clean_description(str(exc))}") from None
+        except Exception as exc:
+            log.exception("internal error in Engine.%s", method.__name__)
+            raise unexpected(exc, f"running Engine.{method.__name__}") from exc
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -37,6 +66,7 @@ class QueryResult:
 class Engine:
     """Open a federation file; plan, explain and run federated queries as a given issuer."""
 
+    @pep249_errors
     def __init__(self, federation: str | Path | FederationConfig, *, timeout: float | None = None,
                  processes: int | None = None, writer: str | None = None, runtime: str = "embedded",
                  identity: str | None = None):
@@ -67,7 +97,8 @@ class Engine:
                 schemas = network.schemas(list(self.config.parties))
             else:
                 for name, party in self.config.parties.items():
-                    self._stores[name] = open_store(party, writable=name == writer)
+                    self._stores[name] = self._config_step(
+                        f"parties.{name}", lambda: open_store(party, writable=name == writer))
                 schemas = {name: store.schema() for name, store in self._stores.items()}
             sizes = network.sizes if network is not None else (lambda party: self._stores[party].sizes())
             self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
@@ -80,9 +111,11 @@ class Engine:
                 if network is not None else Link()
             self.grants = resolve_grants(self.config, self.catalog.all_columns())
             self.policy = self._resolve_policy()
-            self.ledger = Ledger(self.config.ledger) if self.config.privacy else None
+            self.ledger = self._config_step("federation.ledger", lambda: Ledger(self.config.ledger)) \
+                if self.config.privacy else None
             hashing = any(m.method == "hash" for m in self.policy.masks.values())
-            mask_key = load_key(self.config.mask_key_file) if hashing else None
+            mask_key = self._config_step("federation.mask_key_file", lambda: load_key(self.config.mask_key_file)) \
+                if hashing else None
         except BaseException:
             if network is not None:
                 network.close()
@@ -93,6 +126,15 @@ class Engine:
             return
         self.runtime = EmbeddedRuntime(self._stores, timeout=120.0 if timeout is None else timeout, processes=processes, mask_key=mask_key,
                                        enclave=self.config.enclave)
+
+    def _config_step(self, key: str, step):
+        """Run one step of opening the federation; its failure is a ConfigError naming the file and key."""
+        try:
+            return step()
+        except ConfigError as exc:
+            raise ConfigError([f"{self.config.path}: {key}: {p}" for p in exc.problems]) from None
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            raise ConfigError(f"{self.config.path}: {key}: {type(exc).__name__}: {exc}") from None
 
     def _resolve_policy(self) -> RevealPolicy:
         problems: list[str] = []
@@ -130,6 +172,7 @@ class Engine:
         if issuer not in self.config.parties:
             raise ConfigError(f"unknown party {issuer!r}; parties are: {', '.join(self.config.parties)}")
 
+    @pep249_errors
     def plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
@@ -139,6 +182,7 @@ class Engine:
                           if self.config.enclave else (), group_sums=self.config.group_sums, link=self.link,
                           psi=self.config.psi, he_key_bits=self.config.he_key_bits)
 
+    @pep249_errors
     def check(self, sql: str, issuer: str) -> str | None:
         """Dry run: None if the query would be answered, else why not. Touches no data."""
         try:
@@ -147,6 +191,7 @@ class Engine:
             return f"{type(exc).__name__}: {exc}"
         return None
 
+    @pep249_errors
     def explain(self, sql: str, issuer: str) -> str:
         plan = self.plan(sql, issuer)
         text = plan.explain(self._pushdown)
@@ -169,10 +214,12 @@ class Engine:
         return [f"fetched from its {kind} source: {source_sql}",
                 "finished in DuckDB at the party (a construct without an exact equivalent in the source's dialect)"]
 
+    @pep249_errors
     def execute(self, sql: str, issuer: str, parameters=None) -> QueryResult:
         """Run a query (`?` markers bound to `parameters`); `EXPLAIN <query>` returns the plan as a table."""
         if getattr(self, "runtime", None) is None:
             raise InterfaceError("the engine is closed")
+        check_parameters(parameters)
         if not EXPLAIN.match(sql):
             tree = parse_statement(sql, self.config.dialect)
             if is_write(tree):

@@ -76,3 +76,28 @@ class PolicyViolation(ProgrammingError):
 
 class ProtocolError(OperationalError):
     """A secure protocol failed: a party did not answer in time, or a message was malformed."""
+
+
+def innermost_place(exc: BaseException) -> str:
+    """`file.py:function` where an exception was raised, for a bug report without its (maybe secret) text."""
+    frame = exc.__traceback__
+    if frame is None:
+        return "?"
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    code = frame.tb_frame.f_code
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}"
+
+
+def unexpected(exc: BaseException, doing: str) -> Error:
+    """The PEP 249 error for an exception no code expected, at a public entry point (safety net).
+
+    An OS error (a file, a socket) is an OperationalError naming the file; anything else is a bug, an
+    InternalError naming its class and place but not its text, which may carry a data value."""
+    if isinstance(exc, Error):
+        return exc
+    if isinstance(exc, OSError):
+        target = f" {exc.filename}" if exc.filename else ""
+        return OperationalError(f"{doing}:{target} {exc.strerror or type(exc).__name__}")
+    return InternalError(f"internal error ({type(exc).__name__} in {innermost_place(exc)}) while {doing}: "
+                         "this is a bug, please report the query")

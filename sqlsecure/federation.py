@@ -215,8 +215,27 @@ def load_federation(path: str | Path) -> FederationConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such federation file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give the federation file (TOML)") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the federation file: {exc.strerror}") from None
+    try:
+        return _validate(raw, path)
+    except (TypeError, ValueError, AttributeError) as exc:  # a value of a type no check foresaw
+        raise ConfigError(f"{path}: a value has the wrong type ({type(exc).__name__}: {exc}); check the file "
+                          "against docs/federation.md") from None
+
+
+def _existing_file(value: Path, key: str, what: str, problem) -> None:
+    """A path that exists must be a file (a directory there is a mistake, reported with its key)."""
+    if value.exists() and not value.is_file():
+        problem(key, f"{value} is a directory, not {what}; give a file path")
+
+
+def _validate(raw: dict, path: Path) -> FederationConfig:
+    """Check every key of a parsed federation file; raise one ConfigError listing every problem."""
     problems: list[str] = []
 
     def problem(key: str, text: str) -> None:
@@ -277,6 +296,7 @@ def load_federation(path: str | Path) -> FederationConfig:
                 db_path = (path.parent / database).resolve()
                 if not db_path.exists():
                     problem(f"{key}.database", f"no such database file: {db_path}")
+                _existing_file(db_path, f"{key}.database", "a database file", problem)
         if source is None:
             for k in ("schema", "password_file", "tls_root_certs"):
                 if k in body:
@@ -322,8 +342,9 @@ def load_federation(path: str | Path) -> FederationConfig:
         for k in sorted(set(g) - GRANT_KEYS):
             problem(f"{key}.{k}", "unknown key")
         party = g.get("party")
-        if party not in parties:
-            problem(f"{key}.party", f"unknown party {party!r}")
+        if not isinstance(party, str) or party not in parties:
+            problem(f"{key}.party", f"unknown party {party!r}: the name of one party (a string), one grant per party")
+            party = None
         columns = g.get("columns")
         if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
             problem(f"{key}.columns", "must be a non-empty list of \"party.table.column\" patterns")
@@ -344,6 +365,7 @@ def load_federation(path: str | Path) -> FederationConfig:
             problem(f"federation.{key}", "must be a path string")
             value = default
         paths[key] = (path.parent / value).resolve()
+        _existing_file(paths[key], f"federation.{key}", "a file", problem)
     privacy = parse_privacy(raw.get("privacy", {}), problem, parties)
     masks = parse_masks(raw.get("masks", []), problem, parties)
     rules = raw.get("rules", {})
@@ -367,15 +389,15 @@ def load_federation(path: str | Path) -> FederationConfig:
         timeout = 30.0
     ca = _check_network(nodes, parties, fed.get("ca"), path, problem)
     group_sums = fed.get("group_sums", "auto")
-    if group_sums not in ("auto", "he", "spu"):
+    if not isinstance(group_sums, str) or group_sums not in ("auto", "he", "spu"):
         problem("federation.group_sums", 'must be "auto" (the planner\'s cost model), "he" (Paillier group sums) '
                                          'or "spu" (secret shares)')
     he_key_bits = fed.get("he_key_bits", 2048)
-    if isinstance(he_key_bits, bool) or he_key_bits not in (2048, 3072):
+    if not isinstance(he_key_bits, int) or isinstance(he_key_bits, bool) or he_key_bits not in (2048, 3072):
         problem("federation.he_key_bits", "must be 2048 or 3072 (bits of the Paillier modulus of HE group sums)")
         he_key_bits = 2048
     psi = fed.get("psi", "kkrt")
-    if psi not in ("kkrt", "ecdh"):
+    if not isinstance(psi, str) or psi not in ("kkrt", "ecdh"):
         problem("federation.psi", 'must be "kkrt" (OT-based PSI, KKRT16) or "ecdh" (ECDH-PSI over X25519)')
     link = {}
     for key, default, low, top, unit in (("link_rtt_ms", 1.0, 0, 60_000, "milliseconds"),
@@ -405,7 +427,13 @@ def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants
             matched = [names[n] for n in fnmatch.filter(names, pattern)]
             if not matched:
                 problems.append(f"{config.path}: {g.where}.columns: {pattern!r} matches no column")
+            if pattern.split(".")[0] == g.party:
+                problems.append(f"{config.path}: {g.where}: {pattern} belongs to {g.party!r}, which sees its own "
+                                "columns: grant them to another party, or remove the grant")
+                continue
             for column in matched:
+                if column.party == g.party:  # a wildcard over the grantee's own columns: nothing to grant
+                    continue
                 previous = grants.table.get((column, g.party))
                 if previous is not None and previous != g.constraint:
                     problems.append(

@@ -19,8 +19,14 @@ def _cell(value) -> str:
     return str(value)
 
 
+def rows_of(table: pa.Table) -> list[tuple]:
+    """The table's rows as tuples, by position: two columns of the same name are two values."""
+    columns = [column.to_pylist() for column in table.columns]
+    return list(zip(*columns)) if columns else [() for _ in range(table.num_rows)]
+
+
 def _rows(table: pa.Table) -> list[list[str]]:
-    return [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+    return [[_cell(v) for v in row] for row in rows_of(table)]
 
 
 def _count(n: int) -> str:
@@ -76,8 +82,8 @@ def as_csv(table: pa.Table) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(table.column_names)
-    for row in table.to_pylist():
-        writer.writerow(["" if v is None else v for v in row.values()])
+    for row in rows_of(table):
+        writer.writerow(["" if v is None else v for v in row])
     return buf.getvalue().rstrip("\n")
 
 

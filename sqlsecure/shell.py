@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from sqlsecure.errors import Error, PlanError
+from sqlsecure.errors import PlanError, unexpected
 from sqlsecure.formatting import FORMATS
 from sqlsecure.policy.grants import Constraint, ColumnRef
 
@@ -67,6 +67,7 @@ class Shell:
         self.failed = True
         if self.debug:
             traceback.print_exception(exc, file=self.err)
+        exc = unexpected(exc, "running the statement")
         message = f"ERROR: {type(exc).__name__}: {exc}"
         print(message, file=self.err, flush=True)
         marker = self._marker(str(exc), sql)
@@ -116,9 +117,16 @@ class Shell:
             self.failed = True
             print("cancelled: nothing was revealed", file=self.err, flush=True)
             return
-        except Error as exc:
+        except Exception as exc:  # an engine error, or (safety net) what it stands for
             self.error(exc, sql)
             return
+        try:
+            self._report(result, started)
+        except Exception as exc:
+            self.error(exc, sql)
+
+    def _report(self, result, started: float) -> None:
+        """Show a statement's result (rows, or the rows a write affected) and, with \\timing, its time."""
         if result.table is not None:
             self.show(result.table)
             if (result.table.schema.metadata or {}).get(b"sqlsecure.enclave.simulated") == b"true":
@@ -188,7 +196,7 @@ class Shell:
             return
         try:
             handler(arg)
-        except Error as exc:
+        except Exception as exc:
             self.error(exc, arg)
 
     def help(self, _: str) -> None:

@@ -6,6 +6,7 @@ throwaway CA; every answer is compared with what `Engine.execute` returns for th
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import os
@@ -29,7 +30,7 @@ import adbc_driver_manager
 
 from sqlsecure import errors
 from sqlsecure.engine import Engine
-from sqlsecure.flight_sql import Credentials, FlightSqlServer
+from sqlsecure.flight_sql import BearerTokens, Credentials, FlightSqlServer
 from sqlsecure.flight_sql import FlightSql_pb2 as pb
 from sqlsecure.flight_sql.metadata import like_pattern, sql_info_table
 from sqlsecure.flight_sql.protocol import CommandError, pack, unpack
@@ -282,6 +283,135 @@ def test_engine_errors_map_to_flight_errors():
     assert isinstance(flight_error(errors.InternalError("bug")), flight.FlightInternalError)
     assert isinstance(flight_error(errors.NotSupportedError("later")), flight.FlightServerError)
     assert str(flight_error(errors.PlanError("bad"))).startswith("PlanError: bad")
+
+class FakeClock:
+    """A clock the test moves by hand, so that no test sleeps or depends on machine speed."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def flight_client(server, certs):
+    return flight.connect(server.uri, tls_root_certs=certs["ca"].read_bytes())
+
+
+BAD_REQUESTS = {
+    "do_get of garbage": lambda c, o: c.do_get(flight.Ticket(b"\x00\xffgarbage"), o).read_all(),
+    "do_get of an empty ticket": lambda c, o: c.do_get(flight.Ticket(b""), o).read_all(),
+    "do_get of an unknown handle": lambda c, o: c.do_get(
+        flight.Ticket(pack(pb.TicketStatementQuery(statement_handle=b"nope"))), o).read_all(),
+    "do_get of a query command": lambda c, o: c.do_get(
+        flight.Ticket(pack(pb.CommandStatementQuery(query="SELECT 1"))), o).read_all(),
+    "get_flight_info of a path": lambda c, o: c.get_flight_info(flight.FlightDescriptor.for_path("a", "b"), o),
+    "get_flight_info of garbage": lambda c, o: c.get_flight_info(flight.FlightDescriptor.for_command(b"\xff\x00"), o),
+    "get_flight_info of bad SQL": lambda c, o: c.get_flight_info(
+        flight.FlightDescriptor.for_command(pack(pb.CommandStatementQuery(query="SELECT 'abc"))), o),
+    "get_flight_info of a deep query": lambda c, o: c.get_flight_info(flight.FlightDescriptor.for_command(
+        pack(pb.CommandStatementQuery(query="SELECT " + "(" * 500 + "1" + ")" * 500))), o),
+    "get_flight_info of an unknown statement": lambda c, o: c.get_flight_info(flight.FlightDescriptor.for_command(
+        pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=b"nope"))), o),
+    "list_flights with garbage criteria": lambda c, o: list(c.list_flights(b"\xff\xfe", o)),
+    "do_action with a garbage body": lambda c, o: list(c.do_action(flight.Action("CreatePreparedStatement",
+                                                                                   b"\xff"), o)),
+    "do_action of an unknown type": lambda c, o: list(c.do_action(flight.Action("Nope", b""), o)),
+    "do_put to a path": lambda c, o: c.do_put(flight.FlightDescriptor.for_path("x"), pa.schema([("a", pa.int64())]),
+                                              o)[0].close(),
+}
+
+
+@pytest.mark.parametrize("request_", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_bad_requests_get_a_clean_flight_error_never_a_traceback(server, certs, request_):
+    client = flight_client(server, certs)
+    try:
+        options = flight.FlightCallOptions(headers=[client.authenticate_basic_token(USER, PASSWORD)], timeout=30)
+        try:
+            result = request_(client, options)
+        except flight.FlightError as exc:
+            text = str(exc)
+            assert "Traceback" not in text and 'File "' not in text and "sqlsecure/" not in text, text
+        else:
+            assert not result  # list_flights: nothing to list
+    finally:
+        client.close()
+
+
+def test_failed_logins_back_off_per_user_without_sleeping():
+    from sqlsecure.flight_sql.auth import HeaderAuthMiddlewareFactory, LoginThrottle
+
+    clock = FakeClock()
+    factory = HeaderAuthMiddlewareFactory(Credentials({USER: PASSWORD, "other": "pw"}), BearerTokens(),
+                                          LoginThrottle(free=5, free_all=1000, base=1.0, cap=60.0, clock=clock))
+
+    class Info:
+        method = flight.FlightMethod.HANDSHAKE
+
+    def login(user, password):
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return factory.start_call(Info(), {"authorization": [f"Basic {basic}"]})
+
+    for _ in range(5):
+        with pytest.raises(flight.FlightUnauthenticatedError, match="invalid user name or password"):
+            login(USER, "wrong")
+    with pytest.raises(flight.FlightUnauthenticatedError, match="invalid user name or password"):
+        login(USER, "wrong")  # the 6th failure: blocked for 1 s from now
+    for _ in range(200):
+        with pytest.raises(flight.FlightUnauthenticatedError, match="too many failed logins: retry in 1 s"):
+            login(USER, "wrong")
+    with pytest.raises(flight.FlightUnauthenticatedError, match="too many failed logins"):
+        login(USER, PASSWORD)  # the right password waits too: it is not even checked
+    assert login("other", "pw").user == "other"  # other users are not affected
+    clock.now += 1.0
+    with pytest.raises(flight.FlightUnauthenticatedError, match="invalid user name or password"):
+        login(USER, "wrong")  # the 7th failure: blocked for 2 s
+    clock.now += 1.5
+    with pytest.raises(flight.FlightUnauthenticatedError, match="retry in 1 s"):
+        login(USER, PASSWORD)
+    clock.now += 0.5
+    assert login(USER, PASSWORD).user == USER
+    assert factory.throttle.retry_after(USER) == 0
+    for _ in range(5):  # a success cleared the count: five free failures again
+        with pytest.raises(flight.FlightUnauthenticatedError, match="invalid user name or password"):
+            login(USER, "wrong")
+
+
+def test_guessing_one_password_for_many_names_backs_off_server_wide():
+    from sqlsecure.flight_sql.auth import LoginThrottle
+
+    clock = FakeClock()
+    throttle = LoginThrottle(free=5, free_all=20, base=1.0, cap=60.0, clock=clock)
+    for i in range(21):
+        throttle.failed(f"user{i}")
+    assert throttle.retry_after("someone-new") == 1.0
+    clock.now += 61
+    assert throttle.retry_after("someone-new") == 0
+
+
+def test_the_server_throttles_failed_logins(fed_engine, certs):
+    from sqlsecure.flight_sql.auth import LoginThrottle
+
+    clock = FakeClock()
+    tls = [flight.CertKeyPair(cert=certs["cert"].read_bytes(), key=certs["key"].read_bytes())]
+    srv = FlightSqlServer(fed_engine, "bank", credentials=Credentials({USER: PASSWORD}), host="127.0.0.1", port=0,
+                          tls_certificates=tls, throttle=LoginThrottle(clock=clock))
+    client = flight_client(srv, certs)
+    try:
+        messages = []
+        for _ in range(20):
+            with pytest.raises(flight.FlightUnauthenticatedError) as refused:
+                client.authenticate_basic_token(USER, "wrong")
+            messages.append(str(refused.value))
+        assert sum("too many failed logins" in m for m in messages) == 14
+        with pytest.raises(flight.FlightUnauthenticatedError, match="too many failed logins"):
+            client.authenticate_basic_token(USER, PASSWORD)
+        clock.now += 300
+        assert client.authenticate_basic_token(USER, PASSWORD)
+    finally:
+        client.close()
+        srv.shutdown()
+
 
 # -- metadata ---------------------------------------------------------------------------------------------
 

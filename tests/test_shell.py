@@ -69,15 +69,55 @@ def test_interactive_session(federation_dir, tmp_path):
     assert (tmp_path / ".sqlsecure_history").read_text().count("SELECT") >= 3  # history persists
 
 
+# Loaded by the shell's Python (sitecustomize on PYTHONPATH): party b holds its part of the query until the
+# user cancels, while party a runs the real PSI and waits for b's messages. So the query is always still
+# running when Ctrl-C arrives, however fast the machine; nothing in the shell or the engine is changed.
+HOLD_UNTIL_CANCELLED = """
+import threading
+
+from sqlsecure.executors.runtime import embedded, party
+
+cancelled = threading.Event()
+original_run, original_cancel = party.PartyExecutor.run, embedded.EmbeddedRuntime.cancel
+
+
+def run(self, plan, query_id):
+    if self.name == "b" and not cancelled.is_set():
+        self._progress(1, len(plan.steps), "held until Ctrl-C")
+        if not cancelled.wait(120):
+            raise RuntimeError("the test's Ctrl-C never came")
+    return original_run(self, plan, query_id)
+
+
+def cancel(self):
+    original_cancel(self)
+    cancelled.set()
+
+
+party.PartyExecutor.run, embedded.EmbeddedRuntime.cancel = run, cancel
+print("test hook: party b waits for Ctrl-C")
+"""
+
+
 def test_ctrl_c_cancels_and_the_session_goes_on(big_federation, tmp_path):
-    child = spawn(big_federation, tmp_path, "a")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(HOLD_UNTIL_CANCELLED)
+    env = {**shell_env(tmp_path), "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks),
+                                                                              os.environ.get("PYTHONPATH")]))}
+    child = pexpect.spawn(SQLSECURE, ["shell", "-F", str(big_federation), "--as", "a"], env=env, cwd=str(tmp_path),
+                          encoding="utf-8", timeout=30, dimensions=(200, 120))
+    child.expect("test hook: party b waits for Ctrl-C")
+    child.expect("a>")
     child.sendline("SELECT COUNT(*) FROM a.t x JOIN b.t y ON x.k = y.k;")
-    child.expect(r"\[#")  # the progress bar: the PSI is running
+    child.expect(r"\[#")  # the progress bar: the query is running, and stays so until Ctrl-C
     child.sendintr()
     child.expect("cancelled: nothing was revealed", timeout=90)
     child.expect("a>")
     child.sendline("SELECT COUNT(*) AS n FROM a.t;")
     child.expect("80000")
+    child.sendline("SELECT COUNT(*) AS n FROM a.t x JOIN b.t y ON x.k = y.k;")  # the next join runs to the end
+    child.expect(r"\(1 row\)", timeout=120)
     child.sendline("\\q")
     child.expect(pexpect.EOF)
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import math
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.flight as flight
@@ -94,6 +97,60 @@ class BearerTokens:
         return entry[0]
 
 
+@dataclass
+class Failures:
+    count: int = 0
+    last: float = 0.0
+    blocked_until: float = 0.0
+
+
+EVERYONE = "\x00all users"  # the server-wide key: guessing one password for many user names is throttled too
+
+
+class LoginThrottle:
+    """Exponential backoff after repeated failed logins, per user name and server-wide.
+
+    After `free` consecutive failures of a user name (`free_all` of all names together) each further
+    failure blocks that name (or every login) for `base`, 2·`base`, 4·`base`... seconds, at most `cap`;
+    a blocked attempt is refused without looking at its password. A success clears its user's count;
+    failures older than `cap` are forgotten. Flight's middleware does not see the peer's address, so the
+    server-wide count stands in for a per-peer one. `clock` is injectable so that tests need not sleep."""
+
+    def __init__(self, free: int = 5, free_all: int = 100, base: float = 1.0, cap: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic, max_names: int = 10_000):
+        self.free, self.free_all, self.base, self.cap, self.clock = free, free_all, base, cap, clock
+        self.max_names = max_names
+        self._failures: dict[str, Failures] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, user: str) -> float:
+        """Seconds until `user` may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            waits = [f.blocked_until - now for key in (user, EVERYONE) if (f := self._failures.get(key))]
+        return max([0.0, *waits])
+
+    def failed(self, user: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) >= self.max_names:
+                self._forget_old(now)
+            for key, free in ((user, self.free), (EVERYONE, self.free_all)):
+                entry = self._failures.setdefault(key, Failures())
+                if now - entry.last > self.cap:
+                    entry.count = 0
+                entry.count, entry.last = entry.count + 1, now
+                if entry.count > free:
+                    entry.blocked_until = now + min(self.cap, self.base * 2 ** (entry.count - free - 1))
+
+    def succeeded(self, user: str) -> None:
+        with self._lock:
+            self._failures.pop(user, None)
+
+    def _forget_old(self, now: float) -> None:
+        self._failures = {k: f for k, f in self._failures.items() if now - f.last <= self.cap or k == EVERYONE}
+
+
 class Caller(flight.ServerMiddleware):
     """The authenticated caller of one call; sends the bearer token back when one was issued."""
 
@@ -108,9 +165,10 @@ class Caller(flight.ServerMiddleware):
 class HeaderAuthMiddlewareFactory(flight.ServerMiddlewareFactory):
     """Refuses every call without valid `Basic` credentials or a valid `Bearer` token."""
 
-    def __init__(self, credentials: Credentials, tokens: BearerTokens):
+    def __init__(self, credentials: Credentials, tokens: BearerTokens, throttle: LoginThrottle | None = None):
         self.credentials = credentials
         self.tokens = tokens
+        self.throttle = throttle or LoginThrottle()
 
     def start_call(self, info, headers):
         values = headers.get("authorization") or headers.get("Authorization") or []
@@ -126,8 +184,14 @@ class HeaderAuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 user, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 user, sep, password = "", "", ""
+            wait = self.throttle.retry_after(user)
+            if wait > 0:
+                raise flight.FlightUnauthenticatedError(
+                    f"too many failed logins: retry in {math.ceil(wait)} s")
             if not sep or not self.credentials.check(user, password):
+                self.throttle.failed(user)
                 raise flight.FlightUnauthenticatedError("invalid user name or password")
+            self.throttle.succeeded(user)
             # a token is issued on login (Handshake); other calls that carry Basic credentials are simply checked
             token = self.tokens.issue(user) if info.method == flight.FlightMethod.HANDSHAKE else None
             return Caller(user, token)

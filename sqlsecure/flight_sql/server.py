@@ -51,6 +51,7 @@ from sqlsecure.flight_sql.auth import (
     Credentials,
     HeaderAuthMiddlewareFactory,
     HeaderHandshake,
+    LoginThrottle,
 )
 from sqlsecure.flight_sql.metadata import (
     CATALOGS_SCHEMA,
@@ -201,7 +202,8 @@ class FlightSqlServer(flight.FlightServerBase):
 
     def __init__(self, engine: Engine, issuer: str, *, credentials: Credentials, host: str = "127.0.0.1",
                  port: int = 0, tls_certificates: list[flight.CertKeyPair] | None = None,
-                 token_ttl: float = 3600.0, statement_ttl: float = 3600.0, result_ttl: float = 600.0):
+                 token_ttl: float = 3600.0, statement_ttl: float = 3600.0, result_ttl: float = 600.0,
+                 throttle: LoginThrottle | None = None):
         engine.check_issuer(issuer)
         self.engine = engine
         self.issuer = issuer
@@ -217,7 +219,7 @@ class FlightSqlServer(flight.FlightServerBase):
             f"{self.scheme}://{netloc}:{port}",
             auth_handler=HeaderHandshake(),
             tls_certificates=tls_certificates or [],
-            middleware={AUTH_MIDDLEWARE: HeaderAuthMiddlewareFactory(credentials, BearerTokens(token_ttl))},
+            middleware={AUTH_MIDDLEWARE: HeaderAuthMiddlewareFactory(credentials, BearerTokens(token_ttl), throttle)},
         )
 
     @property

@@ -65,8 +65,8 @@ def parse_masks(raw, problem, parties) -> list[MaskConfig]:
         for k in sorted(set(body) - MASK_KEYS):
             problem(f"{key}.{k}", "unknown key")
         party, columns, method = body.get("party"), body.get("columns"), body.get("method")
-        if party not in parties:
-            problem(f"{key}.party", f"unknown party {party!r}")
+        if not isinstance(party, str) or party not in parties:
+            problem(f"{key}.party", f"unknown party {party!r}: the name of one party (a string)")
             continue
         if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
             problem(f"{key}.columns", "must be a non-empty list of \"party.table.column\" patterns")
@@ -75,14 +75,14 @@ def parse_masks(raw, problem, parties) -> list[MaskConfig]:
             problem(f"{key}.method", f"must be one of {', '.join(METHODS)}")
             continue
         keep, part, bucket = body.get("keep", 4), body.get("date_part", "month"), body.get("bucket", 10)
-        if not isinstance(keep, int) or keep < 0:
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
             problem(f"{key}.keep", "must be a whole number >= 0")
             continue
         if part not in DATE_PARTS:
             problem(f"{key}.date_part", f"must be one of {', '.join(DATE_PARTS)}")
             continue
-        if not isinstance(bucket, (int, float)) or bucket <= 0:
-            problem(f"{key}.bucket", "must be a number > 0")
+        if not isinstance(bucket, (int, float)) or isinstance(bucket, bool) or not 0 < bucket < float("inf"):
+            problem(f"{key}.bucket", "must be a finite number > 0")
             continue
         out.append(MaskConfig(party, tuple(columns), Mask(method, keep, part, float(bucket)), key))
     return out

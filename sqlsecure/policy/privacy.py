@@ -51,7 +51,7 @@ def parse_privacy(raw, problem, parties) -> dict[str, PrivacyBudget]:
         numbers = {}
         for name, default in (("epsilon", None), ("delta", 1e-6)):
             value = body.get(name, default)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value is None or value < 0 or (
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0 or (
                     name == "epsilon" and value == 0) or (name == "delta" and value >= 1):
                 problem(f"{key}.{name}", "must be a number: epsilon > 0, 0 <= delta < 1")
                 value = None
@@ -60,14 +60,14 @@ def parse_privacy(raw, problem, parties) -> dict[str, PrivacyBudget]:
             continue
         query_epsilon = body.get("query_epsilon", min(1.0, numbers["epsilon"]))
         query_delta = body.get("query_delta", numbers["delta"] / 10 if numbers["delta"] else 0.0)
-        if not isinstance(query_epsilon, (int, float)) or not 0 < query_epsilon <= numbers["epsilon"]:
+        if not isinstance(query_epsilon, (int, float)) or isinstance(query_epsilon, bool) or not 0 < query_epsilon <= numbers["epsilon"]:
             problem(f"{key}.query_epsilon", "must be > 0 and at most epsilon")
             continue
-        if not isinstance(query_delta, (int, float)) or not 0 <= query_delta <= numbers["delta"]:
+        if not isinstance(query_delta, (int, float)) or isinstance(query_delta, bool) or not 0 <= query_delta <= numbers["delta"]:
             problem(f"{key}.query_delta", "must be >= 0 and at most delta")
             continue
         noise = body.get("noise", "laplace")
-        if noise not in NOISES:
+        if not isinstance(noise, str) or noise not in NOISES:
             problem(f"{key}.noise", f"must be one of {', '.join(NOISES)}")
             continue
         if noise == "gaussian" and query_delta <= 0:

@@ -92,6 +92,8 @@ def parse_rules(raw, problem, catalog_columns) -> dict[tuple[str, str], TableRul
             return not missing
 
         join_columns = body.get("join_columns")
+        if join_columns is not None and not _strings(join_columns):
+            problem(f"{key}.join_columns", "must be a list of column names")
         if join_columns is not None and not (_strings(join_columns) and known("join_columns", join_columns)):
             join_columns = None
         aggregations = {}
@@ -106,6 +108,8 @@ def parse_rules(raw, problem, catalog_columns) -> dict[tuple[str, str], TableRul
                                                          f"(one of {', '.join(sorted(AGGREGATES))})")
                 aggregations[col] = frozenset(f.upper() for f in funcs)
         never = body.get("never_output", [])
+        if not _strings(never):
+            problem(f"{key}.never_output", "must be a list of column names")
         if not _strings(never) or not known("never_output", never):
             never = []
         join_required = body.get("join_required", False)
