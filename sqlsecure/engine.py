@@ -22,6 +22,7 @@ from sqlsecure.policy.ledger import Ledger
 from sqlsecure.policy.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
 from sqlsecure.planner.cost import Link
+from sqlsecure.planner.views import check_views
 from sqlsecure.planner.parse import check_parameters, clean_description, parse_statement, too_deep
 from sqlsecure.policy.grants import RevealPolicy
 from sqlsecure.policy.rules import parse_rules
