@@ -28,11 +28,12 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import decode, encode, kind_of, limbs_of
 from sqlsecure.executors.spu import arith, compare, relational
+from sqlsecure.executors.spu.ranges import input_limits, literal_value
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
 
-SENTINEL = 1 << 60  # beyond every value a comparison accepts (|x| < 2^62)
+SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
 
@@ -131,8 +132,8 @@ class Stage:
         if isinstance(e, exp.Literal):
             if e.is_string:
                 return PV(e.this, "text")
-            number = float(e.this)
-            return PV(int(number), "int") if number.is_integer() and "." not in e.this else PV(number, "fixed")
+            number = literal_value(e)
+            return PV(number, "int" if isinstance(number, int) else "fixed")
         if isinstance(e, exp.Boolean):
             return PV(1 if e.this else 0, "bool")
         if isinstance(e, exp.Null):
@@ -206,7 +207,7 @@ class Stage:
                 a = self.to_fixed(a)
             return SV([arith.mul_public(s, a.value, b.value)], a.valid, a.kind)
         if a.kind == "fixed" and b.kind == "fixed":
-            x = arith.mul(s, a.value, b.value)
+            x = arith.mul_wide(s, a.value, b.value)  # the whole fixed-point range (spu.ranges)
         else:
             x = arith.beaver_mul(s, a.value, b.value)
         kind = "fixed" if "fixed" in (a.kind, b.kind) else "int"
@@ -371,6 +372,17 @@ class Stage:
                             f"{AVG_LIMIT:g}); use SUM and COUNT instead")
 
 
+def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
+    """One aggregate input over all rows. No rows: SUM's 0, and for MIN/MAX the fill (its count, 0,
+    makes the aggregate NULL)."""
+    if kind == "sum":
+        return arith.total(column)
+    if len(column) == 0:
+        fill = arith.public(s, np.array([SENTINEL if kind == "min" else -SENTINEL], dtype=np.int64))
+        return ArithShare(fill.data, column.frac)
+    return compare.min_all(s, column) if kind == "min" else compare.max_all(s, column)
+
+
 def _columns(values: list[SV]) -> list[ArithShare]:
     return [limb for v in values for limb in (*v.limbs, v.valid)]
 
@@ -395,24 +407,30 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
+    limits = input_limits(step, kinds, n, s.frac_bits, _parse)  # each owner checks its values against them
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
-        cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag)
+        cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
         stage = Stage(s, step, n)
         stage.cols.update(cols)
     else:
-        stage = _shared_inputs(s, step, inputs, kinds, n, union_rows)
+        stage = _shared_inputs(s, step, inputs, kinds, n, union_rows, limits)
         weight = stage.ones()
     for sql in step.filters:
         weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
     return _rest(s, step, stage, weight)
 
 
-def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> Stage:
-    """Each party secret-shares its input columns (a join's aligned piece, or its UNION ALL branches)."""
+def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, limits) -> Stage:
+    """Each party secret-shares its input columns (a join's aligned piece, or its UNION ALL branches),
+    after checking all of them against their `limits` (so a refusal comes before any share)."""
     stage = Stage(s, step, n)
     branches = step.union or tuple((party, "") for party in [None])
     key_columns = _group_key_columns(step)
     encoded_keys = {}  # at the keys' owner: (validity, limbs) of each key column, as shared
+    owner_of = {column: party for party, column in step.inputs}
+    encoded = {(index, column): encode(values, kinds[column], s.frac_bits, limits.get(column), column)
+               for (index, column), values in inputs.items() if column in owner_of
+               and step.compute.index(branches[index][0] if step.union else owner_of[column]) == s.index}
     for party, column in step.inputs:
         kind = kinds[column]
         frac = s.frac_bits if kind == "fixed" else 0
@@ -422,7 +440,7 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> St
             rows = union_rows[index] if step.union else n
             mine = inputs.get((index, column)) if s.index == owner else None
             if mine is not None:
-                limbs, valid = encode(mine, kind, s.frac_bits)
+                limbs, valid = encoded[(index, column)]
                 if (party, column) in key_columns:
                     encoded_keys[column] = (valid, limbs)
             shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (rows,), frac)
@@ -519,12 +537,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             stage.n = 1
             totals = []
             for kind, column in agg_inputs:
-                if kind == "sum":
-                    totals.append(arith.total(column))
-                elif kind == "min":
-                    totals.append(compare.min_all(s, column))
-                else:
-                    totals.append(compare.max_all(s, column))
+                totals.append(_total(s, kind, column))
             stage.finish_aggregates(plan, totals)
             stage.aggs.update(distinct_counts)
             flag = compare.greater_equal(s, totals[0], arith.public(s, np.array([threshold if step.threshold else 0],
