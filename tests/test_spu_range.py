@@ -244,3 +244,13 @@ def test_mul_wide_matches_the_plaintext_product(nparties):
     got = run.results[0].view(np.int64) / 2.0 ** 16
     assert np.allclose(got, x * y, rtol=0, atol=3 * 2.0 ** -16 * (1 + np.abs(x) + np.abs(y)))
     assert run.rounds == 4  # split, three products, one truncation, reveal
+
+
+def test_constants_beyond_fixed_point_are_refused_at_plan_time():
+    import sqlglot
+
+    plan = RangePlan({"x": "fixed"}, 16, 4)
+    with pytest.raises(DataError, match="the constant 1.5e\\+300 .* no fixed-point encoding"):
+        plan.need(sqlglot.parse_one("x * 1.5e300"), 2.0 ** 47, "the result")
+    with pytest.raises(DataError, match="the constant 4611686018427387904 is beyond"):
+        plan.need(sqlglot.parse_one("x > 4611686018427387904"), 2.0, "a filter")

@@ -207,6 +207,9 @@ class RangePlan:
         why = f"{e.sql()} ({why})"
         if ca is not None or cb is not None:
             k, x = (ca, b) if ca is not None else (cb, a)
+            if isinstance(k, float) and abs(k) >= self.reveal_range("fixed"):
+                raise DataError(f"the constant {k:g} in {e.sql()} has no fixed-point encoding on the SPU "
+                                f"(|c| < {self.reveal_range('fixed'):.4g}); write it as an integer or rescale")
             if isinstance(k, float):
                 limit = min(limit, 2.0 ** (COMPARE_BITS - 2 * self.frac))  # one truncation of x * k
             return self.need(x, limit / abs(k) if k else limit, why)

@@ -62,6 +62,8 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
     valid = np.array([v is not None for v in values], dtype=np.uint64)
     if kind in ("int", "fixed"):
         check_range(values, kind, frac, limit, name)
+    if kind == "date":
+        check_range([(v - EPOCH).days if v is not None else None for v in values], "int", 0, limit, name)
     if kind == "int":
         return [as_ring(np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "date":
