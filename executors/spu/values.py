@@ -70,7 +70,7 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
         return [as_ring(np.array([(v - EPOCH).days if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "fixed":
         return [encode_fixed(np.array([float(v) if v is not None else 0.0 for v in values]), frac)], valid
-    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values)], valid
+    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values, name)], valid
 
 
 def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: str) -> None:
@@ -101,7 +101,7 @@ def refuse_special_floats(values: list[float], name: str) -> None:
                         f"filter them out (WHERE isfinite({name})) or keep the column on one party")
 
 
-def text_limbs(values: list) -> list[list[int]]:
+def text_limbs(values: list, name: str = "a text value") -> list[list[int]]:
     """UTF-8 text as TEXT_LIMBS big-endian integers of LIMB_BYTES bytes each (NULL as zeros):
     order-preserving and exactly reversible."""
     limbs = [[0] * len(values) for _ in range(TEXT_LIMBS)]
@@ -110,7 +110,8 @@ def text_limbs(values: list) -> list[list[int]]:
             continue
         raw = v.encode("utf-8")
         if len(raw) > TEXT_LIMBS * LIMB_BYTES:
-            raise DataError(f"text longer than {TEXT_LIMBS * LIMB_BYTES} bytes cannot enter secure computation yet")
+            raise DataError(f"column {name!r} has text longer than {TEXT_LIMBS * LIMB_BYTES} bytes of UTF-8, which "
+                            f"secure computation cannot carry yet; shorten it (e.g. LEFT({name}, 7)) first")
         raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
         for k in range(TEXT_LIMBS):
             limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")

@@ -77,7 +77,7 @@ def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
         floats = [float(v) for v in values]
         refuse_special_floats(floats, name)
         return {name: pa.array(floats, pa.float64())}
-    limbs = text_limbs(values)
+    limbs = text_limbs(values, name)
     return {f"{name}#{k}": pa.array(limbs[k], pa.int64()) for k in range(TEXT_LIMBS)}
 
 
