@@ -92,6 +92,7 @@ INSIDE_QUERIES = [
     f"SELECT b.id, b.fx > s.amount AS gt, b.fx + s.qty AS x, b.day, b.word, "
     f"b.word < s.region AS before {JOIN}",
     f"SELECT MIN(b.fx), MAX(b.fx), MIN(b.day), MAX(b.day), SUM(b.age * s.qty) {JOIN}",
+    f"SELECT s.region, MIN(b.big), MAX(b.big), MIN(b.fx), MAX(b.fx), SUM(b.age * s.qty) {JOIN} GROUP BY s.region",
     f"SELECT SUM(s.qty * b.age), AVG(s.amount + b.score), MIN(s.amount - b.score), MAX(b.score * 2 + s.qty) {JOIN}",
 ]
 
@@ -127,6 +128,13 @@ def test_values_just_outside_the_range_are_refused(range_oracle, sql, column):
     outside = rf"column '\w+\.{column}' has (values outside .*\|\w+\.{column}\| <|text longer)"
     with pytest.raises(DataError, match=outside):
         range_oracle.engine.execute(sql, "bank")
+
+
+def test_an_avg_beyond_the_division_range_names_itself(range_oracle):
+    sql = f"SELECT AVG(s.amount * 100 + b.score) AS a {JOIN}"  # sum 1.7e9 >= 2^29, every term inside
+    with pytest.raises(DataError, match=r"sum\(s\) of AVG\(.*s\.amount.*\) exceed .*\|sum\| < 5.36871e\+08"):
+        range_oracle.engine.execute(sql, "bank")
+    range_oracle.check(sql.replace("* 100", "* 10"))  # 1.7e8: exact
 
 
 def test_a_sum_just_inside_64_bits_is_exact(range_oracle):

@@ -69,6 +69,7 @@ class Stage:
         self.cols: dict[str, SV] = {}
         self.aggs: dict[str, SV] = {}
         self.out_of_range: list[ArithShare] = []
+        self.checked: list[str] = []  # the AVGs whose sums `out_of_range` checks, for the error message
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
 
     # -- constants and conversions --------------------------------------------------------------
@@ -350,6 +351,7 @@ class Stage:
                     total = ArithShare(total.data * np.uint64(1 << s.frac_bits), s.frac_bits)
                 safe = count + (self.ones(n) - nonempty)  # divide by 1 where the group is empty
                 self.check_range(total, AVG_LIMIT)
+                self.checked.append(node.sql(dialect="duckdb"))
                 quotient = compare.divide(s, total, safe)
                 # one refinement: divide the (small) remainder again, so the error is ~2^-F absolute
                 remainder = total - arith.beaver_mul(s, quotient, safe)
@@ -368,8 +370,9 @@ class Stage:
         count = sum((arith.total(b) for b in self.out_of_range[1:]), arith.total(self.out_of_range[0]))
         (opened,) = self.s.open_many(arith=[count.data])
         if int(opened[0]):
-            raise DataError(f"{int(opened[0])} AVG input sum(s) exceed the SPU's fixed-point range (|sum| < "
-                            f"{AVG_LIMIT:g}); use SUM and COUNT instead")
+            averages = ", ".join(dict.fromkeys(self.checked))
+            raise DataError(f"{int(opened[0])} sum(s) of {averages} exceed the range of the SPU's fixed-point "
+                            f"division (|sum| < {AVG_LIMIT:g}); use SUM and COUNT instead")
 
 
 def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
