@@ -85,6 +85,7 @@ UNION = "FROM (SELECT big FROM bank.{t} UNION ALL SELECT big FROM shop.{t}) u"
 INSIDE_QUERIES = [
     f"SELECT b.id, b.big > s.big AS gt, b.big = s.big AS eq, s.big < b.big AS lt {JOIN}",  # 2^63 - 2 apart
     f"SELECT b.id {JOIN} WHERE b.big >= s.big",
+    f"SELECT b.id, b.big + s.big AS total, b.big - s.big AS diff {JOIN} WHERE b.id > 4",  # 2^62 + 6, revealed
     f"SELECT MIN(big), MAX(big), COUNT(*) {UNION.format(t='edge')}",
     f"SELECT b.id, b.age * s.qty * 1000000000 > 5 AS c {JOIN}",
     "SELECT s.id, s.amount * i.f AS p FROM shop.edge s JOIN insurer.edge i ON s.id = i.id",  # 6.4e13 > 2^30
@@ -116,6 +117,7 @@ OUTSIDE_QUERIES = [  # (query, the column the error names)
     (f"SELECT b.id {JOIN} WHERE s.qty * 9223372036854775807 > b.age", "qty"),  # DuckDB raises
     (f"SELECT b.id {JOIN} WHERE s.amount * 1e20 > b.score", "amount"),
     (f"SELECT b.big * s.big {JOIN}", "big"),  # an integer product beyond 64 bits
+    (f"SELECT b.big + s.big {JOIN_WIDE}", "big"),  # 2^63 - 1 + 1: DuckDB raises an overflow
     ("SELECT b.fx > s.amount FROM bank.wide b JOIN shop.edge s ON b.id = s.id", "fx"),
     ("SELECT b.word < s.region FROM bank.wide b JOIN shop.edge s ON b.id = s.id", "word"),  # 29 bytes  # 2^46: beyond DECIMAL/DOUBLE's comparison range
     ("SELECT s.amount * i.f_out FROM shop.edge s JOIN insurer.edge i ON s.id = i.id", "f_out"),  # 9e6 > 2^23
@@ -275,3 +277,13 @@ def test_constants_beyond_fixed_point_are_refused_at_plan_time():
         plan.need(sqlglot.parse_one("x * 1.5e300"), 2.0 ** 47, "the result")
     with pytest.raises(DataError, match="the constant 4611686018427387904 is beyond"):
         plan.need(sqlglot.parse_one("x > 4611686018427387904"), 2.0, "a filter")
+
+
+def test_the_cheaper_product_only_where_the_limits_prove_it():
+    import sqlglot
+
+    narrow = 2.0 ** (62 - 32)
+    for rows, proven in ((6, False), (1 << 20, True)):
+        plan = RangePlan({"x": "fixed", "y": "fixed"}, 16, rows)
+        plan.need(sqlglot.parse_one("SUM(x * y)"), 2.0 ** 47, "the result")
+        assert (plan.info(sqlglot.parse_one("x * y"))[1] <= narrow) is proven

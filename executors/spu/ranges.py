@@ -8,7 +8,8 @@ exact while its ring encoding stays within these ranges (|raw| counts ring units
                        |raw| < 2^62 (`compare`: the sign of x - y needs |x - y| < 2^63; MIN/MAX
                        fill empty slots with ±2^62): integers and dates |x| < 2^62, fixed point
                        |x| < 2^(62-F) (7.0e13)
-  fixed x fixed        the product |x*y| < 2^(62-F) (`arith.mul_wide`); fixed x public real
+  fixed x fixed        the product |x*y| < 2^(62-F) (`arith.mul_wide`; `arith.mul`, one round
+                       cheaper, where the limits prove |x*y| < 2^(62-2F)); fixed x public real
                        constant |x*c| < 2^(62-2F) (1.07e9: one truncation of the 2F-bit product)
   SUM over n rows      |sum| within the range of where it is used, so each term |x| < range / n
   text                 at most TEXT_LIMBS * LIMB_BYTES bytes of UTF-8 (`values.text_limbs`)
@@ -273,8 +274,9 @@ def _conditions(e: exp.Expression) -> list[exp.Expression]:
     return [i.this for i in e.args.get("ifs", [])]
 
 
-def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse) -> dict[str, Limit]:
-    """Per input column, the limit its owner checks before sharing (see the module docstring)."""
+def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse) -> RangePlan:
+    """The stage's plan: per input column (`.limits`), the limit its owner checks before sharing (see
+    the module docstring); its `info` then bounds every expression of the stage."""
     plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows)
     outputs = [parse(sql) for _, sql in step.outputs]
     for sql in step.filters:
@@ -287,4 +289,4 @@ def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse) -> di
         plan._need_compared([outputs[index]], "ORDER BY")
     for e in outputs:
         plan.need(e, plan.reveal_range(plan.info(e)[0]), "the result")
-    return plan.limits
+    return plan

@@ -11,7 +11,10 @@ alone. NULLs travel as a validity bit beside every value; a NULL compares as fal
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
 many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails
-with a DataError rather than answer wrongly). The issuer learns the result.
+with a DataError rather than answer wrongly). Before anything is shared, each owner checks its
+columns against the limits `spu.ranges` derives from the query (a value outside, NaN or ±infinity
+is a DataError naming the column: the others learn only that the query was refused). The issuer
+learns the result.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import decode, encode, kind_of, limbs_of
 from sqlsecure.executors.spu import arith, compare, relational
-from sqlsecure.executors.spu.ranges import input_limits, literal_value
+from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
@@ -64,8 +67,9 @@ def _parse(sql: str) -> exp.Expression:
 
 
 class Stage:
-    def __init__(self, s: SpuSession, step, n: int):
+    def __init__(self, s: SpuSession, step, n: int, ranges: RangePlan | None = None):
         self.s, self.step, self.n = s, step, n
+        self.ranges = ranges  # the input limits its owners checked: bounds that choose the cheaper product
         self.cols: dict[str, SV] = {}
         self.aggs: dict[str, SV] = {}
         self.out_of_range: list[ArithShare] = []
@@ -151,7 +155,7 @@ class Stage:
             x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
             return SV([x], self.both_valid(a, b), a.kind)
         if isinstance(e, exp.Mul):
-            return self._mul(self.ev(e.left), self.ev(e.right))
+            return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
         if isinstance(e, exp.Div):
             a, b = self.ev(e.left), self.ev(e.right)
             if isinstance(b, PV) and b.value:
@@ -197,7 +201,12 @@ class Stage:
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
 
-    def _mul(self, a, b):
+    def _narrow(self, product: exp.Mul) -> bool:
+        """Whether |product| < 2^(62-2F) is proven by the checked input limits: then a fixed-point
+        product needs one truncation (`arith.mul`, 2 rounds) instead of `arith.mul_wide` (3)."""
+        return self.ranges is not None and self.ranges.info(product)[1] <= 2.0 ** (62 - 2 * self.s.frac_bits)
+
+    def _mul(self, a, b, narrow: bool = False):
         s = self.s
         if isinstance(a, PV) and isinstance(b, PV):
             return PV(a.value * b.value, "fixed" if "fixed" in (a.kind, b.kind) else "int")
@@ -208,7 +217,7 @@ class Stage:
                 a = self.to_fixed(a)
             return SV([arith.mul_public(s, a.value, b.value)], a.valid, a.kind)
         if a.kind == "fixed" and b.kind == "fixed":
-            x = arith.mul_wide(s, a.value, b.value)  # the whole fixed-point range (spu.ranges)
+            x = (arith.mul if narrow else arith.mul_wide)(s, a.value, b.value)  # see spu.ranges
         else:
             x = arith.beaver_mul(s, a.value, b.value)
         kind = "fixed" if "fixed" in (a.kind, b.kind) else "int"
@@ -410,23 +419,24 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
-    limits = input_limits(step, kinds, n, s.frac_bits, _parse)  # each owner checks its values against them
+    ranges = input_limits(step, kinds, n, s.frac_bits, _parse)  # each owner checks its values against them
+    limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
         cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
-        stage = Stage(s, step, n)
+        stage = Stage(s, step, n, ranges)
         stage.cols.update(cols)
     else:
-        stage = _shared_inputs(s, step, inputs, kinds, n, union_rows, limits)
+        stage = _shared_inputs(s, step, inputs, kinds, n, union_rows, ranges)
         weight = stage.ones()
     for sql in step.filters:
         weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
     return _rest(s, step, stage, weight)
 
 
-def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, limits) -> Stage:
+def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, ranges: RangePlan) -> Stage:
     """Each party secret-shares its input columns (a join's aligned piece, or its UNION ALL branches),
-    after checking all of them against their `limits` (so a refusal comes before any share)."""
-    stage = Stage(s, step, n)
+    after checking all of them against their limits (so a refusal comes before any share)."""
+    stage, limits = Stage(s, step, n, ranges), ranges.limits
     branches = step.union or tuple((party, "") for party in [None])
     key_columns = _group_key_columns(step)
     encoded_keys = {}  # at the keys' owner: (validity, limbs) of each key column, as shared
