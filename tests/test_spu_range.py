@@ -139,6 +139,14 @@ def test_an_avg_beyond_the_division_range_names_itself(range_oracle):
     range_oracle.check(sql.replace("* 100", "* 10"))  # 1.7e8: exact
 
 
+@pytest.mark.parametrize("constant", ["99999999999999999999", "1.5e300"])
+def test_constants_beyond_the_ring_are_refused_wherever_they_stand(range_oracle, constant):
+    sql = f"SELECT COUNT(b.score + s.qty + {constant}) AS n {JOIN}"  # COUNT never bounds its argument
+    on_spu(range_oracle, sql)
+    with pytest.raises(DataError, match=r"the constant .* (is beyond|has no fixed-point)"):
+        range_oracle.engine.execute(sql, "bank")
+
+
 def test_a_sum_just_inside_64_bits_is_exact(range_oracle):
     sql = f"SELECT SUM(b.big) AS s {JOIN} WHERE b.id > 2"  # the limit is per stage row: 2^63 / 6
     range_oracle.check(sql)

@@ -89,7 +89,12 @@ class Stage:
             limbs, _ = encode(pa.chunked_array([pa.array([value] * n, pa.string())]), "text", 0)
             return SV([arith.public(self.s, limb) for limb in limbs], self.ones(n), kind)
         if kind == "fixed":
+            if not abs(float(value)) < 2.0 ** (63 - self.s.frac_bits):
+                raise DataError(f"the constant {value} has no fixed-point encoding on the SPU "
+                                f"(|c| < 2^{63 - self.s.frac_bits})")
             return SV([arith.public(self.s, np.full(n, float(value)), self.s.frac_bits)], self.ones(n), kind)
+        if not -(1 << 63) <= int(value) < (1 << 63):
+            raise DataError(f"the constant {value} is beyond the SPU's 64-bit integers (|c| < 2^63)")
         return SV([arith.public(self.s, np.full(n, int(value), dtype=np.int64))], self.ones(n), kind)
 
     def secret(self, v, n: int | None = None) -> SV:
