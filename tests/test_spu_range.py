@@ -57,7 +57,8 @@ def range_tables() -> dict[str, dict[str, pa.Table]]:
                           g=pa.array(["a", "a", "b", "b", "a", "b"])),
         "none": _table(y=pa.array([2.0] * 6)),
     }
-    insurer = {"edge": _table(f=pa.array([2.0e6, 1.0e6, -4.0e6, 0.25, 3.0, 8.0e6]),  # |x * y| < 2^46 with |x|, |y| < 2^23
+    insurer = {"wide": _table(big=pa.array([1, 2, 3, 2 ** 62, 5, 6], pa.int64())),
+               "edge": _table(f=pa.array([2.0e6, 1.0e6, -4.0e6, 0.25, 3.0, 8.0e6]),  # |x * y| < 2^46 with |x|, |y| < 2^23
                               f_out=pa.array([2.0e6, 1.0e6, -4.0e6, 0.25, 3.0, 9.0e6]),
                               cat=pa.array(["x", "y", "x", "y", "x", "y"]))}
     return {"bank": bank, "shop": shop, "insurer": insurer}
@@ -145,6 +146,15 @@ def test_constants_beyond_the_ring_are_refused_wherever_they_stand(range_oracle,
     on_spu(range_oracle, sql)
     with pytest.raises(DataError, match=r"the constant .* (is beyond|has no fixed-point)"):
         range_oracle.engine.execute(sql, "bank")
+
+
+def test_one_owner_of_three_refuses_and_the_others_stop(range_oracle):
+    sql = ("SELECT MIN(big), MAX(big) FROM (SELECT big FROM bank.edge UNION ALL SELECT big FROM shop.edge "
+           "UNION ALL SELECT big FROM insurer.{t}) u")
+    on_spu(range_oracle, sql.format(t="wide"))
+    with pytest.raises(DataError, match=r"column 'u\.big' has values outside .*\|u\.big\| < 4.61169e\+18"):
+        range_oracle.engine.execute(sql.format(t="wide"), "bank")
+    range_oracle.check(sql.format(t="wide WHERE big < 100"))
 
 
 def test_a_sum_just_inside_64_bits_is_exact(range_oracle):
