@@ -26,6 +26,13 @@ request/correction (see `dealer.py`) is listed separately.
                                  (at most one unit in the last place), never a wrap-around error,
                                  provided |x| < 2^62. Works for any number of parties.
   mul(s, x, y)                   beaver_mul then truncate when both are fixed point: 2 rounds.
+                                 Exact while |x*y| < 2^(62-2F) (the 2F-bit product is truncated).
+  mul_wide(s, x, y)              fixed x fixed for the whole fixed-point range: 3 rounds. Split
+                                 both operands into x_hi = x >> F and x_lo = x - x_hi*2^F (1
+                                 truncation round); x*y = x*y_hi + x_hi*y_lo + (x_lo*y_lo >> F)
+                                 (1 round of three products, 1 truncation round): no term is
+                                 truncated beyond its range, so the result is exact (up to 2 units
+                                 in the last place) while |x*y| < 2^(62-F) and |x|, |y| < 2^(62-F).
 
 Leakage: every opened value is a share-value masked by a uniform dealer value (d, e, c above), so
 openings are uniform and independent of the inputs; nothing but sizes is revealed.
@@ -231,6 +238,19 @@ def mul_many(s: SpuSession, pairs: list[tuple[ArithShare, ArithShare]]) -> list[
 
 def mul(s: SpuSession, x: ArithShare, y: ArithShare) -> ArithShare:
     return mul_many(s, [(x, y)])[0]
+
+
+def mul_wide(s: SpuSession, x: ArithShare, y: ArithShare) -> ArithShare:
+    """x * y for fixed-point shares over the whole range |x*y| < 2^(62-F): 3 rounds (module docstring)."""
+    F = s.frac_bits
+    if x.frac != F or y.frac != F:
+        raise ProgrammingError(f"mul_wide takes fixed-point shares with {F} fractional bits")
+    x_hi, y_hi = (h.with_frac(0) for h in truncate_many(s, [x.with_frac(0), y.with_frac(0)], F))
+    x_lo = ArithShare(x.data - x_hi.lshift(F).data)
+    y_lo = ArithShare(y.data - y_hi.lshift(F).data)
+    whole, cross, low = beaver_mul_many(s, [(x.with_frac(0), y_hi), (x_hi, y_lo), (x_lo, y_lo)])
+    (low,) = truncate_many(s, [low], F)
+    return ArithShare((whole + cross + low.with_frac(0)).data, F)
 
 
 def mul_public(s: SpuSession, x: ArithShare, value: float | int) -> ArithShare:

@@ -48,14 +48,18 @@ def has_unique_keys(encoded: list[bytes | None]) -> bool:
     return len(set(present)) == len(present)
 
 
-def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, int], tag: str):
+def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, int], tag: str, limits=None):
     """Share both sides, join them obliviously; returns ({column: SV}, match weight, joined rows).
 
-    `tables`: side index -> this party's relation (its side only); `rows`: side -> row count."""
+    `tables`: side index -> this party's relation (its side only); `rows`: side -> row count;
+    `limits`: column -> `ranges.Limit` its owner checks before anything is sent."""
     from sqlsecure.executors.spu.stage import SV
 
     me = s.me
     (mine,) = [i for i, (party, _, _) in enumerate(step.secret_join) if party == me]
+    encoded_columns = {column: encode(tables[mine].column(column), kinds[column], s.frac_bits,
+                                      (limits or {}).get(column), column)
+                       for party, column in step.inputs if party == me}
     peer = step.secret_join[1 - mine][0]
     encoded = encode_keys(tables[mine], step.secret_join[mine][2])
     my_flag = has_unique_keys(encoded)
@@ -87,7 +91,7 @@ def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, 
             kind = kinds[column]
             frac = s.frac_bits if kind == "fixed" else 0
             if here:
-                values, present = encode(tables[mine].column(column), kind, s.frac_bits)
+                values, present = encoded_columns[column]
             count = limbs_of(kind)
             shared = [share(side, values[k] if here else None, frac) for k in range(count)]
             columns.append((column, kind, count))

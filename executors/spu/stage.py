@@ -11,7 +11,10 @@ alone. NULLs travel as a validity bit beside every value; a NULL compares as fal
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
 many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails
-with a DataError rather than answer wrongly). The issuer learns the result.
+with a DataError rather than answer wrongly). Before anything is shared, each owner checks its
+columns against the limits `spu.ranges` derives from the query (a value outside, NaN or ±infinity
+is a DataError naming the column: the others learn only that the query was refused). The issuer
+learns the result.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import decode, encode, kind_of, limbs_of
 from sqlsecure.executors.spu import arith, compare, relational
+from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
 
-SENTINEL = 1 << 60  # beyond every value a comparison accepts (|x| < 2^62)
+SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
 
@@ -63,11 +67,13 @@ def _parse(sql: str) -> exp.Expression:
 
 
 class Stage:
-    def __init__(self, s: SpuSession, step, n: int):
+    def __init__(self, s: SpuSession, step, n: int, ranges: RangePlan | None = None):
         self.s, self.step, self.n = s, step, n
+        self.ranges = ranges  # the input limits its owners checked: bounds that choose the cheaper product
         self.cols: dict[str, SV] = {}
         self.aggs: dict[str, SV] = {}
         self.out_of_range: list[ArithShare] = []
+        self.checked: list[str] = []  # the AVGs whose sums `out_of_range` checks, for the error message
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
 
     # -- constants and conversions --------------------------------------------------------------
@@ -83,7 +89,12 @@ class Stage:
             limbs, _ = encode(pa.chunked_array([pa.array([value] * n, pa.string())]), "text", 0)
             return SV([arith.public(self.s, limb) for limb in limbs], self.ones(n), kind)
         if kind == "fixed":
+            if not abs(float(value)) < 2.0 ** (63 - self.s.frac_bits):
+                raise DataError(f"the constant {value} has no fixed-point encoding on the SPU "
+                                f"(|c| < 2^{63 - self.s.frac_bits})")
             return SV([arith.public(self.s, np.full(n, float(value)), self.s.frac_bits)], self.ones(n), kind)
+        if not -(1 << 63) <= int(value) < (1 << 63):
+            raise DataError(f"the constant {value} is beyond the SPU's 64-bit integers (|c| < 2^63)")
         return SV([arith.public(self.s, np.full(n, int(value), dtype=np.int64))], self.ones(n), kind)
 
     def secret(self, v, n: int | None = None) -> SV:
@@ -131,8 +142,8 @@ class Stage:
         if isinstance(e, exp.Literal):
             if e.is_string:
                 return PV(e.this, "text")
-            number = float(e.this)
-            return PV(int(number), "int") if number.is_integer() and "." not in e.this else PV(number, "fixed")
+            number = literal_value(e)
+            return PV(number, "int" if isinstance(number, int) else "fixed")
         if isinstance(e, exp.Boolean):
             return PV(1 if e.this else 0, "bool")
         if isinstance(e, exp.Null):
@@ -149,7 +160,7 @@ class Stage:
             x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
             return SV([x], self.both_valid(a, b), a.kind)
         if isinstance(e, exp.Mul):
-            return self._mul(self.ev(e.left), self.ev(e.right))
+            return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
         if isinstance(e, exp.Div):
             a, b = self.ev(e.left), self.ev(e.right)
             if isinstance(b, PV) and b.value:
@@ -195,7 +206,12 @@ class Stage:
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
 
-    def _mul(self, a, b):
+    def _narrow(self, product: exp.Mul) -> bool:
+        """Whether |product| < 2^(62-2F) is proven by the checked input limits: then a fixed-point
+        product needs one truncation (`arith.mul`, 2 rounds) instead of `arith.mul_wide` (3)."""
+        return self.ranges is not None and self.ranges.info(product)[1] <= 2.0 ** (62 - 2 * self.s.frac_bits)
+
+    def _mul(self, a, b, narrow: bool = False):
         s = self.s
         if isinstance(a, PV) and isinstance(b, PV):
             return PV(a.value * b.value, "fixed" if "fixed" in (a.kind, b.kind) else "int")
@@ -206,7 +222,7 @@ class Stage:
                 a = self.to_fixed(a)
             return SV([arith.mul_public(s, a.value, b.value)], a.valid, a.kind)
         if a.kind == "fixed" and b.kind == "fixed":
-            x = arith.mul(s, a.value, b.value)
+            x = (arith.mul if narrow else arith.mul_wide)(s, a.value, b.value)  # see spu.ranges
         else:
             x = arith.beaver_mul(s, a.value, b.value)
         kind = "fixed" if "fixed" in (a.kind, b.kind) else "int"
@@ -349,6 +365,7 @@ class Stage:
                     total = ArithShare(total.data * np.uint64(1 << s.frac_bits), s.frac_bits)
                 safe = count + (self.ones(n) - nonempty)  # divide by 1 where the group is empty
                 self.check_range(total, AVG_LIMIT)
+                self.checked.append(node.sql(dialect="duckdb"))
                 quotient = compare.divide(s, total, safe)
                 # one refinement: divide the (small) remainder again, so the error is ~2^-F absolute
                 remainder = total - arith.beaver_mul(s, quotient, safe)
@@ -367,8 +384,20 @@ class Stage:
         count = sum((arith.total(b) for b in self.out_of_range[1:]), arith.total(self.out_of_range[0]))
         (opened,) = self.s.open_many(arith=[count.data])
         if int(opened[0]):
-            raise DataError(f"{int(opened[0])} AVG input sum(s) exceed the SPU's fixed-point range (|sum| < "
-                            f"{AVG_LIMIT:g}); use SUM and COUNT instead")
+            averages = ", ".join(dict.fromkeys(self.checked))
+            raise DataError(f"{int(opened[0])} sum(s) of {averages} exceed the range of the SPU's fixed-point "
+                            f"division (|sum| < {AVG_LIMIT:g}); use SUM and COUNT instead")
+
+
+def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
+    """One aggregate input over all rows. No rows: SUM's 0, and for MIN/MAX the fill (its count, 0,
+    makes the aggregate NULL)."""
+    if kind == "sum":
+        return arith.total(column)
+    if len(column) == 0:
+        fill = arith.public(s, np.array([SENTINEL if kind == "min" else -SENTINEL], dtype=np.int64))
+        return ArithShare(fill.data, column.frac)
+    return compare.min_all(s, column) if kind == "min" else compare.max_all(s, column)
 
 
 def _columns(values: list[SV]) -> list[ArithShare]:
@@ -395,24 +424,31 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
+    ranges = input_limits(step, kinds, n, s.frac_bits, _parse)  # each owner checks its values against them
+    limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
-        cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag)
-        stage = Stage(s, step, n)
+        cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
+        stage = Stage(s, step, n, ranges)
         stage.cols.update(cols)
     else:
-        stage = _shared_inputs(s, step, inputs, kinds, n, union_rows)
+        stage = _shared_inputs(s, step, inputs, kinds, n, union_rows, ranges)
         weight = stage.ones()
     for sql in step.filters:
         weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
     return _rest(s, step, stage, weight)
 
 
-def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> Stage:
-    """Each party secret-shares its input columns (a join's aligned piece, or its UNION ALL branches)."""
-    stage = Stage(s, step, n)
+def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, ranges: RangePlan) -> Stage:
+    """Each party secret-shares its input columns (a join's aligned piece, or its UNION ALL branches),
+    after checking all of them against their limits (so a refusal comes before any share)."""
+    stage, limits = Stage(s, step, n, ranges), ranges.limits
     branches = step.union or tuple((party, "") for party in [None])
     key_columns = _group_key_columns(step)
     encoded_keys = {}  # at the keys' owner: (validity, limbs) of each key column, as shared
+    owner_of = {column: party for party, column in step.inputs}
+    encoded = {(index, column): encode(values, kinds[column], s.frac_bits, limits.get(column), column)
+               for (index, column), values in inputs.items() if column in owner_of
+               and step.compute.index(branches[index][0] if step.union else owner_of[column]) == s.index}
     for party, column in step.inputs:
         kind = kinds[column]
         frac = s.frac_bits if kind == "fixed" else 0
@@ -422,7 +458,7 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows) -> St
             rows = union_rows[index] if step.union else n
             mine = inputs.get((index, column)) if s.index == owner else None
             if mine is not None:
-                limbs, valid = encode(mine, kind, s.frac_bits)
+                limbs, valid = encoded[(index, column)]
                 if (party, column) in key_columns:
                     encoded_keys[column] = (valid, limbs)
             shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (rows,), frac)
@@ -519,12 +555,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             stage.n = 1
             totals = []
             for kind, column in agg_inputs:
-                if kind == "sum":
-                    totals.append(arith.total(column))
-                elif kind == "min":
-                    totals.append(compare.min_all(s, column))
-                else:
-                    totals.append(compare.max_all(s, column))
+                totals.append(_total(s, kind, column))
             stage.finish_aggregates(plan, totals)
             stage.aggs.update(distinct_counts)
             flag = compare.greater_equal(s, totals[0], arith.public(s, np.array([threshold if step.threshold else 0],

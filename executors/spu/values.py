@@ -6,6 +6,20 @@ NULL). Kinds: `int` (integers, booleans, dates as days since 1970-01-01: exact),
 value, |x| < 2^29 where a division is involved), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
 limbs: order-preserving and exactly reversible, so text can be compared, grouped, sorted and
 revealed without a dictionary; longer text is refused).
+
+Exact ranges (F = 16; `spu.ranges` derives each query's tighter limits from these):
+
+  SQL type                  kind   encoding                 revealed as is    compared / MIN/MAX / sorted
+  BOOLEAN, TINYINT..BIGINT  int    two's complement         |x| < 2^63        |x| < 2^62 (4.6e18)
+  DATE                      date   days since 1970-01-01    all DATE values   all DATE values
+  DECIMAL, REAL, DOUBLE     fixed  round(x * 2^F)           |x| < 2^47        |x| < 2^46 (7.0e13)
+                                   (absolute error 2^-(F+1))
+  VARCHAR                   text   4 limbs of 7 bytes       28 UTF-8 bytes    28 UTF-8 bytes
+  TIMESTAMP, others         refused (DataError)
+
+NaN and ±infinity have no fixed-point encoding: their owner refuses them with a DataError naming
+the column and the value class before sharing anything (as the HE path does). Every value beyond
+its column's limit for the query (`encode`'s `limit`) is refused the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError
+from sqlsecure.executors.spu.ranges import Limit
 from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, to_signed
 
 TEXT_LIMBS = 4
@@ -39,20 +54,54 @@ def limbs_of(kind: str) -> int:
     return TEXT_LIMBS if kind == "text" else 1
 
 
-def encode(column: pa.ChunkedArray, kind: str, frac: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """(ring limbs, validity) of a column."""
+def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = None,
+           name: str = "a column") -> tuple[list[np.ndarray], np.ndarray]:
+    """(ring limbs, validity) of a column, after its owner checked every value against `limit`
+    (|x| < limit.value; default: the kind's whole range) and refused NaN and infinities."""
     values = column.to_pylist()
     valid = np.array([v is not None for v in values], dtype=np.uint64)
+    if kind in ("int", "fixed"):
+        check_range(values, kind, frac, limit, name)
+    if kind == "date":
+        check_range([(v - EPOCH).days if v is not None else None for v in values], "int", 0, limit, name)
     if kind == "int":
         return [as_ring(np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "date":
         return [as_ring(np.array([(v - EPOCH).days if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "fixed":
         return [encode_fixed(np.array([float(v) if v is not None else 0.0 for v in values]), frac)], valid
-    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values)], valid
+    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values, name)], valid
 
 
-def text_limbs(values: list) -> list[list[int]]:
+def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: str) -> None:
+    """DataError (naming the column and the range or value class, never a value or a row) if a value
+    has no exact encoding here: done by the owner, on its own values, before anything is shared."""
+    present = [float(v) if kind == "fixed" else int(v) for v in values if v is not None]
+    if not present:
+        return
+    if kind == "fixed":
+        refuse_special_floats(present, name)
+    whole = 2.0 ** (63 - frac) if kind == "fixed" else 2.0 ** 63
+    bound = min(limit.value, whole) if limit is not None else whole
+    reason = limit.reason if limit is not None and limit.value < whole else "the SPU's 64-bit encoding"
+    largest = max(abs(v) for v in present)
+    if largest >= bound or (kind == "fixed" and round(largest * 2.0 ** frac) >= 2.0 ** 63):
+        raise DataError(f"column {name!r} has values outside the SPU's exact range for this query: it needs "
+                        f"|{name}| < {bound:.6g} ({reason}); filter or scale the column first")
+
+
+def refuse_special_floats(values: list[float], name: str) -> None:
+    """DataError naming the column and the value class if any value is NaN or infinite (no row, no value)."""
+    floats = np.array(values, dtype=np.float64)
+    if np.isnan(floats).any():
+        raise DataError(f"column {name!r} has NaN values, which secure computation cannot carry; "
+                        f"filter them out (WHERE NOT isnan({name})) or keep the column on one party")
+    if np.isinf(floats).any():
+        raise DataError(f"column {name!r} has infinite values, which secure computation cannot carry; "
+                        f"filter them out (WHERE isfinite({name})) or keep the column on one party")
+
+
+def text_limbs(values: list, name: str = "a text value") -> list[list[int]]:
     """UTF-8 text as TEXT_LIMBS big-endian integers of LIMB_BYTES bytes each (NULL as zeros):
     order-preserving and exactly reversible."""
     limbs = [[0] * len(values) for _ in range(TEXT_LIMBS)]
@@ -61,7 +110,8 @@ def text_limbs(values: list) -> list[list[int]]:
             continue
         raw = v.encode("utf-8")
         if len(raw) > TEXT_LIMBS * LIMB_BYTES:
-            raise DataError(f"text longer than {TEXT_LIMBS * LIMB_BYTES} bytes cannot enter secure computation yet")
+            raise DataError(f"column {name!r} has text longer than {TEXT_LIMBS * LIMB_BYTES} bytes of UTF-8, which "
+                            f"secure computation cannot carry yet; shorten it (e.g. LEFT({name}, 7)) first")
         raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
         for k in range(TEXT_LIMBS):
             limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")

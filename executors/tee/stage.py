@@ -6,8 +6,9 @@ Roles over the channel (the enclave itself is a subprocess driven by the runtime
      quote over a nonce bound to the query to every party of the stage;
   3. every input party verifies the quote against the federation's authority and allowlist of
      measurements, checks that the spec runs exactly the program of the public plan, encodes its
-     columns (integers and dates as int64, decimals and floats as float64, text as four 7-byte int64
-     limbs) and seals them to the enclave (X25519 + HKDF + AES-GCM per batch);
+     columns (integers and dates as int64, decimals and floats as float64 with NaN and infinities
+     refused by their owner (DataError), text as four 7-byte int64 limbs) and seals them to the
+     enclave (X25519 + HKDF + AES-GCM per batch);
   4. the actor submits the sealed batches and runs the session; the sealed result goes to the issuer,
      who opens it with its result key. Nothing in the clear passes the actor.
 A result computed in simulation (no SGX here) is marked so, and EXPLAIN says so.
@@ -27,7 +28,7 @@ from sqlsecure.executors.tee import (
     EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
 )
 from sqlsecure.executors.tee.wire import ENCLAVE
-from sqlsecure.executors.spu.values import LIMB_BYTES, TEXT_LIMBS, text_limbs
+from sqlsecure.executors.spu.values import LIMB_BYTES, TEXT_LIMBS, refuse_special_floats, text_limbs
 
 ACTOR = "enclave"  # the runtime's actor that drives the enclave process
 
@@ -72,9 +73,11 @@ def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
         return {name: pa.array([int(v) for v in values], pa.int64())}
     if kind == "date":
         return {name: pa.array(column.combine_chunks().cast(pa.int32()).to_pylist(), pa.int64())}
-    if kind == "fixed":
-        return {name: pa.array([float(v) for v in values], pa.float64())}
-    limbs = text_limbs(values)
+    if kind == "fixed":  # float64 in the enclave; NaN and infinities refused as on the SPU and HE paths
+        floats = [float(v) for v in values]
+        refuse_special_floats(floats, name)
+        return {name: pa.array(floats, pa.float64())}
+    limbs = text_limbs(values, name)
     return {f"{name}#{k}": pa.array(limbs[k], pa.int64()) for k in range(TEXT_LIMBS)}
 
 

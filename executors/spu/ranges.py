@@ -1,0 +1,292 @@
+"""The SPU's exact range: which input values a stage can compute on exactly, decided before any share.
+
+The SPU computes in Z_2^64 (fixed point with F fractional bits for DECIMAL and DOUBLE). A value is
+exact while its ring encoding stays within these ranges (|raw| counts ring units, F = 16):
+
+  revealed as is       |raw| < 2^63: BIGINT's whole range; fixed point |x| < 2^(63-F) (1.4e14)
+  compared, sorted, grouped, MIN/MAX, COUNT(DISTINCT), AVG's division input
+                       |raw| < 2^62 (`compare`: the sign of x - y needs |x - y| < 2^63; MIN/MAX
+                       fill empty slots with ±2^62): integers and dates |x| < 2^62, fixed point
+                       |x| < 2^(62-F) (7.0e13)
+  fixed x fixed        the product |x*y| < 2^(62-F) (`arith.mul_wide`; `arith.mul`, one round
+                       cheaper, where the limits prove |x*y| < 2^(62-2F)); fixed x public real
+                       constant |x*c| < 2^(62-2F) (1.07e9: one truncation of the 2F-bit product)
+  SUM over n rows      |sum| within the range of where it is used, so each term |x| < range / n
+  text                 at most TEXT_LIMBS * LIMB_BYTES bytes of UTF-8 (`values.text_limbs`)
+
+An intermediate's range cannot be checked after it has wrapped around the ring, so it is proven
+from its inputs instead: `input_limits` walks the stage's expressions from the results down
+(`need(e, limit)`: e must stay below `limit`), splits each requirement over the operands (a sum
+of two operands gets the larger operand's share reduced by the smaller's bound; a product divides
+the limit by the other operand's bound, or takes its square root for two unbounded operands) and
+ends with one limit per input column. Each owner checks its own values against its columns'
+limits while encoding (`values.encode`), before anything is shared: a value beyond gives a
+DataError naming the column, the limit and why — the SQL answer is never wrapped garbage. The
+limits depend only on the query, the column kinds and the public row count, so refusals reveal
+nothing beyond the fact that some value of the owner's column lies outside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from sqlsecure.errors import DataError
+
+COMPARE_BITS = 62  # |raw| < 2^62: compared, sorted, MIN/MAX (see the module docstring)
+REVEAL_BITS = 63  # |raw| < 2^63: two's complement in 64 bits
+FOLDED = (exp.Add, exp.Sub, exp.Mul)
+
+
+@dataclass
+class Limit:
+    """|x| < value (in SQL units), and the first reason it is that small."""
+
+    value: float
+    reason: str
+
+
+@dataclass
+class RangePlan:
+    """Column limits for one SPU stage: `kinds` column -> kind, `rows` the stage's public row count."""
+
+    kinds: dict[str, str]
+    frac: int
+    rows: int
+    limits: dict[str, Limit] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.rows = max(self.rows, 1)
+        for column, kind in self.kinds.items():
+            self.limits[column] = Limit(self.reveal_range(kind), "the SPU's 64-bit encoding")
+
+    # -- ranges of a kind -----------------------------------------------------------------------
+    def reveal_range(self, kind: str) -> float:
+        return 2.0 ** (REVEAL_BITS - self.frac) if kind == "fixed" else 2.0 ** REVEAL_BITS
+
+    def compare_range(self, kind: str) -> float:
+        return 2.0 ** (COMPARE_BITS - self.frac) if kind == "fixed" else 2.0 ** COMPARE_BITS
+
+    # -- forward: kind and bound of an expression -----------------------------------------------
+    def info(self, e: exp.Expression) -> tuple[str, float]:
+        """(kind, bound): every value of e satisfies |v| < bound, given the current column limits."""
+        if isinstance(e, exp.Paren):
+            return self.info(e.this)
+        if isinstance(e, exp.Column):
+            kind = self.kinds.get(e.name, "int")
+            return kind, self.limits[e.name].value if e.name in self.limits else 2.0 ** REVEAL_BITS
+        if isinstance(e, exp.Literal):
+            if e.is_string:
+                return "text", 0.0
+            value = literal_value(e)
+            return ("int" if isinstance(value, int) else "fixed"), abs(float(value)) + 1.0
+        if isinstance(e, (exp.Boolean, exp.Null)):
+            return "bool" if isinstance(e, exp.Boolean) else "int", 2.0
+        if isinstance(e, (exp.Neg, exp.Abs)):
+            return self.info(e.this)
+        if isinstance(e, (exp.Add, exp.Sub)):
+            (ka, a), (kb, b) = self.info(e.left), self.info(e.right)
+            return _numeric_kind(ka, kb), a + b
+        if isinstance(e, exp.Mul):
+            (ka, a), (kb, b) = self.info(e.left), self.info(e.right)
+            return _numeric_kind(ka, kb), a * b
+        if isinstance(e, exp.Div):
+            kind, a = self.info(e.left)
+            divisor = constant(e.right)
+            return "fixed", (a / abs(divisor) if divisor else math.inf)
+        if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
+                          exp.Or, exp.Not, exp.Is)):
+            return "bool", 2.0
+        if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
+            found = [self.info(v) for v in _branches(e)]
+            kinds = {k for k, _ in found}
+            return ("fixed" if "fixed" in kinds else found[0][0]), max(b for _, b in found)
+        if isinstance(e, exp.Cast):
+            kind, bound = self.info(e.this)
+            return ("fixed" if e.to.this in FIXED_TYPES else kind), bound
+        if isinstance(e, exp.Count):
+            return "int", self.rows + 1.0
+        if isinstance(e, exp.Sum):
+            kind, bound = self.info(e.this)
+            return kind, bound * self.rows
+        if isinstance(e, exp.Avg):
+            return "fixed", self.info(e.this)[1]
+        if isinstance(e, (exp.Min, exp.Max)):
+            return self.info(e.this)
+        if isinstance(e, exp.Window):
+            return "int", self.rows + 1.0
+        return "int", 2.0 ** REVEAL_BITS  # anything else the stage refuses by itself
+
+    # -- backward: make e stay below `limit` ----------------------------------------------------
+    def need(self, e: exp.Expression, limit: float, why: str) -> None:
+        """Tighten the column limits so that every value of e satisfies |v| < limit."""
+        if isinstance(e, (exp.Paren, exp.Neg)):
+            return self.need(e.this, limit, why)
+        if isinstance(e, exp.Column):
+            if e.name in self.limits and limit < self.limits[e.name].value:
+                self.limits[e.name] = Limit(limit, why)
+            return None
+        if isinstance(e, exp.Literal):
+            if not e.is_string and abs(float(literal_value(e))) >= limit:
+                raise DataError(f"the constant {e.sql()} is beyond the SPU's exact range here (|x| < {limit:.4g}: "
+                                f"{why}); rewrite the query without it")
+            return None
+        kind, bound = self.info(e)
+        if isinstance(e, exp.Abs):
+            return self.need(e.this, limit, why)
+        if isinstance(e, (exp.Add, exp.Sub)):
+            return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
+        if isinstance(e, exp.Mul):
+            return self._need_product(e, min(limit, self.reveal_range(kind)), why)
+        if isinstance(e, exp.Div):
+            divisor = abs(constant(e.right) or 1.0)
+            narrow = 2.0 ** (COMPARE_BITS - 2 * self.frac)
+            limit = min(min(limit, narrow) * divisor, self.reveal_range("fixed"))
+            return self.need(e.left, limit, f"{e.sql()}: a division by a constant ({why})")
+        if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+            return self._need_compared([e.left, e.right], e.sql())
+        if isinstance(e, exp.Between):
+            return self._need_compared([e.this, e.args["low"], e.args["high"]], e.sql())
+        if isinstance(e, exp.In):
+            return self._need_compared([e.this, *e.expressions], e.sql())
+        if isinstance(e, (exp.And, exp.Or, exp.Not)):
+            for child in (e.this, e.args.get("expression")):
+                if child is not None:
+                    self.need(child, 2.0, why)
+            return None
+        if isinstance(e, exp.Is):
+            return self.need(e.this, self.reveal_range(self.info(e.this)[0]), why)
+        if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
+            for cond in _conditions(e):
+                self.need(cond, 2.0, why)
+            for value in _branches(e):
+                self.need(value, min(limit, self.reveal_range(kind)), why)
+            return None
+        if isinstance(e, exp.Cast):
+            return self.need(e.this, min(limit, self.reveal_range(kind)), why)
+        if isinstance(e, exp.Count):
+            if isinstance(e.this, exp.Distinct):
+                self._need_compared(e.this.expressions, f"{e.sql()} sorts its argument")
+            return None
+        if isinstance(e, exp.Sum):
+            limit = min(limit, self.reveal_range(self.info(e.this)[0])) / self.rows
+            return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
+        if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared)
+            limit = min(limit, self.compare_range("fixed") / self.rows)
+            return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
+        if isinstance(e, (exp.Min, exp.Max)):
+            return self.need(e.this, min(limit, self.compare_range(self.info(e.this)[0])), f"{e.sql()} compares")
+        if isinstance(e, exp.Window):
+            return self._need_compared([o.this for o in (e.args.get("order") or exp.Order()).expressions],
+                                       f"{e.sql()} sorts")
+        return None
+
+    def _need_compared(self, operands: list[exp.Expression], what: str) -> None:
+        kinds = {self.info(o)[0] for o in operands}
+        if "text" in kinds:
+            return None
+        limit = self.compare_range("fixed" if "fixed" in kinds else "int")
+        for operand in operands:
+            self.need(operand, limit, f"{what} compares")
+
+    def _need_sum(self, a: exp.Expression, b: exp.Expression, limit: float, kind: str, why: str) -> None:
+        (_, bound_a), (_, bound_b) = self.info(a), self.info(b)
+        if bound_a + bound_b <= limit:
+            self.need(a, limit, why)  # still checks the operands' own insides
+            self.need(b, limit, why)
+            return
+        small, large = sorted([(bound_a, a), (bound_b, b)], key=lambda t: t[0])
+        share = small[0] if small[0] <= limit / 2 else limit / 2
+        self.need(small[1], share, why)
+        self.need(large[1], limit - share, why)
+
+    def _need_product(self, e: exp.Mul, limit: float, why: str) -> None:
+        a, b = e.left, e.right
+        ca, cb = constant(a), constant(b)
+        why = f"{e.sql()} ({why})"
+        if ca is not None or cb is not None:
+            k, x = (ca, b) if ca is not None else (cb, a)
+            if isinstance(k, float) and abs(k) >= self.reveal_range("fixed"):
+                raise DataError(f"the constant {k:g} in {e.sql()} has no fixed-point encoding on the SPU "
+                                f"(|c| < {self.reveal_range('fixed'):.4g}); write it as an integer or rescale")
+            if isinstance(k, float):
+                limit = min(limit, 2.0 ** (COMPARE_BITS - 2 * self.frac))  # one truncation of x * k
+            return self.need(x, limit / abs(k) if k else limit, why)
+        (kind_a, bound_a), (kind_b, bound_b) = self.info(a), self.info(b)
+        if kind_a == kind_b == "fixed":  # arith.mul_wide: truncates both operands, then the product
+            limit = min(limit, self.compare_range("fixed"))
+        if bound_a * bound_b <= limit:
+            self.need(a, limit, why)
+            self.need(b, limit, why)
+            return
+        root = math.sqrt(limit)
+        small, large = sorted([(bound_a, a), (bound_b, b)], key=lambda t: t[0])
+        share = small[0] if small[0] <= root else root
+        self.need(small[1], share, why)
+        self.need(large[1], limit / share, why)
+
+
+FIXED_TYPES = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
+
+
+def literal_value(e: exp.Literal) -> int | float:
+    """A numeric literal as the stage reads it: an int when written without '.' and integral."""
+    text = e.this
+    if "." not in text and "e" not in text.lower():
+        return int(text)
+    number = float(text)
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def constant(e: exp.Expression) -> int | float | None:
+    """The value of a numeric literal (through parentheses and minus signs), else None."""
+    if isinstance(e, exp.Paren):
+        return constant(e.this)
+    if isinstance(e, exp.Neg):
+        inner = constant(e.this)
+        return -inner if inner is not None else None
+    if isinstance(e, exp.Literal) and not e.is_string:
+        return literal_value(e)
+    return None
+
+
+def _numeric_kind(a: str, b: str) -> str:
+    if "fixed" in (a, b):
+        return "fixed"
+    return a if a == b else ("date" if "date" in (a, b) else "int")
+
+
+def _branches(e: exp.Expression) -> list[exp.Expression]:
+    if isinstance(e, exp.Coalesce):
+        return [e.this, *e.expressions]
+    if isinstance(e, exp.If):
+        return [v for v in (e.args.get("true"), e.args.get("false")) if v is not None]
+    return [i.args["true"] for i in e.args.get("ifs", [])] + ([e.args["default"]] if e.args.get("default") else [])
+
+
+def _conditions(e: exp.Expression) -> list[exp.Expression]:
+    if isinstance(e, exp.Coalesce):
+        return []
+    if isinstance(e, exp.If):
+        return [e.this]
+    return [i.this for i in e.args.get("ifs", [])]
+
+
+def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse) -> RangePlan:
+    """The stage's plan: per input column (`.limits`), the limit its owner checks before sharing (see
+    the module docstring); its `info` then bounds every expression of the stage."""
+    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows)
+    outputs = [parse(sql) for _, sql in step.outputs]
+    for sql in step.filters:
+        plan.need(parse(sql), 2.0, "a filter")
+    for sql in step.group_by:
+        plan._need_compared([parse(sql)], f"GROUP BY {sql}")
+    if step.having:
+        plan.need(parse(step.having), 2.0, "HAVING")
+    for index, _, _ in step.order or ():
+        plan._need_compared([outputs[index]], "ORDER BY")
+    for e in outputs:
+        plan.need(e, plan.reveal_range(plan.info(e)[0]), "the result")
+    return plan
