@@ -62,6 +62,50 @@ def _parse(sql: str) -> exp.Expression:
     return sqlglot.parse_one(sql, read="duckdb")
 
 
+INT64_LIMIT = 1 << 63
+
+
+def literal_value(e: exp.Literal) -> PV:
+    """A literal as a public value: exactly as DuckDB types it (an integer or a fixed-point number),
+    or a DataError naming it when the SPU's 64-bit ring cannot hold it."""
+    if e.is_string:
+        return PV(e.this, "text")
+    text = e.this
+    if text.lstrip("-").isdigit():
+        number = int(text)
+        if not -INT64_LIMIT <= number < INT64_LIMIT:
+            raise DataError(f"the literal {text[:40]}{'...' if len(text) > 40 else ''} is beyond the SPU's 64-bit "
+                            "integers; compute it at one party or use a smaller constant")
+        return PV(number, "int")
+    number = float(text)
+    if not np.isfinite(number):
+        raise DataError(f"the literal {text[:40]} is not a finite number the SPU can hold")
+    return PV(number, "fixed")
+
+
+def _numeric_only(where, v) -> None:
+    """Arithmetic is on numbers only: text, dates and booleans are refused as DuckDB refuses them."""
+    if v.kind not in ("int", "fixed"):
+        shown = where if isinstance(where, str) else where.sql(dialect="duckdb")
+        raise NotSupportedError(f"{shown}: arithmetic on {v.kind} values in secure computation")
+
+
+def sum_kind(e: exp.Expression, a: str, b: str) -> str:
+    """The kind of a + b or a - b, as DuckDB types it: date - date is a whole number of days,
+    date ± integer a date, numbers as usual; anything else is refused."""
+    add = isinstance(e, exp.Add)
+    if a == b == "date" and not add:
+        return "int"
+    if "date" in (a, b):
+        if (a, b) == ("date", "int") or (add and (a, b) == ("int", "date")):
+            return "date"
+        raise NotSupportedError(f"{e.sql(dialect='duckdb')}: {a} {'+' if add else '-'} {b} in secure computation")
+    for kind in (a, b):
+        if kind not in ("int", "fixed"):
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: arithmetic on {kind} values in secure computation")
+    return "fixed" if "fixed" in (a, b) else "int"
+
+
 class Stage:
     def __init__(self, s: SpuSession, step, n: int):
         self.s, self.step, self.n = s, step, n
@@ -129,29 +173,28 @@ class Stage:
                 raise ProtocolError(f"secure stage: no input column {e.name!r}")
             return self.cols[e.name]
         if isinstance(e, exp.Literal):
-            if e.is_string:
-                return PV(e.this, "text")
-            number = float(e.this)
-            return PV(int(number), "int") if number.is_integer() and "." not in e.this else PV(number, "fixed")
+            return literal_value(e)
         if isinstance(e, exp.Boolean):
             return PV(1 if e.this else 0, "bool")
         if isinstance(e, exp.Null):
             return PV(None, "int")
         if isinstance(e, exp.Neg):
             v = self.ev(e.this)
+            _numeric_only(e, v)
             return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
         if isinstance(e, (exp.Add, exp.Sub)):
             a, b = self.ev(e.left), self.ev(e.right)
+            kind = sum_kind(e, a.kind, b.kind)
             if isinstance(a, PV) and isinstance(b, PV):
-                return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, "fixed"
-                          if "fixed" in (a.kind, b.kind) else "int")
+                return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, kind)
             a, b = self.numeric_pair(a, b)
             x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
-            return SV([x], self.both_valid(a, b), a.kind)
+            return SV([x], self.both_valid(a, b), kind)
         if isinstance(e, exp.Mul):
             return self._mul(self.ev(e.left), self.ev(e.right))
         if isinstance(e, exp.Div):
             a, b = self.ev(e.left), self.ev(e.right)
+            _numeric_only(e, a)
             if isinstance(b, PV) and b.value:
                 a = self.to_fixed(self.secret(a))
                 return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
@@ -184,6 +227,7 @@ class Stage:
             return acc
         if isinstance(e, exp.Abs):
             v = self.secret(self.ev(e.this))
+            _numeric_only(e, v)
             return SV([compare.abs_(s, v.value)], v.valid, v.kind)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
@@ -197,6 +241,8 @@ class Stage:
 
     def _mul(self, a, b):
         s = self.s
+        for v in (a, b):
+            _numeric_only("*", v)
         if isinstance(a, PV) and isinstance(b, PV):
             return PV(a.value * b.value, "fixed" if "fixed" in (a.kind, b.kind) else "int")
         if isinstance(a, PV):
@@ -298,10 +344,12 @@ class Stage:
             if isinstance(node, exp.Count):
                 plan.append((node, "count", counted, None))
             elif isinstance(node, (exp.Sum, exp.Avg)):
-                if v.kind == "text":
-                    raise NotSupportedError("SUM/AVG of text")
+                if v.kind not in ("int", "fixed") and not (v.kind == "bool" and isinstance(node, exp.Sum)):
+                    raise NotSupportedError(f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of "
+                                            f"{v.kind} values in secure computation")
                 inputs.append(("sum", arith.beaver_mul(s, w, v.value).with_frac(v.value.frac)))
-                plan.append((node, "avg" if isinstance(node, exp.Avg) else "sum", counted, (len(inputs) - 1, v.kind)))
+                kind = "int" if v.kind == "bool" else v.kind  # SUM of booleans counts the true ones, as in DuckDB
+                plan.append((node, "avg" if isinstance(node, exp.Avg) else "sum", counted, (len(inputs) - 1, kind)))
             elif isinstance(node, (exp.Min, exp.Max)):
                 if v.kind == "text":
                     raise NotSupportedError("MIN/MAX of text in secure computation")
@@ -585,9 +633,29 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
     return values, flag
 
 
+def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
+    """The revealed outputs in the kinds DuckDB gives them (`step.kinds`): integers where a number
+    of DuckDB's is fractional become fixed point, 0/1 integers of a BOOLEAN column become booleans;
+    any other difference is refused, never revealed as a value of the wrong type."""
+    if not step.kinds:
+        return shown
+    out = []
+    for (name, sql), v, want in zip([step.outputs[i] for i in step.reveal], shown, step.kinds):
+        if v.kind == want:
+            out.append(v)
+        elif (v.kind, want) == ("int", "fixed"):
+            out.append(stage.to_fixed(v))
+        elif (v.kind, want) == ("int", "bool"):
+            out.append(SV(v.limbs, v.valid, "bool"))
+        else:
+            raise DataError(f"{sql}: secure computation gives a {v.kind} value where DuckDB gives {want}; refused "
+                            "rather than answered with the wrong type")
+    return out
+
+
 def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | None) -> pa.Table | None:
     """Open the revealed outputs to the issuer only; the issuer decodes them."""
-    shown = [values[i] for i in step.reveal]
+    shown = conform(Stage(s, step, 0), step, [values[i] for i in step.reveal])
     arrays = [c.data for c in _columns(shown)] + ([flag.data] if flag is not None else [])
     if step.issuer in step.compute:
         opened = s.open_many(arith=arrays, to=step.compute.index(step.issuer))
