@@ -591,6 +591,8 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         limit_value = int(limit.limit.this) if limit.limit is not None else None
         offset_value = int(limit.offset.this) if limit.offset is not None else 0
     _check_literals(used)
+    _refuse_before_running([e for _, e in items] + ([aggregate.having] if aggregate and aggregate.having else []),
+                           grouped=bool(group_by))
     sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
     return dict(
         compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),
@@ -618,6 +620,28 @@ def _result_kinds(project: Project) -> tuple[str, ...]:
                                     "computation does not produce; compute it at one party or CAST it")
         kinds.append(kind)
     return tuple(kinds)
+
+
+SECURE_WINDOWS = (exp.RowNumber, exp.Rank, exp.DenseRank)
+
+
+def _refuse_before_running(expressions, grouped: bool) -> None:
+    """What the SPU stage cannot compute, refused at plan time rather than when run: aggregates with
+    FILTER or DISTINCT (but an ungrouped COUNT(DISTINCT x)), windows other than ROW_NUMBER / RANK /
+    DENSE_RANK over one common ORDER BY without PARTITION BY."""
+    windows = [w for e in expressions for w in e.find_all(exp.Window)]
+    for window in windows:
+        if not isinstance(window.this, SECURE_WINDOWS) or window.args.get("partition_by") \
+                or window.args.get("order") is None or window.args["order"] != windows[0].args.get("order"):
+            raise NotSupportedError(f"{window.sql(dialect='duckdb')}: secure windows are ROW_NUMBER, RANK and "
+                                    "DENSE_RANK over one common OVER (ORDER BY ...) without PARTITION BY")
+    for expression in expressions:
+        for node in expression.find_all(exp.Filter, exp.Distinct):
+            agg = node.this if isinstance(node, exp.Filter) else node.parent
+            if isinstance(node, exp.Filter) or not isinstance(agg, exp.Count) or grouped \
+                    or len(node.expressions) != 1:
+                raise NotSupportedError(f"{(node if isinstance(node, exp.Filter) else agg).sql(dialect='duckdb')} "
+                                        "in secure computation: only an ungrouped COUNT(DISTINCT x) is supported")
 
 
 def _check_literals(expressions) -> None:
