@@ -289,7 +289,7 @@ def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     finally:
         con.close()
     for (name, dtype, *_), expression in zip(rows, tree.expressions):
-        if dtype.upper() not in NATIVE_TYPES and not dtype.upper().startswith(("DECIMAL", "VARCHAR")):
+        if dtype.upper().strip('"') not in NATIVE_TYPES and not dtype.upper().startswith(("DECIMAL", "VARCHAR")):
             raise DataError(f"output {expression.sql(dialect='duckdb')[:80]!r} is of type {dtype}, which has no "
                             "Arrow value (e.g. an integer literal beyond HUGEINT): CAST it to DOUBLE or VARCHAR")
     return tuple(row[1] for row in rows)

@@ -603,7 +603,7 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         order=tuple(order), limit=limit_value, offset=offset_value or 0, kinds=_result_kinds(project))
 
 
-KIND_OF_TYPE = {"BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed", "FLOAT": "fixed",
+KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed", "FLOAT": "fixed",
                 "REAL": "fixed", "DECIMAL": "fixed", **{t: "int" for t in (
                     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                     "UBIGINT", "UHUGEINT")}}

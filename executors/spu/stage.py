@@ -641,7 +641,7 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
         return shown
     out = []
     for (name, sql), v, want in zip([step.outputs[i] for i in step.reveal], shown, step.kinds):
-        if v.kind == want:
+        if v.kind == want or want == "any":  # "any": DuckDB's NULL type, a constant NULL of any kind
             out.append(v)
         elif (v.kind, want) == ("int", "fixed"):
             out.append(stage.to_fixed(v))
