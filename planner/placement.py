@@ -366,7 +366,8 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                               null_aware=membership.null_aware, psi=psi, large=large))
         leakage.append((pi, f"which of its {column_key(membership.key)} values are among {pj}'s subquery values"))
         leakage.append((pj, f"which of its subquery values are {pi}'s {column_key(membership.key)} values"
-                            + (", and whether it has none or a NULL (told to the peer)" if membership.null_aware else "")))
+                            + (", and whether it has none or a NULL (told to the peer)"
+                               if membership.null_aware else "")))
         current = out
 
     ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort, residual)
@@ -603,8 +604,8 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         order=tuple(order), limit=limit_value, offset=offset_value or 0, kinds=_result_kinds(project))
 
 
-KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed", "FLOAT": "fixed",
-                "REAL": "fixed", "DECIMAL": "fixed", **{t: "int" for t in (
+KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed",
+                "FLOAT": "fixed", "REAL": "fixed", "DECIMAL": "fixed", **{t: "int" for t in (
                     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                     "UBIGINT", "UHUGEINT")}}
 

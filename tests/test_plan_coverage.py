@@ -123,7 +123,8 @@ CLAUSES = [
     "UNION SELECT region FROM bank.customers)) u",
     "SELECT region FROM bank.customers UNION ALL SELECT category FROM shop.orders",
     f"SELECT c.name, SUM(o.amount) OVER (ORDER BY o.order_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) {J}",
-    f"SELECT c.name, ROW_NUMBER() OVER (ORDER BY o.order_id, c.name ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS r {J}",
+    f"SELECT c.name, ROW_NUMBER() OVER (ORDER BY o.order_id, c.name ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) "
+    f"AS r {J}",
     f"SELECT u.k, RANK() OVER (ORDER BY u.v RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS r {U2}",
     f"SELECT u.k, SUM(u.v) OVER (ORDER BY u.v ROWS BETWEEN CURRENT ROW AND CURRENT ROW) {U2}",
     f"SELECT c.name, ROW_NUMBER() OVER w AS r {J} WINDOW w AS (ORDER BY o.order_id, c.name)",

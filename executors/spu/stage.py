@@ -10,8 +10,10 @@ alone. NULLs travel as a validity bit beside every value; a NULL compares as fal
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
-many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails
-with a DataError rather than answer wrongly). The issuer learns the result.
+many sums fall outside the division's fixed-point range, and how many sort keys (ORDER BY, windows,
+GROUP BY without the owner's group numbers) are beyond 2^62 in ring units, where a secure comparison
+is no longer exact (normally 0; otherwise the query fails with a DataError rather than answer
+wrongly). The issuer learns the result.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
 
+SORT_LIMIT = 1 << 62  # secure comparisons of a - b are exact while |a|, |b| < 2^62
 SENTINEL = 1 << 60  # beyond every value a comparison accepts (|x| < 2^62)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
@@ -112,6 +115,7 @@ class Stage:
         self.cols: dict[str, SV] = {}
         self.aggs: dict[str, SV] = {}
         self.out_of_range: list[ArithShare] = []
+        self.keys_out_of_range: list[ArithShare] = []  # sort keys a secure comparison cannot order exactly
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
 
     # -- constants and conversions --------------------------------------------------------------
@@ -409,14 +413,30 @@ class Stage:
             self.s, np.full(len(x), int(limit), dtype=np.int64))
         self.out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, x), bound, arith=True))
 
-    def assert_ranges(self) -> None:
-        if not self.out_of_range:
+    def check_sort_keys(self, v: SV) -> None:
+        """Remember secret bits [|key| >= 2^62] of a numeric sort key (ring units): two keys are ordered
+        exactly only when their difference fits the ring's signed range. Text limbs are below 2^56."""
+        if v.kind == "text":
             return
-        count = sum((arith.total(b) for b in self.out_of_range[1:]), arith.total(self.out_of_range[0]))
-        (opened,) = self.s.open_many(arith=[count.data])
-        if int(opened[0]):
-            raise DataError(f"{int(opened[0])} AVG input sum(s) exceed the SPU's fixed-point range (|sum| < "
+        for limb in v.limbs:
+            raw = ArithShare(limb.data, 0)
+            bound = arith.public(self.s, np.full(len(raw), SORT_LIMIT, dtype=np.int64))
+            self.keys_out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, raw), bound, arith=True))
+
+    def assert_ranges(self) -> None:
+        """Open how many values were out of range (nothing else); refuse the query if any was."""
+        if not (self.out_of_range or self.keys_out_of_range):
+            return
+        zero = arith.public(self.s, np.zeros(1, dtype=np.int64))
+        counts = [sum((arith.total(b) for b in bits), zero).data
+                  for bits in (self.out_of_range, self.keys_out_of_range)]
+        averages, keys = (int(c[0]) for c in self.s.open_many(arith=counts))
+        if averages:
+            raise DataError(f"{averages} AVG input sum(s) exceed the SPU's fixed-point range (|sum| < "
                             f"{AVG_LIMIT:g}); use SUM and COUNT instead")
+        if keys:
+            raise DataError(f"{keys} ORDER BY / GROUP BY / window key value(s) are beyond what the SPU orders exactly "
+                            "(|x| < 2^62, or 2^46 for fixed point); sort by a smaller expression or at one party")
 
 
 def _columns(values: list[SV]) -> list[ArithShare]:
@@ -533,6 +553,9 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if step.group_by:
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
+            if stage.group_code is None:
+                for k in keys:
+                    stage.check_sort_keys(k)
             if stage.group_code is not None:  # sort on the owner's code, the key values along
                 code, bits = stage.group_code
                 grouped = relational.group_by(s, [code], agg_inputs, key_bits=[bits], carry=key_cols)
@@ -596,6 +619,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if windows:
             keys, desc = [], []
             for o, k in zip(windows[0].args["order"].expressions, carried[len(carried) - len(window_keys):]):
+                stage.check_sort_keys(k)
                 kk, dd = _sort_keys(k, bool(o.args.get("desc")), bool(o.args.get("nulls_first")), s)
                 keys += kk
                 desc += dd
@@ -621,6 +645,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
     if step.order and (flag is None) and values and len(values[0].valid) > 1:
         keys, desc = [], []
         for index, descending, nulls_first in step.order:
+            stage.check_sort_keys(values[index])
             kk, dd = _sort_keys(values[index], descending, nulls_first, s)
             keys += kk
             desc += dd
