@@ -8,9 +8,10 @@ for the rules to rewrite; shapes that the secure operators cannot answer yet rai
 
 from __future__ import annotations
 
+import duckdb
 from sqlglot import exp
 
-from sqlsecure.errors import NotSupportedError
+from sqlsecure.errors import DataError, NotSupportedError, PlanError
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import (
     aliases_of,
@@ -52,6 +53,60 @@ def build_logical(tree: exp.Expression, catalog: Catalog, issuer: str | None = N
     return _build_cross_party(tree, catalog)
 
 
+# The clauses the builder reads, per sqlglot node; any other clause that is set is refused
+# (deny by default), so no clause of a query is ever silently dropped.
+SELECT_CLAUSES = frozenset({"expressions", "from_", "joins", "where", "group", "having", "order", "limit", "offset",
+                            "distinct", "with_"})
+UNION_CLAUSES = frozenset({"this", "expression", "distinct"})
+JOIN_CLAUSES = frozenset({"this", "on", "side", "kind"})
+TABLE_CLAUSES = frozenset({"this", "db", "catalog", "alias"})
+CLAUSE_NAMES = {"from_": "FROM", "with_": "WITH", "by_name": "BY NAME", "limit_options": "LIMIT options",
+                "windows": "WINDOW", "method": "join method"}
+
+
+def _refuse_unread(node: exp.Expression, known: frozenset[str], where: str) -> None:
+    """NotSupportedError naming the first clause of `node` that is set but not in `known`."""
+    for key, value in node.args.items():
+        if key not in known and value not in (None, False, [], ""):
+            shown = value.upper() if isinstance(value, str) else CLAUSE_NAMES.get(key, key.upper())
+            raise NotSupportedError(f"{shown} in {where} is not supported: {node.sql(dialect='duckdb')[:200]!r}")
+
+
+def _refuse_unread_details(select: exp.Select) -> None:
+    """DISTINCT ON, GROUP BY ALL / ROLLUP / CUBE / GROUPING SETS, LIMIT with options, FETCH, ORDER BY ... WITH
+    FILL: shapes whose meaning the cross-party operators do not implement."""
+    distinct = select.args.get("distinct")
+    if distinct is not None and distinct.args.get("on") is not None:
+        raise NotSupportedError("DISTINCT ON in a cross-party query is not supported; use GROUP BY or a window")
+    group = select.args.get("group")
+    if group is not None:
+        _refuse_unread(group, frozenset({"expressions"}), "a cross-party GROUP BY")
+        for key in group.expressions:
+            if isinstance(key, (exp.Rollup, exp.Cube, exp.GroupingSets)):
+                raise NotSupportedError(f"GROUP BY {key.sql(dialect='duckdb')} in a cross-party query is not "
+                                        "supported; list the grouping keys")
+    limit = select.args.get("limit")
+    if limit is not None:
+        if not isinstance(limit, exp.Limit):
+            raise NotSupportedError(f"{limit.sql(dialect='duckdb')} in a cross-party query is not supported; "
+                                    "use LIMIT n")
+        _refuse_unread(limit, frozenset({"expression"}), "a cross-party LIMIT")
+    offset = select.args.get("offset")
+    if offset is not None:
+        _refuse_unread(offset, frozenset({"expression"}), "a cross-party OFFSET")
+    order = select.args.get("order")
+    for ordered in order.expressions if order is not None else []:
+        _refuse_unread(ordered, frozenset({"this", "desc", "nulls_first"}), "a cross-party ORDER BY")
+    for join in select.args.get("joins") or []:
+        _refuse_unread(join, JOIN_CLAUSES, "a join across parties")
+    from_ = select.args.get("from_")
+    for item in [from_.this if from_ else None] + [j.this for j in select.args.get("joins") or []]:
+        if isinstance(item, exp.Table):
+            _refuse_unread(item, TABLE_CLAUSES, "a FROM item across parties")
+        elif isinstance(item, exp.Subquery):
+            _refuse_unread(item, frozenset({"this", "alias"}), "a FROM item across parties")
+
+
 def _refuse_unsupported(select: exp.Select) -> None:
     if not isinstance(select, exp.Select):
         raise NotSupportedError(
@@ -59,9 +114,8 @@ def _refuse_unsupported(select: exp.Select) -> None:
         )
     if select.args.get("where") is not None and select.args["where"].find(exp.Window):
         raise NotSupportedError("window functions in WHERE are not valid SQL")
-    for key in ("qualify", "laterals", "pivots", "connect", "sample"):
-        if select.args.get(key):
-            raise NotSupportedError(f"{key.upper()} in a cross-party query is not supported")
+    _refuse_unread(select, SELECT_CLAUSES, "a cross-party SELECT")
+    _refuse_unread_details(select)
     for clause in ("expressions", "having", "group", "order"):
         value = select.args.get(clause)
         for part in value if isinstance(value, list) else [value]:
@@ -167,12 +221,14 @@ def _union_scan(items, ctes) -> UnionScan | None:
         item.this if isinstance(item, exp.Subquery) else None)
     if not isinstance(query, exp.Union):
         return None
-    if query.args.get("distinct"):
-        raise NotSupportedError("UNION (DISTINCT) across parties is not supported yet; use UNION ALL")
     branches, stack = [], [query]
     while stack:
         node = stack.pop()
-        if isinstance(node, exp.Union) and not node.args.get("distinct"):
+        if isinstance(node, exp.Union) and node.args.get("distinct"):
+            raise NotSupportedError("UNION (DISTINCT) across parties is not supported yet; use UNION ALL and "
+                                    "SELECT DISTINCT over it")
+        if isinstance(node, exp.Union):
+            _refuse_unread(node, UNION_CLAUSES, "a UNION ALL across parties (ORDER BY / LIMIT go on the outer query)")
             stack += [node.right, node.left]
         elif isinstance(node, exp.Select) and len(parties_of(node)) == 1:
             branches.append(node)
@@ -203,6 +259,52 @@ def _drop_using_coalesce(expression: exp.Expression, equal: set[frozenset[str]])
         return node
 
     return expression.transform(simplify)
+
+
+NATIVE_TYPES = frozenset({"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                          "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DATE", "TIME", "TIMESTAMP",
+                          "TIMESTAMP WITH TIME ZONE", "INTERVAL", "UUID", "BLOB", "NULL"})
+
+
+def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
+    """DuckDB's type of each output of the query, found by DESCRIBE over empty tables of the catalog's
+    column types (exact and cheap: no data). A query DuckDB cannot bind (text times a number, AVG of a
+    boolean, ...) is refused here with DuckDB's reason. Empty when the catalog's types cannot be
+    declared in DuckDB (the results are then not type-checked)."""
+    con = duckdb.connect(":memory:")
+    try:
+        try:
+            for party, table in sorted({(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}):
+                columns = ", ".join(f'"{c}" {dtype}' for c, dtype in catalog.columns(party, table))
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
+                con.execute(f'CREATE TABLE "{party}"."{table}" ({columns})')
+        except duckdb.Error:
+            return ()
+        try:
+            rows = con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
+        except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
+            raise PlanError(_binder_reason(str(exc))) from None
+        except duckdb.Error:
+            return ()
+    finally:
+        con.close()
+    for (name, dtype, *_), expression in zip(rows, tree.expressions):
+        if dtype.upper().strip('"') not in NATIVE_TYPES and not dtype.upper().startswith(("DECIMAL", "VARCHAR")):
+            raise DataError(f"output {expression.sql(dialect='duckdb')[:80]!r} is of type {dtype}, which has no "
+                            "Arrow value (e.g. an integer literal beyond HUGEINT): CAST it to DOUBLE or VARCHAR")
+    return tuple(row[1] for row in rows)
+
+
+def _binder_reason(message: str) -> str:
+    """DuckDB's reason, naming the offending part of the query (the text its caret points at)."""
+    lines = message.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        caret = lines[i + 1]
+        if line.startswith("LINE ") and "^" in caret:
+            start, end = caret.index("^"), caret.rindex("^") + 1
+            part = line[max(start - 30, len("LINE 1: ")):end + 30].replace("DESCRIBE ", "").strip()
+            return f"{lines[0]} (near {part!r}); fix the types, e.g. with CAST"
+    return lines[0]
 
 
 def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
@@ -273,7 +375,7 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
     has_agg = any(aggregates_in(e) for e in expressions) or bool(group_by) or having is not None
     if has_agg:
         node = Aggregate(node, group_by, having.this.copy() if having else None)
-    node = Project(node, expressions, distinct=bool(select.args.get("distinct")))
+    node = Project(node, expressions, distinct=bool(select.args.get("distinct")), types=duckdb_types(select, catalog))
     order = select.args.get("order")
     if order:
         node = Sort(node, tuple(_drop_using_coalesce(o.copy(), equal) for o in order.expressions))

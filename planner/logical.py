@@ -108,6 +108,7 @@ class Project(Node):
     child: Node
     expressions: tuple[exp.Expression, ...]  # each an exp.Alias naming an output column
     distinct: bool = False
+    types: tuple[str, ...] = ()  # DuckDB's type of each output (empty: unknown), which secure results must have
 
     @property
     def children(self):

@@ -157,6 +157,7 @@ class SecureStage(Step):
     # Oblivious-join mode: ((party, its relation, its key columns), (peer, ...)); the stage first joins the
     # two relations on shares (no party learns which rows match), then runs on the joined rows.
     secret_join: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    kinds: tuple[str, ...] = ()  # the SPU kind DuckDB's type of each revealed output maps to (empty: unchecked)
 
     @property
     def parties(self):

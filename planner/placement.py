@@ -366,7 +366,8 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                               null_aware=membership.null_aware, psi=psi, large=large))
         leakage.append((pi, f"which of its {column_key(membership.key)} values are among {pj}'s subquery values"))
         leakage.append((pj, f"which of its subquery values are {pi}'s {column_key(membership.key)} values"
-                            + (", and whether it has NULLs (told to the peer)" if membership.null_aware else "")))
+                            + (", and whether it has none or a NULL (told to the peer)"
+                               if membership.null_aware else "")))
         current = out
 
     ctx.usage.check_cross_party(join, tuple(dict.fromkeys(members)), aggregate, project, sort, residual)
@@ -390,8 +391,6 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                                  **secure))
         leakage += [(p, "the number of rows (or groups) in the result, from the SPU's compaction")
                     for p in secure["compute"]]
-        if project.distinct:
-            raise NotSupportedError("SELECT DISTINCT on the SPU is not supported yet")
         steps.append(_finish_outputs(project, ctx.issuer, out))
         leakage.append((ctx.issuer, "the query result"))
         return _plan(ctx, steps, leakage, threshold if aggregate else 0)
@@ -461,8 +460,6 @@ def _place_secret_join(join, steps, edges, hidden, residual, limit, sort, projec
             "inner equi-join of two parties' tables, without IN / EXISTS subqueries or outer joins")
     if ctx.dp is not None or ctx.masks:
         raise NotSupportedError("an oblivious join with differential privacy or masking is not supported yet")
-    if project.distinct:
-        raise NotSupportedError("SELECT DISTINCT on the SPU is not supported yet")
     ((_, pairs),) = edges.items()
     secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None, union_parties=tuple(members))
     ctx.usage.check_cross_party(join, tuple(members), aggregate, project, sort, (*residual, *join.conjuncts))
@@ -574,8 +571,11 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
                 k for k, (n, _) in enumerate(items) if n == f"h{i}")
         order.append((index, bool(ordered.args.get("desc")), bool(ordered.args.get("nulls_first"))))
     used = [*residual, *(e for _, e in items)]
+    group_by = _distinct_keys(project, aggregate, items)
     if aggregate is not None:
-        used += list(aggregate.group_by) + ([aggregate.having] if aggregate.having is not None else [])
+        group_by = aggregate.group_by
+        used += ([aggregate.having] if aggregate.having is not None else [])
+    used += list(group_by)
     inputs = {}
     for expression in used:
         for column in expression.find_all(exp.Column):
@@ -592,14 +592,87 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
                 raise NotSupportedError(f"{name} must be a whole number on the SPU")
         limit_value = int(limit.limit.this) if limit.limit is not None else None
         offset_value = int(limit.offset.this) if limit.offset is not None else 0
+    _check_literals(used)
+    _refuse_before_running([e for _, e in items] + ([aggregate.having] if aggregate and aggregate.having else []),
+                           grouped=bool(group_by))
     sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
     return dict(
         compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),
-        filters=tuple(sql(c) for c in residual), aggregate=aggregate is not None,
-        group_by=tuple(sql(g) for g in aggregate.group_by) if aggregate is not None else (),
+        filters=tuple(sql(c) for c in residual), aggregate=aggregate is not None or bool(group_by),
+        group_by=tuple(sql(g) for g in group_by),
         having=sql(aggregate.having) if aggregate is not None and aggregate.having is not None else None,
         outputs=tuple((n, sql(e)) for n, e in items), reveal=tuple(range(len(project.expressions))),
-        order=tuple(order), limit=limit_value, offset=offset_value or 0)
+        order=tuple(order), limit=limit_value, offset=offset_value or 0, kinds=_result_kinds(project))
+
+
+KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed",
+                "FLOAT": "fixed", "REAL": "fixed", "DECIMAL": "fixed", **{t: "int" for t in (
+                    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                    "UBIGINT", "UHUGEINT")}}
+
+
+def _result_kinds(project: Project) -> tuple[str, ...]:
+    """The SPU kind of each output, from DuckDB's type of it; a type the SPU cannot produce is refused
+    here, so a secure result is never of another type than DuckDB's."""
+    kinds = []
+    for expression, dtype in zip(project.expressions, project.types):
+        kind = KIND_OF_TYPE.get(dtype.split("(")[0].upper())
+        if kind is None:
+            raise NotSupportedError(f"{expression.sql(dialect='duckdb')} is of type {dtype}, which secure "
+                                    "computation does not produce; compute it at one party or CAST it")
+        kinds.append(kind)
+    return tuple(kinds)
+
+
+SECURE_WINDOWS = (exp.RowNumber, exp.Rank, exp.DenseRank)
+
+
+def _refuse_before_running(expressions, grouped: bool) -> None:
+    """What the SPU stage cannot compute, refused at plan time rather than when run: aggregates with
+    FILTER or DISTINCT (but an ungrouped COUNT(DISTINCT x)), windows other than ROW_NUMBER / RANK /
+    DENSE_RANK over one common ORDER BY without PARTITION BY."""
+    windows = [w for e in expressions for w in e.find_all(exp.Window)]
+    for window in windows:
+        if not isinstance(window.this, SECURE_WINDOWS) or window.args.get("partition_by") \
+                or window.args.get("order") is None or window.args["order"] != windows[0].args.get("order"):
+            raise NotSupportedError(f"{window.sql(dialect='duckdb')}: secure windows are ROW_NUMBER, RANK and "
+                                    "DENSE_RANK over one common OVER (ORDER BY ...) without PARTITION BY")
+    for expression in expressions:
+        for node in expression.find_all(exp.Filter, exp.Distinct):
+            agg = node.this if isinstance(node, exp.Filter) else node.parent
+            if isinstance(node, exp.Filter) or not isinstance(agg, exp.Count) or grouped \
+                    or len(node.expressions) != 1:
+                raise NotSupportedError(f"{(node if isinstance(node, exp.Filter) else agg).sql(dialect='duckdb')} "
+                                        "in secure computation: only an ungrouped COUNT(DISTINCT x) is supported")
+
+
+def _check_literals(expressions) -> None:
+    """Every number in a secure stage must fit the SPU's ring: a DataError names any that does not."""
+    from sqlsecure.executors.spu.stage import literal_value  # the stage's own rule (imported late: no cycle)
+
+    for expression in expressions:
+        for literal in expression.find_all(exp.Literal):
+            literal_value(literal)
+
+
+def _distinct_keys(project: Project, aggregate: Aggregate | None, items) -> tuple[exp.Expression, ...]:
+    """SELECT DISTINCT on the SPU: the outputs become the group keys of a grouping without aggregates
+    (no group threshold: DISTINCT reveals no more than the rows themselves). Over an aggregate,
+    DISTINCT is a no-op only when every group key is an output; other shapes are refused."""
+    if not project.distinct:
+        return ()
+    outputs = [e for name, e in items if name.startswith("o")]
+    if any(e.find(exp.Window) for e in outputs):
+        raise NotSupportedError("SELECT DISTINCT with window functions across parties is not supported")
+    if len(outputs) != len(items):
+        raise PlanError("for SELECT DISTINCT, ORDER BY expressions must appear in the select list")
+    if aggregate is None:
+        return tuple(e.copy() for e in outputs)
+    shown = {e.sql() for e in outputs}
+    if any(g.sql() not in shown for g in aggregate.group_by):
+        raise NotSupportedError("SELECT DISTINCT over groups whose keys are not all selected is not supported on "
+                                "the SPU; select every GROUP BY key or drop DISTINCT")
+    return ()
 
 
 SPU_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",

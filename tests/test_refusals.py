@@ -9,9 +9,10 @@ NOT_SUPPORTED = [
     ("SELECT c.name FROM bank.customers c FULL JOIN shop.orders o ON c.id = o.customer_id", "FULL"),
     ("SELECT c.name FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount IS NULL",
      "reject NULLs"),
-    ("SELECT COUNT(DISTINCT o.category + c.age) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
-     None),
-    ("SELECT DISTINCT c.age * o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", "DISTINCT"),
+    ("SELECT c.region, COUNT(DISTINCT o.amount + c.age) FROM bank.customers c JOIN shop.orders o "
+     "ON c.id = o.customer_id GROUP BY c.region", None),
+    ("SELECT DISTINCT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     "GROUP BY c.region, c.age * o.amount", "DISTINCT"),
     ("SELECT c.age / o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", None),
     ("SELECT id FROM bank.customers UNION ALL SELECT customer_id FROM shop.orders", "set operations"),
     ("SELECT k FROM (SELECT region AS k FROM bank.customers UNION SELECT category FROM shop.orders) u", "UNION"),

@@ -68,6 +68,29 @@ def contained_error(party: str, exc: BaseException, issuer: str) -> Error:
     return exc.with_traceback(None)  # the party's frames (and their locals) stay behind
 
 
+NOT_IN_VALUES, NOT_IN_NULL, NOT_IN_EMPTY = b"\x00", b"\x01", b"\x02"
+
+
+def not_in_status(encoded: list) -> bytes:
+    """What `k NOT IN (values)` needs beyond membership: are there no values, or a NULL among them?"""
+    if not encoded:
+        return NOT_IN_EMPTY
+    return NOT_IN_NULL if None in encoded else NOT_IN_VALUES
+
+
+def not_in_keep(status: bytes, member: np.ndarray, has_key: np.ndarray) -> np.ndarray:
+    """SQL's three-valued NOT IN, keeping the rows where it is TRUE: every row when there are no
+    values (a NULL key too); none when a NULL is among them (no match gives NULL); else the rows
+    with a non-NULL key that is not among them."""
+    if status not in (NOT_IN_VALUES, NOT_IN_NULL, NOT_IN_EMPTY):
+        raise ProtocolError("malformed NOT IN status from the subquery's party")
+    if status == NOT_IN_EMPTY:
+        return np.ones(len(member), bool)
+    if status == NOT_IN_NULL:
+        return np.zeros(len(member), bool)
+    return ~member & has_key
+
+
 def _hstack(tables: list[pa.Table]) -> pa.Table:
     """Aligned tables side by side (every piece has at least one column)."""
     columns, names = [], []
@@ -265,8 +288,8 @@ class PartyExecutor:
         if me == step.right_party:
             encoded = encode_keys(pieces[step.right], step.right_keys)
             self._psi(step, step.left_party, f"{tag}/psi", encoded, None)
-            if step.null_aware:  # NOT IN: whether a NULL is among the values (one bit, to the key party)
-                self._endpoint.send(step.left_party, f"{tag}/nulls", b"\x01" if None in encoded else b"\x00")
+            if step.null_aware:  # NOT IN: whether the values are none, or include a NULL (to the key party)
+                self._endpoint.send(step.left_party, f"{tag}/nulls", not_in_status(encoded))
         left_idx = None
         if me == step.left_party:
             encoded = encode_keys(pieces[step.left_base], step.left_keys)
@@ -276,8 +299,8 @@ class PartyExecutor:
             if step.mode == "semi":
                 keep = member[provenance]
             elif step.null_aware:
-                right_has_null = self._endpoint.recv(step.right_party, f"{tag}/nulls") == b"\x01"
-                keep = np.zeros(len(provenance), bool) if right_has_null else (~member[provenance] & has_key)
+                keep = not_in_keep(self._endpoint.recv(step.right_party, f"{tag}/nulls"), member[provenance],
+                                   has_key)
             else:
                 keep = ~member[provenance]
             left_idx = np.flatnonzero(keep).astype(np.int64)

@@ -10,11 +10,12 @@ alone. NULLs travel as a validity bit beside every value; a NULL compares as fal
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
-many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails
-with a DataError rather than answer wrongly). Before anything is shared, each owner checks its
-columns against the limits `spu.ranges` derives from the query (a value outside, NaN or ±infinity
-is a DataError naming the column: the others learn only that the query was refused). The issuer
-learns the result.
+many sums fall outside the division's fixed-point range, and how many sort keys (ORDER BY, windows,
+GROUP BY without the owner's group numbers) are beyond 2^62 in ring units, where a secure comparison
+is no longer exact (normally 0; otherwise the query fails with a DataError rather than answer
+wrongly). Before anything is shared, each owner checks its columns against the limits `spu.ranges`
+derives from the query (a value outside, NaN or ±infinity is a DataError naming the column: the
+others learn only that the query was refused). The issuer learns the result.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import decode, encode, kind_of, limbs_of
 from sqlsecure.executors.spu import arith, compare, relational
-from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value
+from sqlsecure.executors.spu.ranges import RangePlan, input_limits
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
 
+SORT_LIMIT = 1 << 62  # secure comparisons of a - b are exact while |a|, |b| < 2^62
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
@@ -66,6 +68,50 @@ def _parse(sql: str) -> exp.Expression:
     return sqlglot.parse_one(sql, read="duckdb")
 
 
+INT64_LIMIT = 1 << 63
+
+
+def literal_value(e: exp.Literal) -> PV:
+    """A literal as a public value: exactly as DuckDB types it (an integer or a fixed-point number),
+    or a DataError naming it when the SPU's 64-bit ring cannot hold it."""
+    if e.is_string:
+        return PV(e.this, "text")
+    text = e.this
+    if text.lstrip("-").isdigit():
+        number = int(text)
+        if not -INT64_LIMIT <= number < INT64_LIMIT:
+            raise DataError(f"the literal {text[:40]}{'...' if len(text) > 40 else ''} is beyond the SPU's 64-bit "
+                            "integers; compute it at one party or use a smaller constant")
+        return PV(number, "int")
+    number = float(text)
+    if not np.isfinite(number):
+        raise DataError(f"the literal {text[:40]} is not a finite number the SPU can hold")
+    return PV(number, "fixed")
+
+
+def _numeric_only(where, v) -> None:
+    """Arithmetic is on numbers only: text, dates and booleans are refused as DuckDB refuses them."""
+    if v.kind not in ("int", "fixed"):
+        shown = where if isinstance(where, str) else where.sql(dialect="duckdb")
+        raise NotSupportedError(f"{shown}: arithmetic on {v.kind} values in secure computation")
+
+
+def sum_kind(e: exp.Expression, a: str, b: str) -> str:
+    """The kind of a + b or a - b, as DuckDB types it: date - date is a whole number of days,
+    date ± integer a date, numbers as usual; anything else is refused."""
+    add = isinstance(e, exp.Add)
+    if a == b == "date" and not add:
+        return "int"
+    if "date" in (a, b):
+        if (a, b) == ("date", "int") or (add and (a, b) == ("int", "date")):
+            return "date"
+        raise NotSupportedError(f"{e.sql(dialect='duckdb')}: {a} {'+' if add else '-'} {b} in secure computation")
+    for kind in (a, b):
+        if kind not in ("int", "fixed"):
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: arithmetic on {kind} values in secure computation")
+    return "fixed" if "fixed" in (a, b) else "int"
+
+
 class Stage:
     def __init__(self, s: SpuSession, step, n: int, ranges: RangePlan | None = None):
         self.s, self.step, self.n = s, step, n
@@ -74,6 +120,7 @@ class Stage:
         self.aggs: dict[str, SV] = {}
         self.out_of_range: list[ArithShare] = []
         self.checked: list[str] = []  # the AVGs whose sums `out_of_range` checks, for the error message
+        self.keys_out_of_range: list[ArithShare] = []  # sort keys a secure comparison cannot order exactly
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
 
     # -- constants and conversions --------------------------------------------------------------
@@ -140,29 +187,28 @@ class Stage:
                 raise ProtocolError(f"secure stage: no input column {e.name!r}")
             return self.cols[e.name]
         if isinstance(e, exp.Literal):
-            if e.is_string:
-                return PV(e.this, "text")
-            number = literal_value(e)
-            return PV(number, "int" if isinstance(number, int) else "fixed")
+            return literal_value(e)
         if isinstance(e, exp.Boolean):
             return PV(1 if e.this else 0, "bool")
         if isinstance(e, exp.Null):
             return PV(None, "int")
         if isinstance(e, exp.Neg):
             v = self.ev(e.this)
+            _numeric_only(e, v)
             return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
         if isinstance(e, (exp.Add, exp.Sub)):
             a, b = self.ev(e.left), self.ev(e.right)
+            kind = sum_kind(e, a.kind, b.kind)
             if isinstance(a, PV) and isinstance(b, PV):
-                return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, "fixed"
-                          if "fixed" in (a.kind, b.kind) else "int")
+                return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, kind)
             a, b = self.numeric_pair(a, b)
             x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
-            return SV([x], self.both_valid(a, b), a.kind)
+            return SV([x], self.both_valid(a, b), kind)
         if isinstance(e, exp.Mul):
             return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
         if isinstance(e, exp.Div):
             a, b = self.ev(e.left), self.ev(e.right)
+            _numeric_only(e, a)
             if isinstance(b, PV) and b.value:
                 a = self.to_fixed(self.secret(a))
                 return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
@@ -195,6 +241,7 @@ class Stage:
             return acc
         if isinstance(e, exp.Abs):
             v = self.secret(self.ev(e.this))
+            _numeric_only(e, v)
             return SV([compare.abs_(s, v.value)], v.valid, v.kind)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
@@ -213,6 +260,8 @@ class Stage:
 
     def _mul(self, a, b, narrow: bool = False):
         s = self.s
+        for v in (a, b):
+            _numeric_only("*", v)
         if isinstance(a, PV) and isinstance(b, PV):
             return PV(a.value * b.value, "fixed" if "fixed" in (a.kind, b.kind) else "int")
         if isinstance(a, PV):
@@ -314,10 +363,12 @@ class Stage:
             if isinstance(node, exp.Count):
                 plan.append((node, "count", counted, None))
             elif isinstance(node, (exp.Sum, exp.Avg)):
-                if v.kind == "text":
-                    raise NotSupportedError("SUM/AVG of text")
+                if v.kind not in ("int", "fixed") and not (v.kind == "bool" and isinstance(node, exp.Sum)):
+                    raise NotSupportedError(f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of "
+                                            f"{v.kind} values in secure computation")
                 inputs.append(("sum", arith.beaver_mul(s, w, v.value).with_frac(v.value.frac)))
-                plan.append((node, "avg" if isinstance(node, exp.Avg) else "sum", counted, (len(inputs) - 1, v.kind)))
+                kind = "int" if v.kind == "bool" else v.kind  # SUM of booleans counts the true ones, as in DuckDB
+                plan.append((node, "avg" if isinstance(node, exp.Avg) else "sum", counted, (len(inputs) - 1, kind)))
             elif isinstance(node, (exp.Min, exp.Max)):
                 if v.kind == "text":
                     raise NotSupportedError("MIN/MAX of text in secure computation")
@@ -378,15 +429,31 @@ class Stage:
             self.s, np.full(len(x), int(limit), dtype=np.int64))
         self.out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, x), bound, arith=True))
 
-    def assert_ranges(self) -> None:
-        if not self.out_of_range:
+    def check_sort_keys(self, v: SV) -> None:
+        """Remember secret bits [|key| >= 2^62] of a numeric sort key (ring units): two keys are ordered
+        exactly only when their difference fits the ring's signed range. Text limbs are below 2^56."""
+        if v.kind == "text":
             return
-        count = sum((arith.total(b) for b in self.out_of_range[1:]), arith.total(self.out_of_range[0]))
-        (opened,) = self.s.open_many(arith=[count.data])
-        if int(opened[0]):
-            averages = ", ".join(dict.fromkeys(self.checked))
-            raise DataError(f"{int(opened[0])} sum(s) of {averages} exceed the range of the SPU's fixed-point "
+        for limb in v.limbs:
+            raw = ArithShare(limb.data, 0)
+            bound = arith.public(self.s, np.full(len(raw), SORT_LIMIT, dtype=np.int64))
+            self.keys_out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, raw), bound, arith=True))
+
+    def assert_ranges(self) -> None:
+        """Open how many values were out of range (nothing else); refuse the query if any was."""
+        if not (self.out_of_range or self.keys_out_of_range):
+            return
+        zero = arith.public(self.s, np.zeros(1, dtype=np.int64))
+        counts = [sum((arith.total(b) for b in bits), zero).data
+                  for bits in (self.out_of_range, self.keys_out_of_range)]
+        averages, keys = (int(c[0]) for c in self.s.open_many(arith=counts))
+        if averages:
+            names = ", ".join(dict.fromkeys(self.checked))
+            raise DataError(f"{averages} sum(s) of {names} exceed the range of the SPU's fixed-point "
                             f"division (|sum| < {AVG_LIMIT:g}); use SUM and COUNT instead")
+        if keys:
+            raise DataError(f"{keys} ORDER BY / GROUP BY / window key value(s) are beyond what the SPU orders exactly "
+                            "(|x| < 2^62, or 2^46 for fixed point); sort by a smaller expression or at one party")
 
 
 def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
@@ -521,6 +588,9 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if step.group_by:
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
+            if stage.group_code is None:
+                for k in keys:
+                    stage.check_sort_keys(k)
             if stage.group_code is not None:  # sort on the owner's code, the key values along
                 code, bits = stage.group_code
                 grouped = relational.group_by(s, [code], agg_inputs, key_bits=[bits], carry=key_cols)
@@ -579,6 +649,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if windows:
             keys, desc = [], []
             for o, k in zip(windows[0].args["order"].expressions, carried[len(carried) - len(window_keys):]):
+                stage.check_sort_keys(k)
                 kk, dd = _sort_keys(k, bool(o.args.get("desc")), bool(o.args.get("nulls_first")), s)
                 keys += kk
                 desc += dd
@@ -604,6 +675,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
     if step.order and (flag is None) and values and len(values[0].valid) > 1:
         keys, desc = [], []
         for index, descending, nulls_first in step.order:
+            stage.check_sort_keys(values[index])
             kk, dd = _sort_keys(values[index], descending, nulls_first, s)
             keys += kk
             desc += dd
@@ -616,9 +688,29 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
     return values, flag
 
 
+def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
+    """The revealed outputs in the kinds DuckDB gives them (`step.kinds`): integers where a number
+    of DuckDB's is fractional become fixed point, 0/1 integers of a BOOLEAN column become booleans;
+    any other difference is refused, never revealed as a value of the wrong type."""
+    if not step.kinds:
+        return shown
+    out = []
+    for (name, sql), v, want in zip([step.outputs[i] for i in step.reveal], shown, step.kinds):
+        if v.kind == want or want == "any":  # "any": DuckDB's NULL type, a constant NULL of any kind
+            out.append(v)
+        elif (v.kind, want) == ("int", "fixed"):
+            out.append(stage.to_fixed(v))
+        elif (v.kind, want) == ("int", "bool"):
+            out.append(SV(v.limbs, v.valid, "bool"))
+        else:
+            raise DataError(f"{sql}: secure computation gives a {v.kind} value where DuckDB gives {want}; refused "
+                            "rather than answered with the wrong type")
+    return out
+
+
 def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | None) -> pa.Table | None:
     """Open the revealed outputs to the issuer only; the issuer decodes them."""
-    shown = [values[i] for i in step.reveal]
+    shown = conform(Stage(s, step, 0), step, [values[i] for i in step.reveal])
     arrays = [c.data for c in _columns(shown)] + ([flag.data] if flag is not None else [])
     if step.issuer in step.compute:
         opened = s.open_many(arith=arrays, to=step.compute.index(step.issuer))

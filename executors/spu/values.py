@@ -1,7 +1,7 @@
 """Encoding of SQL values into the SPU ring (Z_2^64) and back.
 
 Every column enters as a *secret value*: one or more ring limbs plus a validity bit (1 where not
-NULL). Kinds: `int` (integers, booleans, dates as days since 1970-01-01: exact), `fixed`
+NULL). Kinds: `int` (integers, dates as days since 1970-01-01: exact), `bool` (0/1), `fixed`
 (DECIMAL and floating point as fixed point with F fractional bits: absolute error ≤ 2^-F per
 value, |x| < 2^29 where a division is involved), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
 limbs: order-preserving and exactly reversible, so text can be compared, grouped, sorted and
@@ -39,7 +39,9 @@ EPOCH = datetime.date(1970, 1, 1)
 
 
 def kind_of(dtype: pa.DataType) -> str:
-    if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
+    if pa.types.is_boolean(dtype):
+        return "bool"  # 0/1, so conditions and SUM (which counts the true ones) see a boolean
+    if pa.types.is_integer(dtype):
         return "int"
     if pa.types.is_date(dtype):
         return "date"
@@ -64,7 +66,7 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
         check_range(values, kind, frac, limit, name)
     if kind == "date":
         check_range([(v - EPOCH).days if v is not None else None for v in values], "int", 0, limit, name)
-    if kind == "int":
+    if kind in ("int", "bool"):
         return [as_ring(np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "date":
         return [as_ring(np.array([(v - EPOCH).days if v is not None else 0 for v in values], dtype=np.int64))], valid
