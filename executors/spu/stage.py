@@ -69,6 +69,7 @@ def _parse(sql: str) -> exp.Expression:
 
 
 INT64_LIMIT = 1 << 63
+FIXED_LIMIT = 2.0 ** 47  # |c| < 2^(63 - F) with F = 16 fractional bits
 
 
 def literal_value(e: exp.Literal) -> PV:
@@ -77,15 +78,19 @@ def literal_value(e: exp.Literal) -> PV:
     if e.is_string:
         return PV(e.this, "text")
     text = e.this
-    if text.lstrip("-").isdigit():
-        number = int(text)
+    shown = f"{text[:40]}{'...' if len(text) > 40 else ''}"
+    try:  # DuckDB's typing: digits alone are an integer; a '.' or an exponent makes a DOUBLE or DECIMAL
+        number = int(text) if text.lstrip("-").isdigit() else float(text)
+    except (ValueError, OverflowError):
+        raise DataError(f"the constant {shown} is not a number the SPU can hold (a literal)") from None
+    if isinstance(number, int):
         if not -INT64_LIMIT <= number < INT64_LIMIT:
-            raise DataError(f"the literal {text[:40]}{'...' if len(text) > 40 else ''} is beyond the SPU's 64-bit "
-                            "integers; compute it at one party or use a smaller constant")
+            raise DataError(f"the constant {shown} is beyond the SPU's 64-bit integers (a literal; |c| < 2^63): "
+                            "compute it at one party or use a smaller constant")
         return PV(number, "int")
-    number = float(text)
-    if not np.isfinite(number):
-        raise DataError(f"the literal {text[:40]} is not a finite number the SPU can hold")
+    if not np.isfinite(number) or abs(number) >= FIXED_LIMIT:
+        raise DataError(f"the constant {shown} has no fixed-point encoding on the SPU (a literal; |c| < 2^47): "
+                        "compute it at one party or use a smaller constant")
     return PV(number, "fixed")
 
 
