@@ -71,6 +71,14 @@ def _spu_estimate(step) -> str:
     return text
 
 
+def _threshold_lines(phys) -> list[str]:
+    """The group threshold as it is enforced: per protected owner, its distinct rows."""
+    if not phys.counted:
+        return [f"groups with fewer than {phys.min_group_size} rows are not revealed"]
+    return [f"groups with fewer than {phys.min_group_size} distinct {party} rows are withheld "
+            "(the issuer's own rows and repeated rows do not count)" for party in phys.counted]
+
+
 def render_explain(plan) -> str:
     phys = plan.physical
     lines = [f"EXPLAIN  (issuer: {phys.issuer})", "", "operators:"]
@@ -142,7 +150,7 @@ def render_explain(plan) -> str:
     others = sorted(phys.parties - {p for p, _ in learned})
     lines += [f"  {party}: nothing" for party in others]
     if phys.min_group_size:
-        lines += ["", f"groups with fewer than {phys.min_group_size} rows are not revealed"]
+        lines += [""] + _threshold_lines(phys)
     if phys.notes:
         lines += [""] + list(phys.notes)
     if plan.visibility:

@@ -42,3 +42,168 @@ def test_group_by_within_counts_distinct_weighted_values(nparties, rows):
     assert dict(zip(key.tolist(), distinct.tolist())) == reference_distinct(keys, weights, values)
     assert dict(zip(key.tolist(), count.tolist())) == {k: int((keys == k).sum()) for k in set(keys.tolist())}
     assert dict(zip(key.tolist(), total.tolist())) == {k: int(weights[keys == k].sum()) for k in set(keys.tolist())}
+
+
+# --- end to end: the issue's reproductions on every device path -----------------------------------
+
+import pyarrow as pa  # noqa: E402
+
+from sqlsecure.engine import Engine  # noqa: E402
+from tests.test_enclave_queries import enclave_section  # noqa: E402
+
+K = 4
+REPEATED = 7  # the customer with five bank rows
+ONE_ORDER = "o.order_id = 950"
+
+
+def threshold_tables() -> dict:
+    """bank: customers 1..40 once each and customer 7 five times, plus a table of one id repeated;
+    shop: one order (950) of customer 7 and six orders of each of customers 1..6 and 10..40;
+    insurer: 3 policies (customers 100..102, each with 4 bank rows) and 12 of customers 1..12."""
+    ids = [i for i in range(1, 41) if i != REPEATED] + [REPEATED] * 5 + [c for c in (100, 101, 102) for _ in range(4)]
+    customers = pa.table({"id": pa.array(ids, pa.int64()),
+                          "region": pa.array(["north" if i % 2 else "south" for i in ids]),
+                          "age": pa.array([30 + i % 40 for i in ids], pa.int64())})
+    rep = pa.table({"id": pa.array([REPEATED] * 10, pa.int64())})
+    order_customers = [c for c in range(1, 41) if c not in (7, 8, 9) for _ in range(6)]
+    orders = pa.table({"order_id": pa.array(list(range(len(order_customers))) + [950], pa.int64()),
+                       "customer_id": pa.array(order_customers + [REPEATED], pa.int64()),
+                       "amount": pa.array([10.0 + i % 7 for i in range(len(order_customers))] + [777.0]),
+                       "category": pa.array(["books" if i % 3 else "games" for i in range(len(order_customers))]
+                                            + ["garden"])})
+    policy_customers = [100, 101, 102] + list(range(1, 13))
+    policies = pa.table({"customer_id": pa.array(policy_customers, pa.int64()),
+                         "premium": pa.array([500.0 + i for i in range(len(policy_customers))]),
+                         "kind": pa.array(["rare"] * 3 + ["common"] * 12)})
+    return {"bank": {"customers": customers, "rep": rep}, "shop": {"orders": orders},
+            "insurer": {"policies": policies}}
+
+
+RULES = '\n[rules."insurer.policies"]\nmin_group_size = 10\n'
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """One engine (with its oracle) per device path for class 4: plaintext after PSI, HE, SPU, enclave."""
+    tables = threshold_tables()
+    made = {}
+    for name, options in (("local", {}), ("he", {"group_sums": "he"}), ("spu", {"group_sums": "spu"}),
+                          ("enclave", {})):
+        directory = tmp_path_factory.mktemp(name)
+        extra = enclave_section(directory).replace("[enclave]", '[enclave]\nplacement = "always"') \
+            if name == "enclave" else ""
+        path = federation_writer(directory, tables, plaintext_grants() + RULES + extra, **options)
+        made[name] = oracle_for(Engine(path))
+    yield made
+    for oracle in made.values():
+        oracle.engine.close()
+
+
+PATHS = ["local", "he", "spu", "enclave"]
+
+# (sql, paths it runs on): one order joined to a customer with 5 bank rows reveals no row
+ONE_ORDER_QUERIES = [
+    (f"SELECT AVG(o.amount), COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     f"WHERE {ONE_ORDER}", ["local", "enclave"]),
+    (f"SELECT c.region, AVG(o.amount), COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     f"WHERE {ONE_ORDER} GROUP BY c.region", PATHS),
+    (f"SELECT SUM(o.amount), COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     f"WHERE {ONE_ORDER} AND o.amount > c.age", ["spu"]),
+    (f"SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id WHERE {ONE_ORDER}",
+     ["local"]),
+    # an issuer-made table of repeated ids
+    (f"SELECT SUM(o.amount) FROM bank.rep r JOIN shop.orders o ON r.id = o.customer_id WHERE {ONE_ORDER}",
+     ["local"]),
+    (f"SELECT o.category, SUM(o.amount), COUNT(*) FROM bank.rep r JOIN shop.orders o ON r.id = o.customer_id "
+     f"WHERE {ONE_ORDER} GROUP BY o.category", ["local"]),
+    (f"SELECT r.id, SUM(o.amount) FROM bank.rep r JOIN shop.orders o ON r.id = o.customer_id "
+     f"WHERE {ONE_ORDER} GROUP BY r.id", PATHS),
+]
+
+
+@pytest.mark.parametrize("sql,paths", ONE_ORDER_QUERIES)
+def test_duplicates_on_the_issuers_side_do_not_pass_the_threshold(engines, sql, paths):
+    for path in paths:
+        assert engines[path].engine.execute(sql, "bank").table.num_rows == 0, path
+        engines[path].check(sql, "bank")
+
+
+INSURER_QUERIES = [  # 3 policies x 4 bank rows = 12 joined rows >= 10, but 3 distinct policies
+    "SELECT SUM(p.premium), COUNT(*) FROM bank.customers c JOIN insurer.policies p ON c.id = p.customer_id "
+    "WHERE p.kind = 'rare'",
+    "SELECT c.region, SUM(p.premium) FROM bank.customers c JOIN insurer.policies p ON c.id = p.customer_id "
+    "WHERE p.kind = 'rare' GROUP BY c.region",
+    "SELECT p.kind, SUM(p.premium) FROM bank.customers c JOIN insurer.policies p ON c.id = p.customer_id "
+    "WHERE p.kind = 'rare' GROUP BY p.kind",
+]
+
+
+@pytest.mark.parametrize("sql", INSURER_QUERIES)
+@pytest.mark.parametrize("path", PATHS)
+def test_a_table_rule_of_k_10_counts_distinct_policies(engines, sql, path):
+    oracle = engines[path]
+    assert oracle.engine.execute(sql, "bank").table.num_rows == 0
+    oracle.check(sql, "bank")
+
+
+THREE_PARTIES = [  # many shop rows per group, but only 3 of the insurer's: withheld
+    "SELECT c.region, COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "JOIN insurer.policies p ON p.customer_id = c.id WHERE p.customer_id <= 3 GROUP BY c.region",
+    "SELECT COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "JOIN insurer.policies p ON p.customer_id = c.id WHERE p.customer_id <= 3",
+]
+
+
+@pytest.mark.parametrize("sql", THREE_PARTIES)
+@pytest.mark.parametrize("path", PATHS)
+def test_every_protected_owner_of_three_counts(engines, sql, path):
+    oracle = engines[path]
+    assert oracle.engine.execute(sql, "bank").table.num_rows == 0
+    oracle.check(sql, "bank")
+
+
+PASSING = [  # groups with enough distinct rows of every protected owner: answered as the oracle says
+    "SELECT c.region, COUNT(*), SUM(o.amount), AVG(o.amount) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region",
+    "SELECT o.category, COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "GROUP BY o.category",
+    "SELECT COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+    "SELECT COUNT(*), SUM(p.premium) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "JOIN insurer.policies p ON p.customer_id = c.id",
+    "SELECT c.region, o.category, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "GROUP BY c.region, o.category",
+]
+
+
+@pytest.mark.parametrize("sql", PASSING)
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("issuer", ["bank", "insurer"])
+def test_groups_with_enough_distinct_rows_match_the_oracle(engines, sql, path, issuer):
+    got = engines[path].check(sql, issuer)
+    assert got.num_rows > 0
+
+
+UNION = [
+    "SELECT u.k, COUNT(*) FROM (SELECT id AS k FROM bank.customers UNION ALL SELECT customer_id AS k "
+    "FROM shop.orders) AS u GROUP BY u.k",
+    "SELECT COUNT(*) FROM (SELECT id AS k FROM bank.customers UNION ALL SELECT customer_id AS k "
+    "FROM insurer.policies WHERE customer_id > 100) AS u",
+    "SELECT COUNT(*) FROM (SELECT id AS k FROM bank.customers UNION ALL SELECT customer_id AS k "
+    "FROM shop.orders) AS u",
+]
+
+
+@pytest.mark.parametrize("sql", UNION)
+def test_union_all_counts_each_protected_branchs_rows(engines, sql):
+    engines["local"].check(sql, "bank")
+
+
+def test_union_groups_of_few_shop_rows_are_withheld(engines):
+    rows = engines["local"].engine.execute(UNION[0], "bank").table.to_pylist()
+    assert rows and all(r["k"] not in (7, 8, 9, 100) for r in rows)  # shop has < 4 rows of these
+
+
+@pytest.mark.parametrize("path", ["local", "he", "spu"])
+def test_explain_states_the_rule(engines, path):
+    text = engines[path].engine.explain(ONE_ORDER_QUERIES[1][0], "bank")
+    assert "groups with fewer than 4 distinct shop rows are withheld" in text
