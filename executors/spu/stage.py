@@ -8,6 +8,11 @@ when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
 alone. NULLs travel as a validity bit beside every value; a NULL compares as false.
 
+The group threshold (`SecureStage.threshold`) counts, per protected owner, its distinct rows in a
+group: the owner's provenance column rides along the group sort as a minor key and the starts of
+its runs are summed (`relational.group_by(within=...)`); a UNION ALL branch's rows are summed by
+their public positions. No single count is opened: only the keep bit, through the compaction.
+
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
 many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails
@@ -70,6 +75,7 @@ class Stage:
         self.out_of_range: list[ArithShare] = []
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
+        self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -344,9 +350,14 @@ class Stage:
             out.append(weight * inside)
         return out
 
-    def provenance(self) -> list[ArithShare]:
-        """The provenance (base row number) of each protected owner's relation, as shared."""
-        return [self.cols[column].value for column in self.step.distinct_rows]
+    def provenance(self, weight: ArithShare) -> tuple[list[tuple[ArithShare, ArithShare]], list[ArithShare]]:
+        """(weight, provenance) of each protected owner's relation whose rows may repeat: the base row
+        number, and the row weight where it is not NULL (a LEFT JOIN's unmatched rows are none of that
+        owner's rows); and the weights alone of those whose rows appear once at most (their distinct
+        rows are their weighted rows: no sort, so the traffic stays a function of the sizes)."""
+        weights = {c: arith.beaver_mul(self.s, weight, self.cols[c].valid) for c in self.step.distinct_rows}
+        return ([(w, self.cols[c].value) for c, w in weights.items() if c not in self.once],
+                [w for c, w in weights.items() if c in self.once])
 
     def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
         s = self.s
@@ -425,9 +436,10 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
-        cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag)
+        cols, weight, n, many = joined_inputs(s, step, sides, kinds, union_rows, tag)
         stage = Stage(s, step, n)
         stage.cols.update(cols)
+        stage.once = {column for party, column in step.inputs if party == many}
     else:
         stage = _shared_inputs(s, step, inputs, kinds, n, union_rows)
         stage.union_rows = dict(union_rows or {}) if step.union else {}
@@ -512,8 +524,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         distinct_counts = {d.sql(dialect="duckdb"): stage.count_distinct(d, weight) for d in distinct}
         agg_inputs, plan = stage.aggregate_inputs(nodes, weight)
         threshold = max(step.threshold, 1)
-        provenance = stage.provenance() if step.threshold else []
-        branches = stage.branch_weights(weight) if step.threshold else []
+        provenance, once = stage.provenance(weight) if step.threshold else ([], [])
+        branches = [*stage.branch_weights(weight), *once] if step.threshold else []
         if step.group_by:
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
@@ -525,12 +537,11 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                 return relational.group_by(s, key_cols, aggs, within=within)
 
             # the first protected provenance rides along the group sort; further ones sort again
-            grouped = group([*agg_inputs, *(("sum", b) for b in branches)],
-                            (weight, provenance[0]) if provenance else None)
+            grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance[0] if provenance else None)
             group_keys = grouped.carried if stage.group_code is not None else grouped.keys
             results = grouped.aggregates[:len(agg_inputs)]
             counts = [grouped.distinct] if provenance else []
-            counts += [group([("count", None)], (weight, p)).distinct for p in provenance[1:]]
+            counts += [group([("count", None)], p).distinct for p in provenance[1:]]
             counts += grouped.aggregates[len(agg_inputs):]
             keep = arith.beaver_mul(s, grouped.last, _at_least(s, counts or [results[0]], threshold))
             if having is None:
@@ -564,7 +575,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                     totals.append(compare.max_all(s, column))
             stage.finish_aggregates(plan, totals)
             stage.aggs.update(distinct_counts)
-            counts = [stage.distinct_total(weight, [p]) for p in provenance] + [arith.total(b) for b in branches]
+            counts = [stage.distinct_total(w, [p]) for w, p in provenance] + [arith.total(b) for b in branches]
             flag = _at_least(s, counts or [totals[0]], threshold if step.threshold else 0)
             if having is not None:
                 flag = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
