@@ -207,3 +207,37 @@ def test_union_groups_of_few_shop_rows_are_withheld(engines):
 def test_explain_states_the_rule(engines, path):
     text = engines[path].engine.explain(ONE_ORDER_QUERIES[1][0], "bank")
     assert "groups with fewer than 4 distinct shop rows are withheld" in text
+
+
+OBLIVIOUS_GRANTS = [  # no PLAINTEXT_AFTER_JOIN on the shop's key: the SPU joins on shares
+    ("bank", ("shop.orders.order_id",), "PLAINTEXT_AFTER_COMPARE"),
+    ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE"),
+    ("bank", ("shop.orders.category",), "PLAINTEXT_AFTER_GROUP_BY"),
+]
+
+
+@pytest.fixture(scope="module")
+def oblivious(tmp_path_factory, federation_writer, grants_for, oracle_for):
+    tables = threshold_tables()
+    path = federation_writer(tmp_path_factory.mktemp("oblivious"), {"bank": tables["bank"], "shop": tables["shop"]},
+                             grants_for(*OBLIVIOUS_GRANTS), parties=("bank", "shop"))
+    with Engine(path) as engine:
+        yield oracle_for(engine)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT SUM(o.amount), COUNT(*) FROM bank.rep r JOIN shop.orders o ON r.id = o.order_id",
+    "SELECT o.category, SUM(o.amount) FROM bank.rep r JOIN shop.orders o ON r.id = o.order_id GROUP BY o.category",
+    "SELECT r.id, SUM(o.amount) FROM bank.rep r JOIN shop.orders o ON r.id = o.order_id GROUP BY r.id",
+])
+def test_an_oblivious_join_counts_the_unique_sides_distinct_rows(oblivious, sql):
+    """One shop order joined to ten copies of its id in the issuer's table: withheld."""
+    assert "SPU(bank, shop)" in oblivious.engine.explain(sql, "bank")
+    assert oblivious.engine.execute(sql, "bank").table.num_rows == 0
+    oblivious.check(sql, "bank")
+
+
+def test_an_oblivious_join_passes_groups_of_enough_distinct_rows(oblivious):
+    sql = "SELECT c.region, COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.order_id " \
+          "GROUP BY c.region"
+    assert oblivious.check(sql, "bank").num_rows > 0
