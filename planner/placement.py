@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from sqlsecure.errors import NotSupportedError, PlanError
+from sqlsecure.errors import NotSupportedError, PlanError, PolicyViolation
 from sqlsecure.planner.cost import Estimate, Link, estimate
 from sqlsecure.planner.logical import (
     aggregates_in,
@@ -116,6 +116,8 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     secure = _secure_stage_plan(list(filters), project, aggregate, sort, limit, plan_ctx, None, members)
     threshold = ctx.min_group_size if aggregate is not None else 0
     protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
+    for i in protected:
+        _check_rows_kept(union.branches[i].party, union.branches[i].select)
     out = "union_spu_out"
     steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, branch_rows=protected,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
@@ -139,6 +141,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
             select, release, finish_sql = _dp_pushdown(select, ctx.dp)
         elif aggregates and ctx.min_group_size > 0:
             threshold = ctx.min_group_size
+            _check_rows_kept(party, select)
             select = _with_threshold(select, threshold)
     steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
     if release is not None:
@@ -228,7 +231,25 @@ def _protected_rows(join: InnerJoin, aggregate, ctx: PlacementContext) -> tuple[
     every input of a party other than the issuer (the issuer's own rows never count towards it)."""
     if aggregate is None or ctx.dp is not None or ctx.min_group_size <= 0:
         return ()
-    return tuple((q.party, f"__prov_r{i}") for i, q in enumerate(join.inputs) if q.party != ctx.issuer)
+    protected = tuple((q.party, f"__prov_r{i}", q.select) for i, q in enumerate(join.inputs) if q.party != ctx.issuer)
+    for party, _, select in protected:
+        _check_rows_kept(party, select)
+    return tuple((party, column) for party, column, _ in protected)
+
+
+def _check_rows_kept(party: str, select: exp.Expression) -> None:
+    """Refuse a protected owner's pushed-down part that can repeat one of its rows (a UNION ALL, a join
+    of its own tables, UNNEST): the group threshold counts the rows of that part, which repetition
+    would inflate as duplicates of the issuer's own would."""
+    for node, what in ((exp.Union, "a UNION ALL"), (exp.Join, "a join of its own tables"), (exp.Unnest, "UNNEST"),
+                       (exp.Explode, "UNNEST")):
+        found = next((n for n in select.find_all(node) if not (isinstance(n, exp.Union) and n.args.get("distinct"))),
+                     None)
+        if found is not None:
+            raise PolicyViolation(
+                f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
+                f"({what}: {found.sql(dialect='duckdb')[:80]}) can repeat a row of it; aggregate over {party}'s "
+                "tables without repeating their rows")
 
 
 def _local_threshold(assignment, protected, outer: set[str]) -> None:

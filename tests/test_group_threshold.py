@@ -49,6 +49,7 @@ def test_group_by_within_counts_distinct_weighted_values(nparties, rows):
 import pyarrow as pa  # noqa: E402
 
 from sqlsecure.engine import Engine  # noqa: E402
+from sqlsecure.errors import PolicyViolation  # noqa: E402
 from tests.test_enclave_queries import enclave_section  # noqa: E402
 
 K = 4
@@ -241,3 +242,17 @@ def test_an_oblivious_join_passes_groups_of_enough_distinct_rows(oblivious):
     sql = "SELECT c.region, COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.order_id " \
           "GROUP BY c.region"
     assert oblivious.check(sql, "bank").num_rows > 0
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT AVG(o.amount) FROM bank.customers c JOIN (SELECT * FROM shop.orders UNION ALL SELECT * FROM shop.orders "
+    "UNION ALL SELECT * FROM shop.orders UNION ALL SELECT * FROM shop.orders) o ON c.id = o.customer_id "
+    f"WHERE {ONE_ORDER}",
+    "SELECT AVG(o.amount) FROM shop.orders o JOIN shop.orders o2 ON o.customer_id = o2.customer_id "
+    f"WHERE {ONE_ORDER}",
+    f"SELECT AVG(o.amount), COUNT(*) FROM shop.orders o, (VALUES (1), (2), (3), (4)) v(x) WHERE {ONE_ORDER}",
+    f"SELECT AVG(o.amount) FROM (SELECT amount, order_id, UNNEST([1, 2, 3, 4]) FROM shop.orders) o WHERE {ONE_ORDER}",
+])
+def test_the_issuer_cannot_repeat_a_protected_owners_rows_inside_its_part(engines, sql):
+    with pytest.raises(PolicyViolation, match="can repeat a row"):
+        engines["local"].engine.plan(sql, "bank")
