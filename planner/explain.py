@@ -34,6 +34,8 @@ def _movements(step) -> list[str]:
         moves += [f"{v} -> {k}: Paillier public key, then ciphertexts of {2 * step.key_bits // 8} B, each packing "
                   "the value columns of one or more rows",
                   f"{k} -> {v}: masked per-group sums (ciphertexts, several groups per ciphertext)"]
+        if step.value_rows:
+            moves.append(f"{v} -> {k}: the most joined rows one of its rows appears in (8 B, for the minimum group size)")
         moves += [f"{p} -> {step.issuer}: its shares of the group sums" for p in (k, v) if p != step.issuer]
     if isinstance(step, EnclaveStage):
         moves += [f"enclave -> {p}: the session and a quote; {p} verifies it before sending anything"

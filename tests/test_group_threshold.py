@@ -201,6 +201,7 @@ def test_union_groups_of_few_shop_rows_are_withheld(engines):
 def test_explain_states_the_rule(engines, path):
     text = engines[path].engine.explain(ONE_ORDER_QUERIES[1][0], "bank")
     assert "groups with fewer than 4 distinct shop rows are withheld" in text
+    assert ("shop -> bank: the most joined rows one of its rows appears in" in text) == (path == "he")
 
 
 OBLIVIOUS_GRANTS = [  # no PLAINTEXT_AFTER_JOIN on the shop's key: the SPU joins on shares
