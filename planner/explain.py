@@ -34,6 +34,8 @@ def _movements(step) -> list[str]:
         moves += [f"{v} -> {k}: Paillier public key, then ciphertexts of {2 * step.key_bits // 8} B, each packing "
                   "the value columns of one or more rows",
                   f"{k} -> {v}: masked per-group sums (ciphertexts, several groups per ciphertext)"]
+        if step.value_rows:
+            moves.append(f"{v} -> {k}: the most joined rows one of its rows appears in (8 B, for the minimum group size)")
         moves += [f"{p} -> {step.issuer}: its shares of the group sums" for p in (k, v) if p != step.issuer]
     if isinstance(step, EnclaveStage):
         moves += [f"enclave -> {p}: the session and a quote; {p} verifies it before sending anything"
@@ -69,6 +71,14 @@ def _spu_estimate(step) -> str:
     if sorts:
         text += f"; {sorts} oblivious shuffle/sort(s) of ~2 ln n levels (about 7 rounds each) and ~200 B per row"
     return text
+
+
+def _threshold_lines(phys) -> list[str]:
+    """The group threshold as it is enforced: per protected owner, its distinct rows."""
+    if not phys.counted:
+        return [f"groups with fewer than {phys.min_group_size} rows are not revealed"]
+    return [f"groups with fewer than {phys.min_group_size} distinct {party} rows are withheld "
+            "(the issuer's own rows and repeated rows do not count)" for party in phys.counted]
 
 
 def render_explain(plan, pushdown=None) -> str:
@@ -146,7 +156,7 @@ def render_explain(plan, pushdown=None) -> str:
     others = sorted(phys.parties - {p for p, _ in learned})
     lines += [f"  {party}: nothing" for party in others]
     if phys.min_group_size:
-        lines += ["", f"groups with fewer than {phys.min_group_size} rows are not revealed"]
+        lines += [""] + _threshold_lines(phys)
     if phys.notes:
         lines += [""] + list(phys.notes)
     if plan.visibility:

@@ -116,9 +116,13 @@ class HEGroupBy(Step):
     values_sql: str
     local: tuple[str, ...]  # outputs computed by the key party, in its group table
     sums: tuple[tuple[str, str, int], ...]  # (output, "sum" | "avg" | "count", value column)
-    threshold: int
+    threshold: int  # the key party's distinct rows per group ("__n") must reach it
     key_bits: int
     out: str
+    # The value party's provenance columns when its rows are protected: it tells the key party the
+    # most joined rows any one of its rows appears in (m), and a group passes only with at least
+    # threshold * m rows ("__rows"), so it has at least `threshold` distinct value-party rows.
+    value_rows: tuple[str, ...] = ()
 
     @property
     def parties(self):
@@ -158,6 +162,11 @@ class SecureStage(Step):
     # two relations on shares (no party learns which rows match), then runs on the joined rows.
     secret_join: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     kinds: tuple[str, ...] = ()  # the SPU kind DuckDB's type of each revealed output maps to (empty: unchecked)
+    # The group threshold counts, per protected owner (every party but the issuer), its distinct rows:
+    # the provenance columns (inputs) whose distinct values per group must reach `threshold`, and
+    # the UNION ALL branches whose rows per group must reach it. Both empty: rows are counted.
+    distinct_rows: tuple[str, ...] = ()
+    branch_rows: tuple[int, ...] = ()
 
     @property
     def parties(self):
@@ -240,6 +249,7 @@ class PhysicalPlan:
     leakage: tuple[tuple[str, str], ...] = ()  # (party, what it learns)
     notes: tuple[str, ...] = ()
     min_group_size: int = 0  # applied to revealed aggregates (0: not applied)
+    counted: tuple[str, ...] = ()  # the owners whose distinct rows per group it counts (empty: rows)
     uses: tuple[str, ...] = field(default=(), compare=False)  # policy checks passed, for EXPLAIN
     epsilon: float = 0.0  # differential privacy charged to the issuer before release
     delta: float = 0.0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from sqlsecure.errors import NotSupportedError, PlanError
+from sqlsecure.errors import NotSupportedError, PlanError, PolicyViolation
 from sqlsecure.planner.cost import Estimate, Link, estimate
 from sqlsecure.planner.logical import (
     aggregates_in,
@@ -115,13 +115,16 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     members = tuple(sorted({b.party for b in union.branches}))
     secure = _secure_stage_plan(list(filters), project, aggregate, sort, limit, plan_ctx, None, members)
     threshold = ctx.min_group_size if aggregate is not None else 0
+    protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
+    for i in protected:
+        _check_rows_kept(union.branches[i].party, union.branches[i].select)
     out = "union_spu_out"
-    steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold,
+    steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, branch_rows=protected,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
     steps.append(_finish_outputs(project, ctx.issuer, out))
     leakage = [(p, "the row count of every branch of the UNION ALL, and the result's size") for p in members]
     leakage.append((ctx.issuer, "the query result"))
-    return _plan(ctx, steps, leakage, threshold)
+    return _plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
 
 
 def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
@@ -138,6 +141,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
             select, release, finish_sql = _dp_pushdown(select, ctx.dp)
         elif aggregates and ctx.min_group_size > 0:
             threshold = ctx.min_group_size
+            _check_rows_kept(party, select)
             select = _with_threshold(select, threshold)
     steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
     if release is not None:
@@ -150,7 +154,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
     return _plan(ctx, steps, leakage, threshold)
 
 
-def _plan(ctx: PlacementContext, steps, leakage, threshold: int) -> PhysicalPlan:
+def _plan(ctx: PlacementContext, steps, leakage, threshold: int, counted=()) -> PhysicalPlan:
     notes = tuple(ctx.dp.describe()) if ctx.dp is not None else ()
     if ctx.dp is not None and ctx.dp.grouped:
         (noise,) = [s for s in steps if isinstance(s, Noise) and s.release.threshold is not None][:1] or [None]
@@ -163,7 +167,8 @@ def _plan(ctx: PlacementContext, steps, leakage, threshold: int) -> PhysicalPlan
         if isinstance(step, Mask):
             notes += tuple(f"masked for {ctx.issuer}: {column} ({mask.describe()})" for column, mask in step.columns)
     return PhysicalPlan(ctx.issuer, tuple(steps), tuple(dict.fromkeys(leakage)), notes=notes,
-                        min_group_size=threshold, uses=ctx.usage.passed(),
+                        min_group_size=threshold, counted=tuple(dict.fromkeys(counted)) if threshold else (),
+                        uses=ctx.usage.passed(),
                         epsilon=ctx.dp.epsilon if ctx.dp else 0.0, delta=ctx.dp.delta if ctx.dp else 0.0)
 
 
@@ -219,6 +224,55 @@ def _with_threshold(select: exp.Select, k: int) -> exp.Select:
     having = select.args.get("having")
     select.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
     return select
+
+
+def _protected_rows(join: InnerJoin, aggregate, ctx: PlacementContext) -> tuple[tuple[str, str], ...]:
+    """(party, provenance column) of each join input whose distinct rows the group threshold counts:
+    every input of a party other than the issuer (the issuer's own rows never count towards it)."""
+    if aggregate is None or ctx.dp is not None or ctx.min_group_size <= 0:
+        return ()
+    protected = tuple((q.party, f"__prov_r{i}", q.select) for i, q in enumerate(join.inputs) if q.party != ctx.issuer)
+    for party, _, select in protected:
+        _check_rows_kept(party, select)
+    return tuple((party, column) for party, column, _ in protected)
+
+
+def _check_rows_kept(party: str, select: exp.Expression) -> None:
+    """Refuse a protected owner's pushed-down part that can repeat one of its rows (a UNION ALL, a join
+    of its own tables, UNNEST): the group threshold counts the rows of that part, which repetition
+    would inflate as duplicates of the issuer's own would."""
+    for node, what in ((exp.Union, "a UNION ALL"), (exp.Join, "a join of its own tables"), (exp.Unnest, "UNNEST"),
+                       (exp.Explode, "UNNEST")):
+        found = next((n for n in select.find_all(node) if not (isinstance(n, exp.Union) and n.args.get("distinct"))),
+                     None)
+        if found is not None:
+            raise PolicyViolation(
+                f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
+                f"({what}: {found.sql(dialect='duckdb')[:80]}) can repeat a row of it; aggregate over {party}'s "
+                "tables without repeating their rows")
+
+
+def _local_threshold(assignment, protected, outer: set[str]) -> None:
+    """Plaintext compute can count only the computing party's own distinct rows per group: a protected
+    party that does not compute the groups sends the query to the SPU (NotSupportedError). An
+    ungrouped aggregate gets a part at every protected party, each checking its own rows."""
+    owners = {party for party, _ in protected}
+    if assignment.group_party is None:
+        for party in owners:
+            assignment.by_party.setdefault(party, [])
+        return
+    if assignment.he_party is not None and assignment.he_party not in outer:
+        owners -= {assignment.he_party}  # HE: the value party bounds its rows' multiplicity (HEGroupBy.value_rows)
+    others = sorted(owners - {assignment.group_party})
+    if others:
+        raise NotSupportedError(f"the minimum group size counts {', '.join(others)}'s distinct rows in groups "
+                                f"formed at {assignment.group_party}")
+
+
+def _threshold_having(party: str, protected, threshold: int) -> list[exp.Expression]:
+    """`COUNT(DISTINCT provenance) >= k` for each of `party`'s protected relations."""
+    return [exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[exp.column(column, quoted=True)])),
+                    expression=exp.Literal.number(threshold)) for owner, column in protected if owner == party]
 
 
 def _join_edges(join: InnerJoin, ctx: PlacementContext):
@@ -307,11 +361,13 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if set(join.inputs[0].aliases) & set(join.outer):
         raise NotSupportedError("the preserved side of a LEFT JOIN must come first in FROM")
     default = ctx.issuer if ctx.issuer in members else members[0]
+    protected = _protected_rows(join, aggregate, ctx)
     secure = None
     try:
         if residual or any(e.find(exp.Window) for e in project.expressions):
             raise NotSupportedError("cross-party predicates or window functions")
         assignment = _assign_outputs(project, aggregate, sort, default, ctx)
+        _local_threshold(assignment, protected, {q.party for q in join.inputs if set(q.aliases) & set(join.outer)})
         computing = set(assignment.parties)
         if limit is not None and sort is not None and aggregate is None and len(computing) > 1 and ctx.dp is None \
                 and not ctx.masks and not project.distinct:
@@ -319,7 +375,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
             secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None)
             computing = set(secure["compute"])
     except NotSupportedError as local_error:
-        secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error)
+        secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error, protected=protected)
         computing = set(secure["compute"])
 
     # A party keeps a piece of a joined relation only while it still needs one: to compute outputs,
@@ -375,7 +431,9 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     enclave = None
     if secure is not None and ctx.enclave:
         try:
-            enclave = _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, current)
+            if protected and join.outer:
+                raise NotSupportedError("the enclave cannot count distinct rows of a LEFT JOIN's NULL side")
+            enclave = _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, current, protected)
         except NotSupportedError as why:
             if ctx.enclave == "always":
                 raise NotSupportedError(f"the enclave cannot run this query: {why}") from None
@@ -384,7 +442,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         leakage.append(("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)"))
         steps.append(_finish_outputs(project, ctx.issuer, enclave.out))
         leakage.append((ctx.issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))
-        return _plan(ctx, steps, leakage, ctx.min_group_size if aggregate else 0)
+        return _plan(ctx, steps, leakage, ctx.min_group_size if aggregate else 0, [p for p, _ in protected])
     if secure is not None:
         out = f"{current}_spu_out"
         steps.append(SecureStage(current, out=out, issuer=ctx.issuer, threshold=threshold if aggregate else 0,
@@ -393,7 +451,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                     for p in secure["compute"]]
         steps.append(_finish_outputs(project, ctx.issuer, out))
         leakage.append((ctx.issuer, "the query result"))
-        return _plan(ctx, steps, leakage, threshold if aggregate else 0)
+        return _plan(ctx, steps, leakage, threshold if aggregate else 0, [p for p, _ in protected])
     if ctx.dp is not None:
         if aggregate is None:
             raise NotSupportedError("under differential privacy only aggregates can be revealed")
@@ -403,16 +461,19 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                             {g.sql() for g in aggregate.group_by})
     outputs = [e.alias_or_name for e in project.expressions]
     if assignment.he_party is not None:
-        parts, finish_cols = _he_steps(steps, current, assignment, aggregate, threshold, ctx)
+        parts, finish_cols = _he_steps(steps, current, assignment, aggregate, threshold, ctx, protected)
         leakage += [(assignment.he_party, f"the number of groups (HE group sum with {assignment.group_party})"),
                     (assignment.group_party, f"nothing of {assignment.he_party}'s values (Paillier ciphertexts)")]
+        if any(p == assignment.he_party for p, _ in protected):
+            leakage.append((assignment.group_party, f"the most joined rows any one of {assignment.he_party}'s rows "
+                                                    "appears in (for the minimum group size)"))
     else:
-        parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx)
+        parts, finish_cols = _output_steps(steps, current, assignment, aggregate, threshold, ctx, protected)
     finish_sql = _finish_sql(finish_cols, outputs, project, sort, limit)
     mode = "single" if aggregate is not None and assignment.group_party is None else "rows"
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql))
     leakage.append((ctx.issuer, "the query result"))
-    return _plan(ctx, steps, leakage, threshold if aggregate else 0)
+    return _plan(ctx, steps, leakage, threshold if aggregate else 0, [p for p, _ in protected])
 
 
 UNBALANCED_RATIO = 64  # published sizes this far apart (and the large one >= UNBALANCED_MIN) -> unbalanced PSI
@@ -461,7 +522,8 @@ def _place_secret_join(join, steps, edges, hidden, residual, limit, sort, projec
     if ctx.dp is not None or ctx.masks:
         raise NotSupportedError("an oblivious join with differential privacy or masking is not supported yet")
     ((_, pairs),) = edges.items()
-    secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None, union_parties=tuple(members))
+    secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None, union_parties=tuple(members),
+                                protected=_protected_rows(join, aggregate, ctx))
     ctx.usage.check_cross_party(join, tuple(members), aggregate, project, sort, (*residual, *join.conjuncts))
     threshold = ctx.min_group_size if aggregate is not None else 0
     sides = ((members[0], "r0", tuple(a for a, _ in pairs)), (members[1], "r1", tuple(b for _, b in pairs)))
@@ -472,7 +534,7 @@ def _place_secret_join(join, steps, edges, hidden, residual, limit, sort, projec
     leakage += [(p, "the number of rows (or groups) in the result, from the SPU's compaction") for p in members]
     steps.append(_finish_outputs(project, ctx.issuer, out))
     leakage.append((ctx.issuer, "the query result"))
-    return _plan(ctx, steps, leakage, threshold)
+    return _plan(ctx, steps, leakage, threshold, [p for p in members if p != ctx.issuer])
 
 
 @dataclass
@@ -552,7 +614,8 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
     return Assignment(assigned, constants, group_party, having, having_party, he_party, tuple(he_items))
 
 
-def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error, union_parties=()) -> dict:
+def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error, union_parties=(),
+                       protected=()) -> dict:
     """The SPU stage for what no single party may compute: cross-party predicates and expressions,
     group keys from several parties, values aggregated away from their group keys, secret sorts."""
     if ctx.dp is not None or ctx.masks:
@@ -582,6 +645,7 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
             if column.table:
                 _check_spu_type(column, ctx)
                 inputs[column_key(column)] = ctx.parties[column.table]
+    inputs.update({column: party for party, column in protected})  # the threshold counts their distinct values
     compute = tuple(sorted(set(inputs.values()))) if not union_parties else union_parties
     if len(compute) < 2:
         raise local_error or NotSupportedError("a secure stage needs two compute parties")
@@ -602,7 +666,8 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         group_by=tuple(sql(g) for g in group_by),
         having=sql(aggregate.having) if aggregate is not None and aggregate.having is not None else None,
         outputs=tuple((n, sql(e)) for n, e in items), reveal=tuple(range(len(project.expressions))),
-        order=tuple(order), limit=limit_value, offset=offset_value or 0, kinds=_result_kinds(project))
+        order=tuple(order), limit=limit_value, offset=offset_value or 0, kinds=_result_kinds(project),
+        distinct_rows=tuple(column for _, column in protected))
 
 
 KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed",
@@ -700,7 +765,7 @@ def _enclave_kind(column: exp.Column, ctx) -> str:
     raise NotSupportedError(f"{column.sql()} of type {dtype or 'unknown'} cannot enter the enclave")
 
 
-def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel) -> EnclaveStage:
+def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, protected=()) -> EnclaveStage:
     """The same work on the enclave, when it is only grouping, aggregating plain columns and sorting.
 
     Cost model: an enclave sorts in the clear behind its access-pattern-oblivious network
@@ -775,9 +840,11 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel) -> 
         if limit.offset is not None or not (isinstance(limit.limit, exp.Literal) and limit.limit.is_int):
             raise NotSupportedError("OFFSET, or a LIMIT that is not a whole number, is for the SPU")
         limit_value = int(limit.limit.this)
+    for party, column in protected:  # the group threshold counts each protected owner's distinct rows
+        inputs.setdefault(column, (party, column, column, "int"))
     program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
-                             tuple(select) if aggregate is None else None)
+                             tuple(select) if aggregate is None else None, tuple(c for _, c in protected))
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
 
@@ -807,16 +874,21 @@ def _he_aggregate(expression: exp.Expression, parties) -> bool:
             and len(_party_set(expression.this, parties)) == 1)
 
 
-def _he_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx) -> tuple[list, dict]:
-    """Class 4 on HEU: the group party's own outputs and the HE sums of the value party's."""
+def _he_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, protected=()) -> tuple[list, dict]:
+    """Class 4 on HEU: the group party's own outputs and the HE sums of the value party's. The
+    threshold: the group party's distinct rows ("__n"; its rows when it is the issuer) and, for a
+    protected value party, enough rows ("__rows") for its most repeated row (`HEGroupBy.value_rows`)."""
     keys = [to_piece(g) for g in aggregate.group_by]
     code = exp.Sub(this=exp.Window(this=exp.Anonymous(this="DENSE_RANK"), order=exp.Order(expressions=[
         exp.Ordered(this=k.copy()) for k in keys])), expression=exp.Literal.number(1))
     local = assignment.by_party.get(assignment.group_party, [])
     groups = exp.Select().from_("piece").group_by(*[k.copy() for k in keys])
     keep = to_piece(assignment.having) if assignment.having is not None else exp.true()
+    own = [c.this for c in _threshold_having(assignment.group_party, protected, max(threshold, 1))]
+    distinct = exp.Least(this=own[0], expressions=own[1:]) if len(own) > 1 else own[0] if own else None
     groups.set("expressions", [exp.alias_(to_piece(e), n, quoted=True) for n, e in local] + [
-        exp.alias_(exp.Count(this=exp.Star()), "__n", quoted=True), exp.alias_(keep, "__keep", quoted=True),
+        exp.alias_(distinct or exp.Count(this=exp.Star()), "__n", quoted=True),
+        exp.alias_(exp.Count(this=exp.Star()), "__rows", quoted=True), exp.alias_(keep, "__keep", quoted=True),
         exp.alias_(code.copy(), "__code", quoted=True)])
     codes = exp.Select().from_("piece").select(exp.alias_(code, "__code", quoted=True)).order_by(
         exp.column("__row", quoted=True))
@@ -835,14 +907,15 @@ def _he_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx) -> 
     out = f"{rel}_he_out"
     steps.append(HEGroupBy(rel, assignment.group_party, assignment.he_party, ctx.issuer,
                            groups.sql(dialect="duckdb"), codes.sql(dialect="duckdb"), values.sql(dialect="duckdb"),
-                           tuple(n for n, _ in local), tuple(sums), threshold, ctx.he_key_bits, out))
+                           tuple(n for n, _ in local), tuple(sums), threshold, ctx.he_key_bits, out,
+                           tuple(c for p, c in protected if p == assignment.he_party)))
     finish_cols = {n: exp.column(n, quoted=True).sql(dialect="duckdb") for n, _ in local + list(assignment.he_items)}
     for name, expression in assignment.constants.items():
         finish_cols[name] = expression.sql(dialect="duckdb")
     return [(ctx.issuer, out)], finish_cols
 
 
-def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx):
+def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, protected=()):
     """Compute each party's outputs over its piece of the joined relation, and reveal them."""
     parts = []
     finish_cols: dict[str, str] = {}
@@ -854,7 +927,7 @@ def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx)
             exprs, release = ctx.dp.rewrite(exprs, group_sqls)
         select = exp.Select().from_("piece")
         columns = [exp.alias_(to_piece(e), n, quoted=True) for n, e in exprs]
-        select.set("expressions", columns or [exp.alias_(exp.Literal.number(1), "__kept", quoted=True)])
+        select.set("expressions", columns or [exp.alias_(exp.Literal.number(1), f"__kept_{party}", quoted=True)])
         if aggregate is None:
             select = select.order_by(exp.column("__row", quoted=True))
         else:
@@ -864,7 +937,7 @@ def _output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx)
             if assignment.having is not None and party == assignment.having_party:
                 conds.append(to_piece(assignment.having))
             if threshold > 0:
-                conds.append(exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(threshold)))
+                conds += _threshold_having(party, protected, threshold)
             if conds:
                 select.set("having", exp.Having(this=exp.and_(*conds)))
         out = f"{rel}_{party}_out"

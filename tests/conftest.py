@@ -108,6 +108,42 @@ def all_plaintext(parties=PARTIES) -> str:
     return "\n".join(out)
 
 
+def _union_branches(node: exp.Expression) -> list[exp.Select]:
+    if isinstance(node, exp.Union):
+        return _union_branches(node.left) + _union_branches(node.right)
+    return _union_branches(node.this) if isinstance(node, exp.Subquery) else [node]
+
+
+def protected_counts(tree: exp.Select, issuer: str) -> list[exp.Expression]:
+    """The group threshold's counts, as the engine applies it: per party other than the issuer, its
+    distinct rows in the group (`rowid`s of its tables in FROM, row numbers of its subqueries in FROM);
+    per UNION ALL branch of such a party, its rows. Tags subqueries in place; COUNT(*) if none."""
+    rows: dict[str, list[exp.Expression]] = {}
+    counts = []
+    for source in [tree.args["from_"].this, *(j.this for j in tree.args.get("joins") or [])]:
+        name = source.alias_or_name
+        if isinstance(source, exp.Table) and source.db:
+            rows.setdefault(source.db, []).append(exp.column("rowid", table=name))
+        elif isinstance(source, exp.Subquery) and isinstance(source.this, exp.Union):
+            for i, branch in enumerate(_union_branches(source.this)):
+                branch.select(exp.alias_(exp.Literal.number(i), "__oracle_branch"), copy=False)
+                owners = {t.db for t in branch.find_all(exp.Table) if t.db}
+                if owners - {issuer}:
+                    counts.append(exp.Sum(this=exp.If(this=exp.EQ(this=exp.column("__oracle_branch", table=name),
+                                                                   expression=exp.Literal.number(i)),
+                                                      true=exp.Literal.number(1), false=exp.Literal.number(0))))
+        elif isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
+            owners = {t.db for t in source.find_all(exp.Table) if t.db}
+            if len(owners) == 1:
+                source.this.select(exp.alias_(sqlglot.parse_one("ROW_NUMBER() OVER ()"), "__oracle_row"), copy=False)
+                rows.setdefault(owners.pop(), []).append(exp.column("__oracle_row", table=name))
+    for party, refs in rows.items():
+        if party != issuer:
+            row = refs[0] if len(refs) == 1 else exp.Tuple(expressions=refs)
+            counts.append(exp.Count(this=exp.Distinct(expressions=[row])))
+    return counts or [exp.Count(this=exp.Star())]
+
+
 class Oracle:
     """Plain DuckDB over the union of all parties' tables, one schema per party."""
 
@@ -127,11 +163,15 @@ class Oracle:
         cfg = self.engine.config
         tree = sqlglot.parse_one(sql, read=cfg.dialect)
         parties = {t.db for t in tree.find_all(exp.Table) if t.db}
-        k = cfg.min_group_size
+        tables = {f"{t.db}.{t.name}" for t in tree.find_all(exp.Table) if t.db}
+        k = max([cfg.min_group_size] + [int(rule.get("min_group_size") or 0)  # stricter per-table rules
+                                        for name, rule in cfg.rules.items()
+                                        if name in tables and not name.startswith(f"{issuer}.")])
         if k and parties - {issuer} and isinstance(tree, exp.Select) and (
             tree.args.get("group") or any(a for e in tree.expressions for a in e.find_all(exp.AggFunc) if a.find_ancestor(exp.Window) is None)
         ):
-            cond = sqlglot.parse_one(f"COUNT(*) >= {k}")
+            cond = exp.and_(*(exp.GTE(this=count, expression=exp.Literal.number(k))
+                              for count in protected_counts(tree, issuer)))
             having = tree.args.get("having")
             tree.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
         return self.con.sql(tree.sql(dialect="duckdb")).to_arrow_table()

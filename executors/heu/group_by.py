@@ -5,7 +5,10 @@ as value·10^s, floating point as value·10^6 rounded (absolute error ≤ 5·10^
 for values with at most six decimals, as money read from CSV usually is). Each
 value column travels with its validity column (1 where not NULL), so SUM skips NULLs, COUNT(x)
 counts non-NULLs and AVG divides by them. The issuer receives the key party's shares of the kept
-groups only (those with at least `threshold` rows that pass HAVING) and the value party's shares
+groups only (those that pass HAVING and the group threshold: at least `threshold` distinct rows of
+the key party when it is protected, and at least `threshold` * m rows when the value party is,
+m being the most joined rows any one value-party row appears in, which the value party tells the
+key party) and the value party's shares
 of every group — useless without the other half — and opens the sums.
 
 Both sides use the process's HE worker processes (`heu.workers.HEWorkers`, one per core) for their
@@ -70,7 +73,7 @@ def shares_table(codes: np.ndarray, shares: list[list[int]], extra: pa.Table | N
 
 
 def key_party_side(endpoint: Endpoint, step, groups: pa.Table, codes: np.ndarray, tag: str,
-                   workers: HEWorkers | None = None) -> pa.Table | None:
+                   workers: HEWorkers | None = None, multiplicity: int = 1) -> pa.Table | None:
     """Sum the value party's ciphertexts by group; send the kept groups' shares (or keep them).
 
     `workers` default to a handle on the process's HE worker processes (one per core)."""
@@ -78,7 +81,8 @@ def key_party_side(endpoint: Endpoint, step, groups: pa.Table, codes: np.ndarray
                                 workers or HEWorkers())
     groups = groups.sort_by("__code")
     keep = np.array(groups.column("__keep").to_pylist(), dtype=bool) & (
-        groups.column("__n").to_numpy(zero_copy_only=False) >= step.threshold)
+        groups.column("__n").to_numpy(zero_copy_only=False) >= step.threshold) & (
+        groups.column("__rows").to_numpy(zero_copy_only=False) >= step.threshold * multiplicity)
     kept_codes = np.flatnonzero(keep)
     table = shares_table(kept_codes, [[col[g] for g in kept_codes] for col in share.shares],
                          groups.filter(pa.array(keep)).select(list(step.local)))
@@ -86,6 +90,12 @@ def key_party_side(endpoint: Endpoint, step, groups: pa.Table, codes: np.ndarray
         return table
     endpoint.send_table(step.issuer, f"{tag}/key-shares", table)
     return None
+
+
+def row_multiplicity(piece: pa.Table, provenance: tuple[str, ...]) -> int:
+    """The most joined rows any one base row (of the given provenance columns) appears in (>= 1)."""
+    counts = [np.unique(piece.column(c).drop_null().to_numpy(), return_counts=True)[1] for c in provenance]
+    return max([1, *(int(c.max()) for c in counts if len(c))])
 
 
 def value_party_side(endpoint: Endpoint, step, values: pa.Table, tag: str,

@@ -23,7 +23,7 @@ from sqlsecure.executors.psi.ecdh import compose_matches, local_join_indices, ps
 PSI = {"ecdh": (psi_join_indices, psi_membership), "kkrt": (kkrt_join_indices, kkrt_membership)}
 from sqlsecure.policy.masking import apply_mask
 from sqlsecure.executors.tee.stage import inputs_table, issuer_side, party_side
-from sqlsecure.executors.heu.group_by import key_party_side, open_sums, value_party_side
+from sqlsecure.executors.heu.group_by import key_party_side, open_sums, row_multiplicity, value_party_side
 from sqlsecure.executors.spu.stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.physical import (
@@ -259,10 +259,15 @@ class PartyExecutor:
         if me == step.key_party:
             groups = scratch_sql(step.groups_sql, {"piece": piece}, me)
             codes = scratch_sql(step.codes_sql, {"piece": piece}, me).column("__code").to_numpy(zero_copy_only=False)
-            mine = key_party_side(endpoint, step, groups, codes.astype(np.int64), f"{tag}/he")
+            multiplicity = self._recv_multiplicity(step, f"{tag}/he/multiplicity") if step.value_rows else 1
+            mine = key_party_side(endpoint, step, groups, codes.astype(np.int64), f"{tag}/he",
+                                  multiplicity=multiplicity)
             if me == step.issuer:
                 return open_sums(step, mine, endpoint.recv_table(step.value_party, f"{tag}/he/value-shares"))
         elif me == step.value_party:
+            if step.value_rows:  # the group threshold: how often my most repeated row is joined
+                endpoint.send(step.key_party, f"{tag}/he/multiplicity",
+                              row_multiplicity(piece, step.value_rows).to_bytes(8, "big"))
             values = scratch_sql(step.values_sql, {"piece": piece}, me)
             mine = value_party_side(endpoint, step, values, f"{tag}/he", None)
             if me == step.issuer:
@@ -271,6 +276,12 @@ class PartyExecutor:
             return open_sums(step, endpoint.recv_table(step.key_party, f"{tag}/he/key-shares"),
                              endpoint.recv_table(step.value_party, f"{tag}/he/value-shares"))
         return None
+
+    def _recv_multiplicity(self, step: HEGroupBy, tag: str) -> int:
+        raw = self._endpoint.recv(step.value_party, tag)
+        if len(raw) != 8 or not 1 <= int.from_bytes(raw, "big") < 1 << 62:
+            raise ProtocolError(f"{step.value_party} sent a malformed row multiplicity")
+        return int.from_bytes(raw, "big")
 
     def _mask(self, table: pa.Table, step: Mask) -> pa.Table:
         for column, mask in step.columns:

@@ -49,7 +49,8 @@ def has_unique_keys(encoded: list[bytes | None]) -> bool:
 
 
 def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, int], tag: str, limits=None):
-    """Share both sides, join them obliviously; returns ({column: SV}, match weight, joined rows).
+    """Share both sides, join them obliviously; returns ({column: SV}, match weight, joined rows, the
+    party of the side whose rows each appear once in the joined rows: the one with repeated keys).
 
     `tables`: side index -> this party's relation (its side only); `rows`: side -> row count;
     `limits`: column -> `ranges.Limit` its owner checks before anything is sent."""
@@ -105,4 +106,4 @@ def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, 
         for column, kind, count in columns:
             cols[column] = SV(list(payload[at:at + count]), payload[at + count], kind)
             at += count + 1
-    return cols, joined.match, len(joined.match)
+    return cols, joined.match, len(joined.match), step.secret_join[1 - unique][0]

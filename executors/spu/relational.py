@@ -293,13 +293,18 @@ class Grouped:
     aggregates: list[ArithShare]
     starts: ArithShare
     carried: list[ArithShare] = ()  # the `carry` columns, in the sorted order
+    distinct: ArithShare | None = None  # with `within`: distinct values of weight 1 per group (valid at `last`)
 
 
 def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithShare | None]],
-             key_bits: list[int] | None = None, carry: list[ArithShare] = ()) -> Grouped:
+             key_bits: list[int] | None = None, carry: list[ArithShare] = (),
+             within: tuple[ArithShare, ArithShare] | None = None) -> Grouped:
     """GROUP BY keys with aggregates [(kind, column)] (kind in sum/count/min/max; count takes None).
     `key_bits` as for `sort`; `carry`: more columns sorted along (e.g. the key values themselves,
-    when `keys` is one small code standing for them)."""
+    when `keys` is one small code standing for them). `within` = (0/1 weight, value): sorted as
+    minor keys that do not split groups, so one sort also yields `distinct`, the number of
+    distinct values among each group's rows of weight 1 (run starts of (group, weight, value)
+    times the weight, summed in the same segmented scan): the group threshold's distinct rows."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
         if kind not in AGGREGATES:
@@ -317,13 +322,21 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     if n == 0:
         empty = ArithShare(np.zeros(0, np.uint64))
         return Grouped(list(keys), empty, [ArithShare(np.zeros(0, np.uint64), 0 if c is None else c.frac)
-                                           for _, c in aggs], empty, list(carry))
-    sorted_keys, payload = sort(s, list(keys), [*value_cols, *carry], key_bits=key_bits)
+                                           for _, c in aggs], empty, list(carry), empty if within else None)
+    sort_keys, bits = list(keys), key_bits
+    if within is not None:
+        sort_keys += list(within)
+        bits = None if key_bits is None else [*key_bits, 2, 64]
+    sorted_keys, payload = sort(s, sort_keys, [*value_cols, *carry], key_bits=bits)
     payload, carried = payload[:len(value_cols)], payload[len(value_cols):]
+    firsts = []
+    if within is not None:  # a (group, weight, value) run of weight 1 starts here
+        firsts = [arith.beaver_mul(s, neighbour_starts(s, sorted_keys), sorted_keys[len(keys)])]
+        sorted_keys = sorted_keys[:len(keys)]
     starts = neighbour_starts(s, sorted_keys)
     col_of = {id(c): p for c, p in zip(value_cols, payload)}
     ones = arith.public(s, np.ones(n, np.int64))
-    sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"]
+    sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"] + firsts
     want_count = any(kind == "count" for kind, _ in aggs)
     scanned = segmented_sum(s, [*sums, *([ones] if want_count else [])], starts) if sums or want_count else []
     sum_out = scanned[:len(sums)]
@@ -341,7 +354,7 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
         else:
             i = next(k for k, (c, mx) in enumerate(extremes) if c is col and mx == (kind == "max"))
             out.append(ext_out[i])
-    return Grouped(sorted_keys, last, out, starts, carried)
+    return Grouped(sorted_keys, last, out, starts, carried, sum_out[si] if firsts else None)
 
 
 def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[ArithShare]:

@@ -8,6 +8,11 @@ when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
 alone. NULLs travel as a validity bit beside every value; a NULL compares as false.
 
+The group threshold (`SecureStage.threshold`) counts, per protected owner, its distinct rows in a
+group: the owner's provenance column rides along the group sort as a minor key and the starts of
+its runs are summed (`relational.group_by(within=...)`); a UNION ALL branch's rows are summed by
+their public positions. No single count is opened: only the keep bit, through the compaction.
+
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
 many sums fall outside the division's fixed-point range, and how many sort keys (ORDER BY, windows,
@@ -127,6 +132,8 @@ class Stage:
         self.checked: list[str] = []  # the AVGs whose sums `out_of_range` checks, for the error message
         self.keys_out_of_range: list[ArithShare] = []  # sort keys a secure comparison cannot order exactly
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
+        self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
+        self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -396,12 +403,33 @@ class Stage:
         if len(args) != 1:
             raise NotSupportedError("COUNT(DISTINCT a, b) in secure computation")
         v = self.secret(self.ev(args[0]))
-        w = arith.beaver_mul(s, weight, v.valid)
-        keys = [w, *v.limbs]
-        sorted_keys, _ = relational.sort(s, keys, [], [False] * len(keys))
-        starts = relational.neighbour_starts(s, sorted_keys)
-        count = arith.total(arith.beaver_mul(s, starts, sorted_keys[0]))
-        return SV([count], self.ones(1), "int")
+        return SV([self.distinct_total(arith.beaver_mul(s, weight, v.valid), v.limbs)], self.ones(1), "int")
+
+    def distinct_total(self, weight: ArithShare, limbs: list[ArithShare]) -> ArithShare:
+        """The number of distinct values among the rows of weight 1: sort (weight, value), count run starts."""
+        keys = [weight, *limbs]
+        sorted_keys, _ = relational.sort(self.s, keys, [], [False] * len(keys))
+        starts = relational.neighbour_starts(self.s, sorted_keys)
+        return arith.total(arith.beaver_mul(self.s, starts, sorted_keys[0]))
+
+    # -- the group threshold ------------------------------------------------------------------
+    def branch_weights(self, weight: ArithShare) -> list[ArithShare]:
+        """The weight restricted to each protected UNION ALL branch's rows (public positions: local)."""
+        out, offsets = [], np.cumsum([0] + [self.union_rows[i] for i in sorted(self.union_rows)])
+        for branch in self.step.branch_rows:
+            inside = np.zeros(len(weight), dtype=np.uint64)
+            inside[offsets[branch]:offsets[branch + 1]] = 1
+            out.append(weight * inside)
+        return out
+
+    def provenance(self, weight: ArithShare) -> tuple[list[tuple[ArithShare, ArithShare]], list[ArithShare]]:
+        """(weight, provenance) of each protected owner's relation whose rows may repeat: the base row
+        number, and the row weight where it is not NULL (a LEFT JOIN's unmatched rows are none of that
+        owner's rows); and the weights alone of those whose rows appear once at most (their distinct
+        rows are their weighted rows: no sort, so the traffic stays a function of the sizes)."""
+        weights = {c: arith.beaver_mul(self.s, weight, self.cols[c].valid) for c in self.step.distinct_rows}
+        return ([(w, self.cols[c].value) for c, w in weights.items() if c not in self.once],
+                [w for c, w in weights.items() if c in self.once])
 
     def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
         s = self.s
@@ -472,6 +500,18 @@ def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
     return compare.min_all(s, column) if kind == "min" else compare.max_all(s, column)
 
 
+def _at_least(s: SpuSession, counts: list[ArithShare], k: int) -> ArithShare:
+    """0/1 share: every count (of a group, or of the whole relation) is at least k. The group
+    threshold: one count per protected owner; one batched comparison, then the ANDs."""
+    n = len(counts[0])
+    bits = compare.greater_equal(s, arith.concat(counts), arith.public(s, np.full(n * len(counts), k, dtype=np.int64)),
+                                 arith=True)
+    out = bits[0:n]
+    for i in range(1, len(counts)):
+        out = arith.beaver_mul(s, out, bits[i * n:(i + 1) * n])
+    return out
+
+
 def _columns(values: list[SV]) -> list[ArithShare]:
     return [limb for v in values for limb in (*v.limbs, v.valid)]
 
@@ -499,11 +539,13 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     ranges = input_limits(step, kinds, n, s.frac_bits, _parse)  # each owner checks its values against them
     limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
-        cols, weight, n = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
+        cols, weight, n, many = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
         stage = Stage(s, step, n, ranges)
         stage.cols.update(cols)
+        stage.once = {column for party, column in step.inputs if party == many}
     else:
         stage = _shared_inputs(s, step, inputs, kinds, n, union_rows, ranges)
+        stage.union_rows = dict(union_rows or {}) if step.union else {}
         weight = stage.ones()
     for sql in step.filters:
         weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
@@ -590,23 +632,29 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         distinct_counts = {d.sql(dialect="duckdb"): stage.count_distinct(d, weight) for d in distinct}
         agg_inputs, plan = stage.aggregate_inputs(nodes, weight)
         threshold = max(step.threshold, 1)
+        provenance, once = stage.provenance(weight) if step.threshold else ([], [])
+        branches = [*stage.branch_weights(weight), *once] if step.threshold else []
         if step.group_by:
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
             if stage.group_code is None:
                 for k in keys:
                     stage.check_sort_keys(k)
-            if stage.group_code is not None:  # sort on the owner's code, the key values along
-                code, bits = stage.group_code
-                grouped = relational.group_by(s, [code], agg_inputs, key_bits=[bits], carry=key_cols)
-                group_keys = grouped.carried
-            else:
-                grouped = relational.group_by(s, key_cols, agg_inputs)
-                group_keys = grouped.keys
-            rows = grouped.aggregates[0]
-            keep = arith.beaver_mul(s, grouped.last, compare.greater_equal(
-                s, rows, arith.public(s, np.full(len(rows), threshold, dtype=np.int64)), arith=True))
-            results = grouped.aggregates
+
+            def group(aggs, within=None):
+                if stage.group_code is not None:  # sort on the owner's code, the key values along
+                    code, bits = stage.group_code
+                    return relational.group_by(s, [code], aggs, key_bits=[bits], carry=key_cols, within=within)
+                return relational.group_by(s, key_cols, aggs, within=within)
+
+            # the first protected provenance rides along the group sort; further ones sort again
+            grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance[0] if provenance else None)
+            group_keys = grouped.carried if stage.group_code is not None else grouped.keys
+            results = grouped.aggregates[:len(agg_inputs)]
+            counts = [grouped.distinct] if provenance else []
+            counts += [group([("count", None)], p).distinct for p in provenance[1:]]
+            counts += grouped.aggregates[len(agg_inputs):]
+            keep = arith.beaver_mul(s, grouped.last, _at_least(s, counts or [results[0]], threshold))
             if having is None:
                 # keep the groups first: AVG's divisions and range checks then run on the kept groups,
                 # not on every sorted row (the compaction opens the same count either way)
@@ -633,8 +681,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                 totals.append(_total(s, kind, column))
             stage.finish_aggregates(plan, totals)
             stage.aggs.update(distinct_counts)
-            flag = compare.greater_equal(s, totals[0], arith.public(s, np.array([threshold if step.threshold else 0],
-                                                                               dtype=np.int64)), arith=True)
+            counts = [stage.distinct_total(w, [p]) for w, p in provenance] + [arith.total(b) for b in branches]
+            flag = _at_least(s, counts or [totals[0]], threshold if step.threshold else 0)
             if having is not None:
                 flag = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
             values = [stage.secret(stage.ev(e), 1) for e in outputs]

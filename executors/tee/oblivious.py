@@ -296,11 +296,14 @@ class GroupedRows:
 
 def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndarray | None]], *,
              min_group_size: int = 1, trace: AccessTrace | None = None,
-             names: Sequence[str] | None = None, rows: int | None = None) -> GroupedRows:
+             names: Sequence[str] | None = None, rows: int | None = None,
+             distinct: Sequence[np.ndarray] = ()) -> GroupedRows:
     """Oblivious GROUP BY: sort by `keys`, mark groups, segmented aggregates.
 
     With no keys, all rows form one group (kept if it has at least `min_group_size` rows); `rows`
-    gives the row count when there are neither keys nor aggregated columns (COUNT(*) only).
+    gives the row count when there are neither keys nor aggregated columns (COUNT(*) only). With
+    `distinct` columns (protected owners' row provenance), a group is kept only if it has at least
+    `min_group_size` distinct values of each, instead of rows (`distinct_per_group`).
     """
     columns: list[np.ndarray] = []
     slots: list[int | None] = []
@@ -333,8 +336,21 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
         else:
             out.append(segmented_aggregate(kind, None if slot is None else sorted_values[slot], starts, trace, name,
                                            count))
-    keep = last & (count >= max(1, int(min_group_size)))
+    k = max(1, int(min_group_size))
+    keep = last & (count >= k)
+    for values in distinct:
+        keep &= distinct_per_group(keys, values, trace) >= k
     return GroupedRows(sorted_keys, out, count, last, keep)
+
+
+def distinct_per_group(keys: Sequence[np.ndarray], values: np.ndarray, trace: AccessTrace | None = None
+                       ) -> np.ndarray:
+    """Per row of the rows sorted by `keys`, the distinct `values` of its group so far (exact at the
+    group's last row): one more oblivious sort on (keys, value), whose group blocks line up with
+    the sort by `keys` alone, and a segmented count of the (key, value) run starts."""
+    sorted_all, _ = bitonic_sort([*keys, np.asarray(values)], trace=trace)
+    groups = group_starts(sorted_all[:-1]) if keys else np.arange(len(values)) == 0
+    return segmented_aggregate("sum", group_starts(sorted_all).astype(np.int64), groups, trace, "distinct")
 
 
 def order_and_limit(columns: Sequence[np.ndarray], order: Sequence[tuple[np.ndarray, bool]] = (), *,

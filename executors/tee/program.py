@@ -5,7 +5,8 @@ parties send sealed (their rows aligned: row i of every party describes the same
 
     grouped   (group_keys or aggregates)  GROUP BY group_keys with aggregates [(kind, column, name)],
               kinds count / sum / avg / min / max (column None for COUNT(*)); groups of fewer than
-              min_group_size rows are dropped; no keys = one group over all rows. Output columns:
+              min_group_size rows (with `distinct_rows`: distinct values of each of those
+              provenance columns) are dropped; no keys = one group over all rows. Output columns:
               the group keys, then the aggregates by name. Default order: by the group keys.
     plain     the input columns (`select`, default all, in the parties' order), no aggregation.
 
@@ -72,6 +73,7 @@ class EnclaveProgram:
     limit: int | None = None
     min_group_size: int = 1
     select: tuple[str, ...] | None = None
+    distinct_rows: tuple[str, ...] = ()  # provenance columns: groups need min_group_size distinct values of each
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -87,6 +89,7 @@ class EnclaveProgram:
         set_(self, "order", tuple(order))
         if self.select is not None:
             set_(self, "select", _names(self.select, "select"))
+        set_(self, "distinct_rows", _names(self.distinct_rows, "distinct_rows"))
         if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
                                        or self.limit < 0):
             raise ProgrammingError(f"LIMIT must be a non-negative integer, got {self.limit!r}")
@@ -119,6 +122,7 @@ class EnclaveProgram:
 
     def input_columns(self) -> set[str]:
         used = set(self.group_keys) | {a.column for a in self.aggregates if a.column is not None}
+        used |= set(self.distinct_rows)
         if not self.grouped:
             used |= set(self.select or ()) | {c for c, _ in self.order}
         return used
@@ -128,14 +132,16 @@ class EnclaveProgram:
                 "aggregates": [[a.kind, a.column, a.name] for a in self.aggregates],
                 "order": [[c, d] for c, d in self.order], "limit": self.limit,
                 "min_group_size": self.min_group_size,
-                "select": None if self.select is None else list(self.select)}
+                "select": None if self.select is None else list(self.select),
+                "distinct_rows": list(self.distinct_rows)}
 
     @classmethod
     def from_json(cls, obj: dict) -> "EnclaveProgram":
         try:
             return cls(group_keys=obj["group_keys"], aggregates=[tuple(a) for a in obj["aggregates"]],
                        order=[tuple(o) for o in obj["order"]], limit=obj["limit"],
-                       min_group_size=obj["min_group_size"], select=obj["select"])
+                       min_group_size=obj["min_group_size"], select=obj["select"],
+                       distinct_rows=obj.get("distinct_rows", ()))
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed enclave program: {exc!r}") from None
 
@@ -247,7 +253,8 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
     n = len(next(iter(columns.values()))) if columns else 0
     if keys or n:
         grouped = group_by(keys, aggregates, min_group_size=program.min_group_size, trace=trace,
-                           names=[a.name for a in program.aggregates], rows=n)
+                           names=[a.name for a in program.aggregates], rows=n,
+                           distinct=[columns[c] for c in program.distinct_rows])
         out = dict(zip(program.output_names(), [*grouped.keys, *grouped.aggregates]))
         keep = grouped.keep
     else:  # no rows and no keys: the single group is empty, below any min_group_size
