@@ -1,0 +1,279 @@
+"""MySQL's meaning in DuckDB: one rule per difference, composed in `RULES` (applied in order).
+
+Each rule is `rule(tree, context) -> tree` over a type-annotated tree. What sqlglot's transpiler already
+gets right (`/` and `%` giving NULL for a zero divisor, `%`'s sign following the dividend, `CONCAT` giving
+NULL if any argument is NULL, `IF`, `DATEDIFF`) is left to it and covered by tests/test_dialects.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlglot import exp
+from sqlglot.dialects.mysql import MySQL
+
+from sqlsecure.errors import NotSupportedError
+from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
+                                               DialectContext, DType, local_now, template, type_of)
+
+ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
+
+# MySQL's string-to-number conversion: the longest numeric prefix (after leading blanks), 0 if none.
+MYSQL_NUMBER = ("CASE WHEN _s IS NULL THEN NULL ELSE COALESCE(TRY_CAST(NULLIF(REGEXP_EXTRACT(_s, "
+                "'^[ \\t\\n\\r]*([+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?)', 1), '') AS DOUBLE), 0) END")
+
+# DATE_FORMAT / STR_TO_DATE specifiers with an exact DuckDB equivalent; any other one is refused.
+MYSQL_TO_STRFTIME = {
+    "a": "%a", "b": "%b", "c": "%-m", "d": "%d", "e": "%-d", "f": "%f", "H": "%H", "h": "%I", "I": "%I",
+    "i": "%M", "j": "%j", "k": "%-H", "l": "%-I", "M": "%B", "m": "%m", "p": "%p", "r": "%I:%M:%S %p",
+    "S": "%S", "s": "%S", "T": "%H:%M:%S", "U": "%U", "W": "%A", "w": "%w", "Y": "%Y", "y": "%y", "%": "%%",
+}
+# sqlglot's strftime-like spelling of MySQL's specifiers, back to MySQL's (one specifier at a time).
+PARSED_TO_MYSQL = {python: mysql for mysql, python in MySQL.TIME_MAPPING.items() if len(python) <= 3}
+DATE_UNITS = {"DAY", "WEEK", "MONTH", "QUARTER", "YEAR"}
+
+
+def integer_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """`a DIV b`: NULL when b is 0, the quotient truncated toward zero, as an integer.
+
+    >>> from sqlglot import parse_one
+    >>> integer_division(parse_one("SELECT 7 DIV 2", read="mysql"), None).sql("duckdb")
+    'SELECT CAST(TRUNC(7 / NULLIF(2, 0)) AS BIGINT)'
+    """
+    def rewrite(node):
+        if not isinstance(node, exp.IntDiv):
+            return node
+        if type_of(node.this) in INTEGERS and type_of(node.expression) in INTEGERS:
+            return template("_a // NULLIF(_b, 0)", a=node.this, b=node.expression)
+        return template("CAST(TRUNC(_a / NULLIF(_b, 0)) AS BIGINT)", a=node.this, b=node.expression)
+
+    return tree.transform(rewrite)
+
+
+def mysql_number(node: exp.Expression) -> exp.Expression:
+    """A string as MySQL reads it in arithmetic: its numeric prefix as a DOUBLE ('3abc' -> 3, 'x' -> 0)."""
+    return exp.paren(template(MYSQL_NUMBER, s=node), copy=False)
+
+
+def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """Strings in arithmetic, or compared with numbers, are converted as MySQL converts them.
+
+    >>> from sqlglot import parse_one
+    >>> from sqlglot.optimizer.annotate_types import annotate_types
+    >>> "REGEXP_EXTRACT" in implicit_numbers(annotate_types(parse_one("SELECT '3' + 4")), None).sql("duckdb")
+    True
+    """
+    def rewrite(node):
+        if isinstance(node, ARITHMETIC):
+            operands = ("this", "expression")
+        elif isinstance(node, COMPARISONS) and {type_of(node.this), type_of(node.expression)} & NUMBERS:
+            operands = ("this", "expression")
+        elif isinstance(node, exp.Neg):
+            operands = ("this",)
+        else:
+            return node
+        for key in operands:
+            operand = node.args[key]
+            if type_of(operand) in STRINGS:
+                node.set(key, mysql_number(operand))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def mysql_temporal_number(node: exp.Expression) -> exp.Expression | None:
+    """A DATE, DATETIME or TIME as MySQL reads it in arithmetic: 20240131, 20240131235959.000000, 235959."""
+    kind = type_of(node)
+    if kind in DATES:
+        return template("CAST(STRFTIME(_d, '%Y%m%d') AS BIGINT)", d=node)
+    if kind in DATETIMES:
+        return template("CAST(STRFTIME(_d, '%Y%m%d%H%M%S.%f') AS DECIMAL(21, 6))", d=node)
+    if kind in TIMES:
+        return template("CAST(STRFTIME(DATE '2000-01-01' + _d, '%H%M%S') AS BIGINT)", d=node)
+    return None
+
+
+def temporal_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """Dates and times in arithmetic without an INTERVAL are numbers in MySQL: DATE '2024-03-01' -
+    DATE '2024-02-28' is 20240301 - 20240228 = 73, not 2 days; datetime - datetime likewise."""
+    def rewrite(node):
+        if not isinstance(node, ARITHMETIC):
+            return node
+        if isinstance(node.this, exp.Interval) or isinstance(node.expression, exp.Interval):
+            return node
+        for key in ("this", "expression"):
+            number = mysql_temporal_number(node.args[key])
+            if number is not None:
+                node.set(key, exp.paren(number, copy=False))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def branches(node: exp.Expression) -> list[exp.Expression]:
+    """The value expressions of IFNULL/COALESCE, IF and CASE (the candidates for the result)."""
+    if isinstance(node, exp.Coalesce):
+        return [node.this, *node.expressions]
+    if isinstance(node, exp.If):
+        return [v for v in (node.args.get("true"), node.args.get("false")) if v is not None]
+    if isinstance(node, exp.Case):
+        return [i.args["true"] for i in node.args.get("ifs", [])] + ([node.args["default"]]
+                                                                       if node.args.get("default") else [])
+    return []
+
+
+def as_mysql_string(value: exp.Expression, function: str) -> exp.Expression:
+    """A non-string branch as the string MySQL makes of it (TRUE -> '1')."""
+    kind = type_of(value)
+    if kind == DType.BOOLEAN:
+        return template("CAST(CAST(_v AS INTEGER) AS VARCHAR)", v=value)
+    if kind in FLOATS and not isinstance(value, exp.Literal):
+        raise NotSupportedError(
+            f"{function} mixes a string with the floating-point value {value.sql('mysql')}: MySQL's text form "
+            "of a DOUBLE differs from DuckDB's; CAST it to DECIMAL first")
+    return exp.cast(value, "VARCHAR")
+
+
+def mixed_type_results(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """IFNULL/COALESCE/IF/CASE with string and non-string results return a string in MySQL
+    (`IFNULL(name, 0)` is '0' where name is NULL), where DuckDB would try to make the string a number."""
+    def rewrite(node):
+        values = branches(node)
+        kinds = {type_of(v) for v in values if not isinstance(v, exp.Null)}
+        if not (kinds & STRINGS) or kinds <= STRINGS | {DType.UNKNOWN}:
+            return node
+        function = {exp.Coalesce: "IFNULL/COALESCE", exp.If: "IF", exp.Case: "CASE"}[type(node)]
+        for value in values:
+            if type_of(value) not in STRINGS | {DType.UNKNOWN} and not isinstance(value, exp.Null):
+                value.replace(as_mysql_string(value, function))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def mysql_format(node: exp.Expression, function: str) -> str:
+    """The format of DATE_FORMAT/STR_TO_DATE as the user wrote it (sqlglot holds it in strftime's notation)."""
+    if not isinstance(node, exp.Literal) or not node.is_string:
+        raise NotSupportedError(f"{function} needs a constant format string, not {node.sql('mysql')}")
+    return re.sub(r"%-?.", lambda m: PARSED_TO_MYSQL.get(m.group(0), m.group(0)), node.this)
+
+
+def strftime_format(mysql: str, function: str) -> str:
+    """MySQL's format specifiers as DuckDB's; a specifier without an exact equivalent is refused.
+
+    >>> strftime_format("%M %e, %Y %H:%i", "DATE_FORMAT")
+    '%B %-d, %Y %H:%M'
+    """
+    def one(match: re.Match) -> str:
+        spec = match.group(1)
+        if spec not in MYSQL_TO_STRFTIME:
+            raise NotSupportedError(
+                f"{function}: the specifier %{spec} has no exact equivalent here (supported: "
+                f"{' '.join('%' + s for s in sorted(MYSQL_TO_STRFTIME))})")
+        return MYSQL_TO_STRFTIME[spec]
+
+    return re.sub(r"%(.|$)", one, mysql)
+
+
+def date_formats(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """DATE_FORMAT's and STR_TO_DATE's specifiers mean MySQL's (`%M` month name, `%i` minutes, `%e` day
+    without padding); STR_TO_DATE of a string that does not match is NULL, as in MySQL."""
+    def rewrite(node):
+        if isinstance(node, exp.TimeToStr):
+            function = "DATE_FORMAT"
+        elif isinstance(node, (exp.StrToDate, exp.StrToTime)):
+            function = "STR_TO_DATE"
+            node.set("safe", True)
+        else:
+            return node
+        form = strftime_format(mysql_format(node.args["format"], function), function)
+        node.set("format", exp.Literal.string(form))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def last_day(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """LAST_DAY of a string reads it as a date, NULL if it is not one (as MySQL does)."""
+    def rewrite(node):
+        if isinstance(node, exp.LastDay) and type_of(node.this) in STRINGS | {DType.UNKNOWN}:
+            node.set("this", exp.TryCast(this=node.this, to=exp.DataType.build("DATE")))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def as_interval(argument: exp.Expression) -> tuple[exp.Expression, exp.Expression]:
+    """ADDDATE's second argument as (amount, unit): an INTERVAL, or a number of days."""
+    if isinstance(argument, exp.Interval):
+        return argument.this, argument.args.get("unit") or exp.var("DAY")
+    return argument, exp.var("DAY")
+
+
+def add_date(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """ADDDATE(d, n) / SUBDATE(d, n) (n days or an INTERVAL) are DATE_ADD / DATE_SUB.
+
+    >>> from sqlglot import parse_one
+    >>> add_date(parse_one("SELECT ADDDATE(d, 5)", read="mysql"), None).sql("mysql")
+    'SELECT DATE_ADD(d, INTERVAL 5 DAY)'
+    """
+    def rewrite(node):
+        if not isinstance(node, exp.Anonymous) or node.name.upper() not in ("ADDDATE", "SUBDATE"):
+            return node
+        if len(node.expressions) != 2:
+            raise NotSupportedError(f"{node.name.upper()} takes two arguments: a date and a number of days "
+                                    "or an INTERVAL")
+        day, step = node.expressions
+        amount, unit = as_interval(step)
+        kind = exp.DateAdd if node.name.upper() == "ADDDATE" else exp.DateSub
+        return kind(this=day, expression=amount, unit=unit)
+
+    return tree.transform(rewrite)
+
+
+def date_arithmetic_types(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A DATE plus or minus days, weeks, months, quarters or years is a DATE in MySQL (DuckDB makes a
+    TIMESTAMP of it); a string with a time of day keeps it (DuckDB's transpiled form would cut it)."""
+    def rewrite(node):
+        if isinstance(node, (exp.DateAdd, exp.DateSub)):
+            unit = node.text("unit").upper() or "DAY"
+        elif isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.expression, exp.Interval):
+            unit = node.expression.text("unit").upper() or "DAY"
+        else:
+            return node
+        day = node.this
+        if isinstance(day, exp.TsOrDsToDate):
+            day = day.this
+        if isinstance(day, exp.Literal) and day.is_string and len(day.this.strip()) > 10:
+            node.set("this", exp.cast(day, "TIMESTAMP"))
+            return node
+        if unit in DATE_UNITS and (type_of(day) in DATES or (isinstance(day, exp.Literal) and day.is_string)):
+            return exp.cast(node, "DATE")
+        return node
+
+    return tree.transform(rewrite)
+
+
+def current_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CURDATE()/NOW()/CURTIME() (and their synonyms) read the wall clock of the federation's time_zone,
+    in whole seconds; UTC_DATE()/UTC_TIMESTAMP() read UTC's."""
+    def rewrite(node):
+        name = node.name.upper() if isinstance(node, exp.Anonymous) else ""
+        if isinstance(node, (exp.UtcTimestamp, exp.UtcDate)):
+            now = local_now("UTC")
+            return now if isinstance(node, exp.UtcTimestamp) else exp.cast(now, "DATE")
+        if isinstance(node, (exp.CurrentTimestamp, exp.Localtime, exp.Localtimestamp)) or name in (
+                "NOW", "SYSDATE", "LOCALTIMESTAMP", "LOCALTIME"):
+            return local_now(context.time_zone)
+        if isinstance(node, exp.CurrentDate) or name in ("CURDATE",):
+            return exp.cast(local_now(context.time_zone), "DATE")
+        if isinstance(node, exp.CurrentTime) or name in ("CURTIME",):
+            return exp.cast(local_now(context.time_zone), "TIME")
+        return node
+
+    return tree.transform(rewrite)
+
+
+RULES = (add_date, implicit_numbers, temporal_numbers, integer_division, mixed_type_results, date_formats,
+         last_day, date_arithmetic_types, current_time_in_zone)

@@ -1,0 +1,195 @@
+"""The federation's dialect means that dialect's answers (planner/dialects/).
+
+Each expression runs in a one-party federation (parties run DuckDB) and in the real engine — MariaDB,
+started here from Debian's packages, for `mysql`; the session's PostgreSQL (tests/conftest.py) for
+`postgres` — over the same one-row table `p.t`, and the two answers must be equal. Without the engine
+the comparison is skipped, except under CI, where .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import ConfigError, Error, NotSupportedError
+
+ROW = {"i": 7, "z": 0, "n": None, "neg": -7, "big": 9007199254740993, "x": 2.5, "s": "3abc", "name": "Alice",
+       "sn": None, "d": datetime.date(2024, 2, 10), "ts": datetime.datetime(2024, 1, 2, 0, 0, 0)}
+TABLE = pa.table({
+    "i": pa.array([7], pa.int64()), "z": pa.array([0], pa.int64()), "n": pa.array([None], pa.int64()),
+    "neg": pa.array([-7], pa.int64()), "big": pa.array([ROW["big"]], pa.int64()),
+    "x": pa.array([2.5], pa.float64()), "s": pa.array(["3abc"]), "name": pa.array(["Alice"]),
+    "sn": pa.array([None], pa.string()), "d": pa.array([ROW["d"]], pa.date32()),
+    "ts": pa.array([ROW["ts"]], pa.timestamp("us")),
+})
+COLUMNS_MYSQL = ("i BIGINT, z BIGINT, n BIGINT, neg BIGINT, big BIGINT, x DOUBLE, s VARCHAR(20), "
+                 "name VARCHAR(20), sn VARCHAR(20), d DATE, ts DATETIME")
+COLUMNS_POSTGRES = ("i BIGINT, z BIGINT, n BIGINT, neg BIGINT, big BIGINT, x DOUBLE PRECISION, s TEXT, "
+                    "name TEXT, sn TEXT, d DATE, ts TIMESTAMP")
+VALUES = ("7, 0, NULL, -7, 9007199254740993, 2.5, '3abc', 'Alice', NULL, DATE '2024-02-10', "
+          "TIMESTAMP '2024-01-02 00:00:00'")
+
+MYSQL = [
+    # division: NULL for a zero divisor; DIV truncates toward zero; % follows the dividend's sign
+    "1 / 0", "i / z", "i / n", "i / 2", "7 DIV 2", "-7 DIV 2", "neg DIV 2", "i DIV z", "7.5 DIV 2",
+    "-7.5 DIV 2", "x DIV 1", "big DIV 1", "-7 % 3", "7 % -3", "MOD(neg, 3)", "i % z", "-7.5 % 2", "MOD(n, 2)",
+    # IFNULL / COALESCE / IF with MySQL's result types
+    "IFNULL(sn, 1)", "IFNULL(name, 1)", "IFNULL(n, 'none')", "COALESCE(sn, i)", "IFNULL(n, 5)",
+    "IF(i > 0, 'x', 0)", "IF(n > 0, 1, 2)", "IF(i < 0, 'x', 1.5)", "IFNULL(sn, TRUE)",
+    # CONCAT: NULL if any argument is NULL
+    "CONCAT(name, NULL)", "CONCAT(name, i)", "CONCAT(name, sn)", "CONCAT(name, '-', d)",
+    # strings read as numbers
+    "'3' + 4", "s + 1", "'1e2' + 0", "'abc' + 1", "sn + 1", "' 12x' * 2", "s = 3", "'3' < 10", "-'2.5'",
+    "'.5' + 0", "s DIV 2",
+    # DATE_FORMAT and STR_TO_DATE specifiers
+    "DATE_FORMAT(ts, '%M %d %Y %i %H %W %j %p')", "DATE_FORMAT(d, '%e/%c/%y %k:%l %a %b %f')",
+    "DATE_FORMAT('2024-12-31 23:59:58', '%h %I %s %S %r %T %w %U %%')", "DATE_FORMAT(n, '%Y')",
+    "DATE_FORMAT('2024-01-07 13:05:09', '%U %k %l %p')",
+    "STR_TO_DATE('05/03/2024', '%d/%m/%Y')", "STR_TO_DATE('2024-03-05 14:07', '%Y-%m-%d %H:%i')",
+    "STR_TO_DATE('x', '%Y')", "STR_TO_DATE(sn, '%Y')",
+    # LAST_DAY, ADDDATE / SUBDATE / DATE_ADD, date arithmetic, DATEDIFF
+    "LAST_DAY(d)", "LAST_DAY('2024-02-10')", "LAST_DAY(ts)", "LAST_DAY(NULL)", "LAST_DAY('2024-02-30')",
+    "ADDDATE(d, 5)", "ADDDATE(d, INTERVAL 1 MONTH)", "ADDDATE('2024-01-31', INTERVAL 1 MONTH)", "SUBDATE(d, 10)",
+    "SUBDATE(d, INTERVAL 1 YEAR)", "DATE_ADD(d, INTERVAL 1 YEAR)", "d + INTERVAL 20 DAY", "ADDDATE(ts, INTERVAL 1 HOUR)",
+    "DATE_ADD('2024-01-31 10:00:00', INTERVAL 1 HOUR)", "ADDDATE('2024-02-29', INTERVAL 1 YEAR)",
+    "ts - TIMESTAMP('2024-01-01 23:59:59')", "d - DATE('2024-01-28')", "d + 1", "d - 1", "d * 1",
+    "DATEDIFF(d, '2023-12-31')", "DATEDIFF(ts, d)",
+]
+
+POSTGRES = [
+    "7 / 2", "-7 / 2", "i / 2", "neg / 2", "big / 1", "7.0 / 2", "i / 2.0", "x / 2", "-7 % 3", "neg % 3",
+    "n / 2", "i / n", "'a' || NULL", "name || i", "name || sn", "CONCAT(name, NULL, 'b')", "CONCAT(sn)",
+    "d - DATE '2024-01-28'", "d + 1", "d - 1", "d + INTERVAL '1 month'", "DATE '2024-01-31' + INTERVAL '1 month'",
+    "EXTRACT(EPOCH FROM ts - TIMESTAMP '2024-01-01 23:59:59')", "ts + INTERVAL '1 hour'", "7 / -2",
+]
+POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)"]
+
+
+def normal(value):
+    """One answer in a form both engines share: numbers as floats, dates and times as ISO text."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(" ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def same(got, want) -> bool:
+    if isinstance(got, float) and isinstance(want, float):
+        return math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-9)
+    return got == want
+
+
+def federation(directory: Path, federation_writer, dialect: str, **options) -> Engine:
+    path = federation_writer(directory, {"p": {"t": TABLE}}, "", parties=("p",), dialect=dialect,
+                             min_group_size=0, **options)
+    return Engine(path)
+
+
+def answer(engine: Engine, expression: str):
+    return normal(engine.execute(f"SELECT {expression} AS v FROM p.t", "p").table.column(0)[0].as_py())
+
+
+# --- MariaDB, started by the test --------------------------------------------------------------------
+
+START_SECONDS = 60  # bounds a start that never completes; the poll returns as soon as the server answers
+
+
+class MariaDB:
+    """A throwaway MariaDB server on 127.0.0.1 (a temp data directory, no grant tables)."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="sqlsecure-mariadb-"))
+        self.port = _free_port()
+        user = ["--user=mysql"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "mysql")
+        data = self.root / "data"
+        subprocess.run(["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-method=normal",
+                        "--skip-test-db", *user], check=True, capture_output=True)
+        self.server = subprocess.Popen(
+            ["mariadbd", f"--datadir={data}", f"--socket={self.root / 'sock'}", f"--port={self.port}",
+             "--bind-address=127.0.0.1", "--skip-grant-tables", f"--pid-file={self.root / 'pid'}",
+             f"--log-error={self.root / 'log'}", *user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.connection = self._connect()
+
+    def _connect(self):
+        import pymysql
+
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                return pymysql.connect(host="127.0.0.1", port=self.port, user="root", autocommit=True)
+            except pymysql.err.OperationalError:
+                if self.server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mariadbd did not start: {(self.root / 'log').read_text()[-2000:]}")
+                time.sleep(0.2)
+
+    def sql(self, statement: str):
+        with self.connection.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchall()
+
+    def stop(self) -> None:
+        try:
+            self.connection.close()
+            self.server.terminate()
+            self.server.wait(timeout=START_SECONDS)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mariadb():
+    if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
+        if os.environ.get("CI"):
+            pytest.fail("MariaDB is not installed: .ci/run installs Debian's mariadb-server package")
+        pytest.skip("MariaDB is not installed (apt-get install mariadb-server)")
+    pytest.importorskip("pymysql")
+    server = MariaDB()
+    try:
+        server.sql("SET GLOBAL time_zone = '+00:00'")
+        server.sql("CREATE DATABASE p")
+        server.sql(f"CREATE TABLE p.t ({COLUMNS_MYSQL})")
+        server.sql(f"INSERT INTO p.t VALUES ({VALUES})")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def mysql_engine(tmp_path_factory, federation_writer):
+    engine = federation(tmp_path_factory.mktemp("mysql"), federation_writer, "mysql")
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("expression", MYSQL)
+def test_mysql_answers_as_mariadb(mariadb, mysql_engine, expression):
+    want = normal(mariadb.sql(f"SELECT {expression} FROM p.t")[0][0])
+    got = answer(mysql_engine, expression)
+    assert same(got, want), f"{expression}: sqlsecure {got!r}, MariaDB {want!r}"
