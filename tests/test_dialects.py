@@ -193,3 +193,86 @@ def test_mysql_answers_as_mariadb(mariadb, mysql_engine, expression):
     want = normal(mariadb.sql(f"SELECT {expression} FROM p.t")[0][0])
     got = answer(mysql_engine, expression)
     assert same(got, want), f"{expression}: sqlsecure {got!r}, MariaDB {want!r}"
+
+
+def test_mysql_refuses_what_it_cannot_match(mysql_engine):
+    """DATE_FORMAT specifiers without an exact equivalent, a format that is not constant, a DOUBLE's text."""
+    for expression, named in (("DATE_FORMAT(d, '%D of %M')", "%D"), ("DATE_FORMAT(d, '%v')", "%v"),
+                              ("DATE_FORMAT(d, '%u')", "%u"), ("STR_TO_DATE('1st', '%D')", "%D"),
+                              ("DATE_FORMAT(d, name)", "constant format"), ("IFNULL(x, 'none')", "IFNULL"),
+                              ("IF(i > 0, x, 'a')", "IF")):
+        with pytest.raises(NotSupportedError, match=named):
+            answer(mysql_engine, expression)
+
+
+def test_mysql_string_comparison_is_binary(mariadb, mysql_engine):
+    """Documented difference: strings compare byte by byte (as MySQL's utf8mb4_bin collation), not
+    case-insensitively as MySQL's and MariaDB's default collations do."""
+    assert answer(mysql_engine, "'a' = 'A'") == 0.0
+    assert normal(mariadb.sql("SELECT 'a' = 'A' COLLATE utf8mb4_bin")[0][0]) == 0.0
+    assert normal(mariadb.sql("SELECT 'a' = 'A'")[0][0]) == 1.0
+
+
+def test_mysql_clock_reads_the_federation_time_zone(tmp_path, federation_writer):
+    """NOW()/CURDATE() read the wall clock of [federation] time_zone (Asia/Kolkata: UTC+05:30, no DST)."""
+    engine = federation(tmp_path, federation_writer, "mysql", time_zone="Asia/Kolkata")
+    try:
+        assert answer(engine, "TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), NOW())") == 330.0
+        assert answer(engine, "CURDATE() = DATE(NOW())") == 1.0
+        assert answer(engine, "NOW() = DATE_FORMAT(NOW(), '%Y-%m-%d %H:%i:%s')") == 1.0  # whole seconds
+        assert answer(engine, "DATE(UTC_TIMESTAMP()) = UTC_DATE()") == 1.0
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../etc/passwd", 5])
+def test_time_zone_is_validated(tmp_path, federation_writer, zone):
+    with pytest.raises(ConfigError, match="time_zone"):
+        federation(tmp_path, federation_writer, "mysql", time_zone=zone)
+
+
+# --- PostgreSQL, the session's server (tests/conftest.py) ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgres_table(postgres):
+    database = postgres.database("dialects")
+    postgres.sql(f"CREATE SCHEMA p; CREATE TABLE p.t ({COLUMNS_POSTGRES}); INSERT INTO p.t VALUES ({VALUES})",
+                 database)
+    return postgres.uri(database)
+
+
+@pytest.fixture(scope="module")
+def postgres_engine(tmp_path_factory, federation_writer):
+    engine = federation(tmp_path_factory.mktemp("postgres"), federation_writer, "postgres")
+    yield engine
+    engine.close()
+
+
+def postgres_answer(uri: str, expression: str):
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(uri) as con, con.cursor() as cursor:
+        cursor.execute(f"SELECT {expression} FROM p.t")
+        result = cursor.fetch_arrow_table()
+    value = result.column(0)[0].as_py()
+    metadata = result.schema.field(0).metadata or {}
+    if metadata.get(b"ADBC:postgresql:typname") == b"numeric" and value is not None:
+        value = decimal.Decimal(value)  # the driver hands NUMERIC over as text
+    return normal(value)
+
+
+@pytest.mark.parametrize("expression", POSTGRES)
+def test_postgres_answers_as_postgresql(postgres_table, postgres_engine, expression):
+    want = postgres_answer(postgres_table, expression)
+    got = answer(postgres_engine, expression)
+    assert same(got, want), f"{expression}: sqlsecure {got!r}, PostgreSQL {want!r}"
+
+
+@pytest.mark.parametrize("expression", POSTGRES_DIVISION_BY_ZERO)
+def test_postgres_division_by_zero_is_an_error(postgres_table, postgres_engine, expression):
+    import adbc_driver_manager
+
+    with pytest.raises(adbc_driver_manager.Error, match="division by zero"):
+        postgres_answer(postgres_table, expression)
+    with pytest.raises(Error, match="division by zero"):
+        answer(postgres_engine, expression)
