@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import doctest
 import math
 import os
 import shutil
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.engine import Engine
+from sqlsecure.planner.dialects import common, mysql as mysql_rules, postgres as postgres_rules
 from sqlsecure.errors import ConfigError, Error, NotSupportedError
 
 ROW = {"i": 7, "z": 0, "n": None, "neg": -7, "big": 9007199254740993, "x": 2.5, "s": "3abc", "name": "Alice",
@@ -77,6 +79,12 @@ POSTGRES = [
 POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)"]
 
 
+@pytest.mark.parametrize("module", [common, mysql_rules, postgres_rules], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_rule_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def normal(value):
     """One answer in a form both engines share: numbers as floats, dates and times as ISO text."""
     if isinstance(value, bool):
@@ -123,10 +131,10 @@ class MariaDB:
         if os.geteuid() == 0:
             shutil.chown(self.root, "mysql")
         data = self.root / "data"
-        subprocess.run(["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-method=normal",
+        subprocess.run([mariadb_program("mariadb-install-db"), f"--datadir={data}", "--auth-root-authentication-method=normal",
                         "--skip-test-db", *user], check=True, capture_output=True)
         self.server = subprocess.Popen(
-            ["mariadbd", f"--datadir={data}", f"--socket={self.root / 'sock'}", f"--port={self.port}",
+            [mariadb_program("mariadbd"), f"--datadir={data}", f"--socket={self.root / 'sock'}", f"--port={self.port}",
              "--bind-address=127.0.0.1", "--skip-grant-tables", f"--pid-file={self.root / 'pid'}",
              f"--log-error={self.root / 'log'}", *user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.connection = self._connect()
@@ -157,6 +165,11 @@ class MariaDB:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def mariadb_program(name: str) -> str | None:
+    """Where Debian's mariadb-server put `name` (mariadbd is in /usr/sbin, not always on PATH)."""
+    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -165,7 +178,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mariadb():
-    if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
+    if mariadb_program("mariadbd") is None or mariadb_program("mariadb-install-db") is None:
         if os.environ.get("CI"):
             pytest.fail("MariaDB is not installed: .ci/run installs Debian's mariadb-server package")
         pytest.skip("MariaDB is not installed (apt-get install mariadb-server)")
