@@ -23,6 +23,10 @@ COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ
 MYSQL_NUMBER = ("CASE WHEN _s IS NULL THEN NULL ELSE COALESCE(TRY_CAST(NULLIF(REGEXP_EXTRACT(_s, "
                 "'^[ \\t\\n\\r]*([+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?)', 1), '') AS DOUBLE), 0) END")
 
+MYSQL_INTEGER = ("CASE WHEN _s IS NULL THEN NULL ELSE COALESCE(TRY_CAST(NULLIF(REGEXP_EXTRACT(_s, "
+                 "'^[ \\t\\n\\r]*([+-]?[0-9]+)', 1), '') AS HUGEINT), 0) END")
+DIV_PRECISION_INCREMENT = 4  # MySQL's default: `/` adds 4 decimals to the dividend's scale
+
 # DATE_FORMAT / STR_TO_DATE specifiers with an exact DuckDB equivalent; any other one is refused.
 MYSQL_TO_STRFTIME = {
     "a": "%a", "b": "%b", "c": "%-m", "d": "%d", "e": "%-d", "f": "%f", "H": "%H", "h": "%I", "I": "%I",
@@ -275,5 +279,146 @@ def current_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
     return tree.transform(rewrite)
 
 
-RULES = (add_date, implicit_numbers, temporal_numbers, integer_division, mixed_type_results, date_formats,
-         last_day, date_arithmetic_types, current_time_in_zone)
+def exact_scale(node: exp.Expression) -> int | None:
+    """The decimal scale MySQL gives an exact (integer or DECIMAL) expression; None if it is approximate
+    (a DOUBLE, a string, or something this rule does not know).
+
+    >>> from sqlglot import parse_one
+    >>> exact_scale(parse_one("1.25 * 2 + 1 / 3"))
+    4
+    """
+    if isinstance(node, exp.Paren | exp.Neg | exp.Abs | exp.Sum | exp.Max | exp.Min):
+        return exact_scale(node.this)
+    if isinstance(node, exp.Null) or isinstance(node, exp.Count | exp.IntDiv):
+        return 0
+    if isinstance(node, exp.Literal):
+        text = node.this
+        if node.is_string or "e" in text.lower():
+            return None
+        return len(text.split(".")[1]) if "." in text else 0
+    if isinstance(node, exp.Avg | exp.Div):
+        scale = exact_scale(node.this)
+        right = exact_scale(node.expression) if isinstance(node, exp.Div) else 0
+        return None if scale is None or right is None else min(scale + DIV_PRECISION_INCREMENT, 30)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Mod):
+        left, right = exact_scale(node.this), exact_scale(node.expression)
+        if left is None or right is None:
+            return None
+        return min(left + right if isinstance(node, exp.Mul) else max(left, right), 30)
+    kind = type_of(node)
+    if kind in INTEGERS:
+        return 0
+    if kind == DType.DECIMAL and not isinstance(node, exp.Literal):
+        params = node.type.expressions
+        return int(params[1].name) if len(params) > 1 else 0
+    return None
+
+
+def exact_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """`/` and AVG of exact values are DECIMALs in MySQL, rounded to 4 more decimals than the dividend
+    (div_precision_increment): 2 / 3 = 0.6667, AVG of 1, 2, 2 = 1.6667. The rounding is applied once, to the
+    outermost arithmetic around the division, as MySQL rounds only the result (1 / 3 * 3 = 1.0000)."""
+    def needs_rounding(node):
+        if not isinstance(node, ARITHMETIC + (exp.Avg,)):
+            return False
+        parent = node.parent
+        while isinstance(parent, exp.Paren):
+            parent = parent.parent
+        if isinstance(parent, ARITHMETIC + (exp.Round,)):
+            return False  # the enclosing arithmetic (or the user's ROUND) is the result
+        return any(isinstance(n, exp.Div | exp.Avg) for n in node.walk()) and exact_scale(node) is not None
+
+    def rewrite(node):
+        if needs_rounding(node):
+            scale = exact_scale(node)  # rounded half away from zero as a DECIMAL (DuckDB's DOUBLE rounds to even)
+            exact = exp.cast(node.copy(), exp.DataType.build(f"DECIMAL(38, {max(9, scale)})"))
+            return exp.Round(this=exact, decimals=exp.Literal.number(scale))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def weekdays(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """DAYOFWEEK is 1 (Sunday) .. 7, WEEKDAY 0 (Monday) .. 6, WEEK(d) (mode 0) the %U week; WEEK with
+    another mode is refused."""
+    def rewrite(node):
+        if isinstance(node, exp.DayOfWeek):
+            return template("(DAYOFWEEK(_d) + 1)", d=node.this)
+        if isinstance(node, exp.Anonymous) and node.name.upper() == "WEEKDAY" and len(node.expressions) == 1:
+            return template("(ISODOW(CAST(_d AS DATE)) - 1)", d=node.expressions[0])
+        if isinstance(node, exp.Week):
+            mode = node.args.get("mode")
+            if mode is not None and not (isinstance(mode, exp.Literal) and mode.this == "0"):
+                raise NotSupportedError(f"WEEK with mode {mode.sql('mysql')}: only mode 0 (the default, weeks "
+                                        "starting on Sunday) has an exact equivalent here")
+            return template("CAST(STRFTIME(_d, '%U') AS BIGINT)", d=node.this)
+        return node
+
+    return tree.transform(rewrite)
+
+
+def whole_unit_differences(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """TIMESTAMPDIFF counts whole units (2024-01-31 to 2024-02-10 is 0 months), not boundaries crossed."""
+    def rewrite(node):
+        if not isinstance(node, exp.TimestampDiff):
+            return node
+        unit = (node.text("unit") or "DAY").upper()
+        return exp.Anonymous(this="DATE_SUB", expressions=[
+            exp.Literal.string(unit), exp.cast(node.expression, "TIMESTAMP"), exp.cast(node.this, "TIMESTAMP")])
+
+    return tree.transform(rewrite)
+
+
+def string_casts(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CAST(string AS SIGNED/UNSIGNED/DECIMAL/DOUBLE) reads the string's numeric prefix, as MySQL does
+    ('3abc' -> 3; an integer cast takes the integer prefix: '3.7' -> 3)."""
+    def rewrite(node):
+        if not isinstance(node, exp.Cast) or type_of(node.this) not in STRINGS:
+            return node
+        target = node.to.this
+        if target in INTEGERS:
+            node.set("this", exp.paren(template(MYSQL_INTEGER, s=node.this), copy=False))
+        elif target in NUMBERS:
+            node.set("this", mysql_number(node.this))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """ROUND of a DOUBLE rounds half to even in MySQL (ROUND(2.5e0) = 2); exact values round half away."""
+    def rewrite(node):
+        if isinstance(node, exp.Round) and type_of(node.this) in FLOATS and not isinstance(node.this, exp.Literal):
+            return exp.Anonymous(this="ROUND_EVEN", expressions=[node.this, node.args.get("decimals")
+                                                                 or exp.Literal.number(0)])
+        return node
+
+    return tree.transform(rewrite)
+
+
+def concat_strings(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CONCAT's arguments are strings in MySQL (CONCAT(2.5) is '2.5', TRUE is '1')."""
+    def rewrite(node):
+        if isinstance(node, exp.Concat):
+            for value in node.expressions:
+                if type_of(value) not in STRINGS | {DType.UNKNOWN} and not isinstance(value, exp.Null):
+                    value.replace(as_mysql_string(value, "CONCAT"))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """FROM_UNIXTIME(n) is the wall-clock time of the federation's time_zone, a TIMESTAMP."""
+    def rewrite(node):
+        if isinstance(node, exp.UnixToTime) and node.args.get("format") is None:
+            zone = exp.Literal.string(context.time_zone).sql()
+            return template(f"CAST(TIMEZONE({zone}, TO_TIMESTAMP(_n)) AS TIMESTAMP)", n=node.this)
+        return node
+
+    return tree.transform(rewrite)
+
+
+RULES = (add_date, string_casts, implicit_numbers, temporal_numbers, exact_division, integer_division,
+         approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day, date_arithmetic_types,
+         weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone)
