@@ -86,8 +86,11 @@ POSTGRES = [
     "n / 2", "i / n", "'a' || NULL", "name || i", "name || sn", "CONCAT(name, NULL, 'b')", "CONCAT(sn)",
     "d - DATE '2024-01-28'", "d + 1", "d - 1", "d + INTERVAL '1 month'", "DATE '2024-01-31' + INTERVAL '1 month'",
     "EXTRACT(EPOCH FROM ts - TIMESTAMP '2024-01-01 23:59:59')", "ts + INTERVAL '1 hour'", "7 / -2",
+    "SUM(i) / 2", "COUNT(*) / 2", "AVG(i)", "SUM(i) / COUNT(*)", "i / 2 * 2", "big / 3", "7 / 2.5", "x / 0.5",
+    "ROUND(2.5)", "ROUND(x)", "ROUND(-x)", "ROUND(7.0 / 3, 2)", "'3' + 4", "i > '5'", "7 % 2.5",
+    "CAST(i AS INTEGER) / 2", "EXTRACT(DOW FROM d)", "d - INTERVAL '1 day'", "ts::date", "'a' < 'B'",
 ]
-POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)"]
+POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)", "SUM(i) / SUM(z)"]
 
 
 @pytest.mark.parametrize("module", [common, mysql_rules, postgres_rules], ids=lambda m: m.__name__.rsplit(".", 1)[-1])

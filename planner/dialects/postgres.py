@@ -9,13 +9,27 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from sqlsecure.planner.dialects.common import INTEGERS, DialectContext, local_now, template, type_of
+from sqlsecure.planner.dialects.common import (FLOATS, INTEGERS, NUMBERS, DialectContext, DType, local_now,
+                                               template, type_of)
+
+ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 DIVISION_BY_ZERO = "CASE WHEN _b = 0 THEN ERROR('division by zero') ELSE _b END"
 
 
 def nonzero_literal(node: exp.Expression) -> bool:
     return isinstance(node, exp.Literal) and not node.is_string and float(node.this) != 0
+
+
+WIDENED_BY_SUM = {DType.BIGINT, DType.UBIGINT, DType.INT128}  # SUM(bigint) is NUMERIC
+
+
+def pg_integer(node: exp.Expression) -> bool:
+    """Whether PostgreSQL types `node` as an integer (SUM of a bigint is NUMERIC there)."""
+    if isinstance(node, exp.Sum) and type_of(node.this) in WIDENED_BY_SUM:
+        return False
+    return type_of(node) in INTEGERS
 
 
 def integer_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -27,8 +41,11 @@ def integer_division(tree: exp.Expression, context: DialectContext) -> exp.Expre
     'SELECT -7 // 2'
     """
     def rewrite(node):
-        if isinstance(node, exp.Div) and type_of(node.this) in INTEGERS and type_of(node.expression) in INTEGERS:
+        if not isinstance(node, exp.Div):
+            return node
+        if pg_integer(node.this) and pg_integer(node.expression):
             return exp.IntDiv(this=node.this, expression=node.expression)
+        node.set("typed", False)  # else sqlglot's DuckDB SQL would truncate by the DuckDB types
         return node
 
     return tree.transform(rewrite)
@@ -49,6 +66,32 @@ def division_by_zero(tree: exp.Expression, context: DialectContext) -> exp.Expre
     return tree.transform(rewrite)
 
 
+def untyped_literals(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A quoted literal beside a number takes the number's type ('3' + 4 = 7; 'x' + 4 is an error),
+    as PostgreSQL resolves an unknown-typed literal."""
+    def rewrite(node):
+        if not isinstance(node, ARITHMETIC + COMPARISONS):
+            return node
+        for key, other in (("this", "expression"), ("expression", "this")):
+            literal, partner = node.args[key], node.args[other]
+            if isinstance(literal, exp.Literal) and literal.is_string and type_of(partner) in NUMBERS:
+                node.set(key, exp.cast(literal, partner.type.copy()))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """round(double precision) rounds half to even in PostgreSQL (round(2.5::float8) = 2)."""
+    def rewrite(node):
+        if isinstance(node, exp.Round) and type_of(node.this) in FLOATS and node.args.get("decimals") is None \
+                and not isinstance(node.this, exp.Literal):
+            return exp.Anonymous(this="ROUND_EVEN", expressions=[node.this, exp.Literal.number(0)])
+        return node
+
+    return tree.transform(rewrite)
+
+
 def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """CURRENT_DATE is the date on the wall clock of the federation's time_zone."""
     def rewrite(node):
@@ -59,4 +102,4 @@ def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
     return tree.transform(rewrite)
 
 
-RULES = (integer_division, division_by_zero, current_date_in_zone)
+RULES = (untyped_literals, integer_division, division_by_zero, approximate_rounding, current_date_in_zone)
