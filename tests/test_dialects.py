@@ -79,6 +79,10 @@ MYSQL = [
     "TIMESTAMPDIFF(MONTH, '2024-01-31', d)", "TIMESTAMPDIFF(DAY, '2024-01-01 23:00:00', '2024-01-02 01:00:00')",
     "TIMESTAMPDIFF(MONTH, d, '2024-01-31')", "TIMESTAMPDIFF(YEAR, '2020-02-29', '2024-02-28')",
     "TIMESTAMPDIFF(SECOND, ts, '2024-01-02 00:01:00')", "FROM_UNIXTIME(0)", "FROM_UNIXTIME(1700000000)",
+    # strings and booleans as conditions, in IN / BETWEEN, in arithmetic
+    "IF(s, 1, 2)", "IF(name, 1, 2)", "IF(sn, 1, 2)", "CASE WHEN s THEN 'y' ELSE 'n' END", "NOT name", "name AND 1",
+    "s IN (3, 4)", "i IN ('7', 'x')", "name IN ('Alice', 'b')", "s BETWEEN 1 AND 5", "i BETWEEN '1' AND '9x'",
+    "i + TRUE", "-TRUE", "SUM(i > 5)", "i = '7.0'",
 ]
 
 POSTGRES = [
@@ -220,6 +224,14 @@ def test_mysql_answers_as_mariadb(mariadb, mysql_engine, expression):
     want = normal(mariadb.sql(f"SELECT {expression} FROM p.t")[0][0])
     got = answer(mysql_engine, expression)
     assert same(got, want), f"{expression}: sqlsecure {got!r}, MariaDB {want!r}"
+
+
+def test_mysql_string_condition_in_where(mariadb, mysql_engine):
+    """WHERE s keeps the row when the string's numeric prefix is not 0."""
+    for condition in ("s", "name", "s AND NOT name"):
+        want = mariadb.sql(f"SELECT COUNT(*) FROM p.t WHERE {condition}")[0][0]
+        got = mysql_engine.execute(f"SELECT COUNT(*) FROM p.t WHERE {condition}", "p").table.column(0)[0].as_py()
+        assert got == want, condition
 
 
 def test_mysql_refuses_what_it_cannot_match(mysql_engine):

@@ -69,18 +69,42 @@ def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expre
     True
     """
     def rewrite(node):
-        if isinstance(node, ARITHMETIC):
-            operands = ("this", "expression")
-        elif isinstance(node, COMPARISONS) and {type_of(node.this), type_of(node.expression)} & NUMBERS:
-            operands = ("this", "expression")
-        elif isinstance(node, exp.Neg):
-            operands = ("this",)
-        else:
-            return node
-        for key in operands:
-            operand = node.args[key]
-            if type_of(operand) in STRINGS:
-                node.set(key, mysql_number(operand))
+        if isinstance(node, ARITHMETIC + (exp.Neg,)):
+            for operand in (node.this, node.args.get("expression")):
+                if operand is not None and type_of(operand) == DType.BOOLEAN:
+                    operand.replace(exp.cast(operand.copy(), "INTEGER"))  # TRUE + 1 = 2
+        operands = [node.this, node.args.get("expression")] if isinstance(node, ARITHMETIC + (exp.Neg,)) else []
+        if isinstance(node, COMPARISONS):
+            operands = [node.this, node.expression]
+        elif isinstance(node, exp.In) and not node.args.get("query"):
+            operands = [node.this, *node.expressions]
+        elif isinstance(node, exp.Between):
+            operands = [node.this, node.args["low"], node.args["high"]]
+        if not isinstance(node, ARITHMETIC + (exp.Neg,)) and not {type_of(o) for o in operands} & NUMBERS:
+            return node  # strings compared with strings (or dates) stay strings
+        for operand in operands:
+            if operand is not None and type_of(operand) in STRINGS:
+                operand.replace(mysql_number(operand.copy()))
+        return node
+
+    return tree.transform(rewrite)
+
+
+def truth_values(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A string used as a condition is true when its numeric prefix is not 0 (IF('abc', 1, 2) = 2)."""
+    def condition(node):
+        if node is not None and type_of(node) in STRINGS:
+            node.replace(exp.paren(exp.NEQ(this=mysql_number(node.copy()), expression=exp.Literal.number(0))))
+
+    def rewrite(node):
+        if isinstance(node, exp.If | exp.Where | exp.Having | exp.Not):
+            condition(node.this)
+        elif isinstance(node, exp.Case) and node.this is None:
+            for branch in node.args.get("ifs", []):
+                condition(branch.this)
+        elif isinstance(node, exp.And | exp.Or | exp.Xor):
+            condition(node.this)
+            condition(node.expression)
         return node
 
     return tree.transform(rewrite)
@@ -419,6 +443,6 @@ def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return tree.transform(rewrite)
 
 
-RULES = (add_date, string_casts, implicit_numbers, temporal_numbers, exact_division, integer_division,
+RULES = (add_date, string_casts, truth_values, implicit_numbers, temporal_numbers, exact_division, integer_division,
          approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day, date_arithmetic_types,
          weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone)
