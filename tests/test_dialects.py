@@ -83,6 +83,16 @@ MYSQL = [
     "IF(s, 1, 2)", "IF(name, 1, 2)", "IF(sn, 1, 2)", "CASE WHEN s THEN 'y' ELSE 'n' END", "NOT name", "name AND 1",
     "s IN (3, 4)", "i IN ('7', 'x')", "name IN ('Alice', 'b')", "s BETWEEN 1 AND 5", "i BETWEEN '1' AND '9x'",
     "i + TRUE", "-TRUE", "SUM(i > 5)", "i = '7.0'",
+    # nested rewrites, strings with intervals, negative operands, edge dates
+    "(i DIV 2) DIV 0", "(i DIV 2) DIV 2", "ADDDATE(ADDDATE(d, 1), 1)", "IFNULL(IFNULL(sn, n), 1)",
+    "'2024-02-10' + INTERVAL 1 DAY", "'2024-02-10' + INTERVAL 1 HOUR", "'2024-02-10 10:00:00' - INTERVAL 1 DAY",
+    "CONCAT(name, '') + INTERVAL 1 DAY", "-7 DIV -2", "7 DIV -2", "-7 % -3", "MOD(-7.5, -2)", "neg / -3",
+    "LAST_DAY('2023-02-15')", "LAST_DAY('1900-02-01')", "ADDDATE('2024-12-31', 1)", "ADDDATE(d, INTERVAL -1 MONTH)",
+    "STR_TO_DATE('2024-02-10 7:5:3', '%Y-%m-%d %H:%i:%s')", "STR_TO_DATE('Feb 10 2024', '%b %d %Y')",
+    "DATE_FORMAT('1969-07-20 20:17:40', '%Y-%m-%d %H:%i:%s %W %j')", "DATE('2024-01-01') - DATE('2024-12-31')",
+    "TIMESTAMP('1969-12-31 23:59:59') - TIMESTAMP('1970-01-01 00:00:00')", "d - 20240000",
+    "TIMESTAMPDIFF(MINUTE, ts, '2023-12-31 23:00:30')", "DATE_ADD(d, INTERVAL 1 HOUR)", "IFNULL(sn, d)",
+    "IFNULL(n, 2.5)", "CONCAT(d, ts)", "x / 0", "x DIV 0", "x % 0", "'abc' / 0",
 ]
 
 POSTGRES = [

@@ -48,8 +48,23 @@ def template(sql: str, **parts: exp.Expression) -> exp.Expression:
     return tree
 
 
-def binary_operands(node: exp.Binary) -> tuple[exp.Expression, exp.Expression]:
-    return node.this, node.expression
+def rewrite_up(tree: exp.Expression, rewrite) -> exp.Expression:
+    """Apply `rewrite(node) -> node` to every node, children before parents, so that a pattern nested in
+    another (`(a DIV b) DIV c`) is rewritten at every depth. (sqlglot's `transform` does not descend into
+    the node that replaces one.)
+
+    >>> import sqlglot
+    >>> def double(n): return exp.Mul(this=n.copy(), expression=exp.Literal.number(2)) if n.is_int else n
+    >>> rewrite_up(sqlglot.parse_one("1 + (3 + 4)"), double).sql()
+    '1 * 2 + (3 * 2 + 4 * 2)'
+    """
+    for node in reversed(list(tree.walk(bfs=False))):
+        new = rewrite(node)
+        if new is not node:
+            if node is tree:
+                return new
+            node.replace(new)
+    return tree
 
 
 def local_now(time_zone: str) -> exp.Expression:

@@ -14,7 +14,7 @@ from sqlglot.dialects.mysql import MySQL
 
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
-                                               DialectContext, DType, local_now, template, type_of)
+                                               DialectContext, DType, local_now, rewrite_up, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
@@ -52,7 +52,7 @@ def integer_division(tree: exp.Expression, context: DialectContext) -> exp.Expre
             return template("_a // NULLIF(_b, 0)", a=node.this, b=node.expression)
         return template("CAST(TRUNC(_a / NULLIF(_b, 0)) AS BIGINT)", a=node.this, b=node.expression)
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def mysql_number(node: exp.Expression) -> exp.Expression:
@@ -69,6 +69,8 @@ def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expre
     True
     """
     def rewrite(node):
+        if isinstance(node.args.get("expression"), exp.Interval):
+            return node  # date arithmetic: date_arithmetic_types
         if isinstance(node, ARITHMETIC + (exp.Neg,)):
             for operand in (node.this, node.args.get("expression")):
                 if operand is not None and type_of(operand) == DType.BOOLEAN:
@@ -87,7 +89,7 @@ def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expre
                 operand.replace(mysql_number(operand.copy()))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def truth_values(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -107,7 +109,7 @@ def truth_values(tree: exp.Expression, context: DialectContext) -> exp.Expressio
             condition(node.expression)
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def mysql_temporal_number(node: exp.Expression) -> exp.Expression | None:
@@ -136,7 +138,7 @@ def temporal_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expre
                 node.set(key, exp.paren(number, copy=False))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def branches(node: exp.Expression) -> list[exp.Expression]:
@@ -177,7 +179,7 @@ def mixed_type_results(tree: exp.Expression, context: DialectContext) -> exp.Exp
                 value.replace(as_mysql_string(value, function))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def mysql_format(node: exp.Expression, function: str) -> str:
@@ -219,7 +221,7 @@ def date_formats(tree: exp.Expression, context: DialectContext) -> exp.Expressio
         node.set("format", exp.Literal.string(form))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def last_day(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -229,7 +231,7 @@ def last_day(tree: exp.Expression, context: DialectContext) -> exp.Expression:
             node.set("this", exp.TryCast(this=node.this, to=exp.DataType.build("DATE")))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def as_interval(argument: exp.Expression) -> tuple[exp.Expression, exp.Expression]:
@@ -257,12 +259,25 @@ def add_date(tree: exp.Expression, context: DialectContext) -> exp.Expression:
         kind = exp.DateAdd if node.name.upper() == "ADDDATE" else exp.DateSub
         return kind(this=day, expression=amount, unit=unit)
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
+
+
+def string_date_arithmetic(node: exp.Expression, day: exp.Expression, unit: str) -> exp.Expression:
+    """A string ± INTERVAL: a string again, a date's if it held a date and the unit is days or longer."""
+    def moved(kind: str) -> exp.Expression:
+        copy = node.copy()
+        copy.set("this", exp.TryCast(this=day.copy(), to=exp.DataType.build(kind)))
+        return copy
+
+    if unit not in DATE_UNITS:
+        return template("CAST(_t AS VARCHAR)", t=moved("TIMESTAMP"))
+    return template("CASE WHEN LENGTH(TRIM(_s)) <= 10 THEN CAST(CAST(_d AS DATE) AS VARCHAR) "
+                    "ELSE CAST(_t AS VARCHAR) END", s=day, d=moved("DATE"), t=moved("TIMESTAMP"))
 
 
 def date_arithmetic_types(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """A DATE plus or minus days, weeks, months, quarters or years is a DATE in MySQL (DuckDB makes a
-    TIMESTAMP of it); a string with a time of day keeps it (DuckDB's transpiled form would cut it)."""
+    TIMESTAMP of it); a string plus or minus an interval is a string, keeping its time of day if it had one."""
     def rewrite(node):
         if isinstance(node, (exp.DateAdd, exp.DateSub)):
             unit = node.text("unit").upper() or "DAY"
@@ -270,17 +285,14 @@ def date_arithmetic_types(tree: exp.Expression, context: DialectContext) -> exp.
             unit = node.expression.text("unit").upper() or "DAY"
         else:
             return node
-        day = node.this
-        if isinstance(day, exp.TsOrDsToDate):
-            day = day.this
-        if isinstance(day, exp.Literal) and day.is_string and len(day.this.strip()) > 10:
-            node.set("this", exp.cast(day, "TIMESTAMP"))
-            return node
-        if unit in DATE_UNITS and (type_of(day) in DATES or (isinstance(day, exp.Literal) and day.is_string)):
+        day = node.this.this if isinstance(node.this, exp.TsOrDsToDate) else node.this
+        if type_of(day) in STRINGS:
+            return string_date_arithmetic(node, day, unit)
+        if unit in DATE_UNITS and type_of(day) in DATES:
             return exp.cast(node, "DATE")
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def current_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -300,7 +312,7 @@ def current_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
             return exp.cast(local_now(context.time_zone), "TIME")
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def exact_scale(node: exp.Expression) -> int | None:
@@ -359,7 +371,7 @@ def exact_division(tree: exp.Expression, context: DialectContext) -> exp.Express
             return exp.Round(this=exact, decimals=exp.Literal.number(scale))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def weekdays(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -378,7 +390,7 @@ def weekdays(tree: exp.Expression, context: DialectContext) -> exp.Expression:
             return template("CAST(STRFTIME(_d, '%U') AS BIGINT)", d=node.this)
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def whole_unit_differences(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -390,7 +402,7 @@ def whole_unit_differences(tree: exp.Expression, context: DialectContext) -> exp
         return exp.Anonymous(this="DATE_SUB", expressions=[
             exp.Literal.string(unit), exp.cast(node.expression, "TIMESTAMP"), exp.cast(node.this, "TIMESTAMP")])
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def string_casts(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -406,7 +418,7 @@ def string_casts(tree: exp.Expression, context: DialectContext) -> exp.Expressio
             node.set("this", mysql_number(node.this))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -417,7 +429,7 @@ def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.E
                                                                  or exp.Literal.number(0)])
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def concat_strings(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -429,7 +441,7 @@ def concat_strings(tree: exp.Expression, context: DialectContext) -> exp.Express
                     value.replace(as_mysql_string(value, "CONCAT"))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -440,7 +452,7 @@ def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expr
             return template(f"CAST(TIMEZONE({zone}, TO_TIMESTAMP(_n)) AS TIMESTAMP)", n=node.this)
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 RULES = (add_date, string_casts, truth_values, implicit_numbers, temporal_numbers, exact_division, integer_division,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sqlsecure.planner.dialects.common import (FLOATS, INTEGERS, NUMBERS, DialectContext, DType, local_now,
-                                               template, type_of)
+                                               rewrite_up, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
@@ -48,7 +48,7 @@ def integer_division(tree: exp.Expression, context: DialectContext) -> exp.Expre
         node.set("typed", False)  # else sqlglot's DuckDB SQL would truncate by the DuckDB types
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def division_by_zero(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -63,7 +63,7 @@ def division_by_zero(tree: exp.Expression, context: DialectContext) -> exp.Expre
             node.set("expression", template(DIVISION_BY_ZERO, b=node.expression))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def untyped_literals(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -78,7 +78,7 @@ def untyped_literals(tree: exp.Expression, context: DialectContext) -> exp.Expre
                 node.set(key, exp.cast(literal, partner.type.copy()))
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -89,7 +89,7 @@ def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.E
             return exp.Anonymous(this="ROUND_EVEN", expressions=[node.this, exp.Literal.number(0)])
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -99,7 +99,7 @@ def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
             return exp.cast(local_now(context.time_zone), "DATE")
         return node
 
-    return tree.transform(rewrite)
+    return rewrite_up(tree, rewrite)
 
 
 RULES = (untyped_literals, integer_division, division_by_zero, approximate_rounding, current_date_in_zone)
