@@ -64,7 +64,8 @@ MYSQL = [
     # LAST_DAY, ADDDATE / SUBDATE / DATE_ADD, date arithmetic, DATEDIFF
     "LAST_DAY(d)", "LAST_DAY('2024-02-10')", "LAST_DAY(ts)", "LAST_DAY(NULL)", "LAST_DAY('2024-02-30')",
     "ADDDATE(d, 5)", "ADDDATE(d, INTERVAL 1 MONTH)", "ADDDATE('2024-01-31', INTERVAL 1 MONTH)", "SUBDATE(d, 10)",
-    "SUBDATE(d, INTERVAL 1 YEAR)", "DATE_ADD(d, INTERVAL 1 YEAR)", "d + INTERVAL 20 DAY", "ADDDATE(ts, INTERVAL 1 HOUR)",
+    "SUBDATE(d, INTERVAL 1 YEAR)", "DATE_ADD(d, INTERVAL 1 YEAR)", "d + INTERVAL 20 DAY",
+    "ADDDATE(ts, INTERVAL 1 HOUR)",
     "DATE_ADD('2024-01-31 10:00:00', INTERVAL 1 HOUR)", "ADDDATE('2024-02-29', INTERVAL 1 YEAR)",
     "ts - TIMESTAMP('2024-01-01 23:59:59')", "d - DATE('2024-01-28')", "d + 1", "d - 1", "d * 1",
     "DATEDIFF(d, '2023-12-31')", "DATEDIFF(ts, d)",
@@ -159,13 +160,19 @@ class MariaDB:
         if os.geteuid() == 0:
             shutil.chown(self.root, "mysql")
         data = self.root / "data"
-        subprocess.run([mariadb_program("mariadb-install-db"), f"--datadir={data}", "--auth-root-authentication-method=normal",
+        subprocess.run([mariadb_program("mariadb-install-db"), f"--datadir={data}",
+                        "--auth-root-authentication-method=normal",
                         "--skip-test-db", *user], check=True, capture_output=True)
         self.server = subprocess.Popen(
             [mariadb_program("mariadbd"), f"--datadir={data}", f"--socket={self.root / 'sock'}", f"--port={self.port}",
              "--bind-address=127.0.0.1", "--skip-grant-tables", f"--pid-file={self.root / 'pid'}",
              f"--log-error={self.root / 'log'}", *user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.connection = self._connect()
+        try:
+            self.connection = self._connect()
+        except BaseException:
+            self.connection = None
+            self.stop()
+            raise
 
     def _connect(self):
         import pymysql
@@ -186,7 +193,8 @@ class MariaDB:
 
     def stop(self) -> None:
         try:
-            self.connection.close()
+            if self.connection is not None:
+                self.connection.close()
             self.server.terminate()
             self.server.wait(timeout=START_SECONDS)
         finally:
