@@ -252,6 +252,18 @@ def test_mysql_string_condition_in_where(mariadb, mysql_engine):
         assert got == want, condition
 
 
+def test_mysql_views_mean_mysql(tmp_path, federation_writer):
+    """A federation view is written in the federation's dialect too, and rewritten with the query."""
+    views = "[views]\nv = \"SELECT i DIV z AS q, IFNULL(sn, 1) AS f, d - 1 AS e FROM p.t\"\n"
+    path = federation_writer(tmp_path, {"p": {"t": TABLE}}, views, parties=("p",), dialect="mysql",
+                             min_group_size=0)
+    engine = Engine(path)
+    try:
+        assert engine.execute("SELECT q, f, e FROM v", "p").table.to_pylist() == [{"q": None, "f": "1", "e": 20240209}]
+    finally:
+        engine.close()
+
+
 def test_mysql_refuses_what_it_cannot_match(mysql_engine):
     """DATE_FORMAT specifiers without an exact equivalent, a format that is not constant, a DOUBLE's text."""
     for expression, named in (("DATE_FORMAT(d, '%D of %M')", "%D"), ("DATE_FORMAT(d, '%v')", "%v"),
