@@ -94,6 +94,9 @@ MYSQL = [
     "TIMESTAMP('1969-12-31 23:59:59') - TIMESTAMP('1970-01-01 00:00:00')", "d - 20240000",
     "TIMESTAMPDIFF(MINUTE, ts, '2023-12-31 23:00:30')", "DATE_ADD(d, INTERVAL 1 HOUR)", "IFNULL(sn, d)",
     "IFNULL(n, 2.5)", "CONCAT(d, ts)", "x / 0", "x DIV 0", "x % 0", "'abc' / 0",
+    # strings given to numeric functions
+    "ABS('-3x')", "ROUND('2.567', 1)", "ROUND('2.5')", "SUM(s)", "AVG(s)", "FLOOR(s)", "SQRT('16')", "POW('2', 3)",
+    "SIGN('-0.5')", "CEIL(name)", "MAX(s)", "ABS(sn)",
 ]
 
 POSTGRES = [

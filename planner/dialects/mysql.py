@@ -92,6 +92,22 @@ def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expre
     return rewrite_up(tree, rewrite)
 
 
+NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Pow, exp.Exp, exp.Ln, exp.Log,
+                     exp.Sign, exp.Sum, exp.Avg)
+
+
+def numeric_arguments(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A string given to a numeric function (ABS, ROUND, SUM, …) is read as MySQL reads it ('-3x' -> -3)."""
+    def rewrite(node):
+        if isinstance(node, NUMERIC_FUNCTIONS):
+            for argument in list(node.iter_expressions()):
+                if type_of(argument) in STRINGS:
+                    argument.replace(mysql_number(argument.copy()))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
 def truth_values(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """A string used as a condition is true when its numeric prefix is not 0 (IF('abc', 1, 2) = 2)."""
     def condition(node):
@@ -455,6 +471,6 @@ def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
-RULES = (add_date, string_casts, truth_values, implicit_numbers, temporal_numbers, exact_division, integer_division,
+RULES = (add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division, integer_division,
          approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day, date_arithmetic_types,
          weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone)
