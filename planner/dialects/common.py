@@ -30,10 +30,6 @@ def type_of(node: exp.Expression) -> DType:
     return node.type.this if node.type is not None else DType.UNKNOWN
 
 
-def is_null(node: exp.Expression) -> bool:
-    return isinstance(node, exp.Null)
-
-
 def template(sql: str, **parts: exp.Expression) -> exp.Expression:
     """A DuckDB expression `sql` whose placeholder columns `_name` are replaced by `parts[name]`.
 
