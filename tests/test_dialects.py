@@ -97,6 +97,9 @@ MYSQL = [
     # strings given to numeric functions
     "ABS('-3x')", "ROUND('2.567', 1)", "ROUND('2.5')", "SUM(s)", "AVG(s)", "FLOOR(s)", "SQRT('16')", "POW('2', 3)",
     "SIGN('-0.5')", "CEIL(name)", "MAX(s)", "ABS(sn)",
+    # LENGTH in bytes, SUBSTRING from 0
+    "LENGTH('é')", "LENGTH(sn)", "LENGTH(i)", "CHAR_LENGTH('é')", "SUBSTRING(name, 0)", "SUBSTRING(name, 0, 2)",
+    "SUBSTRING(sn, 0)", "SUBSTRING(name, -3)", "SUBSTRING(name, z + 1, 2)",
 ]
 
 POSTGRES = [
@@ -273,7 +276,8 @@ def test_mysql_refuses_what_it_cannot_match(mysql_engine):
                               ("DATE_FORMAT(d, '%u')", "%u"), ("STR_TO_DATE('1st', '%D')", "%D"),
                               ("DATE_FORMAT(d, name)", "constant format"), ("IFNULL(x, 'none')", "IFNULL"),
                               ("IF(i > 0, x, 'a')", "IF"), ("CONCAT(name, x)", "CONCAT"),
-                              ("WEEK(d, 3)", "WEEK")):
+                              ("WEEK(d, 3)", "WEEK"), ("YEARWEEK(d)", "YEARWEEK"), ("MID(name, 2, 2)", "MID"),
+                              ("ELT(2, 'a', 'b')", "ELT")):
         with pytest.raises(NotSupportedError, match=named):
             answer(mysql_engine, expression)
 
@@ -339,6 +343,11 @@ def test_postgres_answers_as_postgresql(postgres_table, postgres_engine, express
     want = postgres_answer(postgres_table, expression)
     got = answer(postgres_engine, expression)
     assert same(got, want), f"{expression}: sqlsecure {got!r}, PostgreSQL {want!r}"
+
+
+def test_postgres_refuses_functions_it_does_not_have(postgres_engine):
+    with pytest.raises(NotSupportedError, match="SPLIT_PART_X"):
+        answer(postgres_engine, "split_part_x(name, 'l', 1)")
 
 
 @pytest.mark.parametrize("expression", POSTGRES_DIVISION_BY_ZERO)

@@ -14,7 +14,8 @@ from sqlglot.dialects.mysql import MySQL
 
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
-                                               DialectContext, DType, local_now, rewrite_up, template, type_of)
+                                               DialectContext, DType, local_now, refuse_unknown_functions, rewrite_up,
+                                               template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
@@ -103,6 +104,31 @@ def numeric_arguments(tree: exp.Expression, context: DialectContext) -> exp.Expr
             for argument in list(node.iter_expressions()):
                 if type_of(argument) in STRINGS:
                     argument.replace(mysql_number(argument.copy()))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+DIFFERENT_BY_NAME = {  # DuckDB has these names with another meaning
+    "YEARWEEK": "DuckDB's YEARWEEK counts ISO weeks, MySQL's (mode 0) weeks starting on Sunday",
+}
+
+
+def string_functions(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """LENGTH counts bytes ('é' is 2), SUBSTRING from position 0 is '' (DuckDB starts at 1); functions that
+    DuckDB has under the same name with another meaning are refused."""
+    def rewrite(node):
+        if isinstance(node, exp.Length) and node.args.get("binary"):
+            return exp.Anonymous(this="STRLEN", expressions=[exp.cast(node.this, "VARCHAR")])
+        if isinstance(node, exp.Substring):
+            start = node.args.get("start")
+            if start is None or (isinstance(start, exp.Literal) and not start.is_string
+                                 and float(start.this) != 0):
+                return node
+            return template("CASE WHEN _p = 0 AND _s IS NOT NULL THEN '' ELSE _whole END", p=start, s=node.this,
+                            whole=node)
+        if isinstance(node, exp.Anonymous) and node.name.upper() in DIFFERENT_BY_NAME:
+            raise NotSupportedError(f"{node.name.upper()}(): {DIFFERENT_BY_NAME[node.name.upper()]}")
         return node
 
     return rewrite_up(tree, rewrite)
@@ -471,6 +497,7 @@ def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
-RULES = (add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division, integer_division,
-         approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day, date_arithmetic_types,
-         weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone)
+RULES = (add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division,
+         integer_division, approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day,
+         date_arithmetic_types, weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone,
+         string_functions, refuse_unknown_functions)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sqlsecure.planner.dialects.common import (FLOATS, INTEGERS, NUMBERS, DialectContext, DType, local_now,
-                                               rewrite_up, template, type_of)
+                                               refuse_unknown_functions, rewrite_up, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
@@ -102,4 +102,5 @@ def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
     return rewrite_up(tree, rewrite)
 
 
-RULES = (untyped_literals, integer_division, division_by_zero, approximate_rounding, current_date_in_zone)
+RULES = (untyped_literals, integer_division, division_by_zero, approximate_rounding, current_date_in_zone,
+         refuse_unknown_functions)
