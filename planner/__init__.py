@@ -47,8 +47,8 @@ class QueryPlan:
 def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                dialect: str = "duckdb", parameters=None, enclave: str | None = None,
                measurements: tuple[str, ...] = (), group_sums: str = "auto", link: Link = Link(),
-               psi: str = "kkrt", he_key_bits: int = 2048) -> QueryPlan:
-    tree = load_query(sql, catalog, dialect, parameters, issuer)
+               psi: str = "kkrt", he_key_bits: int = 2048, time_zone: str = "UTC") -> QueryPlan:
+    tree = load_query(sql, catalog, dialect, parameters, issuer, time_zone)
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}

@@ -23,6 +23,7 @@ from sqlglot.tokens import TokenType
 
 from sqlsecure.errors import DataError, NotSupportedError, PlanError
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.dialects import to_duckdb_meaning
 from sqlsecure.planner.views import expand_views, used_views
 
 # Scalar functions that read the host environment or files.
@@ -249,8 +250,11 @@ def resolved_names(tree: exp.Expression, catalog: Catalog, issuer: str | None) -
     return tuple(out)
 
 
-def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer: str | None = None) -> exp.Expression:
-    """Parse, bind `?` parameters, expand federation views, check references, qualify."""
+def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer: str | None = None,
+               time_zone: str = "UTC") -> exp.Expression:
+    """Parse, bind `?` parameters, expand federation views, check references, qualify, then rewrite what
+    DuckDB would answer differently from `dialect` (planner/dialects/; CURDATE() etc. in `time_zone`)."""
     tree = expand_views(bind_parameters(parse_query(sql, dialect), parameters), catalog.views)
     check_references(tree, catalog, sql, issuer)
-    return qualify_query(tree, catalog, dialect, sql)
+    tree = qualify_query(tree, catalog, dialect, sql)
+    return to_duckdb_meaning(tree, dialect, catalog.sqlglot_schema(dialect), time_zone)

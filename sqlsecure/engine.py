@@ -181,7 +181,8 @@ class Engine:
                           enclave=self.config.enclave.placement if self.config.enclave else None,
                           measurements=tuple(m.hex() for m in self.config.enclave.measurements)
                           if self.config.enclave else (), group_sums=self.config.group_sums, link=self.link,
-                          psi=self.config.psi, he_key_bits=self.config.he_key_bits)
+                          psi=self.config.psi, he_key_bits=self.config.he_key_bits,
+                          time_zone=self.config.time_zone)
 
     @pep249_errors
     def check(self, sql: str, issuer: str) -> str | None:

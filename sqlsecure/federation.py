@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sqlsecure.planner.views import parse_views
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
-                   "group_sums", "he_key_bits", "link_rtt_ms", "link_mbps", "psi"}
+                   "group_sums", "he_key_bits", "link_rtt_ms", "link_mbps", "psi", "time_zone"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs"} | NODE_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
@@ -91,6 +92,7 @@ class FederationConfig:
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh" (X25519)
     he_key_bits: int = 2048  # the Paillier modulus of HE group sums: 2048 or 3072
     views: dict = field(default_factory=dict)  # [views]: name -> parsed query (planner/views.py)
+    time_zone: str = "UTC"  # the IANA zone whose wall clock CURDATE()/NOW() read (planner/dialects/)
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,17 @@ def _dialect_ok(dialect: str) -> bool:
     try:
         sqlglot.Dialect.get_or_raise(dialect)
     except ValueError:
+        return False
+    return True
+
+
+def _time_zone_ok(name) -> bool:
+    """An IANA time zone name that this machine's zone database knows."""
+    if not isinstance(name, str) or not name or name.startswith(("/", ".")):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return False
     return True
 
@@ -392,6 +405,11 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
     if not isinstance(group_sums, str) or group_sums not in ("auto", "he", "spu"):
         problem("federation.group_sums", 'must be "auto" (the planner\'s cost model), "he" (Paillier group sums) '
                                          'or "spu" (secret shares)')
+    time_zone = fed.get("time_zone", "UTC")
+    if not _time_zone_ok(time_zone):
+        problem("federation.time_zone", f"unknown time zone {time_zone!r}: an IANA name such as "
+                                        "\"UTC\" or \"Europe/Paris\"")
+        time_zone = "UTC"
     he_key_bits = fed.get("he_key_bits", 2048)
     if not isinstance(he_key_bits, int) or isinstance(he_key_bits, bool) or he_key_bits not in (2048, 3072):
         problem("federation.he_key_bits", "must be 2048 or 3072 (bits of the Paillier modulus of HE group sums)")
@@ -411,7 +429,8 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
         raise ConfigError(problems)
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
                             paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
-                            nodes, group_sums, **link, psi=psi, he_key_bits=he_key_bits, views=views)
+                            nodes, group_sums, **link, psi=psi, he_key_bits=he_key_bits, views=views,
+                            time_zone=time_zone)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

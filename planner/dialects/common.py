@@ -1,0 +1,99 @@
+"""Helpers shared by the dialect rules: column types, DuckDB templates, the time zone."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+from sqlsecure.errors import NotSupportedError
+
+DType = exp.DataType.Type
+STRINGS = {DType.VARCHAR, DType.CHAR, DType.TEXT, DType.NVARCHAR, DType.NCHAR}
+INTEGERS = set(exp.DataType.INTEGER_TYPES)
+FLOATS = {DType.FLOAT, DType.DOUBLE}
+DATES = {DType.DATE, DType.DATE32}
+DATETIMES = set(exp.DataType.TEMPORAL_TYPES) - DATES - {DType.TIME, DType.TIMETZ}
+TIMES = {DType.TIME, DType.TIMETZ}
+NUMBERS = set(exp.DataType.NUMERIC_TYPES) | {DType.BOOLEAN}
+
+
+@dataclass(frozen=True)
+class DialectContext:
+    """What a rule may need besides the tree: the dialect, and the zone of CURDATE()/NOW()."""
+
+    dialect: str
+    time_zone: str = "UTC"
+
+
+def type_of(node: exp.Expression) -> DType:
+    """The annotated type of a node (UNKNOWN when sqlglot could not tell, e.g. a bare NULL)."""
+    return node.type.this if node.type is not None else DType.UNKNOWN
+
+
+def template(sql: str, **parts: exp.Expression) -> exp.Expression:
+    """A DuckDB expression `sql` whose placeholder columns `_name` are replaced by `parts[name]`.
+
+    >>> template("_a // NULLIF(_b, 0)", a=exp.column("x"), b=exp.Literal.number(2)).sql("duckdb")
+    'x // NULLIF(2, 0)'
+    """
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    for column in list(tree.find_all(exp.Column)):
+        name = column.name
+        if name.startswith("_") and name[1:] in parts and not column.table:
+            column.replace(parts[name[1:]].copy())
+    return tree
+
+
+def rewrite_up(tree: exp.Expression, rewrite) -> exp.Expression:
+    """Apply `rewrite(node) -> node` to every node, children before parents, so that a pattern nested in
+    another (`(a DIV b) DIV c`) is rewritten at every depth. (sqlglot's `transform` does not descend into
+    the node that replaces one.)
+
+    >>> import sqlglot
+    >>> def double(n): return exp.Mul(this=n.copy(), expression=exp.Literal.number(2)) if n.is_int else n
+    >>> rewrite_up(sqlglot.parse_one("1 + (3 + 4)"), double).sql()
+    '1 * 2 + (3 * 2 + 4 * 2)'
+    """
+    for node in reversed(list(tree.walk(bfs=False))):
+        new = rewrite(node)
+        if new is not node:
+            if node is tree:
+                return new
+            node.replace(new)
+    return tree
+
+
+def local_now(time_zone: str) -> exp.Expression:
+    """The statement's current time as a TIMESTAMP on the wall clock of `time_zone` (whole seconds)."""
+    return template(f"CAST(DATE_TRUNC('second', TIMEZONE({exp.Literal.string(time_zone).sql()}, "
+                    "CURRENT_TIMESTAMP)) AS TIMESTAMP)")
+
+
+@cache
+def duckdb_function_names() -> frozenset[str]:
+    """The names of DuckDB's built-in functions (a constant of the installed DuckDB)."""
+    with duckdb.connect(":memory:") as con:
+        return frozenset(n.upper() for (n,) in con.execute("SELECT DISTINCT function_name FROM duckdb_functions()")
+                         .fetchall())
+
+
+SQL_FORMS = {"CAST", "TRY_CAST", "COALESCE", "EXTRACT", "EXISTS", "GROUPING", "IFNULL"}  # syntax, not functions
+CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
+
+
+def refuse_unknown_functions(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A function of the dialect that neither sqlglot nor a rule made into one DuckDB has (MySQL's ELT, MID)
+    is refused at plan time, by name, rather than failing at a party at run time."""
+    for node in tree.find_all(exp.Func):
+        call = CALL.match(node.sql(dialect="duckdb"))
+        name = call.group(1).upper() if call else None
+        if name and name not in SQL_FORMS and name not in duckdb_function_names():
+            source = node.name.upper() if isinstance(node, exp.Anonymous) else node.sql_name()
+            raise NotSupportedError(f"{source}() has no equivalent here in the {context.dialect} dialect "
+                                    "(see docs/federation.md, Dialects)")
+    return tree

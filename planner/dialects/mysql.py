@@ -1,0 +1,503 @@
+"""MySQL's meaning in DuckDB: one rule per difference, composed in `RULES` (applied in order).
+
+Each rule is `rule(tree, context) -> tree` over a type-annotated tree. What sqlglot's transpiler already
+gets right (`/` and `%` giving NULL for a zero divisor, `%`'s sign following the dividend, `CONCAT` giving
+NULL if any argument is NULL, `IF`, `DATEDIFF`) is left to it and covered by tests/test_dialects.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlglot import exp
+from sqlglot.dialects.mysql import MySQL
+
+from sqlsecure.errors import NotSupportedError
+from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
+                                               DialectContext, DType, local_now, refuse_unknown_functions, rewrite_up,
+                                               template, type_of)
+
+ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
+
+# MySQL's string-to-number conversion: the longest numeric prefix (after leading blanks), 0 if none.
+MYSQL_NUMBER = ("CASE WHEN _s IS NULL THEN NULL ELSE COALESCE(TRY_CAST(NULLIF(REGEXP_EXTRACT(_s, "
+                "'^[ \\t\\n\\r]*([+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?)', 1), '') AS DOUBLE), 0) END")
+
+MYSQL_INTEGER = ("CASE WHEN _s IS NULL THEN NULL ELSE COALESCE(TRY_CAST(NULLIF(REGEXP_EXTRACT(_s, "
+                 "'^[ \\t\\n\\r]*([+-]?[0-9]+)', 1), '') AS HUGEINT), 0) END")
+DIV_PRECISION_INCREMENT = 4  # MySQL's default: `/` adds 4 decimals to the dividend's scale
+
+# DATE_FORMAT / STR_TO_DATE specifiers with an exact DuckDB equivalent; any other one is refused.
+MYSQL_TO_STRFTIME = {
+    "a": "%a", "b": "%b", "c": "%-m", "d": "%d", "e": "%-d", "f": "%f", "H": "%H", "h": "%I", "I": "%I",
+    "i": "%M", "j": "%j", "k": "%-H", "l": "%-I", "M": "%B", "m": "%m", "p": "%p", "r": "%I:%M:%S %p",
+    "S": "%S", "s": "%S", "T": "%H:%M:%S", "U": "%U", "W": "%A", "w": "%w", "Y": "%Y", "y": "%y", "%": "%%",
+}
+# sqlglot's strftime-like spelling of MySQL's specifiers, back to MySQL's (one specifier at a time).
+PARSED_TO_MYSQL = {python: mysql for mysql, python in MySQL.TIME_MAPPING.items() if len(python) <= 3}
+DATE_UNITS = {"DAY", "WEEK", "MONTH", "QUARTER", "YEAR"}
+
+
+def integer_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """`a DIV b`: NULL when b is 0, the quotient truncated toward zero, as an integer.
+
+    >>> from sqlglot import parse_one
+    >>> integer_division(parse_one("SELECT 7 DIV 2", read="mysql"), None).sql("duckdb")
+    'SELECT CAST(TRUNC(7 / NULLIF(2, 0)) AS BIGINT)'
+    """
+    def rewrite(node):
+        if not isinstance(node, exp.IntDiv):
+            return node
+        if type_of(node.this) in INTEGERS and type_of(node.expression) in INTEGERS:
+            return template("_a // NULLIF(_b, 0)", a=node.this, b=node.expression)
+        return template("CAST(TRUNC(_a / NULLIF(_b, 0)) AS BIGINT)", a=node.this, b=node.expression)
+
+    return rewrite_up(tree, rewrite)
+
+
+def mysql_number(node: exp.Expression) -> exp.Expression:
+    """A string as MySQL reads it in arithmetic: its numeric prefix as a DOUBLE ('3abc' -> 3, 'x' -> 0)."""
+    return exp.paren(template(MYSQL_NUMBER, s=node), copy=False)
+
+
+def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """Strings in arithmetic, or compared with numbers, are converted as MySQL converts them.
+
+    >>> from sqlglot import parse_one
+    >>> from sqlglot.optimizer.annotate_types import annotate_types
+    >>> "REGEXP_EXTRACT" in implicit_numbers(annotate_types(parse_one("SELECT '3' + 4")), None).sql("duckdb")
+    True
+    """
+    def rewrite(node):
+        if isinstance(node.args.get("expression"), exp.Interval):
+            return node  # date arithmetic: date_arithmetic_types
+        if isinstance(node, ARITHMETIC + (exp.Neg,)):
+            for operand in (node.this, node.args.get("expression")):
+                if operand is not None and type_of(operand) == DType.BOOLEAN:
+                    operand.replace(exp.cast(operand.copy(), "INTEGER"))  # TRUE + 1 = 2
+        operands = [node.this, node.args.get("expression")] if isinstance(node, ARITHMETIC + (exp.Neg,)) else []
+        if isinstance(node, COMPARISONS):
+            operands = [node.this, node.expression]
+        elif isinstance(node, exp.In) and not node.args.get("query"):
+            operands = [node.this, *node.expressions]
+        elif isinstance(node, exp.Between):
+            operands = [node.this, node.args["low"], node.args["high"]]
+        if not isinstance(node, ARITHMETIC + (exp.Neg,)) and not {type_of(o) for o in operands} & NUMBERS:
+            return node  # strings compared with strings (or dates) stay strings
+        for operand in operands:
+            if operand is not None and type_of(operand) in STRINGS:
+                operand.replace(mysql_number(operand.copy()))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Pow, exp.Exp, exp.Ln, exp.Log,
+                     exp.Sign, exp.Sum, exp.Avg)
+
+
+def numeric_arguments(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A string given to a numeric function (ABS, ROUND, SUM, …) is read as MySQL reads it ('-3x' -> -3)."""
+    def rewrite(node):
+        if isinstance(node, NUMERIC_FUNCTIONS):
+            for argument in list(node.iter_expressions()):
+                if type_of(argument) in STRINGS:
+                    argument.replace(mysql_number(argument.copy()))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+DIFFERENT_BY_NAME = {  # DuckDB has these names with another meaning
+    "YEARWEEK": "DuckDB's YEARWEEK counts ISO weeks, MySQL's (mode 0) weeks starting on Sunday",
+}
+
+
+def string_functions(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """LENGTH counts bytes ('é' is 2), SUBSTRING from position 0 is '' (DuckDB starts at 1); functions that
+    DuckDB has under the same name with another meaning are refused."""
+    def rewrite(node):
+        if isinstance(node, exp.Length) and node.args.get("binary"):
+            return exp.Anonymous(this="STRLEN", expressions=[exp.cast(node.this, "VARCHAR")])
+        if isinstance(node, exp.Substring):
+            start = node.args.get("start")
+            if start is None or (isinstance(start, exp.Literal) and not start.is_string
+                                 and float(start.this) != 0):
+                return node
+            return template("CASE WHEN _p = 0 AND _s IS NOT NULL THEN '' ELSE _whole END", p=start, s=node.this,
+                            whole=node)
+        if isinstance(node, exp.Anonymous) and node.name.upper() in DIFFERENT_BY_NAME:
+            raise NotSupportedError(f"{node.name.upper()}(): {DIFFERENT_BY_NAME[node.name.upper()]}")
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def truth_values(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A string used as a condition is true when its numeric prefix is not 0 (IF('abc', 1, 2) = 2)."""
+    def condition(node):
+        if node is not None and type_of(node) in STRINGS:
+            node.replace(exp.paren(exp.NEQ(this=mysql_number(node.copy()), expression=exp.Literal.number(0))))
+
+    def rewrite(node):
+        if isinstance(node, exp.If | exp.Where | exp.Having | exp.Not):
+            condition(node.this)
+        elif isinstance(node, exp.Case) and node.this is None:
+            for branch in node.args.get("ifs", []):
+                condition(branch.this)
+        elif isinstance(node, exp.And | exp.Or | exp.Xor):
+            condition(node.this)
+            condition(node.expression)
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def mysql_temporal_number(node: exp.Expression) -> exp.Expression | None:
+    """A DATE, DATETIME or TIME as MySQL reads it in arithmetic: 20240131, 20240131235959.000000, 235959."""
+    kind = type_of(node)
+    if kind in DATES:
+        return template("CAST(STRFTIME(_d, '%Y%m%d') AS BIGINT)", d=node)
+    if kind in DATETIMES:
+        return template("CAST(STRFTIME(_d, '%Y%m%d%H%M%S.%f') AS DECIMAL(21, 6))", d=node)
+    if kind in TIMES:
+        return template("CAST(STRFTIME(DATE '2000-01-01' + _d, '%H%M%S') AS BIGINT)", d=node)
+    return None
+
+
+def temporal_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """Dates and times in arithmetic without an INTERVAL are numbers in MySQL: DATE '2024-03-01' -
+    DATE '2024-02-28' is 20240301 - 20240228 = 73, not 2 days; datetime - datetime likewise."""
+    def rewrite(node):
+        if not isinstance(node, ARITHMETIC):
+            return node
+        if isinstance(node.this, exp.Interval) or isinstance(node.expression, exp.Interval):
+            return node
+        for key in ("this", "expression"):
+            number = mysql_temporal_number(node.args[key])
+            if number is not None:
+                node.set(key, exp.paren(number, copy=False))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def branches(node: exp.Expression) -> list[exp.Expression]:
+    """The value expressions of IFNULL/COALESCE, IF and CASE (the candidates for the result)."""
+    if isinstance(node, exp.Coalesce):
+        return [node.this, *node.expressions]
+    if isinstance(node, exp.If):
+        return [v for v in (node.args.get("true"), node.args.get("false")) if v is not None]
+    if isinstance(node, exp.Case):
+        return [i.args["true"] for i in node.args.get("ifs", [])] + ([node.args["default"]]
+                                                                       if node.args.get("default") else [])
+    return []
+
+
+def as_mysql_string(value: exp.Expression, function: str) -> exp.Expression:
+    """A non-string branch as the string MySQL makes of it (TRUE -> '1')."""
+    kind = type_of(value)
+    if kind == DType.BOOLEAN:
+        return template("CAST(CAST(_v AS INTEGER) AS VARCHAR)", v=value)
+    if kind in FLOATS and not isinstance(value, exp.Literal):
+        raise NotSupportedError(
+            f"{function} mixes a string with the floating-point value {value.sql('mysql')}: MySQL's text form "
+            "of a DOUBLE differs from DuckDB's; CAST it to DECIMAL first")
+    return exp.cast(value, "VARCHAR")
+
+
+def mixed_type_results(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """IFNULL/COALESCE/IF/CASE with string and non-string results return a string in MySQL
+    (`IFNULL(name, 0)` is '0' where name is NULL), where DuckDB would try to make the string a number."""
+    def rewrite(node):
+        values = branches(node)
+        kinds = {type_of(v) for v in values if not isinstance(v, exp.Null)}
+        if not (kinds & STRINGS) or kinds <= STRINGS | {DType.UNKNOWN}:
+            return node
+        function = {exp.Coalesce: "IFNULL/COALESCE", exp.If: "IF", exp.Case: "CASE"}[type(node)]
+        for value in values:
+            if type_of(value) not in STRINGS | {DType.UNKNOWN} and not isinstance(value, exp.Null):
+                value.replace(as_mysql_string(value, function))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def mysql_format(node: exp.Expression, function: str) -> str:
+    """The format of DATE_FORMAT/STR_TO_DATE as the user wrote it (sqlglot holds it in strftime's notation)."""
+    if not isinstance(node, exp.Literal) or not node.is_string:
+        raise NotSupportedError(f"{function} needs a constant format string, not {node.sql('mysql')}")
+    return re.sub(r"%-?.", lambda m: PARSED_TO_MYSQL.get(m.group(0), m.group(0)), node.this)
+
+
+def strftime_format(mysql: str, function: str) -> str:
+    """MySQL's format specifiers as DuckDB's; a specifier without an exact equivalent is refused.
+
+    >>> strftime_format("%M %e, %Y %H:%i", "DATE_FORMAT")
+    '%B %-d, %Y %H:%M'
+    """
+    def one(match: re.Match) -> str:
+        spec = match.group(1)
+        if spec not in MYSQL_TO_STRFTIME:
+            raise NotSupportedError(
+                f"{function}: the specifier %{spec} has no exact equivalent here (supported: "
+                f"{' '.join('%' + s for s in sorted(MYSQL_TO_STRFTIME))})")
+        return MYSQL_TO_STRFTIME[spec]
+
+    return re.sub(r"%(.|$)", one, mysql)
+
+
+def date_formats(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """DATE_FORMAT's and STR_TO_DATE's specifiers mean MySQL's (`%M` month name, `%i` minutes, `%e` day
+    without padding); STR_TO_DATE of a string that does not match is NULL, as in MySQL."""
+    def rewrite(node):
+        if isinstance(node, exp.TimeToStr):
+            function = "DATE_FORMAT"
+        elif isinstance(node, (exp.StrToDate, exp.StrToTime)):
+            function = "STR_TO_DATE"
+            node.set("safe", True)
+        else:
+            return node
+        form = strftime_format(mysql_format(node.args["format"], function), function)
+        node.set("format", exp.Literal.string(form))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def last_day(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """LAST_DAY of a string reads it as a date, NULL if it is not one (as MySQL does)."""
+    def rewrite(node):
+        if isinstance(node, exp.LastDay) and type_of(node.this) in STRINGS | {DType.UNKNOWN}:
+            node.set("this", exp.TryCast(this=node.this, to=exp.DataType.build("DATE")))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def as_interval(argument: exp.Expression) -> tuple[exp.Expression, exp.Expression]:
+    """ADDDATE's second argument as (amount, unit): an INTERVAL, or a number of days."""
+    if isinstance(argument, exp.Interval):
+        return argument.this, argument.args.get("unit") or exp.var("DAY")
+    return argument, exp.var("DAY")
+
+
+def add_date(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """ADDDATE(d, n) / SUBDATE(d, n) (n days or an INTERVAL) are DATE_ADD / DATE_SUB.
+
+    >>> from sqlglot import parse_one
+    >>> add_date(parse_one("SELECT ADDDATE(d, 5)", read="mysql"), None).sql("mysql")
+    'SELECT DATE_ADD(d, INTERVAL 5 DAY)'
+    """
+    def rewrite(node):
+        if not isinstance(node, exp.Anonymous) or node.name.upper() not in ("ADDDATE", "SUBDATE"):
+            return node
+        if len(node.expressions) != 2:
+            raise NotSupportedError(f"{node.name.upper()} takes two arguments: a date and a number of days "
+                                    "or an INTERVAL")
+        day, step = node.expressions
+        amount, unit = as_interval(step)
+        kind = exp.DateAdd if node.name.upper() == "ADDDATE" else exp.DateSub
+        return kind(this=day, expression=amount, unit=unit)
+
+    return rewrite_up(tree, rewrite)
+
+
+def string_date_arithmetic(node: exp.Expression, day: exp.Expression, unit: str) -> exp.Expression:
+    """A string ± INTERVAL: a string again, a date's if it held a date and the unit is days or longer."""
+    def moved(kind: str) -> exp.Expression:
+        copy = node.copy()
+        copy.set("this", exp.TryCast(this=day.copy(), to=exp.DataType.build(kind)))
+        return copy
+
+    if unit not in DATE_UNITS:
+        return template("CAST(_t AS VARCHAR)", t=moved("TIMESTAMP"))
+    return template("CASE WHEN LENGTH(TRIM(_s)) <= 10 THEN CAST(CAST(_d AS DATE) AS VARCHAR) "
+                    "ELSE CAST(_t AS VARCHAR) END", s=day, d=moved("DATE"), t=moved("TIMESTAMP"))
+
+
+def date_arithmetic_types(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A DATE plus or minus days, weeks, months, quarters or years is a DATE in MySQL (DuckDB makes a
+    TIMESTAMP of it); a string plus or minus an interval is a string, keeping its time of day if it had one."""
+    def rewrite(node):
+        if isinstance(node, (exp.DateAdd, exp.DateSub)):
+            unit = node.text("unit").upper() or "DAY"
+        elif isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.expression, exp.Interval):
+            unit = node.expression.text("unit").upper() or "DAY"
+        else:
+            return node
+        day = node.this.this if isinstance(node.this, exp.TsOrDsToDate) else node.this
+        if type_of(day) in STRINGS:
+            return string_date_arithmetic(node, day, unit)
+        if unit in DATE_UNITS and type_of(day) in DATES:
+            return exp.cast(node, "DATE")
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def current_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CURDATE()/NOW()/CURTIME() (and their synonyms) read the wall clock of the federation's time_zone,
+    in whole seconds; UTC_DATE()/UTC_TIMESTAMP() read UTC's."""
+    def rewrite(node):
+        name = node.name.upper() if isinstance(node, exp.Anonymous) else ""
+        if isinstance(node, (exp.UtcTimestamp, exp.UtcDate)):
+            now = local_now("UTC")
+            return now if isinstance(node, exp.UtcTimestamp) else exp.cast(now, "DATE")
+        if isinstance(node, (exp.CurrentTimestamp, exp.Localtime, exp.Localtimestamp)) or name in (
+                "NOW", "SYSDATE", "LOCALTIMESTAMP", "LOCALTIME"):
+            return local_now(context.time_zone)
+        if isinstance(node, exp.CurrentDate) or name in ("CURDATE",):
+            return exp.cast(local_now(context.time_zone), "DATE")
+        if isinstance(node, exp.CurrentTime) or name in ("CURTIME",):
+            return exp.cast(local_now(context.time_zone), "TIME")
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def exact_scale(node: exp.Expression) -> int | None:
+    """The decimal scale MySQL gives an exact (integer or DECIMAL) expression; None if it is approximate
+    (a DOUBLE, a string, or something this rule does not know).
+
+    >>> from sqlglot import parse_one
+    >>> exact_scale(parse_one("1.25 * 2 + 1 / 3"))
+    4
+    """
+    if isinstance(node, exp.Paren | exp.Neg | exp.Abs | exp.Sum | exp.Max | exp.Min):
+        return exact_scale(node.this)
+    if isinstance(node, exp.Null) or isinstance(node, exp.Count | exp.IntDiv):
+        return 0
+    if isinstance(node, exp.Literal):
+        text = node.this
+        if node.is_string or "e" in text.lower():
+            return None
+        return len(text.split(".")[1]) if "." in text else 0
+    if isinstance(node, exp.Avg | exp.Div):
+        scale = exact_scale(node.this)
+        right = exact_scale(node.expression) if isinstance(node, exp.Div) else 0
+        return None if scale is None or right is None else min(scale + DIV_PRECISION_INCREMENT, 30)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Mod):
+        left, right = exact_scale(node.this), exact_scale(node.expression)
+        if left is None or right is None:
+            return None
+        return min(left + right if isinstance(node, exp.Mul) else max(left, right), 30)
+    kind = type_of(node)
+    if kind in INTEGERS:
+        return 0
+    if kind == DType.DECIMAL and not isinstance(node, exp.Literal):
+        params = node.type.expressions
+        return int(params[1].name) if len(params) > 1 else 0
+    return None
+
+
+def exact_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """`/` and AVG of exact values are DECIMALs in MySQL, rounded to 4 more decimals than the dividend
+    (div_precision_increment): 2 / 3 = 0.6667, AVG of 1, 2, 2 = 1.6667. The rounding is applied once, to the
+    outermost arithmetic around the division, as MySQL rounds only the result (1 / 3 * 3 = 1.0000)."""
+    def needs_rounding(node):
+        if not isinstance(node, ARITHMETIC + (exp.Avg,)):
+            return False
+        parent = node.parent
+        while isinstance(parent, exp.Paren):
+            parent = parent.parent
+        if isinstance(parent, ARITHMETIC + (exp.Round,)):
+            return False  # the enclosing arithmetic (or the user's ROUND) is the result
+        return any(isinstance(n, exp.Div | exp.Avg) for n in node.walk()) and exact_scale(node) is not None
+
+    def rewrite(node):
+        if needs_rounding(node):
+            scale = exact_scale(node)  # rounded half away from zero as a DECIMAL (DuckDB's DOUBLE rounds to even)
+            exact = exp.cast(node.copy(), exp.DataType.build(f"DECIMAL(38, {max(9, scale)})"))
+            return exp.Round(this=exact, decimals=exp.Literal.number(scale))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def weekdays(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """DAYOFWEEK is 1 (Sunday) .. 7, WEEKDAY 0 (Monday) .. 6, WEEK(d) (mode 0) the %U week; WEEK with
+    another mode is refused."""
+    def rewrite(node):
+        if isinstance(node, exp.DayOfWeek):
+            return template("(DAYOFWEEK(_d) + 1)", d=node.this)
+        if isinstance(node, exp.Anonymous) and node.name.upper() == "WEEKDAY" and len(node.expressions) == 1:
+            return template("(ISODOW(CAST(_d AS DATE)) - 1)", d=node.expressions[0])
+        if isinstance(node, exp.Week):
+            mode = node.args.get("mode")
+            if mode is not None and not (isinstance(mode, exp.Literal) and mode.this == "0"):
+                raise NotSupportedError(f"WEEK with mode {mode.sql('mysql')}: only mode 0 (the default, weeks "
+                                        "starting on Sunday) has an exact equivalent here")
+            return template("CAST(STRFTIME(_d, '%U') AS BIGINT)", d=node.this)
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def whole_unit_differences(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """TIMESTAMPDIFF counts whole units (2024-01-31 to 2024-02-10 is 0 months), not boundaries crossed."""
+    def rewrite(node):
+        if not isinstance(node, exp.TimestampDiff):
+            return node
+        unit = (node.text("unit") or "DAY").upper()
+        return exp.Anonymous(this="DATE_SUB", expressions=[
+            exp.Literal.string(unit), exp.cast(node.expression, "TIMESTAMP"), exp.cast(node.this, "TIMESTAMP")])
+
+    return rewrite_up(tree, rewrite)
+
+
+def string_casts(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CAST(string AS SIGNED/UNSIGNED/DECIMAL/DOUBLE) reads the string's numeric prefix, as MySQL does
+    ('3abc' -> 3; an integer cast takes the integer prefix: '3.7' -> 3)."""
+    def rewrite(node):
+        if not isinstance(node, exp.Cast) or type_of(node.this) not in STRINGS:
+            return node
+        target = node.to.this
+        if target in INTEGERS:
+            node.set("this", exp.paren(template(MYSQL_INTEGER, s=node.this), copy=False))
+        elif target in NUMBERS:
+            node.set("this", mysql_number(node.this))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """ROUND of a DOUBLE rounds half to even in MySQL (ROUND(2.5e0) = 2); exact values round half away."""
+    def rewrite(node):
+        if isinstance(node, exp.Round) and type_of(node.this) in FLOATS and not isinstance(node.this, exp.Literal):
+            return exp.Anonymous(this="ROUND_EVEN", expressions=[node.this, node.args.get("decimals")
+                                                                 or exp.Literal.number(0)])
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def concat_strings(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CONCAT's arguments are strings in MySQL (CONCAT(2.5) is '2.5', TRUE is '1')."""
+    def rewrite(node):
+        if isinstance(node, exp.Concat):
+            for value in node.expressions:
+                if type_of(value) not in STRINGS | {DType.UNKNOWN} and not isinstance(value, exp.Null):
+                    value.replace(as_mysql_string(value, "CONCAT"))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """FROM_UNIXTIME(n) is the wall-clock time of the federation's time_zone, a TIMESTAMP."""
+    def rewrite(node):
+        if isinstance(node, exp.UnixToTime) and node.args.get("format") is None:
+            zone = exp.Literal.string(context.time_zone).sql()
+            return template(f"CAST(TIMEZONE({zone}, TO_TIMESTAMP(_n)) AS TIMESTAMP)", n=node.this)
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+RULES = (add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division,
+         integer_division, approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day,
+         date_arithmetic_types, weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone,
+         string_functions, refuse_unknown_functions)
