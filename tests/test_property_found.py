@@ -1,0 +1,81 @@
+"""Bugs found by the property test (tests/test_property.py), each as a minimal reproduction.
+
+Each test states what a fix must achieve whichever way it goes: the query is either refused by
+`check` and by execution alike (an error of the PEP 249 tree), or answered with the oracle's rows.
+They are `xfail(strict=True)`: un-xfail each as its fix lands (a strict xfail that passes fails).
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+
+import pyarrow as pa
+import pytest
+
+import sqlsecure
+from sqlsecure.engine import Engine
+
+PARTIES = ("bank", "shop")
+
+
+def two_parties() -> dict[str, dict[str, pa.Table]]:
+    """bank.t and shop.t, 6 rows each, keys 1..3 on both sides (each key twice)."""
+    keys = [1, 1, 2, 2, 3, 3]
+    return {party: {"t": pa.table({
+        "k": pa.array(keys, pa.int64()),
+        "i": pa.array([n + offset for n in range(6)], pa.int64()),
+        "f": pa.array([0.5 * n for n in range(6)]),
+        "d": pa.array([decimal.Decimal(n) / 4 for n in range(6)], pa.decimal128(8, 2)),
+        "s": pa.array(["a", "b", "c", "dd", "a", "b"]),
+        "dt": pa.array([datetime.date(2024, 1, 1 + n) for n in range(6)], pa.date32()),
+    })} for party, offset in zip(PARTIES, (0, 3))}
+
+
+@pytest.fixture
+def plaintext_oracle(tmp_path, federation_writer, plaintext_grants, oracle_for):
+    """Every column PLAINTEXT to the other party, no threshold: only correctness is in question."""
+    path = federation_writer(tmp_path, two_parties(), plaintext_grants(PARTIES), parties=PARTIES, min_group_size=0)
+    with Engine(path) as engine:
+        yield oracle_for(engine)
+
+
+def assert_check_agrees(oracle, sql: str, issuer: str) -> None:
+    """Refused by check and execution alike, or answered with the oracle's rows."""
+    if oracle.engine.check(sql, issuer) is not None:
+        with pytest.raises(sqlsecure.Error):
+            oracle.engine.execute(sql, issuer)
+    else:
+        oracle.check(sql, issuer)
+
+
+@pytest.mark.xfail(strict=True, reason="MIN/MAX of another party's text on the secure path: check accepts it, "
+                                       "execution raises NotSupportedError 'MIN/MAX of text in secure computation'")
+@pytest.mark.parametrize("sql", [
+    "SELECT x.s AS g, MAX(y.s) AS m FROM bank.t x JOIN shop.t y ON x.k = y.k GROUP BY x.s",
+    "SELECT MIN(y.s) AS m FROM bank.t x JOIN shop.t y ON x.k = y.k WHERE x.i > y.i",
+])
+def test_min_max_of_text_across_parties_is_refused_at_plan_time_or_answered(plaintext_oracle, sql):
+    assert_check_agrees(plaintext_oracle, sql, "bank")
+
+
+@pytest.mark.xfail(strict=True, reason="a date compared with a DATE literal on the SPU: check accepts it, execution "
+                                       "raises NotSupportedError 'CAST to DATE in secure computation'")
+@pytest.mark.parametrize("sql", [
+    "SELECT y.dt > DATE '2024-01-03' AS later FROM bank.t x JOIN shop.t y ON x.k = y.k WHERE x.i > y.i",
+    "SELECT CASE WHEN y.dt > DATE '2024-01-03' THEN y.i ELSE -2 END AS v FROM bank.t x JOIN shop.t y "
+    "ON x.k = y.k WHERE x.i < y.i",
+])
+def test_a_date_literal_on_the_spu_is_refused_at_plan_time_or_answered(plaintext_oracle, sql):
+    assert_check_agrees(plaintext_oracle, sql, "bank")
+
+
+@pytest.mark.xfail(strict=True, reason="a header-only CSV table is registered with columns column0, column1, ... "
+                                       "(DuckDB's sniffer cannot tell the header from a row of text)")
+def test_an_empty_csv_table_keeps_its_column_names(tmp_path, federation_writer, plaintext_grants):
+    """The conftest writer puts shop's tables on CSV; an empty one keeps its header only."""
+    tables = two_parties()
+    tables["shop"]["t"] = tables["shop"]["t"].slice(0, 0)
+    path = federation_writer(tmp_path, tables, plaintext_grants(PARTIES), parties=PARTIES)
+    with Engine(path) as engine:
+        assert engine.execute("SELECT k, i, f, d, s, dt FROM shop.t", "shop").table.num_rows == 0
