@@ -21,7 +21,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
 import sqlsecure
@@ -332,6 +332,14 @@ def refusal_of_check(engine: Engine, sql: str, issuer: str) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
+def refused_by_the_data(exc: sqlsecure.Error) -> bool:
+    """The refusals that depend on the data, which only execution can make (documented in the README):
+    an AVG beyond the SPU's fixed-point range (DataError), and an oblivious join whose keys repeat on
+    both sides (NotSupportedError; each party learns that one bit)."""
+    return isinstance(exc, sqlsecure.DataError) or (
+        isinstance(exc, sqlsecure.NotSupportedError) and "oblivious join needs unique" in str(exc))
+
+
 def assert_refused_or_oracle(oracle, sql: str, issuer: str) -> str:
     """The property for one query: refused with a PEP 249 error (and by `check` too), or the oracle's
     rows. A bare Python exception propagates and fails the test. Returns the verdict, for statistics."""
@@ -341,8 +349,7 @@ def assert_refused_or_oracle(oracle, sql: str, issuer: str) -> str:
         oracle.check(sql, issuer)
     except sqlsecure.Error as exc:
         note(f"refused: {type(exc).__name__}: {exc}")
-        # DataError may come at run time for values beyond the SPU's range (README: AVG beyond 2^29)
-        if refused is None and not isinstance(exc, sqlsecure.DataError):
+        if refused is None and not refused_by_the_data(exc):
             pytest.fail(f"check accepted what execution refused: {sql}\n{type(exc).__name__}: {exc}")
         return f"refused: {type(exc).__name__}"
     except duckdb.Error as exc:
@@ -351,7 +358,9 @@ def assert_refused_or_oracle(oracle, sql: str, issuer: str) -> str:
     return "answered"
 
 
-@settings(derandomize=True, max_examples=40, deadline=None,
+# No shrink phase: each shrinking step rebuilds a federation and reruns its queries, minutes in all.
+# To triage a failure, add Phase.shrink (and read the notes: each query with its verdict).
+@settings(derandomize=True, max_examples=40, deadline=None, phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=cases())
 def test_refused_or_equal_to_the_oracle(federation_writer, grants_for, oracle_for, case: Case):
