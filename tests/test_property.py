@@ -87,7 +87,7 @@ def grant_sets(draw, seed: int) -> tuple[tuple[str, str, str], ...]:
     """Each (column, other party) a random CCL constraint (None: no grant). Often everything or mostly
     PLAINTEXT, so that the answered branch of the property is exercised as much as the refused one."""
     federation = FEDERATIONS[seed]
-    mode = draw(st.sampled_from(("plaintext", "generous", "random")))
+    mode = draw(st.sampled_from(("plaintext", "plaintext", "generous", "random")))
     weighted = {"plaintext": ("PLAINTEXT",), "generous": ("PLAINTEXT",) * 12 + CONSTRAINTS[1:] + (None,),
                 "random": CONSTRAINTS + (None,)}[mode]
     grants = []
@@ -189,7 +189,7 @@ def join_source(draw, case_tables) -> Source:
 
 def wrapped_source(draw, case_tables, name: str, as_cte: bool) -> Source:
     """A subquery in FROM or a CTE: a filtered table, a join of several parties, or a UNION ALL."""
-    shape = draw(st.sampled_from(("filter", "join", "union")))
+    shape = draw(st.sampled_from(("filter", "join", "union", "union")))
     if shape == "filter":
         inner, _ = table_source(draw, case_tables, "w")
         body = f"SELECT * FROM {inner.sql} WHERE {predicate(draw, inner.columns)}"
@@ -201,9 +201,9 @@ def wrapped_source(draw, case_tables, name: str, as_cte: bool) -> Source:
         kinds = tuple((f"c{n}", k) for n, (_, k) in enumerate(picked))
     else:
         kinds_drawn = draw(st.lists(st.sampled_from(tuple(COLUMNS)), min_size=1, max_size=3))
-        branches = []
-        for _ in range(draw(st.integers(2, 3))):
-            party, table = draw(st.sampled_from(case_tables))
+        branches, parties = [], draw(st.permutations(sorted({p for p, _ in case_tables})))
+        for n in range(draw(st.integers(2, 3))):  # each branch another party's, while there are parties left
+            party, table = draw(st.sampled_from([(p, t) for p, t in case_tables if p == parties[n % len(parties)]]))
             picked = [draw(st.sampled_from([c for c, k in COLUMNS.items() if k == COLUMNS[want]]))
                       for want in kinds_drawn]
             branches.append("SELECT " + ", ".join(f"{c} AS c{n}" for n, c in enumerate(picked))
@@ -273,7 +273,7 @@ def select_over(draw, source: Source, case_tables) -> str:
         distinct = ""
     else:
         outputs = [output(draw, columns, numbers) for _ in range(draw(st.integers(1, 3)))]
-        tail, distinct = "", draw(st.sampled_from(("", "", "DISTINCT ")))
+        tail, distinct = "", draw(st.sampled_from(("", "DISTINCT ")))
     select = ", ".join(f"{o} AS o{n}" for n, o in enumerate(outputs))
     if draw(st.integers(0, 2)) == 0:
         tail += " ORDER BY " + ", ".join(f"o{n}" for n in range(len(outputs))) + f" LIMIT {draw(st.integers(0, 5))}"
@@ -287,14 +287,15 @@ def queries(draw, case_tables) -> str:
         source, _ = table_source(draw, case_tables, "x")
     elif shape == "join":
         source = join_source(draw, case_tables)
-    elif shape == "union":  # a bare UNION ALL of two parties' columns
+    elif shape == "union":  # a bare UNION ALL of two parties' columns, or its DISTINCT values
         a, b = draw(st.sampled_from(case_tables)), draw(st.sampled_from(case_tables))
         kind = draw(st.sampled_from(tuple(COLUMNS)))
         other = draw(st.sampled_from([c for c, k in COLUMNS.items() if k == COLUMNS[kind]]))
-        return f"SELECT {kind} AS o0 FROM {a[0]}.{a[1]} UNION ALL SELECT {other} FROM {b[0]}.{b[1]}"
+        union = f"SELECT {kind} AS o0 FROM {a[0]}.{a[1]} UNION ALL SELECT {other} FROM {b[0]}.{b[1]}"
+        return f"SELECT DISTINCT u.o0 AS o0 FROM ({union}) u" if draw(st.booleans()) else union
     else:
         source = wrapped_source(draw, case_tables, "x", as_cte=shape == "cte")
-        if draw(st.booleans()):  # join the subquery with another party's table
+        if draw(st.integers(0, 2)) == 0:  # join the subquery with another party's table
             other, _ = table_source(draw, case_tables, "y")
             key = next((c for c, k in source.columns if k == NUMBER), None)
             if key is not None:
