@@ -1,4 +1,6 @@
-"""Bugs found by the property test (tests/test_property.py), each as a minimal reproduction.
+"""Bugs found by the property test (tests/test_property.py), each as a minimal reproduction over a
+small two-party federation with every column PLAINTEXT to the other party (so only correctness is
+in question) and no group threshold.
 
 Each test states what a fix must achieve whichever way it goes: the query is either refused by
 `check` and by execution alike (an error of the PEP 249 tree), or answered with the oracle's rows.
@@ -49,11 +51,15 @@ def assert_check_agrees(oracle, sql: str, issuer: str) -> None:
         oracle.check(sql, issuer)
 
 
+def found(sql: str, reason: str):
+    """A reproduction, xfail until its fix lands."""
+    return pytest.param(sql, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
 def refused_only_at_run_time(sql: str, refusal: str):
     """A query that `check` accepts and execution refuses with NotSupportedError `refusal`: DESIGN.md
     wants every refusal before execution (check = EXPLAIN = execution)."""
-    return pytest.param(sql, marks=pytest.mark.xfail(strict=True, reason=f"check accepts it, execution raises "
-                                                                         f"NotSupportedError {refusal!r}"))
+    return found(sql, f"check accepts it, execution raises NotSupportedError {refusal!r}")
 
 
 RUN_TIME_REFUSALS = [  # the SPU stage's expression compiler refuses what the planner let through
@@ -74,8 +80,15 @@ RUN_TIME_REFUSALS = [  # the SPU stage's expression compiler refuses what the pl
                                              "supported yet"),
 ]
 
+WRONG_ANSWERS = [  # issue 15's first wrong answer, found again by the property test on its own data
+    found("SELECT DISTINCT u.s AS s FROM (SELECT s FROM bank.t UNION ALL SELECT s FROM shop.t) u",
+          "DISTINCT over a cross-party UNION ALL is dropped: every row comes back"),
+    found("WITH q AS (SELECT s FROM bank.t UNION ALL SELECT s FROM shop.t) SELECT DISTINCT x.s AS s FROM q x "
+          "ORDER BY s LIMIT 3", "DISTINCT over a cross-party UNION ALL is dropped: 'a' three times, not a, b, c"),
+]
 
-@pytest.mark.parametrize("sql", RUN_TIME_REFUSALS)
+
+@pytest.mark.parametrize("sql", RUN_TIME_REFUSALS + WRONG_ANSWERS)
 def test_refused_at_plan_time_or_answered(plaintext_oracle, sql):
     assert_check_agrees(plaintext_oracle, sql, "bank")
 
