@@ -81,6 +81,11 @@ RUN_TIME_REFUSALS = [  # the SPU stage's expression compiler refuses what the pl
 ]
 
 WRONG_ANSWERS = [
+    found("SELECT x.i AS a, y.i AS b FROM bank.t x LEFT JOIN shop.t y ON x.k = y.k AND x.f > y.f",
+          "a LEFT JOIN with a cross-party condition beside its keys acts as an inner join: the preserved side's "
+          "rows without a match are dropped (2 rows, not 6)"),
+    found("SELECT u.i AS i FROM (SELECT i, f FROM bank.t UNION ALL SELECT i, f FROM shop.t) u WHERE NOT (u.f = 1)",
+          "NOT of a comparison with NULL on the SPU is true, not NULL: the rows whose f is NULL are kept"),
     found("SELECT u.f AS f, u.f BETWEEN 1 AND 10 AS b FROM (SELECT f FROM bank.t UNION ALL SELECT f FROM shop.t) u "
           "WHERE u.f IS NULL OR u.f < 1",
           "NULL BETWEEN 1 AND 10 on the SPU is false, not NULL (a comparison like u.f > 1 is right)"),
