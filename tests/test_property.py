@@ -350,6 +350,8 @@ def assert_refused_or_oracle(oracle, sql: str, issuer: str) -> str:
         oracle.check(sql, issuer)
     except sqlsecure.Error as exc:
         note(f"refused: {type(exc).__name__}: {exc}")
+        if isinstance(exc, sqlsecure.InternalError):  # the engine's own "should never happen": a bug, not a refusal
+            pytest.fail(f"internal error: {sql}\n{exc}")
         if refused is None and not refused_by_the_data(exc):
             pytest.fail(f"check accepted what execution refused: {sql}\n{type(exc).__name__}: {exc}")
         return f"refused: {type(exc).__name__}"
