@@ -363,7 +363,7 @@ def assert_refused_or_oracle(oracle, sql: str, issuer: str) -> str:
 
 # No shrink phase: each shrinking step rebuilds a federation and reruns its queries, minutes in all.
 # To triage a failure, add Phase.shrink (and read the notes: each query with its verdict).
-@settings(derandomize=True, max_examples=60, deadline=None, phases=(Phase.explicit, Phase.generate),
+@settings(derandomize=True, max_examples=80, deadline=None, phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=cases())
 def test_refused_or_equal_to_the_oracle(federation_writer, grants_for, oracle_for, case: Case):
