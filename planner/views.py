@@ -82,8 +82,11 @@ def used_views(tree: exp.Expression, views: dict[str, exp.Query]) -> list[str]:
     return out
 
 
-def check_views(views: dict[str, exp.Query], catalog: Catalog, dialect: str) -> dict[str, list[str]]:
-    """Every view expands (no cycle) and reads known parties, tables and columns; returns its columns."""
+def check_views(views: dict[str, exp.Query], catalog: Catalog, dialect: str) -> dict[str, list[tuple[str, str]]]:
+    """Every view expands (no cycle) and reads known parties, tables and columns; returns its columns
+    with the types DuckDB gives them (for `\\d` and the Flight SQL metadata)."""
+    from sqlsecure.planner.build import duckdb_types  # build imports the parser, which imports this module
+
     out = {}
     for name in views:
         tree = expand_views(exp.select("*").from_(exp.to_table(name)), views)
@@ -97,5 +100,9 @@ def check_views(views: dict[str, exp.Query], catalog: Catalog, dialect: str) -> 
                                 validate_qualify_columns=True)
         except (OptimizeError, SqlglotError) as exc:
             raise ConfigError(f"view {name!r}: {exc}") from None
-        out[name] = [e.alias_or_name for e in qualified.selects]
+        try:
+            types = duckdb_types(qualified, catalog) or ("",) * len(qualified.selects)
+        except PlanError as exc:
+            raise ConfigError(f"view {name!r}: {exc}") from None
+        out[name] = [(e.alias_or_name, t) for e, t in zip(qualified.selects, types)]
     return out

@@ -424,7 +424,7 @@ def test_get_objects_lists_parties_and_tables(conn, fed_engine):
     assert customers["table_type"] == "TABLE"
     assert [c["column_name"] for c in customers["table_columns"]] == [
         name for name, _ in fed_engine.catalog.tables["bank"]["customers"]]
-    assert conn.adbc_get_table_types() == ["TABLE"]
+    assert conn.adbc_get_table_types() == ["TABLE", "VIEW"]
 
 
 def test_get_table_schema_matches_query_types(conn, fed_engine):

@@ -139,3 +139,17 @@ def test_a_view_reading_an_unknown_column_is_a_config_error_naming_it(tmp_path, 
                                                              "[parties.h1]", 1))
     with pytest.raises(ConfigError, match=r"views: view 'bad'.*nope"):
         Engine(path)
+
+
+def test_views_are_listed_by_the_flight_sql_metadata(hospitals):
+    from sqlsecure.flight_sql import FlightSql_pb2 as pb
+    from sqlsecure.flight_sql.metadata import FederationCatalog
+
+    catalog = FederationCatalog("test", hospitals.catalog.tables, hospitals.view_columns)
+    listed = catalog.tables(pb.CommandGetTables(include_schema=True)).to_pylist()
+    (view,) = [row for row in listed if row["table_type"] == "VIEW"]
+    assert view["table_name"] == "diagnosis" and view["db_schema_name"] is None
+    schema = pa.ipc.read_schema(pa.py_buffer(view["table_schema"]))
+    assert [(f.name, str(f.type)) for f in schema] == [("pid", "int64"), ("diag", "string"), ("time", "int32")]
+    only_views = catalog.tables(pb.CommandGetTables(table_types=["VIEW"])).to_pylist()
+    assert [row["table_name"] for row in only_views] == ["diagnosis"]

@@ -41,7 +41,8 @@ def test_views_of_views_and_ctes_first():
 
 
 def test_columns_of_a_view():
-    assert check_views(views(diagnosis=UNION), CATALOG, "duckdb") == {"diagnosis": ["pid", "diag"]}
+    assert check_views(views(diagnosis=UNION), CATALOG, "duckdb") == {"diagnosis": [("pid", "BIGINT"),
+                                                                                  ("diag", "VARCHAR")]}
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -22,6 +22,7 @@ import sqlglot
 from sqlsecure.flight_sql import FlightSql_pb2 as pb
 
 TABLE_TYPE = "TABLE"
+VIEW_TYPE = "VIEW"  # a federation view ([views]): addressed by its bare name, so in no party's schema
 
 CATALOGS_SCHEMA = pa.schema([pa.field("catalog_name", pa.utf8(), nullable=False)])
 DB_SCHEMAS_SCHEMA = pa.schema([
@@ -168,13 +169,15 @@ def table_schema(catalog: str, party: str, table: str, columns) -> pa.Schema:
 class FederationCatalog:
     """The federation as Flight SQL metadata: one catalog, a schema per party, their tables and Arrow schemas."""
 
-    def __init__(self, name: str, tables: dict[str, dict[str, tuple]]):
+    def __init__(self, name: str, tables: dict[str, dict[str, tuple]], views: dict[str, list] | None = None):
         self.name = name
         self.parties = sorted(tables)
         self.schemas = {
             (party, table): table_schema(name, party, table, columns)
             for party in self.parties for table, columns in sorted(tables[party].items())
         }
+        self.views = {view: table_schema(name, "", view, [(c, t or "VARCHAR") for c, t in columns])
+                      for view, columns in sorted((views or {}).items())}
 
     def _catalog_matches(self, catalog: str | None) -> bool:
         return catalog is None or catalog == self.name
@@ -193,16 +196,21 @@ class FederationCatalog:
         table_pattern = _optional(command, "table_name_filter_pattern")
         types = set(command.table_types)
         rows = []
-        if self._catalog_matches(_optional(command, "catalog")) and (not types or TABLE_TYPE in types):
-            for (party, table), schema in self.schemas.items():
-                if _matches(schema_pattern, party) and _matches(table_pattern, table):
-                    row = {"catalog_name": self.name, "db_schema_name": party, "table_name": table,
-                           "table_type": TABLE_TYPE}
-                    if command.include_schema:
-                        row["table_schema"] = schema.serialize().to_pybytes()
-                    rows.append(row)
+        listed = []
+        if self._catalog_matches(_optional(command, "catalog")):
+            if not types or TABLE_TYPE in types:
+                listed += [(party, table, TABLE_TYPE, schema) for (party, table), schema in self.schemas.items()
+                           if _matches(schema_pattern, party)]
+            if (not types or VIEW_TYPE in types) and schema_pattern in (None, "", "%"):
+                listed += [(None, view, VIEW_TYPE, schema) for view, schema in self.views.items()]
+        for party, table, kind, schema in listed:
+            if _matches(table_pattern, table):
+                row = {"catalog_name": self.name, "db_schema_name": party, "table_name": table, "table_type": kind}
+                if command.include_schema:
+                    row["table_schema"] = schema.serialize().to_pybytes()
+                rows.append(row)
         return pa.Table.from_pylist(rows, schema=TABLES_WITH_SCHEMA_SCHEMA if command.include_schema else TABLES_SCHEMA)
 
     @staticmethod
     def table_types() -> pa.Table:
-        return pa.Table.from_pylist([{"table_type": TABLE_TYPE}], schema=TABLE_TYPES_SCHEMA)
+        return pa.Table.from_pylist([{"table_type": TABLE_TYPE}, {"table_type": VIEW_TYPE}], schema=TABLE_TYPES_SCHEMA)

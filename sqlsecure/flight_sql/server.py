@@ -209,7 +209,7 @@ class FlightSqlServer(flight.FlightServerBase):
         self.issuer = issuer
         self.host = host
         self.scheme = "grpc+tls" if tls_certificates else "grpc+tcp"
-        self.catalog = FederationCatalog(engine.config.name, engine.catalog.tables)
+        self.catalog = FederationCatalog(engine.config.name, engine.catalog.tables, engine.view_columns)
         self.sql_info = server_sql_info(version=_package_version(), dialect=engine.config.dialect,
                                         statement_timeout_ms=int(statement_ttl * 1000))
         self.statements = Handles("prepared statement", statement_ttl, limit=4096)
