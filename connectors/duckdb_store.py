@@ -90,31 +90,39 @@ class PartyStore:
 
     def __init__(self, party: str, database: Path | None, tables: tuple[TableSource, ...] = (),
                  writable: bool = False):
+        """The database file is opened read-only, so other processes may read it at the same time; a
+        `writable` store (the DB-API connection of the party itself) reopens it for writing only while
+        one write runs (`write`)."""
         self.party = party
         self.writable = writable
+        self.database, self.tables = database, tables
         self._lock = threading.Lock()  # temp views live on this one connection
-        try:
-            if database is None:
-                self._con = duckdb.connect(":memory:")
-            else:
-                self._con = duckdb.connect(str(database), read_only=not writable)
-        except duckdb.Error as exc:
-            raise ConfigError(f"party {party!r}: cannot open database {database}: {exc}") from exc
-        for source in tables:
-            try:
-                self._con.execute(
-                    f"CREATE TEMP VIEW {_quote(source.name)} AS "
-                    f"SELECT * FROM {source.reader}({_literal(str(source.path))})"
-                )
-            except duckdb.Error as exc:
-                raise ConfigError(f"party {party!r}: table {source.name!r} from {source.path}: {exc}") from exc
-        self._lock_down([str(s.path) for s in tables])
+        self._con = self._open(read_only=True)
 
-    def _lock_down(self, allowed: list[str]) -> None:
-        paths = ", ".join(_literal(p) for p in allowed)
-        self._con.execute(f"SET allowed_paths = [{paths}]")
-        self._con.execute("SET enable_external_access = false")
-        self._con.execute("SET lock_configuration = true")
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """A locked-down connection with the party's file tables registered."""
+        try:
+            con = duckdb.connect(":memory:" if self.database is None else str(self.database),
+                                 read_only=read_only and self.database is not None)
+        except duckdb.Error as exc:
+            raise ConfigError(f"party {self.party!r}: cannot open database {self.database}: "
+                              f"{_lock_holder(exc) or exc}") from None
+        try:
+            for source in self.tables:
+                try:
+                    con.execute(f"CREATE TEMP VIEW {_quote(source.name)} AS "
+                                f"SELECT * FROM {source.reader}({_literal(str(source.path))})")
+                except duckdb.Error as exc:
+                    raise ConfigError(f"party {self.party!r}: table {source.name!r} from {source.path}: "
+                                      f"{exc}") from exc
+            paths = ", ".join(_literal(str(s.path)) for s in self.tables)
+            con.execute(f"SET allowed_paths = [{paths}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     def schema(self) -> dict[str, list[tuple[str, str]]]:
         """Table name -> [(column, DuckDB type)] of every table this party holds."""
@@ -151,20 +159,47 @@ class PartyStore:
         Returns the number of rows affected (-1 for DDL)."""
         if not self.writable:
             raise OperationalError(f"party {self.party!r}: this connection may not write its database")
-        try:
-            with self._lock:
-                if result is not None:
-                    self._con.register("__result", result)
+        with self._lock:
+            if self.database is None:  # in memory: nothing to reopen
+                rows = self._run_write(self._con, sql, result)
+            else:  # the file is writable only while this write runs; readers elsewhere wait only that long
+                self._con.close()
                 try:
-                    rows = self._con.execute(sql).fetchall()
+                    try:
+                        con = self._open(read_only=False)
+                    except ConfigError as exc:
+                        raise OperationalError(f"party {self.party!r}: cannot open its database for writing: "
+                                               f"{exc.problems[0].split(': ', 1)[-1]}") from None
+                    try:
+                        rows = self._run_write(con, sql, result)
+                    finally:
+                        con.close()
                 finally:
-                    if result is not None:
-                        self._con.unregister("__result")
-        except duckdb.Error as exc:
-            raise OperationalError(f"party {self.party!r}: {exc}\n  SQL: {sql}") from exc
+                    self._con = self._open(read_only=True)
         if rows and len(rows[0]) == 1 and isinstance(rows[0][0], int):
             return rows[0][0]
         return -1
 
+    def _run_write(self, con, sql: str, result: pa.Table | None) -> list:
+        try:
+            if result is not None:
+                con.register("__result", result)
+            try:
+                return con.execute(sql).fetchall()
+            finally:
+                if result is not None:
+                    con.unregister("__result")
+        except duckdb.Error as exc:
+            raise OperationalError(f"party {self.party!r}: {exc}\n  SQL: {sql}") from exc
+
     def close(self) -> None:
         self._con.close()
+
+
+def _lock_holder(exc: duckdb.Error) -> str | None:
+    """DuckDB's "Conflicting lock is held in PROGRAM (PID n)", said so a user can act on it."""
+    match = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(exc))
+    if match is None:
+        return None
+    return (f"another process ({match.group(1)}, PID {match.group(2)}) has the file open for writing; "
+            "close it (or wait for its write to end) and try again")
