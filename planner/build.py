@@ -263,7 +263,8 @@ def _drop_using_coalesce(expression: exp.Expression, equal: set[frozenset[str]])
 
 NATIVE_TYPES = frozenset({"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                           "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DATE", "TIME", "TIMESTAMP",
-                          "TIMESTAMP WITH TIME ZONE", "INTERVAL", "UUID", "BLOB", "NULL"})
+                          "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
+                          "TIME WITH TIME ZONE", "INTERVAL", "UUID", "BLOB", "NULL"})
 
 
 def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
