@@ -18,8 +18,9 @@ from pathlib import Path
 
 import click
 
+from sqlsecure.cli import refuse_write
 from sqlsecure.errors import PlanError, unexpected
-from sqlsecure.formatting import FORMATS
+from sqlsecure.formatting import FORMATS, affected
 from sqlsecure.policy.grants import Constraint, ColumnRef
 
 HELP = """\
@@ -112,6 +113,7 @@ class Shell:
         sql = text.rstrip().rstrip(";")
         started = time.perf_counter()
         try:
+            refuse_write(self.engine, sql, self.party, "the shell")
             result = self._execute(sql)
         except KeyboardInterrupt:
             self.failed = True
@@ -132,8 +134,7 @@ class Shell:
             if (result.table.schema.metadata or {}).get(b"sqlsecure.enclave.simulated") == b"true":
                 self.echo("(computed in a SIMULATED enclave: no hardware protection)")
         else:
-            self.echo(f"OK ({result.rowcount} row{'s' if result.rowcount != 1 else ''} affected)"
-                      if result.rowcount >= 0 else "OK")
+            self.echo(affected(result.rowcount))
         if self.timing:
             self.echo(f"Time: {1000 * (time.perf_counter() - started):.1f} ms")
 
