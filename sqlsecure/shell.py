@@ -8,6 +8,7 @@ through a pager; errors print as one message with the query position marked, nev
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -17,10 +18,20 @@ import traceback
 from pathlib import Path
 
 import click
+import pyarrow as pa
+from sqlglot import exp
+from sqlglot.dialects import Dialect
+from sqlglot.errors import SqlglotError
+from sqlglot.lineage import lineage
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.tokens import TokenType
 
 from sqlsecure.cli import refuse_write
 from sqlsecure.errors import PlanError, unexpected
 from sqlsecure.formatting import FORMATS, affected
+from sqlsecure.planner.build import duckdb_types
+from sqlsecure.planner.parse import parse_statement
+from sqlsecure.planner.views import expand_views
 from sqlsecure.policy.grants import Constraint, ColumnRef
 
 HELP = """\
@@ -35,6 +46,12 @@ HELP = """\
   \\pager on|off       page long results
   \\help or \\?         this help
   \\q                  quit"""
+
+EXPLAIN_USAGE = """\
+usage: \\explain SQL
+  the plan of the query SQL, without running it: each party's pushed-down SQL, each secure operator and
+  its device, what crosses between which parties, what each party learns. Example:
+  \\explain SELECT COUNT(*) FROM bank.customers"""
 
 KEYWORDS = (
     "SELECT FROM WHERE GROUP BY HAVING ORDER LIMIT OFFSET JOIN INNER LEFT RIGHT ON USING AS AND OR NOT "
@@ -77,7 +94,8 @@ class Shell:
 
     @staticmethod
     def _marker(message: str, sql: str) -> str | None:
-        """The statement's line with a caret under the position an error names."""
+        """The statement's line with a caret under the position an error names (sqlglot names a token by
+        its last character: with the token quoted as `near 'TOKEN'`, the caret goes to its first)."""
         found = re.search(r"[Ll]ine:? (\d+), [Cc]ol(?:umn)?:? (\d+)", message)
         if not found or not sql:
             return None
@@ -85,6 +103,10 @@ class Shell:
         lines = sql.splitlines()
         if not 1 <= line <= len(lines):
             return None
+        near = re.search(r"near '([^']+)'", message)
+        token = near.group(1) if near else ""
+        if token and col >= len(token) and lines[line - 1][col - len(token):col] == token:
+            col -= len(token) - 1
         return f"  {lines[line - 1]}\n  {' ' * max(0, col - 1)}^"
 
     def show(self, table) -> None:
@@ -113,19 +135,26 @@ class Shell:
         sql = text.rstrip().rstrip(";")
         started = time.perf_counter()
         try:
-            refuse_write(self.engine, sql, self.party, "the shell")
+            self._check_statement(sql)
             result = self._execute(sql)
         except KeyboardInterrupt:
             self.failed = True
             print("cancelled: nothing was revealed", file=self.err, flush=True)
             return
         except Exception as exc:  # an engine error, or (safety net) what it stands for
-            self.error(exc, sql)
+            self.error(with_column_hint(exc, sql, Relations(self.engine, self.party)), sql)
             return
         try:
             self._report(result, started)
         except Exception as exc:
             self.error(exc, sql)
+
+    def _check_statement(self, sql: str) -> None:
+        """Refusals the shell words better than the engine: a leading word that is no keyword, a write."""
+        error = leading_word_error(sql, self.engine.config.dialect)
+        if error is not None:
+            raise error
+        refuse_write(self.engine, sql, self.party, "the shell")
 
     def _report(self, result, started: float) -> None:
         """Show a statement's result (rows, or the rows a write affected) and, with \\timing, its time."""
@@ -204,25 +233,15 @@ class Shell:
         self.echo(HELP)
 
     def describe(self, name: str) -> None:
-        catalog, grants = self.engine.catalog, self.engine.grants
-        if not name:
-            for party, tables in catalog.tables.items():
-                for table, columns in tables.items():
-                    seen = [f"{c} ({self._visibility(ColumnRef(party, table, c))})" for c, _ in columns]
-                    self.echo(f"{party}.{table}: {', '.join(seen)}")
-            return
-        party, _, table = name.rpartition(".")
-        party = party or self.party
-        if not catalog.has_table(party, table):
-            raise PlanError(f"no table {party}.{table}")
-        for column, dtype in catalog.columns(party, table):
-            self.echo(f"  {column:<24} {dtype:<16} you: {self._visibility(ColumnRef(party, table, column))}")
-
-    def _visibility(self, ref: ColumnRef) -> str:
-        constraint = self.engine.grants.constraint(ref, self.party)
-        return "PLAINTEXT (yours)" if ref.party == self.party else constraint.value
+        """`\\d`: every table and view with its columns' types; `\\d NAME`: one relation's columns, their
+        types and what you may learn of each (the grant to you, or of each column a view reads)."""
+        relations = Relations(self.engine, self.party)
+        self.show(relations.listing() if not name else relations.columns_table(name))
 
     def explain(self, sql: str) -> None:
+        if not sql.strip(" ;"):
+            self.echo(EXPLAIN_USAGE)
+            return
         self.echo(self.engine.explain(sql.rstrip(";"), self.party))
 
     def policy(self, _: str) -> None:
@@ -265,6 +284,170 @@ class Shell:
     def set_pager(self, arg: str) -> None:
         self.pager = arg != "off"
         self.echo(f"pager is {'on' if self.pager else 'off'}")
+
+
+STATEMENT_STARTS = ("SELECT", "WITH", "FROM", "VALUES", "EXPLAIN", "CREATE", "INSERT", "UPDATE", "DELETE", "DROP")
+
+
+def leading_word_error(sql: str, dialect: str) -> PlanError | None:
+    """A statement that starts with a plain word (`SELEC region FROM t`, `foo`): sqlglot reads the word as a
+    column or an alias and reports a later token, or none; point at the word and name the nearest keyword.
+    Statements sqlglot keeps whole as a command (PRAGMA, ...) keep the planner's own refusal."""
+    try:
+        first = Dialect.get_or_raise(dialect).tokenize(sql)[0]
+    except (SqlglotError, IndexError):
+        return None
+    if first.token_type != TokenType.VAR:
+        return None
+    try:
+        if isinstance(parse_statement(sql, dialect), exp.Command):
+            return None
+    except PlanError:
+        pass
+    close = difflib.get_close_matches(first.text.upper(), STATEMENT_STARTS, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"a statement starts with {', '.join(STATEMENT_STARTS[:5])}, …"
+    column = first.col - len(first.text) + 1
+    return PlanError(f"syntax error at line {first.line}, column {column} near '{first.text}': "
+                     f"{first.text!r} does not start a statement; {hint}")
+
+
+UNKNOWN_COLUMN = re.compile(r"^(?:Column '(?P<quoted>[^']+)' could not be resolved|Unknown column: (?P<bare>\S+))")
+
+
+def with_column_hint(exc: Exception, sql: str, relations: "Relations") -> Exception:
+    """An unknown column's error, with the nearest column names of the tables and views the query reads
+    (\"did you mean region?\") and, where the planner gave none, the column's position in the query."""
+    found = UNKNOWN_COLUMN.match(str(exc)) if isinstance(exc, PlanError) else None
+    if found is None:
+        return exc
+    name = found.group("quoted") or found.group("bare")
+    scope = relations.columns_in_scope(sql)
+    close = difflib.get_close_matches(name, scope, n=3, cutoff=0.6)
+    position = relations.position_of_column(sql, name)
+    message = f"unknown column {name}" + (f" at line {position[0]}, column {position[1]}" if position else "")
+    if close:
+        message += f"; did you mean {' or '.join(close)}?"
+    elif scope:
+        message += f"; the tables read have {', '.join(sorted(scope)[:12])}"
+    return PlanError(message)
+
+
+class Relations:
+    """The tables and views one party's shell can name: `party.table`, the federation's views, and the
+    party's own tables by bare name (a bare name is a view before an own table, as the planner resolves it)."""
+
+    def __init__(self, engine, party: str):
+        self.engine, self.party = engine, party
+        self.catalog = engine.catalog
+
+    def tables(self) -> list[str]:
+        return [f"{party}.{table}" for party, tables in self.catalog.tables.items() for table in tables]
+
+    def views(self) -> list[str]:
+        return list(self.catalog.views)
+
+    def names(self) -> list[str]:
+        """Every name a FROM clause may use here."""
+        return self.tables() + self.views() + list(self.catalog.tables.get(self.party, {}))
+
+    def resolve(self, name: str) -> tuple[str, str] | None:
+        """(party, table) of a table, ("", view) of a view, None if the name is neither."""
+        party, _, table = name.rpartition(".")
+        if party:
+            return (party, table) if self.catalog.has_table(party, table) else None
+        if name in self.catalog.views:
+            return "", name
+        return (self.party, name) if self.catalog.has_table(self.party, name) else None
+
+    def column_names(self, name: str) -> list[str]:
+        found = self.resolve(name)
+        if found is None:
+            return []
+        party, table = found
+        return list(self.engine.view_columns[table]) if not party else [c for c, _ in
+                                                                       self.catalog.columns(party, table)]
+
+    def _query_tree(self, sql: str) -> exp.Expression | None:
+        try:
+            return parse_statement(sql, self.engine.config.dialect)
+        except PlanError:
+            return None
+
+    def columns_in_scope(self, sql: str) -> list[str]:
+        """The column names of every table and view the query reads (its CTEs' outputs too)."""
+        tree = self._query_tree(sql)
+        if tree is None:
+            return []
+        names = [c.alias_or_name for cte in tree.find_all(exp.CTE) for c in cte.this.selects]
+        for table in tree.find_all(exp.Table):
+            names += self.column_names(f"{table.db}.{table.name}" if table.db else table.name)
+        return list(dict.fromkeys(names))
+
+    def position_of_column(self, sql: str, name: str) -> tuple[int, int] | None:
+        """Line and column where the query first names the column (sqlglot's token positions)."""
+        tree = self._query_tree(sql)
+        for column in tree.find_all(exp.Column) if tree is not None else ():
+            meta = column.this.meta if isinstance(column.this, exp.Identifier) else {}
+            if column.name == name and "line" in meta:
+                return meta["line"], meta["col"] - len(name) + 1
+        return None
+
+    def listing(self) -> pa.Table:
+        """One row per table and view: its name, kind and columns with their types."""
+        names, kinds, columns = [], [], []
+        for name in self.tables() + self.views():
+            party, table = self.resolve(name)
+            typed = self.catalog.columns(party, table) if party else self._view_types(table)
+            names.append(name)
+            kinds.append("table" if party else "view")
+            columns.append(", ".join(f"{c} {t}" for c, t in typed))
+        return pa.table({"name": names, "kind": kinds, "columns": columns})
+
+    def columns_table(self, name: str) -> pa.Table:
+        """One row per column of NAME: its type and what the connected party may learn of it."""
+        found = self.resolve(name)
+        if found is None:
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; \\d lists the tables and views"
+            raise PlanError(f"no table or view {name}{hint}")
+        party, table = found
+        if party:
+            typed = self.catalog.columns(party, table)
+            learn = [self.visibility(ColumnRef(party, table, c)) for c, _ in typed]
+        else:
+            typed = self._view_types(table)
+            learn = [self._view_visibility(table, c) for c, _ in typed]
+        return pa.table({"column": [c for c, _ in typed], "type": [t for _, t in typed],
+                         f"{self.party} may learn": learn})
+
+    def visibility(self, ref: ColumnRef) -> str:
+        """The constraint granted to the connected party on one column (its own: PLAINTEXT)."""
+        if ref.party == self.party:
+            return "PLAINTEXT (yours)"
+        return self.engine.grants.constraint(ref, self.party).value
+
+    def _expanded_view(self, view: str) -> exp.Query:
+        dialect = self.engine.config.dialect
+        tree = expand_views(exp.select("*").from_(exp.to_table(view)), self.catalog.views)
+        return qualify(tree, schema=self.catalog.sqlglot_schema(dialect), dialect=dialect)
+
+    def _view_types(self, view: str) -> list[tuple[str, str]]:
+        """The view's columns with the types DuckDB gives them (`?` where they cannot be derived)."""
+        names = self.engine.view_columns[view]
+        try:
+            types = duckdb_types(self._expanded_view(view), self.catalog)
+        except PlanError:
+            types = ()
+        return list(zip(names, types or ["?"] * len(names)))
+
+    def _view_visibility(self, view: str, column: str) -> str:
+        """What the connected party may learn of each table column a view's column is computed from."""
+        dialect = self.engine.config.dialect
+        node = lineage(column, self._expanded_view(view), schema=self.catalog.sqlglot_schema(dialect),
+                       dialect=dialect)
+        sources = sorted({ColumnRef(n.source.db, n.source.name, n.name.rpartition(".")[2].strip('"'))
+                          for n in node.walk() if isinstance(n.source, exp.Table)}, key=str)
+        return "; ".join(f"{ref}: {self.visibility(ref)}" for ref in sources) or "(no table column)"
 
 
 def split_statements(text: str) -> list[str]:
