@@ -18,6 +18,8 @@ import traceback
 from pathlib import Path
 
 import click
+from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.document import Document
 import pyarrow as pa
 from sqlglot import exp
 from sqlglot.dialects import Dialect
@@ -476,18 +478,47 @@ def split_statements(text: str) -> list[str]:
     return [s for s in out if s.strip(";").strip()]
 
 
-def completer_for(engine):
-    from prompt_toolkit.completion import WordCompleter
-
-    words = list(KEYWORDS) + list(engine.catalog.tables)
-    for party, tables in engine.catalog.tables.items():
-        for table, columns in tables.items():
-            words.append(f"{party}.{table}")
-            words += [c for c, _ in columns]
-    return WordCompleter(sorted(set(words)), ignore_case=True, WORD=True)
+TABLE_REFERENCE = re.compile(r"\b(?:FROM|JOIN)\s+([\w.]+)(?:\s+(?:AS\s+)?(\w+))?", re.IGNORECASE)
+TABLE_CONTEXT = re.compile(r"\b(?:FROM|JOIN)\s+(?:[\w.]+\s*,\s*)*$", re.IGNORECASE)
 
 
-def interactive(shell: Shell, history: Path, vi: bool) -> None:
+class SqlCompleter(Completer):
+    """Context-aware completion: tables and views after FROM / JOIN, `party.` its tables, `alias.` the
+    columns of the table it names, elsewhere the columns of the tables the statement reads and keywords."""
+
+    def __init__(self, relations: Relations):
+        self.relations = relations
+
+    def candidates(self, text: str, before: str, word: str) -> list[str]:
+        """Names that fit where the cursor is (`before`: the text before the word being typed)."""
+        aliases = {}
+        for name, alias in TABLE_REFERENCE.findall(text):
+            if self.relations.resolve(name) is not None:
+                aliases[name] = name
+                if alias and alias.upper() not in KEYWORDS:
+                    aliases[alias] = name
+        if TABLE_CONTEXT.search(before):
+            return self.relations.names()
+        qualifier, dot, _ = word.rpartition(".")
+        if dot and qualifier in aliases:
+            return [f"{qualifier}.{c}" for c in self.relations.column_names(aliases[qualifier])]
+        if dot:
+            return [name for name in self.relations.tables() if name.startswith(f"{qualifier}.")]
+        columns = [c for name in dict.fromkeys(aliases.values()) for c in self.relations.column_names(name)]
+        return list(dict.fromkeys(columns)) + list(KEYWORDS)
+
+    def get_completions(self, document: Document, complete_event):
+        word = document.get_word_before_cursor(WORD=True)
+        word = re.split(r"[(),=<>+*/-]", word)[-1]
+        before = document.text_before_cursor[:len(document.text_before_cursor) - len(word)]
+        for candidate in self.candidates(document.text, before, word):
+            if candidate.lower().startswith(word.lower()) and candidate != word:
+                yield Completion(candidate, start_position=-len(word))
+
+
+def prompt_session(shell: Shell, history: Path, vi: bool, **io):
+    """The prompt: history, SQL highlighting, `;` ends a statement; completion only on Tab, never a menu
+    popping up while typing. `io`: prompt_toolkit's input/output (tests)."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
@@ -506,10 +537,16 @@ def interactive(shell: Shell, history: Path, vi: bool) -> None:
             buffer.insert_text("\n")
 
     history.parent.mkdir(parents=True, exist_ok=True)
-    session = PromptSession(
-        history=FileHistory(str(history)), lexer=PygmentsLexer(SqlLexer), completer=completer_for(shell.engine),
+    return PromptSession(
+        history=FileHistory(str(history)), lexer=PygmentsLexer(SqlLexer),
+        completer=SqlCompleter(Relations(shell.engine, shell.party)), complete_while_typing=False,
         multiline=True, key_bindings=keys, vi_mode=vi, prompt_continuation=lambda width, n, soft: "... ".rjust(width),
+        **io,
     )
+
+
+def interactive(shell: Shell, history: Path, vi: bool) -> None:
+    session = prompt_session(shell, history, vi)
     shell.echo(f"sqlsecure shell — {shell.engine.config.name} as {shell.party}. \\help for help, \\q to quit.")
     while True:
         try:
