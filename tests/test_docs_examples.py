@@ -66,3 +66,25 @@ def test_documented_query_runs_on_the_demo(demo_engine, oracle_for, sql, paramet
     dialect = demo_engine.config.dialect
     bound = bind_parameters(parse_statement(sql, dialect), parameters).sql(dialect=dialect)
     assert oracle_for(demo_engine).check(bound, "bank").num_rows > 0
+
+
+CITED_DOC = re.compile(r"\b((?:docs|sqlsecure/flight_sql)/[\w./-]+\.md)\b")
+
+
+def project_texts():
+    """Every source, test and document of the project (not the virtualenv or build output)."""
+    for path in ROOT.rglob("*"):
+        parts = set(path.relative_to(ROOT).parts)
+        if path.suffix in (".py", ".md") and not parts & {".venv", "build", "sqlsecure.egg-info", ".git"}:
+            yield path, path.read_text(encoding="utf-8", errors="replace")
+
+
+def test_every_cited_document_exists():
+    """The design is docs/design.md: nothing cites a DESIGN.md, and every docs/*.md cited is there."""
+    texts = list(project_texts())
+    assert not [str(path) for path, text in texts if "DESIGN.md" in text and path != Path(__file__).resolve()]
+    missing = {(str(path.relative_to(ROOT)), doc) for path, text in texts for doc in CITED_DOC.findall(text)
+               if not (ROOT / doc).exists()}
+    assert not missing
+    assert {"The devices", "How a query flows", "Security model", "Policy vocabulary", "The test oracle"} <= set(
+        re.findall(r"^## (.+)$", (ROOT / "docs/design.md").read_text(encoding="utf-8"), re.M))
