@@ -3,7 +3,10 @@
 Statements end with `;` and may span lines; meta commands start with a backslash (or `.tables`).
 Results print as an aligned table (or unicode, csv, json, markdown, vertical); long results go
 through a pager; errors print as one message with the query position marked, never a traceback
-(`--debug` shows it). Ctrl-C cancels a running query and keeps the session; Ctrl-D leaves.
+(`--debug` shows it); an unknown column names the nearest ones in scope. Tab completes from the
+context (tables and views after FROM / JOIN, the columns of the statement's tables); no menu pops up
+while typing. Writes need `--write` (the issuer's own database). Ctrl-C cancels a running query and
+keeps the session; Ctrl-D leaves.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from sqlsecure.planner.views import expand_views
 from sqlsecure.policy.grants import Constraint, ColumnRef
 
 HELP = """\
-  \\d  or .tables      tables of every party, with what you may learn of each column
-  \\d TABLE            one table's columns (TABLE as party.table, or your own table's name)
+  \\d  or .tables      every party's tables and the federation's views, with their columns' types
+  \\d NAME             one table's or view's columns: type, and what you may learn of each
+                      (NAME as party.table, a view, or your own table's name)
   \\explain SQL        the plan: devices, what moves between parties, who learns what
   \\policy             the grants that concern you, given and received
   \\budget             your differential-privacy budget
