@@ -233,7 +233,7 @@ class Shell:
         try:
             handler(arg)
         except Exception as exc:
-            self.error(exc, arg)
+            self.error(with_column_hint(exc, arg, Relations(self.engine, self.party)), arg)
 
     def help(self, _: str) -> None:
         self.echo(HELP)
@@ -248,6 +248,9 @@ class Shell:
         if not sql.strip(" ;"):
             self.echo(EXPLAIN_USAGE)
             return
+        error = leading_word_error(sql.rstrip(";"), self.engine.config.dialect)
+        if error is not None:
+            raise error
         self.echo(self.engine.explain(sql.rstrip(";"), self.party))
 
     def policy(self, _: str) -> None:

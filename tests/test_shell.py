@@ -167,46 +167,49 @@ def viewed_engine(viewed_federation):
         yield engine
 
 
-def test_describe_lists_types_views_and_your_grants(viewed_federation, tmp_path):
-    child = spawn(viewed_federation, tmp_path)
-    child.sendline("\\d")
-    child.expect(r"name\s+\| kind\s+\| columns")
-    child.expect(r"bank\.customers\s+\| table \| id BIGINT, name VARCHAR, age INTEGER, income DECIMAL\(12,2\)")
-    child.expect(r"shop\.orders\s+\| table \| order_id BIGINT, customer_id BIGINT, amount DOUBLE")
-    child.expect(r"all_regions\s+\| view\s+\| region VARCHAR, amount DOUBLE")
-    child.expect("bank>")
-    child.sendline("\\d shop.orders")
-    child.expect(r"column\s+\| type\s+\| bank may learn")
-    child.expect(r"order_id\s+\| BIGINT\s+\| ENCRYPTED_ONLY")
-    child.expect(r"customer_id\s+\| BIGINT\s+\| PLAINTEXT_AFTER_JOIN")
-    child.expect(r"amount\s+\| DOUBLE\s+\| PLAINTEXT_AFTER_AGGREGATE")
-    child.expect("bank>")
-    child.sendline("\\d customers")  # a bare name: the connected party's own table
-    child.expect(r"income\s+\| DECIMAL\(12,2\)\s+\| PLAINTEXT \(yours\)")
-    child.sendline("\\d all_regions")  # a view: the grant on each column it reads
-    child.expect(r"amount\s+\| DOUBLE\s+\| bank\.customers\.income: PLAINTEXT \(yours\); "
-                 r"shop\.orders\.amount: PLAINTEXT_AFTER_AGGREGATE")
-    child.sendline("\\d shop.order")
-    child.expect("ERROR: PlanError: no table or view shop.order; did you mean shop.orders?")
+def converse(federation, tmp_path, exchanges) -> None:
+    """Send each line and expect its patterns in order (a pattern matches only output after the last
+    match), then quit: a whole session, paced by the shell's own output."""
+    child = spawn(federation, tmp_path)
+    for line, patterns in exchanges:
+        child.sendline(line)
+        for pattern in patterns:
+            child.expect(pattern)
     child.sendline("\\q")
     child.expect(pexpect.EOF)
+
+
+def test_describe_lists_types_views_and_your_grants(viewed_federation, tmp_path):
+    converse(viewed_federation, tmp_path, [
+        ("\\d", [r"name\s+\| kind\s+\| columns",
+                 r"bank\.customers\s+\| table \| id BIGINT, name VARCHAR, age INTEGER, income DECIMAL\(12,2\)",
+                 r"shop\.orders\s+\| table \| order_id BIGINT, customer_id BIGINT, amount DOUBLE",
+                 r"all_regions\s+\| view\s+\| region VARCHAR, amount DOUBLE", "bank>"]),
+        ("\\d shop.orders", [r"column\s+\| type\s+\| bank may learn", r"order_id\s+\| BIGINT\s+\| ENCRYPTED_ONLY",
+                             r"customer_id\s+\| BIGINT\s+\| PLAINTEXT_AFTER_JOIN",
+                             r"amount\s+\| DOUBLE\s+\| PLAINTEXT_AFTER_AGGREGATE", "bank>"]),
+        # a bare name: the connected party's own table
+        ("\\d customers", [r"income\s+\| DECIMAL\(12,2\)\s+\| PLAINTEXT \(yours\)", "bank>"]),
+        # a view: the grant on each column it reads
+        ("\\d all_regions", [r"amount\s+\| DOUBLE\s+\| bank\.customers\.income: PLAINTEXT \(yours\); "
+                             r"shop\.orders\.amount: PLAINTEXT_AFTER_AGGREGATE", "bank>"]),
+        ("\\d shop.order", ["ERROR: PlanError: no table or view shop.order; did you mean shop.orders?"]),
+    ])
 
 
 def test_errors_point_at_the_token_and_suggest(federation_dir, tmp_path):
-    child = spawn(federation_dir / "federation.toml", tmp_path)
-    child.sendline("SELEC region FROM customers;")
-    child.expect(r"ERROR: PlanError: syntax error at line 1, column 1 near 'SELEC': .* did you mean SELECT\?")
-    child.expect(r"\r\n  SELEC region FROM customers\r\n  \^\r\n")
-    child.sendline("SELECT regoin FROM bank.customers;")
-    child.expect(r"unknown column regoin at line 1, column 8; did you mean region\?")
-    child.expect(r"\r\n  SELECT regoin FROM bank.customers\r\n         \^\r\n")
-    child.sendline("SELECT o.amout FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id;")
-    child.expect(r"unknown column amout at line 1, column 10; did you mean amount\?")
-    child.sendline("\\explain")
-    child.expect(r"usage: \\explain SQL")
-    child.expect("bank>")
-    child.sendline("\\q")
-    child.expect(pexpect.EOF)
+    converse(federation_dir / "federation.toml", tmp_path, [
+        ("SELEC region FROM customers;", [
+            r"ERROR: PlanError: syntax error at line 1, column 1 near 'SELEC': .* did you mean SELECT\?",
+            r"\r\n  SELEC region FROM customers\r\n  \^\r\n"]),
+        ("SELECT regoin FROM bank.customers;", [
+            r"unknown column regoin at line 1, column 8; did you mean region\?",
+            r"\r\n  SELECT regoin FROM bank.customers\r\n         \^\r\n"]),
+        ("SELECT o.amout FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id;",
+         [r"unknown column amout at line 1, column 10; did you mean amount\?"]),
+        ("\\explain SELECT agee FROM customers", [r"unknown column agee at line 1, column 8; did you mean age\?"]),
+        ("\\explain", [r"usage: \\explain SQL", "bank>"]),
+    ])
 
 
 def test_tab_completes_from_the_statements_tables(federation_dir, tmp_path):
