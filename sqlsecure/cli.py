@@ -46,21 +46,27 @@ write_option = click.option("--write", is_flag=True,
                             help="Open ISSUER's own database writable (CREATE, INSERT, UPDATE, DELETE, DROP).")
 
 
-def refuse_write(engine, sql: str, issuer: str, command: str) -> None:
+def refuse_write(engine, sql: str, issuer: str, command: str, lasting: bool = False) -> None:
     """Without --write the command is read-only: a write statement is a PlanError saying how to write,
-    raised before anything runs (the engine's own refusal would blame the connection's party)."""
+    raised before anything runs (the engine's own refusal would blame the connection's party). `lasting`:
+    the write must outlive the command, so a party without a database file (its writes would go to an
+    in-memory database dropped at exit) is refused too."""
     from sqlsecure.engine import EXPLAIN
     from sqlsecure.errors import PlanError
     from sqlsecure.planner.parse import parse_statement
     from sqlsecure.writes import is_write
 
-    if EXPLAIN.match(sql) or engine.writer == issuer:
+    if EXPLAIN.match(sql) or not is_write(tree := parse_statement(sql, engine.config.dialect)):
         return
-    tree = parse_statement(sql, engine.config.dialect)
-    if is_write(tree):
-        raise PlanError(f"{command} is read-only: {tree.key.upper()} writes {issuer}'s database; run it with "
-                        f"--write to write {issuer}'s own database (or through a DB-API connection, "
+    kind = tree.key.upper()
+    if engine.writer != issuer:
+        raise PlanError(f"{command} is read-only: {kind} writes {issuer}'s database; run it with --write to "
+                        f"write {issuer}'s own database (or through a DB-API connection, "
                         f"sqlsecure.connect(FILE, party={issuer!r}))")
+    if lasting and engine.config.parties[issuer].database is None:
+        raise PlanError(f"{issuer} has no database file in the federation (parties.{issuer}.database): the "
+                        f"{kind} would go to an in-memory database that is gone when {command} ends; name "
+                        f"{issuer}'s database in the federation file to write it")
 
 
 @click.group()
@@ -81,7 +87,7 @@ def query(federation: str, issuer: str, fmt: str, write: bool, debug: bool, sql:
 
     def run(engine) -> str:
         engine.check_issuer(issuer)
-        refuse_write(engine, sql, issuer, "sqlsecure query")
+        refuse_write(engine, sql, issuer, "sqlsecure query", lasting=True)
         result = engine.execute(sql, issuer)
         if result.table is None:
             return affected(result.rowcount)

@@ -43,3 +43,10 @@ def test_shell_is_read_only_without_write(demo):
     assert refused.exit_code == 1 and "PlanError: the shell is read-only" in refused.output
     written = run("shell", "-F", demo, "--as", "bank", "--write", "-c", "DELETE FROM customers WHERE age > 0")
     assert written.exit_code == 0 and "OK (40 rows affected)" in written.output
+
+
+def test_write_flag_refuses_a_write_that_would_be_lost(demo):
+    """The shop's tables are files: its database is in memory, gone when the command ends."""
+    result = run("query", "-F", demo, "--as", "shop", "--write", "CREATE TABLE t AS SELECT 1 AS x")
+    assert result.exit_code == 1
+    assert "error: PlanError: shop has no database file in the federation (parties.shop.database)" in result.output
