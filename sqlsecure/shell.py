@@ -21,9 +21,9 @@ import traceback
 from pathlib import Path
 
 import click
+import pyarrow as pa
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.document import Document
-import pyarrow as pa
 from sqlglot import exp
 from sqlglot.dialects import Dialect
 from sqlglot.errors import SqlglotError
@@ -338,7 +338,9 @@ def with_column_hint(exc: Exception, sql: str, relations: "Relations") -> Except
         message += f"; did you mean {' or '.join(close)}?"
     elif scope:
         message += f"; the tables read have {', '.join(sorted(scope)[:12])}"
-    return PlanError(message)
+    hinted = PlanError(message)
+    hinted.__cause__ = exc  # --debug still shows where the planner raised it
+    return hinted
 
 
 class Relations:
