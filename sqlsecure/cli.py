@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from sqlsecure.errors import unexpected
-from sqlsecure.formatting import FORMATS
+from sqlsecure.formatting import FORMATS, affected
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -22,12 +22,13 @@ def _fail(exc: BaseException, debug: bool) -> None:
     sys.exit(1)
 
 
-def _with_engine(federation: str, debug: bool, work):
-    """Open the federation, run `work(engine)`, and turn engine errors into one line and exit 1."""
+def _with_engine(federation: str, debug: bool, work, writer: str | None = None):
+    """Open the federation (`writer`: the party whose own database may be written), run `work(engine)`,
+    and turn engine errors into one line and exit 1."""
     from sqlsecure.engine import Engine
 
     try:
-        with Engine(federation) as engine:
+        with Engine(federation, writer=writer) as engine:
             return work(engine)
     except click.ClickException:
         raise
@@ -41,6 +42,31 @@ federation_option = click.option(
 )
 issuer_option = click.option("--as", "issuer", required=True, help="The party issuing the query.")
 debug_option = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+write_option = click.option("--write", is_flag=True,
+                            help="Open ISSUER's own database writable (CREATE, INSERT, UPDATE, DELETE, DROP).")
+
+
+def refuse_write(engine, sql: str, issuer: str, command: str, lasting: bool = False) -> None:
+    """Without --write the command is read-only: a write statement is a PlanError saying how to write,
+    raised before anything runs (the engine's own refusal would blame the connection's party). `lasting`:
+    the write must outlive the command, so a party without a database file (its writes would go to an
+    in-memory database dropped at exit) is refused too."""
+    from sqlsecure.engine import EXPLAIN
+    from sqlsecure.errors import PlanError
+    from sqlsecure.planner.parse import parse_statement
+    from sqlsecure.writes import is_write
+
+    if EXPLAIN.match(sql) or not is_write(tree := parse_statement(sql, engine.config.dialect)):
+        return
+    kind = tree.key.upper()
+    if engine.writer != issuer:
+        raise PlanError(f"{command} is read-only: {kind} writes {issuer}'s database; run it with --write to "
+                        f"write {issuer}'s own database (or through a DB-API connection, "
+                        f"sqlsecure.connect(FILE, party={issuer!r}))")
+    if lasting and engine.config.parties[issuer].database is None:
+        raise PlanError(f"{issuer} has no database file in the federation (parties.{issuer}.database): the "
+                        f"{kind} would go to an in-memory database that is gone when {command} ends; name "
+                        f"{issuer}'s database in the federation file to write it")
 
 
 @click.group()
@@ -53,11 +79,21 @@ def main() -> None:
 @federation_option
 @issuer_option
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True)
+@write_option
 @debug_option
 @click.argument("sql")
-def query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -> None:
-    """Run a federated query as ISSUER and print the result."""
-    click.echo(_with_engine(federation, debug, lambda engine: FORMATS[fmt](engine.execute(sql, issuer).table)))
+def query(federation: str, issuer: str, fmt: str, write: bool, debug: bool, sql: str) -> None:
+    """Run a federated query as ISSUER and print the result (with --write, a write on ISSUER's own database)."""
+
+    def run(engine) -> str:
+        engine.check_issuer(issuer)
+        refuse_write(engine, sql, issuer, "sqlsecure query", lasting=True)
+        result = engine.execute(sql, issuer)
+        if result.table is None:
+            return affected(result.rowcount)
+        return FORMATS[fmt](result.table)
+
+    click.echo(_with_engine(federation, debug, run, writer=issuer if write else None))
 
 
 @main.command()
@@ -122,8 +158,9 @@ def budget(federation: str, issuer: str | None, debug: bool) -> None:
 @click.option("--history", type=click.Path(dir_okay=False), default=str(Path.home() / ".sqlsecure_history"),
               show_default=True)
 @click.option("--no-pager", is_flag=True, help="Never page long results.")
+@write_option
 @debug_option
-def shell(federation, issuer, commands, script, fmt, vi, history, no_pager, debug) -> None:
+def shell(federation, issuer, commands, script, fmt, vi, history, no_pager, write, debug) -> None:
     """Interactive SQL shell as ISSUER; with -c or -f (or a pipe) it runs statements and exits 1 on error."""
     from sqlsecure.shell import Shell, interactive, split_statements
 
@@ -142,7 +179,7 @@ def shell(federation, issuer, commands, script, fmt, vi, history, no_pager, debu
             interactive(sh, Path(history), vi)
         return sh.failed
 
-    if _with_engine(federation, debug, session):
+    if _with_engine(federation, debug, session, writer=issuer if write else None):
         sys.exit(1)
 
 

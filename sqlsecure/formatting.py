@@ -33,6 +33,11 @@ def _count(n: int) -> str:
     return f"({n} row{'s' if n != 1 else ''})"
 
 
+def affected(rowcount: int) -> str:
+    """What a write reports: the rows it affected (DDL: just OK)."""
+    return f"OK ({rowcount} row{'s' if rowcount != 1 else ''} affected)" if rowcount >= 0 else "OK"
+
+
 def as_table(table: pa.Table, unicode: bool = False) -> str:
     """An aligned grid (ASCII by default, box-drawing characters with `unicode`)."""
     headers, rows = table.column_names, _rows(table)

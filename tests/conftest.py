@@ -1,5 +1,5 @@
-"""The oracle harness (DESIGN.md): a federation built from generated data, and plain DuckDB over the
-union of all parties' tables (one schema per party) to compare every answer with."""
+"""The oracle harness (docs/design.md, "The test oracle"): a federation built from generated data, and
+plain DuckDB over the union of all parties' tables (one schema per party) to compare every answer with."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ oracle of tests/conftest.py), and `check` refuses exactly the queries that execu
 
 Data comes from a few fixed seeds (so a failure reproduces from its printed example); grants,
 min_group_size, the issuer and the queries are drawn freely. The query grammar covers the documented
-query classes (README "What works today", DESIGN.md): single-party queries, cross-party inner and left
+query classes (README "What works today", docs/design.md): single-party queries, cross-party inner and left
 equi-joins on 1-2 keys over 2-3 parties, IN / NOT IN / EXISTS, aggregates with GROUP BY / HAVING,
 cross-party predicates and expressions, ORDER BY / LIMIT, UNION ALL, DISTINCT, CTEs and subqueries.
 """

@@ -57,7 +57,7 @@ def found(sql: str, reason: str):
 
 
 def refused_only_at_run_time(sql: str, refusal: str):
-    """A query that `check` accepts and execution refuses with NotSupportedError `refusal`: DESIGN.md
+    """A query that `check` accepts and execution refuses with NotSupportedError `refusal`: docs/design.md
     wants every refusal before execution (check = EXPLAIN = execution)."""
     return found(sql, f"check accepts it, execution raises NotSupportedError {refusal!r}")
 

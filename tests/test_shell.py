@@ -10,6 +10,13 @@ import pexpect
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prompt_toolkit.document import Document
+from prompt_toolkit.filters import to_filter
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from sqlsecure.engine import Engine
+from sqlsecure.shell import Relations, Shell, SqlCompleter, prompt_session
 
 SQLSECURE = str(Path(sys.executable).with_name("sqlsecure"))
 
@@ -139,3 +146,112 @@ def test_scripts_and_exit_codes(federation_dir, tmp_path):
     debug = subprocess.run([SQLSECURE, "shell", "-F", fed, "--as", "bank", "--debug", "-c", "SELECT * FROM x.y"],
                            capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+VIEW = "SELECT region, amount FROM shop.orders UNION ALL SELECT region, income FROM bank.customers"
+
+
+@pytest.fixture(scope="module")
+def viewed_federation(tmp_path_factory, make_federation, grants_for):
+    """bank may join on the shop's customer ids and aggregate its amounts; a view over both parties."""
+    path = make_federation(tmp_path_factory.mktemp("viewed"), grants_for(
+        ("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_JOIN"),
+        ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE")))
+    path.write_text(path.read_text() + f'\n[views]\nall_regions = "{VIEW}"\n')
+    return path
+
+
+@pytest.fixture(scope="module")
+def viewed_engine(viewed_federation):
+    with Engine(viewed_federation) as engine:
+        yield engine
+
+
+def converse(federation, tmp_path, exchanges) -> None:
+    """Send each line and expect its patterns in order (a pattern matches only output after the last
+    match), then quit: a whole session, paced by the shell's own output."""
+    child = spawn(federation, tmp_path)
+    for line, patterns in exchanges:
+        child.sendline(line)
+        for pattern in patterns:
+            child.expect(pattern)
+    child.sendline("\\q")
+    child.expect(pexpect.EOF)
+
+
+def test_describe_lists_types_views_and_your_grants(viewed_federation, tmp_path):
+    converse(viewed_federation, tmp_path, [
+        ("\\d", [r"name\s+\| kind\s+\| columns",
+                 r"bank\.customers\s+\| table \| id BIGINT, name VARCHAR, age INTEGER, income DECIMAL\(12,2\)",
+                 r"shop\.orders\s+\| table \| order_id BIGINT, customer_id BIGINT, amount DOUBLE",
+                 r"all_regions\s+\| view\s+\| region VARCHAR, amount DOUBLE", "bank>"]),
+        ("\\d shop.orders", [r"column\s+\| type\s+\| bank may learn", r"order_id\s+\| BIGINT\s+\| ENCRYPTED_ONLY",
+                             r"customer_id\s+\| BIGINT\s+\| PLAINTEXT_AFTER_JOIN",
+                             r"amount\s+\| DOUBLE\s+\| PLAINTEXT_AFTER_AGGREGATE", "bank>"]),
+        # a bare name: the connected party's own table
+        ("\\d customers", [r"income\s+\| DECIMAL\(12,2\)\s+\| PLAINTEXT \(yours\)", "bank>"]),
+        # a view: the grant on each column it reads
+        ("\\d all_regions", [r"amount\s+\| DOUBLE\s+\| bank\.customers\.income: PLAINTEXT \(yours\); "
+                             r"shop\.orders\.amount: PLAINTEXT_AFTER_AGGREGATE", "bank>"]),
+        ("\\d shop.order", ["ERROR: PlanError: no table or view shop.order; did you mean shop.orders?"]),
+    ])
+
+
+def test_errors_point_at_the_token_and_suggest(federation_dir, tmp_path):
+    converse(federation_dir / "federation.toml", tmp_path, [
+        ("SELEC region FROM customers;", [
+            r"ERROR: PlanError: syntax error at line 1, column 1 near 'SELEC': .* did you mean SELECT\?",
+            r"\r\n  SELEC region FROM customers\r\n  \^\r\n"]),
+        ("SELECT regoin FROM bank.customers;", [
+            r"unknown column regoin at line 1, column 8; did you mean region\?",
+            r"\r\n  SELECT regoin FROM bank.customers\r\n         \^\r\n"]),
+        ("SELECT o.amout FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id;",
+         [r"unknown column amout at line 1, column 10; did you mean amount\?"]),
+        ("\\explain SELECT agee FROM customers", [r"unknown column agee at line 1, column 8; did you mean age\?"]),
+        ("\\explain", [r"usage: \\explain SQL", "bank>"]),
+    ])
+
+
+def test_tab_completes_from_the_statements_tables(federation_dir, tmp_path):
+    """Each Tab's completion is awaited before the next key, so the test never races the prompt."""
+    child = spawn(federation_dir / "federation.toml", tmp_path)
+    child.send("SELECT COUNT(*) AS n FROM bank.customers c WHERE c.reg")
+    child.expect_exact(".reg")  # the echo (highlighting puts escape codes between the tokens)
+    child.send("\t")
+    child.expect_exact("ion")
+    child.send(" = 'north' AND c.inc")
+    child.expect_exact(".inc")
+    child.send("\t")
+    child.expect_exact("ome")
+    child.sendline(" > 0;")
+    child.expect(r"\(1 row\)")
+    child.sendline("\\q")
+    child.expect(pexpect.EOF)
+
+
+def completions(engine, text, party="bank", cursor=None):
+    completer = SqlCompleter(Relations(engine, party))
+    document = Document(text, len(text) if cursor is None else cursor)
+    return [c.text for c in completer.get_completions(document, None)]
+
+
+def test_completion_is_context_aware(viewed_engine):
+    tables = ["bank.customers", "bank.accounts", "shop.orders", "insurer.policies", "all_regions"]
+    assert set(tables) <= set(completions(viewed_engine, "SELECT * FROM "))
+    assert set(tables) <= set(completions(viewed_engine, "SELECT * FROM shop.orders o JOIN "))
+    assert completions(viewed_engine, "SELECT * FROM bank.acc") == ["bank.accounts"]
+    assert completions(viewed_engine, "SELECT * FROM all_reg") == ["all_regions"]
+    assert completions(viewed_engine, "SELECT * FROM shop.") == ["shop.orders"]
+    assert completions(viewed_engine, "SELECT * FROM bank.customers WHERE inc") == ["income"]
+    assert completions(viewed_engine, "SELECT * FROM bank.customers WHERE categ") == []  # shop's column
+    assert completions(viewed_engine, "SELECT o.cat FROM shop.orders AS o", cursor=12) == ["o.category"]
+    assert completions(viewed_engine, "SELECT amo FROM all_regions", cursor=10) == ["amount"]
+    assert completions(viewed_engine, "SELECT balance FROM customers", cursor=14) == []  # accounts' column
+    assert completions(viewed_engine, "SEL") == ["SELECT"]
+
+
+def test_completion_waits_for_tab(viewed_engine, tmp_path):
+    shell = Shell(viewed_engine, "bank")
+    with create_pipe_input() as pipe:
+        session = prompt_session(shell, tmp_path / "history", vi=False, input=pipe, output=DummyOutput())
+    assert session.completer is not None and not to_filter(session.complete_while_typing)()

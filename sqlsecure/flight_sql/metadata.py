@@ -2,7 +2,7 @@
 
 The federation is one catalog (named after the federation); each party is a database schema and
 its tables are that schema's tables, so a client's `"party"."table"` is exactly what the planner
-reads. Table schemas are public in sqlsecure's security model (DESIGN.md: query text and schemas
+reads. Table schemas are public in sqlsecure's security model (docs/design.md: query text and schemas
 are public), so every party's tables are listed, whoever the issuer is; whether a query over them
 is answered is the policy's decision at run time.
 
