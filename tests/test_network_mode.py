@@ -196,11 +196,16 @@ def test_single_party_and_three_party_spu(oracle):
 
 
 def test_same_messages_as_embedded(networked, embedded):
-    """One plan runs either way: the same messages cross between the same pairs."""
-    for sql in (PSI[1], HE[0], SPU[0]):
+    """One plan runs either way: the same messages cross between the same pairs. (An SPU stage that
+    sorts — here the group threshold's count of shop's distinct rows — takes a random number of
+    quicksort levels, so there only the pairs are compared.)"""
+    for sql, exact in ((PSI[1], True), (HE[0], True), (SPU[0], False)):
         net = networked["bank"].execute(sql, "bank").stats
         local = embedded.execute(sql, "bank").stats
-        assert net.messages == local.messages, sql
+        if exact:
+            assert net.messages == local.messages, sql
+        else:
+            assert set(net.messages) == set(local.messages), sql
         assert net.total_bytes() > 0
 
 
