@@ -814,8 +814,7 @@ def test_one_round_trip_before_the_protocol_starts(overhead_cluster, overhead_is
     made = calls_between(before, issuer_calls(overhead_issuer))
     runs = {name for (name, kind), n in (overhead_issuer.runtime.peers.calls - by_node).items() if kind == "run"}
     assert overhead_issuer.runtime.rounds_before_start == 1
-    assert made.get("run") == len(nodes) and set(made) <= {"run", "wait"}, made
-    assert made["wait"] >= len(nodes)
+    assert made.get("run") == len(nodes) and set(made) <= {"run", "wait"}, made  # polls: only a long query's
     assert runs == nodes
     for name in watched:  # no node asks any other for a catalog, nor prepares in more than one call
         assert calls_between(nodes_before[name], node_calls(overhead_issuer, name), PROTOCOL_CALLS) == {}, name

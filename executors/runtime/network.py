@@ -501,15 +501,19 @@ class Node(flight.FlightServerBase):
                 self._end(query_id)
 
     def _run(self, caller: str, body: bytes):
-        """`prepare` and `start` in one call, so a query costs its issuer one round trip before the
-        protocol starts; a stale catalog is an answer (the issuer plans again), not a failure."""
+        """`prepare`, `start` and a first `wait` in one call: the issuer's only round trip before the
+        protocol starts, and a short query's outcome comes back on it. A stale catalog is an answer
+        (the issuer plans again), not a failure."""
+        wait = json.loads(body.partition(b"\n")[0].decode()).get("wait", 0.0)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+            raise flight.FlightServerError("malformed wait")
         try:
             self._prepare(caller, body)
         except StaleCatalog as exc:
-            return [json.dumps({"state": "stale", "parties": exc.stale_parties}).encode()]
-        query_id = json.loads(body.partition(b"\n")[0].decode())["query"]
-        self._start(self._state(query_id, caller, issuer_only=True))
-        return [json.dumps({"state": "started"}).encode()]
+            return [json.dumps({"state": "stale", "parties": exc.stale_parties}).encode() + b"\n"]
+        state = self._state(json.loads(body.partition(b"\n")[0].decode())["query"], caller, issuer_only=True)
+        self._start(state)
+        return self._wait(state, float(wait))
 
     def _start(self, state: QueryState):
         with self._lock:
@@ -634,6 +638,33 @@ class PartyCatalog:
         return {"schema": self.schema, "sizes": self.sizes, "version": self.version}
 
 
+class RunReplies:
+    """The first answers (to `run`) of a query's nodes, to tell whether one of them found the issuer's
+    catalog stale."""
+
+    def __init__(self, nodes: int):
+        self._left = nodes
+        self._stale = False
+        self._all = threading.Condition()
+
+    def arrived(self, raw: bytes) -> None:
+        """A node answered `run` with `raw` (empty if the call failed)."""
+        try:
+            state = json.loads(raw.partition(b"\n")[0].decode()).get("state") if raw else None
+        except (ValueError, AttributeError):
+            state = None
+        with self._all:
+            self._left -= 1
+            self._stale = self._stale or state == "stale"
+            self._all.notify_all()
+
+    def any_stale(self, wait: float) -> bool:
+        """Whether a node answered "stale", once every node answered (or `wait` s passed)."""
+        with self._all:
+            self._all.wait_for(lambda: self._left <= 0, timeout=wait)
+            return self._stale
+
+
 class NetworkRuntime:
     """The issuer's side of network mode: sends the plan to every node of the query and collects
     the issuer's result. Same interface as `EmbeddedRuntime` (execute, cancel, last_stats, close)."""
@@ -694,11 +725,10 @@ class NetworkRuntime:
         sql, parameters = query if query is not None else (None, [])
         header = json.dumps({"query": query_id, "participants": participants, "timeout": self.timeout,
                              "sql": sql, "parameters": encode_parameters(parameters),
-                             "catalogs": self.versions(plan.parties)}).encode()
+                             "catalogs": self.versions(plan.parties), "wait": POLL}).encode()
         self._running, self._cancelled = (query_id, participants), False
         try:
-            self._run_everywhere(query_id, participants, header + b"\n" + encode_plan(plan))
-            return self._collect(plan, query_id, participants)
+            return self._collect(plan, query_id, participants, header + b"\n" + encode_plan(plan))
         except BaseException as exc:
             self._abort(query_id, participants, f"{type(exc).__name__}: {exc}")
             if self._cancelled:
@@ -707,55 +737,54 @@ class NetworkRuntime:
         finally:
             self._running = None
 
-    def _run_everywhere(self, query_id: str, participants: list[str], body: bytes) -> None:
-        """Every node prepares (re-derives the plan from its cached catalog) and starts at once: one
-        round trip before the protocol. A node that finds a catalog version stale makes the query
-        fail with `StaleCatalog` (the engine refreshes and plans again); any other failure is raised."""
-        answers = self.peers.call_each(participants, "run", body, self.timeout)
-        self.rounds_before_start = 1
-        stale: set[str] = set()
-        for name in participants:
-            answer = answers[name]
-            if isinstance(answer, BaseException):
-                raise answer
-            reply = json.loads(answer.decode())
-            if reply.get("state") == "stale":
-                stale.update(str(p) for p in reply.get("parties", []))
-        if stale:
-            self._catalogs = {p: c for p, c in self._catalogs.items() if p not in stale}
-            raise StaleCatalog(sorted(stale))
-
-    def _collect(self, plan: PhysicalPlan, query_id: str, participants: list[str]) -> pa.Table:
-        """Each node's outcome, polled by one thread per node; the first failure ends the collection,
-        and the other threads stop polling after their current call (each call has its deadline)."""
+    def _collect(self, plan: PhysicalPlan, query_id: str, participants: list[str], run: bytes) -> pa.Table:
+        """Each node's outcome, by one thread per node: `run` (every node prepares, re-deriving the
+        plan from its cached catalogs, and starts at once: one round trip before the protocol, which
+        brings a short query's outcome back), then `wait` polls. The first failure ends the
+        collection; the other threads stop after their current call (each call has its deadline)."""
         outcomes: queue.Queue = queue.Queue()
         collected = threading.Event()
+        replies = RunReplies(len(participants))
+        self.rounds_before_start = 1
 
-        def wait(name: str) -> None:
+        def node(name: str) -> None:
             body = json.dumps({"query": query_id, "wait": POLL}).encode()
             try:
-                while not collected.is_set():
-                    raw = self.peers.call(name, "wait", body, POLL + self.timeout)
+                raw = b""
+                try:
+                    raw = self.peers.call(name, "run", run, POLL + self.timeout)
+                finally:
+                    replies.arrived(raw)
+                while True:
                     line, _, payload = raw.partition(b"\n")
                     header = json.loads(line.decode())
                     if header.get("state") != "running":
                         outcomes.put((name, header, payload, None))
                         return
+                    if collected.is_set():
+                        return
+                    raw = self.peers.call(name, "wait", body, POLL + self.timeout)
             except BaseException as exc:
                 outcomes.put((name, None, b"", exc))
 
         for name in participants:
-            threading.Thread(target=wait, args=(name,), name=f"wait-{name}", daemon=True).start()
+            threading.Thread(target=node, args=(name,), name=f"run-{name}", daemon=True).start()
         try:
-            return self._outcomes(plan, participants, outcomes)
+            return self._outcomes(plan, participants, outcomes, replies)
         finally:
             collected.set()
 
-    def _outcomes(self, plan: PhysicalPlan, participants: list[str], outcomes: queue.Queue) -> pa.Table:
+    def _outcomes(self, plan: PhysicalPlan, participants: list[str], outcomes: queue.Queue,
+                  replies: "RunReplies") -> pa.Table:
         stats = ChannelStats()
         result = None
         for _ in participants:
             name, header, payload, exc = outcomes.get()
+            failed = exc is not None or header.get("state") != "done"
+            # a node refused as stale fails its peers' messages to it: that, not their failure, is the cause
+            if failed and replies.any_stale(wait=POLL + self.timeout):
+                self._catalogs = {p: c for p, c in self._catalogs.items() if p not in plan.parties}
+                raise StaleCatalog(sorted(plan.parties))  # re-read every party of the plan at once, then plan again
             if exc is not None:
                 raise exc if isinstance(exc, Error) else ProtocolError(f"party {name!r}: {exc}")
             if header.get("state") != "done":
