@@ -13,10 +13,15 @@ in-process channel does (FIFO per ordered pair, tag checked, timeout -> `Protoco
 silent party). Every send is synchronous, so each pair's messages arrive in order.
 
 Queries. The issuer's engine (`NetworkRuntime`, authenticated with the issuer's certificate)
-sends the JSON-encoded plan (`plan_codec`) to every node of the query (`prepare`), then `start`s
-them, then `wait`s for each. A node accepts `prepare` / `start` / `wait` / `abort` only from the
-plan's issuer, and a protocol message only (a) for a query it prepared, (b) from a node of that
-query, (c) while the query runs. There is no action that reads a table: a node answers only with
+sends the JSON-encoded plan (`plan_codec`) to every node of the query at once (`run`: prepare,
+start and a first wait in one call, so the protocol starts one round trip after the query is
+issued), then `wait`s for the nodes still running. The engine and every party keep the parties'
+catalogs (`PartyCatalog`, versioned by digest) and Flight clients across queries; `run` names the
+versions the plan was made with, and a node that finds its own moved on answers "stale" (the engine
+re-reads the catalogs and plans again). A node accepts `run` / `prepare` / `start` / `wait` /
+`abort` only from the plan's issuer, and a protocol message only (a) for a query it prepared (one
+that arrives first waits for the `run`, up to `PREPARE_GRACE`), (b) from a node of that query,
+(c) while the query runs. There is no action that reads a table: a node answers only with
 protocol messages its executor chooses to send, with its schema (public), and — to the issuer
 alone — the issuer's own result.
 
@@ -504,14 +509,15 @@ class Node(flight.FlightServerBase):
         """`prepare`, `start` and a first `wait` in one call: the issuer's only round trip before the
         protocol starts, and a short query's outcome comes back on it. A stale catalog is an answer
         (the issuer plans again), not a failure."""
-        wait = json.loads(body.partition(b"\n")[0].decode()).get("wait", 0.0)
+        header = json.loads(body.partition(b"\n")[0].decode())
+        wait = header.get("wait", 0.0) if isinstance(header, dict) else None
         if isinstance(wait, bool) or not isinstance(wait, (int, float)):
-            raise flight.FlightServerError("malformed wait")
+            raise flight.FlightServerError("malformed run header or wait")
         try:
             self._prepare(caller, body)
         except StaleCatalog as exc:
             return [json.dumps({"state": "stale", "parties": exc.stale_parties}).encode() + b"\n"]
-        state = self._state(json.loads(body.partition(b"\n")[0].decode())["query"], caller, issuer_only=True)
+        state = self._state(header["query"], caller, issuer_only=True)
         self._start(state)
         return self._wait(state, float(wait))
 
