@@ -384,17 +384,22 @@ def big_cluster(tmp_path_factory):
         (directory / party).mkdir()
         pq.write_table(pa.table({"id": rng.permutation(2 * BIG)[:BIG].astype(np.int64),
                                  column: rng.integers(0, 1000, BIG)}), directory / party / "t.parquet")
-    path = directory / "federation.toml"
     # psi = "ecdh": the faults must land mid-protocol, and the OT-based PSI finishes 25,000 keys too fast
-    path.write_text('[federation]\nname = "faults"\nmin_group_size = 0\npsi = "ecdh"\n'
+    running = two_party_cluster(directory, "faults", timeout=5, options='psi = "ecdh"\n')
+    yield running
+    running.stop()
+
+
+def two_party_cluster(directory: Path, name: str, timeout: float, options: str = "") -> Cluster:
+    """bank.t and shop.t (parquet files in `directory`), each plain to the other, and the dealer, running."""
+    path = directory / "federation.toml"
+    path.write_text(f'[federation]\nname = "{name}"\nmin_group_size = 0\n{options}'
                     '[parties.bank]\n[parties.bank.tables]\nt = "bank/t.parquet"\n'
                     '[parties.shop]\n[parties.shop.tables]\nt = "shop/t.parquet"\n'
                     '[[grants]]\nparty = "bank"\ncolumns = ["shop.t.*"]\nconstraint = "PLAINTEXT"\n'
                     '[[grants]]\nparty = "shop"\ncolumns = ["bank.t.*"]\nconstraint = "PLAINTEXT"\n')
-    networkify(path, ("bank", "shop", "dealer"), timeout=5)
-    running = Cluster(path, ("bank", "shop", "dealer"))
-    yield running
-    running.stop()
+    networkify(path, ("bank", "shop", "dealer"), timeout=timeout)
+    return Cluster(path, ("bank", "shop", "dealer"))
 
 
 class Expected(dict):
@@ -761,14 +766,7 @@ def overhead_cluster(tmp_path_factory):
     directory = tmp_path_factory.mktemp("network-overhead")
     write_party(directory, "bank", "v", OVERHEAD_ROWS, 1)
     write_party(directory, "shop", "w", OVERHEAD_ROWS, 2)
-    path = directory / "federation.toml"
-    path.write_text('[federation]\nname = "overhead"\nmin_group_size = 0\n'
-                    '[parties.bank]\n[parties.bank.tables]\nt = "bank/t.parquet"\n'
-                    '[parties.shop]\n[parties.shop.tables]\nt = "shop/t.parquet"\n'
-                    '[[grants]]\nparty = "bank"\ncolumns = ["shop.t.*"]\nconstraint = "PLAINTEXT"\n'
-                    '[[grants]]\nparty = "shop"\ncolumns = ["bank.t.*"]\nconstraint = "PLAINTEXT"\n')
-    networkify(path, ("bank", "shop", "dealer"), timeout=20)
-    running = Cluster(path, ("bank", "shop", "dealer"))
+    running = two_party_cluster(directory, "overhead", timeout=20)
     yield running
     running.stop()
 
