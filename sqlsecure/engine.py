@@ -141,6 +141,23 @@ class Engine:
             raise ConfigError(f"unknown party {issuer!r}; parties are: {', '.join(self.config.parties)}")
 
     def plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
+        """Network mode: a refused query is planned once more if a party's catalog moved on (a table or
+        column added since this engine read it); one round trip, on refusals only."""
+        try:
+            return self._plan(sql, issuer, parameters)
+        except (PlanError, PolicyViolation):
+            if not self._catalog_moved():
+                raise
+        return self._plan(sql, issuer, parameters)
+
+    def _catalog_moved(self) -> bool:
+        if not hasattr(self.runtime, "versions"):
+            return False
+        before = self.runtime.versions(self.parties)
+        self.reload_catalog(self.parties)
+        return self.runtime.versions(self.parties) != before
+
+    def _plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
                           dialect=self.config.dialect, parameters=parameters,

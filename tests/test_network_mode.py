@@ -752,11 +752,11 @@ SPU_FILTER = "SELECT COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id WH
 PROTOCOL_CALLS = {"msg", "alive"}  # a query's own messages, and liveness probes while a peer computes
 
 
-def write_party(directory, party: str, column: str, rows: int, seed: int, extra: bool = False) -> None:
+def write_party(directory, party: str, column: str, rows: int, seed: int, extra=()) -> None:
     rng = np.random.default_rng(seed)
     data = {"id": rng.permutation(2 * rows)[:rows].astype(np.int64), column: rng.integers(0, 100, rows)}
-    if extra:
-        data["note"] = np.full(rows, "x")
+    for name in extra:
+        data[name] = rng.choice(["x", "y"], rows)
     (directory / party).mkdir(exist_ok=True)
     pq.write_table(pa.table(data), directory / party / "t.parquet")
 
@@ -821,11 +821,22 @@ def test_one_round_trip_before_the_protocol_starts(overhead_cluster, overhead_is
 def test_a_rewritten_data_file_is_seen_by_the_next_query(overhead_cluster, overhead_issuer, oracle_for):
     data_oracle(overhead_cluster, overhead_issuer, oracle_for).check(PSI_JOIN, "bank")
     versions = overhead_issuer.runtime.versions(["bank", "shop"])
-    write_party(overhead_cluster.path.parent, "shop", "w", 2 * OVERHEAD_ROWS + 5, 3, extra=True)  # schema, size
+    write_party(overhead_cluster.path.parent, "shop", "w", 2 * OVERHEAD_ROWS + 5, 3, ["note"])  # schema, size
     oracle = data_oracle(overhead_cluster, overhead_issuer, oracle_for)
-    for sql in (PSI_JOIN, ONE_PARTY):
+    for sql in (PSI_JOIN, ONE_PARTY):  # planned with the old catalog: shop answers "stale", the engine re-plans
         oracle.check(sql, "bank")
     assert overhead_issuer.runtime.versions(["shop"])["shop"] != versions["shop"]
     assert overhead_issuer.runtime.versions(["bank"]) == {"bank": versions["bank"]}
     assert [c for c, _ in overhead_issuer.catalog.columns("shop", "t")] == ["id", "w", "note"]
     assert overhead_issuer.catalog.sizes("shop")["t"] == 256  # 133 rows, rounded up to a power of two
+
+
+def test_a_column_added_since_the_catalog_was_read_is_found(overhead_cluster, overhead_issuer, oracle_for):
+    overhead_issuer.execute(PSI_JOIN, "bank")
+    write_party(overhead_cluster.path.parent, "shop", "w", OVERHEAD_ROWS, 4, ["note", "label"])
+    oracle = data_oracle(overhead_cluster, overhead_issuer, oracle_for)
+    oracle.check("SELECT label, COUNT(*) AS n FROM shop.t GROUP BY label", "bank")  # refused, re-read, planned
+    oracle.check("SELECT COUNT(*) AS n, SUM(b.v) AS s FROM bank.t b JOIN shop.t s ON b.id = s.id "
+                 "WHERE s.label = 'x'", "bank")  # bank re-reads shop's catalog to re-derive the plan
+    with pytest.raises(PlanError, match="nothing"):
+        overhead_issuer.execute("SELECT nothing FROM shop.t", "bank")
