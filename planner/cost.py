@@ -41,8 +41,11 @@ SPU_ROW = 2.3e-6  # s per row and per key limb or aggregate, at 10^5 rows
 SPU_GROWTH = 0.14  # per-row cost ∝ (rows / 10^5) ** SPU_GROWTH above 10^5 rows
 SPU_MEMORY_ROW = 400  # peak bytes per row and per key limb or aggregate (the sort's shares and randomness)
 SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than this share of the RAM
-SPU_ROUNDS_BASE, SPU_ROUNDS_PER_DOUBLING = 250, 40  # rounds ≈ base + per_doubling · log2(rows)
-SPU_BYTES_ROW = 2500  # bytes between the parties per row and per key limb or value column
+# Over shaped links (bench/network.py, issue 20): the extra seconds over the local run divided by the
+# RTT grow as the sort's layers, log2(rows)^2 — 177 at 10^3 rows, ~480 at 10^5 — and the parties
+# exchanged 1.1 MB at 10^3 rows, 160-250 MB at 10^5 (a key and one value column).
+SPU_ROUNDS_PER_LAYER2 = 1.76  # rounds ≈ SPU_ROUNDS_PER_LAYER2 · log2(rows)^2
+SPU_BYTES_ROW = 800  # bytes between the parties per row and per key limb or value column
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     width = key_limbs + columns
     per_row = SPU_ROW * max(1.0, rows / 1e5) ** SPU_GROWTH
     spu = (SPU_FIXED + rows * width * per_row
-           + (SPU_ROUNDS_BASE + SPU_ROUNDS_PER_DOUBLING * math.log2(rows)) * link.rtt
+           + SPU_ROUNDS_PER_LAYER2 * math.log2(max(rows, 2)) ** 2 * link.rtt
            + rows * width * SPU_BYTES_ROW / link.bandwidth)
     spu_bytes = rows * width * SPU_MEMORY_ROW
     too_big = spu_bytes > SPU_MEMORY_SHARE * (memory or memory_bytes())

@@ -14,7 +14,7 @@ from sqlglot.errors import SqlglotError
 
 from sqlsecure.connectors import AdbcStore, PartyStore, open_store
 from sqlsecure.errors import (ConfigError, Error, InterfaceError, NotSupportedError, PlanError, PolicyViolation,
-                              unexpected)
+                              ProtocolError, unexpected)
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
@@ -102,16 +102,9 @@ class Engine:
                         f"parties.{name}", lambda: open_store(party, writable=name == writer))
                 schemas = {name: store.schema() for name, store in self._stores.items()}
             sizes = network.sizes if network is not None else (lambda party: self._stores[party].sizes())
-            self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
-                                    for name, tables in schemas.items()}, sizes, self.config.views)
-            try:
-                self.view_columns = check_views(self.config.views, self.catalog, self.config.dialect)
-            except ConfigError as exc:
-                raise ConfigError([f"{self.config.path}: views: {p}" for p in exc.problems]) from None
+            self._load_catalog(schemas, sizes)
             self.link = Link(self.config.link_rtt_ms / 1000, self.config.link_mbps * 1e6 / 8) \
                 if network is not None else Link()
-            self.grants = resolve_grants(self.config, self.catalog.all_columns())
-            self.policy = self._resolve_policy()
             self.ledger = self._config_step("federation.ledger", lambda: Ledger(self.config.ledger)) \
                 if self.config.privacy else None
             hashing = any(m.method == "hash" for m in self.policy.masks.values())
@@ -136,6 +129,22 @@ class Engine:
             raise ConfigError([f"{self.config.path}: {key}: {p}" for p in exc.problems]) from None
         except (OSError, ValueError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.config.path}: {key}: {type(exc).__name__}: {exc}") from None
+
+    def _load_catalog(self, schemas, sizes) -> None:
+        """The catalog and what is resolved against it: views, grants, policy."""
+        self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
+                                for name, tables in schemas.items()}, sizes, self.config.views)
+        try:
+            self.view_columns = check_views(self.config.views, self.catalog, self.config.dialect)
+        except ConfigError as exc:
+            raise ConfigError([f"{self.config.path}: views: {p}" for p in exc.problems]) from None
+        self.grants = resolve_grants(self.config, self.catalog.all_columns())
+        self.policy = self._resolve_policy()
+
+    def reload_catalog(self, parties) -> None:
+        """Network mode: read these parties' catalogs again (their version changed) and re-resolve."""
+        self.runtime.refresh(list(parties))
+        self._load_catalog(self.runtime.schemas(list(self.config.parties)), self.runtime.sizes)
 
     def _resolve_policy(self) -> RevealPolicy:
         problems: list[str] = []
@@ -175,6 +184,23 @@ class Engine:
 
     @pep249_errors
     def plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
+        """Network mode: a refused query is planned once more if a party's catalog moved on (a table or
+        column added since this engine read it); one round trip, on refusals only."""
+        try:
+            return self._plan(sql, issuer, parameters)
+        except (PlanError, PolicyViolation):
+            if not self._catalog_moved():
+                raise
+        return self._plan(sql, issuer, parameters)
+
+    def _catalog_moved(self) -> bool:
+        if not hasattr(self.runtime, "versions"):
+            return False
+        before = self.runtime.versions(self.parties)
+        self.reload_catalog(self.parties)
+        return self.runtime.versions(self.parties) != before
+
+    def _plan(self, sql: str, issuer: str, parameters=None) -> QueryPlan:
         self.check_issuer(issuer)
         return plan_query(EXPLAIN.sub("", sql, count=1), catalog=self.catalog, policy=self.policy, issuer=issuer,
                           dialect=self.config.dialect, parameters=parameters,
@@ -234,11 +260,21 @@ class Engine:
         if EXPLAIN.match(sql):
             text = self.explain(sql, issuer).splitlines()
             return QueryResult(pa.table({"explain": text}), plan, ChannelStats())
+        try:
+            table = self._run(plan, sql, issuer, parameters)
+        except ProtocolError as exc:  # network mode: a party's catalog changed since this engine read it
+            if not getattr(exc, "stale_parties", None):
+                raise
+            self.reload_catalog(exc.stale_parties)
+            plan = self.plan(sql, issuer, parameters)
+            table = self._run(plan, sql, issuer, parameters)
+        return QueryResult(table, plan, self.runtime.last_stats)
+
+    def _run(self, plan: QueryPlan, sql: str, issuer: str, parameters) -> pa.Table:
         if plan.physical.epsilon:  # charged durably before anything is computed or released
             budget = self.policy.budgets[issuer]
             self.ledger.charge(issuer, plan.physical.epsilon, plan.physical.delta, budget.epsilon, budget.delta, sql)
-        table = self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
-        return QueryResult(table, plan, self.runtime.last_stats)
+        return self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
 
     def close(self) -> None:
         runtime = getattr(self, "runtime", None)

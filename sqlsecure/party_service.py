@@ -1,13 +1,22 @@
 """`sqlsecure party serve`: one party (or the SPU dealer, or the enclave driver) as a network service.
 
 A party's service opens only its own store, and answers only what `executors/runtime/network.py` allows:
-protocol messages of queries it agreed to run, its public schema, and the issuer's own result to
+protocol messages of queries it agreed to run, its public catalog, and the issuer's own result to
 the issuer. The dealer and the enclave driver hold no data; they serve the secure stages of the
 queries that name them.
+
+Fixed cost per query. A party keeps, across queries, one planning engine (its peers' catalogs and its
+Flight clients to them) to re-derive each plan it is asked to run. Every catalog carries a version (a
+digest of schema and sizes); the issuer's `run` names the versions it planned with. A party whose own
+version differs answers "stale" (the issuer re-reads that catalog and plans again); a party whose copy
+of a peer's catalog is older than the issuer's re-reads it before re-deriving. The party's own version
+is recomputed when one of its data files changes (its store is then reopened, so a file rewritten with
+another schema is seen), and on every query for a database source (ADBC).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -19,7 +28,7 @@ from sqlsecure.errors import ConfigError
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.unbalanced import PsiCache
 from sqlsecure.executors.tee.stage import ACTOR, EnclaveTrust, actor_side
-from sqlsecure.executors.runtime.network import Identity, Node
+from sqlsecure.executors.runtime.network import Identity, Node, PartyCatalog, StaleCatalog
 from sqlsecure.executors.runtime.party import PartyExecutor
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.federation import FederationConfig, load_federation
@@ -49,27 +58,29 @@ class PartyService:
                               f"actors: {DEALER}, {ACTOR})")
         node = config.nodes.get(name)
         identity = Identity.from_config(config, name)
-        self._store = self._workers = self._enclave_host = None
+        self._store = self._workers = self._enclave_host = self._planner = None
+        self._catalog: tuple[tuple, PartyCatalog] | None = None  # (data files' stamp, catalog)
         addresses = {n: c.address for n, c in config.nodes.items()}
         timeout = float(timeout if timeout is not None else config.network_timeout)
         if name in config.parties:
             party = config.parties[name]
-            self._store = open_store(party)
+            self._store, self._stamp = open_store(party), self._files_stamp()
             self._workers = GroupWorkers(processes)
             self._psi_cache = PsiCache()
             hashing = any(m.mask.method == "hash" for m in config.masks)
             self._mask_key = load_key(config.mask_key_file) if hashing else None
             self._trust = enclave_trust(config)
-            role, schema, accepts = self._run_party, self._store.schema, self._verify_plan
+            role, catalog, accepts = self._run_party, self._published_catalog, self._verify_plan
         elif name == DEALER:
-            role, schema, accepts = self._run_dealer, None, self._dealer_accepts
+            role, catalog, accepts = self._run_dealer, None, self._dealer_accepts
         else:
             if config.enclave is None:
                 raise ConfigError(f"{config.path}: the federation declares no [enclave]")
-            role, schema, accepts = self._run_enclave, None, None
+            role, catalog, accepts = self._run_enclave, None, None
         self._lock = threading.Lock()
-        self.node = Node(identity, node.host, node.port, addresses, role, schema=schema, timeout=timeout,
-                         accepts=accepts, sizes=self._store.sizes if self._store is not None else None)
+        self._planning = threading.Lock()  # one re-derivation at a time on the cached planning engine
+        self.node = Node(identity, node.host, node.port, addresses, role, catalog=catalog, timeout=timeout,
+                         accepts=accepts, calls=self._planning_calls)
         self.port = self.node.port
         self._closed = threading.Event()
 
@@ -80,20 +91,75 @@ class PartyService:
                                  self._psi_cache)
         return executor.run(plan, query_id)
 
+    # --- the party's catalog, and the plan it re-derives from cached catalogs
+
+    def _files_stamp(self) -> tuple:
+        """What identifies the party's data files' content: path, size, modification time."""
+        party = self.config.parties[self.name]
+        paths = [s.path for s in party.tables] + ([party.database] if party.database else [])
+        stamp = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+                stamp.append((str(path), st.st_size, st.st_mtime_ns))
+            except OSError:
+                stamp.append((str(path), None, None))
+        return tuple(stamp)
+
+    def _published_catalog(self) -> dict:
+        return self._current_catalog().to_json()
+
+    def _current_catalog(self) -> PartyCatalog:
+        """The party's catalog now: recomputed when its data files changed (the store is reopened, as
+        DuckDB keeps a view's columns from when it was made), always for a database source."""
+        with self._lock:
+            stamp = self._files_stamp()
+            if stamp != self._stamp:  # running queries keep the old store; it closes when they drop it
+                self._store, self._stamp, self._catalog = open_store(self.config.parties[self.name]), stamp, None
+            if self._catalog is None or self.config.parties[self.name].source is not None:
+                self._catalog = PartyCatalog.of(self._store.schema(), self._store.sizes())
+            return self._catalog
+
+    def _planning_engine(self, versions: dict, parties) -> "Engine":
+        """The cached engine this party re-derives plans with, its copy of `parties`' catalogs brought
+        up to the `versions` the issuer planned with; StaleCatalog if a party has moved on since."""
+        from sqlsecure.engine import Engine
+
+        if self._planner is None:
+            self._planner = Engine(self.config, runtime="network", identity=self.name)
+        engine = self._planner
+        behind = [p for p in parties if engine.runtime.versions([p]).get(p) != versions.get(p)]
+        if behind:
+            engine.reload_catalog(behind)
+            moved = [p for p in behind if engine.runtime.versions([p]).get(p) != versions.get(p)]
+            if moved:
+                raise StaleCatalog(moved)
+        return engine
+
+    def _planning_calls(self) -> list:
+        planner = self._planner
+        return [planner.runtime.peers.calls] if planner is not None else []
+
     def _verify_plan(self, plan, header) -> str | None:
         """A party runs only the plan it derives itself from the query text and the federation's grants:
-        an issuer cannot make it reveal, or take part in, anything the grants do not allow."""
-        from sqlsecure.engine import Engine
+        an issuer cannot make it reveal, or take part in, anything the grants do not allow. It plans
+        with its cached catalogs, checked against the versions the issuer planned with."""
         from sqlsecure.errors import Error
         from sqlsecure.executors.runtime.network import decode_parameters
 
-        sql = header.get("sql")
+        sql, versions = header.get("sql"), header.get("catalogs")
         if not isinstance(sql, str):
             return f"{self.name} runs only plans that come with their query, to check them against the grants"
+        if not isinstance(versions, dict):
+            return f"{self.name} runs only plans that name the catalog versions they were planned with"
+        if self.name in plan.parties and versions.get(self.name) != self._current_catalog().version:
+            raise StaleCatalog([self.name])
         try:
             parameters = decode_parameters(header.get("parameters", []))
-            with Engine(self.config, runtime="network", identity=self.name) as engine:
-                own = engine.plan(sql, plan.issuer, parameters).physical
+            with self._planning:
+                own = self._planning_engine(versions, sorted(plan.parties)).plan(sql, plan.issuer, parameters).physical
+        except StaleCatalog:
+            raise
         except Error as exc:
             return f"{self.name} refuses the query: {type(exc).__name__}: {exc}"
         if own != plan:
@@ -150,6 +216,9 @@ class PartyService:
         if self._enclave_host is not None:
             self._enclave_host.stop()
             self._enclave_host = None
+        if self._planner is not None:
+            self._planner.close()
+            self._planner = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import select
 import signal
 import socket
@@ -273,9 +274,14 @@ def _plan(embedded, sql=PSI[1], issuer="bank"):
     return embedded.plan(sql, issuer).physical
 
 
-def _prepare_body(plan, query_id, participants, sql=PSI[1]):
+def _versions(peers: Peers, parties=("bank", "shop")) -> dict[str, str]:
+    """The catalog versions an issuer names in a prepare: those the parties publish now."""
+    return {p: json.loads(peers.call(p, "catalog", b"", 30))["version"] for p in parties}
+
+
+def _prepare_body(plan, query_id, participants, versions, sql=PSI[1]):
     return json.dumps({"query": query_id, "participants": participants, "timeout": 5, "sql": sql,
-                       "parameters": []}).encode() + b"\n" + encode_plan(plan)
+                       "parameters": [], "catalogs": versions}).encode() + b"\n" + encode_plan(plan)
 
 
 def test_a_party_runs_only_the_plan_it_derives_itself(cluster, embedded):
@@ -284,33 +290,41 @@ def test_a_party_runs_only_the_plan_it_derives_itself(cluster, embedded):
 
     plan = _plan(embedded)
     bank = _peers(cluster, "bank")
+    versions = _versions(bank)
     forged = dataclasses.replace(plan, steps=plan.steps[:-1])  # e.g. a different last step
     with pytest.raises(ProtocolError, match="not the plan shop derives"):
-        bank.call("shop", "prepare", _prepare_body(forged, "cd" * 16, ["bank", "shop"]), 30)
+        bank.call("shop", "prepare", _prepare_body(forged, "cd" * 16, ["bank", "shop"], versions), 30)
     with pytest.raises(ProtocolError, match="refuses the query"):
-        bank.call("shop", "prepare", _prepare_body(plan, "ce" * 16, ["bank", "shop"], sql="SELECT * FROM nope.x"), 30)
+        bank.call("shop", "prepare",
+                  _prepare_body(plan, "ce" * 16, ["bank", "shop"], versions, sql="SELECT * FROM nope.x"), 30)
     with pytest.raises(ProtocolError, match="come with their query"):
         bank.call("shop", "prepare", json.dumps({"query": "cf" * 16, "participants": ["bank", "shop"],
                                                  "timeout": 5}).encode() + b"\n" + encode_plan(plan), 30)
+    with pytest.raises(ProtocolError, match="name the catalog versions"):
+        bank.call("shop", "prepare", json.dumps({"query": "d0" * 16, "participants": ["bank", "shop"], "timeout": 5,
+                                                 "sql": PSI[1]}).encode() + b"\n" + encode_plan(plan), 30)
+    with pytest.raises(ProtocolError, match="catalog of shop changed"):  # the issuer planned with an old one
+        bank.call("shop", "prepare", _prepare_body(plan, "d1" * 16, ["bank", "shop"], {**versions, "shop": "0" * 16}),
+                  30)
     bank.close()
 
 
 def test_messages_for_unknown_queries_are_refused(cluster):
     shop = _peers(cluster, "shop")
-    with pytest.raises(ProtocolError, match="refused msg.*runs no query"):
-        shop.call("bank", "msg", b"0" * 32 + b"\nx\npayload", 5)
+    with pytest.raises(ProtocolError, match="refused msg.*runs no query"):  # after PREPARE_GRACE (10 s)
+        shop.call("bank", "msg", b"0" * 32 + b"\nx\npayload", 20)
     shop.close()
 
 
 def test_only_the_issuer_prepares_and_only_participants_send(cluster, embedded):
     plan = _plan(embedded)  # bank and shop only
     shop, bank, insurer = (_peers(cluster, n) for n in ("shop", "bank", "insurer"))
-    query_id = "ab" * 16
+    query_id, versions = "ab" * 16, _versions(bank)
     with pytest.raises(ProtocolError, match="not the issuer"):
-        shop.call("bank", "prepare", _prepare_body(plan, query_id, ["bank", "shop"]), 5)
+        shop.call("bank", "prepare", _prepare_body(plan, query_id, ["bank", "shop"], versions), 5)
     with pytest.raises(ProtocolError, match="do not match"):
-        bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop", "insurer"]), 5)
-    bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop"]), 5)
+        bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop", "insurer"], versions), 5)
+    bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop"], versions), 5)
     try:
         with pytest.raises(ProtocolError, match="takes no part"):
             insurer.call("shop", "msg", f"{query_id}\n{query_id}/1/psi/blinded\n".encode() + b"x" * 32, 5)
@@ -337,7 +351,8 @@ def test_no_way_to_read_a_table(cluster):
     with pytest.raises((flight.FlightError, pa.ArrowNotImplementedError)):
         list(client.list_flights())
     actions = {a.type for a in client.list_actions()}
-    assert actions == {"prepare", "start", "msg", "wait", "abort", "alive", "schema", "sizes", "status"}
+    assert actions == {"run", "prepare", "start", "msg", "wait", "abort", "alive", "catalog", "schema", "sizes",
+                       "status"}
     client.close()
 
 
@@ -374,17 +389,22 @@ def big_cluster(tmp_path_factory):
         (directory / party).mkdir()
         pq.write_table(pa.table({"id": rng.permutation(2 * BIG)[:BIG].astype(np.int64),
                                  column: rng.integers(0, 1000, BIG)}), directory / party / "t.parquet")
-    path = directory / "federation.toml"
     # psi = "ecdh": the faults must land mid-protocol, and the OT-based PSI finishes 25,000 keys too fast
-    path.write_text('[federation]\nname = "faults"\nmin_group_size = 0\npsi = "ecdh"\n'
+    running = two_party_cluster(directory, "faults", timeout=5, options='psi = "ecdh"\n')
+    yield running
+    running.stop()
+
+
+def two_party_cluster(directory: Path, name: str, timeout: float, options: str = "") -> Cluster:
+    """bank.t and shop.t (parquet files in `directory`), each plain to the other, and the dealer, running."""
+    path = directory / "federation.toml"
+    path.write_text(f'[federation]\nname = "{name}"\nmin_group_size = 0\n{options}'
                     '[parties.bank]\n[parties.bank.tables]\nt = "bank/t.parquet"\n'
                     '[parties.shop]\n[parties.shop.tables]\nt = "shop/t.parquet"\n'
                     '[[grants]]\nparty = "bank"\ncolumns = ["shop.t.*"]\nconstraint = "PLAINTEXT"\n'
                     '[[grants]]\nparty = "shop"\ncolumns = ["bank.t.*"]\nconstraint = "PLAINTEXT"\n')
-    networkify(path, ("bank", "shop", "dealer"), timeout=5)
-    running = Cluster(path, ("bank", "shop", "dealer"))
-    yield running
-    running.stop()
+    networkify(path, ("bank", "shop", "dealer"), timeout=timeout)
+    return Cluster(path, ("bank", "shop", "dealer"))
 
 
 class Expected(dict):
@@ -722,3 +742,106 @@ def test_an_oblivious_join_over_the_network(tmp_path, make_federation, oracle_fo
             assert count == want_count > 0 and total == pytest.approx(want_total, rel=1e-5)
     finally:
         cluster.stop()
+
+
+# ------------------------------------------------------------------------ fixed cost per query
+# Counted, not timed: the RPCs each node makes for a query. Before the protocol starts, the issuer
+# makes one round of `run` calls (one per node, all at once) and no node asks any other for a
+# catalog; a party's data file rewritten with another schema and size is seen by the next query,
+# which is planned afresh and answers right.
+
+OVERHEAD_ROWS = 64
+ONE_PARTY = "SELECT COUNT(*) AS n, SUM(w) AS s FROM shop.t WHERE w > 10"  # shop's alone, issued by bank
+PSI_JOIN = "SELECT COUNT(*) AS n, SUM(b.v) AS s FROM bank.t b JOIN shop.t s ON b.id = s.id"
+SPU_FILTER = "SELECT COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id WHERE b.v > s.w"
+PROTOCOL_CALLS = {"msg", "alive"}  # a query's own messages, and liveness probes while a peer computes
+
+
+def write_party(directory, party: str, column: str, rows: int, seed: int, extra=()) -> None:
+    rng = np.random.default_rng(seed)
+    data = {"id": rng.permutation(2 * rows)[:rows].astype(np.int64), column: rng.integers(0, 100, rows)}
+    for name in extra:
+        data[name] = rng.choice(["x", "y"], rows)
+    (directory / party).mkdir(exist_ok=True)
+    pq.write_table(pa.table(data), directory / party / "t.parquet")
+
+
+@pytest.fixture(scope="module")
+def overhead_cluster(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("network-overhead")
+    write_party(directory, "bank", "v", OVERHEAD_ROWS, 1)
+    write_party(directory, "shop", "w", OVERHEAD_ROWS, 2)
+    running = two_party_cluster(directory, "overhead", timeout=20)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def overhead_issuer(overhead_cluster):
+    with Engine(overhead_cluster.path, runtime="network", identity="bank") as engine:
+        yield engine
+
+
+def data_oracle(cluster, issuer, oracle_for):
+    """Plain DuckDB over the parties' files as they are now; `check` runs the query on `issuer`."""
+    with Engine(cluster.path) as embedded:
+        return oracle_for(NetworkOracle({"bank": issuer}, embedded))
+
+
+def node_calls(issuer, name: str) -> dict[str, int]:
+    raw = issuer.runtime.peers.call(name, "status", b"", issuer.runtime.timeout)
+    return json.loads(raw.decode())["calls"]
+
+
+def calls_between(before: dict, after: dict, ignore=frozenset()) -> dict[str, int]:
+    """The RPCs made between two snapshots of calls by action, `ignore`d actions aside."""
+    return {k: n - before.get(k, 0) for k, n in after.items() if k not in ignore and n != before.get(k, 0)}
+
+
+def issuer_calls(issuer) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for (_, kind), n in issuer.runtime.peers.calls.items():
+        counts[kind] = counts.get(kind, 0) + n
+    return counts
+
+
+@pytest.mark.parametrize("sql, nodes", [(ONE_PARTY, {"bank", "shop"}), (PSI_JOIN, {"bank", "shop"}),
+                                        (SPU_FILTER, {"bank", "dealer", "shop"})])
+def test_one_round_trip_before_the_protocol_starts(overhead_cluster, overhead_issuer, oracle_for, sql, nodes):
+    oracle = data_oracle(overhead_cluster, overhead_issuer, oracle_for)
+    overhead_issuer.execute(sql, "bank")  # a node's first query reads the catalogs once
+    watched = ["bank", "shop", "dealer"]
+    nodes_before = {n: node_calls(overhead_issuer, n) for n in watched}
+    before, by_node = issuer_calls(overhead_issuer), Counter(overhead_issuer.runtime.peers.calls)
+    oracle.check(sql, "bank")
+    made = calls_between(before, issuer_calls(overhead_issuer))
+    runs = {name for (name, kind), n in (overhead_issuer.runtime.peers.calls - by_node).items() if kind == "run"}
+    assert overhead_issuer.runtime.rounds_before_start == 1
+    assert made.get("run") == len(nodes) and set(made) <= {"run", "wait"}, made  # polls: only a long query's
+    assert runs == nodes
+    for name in watched:  # no node asks any other for a catalog, nor prepares in more than one call
+        assert calls_between(nodes_before[name], node_calls(overhead_issuer, name), PROTOCOL_CALLS) == {}, name
+
+
+def test_a_rewritten_data_file_is_seen_by_the_next_query(overhead_cluster, overhead_issuer, oracle_for):
+    data_oracle(overhead_cluster, overhead_issuer, oracle_for).check(PSI_JOIN, "bank")
+    versions = overhead_issuer.runtime.versions(["bank", "shop"])
+    write_party(overhead_cluster.path.parent, "shop", "w", 2 * OVERHEAD_ROWS + 5, 3, ["note"])  # schema, size
+    oracle = data_oracle(overhead_cluster, overhead_issuer, oracle_for)
+    for sql in (PSI_JOIN, ONE_PARTY):  # planned with the old catalog: shop answers "stale", the engine re-plans
+        oracle.check(sql, "bank")
+    assert overhead_issuer.runtime.versions(["shop"])["shop"] != versions["shop"]
+    assert overhead_issuer.runtime.versions(["bank"]) == {"bank": versions["bank"]}
+    assert [c for c, _ in overhead_issuer.catalog.columns("shop", "t")] == ["id", "w", "note"]
+    assert overhead_issuer.catalog.sizes("shop")["t"] == 256  # 133 rows, rounded up to a power of two
+
+
+def test_a_column_added_since_the_catalog_was_read_is_found(overhead_cluster, overhead_issuer, oracle_for):
+    overhead_issuer.execute(PSI_JOIN, "bank")
+    write_party(overhead_cluster.path.parent, "shop", "w", OVERHEAD_ROWS, 4, ["note", "label"])
+    oracle = data_oracle(overhead_cluster, overhead_issuer, oracle_for)
+    oracle.check("SELECT label, COUNT(*) AS n FROM shop.t GROUP BY label", "bank")  # refused, re-read, planned
+    oracle.check("SELECT COUNT(*) AS n, SUM(b.v) AS s FROM bank.t b JOIN shop.t s ON b.id = s.id "
+                 "WHERE s.label = 'x'", "bank")  # bank re-reads shop's catalog to re-derive the plan
+    with pytest.raises(PlanError, match="nothing"):
+        overhead_issuer.execute("SELECT nothing FROM shop.t", "bank")

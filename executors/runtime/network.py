@@ -13,10 +13,15 @@ in-process channel does (FIFO per ordered pair, tag checked, timeout -> `Protoco
 silent party). Every send is synchronous, so each pair's messages arrive in order.
 
 Queries. The issuer's engine (`NetworkRuntime`, authenticated with the issuer's certificate)
-sends the JSON-encoded plan (`plan_codec`) to every node of the query (`prepare`), then `start`s
-them, then `wait`s for each. A node accepts `prepare` / `start` / `wait` / `abort` only from the
-plan's issuer, and a protocol message only (a) for a query it prepared, (b) from a node of that
-query, (c) while the query runs. There is no action that reads a table: a node answers only with
+sends the JSON-encoded plan (`plan_codec`) to every node of the query at once (`run`: prepare,
+start and a first wait in one call, so the protocol starts one round trip after the query is
+issued), then `wait`s for the nodes still running. The engine and every party keep the parties'
+catalogs (`PartyCatalog`, versioned by digest) and Flight clients across queries; `run` names the
+versions the plan was made with, and a node that finds its own moved on answers "stale" (the engine
+re-reads the catalogs and plans again). A node accepts `run` / `prepare` / `start` / `wait` /
+`abort` only from the plan's issuer, and a protocol message only (a) for a query it prepared (one
+that arrives first waits for the `run`, up to `PREPARE_GRACE`), (b) from a node of that query,
+(c) while the query runs. There is no action that reads a table: a node answers only with
 protocol messages its executor chooses to send, with its schema (public), and — to the issuer
 alone — the issuer's own result.
 
@@ -31,6 +36,7 @@ result is only returned when every node finished cleanly.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import decimal
 import json
 import queue
@@ -38,6 +44,8 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +66,7 @@ POLL = 1.0  # seconds a `wait` call blocks at the node before answering "running
 PROBE_EVERY = 1.0  # seconds of silence after which a waiting receiver asks whether its peer is alive
 MAX_SILENCE = 3600.0  # a live peer may compute this long without sending what is awaited
 FINISHED_TTL = 300.0  # a finished query's outcome is kept this long for its issuer's `wait`
+PREPARE_GRACE = 10.0  # a message for a query not yet prepared here waits this long for its `run`
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class Peers:
         self._retired: dict[int, flight.FlightClient] = {}  # forgotten, closed by their last call
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self.calls: Counter = Counter()  # (peer, action) -> RPCs made: tests bound the overhead per query
 
     def _acquire(self, name: str) -> flight.FlightClient:
         with self._lock:
@@ -136,6 +146,8 @@ class Peers:
         """One action on node `name`; transport failures become ProtocolErrors naming it."""
         options = flight.FlightCallOptions(timeout=timeout)
         client = self._acquire(name)
+        with self._lock:
+            self.calls[(name, kind)] += 1
         try:
             results = list(client.do_action(flight.Action(kind, body), options=options))
         except flight.FlightTimedOutError:
@@ -154,6 +166,22 @@ class Peers:
         finally:
             self._release(client)
         return b"".join(r.body.to_pybytes() for r in results)
+
+    def call_each(self, names: list[str], kind: str, bodies: dict[str, bytes] | bytes,
+                  timeout: float | None) -> dict[str, bytes | BaseException]:
+        """The same action on every node of `names` at once (one round trip, not one per node): each
+        node's answer, or the exception its call raised."""
+        def one(name: str):
+            body = bodies[name] if isinstance(bodies, dict) else bodies
+            try:
+                return self.call(name, kind, body, timeout)
+            except BaseException as exc:  # noqa: BLE001 - returned to the caller, which decides
+                return exc
+
+        if len(names) == 1:
+            return {names[0]: one(names[0])}
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            return dict(zip(names, pool.map(one, names)))
 
     def close(self, wait: float = 30.0) -> None:
         """Close every client, first waiting (up to `wait` s; each call has its own deadline) for the
@@ -271,25 +299,37 @@ class QueryState:
     finished_at: float = 0.0
 
 
+class StaleCatalog(ProtocolError):
+    """The issuer planned with a catalog version of a party that is no longer current: the issuer
+    refreshes those parties' catalogs and plans again (`Engine.execute`, by `stale_parties`)."""
+
+    def __init__(self, parties: list[str]):
+        super().__init__(f"the catalog of {', '.join(sorted(parties))} changed since this engine read it; "
+                         "refresh it and plan again")
+        self.stale_parties = sorted(parties)
+
+
 class Node(flight.FlightServerBase):
     """One node's Flight service. `role(plan, query_id, endpoint)` runs the node's part of a plan
     (a party's executor, the dealer, the enclave driver) and returns the node's result or None;
-    `schema()` returns the party's public schema and `sizes()` its tables' row counts rounded up to a
-    power of two (both None for actors)."""
+    `catalog()` returns the party's public catalog: its schema, its tables' row counts rounded up to a
+    power of two, and the version (a digest) of both (None for actors)."""
 
     def __init__(self, identity: Identity, host: str, port: int, addresses: dict[str, str], role,
-                 schema=None, timeout: float = 30.0, accepts=None, sizes=None):
+                 catalog=None, timeout: float = 30.0, accepts=None, calls=None):
         self.identity = identity
         self.name = identity.name
         self.peers = Peers(identity, addresses)
         self.known = frozenset(addresses)
         self.timeout = timeout
         self._role = role
-        self._schema = schema
-        self._sizes = sizes
-        self._accepts = accepts  # accepts(plan, header) -> str | None (why not)
+        self._catalog = catalog
+        self._calls = calls  # calls() -> Counters of this node's other clients' RPCs (its planning engine)
+        self._accepts = accepts  # accepts(plan, header) -> str | None (why not); raises StaleCatalog
         self._queries: dict[str, QueryState] = {}
         self._lock = threading.Lock()
+        self._registered = threading.Condition(self._lock)  # a query was prepared or refused here
+        self._ended: deque[str] = deque(maxlen=4096)  # queries refused, aborted or finished here
         super().__init__(f"grpc+tls://{host}:{port}",
                          tls_certificates=[flight.CertKeyPair(identity.certificate, identity.private_key)],
                          verify_client=True, root_certificates=identity.ca)
@@ -318,12 +358,34 @@ class Node(flight.FlightServerBase):
     def _drop(self, query_id: str) -> None:
         with self._lock:
             self._queries.pop(query_id, None)
+            self._end(query_id)
+
+    def _end(self, query_id: str) -> None:
+        """Under the lock: `query_id` will not run here; wake the messages waiting for it."""
+        self._ended.append(query_id)
+        self._registered.notify_all()
+
+    def _await_prepared(self, query_id: str) -> None:
+        """A message may reach a node before the issuer's `run` does (every node starts as soon as it
+        has accepted the query): hold it until the query is prepared or ends here, up to PREPARE_GRACE."""
+        with self._lock:
+            self._registered.wait_for(lambda: query_id in self._queries or query_id in self._ended,
+                                      timeout=min(self.timeout, PREPARE_GRACE))
 
     def _sweep(self) -> None:
         now = time.monotonic()
         with self._lock:
             for qid in [q for q, s in self._queries.items() if s.done.is_set() and now - s.finished_at > FINISHED_TTL]:
                 del self._queries[qid]
+                self._end(qid)
+
+    def calls_made(self) -> dict[str, int]:
+        """RPCs this node has made, by action: what a test bounds per query (the fixed overhead)."""
+        total = Counter()
+        for counter in [self.peers.calls, *(self._calls() if self._calls else [])]:
+            for (_, kind), n in list(counter.items()):
+                total[kind] += n
+        return dict(total)
 
     def active_queries(self) -> list[str]:
         with self._lock:
@@ -332,15 +394,17 @@ class Node(flight.FlightServerBase):
     # --- Flight
 
     def list_actions(self, context):
-        return [("prepare", "register a query: header line + JSON plan (issuer only)"),
+        return [("run", "prepare and start a query at once: header line + JSON plan (issuer only)"),
+                ("prepare", "register a query: header line + JSON plan (issuer only)"),
                 ("start", "start a prepared query (issuer only)"),
                 ("msg", "a protocol message of a running query (its nodes only)"),
                 ("wait", "the node's outcome of a query (issuer only)"),
                 ("abort", "abandon a query and drop its state (issuer only)"),
                 ("alive", "whether this node still runs a query (its nodes only)"),
+                ("catalog", "this party's public schema, sizes and their version"),
                 ("schema", "this party's public schema"),
                 ("sizes", "this party's table sizes, rounded up to a power of two"),
-                ("status", "the queries this node holds state for")]
+                ("status", "the queries this node holds state for, and the RPCs it made by action")]
 
     def do_action(self, context, action):
         caller = self._caller(context)
@@ -350,7 +414,12 @@ class Node(flight.FlightServerBase):
             if kind == "msg":
                 return self._msg(caller, body)
             if kind == "prepare":
-                return self._prepare(caller, body)
+                try:
+                    return self._prepare(caller, body)
+                except StaleCatalog as exc:
+                    raise flight.FlightUnauthorizedError(str(exc)) from None
+            if kind == "run":
+                return self._run(caller, body)
             if kind in ("start", "wait", "abort"):
                 header = json.loads(body.decode())
                 query_id = header.get("query") if isinstance(header, dict) else None
@@ -376,18 +445,18 @@ class Node(flight.FlightServerBase):
                     return [json.dumps({"state": "unknown"}).encode()]
                 self._state(query_id, caller, issuer_only=False)  # participants only
                 return [json.dumps({"state": "done" if state.done.is_set() else "running"}).encode()]
-            if kind == "schema":
-                return [json.dumps(self._schema() if self._schema else {}).encode()]
-            if kind == "sizes":
-                return [json.dumps(self._sizes() if self._sizes else {}).encode()]
+            if kind in ("catalog", "schema", "sizes"):
+                catalog = self._catalog() if self._catalog else {"schema": {}, "sizes": {}, "version": ""}
+                return [json.dumps(catalog if kind == "catalog" else catalog[kind]).encode()]
             if kind == "status":
-                return [json.dumps({"queries": self.active_queries()}).encode()]
+                return [json.dumps({"queries": self.active_queries(), "calls": self.calls_made()}).encode()]
         except (ProtocolError, ValueError, UnicodeDecodeError) as exc:
             raise flight.FlightServerError(f"{kind}: {exc}") from None
         raise flight.FlightServerError(f"unknown action {kind!r}")
 
     def _msg(self, caller: str, body: bytes):
         query_id, tag, payload = split_message(body)
+        self._await_prepared(query_id)
         state = self._state(query_id, caller, issuer_only=False)
         if state.done.is_set():  # a prepared query queues early messages: peers start a moment apart
             raise flight.FlightUnauthorizedError(f"query {query_id} is not running at {self.name}")
@@ -412,8 +481,13 @@ class Node(flight.FlightServerBase):
         if set(participants) != expected:
             raise flight.FlightServerError(f"participants {sorted(participants)} do not match the plan's "
                                            f"{sorted(expected)}")
-        why_not = self._accepts(plan, header) if self._accepts else None
+        try:
+            why_not = self._accepts(plan, header) if self._accepts else None
+        except StaleCatalog:
+            self._refuse(query_id)
+            raise
         if why_not:
+            self._refuse(query_id)
             raise flight.FlightUnauthorizedError(why_not)
         timeout = header.get("timeout", self.timeout)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
@@ -423,7 +497,29 @@ class Node(flight.FlightServerBase):
             if query_id in self._queries:
                 raise flight.FlightServerError(f"query {query_id} already exists")
             self._queries[query_id] = QueryState(query_id, caller, plan, channel)
+            self._registered.notify_all()
         return [b"ok"]
+
+    def _refuse(self, query_id: str) -> None:
+        with self._lock:
+            if query_id not in self._queries:
+                self._end(query_id)
+
+    def _run(self, caller: str, body: bytes):
+        """`prepare`, `start` and a first `wait` in one call: the issuer's only round trip before the
+        protocol starts, and a short query's outcome comes back on it. A stale catalog is an answer
+        (the issuer plans again), not a failure."""
+        header = json.loads(body.partition(b"\n")[0].decode())
+        wait = header.get("wait", 0.0) if isinstance(header, dict) else None
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+            raise flight.FlightServerError("malformed run header or wait")
+        try:
+            self._prepare(caller, body)
+        except StaleCatalog as exc:
+            return [json.dumps({"state": "stale", "parties": exc.stale_parties}).encode() + b"\n"]
+        state = self._state(header["query"], caller, issuer_only=True)
+        self._start(state)
+        return self._wait(state, float(wait))
 
     def _start(self, state: QueryState):
         with self._lock:
@@ -517,6 +613,64 @@ def decode_parameters(items) -> list:
     return [readers[kind](value) for kind, value in items]
 
 
+@dataclass(frozen=True)
+class PartyCatalog:
+    """A party's published catalog: table -> columns, table -> rows rounded up to a power of two, and
+    the version (digest of both) that every prepare names, so that a change is seen at once."""
+
+    schema: dict[str, tuple[tuple[str, str], ...]]
+    sizes: dict[str, int]
+    version: str
+
+    @classmethod
+    def of(cls, schema: dict, sizes: dict) -> "PartyCatalog":
+        schema = {str(t): tuple((str(c), str(d)) for c, d in cols) for t, cols in sorted(schema.items())}
+        sizes = {str(t): int(n) for t, n in sorted(sizes.items())}
+        text = json.dumps([sorted(schema.items()), sorted(sizes.items())]).encode()
+        return cls(schema, sizes, hashlib.sha256(text).hexdigest()[:16])
+
+    @classmethod
+    def from_json(cls, party: str, raw: bytes) -> "PartyCatalog":
+        try:
+            body = json.loads(raw.decode())
+            catalog = cls.of(body["schema"], body["sizes"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ProtocolError(f"party {party!r} sent a malformed catalog") from None
+        if catalog.version != body.get("version"):
+            raise ProtocolError(f"party {party!r} sent a catalog whose version does not match its content")
+        return catalog
+
+    def to_json(self) -> dict:
+        return {"schema": self.schema, "sizes": self.sizes, "version": self.version}
+
+
+class RunReplies:
+    """The first answers (to `run`) of a query's nodes, to tell whether one of them found the issuer's
+    catalog stale."""
+
+    def __init__(self, nodes: int):
+        self._left = nodes
+        self._stale = False
+        self._all = threading.Condition()
+
+    def arrived(self, raw: bytes) -> None:
+        """A node answered `run` with `raw` (empty if the call failed)."""
+        try:
+            state = json.loads(raw.partition(b"\n")[0].decode()).get("state") if raw else None
+        except (ValueError, AttributeError):
+            state = None
+        with self._all:
+            self._left -= 1
+            self._stale = self._stale or state == "stale"
+            self._all.notify_all()
+
+    def any_stale(self, wait: float) -> bool:
+        """Whether a node answered "stale", once every node answered (or `wait` s passed)."""
+        with self._all:
+            self._all.wait_for(lambda: self._left <= 0, timeout=wait)
+            return self._stale
+
+
 class NetworkRuntime:
     """The issuer's side of network mode: sends the plan to every node of the query and collects
     the issuer's result. Same interface as `EmbeddedRuntime` (execute, cancel, last_stats, close)."""
@@ -531,19 +685,32 @@ class NetworkRuntime:
         self._running: tuple[str, list[str]] | None = None
         self._cancelled = False
         self._lock = threading.Lock()
+        self._catalogs: dict[str, PartyCatalog] = {}  # kept across queries; refreshed when a version changes
+        self.rounds_before_start = 0  # round trips of the last query before its protocol started
+
+    def refresh(self, parties: list[str]) -> None:
+        """Ask these parties for their catalog (schema, sizes, version), all at once."""
+        for party, answer in self.peers.call_each(list(parties), "catalog", b"", self.timeout).items():
+            if isinstance(answer, BaseException):
+                raise answer
+            self._catalogs[party] = PartyCatalog.from_json(party, answer)
 
     def schemas(self, parties: list[str]) -> dict[str, dict[str, list[tuple[str, str]]]]:
-        """Each party's public schema, asked of its service."""
-        out = {}
-        for party in parties:
-            raw = json.loads(self.peers.call(party, "schema", b"", self.timeout).decode())
-            out[party] = {table: [tuple(c) for c in columns] for table, columns in raw.items()}
-        return out
+        """Each party's public schema, from the cached catalogs (read once, refreshed on a version change)."""
+        missing = [p for p in parties if p not in self._catalogs]
+        if missing:
+            self.refresh(missing)
+        return {party: {t: list(cols) for t, cols in self._catalogs[party].schema.items()} for party in parties}
 
     def sizes(self, party: str) -> dict[str, int]:
-        """A party's table sizes (rounded up to a power of two), asked of its service."""
-        raw = json.loads(self.peers.call(party, "sizes", b"", self.timeout).decode())
-        return {str(table): int(rows) for table, rows in raw.items()}
+        """A party's table sizes (rounded up to a power of two), from its cached catalog."""
+        if party not in self._catalogs:
+            self.refresh([party])
+        return dict(self._catalogs[party].sizes)
+
+    def versions(self, parties) -> dict[str, str]:
+        """The catalog version of each party this engine plans with."""
+        return {party: self._catalogs[party].version for party in parties if party in self._catalogs}
 
     def status(self, name: str) -> list[str]:
         return json.loads(self.peers.call(name, "status", b"", self.timeout).decode())["queries"]
@@ -563,56 +730,67 @@ class NetworkRuntime:
         query_id = uuid.uuid4().hex
         sql, parameters = query if query is not None else (None, [])
         header = json.dumps({"query": query_id, "participants": participants, "timeout": self.timeout,
-                             "sql": sql, "parameters": encode_parameters(parameters)}).encode()
-        control = json.dumps({"query": query_id}).encode()
+                             "sql": sql, "parameters": encode_parameters(parameters),
+                             "catalogs": self.versions(plan.parties), "wait": POLL}).encode()
         self._running, self._cancelled = (query_id, participants), False
-        prepared: list[str] = []
         try:
-            for name in participants:
-                self.peers.call(name, "prepare", header + b"\n" + encode_plan(plan), self.timeout)
-                prepared.append(name)
-            for name in participants:
-                self.peers.call(name, "start", control, self.timeout)
-            return self._collect(plan, query_id, participants)
+            return self._collect(plan, query_id, participants, header + b"\n" + encode_plan(plan))
         except BaseException as exc:
-            self._abort(query_id, prepared, f"{type(exc).__name__}: {exc}")
+            self._abort(query_id, participants, f"{type(exc).__name__}: {exc}")
             if self._cancelled:
                 raise OperationalError("query cancelled; nothing was revealed") from None
             raise
         finally:
             self._running = None
 
-    def _collect(self, plan: PhysicalPlan, query_id: str, participants: list[str]) -> pa.Table:
-        """Each node's outcome, polled by one thread per node; the first failure ends the collection,
-        and the other threads stop polling after their current call (each call has its deadline)."""
+    def _collect(self, plan: PhysicalPlan, query_id: str, participants: list[str], run: bytes) -> pa.Table:
+        """Each node's outcome, by one thread per node: `run` (every node prepares, re-deriving the
+        plan from its cached catalogs, and starts at once: one round trip before the protocol, which
+        brings a short query's outcome back), then `wait` polls. The first failure ends the
+        collection; the other threads stop after their current call (each call has its deadline)."""
         outcomes: queue.Queue = queue.Queue()
         collected = threading.Event()
+        replies = RunReplies(len(participants))
+        self.rounds_before_start = 1
 
-        def wait(name: str) -> None:
+        def node(name: str) -> None:
             body = json.dumps({"query": query_id, "wait": POLL}).encode()
             try:
-                while not collected.is_set():
-                    raw = self.peers.call(name, "wait", body, POLL + self.timeout)
+                raw = b""
+                try:
+                    raw = self.peers.call(name, "run", run, POLL + self.timeout)
+                finally:
+                    replies.arrived(raw)
+                while True:
                     line, _, payload = raw.partition(b"\n")
                     header = json.loads(line.decode())
                     if header.get("state") != "running":
                         outcomes.put((name, header, payload, None))
                         return
+                    if collected.is_set():
+                        return
+                    raw = self.peers.call(name, "wait", body, POLL + self.timeout)
             except BaseException as exc:
                 outcomes.put((name, None, b"", exc))
 
         for name in participants:
-            threading.Thread(target=wait, args=(name,), name=f"wait-{name}", daemon=True).start()
+            threading.Thread(target=node, args=(name,), name=f"run-{name}", daemon=True).start()
         try:
-            return self._outcomes(plan, participants, outcomes)
+            return self._outcomes(plan, participants, outcomes, replies)
         finally:
             collected.set()
 
-    def _outcomes(self, plan: PhysicalPlan, participants: list[str], outcomes: queue.Queue) -> pa.Table:
+    def _outcomes(self, plan: PhysicalPlan, participants: list[str], outcomes: queue.Queue,
+                  replies: "RunReplies") -> pa.Table:
         stats = ChannelStats()
         result = None
         for _ in participants:
             name, header, payload, exc = outcomes.get()
+            failed = exc is not None or header.get("state") != "done"
+            # a node refused as stale fails its peers' messages to it: that, not their failure, is the cause
+            if failed and replies.any_stale(wait=POLL + self.timeout):
+                self._catalogs = {p: c for p, c in self._catalogs.items() if p not in plan.parties}
+                raise StaleCatalog(sorted(plan.parties))  # re-read every party of the plan at once, then plan again
             if exc is not None:
                 raise exc if isinstance(exc, Error) else ProtocolError(f"party {name!r}: {exc}")
             if header.get("state") != "done":
