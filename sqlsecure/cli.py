@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -167,13 +166,13 @@ def enclave_init(authority: str) -> None:
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @debug_option
 def demo(directory: str | None, debug: bool) -> None:
-    """Write a demo federation (bank, shop, insurer) into DIRECTORY and run federated queries on it."""
-    from sqlsecure.demo import run_demo, write_demo
+    """Write a demo federation (bank, shop, insurer) into DIRECTORY and run federated queries on it.
 
-    target = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sqlsecure-demo-"))
+    Without DIRECTORY it runs in a temporary directory, removed afterwards."""
+    from sqlsecure.demo import in_directory, run_demo, write_demo
+
     try:
-        path = write_demo(target)
-        run_demo(path, click.echo)
+        in_directory(lambda target: run_demo(write_demo(target), click.echo), directory, "sqlsecure-demo-")
     except click.ClickException:
         raise
     except Exception as exc:
