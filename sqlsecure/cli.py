@@ -1,4 +1,4 @@
-"""The `sqlsecure` command: query, explain, check, budget, shell, demo."""
+"""The `sqlsecure` command: query, explain, check, budget, audit, shell, demo, serve, init-certs, party."""
 
 from __future__ import annotations
 
@@ -143,6 +143,41 @@ def shell(federation, issuer, commands, script, fmt, vi, history, no_pager, debu
 
     if _with_engine(federation, debug, session):
         sys.exit(1)
+
+
+@main.command()
+@federation_option
+@click.option("--as", "party", required=True, help="The party whose audit log to print.")
+@click.option("--since", help="Only entries from this time on: an ISO 8601 date or time, or 30m, 12h, 7d back.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON lines, as stored.")
+@debug_option
+def audit(federation: str, party: str, since: str | None, as_json: bool, debug: bool) -> None:
+    """Print PARTY's audit log: each query it took part in or refused, what of its data was used and revealed."""
+    import json
+
+    from sqlsecure.audit import AuditLog, format_entry, parse_since
+    from sqlsecure.errors import ConfigError
+    from sqlsecure.federation import load_federation
+
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    try:
+        config = load_federation(federation)
+        if party not in config.parties:
+            raise ConfigError(f"unknown party {party!r}; parties are: {', '.join(config.parties)}")
+        settings = config.parties[party].audit
+        if settings is None:
+            raise ConfigError(f"{config.path}: parties.{party}.audit_dir: not set, so {party} keeps no audit log; "
+                              "set it (docs/federation.md)")
+        entries = AuditLog(party, settings).entries(start)
+    except Exception as exc:
+        _fail(exc, debug)
+    for entry in entries:
+        click.echo(json.dumps(entry, sort_keys=True, ensure_ascii=False) if as_json else format_entry(entry))
+    if not entries and not as_json:
+        click.echo(f"no entries in {settings.directory}" + (f" since {since}" if since else ""), err=True)
 
 
 @main.command("enclave-init")
