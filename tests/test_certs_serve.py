@@ -145,3 +145,23 @@ def test_serve_logs_to_stderr_by_default():
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+
+
+def readme_commands(names: set[str]) -> list[list[str]]:
+    """The README's `sqlsecure NAME ...` command lines (continuations joined, comments dropped)."""
+    import shlex
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text().replace("\\\n", " ")
+    lines = [shlex.split(line, comments=True) for line in text.splitlines() if line.startswith("sqlsecure ")]
+    return [words[1:] for words in lines if words[1] in names]
+
+
+def test_the_readme_uses_only_options_these_commands_have():
+    from sqlsecure.cli import main
+
+    commands = readme_commands({"init-certs", "serve", "audit"})
+    assert {words[0] for words in commands} == {"init-certs", "serve", "audit"}
+    for name, *args in commands:
+        known = {opt for param in main.commands[name].params for opt in param.opts}
+        used = {arg for arg in args if arg.startswith("-")}
+        assert used <= known, f"sqlsecure {name}: {used - known}"
