@@ -5,6 +5,7 @@ the log rotates; `sqlsecure audit` prints it; the federation's audit keys are va
 from __future__ import annotations
 
 import json
+import runpy
 import socket
 from pathlib import Path
 
@@ -20,31 +21,15 @@ from sqlsecure.errors import ConfigError, Error, PolicyViolation
 from sqlsecure.federation import load_federation
 from sqlsecure.party_service import PartyService
 
+ROOT = Path(__file__).resolve().parent.parent
 JOIN = "SELECT COUNT(*) AS n FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
 SUMS = ("SELECT o.category, SUM(o.amount) AS total FROM bank.customers c JOIN shop.orders o "
         "ON c.id = o.customer_id GROUP BY o.category")
 REFUSED = "SELECT o.amount FROM shop.orders o"  # single orders: only aggregates of amount are granted
-GRANTS = """
-[[grants]]
-party = "bank"
-columns = ["shop.orders.customer_id"]
-constraint = "PLAINTEXT_AFTER_JOIN"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.amount"]
-constraint = "PLAINTEXT_AFTER_AGGREGATE"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.category"]
-constraint = "PLAINTEXT_AFTER_GROUP_BY"
-
-[[grants]]
-party = "shop"
-columns = ["bank.customers.id"]
-constraint = "PLAINTEXT_AFTER_JOIN"
-"""
+GRANTS = (("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_JOIN"),
+          ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE"),
+          ("bank", ("shop.orders.category",), "PLAINTEXT_AFTER_GROUP_BY"),
+          ("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN"))
 
 
 def audited(path: Path, parties) -> Path:
@@ -104,8 +89,8 @@ def check_refusal(path: Path, engine: Engine) -> None:
     assert len(log_of(path, "shop")) == before  # shop never saw it
 
 
-def test_embedded_query_and_refusal_are_logged_at_each_party(tmp_path, make_federation):
-    path = audited(make_federation(tmp_path, GRANTS), ("bank", "shop", "insurer"))
+def test_embedded_query_and_refusal_are_logged_at_each_party(tmp_path, make_federation, grants_for):
+    path = audited(make_federation(tmp_path, grants_for(*GRANTS)), ("bank", "shop", "insurer"))
     with Engine(path) as engine:
         for sql in (JOIN, SUMS):
             engine.execute(sql, "bank")
@@ -117,9 +102,9 @@ def test_embedded_query_and_refusal_are_logged_at_each_party(tmp_path, make_fede
     assert [e["outcome"] for e in log_of(path, "shop")] == ["ok", "ok"]
 
 
-def test_network_query_and_refusals_are_logged_at_each_party(tmp_path, make_federation):
-    path = networked(audited(make_federation(tmp_path, GRANTS, parties=("bank", "shop")), ("bank", "shop")),
-                     ("bank", "shop", "dealer"))
+def test_network_query_and_refusals_are_logged_at_each_party(tmp_path, make_federation, grants_for):
+    path = audited(make_federation(tmp_path, grants_for(*GRANTS), parties=("bank", "shop")), ("bank", "shop"))
+    path = networked(path, ("bank", "shop", "dealer"))
     # shop's own copy of the federation grants bank less: shop refuses what bank's engine would run
     strict = path.parent / "shop_view.toml"
     strict.write_text(path.read_text().replace('"shop.orders.category"', '"shop.orders.region"'))
@@ -139,20 +124,7 @@ def test_network_query_and_refusals_are_logged_at_each_party(tmp_path, make_fede
     assert "shop.orders.category" in refused["reason"]
 
 
-PRIVACY = """
-[privacy.bank]
-epsilon = 2.0
-query_epsilon = 0.5
-
-[rules."bank.customers"]
-identity_column = "customer_id"
-max_rows_per_identity = 1
-
-[rules."shop.orders"]
-identity_column = "customer_id"
-max_rows_per_identity = 5
-bounds = { amount = [0, 300] }
-"""
+PRIVACY = runpy.run_path(str(ROOT / "examples" / "dp_query.py"))["PRIVACY"]  # ε 3, 1 per query
 DP = ("SELECT o.category, COUNT(*) AS orders FROM bank.customers c JOIN shop.orders o "
       "ON c.customer_id = o.customer_id GROUP BY o.category")
 
@@ -164,13 +136,13 @@ def test_a_dp_query_logs_its_epsilon_at_each_party(tmp_path):
         engine.execute(DP, "bank")
     for party in ("bank", "shop"):
         (entry,) = log_of(path, party)
-        assert entry["epsilon"] == 0.5 and entry["delta"] > 0 and entry["outcome"] == "ok"
+        assert entry["epsilon"] == 1.0 and entry["delta"] > 0 and entry["outcome"] == "ok"
     assert log_of(path, "insurer") == []
 
 
 def test_an_exhausted_budget_is_logged_as_a_refusal(tmp_path):
     path = audited(write_demo(tmp_path), ("bank", "shop"))
-    path.write_text(path.read_text() + PRIVACY.replace("epsilon = 2.0", "epsilon = 0.5"))
+    path.write_text(path.read_text() + PRIVACY.replace("epsilon = 3.0", "epsilon = 1.0"))
     with Engine(path) as engine:
         engine.execute(DP, "bank")
         with pytest.raises(PolicyViolation):
@@ -192,8 +164,8 @@ def test_the_log_rotates_and_keeps_the_newest_files(tmp_path):
     assert oct((tmp_path / "audit" / "audit.jsonl").stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_audit_command_prints_the_log(tmp_path, make_federation):
-    path = audited(make_federation(tmp_path, GRANTS, parties=("bank", "shop")), ("bank", "shop"))
+def test_the_audit_command_prints_the_log(tmp_path, make_federation, grants_for):
+    path = audited(make_federation(tmp_path, grants_for(*GRANTS), parties=("bank", "shop")), ("bank", "shop"))
     with Engine(path) as engine:
         engine.execute(JOIN, "bank")
     runner = CliRunner()
@@ -210,8 +182,8 @@ def test_the_audit_command_prints_the_log(tmp_path, make_federation):
     assert bad.exit_code == 2 and "--since" in bad.output and "ISO 8601" in bad.output
 
 
-def test_the_audit_command_says_when_a_party_keeps_no_log(tmp_path, make_federation):
-    path = make_federation(tmp_path, GRANTS, parties=("bank", "shop"))
+def test_the_audit_command_says_when_a_party_keeps_no_log(tmp_path, make_federation, grants_for):
+    path = make_federation(tmp_path, grants_for(*GRANTS), parties=("bank", "shop"))
     result = CliRunner().invoke(main, ["audit", "-F", str(path), "--as", "shop"])
     assert result.exit_code == 1 and "parties.shop.audit_dir: not set" in result.output
 
@@ -223,8 +195,8 @@ def test_the_audit_command_says_when_a_party_keeps_no_log(tmp_path, make_federat
     ('audit_dir = "federation.toml"\n', "parties.bank.audit_dir: "),
     ('audit_keep = 3\n', "parties.bank.audit_keep: only with audit_dir"),
 ])
-def test_the_audit_keys_are_validated(tmp_path, make_federation, keys, where):
-    path = make_federation(tmp_path, GRANTS, parties=("bank", "shop"))
+def test_the_audit_keys_are_validated(tmp_path, make_federation, grants_for, keys, where):
+    path = make_federation(tmp_path, grants_for(*GRANTS), parties=("bank", "shop"))
     path.write_text(path.read_text().replace("[parties.bank]\n", f"[parties.bank]\n{keys}", 1))
     with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
         load_federation(path)

@@ -21,22 +21,9 @@ from sqlsecure.engine import Engine
 from sqlsecure.federation import load_federation
 from sqlsecure.flight_sql.server import log_to
 
-GRANTS = """
-[[grants]]
-party = "bank"
-columns = ["shop.orders.customer_id", "shop.orders.category"]
-constraint = "PLAINTEXT"
-
-[[grants]]
-party = "bank"
-columns = ["shop.orders.amount"]
-constraint = "PLAINTEXT_AFTER_AGGREGATE"
-
-[[grants]]
-party = "shop"
-columns = ["bank.customers.id"]
-constraint = "PLAINTEXT_AFTER_JOIN"
-"""
+GRANTS = (("bank", ("shop.orders.customer_id", "shop.orders.category"), "PLAINTEXT"),
+          ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE"),
+          ("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN"))
 QUERY = ("SELECT o.category, COUNT(*) AS orders FROM bank.customers c JOIN shop.orders o "
          "ON c.id = o.customer_id GROUP BY o.category ORDER BY o.category")
 REFUSED = "SELECT o.amount FROM shop.orders o"
@@ -54,8 +41,8 @@ def users_of(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture()
-def federation(tmp_path, make_federation) -> Path:
-    path = make_federation(tmp_path, GRANTS, parties=("bank", "shop"))
+def federation(tmp_path, make_federation, grants_for) -> Path:
+    path = make_federation(tmp_path, grants_for(*GRANTS), parties=("bank", "shop"))
     path.write_text("# the retail federation, kept by the bank\n" + path.read_text().replace(
         "[federation]\n", "[federation]  # shared settings\n", 1))
     return path
