@@ -6,7 +6,8 @@ embedded runtime and as a network service) and the issuer's engine one per query
 
     {"time": "2026-01-02T10:00:00.000Z", "party": "shop", "issuer": "bank", "query": "SELECT ...",
      "fingerprint": "<sha-256 of the physical plan's canonical encoding>", "outcome": "ok",
-     "columns": ["shop.orders.amount -> bank: aggregate allowed by PLAINTEXT_AFTER_AGGREGATE"],
+     "read": ["shop.orders.amount", "shop.orders.customer_id"],
+     "columns": ["shop.orders.customer_id -> bank: JOIN_KEY allowed by PLAINTEXT_AFTER_JOIN"],
      "local_sql": ["SELECT ... FROM orders"], "revealed": [{"to": "bank", "rows": 3}],
      "sent_bytes": {"bank": 4096}, "epsilon": 0.0, "delta": 0.0}
 
@@ -27,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlsecure.errors import ConfigError
+from sqlsecure.errors import ConfigError, OperationalError
 
 LOG_NAME = "audit.jsonl"
 LOCK_NAME = ".audit.lock"
@@ -61,7 +62,13 @@ class AuditLog:
         """Append one entry (stamped with the time and this party), rotating first if the file is full."""
         line = json.dumps({"time": now_text(), "party": self.party, **entry}, sort_keys=True, ensure_ascii=False,
                           default=str) + "\n"
-        data = line.encode("utf-8")
+        try:
+            self._write(line.encode("utf-8"))
+        except OSError as exc:  # no log, no query: the caller's query fails with this
+            raise OperationalError(f"{self.party}'s audit log {self.settings.directory}: cannot append: "
+                                   f"{exc.strerror or exc}") from None
+
+    def _write(self, data: bytes) -> None:
         directory = self.settings.directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -144,12 +151,29 @@ def column_uses(plan, party: str) -> list[str]:
     return [use for use in plan.uses if use.startswith(f"{party}.")]
 
 
+def columns_read(party: str, local_sql: list[str]) -> list[str]:
+    """The columns of `party`'s own tables that its local SQL reads (resolved through sqlglot's scopes)."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.optimizer.scope import traverse_scope
+
+    out = set()
+    for sql in local_sql:
+        for scope in traverse_scope(sqlglot.parse_one(sql, read="duckdb")):
+            only = next(iter(scope.sources.values())) if len(scope.sources) == 1 else None
+            for column in scope.columns:
+                source = scope.sources.get(column.table) if column.table else only
+                if isinstance(source, exp.Table):
+                    out.add(f"{party}.{source.name}.{column.name}")
+    return sorted(out)
+
+
 def query_entry(party: str, plan, sql: str | None, outcome: str, revealed: list[dict], sent: dict[str, int],
                 local_sql: list[str]) -> dict:
     """What `party` saw of one query it took part in."""
     return {"issuer": plan.issuer, "query": sql, "fingerprint": plan_fingerprint(plan), "outcome": outcome,
-            "columns": column_uses(plan, party), "local_sql": local_sql, "revealed": revealed,
-            "sent_bytes": sent, "epsilon": plan.epsilon, "delta": plan.delta}
+            "read": columns_read(party, local_sql), "columns": column_uses(plan, party), "local_sql": local_sql,
+            "revealed": revealed, "sent_bytes": sent, "epsilon": plan.epsilon, "delta": plan.delta}
 
 
 def refusal_entry(issuer: str, sql: str, error: BaseException) -> dict:
@@ -175,6 +199,8 @@ def format_entry(entry: dict) -> str:
     lines = [head, f"  query: {entry.get('query')}"]
     if entry.get("reason"):
         lines.append(f"  reason: {entry['reason']}")
+    if entry.get("read"):
+        lines.append(f"  read: {', '.join(entry['read'])}")
     lines += [f"  used: {use}" for use in entry.get("columns", [])]
     lines += [f"  ran: {sql}" for sql in entry.get("local_sql", [])]
     lines += [f"  revealed to {r['to']}: {r['rows']} rows" for r in entry.get("revealed", [])]

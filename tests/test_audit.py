@@ -17,7 +17,7 @@ from sqlsecure.certs import init_certs
 from sqlsecure.cli import main
 from sqlsecure.demo import write_demo
 from sqlsecure.engine import Engine
-from sqlsecure.errors import ConfigError, Error, PolicyViolation
+from sqlsecure.errors import ConfigError, Error, OperationalError, PolicyViolation
 from sqlsecure.federation import load_federation
 from sqlsecure.party_service import PartyService
 
@@ -75,6 +75,8 @@ def check_query_entries(path: Path, sql: str, fingerprint: str, bystander: str |
     assert any(use.startswith("shop.orders.customer_id -> bank") for use in shop["columns"])
     assert not any(use.startswith("bank.") for use in shop["columns"])  # only its own columns
     assert shop["local_sql"] and shop["sent_bytes"].get("bank", 0) > 0
+    assert "shop.orders.customer_id" in shop["read"] and "bank.customers.id" in bank["read"]
+    assert all(column.startswith("shop.") for column in shop["read"])
     if bystander is not None:
         assert log_of(path, bystander) == []
 
@@ -95,6 +97,7 @@ def test_embedded_query_and_refusal_are_logged_at_each_party(tmp_path, make_fede
         for sql in (JOIN, SUMS):
             engine.execute(sql, "bank")
             check_query_entries(path, sql, plan_fingerprint(engine.plan(sql, "bank").physical), "insurer")
+        assert {"shop.orders.amount", "shop.orders.category"} <= set(log_of(path, "shop")[-1]["read"])
         check_refusal(path, engine)
         engine.check(REFUSED, "bank")  # a dry run is not a query: nothing logged
         engine.explain(JOIN, "bank")
@@ -122,6 +125,14 @@ def test_network_query_and_refusals_are_logged_at_each_party(tmp_path, make_fede
     refused = log_of(strict, "shop")[-1]
     assert refused["outcome"] == "refused" and refused["query"] == SUMS and refused["issuer"] == "bank"
     assert "shop.orders.category" in refused["reason"]
+
+
+def test_a_log_that_cannot_be_written_fails_the_query(tmp_path, make_federation, grants_for):
+    path = make_federation(tmp_path, grants_for(*GRANTS), parties=("bank", "shop"))
+    (tmp_path / "blocked").write_text("a file where the log's parent directory should be")
+    path.write_text(path.read_text().replace("[parties.shop]\n", '[parties.shop]\naudit_dir = "blocked/audit"\n'))
+    with Engine(path) as engine, pytest.raises(OperationalError, match="shop's audit log .*blocked/audit"):
+        engine.execute(JOIN, "bank")
 
 
 PRIVACY = runpy.run_path(str(ROOT / "examples" / "dp_query.py"))["PRIVACY"]  # ε 3, 1 per query
