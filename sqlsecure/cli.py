@@ -307,23 +307,30 @@ def init_certs(directory: str, parties: str, actors: str, base_port: int, for_se
                                  param_hint="--parties")
     if set(extra) - {"dealer", "enclave"}:
         raise click.BadParameter("actors are dealer and/or enclave", param_hint="--actors")
+    user_names = [u.strip() for u in users.split(",") if u.strip()]
+    if for_serve and (not user_names or any(":" in u or not u.isprintable() or " " in u for u in user_names)):
+        raise click.BadParameter("user names without ':' or spaces, comma-separated", param_hint="--users")
     target = Path(directory)
     base = Path(federation).resolve().parent if federation else None
 
     def shown(path: Path) -> str:  # relative to the federation file, which reads its paths so
         return os.path.relpath(path.resolve(), base) if base else str(path)
 
-    if names:
-        make(target, names + extra)
-        sections = {"federation": {"ca": shown(target / "ca.pem")}}
-        for i, name in enumerate(names + extra):
-            sections[f"parties.{name}" if name in names else name] = {
-                "address": f"127.0.0.1:{base_port + i}", "certificate": shown(target / f"{name}.pem"),
-                "private_key": shown(target / f"{name}.key")}
-        _show_sections(sections, federation)
+    try:
+        if names:
+            make(target, names + extra)
+            sections = {"federation": {"ca": shown(target / "ca.pem")}}
+            for i, name in enumerate(names + extra):
+                sections[f"parties.{name}" if name in names else name] = {
+                    "address": f"127.0.0.1:{base_port + i}", "certificate": shown(target / f"{name}.pem"),
+                    "private_key": shown(target / f"{name}.key")}
+            _show_sections(sections, federation)
+        if for_serve:
+            server_certificate(target, list(server_hosts))
+            added = write_users(target / USERS, user_names)
+    except Exception as exc:
+        _fail(exc, False)
     if for_serve:
-        server_certificate(target, list(server_hosts))
-        added = write_users(target / USERS, [u.strip() for u in users.split(",") if u.strip()])
         click.echo(f"# sqlsecure serve: {target / SERVER}.pem / .key for {', '.join(server_hosts)}; clients trust "
                    f"{target / 'ca.pem'}; users in {target / USERS}"
                    + (f" (new: {', '.join(added)})" if added else ""))
@@ -337,10 +344,7 @@ def _show_sections(sections: dict[str, dict[str, str]], federation: str | None) 
     from sqlsecure.certs import merge_sections, toml_string
 
     if federation:
-        try:
-            added = merge_sections(federation, sections)
-        except Exception as exc:
-            _fail(exc, False)
+        added = merge_sections(federation, sections)
         click.echo(f"updated {federation}: added {', '.join(added)}" if added
                    else f"{federation} already has every network key (kept as it is)")
         return

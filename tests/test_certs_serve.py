@@ -70,9 +70,21 @@ def test_init_certs_prints_sections_when_no_file_is_given(tmp_path):
     assert sections["parties"]["bank"]["certificate"] == "c/bank.pem" and "dealer" not in sections
 
 
+def test_init_certs_leaves_a_file_it_cannot_merge_into_unchanged(tmp_path):
+    federation = tmp_path / "inline.toml"
+    federation.write_text('[federation]\nname = "x"\n[parties]\nbank = { database = "bank.duckdb" }\n')
+    before = federation.read_text()
+    done = sqlsecure("init-certs", "certs", "--parties", "bank", "--federation", str(federation), cwd=tmp_path,
+                     check=False)
+    assert done.returncode == 1 and "error: ConfigError" in done.stderr and "by hand" in done.stderr
+    assert federation.read_text() == before
+
+
 def test_init_certs_needs_parties_or_serve(tmp_path):
     done = sqlsecure("init-certs", "c", cwd=tmp_path, check=False)
     assert done.returncode == 2 and "--parties" in done.stderr
+    done = sqlsecure("init-certs", "c", "--serve", "--users", "a:b", cwd=tmp_path, check=False)
+    assert done.returncode == 2 and "--users" in done.stderr
 
 
 def test_init_certs_then_serve_then_a_client(federation, tmp_path):
