@@ -5,11 +5,10 @@ Run: python examples/dp_query.py [DIR]
 """
 
 import sys
-import tempfile
 from pathlib import Path
 
 import sqlsecure
-from sqlsecure.demo import write_demo
+from sqlsecure.demo import in_directory, write_demo
 
 PRIVACY = """
 [privacy.bank]
@@ -46,4 +45,4 @@ def main(directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="sqlsecure-dp-")))
+    in_directory(main, sys.argv[1] if len(sys.argv) > 1 else None, "sqlsecure-dp-")

@@ -7,11 +7,10 @@ Run: python examples/he_group_by.py [DIR]
 """
 
 import sys
-import tempfile
 from pathlib import Path
 
 import sqlsecure
-from sqlsecure.demo import write_demo
+from sqlsecure.demo import in_directory, write_demo
 
 
 def main(directory: Path) -> None:
@@ -32,4 +31,4 @@ def main(directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="sqlsecure-he-")))
+    in_directory(main, sys.argv[1] if len(sys.argv) > 1 else None, "sqlsecure-he-")

@@ -1,14 +1,13 @@
 """A Python app over the DB-API driver: the bank asks how its customers spend at the shop.
 
-Run: python examples/python_app.py [DIR]   (writes the demo federation into DIR, default a temp folder)
+Run: python examples/python_app.py [DIR]   (writes the demo federation into DIR; without it, a temporary folder removed afterwards)
 """
 
 import sys
-import tempfile
 from pathlib import Path
 
 import sqlsecure
-from sqlsecure.demo import write_demo
+from sqlsecure.demo import in_directory, write_demo
 
 
 def main(directory: Path) -> None:
@@ -27,4 +26,4 @@ def main(directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="sqlsecure-app-")))
+    in_directory(main, sys.argv[1] if len(sys.argv) > 1 else None, "sqlsecure-app-")

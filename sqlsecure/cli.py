@@ -1,9 +1,9 @@
-"""The `sqlsecure` command: query, explain, check, budget, shell, demo."""
+"""The `sqlsecure` command: query, explain, check, budget, audit, shell, demo, serve, init-certs, party."""
 
 from __future__ import annotations
 
+import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -183,6 +183,41 @@ def shell(federation, issuer, commands, script, fmt, vi, history, no_pager, writ
         sys.exit(1)
 
 
+@main.command()
+@federation_option
+@click.option("--as", "party", required=True, help="The party whose audit log to print.")
+@click.option("--since", help="Only entries from this time on: an ISO 8601 date or time, or 30m, 12h, 7d back.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON lines, as stored.")
+@debug_option
+def audit(federation: str, party: str, since: str | None, as_json: bool, debug: bool) -> None:
+    """Print PARTY's audit log: each query it took part in or refused, what of its data was used and revealed."""
+    import json
+
+    from sqlsecure.audit import AuditLog, format_entry, parse_since
+    from sqlsecure.errors import ConfigError
+    from sqlsecure.federation import load_federation
+
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    try:
+        config = load_federation(federation)
+        if party not in config.parties:
+            raise ConfigError(f"unknown party {party!r}; parties are: {', '.join(config.parties)}")
+        settings = config.parties[party].audit
+        if settings is None:
+            raise ConfigError(f"{config.path}: parties.{party}.audit_dir: not set, so {party} keeps no audit log; "
+                              "set it (docs/federation.md)")
+        entries = AuditLog(party, settings).entries(start)
+    except Exception as exc:
+        _fail(exc, debug)
+    for entry in entries:
+        click.echo(json.dumps(entry, sort_keys=True, ensure_ascii=False) if as_json else format_entry(entry))
+    if not entries and not as_json:
+        click.echo(f"no entries in {settings.directory}" + (f" since {since}" if since else ""), err=True)
+
+
 @main.command("enclave-init")
 @click.option("--authority", type=click.Path(dir_okay=False), default="enclave-authority.key", show_default=True,
               help="Where to create the simulation test authority's key (kept if it exists).")
@@ -204,13 +239,13 @@ def enclave_init(authority: str) -> None:
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @debug_option
 def demo(directory: str | None, debug: bool) -> None:
-    """Write a demo federation (bank, shop, insurer) into DIRECTORY and run federated queries on it."""
-    from sqlsecure.demo import run_demo, write_demo
+    """Write a demo federation (bank, shop, insurer) into DIRECTORY and run federated queries on it.
 
-    target = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sqlsecure-demo-"))
+    Without DIRECTORY it runs in a temporary directory, removed afterwards."""
+    from sqlsecure.demo import in_directory, run_demo, write_demo
+
     try:
-        path = write_demo(target)
-        run_demo(path, click.echo)
+        in_directory(lambda target: run_demo(write_demo(target), click.echo), directory, "sqlsecure-demo-")
     except click.ClickException:
         raise
     except Exception as exc:
@@ -228,18 +263,22 @@ def demo(directory: str | None, debug: bool) -> None:
               help="File of user:password lines, the users allowed to connect.")
 @click.option("--user", help="The one user allowed to connect (with --password).")
 @click.option("--password", envvar="SQLSECURE_PASSWORD", help="Password of --user (or $SQLSECURE_PASSWORD).")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Append the log (logins, queries, refusals, errors, with user names) here instead of stderr.")
 @debug_option
 def serve(federation: str, issuer: str, listen: str, tls_cert: str | None, tls_key: str | None,
-          password_file: str | None, user: str | None, password: str | None, debug: bool) -> None:
+          password_file: str | None, user: str | None, password: str | None, log_file: str | None,
+          debug: bool) -> None:
     """Serve ISSUER's view of the federation as an Arrow Flight SQL endpoint (for dashboards and BI tools).
 
     Every query is issued as ISSUER and answered only as the grants allow. Clients log in with a user
     name and password (Basic, exchanged for a bearer token); without TLS only a loopback address is allowed.
+    Each login (failed or not), query, refusal and error is logged at INFO with the user name.
     """
     import ipaddress
 
     from sqlsecure.flight_sql import Credentials
-    from sqlsecure.flight_sql.server import parse_listen, serve_federation
+    from sqlsecure.flight_sql.server import log_to, parse_listen, serve_federation
 
     try:
         host, port = parse_listen(listen)
@@ -259,6 +298,7 @@ def serve(federation: str, issuer: str, listen: str, tls_cert: str | None, tls_k
                                    "listen on a loopback address or enable TLS")
         click.echo("warning: no TLS; passwords and results travel in clear (loopback only)", err=True)
     try:
+        log_to(log_file)
         credentials = Credentials.from_file(password_file) if password_file else Credentials({user: password})
         serve_federation(federation, issuer, host=host, port=port, credentials=credentials, tls_cert=tls_cert,
                          tls_key=tls_key, announce=lambda text: click.echo(text) or sys.stdout.flush())
@@ -271,33 +311,83 @@ def serve(federation: str, issuer: str, listen: str, tls_cert: str | None, tls_k
 
 @main.command("init-certs")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--parties", required=True, help="Comma-separated party names (bank,shop,insurer).")
+@click.option("--parties", default="", help="Comma-separated party names (bank,shop,insurer) for network mode.")
 @click.option("--actors", default="dealer", show_default=True,
               help="Comma-separated non-data nodes that also get a certificate (dealer, enclave; '' for none).")
 @click.option("--base-port", type=int, default=47001, show_default=True,
               help="First port of the printed 127.0.0.1 addresses.")
-def init_certs(directory: str, parties: str, actors: str, base_port: int) -> None:
-    """Create a TEST federation CA and a certificate + key per party in DIRECTORY (for local trials).
+@click.option("--serve", "for_serve", is_flag=True,
+              help="Also make what `sqlsecure serve` needs: server.pem / server.key and a users file.")
+@click.option("--server-host", "server_hosts", multiple=True, default=("localhost", "127.0.0.1"), show_default=True,
+              help="A name or address clients reach `sqlsecure serve` at (repeatable; with --serve).")
+@click.option("--users", default="analyst", show_default=True,
+              help="Comma-separated users added to users.txt with random passwords (with --serve).")
+@click.option("--federation", "federation", type=click.Path(dir_okay=False, exists=True),
+              help="Add the network keys this federation file lacks, in place (comments kept), "
+                   "instead of printing them.")
+def init_certs(directory: str, parties: str, actors: str, base_port: int, for_serve: bool,
+               server_hosts: tuple[str, ...], users: str, federation: str | None) -> None:
+    """Create a TEST federation CA (or reuse DIRECTORY's) and a certificate + key per party in DIRECTORY.
 
-    Prints the network keys to add to the federation file. Each key file is created with mode 600;
-    in a real federation each party keeps its own key and the CA is run by whoever admits members."""
-    from sqlsecure.certs import init_certs as make
+    Prints the network keys for the federation file, or with --federation adds the missing ones to it.
+    With --serve it also makes the Flight SQL server's certificate and users file and prints the
+    `sqlsecure serve` command. Each key file is created with mode 600; in a real federation each party
+    keeps its own key and the CA is run by whoever admits members."""
+    from sqlsecure.certs import SERVER, USERS, init_certs as make, server_certificate, write_users
     from sqlsecure.federation import NAME
 
     names = [n.strip() for n in parties.split(",") if n.strip()]
-    extra = [n.strip() for n in actors.split(",") if n.strip()]
+    extra = [n.strip() for n in actors.split(",") if n.strip()] if names else []
     bad = [n for n in names + extra if not NAME.match(n)]
-    if not names or bad:
-        raise click.BadParameter(f"party names are identifiers: {', '.join(bad) or '(none given)'}")
+    if bad or not (names or for_serve):
+        raise click.BadParameter(f"party names are identifiers: {', '.join(bad) or '(none given; or use --serve)'}",
+                                 param_hint="--parties")
     if set(extra) - {"dealer", "enclave"}:
         raise click.BadParameter("actors are dealer and/or enclave", param_hint="--actors")
+    user_names = [u.strip() for u in users.split(",") if u.strip()]
+    if for_serve and (not user_names or any(":" in u or not u.isprintable() or " " in u for u in user_names)):
+        raise click.BadParameter("user names without ':' or spaces, comma-separated", param_hint="--users")
     target = Path(directory)
-    make(target, names + extra)
-    lines = ["# add to the federation file (paths relative to it):", "[federation]", f'ca = "{target / "ca.pem"}"', ""]
-    for i, name in enumerate(names + extra):
-        section = f"parties.{name}" if name in names else name
-        lines += [f"[{section}]", f'address = "127.0.0.1:{base_port + i}"', f'certificate = "{target / name}.pem"',
-                  f'private_key = "{target / name}.key"', ""]
+    base = Path(federation).resolve().parent if federation else None
+
+    def shown(path: Path) -> str:  # relative to the federation file, which reads its paths so
+        return os.path.relpath(path.resolve(), base) if base else str(path)
+
+    try:
+        if names:
+            make(target, names + extra)
+            sections = {"federation": {"ca": shown(target / "ca.pem")}}
+            for i, name in enumerate(names + extra):
+                sections[f"parties.{name}" if name in names else name] = {
+                    "address": f"127.0.0.1:{base_port + i}", "certificate": shown(target / f"{name}.pem"),
+                    "private_key": shown(target / f"{name}.key")}
+            _show_sections(sections, federation)
+        if for_serve:
+            server_certificate(target, list(server_hosts))
+            added = write_users(target / USERS, user_names)
+    except Exception as exc:
+        _fail(exc, False)
+    if for_serve:
+        click.echo(f"# sqlsecure serve: {target / SERVER}.pem / .key for {', '.join(server_hosts)}; clients trust "
+                   f"{target / 'ca.pem'}; users in {target / USERS}"
+                   + (f" (new: {', '.join(added)})" if added else ""))
+        click.echo(f"sqlsecure serve -F {federation or 'federation.toml'} --as PARTY --listen 127.0.0.1:32010 "
+                   f"--tls-cert {target / SERVER}.pem --tls-key {target / SERVER}.key "
+                   f"--password-file {target / USERS}")
+
+
+def _show_sections(sections: dict[str, dict[str, str]], federation: str | None) -> None:
+    """Print the sections as TOML, or add the keys the federation file lacks and say which."""
+    from sqlsecure.certs import merge_sections, toml_string
+
+    if federation:
+        added = merge_sections(federation, sections)
+        click.echo(f"updated {federation}: added {', '.join(added)}" if added
+                   else f"{federation} already has every network key (kept as it is)")
+        return
+    lines = ["# add to the federation file (it reads these paths relative to itself; or use --federation FILE):"]
+    for section, keys in sections.items():
+        lines += [f"[{section}]", *(f"{k} = {toml_string(v)}" for k, v in keys.items()), ""]
     click.echo("\n".join(lines).rstrip())
 
 

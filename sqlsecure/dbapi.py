@@ -184,8 +184,13 @@ class Cursor:
         return pa.RecordBatchReader.from_batches(self._table.schema, self._table.to_batches(batch_size))
 
     def fetchdf(self):
-        """The result as a pandas DataFrame (needs pandas)."""
+        """The result as a pandas DataFrame (needs pandas: the `pandas` extra)."""
         self._need_result()
+        try:
+            import pandas  # noqa: F401  (pyarrow's to_pandas needs it)
+        except ImportError:
+            raise errors.InterfaceError("fetchdf() needs pandas: pip install 'sqlsecure[pandas]' "
+                                        "(or use to_arrow_table())") from None
         return self._table.to_pandas()
 
     def _need_result(self) -> None:

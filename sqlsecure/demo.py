@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import decimal
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -166,3 +167,12 @@ def run_demo(path: Path, echo=print, issuer: str = "bank") -> None:
             echo(as_table(result.table))
             stats = result.stats
             echo(f"channel: {stats.total_messages()} messages, {stats.total_bytes():,} bytes between parties\n")
+
+
+def in_directory(work: Callable[[Path], object], directory: str | Path | None, prefix: str):
+    """Run `work(directory)`; without a directory, in a temporary one that is removed afterwards, so that
+    demos and examples leave nothing behind in the temp folder."""
+    if directory is not None:
+        return work(Path(directory))
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        return work(Path(scratch))

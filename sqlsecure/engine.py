@@ -12,9 +12,10 @@ from pathlib import Path
 import pyarrow as pa
 from sqlglot.errors import SqlglotError
 
+from sqlsecure.audit import AuditLog, refusal_entry
 from sqlsecure.connectors import AdbcStore, PartyStore, open_store
-from sqlsecure.errors import (ConfigError, Error, InterfaceError, NotSupportedError, PlanError, PolicyViolation,
-                              ProtocolError, unexpected)
+from sqlsecure.errors import (ConfigError, DataError, Error, InterfaceError, NotSupportedError, PlanError,
+                              PolicyViolation, ProtocolError, unexpected)
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
@@ -80,6 +81,9 @@ class Engine:
         self.config = federation if isinstance(federation, FederationConfig) else load_federation(federation)
         self._stores: dict[str, PartyStore] = {}
         self.writer = writer
+        # each party's own audit log; in network mode only this engine's identity's (for its refusals)
+        self.audits = {name: AuditLog(name, party.audit) for name, party in self.config.parties.items()
+                       if party.audit is not None and (runtime != "network" or name == identity)}
         if runtime not in ("embedded", "network"):
             raise ConfigError(f"unknown runtime {runtime!r} (embedded or network)")
         self.runtime = None
@@ -119,7 +123,7 @@ class Engine:
             self.runtime = network
             return
         self.runtime = EmbeddedRuntime(self._stores, timeout=120.0 if timeout is None else timeout, processes=processes, mask_key=mask_key,
-                                       enclave=self.config.enclave)
+                                       enclave=self.config.enclave, audits=self.audits)
 
     def _config_step(self, key: str, step):
         """Run one step of opening the federation; its failure is a ConfigError naming the file and key."""
@@ -256,25 +260,35 @@ class Engine:
                     raise NotSupportedError("network mode: this engine holds no store to write; write through "
                                             "the party's own database")
                 return QueryResult(None, None, ChannelStats(), run_write(self, tree, issuer, sql, parameters))
-        plan = self.plan(sql, issuer, parameters)
         if EXPLAIN.match(sql):
+            plan = self.plan(sql, issuer, parameters)
             text = self.explain(sql, issuer).splitlines()
             return QueryResult(pa.table({"explain": text}), plan, ChannelStats())
+        plan = self._admit(sql, issuer, parameters)
         try:
-            table = self._run(plan, sql, issuer, parameters)
+            table = self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
         except ProtocolError as exc:  # network mode: a party's catalog changed since this engine read it
             if not getattr(exc, "stale_parties", None):
                 raise
             self.reload_catalog(exc.stale_parties)
-            plan = self.plan(sql, issuer, parameters)
-            table = self._run(plan, sql, issuer, parameters)
+            plan = self._admit(sql, issuer, parameters)
+            table = self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
         return QueryResult(table, plan, self.runtime.last_stats)
 
-    def _run(self, plan: QueryPlan, sql: str, issuer: str, parameters) -> pa.Table:
-        if plan.physical.epsilon:  # charged durably before anything is computed or released
-            budget = self.policy.budgets[issuer]
-            self.ledger.charge(issuer, plan.physical.epsilon, plan.physical.delta, budget.epsilon, budget.delta, sql)
-        return self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
+    def _admit(self, sql: str, issuer: str, parameters) -> QueryPlan:
+        """Plan a query and charge its privacy cost, durably, before anything is computed or released; a
+        refusal at either step is appended to the issuer's audit log (no other party saw the query)."""
+        try:
+            plan = self.plan(sql, issuer, parameters)
+            if plan.physical.epsilon:
+                budget = self.policy.budgets[issuer]
+                self.ledger.charge(issuer, plan.physical.epsilon, plan.physical.delta, budget.epsilon,
+                                   budget.delta, sql)
+            return plan
+        except (PolicyViolation, PlanError, NotSupportedError, DataError) as exc:
+            if issuer in self.audits:
+                self.audits[issuer].append(refusal_entry(issuer, sql, exc))
+            raise
 
     def close(self) -> None:
         runtime = getattr(self, "runtime", None)

@@ -18,6 +18,7 @@ import sqlglot
 
 from sqlsecure.connectors import TableSource
 from sqlsecure.connectors.adbc_store import Source, redact, source_kind
+from sqlsecure.audit import KEEP, MAX_BYTES, AuditSettings
 from sqlsecure.errors import ConfigError
 from sqlsecure.policy.masking import parse_masks
 from sqlsecure.policy.privacy import parse_privacy
@@ -28,7 +29,8 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
                    "group_sums", "he_key_bits", "link_rtt_ms", "link_mbps", "psi", "time_zone"}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
-PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs"} | NODE_KEYS
+AUDIT_KEYS = {"audit_dir", "audit_max_bytes", "audit_keep"}  # the party's audit log (sqlsecure/audit.py)
+PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs"} | NODE_KEYS | AUDIT_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
 TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave", "dealer", "views"}
 ENCLAVE_KEYS = {"authority", "measurements", "placement"} | NODE_KEYS
@@ -41,6 +43,7 @@ class PartyConfig:
     database: Path | None
     tables: tuple[TableSource, ...]
     source: Source | None = None  # a database reached through ADBC (PostgreSQL, SQLite, Flight SQL)
+    audit: AuditSettings | None = None  # where the party logs the queries it takes part in (None: nowhere)
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,7 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
             problem(key, "has no data: give a database or tables")
         if source is not None and tables:
             problem(f"{key}.tables", "a party reads either a database URI or its own files, not both")
-        parties[pname] = PartyConfig(pname, db_path, tuple(tables), source)
+        parties[pname] = PartyConfig(pname, db_path, tuple(tables), source, _parse_audit(key, body, path, problem))
 
     grants: list[GrantConfig] = []
     raw_grants = raw.get("grants", [])
@@ -463,6 +466,30 @@ def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants
     if problems:
         raise ConfigError(problems)
     return grants
+
+
+def _parse_audit(key: str, body: dict, path: Path, problem) -> AuditSettings | None:
+    """`audit_dir` (relative to the file; created on first use) and its rotation, `audit_max_bytes` and
+    `audit_keep`, which mean nothing without it."""
+    directory = body.get("audit_dir")
+    if directory is None:
+        for k in sorted(AUDIT_KEYS & set(body)):
+            problem(f"{key}.{k}", "only with audit_dir (the directory of the party's audit log)")
+        return None
+    if not isinstance(directory, str) or not directory:
+        problem(f"{key}.audit_dir", "must be a directory path string")
+        return None
+    resolved = (path.parent / directory).resolve()
+    if resolved.exists() and not resolved.is_dir():
+        problem(f"{key}.audit_dir", f"{resolved} is a file, not a directory")
+    limits = {}
+    for name, default, low in (("audit_max_bytes", MAX_BYTES, 1024), ("audit_keep", KEEP, 1)):
+        value = body.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problem(f"{key}.{name}", f"must be a whole number >= {low}")
+            value = default
+        limits[name] = value
+    return AuditSettings(resolved, limits["audit_max_bytes"], limits["audit_keep"])
 
 
 def _parse_source(uri: str, key: str, body: dict, path: Path, problem) -> Source | None:

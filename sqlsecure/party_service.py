@@ -23,8 +23,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from sqlsecure.audit import AuditLog, refusal_entry
 from sqlsecure.connectors import open_store
-from sqlsecure.errors import ConfigError
+from sqlsecure.errors import ConfigError, PolicyViolation
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.unbalanced import PsiCache
 from sqlsecure.executors.tee.stage import ACTOR, EnclaveTrust, actor_side
@@ -34,6 +35,8 @@ from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.federation import FederationConfig, load_federation
 from sqlsecure.policy.masking import load_key
 from sqlsecure.planner.physical import EnclaveStage, SecureStage
+
+MAX_PENDING = 256  # accepted queries whose text a party keeps until they start (for its audit log)
 
 
 def enclave_trust(config: FederationConfig) -> EnclaveTrust | None:
@@ -71,6 +74,8 @@ class PartyService:
             self._mask_key = load_key(config.mask_key_file) if hashing else None
             self._trust = enclave_trust(config)
             role, catalog, accepts = self._run_party, self._published_catalog, self._verify_plan
+            self._audit = AuditLog(name, party.audit) if party.audit is not None else None
+            self._queries: dict[str, tuple[str, object]] = {}  # query id -> (its text, the plan derived here)
         elif name == DEALER:
             role, catalog, accepts = self._run_dealer, None, self._dealer_accepts
         else:
@@ -88,8 +93,10 @@ class PartyService:
 
     def _run_party(self, plan, query_id, endpoint):
         executor = PartyExecutor(self.name, self._store, endpoint, self._workers, self._mask_key, None, self._trust,
-                                 self._psi_cache)
-        return executor.run(plan, query_id)
+                                 self._psi_cache, self._audit)
+        with self._lock:
+            sql, own = self._queries.pop(query_id, (None, plan))
+        return executor.run(own, query_id, sql)  # equal to `plan`; its column uses are this party's own
 
     # --- the party's catalog, and the plan it re-derives from cached catalogs
 
@@ -161,11 +168,21 @@ class PartyService:
         except StaleCatalog:
             raise
         except Error as exc:
-            return f"{self.name} refuses the query: {type(exc).__name__}: {exc}"
+            return self._refuse(plan, sql, exc, f"{self.name} refuses the query: {type(exc).__name__}: {exc}")
         if own != plan:
-            return (f"{self.name} refuses the plan: it is not the plan {self.name} derives from the query and "
-                    "the federation's grants")
+            return self._refuse(plan, sql, None, f"{self.name} refuses the plan: it is not the plan {self.name} "
+                                                 "derives from the query and the federation's grants")
+        with self._lock:
+            while len(self._queries) >= MAX_PENDING:  # queries prepared but never started (an aborted issuer)
+                self._queries.pop(next(iter(self._queries)))
+            self._queries[str(header.get("query"))] = (sql, own)
         return None
+
+    def _refuse(self, plan, sql: str, error, why: str) -> str:
+        """Log a refused query in this party's audit log; return why (for the issuer)."""
+        if self._audit is not None:
+            self._audit.append(refusal_entry(plan.issuer, sql, error or PolicyViolation(why)))
+        return why
 
     @staticmethod
     def _dealer_accepts(plan, header=None) -> str | None:

@@ -4,9 +4,7 @@ standard library's sqlite3 does."""
 
 import io
 import sqlite3
-import tempfile
 import unittest
-from pathlib import Path
 
 import dbapi20
 import pytest
@@ -19,9 +17,8 @@ def _suite_result(case: type) -> unittest.TestResult:
     return unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(suite)
 
 
-def test_compliance_suite(make_federation):
-    directory = Path(tempfile.mkdtemp(prefix="dbapi20-"))
-    path = make_federation(directory, parties=("bank", "shop"))
+def test_compliance_suite(make_federation, tmp_path):
+    path = make_federation(tmp_path, parties=("bank", "shop"))
 
     class Sqlsecure(dbapi20.DatabaseAPI20Test):
         driver = sqlsecure

@@ -30,7 +30,8 @@ from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SecureStage
 
 class EmbeddedRuntime:
     def __init__(self, stores: dict, timeout: float = 120.0, processes: int | None = None,
-                 mask_key: bytes | None = None, enclave=None):
+                 mask_key: bytes | None = None, enclave=None, audits: dict | None = None):
+        self._audits = audits or {}  # party -> its own AuditLog (sqlsecure/audit.py), if it keeps one
         self._enclave_config = enclave  # federation's [enclave], or None
         self._enclave_host = None  # started on first use
         self.trust = None
@@ -52,9 +53,9 @@ class EmbeddedRuntime:
     def execute(self, plan: PhysicalPlan, query: tuple[str, list] | None = None) -> pa.Table:
         """Run a plan; `query` (its SQL and parameters) is for runtimes whose parties re-derive the plan."""
         with self._lock:
-            return self._execute(plan)
+            return self._execute(plan, query[0] if query else None)
 
-    def _execute(self, plan: PhysicalPlan) -> pa.Table:
+    def _execute(self, plan: PhysicalPlan, sql: str | None) -> pa.Table:
         parties = sorted(plan.parties)
         stages = [step for step in plan.steps if isinstance(step, SecureStage)]
         enclave_steps = [(i, step) for i, step in enumerate(plan.steps) if isinstance(step, EnclaveStage)]
@@ -67,9 +68,10 @@ class EmbeddedRuntime:
 
         def run(party: str) -> None:
             executor = PartyExecutor(party, self._stores[party], channel.endpoint(party), self._workers[party],
-                                     self._mask_key, self.progress, self.trust, self._psi_caches[party])
+                                     self._mask_key, self.progress, self.trust, self._psi_caches[party],
+                                     self._audits.get(party))
             try:
-                results[party] = executor.run(plan, query_id)
+                results[party] = executor.run(plan, query_id, sql)
             except BaseException as exc:  # reported below, after every party has stopped
                 errors[party] = contained_error(party, exc, plan.issuer)
                 channel.abort(f"{party} failed: {errors[party]}")

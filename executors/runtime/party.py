@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from sqlsecure.audit import AuditLog, outcome_of, query_entry
 from sqlsecure.connectors import PartyStore
 from sqlsecure.connectors.duckdb_store import local_error, party_log
 from sqlsecure.errors import Error, InternalError, OperationalError, ProtocolError
@@ -102,8 +103,11 @@ def _hstack(tables: list[pa.Table]) -> pa.Table:
 
 class PartyExecutor:
     def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None,
-                 mask_key: bytes | None = None, progress=None, trust=None, psi_cache: PsiCache | None = None):
+                 mask_key: bytes | None = None, progress=None, trust=None, psi_cache: PsiCache | None = None,
+                 audit: AuditLog | None = None):
         self.name = name
+        self._audit = audit  # this party's own audit log, if the federation names one
+        self._revealed: list[dict] = []  # what this party revealed to whom in the running query
         self._psi_cache = psi_cache  # the unbalanced PSI's keys and prepared sets, kept across queries
         self._trust = trust  # the enclave this party accepts (authority, measurements), if any
         self._mask_key = mask_key
@@ -112,7 +116,28 @@ class PartyExecutor:
         self._endpoint = endpoint
         self._workers = workers
 
-    def run(self, plan: PhysicalPlan, query_id: str) -> pa.Table | None:
+    def run(self, plan: PhysicalPlan, query_id: str, sql: str | None = None) -> pa.Table | None:
+        """Run this party's part of `plan`; then append what it saw (`sql`: the query's text) to its audit log."""
+        self._revealed = []
+        try:
+            result = self._run(plan, query_id)
+        except BaseException as exc:
+            self._record(plan, sql, outcome_of(exc))
+            raise
+        if result is not None:
+            self._revealed.append({"to": self.name, "rows": result.num_rows})
+        self._record(plan, sql, "ok")
+        return result
+
+    def _record(self, plan: PhysicalPlan, sql: str | None, outcome: str) -> None:
+        if self._audit is None:
+            return
+        me = self.name
+        sent = {dst: n for (src, dst), n in self._endpoint.channel.stats.bytes.items() if src == me and n}
+        local = [s.sql for s in plan.steps if isinstance(s, RunLocal) and s.party == me]
+        self._audit.append(query_entry(me, plan, sql, outcome, self._revealed, sent, local))
+
+    def _run(self, plan: PhysicalPlan, query_id: str) -> pa.Table | None:
         self._sources = {s.out: (s.party, s.sql) for s in plan.steps if isinstance(s, RunLocal)}
         pieces: dict[str, pa.Table] = {}
         outputs: dict[tuple[str, str], pa.Table] = {}
@@ -161,6 +186,7 @@ class PartyExecutor:
                     continue
                 if self.name == step.party:
                     self._endpoint.send_table(step.to, tag, outputs[(step.party, step.name)])
+                    self._revealed.append({"to": step.to, "rows": outputs[(step.party, step.name)].num_rows})
                 else:
                     outputs[(step.party, step.name)] = self._endpoint.recv_table(step.party, tag)
             elif isinstance(step, Finish):

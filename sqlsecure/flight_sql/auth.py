@@ -8,7 +8,8 @@ included; the Handshake itself has nothing left to do, but it must exist (a Flig
 an auth handler refuses Handshake, and the clients call it), hence `HeaderHandshake`.
 
 Every authenticated user acts as the server's one issuing party: the endpoint serves one party's
-view of the federation, and the user names only appear in the server's log.
+view of the federation, and the user names only appear in the server's log: each login, failed or
+not, is logged at INFO with the user name (never the password).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 import math
 import secrets
 import threading
@@ -28,6 +30,7 @@ import pyarrow.flight as flight
 
 from sqlsecure.errors import ConfigError
 
+log = logging.getLogger("sqlsecure.flight_sql")
 AUTH_MIDDLEWARE = "sqlsecure-auth"  # the key handlers use to find the caller: context.get_middleware(AUTH_MIDDLEWARE)
 
 
@@ -186,18 +189,23 @@ class HeaderAuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 user, sep, password = "", "", ""
             wait = self.throttle.retry_after(user)
             if wait > 0:
+                log.info("login of %r refused: too many failed logins (retry in %d s)", user, math.ceil(wait))
                 raise flight.FlightUnauthenticatedError(
                     f"too many failed logins: retry in {math.ceil(wait)} s")
             if not sep or not self.credentials.check(user, password):
                 self.throttle.failed(user)
+                log.info("login of %r failed: invalid user name or password", user)
                 raise flight.FlightUnauthenticatedError("invalid user name or password")
             self.throttle.succeeded(user)
+            if info.method == flight.FlightMethod.HANDSHAKE:
+                log.info("login of %r", user)
             # a token is issued on login (Handshake); other calls that carry Basic credentials are simply checked
             token = self.tokens.issue(user) if info.method == flight.FlightMethod.HANDSHAKE else None
             return Caller(user, token)
         if scheme == "bearer":
             user = self.tokens.user_of(value.strip())
             if user is None:
+                log.info("call refused: invalid or expired bearer token")
                 raise flight.FlightUnauthenticatedError("invalid or expired token: log in again")
             return Caller(user, None)
         raise flight.FlightUnauthenticatedError(f"unsupported authorization scheme {scheme!r}: use Basic or Bearer")

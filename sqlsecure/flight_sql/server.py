@@ -78,6 +78,25 @@ log = logging.getLogger("sqlsecure.flight_sql")
 METADATA_COMMANDS = (pb.CommandGetSqlInfo, pb.CommandGetCatalogs, pb.CommandGetDbSchemas, pb.CommandGetTables,
                      pb.CommandGetTableTypes)
 QUERY_COMMANDS = (pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)
+REFUSALS = (errors.ProgrammingError, errors.NotSupportedError)  # PlanError, PolicyViolation: the query's fault
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_to(log_file: str | None = None) -> logging.Handler:
+    """Send the server's log (logins, queries, refusals, errors; INFO and up) to stderr or `log_file`.
+
+    Attached to the `sqlsecure` logger, so the engine's own errors are included; returns the handler
+    (to remove it when the server stops)."""
+    try:
+        handler = logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler()
+    except OSError as exc:
+        raise errors.ConfigError(f"--log-file {log_file}: cannot append to it: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("sqlsecure")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
 
 
 def flight_error(exc: errors.Error) -> flight.FlightError:
@@ -106,7 +125,8 @@ def _answering(method):
         except CommandError as exc:
             raise flight.FlightServerError(str(exc)) from None
         except errors.Error as exc:
-            log.info("%s refused for %s: %s: %s", method.__name__, _user(context), type(exc).__name__, exc)
+            what = "refused" if isinstance(exc, REFUSALS) else "failed"
+            log.info("%s %s for %s: %s: %s", method.__name__, what, _user(context), type(exc).__name__, exc)
             raise flight_error(exc) from None
         except Exception:
             log.exception("%s failed for %s", method.__name__, _user(context))
@@ -388,6 +408,7 @@ def serve_federation(federation, issuer: str, *, host: str, port: int, credentia
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             announce(f"serving {engine.config.name!r} as {issuer} on {server.uri} (Ctrl-C stops)")
+            log.info("serving %r as %s on %s", engine.config.name, issuer, server.uri)
             server.serve()
         except KeyboardInterrupt:
             announce("stopped")
