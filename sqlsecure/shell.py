@@ -34,7 +34,6 @@ from sqlglot.tokens import TokenType
 from sqlsecure.cli import refuse_write
 from sqlsecure.errors import PlanError, unexpected
 from sqlsecure.formatting import FORMATS, affected
-from sqlsecure.planner.build import duckdb_types
 from sqlsecure.planner.parse import parse_statement
 from sqlsecure.planner.views import expand_views
 from sqlsecure.policy.grants import Constraint, ColumnRef
@@ -375,8 +374,8 @@ class Relations:
         if found is None:
             return []
         party, table = found
-        return list(self.engine.view_columns[table]) if not party else [c for c, _ in
-                                                                       self.catalog.columns(party, table)]
+        columns = self.engine.view_columns[table] if not party else self.catalog.columns(party, table)
+        return [c for c, _ in columns]
 
     def _query_tree(self, sql: str) -> exp.Expression | None:
         try:
@@ -444,12 +443,7 @@ class Relations:
 
     def _view_types(self, view: str) -> list[tuple[str, str]]:
         """The view's columns with the types DuckDB gives them (`?` where they cannot be derived)."""
-        names = self.engine.view_columns[view]
-        try:
-            types = duckdb_types(self._expanded_view(view), self.catalog)
-        except PlanError:
-            types = ()
-        return list(zip(names, types or ["?"] * len(names)))
+        return [(name, dtype or "?") for name, dtype in self.engine.view_columns[view]]
 
     def _view_visibility(self, view: str, column: str) -> str:
         """What the connected party may learn of each table column a view's column is computed from."""

@@ -88,12 +88,12 @@ cancelled = threading.Event()
 original_run, original_cancel = party.PartyExecutor.run, embedded.EmbeddedRuntime.cancel
 
 
-def run(self, plan, query_id):
+def run(self, plan, query_id, *args, **kwargs):
     if self.name == "b" and not cancelled.is_set():
         self._progress(1, len(plan.steps), "held until Ctrl-C")
         if not cancelled.wait(120):
             raise RuntimeError("the test's Ctrl-C never came")
-    return original_run(self, plan, query_id)
+    return original_run(self, plan, query_id, *args, **kwargs)
 
 
 def cancel(self):
