@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError, PlanError, PolicyViolation
-from sqlsecure.planner.cost import Estimate, Link, estimate
+from sqlsecure.planner.cost import Estimate, Link, choose, estimate
 from sqlsecure.planner.logical import (
     aggregates_in,
     Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan, aliases_of, column_key,
@@ -863,9 +863,30 @@ def _class_4_on_he(items, group_party, aggregate, ctx) -> bool:
         dtype = ctx.column_type(key.table, key.name) if isinstance(key, exp.Column) else None
         limbs += 4 if dtype is not None and dtype.upper().startswith(("VARCHAR", "TEXT", "STRING")) else 1
     arguments = len({e.this.sql(dialect="duckdb") for e in values})  # HE sends each distinct column once
-    ctx.class_4 = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link, key_bits=ctx.he_key_bits,
-                           arguments=arguments)
+    priced = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link, key_bits=ctx.he_key_bits,
+                      arguments=arguments)
+    ctx.class_4 = choose(priced, _class_4_incapable(items, group_party, aggregate, ctx))
     return ctx.class_4.engine == "he"
+
+
+def _class_4_incapable(items, group_party, aggregate, ctx) -> dict[str, str]:
+    """Why HE or the SPU cannot run this class-4 query ({} when both can): the SPU evaluates every output,
+    key and HAVING on shares; HE sums only SUM / AVG / COUNT of one other party's values, with HAVING at the
+    group party."""
+    from sqlsecure.executors.spu.stage import spu_cannot_evaluate  # the stage's own table (late: no cycle)
+
+    cannot = {}
+    having = [aggregate.having] if aggregate.having is not None else []
+    for expression in [*(e for _, e in items), *aggregate.group_by, *having]:
+        part = spu_cannot_evaluate(expression)
+        if part is not None:
+            cannot["spu"] = f"it cannot evaluate {part.sql(dialect='duckdb')} on shares"
+            break
+    foreign = [e for _, e in items if _party_set(e, ctx.parties) - {group_party}]
+    if any(not _he_aggregate(e, ctx.parties) for e in foreign) or \
+            any(_party_set(h, ctx.parties) - {group_party} for h in having):
+        cannot["he"] = "it sums only SUM, AVG and COUNT of one other party's values"
+    return cannot
 
 
 def _he_aggregate(expression: exp.Expression, parties) -> bool:

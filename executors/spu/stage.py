@@ -122,6 +122,27 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
     return "fixed" if "fixed" in (a, b) else "int"
 
 
+# What `Stage.ev` and the aggregates evaluate on shares: deny by default, so a planner asking whether
+# the SPU can run an expression (`spu_cannot_evaluate`) never picks it for one it would refuse.
+SPU_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Neg, exp.Add, exp.Sub,
+             exp.Mul, exp.Div, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
+             exp.Or, exp.Not, exp.Is, exp.Case, exp.If, exp.Coalesce, exp.Abs, exp.Cast, exp.DataType, exp.Count,
+             exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star, exp.Distinct, exp.Window, exp.Order, exp.Ordered,
+             exp.RowNumber, exp.Rank, exp.DenseRank)
+SPU_CASTS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGINT,
+             exp.DataType.Type.INT)
+
+
+def spu_cannot_evaluate(expression: exp.Expression) -> exp.Expression | None:
+    """The first part of `expression` the SPU stage cannot evaluate on shares (a function, operator,
+    subquery or CAST outside `SPU_NODES`), or None when it can."""
+    for node in expression.walk():
+        if not isinstance(node, SPU_NODES) or (isinstance(node, exp.In) and node.args.get("query")) \
+                or (isinstance(node, exp.Cast) and node.to.this not in SPU_CASTS):
+            return node
+    return None
+
+
 class Stage:
     def __init__(self, s: SpuSession, step, n: int, ranges: RangePlan | None = None):
         self.s, self.step, self.n = s, step, n
