@@ -57,7 +57,15 @@ def main() -> None:
 @click.argument("sql")
 def query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -> None:
     """Run a federated query as ISSUER and print the result."""
-    click.echo(_with_engine(federation, debug, lambda engine: FORMATS[fmt](engine.execute(sql, issuer).table)))
+    click.echo(_with_engine(federation, debug, lambda engine: _answer(engine.execute(sql, issuer), fmt)))
+
+
+def _answer(result, fmt: str) -> str:
+    """The result in format `fmt`; its notices (what the minimum group size withholds) go to stderr,
+    so stdout stays the data."""
+    for notice in result.notices:
+        click.echo(f"NOTICE: {notice}", err=True)
+    return FORMATS[fmt](result.table)
 
 
 @main.command()
@@ -304,7 +312,7 @@ def party_query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -
 
     try:
         with Engine(federation, runtime="network", identity=issuer) as engine:
-            text = FORMATS[fmt](engine.execute(sql, issuer).table)
+            text = _answer(engine.execute(sql, issuer), fmt)
     except click.ClickException:
         raise
     except Exception as exc:

@@ -18,6 +18,7 @@ from sqlsecure.errors import (ConfigError, Error, InterfaceError, NotSupportedEr
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
+from sqlsecure.notices import result_notices
 from sqlsecure.policy.ledger import Ledger
 from sqlsecure.policy.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
@@ -62,6 +63,7 @@ class QueryResult:
     plan: QueryPlan | None
     stats: ChannelStats
     rowcount: int = -1
+    notices: tuple[str, ...] = ()  # what the user should know about the result (sqlsecure.notices)
 
 
 class Engine:
@@ -238,7 +240,7 @@ class Engine:
             budget = self.policy.budgets[issuer]
             self.ledger.charge(issuer, plan.physical.epsilon, plan.physical.delta, budget.epsilon, budget.delta, sql)
         table = self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
-        return QueryResult(table, plan, self.runtime.last_stats)
+        return QueryResult(table, plan, self.runtime.last_stats, notices=result_notices(plan, table))
 
     def close(self) -> None:
         runtime = getattr(self, "runtime", None)

@@ -58,3 +58,78 @@ def test_spu_capability_is_deny_by_default():
     assert part("a || '-x'") == "a || '-x'"
     assert part("UPPER(a)") == "UPPER(a)"
     assert part("CAST(a AS TEXT)") == "CAST(a AS TEXT)"
+
+
+# -- the group threshold's notice (README, security model: no count, no flag) ---------------------------
+
+WITHHELD_TOTAL = ("SELECT COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o "
+                  "ON c.id = o.customer_id WHERE o.order_id = 5")
+GROUPED = ("SELECT c.region, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+           "GROUP BY c.region")
+KEPT_TOTAL = "SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
+
+
+def test_notices_say_what_the_threshold_withholds_and_no_more(engine, oracle):
+    withheld = engine.execute(WITHHELD_TOTAL, "bank")
+    assert withheld.table.num_rows == 0 and oracle.expected(WITHHELD_TOTAL, "bank").num_rows == 0
+    (notice,) = withheld.notices
+    assert "fewer than 4 distinct rows of shop" in notice and "min_group_size 4" in notice
+    (grouped,) = engine.execute(GROUPED, "bank").notices
+    assert "groups covering fewer than 4" in grouped and "whether any were is not revealed" in grouped
+    assert not any(ch.isdigit() for ch in grouped.replace("4", ""))  # no count of withheld groups
+    assert engine.execute(KEPT_TOTAL, "bank").notices == ()  # a kept ungrouped row: nothing to say
+    assert engine.execute("SELECT region, COUNT(*) FROM bank.customers GROUP BY 1", "bank").notices == ()
+
+
+def test_notice_is_the_same_whether_or_not_groups_were_withheld(engine):
+    """The notice depends on the plan, not the data: narrowing to one customer tells nothing more."""
+    narrowed = GROUPED.replace("GROUP BY", "WHERE c.id = 7 GROUP BY")
+    assert engine.execute(narrowed, "bank").notices == engine.execute(GROUPED, "bank").notices
+
+
+def test_dbapi_cursor_messages(federation_dir):
+    from sqlsecure import dbapi
+    from sqlsecure.errors import Warning as SqlsecureWarning
+
+    with dbapi.connect(federation_dir / "federation.toml", "bank") as con:
+        cur = con.cursor()
+        cur.execute(WITHHELD_TOTAL)
+        assert cur.fetchall() == []
+        ((cls, message),) = cur.messages
+        assert cls is SqlsecureWarning and "min_group_size 4" in message
+        cur.execute(KEPT_TOTAL)
+        assert cur.messages == []
+
+
+def test_cli_prints_the_notice_on_stderr(federation_dir):
+    from click.testing import CliRunner
+
+    from sqlsecure.cli import main
+
+    result = CliRunner().invoke(main, ["query", "-F", str(federation_dir / "federation.toml"), "--as", "bank",
+                                       "--format", "csv", WITHHELD_TOTAL])
+    assert result.exit_code == 0, result.output
+    assert "NOTICE: no row" in result.stderr and "NOTICE" not in result.stdout
+
+
+def test_flight_sql_app_metadata_carries_the_notice(engine):
+    import json
+
+    import pyarrow.flight as flight
+
+    from sqlsecure.flight_sql import FlightSql_pb2 as pb
+    from sqlsecure.flight_sql.auth import Credentials
+    from sqlsecure.flight_sql.protocol import pack
+    from sqlsecure.flight_sql.server import FlightSqlServer
+
+    server = FlightSqlServer(engine, "bank", credentials=Credentials({"ana": "s3cret-pass"}), port=0)
+    try:
+        client = flight.connect(server.uri)
+        options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("ana", "s3cret-pass")])
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(
+            pack(pb.CommandStatementQuery(query=WITHHELD_TOTAL))), options)
+        (notice,) = json.loads(info.app_metadata)["notices"]
+        assert "min_group_size 4" in notice and info.total_records == 0
+        client.close()
+    finally:
+        server.shutdown()

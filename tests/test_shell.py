@@ -139,3 +139,19 @@ def test_scripts_and_exit_codes(federation_dir, tmp_path):
     debug = subprocess.run([SQLSECURE, "shell", "-F", fed, "--as", "bank", "--debug", "-c", "SELECT * FROM x.y"],
                            capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_shell_prints_the_group_threshold_notice(federation_dir, tmp_path):
+    """Issue 18: "(0 rows)" with its reason; a grouped result says groups below the threshold are withheld."""
+    child = spawn(federation_dir / "federation.toml", tmp_path)
+    child.sendline("SELECT COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+                   "WHERE o.order_id = 5;")
+    child.expect(r"\(0 rows\)")
+    child.expect(r"NOTICE: no row: the aggregate covers fewer than 4 distinct rows of shop")
+    child.expect("bank>")
+    child.sendline("SELECT c.region, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+                   "GROUP BY c.region;")
+    child.expect(r"NOTICE: groups covering fewer than 4 distinct rows of shop are withheld")
+    child.expect("bank>")
+    child.sendline("\\q")
+    child.expect(pexpect.EOF)
