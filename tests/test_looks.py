@@ -133,3 +133,91 @@ def test_flight_sql_app_metadata_carries_the_notice(engine):
         client.close()
     finally:
         server.shutdown()
+
+
+# -- DECIMAL columns are exact at their scale on every device -------------------------------------------
+
+EXACT_DECIMALS = [
+    "SELECT c.region, SUM(c.income), MIN(c.income), MAX(c.income), COUNT(c.income) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id GROUP BY 1",
+    "SELECT o.category, SUM(c.income) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "GROUP BY o.category HAVING SUM(c.income) > 1000",
+    "SELECT o.region, SUM(c.income), MAX(c.income), COUNT(*) FROM bank.customers c JOIN shop.orders o "
+    "ON c.id = o.customer_id GROUP BY o.region",
+]
+
+
+def exactly_equal(got, want) -> None:
+    """Same rows as exact values (no tolerance) and, for DECIMAL results, DuckDB's type."""
+    from tests.conftest import sorted_rows
+
+    assert sorted_rows(got) == sorted_rows(want)
+    for mine, duck in zip(got.schema, want.schema):
+        if str(duck.type).startswith("decimal") and duck.type.precision == 38:  # SUM of DECIMAL(p, s)
+            assert mine.type == duck.type, (mine, duck)
+
+
+@pytest.fixture(scope="module")
+def spu_engine(tmp_path_factory, make_federation):
+    from sqlsecure.engine import Engine
+
+    with Engine(make_federation(tmp_path_factory.mktemp("spu"), group_sums="spu"), timeout=60) as eng:
+        yield eng
+
+
+@pytest.mark.parametrize("sql", EXACT_DECIMALS)
+def test_spu_sums_of_decimals_are_exact(spu_engine, oracle_for, sql):
+    assert "spu" in spu_engine.explain(sql, "bank").lower()
+    exactly_equal(spu_engine.execute(sql, "bank").table, oracle_for(spu_engine).expected(sql, "bank"))
+
+
+def test_spu_decimal_in_arithmetic_and_comparisons_still_answers(spu_engine, oracle_for):
+    sql = ("SELECT c.income, o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+           "WHERE c.income > o.amount * 3 AND c.income < 20000")
+    assert str(spu_engine.execute(sql, "bank").table.schema.field(0).type) == "decimal128(38, 2)"
+    oracle_for(spu_engine).check(sql)
+    oracle_for(spu_engine).check("SELECT SUM(c.income + o.amount), AVG(c.income) FROM bank.customers c "
+                                 "JOIN shop.orders o ON c.id = o.customer_id")
+
+
+def test_spu_ungrouped_decimal_sum_is_exact(tmp_path, make_federation, grants_for, oracle_for):
+    """A cross-party predicate on a column bank may only see aggregated: the whole query on the SPU."""
+    from sqlsecure.engine import Engine
+
+    grants = grants_for(("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_JOIN"),
+                        ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_COMPARE"),
+                        ("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN"),
+                        ("shop", ("bank.customers.income",), "PLAINTEXT_AFTER_COMPARE"))
+    sql = ("SELECT SUM(c.income), MIN(c.income), COUNT(*) FROM bank.customers c JOIN shop.orders o "
+           "ON c.id = o.customer_id WHERE c.income > o.amount * 100")
+    with Engine(make_federation(tmp_path, grants=grants), timeout=60) as eng:
+        assert "SPU" in eng.explain(sql, "bank")
+        exactly_equal(eng.execute(sql, "bank").table, oracle_for(eng).expected(sql, "bank"))
+
+
+def test_he_sums_of_decimals_are_exact(tmp_path, make_federation, oracle_for):
+    from sqlsecure.engine import Engine
+
+    sql = ("SELECT o.category, SUM(c.income), COUNT(c.income) FROM bank.customers c JOIN shop.orders o "
+           "ON c.id = o.customer_id GROUP BY o.category")
+    with Engine(make_federation(tmp_path, group_sums="he"), timeout=60) as eng:
+        assert "HE" in eng.explain(sql, "shop")
+        exactly_equal(eng.execute(sql, "shop").table, oracle_for(eng).expected(sql, "shop"))
+
+
+def test_decimal_values_beyond_the_ring_are_refused_by_their_owner():
+    import decimal
+
+    import pyarrow as pa
+
+    from sqlsecure.errors import DataError
+    from sqlsecure.executors.spu.values import encode, kind_of
+
+    big = pa.chunked_array([pa.array([decimal.Decimal("1234567890123456.789")], pa.decimal128(38, 3))])
+    kind = kind_of(big.type)
+    assert kind == "decimal.3"
+    with pytest.raises(DataError, match="'income'"):
+        encode(big, kind, 16, name="income")
+    six = pa.chunked_array([pa.array([decimal.Decimal("12345678901234.123456")], pa.decimal128(24, 6))])
+    with pytest.raises(DataError, match="'rate'"):  # 10^6 ring units per unit: the limit shrinks by 2^16/10^6
+        encode(six, kind_of(six.type), 16, name="rate")
