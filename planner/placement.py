@@ -758,11 +758,26 @@ ENCLAVE_AGGREGATES = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Mi
 
 
 def _enclave_kind(column: exp.Column, ctx) -> str:
-    dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
+    """The enclave's kind of a column; a DECIMAL(p, s) is `decimal.<s>`: exact int64 of x * 10^s."""
+    full = ctx.column_type(column.table, column.name) or ""
+    dtype = full.split("(")[0].upper()
+    if dtype == "DECIMAL":
+        return f"decimal.{int(full.split(',')[1].rstrip(') ')) if ',' in full else 0}"
     for kind, names in ENCLAVE_KINDS.items():
         if dtype in names:
             return kind
     raise NotSupportedError(f"{column.sql()} of type {dtype or 'unknown'} cannot enter the enclave")
+
+
+def _enclave_output_kind(func: str, kind: str) -> str:
+    """The kind of an enclave aggregate's result: COUNT and MIN/MAX of integers are integers, SUM / MIN /
+    MAX of a decimal its exact decimal, AVG of a decimal the average of x * 10^s (`scaled.<s>`), other
+    AVGs and floats fixed (float64)."""
+    if func == "count" or (kind == "int" and func in ("min", "max")):
+        return "int"
+    if kind.startswith("decimal."):
+        return f"scaled.{kind.split('.')[1]}" if func == "avg" else kind
+    return "fixed" if func == "avg" or kind == "fixed" else kind
 
 
 def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, protected=()) -> EnclaveStage:
@@ -812,8 +827,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
                 if kind == "text" and func != "count":
                     raise NotSupportedError("aggregates of text are for the SPU")
                 aggregates.append((func, names_of(key, kind)[0], name))
-                outputs.append((name, name, "int" if func == "count" or (kind == "int" and func in ("min", "max"))
-                                else "fixed" if func == "avg" or kind == "fixed" else kind))
+                outputs.append((name, name, _enclave_output_kind(func, kind)))
             else:
                 raise NotSupportedError(f"{e.sql()}: the enclave computes group keys and COUNT/SUM/AVG/MIN/MAX")
         result_columns = {name: (column, kind) for name, column, kind in outputs}

@@ -221,3 +221,15 @@ def test_decimal_values_beyond_the_ring_are_refused_by_their_owner():
     six = pa.chunked_array([pa.array([decimal.Decimal("12345678901234.123456")], pa.decimal128(24, 6))])
     with pytest.raises(DataError, match="'rate'"):  # 10^6 ring units per unit: the limit shrinks by 2^16/10^6
         encode(six, kind_of(six.type), 16, name="rate")
+
+
+def test_enclave_sums_of_decimals_are_exact(tmp_path, make_federation, plaintext_grants, oracle_for):
+    from sqlsecure.engine import Engine
+    from tests.test_enclave_queries import enclave_section
+
+    sql = ("SELECT c.region, o.category, SUM(c.income), MIN(c.income), MAX(c.income), COUNT(*) "
+           "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region, o.category")
+    with Engine(make_federation(tmp_path, plaintext_grants() + enclave_section(tmp_path))) as eng:
+        assert "TEEU" in eng.explain(sql, "bank")
+        exactly_equal(eng.execute(sql, "bank").table, oracle_for(eng).expected(sql, "bank"))
+        oracle_for(eng).check(sql.replace("SUM(c.income)", "AVG(c.income)"))
