@@ -900,7 +900,19 @@ def _class_4_incapable(items, group_party, aggregate, ctx) -> dict[str, str]:
     if any(not _he_aggregate(e, ctx.parties) for e in foreign) or \
             any(_party_set(h, ctx.parties) - {group_party} for h in having):
         cannot["he"] = "it sums only SUM, AVG and COUNT of one other party's values"
+    elif any(not _he_number(c, ctx) for e in foreign for c in e.find_all(exp.Column)):
+        cannot["he"] = "it sums only numbers (integers, decimals, floats, booleans)"
     return cannot
+
+
+HE_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "BOOLEAN",
+            "DECIMAL", "DOUBLE", "FLOAT", "REAL")  # what executors/heu/group_by.py encodes as integers
+
+
+def _he_number(column: exp.Column, ctx) -> bool:
+    """Whether HE can sum values of this column (its catalog type is a number HE encodes)."""
+    dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
+    return dtype in HE_TYPES
 
 
 def _he_aggregate(expression: exp.Expression, parties) -> bool:
