@@ -144,6 +144,8 @@ EXACT_DECIMALS = [
     "GROUP BY o.category HAVING SUM(c.income) > 1000",
     "SELECT o.region, SUM(c.income), MAX(c.income), COUNT(*) FROM bank.customers c JOIN shop.orders o "
     "ON c.id = o.customer_id GROUP BY o.region",
+    "SELECT u.r, SUM(u.v), MAX(u.v) FROM (SELECT region AS r, income AS v FROM bank.customers UNION ALL "
+    "SELECT region AS r, CAST(amount AS DECIMAL(12, 2)) AS v FROM shop.orders) u GROUP BY u.r",
 ]
 
 
