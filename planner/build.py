@@ -8,6 +8,8 @@ for the rules to rewrite; shapes that the secure operators cannot answer yet rai
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 from sqlglot import exp
 
@@ -274,12 +276,7 @@ def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     declared in DuckDB (the results are then not type-checked)."""
     con = duckdb.connect(":memory:")
     try:
-        try:
-            for party, table in sorted({(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}):
-                columns = ", ".join(f'"{c}" {dtype}' for c, dtype in catalog.columns(party, table))
-                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
-                con.execute(f'CREATE TABLE "{party}"."{table}" ({columns})')
-        except duckdb.Error:
+        if not _empty_tables(con, tree, catalog):
             return ()
         try:
             rows = con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
@@ -294,6 +291,53 @@ def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
             raise DataError(f"output {expression.sql(dialect='duckdb')[:80]!r} is of type {dtype}, which has no "
                             "Arrow value (e.g. an integer literal beyond HUGEINT): CAST it to DOUBLE or VARCHAR")
     return tuple(row[1] for row in rows)
+
+
+def _empty_tables(con, tree: exp.Expression, catalog: Catalog) -> bool:
+    """Create in `con` an empty table of the catalog's column types for each `party.table` the query
+    reads; False when a type cannot be declared in DuckDB."""
+    try:
+        for party, table in sorted({(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}):
+            columns = ", ".join(f'"{c}" {dtype}' for c, dtype in catalog.columns(party, table))
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
+            con.execute(f'CREATE TABLE "{party}"."{table}" ({columns})')
+    except duckdb.Error:
+        return False
+    return True
+
+
+GENERATED_NAME = re.compile(r"_col_\d+")  # sqlglot's qualify names an unnamed output _col_<i>
+
+
+def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
+    """DuckDB's name of each output of the query as written (`count_star()`, `sum(o.amount)`,
+    `(c.email || '-x')`), from DESCRIBE over empty tables: the names a user of DuckDB expects.
+    Empty when DuckDB cannot bind the query (it is refused, or typed, later)."""
+    con = duckdb.connect(":memory:")
+    try:
+        if not _empty_tables(con, tree, catalog):
+            return ()
+        return tuple(row[0] for row in con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall())
+    except duckdb.Error:
+        return ()
+    finally:
+        con.close()
+
+
+def name_outputs(tree: exp.Expression, names: tuple[str, ...]) -> exp.Expression:
+    """Rename the outputs qualify called `_col_<i>` to DuckDB's names of them (`duckdb_names`)."""
+    outputs = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
+    if len(outputs) != len(names):
+        return tree
+    renamed = {}
+    for output, name in zip(outputs, names):
+        if isinstance(output, exp.Alias) and GENERATED_NAME.fullmatch(output.alias) and name != output.alias:
+            renamed[output.alias] = name
+            output.set("alias", exp.to_identifier(name, quoted=True))
+    for column in list(tree.find_all(exp.Column)):  # ORDER BY "_col_1" and the like refer to the new name
+        if not column.table and column.name in renamed and column.find_ancestor(exp.Select) is tree:
+            column.set("this", exp.to_identifier(renamed[column.name], quoted=True))
+    return tree
 
 
 def _binder_reason(message: str) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlsecure.executors.heu.packing import he_group_sum_seconds
 
@@ -101,3 +101,15 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
            f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
            + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of this machine's memory" if too_big else ""))
     return Estimate(engine, he, spu, why)
+
+
+def choose(priced: Estimate, cannot: dict[str, str]) -> Estimate:
+    """`priced`, limited to the devices that can run the query: `cannot` maps "he" / "spu" to why that
+    device cannot. The cost model compares only the capable ones; with none, the priced choice stands
+    (and is refused, naming why, where it is built)."""
+    capable = [engine for engine in ("he", "spu") if engine not in cannot]
+    if len(capable) != 1 or priced.engine == capable[0]:
+        return priced
+    other = priced.engine
+    return replace(priced, engine=capable[0],
+                   why=f"only {capable[0].upper()} can run it ({other.upper()}: {cannot[other]}); {priced.why}")

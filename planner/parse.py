@@ -22,6 +22,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.tokens import TokenType
 
 from sqlsecure.errors import DataError, NotSupportedError, PlanError
+from sqlsecure.planner.build import duckdb_names, name_outputs
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.dialects import to_duckdb_meaning
 from sqlsecure.planner.views import expand_views, used_views
@@ -256,5 +257,6 @@ def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer
     DuckDB would answer differently from `dialect` (planner/dialects/; CURDATE() etc. in `time_zone`)."""
     tree = expand_views(bind_parameters(parse_query(sql, dialect), parameters), catalog.views)
     check_references(tree, catalog, sql, issuer)
-    tree = qualify_query(tree, catalog, dialect, sql)
+    names = duckdb_names(tree, catalog)
+    tree = name_outputs(qualify_query(tree, catalog, dialect, sql), names)
     return to_duckdb_meaning(tree, dialect, catalog.sqlglot_schema(dialect), time_zone)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError, PlanError, PolicyViolation
-from sqlsecure.planner.cost import Estimate, Link, estimate
+from sqlsecure.planner.cost import Estimate, Link, choose, estimate
 from sqlsecure.planner.logical import (
     aggregates_in,
     Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan, aliases_of, column_key,
@@ -758,11 +758,26 @@ ENCLAVE_AGGREGATES = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Mi
 
 
 def _enclave_kind(column: exp.Column, ctx) -> str:
-    dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
+    """The enclave's kind of a column; a DECIMAL(p, s) is `decimal.<s>`: exact int64 of x * 10^s."""
+    full = ctx.column_type(column.table, column.name) or ""
+    dtype = full.split("(")[0].upper()
+    if dtype == "DECIMAL":
+        return f"decimal.{int(full.split(',')[1].rstrip(') ')) if ',' in full else 0}"
     for kind, names in ENCLAVE_KINDS.items():
         if dtype in names:
             return kind
     raise NotSupportedError(f"{column.sql()} of type {dtype or 'unknown'} cannot enter the enclave")
+
+
+def _enclave_output_kind(func: str, kind: str) -> str:
+    """The kind of an enclave aggregate's result: COUNT and MIN/MAX of integers are integers, SUM / MIN /
+    MAX of a decimal its exact decimal, AVG of a decimal the average of x * 10^s (`scaled.<s>`), other
+    AVGs and floats fixed (float64)."""
+    if func == "count" or (kind == "int" and func in ("min", "max")):
+        return "int"
+    if kind.startswith("decimal."):
+        return f"scaled.{kind.split('.')[1]}" if func == "avg" else kind
+    return "fixed" if func == "avg" or kind == "fixed" else kind
 
 
 def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, protected=()) -> EnclaveStage:
@@ -812,8 +827,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
                 if kind == "text" and func != "count":
                     raise NotSupportedError("aggregates of text are for the SPU")
                 aggregates.append((func, names_of(key, kind)[0], name))
-                outputs.append((name, name, "int" if func == "count" or (kind == "int" and func in ("min", "max"))
-                                else "fixed" if func == "avg" or kind == "fixed" else kind))
+                outputs.append((name, name, _enclave_output_kind(func, kind)))
             else:
                 raise NotSupportedError(f"{e.sql()}: the enclave computes group keys and COUNT/SUM/AVG/MIN/MAX")
         result_columns = {name: (column, kind) for name, column, kind in outputs}
@@ -863,9 +877,42 @@ def _class_4_on_he(items, group_party, aggregate, ctx) -> bool:
         dtype = ctx.column_type(key.table, key.name) if isinstance(key, exp.Column) else None
         limbs += 4 if dtype is not None and dtype.upper().startswith(("VARCHAR", "TEXT", "STRING")) else 1
     arguments = len({e.this.sql(dialect="duckdb") for e in values})  # HE sends each distinct column once
-    ctx.class_4 = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link, key_bits=ctx.he_key_bits,
-                           arguments=arguments)
+    priced = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link, key_bits=ctx.he_key_bits,
+                      arguments=arguments)
+    ctx.class_4 = choose(priced, _class_4_incapable(items, group_party, aggregate, ctx))
     return ctx.class_4.engine == "he"
+
+
+def _class_4_incapable(items, group_party, aggregate, ctx) -> dict[str, str]:
+    """Why HE or the SPU cannot run this class-4 query ({} when both can): the SPU evaluates every output,
+    key and HAVING on shares; HE sums only SUM / AVG / COUNT of one other party's values, with HAVING at the
+    group party."""
+    from sqlsecure.executors.spu.stage import spu_cannot_evaluate  # the stage's own table (late: no cycle)
+
+    cannot = {}
+    having = [aggregate.having] if aggregate.having is not None else []
+    for expression in [*(e for _, e in items), *aggregate.group_by, *having]:
+        part = spu_cannot_evaluate(expression)
+        if part is not None:
+            cannot["spu"] = f"it cannot evaluate {part.sql(dialect='duckdb')} on shares"
+            break
+    foreign = [e for _, e in items if _party_set(e, ctx.parties) - {group_party}]
+    if any(not _he_aggregate(e, ctx.parties) for e in foreign) or \
+            any(_party_set(h, ctx.parties) - {group_party} for h in having):
+        cannot["he"] = "it sums only SUM, AVG and COUNT of one other party's values"
+    elif any(not _he_number(c, ctx) for e in foreign for c in e.find_all(exp.Column)):
+        cannot["he"] = "it sums only numbers (integers, decimals, floats, booleans)"
+    return cannot
+
+
+HE_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "BOOLEAN",
+            "DECIMAL", "DOUBLE", "FLOAT", "REAL")  # what executors/heu/group_by.py encodes as integers
+
+
+def _he_number(column: exp.Column, ctx) -> bool:
+    """Whether HE can sum values of this column (its catalog type is a number HE encodes)."""
+    dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
+    return dtype in HE_TYPES
 
 
 def _he_aggregate(expression: exp.Expression, parties) -> bool:

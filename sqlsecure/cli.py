@@ -91,9 +91,17 @@ def query(federation: str, issuer: str, fmt: str, write: bool, debug: bool, sql:
         result = engine.execute(sql, issuer)
         if result.table is None:
             return affected(result.rowcount)
-        return FORMATS[fmt](result.table)
+        return _answer(result, fmt)
 
     click.echo(_with_engine(federation, debug, run, writer=issuer if write else None))
+
+
+def _answer(result, fmt: str) -> str:
+    """The result in format `fmt`; its notices (what the minimum group size withholds) go to stderr,
+    so stdout stays the data."""
+    for notice in result.notices:
+        click.echo(f"NOTICE: {notice}", err=True)
+    return FORMATS[fmt](result.table)
 
 
 @main.command()
@@ -431,7 +439,7 @@ def party_query(federation: str, issuer: str, fmt: str, debug: bool, sql: str) -
 
     try:
         with Engine(federation, runtime="network", identity=issuer) as engine:
-            text = FORMATS[fmt](engine.execute(sql, issuer).table)
+            text = _answer(engine.execute(sql, issuer), fmt)
     except click.ClickException:
         raise
     except Exception as exc:

@@ -134,6 +134,7 @@ class Cursor:
         self.rowcount = -1
         self.last_plan = None
         self.last_stats = None
+        self.messages: list[tuple[type, str]] = []  # PEP 249 extension: (class, message) of the last execute
 
     def _check(self) -> None:
         if self._closed:
@@ -144,8 +145,10 @@ class Cursor:
         """Run a query; `?` markers are bound to `parameters` as literals after parsing."""
         self._check()
         check_parameters(parameters)
+        self.messages = []
         result = self.connection.engine.execute(sql, self.connection.party, parameters)
         self.last_plan, self.last_stats = result.plan, result.stats
+        self.messages = [(errors.Warning, notice) for notice in result.notices]
         if result.table is None:  # a write: no result set
             self._table, self._rows, self._pos = None, [], 0
             self.rowcount, self.description = result.rowcount, None

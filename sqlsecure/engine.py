@@ -19,6 +19,7 @@ from sqlsecure.errors import (ConfigError, DataError, Error, InterfaceError, Not
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
 from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
+from sqlsecure.notices import result_notices
 from sqlsecure.policy.ledger import Ledger
 from sqlsecure.policy.masking import load_key, resolve_masks
 from sqlsecure.planner import Catalog, QueryPlan, plan_query
@@ -63,6 +64,7 @@ class QueryResult:
     plan: QueryPlan | None
     stats: ChannelStats
     rowcount: int = -1
+    notices: tuple[str, ...] = ()  # what the user should know about the result (sqlsecure.notices)
 
 
 class Engine:
@@ -273,7 +275,7 @@ class Engine:
             self.reload_catalog(exc.stale_parties)
             plan = self._admit(sql, issuer, parameters)
             table = self.runtime.execute(plan.physical, (plan.sql, list(parameters or ())))
-        return QueryResult(table, plan, self.runtime.last_stats)
+        return QueryResult(table, plan, self.runtime.last_stats, notices=result_notices(plan, table))
 
     def _admit(self, sql: str, issuer: str, parameters) -> QueryPlan:
         """Plan a query and charge its privacy cost, durably, before anything is computed or released; a

@@ -167,6 +167,8 @@ class Shell:
             self.show(result.table)
             if (result.table.schema.metadata or {}).get(b"sqlsecure.enclave.simulated") == b"true":
                 self.echo("(computed in a SIMULATED enclave: no hardware protection)")
+            for notice in result.notices:  # e.g. what the minimum group size withholds; on stderr, as psql
+                print(f"NOTICE: {notice}", file=self.err, flush=True)
         else:
             self.echo(affected(result.rowcount))
         if self.timing:

@@ -255,3 +255,19 @@ def test_completion_waits_for_tab(viewed_engine, tmp_path):
     with create_pipe_input() as pipe:
         session = prompt_session(shell, tmp_path / "history", vi=False, input=pipe, output=DummyOutput())
     assert session.completer is not None and not to_filter(session.complete_while_typing)()
+
+
+def test_shell_prints_the_group_threshold_notice(federation_dir, tmp_path):
+    """Issue 18: "(0 rows)" with its reason; a grouped result says groups below the threshold are withheld."""
+    child = spawn(federation_dir / "federation.toml", tmp_path)
+    child.sendline("SELECT COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+                   "WHERE o.order_id = 5;")
+    child.expect(r"\(0 rows\)")
+    child.expect(r"NOTICE: no row: the aggregate covers fewer than 4 distinct rows of shop")
+    child.expect("bank>")
+    child.sendline("SELECT c.region, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+                   "GROUP BY c.region;")
+    child.expect(r"NOTICE: groups covering fewer than 4 distinct rows of shop are withheld")
+    child.expect("bank>")
+    child.sendline("\\q")
+    child.expect(pexpect.EOF)

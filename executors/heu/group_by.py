@@ -140,5 +140,6 @@ def open_sums(step, key_table: pa.Table, value_table: pa.Table) -> pa.Table:
                 results.append(from_integer(total, scales[j]))
             else:
                 results.append(float(from_integer(total, scales[j])) / count)
-        out[name] = pa.array(results)
+        exact = kind == "sum" and scales[j].startswith("1e")  # DuckDB's SUM of DECIMAL(p, s): DECIMAL(38, s)
+        out[name] = pa.array(results, pa.decimal128(38, int(scales[j][2:])) if exact else None)
     return pa.table(out) if out else pa.table({"__empty": pa.array([], pa.int8())})

@@ -20,7 +20,7 @@ import numpy as np
 
 from sqlsecure.errors import NotSupportedError, ProtocolError
 from sqlsecure.executors.psi.encoding import encode_keys
-from sqlsecure.executors.spu.values import encode, limbs_of
+from sqlsecure.executors.spu.values import encode, limb_fracs, limbs_of
 from sqlsecure.executors.spu import arith
 from sqlsecure.executors.spu.join import oblivious_pk_join
 
@@ -90,11 +90,11 @@ def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, 
             if party != step.secret_join[side][0]:
                 continue
             kind = kinds[column]
-            frac = s.frac_bits if kind == "fixed" else 0
+            fracs = limb_fracs(kind, s.frac_bits)
             if here:
                 values, present = encoded_columns[column]
             count = limbs_of(kind)
-            shared = [share(side, values[k] if here else None, frac) for k in range(count)]
+            shared = [share(side, values[k] if here else None, fracs[k]) for k in range(count)]
             columns.append((column, kind, count))
             payload += [*shared, share(side, present if here else None)]
         sides.append((keys, key_valid, payload, columns))

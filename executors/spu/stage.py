@@ -35,7 +35,7 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
-from sqlsecure.executors.spu.values import decode, encode, kind_of, limbs_of
+from sqlsecure.executors.spu.values import decimal_scale, decode, encode, kind_of, limb_fracs, limbs_of, range_kind
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.ranges import RangePlan, input_limits
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
@@ -46,6 +46,7 @@ SORT_LIMIT = 1 << 62  # secure comparisons of a - b are exact while |a|, |b| < 2
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
+EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count)  # AVG divides the fixed-point limb's sum
 
 
 @dataclass
@@ -54,7 +55,7 @@ class SV:
 
     limbs: list[ArithShare]
     valid: ArithShare
-    kind: str  # int | fixed | bool | date | text
+    kind: str  # int | fixed | bool | date | text | decimal.<scale> (limbs: exact x * 10^s, fixed point)
 
     @property
     def value(self) -> ArithShare:
@@ -122,6 +123,27 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
     return "fixed" if "fixed" in (a, b) else "int"
 
 
+# What `Stage.ev` and the aggregates evaluate on shares: deny by default, so a planner asking whether
+# the SPU can run an expression (`spu_cannot_evaluate`) never picks it for one it would refuse.
+SPU_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Neg, exp.Add, exp.Sub,
+             exp.Mul, exp.Div, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
+             exp.Or, exp.Not, exp.Is, exp.Case, exp.If, exp.Coalesce, exp.Abs, exp.Cast, exp.DataType, exp.Count,
+             exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star, exp.Distinct, exp.Window, exp.Order, exp.Ordered,
+             exp.RowNumber, exp.Rank, exp.DenseRank)
+SPU_CASTS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGINT,
+             exp.DataType.Type.INT)
+
+
+def spu_cannot_evaluate(expression: exp.Expression) -> exp.Expression | None:
+    """The first part of `expression` the SPU stage cannot evaluate on shares (a function, operator,
+    subquery or CAST outside `SPU_NODES`), or None when it can."""
+    for node in expression.walk():
+        if not isinstance(node, SPU_NODES) or (isinstance(node, exp.In) and node.args.get("query")) \
+                or (isinstance(node, exp.Cast) and node.to.this not in SPU_CASTS):
+            return node
+    return None
+
+
 class Stage:
     def __init__(self, s: SpuSession, step, n: int, ranges: RangePlan | None = None):
         self.s, self.step, self.n = s, step, n
@@ -162,6 +184,8 @@ class Stage:
     def to_fixed(self, v: SV) -> SV:
         if v.kind == "fixed":
             return v
+        if decimal_scale(v.kind) is not None:
+            return SV([v.limbs[1]], v.valid, "fixed")
         if v.kind == "text":
             raise NotSupportedError("arithmetic on text in secure computation")
         x = v.value
@@ -188,6 +212,15 @@ class Stage:
 
     # -- expressions ----------------------------------------------------------------------------
     def ev(self, e: exp.Expression):
+        """The value of `e`: a decimal stays exact where it is revealed, grouped on or aggregated by
+        SUM / MIN / MAX (an output, a key, an aggregate's argument); elsewhere its fixed-point limb."""
+        v = self._ev(e)
+        if isinstance(v, SV) and decimal_scale(v.kind) is not None and e.parent is not None \
+                and not isinstance(e.parent, EXACT_DECIMAL_USES):
+            return self.to_fixed(v)
+        return v
+
+    def _ev(self, e: exp.Expression):
         s = self.s
         key = e.sql(dialect="duckdb")
         if key in self.aggs:
@@ -369,10 +402,16 @@ class Stage:
             if isinstance(node.this, exp.Distinct):
                 raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
             v = self.secret(self.ev(node.this))
+            if isinstance(node, exp.Avg):
+                v = self.to_fixed(v) if decimal_scale(v.kind) is not None else v
             w = arith.beaver_mul(s, weight, v.valid)
             inputs.append(("sum", w))
             counted = len(inputs) - 1
-            if isinstance(node, exp.Count):
+            if decimal_scale(v.kind) is not None and isinstance(node, (exp.Sum, exp.Min, exp.Max)):
+                plan.append((node, "sum" if isinstance(node, exp.Sum) else "extreme", counted,
+                             (len(inputs), v.kind, len(inputs) + 1)))
+                inputs += [self._aggregate_input(node, w, limb) for limb in v.limbs]  # exact, then fixed
+            elif isinstance(node, exp.Count):
                 plan.append((node, "count", counted, None))
             elif isinstance(node, (exp.Sum, exp.Avg)):
                 if v.kind not in ("int", "fixed") and not (v.kind == "bool" and isinstance(node, exp.Sum)):
@@ -384,16 +423,22 @@ class Stage:
             elif isinstance(node, (exp.Min, exp.Max)):
                 if v.kind == "text":
                     raise NotSupportedError("MIN/MAX of text in secure computation")
-                take_max = isinstance(node, exp.Max)
-                # the sentinel in ring units whatever the scale (scaling it by 2^frac would wrap to 0)
-                fill = arith.public(s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
-                fill = ArithShare(fill.data, v.value.frac)
-                masked = compare.mux(s, w, v.value, fill)
-                inputs.append(("max" if take_max else "min", masked))
+                inputs.append(self._aggregate_input(node, w, v.value))
                 plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
             else:
                 raise NotSupportedError(f"{node.sql()} in secure computation")
         return inputs, plan
+
+    def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare) -> tuple[str, ArithShare]:
+        """One limb's input of SUM (its weighted value) or MIN / MAX (its value, the fill where the row
+        does not count)."""
+        s = self.s
+        if isinstance(node, exp.Sum):
+            return "sum", arith.beaver_mul(s, w, limb).with_frac(limb.frac)
+        take_max = isinstance(node, exp.Max)
+        # the sentinel in ring units whatever the scale (scaling it by 2^frac would wrap to 0)
+        fill = arith.public(s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
+        return ("max" if take_max else "min"), compare.mux(s, w, limb, ArithShare(fill.data, limb.frac))
 
     def count_distinct(self, node: exp.Count, weight: ArithShare) -> SV:
         """COUNT(DISTINCT x) over all rows: sort (weight, x) obliviously, count where a new run of a
@@ -439,10 +484,9 @@ class Stage:
             nonempty = compare.greater_than(s, count, arith.public(s, np.zeros(n, dtype=np.int64)), arith=True)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
-            elif kind == "sum":
-                self.aggs[node.sql(dialect="duckdb")] = SV([results[value[0]]], nonempty, value[1])
-            elif kind == "extreme":
-                self.aggs[node.sql(dialect="duckdb")] = SV([results[value[0]]], nonempty, value[1])
+            elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
+                limbs = [results[i] for i in (value[0], *value[2:])]
+                self.aggs[node.sql(dialect="duckdb")] = SV(limbs, nonempty, value[1])
             else:  # AVG = SUM / COUNT, with COUNT 0 giving NULL
                 total = results[value[0]]
                 if total.frac == 0:
@@ -536,7 +580,7 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
-    ranges = input_limits(step, kinds, n, s.frac_bits, _parse)  # each owner checks its values against them
+    ranges = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, n, s.frac_bits, _parse)  # each owner checks its values against them
     limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
         cols, weight, n, many = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
@@ -565,7 +609,7 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
                and step.compute.index(branches[index][0] if step.union else owner_of[column]) == s.index}
     for party, column in step.inputs:
         kind = kinds[column]
-        frac = s.frac_bits if kind == "fixed" else 0
+        fracs = limb_fracs(kind, s.frac_bits)
         parts = []
         for index, (owner_name, _) in enumerate(branches):
             owner = step.compute.index(owner_name if step.union else party)
@@ -575,7 +619,7 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
                 limbs, valid = encoded[(index, column)]
                 if (party, column) in key_columns:
                     encoded_keys[column] = (valid, limbs)
-            shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (rows,), frac)
+            shared = [arith.share_input(s, owner, limbs[k] if mine is not None else None, (rows,), fracs[k])
                       for k in range(limbs_of(kind))]
             parts.append((shared, arith.share_input(s, owner, valid if mine is not None else None, (rows,), 0)))
         limbs_out = [arith.concat([p[0][k] for p in parts]) for k in range(limbs_of(kind))]
@@ -751,6 +795,8 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
     for (name, sql), v, want in zip([step.outputs[i] for i in step.reveal], shown, step.kinds):
         if v.kind == want or want == "any":  # "any": DuckDB's NULL type, a constant NULL of any kind
             out.append(v)
+        elif decimal_scale(v.kind) is not None and want == "fixed":  # exact DECIMAL, as DuckDB types it
+            out.append(v)
         elif (v.kind, want) == ("int", "fixed"):
             out.append(stage.to_fixed(v))
         elif (v.kind, want) == ("int", "bool"):
@@ -833,8 +879,8 @@ def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tu
     for column, found in kinds.items():
         if len(found) == 1:
             merged[column] = found.pop()
-        elif found <= {"int", "fixed"}:
-            merged[column] = "fixed"
+        elif all(k in ("int", "fixed") or decimal_scale(k) is not None for k in found):
+            merged[column] = "fixed"  # decimals of several scales, or with other numbers: fixed point
         else:
             raise NotSupportedError(f"column {column!r} has values of kinds {sorted(found)} in different branches")
     return merged, rows

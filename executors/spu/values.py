@@ -2,8 +2,10 @@
 
 Every column enters as a *secret value*: one or more ring limbs plus a validity bit (1 where not
 NULL). Kinds: `int` (integers, dates as days since 1970-01-01: exact), `bool` (0/1), `fixed`
-(DECIMAL and floating point as fixed point with F fractional bits: absolute error ≤ 2^-F per
-value, |x| < 2^29 where a division is involved), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
+(floating point as fixed point with F fractional bits: absolute error ≤ 2^-F per value, |x| < 2^29
+where a division is involved), `decimal.<s>` (DECIMAL(p, s): two limbs, the value times 10^s as an
+exact ring integer — so SUM, MIN, MAX, group keys and revealed values are exact at the column's
+scale — and the same value in fixed point, which arithmetic, comparisons and AVG use), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
 limbs: order-preserving and exactly reversible, so text can be compared, grouped, sorted and
 revealed without a dictionary; longer text is refused).
 
@@ -12,7 +14,9 @@ Exact ranges (F = 16; `spu.ranges` derives each query's tighter limits from thes
   SQL type                  kind   encoding                 revealed as is    compared / MIN/MAX / sorted
   BOOLEAN, TINYINT..BIGINT  int    two's complement         |x| < 2^63        |x| < 2^62 (4.6e18)
   DATE                      date   days since 1970-01-01    all DATE values   all DATE values
-  DECIMAL, REAL, DOUBLE     fixed  round(x * 2^F)           |x| < 2^47        |x| < 2^46 (7.0e13)
+  DECIMAL(p, s)             decimal.s  x * 10^s, exact;     |x| < 2^47        |x| < 2^46 (7.0e13)
+                                   and round(x * 2^F)       (times 2^F / 10^s where s > 4: both limbs in range)
+  REAL, DOUBLE              fixed  round(x * 2^F)           |x| < 2^47        |x| < 2^46 (7.0e13)
                                    (absolute error 2^-(F+1))
   VARCHAR                   text   4 limbs of 7 bytes       28 UTF-8 bytes    28 UTF-8 bytes
   TIMESTAMP, others         refused (DataError)
@@ -25,6 +29,7 @@ its column's limit for the query (`encode`'s `limit`) is refused the same way.
 from __future__ import annotations
 
 import datetime
+import decimal
 
 import numpy as np
 import pyarrow as pa
@@ -45,15 +50,36 @@ def kind_of(dtype: pa.DataType) -> str:
         return "int"
     if pa.types.is_date(dtype):
         return "date"
-    if pa.types.is_decimal(dtype) or pa.types.is_floating(dtype):
+    if pa.types.is_decimal(dtype):
+        return f"decimal.{dtype.scale}"
+    if pa.types.is_floating(dtype):
         return "fixed"
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return "text"
     raise DataError(f"values of type {dtype} cannot enter secure computation yet")
 
 
+def decimal_scale(kind: str) -> int | None:
+    """The scale s of a `decimal.<s>` kind, None for any other kind."""
+    return int(kind.split(".", 1)[1]) if kind.startswith("decimal.") else None
+
+
 def limbs_of(kind: str) -> int:
-    return TEXT_LIMBS if kind == "text" else 1
+    return TEXT_LIMBS if kind == "text" else 2 if decimal_scale(kind) is not None else 1
+
+
+def limb_fracs(kind: str, frac: int) -> list[int]:
+    """The fractional bits of each limb of a kind: a decimal's exact limb is an integer, its second
+    limb fixed point."""
+    if kind == "fixed":
+        return [frac]
+    return [0, frac] if decimal_scale(kind) is not None else [0] * limbs_of(kind)
+
+
+def range_kind(kind: str) -> str:
+    """The kind `spu.ranges` derives limits for: a decimal's as fixed point (its fixed limb is what
+    arithmetic uses; `check_range` shrinks the limit where 10^s > 2^F, for the exact limb)."""
+    return "fixed" if decimal_scale(kind) is not None else kind
 
 
 def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = None,
@@ -62,8 +88,14 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
     (|x| < limit.value; default: the kind's whole range) and refused NaN and infinities."""
     values = column.to_pylist()
     valid = np.array([v is not None for v in values], dtype=np.uint64)
+    scale = decimal_scale(kind)
     if kind in ("int", "fixed"):
         check_range(values, kind, frac, limit, name)
+    if scale is not None:
+        check_range(values, "fixed", frac, limit, name, ring_units=10 ** scale)
+        exact = [int(decimal.Decimal(v).scaleb(scale)) if v is not None else 0 for v in values]
+        floats = [float(v) if v is not None else 0.0 for v in values]
+        return [as_ring(np.array(exact, dtype=np.int64)), encode_fixed(np.array(floats), frac)], valid
     if kind == "date":
         check_range([(v - EPOCH).days if v is not None else None for v in values], "int", 0, limit, name)
     if kind in ("int", "bool"):
@@ -75,9 +107,12 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
     return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values, name)], valid
 
 
-def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: str) -> None:
+def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: str,
+                ring_units: int | None = None) -> None:
     """DataError (naming the column and the range or value class, never a value or a row) if a value
-    has no exact encoding here: done by the owner, on its own values, before anything is shared."""
+    has no exact encoding here: done by the owner, on its own values, before anything is shared.
+    `ring_units`: a decimal's exact limb counts 10^s ring units per unit, so where that is more than
+    fixed point's 2^F the limit shrinks by 2^F / 10^s (every ring bound then holds for both limbs)."""
     present = [float(v) if kind == "fixed" else int(v) for v in values if v is not None]
     if not present:
         return
@@ -85,6 +120,8 @@ def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: s
         refuse_special_floats(present, name)
     whole = 2.0 ** (63 - frac) if kind == "fixed" else 2.0 ** 63
     bound = min(limit.value, whole) if limit is not None else whole
+    if ring_units is not None and ring_units > 2 ** frac:
+        bound *= 2.0 ** frac / ring_units
     reason = limit.reason if limit is not None and limit.value < whole else "the SPU's 64-bit encoding"
     largest = max(abs(v) for v in present)
     if largest >= bound or (kind == "fixed" and round(largest * 2.0 ** frac) >= 2.0 ** 63):
@@ -122,6 +159,11 @@ def text_limbs(values: list, name: str = "a text value") -> list[list[int]]:
 
 def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> pa.Array:
     mask = to_signed(valid) == 0
+    scale = decimal_scale(kind)
+    if scale is not None:  # DuckDB's SUM of DECIMAL(p, s) is DECIMAL(38, s)
+        exact = to_signed(limbs[0])
+        return pa.array([None if m else decimal.Decimal(int(x)).scaleb(-scale) for x, m in zip(exact, mask)],
+                        pa.decimal128(38, scale))
     if kind == "fixed":
         return pa.array(decode_fixed(limbs[0], frac), pa.float64(), mask=mask)
     if kind == "bool":

@@ -6,8 +6,9 @@ Roles over the channel (the enclave itself is a subprocess driven by the runtime
      quote over a nonce bound to the query to every party of the stage;
   3. every input party verifies the quote against the federation's authority and allowlist of
      measurements, checks that the spec runs exactly the program of the public plan, encodes its
-     columns (integers and dates as int64, decimals and floats as float64 with NaN and infinities
-     refused by their owner (DataError), text as four 7-byte int64 limbs) and seals them to the
+     columns (integers and dates as int64, DECIMAL(p, s) as the exact int64 x * 10^s, so sums, MIN,
+     MAX and keys are exact at the column's scale, floats as float64 with NaN and infinities refused
+     by their owner (DataError), text as four 7-byte int64 limbs) and seals them to the
      enclave (X25519 + HKDF + AES-GCM per batch);
   4. the actor submits the sealed batches and runs the session; the sealed result goes to the issuer,
      who opens it with its result key. Nothing in the clear passes the actor.
@@ -16,12 +17,14 @@ A result computed in simulation (no SGX here) is marked so, and EXPLAIN says so.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import struct
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.tee import (
@@ -73,6 +76,12 @@ def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
         return {name: pa.array([int(v) for v in values], pa.int64())}
     if kind == "date":
         return {name: pa.array(column.combine_chunks().cast(pa.int32()).to_pylist(), pa.int64())}
+    if kind.startswith("decimal."):  # exact: the value times 10^s; beyond int64 refused by its owner
+        scaled = [int(decimal.Decimal(v).scaleb(int(kind.split(".")[1]))) for v in values]
+        if any(not -(1 << 63) < x < (1 << 63) for x in scaled):
+            raise DataError(f"column {name!r} has DECIMAL values beyond the enclave's 64-bit integers at its "
+                            f"scale; CAST it to DOUBLE or filter it first")
+        return {name: pa.array(scaled, pa.int64())}
     if kind == "fixed":  # float64 in the enclave; NaN and infinities refused as on the SPU and HE paths
         floats = [float(v) for v in values]
         refuse_special_floats(floats, name)
@@ -87,6 +96,12 @@ def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
         return pa.array([b"".join(int(limbs[k][i]).to_bytes(LIMB_BYTES, "big") for k in range(TEXT_LIMBS))
                          .rstrip(b"\0").decode("utf-8", errors="replace") for i in range(table.num_rows)])
     column = table.column(name)
+    if kind.startswith(("decimal.", "scaled.")):  # the exact x * 10^s (SUM / MIN / MAX / key), or AVG of it
+        scale = int(kind.split(".")[1])
+        if kind.startswith("scaled."):
+            return pc.divide(column.cast(pa.float64()), float(10 ** scale)).combine_chunks()
+        return pa.array([None if v is None else decimal.Decimal(v).scaleb(-scale) for v in column.to_pylist()],
+                        pa.decimal128(38, scale))
     if kind == "date":
         return column.cast(pa.int32()).cast(pa.date32())
     return column.combine_chunks()

@@ -30,6 +30,7 @@ would travel with their traceback through pyarrow, so every handler converts the
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import secrets
 import signal
@@ -249,21 +250,26 @@ class FlightSqlServer(flight.FlightServerBase):
 
     # -- running queries -------------------------------------------------------------------------------
 
-    def _execute(self, context, sql: str, parameter_sets: list[tuple]) -> pa.Table:
+    def _execute(self, context, sql: str, parameter_sets: list[tuple]) -> tuple[pa.Table, tuple[str, ...]]:
+        """The result (one table over every parameter set) and its notices."""
         user = _user(context)
         log.info("query by %s as %s: %s", user, self.issuer, " ".join(sql.split())[:500])
         read_only_query(sql, self.engine.config.dialect)
-        tables = [self.engine.execute(sql, self.issuer, list(params) if params is not None else None).table
-                  for params in (parameter_sets or [None])]
-        if len(tables) == 1:
-            return tables[0]
-        return pa.concat_tables(tables, promote_options="permissive")
+        results = [self.engine.execute(sql, self.issuer, list(params) if params is not None else None)
+                   for params in (parameter_sets or [None])]
+        notices = tuple(dict.fromkeys(n for r in results for n in r.notices))
+        if len(results) == 1:
+            return results[0].table, notices
+        return pa.concat_tables([r.table for r in results], promote_options="permissive"), notices
 
-    def _result_info(self, context, descriptor, table: pa.Table) -> flight.FlightInfo:
+    def _result_info(self, context, descriptor, answer: tuple[pa.Table, tuple[str, ...]]) -> flight.FlightInfo:
+        """FlightInfo of a result; its notices travel as app metadata, JSON {"notices": [...]}."""
+        table, notices = answer
         handle = self.results.add(_user(context), table)
         ticket = flight.Ticket(pack(pb.TicketStatementQuery(statement_handle=handle)))
         return flight.FlightInfo(table.schema, descriptor, [flight.FlightEndpoint(ticket, [])],
-                                 table.num_rows, table.nbytes)
+                                 table.num_rows, table.nbytes,
+                                 app_metadata=json.dumps({"notices": list(notices)}).encode())
 
     @staticmethod
     def _no_transactions(command) -> None:
@@ -280,8 +286,8 @@ class FlightSqlServer(flight.FlightServerBase):
             return self._result_info(context, descriptor, self._execute(context, command.query, []))
         if isinstance(command, pb.CommandPreparedStatementQuery):
             statement = self.statements.get(command.prepared_statement_handle, _user(context))
-            table = self._execute(context, statement.sql, statement.parameter_sets)
-            return self._result_info(context, descriptor, table)
+            answer = self._execute(context, statement.sql, statement.parameter_sets)
+            return self._result_info(context, descriptor, answer)
         endpoint = flight.FlightEndpoint(flight.Ticket(descriptor.command), [])
         return flight.FlightInfo(self._metadata_schema(command), descriptor, [endpoint], -1, -1)
 
