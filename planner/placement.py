@@ -659,6 +659,7 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
     _check_literals(used)
     _refuse_before_running([e for _, e in items] + ([aggregate.having] if aggregate and aggregate.having else []),
                            grouped=bool(group_by))
+    _check_spu_rules(used, ctx)
     sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
     return dict(
         compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),
@@ -709,6 +710,20 @@ def _refuse_before_running(expressions, grouped: bool) -> None:
                     or len(node.expressions) != 1:
                 raise NotSupportedError(f"{(node if isinstance(node, exp.Filter) else agg).sql(dialect='duckdb')} "
                                         "in secure computation: only an ungrouped COUNT(DISTINCT x) is supported")
+
+
+def _check_spu_rules(expressions, ctx) -> None:
+    """Refuse at plan time every expression the SPU stage does not evaluate, by the stage's own table
+    (executors/spu/stage.SPU_RULES), so check, EXPLAIN and execution agree."""
+    from sqlsecure.executors.spu.stage import spu_refusal  # the stage's own rule (imported late: no cycle)
+
+    def kind_of(column: exp.Column) -> str | None:
+        return KIND_OF_TYPE.get((ctx.column_type(column.table, column.name) or "").split("(")[0].upper())
+
+    for expression in expressions:
+        why = spu_refusal(expression, kind_of)
+        if why is not None:
+            raise NotSupportedError(why)
 
 
 def _check_literals(expressions) -> None:

@@ -57,9 +57,14 @@ def found(sql: str, reason: str):
 
 
 def refused_only_at_run_time(sql: str, refusal: str):
-    """A query that `check` accepts and execution refuses with NotSupportedError `refusal`: DESIGN.md
-    wants every refusal before execution (check = EXPLAIN = execution)."""
-    return found(sql, f"check accepts it, execution raises NotSupportedError {refusal!r}")
+    """A query that `check` accepted and execution refused with NotSupportedError `refusal` (DESIGN.md
+    wants every refusal before execution: check = EXPLAIN = execution); the SPU stage evaluates it now."""
+    return pytest.param(sql, id=refusal[:40])
+
+
+def fixed(sql: str, reason: str):
+    """A reproduction whose fix landed: `reason` says what was wrong."""
+    return pytest.param(sql, id=reason[:40])
 
 
 RUN_TIME_REFUSALS = [  # mostly the SPU stage's expression compiler refusing what the planner let through
@@ -86,9 +91,9 @@ WRONG_ANSWERS = [
     found("SELECT x.i AS a, y.i AS b FROM bank.t x LEFT JOIN shop.t y ON x.k = y.k AND x.f > y.f",
           "a LEFT JOIN with a cross-party condition beside its keys acts as an inner join: the preserved side's "
           "rows without a match are dropped (2 rows, not 6)"),
-    found("SELECT u.i AS i FROM (SELECT i, f FROM bank.t UNION ALL SELECT i, f FROM shop.t) u WHERE NOT (u.f = 1)",
+    fixed("SELECT u.i AS i FROM (SELECT i, f FROM bank.t UNION ALL SELECT i, f FROM shop.t) u WHERE NOT (u.f = 1)",
           "NOT of a comparison with NULL on the SPU is true, not NULL: the rows whose f is NULL are kept"),
-    found("SELECT u.f AS f, u.f BETWEEN 1 AND 10 AS b FROM (SELECT f FROM bank.t UNION ALL SELECT f FROM shop.t) u "
+    fixed("SELECT u.f AS f, u.f BETWEEN 1 AND 10 AS b FROM (SELECT f FROM bank.t UNION ALL SELECT f FROM shop.t) u "
           "WHERE u.f IS NULL OR u.f < 1",
           "NULL BETWEEN 1 AND 10 on the SPU is false, not NULL (a comparison like u.f > 1 is right)"),
     # issue 15's first wrong answer, found again by the property test on its own data (DISTINCT over a
