@@ -307,6 +307,22 @@ def _binder_reason(message: str) -> str:
     return lines[0]
 
 
+def _check_outer_on(condition: exp.Expression, alias: str) -> None:
+    """A LEFT JOIN's ON conjunct must be a filter of the NULL side alone (applied before the join) or a
+    key `a.col = b.col` equating one of its columns with the other side's. Anything else decides
+    which rows match, not which rows are kept, so it cannot become a WHERE filter: refused."""
+    refs = aliases_of(condition)
+    if refs == {alias}:
+        return
+    is_key = isinstance(condition, exp.EQ) and all(isinstance(side, exp.Column) for side in (condition.left,
+                                                                                               condition.right))
+    if alias in refs and len(refs) == 2 and is_key:
+        return
+    raise NotSupportedError(f"outer JOIN ... ON {condition.sql(dialect='duckdb')}: across parties an outer join's ON "
+                            f"condition may only filter the joined table ({alias}) and equate its columns with the "
+                            "other side's; move other conditions into a subquery or compute the join at one party")
+
+
 def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
     _refuse_unsupported(select)
     ctes = {cte.alias_or_name: cte.this for cte in (select.args.get("with_").expressions if select.args.get("with_") else [])}
@@ -328,9 +344,8 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
             raise NotSupportedError(f"{shape} JOIN across parties is not supported yet (inner and LEFT joins are)")
         on = conjuncts_of(join.args.get("on"))
         if side == "LEFT":
-            if any(alias not in aliases_of(c) for c in on):
-                raise NotSupportedError("a LEFT JOIN's ON condition may only constrain the joined table (and equate "
-                                        "its keys with the other side's)")
+            for condition in on:
+                _check_outer_on(condition, alias)
             outer.append(alias)
         conjuncts += on
     where = select.args.get("where")

@@ -82,13 +82,13 @@ RUN_TIME_REFUSALS = [  # mostly the SPU stage's expression compiler refusing wha
                              "WHERE y.s LIKE 'a%' OR x.i > y.i", '"y.s" LIKE \'a%\' in secure computation'),
     # COUNT(DISTINCT) grouped across parties: refused only at run time once; answered now
     "SELECT x.s AS g, COUNT(DISTINCT y.i) AS n FROM bank.t x JOIN shop.t y ON x.k = y.k GROUP BY x.s",
-    found("SELECT x.i AS a FROM bank.t x LEFT JOIN shop.t y ON x.k = y.i WHERE y.k IN (SELECT v.i FROM bank.t v)",
+    fixed("SELECT x.i AS a FROM bank.t x LEFT JOIN shop.t y ON x.k = y.i WHERE y.k IN (SELECT v.i FROM bank.t v)",
           "IN / NOT IN / NOT EXISTS on a cross-party LEFT JOIN's NULL side: check accepts it, execution raises "
           "InternalError 'IndexError: arrays used as indices must be of integer (or boolean) type'"),
 ]
 
 WRONG_ANSWERS = [
-    found("SELECT x.i AS a, y.i AS b FROM bank.t x LEFT JOIN shop.t y ON x.k = y.k AND x.f > y.f",
+    fixed("SELECT x.i AS a, y.i AS b FROM bank.t x LEFT JOIN shop.t y ON x.k = y.k AND x.f > y.f",
           "a LEFT JOIN with a cross-party condition beside its keys acts as an inner join: the preserved side's "
           "rows without a match are dropped (2 rows, not 6)"),
     fixed("SELECT u.i AS i FROM (SELECT i, f FROM bank.t UNION ALL SELECT i, f FROM shop.t) u WHERE NOT (u.f = 1)",
