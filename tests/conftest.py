@@ -116,7 +116,8 @@ def _union_branches(node: exp.Expression) -> list[exp.Select]:
 
 def protected_counts(tree: exp.Select, issuer: str) -> list[exp.Expression]:
     """The group threshold's counts, as the engine applies it: per party other than the issuer, its
-    distinct rows in the group (`rowid`s of its tables in FROM, row numbers of its subqueries in FROM);
+    distinct rows in the group, per input (`rowid`s of each of its tables in FROM, row numbers of each
+    of its subqueries in FROM; a LEFT JOIN's NULL-extended rows are none of its rows);
     per UNION ALL branch of such a party, its rows. Tags subqueries in place; COUNT(*) if none."""
     rows: dict[str, list[exp.Expression]] = {}
     counts = []
@@ -137,10 +138,9 @@ def protected_counts(tree: exp.Select, issuer: str) -> list[exp.Expression]:
             if len(owners) == 1:
                 source.this.select(exp.alias_(sqlglot.parse_one("ROW_NUMBER() OVER ()"), "__oracle_row"), copy=False)
                 rows.setdefault(owners.pop(), []).append(exp.column("__oracle_row", table=name))
-    for party, refs in rows.items():
+    for party, refs in rows.items():  # each of its inputs on its own, as the engine counts (docs/architecture.md)
         if party != issuer:
-            row = refs[0] if len(refs) == 1 else exp.Tuple(expressions=refs)
-            counts.append(exp.Count(this=exp.Distinct(expressions=[row])))
+            counts += [exp.Count(this=exp.Distinct(expressions=[row])) for row in refs]
     return counts or [exp.Count(this=exp.Star())]
 
 

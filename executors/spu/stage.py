@@ -257,7 +257,7 @@ def spu_refusal(e: exp.Expression, kind_of=lambda column: None) -> str | None:
     rule = SPU_RULES.get(type(e))
     if rule is None:
         return (f"{e.sql(dialect='duckdb')}: {type(e).__name__.upper()} is not evaluated in secure computation; "
-                "compute it at one party, or rewrite it with the operators docs/architecture.md lists for the SPU")
+                "compute it at one party (docs/architecture.md: what the SPU evaluates)")
     why = rule(e, kind_of)
     if why is not None or isinstance(e, LEAVES):
         return why
