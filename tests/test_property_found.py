@@ -169,6 +169,9 @@ NOT_EVALUATED = [  # without a rule in executors/spu/stage.SPU_RULES: refused by
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE CAST(u.s AS DATE) > DATE '2024-01-01'",
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.dt > CAST('2024-01-01 10:00' AS TIMESTAMP)",
     f"SELECT u.i / u.k AS q FROM {UNION}",
+    f"SELECT SUM(DISTINCT u.i) AS n FROM {UNION}",
+    f"SELECT COUNT(*) FILTER (WHERE u.i > 2) AS n FROM {UNION}",
+    f"SELECT u.i AS i, ROW_NUMBER() OVER (ORDER BY u.i) AS r, RANK() OVER (ORDER BY u.f) AS q FROM {UNION}",
     "SELECT x.i AS a, y.i AS b FROM bank.t x LEFT JOIN shop.t y ON x.k = y.k AND x.i < y.i",
     "SELECT x.i AS a, y.i AS b FROM bank.t x LEFT JOIN shop.t y ON x.k + 0 = y.k",
 ]

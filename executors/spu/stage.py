@@ -224,11 +224,11 @@ def _case_rule(node: exp.Case, kind_of) -> str | None:
         f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
 
 
-def _count_rule(node: exp.Count, kind_of) -> str | None:
-    arg = node.this
-    if isinstance(arg, exp.Distinct) and len(arg.expressions) != 1:
-        return f"{node.sql(dialect='duckdb')}: secure computation counts the distinct values of one expression"
-    return None
+def _distinct_rule(node: exp.Distinct, kind_of) -> str | None:
+    if isinstance(node.parent, exp.Count) and len(node.expressions) == 1:
+        return None
+    return (f"{(node.parent or node).sql(dialect='duckdb')}: secure computation counts the distinct values of one "
+            "expression (COUNT(DISTINCT x)); no other aggregate takes DISTINCT")
 
 
 def _window_rule(node: exp.Window, kind_of) -> str | None:
@@ -244,10 +244,10 @@ SPU_RULES = {
         exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Add, exp.Sub,
         exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
         exp.If, exp.Coalesce, exp.Abs,
-        exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Distinct, exp.Star,  # aggregates (Star: COUNT(*))
+        exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
-    exp.Case: _case_rule, exp.Count: _count_rule, exp.Window: _window_rule,
+    exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
 
