@@ -271,6 +271,26 @@ def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     column types (exact and cheap: no data). A query DuckDB cannot bind (text times a number, AVG of a
     boolean, ...) is refused here with DuckDB's reason. Empty when the catalog's types cannot be
     declared in DuckDB (the results are then not type-checked)."""
+    rows = _describe(tree, catalog)
+    for (name, dtype, *_), expression in zip(rows, tree.expressions):
+        if dtype.upper().strip('"') not in NATIVE_TYPES and not dtype.upper().startswith(("DECIMAL", "VARCHAR")):
+            raise DataError(f"output {expression.sql(dialect='duckdb')[:80]!r} is of type {dtype}, which has no "
+                            "Arrow value (e.g. an integer literal beyond HUGEINT): CAST it to DOUBLE or VARCHAR")
+    return tuple(row[1] for row in rows)
+
+
+def subquery_columns(body: exp.Expression, catalog: Catalog) -> dict[str, str]:
+    """{output name: DuckDB type} of a subquery or UNION in FROM, by the same DESCRIBE; {} when unknown
+    (its columns then have no known type, and what needs one is refused)."""
+    try:
+        return {name: dtype for name, dtype, *_ in _describe(body, catalog)}
+    except PlanError:
+        return {}
+
+
+def _describe(tree: exp.Expression, catalog: Catalog) -> list[tuple]:
+    """DESCRIBE of the query over empty tables of the catalog's column types; [] when those types
+    cannot be declared in DuckDB; PlanError with DuckDB's reason when the query does not bind."""
     con = duckdb.connect(":memory:")
     try:
         try:
@@ -279,20 +299,15 @@ def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
                 con.execute(f'CREATE TABLE "{party}"."{table}" ({columns})')
         except duckdb.Error:
-            return ()
+            return []
         try:
-            rows = con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
+            return con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
         except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
             raise PlanError(_binder_reason(str(exc))) from None
         except duckdb.Error:
-            return ()
+            return []
     finally:
         con.close()
-    for (name, dtype, *_), expression in zip(rows, tree.expressions):
-        if dtype.upper().strip('"') not in NATIVE_TYPES and not dtype.upper().startswith(("DECIMAL", "VARCHAR")):
-            raise DataError(f"output {expression.sql(dialect='duckdb')[:80]!r} is of type {dtype}, which has no "
-                            "Arrow value (e.g. an integer literal beyond HUGEINT): CAST it to DOUBLE or VARCHAR")
-    return tuple(row[1] for row in rows)
 
 
 def _binder_reason(message: str) -> str:

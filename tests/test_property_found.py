@@ -155,7 +155,14 @@ DATES = [  # a DATE constant is a public day number on the SPU
 ]
 
 
-@pytest.mark.parametrize("sql", THREE_VALUED_LOGIC + LIKE + TEXT_EXTREMES + DATES)
+CASTS = [  # the kinds of a subquery's or a UNION's columns are known at plan time, as a table's are
+    f"SELECT CAST(u.i AS DOUBLE) AS q, CAST(u.k AS BIGINT) AS k FROM {UNION}",
+    "SELECT CAST(x.i AS DOUBLE) * y.f AS q FROM (SELECT k, i FROM bank.t WHERE i > 1) x JOIN shop.t y ON x.k = y.k",
+    "SELECT CAST(u.a AS DOUBLE) AS q FROM (SELECT i FROM bank.t UNION ALL SELECT i FROM shop.t) u(a)",
+]
+
+
+@pytest.mark.parametrize("sql", THREE_VALUED_LOGIC + LIKE + TEXT_EXTREMES + DATES + CASTS)
 def test_the_spu_evaluates_as_duckdb_does(plaintext_oracle, sql):
     assert plaintext_oracle.engine.check(sql, "bank") is None
     plaintext_oracle.check(sql, "bank")
@@ -169,6 +176,7 @@ NOT_EVALUATED = [  # without a rule in executors/spu/stage.SPU_RULES: refused by
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE CAST(u.s AS DATE) > DATE '2024-01-01'",
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.dt > CAST('2024-01-01 10:00' AS TIMESTAMP)",
     f"SELECT u.i / u.k AS q FROM {UNION}",
+    f"SELECT CAST(u.s AS DOUBLE) AS q FROM {UNION}",
     f"SELECT SUM(DISTINCT u.i) AS n FROM {UNION}",
     f"SELECT COUNT(*) FILTER (WHERE u.i > 2) AS n FROM {UNION}",
     f"SELECT u.i AS i, ROW_NUMBER() OVER (ORDER BY u.i) AS r, RANK() OVER (ORDER BY u.f) AS q FROM {UNION}",
