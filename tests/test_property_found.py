@@ -159,6 +159,10 @@ CASTS = [  # the kinds of a subquery's or a UNION's columns are known at plan ti
     f"SELECT CAST(u.i AS DOUBLE) AS q, CAST(u.k AS BIGINT) AS k FROM {UNION}",
     "SELECT CAST(x.i AS DOUBLE) * y.f AS q FROM (SELECT k, i FROM bank.t WHERE i > 1) x JOIN shop.t y ON x.k = y.k",
     "SELECT CAST(u.a AS DOUBLE) AS q FROM (SELECT i FROM bank.t UNION ALL SELECT i FROM shop.t) u(a)",
+    "SELECT CAST(x.i + y.i AS DOUBLE) AS q, CAST(x.i * y.i AS BIGINT) AS r, CAST(y.dt AS DATE) AS d, "
+    "CAST(-y.f AS DOUBLE) AS m FROM bank.t x JOIN shop.t y ON x.k = y.k WHERE x.i < y.i",
+    "SELECT CAST(SUM(x.i * y.i) AS DOUBLE) AS q, CAST(COUNT(*) AS DOUBLE) AS n FROM bank.t x JOIN shop.t y "
+    "ON x.k = y.k WHERE x.i > y.i",
 ]
 
 

@@ -157,7 +157,29 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return kinds.pop() if len(kinds) == 1 else None
     if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean)):
         return "bool"
+    if isinstance(e, (exp.Neg, exp.Abs, exp.Min, exp.Max)):
+        return static_kind(e.this, kind_of)
+    if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
+        return "int"
+    if isinstance(e, (exp.Avg, exp.Div)):
+        return "fixed"
+    if isinstance(e, exp.Sum):
+        return {"bool": "int"}.get(static_kind(e.this, kind_of), static_kind(e.this, kind_of))
+    if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
+        return _arithmetic_kind(e, static_kind(e.left, kind_of), static_kind(e.right, kind_of))
     return None
+
+
+def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | None:
+    """The kind of a + b, a - b or a * b as the stage computes it, None when unknown or refused."""
+    if None in (a, b):
+        return None
+    if isinstance(e, exp.Mul):
+        return ("fixed" if "fixed" in (a, b) else "int") if {a, b} <= {"int", "fixed"} else None
+    try:
+        return sum_kind(e, a, b)
+    except NotSupportedError:
+        return None
 
 
 def _division_rule(node: exp.Div, kind_of) -> str | None:
@@ -172,6 +194,8 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
     if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool"):
         return None
     if target in INTEGER_CASTS and kind == "int":
+        return None
+    if target == exp.DataType.Type.DATE and kind == "date":
         return None
     if target == exp.DataType.Type.DATE and isinstance(node.this, exp.Literal) and node.this.is_string:
         return None if _date_literal(node.this.this) is not None else f"{node.sql(dialect='duckdb')}: not a date"
@@ -408,7 +432,7 @@ class Stage:
                 return PV(_date_literal(v.value), "date")
             if target in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL):
                 return PV(float(v.value), "fixed") if isinstance(v, PV) else self.to_fixed(v)
-            if target in (exp.DataType.Type.BIGINT, exp.DataType.Type.INT) and getattr(v, "kind", "") in ("int",):
+            if (target in INTEGER_CASTS and v.kind == "int") or (target == exp.DataType.Type.DATE and v.kind == "date"):
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
