@@ -283,9 +283,21 @@ def subquery_columns(body: exp.Expression, catalog: Catalog) -> dict[str, str]:
     """{output name: DuckDB type} of a subquery or UNION in FROM, by the same DESCRIBE; {} when unknown
     (its columns then have no known type, and what needs one is refused)."""
     try:
-        return {name: dtype for name, dtype, *_ in _describe(body, catalog)}
+        columns = {name: dtype for name, dtype, *_ in _describe(body, catalog)}
+        if isinstance(body, exp.Union):  # the SPU unifies integers with decimals, nothing else (as DuckDB does)
+            branch_types = zip(*([dtype for _, dtype, *_ in _describe(b, catalog)] for b in _union_selects(body)))
+            for name, types in zip(list(columns), branch_types):
+                if len({dtype.split("(")[0].upper() if dtype.upper().startswith(("VARCHAR", "DATE", "BOOL"))
+                        else "number" for dtype in types}) > 1:
+                    columns[name] = f"UNION of {', '.join(sorted(set(types)))}"
+        return columns
     except PlanError:
         return {}
+
+
+def _union_selects(node: exp.Expression) -> list[exp.Expression]:
+    """The branches of a (nested) UNION, in order."""
+    return _union_selects(node.left) + _union_selects(node.right) if isinstance(node, exp.Union) else [node]
 
 
 def _describe(tree: exp.Expression, catalog: Catalog) -> list[tuple]:

@@ -181,6 +181,9 @@ NOT_EVALUATED = [  # without a rule in executors/spu/stage.SPU_RULES: refused by
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.dt > CAST('2024-01-01 10:00' AS TIMESTAMP)",
     f"SELECT u.i / u.k AS q FROM {UNION}",
     f"SELECT CAST(u.s AS DOUBLE) AS q FROM {UNION}",
+    # a UNION ALL column of text in one branch and numbers or dates in another (the stage unifies only numbers)
+    "SELECT x.c AS c FROM (SELECT i AS c FROM shop.t UNION ALL SELECT s AS c FROM bank.t) x ORDER BY c LIMIT 2",
+    "SELECT COUNT(*) AS n FROM (SELECT i AS c FROM shop.t UNION ALL SELECT dt AS c FROM bank.t) x WHERE x.c IS NULL",
     f"SELECT SUM(DISTINCT u.i) AS n FROM {UNION}",
     f"SELECT COUNT(*) FILTER (WHERE u.i > 2) AS n FROM {UNION}",
     f"SELECT u.i AS i, ROW_NUMBER() OVER (ORDER BY u.i) AS r, RANK() OVER (ORDER BY u.f) AS q FROM {UNION}",
