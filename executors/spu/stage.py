@@ -6,7 +6,9 @@ comparisons, AND/OR/NOT, CASE, COALESCE, IS NULL), filters by weighting rows wit
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
-alone. NULLs travel as a validity bit beside every value; a NULL compares as false.
+alone. NULLs travel as a validity bit beside every value, booleans too (three-valued logic: a NULL
+condition stays NULL through NOT, AND, OR until WHERE, HAVING or CASE reads it as false). What it
+evaluates is one table, `SPU_RULES`, which the planner checks at plan time.
 
 The group threshold (`SecureStage.threshold`) counts, per protected owner, its distinct rows in a
 group: the owner's provenance column rides along the group sort as a minor key and the starts of
@@ -444,7 +446,7 @@ class Stage:
         if bounds is None or v.kind != "text":
             raise NotSupportedError(_like_rule(e, None) or f"{e.sql(dialect='duckdb')}: LIKE of {v.kind} values")
         lo, hi = (self._text_constant(raw, len(v.valid)) for raw in bounds)
-        if lo is hi or bounds[0] == bounds[1]:
+        if bounds[0] == bounds[1]:  # no wildcard: equality
             bit = self._text_compare(exp.EQ, v, lo)
         else:
             bit = arith.beaver_mul(self.s, self._text_compare(exp.GTE, v, lo), self._text_compare(exp.LTE, v, hi))
