@@ -7,6 +7,7 @@ query can read the party's tables and nothing else on the machine.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -34,6 +35,25 @@ class TableSource:
         if suffix not in FILE_READERS:
             raise ConfigError(f"table {self.name!r}: unsupported file type {suffix!r} (use .parquet or .csv)")
         return FILE_READERS[suffix]
+
+    def read_sql(self) -> str:
+        """The table function call that reads the file. A CSV with a header and no data rows is read
+        with header=true: DuckDB's sniffer cannot tell a lone line of names from a row of text and
+        would name the columns column0, column1, ... (they come out as VARCHAR: no row to type them)."""
+        call = f"{self.reader}({_literal(str(self.path))}"
+        if self.reader == "read_csv_auto" and _header_only(self.path):
+            call += ", header = true"
+        return call + ")"
+
+
+def _header_only(path: Path) -> bool:
+    """Whether a text file has at most one non-blank line (a header without rows); reads no further
+    than its second such line."""
+    try:
+        with path.open("rb") as lines:
+            return next(itertools.islice((line for line in lines if line.strip()), 1, None), None) is None
+    except OSError:
+        return False  # the reader reports the missing or unreadable file itself
 
 
 CATEGORY = re.compile(r"^([A-Z][A-Za-z ]{0,40}) Error:")  # DuckDB's error kind: fixed words, never a value
@@ -111,7 +131,7 @@ class PartyStore:
             for source in self.tables:
                 try:
                     con.execute(f"CREATE TEMP VIEW {_quote(source.name)} AS "
-                                f"SELECT * FROM {source.reader}({_literal(str(source.path))})")
+                                f"SELECT * FROM {source.read_sql()}")
                 except duckdb.Error as exc:
                     raise ConfigError(f"party {self.party!r}: table {source.name!r} from {source.path}: "
                                       f"{exc}") from exc

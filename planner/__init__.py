@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import sqlglot
@@ -13,7 +14,7 @@ from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.analysis import check_rules, with_threshold
-from sqlsecure.planner.build import build_logical
+from sqlsecure.planner.build import build_logical, subquery_columns
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.cost import Link
 from sqlsecure.planner.ccl import CCLInference
@@ -59,6 +60,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
     parties: dict[str, str] = {}
     tables: dict[str, tuple[str, str]] = {}
+    typed: dict[str, tuple] = {}  # subqueries and UNIONs in FROM: (body, alias), typed on demand
     if isinstance(tree, exp.Select):
         items = ([tree.args["from_"].this] if tree.args.get("from_") else []) + [
             j.this for j in tree.args.get("joins") or []
@@ -73,12 +75,23 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                 owners = {t.db for t in body.find_all(exp.Table) if t.db}
                 if len(owners) == 1:
                     parties[item.alias_or_name] = owners.pop()
+                typed[item.alias_or_name] = (body.this if isinstance(body, exp.Subquery) else body,
+                                             item.args.get("alias"))
     optimized = optimize(logical, RuleContext(parties))
 
     def column_type(alias: str, column: str) -> str | None:
+        if alias in typed:
+            return subquery_columns_of(alias).get(column)
         if alias not in tables:
             return None
         return catalog.column_type(*tables[alias], column)
+
+    @functools.lru_cache(maxsize=None)
+    def subquery_columns_of(alias: str) -> dict[str, str]:
+        body, alias_node = typed[alias]
+        columns = subquery_columns(body, catalog)
+        renamed = [c.name for c in alias_node.columns] if alias_node is not None and alias_node.columns else []
+        return dict(zip(renamed, columns.values())) if renamed else columns
 
     published: dict[str, int | None] = {}
 

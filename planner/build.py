@@ -274,23 +274,50 @@ def duckdb_types(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     column types (exact and cheap: no data). A query DuckDB cannot bind (text times a number, AVG of a
     boolean, ...) is refused here with DuckDB's reason. Empty when the catalog's types cannot be
     declared in DuckDB (the results are then not type-checked)."""
-    con = duckdb.connect(":memory:")
-    try:
-        if not _empty_tables(con, tree, catalog):
-            return ()
-        try:
-            rows = con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
-        except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
-            raise PlanError(_binder_reason(str(exc))) from None
-        except duckdb.Error:
-            return ()
-    finally:
-        con.close()
+    rows = _describe(tree, catalog)
     for (name, dtype, *_), expression in zip(rows, tree.expressions):
         if dtype.upper().strip('"') not in NATIVE_TYPES and not dtype.upper().startswith(("DECIMAL", "VARCHAR")):
             raise DataError(f"output {expression.sql(dialect='duckdb')[:80]!r} is of type {dtype}, which has no "
                             "Arrow value (e.g. an integer literal beyond HUGEINT): CAST it to DOUBLE or VARCHAR")
     return tuple(row[1] for row in rows)
+
+
+def subquery_columns(body: exp.Expression, catalog: Catalog) -> dict[str, str]:
+    """{output name: DuckDB type} of a subquery or UNION in FROM, by the same DESCRIBE; {} when unknown
+    (its columns then have no known type, and what needs one is refused)."""
+    try:
+        columns = {name: dtype for name, dtype, *_ in _describe(body, catalog)}
+        if isinstance(body, exp.Union):  # the SPU unifies integers with decimals, nothing else (as DuckDB does)
+            branch_types = zip(*([dtype for _, dtype, *_ in _describe(b, catalog)] for b in _union_selects(body)))
+            for name, types in zip(list(columns), branch_types):
+                if len({dtype.split("(")[0].upper() if dtype.upper().startswith(("VARCHAR", "DATE", "BOOL"))
+                        else "number" for dtype in types}) > 1:
+                    columns[name] = f"UNION of {', '.join(sorted(set(types)))}"
+        return columns
+    except PlanError:
+        return {}
+
+
+def _union_selects(node: exp.Expression) -> list[exp.Expression]:
+    """The branches of a (nested) UNION, in order."""
+    return _union_selects(node.left) + _union_selects(node.right) if isinstance(node, exp.Union) else [node]
+
+
+def _describe(tree: exp.Expression, catalog: Catalog) -> list[tuple]:
+    """DESCRIBE of the query over empty tables of the catalog's column types; [] when those types
+    cannot be declared in DuckDB; PlanError with DuckDB's reason when the query does not bind."""
+    con = duckdb.connect(":memory:")
+    try:
+        if not _empty_tables(con, tree, catalog):
+            return []
+        try:
+            return con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
+        except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
+            raise PlanError(_binder_reason(str(exc))) from None
+        except duckdb.Error:
+            return []
+    finally:
+        con.close()
 
 
 def _empty_tables(con, tree: exp.Expression, catalog: Catalog) -> bool:
@@ -352,6 +379,22 @@ def _binder_reason(message: str) -> str:
     return lines[0]
 
 
+def _check_outer_on(condition: exp.Expression, alias: str) -> None:
+    """A LEFT JOIN's ON conjunct must be a filter of the NULL side alone (applied before the join) or a
+    key `a.col = b.col` equating one of its columns with the other side's. Anything else decides
+    which rows match, not which rows are kept, so it cannot become a WHERE filter: refused."""
+    refs = aliases_of(condition)
+    if refs == {alias}:
+        return
+    is_key = isinstance(condition, exp.EQ) and all(isinstance(side, exp.Column) for side in (condition.left,
+                                                                                               condition.right))
+    if alias in refs and len(refs) == 2 and is_key:
+        return
+    raise NotSupportedError(f"outer JOIN ... ON {condition.sql(dialect='duckdb')}: across parties an outer join's ON "
+                            f"condition may only filter the joined table ({alias}) and equate its columns with the "
+                            "other side's; move other conditions into a subquery or compute the join at one party")
+
+
 def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
     _refuse_unsupported(select)
     ctes = {cte.alias_or_name: cte.this for cte in (select.args.get("with_").expressions if select.args.get("with_") else [])}
@@ -373,9 +416,8 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
             raise NotSupportedError(f"{shape} JOIN across parties is not supported yet (inner and LEFT joins are)")
         on = conjuncts_of(join.args.get("on"))
         if side == "LEFT":
-            if any(alias not in aliases_of(c) for c in on):
-                raise NotSupportedError("a LEFT JOIN's ON condition may only constrain the joined table (and equate "
-                                        "its keys with the other side's)")
+            for condition in on:
+                _check_outer_on(condition, alias)
             outer.append(alias)
         conjuncts += on
     where = select.args.get("where")

@@ -659,6 +659,7 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
     _check_literals(used)
     _refuse_before_running([e for _, e in items] + ([aggregate.having] if aggregate and aggregate.having else []),
                            grouped=bool(group_by))
+    _check_spu_rules(used, ctx)
     sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
     return dict(
         compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),
@@ -689,26 +690,34 @@ def _result_kinds(project: Project) -> tuple[str, ...]:
     return tuple(kinds)
 
 
-SECURE_WINDOWS = (exp.RowNumber, exp.Rank, exp.DenseRank)
-
-
 def _refuse_before_running(expressions, grouped: bool) -> None:
-    """What the SPU stage cannot compute, refused at plan time rather than when run: aggregates with
-    FILTER or DISTINCT (but an ungrouped COUNT(DISTINCT x)), windows other than ROW_NUMBER / RANK /
-    DENSE_RANK over one common ORDER BY without PARTITION BY."""
+    """What the SPU stage cannot compute across expressions, refused at plan time rather than when run
+    (each expression on its own is checked by `_check_spu_rules`): windows over different ORDER BYs,
+    COUNT(DISTINCT x) with GROUP BY."""
     windows = [w for e in expressions for w in e.find_all(exp.Window)]
     for window in windows:
-        if not isinstance(window.this, SECURE_WINDOWS) or window.args.get("partition_by") \
-                or window.args.get("order") is None or window.args["order"] != windows[0].args.get("order"):
-            raise NotSupportedError(f"{window.sql(dialect='duckdb')}: secure windows are ROW_NUMBER, RANK and "
-                                    "DENSE_RANK over one common OVER (ORDER BY ...) without PARTITION BY")
+        if window.args.get("order") != windows[0].args.get("order"):
+            raise NotSupportedError(f"{window.sql(dialect='duckdb')}: secure windows share one common "
+                                    "OVER (ORDER BY ...)")
     for expression in expressions:
-        for node in expression.find_all(exp.Filter, exp.Distinct):
-            agg = node.this if isinstance(node, exp.Filter) else node.parent
-            if isinstance(node, exp.Filter) or not isinstance(agg, exp.Count) or grouped \
-                    or len(node.expressions) != 1:
-                raise NotSupportedError(f"{(node if isinstance(node, exp.Filter) else agg).sql(dialect='duckdb')} "
-                                        "in secure computation: only an ungrouped COUNT(DISTINCT x) is supported")
+        for node in expression.find_all(exp.Distinct):
+            if grouped and isinstance(node.parent, exp.Count):
+                raise NotSupportedError(f"{node.parent.sql(dialect='duckdb')} in secure computation: only an "
+                                        "ungrouped COUNT(DISTINCT x) is supported")
+
+
+def _check_spu_rules(expressions, ctx) -> None:
+    """Refuse at plan time every expression the SPU stage does not evaluate, by the stage's own table
+    (executors/spu/stage.SPU_RULES), so check, EXPLAIN and execution agree."""
+    from sqlsecure.executors.spu.stage import spu_refusal  # the stage's own rule (imported late: no cycle)
+
+    def kind_of(column: exp.Column) -> str | None:
+        return KIND_OF_TYPE.get((ctx.column_type(column.table, column.name) or "").split("(")[0].upper())
+
+    for expression in expressions:
+        why = spu_refusal(expression, kind_of)
+        if why is not None:
+            raise NotSupportedError(why)
 
 
 def _check_literals(expressions) -> None:

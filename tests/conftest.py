@@ -116,17 +116,23 @@ def _union_branches(node: exp.Expression) -> list[exp.Select]:
 
 def protected_counts(tree: exp.Select, issuer: str) -> list[exp.Expression]:
     """The group threshold's counts, as the engine applies it: per party other than the issuer, its
-    distinct rows in the group (`rowid`s of its tables in FROM, row numbers of its subqueries in FROM);
+    distinct rows in the group, per input (`rowid`s of each of its tables in FROM, row numbers of each
+    of its subqueries or CTEs in FROM; a LEFT JOIN's NULL-extended rows are none of its rows);
     per UNION ALL branch of such a party, its rows. Tags subqueries in place; COUNT(*) if none."""
     rows: dict[str, list[exp.Expression]] = {}
     counts = []
+    ctes = {cte.alias_or_name: exp.Subquery(this=cte.this) for cte in tree.find_all(exp.CTE)}
     for source in [tree.args["from_"].this, *(j.this for j in tree.args.get("joins") or [])]:
         name = source.alias_or_name
         if isinstance(source, exp.Table) and source.db:
             rows.setdefault(source.db, []).append(exp.column("rowid", table=name))
-        elif isinstance(source, exp.Subquery) and isinstance(source.this, exp.Union):
+            continue
+        if isinstance(source, exp.Table) and source.name in ctes:  # a CTE: its body, as a subquery in FROM
+            source = ctes[source.name]
+        if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Union):
             for i, branch in enumerate(_union_branches(source.this)):
-                branch.select(exp.alias_(exp.Literal.number(i), "__oracle_branch"), copy=False)
+                if "__oracle_branch" not in branch.named_selects:  # a CTE read twice is tagged once
+                    branch.select(exp.alias_(exp.Literal.number(i), "__oracle_branch"), copy=False)
                 owners = {t.db for t in branch.find_all(exp.Table) if t.db}
                 if owners - {issuer}:
                     counts.append(exp.Sum(this=exp.If(this=exp.EQ(this=exp.column("__oracle_branch", table=name),
@@ -135,12 +141,13 @@ def protected_counts(tree: exp.Select, issuer: str) -> list[exp.Expression]:
         elif isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
             owners = {t.db for t in source.find_all(exp.Table) if t.db}
             if len(owners) == 1:
-                source.this.select(exp.alias_(sqlglot.parse_one("ROW_NUMBER() OVER ()"), "__oracle_row"), copy=False)
+                if "__oracle_row" not in source.this.named_selects:
+                    source.this.select(exp.alias_(sqlglot.parse_one("ROW_NUMBER() OVER ()"), "__oracle_row"),
+                                       copy=False)
                 rows.setdefault(owners.pop(), []).append(exp.column("__oracle_row", table=name))
-    for party, refs in rows.items():
+    for party, refs in rows.items():  # each of its inputs on its own, as the engine counts (docs/architecture.md)
         if party != issuer:
-            row = refs[0] if len(refs) == 1 else exp.Tuple(expressions=refs)
-            counts.append(exp.Count(this=exp.Distinct(expressions=[row])))
+            counts += [exp.Count(this=exp.Distinct(expressions=[row])) for row in refs]
     return counts or [exp.Count(this=exp.Star())]
 
 

@@ -59,7 +59,8 @@ def random_federation(seed: int) -> dict[str, dict[str, pa.Table]]:
     """2-3 parties, 1-2 tables each, 0-30 rows per table.
 
     shop's tables are written as CSV by the conftest writer: they get at least 2 rows, because a
-    header-only CSV registers its columns as column0, column1, ... (a bug: tests/test_property_found.py)."""
+    header-only CSV keeps its column names but has no types (its columns are VARCHAR; see
+    docs/federation.md), so its UNIONs and arithmetic would differ from the other parties' tables."""
     rng = np.random.default_rng(seed)
     parties = ("bank", "shop", "insurer")[: int(rng.integers(2, 4))]
     return {party: {name: random_table(rng, int(rng.integers(2 if party == "shop" else 0, 31)))

@@ -101,6 +101,16 @@ def _hstack(tables: list[pa.Table]) -> pa.Table:
     return pa.Table.from_arrays(columns, names=names)
 
 
+
+def _per_row(flags: np.ndarray, provenance: pa.ChunkedArray) -> np.ndarray:
+    """A base relation's per-row flags on the joined rows that came from it (`provenance`: the base
+    row of each joined row). A LEFT JOIN's NULL-extended rows (NULL provenance) came from no base
+    row: all their columns are NULL, so their key is NULL and the flag is False."""
+    matched = provenance.is_valid().to_numpy(zero_copy_only=False)
+    out = np.zeros(len(provenance), dtype=bool)
+    out[matched] = flags[provenance.drop_null().to_numpy().astype(np.int64)]
+    return out
+
 class PartyExecutor:
     def __init__(self, name: str, store: PartyStore, endpoint: Endpoint, workers: GroupWorkers | None = None,
                  mask_key: bytes | None = None, progress=None, trust=None, psi_cache: PsiCache | None = None,
@@ -331,15 +341,15 @@ class PartyExecutor:
         if me == step.left_party:
             encoded = encode_keys(pieces[step.left_base], step.left_keys)
             member = self._psi(step, step.right_party, f"{tag}/psi", encoded, None)
-            provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
-            has_key = np.array([k is not None for k in encoded], dtype=bool)[provenance]
+            provenance = pieces[step.left].column(f"__prov_{step.left_base}")
+            is_member = _per_row(member, provenance)
+            has_key = _per_row(np.array([k is not None for k in encoded], dtype=bool), provenance)
             if step.mode == "semi":
-                keep = member[provenance]
+                keep = is_member
             elif step.null_aware:
-                keep = not_in_keep(self._endpoint.recv(step.right_party, f"{tag}/nulls"), member[provenance],
-                                   has_key)
+                keep = not_in_keep(self._endpoint.recv(step.right_party, f"{tag}/nulls"), is_member, has_key)
             else:
-                keep = ~member[provenance]
+                keep = ~is_member
             left_idx = np.flatnonzero(keep).astype(np.int64)
             for holder in step.keep:
                 if holder != me:

@@ -6,7 +6,9 @@ comparisons, AND/OR/NOT, CASE, COALESCE, IS NULL), filters by weighting rows wit
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
-alone. NULLs travel as a validity bit beside every value; a NULL compares as false.
+alone. NULLs travel as a validity bit beside every value, booleans too (three-valued logic: a NULL
+condition stays NULL through NOT, AND, OR until WHERE, HAVING or CASE reads it as false). What it
+evaluates is one table, `SPU_RULES`, which the planner checks at plan time.
 
 The group threshold (`SecureStage.threshold`) counts, per protected owner, its distinct rows in a
 group: the owner's provenance column rides along the group sort as a minor key and the starts of
@@ -25,6 +27,7 @@ others learn only that the query was refused). The issuer learns the result.
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
 
@@ -35,7 +38,8 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
-from sqlsecure.executors.spu.values import decimal_scale, decode, encode, kind_of, limb_fracs, limbs_of, range_kind
+from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
+                                           limb_fracs, limbs_of, range_kind)
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.ranges import RangePlan, input_limits
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
@@ -123,25 +127,181 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
     return "fixed" if "fixed" in (a, b) else "int"
 
 
-# What `Stage.ev` and the aggregates evaluate on shares: deny by default, so a planner asking whether
-# the SPU can run an expression (`spu_cannot_evaluate`) never picks it for one it would refuse.
-SPU_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Neg, exp.Add, exp.Sub,
-             exp.Mul, exp.Div, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
-             exp.Or, exp.Not, exp.Is, exp.Case, exp.If, exp.Coalesce, exp.Abs, exp.Cast, exp.DataType, exp.Count,
-             exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star, exp.Distinct, exp.Window, exp.Order, exp.Ordered,
-             exp.RowNumber, exp.Rank, exp.DenseRank)
-SPU_CASTS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGINT,
-             exp.DataType.Type.INT)
+# -- what the stage evaluates --------------------------------------------------------------------
+# One table, read by the planner at plan time (planner/placement.py) and by the stage before it runs, so
+# `check`, EXPLAIN and execution refuse the same queries. A node class missing here is refused (deny by
+# default); a rule returns why its node is refused (None: evaluated). `kind_of(column)` is the column's
+# SPU kind (int, fixed, bool, date, text) or None when unknown.
+
+NUMERIC_CASTS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
+INTEGER_CASTS = (exp.DataType.Type.BIGINT, exp.DataType.Type.INT)
+LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Star)  # their children are names, not expressions
 
 
-def spu_cannot_evaluate(expression: exp.Expression) -> exp.Expression | None:
-    """The first part of `expression` the SPU stage cannot evaluate on shares (a function, operator,
-    subquery or CAST outside `SPU_NODES`), or None when it can."""
-    for node in expression.walk():
-        if not isinstance(node, SPU_NODES) or (isinstance(node, exp.In) and node.args.get("query")) \
-                or (isinstance(node, exp.Cast) and node.to.this not in SPU_CASTS):
-            return node
+def _evaluated(node, kind_of) -> None:
     return None
+
+
+def static_kind(e: exp.Expression, kind_of) -> str | None:
+    """The SPU kind of an expression where it follows from its form alone (None: not known)."""
+    if isinstance(e, exp.Paren):
+        return static_kind(e.this, kind_of)
+    if isinstance(e, exp.Column):
+        return kind_of(e)
+    if isinstance(e, exp.Literal):
+        return "text" if e.is_string else literal_value(e).kind
+    if isinstance(e, exp.Cast):
+        return {**{t: "fixed" for t in NUMERIC_CASTS}, **{t: "int" for t in INTEGER_CASTS},
+                exp.DataType.Type.DATE: "date"}.get(e.to.this)
+    if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
+        branches = ([i.args["true"] for i in e.args.get("ifs") or []] + [e.args.get("default")]
+                    if isinstance(e, exp.Case) else [e.args.get("true"), e.args.get("false")]
+                    if isinstance(e, exp.If) else [e.this, *e.expressions])
+        kinds = {static_kind(b, kind_of) for b in branches if b is not None and not isinstance(b, exp.Null)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean)):
+        return "bool"
+    if isinstance(e, (exp.Neg, exp.Abs, exp.Min, exp.Max)):
+        return static_kind(e.this, kind_of)
+    if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
+        return "int"
+    if isinstance(e, (exp.Avg, exp.Div)):
+        return "fixed"
+    if isinstance(e, exp.Sum):
+        return {"bool": "int"}.get(static_kind(e.this, kind_of), static_kind(e.this, kind_of))
+    if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
+        return _arithmetic_kind(e, static_kind(e.left, kind_of), static_kind(e.right, kind_of))
+    return None
+
+
+def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | None:
+    """The kind of a + b, a - b or a * b as the stage computes it, None when unknown or refused."""
+    if None in (a, b):
+        return None
+    if isinstance(e, exp.Mul):
+        return ("fixed" if "fixed" in (a, b) else "int") if {a, b} <= {"int", "fixed"} else None
+    try:
+        return sum_kind(e, a, b)
+    except NotSupportedError:
+        return None
+
+
+def _division_rule(node: exp.Div, kind_of) -> str | None:
+    divisor = node.expression.unnest()
+    if isinstance(divisor, exp.Literal) and not divisor.is_string and float(divisor.this):
+        return None
+    return f"{node.sql(dialect='duckdb')}: secure computation divides by a non-zero number constant only (AVG divides)"
+
+
+def _cast_rule(node: exp.Cast, kind_of) -> str | None:
+    target, kind = node.to.this, static_kind(node.this, kind_of)
+    if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool"):
+        return None
+    if target in INTEGER_CASTS and kind == "int":
+        return None
+    if target == exp.DataType.Type.DATE and kind == "date":
+        return None
+    if target == exp.DataType.Type.DATE and isinstance(node.this, exp.Literal) and node.this.is_string:
+        return None if _date_literal(node.this.this) is not None else f"{node.sql(dialect='duckdb')}: not a date"
+    return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers to "
+            "DOUBLE/DECIMAL, integers to BIGINT and DATE '...' constants; compute it at one party")
+
+
+def _date_literal(text: str) -> int | None:
+    """A DATE constant as days since 1970-01-01 (the SPU's dates), or None when it is not a date."""
+    try:
+        return (datetime.date.fromisoformat(text.strip()) - EPOCH).days
+    except ValueError:
+        return None
+
+
+def like_bounds(pattern: str) -> tuple[bytes, bytes] | None:
+    """x LIKE pattern as lo <= x <= hi over the text limbs, for a pattern with no wildcard (equality)
+    or one trailing '%' (a prefix; UTF-8 has no byte 0xFF, so prefix + 0xFF... bounds it). None for
+    other patterns (a '%' or '_' elsewhere, a backslash, more bytes than the SPU's text holds)."""
+    exact = pattern[:-1] if pattern.endswith("%") else pattern
+    raw = exact.encode()
+    if any(c in exact for c in "%_\\") or len(raw) > TEXT_LIMBS * LIMB_BYTES:
+        return None
+    if exact == pattern:
+        return raw, raw
+    return raw, raw + b"\xff" * (TEXT_LIMBS * LIMB_BYTES - len(raw))
+
+
+def _like_rule(node: exp.Like, kind_of) -> str | None:
+    pattern = node.expression
+    if isinstance(pattern, exp.Literal) and pattern.is_string and like_bounds(pattern.this) is not None:
+        return None
+    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU matches LIKE with a constant pattern "
+            "that is a whole value ('abc') or a prefix ('abc%'); compute other patterns at one party")
+
+
+def _in_rule(node: exp.In, kind_of) -> str | None:
+    if node.args.get("query") or node.args.get("unnest") or node.args.get("field") or not node.expressions:
+        return f"{node.sql(dialect='duckdb')}: secure computation takes IN with a list of values"
+    return None
+
+
+def _is_rule(node: exp.Is, kind_of) -> str | None:
+    return None if isinstance(node.expression, exp.Null) else \
+        f"{node.sql(dialect='duckdb')}: secure computation takes IS NULL / IS NOT NULL only"
+
+
+def _case_rule(node: exp.Case, kind_of) -> str | None:
+    return None if node.this is None else \
+        f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
+
+
+def _distinct_rule(node: exp.Distinct, kind_of) -> str | None:
+    if isinstance(node.parent, exp.Count) and len(node.expressions) == 1:
+        return None
+    return (f"{(node.parent or node).sql(dialect='duckdb')}: secure computation counts the distinct values of one "
+            "expression (COUNT(DISTINCT x)); no other aggregate takes DISTINCT")
+
+
+def _window_rule(node: exp.Window, kind_of) -> str | None:
+    if isinstance(node.this, (exp.RowNumber, exp.Rank, exp.DenseRank)) and not node.args.get("spec") \
+            and not node.args.get("partition_by") and node.args.get("order") is not None:
+        return None
+    return (f"{node.sql(dialect='duckdb')}: secure windows are ROW_NUMBER, RANK and DENSE_RANK over one common "
+            "OVER (ORDER BY ...) without PARTITION BY or frame")
+
+
+SPU_RULES = {
+    **{cls: _evaluated for cls in (
+        exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Add, exp.Sub,
+        exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
+        exp.If, exp.Coalesce, exp.Abs,
+        exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
+        exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
+    exp.Div: _division_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
+}
+
+
+def spu_cannot_evaluate(e: exp.Expression, kind_of=lambda column: None) -> exp.Expression | None:
+    """The first node of `e` (outermost first) without a rule in SPU_RULES or refused by its rule, or None
+    when the SPU stage evaluates all of it (the cost model asks this before it prices the SPU)."""
+    rule = SPU_RULES.get(type(e))
+    if rule is None or rule(e, kind_of) is not None:
+        return e
+    if isinstance(e, LEAVES):
+        return None
+    return next((part for child in e.iter_expressions() if (part := spu_cannot_evaluate(child, kind_of)) is not None),
+                None)
+
+
+def spu_refusal(e: exp.Expression, kind_of=lambda column: None) -> str | None:
+    """Why the SPU stage cannot evaluate `e`, or None. Aggregates of text are evaluated; every rule is in
+    SPU_RULES."""
+    part = spu_cannot_evaluate(e, kind_of)
+    if part is None:
+        return None
+    rule = SPU_RULES.get(type(part))
+    if rule is None:
+        return (f"{part.sql(dialect='duckdb')}: {type(part).__name__.upper()} is not evaluated in secure computation; "
+                "compute it at one party (docs/architecture.md: what the SPU evaluates)")
+    return rule(part, kind_of)
 
 
 class Stage:
@@ -156,6 +316,7 @@ class Stage:
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
+        self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -265,12 +426,12 @@ class Stage:
             return self._logic(exp.And(this=exp.GTE(this=x, expression=e.args["low"]),
                                        expression=exp.LTE(this=x, expression=e.args["high"])))
         if isinstance(e, exp.In) and not e.args.get("query"):
-            x = self.ev(e.this)
-            bits = [self.truth(self._compare(exp.EQ, x, self.ev(v))) for v in e.expressions]
-            miss = self.ones(len(bits[0]))
-            for bit in bits:
-                miss = arith.beaver_mul(s, miss, self.ones(len(bit)) - bit)
-            return SV([self.ones(len(miss)) - miss], self.ones(len(miss)), "bool")
+            x = self.ev(e.this)  # x IN (a, b) is x = a OR x = b, NULLs included
+            acc = None
+            for v in e.expressions:
+                eq = self._compare(exp.EQ, x, self.ev(v))
+                acc = eq if acc is None else self._kleene(exp.Or, acc, eq)
+            return acc
         if isinstance(e, LOGIC_TYPES):
             return self._logic(e)
         if isinstance(e, exp.Is) and isinstance(e.expression, exp.Null):
@@ -288,15 +449,42 @@ class Stage:
             v = self.secret(self.ev(e.this))
             _numeric_only(e, v)
             return SV([compare.abs_(s, v.value)], v.valid, v.kind)
+        if isinstance(e, exp.Like):
+            return self._like(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
+            if target == exp.DataType.Type.DATE and isinstance(v, PV) and v.kind == "text" \
+                    and _date_literal(v.value) is not None:  # DATE '...': a public day number
+                return PV(_date_literal(v.value), "date")
             if target in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL):
                 return PV(float(v.value), "fixed") if isinstance(v, PV) else self.to_fixed(v)
-            if target in (exp.DataType.Type.BIGINT, exp.DataType.Type.INT) and getattr(v, "kind", "") in ("int",):
+            if (target in INTEGER_CASTS and v.kind == "int") or (target == exp.DataType.Type.DATE and v.kind == "date"):
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _like(self, e: exp.Like) -> SV:
+        """x LIKE 'abc' (equality) or 'abc%' (a range of the text limbs: 'abc' <= x <= 'abc' + 0xFF...)."""
+        bounds = like_bounds(e.expression.this) if isinstance(e.expression, exp.Literal) else None
+        v = self.secret(self.ev(e.this))
+        if bounds is None or v.kind != "text":
+            raise NotSupportedError(_like_rule(e, None) or f"{e.sql(dialect='duckdb')}: LIKE of {v.kind} values")
+        lo, hi = (self._text_constant(raw, len(v.valid)) for raw in bounds)
+        if bounds[0] == bounds[1]:  # no wildcard: equality
+            bit = self._text_compare(exp.EQ, v, lo)
+        else:
+            bit = arith.beaver_mul(self.s, self._text_compare(exp.GTE, v, lo), self._text_compare(exp.LTE, v, hi))
+        if e.args.get("negate"):
+            bit = self.ones(len(bit)) - bit
+        return SV([bit], v.valid, "bool")
+
+    def _text_constant(self, raw: bytes, n: int) -> SV:
+        """Bytes as public text limbs (zero-padded, big-endian, as `values.text_limbs`)."""
+        raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
+        limbs = [np.full(n, int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big"), dtype=np.uint64)
+                 for k in range(TEXT_LIMBS)]
+        return SV([arith.public(self.s, limb.astype(np.int64)) for limb in limbs], self.ones(n), "text")
 
     def _narrow(self, product: exp.Mul) -> bool:
         """Whether |product| < 2^(62-2F) is proven by the checked input limits: then a fixed-point
@@ -359,14 +547,33 @@ class Stage:
         return less
 
     def _logic(self, e) -> SV:
-        s = self.s
+        """NOT, AND, OR in SQL's three-valued logic: a NULL operand stays NULL unless the other decides
+        (false AND NULL is false, true OR NULL is true); only WHERE, HAVING and CASE read NULL as false."""
         if isinstance(e, exp.Not):
-            bit = self.truth(self.ev(e.this))
-            return SV([self.ones(len(bit)) - bit], self.ones(len(bit)), "bool")
-        a, b = self.truth(self.ev(e.left)), self.truth(self.ev(e.right))
-        both = arith.beaver_mul(s, a, b)
-        bit = both if isinstance(e, exp.And) else a + b - both
-        return SV([bit], self.ones(len(bit)), "bool")
+            v = self._condition(self.ev(e.this))
+            return SV([self.ones(len(v.valid)) - v.value], v.valid, "bool")
+        return self._kleene(type(e), self._condition(self.ev(e.left)), self._condition(self.ev(e.right)))
+
+    def _condition(self, v) -> SV:
+        """A boolean operand as a secret (value, validity) pair; anything else is refused."""
+        v = self.secret(v)
+        if v.kind != "bool":
+            raise NotSupportedError("a condition in secure computation must be a comparison or a logical expression")
+        return v
+
+    def _kleene(self, op, a: SV, b: SV) -> SV:
+        """a AND b / a OR b over (value, validity) pairs: the result is known where both are, or where
+        one known operand decides it (false for AND, true for OR)."""
+        s = self.s
+        true_a, true_b = self.truth(a), self.truth(b)
+        false_a, false_b = a.valid - true_a, b.valid - true_b
+        if op is exp.And:
+            known_true = arith.beaver_mul(s, true_a, true_b)
+            known_false = false_a + false_b - arith.beaver_mul(s, false_a, false_b)
+        else:
+            known_true = true_a + true_b - arith.beaver_mul(s, true_a, true_b)
+            known_false = arith.beaver_mul(s, false_a, false_b)
+        return SV([known_true], known_true + known_false, "bool")
 
     def _mux(self, c: ArithShare, x: SV, y: SV) -> SV:
         if x.kind != y.kind:
@@ -420,9 +627,10 @@ class Stage:
                 inputs.append(("sum", arith.beaver_mul(s, w, v.value).with_frac(v.value.frac)))
                 kind = "int" if v.kind == "bool" else v.kind  # SUM of booleans counts the true ones, as in DuckDB
                 plan.append((node, "avg" if isinstance(node, exp.Avg) else "sum", counted, (len(inputs) - 1, kind)))
+            elif isinstance(node, (exp.Min, exp.Max)) and v.kind == "text":
+                self.text_extremes.append((isinstance(node, exp.Max), w, v.limbs))
+                plan.append((node, "text_extreme", counted, len(self.text_extremes) - 1))
             elif isinstance(node, (exp.Min, exp.Max)):
-                if v.kind == "text":
-                    raise NotSupportedError("MIN/MAX of text in secure computation")
                 inputs.append(self._aggregate_input(node, w, v.value))
                 plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
             else:
@@ -439,6 +647,19 @@ class Stage:
         # the sentinel in ring units whatever the scale (scaling it by 2^frac would wrap to 0)
         fill = arith.public(s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
         return ("max" if take_max else "min"), compare.mux(s, w, limb, ArithShare(fill.data, limb.frac))
+
+    def text_extreme_limbs(self, group_keys=(), key_bits=None) -> list[ArithShare]:
+        """MIN/MAX of text per group, at each group's last sorted row (where `group_by` puts its
+        aggregates): one oblivious sort by (group keys, weight, value), the value descending for MIN,
+        so a group's last row holds the extreme of its weighted rows (text limbs compare
+        lexicographically, as ORDER BY does). Returns the limbs of every text MIN/MAX, in order."""
+        out = []
+        for take_max, w, limbs in self.text_extremes:
+            keys = [*group_keys, w, *limbs]
+            desc = [False] * (len(group_keys) + 1) + [not take_max] * len(limbs)
+            bits = None if key_bits is None else [*key_bits, 2, *[64] * len(limbs)]
+            out += relational.sort(self.s, keys, [], desc, key_bits=bits)[0][-len(limbs):]
+        return out
 
     def count_distinct(self, node: exp.Count, weight: ArithShare) -> SV:
         """COUNT(DISTINCT x) over all rows: sort (weight, x) obliviously, count where a new run of a
@@ -487,6 +708,9 @@ class Stage:
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
                 limbs = [results[i] for i in (value[0], *value[2:])]
                 self.aggs[node.sql(dialect="duckdb")] = SV(limbs, nonempty, value[1])
+            elif kind == "text_extreme":
+                first = len(results) - TEXT_LIMBS * (len(self.text_extremes) - value)  # appended last, in order
+                self.aggs[node.sql(dialect="duckdb")] = SV(results[first:first + TEXT_LIMBS], nonempty, "text")
             else:  # AVG = SUM / COUNT, with COUNT 0 giving NULL
                 total = results[value[0]]
                 if total.frac == 0:
@@ -575,11 +799,21 @@ def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession) -> tup
     return [null_key, *v.limbs], [False] + [descending] * len(v.limbs)
 
 
+def refuse_unevaluated(step, kinds: dict[str, str]) -> None:
+    """Refuse, before any share is made, what SPU_RULES does not evaluate: the planner checked the
+    same table, so this fires only if a plan was built otherwise."""
+    for sql in (*step.filters, *step.group_by, *([step.having] if step.having else []), *(e for _, e in step.outputs)):
+        why = spu_refusal(_parse(sql), lambda column: kinds.get(column.name))
+        if why is not None:
+            raise NotSupportedError(why)
+
+
 def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_rows: dict[int, int] | None = None,
               sides: dict | None = None, tag: str = "") -> tuple[list[SV], ArithShare | None]:
     """Evaluate the stage; returns the output values (rows compacted, sorted, limited) and, for an
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
+    refuse_unevaluated(step, {c: range_kind(k) for c, k in kinds.items()})
     ranges = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, n, s.frac_bits, _parse)  # each owner checks its values against them
     limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
@@ -695,6 +929,10 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance[0] if provenance else None)
             group_keys = grouped.carried if stage.group_code is not None else grouped.keys
             results = grouped.aggregates[:len(agg_inputs)]
+            if stage.group_code is not None:
+                results += stage.text_extreme_limbs([stage.group_code[0]], [stage.group_code[1]])
+            else:
+                results += stage.text_extreme_limbs(key_cols)
             counts = [grouped.distinct] if provenance else []
             counts += [group([("count", None)], p).distinct for p in provenance[1:]]
             counts += grouped.aggregates[len(agg_inputs):]
@@ -723,6 +961,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             totals = []
             for kind, column in agg_inputs:
                 totals.append(_total(s, kind, column))
+            totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
+                       for limb in stage.text_extreme_limbs()]
             stage.finish_aggregates(plan, totals)
             stage.aggs.update(distinct_counts)
             counts = [stage.distinct_total(w, [p]) for w, p in provenance] + [arith.total(b) for b in branches]
