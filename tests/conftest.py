@@ -98,6 +98,29 @@ def grants_toml(*grants: tuple[str, tuple[str, ...], str]) -> str:
     return "\n".join(sections)
 
 
+# Differential privacy for bank over the test tables: its budget and the contribution bounds DP needs.
+BANK_DP = """[privacy.bank]
+epsilon = 3.0
+query_epsilon = 1.0
+delta = 1e-5
+
+[rules."shop.orders"]
+identity_column = "customer_id"
+max_rows_per_identity = 10
+bounds = { amount = [0, 500] }
+
+[rules."bank.customers"]
+identity_column = "id"
+max_rows_per_identity = 1
+"""
+
+
+@pytest.fixture(scope="session")
+def bank_dp() -> str:
+    """[privacy.bank] and the owners' contribution bounds, as TOML (BANK_DP)."""
+    return BANK_DP
+
+
 def all_plaintext(parties=PARTIES) -> str:
     """Grants that let every party see every column: for correctness tests only."""
     out = []

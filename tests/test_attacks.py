@@ -41,21 +41,6 @@ columns = ["shop.orders.category"]
 constraint = "PLAINTEXT_AFTER_GROUP_BY"
 """
 
-DP = GRANTS + """
-[privacy.bank]
-epsilon = 3.0
-query_epsilon = 1.0
-delta = 1e-5
-
-[rules."shop.orders"]
-identity_column = "customer_id"
-max_rows_per_identity = 10
-bounds = { amount = [0, 500] }
-
-[rules."bank.customers"]
-identity_column = "id"
-max_rows_per_identity = 1
-"""
 
 JOIN = "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
 
@@ -66,7 +51,7 @@ def fed(tmp_path_factory, make_federation):
         yield engine
 
 
-def dp_federation(directory, make_federation, text=DP):
+def dp_federation(directory, make_federation, text: str):
     return make_federation(directory, text, parties=("bank", "shop"))
 
 
@@ -117,8 +102,8 @@ def test_small_groups_are_dropped(fed):
 
 # -- protected by differential privacy -------------------------------------------------------------
 
-def test_differencing_is_noised_and_charged(tmp_path, make_federation):
-    path = dp_federation(tmp_path, make_federation)
+def test_differencing_is_noised_and_charged(tmp_path, make_federation, bank_dp):
+    path = dp_federation(tmp_path, make_federation, GRANTS + bank_dp)
     with Engine(path) as engine:
         everyone = f"SELECT COUNT(*) AS n, SUM(o.amount) AS s {JOIN}"
         all_but_one = everyone + " WHERE o.order_id <> 7"
@@ -135,8 +120,8 @@ def test_differencing_is_noised_and_charged(tmp_path, make_federation):
         assert engine.ledger.spent("bank").epsilon == pytest.approx(3.0)
 
 
-def test_dp_needs_declared_bounds(tmp_path, make_federation):
-    text = DP.replace('bounds = { amount = [0, 500] }', '')
+def test_dp_needs_declared_bounds(tmp_path, make_federation, bank_dp):
+    text = (GRANTS + bank_dp).replace('bounds = { amount = [0, 500] }', '')
     with Engine(dp_federation(tmp_path, make_federation, text)) as engine:
         with pytest.raises(PolicyViolation, match="clamping bounds"):
             engine.plan(f"SELECT SUM(o.amount) {JOIN}", "bank")
@@ -144,8 +129,8 @@ def test_dp_needs_declared_bounds(tmp_path, make_federation):
             engine.plan(f"SELECT c.name {JOIN}", "bank")
 
 
-def test_dp_grouped_release(tmp_path, make_federation):
-    with Engine(dp_federation(tmp_path, make_federation)) as engine:
+def test_dp_grouped_release(tmp_path, make_federation, bank_dp):
+    with Engine(dp_federation(tmp_path, make_federation, GRANTS + bank_dp)) as engine:
         table = engine.execute(f"SELECT o.category, COUNT(*) AS n, AVG(o.amount) AS a {JOIN} "
                                "GROUP BY o.category", "bank").table
         assert table.column_names == ["category", "n", "a"]
@@ -171,8 +156,8 @@ def test_noise_is_unbiased_with_the_stated_scale():
     assert abs(values.mean() - 1000) < 5 * sigma / np.sqrt(n) and 0.8 < values.var() / sigma ** 2 < 1.2
 
 
-def test_dp_answers_end_to_end_are_near_the_truth(tmp_path, make_federation):
-    text = DP.replace("epsilon = 3.0", "epsilon = 100000.0").replace("query_epsilon = 1.0", "query_epsilon = 2.0")
+def test_dp_answers_end_to_end_are_near_the_truth(tmp_path, make_federation, bank_dp):
+    text = (GRANTS + bank_dp).replace("epsilon = 3.0", "epsilon = 100000.0").replace("query_epsilon = 1.0", "query_epsilon = 2.0")
     with Engine(dp_federation(tmp_path, make_federation, text)) as engine:
         true = Engine(engine.config).execute("SELECT COUNT(*) AS n FROM shop.orders", "shop").table
         draws = [engine.execute("SELECT SUM(amount) AS s, COUNT(*) AS n FROM shop.orders", "bank").table.to_pylist()[0]
@@ -182,8 +167,8 @@ def test_dp_answers_end_to_end_are_near_the_truth(tmp_path, make_federation):
     assert len(set(counts)) > 5  # really random
 
 
-def test_parallel_queries_never_overspend(tmp_path, make_federation):
-    path = dp_federation(tmp_path, make_federation)
+def test_parallel_queries_never_overspend(tmp_path, make_federation, bank_dp):
+    path = dp_federation(tmp_path, make_federation, GRANTS + bank_dp)
     engines = [Engine(path) for _ in range(6)]
     outcomes = []
 
@@ -223,8 +208,8 @@ def test_ledger_is_safe_across_processes(tmp_path):
     assert Ledger(tmp_path / "l.sqlite").spent("bank").epsilon == pytest.approx(5.0)
 
 
-def test_crash_between_charge_and_reveal_still_charges(tmp_path, make_federation):
-    path = dp_federation(tmp_path, make_federation)
+def test_crash_between_charge_and_reveal_still_charges(tmp_path, make_federation, bank_dp):
+    path = dp_federation(tmp_path, make_federation, GRANTS + bank_dp)
     script = textwrap.dedent(f"""
         import os
         from sqlsecure.engine import Engine
@@ -238,12 +223,12 @@ def test_crash_between_charge_and_reveal_still_charges(tmp_path, make_federation
         assert engine.ledger.spent("bank").epsilon == pytest.approx(1.0)
 
 
-def test_budget_command(tmp_path, make_federation):
+def test_budget_command(tmp_path, make_federation, bank_dp):
     from click.testing import CliRunner
 
     from sqlsecure.cli import main
 
-    path = dp_federation(tmp_path, make_federation)
+    path = dp_federation(tmp_path, make_federation, GRANTS + bank_dp)
     with Engine(path) as engine:
         engine.execute(f"SELECT COUNT(*) {JOIN}", "bank")
     result = CliRunner().invoke(main, ["budget", "-F", str(path)])

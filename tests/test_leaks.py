@@ -233,24 +233,9 @@ def test_aggregation_rule_keys_are_validated(tmp_path, make_federation, setup):
 
 # -- leak 6: differencing needs differential privacy -----------------------------------------------
 
-DP = """
-[privacy.bank]
-epsilon = 3.0
-query_epsilon = 1.0
-delta = 1e-5
-
-[rules."shop.orders"]
-identity_column = "customer_id"
-max_rows_per_identity = 10
-bounds = { amount = [0, 500] }
-
-[rules."bank.customers"]
-identity_column = "id"
-max_rows_per_identity = 1
-"""
 
 
-def test_differencing_pair_is_noised_at_one_identitys_scale(tmp_path, make_federation, setup, monkeypatch):
+def test_differencing_pair_is_noised_at_one_identitys_scale(tmp_path, make_federation, setup, monkeypatch, bank_dp):
     """Each answer of the pair is noised with a Laplace scale of at least one identity's largest
     contribution (10 rows x 500 / ε), and charged: their difference does not give order 950's amount.
     The sampler is replaced by a recorder, so the test depends on no random draw."""
@@ -261,7 +246,7 @@ def test_differencing_pair_is_noised_at_one_identitys_scale(tmp_path, make_feder
         return privacy.np.array(list(values), dtype=float if not integer else int)
 
     monkeypatch.setattr(privacy, "sample", recorded)
-    path = make_federation(tmp_path, setup + DP)
+    path = make_federation(tmp_path, setup + bank_dp)
     everyone = f"SELECT SUM(o.amount) AS s {JOIN}"
     with Engine(path) as engine:
         assert "differential privacy (laplace)" in engine.explain(everyone, "bank")
