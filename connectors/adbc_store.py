@@ -386,7 +386,7 @@ class AdbcStore:
         tables = self._tables(tree)
         if self._pushable(tree, tables):
             return self._transpiled(tree), True
-        return "; ".join(self._fetch_plan(tree, name)[0] for name in sorted(set(tables.values()))), False
+        return "; ".join(self._fetch_plan(tree, name, tables)[0] for name in sorted(set(tables.values()))), False
 
     def _transpiled(self, tree: exp.Expression) -> str:
         tree = tree.copy()
@@ -398,17 +398,17 @@ class AdbcStore:
         except SqlglotError as exc:
             raise OperationalError(f"party {self.party!r}: cannot write the query for its source: {exc}") from None
 
-    def _fetch_plan(self, tree: exp.Expression, name: str) -> tuple[str, pa.Schema]:
+    def _fetch_plan(self, tree: exp.Expression, name: str, tables: dict[str, str]) -> tuple[str, pa.Schema]:
         """SELECT the columns of table `name` the query uses (with the WHERE conjuncts that push, when the
         query reads that table alone), and the schema of what it returns."""
-        aliases = {alias for alias, table in self._tables(tree).items() if table == name}
+        aliases = {alias for alias, table in tables.items() if table == name}
         used = {c.name for c in tree.find_all(exp.Column) if c.table in aliases or not c.table}
         schema = self._schemas[name]
         columns = [f.name for f in schema if f.name in used] or [schema[0].name]
         query = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
             exp.table_(name, db=self._homes.get(name), quoted=True))
         where = tree.args.get("where") if isinstance(tree, exp.Select) else None
-        if where is not None and len(self._tables(tree)) == 1 and self.source.dialect is not None:
+        if where is not None and len(tables) == 1 and self.source.dialect is not None:
             (alias,) = aliases
             for conjunct in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
                 if self._pushable(conjunct, {alias: name}):
@@ -428,7 +428,7 @@ class AdbcStore:
         local = _utc_duckdb()
         try:
             for name in set(tables.values()):
-                fetch, wanted = self._fetch_plan(tree, name)
+                fetch, wanted = self._fetch_plan(tree, name, tables)
                 local.register(name, _conform(self._fetch(fetch), wanted))
             try:
                 return _conform(local.sql(sql).to_arrow_table(), expected)

@@ -20,7 +20,7 @@ from sqlsecure.planner.cost import Link
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.logical import Node
-from sqlsecure.planner.parse import load_query, parse_query, resolved_names
+from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
@@ -110,7 +110,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     physical = place(optimized, ctx)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
-    names = resolved_names(parse_query(sql, dialect), catalog, issuer)
+    names = tree.meta.get("resolved_names", ())
     return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names)
 
 

@@ -255,8 +255,12 @@ def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer
                time_zone: str = "UTC") -> exp.Expression:
     """Parse, bind `?` parameters, expand federation views, check references, qualify, then rewrite what
     DuckDB would answer differently from `dialect` (planner/dialects/; CURDATE() etc. in `time_zone`)."""
-    tree = expand_views(bind_parameters(parse_query(sql, dialect), parameters), catalog.views)
+    parsed = bind_parameters(parse_query(sql, dialect), parameters)
+    resolved = resolved_names(parsed, catalog, issuer)
+    tree = expand_views(parsed, catalog.views)
     check_references(tree, catalog, sql, issuer)
     names = duckdb_names(tree, catalog)
     tree = name_outputs(qualify_query(tree, catalog, dialect, sql), names)
-    return to_duckdb_meaning(tree, dialect, catalog.sqlglot_schema(dialect), time_zone)
+    tree = to_duckdb_meaning(tree, dialect, catalog.sqlglot_schema(dialect), time_zone)
+    tree.meta["resolved_names"] = resolved  # for EXPLAIN: how each bare table name resolved
+    return tree

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+import urllib.parse
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,7 +495,7 @@ def _parse_audit(key: str, body: dict, path: Path, problem) -> AuditSettings | N
 
 def _parse_source(uri: str, key: str, body: dict, path: Path, problem) -> Source | None:
     """A party's ADBC source: the URI (no password in it), the schema its tables are in, a password file."""
-    if "@" in uri.split("://", 1)[1].split("/", 1)[0] and ":" in uri.split("://", 1)[1].split("@", 1)[0]:
+    if urllib.parse.urlsplit(uri).password is not None:
         problem(f"{key}.database", "put no password in the federation file: use PGPASSWORD, ~/.pgpass or "
                                    "password_file")
         return None

@@ -158,6 +158,14 @@ BAD_SNIPPETS = [
     (fed('[rules]\n"a" = { min_group_size = 1 }\n'), 'rules."a"'), (fed(top="rules = 5\n"), "rules"),
     (fed("[enclave]\nauthority = 5\n"), "enclave.authority"), (fed(top="enclave = 5\n"), "enclave"),
     (fed(top="dealer = 5\n"), "dealer"),
+    (fed('[parties.c]\ndatabase = "postgresql://u:secret@h:5432/d"\n'), "parties.c.database"),
+    (fed('[parties.c]\ndatabase = "mysql://h/d"\n'), "parties.c.database"),
+    (fed('[parties.c]\ndatabase = "postgresql://u@h/d"\nschema = 5\n'), "parties.c.schema"),
+    (fed('[parties.c]\ndatabase = "postgresql://u@h/d"\npassword_file = "nope.pw"\n'), "parties.c.password_file"),
+    (fed('[parties.c]\ndatabase = "postgresql://u@h/d"\ntls_root_certs = "nope.pem"\n'), "parties.c.tls_root_certs"),
+    (fed('[parties.c.tables]\nt = "a.csv"\n[parties.d]\nschema = "public"\n'), "parties.d.schema"),
+    (fed('[views]\nv = 5\n'), "views.v"), (fed('[views]\nv = "DELETE FROM a.t"\n'), "views.v"),
+    (fed(top="views = 5\n"), "views"),
 ]
 
 

@@ -232,12 +232,10 @@ FIXED_TYPES = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.T
 
 
 def literal_value(e: exp.Literal) -> int | float:
-    """A numeric literal as the stage reads it: an int when written without '.' and integral."""
+    """A numeric literal as DuckDB types it (and the stage reads it): digits alone are an integer; a '.'
+    or an exponent makes a DOUBLE or DECIMAL (ValueError / OverflowError for text that is no number)."""
     text = e.this
-    if "." not in text and "e" not in text.lower():
-        return int(text)
-    number = float(text)
-    return int(number) if number.is_integer() and "." not in text else number
+    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 def constant(e: exp.Expression) -> int | float | None:

@@ -17,12 +17,11 @@ their public positions. No single count is opened: only the keep bit, through th
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
-many sums fall outside the division's fixed-point range, and how many sort keys (ORDER BY, windows,
-GROUP BY without the owner's group numbers) are beyond 2^62 in ring units, where a secure comparison
-is no longer exact (normally 0; otherwise the query fails with a DataError rather than answer
-wrongly). Before anything is shared, each owner checks its columns against the limits `spu.ranges`
-derives from the query (a value outside, NaN or ±infinity is a DataError naming the column: the
-others learn only that the query was refused). The issuer learns the result.
+many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails with
+a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
+against the limits `spu.ranges` derives from the query, sort and group keys included (a value
+outside, NaN or ±infinity is a DataError naming the column: the others learn only that the query was
+refused). The issuer learns the result.
 """
 
 from __future__ import annotations
@@ -41,12 +40,11 @@ from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind)
 from sqlsecure.executors.spu import arith, compare, relational
-from sqlsecure.executors.spu.ranges import RangePlan, input_limits
+from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value as literal_number
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
 
-SORT_LIMIT = 1 << 62  # secure comparisons of a - b are exact while |a|, |b| < 2^62
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
@@ -89,8 +87,8 @@ def literal_value(e: exp.Literal) -> PV:
         return PV(e.this, "text")
     text = e.this
     shown = f"{text[:40]}{'...' if len(text) > 40 else ''}"
-    try:  # DuckDB's typing: digits alone are an integer; a '.' or an exponent makes a DOUBLE or DECIMAL
-        number = int(text) if text.lstrip("-").isdigit() else float(text)
+    try:
+        number = literal_number(e)
     except (ValueError, OverflowError):
         raise DataError(f"the constant {shown} is not a number the SPU can hold (a literal)") from None
     if isinstance(number, int):
@@ -312,7 +310,6 @@ class Stage:
         self.aggs: dict[str, SV] = {}
         self.out_of_range: list[ArithShare] = []
         self.checked: list[str] = []  # the AVGs whose sums `out_of_range` checks, for the error message
-        self.keys_out_of_range: list[ArithShare] = []  # sort keys a secure comparison cannot order exactly
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
@@ -730,31 +727,17 @@ class Stage:
             self.s, np.full(len(x), int(limit), dtype=np.int64))
         self.out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, x), bound, arith=True))
 
-    def check_sort_keys(self, v: SV) -> None:
-        """Remember secret bits [|key| >= 2^62] of a numeric sort key (ring units): two keys are ordered
-        exactly only when their difference fits the ring's signed range. Text limbs are below 2^56."""
-        if v.kind == "text":
-            return
-        for limb in v.limbs:
-            raw = ArithShare(limb.data, 0)
-            bound = arith.public(self.s, np.full(len(raw), SORT_LIMIT, dtype=np.int64))
-            self.keys_out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, raw), bound, arith=True))
-
     def assert_ranges(self) -> None:
-        """Open how many values were out of range (nothing else); refuse the query if any was."""
-        if not (self.out_of_range or self.keys_out_of_range):
+        """Open how many AVG sums were out of range (nothing else); refuse the query if any was. (Sort,
+        group and window keys need no such check: `spu.ranges` bounds them through their owners' limits.)"""
+        if not self.out_of_range:
             return
-        zero = arith.public(self.s, np.zeros(1, dtype=np.int64))
-        counts = [sum((arith.total(b) for b in bits), zero).data
-                  for bits in (self.out_of_range, self.keys_out_of_range)]
-        averages, keys = (int(c[0]) for c in self.s.open_many(arith=counts))
-        if averages:
+        count = sum((arith.total(b) for b in self.out_of_range[1:]), arith.total(self.out_of_range[0]))
+        (opened,) = self.s.open_many(arith=[count.data])
+        if int(opened[0]):
             names = ", ".join(dict.fromkeys(self.checked))
-            raise DataError(f"{averages} sum(s) of {names} exceed the range of the SPU's fixed-point "
+            raise DataError(f"{int(opened[0])} sum(s) of {names} exceed the range of the SPU's fixed-point "
                             f"division (|sum| < {AVG_LIMIT:g}); use SUM and COUNT instead")
-        if keys:
-            raise DataError(f"{keys} ORDER BY / GROUP BY / window key value(s) are beyond what the SPU orders exactly "
-                            "(|x| < 2^62, or 2^46 for fixed point); sort by a smaller expression or at one party")
 
 
 def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
@@ -915,9 +898,6 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if step.group_by:
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
-            if stage.group_code is None:
-                for k in keys:
-                    stage.check_sort_keys(k)
 
             def group(aggs, within=None):
                 if stage.group_code is not None:  # sort on the owner's code, the key values along
@@ -986,7 +966,6 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if windows:
             keys, desc = [], []
             for o, k in zip(windows[0].args["order"].expressions, carried[len(carried) - len(window_keys):]):
-                stage.check_sort_keys(k)
                 kk, dd = _sort_keys(k, bool(o.args.get("desc")), bool(o.args.get("nulls_first")), s)
                 keys += kk
                 desc += dd
@@ -1012,7 +991,6 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
     if step.order and (flag is None) and values and len(values[0].valid) > 1:
         keys, desc = [], []
         for index, descending, nulls_first in step.order:
-            stage.check_sort_keys(values[index])
             kk, dd = _sort_keys(values[index], descending, nulls_first, s)
             keys += kk
             desc += dd
