@@ -148,7 +148,17 @@ def parse_query(sql: str, dialect: str) -> exp.Expression:
         raise PlanError(f"only SELECT queries are allowed; got {kind}")
     if tree.find(exp.Into) is not None:
         raise PlanError("SELECT ... INTO is not allowed: queries are read-only")
+    check_empty_clauses(tree)
     return tree
+
+
+def check_empty_clauses(tree: exp.Expression) -> None:
+    """Refuse a clause the parser accepted with nothing in it (`GROUP BY` at the end of the query):
+    left in, the text would reach a party's database and fail there."""
+    for group in tree.find_all(exp.Group):
+        if not any(value for value in group.args.values()):
+            raise PlanError("syntax error: incomplete GROUP BY: its expressions part is missing; "
+                            "name the grouping columns after GROUP BY, or remove it")
 
 
 def check_references(tree: exp.Expression, catalog: Catalog, sql: str, issuer: str | None = None) -> None:

@@ -45,6 +45,9 @@ def test_not_yet_supported_is_refused(engine, sql, fragment):
     ("SELECT * FROM read_csv('/etc/passwd')", "table functions"),
     ("SELECT getenv('HOME') FROM bank.customers", "getenv"),
     ("SELECT 1; SELECT 2", "one statement"),
+    ("SELECT region FROM bank.customers GROUP BY", "incomplete GROUP BY"),
+    ("SELECT c.region FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id GROUP BY",
+     "incomplete GROUP BY"),
 ])
 def test_bad_queries_are_plan_errors(engine, sql, fragment):
     with pytest.raises(PlanError, match=fragment):
