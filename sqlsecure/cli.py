@@ -286,7 +286,8 @@ def serve(federation: str, issuer: str, listen: str, tls_cert: str | None, tls_k
     import ipaddress
 
     from sqlsecure.flight_sql import Credentials
-    from sqlsecure.flight_sql.server import log_to, parse_listen, serve_federation
+    from sqlsecure.flight_sql.server import parse_listen, serve_federation
+    from sqlsecure.logs import log_to
 
     try:
         host, port = parse_listen(listen)
@@ -408,15 +409,20 @@ def party() -> None:
 @federation_option
 @click.option("--name", required=True, help="The party to serve (or 'dealer' / 'enclave').")
 @click.option("--timeout", type=float, help="Seconds a silent peer may take (default: federation.network_timeout).")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Append the log (its database's and protocols' errors, in full) here instead of stderr.")
 @debug_option
-def party_serve(federation: str, name: str, timeout: float | None, debug: bool) -> None:
+def party_serve(federation: str, name: str, timeout: float | None, log_file: str | None, debug: bool) -> None:
     """Serve NAME's part of federated queries over Arrow Flight with mutual TLS (docs/network.md).
 
-    Opens only NAME's own data. Runs until SIGTERM or Ctrl-C."""
+    Opens only NAME's own data. Runs until SIGTERM or Ctrl-C. Its log (INFO and up: a failure's full
+    text, which never crosses to another party) goes to stderr or --log-file."""
     from sqlsecure.errors import OperationalError
+    from sqlsecure.logs import log_to
     from sqlsecure.party_service import PartyService
 
     try:
+        log_to(log_file)
         service = PartyService(federation, name, timeout=timeout)
     except OSError as exc:  # e.g. the port is taken
         _fail(OperationalError(f"cannot serve {name}: {exc}"), debug)

@@ -19,7 +19,7 @@ import adbc_driver_manager
 from sqlsecure.certs import check_issued_by, load_certificate
 from sqlsecure.engine import Engine
 from sqlsecure.federation import load_federation
-from sqlsecure.flight_sql.server import log_to
+from sqlsecure.logs import log_to
 
 GRANTS = (("bank", ("shop.orders.customer_id", "shop.orders.category"), "PLAINTEXT"),
           ("bank", ("shop.orders.amount",), "PLAINTEXT_AFTER_AGGREGATE"),
@@ -144,6 +144,24 @@ def test_serve_logs_to_stderr_by_default():
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+
+
+@pytest.mark.parametrize("command", [["serve", "--as", "bank", "--listen", "127.0.0.1:0", "--user", "u",
+                                      "--password", "p"], ["party", "serve", "--name", "bank"]])
+def test_an_unwritable_log_file_is_a_clean_error(federation_dir, tmp_path, command):
+    from click.testing import CliRunner
+
+    from sqlsecure.cli import main
+
+    where = tmp_path / "missing" / "x.log"
+    root = logging.getLogger("sqlsecure")
+    handlers = list(root.handlers)
+    result = CliRunner().invoke(main, [*command, "-F", str(federation_dir / "federation.toml"),
+                                       "--log-file", str(where)])
+    for handler in set(root.handlers) - set(handlers):
+        root.removeHandler(handler)
+    assert result.exit_code != 0 and f"--log-file {where}: cannot append to it" in result.output
+    assert "Traceback" not in result.output
 
 
 def readme_commands(names: set[str]) -> list[list[str]]:

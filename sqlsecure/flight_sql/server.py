@@ -80,26 +80,6 @@ METADATA_COMMANDS = (pb.CommandGetSqlInfo, pb.CommandGetCatalogs, pb.CommandGetD
                      pb.CommandGetTableTypes)
 QUERY_COMMANDS = (pb.CommandStatementQuery, pb.CommandPreparedStatementQuery)
 REFUSALS = (errors.ProgrammingError, errors.NotSupportedError)  # PlanError, PolicyViolation: the query's fault
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def log_to(log_file: str | None = None) -> logging.Handler:
-    """Send the server's log (logins, queries, refusals, errors; INFO and up) to stderr or `log_file`.
-
-    Attached to the `sqlsecure` logger, so the engine's own errors are included; returns the handler
-    (to remove it when the server stops)."""
-    try:
-        handler = logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler()
-    except OSError as exc:
-        raise errors.ConfigError(f"--log-file {log_file}: cannot append to it: {exc.strerror}") from None
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger("sqlsecure")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return handler
-
-
 def flight_error(exc: errors.Error) -> flight.FlightError:
     """The Flight error a client receives for an engine error: its class name and message, nothing else."""
     text = f"{type(exc).__name__}: {exc}"
