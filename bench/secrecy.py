@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import os
 import platform
 import shutil
@@ -136,19 +137,27 @@ def credit_tables(rows: int, rng) -> dict[str, pa.Table]:
                            "cs": rng.integers(300, 851, rows)})}
 
 
-def tpch_tables(rows: int, main: str, names: tuple[str, ...]) -> dict[str, pa.Table]:
-    """TPC-H tables from `tpchgen-cli` at the scale factor that gives `main` `rows` rows, cut to that
-    count (tpchgen's smallest reliable scale factor is 0.001); other tables cut in proportion."""
-    per_sf = {"orders": 1_500_000, "lineitem": 6_001_215, "customer": 150_000}
-    sf = max(rows / per_sf[main], 0.001)
+TPCH_ROWS_PER_SF = {"orders": 1_500_000, "lineitem": 6_001_215, "customer": 150_000}
+
+
+@functools.cache
+def tpch_generated(sf: float) -> dict[str, pa.Table]:
+    """orders, lineitem and customer from `tpchgen-cli` at `sf`, generated once per process."""
     with tempfile.TemporaryDirectory(prefix="sqlsecure-secrecy-") as directory:
-        subprocess.run([tpchgen(), "parquet", "-s", f"{sf:.6f}", "-o", directory, "--tables", ",".join(names)],
-                       check=True, capture_output=True)
-        tables = {name: pq.read_table(Path(directory) / f"{name}.parquet") for name in names}
-    scale = rows / per_sf[main]
-    return {name: table.slice(0, rows if name == main else max(int(per_sf[name] * scale), 1)).cast(
-        pa.schema([f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema]))
-        for name, table in tables.items()}
+        subprocess.run([tpchgen(), "parquet", "-s", f"{sf:.6f}", "-o", directory, "--tables",
+                        ",".join(TPCH_ROWS_PER_SF)], check=True, capture_output=True)
+        tables = {name: pq.read_table(Path(directory) / f"{name}.parquet") for name in TPCH_ROWS_PER_SF}
+    return {name: t.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f
+                                    for f in t.schema])) for name, t in tables.items()}
+
+
+def tpch_tables(rows: int, main: str, names: tuple[str, ...]) -> dict[str, pa.Table]:
+    """TPC-H tables at the scale factor that gives `main` `rows` rows, cut to that count (tpchgen's
+    smallest reliable scale factor is 0.001); the other tables cut in proportion."""
+    scale = rows / TPCH_ROWS_PER_SF[main]
+    tables = tpch_generated(max(round(scale, 6), 0.001))
+    return {name: tables[name].slice(0, rows if name == main else max(int(TPCH_ROWS_PER_SF[name] * scale), 1))
+            for name in names}
 
 
 HOSPITALS = ("h1", "h2", "h3")
