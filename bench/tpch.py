@@ -212,6 +212,15 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
               + "  " + row[-1], flush=True)
 
 
+def chosen(parser: argparse.ArgumentParser, text: str, known: dict) -> list[str]:
+    """The comma-separated names of `text`, each one of `known` (else a usage error naming them)."""
+    names = text.split(",")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown: {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
 def tpchgen() -> str:
     """The `tpchgen-cli` executable: on PATH, or beside this Python (a virtualenv not activated)."""
     found = shutil.which("tpchgen-cli") or shutil.which("tpchgen-cli", path=str(Path(sys.executable).parent))
@@ -240,10 +249,7 @@ def main() -> int:
     parser.add_argument("--queries", default=",".join(QUERIES))
     parser.add_argument("--data", type=Path, help="a directory for the generated tables, kept (default: temporary)")
     args = parser.parse_args()
-    names = args.queries.split(",")
-    unknown = [n for n in names if n not in QUERIES]
-    if unknown:
-        parser.error(f"unknown queries: {', '.join(unknown)}; known: {', '.join(QUERIES)}")
+    names = chosen(parser, args.queries, QUERIES)
     directory = args.data or Path(tempfile.mkdtemp(prefix="sqlsecure-tpch-"))
     directory.mkdir(parents=True, exist_ok=True)
     try:
