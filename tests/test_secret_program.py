@@ -330,6 +330,21 @@ def test_value_beyond_the_ring_is_refused_before_any_share(nparties):
     assert [tag.split("/")[-1] for _, tag in from_owner] == ["program-sizes"] * (nparties - 1)
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_a_sum_that_could_wrap_is_refused_before_any_share(nparties):
+    big = pa.table({"x": pa.array([2**61, 1, 2**61, 5], pa.int64())})
+    root = {"op": "aggregate", "child": inp(0), "keys": [], "threshold": None,
+            "aggregates": [["s", "SUM", '"x"', False]]}
+    with pytest.raises(DataError, match="'x'.*SUM"):
+        run(nparties, program_of(root, [[["x", "int"]]]), [big])
+
+
+def test_an_input_of_another_type_than_declared_is_refused():
+    floats = pa.table({"x": pa.array([1.5, 2.0], pa.float64())})
+    with pytest.raises(ProtocolError, match="'x'.*declares int"):
+        run(2, program_of(inp(0), [[["x", "int"]]]), [floats])
+
+
 def test_parse_refuses_bad_nodes():
     with pytest.raises(ProtocolError, match="root.child"):
         parse_program(program_of({"op": "filter", "child": {"op": "scan"}, "condition": "TRUE"}, [VISIT_COLUMNS]))

@@ -1,6 +1,8 @@
 """The secret-program interpreter: an operator tree over secret relations, run by the SPU compute
-parties in lockstep (issue 16; the interface with the planner is /work/notes/program_spec.md,
-kept in docs/architecture.md).
+parties in lockstep (issue 16). The JSON (`parse_program`) is the interface with the planner's
+`SecretQuery` step: {"inputs": [{"columns": [[name, kind], ...]}, ...], "root": NODE}, one NODE per
+operator of `secret_relation` (input, filter, project, union_all, join, aggregate, distinct,
+window, sort), expressions as DuckDB SQL over the child's quoted column names.
 
   parse_program(text)      canonical JSON -> `Program`: every node validated (its op, fields, column
                            names, the kinds of its expressions, what SPU_RULES evaluates); a bad node
@@ -33,7 +35,7 @@ from sqlsecure.executors.spu.ranges import RangePlan
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.stage import SV, spu_refusal, static_kind
-from sqlsecure.executors.spu.values import decimal_scale, decode, encode, limb_fracs, limbs_of, range_kind
+from sqlsecure.executors.spu.values import decimal_scale, decode, encode, kind_of, limb_fracs, limbs_of, range_kind
 
 KINDS = ("int", "fixed", "bool", "date", "text")
 JOIN_KINDS = ("inner", "left", "semi", "anti", "cross")
@@ -497,11 +499,7 @@ def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
                     ) -> tuple[dict[int, int], dict[int, int]]:
     """Tell every other party which inputs I hold and their row counts (public sizes): 1 round."""
     for i, table in tables.items():
-        if not 0 <= i < len(program.inputs):
-            raise ProtocolError(f"secret program: this party was given input {i}, which the program does not have")
-        missing = [c for c, _ in program.inputs[i] if c not in table.column_names]
-        if missing:
-            raise ProtocolError(f"secret program: input {i} lacks the columns {missing}")
+        _check_input_table(program, i, table)
     mine = json.dumps({str(i): t.num_rows for i, t in tables.items()}).encode()
     tag = s.tag("program-sizes")
     s.rounds += 1
@@ -518,6 +516,23 @@ def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
     if missing:
         raise ProtocolError(f"secret program: no compute party holds the inputs {missing}")
     return owners, rows
+
+
+def _check_input_table(program: Program, index: int, table: pa.Table) -> None:
+    """My table holds the input's columns in types its kinds encode exactly (an integer column may
+    be declared fixed point; a column of NULLs fits any kind), else a ProtocolError naming it."""
+    if not 0 <= index < len(program.inputs):
+        raise ProtocolError(f"secret program: this party was given input {index}, which the program does not have")
+    for column, kind in program.inputs[index]:
+        if column not in table.column_names:
+            raise ProtocolError(f"secret program: input {index} lacks the column {column!r}")
+        dtype = table.schema.field(column).type
+        if pa.types.is_null(dtype):
+            continue
+        found = kind_of(dtype)
+        if found != kind and not (kind == "fixed" and (found == "int" or decimal_scale(found) is not None)):
+            raise ProtocolError(f"secret program: input {index} column {column!r} holds {dtype} values, which the "
+                                f"program declares {kind}")
 
 
 def _encode_input(program: Program, index: int, table: pa.Table, limits: dict, frac: int) -> dict:
@@ -609,7 +624,7 @@ def receive_program_output(endpoint, step, program: Program) -> pa.Table:
     if total is None or len(total) != width:
         raise ProtocolError(f"secret program {step.out}: the compute parties sent {len(total or [])} columns, "
                             f"expected {width}")
-    return decode_result(program, total, getattr(step, "frac_bits", 16))
+    return decode_result(program, total, step.frac_bits)
 
 
 def decode_result(program: Program, opened: list[np.ndarray], frac: int) -> pa.Table:
