@@ -2,7 +2,10 @@
 equivalent SQL over the same small tables, with 2 and 3 compute parties, NULLs, duplicates, empty and
 all-invalid inputs; refusals; round bounds."""
 
+import datetime
+import decimal
 import json
+import threading
 
 import duckdb
 import pyarrow as pa
@@ -12,9 +15,10 @@ from hypothesis import strategies as st
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.runtime.channel import InProcessChannel
-from sqlsecure.executors.spu.dealer import DEALER
+from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.program import output_schema, parse_program, receive_program_output, run_program
+from sqlsecure.executors.spu.session import SpuSession
 
 PARTIES = [2, 3]
 
@@ -286,10 +290,6 @@ def test_issuer_outside_the_compute_parties_gets_the_result():
     class Step:
         compute, out, frac_bits = tuple(parties), "q1", 16
 
-    import threading
-
-    from sqlsecure.executors.spu.dealer import Dealer
-    from sqlsecure.executors.spu.session import SpuSession
     errors, got = [], {}
 
     def party(i):
@@ -392,8 +392,6 @@ def test_rounds_stay_within_the_documented_bounds():
 
 @pytest.mark.parametrize("nparties", PARTIES)
 def test_decimals_and_dates_stay_exact(nparties):
-    import datetime
-    import decimal
     table = pa.table({"k": pa.array(["a", "b", "a", None], pa.string()),
                       "price": pa.array([decimal.Decimal(x) for x in ("1.10", "2.25", "0.05", "9.99")],
                                         pa.decimal128(9, 2)),

@@ -31,7 +31,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.executors.spu import arith, relational
 from sqlsecure.executors.spu import secret_relation as sr
-from sqlsecure.executors.spu.ranges import RangePlan
+from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.stage import SV, spu_refusal, static_kind
@@ -158,14 +158,6 @@ def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str
         raise NotSupportedError(f"secret program: {where}: cannot tell the kind of {e.sql(dialect='duckdb')} in "
                                 "secure computation (mixed or unknown kinds)")
     return kind
-
-
-def _branches(e: exp.Expression) -> list[exp.Expression]:
-    if isinstance(e, exp.Coalesce):
-        return [e.this, *e.expressions]
-    if isinstance(e, exp.If):
-        return [v for v in (e.args.get("true"), e.args.get("false")) if v is not None]
-    return [i.args["true"] for i in e.args.get("ifs", [])] + ([e.args["default"]] if e.args.get("default") else [])
 
 
 def _condition(sql, kinds, where) -> exp.Expression:
@@ -548,7 +540,8 @@ def _share_input(s: SpuSession, columns: list[tuple[str, str]], owner: int, rows
     out = {}
     for column, kind in columns:
         limbs, valid = encoded[column] if encoded is not None else ([None] * limbs_of(kind), None)
-        shared = [arith.share_input(s, owner, limb, (rows,), f) for limb, f in zip(limbs, limb_fracs(kind, s.frac_bits))]
+        fracs = limb_fracs(kind, s.frac_bits)
+        shared = [arith.share_input(s, owner, limb, (rows,), f) for limb, f in zip(limbs, fracs)]
         out[column] = SV(shared, arith.share_input(s, owner, valid, (rows,), 0), kind)
     return SecretRelation(out, arith.public(s, np.ones(rows, dtype=np.int64)))
 

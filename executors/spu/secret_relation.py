@@ -391,7 +391,8 @@ def pairs_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
     n, m = left.n, right.n
     li, ri = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
-    columns = {**{c: _take(v, li) for c, v in left.columns.items()}, **{c: _take(v, ri) for c, v in right.columns.items()}}
+    columns = {**{c: _take(v, li) for c, v in left.columns.items()},
+               **{c: _take(v, ri) for c, v in right.columns.items()}}
     pairs = SecretRelation(columns, arith.beaver_mul(s, left.valid[li], right.valid[ri]))
     stage = stage_over(s, columns, n * m)
     for a, b in zip(lk, rk):
@@ -453,7 +454,8 @@ def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: A
             match: ArithShare) -> ArithShare:
     """x NOT IN (right): true where right is empty; else x not NULL, no NULL on the right, no match."""
     n = len(match)
-    counts = arith.concat([arith.total(right.valid), arith.total(arith.beaver_mul(s, right.valid, _ones(s, right.n) - kv_r))])
+    null_rows = arith.beaver_mul(s, right.valid, _ones(s, right.n) - kv_r)
+    counts = arith.concat([arith.total(right.valid), arith.total(null_rows)])
     found = compare.greater_than(s, counts, _zeros(2), arith=True)
     nonempty, has_null = found[0:1], found[1:2]
     clean = arith.beaver_mul(s, nonempty, _ones(s, 1) - has_null)
