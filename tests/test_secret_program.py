@@ -81,8 +81,8 @@ def _compare_rows(rows_match):
     same_multiset = rows_match
 
 
-def check(nparties, root, inputs, tables, sql, owners=None) -> pa.Table:
-    got, _ = run(nparties, program_of(root, inputs), tables, owners)
+def check(nparties, root, inputs, tables, sql, owners=None, issuer=0) -> pa.Table:
+    got, _ = run(nparties, program_of(root, inputs), tables, owners, issuer)
     want = oracle(sql, tables)
     assert got.schema.names == want.schema.names
     assert same_multiset(got, want), f"\n got: {got.to_pylist()}\nwant: {want.to_pylist()}"
@@ -96,7 +96,7 @@ def test_filter_and_project_match_duckdb(nparties):
     root = {"op": "project", "child": {"op": "filter", "child": inp(0), "condition": '"age" > 30 OR "cost" < 4'},
             "columns": [["pid", '"pid"'], ["twice", '"cost" * 2'], ["older", '"age" + 1'], ["d", '"diag"'],
                         ["big", 'CASE WHEN "cost" > 5 THEN 1 ELSE 0 END']]}
-    check(nparties, root, [VISIT_COLUMNS], [VISITS_A],
+    check(nparties, root, [VISIT_COLUMNS], [VISITS_A], issuer=nparties - 1, sql=
           "SELECT pid, cost * 2 AS twice, age + 1 AS older, diag AS d, CASE WHEN cost > 5 THEN 1 ELSE 0 END AS big "
           "FROM t0 WHERE age > 30 OR cost < 4")
 

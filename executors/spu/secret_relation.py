@@ -259,7 +259,6 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
     columns = {name: stage.aggs[node.sql(dialect="duckdb")] for name, node in plain}
     for (name, _), count in zip(distinct_args, counts):
         columns[name] = SV([count], _ones(s, 1), "int")
-    columns = {name: columns[name] for name in [*(a for a, _ in plain), *(a for a, _ in distinct_args)]}
     valid = _ones(s, 1)
     if threshold is not None:
         valid = _at_least(s, counts[len(distinct_args):] or [totals[0]], threshold[0])
