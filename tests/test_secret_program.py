@@ -435,3 +435,28 @@ def test_random_programs_match_duckdb(rows, more, condition, shape):
     got, _ = run(2, program_of(root, columns), tables)
     want = oracle(sql, tables)
     assert sorted(map(str, got.to_pylist())) == sorted(map(str, want.to_pylist())), (got.to_pylist(), want.to_pylist())
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_tpch_q13_shape_left_join_then_two_aggregates(nparties):
+    joined = {"op": "join", "kind": "left", "left": inp(1), "right": inp(0), "left_keys": ['"id"'],
+              "right_keys": ['"pid"'], "condition": None}
+    per_person = {"op": "aggregate", "child": joined, "keys": [["id", '"id"']],
+                  "aggregates": [["visits", "COUNT", '"pid"', False]], "threshold": None}
+    root = {"op": "aggregate", "child": per_person, "keys": [["visits", '"visits"']],
+            "aggregates": [["people", "COUNT", None, False]], "threshold": None}
+    check(nparties, root, [VISIT_COLUMNS, PEOPLE_COLUMNS], [VISITS_A, PEOPLE],
+          "SELECT visits, COUNT(*) AS people FROM (SELECT id, COUNT(pid) AS visits FROM t1 LEFT JOIN t0 "
+          "ON t1.id = t0.pid GROUP BY id) GROUP BY visits")
+
+
+def test_traffic_does_not_depend_on_how_many_rows_pass_a_filter():
+    """Invalid rows keep their place and are zeroed before the opening: the compute parties exchange
+    the same bytes whether every row or no row passes."""
+    root = {"op": "filter", "child": inp(0), "condition": '"age" > 30'}
+    traffic = []
+    for age in (99, 1):
+        table = VISITS_A.set_column(1, "age", pa.array([age] * VISITS_A.num_rows, pa.int64()))
+        got, result = run(2, program_of(root, [VISIT_COLUMNS]), [table])
+        traffic.append((result.party_bytes(), result.rounds))
+    assert got.num_rows == 0 and traffic[0] == traffic[1]
