@@ -7,5 +7,7 @@ Modules: `shares` (ArithShare, BoolShare, encodings), `prg` (AES-CTR PRG), `deal
 role and the parties' DealerClient), `session` (SpuSession: endpoint, parties, batched openings),
 `arith` (sharing, reveal, Beaver products, truncation), `boolean` (AND, adder, A2B, B2A),
 `compare` (comparisons, mux, min/max, abs/sign, division), `relational` (shuffle, sort,
-group-by, ranks, limit, union), `local` (run a program with parties as threads).
+group-by, ranks, limit, union), `local` (run a program with parties as threads),
+`secret_relation` (secret relations: shares + a validity bit per row, and their operators) and
+`program` (the secret-program interpreter the planner's SecretQuery step runs).
 """
