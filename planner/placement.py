@@ -141,8 +141,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
             select, release, finish_sql = _dp_pushdown(select, ctx.dp)
         elif aggregates and ctx.min_group_size > 0:
             threshold = ctx.min_group_size
-            _check_rows_kept(party, select)
-            select = _with_threshold(select, threshold)
+            select = _with_threshold(party, select, threshold)
     steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
     if release is not None:
         steps.append(Noise(party, "result", release))
@@ -217,13 +216,45 @@ def _finish_outputs(project: Project, issuer: str, out: str) -> Finish:
     return Finish(issuer, ((issuer, out),), "rows", finish.sql(dialect="duckdb"))
 
 
-def _with_threshold(select: exp.Select, k: int) -> exp.Select:
-    """Add `HAVING COUNT(*) >= k` (groups smaller than k are not revealed)."""
-    select = select.copy()
-    cond = exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(k))
+def _with_threshold(party: str, select: exp.Select, k: int) -> exp.Select:
+    """Add a HAVING that reveals only groups of at least k of `party`'s rows: `COUNT(*) >= k` over one
+    input; over a join of its own tables, k distinct rows of each input (each table or subquery in FROM
+    numbers its rows), so a row the join repeats counts once (a LEFT JOIN's NULL-extended rows count none)."""
+    sources = [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])]
+    if len(sources) == 1:
+        _check_rows_kept(party, select)
+        conds = [exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(k))]
+        select = select.copy()
+    else:
+        for source in sources:
+            if isinstance(source, exp.Subquery):
+                _check_rows_kept(party, source)
+            elif not isinstance(source, exp.Table):
+                raise _repeats(party, "a row source other than its tables", source)
+        select = select.copy()
+        sources = [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])]
+        conds = [exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[_number_rows(source, f"__rows_{i}")])),
+                         expression=exp.Literal.number(k)) for i, source in enumerate(sources)]
     having = select.args.get("having")
+    cond = exp.and_(*conds)
     select.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
     return select
+
+
+def _number_rows(source: exp.Expression, name: str) -> exp.Column:
+    """Replace `source` (a table or subquery in FROM, in place) by itself with its rows numbered in a
+    column `name`; returns that column, qualified by the source's alias."""
+    alias = source.alias_or_name
+    inner = source.copy()
+    if isinstance(inner, exp.Table):
+        inner.set("alias", None)
+        body = exp.select(exp.Star()).from_(inner)
+    else:
+        body = inner.this.copy()
+        body = exp.select(exp.Star()).from_(exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier("t"))))
+    body = body.select(exp.alias_(exp.Window(this=exp.RowNumber()), name, quoted=True), copy=False)
+    source.replace(exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))))
+    return exp.column(name, table=alias, quoted=True)
 
 
 def _protected_rows(join: InnerJoin, aggregate, ctx: PlacementContext) -> tuple[tuple[str, str], ...]:
@@ -246,10 +277,14 @@ def _check_rows_kept(party: str, select: exp.Expression) -> None:
         found = next((n for n in select.find_all(node) if not (isinstance(n, exp.Union) and n.args.get("distinct"))),
                      None)
         if found is not None:
-            raise PolicyViolation(
-                f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
-                f"({what}: {found.sql(dialect='duckdb')[:80]}) can repeat a row of it; aggregate over {party}'s "
-                "tables without repeating their rows")
+            raise _repeats(party, what, found)
+
+
+def _repeats(party: str, what: str, found: exp.Expression) -> PolicyViolation:
+    return PolicyViolation(
+        f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
+        f"({what}: {found.sql(dialect='duckdb')[:80]}) can repeat a row of it; aggregate over {party}'s "
+        "tables without repeating their rows")
 
 
 def _local_threshold(assignment, protected, outer: set[str]) -> None:
