@@ -42,18 +42,22 @@ def parse_views(raw: dict, dialect: str, problem=None) -> dict[str, exp.Query]:
         if not isinstance(sql, str):
             report(f"views.{name}", "must be a string holding one SELECT query")
             continue
+        if name.lower() in views:
+            report(f"views.{name}", "another view has this name in other letter case (names are case-insensitive)")
+            continue
         try:
-            views[name] = parse_query(sql, dialect)
+            views[name.lower()] = parse_query(sql, dialect)
         except PlanError as exc:
             report(f"views.{name}", str(exc))
     return views
 
 
 def _references(tree: exp.Expression, ctes: set[str]) -> list[exp.Table]:
-    """The bare table references of `tree` that are not names of its CTEs."""
-    own = ctes | {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    """The bare table references of `tree` that are not names of its CTEs (names compared case-insensitively,
+    as SQL compares unquoted identifiers)."""
+    own = {name.lower() for name in ctes} | {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     return [t for t in tree.find_all(exp.Table) if not t.db and not t.catalog and isinstance(t.this, exp.Identifier)
-            and t.name not in own]
+            and t.name.lower() not in own]
 
 
 def expand_views(tree: exp.Expression, views: dict[str, exp.Query], ctes: frozenset[str] = frozenset(),
@@ -62,12 +66,13 @@ def expand_views(tree: exp.Expression, views: dict[str, exp.Query], ctes: frozen
     if not views:
         return tree
     for table in _references(tree, set(ctes)):
-        if table.name not in views:
+        name = table.name.lower()
+        if name not in views:
             continue
-        if table.name in chain or len(chain) >= MAX_DEPTH:
-            path = " -> ".join((*chain, table.name))
-            raise ConfigError(f"view {chain[0] if chain else table.name!r} refers to itself: {path}")
-        body = expand_views(views[table.name].copy(), views, frozenset(), (*chain, table.name))
+        if name in chain or len(chain) >= MAX_DEPTH:
+            path = " -> ".join((*chain, name))
+            raise ConfigError(f"view {chain[0] if chain else name!r} refers to itself: {path}")
+        body = expand_views(views[name].copy(), views, frozenset(), (*chain, name))
         alias = table.args.get("alias") or exp.TableAlias(this=exp.to_identifier(table.name))
         table.replace(exp.Subquery(this=body, alias=alias.copy()))
     return tree
@@ -77,8 +82,8 @@ def used_views(tree: exp.Expression, views: dict[str, exp.Query]) -> list[str]:
     """The views a query refers to by bare name (for EXPLAIN), in order of first use."""
     out: list[str] = []
     for table in _references(tree, set()):
-        if table.name in views and table.name not in out:
-            out.append(table.name)
+        if table.name.lower() in views and table.name.lower() not in out:
+            out.append(table.name.lower())
     return out
 
 

@@ -40,6 +40,14 @@ def test_views_of_views_and_ctes_first():
     assert used_views(exp.select("*").from_("flu"), vs) == ["flu"]
 
 
+def test_view_names_are_case_insensitive_like_sql_identifiers():
+    vs = views(R=UNION)
+    assert expanded("SELECT diag FROM r", vs) == f"SELECT diag FROM ({UNION}) AS r"
+    assert expanded("SELECT diag FROM R", vs) == f"SELECT diag FROM ({UNION}) AS R"
+    assert expanded("WITH r AS (SELECT 1 AS pid) SELECT pid FROM R", vs) == "WITH r AS (SELECT 1 AS pid) SELECT pid FROM R"
+    assert used_views(exp.select("*").from_("R"), vs) == ["r"]
+
+
 def test_columns_of_a_view():
     assert check_views(views(diagnosis=UNION), CATALOG, "duckdb") == {"diagnosis": [("pid", "BIGINT"),
                                                                                   ("diag", "VARCHAR")]}
@@ -60,6 +68,7 @@ def test_bad_views_are_config_errors_naming_the_view(raw, message):
     ({"a": 5}, r"\[views\]\.a: must be a string"),
     ({"a": "DELETE FROM h1.diagnosis"}, r"\[views\]\.a: only SELECT"),
     ({"a": "SELECT (1"}, r"\[views\]\.a: syntax error"),
+    ({"a": "SELECT 1", "A": "SELECT 2"}, r"\[views\]\.A: another view has this name in other letter case"),
 ])
 def test_unparsable_views(raw, message):
     with pytest.raises(ConfigError, match=message):
