@@ -26,16 +26,17 @@ versions the plan was made with, and a node that finds its own moved on answers 
 re-reads the catalogs and plans again). A node accepts `run` / `prepare` / `start` / `wait` /
 `abort` only from the plan's issuer, and a message stream only (a) for a query it prepared (one
 that arrives first waits, unread, for the `run`, up to `PREPARE_GRACE`; at most `WAITING_STREAMS`
-per peer), (b) from a node of that query, (c) while the query runs. There is no action that reads a table: a node answers only with
-protocol messages its executor chooses to send, with its schema (public), and — to the issuer
-alone — the issuer's own result.
+per peer), (b) from a node of that query, (c) while the query runs. There is no action that reads
+a table: a node answers only with protocol messages its executor chooses to send, with its schema
+(public), and — to the issuer alone — the issuer's own result.
 
 Faults. A receiver waiting on a silent peer asks it every second whether it still runs the query
 (`alive`). A node that dies (the probe, its `wait` and any send to it fail at once), hangs (does not
 answer within the timeout) or restarts (it no longer knows the query) makes the query fail with a
 `ProtocolError` naming it (a stream to a dead peer breaks at once; an abort cancels the node's
-streams, so a send blocked on a hung peer returns); a live peer that is merely computing (a long PSI) may stay silent; the engine then aborts the query at every other node, which
-wakes their waiting receivers and drops the query's state. Nothing is revealed: the issuer's
+streams, so a send blocked on a hung peer returns); a live peer that is merely computing (a long
+PSI) may stay silent; the engine then aborts the query at every other node, which wakes their
+waiting receivers and drops the query's state. Nothing is revealed: the issuer's
 result is only returned when every node finished cleanly.
 """
 

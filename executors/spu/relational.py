@@ -2,6 +2,10 @@
 
 A table is a list of equally long `ArithShare` columns. All row counts are public.
 
+Rounds below are for N compute parties and n rows: C = 6 rounds for one batched comparison with 2
+parties (8 with 3), C_eq = 6 when it also yields equality (9 with 3); k sort or group keys; every
+count is tested at several n in tests/test_spu_rounds.py.
+
 shuffle(s, columns)             N rounds for N parties (resharing shuffle with a dealer-assisted
                                 permutation correlation; cf. Chase–Ghosh–Poburinnaya, "Secret-
                                 Shared Shuffle", ASIACRYPT 2020, and SecretFlow's TTP shuffle):
@@ -22,14 +26,15 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi�
                                 the data (ties included: they are broken by the secret row number,
                                 which also makes the sort stable). Comparisons: ~1.39 n log2 n;
                                 each quicksort level is one batched lexicographic comparison
-                                (6 rounds + 1 AND round per key, the tiebreak being the last) plus
-                                1 opening. Levels L: the height of a random binary search tree on
-                                n keys (each row's mean depth is ~2 ln n; the deepest, ~4.311 ln n
-                                - 1.953 ln ln n, Reed 2003), below 3 ceil(log2 n) with high
-                                probability; rounds N + L (C_eq + k + 1) (tests/test_spu_rounds.py). The tiebreak's differences lie in (-n, n), so its
-                                comparison uses a ceil(log2 n)+1-bit circuit (`bits=`), and each
-                                key's sign and equality come from one tree: ~48 B per comparison
-                                and direction for one key at n = 10^6 (was ~280 B).
+                                (C_eq rounds + 1 AND round per key, the tiebreak being the last)
+                                plus 1 opening. Levels L: the height of a random binary search
+                                tree on n keys (each row's mean depth is ~2 ln n; the deepest,
+                                ~4.311 ln n - 1.953 ln ln n, Reed 2003), below 3 ceil(log2 n)
+                                with high probability; rounds N + L (C_eq + k + 1). The
+                                tiebreak's differences lie in (-n, n), so its comparison uses a
+                                ceil(log2 n)+1-bit circuit (`bits=`), and each key's sign and
+                                equality come from one tree: ~48 B per comparison and direction
+                                for one key at n = 10^6 (was ~280 B).
                                 Chosen over bitonic sort (n log^2 n / 4 compare-exchanges
                                 with muxes: ~10^8 for n = 10^6) and over radix sort with secret
                                 permutation composition (Asharov et al., CCS 2022: 64 rounds of
