@@ -47,7 +47,7 @@ Rounds, N parties, k limbs, n = n_u + n_m rows: layers (C' + k) + (2N + 2) + (C_
 these sizes (tests/test_spu_rounds.py). 2 parties, 2 limbs: 8 per network layer (1368 at
 n = 2*10^5) + 4 + 2 (step 3) + 8 (step 4) + ~2 log2 n (step 5) + 1 + 2 (step 6): 1420 at
 n = 2*10^5. Bytes per comparator and direction (2 parties, 2 limbs): ~63 B of comparison trees
-+ 16 B per carried column (3 here), 116 B measured; 3.6 GB between the two parties in all at 10^5
+plus 16 B per carried column (3 here), 116 B measured; 3.6 GB between the two parties in all at 10^5
 rows per side (1.7 GB from the dealer).
 
 Leakage: n_u, n_m, the number of limbs and the payload columns (count and fixed-point scale).
