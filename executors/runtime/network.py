@@ -352,12 +352,19 @@ class NetworkChannel(InProcessChannel):
             raise ProtocolError(f"{src!r} -> {dst!r} [{tag}]: only bytes cross a channel")
         if "\n" in tag:
             raise ProtocolError(f"tag {tag!r} contains a newline")
-        if self._aborted is not None:
-            raise ProtocolError(f"query aborted: {self._aborted}")
+        self._raise_if_aborted()
         data = bytes(payload)
         stream = self._stream(dst)
         self._count(src, dst, len(data))
-        stream.send(tag, data)
+        try:
+            stream.send(tag, data)
+        except ProtocolError:
+            self._raise_if_aborted()  # our own abort cancelled the stream: that, not the peer, is the cause
+            raise
+
+    def _raise_if_aborted(self) -> None:
+        if self._aborted is not None:
+            raise ProtocolError(f"query aborted: {self._aborted}") from None
 
     def _stream(self, peer: str) -> PeerStream:
         """The query's stream to `peer`, opened at the first message to it."""
@@ -368,7 +375,7 @@ class NetworkChannel(InProcessChannel):
                 with self._streams_lock:
                     if self._aborted is not None:
                         stream.end()
-                        raise ProtocolError(f"query aborted: {self._aborted}")
+                        self._raise_if_aborted()
                     self._streams[peer] = stream
             return stream
 
@@ -377,8 +384,12 @@ class NetworkChannel(InProcessChannel):
         refusal by a peer is raised here)."""
         with self._streams_lock:
             streams = list(self._streams.values())
-        for stream in streams:
-            stream.close()
+        try:
+            for stream in streams:
+                stream.close()
+        except ProtocolError:
+            self._raise_if_aborted()
+            raise
 
     def release(self) -> None:
         """Drop every stream (after `finish`, or on failure): their clients go back to `Peers`."""
