@@ -311,8 +311,10 @@ def test_a_party_runs_only_the_plan_it_derives_itself(cluster, embedded):
 
 def test_messages_for_unknown_queries_are_refused(cluster):
     shop = _peers(cluster, "shop")
+    stream = shop.open_stream("bank", "0" * 32)
+    stream.send("x", b"payload")  # does not wait: a refusal shows at a later send or at the close
     with pytest.raises(ProtocolError, match="refused exchange.*runs no query"):  # after PREPARE_GRACE (10 s)
-        shop.open_stream("bank", "0" * 32, 20)
+        stream.close()
     shop.close()
 
 
@@ -326,9 +328,10 @@ def test_only_the_issuer_prepares_and_only_participants_send(cluster, embedded):
         bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop", "insurer"], versions), 5)
     bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop"], versions), 5)
     try:
+        outsider = insurer.open_stream("shop", query_id)
         with pytest.raises(ProtocolError, match="takes no part"):
-            insurer.open_stream("shop", query_id, 5)
-        early = bank.open_stream("shop", query_id, 5)
+            outsider.close()
+        early = bank.open_stream("shop", query_id)
         early.send("t", b"")  # prepared: queued until it starts
         with pytest.raises(ProtocolError, match="only the issuer"):
             insurer.call("shop", "wait", json.dumps({"query": query_id}).encode(), 5)
@@ -339,8 +342,9 @@ def test_only_the_issuer_prepares_and_only_participants_send(cluster, embedded):
     with pytest.raises(ProtocolError, match="not running|runs no query"):  # an aborted query takes no more
         early.send("t", b"")
         early.close()
+    late = bank.open_stream("shop", query_id)
     with pytest.raises(ProtocolError, match="runs no query"):
-        bank.open_stream("shop", query_id, 5)
+        late.close()
     for peers in (shop, bank, insurer):
         peers.close()
 

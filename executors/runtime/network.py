@@ -178,10 +178,11 @@ class Peers:
                                  f"{_first_line(exc)}")
         return ProtocolError(f"party {name!r} failed on {kind}: {_detail(exc)}")
 
-    def open_stream(self, name: str, query_id: str, timeout: float) -> "PeerStream":
-        """A long-lived `DoExchange` to `name` carrying one query's messages; returns once `name` has
-        accepted it (the query is prepared there and this node takes part), at most `timeout` s
-        after `name`'s own wait for the query's `run` (PREPARE_GRACE)."""
+    def open_stream(self, name: str, query_id: str) -> "PeerStream":
+        """A long-lived `DoExchange` to `name` carrying one query's messages. It does not wait for
+        `name`: the first message follows the call's opening at once (no extra round trip), and a
+        refusal (the query is not prepared there, this node takes no part) surfaces at a later send
+        or at the stream's close."""
         client = self._acquire(name)
         with self._lock:
             self.calls[(name, "exchange")] += 1
@@ -189,22 +190,8 @@ class Peers:
             writer, reader = client.do_exchange(flight.FlightDescriptor.for_command(query_id.encode("ascii")))
         except flight.FlightError as exc:
             self._release(client)
-            raise self.failure(name, "exchange", exc, timeout) from None
-        stream = PeerStream(self, name, client, writer, reader)
-        patience = min(timeout, PREPARE_GRACE) + timeout
-        watchdog = threading.Timer(patience, stream.cancel)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            reader.read_chunk()  # the peer's acceptance
-        except (flight.FlightError, StopIteration) as exc:
-            stream.end()
-            if isinstance(exc, StopIteration):
-                raise ProtocolError(f"party {name!r} closed the message stream of query {query_id}") from None
-            raise self.failure(name, "exchange", exc, patience) from None
-        finally:
-            watchdog.cancel()
-        return stream
+            raise self.failure(name, "exchange", exc, None) from None
+        return PeerStream(self, name, client, writer, reader)
 
     def call_each(self, names: list[str], kind: str, bodies: dict[str, bytes] | bytes,
                   timeout: float | None) -> dict[str, bytes | BaseException]:
@@ -253,7 +240,7 @@ class PeerStream:
                 self._writer.write_metadata(pa.py_buffer(frame))
             except flight.FlightError as exc:
                 self.end()
-                raise self.peers.failure(self.peer, f"message {tag}", exc, None) from None
+                raise self.peers.failure(self.peer, f"exchange, at message {tag}", exc, None) from None
 
     def close(self) -> None:
         """End the stream cleanly: every frame was read by the peer, or its refusal is raised."""
@@ -267,7 +254,7 @@ class PeerStream:
             except StopIteration:
                 self._writer.close()
             except flight.FlightError as exc:
-                raise self.peers.failure(self.peer, "the end of the message stream", exc, None) from None
+                raise self.peers.failure(self.peer, "exchange, at its end", exc, None) from None
             finally:
                 self.end()
 
@@ -371,7 +358,7 @@ class NetworkChannel(InProcessChannel):
         with self._opening[peer]:
             stream = self._streams.get(peer)
             if stream is None:
-                stream = self._peers.open_stream(peer, self.query_id, self.timeout)
+                stream = self._peers.open_stream(peer, self.query_id)
                 with self._streams_lock:
                     if self._aborted is not None:
                         stream.end()
@@ -667,9 +654,9 @@ class Node(flight.FlightServerBase):
         raise flight.FlightServerError(f"unknown action {kind!r}")
 
     def do_exchange(self, context, descriptor, reader, writer):
-        """A peer's message stream for one query (`PeerStream`): accepted once the query is prepared
-        here and the caller takes part in it; then every frame goes to the query's mailbox for the
-        caller, until the caller ends the stream. Nothing is ever written back but the acceptance."""
+        """A peer's message stream for one query (`PeerStream`): read once the query is prepared here
+        and the caller takes part in it (refused otherwise); then every frame goes to the query's
+        mailbox for the caller, until the caller ends the stream. Nothing is ever written back."""
         caller = self._caller(context)
         query_id = (descriptor.command or b"").decode("ascii", "replace")
         if not QUERY_ID.match(query_id):
@@ -677,7 +664,6 @@ class Node(flight.FlightServerBase):
         self._await_prepared(query_id, caller)
         state = self._state(query_id, caller, issuer_only=False)
         self._check_running(state)
-        writer.write_metadata(pa.py_buffer(b"ok"))
         for chunk in reader:
             tag, payload = split_frame(chunk.app_metadata)
             channel = self._check_running(state)
