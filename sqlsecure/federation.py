@@ -29,6 +29,8 @@ from sqlsecure.planner.views import parse_views
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEDERATION_KEYS = {"name", "dialect", "min_group_size", "ledger", "mask_key_file", "ca", "network_timeout",
                    "group_sums", "he_key_bits", "link_rtt_ms", "link_mbps", "psi", "time_zone"}
+HOLD_KEYS = ("peer_bytes", "peer_messages", "query_bytes", "query_messages")  # network_hold_*: network.HoldLimits
+FEDERATION_KEYS |= {f"network_hold_{key}" for key in HOLD_KEYS}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 AUDIT_KEYS = {"audit_dir", "audit_max_bytes", "audit_keep"}  # the party's audit log (sqlsecure/audit.py)
 PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs"} | NODE_KEYS | AUDIT_KEYS
@@ -97,6 +99,7 @@ class FederationConfig:
     he_key_bits: int = 2048  # the Paillier modulus of HE group sums: 2048 or 3072
     views: dict = field(default_factory=dict)  # [views]: name -> parsed query (planner/views.py)
     time_zone: str = "UTC"  # the IANA zone whose wall clock CURDATE()/NOW() read (planner/dialects/)
+    network_hold: dict = field(default_factory=dict)  # network mode: the network_hold_* limits given (HoldLimits)
 
 
 @dataclass(frozen=True)
@@ -405,6 +408,11 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
         problem("federation.network_timeout", "must be a number of seconds > 0")
         timeout = 30.0
     ca = _check_network(nodes, parties, fed.get("ca"), path, problem)
+    hold = {key: fed[f"network_hold_{key}"] for key in HOLD_KEYS if f"network_hold_{key}" in fed}
+    for key, value in list(hold.items()):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problem(f"federation.network_hold_{key}", "must be a whole number > 0")
+            del hold[key]
     group_sums = fed.get("group_sums", "auto")
     if not isinstance(group_sums, str) or group_sums not in ("auto", "he", "spu"):
         problem("federation.group_sums", 'must be "auto" (the planner\'s cost model), "he" (Paillier group sums) '
@@ -434,7 +442,7 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
     return FederationConfig(path, name, dialect, min_group_size, parties, tuple(grants), paths["ledger"],
                             paths["mask_key_file"], privacy, tuple(masks), rules, enclave, ca, float(timeout),
                             nodes, group_sums, **link, psi=psi, he_key_bits=he_key_bits, views=views,
-                            time_zone=time_zone)
+                            time_zone=time_zone, network_hold=hold)
 
 
 def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants:

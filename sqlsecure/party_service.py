@@ -29,7 +29,7 @@ from sqlsecure.errors import ConfigError, PolicyViolation
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.unbalanced import PsiCache
 from sqlsecure.executors.tee.stage import ACTOR, EnclaveTrust, actor_side
-from sqlsecure.executors.runtime.network import Identity, Node, PartyCatalog, StaleCatalog
+from sqlsecure.executors.runtime.network import HoldLimits, Identity, Node, PartyCatalog, StaleCatalog
 from sqlsecure.executors.runtime.party import PartyExecutor
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.federation import FederationConfig, load_federation
@@ -85,7 +85,7 @@ class PartyService:
         self._lock = threading.Lock()
         self._planning = threading.Lock()  # one re-derivation at a time on the cached planning engine
         self.node = Node(identity, node.host, node.port, addresses, role, catalog=catalog, timeout=timeout,
-                         accepts=accepts, calls=self._planning_calls)
+                         accepts=accepts, calls=self._planning_calls, limits=HoldLimits.from_config(config))
         self.port = self.node.port
         self._closed = threading.Event()
 

@@ -311,8 +311,10 @@ def test_a_party_runs_only_the_plan_it_derives_itself(cluster, embedded):
 
 def test_messages_for_unknown_queries_are_refused(cluster):
     shop = _peers(cluster, "shop")
-    with pytest.raises(ProtocolError, match="refused msg.*runs no query"):  # after PREPARE_GRACE (10 s)
-        shop.call("bank", "msg", b"0" * 32 + b"\nx\npayload", 20)
+    stream = shop.open_stream("bank", "0" * 32)
+    stream.send("x", b"payload")  # does not wait: a refusal shows at a later send or at the close
+    with pytest.raises(ProtocolError, match="refused exchange.*runs no query"):  # after PREPARE_GRACE (10 s)
+        stream.close()
     shop.close()
 
 
@@ -326,17 +328,23 @@ def test_only_the_issuer_prepares_and_only_participants_send(cluster, embedded):
         bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop", "insurer"], versions), 5)
     bank.call("shop", "prepare", _prepare_body(plan, query_id, ["bank", "shop"], versions), 5)
     try:
+        outsider = insurer.open_stream("shop", query_id)
         with pytest.raises(ProtocolError, match="takes no part"):
-            insurer.call("shop", "msg", f"{query_id}\n{query_id}/1/psi/blinded\n".encode() + b"x" * 32, 5)
-        bank.call("shop", "msg", f"{query_id}\nt\n".encode(), 5)  # prepared: queued until it starts
+            outsider.close()
+        early = bank.open_stream("shop", query_id)
+        early.send("t", b"")  # prepared: queued until it starts
         with pytest.raises(ProtocolError, match="only the issuer"):
             insurer.call("shop", "wait", json.dumps({"query": query_id}).encode(), 5)
         assert query_id in json.loads(bank.call("shop", "status", b"", 5))["queries"]
     finally:
         bank.call("shop", "abort", json.dumps({"query": query_id}).encode(), 5)
     assert query_id not in json.loads(bank.call("shop", "status", b"", 5))["queries"]
-    with pytest.raises(ProtocolError):  # an aborted query takes no more messages
-        bank.call("shop", "msg", f"{query_id}\nt\n".encode(), 5)
+    with pytest.raises(ProtocolError, match="not running|runs no query"):  # an aborted query takes no more
+        early.send("t", b"")
+        early.close()
+    late = bank.open_stream("shop", query_id)
+    with pytest.raises(ProtocolError, match="runs no query"):
+        late.close()
     for peers in (shop, bank, insurer):
         peers.close()
 
@@ -351,8 +359,10 @@ def test_no_way_to_read_a_table(cluster):
     with pytest.raises((flight.FlightError, pa.ArrowNotImplementedError)):
         list(client.list_flights())
     actions = {a.type for a in client.list_actions()}
-    assert actions == {"run", "prepare", "start", "msg", "wait", "abort", "alive", "catalog", "schema", "sizes",
-                       "status"}
+    assert actions == {"run", "prepare", "start", "wait", "abort", "alive", "catalog", "schema", "sizes", "status"}
+    with pytest.raises(flight.FlightError):  # a message stream for no query: nothing comes back on it
+        writer, reader = client.do_exchange(flight.FlightDescriptor.for_command(b"customers"))
+        reader.read_chunk()
     client.close()
 
 
@@ -754,7 +764,7 @@ OVERHEAD_ROWS = 64
 ONE_PARTY = "SELECT COUNT(*) AS n, SUM(w) AS s FROM shop.t WHERE w > 10"  # shop's alone, issued by bank
 PSI_JOIN = "SELECT COUNT(*) AS n, SUM(b.v) AS s FROM bank.t b JOIN shop.t s ON b.id = s.id"
 SPU_FILTER = "SELECT COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id WHERE b.v > s.w"
-PROTOCOL_CALLS = {"msg", "alive"}  # a query's own messages, and liveness probes while a peer computes
+PROTOCOL_CALLS = {"exchange", "alive"}  # a query's own messages, and liveness probes while a peer computes
 
 
 def write_party(directory, party: str, column: str, rows: int, seed: int, extra=()) -> None:
@@ -845,3 +855,86 @@ def test_a_column_added_since_the_catalog_was_read_is_found(overhead_cluster, ov
                  "WHERE s.label = 'x'", "bank")  # bank re-reads shop's catalog to re-derive the plan
     with pytest.raises(PlanError, match="nothing"):
         overhead_issuer.execute("SELECT nothing FROM shop.t", "bank")
+
+
+# ------------------------------------------------------------------ message streams and their bounds
+
+STREAM_TIMEOUT = 3  # the federation's network_timeout in these clusters
+
+
+@pytest.fixture(scope="module")
+def stream_cluster(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("network-streams")
+    write_party(directory, "bank", "v", OVERHEAD_ROWS, 5)
+    write_party(directory, "shop", "w", OVERHEAD_ROWS, 6)
+    running = two_party_cluster(directory, "streams", timeout=STREAM_TIMEOUT)
+    yield running
+    running.stop()
+
+
+def test_a_querys_messages_travel_over_one_stream_per_peer(stream_cluster, oracle_for):
+    """A PSI then an SPU filter send about 80 messages; each node opens at most one stream per peer."""
+    with Engine(stream_cluster.path, runtime="network", identity="bank") as issuer:
+        oracle = data_oracle(stream_cluster, issuer, oracle_for)
+        nodes = ["bank", "shop", "dealer"]
+        issuer.execute(SPU_FILTER, "bank")  # a node's first query reads the catalogs once
+        before = {n: node_calls(issuer, n) for n in nodes}
+        oracle.check(SPU_FILTER, "bank")
+        stats = issuer.execute(SPU_FILTER, "bank").stats  # a second run, counted alike
+        streams = 0
+        for name in nodes:
+            made = calls_between(before[name], node_calls(issuer, name), {"alive"})
+            assert set(made) <= {"exchange"} and made.get("exchange", 0) <= 2 * 2, (name, made)  # 2 queries, 2 peers
+            streams += made.get("exchange", 0)
+        messages = sum(stats.messages.values())  # of one query, which opened streams / 2 streams
+        assert messages > 10 * (streams / 2), (messages, streams)
+
+
+DEALER_MID_SPU = "spu/rand/3"  # the dealer's fourth correction: the SPU stage is under way
+
+
+@pytest.mark.parametrize("fault", ["killed", "stopped"])
+def test_a_peer_gone_mid_stream_fails_the_query_naming_it(stream_cluster, fault):
+    """The dealer stops right after a given message (not after a sleep), then is SIGKILLed or
+    SIGSTOPped: the query fails with a ProtocolError naming it within the timeout, nothing is revealed,
+    the other nodes drop the query, and with the dealer back the next query runs."""
+    stream_cluster.kill("dealer")
+    stream_cluster.start("dealer", hold_after=DEALER_MID_SPU)
+    victim = stream_cluster.procs["dealer"]
+    try:
+        with Engine(stream_cluster.path, runtime="network", identity="bank") as issuer:
+            thread, box = _run_async(issuer, SPU_FILTER)
+            assert _line(victim, 60).startswith("SENT"), "the dealer never reached the SPU stage"
+            if fault == "killed":
+                stream_cluster.kill("dealer")
+            else:
+                os.kill(victim.pid, signal.SIGSTOP)
+            thread.join(timeout=4 * STREAM_TIMEOUT + 20)  # a bound for a hang, not a timing
+            assert not thread.is_alive(), "the query hung"
+            assert "result" not in box, "a result was revealed"
+            assert isinstance(box["error"], ProtocolError) and "'dealer'" in str(box["error"]), box["error"]
+            _assert_state_dropped(issuer, ["bank", "shop"])
+    finally:
+        if fault == "stopped":
+            os.kill(victim.pid, signal.SIGCONT)
+            stream_cluster.kill("dealer")
+        stream_cluster.start("dealer")
+    with Engine(stream_cluster.path, runtime="network", identity="bank") as issuer:
+        assert issuer.execute(SPU_FILTER, "bank").table.num_rows == 1
+
+
+def test_a_flood_beyond_the_hold_limits_is_refused(tmp_path):
+    """A node holds at most network_hold_peer_bytes of one peer's messages not yet received: a PSI
+    whose blinded keys alone exceed it fails with a ProtocolError naming the limit."""
+    write_party(tmp_path, "bank", "v", OVERHEAD_ROWS, 7)
+    write_party(tmp_path, "shop", "w", OVERHEAD_ROWS, 8)
+    running = two_party_cluster(tmp_path, "hold", timeout=STREAM_TIMEOUT,
+                                options="network_hold_peer_bytes = 2048\n")
+    try:
+        with Engine(running.path, runtime="network", identity="bank") as issuer:
+            with pytest.raises(ProtocolError, match=r"holds too much.*network_hold_peer_bytes"):
+                issuer.execute(PSI_JOIN, "bank")
+            _assert_state_dropped(issuer, ["bank", "shop"])
+            assert issuer.execute(ONE_PARTY, "bank").table.num_rows == 1  # small messages still pass
+    finally:
+        running.stop()

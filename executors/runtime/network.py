@@ -6,11 +6,16 @@ issued; gRPC gives the server the client certificate's name, which is the caller
 every authorisation decision below. Clients check the server's certificate against the CA *and*
 the expected node name (TLS hostname override), so a message for `shop` reaches only `shop`.
 
-Messages. `NetworkChannel` implements the `Channel` interface of `channel.py`: `send` is one
-Flight `DoAction("msg")` carrying (query id, tag, payload bytes) to the peer's server, whose
-handler puts it in the query's mailbox for that sender; `recv` waits on that mailbox exactly as the
-in-process channel does (FIFO per ordered pair, tag checked, timeout -> `ProtocolError` naming the
-silent party). Every send is synchronous, so each pair's messages arrive in order.
+Messages. `NetworkChannel` implements the `Channel` interface of `channel.py`. A query's messages
+to one peer travel over one long-lived Flight `DoExchange` call (`PeerStream`), opened at the first
+message and ended when the node's part of the query ends: each message is one metadata-only frame
+(tag, payload bytes); the peer's handler accepts the stream once the query is prepared there and
+the caller takes part, then puts every frame in the query's mailbox for that sender. A send returns
+once gRPC has taken the frame (no round trip per message); a stream carries frames in order, so
+each ordered pair stays FIFO; a refusal by the peer surfaces at the next send or when the stream is
+closed, which waits until the peer has read everything. `recv` waits on the mailbox exactly as the
+in-process channel does (tag checked, timeout -> `ProtocolError` naming the silent party). What a
+node holds of messages not yet received is bounded per peer and per query (`HoldLimits`).
 
 Queries. The issuer's engine (`NetworkRuntime`, authenticated with the issuer's certificate)
 sends the JSON-encoded plan (`plan_codec`) to every node of the query at once (`run`: prepare,
@@ -19,17 +24,19 @@ issued), then `wait`s for the nodes still running. The engine and every party ke
 catalogs (`PartyCatalog`, versioned by digest) and Flight clients across queries; `run` names the
 versions the plan was made with, and a node that finds its own moved on answers "stale" (the engine
 re-reads the catalogs and plans again). A node accepts `run` / `prepare` / `start` / `wait` /
-`abort` only from the plan's issuer, and a protocol message only (a) for a query it prepared (one
-that arrives first waits for the `run`, up to `PREPARE_GRACE`), (b) from a node of that query,
-(c) while the query runs. There is no action that reads a table: a node answers only with
-protocol messages its executor chooses to send, with its schema (public), and — to the issuer
-alone — the issuer's own result.
+`abort` only from the plan's issuer, and a message stream only (a) for a query it prepared (one
+that arrives first waits, unread, for the `run`, up to `PREPARE_GRACE`; at most `WAITING_STREAMS`
+per peer), (b) from a node of that query, (c) while the query runs. There is no action that reads
+a table: a node answers only with protocol messages its executor chooses to send, with its schema
+(public), and — to the issuer alone — the issuer's own result.
 
 Faults. A receiver waiting on a silent peer asks it every second whether it still runs the query
 (`alive`). A node that dies (the probe, its `wait` and any send to it fail at once), hangs (does not
 answer within the timeout) or restarts (it no longer knows the query) makes the query fail with a
-`ProtocolError` naming it; a live peer that is merely computing (a long PSI) may stay silent; the engine then aborts the query at every other node, which
-wakes their waiting receivers and drops the query's state. Nothing is revealed: the issuer's
+`ProtocolError` naming it (a stream to a dead peer breaks at once; an abort cancels the node's
+streams, so a send blocked on a hung peer returns); a live peer that is merely computing (a long
+PSI) may stay silent; the engine then aborts the query at every other node, which wakes their
+waiting receivers and drops the query's state. Nothing is revealed: the issuer's
 result is only returned when every node finished cleanly.
 """
 
@@ -66,7 +73,8 @@ POLL = 1.0  # seconds a `wait` call blocks at the node before answering "running
 PROBE_EVERY = 1.0  # seconds of silence after which a waiting receiver asks whether its peer is alive
 MAX_SILENCE = 3600.0  # a live peer may compute this long without sending what is awaited
 FINISHED_TTL = 300.0  # a finished query's outcome is kept this long for its issuer's `wait`
-PREPARE_GRACE = 10.0  # a message for a query not yet prepared here waits this long for its `run`
+PREPARE_GRACE = 10.0  # a message stream for a query not yet prepared here waits this long for its `run`
+WAITING_STREAMS = 16  # message streams one peer may have waiting here for queries not yet prepared
 
 
 @dataclass(frozen=True)
@@ -150,22 +158,40 @@ class Peers:
             self.calls[(name, kind)] += 1
         try:
             results = list(client.do_action(flight.Action(kind, body), options=options))
-        except flight.FlightTimedOutError:
-            self.forget(name)
-            raise ProtocolError(f"party {name!r} did not answer within {timeout:g} s ({kind}); "
-                                "it may hang or be overloaded") from None
-        except flight.FlightUnavailableError as exc:
-            self.forget(name)
-            raise ProtocolError(f"party {name!r} is unreachable at {self.addresses.get(name)} ({kind}): "
-                                f"{_first_line(exc)}") from None
-        except flight.FlightUnauthorizedError as exc:
-            raise ProtocolError(f"party {name!r} refused {kind}: {_detail(exc)}") from None
         except flight.FlightError as exc:
-            self.forget(name)
-            raise ProtocolError(f"party {name!r} failed on {kind}: {_detail(exc)}") from None
+            raise self.failure(name, kind, exc, timeout) from None
         finally:
             self._release(client)
         return b"".join(r.body.to_pybytes() for r in results)
+
+    def failure(self, name: str, kind: str, exc: flight.FlightError, timeout: float | None) -> ProtocolError:
+        """A transport failure of a call to `name` as a ProtocolError naming it; a broken client is
+        dropped (the next call connects anew), a refusal keeps it."""
+        if isinstance(exc, flight.FlightUnauthorizedError):
+            return ProtocolError(f"party {name!r} refused {kind}: {_detail(exc)}")
+        self.forget(name)
+        if isinstance(exc, (flight.FlightTimedOutError, flight.FlightCancelledError)):
+            waited = f"within {timeout:g} s " if timeout is not None else ""
+            return ProtocolError(f"party {name!r} did not answer {waited}({kind}); it may hang or be overloaded")
+        if isinstance(exc, flight.FlightUnavailableError):
+            return ProtocolError(f"party {name!r} is unreachable at {self.addresses.get(name)} ({kind}): "
+                                 f"{_first_line(exc)}")
+        return ProtocolError(f"party {name!r} failed on {kind}: {_detail(exc)}")
+
+    def open_stream(self, name: str, query_id: str) -> "PeerStream":
+        """A long-lived `DoExchange` to `name` carrying one query's messages. It does not wait for
+        `name`: the first message follows the call's opening at once (no extra round trip), and a
+        refusal (the query is not prepared there, this node takes no part) surfaces at a later send
+        or at the stream's close."""
+        client = self._acquire(name)
+        with self._lock:
+            self.calls[(name, "exchange")] += 1
+        try:
+            writer, reader = client.do_exchange(flight.FlightDescriptor.for_command(query_id.encode("ascii")))
+        except flight.FlightError as exc:
+            self._release(client)
+            raise self.failure(name, "exchange", exc, None) from None
+        return PeerStream(self, name, client, writer, reader)
 
     def call_each(self, names: list[str], kind: str, bodies: dict[str, bytes] | bytes,
                   timeout: float | None) -> dict[str, bytes | BaseException]:
@@ -192,6 +218,67 @@ class Peers:
             self._idle.wait_for(lambda: not self._in_use, timeout=wait)
 
 
+class PeerStream:
+    """One query's messages from this node to one peer, over one `DoExchange` call: each message is a
+    metadata-only Flight frame, `tag \\n payload`. Writes are ordered (one lock), so each ordered pair
+    stays FIFO; a write returns once gRPC has taken the frame, and a refusal by the peer surfaces at
+    the next write or at `close`, which waits until the peer has read every frame."""
+
+    def __init__(self, peers: Peers, peer: str, client: flight.FlightClient, writer, reader):
+        self.peers, self.peer = peers, peer
+        self._client, self._writer, self._reader = client, writer, reader
+        self._lock = threading.Lock()  # one write (or the close) at a time
+        self._end_lock = threading.Lock()
+        self._ended = False
+
+    def send(self, tag: str, payload: bytes) -> None:
+        frame = tag.encode("utf-8") + b"\n" + payload
+        with self._lock:
+            if self._ended:
+                raise ProtocolError(f"the message stream to {self.peer!r} is closed ({tag})")
+            try:
+                self._writer.write_metadata(pa.py_buffer(frame))
+            except flight.FlightError as exc:
+                self.end()
+                raise self.peers.failure(self.peer, f"exchange, at message {tag}", exc, None) from None
+
+    def close(self) -> None:
+        """End the stream cleanly: every frame was read by the peer, or its refusal is raised."""
+        with self._lock:
+            if self._ended:
+                return
+            try:
+                self._writer.done_writing()
+                while True:
+                    self._reader.read_chunk()
+            except StopIteration:
+                self._writer.close()
+            except flight.FlightError as exc:
+                raise self.peers.failure(self.peer, "exchange, at its end", exc, None) from None
+            finally:
+                self.end()
+
+    def cancel(self) -> None:
+        """Break the call at once (a failed or aborted query): a write blocked on a hung peer returns."""
+        try:
+            self._reader.cancel()
+        except Exception:  # already ended
+            pass
+
+    def end(self) -> None:
+        """Release the call's client (once): `Peers.close` waits for its last user."""
+        with self._end_lock:
+            if self._ended:
+                return
+            self._ended = True
+        self.cancel()
+        try:
+            self._writer.close()
+        except Exception:  # cancelled or already closed: nothing to report
+            pass
+        self.peers._release(self._client)
+
+
 def _close_client(client: flight.FlightClient) -> None:
     try:
         client.close()
@@ -208,14 +295,40 @@ def _detail(exc: BaseException) -> str:
     return text.split("Detail:")[0].rstrip(". ") if "Detail:" in text else text
 
 
-class NetworkChannel(InProcessChannel):
-    """One query's channel at one node: sends go over Flight; the node's server fills the mailboxes."""
+@dataclass(frozen=True)
+class HoldLimits:
+    """What a node holds of one query's messages that arrived before its executor asked for them
+    (`federation.network_hold_*`): bytes and messages from one peer, and from all peers together.
+    Beyond, the query fails with a ProtocolError (a peer that floods a node cannot exhaust its
+    memory). Defaults leave room for the largest protocol message of 10^6-row stages."""
 
-    def __init__(self, me: str, participants: list[str], query_id: str, peers: Peers, timeout: float):
+    peer_bytes: int = 512 << 20
+    peer_messages: int = 4096
+    query_bytes: int = 1 << 30
+    query_messages: int = 16384
+
+    @classmethod
+    def from_config(cls, config) -> "HoldLimits":
+        return cls(**config.network_hold)
+
+
+class NetworkChannel(InProcessChannel):
+    """One query's channel at one node: sends go over one long-lived stream per peer (`PeerStream`);
+    the node's server fills the mailboxes, holding at most `limits` of messages not yet received."""
+
+    def __init__(self, me: str, participants: list[str], query_id: str, peers: Peers, timeout: float,
+                 limits: HoldLimits = HoldLimits()):
         super().__init__(participants, timeout)
         self.me = me
         self.query_id = query_id
+        self.limits = limits
         self._peers = peers
+        self._streams: dict[str, PeerStream] = {}
+        self._streams_lock = threading.Lock()
+        self._opening: dict[str, threading.Lock] = {p: threading.Lock() for p in self.parties}
+        self._held_bytes: Counter = Counter()  # by sender: bytes delivered here, not yet received
+        self._held_messages: Counter = Counter()
+        self._held_lock = threading.Lock()
 
     def _send(self, src: str, dst: str, tag: str, payload: bytes) -> None:
         if src != self.me:
@@ -226,11 +339,58 @@ class NetworkChannel(InProcessChannel):
             raise ProtocolError(f"{src!r} -> {dst!r} [{tag}]: only bytes cross a channel")
         if "\n" in tag:
             raise ProtocolError(f"tag {tag!r} contains a newline")
-        if self._aborted is not None:
-            raise ProtocolError(f"query aborted: {self._aborted}")
+        self._raise_if_aborted()
         data = bytes(payload)
+        stream = self._stream(dst)
         self._count(src, dst, len(data))
-        self._peers.call(dst, "msg", f"{self.query_id}\n{tag}\n".encode() + data, self.timeout)
+        try:
+            stream.send(tag, data)
+        except ProtocolError:
+            self._raise_if_aborted()  # our own abort cancelled the stream: that, not the peer, is the cause
+            raise
+
+    def _raise_if_aborted(self) -> None:
+        if self._aborted is not None:
+            raise ProtocolError(f"query aborted: {self._aborted}") from None
+
+    def _stream(self, peer: str) -> PeerStream:
+        """The query's stream to `peer`, opened at the first message to it."""
+        with self._opening[peer]:
+            stream = self._streams.get(peer)
+            if stream is None:
+                stream = self._peers.open_stream(peer, self.query_id)
+                with self._streams_lock:
+                    if self._aborted is not None:
+                        stream.end()
+                        self._raise_if_aborted()
+                    self._streams[peer] = stream
+            return stream
+
+    def finish(self) -> None:
+        """The node's part ended cleanly: close every stream once the peers have read all of it (a
+        refusal by a peer is raised here)."""
+        with self._streams_lock:
+            streams = list(self._streams.values())
+        try:
+            for stream in streams:
+                stream.close()
+        except ProtocolError:
+            self._raise_if_aborted()
+            raise
+
+    def release(self) -> None:
+        """Drop every stream (after `finish`, or on failure): their clients go back to `Peers`."""
+        with self._streams_lock:
+            streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            stream.end()
+
+    def abort(self, reason: str) -> None:
+        super().abort(reason)
+        with self._streams_lock:
+            streams = list(self._streams.values())
+        for stream in streams:  # a write blocked on a hung peer returns
+            stream.cancel()
 
     def _recv(self, src: str, dst: str, tag: str, timeout: float | None) -> bytes:
         """Wait for `src`'s next message, probing it every `PROBE_EVERY` s while it is silent: a peer
@@ -254,6 +414,9 @@ class NetworkChannel(InProcessChannel):
             q.put(item)
             raise ProtocolError(f"query aborted while {dst!r} waited for {src!r} ({tag}): {self._aborted}")
         got, data = item
+        with self._held_lock:
+            self._held_bytes[src] -= len(data)
+            self._held_messages[src] -= 1
         if got != tag:
             raise ProtocolError(f"party {src!r} sent {got!r} to {dst!r}, expected {tag!r}")
         return data
@@ -271,16 +434,42 @@ class NetworkChannel(InProcessChannel):
         return state
 
     def deliver(self, src: str, tag: str, data: bytes) -> None:
-        """A message from `src` arrived at this node (called by the server)."""
-        self._queue(src, self.me).put((tag, data))
+        """A message from `src` arrived at this node (called by the server): held until received,
+        within `limits`; beyond them the query fails here (and the stream refuses the message)."""
+        q = self._queue(src, self.me)
+        with self._held_lock:
+            over = self._over_limits(src, len(data))
+            if over is None:
+                self._held_bytes[src] += len(data)
+                self._held_messages[src] += 1
+                q.put((tag, data))
+        if over is not None:
+            reason = (f"{self.me!r} holds too much of query {self.query_id} not yet received: {over} "
+                      f"(message {tag!r} from {src!r}); raise federation.network_hold_* if the protocol needs it")
+            self.abort(reason)
+            raise ProtocolError(reason)
+
+    def _over_limits(self, src: str, size: int) -> str | None:
+        """Which hold limit one more message of `size` bytes from `src` breaks (under the lock)."""
+        limits = self.limits
+        checks = ((self._held_bytes[src] + size, limits.peer_bytes, f"bytes from {src!r}", "peer_bytes"),
+                  (self._held_messages[src] + 1, limits.peer_messages, f"messages from {src!r}", "peer_messages"),
+                  (sum(self._held_bytes.values()) + size, limits.query_bytes, "bytes from all peers", "query_bytes"),
+                  (sum(self._held_messages.values()) + 1, limits.query_messages, "messages from all peers",
+                   "query_messages"))
+        for held, limit, what, key in checks:
+            if held > limit:
+                return f"{held} {what} > {limit} (network_hold_{key})"
+        return None
 
 
-def split_message(body: bytes) -> tuple[str, str, bytes]:
+def split_frame(metadata) -> tuple[str, bytes]:
+    """(tag, payload) of one frame of a message stream."""
     try:
-        query, tag, payload = body.split(b"\n", 2)
-        return query.decode("ascii"), tag.decode("utf-8"), payload
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("malformed protocol message") from None
+        tag, payload = metadata.to_pybytes().split(b"\n", 1)
+        return tag.decode("utf-8"), payload
+    except (AttributeError, ValueError, UnicodeDecodeError):
+        raise flight.FlightServerError("malformed protocol message") from None
 
 
 # --------------------------------------------------------------------------------------------- node
@@ -316,8 +505,9 @@ class Node(flight.FlightServerBase):
     power of two, and the version (a digest) of both (None for actors)."""
 
     def __init__(self, identity: Identity, host: str, port: int, addresses: dict[str, str], role,
-                 catalog=None, timeout: float = 30.0, accepts=None, calls=None):
+                 catalog=None, timeout: float = 30.0, accepts=None, calls=None, limits: HoldLimits = HoldLimits()):
         self.identity = identity
+        self.limits = limits
         self.name = identity.name
         self.peers = Peers(identity, addresses)
         self.known = frozenset(addresses)
@@ -330,6 +520,7 @@ class Node(flight.FlightServerBase):
         self._lock = threading.Lock()
         self._registered = threading.Condition(self._lock)  # a query was prepared or refused here
         self._ended: deque[str] = deque(maxlen=4096)  # queries refused, aborted or finished here
+        self._waiting: Counter = Counter()  # peer -> its message streams waiting for a query's `run`
         super().__init__(f"grpc+tls://{host}:{port}",
                          tls_certificates=[flight.CertKeyPair(identity.certificate, identity.private_key)],
                          verify_client=True, root_certificates=identity.ca)
@@ -365,12 +556,23 @@ class Node(flight.FlightServerBase):
         self._ended.append(query_id)
         self._registered.notify_all()
 
-    def _await_prepared(self, query_id: str) -> None:
-        """A message may reach a node before the issuer's `run` does (every node starts as soon as it
-        has accepted the query): hold it until the query is prepared or ends here, up to PREPARE_GRACE."""
+    def _await_prepared(self, query_id: str, caller: str) -> None:
+        """A peer's message stream may reach a node before the issuer's `run` does (every node starts as
+        soon as it has accepted the query): it waits, unread, until the query is prepared or ends here,
+        up to PREPARE_GRACE; at most WAITING_STREAMS per peer wait at once."""
         with self._lock:
-            self._registered.wait_for(lambda: query_id in self._queries or query_id in self._ended,
-                                      timeout=min(self.timeout, PREPARE_GRACE))
+            if query_id in self._queries:
+                return
+            if self._waiting[caller] >= WAITING_STREAMS:
+                raise flight.FlightUnauthorizedError(
+                    f"{caller!r} has {WAITING_STREAMS} message streams waiting at {self.name} for queries "
+                    "not prepared here")
+            self._waiting[caller] += 1
+            try:
+                self._registered.wait_for(lambda: query_id in self._queries or query_id in self._ended,
+                                          timeout=min(self.timeout, PREPARE_GRACE))
+            finally:
+                self._waiting[caller] -= 1
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -397,7 +599,6 @@ class Node(flight.FlightServerBase):
         return [("run", "prepare and start a query at once: header line + JSON plan (issuer only)"),
                 ("prepare", "register a query: header line + JSON plan (issuer only)"),
                 ("start", "start a prepared query (issuer only)"),
-                ("msg", "a protocol message of a running query (its nodes only)"),
                 ("wait", "the node's outcome of a query (issuer only)"),
                 ("abort", "abandon a query and drop its state (issuer only)"),
                 ("alive", "whether this node still runs a query (its nodes only)"),
@@ -411,8 +612,6 @@ class Node(flight.FlightServerBase):
         body = action.body.to_pybytes() if action.body is not None else b""
         kind = action.type
         try:
-            if kind == "msg":
-                return self._msg(caller, body)
             if kind == "prepare":
                 try:
                     return self._prepare(caller, body)
@@ -454,14 +653,34 @@ class Node(flight.FlightServerBase):
             raise flight.FlightServerError(f"{kind}: {exc}") from None
         raise flight.FlightServerError(f"unknown action {kind!r}")
 
-    def _msg(self, caller: str, body: bytes):
-        query_id, tag, payload = split_message(body)
-        self._await_prepared(query_id)
+    def do_exchange(self, context, descriptor, reader, writer):
+        """A peer's message stream for one query (`PeerStream`): read once the query is prepared here
+        and the caller takes part in it (refused otherwise); then every frame goes to the query's
+        mailbox for the caller, until the caller ends the stream. Nothing is ever written back."""
+        caller = self._caller(context)
+        query_id = (descriptor.command or b"").decode("ascii", "replace")
+        if not QUERY_ID.match(query_id):
+            raise flight.FlightServerError("malformed query id")
+        self._await_prepared(query_id, caller)
         state = self._state(query_id, caller, issuer_only=False)
-        if state.done.is_set():  # a prepared query queues early messages: peers start a moment apart
-            raise flight.FlightUnauthorizedError(f"query {query_id} is not running at {self.name}")
-        state.channel.deliver(caller, tag, payload)
-        return [b""]
+        self._check_running(state)
+        for chunk in reader:
+            tag, payload = split_frame(chunk.app_metadata)
+            channel = self._check_running(state)
+            try:
+                channel.deliver(caller, tag, payload)
+            except ProtocolError as exc:
+                raise flight.FlightServerError(str(exc)) from None
+
+    def _check_running(self, state: QueryState) -> NetworkChannel:
+        """The channel of a query that is still prepared or running here (a prepared query queues
+        early messages); one that finished, was aborted or dropped takes no more."""
+        with self._lock:
+            current = self._queries.get(state.query_id) is state
+        channel = state.channel
+        if not current or channel is None or state.done.is_set():
+            raise flight.FlightUnauthorizedError(f"query {state.query_id} is not running at {self.name}")
+        return channel
 
     def _prepare(self, caller: str, body: bytes):
         self._sweep()
@@ -492,7 +711,7 @@ class Node(flight.FlightServerBase):
         timeout = header.get("timeout", self.timeout)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
             raise flight.FlightServerError("malformed timeout")
-        channel = NetworkChannel(self.name, sorted(participants), query_id, self.peers, float(timeout))
+        channel = NetworkChannel(self.name, sorted(participants), query_id, self.peers, float(timeout), self.limits)
         with self._lock:
             if query_id in self._queries:
                 raise flight.FlightServerError(f"query {query_id} already exists")
@@ -528,12 +747,15 @@ class Node(flight.FlightServerBase):
             state.started = True
 
         def run() -> None:
+            channel = state.channel
             try:
-                state.result = self._role(state.plan, state.query_id, state.channel.endpoint(self.name))
+                state.result = self._role(state.plan, state.query_id, channel.endpoint(self.name))
+                channel.finish()  # every message sent was taken by its peer
             except BaseException as exc:  # reported to the issuer by `wait`: class and public message only
                 state.error = contained_error(self.name, exc, state.issuer)
-                state.channel.abort(f"{self.name} failed: {state.error}")
+                channel.abort(f"{self.name} failed: {state.error}")
             finally:
+                channel.release()
                 state.finished_at = time.monotonic()
                 state.done.set()
 

@@ -21,14 +21,18 @@ circuit (of -d) and 1 AND round):
                             fused into the product: `mux_bits_many`).
   sign / abs_               compare with 0 (6) + B2A (1) [+ 1 product for abs].
   minimum / maximum         elementwise: compare + fused mux = 7 rounds.
-  min_all / max_all         tournament (log2 n levels of 7 rounds), CrypTen's tree reduction.
+  min_all / max_all         tournament: ceil(log2 n) levels of compare + fused mux (7 rounds
+                            each; 9 for 3 parties), CrypTen's tree reduction.
+Every round count here is independent of n (the elements are compared side by side), except the
+tournament's; tests/test_spu_rounds.py checks them at several n.
   divide(s, x, y)           Newton–Raphson reciprocal after a secret normalisation
                             (Catrina–Saxena, FC 2010; SecretFlow's fxp division):
                             A2B(y) (7) -> prefix OR (6) -> one-hot msb, its K bits to arithmetic
                             (1) -> m = 2^(K-1-msb(y)), y*m in [2^(K-1), 2^K) (1+1) -> w0 =
                             2.9142 - 2*y_norm, 3 Newton steps w <- w(2 - y_norm w) (12) ->
                             q = x*w*m / 2^(K+...) with x split into two limbs to stay in range (4).
-                            About 32 rounds. See `divide` for its range and precision.
+                            33 rounds for 2 parties, 34 for 3, whatever n. See `divide` for its
+                            range and precision.
 
 Leakage: none — every opening inside is masked by dealer randomness; results stay shared.
 """
@@ -101,7 +105,7 @@ def _result(s: SpuSession, bit: np.ndarray, arith_out: bool):
 
 
 def less_than(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
-    """[x < y]."""
+    """[x < y]: 6 rounds for 2 parties, 8 for 3 (+1 with `arith`), whatever n."""
     lt, _ = compare_bits(s, _diff(x, y), want_eq=False)
     return _result(s, lt, arith)
 
@@ -111,7 +115,7 @@ def greater_than(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = Fals
 
 
 def less_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
-    """[x <= y] = NOT [y < x]."""
+    """[x <= y] = NOT [y < x]: as `less_than`, 6 rounds for 2 parties, 8 for 3 (+1 with `arith`)."""
     lt, _ = compare_bits(s, _diff(y, x), want_eq=False)
     return _result(s, lt ^ ONE if s.is_first else lt, arith)
 
@@ -121,7 +125,7 @@ def greater_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = Fal
 
 
 def equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
-    """[x == y]."""
+    """[x == y]: 6 rounds for 2 parties (a zero test), 9 for 3 (+1 with `arith`), whatever n."""
     d = _diff(x, y)
     (_, eq), = boolean.run_circuits(s, [compare_circuit(s, d, want_lt=False, want_eq=True)])
     return _result(s, eq.astype(np.uint64), arith)
@@ -190,7 +194,8 @@ def mux(s: SpuSession, c, x: ArithShare, y: ArithShare) -> ArithShare:
 
 
 def sign(s: SpuSession, x: ArithShare) -> ArithShare:
-    """SQL SIGN: -1, 0 or 1 as an integer share."""
+    """SQL SIGN: -1, 0 or 1 as an integer share. 7 rounds for 2 parties, 10 for 3 (compare
+    with equality + B2A), whatever n."""
     lt, eq = compare_bits(s, x.data)
     neg, zero = boolean.b2a_bits_many(s, [BoolShare(lt, 1), BoolShare(eq, 1)])
     one = arith.public(s, np.ones(x.shape, dtype=np.int64))
@@ -198,7 +203,7 @@ def sign(s: SpuSession, x: ArithShare) -> ArithShare:
 
 
 def abs_(s: SpuSession, x: ArithShare) -> ArithShare:
-    """|x|: x * (1 - 2[x < 0])."""
+    """|x|: x * (1 - 2[x < 0]): compare (6; 8 for 3 parties) + B2A + 1 product, whatever n."""
     lt, _ = compare_bits(s, x.data, want_eq=False)
     neg = boolean.b2a_bits(s, BoolShare(lt, 1))
     factor = arith.public(s, np.ones(x.shape, dtype=np.int64)) - neg * 2
@@ -206,10 +211,12 @@ def abs_(s: SpuSession, x: ArithShare) -> ArithShare:
 
 
 def minimum(s: SpuSession, x: ArithShare, y: ArithShare) -> ArithShare:
+    """Elementwise MIN: compare + fused mux, 7 rounds for 2 parties, 9 for 3, whatever n."""
     return mux(s, less_than(s, x, y), x, y)
 
 
 def maximum(s: SpuSession, x: ArithShare, y: ArithShare) -> ArithShare:
+    """Elementwise MAX: as `minimum`, 7 rounds for 2 parties, 9 for 3."""
     return mux(s, less_than(s, x, y), y, x)
 
 
@@ -227,7 +234,7 @@ def _tournament(s: SpuSession, x: ArithShare, take_max: bool) -> ArithShare:
 
 
 def min_all(s: SpuSession, x: ArithShare) -> ArithShare:
-    """MIN over a vector: ceil(log2 n) levels of compare + mux."""
+    """MIN over a vector: ceil(log2 n) levels of compare + fused mux, 7 rounds each (9 for 3 parties)."""
     return _tournament(s, x, take_max=False)
 
 
@@ -249,6 +256,7 @@ def divide(s: SpuSession, x: ArithShare, y: ArithShare, y_bits: int = 32) -> Ari
     from the 2.9142 - 2y start, 3 steps,
     converges far below the fixed-point resolution), plus a few units in the last place from the
     truncations. y = 0 gives 0 (SQL gives NULL: mask the result with [count > 0]).
+    Rounds: 33 for 2 parties, 34 for 3, whatever n (module docstring).
     """
     F = s.frac_bits
     K = y_bits

@@ -41,10 +41,14 @@ and depth follow its random permutation, so its traffic differs from run to run;
 rather than bitonic for ~10% fewer comparators (both prune to any n since every comparator puts
 the smaller element first, so there is no padding); carrying only the row number keeps the
 n log^2 n muxes independent of the payload width, moving the payloads costs O(n) words.
-Rounds, 2 parties, 2 limbs: 8 per network layer (1368 at n = 2*10^5) + 4 + 2 (step 3) + 8
-(step 4) + ~2 log2 n (step 5) + 1 + 2 (step 6): 1420 at n = 2*10^5. Bytes per comparator and
-direction (2 parties, 2 limbs): ~63 B of comparison trees + 16 B per carried column (3 here), 116 B
-measured; 3.6 GB between the two parties in all at 10^5 rows per side (1.7 GB from the dealer).
+Rounds, N parties, k limbs, n = n_u + n_m rows: layers (C' + k) + (2N + 2) + (C_eq + k) +
+(2 ceil(log2 n) - 1) + 1 + N, with layers <= ceil(log2 n)(ceil(log2 n) + 1)/2, C' = 6 for 2 parties
+(8 for 3 with one limb, 9 with more) and C_eq = 6 (9) — O(log^2 n), the same for every input of
+these sizes (tests/test_spu_rounds.py). 2 parties, 2 limbs: 8 per network layer (1368 at
+n = 2*10^5) + 4 + 2 (step 3) + 8 (step 4) + ~2 log2 n (step 5) + 1 + 2 (step 6): 1420 at
+n = 2*10^5. Bytes per comparator and direction (2 parties, 2 limbs): ~63 B of comparison trees
+plus 16 B per carried column (3 here), 116 B measured; 3.6 GB between the two parties in all at 10^5
+rows per side (1.7 GB from the dealer).
 
 Leakage: n_u, n_m, the number of limbs and the payload columns (count and fixed-point scale).
 Every opening inside is masked by dealer randomness or is a uniformly random permutation
@@ -116,7 +120,9 @@ def network_sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare
                  ) -> tuple[list[ArithShare], list[ArithShare]]:
     """Sort rows ascending by `keys` (lexicographic; keys need |x - y| < 2^63, e.g. values in
     [0, 2^63)) with `sorting_network`: the same comparisons for every input of this size, so the
-    traffic is data-independent. Not stable. Returns (sorted keys, sorted payload)."""
+    traffic is data-independent. Not stable. Returns (sorted keys, sorted payload).
+    Rounds: per layer one comparison (6 for 2 parties; 3 parties: 8 for one key, 9 for more) + 1 AND
+    round per extra key + 1 mux, over at most ceil(log2 n)(ceil(log2 n) + 1)/2 layers."""
     keys, payload = list(keys), list(payload)
     n = _rows([*keys, *payload], "network_sort")
     if not keys:
@@ -146,7 +152,8 @@ def _open_permutation(s: SpuSession, x: ArithShare, what: str) -> np.ndarray:
 
 def apply_permutation(s: SpuSession, perm: ArithShare, columns: list[ArithShare]) -> list[ArithShare]:
     """Gather rows by a secret permutation: out[j] = column[perm[j]], perm a share of a permutation
-    of 0..n-1. 2 shuffles (N rounds each) + 2 openings, each of a uniformly random permutation:
+    of 0..n-1. 2 shuffles (N rounds each) + 2 openings (2N + 2 rounds, whatever n), each opening
+    of a uniformly random permutation:
       1. shuffle (perm, 0..n-1) by pi, open tau = perm o pi; dest[tau[k]] = pi(k) gives shares of
          dest = perm^-1 (local placement);
       2. shuffle (dest, columns) by pi', open where = dest o pi'; row k goes to position where[k]."""
@@ -238,7 +245,8 @@ def oblivious_pk_join(s: SpuSession, unique_keys: list[ArithShare], unique_valid
     (which one is undefined) — never a crash. Limbs out of range give undefined matches.
 
     Returns `Joined` with n_u + n_m rows in a uniformly random order (see the module docstring
-    for the construction, its rounds and what it leaks: only the sizes)."""
+    for the construction, its rounds — O(log^2 n), a function of the sizes and k only — and what
+    it leaks: only the sizes)."""
     if len(unique_keys) != len(many_keys) or not unique_keys:
         raise ProgrammingError("oblivious_pk_join: both sides need the same number (>= 1) of key limbs")
     nu = _side(unique_keys, unique_valid, unique_payload, "unique")

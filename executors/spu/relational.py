@@ -2,6 +2,10 @@
 
 A table is a list of equally long `ArithShare` columns. All row counts are public.
 
+Rounds below are for N compute parties and n rows: C = 6 rounds for one batched comparison with 2
+parties (8 with 3), C_eq = 6 when it also yields equality (9 with 3); k sort or group keys; every
+count is tested at several n in tests/test_spu_rounds.py.
+
 shuffle(s, columns)             N rounds for N parties (resharing shuffle with a dealer-assisted
                                 permutation correlation; cf. Chase窶敵hosh窶撤oburinnaya, "Secret-
                                 Shared Shuffle", ASIACRYPT 2020, and SecretFlow's TTP shuffle):
@@ -22,11 +26,15 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada窶適ikuchi窶的karashi窶
                                 the data (ties included: they are broken by the secret row number,
                                 which also makes the sort stable). Comparisons: ~1.39 n log2 n;
                                 each quicksort level is one batched lexicographic comparison
-                                (6 rounds + 1 per extra key) plus 1 opening; expected ~2 ln n
-                                levels. The tiebreak's differences lie in (-n, n), so its
-                                comparison uses a ceil(log2 n)+1-bit circuit (`bits=`), and each
-                                key's sign and equality come from one tree: ~48 B per comparison
-                                and direction for one key at n = 10^6 (was ~280 B).
+                                (C_eq rounds + 1 AND round per key, the tiebreak being the last)
+                                plus 1 opening. Levels L: the height of a random binary search
+                                tree on n keys (each row's mean depth is ~2 ln n; the deepest,
+                                ~4.311 ln n - 1.953 ln ln n, Reed 2003), below 3 ceil(log2 n)
+                                with high probability; rounds N + L (C_eq + k + 1). The
+                                tiebreak's differences lie in (-n, n), so its comparison uses a
+                                ceil(log2 n)+1-bit circuit (`bits=`), and each key's sign and
+                                equality come from one tree: ~48 B per comparison and direction
+                                for one key at n = 10^6 (was ~280 B).
                                 Chosen over bitonic sort (n log^2 n / 4 compare-exchanges
                                 with muxes: ~10^8 for n = 10^6) and over radix sort with secret
                                 permutation composition (Asharov et al., CCS 2022: 64 rounds of
@@ -34,7 +42,8 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada窶適ikuchi窶的karashi窶
                                 Leaks nothing but n (and the number of quicksort levels, a function
                                 of the random permutation only).
 neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests of neighbour
-                                differences (6 rounds; +1 AND round per extra key) + B2A (1).
+                                differences (6 rounds, 9 for 3 parties; +1 AND round per extra
+                                key) + B2A (1): C_eq + k rounds, whatever n.
 segmented_extreme(...)          running MIN/MAX per run: the same Brent窶適ung levels as
                                 segmented_sum, each a comparison + B2A + product + mux.
 segmented_sum(s, vals, starts)  segmented inclusive scan, work-efficient (Brent窶適ung up-sweep and
@@ -82,7 +91,8 @@ def _rows(columns: list[ArithShare]) -> int:
 # --- shuffle ----------------------------------------------------------------------------------------
 
 def shuffle(s: SpuSession, columns: list[ArithShare]) -> list[ArithShare]:
-    """Obliviously permute the rows (same secret permutation for every column): N rounds."""
+    """Obliviously permute the rows (same secret permutation for every column): N rounds for N
+    parties, whatever n."""
     n = _rows(columns)
     cols = len(columns)
     x = np.stack([c.data for c in columns], axis=1) if n else np.zeros((0, cols), np.uint64)
@@ -185,14 +195,18 @@ def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
          descending: list[bool] | None = None, key_bits: list[int] | None = None
          ) -> tuple[list[ArithShare], list[ArithShare]]:
     """ORDER BY keys (ASC/DESC per key), stable; returns (sorted keys, sorted payload). `key_bits`:
-    narrower comparisons for keys known to be small non-negative integers (see `_sort_columns`)."""
+    narrower comparisons for keys known to be small non-negative integers (see `_sort_columns`).
+    Rounds for k keys: N + L (C_eq + k + 1), C_eq = 6 for 2 parties and 9 for 3 (a comparison with
+    equality), L the quicksort's levels: random, a function of the shuffle's permutation only, below
+    3 ceil(log2 n) with high probability (module docstring)."""
     return _sort_columns(s, list(keys), descending, list(payload), key_bits)
 
 
 # --- runs and segmented scans -------------------------------------------------------------------
 
 def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
-    """0/1 share: row i starts a run of equal keys (row 0 always does)."""
+    """0/1 share: row i starts a run of equal keys (row 0 always does). C_eq + k rounds for k keys
+    (6 + k for 2 parties, 9 + k for 3), whatever n."""
     n = _rows(sorted_keys)
     if n == 0:
         return ArithShare(np.zeros(0, np.uint64))
@@ -235,7 +249,8 @@ def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
 def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
     """Inclusive running sums restarting at every start flag. Segmented-sum operator
     (f1, v1) + (f2, v2) = (f1 | f2, v2 + (1 - f2) v1), over `_scan_levels`: one batched product
-    round per level (about 2 log2 n rounds, about 2n products per column + n for the flags)."""
+    round per level: S = 2 ceil(log2 n) - 1 rounds for n >= 2 (about 2n products per column + n for
+    the flags)."""
     n = len(starts)
     vals = [v.data.copy() for v in values]
     f = starts.data.copy()
@@ -255,7 +270,8 @@ def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -
 def segmented_extreme(s: SpuSession, values: list[ArithShare], starts: ArithShare,
                       take_max: list[bool]) -> list[ArithShare]:
     """Running MIN/MAX restarting at every start flag, over `_scan_levels`: per level one batched
-    comparison (7 rounds) + B2A (1) + products (1) + mux (1); about 2n comparisons per column."""
+    comparison (C = 6 rounds for 2 parties, 8 for 3) + B2A (1) + products (1) + mux (1), so
+    (C + 3)(2 ceil(log2 n) - 1) rounds; about 2n comparisons per column."""
     n = len(starts)
     vals = [v.data.copy() for v in values]
     f = starts.data.copy()
@@ -304,7 +320,11 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     when `keys` is one small code standing for them). `within` = (0/1 weight, value): sorted as
     minor keys that do not split groups, so one sort also yields `distinct`, the number of
     distinct values among each group's rows of weight 1 (run starts of (group, weight, value)
-    times the weight, summed in the same segmented scan): the group threshold's distinct rows."""
+    times the weight, summed in the same segmented scan): the group threshold's distinct rows.
+
+    Rounds: `sort` (N + L (C_eq + k + 1)) + `neighbour_starts` (C_eq + k) + S = 2 ceil(log2 n) - 1
+    if any SUM/COUNT + (C + 3) S if any MIN/MAX (see the module docstring for C, C_eq, L); `within`
+    adds 2 keys to the sort, and a `neighbour_starts` over k + 2 keys and one product (C_eq + k + 3)."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
         if kind not in AGGREGATES:
@@ -358,7 +378,8 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
 
 
 def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[ArithShare]:
-    """Keep the rows whose 0/1 flag is 1, in a random order: reveals only how many are kept."""
+    """Keep the rows whose 0/1 flag is 1, in a random order: reveals only how many are kept.
+    N + 1 rounds (a shuffle, one opening), whatever n."""
     n = _rows([flag, *columns])
     if n == 0:
         return list(columns)
@@ -373,7 +394,8 @@ def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[
 # --- window functions after a sort ------------------------------------------------------------------
 
 def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> ArithShare:
-    """ROW_NUMBER() over sorted rows (public 1..n), or per partition given run starts."""
+    """ROW_NUMBER() over sorted rows (public 1..n: no round), or per partition given run starts
+    (a segmented sum: 2 ceil(log2 n) - 1 rounds)."""
     ones = arith.public(s, np.ones(n, np.int64))
     if starts is None:
         return arith.public(s, np.arange(1, n + 1, dtype=np.int64))
@@ -381,7 +403,8 @@ def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> Arith
 
 
 def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
-    """RANK() over rows sorted by `sorted_keys`: 1 + position of the first row with equal keys."""
+    """RANK() over rows sorted by `sorted_keys`: 1 + position of the first row with equal keys.
+    `neighbour_starts` (C_eq + k rounds) + a segmented sum (2 ceil(log2 n) - 1)."""
     n = _rows(sorted_keys)
     if n == 0:
         return ArithShare(np.zeros(0, np.uint64))
@@ -391,7 +414,7 @@ def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
 
 
 def dense_rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
-    """DENSE_RANK(): running count of run starts (local after the neighbour tests)."""
+    """DENSE_RANK(): running count of run starts (local after the neighbour tests: C_eq + k rounds)."""
     if _rows(sorted_keys) == 0:
         return ArithShare(np.zeros(0, np.uint64))
     starts = neighbour_starts(s, sorted_keys)
@@ -399,12 +422,12 @@ def dense_rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
 
 
 def limit(columns: list[ArithShare], count: int, offset: int = 0) -> list[ArithShare]:
-    """LIMIT count OFFSET offset on sorted rows (public bounds: local)."""
+    """LIMIT count OFFSET offset on sorted rows (public bounds: local, no round)."""
     return [c[offset:offset + count] for c in columns]
 
 
 def union_all(tables: list[list[ArithShare]]) -> list[ArithShare]:
-    """UNION ALL of tables with the same columns (local concatenation)."""
+    """UNION ALL of tables with the same columns (local concatenation, no round)."""
     if not tables or len({len(t) for t in tables}) != 1:
         raise ProgrammingError("union_all: tables must have the same number of columns")
     return [arith.concat([t[k] for t in tables]) for k in range(len(tables[0]))]

@@ -1,0 +1,188 @@
+"""Round bounds of the SPU operators, as their docstrings state them, at several sizes.
+
+Every operator runs over the in-process channel (`run_spu`); the session counts its rounds (one per
+batched exchange or opening). Over a real link each round costs one round-trip time, so a change
+that adds rounds to an operator fails here before it slows a deployment across regions.
+
+Notation of the docstrings: N compute parties; C the rounds of one batched comparison (6 for 2
+parties, 8 for 3), C_eq with equality from the same tree (6 for 2 parties, 9 for 3); S the levels of
+a Brent–Kung scan over n rows, 2 ceil(log2 n) - 1; L the quicksort's levels, random (the height of a
+random binary search tree on n keys), bounded by 3 ceil(log2 n) and made deterministic here by a
+fixed dealer seed (the shuffles' permutations come from the dealer's seeds only).
+"""
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from sqlsecure.executors.spu import arith, compare, dealer, join, relational
+from sqlsecure.executors.spu.local import run_spu
+from sqlsecure.executors.spu.shares import as_ring
+
+SIZES = [16, 64, 256]
+C = {2: 6, 3: 8}
+C_EQ = {2: 6, 3: 9}
+
+
+@pytest.fixture(autouse=True)
+def fixed_dealer_seed(monkeypatch):
+    """The dealer's seeds (hence every shuffle's permutation, hence the quicksort's levels) from a
+    fixed generator: the dealer draws them one after another in its own thread."""
+    rng = random.Random(20)
+    monkeypatch.setattr(dealer, "fresh_seed", lambda: rng.randbytes(16))
+
+
+def share(s, values, owner=0):
+    values = np.asarray(values, dtype=np.int64)
+    return arith.share_input(s, owner, as_ring(values) if s.index == owner else None, values.shape)
+
+
+def rounds_of(nparties: int, operator) -> int:
+    """Rounds of `operator(session)` alone: `operator` shares its inputs (one round each, not
+    counted: the counter is reset after them) and returns the call to count."""
+    def program(s):
+        call = operator(s)
+        s.rounds = 0
+        call()
+        return s.rounds
+
+    return run_spu(nparties, program).results[0]
+
+
+def log2(n: int) -> int:
+    return math.ceil(math.log2(n))
+
+
+def scan_levels(n: int) -> int:
+    return 2 * log2(n) - 1
+
+
+def quicksort_levels(rounds: int, nparties: int, keys: int, n: int) -> int:
+    """L from a sort's rounds N + L (C_eq + keys + 1); checks the form, and L <= 3 ceil(log2 n)."""
+    per_level = C_EQ[nparties] + keys + 1
+    levels, rest = divmod(rounds - nparties, per_level)
+    assert rest == 0, f"{rounds} rounds is not N + L * {per_level}"
+    assert 1 <= levels <= 3 * log2(n)
+    return levels
+
+
+def data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed + n)
+    return rng.integers(-1000, 1000, n), rng.integers(-1000, 1000, n), rng.integers(0, 8, n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SIZES)
+def test_comparison_and_equality_are_constant_round(nparties, n):
+    x, y, _ = data(n)
+    lt = rounds_of(nparties, lambda s: (a := share(s, x), b := share(s, y, 1),
+                                        lambda: compare.less_than(s, a, b))[-1])
+    lt_arith = rounds_of(nparties, lambda s: (a := share(s, x), b := share(s, y, 1),
+                                              lambda: compare.less_than(s, a, b, arith=True))[-1])
+    eq = rounds_of(nparties, lambda s: (a := share(s, x), b := share(s, y, 1),
+                                        lambda: compare.equal(s, a, b))[-1])
+    assert (lt, lt_arith, eq) == (C[nparties], C[nparties] + 1, C_EQ[nparties])
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SIZES)
+def test_functions_built_on_comparisons_are_constant_round(nparties, n):
+    x, y, _ = data(n)
+    divide_rounds = {2: 33, 3: 34}
+    stated = {
+        "sign": (lambda s, a, b: compare.sign(s, a), C_EQ[nparties] + 1),
+        "abs": (lambda s, a, b: compare.abs_(s, a), C[nparties] + 2),
+        "minimum": (compare.minimum, C[nparties] + 1),
+        "maximum": (compare.maximum, C[nparties] + 1),
+        "divide": (lambda s, a, b: compare.divide(s, a, arith.add_public(s, b, 1001)), divide_rounds[nparties]),
+    }
+    for name, (function, rounds) in stated.items():
+        got = rounds_of(nparties, lambda s: (a := share(s, x), b := share(s, y, 1), lambda: function(s, a, b))[-1])
+        assert got == rounds, name
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SIZES)
+def test_shuffle_and_compact(nparties, n):
+    x, y, _ = data(n)
+    assert rounds_of(nparties, lambda s: (a := share(s, x), b := share(s, y, 1),
+                                          lambda: relational.shuffle(s, [a, b]))[-1]) == nparties
+    assert rounds_of(nparties, lambda s: (f := share(s, (x > 0).astype(np.int64)), b := share(s, y, 1),
+                                          lambda: relational.compact(s, f, [b]))[-1]) == nparties + 1
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("keys", [1, 2])
+@pytest.mark.parametrize("n", SIZES)
+def test_sort_is_a_shuffle_then_levels_of_one_comparison_and_one_opening(nparties, keys, n):
+    x, y, k = data(n)
+    columns = [k, x][:keys]
+    rounds = rounds_of(nparties, lambda s: (ks := [share(s, c, i % 2) for i, c in enumerate(columns)],
+                                            p := share(s, y, 1), lambda: relational.sort(s, ks, [p]))[-1])
+    quicksort_levels(rounds, nparties, keys, n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SIZES)
+def test_runs_and_segmented_scans(nparties, n):
+    x, _, k = data(n)
+    starts = (np.arange(n) % 5 == 0).astype(np.int64)
+    sorted_k = np.sort(k)
+    assert rounds_of(nparties, lambda s: (a := share(s, sorted_k), b := share(s, sorted_k, 1),
+                                          lambda: relational.neighbour_starts(s, [a, b]))[-1]) \
+        == C_EQ[nparties] + 2
+    assert rounds_of(nparties, lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                          lambda: relational.segmented_sum(s, [v, v], f))[-1]) == scan_levels(n)
+    assert rounds_of(nparties, lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                          lambda: relational.segmented_extreme(s, [v, v], f, [True, False]))[-1]) \
+        == (C[nparties] + 3) * scan_levels(n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SIZES)
+def test_min_all_is_a_tournament(nparties, n):
+    x, _, _ = data(n)
+    assert rounds_of(nparties, lambda s: (a := share(s, x), lambda: compare.min_all(s, a))[-1]) \
+        == (C[nparties] + 1) * log2(n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SIZES)
+def test_group_by_is_a_sort_then_runs_then_scans(nparties, n):
+    x, y, k = data(n)
+    aggregates = lambda s: [("sum", share(s, x, 1)), ("count", None), ("min", share(s, y, 1))]  # noqa: E731
+    rounds = rounds_of(nparties, lambda s: (g := share(s, k), aggs := aggregates(s),
+                                            lambda: relational.group_by(s, [g], aggs))[-1])
+    runs = C_EQ[nparties] + 1
+    scans = scan_levels(n) * (1 + C[nparties] + 3)
+    quicksort_levels(rounds - runs - scans, nparties, 1, n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("limbs", [1, 2])
+@pytest.mark.parametrize("n", SIZES)
+def test_oblivious_join_rounds_depend_on_the_sizes_only(nparties, limbs, n):
+    """layers (C' + limbs) + (2N + 2) + (C_eq + limbs) + S + 1 + N, with C' = C for one limb and C_eq
+    for more (the leading limbs' equality rides in the comparison tree), layers at most
+    ceil(log2 n)(ceil(log2 n) + 1)/2 (`sorting_network` prunes comparators beyond n)."""
+    nu = n // 4
+    nm = n - nu
+    rng = np.random.default_rng(n)
+    u_keys = [rng.permutation(4 * n)[:nu] for _ in range(limbs)]
+    m_keys = [rng.integers(0, 4 * n, nm) for _ in range(limbs)]
+    payload = rng.integers(-50, 50, nm)
+
+    def operator(s):
+        uk, mk = [share(s, c) for c in u_keys], [share(s, c, 1) for c in m_keys]
+        uv, mv = share(s, np.ones(nu, np.int64)), share(s, np.ones(nm, np.int64), 1)
+        up, mp = share(s, np.arange(nu)), share(s, payload, 1)
+        return lambda: join.oblivious_pk_join(s, uk, uv, [up], mk, mv, [mp])
+
+    layers = len(join.sorting_network(n))
+    assert layers <= log2(n) * (log2(n) + 1) // 2
+    per_layer = (C_EQ if limbs > 1 else C)[nparties] + limbs
+    stated = layers * per_layer + (2 * nparties + 2) + (C_EQ[nparties] + limbs) \
+        + scan_levels(n) + 1 + nparties
+    assert rounds_of(nparties, operator) == stated
