@@ -339,6 +339,23 @@ def test_a_sum_that_could_wrap_is_refused_before_any_share(nparties):
         run(nparties, program_of(root, [[["x", "int"]]]), [big])
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_a_sum_over_a_join_is_bounded_by_the_join_pairs_not_the_root(nparties):
+    """Review: the limits used the root's row count (1 for an ungrouped aggregate), so SUM over the
+    3*3 pairs of a join wrapped silently (9 * 2^60 > 2^63); now the largest node's rows count."""
+    left = pa.table({"k": pa.array([1, 1, 1], pa.int64()), "x": pa.array([2**60] * 3, pa.int64())})
+    right = pa.table({"j": pa.array([1, 1, 1], pa.int64())})
+    join = {"op": "join", "kind": "inner", "left": inp(0), "right": inp(1), "left_keys": ['"k"'],
+            "right_keys": ['"j"'], "condition": None}
+    root = {"op": "aggregate", "child": join, "keys": [], "threshold": None,
+            "aggregates": [["s", "SUM", '"x"', False], ["c", "COUNT", None, False]]}
+    with pytest.raises(DataError, match="'x'.*9 rows"):
+        run(nparties, program_of(root, [[["k", "int"], ["x", "int"]], [["j", "int"]]]), [left, right])
+    small = left.set_column(1, "x", pa.array([2**59] * 3, pa.int64()))
+    got, _ = run(nparties, program_of(root, [[["k", "int"], ["x", "int"]], [["j", "int"]]]), [small, right])
+    assert got.to_pylist() == [{"s": 9 * 2**59, "c": 9}]
+
+
 def test_an_input_of_another_type_than_declared_is_refused():
     floats = pa.table({"x": pa.array([1.5, 2.0], pa.float64())})
     with pytest.raises(ProtocolError, match="'x'.*declares int"):

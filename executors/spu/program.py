@@ -387,12 +387,18 @@ def row_bound(node: Node, rows: dict[int, int]) -> int:
     return sizes[0]
 
 
+def largest_rows(node: Node, rows: dict[int, int]) -> int:
+    """The most rows any node of the tree yields: an aggregate or a window over a join adds up its
+    n*m pairs even when the root (an ungrouped aggregate) yields one row."""
+    return max([row_bound(node, rows), *(largest_rows(c, rows) for c in node.children)])
+
+
 def input_limits(program: Program, rows: dict[int, int], frac: int) -> dict[int, dict]:
     """Per input and column, the limit (`ranges.Limit`) its owner checks before sharing: every column
     the program computes is written over the input columns and `ranges.RangePlan` proves it exact
     (the same function of the program and the public row counts at every party)."""
     kinds = {_input_name(i, c): range_kind(k) for i, cols in enumerate(program.inputs) for c, k in cols}
-    biggest = max([row_bound(program.root, rows), *rows.values(), 1])
+    biggest = max([largest_rows(program.root, rows), *rows.values(), 1])
     plan = RangePlan(kinds, frac, biggest)
     _limit_walk(program.root, plan)
     return {i: {c: plan.limits[_input_name(i, c)] for c, _ in cols} for i, cols in enumerate(program.inputs)}
