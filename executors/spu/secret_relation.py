@@ -122,6 +122,17 @@ def _broadcast(x: ArithShare, n: int) -> ArithShare:
     return ArithShare(np.repeat(x.data, n), x.frac)
 
 
+def shuffled(s: SpuSession, rel: SecretRelation) -> SecretRelation:
+    """The rows in a secret uniform order (`relational.shuffle`: N rounds, 8 B per value and party).
+    Before a sort whose order among ties is seen (ORDER BY, its LIMIT, ROW_NUMBER): `relational.sort`
+    breaks ties by the rows' positions, which would otherwise tell the issuer the input order (which
+    party's rows came first, or an earlier operator's order by columns it never sees)."""
+    if rel.n <= 1:
+        return rel
+    flat = relational.shuffle(s, [*_flatten(rel), rel.valid])
+    return SecretRelation(_rebuild(flat[:-1], rel.columns), flat[-1])
+
+
 def _order_keys(s: SpuSession, values: list[SV], order: list[tuple[bool, bool]]) -> tuple[list, list]:
     keys, desc = [], []
     for v, (descending, nulls_first) in zip(values, order):
@@ -157,8 +168,10 @@ def union_all(s: SpuSession, children: list[SecretRelation], kinds: list[str]) -
 def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expression, bool, bool]],
               limit: int | None, offset: int) -> SecretRelation:
     """ORDER BY keys (desc, nulls_first per key), invalid rows last, then rows [offset, offset+limit):
-    invalid rows never count toward the limit. Rounds: 1 (canonical keys) + the oblivious sort
-    (`relational.sort`: N shuffle rounds + ~2 ln n levels of (7 + 1 per extra key limb))."""
+    invalid rows never count toward the limit; ties come out in a random order (`shuffled`).
+    Rounds: N (the shuffle) + 1 (canonical keys) + the oblivious sort (`relational.sort`: N
+    shuffle rounds + ~2 ln n levels of (7 + 1 per extra key limb))."""
+    rel = shuffled(s, rel)
     values = canonical(s, [evaluate(s, rel, e) for e, _, _ in keys])
     sort_keys, desc = _order_keys(s, values, [(d, nf) for _, d, nf in keys])
     invalid = _ones(s, rel.n) - rel.valid
@@ -282,8 +295,11 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
            partition: list[exp.Expression], order: list[tuple[exp.Expression, bool, bool]]) -> SecretRelation:
     """Append func() OVER (PARTITION BY ... ORDER BY ...) (SQL's default frame: the running value up to
     the current row's last peer). Sorts by (invalid, partition, order), so the rows come back in that
-    order. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans (2 log2 n each; MIN/MAX
-    ~10 per level) + a comparison (7) + 2."""
+    order. ROW_NUMBER numbers peers in a random order (`shuffled`, N rounds more); the other
+    functions give peers one value. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans
+    (2 log2 n each; MIN/MAX ~10 per level) + a comparison (7) + 2."""
+    if func == "row_number":
+        rel = shuffled(s, rel)
     n = rel.n
     part = canonical(s, [evaluate(s, rel, e) for e in partition])
     ords = canonical(s, [evaluate(s, rel, e) for e, _, _ in order])
