@@ -393,6 +393,18 @@ def test_a_sum_over_a_join_is_bounded_by_the_join_pairs_not_the_root(nparties):
     assert got.to_pylist() == [{"s": 9 * 2**59, "c": 9}]
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_an_integer_branch_of_a_fixed_point_union_column_is_bounded(nparties):
+    """Review: UNION ALL of an int and a fixed column scales the ints by 2^F; 2^50 wrapped to 0.0 in
+    the result. Its owner now refuses it before sharing; small values stay exact."""
+    ints, reals = pa.table({"x": pa.array([2**50, 3], pa.int64())}), pa.table({"x": pa.array([1.5], pa.float64())})
+    text = program_of({"op": "union_all", "children": [inp(0), inp(1)]}, [[["x", "int"]], [["x", "fixed"]]])
+    with pytest.raises(DataError, match="'x'.*fixed-point"):
+        run(nparties, text, [ints, reals])
+    got, _ = run(nparties, text, [ints.slice(1), reals])
+    assert sorted(got.column("x").to_pylist()) == [1.5, 3.0]
+
+
 def test_an_input_of_another_type_than_declared_is_refused():
     floats = pa.table({"x": pa.array([1.5, 2.0], pa.float64())})
     with pytest.raises(ProtocolError, match="'x'.*declares int"):

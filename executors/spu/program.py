@@ -425,6 +425,11 @@ def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
     if node.op == "input":
         return {c: exp.column(_input_name(a["index"], c), quoted=True) for c, _ in node.schema}
     if node.op == "union_all":
+        for i, (name, kind) in enumerate(node.schema):  # an int branch of a fixed column is scaled by 2^F
+            for child, sub in zip(node.children, subs):
+                if kind == "fixed" and child.schema[i][1] != "fixed":
+                    plan.need(list(sub.values())[i], plan.reveal_range("fixed"),
+                              f"the column {name} of {where} holds fixed-point values")
         return {name: exp.Coalesce(this=subs[0][name].copy(),
                                    expressions=[list(s.values())[i].copy() for s in subs[1:]])
                 for i, (name, _) in enumerate(node.schema)}
