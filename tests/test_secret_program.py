@@ -473,6 +473,28 @@ def test_join_keys_are_matched_in_one_batch():
     assert rounds[1] <= rounds[0] + 2  # a deeper product tree, nothing else
 
 
+ONE_ROW = [pa.table({"a": pa.array([1], pa.int64()), "b": pa.array([2], pa.int64())}),
+           pa.table({"c": pa.array([1], pa.int64()), "d": pa.array([2], pa.int64())})]
+ONE_ROW_COLUMNS = [[["a", "int"], ["b", "int"]], [["c", "int"], ["d", "int"]]]
+
+
+@pytest.mark.parametrize("shape,rounds", [
+    ({"op": "window", "child": inp(0), "name": "w", "func": "sum", "arg": '"b"', "partition": ['"a"'],
+      "order": [['"b"', False, False]]}, 13),
+    ({"op": "aggregate", "child": inp(0), "keys": [["a", '"a"']], "threshold": {"k": 1, "provenance": ["b"]},
+      "aggregates": [["n", "COUNT", None, False], ["d", "COUNT", '"b"', True]]}, 24),
+    ({"op": "join", "kind": "anti", "null_aware": True, "left": inp(0), "right": inp(1), "left_keys": ['"a"'],
+      "right_keys": ['"c"'], "condition": None}, 22),
+])
+def test_independent_products_share_a_round(shape, rounds):
+    """Review: NULL-zeroing of partition, order and argument values (window), of group keys and the
+    COUNT(DISTINCT)/threshold weights (aggregate), and NOT IN's final factors each took their own
+    round; now one. Over 1-row inputs the sort has no levels, so the counts are exact."""
+    tables = [ONE_ROW[0].slice(0, 0), ONE_ROW[1]] if shape["op"] == "join" else ONE_ROW
+    base = run(2, program_of(inp(0), ONE_ROW_COLUMNS), ONE_ROW)[1].rounds  # sizes, shuffle, zeroing, opening
+    assert run(2, program_of(shape, ONE_ROW_COLUMNS), tables)[1].rounds - base <= rounds
+
+
 # -- decimals, dates, random programs ------------------------------------------------------------
 
 @pytest.mark.parametrize("nparties", PARTIES)

@@ -91,9 +91,20 @@ def conform(s: SpuSession, v: SV, kind: str) -> SV:
 def canonical(s: SpuSession, values: list[SV]) -> list[SV]:
     """The values with every limb zeroed where the value is NULL (one product round), so equal keys
     and NULLs compare equal whatever an expression left under a NULL."""
-    pairs = [(limb, v.valid) for v in values for limb in v.limbs]
+    return canonical_weighted(s, values, [], None)[0]
+
+
+def canonical_weighted(s: SpuSession, values: list[SV], weighted: list[SV], row_valid: ArithShare | None
+                       ) -> tuple[list[SV], list[tuple[ArithShare, SV]]]:
+    """`canonical(values)`, and (row_valid * value valid, canonical value) of each of `weighted`: all
+    in one product round."""
+    everything = [*values, *weighted]
+    pairs = [(limb, v.valid) for v in everything for limb in v.limbs]
+    pairs += [(row_valid, v.valid) for v in weighted]
     got = iter(arith.beaver_mul_many(s, pairs))
-    return [SV([next(got).with_frac(limb.frac) for limb in v.limbs], v.valid, v.kind) for v in values]
+    clean = [SV([next(got).with_frac(limb.frac) for limb in v.limbs], v.valid, v.kind) for v in everything]
+    weights = list(got)
+    return clean[:len(values)], list(zip(weights, clean[len(values):]))
 
 
 def _key_columns(values: list[SV]) -> list[ArithShare]:
@@ -228,15 +239,15 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
 
 
 def _weighted(s: SpuSession, rel: SecretRelation, args: list[exp.Expression]) -> list[tuple[ArithShare, SV]]:
-    """(row valid * value valid, canonical value) of each argument: one product round each."""
-    values = canonical(s, [evaluate(s, rel, e) for e in args])
-    weights = arith.beaver_mul_many(s, [(rel.valid, v.valid) for v in values])
-    return list(zip(weights, values))
+    """(row valid * value valid, canonical value) of each argument: one product round for all."""
+    return canonical_weighted(s, [], [evaluate(s, rel, e) for e in args], rel.valid)[1]
 
 
 def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
     n = rel.n
-    key_values = canonical(s, [evaluate(s, rel, e) for _, e in keys])
+    key_values, minor = canonical_weighted(s, [evaluate(s, rel, e) for _, e in keys],
+                                           [evaluate(s, rel, e) for e in [e for _, e in distinct_args] + provenance],
+                                           rel.valid)  # one round: the keys, and COUNT(DISTINCT)'s weights
     group_keys = [_ones(s, n) - rel.valid, *_key_columns(key_values)]
     grouped = relational.group_by(s, group_keys, inputs)
     results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
@@ -246,7 +257,6 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     for (name, _), v in zip(keys, key_values):
         columns[name] = SV(grouped.keys[i + 1:i + 1 + len(v.limbs)], grouped.keys[i], v.kind)
         i += 1 + len(v.limbs)
-    minor = _weighted(s, rel, [e for _, e in distinct_args] + provenance)
     counts = [relational.group_by(s, group_keys, [("count", None)], within=(w, *v.limbs)).distinct
               for w, v in minor]
     for name, node in plain:
@@ -301,9 +311,10 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
     if func == "row_number":
         rel = shuffled(s, rel)
     n = rel.n
-    part = canonical(s, [evaluate(s, rel, e) for e in partition])
-    ords = canonical(s, [evaluate(s, rel, e) for e, _, _ in order])
-    arg_value = canonical(s, [evaluate(s, rel, arg)])[0] if arg is not None else None
+    values = canonical(s, [evaluate(s, rel, e) for e in [*partition, *(o for o, _, _ in order),
+                                                           *([arg] if arg is not None else [])]])
+    part, ords = values[:len(partition)], values[len(partition):len(partition) + len(order)]
+    arg_value = values[-1] if arg is not None else None
     order_keys, desc = _order_keys(s, ords, [(d, nf) for _, d, nf in order])
     invalid = _ones(s, n) - rel.valid
     part_keys = [invalid, *_key_columns(part)]
@@ -390,10 +401,17 @@ def _key_pairs(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
 
 def product(s: SpuSession, factors: list[ArithShare]) -> ArithShare:
     """The elementwise product of 0/1 shares as a balanced tree: ceil(log2 k) rounds for k factors."""
-    while len(factors) > 1:
-        got = arith.beaver_mul_many(s, list(zip(factors[0::2], factors[1::2])))
-        factors = got + factors[len(got) * 2:]
-    return factors[0]
+    return products(s, [factors])[0]
+
+
+def products(s: SpuSession, lists: list[list[ArithShare]]) -> list[ArithShare]:
+    """`product` of each list, the trees side by side: ceil(log2 of the longest) rounds in all."""
+    lists = [list(f) for f in lists]
+    while any(len(f) > 1 for f in lists):
+        pairs = [list(zip(f[0::2], f[1::2])) for f in lists]
+        got = iter(arith.beaver_mul_many(s, [p for ps in pairs for p in ps]))
+        lists = [[next(got) for _ in ps] + f[len(ps) * 2:] for f, ps in zip(lists, pairs)]
+    return [f[0] for f in lists]
 
 
 def _keys_match(s: SpuSession, left_valid: ArithShare, right_valid: ArithShare, lk: list[SV], rk: list[SV],
@@ -416,11 +434,6 @@ def _keys_match(s: SpuSession, left_valid: ArithShare, right_valid: ArithShare, 
         eq = compare.equal(s, arith.concat(xs), arith.concat([y.with_frac(0) for y in ys]), arith=True)
         factors += [eq[i * size:(i + 1) * size] for i in range(len(xs))]
     return product(s, factors)
-
-
-def _all_valid(s: SpuSession, values: list[SV], n: int) -> ArithShare:
-    """[every value is not NULL] (a product tree: ceil(log2 k) rounds for k values)."""
-    return product(s, [v.valid for v in values]) if values else _ones(s, n)
 
 
 def pairs_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys,
@@ -461,9 +474,10 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
     if null_aware and len(left_keys) != 1:
         raise NotSupportedError("NOT IN with a tuple of several columns in secure computation; write NOT EXISTS")
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
-    lk, rk = canonical(s, lk), canonical(s, rk)
-    kv_l, kv_r = _all_valid(s, lk, n), _all_valid(s, rk, m)
-    right_ok = arith.beaver_mul(s, right.valid, kv_r)
+    both_keys = canonical(s, [*lk, *rk])
+    lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
+    kv_l, kv_r, right_ok = products(s, [[v.valid for v in lk] or [_ones(s, n)], [v.valid for v in rk] or [_ones(s, m)],
+                                        [right.valid, *(v.valid for v in rk)]])  # keys not NULL
     keys = [arith.concat([kv_l, kv_r])]
     for a, b in zip(lk, rk):
         keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
@@ -496,6 +510,5 @@ def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: A
     counts = arith.concat([arith.total(right.valid), arith.total(null_rows)])
     found = compare.greater_than(s, counts, _zeros(2), arith=True)
     nonempty, has_null = found[0:1], found[1:2]
-    clean = arith.beaver_mul(s, nonempty, _ones(s, 1) - has_null)
-    alone = arith.beaver_mul(s, key_valid, _ones(s, n) - match)
+    clean, alone = arith.beaver_mul_many(s, [(nonempty, _ones(s, 1) - has_null), (key_valid, _ones(s, n) - match)])
     return _ones(s, n) - _broadcast(nonempty, n) + arith.beaver_mul(s, _broadcast(clean, n), alone)
