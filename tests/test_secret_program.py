@@ -511,6 +511,25 @@ def test_decimals_and_dates_stay_exact(nparties):
           "SELECT k, SUM(price) AS total, MIN(day) AS first, MAX(price) AS top FROM t0 GROUP BY k")
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+@pytest.mark.parametrize("kind,key,sql", [
+    ("inner", '"q"', "SELECT * FROM t0 JOIN t1 ON p = q"),
+    ("semi", '"q"', "SELECT * FROM t0 WHERE p IN (SELECT q FROM t1)"),
+    ("anti", '"q"', "SELECT * FROM t0 WHERE NOT EXISTS (SELECT 1 FROM t1 WHERE p = q)"),
+    ("left", '"j"', "SELECT * FROM t0 LEFT JOIN t1 ON p = j"),
+])
+def test_join_keys_of_different_decimal_scales_match_exactly(nparties, kind, key, sql):
+    """Review: keys of different decimal scales (or a decimal and an int) were compared as fixed
+    point, so 0.00011 (decimal.5) matched 0.0001 (decimal.4): both round to 7 * 2^-16."""
+    left = pa.table({"p": pa.array([decimal.Decimal(x) for x in ("0.00011", "0.00010", "2.00000", "5.00001")],
+                                   pa.decimal128(9, 5))})
+    right = pa.table({"q": pa.array([decimal.Decimal(x) for x in ("0.0001", "2.0000", "5.0000")], pa.decimal128(9, 4)),
+                      "j": pa.array([5, 2, 7], pa.int64())})
+    root = {"op": "join", "kind": kind, "left": inp(0), "right": inp(1), "left_keys": ['"p"'], "right_keys": [key],
+            "condition": None}
+    check(nparties, root, [[["p", "decimal.5"]], [["q", "decimal.4"], ["j", "int"]]], [left, right], sql)
+
+
 SMALL = st.one_of(st.none(), st.integers(-3, 3))
 CONDITIONS = ['"a" > 0', '"b" IS NULL OR "a" = "b"', 'NOT ("a" < "b")', '"a" + "b" >= 1']
 

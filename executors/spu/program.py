@@ -441,6 +441,11 @@ def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
     elif node.op == "join":
         for lk, rk in zip(a["left_keys"], a["right_keys"]):
             plan._need_compared([_over(lk, subs[0]), _over(rk, subs[1])], f"a join key of {where}")
+            kinds = [expression_kind(k, c.kinds(), where) for k, c in zip((lk, rk), node.children)]
+            scale = sr.exact_key_scale(*kinds) if kinds[0] != kinds[1] else None
+            for key, sub in ((lk, subs[0]), (rk, subs[1])):
+                if scale is not None:  # compared as the exact integer x * 10^scale
+                    plan.need(_over(key, sub), 2.0 ** 62 / 10 ** scale, f"a join key of {where} at scale {scale}")
         if a["condition"] is not None:
             plan.need(_over(a["condition"], columns), 2.0, f"the condition of {where}")
         return {name: columns[name] for name, _ in node.schema}

@@ -383,6 +383,19 @@ def _to_last_peer(s: SpuSession, columns: list[ArithShare], peer_starts: ArithSh
 
 # -- joins -------------------------------------------------------------------------------------------
 
+def exact_key_scale(ka: str, kb: str) -> int | None:
+    """Join keys of two kinds among int and decimals compare exactly at the larger scale (their
+    fixed-point limbs would round 0.00011 and 0.0001 alike); None for other pairs of kinds."""
+    scales = [0 if k == "int" else decimal_scale(k) for k in (ka, kb)]
+    return None if None in scales else max(scales)
+
+
+def _at_scale(v: SV, scale: int) -> SV:
+    """An int or decimal key as the exact integer x * 10^scale (local: a public factor)."""
+    own = 0 if v.kind == "int" else decimal_scale(v.kind)
+    return SV([ArithShare(v.limbs[0].data * np.uint64(10 ** (scale - own)), 0)], v.valid, "int")
+
+
 def _key_pairs(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys
                ) -> tuple[list[SV], list[SV]]:
     """Both sides' keys, each pair in one kind (numbers of mixed kinds as fixed point)."""
@@ -393,7 +406,10 @@ def _key_pairs(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
         if a.kind != b.kind:
             if "text" in (a.kind, b.kind):
                 raise NotSupportedError(f"join keys of kinds {a.kind} and {b.kind} in secure computation")
-            a, b = conform(s, a, "fixed"), conform(s, b, "fixed")
+            if exact_key_scale(a.kind, b.kind) is not None:
+                a, b = _at_scale(a, exact_key_scale(a.kind, b.kind)), _at_scale(b, exact_key_scale(a.kind, b.kind))
+            else:
+                a, b = conform(s, a, "fixed"), conform(s, b, "fixed")
         out_l.append(a)
         out_r.append(b)
     return out_l, out_r
