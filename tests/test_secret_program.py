@@ -17,7 +17,8 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.runtime.channel import InProcessChannel
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.executors.spu.local import run_spu
-from sqlsecure.executors.spu.program import output_schema, parse_program, receive_program_output, run_program
+from sqlsecure.executors.spu.program import (input_limits, output_schema, parse_program, receive_program_output,
+                                             run_program)
 from sqlsecure.executors.spu.session import SpuSession
 
 PARTIES = [2, 3]
@@ -403,6 +404,19 @@ def test_an_integer_branch_of_a_fixed_point_union_column_is_bounded(nparties):
         run(nparties, text, [ints, reals])
     got, _ = run(nparties, text, [ints.slice(1), reals])
     assert sorted(got.column("x").to_pylist()) == [1.5, 3.0]
+
+
+def test_an_avg_over_more_than_2_32_join_pairs_is_refused_by_the_limits():
+    """Review: AVG divides by its count with a 32-bit divisor circuit; over a join of 70,000 x 70,000
+    rows the count could reach 4.9e9 and the division would be wrong. The limits (a public function
+    of the program and the row counts) refuse it; 60,000 x 60,000 (3.6e9 < 2^32) is fine."""
+    join = {"op": "join", "kind": "inner", "left": inp(0), "right": inp(1), "left_keys": ['"a"'],
+            "right_keys": ['"c"'], "condition": None}
+    root = {"op": "aggregate", "child": join, "keys": [], "threshold": None, "aggregates": [["m", "AVG", '"b"', False]]}
+    program = parse_program(program_of(root, [[["a", "int"], ["b", "int"]], [["c", "int"]]]))
+    with pytest.raises(DataError, match="2\\^32"):
+        input_limits(program, {0: 70_000, 1: 70_000}, 16)
+    assert input_limits(program, {0: 60_000, 1: 60_000}, 16)[0]["b"].value > 0
 
 
 def test_an_input_of_another_type_than_declared_is_refused():

@@ -28,7 +28,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from sqlsecure.errors import NotSupportedError, ProgrammingError, ProtocolError
+from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.executors.spu import arith, relational
 from sqlsecure.executors.spu import secret_relation as sr
 from sqlsecure.executors.spu.ranges import RangePlan, _branches
@@ -40,6 +40,7 @@ from sqlsecure.executors.spu.values import decimal_scale, decode, encode, kind_o
 KINDS = ("int", "fixed", "bool", "date", "text")
 JOIN_KINDS = ("inner", "left", "semi", "anti", "cross")
 AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+AVG_MAX_ROWS = 2 ** 32  # `compare.divide`'s divisor range (y_bits = 32), the AVG's count
 
 
 @dataclass
@@ -477,6 +478,9 @@ def _aggregate_limits(node: Node, plan: RangePlan, columns, where: str) -> dict[
             plan._need_compared([_over(arg, columns)], f"COUNT(DISTINCT ...) of {where}")
             out[name] = exp.Count(this=exp.Star())
             continue
+        if func == "AVG" and plan.rows >= AVG_MAX_ROWS:
+            raise DataError(f"secret program: AVG {name} of {where} may divide by a count of up to {plan.rows} "
+                            f"rows; the SPU's division takes counts below 2^32: use SUM and COUNT")
         value = sr.aggregate_node(func, _over(arg, columns) if arg is not None else None)
         out[name] = _exact(plan, value, f"the aggregate {name} of {where}")
     for column in (a["threshold"] or (0, []))[1]:
