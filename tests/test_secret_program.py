@@ -509,6 +509,23 @@ def test_independent_products_share_a_round(shape, rounds):
     assert run(2, program_of(shape, ONE_ROW_COLUMNS), tables)[1].rounds - base <= rounds
 
 
+def test_ungrouped_min_and_max_tournaments_run_side_by_side():
+    """Review: an ungrouped MIN/MAX ran its own tournament (ceil(log2 n) levels of a comparison and
+    a mux) one aggregate after the other; now all of them share each level. What still grows per
+    aggregate is the stage's (its weights, its NULL test: ~9 rounds, spu/stage.py)."""
+    one = [["a", "MIN", '"age"', False]]
+    six = [*one, ["b", "MAX", '"age"', False], ["c", "MIN", '"cost"', False], ["d", "MAX", '"cost"', False],
+           ["e", "MIN", '"pid"', False], ["f", "MAX", '"pid"', False]]
+    rounds = []
+    for aggs in (one, six):
+        root = {"op": "aggregate", "child": UNION, "keys": [], "aggregates": aggs, "threshold": None}
+        got, result = run(2, program_of(root, [VISIT_COLUMNS, VISIT_COLUMNS]), [VISITS_A, VISITS_B])
+        rounds.append(result.rounds)
+    assert got.to_pylist() == oracle(f"SELECT MIN(age) a, MAX(age) b, MIN(cost) c, MAX(cost) d, MIN(pid) e, "
+                                     f"MAX(pid) f FROM {UNION_SQL}", [VISITS_A, VISITS_B]).to_pylist()
+    assert rounds[1] - rounds[0] <= 5 * 10  # was 185: five more tournaments of 4 levels
+
+
 # -- decimals, dates, random programs ------------------------------------------------------------
 
 @pytest.mark.parametrize("nparties", PARTIES)

@@ -272,7 +272,7 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
 
 def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
     n = rel.n
-    totals = [_total(s, kind, column) for kind, column in inputs]
+    totals = _totals(s, inputs)
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                for limb in stage.text_extreme_limbs()]
     stage.n = 1
@@ -287,6 +287,31 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
         valid = _at_least(s, counts[len(distinct_args):] or [totals[0]], threshold[0])
     _assert_avg_ranges(s, stage, valid)
     return SecretRelation(columns, valid)
+
+
+def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]]) -> list[ArithShare]:
+    """Every aggregate input over all rows (`stage._total`), the MIN/MAX tournaments side by side:
+    ceil(log2 n) levels of one batched comparison and mux for all of them (not per aggregate)."""
+    out = [_total(s, kind, column) if kind == "sum" or len(column) == 0 else None for kind, column in inputs]
+    racing = {i: column for i, (kind, column) in enumerate(inputs) if out[i] is None}
+    while any(len(c) > 1 for c in racing.values()):
+        playing = [i for i, c in racing.items() if len(c) > 1]
+        halves = {i: len(racing[i]) // 2 for i in playing}
+        firsts = [racing[i][:halves[i]] for i in playing]
+        seconds = [racing[i][halves[i]:2 * halves[i]] for i in playing]
+        less = compare.less_than(s, arith.concat([x.with_frac(0) for x in firsts]),
+                                 arith.concat([y.with_frac(0) for y in seconds]))
+        items, at = [], 0
+        for i, a, b in zip(playing, firsts, seconds):
+            c = less[at:at + len(a)]
+            at += len(a)
+            items.append((c, b, a) if inputs[i][0] == "max" else (c, a, b))
+        for i, win in zip(playing, compare.mux_bits_many(s, items)):
+            rest = racing[i][2 * halves[i]:]
+            racing[i] = arith.concat([win, rest]) if len(rest) else win
+    for i, column in racing.items():
+        out[i] = column
+    return out
 
 
 def _assert_avg_ranges(s: SpuSession, stage: Stage, valid: ArithShare) -> None:
