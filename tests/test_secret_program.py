@@ -561,6 +561,22 @@ def test_join_keys_of_different_decimal_scales_match_exactly(nparties, kind, key
     check(nparties, root, [[["p", "decimal.5"]], [["q", "decimal.4"], ["j", "int"]]], [left, right], sql)
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_union_of_integers_and_decimals_of_different_scales_stays_exact(nparties):
+    """Review: UNION ALL of decimal(9,5), decimal(9,4) and BIGINT columns was fixed point, so DISTINCT
+    merged 0.00011 with 0.0001 and the values came back as doubles; now a decimal of scale 5."""
+    five = pa.table({"p": pa.array([decimal.Decimal(x) for x in ("0.00011", "0.00010")], pa.decimal128(9, 5))})
+    four = pa.table({"p": pa.array([decimal.Decimal(x) for x in ("0.0001", "2.0000")], pa.decimal128(9, 4))})
+    ints = pa.table({"p": pa.array([2, 7], pa.int64())})
+    root = {"op": "distinct", "child": {"op": "union_all", "children": [inp(0), inp(1), inp(2)]}}
+    columns = [[["p", "decimal.5"]], [["p", "decimal.4"]], [["p", "int"]]]
+    got = check(nparties, root, columns, [five, four, ints],
+                "SELECT DISTINCT * FROM (SELECT * FROM t0 UNION ALL SELECT * FROM t1 UNION ALL SELECT * FROM t2)")
+    assert got.schema.field("p").type == pa.decimal128(38, 5)
+    with pytest.raises(DataError, match="'p'.*decimal.5"):  # 10^14 * 10^5 > 2^62
+        run(nparties, program_of(root, columns), [five, four, pa.table({"p": pa.array([10**14], pa.int64())})])
+
+
 SMALL = st.one_of(st.none(), st.integers(-3, 3))
 CONDITIONS = ['"a" > 0', '"b" IS NULL OR "a" = "b"', 'NOT ("a" < "b")', '"a" + "b" >= 1']
 

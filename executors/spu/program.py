@@ -214,12 +214,25 @@ def _project(spec, path, inputs) -> Node:
 
 
 def merged_kind(kinds: list[str], where: str) -> str:
-    """The one kind of a UNION ALL column: equal kinds stay, numbers of several kinds are fixed point."""
+    """The one kind of a UNION ALL column: equal kinds stay; integers and decimals are decimals of
+    the largest scale, exact as in DuckDB (as fixed point, 0.00011 and 0.0001 became one value);
+    other numbers of several kinds are fixed point."""
     if len(set(kinds)) == 1:
         return kinds[0]
+    scale = union_decimal_scale(kinds)
+    if scale is not None:
+        return f"decimal.{scale}"
     if all(k in ("int", "fixed") or decimal_scale(k) is not None for k in kinds):
         return "fixed"
     raise ProtocolError(f"secret program: {where}: a UNION ALL column has kinds {sorted(set(kinds))}")
+
+
+def union_decimal_scale(kinds: list[str]) -> int | None:
+    """The largest scale when every kind is int or a decimal and one at least is a decimal."""
+    scales = [0 if k == "int" else decimal_scale(k) for k in kinds]
+    if None in scales or all(k == "int" for k in kinds):
+        return None
+    return max(scales)
 
 
 def _union_all(spec, path, inputs) -> Node:
@@ -427,10 +440,13 @@ def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
         return {c: exp.column(_input_name(a["index"], c), quoted=True) for c, _ in node.schema}
     if node.op == "union_all":
         for i, (name, kind) in enumerate(node.schema):  # an int branch of a fixed column is scaled by 2^F
+            scale = decimal_scale(kind)
             for child, sub in zip(node.children, subs):
-                if kind == "fixed" and child.schema[i][1] != "fixed":
-                    plan.need(list(sub.values())[i], plan.reveal_range("fixed"),
-                              f"the column {name} of {where} holds fixed-point values")
+                if child.schema[i][1] == kind or kind not in ("fixed", f"decimal.{scale}"):
+                    continue
+                limit = plan.reveal_range("fixed")  # a decimal's exact limb is rescaled to 10^scale, too
+                plan.need(list(sub.values())[i], limit if scale is None else min(limit, 2.0 ** 62 / 10 ** scale),
+                          f"the column {name} of {where} holds {'fixed-point' if scale is None else kind} values")
         return {name: exp.Coalesce(this=subs[0][name].copy(),
                                    expressions=[list(s.values())[i].copy() for s in subs[1:]])
                 for i, (name, _) in enumerate(node.schema)}

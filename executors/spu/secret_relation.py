@@ -77,12 +77,16 @@ def truth(s: SpuSession, rel: SecretRelation, condition: exp.Expression) -> Arit
 
 
 def conform(s: SpuSession, v: SV, kind: str) -> SV:
-    """`v` in the declared kind: integers widen to fixed point, decimals to their fixed limb, 0/1
-    integers become booleans; other differences are a ProtocolError (never a wrong value)."""
+    """`v` in the declared kind: integers widen to fixed point, decimals to their fixed limb,
+    integers and decimals to a decimal of a larger scale (exactly), 0/1 integers become booleans; other differences are a ProtocolError (never a wrong value)."""
     if v.kind == kind:
         return v
     if kind == "fixed" and (v.kind == "int" or decimal_scale(v.kind) is not None):
         return Stage(s, None, len(v.valid)).to_fixed(v)
+    scale, own = decimal_scale(kind), 0 if v.kind == "int" else decimal_scale(v.kind)
+    if scale is not None and own is not None and own <= scale:  # exact: x * 10^scale, and its fixed limb
+        fixed = v.limbs[1] if v.kind != "int" else Stage(s, None, len(v.valid)).to_fixed(v).value
+        return SV([ArithShare(v.limbs[0].data * np.uint64(10 ** (scale - own)), 0), fixed], v.valid, kind)
     if (v.kind, kind) in (("int", "bool"), ("bool", "int")):
         return SV(v.limbs, v.valid, kind)
     raise ProtocolError(f"secret program: a {v.kind} value where the program declares {kind}")
