@@ -349,6 +349,26 @@ def test_issuer_outside_the_compute_parties_gets_the_result():
     assert same_multiset(got["t"], oracle("SELECT * FROM t0 WHERE age > 40", [VISITS_A]))
 
 
+def test_shares_of_different_shapes_are_a_protocol_error_at_the_issuer():
+    """Review: an outside issuer added the parties' shares with numpy broadcasting, so shares of
+    different row counts gave a numpy error (or, with one row, a silently broadcast sum)."""
+    program = parse_program(program_of(inp(0), [[["x", "int"]]]))
+    sent = {"p0": pa.table({"c0": pa.array([1, 2], pa.uint64()), "c1": pa.array([1, 1], pa.uint64()),
+                            "c2": pa.array([1, 1], pa.uint64())}),
+            "p1": pa.table({"c0": pa.array([1], pa.uint64()), "c1": pa.array([0], pa.uint64()),
+                            "c2": pa.array([0], pa.uint64())})}
+
+    class Endpoint:
+        def recv_table(self, party, tag):
+            return sent[party]
+
+    class Step:
+        compute, out, frac_bits = ("p0", "p1"), "q", 16
+
+    with pytest.raises(ProtocolError, match="p1 sent 3 columns of 1 rows"):
+        receive_program_output(Endpoint(), Step, program)
+
+
 @pytest.mark.parametrize("nparties", PARTIES)
 def test_value_beyond_the_ring_is_refused_before_any_share(nparties):
     huge = pa.table({"x": pa.array([1, 2**62, 3], pa.int64())})

@@ -648,6 +648,9 @@ def receive_program_output(endpoint, step, program: Program) -> pa.Table:
         table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
         arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
                   for i in range(table.num_columns)]
+        if total is not None and (len(arrays) != len(total) or table.num_rows != len(total[0])):
+            raise ProtocolError(f"secret program {step.out}: {party} sent {table.num_columns} columns of "
+                                f"{table.num_rows} rows, the others {len(total)} of {len(total[0])}")
         total = arrays if total is None else [x + y for x, y in zip(total, arrays)]
     width = sum(limbs_of(k) + 1 for _, k in program.root.schema) + 1
     if total is None or len(total) != width:
