@@ -4,7 +4,8 @@ A `SecretRelation` is shares of every column (each an `SV`: ring limbs + a valid
 is per value) plus a secret 0/1 validity bit per row. Every operator here consumes and produces
 one, so they chain to any depth. Row counts are public and no operator opens anything that depends
 on the data except where its docstring says so (the AVG range check opens how many sums are out of
-range, normally 0). Invalid rows keep their place and are simply weighted 0: an operator's output
+range, normally 0). Where the order of tied rows is seen (ORDER BY, its LIMIT, ROW_NUMBER) the rows
+are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and are simply weighted 0: an operator's output
 size is a public function of its inputs' sizes (filter: n; aggregate: n; join: n*m (+n for LEFT);
 semi/anti: n+m).
 
@@ -227,7 +228,8 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
     (no columns: >= k valid rows); no count is opened. Rounds: the arguments' + 1 (weights) + the
     group sort + neighbour tests + 2 log2 n (segmented sums; MIN/MAX ~10 per scan level) + one sort per
-    COUNT(DISTINCT) and provenance column + AVG's division and its one range opening + 2. `kinds`:
+    COUNT(DISTINCT) and provenance column + AVG's division and its one range opening + 2 (no keys:
+    every MIN/MAX tournament side by side, ceil(log2 n) levels of ~8, `_totals`). `kinds`:
     the output columns' kinds (keys, then aggregates)."""
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
