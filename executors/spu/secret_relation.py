@@ -5,8 +5,8 @@ is per value) plus a secret 0/1 validity bit per row. Every operator here consum
 one, so they chain to any depth. Row counts are public and no operator opens anything that depends
 on the data except where its docstring says so (the AVG range check opens how many sums are out of
 range, normally 0). Where the order of tied rows is seen (ORDER BY, its LIMIT, ROW_NUMBER) the rows
-are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and are simply weighted 0: an operator's output
-size is a public function of its inputs' sizes (filter: n; aggregate: n; join: n*m (+n for LEFT);
+are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and
+are simply weighted 0: an operator's output size is a public function of its inputs' sizes (filter: n; aggregate: n; join: n*m (+n for LEFT);
 semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
@@ -79,7 +79,8 @@ def truth(s: SpuSession, rel: SecretRelation, condition: exp.Expression) -> Arit
 
 def conform(s: SpuSession, v: SV, kind: str) -> SV:
     """`v` in the declared kind: integers widen to fixed point, decimals to their fixed limb,
-    integers and decimals to a decimal of a larger scale (exactly), 0/1 integers become booleans; other differences are a ProtocolError (never a wrong value)."""
+    integers and decimals to a decimal of a larger scale (exactly), 0/1 integers become booleans;
+    other differences are a ProtocolError (never a wrong value)."""
     if v.kind == kind:
         return v
     if kind == "fixed" and (v.kind == "int" or decimal_scale(v.kind) is not None):
