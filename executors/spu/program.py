@@ -28,7 +28,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from sqlsecure.errors import NotSupportedError, ProgrammingError, ProtocolError
+from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.executors.spu import arith, relational
 from sqlsecure.executors.spu import secret_relation as sr
 from sqlsecure.executors.spu.ranges import RangePlan, _branches
@@ -40,6 +40,7 @@ from sqlsecure.executors.spu.values import decimal_scale, decode, encode, kind_o
 KINDS = ("int", "fixed", "bool", "date", "text")
 JOIN_KINDS = ("inner", "left", "semi", "anti", "cross")
 AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+AVG_MAX_ROWS = 2 ** 32  # `compare.divide`'s divisor range (y_bits = 32), the AVG's count
 
 
 @dataclass
@@ -213,12 +214,25 @@ def _project(spec, path, inputs) -> Node:
 
 
 def merged_kind(kinds: list[str], where: str) -> str:
-    """The one kind of a UNION ALL column: equal kinds stay, numbers of several kinds are fixed point."""
+    """The one kind of a UNION ALL column: equal kinds stay; integers and decimals are decimals of
+    the largest scale, exact as in DuckDB (as fixed point, 0.00011 and 0.0001 became one value);
+    other numbers of several kinds are fixed point."""
     if len(set(kinds)) == 1:
         return kinds[0]
+    scale = union_decimal_scale(kinds)
+    if scale is not None:
+        return f"decimal.{scale}"
     if all(k in ("int", "fixed") or decimal_scale(k) is not None for k in kinds):
         return "fixed"
     raise ProtocolError(f"secret program: {where}: a UNION ALL column has kinds {sorted(set(kinds))}")
+
+
+def union_decimal_scale(kinds: list[str]) -> int | None:
+    """The largest scale when every kind is int or a decimal and one at least is a decimal."""
+    scales = [0 if k == "int" else decimal_scale(k) for k in kinds]
+    if None in scales or all(k == "int" for k in kinds):
+        return None
+    return max(scales)
 
 
 def _union_all(spec, path, inputs) -> Node:
@@ -387,12 +401,18 @@ def row_bound(node: Node, rows: dict[int, int]) -> int:
     return sizes[0]
 
 
+def largest_rows(node: Node, rows: dict[int, int]) -> int:
+    """The most rows any node of the tree yields: an aggregate or a window over a join adds up its
+    n*m pairs even when the root (an ungrouped aggregate) yields one row."""
+    return max([row_bound(node, rows), *(largest_rows(c, rows) for c in node.children)])
+
+
 def input_limits(program: Program, rows: dict[int, int], frac: int) -> dict[int, dict]:
     """Per input and column, the limit (`ranges.Limit`) its owner checks before sharing: every column
     the program computes is written over the input columns and `ranges.RangePlan` proves it exact
     (the same function of the program and the public row counts at every party)."""
     kinds = {_input_name(i, c): range_kind(k) for i, cols in enumerate(program.inputs) for c, k in cols}
-    biggest = max([row_bound(program.root, rows), *rows.values(), 1])
+    biggest = max([largest_rows(program.root, rows), *rows.values(), 1])
     plan = RangePlan(kinds, frac, biggest)
     _limit_walk(program.root, plan)
     return {i: {c: plan.limits[_input_name(i, c)] for c, _ in cols} for i, cols in enumerate(program.inputs)}
@@ -419,6 +439,14 @@ def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
     if node.op == "input":
         return {c: exp.column(_input_name(a["index"], c), quoted=True) for c, _ in node.schema}
     if node.op == "union_all":
+        for i, (name, kind) in enumerate(node.schema):  # an int branch of a fixed column is scaled by 2^F
+            scale = decimal_scale(kind)
+            for child, sub in zip(node.children, subs):
+                if child.schema[i][1] == kind or kind not in ("fixed", f"decimal.{scale}"):
+                    continue
+                limit = plan.reveal_range("fixed")  # a decimal's exact limb is rescaled to 10^scale, too
+                plan.need(list(sub.values())[i], limit if scale is None else min(limit, 2.0 ** 62 / 10 ** scale),
+                          f"the column {name} of {where} holds {'fixed-point' if scale is None else kind} values")
         return {name: exp.Coalesce(this=subs[0][name].copy(),
                                    expressions=[list(s.values())[i].copy() for s in subs[1:]])
                 for i, (name, _) in enumerate(node.schema)}
@@ -430,6 +458,11 @@ def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
     elif node.op == "join":
         for lk, rk in zip(a["left_keys"], a["right_keys"]):
             plan._need_compared([_over(lk, subs[0]), _over(rk, subs[1])], f"a join key of {where}")
+            kinds = [expression_kind(k, c.kinds(), where) for k, c in zip((lk, rk), node.children)]
+            scale = sr.exact_key_scale(*kinds) if kinds[0] != kinds[1] else None
+            for key, sub in ((lk, subs[0]), (rk, subs[1])):
+                if scale is not None:  # compared as the exact integer x * 10^scale
+                    plan.need(_over(key, sub), 2.0 ** 62 / 10 ** scale, f"a join key of {where} at scale {scale}")
         if a["condition"] is not None:
             plan.need(_over(a["condition"], columns), 2.0, f"the condition of {where}")
         return {name: columns[name] for name, _ in node.schema}
@@ -461,6 +494,9 @@ def _aggregate_limits(node: Node, plan: RangePlan, columns, where: str) -> dict[
             plan._need_compared([_over(arg, columns)], f"COUNT(DISTINCT ...) of {where}")
             out[name] = exp.Count(this=exp.Star())
             continue
+        if func == "AVG" and plan.rows >= AVG_MAX_ROWS:
+            raise DataError(f"secret program: AVG {name} of {where} may divide by a count of up to {plan.rows} "
+                            f"rows; the SPU's division takes counts below 2^32: use SUM and COUNT")
         value = sr.aggregate_node(func, _over(arg, columns) if arg is not None else None)
         out[name] = _exact(plan, value, f"the aggregate {name} of {where}")
     for column in (a["threshold"] or (0, []))[1]:
@@ -612,6 +648,9 @@ def receive_program_output(endpoint, step, program: Program) -> pa.Table:
         table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
         arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
                   for i in range(table.num_columns)]
+        if total is not None and (len(arrays) != len(total) or table.num_rows != len(total[0])):
+            raise ProtocolError(f"secret program {step.out}: {party} sent {table.num_columns} columns of "
+                                f"{table.num_rows} rows, the others {len(total)} of {len(total[0])}")
         total = arrays if total is None else [x + y for x, y in zip(total, arrays)]
     width = sum(limbs_of(k) + 1 for _, k in program.root.schema) + 1
     if total is None or len(total) != width:

@@ -4,9 +4,10 @@ A `SecretRelation` is shares of every column (each an `SV`: ring limbs + a valid
 is per value) plus a secret 0/1 validity bit per row. Every operator here consumes and produces
 one, so they chain to any depth. Row counts are public and no operator opens anything that depends
 on the data except where its docstring says so (the AVG range check opens how many sums are out of
-range, normally 0). Invalid rows keep their place and are simply weighted 0: an operator's output
-size is a public function of its inputs' sizes (filter: n; aggregate: n; join: n*m (+n for LEFT);
-semi/anti: n+m).
+range, normally 0). Where the order of tied rows is seen (ORDER BY, its LIMIT, ROW_NUMBER) the rows
+are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and
+are simply weighted 0: an operator's output size is a public function of its inputs' sizes
+(filter: n; aggregate: n; join: n*m (+n for LEFT); semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
 ~(6 + 1 per extra key + 1) per quicksort level with ~2 ln n levels, a segmented scan 2 log2 n).
@@ -77,12 +78,17 @@ def truth(s: SpuSession, rel: SecretRelation, condition: exp.Expression) -> Arit
 
 
 def conform(s: SpuSession, v: SV, kind: str) -> SV:
-    """`v` in the declared kind: integers widen to fixed point, decimals to their fixed limb, 0/1
-    integers become booleans; other differences are a ProtocolError (never a wrong value)."""
+    """`v` in the declared kind: integers widen to fixed point, decimals to their fixed limb,
+    integers and decimals to a decimal of a larger scale (exactly), 0/1 integers become booleans;
+    other differences are a ProtocolError (never a wrong value)."""
     if v.kind == kind:
         return v
     if kind == "fixed" and (v.kind == "int" or decimal_scale(v.kind) is not None):
         return Stage(s, None, len(v.valid)).to_fixed(v)
+    scale, own = decimal_scale(kind), 0 if v.kind == "int" else decimal_scale(v.kind)
+    if scale is not None and own is not None and own <= scale:  # exact: x * 10^scale, and its fixed limb
+        fixed = v.limbs[1] if v.kind != "int" else Stage(s, None, len(v.valid)).to_fixed(v).value
+        return SV([ArithShare(v.limbs[0].data * np.uint64(10 ** (scale - own)), 0), fixed], v.valid, kind)
     if (v.kind, kind) in (("int", "bool"), ("bool", "int")):
         return SV(v.limbs, v.valid, kind)
     raise ProtocolError(f"secret program: a {v.kind} value where the program declares {kind}")
@@ -91,9 +97,20 @@ def conform(s: SpuSession, v: SV, kind: str) -> SV:
 def canonical(s: SpuSession, values: list[SV]) -> list[SV]:
     """The values with every limb zeroed where the value is NULL (one product round), so equal keys
     and NULLs compare equal whatever an expression left under a NULL."""
-    pairs = [(limb, v.valid) for v in values for limb in v.limbs]
+    return canonical_weighted(s, values, [], None)[0]
+
+
+def canonical_weighted(s: SpuSession, values: list[SV], weighted: list[SV], row_valid: ArithShare | None
+                       ) -> tuple[list[SV], list[tuple[ArithShare, SV]]]:
+    """`canonical(values)`, and (row_valid * value valid, canonical value) of each of `weighted`: all
+    in one product round."""
+    everything = [*values, *weighted]
+    pairs = [(limb, v.valid) for v in everything for limb in v.limbs]
+    pairs += [(row_valid, v.valid) for v in weighted]
     got = iter(arith.beaver_mul_many(s, pairs))
-    return [SV([next(got).with_frac(limb.frac) for limb in v.limbs], v.valid, v.kind) for v in values]
+    clean = [SV([next(got).with_frac(limb.frac) for limb in v.limbs], v.valid, v.kind) for v in everything]
+    weights = list(got)
+    return clean[:len(values)], list(zip(weights, clean[len(values):]))
 
 
 def _key_columns(values: list[SV]) -> list[ArithShare]:
@@ -120,6 +137,17 @@ def _take(v: SV, index: np.ndarray) -> SV:
 def _broadcast(x: ArithShare, n: int) -> ArithShare:
     """A one-element share repeated n times (local)."""
     return ArithShare(np.repeat(x.data, n), x.frac)
+
+
+def shuffled(s: SpuSession, rel: SecretRelation) -> SecretRelation:
+    """The rows in a secret uniform order (`relational.shuffle`: N rounds, 8 B per value and party).
+    Before a sort whose order among ties is seen (ORDER BY, its LIMIT, ROW_NUMBER): `relational.sort`
+    breaks ties by the rows' positions, which would otherwise tell the issuer the input order (which
+    party's rows came first, or an earlier operator's order by columns it never sees)."""
+    if rel.n <= 1:
+        return rel
+    flat = relational.shuffle(s, [*_flatten(rel), rel.valid])
+    return SecretRelation(_rebuild(flat[:-1], rel.columns), flat[-1])
 
 
 def _order_keys(s: SpuSession, values: list[SV], order: list[tuple[bool, bool]]) -> tuple[list, list]:
@@ -157,8 +185,10 @@ def union_all(s: SpuSession, children: list[SecretRelation], kinds: list[str]) -
 def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expression, bool, bool]],
               limit: int | None, offset: int) -> SecretRelation:
     """ORDER BY keys (desc, nulls_first per key), invalid rows last, then rows [offset, offset+limit):
-    invalid rows never count toward the limit. Rounds: 1 (canonical keys) + the oblivious sort
-    (`relational.sort`: N shuffle rounds + ~2 ln n levels of (7 + 1 per extra key limb))."""
+    invalid rows never count toward the limit; ties come out in a random order (`shuffled`).
+    Rounds: N (the shuffle) + 1 (canonical keys) + the oblivious sort (`relational.sort`: N
+    shuffle rounds + ~2 ln n levels of (7 + 1 per extra key limb))."""
+    rel = shuffled(s, rel)
     values = canonical(s, [evaluate(s, rel, e) for e, _, _ in keys])
     sort_keys, desc = _order_keys(s, values, [(d, nf) for _, d, nf in keys])
     invalid = _ones(s, rel.n) - rel.valid
@@ -199,7 +229,8 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
     (no columns: >= k valid rows); no count is opened. Rounds: the arguments' + 1 (weights) + the
     group sort + neighbour tests + 2 log2 n (segmented sums; MIN/MAX ~10 per scan level) + one sort per
-    COUNT(DISTINCT) and provenance column + AVG's division and its one range opening + 2. `kinds`:
+    COUNT(DISTINCT) and provenance column + AVG's division and its one range opening + 2 (no keys:
+    every MIN/MAX tournament side by side, ceil(log2 n) levels of ~8, `_totals`). `kinds`:
     the output columns' kinds (keys, then aggregates)."""
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
@@ -215,15 +246,15 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
 
 
 def _weighted(s: SpuSession, rel: SecretRelation, args: list[exp.Expression]) -> list[tuple[ArithShare, SV]]:
-    """(row valid * value valid, canonical value) of each argument: one product round each."""
-    values = canonical(s, [evaluate(s, rel, e) for e in args])
-    weights = arith.beaver_mul_many(s, [(rel.valid, v.valid) for v in values])
-    return list(zip(weights, values))
+    """(row valid * value valid, canonical value) of each argument: one product round for all."""
+    return canonical_weighted(s, [], [evaluate(s, rel, e) for e in args], rel.valid)[1]
 
 
 def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
     n = rel.n
-    key_values = canonical(s, [evaluate(s, rel, e) for _, e in keys])
+    key_values, minor = canonical_weighted(s, [evaluate(s, rel, e) for _, e in keys],
+                                           [evaluate(s, rel, e) for e in [e for _, e in distinct_args] + provenance],
+                                           rel.valid)  # one round: the keys, and COUNT(DISTINCT)'s weights
     group_keys = [_ones(s, n) - rel.valid, *_key_columns(key_values)]
     grouped = relational.group_by(s, group_keys, inputs)
     results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
@@ -233,7 +264,6 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     for (name, _), v in zip(keys, key_values):
         columns[name] = SV(grouped.keys[i + 1:i + 1 + len(v.limbs)], grouped.keys[i], v.kind)
         i += 1 + len(v.limbs)
-    minor = _weighted(s, rel, [e for _, e in distinct_args] + provenance)
     counts = [relational.group_by(s, group_keys, [("count", None)], within=(w, *v.limbs)).distinct
               for w, v in minor]
     for name, node in plain:
@@ -249,7 +279,7 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
 
 def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
     n = rel.n
-    totals = [_total(s, kind, column) for kind, column in inputs]
+    totals = _totals(s, inputs)
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                for limb in stage.text_extreme_limbs()]
     stage.n = 1
@@ -264,6 +294,31 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
         valid = _at_least(s, counts[len(distinct_args):] or [totals[0]], threshold[0])
     _assert_avg_ranges(s, stage, valid)
     return SecretRelation(columns, valid)
+
+
+def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]]) -> list[ArithShare]:
+    """Every aggregate input over all rows (`stage._total`), the MIN/MAX tournaments side by side:
+    ceil(log2 n) levels of one batched comparison and mux for all of them (not per aggregate)."""
+    out = [_total(s, kind, column) if kind == "sum" or len(column) == 0 else None for kind, column in inputs]
+    racing = {i: column for i, (kind, column) in enumerate(inputs) if out[i] is None}
+    while any(len(c) > 1 for c in racing.values()):
+        playing = [i for i, c in racing.items() if len(c) > 1]
+        halves = {i: len(racing[i]) // 2 for i in playing}
+        firsts = [racing[i][:halves[i]] for i in playing]
+        seconds = [racing[i][halves[i]:2 * halves[i]] for i in playing]
+        less = compare.less_than(s, arith.concat([x.with_frac(0) for x in firsts]),
+                                 arith.concat([y.with_frac(0) for y in seconds]))
+        items, at = [], 0
+        for i, a, b in zip(playing, firsts, seconds):
+            c = less[at:at + len(a)]
+            at += len(a)
+            items.append((c, b, a) if inputs[i][0] == "max" else (c, a, b))
+        for i, win in zip(playing, compare.mux_bits_many(s, items)):
+            rest = racing[i][2 * halves[i]:]
+            racing[i] = arith.concat([win, rest]) if len(rest) else win
+    for i, column in racing.items():
+        out[i] = column
+    return out
 
 
 def _assert_avg_ranges(s: SpuSession, stage: Stage, valid: ArithShare) -> None:
@@ -282,12 +337,16 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
            partition: list[exp.Expression], order: list[tuple[exp.Expression, bool, bool]]) -> SecretRelation:
     """Append func() OVER (PARTITION BY ... ORDER BY ...) (SQL's default frame: the running value up to
     the current row's last peer). Sorts by (invalid, partition, order), so the rows come back in that
-    order. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans (2 log2 n each; MIN/MAX
-    ~10 per level) + a comparison (7) + 2."""
+    order. ROW_NUMBER numbers peers in a random order (`shuffled`, N rounds more); the other
+    functions give peers one value. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans
+    (2 log2 n each; MIN/MAX ~10 per level) + a comparison (7) + 2."""
+    if func == "row_number":
+        rel = shuffled(s, rel)
     n = rel.n
-    part = canonical(s, [evaluate(s, rel, e) for e in partition])
-    ords = canonical(s, [evaluate(s, rel, e) for e, _, _ in order])
-    arg_value = canonical(s, [evaluate(s, rel, arg)])[0] if arg is not None else None
+    values = canonical(s, [evaluate(s, rel, e) for e in [*partition, *(o for o, _, _ in order),
+                                                           *([arg] if arg is not None else [])]])
+    part, ords = values[:len(partition)], values[len(partition):len(partition) + len(order)]
+    arg_value = values[-1] if arg is not None else None
     order_keys, desc = _order_keys(s, ords, [(d, nf) for _, d, nf in order])
     invalid = _ones(s, n) - rel.valid
     part_keys = [invalid, *_key_columns(part)]
@@ -356,6 +415,19 @@ def _to_last_peer(s: SpuSession, columns: list[ArithShare], peer_starts: ArithSh
 
 # -- joins -------------------------------------------------------------------------------------------
 
+def exact_key_scale(ka: str, kb: str) -> int | None:
+    """Join keys of two kinds among int and decimals compare exactly at the larger scale (their
+    fixed-point limbs would round 0.00011 and 0.0001 alike); None for other pairs of kinds."""
+    scales = [0 if k == "int" else decimal_scale(k) for k in (ka, kb)]
+    return None if None in scales else max(scales)
+
+
+def _at_scale(v: SV, scale: int) -> SV:
+    """An int or decimal key as the exact integer x * 10^scale (local: a public factor)."""
+    own = 0 if v.kind == "int" else decimal_scale(v.kind)
+    return SV([ArithShare(v.limbs[0].data * np.uint64(10 ** (scale - own)), 0)], v.valid, "int")
+
+
 def _key_pairs(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys
                ) -> tuple[list[SV], list[SV]]:
     """Both sides' keys, each pair in one kind (numbers of mixed kinds as fixed point)."""
@@ -366,18 +438,50 @@ def _key_pairs(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
         if a.kind != b.kind:
             if "text" in (a.kind, b.kind):
                 raise NotSupportedError(f"join keys of kinds {a.kind} and {b.kind} in secure computation")
-            a, b = conform(s, a, "fixed"), conform(s, b, "fixed")
+            if exact_key_scale(a.kind, b.kind) is not None:
+                a, b = _at_scale(a, exact_key_scale(a.kind, b.kind)), _at_scale(b, exact_key_scale(a.kind, b.kind))
+            else:
+                a, b = conform(s, a, "fixed"), conform(s, b, "fixed")
         out_l.append(a)
         out_r.append(b)
     return out_l, out_r
 
 
-def _all_valid(s: SpuSession, values: list[SV], n: int) -> ArithShare:
-    """[every value is not NULL] (one product round per extra value)."""
-    acc = _ones(s, n)
-    for v in values:
-        acc = arith.beaver_mul(s, acc, v.valid)
-    return acc
+def product(s: SpuSession, factors: list[ArithShare]) -> ArithShare:
+    """The elementwise product of 0/1 shares as a balanced tree: ceil(log2 k) rounds for k factors."""
+    return products(s, [factors])[0]
+
+
+def products(s: SpuSession, lists: list[list[ArithShare]]) -> list[ArithShare]:
+    """`product` of each list, the trees side by side: ceil(log2 of the longest) rounds in all."""
+    lists = [list(f) for f in lists]
+    while any(len(f) > 1 for f in lists):
+        pairs = [list(zip(f[0::2], f[1::2])) for f in lists]
+        got = iter(arith.beaver_mul_many(s, [p for ps in pairs for p in ps]))
+        lists = [[next(got) for _ in ps] + f[len(ps) * 2:] for f, ps in zip(lists, pairs)]
+    return [f[0] for f in lists]
+
+
+def _keys_match(s: SpuSession, left_valid: ArithShare, right_valid: ArithShare, lk: list[SV], rk: list[SV],
+                li: np.ndarray, ri: np.ndarray) -> ArithShare:
+    """Per pair (li[p], ri[p]): both rows valid, every key pair equal and neither NULL. One batched
+    equality test over every key (and text limb) at once (~7 rounds), then a product tree over the
+    2 + 3k factors (ceil(log2(2 + 3k)) rounds) -- not one comparison and 3 products per key in turn."""
+    factors, xs, ys = [left_valid, right_valid], [], []
+    for a, b in zip(lk, rk):
+        a, b = _take(a, li), _take(b, ri)
+        if a.kind == "text":
+            xs += a.limbs
+            ys += b.limbs
+        else:  # the same kind already (`_key_pairs`); a decimal compares its exact limb
+            xs.append(a.value.with_frac(0))
+            ys.append(b.value.with_frac(0))
+        factors += [a.valid, b.valid]
+    if xs:
+        size = len(li)
+        eq = compare.equal(s, arith.concat(xs), arith.concat([y.with_frac(0) for y in ys]), arith=True)
+        factors += [eq[i * size:(i + 1) * size] for i in range(len(xs))]
+    return product(s, factors)
 
 
 def pairs_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys,
@@ -385,18 +489,14 @@ def pairs_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
     """INNER / CROSS (and LEFT with `keep_unmatched`) join as Secrecy's nested-loop join: every pair
     (n*m rows, a public size: O(n*m) work and bytes), valid = both valid * keys equal and not NULL *
     the residual condition. LEFT appends the n left rows with NULL right columns, valid where the
-    left row is valid and no pair matched. Rounds: the keys' equality (~7 + 1 per key) + the
-    condition's + 2 (+ a comparison, 7, and 1 for LEFT)."""
+    left row is valid and no pair matched. Rounds: every key's equality in one batch (~7) +
+    ceil(log2(2 + 3k)) (`_keys_match`) + the condition's + 1 (+ a comparison, 7, and 1 for LEFT)."""
     n, m = left.n, right.n
     li, ri = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
     columns = {**{c: _take(v, li) for c, v in left.columns.items()},
                **{c: _take(v, ri) for c, v in right.columns.items()}}
-    pairs = SecretRelation(columns, arith.beaver_mul(s, left.valid[li], right.valid[ri]))
-    stage = stage_over(s, columns, n * m)
-    for a, b in zip(lk, rk):
-        pairs = SecretRelation(columns, arith.beaver_mul(
-            s, pairs.valid, stage.truth(stage._compare(exp.EQ, _take(a, li), _take(b, ri)))))
+    pairs = SecretRelation(columns, _keys_match(s, left.valid[li], right.valid[ri], lk, rk, li, ri))
     if condition is not None:
         pairs = filter_rows(s, pairs, condition)
     if not keep_unmatched:
@@ -422,9 +522,10 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
     if null_aware and len(left_keys) != 1:
         raise NotSupportedError("NOT IN with a tuple of several columns in secure computation; write NOT EXISTS")
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
-    lk, rk = canonical(s, lk), canonical(s, rk)
-    kv_l, kv_r = _all_valid(s, lk, n), _all_valid(s, rk, m)
-    right_ok = arith.beaver_mul(s, right.valid, kv_r)
+    both_keys = canonical(s, [*lk, *rk])
+    lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
+    kv_l, kv_r, right_ok = products(s, [[v.valid for v in lk] or [_ones(s, n)], [v.valid for v in rk] or [_ones(s, m)],
+                                        [right.valid, *(v.valid for v in rk)]])  # keys not NULL
     keys = [arith.concat([kv_l, kv_r])]
     for a, b in zip(lk, rk):
         keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
@@ -457,6 +558,5 @@ def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: A
     counts = arith.concat([arith.total(right.valid), arith.total(null_rows)])
     found = compare.greater_than(s, counts, _zeros(2), arith=True)
     nonempty, has_null = found[0:1], found[1:2]
-    clean = arith.beaver_mul(s, nonempty, _ones(s, 1) - has_null)
-    alone = arith.beaver_mul(s, key_valid, _ones(s, n) - match)
+    clean, alone = arith.beaver_mul_many(s, [(nonempty, _ones(s, 1) - has_null), (key_valid, _ones(s, n) - match)])
     return _ones(s, n) - _broadcast(nonempty, n) + arith.beaver_mul(s, _broadcast(clean, n), alone)
