@@ -90,6 +90,11 @@ def promote(vis: Vis, *allowed: Constraint) -> Vis:
     return Vis(C.PLAINTEXT, parties=vis.parties) if vis.plain or vis.constraint in allowed else vis
 
 
+def close(vis: Vis) -> Vis:
+    """ENCRYPTED_ONLY unless PLAINTEXT: for uses no later operator may promote."""
+    return vis if vis.plain else replace(vis, constraint=C.ENCRYPTED_ONLY)
+
+
 def conjuncts(cond: exp.Expression | None) -> list[exp.Expression]:
     """The AND-ed parts of a condition."""
     if cond is None:
@@ -182,7 +187,8 @@ class CCLInference:
         columns = [(name, combine([a, b])) for (name, a), (_, b) in zip(left.columns, right.columns)]
         rows = combine([left.rows, right.rows])
         if not (isinstance(query, exp.Union) and not query.args.get("distinct")):
-            rows = restrict(rows, combine([v for _, v in columns]), f"{query.key.upper()} (rows compared)")
+            equal = combine([promote(v, C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE) for _, v in columns])
+            rows = restrict(rows, equal, f"{query.key.upper()} (rows compared)")
         return Relation(columns, rows)
 
     def _select(self, query: exp.Select, ctes, check: bool, parent) -> Relation:
@@ -208,7 +214,8 @@ class CCLInference:
                 outs = [(n, restrict(v, cond, text)) for n, v in outs]
                 rows = restrict(rows, cond, text)
         if query.args.get("distinct"):
-            rows = restrict(rows, combine([v for _, v in outs]), "SELECT DISTINCT (rows compared)")
+            equal = combine([promote(v, C.PLAINTEXT_AFTER_COMPARE) for _, v in outs])
+            rows = restrict(rows, equal, "SELECT DISTINCT (rows compared)")
         if check:
             self._check_order(query, dict(outs), scope, ctes, keys, grouped)
         return Relation(outs, rows)
@@ -312,8 +319,8 @@ class CCLInference:
         if isinstance(cond, exp.Paren):
             return self.condition(cond.this, scope, ctes)
         pair = column_equality(cond)
-        if pair:
-            return combine([promote(scope.column(s), C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE)
+        if pair:  # a join key needs PLAINTEXT_AFTER_JOIN: nothing aggregated later may make up for it (SCQL)
+            return combine([close(promote(scope.column(s), C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE))
                             for s in pair])
         return self.value(cond, scope, ctes, frozenset(), False)
 
@@ -360,8 +367,8 @@ class CCLInference:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are
         PLAINTEXT inside it when PLAINTEXT_AFTER_GROUP_BY (SCQL's columns after GROUP BY)."""
         vis = combine(self._arguments(func, scope, ctes, keys, bool(keys)) + [scope.rows, cond])
-        if rule is Rule.COLLECT and not vis.plain:
-            return replace(vis, constraint=C.ENCRYPTED_ONLY)
+        if rule is Rule.COLLECT:
+            return close(vis)
         if rule is Rule.AGGREGATE:
             return promote(vis, C.PLAINTEXT_AFTER_AGGREGATE)
         if rule is Rule.COUNT:
@@ -397,9 +404,7 @@ class CCLInference:
                         Rule.WINDOW_VALUE):
             return unknown(func)
         vis = combine(parts + self._arguments(func, scope, ctes, keys, grouped))
-        if rule is Rule.COLLECT and not vis.plain:
-            return replace(vis, constraint=C.ENCRYPTED_ONLY)
-        return vis
+        return close(vis) if rule is Rule.COLLECT else vis
 
     # -- checks ---------------------------------------------------------------------------
     def require(self, vis: Vis, where: str) -> None:
