@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sorted_rows
 from sqlsecure.engine import Engine
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.ccl import CCLInference
@@ -59,3 +60,18 @@ def test_case(engines, case):
         column_control(engine, sql, issuer)
     verdict = engine.check(sql, issuer)
     assert verdict is not None and verdict.startswith("PolicyViolation"), verdict
+
+
+RUN = [c for c in CASES if c["expected"] == "allowed" and "check" not in c]
+
+
+@pytest.mark.parametrize("case", RUN, ids=[c["name"] for c in RUN])
+def test_allowed_case_answers_as_duckdb(engines, oracle_for, case):
+    """What the table allows and the engine runs equals plain DuckDB over all parties' data (group
+    threshold applied by the oracle as the engine does)."""
+    oracle = oracle_for(engines[case.get("grants", "scql")])
+    if case.get("oracle", "").startswith("plain"):
+        got = oracle.engine.execute(case["query"], case["issuer"]).table
+        assert sorted_rows(got) == sorted_rows(oracle.con.sql(case["query"]).to_arrow_table())
+        return
+    oracle.check(case["query"], case["issuer"])
