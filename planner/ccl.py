@@ -74,7 +74,7 @@ def restrict(vis: Vis, by: Vis, clause: str) -> Vis:
     """`vis` after an operator whose outcome has visibility `by` (a filter's condition, the group keys)."""
     if by.plain:
         return vis
-    out = combine([vis, by])
+    out = combine([by, vis])  # named after the clause's column when that is what closes it
     return out if out.clause else replace(out, clause=clause)
 
 
@@ -347,7 +347,9 @@ class CCLInference:
             inner = rule_of(e.this)
             if inner not in (Rule.AGGREGATE, Rule.COUNT, Rule.VALUE_AGGREGATE, Rule.COLLECT):
                 return unknown(e.this)
-            cond = self.condition(e.expression.this, scope, ctes)
+            # PLAINTEXT only: the group threshold counts the group's rows, not the ones FILTER keeps
+            cond = restrict(PLAIN, close(self.condition(e.expression.this, scope, ctes)),
+                            f"FILTER ({e.expression.sql()})")
             return self._aggregate(e.this, inner, scope, ctes, keys, cond)
         if rule is Rule.SUBQUERY:
             if isinstance(e, (exp.Any, exp.All)):
@@ -366,7 +368,7 @@ class CCLInference:
     def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are
         PLAINTEXT inside it when PLAINTEXT_AFTER_GROUP_BY (SCQL's columns after GROUP BY)."""
-        vis = combine(self._arguments(func, scope, ctes, keys, bool(keys)) + [scope.rows, cond])
+        vis = combine([cond, scope.rows] + self._arguments(func, scope, ctes, keys, bool(keys)))
         if rule is Rule.COLLECT:
             return close(vis)
         if rule is Rule.AGGREGATE:
@@ -421,6 +423,8 @@ class CCLInference:
         state = f"its grant to {self.viewer} is {grant.value}"
         if vis.clause:
             state += f"; after {vis.clause} it is {vis.constraint.value} to {self.viewer}"
+        elif grant is not vis.constraint:
+            state += f"; with the other values of this expression it is {vis.constraint.value}"
         raise PolicyViolation(
             f"{self.viewer} may not learn {column} through {where}: {state}; ask "
             f"{vis.source.party if vis.source else 'its owner'} for a grant that allows this use, or change the query")
