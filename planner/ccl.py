@@ -288,24 +288,22 @@ class CCLInference:
 
     def _join(self, scope: Scope, pairs: list[tuple[exp.Column, exp.Column, str]]) -> None:
         """SCQL's join rule for the viewer: a PLAINTEXT_AFTER_JOIN key is PLAINTEXT to the viewer when the
-        viewer's data is the other key (inner join; an outer join only for its preserved side), and
-        PLAINTEXT_AS_JOIN_PAYLOAD columns of a party the viewer inner-joined with are PLAINTEXT."""
+        other key is the viewer's own data, PLAINTEXT to it (its values are then ones the viewer has; a key
+        computed with others' restricted values would not be) — inner join; an outer join only for its
+        preserved side — and PLAINTEXT_AS_JOIN_PAYLOAD columns of a party so inner-joined are PLAINTEXT."""
         partners: set[str] = set()
         keys = set()
         for left, right, side in pairs:
             lv, rv = scope.column(left), scope.column(right)
-            parties = lv.parties | rv.parties
-            if self.viewer in lv.parties and side in ("", "LEFT"):
-                rv = promote(rv, C.PLAINTEXT_AFTER_JOIN)
-            if self.viewer in rv.parties and side in ("", "RIGHT"):
-                lv = promote(lv, C.PLAINTEXT_AFTER_JOIN)
+            knows_left, knows_right = (self.viewer in v.parties and v.plain for v in (lv, rv))
+            joined = ((left, promote(lv, C.PLAINTEXT_AFTER_JOIN) if knows_right and side in ("", "RIGHT") else lv),
+                      (right, promote(rv, C.PLAINTEXT_AFTER_JOIN) if knows_left and side in ("", "LEFT") else rv))
             if side == "":
-                partners |= (rv.parties if self.viewer in lv.parties else set()) | (
-                    lv.parties if self.viewer in rv.parties else set())
-            for column, vis in ((left, lv), (right, rv)):
+                partners |= (rv.parties if knows_left else set()) | (lv.parties if knows_right else set())
+            for column, vis in joined:
                 key = (column.table, column.name)
                 if key in scope.columns:
-                    scope.columns[key] = replace(vis, parties=parties)
+                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties)
                     keys.add(key)
         for key, vis in scope.columns.items():
             if key not in keys and vis.constraint is C.PLAINTEXT_AS_JOIN_PAYLOAD and vis.parties & partners:
