@@ -7,10 +7,10 @@ grants. Each expression class has one rule in `planner/ccl_rules.py` (deny by de
 without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL's translator does:
 
 - scan: each column its grant (the owner always PLAINTEXT); a constant: PLAINTEXT;
-- join: a key equality needs PLAINTEXT_AFTER_JOIN (or PLAINTEXT) on both keys; after an inner join a
-  PLAINTEXT_AFTER_JOIN key is PLAINTEXT to the viewer when the viewer's data is the other key (for an
-  outer join, only the preserved side's viewer learns the other key); PLAINTEXT_AS_JOIN_PAYLOAD
-  columns of a party the viewer inner-joined with are PLAINTEXT;
+- join: a key equality needs PLAINTEXT_AFTER_JOIN (or _COMPARE, or PLAINTEXT) on both keys; after an
+  inner join a PLAINTEXT_AFTER_JOIN key is PLAINTEXT to the viewer when the other key is the viewer's
+  own data, PLAINTEXT to it (for an outer join, only the preserved side's viewer learns the other
+  key); PLAINTEXT_AS_JOIN_PAYLOAD columns of a party the viewer so inner-joined are PLAINTEXT;
 - filter (WHERE, ON, HAVING, QUALIFY, a semi-join): every column and the rows themselves are
   restricted by the condition's visibility (a comparison of PLAINTEXT_AFTER_COMPARE values is PLAINTEXT);
 - aggregate: PLAINTEXT_AFTER_GROUP_BY keys are PLAINTEXT once grouped; SUM, AVG, MIN, MAX of
