@@ -98,3 +98,12 @@ def test_q3_issued_by_a_party_whose_key_is_in_no_join_condition_is_refused(tpch)
     with pytest.raises(PolicyViolation, match="carrier.lineitem.l_orderkey.*PLAINTEXT_AFTER_JOIN"):
         tpch.engine.plan(Q3, "bank")
     assert tpch.engine.check(Q3, "bank").startswith("PolicyViolation")
+
+
+def test_explain_shows_the_join_key_plain_to_the_shop_only(tpch):
+    """EXPLAIN's per-party visibility follows the same operators: the carrier's key is plain to the shop (its
+    own o_orderkey joined it) and stays PLAINTEXT_AFTER_JOIN to the bank."""
+    sql = ("SELECT l.l_orderkey, SUM(l.l_extendedprice) AS s FROM shop.orders o JOIN carrier.lineitem l "
+           "ON l.l_orderkey = o.o_orderkey GROUP BY l.l_orderkey")
+    line = next(ln for ln in tpch.engine.explain(sql, "shop").splitlines() if ln.strip().startswith("l_orderkey:"))
+    assert "shop PLAINTEXT" in line and "bank PLAINTEXT_AFTER_JOIN" in line and "carrier PLAINTEXT" in line, line
