@@ -114,7 +114,7 @@ def _check_aggregate_argument(column: exp.Column, rule) -> None:
     while node is not None and _passes_through(node, rule):
         node = node.parent
     allowed = rule.aggregations[column.name]
-    if (isinstance(node, exp.AggFunc) and _agg_name(node) in allowed and rule_of(node) is Rule.AGGREGATE
+    if (isinstance(node, exp.AggFunc) and _agg_name(node) in allowed and rule_of(node) in (Rule.AGGREGATE, Rule.COUNT)
             and not isinstance(node.parent, (exp.Window, exp.Filter))):
         return
     found = column.find_ancestor(exp.AggFunc)

@@ -1,43 +1,42 @@
-"""Column control inference (after SCQL's ccl_infer): what a party may learn of each value a query computes.
+"""Column control, operator by operator (after SCQL's buildCCL): what a party may learn of each value.
 
-Every value gets a `Vis` for one party — the constraint under which that party may see it — inferred
-bottom-up through the query's scopes (CTEs, subqueries, set operations) from the grants. Each
-expression class has one rule in `planner/ccl_rules.py` (deny by default: a class without a rule
-is ENCRYPTED_ONLY, and a refusal names it):
+Every value gets a `Vis` for one party (the viewer) — the constraint under which it may see the
+value, and the parties whose data it is computed from — inferred bottom-up through the query's
+operators (scans, joins, filters, aggregates, windows, set operations, subqueries, CTEs) from the
+grants. Each expression class has one rule in `planner/ccl_rules.py` (deny by default: a class
+without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL's translator does:
 
-- a column: its grant (the owner always PLAINTEXT); a constant: PLAINTEXT;
-- a comparison (=, <, BETWEEN, IN, LIKE, IS NULL, …) of PLAINTEXT / PLAINTEXT_AFTER_COMPARE values:
-  PLAINTEXT (the comparison's result may be revealed);
-- SUM, COUNT, AVG, MIN, MAX of PLAINTEXT / PLAINTEXT_AFTER_AGGREGATE values: PLAINTEXT; COUNT(*):
-  PLAINTEXT; aggregates that return input values (FIRST, MEDIAN, ARG_MAX, …): the argument's
-  constraint, unchanged; aggregates that collect many values (STRING_AGG, LIST): PLAINTEXT
-  arguments only, ENCRYPTED_ONLY otherwise;
-- a GROUP BY key that is PLAINTEXT_AFTER_GROUP_BY: PLAINTEXT once grouped;
-- a window function: per row, nothing aggregated away; PARTITION BY keys as comparisons, ORDER BY
-  keys need REVEAL_RANK, the function's arguments keep their constraint;
-- a listed scalar function or operator (arithmetic, CASE, CAST, …): PLAINTEXT if all inputs are; if
-  all restricted inputs share one constraint, that constraint carries over (so SUM(x * 2) works for
-  an aggregate-only x); otherwise ENCRYPTED_ONLY;
-- UNION / INTERSECT / EXCEPT: per column, the most restrictive of the branches.
+- scan: each column its grant (the owner always PLAINTEXT); a constant: PLAINTEXT;
+- join: a key equality needs PLAINTEXT_AFTER_JOIN (or _COMPARE, or PLAINTEXT) on both keys; after an
+  inner join a PLAINTEXT_AFTER_JOIN key is PLAINTEXT to the viewer when the other key is the viewer's
+  own data, PLAINTEXT to it (for an outer join, only the preserved side's viewer learns the other
+  key); PLAINTEXT_AS_JOIN_PAYLOAD columns of a party the viewer so inner-joined are PLAINTEXT;
+- filter (WHERE, ON, HAVING, QUALIFY, a semi-join): every column and the rows themselves are
+  restricted by the condition's visibility (a comparison of PLAINTEXT_AFTER_COMPARE values is PLAINTEXT);
+- aggregate: PLAINTEXT_AFTER_GROUP_BY keys are PLAINTEXT once grouped; SUM, AVG, MIN, MAX of
+  PLAINTEXT_AFTER_AGGREGATE values are PLAINTEXT; COUNT follows the rows (its filter and group keys)
+  and its argument, PLAINTEXT_AFTER_AGGREGATE or PLAINTEXT_AFTER_COMPARE; every output is
+  restricted by the group keys' visibility (the groups are the keys' histogram);
+- window: per row; PARTITION BY keys as comparisons, ORDER BY keys need REVEAL_RANK;
+- set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
+  ALL compare whole rows, so their row count is restricted by every column;
+- sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level).
 
-`check_reveal` then requires, for the issuer: every output column PLAINTEXT; every GROUP BY key
-PLAINTEXT or PLAINTEXT_AFTER_GROUP_BY (the groups reveal its distribution); every WHERE / ON /
-HAVING / QUALIFY condition PLAINTEXT (the issuer learns which rows pass; a join's key equality also
-passes with PLAINTEXT_AFTER_JOIN); every ORDER BY key PLAINTEXT or REVEAL_RANK. A refusal names the
-column, the party, its constraint and the clause.
+`check_reveal` then requires every output column, and the number of rows, to be PLAINTEXT to the
+issuer. A refusal names the column, the party, its constraint, the clause that restricted it and
+the clause that reveals it. docs/federation.md lists where this stays stricter than SCQL.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
-
-from sqlsecure.planner.logical import aggregates_in
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.ccl_rules import Rule, function_name, rule_of
+from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 
 C = Constraint
@@ -48,6 +47,8 @@ class Vis:
     constraint: Constraint
     source: ColumnRef | None = None  # the column that limits it, for messages
     unknown: str = ""  # the function without a column-control rule that closed it, for messages
+    parties: frozenset[str] = frozenset()  # whose data the value is computed from (SCQL's source parties)
+    clause: str = ""  # the filter, join or GROUP BY that restricted it, for messages
 
     @property
     def plain(self) -> bool:
@@ -59,13 +60,22 @@ PLAIN = Vis(C.PLAINTEXT)
 
 def combine(parts: list[Vis]) -> Vis:
     """The visibility of an expression of `parts`: a shared restriction carries over, mixed ones close."""
+    parties = frozenset().union(*(v.parties for v in parts))
     restricted = [v for v in parts if not v.plain]
     if not restricted:
-        return PLAIN
+        return Vis(C.PLAINTEXT, parties=parties)
     closed = next((v for v in restricted if v.unknown), restricted[0])
     if len({v.constraint for v in restricted}) == 1:
-        return closed
-    return Vis(C.ENCRYPTED_ONLY, closed.source, closed.unknown)
+        return replace(closed, parties=parties)
+    return replace(closed, constraint=C.ENCRYPTED_ONLY, parties=parties)
+
+
+def restrict(vis: Vis, by: Vis, clause: str) -> Vis:
+    """`vis` after an operator whose outcome has visibility `by` (a filter's condition, the group keys)."""
+    if by.plain:
+        return vis
+    out = combine([by, vis])  # named after the clause's column when that is what closes it
+    return out if out.clause else replace(out, clause=clause)
 
 
 def unknown(e: exp.Expression) -> Vis:
@@ -77,16 +87,41 @@ def unknown(e: exp.Expression) -> Vis:
 
 def promote(vis: Vis, *allowed: Constraint) -> Vis:
     """PLAINTEXT if `vis` is PLAINTEXT or one of `allowed`; otherwise unchanged."""
-    return PLAIN if vis.plain or vis.constraint in allowed else vis
+    return Vis(C.PLAINTEXT, parties=vis.parties) if vis.plain or vis.constraint in allowed else vis
 
 
+def close(vis: Vis) -> Vis:
+    """ENCRYPTED_ONLY unless PLAINTEXT: for uses no later operator may promote."""
+    return vis if vis.plain else replace(vis, constraint=C.ENCRYPTED_ONLY)
+
+
+def conjuncts(cond: exp.Expression | None) -> list[exp.Expression]:
+    """The AND-ed parts of a condition."""
+    if cond is None:
+        return []
+    if isinstance(cond, exp.Paren):
+        return conjuncts(cond.this)
+    if isinstance(cond, exp.And):
+        return conjuncts(cond.left) + conjuncts(cond.right)
+    return [cond]
+
+
+def column_equality(cond: exp.Expression) -> tuple[exp.Column, exp.Column] | None:
+    """`a.x = b.y` of two tables' columns: a join key pair."""
+    if (isinstance(cond, exp.EQ) and isinstance(cond.left, exp.Column) and isinstance(cond.right, exp.Column)
+            and cond.left.table != cond.right.table):
+        return cond.left, cond.right
+    return None
+
+
+@dataclass
 class Scope:
     """Visibility of each `alias.column` available in one SELECT (and, for a correlated subquery,
-    in the query around it)."""
+    in the query around it), and of the rows themselves (which rows exist, after its filters)."""
 
-    def __init__(self, columns: dict[tuple[str, str], Vis], parent: "Scope | None" = None):
-        self.columns = columns
-        self.parent = parent
+    columns: dict[tuple[str, str], Vis]
+    parent: "Scope | None" = None
+    rows: Vis = PLAIN
 
     def column(self, column: exp.Column) -> Vis:
         key = (column.table, column.name)
@@ -97,6 +132,19 @@ class Scope:
             return matches[0]
         return self.parent.column(column) if self.parent is not None else Vis(C.ENCRYPTED_ONLY)
 
+    def restrict(self, by: Vis, clause: str) -> None:
+        """A filter: every column, and the rows, take the condition's visibility."""
+        self.columns = {k: restrict(v, by, clause) for k, v in self.columns.items()}
+        self.rows = restrict(self.rows, by, clause)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """What a query yields: (name, visibility) per output column, and the visibility of its rows."""
+
+    columns: list[tuple[str, Vis]] = field(default_factory=list)
+    rows: Vis = PLAIN
+
 
 class CCLInference:
     """Infers and checks what `viewer` would learn from a qualified query."""
@@ -105,104 +153,173 @@ class CCLInference:
         self.grants = grants
         self.catalog = catalog
         self.viewer = viewer
-        self.used: list[str] = []
-        self.checking = True  # False once asked for visibility only (EXPLAIN): nested clauses are not enforced
+        self.checking = True  # False once asked for visibility only (EXPLAIN): nested ORDER BYs are not enforced
 
-    # -- scopes ---------------------------------------------------------------------------
+    # -- operators ------------------------------------------------------------------------
     def outputs(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool,
                 parent: Scope | None = None) -> list[tuple[str, Vis]]:
-        """(name, visibility) of each output column of a query; with `check`, enforce its conditions
-        (and those of the queries nested in it)."""
+        """(name, visibility) of each output column of a query."""
+        return self.relation(query, ctes, check, parent).columns
+
+    def relation(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool,
+                 parent: Scope | None = None) -> Relation:
+        """The visibility of a query's outputs and rows; with `check`, enforce its sort keys (and those
+        of the queries nested in it)."""
         if not check:
             self.checking = False
         if isinstance(query, exp.Subquery):
-            return self.outputs(query.this, ctes, check, parent)
+            return self.relation(query.this, ctes, check, parent)
         ctes = dict(ctes)
         with_ = query.args.get("with_")
         for cte in with_.expressions if with_ else []:
             ctes[cte.alias_or_name] = cte.this
         if isinstance(query, exp.SetOperation):
-            left = self.outputs(query.left, ctes, check, parent)
-            right = self.outputs(query.right, ctes, check, parent)
-            return [(name, combine([a, b])) for (name, a), (_, b) in zip(left, right)]
+            return self._set_operation(query, ctes, check, parent)
         if not isinstance(query, exp.Select):
-            raise PolicyViolation(f"cannot infer column control for {query.key}")
-        scope = self._scope(query, ctes)
-        scope.parent = parent
+            raise PolicyViolation(f"cannot infer column control for {query.key}: only SELECT and set "
+                                  "operations are queries; rewrite it as one")
+        return self._select(query, ctes, check, parent)
+
+    def _set_operation(self, query: exp.SetOperation, ctes, check: bool, parent) -> Relation:
+        """UNION ALL: per column the stricter branch. UNION, INTERSECT, EXCEPT also compare whole rows."""
+        left = self.relation(query.left, ctes, check, parent)
+        right = self.relation(query.right, ctes, check, parent)
+        columns = [(name, combine([a, b])) for (name, a), (_, b) in zip(left.columns, right.columns)]
+        rows = combine([left.rows, right.rows])
+        if not (isinstance(query, exp.Union) and not query.args.get("distinct")):
+            equal = combine([promote(v, C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE) for _, v in columns])
+            rows = restrict(rows, equal, f"{query.key.upper()} (rows compared)")
+        return Relation(columns, rows)
+
+    def _select(self, query: exp.Select, ctes, check: bool, parent) -> Relation:
+        scope = self._scope(query, ctes, parent)
         group = query.args.get("group")
-        keys = {g.sql() for g in (group.expressions if group else [])}
+        groups = group.expressions if group else []
+        keys = {g.sql() for g in groups}
         grouped = bool(keys) or any(aggregates_in(e) for e in query.expressions)
-        if check:
-            self._check_conditions(query, scope, ctes, keys)
-            for g in group.expressions if group else []:  # the groups' sizes reveal the key's distribution
-                vis = self.value(g, scope, ctes, frozenset(), False)
-                self.require(promote(vis, C.PLAINTEXT_AFTER_GROUP_BY), f"GROUP BY {g.sql()}")
-        outs = []
-        for e in query.expressions:
-            outs.append((e.alias_or_name, self.value(e.this if isinstance(e, exp.Alias) else e, scope, ctes,
-                                                     keys, grouped)))
-        if check:
-            names = {n: v for n, v in outs}
-            order = query.args.get("order")
-            for o in order.expressions if order else []:
-                key = o.this
-                if isinstance(key, exp.Column) and not key.table and key.name in names:
-                    vis = names[key.name]
-                else:
-                    vis = self.value(key, scope, ctes, keys, grouped)
-                self.require(promote(vis, C.REVEAL_RANK), f"ORDER BY {key.sql()}")
-        return outs
-
-    def _scope(self, select: exp.Select, ctes) -> Scope:
-        columns: dict[tuple[str, str], Vis] = {}
-        items = ([select.args["from_"].this] if select.args.get("from_") else []) + [
-            j.this for j in select.args.get("joins") or []]
-        for item in items:
-            alias = item.alias_or_name
-            if isinstance(item, exp.Table) and item.db:
-                for column, _ in self.catalog.columns(item.db, item.name):
-                    ref = ColumnRef(item.db, item.name, column)
-                    columns[(alias, column)] = Vis(self.grants.constraint(ref, self.viewer), ref)
-            elif isinstance(item, exp.Table) and item.name in ctes:
-                for name, vis in self.outputs(ctes[item.name], ctes, check=self.checking):
-                    columns[(alias, name)] = vis
-            elif isinstance(item, (exp.Subquery, exp.Query)):
-                for name, vis in self.outputs(item, ctes, check=self.checking):
-                    columns[(alias, name)] = vis
-            else:  # unnest, table functions, ...: nothing known, nothing revealed
-                for column in select.find_all(exp.Column):
-                    if column.table == alias:
-                        columns[(alias, column.name)] = Vis(C.ENCRYPTED_ONLY)
-        return Scope(columns)
-
-    def _check_conditions(self, select: exp.Select, scope: Scope, ctes, keys) -> None:
-        for join in select.args.get("joins") or []:
-            on = join.args.get("on")
-            if on is not None:
-                self.require(self.condition(on, scope, ctes), f"JOIN ... ON {on.sql()}")
-        where = select.args.get("where")
-        if where is not None:
-            self.require(self.condition(where.this, scope, ctes), f"WHERE {where.this.sql()}")
+        outs = [(e.alias_or_name, self.value(e.unalias(), scope, ctes, keys, grouped)) for e in query.expressions]
+        rows = scope.rows
+        if grouped:  # one row per group: the groups are the keys' histogram
+            clause = f"GROUP BY {', '.join(g.sql() for g in groups)}"
+            rows = restrict(PLAIN, combine([promote(self.value(g, scope, ctes, frozenset(), False),
+                                                    C.PLAINTEXT_AFTER_GROUP_BY) for g in groups]), clause)
+            outs = [(n, restrict(v, rows, clause)) for n, v in outs]
+        else:
+            outs = [(n, restrict(v, rows, rows.clause)) for n, v in outs]
         for clause in ("having", "qualify"):
-            node = select.args.get(clause)
+            node = query.args.get(clause)
             if node is not None:
-                grouped = clause == "having" or bool(keys)
-                vis = self.value(node.this, scope, ctes, keys, grouped)
-                self.require(vis, f"{clause.upper()} {node.this.sql()}")
+                cond = self.value(node.this, scope, ctes, keys, clause == "having" or grouped)
+                text = f"{clause.upper()} {node.this.sql()}"
+                outs = [(n, restrict(v, cond, text)) for n, v in outs]
+                rows = restrict(rows, cond, text)
+        if query.args.get("distinct"):
+            equal = combine([promote(v, C.PLAINTEXT_AFTER_COMPARE) for _, v in outs])
+            rows = restrict(rows, equal, "SELECT DISTINCT (rows compared)")
+        if check:
+            self._check_order(query, dict(outs), scope, ctes, keys, grouped)
+        return Relation(outs, rows)
+
+    def _check_order(self, query: exp.Select, names: dict[str, Vis], scope, ctes, keys, grouped) -> None:
+        """ORDER BY ranks the rows: each key needs PLAINTEXT or REVEAL_RANK."""
+        order = query.args.get("order")
+        for o in order.expressions if order else []:
+            key = o.this
+            if isinstance(key, exp.Column) and not key.table and key.name in names:
+                vis = names[key.name]
+            else:
+                vis = self.value(key, scope, ctes, keys, grouped)
+            self.require(promote(vis, C.REVEAL_RANK), f"ORDER BY {key.sql()}")
+
+    # -- scans and joins --------------------------------------------------------------------
+    def _scope(self, select: exp.Select, ctes, parent: Scope | None) -> Scope:
+        """FROM and its joins, then WHERE: the visibility of each column the SELECT may use."""
+        scope = Scope({}, parent)
+        from_ = select.args.get("from_")
+        joins = select.args.get("joins") or []
+        items = ([from_.this] if from_ else []) + [j.this for j in joins]
+        scope.rows = combine([self._scan(item, select, ctes, scope) for item in items])
+        conditions, pairs = [], []
+        seen = {items[0].alias_or_name} if items else set()
+        for join in joins:
+            alias = join.this.alias_or_name
+            for cond in conjuncts(join.args.get("on")):
+                conditions.append((cond, f"JOIN ... ON {cond.sql()}"))
+                pair = column_equality(cond)
+                if pair and join.kind not in ("SEMI", "ANTI"):
+                    left, right = pair if pair[1].table == alias else pair[::-1]
+                    if left.table in seen and right.table == alias:
+                        pairs.append((left, right, join.side))
+            seen.add(alias)
+        where = select.args.get("where")
+        for cond in conjuncts(where.this if where else None):
+            conditions.append((cond, f"WHERE {where.this.sql()}"))
+            pair = column_equality(cond)
+            if pair and all(c.table in seen for c in pair):
+                pairs.append((*pair, ""))
+        visibility = [(self.condition(cond, scope, ctes), text) for cond, text in conditions]
+        self._join(scope, pairs)
+        for vis, text in visibility:
+            scope.restrict(vis, text)
+        scope.columns = {k: restrict(v, scope.rows, scope.rows.clause) for k, v in scope.columns.items()}
+        return scope
+
+    def _scan(self, item: exp.Expression, select: exp.Select, ctes, scope: Scope) -> Vis:
+        """Add one FROM item's columns to `scope`; the visibility of its rows."""
+        alias = item.alias_or_name
+        if isinstance(item, exp.Table) and item.db:
+            for column, _ in self.catalog.columns(item.db, item.name):
+                ref = ColumnRef(item.db, item.name, column)
+                scope.columns[(alias, column)] = Vis(self.grants.constraint(ref, self.viewer), ref,
+                                                     parties=frozenset({item.db}))
+            return PLAIN
+        if isinstance(item, exp.Table) and item.name in ctes:
+            relation = self.relation(ctes[item.name], ctes, check=self.checking)
+        elif isinstance(item, (exp.Subquery, exp.Query)):
+            relation = self.relation(item, ctes, check=self.checking)
+        else:  # unnest, table functions, ...: nothing known, nothing revealed
+            for column in select.find_all(exp.Column):
+                if column.table == alias:
+                    scope.columns[(alias, column.name)] = Vis(C.ENCRYPTED_ONLY)
+            return PLAIN
+        for name, vis in relation.columns:
+            scope.columns[(alias, name)] = vis
+        return relation.rows
+
+    def _join(self, scope: Scope, pairs: list[tuple[exp.Column, exp.Column, str]]) -> None:
+        """SCQL's join rule for the viewer: a PLAINTEXT_AFTER_JOIN key is PLAINTEXT to the viewer when the
+        other key is the viewer's own data, PLAINTEXT to it (its values are then ones the viewer has; a key
+        computed with others' restricted values would not be) — inner join; an outer join only for its
+        preserved side — and PLAINTEXT_AS_JOIN_PAYLOAD columns of a party so inner-joined are PLAINTEXT."""
+        partners: set[str] = set()
+        keys = set()
+        for left, right, side in pairs:
+            lv, rv = scope.column(left), scope.column(right)
+            knows_left, knows_right = (self.viewer in v.parties and v.plain for v in (lv, rv))
+            joined = ((left, promote(lv, C.PLAINTEXT_AFTER_JOIN) if knows_right and side in ("", "RIGHT") else lv),
+                      (right, promote(rv, C.PLAINTEXT_AFTER_JOIN) if knows_left and side in ("", "LEFT") else rv))
+            if side == "":
+                partners |= (rv.parties if knows_left else set()) | (lv.parties if knows_right else set())
+            for column, vis in joined:
+                key = (column.table, column.name)
+                if key in scope.columns:
+                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties)
+                    keys.add(key)
+        for key, vis in scope.columns.items():
+            if key not in keys and vis.constraint is C.PLAINTEXT_AS_JOIN_PAYLOAD and vis.parties & partners:
+                scope.columns[key] = promote(vis, C.PLAINTEXT_AS_JOIN_PAYLOAD)
 
     def condition(self, cond: exp.Expression, scope: Scope, ctes) -> Vis:
-        """A row filter: each conjunct's result is learned through the rows that pass.
-
-        An equality of two sources' columns is a join: PLAINTEXT_AFTER_JOIN suffices for it.
-        """
+        """A row filter's visibility: an equality of two sources' columns is a join, for which
+        PLAINTEXT_AFTER_JOIN suffices; anything else is a value (comparisons by their rule)."""
         if isinstance(cond, (exp.And, exp.Or)):
             return combine([self.condition(cond.left, scope, ctes), self.condition(cond.right, scope, ctes)])
         if isinstance(cond, exp.Paren):
             return self.condition(cond.this, scope, ctes)
-        if (isinstance(cond, exp.EQ) and all(isinstance(s, exp.Column) for s in (cond.left, cond.right))
-                and cond.left.table != cond.right.table):
-            return combine([promote(scope.column(s), C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE)
-                            for s in (cond.left, cond.right)])
+        pair = column_equality(cond)
+        if pair:  # a join key needs PLAINTEXT_AFTER_JOIN: nothing aggregated later may make up for it (SCQL)
+            return combine([close(promote(scope.column(s), C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE))
+                            for s in pair])
         return self.value(cond, scope, ctes, frozenset(), False)
 
     # -- values ---------------------------------------------------------------------------
@@ -214,35 +331,49 @@ class CCLInference:
             return scope.column(e)
         if isinstance(e, exp.In) and e.args.get("query") is not None and isinstance(e.this, exp.Column):
             # membership in another query's values is a (semi-)join on that column
-            outs = self.outputs(e.args["query"], ctes, check=self.checking, parent=scope)
+            sub = self.relation(e.args["query"], ctes, check=self.checking, parent=scope)
             return combine([promote(v, C.PLAINTEXT_AFTER_JOIN, C.PLAINTEXT_AFTER_COMPARE)
-                            for v in [scope.column(e.this), *(v for _, v in outs)]])
+                            for v in [scope.column(e.this), *(v for _, v in sub.columns)]] + [sub.rows])
         rule = rule_of(e)
         if rule is Rule.LEAF:
             return PLAIN
         if rule is Rule.WINDOW:
             return self._window(e, scope, ctes, keys, grouped)
-        if rule in (Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT):
-            vis = combine(self._arguments(e, scope, ctes))
-            if rule is Rule.COLLECT and not vis.plain:
-                return Vis(C.ENCRYPTED_ONLY, vis.source, vis.unknown)
-            return promote(vis, C.PLAINTEXT_AFTER_AGGREGATE) if rule is Rule.AGGREGATE else vis
+        if rule in (Rule.AGGREGATE, Rule.COUNT, Rule.VALUE_AGGREGATE, Rule.COLLECT):
+            return self._aggregate(e, rule, scope, ctes, keys)
         if rule is Rule.FILTERED_AGGREGATE:  # the filter is a WHERE of the aggregate's own
-            return combine([self.value(e.this, scope, ctes, keys, False),
-                            self.condition(e.expression.this, scope, ctes)])
+            inner = rule_of(e.this)
+            if inner not in (Rule.AGGREGATE, Rule.COUNT, Rule.VALUE_AGGREGATE, Rule.COLLECT):
+                return unknown(e.this)
+            # PLAINTEXT only: the group threshold counts the group's rows, not the ones FILTER keeps
+            cond = restrict(PLAIN, close(self.condition(e.expression.this, scope, ctes)),
+                            f"FILTER ({e.expression.sql()})")
+            return self._aggregate(e.this, inner, scope, ctes, keys, cond)
         if rule is Rule.SUBQUERY:
             if isinstance(e, (exp.Any, exp.All)):
                 return self.value(e.this, scope, ctes, keys, grouped)
-            return combine([v for _, v in self.outputs(e, ctes, check=self.checking, parent=scope)])
-        if rule is Rule.EXISTS:
-            self.outputs(e.this, ctes, check=self.checking, parent=scope)
-            return PLAIN
+            sub = self.relation(e, ctes, check=self.checking, parent=scope)
+            return combine([v for _, v in sub.columns] + [sub.rows])
+        if rule is Rule.EXISTS:  # which rows the subquery has
+            return self.relation(e.this, ctes, check=self.checking, parent=scope).rows
         if rule not in (Rule.SCALAR, Rule.COMPARE):  # ranking and value window functions need OVER
             return unknown(e)
         parts = [self.value(a, scope, ctes, keys, grouped) for a in e.iter_expressions()]
         if rule is Rule.COMPARE:
             return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])
         return combine(parts)
+
+    def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
+        """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are
+        PLAINTEXT inside it when PLAINTEXT_AFTER_GROUP_BY (SCQL's columns after GROUP BY)."""
+        vis = combine([cond, scope.rows] + self._arguments(func, scope, ctes, keys, bool(keys)))
+        if rule is Rule.COLLECT:
+            return close(vis)
+        if rule is Rule.AGGREGATE:
+            return promote(vis, C.PLAINTEXT_AFTER_AGGREGATE)
+        if rule is Rule.COUNT:
+            return promote(vis, C.PLAINTEXT_AFTER_AGGREGATE, C.PLAINTEXT_AFTER_COMPARE)
+        return vis
 
     def _arguments(self, func: exp.Expression, scope: Scope, ctes, keys=frozenset(), grouped=False) -> list[Vis]:
         """Visibility of a function's arguments: per row inside an aggregate, per group in a window of a
@@ -269,12 +400,11 @@ class CCLInference:
             parts.append(self.condition(func.expression.this, scope, ctes))  # FILTER: a WHERE per row
             func = func.this
             rule = rule_of(func)
-        if rule not in (Rule.RANKING, Rule.AGGREGATE, Rule.VALUE_AGGREGATE, Rule.COLLECT, Rule.WINDOW_VALUE):
+        if rule not in (Rule.RANKING, Rule.AGGREGATE, Rule.COUNT, Rule.VALUE_AGGREGATE, Rule.COLLECT,
+                        Rule.WINDOW_VALUE):
             return unknown(func)
         vis = combine(parts + self._arguments(func, scope, ctes, keys, grouped))
-        if rule is Rule.COLLECT and not vis.plain:
-            return Vis(C.ENCRYPTED_ONLY, vis.source, vis.unknown)
-        return vis
+        return close(vis) if rule is Rule.COLLECT else vis
 
     # -- checks ---------------------------------------------------------------------------
     def require(self, vis: Vis, where: str) -> None:
@@ -287,13 +417,19 @@ class CCLInference:
                 "functions, aggregates and window functions each constraint allows); rewrite the query "
                 "with those")
         column = str(vis.source) if vis.source else "a value"
+        grant = self.grants.constraint(vis.source, self.viewer) if vis.source else vis.constraint
+        state = f"its grant to {self.viewer} is {grant.value}"
+        if vis.clause:
+            state += f"; after {vis.clause} it is {vis.constraint.value} to {self.viewer}"
+        elif grant is not vis.constraint:
+            state += f"; with the other values of this expression it is {vis.constraint.value}"
         raise PolicyViolation(
-            f"{self.viewer} may not learn {column} through {where}: its grant to {self.viewer} is "
-            f"{vis.constraint.value}; ask {vis.source.party if vis.source else 'its owner'} for a grant that "
-            "allows this use, or change the query"
-        )
+            f"{self.viewer} may not learn {column} through {where}: {state}; ask "
+            f"{vis.source.party if vis.source else 'its owner'} for a grant that allows this use, or change the query")
 
     def check_reveal(self, tree: exp.Expression) -> None:
-        """Refuse unless the viewer may learn every output, condition and sort key of the query."""
-        for name, vis in self.outputs(tree, {}, check=True):
+        """Refuse unless the viewer may learn every output, the number of rows and every sort key."""
+        relation = self.relation(tree, {}, check=True)
+        for name, vis in relation.columns:
             self.require(vis, f"the output column {name!r}")
+        self.require(relation.rows, "the number of result rows")

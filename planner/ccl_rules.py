@@ -9,7 +9,9 @@ two equal).
 Why each aggregate is where it is: only aggregates whose result hides the individual rows
 promote PLAINTEXT_AFTER_AGGREGATE (SCQL's set: SUM, COUNT, AVG, MIN, MAX; COUNT(DISTINCT x) is
 COUNT of a DISTINCT argument, allowed as in SCQL: it reveals how many distinct values a group has,
-never one of them). Aggregates that return an input value or a list of them (STRING_AGG, LIST,
+never one of them). COUNT has its own rule: it reveals no value, only how many rows (or non-NULL,
+or distinct values) there are, which comparisons alone determine, so PLAINTEXT_AFTER_COMPARE
+suffices too. Aggregates that return an input value or a list of them (STRING_AGG, LIST,
 FIRST, ANY_VALUE, MODE, MEDIAN, quantiles, ARG_MAX, ...) or statistics that pin down single values
 of small groups (STDDEV, VARIANCE, ...) keep their argument's constraint unchanged; those that collect
 many values into one list or string close it (MAX over such lists would pick one whole list).
@@ -27,6 +29,7 @@ class Rule(enum.Enum):
     SCALAR = "a deterministic function of its inputs: their combined visibility"
     COMPARE = "a comparison: PLAINTEXT when every input is PLAINTEXT or PLAINTEXT_AFTER_COMPARE"
     AGGREGATE = "hides individual rows: PLAINTEXT_AFTER_AGGREGATE inputs become PLAINTEXT"
+    COUNT = "counts rows: PLAINTEXT_AFTER_AGGREGATE or PLAINTEXT_AFTER_COMPARE inputs and rows become PLAINTEXT"
     VALUE_AGGREGATE = "returns input values: the argument's constraint, unchanged"
     COLLECT = "collects many input values: PLAINTEXT if the argument is, else ENCRYPTED_ONLY"
     FILTERED_AGGREGATE = "AGG(...) FILTER (WHERE cond): the aggregate's, and cond as a WHERE condition"
@@ -80,7 +83,7 @@ COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, e
                exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Glob, exp.SimilarTo, exp.RegexpLike,
                exp.StartsWith, exp.EndsWith, exp.Contains)
 
-AGGREGATES = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
+AGGREGATES = (exp.Sum, exp.Avg, exp.Min, exp.Max)
 
 # A list or string of many rows' values: no later aggregate may hide them (MAX of lists is a list).
 COLLECTING = (exp.GroupConcat, exp.ArrayAgg)
@@ -103,6 +106,7 @@ RULES: dict[type[exp.Expression], Rule] = {
     **{c: Rule.SCALAR for c in OPERATORS + SCALAR_FUNCTIONS},
     **{c: Rule.COMPARE for c in COMPARISONS},
     **{c: Rule.AGGREGATE for c in AGGREGATES},
+    exp.Count: Rule.COUNT,
     **{c: Rule.VALUE_AGGREGATE for c in VALUE_AGGREGATES},
     **{c: Rule.COLLECT for c in COLLECTING},
     exp.Filter: Rule.FILTERED_AGGREGATE,
@@ -172,15 +176,20 @@ def listing() -> str:
         "| constraint | what the issuer may learn of the column |",
         "|---|---|",
         "| `PLAINTEXT` | anything: every function, operator and clause below |",
-        f"| `PLAINTEXT_AFTER_AGGREGATE` | the result of {items(Rule.AGGREGATE)} over it (not windowed; "
-        "`MAX(x, n)` and `MIN(x, n)` are lists of values, as below), also through scalar functions and operators "
-        "inside the aggregate |",
+        f"| `PLAINTEXT_AFTER_AGGREGATE` | the result of {items(Rule.AGGREGATE)}, {items(Rule.COUNT)} over it (not "
+        "windowed; `MAX(x, n)` and `MIN(x, n)` are lists of values, as below), also through scalar functions and "
+        "operators inside the aggregate; as a filter's condition it restricts every column and the rows to the same "
+        "(so `COUNT(*)` or `SUM(y)` of the rows that pass may be learned) |",
         f"| `PLAINTEXT_AFTER_COMPARE` | the result of {items(Rule.COMPARE)} (in the output, in CASE conditions, "
-        "in WHERE / ON / HAVING / QUALIFY / FILTER); as a window's PARTITION BY key |",
-        "| `PLAINTEXT_AFTER_GROUP_BY` | as a GROUP BY key (output or not) |",
-        "| `PLAINTEXT_AFTER_JOIN` | in a join equality of two tables' columns (ON, WHERE) and IN (subquery) |",
+        f"in WHERE / ON / HAVING / QUALIFY / FILTER); {items(Rule.COUNT)} over it; as a window's PARTITION BY key |",
+        "| `PLAINTEXT_AFTER_GROUP_BY` | as a GROUP BY key (output or not), and inside the aggregates of its groups |",
+        "| `PLAINTEXT_AFTER_JOIN` | in a join equality of two tables' columns (ON, WHERE) and IN (subquery); "
+        "PLAINTEXT to the issuer after an inner join where the other key is the issuer's (after an outer join "
+        "only when the issuer's side is preserved) |",
         f"| `REVEAL_RANK` | as an ORDER BY key; as the window ORDER BY key of {items(Rule.RANKING)} |",
-        "| `PLAINTEXT_AS_JOIN_PAYLOAD`, `ENCRYPTED_ONLY` | nothing |",
+        "| `PLAINTEXT_AS_JOIN_PAYLOAD` | PLAINTEXT to the issuer after an inner join of the column's party with the "
+        "issuer's data; nothing otherwise |",
+        "| `ENCRYPTED_ONLY` | nothing |",
         "",
         f"Scalar operators (the inputs' combined visibility): "
         f"{', '.join(f'`{n}`' for n in names(Rule.SCALAR) if n in SYMBOLS.values())}.",

@@ -44,6 +44,7 @@ ALLOWED = [
     "SELECT category, n FROM (SELECT category, COUNT(*) AS n FROM shop.orders GROUP BY category) x WHERE n > 3",
     "SELECT category, COUNT(*) FROM shop.orders GROUP BY category ORDER BY MAX(amount) DESC",
     "SELECT COUNT(*) FROM shop.orders WHERE region IN ('north', 'south') AND region IS NOT NULL",
+    "SELECT COUNT(*) FROM shop.orders WHERE amount > 10",  # a filter restricts its rows (SCQL's Selection)
 ]
 
 REFUSED = [
@@ -52,7 +53,7 @@ REFUSED = [
     ("SELECT MAX(customer_id) FROM shop.orders", "shop.orders.customer_id"),
     ("SELECT region FROM shop.orders", "shop.orders.region"),
     ("SELECT order_id FROM shop.orders", "shop.orders.order_id"),
-    ("SELECT COUNT(*) FROM shop.orders WHERE amount > 10", "through WHERE"),
+    ("SELECT region FROM shop.orders WHERE amount > 10", "after WHERE .*amount.* > 10 it is ENCRYPTED_ONLY"),
     ("SELECT CASE WHEN amount > 100 THEN 'big' ELSE 'small' END FROM shop.orders", "shop.orders.amount"),
     ("SELECT amount - amount + 1 FROM shop.orders", "shop.orders.amount"),
     ("SELECT SUM(amount) + MIN(customer_id) FROM shop.orders", "customer_id"),
@@ -63,7 +64,7 @@ REFUSED = [
     ("SELECT COUNT(*) FROM shop.orders ORDER BY amount LIMIT 1", "ORDER BY"),
     ("SELECT x.n FROM (SELECT amount AS n FROM shop.orders) x", "shop.orders.amount"),
     ("SELECT SUM(amount) FROM shop.orders WHERE customer_id IN (SELECT customer_id FROM shop.orders "
-     "WHERE amount > 5)", "through WHERE"),
+     "WHERE amount > 5)", "after WHERE"),
 ]
 
 

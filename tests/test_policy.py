@@ -53,9 +53,10 @@ def test_allowed(strict, sql):
     (f"SELECT COUNT(*) {JOIN} WHERE o.amount > 10", "comparison|through WHERE"),
     (f"SELECT COUNT(*) {JOIN} WHERE c.age > 10", "shop may not learn bank.customers.age"),
     ("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.name = o.category", "JOIN|join key"),
-    (f"SELECT o.customer_id {JOIN}", "PLAINTEXT_AFTER_JOIN"),
+    ("SELECT o.customer_id FROM shop.orders o LEFT JOIN bank.customers c ON c.id = o.customer_id",
+     "PLAINTEXT_AFTER_JOIN"),  # bank's key on the NULL-extended side: shop's unmatched keys stay hidden
     ("SELECT amount FROM shop.orders", "through the output column"),
-    ("SELECT SUM(amount) FROM shop.orders WHERE order_id = 5", "shop.orders.order_id through WHERE"),
+    ("SELECT SUM(amount) FROM shop.orders WHERE order_id = 5", "shop.orders.order_id.*after WHERE"),
     ("SELECT c.id FROM bank.customers c ORDER BY c.age", None),
 ])
 def test_refused(strict, sql, fragment):
