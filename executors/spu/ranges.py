@@ -38,6 +38,7 @@ from sqlsecure.errors import DataError
 COMPARE_BITS = 62  # |raw| < 2^62: compared, sorted, MIN/MAX (see the module docstring)
 REVEAL_BITS = 63  # |raw| < 2^63: two's complement in 64 bits
 FOLDED = (exp.Add, exp.Sub, exp.Mul)
+ROUNDING = (exp.Round, exp.Floor, exp.Ceil)  # spu.functions: exact through a bit decomposition
 
 
 @dataclass
@@ -86,6 +87,9 @@ class RangePlan:
             return "bool" if isinstance(e, exp.Boolean) else "int", 2.0
         if isinstance(e, (exp.Neg, exp.Abs)):
             return self.info(e.this)
+        if isinstance(e, ROUNDING):  # rounding moves a value by less than one unit of its last digit
+            kind, bound = self.info(e.this)
+            return kind, bound + 10.0 ** max(0, -rounding_digits(e))
         if isinstance(e, (exp.Add, exp.Sub)):
             (ka, a), (kb, b) = self.info(e.left), self.info(e.right)
             return _numeric_kind(ka, kb), a + b
@@ -136,6 +140,10 @@ class RangePlan:
         kind, bound = self.info(e)
         if isinstance(e, exp.Abs):
             return self.need(e.this, limit, why)
+        if isinstance(e, ROUNDING):  # the kernels add a half and scale by 10^d before a bit decomposition
+            scale = 10.0 ** max(0, rounding_digits(e))
+            return self.need(e.this, min(limit, self.compare_range(kind) / 2) / scale,
+                             f"{e.sql()} rounds ({why})")
         if isinstance(e, (exp.Add, exp.Sub)):
             return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
         if isinstance(e, exp.Mul):
@@ -248,6 +256,12 @@ def constant(e: exp.Expression) -> int | float | None:
     if isinstance(e, exp.Literal) and not e.is_string:
         return literal_value(e)
     return None
+
+
+def rounding_digits(e: exp.Expression) -> int:
+    """d of ROUND(x, d) (0 when absent, and for FLOOR / CEIL); the SPU's rule admits whole constants only."""
+    digits = constant(e.args["decimals"]) if e.args.get("decimals") is not None else 0
+    return digits if isinstance(digits, int) else 0
 
 
 def _numeric_kind(a: str, b: str) -> str:

@@ -27,6 +27,7 @@ refused). The issuer learns the result.
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
 from dataclasses import dataclass
 
@@ -39,8 +40,9 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind)
-from sqlsecure.executors.spu import arith, compare, relational
-from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value as literal_number
+from sqlsecure.executors.spu import arith, compare, functions, relational
+from sqlsecure.executors.spu.ranges import (ROUNDING, RangePlan, constant, input_limits, literal_value as literal_number,
+                                           rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
@@ -48,7 +50,8 @@ from sqlsecure.planner.logical import aggregates_in
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
-EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count)  # AVG divides the fixed-point limb's sum
+EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG divides the fixed-point limb's sum
+                      *ROUNDING)  # ROUND / FLOOR / CEIL of a DECIMAL are exact at its scale
 
 
 @dataclass
@@ -77,6 +80,7 @@ def _parse(sql: str) -> exp.Expression:
 
 
 INT64_LIMIT = 1 << 63
+MAX_DIGITS = 12  # ROUND(x, d): |d| <= 12 (functions.floor_div_public divides by 10^12 at most in its bounds)
 FIXED_LIMIT = 2.0 ** 47  # |c| < 2^(63 - F) with F = 16 fractional bits
 
 
@@ -159,7 +163,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return kinds.pop() if len(kinds) == 1 else None
     if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean)):
         return "bool"
-    if isinstance(e, (exp.Neg, exp.Abs, exp.Min, exp.Max)):
+    if isinstance(e, (exp.Neg, exp.Abs, exp.Min, exp.Max, *ROUNDING)):
         return static_kind(e.this, kind_of)
     if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
         return "int"
@@ -205,6 +209,16 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
             "DOUBLE/DECIMAL, integers to BIGINT and DATE '...' constants; compute it at one party")
 
 
+def _round_public(op, value, digits: int):
+    """ROUND / FLOOR / CEIL of a constant, as DuckDB computes it (halves away from zero)."""
+    number = decimal.Decimal(str(value))
+    if op is exp.Floor:
+        return type(value)(number.to_integral_value(decimal.ROUND_FLOOR))
+    if op is exp.Ceil:
+        return type(value)(number.to_integral_value(decimal.ROUND_CEILING))
+    return type(value)(number.quantize(decimal.Decimal(1).scaleb(-digits), decimal.ROUND_HALF_UP))
+
+
 def _date_literal(text: str) -> int | None:
     """A DATE constant as days since 1970-01-01 (the SPU's dates), or None when it is not a date."""
     try:
@@ -245,6 +259,20 @@ def _is_rule(node: exp.Is, kind_of) -> str | None:
         f"{node.sql(dialect='duckdb')}: secure computation takes IS NULL / IS NOT NULL only"
 
 
+def _rounding_rule(node: exp.Expression, kind_of) -> str | None:
+    """ROUND(x[, d]) / FLOOR(x) / CEIL(x) of a number, d a whole constant within 12 digits."""
+    name = type(node).__name__.upper()
+    if static_kind(node.this, kind_of) not in ("int", "fixed", None):
+        return f"{node.sql(dialect='duckdb')}: {name} of {static_kind(node.this, kind_of)} values in secure computation"
+    digits = node.args.get("decimals")
+    if digits is None:
+        return None
+    if isinstance(node, exp.Round) and isinstance(constant(digits), int) and abs(constant(digits)) <= MAX_DIGITS:
+        return None
+    return (f"{node.sql(dialect='duckdb')}: secure computation takes {name}(x) or ROUND(x, d) with d a whole "
+            f"constant between -{MAX_DIGITS} and {MAX_DIGITS}; compute it at one party")
+
+
 def _case_rule(node: exp.Case, kind_of) -> str | None:
     return None if node.this is None else \
         f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
@@ -273,6 +301,7 @@ SPU_RULES = {
         exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    **{cls: _rounding_rule for cls in ROUNDING},
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
@@ -448,6 +477,8 @@ class Stage:
             return SV([compare.abs_(s, v.value)], v.valid, v.kind)
         if isinstance(e, exp.Like):
             return self._like(e)
+        if isinstance(e, ROUNDING):
+            return self._rounding(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
@@ -460,6 +491,53 @@ class Stage:
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _rounding(self, e: exp.Expression):
+        """ROUND(x[, d]) (halves away from zero), FLOOR(x), CEIL(x) as DuckDB computes them: integers and
+        DECIMALs exactly (a DECIMAL keeps its scale, or takes d or 0 where that is smaller), fixed point
+        exactly on its encoding (spu.functions)."""
+        digits = rounding_digits(e)
+        v = self.ev(e.this)
+        if isinstance(v, PV):
+            return PV(_round_public(type(e), v.value, digits), v.kind)
+        if (scale := decimal_scale(v.kind)) is not None:
+            return self._round_decimal(type(e), v, scale, digits)
+        _numeric_only(e, v)
+        s, x = self.s, v.value
+        if v.kind == "int":
+            if e.__class__ is not exp.Round or digits >= 0:
+                return v
+            return SV([functions.round_div_public(s, x, 10 ** -digits) * 10 ** -digits], v.valid, "int")
+        if not isinstance(e, exp.Round):
+            return SV([(functions.floor_fixed if isinstance(e, exp.Floor) else functions.ceil_fixed)(s, x)],
+                      v.valid, "fixed")
+        if 10 ** digits >= 1 << s.frac_bits:  # finer than the encoding: x itself (|error| <= 2^-F)
+            return v
+        # scaled by 10^d exactly (an exact division of the raw encoding: 10^-d has no exact fixed point)
+        scaled = x * 10 ** digits if digits >= 0 else functions.floor_div_public(s, x, 10 ** -digits)
+        rounded = functions.round_fixed(s, scaled.with_frac(x.frac))
+        back = functions.floor_div_public(s, rounded, 10 ** digits) if digits > 0 else rounded * 10 ** -digits
+        return SV([back.with_frac(x.frac)], v.valid, "fixed")
+
+    def _round_decimal(self, op, v: SV, scale: int, digits: int) -> SV:
+        """ROUND / FLOOR / CEIL of a DECIMAL of scale s on its exact limb X = x * 10^s: the result's
+        exact limb at scale min(s, max(d, 0)) (FLOOR and CEIL: 0), and its fixed-point limb from it."""
+        s, exact = self.s, v.limbs[0]
+        target = max(0, digits) if op is exp.Round else 0
+        if op is exp.Round and digits >= scale:
+            return v
+        c = 10 ** (scale - target)
+        if op is exp.Round:
+            q = functions.round_div_public(s, exact, c if digits >= 0 else 10 ** (scale - digits))
+            q = q * 10 ** -digits if digits < 0 else q
+        elif op is exp.Floor:
+            q = functions.floor_div_public(s, exact, c)
+        else:
+            q = -functions.floor_div_public(s, -exact, c)
+        fixed = q.lshift(s.frac_bits)
+        if target:
+            fixed = functions.floor_div_public(s, fixed, 10 ** target)
+        return SV([q, fixed.with_frac(s.frac_bits)], v.valid, f"decimal.{target}")
 
     def _like(self, e: exp.Like) -> SV:
         """x LIKE 'abc' (equality) or 'abc%' (a range of the text limbs: 'abc' <= x <= 'abc' + 0xFF...)."""

@@ -1,0 +1,141 @@
+"""SQL's scalar functions on shares (executors/spu/functions.py): kernels against plaintext numpy with
+parties as threads, then through the engine against the DuckDB oracle."""
+
+import contextlib
+import decimal
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import DataError, NotSupportedError
+from sqlsecure.executors.spu import arith, functions
+from sqlsecure.executors.spu.local import run_spu
+from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, to_signed
+
+PARTIES = [2, 3]
+F = 16
+INT_EDGES = [0, 1, -1, 5, -5, 9, -9, 10, -10, 15, -15, 2**61 - 1, -(2**61) + 1, 123456789012345, -98765432109876]
+
+
+def share(s, values, owner=0, frac=0):
+    values = np.asarray(values)
+    ring = (as_ring(values) if frac == 0 else encode_fixed(values, frac)) if s.index == owner else None
+    return arith.share_input(s, owner, ring, values.shape, frac)
+
+
+def half_away(x: float) -> float:
+    """DuckDB's ROUND of a DOUBLE: halves away from zero."""
+    return float(np.sign(x) * np.floor(np.abs(x) + 0.5))
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_floor_ceil_round_of_fixed_point_are_exact_on_the_encoding(nparties):
+    rng = np.random.default_rng(3)
+    x = np.concatenate([[0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999, -0.49999, 3.0, -3.0, 2.0**45, -(2.0**45) + 0.5],
+                        rng.uniform(-1e9, 1e9, 40), rng.uniform(-3, 3, 40)])
+
+    def program(s):
+        xs = share(s, x, owner=nparties - 1, frac=F)
+        return arith.reveal_many(s, [functions.floor_fixed(s, xs), functions.ceil_fixed(s, xs),
+                                     functions.round_fixed(s, xs)])
+
+    floor, ceil, rounded = run_spu(nparties, program, frac_bits=F).results[0]
+    encoded = decode_fixed(encode_fixed(x, F), F)
+    assert (decode_fixed(floor, F) == np.floor(encoded)).all()
+    assert (decode_fixed(ceil, F) == np.ceil(encoded)).all()
+    assert decode_fixed(rounded, F).tolist() == [half_away(v) for v in encoded]
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+@pytest.mark.parametrize("c", [1, 2, 7, 10, 100, 1000, 10**6, 10**9 + 7, 10**12])
+def test_division_by_a_public_integer_is_exact_over_the_whole_range(nparties, c):
+    rng = np.random.default_rng(c)
+    x = np.array(INT_EDGES + [c, -c, c - 1, -c + 1, c // 2, -(c // 2)]
+                 + rng.integers(-(2**61), 2**61, 30).tolist() + rng.integers(-3 * c, 3 * c, 30).tolist(),
+                 dtype=np.int64)
+
+    def program(s):
+        xs = share(s, x)
+        return arith.reveal_many(s, [functions.floor_div_public(s, xs, c),
+                                     functions.round_div_public(s, xs, c)])
+
+    floor, rounded = run_spu(nparties, program).results[0]
+    assert to_signed(floor).tolist() == [int(v) // c for v in x]
+    want = [int((decimal.Decimal(int(v)) / c).quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP)) for v in x]
+    assert to_signed(rounded).tolist() == want
+
+
+JOINED = "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
+ROUNDING_QUERIES = [
+    f"SELECT c.region, ROUND(SUM(o.amount), 2) AS s, ROUND(SUM(c.income), 1) AS i, ROUND(SUM(c.income), -3) AS k, "
+    f"FLOOR(MAX(o.amount - c.age)) AS f, CEIL(MIN(o.amount - c.age)) AS g {JOINED} GROUP BY c.region",
+    f"SELECT ROUND(SUM(o.amount), 2), ROUND(SUM(c.income)), FLOOR(SUM(c.income)), CEIL(SUM(c.income)), "
+    f"ROUND(SUM(o.amount * c.age), 1) {JOINED} WHERE o.amount > c.age",
+    f"SELECT o.order_id, FLOOR(o.amount - c.age) AS f, CEIL(c.age - o.amount) AS g, ROUND(c.income, -2) AS r, "
+    f"FLOOR(c.income) AS fi, CEIL(c.income) AS ci, ROUND(c.age * o.order_id, -1) AS ri, ROUND(o.amount + c.age) AS ra "
+    f"{JOINED} WHERE o.amount > c.age",
+]
+
+
+@pytest.mark.parametrize("sql", ROUNDING_QUERIES)
+def test_rounding_across_parties_matches_duckdb(oracle, sql):
+    oracle.check(sql, "bank")
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+
+
+TWO = ("bank", "shop")
+
+
+def edge_tables(big: int, fx: float) -> dict[str, dict[str, pa.Table]]:
+    """One party's numbers at a range edge (and NULLs), another's keys and a small factor."""
+    ids = pa.array([1, 2, 3, 4, 5, 6], pa.int64())
+    bank = {"v": pa.table({"id": ids, "big": pa.array([big, -big, 15, -25, None, 0], pa.int64()),
+                           "fx": pa.array([fx, -fx, 2.5, -2.5, None, 0.125]),
+                           "dec": pa.array([decimal.Decimal(v) for v in ("123456789.95", "-0.05", "0.04", "-7.50",
+                                                                         "0", "99.99")], pa.decimal128(18, 2))})}
+    shop = {"w": pa.table({"id": ids, "k": pa.array([1, 2, 3, 1, 2, None], pa.int64())})}
+    return {"bank": bank, "shop": shop}
+
+
+@pytest.fixture(scope="module")
+def edge_oracles(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """Federations at the edge of ROUND's exact range: just inside and just outside."""
+    made = {}
+    with contextlib.ExitStack() as stack:
+        for name, big, fx in (("inside", 2**61 - 1, 2.0**45 / 100 - 1), ("outside", 2**61, 2.0**45 / 100)):
+            path = federation_writer(tmp_path_factory.mktemp(name), edge_tables(big, fx), plaintext_grants(TWO),
+                                     parties=TWO, min_group_size=0)
+            made[name] = oracle_for(stack.enter_context(Engine(path, timeout=60)))
+        yield made
+
+
+EDGE_JOIN = "FROM bank.v b JOIN shop.w s ON b.id = s.id"
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT b.id, ROUND(b.big, -1) AS r, ROUND(b.fx, 2) AS f, ROUND(b.dec, 1) AS d, FLOOR(b.dec) AS fl, "
+    f"CEIL(b.dec) AS ce, ROUND(b.dec, -2) AS h {EDGE_JOIN} WHERE b.id > s.k",
+    f"SELECT s.k, ROUND(SUM(b.dec), 1) AS d, FLOOR(MIN(b.fx)) AS f {EDGE_JOIN} WHERE b.id > s.k GROUP BY s.k",
+])
+def test_rounding_at_the_range_edge_and_on_nulls_matches_duckdb(edge_oracles, sql):
+    on_spu = edge_oracles["inside"]
+    assert "SPU(" in on_spu.engine.explain(sql, "bank")
+    on_spu.check(sql)
+
+
+@pytest.mark.parametrize("sql,column", [(f"SELECT ROUND(b.big, -1) {EDGE_JOIN} WHERE b.id > s.k", "big"),
+                                        (f"SELECT ROUND(b.fx, 2) {EDGE_JOIN} WHERE b.id > s.k", "fx")])
+def test_rounding_beyond_the_exact_range_is_refused_before_sharing(edge_oracles, sql, column):
+    with pytest.raises(DataError, match=rf"column '\w+\.{column}' has values outside .* rounds"):
+        edge_oracles["outside"].engine.execute(sql, "bank")
+
+
+@pytest.mark.parametrize("sql,name", [
+    (f"SELECT ROUND(o.amount, c.age) {JOINED}", "ROUND"),
+    (f"SELECT ROUND(o.amount * c.age, 13) {JOINED}", "ROUND"),
+])
+def test_rounding_the_spu_cannot_do_is_refused_at_plan_time_naming_it(engine, sql, name):
+    with pytest.raises(NotSupportedError, match=name):
+        engine.plan(sql, "bank")
