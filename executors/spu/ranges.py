@@ -39,6 +39,8 @@ COMPARE_BITS = 62  # |raw| < 2^62: compared, sorted, MIN/MAX (see the module doc
 REVEAL_BITS = 63  # |raw| < 2^63: two's complement in 64 bits
 FOLDED = (exp.Add, exp.Sub, exp.Mul)
 ROUNDING = (exp.Round, exp.Floor, exp.Ceil)  # spu.functions: exact through a bit decomposition
+DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
+DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
 
 @dataclass
@@ -99,7 +101,13 @@ class RangePlan:
         if isinstance(e, exp.Div):
             kind, a = self.info(e.left)
             divisor = constant(e.right)
+            if divisor is None:  # by a secret: as small as 2^-F when fixed point, 1 when whole
+                return "fixed", a * (2.0 ** self.frac if self.info(e.right)[0] == "fixed" else 1.0)
             return "fixed", (a / abs(divisor) if divisor else math.inf)
+        if isinstance(e, (exp.IntDiv, exp.Mod)):
+            return "int", self.info(e.left)[1]
+        if isinstance(e, exp.Nullif):
+            return self.info(e.this)
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
                           exp.Or, exp.Not, exp.Is)):
             return "bool", 2.0
@@ -148,6 +156,13 @@ class RangePlan:
             return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
         if isinstance(e, exp.Mul):
             return self._need_product(e, min(limit, self.reveal_range(kind)), why)
+        if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)) and constant(e.right) is None:
+            return self._need_secret_division(e, limit, why)
+        if isinstance(e, (exp.IntDiv, exp.Mod)):  # by a constant: an exact division of |x| < 2^61
+            return self.need(e.left, min(limit * abs(constant(e.right) or 1), 2.0 ** 61), f"{e.sql()} divides")
+        if isinstance(e, exp.Nullif):
+            self._need_compared([e.this, e.expression], e.sql())
+            return self.need(e.this, limit, why)
         if isinstance(e, exp.Div):
             divisor = abs(constant(e.right) or 1.0)
             narrow = 2.0 ** (COMPARE_BITS - 2 * self.frac)
@@ -190,6 +205,15 @@ class RangePlan:
             return self._need_compared([o.this for o in (e.args.get("order") or exp.Order()).expressions],
                                        f"{e.sql()} sorts")
         return None
+
+    def _need_secret_division(self, e: exp.Expression, limit: float, why: str) -> None:
+        """x / y, x // y, x % y by a secret y: compare.divide's range (spu.functions: |x| < 2^27, |y| below
+        2^31 or 2^23), and x small enough that x / y stays below `limit` however small y is."""
+        divisor_kind = "fixed" if self.info(e.right)[0] == "fixed" else "int"
+        smallest = 2.0 ** -self.frac if divisor_kind == "fixed" and isinstance(e, exp.Div) else 1.0
+        why = f"{e.sql()} divides by a secret ({why})"
+        self.need(e.left, min(DIVIDEND_LIMIT, limit * smallest), why)
+        self.need(e.right, DIVISOR_LIMIT[divisor_kind], why)
 
     def _need_compared(self, operands: list[exp.Expression], what: str) -> None:
         kinds = {self.info(o)[0] for o in operands}

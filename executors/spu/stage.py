@@ -80,6 +80,7 @@ def _parse(sql: str) -> exp.Expression:
 
 
 INT64_LIMIT = 1 << 63
+SQL_OPERATOR = {exp.Div: "/", exp.IntDiv: "//", exp.Mod: "%"}
 MAX_DIGITS = 12  # ROUND(x, d): |d| <= 12 (functions.floor_div_public divides by 10^12 at most in its bounds)
 FIXED_LIMIT = 2.0 ** 47  # |c| < 2^(63 - F) with F = 16 fractional bits
 
@@ -169,6 +170,10 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return "int"
     if isinstance(e, (exp.Avg, exp.Div)):
         return "fixed"
+    if isinstance(e, (exp.IntDiv, exp.Mod)):
+        return "int"
+    if isinstance(e, exp.Nullif):
+        return static_kind(e.this, kind_of)
     if isinstance(e, exp.Sum):
         return {"bool": "int"}.get(static_kind(e.this, kind_of), static_kind(e.this, kind_of))
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
@@ -188,11 +193,19 @@ def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | N
         return None
 
 
-def _division_rule(node: exp.Div, kind_of) -> str | None:
-    divisor = node.expression.unnest()
-    if isinstance(divisor, exp.Literal) and not divisor.is_string and float(divisor.this):
-        return None
-    return f"{node.sql(dialect='duckdb')}: secure computation divides by a non-zero number constant only (AVG divides)"
+def _division_rule(node: exp.Expression, kind_of) -> str | None:
+    """x / y, x // y, x % y: a non-zero constant divisor, or a secret one (spu.functions); `//` and `%`
+    of integers only (DuckDB's `//` of a DOUBLE is a real division, `%` of one fmod)."""
+    shown, name = node.sql(dialect="duckdb"), SQL_OPERATOR[type(node)]
+    if constant(node.expression) == 0:
+        return (f"{shown}: {name} by the constant 0 (DuckDB gives an error or ±infinity, which the SPU "
+                "cannot hold); remove the division")
+    kinds = {static_kind(node.this, kind_of), static_kind(node.expression, kind_of)}
+    allowed = {"int", None} if isinstance(node, (exp.IntDiv, exp.Mod)) else {"int", "fixed", None}
+    if not kinds <= allowed:
+        return (f"{shown}: {name} of {' and '.join(sorted(k for k in kinds if k))} values in secure computation "
+                f"(the SPU takes {'integers' if allowed == {'int', None} else 'numbers'}); compute it at one party")
+    return None
 
 
 def _cast_rule(node: exp.Cast, kind_of) -> str | None:
@@ -300,7 +313,8 @@ SPU_RULES = {
         exp.If, exp.Coalesce, exp.Abs,
         exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
-    exp.Div: _division_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
+    exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING},
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
@@ -343,6 +357,7 @@ class Stage:
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
+        self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -350,9 +365,9 @@ class Stage:
 
     def const(self, value, kind: str, n: int | None = None) -> SV:
         n = self.n if n is None else n
-        if value is None:
+        if value is None:  # NULL: zero limbs at each limb's scale (a fixed-point NULL mixes with fixed point)
             zero = arith.public(self.s, np.zeros(n, dtype=np.int64))
-            return SV([zero] * limbs_of(kind), zero, kind)
+            return SV([zero.with_frac(frac) for frac in limb_fracs(kind, self.s.frac_bits)], zero, kind)
         if kind == "text":
             limbs, _ = encode(pa.chunked_array([pa.array([value] * n, pa.string())]), "text", 0)
             return SV([arith.public(self.s, limb) for limb in limbs], self.ones(n), kind)
@@ -438,13 +453,12 @@ class Stage:
             return SV([x], self.both_valid(a, b), kind)
         if isinstance(e, exp.Mul):
             return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
-        if isinstance(e, exp.Div):
-            a, b = self.ev(e.left), self.ev(e.right)
-            _numeric_only(e, a)
-            if isinstance(b, PV) and b.value:
-                a = self.to_fixed(self.secret(a))
-                return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
-            raise NotSupportedError("division by a secret value in secure computation (only AVG divides)")
+        if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)):
+            return self._divide(e, self.ev(e.left), self.ev(e.right))
+        if isinstance(e, exp.Nullif):  # NULL where x = y (NULL there too where either is NULL: x stays)
+            x = self.secret(self.ev(e.this))
+            same = self.truth(self._compare(exp.EQ, x, self.ev(e.expression)))
+            return SV(x.limbs, x.valid - arith.beaver_mul(s, x.valid, same), x.kind)
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
             return self._compare(type(e), self.ev(e.left), self.ev(e.right))
         if isinstance(e, exp.Between):
@@ -491,6 +505,51 @@ class Stage:
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _divide(self, e: exp.Expression, a, b):
+        """x / y (fixed point), x // y (rounded toward zero) and x % y (the sign of x), as DuckDB
+        computes them, by a constant or by a secret (spu.functions). A counted row dividing by zero
+        refuses the query (DuckDB gives ±infinity, NaN or an error there)."""
+        s = self.s
+        for v in (a, b):
+            _numeric_only(e, v)
+        if isinstance(a, PV) and isinstance(b, PV):
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a division of constants in secure computation")
+        whole = not isinstance(e, exp.Div)
+        if whole and "fixed" in (a.kind, b.kind):
+            raise NotSupportedError(_division_rule(e, lambda column: "fixed"))
+        if isinstance(b, PV):
+            if not b.value:
+                raise NotSupportedError(_division_rule(e, None))
+            if not whole:
+                a = self.to_fixed(a)
+                return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
+            quotient = functions.truncated_divide_public(s, a.value, int(b.value))
+            valid, divisor = a.valid, None
+        else:
+            a = self.secret(a, len(b.valid))
+            valid = self.both_valid(a, b)
+            if not whole:
+                quotient, zero = functions.divide_secret(s, self.to_fixed(a).value, b.value)
+                self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
+                return SV([quotient], valid, "fixed")
+            quotient, zero = functions.truncated_divide_secret(s, a.value, b.value)
+            self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
+            divisor = b.value
+        if isinstance(e, exp.IntDiv):
+            return SV([quotient], valid, "int")
+        taken = quotient * int(b.value) if divisor is None else arith.beaver_mul(s, quotient, divisor)
+        return SV([a.value - taken], valid, "int")
+
+    def _refuse_zero_divisors(self, e: exp.Expression, zero: ArithShare) -> None:
+        """Open how many counted rows divide by zero (nothing else; one round) and refuse if any does.
+        Rows are counted by the stage's current weight where it is known for them."""
+        if self.weight is not None and len(self.weight) == len(zero):
+            zero = arith.beaver_mul(self.s, zero, self.weight)
+        (opened,) = self.s.open_many(arith=[arith.total(zero).data])
+        if int(opened[0]):
+            raise DataError(f"{e.sql(dialect='duckdb')}: a row divides by zero (DuckDB gives ±infinity, NaN or an "
+                            "error, which the SPU cannot hold); exclude those rows, e.g. with NULLIF(divisor, 0)")
 
     def _rounding(self, e: exp.Expression):
         """ROUND(x[, d]) (halves away from zero), FLOOR(x), CEIL(x) as DuckDB computes them: integers and
@@ -887,7 +946,9 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
         stage.union_rows = dict(union_rows or {}) if step.union else {}
         weight = stage.ones()
     for sql in step.filters:
+        stage.weight = weight
         weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
+    stage.weight = weight
     return _rest(s, step, stage, weight)
 
 
