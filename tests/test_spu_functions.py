@@ -2,6 +2,7 @@
 parties as threads, then through the engine against the DuckDB oracle."""
 
 import contextlib
+import datetime
 import decimal
 import re
 
@@ -13,6 +14,7 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError, NotSupportedError
 from sqlsecure.executors.spu import arith, functions
 from sqlsecure.executors.spu.local import run_spu
+from sqlsecure.executors.spu.values import EPOCH
 from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, to_signed
 
 PARTIES = [2, 3]
@@ -96,8 +98,12 @@ def edge_tables(big: int, fx: float) -> dict[str, dict[str, pa.Table]]:
                            "fx": pa.array([fx, -fx, 2.5, -2.5, None, 0.125]),
                            "dec": pa.array([decimal.Decimal(v) for v in ("123456789.95", "-0.05", "0.04", "-7.50",
                                                                          "0", "99.99")], pa.decimal128(18, 2)),
-                           "flag": pa.array([True, False, None, True, False, True])})}
-    shop = {"w": pa.table({"id": ids, "k": pa.array([1, 2, 3, 1, 2, None], pa.int64())})}
+                           "flag": pa.array([True, False, None, True, False, True]),
+                           "day": pa.array([datetime.date(*d) if d else None for d in (
+                               (1, 1, 1), (2000, 2, 29), (1900, 3, 1), None, (1969, 12, 31), (2024, 1, 31))])})}
+    shop = {"w": pa.table({"id": ids, "k": pa.array([1, 2, 3, 1, 2, None], pa.int64()),
+                           "due": pa.array([datetime.date(*d) for d in (
+                               (9999, 12, 31), (2001, 3, 1), (1900, 2, 28), (1970, 1, 1), (1970, 1, 1), (2024, 2, 29))])})}
     return {"bank": bank, "shop": shop}
 
 
@@ -128,9 +134,10 @@ def test_rounding_at_the_range_edge_and_on_nulls_matches_duckdb(edge_oracles, sq
 
 
 @pytest.mark.parametrize("sql,column", [(f"SELECT ROUND(b.big, -1) {EDGE_JOIN} WHERE b.id > s.k", "big"),
+                                        (f"SELECT CAST(b.fx AS INTEGER) {EDGE_JOIN} WHERE b.id > s.k", "fx"),
                                         (f"SELECT ROUND(b.fx, 2) {EDGE_JOIN} WHERE b.id > s.k", "fx")])
 def test_rounding_beyond_the_exact_range_is_refused_before_sharing(edge_oracles, sql, column):
-    with pytest.raises(DataError, match=rf"column '\w+\.{column}' has values outside .* rounds"):
+    with pytest.raises(DataError, match=rf"column '\w+\.{column}' has values outside .* (rounds|casts)"):
         edge_oracles["outside"].engine.execute(sql, "bank")
 
 
@@ -238,3 +245,54 @@ def test_a_counted_row_dividing_by_zero_is_refused(edge_oracles):
 def test_divisions_the_spu_cannot_do_are_refused_at_plan_time_naming_them(engine, sql, name):
     with pytest.raises(NotSupportedError, match=re.escape(name)):
         engine.plan(sql, "bank")
+
+
+DATE_AND_CAST_QUERIES = [
+    f"SELECT b.id, YEAR(b.day) AS y, MONTH(b.day) AS m, DAY(b.day) AS d, EXTRACT(YEAR FROM s.due) AS ey, "
+    f"EXTRACT(MONTH FROM s.due) AS em, EXTRACT(DAY FROM s.due) AS ed, DATEDIFF('day', b.day, s.due) AS dd, "
+    f"DATEDIFF('month', b.day, s.due) AS dm, DATEDIFF('year', b.day, s.due) AS dy, s.due - b.day AS diff, "
+    f"b.day + 7 AS week {EDGE_JOIN} WHERE b.id >= s.k",
+    f"SELECT b.id {EDGE_JOIN} WHERE b.day + INTERVAL 5 DAY < s.due AND s.due - INTERVAL 1 WEEK > b.day",
+    f"SELECT b.id, CAST(b.fx AS BIGINT) AS i, CAST(b.dec AS INTEGER) AS di, CAST(b.dec AS DECIMAL(18, 1)) AS d1, "
+    f"CAST(b.dec AS DECIMAL(18, 4)) AS d4, CAST(s.k AS DECIMAL(10, 2)) AS kd, CAST(b.flag AS INTEGER) AS fi, "
+    f"CAST(b.fx AS DECIMAL(18, 2)) AS fd, CAST(s.k AS DOUBLE) / 4 AS kq {EDGE_JOIN} WHERE b.id >= s.k",
+    f"SELECT YEAR(b.day) AS y, COUNT(*) AS n, SUM(DATEDIFF('day', b.day, s.due)) AS total {EDGE_JOIN} "
+    f"WHERE b.id >= s.k GROUP BY YEAR(b.day)",
+]
+
+
+@pytest.mark.parametrize("sql", DATE_AND_CAST_QUERIES)
+def test_dates_and_casts_across_parties_match_duckdb(edge_oracles, sql):
+    inside = edge_oracles["inside"]
+    assert "SPU(" in inside.engine.explain(sql, "bank")
+    inside.check(sql)
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_calendar_dates_and_casts_to_integers_are_exact(nparties):
+    rng = np.random.default_rng(13)
+    first, last = (datetime.date(1, 1, 1) - EPOCH).days, (datetime.date(9999, 12, 31) - EPOCH).days
+    days = np.array([first, last, 0, -1, 59, 60, 10956, 11016, 11017, -25508, -25509]
+                    + rng.integers(first, last + 1, 60).tolist(), dtype=np.int64)
+    x = np.array([2.5, -2.5, 3.5, -3.5, 0.5, -0.5, 1.49, -1.51, 7.0, 0.0, 2.0**40 + 0.5, -(2.0**40) - 1.5])
+
+    def program(s):
+        year, month, day = functions.civil_from_days(s, share(s, days, owner=nparties - 1))
+        return arith.reveal_many(s, [year, month, day, functions.round_half_even_fixed(s, share(s, x, frac=F))])
+
+    year, month, day, rounded = run_spu(nparties, program).results[0]
+    want = [EPOCH + datetime.timedelta(days=int(d)) for d in days]
+    assert to_signed(year).tolist() == [w.year for w in want]
+    assert to_signed(month).tolist() == [w.month for w in want]
+    assert to_signed(day).tolist() == [w.day for w in want]
+    assert to_signed(rounded).tolist() == [int(v) for v in np.rint(x)]  # ties to even, as DuckDB's CAST
+
+
+@pytest.mark.parametrize("sql,name", [
+    (f"SELECT b.day + INTERVAL 1 MONTH > s.due {EDGE_JOIN}", "INTERVAL"),
+    (f"SELECT EXTRACT(DOW FROM b.day) {EDGE_JOIN} WHERE b.id > s.k", "DOW"),
+    (f"SELECT DATEDIFF('hour', b.day, s.due) {EDGE_JOIN}", "HOUR"),
+])
+def test_date_functions_the_spu_cannot_do_are_refused_naming_them(edge_oracles, sql, name):
+    with pytest.raises(NotSupportedError, match=name):
+        edge_oracles["inside"].engine.plan(sql, "bank")

@@ -200,3 +200,46 @@ def truncated_divide_public(s: SpuSession, x: ArithShare, c: int) -> ArithShare:
     negative = _negative(s, x)
     quotient = _with_sign(s, floor_div_public(s, _with_sign(s, x, negative), abs(c), 2.0 ** 61), negative)
     return -quotient if c < 0 else quotient
+
+
+def round_half_even_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """x rounded to an integer, ties to even (DuckDB's CAST of a DOUBLE to an integer), as an integer
+    share: y = x + 1/2 decomposed into bits (a2b); floor(y) from its bits F..63, minus 1 where y has
+    no fractional bits (x was a tie) and floor(y) is odd (bit F). Exact on the encoding.
+    Rounds: a2b, a zero test (6), one AND, one B2A."""
+    frac = x.frac
+    half = arith.public(s, np.full(x.shape, 1 << (frac - 1), dtype=np.int64))
+    (words,) = boolean.a2b_many(s, [ArithShare((x.with_frac(0) + half).data, 0)])
+    fraction = words.data & np.uint64((1 << frac) - 1)  # AND with a public mask: local on XOR shares
+    tie, _ = boolean.zero_test_words(s, fraction)
+    odd = (words.data >> np.uint64(frac)) & ONE
+    (tie_and_odd,) = boolean.and_words_many(s, [(tie & ONE, odd)])
+    bits = np.stack([(words.data >> np.uint64(j)) & ONE for j in range(frac, 64)] + [tie_and_odd & ONE])
+    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
+    weights = np.array([1 << (j - frac) for j in range(frac, 63)] + [(1 << 64) - (1 << (63 - frac)), (1 << 64) - 1],
+                       dtype=np.uint64)
+    data = (ab.data.reshape(65 - frac, -1) * weights[:, None]).sum(axis=0, dtype=np.uint64)
+    return ArithShare(data.reshape(x.shape), 0)
+
+
+def civil_from_days(s: SpuSession, days: ArithShare) -> tuple[ArithShare, ArithShare, ArithShare]:
+    """(year, month, day) of a date held as days since 1970-01-01, exactly: H. Hinnant's
+    `civil_from_days` ("chrono-Compatible Low-Level Date Algorithms", 2013), whose divisions are all by
+    public constants (`floor_div_public`, exact) and whose one branch is a secret comparison.
+    For |days| < 2^40 (every DATE DuckDB holds). Rounds: 9 exact divisions (most of them of small
+    bounded values: one bit decomposition and one comparison each), 2 comparisons."""
+    z = arith.add_public(s, days, 719468)  # days since 0000-03-01
+    era = floor_div_public(s, z, 146097, 2.0 ** 41)
+    doe = z - era * 146097  # [0, 146096]
+    yoe_num = doe - floor_div_public(s, doe, 1460, 146097) + floor_div_public(s, doe, 36524, 146097) \
+        - floor_div_public(s, doe, 146096, 146097)
+    yoe = floor_div_public(s, yoe_num, 365, 146097)  # [0, 399]
+    doy = doe - (yoe * 365 + floor_div_public(s, yoe, 4, 400) - floor_div_public(s, yoe, 100, 400))  # [0, 365]
+    mp = floor_div_public(s, doy * 5 + arith.public(s, np.full(len(doy), 2, dtype=np.int64)), 153, 1830)  # [0, 11]
+    day = doy - floor_div_public(s, mp * 153 + arith.public(s, np.full(len(mp), 2, dtype=np.int64)), 5, 1700)
+    day = arith.add_public(s, day, 1)
+    january_or_february = compare.greater_equal(s, mp, arith.public(s, np.full(len(mp), 10, dtype=np.int64)),
+                                                arith=True)
+    month = arith.add_public(s, mp - january_or_february * 12, 3)
+    year = yoe + era * 400 + january_or_february
+    return year, month, day

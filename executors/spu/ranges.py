@@ -39,6 +39,9 @@ COMPARE_BITS = 62  # |raw| < 2^62: compared, sorted, MIN/MAX (see the module doc
 REVEAL_BITS = 63  # |raw| < 2^63: two's complement in 64 bits
 FOLDED = (exp.Add, exp.Sub, exp.Mul)
 ROUNDING = (exp.Round, exp.Floor, exp.Ceil)  # spu.functions: exact through a bit decomposition
+DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.DateDiff)
+NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a rounded DOUBLE: within 1 of it)
+DATE_LIMIT = 2.0 ** 40  # days from 1970 that spu.functions.civil_from_days takes apart exactly
 DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
 DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
@@ -106,6 +109,11 @@ class RangePlan:
             return "fixed", (a / abs(divisor) if divisor else math.inf)
         if isinstance(e, (exp.IntDiv, exp.Mod)):
             return "int", self.info(e.left)[1]
+        if isinstance(e, exp.Interval):  # INTERVAL n DAY: whole days (the SPU's rule admits no other)
+            digits = "".join(ch for ch in str(e.this.this if isinstance(e.this, exp.Literal) else "") if ch.isdigit())
+            return "int", 7.0 * float(digits or 0) + 1.0
+        if isinstance(e, DATE_PARTS):  # a year, month or day number; DATEDIFF's days or months
+            return "int", (2.0 ** 41 if isinstance(e, exp.DateDiff) else 2.0 ** 30)
         if isinstance(e, exp.Nullif):
             return self.info(e.this)
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
@@ -163,6 +171,18 @@ class RangePlan:
         if isinstance(e, exp.Nullif):
             self._need_compared([e.this, e.expression], e.sql())
             return self.need(e.this, limit, why)
+        if isinstance(e, DATE_PARTS):  # civil_from_days divides days exactly for |days| < 2^40
+            for date in (e.this, e.args.get("expression")):
+                if date is not None and not isinstance(date, exp.Var):
+                    self.need(date, DATE_LIMIT, f"{e.sql()} takes the calendar date apart")
+            return None
+        if isinstance(e, exp.Cast) and e.to.this in NARROW_INTEGERS:  # DuckDB refuses values beyond the type
+            bits = NARROW_INTEGERS[e.to.this]
+            return self.need(e.this, min(limit, 2.0 ** bits - 1), f"{e.sql()} casts to a {bits + 1}-bit integer")
+        if isinstance(e, exp.Cast) and e.to.this == exp.DataType.Type.DECIMAL:  # exact at scale t: x * 10^t
+            scale = decimal_scale_of(e.to)
+            return self.need(e.this, min(limit, self.compare_range("fixed") / 2) / 10.0 ** scale,
+                             f"{e.sql()} scales by 10^{scale} ({why})")
         if isinstance(e, exp.Div):
             divisor = abs(constant(e.right) or 1.0)
             narrow = 2.0 ** (COMPARE_BITS - 2 * self.frac)
@@ -280,6 +300,12 @@ def constant(e: exp.Expression) -> int | float | None:
     if isinstance(e, exp.Literal) and not e.is_string:
         return literal_value(e)
     return None
+
+
+def decimal_scale_of(to: exp.DataType) -> int:
+    """The scale of a DECIMAL(p, s) type (DuckDB's DECIMAL alone is DECIMAL(18, 3))."""
+    params = to.expressions
+    return int(params[1].this.this) if len(params) > 1 else 0 if params else 3
 
 
 def rounding_digits(e: exp.Expression) -> int:

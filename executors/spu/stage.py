@@ -41,7 +41,7 @@ from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind)
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (ROUNDING, RangePlan, constant, input_limits, literal_value as literal_number,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, RangePlan, constant, decimal_scale_of, input_limits, literal_value as literal_number,
                                            rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
@@ -51,7 +51,7 @@ SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
 EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG divides the fixed-point limb's sum
-                      *ROUNDING)  # ROUND / FLOOR / CEIL of a DECIMAL are exact at its scale
+                      *ROUNDING, exp.Cast)  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
 
 
 @dataclass
@@ -138,7 +138,7 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
 
 NUMERIC_CASTS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
 INTEGER_CASTS = (exp.DataType.Type.BIGINT, exp.DataType.Type.INT)
-LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Star)  # their children are names, not expressions
+LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Star, exp.Interval)  # their children are names, not expressions
 
 
 def _evaluated(node, kind_of) -> None:
@@ -170,8 +170,10 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return "int"
     if isinstance(e, (exp.Avg, exp.Div)):
         return "fixed"
-    if isinstance(e, (exp.IntDiv, exp.Mod)):
+    if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)):
         return "int"
+    if isinstance(e, exp.Interval):
+        return "int"  # whole days (only added to or subtracted from a date)
     if isinstance(e, exp.Nullif):
         return static_kind(e.this, kind_of)
     if isinstance(e, exp.Sum):
@@ -210,16 +212,66 @@ def _division_rule(node: exp.Expression, kind_of) -> str | None:
 
 def _cast_rule(node: exp.Cast, kind_of) -> str | None:
     target, kind = node.to.this, static_kind(node.this, kind_of)
-    if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool"):
-        return None
-    if target in INTEGER_CASTS and kind == "int":
+    if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool", None):
+        return None if target != exp.DataType.Type.DECIMAL or decimal_scale_of(node.to) <= MAX_DIGITS else \
+            f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
+    if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
         return None
     if target == exp.DataType.Type.DATE and kind == "date":
         return None
     if target == exp.DataType.Type.DATE and isinstance(node.this, exp.Literal) and node.this.is_string:
         return None if _date_literal(node.this.this) is not None else f"{node.sql(dialect='duckdb')}: not a date"
-    return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers to "
-            "DOUBLE/DECIMAL, integers to BIGINT and DATE '...' constants; compute it at one party")
+    return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers "
+            "and booleans to DOUBLE, DECIMAL, INTEGER and BIGINT, dates to DATE and DATE '...' constants; compute it "
+            "at one party")
+
+
+def _date_part_rule(node: exp.Expression, kind_of) -> str | None:
+    """EXTRACT(YEAR|MONTH|DAY FROM d), YEAR(d), MONTH(d), DAY(d) of a date; DATEDIFF in days, months or years."""
+    part = _date_part(node)
+    if part not in ("YEAR", "MONTH", "DAY"):
+        return (f"{node.sql(dialect='duckdb')}: secure computation takes the YEAR, MONTH and DAY of a date "
+                f"(not {part}); compute it at one party")
+    arguments = [node.this, node.expression] if isinstance(node, exp.DateDiff) else [_date_argument(node)]
+    if any(static_kind(a, kind_of) not in ("date", None) for a in arguments):
+        return f"{node.sql(dialect='duckdb')}: {_date_part(node)} of a value that is not a DATE in secure computation"
+    return None
+
+
+def _date_part(node: exp.Expression) -> str:
+    if isinstance(node, (exp.Extract, exp.DateDiff)):
+        unit = node.this if isinstance(node, exp.Extract) else node.args.get("unit")
+        return (unit.name if unit is not None else "DAY").upper()
+    return {exp.Year: "YEAR", exp.Month: "MONTH", exp.Day: "DAY", exp.DayOfMonth: "DAY"}[type(node)]
+
+
+def _date_argument(node: exp.Expression) -> exp.Expression:
+    return node.expression if isinstance(node, exp.Extract) else node.this
+
+
+def _unit_rule(node: exp.Var, kind_of) -> str | None:
+    """A bare name is evaluated only as the unit of EXTRACT or DATEDIFF (their own rule checks it)."""
+    return None if isinstance(node.parent, (exp.Extract, exp.DateDiff)) else \
+        f"{node.sql(dialect='duckdb')}: a bare name in secure computation"
+
+
+def _interval_rule(node: exp.Interval, kind_of) -> str | None:
+    """INTERVAL n DAY (or WEEK) with a whole constant n, added to or subtracted from a date."""
+    if _interval_days(node) is not None and isinstance(node.parent, (exp.Add, exp.Sub)):
+        return None
+    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n DAY (or WEEK) to a date; "
+            "compute month and year intervals at one party")
+
+
+def _interval_days(node: exp.Interval) -> int | None:
+    """The days of INTERVAL n DAY / WEEK with a whole n, else None."""
+    unit = (node.unit.name if node.unit is not None else "").upper()
+    try:
+        count = int(str(node.this.this)) if isinstance(node.this, exp.Literal) else None
+    except ValueError:
+        return None
+    scale = {"DAY": 1, "DAYS": 1, "WEEK": 7, "WEEKS": 7}.get(unit)
+    return count * scale if count is not None and scale is not None else None
 
 
 def _round_public(op, value, digits: int):
@@ -315,7 +367,8 @@ SPU_RULES = {
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
     exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
-    **{cls: _rounding_rule for cls in ROUNDING},
+    **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
+    exp.Interval: _interval_rule, exp.Var: _unit_rule,
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
@@ -493,18 +546,76 @@ class Stage:
             return self._like(e)
         if isinstance(e, ROUNDING):
             return self._rounding(e)
+        if isinstance(e, exp.Interval):
+            return PV(_interval_days(e), "int")
+        if isinstance(e, DATE_PARTS):
+            return self._date_part(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
             if target == exp.DataType.Type.DATE and isinstance(v, PV) and v.kind == "text" \
                     and _date_literal(v.value) is not None:  # DATE '...': a public day number
                 return PV(_date_literal(v.value), "date")
+            if target == exp.DataType.Type.DECIMAL and not isinstance(v, PV):
+                return self._to_decimal(v, decimal_scale_of(e.to))
             if target in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL):
                 return PV(float(v.value), "fixed") if isinstance(v, PV) else self.to_fixed(v)
+            if target in INTEGER_CASTS and not isinstance(v, PV) and v.kind != "text":
+                return self._to_integer(v)
             if (target in INTEGER_CASTS and v.kind == "int") or (target == exp.DataType.Type.DATE and v.kind == "date"):
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _to_integer(self, v: SV) -> SV:
+        """CAST to an integer as DuckDB does it: a DOUBLE rounds ties to even, a DECIMAL halves away from zero
+        (both exact on the value the SPU holds), a boolean is 0/1."""
+        if v.kind in ("int", "bool", "date"):
+            if v.kind == "date":
+                raise NotSupportedError("CAST of a DATE to an integer in secure computation (DuckDB refuses it too)")
+            return SV(v.limbs[:1], v.valid, "int")
+        if (scale := decimal_scale(v.kind)) is not None:
+            return SV([functions.round_div_public(self.s, v.limbs[0], 10 ** scale)], v.valid, "int")
+        return SV([functions.round_half_even_fixed(self.s, v.value)], v.valid, "int")
+
+    def _to_decimal(self, v: SV, scale: int) -> SV:
+        """CAST to DECIMAL(p, t), exact at scale t: an integer times 10^t; a DECIMAL rescaled (rounding
+        halves away from zero); a DOUBLE rounded at t digits, halves away from zero (exact on its encoding)."""
+        s = self.s
+        if v.kind == "bool":
+            v = SV(v.limbs, v.valid, "int")
+        _numeric_only("CAST", v if decimal_scale(v.kind) is None else SV(v.limbs, v.valid, "fixed"))
+        if v.kind == "int":
+            exact = v.value * 10 ** scale
+        elif (have := decimal_scale(v.kind)) is not None:
+            exact = v.limbs[0] * 10 ** (scale - have) if scale >= have else \
+                functions.round_div_public(s, v.limbs[0], 10 ** (have - scale))
+        else:
+            rounded = functions.round_fixed(s, ArithShare((v.value * 10 ** scale).data, v.value.frac))
+            exact = functions.floor_pow2(s, rounded, s.frac_bits)  # a whole number: exact
+        fixed = functions.floor_div_public(s, exact.lshift(s.frac_bits), 10 ** scale) if scale else \
+            exact.lshift(s.frac_bits)
+        return SV([exact, fixed.with_frac(s.frac_bits)], v.valid, f"decimal.{scale}")
+
+    def _date_part(self, e: exp.Expression) -> SV:
+        """YEAR / MONTH / DAY of a date (spu.functions.civil_from_days, exact), and DATEDIFF in days (b - a),
+        months or years (the boundaries crossed, as DuckDB counts them)."""
+        part = _date_part(e)
+        if isinstance(e, exp.DateDiff):
+            later, earlier = self.ev(e.this), self.ev(e.expression)
+            rows = len((later if isinstance(later, SV) else earlier).valid)
+            later, earlier = self.secret(later, rows), self.secret(earlier, rows)
+            valid = self.both_valid(later, earlier)
+            if part == "DAY":
+                return SV([later.value - earlier.value], valid, "int")
+            (y1, m1, _), (y0, m0, _) = (functions.civil_from_days(self.s, d.value) for d in (later, earlier))
+            years = y1 - y0
+            return SV([years if part == "YEAR" else years * 12 + (m1 - m0)], valid, "int")
+        v = self.secret(self.ev(_date_argument(e)))
+        if v.kind != "date":
+            raise NotSupportedError(_date_part_rule(e, lambda column: v.kind) or f"{e.sql()}: not a date")
+        year, month, day = functions.civil_from_days(self.s, v.value)
+        return SV([{"YEAR": year, "MONTH": month, "DAY": day}[part]], v.valid, "int")
 
     def _divide(self, e: exp.Expression, a, b):
         """x / y (fixed point), x // y (rounded toward zero) and x % y (the sign of x), as DuckDB
