@@ -296,3 +296,61 @@ def test_calendar_dates_and_casts_to_integers_are_exact(nparties):
 def test_date_functions_the_spu_cannot_do_are_refused_naming_them(edge_oracles, sql, name):
     with pytest.raises(NotSupportedError, match=name):
         edge_oracles["inside"].engine.plan(sql, "bank")
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_sqrt_ln_exp_power_within_their_stated_accuracy(nparties):
+    rng = np.random.default_rng(14)
+    roots = np.concatenate([[0.0, 2.0**-16, 1e-4, 0.25, 0.5, 1.0, 2.0, 3.0, 2.0**43 - 1], rng.uniform(0, 2.0**43, 20),
+                            rng.uniform(0, 100, 20)])
+    logs = np.concatenate([[2.0**-16, 1e-4, 0.5, 1.0, 2.0, np.e, 10.0, 2.0**43 - 1], rng.uniform(0, 2.0**43, 20),
+                           rng.uniform(1e-3, 100, 20)])
+    exps = np.concatenate([[-30.9, -12.0, -1.0, 0.0, 1e-3, 0.5, 1.0, 10.0, 30.9], rng.uniform(-31, 31, 30)])
+    bases = np.array([-3, -1, 0, 1, 2, 7, 1000, -(2**20)], dtype=np.int64)
+
+    def program(s):
+        xs = [share(s, v, owner=nparties - 1, frac=F) for v in (roots, logs, exps)]
+        ints = share(s, bases)
+        return arith.reveal_many(s, [functions.sqrt_fixed(s, xs[0]), functions.ln_fixed(s, xs[1]),
+                                     functions.exp_fixed(s, xs[2]),
+                                     functions.power_integer(s, ints, 3, lambda a, b: arith.beaver_mul(s, a, b))])
+
+    root, ln, ex, cube = run_spu(nparties, program).results[0]
+    r, l, e = (decode_fixed(encode_fixed(v, F), F) for v in (roots, logs, exps))
+    assert (np.abs(decode_fixed(root, F) - np.sqrt(r)) <= 2.0**-14 * (np.sqrt(r) + 1)).all()
+    assert (np.abs(decode_fixed(ln, F) - np.log(l)) <= 2.0**-12).all()
+    assert (np.abs(decode_fixed(ex, F) - np.exp(e)) <= 2.0**-14 * np.exp(e) + 2.0**-15).all()
+    assert to_signed(cube).tolist() == [int(b) ** 3 for b in bases]
+
+
+MATH_QUERIES = [
+    f"SELECT o.order_id, SQRT(o.amount + c.age) AS r, LN(o.amount + c.age) AS l, LOG(o.amount * c.age) AS t, "
+    f"LOG(2, c.age + o.amount) AS b, EXP((o.amount - c.age) / 200) AS e, POWER(c.age - o.order_id, 3) AS p, "
+    f"POWER(o.amount / 100 - c.age / 50, 2) AS q, SQRT(NULLIF(c.age - 30, 0) * 0 + o.amount) AS n "
+    f"{JOINED} WHERE o.amount > c.age",
+    f"SELECT c.region, SQRT(SUM(o.amount)) AS r, LN(AVG(o.amount * c.age)) AS l {JOINED} GROUP BY c.region",
+]
+
+
+@pytest.mark.parametrize("sql", MATH_QUERIES)
+def test_sqrt_ln_exp_power_across_parties_match_duckdb(oracle, sql):
+    oracle.check(sql, "bank")
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+
+
+def test_a_counted_row_outside_the_domain_is_refused(edge_oracles):
+    with pytest.raises(DataError, match="logarithm of a number <= 0"):
+        edge_oracles["inside"].engine.execute(f"SELECT LN(b.id - s.k) {EDGE_JOIN} WHERE b.id >= s.k", "bank")
+    with pytest.raises(DataError, match="square root of a negative"):
+        edge_oracles["inside"].engine.execute(f"SELECT SQRT(s.k - b.id) {EDGE_JOIN} WHERE b.id > s.k", "bank")
+
+
+@pytest.mark.parametrize("sql,name", [
+    (f"SELECT POWER(o.amount, 0.5) {JOINED} WHERE o.amount > c.age", "POWER"),
+    (f"SELECT POWER(o.amount, c.age) {JOINED}", "POWER"),
+    (f"SELECT LOG(c.age, o.amount) {JOINED}", "LOG"),
+    (f"SELECT SIN(o.amount * c.age) {JOINED}", "SIN"),
+])
+def test_math_the_spu_cannot_do_is_refused_naming_it(engine, sql, name):
+    with pytest.raises(NotSupportedError, match=name):
+        engine.plan(sql, "bank")

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from sqlsecure.errors import ProgrammingError
-from sqlsecure.executors.spu import arith, boolean, compare
+from sqlsecure.executors.spu import arith, boolean, compare, ranges
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, BoolShare
 
@@ -243,3 +243,151 @@ def civil_from_days(s: SpuSession, days: ArithShare) -> tuple[ArithShare, ArithS
     month = arith.add_public(s, mp - january_or_february * 12, 3)
     year = yoe + era * 400 + january_or_february
     return year, month, day
+
+
+# -- SQRT, LN, EXP: exact normalisation by the leading bit, then a polynomial or Newton on a short interval --
+
+def _fit(function, low: float, high: float, degree: int) -> np.ndarray:
+    """Power-basis coefficients (lowest first) of a Chebyshev least-squares fit of `function` on [low, high]:
+    public constants of the kernels, computed once."""
+    grid = np.cos(np.linspace(0, np.pi, 400)) * (high - low) / 2 + (high + low) / 2
+    return np.polynomial.Chebyshev.fit(grid, function(grid), degree).convert(kind=np.polynomial.Polynomial).coef
+
+
+LN_CENTRE, INV_SQRT_CENTRE, EXP_CENTRE = 0.75, 0.625, 0.35  # polynomials in (x - centre): small coefficients
+LN_NORMALISED = _fit(lambda u: np.log(u + LN_CENTRE), -0.25, 0.25, 9)  # ln on [0.5, 1): |error| < 1e-9
+EXP_REDUCED = _fit(lambda u: np.exp(u + EXP_CENTRE), -0.36, 0.36, 8)  # exp on [0, ln 2) and a little beyond
+INV_SQRT_START = _fit(lambda u: 1 / np.sqrt(u + INV_SQRT_CENTRE), -0.375, 0.375, 2)  # Newton's start on [0.25, 1)
+NORMALISED_BITS = 59  # SQRT and LN read the leading bit among the raw value's lowest 59: |x| < 2^(59-F) = 2^43
+WIDE = 28  # fractional bits of the normalised values (in [0.25, 2)): products stay below 2^60
+
+
+def _mul_wide_frac(s: SpuSession, a: ArithShare, b: ArithShare) -> ArithShare:
+    """a * b for two shares with WIDE fractional bits and |a|, |b| < 4: one product, one truncation."""
+    return ArithShare(arith.truncate(s, arith.beaver_mul(s, a.with_frac(0), b.with_frac(0)), WIDE).data, WIDE)
+
+
+def _constant(s: SpuSession, value: float, shape) -> ArithShare:
+    return arith.public(s, np.full(shape, float(value)), WIDE)
+
+
+def _horner(s: SpuSession, u: ArithShare, coefficients) -> ArithShare:
+    """sum c_i u^i by Horner's rule at WIDE fractional bits: one product (2 rounds) per degree."""
+    acc = _constant(s, coefficients[-1], u.shape)
+    for c in reversed(coefficients[:-1]):
+        acc = _mul_wide_frac(s, acc, u) + _constant(s, c, u.shape)
+    return acc
+
+
+def _to_session_frac(s: SpuSession, x: ArithShare, frac: int) -> ArithShare:
+    return ArithShare(arith.truncate(s, x.with_frac(0), WIDE - frac).data, frac)
+
+
+def leading_bit(s: SpuSession, x: ArithShare, width: int = 63) -> ArithShare:
+    """One-hot 0/1 integer shares (shape (width, n)) of the position of the leading bit of the raw value
+    X > 0 (all zero for X = 0): bit decomposition, a prefix OR (6 AND rounds), B2A of `width` bits.
+    As in `compare.divide`'s normalisation."""
+    (words,) = boolean.a2b_many(s, [x])
+    prefix = words.data & np.uint64((1 << width) - 1)
+    for k in (1, 2, 4, 8, 16, 32):
+        shifted = prefix >> np.uint64(k)
+        (both,) = boolean.and_words_many(s, [(prefix, shifted)])
+        prefix = prefix ^ shifted ^ both
+    onehot = prefix ^ (prefix >> ONE)
+    bits = np.stack([(onehot >> np.uint64(j)) & ONE for j in range(width)])
+    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
+    return ArithShare(ab.data.reshape(width, -1), 0)
+
+
+def _weighted(onehot: ArithShare, weights) -> ArithShare:
+    """sum_j onehot_j * w_j for public integers w_j (local)."""
+    w = np.array([int(v) % (1 << 64) for v in weights], dtype=np.uint64)
+    return ArithShare((onehot.data * w[:, None]).sum(axis=0, dtype=np.uint64), 0)
+
+
+def _scaled(s: SpuSession, x: ArithShare, factor: ArithShare, shift: int) -> ArithShare:
+    """x * factor / 2^shift for a secret integer factor (1 product, 1 truncation), at x's scale."""
+    return ArithShare(arith.truncate(s, arith.beaver_mul(s, x.with_frac(0), factor), shift).data, x.frac)
+
+
+def sqrt_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """SQRT of a fixed-point share x >= 0 (a negative x gives garbage: the stage refuses it first).
+
+    1. leading bit j of X; scale by an even power of two 2^-e_j so that x' in [0.25, 1), carried
+       with WIDE = 28 fractional bits (exact one-hot weights, one product and truncation);
+    2. 1/sqrt(x') by a quadratic start and 3 Newton–Raphson steps y <- y (3 - x' y^2) / 2 (as
+       CrypTen's `inv_sqrt`, here on a normalised input so the precision is relative);
+    3. sqrt(x') = x' y, scaled back by 2^(e_j / 2) to the session's F bits.
+    Accuracy: relative 2^-20 plus 2^-16 absolute (the test's bound: 2^-14 * (sqrt(x) + 1)).
+    Rounds: a2b, prefix OR, B2A, about 12 products."""
+    frac, top = x.frac, NORMALISED_BITS
+    shifts = [2 * math.ceil((j + 1 - frac) / 2) for j in range(top)]  # e_j, even
+    big = max(shifts)
+    onehot = leading_bit(s, x, top)
+    norm = _scaled(s, x, _weighted(onehot, [1 << (big - e) for e in shifts]), big + frac - WIDE).with_frac(WIDE)
+    y = _horner(s, norm - _constant(s, INV_SQRT_CENTRE, x.shape), INV_SQRT_START)
+    three = _constant(s, 3.0, x.shape)
+    for _ in range(3):
+        y = _mul_wide_frac(s, y, three - _mul_wide_frac(s, norm, _mul_wide_frac(s, y, y)))
+        y = ArithShare(arith.truncate(s, y.with_frac(0), 1).data, WIDE)  # / 2
+    root = _mul_wide_frac(s, norm, y)
+    low = -min(shifts) // 2
+    back = _scaled(s, root, _weighted(onehot, [1 << (e // 2 + low) for e in shifts]), low + WIDE - frac)
+    return back.with_frac(frac)
+
+
+def ln_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """LN of a fixed-point share x > 0 (x <= 0 gives garbage: the stage refuses it first).
+
+    x = x' 2^(j+1-F) with x' in [0.5, 1) from the leading bit j (exact); ln x = P(x') + (j+1-F) ln 2,
+    P a degree-9 Chebyshev fit of ln on [0.5, 1) evaluated with WIDE = 28 fractional bits (CrypTen's
+    `log` uses Householder iterations over its `exp`; the exact normalisation makes one short interval
+    and a polynomial enough). Accuracy: |error| <= 2^-15 (the test's bound; the result's own encoding
+    is 2^-17). Rounds: a2b, prefix OR, B2A, 1 product, 9 fixed-point products."""
+    frac, top = x.frac, NORMALISED_BITS
+    shifts = [j + 1 - frac for j in range(top)]
+    big = max(shifts)
+    onehot = leading_bit(s, x, top)
+    norm = _scaled(s, x, _weighted(onehot, [1 << (big - e) for e in shifts]), big + frac - WIDE).with_frac(WIDE)
+    exponent = _weighted(onehot, shifts)  # j + 1 - F, an integer share
+    ln2 = ArithShare(exponent.data * np.uint64(round(math.log(2) * 2 ** WIDE)), WIDE)
+    return _to_session_frac(s, _horner(s, norm - _constant(s, LN_CENTRE, x.shape), LN_NORMALISED) + ln2, frac)
+
+
+def exp_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """EXP of a fixed-point share with |x| < 31 (`spu.ranges.EXP_LIMIT`; below -12 the result rounds to 0).
+
+    x = k ln 2 + r: k = floor(x / ln 2) exactly from the bits of x * (1/ln 2), r = x - k ln 2 in
+    [0, ln 2) (at WIDE bits, exactly but for ln 2's rounding); e^r by a degree-8 Chebyshev fit at WIDE = 28 fractional bits; 2^k by a one-hot of k over
+    its public range (one batched equality per candidate), each candidate's shift applied locally.
+    Accuracy: relative 2^-14 and absolute 2^-15 (the test's bound; the input's own encoding error
+    2^-17 makes e^x's relative error 2^-17 at best). Rounds: about 30."""
+    frac = x.frac
+    scaled = arith.mul_public(s, x, 1 / math.log(2))
+    k = floor_pow2(s, scaled, frac)  # an integer share
+    k_ln2 = k.data * np.uint64(round(math.log(2) * 2 ** WIDE))  # exact: |k| < 64
+    wide_r = ArithShare((x.data << np.uint64(WIDE - frac)) - k_ln2, WIDE)  # r = x - k ln 2, no truncation
+    mantissa = _to_session_frac(s, _horner(s, wide_r - _constant(s, EXP_CENTRE, x.shape), EXP_REDUCED), frac)
+    candidates = list(range(-frac - 1, int(ranges.EXP_LIMIT / math.log(2)) + 2))
+    lanes = len(x)
+    wanted = arith.public(s, np.repeat(np.array(candidates, dtype=np.int64), lanes))
+    hits = compare.equal(s, ArithShare(np.tile(k.data, len(candidates)), 0), wanted, arith=True)
+    picked = arith.beaver_mul(s, hits, ArithShare(np.tile(mantissa.data, len(candidates)), 0))
+    rows = picked.data.reshape(len(candidates), lanes)
+    up = sum((rows[i] << np.uint64(v) for i, v in enumerate(candidates) if v >= 0), np.zeros(lanes, np.uint64))
+    down = sum((rows[i] << np.uint64(v + frac + 1) for i, v in enumerate(candidates) if v < 0),
+               np.zeros(lanes, np.uint64))
+    return ArithShare(up, frac) + arith.truncate(s, ArithShare(down, 0), frac + 1).with_frac(frac)
+
+
+def power_integer(s: SpuSession, x: ArithShare, n: int, multiply) -> ArithShare:
+    """x^n for a public integer n >= 1 by square-and-multiply with `multiply` (exact for integers;
+    fixed point: one truncation per product). ceil(log2 n) + popcount(n) - 1 products."""
+    result, base = None, x
+    while n:
+        if n & 1:
+            result = base if result is None else multiply(result, base)
+        n >>= 1
+        if n:
+            base = multiply(base, base)
+    return result

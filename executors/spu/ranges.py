@@ -41,7 +41,9 @@ FOLDED = (exp.Add, exp.Sub, exp.Mul)
 ROUNDING = (exp.Round, exp.Floor, exp.Ceil)  # spu.functions: exact through a bit decomposition
 DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.DateDiff)
 NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a rounded DOUBLE: within 1 of it)
-DATE_LIMIT = 2.0 ** 40  # days from 1970 that spu.functions.civil_from_days takes apart exactly
+DATE_LIMIT = 2.0 ** 40
+NORMALISED_LIMIT = 2.0 ** 43  # SQRT, LN, LOG: spu.functions.NORMALISED_BITS - F
+EXP_LIMIT = 31.0  # EXP: e^31 < 2^45  # days from 1970 that spu.functions.civil_from_days takes apart exactly
 DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
 DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
@@ -112,6 +114,13 @@ class RangePlan:
         if isinstance(e, exp.Interval):  # INTERVAL n DAY: whole days (the SPU's rule admits no other)
             digits = "".join(ch for ch in str(e.this.this if isinstance(e.this, exp.Literal) else "") if ch.isdigit())
             return "int", 7.0 * float(digits or 0) + 1.0
+        if isinstance(e, (exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
+            bound = self.info(e.this if not isinstance(e, exp.Log) or e.expression is None else e.expression)[1]
+            return "fixed", (math.sqrt(bound) + 1.0 if isinstance(e, exp.Sqrt) else
+                             math.exp(min(bound, EXP_LIMIT)) + 1.0 if isinstance(e, exp.Exp) else 64.0)
+        if isinstance(e, exp.Pow):
+            kind, bound = self.info(e.this)
+            return kind, min(max(bound, 1.0) ** (constant(e.expression) or 0), 2.0 ** REVEAL_BITS)
         if isinstance(e, DATE_PARTS):  # a year, month or day number; DATEDIFF's days or months
             return "int", (2.0 ** 41 if isinstance(e, exp.DateDiff) else 2.0 ** 30)
         if isinstance(e, exp.Nullif):
@@ -171,6 +180,15 @@ class RangePlan:
         if isinstance(e, exp.Nullif):
             self._need_compared([e.this, e.expression], e.sql())
             return self.need(e.this, limit, why)
+        if isinstance(e, (exp.Sqrt, exp.Ln, exp.Log)):  # the leading bit among the raw value's lowest 59
+            argument = e.expression if isinstance(e, exp.Log) and e.expression is not None else e.this
+            return self.need(argument, NORMALISED_LIMIT, f"{e.sql()} normalises its argument")
+        if isinstance(e, exp.Exp):
+            return self.need(e.this, EXP_LIMIT, f"{e.sql()}: e^x stays within fixed point")
+        if isinstance(e, exp.Pow):  # square-and-multiply: every product within the kind's range
+            n = constant(e.expression) or 1
+            top = min(limit, self.compare_range(kind)) if kind == "fixed" else min(limit, self.reveal_range(kind))
+            return self.need(e.this, top ** (1.0 / max(n, 1)), f"{e.sql()} multiplies ({why})")
         if isinstance(e, DATE_PARTS):  # civil_from_days divides days exactly for |days| < 2^40
             for date in (e.this, e.args.get("expression")):
                 if date is not None and not isinstance(date, exp.Var):
@@ -186,7 +204,7 @@ class RangePlan:
         if isinstance(e, exp.Div):
             divisor = abs(constant(e.right) or 1.0)
             narrow = 2.0 ** (COMPARE_BITS - 2 * self.frac)
-            limit = min(min(limit, narrow) * divisor, self.reveal_range("fixed"))
+            limit = min(min(limit, narrow) * divisor, self.compare_range("fixed"))  # floor_div_public: raw < 2^62
             return self.need(e.left, limit, f"{e.sql()}: a division by a constant ({why})")
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
             return self._need_compared([e.left, e.right], e.sql())

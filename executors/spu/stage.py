@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,8 +169,10 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return static_kind(e.this, kind_of)
     if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
         return "int"
-    if isinstance(e, (exp.Avg, exp.Div)):
+    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
         return "fixed"
+    if isinstance(e, exp.Pow):
+        return static_kind(e.this, kind_of)
     if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)):
         return "int"
     if isinstance(e, exp.Interval):
@@ -247,6 +250,41 @@ def _date_part(node: exp.Expression) -> str:
 
 def _date_argument(node: exp.Expression) -> exp.Expression:
     return node.expression if isinstance(node, exp.Extract) else node.this
+
+
+MATH = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow)
+MAX_POWER = 62  # POWER(x, n): a whole constant 0 <= n <= 62
+
+
+def _math_rule(node: exp.Expression, kind_of) -> str | None:
+    """SQRT, EXP, LN, LOG(x) (base 10), LOG(b, x) with a constant base b > 0, b != 1, POWER(x, n) with a
+    whole constant n in 0..62, of numbers."""
+    shown, name = node.sql(dialect="duckdb"), type(node).__name__.upper()
+    argument = node.expression if isinstance(node, exp.Log) and node.expression is not None else node.this
+    if static_kind(argument, kind_of) not in ("int", "fixed", None):
+        return f"{shown}: {name} of {static_kind(argument, kind_of)} values in secure computation"
+    if isinstance(node, exp.Log) and node.expression is not None:
+        base = constant(node.this)
+        if base is None or base <= 0 or base == 1:
+            return f"{shown}: secure computation takes LOG(b, x) with a constant base b > 0, b != 1"
+    if isinstance(node, exp.Pow):
+        n = constant(node.expression)
+        if not isinstance(n, int) or not 0 <= n <= MAX_POWER:
+            return (f"{shown}: secure computation takes POWER(x, n) with a whole constant 0 <= n <= {MAX_POWER}; "
+                    "write EXP(y * LN(x)) for other exponents")
+    return None
+
+
+def _math_public(e: exp.Expression, x: float) -> float:
+    """SQRT / LN / LOG / EXP / POWER of a constant (a domain error is refused, as on shares)."""
+    try:
+        if isinstance(e, exp.Pow):
+            return x ** constant(e.expression)
+        if isinstance(e, exp.Log):
+            return math.log(x, constant(e.this) if e.expression is not None else 10.0)
+        return {exp.Sqrt: math.sqrt, exp.Ln: math.log, exp.Exp: math.exp}[type(e)](x)
+    except (ValueError, OverflowError):
+        raise DataError(f"{e.sql(dialect='duckdb')}: no finite value (DuckDB gives NaN or ±infinity)") from None
 
 
 def _unit_rule(node: exp.Var, kind_of) -> str | None:
@@ -368,7 +406,7 @@ SPU_RULES = {
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
     exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
-    exp.Interval: _interval_rule, exp.Var: _unit_rule,
+    exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
@@ -550,6 +588,8 @@ class Stage:
             return PV(_interval_days(e), "int")
         if isinstance(e, DATE_PARTS):
             return self._date_part(e)
+        if isinstance(e, MATH):
+            return self._math(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
@@ -634,6 +674,10 @@ class Stage:
                 raise NotSupportedError(_division_rule(e, None))
             if not whole:
                 a = self.to_fixed(a)
+                if isinstance(b.value, int):  # an exact division of the encoding: |error| < 2^-F
+                    quotient = functions.floor_div_public(s, a.value, abs(b.value))
+                    quotient = quotient if b.value > 0 else -quotient
+                    return SV([quotient.with_frac(a.value.frac)], a.valid, "fixed")
                 return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
             quotient = functions.truncated_divide_public(s, a.value, int(b.value))
             valid, divisor = a.valid, None
@@ -653,14 +697,51 @@ class Stage:
         return SV([a.value - taken], valid, "int")
 
     def _refuse_zero_divisors(self, e: exp.Expression, zero: ArithShare) -> None:
-        """Open how many counted rows divide by zero (nothing else; one round) and refuse if any does.
+        self._refuse_counted(e, zero, "a row divides by zero (DuckDB gives ±infinity, NaN or an error, which the "
+                                      "SPU cannot hold); exclude those rows, e.g. with NULLIF(divisor, 0)")
+
+    def _refuse_counted(self, e: exp.Expression, bad: ArithShare, why: str) -> None:
+        """Open how many counted rows have a 1 in `bad` (nothing else; one round) and refuse if any does.
         Rows are counted by the stage's current weight where it is known for them."""
-        if self.weight is not None and len(self.weight) == len(zero):
-            zero = arith.beaver_mul(self.s, zero, self.weight)
-        (opened,) = self.s.open_many(arith=[arith.total(zero).data])
+        if self.weight is not None and len(self.weight) == len(bad):
+            bad = arith.beaver_mul(self.s, bad, self.weight)
+        (opened,) = self.s.open_many(arith=[arith.total(bad).data])
         if int(opened[0]):
-            raise DataError(f"{e.sql(dialect='duckdb')}: a row divides by zero (DuckDB gives ±infinity, NaN or an "
-                            "error, which the SPU cannot hold); exclude those rows, e.g. with NULLIF(divisor, 0)")
+            raise DataError(f"{e.sql(dialect='duckdb')}: {why}")
+
+    def _math(self, e: exp.Expression):
+        """SQRT, LN, LOG, EXP and POWER with a whole constant exponent (spu.functions; accuracy in
+        docs/architecture.md). Where DuckDB gives NaN or ±infinity (SQRT of a negative, LN of a number
+        <= 0) a counted row refuses the query."""
+        s = self.s
+        argument, base = (e.expression, e.this) if isinstance(e, exp.Log) and e.expression is not None else \
+            (e.this, None)
+        v = self.ev(argument)
+        _numeric_only(e, v)
+        if isinstance(v, PV):
+            return PV(_math_public(e, float(v.value)), "fixed")
+        if isinstance(e, exp.Pow):
+            n = constant(e.expression)
+            if n == 0:
+                return SV([self.const(1.0, "fixed", len(v.valid)).value], v.valid, "fixed")
+            multiply = (lambda a, b: arith.beaver_mul(s, a, b)) if v.kind == "int" else \
+                (lambda a, b: arith.mul_wide(s, a, b))
+            return SV([functions.power_integer(s, v.value, n, multiply)], v.valid, v.kind)
+        x = self.to_fixed(v)
+        zero = arith.public(s, np.zeros(len(x.valid), dtype=np.int64), x.value.frac)
+        if isinstance(e, exp.Exp):
+            return SV([functions.exp_fixed(s, x.value)], x.valid, "fixed")
+        if isinstance(e, exp.Sqrt):
+            negative = compare.less_than(s, x.value, zero, arith=True)
+            self._refuse_counted(e, arith.beaver_mul(s, negative, x.valid),
+                                 "the square root of a negative number (DuckDB gives NaN, which the SPU cannot hold)")
+            return SV([functions.sqrt_fixed(s, x.value)], x.valid, "fixed")
+        not_positive = compare.less_equal(s, x.value, zero, arith=True)
+        self._refuse_counted(e, arith.beaver_mul(s, not_positive, x.valid),
+                             "the logarithm of a number <= 0 (DuckDB gives -infinity or NaN, which the SPU cannot hold)")
+        ln = functions.ln_fixed(s, x.value)
+        scale = 1.0 if isinstance(e, exp.Ln) else 1.0 / math.log(constant(base) if base is not None else 10.0)
+        return SV([ln if scale == 1.0 else arith.mul_public(s, ln, scale)], x.valid, "fixed")
 
     def _rounding(self, e: exp.Expression):
         """ROUND(x[, d]) (halves away from zero), FLOOR(x), CEIL(x) as DuckDB computes them: integers and
