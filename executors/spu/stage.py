@@ -2,7 +2,8 @@
 
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
-comparisons, AND/OR/NOT, CASE, COALESCE, IS NULL), filters by weighting rows with the secret
+comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
+kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates, casts, SQRT/LN/LOG/EXP/POWER), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
@@ -17,8 +18,9 @@ their public positions. No single count is opened: only the keep bit, through th
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
-many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails with
-a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
+many sums fall outside the division's fixed-point range, and — where a division or SQRT/LN/LOG
+reads a secret — how many counted rows divide by zero or fall outside the function's domain (each
+normally 0; otherwise the query fails with a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
 against the limits `spu.ranges` derives from the query, sort and group keys included (a value
 outside, NaN or ±infinity is a DataError naming the column: the others learn only that the query was
 refused). The issuer learns the result.
