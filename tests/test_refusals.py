@@ -13,7 +13,7 @@ NOT_SUPPORTED = [
      "ON c.id = o.customer_id GROUP BY c.region", None),
     ("SELECT DISTINCT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
      "GROUP BY c.region, c.age * o.amount", "DISTINCT"),
-    ("SELECT c.age / o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", None),
+    ("SELECT c.name || o.category FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", "DPIPE"),
     ("SELECT id FROM bank.customers UNION ALL SELECT customer_id FROM shop.orders", "set operations"),
     ("SELECT k FROM (SELECT region AS k FROM bank.customers UNION SELECT category FROM shop.orders) u", "UNION"),
     ("SELECT COUNT(*) FROM bank.customers c, shop.orders o", "cross join"),

@@ -38,6 +38,14 @@ from sqlsecure.errors import DataError
 COMPARE_BITS = 62  # |raw| < 2^62: compared, sorted, MIN/MAX (see the module docstring)
 REVEAL_BITS = 63  # |raw| < 2^63: two's complement in 64 bits
 FOLDED = (exp.Add, exp.Sub, exp.Mul)
+ROUNDING = (exp.Round, exp.Floor, exp.Ceil)  # spu.functions: exact through a bit decomposition
+DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.DateDiff)
+NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a rounded DOUBLE: within 1 of it)
+DATE_LIMIT = 2.0 ** 40
+NORMALISED_LIMIT = 2.0 ** 43  # SQRT, LN, LOG: spu.functions.NORMALISED_BITS - F
+EXP_LIMIT = 31.0  # EXP: e^31 < 2^45  # days from 1970 that spu.functions.civil_from_days takes apart exactly
+DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
+DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
 
 @dataclass
@@ -86,6 +94,9 @@ class RangePlan:
             return "bool" if isinstance(e, exp.Boolean) else "int", 2.0
         if isinstance(e, (exp.Neg, exp.Abs)):
             return self.info(e.this)
+        if isinstance(e, ROUNDING):  # rounding moves a value by less than one unit of its last digit
+            kind, bound = self.info(e.this)
+            return kind, bound + 10.0 ** max(0, -rounding_digits(e))
         if isinstance(e, (exp.Add, exp.Sub)):
             (ka, a), (kb, b) = self.info(e.left), self.info(e.right)
             return _numeric_kind(ka, kb), a + b
@@ -95,7 +106,25 @@ class RangePlan:
         if isinstance(e, exp.Div):
             kind, a = self.info(e.left)
             divisor = constant(e.right)
+            if divisor is None:  # by a secret: as small as 2^-F when fixed point, 1 when whole
+                return "fixed", a * (2.0 ** self.frac if self.info(e.right)[0] == "fixed" else 1.0)
             return "fixed", (a / abs(divisor) if divisor else math.inf)
+        if isinstance(e, (exp.IntDiv, exp.Mod)):
+            return "int", self.info(e.left)[1]
+        if isinstance(e, exp.Interval):  # INTERVAL n DAY: whole days (the SPU's rule admits no other)
+            digits = "".join(ch for ch in str(e.this.this if isinstance(e.this, exp.Literal) else "") if ch.isdigit())
+            return "int", 7.0 * float(digits or 0) + 1.0
+        if isinstance(e, (exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
+            bound = self.info(e.this if not isinstance(e, exp.Log) or e.expression is None else e.expression)[1]
+            return "fixed", (math.sqrt(bound) + 1.0 if isinstance(e, exp.Sqrt) else
+                             math.exp(min(bound, EXP_LIMIT)) + 1.0 if isinstance(e, exp.Exp) else 64.0)
+        if isinstance(e, exp.Pow):
+            kind, bound = self.info(e.this)
+            return kind, min(max(bound, 1.0) ** (constant(e.expression) or 0), 2.0 ** REVEAL_BITS)
+        if isinstance(e, DATE_PARTS):  # a year, month or day number; DATEDIFF's days or months
+            return "int", (2.0 ** 41 if isinstance(e, exp.DateDiff) else 2.0 ** 30)
+        if isinstance(e, exp.Nullif):
+            return self.info(e.this)
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
                           exp.Or, exp.Not, exp.Is)):
             return "bool", 2.0
@@ -136,14 +165,46 @@ class RangePlan:
         kind, bound = self.info(e)
         if isinstance(e, exp.Abs):
             return self.need(e.this, limit, why)
+        if isinstance(e, ROUNDING):  # the kernels add a half and scale by 10^d before a bit decomposition
+            scale = 10.0 ** max(0, rounding_digits(e))
+            return self.need(e.this, min(limit, self.compare_range(kind) / 2) / scale,
+                             f"{e.sql()} rounds ({why})")
         if isinstance(e, (exp.Add, exp.Sub)):
             return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
         if isinstance(e, exp.Mul):
             return self._need_product(e, min(limit, self.reveal_range(kind)), why)
+        if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)) and constant(e.right) is None:
+            return self._need_secret_division(e, limit, why)
+        if isinstance(e, (exp.IntDiv, exp.Mod)):  # by a constant: an exact division of |x| < 2^61
+            return self.need(e.left, min(limit * abs(constant(e.right) or 1), 2.0 ** 61), f"{e.sql()} divides")
+        if isinstance(e, exp.Nullif):
+            self._need_compared([e.this, e.expression], e.sql())
+            return self.need(e.this, limit, why)
+        if isinstance(e, (exp.Sqrt, exp.Ln, exp.Log)):  # the leading bit among the raw value's lowest 59
+            argument = e.expression if isinstance(e, exp.Log) and e.expression is not None else e.this
+            return self.need(argument, NORMALISED_LIMIT, f"{e.sql()} normalises its argument")
+        if isinstance(e, exp.Exp):
+            return self.need(e.this, EXP_LIMIT, f"{e.sql()}: e^x stays within fixed point")
+        if isinstance(e, exp.Pow):  # square-and-multiply: every product within the kind's range
+            n = constant(e.expression) or 1
+            top = min(limit, self.compare_range(kind)) if kind == "fixed" else min(limit, self.reveal_range(kind))
+            return self.need(e.this, top ** (1.0 / max(n, 1)), f"{e.sql()} multiplies ({why})")
+        if isinstance(e, DATE_PARTS):  # civil_from_days divides days exactly for |days| < 2^40
+            for date in (e.this, e.args.get("expression")):
+                if date is not None and not isinstance(date, exp.Var):
+                    self.need(date, DATE_LIMIT, f"{e.sql()} takes the calendar date apart")
+            return None
+        if isinstance(e, exp.Cast) and e.to.this in NARROW_INTEGERS:  # DuckDB refuses values beyond the type
+            bits = NARROW_INTEGERS[e.to.this]
+            return self.need(e.this, min(limit, 2.0 ** bits - 1), f"{e.sql()} casts to a {bits + 1}-bit integer")
+        if isinstance(e, exp.Cast) and e.to.this == exp.DataType.Type.DECIMAL:  # exact at scale t: x * 10^t
+            scale = decimal_scale_of(e.to)
+            return self.need(e.this, min(limit, self.compare_range("fixed") / 2) / 10.0 ** scale,
+                             f"{e.sql()} scales by 10^{scale} ({why})")
         if isinstance(e, exp.Div):
             divisor = abs(constant(e.right) or 1.0)
             narrow = 2.0 ** (COMPARE_BITS - 2 * self.frac)
-            limit = min(min(limit, narrow) * divisor, self.reveal_range("fixed"))
+            limit = min(min(limit, narrow) * divisor, self.compare_range("fixed"))  # floor_div_public: raw < 2^62
             return self.need(e.left, limit, f"{e.sql()}: a division by a constant ({why})")
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
             return self._need_compared([e.left, e.right], e.sql())
@@ -182,6 +243,15 @@ class RangePlan:
             return self._need_compared([o.this for o in (e.args.get("order") or exp.Order()).expressions],
                                        f"{e.sql()} sorts")
         return None
+
+    def _need_secret_division(self, e: exp.Expression, limit: float, why: str) -> None:
+        """x / y, x // y, x % y by a secret y: compare.divide's range (spu.functions: |x| < 2^27, |y| below
+        2^31 or 2^23), and x small enough that x / y stays below `limit` however small y is."""
+        divisor_kind = "fixed" if self.info(e.right)[0] == "fixed" else "int"
+        smallest = 2.0 ** -self.frac if divisor_kind == "fixed" and isinstance(e, exp.Div) else 1.0
+        why = f"{e.sql()} divides by a secret ({why})"
+        self.need(e.left, min(DIVIDEND_LIMIT, limit * smallest), why)
+        self.need(e.right, DIVISOR_LIMIT[divisor_kind], why)
 
     def _need_compared(self, operands: list[exp.Expression], what: str) -> None:
         kinds = {self.info(o)[0] for o in operands}
@@ -248,6 +318,18 @@ def constant(e: exp.Expression) -> int | float | None:
     if isinstance(e, exp.Literal) and not e.is_string:
         return literal_value(e)
     return None
+
+
+def decimal_scale_of(to: exp.DataType) -> int:
+    """The scale of a DECIMAL(p, s) type (DuckDB's DECIMAL alone is DECIMAL(18, 3))."""
+    params = to.expressions
+    return int(params[1].this.this) if len(params) > 1 else 0 if params else 3
+
+
+def rounding_digits(e: exp.Expression) -> int:
+    """d of ROUND(x, d) (0 when absent, and for FLOOR / CEIL); the SPU's rule admits whole constants only."""
+    digits = constant(e.args["decimals"]) if e.args.get("decimals") is not None else 0
+    return digits if isinstance(digits, int) else 0
 
 
 def _numeric_kind(a: str, b: str) -> str:

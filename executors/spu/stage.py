@@ -2,7 +2,8 @@
 
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
-comparisons, AND/OR/NOT, CASE, COALESCE, IS NULL), filters by weighting rows with the secret
+comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
+kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates, casts, SQRT/LN/LOG/EXP/POWER), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
@@ -17,8 +18,9 @@ their public positions. No single count is opened: only the keep bit, through th
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
-many sums fall outside the division's fixed-point range (normally 0; otherwise the query fails with
-a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
+many sums fall outside the division's fixed-point range, and — where a division or SQRT/LN/LOG
+reads a secret — how many counted rows divide by zero or fall outside the function's domain (each
+normally 0; otherwise the query fails with a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
 against the limits `spu.ranges` derives from the query, sort and group keys included (a value
 outside, NaN or ±infinity is a DataError naming the column: the others learn only that the query was
 refused). The issuer learns the result.
@@ -27,7 +29,9 @@ refused). The issuer learns the result.
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +43,9 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind)
-from sqlsecure.executors.spu import arith, compare, relational
-from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value as literal_number
+from sqlsecure.executors.spu import arith, compare, functions, relational
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, RangePlan, constant, decimal_scale_of, input_limits, literal_value as literal_number,
+                                           rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
@@ -48,7 +53,8 @@ from sqlsecure.planner.logical import aggregates_in
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
-EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count)  # AVG divides the fixed-point limb's sum
+EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG divides the fixed-point limb's sum
+                      *ROUNDING, exp.Cast)  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
 
 
 @dataclass
@@ -77,6 +83,8 @@ def _parse(sql: str) -> exp.Expression:
 
 
 INT64_LIMIT = 1 << 63
+SQL_OPERATOR = {exp.Div: "/", exp.IntDiv: "//", exp.Mod: "%"}
+MAX_DIGITS = 12  # ROUND(x, d): |d| <= 12 (functions.floor_div_public divides by 10^12 at most in its bounds)
 FIXED_LIMIT = 2.0 ** 47  # |c| < 2^(63 - F) with F = 16 fractional bits
 
 
@@ -133,7 +141,7 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
 
 NUMERIC_CASTS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
 INTEGER_CASTS = (exp.DataType.Type.BIGINT, exp.DataType.Type.INT)
-LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Star)  # their children are names, not expressions
+LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Star, exp.Interval)  # their children are names, not expressions
 
 
 def _evaluated(node, kind_of) -> None:
@@ -159,12 +167,20 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return kinds.pop() if len(kinds) == 1 else None
     if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean)):
         return "bool"
-    if isinstance(e, (exp.Neg, exp.Abs, exp.Min, exp.Max)):
+    if isinstance(e, (exp.Neg, exp.Abs, exp.Min, exp.Max, *ROUNDING)):
         return static_kind(e.this, kind_of)
     if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
         return "int"
-    if isinstance(e, (exp.Avg, exp.Div)):
+    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
         return "fixed"
+    if isinstance(e, exp.Pow):
+        return static_kind(e.this, kind_of)
+    if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)):
+        return "int"
+    if isinstance(e, exp.Interval):
+        return "int"  # whole days (only added to or subtracted from a date)
+    if isinstance(e, exp.Nullif):
+        return static_kind(e.this, kind_of)
     if isinstance(e, exp.Sum):
         return {"bool": "int"}.get(static_kind(e.this, kind_of), static_kind(e.this, kind_of))
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
@@ -184,25 +200,128 @@ def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | N
         return None
 
 
-def _division_rule(node: exp.Div, kind_of) -> str | None:
-    divisor = node.expression.unnest()
-    if isinstance(divisor, exp.Literal) and not divisor.is_string and float(divisor.this):
-        return None
-    return f"{node.sql(dialect='duckdb')}: secure computation divides by a non-zero number constant only (AVG divides)"
+def _division_rule(node: exp.Expression, kind_of) -> str | None:
+    """x / y, x // y, x % y: a non-zero constant divisor, or a secret one (spu.functions); `//` and `%`
+    of integers only (DuckDB's `//` of a DOUBLE is a real division, `%` of one fmod)."""
+    shown, name = node.sql(dialect="duckdb"), SQL_OPERATOR[type(node)]
+    if constant(node.expression) == 0:
+        return (f"{shown}: {name} by the constant 0 (DuckDB gives an error or ±infinity, which the SPU "
+                "cannot hold); remove the division")
+    kinds = {static_kind(node.this, kind_of), static_kind(node.expression, kind_of)}
+    allowed = {"int", None} if isinstance(node, (exp.IntDiv, exp.Mod)) else {"int", "fixed", None}
+    if not kinds <= allowed:
+        return (f"{shown}: {name} of {' and '.join(sorted(k for k in kinds if k))} values in secure computation "
+                f"(the SPU takes {'integers' if allowed == {'int', None} else 'numbers'}); compute it at one party")
+    return None
 
 
 def _cast_rule(node: exp.Cast, kind_of) -> str | None:
     target, kind = node.to.this, static_kind(node.this, kind_of)
-    if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool"):
-        return None
-    if target in INTEGER_CASTS and kind == "int":
+    if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool", None):
+        return None if target != exp.DataType.Type.DECIMAL or decimal_scale_of(node.to) <= MAX_DIGITS else \
+            f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
+    if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
         return None
     if target == exp.DataType.Type.DATE and kind == "date":
         return None
     if target == exp.DataType.Type.DATE and isinstance(node.this, exp.Literal) and node.this.is_string:
         return None if _date_literal(node.this.this) is not None else f"{node.sql(dialect='duckdb')}: not a date"
-    return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers to "
-            "DOUBLE/DECIMAL, integers to BIGINT and DATE '...' constants; compute it at one party")
+    return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers "
+            "and booleans to DOUBLE, DECIMAL, INTEGER and BIGINT, dates to DATE and DATE '...' constants; compute it "
+            "at one party")
+
+
+def _date_part_rule(node: exp.Expression, kind_of) -> str | None:
+    """EXTRACT(YEAR|MONTH|DAY FROM d), YEAR(d), MONTH(d), DAY(d) of a date; DATEDIFF in days, months or years."""
+    part = _date_part(node)
+    if part not in ("YEAR", "MONTH", "DAY"):
+        return (f"{node.sql(dialect='duckdb')}: secure computation takes the YEAR, MONTH and DAY of a date "
+                f"(not {part}); compute it at one party")
+    arguments = [node.this, node.expression] if isinstance(node, exp.DateDiff) else [_date_argument(node)]
+    if any(static_kind(a, kind_of) not in ("date", None) for a in arguments):
+        return f"{node.sql(dialect='duckdb')}: {_date_part(node)} of a value that is not a DATE in secure computation"
+    return None
+
+
+def _date_part(node: exp.Expression) -> str:
+    if isinstance(node, (exp.Extract, exp.DateDiff)):
+        unit = node.this if isinstance(node, exp.Extract) else node.args.get("unit")
+        return (unit.name if unit is not None else "DAY").upper()
+    return {exp.Year: "YEAR", exp.Month: "MONTH", exp.Day: "DAY", exp.DayOfMonth: "DAY"}[type(node)]
+
+
+def _date_argument(node: exp.Expression) -> exp.Expression:
+    return node.expression if isinstance(node, exp.Extract) else node.this
+
+
+MATH = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow)
+MAX_POWER = 62  # POWER(x, n): a whole constant 0 <= n <= 62
+
+
+def _math_rule(node: exp.Expression, kind_of) -> str | None:
+    """SQRT, EXP, LN, LOG(x) (base 10), LOG(b, x) with a constant base b > 0, b != 1, POWER(x, n) with a
+    whole constant n in 0..62, of numbers."""
+    shown, name = node.sql(dialect="duckdb"), type(node).__name__.upper()
+    argument = node.expression if isinstance(node, exp.Log) and node.expression is not None else node.this
+    if static_kind(argument, kind_of) not in ("int", "fixed", None):
+        return f"{shown}: {name} of {static_kind(argument, kind_of)} values in secure computation"
+    if isinstance(node, exp.Log) and node.expression is not None:
+        base = constant(node.this)
+        if base is None or base <= 0 or base == 1:
+            return f"{shown}: secure computation takes LOG(b, x) with a constant base b > 0, b != 1"
+    if isinstance(node, exp.Pow):
+        n = constant(node.expression)
+        if not isinstance(n, int) or not 0 <= n <= MAX_POWER:
+            return (f"{shown}: secure computation takes POWER(x, n) with a whole constant 0 <= n <= {MAX_POWER}; "
+                    "write EXP(y * LN(x)) for other exponents")
+    return None
+
+
+def _math_public(e: exp.Expression, x: float) -> float:
+    """SQRT / LN / LOG / EXP / POWER of a constant (a domain error is refused, as on shares)."""
+    try:
+        if isinstance(e, exp.Pow):
+            return x ** constant(e.expression)
+        if isinstance(e, exp.Log):
+            return math.log(x, constant(e.this) if e.expression is not None else 10.0)
+        return {exp.Sqrt: math.sqrt, exp.Ln: math.log, exp.Exp: math.exp}[type(e)](x)
+    except (ValueError, OverflowError):
+        raise DataError(f"{e.sql(dialect='duckdb')}: no finite value (DuckDB gives NaN or ±infinity)") from None
+
+
+def _unit_rule(node: exp.Var, kind_of) -> str | None:
+    """A bare name is evaluated only as the unit of EXTRACT or DATEDIFF (their own rule checks it)."""
+    return None if isinstance(node.parent, (exp.Extract, exp.DateDiff)) else \
+        f"{node.sql(dialect='duckdb')}: a bare name in secure computation"
+
+
+def _interval_rule(node: exp.Interval, kind_of) -> str | None:
+    """INTERVAL n DAY (or WEEK) with a whole constant n, added to or subtracted from a date."""
+    if _interval_days(node) is not None and isinstance(node.parent, (exp.Add, exp.Sub)):
+        return None
+    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n DAY (or WEEK) to a date; "
+            "compute month and year intervals at one party")
+
+
+def _interval_days(node: exp.Interval) -> int | None:
+    """The days of INTERVAL n DAY / WEEK with a whole n, else None."""
+    unit = (node.unit.name if node.unit is not None else "").upper()
+    try:
+        count = int(str(node.this.this)) if isinstance(node.this, exp.Literal) else None
+    except ValueError:
+        return None
+    scale = {"DAY": 1, "DAYS": 1, "WEEK": 7, "WEEKS": 7}.get(unit)
+    return count * scale if count is not None and scale is not None else None
+
+
+def _round_public(op, value, digits: int):
+    """ROUND / FLOOR / CEIL of a constant, as DuckDB computes it (halves away from zero)."""
+    number = decimal.Decimal(str(value))
+    if op is exp.Floor:
+        return type(value)(number.to_integral_value(decimal.ROUND_FLOOR))
+    if op is exp.Ceil:
+        return type(value)(number.to_integral_value(decimal.ROUND_CEILING))
+    return type(value)(number.quantize(decimal.Decimal(1).scaleb(-digits), decimal.ROUND_HALF_UP))
 
 
 def _date_literal(text: str) -> int | None:
@@ -245,6 +364,20 @@ def _is_rule(node: exp.Is, kind_of) -> str | None:
         f"{node.sql(dialect='duckdb')}: secure computation takes IS NULL / IS NOT NULL only"
 
 
+def _rounding_rule(node: exp.Expression, kind_of) -> str | None:
+    """ROUND(x[, d]) / FLOOR(x) / CEIL(x) of a number, d a whole constant within 12 digits."""
+    name = type(node).__name__.upper()
+    if static_kind(node.this, kind_of) not in ("int", "fixed", None):
+        return f"{node.sql(dialect='duckdb')}: {name} of {static_kind(node.this, kind_of)} values in secure computation"
+    digits = node.args.get("decimals")
+    if digits is None:
+        return None
+    if isinstance(node, exp.Round) and isinstance(constant(digits), int) and abs(constant(digits)) <= MAX_DIGITS:
+        return None
+    return (f"{node.sql(dialect='duckdb')}: secure computation takes {name}(x) or ROUND(x, d) with d a whole "
+            f"constant between -{MAX_DIGITS} and {MAX_DIGITS}; compute it at one party")
+
+
 def _case_rule(node: exp.Case, kind_of) -> str | None:
     return None if node.this is None else \
         f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
@@ -272,7 +405,10 @@ SPU_RULES = {
         exp.If, exp.Coalesce, exp.Abs,
         exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
-    exp.Div: _division_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
+    exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
+    exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
@@ -314,6 +450,7 @@ class Stage:
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
+        self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -321,9 +458,9 @@ class Stage:
 
     def const(self, value, kind: str, n: int | None = None) -> SV:
         n = self.n if n is None else n
-        if value is None:
+        if value is None:  # NULL: zero limbs at each limb's scale (a fixed-point NULL mixes with fixed point)
             zero = arith.public(self.s, np.zeros(n, dtype=np.int64))
-            return SV([zero] * limbs_of(kind), zero, kind)
+            return SV([zero.with_frac(frac) for frac in limb_fracs(kind, self.s.frac_bits)], zero, kind)
         if kind == "text":
             limbs, _ = encode(pa.chunked_array([pa.array([value] * n, pa.string())]), "text", 0)
             return SV([arith.public(self.s, limb) for limb in limbs], self.ones(n), kind)
@@ -409,13 +546,12 @@ class Stage:
             return SV([x], self.both_valid(a, b), kind)
         if isinstance(e, exp.Mul):
             return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
-        if isinstance(e, exp.Div):
-            a, b = self.ev(e.left), self.ev(e.right)
-            _numeric_only(e, a)
-            if isinstance(b, PV) and b.value:
-                a = self.to_fixed(self.secret(a))
-                return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
-            raise NotSupportedError("division by a secret value in secure computation (only AVG divides)")
+        if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)):
+            return self._divide(e, self.ev(e.left), self.ev(e.right))
+        if isinstance(e, exp.Nullif):  # NULL where x = y (NULL there too where either is NULL: x stays)
+            x = self.secret(self.ev(e.this))
+            same = self.truth(self._compare(exp.EQ, x, self.ev(e.expression)))
+            return SV(x.limbs, x.valid - arith.beaver_mul(s, x.valid, same), x.kind)
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
             return self._compare(type(e), self.ev(e.left), self.ev(e.right))
         if isinstance(e, exp.Between):
@@ -448,18 +584,213 @@ class Stage:
             return SV([compare.abs_(s, v.value)], v.valid, v.kind)
         if isinstance(e, exp.Like):
             return self._like(e)
+        if isinstance(e, ROUNDING):
+            return self._rounding(e)
+        if isinstance(e, exp.Interval):
+            return PV(_interval_days(e), "int")
+        if isinstance(e, DATE_PARTS):
+            return self._date_part(e)
+        if isinstance(e, MATH):
+            return self._math(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
             if target == exp.DataType.Type.DATE and isinstance(v, PV) and v.kind == "text" \
                     and _date_literal(v.value) is not None:  # DATE '...': a public day number
                 return PV(_date_literal(v.value), "date")
+            if target == exp.DataType.Type.DECIMAL and not isinstance(v, PV):
+                return self._to_decimal(v, decimal_scale_of(e.to))
             if target in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL):
                 return PV(float(v.value), "fixed") if isinstance(v, PV) else self.to_fixed(v)
+            if target in INTEGER_CASTS and not isinstance(v, PV) and v.kind != "text":
+                return self._to_integer(v)
             if (target in INTEGER_CASTS and v.kind == "int") or (target == exp.DataType.Type.DATE and v.kind == "date"):
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _to_integer(self, v: SV) -> SV:
+        """CAST to an integer as DuckDB does it: a DOUBLE rounds ties to even, a DECIMAL halves away from zero
+        (both exact on the value the SPU holds), a boolean is 0/1."""
+        if v.kind in ("int", "bool", "date"):
+            if v.kind == "date":
+                raise NotSupportedError("CAST of a DATE to an integer in secure computation (DuckDB refuses it too)")
+            return SV(v.limbs[:1], v.valid, "int")
+        if (scale := decimal_scale(v.kind)) is not None:
+            return SV([functions.round_div_public(self.s, v.limbs[0], 10 ** scale)], v.valid, "int")
+        return SV([functions.round_half_even_fixed(self.s, v.value)], v.valid, "int")
+
+    def _to_decimal(self, v: SV, scale: int) -> SV:
+        """CAST to DECIMAL(p, t), exact at scale t: an integer times 10^t; a DECIMAL rescaled (rounding
+        halves away from zero); a DOUBLE rounded at t digits, halves away from zero (exact on its encoding)."""
+        s = self.s
+        if v.kind == "bool":
+            v = SV(v.limbs, v.valid, "int")
+        _numeric_only("CAST", v if decimal_scale(v.kind) is None else SV(v.limbs, v.valid, "fixed"))
+        if v.kind == "int":
+            exact = v.value * 10 ** scale
+        elif (have := decimal_scale(v.kind)) is not None:
+            exact = v.limbs[0] * 10 ** (scale - have) if scale >= have else \
+                functions.round_div_public(s, v.limbs[0], 10 ** (have - scale))
+        else:
+            rounded = functions.round_fixed(s, ArithShare((v.value * 10 ** scale).data, v.value.frac))
+            exact = functions.floor_pow2(s, rounded, s.frac_bits)  # a whole number: exact
+        fixed = functions.floor_div_public(s, exact.lshift(s.frac_bits), 10 ** scale) if scale else \
+            exact.lshift(s.frac_bits)
+        return SV([exact, fixed.with_frac(s.frac_bits)], v.valid, f"decimal.{scale}")
+
+    def _date_part(self, e: exp.Expression) -> SV:
+        """YEAR / MONTH / DAY of a date (spu.functions.civil_from_days, exact), and DATEDIFF in days (b - a),
+        months or years (the boundaries crossed, as DuckDB counts them)."""
+        part = _date_part(e)
+        if isinstance(e, exp.DateDiff):
+            later, earlier = self.ev(e.this), self.ev(e.expression)
+            rows = len((later if isinstance(later, SV) else earlier).valid)
+            later, earlier = self.secret(later, rows), self.secret(earlier, rows)
+            valid = self.both_valid(later, earlier)
+            if part == "DAY":
+                return SV([later.value - earlier.value], valid, "int")
+            (y1, m1, _), (y0, m0, _) = (functions.civil_from_days(self.s, d.value) for d in (later, earlier))
+            years = y1 - y0
+            return SV([years if part == "YEAR" else years * 12 + (m1 - m0)], valid, "int")
+        v = self.secret(self.ev(_date_argument(e)))
+        if v.kind != "date":
+            raise NotSupportedError(_date_part_rule(e, lambda column: v.kind) or f"{e.sql()}: not a date")
+        year, month, day = functions.civil_from_days(self.s, v.value)
+        return SV([{"YEAR": year, "MONTH": month, "DAY": day}[part]], v.valid, "int")
+
+    def _divide(self, e: exp.Expression, a, b):
+        """x / y (fixed point), x // y (rounded toward zero) and x % y (the sign of x), as DuckDB
+        computes them, by a constant or by a secret (spu.functions). A counted row dividing by zero
+        refuses the query (DuckDB gives ±infinity, NaN or an error there)."""
+        s = self.s
+        for v in (a, b):
+            _numeric_only(e, v)
+        if isinstance(a, PV) and isinstance(b, PV):
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a division of constants in secure computation")
+        whole = not isinstance(e, exp.Div)
+        if whole and "fixed" in (a.kind, b.kind):
+            raise NotSupportedError(_division_rule(e, lambda column: "fixed"))
+        if isinstance(b, PV):
+            if not b.value:
+                raise NotSupportedError(_division_rule(e, None))
+            if not whole:
+                a = self.to_fixed(a)
+                if isinstance(b.value, int):  # an exact division of the encoding: |error| < 2^-F
+                    quotient = functions.floor_div_public(s, a.value, abs(b.value))
+                    quotient = quotient if b.value > 0 else -quotient
+                    return SV([quotient.with_frac(a.value.frac)], a.valid, "fixed")
+                return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
+            quotient = functions.truncated_divide_public(s, a.value, int(b.value))
+            valid, divisor = a.valid, None
+        else:
+            a = self.secret(a, len(b.valid))
+            valid = self.both_valid(a, b)
+            if not whole:
+                quotient, zero = functions.divide_secret(s, self.to_fixed(a).value, b.value)
+                self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
+                return SV([quotient], valid, "fixed")
+            quotient, zero = functions.truncated_divide_secret(s, a.value, b.value)
+            self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
+            divisor = b.value
+        if isinstance(e, exp.IntDiv):
+            return SV([quotient], valid, "int")
+        taken = quotient * int(b.value) if divisor is None else arith.beaver_mul(s, quotient, divisor)
+        return SV([a.value - taken], valid, "int")
+
+    def _refuse_zero_divisors(self, e: exp.Expression, zero: ArithShare) -> None:
+        self._refuse_counted(e, zero, "a row divides by zero (DuckDB gives ±infinity, NaN or an error, which the "
+                                      "SPU cannot hold); exclude those rows, e.g. with NULLIF(divisor, 0)")
+
+    def _refuse_counted(self, e: exp.Expression, bad: ArithShare, why: str) -> None:
+        """Open how many counted rows have a 1 in `bad` (nothing else; one round) and refuse if any does.
+        Rows are counted by the stage's current weight where it is known for them."""
+        if self.weight is not None and len(self.weight) == len(bad):
+            bad = arith.beaver_mul(self.s, bad, self.weight)
+        (opened,) = self.s.open_many(arith=[arith.total(bad).data])
+        if int(opened[0]):
+            raise DataError(f"{e.sql(dialect='duckdb')}: {why}")
+
+    def _math(self, e: exp.Expression):
+        """SQRT, LN, LOG, EXP and POWER with a whole constant exponent (spu.functions; accuracy in
+        docs/architecture.md). Where DuckDB gives NaN or ±infinity (SQRT of a negative, LN of a number
+        <= 0) a counted row refuses the query."""
+        s = self.s
+        argument, base = (e.expression, e.this) if isinstance(e, exp.Log) and e.expression is not None else \
+            (e.this, None)
+        v = self.ev(argument)
+        _numeric_only(e, v)
+        if isinstance(v, PV):
+            return PV(_math_public(e, float(v.value)), "fixed")
+        if isinstance(e, exp.Pow):
+            n = constant(e.expression)
+            if n == 0:
+                return SV([self.const(1.0, "fixed", len(v.valid)).value], v.valid, "fixed")
+            multiply = (lambda a, b: arith.beaver_mul(s, a, b)) if v.kind == "int" else \
+                (lambda a, b: arith.mul_wide(s, a, b))
+            return SV([functions.power_integer(s, v.value, n, multiply)], v.valid, v.kind)
+        x = self.to_fixed(v)
+        zero = arith.public(s, np.zeros(len(x.valid), dtype=np.int64), x.value.frac)
+        if isinstance(e, exp.Exp):
+            return SV([functions.exp_fixed(s, x.value)], x.valid, "fixed")
+        if isinstance(e, exp.Sqrt):
+            negative = compare.less_than(s, x.value, zero, arith=True)
+            self._refuse_counted(e, arith.beaver_mul(s, negative, x.valid),
+                                 "the square root of a negative number (DuckDB gives NaN, which the SPU cannot hold)")
+            return SV([functions.sqrt_fixed(s, x.value)], x.valid, "fixed")
+        not_positive = compare.less_equal(s, x.value, zero, arith=True)
+        self._refuse_counted(e, arith.beaver_mul(s, not_positive, x.valid),
+                             "the logarithm of a number <= 0 (DuckDB gives -infinity or NaN, which the SPU cannot hold)")
+        ln = functions.ln_fixed(s, x.value)
+        scale = 1.0 if isinstance(e, exp.Ln) else 1.0 / math.log(constant(base) if base is not None else 10.0)
+        return SV([ln if scale == 1.0 else arith.mul_public(s, ln, scale)], x.valid, "fixed")
+
+    def _rounding(self, e: exp.Expression):
+        """ROUND(x[, d]) (halves away from zero), FLOOR(x), CEIL(x) as DuckDB computes them: integers and
+        DECIMALs exactly (a DECIMAL keeps its scale, or takes d or 0 where that is smaller), fixed point
+        exactly on its encoding (spu.functions)."""
+        digits = rounding_digits(e)
+        v = self.ev(e.this)
+        if isinstance(v, PV):
+            return PV(_round_public(type(e), v.value, digits), v.kind)
+        if (scale := decimal_scale(v.kind)) is not None:
+            return self._round_decimal(type(e), v, scale, digits)
+        _numeric_only(e, v)
+        s, x = self.s, v.value
+        if v.kind == "int":
+            if e.__class__ is not exp.Round or digits >= 0:
+                return v
+            return SV([functions.round_div_public(s, x, 10 ** -digits) * 10 ** -digits], v.valid, "int")
+        if not isinstance(e, exp.Round):
+            return SV([(functions.floor_fixed if isinstance(e, exp.Floor) else functions.ceil_fixed)(s, x)],
+                      v.valid, "fixed")
+        if 10 ** digits >= 1 << s.frac_bits:  # finer than the encoding: x itself (|error| <= 2^-F)
+            return v
+        # scaled by 10^d exactly (an exact division of the raw encoding: 10^-d has no exact fixed point)
+        scaled = x * 10 ** digits if digits >= 0 else functions.floor_div_public(s, x, 10 ** -digits)
+        rounded = functions.round_fixed(s, scaled.with_frac(x.frac))
+        back = functions.floor_div_public(s, rounded, 10 ** digits) if digits > 0 else rounded * 10 ** -digits
+        return SV([back.with_frac(x.frac)], v.valid, "fixed")
+
+    def _round_decimal(self, op, v: SV, scale: int, digits: int) -> SV:
+        """ROUND / FLOOR / CEIL of a DECIMAL of scale s on its exact limb X = x * 10^s: the result's
+        exact limb at scale min(s, max(d, 0)) (FLOOR and CEIL: 0), and its fixed-point limb from it."""
+        s, exact = self.s, v.limbs[0]
+        target = max(0, digits) if op is exp.Round else 0
+        if op is exp.Round and digits >= scale:
+            return v
+        c = 10 ** (scale - target)
+        if op is exp.Round:
+            q = functions.round_div_public(s, exact, c if digits >= 0 else 10 ** (scale - digits))
+            q = q * 10 ** -digits if digits < 0 else q
+        elif op is exp.Floor:
+            q = functions.floor_div_public(s, exact, c)
+        else:
+            q = -functions.floor_div_public(s, -exact, c)
+        fixed = q.lshift(s.frac_bits)
+        if target:
+            fixed = functions.floor_div_public(s, fixed, 10 ** target)
+        return SV([q, fixed.with_frac(s.frac_bits)], v.valid, f"decimal.{target}")
 
     def _like(self, e: exp.Like) -> SV:
         """x LIKE 'abc' (equality) or 'abc%' (a range of the text limbs: 'abc' <= x <= 'abc' + 0xFF...)."""
@@ -809,7 +1140,9 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
         stage.union_rows = dict(union_rows or {}) if step.union else {}
         weight = stage.ones()
     for sql in step.filters:
+        stage.weight = weight
         weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
+    stage.weight = weight
     return _rest(s, step, stage, weight)
 
 

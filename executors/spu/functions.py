@@ -1,0 +1,393 @@
+"""SQL's scalar functions on shares: secure kernels the SPU stage (`stage.Stage._ev`) calls.
+
+Protocols are plain functions over `ArithShare`s of the session's ring, as in CrypTen's
+`crypten/mpc/primitives` and `crypten/common/functions`: the randomness comes from the session's
+dealer, the bytes through its channel. Each docstring states its rounds and its accuracy.
+
+Exactness comes from bit decomposition (`boolean.a2b_many`, a carry-lookahead adder over XOR
+shares), not from the probabilistic truncation of `arith.truncate` (whose result may be one unit
+off): FLOOR, CEIL and ROUND must land on the right integer, and a DECIMAL stays exact.
+
+  kernel             rounds (2 parties)               result
+  floor_pow2         a2b (8) + 1 (B2A)                floor(x / 2^k), exact
+  floor_fixed        floor_pow2                       FLOOR of fixed point, exact on the encoding
+  round_fixed        2 x floor_pow2 + 2 products      half away from zero (DuckDB), exact on the encoding
+  floor_div_public   (1 + splits) x floor_pow2 + 1 compare     floor(x / c) for a public c, exact
+  round_div_public   floor_div_public + 1 a2b + 2 products     x / c rounded half away from zero, exact
+
+The fixed-point error of a FLOOR / CEIL / ROUND of a DOUBLE is the encoding's (the input is
+round(x * 2^F) / 2^F, |error| <= 2^-(F+1)), so a value within 2^-(F+1) of an integer (or, with d
+digits, of a multiple of 10^-d) may round the other way than DuckDB's double; with d != 0 the result
+is scaled back by a public real (one truncation: |error| <= 2^-F). On integers and DECIMALs they
+are exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sqlsecure.errors import ProgrammingError
+from sqlsecure.executors.spu import arith, boolean, compare, ranges
+from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.executors.spu.shares import ArithShare, BoolShare
+
+ONE = np.uint64(1)
+SPLIT_TARGET = 28  # floor_div_public reduces |x| below 2^28 * sqrt(c) before its one approximate division
+
+
+def floor_pow2(s: SpuSession, x: ArithShare, k: int) -> ArithShare:
+    """floor(X / 2^k) of the raw ring value X (two's complement), exact: the arithmetic right shift.
+
+    1. a2b: XOR shares of X's 64 bits (CSA layers for more than 2 parties, then Kogge–Stone);
+    2. B2A of bits k..63 (one round, daBits), weighted 2^(j-k), bit 63 negatively.
+    Result: an integer share (frac 0) with |result| < 2^(63-k)."""
+    if not 0 < k < 64:
+        raise ProgrammingError(f"floor_pow2: shift {k} out of range 1..63")
+    (words,) = boolean.a2b_many(s, [x])
+    bits = np.stack([(words.data >> np.uint64(j)) & ONE for j in range(k, 64)])
+    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
+    weights = np.array([1 << (j - k) for j in range(k, 63)] + [(1 << 64) - (1 << (63 - k))], dtype=np.uint64)
+    data = (ab.data.reshape(64 - k, -1) * weights[:, None]).sum(axis=0, dtype=np.uint64)
+    return ArithShare(data.reshape(x.shape), 0)
+
+
+def floor_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """FLOOR of a fixed-point share, as fixed point: floor_pow2(X, F) * 2^F (exact on the encoding)."""
+    return floor_pow2(s, x, x.frac).lshift(x.frac).with_frac(x.frac)
+
+
+def ceil_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """CEIL of a fixed-point share: -FLOOR(-x) (exact on the encoding)."""
+    return -floor_fixed(s, -x)
+
+
+def _negative(s: SpuSession, x: ArithShare) -> ArithShare:
+    """[x < 0] as a 0/1 integer share (one secure comparison)."""
+    return compare.less_than(s, x, arith.public(s, np.zeros(x.shape, dtype=np.int64), x.frac), arith=True)
+
+
+def _with_sign(s: SpuSession, magnitude: ArithShare, negative: ArithShare) -> ArithShare:
+    """magnitude * (1 - 2 negative): one product."""
+    flip = arith.beaver_mul(s, magnitude.with_frac(0), negative)
+    return ArithShare((magnitude.with_frac(0) - flip * 2).data, magnitude.frac)
+
+
+def round_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """ROUND(x) of a fixed-point share, halves away from zero as DuckDB rounds a DOUBLE:
+    sign(x) * floor(|x| + 1/2). Rounds: a comparison, 2 products and floor_pow2. Exact on the
+    encoding (see the module docstring for what that means against a double)."""
+    negative = _negative(s, x)
+    magnitude = _with_sign(s, x, negative)
+    half = arith.public(s, np.full(x.shape, 0.5), x.frac)
+    return _with_sign(s, floor_fixed(s, magnitude + half), negative)
+
+
+def floor_div_public(s: SpuSession, x: ArithShare, c: int, bound: float = 2.0 ** 62) -> ArithShare:
+    """floor(X / c) exactly (an integer share, frac 0), for the raw ring value X of a share with |X| < bound <= 2^62 and a public integer c >= 1.
+
+    Integer division by a constant as in Granlund–Montgomery ("Division by invariant integers
+    using multiplication", PLDI 1994), made exact on shares:
+    1. while the bound is large: split X = H * 2^t + L (H = floor_pow2(X, t), 0 <= L < 2^t) and
+       use 2^t = c*Q + R (public): X = c*(H*Q) + (H*R + L), so floor(X/c) = H*Q + floor(Y/c) with
+       the much smaller Y = H*R + L (2^t ~ sqrt(bound * c): the bound falls to ~2 sqrt(bound * c));
+    2. q = floor(Y * M / 2^L) with M = floor(2^L / c), 2^L >= 2|Y| (exact shift): q is floor(Y/c)
+       or one off;
+    3. r = Y - q*c; q += [r >= c] - [r < 0] (one batched comparison).
+    Rounds: (splits + 1) x floor_pow2 + 1 comparison; splits is 1 or 2 for c <= 10^12."""
+    if c < 1 or bound > 2.0 ** 62:
+        raise ProgrammingError(f"floor_div_public: divisor {c} or bound {bound:g} out of range")
+    if c == 1:
+        return x.with_frac(0)
+    quotient, y = None, x.with_frac(0)  # on the raw ring value: a fixed-point share divides its encoding
+    while bound > 2.0 ** SPLIT_TARGET * math.sqrt(c):
+        t = min(61, max(1, round(math.log2(math.sqrt(bound * c)))))
+        big_q, rest = divmod(1 << t, c)
+        high = floor_pow2(s, y, t)
+        low = y - high.lshift(t)
+        part = high * big_q
+        quotient = part if quotient is None else quotient + part
+        y = high * rest + low
+        following = (bound / 2.0 ** t + 1) * rest + 2.0 ** t
+        if following >= bound:
+            raise ProgrammingError(f"floor_div_public: no progress dividing by {c}")
+        bound = following
+    shift = max(1, math.ceil(math.log2(bound)) + 1)
+    approx = floor_pow2(s, y * ((1 << shift) // c), shift)
+    remainder = y - approx * c
+    lanes = len(remainder)
+    spare = arith.public(s, np.full(lanes, c - 1, dtype=np.int64)) - remainder  # r >= c  <=>  c - 1 - r < 0
+    bits = compare.less_than(s, arith.concat([remainder, spare]),
+                             arith.public(s, np.zeros(2 * lanes, dtype=np.int64)), arith=True)
+    below, above = bits[:lanes], bits[lanes:]
+    approx = approx + ArithShare((above.data - below.data).reshape(approx.shape), 0)
+    return approx if quotient is None else quotient + approx
+
+
+def round_div_public(s: SpuSession, x: ArithShare, c: int, bound: float = 2.0 ** 61) -> ArithShare:
+    """X / c rounded to an integer, halves away from zero (DuckDB's ROUND of a DECIMAL or of an
+    integer to tens): sign(X) * floor((|X| + c // 2) / c), exact for |X| < bound <= 2^61 and even
+    or odd c (for odd c, c // 2 is below the half, which no integer X reaches exactly).
+    Rounds: a comparison, 2 products and floor_div_public."""
+    if c == 1:
+        return x
+    negative = _negative(s, x)
+    magnitude = _with_sign(s, x, negative)
+    half = arith.public(s, np.full(x.shape, c // 2, dtype=np.int64))
+    return _with_sign(s, floor_div_public(s, magnitude + half, c, bound + c), negative)
+
+
+QUOTIENT_BITS = {"int": 32, "fixed": 40}  # compare.divide's y_bits for an integer / a fixed-point divisor
+
+
+def _magnitude_and_zero(s: SpuSession, y: ArithShare) -> tuple[ArithShare, ArithShare, ArithShare]:
+    """(|y| + [y == 0], [y < 0], [y == 0]): a divisor that is never zero, its sign and the zero bit.
+    Two comparisons, one product."""
+    zero = arith.public(s, np.zeros(len(y), dtype=np.int64), y.frac)
+    negative = compare.less_than(s, y, zero, arith=True)
+    is_zero = compare.equal(s, y, zero, arith=True)
+    one = is_zero.data << np.uint64(y.frac)  # 1 in y's encoding
+    return ArithShare(_with_sign(s, y, negative).data + one, y.frac), negative, is_zero
+
+
+def divide_secret(s: SpuSession, x: ArithShare, y: ArithShare) -> tuple[ArithShare, ArithShare]:
+    """(x / y in fixed point, [y == 0]) for a fixed-point x and an integer or fixed-point y.
+
+    Goldschmidt/Newton–Raphson reciprocal as in CrypTen's `reciprocal` (crypten/common/functions/
+    approximations.py), here `compare.divide`: normalise |y| by its leading bit (exact, bit
+    decomposition), 3 Newton steps for 1/y_norm, multiply back; then one refinement on the remainder
+    (x - q*y) / y, as AVG does. Where y = 0 the divisor is replaced by 1 and the zero bit returned
+    (DuckDB gives ±infinity or NaN there, which the SPU cannot hold: the stage refuses the query).
+    Range: |x| < 2^27 and |y| < 2^31 (integer) or 2^23 (fixed point) — `spu.ranges.DIVIDEND_LIMIT`,
+    `DIVISOR_LIMIT`. Accuracy: |error| <= 2^-14 * |x / y| + 2^-14 (measured bound with the test's
+    margin; the truncations contribute a few units of 2^-16). Rounds: 2 comparisons, 2 divisions
+    (about 30 rounds each), 3 products."""
+    bits = QUOTIENT_BITS["fixed" if y.frac else "int"]
+    safe, negative, is_zero = _magnitude_and_zero(s, y)
+    first = compare.divide(s, x, safe, y_bits=bits)
+    product = arith.mul_wide(s, first, safe) if safe.frac else arith.beaver_mul(s, first, safe)
+    remainder = x - product
+    quotient = first + compare.divide(s, remainder, safe, y_bits=bits)
+    return _with_sign(s, quotient, negative), is_zero
+
+
+def truncated_divide_secret(s: SpuSession, x: ArithShare, y: ArithShare) -> tuple[ArithShare, ArithShare]:
+    """(x // y rounded toward zero, [y == 0]) for integer shares, as DuckDB's `//` (and `%` = x - (x // y) * y):
+    |x| / |y| approximated by `divide_secret`'s method, floored (exact, bit decomposition), then
+    corrected by one unit with the exact remainder (one batched comparison), and signed.
+    Exact for |x| < 2^27, |y| < 2^31. Rounds: those of divide_secret, floor_pow2, 3 comparisons, 4 products."""
+    safe, negative_y, is_zero = _magnitude_and_zero(s, y)
+    negative_x = _negative(s, x)
+    magnitude = _with_sign(s, x, negative_x)
+    fixed = magnitude.lshift(s.frac_bits).with_frac(s.frac_bits)
+    first = compare.divide(s, fixed, safe)
+    remainder = fixed - ArithShare(arith.beaver_mul(s, first.with_frac(0), safe).data, s.frac_bits)
+    approx = floor_pow2(s, first + compare.divide(s, remainder, safe), s.frac_bits)
+    rest = magnitude - arith.beaver_mul(s, approx, safe)
+    lanes = len(rest)
+    spare = safe - arith.public(s, np.ones(lanes, dtype=np.int64)) - rest  # r >= |y|  <=>  |y| - 1 - r < 0
+    bits = compare.less_than(s, arith.concat([rest, spare]), arith.public(s, np.zeros(2 * lanes, dtype=np.int64)),
+                             arith=True)
+    quotient = approx + bits[lanes:] - bits[:lanes]
+    flip = negative_x + negative_y - arith.beaver_mul(s, negative_x, negative_y) * 2
+    return _with_sign(s, quotient, flip), is_zero
+
+
+def truncated_divide_public(s: SpuSession, x: ArithShare, c: int) -> ArithShare:
+    """x // c rounded toward zero for an integer share and a public integer c != 0 (DuckDB's `//`):
+    sign(x) * sign(c) * floor(|x| / |c|), exact for |x| < 2^61. Rounds: a comparison, 2 products, floor_div_public."""
+    negative = _negative(s, x)
+    quotient = _with_sign(s, floor_div_public(s, _with_sign(s, x, negative), abs(c), 2.0 ** 61), negative)
+    return -quotient if c < 0 else quotient
+
+
+def round_half_even_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """x rounded to an integer, ties to even (DuckDB's CAST of a DOUBLE to an integer), as an integer
+    share: y = x + 1/2 decomposed into bits (a2b); floor(y) from its bits F..63, minus 1 where y has
+    no fractional bits (x was a tie) and floor(y) is odd (bit F). Exact on the encoding.
+    Rounds: a2b, a zero test (6), one AND, one B2A."""
+    frac = x.frac
+    half = arith.public(s, np.full(x.shape, 1 << (frac - 1), dtype=np.int64))
+    (words,) = boolean.a2b_many(s, [ArithShare((x.with_frac(0) + half).data, 0)])
+    fraction = words.data & np.uint64((1 << frac) - 1)  # AND with a public mask: local on XOR shares
+    tie, _ = boolean.zero_test_words(s, fraction)
+    odd = (words.data >> np.uint64(frac)) & ONE
+    (tie_and_odd,) = boolean.and_words_many(s, [(tie & ONE, odd)])
+    bits = np.stack([(words.data >> np.uint64(j)) & ONE for j in range(frac, 64)] + [tie_and_odd & ONE])
+    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
+    weights = np.array([1 << (j - frac) for j in range(frac, 63)] + [(1 << 64) - (1 << (63 - frac)), (1 << 64) - 1],
+                       dtype=np.uint64)
+    data = (ab.data.reshape(65 - frac, -1) * weights[:, None]).sum(axis=0, dtype=np.uint64)
+    return ArithShare(data.reshape(x.shape), 0)
+
+
+def civil_from_days(s: SpuSession, days: ArithShare) -> tuple[ArithShare, ArithShare, ArithShare]:
+    """(year, month, day) of a date held as days since 1970-01-01, exactly: H. Hinnant's
+    `civil_from_days` ("chrono-Compatible Low-Level Date Algorithms", 2013), whose divisions are all by
+    public constants (`floor_div_public`, exact) and whose one branch is a secret comparison.
+    For |days| < 2^40 (every DATE DuckDB holds). Rounds: 9 exact divisions (most of them of small
+    bounded values: one bit decomposition and one comparison each), 2 comparisons."""
+    z = arith.add_public(s, days, 719468)  # days since 0000-03-01
+    era = floor_div_public(s, z, 146097, 2.0 ** 41)
+    doe = z - era * 146097  # [0, 146096]
+    yoe_num = doe - floor_div_public(s, doe, 1460, 146097) + floor_div_public(s, doe, 36524, 146097) \
+        - floor_div_public(s, doe, 146096, 146097)
+    yoe = floor_div_public(s, yoe_num, 365, 146097)  # [0, 399]
+    doy = doe - (yoe * 365 + floor_div_public(s, yoe, 4, 400) - floor_div_public(s, yoe, 100, 400))  # [0, 365]
+    mp = floor_div_public(s, doy * 5 + arith.public(s, np.full(len(doy), 2, dtype=np.int64)), 153, 1830)  # [0, 11]
+    day = doy - floor_div_public(s, mp * 153 + arith.public(s, np.full(len(mp), 2, dtype=np.int64)), 5, 1700)
+    day = arith.add_public(s, day, 1)
+    january_or_february = compare.greater_equal(s, mp, arith.public(s, np.full(len(mp), 10, dtype=np.int64)),
+                                                arith=True)
+    month = arith.add_public(s, mp - january_or_february * 12, 3)
+    year = yoe + era * 400 + january_or_february
+    return year, month, day
+
+
+# -- SQRT, LN, EXP: exact normalisation by the leading bit, then a polynomial or Newton on a short interval --
+
+def _fit(function, low: float, high: float, degree: int) -> np.ndarray:
+    """Power-basis coefficients (lowest first) of a Chebyshev least-squares fit of `function` on [low, high]:
+    public constants of the kernels, computed once."""
+    grid = np.cos(np.linspace(0, np.pi, 400)) * (high - low) / 2 + (high + low) / 2
+    return np.polynomial.Chebyshev.fit(grid, function(grid), degree).convert(kind=np.polynomial.Polynomial).coef
+
+
+LN_CENTRE, INV_SQRT_CENTRE, EXP_CENTRE = 0.75, 0.625, 0.35  # polynomials in (x - centre): small coefficients
+LN_NORMALISED = _fit(lambda u: np.log(u + LN_CENTRE), -0.25, 0.25, 9)  # ln on [0.5, 1): |error| < 1e-9
+EXP_REDUCED = _fit(lambda u: np.exp(u + EXP_CENTRE), -0.36, 0.36, 8)  # exp on [0, ln 2) and a little beyond
+INV_SQRT_START = _fit(lambda u: 1 / np.sqrt(u + INV_SQRT_CENTRE), -0.375, 0.375, 2)  # Newton's start on [0.25, 1)
+NORMALISED_BITS = 59  # SQRT and LN read the leading bit among the raw value's lowest 59: |x| < 2^(59-F) = 2^43
+WIDE = 28  # fractional bits of the normalised values (in [0.25, 2)): products stay below 2^60
+
+
+def _mul_wide_frac(s: SpuSession, a: ArithShare, b: ArithShare) -> ArithShare:
+    """a * b for two shares with WIDE fractional bits and |a|, |b| < 4: one product, one truncation."""
+    return ArithShare(arith.truncate(s, arith.beaver_mul(s, a.with_frac(0), b.with_frac(0)), WIDE).data, WIDE)
+
+
+def _constant(s: SpuSession, value: float, shape) -> ArithShare:
+    return arith.public(s, np.full(shape, float(value)), WIDE)
+
+
+def _horner(s: SpuSession, u: ArithShare, coefficients) -> ArithShare:
+    """sum c_i u^i by Horner's rule at WIDE fractional bits: one product (2 rounds) per degree."""
+    acc = _constant(s, coefficients[-1], u.shape)
+    for c in reversed(coefficients[:-1]):
+        acc = _mul_wide_frac(s, acc, u) + _constant(s, c, u.shape)
+    return acc
+
+
+def _to_session_frac(s: SpuSession, x: ArithShare, frac: int) -> ArithShare:
+    return ArithShare(arith.truncate(s, x.with_frac(0), WIDE - frac).data, frac)
+
+
+def leading_bit(s: SpuSession, x: ArithShare, width: int = 63) -> ArithShare:
+    """One-hot 0/1 integer shares (shape (width, n)) of the position of the leading bit of the raw value
+    X > 0 (all zero for X = 0): bit decomposition, a prefix OR (6 AND rounds), B2A of `width` bits.
+    As in `compare.divide`'s normalisation."""
+    (words,) = boolean.a2b_many(s, [x])
+    prefix = words.data & np.uint64((1 << width) - 1)
+    for k in (1, 2, 4, 8, 16, 32):
+        shifted = prefix >> np.uint64(k)
+        (both,) = boolean.and_words_many(s, [(prefix, shifted)])
+        prefix = prefix ^ shifted ^ both
+    onehot = prefix ^ (prefix >> ONE)
+    bits = np.stack([(onehot >> np.uint64(j)) & ONE for j in range(width)])
+    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
+    return ArithShare(ab.data.reshape(width, -1), 0)
+
+
+def _weighted(onehot: ArithShare, weights) -> ArithShare:
+    """sum_j onehot_j * w_j for public integers w_j (local)."""
+    w = np.array([int(v) % (1 << 64) for v in weights], dtype=np.uint64)
+    return ArithShare((onehot.data * w[:, None]).sum(axis=0, dtype=np.uint64), 0)
+
+
+def _scaled(s: SpuSession, x: ArithShare, factor: ArithShare, shift: int) -> ArithShare:
+    """x * factor / 2^shift for a secret integer factor (1 product, 1 truncation), at x's scale."""
+    return ArithShare(arith.truncate(s, arith.beaver_mul(s, x.with_frac(0), factor), shift).data, x.frac)
+
+
+def sqrt_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """SQRT of a fixed-point share x >= 0 (a negative x gives garbage: the stage refuses it first).
+
+    1. leading bit j of X; scale by an even power of two 2^-e_j so that x' in [0.25, 1), carried
+       with WIDE = 28 fractional bits (exact one-hot weights, one product and truncation);
+    2. 1/sqrt(x') by a quadratic start and 3 Newton–Raphson steps y <- y (3 - x' y^2) / 2 (as
+       CrypTen's `inv_sqrt`, here on a normalised input so the precision is relative);
+    3. sqrt(x') = x' y, scaled back by 2^(e_j / 2) to the session's F bits.
+    Accuracy: relative 2^-20 plus 2^-16 absolute (the test's bound: 2^-14 * (sqrt(x) + 1)).
+    Rounds: a2b, prefix OR, B2A, about 12 products."""
+    frac, top = x.frac, NORMALISED_BITS
+    shifts = [2 * math.ceil((j + 1 - frac) / 2) for j in range(top)]  # e_j, even
+    big = max(shifts)
+    onehot = leading_bit(s, x, top)
+    norm = _scaled(s, x, _weighted(onehot, [1 << (big - e) for e in shifts]), big + frac - WIDE).with_frac(WIDE)
+    y = _horner(s, norm - _constant(s, INV_SQRT_CENTRE, x.shape), INV_SQRT_START)
+    three = _constant(s, 3.0, x.shape)
+    for _ in range(3):
+        y = _mul_wide_frac(s, y, three - _mul_wide_frac(s, norm, _mul_wide_frac(s, y, y)))
+        y = ArithShare(arith.truncate(s, y.with_frac(0), 1).data, WIDE)  # / 2
+    root = _mul_wide_frac(s, norm, y)
+    low = -min(shifts) // 2
+    back = _scaled(s, root, _weighted(onehot, [1 << (e // 2 + low) for e in shifts]), low + WIDE - frac)
+    return back.with_frac(frac)
+
+
+def ln_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """LN of a fixed-point share x > 0 (x <= 0 gives garbage: the stage refuses it first).
+
+    x = x' 2^(j+1-F) with x' in [0.5, 1) from the leading bit j (exact); ln x = P(x') + (j+1-F) ln 2,
+    P a degree-9 Chebyshev fit of ln on [0.5, 1) evaluated with WIDE = 28 fractional bits (CrypTen's
+    `log` uses Householder iterations over its `exp`; the exact normalisation makes one short interval
+    and a polynomial enough). Accuracy: |error| <= 2^-15 (the test's bound; the result's own encoding
+    is 2^-17). Rounds: a2b, prefix OR, B2A, 1 product, 9 fixed-point products."""
+    frac, top = x.frac, NORMALISED_BITS
+    shifts = [j + 1 - frac for j in range(top)]
+    big = max(shifts)
+    onehot = leading_bit(s, x, top)
+    norm = _scaled(s, x, _weighted(onehot, [1 << (big - e) for e in shifts]), big + frac - WIDE).with_frac(WIDE)
+    exponent = _weighted(onehot, shifts)  # j + 1 - F, an integer share
+    ln2 = ArithShare(exponent.data * np.uint64(round(math.log(2) * 2 ** WIDE)), WIDE)
+    return _to_session_frac(s, _horner(s, norm - _constant(s, LN_CENTRE, x.shape), LN_NORMALISED) + ln2, frac)
+
+
+def exp_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+    """EXP of a fixed-point share with |x| < 31 (`spu.ranges.EXP_LIMIT`; below -12 the result rounds to 0).
+
+    x = k ln 2 + r: k = floor(x / ln 2) exactly from the bits of x * (1/ln 2), r = x - k ln 2 in
+    [0, ln 2) (at WIDE bits, exactly but for ln 2's rounding); e^r by a degree-8 Chebyshev fit at WIDE = 28 fractional bits; 2^k by a one-hot of k over
+    its public range (one batched equality per candidate), each candidate's shift applied locally.
+    Accuracy: relative 2^-14 and absolute 2^-15 (the test's bound; the input's own encoding error
+    2^-17 makes e^x's relative error 2^-17 at best). Rounds: about 30."""
+    frac = x.frac
+    scaled = arith.mul_public(s, x, 1 / math.log(2))
+    k = floor_pow2(s, scaled, frac)  # an integer share
+    k_ln2 = k.data * np.uint64(round(math.log(2) * 2 ** WIDE))  # exact: |k| < 64
+    wide_r = ArithShare((x.data << np.uint64(WIDE - frac)) - k_ln2, WIDE)  # r = x - k ln 2, no truncation
+    mantissa = _to_session_frac(s, _horner(s, wide_r - _constant(s, EXP_CENTRE, x.shape), EXP_REDUCED), frac)
+    candidates = list(range(-frac - 1, int(ranges.EXP_LIMIT / math.log(2)) + 2))
+    lanes = len(x)
+    wanted = arith.public(s, np.repeat(np.array(candidates, dtype=np.int64), lanes))
+    hits = compare.equal(s, ArithShare(np.tile(k.data, len(candidates)), 0), wanted, arith=True)
+    picked = arith.beaver_mul(s, hits, ArithShare(np.tile(mantissa.data, len(candidates)), 0))
+    rows = picked.data.reshape(len(candidates), lanes)
+    up = sum((rows[i] << np.uint64(v) for i, v in enumerate(candidates) if v >= 0), np.zeros(lanes, np.uint64))
+    down = sum((rows[i] << np.uint64(v + frac + 1) for i, v in enumerate(candidates) if v < 0),
+               np.zeros(lanes, np.uint64))
+    return ArithShare(up, frac) + arith.truncate(s, ArithShare(down, 0), frac + 1).with_frac(frac)
+
+
+def power_integer(s: SpuSession, x: ArithShare, n: int, multiply) -> ArithShare:
+    """x^n for a public integer n >= 1 by square-and-multiply with `multiply` (exact for integers;
+    fixed point: one truncation per product). ceil(log2 n) + popcount(n) - 1 products."""
+    result, base = None, x
+    while n:
+        if n & 1:
+            result = base if result is None else multiply(result, base)
+        n >>= 1
+        if n:
+            base = multiply(base, base)
+    return result
