@@ -214,9 +214,13 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
         return [], [], set()
     if not _aggregates(tree):
         return [], [], set()
+    if not tree.args.get("group") and all(a.find_ancestor(exp.Select) is not tree
+                                          for e in tree.expressions for a in aggregates_in(e)):
+        raise unsupported  # only subqueries in its SELECT list aggregate: no group to count rows in
     counts, protected, provenance = [], [], set()
     ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
-    for item in [tree.args["from_"].this, *(j.this for j in tree.args.get("joins") or [])]:
+    items = [tree.args["from_"].this] if tree.args.get("from_") else []
+    for item in items + [j.this for j in tree.args.get("joins") or []]:
         alias = item.alias_or_name
         if isinstance(item, exp.Table) and item.db:
             if item.db != issuer:
