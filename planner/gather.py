@@ -22,6 +22,7 @@ from sqlglot.optimizer.scope import traverse_scope
 
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.analysis import Threshold, with_threshold
+from sqlsecure.planner.build import _describe
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import Finish, PhysicalPlan, Reveal, RunLocal
@@ -72,10 +73,11 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
     if private or not owners - {issuer}:
         raise unsupported
     tree = with_threshold(tree.copy(), threshold)
-    counts, protected, provenance = _threshold_counts(tree, issuer, threshold.k, unsupported)
     reads = _columns_read(tree)
     if not _allowed(reads, policy, issuer):
         raise unsupported
+    _describe(tree, catalog)  # a query DuckDB cannot bind is refused now (PlanError), not when run
+    counts, protected, provenance = _threshold_counts(tree, issuer, threshold.k, unsupported)
     gathered = tuple(
         Gathered(party, table, _in_catalog_order(catalog, party, table, columns), _pushable_where(tree, party, table),
                  (party, table) in provenance, f"g{i}")

@@ -148,6 +148,12 @@ def parse_query(sql: str, dialect: str) -> exp.Expression:
         raise PlanError(f"only SELECT queries are allowed; got {kind}")
     if tree.find(exp.Into) is not None:
         raise PlanError("SELECT ... INTO is not allowed: queries are read-only")
+    for join in tree.find_all(exp.Join):  # sqlglot reads `JOIN t ON` (nothing after) as a cross join
+        if ("on" in join.args and join.args["on"] is None) or ("using" in join.args and not join.args["using"]):
+            name = join.this.this.meta if isinstance(join.this.this, exp.Identifier) else {}
+            pos = f" at line {name['line']}, column {name['col']}" if "line" in name else ""
+            raise PlanError(f"syntax error{pos}: JOIN {join.this.sql(dialect=dialect)} has ON or USING without a "
+                            "condition; write the join condition after it")
     return tree
 
 
