@@ -77,26 +77,37 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
     if not _allowed(reads, policy, issuer):
         raise unsupported
     _describe(tree, catalog)  # a query DuckDB cannot bind is refused now (PlanError), not when run
-    counts, protected, provenance = _threshold_counts(tree, issuer, threshold.k, unsupported)
+    k = _group_size(reads, policy, issuer, threshold.k)
+    counts, protected, provenance = _threshold_counts(tree, issuer, k, unsupported)
     gathered = tuple(
         Gathered(party, table, _in_catalog_order(catalog, party, table, columns), _pushable_where(tree, party, table),
                  (party, table) in provenance, f"g{i}")
         for i, ((party, table), columns) in enumerate(sorted(reads.items())))
-    issuer_sql = _issuer_query(tree, gathered, counts, threshold.k).sql(dialect="duckdb")
     steps: list = []
     for part in gathered:
         steps += [RunLocal(part.party, part.pushdown_sql(), part.name), Reveal(part.party, part.name, issuer)]
+    issuer_sql = _issuer_query(tree, gathered, counts, k).sql(dialect="duckdb")
     steps.append(Finish(issuer, tuple((p.party, p.name) for p in gathered), "tables", issuer_sql))
-    sizes = {party: catalog.sizes(party) if catalog.sizes is not None else {} for party in owners}
-    leakage = [(issuer, p.describe(sizes[p.party].get(p.table))) for p in gathered if p.party != issuer]
-    leakage.append((issuer, "the query result"))
-    k = threshold.k if counts else 0
     notes = (f"computed at {issuer} in plaintext: every column the query reads is PLAINTEXT to {issuer} "
              f"(the secure placement could not: {unsupported})",)
     uses = tuple(f"{ColumnRef(p.party, p.table, c)} -> {issuer}: REVEAL allowed by PLAINTEXT"
                  for p in gathered if p.party != issuer for c in p.columns)
-    return PhysicalPlan(issuer, tuple(steps), tuple(dict.fromkeys(leakage)), notes=notes, min_group_size=k,
-                        counted=tuple(dict.fromkeys(protected)), uses=uses)
+    return PhysicalPlan(issuer, tuple(steps), _leakage(gathered, catalog, issuer), notes=notes,
+                        min_group_size=k if counts else 0, counted=tuple(dict.fromkeys(protected)), uses=uses)
+
+
+def _leakage(gathered, catalog: Catalog, issuer: str) -> tuple[tuple[str, str], ...]:
+    """What the issuer learns: each owner's columns and rows, and the result; the owners learn nothing."""
+    sizes = {p.party: catalog.sizes(p.party) if catalog.sizes is not None else {} for p in gathered}
+    learned = [(issuer, p.describe(sizes[p.party].get(p.table))) for p in gathered if p.party != issuer]
+    return tuple(dict.fromkeys(learned + [(issuer, "the query result")]))
+
+
+def _group_size(reads: dict, policy: RevealPolicy, issuer: str, k: int) -> int:
+    """The group threshold: the federation's (or the outer tables' rules'), raised by the rule of any
+    other party's table the query reads."""
+    rules = [policy.rules[t].min_group_size or 0 for t in reads if t in policy.rules and t[0] != issuer]
+    return max([k, *rules])
 
 
 def _allowed(reads: dict, policy: RevealPolicy, issuer: str) -> bool:

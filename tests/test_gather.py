@@ -8,6 +8,7 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
 from sqlsecure.planner.physical import Finish, PhysicalPlan
+from tests.conftest import same_multiset
 
 Q13 = ("SELECT t.c_count, COUNT(*) AS custdist FROM (SELECT c.id, COUNT(o.order_id) AS c_count "
        "FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id AND o.category <> 'games' "
@@ -156,13 +157,30 @@ def test_usage_limiting_rule_keeps_the_query_off_this_path(tmp_path, make_federa
         assert engine.check(sql, "bank").startswith("NotSupportedError")
 
 
-def test_stricter_rule_threshold_applies(tmp_path, make_federation, plaintext_grants, oracle_for):
+@pytest.mark.parametrize("sql", [
+    "SELECT c.region, COUNT(DISTINCT o.category) AS n FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region",
+    "SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id) t GROUP BY t.region",  # the rule's table inside a derived table
+])
+def test_stricter_rule_threshold_applies(tmp_path, make_federation, plaintext_grants, oracle_for, sql):
     rule = '[rules."shop.orders"]\nmin_group_size = 15\n'
     with Engine(make_federation(tmp_path, grants=plaintext_grants() + rule), timeout=60) as engine:
-        sql = ("SELECT c.region, COUNT(DISTINCT o.category) AS n FROM bank.customers c "
-               "JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region")
         assert engine.plan(sql, "bank").physical.min_group_size == 15
         oracle_for(engine).check(sql, "bank")
+
+
+def test_identity_threshold_counts_distinct_identities(tmp_path, make_federation, plaintext_grants, oracle_for):
+    rule = '[rules."shop.orders"]\nmin_group_size = 12\nidentity_column = "customer_id"\n'
+    sql = ("SELECT c.region, COUNT(DISTINCT o.category) AS n FROM bank.customers c "
+           "JOIN shop.orders o ON c.id = o.customer_id WHERE c.age > 30 GROUP BY c.region")
+    with Engine(make_federation(tmp_path, grants=plaintext_grants() + rule, min_group_size=0), timeout=60) as engine:
+        got = engine.execute(sql, "bank").table
+        assert engine.plan(sql, "bank").physical.steps[-1].mode == "tables"
+        want = oracle_for(engine).con.sql(sql.replace(
+            "GROUP BY c.region", "GROUP BY c.region HAVING COUNT(DISTINCT o.customer_id) >= 12 "
+                                 "AND COUNT(DISTINCT o.rowid) >= 12")).to_arrow_table()
+        assert same_multiset(got, want) and got.num_rows < oracle_for(engine).con.sql(sql).to_arrow_table().num_rows
 
 
 def test_aggregates_under_a_set_operation_are_not_gathered(engine):
