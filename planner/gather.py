@@ -165,13 +165,14 @@ def _pushable_where(tree: exp.Expression, party: str, table: str) -> exp.Express
 
 def _own_conjuncts(ref: exp.Table) -> list[exp.Expression]:
     """Conjuncts of the SELECT reading `ref` that only read `ref`'s columns, with its qualifier removed;
-    none when that SELECT has an outer join (a filter there may keep NULL-extended rows)."""
+    none when that SELECT joins otherwise than inner (an outer join's filter may keep NULL-extended rows,
+    a positional one pairs rows by their place)."""
     select = ref.parent.parent if isinstance(ref.parent, (exp.From, exp.Join)) else None
     if not isinstance(select, exp.Select):
         return []
     joins = select.args.get("joins") or []
-    if any(j.side or j.kind not in ("", "INNER", "CROSS") for j in joins):
-        return []
+    if any(j.side or j.kind not in ("", "INNER", "CROSS") or j.args.get("method") for j in joins):
+        return []  # an outer, semi, anti, ASOF, POSITIONAL or NATURAL join
     conditions = [select.args["where"].this] if select.args.get("where") else []
     conditions += [j.args["on"] for j in joins if j.args.get("on")]
     alias = ref.alias_or_name
