@@ -65,7 +65,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     except NotSupportedError as unsupported:  # a shape the placement does not handle
         logical = optimized = None
         physical = gather_plan(tree, unsupported, catalog=catalog, policy=policy, issuer=issuer,
-                               threshold=threshold, private=dp is not None)
+                               threshold=threshold, private=dp is not None or enclave == "always")
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
     names = tree.meta.get("resolved_names", ())

@@ -8,9 +8,10 @@ fallback for shapes the placement does not handle (`gather_plan`), so existing p
 
 The project's extra protections stay as the other paths apply them: the group threshold counts each
 protected owner's distinct rows per group (per input of the outer SELECT, as `placement` does); a
-query under differential privacy, with a mask on a column that would cross, or reading a table whose
-analysis rule limits how its columns are used (aggregations, dimension columns, never_output) is not
-gathered: raw rows crossing to the issuer could not honour those, so it keeps its original refusal.
+query under differential privacy (or `[enclave] placement = "always"`), with a mask on a column that
+would cross, or reading a table whose analysis rule limits how its columns are used (aggregations,
+dimension columns, never_output) is not gathered: raw rows crossing to the issuer could not honour
+those, so it keeps its original refusal.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
                 policy: RevealPolicy, issuer: str, threshold: Threshold, private: bool) -> PhysicalPlan:
     """The issuer computes the whole query over the columns its owners send it; raise `unsupported`
     (the placement's refusal) where the grants or the extra protections do not allow that.
-    `private`: differential privacy is on for this query."""
+    `private`: differential privacy is on for this query, or the federation computes only in its enclave."""
     owners = {t.db for t in tree.find_all(exp.Table) if t.db}
     if private or not owners - {issuer}:
         raise unsupported

@@ -7,6 +7,7 @@ import pytest
 from sqlsecure.engine import Engine
 from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
+from sqlsecure.planner import plan_query
 from sqlsecure.planner.physical import Finish, PhysicalPlan
 from tests.conftest import same_multiset
 
@@ -189,3 +190,9 @@ def test_aggregates_under_a_set_operation_are_not_gathered(engine):
     with pytest.raises(NotSupportedError):
         engine.execute(sql, "bank")
     assert engine.check(sql, "bank").startswith("NotSupportedError")
+
+
+def test_an_enclave_only_federation_keeps_the_query_off_this_path(engine):
+    with pytest.raises(NotSupportedError, match="derived table 't' reads several parties"):
+        plan_query(Q13, catalog=engine.catalog, policy=engine.policy, issuer="bank", enclave="always")
+    assert plan_query(Q13, catalog=engine.catalog, policy=engine.policy, issuer="bank", enclave="cost").logical is None
