@@ -71,7 +71,7 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
     (the placement's refusal) where the grants or the extra protections do not allow that.
     `private`: differential privacy is on for this query, or the federation computes only in its enclave."""
     owners = {t.db for t in tree.find_all(exp.Table) if t.db}
-    if private or not owners - {issuer}:
+    if private or not owners - {issuer} or tree.find(exp.TableSample):  # a random sample: no answer to check
         raise unsupported
     tree = with_threshold(tree.copy(), threshold)
     reads = _columns_read(tree)
