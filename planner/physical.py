@@ -11,7 +11,8 @@ common row order (the alignment a PSI join produces).
 - `Noise`      PYU(party): differential-privacy noise on its aggregates, before they leave it.
 - `Mask`       PYU(party): masking of revealed columns, before they leave it.
 - `Reveal`     party -> issuer: a computed result crosses to the issuer.
-- `Finish`     PYU(issuer): combine what was revealed; DISTINCT / ORDER BY / LIMIT.
+- `Finish`     PYU(issuer): combine what was revealed; DISTINCT / ORDER BY / LIMIT; or (mode "tables")
+               run the query itself over whole tables its owners revealed (planner/gather.py).
 """
 
 from __future__ import annotations
@@ -234,7 +235,8 @@ class Mask(Step):
 class Finish(Step):
     issuer: str
     parts: tuple[tuple[str, str], ...]  # (party, name) of each revealed part, in column order
-    mode: str  # "rows": parts are aligned columns; "single": parts are 0/1-row aggregates
+    mode: str  # "rows": parts are aligned columns; "single": parts are 0/1-row aggregates;
+    # "tables": each part is a whole table, a view named as the part (`sql` reads them by name)
     sql: str | None  # over the view "result"; None = the combined parts as they are
 
     @property

@@ -370,6 +370,8 @@ class PartyExecutor:
         return index
 
     def _finish(self, step: Finish, outputs, pieces) -> pa.Table:
+        if step.mode == "tables":  # the query itself over gathered tables, each a view named as its part
+            return scratch_sql(step.sql, {name: outputs[(party, name)] for party, name in step.parts}, self.name)
         parts = [outputs[p] for p in step.parts]
         if step.mode == "single" and any(p.num_rows == 0 for p in parts):
             parts = [p.slice(0, 0) for p in parts]
