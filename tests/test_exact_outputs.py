@@ -54,3 +54,93 @@ def test_types_of_class_4(devices, device, keys, columns):
         sql = f"SELECT {keys}, COUNT({v}), SUM({v}), AVG({v}) {JOIN} GROUP BY {keys}"
         assert_duckdb_types(devices[device], sql)
         assert ("HEU(" if device == "he" else "SPU(") in devices[device].engine.explain(sql, "bank")
+
+
+# -- AVG of a DECIMAL: the exact sum over the count, rounded once ------------------------------------
+
+def money_tables(seed: int = 7) -> dict:
+    """Decimal amounts with NULLs, one-row groups and groups whose sums reach the SPU's AVG range
+    (|sum| < 2^29): bank holds the payments (Parquet keeps their DECIMAL type), shop the people."""
+    import decimal
+
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    people = pa.table({"id": pa.array(np.arange(1, 41), pa.int64()),
+                       "region": pa.array([f"r{i % 5}" for i in range(40)])})
+    ids, kinds, amounts = [], [], []
+    for i in range(160):
+        ids.append(int(rng.integers(1, 41)))
+        kinds.append(["small", "large", "negative"][i % 3])
+        scale = {"small": 10 ** 4, "large": 5 * 10 ** 11, "negative": -10 ** 10}[kinds[-1]]
+        amounts.append(None if i % 11 == 0 else decimal.Decimal(int(rng.integers(1, scale) if scale > 0 else
+                                                                    rng.integers(scale, 10 ** 9))).scaleb(-4))
+    ids += [41, 42]  # one-row groups: people of their own region
+    kinds += ["single", "single"]
+    amounts += [decimal.Decimal("0.0001"), decimal.Decimal("-33333333.3333")]
+    people = pa.concat_tables([people, pa.table({"id": pa.array([41, 42], pa.int64()),
+                                                 "region": pa.array(["alone1", "alone2"])})])
+    payments = pa.table({"id": pa.array(ids, pa.int64()), "kind": pa.array(kinds),
+                         "amount": pa.array(amounts, pa.decimal128(18, 4))})
+    return {"bank": {"payments": payments}, "shop": {"people": people}}
+
+
+@pytest.fixture(scope="module")
+def money(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    directory = tmp_path_factory.mktemp("money")
+    path = federation_writer(directory, money_tables(), plaintext_grants(("bank", "shop")), parties=("bank", "shop"),
+                             min_group_size=1, group_sums="spu")
+    with Engine(path) as engine:
+        yield oracle_for(engine)
+
+
+def exact_averages(oracle, sql: str) -> list:
+    """Each row of `sql` with its AVG(p.amount) replaced by the exact sum over the count, rounded once to a DOUBLE."""
+    from fractions import Fraction
+
+    exact = sql.replace("AVG(p.amount)", "SUM(p.amount), COUNT(p.amount)")
+    rows = []
+    for row in oracle.con.sql(exact).fetchall():
+        total, count = row[-2], row[-1]
+        rows.append((*row[:-2], float(Fraction(total) / count) if count else None))
+    return rows
+
+
+def ulps(a: float, b: float) -> float:
+    import math
+
+    return abs(a - b) / math.ulp(max(abs(a), abs(b)))
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT c.id, p.kind, AVG(p.amount) FROM shop.people c JOIN bank.payments p ON c.id = p.id GROUP BY c.id, p.kind",
+    "SELECT c.region, p.kind, AVG(p.amount) FROM shop.people c JOIN bank.payments p ON c.id = p.id "
+    "GROUP BY c.region, p.kind",
+    "SELECT c.region, AVG(p.amount) FROM shop.people c JOIN bank.payments p ON c.id = p.id GROUP BY c.region",
+])
+def test_spu_avg_of_a_decimal_is_the_exact_quotient(money, sql):
+    """Every group's AVG is the nearest DOUBLE to its exact sum over its count (NULLs not counted,
+    one-row groups, sums near 2^29, negative ones); DuckDB rounds the sum to a DOUBLE first, so its
+    AVG is within one unit in the last place of it."""
+    assert "SPU(" in money.engine.explain(sql, "bank")
+    got = sorted(money.engine.execute(sql, "bank").table.to_pylist(), key=lambda r: tuple(map(str, r.values())))
+    want = sorted(exact_averages(money, sql), key=lambda r: tuple(map(str, r)))
+    assert [tuple(r.values()) for r in got] == want
+    duckdb_rows = sorted(money.expected(sql, "bank").to_pylist(), key=lambda r: tuple(map(str, r.values())))
+    assert all(ulps(g[-1], d[-1]) <= 1 for g, d in ((tuple(a.values()), tuple(b.values()))
+                                                     for a, b in zip(got, duckdb_rows)) if g[-1] is not None)
+    assert any(abs(r[-1]) > 1e7 for r in want if r[-1] is not None)  # sums near the range's edge were averaged
+
+
+def test_spu_exact_avg_ungrouped_ordered_and_in_expressions(money):
+    """Ungrouped; ORDER BY the AVG with a LIMIT; AVG inside arithmetic and HAVING (fixed point there)."""
+    sql = "SELECT AVG(p.amount) FROM shop.people c JOIN bank.payments p ON c.id = p.id WHERE p.kind = 'single'"
+    assert money.engine.execute(sql, "bank").table.column(0).to_pylist() == [r[-1] for r in exact_averages(money, sql)]
+    top = ("SELECT c.region, p.kind, AVG(p.amount) FROM shop.people c JOIN bank.payments p ON c.id = p.id "
+           "GROUP BY c.region, p.kind ORDER BY AVG(p.amount) DESC LIMIT 3")
+    got = money.engine.execute(top, "bank").table
+    want = sorted(exact_averages(money, top.split(" ORDER BY")[0]), key=lambda r: -r[-1])[:3]
+    assert [tuple(r.values()) for r in got.to_pylist()] == want
+    money.check("SELECT c.region, AVG(p.amount) * 2 AS twice FROM shop.people c JOIN bank.payments p ON c.id = p.id "
+                "GROUP BY c.region HAVING AVG(p.amount) > 0")

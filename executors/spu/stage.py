@@ -38,7 +38,8 @@ from sqlglot import exp
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
-                                           limb_fracs, limbs_of, range_kind)
+                                           limb_fracs, limbs_of, quotient_bits, range_kind)
+from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value as literal_number
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
@@ -314,6 +315,7 @@ class Stage:
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
+        self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -342,6 +344,8 @@ class Stage:
     def to_fixed(self, v: SV) -> SV:
         if v.kind == "fixed":
             return v
+        if quotient_bits(v.kind) is not None:  # an exact AVG: its fixed-point limb
+            return SV([v.limbs[0]], v.valid, "fixed")
         if decimal_scale(v.kind) is not None:
             return SV([v.limbs[1]], v.valid, "fixed")
         if v.kind == "text":
@@ -375,6 +379,8 @@ class Stage:
         v = self._ev(e)
         if isinstance(v, SV) and decimal_scale(v.kind) is not None and e.parent is not None \
                 and not isinstance(e.parent, EXACT_DECIMAL_USES):
+            return self.to_fixed(v)
+        if isinstance(v, SV) and quotient_bits(v.kind) is not None and e.parent is not None:
             return self.to_fixed(v)
         return v
 
@@ -606,12 +612,13 @@ class Stage:
             if isinstance(node.this, exp.Distinct):
                 raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
             v = self.secret(self.ev(node.this))
-            if isinstance(node, exp.Avg):
-                v = self.to_fixed(v) if decimal_scale(v.kind) is not None else v
             w = arith.beaver_mul(s, weight, v.valid)
             inputs.append(("sum", w))
             counted = len(inputs) - 1
-            if decimal_scale(v.kind) is not None and isinstance(node, (exp.Sum, exp.Min, exp.Max)):
+            if decimal_scale(v.kind) is not None and isinstance(node, exp.Avg):  # fixed-point sum, then exact
+                inputs += [self._aggregate_input(exp.Sum(), w, limb) for limb in reversed(v.limbs)]
+                plan.append((node, "avg", counted, (len(inputs) - 2, "fixed", len(inputs) - 1, decimal_scale(v.kind))))
+            elif decimal_scale(v.kind) is not None and isinstance(node, (exp.Sum, exp.Min, exp.Max)):
                 plan.append((node, "sum" if isinstance(node, exp.Sum) else "extreme", counted,
                              (len(inputs), v.kind, len(inputs) + 1)))
                 inputs += [self._aggregate_input(node, w, limb) for limb in v.limbs]  # exact, then fixed
@@ -719,7 +726,26 @@ class Stage:
                 # one refinement: divide the (small) remainder again, so the error is ~2^-F absolute
                 remainder = total - arith.beaver_mul(s, quotient, safe)
                 quotient = quotient + compare.divide(s, remainder, safe)
-                self.aggs[node.sql(dialect="duckdb")] = SV([quotient], nonempty, "fixed")
+                self.aggs[node.sql(dialect="duckdb")] = self.exact_average(node, quotient, nonempty, safe, results, value)
+
+    def exact_average(self, node, quotient: ArithShare, nonempty: ArithShare, count: ArithShare, results, value) -> SV:
+        """AVG of a DECIMAL revealed as it is: the fixed-point quotient beside the exact one
+        (`exact_division.long_divide` of the exact sum by count * 10^s), decoded to the nearest DOUBLE;
+        in expressions, and where the exact division would not fit the ring, the fixed-point one."""
+        approximate = SV([quotient], nonempty, "fixed")
+        if len(value) < 4 or node.sql(dialect="duckdb") not in self.revealed_sql():
+            return approximate
+        scale = 10 ** value[3]
+        largest = max(self.input_rows, 1) * scale
+        if AVG_LIMIT * scale >= 2.0 ** MAGNITUDE_BITS or largest << RADIX_BITS >= 1 << MAGNITUDE_BITS:
+            return approximate  # a scale or row count beyond the exact division: docs/architecture.md
+        bits = fraction_bits(largest)
+        limbs = long_divide(self.s, results[value[2]], count * scale, 63 - self.s.frac_bits, bits)
+        return SV([quotient, *limbs], nonempty, f"quotient.{bits}")
+
+    def revealed_sql(self) -> set[str]:
+        """The revealed outputs' SQL, as aggregates are named in `aggs`."""
+        return {_parse(self.step.outputs[i][1]).sql(dialect="duckdb") for i in self.step.reveal}
 
     def check_range(self, x: ArithShare, limit: float) -> None:
         """Remember a secret bit [|x| >= limit]; `assert_ranges` opens how many there are, nothing else."""
@@ -779,7 +805,8 @@ def _rebuild(flat: list[ArithShare], like: list[SV]) -> list[SV]:
 def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession) -> tuple[list[ArithShare], list[bool]]:
     ones = arith.public(s, np.ones(len(v.valid), dtype=np.int64))
     null_key = v.valid if nulls_first else ones - v.valid
-    return [null_key, *v.limbs], [False] + [descending] * len(v.limbs)
+    limbs = v.limbs[:1] if quotient_bits(v.kind) is not None else v.limbs  # an exact AVG by its fixed point
+    return [null_key, *limbs], [False] + [descending] * len(limbs)
 
 
 def refuse_unevaluated(step, kinds: dict[str, str]) -> None:
@@ -1013,8 +1040,8 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
     for (name, sql), v, want in zip([step.outputs[i] for i in step.reveal], shown, step.kinds):
         if v.kind == want or want == "any":  # "any": DuckDB's NULL type, a constant NULL of any kind
             out.append(v)
-        elif decimal_scale(v.kind) is not None and want == "fixed":  # exact DECIMAL, as DuckDB types it
-            out.append(v)
+        elif (decimal_scale(v.kind) is not None or quotient_bits(v.kind) is not None) and want == "fixed":
+            out.append(v)  # an exact DECIMAL, or an exact AVG as a DOUBLE: as DuckDB types them
         elif (v.kind, want) == ("int", "fixed"):
             out.append(stage.to_fixed(v))
         elif (v.kind, want) == ("int", "bool"):

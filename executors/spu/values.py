@@ -35,10 +35,12 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError
+from sqlsecure.executors.spu.exact_division import decode_quotient
 from sqlsecure.executors.spu.ranges import Limit
 from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, to_signed
 
 TEXT_LIMBS = 4
+QUOTIENT_LIMBS = 4  # an exact AVG: its fixed-point value, then `exact_division.long_divide`'s sign, high, low
 LIMB_BYTES = 7
 EPOCH = datetime.date(1970, 1, 1)
 
@@ -64,7 +66,14 @@ def decimal_scale(kind: str) -> int | None:
     return int(kind.split(".", 1)[1]) if kind.startswith("decimal.") else None
 
 
+def quotient_bits(kind: str) -> int | None:
+    """The fractional bits m of a `quotient.<m>` kind (an exact AVG of a DECIMAL), None for any other."""
+    return int(kind.split(".", 1)[1]) if kind.startswith("quotient.") else None
+
+
 def limbs_of(kind: str) -> int:
+    if quotient_bits(kind) is not None:
+        return QUOTIENT_LIMBS
     return TEXT_LIMBS if kind == "text" else 2 if decimal_scale(kind) is not None else 1
 
 
@@ -73,13 +82,15 @@ def limb_fracs(kind: str, frac: int) -> list[int]:
     limb fixed point."""
     if kind == "fixed":
         return [frac]
+    if quotient_bits(kind) is not None:
+        return [frac] + [0] * (QUOTIENT_LIMBS - 1)
     return [0, frac] if decimal_scale(kind) is not None else [0] * limbs_of(kind)
 
 
 def range_kind(kind: str) -> str:
     """The kind `spu.ranges` derives limits for: a decimal's as fixed point (its fixed limb is what
     arithmetic uses; `check_range` shrinks the limit where 10^s > 2^F, for the exact limb)."""
-    return "fixed" if decimal_scale(kind) is not None else kind
+    return "fixed" if decimal_scale(kind) is not None or quotient_bits(kind) is not None else kind
 
 
 def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = None,
@@ -164,6 +175,11 @@ def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> 
         exact = to_signed(limbs[0])
         return pa.array([None if m else decimal.Decimal(int(x)).scaleb(-scale) for x, m in zip(exact, mask)],
                         pa.decimal128(38, scale))
+    bits = quotient_bits(kind)
+    if bits is not None:
+        sign, high, low = (to_signed(limb) for limb in limbs[1:])
+        return pa.array([None if m else decode_quotient(int(n), int(h), int(lo), bits)
+                         for n, h, lo, m in zip(sign, high, low, mask)], pa.float64())
     if kind == "fixed":
         return pa.array(decode_fixed(limbs[0], frac), pa.float64(), mask=mask)
     if kind == "bool":
