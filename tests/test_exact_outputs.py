@@ -144,3 +144,45 @@ def test_spu_exact_avg_ungrouped_ordered_and_in_expressions(money):
     assert [tuple(r.values()) for r in got.to_pylist()] == want
     money.check("SELECT c.region, AVG(p.amount) * 2 AS twice FROM shop.people c JOIN bank.payments p ON c.id = p.id "
                 "GROUP BY c.region HAVING AVG(p.amount) > 0")
+
+
+# -- DOUBLE results of the SPU: the digits its fixed-point error supports ---------------------------
+
+@pytest.mark.parametrize("sql", [
+    "SELECT c.region, o.category, SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "GROUP BY c.region, o.category",
+    "SELECT SUM(o.amount + 1.5), MAX(o.amount), SUM(o.amount) FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount > c.age",
+])
+def test_spu_sums_of_double_money_are_duckdbs_rounded_to_the_documented_digits(devices, sql):
+    """Money (two decimals) read as DOUBLE: SUM over n rows errs by at most n * 2^-17, so the SPU
+    reveals the decimals that bound supports (docs/architecture.md), which equal DuckDB's rounded."""
+    from sqlsecure.executors.spu.values import supported_decimals
+
+    oracle = devices["spu"]
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+    got = oracle.engine.execute(sql, "bank").table
+    want = oracle.expected(sql, "bank")
+    ((rows,),) = oracle.con.sql("SELECT COUNT(*) FROM bank.customers c JOIN shop.orders o "
+                                "ON c.id = o.customer_id").fetchall()  # the SPU stage's rows
+    decimals = supported_decimals(rows * 2.0 ** -17)  # SUM's bound; MAX's supports more
+    assert decimals == 2
+    key = lambda r: tuple(map(str, r[:2]))  # noqa: E731
+    got_rows = sorted((tuple(r.values()) for r in got.to_pylist()), key=key)
+    want_rows = sorted((tuple(r.values()) for r in want.to_pylist()), key=key)
+    assert [tuple(v if not isinstance(v, float) else round(v, decimals) for v in r) for r in got_rows] == \
+        [tuple(v if not isinstance(v, float) else round(v, decimals) for v in r) for r in want_rows]
+    assert got_rows == [tuple(v if not isinstance(v, float) else round(v, decimals) for v in r) for r in got_rows]
+
+
+@pytest.mark.parametrize("sql, bound", [
+    ("SUM(t.x)", 100 * 2.0 ** -17), ("AVG(t.x)", 2.0 ** -17 + 2.0 ** -15), ("MIN(t.x) - MAX(t.y)", 2.0 ** -16),
+    ("SUM(t.x * 2) + 1", 100 * (2 * 2.0 ** -17 + 2.0 ** -16)), ("COUNT(*)", 0.0),
+    ("SUM(t.x * t.y)", None), ("AVG(t.x) / 3", None), ("'text'", None),
+])
+def test_error_bounds_of_fixed_point_results(sql, bound):
+    from sqlglot import parse_one
+
+    from sqlsecure.executors.spu.stage import error_bound
+
+    assert error_bound(parse_one(sql, read="duckdb"), 100, 16) == bound

@@ -37,8 +37,8 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
-from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
-                                           limb_fracs, limbs_of, quotient_bits, range_kind)
+from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, encode, kind_of,
+                                           limb_fracs, limbs_of, quotient_bits, range_kind, decode_column)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.ranges import RangePlan, input_limits, literal_value as literal_number
@@ -1052,17 +1052,55 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
     return out
 
 
-def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | None) -> pa.Table | None:
-    """Open the revealed outputs to the issuer only; the issuer decodes them."""
+def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | None,
+                   rows: int | None = None) -> pa.Table | None:
+    """Open the revealed outputs to the issuer only; the issuer decodes them, fixed point to the
+    decimals its error bound over the stage's `rows` input rows supports (`error_bound`)."""
     shown = conform(Stage(s, step, 0), step, [values[i] for i in step.reveal])
+    bounds = [None if rows is None else error_bound(_parse(step.outputs[i][1]), rows, s.frac_bits)
+              for i in step.reveal]
     arrays = [c.data for c in _columns(shown)] + ([flag.data] if flag is not None else [])
     if step.issuer in step.compute:
         opened = s.open_many(arith=arrays, to=step.compute.index(step.issuer))
-        return decode_outputs(step, shown, opened, flag is not None, s.frac_bits) if opened else None
+        return decode_outputs(step, shown, opened, flag is not None, s.frac_bits, bounds) if opened else None
     table = pa.table({f"c{i}": pa.array(a, pa.uint64()) for i, a in enumerate(arrays)})
     kinds = ",".join(f"{v.kind}:{len(v.limbs)}:{v.value.frac}" for v in shown)
-    s.endpoint.send_table(step.issuer, f"{step.out}/shares/{s.me}",
-                          table.replace_schema_metadata({"kinds": kinds, "flag": str(flag is not None)}))
+    s.endpoint.send_table(step.issuer, f"{step.out}/shares/{s.me}", table.replace_schema_metadata(
+        {"kinds": kinds, "flag": str(flag is not None), "bounds": json.dumps(bounds)}))
+    return None
+
+
+def error_bound(e: exp.Expression, rows: int, frac: int) -> float | None:
+    """The largest absolute error of `e` computed in fixed point with `frac` fractional bits over at
+    most `rows` rows (None: not bounded here, e.g. a product of two secrets or a division). A value
+    is encoded within 2^-(frac+1) (an integer column too, conservatively); a SUM adds its rows'
+    errors; AVG's division adds 2^-(frac-1); a product with a constant scales the error and
+    truncates once (2^-frac)."""
+    unit = 2.0 ** -(frac + 1)
+    if isinstance(e, (exp.Alias, exp.Paren, exp.Neg, exp.Min, exp.Max)):
+        return error_bound(e.this, rows, frac)
+    if isinstance(e, exp.Column):
+        return unit
+    if isinstance(e, exp.Literal):
+        return None if e.is_string else 0.0 if float(literal_number(e) * 2 ** frac).is_integer() else unit
+    if isinstance(e, exp.Count):
+        return 0.0
+    if not isinstance(e, (exp.Add, exp.Sub, exp.Sum, exp.Avg, exp.Mul)):
+        return None
+    parts = [error_bound(x, rows, frac) for x in (e.this, e.args.get("expression")) if x is not None]
+    if None in parts:
+        return None
+    if isinstance(e, (exp.Add, exp.Sub)):
+        return sum(parts)
+    if isinstance(e, exp.Sum):
+        return rows * parts[0]
+    if isinstance(e, exp.Avg):
+        return parts[0] + 2.0 ** -(frac - 1)
+    if isinstance(e, exp.Mul):
+        constant = next((literal_number(x) for x in (e.this, e.expression) if isinstance(x, exp.Literal)), None)
+        if isinstance(constant, (int, float)):
+            other = e.expression if isinstance(e.this, exp.Literal) else e.this
+            return abs(constant) * error_bound(other, rows, frac) + 2.0 ** -frac
     return None
 
 
@@ -1073,20 +1111,23 @@ def receive_outputs(endpoint, step, frac_bits: int) -> pa.Table:
     for party in step.compute:
         table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
         meta = table.schema.metadata or {}
+        bounds = json.loads(meta.get(b"bounds", b"null"))
         arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
                   for i in range(table.num_columns)]
         total = arrays if total is None else [a + b for a, b in zip(total, arrays)]
     kinds = [k.split(":") for k in meta.get(b"kinds", b"").decode().split(",") if k]
     shown = [SV([None] * int(limbs), None, kind) for kind, limbs, _ in kinds]
-    return decode_outputs(step, shown, total or [], meta.get(b"flag") == b"True", frac_bits)
+    return decode_outputs(step, shown, total or [], meta.get(b"flag") == b"True", frac_bits, bounds)
 
 
-def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: bool, frac: int) -> pa.Table:
+def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: bool, frac: int,
+                   bounds: list[float | None] | None = None) -> pa.Table:
+    """The issuer's result table from the opened outputs (`bounds`: each output's error bound)."""
     columns, i = {}, 0
-    for (name, _), v in zip([step.outputs[j] for j in step.reveal], shown):
+    bounds = bounds or [None] * len(shown)
+    for (name, _), v, bound in zip([step.outputs[j] for j in step.reveal], shown, bounds):
         k = len(v.limbs)
-        kind = "bool" if v.kind == "bool" else v.kind
-        columns[name] = decode(opened[i:i + k], opened[i + k], kind, frac)
+        columns[name] = decode_column(opened[i:i + k], opened[i + k], v.kind, frac, bound)
         i += k + 1
     table = pa.table(columns)
     if flagged and not int(opened[i][0]):

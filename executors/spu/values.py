@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -168,7 +169,10 @@ def text_limbs(values: list, name: str = "a text value") -> list[list[int]]:
     return limbs
 
 
-def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> pa.Array:
+def decode_column(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int,
+                  error_bound: float | None = None) -> pa.Array:
+    """An opened column as Arrow values of its kind; fixed point rounded to the decimals its
+    `error_bound` (the largest absolute error of the computation, None: unknown) supports."""
     mask = to_signed(valid) == 0
     scale = decimal_scale(kind)
     if scale is not None:  # DuckDB's SUM of DECIMAL(p, s) is DECIMAL(38, s)
@@ -181,7 +185,7 @@ def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> 
         return pa.array([None if m else decode_quotient(int(n), int(h), int(lo), bits)
                          for n, h, lo, m in zip(sign, high, low, mask)], pa.float64())
     if kind == "fixed":
-        return pa.array(decode_fixed(limbs[0], frac), pa.float64(), mask=mask)
+        return pa.array(honest_digits(decode_fixed(limbs[0], frac), error_bound), pa.float64(), mask=mask)
     if kind == "bool":
         return pa.array(to_signed(limbs[0]) != 0, pa.bool_(), mask=mask)
     if kind == "date":
@@ -198,3 +202,19 @@ def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> 
             out.append(raw.rstrip(b"\0").decode("utf-8", errors="replace"))
         return pa.array(out, pa.string())
     return pa.array(to_signed(limbs[0]), pa.int64(), mask=mask)
+
+
+def supported_decimals(error_bound: float | None) -> int | None:
+    """The most decimals d that an error below `error_bound` leaves right: error_bound < 10^-d / 2, so
+    a value whose exact result has d decimals (money) rounds back to it. None: no bound, no rounding."""
+    if not error_bound:
+        return None
+    return math.floor(-math.log10(2 * error_bound))
+
+
+def honest_digits(values: np.ndarray, error_bound: float | None) -> np.ndarray:
+    """Fixed-point results rounded to `supported_decimals` (each value correctly rounded by Python)."""
+    decimals = supported_decimals(error_bound)
+    if decimals is None:
+        return values
+    return np.array([round(float(v), decimals) for v in values], dtype=np.float64)
