@@ -220,9 +220,13 @@ def _finish_outputs(project: Project, issuer: str, out: str) -> Finish:
 
 def as_duckdb_type(column: exp.Expression, project: Project, i: int) -> exp.Expression:
     """Output i cast to DuckDB's type of it, so every device's result has the schema DuckDB gives
-    (MIN of a DECIMAL(12, 2) is DECIMAL(12, 2), SUM of an INTEGER a HUGEINT); as is when unknown."""
+    (MIN of a DECIMAL(12, 2) is DECIMAL(12, 2), SUM of an INTEGER a HUGEINT, a constant NULL of the
+    NULL type); as is when unknown."""
     dtype = project.types[i] if i < len(project.types) else ""
-    if KIND_OF_TYPE.get(dtype.split("(")[0].upper(), "any") == "any":
+    kind = KIND_OF_TYPE.get(dtype.split("(")[0].upper())
+    if kind == "any":  # DuckDB's NULL type: a constant NULL, which the issuer writes as such
+        return exp.Null()
+    if kind is None:
         return column
     return exp.cast(column, exp.DataType.build(dtype, dialect="duckdb"))
 
