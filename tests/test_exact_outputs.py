@@ -186,3 +186,31 @@ def test_error_bounds_of_fixed_point_results(sql, bound):
     from sqlsecure.executors.spu.stage import error_bound
 
     assert error_bound(parse_one(sql, read="duckdb"), 100, 16) == bound
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+def test_long_divide_gives_the_nearest_double(nparties):
+    """The protocol against its plaintext reference (Fraction -> float, correctly rounded): signs, zero,
+    one-row quotients, the largest sums and divisors the precision is set for."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from sqlsecure.executors.spu import arith
+    from sqlsecure.executors.spu.exact_division import decode_quotient, fraction_bits, long_divide
+    from sqlsecure.executors.spu.local import run_spu
+    from sqlsecure.executors.spu.shares import as_ring, to_signed
+
+    largest = 500 * 10 ** 4
+    sums = np.array([0, 1, -1, 12345, -2 ** 61 // 3, 2 ** 61 // 3, 7, -19070000, 33333333, 10 ** 15], dtype=np.int64)
+    divisors = np.array([10 ** 4, 3 * 10 ** 4, 7 * 10 ** 4, 10 ** 4, largest, largest, largest, 7 * 10 ** 4,
+                         3 * 10 ** 4, 499 * 10 ** 4], dtype=np.int64)
+    bits = fraction_bits(largest)
+
+    def program(s):
+        mine = lambda v, owner: arith.share_input(s, owner, as_ring(v) if s.index == owner else None, v.shape)  # noqa: E731
+        return arith.reveal_many(s, long_divide(s, mine(sums, 0), mine(divisors, nparties - 1), 47, bits))
+
+    negative, high, low = (to_signed(x) for x in run_spu(nparties, program).results[0])
+    got = [decode_quotient(int(n), int(h), int(lo), bits) for n, h, lo in zip(negative, high, low)]
+    assert got == [float(Fraction(int(a), int(b))) for a, b in zip(sums, divisors)]

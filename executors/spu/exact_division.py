@@ -48,7 +48,7 @@ def long_divide(s: SpuSession, numerator: ArithShare, divisor: ArithShare, int_b
     if numerator.frac or divisor.frac:
         raise ProgrammingError("long_divide takes integer shares")
     digits = -(-(int_bits + frac_bits) // RADIX_BITS)
-    if digits * RADIX_BITS - frac_bits > 62:
+    if digits * RADIX_BITS - frac_bits > MAGNITUDE_BITS:
         raise ProgrammingError(f"long_divide: {int_bits} integer bits do not fit the ring")
     n = len(numerator)
     zero = arith.public(s, np.zeros(n, dtype=np.int64))
@@ -62,8 +62,8 @@ def long_divide(s: SpuSession, numerator: ArithShare, divisor: ArithShare, int_b
     for d in range(digits):
         position = (digits - 1 - d) * RADIX_BITS  # of this digit in the quotient
         below = position + RADIX_BITS - frac_bits  # bits of |S| this digit brings down: below-r .. below-1
-        fresh = sum((bits[j] * (1 << (j - below + RADIX_BITS)) for j in range(max(below - RADIX_BITS, 0), below)
-                     if j >= 0), zero)
+        fresh = sum((bits[j] * (1 << (j - below + RADIX_BITS)) for j in range(max(below - RADIX_BITS, 0), below)),
+                    zero)
         remainder = remainder * (1 << RADIX_BITS) + fresh
         ge = compare.greater_equal(s, arith.concat([remainder] * len(steps)), arith.concat(steps), arith=True)
         digit = sum((ge[i * n:(i + 1) * n] for i in range(len(steps))), zero)
