@@ -282,7 +282,7 @@ class PartyExecutor:
         session.setup()
         try:
             values, flag = run_stage(session, step, inputs, kinds, n, rows, tables, f"{tag}/join")
-            return reveal_outputs(session, step, values, flag)
+            return reveal_outputs(session, step, values, flag, n)
         finally:
             session.close()
 
