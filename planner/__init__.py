@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import sqlglot
 from sqlglot import exp
 
-from sqlsecure.errors import PolicyViolation
+from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner.analysis import check_rules, with_threshold
 from sqlsecure.planner.build import build_logical, subquery_columns
 from sqlsecure.planner.catalog import Catalog
@@ -24,6 +24,8 @@ from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
+from sqlsecure.planner.translate import translate
+from sqlsecure.planner.tree import build_tree
 from sqlsecure.planner.reveal import DPContext, base_lineage, output_masks
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import RevealPolicy
@@ -57,7 +59,12 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
         usage.check_issuer()  # before anything else: a refusal by policy comes first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
     masks = output_masks(tree, policy.masks, issuer, base_lineage(tree)) if foreign else {}
-    logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
+    try:
+        logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
+    except NotSupportedError as spine:
+        physical = _translated(tree, catalog, issuer, policy, threshold.k, dp, masks, usage, spine)
+        return QueryPlan(sql, tree, build_tree(tree, catalog), build_tree(tree, catalog), physical,
+                         _visibility(tree, policy, catalog), tree.meta.get("resolved_names", ()))
     parties: dict[str, str] = {}
     tables: dict[str, tuple[str, str]] = {}
     typed: dict[str, tuple] = {}  # subqueries and UNIONs in FROM: (body, alias), typed on demand
@@ -107,11 +114,25 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, enclave=enclave,
                            measurements=measurements, group_sums=group_sums, link=link, rows_of=rows_of,
                            psi=psi, he_key_bits=he_key_bits)
-    physical = place(optimized, ctx)
+    try:
+        physical = place(optimized, ctx)
+    except NotSupportedError as spine:
+        physical = _translated(tree, catalog, issuer, policy, threshold.k, dp, masks, usage, spine)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
     names = tree.meta.get("resolved_names", ())
     return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names)
+
+
+def _translated(tree, catalog, issuer, policy, k, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:
+    """The operator-by-operator translation, for a shape the spine placement does not handle; when it
+    cannot either, NotSupportedError naming both reasons."""
+    if dp is not None or masks:
+        raise spine
+    try:
+        return translate(tree, catalog, issuer, k, usage.passed())
+    except NotSupportedError as why:
+        raise NotSupportedError(f"{why} (and the spine placement: {spine})") from None
 
 
 def _visibility(tree, policy: RevealPolicy, catalog: Catalog):
