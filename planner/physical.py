@@ -198,6 +198,9 @@ class SecretQuery(Step):
         return f"SPU({', '.join(self.compute)})"
 
 
+SPU_STEPS = (SecureStage, SecretQuery)  # the steps the SPU's dealer serves, one after another
+
+
 @dataclass(frozen=True)
 class EnclaveStage(Step):
     """TEEU: the parties seal their columns to an attested enclave, which groups / sorts them with
