@@ -344,6 +344,12 @@ class ContainedError:
 
 
 @pytest.fixture(scope="session")
+def rows_match():
+    """same_multiset(got, want): the oracle's row comparison, for tests that run their own DuckDB."""
+    return same_multiset
+
+
+@pytest.fixture(scope="session")
 def contained_error():
     """ContainedError: checks for a party's error as it reaches the issuer (issue 15, leak 3)."""
     return ContainedError

@@ -1,0 +1,624 @@
+"""The secret-program interpreter: an operator tree over secret relations, run by the SPU compute
+parties in lockstep (issue 16; the interface with the planner is /work/notes/program_spec.md,
+kept in docs/architecture.md).
+
+  parse_program(text)      canonical JSON -> `Program`: every node validated (its op, fields, column
+                           names, the kinds of its expressions, what SPU_RULES evaluates); a bad node
+                           is a ProtocolError (a refused expression a NotSupportedError) naming its path.
+  run_program(s, ...)      every compute party: tell the others which inputs it holds and their row
+                           counts (1 round, public sizes), check its values against the program's
+                           limits (`input_limits`: DataError naming the column, before any share is
+                           made), share them, run the operators (`secret_relation`), open the root's
+                           valid rows to the issuer only (shuffled first unless the root is a sort;
+                           invalid rows are zeroed before the opening, so the issuer learns the
+                           result rows and the public size, nothing else).
+  receive_program_output   the issuer when it is not a compute party: adds up the parties' shares.
+  output_schema(program)   the result's Arrow schema, from the kinds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from sqlsecure.errors import NotSupportedError, ProgrammingError, ProtocolError
+from sqlsecure.executors.spu import arith, relational
+from sqlsecure.executors.spu import secret_relation as sr
+from sqlsecure.executors.spu.ranges import RangePlan
+from sqlsecure.executors.spu.secret_relation import SecretRelation
+from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.executors.spu.stage import SV, spu_refusal, static_kind
+from sqlsecure.executors.spu.values import decimal_scale, decode, encode, limb_fracs, limbs_of, range_kind
+
+KINDS = ("int", "fixed", "bool", "date", "text")
+JOIN_KINDS = ("inner", "left", "semi", "anti", "cross")
+AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+
+
+@dataclass
+class Node:
+    """One validated operator: its op, parsed arguments, children and output columns [(name, kind)]."""
+
+    op: str
+    path: str
+    args: dict
+    children: list["Node"]
+    schema: list[tuple[str, str]] = field(default_factory=list)
+
+    def kinds(self) -> dict[str, str]:
+        return dict(self.schema)
+
+
+@dataclass
+class Program:
+    inputs: list[list[tuple[str, str]]]
+    root: Node
+    text: str
+
+
+# -- parsing and validation --------------------------------------------------------------------------
+
+def parse_program(text: str) -> Program:
+    """Validate a secret program (see the module docstring); ProtocolError naming the bad node."""
+    try:
+        obj = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"secret program: not JSON ({exc})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("inputs"), list) or "root" not in obj:
+        raise ProtocolError("secret program: needs {'inputs': [...], 'root': {...}}")
+    inputs = [_input_columns(i, spec) for i, spec in enumerate(obj["inputs"])]
+    return Program(inputs, _node(obj["root"], "root", inputs), text)
+
+
+def _input_columns(index: int, spec) -> list[tuple[str, str]]:
+    columns = spec.get("columns") if isinstance(spec, dict) else None
+    if not isinstance(columns, list) or not columns:
+        raise ProtocolError(f"secret program: inputs[{index}] needs a non-empty 'columns' list")
+    out = []
+    for column in columns:
+        if not (isinstance(column, list) and len(column) == 2 and all(isinstance(c, str) for c in column)):
+            raise ProtocolError(f"secret program: inputs[{index}]: a column is [name, kind], got {column!r}")
+        _check_kind(column[1], f"inputs[{index}].{column[0]}")
+        out.append((column[0], column[1]))
+    _unique([name for name, _ in out], f"inputs[{index}]")
+    return out
+
+
+def _check_kind(kind: str, where: str) -> None:
+    if kind in KINDS:
+        return
+    if kind.startswith("decimal.") and kind[8:].isdigit() and int(kind[8:]) <= 18:
+        return
+    raise ProtocolError(f"secret program: {where}: unknown kind {kind!r} (int, fixed, bool, date, text, decimal.<s>)")
+
+
+def _unique(names: list[str], where: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ProtocolError(f"secret program: {where}: column name {name!r} appears twice")
+        seen.add(name)
+
+
+def _int_field(spec: dict, key: str, where: str) -> int:
+    value = spec.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"secret program: {where}: field {key!r} is missing or not an integer")
+    return value
+
+
+def _node(spec, path: str, inputs) -> Node:
+    if not isinstance(spec, dict) or spec.get("op") not in NODE_BUILDERS:
+        op = spec.get("op") if isinstance(spec, dict) else spec
+        raise ProtocolError(f"secret program: {path}: unknown operator {op!r} (one of {sorted(NODE_BUILDERS)})")
+    return NODE_BUILDERS[spec["op"]](spec, path, inputs)
+
+
+def _expression(sql, kinds: dict[str, str], where: str) -> tuple[exp.Expression, str]:
+    """An SQL expression over `kinds`' columns, parsed and typed; refused unless SPU_RULES evaluates it."""
+    if not isinstance(sql, str):
+        raise ProtocolError(f"secret program: {where}: an expression must be SQL text, got {sql!r}")
+    try:
+        e = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise ProtocolError(f"secret program: {where}: cannot parse {sql!r} ({exc})") from None
+    for column in e.find_all(exp.Column):
+        if column.table or column.name not in kinds:
+            raise ProtocolError(f"secret program: {where}: {column.sql()} is not a column of the child "
+                                f"({', '.join(kinds)})")
+    if e.find(exp.AggFunc, exp.Window) is not None:
+        raise ProtocolError(f"secret program: {where}: {sql!r}: aggregates and windows are operators, not expressions")
+    why = spu_refusal(e, lambda c: range_kind(kinds[c.name]))
+    if why is not None:
+        raise NotSupportedError(f"secret program: {where}: {why}")
+    return e, expression_kind(e, kinds, where)
+
+
+def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str:
+    """The kind the evaluator gives `e`: a bare decimal column stays exact, decimals elsewhere are
+    fixed point; a bare NULL is an int; mixed numeric branches are fixed point."""
+    inner = e.unnest()
+    if isinstance(inner, exp.Column):
+        return kinds[inner.name]
+    if isinstance(inner, exp.Null):
+        return "int"
+    kind = static_kind(inner, lambda c: range_kind(kinds[c.name]))
+    if kind is None and isinstance(inner, (exp.Case, exp.If, exp.Coalesce)):
+        branches = {expression_kind(b, kinds, where) for b in _branches(inner) if not isinstance(b, exp.Null)}
+        if branches and all(k in ("int", "fixed") or decimal_scale(k) is not None for k in branches):
+            kind = "fixed"  # the evaluator's CASE / COALESCE turns mixed numbers into fixed point
+    if kind is None:
+        raise NotSupportedError(f"secret program: {where}: cannot tell the kind of {e.sql(dialect='duckdb')} in "
+                                "secure computation (mixed or unknown kinds)")
+    return kind
+
+
+def _branches(e: exp.Expression) -> list[exp.Expression]:
+    if isinstance(e, exp.Coalesce):
+        return [e.this, *e.expressions]
+    if isinstance(e, exp.If):
+        return [v for v in (e.args.get("true"), e.args.get("false")) if v is not None]
+    return [i.args["true"] for i in e.args.get("ifs", [])] + ([e.args["default"]] if e.args.get("default") else [])
+
+
+def _condition(sql, kinds, where) -> exp.Expression:
+    e, kind = _expression(sql, kinds, where)
+    if kind != "bool":
+        raise ProtocolError(f"secret program: {where}: {sql!r} is not a condition")
+    return e
+
+
+def _order(items, kinds, where) -> list[tuple[exp.Expression, bool, bool]]:
+    if not isinstance(items, list):
+        raise ProtocolError(f"secret program: {where}: an order is a list of [SQL, desc, nulls_first]")
+    out = []
+    for i, item in enumerate(items):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], bool) and isinstance(item[2], bool)):
+            raise ProtocolError(f"secret program: {where}[{i}]: an order key is [SQL, desc, nulls_first]")
+        out.append((_expression(item[0], kinds, f"{where}[{i}]")[0], item[1], item[2]))
+    return out
+
+
+def _named(items, kinds, where) -> list[tuple[str, exp.Expression, str]]:
+    if not isinstance(items, list):
+        raise ProtocolError(f"secret program: {where}: expected a list of [name, SQL]")
+    out = []
+    for i, item in enumerate(items):
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise ProtocolError(f"secret program: {where}[{i}]: expected [name, SQL]")
+        e, kind = _expression(item[1], kinds, f"{where}[{i}]")
+        out.append((item[0], e, kind))
+    return out
+
+
+def _input(spec, path, inputs) -> Node:
+    index = _int_field(spec, "index", path)
+    if not 0 <= index < len(inputs):
+        raise ProtocolError(f"secret program: {path}: no input {index} (the program has {len(inputs)})")
+    return Node("input", path, {"index": index}, [], list(inputs[index]))
+
+
+def _filter(spec, path, inputs) -> Node:
+    child = _node(spec.get("child"), f"{path}.child", inputs)
+    condition = _condition(spec.get("condition"), child.kinds(), f"{path}.condition")
+    return Node("filter", path, {"condition": condition}, [child], list(child.schema))
+
+
+def _project(spec, path, inputs) -> Node:
+    child = _node(spec.get("child"), f"{path}.child", inputs)
+    columns = _named(spec.get("columns"), child.kinds(), f"{path}.columns")
+    _unique([name for name, _, _ in columns], path)
+    if not columns:
+        raise ProtocolError(f"secret program: {path}: a projection needs at least one column")
+    return Node("project", path, {"columns": columns}, [child], [(name, kind) for name, _, kind in columns])
+
+
+def merged_kind(kinds: list[str], where: str) -> str:
+    """The one kind of a UNION ALL column: equal kinds stay, numbers of several kinds are fixed point."""
+    if len(set(kinds)) == 1:
+        return kinds[0]
+    if all(k in ("int", "fixed") or decimal_scale(k) is not None for k in kinds):
+        return "fixed"
+    raise ProtocolError(f"secret program: {where}: a UNION ALL column has kinds {sorted(set(kinds))}")
+
+
+def _union_all(spec, path, inputs) -> Node:
+    items = spec.get("children")
+    if not isinstance(items, list) or not items:
+        raise ProtocolError(f"secret program: {path}: union_all needs a non-empty 'children' list")
+    children = [_node(c, f"{path}.children[{i}]", inputs) for i, c in enumerate(items)]
+    if len({len(c.schema) for c in children}) != 1:
+        raise ProtocolError(f"secret program: {path}: the children of union_all have different numbers of columns")
+    schema = [(name, merged_kind([c.schema[i][1] for c in children], f"{path} column {name!r}"))
+              for i, (name, _) in enumerate(children[0].schema)]
+    return Node("union_all", path, {}, children, schema)
+
+
+def _join(spec, path, inputs) -> Node:
+    kind = spec.get("kind")
+    if kind not in JOIN_KINDS:
+        raise ProtocolError(f"secret program: {path}: join kind {kind!r} is not one of {JOIN_KINDS}")
+    left = _node(spec.get("left"), f"{path}.left", inputs)
+    right = _node(spec.get("right"), f"{path}.right", inputs)
+    lk, rk = spec.get("left_keys", []), spec.get("right_keys", [])
+    if not isinstance(lk, list) or not isinstance(rk, list) or len(lk) != len(rk):
+        raise ProtocolError(f"secret program: {path}: left_keys and right_keys are lists of the same length")
+    if kind == "cross" and lk:
+        raise ProtocolError(f"secret program: {path}: a cross join has no keys")
+    left_keys = [_expression(k, left.kinds(), f"{path}.left_keys[{i}]")[0] for i, k in enumerate(lk)]
+    right_keys = [_expression(k, right.kinds(), f"{path}.right_keys[{i}]")[0] for i, k in enumerate(rk)]
+    schema = list(left.schema) if kind in ("semi", "anti") else [*left.schema, *right.schema]
+    _unique([name for name, _ in schema], path)
+    condition = spec.get("condition")
+    if condition is not None:
+        if kind not in ("inner", "cross"):
+            raise NotSupportedError(f"secret program: {path}: a residual condition on a {kind} join in secure "
+                                    "computation (inner and cross joins only)")
+        condition = _condition(condition, dict(schema), f"{path}.condition")
+    null_aware = spec.get("null_aware", False)
+    if not isinstance(null_aware, bool) or (null_aware and kind != "anti"):
+        raise ProtocolError(f"secret program: {path}: null_aware is a boolean of anti joins")
+    if null_aware and len(lk) != 1:
+        raise NotSupportedError(f"secret program: {path}: NOT IN over {len(lk)} columns in secure computation; "
+                                "write NOT EXISTS")
+    args = {"kind": kind, "left_keys": left_keys, "right_keys": right_keys, "condition": condition,
+            "null_aware": null_aware}
+    return Node("join", path, args, [left, right], schema)
+
+
+def _aggregate(spec, path, inputs) -> Node:
+    child = _node(spec.get("child"), f"{path}.child", inputs)
+    kinds = child.kinds()
+    keys = _named(spec.get("keys", []), kinds, f"{path}.keys")
+    items = spec.get("aggregates")
+    if not isinstance(items, list):
+        raise ProtocolError(f"secret program: {path}: 'aggregates' is a list of [name, FUNC, SQL|null, distinct]")
+    aggregates, schema = [], [(name, kind) for name, _, kind in keys]
+    for i, item in enumerate(items):
+        where = f"{path}.aggregates[{i}]"
+        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and item[1] in AGGREGATES
+                and isinstance(item[3], bool)):
+            raise ProtocolError(f"secret program: {where}: expected [name, COUNT|SUM|AVG|MIN|MAX, SQL|null, distinct]")
+        name, func, sql, distinct = item
+        if sql is None and (func != "COUNT" or distinct):
+            raise ProtocolError(f"secret program: {where}: only COUNT(*) has no argument")
+        if distinct and func != "COUNT":
+            raise NotSupportedError(f"secret program: {where}: {func}(DISTINCT ...) in secure computation "
+                                    "(COUNT(DISTINCT x) only)")
+        arg, arg_kind = _expression(sql, kinds, where) if sql is not None else (None, None)
+        aggregates.append((name, func, arg, distinct))
+        schema.append((name, aggregate_kind(func, arg_kind, where)))
+    _unique([name for name, _ in schema], path)
+    threshold = spec.get("threshold")
+    if threshold is not None:
+        k = threshold.get("k") if isinstance(threshold, dict) else None
+        provenance = threshold.get("provenance", []) if isinstance(threshold, dict) else None
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1 or not isinstance(provenance, list) \
+                or any(p not in kinds for p in provenance):
+            raise ProtocolError(f"secret program: {path}.threshold: expected {{'k': int >= 1, 'provenance': "
+                                f"[columns of the child]}}")
+        threshold = (k, list(provenance))
+    return Node("aggregate", path, {"keys": keys, "aggregates": aggregates, "threshold": threshold}, [child], schema)
+
+
+def aggregate_kind(func: str, arg_kind: str | None, where: str) -> str:
+    """COUNT: int; AVG: fixed; SUM of booleans: int; SUM/MIN/MAX: the argument's kind."""
+    if func == "COUNT":
+        return "int"
+    if func in ("SUM", "AVG") and arg_kind not in ("int", "fixed", "bool") and decimal_scale(arg_kind) is None:
+        raise NotSupportedError(f"secret program: {where}: {func} of {arg_kind} values in secure computation")
+    if func == "AVG":
+        return "fixed"
+    return "int" if arg_kind == "bool" and func == "SUM" else arg_kind
+
+
+def _distinct(spec, path, inputs) -> Node:
+    child = _node(spec.get("child"), f"{path}.child", inputs)
+    return Node("distinct", path, {}, [child], list(child.schema))
+
+
+def _window(spec, path, inputs) -> Node:
+    child = _node(spec.get("child"), f"{path}.child", inputs)
+    kinds = child.kinds()
+    name, func = spec.get("name"), spec.get("func")
+    if not isinstance(name, str) or name in kinds:
+        raise ProtocolError(f"secret program: {path}: a window needs a new column name, got {name!r}")
+    if func not in sr.WINDOW_FUNCS:
+        raise NotSupportedError(f"secret program: {path}: window function {func!r} in secure computation "
+                                f"(one of {', '.join(sr.WINDOW_FUNCS)})")
+    sql = spec.get("arg")
+    if (sql is None) != (func in ("row_number", "rank", "dense_rank")) and func != "count":
+        raise ProtocolError(f"secret program: {path}: {func} {'takes no' if sql is not None else 'needs an'} argument")
+    arg, arg_kind = _expression(sql, kinds, f"{path}.arg") if sql is not None else (None, None)
+    partition = [_expression(p, kinds, f"{path}.partition[{i}]")[0] for i, p in enumerate(spec.get("partition", []))]
+    order = _order(spec.get("order", []), kinds, f"{path}.order")
+    if func in ("rank", "dense_rank") and not order:
+        raise ProtocolError(f"secret program: {path}: {func} needs an order")
+    if func in ("min", "max") and arg_kind == "text":
+        raise NotSupportedError(f"secret program: {path}: {func.upper()}() OVER (...) of text in secure computation")
+    kind = "int" if func in ("row_number", "rank", "dense_rank", "count") else \
+        aggregate_kind(func.upper(), arg_kind, path)
+    args = {"name": name, "func": func, "arg": arg, "partition": partition, "order": order}
+    return Node("window", path, args, [child], [*child.schema, (name, kind)])
+
+
+def _sort(spec, path, inputs) -> Node:
+    child = _node(spec.get("child"), f"{path}.child", inputs)
+    keys = _order(spec.get("keys"), child.kinds(), f"{path}.keys")
+    limit, offset = spec.get("limit"), spec.get("offset", 0)
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0) \
+            or not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ProtocolError(f"secret program: {path}: limit is null or an int >= 0, offset an int >= 0")
+    return Node("sort", path, {"keys": keys, "limit": limit, "offset": offset}, [child], list(child.schema))
+
+
+NODE_BUILDERS = {"input": _input, "filter": _filter, "project": _project, "union_all": _union_all,
+                 "join": _join, "aggregate": _aggregate, "distinct": _distinct, "window": _window, "sort": _sort}
+
+
+# -- the output's types ------------------------------------------------------------------------------
+
+def arrow_type(kind: str) -> pa.DataType:
+    scale = decimal_scale(kind)
+    if scale is not None:
+        return pa.decimal128(38, scale)
+    return {"int": pa.int64(), "fixed": pa.float64(), "text": pa.string(), "date": pa.date32(),
+            "bool": pa.bool_()}[kind]
+
+
+def output_schema(program: Program) -> pa.Schema:
+    """Arrow types of the result columns, from their kinds."""
+    return pa.schema([(name, arrow_type(kind)) for name, kind in program.root.schema])
+
+
+# -- the limits each owner checks before sharing -----------------------------------------------------
+
+def row_bound(node: Node, rows: dict[int, int]) -> int:
+    """The public number of rows `node` yields (valid or not)."""
+    sizes = [row_bound(c, rows) for c in node.children]
+    if node.op == "input":
+        return rows[node.args["index"]]
+    if node.op == "union_all":
+        return sum(sizes)
+    if node.op == "join":
+        n, m = sizes
+        return {"semi": n + m, "anti": n + m, "left": n * m + n}.get(node.args["kind"], n * m)
+    if node.op == "aggregate" and not node.args["keys"]:
+        return 1
+    return sizes[0]
+
+
+def input_limits(program: Program, rows: dict[int, int], frac: int) -> dict[int, dict]:
+    """Per input and column, the limit (`ranges.Limit`) its owner checks before sharing: every column
+    the program computes is written over the input columns and `ranges.RangePlan` proves it exact
+    (the same function of the program and the public row counts at every party)."""
+    kinds = {_input_name(i, c): range_kind(k) for i, cols in enumerate(program.inputs) for c, k in cols}
+    biggest = max([row_bound(program.root, rows), *rows.values(), 1])
+    plan = RangePlan(kinds, frac, biggest)
+    _limit_walk(program.root, plan)
+    return {i: {c: plan.limits[_input_name(i, c)] for c, _ in cols} for i, cols in enumerate(program.inputs)}
+
+
+def _input_name(index: int, column: str) -> str:
+    return f"#{index}.{column}"
+
+
+def _over(e: exp.Expression, columns: dict[str, exp.Expression]) -> exp.Expression:
+    """`e` with the child's columns replaced by their expressions over the inputs."""
+    return e.copy().transform(lambda x: columns[x.name].copy() if isinstance(x, exp.Column) else x)
+
+
+def _exact(plan: RangePlan, e: exp.Expression, why: str) -> exp.Expression:
+    plan.need(e, plan.reveal_range(plan.info(e)[0]), why)
+    return e
+
+
+def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
+    """The node's columns as expressions over the inputs, tightening `plan` for what the node computes."""
+    subs = [_limit_walk(c, plan) for c in node.children]
+    a, where = node.args, f"{node.path} ({node.op})"
+    if node.op == "input":
+        return {c: exp.column(_input_name(a["index"], c), quoted=True) for c, _ in node.schema}
+    if node.op == "union_all":
+        return {name: exp.Coalesce(this=subs[0][name].copy(),
+                                   expressions=[list(s.values())[i].copy() for s in subs[1:]])
+                for i, (name, _) in enumerate(node.schema)}
+    columns = {k: v for s in subs for k, v in s.items()}
+    if node.op == "filter":
+        plan.need(_over(a["condition"], columns), 2.0, f"the condition of {where}")
+    elif node.op == "project":
+        return {name: _exact(plan, _over(e, columns), f"the column {name} of {where}") for name, e, _ in a["columns"]}
+    elif node.op == "join":
+        for lk, rk in zip(a["left_keys"], a["right_keys"]):
+            plan._need_compared([_over(lk, subs[0]), _over(rk, subs[1])], f"a join key of {where}")
+        if a["condition"] is not None:
+            plan.need(_over(a["condition"], columns), 2.0, f"the condition of {where}")
+        return {name: columns[name] for name, _ in node.schema}
+    elif node.op == "aggregate":
+        return _aggregate_limits(node, plan, columns, where)
+    elif node.op == "distinct":
+        for e in columns.values():
+            plan._need_compared([e], f"a column of {where}")
+    elif node.op == "window":
+        for e in [*a["partition"], *(o for o, _, _ in a["order"])]:
+            plan._need_compared([_over(e, columns)], f"a sort key of {where}")
+        func, arg = a["func"], _over(a["arg"], columns) if a["arg"] is not None else None
+        value = exp.Count(this=exp.Star()) if func in ("row_number", "rank", "dense_rank", "count") else \
+            {"sum": exp.Sum, "min": exp.Min, "max": exp.Max}[func](this=arg)
+        return {**columns, a["name"]: _exact(plan, value, f"the window {a['name']} of {where}")}
+    elif node.op == "sort":
+        for e, _, _ in a["keys"]:
+            plan._need_compared([_over(e, columns)], f"a sort key of {where}")
+    return columns
+
+
+def _aggregate_limits(node: Node, plan: RangePlan, columns, where: str) -> dict[str, exp.Expression]:
+    a, out = node.args, {}
+    for name, e, _ in a["keys"]:
+        out[name] = _over(e, columns)
+        plan._need_compared([out[name]], f"the group key {name} of {where}")
+    for name, func, arg, distinct in a["aggregates"]:
+        if distinct:
+            plan._need_compared([_over(arg, columns)], f"COUNT(DISTINCT ...) of {where}")
+            out[name] = exp.Count(this=exp.Star())
+            continue
+        value = sr.aggregate_node(func, _over(arg, columns) if arg is not None else None)
+        out[name] = _exact(plan, value, f"the aggregate {name} of {where}")
+    for column in (a["threshold"] or (0, []))[1]:
+        plan._need_compared([columns[column]], f"the threshold of {where}")
+    return out
+
+
+# -- running a program -------------------------------------------------------------------------------
+
+def run_program(s: SpuSession, program: Program, tables: dict[int, pa.Table], issuer_index: int | None,
+                issuer: str | None = None, out: str = "secret") -> pa.Table | None:
+    """Every compute party, in lockstep: share my input relations, run the program, open the root's
+    valid rows to the issuer. Returns the result at the issuer (issuer_index = its index in
+    s.parties), else None. An issuer outside the SPU (`issuer`, its party name) gets each party's
+    shares under `{out}/shares/{party}` (`receive_program_output`)."""
+    if issuer_index is None and issuer is None:
+        raise ProgrammingError("run_program: the issuer is a compute party (issuer_index) or named (issuer)")
+    owners, rows = _exchange_sizes(s, program, tables)
+    limits = input_limits(program, rows, s.frac_bits)
+    encoded = {i: _encode_input(program, i, table, limits[i], s.frac_bits) for i, table in tables.items()}
+    relations = {i: _share_input(s, program.inputs[i], owners[i], rows[i], encoded.get(i))
+                 for i in range(len(program.inputs))}
+    result = execute(s, program.root, relations)
+    return _open_result(s, program, result, issuer_index, issuer, out)
+
+
+def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
+                    ) -> tuple[dict[int, int], dict[int, int]]:
+    """Tell every other party which inputs I hold and their row counts (public sizes): 1 round."""
+    for i, table in tables.items():
+        if not 0 <= i < len(program.inputs):
+            raise ProtocolError(f"secret program: this party was given input {i}, which the program does not have")
+        missing = [c for c, _ in program.inputs[i] if c not in table.column_names]
+        if missing:
+            raise ProtocolError(f"secret program: input {i} lacks the columns {missing}")
+    mine = json.dumps({str(i): t.num_rows for i, t in tables.items()}).encode()
+    tag = s.tag("program-sizes")
+    s.rounds += 1
+    for j in s.others():
+        s.endpoint.send(s.parties[j], tag, mine)
+    owners = {i: s.index for i in tables}
+    rows = {i: t.num_rows for i, t in tables.items()}
+    for j in s.others():
+        for key, count in json.loads(s._recv(j, tag).decode()).items():
+            if int(key) in owners:
+                raise ProtocolError(f"secret program: input {key} is held by two parties")
+            owners[int(key)], rows[int(key)] = j, int(count)
+    missing = [i for i in range(len(program.inputs)) if i not in owners]
+    if missing:
+        raise ProtocolError(f"secret program: no compute party holds the inputs {missing}")
+    return owners, rows
+
+
+def _encode_input(program: Program, index: int, table: pa.Table, limits: dict, frac: int) -> dict:
+    """My input's columns as ring limbs and validity, each checked against its limit first (DataError
+    naming the column: nothing has been shared yet)."""
+    return {column: encode(table.column(column), kind, frac, limits.get(column), column)
+            for column, kind in program.inputs[index]}
+
+
+def _share_input(s: SpuSession, columns: list[tuple[str, str]], owner: int, rows: int,
+                 encoded: dict | None) -> SecretRelation:
+    """Secret-share one input relation from its owner (0 rounds: PRG-seeded shares); all rows valid."""
+    out = {}
+    for column, kind in columns:
+        limbs, valid = encoded[column] if encoded is not None else ([None] * limbs_of(kind), None)
+        shared = [arith.share_input(s, owner, limb, (rows,), f) for limb, f in zip(limbs, limb_fracs(kind, s.frac_bits))]
+        out[column] = SV(shared, arith.share_input(s, owner, valid, (rows,), 0), kind)
+    return SecretRelation(out, arith.public(s, np.ones(rows, dtype=np.int64)))
+
+
+def execute(s: SpuSession, node: Node, relations: dict[int, SecretRelation]) -> SecretRelation:
+    """The secret relation `node` yields, every column in the kind the program declares."""
+    rel = _execute_node(s, node, relations)
+    return SecretRelation({name: sr.conform(s, rel.columns[name], kind) for name, kind in node.schema}, rel.valid)
+
+
+def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation]) -> SecretRelation:
+    children = [execute(s, c, relations) for c in node.children]
+    a = node.args
+    if node.op == "input":
+        return relations[a["index"]]
+    if node.op == "filter":
+        return sr.filter_rows(s, children[0], a["condition"])
+    if node.op == "project":
+        return sr.project(s, children[0], a["columns"])
+    if node.op == "union_all":
+        return sr.union_all(s, children, [k for _, k in node.schema])
+    if node.op == "join":
+        return _execute_join(s, node, *children)
+    if node.op == "aggregate":
+        return sr.aggregate(s, children[0], [(n, e) for n, e, _ in a["keys"]], a["aggregates"], a["threshold"],
+                            [k for _, k in node.schema])
+    if node.op == "distinct":
+        return sr.distinct(s, children[0])
+    if node.op == "window":
+        return sr.window(s, children[0], a["name"], a["func"], a["arg"], a["partition"], a["order"])
+    return sr.sort_rows(s, children[0], a["keys"], a["limit"], a["offset"])
+
+
+def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: SecretRelation) -> SecretRelation:
+    a = node.args
+    if a["kind"] in ("semi", "anti"):
+        return sr.semi_join(s, left, right, a["left_keys"], a["right_keys"], a["kind"] == "anti", a["null_aware"])
+    right_kinds = {name: v.kind for name, v in right.columns.items()}
+    return sr.pairs_join(s, left, right, a["left_keys"], a["right_keys"], a["condition"], a["kind"] == "left",
+                         right_kinds)
+
+
+# -- opening the result ------------------------------------------------------------------------------
+
+def _open_result(s: SpuSession, program: Program, rel: SecretRelation, issuer_index: int | None,
+                 issuer: str | None, out: str) -> pa.Table | None:
+    """Open the root's valid rows to the issuer only: shuffled (unless the root is a sort), every
+    value of an invalid row zeroed (1 round), then one opening to the issuer."""
+    values = [sr.conform(s, rel.columns[name], kind) for name, kind in program.root.schema]
+    flat = [c for v in values for c in (*v.limbs, v.valid)] + [rel.valid]
+    if program.root.op != "sort" and rel.n:
+        flat = relational.shuffle(s, flat)
+    row_valid = flat[-1]
+    zeroed = arith.beaver_mul_many(s, [(c, row_valid) for c in flat[:-1]])
+    arrays = [c.data for c in zeroed] + [row_valid.data]
+    if issuer_index is not None:
+        opened = s.open_many(arith=arrays, to=issuer_index)
+        return decode_result(program, opened, s.frac_bits) if opened else None
+    table = pa.table({f"c{i}": pa.array(x, pa.uint64()) for i, x in enumerate(arrays)})
+    s.endpoint.send_table(issuer, f"{out}/shares/{s.me}", table)
+    return None
+
+
+def receive_program_output(endpoint, step, program: Program) -> pa.Table:
+    """At an issuer outside the SPU: add up every compute party's shares of the result, decode it."""
+    total = None
+    for party in step.compute:
+        table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
+        arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
+                  for i in range(table.num_columns)]
+        total = arrays if total is None else [x + y for x, y in zip(total, arrays)]
+    width = sum(limbs_of(k) + 1 for _, k in program.root.schema) + 1
+    if total is None or len(total) != width:
+        raise ProtocolError(f"secret program {step.out}: the compute parties sent {len(total or [])} columns, "
+                            f"expected {width}")
+    return decode_result(program, total, getattr(step, "frac_bits", 16))
+
+
+def decode_result(program: Program, opened: list[np.ndarray], frac: int) -> pa.Table:
+    """The opened columns as the result table: rows whose validity opened 0 are dropped."""
+    keep = np.flatnonzero(opened[-1] == 1)
+    columns, i = {}, 0
+    for name, kind in program.root.schema:
+        k = limbs_of(kind)
+        columns[name] = decode([x[keep] for x in opened[i:i + k]], opened[i + k][keep], kind, frac)
+        i += k + 1
+    return pa.table(columns, schema=output_schema(program))
+

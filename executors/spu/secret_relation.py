@@ -1,0 +1,461 @@
+"""Secret relations and the relational operators over them (issue 16; Secrecy's design, NSDI 2023).
+
+A `SecretRelation` is shares of every column (each an `SV`: ring limbs + a validity share, so NULL
+is per value) plus a secret 0/1 validity bit per row. Every operator here consumes and produces
+one, so they chain to any depth. Row counts are public and no operator opens anything that depends
+on the data except where its docstring says so (the AVG range check opens how many sums are out of
+range, normally 0). Invalid rows keep their place and are simply weighted 0: an operator's output
+size is a public function of its inputs' sizes (filter: n; aggregate: n; join: n*m (+n for LEFT);
+semi/anti: n+m).
+
+Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
+~(6 + 1 per extra key + 1) per quicksort level with ~2 ln n levels, a segmented scan 2 log2 n).
+Expressions are evaluated by `stage.Stage` (three-valued logic; NULL conditions count as false).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlglot import exp
+
+from sqlsecure.errors import NotSupportedError, ProtocolError
+from sqlsecure.executors.spu import arith, compare, relational
+from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.executors.spu.shares import ArithShare
+from sqlsecure.executors.spu.stage import SENTINEL, SV, Stage, _at_least, _sort_keys, _total
+from sqlsecure.executors.spu.values import decimal_scale, limb_fracs, limbs_of
+
+AGGREGATE_NODES = {"COUNT": exp.Count, "SUM": exp.Sum, "AVG": exp.Avg, "MIN": exp.Min, "MAX": exp.Max}
+
+
+@dataclass
+class SecretRelation:
+    """Shares of every column (name -> SV, in order) and a secret 0/1 validity bit per row."""
+
+    columns: dict[str, SV]
+    valid: ArithShare
+
+    @property
+    def n(self) -> int:
+        return len(self.valid)
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+def _ones(s: SpuSession, n: int) -> ArithShare:
+    return arith.public(s, np.ones(n, dtype=np.int64))
+
+
+def _zeros(n: int, frac: int = 0) -> ArithShare:
+    return ArithShare(np.zeros(n, np.uint64), frac)
+
+
+def null_column(kind: str, n: int, frac_bits: int) -> SV:
+    """n NULLs of a kind (a LEFT JOIN's unmatched right columns)."""
+    return SV([_zeros(n, f) for f in limb_fracs(kind, frac_bits)], _zeros(n), kind)
+
+
+def stage_over(s: SpuSession, columns: dict[str, SV], n: int) -> Stage:
+    """The SQL expression evaluator over a relation's columns (no SecureStage step needed)."""
+    stage = Stage(s, None, n)
+    stage.cols = dict(columns)
+    return stage
+
+
+def evaluate(s: SpuSession, rel: SecretRelation, e: exp.Expression) -> SV:
+    """The value of an SQL expression on every row of `rel`, constants made secret."""
+    stage = stage_over(s, rel.columns, rel.n)
+    return stage.secret(stage.ev(e), rel.n)
+
+
+def truth(s: SpuSession, rel: SecretRelation, condition: exp.Expression) -> ArithShare:
+    """A condition as a 0/1 share per row, NULL as false."""
+    stage = stage_over(s, rel.columns, rel.n)
+    return stage.truth(stage.ev(condition))
+
+
+def conform(s: SpuSession, v: SV, kind: str) -> SV:
+    """`v` in the declared kind: integers widen to fixed point, decimals to their fixed limb, 0/1
+    integers become booleans; other differences are a ProtocolError (never a wrong value)."""
+    if v.kind == kind:
+        return v
+    if kind == "fixed" and (v.kind == "int" or decimal_scale(v.kind) is not None):
+        return Stage(s, None, len(v.valid)).to_fixed(v)
+    if (v.kind, kind) in (("int", "bool"), ("bool", "int")):
+        return SV(v.limbs, v.valid, kind)
+    raise ProtocolError(f"secret program: a {v.kind} value where the program declares {kind}")
+
+
+def canonical(s: SpuSession, values: list[SV]) -> list[SV]:
+    """The values with every limb zeroed where the value is NULL (one product round), so equal keys
+    and NULLs compare equal whatever an expression left under a NULL."""
+    pairs = [(limb, v.valid) for v in values for limb in v.limbs]
+    got = iter(arith.beaver_mul_many(s, pairs))
+    return [SV([next(got).with_frac(limb.frac) for limb in v.limbs], v.valid, v.kind) for v in values]
+
+
+def _key_columns(values: list[SV]) -> list[ArithShare]:
+    return [c for v in values for c in (v.valid, *v.limbs)]
+
+
+def _flatten(rel: SecretRelation) -> list[ArithShare]:
+    return [c for v in rel.columns.values() for c in (*v.limbs, v.valid)]
+
+
+def _rebuild(flat: list[ArithShare], like: dict[str, SV]) -> dict[str, SV]:
+    out, i = {}, 0
+    for name, v in like.items():
+        k = len(v.limbs)
+        out[name] = SV(flat[i:i + k], flat[i + k], v.kind)
+        i += k + 1
+    return out
+
+
+def _take(v: SV, index: np.ndarray) -> SV:
+    return SV([limb[index] for limb in v.limbs], v.valid[index], v.kind)
+
+
+def _broadcast(x: ArithShare, n: int) -> ArithShare:
+    """A one-element share repeated n times (local)."""
+    return ArithShare(np.repeat(x.data, n), x.frac)
+
+
+def _order_keys(s: SpuSession, values: list[SV], order: list[tuple[bool, bool]]) -> tuple[list, list]:
+    keys, desc = [], []
+    for v, (descending, nulls_first) in zip(values, order):
+        kk, dd = _sort_keys(v, descending, nulls_first, s)
+        keys += kk
+        desc += dd
+    return keys, desc
+
+
+# -- row operators -----------------------------------------------------------------------------------
+
+def filter_rows(s: SpuSession, rel: SecretRelation, condition: exp.Expression) -> SecretRelation:
+    """valid &= condition (NULL counts as false). Rounds: the condition's, + 2 (truth, AND)."""
+    return SecretRelation(rel.columns, arith.beaver_mul(s, rel.valid, truth(s, rel, condition)))
+
+
+def project(s: SpuSession, rel: SecretRelation, columns: list[tuple[str, exp.Expression, str]]) -> SecretRelation:
+    """New columns [(name, expression, kind)]; the row validity is kept. Rounds: the expressions'."""
+    return SecretRelation({name: conform(s, evaluate(s, rel, e), kind) for name, e, kind in columns}, rel.valid)
+
+
+def union_all(s: SpuSession, children: list[SecretRelation], kinds: list[str]) -> SecretRelation:
+    """UNION ALL: concatenation (local, 0 rounds); the first child's names, the merged kinds."""
+    names = list(children[0].columns)
+    columns = {}
+    for index, (name, kind) in enumerate(zip(names, kinds)):
+        parts = [conform(s, list(c.columns.values())[index], kind) for c in children]
+        columns[name] = SV([arith.concat([p.limbs[k] for p in parts]) for k in range(limbs_of(kind))],
+                           arith.concat([p.valid for p in parts]), kind)
+    return SecretRelation(columns, arith.concat([c.valid for c in children]))
+
+
+def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expression, bool, bool]],
+              limit: int | None, offset: int) -> SecretRelation:
+    """ORDER BY keys (desc, nulls_first per key), invalid rows last, then rows [offset, offset+limit):
+    invalid rows never count toward the limit. Rounds: 1 (canonical keys) + the oblivious sort
+    (`relational.sort`: N shuffle rounds + ~2 ln n levels of (7 + 1 per extra key limb))."""
+    values = canonical(s, [evaluate(s, rel, e) for e, _, _ in keys])
+    sort_keys, desc = _order_keys(s, values, [(d, nf) for _, d, nf in keys])
+    invalid = _ones(s, rel.n) - rel.valid
+    _, payload = relational.sort(s, [invalid, *sort_keys], [*_flatten(rel), rel.valid], [False, *desc])
+    end = rel.n if limit is None else offset + limit
+    payload = relational.limit(payload, end - offset, offset)
+    return SecretRelation(_rebuild(payload[:-1], rel.columns), payload[-1])
+
+
+def distinct(s: SpuSession, rel: SecretRelation) -> SecretRelation:
+    """DISTINCT (sort-based): sort by (invalid, every column with NULLs equal), keep the first row of
+    each run of equal valid rows. Rounds: 1 + the sort + neighbour tests (~7 + 1 per extra limb, + 1)
+    + 1."""
+    values = canonical(s, list(rel.columns.values()))
+    invalid = _ones(s, rel.n) - rel.valid
+    keys = [invalid, *_key_columns(values)]
+    if rel.n == 0:
+        return rel
+    sorted_keys, payload = relational.sort(s, keys, [*_flatten(rel), rel.valid])
+    starts = relational.neighbour_starts(s, sorted_keys)
+    return SecretRelation(_rebuild(payload[:-1], rel.columns), arith.beaver_mul(s, payload[-1], starts))
+
+
+# -- aggregates --------------------------------------------------------------------------------------
+
+def aggregate_node(func: str, arg: exp.Expression | None) -> exp.AggFunc:
+    """The sqlglot node of FUNC(arg) (COUNT(*) for a null arg), so the stage's aggregates apply."""
+    if arg is None:
+        return exp.Count(this=exp.Star())
+    return AGGREGATE_NODES[func](this=arg.copy())
+
+
+def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expression]],
+              aggregates: list[tuple[str, str, exp.Expression | None, bool]],
+              threshold: tuple[int, list[str]] | None, kinds: list[str]) -> SecretRelation:
+    """GROUP BY keys (or one row without keys). The row validity is every row's weight; invalid rows
+    form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
+    (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
+    (no columns: >= k valid rows); no count is opened. Rounds: the arguments' + 1 (weights) + the
+    group sort + neighbour tests + 2 log2 n (segmented sums; MIN/MAX ~10 per scan level) + one sort per
+    COUNT(DISTINCT) and provenance column + AVG's division and its one range opening + 2. `kinds`:
+    the output columns' kinds (keys, then aggregates)."""
+    if keys and rel.n == 0:  # no rows, no groups
+        names = [name for name, _ in keys] + [a[0] for a in aggregates]
+        return SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
+    stage = stage_over(s, rel.columns, rel.n)
+    plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
+    inputs, plan = stage.aggregate_inputs([node for _, node in plain], rel.valid)
+    distinct_args = [(name, e) for name, f, e, d in aggregates if d]
+    provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
+    if keys:
+        return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold)
+    return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold)
+
+
+def _weighted(s: SpuSession, rel: SecretRelation, args: list[exp.Expression]) -> list[tuple[ArithShare, SV]]:
+    """(row valid * value valid, canonical value) of each argument: one product round each."""
+    values = canonical(s, [evaluate(s, rel, e) for e in args])
+    weights = arith.beaver_mul_many(s, [(rel.valid, v.valid) for v in values])
+    return list(zip(weights, values))
+
+
+def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
+    n = rel.n
+    key_values = canonical(s, [evaluate(s, rel, e) for _, e in keys])
+    group_keys = [_ones(s, n) - rel.valid, *_key_columns(key_values)]
+    grouped = relational.group_by(s, group_keys, inputs)
+    results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
+    stage.n = n
+    stage.finish_aggregates(plan, results)
+    columns, i = {}, 1
+    for (name, _), v in zip(keys, key_values):
+        columns[name] = SV(grouped.keys[i + 1:i + 1 + len(v.limbs)], grouped.keys[i], v.kind)
+        i += 1 + len(v.limbs)
+    minor = _weighted(s, rel, [e for _, e in distinct_args] + provenance)
+    counts = [relational.group_by(s, group_keys, [("count", None)], within=(w, *v.limbs)).distinct
+              for w, v in minor]
+    for name, node in plain:
+        columns[name] = stage.aggs[node.sql(dialect="duckdb")]
+    for (name, _), count in zip(distinct_args, counts):
+        columns[name] = SV([count], _ones(s, n), "int")
+    valid = arith.beaver_mul(s, grouped.last, _ones(s, n) - grouped.keys[0]) if n else _zeros(0)
+    if threshold is not None and n:
+        valid = arith.beaver_mul(s, valid, _at_least(s, counts[len(distinct_args):] or [results[0]], threshold[0]))
+    _assert_avg_ranges(s, stage, valid)
+    return SecretRelation(columns, valid)
+
+
+def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
+    n = rel.n
+    totals = [_total(s, kind, column) for kind, column in inputs]
+    totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
+               for limb in stage.text_extreme_limbs()]
+    stage.n = 1
+    stage.finish_aggregates(plan, totals)
+    counts = [stage.distinct_total(w, v.limbs) if n else _zeros(1) for w, v in
+              _weighted(s, rel, [e for _, e in distinct_args] + provenance)]
+    columns = {name: stage.aggs[node.sql(dialect="duckdb")] for name, node in plain}
+    for (name, _), count in zip(distinct_args, counts):
+        columns[name] = SV([count], _ones(s, 1), "int")
+    columns = {name: columns[name] for name in [*(a for a, _ in plain), *(a for a, _ in distinct_args)]}
+    valid = _ones(s, 1)
+    if threshold is not None:
+        valid = _at_least(s, counts[len(distinct_args):] or [totals[0]], threshold[0])
+    _assert_avg_ranges(s, stage, valid)
+    return SecretRelation(columns, valid)
+
+
+def _assert_avg_ranges(s: SpuSession, stage: Stage, valid: ArithShare) -> None:
+    """Open how many kept AVG sums exceed the division's range (one round; normally 0)."""
+    if stage.out_of_range:
+        stage.out_of_range = arith.beaver_mul_many(s, [(bit, valid) for bit in stage.out_of_range])
+        stage.assert_ranges()
+
+
+# -- windows -----------------------------------------------------------------------------------------
+
+WINDOW_FUNCS = ("row_number", "rank", "dense_rank", "count", "sum", "min", "max")
+
+
+def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Expression | None,
+           partition: list[exp.Expression], order: list[tuple[exp.Expression, bool, bool]]) -> SecretRelation:
+    """Append func() OVER (PARTITION BY ... ORDER BY ...) (SQL's default frame: the running value up to
+    the current row's last peer). Sorts by (invalid, partition, order), so the rows come back in that
+    order. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans (2 log2 n each; MIN/MAX
+    ~10 per level) + a comparison (7) + 2."""
+    n = rel.n
+    part = canonical(s, [evaluate(s, rel, e) for e in partition])
+    ords = canonical(s, [evaluate(s, rel, e) for e, _, _ in order])
+    arg_value = canonical(s, [evaluate(s, rel, arg)])[0] if arg is not None else None
+    order_keys, desc = _order_keys(s, ords, [(d, nf) for _, d, nf in order])
+    invalid = _ones(s, n) - rel.valid
+    part_keys = [invalid, *_key_columns(part)]
+    extra = [*arg_value.limbs, arg_value.valid] if arg_value is not None else []
+    if n == 0:
+        kind = "int" if arg_value is None or func in ("count", "row_number", "rank", "dense_rank") else arg_value.kind
+        return SecretRelation({**rel.columns, name: null_column(kind, 0, s.frac_bits)}, rel.valid)
+    sorted_keys, payload = relational.sort(s, [*part_keys, *order_keys], [*_flatten(rel), rel.valid, *extra],
+                                           [False] * len(part_keys) + desc)
+    flat, valid, extra = payload[:len(payload) - len(extra) - 1], payload[len(payload) - len(extra) - 1], \
+        payload[len(payload) - len(extra):]
+    columns = _rebuild(flat, rel.columns)
+    part_starts = relational.neighbour_starts(s, sorted_keys[:len(part_keys)])
+    peer_starts = relational.neighbour_starts(s, sorted_keys) if order else part_starts
+    ones = _ones(s, n)
+    if func == "row_number":
+        value = SV([relational.segmented_sum(s, [ones], part_starts)[0]], ones, "int")
+    elif func == "rank":
+        number = relational.segmented_sum(s, [ones], part_starts)[0]
+        at_start = arith.beaver_mul(s, peer_starts, number)
+        value = SV([relational.segmented_sum(s, [at_start], peer_starts)[0]], ones, "int")
+    elif func == "dense_rank":
+        value = SV([relational.segmented_sum(s, [peer_starts], part_starts)[0]], ones, "int")
+    else:
+        value = _running_aggregate(s, func, SV(extra[:-1], extra[-1], arg_value.kind) if extra else None,
+                                   valid, part_starts, peer_starts)
+    return SecretRelation({**columns, name: value}, valid)
+
+
+def _running_aggregate(s: SpuSession, func: str, arg: SV | None, valid: ArithShare,
+                       part_starts: ArithShare, peer_starts: ArithShare) -> SV:
+    """COUNT/SUM/MIN/MAX from the partition's start to the current row's last peer."""
+    n = len(valid)
+    ones = _ones(s, n)
+    w = valid if arg is None else arith.beaver_mul(s, valid, arg.valid)
+    if func == "count":
+        count = _to_last_peer(s, relational.segmented_sum(s, [w], part_starts), peer_starts)[0]
+        return SV([count], ones, "int")
+    if arg.kind == "text":
+        raise NotSupportedError(f"{func.upper()}() OVER (...) of text in secure computation")
+    if func == "sum":
+        weighted = arith.beaver_mul_many(s, [(w, limb) for limb in arg.limbs])
+        scanned = relational.segmented_sum(s, [w, *[x.with_frac(limb.frac) for x, limb in zip(weighted, arg.limbs)]],
+                                           part_starts)
+    else:
+        take_max = func == "max"
+        fill = [ArithShare(arith.public(s, np.full(n, -SENTINEL if take_max else SENTINEL, np.int64)).data, limb.frac)
+                for limb in arg.limbs]
+        filled = compare.mux_many(s, [(w, limb, f) for limb, f in zip(arg.limbs, fill)])
+        scanned = relational.segmented_sum(s, [w], part_starts)
+        scanned += relational.segmented_extreme(s, filled, part_starts, [take_max] * len(filled))
+    count, *limbs = _to_last_peer(s, scanned, peer_starts)
+    nonempty = compare.greater_than(s, count, _zeros(n), arith=True)
+    return SV(limbs, nonempty, arg.kind)
+
+
+def _to_last_peer(s: SpuSession, columns: list[ArithShare], peer_starts: ArithShare) -> list[ArithShare]:
+    """Every row takes the value at the last row of its run of peers: a segmented copy over the
+    reversed rows (1 product round + 2 log2 n)."""
+    n = len(peer_starts)
+    ends = ArithShare(np.concatenate([peer_starts.data[1:], _ones(s, 1).data]))[::-1]
+    at_end = arith.beaver_mul_many(s, [(ends, c[::-1]) for c in columns])
+    copied = relational.segmented_sum(s, [x.with_frac(c.frac) for x, c in zip(at_end, columns)], ends)
+    return [ArithShare(np.ascontiguousarray(c.data[::-1]), c.frac) for c in copied] if n else list(columns)
+
+
+# -- joins -------------------------------------------------------------------------------------------
+
+def _key_pairs(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys
+               ) -> tuple[list[SV], list[SV]]:
+    """Both sides' keys, each pair in one kind (numbers of mixed kinds as fixed point)."""
+    lv = [evaluate(s, left, e) for e in left_keys]
+    rv = [evaluate(s, right, e) for e in right_keys]
+    out_l, out_r = [], []
+    for a, b in zip(lv, rv):
+        if a.kind != b.kind:
+            if "text" in (a.kind, b.kind):
+                raise NotSupportedError(f"join keys of kinds {a.kind} and {b.kind} in secure computation")
+            a, b = conform(s, a, "fixed"), conform(s, b, "fixed")
+        out_l.append(a)
+        out_r.append(b)
+    return out_l, out_r
+
+
+def _all_valid(s: SpuSession, values: list[SV], n: int) -> ArithShare:
+    """[every value is not NULL] (one product round per extra value)."""
+    acc = _ones(s, n)
+    for v in values:
+        acc = arith.beaver_mul(s, acc, v.valid)
+    return acc
+
+
+def pairs_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys,
+               condition: exp.Expression | None, keep_unmatched: bool, right_kinds: dict[str, str]) -> SecretRelation:
+    """INNER / CROSS (and LEFT with `keep_unmatched`) join as Secrecy's nested-loop join: every pair
+    (n*m rows, a public size: O(n*m) work and bytes), valid = both valid * keys equal and not NULL *
+    the residual condition. LEFT appends the n left rows with NULL right columns, valid where the
+    left row is valid and no pair matched. Rounds: the keys' equality (~7 + 1 per key) + the
+    condition's + 2 (+ a comparison, 7, and 1 for LEFT)."""
+    n, m = left.n, right.n
+    li, ri = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
+    lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
+    columns = {**{c: _take(v, li) for c, v in left.columns.items()}, **{c: _take(v, ri) for c, v in right.columns.items()}}
+    pairs = SecretRelation(columns, arith.beaver_mul(s, left.valid[li], right.valid[ri]))
+    stage = stage_over(s, columns, n * m)
+    for a, b in zip(lk, rk):
+        pairs = SecretRelation(columns, arith.beaver_mul(
+            s, pairs.valid, stage.truth(stage._compare(exp.EQ, _take(a, li), _take(b, ri)))))
+    if condition is not None:
+        pairs = filter_rows(s, pairs, condition)
+    if not keep_unmatched:
+        return pairs
+    matches = ArithShare(pairs.valid.data.reshape(n, m).sum(axis=1, dtype=np.uint64) if n else np.zeros(0, np.uint64))
+    matched = compare.greater_than(s, matches, _zeros(n), arith=True)
+    lonely = arith.beaver_mul(s, left.valid, _ones(s, n) - matched)
+    unmatched = {**left.columns, **{c: null_column(k, n, s.frac_bits) for c, k in right_kinds.items()}}
+    return union_all(s, [pairs, SecretRelation(unmatched, lonely)],
+                     [v.kind for v in pairs.columns.values()])
+
+
+def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys,
+              anti: bool, null_aware: bool = False) -> SecretRelation:
+    """SEMI / ANTI join, sort-based as in Secrecy: both sides' rows concatenated with a side tag (right
+    0, left 1), sorted by (keys not NULL, keys, tag), so a key's right rows precede its left rows; a
+    segmented sum counts the valid right rows of each run and a left row matches where it is > 0.
+    The result: the n + m concatenated rows with left's columns, valid only at kept left rows (a public
+    size). ANTI keeps unmatched left rows (a NULL key never matches); `null_aware` is NOT IN's rule: no
+    row when the right side holds a NULL key, every left row when the right side is empty. Rounds:
+    ~3 + the sort + neighbour tests (~8) + 2 log2 n + a comparison (7) + 3."""
+    n, m = left.n, right.n
+    if null_aware and len(left_keys) != 1:
+        raise NotSupportedError("NOT IN with a tuple of several columns in secure computation; write NOT EXISTS")
+    lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
+    lk, rk = canonical(s, lk), canonical(s, rk)
+    kv_l, kv_r = _all_valid(s, lk, n), _all_valid(s, rk, m)
+    right_ok = arith.beaver_mul(s, right.valid, kv_r)
+    keys = [arith.concat([kv_l, kv_r])]
+    for a, b in zip(lk, rk):
+        keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
+    tag = arith.public(s, np.concatenate([np.ones(n, np.int64), np.zeros(m, np.int64)]))
+    pad = {c: null_column(v.kind, m, s.frac_bits) for c, v in left.columns.items()}
+    both = union_all(s, [left, SecretRelation(pad, _zeros(m))], [v.kind for v in left.columns.values()])
+    if n + m == 0:
+        return both
+    sorted_keys, payload = relational.sort(s, [*keys, tag], [*_flatten(both), both.valid, arith.concat([kv_l, kv_r]),
+                                                             arith.concat([_zeros(n), right_ok])])
+    flat, valid, key_valid, right_rows = payload[:-3], payload[-3], payload[-2], payload[-1]
+    starts = relational.neighbour_starts(s, sorted_keys[:-1])
+    seen = relational.segmented_sum(s, [right_rows], starts)[0]
+    match = arith.beaver_mul(s, key_valid, compare.greater_than(s, seen, _zeros(n + m), arith=True))
+    ones = _ones(s, n + m)
+    if not anti:
+        keep = match
+    elif not null_aware:
+        keep = ones - match
+    else:
+        keep = _not_in(s, right, kv_r, key_valid, match)
+    return SecretRelation(_rebuild(flat, left.columns), arith.beaver_mul(s, valid, keep))
+
+
+def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: ArithShare,
+            match: ArithShare) -> ArithShare:
+    """x NOT IN (right): true where right is empty; else x not NULL, no NULL on the right, no match."""
+    n = len(match)
+    counts = arith.concat([arith.total(right.valid), arith.total(arith.beaver_mul(s, right.valid, _ones(s, right.n) - kv_r))])
+    found = compare.greater_than(s, counts, _zeros(2), arith=True)
+    nonempty, has_null = found[0:1], found[1:2]
+    clean = arith.beaver_mul(s, nonempty, _ones(s, 1) - has_null)
+    alone = arith.beaver_mul(s, key_valid, _ones(s, n) - match)
+    return _ones(s, n) - _broadcast(nonempty, n) + arith.beaver_mul(s, _broadcast(clean, n), alone)
