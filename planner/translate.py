@@ -58,6 +58,9 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     if len(compute) < 2:
         raise NotSupportedError("a secret program needs the inputs of at least two parties")
     program = json.dumps({"inputs": t.inputs, "root": node}, sort_keys=True, separators=(",", ":"))
+    from sqlsecure.executors.spu.program import parse_program  # late: the SPU imports the planner
+
+    parse_program(program)  # what the SPU cannot run is refused here, so check = EXPLAIN = execution
     t.steps.append(SecretQuery(compute, tuple(t.owners), program, issuer, RESULT))
     t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish_sql(tree, root, columns, catalog)))
     leakage = [(p, f"the row count of each program input ({', '.join(r for o, r in t.owners)}) and the "
