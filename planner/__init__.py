@@ -62,7 +62,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     try:
         logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
     except NotSupportedError as spine:
-        physical = _translated(tree, catalog, issuer, policy, threshold.k, dp, masks, usage, spine)
+        physical = _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine)
         return QueryPlan(sql, tree, build_tree(tree, catalog), build_tree(tree, catalog), physical,
                          _visibility(tree, policy, catalog), tree.meta.get("resolved_names", ()))
     parties: dict[str, str] = {}
@@ -117,20 +117,21 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     try:
         physical = place(optimized, ctx)
     except NotSupportedError as spine:
-        physical = _translated(tree, catalog, issuer, policy, threshold.k, dp, masks, usage, spine)
+        physical = _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
     names = tree.meta.get("resolved_names", ())
     return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names)
 
 
-def _translated(tree, catalog, issuer, policy, k, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:
+def _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:
     """The operator-by-operator translation, for a shape the spine placement does not handle; when it
-    cannot either, NotSupportedError naming both reasons."""
-    if dp is not None or masks:
+    cannot either, NotSupportedError naming both reasons. Differential privacy, masking and groups counted
+    by an identity column are not translated yet (refused with the spine's reason)."""
+    if dp is not None or masks or threshold.identity is not None:
         raise spine
     try:
-        return translate(tree, catalog, issuer, k, usage.passed())
+        return translate(tree, catalog, issuer, threshold.k, usage.passed())
     except NotSupportedError as why:
         raise NotSupportedError(f"{why} (and the spine placement: {spine})") from None
 

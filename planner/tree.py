@@ -224,6 +224,7 @@ class TreeBuilder:
         having = having.this.copy() if having else None
         order = [(o.this.copy(), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
                  for o in (select.args["order"].expressions if select.args.get("order") else [])]
+        written = [key.copy() for key, _, _ in order]  # for messages, before aggregates are replaced
         group = select.args.get("group")
         if group is not None or any(_aggregates(e) for _, e in items) or (having and _aggregates(having)):
             op, items, having, order = self.aggregate(op, select, items, having, order)
@@ -236,7 +237,7 @@ class TreeBuilder:
         op = Project(op, tuple((n, _sql(named(e))) for n, (_, e) in zip(names, items)))
         if select.args.get("distinct"):
             op = Distinct(op)
-        return self.sort(op, items, names, order, select)
+        return self.sort(op, items, names, list(zip(order, written)), select)
 
     def sort(self, op: Op, items, names, order, select: exp.Select) -> Op:
         limit, offset = select.args.get("limit"), select.args.get("offset")
@@ -245,7 +246,7 @@ class TreeBuilder:
         by_sql = {_sql(named(e)): n for n, (_, e) in zip(names, items)}
         by_name = {a: n for n, (a, _) in zip(names, items)}
         keys = []
-        for key, desc, nulls_first in order:
+        for (key, desc, nulls_first), written in order:
             if isinstance(key, exp.Column) and not key.table and key.name in by_name:
                 ref = by_name[key.name]
             elif isinstance(key, exp.Literal) and key.is_int and 0 < int(key.this) <= len(names):
@@ -253,7 +254,7 @@ class TreeBuilder:
             else:
                 ref = by_sql.get(_sql(named(key)))
             if ref is None:
-                raise NotSupportedError(f"ORDER BY {_sql(key)}: a query across parties orders by its output "
+                raise NotSupportedError(f"ORDER BY {_sql(written)}: a query across parties orders by its output "
                                         "columns; add the expression to SELECT")
             keys.append((quoted(ref), desc, nulls_first))
         return Sort(op, tuple(keys), _count(limit, "LIMIT"), _count(offset, "OFFSET") or 0)
