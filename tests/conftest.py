@@ -207,14 +207,18 @@ class Provenance:
         if isinstance(node, exp.Subquery):
             return self.query(node.this, under, ctes)
         if isinstance(node, exp.Union):
-            branches = [self.query(b, under, ctes) for b in (node.left, node.right)]
+            branches = [self.query(b, under, ctes) for b in _union_branches(node)]
             every = [p for _, ps in branches for p in ps]
-            for branch, own in branches:
-                for p in every:
-                    value = exp.column(p) if p in own else exp.cast(exp.null(), "BIGINT")
-                    branch.select(exp.alias_(value, p), copy=False)
-            return node.__class__(this=branches[0][0], expression=branches[1][0],
-                                  distinct=node.args.get("distinct")), every
+            for branch, own in branches:  # every branch: its columns, then every branch's numbers in one order
+                mine = {e.alias_or_name: e for e in branch.expressions[len(branch.expressions) - len(own):]} \
+                    if own else {}
+                kept = branch.expressions[:len(branch.expressions) - len(own)]
+                branch.set("expressions", kept + [mine.get(p) or exp.alias_(exp.cast(exp.null(), "BIGINT"), p)
+                                                  for p in every])
+            union = branches[0][0]
+            for branch, _ in branches[1:]:
+                union = node.__class__(this=union, expression=branch, distinct=node.args.get("distinct"))
+            return union, every
         return self.select(node, under, ctes)
 
     def leaf(self, source: exp.Expression, under: bool) -> tuple[exp.Expression, list[str]]:
