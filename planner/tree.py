@@ -44,9 +44,10 @@ class Scan(Op):
 
 
 @dataclass(frozen=True)
-class Filter(Op):
+class Unary(Op):
+    """An operator over one child; its columns are the child's unless it says otherwise."""
+
     child: Op
-    condition: str
 
     @property
     def columns(self):
@@ -58,17 +59,17 @@ class Filter(Op):
 
 
 @dataclass(frozen=True)
-class Project(Op):
-    child: Op
+class Filter(Unary):
+    condition: str
+
+
+@dataclass(frozen=True)
+class Project(Unary):
     items: tuple[tuple[str, str], ...]  # (name, SQL)
 
     @property
     def columns(self):
         return tuple(n for n, _ in self.items)
-
-    @property
-    def children(self):
-        return (self.child,)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,7 @@ class Join(Op):
 
 
 @dataclass(frozen=True)
-class Aggregate(Op):
-    child: Op
+class Aggregate(Unary):
     keys: tuple[tuple[str, str], ...]  # (name, SQL)
     aggregates: tuple[tuple[str, str, str | None, bool], ...]  # (name, FUNC, SQL or None for COUNT(*), distinct)
 
@@ -100,27 +100,14 @@ class Aggregate(Op):
     def columns(self):
         return tuple(n for n, _ in self.keys) + tuple(a[0] for a in self.aggregates)
 
-    @property
-    def children(self):
-        return (self.child,)
+
+@dataclass(frozen=True)
+class Distinct(Unary):
+    pass
 
 
 @dataclass(frozen=True)
-class Distinct(Op):
-    child: Op
-
-    @property
-    def columns(self):
-        return self.child.columns
-
-    @property
-    def children(self):
-        return (self.child,)
-
-
-@dataclass(frozen=True)
-class Window(Op):
-    child: Op
+class Window(Unary):
     name: str
     func: str
     arg: str | None
@@ -131,25 +118,12 @@ class Window(Op):
     def columns(self):
         return self.child.columns + (self.name,)
 
-    @property
-    def children(self):
-        return (self.child,)
-
 
 @dataclass(frozen=True)
-class Sort(Op):
-    child: Op
+class Sort(Unary):
     keys: tuple[tuple[str, bool, bool], ...]  # (SQL, descending, nulls first)
     limit: int | None = None
     offset: int = 0
-
-    @property
-    def columns(self):
-        return self.child.columns
-
-    @property
-    def children(self):
-        return (self.child,)
 
 
 @dataclass(frozen=True)
