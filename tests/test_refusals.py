@@ -5,23 +5,12 @@ import pytest
 
 from sqlsecure.errors import DataError, NotSupportedError, OperationalError, PlanError, PolicyViolation, ProgrammingError
 
-NOT_SUPPORTED = [
+NOT_SUPPORTED = [  # shapes the operator translation (planner/translate.py, issue 16) answers are not listed
     ("SELECT c.name FROM bank.customers c FULL JOIN shop.orders o ON c.id = o.customer_id", "FULL"),
-    ("SELECT c.name FROM bank.customers c LEFT JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount IS NULL",
-     "reject NULLs"),
-    ("SELECT c.region, COUNT(DISTINCT o.amount + c.age) FROM bank.customers c JOIN shop.orders o "
-     "ON c.id = o.customer_id GROUP BY c.region", None),
-    ("SELECT DISTINCT COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
-     "GROUP BY c.region, c.age * o.amount", "DISTINCT"),
     ("SELECT c.age / o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id", None),
-    ("SELECT id FROM bank.customers UNION ALL SELECT customer_id FROM shop.orders", "set operations"),
-    ("SELECT k FROM (SELECT region AS k FROM bank.customers UNION SELECT category FROM shop.orders) u", "UNION"),
-    ("SELECT COUNT(*) FROM bank.customers c, shop.orders o", "cross join"),
     ("SELECT c.id FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders o "
      "WHERE o.amount > c.age)", "subquery"),
     ("SELECT c.id FROM bank.customers c WHERE c.age > (SELECT AVG(amount) FROM shop.orders)", "subquery"),
-    ("SELECT ROW_NUMBER() OVER (PARTITION BY c.region ORDER BY o.amount) FROM bank.customers c "
-     "JOIN shop.orders o ON c.id = o.customer_id", None),
 ]
 
 

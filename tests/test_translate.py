@@ -151,7 +151,8 @@ def test_in_subquery_joining_two_parties(oracle):
 def test_aggregate_of_derived_table_of_three_parties(oracle):
     oracle.check("SELECT t.region, COUNT(*) AS n, SUM(t.premium) AS s FROM (SELECT c.region, p.premium FROM "
                  "bank.customers c JOIN shop.orders o ON c.id = o.customer_id JOIN insurer.policies p "
-                 "ON p.customer_id = c.id) t GROUP BY t.region", "bank")
+                 "ON p.customer_id = c.id WHERE c.age < 40 AND o.amount < 250 AND p.claims < 2) t "
+                 "GROUP BY t.region", "bank")
 
 
 def test_explain_prints_the_operator_tree(hospitals):
