@@ -11,6 +11,7 @@ common row order (the alignment a PSI join produces).
 - `Noise`      PYU(party): differential-privacy noise on its aggregates, before they leave it.
 - `Mask`       PYU(party): masking of revealed columns, before they leave it.
 - `Reveal`     party -> issuer: a computed result crosses to the issuer.
+- `SecretQuery` SPU(owners): a secret program (planner/translate.py) over the owners' relations.
 - `Finish`     PYU(issuer): combine what was revealed; DISTINCT / ORDER BY / LIMIT; or (mode "tables")
                run the query itself over whole tables its owners revealed (planner/gather.py).
 """
@@ -176,6 +177,29 @@ class SecureStage(Step):
     @property
     def device(self) -> str:
         return f"SPU({', '.join(self.compute)})"
+
+
+@dataclass(frozen=True)
+class SecretQuery(Step):
+    """SPU(compute): a secret program over the owners' relations; its valid rows opened to the issuer only."""
+
+    compute: tuple[str, ...]  # the SPU compute parties (the inputs' owners; at least 2)
+    inputs: tuple[tuple[str, str], ...]  # per program input: (owner party, the RunLocal relation it shares)
+    program: str  # canonical JSON (the interface in executors/spu/program.py)
+    issuer: str
+    out: str
+    frac_bits: int = 16
+
+    @property
+    def parties(self):
+        return frozenset({*self.compute, self.issuer})
+
+    @property
+    def device(self) -> str:
+        return f"SPU({', '.join(self.compute)})"
+
+
+SPU_STEPS = (SecureStage, SecretQuery)  # the steps the SPU's dealer serves, one after another
 
 
 @dataclass(frozen=True)

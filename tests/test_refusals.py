@@ -22,8 +22,6 @@ NOT_SUPPORTED = [
     ("SELECT c.id FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders o "
      "WHERE o.amount > c.age)", "subquery"),
     ("SELECT c.id FROM bank.customers c WHERE c.age > (SELECT AVG(amount) FROM shop.orders)", "subquery"),
-    ("SELECT ROW_NUMBER() OVER (PARTITION BY c.region ORDER BY o.amount) FROM bank.customers c "
-     "JOIN shop.orders o ON c.id = o.customer_id", None),
 ]
 
 
