@@ -220,7 +220,9 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
     As on the other paths, it binds an aggregating outer SELECT: per input of its FROM owned by a party
     other than the issuer, that owner's distinct rows (a base table's row numbers, a single-owner
     derived table's result rows); per UNION ALL branch reading such a party, its rows; COUNT(*) when
-    no input counts. A set operation of aggregates at the top cannot be bounded so: not gathered."""
+    no input counts. A set operation of aggregates at the top cannot be bounded so, nor a derived table
+    reading several parties (its rows carry their owners' row numbers up, docs/federation.md: the
+    translation does that): not gathered."""
     if k <= 0:
         return [], [], set()
     if not isinstance(tree, exp.Select):
@@ -257,6 +259,8 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
                     holder.set("this", _numbered(body))
                 counts.append(_distinct(alias, ROW))
                 protected += parties
+            elif parties - {issuer}:  # the threshold through nested shapes: the secret program's rule
+                raise unsupported
     return counts or [exp.Count(this=exp.Star())], protected, provenance
 
 

@@ -35,7 +35,7 @@ from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.stage import SV, spu_refusal, static_kind
-from sqlsecure.executors.spu.values import decimal_scale, decode, encode, kind_of, limb_fracs, limbs_of, range_kind
+from sqlsecure.executors.spu.values import decimal_scale, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
 
 KINDS = ("int", "fixed", "bool", "date", "text")
 JOIN_KINDS = ("inner", "left", "semi", "anti", "cross")
@@ -665,7 +665,7 @@ def decode_result(program: Program, opened: list[np.ndarray], frac: int) -> pa.T
     columns, i = {}, 0
     for name, kind in program.root.schema:
         k = limbs_of(kind)
-        columns[name] = decode([x[keep] for x in opened[i:i + k]], opened[i + k][keep], kind, frac)
+        columns[name] = decode_column([x[keep] for x in opened[i:i + k]], opened[i + k][keep], kind, frac)
         i += k + 1
     return pa.table(columns, schema=output_schema(program))
 
