@@ -14,6 +14,9 @@ off): FLOOR, CEIL and ROUND must land on the right integer, and a DECIMAL stays 
   round_fixed        2 x floor_pow2 + 2 products      half away from zero (DuckDB), exact on the encoding
   floor_div_public   (1 + splits) x floor_pow2 + 1 compare     floor(x / c) for a public c, exact
   round_div_public   floor_div_public + 1 a2b + 2 products     x / c rounded half away from zero, exact
+  sin_cos_fixed      a2b + B2A + 9 products + 2               SIN, COS: |error| <= 2^-15 for |x| < 2^24
+  tan_fixed          sin_cos + 1 compare + divide_secret      TAN: |error| <= 2^-14 (|tan x| + 1)
+  atan2_fixed        2 compares + divide_secret + 16 products ATAN2 (ATAN, ASIN, ACOS): |error| <= 2^-14
 
 The fixed-point error of a FLOOR / CEIL / ROUND of a DOUBLE is the encoding's (the input is
 round(x * 2^F) / 2^F, |error| <= 2^-(F+1)), so a value within 2^-(F+1) of an integer (or, with d
@@ -391,3 +394,115 @@ def power_integer(s: SpuSession, x: ArithShare, n: int, multiply) -> ArithShare:
         if n:
             base = multiply(base, base)
     return result
+
+
+# -- SIN, COS, TAN, ATAN2 (and ATAN, ASIN, ACOS through it): exact range reduction, polynomials at WIDE bits --
+
+SIN_QUARTER = _fit(lambda u: np.sin(2 * np.pi * (u + 0.125)), -0.125, 0.125, 9)  # sin(2 pi v), v in [0, 1/4]: 4e-11
+ATAN_UNIT = _fit(lambda t: np.arctan(t + 0.5), -0.5, 0.5, 12)  # atan on [0, 1]: |error| < 3e-10
+TAN_SCALE_BITS = 10  # TAN divides sin * 2^10 by cos * 2^10 at F bits: cos keeps F + 10 bits
+POLE_DISTANCE = 2.0 ** -8  # TAN: |cos x| below this (|tan x| > 2^8) refuses the row (spu.ranges.TAN_BOUND)
+
+
+def _bits_as_integers(s: SpuSession, x: ArithShare, positions) -> ArithShare:
+    """0/1 integer shares (shape (len(positions), n)) of the given bits of the raw value X: a2b, one B2A."""
+    (words,) = boolean.a2b_many(s, [x])
+    bits = np.stack([(words.data >> np.uint64(j)) & ONE for j in positions])
+    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
+    return ArithShare(ab.data.reshape(len(positions), -1), 0)
+
+
+def _select(s: SpuSession, bit: ArithShare, value: ArithShare) -> ArithShare:
+    """bit * value for a 0/1 integer share and a share at any scale: one product, no truncation."""
+    return ArithShare(arith.beaver_mul(s, value.with_frac(0), bit).data, value.frac)
+
+
+def _sin_cos_wide(s: SpuSession, x: ArithShare) -> tuple[ArithShare, ArithShare]:
+    """(sin x, cos x) with WIDE fractional bits for a fixed-point share x.
+
+    1. turns: T = X * round(2^(64-F) / 2pi) mod 2^64 (a local product by a public integer): T / 2^64 is
+       x / 2pi modulo whole turns, which wrap away in the ring; |error| <= |x| 2^-(65-F) turns;
+    2. the quadrant (bits 63, 62 of T) and v in [0, 1/4) turns (bits 64-WIDE..61): one a2b, one B2A;
+    3. sin(2 pi v) and cos(2 pi v) = sin(2 pi (1/4 - v)) by one degree-9 Chebyshev fit on [0, 1/4],
+       batched (CrypTen's `cossin` goes through e^ix by repeated squaring; the exact reduction makes
+       one short interval and a polynomial enough);
+    4. the quadrant picks and signs them: 3 products in 2 rounds.
+    Rounds: a2b, B2A, 9 fixed-point products, 2 products."""
+    turn = round(2.0 ** (64 - x.frac) / (2 * math.pi))
+    positions = list(range(64 - WIDE, 64))
+    parts = _bits_as_integers(s, ArithShare(x.data * np.uint64(turn), 0), positions)
+    weights = [1 << (j - (64 - WIDE)) for j in positions[:-2]]
+    quarter = _weighted(parts[:-2], weights).with_frac(WIDE)
+    second, top = parts[-2], parts[-1]
+    lanes = len(quarter)
+    mirrored = arith.concat([quarter, _constant(s, 0.25, quarter.shape) - quarter])
+    values = _horner(s, mirrored - _constant(s, 0.125, mirrored.shape), SIN_QUARTER)
+    sin_v, cos_v = values[:lanes], values[lanes:]
+    moved, both = arith.beaver_mul_many(s, [((sin_v - cos_v).with_frac(0), second), (second, top)])
+    sin_size = sin_v - moved.with_frac(WIDE)  # quadrants 1 and 3: cos v
+    cos_size = cos_v + moved.with_frac(WIDE)  # quadrants 1 and 3: sin v
+    flips = arith.concat([top, top + second - both * 2])  # sin < 0 in quadrants 2, 3; cos in 1, 2
+    signed = _select(s, flips, arith.concat([sin_size, cos_size]))
+    result = arith.concat([sin_size, cos_size]) - signed * 2
+    return result[:lanes], result[lanes:]
+
+
+def sin_cos_fixed(s: SpuSession, x: ArithShare) -> tuple[ArithShare, ArithShare]:
+    """(SIN(x), COS(x)) of a fixed-point share with |x| < 2^24 (`spu.ranges.TRIG_LIMIT`), at x's scale.
+    Accuracy: |error| <= 2^-15 against sin/cos of the encoded x (the reduction's 2^-23 at the limit,
+    the polynomial's 4e-11, the final truncation's 2^-16); DuckDB's double adds the encoding's 2^-17."""
+    sin, cos = _sin_cos_wide(s, x)
+    pair = _to_session_frac(s, arith.concat([sin, cos]), x.frac)
+    return pair[:len(x)], pair[len(x):]
+
+
+def tan_fixed(s: SpuSession, x: ArithShare) -> tuple[ArithShare, ArithShare]:
+    """(TAN(x), [|cos x| < 2^-8]) of a fixed-point share with |x| < 2^24: sin x / cos x by `divide_secret`
+    on both scaled by 2^10 (so cos keeps F + 10 bits). Rows near a pole (|tan x| > 2^8) are flagged: the
+    stage refuses them. Accuracy: |error| <= 2^-14 (|tan x| + 1) against tan of the encoded x (measured:
+    2^-16 (|tan x| + 1)); DuckDB's double adds the encoding's 2^-17 (1 + tan^2 x). Rounds: _sin_cos_wide, 1 batched
+    comparison, 1 product, divide_secret."""
+    sin, cos = _sin_cos_wide(s, x)
+    lanes = len(x)
+    limit = _constant(s, POLE_DISTANCE, (2 * lanes,))
+    below = compare.less_than(s, arith.concat([cos, -cos]) - limit, _constant(s, 0.0, (2 * lanes,)), arith=True)
+    near_pole = arith.beaver_mul(s, below[:lanes], below[lanes:])
+    scaled = arith.truncate(s, arith.concat([sin, cos]).with_frac(0), WIDE - x.frac - TAN_SCALE_BITS)
+    quotient, _ = divide_secret(s, scaled[:lanes].with_frac(x.frac), scaled[lanes:].with_frac(x.frac))
+    return quotient, near_pole
+
+
+def atan2_fixed(s: SpuSession, y: ArithShare, x: ArithShare) -> ArithShare:
+    """ATAN2(y, x) in (-pi, pi] of two fixed-point shares at the same scale with |x|, |y| < 2^23
+    (`spu.ranges.DIVISOR_LIMIT`), 0 for (0, 0) as DuckDB.
+
+    1. signs of y and x (one batched comparison), magnitudes (one product), [|y| > |x|] (a comparison);
+    2. t = min / max of the magnitudes in [0, 1] (`divide_secret`; 0 / 0 gives 0);
+    3. atan(t) by a degree-12 Chebyshev fit on [0, 1] at WIDE bits, then the octant: pi/2 - a where
+       |y| > |x|, pi - a where x < 0, -a where y < 0 (3 products).
+    Accuracy: |error| <= 2^-14 against atan2 of the encoded inputs (the division's 2^-15 on t <= 1).
+    Rounds: 2 comparisons, divide_secret, 12 fixed-point products, 4 products."""
+    lanes = len(x)
+    both = arith.concat([y, x])
+    signs = _negative(s, both)
+    sizes = _with_sign(s, both, signs)
+    size_y, size_x = sizes[:lanes], sizes[lanes:]
+    swap = compare.less_than(s, size_x, size_y, arith=True)
+    numerator = size_y + _select(s, swap, size_x - size_y)
+    ratio, _ = divide_secret(s, numerator, size_x + size_y - numerator)
+    wide = ratio.lshift(WIDE - ratio.frac).with_frac(WIDE)
+    angle = _horner(s, wide - _constant(s, 0.5, wide.shape), ATAN_UNIT)
+    angle = angle + _select(s, swap, _constant(s, math.pi / 2, wide.shape) - angle * 2)
+    angle = angle + _select(s, signs[lanes:], _constant(s, math.pi, wide.shape) - angle * 2)
+    angle = angle - _select(s, signs[:lanes], angle) * 2
+    return _to_session_frac(s, angle, x.frac)
+
+
+def complement_root(s: SpuSession, x: ArithShare) -> ArithShare:
+    """sqrt(1 - x^2) for a fixed-point share with |x| <= 1 (beyond gives garbage: the stage refuses it
+    first): 1 - x^2 = (1 - x)(1 + x) exactly at 2F bits (one product, no truncation), `sqrt_fixed` there,
+    back to F bits. ASIN(x) = ATAN2(x, sqrt(1 - x^2)), ACOS(x) = ATAN2(sqrt(1 - x^2), x)."""
+    one = arith.public(s, np.ones(x.shape, dtype=np.int64)).lshift(x.frac)
+    rest = arith.beaver_mul(s, (one - x.with_frac(0)), (one + x.with_frac(0)))
+    root = sqrt_fixed(s, rest.with_frac(2 * x.frac))
+    return ArithShare(arith.truncate(s, root.with_frac(0), x.frac).data, x.frac)

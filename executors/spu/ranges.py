@@ -44,6 +44,9 @@ NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a 
 DATE_LIMIT = 2.0 ** 40
 NORMALISED_LIMIT = 2.0 ** 43  # SQRT, LN, LOG: spu.functions.NORMALISED_BITS - F
 EXP_LIMIT = 31.0  # EXP: e^31 < 2^45  # days from 1970 that spu.functions.civil_from_days takes apart exactly
+TRIG = (exp.Sin, exp.Cos, exp.Tan, exp.Asin, exp.Acos, exp.Atan, exp.Atan2)  # spu.functions: sin_cos_fixed, atan2_fixed
+TRIG_LIMIT = 2.0 ** 24  # SIN, COS, TAN: the reduction to turns loses |x| 2^-49 turns (spu.functions._sin_cos_wide)
+TAN_BOUND = 2.0 ** 8  # |TAN(x)|: rows nearer a pole refuse the query (spu.functions.POLE_DISTANCE)
 DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
 DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
@@ -118,6 +121,10 @@ class RangePlan:
             bound = self.info(e.this if not isinstance(e, exp.Log) or e.expression is None else e.expression)[1]
             return "fixed", (math.sqrt(bound) + 1.0 if isinstance(e, exp.Sqrt) else
                              math.exp(min(bound, EXP_LIMIT)) + 1.0 if isinstance(e, exp.Exp) else 64.0)
+        if isinstance(e, exp.Pi):
+            return "fixed", 4.0
+        if isinstance(e, TRIG):  # TAN up to its pole bound; the angles below pi; SIN and COS at most 1
+            return "fixed", TAN_BOUND + 1.0 if isinstance(e, exp.Tan) else 4.0
         if isinstance(e, exp.Pow):
             kind, bound = self.info(e.this)
             return kind, min(max(bound, 1.0) ** (constant(e.expression) or 0), 2.0 ** REVEAL_BITS)
@@ -185,6 +192,8 @@ class RangePlan:
             return self.need(argument, NORMALISED_LIMIT, f"{e.sql()} normalises its argument")
         if isinstance(e, exp.Exp):
             return self.need(e.this, EXP_LIMIT, f"{e.sql()}: e^x stays within fixed point")
+        if isinstance(e, TRIG):
+            return self._need_trig(e)
         if isinstance(e, exp.Pow):  # square-and-multiply: every product within the kind's range
             n = constant(e.expression) or 1
             top = min(limit, self.compare_range(kind)) if kind == "fixed" else min(limit, self.reveal_range(kind))
@@ -252,6 +261,19 @@ class RangePlan:
         why = f"{e.sql()} divides by a secret ({why})"
         self.need(e.left, min(DIVIDEND_LIMIT, limit * smallest), why)
         self.need(e.right, DIVISOR_LIMIT[divisor_kind], why)
+
+    def _need_trig(self, e: exp.Expression) -> None:
+        """SIN / COS / TAN reduce x to turns (|x| < 2^24); ATAN / ATAN2 divide their arguments (|y|, |x| below
+        the fixed-point divisor's limit); ASIN / ACOS compare theirs with ±1 (a row beyond refuses the query)."""
+        arguments = [a for a in (e.this, e.args.get("expression")) if a is not None]
+        if isinstance(e, (exp.Sin, exp.Cos, exp.Tan)):
+            limit, why = TRIG_LIMIT, f"{e.sql()} reduces its argument to turns"
+        elif isinstance(e, (exp.Atan, exp.Atan2)):
+            limit, why = DIVISOR_LIMIT["fixed"], f"{e.sql()} divides its arguments"
+        else:
+            limit, why = self.compare_range("fixed"), f"{e.sql()} compares its argument with 1"
+        for argument in arguments:
+            self.need(argument, limit, why)
 
     def _need_compared(self, operands: list[exp.Expression], what: str) -> None:
         kinds = {self.info(o)[0] for o in operands}

@@ -3,7 +3,8 @@
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
 comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
-kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates, casts, SQRT/LN/LOG/EXP/POWER), filters by weighting rows with the secret
+kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates, casts, SQRT/LN/LOG/EXP/POWER,
+SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
@@ -19,7 +20,7 @@ their public positions. No single count is opened: only the keep bit, through th
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
 many sums fall outside the division's fixed-point range, and — where a division or SQRT/LN/LOG
-reads a secret — how many counted rows divide by zero or fall outside the function's domain (each
+reads a secret (and ASIN/ACOS/TAN) — how many counted rows divide by zero or fall outside the function's domain (each
 normally 0; otherwise the query fails with a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
 against the limits `spu.ranges` derives from the query, sort and group keys included (a value
 outside, NaN or ±infinity is a DataError naming the column: the others learn only that the query was
@@ -44,7 +45,7 @@ from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind)
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, RangePlan, constant, decimal_scale_of, input_limits, literal_value as literal_number,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, TRIG, RangePlan, constant, decimal_scale_of, input_limits, literal_value as literal_number,
                                            rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
@@ -171,7 +172,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return static_kind(e.this, kind_of)
     if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
         return "int"
-    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
+    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pi, *TRIG)):
         return "fixed"
     if isinstance(e, exp.Pow):
         return static_kind(e.this, kind_of)
@@ -275,6 +276,29 @@ def _math_rule(node: exp.Expression, kind_of) -> str | None:
             return (f"{shown}: secure computation takes POWER(x, n) with a whole constant 0 <= n <= {MAX_POWER}; "
                     "write EXP(y * LN(x)) for other exponents")
     return None
+
+
+def _trig_rule(node: exp.Expression, kind_of) -> str | None:
+    """SIN, COS, TAN, ASIN, ACOS, ATAN(x), ATAN(y, x) and ATAN2(y, x) of numbers."""
+    for argument in (a for a in (node.this, node.args.get("expression")) if a is not None):
+        if static_kind(argument, kind_of) not in ("int", "fixed", None):
+            return (f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of "
+                    f"{static_kind(argument, kind_of)} values in secure computation")
+    return None
+
+
+TRIG_PUBLIC = {exp.Sin: math.sin, exp.Cos: math.cos, exp.Tan: math.tan, exp.Asin: math.asin, exp.Acos: math.acos,
+               exp.Atan: math.atan}
+
+
+def _trig_public(e: exp.Expression, args: list[float]) -> float:
+    """A trigonometric function of constants (ASIN / ACOS beyond ±1 refused, as on shares)."""
+    if len(args) == 2:
+        return math.atan2(*args)
+    try:
+        return TRIG_PUBLIC[type(e)](args[0])
+    except ValueError:
+        raise DataError(f"{e.sql(dialect='duckdb')}: no finite value (DuckDB gives NaN)") from None
 
 
 def _math_public(e: exp.Expression, x: float) -> float:
@@ -402,13 +426,14 @@ SPU_RULES = {
     **{cls: _evaluated for cls in (
         exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Add, exp.Sub,
         exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
-        exp.If, exp.Coalesce, exp.Abs,
+        exp.If, exp.Coalesce, exp.Abs, exp.Pi,
         exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
     exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
+    **{cls: _trig_rule for cls in TRIG},
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
@@ -530,6 +555,8 @@ class Stage:
             return literal_value(e)
         if isinstance(e, exp.Boolean):
             return PV(1 if e.this else 0, "bool")
+        if isinstance(e, exp.Pi):
+            return PV(math.pi, "fixed")
         if isinstance(e, exp.Null):
             return PV(None, "int")
         if isinstance(e, exp.Neg):
@@ -592,6 +619,8 @@ class Stage:
             return self._date_part(e)
         if isinstance(e, MATH):
             return self._math(e)
+        if isinstance(e, TRIG):
+            return self._trig(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
@@ -744,6 +773,39 @@ class Stage:
         ln = functions.ln_fixed(s, x.value)
         scale = 1.0 if isinstance(e, exp.Ln) else 1.0 / math.log(constant(base) if base is not None else 10.0)
         return SV([ln if scale == 1.0 else arith.mul_public(s, ln, scale)], x.valid, "fixed")
+
+    def _trig(self, e: exp.Expression):
+        """SIN, COS, TAN, ASIN, ACOS, ATAN and ATAN2 (spu.functions; accuracy in docs/architecture.md). Where
+        DuckDB gives NaN (ASIN / ACOS beyond ±1) or TAN is within 2^-8 of a pole (|tan x| > 2^8, which fixed
+        point cannot give accurately) a counted row refuses the query."""
+        s = self.s
+        values = [self.ev(a) for a in (e.this, e.args.get("expression")) if a is not None]
+        for v in values:
+            _numeric_only(e, v)
+        if all(isinstance(v, PV) for v in values):
+            return PV(_trig_public(e, [float(v.value) for v in values]), "fixed")
+        rows = next(len(v.valid) for v in values if isinstance(v, SV))
+        args = [self.to_fixed(self.secret(v, rows)) for v in values]
+        x, valid = args[0].value, args[0].valid if len(args) == 1 else self.both_valid(*args)
+        if isinstance(e, (exp.Sin, exp.Cos)):
+            sin, cos = functions.sin_cos_fixed(s, x)
+            return SV([sin if isinstance(e, exp.Sin) else cos], valid, "fixed")
+        if isinstance(e, exp.Tan):
+            tan, near_pole = functions.tan_fixed(s, x)
+            self._refuse_counted(e, arith.beaver_mul(s, near_pole, valid),
+                                 "a row lies within 2^-8 of a pole of TAN (|tan x| > 256, beyond the SPU's fixed-point "
+                                 "accuracy); exclude those rows")
+            return SV([tan], valid, "fixed")
+        if isinstance(e, (exp.Atan, exp.Atan2)):
+            other = args[1].value if len(args) == 2 else self.const(1.0, "fixed", rows).value
+            return SV([functions.atan2_fixed(s, x, other)], valid, "fixed")
+        one = self.const(1.0, "fixed", 2 * rows).value
+        beyond = compare.less_than(s, one, arith.concat([x, -x]), arith=True)  # x > 1 or -x > 1
+        self._refuse_counted(e, arith.beaver_mul(s, beyond[:rows] + beyond[rows:], valid),
+                             "an argument outside [-1, 1] (DuckDB gives NaN, which the SPU cannot hold)")
+        root = functions.complement_root(s, x)
+        angle = functions.atan2_fixed(s, x, root) if isinstance(e, exp.Asin) else functions.atan2_fixed(s, root, x)
+        return SV([angle], valid, "fixed")
 
     def _rounding(self, e: exp.Expression):
         """ROUND(x[, d]) (halves away from zero), FLOOR(x), CEIL(x) as DuckDB computes them: integers and
