@@ -16,6 +16,7 @@ from sqlsecure.executors.spu import arith, functions
 from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.values import EPOCH
 from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, to_signed
+from sqlsecure.planner.geodist import with_great_circle
 
 PARTIES = [2, 3]
 F = 16
@@ -400,6 +401,95 @@ def test_a_counted_row_outside_a_trigonometric_domain_is_refused(edge_oracles, s
                                      (f"SELECT ATAN2(s.k, b.fx) {EDGE_JOIN} WHERE b.id > s.k", "divides")])
 def test_trigonometric_functions_beyond_their_range_are_refused_before_sharing(edge_oracles, sql, why):
     with pytest.raises(DataError, match=rf"column '\w+\.fx' has values outside .* {why}"):
+        edge_oracles["inside"].engine.execute(sql, "bank")
+
+
+def great_circle(lon1, lat1, lon2, lat2, radius=6371.0):
+    """The plaintext reference: SCQL's GEODIST in Vincenty's atan2 form (numpy)."""
+    p1, p2, dl = np.radians(lat1), np.radians(lat2), np.radians(lon1 - lon2)
+    across = np.cos(p2) * np.sin(dl)
+    along = np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl)
+    return radius * np.arctan2(np.hypot(across, along), np.sin(p1) * np.sin(p2) + np.cos(p1) * np.cos(p2) * np.cos(dl))
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+def test_geodist_within_its_stated_accuracy_from_metres_to_antipodes(nparties):
+    rng = np.random.default_rng(16)
+    lon1 = np.concatenate([[0.0, 0.0, 10.0, 116.39, -180.0, 0.0, 179.9], rng.uniform(-180, 180, 40)])
+    lat1 = np.concatenate([[0.0, 90.0, 10.0, 39.9, 0.0, 0.0, -89.9], rng.uniform(-90, 90, 40)])
+    lon2 = np.concatenate([[0.0, 0.0, 10.0001, 121.47, 180.0, 180.0, -179.9],
+                           lon1[7:] + rng.normal(0, 1, 40) * np.logspace(-4, 2, 40)])
+    lat2 = np.concatenate([[0.0, -90.0, 10.0, 31.23, 0.0, 0.0, 89.9], rng.uniform(-90, 90, 40)])
+    radius = np.concatenate([[6371.0, 1.0, 6378.137, 6371.0, 2.5, 6371.0, 100.0], rng.uniform(1, 2.0**15, 40)])
+
+    def program(s):
+        points = [share(s, v, owner=i % nparties, frac=F) for i, v in enumerate((lon1, lat1, lon2, lat2))]
+        return arith.reveal_many(s, [functions.geodist_fixed(s, *points, 6371),
+                                     functions.geodist_fixed(s, *points, share(s, radius, frac=F))])
+
+    default, scaled = run_spu(nparties, program).results[0]
+    encoded = [decode_fixed(encode_fixed(v, F), F) for v in (lon1, lat1, lon2, lat2, radius)]
+    assert (np.abs(decode_fixed(default, F) - great_circle(*encoded[:4])) <= 6371 * 2.0**-23 + 2.0**-15).all()
+    assert (np.abs(decode_fixed(scaled, F) - great_circle(*encoded)) <= encoded[4] * 2.0**-23 + 2.0**-15).all()
+
+
+def test_geodist_in_duckdb_is_scqls_great_circle_distance():
+    """The plaintext rewrite (planner/geodist.py) equals SCQL's acos definition wherever acos is accurate."""
+    import duckdb
+    rng = np.random.default_rng(17)
+    rows = [tuple(float(v) for v in row) for row in zip(rng.uniform(-180, 180, 50), rng.uniform(-90, 90, 50),
+                                                         rng.uniform(-180, 180, 50), rng.uniform(-90, 90, 50))]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE p (a DOUBLE, b DOUBLE, c DOUBLE, d DOUBLE)")
+    con.executemany("INSERT INTO p VALUES (?, ?, ?, ?)", rows)
+    scql = ("6371 * ACOS(SIN(RADIANS(b)) * SIN(RADIANS(d)) + COS(RADIANS(b)) * COS(RADIANS(d)) "
+            "* COS(RADIANS(a) - RADIANS(c)))")
+    ours, theirs, radius = con.execute(with_great_circle(
+        f"SELECT GEODIST(a, b, c, d), {scql}, GEODIST(a, b, c, d, 1.0) FROM p")).fetchnumpy().values()
+    assert np.allclose(ours, theirs, rtol=1e-9, atol=1e-6)
+    assert np.allclose(ours / 6371, radius, rtol=1e-12)
+
+
+GEODIST_QUERIES = [
+    f"SELECT o.order_id, GEODIST(o.amount / 3 - 90, c.age - 50, c.age * 2.5, o.amount / 6 - 45) AS g, "
+    f"GEODIST(c.age, c.age - 40, c.age + o.amount / 10000, c.age - 40, 1) AS near {JOINED} WHERE o.amount > c.age",
+    f"SELECT c.region, SUM(GEODIST(o.amount / 3 - 90, 0, c.age, 10, c.age)) AS s {JOINED} GROUP BY c.region",
+    f"SELECT COUNT(*) AS n {JOINED} WHERE GEODIST(c.age, c.age, 1.0, 2.0) < o.amount * 10",  # one party's GEODIST
+    "SELECT c.id, GEODIST(c.age, c.age - 40, 116.39, 39.9) AS g FROM bank.customers c",  # single-party: DuckDB
+]
+
+
+@pytest.mark.parametrize("sql", GEODIST_QUERIES)
+def test_geodist_across_parties_and_at_one_party_matches_duckdb(oracle, rows_match, sql):
+    assert oracle.engine.check(sql, "bank") is None
+    got = oracle.engine.execute(sql, "bank").table
+    assert rows_match(got, oracle.expected(with_great_circle(sql), "bank"))
+
+
+def test_geodist_on_nulls_and_edges_matches_duckdb(edge_oracles, rows_match):
+    sql = (f"SELECT b.id, GEODIST(b.fx / 10000000000, s.k, b.id * 30, -s.k, b.id) AS g, "
+           f"GEODIST(b.big // 1000000000000, b.dec / 64, 0, s.k) AS e {EDGE_JOIN} WHERE b.id > s.k")
+    inside = edge_oracles["inside"]
+    assert "SPU(" in inside.engine.explain(sql, "bank")
+    assert rows_match(inside.engine.execute(sql, "bank").table, inside.expected(with_great_circle(sql), "bank"))
+
+
+def test_geodist_in_the_mysql_dialect_as_scql_users_write_it(tmp_path, make_federation, oracle_for, rows_match):
+    with Engine(make_federation(tmp_path, dialect="mysql"), timeout=60) as engine:
+        oracle = oracle_for(engine)
+        for sql in (f"SELECT o.order_id, GEODIST(o.amount / 3 - 90, c.age - 50, 116.39, 39.9) AS g {JOINED} "
+                    f"WHERE o.amount > c.age", "SELECT c.id, GEODIST(c.age, 0, 0, 0, 1) AS g FROM bank.customers c"):
+            assert engine.check(sql, "bank") is None
+            assert rows_match(engine.execute(sql, "bank").table, oracle.expected(with_great_circle(sql), "bank"))
+
+
+@pytest.mark.parametrize("sql,error,message", [
+    (f"SELECT GEODIST(b.fx, 0, s.k, 0) {EDGE_JOIN} WHERE b.id > s.k", DataError, r"'\w+\.fx' .* turns"),
+    (f"SELECT GEODIST(b.id, 0, s.k) {EDGE_JOIN} WHERE b.id > s.k", NotSupportedError, "GEODIST takes"),
+    (f"SELECT GEODIST(b.day, 0, s.k, 0) {EDGE_JOIN} WHERE b.id > s.k", NotSupportedError, "GEODIST of date"),
+])
+def test_geodist_refusals_name_it(edge_oracles, sql, error, message):
+    with pytest.raises(error, match=message):
         edge_oracles["inside"].engine.execute(sql, "bank")
 
 

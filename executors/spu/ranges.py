@@ -46,6 +46,9 @@ NORMALISED_LIMIT = 2.0 ** 43  # SQRT, LN, LOG: spu.functions.NORMALISED_BITS - F
 EXP_LIMIT = 31.0  # EXP: e^31 < 2^45  # days from 1970 that spu.functions.civil_from_days takes apart exactly
 TRIG = (exp.Sin, exp.Cos, exp.Tan, exp.Asin, exp.Acos, exp.Atan, exp.Atan2)  # spu.functions: sin_cos_fixed, atan2_fixed
 TRIG_LIMIT = 2.0 ** 24  # SIN, COS, TAN: the reduction to turns loses |x| 2^-49 turns (spu.functions._sin_cos_wide)
+GEODIST = "GEODIST"  # SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]): sqlglot's Anonymous function
+EARTH_RADIUS = 6371  # SCQL's default radius (km)
+RADIUS_LIMIT = 2.0 ** 15  # GEODIST's radius when it is secret: the angle times it stays within the ring
 TAN_BOUND = 2.0 ** 8  # |TAN(x)|: rows nearer a pole refuse the query (spu.functions.POLE_DISTANCE)
 DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
 DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
@@ -123,6 +126,10 @@ class RangePlan:
                              math.exp(min(bound, EXP_LIMIT)) + 1.0 if isinstance(e, exp.Exp) else 64.0)
         if isinstance(e, exp.Pi):
             return "fixed", 4.0
+        if is_geodist(e):  # at most half a great circle
+            arguments = e.expressions
+            radius = self.info(arguments[4])[1] if len(arguments) == 5 else float(EARTH_RADIUS)
+            return "fixed", 4.0 * radius + 1.0
         if isinstance(e, TRIG):  # TAN up to its pole bound; the angles below pi; SIN and COS at most 1
             return "fixed", TAN_BOUND + 1.0 if isinstance(e, exp.Tan) else 4.0
         if isinstance(e, exp.Pow):
@@ -194,6 +201,12 @@ class RangePlan:
             return self.need(e.this, EXP_LIMIT, f"{e.sql()}: e^x stays within fixed point")
         if isinstance(e, TRIG):
             return self._need_trig(e)
+        if is_geodist(e):  # degrees reduced to turns: each coordinate, and l1 - l2, below TRIG_LIMIT
+            for coordinate in e.expressions[:4]:
+                self.need(coordinate, TRIG_LIMIT / 2, f"{e.sql()} reduces its coordinates to turns")
+            if len(e.expressions) == 5:
+                self.need(e.expressions[4], RADIUS_LIMIT, f"{e.sql()} multiplies the angle by the radius")
+            return None
         if isinstance(e, exp.Pow):  # square-and-multiply: every product within the kind's range
             n = constant(e.expression) or 1
             top = min(limit, self.compare_range(kind)) if kind == "fixed" else min(limit, self.reveal_range(kind))
@@ -321,6 +334,10 @@ class RangePlan:
 
 
 FIXED_TYPES = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
+
+
+def is_geodist(e: exp.Expression) -> bool:
+    return isinstance(e, exp.Anonymous) and str(e.this).upper() == GEODIST
 
 
 def literal_value(e: exp.Literal) -> int | float:

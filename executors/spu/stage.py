@@ -45,7 +45,7 @@ from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind)
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, TRIG, RangePlan, constant, decimal_scale_of, input_limits, literal_value as literal_number,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, ROUNDING, TRIG, RangePlan, is_geodist, constant, decimal_scale_of, input_limits, literal_value as literal_number,
                                            rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
@@ -172,7 +172,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return static_kind(e.this, kind_of)
     if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
         return "int"
-    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pi, *TRIG)):
+    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pi, *TRIG)) or is_geodist(e):
         return "fixed"
     if isinstance(e, exp.Pow):
         return static_kind(e.this, kind_of)
@@ -287,6 +287,18 @@ def _trig_rule(node: exp.Expression, kind_of) -> str | None:
     return None
 
 
+def _anonymous_rule(node: exp.Anonymous, kind_of) -> str | None:
+    """Of the functions sqlglot does not know, SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) of numbers."""
+    shown = node.sql(dialect="duckdb")
+    if not is_geodist(node):
+        return (f"{shown}: {str(node.this).upper()} is not evaluated in secure computation; compute it at one "
+                "party (docs/architecture.md: what the SPU evaluates)")
+    if len(node.expressions) not in (4, 5):
+        return f"{shown}: GEODIST takes (lon1, lat1, lon2, lat2) or (lon1, lat1, lon2, lat2, radius)"
+    kinds = {static_kind(a, kind_of) for a in node.expressions} - {"int", "fixed", None}
+    return f"{shown}: GEODIST of {', '.join(sorted(kinds))} values in secure computation" if kinds else None
+
+
 TRIG_PUBLIC = {exp.Sin: math.sin, exp.Cos: math.cos, exp.Tan: math.tan, exp.Asin: math.asin, exp.Acos: math.acos,
                exp.Atan: math.atan}
 
@@ -299,6 +311,15 @@ def _trig_public(e: exp.Expression, args: list[float]) -> float:
         return TRIG_PUBLIC[type(e)](args[0])
     except ValueError:
         raise DataError(f"{e.sql(dialect='duckdb')}: no finite value (DuckDB gives NaN)") from None
+
+
+def geodist_public(lon1: float, lat1: float, lon2: float, lat2: float, radius: float = EARTH_RADIUS) -> float:
+    """GEODIST of constants: the great-circle distance in Vincenty's atan2 form (as on shares)."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon1 - lon2)
+    across = math.cos(p2) * math.sin(dl)
+    along = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    dot = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return radius * math.atan2(math.hypot(across, along), dot)
 
 
 def _math_public(e: exp.Expression, x: float) -> float:
@@ -433,7 +454,7 @@ SPU_RULES = {
     exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
-    **{cls: _trig_rule for cls in TRIG},
+    **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
@@ -621,6 +642,8 @@ class Stage:
             return self._math(e)
         if isinstance(e, TRIG):
             return self._trig(e)
+        if is_geodist(e):
+            return self._geodist(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
@@ -806,6 +829,28 @@ class Stage:
         root = functions.complement_root(s, x)
         angle = functions.atan2_fixed(s, x, root) if isinstance(e, exp.Asin) else functions.atan2_fixed(s, root, x)
         return SV([angle], valid, "fixed")
+
+    def _geodist(self, e: exp.Anonymous) -> SV:
+        """SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) in degrees, radius 6371 (km) by default
+        (spu.functions.geodist_fixed). A constant coordinate is shared as a public value."""
+        values = [self.ev(a) for a in e.expressions]
+        for v in values:
+            _numeric_only(e, v)
+        if all(isinstance(v, PV) for v in values):
+            return PV(geodist_public(*(float(v.value) for v in values)), "fixed")
+        rows = next(len(v.valid) for v in values if isinstance(v, SV))
+        radius = values[4] if len(values) == 5 else PV(EARTH_RADIUS, "int")
+        points = [self.to_fixed(self.secret(v, rows)) for v in values[:4]]
+        valid = points[0].valid
+        for v in points[1:]:
+            valid = arith.beaver_mul(self.s, valid, v.valid)
+        if isinstance(radius, SV):
+            radius = self.to_fixed(radius)
+            valid, radius_value = arith.beaver_mul(self.s, valid, radius.valid), radius.value
+        else:
+            radius_value = float(radius.value)
+        distance = functions.geodist_fixed(self.s, *(p.value for p in points), radius_value)
+        return SV([distance], valid, "fixed")
 
     def _rounding(self, e: exp.Expression):
         """ROUND(x[, d]) (halves away from zero), FLOOR(x), CEIL(x) as DuckDB computes them: integers and
