@@ -340,14 +340,15 @@ def sqrt_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
     return back.with_frac(frac)
 
 
-def ln_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
+def ln_fixed(s: SpuSession, x: ArithShare, wide: bool = False) -> ArithShare:
     """LN of a fixed-point share x > 0 (x <= 0 gives garbage: the stage refuses it first).
 
     x = x' 2^(j+1-F) with x' in [0.5, 1) from the leading bit j (exact); ln x = P(x') + (j+1-F) ln 2,
     P a degree-9 Chebyshev fit of ln on [0.5, 1) evaluated with WIDE = 28 fractional bits (CrypTen's
     `log` uses Householder iterations over its `exp`; the exact normalisation makes one short interval
     and a polynomial enough). Accuracy: |error| <= 2^-15 (the test's bound; the result's own encoding
-    is 2^-17). Rounds: a2b, prefix OR, B2A, 1 product, 9 fixed-point products."""
+    is 2^-17); with `wide`, the result keeps WIDE fractional bits. Rounds: a2b, prefix OR, B2A, 1 product,
+    9 fixed-point products."""
     frac, top = x.frac, NORMALISED_BITS
     shifts = [j + 1 - frac for j in range(top)]
     big = max(shifts)
@@ -355,7 +356,8 @@ def ln_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
     norm = _scaled(s, x, _weighted(onehot, [1 << (big - e) for e in shifts]), big + frac - WIDE).with_frac(WIDE)
     exponent = _weighted(onehot, shifts)  # j + 1 - F, an integer share
     ln2 = ArithShare(exponent.data * np.uint64(round(math.log(2) * 2 ** WIDE)), WIDE)
-    return _to_session_frac(s, _horner(s, norm - _constant(s, LN_CENTRE, x.shape), LN_NORMALISED) + ln2, frac)
+    ln = _horner(s, norm - _constant(s, LN_CENTRE, x.shape), LN_NORMALISED) + ln2
+    return ln if wide else _to_session_frac(s, ln, frac)
 
 
 def exp_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
@@ -382,6 +384,47 @@ def exp_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
     down = sum((rows[i] << np.uint64(v + frac + 1) for i, v in enumerate(candidates) if v < 0),
                np.zeros(lanes, np.uint64))
     return ArithShare(up, frac) + arith.truncate(s, ArithShare(down, 0), frac + 1).with_frac(frac)
+
+
+POWER_FLOOR = -30.0  # POWER: y * ln x below this gives 0 at F = 16 bits (e^-30 < 2^-43); clamped there
+
+
+def power_fixed(s: SpuSession, x: ArithShare, y: ArithShare, whole: bool, base: float | None = None
+                ) -> tuple[ArithShare, dict]:
+    """(x^y, refusal flags) for fixed-point shares x and y: EXP(y * LN|x|), signed by the parity of y where
+    x < 0 and y is `whole` (an integer share or a whole constant); 0^y is 0 for y > 0 and 1 for y = 0.
+    Flags (0/1 integer shares, for the stage to refuse a counted row): "negative" (x < 0, y not whole),
+    "pole" (x = 0, y < 0), "overflow" (y ln|x| >= EXP_LIMIT). y ln|x| below -30 is clamped (e^-30 is 0 at
+    F = 16). A public positive `base` (x's value) takes its logarithm in plaintext. Accuracy: relative
+    2^-14 (1 + |y| 2^-8) plus 2^-15 absolute (LN at 28 bits times y, one truncation, then EXP's).
+    Range: |y ln x| < 2^19 so that the product stays in the ring (`spu.ranges.POWER_EXPONENT_LIMIT`).
+    Rounds: 2 comparisons, LN, 1 product, 2 comparisons, EXP, a few products (floor_pow2 for the parity)."""
+    safe, negative, is_zero = _magnitude_and_zero(s, x)
+    lanes = len(x)
+    logarithm = ln_fixed(s, safe, wide=True) if base is None else \
+        _constant(s, math.log(base), x.shape)
+    exponent = ArithShare(arith.truncate(s, arith.beaver_mul(s, y.with_frac(0), logarithm.with_frac(0)),
+                                         WIDE).data, y.frac)
+    bounds = arith.public(s, np.concatenate([np.full(lanes, ranges.EXP_LIMIT), np.full(lanes, POWER_FLOOR)]),
+                          x.frac)
+    sides = compare.less_than(s, arith.concat([exponent, exponent]), bounds, arith=True)
+    overflow = arith.public(s, np.ones(lanes, dtype=np.int64)) - sides[:lanes]
+    floor = arith.public(s, np.full(lanes, POWER_FLOOR), x.frac)
+    exponent = exponent + _select(s, sides[lanes:], floor - exponent)
+    power = exp_fixed(s, exponent)
+    y_negative = _negative(s, y)
+    zero_row, pole, y_zero = arith.beaver_mul_many(s, [(is_zero, power.with_frac(0)), (is_zero, y_negative),
+                                                       (is_zero, compare.equal(s, y, arith.public(
+                                                           s, np.zeros(lanes, dtype=np.int64), y.frac), arith=True))])
+    power = ArithShare((power.with_frac(0) - zero_row).data, x.frac) + ArithShare(y_zero.lshift(x.frac).data, x.frac)
+    flags = {"pole": pole, "overflow": overflow}
+    if whole:
+        half = floor_pow2(s, y, x.frac + 1)  # floor(y / 2), exact
+        odd = floor_pow2(s, y, x.frac) - half * 2
+        power = _with_sign(s, power, arith.beaver_mul(s, negative, odd))
+    else:
+        flags["negative"] = negative
+    return power, flags
 
 
 def power_integer(s: SpuSession, x: ArithShare, n: int, multiply) -> ArithShare:

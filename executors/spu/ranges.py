@@ -43,6 +43,8 @@ DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Dat
 NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a rounded DOUBLE: within 1 of it)
 DATE_LIMIT = 2.0 ** 40
 NORMALISED_LIMIT = 2.0 ** 43  # SQRT, LN, LOG: spu.functions.NORMALISED_BITS - F
+POWER_EXPONENT_LIMIT = 2.0 ** 14  # POWER(x, y) as EXP(y * LN(x)): |y| (|y ln x| < 2^19 keeps y * LN at 44 bits in the ring)
+MAX_POWER = 62  # POWER(x, n) by square-and-multiply: a whole constant 0 <= n <= 62
 EXP_LIMIT = 31.0  # EXP: e^31 < 2^45  # days from 1970 that spu.functions.civil_from_days takes apart exactly
 TRIG = (exp.Sin, exp.Cos, exp.Tan, exp.Asin, exp.Acos, exp.Atan, exp.Atan2)  # spu.functions: sin_cos_fixed, atan2_fixed
 TRIG_LIMIT = 2.0 ** 24  # SIN, COS, TAN: the reduction to turns loses |x| 2^-49 turns (spu.functions._sin_cos_wide)
@@ -132,6 +134,8 @@ class RangePlan:
             return "fixed", 4.0 * radius + 1.0
         if isinstance(e, TRIG):  # TAN up to its pole bound; the angles below pi; SIN and COS at most 1
             return "fixed", TAN_BOUND + 1.0 if isinstance(e, exp.Tan) else 4.0
+        if isinstance(e, exp.Pow) and not whole_power(e):  # EXP(y * LN(x)), refused beyond e^31
+            return "fixed", math.exp(EXP_LIMIT) + 1.0
         if isinstance(e, exp.Pow):
             kind, bound = self.info(e.this)
             return kind, min(max(bound, 1.0) ** (constant(e.expression) or 0), 2.0 ** REVEAL_BITS)
@@ -207,6 +211,9 @@ class RangePlan:
             if len(e.expressions) == 5:
                 self.need(e.expressions[4], RADIUS_LIMIT, f"{e.sql()} multiplies the angle by the radius")
             return None
+        if isinstance(e, exp.Pow) and not whole_power(e):  # LN normalises x; y * LN(x) is one product
+            self.need(e.this, NORMALISED_LIMIT, f"{e.sql()} takes the logarithm of its base")
+            return self.need(e.expression, POWER_EXPONENT_LIMIT, f"{e.sql()} multiplies the logarithm")
         if isinstance(e, exp.Pow):  # square-and-multiply: every product within the kind's range
             n = constant(e.expression) or 1
             top = min(limit, self.compare_range(kind)) if kind == "fixed" else min(limit, self.reveal_range(kind))
@@ -334,6 +341,13 @@ class RangePlan:
 
 
 FIXED_TYPES = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
+
+
+def whole_power(e: exp.Pow) -> bool:
+    """POWER(x, n) with a whole constant 0 <= n <= MAX_POWER (square-and-multiply); other exponents go
+    through EXP(y * LN(x))."""
+    n = constant(e.expression)
+    return isinstance(n, int) and 0 <= n <= MAX_POWER
 
 
 def is_geodist(e: exp.Expression) -> bool:

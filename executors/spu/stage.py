@@ -45,7 +45,8 @@ from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind)
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, ROUNDING, TRIG, RangePlan, is_geodist, constant, decimal_scale_of, input_limits, literal_value as literal_number,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, ROUNDING, TRIG, RangePlan,
+                                           is_geodist, whole_power, constant, decimal_scale_of, input_limits, literal_value as literal_number,
                                            rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
@@ -175,7 +176,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
     if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pi, *TRIG)) or is_geodist(e):
         return "fixed"
     if isinstance(e, exp.Pow):
-        return static_kind(e.this, kind_of)
+        return static_kind(e.this, kind_of) if whole_power(e) else "fixed"
     if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)):
         return "int"
     if isinstance(e, exp.Interval):
@@ -256,25 +257,19 @@ def _date_argument(node: exp.Expression) -> exp.Expression:
 
 
 MATH = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow)
-MAX_POWER = 62  # POWER(x, n): a whole constant 0 <= n <= 62
 
 
 def _math_rule(node: exp.Expression, kind_of) -> str | None:
-    """SQRT, EXP, LN, LOG(x) (base 10), LOG(b, x) with a constant base b > 0, b != 1, POWER(x, n) with a
-    whole constant n in 0..62, of numbers."""
+    """SQRT, EXP, LN, LOG(x) (base 10), LOG(b, x) with a constant base b > 0, b != 1, POWER(x, y), of numbers."""
     shown, name = node.sql(dialect="duckdb"), type(node).__name__.upper()
     argument = node.expression if isinstance(node, exp.Log) and node.expression is not None else node.this
-    if static_kind(argument, kind_of) not in ("int", "fixed", None):
-        return f"{shown}: {name} of {static_kind(argument, kind_of)} values in secure computation"
+    for operand in (argument, node.expression) if isinstance(node, exp.Pow) else (argument,):
+        if static_kind(operand, kind_of) not in ("int", "fixed", None):
+            return f"{shown}: {name} of {static_kind(operand, kind_of)} values in secure computation"
     if isinstance(node, exp.Log) and node.expression is not None:
         base = constant(node.this)
         if base is None or base <= 0 or base == 1:
             return f"{shown}: secure computation takes LOG(b, x) with a constant base b > 0, b != 1"
-    if isinstance(node, exp.Pow):
-        n = constant(node.expression)
-        if not isinstance(n, int) or not 0 <= n <= MAX_POWER:
-            return (f"{shown}: secure computation takes POWER(x, n) with a whole constant 0 <= n <= {MAX_POWER}; "
-                    "write EXP(y * LN(x)) for other exponents")
     return None
 
 
@@ -326,11 +321,14 @@ def _math_public(e: exp.Expression, x: float) -> float:
     """SQRT / LN / LOG / EXP / POWER of a constant (a domain error is refused, as on shares)."""
     try:
         if isinstance(e, exp.Pow):
-            return x ** constant(e.expression)
+            power = x ** constant(e.expression)
+            if isinstance(power, complex):
+                raise ValueError("a negative number to a fractional power")
+            return power
         if isinstance(e, exp.Log):
             return math.log(x, constant(e.this) if e.expression is not None else 10.0)
         return {exp.Sqrt: math.sqrt, exp.Ln: math.log, exp.Exp: math.exp}[type(e)](x)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, ZeroDivisionError):
         raise DataError(f"{e.sql(dialect='duckdb')}: no finite value (DuckDB gives NaN or ±infinity)") from None
 
 
@@ -764,7 +762,7 @@ class Stage:
             raise DataError(f"{e.sql(dialect='duckdb')}: {why}")
 
     def _math(self, e: exp.Expression):
-        """SQRT, LN, LOG, EXP and POWER with a whole constant exponent (spu.functions; accuracy in
+        """SQRT, LN, LOG, EXP and POWER (a whole constant exponent by products, any other by `_power`; accuracy in
         docs/architecture.md). Where DuckDB gives NaN or ±infinity (SQRT of a negative, LN of a number
         <= 0) a counted row refuses the query."""
         s = self.s
@@ -772,6 +770,8 @@ class Stage:
             (e.this, None)
         v = self.ev(argument)
         _numeric_only(e, v)
+        if isinstance(e, exp.Pow) and not whole_power(e):
+            return self._power(e, v, self.ev(e.expression))
         if isinstance(v, PV):
             return PV(_math_public(e, float(v.value)), "fixed")
         if isinstance(e, exp.Pow):
@@ -796,6 +796,29 @@ class Stage:
         ln = functions.ln_fixed(s, x.value)
         scale = 1.0 if isinstance(e, exp.Ln) else 1.0 / math.log(constant(base) if base is not None else 10.0)
         return SV([ln if scale == 1.0 else arith.mul_public(s, ln, scale)], x.valid, "fixed")
+
+    def _power(self, e: exp.Pow, base, exponent) -> SV | PV:
+        """POWER(x, y) for an exponent other than a whole constant 0..62, as EXP(y * LN|x|)
+        (spu.functions.power_fixed). DuckDB's NaN (a negative x to an exponent that may be fractional)
+        and infinity (0 to a negative power, y * ln x beyond the fixed-point range) refuse the query
+        where a counted row meets them; a negative x to a whole exponent (an integer or a whole
+        constant) takes the exponent's parity as its sign."""
+        _numeric_only(e, exponent)
+        if isinstance(base, PV) and isinstance(exponent, PV):
+            return PV(_math_public(e, float(base.value)), "fixed")
+        rows = len((base if isinstance(base, SV) else exponent).valid)
+        x, y = self.to_fixed(self.secret(base, rows)), self.secret(exponent, rows)
+        whole = y.kind == "int" or (isinstance(exponent, PV) and float(exponent.value).is_integer())
+        valid = self.both_valid(x, y)
+        y = self.to_fixed(y)
+        public = float(base.value) if isinstance(base, PV) and float(base.value) > 0 else None
+        power, flags = functions.power_fixed(self.s, x.value, y.value, whole, public)
+        reasons = {"negative": "a negative number to a fractional power (DuckDB gives NaN, which the SPU cannot hold)",
+                   "pole": "zero to a negative power (DuckDB gives infinity, which the SPU cannot hold)",
+                   "overflow": f"POWER beyond the SPU's fixed-point range (y * ln x >= {EXP_LIMIT:g})"}
+        for name, bad in flags.items():
+            self._refuse_counted(e, arith.beaver_mul(self.s, bad, valid), reasons[name])
+        return SV([power], valid, "fixed")
 
     def _trig(self, e: exp.Expression):
         """SIN, COS, TAN, ASIN, ACOS, ATAN and ATAN2 (spu.functions; accuracy in docs/architecture.md). Where
