@@ -249,6 +249,44 @@ def civil_from_days(s: SpuSession, days: ArithShare) -> tuple[ArithShare, ArithS
     return year, month, day
 
 
+def days_from_civil(s: SpuSession, year: ArithShare, month: ArithShare, day: ArithShare) -> ArithShare:
+    """Days since 1970-01-01 of (year, month, day) integer shares, exactly: Hinnant's `days_from_civil`
+    (the inverse of `civil_from_days`), its divisions by public constants exact (`floor_div_public`), its
+    one branch (January or February counts in the year before) a secret comparison.
+    For |year| < 2^31. Rounds: 1 comparison, 4 exact divisions."""
+    lanes = len(year)
+    early = compare.less_equal(s, month, arith.public(s, np.full(lanes, 2, dtype=np.int64)), arith=True)
+    shifted_year = year - early
+    era = floor_div_public(s, shifted_year, 400, 2.0 ** 32)
+    yoe = shifted_year - era * 400  # [0, 399]
+    mp = arith.add_public(s, month + early * 12, -3)  # March = 0 ... February = 11
+    doy = floor_div_public(s, arith.add_public(s, mp * 153, 2), 5, 1700) + arith.add_public(s, day, -1)
+    doe = yoe * 365 + floor_div_public(s, yoe, 4, 400) - floor_div_public(s, yoe, 100, 400) + doy
+    return arith.add_public(s, era * 146097 + doe, -719468)
+
+
+def add_months(s: SpuSession, days: ArithShare, months: int) -> ArithShare:
+    """date + INTERVAL n MONTH as DuckDB computes it, exactly: the calendar month moves by n, the day of the
+    month is clamped to the new month's last day (2024-01-31 + 1 month = 2024-02-29). A date is days since
+    1970-01-01 with |days| < 2^40. Rounds: civil_from_days, 1 exact division, 1 batched equality (the month
+    and the leap-year remainders), 1 comparison, 2 products, days_from_civil."""
+    lanes = len(days)
+    year, month, day = civil_from_days(s, days)
+    total = arith.add_public(s, year * 12 + month, months - 1)  # months since year 0, January = 0
+    new_year = floor_div_public(s, total, 12, 2.0 ** 37)
+    new_month = arith.add_public(s, total - new_year * 12, 1)
+    remainders = [new_year - floor_div_public(s, new_year, k, 2.0 ** 32) * k for k in (4, 100, 400)]
+    candidates = [new_month] * 5 + remainders
+    wanted = arith.public(s, np.repeat(np.array([2, 4, 6, 9, 11, 0, 0, 0], dtype=np.int64), lanes))
+    hits = compare.equal(s, arith.concat(candidates), wanted, arith=True).data.reshape(8, lanes)
+    february, short = ArithShare(hits[0], 0), ArithShare(hits[1:5].sum(axis=0, dtype=np.uint64), 0)
+    leap = ArithShare(hits[5] - hits[6] + hits[7], 0)
+    last = arith.add_public(s, -short - february * 3 + arith.beaver_mul(s, february, leap), 31)
+    beyond = compare.less_than(s, last, day, arith=True)
+    clamped = day + arith.beaver_mul(s, beyond, last - day)
+    return days_from_civil(s, new_year, new_month, clamped)
+
+
 # -- SQRT, LN, EXP: exact normalisation by the leading bit, then a polynomial or Newton on a short interval --
 
 def _fit(function, low: float, high: float, degree: int) -> np.ndarray:

@@ -119,9 +119,9 @@ class RangePlan:
             return "fixed", (a / abs(divisor) if divisor else math.inf)
         if isinstance(e, (exp.IntDiv, exp.Mod)):
             return "int", self.info(e.left)[1]
-        if isinstance(e, exp.Interval):  # INTERVAL n DAY: whole days (the SPU's rule admits no other)
+        if isinstance(e, exp.Interval):  # whole days, weeks, months or years: at most 366 days a unit
             digits = "".join(ch for ch in str(e.this.this if isinstance(e.this, exp.Literal) else "") if ch.isdigit())
-            return "int", 7.0 * float(digits or 0) + 1.0
+            return "int", 366.0 * float(digits or 0) + 1.0
         if isinstance(e, (exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
             bound = self.info(e.this if not isinstance(e, exp.Log) or e.expression is None else e.expression)[1]
             return "fixed", (math.sqrt(bound) + 1.0 if isinstance(e, exp.Sqrt) else
@@ -187,6 +187,9 @@ class RangePlan:
             scale = 10.0 ** max(0, rounding_digits(e))
             return self.need(e.this, min(limit, self.compare_range(kind) / 2) / scale,
                              f"{e.sql()} rounds ({why})")
+        if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
+            date = e.right if calendar_interval(e.left) else e.left  # spu.functions.add_months: civil_from_days
+            return self.need(date, DATE_LIMIT, f"{e.sql()} moves a date by calendar months")
         if isinstance(e, (exp.Add, exp.Sub)):
             return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
         if isinstance(e, exp.Mul):
@@ -341,6 +344,24 @@ class RangePlan:
 
 
 FIXED_TYPES = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
+
+
+MONTHS_PER_UNIT = {"MONTH": 1, "MONTHS": 1, "QUARTER": 3, "QUARTERS": 3, "YEAR": 12, "YEARS": 12}
+
+
+def interval_months(e: exp.Expression) -> int | None:
+    """The months of INTERVAL n MONTH / QUARTER / YEAR with a whole constant n, else None."""
+    if not isinstance(e, exp.Interval) or not isinstance(e.this, exp.Literal):
+        return None
+    scale = MONTHS_PER_UNIT.get((e.unit.name if e.unit is not None else "").upper())
+    try:
+        return int(str(e.this.this)) * scale if scale is not None else None
+    except ValueError:
+        return None
+
+
+def calendar_interval(e: exp.Expression) -> bool:
+    return interval_months(e) is not None
 
 
 def whole_power(e: exp.Pow) -> bool:

@@ -3,7 +3,7 @@
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
 comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
-kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates, casts, SQRT/LN/LOG/EXP/POWER,
+kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates (± calendar months), casts, SQRT/LN/LOG/EXP/POWER,
 SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
@@ -46,7 +46,7 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decim
                                            limb_fracs, limbs_of, range_kind)
 from sqlsecure.executors.spu import arith, compare, functions, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, ROUNDING, TRIG, RangePlan,
-                                           is_geodist, whole_power, constant, decimal_scale_of, input_limits, literal_value as literal_number,
+                                           calendar_interval, interval_months, is_geodist, whole_power, constant, decimal_scale_of, input_limits, literal_value as literal_number,
                                            rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
@@ -339,11 +339,18 @@ def _unit_rule(node: exp.Var, kind_of) -> str | None:
 
 
 def _interval_rule(node: exp.Interval, kind_of) -> str | None:
-    """INTERVAL n DAY (or WEEK) with a whole constant n, added to or subtracted from a date."""
-    if _interval_days(node) is not None and isinstance(node.parent, (exp.Add, exp.Sub)):
+    """INTERVAL n DAY, WEEK, MONTH, QUARTER or YEAR with a whole constant n, added to a date or subtracted
+    from one (a calendar interval: date + INTERVAL or date - INTERVAL only)."""
+    parent = node.parent
+    if _interval_days(node) is not None and isinstance(parent, (exp.Add, exp.Sub)):
         return None
-    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n DAY (or WEEK) to a date; "
-            "compute month and year intervals at one party")
+    if calendar_interval(node) and isinstance(parent, (exp.Add, exp.Sub)) and \
+            (isinstance(parent, exp.Add) or parent.expression is node):
+        other = parent.expression if parent.this is node else parent.this
+        return None if static_kind(other, kind_of) in ("date", None) else \
+            f"{parent.sql(dialect='duckdb')}: a calendar interval moves a DATE in secure computation"
+    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n DAY, WEEK, MONTH, QUARTER "
+            "or YEAR (a whole constant n) to a date; compute other intervals at one party")
 
 
 def _interval_days(node: exp.Interval) -> int | None:
@@ -355,6 +362,14 @@ def _interval_days(node: exp.Interval) -> int | None:
         return None
     scale = {"DAY": 1, "DAYS": 1, "WEEK": 7, "WEEKS": 7}.get(unit)
     return count * scale if count is not None and scale is not None else None
+
+
+def _public_add_months(day: datetime.date, months: int) -> datetime.date:
+    """A DATE constant moved by calendar months, the day clamped to the month's last (as DuckDB)."""
+    total = day.year * 12 + day.month - 1 + months
+    year, month = divmod(total, 12)
+    following = datetime.date(year + (month == 11), (month + 1) % 12 + 1, 1)
+    return datetime.date(year, month + 1, min(day.day, (following - datetime.timedelta(days=1)).day))
 
 
 def _round_public(op, value, digits: int):
@@ -582,6 +597,8 @@ class Stage:
             v = self.ev(e.this)
             _numeric_only(e, v)
             return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
+        if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
+            return self._add_months(e)
         if isinstance(e, (exp.Add, exp.Sub)):
             a, b = self.ev(e.left), self.ev(e.right)
             kind = sum_kind(e, a.kind, b.kind)
@@ -708,6 +725,19 @@ class Stage:
             raise NotSupportedError(_date_part_rule(e, lambda column: v.kind) or f"{e.sql()}: not a date")
         year, month, day = functions.civil_from_days(self.s, v.value)
         return SV([{"YEAR": year, "MONTH": month, "DAY": day}[part]], v.valid, "int")
+
+    def _add_months(self, e: exp.Expression) -> SV | PV:
+        """date ± INTERVAL n MONTH / QUARTER / YEAR, as DuckDB: the day clamped to the new month's last day
+        (spu.functions.add_months, exact)."""
+        interval, date = (e.left, e.right) if calendar_interval(e.left) else (e.right, e.left)
+        months = interval_months(interval) * (-1 if isinstance(e, exp.Sub) else 1)
+        v = self.ev(date)
+        if v.kind != "date":
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a calendar interval moves a DATE in secure computation")
+        if isinstance(v, PV):
+            moved = _public_add_months(EPOCH + datetime.timedelta(days=int(v.value)), months)
+            return PV((moved - EPOCH).days, "date")
+        return SV([functions.add_months(self.s, v.value, months)], v.valid, "date")
 
     def _divide(self, e: exp.Expression, a, b):
         """x / y (fixed point), x // y (rounded toward zero) and x % y (the sign of x), as DuckDB
