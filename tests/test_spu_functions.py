@@ -244,9 +244,20 @@ DATE_AND_CAST_QUERIES = [
 ]
 
 
-@pytest.mark.parametrize("sql", DATE_AND_CAST_QUERIES)
+CALENDAR_QUERIES = [
+    f"SELECT b.id, CAST(b.day + INTERVAL 1 MONTH AS DATE) AS m, CAST(b.day + INTERVAL 13 MONTH AS DATE) AS y, "
+    f"CAST(s.due - INTERVAL 1 YEAR AS DATE) AS p, CAST(INTERVAL 2 QUARTER + s.due AS DATE) AS q, "
+    f"CAST(s.due - INTERVAL 1 MONTH AS DATE) AS f {EDGE_JOIN} WHERE b.id >= s.k AND s.due < DATE '9999-01-01'",
+    f"SELECT b.id {EDGE_JOIN} WHERE b.day + INTERVAL 1 MONTH < s.due AND s.due - INTERVAL 2 YEAR > b.day",
+    f"SELECT COUNT(*) AS n {EDGE_JOIN} WHERE s.due - INTERVAL 1 MONTH >= b.day + INTERVAL 1 YEAR "
+    f"OR s.due < DATE '2000-01-31' + INTERVAL 1 MONTH",
+]
+
+
+@pytest.mark.parametrize("sql", DATE_AND_CAST_QUERIES + CALENDAR_QUERIES)
 def test_dates_and_casts_across_parties_match_duckdb(edge_oracles, sql):
     inside = edge_oracles["inside"]
+    assert inside.engine.check(sql, "bank") is None
     assert "SPU(" in inside.engine.explain(sql, "bank")
     inside.check(sql)
 
@@ -269,24 +280,6 @@ def test_calendar_dates_and_casts_to_integers_are_exact(nparties):
     assert to_signed(month).tolist() == [w.month for w in want]
     assert to_signed(day).tolist() == [w.day for w in want]
     assert to_signed(rounded).tolist() == [int(v) for v in np.rint(x)]  # ties to even, as DuckDB's CAST
-
-
-CALENDAR_QUERIES = [
-    f"SELECT b.id, CAST(b.day + INTERVAL 1 MONTH AS DATE) AS m, CAST(b.day + INTERVAL 13 MONTH AS DATE) AS y, "
-    f"CAST(s.due - INTERVAL 1 YEAR AS DATE) AS p, CAST(INTERVAL 2 QUARTER + s.due AS DATE) AS q, "
-    f"CAST(s.due - INTERVAL 1 MONTH AS DATE) AS f {EDGE_JOIN} WHERE b.id >= s.k AND s.due < DATE '9999-01-01'",
-    f"SELECT b.id {EDGE_JOIN} WHERE b.day + INTERVAL 1 MONTH < s.due AND s.due - INTERVAL 2 YEAR > b.day",
-    f"SELECT COUNT(*) AS n {EDGE_JOIN} WHERE s.due - INTERVAL 1 MONTH >= b.day + INTERVAL 1 YEAR "
-    f"OR s.due < DATE '2000-01-31' + INTERVAL 1 MONTH",
-]
-
-
-@pytest.mark.parametrize("sql", CALENDAR_QUERIES)
-def test_date_plus_calendar_months_and_years_matches_duckdb(edge_oracles, sql):
-    inside = edge_oracles["inside"]
-    assert inside.engine.check(sql, "bank") is None
-    assert "SPU(" in inside.engine.explain(sql, "bank")
-    inside.check(sql)
 
 
 @pytest.mark.parametrize("nparties", PARTIES)

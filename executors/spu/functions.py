@@ -325,22 +325,6 @@ def _to_session_frac(s: SpuSession, x: ArithShare, frac: int) -> ArithShare:
     return ArithShare(arith.truncate(s, x.with_frac(0), WIDE - frac).data, frac)
 
 
-def leading_bit(s: SpuSession, x: ArithShare, width: int = 63) -> ArithShare:
-    """One-hot 0/1 integer shares (shape (width, n)) of the position of the leading bit of the raw value
-    X > 0 (all zero for X = 0): bit decomposition, a prefix OR (6 AND rounds), B2A of `width` bits.
-    As in `compare.divide`'s normalisation."""
-    (words,) = boolean.a2b_many(s, [x])
-    prefix = words.data & np.uint64((1 << width) - 1)
-    for k in (1, 2, 4, 8, 16, 32):
-        shifted = prefix >> np.uint64(k)
-        (both,) = boolean.and_words_many(s, [(prefix, shifted)])
-        prefix = prefix ^ shifted ^ both
-    onehot = prefix ^ (prefix >> ONE)
-    bits = np.stack([(onehot >> np.uint64(j)) & ONE for j in range(width)])
-    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
-    return ArithShare(ab.data.reshape(width, -1), 0)
-
-
 def _weighted(onehot: ArithShare, weights) -> ArithShare:
     """sum_j onehot_j * w_j for public integers w_j (local)."""
     w = np.array([int(v) % (1 << 64) for v in weights], dtype=np.uint64)
@@ -365,7 +349,7 @@ def sqrt_fixed(s: SpuSession, x: ArithShare) -> ArithShare:
     frac, top = x.frac, NORMALISED_BITS
     shifts = [2 * math.ceil((j + 1 - frac) / 2) for j in range(top)]  # e_j, even
     big = max(shifts)
-    onehot = leading_bit(s, x, top)
+    onehot = compare.leading_bit(s, x, top)
     norm = _scaled(s, x, _weighted(onehot, [1 << (big - e) for e in shifts]), big + frac - WIDE).with_frac(WIDE)
     y = _horner(s, norm - _constant(s, INV_SQRT_CENTRE, x.shape), INV_SQRT_START)
     three = _constant(s, 3.0, x.shape)
@@ -390,7 +374,7 @@ def ln_fixed(s: SpuSession, x: ArithShare, wide: bool = False) -> ArithShare:
     frac, top = x.frac, NORMALISED_BITS
     shifts = [j + 1 - frac for j in range(top)]
     big = max(shifts)
-    onehot = leading_bit(s, x, top)
+    onehot = compare.leading_bit(s, x, top)
     norm = _scaled(s, x, _weighted(onehot, [1 << (big - e) for e in shifts]), big + frac - WIDE).with_frac(WIDE)
     exponent = _weighted(onehot, shifts)  # j + 1 - F, an integer share
     ln2 = ArithShare(exponent.data * np.uint64(round(math.log(2) * 2 ** WIDE)), WIDE)
