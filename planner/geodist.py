@@ -2,8 +2,8 @@
 
 SCQL defines GEODIST as the great-circle distance between two points given in degrees, on a sphere of
 `radius` (6371, the earth's mean radius in km, when absent): radius * acos(sin p1 sin p2 + cos p1 cos p2
-cos(l1 - l2)). DuckDB has no such function, so the SQL a party (or the issuer, over revealed values) runs in plaintext
-has every GEODIST rewritten into the same angle in Vincenty's atan2 form just before it runs
+cos(l1 - l2)). DuckDB has no such function, so the SQL a party (or the issuer, over revealed values)
+runs in plaintext has every GEODIST rewritten into the same angle in Vincenty's atan2 form just before it runs
 (`executors/runtime/party.py`) — equal to SCQL's acos form, but accurate for short distances too, and
 what the SPU computes on shares (`executors/spu/functions.geodist_fixed`). The plan and EXPLAIN keep
 GEODIST, so where it runs is decided as for any function.
@@ -38,7 +38,7 @@ def with_great_circle(sql: str) -> str:
     if "geodist" not in sql.lower():
         return sql
     tree = sqlglot.parse_one(sql, read="duckdb")
-    for node in list(tree.find_all(exp.Anonymous)):
+    for node in reversed(list(tree.find_all(exp.Anonymous))):  # innermost first: a GEODIST of a GEODIST
         if is_geodist(node) and len(node.expressions) in (4, 5):
             node.replace(exp.Paren(this=great_circle(node.expressions)))
     return tree.sql(dialect="duckdb")

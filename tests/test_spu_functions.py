@@ -417,16 +417,11 @@ def test_trigonometric_functions_on_nulls_and_edges_match_duckdb(edge_oracles, s
     inside.check(sql)
 
 
-@pytest.mark.parametrize("sql,message", [
+TRIG_DOMAIN_REFUSALS = [
     (f"SELECT ACOS(b.id - s.k) {EDGE_JOIN} WHERE b.id >= s.k", "outside \\[-1, 1\\]"),
     (f"SELECT ASIN(s.k - b.id) {EDGE_JOIN} WHERE b.id > s.k", "outside \\[-1, 1\\]"),
     (f"SELECT TAN(b.id * 0 + s.k * PI() / 2) {EDGE_JOIN} WHERE b.id > s.k", "pole of TAN"),
-])
-def test_a_counted_row_outside_a_trigonometric_domain_is_refused(edge_oracles, sql, message):
-    engine = edge_oracles["inside"].engine
-    assert engine.check(sql, "bank") is None  # a property of the data: found while computing, never answered
-    with pytest.raises(DataError, match=message):
-        engine.execute(sql, "bank")
+]
 
 
 @pytest.mark.parametrize("sql,why", [(f"SELECT SIN(b.fx) {EDGE_JOIN} WHERE b.id > s.k", "turns"),
@@ -514,14 +509,14 @@ def test_power_with_any_exponent_within_its_stated_accuracy(nparties):
     assert (np.abs(decode_fixed(real, F) - want) <= bound)[ex >= 0].all()
 
 
-@pytest.mark.parametrize("sql,message", [
+@pytest.mark.parametrize("sql,message", TRIG_DOMAIN_REFUSALS + [
     (f"SELECT POWER(s.k - b.id, 0.5) {EDGE_JOIN} WHERE b.id > s.k", "negative number to a fractional power"),
     (f"SELECT POWER(b.id - b.id, s.k - 2) {EDGE_JOIN} WHERE b.id > s.k", "zero to a negative power"),
     (f"SELECT POWER(b.id * 1000, s.k * 5.0) {EDGE_JOIN} WHERE b.id > s.k", "fixed-point range"),
 ])
-def test_a_counted_row_without_a_finite_power_is_refused(edge_oracles, sql, message):
+def test_a_counted_row_without_a_finite_value_is_refused(edge_oracles, sql, message):
     engine = edge_oracles["inside"].engine
-    assert engine.check(sql, "bank") is None
+    assert engine.check(sql, "bank") is None  # a property of the data: found while computing, never answered
     with pytest.raises(DataError, match=message):
         engine.execute(sql, "bank")
 

@@ -516,7 +516,7 @@ def _sin_cos_wide(s: SpuSession, x: ArithShare, period: float = 2 * math.pi) -> 
 
 def sin_cos_fixed(s: SpuSession, x: ArithShare) -> tuple[ArithShare, ArithShare]:
     """(SIN(x), COS(x)) of a fixed-point share with |x| < 2^24 (`spu.ranges.TRIG_LIMIT`), at x's scale.
-    Accuracy: |error| <= 2^-15 against sin/cos of the encoded x (the reduction's 2^-23 at the limit,
+    Accuracy: |error| <= 2^-15 against sin/cos of the encoded x (the reduction's 2^-22 at the limit,
     the polynomial's 4e-11, the final truncation's 2^-16); DuckDB's double adds the encoding's 2^-17."""
     sin, cos = _sin_cos_wide(s, x)
     pair = _to_session_frac(s, arith.concat([sin, cos]), x.frac)
