@@ -31,6 +31,7 @@ from sqlsecure.planner.physical import (
     Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecretQuery,
     SecureStage,
 )
+from sqlsecure.planner.geodist import with_great_circle
 from sqlsecure.policy.privacy import release
 
 
@@ -46,7 +47,7 @@ def scratch_sql(sql: str, tables: dict[str, pa.Table], party: str) -> pa.Table:
         con.execute("SET lock_configuration = true")
         for name, table in tables.items():
             con.register(name, table)
-        return con.sql(sql).to_arrow_table()
+        return con.sql(with_great_circle(sql)).to_arrow_table()
     except duckdb.Error as exc:
         raise local_error(party, exc, sql, "local computation") from None
     finally:
@@ -160,7 +161,7 @@ class PartyExecutor:
                 self._progress(index + 1, len(plan.steps), getattr(step, "device", type(step).__name__))
             tag = f"{query_id}/{index}"
             if isinstance(step, RunLocal):
-                table = outputs[(self.name, step.out)] = self._store.query(step.sql)
+                table = outputs[(self.name, step.out)] = self._store.query(with_great_circle(step.sql))
                 rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
                 pieces[step.out] = table.append_column(f"__prov_{step.out}", rows)
             elif isinstance(step, EquiJoin):

@@ -245,6 +245,22 @@ def max_all(s: SpuSession, x: ArithShare) -> ArithShare:
 NEWTON_STEPS = 3
 
 
+def leading_bit(s: SpuSession, x: ArithShare, width: int = 63) -> ArithShare:
+    """One-hot 0/1 integer shares (shape (width, n)) of the position of the leading bit of the raw value
+    0 <= X < 2^width (all zero for X = 0): bit decomposition, a prefix OR (6 AND rounds), B2A of `width`
+    bits. The normalisation of `divide`, and of SQRT and LN in `spu.functions`."""
+    (words,) = boolean.a2b_many(s, [x])
+    prefix = words.data & np.uint64((1 << width) - 1)
+    for k in (1, 2, 4, 8, 16, 32):
+        shifted = prefix >> np.uint64(k)
+        (both,) = boolean.and_words_many(s, [(prefix, shifted)])
+        prefix = prefix ^ shifted ^ both
+    onehot = prefix ^ (prefix >> ONE)
+    bits = np.stack([(onehot >> np.uint64(j)) & ONE for j in range(width)])
+    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
+    return ArithShare(ab.data.reshape(width, -1), 0)
+
+
 def divide(s: SpuSession, x: ArithShare, y: ArithShare, y_bits: int = 32) -> ArithShare:
     """x / y for y > 0, result in fixed point with the session's F fractional bits.
 
@@ -265,19 +281,11 @@ def divide(s: SpuSession, x: ArithShare, y: ArithShare, y_bits: int = 32) -> Ari
     if x.shape != y.shape:
         raise ProgrammingError(f"divide: shapes {x.shape} and {y.shape}")
     n = x.data.size
-    # 1. bits of y, prefix OR downwards, one-hot msb
-    (yb,) = boolean.a2b_many(s, [y])
-    p = yb.data & np.uint64((1 << K) - 1)
-    for k in (1, 2, 4, 8, 16, 32):
-        shifted = p >> np.uint64(k)
-        (both,) = boolean.and_words_many(s, [(p, shifted)])
-        p = p ^ shifted ^ both
-    onehot = p ^ (p >> ONE)
+    # 1. one-hot of y's leading bit (bits, prefix OR downwards, B2A)
+    onehot = leading_bit(s, y, K)
     # 2. m = 2^(K-1-msb): bit j of the one-hot word contributes 2^(K-1-j)
-    bits = np.stack([(onehot >> np.uint64(j)) & ONE for j in range(K)])
-    (ab,) = boolean.b2a_bits_many(s, [BoolShare(bits.ravel(), 1)])
     weights = (np.uint64(1) << (np.uint64(K - 1) - np.arange(K, dtype=np.uint64)))
-    m = ArithShare((ab.data.reshape(K, n) * weights[:, None]).sum(axis=0, dtype=np.uint64).reshape(x.shape), 0)
+    m = ArithShare((onehot.data.reshape(K, n) * weights[:, None]).sum(axis=0, dtype=np.uint64).reshape(x.shape), 0)
     # 3. y_norm = Y*m / 2^(K-F), fixed point in [0.5, 1)
     y_raw = ArithShare(y.data, 0)
     ynorm = arith.truncate(s, arith.beaver_mul(s, y_raw, m), K - F).with_frac(F)
@@ -306,5 +314,6 @@ def divide(s: SpuSession, x: ArithShare, y: ArithShare, y_bits: int = 32) -> Ari
 __all__ = [
     "compare_bits", "less_than", "less_equal", "greater_than", "greater_equal", "equal", "not_equal",
     "mux", "mux_many", "mux_bits_many", "sign", "abs_", "minimum", "maximum", "min_all", "max_all", "divide",
+    "leading_bit",
     "to_arith_bit",
 ]

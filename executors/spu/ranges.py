@@ -43,7 +43,15 @@ DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Dat
 NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a rounded DOUBLE: within 1 of it)
 DATE_LIMIT = 2.0 ** 40
 NORMALISED_LIMIT = 2.0 ** 43  # SQRT, LN, LOG: spu.functions.NORMALISED_BITS - F
+POWER_EXPONENT_LIMIT = 2.0 ** 14  # POWER(x, y) as EXP(y * LN(x)): |y| (|y ln x| < 2^19 keeps y * LN at 44 bits in the ring)
+MAX_POWER = 62  # POWER(x, n) by square-and-multiply: a whole constant 0 <= n <= 62
 EXP_LIMIT = 31.0  # EXP: e^31 < 2^45  # days from 1970 that spu.functions.civil_from_days takes apart exactly
+TRIG = (exp.Sin, exp.Cos, exp.Tan, exp.Asin, exp.Acos, exp.Atan, exp.Atan2)  # spu.functions: sin_cos_fixed, atan2_fixed
+TRIG_LIMIT = 2.0 ** 24  # SIN, COS, TAN: the reduction to turns loses |x| 2^-49 turns (spu.functions._sin_cos_wide)
+GEODIST = "GEODIST"  # SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]): sqlglot's Anonymous function
+EARTH_RADIUS = 6371  # SCQL's default radius (km)
+RADIUS_LIMIT = 2.0 ** 15  # GEODIST's radius when it is secret: the angle times it stays within the ring
+TAN_BOUND = 2.0 ** 8  # |TAN(x)|: rows nearer a pole refuse the query (spu.functions.POLE_DISTANCE)
 DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
 DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
@@ -111,13 +119,23 @@ class RangePlan:
             return "fixed", (a / abs(divisor) if divisor else math.inf)
         if isinstance(e, (exp.IntDiv, exp.Mod)):
             return "int", self.info(e.left)[1]
-        if isinstance(e, exp.Interval):  # INTERVAL n DAY: whole days (the SPU's rule admits no other)
+        if isinstance(e, exp.Interval):  # whole days, weeks, months or years: at most 366 days a unit
             digits = "".join(ch for ch in str(e.this.this if isinstance(e.this, exp.Literal) else "") if ch.isdigit())
-            return "int", 7.0 * float(digits or 0) + 1.0
+            return "int", 366.0 * float(digits or 0) + 1.0
         if isinstance(e, (exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
             bound = self.info(e.this if not isinstance(e, exp.Log) or e.expression is None else e.expression)[1]
             return "fixed", (math.sqrt(bound) + 1.0 if isinstance(e, exp.Sqrt) else
                              math.exp(min(bound, EXP_LIMIT)) + 1.0 if isinstance(e, exp.Exp) else 64.0)
+        if isinstance(e, exp.Pi):
+            return "fixed", 4.0
+        if is_geodist(e):  # at most half a great circle
+            arguments = e.expressions
+            radius = self.info(arguments[4])[1] if len(arguments) == 5 else float(EARTH_RADIUS)
+            return "fixed", 4.0 * radius + 1.0
+        if isinstance(e, TRIG):  # TAN up to its pole bound; the angles below pi; SIN and COS at most 1
+            return "fixed", TAN_BOUND + 1.0 if isinstance(e, exp.Tan) else 4.0
+        if isinstance(e, exp.Pow) and not whole_power(e):  # EXP(y * LN(x)), refused beyond e^31
+            return "fixed", math.exp(EXP_LIMIT) + 1.0
         if isinstance(e, exp.Pow):
             kind, bound = self.info(e.this)
             return kind, min(max(bound, 1.0) ** (constant(e.expression) or 0), 2.0 ** REVEAL_BITS)
@@ -169,6 +187,9 @@ class RangePlan:
             scale = 10.0 ** max(0, rounding_digits(e))
             return self.need(e.this, min(limit, self.compare_range(kind) / 2) / scale,
                              f"{e.sql()} rounds ({why})")
+        if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
+            date = e.right if calendar_interval(e.left) else e.left  # spu.functions.add_months: civil_from_days
+            return self.need(date, DATE_LIMIT, f"{e.sql()} moves a date by calendar months")
         if isinstance(e, (exp.Add, exp.Sub)):
             return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
         if isinstance(e, exp.Mul):
@@ -185,6 +206,17 @@ class RangePlan:
             return self.need(argument, NORMALISED_LIMIT, f"{e.sql()} normalises its argument")
         if isinstance(e, exp.Exp):
             return self.need(e.this, EXP_LIMIT, f"{e.sql()}: e^x stays within fixed point")
+        if isinstance(e, TRIG):
+            return self._need_trig(e)
+        if is_geodist(e):  # degrees reduced to turns: each coordinate, and l1 - l2, below TRIG_LIMIT
+            for coordinate in e.expressions[:4]:
+                self.need(coordinate, TRIG_LIMIT / 2, f"{e.sql()} reduces its coordinates to turns")
+            if len(e.expressions) == 5:
+                self.need(e.expressions[4], RADIUS_LIMIT, f"{e.sql()} multiplies the angle by the radius")
+            return None
+        if isinstance(e, exp.Pow) and not whole_power(e):  # LN normalises x; y * LN(x) is one product
+            self.need(e.this, NORMALISED_LIMIT, f"{e.sql()} takes the logarithm of its base")
+            return self.need(e.expression, POWER_EXPONENT_LIMIT, f"{e.sql()} multiplies the logarithm")
         if isinstance(e, exp.Pow):  # square-and-multiply: every product within the kind's range
             n = constant(e.expression) or 1
             top = min(limit, self.compare_range(kind)) if kind == "fixed" else min(limit, self.reveal_range(kind))
@@ -253,6 +285,19 @@ class RangePlan:
         self.need(e.left, min(DIVIDEND_LIMIT, limit * smallest), why)
         self.need(e.right, DIVISOR_LIMIT[divisor_kind], why)
 
+    def _need_trig(self, e: exp.Expression) -> None:
+        """SIN / COS / TAN reduce x to turns (|x| < 2^24); ATAN / ATAN2 divide their arguments (|y|, |x| below
+        the fixed-point divisor's limit); ASIN / ACOS compare theirs with ±1 (a row beyond refuses the query)."""
+        arguments = [a for a in (e.this, e.args.get("expression")) if a is not None]
+        if isinstance(e, (exp.Sin, exp.Cos, exp.Tan)):
+            limit, why = TRIG_LIMIT, f"{e.sql()} reduces its argument to turns"
+        elif isinstance(e, (exp.Atan, exp.Atan2)):
+            limit, why = DIVISOR_LIMIT["fixed"], f"{e.sql()} divides its arguments"
+        else:
+            limit, why = self.compare_range("fixed"), f"{e.sql()} compares its argument with 1"
+        for argument in arguments:
+            self.need(argument, limit, why)
+
     def _need_compared(self, operands: list[exp.Expression], what: str) -> None:
         kinds = {self.info(o)[0] for o in operands}
         if "text" in kinds:
@@ -299,6 +344,35 @@ class RangePlan:
 
 
 FIXED_TYPES = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
+
+
+MONTHS_PER_UNIT = {"MONTH": 1, "MONTHS": 1, "QUARTER": 3, "QUARTERS": 3, "YEAR": 12, "YEARS": 12}
+
+
+def interval_months(e: exp.Expression) -> int | None:
+    """The months of INTERVAL n MONTH / QUARTER / YEAR with a whole constant n, else None."""
+    if not isinstance(e, exp.Interval) or not isinstance(e.this, exp.Literal):
+        return None
+    scale = MONTHS_PER_UNIT.get((e.unit.name if e.unit is not None else "").upper())
+    try:
+        return int(str(e.this.this)) * scale if scale is not None else None
+    except ValueError:
+        return None
+
+
+def calendar_interval(e: exp.Expression) -> bool:
+    return interval_months(e) is not None
+
+
+def whole_power(e: exp.Pow) -> bool:
+    """POWER(x, n) with a whole constant 0 <= n <= MAX_POWER (square-and-multiply); other exponents go
+    through EXP(y * LN(x))."""
+    n = constant(e.expression)
+    return isinstance(n, int) and 0 <= n <= MAX_POWER
+
+
+def is_geodist(e: exp.Expression) -> bool:
+    return isinstance(e, exp.Anonymous) and str(e.this).upper() == GEODIST
 
 
 def literal_value(e: exp.Literal) -> int | float:

@@ -3,7 +3,8 @@
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
 comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
-kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates, casts, SQRT/LN/LOG/EXP/POWER), filters by weighting rows with the secret
+kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates (± calendar months), casts, SQRT/LN/LOG/EXP/POWER,
+SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
@@ -19,7 +20,7 @@ their public positions. No single count is opened: only the keep bit, through th
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
 many sums fall outside the division's fixed-point range, and — where a division or SQRT/LN/LOG
-reads a secret — how many counted rows divide by zero or fall outside the function's domain (each
+reads a secret (and ASIN/ACOS/TAN) — how many counted rows divide by zero or fall outside the function's domain (each
 normally 0; otherwise the query fails with a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
 against the limits `spu.ranges` derives from the query, sort and group keys included (a value
 outside, NaN or ±infinity is a DataError naming the column: the others learn only that the query was
@@ -45,8 +46,9 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decim
                                            kind_of, limb_fracs, limbs_of, quotient_bits, range_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, RangePlan, constant, decimal_scale_of, input_limits,
-                                           literal_value as literal_number, rounding_digits)
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, ROUNDING, TRIG, RangePlan,
+                                           calendar_interval, constant, decimal_scale_of, input_limits, interval_months,
+                                           is_geodist, literal_value as literal_number, rounding_digits, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
@@ -172,10 +174,10 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return static_kind(e.this, kind_of)
     if isinstance(e, (exp.Count, exp.Window)):  # COUNT, ROW_NUMBER, RANK, DENSE_RANK
         return "int"
-    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
+    if isinstance(e, (exp.Avg, exp.Div, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pi, *TRIG)) or is_geodist(e):
         return "fixed"
     if isinstance(e, exp.Pow):
-        return static_kind(e.this, kind_of)
+        return static_kind(e.this, kind_of) if whole_power(e) else "fixed"
     if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)):
         return "int"
     if isinstance(e, exp.Interval):
@@ -256,37 +258,78 @@ def _date_argument(node: exp.Expression) -> exp.Expression:
 
 
 MATH = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow)
-MAX_POWER = 62  # POWER(x, n): a whole constant 0 <= n <= 62
 
 
 def _math_rule(node: exp.Expression, kind_of) -> str | None:
-    """SQRT, EXP, LN, LOG(x) (base 10), LOG(b, x) with a constant base b > 0, b != 1, POWER(x, n) with a
-    whole constant n in 0..62, of numbers."""
+    """SQRT, EXP, LN, LOG(x) (base 10), LOG(b, x) with a constant base b > 0, b != 1, POWER(x, y), of numbers."""
     shown, name = node.sql(dialect="duckdb"), type(node).__name__.upper()
     argument = node.expression if isinstance(node, exp.Log) and node.expression is not None else node.this
-    if static_kind(argument, kind_of) not in ("int", "fixed", None):
-        return f"{shown}: {name} of {static_kind(argument, kind_of)} values in secure computation"
+    for operand in (argument, node.expression) if isinstance(node, exp.Pow) else (argument,):
+        if static_kind(operand, kind_of) not in ("int", "fixed", None):
+            return f"{shown}: {name} of {static_kind(operand, kind_of)} values in secure computation"
     if isinstance(node, exp.Log) and node.expression is not None:
         base = constant(node.this)
         if base is None or base <= 0 or base == 1:
             return f"{shown}: secure computation takes LOG(b, x) with a constant base b > 0, b != 1"
-    if isinstance(node, exp.Pow):
-        n = constant(node.expression)
-        if not isinstance(n, int) or not 0 <= n <= MAX_POWER:
-            return (f"{shown}: secure computation takes POWER(x, n) with a whole constant 0 <= n <= {MAX_POWER}; "
-                    "write EXP(y * LN(x)) for other exponents")
     return None
+
+
+def _trig_rule(node: exp.Expression, kind_of) -> str | None:
+    """SIN, COS, TAN, ASIN, ACOS, ATAN(x), ATAN(y, x) and ATAN2(y, x) of numbers."""
+    for argument in (a for a in (node.this, node.args.get("expression")) if a is not None):
+        if static_kind(argument, kind_of) not in ("int", "fixed", None):
+            return (f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of "
+                    f"{static_kind(argument, kind_of)} values in secure computation")
+    return None
+
+
+def _anonymous_rule(node: exp.Anonymous, kind_of) -> str | None:
+    """Of the functions sqlglot does not know, SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) of numbers."""
+    shown = node.sql(dialect="duckdb")
+    if not is_geodist(node):
+        return (f"{shown}: {str(node.this).upper()} is not evaluated in secure computation; compute it at one "
+                "party (docs/architecture.md: what the SPU evaluates)")
+    if len(node.expressions) not in (4, 5):
+        return f"{shown}: GEODIST takes (lon1, lat1, lon2, lat2) or (lon1, lat1, lon2, lat2, radius)"
+    kinds = {static_kind(a, kind_of) for a in node.expressions} - {"int", "fixed", None}
+    return f"{shown}: GEODIST of {', '.join(sorted(kinds))} values in secure computation" if kinds else None
+
+
+TRIG_PUBLIC = {exp.Sin: math.sin, exp.Cos: math.cos, exp.Tan: math.tan, exp.Asin: math.asin, exp.Acos: math.acos,
+               exp.Atan: math.atan}
+
+
+def _trig_public(e: exp.Expression, args: list[float]) -> float:
+    """A trigonometric function of constants (ASIN / ACOS beyond ±1 refused, as on shares)."""
+    if len(args) == 2:
+        return math.atan2(*args)
+    try:
+        return TRIG_PUBLIC[type(e)](args[0])
+    except ValueError:
+        raise DataError(f"{e.sql(dialect='duckdb')}: no finite value (DuckDB gives NaN)") from None
+
+
+def geodist_public(lon1: float, lat1: float, lon2: float, lat2: float, radius: float = EARTH_RADIUS) -> float:
+    """GEODIST of constants: the great-circle distance in Vincenty's atan2 form (as on shares)."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon1 - lon2)
+    across = math.cos(p2) * math.sin(dl)
+    along = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    dot = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return radius * math.atan2(math.hypot(across, along), dot)
 
 
 def _math_public(e: exp.Expression, x: float) -> float:
     """SQRT / LN / LOG / EXP / POWER of a constant (a domain error is refused, as on shares)."""
     try:
         if isinstance(e, exp.Pow):
-            return x ** constant(e.expression)
+            power = x ** constant(e.expression)
+            if isinstance(power, complex):
+                raise ValueError("a negative number to a fractional power")
+            return power
         if isinstance(e, exp.Log):
             return math.log(x, constant(e.this) if e.expression is not None else 10.0)
         return {exp.Sqrt: math.sqrt, exp.Ln: math.log, exp.Exp: math.exp}[type(e)](x)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, ZeroDivisionError):
         raise DataError(f"{e.sql(dialect='duckdb')}: no finite value (DuckDB gives NaN or ±infinity)") from None
 
 
@@ -297,11 +340,18 @@ def _unit_rule(node: exp.Var, kind_of) -> str | None:
 
 
 def _interval_rule(node: exp.Interval, kind_of) -> str | None:
-    """INTERVAL n DAY (or WEEK) with a whole constant n, added to or subtracted from a date."""
-    if _interval_days(node) is not None and isinstance(node.parent, (exp.Add, exp.Sub)):
+    """INTERVAL n DAY, WEEK, MONTH, QUARTER or YEAR with a whole constant n, added to a date or subtracted
+    from one (a calendar interval: date + INTERVAL or date - INTERVAL only)."""
+    parent = node.parent
+    if _interval_days(node) is not None and isinstance(parent, (exp.Add, exp.Sub)):
         return None
-    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n DAY (or WEEK) to a date; "
-            "compute month and year intervals at one party")
+    if calendar_interval(node) and isinstance(parent, (exp.Add, exp.Sub)) and \
+            (isinstance(parent, exp.Add) or parent.expression is node):
+        other = parent.expression if parent.this is node else parent.this
+        return None if static_kind(other, kind_of) in ("date", None) else \
+            f"{parent.sql(dialect='duckdb')}: a calendar interval moves a DATE in secure computation"
+    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n DAY, WEEK, MONTH, QUARTER "
+            "or YEAR (a whole constant n) to a date; compute other intervals at one party")
 
 
 def _interval_days(node: exp.Interval) -> int | None:
@@ -313,6 +363,14 @@ def _interval_days(node: exp.Interval) -> int | None:
         return None
     scale = {"DAY": 1, "DAYS": 1, "WEEK": 7, "WEEKS": 7}.get(unit)
     return count * scale if count is not None and scale is not None else None
+
+
+def _public_add_months(day: datetime.date, months: int) -> datetime.date:
+    """A DATE constant moved by calendar months, the day clamped to the month's last (as DuckDB)."""
+    total = day.year * 12 + day.month - 1 + months
+    year, month = divmod(total, 12)
+    following = datetime.date(year + (month == 11), (month + 1) % 12 + 1, 1)
+    return datetime.date(year, month + 1, min(day.day, (following - datetime.timedelta(days=1)).day))
 
 
 def _round_public(op, value, digits: int):
@@ -403,13 +461,14 @@ SPU_RULES = {
     **{cls: _evaluated for cls in (
         exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Add, exp.Sub,
         exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
-        exp.If, exp.Coalesce, exp.Abs,
+        exp.If, exp.Coalesce, exp.Abs, exp.Pi,
         exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
     exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
+    **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
 }
 
@@ -536,12 +595,16 @@ class Stage:
             return literal_value(e)
         if isinstance(e, exp.Boolean):
             return PV(1 if e.this else 0, "bool")
+        if isinstance(e, exp.Pi):
+            return PV(math.pi, "fixed")
         if isinstance(e, exp.Null):
             return PV(None, "int")
         if isinstance(e, exp.Neg):
             v = self.ev(e.this)
             _numeric_only(e, v)
             return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
+        if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
+            return self._add_months(e)
         if isinstance(e, (exp.Add, exp.Sub)):
             a, b = self.ev(e.left), self.ev(e.right)
             kind = sum_kind(e, a.kind, b.kind)
@@ -598,6 +661,10 @@ class Stage:
             return self._date_part(e)
         if isinstance(e, MATH):
             return self._math(e)
+        if isinstance(e, TRIG):
+            return self._trig(e)
+        if is_geodist(e):
+            return self._geodist(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
@@ -665,6 +732,19 @@ class Stage:
         year, month, day = functions.civil_from_days(self.s, v.value)
         return SV([{"YEAR": year, "MONTH": month, "DAY": day}[part]], v.valid, "int")
 
+    def _add_months(self, e: exp.Expression) -> SV | PV:
+        """date ± INTERVAL n MONTH / QUARTER / YEAR, as DuckDB: the day clamped to the new month's last day
+        (spu.functions.add_months, exact)."""
+        interval, date = (e.left, e.right) if calendar_interval(e.left) else (e.right, e.left)
+        months = interval_months(interval) * (-1 if isinstance(e, exp.Sub) else 1)
+        v = self.ev(date)
+        if v.kind != "date":
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a calendar interval moves a DATE in secure computation")
+        if isinstance(v, PV):
+            moved = _public_add_months(EPOCH + datetime.timedelta(days=int(v.value)), months)
+            return PV((moved - EPOCH).days, "date")
+        return SV([functions.add_months(self.s, v.value, months)], v.valid, "date")
+
     def _divide(self, e: exp.Expression, a, b):
         """x / y (fixed point), x // y (rounded toward zero) and x % y (the sign of x), as DuckDB
         computes them, by a constant or by a secret (spu.functions). A counted row dividing by zero
@@ -718,7 +798,7 @@ class Stage:
             raise DataError(f"{e.sql(dialect='duckdb')}: {why}")
 
     def _math(self, e: exp.Expression):
-        """SQRT, LN, LOG, EXP and POWER with a whole constant exponent (spu.functions; accuracy in
+        """SQRT, LN, LOG, EXP and POWER (a whole constant exponent by products, any other by `_power`; accuracy in
         docs/architecture.md). Where DuckDB gives NaN or ±infinity (SQRT of a negative, LN of a number
         <= 0) a counted row refuses the query."""
         s = self.s
@@ -726,6 +806,8 @@ class Stage:
             (e.this, None)
         v = self.ev(argument)
         _numeric_only(e, v)
+        if isinstance(e, exp.Pow) and not whole_power(e):
+            return self._power(e, v, self.ev(e.expression))
         if isinstance(v, PV):
             return PV(_math_public(e, float(v.value)), "fixed")
         if isinstance(e, exp.Pow):
@@ -750,6 +832,84 @@ class Stage:
         ln = functions.ln_fixed(s, x.value)
         scale = 1.0 if isinstance(e, exp.Ln) else 1.0 / math.log(constant(base) if base is not None else 10.0)
         return SV([ln if scale == 1.0 else arith.mul_public(s, ln, scale)], x.valid, "fixed")
+
+    def _power(self, e: exp.Pow, base, exponent) -> SV | PV:
+        """POWER(x, y) for an exponent other than a whole constant 0..62, as EXP(y * LN|x|)
+        (spu.functions.power_fixed). DuckDB's NaN (a negative x to an exponent that may be fractional)
+        and infinity (0 to a negative power, y * ln x beyond the fixed-point range) refuse the query
+        where a counted row meets them; a negative x to a whole exponent (an integer or a whole
+        constant) takes the exponent's parity as its sign."""
+        _numeric_only(e, exponent)
+        if isinstance(base, PV) and isinstance(exponent, PV):
+            return PV(_math_public(e, float(base.value)), "fixed")
+        rows = len((base if isinstance(base, SV) else exponent).valid)
+        x, y = self.to_fixed(self.secret(base, rows)), self.secret(exponent, rows)
+        whole = y.kind == "int" or (isinstance(exponent, PV) and float(exponent.value).is_integer())
+        valid = self.both_valid(x, y)
+        y = self.to_fixed(y)
+        public = float(base.value) if isinstance(base, PV) and float(base.value) > 0 else None
+        power, flags = functions.power_fixed(self.s, x.value, y.value, whole, public)
+        reasons = {"negative": "a negative number to a fractional power (DuckDB gives NaN, which the SPU cannot hold)",
+                   "pole": "zero to a negative power (DuckDB gives infinity, which the SPU cannot hold)",
+                   "overflow": f"POWER beyond the SPU's fixed-point range (y * ln x >= {EXP_LIMIT:g})"}
+        for name, bad in flags.items():
+            self._refuse_counted(e, arith.beaver_mul(self.s, bad, valid), reasons[name])
+        return SV([power], valid, "fixed")
+
+    def _trig(self, e: exp.Expression):
+        """SIN, COS, TAN, ASIN, ACOS, ATAN and ATAN2 (spu.functions; accuracy in docs/architecture.md). Where
+        DuckDB gives NaN (ASIN / ACOS beyond ±1) or TAN is within 2^-8 of a pole (|tan x| > 2^8, which fixed
+        point cannot give accurately) a counted row refuses the query."""
+        s = self.s
+        values = [self.ev(a) for a in (e.this, e.args.get("expression")) if a is not None]
+        for v in values:
+            _numeric_only(e, v)
+        if all(isinstance(v, PV) for v in values):
+            return PV(_trig_public(e, [float(v.value) for v in values]), "fixed")
+        rows = next(len(v.valid) for v in values if isinstance(v, SV))
+        args = [self.to_fixed(self.secret(v, rows)) for v in values]
+        x, valid = args[0].value, args[0].valid if len(args) == 1 else self.both_valid(*args)
+        if isinstance(e, (exp.Sin, exp.Cos)):
+            sin, cos = functions.sin_cos_fixed(s, x)
+            return SV([sin if isinstance(e, exp.Sin) else cos], valid, "fixed")
+        if isinstance(e, exp.Tan):
+            tan, near_pole = functions.tan_fixed(s, x)
+            self._refuse_counted(e, arith.beaver_mul(s, near_pole, valid),
+                                 "a row lies within 2^-8 of a pole of TAN (|tan x| > 256, beyond the SPU's fixed-point "
+                                 "accuracy); exclude those rows")
+            return SV([tan], valid, "fixed")
+        if isinstance(e, (exp.Atan, exp.Atan2)):
+            other = args[1].value if len(args) == 2 else self.const(1.0, "fixed", rows).value
+            return SV([functions.atan2_fixed(s, x, other)], valid, "fixed")
+        one = self.const(1.0, "fixed", 2 * rows).value
+        beyond = compare.less_than(s, one, arith.concat([x, -x]), arith=True)  # x > 1 or -x > 1
+        self._refuse_counted(e, arith.beaver_mul(s, beyond[:rows] + beyond[rows:], valid),
+                             "an argument outside [-1, 1] (DuckDB gives NaN, which the SPU cannot hold)")
+        root = functions.complement_root(s, x)
+        angle = functions.atan2_fixed(s, x, root) if isinstance(e, exp.Asin) else functions.atan2_fixed(s, root, x)
+        return SV([angle], valid, "fixed")
+
+    def _geodist(self, e: exp.Anonymous) -> SV:
+        """SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) in degrees, radius 6371 (km) by default
+        (spu.functions.geodist_fixed). A constant coordinate is shared as a public value."""
+        values = [self.ev(a) for a in e.expressions]
+        for v in values:
+            _numeric_only(e, v)
+        if all(isinstance(v, PV) for v in values):
+            return PV(geodist_public(*(float(v.value) for v in values)), "fixed")
+        rows = next(len(v.valid) for v in values if isinstance(v, SV))
+        radius = values[4] if len(values) == 5 else PV(EARTH_RADIUS, "int")
+        points = [self.to_fixed(self.secret(v, rows)) for v in values[:4]]
+        valid = points[0].valid
+        for v in points[1:]:
+            valid = arith.beaver_mul(self.s, valid, v.valid)
+        if isinstance(radius, SV):
+            radius = self.to_fixed(radius)
+            valid, radius_value = arith.beaver_mul(self.s, valid, radius.valid), radius.value
+        else:
+            radius_value = float(radius.value)
+        distance = functions.geodist_fixed(self.s, *(p.value for p in points), radius_value)
+        return SV([distance], valid, "fixed")
 
     def _rounding(self, e: exp.Expression):
         """ROUND(x[, d]) (halves away from zero), FLOOR(x), CEIL(x) as DuckDB computes them: integers and

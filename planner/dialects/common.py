@@ -83,6 +83,7 @@ def duckdb_function_names() -> frozenset[str]:
 
 
 SQL_FORMS = {"CAST", "TRY_CAST", "COALESCE", "EXTRACT", "EXISTS", "GROUPING", "IFNULL"}  # syntax, not functions
+ENGINE_FUNCTIONS = {"GEODIST"}  # SCQL's, evaluated by the SPU (planner/geodist.py rewrites the plaintext ones)
 CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
 
 
@@ -92,7 +93,7 @@ def refuse_unknown_functions(tree: exp.Expression, context: DialectContext) -> e
     for node in tree.find_all(exp.Func):
         call = CALL.match(node.sql(dialect="duckdb"))
         name = call.group(1).upper() if call else None
-        if name and name not in SQL_FORMS and name not in duckdb_function_names():
+        if name and name not in SQL_FORMS | ENGINE_FUNCTIONS and name not in duckdb_function_names():
             source = node.name.upper() if isinstance(node, exp.Anonymous) else node.sql_name()
             raise NotSupportedError(f"{source}() has no equivalent here in the {context.dialect} dialect "
                                     "(see docs/federation.md, Dialects)")
