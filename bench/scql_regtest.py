@@ -109,7 +109,7 @@ def values(rng: np.random.Generator, kind: str, level: str, n: int) -> pa.Array:
     """`n` values of one column: small domains for keys (joins match, groups are large), NULLs throughout."""
     small = bool({"join", "joinpayload", "groupby", "jn", "gb"} & set(level.split("_")))
     if kind == "int":
-        data = rng.integers(0, 12, n) if small else rng.integers(-100, 1500, n)
+        data = rng.integers(0, 12, n) if small else rng.integers(-20, 60, n)
         out = pa.array(data, pa.int64())
     elif kind == "float":
         data = rng.integers(0, 8, n) * 1.5 if small else np.round(rng.uniform(-500, 500, n), 2)
