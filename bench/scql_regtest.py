@@ -7,8 +7,10 @@ groupby, compare, aggregate, encrypt, rank, every type of int, float, string, da
 i = 0..2; the owner sees its columns in the clear, every other party gets the column's level. Two more
 tables per party (`pkg/util/mock/testdata/table_*.json`): `tbl_3`, whose names give one level per party
 in the order alice, bob, carol (`pl_jn_cp_int_0`), and `UPPER_table`. The queries
-(tests/fixtures/scql_regtest.json) are the `query` of each case of `two_parties.json` and
-`multi_parties.json`, issued by alice as SCQL's test does, in SCQL's dialect (MySQL).
+(tests/fixtures/scql_regtest.json) are the `query` of each case of `single_party.json`,
+`two_parties.json` and `multi_parties.json`, issued by alice as SCQL's test does, in SCQL's dialect
+(MySQL). Not here: `single_party_postgres.json` (carol's PostgreSQL dialect) and `view.json` (SCDB
+views, created by statements our federation file has no counterpart of at run time).
 
 Here:
 - the same tables at the same parties, with generated data of the same columns and types (seeded;
