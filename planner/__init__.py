@@ -12,18 +12,20 @@ from dataclasses import dataclass, replace
 import sqlglot
 from sqlglot import exp
 
-from sqlsecure.errors import PolicyViolation
+from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner.analysis import check_rules, with_threshold
 from sqlsecure.planner.build import build_logical, subquery_columns
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.cost import Link
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
+from sqlsecure.planner.gather import gather_plan
 from sqlsecure.planner.logical import Node
 from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
+from sqlsecure.planner.translate import translate
 from sqlsecure.planner.reveal import DPContext, base_lineage, output_masks
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import RevealPolicy
@@ -33,8 +35,8 @@ from sqlsecure.policy.grants import RevealPolicy
 class QueryPlan:
     sql: str
     qualified: exp.Expression
-    logical: Node
-    optimized: Node
+    logical: Node | None  # the spine's; None: computed at the issuer (planner/gather.py) or translated (planner/translate.py)
+    optimized: Node | None
     physical: PhysicalPlan
 
     visibility: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # output -> ((party, constraint), ...)
@@ -57,6 +59,27 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
         usage.check_issuer()  # before anything else: a refusal by policy comes first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
     masks = output_masks(tree, policy.masks, issuer, base_lineage(tree)) if foreign else {}
+    try:
+        logical, optimized, physical = _place_spine(
+            tree, catalog, issuer, usage, threshold, dp, masks, enclave=enclave, measurements=measurements,
+            group_sums=group_sums, link=link, psi=psi, he_key_bits=he_key_bits)
+    except NotSupportedError as spine:  # a shape the spine placement does not handle
+        logical = optimized = None
+        try:  # cheapest first: every column it reads is PLAINTEXT to the issuer (SCQL's rule)
+            physical = gather_plan(tree, spine, catalog=catalog, policy=policy, issuer=issuer,
+                                   threshold=threshold, private=dp is not None or enclave == "always")
+        except NotSupportedError:  # then secret operators, composed
+            physical = _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine)
+    if dp is not None:
+        physical = bound_contributions(physical, policy.rules)
+    names = tree.meta.get("resolved_names", ())
+    return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names)
+
+
+def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, dp, masks, **options):
+    """The logical plan of the spine (joins, filter, project, aggregate, sort, limit), its optimized form
+    and its placement (`options`: PlacementContext's); NotSupportedError for any other shape."""
+    foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
     logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
     parties: dict[str, str] = {}
     tables: dict[str, tuple[str, str]] = {}
@@ -104,14 +127,21 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
             published[party] = max(known, default=None)
         return published[party]
 
-    ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, enclave=enclave,
-                           measurements=measurements, group_sums=group_sums, link=link, rows_of=rows_of,
-                           psi=psi, he_key_bits=he_key_bits)
+    ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of, **options)
     physical = place(optimized, ctx)
-    if dp is not None:
-        physical = bound_contributions(physical, policy.rules)
-    names = tree.meta.get("resolved_names", ())
-    return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names)
+    return logical, optimized, physical
+
+
+def _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:
+    """The operator-by-operator translation, for a shape the spine placement does not handle; when it
+    cannot either, NotSupportedError naming both reasons. Differential privacy, masking and groups counted
+    by an identity column are not translated yet (refused with the spine's reason)."""
+    if dp is not None or masks or threshold.identity is not None:
+        raise spine
+    try:
+        return translate(tree, catalog, issuer, threshold.k, usage.passed())
+    except NotSupportedError as why:
+        raise NotSupportedError(f"{why} (and the spine placement: {spine})") from None
 
 
 def _visibility(tree, policy: RevealPolicy, catalog: Catalog):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlsecure.planner.physical import (
-    Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal, SecureStage,
+    Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal, SecretQuery, SecureStage,
 )
 
 
@@ -50,9 +50,54 @@ def _movements(step) -> list[str]:
         moves += [f"dealer -> {step.compute[-1]}: corrections of Beaver triples and other correlated randomness",
                   f"{' <-> '.join(step.compute)}: masked openings (rounds and bytes counted by the channel)"]
         moves += [f"{p} -> {step.issuer}: its shares of the result" for p in step.compute if p != step.issuer]
+    if isinstance(step, SecretQuery):
+        moves += [f"{owner} -> SPU: share {relation} (its columns and a validity bit, as additive shares)"
+                  for owner, relation in step.inputs]
+        moves += [f"dealer -> {step.compute[-1]}: corrections of Beaver triples and other correlated randomness",
+                  f"{' <-> '.join(step.compute)}: masked openings (rounds and bytes counted by the channel)"]
+        moves += [f"{p} -> {step.issuer}: its shares of the result" for p in step.compute if p != step.issuer]
     if isinstance(step, Reveal) and step.party != step.to:
         moves.append(f"{step.party} -> {step.to}: {step.name} (Arrow IPC, the revealed columns only)")
     return moves
+
+
+def program_lines(step) -> list[str]:
+    """The secret program as an indented operator tree, each operator on the SPU; inputs name their share step."""
+    import json
+
+    program = json.loads(step.program)
+    device = f"SPU({', '.join(step.compute)})"
+    lines: list[str] = []
+
+    def walk(node: dict, depth: int) -> None:
+        pad = "  " * depth
+        op = node["op"]
+        if op == "input":
+            owner, relation = step.inputs[node["index"]]
+            lines.append(f"{pad}share {relation} from PYU({owner}) -> {device}")
+            return
+        detail = {
+            "filter": lambda: node["condition"],
+            "project": lambda: ", ".join(f"{sql} AS {name}" for name, sql in node["columns"]),
+            "join": lambda: f"{node['kind']} on ({', '.join(node['left_keys'])}) = ({', '.join(node['right_keys'])})"
+                            + (f" and {node['condition']}" if node["condition"] else ""),
+            "aggregate": lambda: f"by ({', '.join(sql for _, sql in node['keys'])}): " + ", ".join(
+                f"{f}({'DISTINCT ' if d else ''}{a or '*'}) AS {n}" for n, f, a, d in node["aggregates"]) + (
+                f"; groups kept with >= {node['threshold']['k']} distinct "
+                f"{', '.join(node['threshold']['provenance']) or 'rows'}" if node["threshold"] else ""),
+            "window": lambda: f"{node['func']}({node['arg'] or ''}) over partition ({', '.join(node['partition'])}) "
+                              f"order ({', '.join(k + (' DESC' if d else '') for k, d, _ in node['order'])}) "
+                              f"-> {node['name']}",
+            "sort": lambda: ", ".join(f"{k}{' DESC' if d else ''}" for k, d, _ in node["keys"]) + (
+                f" limit {node['limit']}" if node["limit"] is not None else "") + (
+                f" offset {node['offset']}" if node["offset"] else ""),
+        }.get(op, lambda: "")()
+        lines.append(f"{pad}{op} on {device}{': ' + detail if detail else ''}")
+        for child in [node[k] for k in ("child", "left", "right") if k in node] + node.get("children", []):
+            walk(child, depth + 1)
+
+    walk(program["root"], 0)
+    return lines
 
 
 def _spu_estimate(step) -> str:
@@ -133,6 +178,10 @@ def render_explain(plan, pushdown=None) -> str:
                              + (f" LIMIT {step.limit}" if step.limit is not None else ""))
             lines.append(f"        opened to {step.issuer} only")
             lines.append(f"        estimate: {_spu_estimate(step)}")
+        elif isinstance(step, SecretQuery):
+            lines.append(f"  [{n}] {step.device}  secret program (Z_2^64 shares, a validity bit per row) -> {step.out}")
+            lines += [f"        {line}" for line in program_lines(step)]
+            lines.append(f"        reveal: the valid rows of the root, opened to {step.issuer} only")
         elif isinstance(step, EnclaveStage):
             lines.append(f"  [{n}] {step.device}  oblivious sort / group-by on {step.rel} -> {step.out}")
             lines.append(f"        program: {step.program}")

@@ -148,17 +148,29 @@ def parse_query(sql: str, dialect: str) -> exp.Expression:
         raise PlanError(f"only SELECT queries are allowed; got {kind}")
     if tree.find(exp.Into) is not None:
         raise PlanError("SELECT ... INTO is not allowed: queries are read-only")
-    check_empty_clauses(tree)
+    check_empty_clauses(tree, sql, dialect)
     return tree
 
 
-def check_empty_clauses(tree: exp.Expression) -> None:
-    """Refuse a clause the parser accepted with nothing in it (`GROUP BY` at the end of the query):
-    left in, the text would reach a party's database and fail there."""
+EMPTY_GROUP_BY = re.compile(r"\bGROUP\s+BY\s*(?=$|\)|;|\b(?:HAVING|ORDER|LIMIT|QUALIFY|WINDOW|UNION|EXCEPT|INTERSECT)\b)",
+                            re.IGNORECASE)
+
+
+def check_empty_clauses(tree: exp.Expression, sql: str, dialect: str) -> None:
+    """Refuse a clause the parser accepted with nothing in it (`GROUP BY` at the end of the query, whose
+    text would reach a party's database and fail there; `JOIN t ON`, which sqlglot reads as a cross join)."""
     for group in tree.find_all(exp.Group):
         if not any(value for value in group.args.values()):
-            raise PlanError("syntax error: incomplete GROUP BY: its expressions part is missing; "
+            found = EMPTY_GROUP_BY.search(sql)
+            pos = f" at {position(sql, found.start())}" if found else ""
+            raise PlanError(f"syntax error{pos}: incomplete GROUP BY: its expressions part is missing; "
                             "name the grouping columns after GROUP BY, or remove it")
+    for join in tree.find_all(exp.Join):
+        if ("on" in join.args and join.args["on"] is None) or ("using" in join.args and not join.args["using"]):
+            name = join.this.this.meta if isinstance(join.this.this, exp.Identifier) else {}
+            pos = f" at line {name['line']}, column {name['col']}" if "line" in name else ""
+            raise PlanError(f"syntax error{pos}: JOIN {join.this.sql(dialect=dialect)} has ON or USING without a "
+                            "condition; write the join condition after it")
 
 
 def check_references(tree: exp.Expression, catalog: Catalog, sql: str, issuer: str | None = None) -> None:

@@ -11,7 +11,9 @@ common row order (the alignment a PSI join produces).
 - `Noise`      PYU(party): differential-privacy noise on its aggregates, before they leave it.
 - `Mask`       PYU(party): masking of revealed columns, before they leave it.
 - `Reveal`     party -> issuer: a computed result crosses to the issuer.
-- `Finish`     PYU(issuer): combine what was revealed; DISTINCT / ORDER BY / LIMIT.
+- `SecretQuery` SPU(owners): a secret program (planner/translate.py) over the owners' relations.
+- `Finish`     PYU(issuer): combine what was revealed; DISTINCT / ORDER BY / LIMIT; or (mode "tables")
+               run the query itself over whole tables its owners revealed (planner/gather.py).
 """
 
 from __future__ import annotations
@@ -178,6 +180,29 @@ class SecureStage(Step):
 
 
 @dataclass(frozen=True)
+class SecretQuery(Step):
+    """SPU(compute): a secret program over the owners' relations; its valid rows opened to the issuer only."""
+
+    compute: tuple[str, ...]  # the SPU compute parties (the inputs' owners; at least 2)
+    inputs: tuple[tuple[str, str], ...]  # per program input: (owner party, the RunLocal relation it shares)
+    program: str  # canonical JSON (the interface in executors/spu/program.py)
+    issuer: str
+    out: str
+    frac_bits: int = 16
+
+    @property
+    def parties(self):
+        return frozenset({*self.compute, self.issuer})
+
+    @property
+    def device(self) -> str:
+        return f"SPU({', '.join(self.compute)})"
+
+
+SPU_STEPS = (SecureStage, SecretQuery)  # the steps the SPU's dealer serves, one after another
+
+
+@dataclass(frozen=True)
 class EnclaveStage(Step):
     """TEEU: the parties seal their columns to an attested enclave, which groups / sorts them with
     data-independent access patterns and seals the result to the issuer."""
@@ -234,7 +259,8 @@ class Mask(Step):
 class Finish(Step):
     issuer: str
     parts: tuple[tuple[str, str], ...]  # (party, name) of each revealed part, in column order
-    mode: str  # "rows": parts are aligned columns; "single": parts are 0/1-row aggregates
+    mode: str  # "rows": parts are aligned columns; "single": parts are 0/1-row aggregates;
+    # "tables": each part is a whole table, a view named as the part (`sql` reads them by name)
     sql: str | None  # over the view "result"; None = the combined parts as they are
 
     @property

@@ -211,9 +211,23 @@ def _dp_pushdown(select: exp.Expression, dp: DPContext):
 def _finish_outputs(project: Project, issuer: str, out: str) -> Finish:
     """The issuer names the outputs o0, o1, ... of a stage that already sorted and limited them."""
     finish = exp.Select().from_("result")
-    finish.set("expressions", [exp.alias_(exp.column(f"o{i}", quoted=True), e.alias_or_name, quoted=True)
+    finish.set("expressions", [exp.alias_(as_duckdb_type(exp.column(f"o{i}", quoted=True), project, i),
+                                         e.alias_or_name, quoted=True)
                                for i, e in enumerate(project.expressions)])
     return Finish(issuer, ((issuer, out),), "rows", finish.sql(dialect="duckdb"))
+
+
+def as_duckdb_type(column: exp.Expression, project: Project, i: int) -> exp.Expression:
+    """Output i cast to DuckDB's type of it, so every device's result has the schema DuckDB gives
+    (MIN of a DECIMAL(12, 2) is DECIMAL(12, 2), SUM of an INTEGER a HUGEINT, a constant NULL of the
+    NULL type); as is when unknown."""
+    dtype = project.types[i] if i < len(project.types) else ""
+    kind = KIND_OF_TYPE.get(dtype.split("(")[0].upper())
+    if kind == "any":  # DuckDB's NULL type: a constant NULL, which the issuer writes as such
+        return exp.Null()
+    if kind is None:
+        return column
+    return exp.cast(column, exp.DataType.build(dtype, dialect="duckdb"))
 
 
 def _with_threshold(party: str, select: exp.Select, k: int) -> exp.Select:
@@ -1067,7 +1081,8 @@ def _hidden_sort_keys(project: Project, sort: Sort | None):
 def _finish_sql(finish_cols, outputs, project: Project, sort: Sort | None, limit: Limit | None) -> str:
     select = exp.Select().from_("result")
     select.set("expressions", [
-        exp.alias_(exp.maybe_parse(finish_cols[f"o{i}"], dialect="duckdb"), name, quoted=True)
+        exp.alias_(as_duckdb_type(exp.maybe_parse(finish_cols[f"o{i}"], dialect="duckdb"), project, i), name,
+                   quoted=True)
         for i, name in enumerate(outputs)
     ])
     if project.distinct:

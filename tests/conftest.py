@@ -174,6 +174,109 @@ def protected_counts(tree: exp.Select, issuer: str) -> list[exp.Expression]:
     return counts or [exp.Count(this=exp.Star())]
 
 
+def _owners(node: exp.Expression) -> set[str]:
+    return {t.db for t in node.find_all(exp.Table) if t.db}
+
+
+def _sources(select: exp.Select) -> list[exp.Expression]:
+    return [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])] \
+        if select.args.get("from_") else []
+
+
+def nested_shape(tree: exp.Expression) -> bool:
+    """A shape the operator translation answers (planner/translate.py): a FROM item (derived table, CTE,
+    UNION ALL) reading several parties, or a UNION ALL beside other FROM items."""
+    if not isinstance(tree, exp.Select):
+        return isinstance(tree, exp.Union) and len(_owners(tree)) > 1
+    ctes = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}
+    sources = [ctes.get(s.name, s) if isinstance(s, exp.Table) and not s.db else s for s in _sources(tree)]
+    return any(not isinstance(s, exp.Table) and len(_owners(s)) > 1 for s in sources) and (
+        len(sources) > 1 or not isinstance(getattr(sources[0], "this", None), exp.Union))
+
+
+class Provenance:
+    """The group threshold of nested shapes, as the engine applies it (docs/federation.md): each single-party
+    FROM item of a protected owner (a party other than the issuer) numbers its rows (`__p<n>`); the rows
+    carry these numbers up (NULL in other UNION ALL branches; MIN per group through an inner aggregate or
+    DISTINCT); the outermost aggregate keeps a group only with >= k distinct numbers of each."""
+
+    def __init__(self, issuer: str, k: int):
+        self.issuer, self.k, self.n = issuer, k, 0
+
+    def query(self, node: exp.Expression, under: bool, ctes: dict) -> tuple[exp.Expression, list[str]]:
+        if isinstance(node, exp.Subquery):
+            return self.query(node.this, under, ctes)
+        if isinstance(node, exp.Union):
+            branches = [self.query(b, under, ctes) for b in _union_branches(node)]
+            every = [p for _, ps in branches for p in ps]
+            for branch, own in branches:  # every branch: its columns, then every branch's numbers in one order
+                mine = {e.alias_or_name: e for e in branch.expressions[len(branch.expressions) - len(own):]} \
+                    if own else {}
+                kept = branch.expressions[:len(branch.expressions) - len(own)]
+                branch.set("expressions", kept + [mine.get(p) or exp.alias_(exp.cast(exp.null(), "BIGINT"), p)
+                                                  for p in every])
+            union = branches[0][0]
+            for branch, _ in branches[1:]:
+                union = node.__class__(this=union, expression=branch, distinct=node.args.get("distinct"))
+            return union, every
+        return self.select(node, under, ctes)
+
+    def leaf(self, source: exp.Expression, under: bool) -> tuple[exp.Expression, list[str]]:
+        """A protected owner's single-party item: its rows numbered (its groups, if it aggregates)."""
+        body = exp.select("*").from_(source.copy() if isinstance(source, exp.Table) else exp.Subquery(
+            this=source.this.copy() if isinstance(source, exp.Subquery) else source.copy(), alias="__leaf"))
+        inner = source.this if isinstance(source, exp.Subquery) else source
+        if not under and isinstance(inner, exp.Select) and (inner.args.get("group") or any(
+                e.find(exp.AggFunc) for e in inner.expressions)):
+            inner = inner.copy()
+            cond = exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(self.k))
+            having = inner.args.get("having")
+            inner.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
+            body = exp.select("*").from_(exp.Subquery(this=inner, alias="__leaf"))
+        self.n += 1
+        name = f"__p{self.n}"
+        body.select(exp.alias_(sqlglot.parse_one("ROW_NUMBER() OVER ()"), name), copy=False)
+        return body, [name]
+
+    def select(self, select: exp.Select, under: bool, ctes: dict) -> tuple[exp.Expression, list[str]]:
+        select = select.copy()
+        ctes = {**ctes, **{c.alias_or_name: c.this for c in select.find_all(exp.CTE)}}
+        select.set("with_", None)
+        aggregates = bool(select.args.get("group")) or any(
+            a.find_ancestor(exp.Window) is None for e in select.expressions for a in e.find_all(exp.AggFunc))
+        provenance: list[exp.Column] = []
+        for source in _sources(select):
+            alias = source.alias_or_name
+            body = ctes.get(source.name) if isinstance(source, exp.Table) and not source.db else source
+            owners = _owners(body)
+            if len(owners) > 1:
+                rewritten, names = self.query(body, under or aggregates, ctes)
+            elif owners and owners != {self.issuer}:
+                rewritten, names = self.leaf(body if body is not source else source, under or aggregates)
+            else:
+                if body is not source:
+                    source.replace(exp.Subquery(this=body.copy(), alias=exp.TableAlias(this=exp.to_identifier(alias))))
+                continue
+            source.replace(exp.Subquery(this=rewritten, alias=exp.TableAlias(this=exp.to_identifier(alias))))
+            provenance += [exp.column(n, table=alias) for n in names]
+        if not provenance:
+            return select, []
+        if aggregates and not under:
+            cond = exp.and_(*(exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[p])),
+                                      expression=exp.Literal.number(self.k)) for p in provenance))
+            having = select.args.get("having")
+            select.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
+            return select, []
+        if select.args.get("distinct"):
+            select.set("distinct", None)
+            select.set("group", exp.Group(expressions=[
+                (e.this if isinstance(e, exp.Alias) else e).copy() for e in select.expressions]))
+            aggregates = True
+        for p in provenance:
+            select.select(exp.alias_(exp.Min(this=p) if aggregates else p, p.name), copy=False)
+        return select, [p.name for p in provenance]
+
+
 class Oracle:
     """Plain DuckDB over the union of all parties' tables, one schema per party."""
 
@@ -197,7 +300,12 @@ class Oracle:
         k = max([cfg.min_group_size] + [int(rule.get("min_group_size") or 0)  # stricter per-table rules
                                         for name, rule in cfg.rules.items()
                                         if name in tables and not name.startswith(f"{issuer}.")])
-        if k and parties - {issuer} and isinstance(tree, exp.Select) and (
+        if k and parties - {issuer} and nested_shape(tree):
+            tree, provenance = Provenance(issuer, k).query(tree, False, {})
+            if provenance:  # the rows revealed carry no provenance
+                tree = exp.select(*(exp.column(n) for n in self._names(tree, provenance))).from_(
+                    exp.Subquery(this=tree, alias="__result"))
+        elif k and parties - {issuer} and isinstance(tree, exp.Select) and (
             tree.args.get("group") or any(a for e in tree.expressions for a in e.find_all(exp.AggFunc) if a.find_ancestor(exp.Window) is None)
         ):
             cond = exp.and_(*(exp.GTE(this=count, expression=exp.Literal.number(k))
@@ -205,6 +313,9 @@ class Oracle:
             having = tree.args.get("having")
             tree.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
         return self.con.sql(tree.sql(dialect="duckdb")).to_arrow_table()
+
+    def _names(self, tree: exp.Expression, provenance: list[str]) -> list[str]:
+        return [n for n in self.con.sql(tree.sql(dialect="duckdb")).columns if n not in provenance]
 
     def check(self, sql: str, issuer: str = "bank") -> pa.Table:
         got = self.engine.execute(sql, issuer).table

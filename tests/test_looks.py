@@ -177,7 +177,7 @@ def test_spu_sums_of_decimals_are_exact(spu_engine, oracle_for, sql):
 def test_spu_decimal_in_arithmetic_and_comparisons_still_answers(spu_engine, oracle_for):
     sql = ("SELECT c.income, o.amount FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
            "WHERE c.income > o.amount * 3 AND c.income < 20000")
-    assert str(spu_engine.execute(sql, "bank").table.schema.field(0).type) == "decimal128(38, 2)"
+    assert str(spu_engine.execute(sql, "bank").table.schema.field(0).type) == "decimal128(12, 2)"
     oracle_for(spu_engine).check(sql)
     oracle_for(spu_engine).check("SELECT SUM(c.income + o.amount), AVG(c.income) FROM bank.customers c "
                                  "JOIN shop.orders o ON c.id = o.customer_id")

@@ -196,6 +196,13 @@ def test_single_party_and_three_party_spu(oracle):
                  "JOIN insurer.policies p ON o.customer_id = p.customer_id WHERE o.amount > p.premium", "bank")
 
 
+def test_computed_at_the_issuer_over_the_network(oracle):
+    """A shape the secure placement refuses, under all-PLAINTEXT grants (planner/gather.py): every
+    party re-derives the gathered plan and sends the issuer its columns."""
+    oracle.check("SELECT t.n, COUNT(*) AS customers FROM (SELECT c.id, COUNT(o.order_id) AS n FROM bank.customers c "
+                 "LEFT JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.id) t GROUP BY t.n", "shop")
+
+
 def test_same_messages_as_embedded(networked, embedded):
     """One plan runs either way: the same messages cross between the same pairs. (An SPU stage that
     sorts — here the group threshold's count of shop's distinct rows — takes a random number of

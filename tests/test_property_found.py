@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import decimal
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -195,10 +196,19 @@ NOT_EVALUATED = [  # without a rule in executors/spu/stage.SPU_RULES: refused by
 
 @pytest.mark.parametrize("sql", NOT_EVALUATED)
 def test_what_the_spu_does_not_evaluate_is_refused_at_plan_time(plaintext_oracle, sql):
-    refusal = plaintext_oracle.engine.check(sql, "bank")
-    assert refusal is not None and refusal.startswith("NotSupportedError"), refusal
-    with pytest.raises(sqlsecure.NotSupportedError):
-        plaintext_oracle.engine.execute(sql, "bank")
+    """The secure placement refuses them at plan time; under these all-PLAINTEXT grants the issuer
+    computes them instead (planner/gather.py), and `check` agrees."""
+    assert plaintext_oracle.engine.check(sql, "bank") is None
+    plan = plaintext_oracle.engine.plan(sql, "bank").physical
+    assert plan.steps[-1].mode == "tables" and "the secure placement could not" in plan.notes[0]
+    try:
+        plaintext_oracle.expected(sql, "bank")
+    except duckdb.Error:  # DuckDB fails on these values: so does the issuer, with the engine's DataError
+        with pytest.raises(sqlsecure.DataError):
+            plaintext_oracle.engine.execute(sql, "bank")
+        return
+    if "ROW_NUMBER" not in sql and "LIMIT" not in sql:  # these may order tied rows either way
+        plaintext_oracle.check(sql, "bank")
 
 
 @pytest.mark.parametrize("sql", [

@@ -28,7 +28,8 @@ from sqlsecure.executors.heu.group_by import key_party_side, open_sums, row_mult
 from sqlsecure.executors.spu.stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.physical import (
-    Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
+    Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecretQuery,
+    SecureStage,
 )
 from sqlsecure.policy.privacy import release
 
@@ -187,6 +188,10 @@ class PartyExecutor:
                 result_part = self._secure_stage(step, pieces, tag)
                 if result_part is not None:
                     outputs[(self.name, step.out)] = result_part
+            elif isinstance(step, SecretQuery):
+                result_part = self._secret_query(step, pieces)
+                if result_part is not None:
+                    outputs[(self.name, step.out)] = result_part
             elif isinstance(step, Noise):
                 outputs[(self.name, step.name)] = release(outputs[(self.name, step.name)], step.release)
             elif isinstance(step, Mask):
@@ -282,7 +287,26 @@ class PartyExecutor:
         session.setup()
         try:
             values, flag = run_stage(session, step, inputs, kinds, n, rows, tables, f"{tag}/join")
-            return reveal_outputs(session, step, values, flag)
+            return reveal_outputs(session, step, values, flag, n)
+        finally:
+            session.close()
+
+    def _secret_query(self, step: SecretQuery, pieces) -> pa.Table | None:
+        """Run the secret program in lockstep with the other compute parties over my input relations (each
+        with its `__prov_<relation>` column); the result opens at the issuer only."""
+        from sqlsecure.executors.spu.program import (  # the SPU interpreter (branch secrel)
+            parse_program, receive_program_output, run_program,
+        )
+
+        me, program = self.name, parse_program(step.program)
+        if me not in step.compute:
+            return receive_program_output(self._endpoint, step, program) if me == step.issuer else None
+        tables = {i: pieces[relation] for i, (owner, relation) in enumerate(step.inputs) if owner == me}
+        session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
+        session.setup()
+        try:
+            issuer = step.compute.index(step.issuer) if step.issuer in step.compute else None
+            return run_program(session, program, tables, issuer)
         finally:
             session.close()
 
@@ -370,6 +394,8 @@ class PartyExecutor:
         return index
 
     def _finish(self, step: Finish, outputs, pieces) -> pa.Table:
+        if step.mode == "tables":  # the query itself over gathered tables, each a view named as its part
+            return scratch_sql(step.sql, {name: outputs[(party, name)] for party, name in step.parts}, self.name)
         parts = [outputs[p] for p in step.parts]
         if step.mode == "single" and any(p.num_rows == 0 for p in parts):
             parts = [p.slice(0, 0) for p in parts]

@@ -31,7 +31,7 @@ MAX_DEPTH = 32
 REGISTRY: dict[str, type] = {
     cls.__name__: cls
     for cls in (physical.RunLocal, physical.EquiJoin, physical.Compute, physical.Reveal, physical.HEGroupBy,
-                physical.SecureStage, physical.EnclaveStage, physical.Noise, physical.Mask, physical.Finish,
+                physical.SecureStage, physical.SecretQuery, physical.EnclaveStage, physical.Noise, physical.Mask, physical.Finish,
                 physical.PhysicalPlan, Release, NoiseSpec)
 }
 REGISTRY["MaskSpec"] = MaskSpec  # sqlsecure.policy.masking.Mask (the step of the same name is physical.Mask)

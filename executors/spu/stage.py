@@ -41,11 +41,12 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
-from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode, encode, kind_of,
-                                           limb_fracs, limbs_of, range_kind)
+from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode_column, encode,
+                                           kind_of, limb_fracs, limbs_of, quotient_bits, range_kind)
+from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, RangePlan, constant, decimal_scale_of, input_limits, literal_value as literal_number,
-                                           rounding_digits)
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, ROUNDING, RangePlan, constant, decimal_scale_of, input_limits,
+                                           literal_value as literal_number, rounding_digits)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.planner.logical import aggregates_in
@@ -53,7 +54,7 @@ from sqlsecure.planner.logical import aggregates_in
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
-EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG divides the fixed-point limb's sum
+EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: both limbs' sums (`exact_average`)
                       *ROUNDING, exp.Cast)  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
 
 
@@ -451,6 +452,7 @@ class Stage:
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
+        self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -479,6 +481,8 @@ class Stage:
     def to_fixed(self, v: SV) -> SV:
         if v.kind == "fixed":
             return v
+        if quotient_bits(v.kind) is not None:  # an exact AVG: its fixed-point limb
+            return SV([v.limbs[0]], v.valid, "fixed")
         if decimal_scale(v.kind) is not None:
             return SV([v.limbs[1]], v.valid, "fixed")
         if v.kind == "text":
@@ -512,6 +516,8 @@ class Stage:
         v = self._ev(e)
         if isinstance(v, SV) and decimal_scale(v.kind) is not None and e.parent is not None \
                 and not isinstance(e.parent, EXACT_DECIMAL_USES):
+            return self.to_fixed(v)
+        if isinstance(v, SV) and quotient_bits(v.kind) is not None and e.parent is not None:
             return self.to_fixed(v)
         return v
 
@@ -937,12 +943,13 @@ class Stage:
             if isinstance(node.this, exp.Distinct):
                 raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
             v = self.secret(self.ev(node.this))
-            if isinstance(node, exp.Avg):
-                v = self.to_fixed(v) if decimal_scale(v.kind) is not None else v
             w = arith.beaver_mul(s, weight, v.valid)
             inputs.append(("sum", w))
             counted = len(inputs) - 1
-            if decimal_scale(v.kind) is not None and isinstance(node, (exp.Sum, exp.Min, exp.Max)):
+            if decimal_scale(v.kind) is not None and isinstance(node, exp.Avg):  # fixed-point sum, then exact
+                inputs += [self._aggregate_input(exp.Sum(), w, limb) for limb in reversed(v.limbs)]
+                plan.append((node, "avg", counted, (len(inputs) - 2, "fixed", len(inputs) - 1, decimal_scale(v.kind))))
+            elif decimal_scale(v.kind) is not None and isinstance(node, (exp.Sum, exp.Min, exp.Max)):
                 plan.append((node, "sum" if isinstance(node, exp.Sum) else "extreme", counted,
                              (len(inputs), v.kind, len(inputs) + 1)))
                 inputs += [self._aggregate_input(node, w, limb) for limb in v.limbs]  # exact, then fixed
@@ -1050,7 +1057,26 @@ class Stage:
                 # one refinement: divide the (small) remainder again, so the error is ~2^-F absolute
                 remainder = total - arith.beaver_mul(s, quotient, safe)
                 quotient = quotient + compare.divide(s, remainder, safe)
-                self.aggs[node.sql(dialect="duckdb")] = SV([quotient], nonempty, "fixed")
+                self.aggs[node.sql(dialect="duckdb")] = self.exact_average(node, quotient, nonempty, safe, results, value)
+
+    def exact_average(self, node, quotient: ArithShare, nonempty: ArithShare, count: ArithShare, results, value) -> SV:
+        """AVG of a DECIMAL revealed as it is: the fixed-point quotient beside the exact one
+        (`exact_division.long_divide` of the exact sum by count * 10^s), decoded to the nearest DOUBLE;
+        in expressions, and where the exact division would not fit the ring, the fixed-point one."""
+        approximate = SV([quotient], nonempty, "fixed")
+        if len(value) < 4 or node.sql(dialect="duckdb") not in self.revealed_sql():
+            return approximate
+        scale = 10 ** value[3]
+        largest = max(self.input_rows, 1) * scale
+        if AVG_LIMIT * scale >= 2.0 ** MAGNITUDE_BITS or largest << RADIX_BITS >= 1 << MAGNITUDE_BITS:
+            return approximate  # a scale or row count beyond the exact division: docs/architecture.md
+        bits = fraction_bits(largest)
+        limbs = long_divide(self.s, results[value[2]], count * scale, 63 - self.s.frac_bits, bits)
+        return SV([quotient, *limbs], nonempty, f"quotient.{bits}")
+
+    def revealed_sql(self) -> set[str]:
+        """The revealed outputs' SQL, as aggregates are named in `aggs`."""
+        return {_parse(self.step.outputs[i][1]).sql(dialect="duckdb") for i in self.step.reveal}
 
     def check_range(self, x: ArithShare, limit: float) -> None:
         """Remember a secret bit [|x| >= limit]; `assert_ranges` opens how many there are, nothing else."""
@@ -1110,7 +1136,8 @@ def _rebuild(flat: list[ArithShare], like: list[SV]) -> list[SV]:
 def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession) -> tuple[list[ArithShare], list[bool]]:
     ones = arith.public(s, np.ones(len(v.valid), dtype=np.int64))
     null_key = v.valid if nulls_first else ones - v.valid
-    return [null_key, *v.limbs], [False] + [descending] * len(v.limbs)
+    limbs = v.limbs[:1] if quotient_bits(v.kind) is not None else v.limbs  # an exact AVG by its fixed point
+    return [null_key, *limbs], [False] + [descending] * len(limbs)
 
 
 def refuse_unevaluated(step, kinds: dict[str, str]) -> None:
@@ -1346,8 +1373,8 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
     for (name, sql), v, want in zip([step.outputs[i] for i in step.reveal], shown, step.kinds):
         if v.kind == want or want == "any":  # "any": DuckDB's NULL type, a constant NULL of any kind
             out.append(v)
-        elif decimal_scale(v.kind) is not None and want == "fixed":  # exact DECIMAL, as DuckDB types it
-            out.append(v)
+        elif (decimal_scale(v.kind) is not None or quotient_bits(v.kind) is not None) and want == "fixed":
+            out.append(v)  # an exact DECIMAL, or an exact AVG as a DOUBLE: as DuckDB types them
         elif (v.kind, want) == ("int", "fixed"):
             out.append(stage.to_fixed(v))
         elif (v.kind, want) == ("int", "bool"):
@@ -1358,17 +1385,55 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
     return out
 
 
-def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | None) -> pa.Table | None:
-    """Open the revealed outputs to the issuer only; the issuer decodes them."""
+def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | None,
+                   rows: int | None = None) -> pa.Table | None:
+    """Open the revealed outputs to the issuer only; the issuer decodes them, fixed point to the
+    decimals its error bound over the stage's `rows` input rows supports (`error_bound`)."""
     shown = conform(Stage(s, step, 0), step, [values[i] for i in step.reveal])
+    bounds = [None if rows is None else error_bound(_parse(step.outputs[i][1]), rows, s.frac_bits)
+              for i in step.reveal]
     arrays = [c.data for c in _columns(shown)] + ([flag.data] if flag is not None else [])
     if step.issuer in step.compute:
         opened = s.open_many(arith=arrays, to=step.compute.index(step.issuer))
-        return decode_outputs(step, shown, opened, flag is not None, s.frac_bits) if opened else None
+        return decode_outputs(step, shown, opened, flag is not None, s.frac_bits, bounds) if opened else None
     table = pa.table({f"c{i}": pa.array(a, pa.uint64()) for i, a in enumerate(arrays)})
     kinds = ",".join(f"{v.kind}:{len(v.limbs)}:{v.value.frac}" for v in shown)
-    s.endpoint.send_table(step.issuer, f"{step.out}/shares/{s.me}",
-                          table.replace_schema_metadata({"kinds": kinds, "flag": str(flag is not None)}))
+    s.endpoint.send_table(step.issuer, f"{step.out}/shares/{s.me}", table.replace_schema_metadata(
+        {"kinds": kinds, "flag": str(flag is not None), "bounds": json.dumps(bounds)}))
+    return None
+
+
+def error_bound(e: exp.Expression, rows: int, frac: int) -> float | None:
+    """The largest absolute error of `e` computed in fixed point with `frac` fractional bits over at
+    most `rows` rows (None: not bounded here, e.g. a product of two secrets or a division). A value
+    is encoded within 2^-(frac+1) (an integer column too, conservatively); a SUM adds its rows'
+    errors; AVG's division adds 2^-(frac-1); a product with a constant scales the error and
+    truncates once (2^-frac)."""
+    unit = 2.0 ** -(frac + 1)
+    if isinstance(e, (exp.Alias, exp.Paren, exp.Neg, exp.Min, exp.Max)):
+        return error_bound(e.this, rows, frac)
+    if isinstance(e, exp.Column):
+        return unit
+    if isinstance(e, exp.Literal):
+        return None if e.is_string else 0.0 if float(literal_number(e) * 2 ** frac).is_integer() else unit
+    if isinstance(e, exp.Count):
+        return 0.0
+    if not isinstance(e, (exp.Add, exp.Sub, exp.Sum, exp.Avg, exp.Mul)):
+        return None
+    parts = [error_bound(x, rows, frac) for x in (e.this, e.args.get("expression")) if x is not None]
+    if None in parts:
+        return None
+    if isinstance(e, (exp.Add, exp.Sub)):
+        return sum(parts)
+    if isinstance(e, exp.Sum):
+        return rows * parts[0]
+    if isinstance(e, exp.Avg):
+        return parts[0] + 2.0 ** -(frac - 1)
+    if isinstance(e, exp.Mul):
+        constant = next((literal_number(x) for x in (e.this, e.expression) if isinstance(x, exp.Literal)), None)
+        if isinstance(constant, (int, float)):
+            other = e.expression if isinstance(e.this, exp.Literal) else e.this
+            return abs(constant) * error_bound(other, rows, frac) + 2.0 ** -frac
     return None
 
 
@@ -1379,20 +1444,23 @@ def receive_outputs(endpoint, step, frac_bits: int) -> pa.Table:
     for party in step.compute:
         table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
         meta = table.schema.metadata or {}
+        bounds = json.loads(meta.get(b"bounds", b"null"))
         arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
                   for i in range(table.num_columns)]
         total = arrays if total is None else [a + b for a, b in zip(total, arrays)]
     kinds = [k.split(":") for k in meta.get(b"kinds", b"").decode().split(",") if k]
     shown = [SV([None] * int(limbs), None, kind) for kind, limbs, _ in kinds]
-    return decode_outputs(step, shown, total or [], meta.get(b"flag") == b"True", frac_bits)
+    return decode_outputs(step, shown, total or [], meta.get(b"flag") == b"True", frac_bits, bounds)
 
 
-def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: bool, frac: int) -> pa.Table:
+def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: bool, frac: int,
+                   bounds: list[float | None] | None = None) -> pa.Table:
+    """The issuer's result table from the opened outputs (`bounds`: each output's error bound)."""
     columns, i = {}, 0
-    for (name, _), v in zip([step.outputs[j] for j in step.reveal], shown):
+    bounds = bounds or [None] * len(shown)
+    for (name, _), v, bound in zip([step.outputs[j] for j in step.reveal], shown, bounds):
         k = len(v.limbs)
-        kind = "bool" if v.kind == "bool" else v.kind
-        columns[name] = decode(opened[i:i + k], opened[i + k], kind, frac)
+        columns[name] = decode_column(opened[i:i + k], opened[i + k], v.kind, frac, bound)
         i += k + 1
     table = pa.table(columns)
     if flagged and not int(opened[i][0]):

@@ -5,7 +5,8 @@ NULL). Kinds: `int` (integers, dates as days since 1970-01-01: exact), `bool` (0
 (floating point as fixed point with F fractional bits: absolute error ≤ 2^-F per value, |x| < 2^29
 where a division is involved), `decimal.<s>` (DECIMAL(p, s): two limbs, the value times 10^s as an
 exact ring integer — so SUM, MIN, MAX, group keys and revealed values are exact at the column's
-scale — and the same value in fixed point, which arithmetic, comparisons and AVG use), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
+scale — and the same value in fixed point, which arithmetic and comparisons use; AVG divides the
+exact limb's sum: `quotient.<m>`, see `exact_division`), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
 limbs: order-preserving and exactly reversible, so text can be compared, grouped, sorted and
 revealed without a dictionary; longer text is refused).
 
@@ -30,15 +31,18 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 
 import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError
+from sqlsecure.executors.spu.exact_division import decode_quotient
 from sqlsecure.executors.spu.ranges import Limit
 from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, to_signed
 
 TEXT_LIMBS = 4
+QUOTIENT_LIMBS = 4  # an exact AVG: its fixed-point value, then `exact_division.long_divide`'s sign, high, low
 LIMB_BYTES = 7
 EPOCH = datetime.date(1970, 1, 1)
 
@@ -64,7 +68,14 @@ def decimal_scale(kind: str) -> int | None:
     return int(kind.split(".", 1)[1]) if kind.startswith("decimal.") else None
 
 
+def quotient_bits(kind: str) -> int | None:
+    """The fractional bits m of a `quotient.<m>` kind (an exact AVG of a DECIMAL), None for any other."""
+    return int(kind.split(".", 1)[1]) if kind.startswith("quotient.") else None
+
+
 def limbs_of(kind: str) -> int:
+    if quotient_bits(kind) is not None:
+        return QUOTIENT_LIMBS
     return TEXT_LIMBS if kind == "text" else 2 if decimal_scale(kind) is not None else 1
 
 
@@ -73,13 +84,15 @@ def limb_fracs(kind: str, frac: int) -> list[int]:
     limb fixed point."""
     if kind == "fixed":
         return [frac]
+    if quotient_bits(kind) is not None:
+        return [frac] + [0] * (QUOTIENT_LIMBS - 1)
     return [0, frac] if decimal_scale(kind) is not None else [0] * limbs_of(kind)
 
 
 def range_kind(kind: str) -> str:
     """The kind `spu.ranges` derives limits for: a decimal's as fixed point (its fixed limb is what
     arithmetic uses; `check_range` shrinks the limit where 10^s > 2^F, for the exact limb)."""
-    return "fixed" if decimal_scale(kind) is not None else kind
+    return "fixed" if decimal_scale(kind) is not None or quotient_bits(kind) is not None else kind
 
 
 def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = None,
@@ -157,15 +170,23 @@ def text_limbs(values: list, name: str = "a text value") -> list[list[int]]:
     return limbs
 
 
-def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> pa.Array:
+def decode_column(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int,
+                  error_bound: float | None = None) -> pa.Array:
+    """An opened column as Arrow values of its kind; fixed point rounded to the decimals its
+    `error_bound` (the largest absolute error of the computation, None: unknown) supports."""
     mask = to_signed(valid) == 0
     scale = decimal_scale(kind)
     if scale is not None:  # DuckDB's SUM of DECIMAL(p, s) is DECIMAL(38, s)
         exact = to_signed(limbs[0])
         return pa.array([None if m else decimal.Decimal(int(x)).scaleb(-scale) for x, m in zip(exact, mask)],
                         pa.decimal128(38, scale))
+    bits = quotient_bits(kind)
+    if bits is not None:
+        sign, high, low = (to_signed(limb) for limb in limbs[1:])
+        return pa.array([None if m else decode_quotient(int(n), int(h), int(lo), bits)
+                         for n, h, lo, m in zip(sign, high, low, mask)], pa.float64())
     if kind == "fixed":
-        return pa.array(decode_fixed(limbs[0], frac), pa.float64(), mask=mask)
+        return pa.array(honest_digits(decode_fixed(limbs[0], frac), error_bound), pa.float64(), mask=mask)
     if kind == "bool":
         return pa.array(to_signed(limbs[0]) != 0, pa.bool_(), mask=mask)
     if kind == "date":
@@ -182,3 +203,19 @@ def decode(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int) -> 
             out.append(raw.rstrip(b"\0").decode("utf-8", errors="replace"))
         return pa.array(out, pa.string())
     return pa.array(to_signed(limbs[0]), pa.int64(), mask=mask)
+
+
+def supported_decimals(error_bound: float | None) -> int | None:
+    """The most decimals d that an error below `error_bound` leaves right: error_bound < 10^-d / 2, so
+    a value whose exact result has d decimals (money) rounds back to it. None: no bound, no rounding."""
+    if not error_bound:
+        return None
+    return math.floor(-math.log10(2 * error_bound))
+
+
+def honest_digits(values: np.ndarray, error_bound: float | None) -> np.ndarray:
+    """Fixed-point results rounded to `supported_decimals` (each value correctly rounded by Python)."""
+    decimals = supported_decimals(error_bound)
+    if decimals is None:
+        return values
+    return np.array([round(float(v), decimals) for v in values], dtype=np.float64)

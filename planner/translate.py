@@ -1,0 +1,275 @@
+"""Translation of any query shape, operator by operator (issue 16, the planner side).
+
+The operator tree (`tree.py`) is placed bottom-up: every maximal subtree that reads one party's tables
+becomes a `RunLocal` step at that party (one SQL string); the rest becomes one `SecretQuery` step, a
+secret program (`secret_ops.py`) the SPU runs over the owners' shared relations; a `Finish` at the
+issuer gives DuckDB's result types and the ORDER BY.
+
+Group threshold: each protected owner's relation (every party but the issuer) carries its provenance
+column `__prov_<relation>` (the row number party.py appends to every RunLocal output) into the program;
+the outermost aggregate on each path keeps a group only with >= k distinct values of each, and an inner
+aggregate carries MIN(provenance) per group as its row's provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+
+from sqlsecure.errors import NotSupportedError, PolicyViolation
+from sqlsecure.planner import secret_ops
+from sqlsecure.planner.build import localize, subquery_columns
+from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.physical import Finish, PhysicalPlan, RunLocal, SecretQuery
+from sqlsecure.planner.placement import KIND_OF_TYPE
+from sqlsecure.planner.tree import (
+    Aggregate, Distinct, Filter, Join, Op, Project, Scan, Sort, UnionAll, Window, build_tree, parties_of, quoted,
+)
+
+RESULT = "secret_out"
+
+
+@dataclass
+class Translation:
+    """What the placement collects while it walks the tree."""
+
+    catalog: Catalog
+    issuer: str
+    k: int  # the minimum group size (0: none)
+    steps: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)  # program inputs: {"columns": [[name, kind], ...]}
+    owners: list = field(default_factory=list)  # (owner, relation) per program input
+    thresholded: bool = False
+
+
+def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=()) -> PhysicalPlan:
+    """The physical plan of a cross-party query of any shape: RunLocal steps, one SecretQuery, a Finish."""
+    root = build_tree(tree, catalog)
+    if len(parties_of(root)) < 2:
+        raise NotSupportedError("the operator translation is for queries that read several parties")
+    t = Translation(catalog, issuer, min_group_size)
+    node, columns, provenance = place(root, t, under_aggregate=False, at_root=True)
+    if provenance:
+        node = secret_ops.project_node(node, [(c, quoted(c)) for c in columns])
+    compute = tuple(dict.fromkeys(owner for owner, _ in t.owners))
+    if len(compute) < 2:
+        raise NotSupportedError("a secret program needs the inputs of at least two parties")
+    program = json.dumps({"inputs": t.inputs, "root": node}, sort_keys=True, separators=(",", ":"))
+    from sqlsecure.executors.spu.program import parse_program  # late: the SPU imports the planner
+
+    parse_program(program)  # what the SPU cannot run is refused here, so check = EXPLAIN = execution
+    t.steps.append(SecretQuery(compute, tuple(t.owners), program, issuer, RESULT))
+    t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish_sql(tree, root, columns, catalog)))
+    leakage = [(p, f"the row count of each program input ({', '.join(r for o, r in t.owners)}) and the "
+                   "number of result rows") for p in compute]
+    leakage.append((issuer, "the query result"))
+    counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
+    return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses),
+                        min_group_size=min_group_size if t.thresholded else 0, counted=counted)
+
+
+def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
+    """(program node, data columns, provenance columns) of `op`: a RunLocal input when it reads one party."""
+    owners = parties_of(op)
+    if len(owners) == 1:
+        return run_local(op, next(iter(owners)), t, under_aggregate)
+    return TRANSLATE[type(op)](op, t, under_aggregate, at_root)
+
+
+def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):
+    """A maximal single-party subtree: its SQL runs at its party, its output is a program input."""
+    protected = party != t.issuer and t.k > 0
+    qualified = sqlglot.parse_one(local_sql(op, protected and not under_aggregate, t.k), read="duckdb")
+    types = subquery_columns(qualified, t.catalog)
+    relation = f"r{len(t.owners)}"
+    kinds = [[c, kind_of(c, types.get(c))] for c in op.columns]
+    provenance = [f"__prov_{relation}"] if protected and under_aggregate else []
+    if provenance:
+        refuse_repeated_rows(op, party)
+    t.inputs.append({"columns": kinds + [[p, "int"] for p in provenance]})
+    t.owners.append((party, relation))
+    t.steps.append(RunLocal(party, localize(qualified).sql(dialect="duckdb"), relation))
+    return secret_ops.input_node(len(t.owners) - 1), list(op.columns), provenance
+
+
+def refuse_repeated_rows(op: Op, party: str) -> None:
+    """A protected owner's part that can repeat one of its rows (a join of its own tables, a UNION ALL)
+    would inflate the distinct rows the threshold counts: refused, unless an aggregate collapses it."""
+    if isinstance(op, (Aggregate, Distinct)):
+        return
+    if isinstance(op, (Join, UnionAll)) and not (isinstance(op, Join) and op.kind in ("semi", "anti")):
+        raise PolicyViolation(f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the "
+                              "query (a join of its own tables or a UNION ALL) can repeat a row of it; aggregate "
+                              f"over {party}'s tables without repeating their rows")
+    for child in op.children:
+        refuse_repeated_rows(child, party)
+
+
+def kind_of(column: str, dtype: str | None) -> str:
+    """The program kind of a DuckDB type; NotSupportedError naming the column otherwise."""
+    base = (dtype or "").split("(")[0].upper()
+    if base == "DECIMAL":
+        return f"decimal.{int(dtype.split(',')[1].rstrip(') '))}" if "," in dtype else "decimal.3"
+    kind = KIND_OF_TYPE.get(base)
+    if kind is None or kind == "any":
+        raise NotSupportedError(f"column {column} is of type {dtype or 'unknown'}, which secure computation does "
+                                "not take; CAST it to an integer, DECIMAL, DOUBLE, DATE, BOOLEAN or VARCHAR")
+    return kind
+
+
+# -- the secret part, one function per operator ----------------------------------------------------
+def _filter(op: Filter, t, under, at_root):
+    node, columns, provenance = place(op.child, t, under)
+    return secret_ops.filter_node(node, op.condition), columns, provenance
+
+
+def _project(op: Project, t, under, at_root):
+    node, _, provenance = place(op.child, t, under)
+    return secret_ops.project_node(node, op.items, provenance), list(op.columns), provenance
+
+
+def _join(op: Join, t, under, at_root):
+    left, left_columns, left_provenance = place(op.left, t, under)
+    right, right_columns, right_provenance = place(op.right, t, under)
+    node = secret_ops.join_node(op.kind, left, right, op.left_keys, op.right_keys, op.condition, op.null_aware)
+    if op.kind in ("semi", "anti"):  # the right side only filters: its rows reach no group
+        return node, left_columns, left_provenance
+    return node, left_columns + right_columns, left_provenance + right_provenance
+
+
+def _aggregate(op: Aggregate, t, under, at_root):
+    node, _, provenance = place(op.child, t, under_aggregate=True)
+    threshold = None
+    if not under and t.k > 0:
+        threshold, t.thresholded = t.k, True
+    node = secret_ops.aggregate_node(node, op.keys, op.aggregates, provenance, threshold)
+    return node, list(op.columns), [] if threshold is not None else provenance
+
+
+def _distinct(op: Distinct, t, under, at_root):
+    node, columns, provenance = place(op.child, t, under)
+    return secret_ops.distinct_node(node, columns, provenance), columns, provenance
+
+
+def _window(op: Window, t, under, at_root):
+    node, columns, provenance = place(op.child, t, under)
+    node = secret_ops.window_node(node, op.name, op.func, op.arg, op.partition, op.order)
+    return node, columns + [op.name], provenance
+
+
+def _sort(op: Sort, t, under, at_root):
+    node, columns, provenance = place(op.child, t, under)
+    if at_root and provenance:  # the root's rows are opened: the provenance stays secret
+        node, provenance = secret_ops.project_node(node, [(c, quoted(c)) for c in columns]), []
+    return secret_ops.sort_node(node, op.keys, op.limit, op.offset), columns, provenance
+
+
+def _union(op: UnionAll, t, under, at_root):
+    placed = [place(child, t, under) for child in op.inputs]
+    names = list(op.columns)
+    node = secret_ops.union_node([p[0] for p in placed], [p[1] for p in placed], [p[2] for p in placed], names)
+    return node, names, [p for _, _, ps in placed for p in ps]
+
+
+def _scan(op: Scan, t, under, at_root):
+    return run_local(op, op.party, t, under)
+
+
+TRANSLATE = {Filter: _filter, Project: _project, Join: _join, Aggregate: _aggregate, Distinct: _distinct,
+             Window: _window, Sort: _sort, UnionAll: _union, Scan: _scan}
+
+
+# -- single-party SQL, one function per operator ----------------------------------------------------
+def local_sql(op: Op, thresholded: bool, k: int) -> str:
+    """DuckDB SQL of a single-party subtree over `"party"."table"`; its columns named as the tree's. An
+    aggregate of a protected owner that reaches the issuer keeps groups of >= k rows."""
+    return LOCAL[type(op)](op, thresholded, k)
+
+
+def _from(op: Op, thresholded: bool, k: int) -> str:
+    return f"({local_sql(op, thresholded, k)}) AS \"_\""
+
+
+def _scan_sql(op: Scan, thresholded, k):
+    items = ", ".join(f"{quoted(n)} AS {quoted(c)}" for n, c in zip(op.names, op.columns))
+    return f"SELECT {items} FROM {quoted(op.party)}.{quoted(op.table)} AS {quoted(op.alias)}"
+
+
+def _filter_sql(op: Filter, thresholded, k):
+    return f"SELECT * FROM {_from(op.child, thresholded, k)} WHERE {op.condition}"
+
+
+def _project_sql(op: Project, thresholded, k):
+    items = ", ".join(f"{sql} AS {quoted(n)}" for n, sql in op.items)
+    return f"SELECT {items} FROM {_from(op.child, thresholded, k)}"
+
+
+def _join_sql(op: Join, thresholded, k):
+    on = [f"({a}) = ({b})" for a, b in zip(op.left_keys, op.right_keys)] + ([op.condition] if op.condition else [])
+    left, right = f"({local_sql(op.left, thresholded, k)}) AS \"_l\"", f"({local_sql(op.right, thresholded, k)}) AS \"_r\""
+    if op.kind == "anti" and op.null_aware:
+        return f"SELECT * FROM {left} WHERE ({op.left_keys[0]}) NOT IN (SELECT {op.right_keys[0]} FROM {right})"
+    kind = {"inner": "JOIN", "left": "LEFT JOIN", "semi": "SEMI JOIN", "anti": "ANTI JOIN", "cross": "CROSS JOIN"}
+    condition = f" ON {' AND '.join(on)}" if on and op.kind != "cross" else ""
+    where = f" WHERE {op.condition}" if op.kind == "cross" and op.condition else ""
+    return f"SELECT * FROM {left} {kind[op.kind]} {right}{condition}{where}"
+
+
+def _aggregate_sql(op: Aggregate, thresholded, k):
+    items = [f"{sql} AS {quoted(n)}" for n, sql in op.keys]
+    for name, func, arg, distinct in op.aggregates:
+        items.append(f"{func}({'DISTINCT ' if distinct else ''}{arg if arg is not None else '*'}) AS {quoted(name)}")
+    group = f" GROUP BY {', '.join(sql for _, sql in op.keys)}" if op.keys else ""
+    having = f" HAVING COUNT(*) >= {k}" if thresholded and k > 0 else ""
+    return f"SELECT {', '.join(items)} FROM {_from(op.child, False, k)}{group}{having}"
+
+
+def _distinct_sql(op: Distinct, thresholded, k):
+    return f"SELECT DISTINCT * FROM {_from(op.child, thresholded, k)}"
+
+
+def _window_sql(op: Window, thresholded, k):
+    func = f"{op.func.upper()}({op.arg or ('*' if op.func == 'count' else '')})"
+    over = []
+    if op.partition:
+        over.append(f"PARTITION BY {', '.join(op.partition)}")
+    if op.order:
+        over.append("ORDER BY " + ", ".join(_ordered(o) for o in op.order))
+    return f"SELECT *, {func} OVER ({' '.join(over)}) AS {quoted(op.name)} FROM {_from(op.child, thresholded, k)}"
+
+
+def _sort_sql(op: Sort, thresholded, k):
+    order = f" ORDER BY {', '.join(_ordered(o) for o in op.keys)}" if op.keys else ""
+    limit = f" LIMIT {op.limit}" if op.limit is not None else ""
+    offset = f" OFFSET {op.offset}" if op.offset else ""
+    return f"SELECT * FROM {_from(op.child, thresholded, k)}{order}{limit}{offset}"
+
+
+def _union_sql(op: UnionAll, thresholded, k):
+    return " UNION ALL ".join(f"SELECT * FROM {_from(c, thresholded, k)}" for c in op.inputs)
+
+
+def _ordered(key) -> str:
+    sql, desc, nulls_first = key
+    return f"{sql} {'DESC' if desc else 'ASC'} NULLS {'FIRST' if nulls_first else 'LAST'}"
+
+
+LOCAL = {Scan: _scan_sql, Filter: _filter_sql, Project: _project_sql, Join: _join_sql, Aggregate: _aggregate_sql,
+         Distinct: _distinct_sql, Window: _window_sql, Sort: _sort_sql, UnionAll: _union_sql}
+
+
+# -- the issuer's Finish -----------------------------------------------------------------------------
+def finish_sql(tree: exp.Expression, root: Op, columns, catalog: Catalog) -> str:
+    """DuckDB's result names and types (a CAST of each revealed column), then the query's ORDER BY."""
+    described = subquery_columns(tree, catalog)
+    names = list(tree.named_selects) if isinstance(tree, exp.Query) else list(columns)
+    types = list(described.values()) if len(described) == len(columns) else [None] * len(columns)
+    items = []
+    for column, name, dtype in zip(columns, names, types):
+        value = quoted(column) if dtype is None else f"CAST({quoted(column)} AS {dtype})"
+        items.append(f"{value} AS {quoted(name)}")
+    order = f" ORDER BY {', '.join(_ordered(k) for k in root.keys)}" if isinstance(root, Sort) and root.keys else ""
+    return f"SELECT {', '.join(items)} FROM result{order}"

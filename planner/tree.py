@@ -1,0 +1,522 @@
+"""The logical operator tree of any SELECT, for the operator-by-operator translation (`translate.py`).
+
+Built from the qualified sqlglot AST. Every operator yields a relation whose columns have unique
+names; expressions are DuckDB SQL over the child's column names, quoted as identifiers. A base
+column `"alias"."col"` is named `alias.col`; a derived table's output `n` is `alias.n`. Derived
+tables, CTEs and IN / EXISTS subqueries become subtrees; uncorrelated IN and correlated equality
+EXISTS become semi / anti joins. What has no operator here raises NotSupportedError naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from sqlsecure.errors import NotSupportedError
+from sqlsecure.planner.build import conjuncts_of
+from sqlsecure.planner.catalog import Catalog
+
+AGGREGATES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
+WINDOWS = {"ROW_NUMBER": "row_number", "RANK": "rank", "DENSE_RANK": "dense_rank", "COUNT": "count", "SUM": "sum",
+           "MIN": "min", "MAX": "max"}
+
+
+@dataclass(frozen=True)
+class Op:
+    """An operator; `columns` are the names of its output columns."""
+
+    @property
+    def children(self) -> tuple["Op", ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Scan(Op):
+    party: str
+    table: str
+    alias: str
+    names: tuple[str, ...]  # the table's columns the query reads
+
+    @property
+    def columns(self):
+        return tuple(f"{self.alias}.{n}" for n in self.names)
+
+
+@dataclass(frozen=True)
+class Unary(Op):
+    """An operator over one child; its columns are the child's unless it says otherwise."""
+
+    child: Op
+
+    @property
+    def columns(self):
+        return self.child.columns
+
+    @property
+    def children(self):
+        return (self.child,)
+
+
+@dataclass(frozen=True)
+class Filter(Unary):
+    condition: str
+
+
+@dataclass(frozen=True)
+class Project(Unary):
+    items: tuple[tuple[str, str], ...]  # (name, SQL)
+
+    @property
+    def columns(self):
+        return tuple(n for n, _ in self.items)
+
+
+@dataclass(frozen=True)
+class Join(Op):
+    kind: str  # inner | left | semi | anti | cross
+    left: Op
+    right: Op
+    left_keys: tuple[str, ...] = ()
+    right_keys: tuple[str, ...] = ()
+    condition: str | None = None
+    null_aware: bool = False  # NOT IN
+
+    @property
+    def columns(self):
+        return self.left.columns if self.kind in ("semi", "anti") else self.left.columns + self.right.columns
+
+    @property
+    def children(self):
+        return (self.left, self.right)
+
+
+@dataclass(frozen=True)
+class Aggregate(Unary):
+    keys: tuple[tuple[str, str], ...]  # (name, SQL)
+    aggregates: tuple[tuple[str, str, str | None, bool], ...]  # (name, FUNC, SQL or None for COUNT(*), distinct)
+
+    @property
+    def columns(self):
+        return tuple(n for n, _ in self.keys) + tuple(a[0] for a in self.aggregates)
+
+
+@dataclass(frozen=True)
+class Distinct(Unary):
+    pass
+
+
+@dataclass(frozen=True)
+class Window(Unary):
+    name: str
+    func: str
+    arg: str | None
+    partition: tuple[str, ...]
+    order: tuple[tuple[str, bool, bool], ...]
+
+    @property
+    def columns(self):
+        return self.child.columns + (self.name,)
+
+
+@dataclass(frozen=True)
+class Sort(Unary):
+    keys: tuple[tuple[str, bool, bool], ...]  # (SQL, descending, nulls first)
+    limit: int | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class UnionAll(Op):
+    inputs: tuple[Op, ...]
+
+    @property
+    def columns(self):
+        return self.inputs[0].columns
+
+    @property
+    def children(self):
+        return self.inputs
+
+
+def parties_of(op: Op) -> frozenset[str]:
+    """The parties whose tables a subtree reads."""
+    if isinstance(op, Scan):
+        return frozenset({op.party})
+    return frozenset().union(*(parties_of(c) for c in op.children))
+
+
+def quoted(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
+
+
+def _sql(expression: exp.Expression) -> str:
+    return expression.sql(dialect="duckdb")
+
+
+class TreeBuilder:
+    """Builds the operator tree of one query; `ctes` are the WITH bodies in scope by name."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.fresh = 0
+
+    def name(self, prefix: str) -> str:
+        self.fresh += 1
+        return f"__{prefix}{self.fresh}"
+
+    # -- queries -------------------------------------------------------------------------------
+    def query(self, node: exp.Expression, ctes: dict) -> Op:
+        ctes = dict(ctes)
+        for cte in (node.args.get("with_").expressions if node.args.get("with_") else []):
+            ctes[cte.alias_or_name] = cte.this
+        if isinstance(node, exp.Subquery):
+            return self.query(node.this, ctes)
+        if isinstance(node, exp.Union):
+            left, right = self.query(node.left, ctes), self.query(node.right, ctes)
+            right = Project(right, tuple((n, quoted(m)) for n, m in zip(left.columns, right.columns)))
+            union = UnionAll((left, right))
+            return Distinct(union) if node.args.get("distinct") else union
+        if isinstance(node, (exp.Intersect, exp.Except)):
+            raise NotSupportedError(f"{node.key.upper()} across parties is not supported yet; write it as a "
+                                    "semi- or anti-join (IN / NOT IN)")
+        if not isinstance(node, exp.Select):
+            raise NotSupportedError(f"{node.key} is not supported as a query across parties")
+        return self.select(node, ctes)
+
+    def select(self, select: exp.Select, ctes: dict) -> Op:
+        for clause in ("windows", "qualify", "distinct"):
+            value = select.args.get(clause)
+            if value is not None and not (clause == "distinct" and not value.args.get("on")):
+                raise NotSupportedError(f"{_sql(value)[:80]} in a query across parties is not supported yet")
+        op, nullable = self.from_items(select, ctes)
+        where = select.args.get("where")
+        for conjunct in conjuncts_of(where.this if where else None):
+            op = self.where(op, conjunct, nullable, ctes)
+        items = [(e.alias_or_name, e.this if isinstance(e, exp.Alias) else e) for e in select.expressions]
+        having = select.args.get("having")
+        having = having.this.copy() if having else None
+        order = [(o.this.copy(), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
+                 for o in (select.args["order"].expressions if select.args.get("order") else [])]
+        written = [key.copy() for key, _, _ in order]  # for messages, before aggregates are replaced
+        group = select.args.get("group")
+        if group is not None or any(_aggregates(e) for _, e in items) or (having and _aggregates(having)):
+            op, items, having, order = self.aggregate(op, select, items, having, order)
+        if having is not None:
+            op = Filter(op, _sql(named(having)))
+        op, items = self.windows(op, items)
+        names = [n for n, _ in items]
+        if len(set(names)) != len(names):
+            names = [f"o{i}" for i in range(len(items))]
+        op = Project(op, tuple((n, _sql(named(e))) for n, (_, e) in zip(names, items)))
+        if select.args.get("distinct"):
+            op = Distinct(op)
+        return self.sort(op, items, names, list(zip(order, written)), select)
+
+    def sort(self, op: Op, items, names, order, select: exp.Select) -> Op:
+        limit, offset = select.args.get("limit"), select.args.get("offset")
+        if not order and limit is None and offset is None:
+            return op
+        by_sql = {_sql(named(e)): n for n, (_, e) in zip(names, items)}
+        by_name = {a: n for n, (a, _) in zip(names, items)}
+        keys = []
+        for (key, desc, nulls_first), written in order:
+            if isinstance(key, exp.Column) and not key.table and key.name in by_name:
+                ref = by_name[key.name]
+            elif isinstance(key, exp.Literal) and key.is_int and 0 < int(key.this) <= len(names):
+                ref = names[int(key.this) - 1]
+            else:
+                ref = by_sql.get(_sql(named(key)))
+            if ref is None:
+                raise NotSupportedError(f"ORDER BY {_sql(written)}: a query across parties orders by its output "
+                                        "columns; add the expression to SELECT")
+            keys.append((quoted(ref), desc, nulls_first))
+        return Sort(op, tuple(keys), _count(limit, "LIMIT"), _count(offset, "OFFSET") or 0)
+
+    # -- FROM ----------------------------------------------------------------------------------
+    def from_items(self, select: exp.Select, ctes: dict) -> tuple[Op, set[str]]:
+        if not select.args.get("from_"):
+            raise NotSupportedError("a SELECT without FROM inside a query across parties is not supported")
+        op = self.item(select.args["from_"].this, ctes, select)
+        nullable: set[str] = set()
+        for join in select.args.get("joins") or []:
+            right = self.item(join.this, ctes, select)
+            side, kind = (join.args.get("side") or "").upper(), (join.args.get("kind") or "").upper()
+            if side == "RIGHT" or side == "FULL" or kind not in ("", "INNER", "CROSS", "OUTER"):
+                raise NotSupportedError(f"{' '.join(filter(None, (side, kind)))} JOIN across parties is not "
+                                        "supported yet (inner, LEFT and CROSS joins are); swap the sides for RIGHT")
+            if join.args.get("using"):
+                raise NotSupportedError("JOIN ... USING across parties: write the ON condition")
+            on = join.args.get("on")
+            if side == "LEFT":
+                op = self.left_join(op, right, conjuncts_of(on))
+                nullable |= {c.split(".", 1)[0] for c in right.columns}
+            elif on is None:
+                op = Join("cross", op, right)
+            else:
+                op = equi_join("inner", op, right, conjuncts_of(on))
+        return op, nullable
+
+    def item(self, item: exp.Expression, ctes: dict, select: exp.Select) -> Op:
+        alias = item.alias_or_name
+        if isinstance(item, exp.Table) and item.db:
+            used = {c.name for c in select.find_all(exp.Column) if c.table == alias}
+            names = tuple(c for c, _ in self.catalog.columns(item.db, item.name) if c in used) or \
+                (self.catalog.columns(item.db, item.name)[0][0],)
+            return Scan(item.db, item.name, alias, names)
+        if isinstance(item, exp.Table) and item.name in ctes:
+            body = ctes[item.name]
+        elif isinstance(item, exp.Subquery):
+            body = item.this
+        else:
+            raise NotSupportedError(f"FROM item {_sql(item)[:80]} is not supported in a query across parties")
+        inner = self.query(body, ctes)
+        renamed = [c.name for c in item.args["alias"].columns] if item.args.get("alias") and \
+            item.args["alias"].columns else None
+        selects = list(body.named_selects) if isinstance(body, exp.Query) else []
+        outputs = renamed or (selects if len(selects) == len(inner.columns) else list(inner.columns))
+        return Project(inner, tuple((f"{alias}.{n}", quoted(c)) for n, c in zip(outputs, inner.columns)))
+
+    def left_join(self, left: Op, right: Op, conjuncts) -> Op:
+        """LEFT JOIN: equi keys across the sides; a condition on the NULL side alone filters it first."""
+        right_aliases = {c.split(".", 1)[0] for c in right.columns}
+        keyed, own = [], []
+        for c in conjuncts:
+            (own if _aliases(c) <= right_aliases else keyed).append(c)
+        if own:
+            right = Filter(right, _sql(named(exp.and_(*own))))
+        joined = equi_join("left", left, right, keyed)
+        if joined.condition is not None:
+            raise NotSupportedError(f"LEFT JOIN ... ON {joined.condition}: across parties an outer join's ON is "
+                                    "equalities between the sides (and conditions on the NULL side)")
+        return joined
+
+    # -- WHERE ---------------------------------------------------------------------------------
+    def where(self, op: Op, conjunct: exp.Expression, nullable: set[str], ctes: dict) -> Op:
+        negated = isinstance(conjunct, exp.Not)
+        inner = conjunct.this if negated else conjunct
+        if isinstance(inner, exp.In) and inner.args.get("query") is not None:
+            return self.in_subquery(op, inner, negated, ctes)
+        if isinstance(inner, exp.Exists):
+            return self.exists(op, inner.this, negated, ctes)
+        if conjunct.find(exp.Subquery, exp.Exists) is not None:
+            raise NotSupportedError(f"the subquery in {_sql(conjunct)[:80]} is not supported across parties yet "
+                                    "(IN / NOT IN / EXISTS / NOT EXISTS as a WHERE conjunct are)")
+        return push_filter(op, conjunct, nullable)
+
+    def in_subquery(self, op: Op, node: exp.In, negated: bool, ctes: dict) -> Op:
+        body = node.args["query"].this if isinstance(node.args["query"], exp.Subquery) else node.args["query"]
+        if _outer_columns(body):
+            raise NotSupportedError(f"the correlated subquery of {_sql(node)[:80]}: write it as EXISTS with "
+                                    "equalities to the outer query")
+        sub = self.query(body, ctes)
+        if len(sub.columns) != 1:
+            raise NotSupportedError(f"{_sql(node)[:80]}: IN (subquery) needs a subquery of one column")
+        sub = self.side(sub)
+        return Join("anti" if negated else "semi", op, sub, (_sql(named(node.this)),),
+                    (quoted(sub.columns[0]),), null_aware=negated)
+
+    def exists(self, op: Op, body: exp.Expression, negated: bool, ctes: dict) -> Op:
+        """A correlated EXISTS of equalities `inner = outer` becomes a semi (anti) join on them."""
+        if not isinstance(body, exp.Select):
+            raise NotSupportedError("EXISTS across parties needs a SELECT subquery")
+        body = body.copy()
+        outer = _outer_columns(body)
+        where = body.args.get("where")
+        inner_keys, outer_keys, kept = [], [], []
+        for c in conjuncts_of(where.this if where else None):
+            mine = {col.table for col in c.find_all(exp.Column)} & outer
+            if not mine:
+                kept.append(c)
+                continue
+            sides = (c.left, c.right) if isinstance(c, exp.EQ) else ()
+            out = [s for s in sides if {col.table for col in s.find_all(exp.Column)} <= outer]
+            if len(out) != 1 or {col.table for col in sides[1 - sides.index(out[0])].find_all(exp.Column)} & outer:
+                raise NotSupportedError(f"EXISTS across parties: the subquery may refer to the outer query only "
+                                        f"in equalities inner = outer, not in {_sql(c)[:80]}")
+            outer_keys.append(out[0])
+            inner_keys.append(sides[1 - sides.index(out[0])])
+        if body.args.get("group") or body.args.get("limit") or any(_aggregates(e) for e in body.expressions):
+            raise NotSupportedError("EXISTS across parties: the subquery may not aggregate or limit")
+        body.set("where", exp.Where(this=exp.and_(*kept)) if kept else None)
+        body.set("expressions", [exp.alias_(k.copy(), f"__key{i}", quoted=True) for i, k in enumerate(inner_keys)]
+                 or [exp.alias_(exp.Literal.number(1), "__one", quoted=True)])
+        body.set("distinct", None)
+        sub = self.side(self.query(body, ctes))
+        if not outer_keys:  # uncorrelated: a semi-join on a constant
+            return Join("anti" if negated else "semi", op, sub, ("1",), (quoted(sub.columns[0]) + " * 0 + 1",))
+        return Join("anti" if negated else "semi", op, sub, tuple(_sql(named(k)) for k in outer_keys),
+                    tuple(quoted(c) for c in sub.columns))
+
+    def side(self, sub: Op) -> Op:
+        """A subquery's relation with fresh column names (kept apart from the outer query's)."""
+        tag = self.name("s")
+        return Project(sub, tuple((f"{tag}.{c}", quoted(c)) for c in sub.columns))
+
+    # -- aggregates and windows ----------------------------------------------------------------
+    def aggregate(self, op: Op, select: exp.Select, items, having, order):
+        group = select.args.get("group")
+        keys = list(group.expressions) if group else []
+        if group is not None and any(group.args.get(a) for a in ("rollup", "cube", "grouping_sets")):
+            raise NotSupportedError("ROLLUP / CUBE / GROUPING SETS across parties are not supported yet")
+        names = {e.alias_or_name: e.this for e in select.expressions if isinstance(e, exp.Alias)}
+        key_items = []
+        for i, key in enumerate(keys):
+            if isinstance(key, exp.Literal) and key.is_int:
+                key = items[int(key.this) - 1][1]
+            elif isinstance(key, exp.Column) and not key.table and key.name in names:
+                key = names[key.name]
+            key_items.append((self.name("k"), key))
+        calls: dict[str, tuple] = {}
+
+        def replace(node: exp.Expression) -> exp.Expression:
+            for name, key in key_items:
+                if node == key:
+                    return exp.column(name, quoted=True)
+            if isinstance(node, exp.Window):
+                return node
+            if isinstance(node, exp.AggFunc) and node.find_ancestor(exp.Window) is None:
+                call = _aggregate_call(node)
+                text = repr(call)
+                if text not in calls:
+                    calls[text] = (self.name("a"), *call)
+                return exp.column(calls[text][0], quoted=True)
+            return node
+
+        items = [(n, e.copy().transform(replace)) for n, e in items]
+        having = having.transform(replace) if having is not None else None
+        order = [(k.transform(replace), d, f) for k, d, f in order]
+        op = Aggregate(op, tuple((n, _sql(named(k))) for n, k in key_items), tuple(calls.values()))
+        for _, e in items:
+            for column in e.find_all(exp.Column):
+                if column.table:
+                    raise NotSupportedError(f"{_sql(column)} is neither grouped nor aggregated")
+        return op, items, having, order
+
+    def windows(self, op: Op, items):
+        def replace(node: exp.Expression) -> exp.Expression:
+            nonlocal op
+            if not isinstance(node, exp.Window):
+                return node
+            func = node.this
+            name = func.sql_name().upper() if not isinstance(func, exp.Anonymous) else func.name.upper()
+            if name not in WINDOWS or node.args.get("spec") is not None:
+                raise NotSupportedError(f"{_sql(node)[:80]}: secure windows are {', '.join(WINDOWS)} over the "
+                                        "whole partition (no frame clause)")
+            arg = func.this if isinstance(func, exp.AggFunc) and not isinstance(func.this, exp.Star) else None
+            order = node.args.get("order")
+            keys = tuple((_sql(named(o.this)), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
+                         for o in (order.expressions if order else []))
+            column = self.name("w")
+            op = Window(op, column, WINDOWS[name], _sql(named(arg)) if arg is not None else None,
+                        tuple(_sql(named(p)) for p in node.args.get("partition_by") or []), keys)
+            return exp.column(column, quoted=True)
+
+        replaced = [(n, e.transform(replace)) for n, e in items]  # grows `op` window by window
+        return op, replaced
+
+
+def _aggregate_call(node: exp.AggFunc) -> tuple[str, str | None, bool]:
+    """(FUNC, argument SQL or None, distinct) of an aggregate the SPU computes; others refused."""
+    func = AGGREGATES.get(type(node))
+    if func is None:
+        raise NotSupportedError(f"{_sql(node)[:80]}: across parties the aggregates are COUNT, SUM, AVG, MIN, MAX")
+    arg = node.this
+    distinct = isinstance(arg, exp.Distinct)
+    if distinct:
+        if len(arg.expressions) != 1:
+            raise NotSupportedError(f"{_sql(node)}: DISTINCT of one expression only")
+        arg = arg.expressions[0]
+    if isinstance(arg, exp.Star):
+        return func, None, False
+    return func, _sql(named(arg)), distinct
+
+
+def _aggregates(expression: exp.Expression) -> list:
+    return [a for a in expression.find_all(exp.AggFunc) if a.find_ancestor(exp.Window) is None]
+
+
+def _count(node, clause: str) -> int | None:
+    if node is None:
+        return None
+    value = node.args.get("expression") if node.args.get("expression") is not None else node.this
+    if not (isinstance(value, exp.Literal) and value.is_int):
+        raise NotSupportedError(f"{clause} {_sql(value)}: a whole number is needed across parties")
+    return int(value.this)
+
+
+def named(expression: exp.Expression) -> exp.Expression:
+    """`"alias"."col"` -> the identifier `"alias.col"` (the operator tree's column names)."""
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.table:
+            return exp.column(f"{node.table}.{node.name}", quoted=True)
+        return node
+
+    return expression.copy().transform(rewrite)
+
+
+def _aliases(expression: exp.Expression) -> set[str]:
+    return {c.table for c in expression.find_all(exp.Column) if c.table}
+
+
+def _outer_columns(body: exp.Expression) -> set[str]:
+    """The aliases a subquery refers to that it does not define (its correlation with the outer query)."""
+    defined = {t.alias_or_name for t in body.find_all(exp.Table)} | {
+        s.alias_or_name for s in body.find_all(exp.Subquery)} | {c.alias_or_name for c in body.find_all(exp.CTE)}
+    return _aliases(body) - defined
+
+
+def equi_join(kind: str, left: Op, right: Op, conjuncts) -> Join:
+    """A join: equalities between the sides become keys, the rest a residual condition."""
+    left_aliases = {c.split(".", 1)[0] for c in left.columns}
+    right_aliases = {c.split(".", 1)[0] for c in right.columns}
+    left_keys, right_keys, residual = [], [], []
+    for c in conjuncts:
+        if isinstance(c, exp.EQ):
+            a, b = _aliases(c.left), _aliases(c.right)
+            if a and b and a <= left_aliases and b <= right_aliases:
+                left_keys.append(_sql(named(c.left)))
+                right_keys.append(_sql(named(c.right)))
+                continue
+            if a and b and a <= right_aliases and b <= left_aliases:
+                left_keys.append(_sql(named(c.right)))
+                right_keys.append(_sql(named(c.left)))
+                continue
+        residual.append(c)
+    condition = _sql(named(exp.and_(*residual))) if residual else None
+    if not left_keys:
+        return Join("cross", left, right, condition=condition) if kind == "inner" else Join(
+            kind, left, right, condition=condition)
+    return Join(kind, left, right, tuple(left_keys), tuple(right_keys), condition)
+
+
+def push_filter(op: Op, conjunct: exp.Expression, nullable: set[str]) -> Op:
+    """A WHERE conjunct, placed on the deepest input that holds all its columns (never below the NULL side
+    of a LEFT JOIN, where it would keep rows the query drops)."""
+    aliases = _aliases(conjunct)
+    if isinstance(op, Join) and op.kind == "cross" and op.condition is None and isinstance(conjunct, exp.EQ):
+        keyed = equi_join("inner", op.left, op.right, [conjunct])
+        if keyed.kind == "inner":
+            return keyed
+    if isinstance(op, Join) and op.kind == "inner" and op.condition is None and isinstance(conjunct, exp.EQ):
+        keyed = equi_join("inner", op.left, op.right, [conjunct])
+        if keyed.kind == "inner":
+            return Join("inner", op.left, op.right, op.left_keys + keyed.left_keys, op.right_keys + keyed.right_keys)
+    if isinstance(op, Join) and op.kind in ("inner", "cross") and aliases and not aliases & nullable:
+        for side in ("left", "right"):
+            child = getattr(op, side)
+            if aliases <= {c.split(".", 1)[0] for c in child.columns}:
+                pushed = push_filter(child, conjunct, nullable)
+                return Join(op.kind, *((pushed, op.right) if side == "left" else (op.left, pushed)), op.left_keys,
+                            op.right_keys, op.condition, op.null_aware)
+    if isinstance(op, Join) and op.kind == "left" and aliases and aliases <= {
+            c.split(".", 1)[0] for c in op.left.columns}:
+        return Join("left", push_filter(op.left, conjunct, nullable), op.right, op.left_keys, op.right_keys,
+                    op.condition)
+    return Filter(op, _sql(named(conjunct)))
+
+
+def build_tree(tree: exp.Expression, catalog: Catalog) -> Op:
+    """The operator tree of a qualified query."""
+    return TreeBuilder(catalog).query(tree, {})
