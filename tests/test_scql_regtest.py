@@ -66,3 +66,11 @@ def test_scql_ccl_as_grants():
 def test_scql_table_names_as_ours():
     assert scql_regtest.our_sql("select a.join_long_0 from scdb.alice_tbl_0 as alice join bob_UPPER_table b") \
         == "select a.join_int_0 from alice.tbl_0 as alice join bob.UPPER_table b"
+
+
+def test_oracle_union_across_parties_is_distinct(scql_federation):
+    """The oracle's group-threshold rewrite of a cross-party UNION keeps it a set (SCQL's "union tests")."""
+    engine, oracle = scql_federation
+    sql = "SELECT ta.plain_int_0 FROM alice.tbl_0 AS ta UNION SELECT tb.plain_int_0 FROM bob.tbl_0 AS tb"
+    want = oracle.con.sql(sql).to_arrow_table()
+    assert scql_regtest.same_multiset(oracle.expected(sql, scql_regtest.ISSUER), want)
