@@ -302,9 +302,10 @@ class Oracle:
                                         if name in tables and not name.startswith(f"{issuer}.")])
         if k and parties - {issuer} and nested_shape(tree):
             tree, provenance = Provenance(issuer, k).query(tree, False, {})
-            if provenance:  # the rows revealed carry no provenance
+            if provenance:  # the rows revealed carry no provenance; a UNION's are a set without it
                 tree = exp.select(*(exp.column(n) for n in self._names(tree, provenance))).from_(
-                    exp.Subquery(this=tree, alias="__result"))
+                    exp.Subquery(this=tree, alias="__result")).distinct(
+                    distinct=isinstance(tree, exp.Union) and bool(tree.args.get("distinct")))
         elif k and parties - {issuer} and isinstance(tree, exp.Select) and (
             tree.args.get("group") or any(a for e in tree.expressions for a in e.find_all(exp.AggFunc) if a.find_ancestor(exp.Window) is None)
         ):
