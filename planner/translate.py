@@ -72,11 +72,20 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
 
 
 def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
-    """(program node, data columns, provenance columns) of `op`: a RunLocal input when it reads one party."""
+    """(program node, data columns, provenance columns) of `op`: a RunLocal input when it reads one party
+    and keeps every row of its tables; a filter, join, aggregate, DISTINCT or LIMIT of one party runs on
+    the SPU too, since its output's row count, which every compute party sees, depends on its data."""
     owners = parties_of(op)
-    if len(owners) == 1:
+    if len(owners) == 1 and keeps_rows(op):
         return run_local(op, next(iter(owners)), t, under_aggregate)
+    if len(owners) == 1 and under_aggregate and t.k > 0 and owners != {t.issuer}:
+        refuse_repeated_rows(op, next(iter(owners)))  # the threshold counts the rows of its part, as before
     return TRANSLATE[type(op)](op, t, under_aggregate, at_root)
+
+
+def keeps_rows(op: Op) -> bool:
+    """Whether `op` outputs exactly one row per row of its one table (scans, projections, windows)."""
+    return isinstance(op, Scan) or (isinstance(op, (Project, Window)) and keeps_rows(op.child))
 
 
 def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):

@@ -8,6 +8,7 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import NotSupportedError, PolicyViolation
+from sqlsecure.planner.physical import RunLocal, SecretQuery
 
 HOSPITALS = ("h1", "h2", "h3")
 DIAGNOSES = np.array(["cdiff", "flu", "heart", "asthma"])
@@ -186,6 +187,21 @@ def test_refusals_at_plan_time_and_check_agrees(engine, sql, error, named):
         engine.plan(sql, "bank")
     assert named.lower() in str(refused.value).lower()
     assert engine.check(sql, "bank") == f"{error.__name__}: {refused.value}"
+
+
+def test_a_single_party_filter_runs_on_shares_not_at_its_owner(hospital_oracles):
+    """Pushed down, h2's filter would tell the other compute parties how many of its rows pass it, a
+    size that depends on its data: owners send whole tables' columns, and filters, joins, aggregates, DISTINCT of one party run
+    on the SPU."""
+    sql = ("SELECT COUNT(*) AS n FROM (SELECT pid FROM h2.diagnosis WHERE time > 50 UNION ALL "
+           "SELECT pid FROM (SELECT pid, COUNT(*) AS k FROM h3.medication GROUP BY pid) g) u "
+           "JOIN h1.medication m ON u.pid = m.pid")
+    oracle = hospital_oracles["compared"]
+    plan = oracle.engine.plan(sql, "h1").physical
+    assert any(isinstance(step, SecretQuery) for step in plan.steps)
+    local = [step.sql for step in plan.steps if isinstance(step, RunLocal)]
+    assert local and not any(word in sql_text.upper() for sql_text in local for word in ("WHERE", "GROUP BY"))
+    oracle.check(sql, "h1")
 
 
 def test_threshold_refuses_a_protected_part_that_repeats_rows(hospitals):
