@@ -139,7 +139,7 @@ def _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine: NotSu
     if dp is not None or masks or threshold.identity is not None:
         raise spine
     try:
-        return translate(tree, catalog, issuer, threshold.k, usage.passed())
+        return translate(tree, catalog, issuer, threshold.k, usage.passed(), usage.grants)
     except NotSupportedError as why:
         raise NotSupportedError(f"{why} (and the spine placement: {spine})") from None
 

@@ -25,6 +25,7 @@ from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.physical import Finish, PhysicalPlan, RunLocal, SecretQuery
 from sqlsecure.planner.placement import KIND_OF_TYPE
+from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, Sort, UnionAll, Window, build_tree, parties_of, quoted,
 )
@@ -39,18 +40,22 @@ class Translation:
     catalog: Catalog
     issuer: str
     k: int  # the minimum group size (0: none)
+    grants: Grants | None = None  # None: no single-party filter, join or aggregate is pushed down
+    viewers: frozenset[str] = frozenset()  # the parties of the query and the issuer
     steps: list = field(default_factory=list)
     inputs: list = field(default_factory=list)  # program inputs: {"columns": [[name, kind], ...]}
     owners: list = field(default_factory=list)  # (owner, relation) per program input
     thresholded: bool = False
 
 
-def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=()) -> PhysicalPlan:
-    """The physical plan of a cross-party query of any shape: RunLocal steps, one SecretQuery, a Finish."""
+def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
+              grants: Grants | None = None) -> PhysicalPlan:
+    """The physical plan of a cross-party query of any shape: RunLocal steps, one SecretQuery, a Finish.
+    `grants` decide which single-party filters, joins and aggregates may run at their owner."""
     root = build_tree(tree, catalog)
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
-    t = Translation(catalog, issuer, min_group_size)
+    t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer})
     node, columns, provenance = place(root, t, under_aggregate=False, at_root=True)
     if provenance:
         node = secret_ops.project_node(node, [(c, quoted(c)) for c in columns])
@@ -73,14 +78,29 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
 
 def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
     """(program node, data columns, provenance columns) of `op`: a RunLocal input when it reads one party
-    and keeps every row of its tables; a filter, join, aggregate, DISTINCT or LIMIT of one party runs on
-    the SPU too, since its output's row count, which every compute party sees, depends on its data."""
+    and keeps every row of its tables, or when the others may see every column it reads; otherwise a
+    filter, join, aggregate, DISTINCT or LIMIT of one party runs on the SPU too, since its output's row
+    count, which every compute party sees, depends on its data."""
     owners = parties_of(op)
-    if len(owners) == 1 and keeps_rows(op):
+    if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)):
         return run_local(op, next(iter(owners)), t, under_aggregate)
     if len(owners) == 1 and under_aggregate and t.k > 0 and owners != {t.issuer}:
         refuse_repeated_rows(op, next(iter(owners)))  # the threshold counts the rows of its part, as before
     return TRANSLATE[type(op)](op, t, under_aggregate, at_root)
+
+
+def size_is_public(op: Op, party: str, t: Translation) -> bool:
+    """Whether every other party of the query may see every column `op` reads as PLAINTEXT, so the row
+    count of its output (which depends on those columns) may be revealed to them (conservative, as the
+    spine checks a derived table of another party)."""
+    if t.grants is None:
+        return False
+    return all(t.grants.constraint(ColumnRef(scan.party, scan.table, name), viewer) is Constraint.PLAINTEXT
+               for scan in scans_of(op) for name in scan.names for viewer in t.viewers - {party})
+
+
+def scans_of(op: Op) -> list[Scan]:
+    return [op] if isinstance(op, Scan) else [scan for child in op.children for scan in scans_of(child)]
 
 
 def keeps_rows(op: Op) -> bool:
