@@ -68,7 +68,9 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
         try:  # cheapest first: every column it reads is PLAINTEXT to the issuer (SCQL's rule)
             physical = gather_plan(tree, spine, catalog=catalog, policy=policy, issuer=issuer,
                                    threshold=threshold, private=dp is not None or enclave == "always")
-        except NotSupportedError:  # then secret operators, composed
+        except NotSupportedError:  # then secret operators, composed (on the SPU: not where the enclave must be)
+            if enclave == "always":
+                raise spine from None
             physical = _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)

@@ -44,7 +44,9 @@ def _agg_name(node: exp.AggFunc) -> str:
 
 def check_rules(tree: exp.Expression, rules: dict, issuer: str, min_group_size: int) -> Threshold:
     """Raise PolicyViolation for a broken rule; return the threshold for the query's revealed groups."""
-    threshold = Threshold(min_group_size)
+    read = {(t.db, t.name) for t in tree.find_all(exp.Table) if t.db and t.db != issuer}
+    stricter = [rules[src].min_group_size or 0 for src in read if src in rules]
+    threshold = Threshold(max([min_group_size, *stricter]))  # a table's rule binds wherever it is read
     for select in tree.find_all(exp.Select):
         sources = _sources(select)
         bound = {alias: rules[src] for alias, src in sources.items()

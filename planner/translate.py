@@ -31,6 +31,7 @@ from sqlsecure.planner.tree import (
 )
 
 RESULT = "secret_out"
+MAX_SECRET_ROWS = 1 << 20  # the most rows one operator of a secret program may hold (memory: ~KBs per row)
 
 
 @dataclass
@@ -55,6 +56,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     root = build_tree(tree, catalog)
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
+    check_size(root, catalog)
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer})
     node, columns, provenance = place(root, t, under_aggregate=False, at_root=True)
     if provenance:
@@ -74,6 +76,36 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses),
                         min_group_size=min_group_size if t.thresholded else 0, counted=counted)
+
+
+def check_size(root: Op, catalog: Catalog) -> None:
+    """Refuse a program one of whose operators could hold more than MAX_SECRET_ROWS rows, from the
+    tables' published sizes (an all-pairs join holds n*m rows), before any party is asked."""
+    sizes: dict[str, dict[str, int]] = {}
+
+    def rows(op: Op) -> int | None:
+        if isinstance(op, Scan):
+            if op.party not in sizes:
+                sizes[op.party] = catalog.sizes(op.party) if catalog.sizes is not None else {}
+            return sizes[op.party].get(op.table)
+        counts = [rows(child) for child in op.children]
+        if any(n is None for n in counts):
+            return None
+        if isinstance(op, Join):
+            left, right = counts
+            n = left + right if op.kind in ("semi", "anti") else left * right + (left if op.kind == "left" else 0)
+        else:
+            n = sum(counts)
+        if n > MAX_SECRET_ROWS:
+            what = f"a {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" if isinstance(op, Join) \
+                else f"{type(op).__name__.lower()} over about {n:,} rows"
+            raise NotSupportedError(
+                f"{what} in secure computation is beyond the {MAX_SECRET_ROWS:,} rows a secret program holds "
+                "(its joins pair every row with every row); filter the inputs, or grant the columns so the "
+                "query can run at a party")
+        return n
+
+    rows(root)
 
 
 def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
