@@ -194,6 +194,10 @@ class TreeBuilder:
         for conjunct in conjuncts_of(where.this if where else None):
             op = self.where(op, conjunct, nullable, ctes)
         items = [(e.alias_or_name, e.this if isinstance(e, exp.Alias) else e) for e in select.expressions]
+        for _, e in items:
+            if e.find(exp.Subquery, exp.Select) is not None:
+                raise NotSupportedError(f"the scalar subquery {_sql(e)[:80]} in a query across parties is not "
+                                        "supported yet; join its result as a derived table instead")
         having = select.args.get("having")
         having = having.this.copy() if having else None
         order = [(o.this.copy(), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))

@@ -205,6 +205,16 @@ def test_a_single_party_filter_runs_on_shares_not_at_its_owner(hospital_oracles)
     oracle.check(sql, "h1")
 
 
+def test_an_issuer_that_owns_no_input_receives_the_result(hospital_oracles):
+    """h1 asks about h2's and h3's rows only: the compute parties send it their shares of the result."""
+    sql = ("SELECT COUNT(*) AS n FROM (SELECT d.pid FROM h2.diagnosis d JOIN h3.medication m ON d.pid = m.pid "
+           "WHERE d.time < m.time) t")
+    oracle = hospital_oracles["compared"]
+    step = next(s for s in oracle.engine.plan(sql, "h1").physical.steps if isinstance(s, SecretQuery))
+    assert "h1" not in step.compute
+    oracle.check(sql, "h1")
+
+
 def test_threshold_refuses_a_protected_part_that_repeats_rows(hospitals):
     """The group threshold counts h2's distinct rows: a join of h2's own tables could repeat one."""
     sql = ("SELECT COUNT(*) AS n FROM (SELECT d.pid FROM h2.diagnosis d JOIN h2.medication m ON d.pid = m.pid "

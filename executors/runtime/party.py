@@ -295,9 +295,7 @@ class PartyExecutor:
     def _secret_query(self, step: SecretQuery, pieces) -> pa.Table | None:
         """Run the secret program in lockstep with the other compute parties over my input relations (each
         with its `__prov_<relation>` column); the result opens at the issuer only."""
-        from sqlsecure.executors.spu.program import (  # the SPU interpreter (branch secrel)
-            parse_program, receive_program_output, run_program,
-        )
+        from sqlsecure.executors.spu.program import parse_program, receive_program_output, run_program
 
         me, program = self.name, parse_program(step.program)
         if me not in step.compute:
@@ -307,7 +305,7 @@ class PartyExecutor:
         session.setup()
         try:
             issuer = step.compute.index(step.issuer) if step.issuer in step.compute else None
-            return run_program(session, program, tables, issuer)
+            return run_program(session, program, tables, issuer, issuer=step.issuer, out=step.out)
         finally:
             session.close()
 
