@@ -44,7 +44,7 @@ def _movements(step) -> list[str]:
                   for p in step.inputs_by_party]
         moves.append(f"enclave -> {step.issuer}: the result, sealed to {step.issuer}'s fresh key")
     if isinstance(step, SecureStage):
-        moves += [f"{p} -> SPU: its {sum(1 for q, _ in step.inputs if q == p)} input column(s)"
+        moves += [f"{p} -> SPU: its {_shared_columns(step, p)} input column(s)"
                   f"{' and its join key (2 hashed limbs)' if step.secret_join else ''} as additive shares "
                   "(PRG-seeded: no bytes for the shares themselves)" for p in step.compute]
         moves += [f"dealer -> {step.compute[-1]}: corrections of Beaver triples and other correlated randomness",
@@ -214,3 +214,11 @@ def render_explain(plan, pushdown=None) -> str:
     if phys.uses:
         lines += ["", "grants used:"] + [f"  {u}" for u in phys.uses]
     return "\n".join(lines)
+
+
+def _shared_columns(step: SecureStage, party: str) -> int:
+    """How many columns `party` shares into the stage: its own inputs, or in UNION ALL mode every input
+    column for each of its branches."""
+    if step.union:
+        return len(step.inputs) * sum(1 for owner, _ in step.union if owner == party)
+    return sum(1 for owner, _ in step.inputs if owner == party)
