@@ -73,6 +73,8 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
     owners = {t.db for t in tree.find_all(exp.Table) if t.db}
     if private or not owners - {issuer} or tree.find(exp.TableSample):  # a random sample: no answer to check
         raise unsupported
+    if any(isinstance(f, exp.Anonymous) and str(f.this).upper() == "GEODIST" for f in tree.find_all(exp.Anonymous)):
+        raise unsupported  # SCQL's function: its rules (arity, types) are the SPU's and the pushdown's
     tree = with_threshold(tree.copy(), threshold)
     reads = _columns_read(tree)
     if not _allowed(reads, policy, issuer):

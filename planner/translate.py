@@ -97,7 +97,8 @@ def check_size(root: Op, catalog: Catalog) -> None:
         else:
             n = sum(counts)
         if n > MAX_SECRET_ROWS:
-            what = f"a {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" if isinstance(op, Join) \
+            article = "an" if isinstance(op, Join) and op.kind[0] in "aeiou" else "a"
+            what = f"{article} {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" if isinstance(op, Join) \
                 else f"{type(op).__name__.lower()} over about {n:,} rows"
             raise NotSupportedError(
                 f"{what} in secure computation is beyond the {MAX_SECRET_ROWS:,} rows a secret program holds "

@@ -189,6 +189,9 @@ class TreeBuilder:
             value = select.args.get(clause)
             if value is not None and not (clause == "distinct" and not value.args.get("on")):
                 raise NotSupportedError(f"{_sql(value)[:80]} in a query across parties is not supported yet")
+        sample = select.find(exp.TableSample)
+        if sample is not None:
+            raise NotSupportedError(f"{_sql(sample)[:80]}: a random sample across parties is not supported")
         op, nullable = self.from_items(select, ctes)
         where = select.args.get("where")
         for conjunct in conjuncts_of(where.this if where else None):
