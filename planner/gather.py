@@ -22,6 +22,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
 from sqlsecure.errors import NotSupportedError
+from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.planner.analysis import Threshold, with_threshold
 from sqlsecure.planner.build import _describe
 from sqlsecure.planner.catalog import Catalog
@@ -73,7 +74,7 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
     owners = {t.db for t in tree.find_all(exp.Table) if t.db}
     if private or not owners - {issuer} or tree.find(exp.TableSample):  # a random sample: no answer to check
         raise unsupported
-    if any(isinstance(f, exp.Anonymous) and str(f.this).upper() == "GEODIST" for f in tree.find_all(exp.Anonymous)):
+    if any(is_geodist(f) for f in tree.find_all(exp.Anonymous)):
         raise unsupported  # SCQL's function: its rules (arity, types) are the SPU's and the pushdown's
     tree = with_threshold(tree.copy(), threshold)
     reads = _columns_read(tree)

@@ -136,7 +136,20 @@ class HEGroupBy(Step):
 
 
 @dataclass(frozen=True)
-class SecureStage(Step):
+class SpuStep(Step):
+    """A step the SPU's compute parties run with the dealer (its subclasses have `compute` and `issuer`)."""
+
+    @property
+    def parties(self):
+        return frozenset({*self.compute, self.issuer})
+
+    @property
+    def device(self) -> str:
+        return f"SPU({', '.join(self.compute)})"
+
+
+@dataclass(frozen=True)
+class SecureStage(SpuStep):
     """SPU(compute parties): the rest of the query on secret shares, opened to the issuer only.
 
     Expressions are SQL over the piece columns ("alias.col"); `outputs` are (name, SQL) with the
@@ -170,17 +183,9 @@ class SecureStage(Step):
     distinct_rows: tuple[str, ...] = ()
     branch_rows: tuple[int, ...] = ()
 
-    @property
-    def parties(self):
-        return frozenset({*self.compute, self.issuer})
-
-    @property
-    def device(self) -> str:
-        return f"SPU({', '.join(self.compute)})"
-
 
 @dataclass(frozen=True)
-class SecretQuery(Step):
+class SecretQuery(SpuStep):
     """SPU(compute): a secret program over the owners' relations; its valid rows opened to the issuer only."""
 
     compute: tuple[str, ...]  # the SPU compute parties (the inputs' owners; at least 2)
@@ -189,17 +194,6 @@ class SecretQuery(Step):
     issuer: str
     out: str
     frac_bits: int = 16
-
-    @property
-    def parties(self):
-        return frozenset({*self.compute, self.issuer})
-
-    @property
-    def device(self) -> str:
-        return f"SPU({', '.join(self.compute)})"
-
-
-SPU_STEPS = (SecureStage, SecretQuery)  # the steps the SPU's dealer serves, one after another
 
 
 @dataclass(frozen=True)

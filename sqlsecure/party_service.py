@@ -34,7 +34,7 @@ from sqlsecure.executors.runtime.party import PartyExecutor
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.federation import FederationConfig, load_federation
 from sqlsecure.policy.masking import load_key
-from sqlsecure.planner.physical import SPU_STEPS, EnclaveStage
+from sqlsecure.planner.physical import EnclaveStage, SpuStep
 
 MAX_PENDING = 256  # accepted queries whose text a party keeps until they start (for its audit log)
 
@@ -186,12 +186,12 @@ class PartyService:
 
     @staticmethod
     def _dealer_accepts(plan, header=None) -> str | None:
-        if not any(isinstance(s, SPU_STEPS) for s in plan.steps):
+        if not any(isinstance(s, SpuStep) for s in plan.steps):
             return "the dealer serves only plans with a secure stage"
         return None
 
     def _run_dealer(self, plan, query_id, endpoint):
-        for stage in [s for s in plan.steps if isinstance(s, SPU_STEPS)]:
+        for stage in [s for s in plan.steps if isinstance(s, SpuStep)]:
             Dealer(endpoint, list(stage.compute)).serve()
         return None
 

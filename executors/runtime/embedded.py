@@ -25,7 +25,7 @@ from sqlsecure.executors.runtime.party import PartyExecutor, contained_error
 from sqlsecure.executors.spu.dealer import DEALER, Dealer
 from sqlsecure.executors.tee import EnclaveHost
 from sqlsecure.executors.tee.stage import ACTOR, EnclaveTrust, actor_side
-from sqlsecure.planner.physical import SPU_STEPS, EnclaveStage, PhysicalPlan
+from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SpuStep
 
 
 class EmbeddedRuntime:
@@ -57,7 +57,7 @@ class EmbeddedRuntime:
 
     def _execute(self, plan: PhysicalPlan, sql: str | None) -> pa.Table:
         parties = sorted(plan.parties)
-        stages = [step for step in plan.steps if isinstance(step, SPU_STEPS)]
+        stages = [step for step in plan.steps if isinstance(step, SpuStep)]
         enclave_steps = [(i, step) for i, step in enumerate(plan.steps) if isinstance(step, EnclaveStage)]
         actors = ([DEALER] if stages else []) + ([ACTOR] if enclave_steps else [])
         channel = InProcessChannel(parties + actors, timeout=self.timeout)

@@ -66,7 +66,7 @@ from sqlsecure.executors.tee.stage import ACTOR
 from sqlsecure.executors.runtime.party import contained_error
 from sqlsecure.executors.runtime.plan_codec import decode_plan, encode_plan
 from sqlsecure.executors.spu.dealer import DEALER
-from sqlsecure.planner.physical import SPU_STEPS, EnclaveStage, PhysicalPlan
+from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, SpuStep
 
 QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
 POLL = 1.0  # seconds a `wait` call blocks at the node before answering "running"
@@ -695,7 +695,7 @@ class Node(flight.FlightServerBase):
         plan = decode_plan(plan_bytes, PhysicalPlan)
         if caller != plan.issuer:
             raise flight.FlightUnauthorizedError(f"{caller!r} is not the issuer of this plan ({plan.issuer!r})")
-        expected = set(plan.parties) | ({DEALER} if any(isinstance(s, SPU_STEPS) for s in plan.steps) else set()) \
+        expected = set(plan.parties) | ({DEALER} if any(isinstance(s, SpuStep) for s in plan.steps) else set()) \
             | ({ACTOR} if any(isinstance(s, EnclaveStage) for s in plan.steps) else set())
         if set(participants) != expected:
             raise flight.FlightServerError(f"participants {sorted(participants)} do not match the plan's "
@@ -945,7 +945,7 @@ class NetworkRuntime:
         if plan.issuer != self.issuer:
             raise ProtocolError(f"this engine acts as {self.issuer!r} and cannot issue a query as {plan.issuer!r}")
         participants = sorted(plan.parties)
-        if any(isinstance(s, SPU_STEPS) for s in plan.steps):
+        if any(isinstance(s, SpuStep) for s in plan.steps):
             participants.append(DEALER)
         if any(isinstance(s, EnclaveStage) for s in plan.steps):
             participants.append(ACTOR)
