@@ -176,15 +176,20 @@ def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
     if isinstance(op, Join) and op.kind in ("semi", "anti"):
         return unique_keys(op.left, catalog)
     if isinstance(op, Join) and op.kind in ("inner", "left") and op.left_keys:
-        left, right = unique_on(op.left, op.left_keys, catalog), unique_on(op.right, op.right_keys, catalog)
-        return (unique_keys(op.left, catalog) if right else ()) + (unique_keys(op.right, catalog) if left else ())
+        left, right = unique_keys(op.left, catalog), unique_keys(op.right, catalog)
+        return (left if _covering(right, op.right, op.right_keys) else ()) + (
+            right if _covering(left, op.left, op.left_keys) else ())
     return ()
 
 
 def unique_on(op: Op, keys: tuple[str, ...], catalog: Catalog) -> UniqueKey | None:
     """A unique key of `op` among the bare columns of the join keys `keys` (a structural one first)."""
+    return _covering(unique_keys(op, catalog), op, keys)
+
+
+def _covering(unique: tuple[UniqueKey, ...], op: Op, keys: tuple[str, ...]) -> UniqueKey | None:
     columns = {c for c in op.columns if quoted(c) in keys}
-    found = sorted((k for k in unique_keys(op, catalog) if k.columns <= columns), key=lambda k: k.declared is not None)
+    found = sorted((k for k in unique if k.columns <= columns), key=lambda k: k.declared is not None)
     return found[0] if found else None
 
 

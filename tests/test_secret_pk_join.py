@@ -19,8 +19,11 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import ConfigError, DataError
+from sqlsecure.errors import ConfigError, DataError, ProtocolError
+from sqlsecure.executors.spu.program import parse_program
 from sqlsecure.planner.physical import SecretQuery
+from tests.test_secret_program import (PEOPLE, PEOPLE_COLUMNS, VISIT_COLUMNS, VISITS_A, VISITS_B,  # noqa: F401
+                                       _compare_rows, check, inp, program_of, run)  # _compare_rows: autouse
 
 PARTIES = ("bank", "shop", "carrier")
 UNIQUE = {"bank": {"customer": [["c_custkey"]]}, "shop": {"orders": [["o_orderkey"]]}}
@@ -213,3 +216,51 @@ def test_size_bound_is_linear(tmp_path, federation_writer, grants_for):
     with Engine(path) as engine:
         assert engine.check(THREE_PARTIES, "shop") is None
         assert len(sort_joins(engine, THREE_PARTIES, "shop")) == 2
+
+
+# -- the program node itself, against DuckDB (test_secret_program's tables and helpers) ----------------
+
+
+PK_JOINS = [  # (left, right, kind, unique, condition, SQL): PEOPLE.id is unique (NULL once), VISITS_A.pid repeats
+    (0, 1, "inner", "right", None, "SELECT * FROM t0 JOIN t1 ON t0.pid = t1.id"),
+    (0, 1, "left", "right", None, "SELECT * FROM t0 LEFT JOIN t1 ON t0.pid = t1.id"),
+    (1, 0, "left", "left", None, "SELECT * FROM t1 LEFT JOIN t0 ON t1.id = t0.pid"),
+    (1, 0, "inner", "left", '"cost" < "limit_"', "SELECT * FROM t1 JOIN t0 ON t1.id = t0.pid AND t0.cost < t1.limit_"),
+]
+
+
+def pk_node(left, right, kind, unique, condition, declared=None):
+    keys = {0: '"pid"', 1: '"id"'}
+    node = {"op": "join", "kind": kind, "left": inp(left), "right": inp(right), "left_keys": [keys[left]],
+            "right_keys": [keys[right]], "condition": condition, "unique": unique}
+    return {**node, "declared": declared} if declared else node
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("left,right,kind,unique,condition,sql", PK_JOINS)
+@pytest.mark.parametrize("empty", [None, 0, 1])
+def test_pk_join_node_matches_duckdb(nparties, left, right, kind, unique, condition, sql, empty):
+    tables = [VISITS_A, PEOPLE]
+    if empty is not None:
+        tables[empty] = tables[empty].slice(0, 0)
+    check(nparties, pk_node(left, right, kind, unique, condition, "t.people (id)"), [VISIT_COLUMNS, PEOPLE_COLUMNS],
+          tables, sql)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+def test_a_repeated_declared_key_is_a_data_error_naming_it(nparties):
+    """VISITS_B.pid repeats 9: declared unique on the right, the join fails before anything is opened."""
+    node = {"op": "join", "kind": "inner", "left": inp(0), "right": inp(1), "left_keys": ['"id"'],
+            "right_keys": ['"pid"'], "condition": None, "unique": "right"}
+    columns, tables = [PEOPLE_COLUMNS, VISIT_COLUMNS], [PEOPLE, VISITS_B]
+    with pytest.raises(DataError, match=r"b.visits \(pid\) is declared unique"):
+        run(nparties, program_of({**node, "declared": "b.visits (pid)"}, columns), tables)
+
+
+def test_parse_refuses_a_unique_side_it_cannot_join_by_a_sort():
+    for bad in ({"unique": "middle"}, {"kind": "semi", "unique": "right"}, {"declared": "x (y)"},
+                {"unique": "right", "declared": 3}):
+        node = {**pk_node(0, 1, "inner", None, None), **bad}
+        node = {k: v for k, v in node.items() if v is not None or k == "condition"}
+        with pytest.raises(ProtocolError, match="unique|declared"):
+            parse_program(program_of(node, [VISIT_COLUMNS, PEOPLE_COLUMNS]))

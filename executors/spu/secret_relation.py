@@ -7,7 +7,8 @@ on the data except where its docstring says so (the AVG range check opens how ma
 range, normally 0). Where the order of tied rows is seen (ORDER BY, its LIMIT, ROW_NUMBER) the rows
 are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and
 are simply weighted 0: an operator's output size is a public function of its inputs' sizes
-(filter: n; aggregate: n; join: n*m (+n for LEFT); semi/anti: n+m).
+(filter: n; aggregate: n; join: n*m (+n for LEFT), or n+m when one side's keys are unique
+(`pk_join`); semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
 ~(6 + 1 per extra key + 1) per quicksort level with ~2 ln n levels, a segmented scan 2 log2 n).
