@@ -201,9 +201,19 @@ def test_the_spine_joins_obliviously_only_on_a_known_unique_side(tpch, tpch_engi
     assert "oblivious join" not in undeclared.explain(sql, "shop")
 
 
-def test_a_declared_key_of_an_unknown_column_is_a_config_error(tpch_engine):
-    with pytest.raises(ConfigError, match="parties.bank.unique.customer: customer has no column nope"):
-        tpch_engine(unique={"bank": {"customer": [["nope"]]}})
+@pytest.mark.parametrize("keys,message", [
+    ([["nope"]], "parties.bank.unique.customer: customer has no column nope"),
+    ("c_custkey", r"parties.bank.unique.customer: must be a list of column lists"),
+    ([[]], r"parties.bank.unique.customer: must be a list of column lists"),
+])
+def test_a_bad_declared_key_is_a_config_error(tpch_engine, keys, message):
+    with pytest.raises(ConfigError, match=message):
+        tpch_engine(unique={"bank": {"customer": keys}})
+
+
+def test_a_declared_key_of_an_unknown_table_is_a_config_error(tpch_engine):
+    with pytest.raises(ConfigError, match="parties.bank.unique.nowhere: bank has no table nowhere"):
+        tpch_engine(unique={"bank": {"nowhere": [["c_custkey"]]}})
 
 
 def test_size_bound_is_linear(tmp_path, federation_writer, grants_for):
