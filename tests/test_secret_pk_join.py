@@ -23,7 +23,8 @@ from sqlsecure.errors import ConfigError, DataError, ProtocolError
 from sqlsecure.executors.spu.program import parse_program
 from sqlsecure.planner.physical import SecretQuery
 from tests.test_secret_program import (PEOPLE, PEOPLE_COLUMNS, VISIT_COLUMNS, VISITS_A, VISITS_B,  # noqa: F401
-                                       _compare_rows, check, inp, program_of, run)  # _compare_rows: autouse
+                                       _compare_rows, check, inp, program_of, rounds_of, run,  # _compare_rows: autouse
+                                       sort_rounds)
 
 PARTIES = ("bank", "shop", "carrier")
 UNIQUE = {"bank": {"customer": [["c_custkey"]]}, "shop": {"orders": [["o_orderkey"]]}}
@@ -274,3 +275,15 @@ def test_parse_refuses_a_unique_side_it_cannot_join_by_a_sort():
         node = {k: v for k, v in node.items() if v is not None or k == "condition"}
         with pytest.raises(ProtocolError, match="unique|declared"):
             parse_program(program_of(node, [VISIT_COLUMNS, PEOPLE_COLUMNS]))
+
+
+@pytest.mark.parametrize("left,right,kind,unique,condition,sql", PK_JOINS[:3])
+@pytest.mark.parametrize("declared", [None, "t.people (id)"])
+def test_pk_join_rounds_stay_within_the_documented_bound(left, right, kind, unique, condition, sql, declared):
+    """The module docstring's bound, 2 parties, one int key (sort keys: group, the key, the side)."""
+    tables, columns = [VISITS_A, PEOPLE], [VISIT_COLUMNS, PEOPLE_COLUMNS]
+    n = VISITS_A.num_rows + PEOPLE.num_rows
+    base = rounds_of(inp(0), tables, columns)  # the sizes, the output's shuffle, zeroing and opening
+    bound = 1 + 1 + sort_rounds(n, 3) + (6 + 2) + (2 * (n - 1).bit_length() - 1)
+    bound += (1 if unique == "left" and kind == "left" else 0) + (9 if declared else 0)
+    assert rounds_of(pk_node(left, right, kind, unique, condition, declared), tables, columns) <= base + bound
