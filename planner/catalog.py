@@ -15,11 +15,14 @@ class Catalog:
     """party -> table -> ((column, DuckDB type), ...); `sizes(party)` -> table -> row count rounded up to
     a power of two (the coarse statistic a party publishes for the planner's cost model), asked afresh
     on each use so that every party re-deriving a plan sees what the issuer saw; `views`: the
-    federation's views (planner/views.py), expanded into every query that names them."""
+    federation's views (planner/views.py), expanded into every query that names them; `unique`: party ->
+    table -> the column tuples the party declares unique (public schema metadata, from the federation
+    file; the SPU checks a declared key obliviously wherever a join relies on it)."""
 
     tables: dict[str, dict[str, tuple[tuple[str, str], ...]]]
     sizes: Callable[[str], dict[str, int]] | None = field(default=None, compare=False)
     views: dict = field(default_factory=dict, compare=False)  # federation views: name -> parsed query
+    unique: dict = field(default_factory=dict, compare=False)  # party -> table -> ((column, ...), ...)
 
     def has_party(self, party: str) -> bool:
         return party in self.tables
@@ -29,6 +32,10 @@ class Catalog:
 
     def columns(self, party: str, table: str) -> tuple[tuple[str, str], ...]:
         return self.tables[party][table]
+
+    def unique_keys(self, party: str, table: str) -> tuple[tuple[str, ...], ...]:
+        """The column tuples `party` declares unique in `table` (NULLs may repeat: they never join)."""
+        return self.unique.get(party, {}).get(table, ())
 
     def column_type(self, party: str, table: str, column: str) -> str | None:
         for name, dtype in self.tables[party][table]:

@@ -61,6 +61,16 @@ def _movements(step) -> list[str]:
     return moves
 
 
+def join_algorithm(node: dict) -> str:
+    """How the SPU joins: by a sort on the unique side's keys (n + m rows), or all pairs (n * m)."""
+    if node["kind"] not in ("inner", "left") or not node["left_keys"]:
+        return ""
+    if node.get("unique") is None:
+        return " [all pairs: n*m rows]"
+    checked = f"; {node['declared']} checked unique" if node.get("declared") else ""
+    return f" [sort-based PK-FK join, {node['unique']} side unique: n+m rows{checked}]"
+
+
 def program_lines(step) -> list[str]:
     """The secret program as an indented operator tree, each operator on the SPU; inputs name their share step."""
     import json
@@ -80,7 +90,7 @@ def program_lines(step) -> list[str]:
             "filter": lambda: node["condition"],
             "project": lambda: ", ".join(f"{sql} AS {name}" for name, sql in node["columns"]),
             "join": lambda: f"{node['kind']} on ({', '.join(node['left_keys'])}) = ({', '.join(node['right_keys'])})"
-                            + (f" and {node['condition']}" if node["condition"] else ""),
+                            + (f" and {node['condition']}" if node["condition"] else "") + join_algorithm(node),
             "aggregate": lambda: f"by ({', '.join(sql for _, sql in node['keys'])}): " + ", ".join(
                 f"{f}({'DISTINCT ' if d else ''}{a or '*'}) AS {n}" for n, f, a, d in node["aggregates"]) + (
                 f"; groups kept with >= {node['threshold']['k']} distinct "

@@ -571,6 +571,10 @@ def _place_secret_join(join, steps, edges, hidden, residual, limit, sort, projec
     if ctx.dp is not None or ctx.masks:
         raise NotSupportedError("an oblivious join with differential privacy or masking is not supported yet")
     ((_, pairs),) = edges.items()
+    if not any(_known_unique(q, keys, ctx) for q, keys in zip(join.inputs, zip(*pairs))):
+        raise NotSupportedError(
+            f"the oblivious join on {hidden[0].sql()} needs one side's join keys unique at plan time (a GROUP BY "
+            "or DISTINCT of that side, or a key its party declares unique in [parties.NAME.unique])")
     secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None, union_parties=tuple(members),
                                 protected=_protected_rows(join, aggregate, ctx))
     ctx.usage.check_cross_party(join, tuple(members), aggregate, project, sort, (*residual, *join.conjuncts))
@@ -584,6 +588,23 @@ def _place_secret_join(join, steps, edges, hidden, residual, limit, sort, projec
     steps.append(_finish_outputs(project, ctx.issuer, out))
     leakage.append((ctx.issuer, "the query result"))
     return _plan(ctx, steps, leakage, threshold, [p for p in members if p != ctx.issuer])
+
+
+def _known_unique(query, keys: tuple[str, ...], ctx: PlacementContext) -> bool:
+    """Whether a join input's output columns `keys` are unique at plan time (`tree.unique_on`: GROUP BY
+    keys, DISTINCT, a declared key), so `spu.join.oblivious_pk_join` cannot meet repeats on both sides
+    except where a party's data breaks its declaration (a DataError at run time)."""
+    from sqlsecure.planner.tree import build_tree, quoted, unique_on
+
+    select = query.select.copy()
+    for table in select.find_all(exp.Table):
+        if not table.db and ctx.usage.catalog.has_table(query.party, table.name):
+            table.set("db", exp.to_identifier(query.party))
+    try:
+        tree = build_tree(select, ctx.usage.catalog)
+    except NotSupportedError:
+        return False
+    return unique_on(tree, tuple(quoted(k) for k in keys), ctx.usage.catalog) is not None
 
 
 @dataclass

@@ -39,11 +39,19 @@ def union_node(children: list[dict], names_per_child: list[list[str]], provenanc
     return {"op": "union_all", "children": aligned}
 
 
-def join_node(kind: str, left: dict, right: dict, left_keys, right_keys, condition, null_aware: bool) -> dict:
+def join_node(kind: str, left: dict, right: dict, left_keys, right_keys, condition, null_aware: bool,
+              unique: str | None = None, declared: str | None = None) -> dict:
+    """A join; `unique` ("left" | "right"): that side's keys are unique, so the SPU joins by a sort
+    (n + m rows) instead of all pairs (n * m); `declared`: the party's declared key it rests on, which
+    the SPU checks (one opened bit)."""
     node = {"op": "join", "kind": kind, "left": left, "right": right, "left_keys": list(left_keys),
             "right_keys": list(right_keys), "condition": condition}
     if null_aware:
         node["null_aware"] = True
+    if unique is not None:
+        node["unique"] = unique
+    if declared is not None:
+        node["declared"] = declared
     return node
 
 

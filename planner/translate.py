@@ -28,6 +28,7 @@ from sqlsecure.planner.placement import KIND_OF_TYPE
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, Sort, UnionAll, Window, build_tree, parties_of, quoted,
+    unique_side,
 )
 
 RESULT = "secret_out"
@@ -47,6 +48,7 @@ class Translation:
     inputs: list = field(default_factory=list)  # program inputs: {"columns": [[name, kind], ...]}
     owners: list = field(default_factory=list)  # (owner, relation) per program input
     thresholded: bool = False
+    sort_joins: list = field(default_factory=list)  # (join keys, declared key or None) of each sort-based join
 
 
 def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
@@ -72,6 +74,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish_sql(tree, root, columns, catalog)))
     leakage = [(p, f"the row count of each program input ({', '.join(r for o, r in t.owners)}) and the "
                    "number of result rows") for p in compute]
+    leakage += [(p, text) for p in compute for text in sort_join_leakage(t.sort_joins)]
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses),
@@ -93,7 +96,8 @@ def check_size(root: Op, catalog: Catalog) -> None:
             return None
         if isinstance(op, Join):
             left, right = counts
-            n = left + right if op.kind in ("semi", "anti") else left * right + (left if op.kind == "left" else 0)
+            linear = op.kind in ("semi", "anti") or unique_side(op, catalog) is not None
+            n = left + right if linear else left * right + (left if op.kind == "left" else 0)
         else:
             n = sum(counts)
         if n > MAX_SECRET_ROWS:
@@ -107,6 +111,18 @@ def check_size(root: Op, catalog: Catalog) -> None:
         return n
 
     rows(root)
+
+
+def sort_join_leakage(sort_joins) -> list[str]:
+    """What each compute party learns at a sort-based PK-FK join: the sizes only; and one bit per declared
+    key it relies on (whether the unique side repeats a valid key, which fails the query)."""
+    out = []
+    for keys, declared in sort_joins:
+        text = f"a sort-based PK-FK join on unique {', '.join(keys)} (n + m rows, not n * m): nothing but the sizes"
+        if declared is not None:
+            text += f"; whether {declared}, declared unique, repeats a joined key (1 bit: a repeat fails the query)"
+        out.append(text)
+    return out
 
 
 def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
@@ -196,7 +212,11 @@ def _project(op: Project, t, under, at_root):
 def _join(op: Join, t, under, at_root):
     left, left_columns, left_provenance = place(op.left, t, under)
     right, right_columns, right_provenance = place(op.right, t, under)
-    node = secret_ops.join_node(op.kind, left, right, op.left_keys, op.right_keys, op.condition, op.null_aware)
+    side, key = unique_side(op, t.catalog) or (None, None)
+    node = secret_ops.join_node(op.kind, left, right, op.left_keys, op.right_keys, op.condition, op.null_aware,
+                                side, key.declared if key else None)
+    if side is not None:
+        t.sort_joins.append((getattr(op, f"{side}_keys"), key.declared))
     if op.kind in ("semi", "anti"):  # the right side only filters: its rows reach no group
         return node, left_columns, left_provenance
     return node, left_columns + right_columns, left_provenance + right_provenance

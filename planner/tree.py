@@ -146,6 +146,65 @@ def parties_of(op: Op) -> frozenset[str]:
     return frozenset().union(*(parties_of(c) for c in op.children))
 
 
+@dataclass(frozen=True)
+class UniqueKey:
+    """Output columns no two valid rows share a non-NULL value of (NULLs never join); `declared`: the
+    party's declared key it rests on, "party.table (columns)", which the SPU checks wherever a join
+    relies on it, or None where the tree guarantees it (GROUP BY keys, DISTINCT, one-row aggregates)."""
+
+    columns: frozenset[str]
+    declared: str | None = None
+
+
+def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
+    """The unique keys of `op`'s output known at plan time (structural or declared by a party)."""
+    if isinstance(op, Scan):
+        return tuple(UniqueKey(frozenset(f"{op.alias}.{c}" for c in cols), f"{op.party}.{op.table} ({', '.join(cols)})")
+                     for cols in catalog.unique_keys(op.party, op.table) if set(cols) <= set(op.names))
+    if isinstance(op, Aggregate):
+        return (UniqueKey(frozenset(n for n, _ in op.keys)),)
+    if isinstance(op, Distinct):
+        return (UniqueKey(frozenset(op.columns)),)
+    if isinstance(op, Project):
+        renamed = {}
+        for name, sql in reversed(op.items):
+            renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
+        return tuple(UniqueKey(frozenset(renamed[c] for c in key.columns), key.declared)
+                     for key in unique_keys(op.child, catalog) if key.columns <= set(renamed))
+    if isinstance(op, (Filter, Sort, Window)):
+        return unique_keys(op.child, catalog)
+    if isinstance(op, Join) and op.kind in ("semi", "anti"):
+        return unique_keys(op.left, catalog)
+    if isinstance(op, Join) and op.kind in ("inner", "left") and op.left_keys:
+        left, right = unique_keys(op.left, catalog), unique_keys(op.right, catalog)
+        return (left if _covering(right, op.right, op.right_keys) else ()) + (
+            right if _covering(left, op.left, op.left_keys) else ())
+    return ()
+
+
+def unique_on(op: Op, keys: tuple[str, ...], catalog: Catalog) -> UniqueKey | None:
+    """A unique key of `op` among the bare columns of the join keys `keys` (a structural one first)."""
+    return _covering(unique_keys(op, catalog), op, keys)
+
+
+def _covering(unique: tuple[UniqueKey, ...], op: Op, keys: tuple[str, ...]) -> UniqueKey | None:
+    columns = {c for c in op.columns if quoted(c) in keys}
+    found = sorted((k for k in unique if k.columns <= columns), key=lambda k: k.declared is not None)
+    return found[0] if found else None
+
+
+def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
+    """("left" | "right", its unique key) of an inner or LEFT equi-join one of whose sides has unique
+    join keys (the right one first), so it can be joined by a sort (n + m rows, not n * m); else None."""
+    if join.kind not in ("inner", "left") or not join.left_keys:
+        return None
+    for side, keys in (("right", join.right_keys), ("left", join.left_keys)):
+        key = unique_on(getattr(join, side), keys, catalog)
+        if key is not None:
+            return side, key
+    return None
+
+
 def quoted(name: str) -> str:
     return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
 

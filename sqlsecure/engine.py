@@ -6,7 +6,7 @@ import functools
 import logging
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +18,7 @@ from sqlsecure.errors import (ConfigError, DataError, Error, InterfaceError, Not
                               PolicyViolation, ProtocolError, unexpected)
 from sqlsecure.executors.runtime.channel import ChannelStats
 from sqlsecure.executors.runtime.embedded import EmbeddedRuntime
-from sqlsecure.federation import FederationConfig, load_federation, resolve_grants
+from sqlsecure.federation import FederationConfig, declared_unique, load_federation, resolve_grants
 from sqlsecure.notices import result_notices
 from sqlsecure.policy.ledger import Ledger
 from sqlsecure.policy.masking import load_key, resolve_masks
@@ -140,6 +140,7 @@ class Engine:
         """The catalog and what is resolved against it: views, grants, policy."""
         self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
                                 for name, tables in schemas.items()}, sizes, self.config.views)
+        self.catalog = replace(self.catalog, unique=declared_unique(self.config, self.catalog))
         try:
             self.view_columns = check_views(self.config.views, self.catalog, self.config.dialect)
         except ConfigError as exc:
@@ -178,7 +179,7 @@ class Engine:
     def refresh_catalog(self, party: str) -> None:
         tables = dict(self.catalog.tables)
         tables[party] = {t: tuple(cols) for t, cols in self._stores[party].schema().items()}
-        self.catalog = Catalog(tables, self.catalog.sizes, self.catalog.views)
+        self.catalog = Catalog(tables, self.catalog.sizes, self.catalog.views, self.catalog.unique)
 
     @property
     def parties(self) -> list[str]:

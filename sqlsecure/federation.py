@@ -33,7 +33,7 @@ HOLD_KEYS = ("peer_bytes", "peer_messages", "query_bytes", "query_messages")  # 
 FEDERATION_KEYS |= {f"network_hold_{key}" for key in HOLD_KEYS}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 AUDIT_KEYS = {"audit_dir", "audit_max_bytes", "audit_keep"}  # the party's audit log (sqlsecure/audit.py)
-PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs"} | NODE_KEYS | AUDIT_KEYS
+PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs", "unique"} | NODE_KEYS | AUDIT_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
 TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave", "dealer", "views"}
 ENCLAVE_KEYS = {"authority", "measurements", "placement"} | NODE_KEYS
@@ -47,6 +47,7 @@ class PartyConfig:
     tables: tuple[TableSource, ...]
     source: Source | None = None  # a database reached through ADBC (PostgreSQL, SQLite, Flight SQL)
     audit: AuditSettings | None = None  # where the party logs the queries it takes part in (None: nowhere)
+    unique: tuple[tuple[str, tuple[str, ...]], ...] = ()  # declared unique keys: (table, columns), public schema
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,8 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
             problem(key, "has no data: give a database or tables")
         if source is not None and tables:
             problem(f"{key}.tables", "a party reads either a database URI or its own files, not both")
-        parties[pname] = PartyConfig(pname, db_path, tuple(tables), source, _parse_audit(key, body, path, problem))
+        parties[pname] = PartyConfig(pname, db_path, tuple(tables), source, _parse_audit(key, body, path, problem),
+                                     _parse_unique(key, body.get("unique", {}), problem))
 
     grants: list[GrantConfig] = []
     raw_grants = raw.get("grants", [])
@@ -475,6 +477,45 @@ def resolve_grants(config: FederationConfig, columns: list[ColumnRef]) -> Grants
     if problems:
         raise ConfigError(problems)
     return grants
+
+
+def _parse_unique(key: str, raw, problem) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`[parties.NAME.unique] table = [["col", ...], ...]`: keys the party declares unique in its table
+    (public schema metadata; the planner joins on them by a sort, and the SPU checks them obliviously)."""
+    if not isinstance(raw, dict):
+        problem(f"{key}.unique", 'must be a table of table = [["column", ...], ...]')
+        return ()
+    out = []
+    for table, keys in raw.items():
+        if not isinstance(keys, list) or not keys or not all(
+                isinstance(k, list) and k and all(isinstance(c, str) for c in k) for k in keys):
+            problem(f"{key}.unique.{table}", 'must be a list of column lists, e.g. [["c_custkey"]]')
+            continue
+        out += [(table, tuple(k)) for k in keys]
+    return tuple(out)
+
+
+def declared_unique(config: FederationConfig, catalog) -> dict[str, dict[str, tuple[tuple[str, ...], ...]]]:
+    """party -> table -> declared unique keys, each checked against the catalog (ConfigError naming the
+    key of a table or column that does not exist)."""
+    out: dict[str, dict[str, tuple[tuple[str, ...], ...]]] = {}
+    problems = []
+    for party, body in config.parties.items():
+        for table, columns in body.unique:
+            where = f"{config.path}: parties.{party}.unique.{table}"
+            if not catalog.has_table(party, table):
+                problems.append(f"{where}: {party} has no table {table}")
+                continue
+            known = {c for c, _ in catalog.columns(party, table)}
+            missing = [c for c in columns if c not in known]
+            if missing:
+                problems.append(f"{where}: {table} has no column {', '.join(missing)}")
+                continue
+            keys = out.setdefault(party, {}).setdefault(table, ())
+            out[party][table] = keys + (columns,)
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 def _parse_audit(key: str, body: dict, path: Path, problem) -> AuditSettings | None:

@@ -336,10 +336,9 @@ def refusal_of_check(engine: Engine, sql: str, issuer: str) -> str | None:
 
 def refused_by_the_data(exc: sqlsecure.Error) -> bool:
     """The refusals that depend on the data, which only execution can make (documented in the README):
-    an AVG beyond the SPU's fixed-point range (DataError), and an oblivious join whose keys repeat on
-    both sides (NotSupportedError; each party learns that one bit)."""
-    return isinstance(exc, sqlsecure.DataError) or (
-        isinstance(exc, sqlsecure.NotSupportedError) and "oblivious join needs unique" in str(exc))
+    an AVG beyond the SPU's fixed-point range, and a declared unique key the data repeats where a join
+    relies on it (each a DataError; each party learns that one bit)."""
+    return isinstance(exc, sqlsecure.DataError)
 
 
 def assert_refused_or_oracle(oracle, sql: str, issuer: str) -> str:

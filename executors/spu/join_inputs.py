@@ -8,8 +8,9 @@ never reveal which rows matched; only the result is opened, to the issuer.
 
 Keys: each party hashes its typed key encoding (`executors/psi/encoding.py`, the PSI's) with SHA-256
 under a domain tag and shares two 60-bit limbs (a false match needs a 120-bit collision).
-The oblivious join needs one side with unique keys: each party checks its own and tells the other
-(one bit about its own data); if neither side is unique the query is refused.
+The oblivious join needs one side with unique keys, known at plan time (`placement._known_unique`):
+each party checks its own and tells the other (one bit about its own data); if neither side is unique,
+a party's data breaks its declared key and the query fails with a DataError.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 
 import numpy as np
 
-from sqlsecure.errors import NotSupportedError, ProtocolError
+from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.psi.encoding import encode_keys
 from sqlsecure.executors.spu.values import encode, limb_fracs, limbs_of
 from sqlsecure.executors.spu import arith
@@ -69,9 +70,10 @@ def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, 
     if theirs not in (b"\x00", b"\x01"):
         raise ProtocolError(f"{peer} sent a malformed uniqueness flag")
     unique_flags = {mine: my_flag, 1 - mine: theirs == b"\x01"}
-    if not any(unique_flags.values()):
-        raise NotSupportedError("an oblivious join needs unique (non-NULL) join keys on one side; both sides repeat "
-                                "keys (a many-to-many join) — grant the key PLAINTEXT_AFTER_JOIN to use a PSI join")
+    if not any(unique_flags.values()):  # the plan chose this join on a side unique at plan time: a declared key
+        keys = " = ".join(", ".join(side[2]) for side in step.secret_join)
+        raise DataError(f"the oblivious join on {keys}: both sides repeat a join key, though one side's key is "
+                        "declared unique ([parties.NAME.unique]); correct the data or remove the declaration")
     unique = 0 if unique_flags[0] else 1
     owner_index = {party: step.compute.index(party) for party, _, _ in step.secret_join}
 

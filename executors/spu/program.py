@@ -275,8 +275,20 @@ def _join(spec, path, inputs) -> Node:
         raise NotSupportedError(f"secret program: {path}: NOT IN over {len(lk)} columns in secure computation; "
                                 "write NOT EXISTS")
     args = {"kind": kind, "left_keys": left_keys, "right_keys": right_keys, "condition": condition,
-            "null_aware": null_aware}
+            "null_aware": null_aware, **_unique_side(spec, kind, path)}
     return Node("join", path, args, [left, right], schema)
+
+
+def _unique_side(spec: dict, kind: str, path: str) -> dict:
+    """`unique`: the side ("left" | "right") whose join keys are unique, for a sort-based PK-FK join of an
+    inner or LEFT join (`secret_relation.pk_join`); `declared`: the declared key it rests on (checked)."""
+    unique, declared = spec.get("unique"), spec.get("declared")
+    if unique not in (None, "left", "right") or (unique and (kind not in ("inner", "left") or not spec.get("left_keys"))):
+        raise ProtocolError(f"secret program: {path}: unique is null, or 'left' / 'right' of a keyed inner or "
+                            "left join")
+    if declared is not None and (unique is None or not isinstance(declared, str)):
+        raise ProtocolError(f"secret program: {path}: declared names the key of the unique side")
+    return {"unique": unique, "declared": declared}
 
 
 def _aggregate(spec, path, inputs) -> Node:
@@ -395,7 +407,9 @@ def row_bound(node: Node, rows: dict[int, int]) -> int:
         return sum(sizes)
     if node.op == "join":
         n, m = sizes
-        return {"semi": n + m, "anti": n + m, "left": n * m + n}.get(node.args["kind"], n * m)
+        if node.args["kind"] in ("semi", "anti") or node.args["unique"]:
+            return n + m
+        return n * m + n if node.args["kind"] == "left" else n * m
     if node.op == "aggregate" and not node.args["keys"]:
         return 1
     return sizes[0]
@@ -615,6 +629,10 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
     a = node.args
     if a["kind"] in ("semi", "anti"):
         return sr.semi_join(s, left, right, a["left_keys"], a["right_keys"], a["kind"] == "anti", a["null_aware"])
+    if a["unique"]:
+        joined = sr.pk_join(s, left, right, a["left_keys"], a["right_keys"], a["unique"], a["kind"] == "left",
+                            a["declared"])
+        return joined if a["condition"] is None else sr.filter_rows(s, joined, a["condition"])
     right_kinds = {name: v.kind for name, v in right.columns.items()}
     return sr.pairs_join(s, left, right, a["left_keys"], a["right_keys"], a["condition"], a["kind"] == "left",
                          right_kinds)

@@ -7,7 +7,8 @@ on the data except where its docstring says so (the AVG range check opens how ma
 range, normally 0). Where the order of tied rows is seen (ORDER BY, its LIMIT, ROW_NUMBER) the rows
 are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and
 are simply weighted 0: an operator's output size is a public function of its inputs' sizes
-(filter: n; aggregate: n; join: n*m (+n for LEFT); semi/anti: n+m).
+(filter: n; aggregate: n; join: n*m (+n for LEFT), or n+m when one side's keys are unique
+(`pk_join`); semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
 ~(6 + 1 per extra key + 1) per quicksort level with ~2 ln n levels, a segmented scan 2 log2 n).
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlglot import exp
 
-from sqlsecure.errors import NotSupportedError, ProtocolError
+from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare
@@ -560,3 +561,73 @@ def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: A
     nonempty, has_null = found[0:1], found[1:2]
     clean, alone = arith.beaver_mul_many(s, [(nonempty, _ones(s, 1) - has_null), (key_valid, _ones(s, n) - match)])
     return _ones(s, n) - _broadcast(nonempty, n) + arith.beaver_mul(s, _broadcast(clean, n), alone)
+
+
+def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys, unique: str,
+            keep_unmatched: bool, declared: str | None = None) -> SecretRelation:
+    """INNER (LEFT with `keep_unmatched`) equi-join where the `unique` side ("left" | "right") has no two
+    valid rows with one non-NULL key: sort-based, as Secrecy's and Krastnikov et al.'s PK-FK joins, in
+    n_u + n_m rows (a public size), not n_u * n_m.
+
+    The unique rows (tag 0) and the many rows (tag 1) are concatenated and sorted by (group, key limbs,
+    tag); group = 1 for a valid row with no NULL key, 2 for any other many row, and a distinct 3 + i for
+    any other unique row i (local: public factors), so only joinable rows share a run and a run's unique
+    row comes first. A segmented sum copies the unique row's columns down its run: each many row gets its
+    match's values (NULL, all zero, where it has none) and `found`. Valid: a many row with a match
+    (inner); every valid many row (LEFT, many side preserved); and, LEFT with the unique side preserved,
+    also a valid unique row whose next row is not of its run (matched by none). `declared` (a party's
+    declared key, not a structural one): a unique row not starting its run repeats a valid key; how many
+    do is compared with 0 and that one bit is opened: DataError naming the key if set.
+    Rounds: the keys' + 1 (canonical) + ceil(log2(k + 1)) (row and key validity) + the sort
+    (`relational.sort`) + neighbour tests (~7 + 1 per limb) + 2 ceil(log2 n) - 1 (the copy) + 1 (LEFT
+    with the unique side preserved), + 1 + 7 + 1 for a declared key."""
+    lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
+    both_keys = canonical(s, [*lk, *rk])
+    lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
+    uniq, many, uk, mk = (left, right, lk, rk) if unique == "left" else (right, left, rk, lk)
+    nu, nm = uniq.n, many.n
+    n = nu + nm
+    if n == 0:
+        return SecretRelation({**left.columns, **right.columns}, _zeros(0))
+    ok_u, ok_m = products(s, [[uniq.valid, *(v.valid for v in uk)], [many.valid, *(v.valid for v in mk)]])
+    group = arith.concat([arith.add_public(s, ok_u * -(np.arange(nu) + 2), np.arange(nu) + 3),
+                          arith.add_public(s, -ok_m, 2)])
+    keys = [group]
+    for a, b in zip(uk, mk):
+        keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
+    keys.append(arith.public(s, np.concatenate([np.zeros(nu, np.int64), np.ones(nm, np.int64)])))
+    u_flat, m_flat = _flatten(uniq), _flatten(many)
+    payload = [arith.concat([c, _zeros(nm, c.frac)]) for c in u_flat] + [arith.concat([_zeros(nu, c.frac), c])
+                                                                         for c in m_flat]
+    payload += [arith.concat([_zeros(nu), many.valid]), arith.concat([uniq.valid, _zeros(nm)])]
+    sorted_keys, payload = relational.sort(s, keys, payload)
+    tag, many_valid, unique_valid = sorted_keys[-1], payload[-2], payload[-1]
+    starts = relational.neighbour_starts(s, sorted_keys[:-1])
+    copied = relational.segmented_sum(s, [_ones(s, n) - tag, *payload[:len(u_flat)]], starts)
+    found = copied[0] - (_ones(s, n) - tag)  # a many row: its run's unique rows; a unique row: 0 (the others)
+    if declared is not None:
+        _check_declared(s, starts, tag, declared)
+    if not keep_unmatched:
+        valid = found
+    elif unique == "right":
+        valid = many_valid
+    else:  # a valid unique row the next row of whose run is not (no match), with NULL right columns
+        next_same = ArithShare(np.concatenate([(_ones(s, n - 1) - starts[1:]).data, _zeros(1).data]))
+        valid = found + unique_valid - arith.beaver_mul(s, unique_valid, next_same)
+    unique_columns = _rebuild([c.with_frac(f.frac) for c, f in zip(copied[1:], u_flat)], uniq.columns)
+    many_columns = _rebuild(payload[len(u_flat):len(u_flat) + len(m_flat)], many.columns)
+    by_side = {"left": unique_columns, "right": many_columns} if unique == "left" else \
+        {"left": many_columns, "right": unique_columns}
+    return SecretRelation({**by_side["left"], **by_side["right"]}, valid)
+
+
+def _check_declared(s: SpuSession, starts: ArithShare, tag: ArithShare, declared: str) -> None:
+    """Open whether any unique row repeats its run's key (a valid one: the other groups hold one unique
+    row each): one product round, a comparison with 0, one opened bit; DataError naming the key."""
+    n = len(tag)
+    ones = _ones(s, n)
+    repeats = arith.total(arith.beaver_mul(s, ones - starts, ones - tag))
+    (broken,) = s.open_many(arith=[compare.greater_than(s, repeats, _zeros(1), arith=True).data])
+    if int(broken[0]) & 1:
+        raise DataError(f"the key {declared} is declared unique, but its table repeats a value of it that this "
+                        "query joins on; correct the data or remove the declaration from the federation file")
