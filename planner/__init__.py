@@ -136,21 +136,17 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
 
 def _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:
     """The operator-by-operator translation, for a shape the spine placement does not handle; when it
-    cannot either, NotSupportedError naming both reasons. `masks`: the policy's, applied by the owners.
-    Differential privacy and groups counted by an identity column are not translated yet: refused
-    naming the rule (docs/federation.md)."""
+    cannot either, NotSupportedError naming both reasons. `masks`: the policy's, applied by the owners;
+    an identity_column rule counts groups as on the spine. Differential privacy is not translated yet:
+    refused naming it (docs/federation.md)."""
     if dp is not None:
         raise NotSupportedError(
             f"differential privacy is on for {issuer}, and this query needs the secret program (the spine "
             f"placement: {spine}); its aggregates would have to be noised on their shares before they open, "
             "which the secret program does not do yet: ask for one aggregating SELECT over the parties' tables")
-    if threshold.identity is not None:
-        raise NotSupportedError(
-            f"the minimum group size counts distinct {threshold.identity.sql()} (a table rule's identity_column), "
-            f"and this query needs the secret program (the spine placement: {spine}), whose group threshold "
-            "counts the owners' rows, not identities: ask for one aggregating SELECT over the parties' tables")
-    try:
-        return translate(tree, catalog, issuer, threshold.k, usage.passed(), usage.grants, masks)
+    try:  # an identity_column rule: the outer SELECT's HAVING COUNT(DISTINCT identity) >= k, as the spine's
+        return translate(with_threshold(tree, threshold), catalog, issuer, threshold.k, usage.passed(),
+                         usage.grants, masks)
     except NotSupportedError as why:
         raise NotSupportedError(f"{why} (and the spine placement: {spine})") from None
 
