@@ -392,6 +392,8 @@ def _clause_of(column: exp.Column, scope) -> str:
     if scope.expression.args.get("distinct") or isinstance(scope.expression, exp.Select) and \
             scope.expression.args.get("group"):
         return "a DISTINCT or grouped SELECT"
+    if scope.expression.find_ancestor(exp.SetOperation) is not None:
+        return "a UNION, INTERSECT or EXCEPT, which merges equal rows"
     return f"{column.parent.sql(dialect='duckdb')[:80]}"
 
 

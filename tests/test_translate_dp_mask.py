@@ -67,6 +67,19 @@ def test_masked_output_of_a_derived_join_is_masked_before_sharing(masked, masked
     assert rows_match(got, with_mask(masked_oracle.expected(sql, "bank"), "category", REDACT))
 
 
+@pytest.mark.parametrize("sql, column, same", [
+    (f"WITH t AS (SELECT o.category {JOINED}) SELECT t.category FROM t", "category", None),
+    (f"SELECT t.x FROM (SELECT o.category, o.amount {JOINED}) AS t(x, y)", "x",  # the oracle's form of it:
+     f"SELECT t.x FROM (SELECT o.category AS x, o.amount {JOINED}) AS t"),
+    (f"SELECT * FROM (SELECT o.category, c.age {JOINED}) t", "category", None),
+    (f"SELECT t.category FROM (SELECT * FROM (SELECT o.category {JOINED}) s) t", "category", None),
+])
+def test_a_masked_column_is_masked_through_ctes_aliases_and_stars(masked, masked_oracle, rows_match, sql, column,
+                                                                  same):
+    got = masked.execute(sql, "bank").table
+    assert rows_match(got, with_mask(masked_oracle.expected(same or sql, "bank"), column, REDACT))
+
+
 def test_masks_bind_each_union_branch_by_its_source(masked, masked_oracle, rows_match):
     """The shop's regions are masked for bank, the bank's own are not: one output column carries both."""
     shop, bank = "SELECT region AS label, customer_id AS who FROM shop.orders", "SELECT region, id FROM bank.customers"
@@ -111,6 +124,7 @@ REFUSED = [
      "FROM bank.customers c", PolicyViolation, "masked for bank"),
     (f"SELECT u.x FROM (SELECT o.category AS x {JOINED} UNION SELECT region FROM bank.customers) u",
      NotSupportedError, "shop.orders.category"),
+    ("SELECT category FROM shop.orders UNION SELECT name FROM bank.customers", NotSupportedError, "merges equal rows"),
 ]
 
 
