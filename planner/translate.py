@@ -359,11 +359,37 @@ def revealed_masks(tree: exp.Expression, masks: dict, issuer: str) -> dict[int, 
         for column in scope.columns:
             used = [ref for ref, _ in column_sources(scope, column) if ref in refs]
             if used and not _passed_as_is(column, scope):
-                raise NotSupportedError(
-                    f"{used[0]} is masked for {issuer} and revealed, so across parties its owner masks it before "
-                    f"it is shared; it may then only pass to the result as is, not be used in "
-                    f"{_clause_of(column, scope)}; reveal it from a query that does not compute with it")
+                _refuse_masked_use(used[0], issuer, _clause_of(column, scope))
+        for ref in _ordered_outputs(scope, refs):
+            _refuse_masked_use(ref, issuer, "ORDER BY")
     return {i: found for i, found in revealed.items() if found}
+
+
+def _refuse_masked_use(ref: ColumnRef, issuer: str, clause: str):
+    raise NotSupportedError(
+        f"{ref} is masked for {issuer} and revealed, so across parties its owner masks it before it is "
+        f"shared; it may then only pass to the result as is, not be used in {clause}; reveal it from a "
+        "query that does not compute with it")
+
+
+def _ordered_outputs(scope, refs: set) -> list[ColumnRef]:
+    """The masked columns among the outputs a query orders by (by name or position): ordering masked
+    values is not ordering the values."""
+    if not isinstance(scope.expression, exp.Query):
+        return []
+    order = scope.expression.args.get("order")
+    names = scope.expression.named_selects
+    found = []
+    for key in order.expressions if order else []:
+        key = key.this
+        if isinstance(key, exp.Column) and not key.table and key.name in names:
+            i = names.index(key.name)
+        elif isinstance(key, exp.Literal) and key.is_int and 0 < int(key.name) <= len(names):
+            i = int(key.name) - 1
+        else:
+            continue
+        found += [ref for ref, _ in item_sources(scope, i) if ref in refs]
+    return found
 
 
 def _passed_as_is(column: exp.Column, scope) -> bool:

@@ -125,6 +125,8 @@ REFUSED = [
     (f"SELECT u.x FROM (SELECT o.category AS x {JOINED} UNION SELECT region FROM bank.customers) u",
      NotSupportedError, "shop.orders.category"),
     ("SELECT category FROM shop.orders UNION SELECT name FROM bank.customers", NotSupportedError, "merges equal rows"),
+    (f"SELECT t.region AS r FROM (SELECT o.region {JOINED}) t ORDER BY r LIMIT 3", NotSupportedError, "ORDER BY"),
+    (f"SELECT t.region FROM (SELECT o.region {JOINED}) t ORDER BY 1", NotSupportedError, "ORDER BY"),
 ]
 
 
