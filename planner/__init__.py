@@ -26,7 +26,7 @@ from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
 from sqlsecure.planner.translate import translate
-from sqlsecure.planner.reveal import DPContext, base_lineage, output_masks
+from sqlsecure.planner.reveal import DPContext, output_masks
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import RevealPolicy
 
@@ -58,7 +58,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     if foreign:
         usage.check_issuer()  # before anything else: a refusal by policy comes first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
-    masks = output_masks(tree, policy.masks, issuer, base_lineage(tree)) if foreign else {}
+    masks = output_masks(tree, policy.masks, issuer) if foreign else {}
     try:
         logical, optimized, physical = _place_spine(
             tree, catalog, issuer, usage, threshold, dp, masks, enclave=enclave, measurements=measurements,
@@ -71,7 +71,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
         except NotSupportedError:  # then secret operators, composed (on the SPU: not where the enclave must be)
             if enclave == "always":
                 raise spine from None
-            physical = _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine)
+            physical = _translated(tree, catalog, issuer, threshold, dp, policy.masks, usage, spine)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
     names = tree.meta.get("resolved_names", ())
@@ -136,12 +136,17 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
 
 def _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:
     """The operator-by-operator translation, for a shape the spine placement does not handle; when it
-    cannot either, NotSupportedError naming both reasons. Differential privacy, masking and groups counted
-    by an identity column are not translated yet (refused with the spine's reason)."""
-    if dp is not None or masks or threshold.identity is not None:
-        raise spine
-    try:
-        return translate(tree, catalog, issuer, threshold.k, usage.passed(), usage.grants)
+    cannot either, NotSupportedError naming both reasons. `masks`: the policy's, applied by the owners;
+    an identity_column rule counts groups as on the spine. Differential privacy is not translated yet:
+    refused naming it (docs/federation.md)."""
+    if dp is not None:
+        raise NotSupportedError(
+            f"differential privacy is on for {issuer}, and this query needs the secret program (the spine "
+            f"placement: {spine}); its aggregates would have to be noised on their shares before they open, "
+            "which the secret program does not do yet: ask for one aggregating SELECT over the parties' tables")
+    try:  # an identity_column rule: the outer SELECT's HAVING COUNT(DISTINCT identity) >= k, as the spine's
+        return translate(with_threshold(tree, threshold), catalog, issuer, threshold.k, usage.passed(),
+                         usage.grants, masks)
     except NotSupportedError as why:
         raise NotSupportedError(f"{why} (and the spine placement: {spine})") from None
 

@@ -2,7 +2,7 @@
 
 `DPContext` turns a party's aggregate outputs into the SQL that computes what the noise needs
 (clamped sums, AVG as SUM and COUNT, the group's row count) and the `Release` that noises them.
-`output_masks` finds the output columns that are masked for the issuer.
+`output_masks` finds the output columns that are masked for the issuer, through derived tables.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, build_scope
 
 from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.policy.grants import ColumnRef
@@ -103,34 +104,72 @@ def _num(value: float) -> exp.Expression:
     return exp.Literal.number(int(value) if float(value).is_integer() else value)
 
 
-def output_masks(tree: exp.Expression, masks: dict, issuer: str, lineage) -> dict[int, object]:
-    """Output index -> Mask for outputs that are a masked column as is; refuse other uses of it."""
-    if not masks or not isinstance(tree, exp.Select):
+def output_masks(tree: exp.Expression, masks: dict, issuer: str) -> dict[int, object]:
+    """Output index -> Mask for outputs that are a masked column as is, traced through derived tables, CTEs
+    and UNION branches (a mask binds what is revealed, wherever the column is renamed on the way); any
+    other use of a masked column in an output is refused, since the mask could not apply to its result."""
+    relevant = {ref: mask for (ref, party), mask in masks.items() if party == issuer}
+    if not relevant or not isinstance(tree, exp.Query):
         return {}
-    relevant = {ref for (ref, party) in masks if party == issuer}
+    root = build_scope(tree)
     found: dict[int, object] = {}
-    for i, output in enumerate(tree.expressions):
+    for i, output in enumerate(_select_items(root)):
         inner = output.this if isinstance(output, exp.Alias) else output
-        for column in inner.find_all(exp.Column):
-            ref = lineage(column)
-            if ref not in relevant:
-                continue
-            if column is not inner:
-                raise PolicyViolation(f"{ref} is masked for {issuer}: it may be revealed only as is, "
-                                      f"not inside {inner.sql()}")
-            found[i] = masks[(ref, issuer)]
+        used = {mask for ref, as_is in item_sources(root, i) if ref in relevant
+                for mask in [_as_is(ref, as_is, relevant[ref], issuer, inner)]}
+        if len(used) > 1:
+            raise PolicyViolation(f"output {output.alias_or_name} of {issuer}'s query joins columns masked "
+                                  "differently for it; reveal each masked column in its own output")
+        if used:
+            found[i] = used.pop()
     return found
 
 
-def base_lineage(tree: exp.Expression):
-    """Column -> ColumnRef for columns of base tables in the outer SELECT."""
-    items = ([tree.args["from_"].this] if tree.args.get("from_") else []) + [
-        j.this for j in tree.args.get("joins") or []]
-    tables = {i.alias_or_name: (i.db, i.name) for i in items if isinstance(i, exp.Table) and i.db}
+def _as_is(ref: ColumnRef, as_is: bool, mask, issuer: str, inner: exp.Expression):
+    if not as_is:
+        raise PolicyViolation(f"{ref} is masked for {issuer}: it may be revealed only as is, "
+                              f"not inside {inner.sql()}")
+    return mask
 
-    def lineage(column: exp.Column) -> ColumnRef | None:
-        if column.table in tables:
-            return ColumnRef(*tables[column.table], column.name)
-        return None
 
-    return lineage
+def _select_items(scope: Scope) -> list[exp.Expression]:
+    """The output expressions of a scope (of its first branch for a set operation)."""
+    while scope.set_operation_scopes:
+        scope = scope.set_operation_scopes[0]
+    return scope.expression.expressions
+
+
+def item_sources(scope: Scope, i: int) -> list[tuple[ColumnRef, bool]]:
+    """The base columns output `i` of `scope` derives from, each with whether it is that column as is;
+    every branch of a set operation contributes its `i`-th output."""
+    if scope.set_operation_scopes:
+        return [s for branch in scope.set_operation_scopes for s in item_sources(branch, i)]
+    items = scope.expression.expressions
+    if i >= len(items):
+        return []
+    inner = items[i].this if isinstance(items[i], exp.Alias) else items[i]
+    own = [(ref, as_is and column is inner) for column in inner.find_all(exp.Column)
+           if column.find_ancestor(exp.Select) is scope.expression for ref, as_is in column_sources(scope, column)]
+    nested = [(ref, False) for sub in scope.subquery_scopes if _within(sub.expression, inner)
+              for s in sub.traverse() for column in s.columns for ref, _ in column_sources(s, column)]
+    return own + nested
+
+
+def _within(node: exp.Expression, ancestor: exp.Expression) -> bool:
+    while node is not None and node is not ancestor:
+        node = node.parent
+    return node is ancestor
+
+
+def column_sources(scope: Scope, column: exp.Column) -> list[tuple[ColumnRef, bool]]:
+    """The base columns a column reference reads (a correlated one: from an enclosing scope)."""
+    while scope is not None and column.table not in scope.sources:
+        scope = scope.parent
+    source = scope.sources[column.table] if scope is not None else None
+    if isinstance(source, exp.Table) and source.db:
+        return [(ColumnRef(source.db, source.name, column.name), True)]
+    if isinstance(source, Scope):
+        names = source.expression.named_selects
+        if column.name in names:
+            return item_sources(source, names.index(column.name))
+    return []

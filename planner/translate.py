@@ -9,6 +9,11 @@ Group threshold: each protected owner's relation (every party but the issuer) ca
 column `__prov_<relation>` (the row number party.py appends to every RunLocal output) into the program;
 the outermost aggregate on each path keeps a group only with >= k distinct values of each, and an inner
 aggregate carries MIN(provenance) per group as its row's provenance.
+
+Masks: a column masked for the issuer that the result reveals is masked by its owner on the program
+input, before it is shared (`Mask` after its `RunLocal`), so no party sees it unmasked; that equals
+the mask on the result only where the column reaches the outputs as is, so every use of it must be
+(no filter, join key, group key, DISTINCT, ORDER BY or function over it).
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.scope import build_scope
 
 from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner import secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.physical import Finish, PhysicalPlan, RunLocal, SecretQuery
+from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
 from sqlsecure.planner.placement import KIND_OF_TYPE
+from sqlsecure.planner.reveal import column_sources, item_sources
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, Sort, UnionAll, Window, build_tree, parties_of, quoted,
@@ -49,18 +56,23 @@ class Translation:
     owners: list = field(default_factory=list)  # (owner, relation) per program input
     thresholded: bool = False
     sort_joins: list = field(default_factory=list)  # (join keys, declared key or None) of each sort-based join
+    masks: dict = field(default_factory=dict)  # ColumnRef -> Mask its owner applies to the program input
 
 
 def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
-              grants: Grants | None = None) -> PhysicalPlan:
+              grants: Grants | None = None, masks: dict | None = None) -> PhysicalPlan:
     """The physical plan of a cross-party query of any shape: RunLocal steps, one SecretQuery, a Finish.
-    `grants` decide which single-party filters, joins and aggregates may run at their owner."""
+    `grants` decide which single-party filters, joins and aggregates may run at their owner; `masks`
+    ((column, party) -> Mask, the policy's) which revealed columns their owners mask."""
     root = build_tree(tree, catalog)
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
     check_size(root, catalog)
-    t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer})
+    revealed = revealed_masks(tree, masks or {}, issuer)
+    t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
+                    masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()})
     node, columns, provenance = place(root, t, under_aggregate=False, at_root=True)
+    texts = masked_outputs(root, columns, revealed)
     if provenance:
         node = secret_ops.project_node(node, [(c, quoted(c)) for c in columns])
     compute = tuple(dict.fromkeys(owner for owner, _ in t.owners))
@@ -71,13 +83,15 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
 
     parse_program(program)  # what the SPU cannot run is refused here, so check = EXPLAIN = execution
     t.steps.append(SecretQuery(compute, tuple(t.owners), program, issuer, RESULT))
-    t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish_sql(tree, root, columns, catalog)))
+    t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish_sql(tree, root, columns, catalog, texts)))
     leakage = [(p, f"the row count of each program input ({', '.join(r for o, r in t.owners)}) and the "
                    "number of result rows") for p in compute]
     leakage += [(p, text) for p in compute for text in sort_join_leakage(t.sort_joins)]
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
-    return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses),
+    notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
+                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns)
+    return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses), notes=notes,
                         min_group_size=min_group_size if t.thresholded else 0, counted=counted)
 
 
@@ -163,13 +177,17 @@ def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):
     qualified = sqlglot.parse_one(local_sql(op, protected and not under_aggregate, t.k), read="duckdb")
     types = subquery_columns(qualified, t.catalog)
     relation = f"r{len(t.owners)}"
-    kinds = [[c, kind_of(c, types.get(c))] for c in op.columns]
+    masked = input_masks(op, party, t.masks)
+    kinds = [[c, "text" if c in masked and masked[c].method in TEXT_MASKS else kind_of(c, types.get(c))]
+             for c in op.columns]
     provenance = [f"__prov_{relation}"] if protected and under_aggregate else []
     if provenance:
         refuse_repeated_rows(op, party)
     t.inputs.append({"columns": kinds + [[p, "int"] for p in provenance]})
     t.owners.append((party, relation))
     t.steps.append(RunLocal(party, localize(qualified).sql(dialect="duckdb"), relation))
+    if masked:
+        t.steps.append(Mask(party, relation, tuple(masked.items())))
     return secret_ops.input_node(len(t.owners) - 1), list(op.columns), provenance
 
 
@@ -343,15 +361,148 @@ LOCAL = {Scan: _scan_sql, Filter: _filter_sql, Project: _project_sql, Join: _joi
          Distinct: _distinct_sql, Window: _window_sql, Sort: _sort_sql, UnionAll: _union_sql}
 
 
+# -- masks, applied by each owner to its program input ------------------------------------------------
+TEXT_MASKS = ("redact", "partial", "hash")  # their values are text whatever the column's type
+
+
+def revealed_masks(tree: exp.Expression, masks: dict, issuer: str) -> dict[int, dict]:
+    """Output index -> {ColumnRef: Mask} of the issuer's masked columns it reveals as is; NotSupportedError
+    when such a column is also used otherwise (masked at its owner, it would change what it computes)."""
+    relevant = {ref: mask for (ref, party), mask in masks.items() if party == issuer}
+    if not relevant or not isinstance(tree, exp.Query):
+        return {}
+    root = build_scope(tree)
+    revealed = {i: {ref: relevant[ref] for ref, _ in item_sources(root, i) if ref in relevant}
+                for i in range(len(tree.named_selects))}
+    refs = {ref for found in revealed.values() for ref in found}
+    for scope in root.traverse():
+        for column in scope.columns:
+            used = [ref for ref, _ in column_sources(scope, column) if ref in refs]
+            if used and not _passed_as_is(column, scope):
+                _refuse_masked_use(used[0], issuer, _clause_of(column, scope))
+        for ref in _ordered_outputs(scope, refs):
+            _refuse_masked_use(ref, issuer, "ORDER BY")
+    return {i: found for i, found in revealed.items() if found}
+
+
+def _refuse_masked_use(ref: ColumnRef, issuer: str, clause: str):
+    raise NotSupportedError(
+        f"{ref} is masked for {issuer} and revealed, so across parties its owner masks it before it is "
+        f"shared; it may then only pass to the result as is, not be used in {clause}; reveal it from a "
+        "query that does not compute with it")
+
+
+def _ordered_outputs(scope, refs: set) -> list[ColumnRef]:
+    """The masked columns among the outputs a query orders by (by name or position): ordering masked
+    values is not ordering the values."""
+    if not isinstance(scope.expression, exp.Query):
+        return []
+    order = scope.expression.args.get("order")
+    names = scope.expression.named_selects
+    found = []
+    for key in order.expressions if order else []:
+        key = key.this
+        if isinstance(key, exp.Column) and not key.table and key.name in names:
+            i = names.index(key.name)
+        elif isinstance(key, exp.Literal) and key.is_int and 0 < int(key.name) <= len(names):
+            i = int(key.name) - 1
+        else:
+            continue
+        found += [ref for ref, _ in item_sources(scope, i) if ref in refs]
+    return found
+
+
+def _passed_as_is(column: exp.Column, scope) -> bool:
+    """Whether `column` is an output of its SELECT as is, that SELECT keeping every row it reads apart
+    (no GROUP BY or DISTINCT, no UNION / INTERSECT / EXCEPT merging its rows)."""
+    select = scope.expression
+    item = column.parent if isinstance(column.parent, exp.Alias) else column
+    if not isinstance(select, exp.Select) or item.parent is not select or item.arg_key != "expressions":
+        return False
+    if select.args.get("distinct") or select.args.get("group"):
+        return False
+    node = select
+    while isinstance(node.parent, (exp.SetOperation, exp.Subquery)) and not isinstance(node.parent.parent, (
+            exp.From, exp.Join)):
+        node = node.parent
+        if isinstance(node, (exp.Intersect, exp.Except)) or (isinstance(node, exp.Union) and node.args.get("distinct")):
+            return False
+    return True
+
+
+def _clause_of(column: exp.Column, scope) -> str:
+    for node, clause in ((exp.Where, "WHERE"), (exp.Join, "a JOIN"), (exp.Group, "GROUP BY"), (exp.Order, "ORDER BY"),
+                         (exp.Window, "a window"), (exp.Having, "HAVING")):
+        if column.find_ancestor(node) is not None:
+            return clause
+    if scope.expression.args.get("distinct") or isinstance(scope.expression, exp.Select) and \
+            scope.expression.args.get("group"):
+        return "a DISTINCT or grouped SELECT"
+    if scope.expression.find_ancestor(exp.SetOperation) is not None:
+        return "a UNION, INTERSECT or EXCEPT, which merges equal rows"
+    return f"{column.parent.sql(dialect='duckdb')[:80]}"
+
+
+def origins(op: Op) -> dict[str, set]:
+    """Column -> the base columns it is as is (a scan's column, renamed by projections, carried through
+    filters, joins, sorts and windows, any branch of a UNION ALL)."""
+    if isinstance(op, Scan):
+        return {column: {ColumnRef(op.party, op.table, name)} for column, name in zip(op.columns, op.names)}
+    if isinstance(op, UnionAll):
+        branches = [origins(child) for child in op.inputs]
+        return {column: set().union(*(b.get(c, set()) for b, c in zip(branches, (i.columns[j] for i in op.inputs))))
+                for j, column in enumerate(op.columns)}
+    below = {}
+    for child in op.children:
+        below.update(origins(child))
+    if isinstance(op, (Project, Aggregate)):
+        items = op.items if isinstance(op, Project) else op.keys
+        by_sql = {quoted(c): c for c in below}
+        return {name: below[by_sql[sql]] for name, sql in items if sql in by_sql}
+    return {c: below[c] for c in op.columns if c in below}
+
+
+def input_masks(op: Op, party: str, masks: dict) -> dict[str, object]:
+    """Column -> Mask the owner applies to its program input `op`; refused where one column carries
+    values of columns masked differently (or masked and not)."""
+    if not masks:
+        return {}
+    out = {}
+    for column, refs in origins(op).items():
+        found = {masks.get(ref) for ref in refs}
+        if found == {None}:
+            continue
+        if len(found) > 1:
+            raise NotSupportedError(f"column {column} of {party}'s input carries columns masked differently "
+                                    f"({', '.join(str(r) for r in sorted(refs, key=str))}); reveal them apart")
+        out[column] = found.pop()
+    return out
+
+
+def masked_outputs(root: Op, columns, revealed: dict[int, dict]) -> frozenset[str]:
+    """The outputs masked to text; NotSupportedError when a masked column's way to an output is not one
+    the owners' masks follow (so it would open unmasked)."""
+    reached = origins(root)
+    texts = set()
+    for i, found in revealed.items():
+        if not set(found) <= reached.get(columns[i], set()):
+            raise NotSupportedError(f"output {i + 1} reveals {', '.join(map(str, found))}, masked for the issuer, "
+                                    "by a way the secret program cannot mask; reveal it as a column of its table")
+        if any(mask.method in TEXT_MASKS for mask in found.values()):
+            texts.add(columns[i])
+    return frozenset(texts)
+
+
 # -- the issuer's Finish -----------------------------------------------------------------------------
-def finish_sql(tree: exp.Expression, root: Op, columns, catalog: Catalog) -> str:
-    """DuckDB's result names and types (a CAST of each revealed column), then the query's ORDER BY."""
+def finish_sql(tree: exp.Expression, root: Op, columns, catalog: Catalog, texts=frozenset()) -> str:
+    """DuckDB's result names and types (a CAST of each revealed column; `texts`, masked to text, stay
+    text), then the query's ORDER BY."""
     described = subquery_columns(tree, catalog)
     names = list(tree.named_selects) if isinstance(tree, exp.Query) else list(columns)
     types = list(described.values()) if len(described) == len(columns) else [None] * len(columns)
     items = []
     for column, name, dtype in zip(columns, names, types):
-        value = quoted(column) if dtype is None else f"CAST({quoted(column)} AS {dtype})"
+        value = quoted(column) if dtype is None or column in texts else f"CAST({quoted(column)} AS {dtype})"
         items.append(f"{value} AS {quoted(name)}")
     order = f" ORDER BY {', '.join(_ordered(k) for k in root.keys)}" if isinstance(root, Sort) and root.keys else ""
     return f"SELECT {', '.join(items)} FROM result{order}"

@@ -197,6 +197,8 @@ class PartyExecutor:
                 outputs[(self.name, step.name)] = release(outputs[(self.name, step.name)], step.release)
             elif isinstance(step, Mask):
                 outputs[(self.name, step.name)] = self._mask(outputs[(self.name, step.name)], step)
+                if step.name in pieces:  # a secret program's input: masked by its owner before it is shared
+                    pieces[step.name] = self._mask(pieces[step.name], step)
             elif isinstance(step, Reveal):
                 if step.party == step.to:
                     continue
