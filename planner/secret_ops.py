@@ -39,6 +39,15 @@ def union_node(children: list[dict], names_per_child: list[list[str]], provenanc
     return {"op": "union_all", "children": aligned}
 
 
+def set_node(kind: str, keep_all: bool, left: dict, right: dict, right_columns, left_provenance,
+             right_provenance) -> dict:
+    """INTERSECT / EXCEPT [ALL]: whole data rows compared; the kept left row carries its provenance (the
+    right side only decides which left rows stay, as in a semi-join)."""
+    if right_provenance:
+        right = project_node(right, [(c, quoted(c)) for c in right_columns])
+    return {"op": "set", "kind": kind, "all": keep_all, "children": [left, right], "carry": list(left_provenance)}
+
+
 def join_node(kind: str, left: dict, right: dict, left_keys, right_keys, condition, null_aware: bool) -> dict:
     node = {"op": "join", "kind": kind, "left": left, "right": right, "left_keys": list(left_keys),
             "right_keys": list(right_keys), "condition": condition}

@@ -74,7 +74,7 @@ class Project(Unary):
 
 @dataclass(frozen=True)
 class Join(Op):
-    kind: str  # inner | left | semi | anti | cross
+    kind: str  # inner | left | full | semi | anti | cross
     left: Op
     right: Op
     left_keys: tuple[str, ...] = ()
@@ -139,6 +139,24 @@ class UnionAll(Op):
         return self.inputs
 
 
+@dataclass(frozen=True)
+class SetOp(Op):
+    """INTERSECT / EXCEPT [ALL]: left's rows (and names) kept by comparing whole rows with right's."""
+
+    kind: str  # intersect | except
+    keep_all: bool
+    left: Op
+    right: Op
+
+    @property
+    def columns(self):
+        return self.left.columns
+
+    @property
+    def children(self):
+        return (self.left, self.right)
+
+
 def parties_of(op: Op) -> frozenset[str]:
     """The parties whose tables a subtree reads."""
     if isinstance(op, Scan):
@@ -178,8 +196,9 @@ class TreeBuilder:
             union = UnionAll((left, right))
             return Distinct(union) if node.args.get("distinct") else union
         if isinstance(node, (exp.Intersect, exp.Except)):
-            raise NotSupportedError(f"{node.key.upper()} across parties is not supported yet; write it as a "
-                                    "semi- or anti-join (IN / NOT IN)")
+            left, right = self.query(node.left, ctes), self.query(node.right, ctes)
+            right = Project(right, tuple((n, quoted(m)) for n, m in zip(left.columns, right.columns)))
+            return SetOp(node.key, not node.args.get("distinct"), left, right)
         if not isinstance(node, exp.Select):
             raise NotSupportedError(f"{node.key} is not supported as a query across parties")
         return self.select(node, ctes)
@@ -249,15 +268,16 @@ class TreeBuilder:
         for join in select.args.get("joins") or []:
             right = self.item(join.this, ctes, select)
             side, kind = (join.args.get("side") or "").upper(), (join.args.get("kind") or "").upper()
-            if side == "RIGHT" or side == "FULL" or kind not in ("", "INNER", "CROSS", "OUTER"):
+            if kind not in ("", "INNER", "CROSS", "OUTER"):
                 raise NotSupportedError(f"{' '.join(filter(None, (side, kind)))} JOIN across parties is not "
-                                        "supported yet (inner, LEFT and CROSS joins are); swap the sides for RIGHT")
+                                        "supported yet (inner, LEFT, RIGHT, FULL and CROSS joins are)")
             if join.args.get("using"):
                 raise NotSupportedError("JOIN ... USING across parties: write the ON condition")
             on = join.args.get("on")
-            if side == "LEFT":
-                op = self.left_join(op, right, conjuncts_of(on))
-                nullable |= {c.split(".", 1)[0] for c in right.columns}
+            if side in ("LEFT", "RIGHT", "FULL"):
+                nullable |= {c.split(".", 1)[0] for c in (right.columns if side == "LEFT" else
+                                                         op.columns if side == "RIGHT" else op.columns + right.columns)}
+                op = self.outer_join(side, op, right, conjuncts_of(on))
             elif on is None:
                 op = Join("cross", op, right)
             else:
@@ -284,7 +304,21 @@ class TreeBuilder:
         outputs = renamed or (selects if len(selects) == len(inner.columns) else list(inner.columns))
         return Project(inner, tuple((f"{alias}.{n}", quoted(c)) for n, c in zip(outputs, inner.columns)))
 
-    def left_join(self, left: Op, right: Op, conjuncts) -> Op:
+    def outer_join(self, side: str, left: Op, right: Op, conjuncts) -> Op:
+        """RIGHT JOIN: the LEFT join of the swapped sides, the columns in the written order. FULL JOIN: only
+        equalities between the sides (a condition on one side would still keep its rows, unmatched)."""
+        if side == "LEFT":
+            return self.left_join(left, right, conjuncts)
+        if side == "RIGHT":
+            return Project(self.left_join(right, left, conjuncts, "RIGHT"),
+                           tuple((c, quoted(c)) for c in left.columns + right.columns))
+        joined = equi_join("full", left, right, conjuncts)
+        if joined.condition is not None or not joined.left_keys:
+            raise NotSupportedError(f"FULL JOIN ... ON {joined.condition or 'without equalities'}: across parties a "
+                                    "FULL JOIN's ON is equalities between the two sides only")
+        return joined
+
+    def left_join(self, left: Op, right: Op, conjuncts, written: str = "LEFT") -> Op:
         """LEFT JOIN: equi keys across the sides; a condition on the NULL side alone filters it first."""
         right_aliases = {c.split(".", 1)[0] for c in right.columns}
         keyed, own = [], []
@@ -294,7 +328,7 @@ class TreeBuilder:
             right = Filter(right, _sql(named(exp.and_(*own))))
         joined = equi_join("left", left, right, keyed)
         if joined.condition is not None:
-            raise NotSupportedError(f"LEFT JOIN ... ON {joined.condition}: across parties an outer join's ON is "
+            raise NotSupportedError(f"{written} JOIN ... ON {joined.condition}: across parties an outer join's ON is "
                                     "equalities between the sides (and conditions on the NULL side)")
         return joined
 
