@@ -5,7 +5,10 @@ refusals at plan time, `check` agreeing."""
 
 import pytest
 
+from sqlsecure.engine import Engine
+from sqlsecure.planner.physical import SecretQuery
 from tests.test_secret_program import EMPTY_A, PARTIES, VISIT_COLUMNS, VISITS_A, VISITS_B, _compare_rows, check, inp  # noqa: F401
+from tests.test_translate import COMPARED, hospital_federation, hospital_oracles, hospitals  # noqa: F401
 
 SETS = [("intersect", False, "INTERSECT"), ("intersect", True, "INTERSECT ALL"), ("except", False, "EXCEPT"),
         ("except", True, "EXCEPT ALL")]
@@ -40,3 +43,77 @@ def test_set_operations_of_a_relation_with_itself_and_invalid_rows(nparties, kin
     check(nparties, root, [VISIT_COLUMNS, VISIT_COLUMNS], [VISITS_A, VISITS_B],
           f"(SELECT {columns} FROM t0 UNION ALL SELECT {columns} FROM t0 UNION ALL SELECT {columns} FROM t1) "
           f"{written} (SELECT {columns} FROM t0 WHERE age > 40 OR pid IS NULL)")
+
+
+# -- whole queries through the translation --------------------------------------------------------------
+# The filters on PLAINTEXT_AFTER_COMPARE times keep the issuer from computing the query itself (gather.py):
+# these run on the SPU, which the tests assert.
+
+D2 = "SELECT pid, time > 50 AS late FROM h2.diagnosis WHERE time > 30"
+D3 = "SELECT pid, time > 50 AS late FROM h3.diagnosis WHERE time < 80"
+M1 = "SELECT pid, time > 50 AS late FROM h1.medication WHERE time < 60"
+WRITTEN = ["UNION", "INTERSECT", "INTERSECT ALL", "EXCEPT", "EXCEPT ALL", "UNION ALL"]
+
+
+def on_the_spu(oracle, sql: str, issuer: str = "h1"):
+    """The query's plan has a secret program, and its answer is DuckDB's."""
+    assert any(isinstance(step, SecretQuery) for step in oracle.engine.plan(sql, issuer).physical.steps)
+    return oracle.check(sql, issuer)
+
+
+@pytest.mark.parametrize("written", WRITTEN)
+def test_set_operations_of_two_parties(hospital_oracles, written):
+    on_the_spu(hospital_oracles["compared"], f"{D2} {written} {D3}")
+
+
+@pytest.mark.parametrize("written", WRITTEN)
+def test_set_operations_of_three_parties(hospital_oracles, written):
+    """A UNION ALL of two hospitals against the third's rows (duplicates on both sides)."""
+    on_the_spu(hospital_oracles["compared"], f"({D2} UNION ALL {D3}) {written} {M1}")
+
+
+@pytest.mark.parametrize("written", ["INTERSECT", "EXCEPT ALL"])
+def test_set_operations_with_an_empty_party(hospital_federation, oracle_for, written):
+    with Engine(hospital_federation(COMPARED, empty="h3"), timeout=120) as engine:
+        on_the_spu(oracle_for(engine), f"{D2} {written} {D3}")
+        on_the_spu(oracle_for(engine), f"{D3} {written} {D2}")
+
+
+@pytest.mark.parametrize("written", ["INTERSECT", "EXCEPT", "INTERSECT ALL"])
+def test_aggregate_over_a_set_operation_keeps_the_threshold(hospital_oracles, written):
+    on_the_spu(hospital_oracles["compared"],
+               f"SELECT late, COUNT(*) AS n, COUNT(DISTINCT pid) AS p FROM ({D2} {written} {M1}) t GROUP BY late")
+
+
+def test_set_operation_in_a_cte_joined_on(hospital_oracles):
+    on_the_spu(hospital_oracles["compared"],
+               f"WITH both AS ({D2} INTERSECT {D3}) SELECT b.pid, m.pid AS mp FROM both b JOIN h1.medication m "
+               "ON b.pid = m.pid WHERE m.time > 20")
+
+
+OUTER = {  # shapes of RIGHT and FULL joins, 2 and 3 parties, NULL keys on every side
+    "right": f"SELECT d.pid, d.late, m.pid AS mp FROM ({D2}) d RIGHT JOIN ({M1}) m ON d.pid = m.pid",
+    "right, 2 keys": f"SELECT m.pid AS mp, d.pid FROM ({D2}) d RIGHT OUTER JOIN ({M1}) m ON d.pid = m.pid "
+                     "AND m.late = d.late",
+    "right, ON filters the NULL side": f"SELECT d.pid, m.pid AS mp FROM ({D2}) d RIGHT JOIN ({M1}) m "
+                                       "ON d.pid = m.pid AND d.late",
+    "full": f"SELECT d.pid, m.pid AS mp, m.late FROM ({D2}) d FULL JOIN ({M1}) m ON d.pid = m.pid",
+    "full, then WHERE": f"SELECT d.pid, m.pid AS mp FROM ({D2}) d FULL OUTER JOIN ({M1}) m ON m.pid = d.pid "
+                        "WHERE d.pid IS NULL OR m.late",
+    "full of three": f"SELECT d.pid, m.pid AS mp, x.pid AS xp FROM ({D2}) d FULL JOIN ({M1}) m ON d.pid = m.pid "
+                     f"FULL JOIN ({D3}) x ON x.pid = m.pid",
+    "right after inner": f"SELECT d.pid, m.pid AS mp, x.pid AS xp FROM ({D2}) d JOIN ({M1}) m ON d.pid = m.pid "
+                         f"RIGHT JOIN ({D3}) x ON x.pid = d.pid",
+    "counted": f"SELECT COUNT(*) AS n, COUNT(d.pid) AS a, COUNT(m.pid) AS b FROM ({D2}) d FULL JOIN ({M1}) m "
+               "ON d.pid = m.pid",
+}
+
+
+@pytest.mark.parametrize("shape", OUTER)
+def test_right_and_full_joins_match_duckdb(hospital_oracles, shape):
+    on_the_spu(hospital_oracles["compared"], OUTER[shape])
+
+
+def test_full_join_with_an_empty_party(hospital_federation, oracle_for):
+    with Engine(hospital_federation(COMPARED, empty="h3"), timeout=120) as engine:
+        on_the_spu(oracle_for(engine), f"SELECT d.pid, x.pid AS xp FROM ({D2}) d FULL JOIN ({D3}) x ON d.pid = x.pid")
