@@ -3,9 +3,12 @@ frames over secret relations (issue 16): each secret-program operator against Du
 parties (NULLs, duplicates, empty inputs), then whole queries through the translation against the Oracle;
 refusals at plan time, `check` agreeing."""
 
+import re
+
 import pytest
 
 from sqlsecure.engine import Engine
+from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner.physical import SecretQuery
 from tests.test_secret_program import EMPTY_A, PARTIES, VISIT_COLUMNS, VISITS_A, VISITS_B, _compare_rows, check, inp  # noqa: F401
 from tests.test_translate import COMPARED, hospital_federation, hospital_oracles, hospitals  # noqa: F401
@@ -117,3 +120,39 @@ def test_right_and_full_joins_match_duckdb(hospital_oracles, shape):
 def test_full_join_with_an_empty_party(hospital_federation, oracle_for):
     with Engine(hospital_federation(COMPARED, empty="h3"), timeout=120) as engine:
         on_the_spu(oracle_for(engine), f"SELECT d.pid, x.pid AS xp FROM ({D2}) d FULL JOIN ({D3}) x ON d.pid = x.pid")
+
+
+OUTER_REFUSED = [  # (query, what the message names): an outer join's ON is equalities between the sides
+    (f"SELECT d.pid, m.pid AS mp FROM ({D2}) d FULL JOIN ({M1}) m ON d.pid = m.pid AND m.late", "FULL JOIN ... ON"),
+    (f"SELECT d.pid, m.pid AS mp FROM ({D2}) d FULL JOIN ({M1}) m ON d.pid < m.pid", "FULL JOIN ... ON"),
+    (f"SELECT d.pid, m.pid AS mp FROM ({D2}) d RIGHT JOIN ({M1}) m ON d.pid = m.pid AND d.late <> m.late",
+     "RIGHT JOIN ... ON"),
+]
+
+
+@pytest.mark.parametrize("sql, named", OUTER_REFUSED)
+def test_outer_join_refusals_at_plan_time_and_check_agrees(hospitals, sql, named):
+    engine = hospitals["compared"]
+    with pytest.raises(NotSupportedError, match=re.escape(named)) as refused:
+        engine.plan(sql, "h1")
+    assert engine.check(sql, "h1") == f"NotSupportedError: {refused.value}"
+
+
+JOINED = {"PLAINTEXT_AFTER_JOIN": ("medication.pid",), "PLAINTEXT_AFTER_COMPARE": ("diagnosis.time",)}
+
+
+@pytest.fixture(scope="module")
+def joined_keys(hospital_federation, oracle_for):
+    with Engine(hospital_federation(JOINED), timeout=120) as engine:
+        yield oracle_for(engine)
+
+
+def test_a_join_key_is_plain_only_to_the_preserved_side(joined_keys):
+    """SCQL's rule for outer joins: h2's PLAINTEXT_AFTER_JOIN key becomes plain to h1 after a LEFT join that
+    preserves h1's rows (each value is one of h1's); RIGHT and FULL joins also reveal h2's unmatched keys."""
+    on_the_spu(joined_keys, "SELECT d.pid, m.pid AS mp FROM h1.diagnosis d LEFT JOIN h2.medication m ON d.pid = m.pid")
+    for side in ("RIGHT", "FULL"):
+        sql = f"SELECT d.pid, m.pid AS mp FROM h1.diagnosis d {side} JOIN h2.medication m ON d.pid = m.pid"
+        with pytest.raises(PolicyViolation, match="h2.medication.pid") as refused:
+            joined_keys.engine.plan(sql, "h1")
+        assert joined_keys.engine.check(sql, "h1") == f"PolicyViolation: {refused.value}"
