@@ -77,9 +77,13 @@ def distinct_node(child: dict, columns, provenance) -> dict:
     return aggregate_node(child, [(c, quoted(c)) for c in columns], (), provenance, None)
 
 
-def window_node(child: dict, name: str, func: str, arg, partition, order) -> dict:
-    return {"op": "window", "child": child, "name": name, "func": func, "arg": arg, "partition": list(partition),
+def window_node(child: dict, name: str, func: str, arg, partition, order, frame: str | None = None) -> dict:
+    """A window; `frame` only when it is not SQL's default ("rows" or "partition")."""
+    node = {"op": "window", "child": child, "name": name, "func": func, "arg": arg, "partition": list(partition),
             "order": [[sql, desc, nulls_first] for sql, desc, nulls_first in order]}
+    if frame is not None:
+        node["frame"] = frame
+    return node
 
 
 def sort_node(child: dict, keys, limit: int | None, offset: int) -> dict:

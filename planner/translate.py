@@ -220,7 +220,7 @@ def _distinct(op: Distinct, t, under, at_root):
 
 def _window(op: Window, t, under, at_root):
     node, columns, provenance = place(op.child, t, under)
-    node = secret_ops.window_node(node, op.name, op.func, op.arg, op.partition, op.order)
+    node = secret_ops.window_node(node, op.name, op.func, op.arg, op.partition, op.order, op.frame)
     return node, columns + [op.name], provenance
 
 
@@ -309,7 +309,13 @@ def _window_sql(op: Window, thresholded, k):
         over.append(f"PARTITION BY {', '.join(op.partition)}")
     if op.order:
         over.append("ORDER BY " + ", ".join(_ordered(o) for o in op.order))
+    if op.frame is not None:
+        over.append(FRAME_SQL[op.frame])
     return f"SELECT *, {func} OVER ({' '.join(over)}) AS {quoted(op.name)} FROM {_from(op.child, thresholded, k)}"
+
+
+FRAME_SQL = {"rows": "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+             "partition": "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"}
 
 
 def _sort_sql(op: Sort, thresholded, k):

@@ -18,6 +18,7 @@ from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 
 AGGREGATES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
+RANKINGS = ("ROW_NUMBER", "RANK", "DENSE_RANK")
 WINDOWS = {"ROW_NUMBER": "row_number", "RANK": "rank", "DENSE_RANK": "dense_rank", "COUNT": "count", "SUM": "sum",
            "MIN": "min", "MAX": "max"}
 
@@ -113,6 +114,7 @@ class Window(Unary):
     arg: str | None
     partition: tuple[str, ...]
     order: tuple[tuple[str, bool, bool], ...]
+    frame: str | None = None  # None: SQL's default; "rows": up to the current row; "partition": all of it
 
     @property
     def columns(self):
@@ -441,20 +443,59 @@ class TreeBuilder:
                 return node
             func = node.this
             name = func.sql_name().upper() if not isinstance(func, exp.Anonymous) else func.name.upper()
-            if name not in WINDOWS or node.args.get("spec") is not None:
-                raise NotSupportedError(f"{_sql(node)[:80]}: secure windows are {', '.join(WINDOWS)} over the "
-                                        "whole partition (no frame clause)")
+            if name not in WINDOWS and name != "AVG":
+                raise NotSupportedError(f"{_sql(node)[:80]}: secure windows are {', '.join(WINDOWS)}, AVG")
             arg = func.this if isinstance(func, exp.AggFunc) and not isinstance(func.this, exp.Star) else None
             order = node.args.get("order")
             keys = tuple((_sql(named(o.this)), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
                          for o in (order.expressions if order else []))
-            column = self.name("w")
-            op = Window(op, column, WINDOWS[name], _sql(named(arg)) if arg is not None else None,
-                        tuple(_sql(named(p)) for p in node.args.get("partition_by") or []), keys)
-            return exp.column(column, quoted=True)
+            frame = window_frame(node, keys) if name not in RANKINGS else None  # DuckDB ignores a ranking's frame
+            partition = tuple(_sql(named(p)) for p in node.args.get("partition_by") or [])
+            order_by = keys + (tie_breaker(partition, keys),) if frame == "rows" else keys
 
+            def window(func_name: str) -> exp.Expression:
+                nonlocal op
+                column = self.name("w")
+                op = Window(op, column, func_name, _sql(named(arg)) if arg is not None else None, partition,
+                            order_by, frame)
+                return exp.column(column, quoted=True)
+
+            if name == "AVG":  # SUM / COUNT over the same window: NULL where it counts no value
+                return exp.Div(this=window("sum"), expression=window("count"))
+            return window(WINDOWS[name])
+
+        def tie_breaker(partition, keys) -> tuple[str, bool, bool]:
+            """A ROWS frame's order made total by one ROW_NUMBER per (partition, order), so every window
+            over it (and AVG's SUM and COUNT) sees peers in the same order, as DuckDB's one sort does."""
+            nonlocal op
+            if (partition, keys) not in ties:
+                ties[partition, keys] = self.name("t")
+                op = Window(op, ties[partition, keys], "row_number", None, partition, keys)
+            return quoted(ties[partition, keys]), False, False
+
+        ties: dict = {}
         replaced = [(n, e.transform(replace)) for n, e in items]  # grows `op` window by window
         return op, replaced
+
+
+def window_frame(node: exp.Window, order) -> str | None:
+    """The frames the secure windows compute: SQL's default (None, also written RANGE BETWEEN UNBOUNDED
+    PRECEDING AND CURRENT ROW), "rows" (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, over an ORDER BY)
+    and "partition" (BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING); any other is refused, named."""
+    spec = node.args.get("spec")
+    if spec is None:
+        return None
+    kind, start, end = spec.args.get("kind"), spec.args.get("start"), spec.args.get("end") or "CURRENT ROW"
+    unbounded = start == "UNBOUNDED" and spec.args.get("start_side") == "PRECEDING" and not spec.args.get("exclude")
+    if unbounded and end == "UNBOUNDED" and spec.args.get("end_side") == "FOLLOWING":
+        return "partition"
+    if unbounded and end == "CURRENT ROW" and kind == "RANGE":
+        return None
+    if unbounded and end == "CURRENT ROW" and kind == "ROWS" and order:
+        return "rows"
+    raise NotSupportedError(f"the window frame {_sql(spec)} in {_sql(node)[:80]} is not computed across parties: "
+                            "use BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW (ROWS with an ORDER BY, or RANGE) or "
+                            "BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING")
 
 
 def _aggregate_call(node: exp.AggFunc) -> tuple[str, str | None, bool]:

@@ -156,3 +156,66 @@ def test_a_join_key_is_plain_only_to_the_preserved_side(joined_keys):
         with pytest.raises(PolicyViolation, match="h2.medication.pid") as refused:
             joined_keys.engine.plan(sql, "h1")
         assert joined_keys.engine.check(sql, "h1") == f"PolicyViolation: {refused.value}"
+
+
+# -- window frames and AVG ------------------------------------------------------------------------------
+
+FRAMES = {"rows": "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+          "partition": "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"}
+EVERY_COLUMN = '"pid", "age", "cost", "diag"'  # ordered by whole rows, ROWS frames are deterministic
+
+
+@pytest.mark.parametrize("nparties", PARTIES)
+@pytest.mark.parametrize("frame", FRAMES)
+@pytest.mark.parametrize("func, arg", [("sum", '"cost"'), ("count", '"age"'), ("min", '"age"'), ("max", '"cost"')])
+def test_window_frames_match_duckdb(nparties, frame, func, arg):
+    union = {"op": "union_all", "children": [inp(0), inp(1)]}
+    order = [[c, False, False] for c in EVERY_COLUMN.split(", ")]
+    root = {"op": "window", "child": union, "name": "w", "func": func, "arg": arg, "partition": ['"diag"'],
+            "order": order, "frame": frame}
+    check(nparties, root, [VISIT_COLUMNS, VISIT_COLUMNS], [VISITS_A, VISITS_B],
+          f"SELECT *, {func.upper()}({arg}) OVER (PARTITION BY diag ORDER BY {EVERY_COLUMN} NULLS LAST "
+          f"{FRAMES[frame]}) AS w FROM (SELECT * FROM t0 UNION ALL SELECT * FROM t1)")
+
+
+SCORED = {**COMPARED, "PLAINTEXT": (*COMPARED["PLAINTEXT"], "scores.id", "scores.score")}
+SCORES = ("FROM h2.scores s JOIN (SELECT pid FROM h3.diagnosis WHERE time > 30 UNION ALL "
+          "SELECT pid FROM h1.diagnosis WHERE time < 60) d ON s.id = d.pid")
+
+
+@pytest.fixture(scope="module")
+def scored(hospital_federation, oracle_for):
+    """Scores PLAINTEXT to every hospital, joined with diagnoses filtered on compared times: on the SPU."""
+    with Engine(hospital_federation(SCORED), timeout=120) as engine:
+        yield oracle_for(engine)
+
+
+WINDOWED = [
+    "SUM(s.score) OVER (PARTITION BY s.id ORDER BY s.score ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
+    "COUNT(*) OVER (ORDER BY s.id, s.score ROWS UNBOUNDED PRECEDING)",
+    "MAX(s.score) OVER (PARTITION BY s.id ORDER BY s.score ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)",
+    "MIN(s.score) OVER (PARTITION BY s.id ORDER BY s.score RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
+    "AVG(s.score) OVER (PARTITION BY s.id)",
+    "AVG(s.score) OVER (PARTITION BY s.id ORDER BY s.score)",
+    "AVG(s.score) OVER (ORDER BY s.id, s.score ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
+    "SUM(s.score) OVER (ORDER BY s.id, s.score ROWS UNBOUNDED PRECEDING) - COUNT(*) OVER (ORDER BY s.id, s.score "
+    "ROWS UNBOUNDED PRECEDING)",  # tied (equal) rows in one order for both windows, as DuckDB's one sort
+    "ROW_NUMBER() OVER (PARTITION BY s.id ORDER BY s.score ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)",
+]
+
+
+@pytest.mark.parametrize("window", WINDOWED)
+def test_window_frames_and_avg_across_parties(scored, window):
+    on_the_spu(scored, f"SELECT s.id, s.score, {window} AS w {SCORES}")
+
+
+FRAMES_REFUSED = ["ROWS BETWEEN 1 PRECEDING AND CURRENT ROW", "ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING",
+                  "RANGE BETWEEN UNBOUNDED PRECEDING AND 2 FOLLOWING", "GROUPS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"]
+
+
+@pytest.mark.parametrize("frame", FRAMES_REFUSED)
+def test_other_window_frames_are_refused_naming_the_frame(scored, frame):
+    sql = f"SELECT s.id, SUM(s.score) OVER (PARTITION BY s.id ORDER BY s.score {frame}) AS w {SCORES}"
+    with pytest.raises(NotSupportedError, match=re.escape(frame)) as refused:
+        scored.engine.plan(sql, "h1")
+    assert scored.engine.check(sql, "h1") == f"NotSupportedError: {refused.value}"

@@ -373,7 +373,12 @@ def _window(spec, path, inputs) -> Node:
         raise NotSupportedError(f"secret program: {path}: {func.upper()}() OVER (...) of text in secure computation")
     kind = "int" if func in ("row_number", "rank", "dense_rank", "count") else \
         aggregate_kind(func.upper(), arg_kind, path)
-    args = {"name": name, "func": func, "arg": arg, "partition": partition, "order": order}
+    frame = spec.get("frame")
+    if frame not in (None, *sr.WINDOW_FRAMES) or (frame is not None and func in ("row_number", "rank", "dense_rank")) \
+            or (frame == "rows" and not order):
+        raise ProtocolError(f"secret program: {path}: frame {frame!r}: null, or for an aggregate window one of "
+                            f"{sr.WINDOW_FRAMES} (\"rows\" over an order)")
+    args = {"name": name, "func": func, "arg": arg, "partition": partition, "order": order, "frame": frame}
     return Node("window", path, args, [child], [*child.schema, (name, kind)])
 
 
@@ -645,7 +650,7 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
     if node.op == "distinct":
         return sr.distinct(s, children[0])
     if node.op == "window":
-        return sr.window(s, children[0], a["name"], a["func"], a["arg"], a["partition"], a["order"])
+        return sr.window(s, children[0], a["name"], a["func"], a["arg"], a["partition"], a["order"], a["frame"])
     return sr.sort_rows(s, children[0], a["keys"], a["limit"], a["offset"])
 
 
