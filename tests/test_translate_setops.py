@@ -9,8 +9,9 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import NotSupportedError, PolicyViolation
-from sqlsecure.planner.physical import SecretQuery
+from sqlsecure.planner.physical import RunLocal, SecretQuery
 from tests.test_secret_program import EMPTY_A, PARTIES, VISIT_COLUMNS, VISITS_A, VISITS_B, _compare_rows, check, inp  # noqa: F401
+from tests.conftest import same_multiset
 from tests.test_translate import COMPARED, hospital_federation, hospital_oracles, hospitals  # noqa: F401
 
 SETS = [("intersect", False, "INTERSECT"), ("intersect", True, "INTERSECT ALL"), ("except", False, "EXCEPT"),
@@ -219,3 +220,16 @@ def test_other_window_frames_are_refused_naming_the_frame(scored, frame):
     with pytest.raises(NotSupportedError, match=re.escape(frame)) as refused:
         scored.engine.plan(sql, "h1")
     assert scored.engine.check(sql, "h1") == f"NotSupportedError: {refused.value}"
+
+
+def test_a_single_party_set_operation_beside_another_party_runs_on_shares(hospital_oracles):
+    """h2's INTERSECT would tell the other compute parties how many of its rows pass it: on the SPU."""
+    sql = ("SELECT u.pid, m.pid AS mp FROM ((SELECT pid FROM h2.diagnosis WHERE time > 20 EXCEPT ALL "
+           "SELECT pid FROM h2.medication) UNION ALL SELECT pid FROM h3.diagnosis) u "
+           "JOIN h1.medication m ON u.pid = m.pid")
+    oracle = hospital_oracles["compared"]
+    plan = oracle.engine.plan(sql, "h1").physical
+    assert any(isinstance(step, SecretQuery) for step in plan.steps)
+    assert "EXCEPT" not in " ".join(step.sql.upper() for step in plan.steps if isinstance(step, RunLocal))
+    # no aggregate, so no threshold: plain DuckDB is the oracle (the Oracle's provenance rewrite takes UNIONs only)
+    assert same_multiset(oracle.engine.execute(sql, "h1").table, oracle.con.sql(sql).to_arrow_table())

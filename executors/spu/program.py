@@ -1,8 +1,8 @@
 """The secret-program interpreter: an operator tree over secret relations, run by the SPU compute
 parties in lockstep (issue 16). The JSON (`parse_program`) is the interface with the planner's
 `SecretQuery` step: {"inputs": [{"columns": [[name, kind], ...]}, ...], "root": NODE}, one NODE per
-operator of `secret_relation` (input, filter, project, union_all, join, aggregate, distinct,
-window, sort), expressions as DuckDB SQL over the child's quoted column names.
+operator of `secret_relation` and `set_ops` (input, filter, project, union_all, join, aggregate,
+distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted column names.
 
   parse_program(text)      canonical JSON -> `Program`: every node validated (its op, fields, column
                            names, the kinds of its expressions, what SPU_RULES evaluates); a bad node
