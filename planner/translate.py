@@ -94,8 +94,8 @@ def check_size(root: Op, catalog: Catalog) -> None:
             return None
         if isinstance(op, Join):
             left, right = counts
-            n = left + right if op.kind in ("semi", "anti") else left * right + {"left": left, "full": left + right}.get(
-                op.kind, 0)
+            unmatched = {"left": left, "full": left + right}.get(op.kind, 0)  # outer joins add unmatched rows
+            n = left + right if op.kind in ("semi", "anti") else left * right + unmatched
         else:
             n = sum(counts)
         if n > MAX_SECRET_ROWS:
@@ -283,7 +283,8 @@ def _join_sql(op: Join, thresholded, k):
     left, right = f"({local_sql(op.left, thresholded, k)}) AS \"_l\"", f"({local_sql(op.right, thresholded, k)}) AS \"_r\""
     if op.kind == "anti" and op.null_aware:
         return f"SELECT * FROM {left} WHERE ({op.left_keys[0]}) NOT IN (SELECT {op.right_keys[0]} FROM {right})"
-    kind = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN", "semi": "SEMI JOIN", "anti": "ANTI JOIN", "cross": "CROSS JOIN"}
+    kind = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN", "semi": "SEMI JOIN", "anti": "ANTI JOIN",
+            "cross": "CROSS JOIN"}
     condition = f" ON {' AND '.join(on)}" if on and op.kind != "cross" else ""
     where = f" WHERE {op.condition}" if op.kind == "cross" and op.condition else ""
     return f"SELECT * FROM {left} {kind[op.kind]} {right}{condition}{where}"

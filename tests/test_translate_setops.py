@@ -8,10 +8,13 @@ import re
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import NotSupportedError, PolicyViolation
+from sqlsecure.errors import NotSupportedError, PolicyViolation, ProtocolError
+from sqlsecure.executors.spu.program import parse_program
 from sqlsecure.planner.physical import RunLocal, SecretQuery
-from tests.test_secret_program import EMPTY_A, PARTIES, VISIT_COLUMNS, VISITS_A, VISITS_B, _compare_rows, check, inp  # noqa: F401
 from tests.conftest import same_multiset
+from tests.test_secret_program import (  # noqa: F401 (_compare_rows: its autouse fixture)
+    EMPTY_A, PARTIES, PEOPLE, PEOPLE_COLUMNS, VISIT_COLUMNS, VISITS_A, VISITS_B, _compare_rows, check, inp, program_of,
+)
 from tests.test_translate import COMPARED, hospital_federation, hospital_oracles, hospitals  # noqa: F401
 
 SETS = [("intersect", False, "INTERSECT"), ("intersect", True, "INTERSECT ALL"), ("except", False, "EXCEPT"),
@@ -49,6 +52,33 @@ def test_set_operations_of_a_relation_with_itself_and_invalid_rows(nparties, kin
           f"{written} (SELECT {columns} FROM t0 WHERE age > 40 OR pid IS NULL)")
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+@pytest.mark.parametrize("empty", [None, 0, 1])
+def test_full_join_matches_duckdb(nparties, empty):
+    """NULL keys on both sides never match: their rows come out unmatched, once each."""
+    tables = [VISITS_A, PEOPLE]
+    if empty is not None:
+        tables[empty] = tables[empty].slice(0, 0)
+    root = {"op": "join", "kind": "full", "left": inp(0), "right": inp(1), "left_keys": ['"pid"'],
+            "right_keys": ['"id"'], "condition": None}
+    check(nparties, root, [VISIT_COLUMNS, PEOPLE_COLUMNS], tables, "SELECT * FROM t0 FULL JOIN t1 ON t0.pid = t1.id")
+
+
+BAD_SETS = [  # (node, what the ProtocolError names)
+    ({"kind": "union", "all": False}, "a kind in"),
+    ({"kind": "intersect", "all": "yes"}, "boolean 'all'"),
+    ({"kind": "except", "all": True, "carry": ["nope"]}, "'carry' lists columns"),
+    ({"kind": "except", "all": True, "carry": ["diag"]}, "3 compared columns on the left, 4 on the right"),
+]
+
+
+@pytest.mark.parametrize("fields, named", BAD_SETS)
+def test_parse_refuses_bad_set_nodes(fields, named):
+    root = {"op": "set", "children": [inp(0), inp(1)], **fields}
+    with pytest.raises(ProtocolError, match=re.escape(named)):
+        parse_program(program_of(root, [VISIT_COLUMNS, VISIT_COLUMNS]))
+
+
 # -- whole queries through the translation --------------------------------------------------------------
 # The filters on PLAINTEXT_AFTER_COMPARE times keep the issuer from computing the query itself (gather.py):
 # these run on the SPU, which the tests assert.
@@ -68,6 +98,11 @@ def on_the_spu(oracle, sql: str, issuer: str = "h1"):
 @pytest.mark.parametrize("written", WRITTEN)
 def test_set_operations_of_two_parties(hospital_oracles, written):
     on_the_spu(hospital_oracles["compared"], f"{D2} {written} {D3}")
+
+
+def test_explain_names_the_set_operation(hospitals):
+    assert "set on SPU(h2, h3): except all (rows compared whole, NULLs equal)" in hospitals["compared"].explain(
+        f"{D2} EXCEPT ALL {D3}", "h1")
 
 
 @pytest.mark.parametrize("written", WRITTEN)
@@ -211,7 +246,8 @@ def test_window_frames_and_avg_across_parties(scored, window):
 
 
 FRAMES_REFUSED = ["ROWS BETWEEN 1 PRECEDING AND CURRENT ROW", "ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING",
-                  "RANGE BETWEEN UNBOUNDED PRECEDING AND 2 FOLLOWING", "GROUPS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"]
+                  "RANGE BETWEEN UNBOUNDED PRECEDING AND 2 FOLLOWING",
+                  "GROUPS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"]
 
 
 @pytest.mark.parametrize("frame", FRAMES_REFUSED)
@@ -233,3 +269,14 @@ def test_a_single_party_set_operation_beside_another_party_runs_on_shares(hospit
     assert "EXCEPT" not in " ".join(step.sql.upper() for step in plan.steps if isinstance(step, RunLocal))
     # no aggregate, so no threshold: plain DuckDB is the oracle (the Oracle's provenance rewrite takes UNIONs only)
     assert same_multiset(oracle.engine.execute(sql, "h1").table, oracle.con.sql(sql).to_arrow_table())
+
+
+def test_a_public_single_party_set_operation_and_full_join_run_at_their_owner(scored):
+    """Every column h2's part reads is PLAINTEXT to the others: its INTERSECT ALL and FULL JOIN run at h2."""
+    sql = ("SELECT u.id FROM ((SELECT id FROM h2.scores WHERE score > 400 INTERSECT ALL SELECT s.id FROM h2.scores s "
+           "FULL JOIN h2.scores t ON s.id = t.score) UNION ALL SELECT pid FROM h3.diagnosis WHERE time > 30) u")
+    plan = scored.engine.plan(sql, "h1").physical
+    local = {step.party: step.sql.upper() for step in plan.steps if isinstance(step, RunLocal)}
+    assert "INTERSECT ALL" in local["h2"] and "FULL JOIN" in local["h2"]
+    assert any(isinstance(step, SecretQuery) for step in plan.steps)
+    assert same_multiset(scored.engine.execute(sql, "h1").table, scored.con.sql(sql).to_arrow_table())
