@@ -263,20 +263,22 @@ def test_a_single_party_set_operation_beside_another_party_runs_on_shares(hospit
     sql = ("SELECT u.pid, m.pid AS mp FROM ((SELECT pid FROM h2.diagnosis WHERE time > 20 EXCEPT ALL "
            "SELECT pid FROM h2.medication) UNION ALL SELECT pid FROM h3.diagnosis) u "
            "JOIN h1.medication m ON u.pid = m.pid")
-    oracle = hospital_oracles["compared"]
-    plan = oracle.engine.plan(sql, "h1").physical
-    assert any(isinstance(step, SecretQuery) for step in plan.steps)
-    assert "EXCEPT" not in " ".join(step.sql.upper() for step in plan.steps if isinstance(step, RunLocal))
-    # no aggregate, so no threshold: plain DuckDB is the oracle (the Oracle's provenance rewrite takes UNIONs only)
-    assert same_multiset(oracle.engine.execute(sql, "h1").table, oracle.con.sql(sql).to_arrow_table())
+    assert "EXCEPT" not in " ".join(pushed_down_matching_duckdb(hospital_oracles["compared"], sql).values())
 
 
 def test_a_public_single_party_set_operation_and_full_join_run_at_their_owner(scored):
     """Every column h2's part reads is PLAINTEXT to the others: its INTERSECT ALL and FULL JOIN run at h2."""
     sql = ("SELECT u.id FROM ((SELECT id FROM h2.scores WHERE score > 400 INTERSECT ALL SELECT s.id FROM h2.scores s "
            "FULL JOIN h2.scores t ON s.id = t.score) UNION ALL SELECT pid FROM h3.diagnosis WHERE time > 30) u")
-    plan = scored.engine.plan(sql, "h1").physical
-    local = {step.party: step.sql.upper() for step in plan.steps if isinstance(step, RunLocal)}
+    local = pushed_down_matching_duckdb(scored, sql)
     assert "INTERSECT ALL" in local["h2"] and "FULL JOIN" in local["h2"]
+
+
+def pushed_down_matching_duckdb(oracle, sql: str) -> dict[str, str]:
+    """Each party's pushed-down SQL (upper case) of a query with a secret program and no aggregate (so no
+    threshold: plain DuckDB is the oracle; the Oracle's provenance rewrite takes UNIONs only), its answer
+    checked."""
+    plan = oracle.engine.plan(sql, "h1").physical
     assert any(isinstance(step, SecretQuery) for step in plan.steps)
-    assert same_multiset(scored.engine.execute(sql, "h1").table, scored.con.sql(sql).to_arrow_table())
+    assert same_multiset(oracle.engine.execute(sql, "h1").table, oracle.con.sql(sql).to_arrow_table())
+    return {step.party: step.sql.upper() for step in plan.steps if isinstance(step, RunLocal)}
