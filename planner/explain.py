@@ -98,6 +98,7 @@ def program_lines(step) -> list[str]:
             "window": lambda: f"{node['func']}({node['arg'] or ''}) over partition ({', '.join(node['partition'])}) "
                               f"order ({', '.join(k + (' DESC' if d else '') for k, d, _ in node['order'])}) "
                               f"-> {node['name']}",
+            "set": lambda: f"{node['kind']}{' all' if node['all'] else ''} (rows compared whole, NULLs equal)",
             "sort": lambda: ", ".join(f"{k}{' DESC' if d else ''}" for k, d, _ in node["keys"]) + (
                 f" limit {node['limit']}" if node["limit"] is not None else "") + (
                 f" offset {node['offset']}" if node["offset"] else ""),

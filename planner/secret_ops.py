@@ -39,6 +39,15 @@ def union_node(children: list[dict], names_per_child: list[list[str]], provenanc
     return {"op": "union_all", "children": aligned}
 
 
+def set_node(kind: str, keep_all: bool, left: dict, right: dict, right_columns, left_provenance,
+             right_provenance) -> dict:
+    """INTERSECT / EXCEPT [ALL]: whole data rows compared; the kept left row carries its provenance (the
+    right side only decides which left rows stay, as in a semi-join)."""
+    if right_provenance:
+        right = project_node(right, [(c, quoted(c)) for c in right_columns])
+    return {"op": "set", "kind": kind, "all": keep_all, "children": [left, right], "carry": list(left_provenance)}
+
+
 def join_node(kind: str, left: dict, right: dict, left_keys, right_keys, condition, null_aware: bool,
               unique: str | None = None, declared: str | None = None) -> dict:
     """A join; `unique` ("left" | "right"): that side's keys are unique, so the SPU joins by a sort
@@ -76,9 +85,13 @@ def distinct_node(child: dict, columns, provenance) -> dict:
     return aggregate_node(child, [(c, quoted(c)) for c in columns], (), provenance, None)
 
 
-def window_node(child: dict, name: str, func: str, arg, partition, order) -> dict:
-    return {"op": "window", "child": child, "name": name, "func": func, "arg": arg, "partition": list(partition),
+def window_node(child: dict, name: str, func: str, arg, partition, order, frame: str | None = None) -> dict:
+    """A window; `frame` only when it is not SQL's default ("rows" or "partition")."""
+    node = {"op": "window", "child": child, "name": name, "func": func, "arg": arg, "partition": list(partition),
             "order": [[sql, desc, nulls_first] for sql, desc, nulls_first in order]}
+    if frame is not None:
+        node["frame"] = frame
+    return node
 
 
 def sort_node(child: dict, keys, limit: int | None, offset: int) -> dict:

@@ -34,8 +34,8 @@ from sqlsecure.planner.placement import KIND_OF_TYPE
 from sqlsecure.planner.reveal import column_sources, item_sources
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
-    Aggregate, Distinct, Filter, Join, Op, Project, Scan, Sort, UnionAll, Window, build_tree, parties_of, quoted,
-    unique_side,
+    Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
+    quoted, unique_side,
 )
 
 RESULT = "secret_out"
@@ -110,8 +110,9 @@ def check_size(root: Op, catalog: Catalog) -> None:
             return None
         if isinstance(op, Join):
             left, right = counts
+            unmatched = {"left": left, "full": left + right}.get(op.kind, 0)  # outer joins add unmatched rows
             linear = op.kind in ("semi", "anti") or unique_side(op, catalog) is not None
-            n = left + right if linear else left * right + (left if op.kind == "left" else 0)
+            n = left + right if linear else left * right + unmatched
         else:
             n = sum(counts)
         if n > MAX_SECRET_ROWS:
@@ -256,7 +257,7 @@ def _distinct(op: Distinct, t, under, at_root):
 
 def _window(op: Window, t, under, at_root):
     node, columns, provenance = place(op.child, t, under)
-    node = secret_ops.window_node(node, op.name, op.func, op.arg, op.partition, op.order)
+    node = secret_ops.window_node(node, op.name, op.func, op.arg, op.partition, op.order, op.frame)
     return node, columns + [op.name], provenance
 
 
@@ -274,12 +275,19 @@ def _union(op: UnionAll, t, under, at_root):
     return node, names, [p for _, _, ps in placed for p in ps]
 
 
+def _set(op: SetOp, t, under, at_root):
+    left, left_columns, left_provenance = place(op.left, t, under)
+    right, right_columns, right_provenance = place(op.right, t, under)
+    node = secret_ops.set_node(op.kind, op.keep_all, left, right, right_columns, left_provenance, right_provenance)
+    return node, left_columns, left_provenance
+
+
 def _scan(op: Scan, t, under, at_root):
     return run_local(op, op.party, t, under)
 
 
 TRANSLATE = {Filter: _filter, Project: _project, Join: _join, Aggregate: _aggregate, Distinct: _distinct,
-             Window: _window, Sort: _sort, UnionAll: _union, Scan: _scan}
+             Window: _window, Sort: _sort, UnionAll: _union, SetOp: _set, Scan: _scan}
 
 
 # -- single-party SQL, one function per operator ----------------------------------------------------
@@ -312,7 +320,8 @@ def _join_sql(op: Join, thresholded, k):
     left, right = f"({local_sql(op.left, thresholded, k)}) AS \"_l\"", f"({local_sql(op.right, thresholded, k)}) AS \"_r\""
     if op.kind == "anti" and op.null_aware:
         return f"SELECT * FROM {left} WHERE ({op.left_keys[0]}) NOT IN (SELECT {op.right_keys[0]} FROM {right})"
-    kind = {"inner": "JOIN", "left": "LEFT JOIN", "semi": "SEMI JOIN", "anti": "ANTI JOIN", "cross": "CROSS JOIN"}
+    kind = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN", "semi": "SEMI JOIN", "anti": "ANTI JOIN",
+            "cross": "CROSS JOIN"}
     condition = f" ON {' AND '.join(on)}" if on and op.kind != "cross" else ""
     where = f" WHERE {op.condition}" if op.kind == "cross" and op.condition else ""
     return f"SELECT * FROM {left} {kind[op.kind]} {right}{condition}{where}"
@@ -338,7 +347,13 @@ def _window_sql(op: Window, thresholded, k):
         over.append(f"PARTITION BY {', '.join(op.partition)}")
     if op.order:
         over.append("ORDER BY " + ", ".join(_ordered(o) for o in op.order))
+    if op.frame is not None:
+        over.append(FRAME_SQL[op.frame])
     return f"SELECT *, {func} OVER ({' '.join(over)}) AS {quoted(op.name)} FROM {_from(op.child, thresholded, k)}"
+
+
+FRAME_SQL = {"rows": "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+             "partition": "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"}
 
 
 def _sort_sql(op: Sort, thresholded, k):
@@ -352,13 +367,18 @@ def _union_sql(op: UnionAll, thresholded, k):
     return " UNION ALL ".join(f"SELECT * FROM {_from(c, thresholded, k)}" for c in op.inputs)
 
 
+def _set_sql(op: SetOp, thresholded, k):
+    written = f"{op.kind.upper()}{' ALL' if op.keep_all else ''}"
+    return f"SELECT * FROM {_from(op.left, thresholded, k)} {written} SELECT * FROM {_from(op.right, thresholded, k)}"
+
+
 def _ordered(key) -> str:
     sql, desc, nulls_first = key
     return f"{sql} {'DESC' if desc else 'ASC'} NULLS {'FIRST' if nulls_first else 'LAST'}"
 
 
 LOCAL = {Scan: _scan_sql, Filter: _filter_sql, Project: _project_sql, Join: _join_sql, Aggregate: _aggregate_sql,
-         Distinct: _distinct_sql, Window: _window_sql, Sort: _sort_sql, UnionAll: _union_sql}
+         Distinct: _distinct_sql, Window: _window_sql, Sort: _sort_sql, UnionAll: _union_sql, SetOp: _set_sql}
 
 
 # -- masks, applied by each owner to its program input ------------------------------------------------

@@ -18,6 +18,7 @@ from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 
 AGGREGATES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
+RANKINGS = ("ROW_NUMBER", "RANK", "DENSE_RANK")
 WINDOWS = {"ROW_NUMBER": "row_number", "RANK": "rank", "DENSE_RANK": "dense_rank", "COUNT": "count", "SUM": "sum",
            "MIN": "min", "MAX": "max"}
 
@@ -74,7 +75,7 @@ class Project(Unary):
 
 @dataclass(frozen=True)
 class Join(Op):
-    kind: str  # inner | left | semi | anti | cross
+    kind: str  # inner | left | full | semi | anti | cross
     left: Op
     right: Op
     left_keys: tuple[str, ...] = ()
@@ -113,6 +114,7 @@ class Window(Unary):
     arg: str | None
     partition: tuple[str, ...]
     order: tuple[tuple[str, bool, bool], ...]
+    frame: str | None = None  # None: SQL's default; "rows": up to the current row; "partition": all of it
 
     @property
     def columns(self):
@@ -137,6 +139,24 @@ class UnionAll(Op):
     @property
     def children(self):
         return self.inputs
+
+
+@dataclass(frozen=True)
+class SetOp(Op):
+    """INTERSECT / EXCEPT [ALL]: left's rows (and names) kept by comparing whole rows with right's."""
+
+    kind: str  # intersect | except
+    keep_all: bool
+    left: Op
+    right: Op
+
+    @property
+    def columns(self):
+        return self.left.columns
+
+    @property
+    def children(self):
+        return (self.left, self.right)
 
 
 def parties_of(op: Op) -> frozenset[str]:
@@ -237,8 +257,9 @@ class TreeBuilder:
             union = UnionAll((left, right))
             return Distinct(union) if node.args.get("distinct") else union
         if isinstance(node, (exp.Intersect, exp.Except)):
-            raise NotSupportedError(f"{node.key.upper()} across parties is not supported yet; write it as a "
-                                    "semi- or anti-join (IN / NOT IN)")
+            left, right = self.query(node.left, ctes), self.query(node.right, ctes)
+            right = Project(right, tuple((n, quoted(m)) for n, m in zip(left.columns, right.columns)))
+            return SetOp(node.key, not node.args.get("distinct"), left, right)
         if not isinstance(node, exp.Select):
             raise NotSupportedError(f"{node.key} is not supported as a query across parties")
         return self.select(node, ctes)
@@ -308,15 +329,16 @@ class TreeBuilder:
         for join in select.args.get("joins") or []:
             right = self.item(join.this, ctes, select)
             side, kind = (join.args.get("side") or "").upper(), (join.args.get("kind") or "").upper()
-            if side == "RIGHT" or side == "FULL" or kind not in ("", "INNER", "CROSS", "OUTER"):
+            if kind not in ("", "INNER", "CROSS", "OUTER"):
                 raise NotSupportedError(f"{' '.join(filter(None, (side, kind)))} JOIN across parties is not "
-                                        "supported yet (inner, LEFT and CROSS joins are); swap the sides for RIGHT")
+                                        "supported yet (inner, LEFT, RIGHT, FULL and CROSS joins are)")
             if join.args.get("using"):
                 raise NotSupportedError("JOIN ... USING across parties: write the ON condition")
             on = join.args.get("on")
-            if side == "LEFT":
-                op = self.left_join(op, right, conjuncts_of(on))
-                nullable |= {c.split(".", 1)[0] for c in right.columns}
+            if side in ("LEFT", "RIGHT", "FULL"):
+                nullable |= {c.split(".", 1)[0] for c in (right.columns if side == "LEFT" else
+                                                         op.columns if side == "RIGHT" else op.columns + right.columns)}
+                op = self.outer_join(side, op, right, conjuncts_of(on))
             elif on is None:
                 op = Join("cross", op, right)
             else:
@@ -343,7 +365,21 @@ class TreeBuilder:
         outputs = renamed or (selects if len(selects) == len(inner.columns) else list(inner.columns))
         return Project(inner, tuple((f"{alias}.{n}", quoted(c)) for n, c in zip(outputs, inner.columns)))
 
-    def left_join(self, left: Op, right: Op, conjuncts) -> Op:
+    def outer_join(self, side: str, left: Op, right: Op, conjuncts) -> Op:
+        """RIGHT JOIN: the LEFT join of the swapped sides, the columns in the written order. FULL JOIN: only
+        equalities between the sides (a condition on one side would still keep its rows, unmatched)."""
+        if side == "LEFT":
+            return self.left_join(left, right, conjuncts)
+        if side == "RIGHT":
+            return Project(self.left_join(right, left, conjuncts, "RIGHT"),
+                           tuple((c, quoted(c)) for c in left.columns + right.columns))
+        joined = equi_join("full", left, right, conjuncts)
+        if joined.condition is not None or not joined.left_keys:
+            raise NotSupportedError(f"FULL JOIN ... ON {joined.condition or 'without equalities'}: across parties a "
+                                    "FULL JOIN's ON is equalities between the two sides only")
+        return joined
+
+    def left_join(self, left: Op, right: Op, conjuncts, written: str = "LEFT") -> Op:
         """LEFT JOIN: equi keys across the sides; a condition on the NULL side alone filters it first."""
         right_aliases = {c.split(".", 1)[0] for c in right.columns}
         keyed, own = [], []
@@ -353,7 +389,7 @@ class TreeBuilder:
             right = Filter(right, _sql(named(exp.and_(*own))))
         joined = equi_join("left", left, right, keyed)
         if joined.condition is not None:
-            raise NotSupportedError(f"LEFT JOIN ... ON {joined.condition}: across parties an outer join's ON is "
+            raise NotSupportedError(f"{written} JOIN ... ON {joined.condition}: across parties an outer join's ON is "
                                     "equalities between the sides (and conditions on the NULL side)")
         return joined
 
@@ -466,20 +502,59 @@ class TreeBuilder:
                 return node
             func = node.this
             name = func.sql_name().upper() if not isinstance(func, exp.Anonymous) else func.name.upper()
-            if name not in WINDOWS or node.args.get("spec") is not None:
-                raise NotSupportedError(f"{_sql(node)[:80]}: secure windows are {', '.join(WINDOWS)} over the "
-                                        "whole partition (no frame clause)")
+            if name not in WINDOWS and name != "AVG":
+                raise NotSupportedError(f"{_sql(node)[:80]}: secure windows are {', '.join(WINDOWS)}, AVG")
             arg = func.this if isinstance(func, exp.AggFunc) and not isinstance(func.this, exp.Star) else None
             order = node.args.get("order")
             keys = tuple((_sql(named(o.this)), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
                          for o in (order.expressions if order else []))
-            column = self.name("w")
-            op = Window(op, column, WINDOWS[name], _sql(named(arg)) if arg is not None else None,
-                        tuple(_sql(named(p)) for p in node.args.get("partition_by") or []), keys)
-            return exp.column(column, quoted=True)
+            frame = window_frame(node, keys) if name not in RANKINGS else None  # DuckDB ignores a ranking's frame
+            partition = tuple(_sql(named(p)) for p in node.args.get("partition_by") or [])
+            order_by = keys + (tie_breaker(partition, keys),) if frame == "rows" else keys
 
+            def window(func_name: str) -> exp.Expression:
+                nonlocal op
+                column = self.name("w")
+                op = Window(op, column, func_name, _sql(named(arg)) if arg is not None else None, partition,
+                            order_by, frame)
+                return exp.column(column, quoted=True)
+
+            if name == "AVG":  # SUM / COUNT over the same window: NULL where it counts no value
+                return exp.Div(this=window("sum"), expression=window("count"))
+            return window(WINDOWS[name])
+
+        def tie_breaker(partition, keys) -> tuple[str, bool, bool]:
+            """A ROWS frame's order made total by one ROW_NUMBER per (partition, order), so every window
+            over it (and AVG's SUM and COUNT) sees peers in the same order, as DuckDB's one sort does."""
+            nonlocal op
+            if (partition, keys) not in ties:
+                ties[partition, keys] = self.name("t")
+                op = Window(op, ties[partition, keys], "row_number", None, partition, keys)
+            return quoted(ties[partition, keys]), False, False
+
+        ties: dict = {}
         replaced = [(n, e.transform(replace)) for n, e in items]  # grows `op` window by window
         return op, replaced
+
+
+def window_frame(node: exp.Window, order) -> str | None:
+    """The frames the secure windows compute: SQL's default (None, also written RANGE BETWEEN UNBOUNDED
+    PRECEDING AND CURRENT ROW), "rows" (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, over an ORDER BY)
+    and "partition" (BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING); any other is refused, named."""
+    spec = node.args.get("spec")
+    if spec is None:
+        return None
+    kind, start, end = spec.args.get("kind"), spec.args.get("start"), spec.args.get("end") or "CURRENT ROW"
+    unbounded = start == "UNBOUNDED" and spec.args.get("start_side") == "PRECEDING" and not spec.args.get("exclude")
+    if unbounded and end == "UNBOUNDED" and spec.args.get("end_side") == "FOLLOWING":
+        return "partition"
+    if unbounded and end == "CURRENT ROW" and kind == "RANGE":
+        return None
+    if unbounded and end == "CURRENT ROW" and kind == "ROWS" and order:
+        return "rows"
+    raise NotSupportedError(f"the window frame {_sql(spec)} in {_sql(node)[:80]} is not computed across parties: "
+                            "use BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW (ROWS with an ORDER BY, or RANGE) or "
+                            "BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING")
 
 
 def _aggregate_call(node: exp.AggFunc) -> tuple[str, str | None, bool]:

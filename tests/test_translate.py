@@ -180,12 +180,12 @@ REFUSED = [  # (query, error, what the message names): shapes neither placement 
      "aggregates are COUNT, SUM, AVG, MIN, MAX"),
     (f"SELECT t.region, COUNT(*) AS n FROM {DERIVED} GROUP BY t.region ORDER BY MAX(t.amount)", NotSupportedError,
      "ORDER BY"),
-    (f"SELECT t.region FROM {DERIVED} INTERSECT SELECT c.region FROM bank.customers c", NotSupportedError,
-     "INTERSECT"),
+    (f"SELECT t.region FROM {DERIVED} FULL JOIN bank.customers c ON c.region = t.region AND c.age > 40",
+     NotSupportedError, "FULL JOIN"),
     ("SELECT COUNT(*) AS n FROM bank.customers c WHERE EXISTS (SELECT 1 FROM shop.orders o "
      "WHERE o.amount > c.income AND o.customer_id = c.id)", NotSupportedError, "EXISTS"),
-    (f"SELECT t.region, t.amount FROM {DERIVED} RIGHT JOIN insurer.policies p ON p.customer_id = t.amount",
-     NotSupportedError, "RIGHT"),
+    (f"SELECT t.region, t.amount FROM {DERIVED} RIGHT JOIN insurer.policies p ON p.customer_id = t.amount "
+     "AND p.premium > t.amount", NotSupportedError, "RIGHT JOIN"),
 ]
 
 

@@ -1,8 +1,8 @@
 """The secret-program interpreter: an operator tree over secret relations, run by the SPU compute
 parties in lockstep (issue 16). The JSON (`parse_program`) is the interface with the planner's
 `SecretQuery` step: {"inputs": [{"columns": [[name, kind], ...]}, ...], "root": NODE}, one NODE per
-operator of `secret_relation` (input, filter, project, union_all, join, aggregate, distinct,
-window, sort), expressions as DuckDB SQL over the child's quoted column names.
+operator of `secret_relation` and `set_ops` (input, filter, project, union_all, join, aggregate,
+distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted column names.
 
   parse_program(text)      canonical JSON -> `Program`: every node validated (its op, fields, column
                            names, the kinds of its expressions, what SPU_RULES evaluates); a bad node
@@ -31,6 +31,7 @@ from sqlglot import exp
 from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.executors.spu import arith, relational
 from sqlsecure.executors.spu import secret_relation as sr
+from sqlsecure.executors.spu import set_ops
 from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
@@ -38,7 +39,7 @@ from sqlsecure.executors.spu.stage import SV, spu_refusal, static_kind
 from sqlsecure.executors.spu.values import decimal_scale, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
 
 KINDS = ("int", "fixed", "bool", "date", "text")
-JOIN_KINDS = ("inner", "left", "semi", "anti", "cross")
+JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
 AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
 AVG_MAX_ROWS = 2 ** 32  # `compare.divide`'s divisor range (y_bits = 32), the AVG's count
 
@@ -247,6 +248,27 @@ def _union_all(spec, path, inputs) -> Node:
     return Node("union_all", path, {}, children, schema)
 
 
+def _set(spec, path, inputs) -> Node:
+    """INTERSECT / EXCEPT [ALL] of two children: left's columns but `carry` compared with right's, in order."""
+    kind, keep_all, carry, items = spec.get("kind"), spec.get("all"), spec.get("carry", []), spec.get("children")
+    if kind not in set_ops.SET_KINDS or not isinstance(keep_all, bool):
+        raise ProtocolError(f"secret program: {path}: a set operation has a kind in {set_ops.SET_KINDS} and a "
+                            f"boolean 'all', got {kind!r}, {keep_all!r}")
+    if not isinstance(items, list) or len(items) != 2:
+        raise ProtocolError(f"secret program: {path}: a set operation has two children")
+    left, right = (_node(c, f"{path}.children[{i}]", inputs) for i, c in enumerate(items))
+    if not isinstance(carry, list) or any(c not in left.kinds() for c in carry):
+        raise ProtocolError(f"secret program: {path}: 'carry' lists columns of the left child")
+    compared = [(name, kind) for name, kind in left.schema if name not in carry]
+    if len(compared) != len(right.schema):
+        raise ProtocolError(f"secret program: {path}: {len(compared)} compared columns on the left, "
+                            f"{len(right.schema)} on the right")
+    schema = [(name, merged_kind([own, other], f"{path} column {name!r}"))
+              for (name, own), (_, other) in zip(compared, right.schema)]
+    schema += [(name, kind) for name, kind in left.schema if name in carry]
+    return Node("set", path, {"kind": kind, "all": keep_all, "carry": list(carry)}, [left, right], schema)
+
+
 def _join(spec, path, inputs) -> Node:
     kind = spec.get("kind")
     if kind not in JOIN_KINDS:
@@ -363,7 +385,12 @@ def _window(spec, path, inputs) -> Node:
         raise NotSupportedError(f"secret program: {path}: {func.upper()}() OVER (...) of text in secure computation")
     kind = "int" if func in ("row_number", "rank", "dense_rank", "count") else \
         aggregate_kind(func.upper(), arg_kind, path)
-    args = {"name": name, "func": func, "arg": arg, "partition": partition, "order": order}
+    frame = spec.get("frame")
+    if frame not in (None, *sr.WINDOW_FRAMES) or (frame is not None and func in ("row_number", "rank", "dense_rank")) \
+            or (frame == "rows" and not order):
+        raise ProtocolError(f"secret program: {path}: frame {frame!r}: null, or for an aggregate window one of "
+                            f"{sr.WINDOW_FRAMES} (\"rows\" over an order)")
+    args = {"name": name, "func": func, "arg": arg, "partition": partition, "order": order, "frame": frame}
     return Node("window", path, args, [child], [*child.schema, (name, kind)])
 
 
@@ -378,7 +405,8 @@ def _sort(spec, path, inputs) -> Node:
 
 
 NODE_BUILDERS = {"input": _input, "filter": _filter, "project": _project, "union_all": _union_all,
-                 "join": _join, "aggregate": _aggregate, "distinct": _distinct, "window": _window, "sort": _sort}
+                 "join": _join, "aggregate": _aggregate, "distinct": _distinct, "window": _window, "sort": _sort,
+                 "set": _set}
 
 
 # -- the output's types ------------------------------------------------------------------------------
@@ -409,7 +437,9 @@ def row_bound(node: Node, rows: dict[int, int]) -> int:
         n, m = sizes
         if node.args["kind"] in ("semi", "anti") or node.args["unique"]:
             return n + m
-        return n * m + n if node.args["kind"] == "left" else n * m
+        return {"left": n * m + n, "full": n * m + n + m}.get(node.args["kind"], n * m)
+    if node.op == "set":
+        return sum(sizes)
     if node.op == "aggregate" and not node.args["keys"]:
         return 1
     return sizes[0]
@@ -452,18 +482,8 @@ def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
     a, where = node.args, f"{node.path} ({node.op})"
     if node.op == "input":
         return {c: exp.column(_input_name(a["index"], c), quoted=True) for c, _ in node.schema}
-    if node.op == "union_all":
-        for i, (name, kind) in enumerate(node.schema):  # an int branch of a fixed column is scaled by 2^F
-            scale = decimal_scale(kind)
-            for child, sub in zip(node.children, subs):
-                if child.schema[i][1] == kind or kind not in ("fixed", f"decimal.{scale}"):
-                    continue
-                limit = plan.reveal_range("fixed")  # a decimal's exact limb is rescaled to 10^scale, too
-                plan.need(list(sub.values())[i], limit if scale is None else min(limit, 2.0 ** 62 / 10 ** scale),
-                          f"the column {name} of {where} holds {'fixed-point' if scale is None else kind} values")
-        return {name: exp.Coalesce(this=subs[0][name].copy(),
-                                   expressions=[list(s.values())[i].copy() for s in subs[1:]])
-                for i, (name, _) in enumerate(node.schema)}
+    if node.op in ("union_all", "set"):
+        return _union_limits(node, plan, subs, where)
     columns = {k: v for s in subs for k, v in s.items()}
     if node.op == "filter":
         plan.need(_over(a["condition"], columns), 2.0, f"the condition of {where}")
@@ -496,6 +516,26 @@ def _limit_walk(node: Node, plan: RangePlan) -> dict[str, exp.Expression]:
         for e, _, _ in a["keys"]:
             plan._need_compared([_over(e, columns)], f"a sort key of {where}")
     return columns
+
+
+def _union_limits(node: Node, plan: RangePlan, subs: list[dict], where: str) -> dict[str, exp.Expression]:
+    """UNION ALL and set operations: each output column is one of its branches' values (an int branch of a
+    fixed or decimal column is rescaled); a set operation also compares every column but the carried ones."""
+    carry = node.args.get("carry", [])
+    branches = [[e for name, e in sub.items() if name not in carry] for sub in subs]
+    out = {}
+    for i, (name, kind) in enumerate(node.schema[:len(branches[0])]):
+        scale = decimal_scale(kind)
+        for child, values in zip(node.children, branches):
+            own = [k for c, k in child.schema if c not in carry][i]
+            if own != kind and kind in ("fixed", f"decimal.{scale}"):
+                limit = plan.reveal_range("fixed")  # a decimal's exact limb is rescaled to 10^scale, too
+                plan.need(values[i], limit if scale is None else min(limit, 2.0 ** 62 / 10 ** scale),
+                          f"the column {name} of {where} holds {'fixed-point' if scale is None else kind} values")
+        out[name] = exp.Coalesce(this=branches[0][i].copy(), expressions=[b[i].copy() for b in branches[1:]])
+        if node.op == "set":
+            plan._need_compared([out[name]], f"the column {name} of {where}")
+    return {**out, **{c: subs[0][c] for c in carry}}
 
 
 def _aggregate_limits(node: Node, plan: RangePlan, columns, where: str) -> dict[str, exp.Expression]:
@@ -613,6 +653,9 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
         return sr.project(s, children[0], a["columns"])
     if node.op == "union_all":
         return sr.union_all(s, children, [k for _, k in node.schema])
+    if node.op == "set":
+        kinds = [k for name, k in node.schema if name not in a["carry"]]
+        return set_ops.set_operation(s, a["kind"], a["all"], *children, kinds, a["carry"])
     if node.op == "join":
         return _execute_join(s, node, *children)
     if node.op == "aggregate":
@@ -621,7 +664,7 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
     if node.op == "distinct":
         return sr.distinct(s, children[0])
     if node.op == "window":
-        return sr.window(s, children[0], a["name"], a["func"], a["arg"], a["partition"], a["order"])
+        return sr.window(s, children[0], a["name"], a["func"], a["arg"], a["partition"], a["order"], a["frame"])
     return sr.sort_rows(s, children[0], a["keys"], a["limit"], a["offset"])
 
 
@@ -634,6 +677,8 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
                             a["declared"])
         return joined if a["condition"] is None else sr.filter_rows(s, joined, a["condition"])
     right_kinds = {name: v.kind for name, v in right.columns.items()}
+    if a["kind"] == "full":
+        return set_ops.full_join(s, left, right, a["left_keys"], a["right_keys"], right_kinds)
     return sr.pairs_join(s, left, right, a["left_keys"], a["right_keys"], a["condition"], a["kind"] == "left",
                          right_kinds)
 

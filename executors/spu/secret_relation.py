@@ -332,16 +332,19 @@ def _assert_avg_ranges(s: SpuSession, stage: Stage, valid: ArithShare) -> None:
 # -- windows -----------------------------------------------------------------------------------------
 
 WINDOW_FUNCS = ("row_number", "rank", "dense_rank", "count", "sum", "min", "max")
+WINDOW_FRAMES = ("rows", "partition")  # ROWS ... AND CURRENT ROW; ... AND UNBOUNDED FOLLOWING
 
 
 def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Expression | None,
-           partition: list[exp.Expression], order: list[tuple[exp.Expression, bool, bool]]) -> SecretRelation:
+           partition: list[exp.Expression], order: list[tuple[exp.Expression, bool, bool]],
+           frame: str | None = None) -> SecretRelation:
     """Append func() OVER (PARTITION BY ... ORDER BY ...) (SQL's default frame: the running value up to
-    the current row's last peer). Sorts by (invalid, partition, order), so the rows come back in that
-    order. ROW_NUMBER numbers peers in a random order (`shuffled`, N rounds more); the other
-    functions give peers one value. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans
-    (2 log2 n each; MIN/MAX ~10 per level) + a comparison (7) + 2."""
-    if func == "row_number":
+    the current row's last peer; `frame` "rows": up to the current row; "partition": the whole
+    partition). Sorts by (invalid, partition, order), so the rows come back in that order. ROW_NUMBER
+    and the "rows" frame see peers in a random order (`shuffled`, N rounds more); otherwise peers get one
+    value. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans (2 log2 n each; MIN/MAX ~10
+    per level) + a comparison (7) + 2."""
+    if func == "row_number" or frame == "rows":
         rel = shuffled(s, rel)
     n = rel.n
     values = canonical(s, [evaluate(s, rel, e) for e in [*partition, *(o for o, _, _ in order),
@@ -361,7 +364,8 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
         payload[len(payload) - len(extra):]
     columns = _rebuild(flat, rel.columns)
     part_starts = relational.neighbour_starts(s, sorted_keys[:len(part_keys)])
-    peer_starts = relational.neighbour_starts(s, sorted_keys) if order else part_starts
+    peer_starts = relational.neighbour_starts(s, sorted_keys) if order and frame is None else \
+        _ones(s, n) if frame == "rows" else part_starts  # each row its own peer; or the whole partition
     ones = _ones(s, n)
     if func == "row_number":
         value = SV([relational.segmented_sum(s, [ones], part_starts)[0]], ones, "int")
