@@ -72,6 +72,27 @@ def test_sort_all_equal_single_and_empty(nparties):
     assert [len(g) for g in run_sort(nparties, [np.zeros(0)], [np.zeros(0)])] == [0, 0]
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(KEY, st.integers(0, 3)), max_size=60), st.integers(0, 70), st.booleans())
+def test_top_k_orders_the_first_rows_like_a_full_sort(nparties, rows, first, desc):
+    """`first` (ORDER BY ... LIMIT): the first rows equal a full stable sort's, ties and
+    duplicates included; every row is still there."""
+    k1 = np.array([r[0] for r in rows], dtype=np.int64)
+    k2 = np.array([r[1] for r in rows], dtype=np.int64)
+    rowid = np.arange(len(rows))
+
+    def program(s):
+        ks = [share(s, k2), share(s, k1, 1)]
+        sk, sp = relational.sort(s, ks, [share(s, rowid, nparties - 1)], [desc, False], first=first)
+        return reveal(s, [*sk, *sp])
+
+    got = run_spu(nparties, program).results[0]
+    order = np.lexsort((rowid, k1, -k2 if desc else k2))[:first]
+    assert [g[:first].tolist() for g in got] == [k2[order].tolist(), k1[order].tolist(), rowid[order].tolist()]
+    assert sorted(got[2].tolist()) == rowid.tolist()
+
+
 def test_sort_reveals_only_a_uniform_order():
     """With all-equal keys the opened comparison results must not be the identity pattern:
     the secret tiebreaker makes them depend on the random shuffle only."""

@@ -6,9 +6,10 @@ that adds rounds to an operator fails here before it slows a deployment across r
 
 Notation of the docstrings: N compute parties; C the rounds of one batched comparison (6 for 2
 parties, 8 for 3), C_eq with equality from the same tree (6 for 2 parties, 9 for 3); S the levels of
-a Brent–Kung scan over n rows, 2 ceil(log2 n) - 1; L the quicksort's levels, random (the height of a
-random binary search tree on n keys), bounded by 3 ceil(log2 n) and made deterministic here by a
-fixed dealer seed (the shuffles' permutations come from the dealer's seeds only).
+a Brent–Kung scan over n rows, 2 ceil(log2 n) - 1; L the multi-pivot quicksort's levels, random (a
+function of the shuffle's permutation), bounded by ceil(ceil(log2 n) / 2) + 1 with high probability
+and made deterministic here by a fixed dealer seed (the shuffles' permutations come from the
+dealer's seeds only).
 """
 
 import math
@@ -22,6 +23,7 @@ from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.shares import as_ring
 
 SIZES = [16, 64, 256]
+SORT_SIZES = [2, 3, 16, 17, 64, 256, 1000]
 C = {2: 6, 3: 8}
 C_EQ = {2: 6, 3: 9}
 
@@ -59,13 +61,40 @@ def scan_levels(n: int) -> int:
     return 2 * log2(n) - 1
 
 
+def level_bound(n: int) -> int:
+    """The sort's stated bound on its levels L (`relational.sort`)."""
+    return (log2(n) + 1) // 2 + 1
+
+
 def quicksort_levels(rounds: int, nparties: int, keys: int, n: int) -> int:
-    """L from a sort's rounds N + L (C_eq + keys + 1); checks the form, and L <= 3 ceil(log2 n)."""
+    """L from a sort's rounds N + L (C_eq + keys + 1); checks the form, and L <= the stated bound."""
     per_level = C_EQ[nparties] + keys + 1
     levels, rest = divmod(rounds - nparties, per_level)
     assert rest == 0, f"{rounds} rounds is not N + L * {per_level}"
-    assert 1 <= levels <= 3 * log2(n)
+    assert 1 <= levels <= level_bound(n)
     return levels
+
+
+def plaintext_levels(n: int, rng, first: int | None = None) -> tuple[int, int]:
+    """(levels, comparisons) of the sort's partitioning on a random order of n distinct rows, in
+    plaintext (what the opened comparisons would be); checks the first rows come out sorted."""
+    rank = rng.permutation(n)
+    perm, is_start = np.arange(n), np.zeros(n + 2, bool)
+    is_start[0] = is_start[n] = True
+    wanted = n if first is None else min(first, n)
+    levels = comparisons = 0
+    while True:
+        starts = np.flatnonzero(is_start[:n])
+        lengths = np.append(starts[1:], n) - starts
+        active = (lengths >= 2) & (starts < wanted)
+        if not active.any():
+            break
+        level = relational._level(starts[active], lengths[active])
+        less = rank[perm[level.left]] < rank[perm[level.right]]
+        perm = relational._partition(level, less, perm, is_start)
+        levels, comparisons = levels + 1, comparisons + less.size
+    assert rank[perm][:wanted].tolist() == list(range(wanted))
+    return levels, comparisons
 
 
 def data(n: int, seed: int = 0):
@@ -115,13 +144,37 @@ def test_shuffle_and_compact(nparties, n):
 
 @pytest.mark.parametrize("nparties", [2, 3])
 @pytest.mark.parametrize("keys", [1, 2])
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", SORT_SIZES)
 def test_sort_is_a_shuffle_then_levels_of_one_comparison_and_one_opening(nparties, keys, n):
     x, y, k = data(n)
     columns = [k, x][:keys]
     rounds = rounds_of(nparties, lambda s: (ks := [share(s, c, i % 2) for i, c in enumerate(columns)],
                                             p := share(s, y, 1), lambda: relational.sort(s, ks, [p]))[-1])
     quicksort_levels(rounds, nparties, keys, n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SORT_SIZES)
+def test_top_k_takes_no_more_levels_than_a_sort(nparties, n):
+    x, y, _ = data(n)
+    for first in (1, 10, n):
+        rounds = rounds_of(nparties, lambda s: (a := share(s, x), p := share(s, y, 1),
+                                                lambda: relational.sort(s, [a], [p], first=first))[-1])
+        quicksort_levels(rounds, nparties, 1, n)
+
+
+@pytest.mark.parametrize("n", [2, 16, 17, 100, 1000, 4097, 10_000])
+def test_sort_levels_stay_below_the_bound_for_random_orders(n):
+    """The levels over 50 random orders (plaintext partitioning; fixed seed) stay below the
+    stated bound, and a top-10 compares far fewer rows than a full sort."""
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        levels, comparisons = plaintext_levels(n, rng)
+        top_levels, top_comparisons = plaintext_levels(n, rng, first=10)
+        assert levels <= level_bound(n) and top_levels <= level_bound(n)
+        assert top_comparisons <= 2 * n * relational.PIVOTS
+        assert n < 10_000 or top_comparisons <= comparisons // 2
+        assert comparisons <= 4 * n * max(log2(n), 1)
 
 
 @pytest.mark.parametrize("nparties", [2, 3])

@@ -20,27 +20,36 @@ shuffle(s, columns)             N rounds for N parties (resharing shuffle with a
 sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi–Chida, ICISC 2012;
                                 as in Secrecy's / SCQL's reveal-after-shuffle designs): append a
                                 secret tiebreaker (the original row number), shuffle, then a
-                                quicksort whose comparison results are *opened*. Every tuple is
-                                distinct, so the opened results only reveal the relative order of
-                                the shuffled rows — a uniformly random permutation independent of
-                                the data (ties included: they are broken by the secret row number,
-                                which also makes the sort stable). Comparisons: ~1.39 n log2 n;
-                                each quicksort level is one batched lexicographic comparison
+                                multi-pivot (sample) quicksort whose comparison results are
+                                *opened*. Every tuple is distinct, so the opened results only
+                                reveal the relative order of the shuffled rows — a uniformly
+                                random permutation independent of the data (ties included: they
+                                are broken by the secret row number, which also makes the sort
+                                stable). Each level takes, in every unsorted segment, its first p
+                                rows as pivots (random rows: the order is the shuffle's) and
+                                compares every other row with each pivot and the pivots with each
+                                other, all segments in ONE batched lexicographic comparison
                                 (C_eq rounds + 1 AND round per key, the tiebreak being the last)
-                                plus 1 opening. Levels L: the height of a random binary search
-                                tree on n keys (each row's mean depth is ~2 ln n; the deepest,
-                                ~4.311 ln n - 1.953 ln ln n, Reed 2003), below 3 ceil(log2 n)
-                                with high probability; rounds N + L (C_eq + k + 1). The
-                                tiebreak's differences lie in (-n, n), so its comparison uses a
-                                ceil(log2 n)+1-bit circuit (`bits=`), and each key's sign and
-                                equality come from one tree: ~48 B per comparison and direction
-                                for one key at n = 10^6 (was ~280 B).
+                                plus 1 opening; a row's bucket is the number of pivots below it.
+                                p (`_pivot_count`): all pairs for a segment of <= 16 rows (sorted
+                                in that level), 15 pivots up to 4096 rows, 7 beyond: levels
+                                L ~ log_{p+1} n, at most ceil(ceil(log2 n) / 2) + 1 with high
+                                probability (8-9 at n = 10^5, 5-7 at 10^4, against ~30-40 with one
+                                pivot); rounds N + L (C_eq + k + 1). The price is bytes: ~2.5x the
+                                comparisons of one-pivot quicksort (whose 1.39 n log2 n gains
+                                the most order per comparison). `first` (ORDER BY ... LIMIT): only
+                                segments that start before row `first` are partitioned further, a
+                                multi-pivot quickselect: ~n (p + p/16 + ...) comparisons and fewer
+                                levels for a small LIMIT. The tiebreak's differences lie in (-n, n),
+                                so its comparison uses a ceil(log2 n)+1-bit circuit (`bits=`), and
+                                each key's sign and equality come from one tree.
                                 Chosen over bitonic sort (n log^2 n / 4 compare-exchanges
                                 with muxes: ~10^8 for n = 10^6) and over radix sort with secret
                                 permutation composition (Asharov et al., CCS 2022: 64 rounds of
                                 shuffle + B2A per 64-bit key, more moving parts for 2-3 parties).
-                                Leaks nothing but n (and the number of quicksort levels, a function
-                                of the random permutation only).
+                                Leaks nothing but n (and the number of levels and of segments
+                                left unsorted by `first`: functions of the random permutation and
+                                of the public `first` only).
 neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests of neighbour
                                 differences (6 rounds, 9 for 3 parties; +1 AND round per extra
                                 key) + B2A (1): C_eq + k rounds, whatever n.
@@ -130,17 +139,113 @@ def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], bits: list[int])
     return result
 
 
+ALL_PAIRS = 16  # a segment this short is sorted outright: every pair compared in one level
+PIVOTS = 15  # pivots of a segment of up to LONG rows: ~4 bits of order per member and level
+LONG = 4096
+LONG_PIVOTS = 7  # pivots of a longer segment: half the comparisons per level, ~3 bits
+
+
+def _pivot_count(lengths: np.ndarray) -> np.ndarray:
+    """Pivots per segment: all but one row of a short segment (all pairs: sorted in one level),
+    PIVOTS of a middling one, LONG_PIVOTS of a long one (its bytes dominate a level's: each member
+    is compared with every pivot). Measured at n = 10^5, one key, 2 parties: 66 rounds and 250 MB
+    per party, against ~300 rounds and ~100 MB for one pivot; 15 pivots throughout: 58 rounds, 290 MB."""
+    return np.where(lengths <= ALL_PAIRS, lengths - 1, np.where(lengths <= LONG, PIVOTS, LONG_PIVOTS))
+
+
+def _pivot_pairs(p_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i, j), i < j < p_max, ordered by j: the pairs among p pivots are the first
+    p (p - 1) / 2."""
+    j = np.repeat(np.arange(p_max), np.arange(p_max))
+    i = np.arange(j.size) - np.repeat(np.cumsum(np.arange(p_max)) - np.arange(p_max), np.arange(p_max))
+    return i, j
+
+
+def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, local index) of each of sum(counts) items, counts[k] of them owned by k."""
+    owner = np.repeat(np.arange(counts.size), counts)
+    return owner, np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One partitioning level's comparisons: the active segments (start, length, pivots: the
+    segment's first positions), then (member, pivot) pairs and (pivot, pivot) pairs, as positions."""
+
+    starts: np.ndarray
+    lengths: np.ndarray
+    pivots: np.ndarray
+    left: np.ndarray   # compared: [row at left < row at right]
+    right: np.ndarray
+    member_pairs: int  # the first `member_pairs` pairs are (member, pivot)
+
+
+def _level(starts: np.ndarray, lengths: np.ndarray) -> _Level:
+    pivots = _pivot_count(lengths)
+    members = lengths - pivots
+    seg, q = _expand(members * pivots)
+    member_pos = starts[seg] + pivots[seg] + q // pivots[seg]
+    pivot_pos = starts[seg] + q % pivots[seg]
+    pseg, pq = _expand(pivots * (pivots - 1) // 2)
+    pi, pj = _pivot_pairs(int(pivots.max()))
+    left = np.concatenate([member_pos, starts[pseg] + pi[pq]])
+    right = np.concatenate([pivot_pos, starts[pseg] + pj[pq]])
+    return _Level(starts, lengths, pivots, left, right, member_pos.size)
+
+
+def _partition(level: _Level, less: np.ndarray, perm: np.ndarray, is_start: np.ndarray) -> np.ndarray:
+    """Rearrange each active segment as bucket 0, smallest pivot, bucket 1, ..., bucket p (bucket =
+    number of pivots below; members keep their relative order) given the opened comparisons; mark
+    the new segments' starts. Returns the new permutation."""
+    starts, lengths, pivots = level.starts, level.lengths, level.pivots
+    members = lengths - pivots
+    m_seg, m_local = _expand(members)
+    m_pos = starts[m_seg] + pivots[m_seg] + m_local
+    m_above = np.bincount(np.repeat(np.arange(m_seg.size), pivots[m_seg]),
+                          weights=less[:level.member_pairs], minlength=m_seg.size).astype(np.int64)
+    bucket_base = np.cumsum(pivots + 1) - (pivots + 1)
+    bucket = bucket_base[m_seg] + pivots[m_seg] - m_above  # global bucket id
+    sizes = np.bincount(bucket, minlength=int((pivots + 1).sum()))
+    b_seg, b_local = _expand(pivots + 1)
+    before = np.cumsum(sizes) - sizes
+    b_start = starts[b_seg] + before - before[bucket_base[b_seg]] + b_local
+    order = np.argsort(bucket, kind="stable")
+    rank_in_bucket = np.empty(m_seg.size, np.int64)
+    rank_in_bucket[order] = np.arange(m_seg.size) - before[bucket[order]]
+    new_perm = perm.copy()
+    new_perm[b_start[bucket] + rank_in_bucket] = perm[m_pos]
+    p_seg, p_local = _expand(pivots)
+    p_below = np.zeros(p_seg.size, np.int64)  # pivots below each pivot
+    pairs = less[level.member_pairs:].astype(np.int64)
+    pseg, pq = _expand(pivots * (pivots - 1) // 2)
+    pi, pj = _pivot_pairs(int(pivots.max()))
+    pivot_base = np.cumsum(pivots) - pivots
+    np.add.at(p_below, pivot_base[pseg] + pj[pq], pairs)
+    np.add.at(p_below, pivot_base[pseg] + pi[pq], 1 - pairs)
+    after = bucket_base[p_seg] + p_below  # the bucket this pivot closes
+    p_to = b_start[after] + sizes[after]
+    new_perm[p_to] = perm[starts[p_seg] + p_local]
+    is_start[p_to] = True
+    is_start[p_to + 1] = True
+    return new_perm
+
+
 def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] | None = None,
-                  extra: list[ArithShare] = (), key_bits: list[int] | None = None
+                  extra: list[ArithShare] = (), key_bits: list[int] | None = None, first: int | None = None
                   ) -> tuple[list[ArithShare], list[ArithShare]]:
     """Sort rows by `keys` (lexicographic, stable): returns (sorted keys, sorted extra columns).
-    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value)."""
+    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value).
+    `first`: only rows [0, first) need to be in order (the rest come in an order that depends on
+    the random permutation only)."""
     n = _rows([*keys, *extra])
     desc = list(descending) if descending is not None else [False] * len(keys)
     widths = list(key_bits) if key_bits is not None else [64] * len(keys)
     if len(desc) != len(keys) or len(widths) != len(keys):
         raise ProgrammingError("sort: one direction and one width per key")
-    if n <= 1:
+    if first is not None and first < 0:
+        raise ProgrammingError(f"sort: the number of ordered rows must be >= 0, got {first}")
+    wanted = n if first is None else min(first, n)
+    if n <= 1 or wanted == 0:
         return list(keys), list(extra)
     tiebreak = arith.public(s, np.arange(n, dtype=np.int64))
     tie_bits = (n - 1).bit_length() + 1  # tiebreak differences lie in [-(n-1), n-1]
@@ -149,57 +254,35 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
     data = [c.data for c in cols[:k + 1]]
     flips = desc + [False]
     perm = np.arange(n)
-    is_start = np.zeros(n + 1, dtype=bool)
+    is_start = np.zeros(n + 2, dtype=bool)
     is_start[0] = is_start[n] = True
     while True:
         starts = np.flatnonzero(is_start[:n])
-        ends = np.append(starts[1:], n)
-        lengths = ends - starts
-        active = lengths >= 2
+        lengths = np.append(starts[1:], n) - starts
+        active = (lengths >= 2) & (starts < wanted)
         if not active.any():
             break
-        a_starts, a_len = starts[active], lengths[active]
-        members = a_len - 1
-        seg_of = np.repeat(np.arange(len(a_starts)), members)
-        offset = np.arange(members.sum()) - np.repeat(np.cumsum(members) - members, members)
-        mpos = a_starts[seg_of] + 1 + offset
-        midx = perm[mpos]
-        pidx = perm[a_starts[seg_of]]
-        diffs = [(col[pidx] - col[midx]) if flip else (col[midx] - col[pidx]) for col, flip in zip(data, flips)]
-        less_share = _lexicographic_less(s, diffs, widths + [tie_bits])
-        (less,) = s.open_many(bits=[less_share])
-        less = less.astype(bool)
-        nless = np.bincount(seg_of, weights=less, minlength=len(a_starts)).astype(np.int64)
-        cl = np.cumsum(less)
-        cg = np.cumsum(~less)
-        first = np.cumsum(members) - members  # index of each segment's first member
-        before_l = (cl - less)[first]
-        before_g = (cg - ~less)[first]
-        rank_l = cl - 1 - before_l[seg_of]
-        rank_g = cg - 1 - before_g[seg_of]
-        base = a_starts[seg_of]
-        newpos = np.where(less, base + rank_l, base + nless[seg_of] + 1 + rank_g)
-        new_perm = perm.copy()
-        new_perm[newpos] = midx
-        pivot_pos = a_starts + nless
-        new_perm[pivot_pos] = perm[a_starts]
-        perm = new_perm
-        is_start[pivot_pos] = True
-        nxt = pivot_pos + 1
-        is_start[nxt[nxt < ends[active]]] = True
+        level = _level(starts[active], lengths[active])
+        x, y = perm[level.left], perm[level.right]
+        diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(data, flips)]
+        (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, widths + [tie_bits])])
+        perm = _partition(level, less.astype(bool), perm, is_start)
     sorted_cols = [c[perm] for c in cols]
     return sorted_cols[:k], sorted_cols[k + 1:]
 
 
 def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
-         descending: list[bool] | None = None, key_bits: list[int] | None = None
+         descending: list[bool] | None = None, key_bits: list[int] | None = None, first: int | None = None
          ) -> tuple[list[ArithShare], list[ArithShare]]:
     """ORDER BY keys (ASC/DESC per key), stable; returns (sorted keys, sorted payload). `key_bits`:
     narrower comparisons for keys known to be small non-negative integers (see `_sort_columns`).
+    `first` (ORDER BY ... LIMIT first): only the first `first` rows come out in order (top-k
+    without a full sort; the other rows in an order that depends on the random shuffle only).
     Rounds for k keys: N + L (C_eq + k + 1), C_eq = 6 for 2 parties and 9 for 3 (a comparison with
-    equality), L the quicksort's levels: random, a function of the shuffle's permutation only, below
-    3 ceil(log2 n) with high probability (module docstring)."""
-    return _sort_columns(s, list(keys), descending, list(payload), key_bits)
+    equality), L the multi-pivot quicksort's levels: random, a function of the shuffle's
+    permutation (and `first`) only, at most ceil(ceil(log2 n) / 2) + 1 with high probability
+    (module docstring)."""
+    return _sort_columns(s, list(keys), descending, list(payload), key_bits, first)
 
 
 # --- runs and segmented scans -------------------------------------------------------------------
