@@ -187,13 +187,15 @@ def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expressio
     """ORDER BY keys (desc, nulls_first per key), invalid rows last, then rows [offset, offset+limit):
     invalid rows never count toward the limit; ties come out in a random order (`shuffled`).
     Rounds: N (the shuffle) + 1 (canonical keys) + the oblivious sort (`relational.sort`: N
-    shuffle rounds + ~2 ln n levels of (7 + 1 per extra key limb))."""
+    shuffle rounds + at most ceil(log2 n / 2) + 1 levels of (7 + 1 per extra key limb); with a
+    LIMIT only the first offset + limit rows are sorted)."""
     rel = shuffled(s, rel)
     values = canonical(s, [evaluate(s, rel, e) for e, _, _ in keys])
     sort_keys, desc = _order_keys(s, values, [(d, nf) for _, d, nf in keys])
     invalid = _ones(s, rel.n) - rel.valid
-    _, payload = relational.sort(s, [invalid, *sort_keys], [*_flatten(rel), rel.valid], [False, *desc])
     end = rel.n if limit is None else offset + limit
+    _, payload = relational.sort(s, [invalid, *sort_keys], [*_flatten(rel), rel.valid], [False, *desc],
+                                 first=end)
     payload = relational.limit(payload, end - offset, offset)
     return SecretRelation(_rebuild(payload[:-1], rel.columns), payload[-1])
 
