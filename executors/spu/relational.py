@@ -53,17 +53,21 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi�
 neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests of neighbour
                                 differences (6 rounds, 9 for 3 parties; +1 AND round per extra
                                 key) + B2A (1): C_eq + k rounds, whatever n.
-segmented_extreme(...)          running MIN/MAX per run: the same Brent–Kung levels as
-                                segmented_sum, each a comparison + B2A + product + mux.
-segmented_sum(s, vals, starts)  segmented inclusive scan, work-efficient (Brent–Kung up-sweep and
-                                down-sweep, Blelloch 1990): ~2 log2 n rounds of one batched product
-                                each, ~2n products per column: v_r += (1 - f_r) v_l, f_r |= f_l.
-                                (Hillis–Steele: log2 n rounds but n log2 n products, 10x the work
-                                at n = 10^6.)
-group_by(s, keys, aggs)         sort by keys, mark runs, segmented SUM/COUNT; MIN/MAX by a
-                                segmented compare-and-mux scan (~2n comparisons per column; sorting
-                                by the value as an extra key would add one 64-bit comparison to each
-                                of the sort's ~1.39 n log2 n).
+segmented_scan(s, sums, extremes, starts)
+                                segmented inclusive scans of SUM and MIN/MAX columns in shared
+                                rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
+                                combines each): per level one batched product round (v_r +=
+                                (1 - f_r) v_l; f_r |= f_l), and with MIN/MAX columns one batched
+                                comparison before it and one fused mux after it: S = ceil(log2 n)
+                                rounds, (C + 2) S with MIN/MAX. Chosen over Brent–Kung's
+                                work-efficient 2 log2 n - 1 levels (~2n products per column): at
+                                n = 10^5 the extra ~14 MB per column weighs less than 16 more
+                                round trips, and both are small beside the sort.
+                                `segmented_sum` / `segmented_extreme`: one kind alone.
+group_by(s, keys, aggs)         sort by keys, mark runs, one `segmented_scan` for SUM/COUNT and
+                                MIN/MAX together ((n/2) log2 n comparisons per MIN/MAX column;
+                                sorting by the value as an extra key would add one 64-bit
+                                comparison to each of the sort's).
                                 Result rows: the sorted rows, aggregates valid on rows whose
                                 `last` flag is 1 (the last row of each group); `compact` keeps them.
 compact(s, flag, columns)       shuffle (N rounds), open the flag (1 round), keep flagged rows:
@@ -81,7 +85,7 @@ import numpy as np
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
 from sqlsecure.executors.spu import arith, boolean
-from sqlsecure.executors.spu.compare import compare_bits, compare_circuit, mux_many
+from sqlsecure.executors.spu.compare import compare_bits, compare_circuit, mux_bits_many
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, BoolShare
 
@@ -308,74 +312,75 @@ def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare
     return boolean.b2a_bits(s, BoolShare(start_bits, 1))
 
 
-def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """Brent–Kung's work-efficient inclusive scan (Brent & Kung 1982; Blelloch 1990's up-sweep
-    and down-sweep) as a list of levels (left, right, up): at each level every right[i] becomes
-    x[left[i]] (+) x[right[i]], all pairs of a level at once. Up-sweep: d = 1, 2, 4, ...: right =
-    2d-1, 4d-1, ...; down-sweep: d = ..., 2, 1: right = 3d-1, 5d-1, .... About 2n combines in
-    2 log2 n levels, against n log2 n in log2 n levels for Hillis–Steele."""
-    levels, d, ds = [], 1, []
+def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Sklansky's inclusive scan (Sklansky 1960; the divide-and-conquer prefix of Ladner–Fischer)
+    as a list of levels (left, right): at each level every right[i] becomes x[left[i]] (+)
+    x[right[i]], all pairs of a level at once. Level d = 1, 2, 4, ...: in every block of 2d rows
+    the rows of the upper half combine with the block's row d - 1 (which holds the lower half's
+    total). ceil(log2 n) levels of at most n/2 combines: half the depth of Brent–Kung's
+    2 log2 n - 1 for (n/2) log2 n combines instead of 2n; a round costs a round-trip time, the
+    extra products ~16 B each."""
+    levels, d = [], 1
     while d < n:
-        ds.append(d)
+        rows = np.arange(n)
+        right = rows[(rows // d) % 2 == 1]
+        levels.append(((right // (2 * d)) * (2 * d) + d - 1, right))
         d *= 2
-    for d in ds:
-        right = np.arange(2 * d - 1, n, 2 * d)
-        if right.size:
-            levels.append((right - d, right, True))
-    for d in reversed(ds):
-        right = np.arange(3 * d - 1, n, 2 * d)
-        if right.size:
-            levels.append((right - d, right, False))
     return levels
 
 
-def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
-    """Inclusive running sums restarting at every start flag. Segmented-sum operator
-    (f1, v1) + (f2, v2) = (f1 | f2, v2 + (1 - f2) v1), over `_scan_levels`: one batched product
-    round per level: S = 2 ceil(log2 n) - 1 rounds for n >= 2 (about 2n products per column + n for
-    the flags)."""
+def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithShare], starts: ArithShare,
+                   take_max: list[bool] = ()) -> tuple[list[ArithShare], list[ArithShare]]:
+    """Inclusive running SUMs and MINs/MAXs restarting at every start flag, in shared rounds over
+    `_scan_levels`. Segmented operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per
+    level one batched product round: (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the
+    extremes, f_r f_l for the flags; with extremes, one batched comparison of v_l with v_r (C = 6
+    rounds for 2 parties, 8 for 3) before it and one fused mux (1) after it. Rounds: ceil(log2 n)
+    with sums only, (C + 2) ceil(log2 n) with extremes (n >= 2); (n/2) ceil(log2 n) products
+    (and comparisons) per column."""
     n = len(starts)
-    vals = [v.data.copy() for v in values]
+    vals = [v.data.copy() for v in sums]
+    ext = [v.data.copy() for v in extremes]
     f = starts.data.copy()
-    for left, right, up in _scan_levels(n):
-        notf = arith.public(s, np.ones(right.size, np.int64)) - ArithShare(f[right])
+    levels = _scan_levels(n)
+    for depth, (left, right) in enumerate(levels):
+        m = right.size
+        better = None
+        if ext:
+            diffs = [(v[right] - v[left]) if mx else (v[left] - v[right]) for v, mx in zip(ext, take_max)]
+            lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [left is better]
+            better = BoolShare(lt, 1)
+        notf = arith.public(s, np.ones(m, np.int64)) - ArithShare(f[right])
         pairs = [(notf, ArithShare(v[left])) for v in vals]
-        if up:  # the flags are only needed for later up-sweep and down-sweep right operands
+        pairs += [(notf, ArithShare(v[left] - v[right])) for v in ext]
+        more_flags = depth < len(levels) - 1  # the last level's flags are never read
+        if more_flags:
             pairs.append((ArithShare(f[right]), ArithShare(f[left])))
         got = arith.beaver_mul_many(s, pairs)
         for v, g in zip(vals, got):
             v[right] += g.data
-        if up:
+        if ext:
+            gaps = got[len(vals):len(vals) + len(ext)]
+            chosen = mux_bits_many(s, [(BoolShare(better.data[i * m:(i + 1) * m], 1), g,
+                                        ArithShare(np.zeros(m, np.uint64), g.frac)) for i, g in enumerate(gaps)])
+            for v, c in zip(ext, chosen):
+                v[right] += c.data
+        if more_flags:
             f[right] = f[right] + f[left] - got[-1].data
-    return [ArithShare(v, x.frac) for v, x in zip(vals, values)]
+    return ([ArithShare(v, x.frac) for v, x in zip(vals, sums)],
+            [ArithShare(v, x.frac) for v, x in zip(ext, extremes)])
+
+
+def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
+    """Inclusive running sums restarting at every start flag (`segmented_scan`): S = ceil(log2 n)
+    rounds of one batched product each."""
+    return segmented_scan(s, values, [], starts)[0]
 
 
 def segmented_extreme(s: SpuSession, values: list[ArithShare], starts: ArithShare,
                       take_max: list[bool]) -> list[ArithShare]:
-    """Running MIN/MAX restarting at every start flag, over `_scan_levels`: per level one batched
-    comparison (C = 6 rounds for 2 parties, 8 for 3) + B2A (1) + products (1) + mux (1), so
-    (C + 3)(2 ceil(log2 n) - 1) rounds; about 2n comparisons per column."""
-    n = len(starts)
-    vals = [v.data.copy() for v in values]
-    f = starts.data.copy()
-    for left, right, up in _scan_levels(n):
-        m = right.size
-        diffs = [(v[right] - v[left]) if mx else (v[left] - v[right]) for v, mx in zip(vals, take_max)]
-        lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [left is better]
-        (better,) = boolean.b2a_bits_many(s, [BoolShare(lt, 1)])
-        f_right = ArithShare(f[right])
-        notf = arith.public(s, np.ones(m, np.int64)) - f_right
-        pairs = [(notf, ArithShare(better.data[i * m:(i + 1) * m])) for i in range(len(vals))]
-        if up:
-            pairs.append((f_right, ArithShare(f[left])))
-        got = arith.beaver_mul_many(s, pairs)
-        take = got[:len(vals)]
-        chosen = mux_many(s, [(c, ArithShare(v[left]), ArithShare(v[right])) for c, v in zip(take, vals)])
-        for v, c in zip(vals, chosen):
-            v[right] = c.data
-        if up:
-            f[right] = f[right] + f[left] - got[-1].data
-    return [ArithShare(v, x.frac) for v, x in zip(vals, values)]
+    """Running MIN/MAX restarting at every start flag (`segmented_scan`): (C + 2) S rounds."""
+    return segmented_scan(s, [], values, starts, take_max)[1]
 
 
 # --- group by -------------------------------------------------------------------------------------
@@ -405,8 +410,9 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     distinct values among each group's rows of weight 1 (run starts of (group, weight, value)
     times the weight, summed in the same segmented scan): the group threshold's distinct rows.
 
-    Rounds: `sort` (N + L (C_eq + k + 1)) + `neighbour_starts` (C_eq + k) + S = 2 ceil(log2 n) - 1
-    if any SUM/COUNT + (C + 3) S if any MIN/MAX (see the module docstring for C, C_eq, L); `within`
+    Rounds: `sort` (N + L (C_eq + k + 1)) + `neighbour_starts` (C_eq + k) + one `segmented_scan`:
+    S = ceil(log2 n) with SUM/COUNT only, (C + 2) S with any MIN/MAX, the SUMs riding along
+    (see the module docstring for C, C_eq, L); `within`
     adds 2 keys to the sort, and a `neighbour_starts` over k + 2 keys and one product (C_eq + k + 3)."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
@@ -441,11 +447,10 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     ones = arith.public(s, np.ones(n, np.int64))
     sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"] + firsts
     want_count = any(kind == "count" for kind, _ in aggs)
-    scanned = segmented_sum(s, [*sums, *([ones] if want_count else [])], starts) if sums or want_count else []
+    scanned, ext_out = segmented_scan(s, [*sums, *([ones] if want_count else [])],
+                                      [col_of[id(c)] for c, _ in extremes], starts, [mx for _, mx in extremes])
     sum_out = scanned[:len(sums)]
     count_out = scanned[len(sums)] if want_count else None
-    ext_out = segmented_extreme(s, [col_of[id(c)] for c, _ in extremes], starts,
-                                [mx for _, mx in extremes]) if extremes else []
     last = ArithShare(np.concatenate([starts.data[1:], ones.data[-1:]]))  # row i+1 starts a group
     out, si = [], 0
     for kind, col in aggs:
@@ -478,7 +483,7 @@ def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[
 
 def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> ArithShare:
     """ROW_NUMBER() over sorted rows (public 1..n: no round), or per partition given run starts
-    (a segmented sum: 2 ceil(log2 n) - 1 rounds)."""
+    (a segmented sum: ceil(log2 n) rounds)."""
     ones = arith.public(s, np.ones(n, np.int64))
     if starts is None:
         return arith.public(s, np.arange(1, n + 1, dtype=np.int64))
@@ -487,7 +492,7 @@ def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> Arith
 
 def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
     """RANK() over rows sorted by `sorted_keys`: 1 + position of the first row with equal keys.
-    `neighbour_starts` (C_eq + k rounds) + a segmented sum (2 ceil(log2 n) - 1)."""
+    `neighbour_starts` (C_eq + k rounds) + a segmented sum (ceil(log2 n))."""
     n = _rows(sorted_keys)
     if n == 0:
         return ArithShare(np.zeros(0, np.uint64))
