@@ -45,7 +45,7 @@ Rounds, N parties, k limbs, n = n_u + n_m rows: layers (C' + k) + (2N + 2) + (C_
 ceil(log2 n) + 1 + N, with layers <= ceil(log2 n)(ceil(log2 n) + 1)/2, C' = 6 for 2 parties
 (8 for 3 with one limb, 9 with more) and C_eq = 6 (9) — O(log^2 n), the same for every input of
 these sizes (tests/test_spu_rounds.py). 2 parties, 2 limbs: 8 per network layer (1368 at
-n = 2*10^5) + 4 + 2 (step 3) + 8 (step 4) + ceil(log2 n) (step 5) + 1 + 2 (step 6): 1402 at
+n = 2*10^5) + 4 + 2 (step 3) + 8 (step 4) + ceil(log2 n) (step 5) + 1 + 2 (step 6): 1403 at
 n = 2*10^5. Bytes per comparator and direction (2 parties, 2 limbs): ~63 B of comparison trees
 plus 16 B per carried column (3 here), 116 B measured; 3.6 GB between the two parties in all at 10^5
 rows per side (1.7 GB from the dealer).
