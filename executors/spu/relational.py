@@ -219,13 +219,12 @@ def _partition(level: _Level, less: np.ndarray, perm: np.ndarray, is_start: np.n
     new_perm = perm.copy()
     new_perm[b_start[bucket] + rank_in_bucket] = perm[m_pos]
     p_seg, p_local = _expand(pivots)
-    p_below = np.zeros(p_seg.size, np.int64)  # pivots below each pivot
-    pairs = less[level.member_pairs:].astype(np.int64)
+    pairs = less[level.member_pairs:].astype(np.int64)  # [pivot i < pivot j]
     pseg, pq = _expand(pivots * (pivots - 1) // 2)
     pi, pj = _pivot_pairs(int(pivots.max()))
     pivot_base = np.cumsum(pivots) - pivots
-    np.add.at(p_below, pivot_base[pseg] + pj[pq], pairs)
-    np.add.at(p_below, pivot_base[pseg] + pi[pq], 1 - pairs)
+    p_below = (np.bincount(pivot_base[pseg] + pj[pq], weights=pairs, minlength=p_seg.size)
+               + np.bincount(pivot_base[pseg] + pi[pq], weights=1 - pairs, minlength=p_seg.size)).astype(np.int64)
     after = bucket_base[p_seg] + p_below  # the bucket this pivot closes
     p_to = b_start[after] + sizes[after]
     new_perm[p_to] = perm[starts[p_seg] + p_local]
