@@ -79,22 +79,16 @@ def plaintext_levels(n: int, rng, first: int | None = None) -> tuple[int, int]:
     """(levels, comparisons) of the sort's partitioning on a random order of n distinct rows, in
     plaintext (what the opened comparisons would be); checks the first rows come out sorted."""
     rank = rng.permutation(n)
-    perm, is_start = np.arange(n), np.zeros(n + 2, bool)
-    is_start[0] = is_start[n] = True
     wanted = n if first is None else min(first, n)
-    levels = comparisons = 0
-    while True:
-        starts = np.flatnonzero(is_start[:n])
-        lengths = np.append(starts[1:], n) - starts
-        active = (lengths >= 2) & (starts < wanted)
-        if not active.any():
-            break
-        level = relational._level(starts[active], lengths[active])
-        less = rank[perm[level.left]] < rank[perm[level.right]]
-        perm = relational._partition(level, less, perm, is_start)
-        levels, comparisons = levels + 1, comparisons + less.size
+    counted = []
+
+    def less(x, y):
+        counted.append(x.size)
+        return rank[x] < rank[y]
+
+    perm = relational.partition_order(n, wanted, less)
     assert rank[perm][:wanted].tolist() == list(range(wanted))
-    return levels, comparisons
+    return len(counted), sum(counted)
 
 
 def data(n: int, seed: int = 0):

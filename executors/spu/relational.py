@@ -79,6 +79,7 @@ limit / union_all               local slicing / concatenation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,6 +235,23 @@ def _partition(level: _Level, less: np.ndarray, perm: np.ndarray, is_start: np.n
     return new_perm
 
 
+def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The multi-pivot partitioning's permutation of n rows (position -> row), whose first `wanted`
+    positions are in order: level by level, `less(x, y)` answers [row x < row y] for every pair of
+    the level at once (opened comparisons on the SPU, plaintext in the tests)."""
+    perm = np.arange(n)
+    is_start = np.zeros(n + 2, dtype=bool)
+    is_start[0] = is_start[n] = True
+    while True:
+        starts = np.flatnonzero(is_start[:n])
+        lengths = np.append(starts[1:], n) - starts
+        active = (lengths >= 2) & (starts < wanted)
+        if not active.any():
+            return perm
+        level = _level(starts[active], lengths[active])
+        perm = _partition(level, less(perm[level.left], perm[level.right]), perm, is_start)
+
+
 def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] | None = None,
                   extra: list[ArithShare] = (), key_bits: list[int] | None = None, first: int | None = None
                   ) -> tuple[list[ArithShare], list[ArithShare]]:
@@ -257,20 +275,13 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
     k = len(keys)
     data = [c.data for c in cols[:k + 1]]
     flips = desc + [False]
-    perm = np.arange(n)
-    is_start = np.zeros(n + 2, dtype=bool)
-    is_start[0] = is_start[n] = True
-    while True:
-        starts = np.flatnonzero(is_start[:n])
-        lengths = np.append(starts[1:], n) - starts
-        active = (lengths >= 2) & (starts < wanted)
-        if not active.any():
-            break
-        level = _level(starts[active], lengths[active])
-        x, y = perm[level.left], perm[level.right]
+
+    def opened_less(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(data, flips)]
         (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, widths + [tie_bits])])
-        perm = _partition(level, less.astype(bool), perm, is_start)
+        return less.astype(bool)
+
+    perm = partition_order(n, wanted, opened_less)
     sorted_cols = [c[perm] for c in cols]
     return sorted_cols[:k], sorted_cols[k + 1:]
 
