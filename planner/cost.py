@@ -4,7 +4,7 @@ The two paths cost differently. HE (`he_group_sum`) is compute-bound: the value 
 ciphertexts that each carry several rows (`executors/heu/packing.py` chooses how many), the key
 owner multiplies them into per-group accumulators, and the value owner decrypts one masked sum per
 group and row slot; three rounds and 512 B per ciphertext (2048-bit keys). The SPU sorts the rows
-by key on secret shares: cheaper per row at small sizes but several hundred rounds, kilobytes per
+by key on secret shares: cheaper per row at small sizes but 50-100 round trips, kilobytes per
 row between the parties, hundreds of bytes of memory per row and column, and a per-row cost that
 grows with the size (memory traffic). So in process the SPU is faster, and HE is chosen when the
 SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link,
