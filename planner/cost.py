@@ -4,7 +4,7 @@ The two paths cost differently. HE (`he_group_sum`) is compute-bound: the value 
 ciphertexts that each carry several rows (`executors/heu/packing.py` chooses how many), the key
 owner multiplies them into per-group accumulators, and the value owner decrypts one masked sum per
 group and row slot; three rounds and 512 B per ciphertext (2048-bit keys). The SPU sorts the rows
-by key on secret shares: cheaper per row at small sizes but several hundred rounds, kilobytes per
+by key on secret shares: cheaper per row at small sizes but 50-100 round trips, kilobytes per
 row between the parties, hundreds of bytes of memory per row and column, and a per-row cost that
 grows with the size (memory traffic). So in process the SPU is faster, and HE is chosen when the
 SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link,
@@ -41,11 +41,16 @@ SPU_ROW = 2.3e-6  # s per row and per key limb or aggregate, at 10^5 rows
 SPU_GROWTH = 0.14  # per-row cost ∝ (rows / 10^5) ** SPU_GROWTH above 10^5 rows
 SPU_MEMORY_ROW = 400  # peak bytes per row and per key limb or aggregate (the sort's shares and randomness)
 SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than this share of the RAM
-# Over shaped links (bench/network.py, issue 20): the extra seconds over the local run divided by the
-# RTT grow as the sort's layers, log2(rows)^2 — 177 at 10^3 rows, ~480 at 10^5 — and the parties
-# exchanged 1.1 MB at 10^3 rows, 160-250 MB at 10^5 (a key and one value column).
-SPU_ROUNDS_PER_LAYER2 = 1.76  # rounds ≈ SPU_ROUNDS_PER_LAYER2 · log2(rows)^2
-SPU_BYTES_ROW = 800  # bytes between the parties per row and per key limb or value column
+# Over shaped links (bench/network.py, issue 20): the multi-pivot sort's levels grow as log2(rows)
+# (`relational.sort`: ~5 log2(rows) rounds for a group-by with one key code), and over streams a
+# round in which both parties send costs about half an RTT; with the PSI, the sharing and the reveal
+# the class-4 query paid ~50 RTT at 10^4 rows over 80 ms (2026-12-06). The parties exchanged
+# 19.5 MB at 10^4 rows (a key code and two aggregates): ~73 B per row, column and log2(rows), the
+# sort's comparisons growing as n log n. (The one-pivot quicksort before paid ~200 RTT at 10^3 rows,
+# and the model's log2(rows)^2 rounds priced it.)
+SPU_RTTS_FIXED = 15  # round trips of the PSI, the sharing, the compaction and the reveal
+SPU_RTTS_PER_BIT = 2.5  # round trips per bit of log2(rows)
+SPU_BYTES_ROW_BIT = 75  # bytes between the parties per row, per key limb or aggregate, per bit of log2(rows)
 
 
 @dataclass(frozen=True)
@@ -90,9 +95,9 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     he = HE_FIXED + he_compute + HE_ROUNDS * link.rtt + ciphertexts * (2 * key_bits // 8) / link.bandwidth
     width = key_limbs + columns
     per_row = SPU_ROW * max(1.0, rows / 1e5) ** SPU_GROWTH
-    spu = (SPU_FIXED + rows * width * per_row
-           + SPU_ROUNDS_PER_LAYER2 * math.log2(max(rows, 2)) ** 2 * link.rtt
-           + rows * width * SPU_BYTES_ROW / link.bandwidth)
+    bits = math.log2(max(rows, 2))
+    spu = (SPU_FIXED + rows * width * per_row + (SPU_RTTS_FIXED + SPU_RTTS_PER_BIT * bits) * link.rtt
+           + rows * width * SPU_BYTES_ROW_BIT * bits / link.bandwidth)
     spu_bytes = rows * width * SPU_MEMORY_ROW
     too_big = spu_bytes > SPU_MEMORY_SHARE * (memory or memory_bytes())
     engine = "he" if he < spu or too_big else "spu"

@@ -72,6 +72,27 @@ def test_sort_all_equal_single_and_empty(nparties):
     assert [len(g) for g in run_sort(nparties, [np.zeros(0)], [np.zeros(0)])] == [0, 0]
 
 
+@pytest.mark.parametrize("nparties", PARTIES)
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(KEY, st.integers(0, 3)), max_size=60), st.integers(0, 70), st.booleans())
+def test_top_k_orders_the_first_rows_like_a_full_sort(nparties, rows, first, desc):
+    """`first` (ORDER BY ... LIMIT): the first rows equal a full stable sort's, ties and
+    duplicates included; every row is still there."""
+    k1 = np.array([r[0] for r in rows], dtype=np.int64)
+    k2 = np.array([r[1] for r in rows], dtype=np.int64)
+    rowid = np.arange(len(rows))
+
+    def program(s):
+        ks = [share(s, k2), share(s, k1, 1)]
+        sk, sp = relational.sort(s, ks, [share(s, rowid, nparties - 1)], [desc, False], first=first)
+        return reveal(s, [*sk, *sp])
+
+    got = run_spu(nparties, program).results[0]
+    order = np.lexsort((rowid, k1, -k2 if desc else k2))[:first]
+    assert [g[:first].tolist() for g in got] == [k2[order].tolist(), k1[order].tolist(), rowid[order].tolist()]
+    assert sorted(got[2].tolist()) == rowid.tolist()
+
+
 def test_sort_reveals_only_a_uniform_order():
     """With all-equal keys the opened comparison results must not be the identity pattern:
     the secret tiebreaker makes them depend on the random shuffle only."""
@@ -175,33 +196,43 @@ def test_empty_inputs(nparties):
     assert run_spu(nparties, program).results[0] == [0] * 5
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 100])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 13, 64, 100])
 def test_scan_levels_compute_every_prefix(n):
-    """Brent–Kung levels (plaintext): combining right <- left + right level by level gives all
-    prefix sums, with at most 2n combines."""
+    """Sklansky levels (plaintext): combining right <- left + right level by level gives all
+    prefix sums, in ceil(log2 n) levels of at most n/2 combines."""
     x = np.arange(1, n + 1)
     levels = relational._scan_levels(n)
-    for left, right, _ in levels:
+    for left, right in levels:
+        assert not np.isin(left, right).any() and right.size <= n // 2
         x[right] = x[left] + x[right]
     assert x.tolist() == np.cumsum(np.arange(1, n + 1)).tolist()
-    assert sum(r.size for _, r, _ in levels) <= 2 * n
+    assert len(levels) == (int(np.ceil(np.log2(n))) if n > 1 else 0)
 
 
-def test_segmented_sum_is_work_efficient():
-    """About 2 log2 n product rounds and about 3n products for one column (v and the flags)."""
-    n = 1000
-    starts = (np.arange(n) % 7 == 0).astype(np.int64)
+@pytest.mark.parametrize("nparties", PARTIES)
+@pytest.mark.parametrize("n", [1, 2, 3, 1000])
+def test_segmented_scan_sums_and_extremes_in_shared_rounds(nparties, n):
+    """ceil(log2 n) product rounds for sums alone; the sums equal per-run running sums and the
+    extremes per-run running MIN/MAX, from one scan."""
+    rng = np.random.default_rng(n)
+    starts = (rng.random(n) < 0.2).astype(np.int64)
+    starts[:1] = 1
+    v = rng.integers(-1000, 1000, n)
 
     def program(s):
-        vals, flags = share(s, np.arange(n)), share(s, starts, 1)
-        return reveal(s, relational.segmented_sum(s, [vals], flags))
+        vals, flags = share(s, v), share(s, starts, 1)
+        r0 = s.rounds
+        (alone,) = relational.segmented_sum(s, [vals], flags)
+        sum_rounds = s.rounds - r0
+        sums, ext = relational.segmented_scan(s, [vals], [vals, vals], flags, [False, True])
+        return sum_rounds, reveal(s, [alone, *sums, *ext])
 
-    run = run_spu(2, program)
-    (got,) = run.results[0]
-    want = np.concatenate([np.cumsum(np.arange(i, min(i + 7, n))) for i in range(0, n, 7)])
-    assert got.tolist() == want.tolist()
-    assert run.rounds <= 2 * int(np.ceil(np.log2(n))) + 1
-    assert run.channel.stats.bytes[("p0", "p1")] <= 16 * 3 * n + 8 * n  # products + the reveal
+    run = run_spu(nparties, program)
+    sum_rounds, (alone, total, low, high) = run.results[0]
+    run_id = np.cumsum(starts)
+    want = [[f(v[(run_id == run_id[i]) & (np.arange(n) <= i)]) for i in range(n)] for f in (np.sum, np.min, np.max)]
+    assert [alone.tolist(), total.tolist(), low.tolist(), high.tolist()] == [want[0], want[0], want[1], want[2]]
+    assert sum_rounds == (int(np.ceil(np.log2(n))) if n > 1 else 0)
 
 
 def test_group_code_numbers_keys_as_the_spu_compares_them():

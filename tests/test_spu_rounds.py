@@ -6,9 +6,10 @@ that adds rounds to an operator fails here before it slows a deployment across r
 
 Notation of the docstrings: N compute parties; C the rounds of one batched comparison (6 for 2
 parties, 8 for 3), C_eq with equality from the same tree (6 for 2 parties, 9 for 3); S the levels of
-a Brent–Kung scan over n rows, 2 ceil(log2 n) - 1; L the quicksort's levels, random (the height of a
-random binary search tree on n keys), bounded by 3 ceil(log2 n) and made deterministic here by a
-fixed dealer seed (the shuffles' permutations come from the dealer's seeds only).
+a Sklansky scan over n rows, ceil(log2 n); L the multi-pivot quicksort's levels, random (a
+function of the shuffle's permutation), bounded by ceil(ceil(log2 n) / 2) + 1 with high probability
+and made deterministic here by a fixed dealer seed (the shuffles' permutations come from the
+dealer's seeds only).
 """
 
 import math
@@ -22,6 +23,7 @@ from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.shares import as_ring
 
 SIZES = [16, 64, 256]
+SORT_SIZES = [2, 3, 16, 17, 64, 256, 1000]
 C = {2: 6, 3: 8}
 C_EQ = {2: 6, 3: 9}
 
@@ -56,16 +58,37 @@ def log2(n: int) -> int:
 
 
 def scan_levels(n: int) -> int:
-    return 2 * log2(n) - 1
+    return log2(n)
+
+
+def level_bound(n: int) -> int:
+    """The sort's stated bound on its levels L (`relational.sort`)."""
+    return (log2(n) + 1) // 2 + 1
 
 
 def quicksort_levels(rounds: int, nparties: int, keys: int, n: int) -> int:
-    """L from a sort's rounds N + L (C_eq + keys + 1); checks the form, and L <= 3 ceil(log2 n)."""
+    """L from a sort's rounds N + L (C_eq + keys + 1); checks the form, and L <= the stated bound."""
     per_level = C_EQ[nparties] + keys + 1
     levels, rest = divmod(rounds - nparties, per_level)
     assert rest == 0, f"{rounds} rounds is not N + L * {per_level}"
-    assert 1 <= levels <= 3 * log2(n)
+    assert 1 <= levels <= level_bound(n)
     return levels
+
+
+def plaintext_levels(n: int, rng, first: int | None = None) -> tuple[int, int]:
+    """(levels, comparisons) of the sort's partitioning on a random order of n distinct rows, in
+    plaintext (what the opened comparisons would be); checks the first rows come out sorted."""
+    rank = rng.permutation(n)
+    wanted = n if first is None else min(first, n)
+    counted = []
+
+    def less(x, y):
+        counted.append(x.size)
+        return rank[x] < rank[y]
+
+    perm = relational.partition_order(n, wanted, less)
+    assert rank[perm][:wanted].tolist() == list(range(wanted))
+    return len(counted), sum(counted)
 
 
 def data(n: int, seed: int = 0):
@@ -115,13 +138,37 @@ def test_shuffle_and_compact(nparties, n):
 
 @pytest.mark.parametrize("nparties", [2, 3])
 @pytest.mark.parametrize("keys", [1, 2])
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", SORT_SIZES)
 def test_sort_is_a_shuffle_then_levels_of_one_comparison_and_one_opening(nparties, keys, n):
     x, y, k = data(n)
     columns = [k, x][:keys]
     rounds = rounds_of(nparties, lambda s: (ks := [share(s, c, i % 2) for i, c in enumerate(columns)],
                                             p := share(s, y, 1), lambda: relational.sort(s, ks, [p]))[-1])
     quicksort_levels(rounds, nparties, keys, n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", SORT_SIZES)
+def test_top_k_takes_no_more_levels_than_a_sort(nparties, n):
+    x, y, _ = data(n)
+    for first in (1, 10, n):
+        rounds = rounds_of(nparties, lambda s: (a := share(s, x), p := share(s, y, 1),
+                                                lambda: relational.sort(s, [a], [p], first=first))[-1])
+        quicksort_levels(rounds, nparties, 1, n)
+
+
+@pytest.mark.parametrize("n", [2, 16, 17, 100, 1000, 4097, 10_000])
+def test_sort_levels_stay_below_the_bound_for_random_orders(n):
+    """The levels over 50 random orders (plaintext partitioning; fixed seed) stay below the
+    stated bound, and a top-10 compares far fewer rows than a full sort."""
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        levels, comparisons = plaintext_levels(n, rng)
+        top_levels, top_comparisons = plaintext_levels(n, rng, first=10)
+        assert levels <= level_bound(n) and top_levels <= level_bound(n)
+        assert top_comparisons <= 2 * n * relational.PIVOTS
+        assert n < 10_000 or top_comparisons <= comparisons // 2
+        assert comparisons <= 4 * n * max(log2(n), 1)
 
 
 @pytest.mark.parametrize("nparties", [2, 3])
@@ -137,7 +184,10 @@ def test_runs_and_segmented_scans(nparties, n):
                                           lambda: relational.segmented_sum(s, [v, v], f))[-1]) == scan_levels(n)
     assert rounds_of(nparties, lambda s: (v := share(s, x), f := share(s, starts, 1),
                                           lambda: relational.segmented_extreme(s, [v, v], f, [True, False]))[-1]) \
-        == (C[nparties] + 3) * scan_levels(n)
+        == (C[nparties] + 2) * scan_levels(n)
+    assert rounds_of(nparties, lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                          lambda: relational.segmented_scan(s, [v, f], [v], f, [True]))[-1]) \
+        == (C[nparties] + 2) * scan_levels(n)
 
 
 @pytest.mark.parametrize("nparties", [2, 3])
@@ -149,14 +199,19 @@ def test_min_all_is_a_tournament(nparties, n):
 
 
 @pytest.mark.parametrize("nparties", [2, 3])
-@pytest.mark.parametrize("n", SIZES)
-def test_group_by_is_a_sort_then_runs_then_scans(nparties, n):
+@pytest.mark.parametrize("extremes", [False, True])
+@pytest.mark.parametrize("n", [2, 17, 64, 256, 1000])
+def test_group_by_is_a_sort_then_runs_then_one_scan(nparties, extremes, n):
     x, y, k = data(n)
-    aggregates = lambda s: [("sum", share(s, x, 1)), ("count", None), ("min", share(s, y, 1))]  # noqa: E731
+
+    def aggregates(s):
+        aggs = [("sum", share(s, x, 1)), ("count", None)]
+        return aggs + [("min", share(s, y, 1)), ("max", share(s, x, 1))] if extremes else aggs
+
     rounds = rounds_of(nparties, lambda s: (g := share(s, k), aggs := aggregates(s),
                                             lambda: relational.group_by(s, [g], aggs))[-1])
     runs = C_EQ[nparties] + 1
-    scans = scan_levels(n) * (1 + C[nparties] + 3)
+    scans = scan_levels(n) * (C[nparties] + 2 if extremes else 1)  # SUM and COUNT ride in MIN/MAX's rounds
     quicksort_levels(rounds - runs - scans, nparties, 1, n)
 
 

@@ -33,7 +33,7 @@ The join (cf. the sort-based oblivious joins of Krastnikov–Kerschbaum–Stebil
      extra limb + B2A (1).
   5. `relational.segmented_sum` with flags f over (1 - tag, unique payloads): a flagged row starts
      a new copy, so each many row receives the has-a-match bit and payload of the unique row
-     heading its segment (Brent–Kung: ~2 log2 n product rounds, ~3n products per column).
+     heading its segment (Sklansky: ceil(log2 n) product rounds, (n/2) log2 n products per column).
   6. match = tag * has and unique payload = tag * copied payload: one product round. A final
      shuffle (N rounds) makes the row order independent of the keys.
 Why this shape: a network, not `relational.sort`'s shuffle-then-quicksort, whose comparison count
@@ -42,10 +42,10 @@ rather than bitonic for ~10% fewer comparators (both prune to any n since every 
 the smaller element first, so there is no padding); carrying only the row number keeps the
 n log^2 n muxes independent of the payload width, moving the payloads costs O(n) words.
 Rounds, N parties, k limbs, n = n_u + n_m rows: layers (C' + k) + (2N + 2) + (C_eq + k) +
-(2 ceil(log2 n) - 1) + 1 + N, with layers <= ceil(log2 n)(ceil(log2 n) + 1)/2, C' = 6 for 2 parties
+ceil(log2 n) + 1 + N, with layers <= ceil(log2 n)(ceil(log2 n) + 1)/2, C' = 6 for 2 parties
 (8 for 3 with one limb, 9 with more) and C_eq = 6 (9) — O(log^2 n), the same for every input of
 these sizes (tests/test_spu_rounds.py). 2 parties, 2 limbs: 8 per network layer (1368 at
-n = 2*10^5) + 4 + 2 (step 3) + 8 (step 4) + ~2 log2 n (step 5) + 1 + 2 (step 6): 1420 at
+n = 2*10^5) + 4 + 2 (step 3) + 8 (step 4) + ceil(log2 n) (step 5) + 1 + 2 (step 6): 1403 at
 n = 2*10^5. Bytes per comparator and direction (2 parties, 2 limbs): ~63 B of comparison trees
 plus 16 B per carried column (3 here), 116 B measured; 3.6 GB between the two parties in all at 10^5
 rows per side (1.7 GB from the dealer).

@@ -20,41 +20,54 @@ shuffle(s, columns)             N rounds for N parties (resharing shuffle with a
 sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi–Chida, ICISC 2012;
                                 as in Secrecy's / SCQL's reveal-after-shuffle designs): append a
                                 secret tiebreaker (the original row number), shuffle, then a
-                                quicksort whose comparison results are *opened*. Every tuple is
-                                distinct, so the opened results only reveal the relative order of
-                                the shuffled rows — a uniformly random permutation independent of
-                                the data (ties included: they are broken by the secret row number,
-                                which also makes the sort stable). Comparisons: ~1.39 n log2 n;
-                                each quicksort level is one batched lexicographic comparison
+                                multi-pivot (sample) quicksort whose comparison results are
+                                *opened*. Every tuple is distinct, so the opened results only
+                                reveal the relative order of the shuffled rows — a uniformly
+                                random permutation independent of the data (ties included: they
+                                are broken by the secret row number, which also makes the sort
+                                stable). Each level takes, in every unsorted segment, its first p
+                                rows as pivots (random rows: the order is the shuffle's) and
+                                compares every other row with each pivot and the pivots with each
+                                other, all segments in ONE batched lexicographic comparison
                                 (C_eq rounds + 1 AND round per key, the tiebreak being the last)
-                                plus 1 opening. Levels L: the height of a random binary search
-                                tree on n keys (each row's mean depth is ~2 ln n; the deepest,
-                                ~4.311 ln n - 1.953 ln ln n, Reed 2003), below 3 ceil(log2 n)
-                                with high probability; rounds N + L (C_eq + k + 1). The
-                                tiebreak's differences lie in (-n, n), so its comparison uses a
-                                ceil(log2 n)+1-bit circuit (`bits=`), and each key's sign and
-                                equality come from one tree: ~48 B per comparison and direction
-                                for one key at n = 10^6 (was ~280 B).
+                                plus 1 opening; a row's bucket is the number of pivots below it.
+                                p (`_pivot_count`): all pairs for a segment of <= 16 rows (sorted
+                                in that level), 15 pivots up to 4096 rows, 7 beyond: levels
+                                L ~ log_{p+1} n, at most ceil(ceil(log2 n) / 2) + 1 with high
+                                probability (8-9 at n = 10^5, 5-7 at 10^4, against ~30-40 with one
+                                pivot); rounds N + L (C_eq + k + 1). The price is bytes: ~2.5x the
+                                comparisons of one-pivot quicksort (whose 1.39 n log2 n gains
+                                the most order per comparison). `first` (ORDER BY ... LIMIT): only
+                                segments that start before row `first` are partitioned further, a
+                                multi-pivot quickselect: ~n (p + p/16 + ...) comparisons and fewer
+                                levels for a small LIMIT. The tiebreak's differences lie in (-n, n),
+                                so its comparison uses a ceil(log2 n)+1-bit circuit (`bits=`), and
+                                each key's sign and equality come from one tree.
                                 Chosen over bitonic sort (n log^2 n / 4 compare-exchanges
                                 with muxes: ~10^8 for n = 10^6) and over radix sort with secret
                                 permutation composition (Asharov et al., CCS 2022: 64 rounds of
                                 shuffle + B2A per 64-bit key, more moving parts for 2-3 parties).
-                                Leaks nothing but n (and the number of quicksort levels, a function
-                                of the random permutation only).
+                                Leaks nothing but n (and the number of levels and of segments
+                                left unsorted by `first`: functions of the random permutation and
+                                of the public `first` only).
 neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests of neighbour
                                 differences (6 rounds, 9 for 3 parties; +1 AND round per extra
                                 key) + B2A (1): C_eq + k rounds, whatever n.
-segmented_extreme(...)          running MIN/MAX per run: the same Brent–Kung levels as
-                                segmented_sum, each a comparison + B2A + product + mux.
-segmented_sum(s, vals, starts)  segmented inclusive scan, work-efficient (Brent–Kung up-sweep and
-                                down-sweep, Blelloch 1990): ~2 log2 n rounds of one batched product
-                                each, ~2n products per column: v_r += (1 - f_r) v_l, f_r |= f_l.
-                                (Hillis–Steele: log2 n rounds but n log2 n products, 10x the work
-                                at n = 10^6.)
-group_by(s, keys, aggs)         sort by keys, mark runs, segmented SUM/COUNT; MIN/MAX by a
-                                segmented compare-and-mux scan (~2n comparisons per column; sorting
-                                by the value as an extra key would add one 64-bit comparison to each
-                                of the sort's ~1.39 n log2 n).
+segmented_scan(s, sums, extremes, starts)
+                                segmented inclusive scans of SUM and MIN/MAX columns in shared
+                                rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
+                                combines each): per level one batched product round (v_r +=
+                                (1 - f_r) v_l; f_r |= f_l), and with MIN/MAX columns one batched
+                                comparison before it and one fused mux after it: S = ceil(log2 n)
+                                rounds, (C + 2) S with MIN/MAX. Chosen over Brent–Kung's
+                                work-efficient 2 log2 n - 1 levels (~2n products per column): at
+                                n = 10^5 the extra ~14 MB per column weighs less than 16 more
+                                round trips, and both are small beside the sort.
+                                `segmented_sum` / `segmented_extreme`: one kind alone.
+group_by(s, keys, aggs)         sort by keys, mark runs, one `segmented_scan` for SUM/COUNT and
+                                MIN/MAX together ((n/2) log2 n comparisons per MIN/MAX column;
+                                sorting by the value as an extra key would add one 64-bit
+                                comparison to each of the sort's).
                                 Result rows: the sorted rows, aggregates valid on rows whose
                                 `last` flag is 1 (the last row of each group); `compact` keeps them.
 compact(s, flag, columns)       shuffle (N rounds), open the flag (1 round), keep flagged rows:
@@ -66,13 +79,14 @@ limit / union_all               local slicing / concatenation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from sqlsecure.errors import ProgrammingError, ProtocolError
 from sqlsecure.executors.spu import arith, boolean
-from sqlsecure.executors.spu.compare import compare_bits, compare_circuit, mux_many
+from sqlsecure.executors.spu.compare import compare_bits, compare_circuit, mux_bits_many
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, BoolShare
 
@@ -130,17 +144,130 @@ def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], bits: list[int])
     return result
 
 
+ALL_PAIRS = 16  # a segment this short is sorted outright: every pair compared in one level
+PIVOTS = 15  # pivots of a segment of up to LONG rows: ~4 bits of order per member and level
+LONG = 4096
+LONG_PIVOTS = 7  # pivots of a longer segment: half the comparisons per level, ~3 bits
+
+
+def _pivot_count(lengths: np.ndarray) -> np.ndarray:
+    """Pivots per segment: all but one row of a short segment (all pairs: sorted in one level),
+    PIVOTS of a middling one, LONG_PIVOTS of a long one (its bytes dominate a level's: each member
+    is compared with every pivot). Measured at n = 10^5, one key, 2 parties: 66 rounds and 500 MB
+    between the parties, against 330 rounds and 193 MB for one pivot; 15 pivots throughout: 58
+    rounds, 580 MB."""
+    return np.where(lengths <= ALL_PAIRS, lengths - 1, np.where(lengths <= LONG, PIVOTS, LONG_PIVOTS))
+
+
+def _pivot_pairs(p_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i, j), i < j < p_max, ordered by j: the pairs among p pivots are the first
+    p (p - 1) / 2."""
+    j, i = _expand(np.arange(p_max))
+    return i, j
+
+
+def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, local index) of each of sum(counts) items, counts[k] of them owned by k."""
+    owner = np.repeat(np.arange(counts.size), counts)
+    return owner, np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One partitioning level's comparisons: the active segments (start, length, pivots: the
+    segment's first positions), then (member, pivot) pairs and (pivot, pivot) pairs, as positions."""
+
+    starts: np.ndarray
+    lengths: np.ndarray
+    pivots: np.ndarray
+    left: np.ndarray   # compared: [row at left < row at right]
+    right: np.ndarray
+    member_pairs: int  # the first `member_pairs` pairs are (member, pivot)
+
+
+def _level(starts: np.ndarray, lengths: np.ndarray) -> _Level:
+    """The comparisons of one level over the active segments (`_pivot_count` pivots each)."""
+    pivots = _pivot_count(lengths)
+    members = lengths - pivots
+    seg, q = _expand(members * pivots)
+    member_pos = starts[seg] + pivots[seg] + q // pivots[seg]
+    pivot_pos = starts[seg] + q % pivots[seg]
+    pseg, pq = _expand(pivots * (pivots - 1) // 2)
+    pi, pj = _pivot_pairs(int(pivots.max()))
+    left = np.concatenate([member_pos, starts[pseg] + pi[pq]])
+    right = np.concatenate([pivot_pos, starts[pseg] + pj[pq]])
+    return _Level(starts, lengths, pivots, left, right, member_pos.size)
+
+
+def _partition(level: _Level, less: np.ndarray, perm: np.ndarray, is_start: np.ndarray) -> np.ndarray:
+    """Rearrange each active segment as bucket 0, smallest pivot, bucket 1, ..., bucket p (bucket =
+    number of pivots below; members keep their relative order) given the opened comparisons; mark
+    the new segments' starts. Returns the new permutation."""
+    starts, lengths, pivots = level.starts, level.lengths, level.pivots
+    members = lengths - pivots
+    m_seg, m_local = _expand(members)
+    m_pos = starts[m_seg] + pivots[m_seg] + m_local
+    m_above = np.bincount(np.repeat(np.arange(m_seg.size), pivots[m_seg]),
+                          weights=less[:level.member_pairs], minlength=m_seg.size).astype(np.int64)
+    bucket_base = np.cumsum(pivots + 1) - (pivots + 1)
+    bucket = bucket_base[m_seg] + pivots[m_seg] - m_above  # global bucket id
+    sizes = np.bincount(bucket, minlength=int((pivots + 1).sum()))
+    b_seg, b_local = _expand(pivots + 1)
+    before = np.cumsum(sizes) - sizes
+    b_start = starts[b_seg] + before - before[bucket_base[b_seg]] + b_local
+    order = np.argsort(bucket, kind="stable")
+    rank_in_bucket = np.empty(m_seg.size, np.int64)
+    rank_in_bucket[order] = np.arange(m_seg.size) - before[bucket[order]]
+    new_perm = perm.copy()
+    new_perm[b_start[bucket] + rank_in_bucket] = perm[m_pos]
+    p_seg, p_local = _expand(pivots)
+    pairs = less[level.member_pairs:].astype(np.int64)  # [pivot i < pivot j]
+    pseg, pq = _expand(pivots * (pivots - 1) // 2)
+    pi, pj = _pivot_pairs(int(pivots.max()))
+    pivot_base = np.cumsum(pivots) - pivots
+    p_below = (np.bincount(pivot_base[pseg] + pj[pq], weights=pairs, minlength=p_seg.size)
+               + np.bincount(pivot_base[pseg] + pi[pq], weights=1 - pairs, minlength=p_seg.size)).astype(np.int64)
+    after = bucket_base[p_seg] + p_below  # the bucket this pivot closes
+    p_to = b_start[after] + sizes[after]
+    new_perm[p_to] = perm[starts[p_seg] + p_local]
+    is_start[p_to] = True
+    is_start[p_to + 1] = True
+    return new_perm
+
+
+def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The multi-pivot partitioning's permutation of n rows (position -> row), whose first `wanted`
+    positions are in order: level by level, `less(x, y)` answers [row x < row y] for every pair of
+    the level at once (opened comparisons on the SPU, plaintext in the tests)."""
+    perm = np.arange(n)
+    is_start = np.zeros(n + 2, dtype=bool)
+    is_start[0] = is_start[n] = True
+    while True:
+        starts = np.flatnonzero(is_start[:n])
+        lengths = np.append(starts[1:], n) - starts
+        active = (lengths >= 2) & (starts < wanted)
+        if not active.any():
+            return perm
+        level = _level(starts[active], lengths[active])
+        perm = _partition(level, less(perm[level.left], perm[level.right]), perm, is_start)
+
+
 def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] | None = None,
-                  extra: list[ArithShare] = (), key_bits: list[int] | None = None
+                  extra: list[ArithShare] = (), key_bits: list[int] | None = None, first: int | None = None
                   ) -> tuple[list[ArithShare], list[ArithShare]]:
     """Sort rows by `keys` (lexicographic, stable): returns (sorted keys, sorted extra columns).
-    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value)."""
+    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value).
+    `first`: only rows [0, first) need to be in order (the rest come in an order that depends on
+    the random permutation only)."""
     n = _rows([*keys, *extra])
     desc = list(descending) if descending is not None else [False] * len(keys)
     widths = list(key_bits) if key_bits is not None else [64] * len(keys)
     if len(desc) != len(keys) or len(widths) != len(keys):
         raise ProgrammingError("sort: one direction and one width per key")
-    if n <= 1:
+    if first is not None and first < 0:
+        raise ProgrammingError(f"sort: the number of ordered rows must be >= 0, got {first}")
+    wanted = n if first is None else min(first, n)
+    if n <= 1 or wanted == 0:
         return list(keys), list(extra)
     tiebreak = arith.public(s, np.arange(n, dtype=np.int64))
     tie_bits = (n - 1).bit_length() + 1  # tiebreak differences lie in [-(n-1), n-1]
@@ -148,58 +275,29 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
     k = len(keys)
     data = [c.data for c in cols[:k + 1]]
     flips = desc + [False]
-    perm = np.arange(n)
-    is_start = np.zeros(n + 1, dtype=bool)
-    is_start[0] = is_start[n] = True
-    while True:
-        starts = np.flatnonzero(is_start[:n])
-        ends = np.append(starts[1:], n)
-        lengths = ends - starts
-        active = lengths >= 2
-        if not active.any():
-            break
-        a_starts, a_len = starts[active], lengths[active]
-        members = a_len - 1
-        seg_of = np.repeat(np.arange(len(a_starts)), members)
-        offset = np.arange(members.sum()) - np.repeat(np.cumsum(members) - members, members)
-        mpos = a_starts[seg_of] + 1 + offset
-        midx = perm[mpos]
-        pidx = perm[a_starts[seg_of]]
-        diffs = [(col[pidx] - col[midx]) if flip else (col[midx] - col[pidx]) for col, flip in zip(data, flips)]
-        less_share = _lexicographic_less(s, diffs, widths + [tie_bits])
-        (less,) = s.open_many(bits=[less_share])
-        less = less.astype(bool)
-        nless = np.bincount(seg_of, weights=less, minlength=len(a_starts)).astype(np.int64)
-        cl = np.cumsum(less)
-        cg = np.cumsum(~less)
-        first = np.cumsum(members) - members  # index of each segment's first member
-        before_l = (cl - less)[first]
-        before_g = (cg - ~less)[first]
-        rank_l = cl - 1 - before_l[seg_of]
-        rank_g = cg - 1 - before_g[seg_of]
-        base = a_starts[seg_of]
-        newpos = np.where(less, base + rank_l, base + nless[seg_of] + 1 + rank_g)
-        new_perm = perm.copy()
-        new_perm[newpos] = midx
-        pivot_pos = a_starts + nless
-        new_perm[pivot_pos] = perm[a_starts]
-        perm = new_perm
-        is_start[pivot_pos] = True
-        nxt = pivot_pos + 1
-        is_start[nxt[nxt < ends[active]]] = True
+
+    def opened_less(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(data, flips)]
+        (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, widths + [tie_bits])])
+        return less.astype(bool)
+
+    perm = partition_order(n, wanted, opened_less)
     sorted_cols = [c[perm] for c in cols]
     return sorted_cols[:k], sorted_cols[k + 1:]
 
 
 def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
-         descending: list[bool] | None = None, key_bits: list[int] | None = None
+         descending: list[bool] | None = None, key_bits: list[int] | None = None, first: int | None = None
          ) -> tuple[list[ArithShare], list[ArithShare]]:
     """ORDER BY keys (ASC/DESC per key), stable; returns (sorted keys, sorted payload). `key_bits`:
     narrower comparisons for keys known to be small non-negative integers (see `_sort_columns`).
+    `first` (ORDER BY ... LIMIT first): only the first `first` rows come out in order (top-k
+    without a full sort; the other rows in an order that depends on the random shuffle only).
     Rounds for k keys: N + L (C_eq + k + 1), C_eq = 6 for 2 parties and 9 for 3 (a comparison with
-    equality), L the quicksort's levels: random, a function of the shuffle's permutation only, below
-    3 ceil(log2 n) with high probability (module docstring)."""
-    return _sort_columns(s, list(keys), descending, list(payload), key_bits)
+    equality), L the multi-pivot quicksort's levels: random, a function of the shuffle's
+    permutation (and `first`) only, at most ceil(ceil(log2 n) / 2) + 1 with high probability
+    (module docstring)."""
+    return _sort_columns(s, list(keys), descending, list(payload), key_bits, first)
 
 
 # --- runs and segmented scans -------------------------------------------------------------------
@@ -225,74 +323,75 @@ def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare
     return boolean.b2a_bits(s, BoolShare(start_bits, 1))
 
 
-def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """Brent–Kung's work-efficient inclusive scan (Brent & Kung 1982; Blelloch 1990's up-sweep
-    and down-sweep) as a list of levels (left, right, up): at each level every right[i] becomes
-    x[left[i]] (+) x[right[i]], all pairs of a level at once. Up-sweep: d = 1, 2, 4, ...: right =
-    2d-1, 4d-1, ...; down-sweep: d = ..., 2, 1: right = 3d-1, 5d-1, .... About 2n combines in
-    2 log2 n levels, against n log2 n in log2 n levels for Hillis–Steele."""
-    levels, d, ds = [], 1, []
+def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Sklansky's inclusive scan (Sklansky 1960; the divide-and-conquer prefix of Ladner–Fischer)
+    as a list of levels (left, right): at each level every right[i] becomes x[left[i]] (+)
+    x[right[i]], all pairs of a level at once. Level d = 1, 2, 4, ...: in every block of 2d rows
+    the rows of the upper half combine with the block's row d - 1 (which holds the lower half's
+    total). ceil(log2 n) levels of at most n/2 combines: half the depth of Brent–Kung's
+    2 log2 n - 1 for (n/2) log2 n combines instead of 2n; a round costs a round-trip time, the
+    extra products ~16 B each."""
+    levels, d = [], 1
     while d < n:
-        ds.append(d)
+        rows = np.arange(n)
+        right = rows[(rows // d) % 2 == 1]
+        levels.append(((right // (2 * d)) * (2 * d) + d - 1, right))
         d *= 2
-    for d in ds:
-        right = np.arange(2 * d - 1, n, 2 * d)
-        if right.size:
-            levels.append((right - d, right, True))
-    for d in reversed(ds):
-        right = np.arange(3 * d - 1, n, 2 * d)
-        if right.size:
-            levels.append((right - d, right, False))
     return levels
 
 
-def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
-    """Inclusive running sums restarting at every start flag. Segmented-sum operator
-    (f1, v1) + (f2, v2) = (f1 | f2, v2 + (1 - f2) v1), over `_scan_levels`: one batched product
-    round per level: S = 2 ceil(log2 n) - 1 rounds for n >= 2 (about 2n products per column + n for
-    the flags)."""
+def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithShare], starts: ArithShare,
+                   take_max: list[bool] = ()) -> tuple[list[ArithShare], list[ArithShare]]:
+    """Inclusive running SUMs and MINs/MAXs restarting at every start flag, in shared rounds over
+    `_scan_levels`. Segmented operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per
+    level one batched product round: (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the
+    extremes, f_r f_l for the flags; with extremes, one batched comparison of v_l with v_r (C = 6
+    rounds for 2 parties, 8 for 3) before it and one fused mux (1) after it. Rounds: ceil(log2 n)
+    with sums only, (C + 2) ceil(log2 n) with extremes (n >= 2); (n/2) ceil(log2 n) products
+    (and comparisons) per column."""
     n = len(starts)
-    vals = [v.data.copy() for v in values]
+    vals = [v.data.copy() for v in sums]
+    ext = [v.data.copy() for v in extremes]
     f = starts.data.copy()
-    for left, right, up in _scan_levels(n):
-        notf = arith.public(s, np.ones(right.size, np.int64)) - ArithShare(f[right])
+    levels = _scan_levels(n)
+    for depth, (left, right) in enumerate(levels):
+        m = right.size
+        better = None
+        if ext:
+            diffs = [(v[right] - v[left]) if mx else (v[left] - v[right]) for v, mx in zip(ext, take_max)]
+            lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [left is better]
+            better = BoolShare(lt, 1)
+        notf = arith.public(s, np.ones(m, np.int64)) - ArithShare(f[right])
         pairs = [(notf, ArithShare(v[left])) for v in vals]
-        if up:  # the flags are only needed for later up-sweep and down-sweep right operands
+        pairs += [(notf, ArithShare(v[left] - v[right])) for v in ext]
+        more_flags = depth < len(levels) - 1  # the last level's flags are never read
+        if more_flags:
             pairs.append((ArithShare(f[right]), ArithShare(f[left])))
         got = arith.beaver_mul_many(s, pairs)
         for v, g in zip(vals, got):
             v[right] += g.data
-        if up:
+        if ext:
+            gaps = got[len(vals):len(vals) + len(ext)]
+            chosen = mux_bits_many(s, [(BoolShare(better.data[i * m:(i + 1) * m], 1), g,
+                                        ArithShare(np.zeros(m, np.uint64), g.frac)) for i, g in enumerate(gaps)])
+            for v, c in zip(ext, chosen):
+                v[right] += c.data
+        if more_flags:
             f[right] = f[right] + f[left] - got[-1].data
-    return [ArithShare(v, x.frac) for v, x in zip(vals, values)]
+    return ([ArithShare(v, x.frac) for v, x in zip(vals, sums)],
+            [ArithShare(v, x.frac) for v, x in zip(ext, extremes)])
+
+
+def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
+    """Inclusive running sums restarting at every start flag (`segmented_scan`): S = ceil(log2 n)
+    rounds of one batched product each."""
+    return segmented_scan(s, values, [], starts)[0]
 
 
 def segmented_extreme(s: SpuSession, values: list[ArithShare], starts: ArithShare,
                       take_max: list[bool]) -> list[ArithShare]:
-    """Running MIN/MAX restarting at every start flag, over `_scan_levels`: per level one batched
-    comparison (C = 6 rounds for 2 parties, 8 for 3) + B2A (1) + products (1) + mux (1), so
-    (C + 3)(2 ceil(log2 n) - 1) rounds; about 2n comparisons per column."""
-    n = len(starts)
-    vals = [v.data.copy() for v in values]
-    f = starts.data.copy()
-    for left, right, up in _scan_levels(n):
-        m = right.size
-        diffs = [(v[right] - v[left]) if mx else (v[left] - v[right]) for v, mx in zip(vals, take_max)]
-        lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [left is better]
-        (better,) = boolean.b2a_bits_many(s, [BoolShare(lt, 1)])
-        f_right = ArithShare(f[right])
-        notf = arith.public(s, np.ones(m, np.int64)) - f_right
-        pairs = [(notf, ArithShare(better.data[i * m:(i + 1) * m])) for i in range(len(vals))]
-        if up:
-            pairs.append((f_right, ArithShare(f[left])))
-        got = arith.beaver_mul_many(s, pairs)
-        take = got[:len(vals)]
-        chosen = mux_many(s, [(c, ArithShare(v[left]), ArithShare(v[right])) for c, v in zip(take, vals)])
-        for v, c in zip(vals, chosen):
-            v[right] = c.data
-        if up:
-            f[right] = f[right] + f[left] - got[-1].data
-    return [ArithShare(v, x.frac) for v, x in zip(vals, values)]
+    """Running MIN/MAX restarting at every start flag (`segmented_scan`): (C + 2) S rounds."""
+    return segmented_scan(s, [], values, starts, take_max)[1]
 
 
 # --- group by -------------------------------------------------------------------------------------
@@ -322,8 +421,9 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     distinct values among each group's rows of weight 1 (run starts of (group, weight, value)
     times the weight, summed in the same segmented scan): the group threshold's distinct rows.
 
-    Rounds: `sort` (N + L (C_eq + k + 1)) + `neighbour_starts` (C_eq + k) + S = 2 ceil(log2 n) - 1
-    if any SUM/COUNT + (C + 3) S if any MIN/MAX (see the module docstring for C, C_eq, L); `within`
+    Rounds: `sort` (N + L (C_eq + k + 1)) + `neighbour_starts` (C_eq + k) + one `segmented_scan`:
+    S = ceil(log2 n) with SUM/COUNT only, (C + 2) S with any MIN/MAX, the SUMs riding along
+    (see the module docstring for C, C_eq, L); `within`
     adds 2 keys to the sort, and a `neighbour_starts` over k + 2 keys and one product (C_eq + k + 3)."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
@@ -358,11 +458,10 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     ones = arith.public(s, np.ones(n, np.int64))
     sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"] + firsts
     want_count = any(kind == "count" for kind, _ in aggs)
-    scanned = segmented_sum(s, [*sums, *([ones] if want_count else [])], starts) if sums or want_count else []
+    scanned, ext_out = segmented_scan(s, [*sums, *([ones] if want_count else [])],
+                                      [col_of[id(c)] for c, _ in extremes], starts, [mx for _, mx in extremes])
     sum_out = scanned[:len(sums)]
     count_out = scanned[len(sums)] if want_count else None
-    ext_out = segmented_extreme(s, [col_of[id(c)] for c, _ in extremes], starts,
-                                [mx for _, mx in extremes]) if extremes else []
     last = ArithShare(np.concatenate([starts.data[1:], ones.data[-1:]]))  # row i+1 starts a group
     out, si = [], 0
     for kind, col in aggs:
@@ -395,7 +494,7 @@ def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[
 
 def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> ArithShare:
     """ROW_NUMBER() over sorted rows (public 1..n: no round), or per partition given run starts
-    (a segmented sum: 2 ceil(log2 n) - 1 rounds)."""
+    (a segmented sum: ceil(log2 n) rounds)."""
     ones = arith.public(s, np.ones(n, np.int64))
     if starts is None:
         return arith.public(s, np.arange(1, n + 1, dtype=np.int64))
@@ -404,7 +503,7 @@ def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> Arith
 
 def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
     """RANK() over rows sorted by `sorted_keys`: 1 + position of the first row with equal keys.
-    `neighbour_starts` (C_eq + k rounds) + a segmented sum (2 ceil(log2 n) - 1)."""
+    `neighbour_starts` (C_eq + k rounds) + a segmented sum (ceil(log2 n))."""
     n = _rows(sorted_keys)
     if n == 0:
         return ArithShare(np.zeros(0, np.uint64))

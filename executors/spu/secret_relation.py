@@ -11,7 +11,8 @@ are simply weighted 0: an operator's output size is a public function of its inp
 (`pk_join`); semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
-~(6 + 1 per extra key + 1) per quicksort level with ~2 ln n levels, a segmented scan 2 log2 n).
+~(6 + 1 per extra key + 1) per level with at most ceil(log2 n / 2) + 1 levels, a segmented scan
+log2 n).
 Expressions are evaluated by `stage.Stage` (three-valued logic; NULL conditions count as false).
 """
 
@@ -188,13 +189,15 @@ def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expressio
     """ORDER BY keys (desc, nulls_first per key), invalid rows last, then rows [offset, offset+limit):
     invalid rows never count toward the limit; ties come out in a random order (`shuffled`).
     Rounds: N (the shuffle) + 1 (canonical keys) + the oblivious sort (`relational.sort`: N
-    shuffle rounds + ~2 ln n levels of (7 + 1 per extra key limb))."""
+    shuffle rounds + at most ceil(log2 n / 2) + 1 levels of (7 + 1 per extra key limb); with a
+    LIMIT only the first offset + limit rows are sorted)."""
     rel = shuffled(s, rel)
     values = canonical(s, [evaluate(s, rel, e) for e, _, _ in keys])
     sort_keys, desc = _order_keys(s, values, [(d, nf) for _, d, nf in keys])
     invalid = _ones(s, rel.n) - rel.valid
-    _, payload = relational.sort(s, [invalid, *sort_keys], [*_flatten(rel), rel.valid], [False, *desc])
     end = rel.n if limit is None else offset + limit
+    _, payload = relational.sort(s, [invalid, *sort_keys], [*_flatten(rel), rel.valid], [False, *desc],
+                                 first=end)
     payload = relational.limit(payload, end - offset, offset)
     return SecretRelation(_rebuild(payload[:-1], rel.columns), payload[-1])
 
@@ -229,7 +232,7 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
     (no columns: >= k valid rows); no count is opened. Rounds: the arguments' + 1 (weights) + the
-    group sort + neighbour tests + 2 log2 n (segmented sums; MIN/MAX ~10 per scan level) + one sort per
+    group sort + neighbour tests + log2 n (segmented sums; MIN/MAX 8 per scan level) + one sort per
     COUNT(DISTINCT) and provenance column + AVG's division and its one range opening + 2 (no keys:
     every MIN/MAX tournament side by side, ceil(log2 n) levels of ~8, `_totals`). `kinds`:
     the output columns' kinds (keys, then aggregates)."""
@@ -342,8 +345,8 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
     the current row's last peer; `frame` "rows": up to the current row; "partition": the whole
     partition). Sorts by (invalid, partition, order), so the rows come back in that order. ROW_NUMBER
     and the "rows" frame see peers in a random order (`shuffled`, N rounds more); otherwise peers get one
-    value. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans (2 log2 n each; MIN/MAX ~10
-    per level) + a comparison (7) + 2."""
+    value. Rounds: 1 + the sort + 2 neighbour tests + 2-4 segmented scans (log2 n each; MIN/MAX 8 per
+    level) + a comparison (7) + 2."""
     if func == "row_number" or frame == "rows":
         rel = shuffled(s, rel)
     n = rel.n
@@ -410,7 +413,7 @@ def _running_aggregate(s: SpuSession, func: str, arg: SV | None, valid: ArithSha
 
 def _to_last_peer(s: SpuSession, columns: list[ArithShare], peer_starts: ArithShare) -> list[ArithShare]:
     """Every row takes the value at the last row of its run of peers: a segmented copy over the
-    reversed rows (1 product round + 2 log2 n)."""
+    reversed rows (1 product round + log2 n)."""
     n = len(peer_starts)
     ends = ArithShare(np.concatenate([peer_starts.data[1:], _ones(s, 1).data]))[::-1]
     at_end = arith.beaver_mul_many(s, [(ends, c[::-1]) for c in columns])
@@ -522,7 +525,7 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
     The result: the n + m concatenated rows with left's columns, valid only at kept left rows (a public
     size). ANTI keeps unmatched left rows (a NULL key never matches); `null_aware` is NOT IN's rule: no
     row when the right side holds a NULL key, every left row when the right side is empty. Rounds:
-    ~3 + the sort + neighbour tests (~8) + 2 log2 n + a comparison (7) + 3."""
+    ~3 + the sort + neighbour tests (~8) + log2 n + a comparison (7) + 3."""
     n, m = left.n, right.n
     if null_aware and len(left_keys) != 1:
         raise NotSupportedError("NOT IN with a tuple of several columns in secure computation; write NOT EXISTS")

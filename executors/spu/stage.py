@@ -1514,7 +1514,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             kk, dd = _sort_keys(values[index], descending, nulls_first, s)
             keys += kk
             desc += dd
-        _, payload = relational.sort(s, keys, _columns(values), desc)
+        first = None if step.limit is None else (step.offset or 0) + step.limit  # top-k: no full sort
+        _, payload = relational.sort(s, keys, _columns(values), desc, first=first)
         values = _rebuild(payload, values)
     stage.assert_ranges()
     if step.limit is not None or step.offset:
