@@ -720,7 +720,8 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         distinct_rows=tuple(column for _, column in protected))
 
 
-KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed",
+KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "TIMESTAMP": "timestamp", "VARCHAR": "text",
+                "DOUBLE": "fixed",
                 "FLOAT": "fixed", "REAL": "fixed", "DECIMAL": "fixed", **{t: "int" for t in (
                     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                     "UBIGINT", "UHUGEINT")}}

@@ -584,3 +584,70 @@ def refused_by_the_spu(engine, sql: str, name: str) -> None:
         assert name in str(exc)
         return
     assert plan.steps[-1].mode == "tables" and name in plan.notes[0]
+
+
+# -- TIMESTAMP: microseconds since 1970 on the SPU ------------------------------------------------------
+
+def moment(*parts) -> datetime.datetime | None:
+    return datetime.datetime(*parts) if parts else None
+
+
+def timestamp_tables() -> dict[str, dict[str, pa.Table]]:
+    """Timestamps at the edges DuckDB holds exactly (year 1 and 9999, before 1970, fractions of a second,
+    month ends, leap days) and NULLs, at three parties."""
+    ids = pa.array([1, 2, 3, 4, 5, 6, 7, 8], pa.int64())
+    at = [moment(1, 1, 1), moment(1969, 12, 31, 23, 59, 59, 999999), moment(1970, 1, 1), moment(2024, 1, 31, 10, 0),
+          moment(2024, 2, 29, 23, 30, 15, 500000), moment(), moment(9999, 12, 31, 23, 59, 59, 999999),
+          moment(1900, 3, 1, 0, 0, 1)]
+    due = [moment(2000, 1, 1, 12), moment(1970, 1, 1, 0, 0, 0, 1), moment(1969, 12, 31, 22, 30), moment(2024, 3, 31),
+           moment(2024, 2, 29, 23, 30, 15, 500000), moment(2020, 6, 15, 8), moment(9999, 12, 31), moment()]
+    day = [datetime.date(2000, 1, 1), datetime.date(1969, 12, 31), None, datetime.date(2024, 2, 29),
+           datetime.date(2024, 2, 29), datetime.date(1, 1, 1), datetime.date(9999, 12, 31), datetime.date(1900, 3, 1)]
+    return {"bank": {"e": pa.table({"id": ids, "at": pa.array(at, pa.timestamp("us")), "day": pa.array(day)})},
+            "shop": {"f": pa.table({"id": ids, "k": pa.array([1, 2, 3, 1, 2, 3, None, 1], pa.int64()),
+                                    "due": pa.array(due, pa.timestamp("us"))})},
+            "insurer": {"g": pa.table({"id": ids, "seen": pa.array(list(reversed(at)), pa.timestamp("us"))})}}
+
+
+@pytest.fixture(scope="module")
+def timestamp_oracle(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    path = federation_writer(tmp_path_factory.mktemp("timestamps"), timestamp_tables(), plaintext_grants(PARTIES_3),
+                             parties=PARTIES_3, min_group_size=0)
+    with Engine(path, timeout=60) as engine:
+        yield oracle_for(engine)
+
+
+PARTIES_3 = ("bank", "shop", "insurer")
+TS_JOIN = "FROM bank.e b JOIN shop.f s ON b.id = s.id"
+TIMESTAMP_QUERIES = [
+    f"SELECT b.id, b.at, s.due, b.at < s.due AS lt, b.at = s.due AS eq, s.due >= b.day AS gd {TS_JOIN} "
+    f"WHERE b.id >= s.k",
+    f"SELECT b.id {TS_JOIN} WHERE b.at > TIMESTAMP '1970-01-01 00:00:00' AND s.due <= '2024-03-31' AND b.id >= s.k",
+    f"SELECT b.id, b.at + INTERVAL 90 MINUTE AS m, s.due - INTERVAL 1 SECOND AS s1, b.day + INTERVAL 1 HOUR AS dh, "
+    f"INTERVAL 2 DAY + s.due AS d2, b.day + INTERVAL 3 DAY AS d3, s.due - INTERVAL 1 WEEK AS w {TS_JOIN} "
+    f"WHERE b.id >= s.k AND b.id NOT IN (1, 7)",
+    f"SELECT b.id, b.at + INTERVAL 1 MONTH AS m, s.due - INTERVAL 1 YEAR AS y, b.at - INTERVAL 13 MONTH AS p "
+    f"{TS_JOIN} WHERE b.id >= s.k AND b.id NOT IN (1, 7)",
+    f"SELECT b.id, YEAR(b.at) AS y, MONTH(b.at) AS m, DAY(b.at) AS d, HOUR(b.at) AS h, MINUTE(b.at) AS mi, "
+    f"SECOND(b.at) AS sec, EXTRACT(HOUR FROM s.due) AS eh, EXTRACT(SECOND FROM s.due) AS es, "
+    f"CAST(b.at AS DATE) AS cd, CAST(b.day AS TIMESTAMP) AS ct {TS_JOIN} WHERE b.id >= s.k",
+    f"SELECT b.id, DATEDIFF('hour', b.at, s.due) AS h, date_diff('minute', b.at, s.due) AS mi, "
+    f"DATEDIFF('second', s.due, b.at) AS sec, DATEDIFF('millisecond', b.at, s.due) AS ms, "
+    f"DATEDIFF('microsecond', b.at, s.due) AS us, DATEDIFF('day', b.at, s.due) AS d, "
+    f"DATEDIFF('month', b.at, s.due) AS mo, DATEDIFF('year', b.day, s.due) AS y, DATEDIFF('hour', b.day, s.due) AS dh "
+    f"{TS_JOIN} WHERE b.id >= s.k AND b.id NOT IN (1, 7)",
+    f"SELECT s.k, MIN(b.at) AS lo, MAX(s.due) AS hi, COUNT(b.at) AS n, COUNT(*) AS rows {TS_JOIN} "
+    f"WHERE b.id >= s.k GROUP BY s.k",
+    f"SELECT MIN(b.at) AS lo, MAX(b.at) AS hi {TS_JOIN} WHERE s.due IS NULL OR b.at < s.due",
+    f"SELECT b.at, COUNT(*) AS n {TS_JOIN} WHERE b.id >= s.k GROUP BY b.at",
+    f"SELECT b.id, b.at {TS_JOIN} WHERE b.id >= s.k ORDER BY b.at DESC, b.id LIMIT 4",
+    f"SELECT b.id, g.seen {TS_JOIN} JOIN insurer.g g ON g.id = b.id WHERE g.seen BETWEEN b.at AND s.due "
+    f"OR g.seen > s.due",
+]
+
+
+@pytest.mark.parametrize("sql", TIMESTAMP_QUERIES)
+def test_timestamps_across_parties_match_duckdb(timestamp_oracle, sql):
+    assert timestamp_oracle.engine.check(sql, "bank") is None
+    assert "SPU(" in timestamp_oracle.engine.explain(sql, "bank")
+    timestamp_oracle.check(sql)
