@@ -242,6 +242,10 @@ class RangePlan:
             room = max(min(limit, TIMESTAMP_LIMIT) - self.info(interval)[1], 1.0)  # microseconds
             days = self.info(moved)[0] != "timestamp"  # DuckDB's date ± INTERVAL is a TIMESTAMP
             return self.need(moved, room / MICROS_PER_DAY if days else room, f"{e.sql()} moves a date or timestamp")
+        if isinstance(e, exp.Anonymous) and str(e.this).upper() == "DATE_SUB":  # b - a divided exactly: < 2^61
+            for moment in e.expressions[1:]:
+                self.need(moment, self.calendar_limit(moment, True) / 4, f"{e.sql()} subtracts timestamps")
+            return None
         if isinstance(e, exp.Cast) and self.info(e.this)[0] in ("date", "timestamp") and \
                 e.to.this != exp.DataType.Type.DATE:  # a date at midnight: microseconds
             return self.need(e.this, self.calendar_limit(e.this, True), f"{e.sql()} takes a date at midnight")

@@ -131,6 +131,10 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
         if (a, b) == ("date", "int") or (add and (a, b) == ("int", "date")):
             return "date"
         raise NotSupportedError(f"{e.sql(dialect='duckdb')}: {a} {'+' if add else '-'} {b} in secure computation")
+    if "timestamp" in (a, b):
+        raise NotSupportedError(f"{e.sql(dialect='duckdb')}: {a} {'+' if add else '-'} {b} in secure computation (a "
+                                "TIMESTAMP takes an INTERVAL; for the time between two, use DATEDIFF('second', a, b) "
+                                "or another unit)")
     for kind in (a, b):
         if kind not in ("int", "fixed"):
             raise NotSupportedError(f"{e.sql(dialect='duckdb')}: arithmetic on {kind} values in secure computation")
@@ -184,7 +188,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return "fixed"
     if isinstance(e, exp.Pow):
         return static_kind(e.this, kind_of) if whole_power(e) else "fixed"
-    if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)):
+    if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)) or is_date_sub(e):
         return "int"
     if isinstance(e, exp.Interval):
         return "int"  # whole days (only added to or subtracted from a date)
@@ -316,8 +320,11 @@ def _trig_rule(node: exp.Expression, kind_of) -> str | None:
 
 
 def _anonymous_rule(node: exp.Anonymous, kind_of) -> str | None:
-    """Of the functions sqlglot does not know, SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) of numbers."""
+    """Of the functions sqlglot does not know, SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) of numbers and
+    DuckDB's DATE_SUB (whole units elapsed; MySQL's TIMESTAMPDIFF)."""
     shown = node.sql(dialect="duckdb")
+    if is_date_sub(node):
+        return _date_sub_rule(node, kind_of)
     if not is_geodist(node):
         return (f"{shown}: {str(node.this).upper()} is not evaluated in secure computation; compute it at one "
                 "party (docs/architecture.md: what the SPU evaluates)")
@@ -325,6 +332,50 @@ def _anonymous_rule(node: exp.Anonymous, kind_of) -> str | None:
         return f"{shown}: GEODIST takes (lon1, lat1, lon2, lat2) or (lon1, lat1, lon2, lat2, radius)"
     kinds = {static_kind(a, kind_of) for a in node.expressions} - {"int", "fixed", None}
     return f"{shown}: GEODIST of {', '.join(sorted(kinds))} values in secure computation" if kinds else None
+
+
+ELAPSED_UNITS = (*SUB_DAY_UNITS, "DAY", "WEEK")
+
+
+def is_date_sub(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Anonymous) and str(node.this).upper() == "DATE_SUB"
+
+
+def _elapsed_unit(node: exp.Anonymous) -> str | None:
+    unit = node.expressions[0] if node.expressions else None
+    return unit.this.upper() if isinstance(unit, exp.Literal) and unit.is_string else None
+
+
+def _date_sub_rule(node: exp.Anonymous, kind_of) -> str | None:
+    """DATE_SUB(unit, a, b): the whole units from a to b (truncated toward zero), for a fixed-length unit
+    (MICROSECOND .. WEEK) of dates or timestamps; MySQL's TIMESTAMPDIFF becomes it (planner/dialects)."""
+    shown, unit = node.sql(dialect="duckdb"), _elapsed_unit(node)
+    if len(node.expressions) != 3 or unit not in ELAPSED_UNITS:
+        return (f"{shown}: secure computation counts whole {', '.join(ELAPSED_UNITS)} between timestamps "
+                "(DATE_SUB, MySQL's TIMESTAMPDIFF), not months or years; compute it at one party")
+    kinds = {static_kind(a, kind_of) for a in node.expressions[1:]} - {*TEMPORAL, None}
+    return f"{shown}: DATE_SUB of {', '.join(sorted(kinds))} values in secure computation" if kinds else None
+
+
+def _formatting_rule(node: exp.Expression, kind_of) -> str | None:
+    """Text made of a date is not computed on shares (its bytes depend on the value's digits)."""
+    return (f"{node.sql(dialect='duckdb')}: STRFTIME / DATE_FORMAT of a secret date or timestamp is not computed in "
+            "secure computation (nor MySQL's arithmetic on dates without INTERVAL, which reads them as numbers "
+            "such as 20240131235959); use EXTRACT, DATEDIFF or TIMESTAMPDIFF, or compute it at one party")
+
+
+def _sum_rule(node: exp.Expression, kind_of) -> str | None:
+    """a + b, a - b of kinds DuckDB adds (`sum_kind`): refused at plan time where the kinds are known."""
+    if any(isinstance(o, exp.Interval) for o in (node.left, node.right)):
+        return None  # the INTERVAL's own rule
+    kinds = (static_kind(node.left, kind_of), static_kind(node.right, kind_of))
+    if None in kinds or "any" in kinds:
+        return None
+    try:
+        sum_kind(node, *kinds)
+    except NotSupportedError as refused:
+        return str(refused)
+    return None
 
 
 TRIG_PUBLIC = {exp.Sin: math.sin, exp.Cos: math.cos, exp.Tan: math.tan, exp.Asin: math.asin, exp.Acos: math.acos,
@@ -521,8 +572,7 @@ def _window_rule(node: exp.Window, kind_of) -> str | None:
 
 SPU_RULES = {
     **{cls: _evaluated for cls in (
-        exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Add, exp.Sub,
-        exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
+        exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
         exp.If, exp.Coalesce, exp.Abs, exp.Pi,
         exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
@@ -532,6 +582,7 @@ SPU_RULES = {
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
+    exp.Add: _sum_rule, exp.Sub: _sum_rule, exp.TimeToStr: _formatting_rule,
 }
 
 
@@ -680,7 +731,7 @@ class Stage:
         if isinstance(e, exp.Mul):
             return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
         if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)):
-            return self._divide(e, self.ev(e.left), self.ev(e.right))
+            return self._divide_or_null(e)
         if isinstance(e, exp.Nullif):  # NULL where x = y (NULL there too where either is NULL: x stays)
             x = self.secret(self.ev(e.this))
             same = self.truth(self._compare(exp.EQ, x, self.ev(e.expression)))
@@ -729,6 +780,8 @@ class Stage:
             return self._trig(e)
         if is_geodist(e):
             return self._geodist(e)
+        if is_date_sub(e):
+            return self._elapsed(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
@@ -818,6 +871,23 @@ class Stage:
         years = year[:rows] - year[rows:]
         return SV([years if part == "YEAR" else years * 12 + (month[:rows] - month[rows:])], valid, "int")
 
+    def _elapsed(self, e: exp.Anonymous) -> SV:
+        """DATE_SUB(unit, a, b): (b - a) in microseconds divided by the unit's, truncated toward zero as DuckDB
+        (spu.functions.truncated_divide_public, exact for |b - a| < 2^61)."""
+        unit = _elapsed_unit(e)
+        if _date_sub_rule(e, lambda column: None) is not None:
+            raise NotSupportedError(_date_sub_rule(e, lambda column: None))
+        earlier, later = (self.ev(a) for a in e.expressions[1:])
+        if not {earlier.kind, later.kind} <= set(TEMPORAL):
+            raise NotSupportedError(_date_sub_rule(e, lambda column: earlier.kind if earlier.kind not in TEMPORAL
+                                                   else later.kind))
+        rows = len((later if isinstance(later, SV) else earlier).valid)
+        earlier, later = (self.secret(self._as_timestamp(v), rows) for v in (earlier, later))
+        micros = later.value - earlier.value
+        step = INTERVAL_MICROS[unit]
+        elapsed = micros if step == 1 else functions.truncated_divide_public(self.s, micros, step)
+        return SV([elapsed], self.both_valid(earlier, later), "int")
+
     def _as_timestamp(self, v):
         """A date (or timestamp) as a timestamp: midnight of the day, as DuckDB casts it (exact, local)."""
         if v.kind == "timestamp":
@@ -882,10 +952,25 @@ class Stage:
             return SV([functions.add_months_timestamp(self.s, v.value, months)], v.valid, "timestamp")
         return SV([functions.add_months(self.s, v.value, months)], v.valid, "date")
 
-    def _divide(self, e: exp.Expression, a, b):
+    def _divide_or_null(self, e: exp.Expression):
+        """x / NULLIF(y, 0) (and //, %): NULL where y is 0, the rule of MySQL's `/`, DIV and MOD (sqlglot and
+        planner/dialects/mysql.py write them so), computed obliviously: the division's own zero test clears
+        the row's validity, so no row is refused and no NULLIF comparison is paid for. Any other divisor:
+        `_divide`, where a counted row dividing by zero refuses the query (DuckDB's ±infinity and NaN have no
+        encoding; its `//` and `%` by 0, and PostgreSQL's division by 0, are errors)."""
+        divisor = e.right.unnest()
+        if isinstance(divisor, exp.Nullif) and constant(divisor.expression) == 0:
+            y = self.ev(divisor.this)
+            if isinstance(y, SV):
+                result = self._divide(e, self.ev(e.left), y, null_on_zero=True)  # x / 1 where y = 0: zeroed,
+                zeroed = arith.beaver_mul_many(self.s, [(limb, result.valid) for limb in result.limbs])  # not opened
+                return SV(zeroed, result.valid, result.kind)
+        return self._divide(e, self.ev(e.left), self.ev(e.right))
+
+    def _divide(self, e: exp.Expression, a, b, null_on_zero: bool = False):
         """x / y (fixed point), x // y (rounded toward zero) and x % y (the sign of x), as DuckDB
         computes them, by a constant or by a secret (spu.functions). A counted row dividing by zero
-        refuses the query (DuckDB gives ±infinity, NaN or an error there)."""
+        refuses the query (DuckDB gives ±infinity, NaN or an error there), or with `null_on_zero` gives NULL."""
         s = self.s
         for v in (a, b):
             _numeric_only(e, v)
@@ -911,19 +996,25 @@ class Stage:
             valid = self.both_valid(a, b)
             if not whole:
                 quotient, zero = functions.divide_secret(s, self.to_fixed(a).value, b.value)
-                self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
-                return SV([quotient], valid, "fixed")
+                return SV([quotient], self._zero_divisors(e, zero, valid, null_on_zero), "fixed")
             quotient, zero = functions.truncated_divide_secret(s, a.value, b.value)
-            self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
+            valid = self._zero_divisors(e, zero, valid, null_on_zero)
             divisor = b.value
         if isinstance(e, exp.IntDiv):
             return SV([quotient], valid, "int")
         taken = quotient * int(b.value) if divisor is None else arith.beaver_mul(s, quotient, divisor)
         return SV([a.value - taken], valid, "int")
 
-    def _refuse_zero_divisors(self, e: exp.Expression, zero: ArithShare) -> None:
-        self._refuse_counted(e, zero, "a row divides by zero (DuckDB gives ±infinity, NaN or an error, which the "
-                                      "SPU cannot hold); exclude those rows, e.g. with NULLIF(divisor, 0)")
+    def _zero_divisors(self, e: exp.Expression, zero: ArithShare, valid: ArithShare, null_on_zero: bool) -> ArithShare:
+        """The quotient's validity: NULL where the divisor is 0 (`null_on_zero`), else unchanged after refusing
+        the query if a counted row divides by zero."""
+        dividing_by_zero = arith.beaver_mul(self.s, zero, valid)
+        if null_on_zero:
+            return valid - dividing_by_zero
+        self._refuse_counted(e, dividing_by_zero, "a row divides by zero (DuckDB gives ±infinity, NaN or an error, "
+                                                  "which the SPU cannot hold); exclude those rows, e.g. with "
+                                                  "NULLIF(divisor, 0)")
+        return valid
 
     def _refuse_counted(self, e: exp.Expression, bad: ArithShare, why: str) -> None:
         """Open how many counted rows have a 1 in `bad` (nothing else; one round) and refuse if any does.
