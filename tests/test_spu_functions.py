@@ -821,3 +821,33 @@ def test_duckdb_division_by_a_secret_zero_is_refused(edge_oracles):
         with pytest.raises(DataError, match="divides by zero"):
             edge_oracles["inside"].engine.execute(f"SELECT b.id {operator} (s.k - 1) AS q {EDGE_JOIN} "
                                                   "WHERE b.id > s.k", "bank")
+
+
+@pytest.fixture(scope="module")
+def mysql_timestamps(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    path = federation_writer(tmp_path_factory.mktemp("mysql_timestamps"), timestamp_tables(),
+                             plaintext_grants(PARTIES_3), parties=PARTIES_3, min_group_size=0, dialect="mysql")
+    with Engine(path, timeout=60) as engine:
+        yield oracle_for(engine)
+
+
+def test_mysql_timestampdiff_on_shares_counts_whole_units(mysql_timestamps):
+    """TIMESTAMPDIFF counts whole units (MySQL; DuckDB's DATE_SUB), truncated toward zero."""
+    mysql = (f"SELECT b.id, TIMESTAMPDIFF(SECOND, b.at, s.due) AS sec, TIMESTAMPDIFF(HOUR, s.due, b.at) AS h, "
+             f"TIMESTAMPDIFF(DAY, b.at, s.due) AS d, TIMESTAMPDIFF(WEEK, b.day, s.due) AS w {TS_JOIN} "
+             f"WHERE b.id >= s.k AND b.id NOT IN (1, 7)")
+    duckdb_sql = (f"SELECT b.id, DATE_SUB('second', b.at, s.due), DATE_SUB('hour', s.due, b.at), "
+                  f"DATE_SUB('day', b.at, s.due), DATE_SUB('week', CAST(b.day AS TIMESTAMP), s.due) {TS_JOIN} "
+                  f"WHERE b.id >= s.k AND b.id NOT IN (1, 7)")
+    assert "SPU(" in mysql_timestamps.engine.explain(mysql, "bank")
+    got = mysql_timestamps.engine.execute(mysql, "bank").table
+    want = mysql_timestamps.con.sql(duckdb_sql).to_arrow_table()
+    assert same_multiset(got, want), (sorted_rows(got), sorted_rows(want))
+
+
+@pytest.mark.parametrize("mysql,name", [
+    (f"SELECT s.due - b.at {TS_JOIN} WHERE b.id > s.k", "MySQL's arithmetic on dates"),
+    (f"SELECT TIMESTAMPDIFF(MONTH, b.at, s.due) {TS_JOIN} WHERE b.id > s.k", "not months or years"),
+])
+def test_mysql_datetime_arithmetic_the_spu_cannot_do_is_refused_naming_it(mysql_timestamps, mysql, name):
+    refused_by_the_spu(mysql_timestamps.engine, mysql, name)
