@@ -809,7 +809,8 @@ def _check_spu_type(column: exp.Column, ctx) -> None:
     dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
     if dtype and dtype not in SPU_TYPES:
         raise NotSupportedError(f"{column.sql()} of type {dtype} cannot enter secure computation yet (the SPU takes "
-                                "integers, decimals, floats, dates and text); use it where its owner alone computes")
+                                "integers, decimals, floats, dates, TIMESTAMP without time zone and text); use it "
+                                "where its owner alone computes")
 
 
 ENCLAVE_KINDS = {"int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "BOOLEAN"),

@@ -364,6 +364,15 @@ def _formatting_rule(node: exp.Expression, kind_of) -> str | None:
             "such as 20240131235959); use EXTRACT, DATEDIFF or TIMESTAMPDIFF, or compute it at one party")
 
 
+def _total_rule(node: exp.Expression, kind_of) -> str | None:
+    """SUM and AVG of numbers (SUM of booleans counts them); of dates, timestamps or text refused by name."""
+    kind = static_kind(node.this, kind_of)
+    if kind in (*TEMPORAL, "text") and not isinstance(node.this, exp.Distinct):
+        return (f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of {kind} values in secure computation; "
+                "compute it at one party")
+    return None
+
+
 def _sum_rule(node: exp.Expression, kind_of) -> str | None:
     """a + b, a - b of kinds DuckDB adds (`sum_kind`): refused at plan time where the kinds are known."""
     if any(isinstance(o, exp.Interval) for o in (node.left, node.right)):
@@ -574,7 +583,7 @@ SPU_RULES = {
     **{cls: _evaluated for cls in (
         exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
         exp.If, exp.Coalesce, exp.Abs, exp.Pi,
-        exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
+        exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
     exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
@@ -582,7 +591,8 @@ SPU_RULES = {
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
-    exp.Add: _sum_rule, exp.Sub: _sum_rule, exp.TimeToStr: _formatting_rule,
+    exp.Add: _sum_rule, exp.Sub: _sum_rule, exp.TimeToStr: _formatting_rule, exp.Sum: _total_rule,
+    exp.Avg: _total_rule,
 }
 
 
@@ -907,6 +917,8 @@ class Stage:
     def _temporal_cast(self, e: exp.Cast, v):
         """CAST to TIMESTAMP of a timestamp, a date or a TIMESTAMP '...' constant; CAST of a timestamp to DATE."""
         target = e.to.this
+        if isinstance(v, PV) and v.value is None:  # CAST(NULL AS TIMESTAMP)
+            return PV(None, "timestamp" if target in TIMESTAMP_CASTS else "date")
         if isinstance(v, PV) and v.kind == "text" and target in TIMESTAMP_CASTS:
             micros = _timestamp_literal(v.value)
             if micros is None:
