@@ -446,29 +446,28 @@ def _interval_rule(node: exp.Interval, kind_of) -> str | None:
             "compute other intervals at one party")
 
 
-def _interval_days(node: exp.Interval) -> int | None:
-    """The days of INTERVAL n DAY / WEEK with a whole n, else None."""
+INTERVAL_MICROS = {**functions.MICROS, "WEEK": 7 * functions.MICROS["DAY"]}
+
+
+def _interval_in(node: exp.Interval, scales: dict[str, int]) -> int | None:
+    """INTERVAL n UNIT with a whole n as n * scales[UNIT] (a plural unit as its singular), else None."""
     unit = (node.unit.name if node.unit is not None else "").upper()
     try:
         count = int(str(node.this.this)) if isinstance(node.this, exp.Literal) else None
     except ValueError:
         return None
-    scale = {"DAY": 1, "DAYS": 1, "WEEK": 7, "WEEKS": 7}.get(unit)
+    scale = scales.get(unit[:-1] if unit.endswith("S") else unit)
     return count * scale if count is not None and scale is not None else None
 
 
-INTERVAL_MICROS = {**functions.MICROS, "WEEK": 7 * functions.MICROS["DAY"]}
+def _interval_days(node: exp.Interval) -> int | None:
+    """The days of INTERVAL n DAY / WEEK with a whole n, else None."""
+    return _interval_in(node, {"DAY": 1, "WEEK": 7})
 
 
 def _interval_micros(node: exp.Interval) -> int | None:
     """The microseconds of INTERVAL n MICROSECOND .. WEEK with a whole n (a fixed length), else None."""
-    unit = (node.unit.name if node.unit is not None else "").upper()
-    try:
-        count = int(str(node.this.this)) if isinstance(node.this, exp.Literal) else None
-    except ValueError:
-        return None
-    scale = INTERVAL_MICROS.get(unit[:-1] if unit.endswith("S") else unit)
-    return count * scale if count is not None and scale is not None else None
+    return _interval_in(node, INTERVAL_MICROS)
 
 
 def _timestamp_literal(text: str) -> int | None:
