@@ -3,7 +3,8 @@
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
 comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
-kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates (± calendar months), casts, SQRT/LN/LOG/EXP/POWER,
+kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions (NULL for a zero divisor under NULLIF, the rule of
+MySQL's `/`, DIV and MOD), dates and timestamps (± intervals, parts, differences), casts, SQRT/LN/LOG/EXP/POWER,
 SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
@@ -480,10 +481,6 @@ def _timestamp_literal(text: str) -> int | None:
     if moment.tzinfo is not None:
         return None
     return (moment - datetime.datetime(1970, 1, 1)) // datetime.timedelta(microseconds=1)
-
-
-def _public_timestamp(micros: int) -> datetime.datetime:
-    return datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=micros)
 
 
 def _public_add_months(day: datetime.date, months: int) -> datetime.date:
