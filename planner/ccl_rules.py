@@ -77,6 +77,7 @@ ANONYMOUS_SCALARS = frozenset({
     "date_part", "datepart", "strlen", "age", "even", "prefix", "suffix", "gcd", "lcm", "bit_count", "printf",
     "signbit", "weekday", "millisecond", "microsecond", "epoch", "epoch_ms", "now", "hash", "isodow",
     "isoyear", "yearweek", "era", "century", "decade", "nanosecond",
+    "date_sub",  # whole units elapsed (MySQL's TIMESTAMPDIFF, planner/dialects/mysql.py); on the SPU for fixed units
     "geodist",  # SCQL's; evaluated on the SPU (planner/geodist.py rewrites a one-party GEODIST into DuckDB SQL)
 })
 

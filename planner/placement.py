@@ -741,7 +741,8 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
         distinct_rows=tuple(column for _, column in protected))
 
 
-KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "VARCHAR": "text", "DOUBLE": "fixed",
+KIND_OF_TYPE = {'"NULL"': "any", "BOOLEAN": "bool", "DATE": "date", "TIMESTAMP": "timestamp", "VARCHAR": "text",
+                "DOUBLE": "fixed",
                 "FLOAT": "fixed", "REAL": "fixed", "DECIMAL": "fixed", **{t: "int" for t in (
                     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                     "UBIGINT", "UHUGEINT")}}
@@ -829,7 +830,8 @@ def _check_spu_type(column: exp.Column, ctx) -> None:
     dtype = (ctx.column_type(column.table, column.name) or "").split("(")[0].upper()
     if dtype and dtype not in SPU_TYPES:
         raise NotSupportedError(f"{column.sql()} of type {dtype} cannot enter secure computation yet (the SPU takes "
-                                "integers, decimals, floats, dates and text); use it where its owner alone computes")
+                                "integers, decimals, floats, dates, TIMESTAMP without time zone and text); use it "
+                                "where its owner alone computes")
 
 
 ENCLAVE_KINDS = {"int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "BOOLEAN"),

@@ -213,7 +213,7 @@ def kind_of(column: str, dtype: str | None) -> str:
     kind = KIND_OF_TYPE.get(base)
     if kind is None or kind == "any":
         raise NotSupportedError(f"column {column} is of type {dtype or 'unknown'}, which secure computation does "
-                                "not take; CAST it to an integer, DECIMAL, DOUBLE, DATE, BOOLEAN or VARCHAR")
+                                "not take; CAST it to an integer, DECIMAL, DOUBLE, DATE, TIMESTAMP, BOOLEAN or VARCHAR")
     return kind
 
 

@@ -100,6 +100,9 @@ MYSQL = [
     # LENGTH in bytes, SUBSTRING from 0
     "LENGTH('é')", "LENGTH(sn)", "LENGTH(i)", "CHAR_LENGTH('é')", "SUBSTRING(name, 0)", "SUBSTRING(name, 0, 2)",
     "SUBSTRING(sn, 0)", "SUBSTRING(name, -3)", "SUBSTRING(name, z + 1, 2)",
+    # ATAN(y, x) is ATAN2(y, x): every quadrant, the axes, NULL
+    "ATAN(i, x)", "ATAN(neg, x)", "ATAN(i, -x)", "ATAN(neg, -x)", "ATAN(z, neg)", "ATAN(i, z)", "ATAN(n, x)",
+    "ATAN(x)", "ATAN(ATAN(i, z), 1)",
 ]
 
 POSTGRES = [

@@ -153,6 +153,7 @@ DATES = [  # a DATE constant is a public day number on the SPU
     f"SELECT u.i AS i, u.dt >= DATE '2024-01-03' AS later FROM {UNION} WHERE u.dt BETWEEN DATE '2024-01-02' "
     "AND DATE '2024-01-05'",
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.dt IN (DATE '2024-01-01', DATE '2024-01-06')",
+    f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.dt > CAST('2024-01-01 10:00' AS TIMESTAMP)",  # a date at midnight
 ]
 
 
@@ -180,7 +181,6 @@ NOT_EVALUATED = [  # without a rule in executors/spu/stage.SPU_RULES: refused by
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.s ILIKE 'A%'",
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE LENGTH(u.s) > 1",
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE CAST(u.s AS DATE) > DATE '2024-01-01'",
-    f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.dt > CAST('2024-01-01 10:00' AS TIMESTAMP)",
     f"SELECT CBRT(u.i) AS q FROM {UNION}",  # (u.i / u.k and SIN are evaluated now: tests/test_spu_functions.py)
     f"SELECT CAST(u.s AS DOUBLE) AS q FROM {UNION}",
     # a UNION ALL column of text in one branch and numbers or dates in another (the stage unifies only numbers)

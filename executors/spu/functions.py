@@ -13,6 +13,8 @@ off): FLOOR, CEIL and ROUND must land on the right integer, and a DECIMAL stays 
   floor_fixed        floor_pow2                       FLOOR of fixed point, exact on the encoding
   round_fixed        2 x floor_pow2 + 2 products      half away from zero (DuckDB), exact on the encoding
   floor_div_public   (1 + splits) x floor_pow2 + 1 compare     floor(x / c) for a public c, exact
+  split_timestamp    floor_div_public                         a TIMESTAMP's day and time of day, exact
+  time_of_day        3 x floor_div_public (small bounds)      HOUR, MINUTE, SECOND, exact
   round_div_public   floor_div_public + 1 a2b + 2 products     x / c rounded half away from zero, exact
   sin_cos_fixed      a2b + B2A + 9 products + 2               SIN, COS: |error| <= 2^-15 for |x| < 2^24
   tan_fixed          sin_cos + 1 compare + divide_secret      TAN: |error| <= 2^-14 (|tan x| + 1)
@@ -285,6 +287,43 @@ def add_months(s: SpuSession, days: ArithShare, months: int) -> ArithShare:
     beyond = compare.less_than(s, last, day, arith=True)
     clamped = day + arith.beaver_mul(s, beyond, last - day)
     return days_from_civil(s, new_year, new_month, clamped)
+
+
+# -- TIMESTAMP: microseconds since 1970-01-01 00:00:00, taken apart by exact divisions ------------------
+
+MICROS = {"MICROSECOND": 1, "MILLISECOND": 1_000, "SECOND": 1_000_000, "MINUTE": 60_000_000,
+          "HOUR": 3_600_000_000, "DAY": 86_400_000_000}
+TIMESTAMP_BOUND = 2.0 ** 62  # |micros| below it (spu.ranges: every compared TIMESTAMP)
+
+
+def split_timestamp(s: SpuSession, micros: ArithShare) -> tuple[ArithShare, ArithShare]:
+    """(days since 1970-01-01, microseconds into the day) of a TIMESTAMP, exactly: floor division by a
+    day's microseconds (`floor_div_public`), so times before 1970 fall on the right day.
+    Rounds: one floor_div_public."""
+    days = floor_div_public(s, micros, MICROS["DAY"], TIMESTAMP_BOUND)
+    return days, micros - days * MICROS["DAY"]
+
+
+def time_of_day(s: SpuSession, micros_of_day: ArithShare) -> tuple[ArithShare, ArithShare, ArithShare]:
+    """(hour, minute, second) of microseconds into a day (0 <= x < 86,400,000,000), whole and exact.
+    Rounds: 3 floor_div_public of small bounded values."""
+    seconds = floor_div_public(s, micros_of_day, MICROS["SECOND"], float(MICROS["DAY"]))
+    minutes = floor_div_public(s, seconds, 60, 86_400.0)
+    hours = floor_div_public(s, minutes, 60, 1_440.0)
+    return hours, minutes - hours * 60, seconds - minutes * 60
+
+
+def units_since_epoch(s: SpuSession, micros: ArithShare, unit: str) -> ArithShare:
+    """floor(micros / unit): the number of the unit's boundaries from 1970 (DuckDB's date_diff counts
+    boundaries crossed, so date_diff(unit, a, b) is the difference of two of these). Exact."""
+    return floor_div_public(s, micros, MICROS[unit], TIMESTAMP_BOUND) if MICROS[unit] > 1 else micros
+
+
+def add_months_timestamp(s: SpuSession, micros: ArithShare, months: int) -> ArithShare:
+    """TIMESTAMP + INTERVAL n MONTH as DuckDB computes it: the date moves as `add_months` moves it (the day
+    clamped to the new month's last), the time of day stays. Exact; rounds: split_timestamp + add_months."""
+    days, within = split_timestamp(s, micros)
+    return add_months(s, days, months) * MICROS["DAY"] + within
 
 
 # -- SQRT, LN, EXP: exact normalisation by the leading bit, then a polynomial or Newton on a short interval --

@@ -38,7 +38,7 @@ from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.stage import SV, spu_refusal, static_kind
 from sqlsecure.executors.spu.values import decimal_scale, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
 
-KINDS = ("int", "fixed", "bool", "date", "text")
+KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
 AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
 AVG_MAX_ROWS = 2 ** 32  # `compare.divide`'s divisor range (y_bits = 32), the AVG's count
@@ -98,7 +98,7 @@ def _check_kind(kind: str, where: str) -> None:
         return
     if kind.startswith("decimal.") and kind[8:].isdigit() and int(kind[8:]) <= 18:
         return
-    raise ProtocolError(f"secret program: {where}: unknown kind {kind!r} (int, fixed, bool, date, text, decimal.<s>)")
+    raise ProtocolError(f"secret program: {where}: unknown kind {kind!r} (int, fixed, bool, date, timestamp, text, decimal.<s>)")
 
 
 def _unique(names: list[str], where: str) -> None:
@@ -416,7 +416,7 @@ def arrow_type(kind: str) -> pa.DataType:
     if scale is not None:
         return pa.decimal128(38, scale)
     return {"int": pa.int64(), "fixed": pa.float64(), "text": pa.string(), "date": pa.date32(),
-            "bool": pa.bool_()}[kind]
+            "timestamp": pa.timestamp("us"), "bool": pa.bool_()}[kind]
 
 
 def output_schema(program: Program) -> pa.Schema:

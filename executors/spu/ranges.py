@@ -39,9 +39,13 @@ COMPARE_BITS = 62  # |raw| < 2^62: compared, sorted, MIN/MAX (see the module doc
 REVEAL_BITS = 63  # |raw| < 2^63: two's complement in 64 bits
 FOLDED = (exp.Add, exp.Sub, exp.Mul)
 ROUNDING = (exp.Round, exp.Floor, exp.Ceil)  # spu.functions: exact through a bit decomposition
-DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.DateDiff)
+DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Hour, exp.Minute, exp.Second,
+              exp.DateDiff)
 NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a rounded DOUBLE: within 1 of it)
 DATE_LIMIT = 2.0 ** 40
+TIMESTAMP_LIMIT = 2.0 ** 62  # microseconds: spu.functions.split_timestamp's exact division (146,000 years)
+MICROS_PER_DAY = 86_400_000_000
+INTERVAL_MICROS = 366.0 * MICROS_PER_DAY  # an INTERVAL unit at most (a year's day): bounds dates and timestamps
 NORMALISED_LIMIT = 2.0 ** 43  # SQRT, LN, LOG: spu.functions.NORMALISED_BITS - F
 POWER_EXPONENT_LIMIT = 2.0 ** 14  # POWER(x, y) as EXP(y * LN(x)): |y| (|y ln x| < 2^19 keeps y * LN at 44 bits in the ring)
 MAX_POWER = 62  # POWER(x, n) by square-and-multiply: a whole constant 0 <= n <= 62
@@ -119,9 +123,9 @@ class RangePlan:
             return "fixed", (a / abs(divisor) if divisor else math.inf)
         if isinstance(e, (exp.IntDiv, exp.Mod)):
             return "int", self.info(e.left)[1]
-        if isinstance(e, exp.Interval):  # whole days, weeks, months or years: at most 366 days a unit
+        if isinstance(e, exp.Interval):  # at most 366 days a unit, in microseconds (a timestamp's unit)
             digits = "".join(ch for ch in str(e.this.this if isinstance(e.this, exp.Literal) else "") if ch.isdigit())
-            return "int", 366.0 * float(digits or 0) + 1.0
+            return "int", INTERVAL_MICROS * float(digits or 0) + 1.0
         if isinstance(e, (exp.Sqrt, exp.Ln, exp.Log, exp.Exp)):
             bound = self.info(e.this if not isinstance(e, exp.Log) or e.expression is None else e.expression)[1]
             return "fixed", (math.sqrt(bound) + 1.0 if isinstance(e, exp.Sqrt) else
@@ -139,8 +143,8 @@ class RangePlan:
         if isinstance(e, exp.Pow):
             kind, bound = self.info(e.this)
             return kind, min(max(bound, 1.0) ** (constant(e.expression) or 0), 2.0 ** REVEAL_BITS)
-        if isinstance(e, DATE_PARTS):  # a year, month or day number; DATEDIFF's days or months
-            return "int", (2.0 ** 41 if isinstance(e, exp.DateDiff) else 2.0 ** 30)
+        if isinstance(e, DATE_PARTS):  # a year, month or day number; DATEDIFF's units (microseconds at most)
+            return "int", (2.0 ** REVEAL_BITS if isinstance(e, exp.DateDiff) else 2.0 ** 30)
         if isinstance(e, exp.Nullif):
             return self.info(e.this)
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
@@ -152,6 +156,10 @@ class RangePlan:
             return ("fixed" if "fixed" in kinds else found[0][0]), max(b for _, b in found)
         if isinstance(e, exp.Cast):
             kind, bound = self.info(e.this)
+            if kind in ("date", "timestamp") and e.to.this == exp.DataType.Type.DATE:
+                return "date", (bound / MICROS_PER_DAY + 1.0 if kind == "timestamp" else bound)
+            if kind in ("date", "timestamp"):  # to TIMESTAMP
+                return "timestamp", (bound * MICROS_PER_DAY if kind == "date" else bound)
             return ("fixed" if e.to.this in FIXED_TYPES else kind), bound
         if isinstance(e, exp.Count):
             return "int", self.rows + 1.0
@@ -189,7 +197,7 @@ class RangePlan:
                              f"{e.sql()} rounds ({why})")
         if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
             date = e.right if calendar_interval(e.left) else e.left  # spu.functions.add_months: civil_from_days
-            return self.need(date, DATE_LIMIT, f"{e.sql()} moves a date by calendar months")
+            return self.need(date, self.calendar_limit(date), f"{e.sql()} moves a date by calendar months")
         if isinstance(e, (exp.Add, exp.Sub)):
             return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
         if isinstance(e, exp.Mul):
@@ -222,10 +230,27 @@ class RangePlan:
             top = min(limit, self.compare_range(kind)) if kind == "fixed" else min(limit, self.reveal_range(kind))
             return self.need(e.this, top ** (1.0 / max(n, 1)), f"{e.sql()} multiplies ({why})")
         if isinstance(e, DATE_PARTS):  # civil_from_days divides days exactly for |days| < 2^40
-            for date in (e.this, e.args.get("expression")):
-                if date is not None and not isinstance(date, exp.Var):
-                    self.need(date, DATE_LIMIT, f"{e.sql()} takes the calendar date apart")
+            dates = [d for d in (e.this, e.args.get("expression")) if d is not None and not isinstance(d, exp.Var)]
+            unit = e.args.get("unit")
+            at_midnight = any(self.info(d)[0] == "timestamp" for d in dates) or \
+                (unit is not None and unit.name.upper() not in ("DAY", "MONTH", "YEAR"))
+            for date in dates:
+                self.need(date, self.calendar_limit(date, at_midnight), f"{e.sql()} takes the calendar date apart")
             return None
+        if isinstance(e, (exp.Add, exp.Sub)) and any(isinstance(o, exp.Interval) for o in (e.left, e.right)):
+            interval, moved = (e.left, e.right) if isinstance(e.left, exp.Interval) else (e.right, e.left)
+            room = max(min(limit, TIMESTAMP_LIMIT) - self.info(interval)[1], 1.0)  # microseconds
+            days = self.info(moved)[0] != "timestamp"  # DuckDB's date ± INTERVAL is a TIMESTAMP
+            return self.need(moved, room / MICROS_PER_DAY if days else room, f"{e.sql()} moves a date or timestamp")
+        if isinstance(e, exp.Anonymous) and str(e.this).upper() == "DATE_SUB":  # b - a divided exactly: < 2^61
+            for moment in e.expressions[1:]:
+                self.need(moment, self.calendar_limit(moment, True) / 4, f"{e.sql()} subtracts timestamps")
+            return None
+        if isinstance(e, exp.Cast) and self.info(e.this)[0] in ("date", "timestamp") and \
+                e.to.this != exp.DataType.Type.DATE:  # a date at midnight: microseconds
+            return self.need(e.this, self.calendar_limit(e.this, True), f"{e.sql()} takes a date at midnight")
+        if isinstance(e, exp.Cast) and self.info(e.this)[0] == "timestamp":  # to DATE: split_timestamp
+            return self.need(e.this, TIMESTAMP_LIMIT, f"{e.sql()} takes the date of a timestamp")
         if isinstance(e, exp.Cast) and e.to.this in NARROW_INTEGERS:  # DuckDB refuses values beyond the type
             bits = NARROW_INTEGERS[e.to.this]
             return self.need(e.this, min(limit, 2.0 ** bits - 1), f"{e.sql()} casts to a {bits + 1}-bit integer")
@@ -298,13 +323,21 @@ class RangePlan:
         for argument in arguments:
             self.need(argument, limit, why)
 
+    def calendar_limit(self, e: exp.Expression, at_midnight: bool = False) -> float:
+        """The limit of a date (days) or timestamp (microseconds) taken apart into calendar parts; a date that
+        becomes a timestamp (`at_midnight`: beside a timestamp, or moved by a time of day) in days."""
+        if self.info(e)[0] == "timestamp":
+            return TIMESTAMP_LIMIT
+        return TIMESTAMP_LIMIT / MICROS_PER_DAY if at_midnight else DATE_LIMIT
+
     def _need_compared(self, operands: list[exp.Expression], what: str) -> None:
         kinds = {self.info(o)[0] for o in operands}
-        if "text" in kinds:
+        if "text" in kinds and not kinds & {"date", "timestamp"}:  # a string beside a date is cast to one
             return None
         limit = self.compare_range("fixed" if "fixed" in kinds else "int")
         for operand in operands:
-            self.need(operand, limit, f"{what} compares")
+            midnight = "timestamp" in kinds and self.info(operand)[0] == "date"  # compared in microseconds
+            self.need(operand, limit / MICROS_PER_DAY if midnight else limit, f"{what} compares")
 
     def _need_sum(self, a: exp.Expression, b: exp.Expression, limit: float, kind: str, why: str) -> None:
         (_, bound_a), (_, bound_b) = self.info(a), self.info(b)
@@ -409,7 +442,10 @@ def rounding_digits(e: exp.Expression) -> int:
 def _numeric_kind(a: str, b: str) -> str:
     if "fixed" in (a, b):
         return "fixed"
-    return a if a == b else ("date" if "date" in (a, b) else "int")
+    for temporal in ("timestamp", "date"):  # date ± days, timestamp ± microseconds
+        if temporal in (a, b):
+            return temporal
+    return a if a == b else "int"
 
 
 def _branches(e: exp.Expression) -> list[exp.Expression]:

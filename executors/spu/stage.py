@@ -3,7 +3,8 @@
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
 comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
-kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions, dates (± calendar months), casts, SQRT/LN/LOG/EXP/POWER,
+kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions (NULL for a zero divisor under NULLIF, the rule of
+MySQL's `/`, DIV and MOD), dates and timestamps (± intervals, parts, differences), casts, SQRT/LN/LOG/EXP/POWER,
 SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
 when the keys are one party's columns — or over all rows), compacts the result
@@ -42,8 +43,9 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
-from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, TEXT_LIMBS, decimal_scale, decode_column, encode,
-                                           kind_of, limb_fracs, limbs_of, quotient_bits, range_kind)
+from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MICROS_PER_DAY, TEXT_LIMBS, decimal_scale,
+                                           decode_column, encode, kind_of, limb_fracs, limbs_of, quotient_bits,
+                                           range_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, functions, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, ROUNDING, TRIG, RangePlan,
@@ -66,7 +68,7 @@ class SV:
 
     limbs: list[ArithShare]
     valid: ArithShare
-    kind: str  # int | fixed | bool | date | text | decimal.<scale> (limbs: exact x * 10^s, fixed point)
+    kind: str  # int | fixed | bool | date | timestamp | text | decimal.<scale> (limbs: exact x * 10^s, fixed point)
 
     @property
     def value(self) -> ArithShare:
@@ -130,6 +132,10 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
         if (a, b) == ("date", "int") or (add and (a, b) == ("int", "date")):
             return "date"
         raise NotSupportedError(f"{e.sql(dialect='duckdb')}: {a} {'+' if add else '-'} {b} in secure computation")
+    if "timestamp" in (a, b):
+        raise NotSupportedError(f"{e.sql(dialect='duckdb')}: {a} {'+' if add else '-'} {b} in secure computation (a "
+                                "TIMESTAMP takes an INTERVAL; for the time between two, use DATEDIFF('second', a, b) "
+                                "or another unit)")
     for kind in (a, b):
         if kind not in ("int", "fixed"):
             raise NotSupportedError(f"{e.sql(dialect='duckdb')}: arithmetic on {kind} values in secure computation")
@@ -144,6 +150,11 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
 
 NUMERIC_CASTS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL)
 INTEGER_CASTS = (exp.DataType.Type.BIGINT, exp.DataType.Type.INT)
+TIMESTAMP_CASTS = (exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ)
+ZONED_TYPES = (exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.TIMESTAMPLTZ)
+TEMPORAL = ("date", "timestamp")
+TIME_PARTS = ("HOUR", "MINUTE", "SECOND")
+SUB_DAY_UNITS = ("MICROSECOND", "MILLISECOND", "SECOND", "MINUTE", "HOUR")
 LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Star, exp.Interval)  # their children are names, not expressions
 
 
@@ -161,7 +172,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return "text" if e.is_string else literal_value(e).kind
     if isinstance(e, exp.Cast):
         return {**{t: "fixed" for t in NUMERIC_CASTS}, **{t: "int" for t in INTEGER_CASTS},
-                exp.DataType.Type.DATE: "date"}.get(e.to.this)
+                **{t: "timestamp" for t in TIMESTAMP_CASTS}, exp.DataType.Type.DATE: "date"}.get(e.to.this)
     if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
         branches = ([i.args["true"] for i in e.args.get("ifs") or []] + [e.args.get("default")]
                     if isinstance(e, exp.Case) else [e.args.get("true"), e.args.get("false")]
@@ -178,7 +189,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return "fixed"
     if isinstance(e, exp.Pow):
         return static_kind(e.this, kind_of) if whole_power(e) else "fixed"
-    if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)):
+    if isinstance(e, (exp.IntDiv, exp.Mod, *DATE_PARTS)) or is_date_sub(e):
         return "int"
     if isinstance(e, exp.Interval):
         return "int"  # whole days (only added to or subtracted from a date)
@@ -186,9 +197,21 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return static_kind(e.this, kind_of)
     if isinstance(e, exp.Sum):
         return {"bool": "int"}.get(static_kind(e.this, kind_of), static_kind(e.this, kind_of))
+    if isinstance(e, (exp.Add, exp.Sub)) and any(isinstance(o, exp.Interval) for o in (e.left, e.right)):
+        return _shifted_kind(e, kind_of)
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
         return _arithmetic_kind(e, static_kind(e.left, kind_of), static_kind(e.right, kind_of))
     return None
+
+
+def _shifted_kind(e: exp.Expression, kind_of) -> str | None:
+    """date or timestamp ± INTERVAL: a date moved by whole days or months stays a date on the SPU (revealed
+    as DuckDB's TIMESTAMP at midnight, `conform`); anything moved by a time of day is a timestamp."""
+    interval, moved = (e.left, e.right) if isinstance(e.left, exp.Interval) else (e.right, e.left)
+    kind = static_kind(moved, kind_of)
+    if kind == "date" and (_interval_days(interval) is not None or calendar_interval(interval)):
+        return "date"
+    return "timestamp" if kind in TEMPORAL else None
 
 
 def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | None:
@@ -225,24 +248,37 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
             f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
     if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
         return None
-    if target == exp.DataType.Type.DATE and kind == "date":
+    if target in ZONED_TYPES:
+        return (f"{node.sql(dialect='duckdb')}: TIMESTAMPTZ in secure computation (the SPU holds TIMESTAMP without "
+                "time zone); compute it at one party or CAST to TIMESTAMP there")
+    if (target == exp.DataType.Type.DATE or target in TIMESTAMP_CASTS) and kind in (*TEMPORAL, None):
         return None
     if target == exp.DataType.Type.DATE and isinstance(node.this, exp.Literal) and node.this.is_string:
         return None if _date_literal(node.this.this) is not None else f"{node.sql(dialect='duckdb')}: not a date"
+    if target in TIMESTAMP_CASTS and isinstance(node.this, exp.Literal) and node.this.is_string:
+        return None if _timestamp_literal(node.this.this) is not None else \
+            f"{node.sql(dialect='duckdb')}: not a TIMESTAMP without time zone"
     return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers "
-            "and booleans to DOUBLE, DECIMAL, INTEGER and BIGINT, dates to DATE and DATE '...' constants; compute it "
-            "at one party")
+            "and booleans to DOUBLE, DECIMAL, INTEGER and BIGINT, dates and timestamps to DATE and TIMESTAMP, and "
+            "DATE '...' / TIMESTAMP '...' constants; compute it at one party")
 
 
 def _date_part_rule(node: exp.Expression, kind_of) -> str | None:
-    """EXTRACT(YEAR|MONTH|DAY FROM d), YEAR(d), MONTH(d), DAY(d) of a date; DATEDIFF in days, months or years."""
+    """EXTRACT(YEAR|MONTH|DAY FROM d), YEAR(d), MONTH(d), DAY(d) of a date or timestamp, and HOUR, MINUTE,
+    SECOND of a timestamp; DATEDIFF in years, months, days (of dates or timestamps), hours, minutes, seconds,
+    milliseconds or microseconds (of timestamps, or dates taken at midnight)."""
     part = _date_part(node)
-    if part not in ("YEAR", "MONTH", "DAY"):
-        return (f"{node.sql(dialect='duckdb')}: secure computation takes the YEAR, MONTH and DAY of a date "
-                f"(not {part}); compute it at one party")
-    arguments = [node.this, node.expression] if isinstance(node, exp.DateDiff) else [_date_argument(node)]
-    if any(static_kind(a, kind_of) not in ("date", None) for a in arguments):
-        return f"{node.sql(dialect='duckdb')}: {_date_part(node)} of a value that is not a DATE in secure computation"
+    diff = isinstance(node, exp.DateDiff)
+    allowed = ("YEAR", "MONTH", "DAY", *SUB_DAY_UNITS) if diff else ("YEAR", "MONTH", "DAY", *TIME_PARTS)
+    if part not in allowed:
+        return (f"{node.sql(dialect='duckdb')}: secure computation takes {', '.join(allowed)} "
+                f"{'differences' if diff else 'parts'} of dates and timestamps (not {part}); compute it at one party")
+    arguments = [node.this, node.expression] if diff else [_date_argument(node)]
+    kinds = {static_kind(a, kind_of) for a in arguments}
+    if not kinds <= {*TEMPORAL, None}:
+        return f"{node.sql(dialect='duckdb')}: {part} of a value that is not a DATE or TIMESTAMP in secure computation"
+    if part in TIME_PARTS and not diff and "date" in kinds:
+        return f"{node.sql(dialect='duckdb')}: {part} of a DATE in secure computation (a DATE has no time of day)"
     return None
 
 
@@ -250,7 +286,8 @@ def _date_part(node: exp.Expression) -> str:
     if isinstance(node, (exp.Extract, exp.DateDiff)):
         unit = node.this if isinstance(node, exp.Extract) else node.args.get("unit")
         return (unit.name if unit is not None else "DAY").upper()
-    return {exp.Year: "YEAR", exp.Month: "MONTH", exp.Day: "DAY", exp.DayOfMonth: "DAY"}[type(node)]
+    return {exp.Year: "YEAR", exp.Month: "MONTH", exp.Day: "DAY", exp.DayOfMonth: "DAY", exp.Hour: "HOUR",
+            exp.Minute: "MINUTE", exp.Second: "SECOND"}[type(node)]
 
 
 def _date_argument(node: exp.Expression) -> exp.Expression:
@@ -284,8 +321,11 @@ def _trig_rule(node: exp.Expression, kind_of) -> str | None:
 
 
 def _anonymous_rule(node: exp.Anonymous, kind_of) -> str | None:
-    """Of the functions sqlglot does not know, SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) of numbers."""
+    """Of the functions sqlglot does not know, SCQL's GEODIST(lon1, lat1, lon2, lat2[, radius]) of numbers and
+    DuckDB's DATE_SUB (whole units elapsed; MySQL's TIMESTAMPDIFF)."""
     shown = node.sql(dialect="duckdb")
+    if is_date_sub(node):
+        return _date_sub_rule(node, kind_of)
     if not is_geodist(node):
         return (f"{shown}: {str(node.this).upper()} is not evaluated in secure computation; compute it at one "
                 "party (docs/architecture.md: what the SPU evaluates)")
@@ -293,6 +333,59 @@ def _anonymous_rule(node: exp.Anonymous, kind_of) -> str | None:
         return f"{shown}: GEODIST takes (lon1, lat1, lon2, lat2) or (lon1, lat1, lon2, lat2, radius)"
     kinds = {static_kind(a, kind_of) for a in node.expressions} - {"int", "fixed", None}
     return f"{shown}: GEODIST of {', '.join(sorted(kinds))} values in secure computation" if kinds else None
+
+
+ELAPSED_UNITS = (*SUB_DAY_UNITS, "DAY", "WEEK")
+
+
+def is_date_sub(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Anonymous) and str(node.this).upper() == "DATE_SUB"
+
+
+def _elapsed_unit(node: exp.Anonymous) -> str | None:
+    unit = node.expressions[0] if node.expressions else None
+    return unit.this.upper() if isinstance(unit, exp.Literal) and unit.is_string else None
+
+
+def _date_sub_rule(node: exp.Anonymous, kind_of) -> str | None:
+    """DATE_SUB(unit, a, b): the whole units from a to b (truncated toward zero), for a fixed-length unit
+    (MICROSECOND .. WEEK) of dates or timestamps; MySQL's TIMESTAMPDIFF becomes it (planner/dialects)."""
+    shown, unit = node.sql(dialect="duckdb"), _elapsed_unit(node)
+    if len(node.expressions) != 3 or unit not in ELAPSED_UNITS:
+        return (f"{shown}: secure computation counts whole {', '.join(ELAPSED_UNITS)} between timestamps "
+                "(DATE_SUB, MySQL's TIMESTAMPDIFF), not months or years; compute it at one party")
+    kinds = {static_kind(a, kind_of) for a in node.expressions[1:]} - {*TEMPORAL, None}
+    return f"{shown}: DATE_SUB of {', '.join(sorted(kinds))} values in secure computation" if kinds else None
+
+
+def _formatting_rule(node: exp.Expression, kind_of) -> str | None:
+    """Text made of a date is not computed on shares (its bytes depend on the value's digits)."""
+    return (f"{node.sql(dialect='duckdb')}: STRFTIME / DATE_FORMAT of a secret date or timestamp is not computed in "
+            "secure computation (nor MySQL's arithmetic on dates without INTERVAL, which reads them as numbers "
+            "such as 20240131235959); use EXTRACT, DATEDIFF or TIMESTAMPDIFF, or compute it at one party")
+
+
+def _total_rule(node: exp.Expression, kind_of) -> str | None:
+    """SUM and AVG of numbers (SUM of booleans counts them); of dates, timestamps or text refused by name."""
+    kind = static_kind(node.this, kind_of)
+    if kind in (*TEMPORAL, "text") and not isinstance(node.this, exp.Distinct):
+        return (f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of {kind} values in secure computation; "
+                "compute it at one party")
+    return None
+
+
+def _sum_rule(node: exp.Expression, kind_of) -> str | None:
+    """a + b, a - b of kinds DuckDB adds (`sum_kind`): refused at plan time where the kinds are known."""
+    if any(isinstance(o, exp.Interval) for o in (node.left, node.right)):
+        return None  # the INTERVAL's own rule
+    kinds = (static_kind(node.left, kind_of), static_kind(node.right, kind_of))
+    if None in kinds or "any" in kinds:
+        return None
+    try:
+        sum_kind(node, *kinds)
+    except NotSupportedError as refused:
+        return str(refused)
+    return None
 
 
 TRIG_PUBLIC = {exp.Sin: math.sin, exp.Cos: math.cos, exp.Tan: math.tan, exp.Asin: math.asin, exp.Acos: math.acos,
@@ -340,29 +433,54 @@ def _unit_rule(node: exp.Var, kind_of) -> str | None:
 
 
 def _interval_rule(node: exp.Interval, kind_of) -> str | None:
-    """INTERVAL n DAY, WEEK, MONTH, QUARTER or YEAR with a whole constant n, added to a date or subtracted
-    from one (a calendar interval: date + INTERVAL or date - INTERVAL only)."""
+    """INTERVAL n MICROSECOND .. WEEK, MONTH, QUARTER or YEAR with a whole constant n, added to a date or a
+    timestamp or subtracted from one (date/timestamp + INTERVAL, INTERVAL + date/timestamp, date/timestamp -
+    INTERVAL)."""
     parent = node.parent
-    if _interval_days(node) is not None and isinstance(parent, (exp.Add, exp.Sub)):
-        return None
-    if calendar_interval(node) and isinstance(parent, (exp.Add, exp.Sub)) and \
-            (isinstance(parent, exp.Add) or parent.expression is node):
+    if (_interval_micros(node) is not None or calendar_interval(node)) and isinstance(parent, (exp.Add, exp.Sub)) \
+            and (isinstance(parent, exp.Add) or parent.expression is node):
         other = parent.expression if parent.this is node else parent.this
-        return None if static_kind(other, kind_of) in ("date", None) else \
-            f"{parent.sql(dialect='duckdb')}: a calendar interval moves a DATE in secure computation"
-    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n DAY, WEEK, MONTH, QUARTER "
-            "or YEAR (a whole constant n) to a date; compute other intervals at one party")
+        return None if static_kind(other, kind_of) in (*TEMPORAL, None) else \
+            f"{parent.sql(dialect='duckdb')}: an INTERVAL moves a DATE or a TIMESTAMP in secure computation"
+    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU adds INTERVAL n MICROSECOND, MILLISECOND, "
+            "SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR (a whole constant n) to a date or a timestamp; "
+            "compute other intervals at one party")
 
 
-def _interval_days(node: exp.Interval) -> int | None:
-    """The days of INTERVAL n DAY / WEEK with a whole n, else None."""
+INTERVAL_MICROS = {**functions.MICROS, "WEEK": 7 * functions.MICROS["DAY"]}
+
+
+def _interval_in(node: exp.Interval, scales: dict[str, int]) -> int | None:
+    """INTERVAL n UNIT with a whole n as n * scales[UNIT] (a plural unit as its singular), else None."""
     unit = (node.unit.name if node.unit is not None else "").upper()
     try:
         count = int(str(node.this.this)) if isinstance(node.this, exp.Literal) else None
     except ValueError:
         return None
-    scale = {"DAY": 1, "DAYS": 1, "WEEK": 7, "WEEKS": 7}.get(unit)
+    scale = scales.get(unit[:-1] if unit.endswith("S") else unit)
     return count * scale if count is not None and scale is not None else None
+
+
+def _interval_days(node: exp.Interval) -> int | None:
+    """The days of INTERVAL n DAY / WEEK with a whole n, else None."""
+    return _interval_in(node, {"DAY": 1, "WEEK": 7})
+
+
+def _interval_micros(node: exp.Interval) -> int | None:
+    """The microseconds of INTERVAL n MICROSECOND .. WEEK with a whole n (a fixed length), else None."""
+    return _interval_in(node, INTERVAL_MICROS)
+
+
+def _timestamp_literal(text: str) -> int | None:
+    """A TIMESTAMP constant ('2024-01-31', '2024-01-31 10:00[:00[.123456]]') as microseconds since 1970, as
+    DuckDB casts it; None when it is not one (or carries a time zone, which TIMESTAMP has not)."""
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        return None
+    return (moment - datetime.datetime(1970, 1, 1)) // datetime.timedelta(microseconds=1)
 
 
 def _public_add_months(day: datetime.date, months: int) -> datetime.date:
@@ -459,10 +577,9 @@ def _window_rule(node: exp.Window, kind_of) -> str | None:
 
 SPU_RULES = {
     **{cls: _evaluated for cls in (
-        exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Add, exp.Sub,
-        exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
+        exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
         exp.If, exp.Coalesce, exp.Abs, exp.Pi,
-        exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
+        exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
     exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
@@ -470,6 +587,8 @@ SPU_RULES = {
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
+    exp.Add: _sum_rule, exp.Sub: _sum_rule, exp.TimeToStr: _formatting_rule, exp.Sum: _total_rule,
+    exp.Avg: _total_rule,
 }
 
 
@@ -605,6 +724,8 @@ class Stage:
             return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
         if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
             return self._add_months(e)
+        if isinstance(e, (exp.Add, exp.Sub)) and any(isinstance(o, exp.Interval) for o in (e.left, e.right)):
+            return self._shift(e)
         if isinstance(e, (exp.Add, exp.Sub)):
             a, b = self.ev(e.left), self.ev(e.right)
             kind = sum_kind(e, a.kind, b.kind)
@@ -616,7 +737,7 @@ class Stage:
         if isinstance(e, exp.Mul):
             return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
         if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)):
-            return self._divide(e, self.ev(e.left), self.ev(e.right))
+            return self._divide_or_null(e)
         if isinstance(e, exp.Nullif):  # NULL where x = y (NULL there too where either is NULL: x stays)
             x = self.secret(self.ev(e.this))
             same = self.truth(self._compare(exp.EQ, x, self.ev(e.expression)))
@@ -665,12 +786,16 @@ class Stage:
             return self._trig(e)
         if is_geodist(e):
             return self._geodist(e)
+        if is_date_sub(e):
+            return self._elapsed(e)
         if isinstance(e, exp.Cast):
             v = self.ev(e.this)
             target = e.to.this
             if target == exp.DataType.Type.DATE and isinstance(v, PV) and v.kind == "text" \
                     and _date_literal(v.value) is not None:  # DATE '...': a public day number
                 return PV(_date_literal(v.value), "date")
+            if target in TIMESTAMP_CASTS or (target == exp.DataType.Type.DATE and v.kind == "timestamp"):
+                return self._temporal_cast(e, v)
             if target == exp.DataType.Type.DECIMAL and not isinstance(v, PV):
                 return self._to_decimal(v, decimal_scale_of(e.to))
             if target in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL):
@@ -713,24 +838,107 @@ class Stage:
         return SV([exact, fixed.with_frac(s.frac_bits)], v.valid, f"decimal.{scale}")
 
     def _date_part(self, e: exp.Expression) -> SV:
-        """YEAR / MONTH / DAY of a date (spu.functions.civil_from_days, exact), and DATEDIFF in days (b - a),
-        months or years (the boundaries crossed, as DuckDB counts them)."""
+        """YEAR / MONTH / DAY of a date or timestamp (spu.functions.civil_from_days, exact), HOUR / MINUTE /
+        SECOND of a timestamp (spu.functions.time_of_day), and DATEDIFF (b - a) in the unit's boundaries
+        crossed, as DuckDB counts them: months and years of the calendar dates, days of the dates, smaller
+        units of the timestamps (a date at midnight)."""
         part = _date_part(e)
         if isinstance(e, exp.DateDiff):
-            later, earlier = self.ev(e.this), self.ev(e.expression)
-            rows = len((later if isinstance(later, SV) else earlier).valid)
-            later, earlier = self.secret(later, rows), self.secret(earlier, rows)
-            valid = self.both_valid(later, earlier)
-            if part == "DAY":
-                return SV([later.value - earlier.value], valid, "int")
-            (y1, m1, _), (y0, m0, _) = (functions.civil_from_days(self.s, d.value) for d in (later, earlier))
-            years = y1 - y0
-            return SV([years if part == "YEAR" else years * 12 + (m1 - m0)], valid, "int")
+            return self._date_diff(e, part)
         v = self.secret(self.ev(_date_argument(e)))
-        if v.kind != "date":
+        if v.kind not in TEMPORAL or (part in TIME_PARTS and v.kind != "timestamp"):
             raise NotSupportedError(_date_part_rule(e, lambda column: v.kind) or f"{e.sql()}: not a date")
+        if v.kind == "timestamp":
+            days, within = functions.split_timestamp(self.s, v.value)
+            if part in TIME_PARTS:
+                return SV([functions.time_of_day(self.s, within)[TIME_PARTS.index(part)]], v.valid, "int")
+            v = SV([days], v.valid, "date")
         year, month, day = functions.civil_from_days(self.s, v.value)
         return SV([{"YEAR": year, "MONTH": month, "DAY": day}[part]], v.valid, "int")
+
+    def _date_diff(self, e: exp.DateDiff, part: str) -> SV:
+        """DATEDIFF(part, a, b): b's boundaries of `part` since 1970 minus a's (both in one batch)."""
+        later, earlier = self.ev(e.this), self.ev(e.expression)
+        rows = len((later if isinstance(later, SV) else earlier).valid)
+        later, earlier = self.secret(later, rows), self.secret(earlier, rows)
+        if not {later.kind, earlier.kind} <= set(TEMPORAL):
+            raise NotSupportedError(_date_part_rule(e, lambda column: None) or f"{e.sql()}: not a date")
+        valid = self.both_valid(later, earlier)
+        both = SV([arith.concat([self._as_timestamp(later).value, self._as_timestamp(earlier).value])],
+                  arith.concat([later.valid, earlier.valid]), "timestamp")
+        if part in SUB_DAY_UNITS:
+            units = functions.units_since_epoch(self.s, both.value, part)
+            return SV([units[:rows] - units[rows:]], valid, "int")
+        days = self._as_date(both).value if "timestamp" in (later.kind, earlier.kind) else \
+            arith.concat([later.value, earlier.value])
+        if part == "DAY":
+            return SV([days[:rows] - days[rows:]], valid, "int")
+        year, month, _ = functions.civil_from_days(self.s, days)
+        years = year[:rows] - year[rows:]
+        return SV([years if part == "YEAR" else years * 12 + (month[:rows] - month[rows:])], valid, "int")
+
+    def _elapsed(self, e: exp.Anonymous) -> SV:
+        """DATE_SUB(unit, a, b): (b - a) in microseconds divided by the unit's, truncated toward zero as DuckDB
+        (spu.functions.truncated_divide_public, exact for |b - a| < 2^61)."""
+        unit = _elapsed_unit(e)
+        if _date_sub_rule(e, lambda column: None) is not None:
+            raise NotSupportedError(_date_sub_rule(e, lambda column: None))
+        earlier, later = (self.ev(a) for a in e.expressions[1:])
+        if not {earlier.kind, later.kind} <= set(TEMPORAL):
+            raise NotSupportedError(_date_sub_rule(e, lambda column: earlier.kind if earlier.kind not in TEMPORAL
+                                                   else later.kind))
+        rows = len((later if isinstance(later, SV) else earlier).valid)
+        earlier, later = (self.secret(self._as_timestamp(v), rows) for v in (earlier, later))
+        micros = later.value - earlier.value
+        step = INTERVAL_MICROS[unit]
+        elapsed = micros if step == 1 else functions.truncated_divide_public(self.s, micros, step)
+        return SV([elapsed], self.both_valid(earlier, later), "int")
+
+    def _as_timestamp(self, v):
+        """A date (or timestamp) as a timestamp: midnight of the day, as DuckDB casts it (exact, local)."""
+        if v.kind == "timestamp":
+            return v
+        if isinstance(v, PV):
+            return PV(None if v.value is None else int(v.value) * MICROS_PER_DAY, "timestamp")
+        return SV([v.value * MICROS_PER_DAY], v.valid, "timestamp")
+
+    def _as_date(self, v):
+        """A timestamp's (or date's) calendar date, as CAST(ts AS DATE): the day it falls on (exact)."""
+        if v.kind == "date":
+            return v
+        if isinstance(v, PV):
+            return PV(None if v.value is None else int(v.value) // MICROS_PER_DAY, "date")
+        return SV([functions.split_timestamp(self.s, v.value)[0]], v.valid, "date")
+
+    def _temporal_cast(self, e: exp.Cast, v):
+        """CAST to TIMESTAMP of a timestamp, a date or a TIMESTAMP '...' constant; CAST of a timestamp to DATE."""
+        target = e.to.this
+        if isinstance(v, PV) and v.value is None:  # CAST(NULL AS TIMESTAMP)
+            return PV(None, "timestamp" if target in TIMESTAMP_CASTS else "date")
+        if isinstance(v, PV) and v.kind == "text" and target in TIMESTAMP_CASTS:
+            micros = _timestamp_literal(v.value)
+            if micros is None:
+                raise NotSupportedError(f"{e.sql(dialect='duckdb')}: not a TIMESTAMP without time zone")
+            return PV(micros, "timestamp")
+        if v.kind not in TEMPORAL:
+            raise NotSupportedError(_cast_rule(e, lambda column: v.kind) or f"CAST to {e.to.sql()} in secure computation")
+        return self._as_timestamp(v) if target in TIMESTAMP_CASTS else self._as_date(v)
+
+    def _shift(self, e: exp.Expression):
+        """date / timestamp ± INTERVAL n of a fixed length (MICROSECOND .. WEEK): a date moved by whole days
+        stays a date (DuckDB's TIMESTAMP at midnight, see `conform`); otherwise the microseconds are added
+        to the timestamp (a date taken at midnight). Exact: a public addition."""
+        interval, moved = (e.left, e.right) if isinstance(e.left, exp.Interval) else (e.right, e.left)
+        sign = -1 if isinstance(e, exp.Sub) else 1
+        v = self.ev(moved)
+        days, micros = _interval_days(interval), _interval_micros(interval)
+        if v.kind not in TEMPORAL or micros is None or (sign < 0 and interval is e.left):
+            raise NotSupportedError(_interval_rule(interval, lambda column: v.kind)
+                                    or f"{e.sql(dialect='duckdb')}: INTERVAL arithmetic in secure computation")
+        step, v = (days, v) if v.kind == "date" and days is not None else (micros, self._as_timestamp(v))
+        if isinstance(v, PV):
+            return PV(None if v.value is None else v.value + sign * step, v.kind)
+        return SV([arith.add_public(self.s, v.value, sign * step)], v.valid, v.kind)
 
     def _add_months(self, e: exp.Expression) -> SV | PV:
         """date ± INTERVAL n MONTH / QUARTER / YEAR, as DuckDB: the day clamped to the new month's last day
@@ -738,17 +946,39 @@ class Stage:
         interval, date = (e.left, e.right) if calendar_interval(e.left) else (e.right, e.left)
         months = interval_months(interval) * (-1 if isinstance(e, exp.Sub) else 1)
         v = self.ev(date)
-        if v.kind != "date":
-            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a calendar interval moves a DATE in secure computation")
+        if v.kind not in TEMPORAL:
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a calendar interval moves a DATE or a TIMESTAMP in "
+                                    "secure computation")
+        if isinstance(v, PV) and v.kind == "timestamp":
+            day, within = divmod(int(v.value), MICROS_PER_DAY)
+            moved = _public_add_months(EPOCH + datetime.timedelta(days=day), months)
+            return PV((moved - EPOCH).days * MICROS_PER_DAY + within, "timestamp")
         if isinstance(v, PV):
             moved = _public_add_months(EPOCH + datetime.timedelta(days=int(v.value)), months)
             return PV((moved - EPOCH).days, "date")
+        if v.kind == "timestamp":
+            return SV([functions.add_months_timestamp(self.s, v.value, months)], v.valid, "timestamp")
         return SV([functions.add_months(self.s, v.value, months)], v.valid, "date")
 
-    def _divide(self, e: exp.Expression, a, b):
+    def _divide_or_null(self, e: exp.Expression):
+        """x / NULLIF(y, 0) (and //, %): NULL where y is 0, the rule of MySQL's `/`, DIV and MOD (sqlglot and
+        planner/dialects/mysql.py write them so), computed obliviously: the division's own zero test clears
+        the row's validity, so no row is refused and no NULLIF comparison is paid for. Any other divisor:
+        `_divide`, where a counted row dividing by zero refuses the query (DuckDB's ±infinity and NaN have no
+        encoding; its `//` and `%` by 0, and PostgreSQL's division by 0, are errors)."""
+        divisor = e.right.unnest()
+        if isinstance(divisor, exp.Nullif) and constant(divisor.expression) == 0:
+            y = self.ev(divisor.this)
+            if isinstance(y, SV):
+                result = self._divide(e, self.ev(e.left), y, null_on_zero=True)  # x / 1 where y = 0: zeroed,
+                zeroed = arith.beaver_mul_many(self.s, [(limb, result.valid) for limb in result.limbs])  # not opened
+                return SV(zeroed, result.valid, result.kind)
+        return self._divide(e, self.ev(e.left), self.ev(e.right))
+
+    def _divide(self, e: exp.Expression, a, b, null_on_zero: bool = False):
         """x / y (fixed point), x // y (rounded toward zero) and x % y (the sign of x), as DuckDB
         computes them, by a constant or by a secret (spu.functions). A counted row dividing by zero
-        refuses the query (DuckDB gives ±infinity, NaN or an error there)."""
+        refuses the query (DuckDB gives ±infinity, NaN or an error there), or with `null_on_zero` gives NULL."""
         s = self.s
         for v in (a, b):
             _numeric_only(e, v)
@@ -774,19 +1004,25 @@ class Stage:
             valid = self.both_valid(a, b)
             if not whole:
                 quotient, zero = functions.divide_secret(s, self.to_fixed(a).value, b.value)
-                self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
-                return SV([quotient], valid, "fixed")
+                return SV([quotient], self._zero_divisors(e, zero, valid, null_on_zero), "fixed")
             quotient, zero = functions.truncated_divide_secret(s, a.value, b.value)
-            self._refuse_zero_divisors(e, arith.beaver_mul(s, zero, valid))
+            valid = self._zero_divisors(e, zero, valid, null_on_zero)
             divisor = b.value
         if isinstance(e, exp.IntDiv):
             return SV([quotient], valid, "int")
         taken = quotient * int(b.value) if divisor is None else arith.beaver_mul(s, quotient, divisor)
         return SV([a.value - taken], valid, "int")
 
-    def _refuse_zero_divisors(self, e: exp.Expression, zero: ArithShare) -> None:
-        self._refuse_counted(e, zero, "a row divides by zero (DuckDB gives ±infinity, NaN or an error, which the "
-                                      "SPU cannot hold); exclude those rows, e.g. with NULLIF(divisor, 0)")
+    def _zero_divisors(self, e: exp.Expression, zero: ArithShare, valid: ArithShare, null_on_zero: bool) -> ArithShare:
+        """The quotient's validity: NULL where the divisor is 0 (`null_on_zero`), else unchanged after refusing
+        the query if a counted row divides by zero."""
+        dividing_by_zero = arith.beaver_mul(self.s, zero, valid)
+        if null_on_zero:
+            return valid - dividing_by_zero
+        self._refuse_counted(e, dividing_by_zero, "a row divides by zero (DuckDB gives ±infinity, NaN or an error, "
+                                                  "which the SPU cannot hold); exclude those rows, e.g. with "
+                                                  "NULLIF(divisor, 0)")
+        return valid
 
     def _refuse_counted(self, e: exp.Expression, bad: ArithShare, why: str) -> None:
         """Open how many counted rows have a 1 in `bad` (nothing else; one round) and refuse if any does.
@@ -1009,6 +1245,7 @@ class Stage:
         if isinstance(a, PV) and isinstance(b, PV):
             raise NotSupportedError("a comparison of constants in secure computation")
         n = len(a.valid) if isinstance(a, SV) else len(b.valid)
+        a, b = self._temporal_pair(a, b)
         if "text" in (a.kind, b.kind):
             a, b = self.secret(a, n), self.secret(b, n)
             if a.kind != b.kind:
@@ -1020,6 +1257,23 @@ class Stage:
                   exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
             bit = fn(s, a.value, b.value, arith=True)
         return SV([bit], self.both_valid(a, b), "bool")
+
+    def _temporal_pair(self, a, b):
+        """Operands of a comparison as DuckDB compares them: a string constant beside a date or timestamp is
+        cast to its type ('2024-01-31 10:00' < ts), a date beside a timestamp is taken at midnight."""
+        kinds = (a.kind, b.kind)
+        if "timestamp" in kinds and "date" in kinds:
+            return self._as_timestamp(a), self._as_timestamp(b)
+        for kind, parse in (("timestamp", _timestamp_literal), ("date", _date_literal)):
+            if kind in kinds and "text" in kinds:
+                text = a if a.kind == "text" else b
+                value = parse(text.value) if isinstance(text, PV) else None
+                if value is None:
+                    shown = repr(text.value) if isinstance(text, PV) else "a text value"
+                    raise NotSupportedError(f"comparing a {kind.upper()} with {shown} in secure computation: DuckDB "
+                                            f"casts it to {kind.upper()}, and this is not one the SPU reads")
+                return (PV(value, kind), b) if text is a else (a, PV(value, kind))
+        return a, b
 
     def _text_compare(self, op, a: SV, b: SV) -> ArithShare:
         s = self.s
@@ -1540,6 +1794,8 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
             out.append(stage.to_fixed(v))
         elif (v.kind, want) == ("int", "bool"):
             out.append(SV(v.limbs, v.valid, "bool"))
+        elif (v.kind, want) == ("date", "timestamp"):  # date ± INTERVAL n DAY / MONTH: midnight of the day
+            out.append(stage._as_timestamp(v))
         else:
             raise DataError(f"{sql}: secure computation gives a {v.kind} value where DuckDB gives {want}; refused "
                             "rather than answered with the wrong type")

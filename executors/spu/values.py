@@ -19,8 +19,10 @@ Exact ranges (F = 16; `spu.ranges` derives each query's tighter limits from thes
                                    and round(x * 2^F)       (times 2^F / 10^s where s > 4: both limbs in range)
   REAL, DOUBLE              fixed  round(x * 2^F)           |x| < 2^47        |x| < 2^46 (7.0e13)
                                    (absolute error 2^-(F+1))
+  TIMESTAMP                 timestamp  microseconds since    |x| < 2^63 us     |x| < 2^62 us (146,000 years from 1970)
+                                   1970-01-01 00:00:00
   VARCHAR                   text   4 limbs of 7 bytes       28 UTF-8 bytes    28 UTF-8 bytes
-  TIMESTAMP, others         refused (DataError)
+  TIMESTAMPTZ, others       refused (DataError)
 
 NaN and ±infinity have no fixed-point encoding: their owner refuses them with a DataError naming
 the column and the value class before sharing anything (as the HE path does). Every value beyond
@@ -45,6 +47,7 @@ TEXT_LIMBS = 4
 QUOTIENT_LIMBS = 4  # an exact AVG: its fixed-point value, then `exact_division.long_divide`'s sign, high, low
 LIMB_BYTES = 7
 EPOCH = datetime.date(1970, 1, 1)
+MICROS_PER_DAY = 86_400_000_000
 
 
 def kind_of(dtype: pa.DataType) -> str:
@@ -54,6 +57,8 @@ def kind_of(dtype: pa.DataType) -> str:
         return "int"
     if pa.types.is_date(dtype):
         return "date"
+    if pa.types.is_timestamp(dtype):
+        return timestamp_kind(dtype)
     if pa.types.is_decimal(dtype):
         return f"decimal.{dtype.scale}"
     if pa.types.is_floating(dtype):
@@ -61,6 +66,17 @@ def kind_of(dtype: pa.DataType) -> str:
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return "text"
     raise DataError(f"values of type {dtype} cannot enter secure computation yet")
+
+
+def timestamp_kind(dtype: pa.TimestampType) -> str:
+    """TIMESTAMP (microseconds, no time zone) is `timestamp`; a zone or another unit is refused by name."""
+    if dtype.tz is not None:
+        raise DataError(f"TIMESTAMPTZ values ({dtype}) cannot enter secure computation: the SPU takes TIMESTAMP "
+                        "without time zone; CAST them to TIMESTAMP (the wall clock of one stated zone) first")
+    if dtype.unit != "us":
+        raise DataError(f"TIMESTAMP values in {dtype.unit} ({dtype}) cannot enter secure computation: CAST them to "
+                        "TIMESTAMP (microseconds) first")
+    return "timestamp"
 
 
 def decimal_scale(kind: str) -> int | None:
@@ -99,11 +115,13 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
            name: str = "a column") -> tuple[list[np.ndarray], np.ndarray]:
     """(ring limbs, validity) of a column, after its owner checked every value against `limit`
     (|x| < limit.value; default: the kind's whole range) and refused NaN and infinities."""
+    if kind == "timestamp":  # as integers: Python's datetime ends at year 9999, DuckDB's TIMESTAMP does not
+        column = column.cast(pa.int64())
     values = column.to_pylist()
     valid = np.array([v is not None for v in values], dtype=np.uint64)
     scale = decimal_scale(kind)
-    if kind in ("int", "fixed"):
-        check_range(values, kind, frac, limit, name)
+    if kind in ("int", "fixed", "timestamp"):
+        check_range(values, "fixed" if kind == "fixed" else "int", frac, limit, name)
     if scale is not None:
         check_range(values, "fixed", frac, limit, name, ring_units=10 ** scale)
         exact = [int(decimal.Decimal(v).scaleb(scale)) if v is not None else 0 for v in values]
@@ -111,7 +129,7 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
         return [as_ring(np.array(exact, dtype=np.int64)), encode_fixed(np.array(floats), frac)], valid
     if kind == "date":
         check_range([(v - EPOCH).days if v is not None else None for v in values], "int", 0, limit, name)
-    if kind in ("int", "bool"):
+    if kind in ("int", "bool", "timestamp"):
         return [as_ring(np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "date":
         return [as_ring(np.array([(v - EPOCH).days if v is not None else 0 for v in values], dtype=np.int64))], valid
@@ -193,6 +211,8 @@ def decode_column(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: i
         days = to_signed(limbs[0])
         return pa.array([None if m else EPOCH + datetime.timedelta(days=int(d)) for d, m in zip(days, mask)],
                         pa.date32())
+    if kind == "timestamp":
+        return pa.array(to_signed(limbs[0]), pa.int64(), mask=mask).cast(pa.timestamp("us"))
     if kind == "text":
         out = []
         for i, m in enumerate(mask):

@@ -497,7 +497,22 @@ def unix_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
+def two_argument_atan(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """MySQL's ATAN(y, x) is ATAN2(y, x); DuckDB's ATAN takes one argument.
+
+    >>> from sqlglot import parse_one
+    >>> two_argument_atan(parse_one("SELECT ATAN(y, x), ATAN(y)", read="mysql"), None).sql("duckdb")
+    'SELECT ATAN2(y, x), ATAN(y)'
+    """
+    def rewrite(node):
+        if isinstance(node, exp.Atan) and node.args.get("expression") is not None:
+            return exp.Atan2(this=node.this, expression=node.expression)
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
 RULES = (add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division,
          integer_division, approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day,
          date_arithmetic_types, weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone,
-         string_functions, refuse_unknown_functions)
+         string_functions, two_argument_atan, refuse_unknown_functions)
