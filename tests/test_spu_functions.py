@@ -851,3 +851,27 @@ def test_mysql_timestampdiff_on_shares_counts_whole_units(mysql_timestamps):
 ])
 def test_mysql_datetime_arithmetic_the_spu_cannot_do_is_refused_naming_it(mysql_timestamps, mysql, name):
     refused_by_the_spu(mysql_timestamps.engine, mysql, name)
+
+
+def test_a_null_output_opens_as_zero_not_as_what_its_expression_held(edge_oracles, monkeypatch):
+    """NULLIF(s.k, b.id) is NULL where they are equal, and its limbs still held s.k there: the issuer's
+    opened words of every NULL output are zero (`stage.nulls_zeroed`), on the stage and in secret programs."""
+    from sqlsecure.executors.spu.session import SpuSession
+    opened_to_issuer = []
+    original = SpuSession.open_many
+
+    def recording(self, arith=(), xor=(), bits=(), to=None):
+        got = original(self, arith=arith, xor=xor, bits=bits, to=to)
+        if to is not None and got:
+            opened_to_issuer.append(got)
+        return got
+
+    monkeypatch.setattr(SpuSession, "open_many", recording)
+    oracle = edge_oracles["inside"]
+    sql = f"SELECT b.id, NULLIF(s.k, b.id) AS n {EDGE_JOIN}"
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+    got = oracle.engine.execute(sql, "bank").table
+    assert same_multiset(got, oracle.con.sql(sql).to_arrow_table())
+    (words,) = opened_to_issuer[-1:]
+    id_limb, id_valid, n_limb, n_valid = words[:4]
+    assert (n_valid == 0).sum() >= 3 and not n_limb[n_valid == 0].any()

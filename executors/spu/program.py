@@ -35,7 +35,7 @@ from sqlsecure.executors.spu import set_ops
 from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
-from sqlsecure.executors.spu.stage import SV, spu_refusal, static_kind
+from sqlsecure.executors.spu.stage import SV, nulls_zeroed, spu_refusal, static_kind
 from sqlsecure.executors.spu.values import decimal_scale, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
@@ -689,7 +689,7 @@ def _open_result(s: SpuSession, program: Program, rel: SecretRelation, issuer_in
                  issuer: str | None, out: str) -> pa.Table | None:
     """Open the root's valid rows to the issuer only: shuffled (unless the root is a sort), every
     value of an invalid row zeroed (1 round), then one opening to the issuer."""
-    values = [sr.conform(s, rel.columns[name], kind) for name, kind in program.root.schema]
+    values = nulls_zeroed(s, [sr.conform(s, rel.columns[name], kind) for name, kind in program.root.schema])
     flat = [c for v in values for c in (*v.limbs, v.valid)] + [rel.valid]
     if program.root.op != "sort" and rel.n:
         flat = relational.shuffle(s, flat)

@@ -1806,7 +1806,7 @@ def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | Non
                    rows: int | None = None) -> pa.Table | None:
     """Open the revealed outputs to the issuer only; the issuer decodes them, fixed point to the
     decimals its error bound over the stage's `rows` input rows supports (`error_bound`)."""
-    shown = conform(Stage(s, step, 0), step, [values[i] for i in step.reveal])
+    shown = nulls_zeroed(s, conform(Stage(s, step, 0), step, [values[i] for i in step.reveal]))
     bounds = [None if rows is None else error_bound(_parse(step.outputs[i][1]), rows, s.frac_bits)
               for i in step.reveal]
     arrays = [c.data for c in _columns(shown)] + ([flag.data] if flag is not None else [])
@@ -1818,6 +1818,18 @@ def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | Non
     s.endpoint.send_table(step.issuer, f"{step.out}/shares/{s.me}", table.replace_schema_metadata(
         {"kinds": kinds, "flag": str(flag is not None), "bounds": json.dumps(bounds)}))
     return None
+
+
+def nulls_zeroed(s: SpuSession, values: list[SV]) -> list[SV]:
+    """The values with a NULL's limbs zeroed (one round): a NULL may still hold what its expression
+    computed before it became NULL (CASE without ELSE, a failed match, x / NULLIF(y, 0)), which the
+    issuer must not see when the value is opened."""
+    limbs = arith.beaver_mul_many(s, [(limb, v.valid) for v in values for limb in v.limbs])
+    out, i = [], 0
+    for v in values:
+        out.append(SV(limbs[i:i + len(v.limbs)], v.valid, v.kind))
+        i += len(v.limbs)
+    return out
 
 
 def error_bound(e: exp.Expression, rows: int, frac: int) -> float | None:
