@@ -18,7 +18,8 @@ AS_SETS = [  # shop.orders repeats customer_id: each subquery has duplicate memb
     "SELECT c.name FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders GROUP BY customer_id "
     "HAVING COUNT(*) > 1)",
 ]
-LIMITED = "SELECT c.name FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders ORDER BY order_id LIMIT 7)"
+LIMITED = ("SELECT c.name FROM bank.customers c WHERE c.id IN (SELECT customer_id FROM shop.orders "
+           "ORDER BY order_id LIMIT 7)")
 
 
 def member_selects(engine, sql: str, issuer: str) -> list[str]:
