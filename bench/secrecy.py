@@ -26,11 +26,12 @@ are per workload (WORKLOADS below), each party granting the other two; min_group
 federation's default unless `--min-group-size` says otherwise.
 
 Reported per workload: Secrecy's rows and seconds, the rows run here, sqlsecure's seconds (embedded
-mode, all parties in this process), plain DuckDB's, the issue's target (at most 1/10 of Secrecy's
-time at the same row count) and whether it was met, and the check (as bench/tpch.py: equal to
-plain DuckDB as the test oracle compares, or the refusal's class and message). A row whose SPU
-shares the cost model (planner/cost.py) prices above a quarter of this machine's RAM, or above
-`--max-rows`, is printed as too large, with the reason. Exit 1 on a mismatch or an InternalError.
+mode, all parties in this process) and its process CPU seconds, plain DuckDB's, the issue's target
+(at most 1/10 of Secrecy's time at the same row count) and whether it was met, and the check (as
+bench/tpch.py: equal to plain DuckDB as the test oracle compares, or the refusal's class and
+message). A row whose SPU shares the cost model (planner/cost.py) prices above a quarter of this
+machine's RAM, or above `--max-rows`, is printed as too large, with the reason. Exit 1 on a
+mismatch or an InternalError.
 
 The machine may be shared: keep runs small (`--scale 0.001`) unless it is quiet.
 
@@ -300,11 +301,11 @@ def main() -> int:
         measured = Measured(check=f"too large to run here: {reason}") if reason else run(workload, rows,
                                                                                         args.min_group_size)
         failed |= measured.failed
-        table.append([name, f"{workload.rows:,}", f"{workload.seconds:,g}", f"{rows:,}", *measured.cells()[:4],
+        table.append([name, f"{workload.rows:,}", f"{workload.seconds:,g}", f"{rows:,}", *measured.cells()[:5],
                       target_cell(measured, workload, rows), measured.check])
         print(f"{name}: done", file=sys.stderr, flush=True)
-    print_table(["workload", "Secrecy rows", "Secrecy s", "rows here", "engine s", "duckdb s", "ratio", "rows out",
-                 "target (<= 1/10 Secrecy)", "check"], table)
+    print_table(["workload", "Secrecy rows", "Secrecy s", "rows here", "engine s", "cpu s", "duckdb s", "ratio",
+                 "rows out", "target (<= 1/10 Secrecy)", "check"], table)
     return 1 if failed else 0
 
 

@@ -15,6 +15,8 @@ min_group_size is the federation's default.
 Reported per query:
 
   engine s    sqlsecure's `Engine.execute` (plan, pushdown, secure operators, reveal), embedded mode
+  cpu s       CPU seconds of this process (every thread: parties, dealer, DuckDB) during `Engine.execute`;
+              other work on a shared machine does not add to it, as it does to the wall seconds
   duckdb s    the same SQL in plain DuckDB over all parties' tables (one schema per party)
   ratio       engine s / duckdb s
   rows        rows revealed to the shop
@@ -172,6 +174,7 @@ class Measured:
     """One query's outcome: timings and check, or the refusal."""
 
     engine_s: float | None = None
+    engine_cpu_s: float | None = None
     duckdb_s: float | None = None
     rows: int | None = None
     check: str = ""
@@ -179,9 +182,10 @@ class Measured:
 
     def cells(self) -> list[str]:
         if self.engine_s is None:
-            return ["-", f"{self.duckdb_s:.3f}" if self.duckdb_s is not None else "-", "-", "-", self.check]
+            return ["-", "-", f"{self.duckdb_s:.3f}" if self.duckdb_s is not None else "-", "-", "-", self.check]
         ratio = self.engine_s / max(self.duckdb_s, 1e-9)
-        return [f"{self.engine_s:.2f}", f"{self.duckdb_s:.3f}", f"{ratio:.0f}", str(self.rows), self.check]
+        return [f"{self.engine_s:.2f}", f"{self.engine_cpu_s:.2f}", f"{self.duckdb_s:.3f}", f"{ratio:.0f}",
+                str(self.rows), self.check]
 
 
 def measure(engine: Engine, oracle: Oracle, sql: str, issuer: str, plain_sql: str | None = None) -> Measured:
@@ -191,14 +195,15 @@ def measure(engine: Engine, oracle: Oracle, sql: str, issuer: str, plain_sql: st
     started = time.perf_counter()
     oracle.con.sql(plain_sql).to_arrow_table()
     out = Measured(duckdb_s=time.perf_counter() - started)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         got = engine.execute(sql, issuer).table
     except Error as exc:
         out.check = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         out.failed = isinstance(exc, InternalError)
         return out
-    out.engine_s, out.rows = time.perf_counter() - started, got.num_rows
+    out.engine_s, out.engine_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    out.rows = got.num_rows
     ok = same_multiset(got, oracle.expected(plain_sql, issuer))
     out.check, out.failed = ("ok", False) if ok else ("MISMATCH", True)
     return out
@@ -262,7 +267,7 @@ def main() -> int:
     finally:
         if args.data is None:
             shutil.rmtree(directory, ignore_errors=True)
-    print_table(["query", "engine s", "duckdb s", "ratio", "rows", "check"],
+    print_table(["query", "engine s", "cpu s", "duckdb s", "ratio", "rows", "check"],
                 [[name, *m.cells()] for name, m in results.items()])
     answered = [m.engine_s for m in results.values() if m.engine_s is not None]
     print(f"total engine s: {sum(answered):.2f} for {len(answered)} of {len(names)} queries answered "

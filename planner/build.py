@@ -212,8 +212,18 @@ def _membership_of(key: exp.Column, select: exp.Select, anti: bool, null_aware: 
     parties = parties_of(select)
     if len(parties) != 1:
         raise NotSupportedError("the subquery of an IN / EXISTS across parties must read one party's tables")
-    return Membership(key.copy(), LocalQuery(party=next(iter(parties)), aliases=(), select=localize(select),
-                                             output=("__member",)), anti, null_aware)
+    return Membership(key.copy(), LocalQuery(party=next(iter(parties)), aliases=(),
+                                             select=localize(_as_set(select)), output=("__member",)),
+                      anti, null_aware)
+
+
+def _as_set(select: exp.Select) -> exp.Select:
+    """A semi- or anti-join needs only the set of member values: SELECT DISTINCT, so the member's
+    party drops repeats in its own engine before the PSI (TPC-H Q4 at SF1: 1.4M keys, not 3.8M).
+    Not under LIMIT / OFFSET / FETCH, where DISTINCT would change which values are kept."""
+    if any(select.args.get(clause) for clause in ("limit", "offset", "fetch")):
+        return select
+    return select.distinct(copy=False)
 
 
 def _union_scan(items, ctes) -> UnionScan | None:

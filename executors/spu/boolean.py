@@ -86,13 +86,16 @@ def _words_of(arrays: list[np.ndarray]) -> tuple[list[int], int]:
     return offsets, at // 8
 
 
-def _pack(dst_words: np.ndarray, arrays: list[np.ndarray], offsets: list[int]) -> None:
-    raw = dst_words.view(np.uint8)
+def _pack_masked(dst_words: np.ndarray, arrays: list[np.ndarray], offsets: list[int], mask: np.ndarray) -> None:
+    """Write each array XOR its slice of `mask` into `dst_words` at its byte offset (padding bytes
+    get the mask's): the packing and the masking of an opening in one pass over memory."""
+    raw, mraw = dst_words.view(np.uint8), mask.view(np.uint8)
     for x, at in zip(arrays, offsets):
-        raw[at:at + x.nbytes].view(x.dtype).reshape(x.shape)[...] = x
+        end = at + x.nbytes
+        np.bitwise_xor(x, mraw[at:end].view(x.dtype).reshape(x.shape), out=raw[at:end].view(x.dtype).reshape(x.shape))
         pad = (x.nbytes + 7) // 8 * 8 - x.nbytes
         if pad:
-            raw[at + x.nbytes:at + x.nbytes + pad] = 0
+            raw[end:end + pad] = mraw[end:end + pad]
 
 
 def _unpack(src_words: np.ndarray, like: list[np.ndarray], offsets: list[int]) -> list[np.ndarray]:
@@ -160,21 +163,15 @@ def and_arrays_many(s: SpuSession, pairs: list) -> list:
     buf = np.empty(2 * nr + 3 * nf + np_, np.uint64)
     opened = 2 * nr + 3 * nf
     if nr:
-        _pack(buf[:nr], [p[0] for _, p in regular], reg_off)
-        _pack(buf[nr:2 * nr], [p[1] for _, p in regular], reg_off)
-        buf[:nr] ^= a
-        buf[nr:2 * nr] ^= b
+        _pack_masked(buf[:nr], [p[0] for _, p in regular], reg_off, a)
+        _pack_masked(buf[nr:2 * nr], [p[1] for _, p in regular], reg_off, b)
     if nf:
         base = 2 * nr
-        _pack(buf[base:base + nf], [q.x for _, q in fanout], fan_off)
-        _pack(buf[base + nf:base + 2 * nf], [q.y1 for _, q in fanout], fan_off)
-        _pack(buf[base + 2 * nf:base + 3 * nf], [q.y2 for _, q in fanout], fan_off)
-        buf[base:base + nf] ^= fa
-        buf[base + nf:base + 3 * nf] ^= fb
+        _pack_masked(buf[base:base + nf], [q.x for _, q in fanout], fan_off, fa)
+        _pack_masked(buf[base + nf:base + 2 * nf], [q.y1 for _, q in fanout], fan_off, fb[:nf])
+        _pack_masked(buf[base + 2 * nf:base + 3 * nf], [q.y2 for _, q in fanout], fan_off, fb[nf:])
     if np_:
-        mine = buf[opened:]
-        _pack(mine, [p.x if s.index == 0 else p.y for _, p in private], priv_off)
-        mine ^= mask
+        _pack_masked(buf[opened:], [p.x if s.index == 0 else p.y for _, p in private], priv_off, mask)
     received = s.exchange(buf)
     for theirs in received:
         buf[:opened] ^= theirs[:opened]

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 SEED_BYTES = 16
 _BLOCK = 16
+SPARE_WORDS = 3  # room `words_into` needs beyond n words: the cipher's slack, an odd start's word
 
 
 ZERO_CHUNK = 1 << 22  # bytes of keystream per update_into call
@@ -43,16 +44,24 @@ class Prg:
         """n uint64 words of stream `stream`."""
         if n == 0:
             return np.zeros(0, dtype=np.uint64)
-        nonce = int(stream).to_bytes(8, "big") + bytes(8)
+        return self.words_into(stream, 0, np.empty(n + SPARE_WORDS, dtype=np.uint64), n)
+
+    def words_into(self, stream: int, start: int, buf: np.ndarray, n: int) -> np.ndarray:
+        """Words start..start+n-1 of stream `stream` (the same as `words(stream, start + n)[start:]`),
+        written into `buf` (uint64, at least n + SPARE_WORDS long) and returned as a view of it: a
+        caller that reuses `buf` expands a long stream piece by piece without fresh pages."""
+        skip = start & 1  # a block holds 2 words: an odd start begins one word into its block
+        nonce = int(stream).to_bytes(8, "big") + (start >> 1).to_bytes(8, "big")
         encryptor = Cipher(self._algorithm, modes.CTR(nonce)).encryptor()
-        # update_into needs len(out) >= len(in) + block - 1: two spare words. The counter runs on
-        # from call to call, so the keystream comes in chunks of a fixed zero buffer.
-        out = np.empty(n + 2, dtype=np.uint64)
-        view = memoryview(out.view(np.uint8))
-        for start in range(0, 8 * n, ZERO_CHUNK):
-            size = min(ZERO_CHUNK, 8 * n - start)
-            encryptor.update_into(_ZEROS[:size], view[start:start + size + _BLOCK])
-        return out[:n]
+        # update_into needs len(out) >= len(in) + block - 1: two spare words (three with a skipped
+        # one). The counter runs on from call to call, so the keystream comes in chunks of a fixed
+        # zero buffer.
+        view = memoryview(buf.view(np.uint8))
+        total = 8 * (n + skip)
+        for at in range(0, total, ZERO_CHUNK):
+            size = min(ZERO_CHUNK, total - at)
+            encryptor.update_into(_ZEROS[:size], view[at:at + size + _BLOCK])
+        return buf[skip:skip + n]
 
     def permutation(self, stream: int, n: int) -> np.ndarray:
         """A pseudo-random permutation of range(n) (argsort of n random 64-bit words)."""

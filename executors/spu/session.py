@@ -15,7 +15,8 @@ Communication primitives (each is one round; `rounds` counts them):
     other party at once, and everybody reconstructs — a batched opening.
   - `exchange(words)` / `open_words(words, n_arith)`: the lean forms behind Beaver products and
     ANDs — one contiguous uint64 buffer sent as is (a memoryview: the channel's copy is the only
-    one) and, for `open_words`, combined in place; no concatenations or temporaries.
+    one; to several parties, one `bytes` copy that all of them share) and, for `open_words`,
+    combined in place; no concatenations or temporaries.
   - `send_words` / `recv_words`: point-to-point word arrays, for protocols (shuffle) whose
     messages go to one party; such protocols count their own rounds.
 Setup (`setup()`, 1 round among the parties + the dealer's seeds): party i sends a fresh 16-byte
@@ -32,6 +33,13 @@ from sqlsecure.executors.spu.dealer import DEALER, DealerClient
 from sqlsecure.executors.spu.prg import Prg, fresh_seed
 
 DEFAULT_FRAC_BITS = 16
+
+
+def _one_copy(payload: memoryview, receivers: int) -> memoryview | bytes:
+    """What to send to `receivers` parties: the view itself for one (the channel copies it), one
+    immutable copy shared by all for more (a channel does not copy `bytes` again), so a 3-party
+    opening copies its buffer once, not twice."""
+    return bytes(payload) if receivers > 1 else payload
 
 
 class SpuSession:
@@ -128,7 +136,7 @@ class SpuSession:
             raise ProgrammingError("exchange needs a contiguous 1-d uint64 buffer")
         tag = self.tag("open")
         self.rounds += 1
-        payload = memoryview(words).cast("B")
+        payload = _one_copy(memoryview(words).cast("B"), self.nparties - 1)
         for j in self.others():
             self.endpoint.send(self.parties[j], tag, payload)
         expect = 8 * words.size
@@ -176,6 +184,7 @@ class SpuSession:
         tag = self.tag("open")
         self.rounds += 1
         receivers = self.others() if to is None else ([to] if to != self.index else [])
+        payload = _one_copy(payload, len(receivers))
         for j in receivers:
             self.endpoint.send(self.parties[j], tag, payload)
         if to is not None and to != self.index:
