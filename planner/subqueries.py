@@ -62,6 +62,11 @@ def value_subqueries(expression: exp.Expression) -> list[exp.Subquery]:
             and not isinstance(node.parent, (exp.In, exp.Exists, exp.Any, exp.All))]
 
 
+def memberships(expression: exp.Expression) -> list[exp.In]:
+    """The `x IN (subquery)` of `expression` (not nested in a subquery)."""
+    return [node for node in own_nodes(expression) if isinstance(node, exp.In) and node.args.get("query") is not None]
+
+
 def own_aggregates(expression: exp.Expression) -> list[exp.AggFunc]:
     """The aggregate calls of `expression` itself: not in a window, not in a subquery."""
     return [node for node in own_nodes(expression) if isinstance(node, exp.AggFunc)
@@ -93,9 +98,16 @@ def prepare(builder, expression: exp.Expression, ctes: dict, qualified: bool, co
         join, value = _any_all(builder, comparison, ctes, qualified)
         joins.append(join)
         comparison.replace(value)
+    for member in memberships(holder):
+        if not correlated:
+            raise NotSupportedError(f"{_sql(member)[:80]} beside GROUP BY across parties is not supported; "
+                                    "compute it in a derived table and aggregate that")
+        join, value = _in_value(builder, member, ctes, qualified)
+        joins.append(join)
+        member.replace(value)
     for sub in value_subqueries(holder):
         if not _outer_columns(sub.this):
-            join, value = _scalar(builder, sub, ctes, qualified)
+            join, value = _scalar(builder, sub, ctes, qualified, revealed)
         elif correlated:
             join, value = _correlated_scalar(builder, sub, ctes, qualified, revealed)
         else:
@@ -117,8 +129,9 @@ def _column(tag: str, name: str, qualified: bool) -> exp.Column:
     return exp.column(name, table=tag, quoted=True) if qualified else exp.column(f"{tag}.{name}", quoted=True)
 
 
-def _scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool):
-    """An uncorrelated scalar subquery: its one row cross-joined, its value a column."""
+def _scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, revealed: bool):
+    """An uncorrelated scalar subquery: its one row cross-joined, its value a column; thresholded when
+    `revealed` (a SELECT item)."""
     inner = builder.query(sub.this, ctes)
     if len(inner.columns) != 1:
         raise NotSupportedError(f"the scalar subquery {_sql(sub)[:80]} returns {len(inner.columns)} columns; "
@@ -126,7 +139,7 @@ def _scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool):
     if not at_most_one_row(inner):
         raise NotSupportedError(f"the scalar subquery {_sql(sub)[:80]} may return more than one row (DuckDB "
                                 "raises an error then); make it an aggregate without GROUP BY, or add LIMIT 1")
-    side = builder.side(Subquery(inner, one_row=True))
+    side = builder.side(Subquery(inner, one_row=True, thresholded=revealed))
     return (lambda op: Join("cross", op, side)), _column(side.columns[0].split(".", 1)[0], inner.columns[0],
                                                          qualified)
 
@@ -274,7 +287,7 @@ def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes:
             return exp.column(f"{tag}.{names[node.sql()]}", quoted=True)
         return node
 
-    condition = _sql(named(exp.and_(*residual)).transform(rename))
+    condition = _sql(named(exp.and_(*(c.copy() for c in residual)).transform(rename)))
     columns = tuple((c, quoted(c)) for c in op.columns)
     if negated:
         joined = _keys_join("left", op, side, outer_keys, tag, len(inner_keys))
@@ -320,8 +333,8 @@ def _any_all(builder, comparison: exp.Expression, ctes: dict, qualified: bool):
         extreme = mn if (sign in (">", ">=")) != every else mx
         decided = f"NOT ({x} {sign} {extreme})" if every else f"{x} {sign} {extreme}"
     known = "FALSE" if every else "TRUE"
-    text = (f"CASE WHEN {n} = 0 THEN {'TRUE' if every else 'FALSE'} WHEN {decided} THEN {known} "
-            f"WHEN {nn} < {n} OR {x} IS NULL THEN NULL ELSE {'TRUE' if every else 'FALSE'} END")
+    text = (f"(CASE WHEN {n} = 0 THEN {'TRUE' if every else 'FALSE'} WHEN {decided} THEN {known} "
+            f"WHEN {nn} < {n} OR {x} IS NULL THEN NULL ELSE {'TRUE' if every else 'FALSE'} END) = TRUE")
     return (lambda op: Join("cross", op, side)), exp.paren(exp.maybe_parse(text, dialect="duckdb"))
 
 
@@ -351,3 +364,32 @@ def without_limit(body: exp.Select) -> exp.Select:
     body.set("limit", None)
     body.set("order", None)
     return body
+
+
+def _in_value(builder, node: exp.In, ctes: dict, qualified: bool):
+    """`x IN (subquery)` as a value: a LEFT join to the subquery's distinct values on x (a match is TRUE),
+    and its COUNT(*), COUNT(value) in one row for SQL's rule otherwise (no rows: FALSE; a NULL among the
+    values, or x NULL: NULL; else FALSE)."""
+    query = node.args["query"]
+    body = query.this if isinstance(query, exp.Subquery) else query
+    if _outer_columns(body):
+        raise NotSupportedError(f"the correlated subquery of {_sql(node)[:80]} inside an expression across parties "
+                                "is not supported; write IN as a WHERE condition of its own")
+    inner = builder.query(body, ctes)
+    if len(inner.columns) != 1:
+        raise NotSupportedError(f"{_sql(node)[:80]}: IN (subquery) needs a subquery of one column")
+    value = quoted(inner.columns[0])
+    values = builder.side(Subquery(Distinct(Project(inner, (("__v", value), ("__hit", "1")))), thresholded=False))
+    stats = builder.side(Subquery(Aggregate(inner, (), (("n", "COUNT", None, False), ("nn", "COUNT", value, False))),
+                                  one_row=True, thresholded=False))
+    vtag, stag = (side.columns[0].split(".", 1)[0] for side in (values, stats))
+    hit = _column(vtag, "__hit", qualified).sql(dialect="duckdb")
+    n, nn = (_column(stag, c, qualified).sql(dialect="duckdb") for c in ("n", "nn"))
+    x = f"({node.this.sql(dialect='duckdb')})"
+    text = (f"(CASE WHEN {hit} IS NOT NULL THEN TRUE WHEN {n} = 0 THEN FALSE WHEN {nn} < {n} OR {x} IS NULL "
+            "THEN NULL ELSE FALSE END) = TRUE")
+
+    def join(op: Op) -> Op:
+        return Join("cross", Join("left", op, values, (_sql(named(node.this)),), (quoted(f"{vtag}.__v"),)), stats)
+
+    return join, exp.paren(exp.maybe_parse(text, dialect="duckdb"))

@@ -308,10 +308,9 @@ class TreeBuilder:
         membership = subqueries.as_membership(inner, negated)
         if membership is not None:
             return self.where(op, membership, nullable, ctes)
-        if conjunct.find(exp.Exists) is not None or any(
-                i.args.get("query") is not None for i in conjunct.find_all(exp.In)):
-            raise NotSupportedError(f"the subquery in {_sql(conjunct)[:80]} is not supported across parties yet "
-                                    "(IN / NOT IN / EXISTS / NOT EXISTS as a WHERE conjunct are)")
+        if conjunct.find(exp.Exists) is not None:
+            raise NotSupportedError(f"the EXISTS in {_sql(conjunct)[:80]} is not supported across parties yet "
+                                    "(EXISTS / NOT EXISTS as a WHERE conjunct are)")
         op, conjunct = subqueries.attach(self, op, conjunct, ctes, qualified=True)
         return push_filter(op, conjunct, nullable)
 
