@@ -91,9 +91,11 @@ ANSWERED = {
     "not_all": CUSTOMERS + "NOT (c.age > ALL (SELECT p.claims * 19 FROM insurer.policies p))",
     # x IN (subquery) as a value: TRUE, FALSE or NULL as SQL says (NULLs among the values, empty subqueries)
     "in_as_value": "SELECT c.name, c.age IN (SELECT CASE WHEN p.claims > 0 THEN p.claims + 30 END FROM "
-                   "insurer.policies p) AS member, c.age NOT IN (SELECT p.claims + 60 FROM insurer.policies p) AS "
-                   "other, c.age IN (SELECT p.claims FROM insurer.policies p WHERE p.claims > 10) AS never FROM "
-                   "bank.customers c WHERE c.age > 55",
+                   "insurer.policies p) AS member FROM bank.customers c WHERE c.age > 55",
+    "not_in_as_value": "SELECT c.name, c.age NOT IN (SELECT p.claims + 60 FROM insurer.policies p) AS other FROM "
+                       "bank.customers c WHERE c.age > 55",
+    "in_empty_as_value": "SELECT c.name, c.age IN (SELECT p.claims FROM insurer.policies p WHERE p.claims > 10) AS "
+                         "never FROM bank.customers c WHERE c.age > 55",
     "in_inside_or": CUSTOMERS + "c.age > 75 OR c.age IN (SELECT p.claims + 20 FROM insurer.policies p)",
     # the group threshold of the query around a subquery counts that query's owners' rows only
     "threshold_outer": "SELECT c.region, COUNT(*) AS n FROM bank.customers c JOIN shop.orders o ON c.id = "
