@@ -189,9 +189,10 @@ def _with_where(body: exp.Select, conjuncts: list) -> exp.Select:
     return body
 
 
-def _keys_join(kind: str, op: Op, side: Op, outer_keys, tag: str, count: int) -> Join:
+def _keys_join(kind: str, op: Op, side: Op, outer_keys, tag: str, condition: str | None = None) -> Join:
+    """`op` joined to a subquery's side on outer key i = the side's `__key<i>`."""
     return Join(kind, op, side, tuple(_sql(named(k)) for k in outer_keys),
-                tuple(quoted(f"{tag}.__key{i}") for i in range(count)))
+                tuple(quoted(f"{tag}.__key{i}") for i in range(len(outer_keys))), condition)
 
 
 def _correlated_scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, revealed: bool):
@@ -220,7 +221,7 @@ def _correlated_scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, 
     tag = side.columns[0].split(".", 1)[0]
     column = _column(tag, "__value", qualified)
     read = column if empty is None else exp.Coalesce(this=column, expressions=[empty])
-    return (lambda op: _keys_join("left", op, side, outer_keys, tag, len(inner_keys))), read
+    return (lambda op: _keys_join("left", op, side, outer_keys, tag)), read
 
 
 def empty_value(value: exp.Expression, what: str) -> exp.Expression | None:
@@ -257,12 +258,13 @@ def correlated_in(builder, op: Op, node: exp.In, negated: bool, ctes: dict) -> O
     body = _with_where(body.copy(), kept)
     body.set("expressions", [exp.alias_(k.copy(), f"__key{i}", quoted=True)
                              for i, k in enumerate([*inner_keys, member])])
-    body.set("group", exp.Group(expressions=[k.copy() for k in inner_keys]) if body.args.get("group") else None)
     if _aggregates(member) or body.args.get("having"):
         raise NotSupportedError(f"{what}: a correlated IN over an aggregate across parties is not supported")
+    body.set("group", None)  # without aggregates a GROUP BY only removes duplicates, which a semi join ignores
+    body.set("distinct", None)
     side = builder.side(Subquery(builder.query(body, ctes), thresholded=False))
     tag = side.columns[0].split(".", 1)[0]
-    return _keys_join("semi", op, side, [*outer_keys, node.this], tag, len(inner_keys) + 1)
+    return _keys_join("semi", op, side, [*outer_keys, node.this], tag)
 
 
 def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes: dict) -> Op:
@@ -290,14 +292,12 @@ def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes:
     condition = _sql(named(exp.and_(*(c.copy() for c in residual)).transform(rename)))
     columns = tuple((c, quoted(c)) for c in op.columns)
     if negated:
-        joined = _keys_join("left", op, side, outer_keys, tag, len(inner_keys))
-        joined = Join("left", op, side, joined.left_keys, joined.right_keys, condition)
+        joined = _keys_join("left", op, side, outer_keys, tag, condition)
         return Project(Filter(joined, f"{quoted(tag + '.__hit')} IS NULL"), columns)
     row = builder.name("row")
     numbered = Window(op, row, "row_number", None, (), ())
     kind = "inner" if outer_keys else "cross"
-    pairs = _keys_join(kind, numbered, side, outer_keys, tag, len(inner_keys))
-    pairs = Join(kind, numbered, side, pairs.left_keys, pairs.right_keys, condition)
+    pairs = _keys_join(kind, numbered, side, outer_keys, tag, condition)
     return Project(Distinct(Project(pairs, columns + ((row, quoted(row)),))), columns)
 
 

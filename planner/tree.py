@@ -4,7 +4,8 @@ Built from the qualified sqlglot AST. Every operator yields a relation whose col
 names; expressions are DuckDB SQL over the child's column names, quoted as identifiers. A base
 column `"alias"."col"` is named `alias.col`; a derived table's output `n` is `alias.n`. Derived
 tables, CTEs and IN / EXISTS subqueries become subtrees; uncorrelated IN and correlated equality
-EXISTS become semi / anti joins. What has no operator here raises NotSupportedError naming it.
+EXISTS become semi / anti joins; other subqueries in expressions become joins in `subqueries.py`.
+What has no operator here raises NotSupportedError naming it.
 """
 
 from __future__ import annotations
