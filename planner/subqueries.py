@@ -301,22 +301,27 @@ def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes:
     return Project(Distinct(Project(pairs, columns + ((row, quoted(row)),))), columns)
 
 
+def _one_column(builder, query: exp.Expression, ctes: dict, correlated: str) -> Op:
+    """The operator tree of an uncorrelated subquery of one column (`correlated`: the refusal otherwise)."""
+    body = query.this if isinstance(query, exp.Subquery) else query
+    if not isinstance(body, exp.Query):
+        raise NotSupportedError(f"{_sql(query)[:80]}: a subquery is needed here")
+    if _outer_columns(body):
+        raise NotSupportedError(correlated)
+    inner = builder.query(body, ctes)
+    if len(inner.columns) != 1:
+        raise NotSupportedError(f"the subquery {_sql(query)[:80]} returns {len(inner.columns)} columns; one is "
+                                "needed here")
+    return inner
+
+
 def _any_all(builder, comparison: exp.Expression, ctes: dict, qualified: bool):
     """`x op ANY / ALL (subquery)`: COUNT(*), COUNT(v), MIN(v), MAX(v) of the subquery in one row, and
     SQL's rule: ANY is false over no rows, ALL true; decided by MIN / MAX; else NULL if a value or x is NULL."""
     quantifier = comparison.expression
     sign = COMPARISONS[type(comparison)]
-    what = f"{_sql(comparison)[:80]}"
-    query = quantifier.this
-    body = query.this if isinstance(query, exp.Subquery) else query
-    if not isinstance(body, exp.Query):
-        raise NotSupportedError(f"{what}: ANY / ALL across parties take a subquery")
-    if _outer_columns(body):
-        raise NotSupportedError(f"{what}: a correlated ANY / ALL subquery across parties is not supported; "
-                                "write it with EXISTS / NOT EXISTS")
-    inner = builder.query(body, ctes)
-    if len(inner.columns) != 1:
-        raise NotSupportedError(f"{what}: ANY / ALL need a subquery of one column")
+    inner = _one_column(builder, quantifier.this, ctes, f"{_sql(comparison)[:80]}: a correlated ANY / ALL "
+                        "subquery across parties is not supported; write it with EXISTS / NOT EXISTS")
     value = quoted(inner.columns[0])
     stats = Aggregate(inner, (), (("n", "COUNT", None, False), ("nn", "COUNT", value, False),
                                   ("mn", "MIN", value, False), ("mx", "MAX", value, False)))
@@ -328,7 +333,8 @@ def _any_all(builder, comparison: exp.Expression, ctes: dict, qualified: bool):
     if sign in ("=", "<>"):
         decided = f"{x} <> {mn} OR {x} <> {mx}"  # some value differs from x
         if (sign == "=") != every:
-            raise NotSupportedError(f"{what}: = ANY is IN, <> ALL is NOT IN: write them so, as a WHERE condition")
+            raise NotSupportedError(f"{_sql(comparison)[:80]}: = ANY is IN, <> ALL is NOT IN: write them so, as a "
+                                    "WHERE condition")
     else:
         extreme = mn if (sign in (">", ">=")) != every else mx
         decided = f"NOT ({x} {sign} {extreme})" if every else f"{x} {sign} {extreme}"
@@ -370,14 +376,8 @@ def _in_value(builder, node: exp.In, ctes: dict, qualified: bool):
     """`x IN (subquery)` as a value: a LEFT join to the subquery's distinct values on x (a match is TRUE),
     and its COUNT(*), COUNT(value) in one row for SQL's rule otherwise (no rows: FALSE; a NULL among the
     values, or x NULL: NULL; else FALSE)."""
-    query = node.args["query"]
-    body = query.this if isinstance(query, exp.Subquery) else query
-    if _outer_columns(body):
-        raise NotSupportedError(f"the correlated subquery of {_sql(node)[:80]} inside an expression across parties "
-                                "is not supported; write IN as a WHERE condition of its own")
-    inner = builder.query(body, ctes)
-    if len(inner.columns) != 1:
-        raise NotSupportedError(f"{_sql(node)[:80]}: IN (subquery) needs a subquery of one column")
+    inner = _one_column(builder, node.args["query"], ctes, f"the correlated subquery of {_sql(node)[:80]} inside "
+                        "an expression across parties is not supported; write IN as a WHERE condition of its own")
     value = quoted(inner.columns[0])
     values = builder.side(Subquery(Distinct(Project(inner, (("__v", value), ("__hit", "1")))), thresholded=False))
     stats = builder.side(Subquery(Aggregate(inner, (), (("n", "COUNT", None, False), ("nn", "COUNT", value, False))),
