@@ -242,10 +242,6 @@ def correlated_in(builder, op: Op, node: exp.In, negated: bool, ctes: dict) -> O
     what = f"the correlated subquery of {_sql(node)[:80]}"
     query = node.args["query"]
     body = query.this if isinstance(query, exp.Subquery) else query
-    if negated:
-        raise NotSupportedError(f"{what}: a correlated NOT IN across parties is not supported (its NULL rule "
-                                "holds per outer row); write NOT EXISTS with the equalities, and IS NOT NULL "
-                                "where NULLs cannot occur")
     if not isinstance(body, exp.Select) or len(body.expressions) != 1:
         raise NotSupportedError(f"{what}: IN (subquery) needs a SELECT of one column")
     outer_keys, inner_keys, residual, kept = correlation(body, what)
@@ -264,7 +260,27 @@ def correlated_in(builder, op: Op, node: exp.In, negated: bool, ctes: dict) -> O
     body.set("distinct", None)
     side = builder.side(Subquery(builder.query(body, ctes), thresholded=False))
     tag = side.columns[0].split(".", 1)[0]
-    return _keys_join("semi", op, side, [*outer_keys, node.this], tag)
+    if not negated:
+        return _keys_join("semi", op, side, [*outer_keys, node.this], tag)
+    return _not_in_group(builder, _keys_join("anti", op, side, [*outer_keys, node.this], tag), body, outer_keys,
+                         inner_keys, member, node.this, ctes)
+
+
+def _not_in_group(builder, kept: Op, body: exp.Select, outer_keys, inner_keys, member, x, ctes: dict) -> Op:
+    """A correlated NOT IN's NULL rule per outer row, after the anti join on (keys, x) dropped the rows
+    whose x is among their group's values: the row stays when its group is empty, or when x is not NULL
+    and no value of the group is NULL (COUNT(*), COUNT(value) per group, LEFT-joined on the keys)."""
+    counts = body.copy()
+    counts.set("expressions", [exp.alias_(k.copy(), f"__key{i}", quoted=True) for i, k in enumerate(inner_keys)]
+               + [exp.alias_(exp.Count(this=exp.Star()), "__n", quoted=True),
+                  exp.alias_(exp.Count(this=member.copy()), "__nn", quoted=True)])
+    counts.set("group", exp.Group(expressions=[k.copy() for k in inner_keys]))
+    side = builder.side(Subquery(builder.query(counts, ctes), thresholded=False))
+    tag = side.columns[0].split(".", 1)[0]
+    n, nn = quoted(f"{tag}.__n"), quoted(f"{tag}.__nn")
+    rule = f"{n} IS NULL OR (({_sql(named(x))}) IS NOT NULL AND {nn} = {n})"
+    columns = tuple((c, quoted(c)) for c in kept.columns)
+    return Project(Filter(_keys_join("left", kept, side, outer_keys, tag), rule), columns)
 
 
 def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes: dict) -> Op:
