@@ -7,7 +7,8 @@ Each becomes a join with the query around it (`tree.py` calls these functions):
   one that may return several rows is refused (DuckDB raises an error at run time);
 - a correlated scalar aggregate: grouped by its correlation keys and LEFT-joined on them (COUNT's empty
   group is 0, not NULL: the count bug);
-- a correlated IN: a semi join on (correlation keys, the IN value);
+- a correlated IN: a semi join on (correlation keys, the IN value); NOT IN: an anti join on them, then
+  SQL's NULL rule per group (empty: kept; x NULL or a NULL value in the group: dropped);
 - EXISTS / NOT EXISTS with non-equality correlations: an inner join with the residual (EXISTS, made one
   row per outer row by DISTINCT over a row number), or a LEFT join keeping the unmatched rows (NOT EXISTS);
 - `x op ANY / ALL (subquery)`: COUNT(*), COUNT(value), MIN and MAX of the subquery in one row, and SQL's
