@@ -188,6 +188,10 @@ def _membership(conjunct: exp.Expression) -> Membership | None:
         query = inner.this.this if isinstance(inner.this, exp.Subquery) else inner.this
         if not isinstance(query, exp.Select):
             return None
+        if any(query.args.get(c) for c in ("limit", "offset", "group", "having")) or any(
+                aggregates_in(e) for e in query.expressions):  # per outer row, not once over every key's rows
+            raise NotSupportedError("EXISTS across parties with LIMIT, OFFSET, GROUP BY, HAVING or an aggregate "
+                                    "in the subquery is not placed as a membership")
         inner_aliases = {t.alias_or_name for t in query.find_all(exp.Table)}
         where = query.args.get("where")
         conds = conjuncts_of(where.this if where else None)

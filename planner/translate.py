@@ -30,6 +30,7 @@ from sqlsecure.planner import secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
+from sqlsecure.planner.subqueries import Subquery
 from sqlsecure.planner.placement import KIND_OF_TYPE
 from sqlsecure.planner.reveal import column_sources, item_sources
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
@@ -114,7 +115,7 @@ def check_size(root: Op, catalog: Catalog) -> None:
             linear = op.kind in ("semi", "anti") or unique_side(op, catalog) is not None
             n = left + right if linear else left * right + unmatched
         else:
-            n = sum(counts)
+            n = 1 if isinstance(op, Subquery) and op.one_row else sum(counts)
         if n > MAX_SECRET_ROWS:
             article = "an" if isinstance(op, Join) and op.kind[0] in "aeiou" else "a"
             what = f"{article} {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" if isinstance(op, Join) \
@@ -286,8 +287,20 @@ def _scan(op: Scan, t, under, at_root):
     return run_local(op, op.party, t, under)
 
 
+def _subquery(op: Subquery, t, under, at_root):
+    """A subquery used by the query around it: its rows never count toward that query's threshold; its
+    own outermost aggregate is thresholded when it is revealed as a value (`op.thresholded`)."""
+    node, columns, provenance = place(op.child, t, under_aggregate=not op.thresholded)
+    if op.one_row:  # exactly one row: NULLs when the child has none
+        return secret_ops.aggregate_node(node, (), [(c, "MAX", quoted(c), False) for c in columns], (), None), \
+            columns, []
+    if provenance:
+        node = secret_ops.project_node(node, [(c, quoted(c)) for c in columns])
+    return node, columns, []
+
+
 TRANSLATE = {Filter: _filter, Project: _project, Join: _join, Aggregate: _aggregate, Distinct: _distinct,
-             Window: _window, Sort: _sort, UnionAll: _union, SetOp: _set, Scan: _scan}
+             Window: _window, Sort: _sort, UnionAll: _union, SetOp: _set, Scan: _scan, Subquery: _subquery}
 
 
 # -- single-party SQL, one function per operator ----------------------------------------------------
@@ -377,8 +390,19 @@ def _ordered(key) -> str:
     return f"{sql} {'DESC' if desc else 'ASC'} NULLS {'FIRST' if nulls_first else 'LAST'}"
 
 
+def _subquery_sql(op: Subquery, thresholded, k):
+    """The subquery at its owner (thresholded there only when its aggregate is revealed as a value);
+    one row: MAX of each column."""
+    inner = local_sql(op.child, thresholded and op.thresholded, k)
+    if not op.one_row:
+        return inner
+    items = ", ".join(f"MAX({quoted(c)}) AS {quoted(c)}" for c in op.columns)
+    return f"SELECT {items} FROM ({inner}) AS \"_\""
+
+
 LOCAL = {Scan: _scan_sql, Filter: _filter_sql, Project: _project_sql, Join: _join_sql, Aggregate: _aggregate_sql,
-         Distinct: _distinct_sql, Window: _window_sql, Sort: _sort_sql, UnionAll: _union_sql, SetOp: _set_sql}
+         Distinct: _distinct_sql, Window: _window_sql, Sort: _sort_sql, UnionAll: _union_sql, SetOp: _set_sql,
+         Subquery: _subquery_sql}
 
 
 # -- masks, applied by each owner to its program input ------------------------------------------------

@@ -4,7 +4,8 @@ Built from the qualified sqlglot AST. Every operator yields a relation whose col
 names; expressions are DuckDB SQL over the child's column names, quoted as identifiers. A base
 column `"alias"."col"` is named `alias.col`; a derived table's output `n` is `alias.n`. Derived
 tables, CTEs and IN / EXISTS subqueries become subtrees; uncorrelated IN and correlated equality
-EXISTS become semi / anti joins. What has no operator here raises NotSupportedError naming it.
+EXISTS become semi / anti joins; other subqueries in expressions become joins in `subqueries.py`.
+What has no operator here raises NotSupportedError naming it.
 """
 
 from __future__ import annotations
@@ -216,8 +217,8 @@ def _covering(unique: tuple[UniqueKey, ...], op: Op, keys: tuple[str, ...]) -> U
 def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
     """("left" | "right", its unique key) of an inner or LEFT equi-join one of whose sides has unique
     join keys (the right one first), so it can be joined by a sort (n + m rows, not n * m); else None."""
-    if join.kind not in ("inner", "left") or not join.left_keys:
-        return None
+    if join.kind not in ("inner", "left") or not join.left_keys or (join.kind == "left" and join.condition):
+        return None  # a LEFT join's residual decides matches: the sort-based join filters after joining
     for side, keys in (("right", join.right_keys), ("left", join.left_keys)):
         key = unique_on(getattr(join, side), keys, catalog)
         if key is not None:
@@ -276,19 +277,18 @@ class TreeBuilder:
         where = select.args.get("where")
         for conjunct in conjuncts_of(where.this if where else None):
             op = self.where(op, conjunct, nullable, ctes)
-        items = [(e.alias_or_name, e.this if isinstance(e, exp.Alias) else e) for e in select.expressions]
-        for _, e in items:
-            if e.find(exp.Subquery, exp.Select) is not None:
-                raise NotSupportedError(f"the scalar subquery {_sql(e)[:80]} in a query across parties is not "
-                                        "supported yet; join its result as a derived table instead")
+        items = [(e.alias_or_name, (e.this if isinstance(e, exp.Alias) else e).copy()) for e in select.expressions]
         having = select.args.get("having")
         having = having.this.copy() if having else None
+        grouped = select.args.get("group") is not None or any(subqueries.own_aggregates(e) for _, e in items) or bool(
+            having and subqueries.own_aggregates(having))
+        op, items, having, after = self.value_subqueries(op, items, having, grouped, ctes)
         order = [(o.this.copy(), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
                  for o in (select.args["order"].expressions if select.args.get("order") else [])]
         written = [key.copy() for key, _, _ in order]  # for messages, before aggregates are replaced
-        group = select.args.get("group")
-        if group is not None or any(_aggregates(e) for _, e in items) or (having and _aggregates(having)):
+        if grouped:
             op, items, having, order = self.aggregate(op, select, items, having, order)
+        op = subqueries.graft(op, after)
         if having is not None:
             op = Filter(op, _sql(named(having)))
         op, items = self.windows(op, items)
@@ -401,16 +401,44 @@ class TreeBuilder:
             return self.in_subquery(op, inner, negated, ctes)
         if isinstance(inner, exp.Exists):
             return self.exists(op, inner.this, negated, ctes)
-        if conjunct.find(exp.Subquery, exp.Exists) is not None:
-            raise NotSupportedError(f"the subquery in {_sql(conjunct)[:80]} is not supported across parties yet "
-                                    "(IN / NOT IN / EXISTS / NOT EXISTS as a WHERE conjunct are)")
+        membership = subqueries.as_membership(inner, negated)
+        if membership is not None:
+            return self.where(op, membership, nullable, ctes)
+        if conjunct.find(exp.Exists) is not None:
+            raise NotSupportedError(f"the EXISTS in {_sql(conjunct)[:80]} is not supported across parties yet "
+                                    "(EXISTS / NOT EXISTS as a WHERE conjunct are)")
+        op, conjunct = subqueries.attach(self, op, conjunct, ctes, qualified=True)
         return push_filter(op, conjunct, nullable)
+
+    def value_subqueries(self, op: Op, items, having, grouped: bool, ctes: dict):
+        """Scalar and ANY / ALL subqueries of the SELECT list and HAVING joined as columns: before the
+        aggregate when inside an aggregate call's argument, after it otherwise (returned as joins to graft)."""
+        if not grouped:
+            attached = []
+            for n, e in items:
+                op, e = subqueries.attach(self, op, e, ctes, qualified=True, revealed=True)
+                attached.append((n, e))
+            return op, attached, having, []
+        for _, e in items + ([(None, having)] if having is not None else []):
+            for call in subqueries.own_aggregates(e):
+                if subqueries.value_subqueries(call) or subqueries.quantified(call):
+                    op, value = subqueries.attach(self, op, call, ctes, qualified=True)
+                    call.replace(value)
+        after = []
+        prepared = []
+        for n, e in items:
+            e, joins = subqueries.prepare(self, e, ctes, qualified=False, correlated=False)
+            prepared.append((n, e))
+            after += joins
+        if having is not None:
+            having, joins = subqueries.prepare(self, having, ctes, qualified=False, correlated=False)
+            after += joins
+        return op, prepared, having, after
 
     def in_subquery(self, op: Op, node: exp.In, negated: bool, ctes: dict) -> Op:
         body = node.args["query"].this if isinstance(node.args["query"], exp.Subquery) else node.args["query"]
         if _outer_columns(body):
-            raise NotSupportedError(f"the correlated subquery of {_sql(node)[:80]}: write it as EXISTS with "
-                                    "equalities to the outer query")
+            return subqueries.correlated_in(self, op, node, negated, ctes)
         sub = self.query(body, ctes)
         if len(sub.columns) != 1:
             raise NotSupportedError(f"{_sql(node)[:80]}: IN (subquery) needs a subquery of one column")
@@ -423,30 +451,28 @@ class TreeBuilder:
         if not isinstance(body, exp.Select):
             raise NotSupportedError("EXISTS across parties needs a SELECT subquery")
         body = body.copy()
-        outer = _outer_columns(body)
-        where = body.args.get("where")
-        inner_keys, outer_keys, kept = [], [], []
-        for c in conjuncts_of(where.this if where else None):
-            mine = {col.table for col in c.find_all(exp.Column)} & outer
-            if not mine:
-                kept.append(c)
-                continue
-            sides = (c.left, c.right) if isinstance(c, exp.EQ) else ()
-            out = [s for s in sides if {col.table for col in s.find_all(exp.Column)} <= outer]
-            if len(out) != 1 or {col.table for col in sides[1 - sides.index(out[0])].find_all(exp.Column)} & outer:
-                raise NotSupportedError(f"EXISTS across parties: the subquery may refer to the outer query only "
-                                        f"in equalities inner = outer, not in {_sql(c)[:80]}")
-            outer_keys.append(out[0])
-            inner_keys.append(sides[1 - sides.index(out[0])])
-        if body.args.get("group") or body.args.get("limit") or any(_aggregates(e) for e in body.expressions):
-            raise NotSupportedError("EXISTS across parties: the subquery may not aggregate or limit")
+        outer_keys, inner_keys, residual, kept = subqueries.correlation(body, "EXISTS across parties")
+        if not outer_keys and not residual:  # uncorrelated: any row at all, whatever it aggregates or limits
+            sub = self.side(subqueries.Subquery(self.query(body, ctes), thresholded=False))
+            one = Project(sub, ((self.name("one"), "1"),))
+            return Join("anti" if negated else "semi", op, one, ("1",), (quoted(one.columns[0]),))
+        body = subqueries.without_limit(body)
+        group = body.args.get("group")
+        if not group and (body.args.get("having") or any(_aggregates(e) for e in body.expressions)):
+            raise NotSupportedError("EXISTS across parties: a correlated subquery may not aggregate without "
+                                    "GROUP BY (an aggregate over no rows is still a row); write the condition "
+                                    "in its WHERE")
+        if residual:
+            if group:
+                raise NotSupportedError("EXISTS across parties: a subquery with GROUP BY refers to the outer "
+                                        "query only in equalities inner = outer")
+            return subqueries.exists_with_residual(self, op, body, negated, ctes)
         body.set("where", exp.Where(this=exp.and_(*kept)) if kept else None)
-        body.set("expressions", [exp.alias_(k.copy(), f"__key{i}", quoted=True) for i, k in enumerate(inner_keys)]
-                 or [exp.alias_(exp.Literal.number(1), "__one", quoted=True)])
+        body.set("expressions", [exp.alias_(k.copy(), f"__key{i}", quoted=True) for i, k in enumerate(inner_keys)])
+        if group:  # a group of the outer row's keys passing HAVING: grouped by those keys too
+            body.set("group", exp.Group(expressions=[k.copy() for k in inner_keys] + list(group.expressions)))
         body.set("distinct", None)
-        sub = self.side(self.query(body, ctes))
-        if not outer_keys:  # uncorrelated: a semi-join on a constant
-            return Join("anti" if negated else "semi", op, sub, ("1",), (quoted(sub.columns[0]) + " * 0 + 1",))
+        sub = self.side(subqueries.Subquery(self.query(body, ctes), thresholded=False))
         return Join("anti" if negated else "semi", op, sub, tuple(_sql(named(k)) for k in outer_keys),
                     tuple(quoted(c) for c in sub.columns))
 
@@ -661,3 +687,6 @@ def push_filter(op: Op, conjunct: exp.Expression, nullable: set[str]) -> Op:
 def build_tree(tree: exp.Expression, catalog: Catalog) -> Op:
     """The operator tree of a qualified query."""
     return TreeBuilder(catalog).query(tree, {})
+
+
+from sqlsecure.planner import subqueries  # noqa: E402  (it builds on this module's operators)

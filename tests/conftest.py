@@ -307,7 +307,8 @@ class Oracle:
                     exp.Subquery(this=tree, alias="__result")).distinct(
                     distinct=isinstance(tree, exp.Union) and bool(tree.args.get("distinct")))
         elif k and parties - {issuer} and isinstance(tree, exp.Select) and (
-            tree.args.get("group") or any(a for e in tree.expressions for a in e.find_all(exp.AggFunc) if a.find_ancestor(exp.Window) is None)
+            tree.args.get("group") or any(a for e in tree.expressions for a in e.find_all(exp.AggFunc)
+                                          if a.find_ancestor(exp.Window) is None and a.find_ancestor(exp.Select) is tree)
         ):
             cond = exp.and_(*(exp.GTE(this=count, expression=exp.Literal.number(k))
                               for count in protected_counts(tree, issuer)))

@@ -269,6 +269,7 @@ JOINS = [
     ("inner", None, "JOIN t1 ON t0.pid = t1.id"),
     ("left", None, "LEFT JOIN t1 ON t0.pid = t1.id"),
     ("inner", '"cost" < "limit_"', "JOIN t1 ON t0.pid = t1.id AND t0.cost < t1.limit_"),
+    ("left", '"cost" < "limit_"', "LEFT JOIN t1 ON t0.pid = t1.id AND t0.cost < t1.limit_"),  # NOT EXISTS
 ]
 
 

@@ -286,9 +286,9 @@ def _join(spec, path, inputs) -> Node:
     _unique([name for name, _ in schema], path)
     condition = spec.get("condition")
     if condition is not None:
-        if kind not in ("inner", "cross"):
+        if kind not in ("inner", "cross", "left"):  # left: pairs failing it count as unmatched
             raise NotSupportedError(f"secret program: {path}: a residual condition on a {kind} join in secure "
-                                    "computation (inner and cross joins only)")
+                                    "computation (inner, cross and left joins only)")
         condition = _condition(condition, dict(schema), f"{path}.condition")
     null_aware = spec.get("null_aware", False)
     if not isinstance(null_aware, bool) or (null_aware and kind != "anti"):
