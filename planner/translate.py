@@ -72,10 +72,6 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     check_size(root, catalog)
     revealed = revealed_masks(tree, masks or {}, issuer)
     noised = noised_aggregate(root, dp, origins) if dp is not None else None
-    if noised is not None and revealed:
-        raise NotSupportedError(f"differential privacy and a mask on a revealed column together across parties "
-                                f"(masked for {issuer}: {', '.join(sorted(str(r) for f in revealed.values() for r in f))}); "
-                                "reveal the masked column in a query of its own")
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
                     masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()})
     node, columns, provenance = place(noised.aggregate if noised else root, t, under_aggregate=False, at_root=True)
