@@ -90,6 +90,13 @@ def draws(monkeypatch):
     return recorded
 
 
+@pytest.fixture
+def no_noise(monkeypatch):
+    """The sampler draws 0: the noisy values are the exact ones, to compare with the oracle."""
+    monkeypatch.setattr(privacy, "sample", lambda values, scale, integer, noise: np.zeros(len(list(values)),
+                                                                                           int if integer else float))
+
+
 def noise_of(engine, sql: str, issuer: str = "registry") -> dict:
     program = json.loads(next(s for s in engine.plan(sql, issuer).physical.steps if isinstance(s, SecretQuery)).program)
     return program["noise"]
@@ -121,11 +128,9 @@ def test_budget_is_spent_only_when_the_query_runs(hospitals):
     assert hospitals.ledger.spent("registry").epsilon == pytest.approx(2.0)
 
 
-def test_groups_are_kept_by_a_secret_comparison_of_the_noisy_count(hospitals, exact, monkeypatch):
+def test_groups_are_kept_by_a_secret_comparison_of_the_noisy_count(hospitals, exact, no_noise, monkeypatch):
     """With the sampler drawing 0 the noisy values are the exact ones: a group opens iff its count reaches
     the threshold; AVG is the clamped SUM over the COUNT, as on the spine."""
-    monkeypatch.setattr(privacy, "sample", lambda values, scale, integer, noise: np.zeros(len(list(values)),
-                                                                                           int if integer else float))
     sql = f"SELECT d.code, COUNT(*) AS n, AVG(d.cost) AS a FROM {UNION} GROUP BY d.code ORDER BY n DESC LIMIT 5 OFFSET 1"
     noise = noise_of(hospitals, sql)
     name, at_least = noise["threshold"]
@@ -142,6 +147,12 @@ def test_groups_are_kept_by_a_secret_comparison_of_the_noisy_count(hospitals, ex
     assert [r["code"] for r in got] == [r["code"] for r in kept]
     for g, w in zip(got, kept):
         assert g["n"] == w["n"] and g["a"] == pytest.approx(w["a"], abs=1e-3)
+
+
+def test_an_empty_sum_opens_as_noise_around_zero(hospitals, no_noise):
+    """As on the spine (which noises `SUM or 0`): a noised value is never NULL."""
+    got = hospitals.execute(f"SELECT COUNT(*) AS n, SUM(d.cost) AS s FROM {UNION} WHERE d.cost < 0", "registry")
+    assert got.table.to_pylist() == [{"n": 0, "s": 0}]
 
 
 @pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])

@@ -13,7 +13,9 @@ window, sort), expressions as DuckDB SQL over the child's quoted column names.
                            made), share them, run the operators (`secret_relation`), open the root's
                            valid rows to the issuer only (shuffled first unless the root is a sort;
                            invalid rows are zeroed before the opening, so the issuer learns the
-                           result rows and the public size, nothing else).
+                           result rows and the public size, nothing else). With a "noise" field
+                           (differential privacy, `_noise_spec`), one compute party first adds
+                           OpenDP noise to its shares of the noised columns (`add_noise`).
   receive_program_output   the issuer when it is not a compute party: adds up the parties' shares.
   output_schema(program)   the result's Arrow schema, from the kinds.
 """
