@@ -177,7 +177,8 @@ def _dp_context(tree, policy: RevealPolicy, issuer: str, catalog: Catalog, thres
                 if column in rule.bounds:
                     bounds[(item.alias_or_name, column)] = rule.bounds[column]
                 integer[(item.alias_or_name, column)] = "INT" in dtype.upper()
-    columns = {ColumnRef(party, table, column): (policy.rules[(party, table)].bounds.get(column), "INT" in dtype.upper())
+    columns = {ColumnRef(party, table, column): (policy.rules[(party, table)].bounds.get(column),
+                                                 "INT" in dtype.upper())
                for party, table in read for column, dtype in catalog.columns(party, table)}
     return DPContext(policy.budgets[issuer], float(sensitivity), bounds, integer, threshold.k, columns=columns)
 

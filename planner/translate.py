@@ -89,7 +89,8 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
 
     parse_program(program)  # what the SPU cannot run is refused here, so check = EXPLAIN = execution
     t.steps.append(SecretQuery(compute, tuple(t.owners), program, issuer, RESULT))
-    finish = noisy_finish_sql(tree, root, noised, catalog) if noised else finish_sql(tree, root, columns, catalog, texts)
+    finish = noisy_finish_sql(tree, root, noised, catalog) if noised else \
+        finish_sql(tree, root, columns, catalog, texts)
     t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish))
     leakage = [(p, f"the row count of each program input ({', '.join(r for o, r in t.owners)}) and the "
                    "number of result rows") for p in compute]
