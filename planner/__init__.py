@@ -26,9 +26,9 @@ from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.rules import RuleContext, optimize
 from sqlsecure.planner.translate import translate
-from sqlsecure.planner.reveal import DPContext, output_masks
+from sqlsecure.planner.reveal import DPContext, contribution_bound, output_masks
 from sqlsecure.planner.usage import Usage
-from sqlsecure.policy.grants import RevealPolicy
+from sqlsecure.policy.grants import ColumnRef, RevealPolicy
 
 
 @dataclass(frozen=True)
@@ -137,14 +137,11 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
 def _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:
     """The operator-by-operator translation, for a shape the spine placement does not handle; when it
     cannot either, NotSupportedError naming both reasons. `masks`: the policy's, applied by the owners;
-    an identity_column rule counts groups as on the spine. Differential privacy is not translated yet:
-    refused naming it (docs/federation.md)."""
-    if dp is not None:
-        raise NotSupportedError(
-            f"differential privacy is on for {issuer}, and this query needs the secret program (the spine "
-            f"placement: {spine}); its aggregates would have to be noised on their shares before they open, "
-            "which the secret program does not do yet: ask for one aggregating SELECT over the parties' tables")
+    an identity_column rule counts groups as on the spine. Under differential privacy (`dp`) the noisy
+    count's threshold replaces the group threshold, as on the spine (planner/translate_dp.py)."""
     try:  # an identity_column rule: the outer SELECT's HAVING COUNT(DISTINCT identity) >= k, as the spine's
+        if dp is not None:
+            return translate(tree, catalog, issuer, 0, usage.passed(), usage.grants, masks, dp)
         return translate(with_threshold(tree, threshold), catalog, issuer, threshold.k, usage.passed(),
                          usage.grants, masks)
     except NotSupportedError as why:
@@ -160,15 +157,16 @@ def _visibility(tree, policy: RevealPolicy, catalog: Catalog):
 
 
 def _dp_context(tree, policy: RevealPolicy, issuer: str, catalog: Catalog, threshold) -> DPContext:
-    """Contribution bounds of every table in the query and clamping ranges of its columns."""
-    sensitivity = 1
-    for table in {(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}:
+    """Contribution bounds of every table in the query (combined as `contribution_bound` says) and
+    clamping ranges of its columns, by FROM alias (the spine) and by base column (the translation)."""
+    read = {(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}
+    for table in read:
         rule = policy.rules.get(table)
         if rule is None or rule.max_rows_per_identity is None or rule.identity_column is None:
             raise PolicyViolation(
                 f"differential privacy is on for {issuer}, and {table[0]}.{table[1]} declares no contribution bound "
                 f'(set identity_column and max_rows_per_identity in [rules."{table[0]}.{table[1]}"])')
-        sensitivity *= rule.max_rows_per_identity
+    sensitivity = contribution_bound(tree, lambda table: policy.rules[table].max_rows_per_identity)
     bounds, integer = {}, {}
     items = ([tree.args["from_"].this] if isinstance(tree, exp.Select) and tree.args.get("from_") else []) + [
         j.this for j in (tree.args.get("joins") or [] if isinstance(tree, exp.Select) else [])]
@@ -179,7 +177,10 @@ def _dp_context(tree, policy: RevealPolicy, issuer: str, catalog: Catalog, thres
                 if column in rule.bounds:
                     bounds[(item.alias_or_name, column)] = rule.bounds[column]
                 integer[(item.alias_or_name, column)] = "INT" in dtype.upper()
-    return DPContext(policy.budgets[issuer], float(sensitivity), bounds, integer, threshold.k)
+    columns = {ColumnRef(party, table, column): (policy.rules[(party, table)].bounds.get(column),
+                                                 "INT" in dtype.upper())
+               for party, table in read for column, dtype in catalog.columns(party, table)}
+    return DPContext(policy.budgets[issuer], float(sensitivity), bounds, integer, threshold.k, columns=columns)
 
 
 def bound_contributions(physical: PhysicalPlan, rules: dict) -> PhysicalPlan:

@@ -71,6 +71,20 @@ def join_algorithm(node: dict) -> str:
     return f" [sort-based PK-FK join, {node['unique']} side unique: n+m rows{checked}]"
 
 
+def noise_lines(step) -> list[str]:
+    """Differential privacy at the program's output: who noises which shares, and the noisy threshold."""
+    import json
+
+    noise = json.loads(step.program).get("noise")
+    if not noise:
+        return []
+    line = (f"noise: {noise['party']} adds {noise['mechanism']} noise (OpenDP) to its shares of "
+            f"{', '.join(f'{c} (scale {s:.4g})' for c, s in noise['columns'])} before the opening")
+    if noise["threshold"] is not None:
+        line += f"; a row stays only if {noise['threshold'][0]} >= {noise['threshold'][1]} (secret comparison)"
+    return [line]
+
+
 def program_lines(step) -> list[str]:
     """The secret program as an indented operator tree, each operator on the SPU; inputs name their share step."""
     import json
@@ -192,6 +206,7 @@ def render_explain(plan, pushdown=None) -> str:
         elif isinstance(step, SecretQuery):
             lines.append(f"  [{n}] {step.device}  secret program (Z_2^64 shares, a validity bit per row) -> {step.out}")
             lines += [f"        {line}" for line in program_lines(step)]
+            lines += [f"        {line}" for line in noise_lines(step)]
             lines.append(f"        reveal: the valid rows of the root, opened to {step.issuer} only")
         elif isinstance(step, EnclaveStage):
             lines.append(f"  [{n}] {step.device}  oblivious sort / group-by on {step.rel} -> {step.out}")

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, build_scope
@@ -26,6 +26,7 @@ class DPContext:
     min_group_size: int
     noisy_values: int = 0  # filled by `count_values`
     grouped: bool = False
+    columns: dict = field(default_factory=dict)  # ColumnRef -> (clamping range or None, integer-valued)
 
     @property
     def epsilon(self) -> float:
@@ -98,6 +99,50 @@ class DPContext:
                 f"{f', δ={self.delta:g}' if self.delta else ''} of {b.issuer}'s budget ε={b.epsilon:g}",
                 f"  {self.noisy_values} noisy value(s) per group, ε={self.value_epsilon():.4g} each; "
                 f"an identity contributes at most {self.count_sensitivity:g} row(s)"]
+
+
+def contribution_bound(tree: exp.Expression, bound_of) -> int:
+    """Rows one identity can contribute to the query's input: `bound_of((party, table))` for a table; a
+    join (or a subquery beside the FROM items) multiplies its inputs' bounds, since each of its rows may
+    pair with each of the others'; a UNION ALL (any set operation) adds its branches', since its rows are
+    theirs, side by side. CTEs count where they are read."""
+    ctes = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}
+
+    def bound(node: exp.Expression) -> int:
+        if isinstance(node, exp.Table):
+            return bound_of((node.db, node.name)) if node.db else bound(ctes[node.name]) if node.name in ctes else 1
+        if isinstance(node, exp.Subquery):
+            return bound(node.this)
+        if isinstance(node, exp.SetOperation):
+            return bound(node.left) + bound(node.right)
+        if not isinstance(node, exp.Select):
+            return 1
+        sources = [node.args["from_"].this] if node.args.get("from_") else []
+        sources += [j.this for j in node.args.get("joins") or []]
+        product = 1
+        for source in sources + _nested_queries(node, sources):
+            product *= bound(source)
+        return product
+
+    return bound(tree)
+
+
+def _nested_queries(select: exp.Select, sources: list) -> list[exp.Expression]:
+    """The queries in `select`'s expressions (IN, EXISTS, scalar subqueries), outside its FROM items."""
+    out = []
+    for key, value in select.args.items():
+        if key in ("from_", "joins", "with_"):
+            continue
+        for arg in value if isinstance(value, list) else [value]:
+            if not isinstance(arg, exp.Expression):
+                continue
+            for query in arg.find_all(exp.Query):
+                parent = query.parent
+                while parent is not None and not isinstance(parent, exp.Query):
+                    parent = parent.parent
+                if parent is None or parent is select:
+                    out.append(query)
+    return out
 
 
 def _num(value: float) -> exp.Expression:

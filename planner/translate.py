@@ -32,7 +32,8 @@ from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
 from sqlsecure.planner.subqueries import Subquery
 from sqlsecure.planner.placement import KIND_OF_TYPE
-from sqlsecure.planner.reveal import column_sources, item_sources
+from sqlsecure.planner.reveal import DPContext, column_sources, item_sources
+from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
@@ -61,30 +62,37 @@ class Translation:
 
 
 def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
-              grants: Grants | None = None, masks: dict | None = None) -> PhysicalPlan:
+              grants: Grants | None = None, masks: dict | None = None, dp: DPContext | None = None) -> PhysicalPlan:
     """The physical plan of a cross-party query of any shape: RunLocal steps, one SecretQuery, a Finish.
     `grants` decide which single-party filters, joins and aggregates may run at their owner; `masks`
-    ((column, party) -> Mask, the policy's) which revealed columns their owners mask."""
+    ((column, party) -> Mask, the policy's) which revealed columns their owners mask; `dp`: the
+    outermost aggregate's outputs are noised on shares before they open (translate_dp.py)."""
     root = build_tree(tree, catalog)
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
     check_size(root, catalog)
     revealed = revealed_masks(tree, masks or {}, issuer)
+    noised = noised_aggregate(root, dp, origins) if dp is not None else None
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
                     masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()})
-    node, columns, provenance = place(root, t, under_aggregate=False, at_root=True)
+    node, columns, provenance = place(noised.aggregate if noised else root, t, under_aggregate=False, at_root=True)
     texts = masked_outputs(root, columns, revealed)
     if provenance:
         node = secret_ops.project_node(node, [(c, quoted(c)) for c in columns])
     compute = tuple(dict.fromkeys(owner for owner, _ in t.owners))
     if len(compute) < 2:
         raise NotSupportedError("a secret program needs the inputs of at least two parties")
-    program = json.dumps({"inputs": t.inputs, "root": node}, sort_keys=True, separators=(",", ":"))
+    program = {"inputs": t.inputs, "root": node}
+    if noised is not None:
+        program["noise"] = noised.program_noise(compute, issuer)
+    program = json.dumps(program, sort_keys=True, separators=(",", ":"))
     from sqlsecure.executors.spu.program import parse_program  # late: the SPU imports the planner
 
     parse_program(program)  # what the SPU cannot run is refused here, so check = EXPLAIN = execution
     t.steps.append(SecretQuery(compute, tuple(t.owners), program, issuer, RESULT))
-    t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish_sql(tree, root, columns, catalog, texts)))
+    finish = noisy_finish_sql(tree, root, noised, catalog) if noised else \
+        finish_sql(tree, root, columns, catalog, texts)
+    t.steps.append(Finish(issuer, ((issuer, RESULT),), "rows", finish))
     leakage = [(p, f"the row count of each program input ({', '.join(r for o, r in t.owners)}) and the "
                    "number of result rows") for p in compute]
     leakage += [(p, text) for p in compute for text in sort_join_leakage(t.sort_joins)]
@@ -92,8 +100,15 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
                   for s in t.steps if isinstance(s, Mask) for column, mask in s.columns)
+    if noised is not None:
+        party = json.loads(program)["noise"]["party"]
+        leakage.insert(-1, (party, "its own noise draws (never the exact values: it adds them to its shares)"))
+        notes += (*dp.describe(), f"  noise added by {party} to its shares of the aggregates before they open"
+                  + (f"; a group is released only if its noisy row count is >= {noised.threshold}"
+                     if noised.threshold is not None else ""))
     return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses), notes=notes,
-                        min_group_size=min_group_size if t.thresholded else 0, counted=counted)
+                        min_group_size=min_group_size if t.thresholded else 0, counted=counted,
+                        epsilon=dp.epsilon if dp else 0.0, delta=dp.delta if dp else 0.0)
 
 
 def check_size(root: Op, catalog: Catalog) -> None:
@@ -538,7 +553,19 @@ def masked_outputs(root: Op, columns, revealed: dict[int, dict]) -> frozenset[st
 
 
 # -- the issuer's Finish -----------------------------------------------------------------------------
-def finish_sql(tree: exp.Expression, root: Op, columns, catalog: Catalog, texts=frozenset()) -> str:
+def noisy_finish_sql(tree: exp.Expression, root: Op, noised, catalog: Catalog) -> str:
+    """The issuer's Finish under DP: each output from the noisy columns (AVG as noisy SUM / noisy COUNT),
+    then the query's ORDER BY, LIMIT and OFFSET over the noisy rows."""
+    items = ", ".join(f"{sql} AS {quoted(name)}" for name, sql in noised.outputs)
+    source = f"(SELECT {items} FROM result) AS result"
+    sql = finish_sql(tree, noised.order or root, [name for name, _ in noised.outputs], catalog, source=source)
+    order = noised.order
+    limit = f" LIMIT {order.limit}" if order is not None and order.limit is not None else ""
+    return sql + limit + (f" OFFSET {order.offset}" if order is not None and order.offset else "")
+
+
+def finish_sql(tree: exp.Expression, root: Op, columns, catalog: Catalog, texts=frozenset(),
+               source: str = "result") -> str:
     """DuckDB's result names and types (a CAST of each revealed column; `texts`, masked to text, stay
     text), then the query's ORDER BY."""
     described = subquery_columns(tree, catalog)
@@ -549,4 +576,4 @@ def finish_sql(tree: exp.Expression, root: Op, columns, catalog: Catalog, texts=
         value = quoted(column) if dtype is None or column in texts else f"CAST({quoted(column)} AS {dtype})"
         items.append(f"{value} AS {quoted(name)}")
     order = f" ORDER BY {', '.join(_ordered(k) for k in root.keys)}" if isinstance(root, Sort) and root.keys else ""
-    return f"SELECT {', '.join(items)} FROM result{order}"
+    return f"SELECT {', '.join(items)} FROM {source}{order}"

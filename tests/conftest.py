@@ -480,6 +480,21 @@ def oracle_for():
     return Oracle
 
 
+def refused_at_plan_time(engine, sql: str, issuer: str, error: type, named: str) -> Exception:
+    """The query is refused at plan time with `error` naming `named`, and `check` says the same."""
+    with pytest.raises(error) as refused:
+        engine.plan(sql, issuer)
+    assert named.lower() in str(refused.value).lower()
+    assert engine.check(sql, issuer) == f"{error.__name__}: {refused.value}"
+    return refused.value
+
+
+@pytest.fixture(scope="session")
+def assert_refused():
+    """refused_at_plan_time(engine, sql, issuer, error, named): refused naming it, `check` agreeing."""
+    return refused_at_plan_time
+
+
 @pytest.fixture(scope="session")
 def plaintext_grants():
     return all_plaintext

@@ -154,9 +154,8 @@ def test_differential_privacy_keeps_the_query_off_this_path(tmp_path, make_feder
     sql = ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM bank.customers c "
            "JOIN shop.orders o ON c.id = o.customer_id) t GROUP BY t.region")
     with Engine(make_federation(tmp_path, grants=plaintext_grants() + bank_dp), timeout=60) as engine:
-        with pytest.raises(NotSupportedError):
-            engine.execute(sql, "bank")
-        assert engine.check(sql, "bank").startswith("NotSupportedError")
+        plan = engine.plan(sql, "bank").physical  # noised on shares by the secret program (test_translate_dp.py)
+        assert plan.epsilon > 0 and not any(isinstance(s, Finish) and s.mode == "tables" for s in plan.steps)
 
 
 RULES = {

@@ -13,7 +13,9 @@ distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted 
                            made), share them, run the operators (`secret_relation`), open the root's
                            valid rows to the issuer only (shuffled first unless the root is a sort;
                            invalid rows are zeroed before the opening, so the issuer learns the
-                           result rows and the public size, nothing else).
+                           result rows and the public size, nothing else). With a "noise" field
+                           (differential privacy, `_noise_spec`), one compute party first adds
+                           OpenDP noise to its shares of the noised columns (`add_noise`).
   receive_program_output   the issuer when it is not a compute party: adds up the parties' shares.
   output_schema(program)   the result's Arrow schema, from the kinds.
 """
@@ -29,13 +31,15 @@ import sqlglot
 from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
+from sqlsecure.policy import privacy
 from sqlsecure.executors.spu import arith, relational
 from sqlsecure.executors.spu import secret_relation as sr
 from sqlsecure.executors.spu import set_ops
 from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
-from sqlsecure.executors.spu.stage import SV, nulls_zeroed, spu_refusal, static_kind
+from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
+from sqlsecure.executors.spu.stage import SV, _at_least, nulls_zeroed, spu_refusal, static_kind
 from sqlsecure.executors.spu.values import decimal_scale, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
@@ -63,6 +67,13 @@ class Program:
     inputs: list[list[tuple[str, str]]]
     root: Node
     text: str
+    noise: dict | None = None  # differential privacy at the output step (`_noise_spec`)
+
+    @property
+    def outputs(self) -> list[tuple[str, str]]:
+        """The columns opened to the issuer: the root's, but those the noise only thresholds on."""
+        hidden = set(self.noise["hidden"]) if self.noise else set()
+        return [(name, kind) for name, kind in self.root.schema if name not in hidden]
 
 
 # -- parsing and validation --------------------------------------------------------------------------
@@ -76,7 +87,35 @@ def parse_program(text: str) -> Program:
     if not isinstance(obj, dict) or not isinstance(obj.get("inputs"), list) or "root" not in obj:
         raise ProtocolError("secret program: needs {'inputs': [...], 'root': {...}}")
     inputs = [_input_columns(i, spec) for i, spec in enumerate(obj["inputs"])]
-    return Program(inputs, _node(obj["root"], "root", inputs), text)
+    root = _node(obj["root"], "root", inputs)
+    return Program(inputs, root, text, _noise_spec(obj.get("noise"), root))
+
+
+NOISE_KINDS = ("int", "fixed")  # and decimal.<s>: the kinds a noise draw is added to
+
+
+def _noise_spec(spec, root: Node) -> dict | None:
+    """{"party": compute party that adds the noise, "mechanism": laplace | gaussian, "columns": [[name,
+    scale], ...], "threshold": [count column, at least] | null, "hidden": [columns not opened]}."""
+    if spec is None:
+        return None
+    kinds = root.kinds()
+    columns, threshold, hidden = spec.get("columns"), spec.get("threshold"), spec.get("hidden", [])
+    if not isinstance(spec.get("party"), str) or spec.get("mechanism") not in ("laplace", "gaussian") \
+            or not isinstance(columns, list) or not isinstance(hidden, list) or not all(h in kinds for h in hidden):
+        raise ProtocolError("secret program: noise: expected {'party': str, 'mechanism': 'laplace'|'gaussian', "
+                            "'columns': [[name, scale], ...], 'threshold': [name, int] | null, 'hidden': [names]}")
+    for item in columns:
+        if not (isinstance(item, list) and len(item) == 2 and item[0] in kinds
+                and isinstance(item[1], (int, float)) and not isinstance(item[1], bool) and item[1] > 0):
+            raise ProtocolError(f"secret program: noise: a column is [a root column, scale > 0], got {item!r}")
+        if kinds[item[0]] not in NOISE_KINDS and decimal_scale(kinds[item[0]]) is None:
+            raise NotSupportedError(f"secret program: noise on {item[0]}, a {kinds[item[0]]} column "
+                                    "(only numbers are noised)")
+    if threshold is not None and not (isinstance(threshold, list) and len(threshold) == 2
+                                      and kinds.get(threshold[0]) == "int" and isinstance(threshold[1], int)):
+        raise ProtocolError("secret program: noise: threshold is [an int root column, an int]")
+    return spec
 
 
 def _input_columns(index: int, spec) -> list[tuple[str, str]]:
@@ -421,7 +460,7 @@ def arrow_type(kind: str) -> pa.DataType:
 
 def output_schema(program: Program) -> pa.Schema:
     """Arrow types of the result columns, from their kinds."""
-    return pa.schema([(name, arrow_type(kind)) for name, kind in program.root.schema])
+    return pa.schema([(name, arrow_type(kind)) for name, kind in program.outputs])
 
 
 # -- the limits each owner checks before sharing -----------------------------------------------------
@@ -574,6 +613,8 @@ def run_program(s: SpuSession, program: Program, tables: dict[int, pa.Table], is
     relations = {i: _share_input(s, program.inputs[i], owners[i], rows[i], encoded.get(i))
                  for i in range(len(program.inputs))}
     result = execute(s, program.root, relations)
+    if program.noise is not None:
+        result = add_noise(s, result, program.noise)
     return _open_result(s, program, result, issuer_index, issuer, out)
 
 
@@ -683,13 +724,54 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
                          right_kinds)
 
 
+# -- differential privacy: noise on one party's shares before the opening ---------------------------
+
+def add_noise(s: SpuSession, rel: SecretRelation, noise: dict) -> SecretRelation:
+    """The noise party (never the issuer: the planner's choice) adds one draw of the mechanism, from
+    OpenDP's samplers as on the spine, to its share of each noised value (0 rounds); the others add
+    nothing. So the opened value is the exact one plus noise, which no party sees apart: the noise
+    party knows the draw, not the value. A noised value is never NULL (an empty SUM opens as noise
+    around 0, as on the spine). Threshold [column, t]: a row stays valid only if its noisy count is
+    >= t, by a secret comparison (the spine's threshold on the noisy count): 1 comparison."""
+    if noise["party"] not in s.parties:
+        raise ProtocolError(f"secret program: noise: {noise['party']!r} is not a compute party")
+    party = s.parties.index(noise["party"])
+    columns = dict(rel.columns)
+    for name, scale in noise["columns"]:
+        v = columns[name]
+        limbs = _noised_limbs(v, scale, noise["mechanism"]) if s.index == party else list(v.limbs)
+        columns[name] = SV(limbs, arith.public(s, np.ones(rel.n, dtype=np.int64)), v.kind)
+    valid = rel.valid
+    if noise["threshold"] is not None and rel.n:
+        name, at_least = noise["threshold"]
+        valid = arith.beaver_mul(s, valid, _at_least(s, [columns[name].value], at_least))
+    return SecretRelation(columns, valid)
+
+
+def _noised_limbs(v: SV, scale: float, mechanism: str) -> list[ArithShare]:
+    """My share of `v` plus one draw per row: integer (discrete) noise for an int; for fixed point the
+    real draw at the limb's 2^-F resolution; for decimal.<s> the draw rounded to 10^-s on both limbs
+    (rounding a noisy value to its grid is post-processing: the guarantee holds)."""
+    n, integer = len(v.value), v.kind == "int"
+    draws = privacy.sample(np.zeros(n, dtype=np.int64 if integer else np.float64), scale, integer, mechanism)
+    if integer:
+        return [ArithShare(v.value.data + as_ring(np.asarray(draws, dtype=np.int64)), 0)]
+    digits = decimal_scale(v.kind)
+    if digits is None:
+        return [ArithShare(v.value.data + encode_fixed(draws, v.value.frac), v.value.frac)]
+    exact = np.rint(np.asarray(draws, dtype=np.float64) * 10 ** digits).astype(np.int64)
+    fixed = v.limbs[1]
+    return [ArithShare(v.limbs[0].data + as_ring(exact), 0),
+            ArithShare(fixed.data + encode_fixed(exact / 10 ** digits, fixed.frac), fixed.frac)]
+
+
 # -- opening the result ------------------------------------------------------------------------------
 
 def _open_result(s: SpuSession, program: Program, rel: SecretRelation, issuer_index: int | None,
                  issuer: str | None, out: str) -> pa.Table | None:
     """Open the root's valid rows to the issuer only: shuffled (unless the root is a sort), every
     value of an invalid row zeroed (1 round), then one opening to the issuer."""
-    values = nulls_zeroed(s, [sr.conform(s, rel.columns[name], kind) for name, kind in program.root.schema])
+    values = nulls_zeroed(s, [sr.conform(s, rel.columns[name], kind) for name, kind in program.outputs])
     flat = [c for v in values for c in (*v.limbs, v.valid)] + [rel.valid]
     if program.root.op != "sort" and rel.n:
         flat = relational.shuffle(s, flat)
@@ -715,7 +797,7 @@ def receive_program_output(endpoint, step, program: Program) -> pa.Table:
             raise ProtocolError(f"secret program {step.out}: {party} sent {table.num_columns} columns of "
                                 f"{table.num_rows} rows, the others {len(total)} of {len(total[0])}")
         total = arrays if total is None else [x + y for x, y in zip(total, arrays)]
-    width = sum(limbs_of(k) + 1 for _, k in program.root.schema) + 1
+    width = sum(limbs_of(k) + 1 for _, k in program.outputs) + 1
     if total is None or len(total) != width:
         raise ProtocolError(f"secret program {step.out}: the compute parties sent {len(total or [])} columns, "
                             f"expected {width}")
@@ -726,7 +808,7 @@ def decode_result(program: Program, opened: list[np.ndarray], frac: int) -> pa.T
     """The opened columns as the result table: rows whose validity opened 0 are dropped."""
     keep = np.flatnonzero(opened[-1] == 1)
     columns, i = {}, 0
-    for name, kind in program.root.schema:
+    for name, kind in program.outputs:
         k = limbs_of(kind)
         columns[name] = decode_column([x[keep] for x in opened[i:i + k]], opened[i + k][keep], kind, frac)
         i += k + 1
