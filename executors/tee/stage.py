@@ -30,6 +30,7 @@ from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.tee import (
     EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
 )
+from sqlsecure.executors.tee.expressions import NULL_FLAG
 from sqlsecure.executors.tee.wire import ENCLAVE
 from sqlsecure.executors.spu.values import LIMB_BYTES, TEXT_LIMBS, refuse_special_floats, text_limbs
 
@@ -91,6 +92,15 @@ def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
 
 
 def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
+    """A result column as SQL values; NULL where its `#null` flag (a computed column's) is set."""
+    values = decode_values(table, name, kind)
+    flag = f"{name}{NULL_FLAG}"
+    if flag not in table.column_names:
+        return values
+    return pc.if_else(pc.equal(table.column(flag).combine_chunks(), 1), pa.nulls(len(values), values.type), values)
+
+
+def decode_values(table: pa.Table, name: str, kind: str) -> pa.Array:
     if kind == "text":
         limbs = [table.column(f"{name}#{k}").to_pylist() for k in range(TEXT_LIMBS)]
         return pa.array([b"".join(int(limbs[k][i]).to_bytes(LIMB_BYTES, "big") for k in range(TEXT_LIMBS))
@@ -104,6 +114,8 @@ def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
                         pa.decimal128(38, scale))
     if kind == "date":
         return column.cast(pa.int32()).cast(pa.date32())
+    if kind == "timestamp":  # only ever computed in the enclave: microseconds since 1970-01-01
+        return column.cast(pa.int64()).cast(pa.timestamp("us"))
     return column.combine_chunks()
 
 
