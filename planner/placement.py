@@ -890,8 +890,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
         return name, kind
 
     def names_of(key: str, kind: str) -> list[str]:
-        flag = [f"{key}{NULL_FLAG}"] if key in {n for n, _, _ in computed.values()} else []
-        return flag + ([f"{key}#{k}" for k in range(4)] if kind == "text" else [key])
+        return [f"{key}{NULL_FLAG}"] + ([f"{key}#{k}" for k in range(4)] if kind == "text" else [key])
 
     outputs, order, aggregates, group_keys, select = [], [], [], [], []
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]

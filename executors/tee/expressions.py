@@ -17,6 +17,7 @@ import decimal
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError
@@ -90,7 +91,20 @@ def result_type(sql: str, typed) -> str:
             from None
 
 
+def null_flag(column: str) -> str:
+    """The NULL flag's name of an enclave column (a text limb `<c>#k`: the text's `<c>#null`)."""
+    base, _, limb = column.rpartition("#")
+    return f"{base if base and limb.isdigit() else column}{NULL_FLAG}"
+
+
 def _decoded(columns: dict[str, np.ndarray], column: str, kind: str) -> pa.Array:
+    """An input column back as SQL values, NULL where its flag says so."""
+    values = _decoded_values(columns, column, kind)
+    flag = columns.get(null_flag(column))
+    return values if flag is None else pc.if_else(pa.array(flag == 1), pa.nulls(len(values), values.type), values)
+
+
+def _decoded_values(columns: dict[str, np.ndarray], column: str, kind: str) -> pa.Array:
     """An input column back as SQL values (the inverse of the parties' encoding)."""
     if kind == "text":
         limbs = [columns[f"{column}#{k}"] for k in range(_limb_count(columns, column))]

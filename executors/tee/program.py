@@ -14,8 +14,8 @@ then ORDER BY `order` [(column, descending)] over output columns (plain programs
 any input column) and LIMIT `limit`. Everything runs through the oblivious operators.
 
 Before that, `computed` [(name, sql, kind)] adds columns: DuckDB SQL over the inputs `typed`
-[(column, kind, SQL type)] (`expressions`), each with a `<name>#null` flag. A column with such a flag
-is NULL-aware everywhere: the flag is a group / sort key of its own (the planner lists it), COUNT
+[(column, kind, SQL type)] (`expressions`), each with a `<name>#null` flag, as every input has (a
+text's limbs `<c>#k` share `<c>#null`). A column with such a flag is NULL-aware everywhere: the flag is a group / sort key of its own (the planner lists it), COUNT
 skips NULLs, SUM / AVG / MIN / MAX ignore them and are NULL (an `<aggregate>#null` output) for a
 group without values.
 
@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
-from sqlsecure.executors.tee.expressions import NULL_FLAG, evaluate_expressions
+from sqlsecure.executors.tee.expressions import NULL_FLAG, evaluate_expressions, null_flag
 from sqlsecure.executors.tee.oblivious import (
     AGGREGATE_KINDS, AccessTrace, group_by, order_and_limit,
 )
@@ -129,8 +129,8 @@ class EnclaveProgram:
         return bool(self.group_keys or self.aggregates)
 
     def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
-        if self.grouped:
-            return self.group_keys + tuple(a.name for a in self.aggregates)
+        if self.grouped:  # every aggregate has its NULL flag (always 0 for a COUNT)
+            return self.group_keys + tuple(n for a in self.aggregates for n in (a.name, f"{a.name}{NULL_FLAG}"))
         if self.select is not None:
             return self.select
         if inputs is None:
@@ -275,7 +275,7 @@ def _aggregate_inputs(program: EnclaveProgram, columns: dict[str, np.ndarray]):
     the present rows. Per aggregate also (its value's index, its present-row count's index or None)."""
     specs, names, places = [], [], []
     for a in program.aggregates:
-        flag = None if a.column is None else columns.get(f"{a.column}{NULL_FLAG}")
+        flag = None if a.column is None else columns.get(null_flag(a.column))
         places.append((len(specs), None if flag is None or a.kind == "count" else len(specs) + 1))
         names.append(a.name)
         if flag is None:
@@ -299,10 +299,11 @@ def _extreme(dtype: np.dtype, kind: str):
 
 
 def _aggregate_outputs(program: EnclaveProgram, results: list[np.ndarray], places) -> dict[str, np.ndarray]:
-    """Each aggregate's value, and `<name>#null` for those that are NULL on a group without values."""
+    """Each aggregate's value and its `<name>#null` (1 where it is NULL: a group without values)."""
     out = {}
     for a, (value, count) in zip(program.aggregates, places):
         out[a.name] = results[value]
+        out[f"{a.name}{NULL_FLAG}"] = np.zeros(len(results[value]), np.int64)
         if count is not None:
             present = results[count]
             if a.kind == "avg":
@@ -326,8 +327,7 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
     else:  # no rows and no keys: the single group is empty, below any min_group_size
         out = {a.name: np.zeros(0, np.int64 if a.kind == "count" else np.float64 if a.kind == "avg"
                                 else columns[a.column].dtype) for a in program.aggregates}
-        out |= {f"{a.name}{NULL_FLAG}": np.zeros(0, np.int64) for a, (_, c) in zip(program.aggregates, places)
-                if c is not None}
+        out |= {f"{a.name}{NULL_FLAG}": np.zeros(0, np.int64) for a in program.aggregates}
         keep = np.zeros(0, bool)
     order = program.order or tuple((k, False) for k in program.group_keys)
     names = list(out)

@@ -69,10 +69,24 @@ def unpack_frames(data: bytes, frm: str) -> list[bytes]:
 
 
 def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa.Array]:
-    """One SQL column as the enclave's int64 / float64 columns."""
+    """One SQL column as the enclave's int64 / float64 columns and its `#null` flag (always sent, so the
+    schema does not tell whether the column has NULLs; a NULL's value is 0)."""
+    flags = pa.array([int(v is None) for v in column.to_pylist()], pa.int64())
+    return encode_values(name, column.fill_null(_zero_of(column.type)), kind) | {f"{name}{NULL_FLAG}": flags}
+
+
+def _zero_of(dtype: pa.DataType):
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return ""
+    if pa.types.is_date(dtype):
+        return pa.scalar(0, pa.int32()).cast(dtype)
+    if pa.types.is_boolean(dtype):
+        return False
+    return pa.scalar(decimal.Decimal(0) if pa.types.is_decimal(dtype) else 0, type=dtype)
+
+
+def encode_values(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa.Array]:
     values = column.to_pylist()
-    if any(v is None for v in values):
-        raise DataError(f"column {name!r} has NULLs; NULL values cannot enter the enclave yet")
     if kind == "int":
         return {name: pa.array([int(v) for v in values], pa.int64())}
     if kind == "date":
@@ -92,7 +106,7 @@ def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
 
 
 def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
-    """A result column as SQL values; NULL where its `#null` flag (a computed column's) is set."""
+    """A result column as SQL values; NULL where its `#null` flag is set."""
     values = decode_values(table, name, kind)
     flag = f"{name}{NULL_FLAG}"
     if flag not in table.column_names:
