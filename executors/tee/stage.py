@@ -8,7 +8,7 @@ Roles over the channel (the enclave itself is a subprocess driven by the runtime
      measurements, checks that the spec runs exactly the program of the public plan, encodes its
      columns (integers and dates as int64, DECIMAL(p, s) as the exact int64 x * 10^s, so sums, MIN,
      MAX and keys are exact at the column's scale, floats as float64 with NaN and infinities refused
-     by their owner (DataError), text as four 7-byte int64 limbs) and seals them to the
+     by their owner (DataError), text as four 7-byte int64 limbs; each with a `#null` flag) and seals them to the
      enclave (X25519 + HKDF + AES-GCM per batch);
   4. the actor submits the sealed batches and runs the session; the sealed result goes to the issuer,
      who opens it with its result key. Nothing in the clear passes the actor.
