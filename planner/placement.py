@@ -499,6 +499,9 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if enclave is not None:
         steps.append(enclave)
         leakage.append(("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)"))
+        if json.loads(enclave.program)["computed"]:
+            leakage += [(p, "whether an expression computed in the enclave failed on some row (the query is then "
+                            "refused with a DataError), not which row") for p in (*enclave.inputs_by_party, ctx.issuer)]
         steps.append(_finish_outputs(project, ctx.issuer, enclave.out))
         leakage.append((ctx.issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))
         return _plan(ctx, steps, leakage, ctx.min_group_size if aggregate else 0, [p for p, _ in protected])
