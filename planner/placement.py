@@ -865,6 +865,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
         raise NotSupportedError("window functions are for the SPU")
     inputs: dict[str, tuple[str, str, str, str]] = {}
 
+    counts: set[str] = set()  # the outputs that are COUNTs
     computed: dict[str, tuple[str, str, str]] = {}  # DuckDB SQL -> (name, SQL, kind), evaluated in the enclave
     typed: dict[str, tuple[str, str, str]] = {}  # input -> (input, kind, SQL type), what `computed` reads
 
@@ -893,7 +894,8 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
         return name, kind
 
     def names_of(key: str, kind: str) -> list[str]:
-        return [f"{key}{NULL_FLAG}"] + ([f"{key}#{k}" for k in range(4)] if kind == "text" else [key])
+        flag = [] if key in counts else [f"{key}{NULL_FLAG}"]  # a COUNT is never NULL: it has no flag
+        return flag + ([f"{key}#{k}" for k in range(4)] if kind == "text" else [key])
 
     outputs, order, aggregates, group_keys, select = [], [], [], [], []
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
@@ -910,6 +912,8 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
                 outputs.append((name, key, kind))
             elif type(e) in ENCLAVE_AGGREGATES and not isinstance(e.this, exp.Distinct):
                 func = ENCLAVE_AGGREGATES[type(e)]
+                if func == "count":
+                    counts.add(name)
                 if isinstance(e.this, exp.Star):
                     aggregates.append(("count", None, name))
                     outputs.append((name, name, "int"))

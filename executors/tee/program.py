@@ -129,8 +129,9 @@ class EnclaveProgram:
         return bool(self.group_keys or self.aggregates)
 
     def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
-        if self.grouped:  # every aggregate has its NULL flag (always 0 for a COUNT)
-            return self.group_keys + tuple(n for a in self.aggregates for n in (a.name, f"{a.name}{NULL_FLAG}"))
+        if self.grouped:  # then the NULL flags of the aggregates that may be NULL (over a column with a flag)
+            return self.group_keys + tuple(a.name for a in self.aggregates) + tuple(
+                f"{a.name}{NULL_FLAG}" for a in self.aggregates if a.kind != "count" and a.column is not None)
         if self.select is not None:
             return self.select
         if inputs is None:
@@ -299,11 +300,10 @@ def _extreme(dtype: np.dtype, kind: str):
 
 
 def _aggregate_outputs(program: EnclaveProgram, results: list[np.ndarray], places) -> dict[str, np.ndarray]:
-    """Each aggregate's value and its `<name>#null` (1 where it is NULL: a group without values)."""
+    """Each aggregate's value, and `<name>#null` for those that are NULL on a group without values."""
     out = {}
     for a, (value, count) in zip(program.aggregates, places):
         out[a.name] = results[value]
-        out[f"{a.name}{NULL_FLAG}"] = np.zeros(len(results[value]), np.int64)
         if count is not None:
             present = results[count]
             if a.kind == "avg":
@@ -327,10 +327,11 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
     else:  # no rows and no keys: the single group is empty, below any min_group_size
         out = {a.name: np.zeros(0, np.int64 if a.kind == "count" else np.float64 if a.kind == "avg"
                                 else columns[a.column].dtype) for a in program.aggregates}
-        out |= {f"{a.name}{NULL_FLAG}": np.zeros(0, np.int64) for a in program.aggregates}
+        out |= {f"{a.name}{NULL_FLAG}": np.zeros(0, np.int64) for a, (_, c) in zip(program.aggregates, places)
+                if c is not None}
         keep = np.zeros(0, bool)
     order = program.order or tuple((k, False) for k in program.group_keys)
-    names = list(out)
+    names = [c for c in program.output_names() if c in out]
     result = order_and_limit([out[c] for c in names], [(out[c], d) for c, d in order], keep=keep,
                              limit=program.limit, trace=trace)
     return pa.table({name: result[i] for i, name in enumerate(names)})
