@@ -23,7 +23,10 @@ from sqlsecure.planner.logical import (
 from sqlsecure.planner.physical import (
     Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
+from sqlsecure.executors.tee.expressions import NULL_FLAG, enclave_refusal, kind_of_type, result_type
 from sqlsecure.executors.tee.program import EnclaveProgram
+from sqlsecure.executors.spu.ranges import is_geodist
+from sqlsecure.planner.geodist import great_circle
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import Use
@@ -411,7 +414,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         raise NotSupportedError("the preserved side of a LEFT JOIN must come first in FROM")
     default = ctx.issuer if ctx.issuer in members else members[0]
     protected = _protected_rows(join, aggregate, ctx)
-    secure = None
+    secure, spu_refused = None, ""
     try:
         if residual or any(e.find(exp.Window) for e in project.expressions):
             raise NotSupportedError("cross-party predicates or window functions")
@@ -424,8 +427,15 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
             secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, None)
             computing = set(secure["compute"])
     except NotSupportedError as local_error:
-        secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error, protected=protected)
-        computing = set(secure["compute"])
+        try:
+            secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error,
+                                        protected=protected)
+            computing = set(secure["compute"])
+        except NotSupportedError as spu_error:
+            if not ctx.enclave:
+                raise
+            spu_refused = f" (nor can the SPU: {spu_error})"
+            secure, computing = {}, _parties_read(project, aggregate, sort, ctx) | {p for p, _ in protected}
 
     # A party keeps a piece of a joined relation only while it still needs one: to compute outputs,
     # or to supply keys for a later join. Others never see the join's row structure.
@@ -484,11 +494,14 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
                 raise NotSupportedError("the enclave cannot count distinct rows of a LEFT JOIN's NULL side")
             enclave = _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, current, protected)
         except NotSupportedError as why:
-            if ctx.enclave == "always":
-                raise NotSupportedError(f"the enclave cannot run this query: {why}") from None
+            if ctx.enclave == "always" or not secure:  # not secure: the SPU refused it too
+                raise NotSupportedError(f"the enclave cannot run this query: {why}{spu_refused}") from None
     if enclave is not None:
         steps.append(enclave)
         leakage.append(("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)"))
+        if json.loads(enclave.program)["computed"]:
+            leakage += [(p, "whether an expression computed in the enclave failed on some row (the query is then "
+                            "refused with a DataError), not which row") for p in (*enclave.inputs_by_party, ctx.issuer)]
         steps.append(_finish_outputs(project, ctx.issuer, enclave.out))
         leakage.append((ctx.issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))
         return _plan(ctx, steps, leakage, ctx.min_group_size if aggregate else 0, [p for p, _ in protected])
@@ -875,16 +888,37 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
         raise NotSupportedError("window functions are for the SPU")
     inputs: dict[str, tuple[str, str, str, str]] = {}
 
-    def column_input(column: exp.Column) -> tuple[str, str]:
+    counts: set[str] = set()  # the outputs that are COUNTs
+    computed: dict[str, tuple[str, str, str]] = {}  # DuckDB SQL -> (name, SQL, kind), evaluated in the enclave
+    typed: dict[str, tuple[str, str, str]] = {}  # input -> (input, kind, SQL type), what `computed` reads
+
+    def plain_input(column: exp.Column) -> tuple[str, str]:
         if not isinstance(column, exp.Column) or not column.table:
-            raise NotSupportedError(f"{column.sql()}: the enclave takes plain columns")
+            raise NotSupportedError(f"{column.sql()}: the enclave takes columns of the query's tables")
         kind = _enclave_kind(column, ctx)
         key = column_key(column)
         inputs.setdefault(key, (ctx.parties[column.table], key, key, kind))
         return key, kind
 
+    def column_input(e: exp.Expression) -> tuple[str, str]:
+        """A plain column, or a scalar expression the enclave evaluates (a computed column)."""
+        if isinstance(e, exp.Column):
+            return plain_input(e)
+        sql, reads = _enclave_expression(e, plain_input, ctx)
+        if sql not in computed:
+            typed.update(reads)
+            dtype = result_type(sql, list(reads.values()))
+            kind = kind_of_type(dtype)
+            if kind is None:
+                raise NotSupportedError(f"{e.sql(dialect='duckdb')} is {dtype}: the enclave carries numbers, "
+                                        "booleans, dates and timestamps out of an expression")
+            computed[sql] = (f"e{len(computed)}", sql, kind)
+        name, _, kind = computed[sql]
+        return name, kind
+
     def names_of(key: str, kind: str) -> list[str]:
-        return [f"{key}#{k}" for k in range(4)] if kind == "text" else [key]
+        flag = [] if key in counts else [f"{key}{NULL_FLAG}"]  # a COUNT is never NULL: it has no flag
+        return flag + ([f"{key}#{k}" for k in range(4)] if kind == "text" else [key])
 
     outputs, order, aggregates, group_keys, select = [], [], [], [], []
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
@@ -901,6 +935,8 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
                 outputs.append((name, key, kind))
             elif type(e) in ENCLAVE_AGGREGATES and not isinstance(e.this, exp.Distinct):
                 func = ENCLAVE_AGGREGATES[type(e)]
+                if func == "count":
+                    counts.add(name)
                 if isinstance(e.this, exp.Star):
                     aggregates.append(("count", None, name))
                     outputs.append((name, name, "int"))
@@ -908,7 +944,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
                 key, kind = column_input(e.this)
                 if kind == "text" and func != "count":
                     raise NotSupportedError("aggregates of text are for the SPU")
-                aggregates.append((func, names_of(key, kind)[0], name))
+                aggregates.append((func, f"{key}#0" if kind == "text" else key, name))
                 outputs.append((name, name, _enclave_output_kind(func, kind)))
             else:
                 raise NotSupportedError(f"{e.sql()}: the enclave computes group keys and COUNT/SUM/AVG/MIN/MAX")
@@ -930,7 +966,8 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
             column, kind = column_input(key)
         else:
             raise NotSupportedError(f"ORDER BY {key.sql()}: the enclave sorts by output columns")
-        order += [(c, desc) for c in names_of(column, kind)]
+        nulls_first = bool(ordered.args.get("nulls_first"))  # DuckDB's default: NULLS LAST either way
+        order += [(c, nulls_first if c.endswith(NULL_FLAG) else desc) for c in names_of(column, kind)]
     limit_value = None
     if limit is not None:
         if limit.offset is not None or not (isinstance(limit.limit, exp.Literal) and limit.limit.is_int):
@@ -940,9 +977,32 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
         inputs.setdefault(column, (party, column, column, "int"))
     program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
-                             tuple(select) if aggregate is None else None, tuple(c for _, c in protected))
+                             tuple(select) if aggregate is None else None, tuple(c for _, c in protected),
+                             tuple(computed.values()), tuple(typed.values()))
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
+
+
+def _parties_read(project, aggregate, sort, ctx) -> set[str]:
+    """The parties whose columns the outputs, group keys and ORDER BY read."""
+    used = [*project.expressions, *(aggregate.group_by if aggregate is not None else ()),
+            *(sort.order if sort is not None else ())]
+    return {ctx.parties[c.table] for e in used for c in e.find_all(exp.Column) if c.table in ctx.parties}
+
+
+def _enclave_expression(e: exp.Expression, plain_input, ctx) -> tuple[str, dict]:
+    """`e` as DuckDB SQL over the enclave's input names (GEODIST in its standard-SQL form), and the
+    inputs it reads {name: (name, kind, SQL type)}; NotSupportedError naming a part without an enclave rule."""
+    why = enclave_refusal(e)
+    if why is not None:
+        raise NotSupportedError(why)
+    e = e.transform(lambda n: great_circle(n.expressions) if is_geodist(n) else n)
+    reads = {}
+    for column in e.find_all(exp.Column):
+        key, kind = plain_input(column)
+        reads[key] = (key, kind, ctx.column_type(column.table, column.name))
+    renamed = e.transform(lambda n: exp.column(column_key(n), quoted=True) if isinstance(n, exp.Column) else n)
+    return renamed.sql(dialect="duckdb"), reads
 
 
 def _class_4_on_he(items, group_party, aggregate, ctx) -> bool:

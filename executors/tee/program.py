@@ -13,6 +13,12 @@ parties send sealed (their rows aligned: row i of every party describes the same
 then ORDER BY `order` [(column, descending)] over output columns (plain programs may also sort on
 any input column) and LIMIT `limit`. Everything runs through the oblivious operators.
 
+Before that, `computed` [(name, sql, kind)] adds columns: DuckDB SQL over the inputs `typed`
+[(column, kind, SQL type)] (`expressions`), each with a `<name>#null` flag, as every input has (a
+text's limbs `<c>#k` share `<c>#null`). A column with such a flag is NULL-aware everywhere: the flag is a group / sort key of its own (the planner lists it), COUNT
+skips NULLs, SUM / AVG / MIN / MAX ignore them and are NULL (an `<aggregate>#null` output) for a
+group without values.
+
 `SessionSpec` binds a query: its id, the program, the input parties (their column order), the
 recipient and the recipient's fresh X25519 key. Its digest enters every stream's key derivation,
 so a party's sealed inputs open only in the session (program, recipient) the party saw.
@@ -28,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
+from sqlsecure.executors.tee.expressions import NULL_FLAG, evaluate_expressions, null_flag
 from sqlsecure.executors.tee.oblivious import (
     AGGREGATE_KINDS, AccessTrace, group_by, order_and_limit,
 )
@@ -57,6 +64,12 @@ class Aggregate:
         return cls(kind, column, str(name))
 
 
+def _triple(item, what: str) -> tuple[str, str, str]:
+    if not isinstance(item, (tuple, list)) or len(item) != 3:
+        raise ProgrammingError(f"a {what} is (name, text, kind), got {item!r}")
+    return tuple(str(v) for v in item)
+
+
 def _names(values, what: str) -> tuple[str, ...]:
     if isinstance(values, str):
         raise ProgrammingError(f"{what} must be a list of column names, not the string {values!r}")
@@ -74,9 +87,13 @@ class EnclaveProgram:
     min_group_size: int = 1
     select: tuple[str, ...] | None = None
     distinct_rows: tuple[str, ...] = ()  # provenance columns: groups need min_group_size distinct values of each
+    computed: tuple[tuple[str, str, str], ...] = ()  # (name, DuckDB SQL, kind): scalar expressions per row
+    typed: tuple[tuple[str, str, str], ...] = ()  # (input column, kind, SQL type): what `computed` reads
 
     def __post_init__(self):
         set_ = object.__setattr__
+        set_(self, "computed", tuple(_triple(c, "computed column") for c in self.computed))
+        set_(self, "typed", tuple(_triple(t, "typed input") for t in self.typed))
         set_(self, "group_keys", _names(self.group_keys, "group_keys"))
         set_(self, "aggregates", tuple(Aggregate.of(a) for a in self.aggregates))
         order = []
@@ -112,8 +129,9 @@ class EnclaveProgram:
         return bool(self.group_keys or self.aggregates)
 
     def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
-        if self.grouped:
-            return self.group_keys + tuple(a.name for a in self.aggregates)
+        if self.grouped:  # then the NULL flags of the aggregates that may be NULL (over a column with a flag)
+            return self.group_keys + tuple(a.name for a in self.aggregates) + tuple(
+                f"{a.name}{NULL_FLAG}" for a in self.aggregates if a.kind != "count" and a.column is not None)
         if self.select is not None:
             return self.select
         if inputs is None:
@@ -125,7 +143,9 @@ class EnclaveProgram:
         used |= set(self.distinct_rows)
         if not self.grouped:
             used |= set(self.select or ()) | {c for c, _ in self.order}
-        return used
+        made = {name for name, _, _ in self.computed}
+        made |= {f"{name}{NULL_FLAG}" for name in made}
+        return (used - made) | {f"{c}#0" if kind == "text" else c for c, kind, _ in self.typed}
 
     def to_json(self) -> dict:
         return {"group_keys": list(self.group_keys),
@@ -133,7 +153,8 @@ class EnclaveProgram:
                 "order": [[c, d] for c, d in self.order], "limit": self.limit,
                 "min_group_size": self.min_group_size,
                 "select": None if self.select is None else list(self.select),
-                "distinct_rows": list(self.distinct_rows)}
+                "distinct_rows": list(self.distinct_rows),
+                "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed]}
 
     @classmethod
     def from_json(cls, obj: dict) -> "EnclaveProgram":
@@ -141,7 +162,8 @@ class EnclaveProgram:
             return cls(group_keys=obj["group_keys"], aggregates=[tuple(a) for a in obj["aggregates"]],
                        order=[tuple(o) for o in obj["order"]], limit=obj["limit"],
                        min_group_size=obj["min_group_size"], select=obj["select"],
-                       distinct_rows=obj.get("distinct_rows", ()))
+                       distinct_rows=obj.get("distinct_rows", ()), computed=obj.get("computed", ()),
+                       typed=obj.get("typed", ()))
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed enclave program: {exc!r}") from None
 
@@ -233,6 +255,9 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     missing = sorted(program.input_columns() - set(names))
     if missing:
         raise ProgrammingError(f"the enclave program reads columns no party sent: {missing} (sent: {names})")
+    if program.computed:
+        columns = {**columns, **evaluate_expressions(program.computed, program.typed, columns)}
+        names = list(columns)
     if program.grouped:
         return _evaluate_grouped(program, columns, trace)
     out_names = program.output_names(names)
@@ -245,24 +270,68 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     return pa.table({name: result[i] for i, name in enumerate(out_names)})
 
 
+def _aggregate_inputs(program: EnclaveProgram, columns: dict[str, np.ndarray]):
+    """group_by's [(kind, values)] and their names for the program's aggregates, NULL-aware where a column
+    has a NULL flag: COUNT sums the present rows, MIN / MAX see a NULL as the other extreme, AVG is SUM over
+    the present rows. Per aggregate also (its value's index, its present-row count's index or None)."""
+    specs, names, places = [], [], []
+    for a in program.aggregates:
+        flag = None if a.column is None else columns.get(null_flag(a.column))
+        places.append((len(specs), None if flag is None or a.kind == "count" else len(specs) + 1))
+        names.append(a.name)
+        if flag is None:
+            specs.append((a.kind, None if a.column is None else columns[a.column]))
+        elif a.kind == "count":
+            specs.append(("sum", 1 - flag))
+        else:
+            values = columns[a.column]
+            if a.kind in ("min", "max"):
+                values = np.where(flag == 1, _extreme(values.dtype, a.kind), values)
+            specs += [("sum" if a.kind == "avg" else a.kind, values), ("sum", 1 - flag)]
+            names.append(f"{a.name} (rows)")
+    return specs, names, places
+
+
+def _extreme(dtype: np.dtype, kind: str):
+    """A value no MIN (kind "min") or MAX ignores less: the far end of the type."""
+    if np.dtype(dtype) == np.float64:
+        return np.inf if kind == "min" else -np.inf
+    return np.iinfo(np.int64).max if kind == "min" else np.iinfo(np.int64).min
+
+
+def _aggregate_outputs(program: EnclaveProgram, results: list[np.ndarray], places) -> dict[str, np.ndarray]:
+    """Each aggregate's value, and `<name>#null` for those that are NULL on a group without values."""
+    out = {}
+    for a, (value, count) in zip(program.aggregates, places):
+        out[a.name] = results[value]
+        if count is not None:
+            present = results[count]
+            if a.kind == "avg":
+                out[a.name] = results[value].astype(np.float64) / np.maximum(present, 1)
+            out[f"{a.name}{NULL_FLAG}"] = (present == 0).astype(np.int64)
+    return out
+
+
 def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], trace) -> pa.Table:
     keys = [columns[k] for k in program.group_keys]
-    aggregates = [(a.kind, None if a.column is None else columns[a.column]) for a in program.aggregates]
-    if not keys and not aggregates:
+    specs, spec_names, places = _aggregate_inputs(program, columns)
+    if not keys and not specs:
         raise ProgrammingError("a grouped program needs group keys or aggregates")
     n = len(next(iter(columns.values()))) if columns else 0
     if keys or n:
-        grouped = group_by(keys, aggregates, min_group_size=program.min_group_size, trace=trace,
-                           names=[a.name for a in program.aggregates], rows=n,
+        grouped = group_by(keys, specs, min_group_size=program.min_group_size, trace=trace,
+                           names=spec_names, rows=n,
                            distinct=[columns[c] for c in program.distinct_rows])
-        out = dict(zip(program.output_names(), [*grouped.keys, *grouped.aggregates]))
+        out = dict(zip(program.group_keys, grouped.keys)) | _aggregate_outputs(program, grouped.aggregates, places)
         keep = grouped.keep
     else:  # no rows and no keys: the single group is empty, below any min_group_size
         out = {a.name: np.zeros(0, np.int64 if a.kind == "count" else np.float64 if a.kind == "avg"
                                 else columns[a.column].dtype) for a in program.aggregates}
+        out |= {f"{a.name}{NULL_FLAG}": np.zeros(0, np.int64) for a, (_, c) in zip(program.aggregates, places)
+                if c is not None}
         keep = np.zeros(0, bool)
     order = program.order or tuple((k, False) for k in program.group_keys)
-    names = list(out)
+    names = [c for c in program.output_names() if c in out]
     result = order_and_limit([out[c] for c in names], [(out[c], d) for c, d in order], keep=keep,
                              limit=program.limit, trace=trace)
     return pa.table({name: result[i] for i, name in enumerate(names)})

@@ -8,7 +8,7 @@ Roles over the channel (the enclave itself is a subprocess driven by the runtime
      measurements, checks that the spec runs exactly the program of the public plan, encodes its
      columns (integers and dates as int64, DECIMAL(p, s) as the exact int64 x * 10^s, so sums, MIN,
      MAX and keys are exact at the column's scale, floats as float64 with NaN and infinities refused
-     by their owner (DataError), text as four 7-byte int64 limbs) and seals them to the
+     by their owner (DataError), text as four 7-byte int64 limbs; each with a `#null` flag) and seals them to the
      enclave (X25519 + HKDF + AES-GCM per batch);
   4. the actor submits the sealed batches and runs the session; the sealed result goes to the issuer,
      who opens it with its result key. Nothing in the clear passes the actor.
@@ -30,6 +30,7 @@ from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.tee import (
     EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
 )
+from sqlsecure.executors.tee.expressions import NULL_FLAG
 from sqlsecure.executors.tee.wire import ENCLAVE
 from sqlsecure.executors.spu.values import LIMB_BYTES, TEXT_LIMBS, refuse_special_floats, text_limbs
 
@@ -68,10 +69,24 @@ def unpack_frames(data: bytes, frm: str) -> list[bytes]:
 
 
 def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa.Array]:
-    """One SQL column as the enclave's int64 / float64 columns."""
+    """One SQL column as the enclave's int64 / float64 columns and its `#null` flag (always sent, so the
+    schema does not tell whether the column has NULLs; a NULL's value is 0)."""
+    flags = pa.array([int(v is None) for v in column.to_pylist()], pa.int64())
+    return encode_values(name, column.fill_null(_zero_of(column.type)), kind) | {f"{name}{NULL_FLAG}": flags}
+
+
+def _zero_of(dtype: pa.DataType):
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return ""
+    if pa.types.is_date(dtype):
+        return pa.scalar(0, pa.int32()).cast(dtype)
+    if pa.types.is_boolean(dtype):
+        return False
+    return pa.scalar(decimal.Decimal(0) if pa.types.is_decimal(dtype) else 0, type=dtype)
+
+
+def encode_values(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa.Array]:
     values = column.to_pylist()
-    if any(v is None for v in values):
-        raise DataError(f"column {name!r} has NULLs; NULL values cannot enter the enclave yet")
     if kind == "int":
         return {name: pa.array([int(v) for v in values], pa.int64())}
     if kind == "date":
@@ -91,6 +106,15 @@ def encode_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
 
 
 def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
+    """A result column as SQL values; NULL where its `#null` flag is set."""
+    values = decode_values(table, name, kind)
+    flag = f"{name}{NULL_FLAG}"
+    if flag not in table.column_names:
+        return values
+    return pc.if_else(pc.equal(table.column(flag).combine_chunks(), 1), pa.nulls(len(values), values.type), values)
+
+
+def decode_values(table: pa.Table, name: str, kind: str) -> pa.Array:
     if kind == "text":
         limbs = [table.column(f"{name}#{k}").to_pylist() for k in range(TEXT_LIMBS)]
         return pa.array([b"".join(int(limbs[k][i]).to_bytes(LIMB_BYTES, "big") for k in range(TEXT_LIMBS))
@@ -104,6 +128,8 @@ def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
                         pa.decimal128(38, scale))
     if kind == "date":
         return column.cast(pa.int32()).cast(pa.date32())
+    if kind == "timestamp":  # only ever computed in the enclave: microseconds since 1970-01-01
+        return column.cast(pa.int64()).cast(pa.timestamp("us"))
     return column.combine_chunks()
 
 

@@ -1,0 +1,166 @@
+"""SQL scalar expressions inside the enclave: which it evaluates (`ENCLAVE_RULES`) and how (DuckDB).
+
+The enclave holds the rows in the clear, so a scalar function of one row is evaluated exactly, by an
+in-enclave DuckDB over the decoded inputs: `/`, `%`, ROUND, dates, CASTs, NULLs and errors (a `//` or
+`%` by zero, a CAST out of range) are DuckDB's own. Access-pattern obliviousness concerns the operators
+that move rows (sort, group-by), not a per-row function. A computed column enters the oblivious
+operators as an int64 / float64 value plus a `<name>#null` flag (1 for NULL, its value then 0).
+
+Deny by default: a node whose class is not in ENCLAVE_RULES is refused at plan time, naming it;
+a rule may refuse further (a LIKE with a pattern that is not a constant, GEODIST is rewritten before).
+"""
+
+from __future__ import annotations
+
+import decimal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from sqlsecure.errors import DataError, NotSupportedError
+
+NULL_FLAG = "#null"  # suffix of a computed column's NULL flag
+
+
+def _constant_pattern(e: exp.Expression) -> str | None:
+    return None if isinstance(e.expression, exp.Literal) else "LIKE needs a constant pattern in the enclave"
+
+
+def _plain_function(e: exp.Expression) -> str | None:
+    if str(e.this).upper() != "GEODIST":
+        return "the enclave evaluates no named function but GEODIST"
+    return None if len(e.expressions) in (4, 5) else "GEODIST takes (lon1, lat1, lon2, lat2[, radius])"
+
+
+ALLOWED = (
+    exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Paren, exp.Var, exp.Interval,
+    exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Abs,
+    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Is, exp.And, exp.Or, exp.Not,
+    exp.If, exp.Case, exp.Coalesce, exp.Nullif,
+    exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Exp, exp.Ln, exp.Log, exp.Pow, exp.Pi,
+    exp.Sin, exp.Cos, exp.Tan, exp.Cot, exp.Asin, exp.Acos, exp.Atan, exp.Atan2,
+    exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Extract, exp.DateDiff, exp.DateAdd, exp.DateSub,
+    exp.Cast, exp.TryCast,
+)
+LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Var)  # their children are names, not expressions
+ENCLAVE_RULES = {**{cls: None for cls in ALLOWED}, exp.Like: _constant_pattern, exp.Anonymous: _plain_function}
+
+
+def enclave_refusal(e: exp.Expression) -> str | None:
+    """Why the enclave cannot evaluate the scalar expression `e` (naming the part), or None."""
+    for node in e.walk(prune=lambda n: isinstance(n, LEAVES)):
+        if type(node) not in ENCLAVE_RULES:
+            return (f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} has no enclave rule; compute it "
+                    "at one party or use the SPU (docs/enclave.md: functions)")
+        rule = ENCLAVE_RULES[type(node)]
+        why = rule(node) if rule is not None else None
+        if why is not None:
+            return f"{node.sql(dialect='duckdb')}: {why}"
+    return None
+
+
+# --- kinds: how a SQL type is carried in int64 / float64 ---------------------------------------------
+
+def kind_of_type(sql_type: str) -> str | None:
+    """The enclave kind of a DuckDB result type (None: not carried)."""
+    t = sql_type.upper()
+    if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "BOOLEAN"):
+        return "int"
+    if t in ("DOUBLE", "FLOAT", "REAL"):
+        return "fixed"
+    if t.startswith("DECIMAL"):
+        return f"decimal.{int(t.split(',')[1].rstrip(') ')) if ',' in t else 0}"
+    return {"DATE": "date", "TIMESTAMP": "timestamp"}.get(t)
+
+
+def _typed_inputs_sql(typed) -> str:
+    return ", ".join(f'CAST("{column}" AS {sql_type}) AS "{column}"' for column, _, sql_type in typed)
+
+
+def result_type(sql: str, typed) -> str:
+    """DuckDB's type of `sql` over inputs [(column, kind, sql type)] (plan time: no data)."""
+    empty = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, _, t in typed) or "1 AS __one"
+    try:
+        with duckdb.connect() as con:
+            return str(con.execute(f"DESCRIBE SELECT {sql} FROM (SELECT {empty}) LIMIT 0").fetchall()[0][1])
+    except duckdb.Error as exc:
+        raise NotSupportedError(f"{sql}: the enclave cannot type this expression ({str(exc).splitlines()[0]})") \
+            from None
+
+
+def null_flag(column: str) -> str:
+    """The NULL flag's name of an enclave column (a text limb `<c>#k`: the text's `<c>#null`)."""
+    base, _, limb = column.rpartition("#")
+    return f"{base if base and limb.isdigit() else column}{NULL_FLAG}"
+
+
+def _decoded(columns: dict[str, np.ndarray], column: str, kind: str) -> pa.Array:
+    """An input column back as SQL values, NULL where its flag says so."""
+    values = _decoded_values(columns, column, kind)
+    flag = columns.get(null_flag(column))
+    return values if flag is None else pc.if_else(pa.array(flag == 1), pa.nulls(len(values), values.type), values)
+
+
+def _decoded_values(columns: dict[str, np.ndarray], column: str, kind: str) -> pa.Array:
+    """An input column back as SQL values (the inverse of the parties' encoding)."""
+    if kind == "text":
+        limbs = [columns[f"{column}#{k}"] for k in range(_limb_count(columns, column))]
+        return pa.array([b"".join(int(limb[i]).to_bytes(7, "big") for limb in limbs).rstrip(b"\0").decode()
+                         for i in range(len(limbs[0]))], pa.string())
+    values = columns[column]
+    if kind == "date":
+        return pa.array(values.astype(np.int32)).cast(pa.date32())
+    if kind == "timestamp":
+        return pa.array(values).cast(pa.timestamp("us"))
+    if kind.startswith("decimal."):
+        scale = int(kind.split(".")[1])
+        return pa.array([decimal.Decimal(int(v)).scaleb(-scale) for v in values], pa.decimal128(38, scale))
+    return pa.array(values)
+
+
+def _limb_count(columns: dict, column: str) -> int:
+    return sum(1 for name in columns if name.startswith(f"{column}#") and name[len(column) + 1:].isdigit())
+
+
+def _encoded(values: pa.ChunkedArray, kind: str, name: str) -> dict[str, np.ndarray]:
+    """A computed column as its enclave value and NULL flag."""
+    nulls = np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=np.int64)
+    items = values.to_pylist()
+    if kind == "fixed":
+        data = np.array([0.0 if v is None else float(v) for v in items], np.float64)
+        data[np.isnan(data)] = np.nan  # one NaN: DuckDB groups all NaNs together
+    elif kind in ("date", "timestamp"):  # days, or microseconds, since 1970-01-01
+        data = np.array(values.cast(pa.int32() if kind == "date" else pa.int64()).fill_null(0)
+                        .to_numpy(zero_copy_only=False), np.int64)
+    elif kind.startswith("decimal."):
+        scale = int(kind.split(".")[1])
+        scaled = [0 if v is None else int(v.scaleb(scale)) for v in items]
+        if any(not -(1 << 63) < x < (1 << 63) for x in scaled):
+            raise DataError(f"{name}: a DECIMAL result is beyond the enclave's 64-bit integers at its scale")
+        data = np.array(scaled, np.int64)
+    else:
+        data = np.array([0 if v is None else int(v) for v in items], np.int64)
+    return {name: data, f"{name}{NULL_FLAG}": nulls}
+
+
+def evaluate_expressions(computed, typed, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The computed columns [(name, sql, kind)] over the decoded inputs [(column, kind, sql type)]."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    inputs = pa.table({column: _decoded(columns, column, kind) for column, kind, _ in typed}
+                      | {"__row": pa.array(np.arange(n, dtype=np.int64))})
+    typed_sql = _typed_inputs_sql(typed)
+    select = ", ".join(f'{sql} AS "{name}"' for name, sql, _ in computed)
+    query = f"SELECT {select} FROM (SELECT {typed_sql + ', ' if typed_sql else ''}__row FROM inputs) ORDER BY __row"
+    try:
+        with duckdb.connect() as con:
+            con.register("inputs", inputs)
+            table = con.sql(query).to_arrow_table()
+    except duckdb.Error as exc:
+        raise DataError(f"the enclave could not evaluate {select}: {str(exc).splitlines()[0]}") from None
+    out: dict[str, np.ndarray] = {}
+    for name, _, kind in computed:
+        out.update(_encoded(table.column(name), kind, name))
+    return out
