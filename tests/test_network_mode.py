@@ -84,10 +84,12 @@ class Cluster:
         for name in self.names:
             self.start(name)
 
-    def start(self, name: str, hold_after: str | None = None) -> None:
+    def start(self, name: str, hold_after: str | None = None, script: tuple[str, ...] = ()) -> None:
         """Start `name`; with `hold_after`, the node stops (mid-protocol) once it has sent its first
-        message whose tag ends so, and prints `SENT <tag>`: a fault then lands at that exact point."""
+        message whose tag ends so, and prints `SENT <tag>`: a fault then lands at that exact point.
+        `script` (source, arguments) runs instead of the CLI: a node with a test's hook in it."""
         launcher = ["-m", "sqlsecure.cli"] if hold_after is None else ["-c", HOLDING_NODE, hold_after]
+        launcher = ["-c", *script] if script else launcher
         with open(self.log(name), "a") as log:  # the node's own log (stderr): a party's full error texts
             proc = subprocess.Popen([sys.executable, *launcher, "party", "serve", "-F", str(self.path),
                                      "--name", name], stdout=subprocess.PIPE, stderr=log, text=True,
