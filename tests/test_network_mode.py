@@ -318,12 +318,12 @@ def test_a_party_runs_only_the_plan_it_derives_itself(cluster, embedded):
     bank.close()
 
 
-def test_messages_for_unknown_queries_are_refused(cluster):
-    shop = _peers(cluster, "shop")
+def test_messages_for_unknown_queries_are_refused(stream_cluster):
+    shop = _peers(stream_cluster, "shop")
     stream = shop.open_stream("bank", "0" * 32)
     stream.send("x", b"payload")  # does not wait: a refusal shows at a later send or at the close
-    with pytest.raises(ProtocolError, match="refused exchange.*runs no query"):  # after PREPARE_GRACE (10 s)
-        stream.close()
+    with pytest.raises(ProtocolError, match="refused exchange.*runs no query"):  # once no `run` can come:
+        stream.close()  # after the issuer's deadline for it, network_timeout + 1 s
     shop.close()
 
 
