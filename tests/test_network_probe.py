@@ -176,3 +176,10 @@ def test_a_restarted_node_is_another_incarnation(late_cluster):
         assert json.loads(bank.call("shop", "alive", body, 30))["incarnation"] != before
     finally:
         bank.close()
+
+
+def test_a_node_remembers_the_last_ended_queries_only():
+    ended = network.EndedQueries(keep=2)
+    for query_id in ("q1", "q2", "q2", "q3"):
+        ended.add(query_id)
+    assert "q1" not in ended and "q2" in ended and "q3" in ended

@@ -79,7 +79,7 @@ PROBE_EVERY = 1.0  # seconds of silence after which a waiting receiver asks whet
 MAX_SILENCE = 3600.0  # a live peer may compute this long without sending what is awaited
 FINISHED_TTL = 300.0  # a finished query's outcome is kept this long for its issuer's `wait`
 WAITING_STREAMS = 16  # message streams one peer may have waiting here for queries not yet prepared
-ENDED_KEPT = 65536  # ids of queries ended here, remembered so a late probe or message is told "ended"
+ENDED_KEPT = 16384  # ids of queries ended here, remembered so a late probe or message is told "ended"
 
 
 def registration_deadline(timeout: float) -> float:
