@@ -788,12 +788,17 @@ def write_party(directory, party: str, column: str, rows: int, seed: int, extra=
     pq.write_table(pa.table(data), directory / party / "t.parquet")
 
 
+def small_cluster(tmp_path_factory, name: str, seeds: tuple[int, int], timeout: float) -> Cluster:
+    """bank.t and shop.t of OVERHEAD_ROWS random rows each (drawn from `seeds`), and the dealer, running."""
+    directory = tmp_path_factory.mktemp(f"network-{name}")
+    write_party(directory, "bank", "v", OVERHEAD_ROWS, seeds[0])
+    write_party(directory, "shop", "w", OVERHEAD_ROWS, seeds[1])
+    return two_party_cluster(directory, name, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def overhead_cluster(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("network-overhead")
-    write_party(directory, "bank", "v", OVERHEAD_ROWS, 1)
-    write_party(directory, "shop", "w", OVERHEAD_ROWS, 2)
-    running = two_party_cluster(directory, "overhead", timeout=20)
+    running = small_cluster(tmp_path_factory, "overhead", (1, 2), timeout=20)
     yield running
     running.stop()
 
@@ -876,10 +881,7 @@ STREAM_TIMEOUT = 3  # the federation's network_timeout in these clusters
 
 @pytest.fixture(scope="module")
 def stream_cluster(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("network-streams")
-    write_party(directory, "bank", "v", OVERHEAD_ROWS, 5)
-    write_party(directory, "shop", "w", OVERHEAD_ROWS, 6)
-    running = two_party_cluster(directory, "streams", timeout=STREAM_TIMEOUT)
+    running = small_cluster(tmp_path_factory, "streams", (5, 6), timeout=STREAM_TIMEOUT)
     yield running
     running.stop()
 

@@ -17,8 +17,7 @@ from sqlsecure.errors import OperationalError, ProtocolError
 from sqlsecure.executors.runtime import network
 from sqlsecure.executors.runtime.network import NetworkChannel
 from tests.test_network_mode import (  # noqa: F401 (module-scoped helpers of the network tests)
-    OVERHEAD_ROWS, PSI_JOIN, SPU_FILTER, _line, _peers, _prepare_body, _versions, data_oracle, two_party_cluster,
-    write_party,
+    PSI_JOIN, SPU_FILTER, _line, _peers, _prepare_body, _versions, data_oracle, small_cluster,
 )
 
 LATE_NODE = """
@@ -53,10 +52,7 @@ main()
 
 @pytest.fixture(scope="module")
 def late_cluster(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("network-late")
-    write_party(directory, "bank", "v", OVERHEAD_ROWS, 11)
-    write_party(directory, "shop", "w", OVERHEAD_ROWS, 12)
-    running = two_party_cluster(directory, "late", timeout=20)
+    running = small_cluster(tmp_path_factory, "late", (11, 12), timeout=20)
     yield running
     running.stop()
 

@@ -659,7 +659,7 @@ class Node(flight.FlightServerBase):
                 ("start", "start a prepared query (issuer only)"),
                 ("wait", "the node's outcome of a query (issuer only)"),
                 ("abort", "abandon a query and drop its state (issuer only)"),
-                ("alive", "whether this node still runs a query (its nodes only)"),
+                ("alive", "whether this node runs a query: running or done (its nodes only), ended, or pending"),
                 ("catalog", "this party's public schema, sizes and their version"),
                 ("schema", "this party's public schema"),
                 ("sizes", "this party's table sizes, rounded up to a power of two"),
