@@ -124,6 +124,7 @@ def test_a_peer_pending_past_the_issuers_deadline_fails_naming_it(fast_probes):
     ([("running", "p1"), ("pending", "p2")], False, "'shop' restarted"),  # another process answers
     ([("pending", "p1")], True, "'shop' restarted"),  # it sent messages of a query it never heard of
     ([("done", "p1")], False, "'shop' finished without sending 'spu/request'"),
+    ([("lost", "p1")], False, "'shop' gave a malformed answer"),
 ])
 def test_a_peer_that_ended_or_restarted_fails_the_wait_at_once(fast_probes, answers, heard, message):
     channel = waiting_channel(ScriptedPeer(*answers))

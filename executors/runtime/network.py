@@ -27,9 +27,9 @@ re-reads the catalogs and plans again). A node accepts `run` / `prepare` / `star
 `abort` only from the plan's issuer (an abort that overtakes the `run` marks the query ended, so the
 late `run` is refused), and a message stream only (a) for a query it prepared (one that arrives
 first waits, unread, for the `run`, up to the issuer's deadline for it, `registration_deadline`; at
-most `WAITING_STREAMS` per peer), (b) from a node of that query, (c) while the query runs. There is no action that reads
-a table: a node answers only with protocol messages its executor chooses to send, with its schema
-(public), and — to the issuer alone — the issuer's own result.
+most `WAITING_STREAMS` per peer), (b) from a node of that query, (c) while the query runs. There is
+no action that reads a table: a node answers only with protocol messages its executor chooses to
+send, with its schema (public), and — to the issuer alone — the issuer's own result.
 
 Faults. A receiver waiting on a silent peer asks it every second whether it still runs the query
 (`alive`): "running" or "done"; "ended" (it refused, aborted or finished the query); or "pending"
@@ -446,14 +446,18 @@ class NetworkChannel(InProcessChannel):
             answer = json.loads(self._peers.call(peer, "alive", body, self.timeout).decode())
         except ProtocolError as exc:
             raise ProtocolError(f"while {self.me!r} waited for {tag!r}: {exc}") from None
-        state = answer.get("state") if isinstance(answer, dict) else None
+        answer = answer if isinstance(answer, dict) else {}
+        state = answer.get("state")
         if self._incarnations.setdefault(peer, answer.get("incarnation")) != answer.get("incarnation") or (
                 state == "pending" and peer in self._heard_from):
             raise ProtocolError(f"party {peer!r} restarted and no longer runs this query while {self.me!r} "
                                 f"waited for {tag!r}")
         if state == "pending":
             return self._still_pending(peer, tag)
-        if state not in ("running", "done"):
+        if state not in ("running", "done", "ended"):
+            raise ProtocolError(f"party {peer!r} gave a malformed answer to the liveness probe while {self.me!r} "
+                                f"waited for {tag!r}")
+        if state == "ended":
             raise ProtocolError(f"party {peer!r} ended this query (finished, failed or aborted it) while "
                                 f"{self.me!r} waited for {tag!r}")
         return state
