@@ -84,10 +84,12 @@ class Cluster:
         for name in self.names:
             self.start(name)
 
-    def start(self, name: str, hold_after: str | None = None) -> None:
+    def start(self, name: str, hold_after: str | None = None, script: tuple[str, ...] = ()) -> None:
         """Start `name`; with `hold_after`, the node stops (mid-protocol) once it has sent its first
-        message whose tag ends so, and prints `SENT <tag>`: a fault then lands at that exact point."""
+        message whose tag ends so, and prints `SENT <tag>`: a fault then lands at that exact point.
+        `script` (source, arguments) runs instead of the CLI: a node with a test's hook in it."""
         launcher = ["-m", "sqlsecure.cli"] if hold_after is None else ["-c", HOLDING_NODE, hold_after]
+        launcher = ["-c", *script] if script else launcher
         with open(self.log(name), "a") as log:  # the node's own log (stderr): a party's full error texts
             proc = subprocess.Popen([sys.executable, *launcher, "party", "serve", "-F", str(self.path),
                                      "--name", name], stdout=subprocess.PIPE, stderr=log, text=True,
@@ -316,12 +318,12 @@ def test_a_party_runs_only_the_plan_it_derives_itself(cluster, embedded):
     bank.close()
 
 
-def test_messages_for_unknown_queries_are_refused(cluster):
-    shop = _peers(cluster, "shop")
+def test_messages_for_unknown_queries_are_refused(stream_cluster):
+    shop = _peers(stream_cluster, "shop")
     stream = shop.open_stream("bank", "0" * 32)
     stream.send("x", b"payload")  # does not wait: a refusal shows at a later send or at the close
-    with pytest.raises(ProtocolError, match="refused exchange.*runs no query"):  # after PREPARE_GRACE (10 s)
-        stream.close()
+    with pytest.raises(ProtocolError, match="refused exchange.*runs no query"):  # once no `run` can come:
+        stream.close()  # after the issuer's deadline for it, network_timeout + 1 s
     shop.close()
 
 
@@ -786,12 +788,17 @@ def write_party(directory, party: str, column: str, rows: int, seed: int, extra=
     pq.write_table(pa.table(data), directory / party / "t.parquet")
 
 
+def small_cluster(tmp_path_factory, name: str, seeds: tuple[int, int], timeout: float) -> Cluster:
+    """bank.t and shop.t of OVERHEAD_ROWS random rows each (drawn from `seeds`), and the dealer, running."""
+    directory = tmp_path_factory.mktemp(f"network-{name}")
+    write_party(directory, "bank", "v", OVERHEAD_ROWS, seeds[0])
+    write_party(directory, "shop", "w", OVERHEAD_ROWS, seeds[1])
+    return two_party_cluster(directory, name, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def overhead_cluster(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("network-overhead")
-    write_party(directory, "bank", "v", OVERHEAD_ROWS, 1)
-    write_party(directory, "shop", "w", OVERHEAD_ROWS, 2)
-    running = two_party_cluster(directory, "overhead", timeout=20)
+    running = small_cluster(tmp_path_factory, "overhead", (1, 2), timeout=20)
     yield running
     running.stop()
 
@@ -874,10 +881,7 @@ STREAM_TIMEOUT = 3  # the federation's network_timeout in these clusters
 
 @pytest.fixture(scope="module")
 def stream_cluster(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("network-streams")
-    write_party(directory, "bank", "v", OVERHEAD_ROWS, 5)
-    write_party(directory, "shop", "w", OVERHEAD_ROWS, 6)
-    running = two_party_cluster(directory, "streams", timeout=STREAM_TIMEOUT)
+    running = small_cluster(tmp_path_factory, "streams", (5, 6), timeout=STREAM_TIMEOUT)
     yield running
     running.stop()
 

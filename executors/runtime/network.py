@@ -24,16 +24,21 @@ issued), then `wait`s for the nodes still running. The engine and every party ke
 catalogs (`PartyCatalog`, versioned by digest) and Flight clients across queries; `run` names the
 versions the plan was made with, and a node that finds its own moved on answers "stale" (the engine
 re-reads the catalogs and plans again). A node accepts `run` / `prepare` / `start` / `wait` /
-`abort` only from the plan's issuer, and a message stream only (a) for a query it prepared (one
-that arrives first waits, unread, for the `run`, up to `PREPARE_GRACE`; at most `WAITING_STREAMS`
-per peer), (b) from a node of that query, (c) while the query runs. There is no action that reads
-a table: a node answers only with protocol messages its executor chooses to send, with its schema
-(public), and — to the issuer alone — the issuer's own result.
+`abort` only from the plan's issuer (an abort that overtakes the `run` marks the query ended, so the
+late `run` is refused), and a message stream only (a) for a query it prepared (one that arrives
+first waits, unread, for the `run`, up to the issuer's deadline for it, `registration_deadline`; at
+most `WAITING_STREAMS` per peer), (b) from a node of that query, (c) while the query runs. There is
+no action that reads a table: a node answers only with protocol messages its executor chooses to
+send, with its schema (public), and — to the issuer alone — the issuer's own result.
 
 Faults. A receiver waiting on a silent peer asks it every second whether it still runs the query
-(`alive`). A node that dies (the probe, its `wait` and any send to it fail at once), hangs (does not
-answer within the timeout) or restarts (it no longer knows the query) makes the query fail with a
-`ProtocolError` naming it (a stream to a dead peer breaks at once; an abort cancels the node's
+(`alive`): "running" or "done"; "ended" (it refused, aborted or finished the query); or "pending"
+(it never heard of it: its `run` may still be queued, so the receiver keeps waiting, up to
+`registration_deadline`). The answer names the answering process (`incarnation`). A node that dies
+(the probe, its `wait` and any send to it fail at once), hangs (does not answer within the timeout),
+ended the query or restarts (another process answers, or "pending" comes from a peer that had sent
+messages; else the issuer's `wait` on it is refused) makes the query fail with a `ProtocolError`
+naming it (a stream to a dead peer breaks at once; an abort cancels the node's
 streams, so a send blocked on a hung peer returns); a live peer that is merely computing (a long
 PSI) may stay silent; the engine then aborts the query at every other node, which wakes their
 waiting receivers and drops the query's state. Nothing is revealed: the issuer's
@@ -73,8 +78,15 @@ POLL = 1.0  # seconds a `wait` call blocks at the node before answering "running
 PROBE_EVERY = 1.0  # seconds of silence after which a waiting receiver asks whether its peer is alive
 MAX_SILENCE = 3600.0  # a live peer may compute this long without sending what is awaited
 FINISHED_TTL = 300.0  # a finished query's outcome is kept this long for its issuer's `wait`
-PREPARE_GRACE = 10.0  # a message stream for a query not yet prepared here waits this long for its `run`
 WAITING_STREAMS = 16  # message streams one peer may have waiting here for queries not yet prepared
+ENDED_KEPT = 16384  # ids of queries ended here, remembered so a late probe or message is told "ended"
+
+
+def registration_deadline(timeout: float) -> float:
+    """How long after a query starts somewhere a node of it may still be registering it: the
+    deadline of the issuer's `run` call to that node (its first wait plus the network timeout).
+    Later, the issuer's call has failed and the query is being aborted."""
+    return POLL + timeout
 
 
 @dataclass(frozen=True)
@@ -329,6 +341,9 @@ class NetworkChannel(InProcessChannel):
         self._held_bytes: Counter = Counter()  # by sender: bytes delivered here, not yet received
         self._held_messages: Counter = Counter()
         self._held_lock = threading.Lock()
+        self._heard_from: set[str] = set()  # peers a message arrived from: they had registered the query
+        self._incarnations: dict[str, str] = {}  # peer -> the process that first answered a probe
+        self._opened_at = time.monotonic()
 
     def _send(self, src: str, dst: str, tag: str, payload: bytes) -> None:
         if src != self.me:
@@ -394,9 +409,9 @@ class NetworkChannel(InProcessChannel):
 
     def _recv(self, src: str, dst: str, tag: str, timeout: float | None) -> bytes:
         """Wait for `src`'s next message, probing it every `PROBE_EVERY` s while it is silent: a peer
-        that is gone, hangs (does not answer within the channel's timeout) or no longer runs this
-        query fails the wait at once, naming it; a live peer that is still computing may stay silent
-        up to `timeout` if given, else `MAX_SILENCE`."""
+        that is gone, hangs (does not answer within the channel's timeout), restarted, or ended this
+        query fails the wait at once, naming it; a live peer that is still computing, or has not yet
+        registered the query (`_probe`), may stay silent up to `timeout` if given, else `MAX_SILENCE`."""
         q = self._queue(src, dst)
         limit = MAX_SILENCE if timeout is None else timeout
         deadline = time.monotonic() + limit
@@ -408,7 +423,7 @@ class NetworkChannel(InProcessChannel):
                 if time.monotonic() >= deadline:
                     raise ProtocolError(f"party {src!r} sent nothing to {dst!r} for {limit:g} s "
                                         f"(waiting for {tag!r})") from None
-                if self._aborted is None and self._probe(src, tag) != "running" and q.empty():
+                if self._aborted is None and self._probe(src, tag) == "done" and q.empty():
                     raise ProtocolError(f"party {src!r} finished without sending {tag!r} to {dst!r}")
         if item is self._ABORT:
             q.put(item)
@@ -422,16 +437,39 @@ class NetworkChannel(InProcessChannel):
         return data
 
     def _probe(self, peer: str, tag: str) -> str:
-        """'running' or 'done'; a peer that is gone, hangs or forgot the query raises, naming it."""
+        """'running', 'pending' (not registered there yet: its `run` may still be on its way) or
+        'done'. Raises, naming the peer, if it is gone, hangs, ended the query, restarted (another
+        process answers, or it never heard of a query it sent messages of), or is still pending past
+        the issuer's deadline for its `run` (`registration_deadline`)."""
         body = json.dumps({"query": self.query_id}).encode()
         try:
-            state = json.loads(self._peers.call(peer, "alive", body, self.timeout).decode()).get("state")
+            answer = json.loads(self._peers.call(peer, "alive", body, self.timeout).decode())
         except ProtocolError as exc:
             raise ProtocolError(f"while {self.me!r} waited for {tag!r}: {exc}") from None
-        if state not in ("running", "done"):
-            raise ProtocolError(f"party {peer!r} no longer runs this query (it restarted or dropped it) while "
+        answer = answer if isinstance(answer, dict) else {}
+        state = answer.get("state")
+        if self._incarnations.setdefault(peer, answer.get("incarnation")) != answer.get("incarnation") or (
+                state == "pending" and peer in self._heard_from):
+            raise ProtocolError(f"party {peer!r} restarted and no longer runs this query while {self.me!r} "
+                                f"waited for {tag!r}")
+        if state == "pending":
+            return self._still_pending(peer, tag)
+        if state not in ("running", "done", "ended"):
+            raise ProtocolError(f"party {peer!r} gave a malformed answer to the liveness probe while {self.me!r} "
+                                f"waited for {tag!r}")
+        if state == "ended":
+            raise ProtocolError(f"party {peer!r} ended this query (finished, failed or aborted it) while "
                                 f"{self.me!r} waited for {tag!r}")
         return state
+
+    def _still_pending(self, peer: str, tag: str) -> str:
+        """A peer that has not registered the query yet is waited for, up to the issuer's deadline
+        for registering it there."""
+        deadline = registration_deadline(self.timeout)
+        if time.monotonic() - self._opened_at > deadline:
+            raise ProtocolError(f"party {peer!r} has not registered this query {deadline:g} s after it started at "
+                                f"{self.me!r}, which waited for {tag!r}: the issuer's run never reached it")
+        return "pending"
 
     def deliver(self, src: str, tag: str, data: bytes) -> None:
         """A message from `src` arrived at this node (called by the server): held until received,
@@ -440,6 +478,7 @@ class NetworkChannel(InProcessChannel):
         with self._held_lock:
             over = self._over_limits(src, len(data))
             if over is None:
+                self._heard_from.add(src)
                 self._held_bytes[src] += len(data)
                 self._held_messages[src] += 1
                 q.put((tag, data))
@@ -488,6 +527,27 @@ class QueryState:
     finished_at: float = 0.0
 
 
+class EndedQueries:
+    """The ids of the last `keep` queries ended here (refused, aborted, finished and collected), so
+    that a late probe, message stream or `run` for one is told it ended rather than taken as new."""
+
+    def __init__(self, keep: int = ENDED_KEPT):
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+        self._keep = keep
+
+    def add(self, query_id: str) -> None:
+        if query_id in self._ids:
+            return
+        self._order.append(query_id)
+        self._ids.add(query_id)
+        if len(self._order) > self._keep:
+            self._ids.discard(self._order.popleft())
+
+    def __contains__(self, query_id: str) -> bool:
+        return query_id in self._ids
+
+
 class StaleCatalog(ProtocolError):
     """The issuer planned with a catalog version of a party that is no longer current: the issuer
     refreshes those parties' catalogs and plans again (`Engine.execute`, by `stale_parties`)."""
@@ -519,7 +579,8 @@ class Node(flight.FlightServerBase):
         self._queries: dict[str, QueryState] = {}
         self._lock = threading.Lock()
         self._registered = threading.Condition(self._lock)  # a query was prepared or refused here
-        self._ended: deque[str] = deque(maxlen=4096)  # queries refused, aborted or finished here
+        self._ended = EndedQueries()  # queries refused, aborted or finished here
+        self.incarnation = uuid.uuid4().hex  # this process: a peer that sees it change knows we restarted
         self._waiting: Counter = Counter()  # peer -> its message streams waiting for a query's `run`
         super().__init__(f"grpc+tls://{host}:{port}",
                          tls_certificates=[flight.CertKeyPair(identity.certificate, identity.private_key)],
@@ -553,13 +614,14 @@ class Node(flight.FlightServerBase):
 
     def _end(self, query_id: str) -> None:
         """Under the lock: `query_id` will not run here; wake the messages waiting for it."""
-        self._ended.append(query_id)
+        self._ended.add(query_id)
         self._registered.notify_all()
 
     def _await_prepared(self, query_id: str, caller: str) -> None:
         """A peer's message stream may reach a node before the issuer's `run` does (every node starts as
-        soon as it has accepted the query): it waits, unread, until the query is prepared or ends here,
-        up to PREPARE_GRACE; at most WAITING_STREAMS per peer wait at once."""
+        soon as it has accepted the query; under load a `run` may sit queued): it waits, unread, until
+        the query is prepared or ends here, up to the issuer's deadline for that `run`
+        (`registration_deadline`); at most WAITING_STREAMS per peer wait at once."""
         with self._lock:
             if query_id in self._queries:
                 return
@@ -570,7 +632,7 @@ class Node(flight.FlightServerBase):
             self._waiting[caller] += 1
             try:
                 self._registered.wait_for(lambda: query_id in self._queries or query_id in self._ended,
-                                          timeout=min(self.timeout, PREPARE_GRACE))
+                                          timeout=registration_deadline(self.timeout))
             finally:
                 self._waiting[caller] -= 1
 
@@ -601,7 +663,7 @@ class Node(flight.FlightServerBase):
                 ("start", "start a prepared query (issuer only)"),
                 ("wait", "the node's outcome of a query (issuer only)"),
                 ("abort", "abandon a query and drop its state (issuer only)"),
-                ("alive", "whether this node still runs a query (its nodes only)"),
+                ("alive", "whether this node runs a query: running or done (its nodes only), ended, or pending"),
                 ("catalog", "this party's public schema, sizes and their version"),
                 ("schema", "this party's public schema"),
                 ("sizes", "this party's table sizes, rounded up to a power of two"),
@@ -624,6 +686,8 @@ class Node(flight.FlightServerBase):
                 query_id = header.get("query") if isinstance(header, dict) else None
                 if not isinstance(query_id, str) or not QUERY_ID.match(query_id):
                     raise flight.FlightServerError("malformed query id")
+                if kind == "abort" and self._end_unknown(query_id):
+                    return [b"ok"]
                 state = self._state(query_id, caller, issuer_only=True)
                 if kind == "start":
                     return self._start(state)
@@ -638,12 +702,8 @@ class Node(flight.FlightServerBase):
                 query_id = header.get("query") if isinstance(header, dict) else None
                 if not isinstance(query_id, str) or not QUERY_ID.match(query_id):
                     raise flight.FlightServerError("malformed query id")
-                with self._lock:
-                    state = self._queries.get(query_id)
-                if state is None or state.channel is None:
-                    return [json.dumps({"state": "unknown"}).encode()]
-                self._state(query_id, caller, issuer_only=False)  # participants only
-                return [json.dumps({"state": "done" if state.done.is_set() else "running"}).encode()]
+                return [json.dumps({"state": self._liveness(query_id, caller),
+                                    "incarnation": self.incarnation}).encode()]
             if kind in ("catalog", "schema", "sizes"):
                 catalog = self._catalog() if self._catalog else {"schema": {}, "sizes": {}, "version": ""}
                 return [json.dumps(catalog if kind == "catalog" else catalog[kind]).encode()]
@@ -671,6 +731,26 @@ class Node(flight.FlightServerBase):
                 channel.deliver(caller, tag, payload)
             except ProtocolError as exc:
                 raise flight.FlightServerError(str(exc)) from None
+
+    def _liveness(self, query_id: str, caller: str) -> str:
+        """What a probe learns of a query here: 'running' or 'done' (to its nodes only), 'ended'
+        (refused, aborted or finished and collected), or 'pending' (never heard of: its `run` may
+        still be on its way, or this node restarted since, which the prober tells by `incarnation`)."""
+        with self._lock:
+            state = self._queries.get(query_id)
+            if state is None or state.channel is None:
+                return "ended" if query_id in self._ended else "pending"
+        self._state(query_id, caller, issuer_only=False)  # participants only
+        return "done" if state.done.is_set() else "running"
+
+    def _end_unknown(self, query_id: str) -> bool:
+        """An abort that overtook the query's `run`: remember the query as ended, so that the late
+        `run` is refused and the streams and probes waiting for it are told at once."""
+        with self._lock:
+            if query_id in self._queries:
+                return False
+            self._end(query_id)
+            return True
 
     def _check_running(self, state: QueryState) -> NetworkChannel:
         """The channel of a query that is still prepared or running here (a prepared query queues
@@ -715,6 +795,9 @@ class Node(flight.FlightServerBase):
         with self._lock:
             if query_id in self._queries:
                 raise flight.FlightServerError(f"query {query_id} already exists")
+            if query_id in self._ended:
+                raise flight.FlightUnauthorizedError(f"query {query_id} already ended at {self.name} "
+                                                     "(aborted before its run arrived)")
             self._queries[query_id] = QueryState(query_id, caller, plan, channel)
             self._registered.notify_all()
         return [b"ok"]
