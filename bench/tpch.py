@@ -93,12 +93,26 @@ party = "shop"
 columns = ["carrier.lineitem.l_extendedprice", "carrier.lineitem.l_discount"]
 constraint = "PLAINTEXT_AFTER_AGGREGATE"
 
-# Filter columns: only the outcome of a comparison.
+# Filter columns: only the outcome of a comparison. Beyond SCQL, every party of a cross-party join
+# needs them, not only the issuer: the sizes and matches a party sees in the join chain show which rows
+# passed each filter (docs/federation.md, stricter than SCQL).
 [[grants]]
 party = "shop"
 columns = ["bank.customer.c_mktsegment", "bank.region.r_name", "carrier.lineitem.l_quantity",
            "carrier.lineitem.l_returnflag", "carrier.lineitem.l_shipdate", "carrier.lineitem.l_commitdate",
            "carrier.lineitem.l_receiptdate", "carrier.part.p_type"]
+constraint = "PLAINTEXT_AFTER_COMPARE"
+
+[[grants]]
+party = "bank"
+columns = ["shop.orders.o_orderdate", "shop.orders.o_comment", "carrier.lineitem.l_returnflag",
+           "carrier.lineitem.l_shipdate", "carrier.lineitem.l_commitdate", "carrier.lineitem.l_receiptdate",
+           "carrier.lineitem.l_shipmode"]
+constraint = "PLAINTEXT_AFTER_COMPARE"
+
+[[grants]]
+party = "carrier"
+columns = ["bank.customer.c_mktsegment", "bank.region.r_name", "shop.orders.o_orderdate", "shop.orders.o_comment"]
 constraint = "PLAINTEXT_AFTER_COMPARE"
 """
 
