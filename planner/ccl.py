@@ -49,6 +49,8 @@ class Vis:
     unknown: str = ""  # the function without a column-control rule that closed it, for messages
     parties: frozenset[str] = frozenset()  # whose data the value is computed from (SCQL's source parties)
     clause: str = ""  # the filter, join or GROUP BY that restricted it, for messages
+    counted: bool = False  # a unique key an outer join matched with the viewer's own keys: its groups' sizes
+    # are the viewer's own rows per key (see `CCLInference._join`)
 
     @property
     def plain(self) -> bool:
@@ -201,8 +203,7 @@ class CCLInference:
         rows = scope.rows
         if grouped:  # one row per group: the groups are the keys' histogram
             clause = f"GROUP BY {', '.join(g.sql() for g in groups)}"
-            rows = restrict(PLAIN, combine([promote(self.value(g, scope, ctes, frozenset(), False),
-                                                    C.PLAINTEXT_AFTER_GROUP_BY) for g in groups]), clause)
+            rows = restrict(PLAIN, combine([self._group_key(g, scope, ctes) for g in groups]), clause)
             outs = [(n, restrict(v, rows, clause)) for n, v in outs]
         else:
             outs = [(n, restrict(v, rows, rows.clause)) for n, v in outs]
@@ -219,6 +220,12 @@ class CCLInference:
         if check:
             self._check_order(query, dict(outs), scope, ctes, keys, grouped)
         return Relation(outs, rows)
+
+    def _group_key(self, key: exp.Expression, scope: Scope, ctes) -> Vis:
+        """What the groups of `key` (their number and sizes) show: PLAINTEXT_AFTER_GROUP_BY keys, and
+        `counted` ones, whose group sizes are the viewer's own rows per key, are PLAINTEXT."""
+        vis = self.value(key, scope, ctes, frozenset(), False)
+        return promote(vis, C.PLAINTEXT_AFTER_GROUP_BY, *((vis.constraint,) if vis.counted else ()))
 
     def _check_order(self, query: exp.Select, names: dict[str, Vis], scope, ctes, keys, grouped) -> None:
         """ORDER BY ranks the rows: each key needs PLAINTEXT or REVEAL_RANK."""
@@ -300,14 +307,26 @@ class CCLInference:
                       (right, promote(rv, C.PLAINTEXT_AFTER_JOIN) if knows_left and side in ("", "LEFT") else rv))
             if side == "":
                 partners |= (rv.parties if knows_left else set()) | (lv.parties if knows_right else set())
-            for column, vis in joined:
+            counted = ((left, lv, knows_right), (right, rv, knows_left))
+            for (column, vis), (_, before, knows_other) in zip(joined, counted):
                 key = (column.table, column.name)
                 if key in scope.columns:
-                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties)
+                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties,
+                                                 counted=self._counted(before, vis, knows_other))
                     keys.add(key)
         for key, vis in scope.columns.items():
             if key not in keys and vis.constraint is C.PLAINTEXT_AS_JOIN_PAYLOAD and vis.parties & partners:
                 scope.columns[key] = promote(vis, C.PLAINTEXT_AS_JOIN_PAYLOAD)
+
+    def _counted(self, before: Vis, after: Vis, knows_other: bool) -> bool:
+        """Whether an outer join leaves a PLAINTEXT_AFTER_JOIN key whose groups the viewer may count: it
+        joined the viewer's own PLAINTEXT key, and its table declares it unique, so each group is one
+        row of that table with the viewer's own matching rows (unmatched: one row each, and how many
+        there are follows from the table's public size). The key's values stay unseen (SCQL's outer
+        join), but unlike a repeated key (PLAINTEXT_AFTER_GROUP_BY only) its histogram tells nothing."""
+        source = before.source
+        return (knows_other and not after.plain and before.constraint is C.PLAINTEXT_AFTER_JOIN
+                and source is not None and (source.column,) in self.catalog.unique_keys(source.party, source.table))
 
     def condition(self, cond: exp.Expression, scope: Scope, ctes) -> Vis:
         """A row filter's visibility: an equality of two sources' columns is a join, for which

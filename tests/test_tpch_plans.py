@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import Error, PolicyViolation
+from sqlsecure.errors import PolicyViolation
 from sqlsecure.executors.runtime.channel import InProcessChannel
+from sqlsecure.planner.ccl import CCLInference
+from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import EquiJoin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the TPC-H-shaped tables of test_ccl_tpch, reused
@@ -97,3 +99,57 @@ def test_a_filter_column_not_granted_to_a_later_edge_is_refused(tmp_path, federa
         with pytest.raises(PolicyViolation, match="carrier may not learn bank.customer.c_mktsegment"):
             engine.plan(Q3, "shop")
         assert engine.check(Q3, "shop").startswith("PolicyViolation")
+
+
+Q13 = """SELECT c_count, COUNT(*) AS custdist
+FROM (SELECT c.c_custkey, COUNT(o.o_orderkey) AS c_count
+      FROM bank.customer c LEFT OUTER JOIN shop.orders o ON c.c_custkey = o.o_custkey
+      GROUP BY c.c_custkey) AS c_orders
+GROUP BY c_count ORDER BY custdist DESC, c_count DESC"""
+Q13_KEYS = [("shop", ("bank.customer.c_custkey",), "PLAINTEXT_AFTER_JOIN"),
+            ("bank", ("shop.orders.o_custkey",), "PLAINTEXT_AFTER_JOIN")]
+
+
+def column_control(engine: Engine, sql: str, issuer: str) -> None:
+    tree = load_query(sql, engine.catalog, engine.config.dialect, None, issuer)
+    CCLInference(engine.policy.grants, engine.catalog, issuer).check_reveal(tree)
+
+
+@pytest.fixture
+def q13_engine(tmp_path, federation_writer, grants_for):
+    """Q13's grants (SCQL's: the join keys PLAINTEXT_AFTER_JOIN to the partner), customer's key declared unique."""
+    path = federation_writer(tmp_path, tpch_tables(), grants_for(*Q13_KEYS), parties=PARTIES, min_group_size=1)
+    with path.open("a", encoding="utf-8") as out:
+        out.write('\n[parties.bank.unique]\ncustomer = [["c_custkey"]]\n')
+    with Engine(path) as engine:
+        yield engine
+
+
+def test_q13_groups_by_a_unique_key_matched_with_the_issuers_own_keys(q13_engine):
+    """As SCQL allows: each group of c_custkey is one customer and the shop's own orders of it, so the
+    counts tell the shop nothing of the bank's keys beyond what the join may (`check` agrees)."""
+    column_control(q13_engine, Q13, "shop")
+    verdict = q13_engine.check(Q13, "shop")
+    assert verdict is None or not verdict.startswith("PolicyViolation"), verdict
+
+
+@pytest.mark.parametrize("sql, refusal", [
+    ("SELECT c.c_custkey, COUNT(o.o_orderkey) AS n FROM bank.customer c LEFT JOIN shop.orders o "
+     "ON c.c_custkey = o.o_custkey GROUP BY c.c_custkey",  # the key itself, unmatched ones included
+     "bank.customer.c_custkey through the output column 'c_custkey'"),
+    ("SELECT n, COUNT(*) AS k FROM (SELECT c.c_custkey, COUNT(o.o_orderkey) AS n FROM bank.customer c LEFT JOIN "
+     "shop.orders o ON c.c_custkey = o.o_custkey WHERE c.c_acctbal > 0 GROUP BY c.c_custkey) t GROUP BY n",
+     "bank.customer.c_acctbal"),  # the groups then count rows of a filter the shop may not learn
+])
+def test_what_a_counted_key_does_not_allow(q13_engine, sql, refusal):
+    with pytest.raises(PolicyViolation, match=refusal):
+        column_control(q13_engine, sql, "shop")
+    assert q13_engine.check(sql, "shop").startswith("PolicyViolation")
+
+
+def test_q13_over_a_key_not_declared_unique_stays_refused(tmp_path, federation_writer, grants_for):
+    """A repeated key's group sizes are its histogram: PLAINTEXT_AFTER_GROUP_BY is needed (stricter than SCQL)."""
+    path = federation_writer(tmp_path, tpch_tables(), grants_for(*Q13_KEYS), parties=PARTIES, min_group_size=1)
+    with Engine(path) as engine:
+        with pytest.raises(PolicyViolation, match="bank.customer.c_custkey.*PLAINTEXT_AFTER_JOIN"):
+            column_control(engine, Q13, "shop")
