@@ -265,7 +265,9 @@ class CCLInference:
             if pair and all(c.table in seen for c in pair):
                 pairs.append((*pair, ""))
         visibility = [(self.condition(cond, scope, ctes), text) for cond, text in conditions]
-        self._join(scope, pairs)
+        # a key's groups can be counted only over its own table and one partner (no other join repeats it)
+        self._join(scope, pairs, {i.alias_or_name for i in items if isinstance(i, exp.Table) and i.db}
+                   if len(items) == 2 else set())
         for vis, text in visibility:
             scope.restrict(vis, text)
         scope.columns = {k: restrict(v, scope.rows, scope.rows.clause) for k, v in scope.columns.items()}
@@ -293,11 +295,12 @@ class CCLInference:
             scope.columns[(alias, name)] = vis
         return relation.rows
 
-    def _join(self, scope: Scope, pairs: list[tuple[exp.Column, exp.Column, str]]) -> None:
+    def _join(self, scope: Scope, pairs: list[tuple[exp.Column, exp.Column, str]], tables: set[str]) -> None:
         """SCQL's join rule for the viewer: a PLAINTEXT_AFTER_JOIN key is PLAINTEXT to the viewer when the
         other key is the viewer's own data, PLAINTEXT to it (its values are then ones the viewer has; a key
         computed with others' restricted values would not be) — inner join; an outer join only for its
-        preserved side — and PLAINTEXT_AS_JOIN_PAYLOAD columns of a party so inner-joined are PLAINTEXT."""
+        preserved side — and PLAINTEXT_AS_JOIN_PAYLOAD columns of a party so inner-joined are PLAINTEXT.
+        `tables`: the aliases of base tables whose keys may be `counted` (`_counted`)."""
         partners: set[str] = set()
         keys = set()
         for left, right, side in pairs:
@@ -307,12 +310,11 @@ class CCLInference:
                       (right, promote(rv, C.PLAINTEXT_AFTER_JOIN) if knows_left and side in ("", "LEFT") else rv))
             if side == "":
                 partners |= (rv.parties if knows_left else set()) | (lv.parties if knows_right else set())
-            counted = ((left, lv, knows_right), (right, rv, knows_left))
-            for (column, vis), (_, before, knows_other) in zip(joined, counted):
+            for (column, vis), before, knows_other in zip(joined, (lv, rv), (knows_right, knows_left)):
                 key = (column.table, column.name)
                 if key in scope.columns:
-                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties,
-                                                 counted=self._counted(before, vis, knows_other))
+                    counted = column.table in tables and self._counted(before, vis, knows_other)
+                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties, counted=counted)
                     keys.add(key)
         for key, vis in scope.columns.items():
             if key not in keys and vis.constraint is C.PLAINTEXT_AS_JOIN_PAYLOAD and vis.parties & partners:
@@ -326,7 +328,8 @@ class CCLInference:
         join), but unlike a repeated key (PLAINTEXT_AFTER_GROUP_BY only) its histogram tells nothing."""
         source = before.source
         return (knows_other and not after.plain and before.constraint is C.PLAINTEXT_AFTER_JOIN
-                and source is not None and (source.column,) in self.catalog.unique_keys(source.party, source.table))
+                and source is not None and before.parties == {source.party}
+                and (source.column,) in self.catalog.unique_keys(source.party, source.table))
 
     def condition(self, cond: exp.Expression, scope: Scope, ctes) -> Vis:
         """A row filter's visibility: an equality of two sources' columns is a join, for which

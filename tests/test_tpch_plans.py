@@ -140,6 +140,10 @@ def test_q13_groups_by_a_unique_key_matched_with_the_issuers_own_keys(q13_engine
     ("SELECT n, COUNT(*) AS k FROM (SELECT c.c_custkey, COUNT(o.o_orderkey) AS n FROM bank.customer c LEFT JOIN "
      "shop.orders o ON c.c_custkey = o.o_custkey WHERE c.c_acctbal > 0 GROUP BY c.c_custkey) t GROUP BY n",
      "bank.customer.c_acctbal"),  # the groups then count rows of a filter the shop may not learn
+    ("SELECT n, COUNT(*) AS k FROM (SELECT c.c_custkey, COUNT(o.o_orderkey) AS n FROM (SELECT c_custkey FROM "
+     "bank.customer UNION ALL SELECT c_custkey FROM bank.customer) c LEFT JOIN shop.orders o "
+     "ON c.c_custkey = o.o_custkey GROUP BY c.c_custkey) t GROUP BY n",  # the declared key, repeated by a union
+     "bank.customer.c_custkey .*after GROUP BY"),
 ])
 def test_what_a_counted_key_does_not_allow(q13_engine, sql, refusal):
     with pytest.raises(PolicyViolation, match=refusal):
