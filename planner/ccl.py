@@ -16,7 +16,8 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
 - aggregate: PLAINTEXT_AFTER_GROUP_BY keys are PLAINTEXT once grouped; SUM, AVG, MIN, MAX of
   PLAINTEXT_AFTER_AGGREGATE values are PLAINTEXT; COUNT follows the rows (its filter and group keys)
   and its argument, PLAINTEXT_AFTER_AGGREGATE or PLAINTEXT_AFTER_COMPARE; every output is
-  restricted by the group keys' visibility (the groups are the keys' histogram);
+  restricted by the group keys' visibility (the groups are the keys' histogram), except by a
+  `counted` key (a declared unique key an outer join matched with the viewer's own keys);
 - window: per row; PARTITION BY keys as comparisons, ORDER BY keys need REVEAL_RANK;
 - set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
   ALL compare whole rows, so their row count is restricted by every column;
