@@ -8,9 +8,12 @@ Three parties hold the TPC-H tables of `tpchgen-cli` (PyPI; Parquet) at scale fa
 
 Queries Q3, Q4, Q5, Q6, Q10, Q12, Q13, Q14 with the specification's validation (standard
 substitution) parameters; date arithmetic on constants is written out as the dates it yields. The
-grants (GRANTS below) are what an SCQL user would write: join keys PLAINTEXT_AFTER_JOIN, group keys
-PLAINTEXT_AFTER_GROUP_BY, measures PLAINTEXT_AFTER_AGGREGATE, filter columns PLAINTEXT_AFTER_COMPARE;
-min_group_size is the federation's default.
+grants (GRANTS below) are what an SCQL user would write: join keys PLAINTEXT_AFTER_JOIN to the join
+partner, group keys PLAINTEXT_AFTER_GROUP_BY, measures PLAINTEXT_AFTER_AGGREGATE, filter columns
+PLAINTEXT_AFTER_COMPARE (here to every party of a join, not only the issuer: stricter than SCQL), and
+l_shipmode PLAINTEXT (Q12 filters and groups by it, which SCQL too allows with no narrower grant). The
+federation declares TPC-H's primary keys unique (PRIMARY_KEYS). min_group_size is the federation's
+default, so Q3's and Q10's groups (one order, one customer: one bank row each) are all withheld.
 
 Reported per query:
 
@@ -58,6 +61,9 @@ TARGET_SECONDS = 120  # issue 16: the eight queries together at SF1
 ISSUER = "shop"
 PLACEMENT = {"bank": ("customer", "nation", "region"), "shop": ("orders",),
              "carrier": ("lineitem", "part", "supplier")}
+PRIMARY_KEYS = {"customer": ("c_custkey",), "nation": ("n_nationkey",), "region": ("r_regionkey",),
+                "orders": ("o_orderkey",), "lineitem": ("l_orderkey", "l_linenumber"), "part": ("p_partkey",),
+                "supplier": ("s_suppkey",)}  # TPC-H's, declared so secret joins on them are PK-FK joins
 
 GRANTS = """
 # Join keys: each party may learn the other side's matching keys (SCQL: PLAINTEXT_AFTER_JOIN).
@@ -83,9 +89,16 @@ constraint = "PLAINTEXT_AFTER_JOIN"
 [[grants]]
 party = "shop"
 columns = ["bank.customer.c_name", "bank.customer.c_address", "bank.customer.c_phone",
-           "bank.customer.c_acctbal", "bank.customer.c_comment", "bank.nation.n_name",
-           "carrier.lineitem.l_shipmode"]
+           "bank.customer.c_acctbal", "bank.customer.c_comment", "bank.nation.n_name"]
 constraint = "PLAINTEXT_AFTER_GROUP_BY"
+
+# Q12 both filters on l_shipmode (IN) and groups by it. SCQL refuses that with PLAINTEXT_AFTER_GROUP_BY
+# too: a filter restricts every column to its condition's constraint, so the SUMs of the groups would be
+# PLAINTEXT_AFTER_GROUP_BY; no one constraint allows both uses but PLAINTEXT, which an SCQL user grants.
+[[grants]]
+party = "shop"
+columns = ["carrier.lineitem.l_shipmode"]
+constraint = "PLAINTEXT"
 
 # Measures the shop may see aggregated.
 [[grants]]
@@ -93,12 +106,26 @@ party = "shop"
 columns = ["carrier.lineitem.l_extendedprice", "carrier.lineitem.l_discount"]
 constraint = "PLAINTEXT_AFTER_AGGREGATE"
 
-# Filter columns: only the outcome of a comparison.
+# Filter columns: only the outcome of a comparison. Beyond SCQL, every party of a cross-party join
+# needs them, not only the issuer: the sizes and matches a party sees in the join chain show which rows
+# passed each filter (docs/federation.md, stricter than SCQL).
 [[grants]]
 party = "shop"
 columns = ["bank.customer.c_mktsegment", "bank.region.r_name", "carrier.lineitem.l_quantity",
            "carrier.lineitem.l_returnflag", "carrier.lineitem.l_shipdate", "carrier.lineitem.l_commitdate",
            "carrier.lineitem.l_receiptdate", "carrier.part.p_type"]
+constraint = "PLAINTEXT_AFTER_COMPARE"
+
+[[grants]]
+party = "bank"
+columns = ["shop.orders.o_orderdate", "shop.orders.o_comment", "carrier.lineitem.l_returnflag",
+           "carrier.lineitem.l_shipdate", "carrier.lineitem.l_commitdate", "carrier.lineitem.l_receiptdate",
+           "carrier.lineitem.l_shipmode"]
+constraint = "PLAINTEXT_AFTER_COMPARE"
+
+[[grants]]
+party = "carrier"
+columns = ["bank.customer.c_mktsegment", "bank.region.r_name", "shop.orders.o_orderdate", "shop.orders.o_comment"]
 constraint = "PLAINTEXT_AFTER_COMPARE"
 """
 
@@ -243,6 +270,7 @@ def write_federation(directory: Path, sf: float) -> Path:
     lines = ["[federation]", 'name = "tpch"', ""]
     for party, names in PLACEMENT.items():
         lines += [f"[parties.{party}.tables]", *(f'{t} = "{t}.parquet"' for t in names), ""]
+        lines += [f"[parties.{party}.unique]", *(f"{t} = [{list(PRIMARY_KEYS[t])}]" for t in names), ""]
     path = directory / "federation.toml"
     path.write_text("\n".join(lines) + GRANTS, encoding="utf-8")
     return path

@@ -16,7 +16,8 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
 - aggregate: PLAINTEXT_AFTER_GROUP_BY keys are PLAINTEXT once grouped; SUM, AVG, MIN, MAX of
   PLAINTEXT_AFTER_AGGREGATE values are PLAINTEXT; COUNT follows the rows (its filter and group keys)
   and its argument, PLAINTEXT_AFTER_AGGREGATE or PLAINTEXT_AFTER_COMPARE; every output is
-  restricted by the group keys' visibility (the groups are the keys' histogram);
+  restricted by the group keys' visibility (the groups are the keys' histogram), except by a
+  `counted` key (a declared unique key an outer join matched with the viewer's own keys);
 - window: per row; PARTITION BY keys as comparisons, ORDER BY keys need REVEAL_RANK;
 - set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
   ALL compare whole rows, so their row count is restricted by every column;
@@ -49,6 +50,8 @@ class Vis:
     unknown: str = ""  # the function without a column-control rule that closed it, for messages
     parties: frozenset[str] = frozenset()  # whose data the value is computed from (SCQL's source parties)
     clause: str = ""  # the filter, join or GROUP BY that restricted it, for messages
+    counted: bool = False  # a unique key an outer join matched with the viewer's own keys: its groups' sizes
+    # are the viewer's own rows per key (see `CCLInference._join`)
 
     @property
     def plain(self) -> bool:
@@ -201,8 +204,7 @@ class CCLInference:
         rows = scope.rows
         if grouped:  # one row per group: the groups are the keys' histogram
             clause = f"GROUP BY {', '.join(g.sql() for g in groups)}"
-            rows = restrict(PLAIN, combine([promote(self.value(g, scope, ctes, frozenset(), False),
-                                                    C.PLAINTEXT_AFTER_GROUP_BY) for g in groups]), clause)
+            rows = restrict(PLAIN, combine([self._group_key(g, scope, ctes) for g in groups]), clause)
             outs = [(n, restrict(v, rows, clause)) for n, v in outs]
         else:
             outs = [(n, restrict(v, rows, rows.clause)) for n, v in outs]
@@ -219,6 +221,12 @@ class CCLInference:
         if check:
             self._check_order(query, dict(outs), scope, ctes, keys, grouped)
         return Relation(outs, rows)
+
+    def _group_key(self, key: exp.Expression, scope: Scope, ctes) -> Vis:
+        """What the groups of `key` (their number and sizes) show: PLAINTEXT_AFTER_GROUP_BY keys, and
+        `counted` ones, whose group sizes are the viewer's own rows per key, are PLAINTEXT."""
+        vis = self.value(key, scope, ctes, frozenset(), False)
+        return promote(vis, C.PLAINTEXT_AFTER_GROUP_BY, *((vis.constraint,) if vis.counted else ()))
 
     def _check_order(self, query: exp.Select, names: dict[str, Vis], scope, ctes, keys, grouped) -> None:
         """ORDER BY ranks the rows: each key needs PLAINTEXT or REVEAL_RANK."""
@@ -258,7 +266,9 @@ class CCLInference:
             if pair and all(c.table in seen for c in pair):
                 pairs.append((*pair, ""))
         visibility = [(self.condition(cond, scope, ctes), text) for cond, text in conditions]
-        self._join(scope, pairs)
+        # a key's groups can be counted only over its own table and one partner (no other join repeats it)
+        self._join(scope, pairs, {i.alias_or_name for i in items if isinstance(i, exp.Table) and i.db}
+                   if len(items) == 2 else set())
         for vis, text in visibility:
             scope.restrict(vis, text)
         scope.columns = {k: restrict(v, scope.rows, scope.rows.clause) for k, v in scope.columns.items()}
@@ -286,11 +296,12 @@ class CCLInference:
             scope.columns[(alias, name)] = vis
         return relation.rows
 
-    def _join(self, scope: Scope, pairs: list[tuple[exp.Column, exp.Column, str]]) -> None:
+    def _join(self, scope: Scope, pairs: list[tuple[exp.Column, exp.Column, str]], tables: set[str]) -> None:
         """SCQL's join rule for the viewer: a PLAINTEXT_AFTER_JOIN key is PLAINTEXT to the viewer when the
         other key is the viewer's own data, PLAINTEXT to it (its values are then ones the viewer has; a key
         computed with others' restricted values would not be) — inner join; an outer join only for its
-        preserved side — and PLAINTEXT_AS_JOIN_PAYLOAD columns of a party so inner-joined are PLAINTEXT."""
+        preserved side — and PLAINTEXT_AS_JOIN_PAYLOAD columns of a party so inner-joined are PLAINTEXT.
+        `tables`: the aliases of base tables whose keys may be `counted` (`_counted`)."""
         partners: set[str] = set()
         keys = set()
         for left, right, side in pairs:
@@ -300,14 +311,26 @@ class CCLInference:
                       (right, promote(rv, C.PLAINTEXT_AFTER_JOIN) if knows_left and side in ("", "LEFT") else rv))
             if side == "":
                 partners |= (rv.parties if knows_left else set()) | (lv.parties if knows_right else set())
-            for column, vis in joined:
+            for (column, vis), before, knows_other in zip(joined, (lv, rv), (knows_right, knows_left)):
                 key = (column.table, column.name)
                 if key in scope.columns:
-                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties)
+                    counted = column.table in tables and self._counted(before, vis, knows_other)
+                    scope.columns[key] = replace(vis, parties=lv.parties | rv.parties, counted=counted)
                     keys.add(key)
         for key, vis in scope.columns.items():
             if key not in keys and vis.constraint is C.PLAINTEXT_AS_JOIN_PAYLOAD and vis.parties & partners:
                 scope.columns[key] = promote(vis, C.PLAINTEXT_AS_JOIN_PAYLOAD)
+
+    def _counted(self, before: Vis, after: Vis, knows_other: bool) -> bool:
+        """Whether an outer join leaves a PLAINTEXT_AFTER_JOIN key whose groups the viewer may count: it
+        joined the viewer's own PLAINTEXT key, and its table declares it unique, so each group is one
+        row of that table with the viewer's own matching rows (unmatched: one row each, and how many
+        there are follows from the table's public size). The key's values stay unseen (SCQL's outer
+        join), but unlike a repeated key (PLAINTEXT_AFTER_GROUP_BY only) its histogram tells nothing."""
+        source = before.source
+        return (knows_other and not after.plain and before.constraint is C.PLAINTEXT_AFTER_JOIN
+                and source is not None and before.parties == {source.party}
+                and (source.column,) in self.catalog.unique_keys(source.party, source.table))
 
     def condition(self, cond: exp.Expression, scope: Scope, ctes) -> Vis:
         """A row filter's visibility: an equality of two sources' columns is a join, for which

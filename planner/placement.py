@@ -407,7 +407,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     edges, residual = _join_edges(join, ctx)
     order = _join_order(join, edges)
     members = [q.party for q in join.inputs]
-    hidden = _secret_keys(join, members, ctx)
+    hidden = _secret_keys(join, ctx)
     if hidden:
         return _place_secret_join(join, steps, edges, hidden, residual, limit, sort, project, aggregate, ctx)
     if set(join.inputs[0].aliases) & set(join.outer):
@@ -558,14 +558,19 @@ def _psi_protocol(a: str, b: str, ctx: PlacementContext, leakage: list) -> tuple
     return "unbalanced", large
 
 
-def _secret_keys(join: InnerJoin, members: list[str], ctx: PlacementContext) -> tuple[exp.Expression, ...]:
-    """The join conditions whose keys some party of the PSI may not learn the intersection of."""
-    viewers = {*members, ctx.issuer}
+def _secret_keys(join: InnerJoin, ctx: PlacementContext) -> tuple[exp.Expression, ...]:
+    """The join conditions whose keys one party of their own PSI edge may not learn the intersection of.
+
+    A PSI edge runs between the two parties owning its keys (`EquiJoin`: the left party's base rows
+    against the right party's), so only they see key values: SCQL's rule, PLAINTEXT_AFTER_JOIN makes a
+    key plain to the join partner. Other parties of the chain learn only which rows survive (listed
+    under the join's leakage; their filters are checked by `Usage.check_cross_party`)."""
     hidden = []
     for conjunct in join.conjuncts:
         if not isinstance(conjunct, exp.EQ) or len(aliases_of(conjunct)) < 2:
             continue
         refs = [r for c in conjunct.find_all(exp.Column) for r in ctx.usage.refs(c)[0]]
+        viewers = ctx.usage.edge_parties(conjunct)
         if any(v != r.party and not ctx.usage.grants.allows(r, v, Use.JOIN_KEY) for r in refs for v in viewers):
             hidden.append(conjunct)
     return tuple(hidden)

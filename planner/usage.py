@@ -106,13 +106,18 @@ class Usage:
                 for viewer in viewers:
                     self._require(ref, viewer, Use.COMPARE, f"the filter of an IN / EXISTS subquery at {party}")
 
+    def edge_parties(self, conjunct: exp.Expression) -> tuple[str, ...]:
+        """The parties owning a join condition's columns: the two ends of its PSI edge, the only parties
+        that see its keys (SCQL: PLAINTEXT_AFTER_JOIN makes a key plain to the join partner)."""
+        return tuple(sorted({r.party for c in conjunct.find_all(exp.Column) for r in self.refs(c)[0]}))
+
     def check_cross_party(self, join: InnerJoin, holders, aggregate, project, sort, secure=()) -> None:
         viewers = tuple(dict.fromkeys((*holders, self.issuer)))
         for conjunct in join.conjuncts:
             if any(conjunct is c for c in secure):  # evaluated on shares: no peer learns it
                 continue
             for col in conjunct.find_all(exp.Column):
-                self.require(col, viewers, Use.JOIN_KEY, f"join condition {conjunct.sql()}")
+                self.require(col, self.edge_parties(conjunct), Use.JOIN_KEY, f"join condition {conjunct.sql()}")
         for membership in join.memberships:
             self.require(membership.key, viewers, Use.JOIN_KEY, f"IN / EXISTS on {membership.key.sql()}")
             self._require_local(membership.query, viewers)
