@@ -36,7 +36,7 @@ from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.stage import SV, nulls_zeroed, spu_refusal, static_kind
-from sqlsecure.executors.spu.values import decimal_scale, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
+from sqlsecure.executors.spu.values import decimal_scale, decimal_scales, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
@@ -455,9 +455,9 @@ def input_limits(program: Program, rows: dict[int, int], frac: int) -> dict[int,
     """Per input and column, the limit (`ranges.Limit`) its owner checks before sharing: every column
     the program computes is written over the input columns and `ranges.RangePlan` proves it exact
     (the same function of the program and the public row counts at every party)."""
-    kinds = {_input_name(i, c): range_kind(k) for i, cols in enumerate(program.inputs) for c, k in cols}
+    kinds = {_input_name(i, c): k for i, cols in enumerate(program.inputs) for c, k in cols}
     biggest = max([largest_rows(program.root, rows), *rows.values(), 1])
-    plan = RangePlan(kinds, frac, biggest)
+    plan = RangePlan({c: range_kind(k) for c, k in kinds.items()}, frac, biggest, scales=decimal_scales(kinds))
     _limit_walk(program.root, plan)
     return {i: {c: plan.limits[_input_name(i, c)] for c, _ in cols} for i, cols in enumerate(program.inputs)}
 

@@ -28,6 +28,7 @@ nothing beyond the fact that some value of the owner's column lies outside.
 
 from __future__ import annotations
 
+import decimal
 import math
 from dataclasses import dataclass, field
 
@@ -57,6 +58,7 @@ EARTH_RADIUS = 6371  # SCQL's default radius (km)
 RADIUS_LIMIT = 2.0 ** 15  # GEODIST's radius when it is secret: the angle times it stays within the ring
 TAN_BOUND = 2.0 ** 8  # |TAN(x)|: rows nearer a pole refuse the query (spu.functions.POLE_DISTANCE)
 DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
+MAX_DECIMAL_SCALE = 18  # an exact DECIMAL limb x * 10^s: s <= 18 (10^19 > 2^63)
 DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
 
@@ -70,12 +72,14 @@ class Limit:
 
 @dataclass
 class RangePlan:
-    """Column limits for one SPU stage: `kinds` column -> kind, `rows` the stage's public row count."""
+    """Column limits for one SPU stage: `kinds` column -> kind, `rows` the stage's public row count,
+    `scales` the scale s of each DECIMAL column (its exact limb counts x * 10^s)."""
 
     kinds: dict[str, str]
     frac: int
     rows: int
     limits: dict[str, Limit] = field(default_factory=dict)
+    scales: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.rows = max(self.rows, 1)
@@ -174,6 +178,30 @@ class RangePlan:
             return "int", self.rows + 1.0
         return "int", 2.0 ** REVEAL_BITS  # anything else the stage refuses by itself
 
+    def exact_scale(self, e: exp.Expression) -> int | None:
+        """The scale s of e's exact DECIMAL limb (x * 10^s, as DuckDB types e: a product adds its operands'
+        scales, a sum takes the larger; `stage.Stage._exact_arithmetic`), None where e has none."""
+        if isinstance(e, (exp.Paren, exp.Neg, exp.Sum, exp.Min, exp.Max)):
+            return self.exact_scale(e.this)
+        if isinstance(e, exp.Column):
+            return self.scales.get(e.name)
+        if isinstance(e, exp.Literal):
+            return decimal_literal(e)[1] if decimal_literal(e) is not None else None
+        if not isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
+            return None
+        own = [self.exact_scale(o) for o in (e.left, e.right)]
+        if own == [None, None]:
+            return None
+        scales = [s if s is not None else 0 if self.info(o)[0] == "int" else None for s, o in zip(own, (e.left, e.right))]
+        return None if None in scales else sum(scales) if isinstance(e, exp.Mul) else max(scales)
+
+    def exact_limit(self, scale: int | None, limit: float) -> float:
+        """`limit` (in SQL units, for fixed point's 2^F ring units per unit) for a value whose exact limb counts
+        10^scale ring units per unit: smaller by 2^F / 10^scale where that is below 1."""
+        if scale is None or 10 ** scale <= 2 ** self.frac:
+            return limit
+        return limit * 2.0 ** self.frac / 10.0 ** scale
+
     # -- backward: make e stay below `limit` ----------------------------------------------------
     def need(self, e: exp.Expression, limit: float, why: str) -> None:
         """Tighten the column limits so that every value of e satisfies |v| < limit."""
@@ -199,9 +227,10 @@ class RangePlan:
             date = e.right if calendar_interval(e.left) else e.left  # spu.functions.add_months: civil_from_days
             return self.need(date, self.calendar_limit(date), f"{e.sql()} moves a date by calendar months")
         if isinstance(e, (exp.Add, exp.Sub)):
-            return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
+            limit = self.exact_limit(self.exact_scale(e), min(limit, self.reveal_range(kind)))
+            return self._need_sum(e.left, e.right, limit, kind, why)
         if isinstance(e, exp.Mul):
-            return self._need_product(e, min(limit, self.reveal_range(kind)), why)
+            return self._need_product(e, self.exact_limit(self.exact_scale(e), min(limit, self.reveal_range(kind))), why)
         if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)) and constant(e.right) is None:
             return self._need_secret_division(e, limit, why)
         if isinstance(e, (exp.IntDiv, exp.Mod)):  # by a constant: an exact division of |x| < 2^61
@@ -335,6 +364,8 @@ class RangePlan:
         if "text" in kinds and not kinds & {"date", "timestamp"}:  # a string beside a date is cast to one
             return None
         limit = self.compare_range("fixed" if "fixed" in kinds else "int")
+        scales = [s for s in map(self.exact_scale, operands) if s is not None]  # compared at the larger scale
+        limit = self.exact_limit(max(scales), limit) if scales and "fixed" in kinds else limit
         for operand in operands:
             midnight = "timestamp" in kinds and self.info(operand)[0] == "date"  # compared in microseconds
             self.need(operand, limit / MICROS_PER_DAY if midnight else limit, f"{what} compares")
@@ -415,6 +446,21 @@ def literal_value(e: exp.Literal) -> int | float:
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
+def decimal_literal(e: exp.Expression) -> tuple[int, int] | None:
+    """(x * 10^s, s) of a literal DuckDB types DECIMAL(p, s) (digits with a '.', no exponent, p <= 18),
+    else None: the SPU computes with it exactly, as DuckDB does."""
+    if not isinstance(e, exp.Literal) or e.is_string or "." not in e.this or any(c in e.this for c in "eE"):
+        return None
+    try:
+        number = decimal.Decimal(e.this)
+    except decimal.InvalidOperation:
+        return None
+    digits = number.as_tuple()
+    if len(digits.digits) > MAX_DECIMAL_SCALE or not isinstance(digits.exponent, int):
+        return None
+    return int(number.scaleb(-digits.exponent)), -digits.exponent
+
+
 def constant(e: exp.Expression) -> int | float | None:
     """The value of a numeric literal (through parentheses and minus signs), else None."""
     if isinstance(e, exp.Paren):
@@ -464,10 +510,11 @@ def _conditions(e: exp.Expression) -> list[exp.Expression]:
     return [i.this for i in e.args.get("ifs", [])]
 
 
-def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse) -> RangePlan:
+def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scales: dict[str, int] | None = None
+                 ) -> RangePlan:
     """The stage's plan: per input column (`.limits`), the limit its owner checks before sharing (see
     the module docstring); its `info` then bounds every expression of the stage."""
-    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows)
+    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows, scales=dict(scales or {}))
     outputs = [parse(sql) for _, sql in step.outputs]
     for sql in step.filters:
         plan.need(parse(sql), 2.0, "a filter")

@@ -44,12 +44,13 @@ from sqlglot import exp
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MICROS_PER_DAY, TEXT_LIMBS, decimal_scale,
-                                           decode_column, encode, kind_of, limb_fracs, limbs_of, quotient_bits,
-                                           range_kind)
+                                           decimal_scales, decode_column, encode, kind_of, limb_fracs, limbs_of,
+                                           quotient_bits, range_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, ROUNDING, TRIG, RangePlan,
-                                           calendar_interval, constant, decimal_scale_of, input_limits, interval_months,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
+                                           RangePlan, calendar_interval, constant, decimal_literal, decimal_scale_of,
+                                           input_limits, interval_months,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
@@ -59,7 +60,9 @@ SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
 EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: both limbs' sums (`exact_average`)
-                      *ROUNDING, exp.Cast)  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
+                      *ROUNDING, exp.Cast,  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
+                      exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
+                      exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)  # compared exactly: `_exact_compare`
 
 
 @dataclass
@@ -77,10 +80,11 @@ class SV:
 
 @dataclass
 class PV:
-    """A public value (a literal)."""
+    """A public value (a literal); `exact`: (x * 10^s, s) where DuckDB types it DECIMAL(p, s)."""
 
     value: object
     kind: str
+    exact: tuple[int, int] | None = None
 
 
 def _parse(sql: str) -> exp.Expression:
@@ -112,7 +116,12 @@ def literal_value(e: exp.Literal) -> PV:
     if not np.isfinite(number) or abs(number) >= FIXED_LIMIT:
         raise DataError(f"the constant {shown} has no fixed-point encoding on the SPU (a literal; |c| < 2^47): "
                         "compute it at one party or use a smaller constant")
-    return PV(number, "fixed")
+    return PV(number, "fixed", decimal_literal(e))
+
+
+def _is_decimal(v) -> bool:
+    """A DECIMAL operand: a DECIMAL share or a literal DuckDB types DECIMAL."""
+    return v.exact is not None if isinstance(v, PV) else decimal_scale(v.kind) is not None
 
 
 def _numeric_only(where, v) -> None:
@@ -720,22 +729,19 @@ class Stage:
             return PV(None, "int")
         if isinstance(e, exp.Neg):
             v = self.ev(e.this)
-            _numeric_only(e, v)
-            return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
+            if isinstance(v, PV):
+                _numeric_only(e, v)
+                return PV(-v.value, v.kind, v.exact and (-v.exact[0], v.exact[1]))
+            _numeric_only(e, v if decimal_scale(v.kind) is None else self.to_fixed(v))
+            return SV([-limb for limb in v.limbs], v.valid, v.kind)
         if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
             return self._add_months(e)
         if isinstance(e, (exp.Add, exp.Sub)) and any(isinstance(o, exp.Interval) for o in (e.left, e.right)):
             return self._shift(e)
-        if isinstance(e, (exp.Add, exp.Sub)):
+        if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
             a, b = self.ev(e.left), self.ev(e.right)
-            kind = sum_kind(e, a.kind, b.kind)
-            if isinstance(a, PV) and isinstance(b, PV):
-                return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, kind)
-            a, b = self.numeric_pair(a, b)
-            x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
-            return SV([x], self.both_valid(a, b), kind)
-        if isinstance(e, exp.Mul):
-            return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
+            approximate = self._arithmetic(e, self._as_fixed(a), self._as_fixed(b))
+            return self._exact_arithmetic(e, a, b, approximate)
         if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)):
             return self._divide_or_null(e)
         if isinstance(e, exp.Nullif):  # NULL where x = y (NULL there too where either is NULL: x stays)
@@ -806,6 +812,67 @@ class Stage:
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _arithmetic(self, e: exp.Expression, a, b):
+        """a + b, a - b, a * b of integers and fixed point (a DECIMAL: its fixed-point limb)."""
+        if isinstance(e, exp.Mul):
+            return self._mul(a, b, self._narrow(e))
+        kind = sum_kind(e, a.kind, b.kind)
+        if isinstance(a, PV) and isinstance(b, PV):
+            return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, kind)
+        a, b = self.numeric_pair(a, b)
+        x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
+        return SV([x], self.both_valid(a, b), kind)
+
+    def _as_fixed(self, v):
+        """A DECIMAL operand as fixed point (its second limb, or the literal's DOUBLE), others unchanged."""
+        if isinstance(v, PV):
+            return PV(v.value, v.kind) if v.exact is not None else v
+        return self.to_fixed(v) if decimal_scale(v.kind) is not None else v
+
+    def _exact_arithmetic(self, e: exp.Expression, a, b, approximate):
+        """a + b, a - b, a * b as DuckDB types them where one operand is a DECIMAL and the other a DECIMAL
+        or an integer: DECIMAL(p, max(s1, s2)) for a sum, DECIMAL(p1 + p2, s1 + s2) for a product, its exact
+        limb computed on the operands' exact limbs (a share times a share: one product, no truncation) and
+        `approximate` (the same on their fixed-point limbs) as its fixed-point limb. Anything else:
+        `approximate`. The ring range of the exact limb is proven by `spu.ranges` (`exact_scale`)."""
+        parts = self._exact_operands(a, b)
+        if parts is None:
+            return approximate
+        (x, sx), (y, sy) = parts
+        if isinstance(e, exp.Mul):
+            scale = sx + sy
+            exact = x * y if isinstance(x, int) and isinstance(y, int) else \
+                arith.beaver_mul(self.s, x, y) if not isinstance(x, int) and not isinstance(y, int) else \
+                (x * y if isinstance(y, int) else y * x)
+        else:
+            scale = max(sx, sy)
+            x, y = x * 10 ** (scale - sx), y * 10 ** (scale - sy)
+            y = -y if isinstance(e, exp.Sub) else y
+            exact = x + y if isinstance(x, int) == isinstance(y, int) else \
+                arith.add_public(self.s, y, x) if isinstance(x, int) else arith.add_public(self.s, x, y)
+        if scale > MAX_DECIMAL_SCALE:
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a DECIMAL of scale {scale} in secure computation "
+                                    f"(at most {MAX_DECIMAL_SCALE}); CAST an operand to a smaller scale or to DOUBLE")
+        if isinstance(approximate, PV):
+            return PV(approximate.value, approximate.kind, (exact, scale))
+        return SV([exact, approximate.value], approximate.valid, f"decimal.{scale}")
+
+    def _exact_operands(self, a, b):
+        """((x * 10^s, s), (y * 10^t, t)) of two operands DuckDB computes with in DECIMAL (one a DECIMAL,
+        the other a DECIMAL or an integer; a share or a public int each), else None."""
+        parts = [self._exact_part(v) for v in (a, b)]
+        return None if None in parts or not any(map(_is_decimal, (a, b))) else parts
+
+    @staticmethod
+    def _exact_part(v) -> tuple | None:
+        if isinstance(v, PV):
+            if v.exact is not None:
+                return v.exact
+            return (int(v.value), 0) if v.kind == "int" and v.value is not None else None
+        if (scale := decimal_scale(v.kind)) is not None:
+            return v.limbs[0], scale
+        return (v.value, 0) if v.kind == "int" else None
 
     def _to_integer(self, v: SV) -> SV:
         """CAST to an integer as DuckDB does it: a DOUBLE rounds ties to even, a DECIMAL halves away from zero
@@ -1252,11 +1319,22 @@ class Stage:
                 raise NotSupportedError("comparing text with a number in secure computation")
             bit = self._text_compare(op, a, b)
         else:
-            a, b = self.numeric_pair(a, b)
+            x, y = self._compared_numbers(a, b, n)
+            a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
             fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
                   exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
-            bit = fn(s, a.value, b.value, arith=True)
+            bit = fn(s, x if x is not None else a.value, y if y is not None else b.value, arith=True)
         return SV([bit], self.both_valid(a, b), "bool")
+
+    def _compared_numbers(self, a, b, n: int) -> tuple[ArithShare | None, ArithShare | None]:
+        """The exact limbs that compare a DECIMAL with a DECIMAL or an integer as DuckDB does (both at the
+        larger scale: 0.0501 > 0.05 although fixed point cannot tell them apart), else (None, None)."""
+        parts = self._exact_operands(a, b)
+        if parts is None:
+            return None, None
+        scale = max(part[1] for part in parts)
+        return tuple(arith.public(self.s, np.full(n, x * 10 ** (scale - own), dtype=np.int64)) if isinstance(x, int)
+                     else x * 10 ** (scale - own) for x, own in parts)
 
     def _temporal_pair(self, a, b):
         """Operands of a comparison as DuckDB compares them: a string constant beside a date or timestamp is
@@ -1569,7 +1647,8 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
     refuse_unevaluated(step, {c: range_kind(k) for c, k in kinds.items()})
-    ranges = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, n, s.frac_bits, _parse)  # each owner checks its values against them
+    ranges = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, n, s.frac_bits, _parse,
+                          decimal_scales(kinds))  # each owner checks its values against them
     limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
         cols, weight, n, many = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)

@@ -84,6 +84,11 @@ def decimal_scale(kind: str) -> int | None:
     return int(kind.split(".", 1)[1]) if kind.startswith("decimal.") else None
 
 
+def decimal_scales(kinds: dict[str, str]) -> dict[str, int]:
+    """The scale of each DECIMAL column of `kinds` (for `spu.ranges.RangePlan.scales`)."""
+    return {column: scale for column, kind in kinds.items() if (scale := decimal_scale(kind)) is not None}
+
+
 def quotient_bits(kind: str) -> int | None:
     """The fractional bits m of a `quotient.<m>` kind (an exact AVG of a DECIMAL), None for any other."""
     return int(kind.split(".", 1)[1]) if kind.startswith("quotient.") else None

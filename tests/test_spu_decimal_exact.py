@@ -1,0 +1,104 @@
+"""DECIMAL arithmetic on shares is exact as DuckDB types it (issue 16, Secrecy's Q6): a product of two
+DECIMALs is DECIMAL(p1 + p2, s1 + s2), sums and differences of several scales are exact at the larger,
+SUM / AVG / comparisons of them agree with plain DuckDB to the last digit, in the spine's SPU stage and
+in the translation's secret programs, over 2 and 3 parties. Values beyond the exact range are refused
+with a DataError before anything is shared."""
+
+import decimal
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlglot
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import DataError
+from sqlsecure.planner.views import expand_views
+
+PARTIES = ("p1", "p2", "p3")
+PRICE, RATE = pa.decimal128(15, 2), pa.decimal128(15, 2)
+
+
+def cents(rng, n: int, low: int, high: int) -> list:
+    """n DECIMAL values with two decimals (cents), NULL every 13th, drawn in [low, high) cents."""
+    return [None if i % 13 == 0 else decimal.Decimal(int(v)).scaleb(-2)
+            for i, v in enumerate(rng.integers(low, high, n))]
+
+
+def items(seed: int, n: int) -> pa.Table:
+    """Line items whose products have four decimals: fixed point (2^-16) is off in the cents of a sum."""
+    rng = np.random.default_rng(seed)
+    return pa.table({"id": pa.array(np.arange(n) + seed * 10_000, pa.int64()),
+                     "price": pa.array(cents(rng, n, 90_000, 10_500_000), PRICE),
+                     "rate": pa.array(cents(rng, n, 0, 11), RATE),
+                     "fee": pa.array([None if v is None else v.scaleb(-1) for v in cents(rng, n, -5_000, 5_000)],
+                                     pa.decimal128(12, 3)),
+                     "qty": pa.array(rng.integers(1, 50, n), pa.int32()),
+                     "micro": pa.array([decimal.Decimal(int(v)).scaleb(-6) for v in rng.integers(-5 * 10 ** 8, 5 * 10 ** 8, n)],
+                                       pa.decimal128(18, 6))})
+
+
+def federation(directory, federation_writer, grants, parties, n: int = 300):
+    """`parties` each holding `items` (ids shared, so they join), a view `allitems` of their UNION ALL."""
+    tables = {p: {"items": items(i + 1, n).set_column(0, "id", pa.array(np.arange(n), pa.int64()))}
+              for i, p in enumerate(parties)}
+    union = " UNION ALL ".join(f"SELECT id, price, rate, fee, qty, micro FROM {p}.items" for p in parties)
+    return federation_writer(directory, tables, f'[views]\nallitems = "{union}"\n\n' + grants, parties=parties)
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2 parties", "3 parties"])
+def oracle(request, tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    parties = PARTIES[:request.param]
+    engine = Engine(federation(tmp_path_factory.mktemp("decimal"), federation_writer, plaintext_grants(parties),
+                               parties))
+    yield oracle_for(engine)
+    engine.close()
+
+
+def exactly(oracle, sql: str, issuer: str = "p1"):
+    """The engine's answer is DuckDB's, value for value and type for type (no tolerance)."""
+    assert "SPU" in oracle.engine.explain(sql, issuer), sql
+    got = oracle.engine.execute(sql, issuer).table
+    want = oracle.expected(expand_views(sqlglot.parse_one(sql, read="duckdb"), oracle.engine.config.views).sql("duckdb"),
+                           issuer)
+    assert got.schema.types == want.schema.types, (sql, got.schema, want.schema)
+    key = lambda row: tuple((v is None, str(v)) for v in row)  # noqa: E731
+    assert sorted(map(tuple, (r.values() for r in got.to_pylist())), key=key) == \
+        sorted(map(tuple, (r.values() for r in want.to_pylist())), key=key), sql
+    return got
+
+
+UNION_QUERIES = [  # the translation's secret programs (a view over every party's rows)
+    "SELECT SUM(price * rate) AS revenue FROM allitems WHERE rate BETWEEN 0.05 AND 0.07 AND qty < 24",
+    "SELECT SUM(price * (1 - rate)) AS s, SUM(rate * (1 + fee)) AS t FROM allitems",
+    "SELECT SUM(price + fee) AS a, SUM(fee - price) AS b, SUM(price * qty) AS c, SUM(-price * 3) AS d FROM allitems",
+    "SELECT AVG(price * rate) AS a, MIN(price * rate) AS lo, MAX(price - fee) AS hi FROM allitems",
+    "SELECT COUNT(*) AS n FROM allitems WHERE price * rate > 1000.5 AND price + fee <> 5000.125",
+    "SELECT SUM(micro * rate) AS a, SUM(micro - fee) AS b, COUNT(*) AS n FROM allitems WHERE micro > 0.0000015",
+]
+JOIN_QUERIES = [  # the spine's SPU stage (a join across two parties)
+    "SELECT SUM(a.price * b.rate) AS revenue FROM p1.items a JOIN p2.items b ON a.id = b.id "
+    "WHERE b.rate BETWEEN 0.05 AND 0.07 AND b.qty < 24",
+    "SELECT SUM(a.price * (1 - b.rate)) AS s, SUM(a.fee + b.price) AS t, AVG(a.price * b.rate) AS m "
+    "FROM p1.items a JOIN p2.items b ON a.id = b.id",
+    "SELECT COUNT(*) AS n FROM p1.items a JOIN p2.items b ON a.id = b.id WHERE a.price * b.rate >= b.price * a.rate",
+]
+
+
+@pytest.mark.parametrize("sql", UNION_QUERIES)
+def test_union_programs_are_exact(oracle, sql):
+    exactly(oracle, sql)
+
+
+@pytest.mark.parametrize("sql", JOIN_QUERIES)
+def test_join_stage_is_exact(oracle, sql):
+    exactly(oracle, sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT SUM(micro * micro) AS s FROM allitems",  # scale 12: x * 10^12 wraps the ring
+    "SELECT SUM(a.micro * b.micro) AS s FROM p1.items a JOIN p2.items b ON a.id = b.id",
+])
+def test_exact_range_beyond_the_ring_is_refused(oracle, sql):
+    with pytest.raises(DataError, match="micro"):
+        oracle.engine.execute(sql, "p1")
