@@ -35,14 +35,16 @@ def items(seed: int, n: int) -> pa.Table:
                                      pa.decimal128(12, 3)),
                      "qty": pa.array(rng.integers(1, 50, n), pa.int32()),
                      "micro": pa.array([decimal.Decimal(int(v)).scaleb(-6) for v in rng.integers(-5 * 10 ** 8, 5 * 10 ** 8, n)],
-                                       pa.decimal128(18, 6))})
+                                       pa.decimal128(18, 6)),
+                     "note": pa.array([f"a comment longer than the SPU's 28 bytes, row {i}" for i in range(n)]),
+                     "huge": pa.array(rng.uniform(1e200, 1e300, n))})  # beyond fixed point: never to be shared
 
 
 def federation(directory, federation_writer, grants, parties, n: int = 300):
     """`parties` each holding `items` (ids shared, so they join), a view `allitems` of their UNION ALL."""
     tables = {p: {"items": items(i + 1, n).set_column(0, "id", pa.array(np.arange(n), pa.int64()))}
               for i, p in enumerate(parties)}
-    union = " UNION ALL ".join(f"SELECT id, price, rate, fee, qty, micro FROM {p}.items" for p in parties)
+    union = " UNION ALL ".join(f"SELECT id, price, rate, fee, qty, micro, note, huge FROM {p}.items" for p in parties)
     return federation_writer(directory, tables, f'[views]\nallitems = "{union}"\n\n' + grants, parties=parties)
 
 
@@ -68,13 +70,20 @@ def exactly(oracle, sql: str, issuer: str = "p1"):
     return got
 
 
-UNION_QUERIES = [  # the translation's secret programs (a view over every party's rows)
+UNION_QUERIES = [  # the SPU stage over a view of every party's rows
     "SELECT SUM(price * rate) AS revenue FROM allitems WHERE rate BETWEEN 0.05 AND 0.07 AND qty < 24",
     "SELECT SUM(price * (1 - rate)) AS s, SUM(rate * (1 + fee)) AS t FROM allitems",
     "SELECT SUM(price + fee) AS a, SUM(fee - price) AS b, SUM(price * qty) AS c, SUM(-price * 3) AS d FROM allitems",
     "SELECT AVG(price * rate) AS a, MIN(price * rate) AS lo, MAX(price - fee) AS hi FROM allitems",
     "SELECT COUNT(*) AS n FROM allitems WHERE price * rate > 1000.5 AND price + fee <> 5000.125",
     "SELECT SUM(micro * rate) AS a, SUM(micro - fee) AS b, COUNT(*) AS n FROM allitems WHERE micro > 0.0000015",
+]
+PROGRAM_QUERIES = [  # the translation's secret programs (an aggregate of an aggregate)
+    "SELECT COUNT(*) AS n, SUM(t.s) AS total FROM (SELECT qty, SUM(fee * rate) AS s FROM allitems "
+    "WHERE rate BETWEEN 0.05 AND 0.07 GROUP BY qty) t WHERE t.s > -1.5",
+    "SELECT MAX(t.s) AS m, MIN(t.d) AS d FROM (SELECT qty, SUM(price - fee * 2) AS s, MIN(-fee + 0.0005) AS d "
+    "FROM allitems GROUP BY qty) t",
+    "SELECT t.c, COUNT(*) AS n FROM (SELECT qty, COUNT(*) AS c FROM allitems GROUP BY qty) t GROUP BY t.c",
 ]
 JOIN_QUERIES = [  # the spine's SPU stage (a join across two parties)
     "SELECT SUM(a.price * b.rate) AS revenue FROM p1.items a JOIN p2.items b ON a.id = b.id "
@@ -86,7 +95,13 @@ JOIN_QUERIES = [  # the spine's SPU stage (a join across two parties)
 
 
 @pytest.mark.parametrize("sql", UNION_QUERIES)
-def test_union_programs_are_exact(oracle, sql):
+def test_union_stage_is_exact(oracle, sql):
+    exactly(oracle, sql)
+
+
+@pytest.mark.parametrize("sql", PROGRAM_QUERIES)
+def test_secret_programs_are_exact(oracle, sql):
+    assert "secret program" in oracle.engine.explain(sql, "p1")
     exactly(oracle, sql)
 
 
@@ -102,3 +117,22 @@ def test_join_stage_is_exact(oracle, sql):
 def test_exact_range_beyond_the_ring_is_refused(oracle, sql):
     with pytest.raises(DataError, match="micro"):
         oracle.engine.execute(sql, "p1")
+
+
+# -- program inputs carry only the columns the program reads (issue 16, `check` agreeing with execution) --
+
+@pytest.mark.parametrize("sql", [
+    "SELECT COUNT(*) AS n, SUM(qty) AS q FROM allitems WHERE rate > 0.05",
+    "SELECT t.qty, COUNT(*) AS n FROM (SELECT * FROM p1.items UNION ALL SELECT * FROM p2.items) t GROUP BY t.qty",
+    "SELECT COUNT(*) AS n FROM (SELECT * FROM p1.items UNION ALL SELECT * FROM p2.items) t",
+])
+def test_unread_columns_are_not_shared(oracle, sql):
+    """`note` (text longer than the SPU takes) and `huge` (beyond fixed point) are in every row of the
+    view and of `SELECT *`, but no operator reads them: they are not shared, so they refuse nothing."""
+    exactly(oracle, sql)
+
+
+def test_read_columns_still_refuse(oracle):
+    """A long text the query does read is still refused by its owner, before sharing."""
+    with pytest.raises(DataError, match="note"):
+        oracle.engine.execute("SELECT COUNT(DISTINCT note) AS n FROM allitems", "p1")

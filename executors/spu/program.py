@@ -151,6 +151,8 @@ def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str
         return kinds[inner.name]
     if isinstance(inner, exp.Null):
         return "int"
+    if isinstance(inner, (exp.Add, exp.Sub, exp.Mul, exp.Neg)) and (scale := exact_scale(inner, kinds)) is not None:
+        return f"decimal.{scale}"  # DECIMAL arithmetic, exact as DuckDB types it (stage.Stage._exact_arithmetic)
     kind = static_kind(inner, lambda c: range_kind(kinds[c.name]))
     if kind is None and isinstance(inner, (exp.Case, exp.If, exp.Coalesce)):
         branches = {expression_kind(b, kinds, where) for b in _branches(inner) if not isinstance(b, exp.Null)}
@@ -160,6 +162,12 @@ def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str
         raise NotSupportedError(f"secret program: {where}: cannot tell the kind of {e.sql(dialect='duckdb')} in "
                                 "secure computation (mixed or unknown kinds)")
     return kind
+
+
+def exact_scale(e: exp.Expression, kinds: dict[str, str]) -> int | None:
+    """The DECIMAL scale DuckDB gives `e` over columns of `kinds` (`ranges.RangePlan.exact_scale`), or None."""
+    plan = RangePlan({c: range_kind(k) for c, k in kinds.items()}, 0, 1, scales=decimal_scales(kinds))
+    return plan.exact_scale(e)
 
 
 def _condition(sql, kinds, where) -> exp.Expression:

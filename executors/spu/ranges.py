@@ -187,8 +187,8 @@ class RangePlan:
             return self.scales.get(e.name)
         if isinstance(e, exp.Literal):
             return decimal_literal(e)[1] if decimal_literal(e) is not None else None
-        if not isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
-            return None
+        if not isinstance(e, (exp.Add, exp.Sub, exp.Mul)) or exp.Null in (type(e.left), type(e.right)):
+            return None  # x + NULL: NULL, computed in fixed point
         own = [self.exact_scale(o) for o in (e.left, e.right)]
         if own == [None, None]:
             return None

@@ -1554,9 +1554,10 @@ class Stage:
     def exact_average(self, node, quotient: ArithShare, nonempty: ArithShare, count: ArithShare, results, value) -> SV:
         """AVG of a DECIMAL revealed as it is: the fixed-point quotient beside the exact one
         (`exact_division.long_divide` of the exact sum by count * 10^s), decoded to the nearest DOUBLE;
-        in expressions, and where the exact division would not fit the ring, the fixed-point one."""
+        in expressions, in a secret program (its AVG is a DOUBLE column) and where the exact division would
+        not fit the ring, the fixed-point one."""
         approximate = SV([quotient], nonempty, "fixed")
-        if len(value) < 4 or node.sql(dialect="duckdb") not in self.revealed_sql():
+        if len(value) < 4 or self.step is None or node.sql(dialect="duckdb") not in self.revealed_sql():
             return approximate
         scale = 10 ** value[3]
         largest = max(self.input_rows, 1) * scale
