@@ -77,6 +77,8 @@ UNION_QUERIES = [  # the SPU stage over a view of every party's rows
     "SELECT AVG(price * rate) AS a, MIN(price * rate) AS lo, MAX(price - fee) AS hi FROM allitems",
     "SELECT COUNT(*) AS n FROM allitems WHERE price * rate > 1000.5 AND price + fee <> 5000.125",
     "SELECT SUM(micro * rate) AS a, SUM(micro - fee) AS b, COUNT(*) AS n FROM allitems WHERE micro > 0.0000015",
+    "SELECT SUM(CASE WHEN qty < 10 THEN price * (1 - rate) ELSE 0 END) AS promo, SUM(COALESCE(fee, 0.5)) AS f, "
+    "MAX(CASE WHEN rate > 0.05 THEN fee ELSE rate END) AS m FROM allitems",
 ]
 PROGRAM_QUERIES = [  # the translation's secret programs (an aggregate of an aggregate)
     "SELECT COUNT(*) AS n, SUM(t.s) AS total FROM (SELECT qty, SUM(fee * rate) AS s FROM allitems "
@@ -84,6 +86,8 @@ PROGRAM_QUERIES = [  # the translation's secret programs (an aggregate of an agg
     "SELECT MAX(t.s) AS m, MIN(t.d) AS d FROM (SELECT qty, SUM(price - fee * 2) AS s, MIN(-fee + 0.0005) AS d "
     "FROM allitems GROUP BY qty) t",
     "SELECT t.c, COUNT(*) AS n FROM (SELECT qty, COUNT(*) AS c FROM allitems GROUP BY qty) t GROUP BY t.c",
+    "SELECT SUM(t.s) AS s, MIN(t.c) AS c FROM (SELECT qty, SUM(CASE WHEN qty < 10 THEN fee * rate ELSE 0 END) AS s, "
+    "MAX(COALESCE(fee, rate)) AS c FROM allitems GROUP BY qty) t",
 ]
 JOIN_QUERIES = [  # the spine's SPU stage (a join across two parties)
     "SELECT SUM(a.price * b.rate) AS revenue FROM p1.items a JOIN p2.items b ON a.id = b.id "
@@ -91,6 +95,8 @@ JOIN_QUERIES = [  # the spine's SPU stage (a join across two parties)
     "SELECT SUM(a.price * (1 - b.rate)) AS s, SUM(a.fee + b.price) AS t, AVG(a.price * b.rate) AS m "
     "FROM p1.items a JOIN p2.items b ON a.id = b.id",
     "SELECT COUNT(*) AS n FROM p1.items a JOIN p2.items b ON a.id = b.id WHERE a.price * b.rate >= b.price * a.rate",
+    "SELECT SUM(CASE WHEN b.qty > 20 THEN a.price * (1 - b.rate) ELSE 0 END) AS promo, "
+    "SUM(COALESCE(a.fee, b.rate)) AS f FROM p1.items a JOIN p2.items b ON a.id = b.id",
 ]
 
 

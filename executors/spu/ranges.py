@@ -187,13 +187,25 @@ class RangePlan:
             return self.scales.get(e.name)
         if isinstance(e, exp.Literal):
             return decimal_literal(e)[1] if decimal_literal(e) is not None else None
+        if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):  # the branches at the larger scale
+            return self._common_scale([b for b in _branches(e) if not isinstance(b, exp.Null)])
         if not isinstance(e, (exp.Add, exp.Sub, exp.Mul)) or exp.Null in (type(e.left), type(e.right)):
             return None  # x + NULL: NULL, computed in fixed point
-        own = [self.exact_scale(o) for o in (e.left, e.right)]
-        if own == [None, None]:
+        scales = self._scales([e.left, e.right])
+        return None if scales is None else sum(scales) if isinstance(e, exp.Mul) else max(scales)
+
+    def _scales(self, operands: list[exp.Expression]) -> list[int] | None:
+        """The operands' scales where DuckDB computes with them in DECIMAL (integers at scale 0; one at
+        least a DECIMAL), else None."""
+        own = [self.exact_scale(o) for o in operands]
+        if not operands or all(s is None for s in own):
             return None
-        scales = [s if s is not None else 0 if self.info(o)[0] == "int" else None for s, o in zip(own, (e.left, e.right))]
-        return None if None in scales else sum(scales) if isinstance(e, exp.Mul) else max(scales)
+        scales = [s if s is not None else 0 if self.info(o)[0] == "int" else None for s, o in zip(own, operands)]
+        return None if None in scales else scales
+
+    def _common_scale(self, operands: list[exp.Expression]) -> int | None:
+        scales = self._scales(operands)
+        return None if scales is None else max(scales)
 
     def exact_limit(self, scale: int | None, limit: float) -> float:
         """`limit` (in SQL units, for fixed point's 2^F ring units per unit) for a value whose exact limb counts
@@ -309,7 +321,7 @@ class RangePlan:
             for cond in _conditions(e):
                 self.need(cond, 2.0, why)
             for value in _branches(e):
-                self.need(value, min(limit, self.reveal_range(kind)), why)
+                self.need(value, self.exact_limit(self.exact_scale(e), min(limit, self.reveal_range(kind))), why)
             return None
         if isinstance(e, exp.Cast):
             return self.need(e.this, min(limit, self.reveal_range(kind)), why)

@@ -62,7 +62,8 @@ LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
 EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: both limbs' sums (`exact_average`)
                       *ROUNDING, exp.Cast,  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
                       exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
-                      exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)  # compared exactly: `_exact_compare`
+                      exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,  # compared exactly: `_compared_numbers`
+                      exp.If, exp.Case, exp.Coalesce)  # CASE / COALESCE of DECIMALs: `_aligned`
 
 
 @dataclass
@@ -769,7 +770,7 @@ class Stage:
         if isinstance(e, (exp.Case, exp.If)):
             return self._case(e)
         if isinstance(e, exp.Coalesce):
-            values = [self.secret(self.ev(a)) for a in [e.this, *e.expressions]]
+            values = [self._secret_value(self.ev(a)) for a in [e.this, *e.expressions]]
             acc = values[-1]
             for v in reversed(values[:-1]):
                 acc = self._mux(v.valid, v, acc)
@@ -1402,13 +1403,38 @@ class Stage:
         return SV([known_true], known_true + known_false, "bool")
 
     def _mux(self, c: ArithShare, x: SV, y: SV) -> SV:
-        if x.kind != y.kind:
-            if "text" in (x.kind, y.kind):
-                raise NotSupportedError("CASE mixing text and numbers in secure computation")
-            x, y = self.to_fixed(x), self.to_fixed(y)
+        x, y = self._aligned(x, y)
         items = [(c, xl, yl) for xl, yl in zip(x.limbs, y.limbs)] + [(c, x.valid, y.valid)]
         out = compare.mux_many(self.s, items)
         return SV(out[:-1], out[-1], x.kind)
+
+    def _aligned(self, x: SV, y: SV) -> tuple[SV, SV]:
+        """Two results of one CASE / COALESCE in one kind, as DuckDB types them: DECIMALs and integers
+        as a DECIMAL of the larger scale (exact), other numbers as fixed point."""
+        if x.kind == y.kind:
+            return x, y
+        if "text" in (x.kind, y.kind):
+            raise NotSupportedError("CASE mixing text and numbers in secure computation")
+        scales = [0 if v.kind == "int" else decimal_scale(v.kind) for v in (x, y)]
+        if None in scales:
+            return self.to_fixed(x), self.to_fixed(y)
+        return self.rescaled(x, max(scales)), self.rescaled(y, max(scales))
+
+    def rescaled(self, v: SV, scale: int) -> SV:
+        """An integer or a DECIMAL of a scale <= `scale` as DECIMAL(p, scale), exactly (a public factor)."""
+        own = 0 if v.kind == "int" else decimal_scale(v.kind)
+        if own == scale and v.kind != "int":
+            return v
+        fixed = v.limbs[1] if v.kind != "int" else self.to_fixed(v).value
+        return SV([v.limbs[0] * 10 ** (scale - own), fixed], v.valid, f"decimal.{scale}")
+
+    def _secret_value(self, v, n: int | None = None) -> SV:
+        """`secret`, a DECIMAL literal as a DECIMAL (exact limb and fixed-point limb)."""
+        if isinstance(v, PV) and v.exact is not None:
+            n = self.n if n is None else n
+            exact = arith.public(self.s, np.full(n, v.exact[0], dtype=np.int64))
+            return SV([exact, self.const(v.value, "fixed", n).value], self.ones(n), f"decimal.{v.exact[1]}")
+        return self.secret(v, n)
 
     def _case(self, e) -> SV:
         if isinstance(e, exp.If):
@@ -1419,9 +1445,9 @@ class Stage:
             branches, default = [(i.this, i.args["true"]) for i in e.args["ifs"]], e.args.get("default")
         values = [self.ev(v) for _, v in branches]
         kind = next((v.kind for v in values if isinstance(v, SV)), values[0].kind)
-        acc = self.secret(self.ev(default) if default is not None else PV(None, kind))
+        acc = self._secret_value(self.ev(default) if default is not None else PV(None, kind))
         for cond, value in reversed(list(zip([c for c, _ in branches], values))):
-            acc = self._mux(self.truth(self.ev(cond)), self.secret(value), acc)
+            acc = self._mux(self.truth(self.ev(cond)), self._secret_value(value), acc)
         return acc
 
     # -- aggregates -----------------------------------------------------------------------------
