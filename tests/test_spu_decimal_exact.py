@@ -142,3 +142,20 @@ def test_read_columns_still_refuse(oracle):
     """A long text the query does read is still refused by its owner, before sharing."""
     with pytest.raises(DataError, match="note"):
         oracle.engine.execute("SELECT COUNT(DISTINCT note) AS n FROM allitems", "p1")
+
+
+def test_union_of_decimal_scales_is_exact(tmp_path, federation_writer, plaintext_grants, oracle_for):
+    """A UNION ALL of DECIMAL(15, 2), DECIMAL(12, 3) and INTEGER columns is DECIMAL at scale 3 in DuckDB:
+    0.0011 + 0.001 must not become one fixed-point value."""
+    rng = np.random.default_rng(5)
+    parts = {"p1": pa.decimal128(15, 2), "p2": pa.decimal128(12, 3), "p3": pa.int32()}
+    tables = {p: {"items": pa.table({"v": pa.array(
+        [decimal.Decimal(int(x)).scaleb(-(t.scale if pa.types.is_decimal(t) else 0)) for x in rng.integers(-9999, 9999, 60)]
+        if pa.types.is_decimal(t) else rng.integers(-99, 99, 60), t)})} for p, t in parts.items()}
+    union = " UNION ALL ".join(f"SELECT v FROM {p}.items" for p in parts)
+    engine = Engine(federation_writer(tmp_path, tables, f'[views]\nallv = "{union}"\n\n' + plaintext_grants(tuple(parts)),
+                                      parties=tuple(parts)))
+    try:
+        exactly(oracle_for(engine), "SELECT SUM(v) AS s, MIN(v) AS lo, COUNT(*) AS n FROM allv WHERE v > 0.005")
+    finally:
+        engine.close()

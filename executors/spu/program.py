@@ -36,7 +36,8 @@ from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.stage import SV, nulls_zeroed, spu_refusal, static_kind
-from sqlsecure.executors.spu.values import decimal_scale, decimal_scales, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
+from sqlsecure.executors.spu.values import (decimal_scale, decimal_scales, decode_column, encode, kind_of, limb_fracs,
+                                           limbs_of, range_kind, union_decimal_scale)
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
@@ -235,14 +236,6 @@ def merged_kind(kinds: list[str], where: str) -> str:
     if all(k in ("int", "fixed") or decimal_scale(k) is not None for k in kinds):
         return "fixed"
     raise ProtocolError(f"secret program: {where}: a UNION ALL column has kinds {sorted(set(kinds))}")
-
-
-def union_decimal_scale(kinds: list[str]) -> int | None:
-    """The largest scale when every kind is int or a decimal and one at least is a decimal."""
-    scales = [0 if k == "int" else decimal_scale(k) for k in kinds]
-    if None in scales or all(k == "int" for k in kinds):
-        return None
-    return max(scales)
 
 
 def _union_all(spec, path, inputs) -> Node:

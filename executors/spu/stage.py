@@ -45,7 +45,7 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MICROS_PER_DAY, TEXT_LIMBS, decimal_scale,
                                            decimal_scales, decode_column, encode, kind_of, limb_fracs, limbs_of,
-                                           quotient_bits, range_kind)
+                                           quotient_bits, range_kind, union_decimal_scale)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, functions, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
@@ -1415,10 +1415,10 @@ class Stage:
             return x, y
         if "text" in (x.kind, y.kind):
             raise NotSupportedError("CASE mixing text and numbers in secure computation")
-        scales = [0 if v.kind == "int" else decimal_scale(v.kind) for v in (x, y)]
-        if None in scales:
+        scale = union_decimal_scale([x.kind, y.kind])
+        if scale is None:
             return self.to_fixed(x), self.to_fixed(y)
-        return self.rescaled(x, max(scales)), self.rescaled(y, max(scales))
+        return self.rescaled(x, scale), self.rescaled(y, scale)
 
     def rescaled(self, v: SV, scale: int) -> SV:
         """An integer or a DECIMAL of a scale <= `scale` as DECIMAL(p, scale), exactly (a public factor)."""
@@ -2033,8 +2033,10 @@ def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tu
     for column, found in kinds.items():
         if len(found) == 1:
             merged[column] = found.pop()
+        elif (scale := union_decimal_scale(list(found))) is not None:
+            merged[column] = f"decimal.{scale}"  # integers and DECIMALs of several scales: exact, as in DuckDB
         elif all(k in ("int", "fixed") or decimal_scale(k) is not None for k in found):
-            merged[column] = "fixed"  # decimals of several scales, or with other numbers: fixed point
+            merged[column] = "fixed"  # DECIMALs with DOUBLEs: fixed point
         else:
             raise NotSupportedError(f"column {column!r} has values of kinds {sorted(found)} in different branches")
     return merged, rows

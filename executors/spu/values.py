@@ -89,6 +89,15 @@ def decimal_scales(kinds: dict[str, str]) -> dict[str, int]:
     return {column: scale for column, kind in kinds.items() if (scale := decimal_scale(kind)) is not None}
 
 
+def union_decimal_scale(kinds: list[str]) -> int | None:
+    """The largest scale when every kind is int or a decimal and one at least is a decimal: the scale of
+    DuckDB's UNION ALL (or CASE) of them."""
+    scales = [0 if k == "int" else decimal_scale(k) for k in kinds]
+    if None in scales or all(k == "int" for k in kinds):
+        return None
+    return max(scales)
+
+
 def quotient_bits(kind: str) -> int | None:
     """The fractional bits m of a `quotient.<m>` kind (an exact AVG of a DECIMAL), None for any other."""
     return int(kind.split(".", 1)[1]) if kind.startswith("quotient.") else None
