@@ -159,3 +159,34 @@ def test_union_of_decimal_scales_is_exact(tmp_path, federation_writer, plaintext
         exactly(oracle_for(engine), "SELECT SUM(v) AS s, MIN(v) AS lo, COUNT(*) AS n FROM allv WHERE v > 0.005")
     finally:
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def big_prices(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """Two parties' line items with prices up to 5e7: beyond the square root of a SUM's range over their rows."""
+    tables = {}
+    for i, party in enumerate(PARTIES[:2]):
+        rng = np.random.default_rng(40 + i)
+        tables[party] = {"items": pa.table({"price": pa.array(cents(rng, 400, 10 ** 8, 5 * 10 ** 9), PRICE),
+                                            "rate": pa.array(cents(rng, 400, 0, 11), RATE),
+                                            "qty": pa.array(rng.integers(1, 50, 400), pa.int32())})}
+    union = " UNION ALL ".join(f"SELECT price, rate, qty FROM {p}.items" for p in PARTIES[:2])
+    directory = tmp_path_factory.mktemp("big")
+    engine = Engine(federation_writer(directory, tables, f'[views]\nlineitem = "{union}"\n\n' +
+                                      plaintext_grants(PARTIES[:2]), parties=PARTIES[:2]))
+    yield oracle_for(engine)
+    engine.close()
+
+
+def test_a_filter_bounds_the_factor_it_keeps(big_prices):
+    """Secrecy's Q6 at 10^5 rows: `discount BETWEEN 0.05 AND 0.07` bounds the other factor's room in
+    SUM(price * discount) by 0.07 on every counted row (a dropped row adds 0 whatever its product), so
+    prices beyond the square root of the SUM's range are answered, exactly."""
+    exactly(big_prices, "SELECT SUM(price * rate) AS revenue FROM lineitem WHERE rate BETWEEN 0.05 AND 0.07 "
+                        "AND qty < 24")
+
+
+def test_an_unbounded_factor_is_still_refused(big_prices):
+    """Without a bound on both sides of the factor, the product's range is split between its operands."""
+    with pytest.raises(DataError, match="price"):
+        big_prices.engine.execute("SELECT SUM(price * rate) AS revenue FROM lineitem WHERE rate > 0.05", "p1")

@@ -80,6 +80,8 @@ class RangePlan:
     rows: int
     limits: dict[str, Limit] = field(default_factory=dict)
     scales: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, float] = field(default_factory=dict)  # |x| <= bound on every row the WHERE keeps
+    weighted: bool = False  # walking an aggregate's argument: only the rows the WHERE keeps count
 
     def __post_init__(self):
         self.rows = max(self.rows, 1)
@@ -100,7 +102,8 @@ class RangePlan:
             return self.info(e.this)
         if isinstance(e, exp.Column):
             kind = self.kinds.get(e.name, "int")
-            return kind, self.limits[e.name].value if e.name in self.limits else 2.0 ** REVEAL_BITS
+            bound = self.limits[e.name].value if e.name in self.limits else 2.0 ** REVEAL_BITS
+            return kind, min(bound, self.filtered.get(e.name, bound) * 1.001) if self.weighted else bound
         if isinstance(e, exp.Literal):
             if e.is_string:
                 return "text", 0.0
@@ -220,6 +223,8 @@ class RangePlan:
         if isinstance(e, (exp.Paren, exp.Neg)):
             return self.need(e.this, limit, why)
         if isinstance(e, exp.Column):
+            if self.weighted and e.name in self.filtered and self.filtered[e.name] * 1.001 <= limit:
+                return None  # the WHERE bounds it on every row that counts; the others are weighted by 0
             if e.name in self.limits and limit < self.limits[e.name].value:
                 self.limits[e.name] = Limit(limit, why)
             return None
@@ -329,18 +334,27 @@ class RangePlan:
             if isinstance(e.this, exp.Distinct):
                 self._need_compared(e.this.expressions, f"{e.sql()} sorts its argument")
             return None
-        if isinstance(e, exp.Sum):
-            limit = min(limit, self.reveal_range(self.info(e.this)[0])) / self.rows
-            return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
-        if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared)
-            limit = min(limit, self.compare_range("fixed") / self.rows)
-            return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
-        if isinstance(e, (exp.Min, exp.Max)):
-            return self.need(e.this, min(limit, self.compare_range(self.info(e.this)[0])), f"{e.sql()} compares")
+        if isinstance(e, (exp.Sum, exp.Avg, exp.Min, exp.Max)):
+            return self._need_weighted(e, limit, why)
         if isinstance(e, exp.Window):
             return self._need_compared([o.this for o in (e.args.get("order") or exp.Order()).expressions],
                                        f"{e.sql()} sorts")
         return None
+
+    def _need_weighted(self, e: exp.AggFunc, limit: float, why: str) -> None:
+        """SUM, AVG, MIN, MAX: their argument on the rows the WHERE keeps (`filtered` bounds hold there; a
+        row it drops enters as 0 or as MIN/MAX's fill, whatever its value)."""
+        weighted, self.weighted = self.weighted, True
+        try:
+            if isinstance(e, exp.Sum):
+                limit = min(limit, self.reveal_range(self.info(e.this)[0])) / self.rows
+                return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
+            if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared)
+                limit = min(limit, self.compare_range("fixed") / self.rows)
+                return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
+            return self.need(e.this, min(limit, self.compare_range(self.info(e.this)[0])), f"{e.sql()} compares")
+        finally:
+            self.weighted = weighted
 
     def _need_secret_division(self, e: exp.Expression, limit: float, why: str) -> None:
         """x / y, x // y, x % y by a secret y: compare.divide's range (spu.functions: |x| < 2^27, |y| below
@@ -536,6 +550,33 @@ def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scale
         plan.need(parse(step.having), 2.0, "HAVING")
     for index, _, _ in step.order or ():
         plan._need_compared([outputs[index]], "ORDER BY")
+    plan.filtered = filter_bounds([parse(sql) for sql in step.filters])
     for e in outputs:
         plan.need(e, plan.reveal_range(plan.info(e)[0]), "the result")
     return plan
+
+
+def filter_bounds(conditions: list[exp.Expression]) -> dict[str, float]:
+    """Column -> B with |column| <= B on every row all `conditions` keep (conjuncts `x BETWEEN a AND b`, or
+    both `x >= a` and `x <= b`, with constants): so `SUM(price * discount) ... WHERE discount BETWEEN 0.05
+    AND 0.07` leaves price the room of a product by 0.07, not the square root of a product's range."""
+    low, high = {}, {}
+    conjuncts = list(conditions)
+    while conjuncts:
+        c = conjuncts.pop().unnest()
+        if isinstance(c, exp.And):
+            conjuncts += [c.this, c.expression]
+        elif isinstance(c, exp.Between) and isinstance(c.this, exp.Column):
+            _bound(low, c.this.name, constant(c.args["low"]), max)
+            _bound(high, c.this.name, constant(c.args["high"]), min)
+        elif isinstance(c, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
+            column, value, upper = (c.left, constant(c.right), isinstance(c, (exp.LT, exp.LTE))) \
+                if isinstance(c.left, exp.Column) else (c.right, constant(c.left), isinstance(c, (exp.GT, exp.GTE)))
+            if isinstance(column, exp.Column):
+                _bound(high if upper else low, column.name, value, min if upper else max)
+    return {name: max(abs(low[name]), abs(high[name])) for name in low.keys() & high.keys()}
+
+
+def _bound(bounds: dict[str, float], name: str, value, tighter) -> None:
+    if value is not None:
+        bounds[name] = tighter(bounds[name], float(value)) if name in bounds else float(value)
