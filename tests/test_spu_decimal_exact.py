@@ -78,7 +78,7 @@ UNION_QUERIES = [  # the SPU stage over a view of every party's rows
     "SELECT COUNT(*) AS n FROM allitems WHERE price * rate > 1000.5 AND price + fee <> 5000.125",
     "SELECT SUM(micro * rate) AS a, SUM(micro - fee) AS b, COUNT(*) AS n FROM allitems WHERE micro > 0.0000015",
     "SELECT SUM(CASE WHEN qty < 10 THEN price * (1 - rate) ELSE 0 END) AS promo, SUM(COALESCE(fee, 0.5)) AS f, "
-    "MAX(CASE WHEN rate > 0.05 THEN fee ELSE rate END) AS m FROM allitems",
+    "MAX(CASE WHEN rate > 0.05 THEN fee ELSE rate END) AS m, SUM(ABS(fee - 1)) AS a FROM allitems",
 ]
 PROGRAM_QUERIES = [  # the translation's secret programs (an aggregate of an aggregate)
     "SELECT COUNT(*) AS n, SUM(t.s) AS total FROM (SELECT qty, SUM(fee * rate) AS s FROM allitems "
@@ -88,6 +88,7 @@ PROGRAM_QUERIES = [  # the translation's secret programs (an aggregate of an agg
     "SELECT t.c, COUNT(*) AS n FROM (SELECT qty, COUNT(*) AS c FROM allitems GROUP BY qty) t GROUP BY t.c",
     "SELECT SUM(t.s) AS s, MIN(t.c) AS c FROM (SELECT qty, SUM(CASE WHEN qty < 10 THEN fee * rate ELSE 0 END) AS s, "
     "MAX(COALESCE(fee, rate)) AS c FROM allitems GROUP BY qty) t",
+    "SELECT MAX(t.a) AS a FROM (SELECT qty, SUM(ABS(fee) * rate) AS a FROM allitems GROUP BY qty) t",
 ]
 JOIN_QUERIES = [  # the spine's SPU stage (a join across two parties)
     "SELECT SUM(a.price * b.rate) AS revenue FROM p1.items a JOIN p2.items b ON a.id = b.id "

@@ -152,7 +152,7 @@ def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str
         return kinds[inner.name]
     if isinstance(inner, exp.Null):
         return "int"
-    if isinstance(inner, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Case, exp.If, exp.Coalesce)) and \
+    if isinstance(inner, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs, exp.Case, exp.If, exp.Coalesce)) and \
             (scale := exact_scale(inner, kinds)) is not None:
         return f"decimal.{scale}"  # DECIMAL arithmetic, exact as DuckDB types it (stage.Stage._exact_arithmetic)
     kind = static_kind(inner, lambda c: range_kind(kinds[c.name]))

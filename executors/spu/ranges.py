@@ -12,6 +12,10 @@ exact while its ring encoding stays within these ranges (|raw| counts ring units
                        cheaper, where the limits prove |x*y| < 2^(62-2F)); fixed x public real
                        constant |x*c| < 2^(62-2F) (1.07e9: one truncation of the 2F-bit product)
   SUM over n rows      |sum| within the range of where it is used, so each term |x| < range / n
+                       (inside SUM/AVG/MIN/MAX, a column the WHERE bounds on both sides by constants
+                       counts with that bound: a row the WHERE drops adds 0 whatever it holds)
+  DECIMAL(p, s)        its exact limb x * 10^s within the same ranges: for s > 4 (10^s > 2^F) the
+                       limits shrink by 2^F / 10^s (`exact_scale`: a product adds the scales)
   text                 at most TEXT_LIMBS * LIMB_BYTES bytes of UTF-8 (`values.text_limbs`)
 
 An intermediate's range cannot be checked after it has wrapped around the ring, so it is proven
@@ -184,7 +188,7 @@ class RangePlan:
     def exact_scale(self, e: exp.Expression) -> int | None:
         """The scale s of e's exact DECIMAL limb (x * 10^s, as DuckDB types e: a product adds its operands'
         scales, a sum takes the larger; `stage.Stage._exact_arithmetic`), None where e has none."""
-        if isinstance(e, (exp.Paren, exp.Neg, exp.Sum, exp.Min, exp.Max)):
+        if isinstance(e, (exp.Paren, exp.Neg, exp.Abs, exp.Sum, exp.Min, exp.Max)):
             return self.exact_scale(e.this)
         if isinstance(e, exp.Column):
             return self.scales.get(e.name)

@@ -61,7 +61,7 @@ AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
 EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: both limbs' sums (`exact_average`)
                       *ROUNDING, exp.Cast,  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
-                      exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
+                      exp.Paren, exp.Neg, exp.Abs, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
                       exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,  # compared exactly: `_compared_numbers`
                       exp.If, exp.Case, exp.Coalesce)  # CASE / COALESCE of DECIMALs: `_aligned`
 
@@ -777,8 +777,8 @@ class Stage:
             return acc
         if isinstance(e, exp.Abs):
             v = self.secret(self.ev(e.this))
-            _numeric_only(e, v)
-            return SV([compare.abs_(s, v.value)], v.valid, v.kind)
+            _numeric_only(e, v if decimal_scale(v.kind) is None else self.to_fixed(v))
+            return SV([compare.abs_(s, limb) for limb in v.limbs], v.valid, v.kind)  # a DECIMAL: both limbs
         if isinstance(e, exp.Like):
             return self._like(e)
         if isinstance(e, ROUNDING):
