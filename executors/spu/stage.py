@@ -843,9 +843,8 @@ class Stage:
         (x, sx), (y, sy) = parts
         if isinstance(e, exp.Mul):
             scale = sx + sy
-            exact = x * y if isinstance(x, int) and isinstance(y, int) else \
-                arith.beaver_mul(self.s, x, y) if not isinstance(x, int) and not isinstance(y, int) else \
-                (x * y if isinstance(y, int) else y * x)
+            shared = not isinstance(x, int) and not isinstance(y, int)
+            exact = arith.beaver_mul(self.s, x, y) if shared else y * x if isinstance(x, int) else x * y
         else:
             scale = max(sx, sy)
             x, y = x * 10 ** (scale - sx), y * 10 ** (scale - sy)
