@@ -214,9 +214,15 @@ class RangePlan:
         scales = self._scales(operands)
         return None if scales is None else max(scales)
 
+    def room(self, e: exp.Expression, ring_range: float) -> float:
+        """A ring range (`reveal_range` / `compare_range`, in SQL units) for e, whose exact DECIMAL limb may
+        count more ring units per unit than fixed point (`exact_limit`)."""
+        return self.exact_limit(self.exact_scale(e), ring_range)
+
     def exact_limit(self, scale: int | None, limit: float) -> float:
-        """`limit` (in SQL units, for fixed point's 2^F ring units per unit) for a value whose exact limb counts
-        10^scale ring units per unit: smaller by 2^F / 10^scale where that is below 1."""
+        """A ring range `limit` (in SQL units, for fixed point's 2^F ring units per unit) for a value whose exact
+        limb counts 10^scale ring units per unit: smaller by 2^F / 10^scale where that is below 1. Applied to
+        ranges, never to a limit already derived from one."""
         if scale is None or 10 ** scale <= 2 ** self.frac:
             return limit
         return limit * 2.0 ** self.frac / 10.0 ** scale
@@ -248,10 +254,10 @@ class RangePlan:
             date = e.right if calendar_interval(e.left) else e.left  # spu.functions.add_months: civil_from_days
             return self.need(date, self.calendar_limit(date), f"{e.sql()} moves a date by calendar months")
         if isinstance(e, (exp.Add, exp.Sub)):
-            limit = self.exact_limit(self.exact_scale(e), min(limit, self.reveal_range(kind)))
+            limit = min(limit, self.room(e, self.reveal_range(kind)))
             return self._need_sum(e.left, e.right, limit, kind, why)
         if isinstance(e, exp.Mul):
-            return self._need_product(e, self.exact_limit(self.exact_scale(e), min(limit, self.reveal_range(kind))), why)
+            return self._need_product(e, min(limit, self.room(e, self.reveal_range(kind))), why)
         if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)) and constant(e.right) is None:
             return self._need_secret_division(e, limit, why)
         if isinstance(e, (exp.IntDiv, exp.Mod)):  # by a constant: an exact division of |x| < 2^61
@@ -330,7 +336,7 @@ class RangePlan:
             for cond in _conditions(e):
                 self.need(cond, 2.0, why)
             for value in _branches(e):
-                self.need(value, self.exact_limit(self.exact_scale(e), min(limit, self.reveal_range(kind))), why)
+                self.need(value, min(limit, self.room(e, self.reveal_range(kind))), why)
             return None
         if isinstance(e, exp.Cast):
             return self.need(e.this, min(limit, self.reveal_range(kind)), why)
@@ -351,12 +357,13 @@ class RangePlan:
         weighted, self.weighted = self.weighted, True
         try:
             if isinstance(e, exp.Sum):
-                limit = min(limit, self.reveal_range(self.info(e.this)[0])) / self.rows
+                limit = min(limit, self.room(e, self.reveal_range(self.info(e.this)[0]))) / self.rows
                 return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
             if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared)
-                limit = min(limit, self.compare_range("fixed") / self.rows)
+                limit = min(limit, self.compare_range("fixed"), self.room(e.this, self.reveal_range("fixed"))) / self.rows
                 return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
-            return self.need(e.this, min(limit, self.compare_range(self.info(e.this)[0])), f"{e.sql()} compares")
+            return self.need(e.this, min(limit, self.room(e, self.compare_range(self.info(e.this)[0]))),
+                             f"{e.sql()} compares")
         finally:
             self.weighted = weighted
 
