@@ -18,6 +18,7 @@ the mask on the result only where the column reaches the outputs as is, so every
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -68,6 +69,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     ((column, party) -> Mask, the policy's) which revealed columns their owners mask; `dp`: the
     outermost aggregate's outputs are noised on shares before they open (translate_dp.py)."""
     root = build_tree(tree, catalog)
+    root = pruned(root, frozenset(root.columns))
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
     check_size(root, catalog)
@@ -231,6 +233,54 @@ def kind_of(column: str, dtype: str | None) -> str:
         raise NotSupportedError(f"column {column} is of type {dtype or 'unknown'}, which secure computation does "
                                 "not take; CAST it to an integer, DECIMAL, DOUBLE, DATE, TIMESTAMP, BOOLEAN or VARCHAR")
     return kind
+
+
+# -- program inputs carry only the columns the query reads ------------------------------------------
+def pruned(op: Op, needed: frozenset[str]) -> Op:
+    """`op` without the output columns no operator above reads (`needed`), down to its scans, so a
+    program input shares only what the program computes with: a view's or `SELECT *`'s other columns
+    (a long text, an out-of-range number) are never encoded, checked or shared. DISTINCT and set
+    operations compare whole rows and aggregates define their outputs: those keep every column they read."""
+    if isinstance(op, Scan):
+        names = tuple(n for n in op.names if f"{op.alias}.{n}" in needed) or op.names[:1]
+        return dataclasses.replace(op, names=names)
+    if isinstance(op, Project):
+        items = tuple(item for item in op.items if item[0] in needed) or op.items[:1]
+        return dataclasses.replace(op, child=pruned(op.child, _reads(*(sql for _, sql in items))), items=items)
+    if isinstance(op, UnionAll):
+        kept = [i for i, c in enumerate(op.columns) if c in needed] or [0]
+        return UnionAll(tuple(pruned(branch, frozenset(branch.columns[i] for i in kept)) for branch in op.inputs))
+    if isinstance(op, (Distinct, SetOp, Aggregate)):
+        needed = frozenset(c for child in op.children for c in child.columns) if not isinstance(op, Aggregate) \
+            else _reads(*(sql for _, sql in op.keys), *(a[2] for a in op.aggregates))
+        return dataclasses.replace(op, **{_child_field(op, child): pruned(child, needed)
+                                          for child in op.children})
+    needed = needed | _reads(*_expressions(op))
+    return dataclasses.replace(op, **{_child_field(op, child): pruned(child, needed & frozenset(child.columns))
+                                      for child in op.children})
+
+
+def _child_field(op: Op, child: Op) -> str:
+    """The dataclass field of `op` that holds `child`."""
+    return next(f.name for f in dataclasses.fields(op) if getattr(op, f.name) is child)
+
+
+def _expressions(op: Op) -> list[str | None]:
+    """The SQL an operator evaluates over its children's columns (filters, keys, join conditions, orders)."""
+    if isinstance(op, Filter):
+        return [op.condition]
+    if isinstance(op, Join):
+        return [*op.left_keys, *op.right_keys, op.condition]
+    if isinstance(op, Window):
+        return [op.arg, *op.partition, *(sql for sql, _, _ in op.order)]
+    if isinstance(op, Sort):
+        return [sql for sql, _, _ in op.keys]
+    return []
+
+
+def _reads(*sqls: str | None) -> frozenset[str]:
+    """The column names SQL expressions over a relation read (each a quoted identifier)."""
+    return frozenset(c.name for sql in sqls if sql for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column))
 
 
 # -- the secret part, one function per operator ----------------------------------------------------

@@ -40,7 +40,8 @@ from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
 from sqlsecure.executors.spu.stage import SV, _at_least, nulls_zeroed, spu_refusal, static_kind
-from sqlsecure.executors.spu.values import decimal_scale, decode_column, encode, kind_of, limb_fracs, limbs_of, range_kind
+from sqlsecure.executors.spu.values import (decimal_scale, decimal_scales, decode_column, encode, kind_of, limb_fracs,
+                                           limbs_of, range_kind, union_decimal_scale)
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
@@ -190,6 +191,9 @@ def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str
         return kinds[inner.name]
     if isinstance(inner, exp.Null):
         return "int"
+    if isinstance(inner, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs, exp.Case, exp.If, exp.Coalesce)) and \
+            (scale := exact_scale(inner, kinds)) is not None:
+        return f"decimal.{scale}"  # DECIMAL arithmetic, exact as DuckDB types it (stage.Stage._exact_arithmetic)
     kind = static_kind(inner, lambda c: range_kind(kinds[c.name]))
     if kind is None and isinstance(inner, (exp.Case, exp.If, exp.Coalesce)):
         branches = {expression_kind(b, kinds, where) for b in _branches(inner) if not isinstance(b, exp.Null)}
@@ -199,6 +203,12 @@ def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str
         raise NotSupportedError(f"secret program: {where}: cannot tell the kind of {e.sql(dialect='duckdb')} in "
                                 "secure computation (mixed or unknown kinds)")
     return kind
+
+
+def exact_scale(e: exp.Expression, kinds: dict[str, str]) -> int | None:
+    """The DECIMAL scale DuckDB gives `e` over columns of `kinds` (`ranges.RangePlan.exact_scale`), or None."""
+    plan = RangePlan({c: range_kind(k) for c, k in kinds.items()}, 0, 1, scales=decimal_scales(kinds))
+    return plan.exact_scale(e)
 
 
 def _condition(sql, kinds, where) -> exp.Expression:
@@ -265,14 +275,6 @@ def merged_kind(kinds: list[str], where: str) -> str:
     if all(k in ("int", "fixed") or decimal_scale(k) is not None for k in kinds):
         return "fixed"
     raise ProtocolError(f"secret program: {where}: a UNION ALL column has kinds {sorted(set(kinds))}")
-
-
-def union_decimal_scale(kinds: list[str]) -> int | None:
-    """The largest scale when every kind is int or a decimal and one at least is a decimal."""
-    scales = [0 if k == "int" else decimal_scale(k) for k in kinds]
-    if None in scales or all(k == "int" for k in kinds):
-        return None
-    return max(scales)
 
 
 def _union_all(spec, path, inputs) -> Node:
@@ -494,9 +496,9 @@ def input_limits(program: Program, rows: dict[int, int], frac: int) -> dict[int,
     """Per input and column, the limit (`ranges.Limit`) its owner checks before sharing: every column
     the program computes is written over the input columns and `ranges.RangePlan` proves it exact
     (the same function of the program and the public row counts at every party)."""
-    kinds = {_input_name(i, c): range_kind(k) for i, cols in enumerate(program.inputs) for c, k in cols}
+    kinds = {_input_name(i, c): k for i, cols in enumerate(program.inputs) for c, k in cols}
     biggest = max([largest_rows(program.root, rows), *rows.values(), 1])
-    plan = RangePlan(kinds, frac, biggest)
+    plan = RangePlan({c: range_kind(k) for c, k in kinds.items()}, frac, biggest, scales=decimal_scales(kinds))
     _limit_walk(program.root, plan)
     return {i: {c: plan.limits[_input_name(i, c)] for c, _ in cols} for i, cols in enumerate(program.inputs)}
 

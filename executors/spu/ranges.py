@@ -12,6 +12,10 @@ exact while its ring encoding stays within these ranges (|raw| counts ring units
                        cheaper, where the limits prove |x*y| < 2^(62-2F)); fixed x public real
                        constant |x*c| < 2^(62-2F) (1.07e9: one truncation of the 2F-bit product)
   SUM over n rows      |sum| within the range of where it is used, so each term |x| < range / n
+                       (inside SUM/AVG/MIN/MAX, a column the WHERE bounds on both sides by constants
+                       counts with that bound: a row the WHERE drops adds 0 whatever it holds)
+  DECIMAL(p, s)        its exact limb x * 10^s within the same ranges: for s > 4 (10^s > 2^F) the
+                       limits shrink by 2^F / 10^s (`exact_scale`: a product adds the scales)
   text                 at most TEXT_LIMBS * LIMB_BYTES bytes of UTF-8 (`values.text_limbs`)
 
 An intermediate's range cannot be checked after it has wrapped around the ring, so it is proven
@@ -28,6 +32,7 @@ nothing beyond the fact that some value of the owner's column lies outside.
 
 from __future__ import annotations
 
+import decimal
 import math
 from dataclasses import dataclass, field
 
@@ -57,6 +62,7 @@ EARTH_RADIUS = 6371  # SCQL's default radius (km)
 RADIUS_LIMIT = 2.0 ** 15  # GEODIST's radius when it is secret: the angle times it stays within the ring
 TAN_BOUND = 2.0 ** 8  # |TAN(x)|: rows nearer a pole refuse the query (spu.functions.POLE_DISTANCE)
 DIVIDEND_LIMIT = 2.0 ** 27  # x / y, x // y by a secret y (spu.functions.divide_secret: compare.divide's range)
+MAX_DECIMAL_SCALE = 18  # an exact DECIMAL limb x * 10^s: s <= 18 (10^19 > 2^63)
 DIVISOR_LIMIT = {"int": 2.0 ** 31, "fixed": 2.0 ** 23}  # |y|: its raw encoding below 2^(y_bits - 1)
 
 
@@ -70,12 +76,16 @@ class Limit:
 
 @dataclass
 class RangePlan:
-    """Column limits for one SPU stage: `kinds` column -> kind, `rows` the stage's public row count."""
+    """Column limits for one SPU stage: `kinds` column -> kind, `rows` the stage's public row count,
+    `scales` the scale s of each DECIMAL column (its exact limb counts x * 10^s)."""
 
     kinds: dict[str, str]
     frac: int
     rows: int
     limits: dict[str, Limit] = field(default_factory=dict)
+    scales: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, float] = field(default_factory=dict)  # |x| <= bound on every row the WHERE keeps
+    weighted: bool = False  # walking an aggregate's argument: only the rows the WHERE keeps count
 
     def __post_init__(self):
         self.rows = max(self.rows, 1)
@@ -96,7 +106,8 @@ class RangePlan:
             return self.info(e.this)
         if isinstance(e, exp.Column):
             kind = self.kinds.get(e.name, "int")
-            return kind, self.limits[e.name].value if e.name in self.limits else 2.0 ** REVEAL_BITS
+            bound = self.limits[e.name].value if e.name in self.limits else 2.0 ** REVEAL_BITS
+            return kind, min(bound, self.filtered.get(e.name, bound) * 1.001) if self.weighted else bound
         if isinstance(e, exp.Literal):
             if e.is_string:
                 return "text", 0.0
@@ -174,12 +185,56 @@ class RangePlan:
             return "int", self.rows + 1.0
         return "int", 2.0 ** REVEAL_BITS  # anything else the stage refuses by itself
 
+    def exact_scale(self, e: exp.Expression) -> int | None:
+        """The scale s of e's exact DECIMAL limb (x * 10^s, as DuckDB types e: a product adds its operands'
+        scales, a sum takes the larger; `stage.Stage._exact_arithmetic`), None where e has none."""
+        if isinstance(e, (exp.Paren, exp.Neg, exp.Abs, exp.Sum, exp.Min, exp.Max)):
+            return self.exact_scale(e.this)
+        if isinstance(e, exp.Column):
+            return self.scales.get(e.name)
+        if isinstance(e, exp.Literal):
+            return decimal_literal(e)[1] if decimal_literal(e) is not None else None
+        if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):  # the branches at the larger scale
+            return self._common_scale([b for b in _branches(e) if not isinstance(b, exp.Null)])
+        if not isinstance(e, (exp.Add, exp.Sub, exp.Mul)) or exp.Null in (type(e.left), type(e.right)):
+            return None  # x + NULL: NULL, computed in fixed point
+        scales = self._scales([e.left, e.right])
+        return None if scales is None else sum(scales) if isinstance(e, exp.Mul) else max(scales)
+
+    def _scales(self, operands: list[exp.Expression]) -> list[int] | None:
+        """The operands' scales where DuckDB computes with them in DECIMAL (integers at scale 0; one at
+        least a DECIMAL), else None."""
+        own = [self.exact_scale(o) for o in operands]
+        if not operands or all(s is None for s in own):
+            return None
+        scales = [s if s is not None else 0 if self.info(o)[0] == "int" else None for s, o in zip(own, operands)]
+        return None if None in scales else scales
+
+    def _common_scale(self, operands: list[exp.Expression]) -> int | None:
+        scales = self._scales(operands)
+        return None if scales is None else max(scales)
+
+    def room(self, e: exp.Expression, ring_range: float) -> float:
+        """A ring range (`reveal_range` / `compare_range`, in SQL units) for e, whose exact DECIMAL limb may
+        count more ring units per unit than fixed point (`exact_limit`)."""
+        return self.exact_limit(self.exact_scale(e), ring_range)
+
+    def exact_limit(self, scale: int | None, limit: float) -> float:
+        """A ring range `limit` (in SQL units, for fixed point's 2^F ring units per unit) for a value whose exact
+        limb counts 10^scale ring units per unit: smaller by 2^F / 10^scale where that is below 1. Applied to
+        ranges, never to a limit already derived from one."""
+        if scale is None or 10 ** scale <= 2 ** self.frac:
+            return limit
+        return limit * 2.0 ** self.frac / 10.0 ** scale
+
     # -- backward: make e stay below `limit` ----------------------------------------------------
     def need(self, e: exp.Expression, limit: float, why: str) -> None:
         """Tighten the column limits so that every value of e satisfies |v| < limit."""
         if isinstance(e, (exp.Paren, exp.Neg)):
             return self.need(e.this, limit, why)
         if isinstance(e, exp.Column):
+            if self.weighted and e.name in self.filtered and self.filtered[e.name] * 1.001 <= limit:
+                return None  # the WHERE bounds it on every row that counts; the others are weighted by 0
             if e.name in self.limits and limit < self.limits[e.name].value:
                 self.limits[e.name] = Limit(limit, why)
             return None
@@ -199,9 +254,10 @@ class RangePlan:
             date = e.right if calendar_interval(e.left) else e.left  # spu.functions.add_months: civil_from_days
             return self.need(date, self.calendar_limit(date), f"{e.sql()} moves a date by calendar months")
         if isinstance(e, (exp.Add, exp.Sub)):
-            return self._need_sum(e.left, e.right, min(limit, self.reveal_range(kind)), kind, why)
+            limit = min(limit, self.room(e, self.reveal_range(kind)))
+            return self._need_sum(e.left, e.right, limit, kind, why)
         if isinstance(e, exp.Mul):
-            return self._need_product(e, min(limit, self.reveal_range(kind)), why)
+            return self._need_product(e, min(limit, self.room(e, self.reveal_range(kind))), why)
         if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)) and constant(e.right) is None:
             return self._need_secret_division(e, limit, why)
         if isinstance(e, (exp.IntDiv, exp.Mod)):  # by a constant: an exact division of |x| < 2^61
@@ -280,7 +336,7 @@ class RangePlan:
             for cond in _conditions(e):
                 self.need(cond, 2.0, why)
             for value in _branches(e):
-                self.need(value, min(limit, self.reveal_range(kind)), why)
+                self.need(value, min(limit, self.room(e, self.reveal_range(kind))), why)
             return None
         if isinstance(e, exp.Cast):
             return self.need(e.this, min(limit, self.reveal_range(kind)), why)
@@ -288,18 +344,28 @@ class RangePlan:
             if isinstance(e.this, exp.Distinct):
                 self._need_compared(e.this.expressions, f"{e.sql()} sorts its argument")
             return None
-        if isinstance(e, exp.Sum):
-            limit = min(limit, self.reveal_range(self.info(e.this)[0])) / self.rows
-            return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
-        if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared)
-            limit = min(limit, self.compare_range("fixed") / self.rows)
-            return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
-        if isinstance(e, (exp.Min, exp.Max)):
-            return self.need(e.this, min(limit, self.compare_range(self.info(e.this)[0])), f"{e.sql()} compares")
+        if isinstance(e, (exp.Sum, exp.Avg, exp.Min, exp.Max)):
+            return self._need_weighted(e, limit, why)
         if isinstance(e, exp.Window):
             return self._need_compared([o.this for o in (e.args.get("order") or exp.Order()).expressions],
                                        f"{e.sql()} sorts")
         return None
+
+    def _need_weighted(self, e: exp.AggFunc, limit: float, why: str) -> None:
+        """SUM, AVG, MIN, MAX: their argument on the rows the WHERE keeps (`filtered` bounds hold there; a
+        row it drops enters as 0 or as MIN/MAX's fill, whatever its value)."""
+        weighted, self.weighted = self.weighted, True
+        try:
+            if isinstance(e, exp.Sum):
+                limit = min(limit, self.room(e, self.reveal_range(self.info(e.this)[0]))) / self.rows
+                return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
+            if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared)
+                limit = min(limit, self.compare_range("fixed"), self.room(e.this, self.reveal_range("fixed"))) / self.rows
+                return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
+            return self.need(e.this, min(limit, self.room(e, self.compare_range(self.info(e.this)[0]))),
+                             f"{e.sql()} compares")
+        finally:
+            self.weighted = weighted
 
     def _need_secret_division(self, e: exp.Expression, limit: float, why: str) -> None:
         """x / y, x // y, x % y by a secret y: compare.divide's range (spu.functions: |x| < 2^27, |y| below
@@ -335,6 +401,8 @@ class RangePlan:
         if "text" in kinds and not kinds & {"date", "timestamp"}:  # a string beside a date is cast to one
             return None
         limit = self.compare_range("fixed" if "fixed" in kinds else "int")
+        scales = [s for s in map(self.exact_scale, operands) if s is not None]  # compared at the larger scale
+        limit = self.exact_limit(max(scales), limit) if scales and "fixed" in kinds else limit
         for operand in operands:
             midnight = "timestamp" in kinds and self.info(operand)[0] == "date"  # compared in microseconds
             self.need(operand, limit / MICROS_PER_DAY if midnight else limit, f"{what} compares")
@@ -415,6 +483,21 @@ def literal_value(e: exp.Literal) -> int | float:
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
+def decimal_literal(e: exp.Expression) -> tuple[int, int] | None:
+    """(x * 10^s, s) of a literal DuckDB types DECIMAL(p, s) (digits with a '.', no exponent, p <= 18),
+    else None: the SPU computes with it exactly, as DuckDB does."""
+    if not isinstance(e, exp.Literal) or e.is_string or "." not in e.this or any(c in e.this for c in "eE"):
+        return None
+    try:
+        number = decimal.Decimal(e.this)
+    except decimal.InvalidOperation:
+        return None
+    digits = number.as_tuple()
+    if len(digits.digits) > MAX_DECIMAL_SCALE or not isinstance(digits.exponent, int):
+        return None
+    return int(number.scaleb(-digits.exponent)), -digits.exponent
+
+
 def constant(e: exp.Expression) -> int | float | None:
     """The value of a numeric literal (through parentheses and minus signs), else None."""
     if isinstance(e, exp.Paren):
@@ -464,10 +547,11 @@ def _conditions(e: exp.Expression) -> list[exp.Expression]:
     return [i.this for i in e.args.get("ifs", [])]
 
 
-def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse) -> RangePlan:
+def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scales: dict[str, int] | None = None
+                 ) -> RangePlan:
     """The stage's plan: per input column (`.limits`), the limit its owner checks before sharing (see
     the module docstring); its `info` then bounds every expression of the stage."""
-    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows)
+    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows, scales=dict(scales or {}))
     outputs = [parse(sql) for _, sql in step.outputs]
     for sql in step.filters:
         plan.need(parse(sql), 2.0, "a filter")
@@ -477,6 +561,33 @@ def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse) -> Ra
         plan.need(parse(step.having), 2.0, "HAVING")
     for index, _, _ in step.order or ():
         plan._need_compared([outputs[index]], "ORDER BY")
+    plan.filtered = filter_bounds([parse(sql) for sql in step.filters])
     for e in outputs:
         plan.need(e, plan.reveal_range(plan.info(e)[0]), "the result")
     return plan
+
+
+def filter_bounds(conditions: list[exp.Expression]) -> dict[str, float]:
+    """Column -> B with |column| <= B on every row all `conditions` keep (conjuncts `x BETWEEN a AND b`, or
+    both `x >= a` and `x <= b`, with constants): so `SUM(price * discount) ... WHERE discount BETWEEN 0.05
+    AND 0.07` leaves price the room of a product by 0.07, not the square root of a product's range."""
+    low, high = {}, {}
+    conjuncts = list(conditions)
+    while conjuncts:
+        c = conjuncts.pop().unnest()
+        if isinstance(c, exp.And):
+            conjuncts += [c.this, c.expression]
+        elif isinstance(c, exp.Between) and isinstance(c.this, exp.Column):
+            _bound(low, c.this.name, constant(c.args["low"]), max)
+            _bound(high, c.this.name, constant(c.args["high"]), min)
+        elif isinstance(c, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
+            column, value, upper = (c.left, constant(c.right), isinstance(c, (exp.LT, exp.LTE))) \
+                if isinstance(c.left, exp.Column) else (c.right, constant(c.left), isinstance(c, (exp.GT, exp.GTE)))
+            if isinstance(column, exp.Column):
+                _bound(high if upper else low, column.name, value, min if upper else max)
+    return {name: max(abs(low[name]), abs(high[name])) for name in low.keys() & high.keys()}
+
+
+def _bound(bounds: dict[str, float], name: str, value, tighter) -> None:
+    if value is not None:
+        bounds[name] = tighter(bounds[name], float(value)) if name in bounds else float(value)

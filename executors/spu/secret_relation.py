@@ -89,8 +89,7 @@ def conform(s: SpuSession, v: SV, kind: str) -> SV:
         return Stage(s, None, len(v.valid)).to_fixed(v)
     scale, own = decimal_scale(kind), 0 if v.kind == "int" else decimal_scale(v.kind)
     if scale is not None and own is not None and own <= scale:  # exact: x * 10^scale, and its fixed limb
-        fixed = v.limbs[1] if v.kind != "int" else Stage(s, None, len(v.valid)).to_fixed(v).value
-        return SV([ArithShare(v.limbs[0].data * np.uint64(10 ** (scale - own)), 0), fixed], v.valid, kind)
+        return Stage(s, None, len(v.valid)).rescaled(v, scale)
     if (v.kind, kind) in (("int", "bool"), ("bool", "int")):
         return SV(v.limbs, v.valid, kind)
     raise ProtocolError(f"secret program: a {v.kind} value where the program declares {kind}")

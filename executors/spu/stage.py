@@ -44,12 +44,13 @@ from sqlglot import exp
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MICROS_PER_DAY, TEXT_LIMBS, decimal_scale,
-                                           decode_column, encode, kind_of, limb_fracs, limbs_of, quotient_bits,
-                                           range_kind)
+                                           decimal_scales, decode_column, encode, kind_of, limb_fracs, limbs_of,
+                                           quotient_bits, range_kind, union_decimal_scale)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, functions, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, ROUNDING, TRIG, RangePlan,
-                                           calendar_interval, constant, decimal_scale_of, input_limits, interval_months,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
+                                           RangePlan, calendar_interval, constant, decimal_literal, decimal_scale_of,
+                                           input_limits, interval_months,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
@@ -59,7 +60,10 @@ SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
 EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: both limbs' sums (`exact_average`)
-                      *ROUNDING, exp.Cast)  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
+                      *ROUNDING, exp.Cast,  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
+                      exp.Paren, exp.Neg, exp.Abs, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
+                      exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,  # compared exactly: `_compared_numbers`
+                      exp.If, exp.Case, exp.Coalesce)  # CASE / COALESCE of DECIMALs: `_aligned`
 
 
 @dataclass
@@ -77,10 +81,11 @@ class SV:
 
 @dataclass
 class PV:
-    """A public value (a literal)."""
+    """A public value (a literal); `exact`: (x * 10^s, s) where DuckDB types it DECIMAL(p, s)."""
 
     value: object
     kind: str
+    exact: tuple[int, int] | None = None
 
 
 def _parse(sql: str) -> exp.Expression:
@@ -112,7 +117,12 @@ def literal_value(e: exp.Literal) -> PV:
     if not np.isfinite(number) or abs(number) >= FIXED_LIMIT:
         raise DataError(f"the constant {shown} has no fixed-point encoding on the SPU (a literal; |c| < 2^47): "
                         "compute it at one party or use a smaller constant")
-    return PV(number, "fixed")
+    return PV(number, "fixed", decimal_literal(e))
+
+
+def _is_decimal(v) -> bool:
+    """A DECIMAL operand: a DECIMAL share or a literal DuckDB types DECIMAL."""
+    return v.exact is not None if isinstance(v, PV) else decimal_scale(v.kind) is not None
 
 
 def _numeric_only(where, v) -> None:
@@ -720,22 +730,19 @@ class Stage:
             return PV(None, "int")
         if isinstance(e, exp.Neg):
             v = self.ev(e.this)
-            _numeric_only(e, v)
-            return PV(-v.value, v.kind) if isinstance(v, PV) else SV([-v.value], v.valid, v.kind)
+            if isinstance(v, PV):
+                _numeric_only(e, v)
+                return PV(-v.value, v.kind, v.exact and (-v.exact[0], v.exact[1]))
+            _numeric_only(e, v if decimal_scale(v.kind) is None else self.to_fixed(v))
+            return SV([-limb for limb in v.limbs], v.valid, v.kind)
         if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
             return self._add_months(e)
         if isinstance(e, (exp.Add, exp.Sub)) and any(isinstance(o, exp.Interval) for o in (e.left, e.right)):
             return self._shift(e)
-        if isinstance(e, (exp.Add, exp.Sub)):
+        if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
             a, b = self.ev(e.left), self.ev(e.right)
-            kind = sum_kind(e, a.kind, b.kind)
-            if isinstance(a, PV) and isinstance(b, PV):
-                return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, kind)
-            a, b = self.numeric_pair(a, b)
-            x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
-            return SV([x], self.both_valid(a, b), kind)
-        if isinstance(e, exp.Mul):
-            return self._mul(self.ev(e.left), self.ev(e.right), self._narrow(e))
+            approximate = self._arithmetic(e, self._as_fixed(a), self._as_fixed(b))
+            return self._exact_arithmetic(e, a, b, approximate)
         if isinstance(e, (exp.Div, exp.IntDiv, exp.Mod)):
             return self._divide_or_null(e)
         if isinstance(e, exp.Nullif):  # NULL where x = y (NULL there too where either is NULL: x stays)
@@ -763,15 +770,15 @@ class Stage:
         if isinstance(e, (exp.Case, exp.If)):
             return self._case(e)
         if isinstance(e, exp.Coalesce):
-            values = [self.secret(self.ev(a)) for a in [e.this, *e.expressions]]
+            values = [self._secret_value(self.ev(a)) for a in [e.this, *e.expressions]]
             acc = values[-1]
             for v in reversed(values[:-1]):
                 acc = self._mux(v.valid, v, acc)
             return acc
         if isinstance(e, exp.Abs):
             v = self.secret(self.ev(e.this))
-            _numeric_only(e, v)
-            return SV([compare.abs_(s, v.value)], v.valid, v.kind)
+            _numeric_only(e, v if decimal_scale(v.kind) is None else self.to_fixed(v))
+            return SV([compare.abs_(s, limb) for limb in v.limbs], v.valid, v.kind)  # a DECIMAL: both limbs
         if isinstance(e, exp.Like):
             return self._like(e)
         if isinstance(e, ROUNDING):
@@ -806,6 +813,66 @@ class Stage:
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
         raise NotSupportedError(f"{e.sql()} in secure computation")
+
+    def _arithmetic(self, e: exp.Expression, a, b):
+        """a + b, a - b, a * b of integers and fixed point (a DECIMAL: its fixed-point limb)."""
+        if isinstance(e, exp.Mul):
+            return self._mul(a, b, self._narrow(e))
+        kind = sum_kind(e, a.kind, b.kind)
+        if isinstance(a, PV) and isinstance(b, PV):
+            return PV(a.value + b.value if isinstance(e, exp.Add) else a.value - b.value, kind)
+        a, b = self.numeric_pair(a, b)
+        x = a.value + b.value if isinstance(e, exp.Add) else a.value - b.value
+        return SV([x], self.both_valid(a, b), kind)
+
+    def _as_fixed(self, v):
+        """A DECIMAL operand as fixed point (its second limb, or the literal's DOUBLE), others unchanged."""
+        if isinstance(v, PV):
+            return PV(v.value, v.kind) if v.exact is not None else v
+        return self.to_fixed(v) if decimal_scale(v.kind) is not None else v
+
+    def _exact_arithmetic(self, e: exp.Expression, a, b, approximate):
+        """a + b, a - b, a * b as DuckDB types them where one operand is a DECIMAL and the other a DECIMAL
+        or an integer: DECIMAL(p, max(s1, s2)) for a sum, DECIMAL(p1 + p2, s1 + s2) for a product, its exact
+        limb computed on the operands' exact limbs (a share times a share: one product, no truncation) and
+        `approximate` (the same on their fixed-point limbs) as its fixed-point limb. Anything else:
+        `approximate`. The ring range of the exact limb is proven by `spu.ranges` (`exact_scale`)."""
+        parts = self._exact_operands(a, b)
+        if parts is None:
+            return approximate
+        (x, sx), (y, sy) = parts
+        if isinstance(e, exp.Mul):
+            scale = sx + sy
+            shared = not isinstance(x, int) and not isinstance(y, int)
+            exact = arith.beaver_mul(self.s, x, y) if shared else y * x if isinstance(x, int) else x * y
+        else:
+            scale = max(sx, sy)
+            x, y = x * 10 ** (scale - sx), y * 10 ** (scale - sy)
+            y = -y if isinstance(e, exp.Sub) else y
+            exact = x + y if isinstance(x, int) == isinstance(y, int) else \
+                arith.add_public(self.s, y, x) if isinstance(x, int) else arith.add_public(self.s, x, y)
+        if scale > MAX_DECIMAL_SCALE:
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: a DECIMAL of scale {scale} in secure computation "
+                                    f"(at most {MAX_DECIMAL_SCALE}); CAST an operand to a smaller scale or to DOUBLE")
+        if isinstance(approximate, PV):
+            return PV(approximate.value, approximate.kind, (exact, scale))
+        return SV([exact, approximate.value], approximate.valid, f"decimal.{scale}")
+
+    def _exact_operands(self, a, b):
+        """((x * 10^s, s), (y * 10^t, t)) of two operands DuckDB computes with in DECIMAL (one a DECIMAL,
+        the other a DECIMAL or an integer; a share or a public int each), else None."""
+        parts = [self._exact_part(v) for v in (a, b)]
+        return None if None in parts or not any(map(_is_decimal, (a, b))) else parts
+
+    @staticmethod
+    def _exact_part(v) -> tuple | None:
+        if isinstance(v, PV):
+            if v.exact is not None:
+                return v.exact
+            return (int(v.value), 0) if v.kind == "int" and v.value is not None else None
+        if (scale := decimal_scale(v.kind)) is not None:
+            return v.limbs[0], scale
+        return (v.value, 0) if v.kind == "int" else None
 
     def _to_integer(self, v: SV) -> SV:
         """CAST to an integer as DuckDB does it: a DOUBLE rounds ties to even, a DECIMAL halves away from zero
@@ -1252,11 +1319,22 @@ class Stage:
                 raise NotSupportedError("comparing text with a number in secure computation")
             bit = self._text_compare(op, a, b)
         else:
-            a, b = self.numeric_pair(a, b)
+            x, y = self._compared_numbers(a, b, n)
+            a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
             fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
                   exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
-            bit = fn(s, a.value, b.value, arith=True)
+            bit = fn(s, x if x is not None else a.value, y if y is not None else b.value, arith=True)
         return SV([bit], self.both_valid(a, b), "bool")
+
+    def _compared_numbers(self, a, b, n: int) -> tuple[ArithShare | None, ArithShare | None]:
+        """The exact limbs that compare a DECIMAL with a DECIMAL or an integer as DuckDB does (both at the
+        larger scale: 0.0501 > 0.05 although fixed point cannot tell them apart), else (None, None)."""
+        parts = self._exact_operands(a, b)
+        if parts is None:
+            return None, None
+        scale = max(part[1] for part in parts)
+        return tuple(arith.public(self.s, np.full(n, x * 10 ** (scale - own), dtype=np.int64)) if isinstance(x, int)
+                     else x * 10 ** (scale - own) for x, own in parts)
 
     def _temporal_pair(self, a, b):
         """Operands of a comparison as DuckDB compares them: a string constant beside a date or timestamp is
@@ -1324,13 +1402,38 @@ class Stage:
         return SV([known_true], known_true + known_false, "bool")
 
     def _mux(self, c: ArithShare, x: SV, y: SV) -> SV:
-        if x.kind != y.kind:
-            if "text" in (x.kind, y.kind):
-                raise NotSupportedError("CASE mixing text and numbers in secure computation")
-            x, y = self.to_fixed(x), self.to_fixed(y)
+        x, y = self._aligned(x, y)
         items = [(c, xl, yl) for xl, yl in zip(x.limbs, y.limbs)] + [(c, x.valid, y.valid)]
         out = compare.mux_many(self.s, items)
         return SV(out[:-1], out[-1], x.kind)
+
+    def _aligned(self, x: SV, y: SV) -> tuple[SV, SV]:
+        """Two results of one CASE / COALESCE in one kind, as DuckDB types them: DECIMALs and integers
+        as a DECIMAL of the larger scale (exact), other numbers as fixed point."""
+        if x.kind == y.kind:
+            return x, y
+        if "text" in (x.kind, y.kind):
+            raise NotSupportedError("CASE mixing text and numbers in secure computation")
+        scale = union_decimal_scale([x.kind, y.kind])
+        if scale is None:
+            return self.to_fixed(x), self.to_fixed(y)
+        return self.rescaled(x, scale), self.rescaled(y, scale)
+
+    def rescaled(self, v: SV, scale: int) -> SV:
+        """An integer or a DECIMAL of a scale <= `scale` as DECIMAL(p, scale), exactly (a public factor)."""
+        own = 0 if v.kind == "int" else decimal_scale(v.kind)
+        if own == scale and v.kind != "int":
+            return v
+        fixed = v.limbs[1] if v.kind != "int" else self.to_fixed(v).value
+        return SV([v.limbs[0] * 10 ** (scale - own), fixed], v.valid, f"decimal.{scale}")
+
+    def _secret_value(self, v, n: int | None = None) -> SV:
+        """`secret`, a DECIMAL literal as a DECIMAL (exact limb and fixed-point limb)."""
+        if isinstance(v, PV) and v.exact is not None:
+            n = self.n if n is None else n
+            exact = arith.public(self.s, np.full(n, v.exact[0], dtype=np.int64))
+            return SV([exact, self.const(v.value, "fixed", n).value], self.ones(n), f"decimal.{v.exact[1]}")
+        return self.secret(v, n)
 
     def _case(self, e) -> SV:
         if isinstance(e, exp.If):
@@ -1341,9 +1444,9 @@ class Stage:
             branches, default = [(i.this, i.args["true"]) for i in e.args["ifs"]], e.args.get("default")
         values = [self.ev(v) for _, v in branches]
         kind = next((v.kind for v in values if isinstance(v, SV)), values[0].kind)
-        acc = self.secret(self.ev(default) if default is not None else PV(None, kind))
+        acc = self._secret_value(self.ev(default) if default is not None else PV(None, kind))
         for cond, value in reversed(list(zip([c for c, _ in branches], values))):
-            acc = self._mux(self.truth(self.ev(cond)), self.secret(value), acc)
+            acc = self._mux(self.truth(self.ev(cond)), self._secret_value(value), acc)
         return acc
 
     # -- aggregates -----------------------------------------------------------------------------
@@ -1476,9 +1579,10 @@ class Stage:
     def exact_average(self, node, quotient: ArithShare, nonempty: ArithShare, count: ArithShare, results, value) -> SV:
         """AVG of a DECIMAL revealed as it is: the fixed-point quotient beside the exact one
         (`exact_division.long_divide` of the exact sum by count * 10^s), decoded to the nearest DOUBLE;
-        in expressions, and where the exact division would not fit the ring, the fixed-point one."""
+        in expressions, in a secret program (its AVG is a DOUBLE column) and where the exact division would
+        not fit the ring, the fixed-point one."""
         approximate = SV([quotient], nonempty, "fixed")
-        if len(value) < 4 or node.sql(dialect="duckdb") not in self.revealed_sql():
+        if len(value) < 4 or self.step is None or node.sql(dialect="duckdb") not in self.revealed_sql():
             return approximate
         scale = 10 ** value[3]
         largest = max(self.input_rows, 1) * scale
@@ -1569,7 +1673,8 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     ungrouped aggregate, the 0/1 flag saying whether its single row may be revealed. An oblivious
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
     refuse_unevaluated(step, {c: range_kind(k) for c, k in kinds.items()})
-    ranges = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, n, s.frac_bits, _parse)  # each owner checks its values against them
+    ranges = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, n, s.frac_bits, _parse,
+                          decimal_scales(kinds))  # each owner checks its values against them
     limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
         cols, weight, n, many = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
@@ -1927,8 +2032,10 @@ def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tu
     for column, found in kinds.items():
         if len(found) == 1:
             merged[column] = found.pop()
+        elif (scale := union_decimal_scale(list(found))) is not None:
+            merged[column] = f"decimal.{scale}"  # integers and DECIMALs of several scales: exact, as in DuckDB
         elif all(k in ("int", "fixed") or decimal_scale(k) is not None for k in found):
-            merged[column] = "fixed"  # decimals of several scales, or with other numbers: fixed point
+            merged[column] = "fixed"  # DECIMALs with DOUBLEs: fixed point
         else:
             raise NotSupportedError(f"column {column!r} has values of kinds {sorted(found)} in different branches")
     return merged, rows

@@ -4,9 +4,10 @@ Every column enters as a *secret value*: one or more ring limbs plus a validity 
 NULL). Kinds: `int` (integers, dates as days since 1970-01-01: exact), `bool` (0/1), `fixed`
 (floating point as fixed point with F fractional bits: absolute error ≤ 2^-F per value, |x| < 2^29
 where a division is involved), `decimal.<s>` (DECIMAL(p, s): two limbs, the value times 10^s as an
-exact ring integer — so SUM, MIN, MAX, group keys and revealed values are exact at the column's
-scale — and the same value in fixed point, which arithmetic and comparisons use; AVG divides the
-exact limb's sum: `quotient.<m>`, see `exact_division`), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
+exact ring integer — so SUM, MIN, MAX, group keys, revealed values, +, -, * and comparisons with
+integers and DECIMALs are exact as DuckDB types them (`stage.Stage._exact_arithmetic`) — and the same
+value in fixed point, which DOUBLE contexts (/, AVG's quotient, SQRT, CAST to DOUBLE) use; AVG divides
+the exact limb's sum: `quotient.<m>`, see `exact_division`), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
 limbs: order-preserving and exactly reversible, so text can be compared, grouped, sorted and
 revealed without a dictionary; longer text is refused).
 
@@ -82,6 +83,20 @@ def timestamp_kind(dtype: pa.TimestampType) -> str:
 def decimal_scale(kind: str) -> int | None:
     """The scale s of a `decimal.<s>` kind, None for any other kind."""
     return int(kind.split(".", 1)[1]) if kind.startswith("decimal.") else None
+
+
+def decimal_scales(kinds: dict[str, str]) -> dict[str, int]:
+    """The scale of each DECIMAL column of `kinds` (for `spu.ranges.RangePlan.scales`)."""
+    return {column: scale for column, kind in kinds.items() if (scale := decimal_scale(kind)) is not None}
+
+
+def union_decimal_scale(kinds: list[str]) -> int | None:
+    """The largest scale when every kind is int or a decimal and one at least is a decimal: the scale of
+    DuckDB's UNION ALL (or CASE) of them."""
+    scales = [0 if k == "int" else decimal_scale(k) for k in kinds]
+    if None in scales or all(k == "int" for k in kinds):
+        return None
+    return max(scales)
 
 
 def quotient_bits(kind: str) -> int | None:
