@@ -544,6 +544,14 @@ def _like_rule(node: exp.Like, kind_of) -> str | None:
             "that is a whole value ('abc') or a prefix ('abc%'); compute other patterns at one party")
 
 
+def _literal_rule(node: exp.Literal, kind_of) -> str | None:
+    """A text constant fits the SPU's widest text (a width problem known from the query alone)."""
+    if not node.is_string or len(node.this.encode("utf-8")) <= MAX_TEXT_BYTES:
+        return None
+    return (f"a text constant of {len(node.this.encode('utf-8'))} bytes in secure computation: the SPU's text "
+            f"holds at most {MAX_TEXT_BYTES} bytes of UTF-8; shorten the constant or compare at one party")
+
+
 def _in_rule(node: exp.In, kind_of) -> str | None:
     if node.args.get("query") or node.args.get("unnest") or node.args.get("field") or not node.expressions:
         return f"{node.sql(dialect='duckdb')}: secure computation takes IN with a list of values"
@@ -591,12 +599,12 @@ def _window_rule(node: exp.Window, kind_of) -> str | None:
 
 SPU_RULES = {
     **{cls: _evaluated for cls in (
-        exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
+        exp.Paren, exp.Column, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
         exp.If, exp.Coalesce, exp.Abs, exp.Pi,
         exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
-    exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    exp.Literal: _literal_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,

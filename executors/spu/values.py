@@ -234,7 +234,7 @@ def text_limbs(values: list, name: str = "a text value", width: int = TEXT_LIMBS
         raw = v.encode("utf-8")
         if len(raw) > width:
             raise DataError(f"column {name!r} has text longer than {width} bytes of UTF-8, its width for this "
-                            f"query; shorten it (e.g. LEFT({name}, {width})) first")
+                            f"query; shorten it (e.g. LEFT({name}, {width // 4}): 4 bytes per character at most) first")
         raw = raw.ljust(count * LIMB_BYTES, b"\0")
         for k in range(count):
             limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")
