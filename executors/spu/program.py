@@ -814,7 +814,7 @@ def _open_result(s: SpuSession, program: Program, rel: SecretRelation, issuer_in
 
 def receive_program_output(endpoint, step, program: Program) -> pa.Table:
     """At an issuer outside the SPU: add up every compute party's shares of the result, decode it."""
-    total = None
+    total, widths = None, None
     for party in step.compute:
         table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
         arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
@@ -823,7 +823,10 @@ def receive_program_output(endpoint, step, program: Program) -> pa.Table:
             raise ProtocolError(f"secret program {step.out}: {party} sent {table.num_columns} columns of "
                                 f"{table.num_rows} rows, the others {len(total)} of {len(total[0])}")
         total = arrays if total is None else [x + y for x, y in zip(total, arrays)]
-        widths = _output_widths(program, table)
+        sent = _output_widths(program, table)
+        if widths is not None and sent != widths:
+            raise ProtocolError(f"secret program {step.out}: {party} sent text of other widths than the others")
+        widths = sent
     width = sum(widths) + len(widths) + 1 if total is not None else 0
     if total is None or len(total) != width:
         raise ProtocolError(f"secret program {step.out}: the compute parties sent {len(total or [])} columns, "
@@ -832,9 +835,10 @@ def receive_program_output(endpoint, step, program: Program) -> pa.Table:
 
 
 def _output_widths(program: Program, table: pa.Table) -> list[int]:
-    """Each output's limb count as a compute party sent it (text: its width class), checked against the kinds."""
+    """Each output's limb count as a compute party sent it (text: its width class; none sent: the
+    kinds' own), checked against the kinds."""
     sent = (table.schema.metadata or {}).get(b"limbs", b"").decode()
-    widths = [int(w) for w in sent.split(",")] if sent else []
+    widths = [int(w) for w in sent.split(",")] if sent else [limbs_of(kind) for _, kind in program.outputs]
     if len(widths) != len(program.outputs) or any(
             w != limbs_of(kind) and not (kind == "text" and limbs_of(kind) <= w <= limbs_of(f"text.{MAX_TEXT_BYTES}"))
             for w, (_, kind) in zip(widths, program.outputs)):
