@@ -155,3 +155,11 @@ def test_a_value_longer_than_the_agreed_width_is_a_data_error_naming_the_width()
     column = pa.chunked_array([pa.array(["y" * 65], pa.string())])
     with pytest.raises(DataError, match=r"'note'.*longer than 64 bytes.*LEFT\(note, 16\)"):
         encode(column, "text.64", 16, name="note")
+
+
+def test_explain_states_what_the_text_width_reveals(notes):
+    """The width class is agreed in the clear among the compute parties: EXPLAIN lists it as learned."""
+    translated = notes["compared"].engine.explain(TRANSLATED[0][1], "p1")
+    assert "width class of" in translated and "log2 of that length" in translated
+    spine = notes["grouped"].engine.explain(SPINE[0][1], "p1")
+    assert "width class of each text column shared" in spine

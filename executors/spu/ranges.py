@@ -12,7 +12,7 @@ exact while its ring encoding stays within these ranges (|raw| counts ring units
                        cheaper, where the limits prove |x*y| < 2^(62-2F)); fixed x public real
                        constant |x*c| < 2^(62-2F) (1.07e9: one truncation of the 2F-bit product)
   SUM over n rows      |sum| within the range of where it is used, so each term |x| < range / n
-  text                 at most TEXT_LIMBS * LIMB_BYTES bytes of UTF-8 (`values.text_limbs`)
+  text                 at most its width class, <= MAX_TEXT_BYTES bytes of UTF-8 (`values.text_width`)
 
 An intermediate's range cannot be checked after it has wrapped around the ring, so it is proven
 from its inputs instead: `input_limits` walks the stage's expressions from the results down
