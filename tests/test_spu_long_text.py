@@ -72,6 +72,12 @@ SPINE = [  # (grants, query): the spine's SPU stage over a UNION ALL of the thre
     ("revealed", f"SELECT note, COUNT(*) AS n FROM {UNION} WHERE id > 0 GROUP BY note ORDER BY note"),
     ("joined", "SELECT COUNT(*) AS n FROM p1.notes a JOIN p3.notes b ON a.id = b.id WHERE a.note < b.note"),
     ("joined", "SELECT COUNT(*) AS n FROM p2.notes a JOIN p3.notes b ON a.id = b.id WHERE a.note >= b.note"),
+    ("compared", "SELECT COUNT(*) AS n FROM p1.notes a JOIN (SELECT id, MAX(note) AS m FROM p3.notes GROUP BY id) b "
+                 "ON a.id = b.id WHERE a.note < b.m"),  # an oblivious join (no join grant), text payloads
+    ("compared", f"SELECT COUNT(*) AS n FROM {UNION} WHERE note IN ('{PREFIX}y', '{'é' * 40}', 'short')"),
+    ("compared", f"SELECT COUNT(*) AS n FROM {UNION} WHERE COALESCE(note, '{'n' * 90}') > '{PREFIX}z'"),
+    ("compared", f"SELECT COUNT(*) AS n FROM {UNION} "
+                 f"WHERE CASE WHEN id > 2 THEN note ELSE '{'c' * 40}' END = '{'c' * 40}'"),
 ]
 
 TRANSLATED = [  # (grants, query): a secret program of the translation
