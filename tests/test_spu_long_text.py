@@ -11,6 +11,7 @@ from sqlsecure.errors import DataError, NotSupportedError
 from sqlsecure.executors.spu.values import (MAX_TEXT_BYTES, decode_column, encode, limbs_of, shared_kind,
                                             text_width)
 from sqlsecure.planner.physical import SecretQuery, SecureStage
+from tests.test_network_mode import Cluster, NetworkOracle, networkify
 
 PARTIES = ("p1", "p2", "p3")
 PREFIX = "a" * 28  # strings equal in their first 28 bytes (the old 4-limb limit)
@@ -169,3 +170,22 @@ def test_explain_states_what_the_text_width_reveals(notes):
     assert "width class of" in translated and "log2 of that length" in translated
     spine = notes["grouped"].engine.explain(SPINE[0][1], "p1")
     assert "width class of each text column shared" in spine
+
+
+@pytest.fixture(scope="module")
+def networked_notes(tmp_path_factory, federation_writer, grants_for, oracle_for):
+    """The "compared" notes federation with every party and the dealer its own process (network mode)."""
+    path = federation_writer(tmp_path_factory.mktemp("network"), notes_tables(),
+                             grants(grants_for, GRANTS["compared"]), parties=PARTIES, min_group_size=1)
+    cluster = Cluster(networkify(path, (*PARTIES, "dealer"), timeout=30), (*PARTIES, "dealer"))
+    try:
+        with Engine(cluster.path) as embedded, Engine(cluster.path, runtime="network", identity="p1") as networked:
+            yield oracle_for(NetworkOracle({"p1": networked}, embedded))
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("sql", [SPINE[6][1], TRANSLATED[0][1], TRANSLATED[1][1]])
+def test_long_text_over_the_network_equals_duckdb(networked_notes, sql):
+    """The width classes are agreed by the same messages between processes as in one process."""
+    networked_notes.check(sql, "p1")
