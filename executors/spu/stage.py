@@ -82,6 +82,11 @@ def pad_text(v: SV, limbs: int) -> SV:
     return SV([*v.limbs, *zeros], v.valid, v.kind)
 
 
+def _per_limb(bits: ArithShare, n: int) -> list[ArithShare]:
+    """A batched comparison over concatenated limbs, split back into one share per limb of n rows."""
+    return [bits[k * n:(k + 1) * n] for k in range(len(bits) // n)] if n else [bits]
+
+
 def level_text(a: SV, b: SV) -> tuple[SV, SV]:
     """Two text values at the wider one's width, so limbwise comparisons stay exact."""
     width = max(len(a.limbs), len(b.limbs))
@@ -1301,18 +1306,20 @@ class Stage:
         return a, b
 
     def _text_compare(self, op, a: SV, b: SV) -> ArithShare:
+        """Text compared as its limbs lexicographically, at the wider width: every limb's equality (and
+        less-than) in one batched comparison whatever the width, then combined limb by limb."""
         s = self.s
         a, b = level_text(a, b)
-        eqs = [compare.equal(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
+        if op in (exp.GT, exp.LTE):
+            a, b = b, a
+        n, x, y = len(a.valid), arith.concat(a.limbs), arith.concat(b.limbs)
+        eqs = _per_limb(compare.equal(s, x, y, arith=True), n)
         if op in (exp.EQ, exp.NEQ):
             same = eqs[0]
             for eq in eqs[1:]:
                 same = arith.beaver_mul(s, same, eq)
             return same if op is exp.EQ else self.ones(len(same)) - same
-        if op in (exp.GT, exp.LTE):
-            a, b = b, a
-            eqs = [compare.equal(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
-        lts = [compare.less_than(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
+        lts = _per_limb(compare.less_than(s, x, y, arith=True), n)
         less = lts[-1]
         for lt, eq in zip(reversed(lts[:-1]), reversed(eqs[:-1])):
             less = lt + arith.beaver_mul(s, eq, less)
