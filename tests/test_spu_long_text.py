@@ -7,11 +7,13 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import DataError, NotSupportedError
+from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
+from sqlsecure.executors.spu.program import _agreed_kinds, parse_program
 from sqlsecure.executors.spu.values import (MAX_TEXT_BYTES, decode_column, encode, limbs_of, shared_kind,
                                             text_width)
 from sqlsecure.planner.physical import SecretQuery, SecureStage
 from tests.test_network_mode import Cluster, NetworkOracle, networkify
+from tests.test_secret_program import inp, program_of
 
 PARTIES = ("p1", "p2", "p3")
 PREFIX = "a" * 28  # strings equal in their first 28 bytes (the old 4-limb limit)
@@ -189,3 +191,11 @@ def networked_notes(tmp_path_factory, federation_writer, grants_for, oracle_for)
 def test_long_text_over_the_network_equals_duckdb(networked_notes, sql):
     """The width classes are agreed by the same messages between processes as in one process."""
     networked_notes.check(sql, "p1")
+
+
+@pytest.mark.parametrize("reported", ["text.70", "text.2048", "int", "text.x"])
+def test_a_peer_reporting_a_width_outside_the_classes_is_a_protocol_error(reported):
+    program = parse_program(program_of(inp(0), [[["note", "text"]]]))
+    assert _agreed_kinds(program, 0, [["note", "text.256"]]) == [("note", "text.256")]
+    with pytest.raises(ProtocolError, match="kinds the program does not declare"):
+        _agreed_kinds(program, 0, [["note", reported]])

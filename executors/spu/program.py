@@ -40,8 +40,8 @@ from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
 from sqlsecure.executors.spu.stage import SV, _at_least, nulls_zeroed, spu_refusal, static_kind
-from sqlsecure.executors.spu.values import (MAX_TEXT_BYTES, decimal_scale, decode_column, encode, kind_of, limb_fracs,
-                                           limbs_of, range_kind, shared_kind, text_bytes, value_kind)
+from sqlsecure.executors.spu.values import (TEXT_CLASSES, decimal_scale, decode_column, encode, kind_of, limb_fracs,
+                                           limbs_of, range_kind, shared_kind, value_kind)
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
@@ -656,12 +656,12 @@ def _shared_kinds(columns: list[tuple[str, str]], table: pa.Table) -> list[tuple
 
 
 def _agreed_kinds(program: Program, index: int, columns: list) -> list[tuple[str, str]]:
-    """A peer's shared kinds of an input: the program's columns, text at a width class, else a ProtocolError."""
+    """A peer's shared kinds of an input: the program's columns, text at one of `values.TEXT_CLASSES`,
+    else a ProtocolError."""
     declared = program.inputs[index]
     kinds = [tuple(c) for c in columns] if isinstance(columns, list) else []
-    if len(kinds) != len(declared) or any(
-            (c, value_kind(k)) != (column, kind) or (k != kind and text_bytes(k) > MAX_TEXT_BYTES)
-            for (c, k), (column, kind) in zip(kinds, declared)):
+    if len(kinds) != len(declared) or any((c, value_kind(k)) != (column, kind)
+                                          for (c, k), (column, kind) in zip(kinds, declared)):
         raise ProtocolError(f"secret program: input {index}'s columns were reported in kinds the program does not declare")
     return kinds
 
@@ -840,7 +840,7 @@ def _output_widths(program: Program, table: pa.Table) -> list[int]:
     sent = (table.schema.metadata or {}).get(b"limbs", b"").decode()
     widths = [int(w) for w in sent.split(",")] if sent else [limbs_of(kind) for _, kind in program.outputs]
     if len(widths) != len(program.outputs) or any(
-            w != limbs_of(kind) and not (kind == "text" and limbs_of(kind) <= w <= limbs_of(f"text.{MAX_TEXT_BYTES}"))
+            w != limbs_of(kind) and not (kind == "text" and w in {limbs_of(c) for c in TEXT_CLASSES})
             for w, (_, kind) in zip(widths, program.outputs)):
         raise ProtocolError("secret program: a compute party sent outputs of limb counts the program does not declare")
     return widths

@@ -55,6 +55,7 @@ from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, 
 
 TEXT_LIMBS = 4  # the default width class: 28 bytes
 MAX_TEXT_BYTES = 1024  # the widest class: longer text is refused
+TEXT_CLASSES = ("text", *(f"text.{1 << p}" for p in range(5, MAX_TEXT_BYTES.bit_length())))  # 28, 32, .., 1024 B
 QUOTIENT_LIMBS = 4  # an exact AVG: its fixed-point value, then `exact_division.long_divide`'s sign, high, low
 LIMB_BYTES = 7
 EPOCH = datetime.date(1970, 1, 1)
@@ -107,10 +108,10 @@ def quotient_bits(kind: str) -> int | None:
 
 
 def text_bytes(kind: str) -> int | None:
-    """The width in bytes of a `text` (28) or `text.<w>` kind, None for any other kind."""
-    if kind == "text":
-        return TEXT_LIMBS * LIMB_BYTES
-    return int(kind.split(".", 1)[1]) if kind.startswith("text.") else None
+    """The width in bytes of a `text` (28) or `text.<w>` kind of TEXT_CLASSES, None for any other kind."""
+    if kind not in TEXT_CLASSES:
+        return None
+    return TEXT_LIMBS * LIMB_BYTES if kind == "text" else int(kind.split(".", 1)[1])
 
 
 def text_kind(width: int) -> str:
