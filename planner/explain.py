@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlsecure.executors.spu.values import MAX_TEXT_BYTES
 from sqlsecure.planner.physical import (
     Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, Reveal, RunLocal, SecretQuery, SecureStage,
 )
@@ -83,6 +84,26 @@ def noise_lines(step) -> list[str]:
     if noise["threshold"] is not None:
         line += f"; a row stays only if {noise['threshold'][0]} >= {noise['threshold'][1]} (secret comparison)"
     return [line]
+
+
+def text_width_lines(step) -> list[str]:
+    """What an SPU step's compute parties learn of the text they share: each owner's width class
+    (`executors/spu/values.text_width`), agreed before sharing so every party knows the limb count."""
+    if isinstance(step, SecretQuery):
+        import json
+
+        inputs = json.loads(step.program)["inputs"]
+        texts = [f"{step.inputs[i][1]}.{name}" for i, spec in enumerate(inputs) for name, kind in spec["columns"]
+                 if kind == "text"]
+        if not texts:
+            return []
+        shared = f"the width class of {', '.join(texts)}"
+    elif isinstance(step, SecureStage):
+        shared = "the width class of each text column shared, if any"
+    else:
+        return []
+    return [f"{', '.join(step.compute)}: {shared} from its owner (28 bytes, or its longest value's UTF-8 "
+            f"length rounded up to a power of two, at most {MAX_TEXT_BYTES}: log2 of that length, never the length)"]
 
 
 def program_lines(step) -> list[str]:
@@ -228,6 +249,7 @@ def render_explain(plan, pushdown=None) -> str:
     lines += ["", "what each party learns:"]
     learned = phys.leakage or ((phys.issuer, "the query result (its own data)"),)
     lines += [f"  {party}: {what}" for party, what in learned]
+    lines += [f"  {line}" for step in phys.steps for line in text_width_lines(step)]
     others = sorted(phys.parties - {p for p, _ in learned})
     lines += [f"  {party}: nothing" for party in others]
     if phys.min_group_size:

@@ -21,7 +21,7 @@ import numpy as np
 
 from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.psi.encoding import encode_keys
-from sqlsecure.executors.spu.values import encode, limb_fracs, limbs_of
+from sqlsecure.executors.spu.values import encode, limb_fracs, limbs_of, value_kind
 from sqlsecure.executors.spu import arith
 from sqlsecure.executors.spu.join import oblivious_pk_join
 
@@ -97,7 +97,7 @@ def joined_inputs(s, step, tables: dict, kinds: dict[str, str], rows: dict[int, 
                 values, present = encoded_columns[column]
             count = limbs_of(kind)
             shared = [share(side, values[k] if here else None, fracs[k]) for k in range(count)]
-            columns.append((column, kind, count))
+            columns.append((column, value_kind(kind), count))
             payload += [*shared, share(side, present if here else None)]
         sides.append((keys, key_valid, payload, columns))
     u, m = sides[unique], sides[1 - unique]

@@ -40,8 +40,9 @@ from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
 from sqlsecure.executors.spu.stage import SV, _at_least, nulls_zeroed, spu_refusal, static_kind
-from sqlsecure.executors.spu.values import (decimal_scale, decimal_scales, decode_column, encode, kind_of, limb_fracs,
-                                           limbs_of, range_kind, union_decimal_scale)
+from sqlsecure.executors.spu.values import (TEXT_CLASSES, decimal_scale, decimal_scales, decode_column, encode, kind_of,
+                                           limb_fracs, limbs_of, range_kind, shared_kind, union_decimal_scale,
+                                           value_kind)
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
@@ -609,10 +610,10 @@ def run_program(s: SpuSession, program: Program, tables: dict[int, pa.Table], is
     shares under `{out}/shares/{party}` (`receive_program_output`)."""
     if issuer_index is None and issuer is None:
         raise ProgrammingError("run_program: the issuer is a compute party (issuer_index) or named (issuer)")
-    owners, rows = _exchange_sizes(s, program, tables)
+    owners, rows, inputs = _exchange_sizes(s, program, tables)
     limits = input_limits(program, rows, s.frac_bits)
-    encoded = {i: _encode_input(program, i, table, limits[i], s.frac_bits) for i, table in tables.items()}
-    relations = {i: _share_input(s, program.inputs[i], owners[i], rows[i], encoded.get(i))
+    encoded = {i: _encode_input(inputs[i], table, limits[i], s.frac_bits) for i, table in tables.items()}
+    relations = {i: _share_input(s, inputs[i], owners[i], rows[i], encoded.get(i))
                  for i in range(len(program.inputs))}
     result = execute(s, program.root, relations)
     if program.noise is not None:
@@ -621,11 +622,16 @@ def run_program(s: SpuSession, program: Program, tables: dict[int, pa.Table], is
 
 
 def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
-                    ) -> tuple[dict[int, int], dict[int, int]]:
-    """Tell every other party which inputs I hold and their row counts (public sizes): 1 round."""
+                    ) -> tuple[dict[int, int], dict[int, int], list[list[tuple[str, str]]]]:
+    """Tell every other party which inputs I hold, their row counts and their text columns' width
+    classes (public sizes, `values.text_width`): 1 round. Returns the owners, the row counts and
+    each input's columns in their shared kinds (text as `text.<w>`)."""
     for i, table in tables.items():
         _check_input_table(program, i, table)
-    mine = json.dumps({str(i): t.num_rows for i, t in tables.items()}).encode()
+    inputs = [list(columns) for columns in program.inputs]
+    for i, table in tables.items():
+        inputs[i] = _shared_kinds(program.inputs[i], table)
+    mine = json.dumps({str(i): [t.num_rows, inputs[i]] for i, t in tables.items()}).encode()
     tag = s.tag("program-sizes")
     s.rounds += 1
     for j in s.others():
@@ -633,14 +639,33 @@ def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
     owners = {i: s.index for i in tables}
     rows = {i: t.num_rows for i, t in tables.items()}
     for j in s.others():
-        for key, count in json.loads(s._recv(j, tag).decode()).items():
+        for key, (count, columns) in json.loads(s._recv(j, tag).decode()).items():
             if int(key) in owners:
                 raise ProtocolError(f"secret program: input {key} is held by two parties")
             owners[int(key)], rows[int(key)] = j, int(count)
+            inputs[int(key)] = _agreed_kinds(program, int(key), columns)
     missing = [i for i in range(len(program.inputs)) if i not in owners]
     if missing:
         raise ProtocolError(f"secret program: no compute party holds the inputs {missing}")
-    return owners, rows
+    return owners, rows, inputs
+
+
+def _shared_kinds(columns: list[tuple[str, str]], table: pa.Table) -> list[tuple[str, str]]:
+    """An input's columns with each text column's kind at my values' width class."""
+    return [(column, shared_kind(table.column(column), column)
+             if kind == "text" and not pa.types.is_null(table.schema.field(column).type) else kind)
+            for column, kind in columns]
+
+
+def _agreed_kinds(program: Program, index: int, columns: list) -> list[tuple[str, str]]:
+    """A peer's shared kinds of an input: the program's columns, text at one of `values.TEXT_CLASSES`,
+    else a ProtocolError."""
+    declared = program.inputs[index]
+    kinds = [tuple(c) for c in columns] if isinstance(columns, list) else []
+    if len(kinds) != len(declared) or any((c, value_kind(k)) != (column, kind)
+                                          for (c, k), (column, kind) in zip(kinds, declared)):
+        raise ProtocolError(f"secret program: input {index}'s columns were reported in kinds the program does not declare")
+    return kinds
 
 
 def _check_input_table(program: Program, index: int, table: pa.Table) -> None:
@@ -660,11 +685,10 @@ def _check_input_table(program: Program, index: int, table: pa.Table) -> None:
                                 f"program declares {kind}")
 
 
-def _encode_input(program: Program, index: int, table: pa.Table, limits: dict, frac: int) -> dict:
-    """My input's columns as ring limbs and validity, each checked against its limit first (DataError
-    naming the column: nothing has been shared yet)."""
-    return {column: encode(table.column(column), kind, frac, limits.get(column), column)
-            for column, kind in program.inputs[index]}
+def _encode_input(columns: list[tuple[str, str]], table: pa.Table, limits: dict, frac: int) -> dict:
+    """My input's columns (in their shared kinds) as ring limbs and validity, each checked against
+    its limit first (DataError naming the column: nothing has been shared yet)."""
+    return {column: encode(table.column(column), kind, frac, limits.get(column), column) for column, kind in columns}
 
 
 def _share_input(s: SpuSession, columns: list[tuple[str, str]], owner: int, rows: int,
@@ -675,7 +699,7 @@ def _share_input(s: SpuSession, columns: list[tuple[str, str]], owner: int, rows
         limbs, valid = encoded[column] if encoded is not None else ([None] * limbs_of(kind), None)
         fracs = limb_fracs(kind, s.frac_bits)
         shared = [arith.share_input(s, owner, limb, (rows,), f) for limb, f in zip(limbs, fracs)]
-        out[column] = SV(shared, arith.share_input(s, owner, valid, (rows,), 0), kind)
+        out[column] = SV(shared, arith.share_input(s, owner, valid, (rows,), 0), value_kind(kind))
     return SecretRelation(out, arith.public(s, np.ones(rows, dtype=np.int64)))
 
 
@@ -780,17 +804,19 @@ def _open_result(s: SpuSession, program: Program, rel: SecretRelation, issuer_in
     row_valid = flat[-1]
     zeroed = arith.beaver_mul_many(s, [(c, row_valid) for c in flat[:-1]])
     arrays = [c.data for c in zeroed] + [row_valid.data]
+    widths = [len(v.limbs) for v in values]  # public: text's agreed width classes
     if issuer_index is not None:
         opened = s.open_many(arith=arrays, to=issuer_index)
-        return decode_result(program, opened, s.frac_bits) if opened else None
-    table = pa.table({f"c{i}": pa.array(x, pa.uint64()) for i, x in enumerate(arrays)})
+        return decode_result(program, opened, s.frac_bits, widths) if opened else None
+    table = pa.table({f"c{i}": pa.array(x, pa.uint64()) for i, x in enumerate(arrays)},
+                     metadata={"limbs": ",".join(map(str, widths))})
     s.endpoint.send_table(issuer, f"{out}/shares/{s.me}", table)
     return None
 
 
 def receive_program_output(endpoint, step, program: Program) -> pa.Table:
     """At an issuer outside the SPU: add up every compute party's shares of the result, decode it."""
-    total = None
+    total, widths = None, None
     for party in step.compute:
         table = endpoint.recv_table(party, f"{step.out}/shares/{party}")
         arrays = [np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.uint64)
@@ -799,19 +825,35 @@ def receive_program_output(endpoint, step, program: Program) -> pa.Table:
             raise ProtocolError(f"secret program {step.out}: {party} sent {table.num_columns} columns of "
                                 f"{table.num_rows} rows, the others {len(total)} of {len(total[0])}")
         total = arrays if total is None else [x + y for x, y in zip(total, arrays)]
-    width = sum(limbs_of(k) + 1 for _, k in program.outputs) + 1
+        sent = _output_widths(program, table)
+        if widths is not None and sent != widths:
+            raise ProtocolError(f"secret program {step.out}: {party} sent text of other widths than the others")
+        widths = sent
+    width = sum(widths) + len(widths) + 1 if total is not None else 0
     if total is None or len(total) != width:
         raise ProtocolError(f"secret program {step.out}: the compute parties sent {len(total or [])} columns, "
                             f"expected {width}")
-    return decode_result(program, total, step.frac_bits)
+    return decode_result(program, total, step.frac_bits, widths)
 
 
-def decode_result(program: Program, opened: list[np.ndarray], frac: int) -> pa.Table:
-    """The opened columns as the result table: rows whose validity opened 0 are dropped."""
+def _output_widths(program: Program, table: pa.Table) -> list[int]:
+    """Each output's limb count as a compute party sent it (text: its width class; none sent: the
+    kinds' own), checked against the kinds."""
+    sent = (table.schema.metadata or {}).get(b"limbs", b"").decode()
+    widths = [int(w) for w in sent.split(",")] if sent else [limbs_of(kind) for _, kind in program.outputs]
+    if len(widths) != len(program.outputs) or any(
+            w != limbs_of(kind) and not (kind == "text" and w in {limbs_of(c) for c in TEXT_CLASSES})
+            for w, (_, kind) in zip(widths, program.outputs)):
+        raise ProtocolError("secret program: a compute party sent outputs of limb counts the program does not declare")
+    return widths
+
+
+def decode_result(program: Program, opened: list[np.ndarray], frac: int, widths: list[int]) -> pa.Table:
+    """The opened columns as the result table (`widths`: each output's limbs): rows whose validity
+    opened 0 are dropped."""
     keep = np.flatnonzero(opened[-1] == 1)
     columns, i = {}, 0
-    for name, kind in program.outputs:
-        k = limbs_of(kind)
+    for (name, kind), k in zip(program.outputs, widths):
         columns[name] = decode_column([x[keep] for x in opened[i:i + k]], opened[i + k][keep], kind, frac)
         i += k + 1
     return pa.table(columns, schema=output_schema(program))

@@ -16,7 +16,7 @@ exact while its ring encoding stays within these ranges (|raw| counts ring units
                        counts with that bound: a row the WHERE drops adds 0 whatever it holds)
   DECIMAL(p, s)        its exact limb x * 10^s within the same ranges: for s > 4 (10^s > 2^F) the
                        limits shrink by 2^F / 10^s (`exact_scale`: a product adds the scales)
-  text                 at most TEXT_LIMBS * LIMB_BYTES bytes of UTF-8 (`values.text_limbs`)
+  text                 at most its width class, <= MAX_TEXT_BYTES bytes of UTF-8 (`values.text_width`)
 
 An intermediate's range cannot be checked after it has wrapped around the ring, so it is proven
 from its inputs instead: `input_limits` walks the stage's expressions from the results down

@@ -27,8 +27,8 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare
-from sqlsecure.executors.spu.stage import SENTINEL, SV, Stage, _at_least, _sort_keys, _total
-from sqlsecure.executors.spu.values import decimal_scale, limb_fracs, limbs_of
+from sqlsecure.executors.spu.stage import SENTINEL, SV, Stage, _at_least, _sort_keys, _total, level_text, pad_text
+from sqlsecure.executors.spu.values import decimal_scale, limb_fracs
 
 AGGREGATE_NODES = {"COUNT": exp.Count, "SUM": exp.Sum, "AVG": exp.Avg, "MIN": exp.Min, "MAX": exp.Max}
 
@@ -55,9 +55,10 @@ def _zeros(n: int, frac: int = 0) -> ArithShare:
     return ArithShare(np.zeros(n, np.uint64), frac)
 
 
-def null_column(kind: str, n: int, frac_bits: int) -> SV:
-    """n NULLs of a kind (a LEFT JOIN's unmatched right columns)."""
-    return SV([_zeros(n, f) for f in limb_fracs(kind, frac_bits)], _zeros(n), kind)
+def null_column(kind: str, n: int, frac_bits: int, like: SV | None = None) -> SV:
+    """n NULLs of a kind (a LEFT JOIN's unmatched right columns); text as wide as `like`, if given."""
+    null = SV([_zeros(n, f) for f in limb_fracs(kind, frac_bits)], _zeros(n), kind)
+    return pad_text(null, len(like.limbs)) if like is not None and kind == "text" else null
 
 
 def stage_over(s: SpuSession, columns: dict[str, SV], n: int) -> Stage:
@@ -173,12 +174,15 @@ def project(s: SpuSession, rel: SecretRelation, columns: list[tuple[str, exp.Exp
 
 
 def union_all(s: SpuSession, children: list[SecretRelation], kinds: list[str]) -> SecretRelation:
-    """UNION ALL: concatenation (local, 0 rounds); the first child's names, the merged kinds."""
+    """UNION ALL: concatenation (local, 0 rounds); the first child's names, the merged kinds; text
+    at the widest child's width."""
     names = list(children[0].columns)
     columns = {}
     for index, (name, kind) in enumerate(zip(names, kinds)):
         parts = [conform(s, list(c.columns.values())[index], kind) for c in children]
-        columns[name] = SV([arith.concat([p.limbs[k] for p in parts]) for k in range(limbs_of(kind))],
+        width = max(len(p.limbs) for p in parts)
+        parts = [pad_text(p, width) if kind == "text" else p for p in parts]
+        columns[name] = SV([arith.concat([p.limbs[k] for p in parts]) for k in range(width)],
                            arith.concat([p.valid for p in parts]), kind)
     return SecretRelation(columns, arith.concat([c.valid for c in children]))
 
@@ -449,6 +453,8 @@ def _key_pairs(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
                 a, b = _at_scale(a, exact_key_scale(a.kind, b.kind)), _at_scale(b, exact_key_scale(a.kind, b.kind))
             else:
                 a, b = conform(s, a, "fixed"), conform(s, b, "fixed")
+        elif a.kind == "text":  # keys of two widths: both at the wider
+            a, b = level_text(a, b)
         out_l.append(a)
         out_r.append(b)
     return out_l, out_r

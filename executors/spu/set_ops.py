@@ -54,7 +54,7 @@ def set_operation(s: SpuSession, kind: str, keep_all: bool, left: sr.SecretRelat
 
 def _padded(s: SpuSession, v: SV, m: int) -> SV:
     """A left column followed by m NULLs (the right rows' part of a carried column; local)."""
-    null = sr.null_column(v.kind, m, s.frac_bits)
+    null = sr.null_column(v.kind, m, s.frac_bits, like=v)
     return SV([arith.concat([a, b]) for a, b in zip(v.limbs, null.limbs)], arith.concat([v.valid, null.valid]), v.kind)
 
 

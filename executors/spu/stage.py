@@ -43,9 +43,10 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
-from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MICROS_PER_DAY, TEXT_LIMBS, decimal_scale,
-                                           decimal_scales, decode_column, encode, kind_of, limb_fracs, limbs_of,
-                                           quotient_bits, range_kind, union_decimal_scale)
+from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, MICROS_PER_DAY, TEXT_LIMBS,
+                                           decimal_scale, decimal_scales, decode_column, encode, kind_of, limb_fracs,
+                                           limbs_of, quotient_bits, range_kind, shared_kind, text_bytes, text_kind,
+                                           text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import arith, compare, functions, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
@@ -77,6 +78,23 @@ class SV:
     @property
     def value(self) -> ArithShare:
         return self.limbs[0]
+
+
+def pad_text(v: SV, limbs: int) -> SV:
+    """Text `v` widened to `limbs` limbs with zero limbs (local): the same string, as UTF-8 has no zero byte."""
+    zeros = [ArithShare(np.zeros(len(v.valid), np.uint64), 0) for _ in range(limbs - len(v.limbs))]
+    return SV([*v.limbs, *zeros], v.valid, v.kind)
+
+
+def _per_limb(bits: ArithShare, n: int) -> list[ArithShare]:
+    """A batched comparison over concatenated limbs, split back into one share per limb of n rows."""
+    return [bits[k * n:(k + 1) * n] for k in range(len(bits) // n)] if n else [bits]
+
+
+def level_text(a: SV, b: SV) -> tuple[SV, SV]:
+    """Two text values at the wider one's width, so limbwise comparisons stay exact."""
+    width = max(len(a.limbs), len(b.limbs))
+    return pad_text(a, width), pad_text(b, width)
 
 
 @dataclass
@@ -519,17 +537,18 @@ def _date_literal(text: str) -> int | None:
         return None
 
 
-def like_bounds(pattern: str) -> tuple[bytes, bytes] | None:
-    """x LIKE pattern as lo <= x <= hi over the text limbs, for a pattern with no wildcard (equality)
-    or one trailing '%' (a prefix; UTF-8 has no byte 0xFF, so prefix + 0xFF... bounds it). None for
-    other patterns (a '%' or '_' elsewhere, a backslash, more bytes than the SPU's text holds)."""
+def like_bounds(pattern: str, width: int = MAX_TEXT_BYTES) -> tuple[bytes, bytes] | None:
+    """x LIKE pattern as lo <= x <= hi over text limbs of `width` bytes, for a pattern with no
+    wildcard (equality) or one trailing '%' (a prefix; UTF-8 has no byte 0xFF, so prefix + 0xFF...
+    bounds it). None for other patterns (a '%' or '_' elsewhere, a backslash, more bytes than the
+    SPU's widest text holds)."""
     exact = pattern[:-1] if pattern.endswith("%") else pattern
     raw = exact.encode()
-    if any(c in exact for c in "%_\\") or len(raw) > TEXT_LIMBS * LIMB_BYTES:
+    if any(c in exact for c in "%_\\") or len(raw) > MAX_TEXT_BYTES:
         return None
     if exact == pattern:
         return raw, raw
-    return raw, raw + b"\xff" * (TEXT_LIMBS * LIMB_BYTES - len(raw))
+    return raw, raw + b"\xff" * (max(width, len(raw)) - len(raw))
 
 
 def _like_rule(node: exp.Like, kind_of) -> str | None:
@@ -538,6 +557,14 @@ def _like_rule(node: exp.Like, kind_of) -> str | None:
         return None
     return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU matches LIKE with a constant pattern "
             "that is a whole value ('abc') or a prefix ('abc%'); compute other patterns at one party")
+
+
+def _literal_rule(node: exp.Literal, kind_of) -> str | None:
+    """A text constant fits the SPU's widest text (a width problem known from the query alone)."""
+    if not node.is_string or len(node.this.encode("utf-8")) <= MAX_TEXT_BYTES:
+        return None
+    return (f"a text constant of {len(node.this.encode('utf-8'))} bytes in secure computation: the SPU's text "
+            f"holds at most {MAX_TEXT_BYTES} bytes of UTF-8; shorten the constant or compare at one party")
 
 
 def _in_rule(node: exp.In, kind_of) -> str | None:
@@ -587,12 +614,12 @@ def _window_rule(node: exp.Window, kind_of) -> str | None:
 
 SPU_RULES = {
     **{cls: _evaluated for cls in (
-        exp.Paren, exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
+        exp.Paren, exp.Column, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
         exp.If, exp.Coalesce, exp.Abs, exp.Pi,
         exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
-    exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    exp.Literal: _literal_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
@@ -651,8 +678,9 @@ class Stage:
         if value is None:  # NULL: zero limbs at each limb's scale (a fixed-point NULL mixes with fixed point)
             zero = arith.public(self.s, np.zeros(n, dtype=np.int64))
             return SV([zero.with_frac(frac) for frac in limb_fracs(kind, self.s.frac_bits)], zero, kind)
-        if kind == "text":
-            limbs, _ = encode(pa.chunked_array([pa.array([value] * n, pa.string())]), "text", 0)
+        if kind == "text":  # at its own width class (a comparison pads the narrower operand)
+            column = pa.chunked_array([pa.array([value] * n, pa.string())])
+            limbs, _ = encode(column, text_kind(text_width([value], "a text constant")), 0)
             return SV([arith.public(self.s, limb) for limb in limbs], self.ones(n), kind)
         if kind == "fixed":
             if not abs(float(value)) < 2.0 ** (63 - self.s.frac_bits):
@@ -1263,8 +1291,9 @@ class Stage:
 
     def _like(self, e: exp.Like) -> SV:
         """x LIKE 'abc' (equality) or 'abc%' (a range of the text limbs: 'abc' <= x <= 'abc' + 0xFF...)."""
-        bounds = like_bounds(e.expression.this) if isinstance(e.expression, exp.Literal) else None
         v = self.secret(self.ev(e.this))
+        width = len(v.limbs) * LIMB_BYTES
+        bounds = like_bounds(e.expression.this, width) if isinstance(e.expression, exp.Literal) else None
         if bounds is None or v.kind != "text":
             raise NotSupportedError(_like_rule(e, None) or f"{e.sql(dialect='duckdb')}: LIKE of {v.kind} values")
         lo, hi = (self._text_constant(raw, len(v.valid)) for raw in bounds)
@@ -1278,9 +1307,10 @@ class Stage:
 
     def _text_constant(self, raw: bytes, n: int) -> SV:
         """Bytes as public text limbs (zero-padded, big-endian, as `values.text_limbs`)."""
-        raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
+        count = max(TEXT_LIMBS, -(-len(raw) // LIMB_BYTES))
+        raw = raw.ljust(count * LIMB_BYTES, b"\0")
         limbs = [np.full(n, int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big"), dtype=np.uint64)
-                 for k in range(TEXT_LIMBS)]
+                 for k in range(count)]
         return SV([arith.public(self.s, limb.astype(np.int64)) for limb in limbs], self.ones(n), "text")
 
     def _narrow(self, product: exp.Mul) -> bool:
@@ -1354,17 +1384,20 @@ class Stage:
         return a, b
 
     def _text_compare(self, op, a: SV, b: SV) -> ArithShare:
+        """Text compared as its limbs lexicographically, at the wider width: every limb's equality (and
+        less-than) in one batched comparison whatever the width, then combined limb by limb."""
         s = self.s
-        eqs = [compare.equal(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
+        a, b = level_text(a, b)
+        if op in (exp.GT, exp.LTE):
+            a, b = b, a
+        n, x, y = len(a.valid), arith.concat(a.limbs), arith.concat(b.limbs)
+        eqs = _per_limb(compare.equal(s, x, y, arith=True), n)
         if op in (exp.EQ, exp.NEQ):
             same = eqs[0]
             for eq in eqs[1:]:
                 same = arith.beaver_mul(s, same, eq)
             return same if op is exp.EQ else self.ones(len(same)) - same
-        if op in (exp.GT, exp.LTE):
-            a, b = b, a
-            eqs = [compare.equal(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
-        lts = [compare.less_than(s, x, y, arith=True) for x, y in zip(a.limbs, b.limbs)]
+        lts = _per_limb(compare.less_than(s, x, y, arith=True), n)
         less = lts[-1]
         for lt, eq in zip(reversed(lts[:-1]), reversed(eqs[:-1])):
             less = lt + arith.beaver_mul(s, eq, less)
@@ -1403,6 +1436,8 @@ class Stage:
 
     def _mux(self, c: ArithShare, x: SV, y: SV) -> SV:
         x, y = self._aligned(x, y)
+        if x.kind == "text":
+            x, y = level_text(x, y)
         items = [(c, xl, yl) for xl, yl in zip(x.limbs, y.limbs)] + [(c, x.valid, y.valid)]
         out = compare.mux_many(self.s, items)
         return SV(out[:-1], out[-1], x.kind)
@@ -1560,9 +1595,10 @@ class Stage:
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
                 limbs = [results[i] for i in (value[0], *value[2:])]
                 self.aggs[node.sql(dialect="duckdb")] = SV(limbs, nonempty, value[1])
-            elif kind == "text_extreme":
-                first = len(results) - TEXT_LIMBS * (len(self.text_extremes) - value)  # appended last, in order
-                self.aggs[node.sql(dialect="duckdb")] = SV(results[first:first + TEXT_LIMBS], nonempty, "text")
+            elif kind == "text_extreme":  # appended last, in order
+                first = len(results) - sum(len(limbs) for _, _, limbs in self.text_extremes[value:])
+                width = len(self.text_extremes[value][2])
+                self.aggs[node.sql(dialect="duckdb")] = SV(results[first:first + width], nonempty, "text")
             else:  # AVG = SUM / COUNT, with COUNT 0 giving NULL
                 total = results[value[0]]
                 if total.frac == 0:
@@ -1719,7 +1755,7 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
                       for k in range(limbs_of(kind))]
             parts.append((shared, arith.share_input(s, owner, valid if mine is not None else None, (rows,), 0)))
         limbs_out = [arith.concat([p[0][k] for p in parts]) for k in range(limbs_of(kind))]
-        stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), kind)
+        stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), value_kind(kind))
     if key_columns:  # the keys' owner numbers the groups: the sort compares one narrow code
         owner = step.compute.index(key_columns[0][0])
         code = group_code([encoded_keys[column] for _, column in key_columns]) if s.index == owner else None
@@ -2004,9 +2040,10 @@ def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: boo
 
 def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tuple[dict[str, str], dict[int, int]]:
     """Each compute party tells the others the kind of each of its input columns and the row count of
-    each of its branches (public schema facts and sizes). `tables`: branch index (0 for a join's
-    aligned piece) -> this party's table. Kinds of one column from several branches are reconciled:
-    integers and fixed point give fixed point; text with numbers is refused."""
+    each of its branches (public schema facts and sizes; a text column's kind carries its owner's
+    width class, `values.text_width`). `tables`: branch index (0 for a join's aligned piece) -> this
+    party's table. Kinds of one column from several branches are reconciled: integers and fixed point
+    give fixed point; text takes the widest class; text with numbers is refused."""
     me = endpoint.party
     columns = [c for _, c in step.inputs]
     mine = {"kinds": {}, "rows": {}}
@@ -2014,7 +2051,7 @@ def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tu
         mine["rows"][str(index)] = table.num_rows
         for column in columns:
             if column in table.column_names:
-                mine["kinds"].setdefault(column, []).append(kind_of(table.schema.field(column).type))
+                mine["kinds"].setdefault(column, []).append(shared_kind(table.column(column), column))
     payload = json.dumps(mine).encode()
     reports = [mine]
     for party in step.compute:
@@ -2030,7 +2067,10 @@ def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tu
             kinds.setdefault(column, set()).update(found)
     merged = {}
     for column, found in kinds.items():
-        if len(found) == 1:
+        widths = {text_bytes(k) for k in found} - {None}
+        if widths and len(widths) == len(found):  # text of several width classes: the widest
+            merged[column] = text_kind(max(widths))
+        elif len(found) == 1:
             merged[column] = found.pop()
         elif (scale := union_decimal_scale(list(found))) is not None:
             merged[column] = f"decimal.{scale}"  # integers and DECIMALs of several scales: exact, as in DuckDB

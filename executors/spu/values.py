@@ -7,9 +7,18 @@ where a division is involved), `decimal.<s>` (DECIMAL(p, s): two limbs, the valu
 exact ring integer — so SUM, MIN, MAX, group keys, revealed values, +, -, * and comparisons with
 integers and DECIMALs are exact as DuckDB types them (`stage.Stage._exact_arithmetic`) — and the same
 value in fixed point, which DOUBLE contexts (/, AVG's quotient, SQRT, CAST to DOUBLE) use; AVG divides
-the exact limb's sum: `quotient.<m>`, see `exact_division`), `text` (UTF-8, 7 bytes per limb, `TEXT_LIMBS`
-limbs: order-preserving and exactly reversible, so text can be compared, grouped, sorted and
-revealed without a dictionary; longer text is refused).
+the exact limb's sum: `quotient.<m>`, see `exact_division`), `text` (UTF-8, 7 bytes per limb:
+order-preserving and exactly reversible, so text can be compared, grouped, sorted and revealed
+without a dictionary).
+
+Text width: a text column is shared as `text.<w>`, w bytes in ceil(w / 7) limbs, where w is its
+owner's *width class* (`text_width`): 28 (4 limbs) when every value fits, else the longest value's
+UTF-8 length rounded up to a power of two (32 .. MAX_TEXT_BYTES). The compute parties agree on the
+class before sharing (the largest of the owners'), so each owner reveals at most log2 of its
+longest value's length, never the length itself; longer text is refused with a DataError. In the
+evaluator a text value's kind is `text` and its width is its number of limbs; two text operands of
+different widths are padded with zero limbs to the larger (`pad_text`), which keeps comparisons,
+grouping and joins exact (a zero byte never occurs inside UTF-8 text).
 
 Exact ranges (F = 16; `spu.ranges` derives each query's tighter limits from these):
 
@@ -22,7 +31,8 @@ Exact ranges (F = 16; `spu.ranges` derives each query's tighter limits from thes
                                    (absolute error 2^-(F+1))
   TIMESTAMP                 timestamp  microseconds since    |x| < 2^63 us     |x| < 2^62 us (146,000 years from 1970)
                                    1970-01-01 00:00:00
-  VARCHAR                   text   4 limbs of 7 bytes       28 UTF-8 bytes    28 UTF-8 bytes
+  VARCHAR                   text   ceil(w / 7) limbs of 7   w UTF-8 bytes     w UTF-8 bytes
+                                   bytes, w = `text_width`  (w <= MAX_TEXT_BYTES = 1024)
   TIMESTAMPTZ, others       refused (DataError)
 
 NaN and ±infinity have no fixed-point encoding: their owner refuses them with a DataError naming
@@ -44,7 +54,9 @@ from sqlsecure.executors.spu.exact_division import decode_quotient
 from sqlsecure.executors.spu.ranges import Limit
 from sqlsecure.executors.spu.shares import as_ring, decode_fixed, encode_fixed, to_signed
 
-TEXT_LIMBS = 4
+TEXT_LIMBS = 4  # the default width class: 28 bytes
+MAX_TEXT_BYTES = 1024  # the widest class: longer text is refused
+TEXT_CLASSES = ("text", *(f"text.{1 << p}" for p in range(5, MAX_TEXT_BYTES.bit_length())))  # 28, 32, .., 1024 B
 QUOTIENT_LIMBS = 4  # an exact AVG: its fixed-point value, then `exact_division.long_divide`'s sign, high, low
 LIMB_BYTES = 7
 EPOCH = datetime.date(1970, 1, 1)
@@ -67,6 +79,12 @@ def kind_of(dtype: pa.DataType) -> str:
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return "text"
     raise DataError(f"values of type {dtype} cannot enter secure computation yet")
+
+
+def shared_kind(column: pa.ChunkedArray, name: str) -> str:
+    """A column's kind as its owner shares it: `kind_of` its type, with a text column's width class."""
+    kind = kind_of(column.type)
+    return text_kind(text_width(column.to_pylist(), name)) if kind == "text" else kind
 
 
 def timestamp_kind(dtype: pa.TimestampType) -> str:
@@ -104,10 +122,42 @@ def quotient_bits(kind: str) -> int | None:
     return int(kind.split(".", 1)[1]) if kind.startswith("quotient.") else None
 
 
+def text_bytes(kind: str) -> int | None:
+    """The width in bytes of a `text` (28) or `text.<w>` kind of TEXT_CLASSES, None for any other kind."""
+    if kind not in TEXT_CLASSES:
+        return None
+    return TEXT_LIMBS * LIMB_BYTES if kind == "text" else int(kind.split(".", 1)[1])
+
+
+def text_kind(width: int) -> str:
+    """The shared kind of text of a width class: `text` for the default 28 bytes, else `text.<w>`."""
+    return "text" if width <= TEXT_LIMBS * LIMB_BYTES else f"text.{width}"
+
+
+def value_kind(kind: str) -> str:
+    """The evaluator's kind of a shared kind: every text width is `text` (its width is its limb count)."""
+    return "text" if text_bytes(kind) is not None else kind
+
+
+def text_width(values: list, name: str) -> int:
+    """The owner's public width class of its text values (see the module docstring): 28 bytes, or the
+    longest UTF-8 length rounded up to a power of two; a DataError (naming the column, before any
+    share) beyond MAX_TEXT_BYTES."""
+    longest = max((len(v.encode("utf-8")) for v in values if v is not None), default=0)
+    if longest > MAX_TEXT_BYTES:
+        raise DataError(f"column {name!r} has text longer than {MAX_TEXT_BYTES} bytes of UTF-8, the widest the SPU "
+                        f"carries; shorten it (e.g. LEFT({name}, {MAX_TEXT_BYTES // 4})) or keep it on one party")
+    default = TEXT_LIMBS * LIMB_BYTES
+    return default if longest <= default else 1 << (longest - 1).bit_length()
+
+
 def limbs_of(kind: str) -> int:
     if quotient_bits(kind) is not None:
         return QUOTIENT_LIMBS
-    return TEXT_LIMBS if kind == "text" else 2 if decimal_scale(kind) is not None else 1
+    width = text_bytes(kind)
+    if width is not None:
+        return -(-width // LIMB_BYTES)
+    return 2 if decimal_scale(kind) is not None else 1
 
 
 def limb_fracs(kind: str, frac: int) -> list[int]:
@@ -123,6 +173,8 @@ def limb_fracs(kind: str, frac: int) -> list[int]:
 def range_kind(kind: str) -> str:
     """The kind `spu.ranges` derives limits for: a decimal's as fixed point (its fixed limb is what
     arithmetic uses; `check_range` shrinks the limit where 10^s > 2^F, for the exact limb)."""
+    if text_bytes(kind) is not None:
+        return "text"
     return "fixed" if decimal_scale(kind) is not None or quotient_bits(kind) is not None else kind
 
 
@@ -150,7 +202,7 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
         return [as_ring(np.array([(v - EPOCH).days if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "fixed":
         return [encode_fixed(np.array([float(v) if v is not None else 0.0 for v in values]), frac)], valid
-    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values, name)], valid
+    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values, name, text_bytes(kind) or TEXT_LIMBS * LIMB_BYTES)], valid
 
 
 def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: str,
@@ -186,19 +238,21 @@ def refuse_special_floats(values: list[float], name: str) -> None:
                         f"filter them out (WHERE isfinite({name})) or keep the column on one party")
 
 
-def text_limbs(values: list, name: str = "a text value") -> list[list[int]]:
-    """UTF-8 text as TEXT_LIMBS big-endian integers of LIMB_BYTES bytes each (NULL as zeros):
-    order-preserving and exactly reversible."""
-    limbs = [[0] * len(values) for _ in range(TEXT_LIMBS)]
+def text_limbs(values: list, name: str = "a text value", width: int = TEXT_LIMBS * LIMB_BYTES) -> list[list[int]]:
+    """UTF-8 text of at most `width` bytes as ceil(width / LIMB_BYTES) big-endian integers of
+    LIMB_BYTES bytes each (NULL as zeros): order-preserving and exactly reversible. A longer value
+    is a DataError naming the column and the width (the width classes were agreed before sharing)."""
+    count = -(-width // LIMB_BYTES)
+    limbs = [[0] * len(values) for _ in range(count)]
     for i, v in enumerate(values):
         if v is None:
             continue
         raw = v.encode("utf-8")
-        if len(raw) > TEXT_LIMBS * LIMB_BYTES:
-            raise DataError(f"column {name!r} has text longer than {TEXT_LIMBS * LIMB_BYTES} bytes of UTF-8, which "
-                            f"secure computation cannot carry yet; shorten it (e.g. LEFT({name}, 7)) first")
-        raw = raw.ljust(TEXT_LIMBS * LIMB_BYTES, b"\0")
-        for k in range(TEXT_LIMBS):
+        if len(raw) > width:
+            raise DataError(f"column {name!r} has text longer than {width} bytes of UTF-8, its width for this "
+                            f"query; shorten it (e.g. LEFT({name}, {width // 4}): 4 bytes per character at most) first")
+        raw = raw.ljust(count * LIMB_BYTES, b"\0")
+        for k in range(count):
             limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")
     return limbs
 
@@ -228,7 +282,7 @@ def decode_column(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: i
                         pa.date32())
     if kind == "timestamp":
         return pa.array(to_signed(limbs[0]), pa.int64(), mask=mask).cast(pa.timestamp("us"))
-    if kind == "text":
+    if text_bytes(kind) is not None:
         out = []
         for i, m in enumerate(mask):
             if m:
