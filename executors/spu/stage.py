@@ -44,7 +44,7 @@ from sqlglot import exp
 from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, MICROS_PER_DAY, TEXT_LIMBS,
-                                           decimal_scale, decimal_scales, decode_column, encode, kind_of, limb_fracs,
+                                           decimal_scale, decimal_scales, decode_column, encode, limb_fracs,
                                            limbs_of, quotient_bits, range_kind, shared_kind, text_bytes, text_kind,
                                            text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
