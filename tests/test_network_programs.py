@@ -21,13 +21,18 @@ ROWS = 12
 def party_tables(seed: int) -> dict[str, dict[str, pa.Table]]:
     """Each party's t(id, v): ids drawn from 0..2*ROWS so the joins match some rows and miss others."""
     rng = np.random.default_rng(seed)
-    return {p: {"t": pa.table({"id": rng.permutation(2 * ROWS)[:ROWS].astype(np.int64),
-                               "v": rng.integers(0, 100, ROWS).astype(np.int64)})} for p in PARTIES}
+    tables = {p: {"t": pa.table({"id": rng.permutation(2 * ROWS)[:ROWS].astype(np.int64),
+                                 "v": rng.integers(0, 100, ROWS).astype(np.int64)})} for p in PARTIES}
+    notes = [None if i % 5 == 0 else f"note {i % 4}" * (1 + i % 3) for i in range(ROWS)]
+    tables["p3"]["notes"] = pa.table({"id": rng.permutation(2 * ROWS)[:ROWS].astype(np.int64),
+                                      "note": pa.array(notes, pa.string())})
+    return tables
 
 
 def compare_grants(grants_for) -> str:
-    """Every party may use the others' t.id and t.v in comparisons only: no join grant, no plaintext."""
-    return grants_for(*[(viewer, tuple(f"{p}.t.{c}" for p in PARTIES if p != viewer for c in ("id", "v")),
+    """Every party may use the others' columns in comparisons only: no join grant, no plaintext."""
+    columns = [f"{p}.t.{c}" for p in PARTIES for c in ("id", "v")] + ["p3.notes.id", "p3.notes.note"]
+    return grants_for(*[(viewer, tuple(c for c in columns if not c.startswith(f"{viewer}.")),
                          "PLAINTEXT_AFTER_COMPARE") for viewer in PARTIES])
 
 
@@ -35,6 +40,9 @@ UNION = "(SELECT id, v FROM p1.t UNION ALL SELECT id, v FROM p2.t UNION ALL SELE
 PROGRAMS = [
     "SELECT COUNT(*) AS n FROM p1.t a JOIN p2.t b ON a.id = b.id JOIN p3.t c ON b.id = c.id",
     "SELECT COUNT(*) AS n FROM p1.t a JOIN p2.t b ON a.id = b.id JOIN p3.t c ON b.id = c.id WHERE a.v < c.v",
+    "SELECT COUNT(*) AS n FROM p1.t a JOIN p2.t b ON a.id = b.id JOIN p3.notes c ON b.id = c.id",
+    "SELECT COUNT(*) AS n FROM p1.t a JOIN p2.t b ON a.id = b.id JOIN p3.notes c ON b.id = c.id "
+    "WHERE c.note <> 'note 1'",
     f"SELECT COUNT(*) AS n FROM {UNION} JOIN p2.t b ON u.id = b.id",
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.v > (SELECT AVG(v) FROM p3.t)",
     f"SELECT COUNT(*) AS n FROM {UNION} WHERE u.id IN (SELECT id FROM p3.t WHERE v > 20)",
