@@ -21,7 +21,8 @@ ROWS = 12
 
 
 def party_tables(seed: int) -> dict[str, dict[str, pa.Table]]:
-    """Each party's t(id, v): ids drawn from 0..2*ROWS so the joins match some rows and miss others."""
+    """Each party's t(id, v), and p3's notes(id, note) with text and NULLs: ids drawn from 0..2*ROWS so the
+    joins match some rows and miss others."""
     rng = np.random.default_rng(seed)
     tables = {p: {"t": pa.table({"id": rng.permutation(2 * ROWS)[:ROWS].astype(np.int64),
                                  "v": rng.integers(0, 100, ROWS).astype(np.int64)})} for p in PARTIES}
