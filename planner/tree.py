@@ -523,7 +523,6 @@ class TreeBuilder:
 
     def windows(self, op: Op, items):
         def replace(node: exp.Expression) -> exp.Expression:
-            nonlocal op
             if not isinstance(node, exp.Window):
                 return node
             func = node.this
