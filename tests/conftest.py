@@ -319,11 +319,12 @@ class Oracle:
     def _names(self, tree: exp.Expression, provenance: list[str]) -> list[str]:
         return [n for n in self.con.sql(tree.sql(dialect="duckdb")).columns if n not in provenance]
 
-    def check(self, sql: str, issuer: str = "bank") -> pa.Table:
+    def check(self, sql: str, issuer: str = "bank", rel_tol: float | None = None) -> pa.Table:
+        """The engine's answer equals DuckDB's; floats within REL_TOL (or a function's stated `rel_tol`)."""
         got = self.engine.execute(sql, issuer).table
         want = self.expected(sql, issuer)
         assert got.num_columns == want.num_columns, (got.column_names, want.column_names)
-        assert same_multiset(got, want), f"{sql}\n got: {sorted_rows(got)[:10]}\nwant: {sorted_rows(want)[:10]}"
+        assert same_multiset(got, want, rel_tol or REL_TOL), f"{sql}\n got: {sorted_rows(got)[:10]}\nwant: {sorted_rows(want)[:10]}"
         return got
 
 
@@ -338,17 +339,17 @@ def _norm(value):
 REL_TOL, ABS_TOL = 1e-5, 1e-3  # fixed point (2^-16) through products and divisions; exact values compare exactly
 
 
-def _close(a, b) -> bool:
+def _close(a, b, rel_tol: float = REL_TOL) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None:
             return a is b
         if a == "nan" or b == "nan":
             return a == b
-        return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+        return math.isclose(a, b, rel_tol=rel_tol, abs_tol=ABS_TOL)
     return a == b
 
 
-def same_multiset(got: pa.Table, want: pa.Table) -> bool:
+def same_multiset(got: pa.Table, want: pa.Table, rel_tol: float = REL_TOL) -> bool:
     """Rows compared as multisets; floats within the stated tolerance."""
     left = [tuple(_norm(v) for v in r.values()) for r in got.to_pylist()]
     right = [tuple(_norm(v) for v in r.values()) for r in want.to_pylist()]
@@ -358,7 +359,7 @@ def same_multiset(got: pa.Table, want: pa.Table) -> bool:
         return True
     pool = list(left)
     for row in right:
-        match = next((i for i, cand in enumerate(pool) if all(_close(a, b) for a, b in zip(cand, row))), None)
+        match = next((i for i, cand in enumerate(pool) if all(_close(a, b, rel_tol) for a, b in zip(cand, row))), None)
         if match is None:
             return False
         pool.pop(match)

@@ -567,7 +567,8 @@ def test_geodist_refusals_name_it(edge_oracles, sql, error, message):
 
 @pytest.mark.parametrize("sql", ROUNDING_QUERIES + DIVISION_QUERIES + MATH_QUERIES + TRIG_QUERIES + POWER_QUERIES)
 def test_scalar_functions_across_parties_match_duckdb(oracle, sql):
-    oracle.check(sql, "bank")
+    # POWER with a non-integer-constant exponent: relative 2^-14 (1 + |y| 2^-8), docs/architecture.md
+    oracle.check(sql, "bank", rel_tol=2**-13 if sql in POWER_QUERIES else None)
     assert "SPU(" in oracle.engine.explain(sql, "bank")
 
 
