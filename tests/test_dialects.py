@@ -305,6 +305,17 @@ def test_mysql_clock_reads_the_federation_time_zone(tmp_path, federation_writer)
         engine.close()
 
 
+def test_mysql_clock_in_a_query_across_parties(tmp_path, make_federation):
+    """NOW()/CURDATE() are constants to column control: compared with a party's column in a join of
+    two parties, the issuer may learn the comparison (SCQL's `date func (now, curdate)`)."""
+    with Engine(make_federation(tmp_path, dialect="mysql"), timeout=60) as engine:
+        sql = ("SELECT o.order_id, CURDATE() > '2000-01-01' AS after, YEAR(NOW()) >= 2026 AS y, "
+               "DATE(NOW()) = CURDATE() AS today FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id")
+        rows = engine.execute(sql, "bank").table.to_pylist()
+        assert rows and all(r["after"] and r["y"] and r["today"] for r in rows)
+        assert engine.check(sql, "bank") is None
+
+
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../etc/passwd", 5])
 def test_time_zone_is_validated(tmp_path, federation_writer, zone):
     with pytest.raises(ConfigError, match="time_zone"):
