@@ -83,7 +83,7 @@ MYSQL = [
     # strings and booleans as conditions, in IN / BETWEEN, in arithmetic
     "IF(s, 1, 2)", "IF(name, 1, 2)", "IF(sn, 1, 2)", "CASE WHEN s THEN 'y' ELSE 'n' END", "NOT name", "name AND 1",
     "s IN (3, 4)", "i IN ('7', 'x')", "name IN ('Alice', 'b')", "s BETWEEN 1 AND 5", "i BETWEEN '1' AND '9x'",
-    "i + TRUE", "-TRUE", "SUM(i > 5)", "i = '7.0'",
+    "i + TRUE", "-TRUE", "SUM(i > 5)", "AVG(i > 5)", "AVG(n > 5)", "AVG(x < 1) + 1", "i = '7.0'",
     # nested rewrites, strings with intervals, negative operands, edge dates
     "(i DIV 2) DIV 0", "(i DIV 2) DIV 2", "ADDDATE(ADDDATE(d, 1), 1)", "IFNULL(IFNULL(sn, n), 1)",
     "'2024-02-10' + INTERVAL 1 DAY", "'2024-02-10' + INTERVAL 1 HOUR", "'2024-02-10 10:00:00' - INTERVAL 1 DAY",

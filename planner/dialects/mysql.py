@@ -98,12 +98,15 @@ NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Pow,
 
 
 def numeric_arguments(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    """A string given to a numeric function (ABS, ROUND, SUM, …) is read as MySQL reads it ('-3x' -> -3)."""
+    """A string given to a numeric function (ABS, ROUND, SUM, …) is read as MySQL reads it ('-3x' -> -3), a
+    boolean as 1 or 0 (`AVG(x > 0)` is the fraction of rows where x > 0; DuckDB has no AVG(BOOLEAN))."""
     def rewrite(node):
         if isinstance(node, NUMERIC_FUNCTIONS):
             for argument in list(node.iter_expressions()):
                 if type_of(argument) in STRINGS:
                     argument.replace(mysql_number(argument.copy()))
+                elif type_of(argument) == DType.BOOLEAN:
+                    argument.replace(exp.cast(argument.copy(), "INTEGER"))
         return node
 
     return rewrite_up(tree, rewrite)
