@@ -20,6 +20,8 @@ from sqlsecure.planner.catalog import Catalog
 
 AGGREGATES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
 RANKINGS = ("ROW_NUMBER", "RANK", "DENSE_RANK")
+RELATIVE_RANKINGS = ("PERCENT_RANK", "CUME_DIST")
+COMPOSED_WINDOWS = ("AVG", *RELATIVE_RANKINGS)  # computed from the windows above (tree.windows)
 WINDOWS = {"ROW_NUMBER": "row_number", "RANK": "rank", "DENSE_RANK": "dense_rank", "COUNT": "count", "SUM": "sum",
            "MIN": "min", "MAX": "max"}
 
@@ -527,25 +529,36 @@ class TreeBuilder:
                 return node
             func = node.this
             name = func.sql_name().upper() if not isinstance(func, exp.Anonymous) else func.name.upper()
-            if name not in WINDOWS and name != "AVG":
-                raise NotSupportedError(f"{_sql(node)[:80]}: secure windows are {', '.join(WINDOWS)}, AVG")
+            if name not in WINDOWS and name not in COMPOSED_WINDOWS:
+                raise NotSupportedError(f"{_sql(node)[:80]}: secure windows are "
+                                        f"{', '.join((*WINDOWS, *COMPOSED_WINDOWS))}")
             arg = func.this if isinstance(func, exp.AggFunc) and not isinstance(func.this, exp.Star) else None
             order = node.args.get("order")
             keys = tuple((_sql(named(o.this)), bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
                          for o in (order.expressions if order else []))
-            frame = window_frame(node, keys) if name not in RANKINGS else None  # DuckDB ignores a ranking's frame
+            frame = window_frame(node, keys) if name not in RANKINGS + RELATIVE_RANKINGS else None  # DuckDB ignores
+            # a ranking's frame
             partition = tuple(_sql(named(p)) for p in node.args.get("partition_by") or [])
             order_by = keys + (tie_breaker(partition, keys),) if frame == "rows" else keys
 
-            def window(func_name: str) -> exp.Expression:
+            def window(func_name: str, over=frame) -> exp.Expression:
                 nonlocal op
                 column = self.name("w")
                 op = Window(op, column, func_name, _sql(named(arg)) if arg is not None else None, partition,
-                            order_by, frame)
+                            order_by, over)
                 return exp.column(column, quoted=True)
 
             if name == "AVG":  # SUM / COUNT over the same window: NULL where it counts no value
                 return exp.Div(this=window("sum"), expression=window("count"))
+            if name in RELATIVE_RANKINGS and not keys:  # every row a peer of every other
+                return exp.cast(exp.Literal.number(0 if name == "PERCENT_RANK" else 1), "DOUBLE")
+            if name == "PERCENT_RANK":  # (RANK - 1) / (rows of the partition - 1), 0 in a one-row partition
+                rows = window("count", "partition")
+                return exp.Div(this=exp.paren(exp.Sub(this=window("rank"), expression=exp.Literal.number(1))),
+                               expression=exp.maybe_parse("CASE WHEN _n > 1 THEN _n - 1 ELSE 1 END").transform(
+                                   lambda n: rows.copy() if isinstance(n, exp.Column) and n.name == "_n" else n))
+            if name == "CUME_DIST":  # rows up to the current row's last peer / rows of the partition
+                return exp.Div(this=window("count"), expression=window("count", "partition"))
             return window(WINDOWS[name])
 
         def tie_breaker(partition, keys) -> tuple[str, bool, bool]:

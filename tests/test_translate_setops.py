@@ -8,7 +8,7 @@ import re
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import NotSupportedError, PolicyViolation, ProtocolError
+from sqlsecure.errors import DataError, NotSupportedError, PolicyViolation, ProtocolError
 from sqlsecure.executors.spu.program import parse_program
 from sqlsecure.planner.physical import RunLocal, SecretQuery
 from tests.conftest import same_multiset
@@ -237,12 +237,23 @@ WINDOWED = [
     "SUM(s.score) OVER (ORDER BY s.id, s.score ROWS UNBOUNDED PRECEDING) - COUNT(*) OVER (ORDER BY s.id, s.score "
     "ROWS UNBOUNDED PRECEDING)",  # tied (equal) rows in one order for both windows, as DuckDB's one sort
     "ROW_NUMBER() OVER (PARTITION BY s.id ORDER BY s.score ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)",
+    "PERCENT_RANK() OVER (PARTITION BY s.id ORDER BY s.score)",  # 0 in one-row partitions
+    "PERCENT_RANK() OVER (ORDER BY s.score DESC)", "PERCENT_RANK() OVER (PARTITION BY s.id)",
+    "CUME_DIST() OVER (PARTITION BY s.id ORDER BY s.score)", "CUME_DIST() OVER (ORDER BY s.id DESC, s.score)",
 ]
 
 
 @pytest.mark.parametrize("window", WINDOWED)
 def test_window_frames_and_avg_across_parties(scored, window):
     on_the_spu(scored, f"SELECT s.id, s.score, {window} AS w {SCORES}")
+
+
+def test_a_row_a_filter_dropped_does_not_refuse_the_query(scored):
+    """A division by zero refuses the query only on rows that count: a refusal caused by a dropped row
+    would tell the issuer that some dropped row holds that value."""
+    on_the_spu(scored, f"SELECT s.id, 1000.0 / (s.score - 322) AS r {SCORES} WHERE s.score + 0 * d.pid <> 322")
+    with pytest.raises(DataError, match="divides by zero"):
+        scored.engine.execute(f"SELECT s.id, 1000.0 / (s.score - 322) AS r {SCORES}", "h1")
 
 
 FRAMES_REFUSED = ["ROWS BETWEEN 1 PRECEDING AND CURRENT ROW", "ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING",

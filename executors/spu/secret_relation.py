@@ -61,22 +61,25 @@ def null_column(kind: str, n: int, frac_bits: int, like: SV | None = None) -> SV
     return pad_text(null, len(like.limbs)) if like is not None and kind == "text" else null
 
 
-def stage_over(s: SpuSession, columns: dict[str, SV], n: int) -> Stage:
-    """The SQL expression evaluator over a relation's columns (no SecureStage step needed)."""
-    stage = Stage(s, None, n)
-    stage.cols = dict(columns)
+def stage_over(s: SpuSession, rel: SecretRelation) -> Stage:
+    """The SQL expression evaluator over a relation's columns (no SecureStage step needed). Only valid
+    rows count where a value refuses the query (a division by zero, a logarithm of 0): a row a filter
+    dropped neither refuses the query nor tells anyone it would have."""
+    stage = Stage(s, None, rel.n)
+    stage.cols = dict(rel.columns)
+    stage.weight = rel.valid
     return stage
 
 
 def evaluate(s: SpuSession, rel: SecretRelation, e: exp.Expression) -> SV:
     """The value of an SQL expression on every row of `rel`, constants made secret."""
-    stage = stage_over(s, rel.columns, rel.n)
+    stage = stage_over(s, rel)
     return stage.secret(stage.ev(e), rel.n)
 
 
 def truth(s: SpuSession, rel: SecretRelation, condition: exp.Expression) -> ArithShare:
     """A condition as a 0/1 share per row, NULL as false."""
-    stage = stage_over(s, rel.columns, rel.n)
+    stage = stage_over(s, rel)
     return stage.truth(stage.ev(condition))
 
 
@@ -242,7 +245,7 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
         return SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
-    stage = stage_over(s, rel.columns, rel.n)
+    stage = stage_over(s, rel)
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = stage.aggregate_inputs([node for _, node in plain], rel.valid)
     distinct_args = [(name, e) for name, f, e, d in aggregates if d]
