@@ -572,6 +572,21 @@ def test_scalar_functions_across_parties_match_duckdb(oracle, sql):
     assert "SPU(" in oracle.engine.explain(sql, "bank")
 
 
+def test_division_by_a_decimal_constant_is_exact_on_the_encoding(oracle):
+    """x / 40.0, x / 2.5, x / -0.3: the encoding divided exactly (X * d // n), |error| < 2^-16 (plus the
+    dividend's encoding error divided by |c|) whatever c is; the reciprocal 1/40 at 16 bits was 2.4e-4 relative (EXP(age / 40.0) off by 1.4e-3)."""
+    sql = (f"SELECT o.order_id, c.age / 40.0 AS a, o.amount / 2.5 AS b, (o.amount - c.age) / -0.3 AS n, "
+           f"EXP(c.age / 40.0) AS e {JOINED} WHERE o.amount > c.age")
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+    got, want = (sorted(t.to_pylist(), key=lambda r: (r["order_id"], r["a"])) for t in
+                 (oracle.engine.execute(sql, "bank").table, oracle.expected(sql, "bank")))
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want):
+        # the floor's 2^-16, and the dividend's own encoding (2^-17) divided by |c|
+        assert all(abs(g[col] - w[col]) <= 2 ** -16 * (1 + 1 / c) for col, c in (("a", 40), ("b", 2.5), ("n", 0.3))), (g, w)
+        assert abs(g["e"] - w["e"]) <= 2 ** -14 * w["e"] + 2 ** -15 + w["e"] * 2 ** -15, (g, w)  # EXP's own error
+
+
 @pytest.mark.parametrize("sql,name", ROUNDING_REFUSALS + DIVISION_REFUSALS + MATH_REFUSALS)
 def test_functions_the_spu_cannot_do_are_refused_at_plan_time_naming_them(engine, sql, name):
     refused_by_the_spu(engine, sql, name)

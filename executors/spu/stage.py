@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import fractions
 import json
 import math
 from dataclasses import dataclass
@@ -252,6 +253,20 @@ def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | N
         return sum_kind(e, a, b)
     except NotSupportedError:
         return None
+
+
+def decimal_ratio(value) -> tuple[int, int] | None:
+    """A constant divisor c as numerator / denominator for an exact division of the encoding, X * d // n:
+    an integer; a whole number; a decimal (as written: 0.1 is 1/10) with |n| < 2^16, so the range plan's
+    |x / c| < 2^30 keeps |X * d| < 2^62 (`floor_div_public`'s bound). None: multiply by 1/c instead."""
+    if isinstance(value, int):
+        return value, 1
+    ratio = fractions.Fraction(str(value))
+    if ratio.denominator == 1 and abs(ratio.numerator) < 2 ** 40:
+        return ratio.numerator, 1
+    if abs(ratio.numerator) < 2 ** 16 and ratio.denominator <= 10 ** 6:
+        return ratio.numerator, ratio.denominator
+    return None
 
 
 def _division_rule(node: exp.Expression, kind_of) -> str | None:
@@ -1087,9 +1102,11 @@ class Stage:
                 raise NotSupportedError(_division_rule(e, None))
             if not whole:
                 a = self.to_fixed(a)
-                if isinstance(b.value, int):  # an exact division of the encoding: |error| < 2^-F
-                    quotient = functions.floor_div_public(s, a.value, abs(b.value))
-                    quotient = quotient if b.value > 0 else -quotient
+                ratio = decimal_ratio(b.value)
+                if ratio is not None:  # an exact division of the encoding: |error| < 2^-F
+                    numerator, denominator = ratio
+                    quotient = functions.floor_div_public(s, a.value * denominator, abs(numerator))
+                    quotient = quotient if numerator > 0 else -quotient
                     return SV([quotient.with_frac(a.value.frac)], a.valid, "fixed")
                 return SV([arith.mul_public(s, a.value, 1.0 / float(b.value))], a.valid, "fixed")
             quotient = functions.truncated_divide_public(s, a.value, int(b.value))
