@@ -67,7 +67,7 @@ SCALAR_FUNCTIONS = (
     exp.Year, exp.Quarter, exp.Month, exp.Week, exp.WeekOfYear, exp.Day, exp.DayOfWeek, exp.DayOfMonth,
     exp.DayOfYear, exp.Hour, exp.Minute, exp.Second, exp.LastDay, exp.MonthsBetween, exp.DateFromParts,
     exp.StrToDate, exp.StrToTime, exp.StrToUnix, exp.TimeToStr, exp.TimeToUnix, exp.UnixToTime, exp.Date,
-    exp.TsOrDsToDate, exp.TsOrDsToTimestamp, exp.DateStrToDate, exp.Dayname, exp.Monthname, exp.DateBin,
+    exp.TsOrDsToDate, exp.TsOrDsToTimestamp, exp.Timestamp, exp.DateStrToDate, exp.Dayname, exp.Monthname, exp.DateBin,
     # other deterministic functions
     exp.Format, exp.Split, exp.Array, exp.ArraySize, exp.Uuid, exp.Rand,
 )
@@ -77,6 +77,7 @@ ANONYMOUS_SCALARS = frozenset({
     "date_part", "datepart", "strlen", "age", "even", "prefix", "suffix", "gcd", "lcm", "bit_count", "printf",
     "signbit", "weekday", "millisecond", "microsecond", "epoch", "epoch_ms", "now", "hash", "isodow",
     "isoyear", "yearweek", "era", "century", "decade", "nanosecond",
+    "round_even",  # ROUND of a DOUBLE, ties to even (PostgreSQL's, planner/dialects/)
     "timezone",  # the wall clock of a zone (CURDATE()/NOW() in the federation's time_zone, planner/dialects/)
     "date_sub",  # whole units elapsed (MySQL's TIMESTAMPDIFF, planner/dialects/mysql.py); on the SPU for fixed units
     "geodist",  # SCQL's; evaluated on the SPU (planner/geodist.py rewrites a one-party GEODIST into DuckDB SQL)

@@ -74,7 +74,9 @@ MYSQL = [
     "1 / 3 + 1 / 3", "1 / 3 * 3", "(i / 3) + 1", "AVG(i) / 3", "i / 3 > 2.3333", "1 / 32", "-1 / 32",
     # casts of strings, rounding of doubles, CONCAT of non-strings
     "CAST(s AS SIGNED)", "CAST('3.7' AS SIGNED)", "CAST(s AS DECIMAL(10,2))", "CAST(sn AS SIGNED)",
-    "ROUND(x)", "ROUND(2.5)", "ROUND(-x)", "CONCAT(name, TRUE)", "CONCAT(i, '/', d)",
+    "ROUND(x)", "ROUND(2.5)", "ROUND(-x)", "ROUND(x + 0.25, 1)", "ROUND(-x - 0.25, 1)", "ROUND(x * 10, -1)",
+    "ROUND(x - 1, 0)", "ROUND(x / 20, 2)", "ROUND(x / 7, 3)", "ROUND(-x / 20, 2)", "ROUND(x * 3)", "ROUND(x * i, -1)",
+    "CONCAT(name, TRUE)", "CONCAT(i, '/', d)",
     # weekdays, whole-unit differences, Unix time
     "DAYOFWEEK(d)", "WEEKDAY(d)", "WEEKDAY(ts)", "WEEK(d)", "WEEK('2024-01-07')", "WEEK('2023-01-01')",
     "TIMESTAMPDIFF(MONTH, '2024-01-31', d)", "TIMESTAMPDIFF(DAY, '2024-01-01 23:00:00', '2024-01-02 01:00:00')",
@@ -94,6 +96,13 @@ MYSQL = [
     "TIMESTAMP('1969-12-31 23:59:59') - TIMESTAMP('1970-01-01 00:00:00')", "d - 20240000",
     "TIMESTAMPDIFF(MINUTE, ts, '2023-12-31 23:00:30')", "DATE_ADD(d, INTERVAL 1 HOUR)", "IFNULL(sn, d)",
     "IFNULL(n, 2.5)", "CONCAT(d, ts)", "x / 0", "x DIV 0", "x % 0", "'abc' / 0",
+    # strings where a date is expected (also a string ± INTERVAL, which is a string), numbers given to text functions
+    "LAST_DAY(ADDDATE('2024-01-01', i))", "DATEDIFF(ADDDATE('2024-01-01', i), '2024-01-01')", "LAST_DAY(name)",
+    "YEAR(ADDDATE('2024-12-31', i))", "LAST_DAY('2024-01-06 10:00:00')", "DATE_FORMAT(ADDDATE('2024-01-01', i), '%Y-%m')",
+    "MONTH(SUBDATE('2024-03-01 10:00:00', INTERVAL i DAY))", "EXTRACT(DAY FROM ADDDATE('2024-01-01', i))",
+    "d < CONCAT('2024-02-1', i)", "ts = CONCAT('2024-01-02 00:00:0', z)", "CURDATE() > ADDDATE('2024-01-01', i)",
+    "DATEDIFF(sn, d)", "DATEDIFF(name, d)", "LPAD(i, 3, '0')", "LEFT(big, 4)", "UPPER(x)", "REVERSE(neg)",
+    "SUBSTRING(big, 2, 3)",
     # strings given to numeric functions
     "ABS('-3x')", "ROUND('2.567', 1)", "ROUND('2.5')", "SUM(s)", "AVG(s)", "FLOOR(s)", "SQRT('16')", "POW('2', 3)",
     "SIGN('-0.5')", "CEIL(name)", "MAX(s)", "ABS(sn)",

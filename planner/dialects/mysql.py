@@ -269,11 +269,45 @@ def date_formats(tree: exp.Expression, context: DialectContext) -> exp.Expressio
     return rewrite_up(tree, rewrite)
 
 
-def last_day(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    """LAST_DAY of a string reads it as a date, NULL if it is not one (as MySQL does)."""
+# Functions whose argument MySQL reads as a date or datetime, a string included (NULL if it is none).
+DATE_ARGUMENT = (exp.LastDay, exp.Year, exp.Quarter, exp.Month, exp.Day, exp.DayOfMonth, exp.DayOfWeek, exp.DayOfYear,
+                 exp.Week, exp.WeekOfYear, exp.Hour, exp.Minute, exp.Second, exp.TimeToStr, exp.Dayname, exp.Monthname)
+# Functions of text that MySQL gives a number's decimal text (LPAD(7, 3, '0') = '007'); DuckDB refuses numbers.
+TEXT_ARGUMENT = (exp.Pad, exp.Left, exp.Right, exp.Upper, exp.Lower, exp.Reverse, exp.Repeat, exp.Trim, exp.Substring,
+                 exp.Replace, exp.Initcap)
+
+
+def as_datetime(node: exp.Expression, kind: str = "TIMESTAMP") -> exp.Expression:
+    """A string as MySQL reads it where a date is expected: a date or a datetime, NULL if it is neither."""
+    read = exp.TryCast(this=node.copy(), to=exp.DataType.build("TIMESTAMP"))
+    return read if kind == "TIMESTAMP" else exp.cast(read, kind)
+
+
+def string_dates(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A string where MySQL expects a date — DATEDIFF, LAST_DAY, YEAR … SECOND, DATE_FORMAT, a comparison
+    with a DATE or DATETIME — is read as one, NULL if it is none. Runs after `date_arithmetic_types`, whose
+    string ± INTERVAL is a string again (`LAST_DAY(ADDDATE('2024-01-01', n))`)."""
+    def strings(*nodes):
+        return [n for n in nodes if n is not None and type_of(n) in STRINGS | {DType.UNKNOWN}
+                and not isinstance(n, exp.Null)]
+
     def rewrite(node):
-        if isinstance(node, exp.LastDay) and type_of(node.this) in STRINGS | {DType.UNKNOWN}:
-            node.set("this", exp.TryCast(this=node.this, to=exp.DataType.build("DATE")))
+        if isinstance(node, exp.DateDiff) and node.args.get("date_part_boundary") is not None:
+            for argument in strings(node.this, node.expression):
+                argument.replace(as_datetime(argument, "DATE"))
+        elif isinstance(node, DATE_ARGUMENT):
+            for argument in strings(node.this):
+                argument.replace(as_datetime(argument, "DATE" if isinstance(node, exp.LastDay) else "TIMESTAMP"))
+        elif isinstance(node, exp.Extract):
+            for argument in strings(node.expression):
+                argument.replace(as_datetime(argument))
+        elif isinstance(node, COMPARISONS):
+            sides = (node.left, node.right)
+            for this, other in (sides, sides[::-1]):
+                if type_of(other) in DATES | DATETIMES and this in strings(this) and not isinstance(this, exp.Literal):
+                    this.replace(as_datetime(this, "DATE" if type_of(other) in DATES else "TIMESTAMP"))
+        elif isinstance(node, TEXT_ARGUMENT) and type_of(node.this) in NUMBERS:
+            node.set("this", exp.cast(node.this, "VARCHAR"))
         return node
 
     return rewrite_up(tree, rewrite)
@@ -466,13 +500,32 @@ def string_casts(tree: exp.Expression, context: DialectContext) -> exp.Expressio
     return rewrite_up(tree, rewrite)
 
 
+# MySQL's ROUND(x, d) of a DOUBLE: rint(x * 10^d) / 10^d, ties to even. Written with ROUND (ties away
+# from zero), FLOOR, ABS and a comparison, which every device evaluates (the SPU exactly on its encoding).
+ROUND_HALF_EVEN = ("CASE WHEN ABS(_y) - FLOOR(ABS(_y)) = 0.5 AND CAST(FLOOR(ABS(_y)) AS BIGINT) % 2 = 0 "
+                   "THEN (CASE WHEN _y < 0 THEN -FLOOR(ABS(_y)) ELSE FLOOR(ABS(_y)) END) _back ELSE ROUND(_x, _d) END")
+
+
 def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    """ROUND of a DOUBLE rounds half to even in MySQL (ROUND(2.5e0) = 2); exact values round half away."""
+    """ROUND of a DOUBLE rounds half to even in MySQL (ROUND(2.5e0) = 2); exact values round half away.
+    The digits must be a whole constant (MySQL's ROUND(x, column) is refused)."""
     def rewrite(node):
-        if isinstance(node, exp.Round) and type_of(node.this) in FLOATS and not isinstance(node.this, exp.Literal):
-            return exp.Anonymous(this="ROUND_EVEN", expressions=[node.this, node.args.get("decimals")
-                                                                 or exp.Literal.number(0)])
-        return node
+        if not (isinstance(node, exp.Round) and type_of(node.this) in FLOATS and not isinstance(node.this, exp.Literal)):
+            return node
+        digits = node.args.get("decimals") or exp.Literal.number(0)
+        literal = digits.this if isinstance(digits, exp.Neg) else digits
+        d = literal.to_py() if isinstance(literal, exp.Literal) and not literal.is_string else None
+        d = -d if isinstance(digits, exp.Neg) and isinstance(d, int) else d
+        if not isinstance(d, int):
+            raise NotSupportedError(f"{node.sql('mysql')}: ROUND of a DOUBLE to a number of digits that is not a "
+                                    "whole constant")
+        x = exp.paren(node.this.copy(), copy=False)
+        scale = exp.Literal.number(10 ** abs(d))
+        y = x if d == 0 else exp.paren(exp.Mul(this=x, expression=scale) if d > 0 else
+                                       exp.Div(this=x, expression=scale), copy=False)
+        rounded = template(ROUND_HALF_EVEN.replace(" _back", " / 1" if d == 0 else (" / _s" if d > 0 else " * _s")),
+                          y=y, x=node.this, d=digits, s=scale)
+        return exp.paren(rounded, copy=False)
 
     return rewrite_up(tree, rewrite)
 
@@ -516,6 +569,6 @@ def two_argument_atan(tree: exp.Expression, context: DialectContext) -> exp.Expr
 
 
 RULES = (add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division,
-         integer_division, approximate_rounding, mixed_type_results, concat_strings, date_formats, last_day,
-         date_arithmetic_types, weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone,
+         integer_division, approximate_rounding, mixed_type_results, concat_strings, date_formats,
+         date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone,
          string_functions, two_argument_atan, refuse_unknown_functions)
