@@ -88,26 +88,25 @@ def _add_literal(tokens: list, c: str) -> None:
 
 def rounds(tokens: tuple, width: int, nparties: int) -> int:
     """The rounds of `like_match` for these tokens on text of `width` bytes (limbs * 7) and N parties."""
-    a2b = 7 + _carry_save_layers(nparties)
-    runs = [len(t) for t in tokens if isinstance(t, bytes) and len(t) <= width]
-    has_char = ONE_CHAR in tokens
-    needs_equality = bool(runs) or has_char or not tokens or tokens[-1] != ANY
-    tree = max([math.ceil(math.log2(n)) for n in runs] + [1 if has_char else 0])
-    scan = math.ceil(math.log2(width + 1))
-    automaton, public = 0, True
-    for t in tokens:
-        if isinstance(t, bytes) and len(t) > width:
-            return 0  # never matches: a public false, no protocol at all
-        if t == ANY:
-            automaton += 0 if public else scan
-        else:
-            automaton += 0 if public else 1
-            public = False
-    ends_open = bool(tokens) and tokens[-1] == ANY
-    automaton += (0 if public else scan) if ends_open else (0 if public else 1)
-    if public and ends_open:
+    if public_answer(tokens, width) is not None:
         return 0
-    return a2b + (3 if needs_equality else 0) + tree + automaton + 1
+    runs = [len(t) for t in tokens if isinstance(t, bytes)]
+    tree = max([math.ceil(math.log2(n)) for n in runs] + [1 if ONE_CHAR in tokens else 0])
+    scan = math.ceil(math.log2(width + 1))
+    ends_open = bool(tokens) and tokens[-1] == ANY
+    automaton, public = 0, True
+    for t in tokens[:-1] if ends_open else tokens:
+        automaton += 0 if public else scan if t == ANY else 1
+        public = public and t == ANY
+    automaton += 0 if public else scan if ends_open else 1
+    return 7 + _carry_save_layers(nparties) + 3 + tree + automaton + 1
+
+
+def public_answer(tokens: tuple, width: int) -> int | None:
+    """1 or 0 where the pattern alone decides (only `%`: every text; a run longer than the text: none)."""
+    if any(isinstance(t, bytes) and len(t) > width for t in tokens):
+        return 0
+    return 1 if tokens and set(tokens) == {ANY} else None
 
 
 def _carry_save_layers(nparties: int) -> int:
@@ -122,22 +121,21 @@ def like_match(s: SpuSession, limbs: list[ArithShare], tokens: tuple) -> ArithSh
     """0/1 additive shares of [text LIKE pattern] per row; `limbs` the text's 7-byte limbs (width W =
     7 * len(limbs)), `tokens` from `pattern_tokens`. Rounds: `rounds`."""
     n, width = len(limbs[0]), LIMB_BYTES * len(limbs)
-    if any(isinstance(t, bytes) and len(t) > width for t in tokens):
-        return _public_bit(s, np.zeros(n, np.uint8))
-    if tokens and tokens[-1] == ANY and all(t == ANY for t in tokens):
-        return _public_bit(s, np.ones(n, np.uint8))  # '%' matches every text (NULLs stay NULL)
+    if (answer := public_answer(tokens, width)) is not None:  # NULLs stay NULL: their validity is kept
+        return _public_bit(s, np.full(n, answer, np.uint8))
     text = _text_bytes(s, limbs)
     equal, lead = _byte_classes(s, text, tokens)
     runs = _run_matches(s, equal, lead, tokens, width)
     state = _Automaton(s, n, width)
-    for t in tokens:
+    ends_open = tokens[-1] == ANY if tokens else False
+    for t in tokens[:-1] if ends_open else tokens:
         if t == ANY:
             state.any_run()
         elif t == ONE_CHAR:
             state.one_char(lead)
         else:
             state.literal(runs[t], len(t))
-    bit = state.open_end() if tokens and tokens[-1] == ANY else state.at_end(equal[0])
+    bit = state.open_end() if ends_open else state.at_end(equal[0])
     return _to_arith(s, bit)
 
 
