@@ -121,7 +121,8 @@ NOTES = {  # p1 28 bytes wide, p2 64, p3 128 (the widths differ: operands are pa
     "p2": ["x special y requests z", "requests special", "aaaa aa", None, "", "é" * 20 + "z", "b" * 40, "ab_"],
     "p3": ["k" * 100 + " special" + " requests", "special_requests", None, "a%b", "日本語", "aé", "", "zz" * 50],
 }
-UNION3 = "(SELECT id, note FROM p1.notes UNION ALL SELECT id, note FROM p2.notes UNION ALL SELECT id, note FROM p3.notes) u"
+UNION3 = ("(SELECT id, note FROM p1.notes UNION ALL SELECT id, note FROM p2.notes "
+          "UNION ALL SELECT id, note FROM p3.notes) u")
 UNION2 = "(SELECT id, note FROM p1.notes UNION ALL SELECT id, note FROM p2.notes) u"
 GRANTS = {"id": "PLAINTEXT", "note": "PLAINTEXT_AFTER_COMPARE"}  # the notes secret, what LIKE says of them plain
 QUERY_PATTERNS = ["%special%requests%", "%aa%aa%", "_", "a_", "_a%", "%_", "", "%", "%é%", "%z", "a%a",

@@ -159,10 +159,9 @@ def _text_bytes(s: SpuSession, limbs: list[ArithShare]) -> np.ndarray:
 
 def _byte_classes(s: SpuSession, text: np.ndarray, tokens: tuple) -> tuple[dict, dict]:
     """{byte c: [text byte j == c]} for the pattern's bytes and 0, and, if the pattern has `_`,
-    {d: [byte j leads a character of d bytes]} for d = 2..4 and "b7": its top bit, all (rows, W) uint8
-    0/1 shares.
-    3 rounds: AND trees over bit planes packed 8 positions per byte."""
-    count = text.shape[1]
+    {d: [byte j leads a character of d bytes]} for d = 2..4 and "b7": its top bit; all shares of bits
+    packed 8 positions j per byte (`np.packbits`: 1/8 of the memory and of the bytes sent).
+    3 rounds: AND trees over the text's bit planes."""
     planes = [np.packbits((text >> k) & 1, axis=1) for k in range(8)]
     flip = np.uint8(0xFF) if s.is_first else np.uint8(0)
     wanted = sorted({0, *(b for t in tokens if isinstance(t, bytes) for b in t)})
@@ -180,11 +179,10 @@ def _byte_classes(s: SpuSession, text: np.ndarray, tokens: tuple) -> tuple[dict,
             levels[c], at = got[at:at + half], at + half
         if with_chars:
             lead.update(_lead_results(half, got[at:], top, flip))
-    unpack = lambda packed: np.unpackbits(packed, axis=1, count=count)  # noqa: E731
-    classes = {d: unpack(v) for d, v in lead.items() if d in (2, 3, 4)}
+    lead = {d: v for d, v in lead.items() if d in (2, 3, 4)}
     if with_chars:
-        classes["b7"] = unpack(planes[7])
-    return {c: unpack(bits[0]) for c, bits in levels.items()}, classes
+        lead["b7"] = planes[7]
+    return {c: bits[0] for c, bits in levels.items()}, lead
 
 
 def _lead_round(half: int, top: tuple, lead: dict, flip) -> list:
@@ -206,16 +204,22 @@ def _lead_results(half: int, got: list, top: tuple, flip) -> dict:
 
 
 def _run_matches(s: SpuSession, equal: dict, lead: dict, tokens: tuple, width: int) -> dict:
-    """{run: M_r} with M_r[j] = [the run's bytes at j, j+1, ...] per start j = 0 .. W - L, by AND
-    trees over the run's bytes (ceil(log2 L) rounds, all runs side by side); lead_1 = [byte j is
+    """{run: M_r} with M_r[j] = [the run's bytes at j, j+1, ...] per start j = 0 .. W - L (packed bits),
+    by AND trees over the run's bytes (ceil(log2 L) rounds, all runs side by side); lead_1 = [byte j is
     ASCII and not 0] rides in the first round when the pattern has `_`."""
     runs = {t for t in tokens if isinstance(t, bytes)}
-    pending = {r: [equal[b][:, t:t + width - len(r) + 1] for t, b in enumerate(r)] for r in runs}
+    pending = {r: [None] * len(r) for r in runs}
+    for c in {b for r in runs for b in r}:  # each byte's bits unpacked once, its slices packed again
+        bits = _unpack(equal[c], width)
+        for r in runs:
+            for t in (t for t, b in enumerate(r) if b == c):
+                pending[r][t] = np.packbits(bits[:, t:t + width - len(r) + 1], axis=1)
+    flip = np.uint8(0xFF) if s.is_first else np.uint8(0)
     if ONE_CHAR in tokens:
-        pending["lead1"] = [_negated(s, lead.pop("b7")), _negated(s, equal[0])]
+        pending["lead1"] = [lead.pop("b7") ^ flip, equal[0] ^ flip]
     while any(len(parts) > 1 for parts in pending.values()):
-        pairs = [(key, parts[i], parts[i + 1]) for key, parts in pending.items() for i in range(0, len(parts) - 1, 2)]
-        got = iter(boolean.and_bits_many(s, [(x, y) for _, x, y in pairs]))
+        pairs = [(parts[i], parts[i + 1]) for parts in pending.values() for i in range(0, len(parts) - 1, 2)]
+        got = iter(boolean.and_arrays_many(s, pairs))
         pending = {key: [next(got) for _ in range(len(parts) // 2)] + parts[len(parts) - len(parts) % 2:]
                    for key, parts in pending.items()}
     if ONE_CHAR in tokens:
@@ -223,9 +227,9 @@ def _run_matches(s: SpuSession, equal: dict, lead: dict, tokens: tuple, width: i
     return {r: parts[0] for r, parts in pending.items()}
 
 
-def _negated(s: SpuSession, bits: np.ndarray) -> np.ndarray:
-    """NOT of XOR-shared 0/1 bits (party 0 flips)."""
-    return bits ^ np.uint8(1) if s.is_first else bits
+def _unpack(packed: np.ndarray, count: int) -> np.ndarray:
+    """Packed bit shares -> (rows, count) uint8 0/1 shares."""
+    return np.unpackbits(packed, axis=1, count=count)
 
 
 class _Automaton:
@@ -245,14 +249,14 @@ class _Automaton:
         return boolean.and_bits_many(self.s, pairs)
 
     def literal(self, matches: np.ndarray, length: int) -> None:
-        starts = matches.shape[1]
-        (got,) = self._and([(self.state[:, :starts], matches)])
+        starts = self.width - length + 1
+        (got,) = self._and([(self.state[:, :starts], _unpack(matches, starts))])
         self.state = np.zeros_like(self.state)
         self.state[:, length:length + starts] = got
         self.public = False
 
     def one_char(self, lead: dict) -> None:
-        pairs = [(self.state[:, :self.width + 1 - d], lead[d][:, :self.width + 1 - d]) for d in (1, 2, 3, 4)]
+        pairs = [(self.state[:, :self.width + 1 - d], _unpack(lead[d], self.width + 1 - d)) for d in (1, 2, 3, 4)]
         got = self._and(pairs)
         self.state = np.zeros_like(self.state)
         for d, moved in zip((1, 2, 3, 4), got):
@@ -285,7 +289,8 @@ class _Automaton:
         return parts[:, 0]
 
     def at_end(self, zero: np.ndarray) -> np.ndarray:
-        """XOR_j R[j] AND [byte j == 0 or j == W]: the match ends with the text (1 round)."""
-        end = np.concatenate([zero, np.full((len(zero), 1), 1 if self.s.is_first else 0, np.uint8)], axis=1)
+        """XOR_j R[j] AND [byte j == 0 or j == W] (`zero` packed): the match ends with the text (1 round)."""
+        last = np.full((len(zero), 1), 1 if self.s.is_first else 0, np.uint8)  # j == W: a share of 1
+        end = np.concatenate([_unpack(zero, self.width), last], axis=1)
         (got,) = self._and([(self.state, end)])
         return np.bitwise_xor.reduce(got, axis=1)

@@ -2,8 +2,8 @@
 
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
-comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, LIKE with a constant pattern (`spu.like`), and SQL's scalar functions through the
-kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions (NULL for a zero divisor under NULLIF, the rule of
+comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, LIKE with a constant pattern (`spu.like`),
+and SQL's scalar functions through the kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions (NULL for a zero divisor under NULLIF, the rule of
 MySQL's `/`, DIV and MOD), dates and timestamps (± intervals, parts, differences), casts, SQRT/LN/LOG/EXP/POWER,
 SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
