@@ -6,6 +6,8 @@ over all parties' data) with 2 and 3 parties, NULLs, empty strings, text wider t
 patterns longer than the text, `_` at the edges and repeated segments; and the refusals, by name.
 """
 
+import math
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -102,6 +104,34 @@ def test_the_stated_rounds_are_a_function_of_width_and_pattern():
     assert like.rounds(like.pattern_tokens("%%"), 28, 2) == 0  # every text
     widths = [like.rounds(q13, w, 2) for w in (28, 63, 133, 259, 1029)]
     assert widths == sorted(widths) and widths[-1] - widths[0] == 2 * (11 - 5)  # two scans of log2(W + 1)
+
+
+def stated_bytes_per_row(tokens: tuple, width: int) -> float:
+    """The bound of `spu.like`'s docstring on the bytes between 2 parties per row."""
+    wanted = {0, *(b for t in tokens if isinstance(t, bytes) for b in t)}
+    nibbles = {(c >> 4, "high") for c in wanted} | {(c & 15, "low") for c in wanted}
+    w8, u = -(-width // 8) * 8, int(like.ONE_CHAR in tokens)
+    runs = {t for t in tokens if isinstance(t, bytes)}
+    steps = sum(isinstance(t, bytes) for t in tokens) + 4 * tokens.count(like.ONE_CHAR) + 1 \
+        + math.ceil(math.log2(width + 1)) * tokens.count(like.ANY)
+    return (384 * (width // LIMB_BYTES) + w8 * (3 * len(nibbles) + len(wanted) + 6 * u) / 2
+            + sum(len(r) - 1 for r in runs) * w8 / 2 + (width + 1) * steps / 2)
+
+
+@pytest.mark.parametrize("pattern", ["%special%requests%", "a_", "%aa%aa%", "_é%z"])
+def test_secret_like_sends_at_most_the_stated_bytes(pattern):
+    rows, width = 256, 133
+    texts = ["x special y requests z", "", "aé z"] * (rows // 3) + ["a"] * (rows % 3)
+    limbs = text_limbs(texts, width=128)
+
+    def shared(s):
+        return [arith.share_input(s, 0, as_ring(np.array(limb, np.int64)) if s.index == 0 else None, (rows,))
+                for limb in limbs]
+
+    base = run_spu(2, shared).party_bytes()
+    total = run_spu(2, lambda s: like.like_match(s, shared(s), like.pattern_tokens(pattern))).party_bytes()
+    tokens = like.pattern_tokens(pattern)
+    assert 384 * len(limbs) <= (total - base) / rows <= stated_bytes_per_row(tokens, width)
 
 
 def test_pattern_tokens():

@@ -21,15 +21,20 @@ than W never match: an answer (false), not an error. A NULL text keeps its NULL 
 
 Protocol (boolean shares, `spu.boolean`): (1) A2B of the limbs; the bytes are then local; (2) the
 equality bits [byte j == c] for every distinct pattern byte c (and 0 for the end) by an AND tree over
-each byte's 8 bits, in bit planes packed 8 positions per byte — 3 rounds, with the lead-byte classes
-lead_2..4 beside them; (3) every run's M_r by an AND tree over its L bytes — ceil(log2 L_max) rounds,
-lead_1 in the first; (4) the automaton: 1 round per literal run or `_`, ceil(log2(W + 1)) per `%`
+each byte's 8 bits (its two nibbles' trees shared between the pattern's bytes), in bit planes packed 8
+positions per byte — 3 rounds, with the lead-byte classes lead_2..4 beside them; (3) every run's M_r
+by an AND tree over its L bytes — ceil(log2 L_max) rounds, lead_1 in the first; (4) the automaton: 1 round per literal run or `_`, ceil(log2(W + 1)) per `%`
 (none while R is still public: the tokens before the first secret one are local), 1 for the end or
 ceil(log2(W + 1)) for a trailing `%`; (5) B2A of the bit, 1 round. `rounds` states the total.
 
-Bytes (2 bits per AND and ordered party pair, per row): A2B's adder on ceil(W/7) words; 7 W ANDs per
-distinct byte; 6 W for the lead classes (patterns with `_`); sum over runs of (L - 1)(W - L + 1);
-W + 1 per literal run, 4 W per `_`, (W + 1) ceil(log2(W + 1)) per `%`, W + 1 for the end.
+Bytes between 2 compute parties, per row (an AND of XOR-shared bits opens 2 bits each way: 1/2 B), with
+W8 = W rounded up to a multiple of 8, h the distinct nibbles of the pattern's bytes and 0, D those bytes
+and 0, u = 1 where the pattern has `_`:
+  384 ceil(W / 7)                            A2B: 12 word ANDs of Kogge-Stone per 7-byte limb (the bulk)
+  + W8 (3 h + D + 6 u) / 2                   byte equalities (nibble trees shared between bytes), lead classes
+  + sum over runs of (L - 1) W8 / 2          the runs' AND trees
+  + (W + 1) (n_runs + 4 n_ + log2(W + 1) n_% + 1) / 2 at most: the automaton
+(Q13's '%special%requests%' at W = 133: 7,296 + 4,430 = 11,726 B, measured; tests/test_spu_like.py).
 Nothing is opened but Beaver-masked values (`boolean.and_arrays_many`): the parties learn nothing.
 """
 
@@ -161,44 +166,47 @@ def _byte_classes(s: SpuSession, text: np.ndarray, tokens: tuple) -> tuple[dict,
     """{byte c: [text byte j == c]} for the pattern's bytes and 0, and, if the pattern has `_`,
     {d: [byte j leads a character of d bytes]} for d = 2..4 and "b7": its top bit; all shares of bits
     packed 8 positions j per byte (`np.packbits`: 1/8 of the memory and of the bytes sent).
-    3 rounds: AND trees over the text's bit planes."""
+    3 rounds: [high nibble == h] and [low nibble == l] by AND trees over the text's bit planes (2 rounds,
+    one per distinct nibble of the pattern's bytes), then [byte == c] = high AND low (1 round)."""
     planes = [np.packbits((text >> k) & 1, axis=1) for k in range(8)]
     flip = np.uint8(0xFF) if s.is_first else np.uint8(0)
     wanted = sorted({0, *(b for t in tokens if isinstance(t, bytes) for b in t)})
-    levels = {c: [p ^ (np.uint8(0) if c >> k & 1 else flip) for k, p in enumerate(planes)] for c in wanted}
+    nibbles = {(shift, c >> shift & 15) for c in wanted for shift in (4, 0)}
+    levels = {(shift, v): [planes[shift + k] ^ (np.uint8(0) if v >> k & 1 else flip) for k in range(4)]
+              for shift, v in nibbles}
     with_chars = ONE_CHAR in tokens
     top = (planes[7], planes[6], planes[5], planes[4])
     lead: dict = {}
-    for half in (4, 2, 1):
-        pairs = [(bits[k], bits[k + half]) for bits in levels.values() for k in range(half)]
+    for half in (2, 1, 0):
+        own = ([(bits[k], bits[k + half]) for bits in levels.values() for k in range(half)] if half
+               else [(levels[4, c >> 4][0], levels[0, c & 15][0]) for c in wanted])
+        extra = _lead_round(half, top, lead, flip) if with_chars else []
+        got = boolean.and_arrays_many(s, own + extra)
+        if half:
+            for at, key in enumerate(levels):
+                levels[key] = got[at * half:(at + 1) * half]
         if with_chars:
-            pairs += _lead_round(half, top, lead, flip)
-        got = boolean.and_arrays_many(s, pairs)
-        at = 0
-        for c, bits in levels.items():
-            levels[c], at = got[at:at + half], at + half
-        if with_chars:
-            lead.update(_lead_results(half, got[at:], top, flip))
+            lead.update(_lead_results(half, got[len(own):]))
     lead = {d: v for d, v in lead.items() if d in (2, 3, 4)}
     if with_chars:
         lead["b7"] = planes[7]
-    return {c: bits[0] for c, bits in levels.items()}, lead
+    return dict(zip(wanted, got[:len(wanted)])), lead
 
 
 def _lead_round(half: int, top: tuple, lead: dict, flip) -> list:
     """The lead-byte classes' ANDs of one round (b7..b4 the top bits): b7 b6, then with b5, then b4."""
     b7, b6, b5, b4 = top
-    if half == 4:
-        return [(b7, b6)]
     if half == 2:
+        return [(b7, b6)]
+    if half == 1:
         return [(lead["x"], b5 ^ flip), (lead["x"], b5)]
     return [(lead["y"], b4 ^ flip), (lead["y"], b4)]
 
 
-def _lead_results(half: int, got: list, top: tuple, flip) -> dict:
-    if half == 4:
-        return {"x": got[0]}
+def _lead_results(half: int, got: list) -> dict:
     if half == 2:
+        return {"x": got[0]}
+    if half == 1:
         return {2: got[0], "y": got[1]}
     return {3: got[0], 4: got[1]}
 
