@@ -57,13 +57,18 @@ def duckdb_like(texts, pattern, escape=None) -> list[bool]:
     return [row[0] for row in con.execute(sql, params).fetchall()]
 
 
+def shared_text(s, rows: list[list[int]]):
+    """Party 0's text limbs (`values.text_limbs`) as additive shares."""
+    return [arith.share_input(s, 0, as_ring(np.array(limb, np.int64)) if s.index == 0 else None, (len(limb),))
+            for limb in rows]
+
+
 def secret_like(nparties: int, texts: list[str], width: int, cases: list[tuple[str, str | None]]):
     """{(pattern, escape): (revealed 0/1 per text, rounds counted, rounds stated)}, the texts shared by party 0."""
     rows = text_limbs(texts, width=width)
 
     def program(s):
-        limbs = [arith.share_input(s, 0, as_ring(np.array(limb, np.int64)) if s.index == 0 else None, (len(texts),))
-                 for limb in rows]
+        limbs = shared_text(s, rows)
         out = {}
         for pattern, escape in cases:
             tokens = like.pattern_tokens(pattern, escape)
@@ -123,13 +128,8 @@ def test_secret_like_sends_at_most_the_stated_bytes(pattern):
     rows, width = 256, 133
     texts = ["x special y requests z", "", "aé z"] * (rows // 3) + ["a"] * (rows % 3)
     limbs = text_limbs(texts, width=128)
-
-    def shared(s):
-        return [arith.share_input(s, 0, as_ring(np.array(limb, np.int64)) if s.index == 0 else None, (rows,))
-                for limb in limbs]
-
-    base = run_spu(2, shared).party_bytes()
-    total = run_spu(2, lambda s: like.like_match(s, shared(s), like.pattern_tokens(pattern))).party_bytes()
+    base = run_spu(2, lambda s: shared_text(s, limbs)).party_bytes()
+    total = run_spu(2, lambda s: like.like_match(s, shared_text(s, limbs), like.pattern_tokens(pattern))).party_bytes()
     tokens = like.pattern_tokens(pattern)
     assert 384 * len(limbs) <= (total - base) / rows <= stated_bytes_per_row(tokens, width)
 

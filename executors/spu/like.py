@@ -23,9 +23,11 @@ Protocol (boolean shares, `spu.boolean`): (1) A2B of the limbs; the bytes are th
 equality bits [byte j == c] for every distinct pattern byte c (and 0 for the end) by an AND tree over
 each byte's 8 bits (its two nibbles' trees shared between the pattern's bytes), in bit planes packed 8
 positions per byte — 3 rounds, with the lead-byte classes lead_2..4 beside them; (3) every run's M_r
-by an AND tree over its L bytes — ceil(log2 L_max) rounds, lead_1 in the first; (4) the automaton: 1 round per literal run or `_`, ceil(log2(W + 1)) per `%`
-(none while R is still public: the tokens before the first secret one are local), 1 for the end or
-ceil(log2(W + 1)) for a trailing `%`; (5) B2A of the bit, 1 round. `rounds` states the total.
+by an AND tree over its L bytes — ceil(log2 L_max) rounds, lead_1 in the first; (4) the automaton:
+1 round per literal run or `_`, ceil(log2(W + 1)) per `%` (none while R is still public: the tokens
+before the first secret one are local), 1 for the end or ceil(log2(W + 1)) for a trailing `%`; (5) B2A
+of the bit, 1 round. `rounds` states the total: 7 (A2B, 2 parties; 8 for 3) + 3 + ceil(log2 L_max) +
+the automaton's + 1.
 
 Bytes between 2 compute parties, per row (an AND of XOR-shared bits opens 2 bits each way: 1/2 B), with
 W8 = W rounded up to a multiple of 8, h the distinct nibbles of the pattern's bytes and 0, D those bytes
