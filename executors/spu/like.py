@@ -49,10 +49,10 @@ import numpy as np
 from sqlsecure.executors.spu import boolean
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, BoolShare
+from sqlsecure.executors.spu.values import LIMB_BYTES
 
 ANY = "%"  # a token: any run of characters
 ONE_CHAR = "_"  # a token: exactly one character
-LIMB_BYTES = 7  # as `values.LIMB_BYTES` (not imported: values imports stage-free modules only)
 ESCAPE_MEANING = ("a backslash in a LIKE pattern escapes the next character in MySQL and PostgreSQL and is a "
                   "plain character in DuckDB: say which with ESCAPE '\\' (or another escape character)")
 
