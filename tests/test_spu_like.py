@@ -142,6 +142,8 @@ def test_pattern_tokens():
         like.pattern_tokens("a\\%")
     with pytest.raises(like.PatternError, match="ends with its escape"):
         like.pattern_tokens("a!", "!")
+    with pytest.raises(like.PatternError, match="NUL"):
+        like.pattern_tokens("a\0%")
 
 
 # --- whole queries against the Oracle ------------------------------------------------------------------------

@@ -68,6 +68,8 @@ def pattern_tokens(pattern: str, escape: str | None = None) -> tuple:
         raise PatternError(f"ESCAPE {escape!r}: the escape must be empty or one character")
     if not escape and "\\" in pattern and escape is None:
         raise PatternError(ESCAPE_MEANING)
+    if "\0" in pattern:  # the SPU's text is zero-padded: a NUL would match the padding
+        raise PatternError("a NUL character in a LIKE pattern cannot be matched on the SPU; match it at one party")
     tokens: list = []
     chars = iter(pattern)
     for c in chars:
