@@ -2,8 +2,8 @@
 
 Every compute party runs `run_stage` in lockstep over its own `SpuSession`: it secret-shares its
 input columns (`secure_values`), evaluates the stage's SQL expressions on shares (arithmetic,
-comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, and SQL's scalar functions through the
-kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions (NULL for a zero divisor under NULLIF, the rule of
+comparisons, AND/OR/NOT, CASE, COALESCE, NULLIF, IS NULL, LIKE with a constant pattern (`spu.like`),
+and SQL's scalar functions through the kernels of `spu.functions`: ROUND/FLOOR/CEIL, divisions (NULL for a zero divisor under NULLIF, the rule of
 MySQL's `/`, DIV and MOD), dates and timestamps (± intervals, parts, differences), casts, SQRT/LN/LOG/EXP/POWER,
 SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
@@ -49,7 +49,7 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
                                            limbs_of, quotient_bits, range_kind, shared_kind, text_bytes, text_kind,
                                            text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
-from sqlsecure.executors.spu import arith, compare, functions, relational
+from sqlsecure.executors.spu import arith, compare, functions, like, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
                                            RangePlan, calendar_interval, constant, decimal_literal, decimal_scale_of,
                                            input_limits, interval_months,
@@ -208,7 +208,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
                     if isinstance(e, exp.If) else [e.this, *e.expressions])
         kinds = {static_kind(b, kind_of) for b in branches if b is not None and not isinstance(b, exp.Null)}
         return kinds.pop() if len(kinds) == 1 else None
-    if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean)):
+    if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean, exp.Escape)):
         return "bool"
     if isinstance(e, (exp.Neg, exp.Abs, exp.Min, exp.Max, *ROUNDING)):
         return static_kind(e.this, kind_of)
@@ -567,11 +567,39 @@ def like_bounds(pattern: str, width: int = MAX_TEXT_BYTES) -> tuple[bytes, bytes
 
 
 def _like_rule(node: exp.Like, kind_of) -> str | None:
-    pattern = node.expression
-    if isinstance(pattern, exp.Literal) and pattern.is_string and like_bounds(pattern.this) is not None:
+    """LIKE with a constant pattern (any `%` and `_`, an ESCAPE clause), `spu.like`."""
+    return _like_pattern(node)[1]
+
+
+def _like_pattern(node: exp.Like) -> tuple[tuple | None, str | None]:
+    """(the pattern's tokens, None) or (None, why the SPU refuses it); reads the ESCAPE clause around `node`."""
+    pattern, escape = node.expression, _like_escape(node)
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string) or escape is False:
+        return None, (f"{node.sql(dialect='duckdb')} in secure computation: the SPU matches LIKE with a constant "
+                      "text pattern (and a constant ESCAPE); compute other patterns at one party")
+    try:
+        return like.pattern_tokens(pattern.this, escape), None
+    except like.PatternError as error:
+        return None, f"{node.sql(dialect='duckdb')} in secure computation: {error}"
+
+
+def _like_escape(node: exp.Like) -> str | None | bool:
+    """The ESCAPE character around a LIKE (None without ESCAPE, False when it is not a text constant)."""
+    if not isinstance(node.parent, exp.Escape) or node.parent.this is not node:
         return None
-    return (f"{node.sql(dialect='duckdb')} in secure computation: the SPU matches LIKE with a constant pattern "
-            "that is a whole value ('abc') or a prefix ('abc%'); compute other patterns at one party")
+    escape = node.parent.expression
+    return escape.this if isinstance(escape, exp.Literal) and escape.is_string else False
+
+
+def _escape_rule(node: exp.Escape, kind_of) -> str | None:
+    return None if isinstance(node.this, exp.Like) else \
+        f"{node.sql(dialect='duckdb')}: secure computation takes ESCAPE after LIKE only"
+
+
+def _ilike_rule(node: exp.ILike, kind_of) -> str | None:
+    return (f"{node.sql(dialect='duckdb')}: ILIKE in secure computation is refused: DuckDB lowercases non-ASCII "
+            "text too (U+212A KELVIN SIGN ILIKE 'k' holds), which the SPU's byte matching cannot follow; "
+            "compute it at the column's owner, or use LIKE (case-sensitive)")
 
 
 def _literal_rule(node: exp.Literal, kind_of) -> str | None:
@@ -634,7 +662,8 @@ SPU_RULES = {
         exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
-    exp.Literal: _literal_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.In: _in_rule, exp.Is: _is_rule,
+    exp.Literal: _literal_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.Escape: _escape_rule,
+    exp.ILike: _ilike_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
@@ -824,6 +853,8 @@ class Stage:
             return SV([compare.abs_(s, limb) for limb in v.limbs], v.valid, v.kind)  # a DECIMAL: both limbs
         if isinstance(e, exp.Like):
             return self._like(e)
+        if isinstance(e, exp.Escape):
+            return self._like(e.this)
         if isinstance(e, ROUNDING):
             return self._rounding(e)
         if isinstance(e, exp.Interval):
@@ -1307,16 +1338,20 @@ class Stage:
         return SV([q, fixed.with_frac(s.frac_bits)], v.valid, f"decimal.{target}")
 
     def _like(self, e: exp.Like) -> SV:
-        """x LIKE 'abc' (equality) or 'abc%' (a range of the text limbs: 'abc' <= x <= 'abc' + 0xFF...)."""
+        """x LIKE 'abc' (equality) or 'abc%' (a range of the text limbs: 'abc' <= x <= 'abc' + 0xFF...);
+        any other constant pattern by `spu.like.like_match`."""
         v = self.secret(self.ev(e.this))
         width = len(v.limbs) * LIMB_BYTES
-        bounds = like_bounds(e.expression.this, width) if isinstance(e.expression, exp.Literal) else None
-        if bounds is None or v.kind != "text":
-            raise NotSupportedError(_like_rule(e, None) or f"{e.sql(dialect='duckdb')}: LIKE of {v.kind} values")
-        lo, hi = (self._text_constant(raw, len(v.valid)) for raw in bounds)
-        if bounds[0] == bounds[1]:  # no wildcard: equality
-            bit = self._text_compare(exp.EQ, v, lo)
+        tokens, refusal = _like_pattern(e)
+        if tokens is None or v.kind != "text":
+            raise NotSupportedError(refusal or f"{e.sql(dialect='duckdb')}: LIKE of {v.kind} values")
+        bounds = like_bounds(e.expression.this, width) if _like_escape(e) is None else None
+        if bounds is None:
+            bit = like.like_match(self.s, v.limbs, tokens)
+        elif bounds[0] == bounds[1]:  # no wildcard: equality
+            bit = self._text_compare(exp.EQ, v, self._text_constant(bounds[0], len(v.valid)))
         else:
+            lo, hi = (self._text_constant(raw, len(v.valid)) for raw in bounds)
             bit = arith.beaver_mul(self.s, self._text_compare(exp.GTE, v, lo), self._text_compare(exp.LTE, v, hi))
         if e.args.get("negate"):
             bit = self.ones(len(bit)) - bit
