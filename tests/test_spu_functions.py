@@ -572,6 +572,22 @@ def test_scalar_functions_across_parties_match_duckdb(oracle, sql):
     assert "SPU(" in oracle.engine.explain(sql, "bank")
 
 
+@pytest.mark.parametrize("expression", ["FLOOR(o.amount * 10)", "ROUND(o.amount, 1)", "CEIL(o.amount * 10 - c.age)"])
+def test_rounding_a_double_near_a_boundary_is_refused_not_guessed(oracle, expression):
+    """Amounts with two decimals: 3.4 * 10 is 34 for DuckDB's double, 33.99998 for its 16-bit encoding, and
+    x.x5 is a tie; the SPU cannot tell which way DuckDB rounds, so a counted such row refuses the query."""
+    sql = f"SELECT o.order_id, {expression} AS r {JOINED} WHERE o.amount > c.age"
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
+    with pytest.raises(DataError, match="rounding boundary"):
+        oracle.engine.execute(sql, "bank")
+
+
+def test_rounding_exact_ties_and_values_away_from_boundaries(oracle):
+    """x.50 is a tie exactly (binary), computed; amounts + ages to 2 digits are far from any tie."""
+    oracle.check(f"SELECT o.order_id, ROUND(o.amount) AS r, ROUND(o.amount + c.age, 2) AS s, "
+                 f"CEIL(o.amount - c.age) AS c {JOINED} WHERE o.amount > c.age", "bank")
+
+
 def test_division_by_a_decimal_constant_is_exact_on_the_encoding(oracle):
     """x / 40.0, x / 2.5, x / -0.3: the encoding divided exactly (X * d // n), |error| < 2^-16 (plus the
     dividend's encoding error divided by |c|) whatever c is; the reciprocal 1/40 at 16 bits was 2.4e-4 relative (EXP(age / 40.0) off by 1.4e-3)."""

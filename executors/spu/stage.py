@@ -255,6 +255,9 @@ def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | N
         return None
 
 
+TIE_SLACK = 4  # units of 2^-F: a DOUBLE's encoding error (1/2) with room for a few exact operations on it
+
+
 def decimal_ratio(value) -> tuple[int, int] | None:
     """A constant divisor c as numerator / denominator for an exact division of the encoding, X * d // n:
     an integer; a whole number; a decimal (as written: 0.1 is 1/10) with |n| < 2^16, so the range plan's
@@ -1307,15 +1310,39 @@ class Stage:
                 return v
             return SV([functions.round_div_public(s, x, 10 ** -digits) * 10 ** -digits], v.valid, "int")
         if not isinstance(e, exp.Round):
-            return SV([(functions.floor_fixed if isinstance(e, exp.Floor) else functions.ceil_fixed)(s, x)],
-                      v.valid, "fixed")
+            kernel = functions.floor_fixed if isinstance(e, exp.Floor) else functions.ceil_fixed
+            self._refuse_near_a_boundary(e, x, kernel, TIE_SLACK)
+            return SV([kernel(s, x)], v.valid, "fixed")
         if 10 ** digits >= 1 << s.frac_bits:  # finer than the encoding: x itself (|error| <= 2^-F)
             return v
         # scaled by 10^d exactly (an exact division of the raw encoding: 10^-d has no exact fixed point)
         scaled = x * 10 ** digits if digits >= 0 else functions.floor_div_public(s, x, 10 ** -digits)
-        rounded = functions.round_fixed(s, scaled.with_frac(x.frac))
+        rounded = self._refuse_near_a_boundary(e, scaled.with_frac(x.frac), functions.round_fixed,
+                                               TIE_SLACK * 10 ** max(digits, 0))
         back = functions.floor_div_public(s, rounded, 10 ** digits) if digits > 0 else rounded * 10 ** -digits
         return SV([back.with_frac(x.frac)], v.valid, "fixed")
+
+    def _refuse_near_a_boundary(self, e: exp.Expression, y: ArithShare, kernel, slack: int) -> ArithShare:
+        """kernel(y) (FLOOR, CEIL or ROUND of fixed point), after refusing the query with DataError if a
+        counted row's y lies within `slack` units of the encoding of the kernel's boundary (an integer;
+        for ROUND a half) without being on it: a DOUBLE is held to 2^-(F+1) (more after arithmetic), so such
+        a row may round the other way than DuckDB's double, and the answer would silently differ. A value
+        exactly on the boundary (2.5, 3.0: exact in binary) is computed. Rounds: two more kernels and
+        three batched comparisons, one product, one opening."""
+        s = self.s
+        raw = y.with_frac(0)
+        moved = [ArithShare((raw + sign * arith.public(s, np.full(y.shape, slack, dtype=np.int64))).data, y.frac)
+                 for sign in (-1, 1)]
+        result, low, high = (kernel(s, value) for value in (y, *moved))
+        on_boundary = (compare.equal(s, result, y, arith=True) if kernel is not functions.round_fixed else
+                       compare.equal(s, result - y, arith.public(s, np.full(y.shape, 0.5), y.frac), arith=True)
+                       + compare.equal(s, y - result, arith.public(s, np.full(y.shape, 0.5), y.frac), arith=True))
+        straddles = compare.not_equal(s, low, high, arith=True)
+        self._refuse_counted(e, straddles - arith.beaver_mul(s, straddles, on_boundary),
+                             "a DOUBLE value lies within the fixed-point encoding's error of a rounding boundary, "
+                             "so it may round the other way than DuckDB's double; round an exact value instead "
+                             "(CAST(x AS DECIMAL(p, s)) first), or round at one party")
+        return result
 
     def _round_decimal(self, op, v: SV, scale: int, digits: int) -> SV:
         """ROUND / FLOOR / CEIL of a DECIMAL of scale s on its exact limb X = x * 10^s: the result's
