@@ -881,11 +881,11 @@ class Stage:
             if target in TIMESTAMP_CASTS or (target == exp.DataType.Type.DATE and v.kind == "timestamp"):
                 return self._temporal_cast(e, v)
             if target == exp.DataType.Type.DECIMAL and not isinstance(v, PV):
-                return self._to_decimal(v, decimal_scale_of(e.to))
+                return self._to_decimal(v, decimal_scale_of(e.to), e)
             if target in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL):
                 return PV(float(v.value), "fixed") if isinstance(v, PV) else self.to_fixed(v)
             if target in INTEGER_CASTS and not isinstance(v, PV) and v.kind != "text":
-                return self._to_integer(v)
+                return self._to_integer(v, e)
             if (target in INTEGER_CASTS and v.kind == "int") or (target == exp.DataType.Type.DATE and v.kind == "date"):
                 return v
             raise NotSupportedError(f"CAST to {e.to.sql()} in secure computation")
@@ -951,7 +951,7 @@ class Stage:
             return v.limbs[0], scale
         return (v.value, 0) if v.kind == "int" else None
 
-    def _to_integer(self, v: SV) -> SV:
+    def _to_integer(self, v: SV, e: exp.Expression) -> SV:
         """CAST to an integer as DuckDB does it: a DOUBLE rounds ties to even, a DECIMAL halves away from zero
         (both exact on the value the SPU holds), a boolean is 0/1."""
         if v.kind in ("int", "bool", "date"):
@@ -960,9 +960,10 @@ class Stage:
             return SV(v.limbs[:1], v.valid, "int")
         if (scale := decimal_scale(v.kind)) is not None:
             return SV([functions.round_div_public(self.s, v.limbs[0], 10 ** scale)], v.valid, "int")
+        self._refuse_near_a_boundary(e, v.value, functions.round_fixed, TIE_SLACK)  # the same ties as ROUND's
         return SV([functions.round_half_even_fixed(self.s, v.value)], v.valid, "int")
 
-    def _to_decimal(self, v: SV, scale: int) -> SV:
+    def _to_decimal(self, v: SV, scale: int, e: exp.Expression) -> SV:
         """CAST to DECIMAL(p, t), exact at scale t: an integer times 10^t; a DECIMAL rescaled (rounding
         halves away from zero); a DOUBLE rounded at t digits, halves away from zero (exact on its encoding)."""
         s = self.s
@@ -975,7 +976,8 @@ class Stage:
             exact = v.limbs[0] * 10 ** (scale - have) if scale >= have else \
                 functions.round_div_public(s, v.limbs[0], 10 ** (have - scale))
         else:
-            rounded = functions.round_fixed(s, ArithShare((v.value * 10 ** scale).data, v.value.frac))
+            rounded = self._refuse_near_a_boundary(e, ArithShare((v.value * 10 ** scale).data, v.value.frac),
+                                                   functions.round_fixed, TIE_SLACK * 10 ** scale)
             exact = functions.floor_pow2(s, rounded, s.frac_bits)  # a whole number: exact
         fixed = functions.floor_div_public(s, exact.lshift(s.frac_bits), 10 ** scale) if scale else \
             exact.lshift(s.frac_bits)
