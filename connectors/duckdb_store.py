@@ -165,6 +165,21 @@ class PartyStore:
                 out[table] = 1 << max(int(count) - 1, 0).bit_length()
         return out
 
+    def magnitudes(self, table: str) -> dict[str, int]:
+        """Numeric column -> its magnitude class M (every |value| < 2^M: the bit length of the largest
+        |value|), published like the sizes so the planner proves the SPU's exact range at plan time
+        (`spu.ranges.magnitude_class`; an empty column, NaN or infinity: no class)."""
+        from sqlsecure.executors.spu.ranges import magnitude_class  # late: the store does not need numpy
+
+        numeric = [(c, t) for c, t in self.schema().get(table, []) if _numeric_type(t)]
+        if not numeric:
+            return {}
+        largest = ", ".join(f"max(abs({_quote(c)}{'::HUGEINT' if _integer_type(t) else ''}))"  # abs(-2^63) fits
+                            for c, t in numeric)
+        with self._lock:
+            ((*values,),) = self._con.execute(f"SELECT {largest} FROM {_quote(table)}").fetchall()
+        return {c: bits for (c, _), v in zip(numeric, values) if (bits := magnitude_class(v)) is not None}
+
     def query(self, sql: str) -> pa.Table:
         """Run read-only SQL over this party's tables and return the result as Arrow."""
         try:
@@ -223,3 +238,17 @@ def _lock_holder(exc: duckdb.Error) -> str | None:
         return None
     return (f"another process ({match.group(1)}, PID {match.group(2)}) has the file open for writing; "
             "close it (or wait for its write to end) and try again")
+
+
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT")
+NUMERIC_TYPES = (*INTEGER_TYPES, "FLOAT", "DOUBLE", "REAL", "DECIMAL")
+
+
+def _numeric_type(dtype: str) -> bool:
+    """Whether a DuckDB column type is a number (a magnitude class is published for it)."""
+    return dtype.upper().split("(", 1)[0] in NUMERIC_TYPES
+
+
+def _integer_type(dtype: str) -> bool:
+    return dtype.upper() in INTEGER_TYPES
