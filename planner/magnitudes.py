@@ -37,8 +37,9 @@ PLAIN_KINDS = {"DOUBLE": "fixed", "FLOAT": "fixed", "REAL": "fixed", "BOOLEAN": 
 
 def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], catalog, column_type) -> PhysicalPlan:
     """`physical` with each secure stage's published classes and row bound (`SecureStage.bounds`,
-    `.row_bound`); DataError where a class exceeds the stage's exact range. Unchanged without
-    published classes (network mode), or where a stage's inputs are not all typed base columns."""
+    `.row_bound`, 0 where its joins may multiply rows: then proven at run time only); DataError where a
+    class exceeds the stage's exact range. Unchanged without published classes (network mode), or where
+    a stage's inputs are not all typed base columns."""
     if catalog.magnitudes is None:
         return physical
     classes: dict[tuple[str, str], dict[str, int]] = {}
@@ -57,17 +58,19 @@ def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], cata
 
 def row_bounds(steps, tables: dict[str, tuple[str, str]], catalog) -> dict[str, tuple[float, dict[str, float]]]:
     """Relation -> (most rows it can have, base relation -> most times one of its rows repeats in it), from
-    the published sizes and declared unique keys alone. A pushdown has at most the product of its tables'
-    sizes; a join on a key unique on the right keeps the left's rows, one on a key unique in the left's base
-    relation has at most the right's rows times that base's repeats; any other join multiplies. Semi and
-    anti joins keep at most the left's rows; a LEFT join adds them."""
+    the published sizes and declared unique keys alone: a pushdown of one table has at most its size; a join
+    on a key unique on the right keeps the left's rows, one on a key unique in the left's base relation has
+    at most the right's rows times that base's repeats; semi and anti joins keep at most the left's rows, a
+    LEFT join adds them. Anything else (a pushdown joining tables, a join that may multiply rows) is
+    unbounded (infinity): a bound as loose as the product of the sizes would refuse at plan time what the
+    actual rows allow, so such a stage's range stays proven at run time."""
     out: dict[str, tuple[float, dict[str, float]]] = {}
     single: dict[str, tuple[str, str]] = {}  # a pushdown of one table: its (party, table)
     for step in steps:
         if isinstance(step, RunLocal):
             read = {t.name for t in sqlglot.parse_one(step.sql, read="duckdb").find_all(exp.Table)}
             sizes = catalog.sizes(step.party) if catalog.sizes is not None else {}
-            rows = math.prod(float(sizes.get(t, math.inf)) for t in read) if read else math.inf
+            rows = float(sizes.get(next(iter(read)), math.inf)) if len(read) == 1 else math.inf
             out[step.out] = (rows, {step.out: 1.0})
             if len(read) == 1:
                 single[step.out] = (step.party, read.pop())
@@ -89,7 +92,7 @@ def _joined(step, left, right_rows: float, right_unique: bool, left_unique: bool
         joined = right_rows * base
         repeats = {**{r: math.inf for r in repeats}, step.left_base: base, step.right: base}
     else:
-        joined, repeats = rows * right_rows, {r: math.inf for r in (*repeats, step.right)}
+        joined, repeats = math.inf, {r: math.inf for r in (*repeats, step.right)}
     return (joined + rows if step.mode == "left" else joined), repeats
 
 
@@ -113,8 +116,10 @@ def _bound_stage(step: SecureStage, tables, class_of, column_type, most_rows: fl
         kinds[column] = kind
         if alias in tables and name in class_of(*tables[alias]):
             bounds[column] = class_of(*tables[alias])[name]
-    if not bounds or most_rows is None or not math.isfinite(most_rows):
-        return step  # no class, or joins that may multiply rows: proven at run time
+    if not bounds:
+        return step
+    if most_rows is None or not math.isfinite(most_rows):  # joins that may multiply rows: the classes still
+        return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())))  # split products; checked at run time
     rows = int(most_rows)
     plan = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, rows, step.frac_bits,
                         _parse, decimal_scales(kinds), bounds)
@@ -141,8 +146,10 @@ def magnitude_lines(step) -> list[str]:
     if not isinstance(step, SecureStage) or not step.bounds:
         return []
     classes = ", ".join(f"{column} |x| < 2^{bits}" for column, bits in step.bounds)
+    proven = f"at plan time for up to {step.row_bound:,} rows" if step.row_bound else \
+        "at run time (its joins may multiply rows: no row bound at plan time)"
     return [f"everyone: the owners' published magnitude classes {classes} (the bit length of each column's "
-            f"largest |value|), with which the SPU's exact range is proven for up to {step.row_bound:,} rows"]
+            f"largest |value|), with which the SPU's exact range is proven {proven}"]
 
 
 def _parse(sql: str):

@@ -3,6 +3,7 @@
 `l_extendedprice * (1 - l_discount)`) that the old square-root split refused at run time is answered."""
 
 import decimal
+import math
 
 import pyarrow as pa
 import pytest
@@ -10,8 +11,9 @@ import pytest
 from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError
 from sqlsecure.executors.spu.ranges import RangePlan, beyond_classes, input_limits, magnitude_class
-from sqlsecure.planner.magnitudes import plan_kind
-from sqlsecure.planner.physical import SecureStage
+from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.magnitudes import plan_kind, row_bounds
+from sqlsecure.planner.physical import EquiJoin, RunLocal, SecureStage
 
 ORDERS = 32
 LINES = 64  # two lines per order
@@ -34,7 +36,9 @@ def _tables(largest_price: decimal.Decimal) -> dict:
 
 
 def _grants(grants_for) -> str:
-    return grants_for(("shop", ("insurer.items.order_id",), "PLAINTEXT_AFTER_JOIN"),
+    """The join's keys and the measures for the shop; the shop declares its order ids unique (a PK-FK join:
+    the stage's rows are bounded at plan time by the items' published size)."""
+    return "[parties.shop.unique]\norders = [[\"order_id\"]]\n\n" + grants_for(("shop", ("insurer.items.order_id",), "PLAINTEXT_AFTER_JOIN"),
                       ("insurer", ("shop.orders.order_id",), "PLAINTEXT_AFTER_JOIN"),
                       ("shop", ("insurer.items.price", "insurer.items.discount"), "PLAINTEXT_AFTER_AGGREGATE"))
 
@@ -124,3 +128,32 @@ def test_plan_kinds_are_the_owners_shared_kinds(dtype, kind):
 def test_a_plan_without_published_classes_keeps_run_time_ranges():
     plan = RangePlan({"x": "fixed"}, 16, 4)
     assert plan.bounds == {} and beyond_classes(plan) == []
+
+
+def _catalog(unique: dict) -> Catalog:
+    sizes = {"bank": {"customer": 2 ** 10}, "shop": {"orders": 2 ** 14}, "carrier": {"lineitem": 2 ** 16}}
+    return Catalog({}, sizes=lambda party: sizes[party], unique=unique)
+
+
+def _q3_chain() -> tuple:
+    """Q3's chain as the spine places it: customer -> orders on c_custkey, then lineitem on o_orderkey."""
+    scan = lambda party, table, out: RunLocal(party, f'SELECT * FROM "{table}" AS "{table}"', out)  # noqa: E731
+    return (scan("bank", "customer", "r0"), scan("shop", "orders", "r1"), scan("carrier", "lineitem", "r2"),
+            EquiJoin("r0", "r1", "bank", "r0", ("customer.c_custkey",), "shop", ("orders.o_custkey",), "j1", (), ()),
+            EquiJoin("j1", "r2", "shop", "r1", ("orders.o_orderkey",), "carrier", ("lineitem.l_orderkey",), "j2",
+                     (), ()))
+
+
+def test_joins_on_declared_unique_keys_keep_the_row_bound_of_the_largest_side():
+    unique = {"bank": {"customer": (("c_custkey",),)}, "shop": {"orders": (("o_orderkey",),)}}
+    bounds = row_bounds(_q3_chain(), {}, _catalog(unique))
+    assert bounds["j1"][0] == 2 ** 14 and bounds["j2"][0] == 2 ** 16
+
+
+def test_a_join_that_may_multiply_rows_has_no_row_bound():
+    """Its stage keeps the classes (they split products) and its range is proven at run time, as before."""
+    bounds = row_bounds(_q3_chain(), {}, _catalog({}))
+    assert bounds["j1"][0] == bounds["j2"][0] == math.inf
+    semi = EquiJoin("r2", "r1", "carrier", "r2", ("lineitem.l_orderkey",), "shop", ("orders.o_orderkey",), "s0",
+                    (), (), mode="semi")
+    assert row_bounds((*_q3_chain(), semi), {}, _catalog({}))["s0"][0] == 2 ** 16

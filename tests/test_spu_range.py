@@ -65,8 +65,15 @@ def range_tables() -> dict[str, dict[str, pa.Table]]:
     return {"bank": bank, "shop": shop, "insurer": insurer}
 
 
+def unique_ids() -> str:
+    """Every table's `id` declared unique: its joins are PK-FK, so a stage's rows are bounded at plan time
+    and the range refusals of published magnitude classes come from the planner (planner/magnitudes.py)."""
+    return "\n".join(f"[parties.{party}.unique]\n" + "\n".join(f'{name} = [["id"]]' for name in tables) + "\n"
+                     for party, tables in range_tables().items())
+
+
 def _range_oracle(directory, federation_writer, plaintext_grants, oracle_for, extra: str = ""):
-    path = federation_writer(directory, range_tables(), plaintext_grants() + extra, min_group_size=0,
+    path = federation_writer(directory, range_tables(), unique_ids() + plaintext_grants() + extra, min_group_size=0,
                              group_sums="spu")
     return Engine(path, timeout=60)
 
