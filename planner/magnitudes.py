@@ -42,12 +42,16 @@ def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], cata
     a stage's inputs are not all typed base columns."""
     if catalog.magnitudes is None:
         return physical
-    classes: dict[tuple[str, str], dict[str, int]] = {}
+    read: dict[tuple[str, str], set[str]] = {}  # what the stages read of each table: only that is asked
+    for step in physical.steps:
+        for party, column in step.inputs if isinstance(step, SecureStage) else ():
+            alias, _, name = column.partition(".")
+            if tables.get(alias, ("",))[0] == party:
+                read.setdefault(tables[alias], set()).add(name)
+    classes = {source: catalog.magnitudes(*source, tuple(sorted(names))) for source, names in read.items()}
 
     def class_of(party: str, table: str) -> dict[str, int]:
-        if (party, table) not in classes:
-            classes[(party, table)] = catalog.magnitudes(party, table)
-        return classes[(party, table)]
+        return classes.get((party, table), {})
 
     bounds = row_bounds(physical.steps, tables, catalog)
     steps = tuple(_bound_stage(step, tables, class_of, column_type, bounds.get(step.rel, (None,))[0])

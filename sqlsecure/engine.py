@@ -136,11 +136,11 @@ class Engine:
         except (OSError, ValueError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.config.path}: {key}: {type(exc).__name__}: {exc}") from None
 
-    def _magnitudes(self, party: str, table: str) -> dict[str, int]:
-        """Embedded mode: a party's published magnitude classes of one table (`{}` from a store that
-        publishes none: ranges are then proven at run time, as over the network)."""
+    def _magnitudes(self, party: str, table: str, columns: tuple[str, ...]) -> dict[str, int]:
+        """Embedded mode: a party's published magnitude classes of these columns of one table (`{}` from a
+        store that publishes none: ranges are then proven at run time, as over the network)."""
         publish = getattr(self._stores[party], "magnitudes", None)
-        return publish(table) if publish is not None else {}
+        return publish(table, columns) if publish is not None else {}
 
     def _load_catalog(self, schemas, sizes, magnitudes=None) -> None:
         """The catalog and what is resolved against it: views, grants, policy."""

@@ -96,7 +96,9 @@ def test_a_product_splits_its_limit_by_the_published_classes_not_by_square_roots
     assert round(unknown.limits["p"].value) == 48_018  # sqrt(2^46 / 30,519): Q3's refusal at SF 1
     known = input_limits(Step, kinds, 2 ** 23, 16, parse, bounds={"p": 17, "d": -3})
     assert known.limits["p"].value == 2.0 ** 17 and beyond_classes(known) == []
-    wide = input_limits(Step, kinds, 2 ** 23, 16, parse, bounds={"p": 22, "d": -3})
+    edge = input_limits(Step, kinds, 2 ** 23, 16, parse, bounds={"p": 22, "d": -3})  # 2^22 (1 + 2^-3 + 2^-16) < 2^23
+    assert beyond_classes(edge) == []  # a constant counts as |c| + 2^-F, not |c| + 1
+    wide = input_limits(Step, kinds, 2 ** 23, 16, parse, bounds={"p": 23, "d": -3})
     assert [why.split(" has")[0] for why in beyond_classes(wide)] == ["column 'p'"]
 
 

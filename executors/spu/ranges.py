@@ -126,8 +126,9 @@ class RangePlan:
         if isinstance(e, exp.Literal):
             if e.is_string:
                 return "text", 0.0
-            value = literal_value(e)
-            return ("int" if isinstance(value, int) else "fixed"), abs(float(value)) + 1.0
+            value = literal_value(e)  # encoded exactly (an integer, a DECIMAL's limb) or within 2^-(F+1);
+            bound = math.nextafter(abs(float(value)) + 2.0 ** -self.frac, math.inf)  # and past float's rounding
+            return ("int" if isinstance(value, int) else "fixed"), bound
         if isinstance(e, (exp.Boolean, exp.Null)):
             return "bool" if isinstance(e, exp.Boolean) else "int", 2.0
         if isinstance(e, (exp.Neg, exp.Abs)):
