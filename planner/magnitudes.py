@@ -94,7 +94,7 @@ def _joined(step, left, right_rows: float, right_unique: bool, left_unique: bool
     elif left_unique:  # each right row meets at most one base row, repeated as often as that row is
         base = repeats.get(step.left_base, math.inf)
         joined = right_rows * base
-        repeats = {**{r: math.inf for r in repeats}, step.left_base: base, step.right: base}
+        repeats = {**{r: math.inf for r in repeats}, step.right: base}
     else:
         joined, repeats = math.inf, {r: math.inf for r in (*repeats, step.right)}
     return (joined + rows if step.mode == "left" else joined), repeats
@@ -129,8 +129,8 @@ def _bound_stage(step: SecureStage, tables, class_of, column_type, most_rows: fl
                         _parse, decimal_scales(kinds), bounds)
     beyond = beyond_classes(plan)
     if beyond:
-        raise DataError(f"{'; '.join(beyond)}, over up to {rows:,} rows (bounded by the published sizes and unique keys): filter or "
-                        "scale the column first, or keep the computation on one party")
+        raise DataError(f"{'; '.join(beyond)}, over up to {rows:,} rows (bounded by the published sizes and "
+                        "unique keys): filter or scale the column first, or keep the computation on one party")
     return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())), row_bound=rows)
 
 

@@ -138,9 +138,12 @@ class Engine:
 
     def _magnitudes(self, party: str, table: str, columns: tuple[str, ...]) -> dict[str, int]:
         """Embedded mode: a party's published magnitude classes of these columns of one table (`{}` from a
-        store that publishes none: ranges are then proven at run time, as over the network)."""
+        store that publishes none: ranges are then proven at run time, as over the network). None for a
+        masked column: its owner shares the masked values, which its class does not bound."""
+        masked = {ref.column for ref, _ in self.policy.masks if (ref.party, ref.table) == (party, table)}
         publish = getattr(self._stores[party], "magnitudes", None)
-        return publish(table, columns) if publish is not None else {}
+        wanted = tuple(c for c in columns if c not in masked)
+        return publish(table, wanted) if publish is not None and wanted else {}
 
     def _load_catalog(self, schemas, sizes, magnitudes=None) -> None:
         """The catalog and what is resolved against it: views, grants, policy."""

@@ -159,3 +159,13 @@ def test_a_join_that_may_multiply_rows_has_no_row_bound():
     semi = EquiJoin("r2", "r1", "carrier", "r2", ("lineitem.l_orderkey",), "shop", ("orders.o_orderkey",), "s0",
                     (), (), mode="semi")
     assert row_bounds((*_q3_chain(), semi), {}, _catalog({}))["s0"][0] == 2 ** 16
+
+
+def test_a_base_relation_repeated_by_a_join_bounds_nothing_after_it():
+    """customer -> orders on c_custkey repeats each customer row; joining a third table on c_custkey again
+    may then multiply rows (each customer row, repeated, meets each of its matches)."""
+    unique = {"bank": {"customer": (("c_custkey",),)}, "shop": {"orders": (("o_orderkey",),)}}
+    chain = _q3_chain()
+    again = EquiJoin("j1", "r2", "bank", "r0", ("customer.c_custkey",), "carrier", ("lineitem.l_orderkey",), "j2",
+                     (), ())
+    assert row_bounds((*chain[:4], again), {}, _catalog(unique))["j2"][0] == math.inf
