@@ -2,11 +2,13 @@
 `check`, EXPLAIN and execution agree on every range refusal, and a SUM of a product of DECIMALs (TPC-H Q3's
 `l_extendedprice * (1 - l_discount)`) that the old square-root split refused at run time is answered."""
 
+import dataclasses
 import decimal
 import math
 
 import pyarrow as pa
 import pytest
+import sqlglot
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError
@@ -38,9 +40,10 @@ def _tables(largest_price: decimal.Decimal) -> dict:
 def _grants(grants_for) -> str:
     """The join's keys and the measures for the shop; the shop declares its order ids unique (a PK-FK join:
     the stage's rows are bounded at plan time by the items' published size)."""
-    return "[parties.shop.unique]\norders = [[\"order_id\"]]\n\n" + grants_for(("shop", ("insurer.items.order_id",), "PLAINTEXT_AFTER_JOIN"),
-                      ("insurer", ("shop.orders.order_id",), "PLAINTEXT_AFTER_JOIN"),
-                      ("shop", ("insurer.items.price", "insurer.items.discount"), "PLAINTEXT_AFTER_AGGREGATE"))
+    unique = '[parties.shop.unique]\norders = [["order_id"]]\n\n'
+    return unique + grants_for(("shop", ("insurer.items.order_id",), "PLAINTEXT_AFTER_JOIN"),
+                               ("insurer", ("shop.orders.order_id",), "PLAINTEXT_AFTER_JOIN"),
+                               ("shop", ("insurer.items.price", "insurer.items.discount"), "PLAINTEXT_AFTER_AGGREGATE"))
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +86,31 @@ def test_a_magnitude_class_is_the_least_power_of_two_above_every_value(largest, 
     assert magnitude_class(largest) == bits
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """The parts of a SecureStage that `input_limits` reads: one output, ordered by."""
+
+    output: str
+    filters: tuple = ()
+    group_by: tuple = ()
+    having: None = None
+
+    @property
+    def outputs(self):
+        return (("o0", self.output),)
+
+    @property
+    def order(self):
+        return ((0, True, False),)
+
+
+def parse(sql: str):
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
 def test_a_product_splits_its_limit_by_the_published_classes_not_by_square_roots():
-    class Step:
-        filters, group_by, having, order = (), (), None, ((0, True, False),)
-        outputs = (("o0", 'SUM("p" * (1 - "d"))'),)
-
-    import sqlglot
-
+    Step = Stage('SUM("p" * (1 - "d"))')
     kinds = {"p": "fixed", "d": "fixed"}
-    parse = lambda sql: sqlglot.parse_one(sql, read="duckdb")  # noqa: E731
     unknown = input_limits(Step, kinds, 30_519, 16, parse)
     assert round(unknown.limits["p"].value) == 48_018  # sqrt(2^46 / 30,519): Q3's refusal at SF 1
     known = input_limits(Step, kinds, 2 ** 23, 16, parse, bounds={"p": 17, "d": -3})
@@ -104,14 +123,7 @@ def test_a_product_splits_its_limit_by_the_published_classes_not_by_square_roots
 
 def test_fewer_rows_never_tighten_a_limit():
     """Execution proves its limits with its actual row count, at most the plan's bound: only looser."""
-    import sqlglot
-
-    parse = lambda sql: sqlglot.parse_one(sql, read="duckdb")  # noqa: E731
-
-    class Step:
-        filters, group_by, having, order = (), (), None, ((0, False, False),)
-        outputs = (("o0", 'SUM("p" * "q" + "p")'),)
-
+    Step = Stage('SUM("p" * "q" + "p")')
     previous = None
     for rows in (2 ** 20, 2 ** 16, 1000, 7, 1):
         plan = input_limits(Step, {"p": "fixed", "q": "int"}, rows, 16, parse, bounds={"q": 9})

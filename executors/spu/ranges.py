@@ -568,7 +568,8 @@ def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scale
     """The stage's plan: per input column (`.limits`), the limit its owner checks before sharing (see
     the module docstring); its `info` then bounds every expression of the stage (`bounds`: the
     published magnitude classes of its input columns)."""
-    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows, scales=dict(scales or {}), bounds=dict(bounds or {}))
+    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows, scales=dict(scales or {}),
+                     bounds=dict(bounds or {}))
     outputs = [parse(sql) for _, sql in step.outputs]
     for sql in step.filters:
         plan.need(parse(sql), 2.0, "a filter")
