@@ -34,10 +34,12 @@ length of its column's largest |value| in its catalog, like the sizes) make two 
 time. `info` bounds such a column by 2^M, so a product splits its limit by the operands' known bounds
 instead of a square root each (Q3's `l_extendedprice * (1 - l_discount)` over 30,519 rows: 48,018 for
 each operand without classes, since the ORDER BY's comparison range 2^(62-F) / rows = 2.3e9 was split
-as its square root; 2^17 x 2^0 with them). And `beyond_classes` names every column whose limit is
-below its class: the planner refuses the query there (`check`, EXPLAIN and execution alike) with the
-row bound it publishes for the stage; execution, with at most that many rows, only loosens the limits
-(each divides by the rows), so an accepted plan is not refused at run time by a classed column.
+as its square root; with them |l_extendedprice| < 2^17 and |1 - l_discount| < 1 + 2^-3 + 2^-F). And
+`beyond_classes` names every column whose limit is below its class: the planner refuses the query there
+(`check`, EXPLAIN and execution alike) with the stage's row bound (planner/magnitudes.py); execution,
+with at most that many rows, only loosens the limits (each divides by the rows), so an accepted plan is
+not refused at run time by a classed column. A numeric constant counts as |c| + 2^-F (its encoding is
+exact, or rounded by at most 2^-(F+1)), not |c| + 1.
 """
 
 from __future__ import annotations
