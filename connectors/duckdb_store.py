@@ -117,6 +117,7 @@ class PartyStore:
         self.writable = writable
         self.database, self.tables = database, tables
         self._lock = threading.Lock()  # temp views live on this one connection
+        self._classes: dict[tuple[str, str], int | None] = {}  # (table, column) -> magnitude class, until a write
         self._con = self._open(read_only=True)
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -165,6 +166,25 @@ class PartyStore:
                 out[table] = 1 << max(int(count) - 1, 0).bit_length()
         return out
 
+    def magnitudes(self, table: str, columns: tuple[str, ...] | None = None) -> dict[str, int]:
+        """Numeric column (of `columns`, default all) -> its magnitude class M (every |value| < 2^M: the
+        bit length of the largest |value|), published like the sizes so the planner proves the SPU's exact
+        range at plan time (`spu.ranges.magnitude_class`; an empty column, NaN or infinity: no class).
+        Kept until this store writes: a class gone stale makes the owner refuse the query at run time
+        (its values are checked against the class), never a wrong answer."""
+        from sqlsecure.executors.spu.ranges import magnitude_class  # late: the store does not need numpy
+
+        numeric = [(c, t) for c, t in self.schema().get(table, []) if _numeric_type(t)
+                   and (columns is None or c in columns) and (table, c) not in self._classes]
+        if numeric:
+            largest = ", ".join(f"max(abs({_quote(c)}{'::HUGEINT' if _integer_type(t) else ''}))"  # abs(-2^63)
+                                for c, t in numeric)
+            with self._lock:
+                ((*values,),) = self._con.execute(f"SELECT {largest} FROM {_quote(table)}").fetchall()
+            self._classes.update({(table, c): magnitude_class(v) for (c, _), v in zip(numeric, values)})
+        return {c: bits for (t, c), bits in self._classes.items()
+                if t == table and bits is not None and (columns is None or c in columns)}
+
     def query(self, sql: str) -> pa.Table:
         """Run read-only SQL over this party's tables and return the result as Arrow."""
         try:
@@ -177,6 +197,7 @@ class PartyStore:
         """Run one write statement on this party's own database; `result` is visible as "__result".
 
         Returns the number of rows affected (-1 for DDL)."""
+        self._classes.clear()
         if not self.writable:
             raise OperationalError(f"party {self.party!r}: this connection may not write its database")
         with self._lock:
@@ -223,3 +244,17 @@ def _lock_holder(exc: duckdb.Error) -> str | None:
         return None
     return (f"another process ({match.group(1)}, PID {match.group(2)}) has the file open for writing; "
             "close it (or wait for its write to end) and try again")
+
+
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT")
+NUMERIC_TYPES = (*INTEGER_TYPES, "FLOAT", "DOUBLE", "REAL", "DECIMAL")
+
+
+def _numeric_type(dtype: str) -> bool:
+    """Whether a DuckDB column type is a number (a magnitude class is published for it)."""
+    return dtype.upper().split("(", 1)[0] in NUMERIC_TYPES
+
+
+def _integer_type(dtype: str) -> bool:
+    return dtype.upper() in INTEGER_TYPES

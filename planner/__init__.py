@@ -21,6 +21,7 @@ from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.gather import gather_plan
 from sqlsecure.planner.logical import Node
+from sqlsecure.planner.magnitudes import bind_ranges
 from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
@@ -130,7 +131,7 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
         return published[party]
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of, **options)
-    physical = place(optimized, ctx)
+    physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type)
     return logical, optimized, physical
 
 

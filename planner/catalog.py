@@ -17,12 +17,16 @@ class Catalog:
     on each use so that every party re-deriving a plan sees what the issuer saw; `views`: the
     federation's views (planner/views.py), expanded into every query that names them; `unique`: party ->
     table -> the column tuples the party declares unique (public schema metadata, from the federation
-    file; the SPU checks a declared key obliviously wherever a join relies on it)."""
+    file; the SPU checks a declared key obliviously wherever a join relies on it); `magnitudes(party,
+    table, columns)` -> numeric column -> its magnitude class (planner/magnitudes.py)."""
 
     tables: dict[str, dict[str, tuple[tuple[str, str], ...]]]
     sizes: Callable[[str], dict[str, int]] | None = field(default=None, compare=False)
     views: dict = field(default_factory=dict, compare=False)  # federation views: name -> parsed query
     unique: dict = field(default_factory=dict, compare=False)  # party -> table -> ((column, ...), ...)
+    # (party, table, columns) -> numeric column -> M, every |value| < 2^M (the owner's published
+    # magnitude classes; None: not published, ranges proven at run time)
+    magnitudes: Callable[[str, str, tuple[str, ...]], dict[str, int]] | None = field(default=None, compare=False)
 
     def has_party(self, party: str) -> bool:
         return party in self.tables

@@ -86,6 +86,12 @@ def noise_lines(step) -> list[str]:
     return [line]
 
 
+def magnitude_lines(step) -> list[str]:
+    from sqlsecure.planner.magnitudes import magnitude_lines as lines  # late: magnitudes imports the stage
+
+    return lines(step)
+
+
 def text_width_lines(step) -> list[str]:
     """What an SPU step's compute parties learn of the text they share: each owner's width class
     (`executors/spu/values.text_width`), agreed before sharing so every party knows the limb count."""
@@ -250,6 +256,7 @@ def render_explain(plan, pushdown=None) -> str:
     learned = phys.leakage or ((phys.issuer, "the query result (its own data)"),)
     lines += [f"  {party}: {what}" for party, what in learned]
     lines += [f"  {line}" for step in phys.steps for line in text_width_lines(step)]
+    lines += [f"  {line}" for step in phys.steps for line in magnitude_lines(step)]
     others = sorted(phys.parties - {p for p, _ in learned})
     lines += [f"  {party}: nothing" for party in others]
     if phys.min_group_size:

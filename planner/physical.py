@@ -182,6 +182,10 @@ class SecureStage(SpuStep):
     # the UNION ALL branches whose rows per group must reach it. Both empty: rows are counted.
     distinct_rows: tuple[str, ...] = ()
     branch_rows: tuple[int, ...] = ()
+    # Published magnitude classes of its input columns ((piece column, M): every |value| < 2^M) and the
+    # row bound the planner proved its ranges with (planner/magnitudes.py); () and 0: none published.
+    bounds: tuple[tuple[str, int], ...] = ()
+    row_bound: int = 0
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ class Engine:
                         f"parties.{name}", lambda: open_store(party, writable=name == writer))
                 schemas = {name: store.schema() for name, store in self._stores.items()}
             sizes = network.sizes if network is not None else (lambda party: self._stores[party].sizes())
-            self._load_catalog(schemas, sizes)
+            self._load_catalog(schemas, sizes, None if network is not None else self._magnitudes)
             self.link = Link(self.config.link_rtt_ms / 1000, self.config.link_mbps * 1e6 / 8) \
                 if network is not None else Link()
             self.ledger = self._config_step("federation.ledger", lambda: Ledger(self.config.ledger)) \
@@ -136,10 +136,20 @@ class Engine:
         except (OSError, ValueError, sqlite3.Error) as exc:
             raise ConfigError(f"{self.config.path}: {key}: {type(exc).__name__}: {exc}") from None
 
-    def _load_catalog(self, schemas, sizes) -> None:
+    def _magnitudes(self, party: str, table: str, columns: tuple[str, ...]) -> dict[str, int]:
+        """Embedded mode: a party's published magnitude classes of these columns of one table (`{}` from a
+        store that publishes none: ranges are then proven at run time, as over the network). None for a
+        masked column: its owner shares the masked values, which its class does not bound."""
+        masked = {ref.column for ref, _ in self.policy.masks if (ref.party, ref.table) == (party, table)}
+        publish = getattr(self._stores[party], "magnitudes", None)
+        wanted = tuple(c for c in columns if c not in masked)
+        return publish(table, wanted) if publish is not None and wanted else {}
+
+    def _load_catalog(self, schemas, sizes, magnitudes=None) -> None:
         """The catalog and what is resolved against it: views, grants, policy."""
         self.catalog = Catalog({name: {t: tuple(cols) for t, cols in tables.items()}
-                                for name, tables in schemas.items()}, sizes, self.config.views)
+                                for name, tables in schemas.items()}, sizes, self.config.views,
+                               magnitudes=magnitudes)
         self.catalog = replace(self.catalog, unique=declared_unique(self.config, self.catalog))
         try:
             self.view_columns = check_views(self.config.views, self.catalog, self.config.dialect)
@@ -179,7 +189,7 @@ class Engine:
     def refresh_catalog(self, party: str) -> None:
         tables = dict(self.catalog.tables)
         tables[party] = {t: tuple(cols) for t, cols in self._stores[party].schema().items()}
-        self.catalog = Catalog(tables, self.catalog.sizes, self.catalog.views, self.catalog.unique)
+        self.catalog = replace(self.catalog, tables=tables)
 
     @property
     def parties(self) -> list[str]:
@@ -222,7 +232,7 @@ class Engine:
         """Dry run: None if the query would be answered, else why not. Touches no data."""
         try:
             self.plan(sql, issuer)
-        except (PolicyViolation, PlanError, NotSupportedError) as exc:
+        except (PolicyViolation, PlanError, NotSupportedError, DataError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
 

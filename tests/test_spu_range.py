@@ -4,6 +4,7 @@ refused on the SPU and in the enclave; aggregates over no rows are SQL's NULL / 
 
 import datetime
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -64,8 +65,15 @@ def range_tables() -> dict[str, dict[str, pa.Table]]:
     return {"bank": bank, "shop": shop, "insurer": insurer}
 
 
+def unique_ids() -> str:
+    """Every table's `id` declared unique: its joins are PK-FK, so a stage's rows are bounded at plan time
+    and the range refusals of published magnitude classes come from the planner (planner/magnitudes.py)."""
+    return "\n".join(f"[parties.{party}.unique]\n" + "\n".join(f'{name} = [["id"]]' for name in tables) + "\n"
+                     for party, tables in range_tables().items())
+
+
 def _range_oracle(directory, federation_writer, plaintext_grants, oracle_for, extra: str = ""):
-    path = federation_writer(directory, range_tables(), plaintext_grants() + extra, min_group_size=0,
+    path = federation_writer(directory, range_tables(), unique_ids() + plaintext_grants() + extra, min_group_size=0,
                              group_sums="spu")
     return Engine(path, timeout=60)
 
@@ -137,15 +145,20 @@ OUTSIDE_QUERIES = [  # (query, the column the error names)
 ]
 
 
+PROVEN_AT_RUN_TIME = ("MIN(big)", "AVG(big)", "SUM(big)", "b.word")  # UNION ALL branches, text: no published class
+
+
 @pytest.mark.parametrize("sql,column", OUTSIDE_QUERIES)
 def test_values_just_outside_the_range_are_refused(range_oracle, sql, column):
+    """By `check` too (planner/magnitudes.py: the owners' published magnitude classes), except where a
+    stage's inputs have no class (UNION ALL branches, text widths): there by the owner, before any share."""
     outside = rf"column '\w+\.{column}' has (values outside .*\|\w+\.{column}\| <|text longer)"
     if column.startswith("constant"):  # a constant is refused when the query is planned
         outside = rf"the {column} has no fixed-point encoding"
-        with pytest.raises(DataError, match=outside):
-            range_oracle.engine.plan(sql, "bank")
-    else:
+    if any(part in sql for part in PROVEN_AT_RUN_TIME):
         on_spu(range_oracle, sql)
+    else:
+        assert re.search(outside, range_oracle.engine.check(sql, "bank") or ""), sql
     with pytest.raises(DataError, match=outside):
         range_oracle.engine.execute(sql, "bank")
 

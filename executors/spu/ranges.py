@@ -28,6 +28,18 @@ limits while encoding (`values.encode`), before anything is shared: a value beyo
 DataError naming the column, the limit and why — the SQL answer is never wrapped garbage. The
 limits depend only on the query, the column kinds and the public row count, so refusals reveal
 nothing beyond the fact that some value of the owner's column lies outside.
+
+Published magnitude classes (`bounds`: column -> M, every |value| < 2^M; the owner publishes the bit
+length of its column's largest |value| in its catalog, like the sizes) make two things exact at plan
+time. `info` bounds such a column by 2^M, so a product splits its limit by the operands' known bounds
+instead of a square root each (Q3's `l_extendedprice * (1 - l_discount)` over 30,519 rows: 48,018 for
+each operand without classes, since the ORDER BY's comparison range 2^(62-F) / rows = 2.3e9 was split
+as its square root; with them |l_extendedprice| < 2^17 and |1 - l_discount| < 1 + 2^-3 + 2^-F). And
+`beyond_classes` names every column whose limit is below its class: the planner refuses the query there
+(`check`, EXPLAIN and execution alike) with the stage's row bound (planner/magnitudes.py); execution,
+with at most that many rows, only loosens the limits (each divides by the rows), so an accepted plan is
+not refused at run time by a classed column. A numeric constant counts as |c| + 2^-F (its encoding is
+exact, or rounded by at most 2^-(F+1)), not |c| + 1.
 """
 
 from __future__ import annotations
@@ -86,11 +98,16 @@ class RangePlan:
     scales: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, float] = field(default_factory=dict)  # |x| <= bound on every row the WHERE keeps
     weighted: bool = False  # walking an aggregate's argument: only the rows the WHERE keeps count
+    bounds: dict[str, int] = field(default_factory=dict)  # column -> M: its published class, |x| < 2^M
 
     def __post_init__(self):
         self.rows = max(self.rows, 1)
         for column, kind in self.kinds.items():
             self.limits[column] = Limit(self.reveal_range(kind), "the SPU's 64-bit encoding")
+            if column in self.bounds and kind not in ("text", "bool") and \
+                    power_of_two(self.bounds[column]) < self.limits[column].value:
+                self.limits[column] = Limit(power_of_two(self.bounds[column]), f"its published magnitude class "
+                                                                               f"(|x| < 2^{self.bounds[column]})")
 
     # -- ranges of a kind -----------------------------------------------------------------------
     def reveal_range(self, kind: str) -> float:
@@ -111,8 +128,9 @@ class RangePlan:
         if isinstance(e, exp.Literal):
             if e.is_string:
                 return "text", 0.0
-            value = literal_value(e)
-            return ("int" if isinstance(value, int) else "fixed"), abs(float(value)) + 1.0
+            value = literal_value(e)  # encoded exactly (an integer, a DECIMAL's limb) or within 2^-(F+1);
+            bound = math.nextafter(abs(float(value)) + 2.0 ** -self.frac, math.inf)  # and past float's rounding
+            return ("int" if isinstance(value, int) else "fixed"), bound
         if isinstance(e, (exp.Boolean, exp.Null)):
             return "bool" if isinstance(e, exp.Boolean) else "int", 2.0
         if isinstance(e, (exp.Neg, exp.Abs)):
@@ -547,11 +565,13 @@ def _conditions(e: exp.Expression) -> list[exp.Expression]:
     return [i.this for i in e.args.get("ifs", [])]
 
 
-def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scales: dict[str, int] | None = None
-                 ) -> RangePlan:
+def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scales: dict[str, int] | None = None,
+                 bounds: dict[str, int] | None = None) -> RangePlan:
     """The stage's plan: per input column (`.limits`), the limit its owner checks before sharing (see
-    the module docstring); its `info` then bounds every expression of the stage."""
-    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows, scales=dict(scales or {}))
+    the module docstring); its `info` then bounds every expression of the stage (`bounds`: the
+    published magnitude classes of its input columns)."""
+    plan = RangePlan({c: k for c, k in kinds.items()}, frac, rows, scales=dict(scales or {}),
+                     bounds=dict(bounds or {}))
     outputs = [parse(sql) for _, sql in step.outputs]
     for sql in step.filters:
         plan.need(parse(sql), 2.0, "a filter")
@@ -565,6 +585,40 @@ def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scale
     for e in outputs:
         plan.need(e, plan.reveal_range(plan.info(e)[0]), "the result")
     return plan
+
+
+def beyond_classes(plan: RangePlan) -> list[str]:
+    """Each column whose published class (|x| < 2^M) exceeds the limit the stage needs, with why: the
+    values the class admits are not all computed exactly, so the planner refuses the query."""
+    return [f"column {column!r} has values outside the SPU's exact range for this query: its published "
+            f"magnitude class is |{column}| < 2^{bits}, and it needs |{column}| < {plan.limits[column].value:.6g} "
+            f"({plan.limits[column].reason})"
+            for column, bits in plan.bounds.items()
+            if column in plan.limits and plan.limits[column].value < power_of_two(bits)]
+
+
+def power_of_two(bits: int) -> float:
+    """2^bits as a float (infinity past DOUBLE's range: a class of 1e308 exceeds every limit)."""
+    return math.ldexp(1.0, bits) if bits < 1024 else math.inf
+
+
+def magnitude_class(largest: int | float | decimal.Decimal | None) -> int | None:
+    """The least M with |x| < 2^M for a column whose largest |value| is `largest`, exactly (an integer's
+    bit length; a DECIMAL's or DOUBLE's binary exponent, corrected where the float rounded across a
+    power of two). None for an empty column, NaN or infinity: no class, nothing proven."""
+    if largest is None:
+        return None
+    if isinstance(largest, int):
+        return abs(largest).bit_length()
+    value = abs(decimal.Decimal(largest))
+    if not value.is_finite():
+        return None
+    if value == 0:
+        return 0
+    bits = math.frexp(float(value))[1]
+    if decimal.Decimal(2) ** bits <= value:
+        return bits + 1
+    return bits - 1 if value < decimal.Decimal(2) ** (bits - 1) else bits
 
 
 def filter_bounds(conditions: list[exp.Expression]) -> dict[str, float]:

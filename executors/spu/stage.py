@@ -1791,7 +1791,7 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     join's stage gets `sides` (my side index -> my relation) and the sides' row counts in `union_rows`."""
     refuse_unevaluated(step, {c: range_kind(k) for c, k in kinds.items()})
     ranges = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, n, s.frac_bits, _parse,
-                          decimal_scales(kinds))  # each owner checks its values against them
+                          decimal_scales(kinds), dict(getattr(step, "bounds", ())))  # each owner checks against them
     limits = ranges.limits
     if step.secret_join:  # an oblivious join first: the match bit is the rows' starting weight
         cols, weight, n, many = joined_inputs(s, step, sides, kinds, union_rows, tag, limits)
