@@ -82,7 +82,7 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
         raise unsupported
     _describe(tree, catalog)  # a query DuckDB cannot bind is refused now (PlanError), not when run
     k = _group_size(reads, policy, issuer, threshold.k)
-    counts, protected, provenance = _threshold_counts(tree, issuer, k, unsupported)
+    counts, protected, provenance = _threshold_counts(tree, issuer, k, unsupported, catalog)
     gathered = tuple(
         Gathered(party, table, _in_catalog_order(catalog, party, table, columns), _pushable_where(tree, party, table),
                  (party, table) in provenance, f"g{i}")
@@ -216,7 +216,7 @@ def _aggregates(select: exp.Expression) -> bool:
         select.args.get("group") or any(aggregates_in(e) for e in select.expressions))
 
 
-def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: NotSupportedError):
+def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: NotSupportedError, catalog: Catalog):
     """The group threshold's counts (numbering derived tables and branches of `tree` in place), the
     protected owners they count, and the base tables whose owners number their rows (ROW).
 
@@ -251,13 +251,13 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
         holder = ctes.get(item.name) if isinstance(item, exp.Table) else item
         body = holder.this if isinstance(holder, (exp.CTE, exp.Subquery)) else None
         if isinstance(body, exp.Union):
-            branch_counts, owners = _branch_counts(body, alias, issuer, unsupported)
+            branch_counts, owners = _branch_counts(body, alias, issuer, unsupported, catalog)
             counts += branch_counts
             protected += owners
         elif isinstance(body, exp.Select):
             parties = {t.db for t in body.find_all(exp.Table) if t.db}
             if len(parties) == 1 and parties != {issuer}:
-                _check_rows_kept(next(iter(parties)), body)
+                _check_rows_kept(next(iter(parties)), body, catalog)
                 if ROW not in body.named_selects:  # a CTE read twice is numbered once
                     holder.set("this", _numbered(body))
                 counts.append(_distinct(alias, ROW))
@@ -283,7 +283,7 @@ def _branches(body: exp.Expression) -> list[exp.Expression]:
     return _branches(body.this) if isinstance(body, exp.Subquery) else [body]
 
 
-def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported):
+def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported, catalog: Catalog):
     """Rows per group of each UNION ALL branch that reads a party other than the issuer, and those parties."""
     unions = [body, *body.find_all(exp.Union)]
     branches = _branches(body)
@@ -296,7 +296,7 @@ def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported):
         if BRANCH not in branch.named_selects:
             branch.select(exp.alias_(exp.Literal.number(i), BRANCH, quoted=True), copy=False)
         for owner in sorted(owners):
-            _check_rows_kept(owner, branch)
+            _check_rows_kept(owner, branch, catalog)
             protected.append(owner)
         if owners:
             counts.append(exp.Sum(this=exp.If(this=exp.EQ(this=exp.column(BRANCH, alias, quoted=True),

@@ -27,7 +27,9 @@ from sqlsecure.executors.tee.expressions import NULL_FLAG, enclave_refusal, kind
 from sqlsecure.executors.tee.program import EnclaveProgram
 from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.planner.geodist import great_circle
+from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.reveal import DPContext
+from sqlsecure.planner.tree import Join as TreeJoin, build_tree, describe_join, quoted, repeating_op, unique_on
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import Use
 
@@ -120,7 +122,7 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     threshold = ctx.min_group_size if aggregate is not None else 0
     protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
     for i in protected:
-        _check_rows_kept(union.branches[i].party, union.branches[i].select)
+        _check_rows_kept(union.branches[i].party, union.branches[i].select, ctx.usage.catalog)
     out = "union_spu_out"
     steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, branch_rows=protected,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
@@ -144,7 +146,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
             select, release, finish_sql = _dp_pushdown(select, ctx.dp)
         elif aggregates and ctx.min_group_size > 0:
             threshold = ctx.min_group_size
-            select = _with_threshold(party, select, threshold)
+            select = _with_threshold(party, select, threshold, ctx.usage.catalog)
     steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
     if release is not None:
         steps.append(Noise(party, "result", release))
@@ -233,19 +235,19 @@ def as_duckdb_type(column: exp.Expression, project: Project, i: int) -> exp.Expr
     return exp.cast(column, exp.DataType.build(dtype, dialect="duckdb"))
 
 
-def _with_threshold(party: str, select: exp.Select, k: int) -> exp.Select:
+def _with_threshold(party: str, select: exp.Select, k: int, catalog: Catalog) -> exp.Select:
     """Add a HAVING that reveals only groups of at least k of `party`'s rows: `COUNT(*) >= k` over one
     input; over a join of its own tables, k distinct rows of each input (each table or subquery in FROM
     numbers its rows), so a row the join repeats counts once (a LEFT JOIN's NULL-extended rows count none)."""
     sources = [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])]
     if len(sources) == 1:
-        _check_rows_kept(party, select)
+        _check_rows_kept(party, select, catalog)
         conds = [exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(k))]
         select = select.copy()
     else:
         for source in sources:
             if isinstance(source, exp.Subquery):
-                _check_rows_kept(party, source)
+                _check_rows_kept(party, source, catalog)
             elif not isinstance(source, exp.Table):
                 raise _repeats(party, "a row source other than its tables", source)
         select = select.copy()
@@ -281,27 +283,52 @@ def _protected_rows(join: InnerJoin, aggregate, ctx: PlacementContext) -> tuple[
         return ()
     protected = tuple((q.party, f"__prov_r{i}", q.select) for i, q in enumerate(join.inputs) if q.party != ctx.issuer)
     for party, _, select in protected:
-        _check_rows_kept(party, select)
+        _check_rows_kept(party, select, ctx.usage.catalog)
     return tuple((party, column) for party, column, _ in protected)
 
 
-def _check_rows_kept(party: str, select: exp.Expression) -> None:
-    """Refuse a protected owner's pushed-down part that can repeat one of its rows (a UNION ALL, a join
-    of its own tables, UNNEST): the group threshold counts the rows of that part, which repetition
-    would inflate as duplicates of the issuer's own would."""
-    for node, what in ((exp.Union, "a UNION ALL"), (exp.Join, "a join of its own tables"), (exp.Unnest, "UNNEST"),
-                       (exp.Explode, "UNNEST")):
+def _check_rows_kept(party: str, select: exp.Expression, catalog: Catalog) -> None:
+    """Refuse a protected owner's pushed-down part that can repeat one of its rows (a UNION ALL, UNNEST, a
+    join of its own tables with no side unique on its keys): the group threshold counts the rows of that
+    part, which repetition would inflate as duplicates of the issuer's own would. A join one of whose
+    sides is unique on its keys (`tree.kept_side`) keeps each row of the other side at most once, so the
+    part's rows are that side's distinct rows."""
+    for node, what in ((exp.Union, "a UNION ALL"), (exp.Unnest, "UNNEST"), (exp.Explode, "UNNEST")):
         found = next((n for n in select.find_all(node) if not (isinstance(n, exp.Union) and n.args.get("distinct"))),
                      None)
         if found is not None:
-            raise _repeats(party, what, found)
+            raise _repeats(party, what, found.sql(dialect="duckdb"))
+    join = select.find(exp.Join)
+    if join is None:
+        return
+    tree = _party_tree(party, select, catalog)
+    found = None if tree is None else repeating_op(tree, catalog)
+    if isinstance(found, TreeJoin):
+        raise _repeats(party, "a join of its own tables neither of whose sides is unique on its join keys",
+                       describe_join(found), party)
+    if tree is None or found is not None:
+        raise _repeats(party, "a join of its own tables", join.sql(dialect="duckdb"), party)
 
 
-def _repeats(party: str, what: str, found: exp.Expression) -> PolicyViolation:
+def _party_tree(party: str, select: exp.Expression, catalog: Catalog):
+    """The operator tree (`tree.build_tree`) of a party's pushed-down SQL, its tables qualified by the
+    party; None where the tree has no operator for it."""
+    select = select.copy()
+    for table in select.find_all(exp.Table):
+        if not table.db and catalog.has_table(party, table.name):
+            table.set("db", exp.to_identifier(party))
+    try:
+        return build_tree(select, catalog)
+    except NotSupportedError:
+        return None
+
+
+def _repeats(party: str, what: str, found: str, declares: str | None = None) -> PolicyViolation:
+    todo = f", or declare the key that makes one side unique in [parties.{declares}.unique]" if declares else ""
     return PolicyViolation(
         f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
-        f"({what}: {found.sql(dialect='duckdb')[:80]}) can repeat a row of it; aggregate over {party}'s "
-        "tables without repeating their rows")
+        f"({what}: {found[:80]}) can repeat a row of it; aggregate over {party}'s "
+        f"tables without repeating their rows{todo}")
 
 
 def _local_threshold(assignment, protected, outer: set[str]) -> None:
@@ -612,17 +639,8 @@ def _known_unique(query, keys: tuple[str, ...], ctx: PlacementContext) -> bool:
     """Whether a join input's output columns `keys` are unique at plan time (`tree.unique_on`: GROUP BY
     keys, DISTINCT, a declared key), so `spu.join.oblivious_pk_join` cannot meet repeats on both sides
     except where a party's data breaks its declaration (a DataError at run time)."""
-    from sqlsecure.planner.tree import build_tree, quoted, unique_on
-
-    select = query.select.copy()
-    for table in select.find_all(exp.Table):
-        if not table.db and ctx.usage.catalog.has_table(query.party, table.name):
-            table.set("db", exp.to_identifier(query.party))
-    try:
-        tree = build_tree(select, ctx.usage.catalog)
-    except NotSupportedError:
-        return False
-    return unique_on(tree, tuple(quoted(k) for k in keys), ctx.usage.catalog) is not None
+    tree = _party_tree(query.party, query.select, ctx.usage.catalog)
+    return tree is not None and unique_on(tree, tuple(quoted(k) for k in keys), ctx.usage.catalog) is not None
 
 
 @dataclass

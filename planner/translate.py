@@ -38,7 +38,7 @@ from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
-    quoted, unique_side,
+    quoted, unique_side, describe_join, repeating_op,
 )
 
 RESULT = "secret_out"
@@ -167,7 +167,7 @@ def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
     if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)):
         return run_local(op, next(iter(owners)), t, under_aggregate)
     if len(owners) == 1 and under_aggregate and t.k > 0 and owners != {t.issuer}:
-        refuse_repeated_rows(op, next(iter(owners)))  # the threshold counts the rows of its part, as before
+        refuse_repeated_rows(op, next(iter(owners)), t.catalog)  # the threshold counts the rows of its part, as before
     return TRANSLATE[type(op)](op, t, under_aggregate, at_root)
 
 
@@ -201,7 +201,7 @@ def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):
              for c in op.columns]
     provenance = [f"__prov_{relation}"] if protected and under_aggregate else []
     if provenance:
-        refuse_repeated_rows(op, party)
+        refuse_repeated_rows(op, party, t.catalog)
     t.inputs.append({"columns": kinds + [[p, "int"] for p in provenance]})
     t.owners.append((party, relation))
     t.steps.append(RunLocal(party, localize(qualified).sql(dialect="duckdb"), relation))
@@ -210,17 +210,18 @@ def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):
     return secret_ops.input_node(len(t.owners) - 1), list(op.columns), provenance
 
 
-def refuse_repeated_rows(op: Op, party: str) -> None:
-    """A protected owner's part that can repeat one of its rows (a join of its own tables, a UNION ALL)
-    would inflate the distinct rows the threshold counts: refused, unless an aggregate collapses it."""
-    if isinstance(op, (Aggregate, Distinct)):
+def refuse_repeated_rows(op: Op, party: str, catalog: Catalog) -> None:
+    """A protected owner's part that can repeat one of its rows (a join of its own tables with no side
+    unique on its keys, a UNION ALL) would inflate the distinct rows the threshold counts: refused,
+    unless an aggregate collapses it (`tree.repeating_op`)."""
+    found = repeating_op(op, catalog, stop=(Aggregate, Distinct))
+    if found is None:
         return
-    if isinstance(op, (Join, UnionAll)) and not (isinstance(op, Join) and op.kind in ("semi", "anti")):
-        raise PolicyViolation(f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the "
-                              "query (a join of its own tables or a UNION ALL) can repeat a row of it; aggregate "
-                              f"over {party}'s tables without repeating their rows")
-    for child in op.children:
-        refuse_repeated_rows(child, party)
+    what = f"a join of its own tables, {describe_join(found)}, neither of whose sides is unique on its " \
+        "join keys" if isinstance(found, Join) else "a UNION ALL"
+    raise PolicyViolation(f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
+                          f"({what}) can repeat a row of it; aggregate over {party}'s tables without repeating "
+                          f"their rows, or declare the key that makes a side unique in [parties.{party}.unique]")
 
 
 def kind_of(column: str, dtype: str | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
+from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import InnerJoin
 from sqlsecure.planner.ccl import CCLInference
@@ -125,6 +126,15 @@ class Usage:
             where = query.select.args.get("where")
             if where is None:
                 continue
-            for col in where.this.find_all(exp.Column):
-                # columns in a local query are qualified by the query aliases; resolve by alias
-                self.require(col, viewers, Use.COMPARE, f"filter {where.this.sql()} at {query.party}")
+            for conjunct in conjuncts_of(where.this):
+                # an equality of two of its own tables' columns joins them there (SCQL: a join key)
+                use = Use.JOIN_KEY if _own_join(conjunct) else Use.COMPARE
+                for col in conjunct.find_all(exp.Column):
+                    # columns in a local query are qualified by the query aliases; resolve by alias
+                    self.require(col, viewers, use, f"filter {where.this.sql()} at {query.party}")
+
+
+def _own_join(conjunct: exp.Expression) -> bool:
+    """An equality between columns of two different tables (of one party's pushed-down query)."""
+    return isinstance(conjunct, exp.EQ) and all(isinstance(s, exp.Column) for s in (conjunct.left, conjunct.right)) \
+        and conjunct.left.table != conjunct.right.table
