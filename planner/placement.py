@@ -355,6 +355,8 @@ def _threshold_having(party: str, protected, threshold: int) -> list[exp.Express
 
 
 def _join_edges(join: InnerJoin, ctx: PlacementContext):
+    """The equi-join edges between inputs ((i, j) -> [(key of i, key of j)], i < j), the cross-party
+    conjuncts that are no edge (residual) and the conjuncts written for each edge."""
     owner = {}
     for i, query in enumerate(join.inputs):
         for alias in query.aliases:
@@ -366,7 +368,7 @@ def _join_edges(join: InnerJoin, ctx: PlacementContext):
             return column_key(side)
         return dict(query.keys)[side.sql()]
 
-    residual = []
+    residual, written = [], {}
     for conjunct in join.conjuncts:
         sides = (conjunct.left, conjunct.right) if isinstance(conjunct, exp.EQ) else ()
         owners = [{owner[a] for a in aliases_of(s)} for s in sides]
@@ -379,7 +381,8 @@ def _join_edges(join: InnerJoin, ctx: PlacementContext):
         _check_key_types(left, right, ctx)
         pair = (output_name(join.inputs[i], left), output_name(join.inputs[j], right))
         edges.setdefault((i, j), []).append(pair)
-    return edges, residual
+        written.setdefault((i, j), []).append(conjunct)
+    return edges, residual, written
 
 
 def _check_key_types(left: exp.Expression, right: exp.Expression, ctx: PlacementContext) -> None:
@@ -400,13 +403,16 @@ def _check_key_types(left: exp.Expression, right: exp.Expression, ctx: Placement
         )
 
 
-def _join_order(join: InnerJoin, edges) -> list[tuple[int, int, tuple[str, ...], tuple[str, ...]]]:
-    """Breadth-first tree over the join graph: (joined component i, new component j, keys of i, keys of j)."""
+def _join_order(join: InnerJoin, edges, ctx: PlacementContext):
+    """Breadth-first tree over the join graph: (joined component i, new component j, keys of i, keys of j)
+    per join, and the edges that close a cycle (`_spanning_edges`), which the caller applies as filters on
+    the joined relation: an inner join's condition holds the same after the joins as in them."""
     n = len(join.inputs)
-    joined, queue, order, used = {0}, deque([0]), [], set()
+    spanning = _spanning_edges(join, edges, ctx)
+    joined, queue, order = {0}, deque([0]), []
     while queue:
         i = queue.popleft()
-        for (a, b), pairs in sorted(edges.items()):
+        for (a, b), pairs in sorted(spanning.items()):
             j = b if a == i else a if b == i else None
             if j is None or j in joined:
                 continue
@@ -414,16 +420,41 @@ def _join_order(join: InnerJoin, edges) -> list[tuple[int, int, tuple[str, ...],
             keys_j = tuple(p[1] if a == i else p[0] for p in pairs)
             order.append((i, j, keys_i, keys_j))
             joined.add(j)
-            used.add((a, b))
             queue.append(j)
     if len(joined) != n:
         missing = ", ".join(sorted({join.inputs[k].party for k in range(n) if k not in joined}))
         raise NotSupportedError(f"no equi-join condition links {missing} to the rest: a cross join "
                                 "between parties is not supported")
-    if set(edges) - used:
-        raise NotSupportedError("join conditions form a cycle between parties; only tree-shaped joins "
-                                "(chains and stars) are supported")
-    return order
+    closing = sorted(set(edges) - set(spanning))
+    outer = {k for k, q in enumerate(join.inputs) if set(q.aliases) & set(join.outer)}
+    if any(set(edge) & outer for edge in closing):
+        raise NotSupportedError("join conditions form a cycle through the NULL side of a LEFT JOIN; only "
+                                "tree-shaped outer joins (chains and stars) are supported")
+    return order, closing
+
+
+def _spanning_edges(join: InnerJoin, edges, ctx: PlacementContext) -> dict:
+    """A spanning tree of the join graph (Kruskal): edges with a side known unique on its keys first (PK-FK
+    joins, n + m rows), then the others in order, so a cycle is closed by a many-to-many edge (TPC-H Q5's
+    `c_nationkey = s_nationkey`), which then only filters the rows the PK-FK joins produced."""
+    root = list(range(len(join.inputs)))
+
+    def find(k: int) -> int:
+        while root[k] != k:
+            k = root[k]
+        return k
+
+    def many_to_many(edge) -> bool:
+        return not any(_known_unique(join.inputs[k], tuple(p[side] for p in edges[edge]), ctx)
+                       for side, k in enumerate(edge))
+
+    chosen = {}
+    for edge in sorted(edges, key=lambda e: (many_to_many(e), e)) if len(edges) >= len(join.inputs) else edges:
+        a, b = find(edge[0]), find(edge[1])
+        if a != b:
+            root[a] = b
+            chosen[edge] = edges[edge]
+    return chosen
 
 
 def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
@@ -431,8 +462,10 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if not isinstance(join, InnerJoin):
         raise PlanError(f"unexpected plan shape under the projection: {type(join).__name__}")
     steps: list = [RunLocal(q.party, q.select.sql(dialect="duckdb"), f"r{i}") for i, q in enumerate(join.inputs)]
-    edges, residual = _join_edges(join, ctx)
-    order = _join_order(join, edges)
+    edges, residual, written = _join_edges(join, ctx)
+    order, closing = _join_order(join, edges, ctx)
+    residual += [c for edge in closing for c in written[edge]]
+    edges = {edge: pairs for edge, pairs in edges.items() if edge not in closing}
     members = [q.party for q in join.inputs]
     hidden = _secret_keys(join, ctx)
     if hidden:

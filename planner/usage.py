@@ -127,11 +127,20 @@ class Usage:
             if where is None:
                 continue
             for conjunct in conjuncts_of(where.this):
-                # an equality of two of its own tables' columns joins them there (SCQL: a join key)
-                use = Use.JOIN_KEY if _own_join(conjunct) else Use.COMPARE
                 for col in conjunct.find_all(exp.Column):
                     # columns in a local query are qualified by the query aliases; resolve by alias
-                    self.require(col, viewers, use, f"filter {where.this.sql()} at {query.party}")
+                    joins = _own_join(conjunct)
+                    self.require_local(col, viewers, joins, f"filter {where.this.sql()} at {query.party}" + (
+                        f"; a join of {query.party}'s own tables, so PLAINTEXT_AFTER_JOIN suffices too" if joins else ""))
+
+    def require_local(self, column: exp.Column, viewers, joins: bool, context: str) -> None:
+        """A column of a party's pushed-down WHERE: compared (PLAINTEXT_AFTER_COMPARE), or, in an equality
+        joining two of its own tables, a join key (SCQL's PLAINTEXT_AFTER_JOIN) as well."""
+        if joins:
+            refs, exact = self.refs(column)
+            viewers = [v for v in viewers if not (exact and all(
+                v == r.party or self.grants.constraint(r, v) in PERMITS[Use.JOIN_KEY] for r in refs))]
+        self.require(column, viewers, Use.COMPARE, context)
 
 
 def _own_join(conjunct: exp.Expression) -> bool:
