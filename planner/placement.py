@@ -249,7 +249,7 @@ def _with_threshold(party: str, select: exp.Select, k: int, catalog: Catalog) ->
             if isinstance(source, exp.Subquery):
                 _check_rows_kept(party, source, catalog)
             elif not isinstance(source, exp.Table):
-                raise _repeats(party, "a row source other than its tables", source)
+                raise _repeats(party, "a row source other than its tables", source.sql(dialect="duckdb"))
         select = select.copy()
         sources = [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])]
         conds = [exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[_number_rows(source, f"__rows_{i}")])),

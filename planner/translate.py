@@ -135,12 +135,13 @@ def check_size(root: Op, catalog: Catalog) -> None:
             n = 1 if isinstance(op, Subquery) and op.one_row else sum(counts)
         if n > MAX_SECRET_ROWS:
             article = "an" if isinstance(op, Join) and op.kind[0] in "aeiou" else "a"
-            what = f"{article} {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" if isinstance(op, Join) \
-                else f"{type(op).__name__.lower()} over about {n:,} rows"
+            what = f"{type(op).__name__.lower()} over about {n:,} rows"
+            if isinstance(op, Join):
+                what = f"{article} {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" + (
+                    f" (sorted together: {n:,} rows)" if linear else " (it pairs every row with every row)")
             raise NotSupportedError(
-                f"{what} in secure computation is beyond the {MAX_SECRET_ROWS:,} rows a secret program holds "
-                "(its joins pair every row with every row); filter the inputs, or grant the columns so the "
-                "query can run at a party")
+                f"{what} in secure computation is beyond the {MAX_SECRET_ROWS:,} rows a secret program holds; "
+                "filter the inputs, or grant the columns so the query can run at a party")
         return n
 
     rows(root)

@@ -175,6 +175,11 @@ CYCLES = {
         FROM carrier.supplier s JOIN bank.customer c ON c.c_nationkey = s.s_nationkey
         JOIN carrier.lineitem l ON l.l_suppkey = s.s_suppkey JOIN shop.orders o ON l.l_orderkey = o.o_orderkey
           AND c.c_custkey = o.o_custkey JOIN bank.nation n ON n.n_nationkey = s.s_nationkey GROUP BY n.n_name""",
+    # a LEFT JOIN's ON is no filter after the join: the spine refuses the cycle, the translation joins on shares
+    "through_the_null_side_of_a_left_join": """SELECT COUNT(*) AS lines, SUM(l.l_extendedprice) AS total
+        FROM bank.customer c JOIN shop.orders o ON c.c_custkey = o.o_custkey
+        JOIN carrier.lineitem l ON l.l_orderkey = o.o_orderkey
+        LEFT JOIN carrier.supplier s ON s.s_suppkey = l.l_suppkey AND s.s_nationkey = c.c_nationkey""",
 }
 
 
@@ -210,3 +215,4 @@ def test_q5_with_the_bench_grants_is_refused_at_plan_time(tmp_path, federation_w
     on the nation key) sees which lineitems had a supplier: without a grant of l_suppkey it may not."""
     with tpch_engine(tmp_path, federation_writer, grants_for) as engine:
         assert_refused(engine, Q5, "shop", PolicyViolation, "bank may not learn carrier.lineitem.l_suppkey")
+
