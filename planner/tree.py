@@ -228,9 +228,10 @@ def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
 
 def kept_side(join: Join, catalog: Catalog) -> Op | None:
     """The side of `join` each of whose rows it outputs at most once (None: no side provably): a semi- or
-    anti-join's left, or the rows a scalar subquery's one row joins; an inner join's side whose partner is unique on its join keys (declared, or by shape:
-    `unique_on`); a LEFT join's preserved left when the right is unique on its keys. Residual conditions
-    only drop matches, and NULL keys match nothing, so neither can repeat a row."""
+    anti-join's left, or the rows a scalar subquery's one row joins; an inner join's side whose partner is
+    unique on its join keys (declared, or by shape: `unique_on`); a LEFT join's preserved left when the
+    right is unique on its keys. Residual conditions only drop matches, and NULL keys match nothing, so
+    neither can repeat a row."""
     if join.kind in ("semi", "anti"):
         return join.left
     if join.kind in ("cross", "left") and isinstance(join.right, subqueries.Subquery) and join.right.one_row:
