@@ -138,8 +138,10 @@ class Usage:
         joining two of its own tables, a join key (SCQL's PLAINTEXT_AFTER_JOIN) as well."""
         if joins:
             refs, exact = self.refs(column)
-            viewers = [v for v in viewers if not (exact and all(
-                v == r.party or self.grants.constraint(r, v) in PERMITS[Use.JOIN_KEY] for r in refs))]
+            keyed = [v for v in viewers if exact and all(
+                v == r.party or self.grants.constraint(r, v) in PERMITS[Use.JOIN_KEY] for r in refs)]
+            self.require(column, keyed, Use.JOIN_KEY, context)  # passes; listed among the uses allowed
+            viewers = [v for v in viewers if v not in keyed]
         self.require(column, viewers, Use.COMPARE, context)
 
 
