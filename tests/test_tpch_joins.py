@@ -220,3 +220,17 @@ def test_q5_with_the_bench_grants_is_refused_at_plan_time(tmp_path, federation_w
     with tpch_engine(tmp_path, federation_writer, grants_for) as engine:
         assert_refused(engine, Q5, "shop", PolicyViolation, "bank may not learn carrier.lineitem.l_suppkey")
 
+
+
+def test_gathering_counts_the_rows_the_unique_side_joins(tmp_path, federation_writer, plaintext_grants, oracle_for):
+    """Every column PLAINTEXT to the shop and a window the spine does not place: the shop computes the query
+    (planner/gather.py) and the threshold counts the customers each nation row is joined to, not the nation."""
+    sql = """SELECT n.n_name, COUNT(*) AS orders, ROW_NUMBER() OVER (ORDER BY n.n_name) AS r
+        FROM bank.customer c, bank.nation n, shop.orders o
+        WHERE c.c_nationkey = n.n_nationkey AND c.c_custkey = o.o_custkey GROUP BY n.n_name"""
+    path = federation_writer(tmp_path, tables(), plaintext_grants(PARTIES), parties=PARTIES, min_group_size=3)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(UNIQUE)
+    with Engine(path) as engine:
+        assert engine.plan(sql, "shop").physical.steps[-1].mode == "tables"
+        assert oracle_for(engine).check(sql, "shop").num_rows > 0
