@@ -24,7 +24,7 @@ from sqlglot.optimizer.scope import traverse_scope
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.planner.analysis import Threshold, with_threshold
-from sqlsecure.planner.build import _describe
+from sqlsecure.planner.build import _describe, conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import Finish, PhysicalPlan, Reveal, RunLocal
@@ -82,7 +82,7 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
         raise unsupported
     _describe(tree, catalog)  # a query DuckDB cannot bind is refused now (PlanError), not when run
     k = _group_size(reads, policy, issuer, threshold.k)
-    counts, protected, provenance = _threshold_counts(tree, issuer, k, unsupported)
+    counts, protected, provenance = _threshold_counts(tree, issuer, k, unsupported, catalog)
     gathered = tuple(
         Gathered(party, table, _in_catalog_order(catalog, party, table, columns), _pushable_where(tree, party, table),
                  (party, table) in provenance, f"g{i}")
@@ -216,13 +216,13 @@ def _aggregates(select: exp.Expression) -> bool:
         select.args.get("group") or any(aggregates_in(e) for e in select.expressions))
 
 
-def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: NotSupportedError):
+def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: NotSupportedError, catalog: Catalog):
     """The group threshold's counts (numbering derived tables and branches of `tree` in place), the
     protected owners they count, and the base tables whose owners number their rows (ROW).
 
     As on the other paths, it binds an aggregating outer SELECT: per input of its FROM owned by a party
-    other than the issuer, that owner's distinct rows (a base table's row numbers, a single-owner
-    derived table's result rows); per UNION ALL branch reading such a party, its rows; COUNT(*) when
+    other than the issuer, that owner's distinct rows (a base table's row numbers, but not a table joined
+    on its declared key to another of its party's: `lookup_aliases`; a single-owner derived table's result rows); per UNION ALL branch reading such a party, its rows; COUNT(*) when
     no input counts. A set operation of aggregates at the top cannot be bounded so, nor a derived table
     reading several parties (its rows carry their owners' row numbers up, docs/federation.md: the
     translation does that): not gathered."""
@@ -240,10 +240,11 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
     counts, protected, provenance = [], [], set()
     ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
     items = [tree.args["from_"].this] if tree.args.get("from_") else []
+    lookups = lookup_aliases(tree, catalog)
     for item in items + [j.this for j in tree.args.get("joins") or []]:
         alias = item.alias_or_name
         if isinstance(item, exp.Table) and item.db:
-            if item.db != issuer:
+            if item.db != issuer and alias not in lookups:
                 counts.append(_distinct(alias, ROW))
                 protected.append(item.db)
                 provenance.add((item.db, item.name))
@@ -251,13 +252,13 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
         holder = ctes.get(item.name) if isinstance(item, exp.Table) else item
         body = holder.this if isinstance(holder, (exp.CTE, exp.Subquery)) else None
         if isinstance(body, exp.Union):
-            branch_counts, owners = _branch_counts(body, alias, issuer, unsupported)
+            branch_counts, owners = _branch_counts(body, alias, issuer, unsupported, catalog)
             counts += branch_counts
             protected += owners
         elif isinstance(body, exp.Select):
             parties = {t.db for t in body.find_all(exp.Table) if t.db}
             if len(parties) == 1 and parties != {issuer}:
-                _check_rows_kept(next(iter(parties)), body)
+                _check_rows_kept(next(iter(parties)), body, catalog)
                 if ROW not in body.named_selects:  # a CTE read twice is numbered once
                     holder.set("this", _numbered(body))
                 counts.append(_distinct(alias, ROW))
@@ -265,6 +266,50 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
             elif parties - {issuer}:  # the threshold through nested shapes: the secret program's rule
                 raise unsupported
     return counts or [exp.Count(this=exp.Star())], protected, provenance
+
+
+def lookup_aliases(select: exp.Select, catalog: Catalog) -> set[str]:
+    """FROM tables whose rows the group threshold need not count: each joined (WHERE, an inner join's ON)
+    on every column of a key its party declares unique to another of that party's
+    tables, whose rows it then meets at most once each (TPC-H Q10's nation beside customer), so the
+    other table's distinct rows are that party's; of a party whose every table is such, the first counts."""
+    tables = {t.alias_or_name: t for t in _sources(select) if isinstance(t, exp.Table) and t.db}
+    names = {alias: {c for c, _ in catalog.columns(t.db, t.name)} for alias, t in tables.items()
+             if catalog.has_table(t.db, t.name)}
+
+    def owner(column: exp.Column) -> str | None:  # its table's alias (an unqualified column: the one table having it)
+        having = [alias for alias, columns in names.items() if column.name in columns]
+        return column.table or (having[0] if len(having) == 1 else None)
+
+    equal: set[tuple[str, str, str]] = set()  # (alias, column, other alias) of each equality between tables
+    for conjunct in _join_conjuncts(select):
+        if isinstance(conjunct, exp.EQ) and all(isinstance(s, exp.Column) for s in (conjunct.left, conjunct.right)):
+            (a, b), (x, y) = (conjunct.left, conjunct.right), (owner(conjunct.left), owner(conjunct.right))
+            equal |= {(x, a.name, y), (y, b.name, x)}
+    lookups = {alias for alias, t in tables.items() for key in catalog.unique_keys(t.db, t.name)
+               if any(other != alias and tables.get(other) is not None and tables[other].db == t.db
+                      and all((alias, c, other) in equal for c in key) for other in tables)}
+    for party in {t.db for t in tables.values()}:
+        own = [alias for alias, t in tables.items() if t.db == party]
+        if set(own) <= lookups:
+            lookups.discard(own[0])
+    return lookups
+
+
+def _sources(select: exp.Select) -> list[exp.Expression]:
+    return ([select.args["from_"].this] if select.args.get("from_") else []) + [
+        j.this for j in select.args.get("joins") or []]
+
+
+def _join_conjuncts(select: exp.Select) -> list[exp.Expression]:
+    """WHERE's conjuncts and those of each inner join's ON (a LEFT JOIN's NULL side counts its own rows,
+    none in its NULL-extended rows, as on the spine, which joins it as an input of its own)."""
+    where = select.args.get("where")
+    found = list(conjuncts_of(where.this)) if where else []
+    for join in select.args.get("joins") or []:
+        if not join.args.get("side") and join.args.get("on") is not None:
+            found += conjuncts_of(join.args["on"])
+    return found
 
 
 def _distinct(alias: str, column: str) -> exp.Expression:
@@ -283,7 +328,7 @@ def _branches(body: exp.Expression) -> list[exp.Expression]:
     return _branches(body.this) if isinstance(body, exp.Subquery) else [body]
 
 
-def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported):
+def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported, catalog: Catalog):
     """Rows per group of each UNION ALL branch that reads a party other than the issuer, and those parties."""
     unions = [body, *body.find_all(exp.Union)]
     branches = _branches(body)
@@ -296,7 +341,7 @@ def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported):
         if BRANCH not in branch.named_selects:
             branch.select(exp.alias_(exp.Literal.number(i), BRANCH, quoted=True), copy=False)
         for owner in sorted(owners):
-            _check_rows_kept(owner, branch)
+            _check_rows_kept(owner, branch, catalog)
             protected.append(owner)
         if owners:
             counts.append(exp.Sum(this=exp.If(this=exp.EQ(this=exp.column(BRANCH, alias, quoted=True),

@@ -27,7 +27,9 @@ from sqlsecure.executors.tee.expressions import NULL_FLAG, enclave_refusal, kind
 from sqlsecure.executors.tee.program import EnclaveProgram
 from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.planner.geodist import great_circle
+from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.reveal import DPContext
+from sqlsecure.planner.tree import Join as TreeJoin, build_tree, describe_join, quoted, repeating_op, unique_on
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import Use
 
@@ -120,7 +122,7 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     threshold = ctx.min_group_size if aggregate is not None else 0
     protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
     for i in protected:
-        _check_rows_kept(union.branches[i].party, union.branches[i].select)
+        _check_rows_kept(union.branches[i].party, union.branches[i].select, ctx.usage.catalog)
     out = "union_spu_out"
     steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, branch_rows=protected,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
@@ -144,7 +146,7 @@ def _place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
             select, release, finish_sql = _dp_pushdown(select, ctx.dp)
         elif aggregates and ctx.min_group_size > 0:
             threshold = ctx.min_group_size
-            select = _with_threshold(party, select, threshold)
+            select = _with_threshold(party, select, threshold, ctx.usage.catalog)
     steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
     if release is not None:
         steps.append(Noise(party, "result", release))
@@ -233,21 +235,21 @@ def as_duckdb_type(column: exp.Expression, project: Project, i: int) -> exp.Expr
     return exp.cast(column, exp.DataType.build(dtype, dialect="duckdb"))
 
 
-def _with_threshold(party: str, select: exp.Select, k: int) -> exp.Select:
+def _with_threshold(party: str, select: exp.Select, k: int, catalog: Catalog) -> exp.Select:
     """Add a HAVING that reveals only groups of at least k of `party`'s rows: `COUNT(*) >= k` over one
     input; over a join of its own tables, k distinct rows of each input (each table or subquery in FROM
     numbers its rows), so a row the join repeats counts once (a LEFT JOIN's NULL-extended rows count none)."""
     sources = [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])]
     if len(sources) == 1:
-        _check_rows_kept(party, select)
+        _check_rows_kept(party, select, catalog)
         conds = [exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(k))]
         select = select.copy()
     else:
         for source in sources:
             if isinstance(source, exp.Subquery):
-                _check_rows_kept(party, source)
+                _check_rows_kept(party, source, catalog)
             elif not isinstance(source, exp.Table):
-                raise _repeats(party, "a row source other than its tables", source)
+                raise _repeats(party, "a row source other than its tables", source.sql(dialect="duckdb"))
         select = select.copy()
         sources = [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])]
         conds = [exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[_number_rows(source, f"__rows_{i}")])),
@@ -281,27 +283,52 @@ def _protected_rows(join: InnerJoin, aggregate, ctx: PlacementContext) -> tuple[
         return ()
     protected = tuple((q.party, f"__prov_r{i}", q.select) for i, q in enumerate(join.inputs) if q.party != ctx.issuer)
     for party, _, select in protected:
-        _check_rows_kept(party, select)
+        _check_rows_kept(party, select, ctx.usage.catalog)
     return tuple((party, column) for party, column, _ in protected)
 
 
-def _check_rows_kept(party: str, select: exp.Expression) -> None:
-    """Refuse a protected owner's pushed-down part that can repeat one of its rows (a UNION ALL, a join
-    of its own tables, UNNEST): the group threshold counts the rows of that part, which repetition
-    would inflate as duplicates of the issuer's own would."""
-    for node, what in ((exp.Union, "a UNION ALL"), (exp.Join, "a join of its own tables"), (exp.Unnest, "UNNEST"),
-                       (exp.Explode, "UNNEST")):
+def _check_rows_kept(party: str, select: exp.Expression, catalog: Catalog) -> None:
+    """Refuse a protected owner's pushed-down part that can repeat one of its rows (a UNION ALL, UNNEST, a
+    join of its own tables with no side unique on its keys): the group threshold counts the rows of that
+    part, which repetition would inflate as duplicates of the issuer's own would. A join one of whose
+    sides is unique on its keys (`tree.kept_side`) keeps each row of the other side at most once, so the
+    part's rows are that side's distinct rows."""
+    for node, what in ((exp.Union, "a UNION ALL"), (exp.Unnest, "UNNEST"), (exp.Explode, "UNNEST")):
         found = next((n for n in select.find_all(node) if not (isinstance(n, exp.Union) and n.args.get("distinct"))),
                      None)
         if found is not None:
-            raise _repeats(party, what, found)
+            raise _repeats(party, what, found.sql(dialect="duckdb"))
+    join = select.find(exp.Join)
+    if join is None:
+        return
+    tree = _party_tree(party, select, catalog)
+    found = None if tree is None else repeating_op(tree, catalog)
+    if isinstance(found, TreeJoin):
+        raise _repeats(party, "a join of its own tables neither of whose sides is unique on its join keys",
+                       describe_join(found), party)
+    if tree is None or found is not None:
+        raise _repeats(party, "a join of its own tables", join.sql(dialect="duckdb"), party)
 
 
-def _repeats(party: str, what: str, found: exp.Expression) -> PolicyViolation:
+def _party_tree(party: str, select: exp.Expression, catalog: Catalog):
+    """The operator tree (`tree.build_tree`) of a party's pushed-down SQL, its tables qualified by the
+    party; None where the tree has no operator for it."""
+    select = select.copy()
+    for table in select.find_all(exp.Table):
+        if not table.db and catalog.has_table(party, table.name):
+            table.set("db", exp.to_identifier(party))
+    try:
+        return build_tree(select, catalog)
+    except NotSupportedError:
+        return None
+
+
+def _repeats(party: str, what: str, found: str, declares: str | None = None) -> PolicyViolation:
+    todo = f", or declare the key that makes one side unique in [parties.{declares}.unique]" if declares else ""
     return PolicyViolation(
         f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
-        f"({what}: {found.sql(dialect='duckdb')[:80]}) can repeat a row of it; aggregate over {party}'s "
-        "tables without repeating their rows")
+        f"({what}: {found[:80]}) can repeat a row of it; aggregate over {party}'s "
+        f"tables without repeating their rows{todo}")
 
 
 def _local_threshold(assignment, protected, outer: set[str]) -> None:
@@ -328,6 +355,8 @@ def _threshold_having(party: str, protected, threshold: int) -> list[exp.Express
 
 
 def _join_edges(join: InnerJoin, ctx: PlacementContext):
+    """The equi-join edges between inputs ((i, j) -> [(key of i, key of j)], i < j), the cross-party
+    conjuncts that are no edge (residual) and the conjuncts written for each edge."""
     owner = {}
     for i, query in enumerate(join.inputs):
         for alias in query.aliases:
@@ -339,7 +368,7 @@ def _join_edges(join: InnerJoin, ctx: PlacementContext):
             return column_key(side)
         return dict(query.keys)[side.sql()]
 
-    residual = []
+    residual, written = [], {}
     for conjunct in join.conjuncts:
         sides = (conjunct.left, conjunct.right) if isinstance(conjunct, exp.EQ) else ()
         owners = [{owner[a] for a in aliases_of(s)} for s in sides]
@@ -352,7 +381,8 @@ def _join_edges(join: InnerJoin, ctx: PlacementContext):
         _check_key_types(left, right, ctx)
         pair = (output_name(join.inputs[i], left), output_name(join.inputs[j], right))
         edges.setdefault((i, j), []).append(pair)
-    return edges, residual
+        written.setdefault((i, j), []).append(conjunct)
+    return edges, residual, written
 
 
 def _check_key_types(left: exp.Expression, right: exp.Expression, ctx: PlacementContext) -> None:
@@ -373,13 +403,16 @@ def _check_key_types(left: exp.Expression, right: exp.Expression, ctx: Placement
         )
 
 
-def _join_order(join: InnerJoin, edges) -> list[tuple[int, int, tuple[str, ...], tuple[str, ...]]]:
-    """Breadth-first tree over the join graph: (joined component i, new component j, keys of i, keys of j)."""
+def _join_order(join: InnerJoin, edges, ctx: PlacementContext):
+    """Breadth-first tree over the join graph: (joined component i, new component j, keys of i, keys of j)
+    per join, and the edges that close a cycle (`_spanning_edges`), which the caller applies as filters on
+    the joined relation: an inner join's condition holds the same after the joins as in them."""
     n = len(join.inputs)
-    joined, queue, order, used = {0}, deque([0]), [], set()
+    spanning = _spanning_edges(join, edges, ctx)
+    joined, queue, order = {0}, deque([0]), []
     while queue:
         i = queue.popleft()
-        for (a, b), pairs in sorted(edges.items()):
+        for (a, b), pairs in sorted(spanning.items()):
             j = b if a == i else a if b == i else None
             if j is None or j in joined:
                 continue
@@ -387,16 +420,41 @@ def _join_order(join: InnerJoin, edges) -> list[tuple[int, int, tuple[str, ...],
             keys_j = tuple(p[1] if a == i else p[0] for p in pairs)
             order.append((i, j, keys_i, keys_j))
             joined.add(j)
-            used.add((a, b))
             queue.append(j)
     if len(joined) != n:
         missing = ", ".join(sorted({join.inputs[k].party for k in range(n) if k not in joined}))
         raise NotSupportedError(f"no equi-join condition links {missing} to the rest: a cross join "
                                 "between parties is not supported")
-    if set(edges) - used:
-        raise NotSupportedError("join conditions form a cycle between parties; only tree-shaped joins "
-                                "(chains and stars) are supported")
-    return order
+    closing = sorted(set(edges) - set(spanning))
+    outer = {k for k, q in enumerate(join.inputs) if set(q.aliases) & set(join.outer)}
+    if any(set(edge) & outer for edge in closing):
+        raise NotSupportedError("join conditions form a cycle through the NULL side of a LEFT JOIN; only "
+                                "tree-shaped outer joins (chains and stars) are supported")
+    return order, closing
+
+
+def _spanning_edges(join: InnerJoin, edges, ctx: PlacementContext) -> dict:
+    """A spanning tree of the join graph (Kruskal): edges with a side known unique on its keys first (PK-FK
+    joins, n + m rows), then the others in order, so a cycle is closed by a many-to-many edge (TPC-H Q5's
+    `c_nationkey = s_nationkey`), which then only filters the rows the PK-FK joins produced."""
+    root = list(range(len(join.inputs)))
+
+    def find(k: int) -> int:
+        while root[k] != k:
+            k = root[k]
+        return k
+
+    def many_to_many(edge) -> bool:
+        return not any(_known_unique(join.inputs[k], tuple(p[side] for p in edges[edge]), ctx)
+                       for side, k in enumerate(edge))
+
+    chosen = {}
+    for edge in sorted(edges, key=lambda e: (many_to_many(e), e)) if len(edges) >= len(join.inputs) else edges:
+        a, b = find(edge[0]), find(edge[1])
+        if a != b:
+            root[a] = b
+            chosen[edge] = edges[edge]
+    return chosen
 
 
 def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
@@ -404,8 +462,10 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if not isinstance(join, InnerJoin):
         raise PlanError(f"unexpected plan shape under the projection: {type(join).__name__}")
     steps: list = [RunLocal(q.party, q.select.sql(dialect="duckdb"), f"r{i}") for i, q in enumerate(join.inputs)]
-    edges, residual = _join_edges(join, ctx)
-    order = _join_order(join, edges)
+    edges, residual, written = _join_edges(join, ctx)
+    order, closing = _join_order(join, edges, ctx)
+    residual += [c for edge in closing for c in written[edge]]
+    edges = {edge: pairs for edge, pairs in edges.items() if edge not in closing}
     members = [q.party for q in join.inputs]
     hidden = _secret_keys(join, ctx)
     if hidden:
@@ -612,17 +672,8 @@ def _known_unique(query, keys: tuple[str, ...], ctx: PlacementContext) -> bool:
     """Whether a join input's output columns `keys` are unique at plan time (`tree.unique_on`: GROUP BY
     keys, DISTINCT, a declared key), so `spu.join.oblivious_pk_join` cannot meet repeats on both sides
     except where a party's data breaks its declaration (a DataError at run time)."""
-    from sqlsecure.planner.tree import build_tree, quoted, unique_on
-
-    select = query.select.copy()
-    for table in select.find_all(exp.Table):
-        if not table.db and ctx.usage.catalog.has_table(query.party, table.name):
-            table.set("db", exp.to_identifier(query.party))
-    try:
-        tree = build_tree(select, ctx.usage.catalog)
-    except NotSupportedError:
-        return False
-    return unique_on(tree, tuple(quoted(k) for k in keys), ctx.usage.catalog) is not None
+    tree = _party_tree(query.party, query.select, ctx.usage.catalog)
+    return tree is not None and unique_on(tree, tuple(quoted(k) for k in keys), ctx.usage.catalog) is not None
 
 
 @dataclass

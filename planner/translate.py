@@ -38,7 +38,7 @@ from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
-    quoted, unique_side,
+    quoted, unique_side, describe_join, repeating_op,
 )
 
 RESULT = "secret_out"
@@ -135,12 +135,13 @@ def check_size(root: Op, catalog: Catalog) -> None:
             n = 1 if isinstance(op, Subquery) and op.one_row else sum(counts)
         if n > MAX_SECRET_ROWS:
             article = "an" if isinstance(op, Join) and op.kind[0] in "aeiou" else "a"
-            what = f"{article} {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" if isinstance(op, Join) \
-                else f"{type(op).__name__.lower()} over about {n:,} rows"
+            what = f"{type(op).__name__.lower()} over about {n:,} rows"
+            if isinstance(op, Join):
+                what = f"{article} {op.kind} join of about {counts[0]:,} x {counts[1]:,} rows" + (
+                    f" (sorted together: {n:,} rows)" if linear else " (it pairs every row with every row)")
             raise NotSupportedError(
-                f"{what} in secure computation is beyond the {MAX_SECRET_ROWS:,} rows a secret program holds "
-                "(its joins pair every row with every row); filter the inputs, or grant the columns so the "
-                "query can run at a party")
+                f"{what} in secure computation is beyond the {MAX_SECRET_ROWS:,} rows a secret program holds; "
+                "filter the inputs, or grant the columns so the query can run at a party")
         return n
 
     rows(root)
@@ -167,7 +168,7 @@ def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
     if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)):
         return run_local(op, next(iter(owners)), t, under_aggregate)
     if len(owners) == 1 and under_aggregate and t.k > 0 and owners != {t.issuer}:
-        refuse_repeated_rows(op, next(iter(owners)))  # the threshold counts the rows of its part, as before
+        refuse_repeated_rows(op, next(iter(owners)), t.catalog)  # the threshold counts the rows of its part, as before
     return TRANSLATE[type(op)](op, t, under_aggregate, at_root)
 
 
@@ -201,7 +202,7 @@ def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):
              for c in op.columns]
     provenance = [f"__prov_{relation}"] if protected and under_aggregate else []
     if provenance:
-        refuse_repeated_rows(op, party)
+        refuse_repeated_rows(op, party, t.catalog)
     t.inputs.append({"columns": kinds + [[p, "int"] for p in provenance]})
     t.owners.append((party, relation))
     t.steps.append(RunLocal(party, localize(qualified).sql(dialect="duckdb"), relation))
@@ -210,17 +211,18 @@ def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):
     return secret_ops.input_node(len(t.owners) - 1), list(op.columns), provenance
 
 
-def refuse_repeated_rows(op: Op, party: str) -> None:
-    """A protected owner's part that can repeat one of its rows (a join of its own tables, a UNION ALL)
-    would inflate the distinct rows the threshold counts: refused, unless an aggregate collapses it."""
-    if isinstance(op, (Aggregate, Distinct)):
+def refuse_repeated_rows(op: Op, party: str, catalog: Catalog) -> None:
+    """A protected owner's part that can repeat one of its rows (a join of its own tables with no side
+    unique on its keys, a UNION ALL) would inflate the distinct rows the threshold counts: refused,
+    unless an aggregate collapses it (`tree.repeating_op`)."""
+    found = repeating_op(op, catalog, stop=(Aggregate, Distinct))
+    if found is None:
         return
-    if isinstance(op, (Join, UnionAll)) and not (isinstance(op, Join) and op.kind in ("semi", "anti")):
-        raise PolicyViolation(f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the "
-                              "query (a join of its own tables or a UNION ALL) can repeat a row of it; aggregate "
-                              f"over {party}'s tables without repeating their rows")
-    for child in op.children:
-        refuse_repeated_rows(child, party)
+    what = f"a join of its own tables, {describe_join(found)}, neither of whose sides is unique on its " \
+        "join keys" if isinstance(found, Join) else "a UNION ALL"
+    raise PolicyViolation(f"the minimum group size counts {party}'s distinct rows, but {party}'s part of the query "
+                          f"({what}) can repeat a row of it; aggregate over {party}'s tables without repeating "
+                          f"their rows, or declare the key that makes a side unique in [parties.{party}.unique]")
 
 
 def kind_of(column: str, dtype: str | None) -> str:

@@ -228,6 +228,46 @@ def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
     return None
 
 
+def kept_side(join: Join, catalog: Catalog) -> Op | None:
+    """The side of `join` each of whose rows it outputs at most once (None: no side provably): a semi- or
+    anti-join's left, or the rows a scalar subquery's one row joins; an inner join's side whose partner is
+    unique on its join keys (declared, or by shape: `unique_on`); a LEFT join's preserved left when the
+    right is unique on its keys. Residual conditions only drop matches, and NULL keys match nothing, so
+    neither can repeat a row."""
+    if join.kind in ("semi", "anti"):
+        return join.left
+    if join.kind in ("cross", "left") and isinstance(join.right, subqueries.Subquery) and join.right.one_row:
+        return join.left  # a scalar subquery's one row beside each row
+    if join.kind not in ("inner", "left") or not join.left_keys:
+        return None
+    if unique_on(join.right, join.right_keys, catalog) is not None:
+        return join.left
+    if join.kind == "inner" and unique_on(join.left, join.left_keys, catalog) is not None:
+        return join.right
+    return None
+
+
+def repeating_op(op: Op, catalog: Catalog, stop: tuple[type, ...] = ()) -> Op | None:
+    """The operator of `op` that can output one row of a table more than once (a join with no kept side, a
+    UNION ALL), or None: then each output row stems from a distinct row of one of its tables, so the group
+    threshold may count the output's rows as that owner's distinct rows. `stop`: operators whose input
+    the walk does not enter (the translation's aggregates, which count their groups' rows themselves)."""
+    if isinstance(op, stop):
+        return None
+    if isinstance(op, UnionAll):
+        return op
+    if isinstance(op, Join):
+        kept = kept_side(op, catalog)
+        return op if kept is None else repeating_op(kept, catalog, stop)
+    return next((found for child in op.children if (found := repeating_op(child, catalog, stop)) is not None), None)
+
+
+def describe_join(join: Join) -> str:
+    """A join as a message names it: its kind and its equi keys (or its condition)."""
+    keys = " AND ".join(f"{a} = {b}" for a, b in zip(join.left_keys, join.right_keys))
+    return f"{join.kind.upper()} JOIN ON {keys or join.condition or 'TRUE'}"
+
+
 def quoted(name: str) -> str:
     return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
+from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import InnerJoin
 from sqlsecure.planner.ccl import CCLInference
@@ -125,6 +126,26 @@ class Usage:
             where = query.select.args.get("where")
             if where is None:
                 continue
-            for col in where.this.find_all(exp.Column):
-                # columns in a local query are qualified by the query aliases; resolve by alias
-                self.require(col, viewers, Use.COMPARE, f"filter {where.this.sql()} at {query.party}")
+            for conjunct in conjuncts_of(where.this):
+                for col in conjunct.find_all(exp.Column):
+                    # columns in a local query are qualified by the query aliases; resolve by alias
+                    joins = _own_join(conjunct)
+                    self.require_local(col, viewers, joins, f"filter {where.this.sql()} at {query.party}" + (
+                        f"; a join of {query.party}'s own tables, so PLAINTEXT_AFTER_JOIN suffices too" if joins else ""))
+
+    def require_local(self, column: exp.Column, viewers, joins: bool, context: str) -> None:
+        """A column of a party's pushed-down WHERE: compared (PLAINTEXT_AFTER_COMPARE), or, in an equality
+        joining two of its own tables, a join key (SCQL's PLAINTEXT_AFTER_JOIN) as well."""
+        if joins:
+            refs, exact = self.refs(column)
+            keyed = [v for v in viewers if exact and all(
+                v == r.party or self.grants.constraint(r, v) in PERMITS[Use.JOIN_KEY] for r in refs)]
+            self.require(column, keyed, Use.JOIN_KEY, context)  # passes; listed among the uses allowed
+            viewers = [v for v in viewers if v not in keyed]
+        self.require(column, viewers, Use.COMPARE, context)
+
+
+def _own_join(conjunct: exp.Expression) -> bool:
+    """An equality between columns of two different tables (of one party's pushed-down query)."""
+    return isinstance(conjunct, exp.EQ) and all(isinstance(s, exp.Column) for s in (conjunct.left, conjunct.right)) \
+        and conjunct.left.table != conjunct.right.table

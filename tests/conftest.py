@@ -24,6 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from sqlsecure.engine import Engine
+from sqlsecure.planner.gather import lookup_aliases
 
 PARTIES = ("bank", "shop", "insurer")
 
@@ -137,18 +138,21 @@ def _union_branches(node: exp.Expression) -> list[exp.Select]:
     return _union_branches(node.this) if isinstance(node, exp.Subquery) else [node]
 
 
-def protected_counts(tree: exp.Select, issuer: str) -> list[exp.Expression]:
+def protected_counts(tree: exp.Select, issuer: str, catalog=None) -> list[exp.Expression]:
     """The group threshold's counts, as the engine applies it: per party other than the issuer, its
-    distinct rows in the group, per input (`rowid`s of each of its tables in FROM, row numbers of each
-    of its subqueries or CTEs in FROM; a LEFT JOIN's NULL-extended rows are none of its rows);
+    distinct rows in the group, per input (`rowid`s of each of its tables in FROM, but a table joined on
+    its declared unique key to another of its party's (planner/gather.py, `lookup_aliases`), row numbers
+    of each of its subqueries or CTEs in FROM; a LEFT JOIN's NULL-extended rows are none of its rows);
     per UNION ALL branch of such a party, its rows. Tags subqueries in place; COUNT(*) if none."""
     rows: dict[str, list[exp.Expression]] = {}
     counts = []
     ctes = {cte.alias_or_name: exp.Subquery(this=cte.this) for cte in tree.find_all(exp.CTE)}
+    lookups = lookup_aliases(tree, catalog) if catalog is not None else set()
     for source in [tree.args["from_"].this, *(j.this for j in tree.args.get("joins") or [])]:
         name = source.alias_or_name
         if isinstance(source, exp.Table) and source.db:
-            rows.setdefault(source.db, []).append(exp.column("rowid", table=name))
+            if name not in lookups:
+                rows.setdefault(source.db, []).append(exp.column("rowid", table=name))
             continue
         if isinstance(source, exp.Table) and source.name in ctes:  # a CTE: its body, as a subquery in FROM
             source = ctes[source.name]
@@ -311,7 +315,7 @@ class Oracle:
                                           if a.find_ancestor(exp.Window) is None and a.find_ancestor(exp.Select) is tree)
         ):
             cond = exp.and_(*(exp.GTE(this=count, expression=exp.Literal.number(k))
-                              for count in protected_counts(tree, issuer)))
+                              for count in protected_counts(tree, issuer, self.engine.catalog)))
             having = tree.args.get("having")
             tree.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
         return self.con.sql(tree.sql(dialect="duckdb")).to_arrow_table()
