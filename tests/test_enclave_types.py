@@ -41,6 +41,7 @@ def type_tables(n: int = 20) -> dict:
         "n": pa.array([0, -3, 3, 7, 0, 1, 2] * (n // 7) + [0] * (n % 7), pa.int32()),
         "score": pa.array([0.0, -2.5, 2.5, 0.0, 1.5] * (n // 5) + [0.0] * (n % 5)),
         "zoned": pa.array([stamp(i) for i in range(n)], pa.timestamp("us", tz="Europe/Zurich")),
+        "nanos": pa.array([stamp(i) for i in range(n)], pa.timestamp("ns")),
     })
     m = 2 * n
     visits = pa.table({
@@ -167,7 +168,8 @@ TIMESTAMPS = [
     f"SELECT b.id, v.qty, b.born, v.at, v.at > b.born, v.at - INTERVAL 90 MINUTE, b.born + INTERVAL 1 MONTH, "
     f"EXTRACT(HOUR FROM v.at), EXTRACT(MICROSECONDS FROM b.born), YEAR(b.born), MONTH(v.at), "
     f"DATEDIFF('hour', b.born, v.at), DATEDIFF('day', b.born, v.at), DATE_TRUNC('hour', v.at), EPOCH(v.at), "
-    f"CAST(v.at AS DATE) AS day, HOUR(v.at), MINUTE(b.born), SECOND(v.at), DAYOFWEEK(v.at), "
+    f"CAST(v.at AS DATE) AS day, HOUR(v.at), MINUTE(b.born), SECOND(v.at), DAYOFWEEK(v.at), QUARTER(v.at), "
+    f"WEEK(b.born), DAYOFYEAR(v.at), EXTRACT(EPOCH FROM b.born), "
     f"COALESCE(v.at, b.born), CAST(b.born AS DATE) + 3 {JOIN}",
     f"SELECT YEAR(v.at), MIN(v.at), MAX(b.born), COUNT(v.at), COUNT(*) {JOIN} GROUP BY YEAR(v.at)",
     f"SELECT v.at, COUNT(*), MIN(b.born) {JOIN} GROUP BY v.at",
@@ -193,6 +195,7 @@ def test_timestamp_sort_gives_duckdb_s_order(oracle):
     (f"SELECT b.zoned, v.qty > b.n {JOIN}", r'zoned"? is TIMESTAMP WITH TIME ZONE.*CAST it to TIMESTAMP'),
     (f"SELECT v.tag, MIN(b.zoned) {JOIN} GROUP BY v.tag", "TIME ZONE"),
     (f"SELECT YEAR(b.zoned) + v.qty {JOIN}", "TIME ZONE"),
+    (f"SELECT b.nanos, v.qty > b.n {JOIN}", "TIMESTAMP_NS.*CAST it to TIMESTAMP"),
     (f"SELECT v.tag, AVG(b.born) {JOIN} GROUP BY v.tag", "AVG of a timestamp"),
     (f"SELECT b.note, AVG(CAST(v.at AS DATE)) {JOIN} GROUP BY b.note", "AVG of a date"),
 ])
