@@ -268,7 +268,7 @@ def segmented_extreme(limbs: Sequence[np.ndarray], starts: np.ndarray, kind: str
     """Per row, MIN or MAX of its group's values up to it (Hillis–Steele, log2 n passes), a value being
     one or more limbs compared lexicographically in `sortable` order: a float NaN is greater than +inf
     (DuckDB's order), text limbs compare as its bytes."""
-    v = np.stack([sortable(limb) for limb in limbs]) if len(limbs) else np.zeros((0, len(starts)), np.int64)
+    v = np.stack([sortable(limb) for limb in limbs])
     f = np.array(starts, dtype=bool, copy=True)
     n, d = len(f), 1
     while d < n:
