@@ -893,8 +893,8 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
     (n log^2 n compare-exchanges of plain numbers), while the SPU's sort and group-by cost
     rounds of secure comparisons; so grouped and sorted work goes to the enclave when the
     federation has one, and arithmetic over several parties (which it cannot express) stays on the SPU."""
-    if residual or (aggregate is not None and (aggregate.having is not None or project.distinct)):
-        raise NotSupportedError("cross-party predicates, HAVING and DISTINCT over aggregates are for the SPU")
+    if aggregate is not None and (aggregate.having is not None or project.distinct):
+        raise NotSupportedError("HAVING and DISTINCT over aggregates are for the SPU")
     if any(e.find(exp.Window) for e in project.expressions):
         raise NotSupportedError("window functions are for the SPU")
     inputs: dict[str, tuple[str, str, str, str]] = {}
@@ -982,13 +982,14 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
         if limit.offset is not None or not (isinstance(limit.limit, exp.Literal) and limit.limit.is_int):
             raise NotSupportedError("OFFSET, or a LIMIT that is not a whole number, is for the SPU")
         limit_value = int(limit.limit.this)
+    where = column_input(exp.and_(*residual))[0] if residual else None  # cross-party WHERE: TRUE rows count
     for party, column in protected:  # the group threshold counts each protected owner's distinct rows
         inputs.setdefault(column, (party, column, column, "int"))
     program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
                              None if aggregate is not None or project.distinct else tuple(select),
                              tuple(c for _, c in protected),
-                             tuple(computed.values()), tuple(typed.values()))
+                             tuple(computed.values()), tuple(typed.values()), where)
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
 

@@ -108,6 +108,10 @@ LONG_TEXT = [
     f"v.tag LIKE '%z', b.note LIKE '{PREFIX}_', b.note IN ('short', '{PREFIX}b') {JOIN}",
     f"SELECT v.tag LIKE '{PREFIX}%' AS long_a, COUNT(*), MIN(b.note) {JOIN} GROUP BY v.tag LIKE '{PREFIX}%'",
     f"SELECT b.note, p.kind, MIN(v.tag), MAX(p.kind), COUNT(*) {JOIN3} GROUP BY b.note, p.kind",
+    f"SELECT b.id, v.tag {JOIN} WHERE b.note < v.tag",  # a cross-party WHERE: NULLs and FALSE rows dropped
+    f"SELECT b.note, COUNT(*), MAX(v.tag) {JOIN} WHERE v.tag LIKE '{PREFIX}%' OR b.note >= v.tag GROUP BY b.note",
+    f"SELECT DISTINCT v.tag {JOIN} WHERE b.note <> v.tag",
+    f"SELECT COUNT(*), MIN(v.tag) {JOIN3} WHERE p.kind < v.tag AND b.note IS NOT NULL",
 ]
 
 
@@ -124,6 +128,7 @@ ORDERED = [  # text, timestamp and +-inf / NaN sort keys, with NULLs
     f"SELECT DISTINCT v.tag, b.note, v.qty < b.n AS less {JOIN} ORDER BY v.tag, b.note, less LIMIT 9",
     f"SELECT b.id, v.qty, v.at, b.born {JOIN} ORDER BY v.at DESC, b.born NULLS FIRST, b.id, v.qty LIMIT 15",
     f"SELECT b.id, v.qty, v.amount / b.score AS r {JOIN} ORDER BY r DESC, b.id, v.qty LIMIT 20",
+    f"SELECT b.id, v.qty, v.tag {JOIN} WHERE v.at > b.born ORDER BY v.tag DESC, b.id, v.qty LIMIT 6",
 ]
 
 
@@ -168,6 +173,24 @@ def test_text_min_and_max_are_oblivious_and_lexicographic_over_limbs():
     assert traces[0] == traces[1]
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_where_in_the_enclave_hides_which_rows_passed(grouped):
+    """Two inputs where different rows pass (as many, and NULL conditions too): one access pattern."""
+    program = EnclaveProgram(group_keys=("g",) if grouped else (), aggregates=(("sum", "v", "s"),) if grouped else (),
+                             select=None if grouped else ("g", "v"), where="w")
+    results, traces = [], []
+    for passing, nulls in (([1, 0, 1, 0], [0, 0, 0, 1]), ([1, 1, 0, 1], [1, 0, 0, 0])):  # a NULL never passes
+        trace = AccessTrace()
+        columns = {"g": np.array([1, 1, 2, 2]), "v": np.array([10, 20, 30, 40]), "w": np.array(passing),
+                   "w#null": np.array(nulls)}
+        results.append(evaluate(program, columns, trace=trace).to_pylist())
+        traces.append(trace.digest())
+    assert traces[0] == traces[1]
+    want = ([{"g": 1, "s": 10}, {"g": 2, "s": 30}], [{"g": 1, "s": 20}, {"g": 2, "s": 40}]) if grouped else \
+        ([{"g": 1, "v": 10}, {"g": 2, "v": 30}], [{"g": 1, "v": 20}, {"g": 2, "v": 40}])
+    assert [sorted(r, key=str) for r in results] == [sorted(w, key=str) for w in want]
+
+
 def test_float_min_max_treat_nan_as_duckdb_does():
     """DuckDB orders NaN above +inf: MIN skips it, MAX returns it."""
     values = np.array([1.0, np.nan, np.inf, -2.0])
@@ -192,6 +215,8 @@ TIMESTAMPS = [
     f"SELECT MIN(v.at), MAX(v.at), MIN(b.born + INTERVAL 1 DAY), MAX(v.at - b.born < INTERVAL 1000 DAY) {JOIN}",
     f"SELECT p.kind, MIN(p.since), MAX(v.at), MIN(b.born) {JOIN3} GROUP BY p.kind",
     f"SELECT DATE_TRUNC('month', v.at) AS m, COUNT(*), MAX(b.born) {JOIN} GROUP BY DATE_TRUNC('month', v.at)",
+    f"SELECT b.id, v.at {JOIN} WHERE v.at BETWEEN b.born AND b.born + INTERVAL 4000 DAY",
+    f"SELECT YEAR(b.born), COUNT(*) {JOIN} WHERE DATEDIFF('hour', b.born, v.at) > 1000 GROUP BY YEAR(b.born)",
 ]
 
 
@@ -237,6 +262,7 @@ DIVISIONS = [  # DuckDB: `/` gives +-inf or NaN, `%` of DOUBLE NaN; so does the 
     f"SELECT v.qty / b.n AS q, COUNT(*) {JOIN} GROUP BY v.qty / b.n",
     f"SELECT b.n, SUM(v.qty / b.n), MIN(v.amount / b.score), MAX(v.amount / b.score), AVG(v.amount % b.score), "
     f"MIN(b.score / b.score), MAX(b.score / b.score) {JOIN} GROUP BY b.n",
+    f"SELECT b.id, v.qty {JOIN} WHERE v.qty / b.n > 1 OR v.amount / b.score < 0",
 ]
 
 

@@ -11,7 +11,10 @@ parties send sealed (their rows aligned: row i of every party describes the same
     plain     the input columns (`select`, default all, in the parties' order), no aggregation.
 
 then ORDER BY `order` [(column, descending)] over output columns (plain programs may also sort on
-any input column) and LIMIT `limit`. Everything runs through the oblivious operators.
+any input column) and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
+boolean column, typically computed) keeps only the rows where it is TRUE (not FALSE, not NULL), as SQL's
+WHERE: a grouped program groups on "not kept" before its keys and drops those groups, a plain one
+sorts the kept rows first and cuts the rest, so which rows passed is never an access pattern.
 
 Before that, `computed` [(name, sql, kind)] adds columns: DuckDB SQL over the inputs `typed`
 [(column, kind, SQL type)] (`expressions`), each with a `<name>#null` flag, as every input has (a
@@ -103,6 +106,7 @@ class EnclaveProgram:
     distinct_rows: tuple[str, ...] = ()  # provenance columns: groups need min_group_size distinct values of each
     computed: tuple[tuple[str, str, str], ...] = ()  # (name, DuckDB SQL, kind): scalar expressions per row
     typed: tuple[tuple[str, str, str], ...] = ()  # (input column, kind, SQL type): what `computed` reads
+    where: str | None = None  # a boolean column (with its NULL flag): only rows where it is TRUE count
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -120,6 +124,8 @@ class EnclaveProgram:
         set_(self, "order", tuple(order))
         if self.select is not None:
             set_(self, "select", _names(self.select, "select"))
+        if self.where is not None:
+            set_(self, "where", str(self.where))
         set_(self, "distinct_rows", _names(self.distinct_rows, "distinct_rows"))
         if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
                                        or self.limit < 0):
@@ -154,7 +160,7 @@ class EnclaveProgram:
 
     def input_columns(self) -> set[str]:
         used = set(self.group_keys) | {a.column for a in self.aggregates if a.column is not None}
-        used |= set(self.distinct_rows)
+        used |= set(self.distinct_rows) | ({self.where} if self.where is not None else set())
         if not self.grouped:
             used |= set(self.select or ()) | {c for c, _ in self.order}
         made = {name for name, _, _ in self.computed}
@@ -169,7 +175,8 @@ class EnclaveProgram:
                 "min_group_size": self.min_group_size,
                 "select": None if self.select is None else list(self.select),
                 "distinct_rows": list(self.distinct_rows),
-                "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed]}
+                "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed],
+                "where": self.where}
 
     @classmethod
     def from_json(cls, obj: dict) -> "EnclaveProgram":
@@ -178,7 +185,7 @@ class EnclaveProgram:
                        order=[tuple(o) for o in obj["order"]], limit=obj["limit"],
                        min_group_size=obj["min_group_size"], select=obj["select"],
                        distinct_rows=obj.get("distinct_rows", ()), computed=obj.get("computed", ()),
-                       typed=obj.get("typed", ()))
+                       typed=obj.get("typed", ()), where=obj.get("where"))
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed enclave program: {exc!r}") from None
 
@@ -273,17 +280,25 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     if program.computed:
         columns = {**columns, **evaluate_expressions(program.computed, program.typed, columns)}
         names = list(columns)
+    kept = None if program.where is None else _passing(columns, program.where)
     if program.grouped:
-        return _evaluate_grouped(program, columns, trace)
+        return _evaluate_grouped(program, columns, trace, kept)
     out_names = [c for ref in program.output_names(names) for c in limb_names(ref, names)]
     outputs = [columns[c] for c in out_names]
     order = _expanded_order(program.order, names)
     extra = [c for c, _ in order if c not in out_names]
     carried = outputs + [columns[c] for c in extra]
     order = [(columns[c], d) for c, d in order]
-    result = order_and_limit(carried, order, limit=program.limit, trace=trace) if (order or program.limit is not None) \
-        else carried
+    result = order_and_limit(carried, order, keep=kept, limit=program.limit, trace=trace) \
+        if (order or program.limit is not None or kept is not None) else carried
     return pa.table({name: result[i] for i, name in enumerate(out_names)})
+
+
+def _passing(columns: dict[str, np.ndarray], where: str) -> np.ndarray:
+    """The rows whose `where` column is TRUE (SQL's WHERE: FALSE and NULL rows do not count)."""
+    passing = columns[where] == 1
+    flag = columns.get(null_flag(where))
+    return passing if flag is None else passing & (flag == 0)
 
 
 def _expanded_order(order, names) -> list[tuple[str, bool]]:
@@ -336,9 +351,13 @@ def _aggregate_outputs(program: EnclaveProgram, results: list[np.ndarray], place
     return out
 
 
-def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], trace) -> pa.Table:
+def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], trace,
+                      kept: np.ndarray | None = None) -> pa.Table:
+    """GROUP BY the keys; with `kept` (WHERE), "not kept" is the first key and its groups are dropped."""
     key_names = [c for ref in program.group_keys for c in limb_names(ref, columns)]
     keys = [columns[k] for k in key_names]
+    if kept is not None:
+        keys = [(~kept).astype(np.int64), *keys]
     specs, spec_names, places = _aggregate_inputs(program, columns)
     if not keys and not specs:
         raise ProgrammingError("a grouped program needs group keys or aggregates")
@@ -347,8 +366,9 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
         grouped = group_by(keys, specs, min_group_size=program.min_group_size, trace=trace,
                            names=spec_names, rows=n,
                            distinct=[columns[c] for c in program.distinct_rows])
-        out = dict(zip(key_names, grouped.keys)) | _aggregate_outputs(program, grouped.aggregates, places)
-        keep = grouped.keep
+        sorted_keys = grouped.keys if kept is None else grouped.keys[1:]
+        out = dict(zip(key_names, sorted_keys)) | _aggregate_outputs(program, grouped.aggregates, places)
+        keep = grouped.keep if kept is None else grouped.keep & (grouped.keys[0] == 0)
     else:  # no rows and no keys: the single group is empty, below any min_group_size
         out = {}
         for a, (_, count, dtypes) in zip(program.aggregates, places):
