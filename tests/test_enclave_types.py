@@ -23,8 +23,9 @@ PARTIES = ("bank", "shop", "insurer")
 JOIN = "FROM bank.people b JOIN shop.visits v ON b.id = v.person_id"
 JOIN3 = f"{JOIN} JOIN insurer.policies p ON p.customer_id = b.id"
 PREFIX = "a" * 28  # the old 4-limb limit: values equal in their first 28 bytes must still differ
-NOTES = ["short", PREFIX, PREFIX + "b", "é" * 20, "n" * 100, None, PREFIX + "b", "short", "zz" * 30, "x"]
-TAGS = [PREFIX + "x", "ü" * 70 + "z", "short", PREFIX, "k" * 300, PREFIX + "y" * 40, "t", PREFIX + "x"]
+# both at the widest class, 1024 bytes (147 limbs each: more limb columns than the enclave's 256 SQL columns)
+NOTES = ["short", PREFIX, PREFIX + "b", "é" * 20, "n" * 100, None, PREFIX + "b", "short", "z" * 1000, "x"]
+TAGS = [PREFIX + "x", "ü" * 70 + "z", "short", PREFIX, "k" * 300, PREFIX + "y" * 40, "t", "w" * 1024]
 EPOCH = datetime.datetime(1970, 1, 1)
 
 

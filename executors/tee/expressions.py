@@ -105,10 +105,15 @@ def result_type(sql: str, typed) -> str:
             from None
 
 
+def sql_column(name: str) -> str:
+    """The SQL column an enclave column belongs to: `<c>` for a text limb `<c>#k`, `<c>#*` or a flag `<c>#null`."""
+    base, _, suffix = name.rpartition("#")
+    return base if base and (suffix.isdigit() or suffix in ("*", NULL_FLAG[1:])) else name
+
+
 def null_flag(column: str) -> str:
     """The NULL flag's name of an enclave column (a text limb `<c>#k` or `<c>#*`: the text's `<c>#null`)."""
-    base, _, limb = column.rpartition("#")
-    return f"{base if base and (limb.isdigit() or limb == '*') else column}{NULL_FLAG}"
+    return f"{sql_column(column)}{NULL_FLAG}"
 
 
 def text_limb_count(names, column: str) -> int:
