@@ -146,7 +146,7 @@ def test_explain_states_each_text_column_s_width_class(oracle):
 
 def test_text_longer_than_the_widest_class_is_refused_by_its_owner():
     long = pa.table({"t": pa.array(["x" * 1025, "y"])})
-    with pytest.raises(DataError, match="1024 bytes"):
+    with pytest.raises(DataError, match="'t' has text longer than 1024 bytes of UTF-8, the widest the enclave"):
         inputs_table(long, (("t", "t", "text"),))
 
 

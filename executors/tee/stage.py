@@ -109,8 +109,18 @@ def encode_values(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
         floats = [float(v) for v in values]
         refuse_special_floats(floats, name)
         return {name: pa.array(floats, pa.float64())}
-    limbs = text_limbs(values, name, text_width(values, name))  # its width class: public, like the row count
+    limbs = text_limbs(values, name, sealed_width(values, name))
     return {f"{name}#{k}": pa.array(limb, pa.int64()) for k, limb in enumerate(limbs)}
+
+
+def sealed_width(values: list, name: str) -> int:
+    """The width class this owner seals its text at (public, like its row count: `spu.values.text_width`)."""
+    try:
+        return text_width(values, name)
+    except DataError:
+        raise DataError(f"column {name!r} has text longer than {MAX_TEXT_BYTES} bytes of UTF-8, the widest the "
+                        f"enclave takes; shorten it (e.g. LEFT({name}, {MAX_TEXT_BYTES // 4})) or keep it on one "
+                        "party") from None
 
 
 def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
