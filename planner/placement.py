@@ -23,8 +23,10 @@ from sqlsecure.planner.logical import (
 from sqlsecure.planner.physical import (
     Compute, EnclaveStage, EquiJoin, Finish, HEGroupBy, Mask, Noise, PhysicalPlan, Reveal, RunLocal, SecureStage,
 )
-from sqlsecure.executors.tee.expressions import NULL_FLAG, enclave_refusal, kind_of_type, result_type
+from sqlsecure.executors.tee.expressions import (ALL_LIMBS, NULL_FLAG, enclave_refusal, enclave_type_refusal,
+                                                 kind_of_type, result_type)
 from sqlsecure.executors.tee.program import EnclaveProgram
+from sqlsecure.executors.tee.stage import sealed_text_widths
 from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.planner.geodist import great_circle
 from sqlsecure.planner.catalog import Catalog
@@ -559,6 +561,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     if enclave is not None:
         steps.append(enclave)
         leakage.append(("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)"))
+        leakage += sealed_text_widths(enclave.inputs)
         if json.loads(enclave.program)["computed"]:
             leakage += [(p, "whether an expression computed in the enclave failed on some row (the query is then "
                             "refused with a DataError), not which row") for p in (*enclave.inputs_by_party, ctx.issuer)]
@@ -904,7 +907,8 @@ def _check_spu_type(column: exp.Column, ctx) -> None:
 
 
 ENCLAVE_KINDS = {"int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "BOOLEAN"),
-                 "fixed": ("DECIMAL", "DOUBLE", "FLOAT", "REAL"), "text": ("VARCHAR",), "date": ("DATE",)}
+                 "fixed": ("DECIMAL", "DOUBLE", "FLOAT", "REAL"), "text": ("VARCHAR",), "date": ("DATE",),
+                 "timestamp": ("TIMESTAMP",)}
 ENCLAVE_AGGREGATES = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
 
 
@@ -917,7 +921,7 @@ def _enclave_kind(column: exp.Column, ctx) -> str:
     for kind, names in ENCLAVE_KINDS.items():
         if dtype in names:
             return kind
-    raise NotSupportedError(f"{column.sql()} of type {dtype or 'unknown'} cannot enter the enclave")
+    raise NotSupportedError(enclave_type_refusal(column.sql(), dtype))
 
 
 def _enclave_output_kind(func: str, kind: str) -> str:
@@ -926,6 +930,8 @@ def _enclave_output_kind(func: str, kind: str) -> str:
     AVGs and floats fixed (float64)."""
     if func == "count" or (kind == "int" and func in ("min", "max")):
         return "int"
+    if func in ("sum", "avg") and kind in ("text", "date", "timestamp"):
+        raise NotSupportedError(f"{func.upper()} of a {kind} column has no enclave rule; use MIN/MAX/COUNT, or the SPU")
     if kind.startswith("decimal."):
         return f"scaled.{kind.split('.')[1]}" if func == "avg" else kind
     return "fixed" if func == "avg" or kind == "fixed" else kind
@@ -938,8 +944,8 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
     (n log^2 n compare-exchanges of plain numbers), while the SPU's sort and group-by cost
     rounds of secure comparisons; so grouped and sorted work goes to the enclave when the
     federation has one, and arithmetic over several parties (which it cannot express) stays on the SPU."""
-    if residual or project.distinct or (aggregate is not None and aggregate.having is not None):
-        raise NotSupportedError("cross-party predicates, DISTINCT and HAVING are for the SPU")
+    if aggregate is not None and (aggregate.having is not None or project.distinct):
+        raise NotSupportedError("HAVING and DISTINCT over aggregates are for the SPU")
     if any(e.find(exp.Window) for e in project.expressions):
         raise NotSupportedError("window functions are for the SPU")
     inputs: dict[str, tuple[str, str, str, str]] = {}
@@ -974,7 +980,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
 
     def names_of(key: str, kind: str) -> list[str]:
         flag = [] if key in counts else [f"{key}{NULL_FLAG}"]  # a COUNT is never NULL: it has no flag
-        return flag + ([f"{key}#{k}" for k in range(4)] if kind == "text" else [key])
+        return flag + [f"{key}{ALL_LIMBS}" if kind == "text" else key]  # text: every limb, at its width class
 
     outputs, order, aggregates, group_keys, select = [], [], [], [], []
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
@@ -998,18 +1004,16 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
                     outputs.append((name, name, "int"))
                     continue
                 key, kind = column_input(e.this)
-                if kind == "text" and func != "count":
-                    raise NotSupportedError("aggregates of text are for the SPU")
-                aggregates.append((func, f"{key}#0" if kind == "text" else key, name))
+                aggregates.append((func, f"{key}{ALL_LIMBS}" if kind == "text" else key, name))
                 outputs.append((name, name, _enclave_output_kind(func, kind)))
             else:
                 raise NotSupportedError(f"{e.sql()}: the enclave computes group keys and COUNT/SUM/AVG/MIN/MAX")
         result_columns = {name: (column, kind) for name, column, kind in outputs}
-    else:
+    else:  # SELECT DISTINCT: every output a group key
         for name, e in items:
             key, kind = column_input(e)
             outputs.append((name, key, kind))
-            select += names_of(key, kind)
+            (group_keys if project.distinct else select).extend(names_of(key, kind))
         result_columns = {name: (column, kind) for name, column, kind in outputs}
     for ordered in sort.order if sort else []:
         key = ordered.this
@@ -1018,7 +1022,7 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
             column, kind = result_columns[f"o{by_name[key.name]}"]
         elif key.sql() in {e.sql() for _, e in items}:
             column, kind = result_columns[next(n for n, e in items if e.sql() == key.sql())]
-        elif aggregate is None:
+        elif aggregate is None and not project.distinct:
             column, kind = column_input(key)
         else:
             raise NotSupportedError(f"ORDER BY {key.sql()}: the enclave sorts by output columns")
@@ -1029,12 +1033,14 @@ def _enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, pro
         if limit.offset is not None or not (isinstance(limit.limit, exp.Literal) and limit.limit.is_int):
             raise NotSupportedError("OFFSET, or a LIMIT that is not a whole number, is for the SPU")
         limit_value = int(limit.limit.this)
+    where = column_input(exp.and_(*residual))[0] if residual else None  # cross-party WHERE: TRUE rows count
     for party, column in protected:  # the group threshold counts each protected owner's distinct rows
         inputs.setdefault(column, (party, column, column, "int"))
     program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
-                             tuple(select) if aggregate is None else None, tuple(c for _, c in protected),
-                             tuple(computed.values()), tuple(typed.values()))
+                             None if aggregate is not None or project.distinct else tuple(select),
+                             tuple(c for _, c in protected),
+                             tuple(computed.values()), tuple(typed.values()), where)
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
 

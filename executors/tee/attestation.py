@@ -55,7 +55,7 @@ class EnclaveConfig:
     """The enclave's configuration; part of its measurement (a different config is a different enclave)."""
 
     max_rows: int = 1 << 24           # rows per session, all parties' columns aligned
-    max_columns: int = 256            # columns per session
+    max_columns: int = 256            # SQL columns per session (a text's limbs and NULL flags count with it)
     max_frame_bytes: int = 1 << 30    # one frame on the pipe
     simulation: bool = True           # False only under a hardware backend (not implemented here)
 

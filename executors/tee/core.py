@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
 from sqlsecure.executors.tee import wire
+from sqlsecure.executors.tee.expressions import sql_column
 from sqlsecure.executors.tee.attestation import EnclaveConfig, measure, sign_quote
 from sqlsecure.executors.tee.program import SessionSpec, column_array, evaluate
 from sqlsecure.executors.tee.sealing import (
@@ -169,8 +170,9 @@ class EnclaveCore:
                     raise ProgrammingError(f"column {name!r} is sent by several parties of query "
                                            f"{spec.query_id!r}; rename it at one of them")
                 columns[name] = column_array(table, name, party)
-        if len(columns) > self.config.max_columns:
-            raise DataError(f"query {spec.query_id!r} has {len(columns)} columns, over the enclave's "
+        sql_columns = {sql_column(name) for name in columns}  # a text's limbs and its NULL flag: one column
+        if len(sql_columns) > self.config.max_columns:
+            raise DataError(f"query {spec.query_id!r} has {len(sql_columns)} columns, over the enclave's "
                             f"{self.config.max_columns}")
         session.tables.clear()
         result = evaluate(spec.program, columns)

@@ -23,6 +23,7 @@ from sqlglot import exp
 from sqlsecure.errors import DataError, NotSupportedError
 
 NULL_FLAG = "#null"  # suffix of a computed column's NULL flag
+ALL_LIMBS = "#*"  # `<c>#*` in a program: every limb `<c>#0`, `<c>#1`, .. of a text column, at its width class
 
 
 def _constant_pattern(e: exp.Expression) -> str | None:
@@ -43,6 +44,8 @@ ALLOWED = (
     exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Exp, exp.Ln, exp.Log, exp.Pow, exp.Pi,
     exp.Sin, exp.Cos, exp.Tan, exp.Cot, exp.Asin, exp.Acos, exp.Atan, exp.Atan2,
     exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Extract, exp.DateDiff, exp.DateAdd, exp.DateSub,
+    exp.Quarter, exp.Week, exp.DayOfWeek, exp.DayOfYear, exp.Hour, exp.Minute, exp.Second,
+    exp.DateTrunc, exp.TimestampTrunc, exp.TimeToUnix,
     exp.Cast, exp.TryCast,
 )
 LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Var)  # their children are names, not expressions
@@ -76,6 +79,17 @@ def kind_of_type(sql_type: str) -> str | None:
     return {"DATE": "date", "TIMESTAMP": "timestamp"}.get(t)
 
 
+def enclave_type_refusal(what: str, sql_type: str) -> str:
+    """Why a column of `sql_type` cannot enter the enclave, and what to do (a zone or a unit named)."""
+    if "TIME ZONE" in sql_type or sql_type == "TIMESTAMPTZ":
+        return (f"{what} is {sql_type}: the enclave takes TIMESTAMP without time zone (microseconds since 1970, as "
+                "the SPU); CAST it to TIMESTAMP (the wall clock of one stated zone) at its owner first")
+    if sql_type.startswith("TIMESTAMP_"):
+        return f"{what} is {sql_type}: the enclave takes TIMESTAMP in microseconds; CAST it to TIMESTAMP first"
+    return (f"{what} of type {sql_type or 'unknown'} cannot enter the enclave (it takes integers, booleans, "
+            "DECIMAL, DOUBLE, DATE, TIMESTAMP and VARCHAR)")
+
+
 def _typed_inputs_sql(typed) -> str:
     return ", ".join(f'CAST("{column}" AS {sql_type}) AS "{column}"' for column, _, sql_type in typed)
 
@@ -91,10 +105,32 @@ def result_type(sql: str, typed) -> str:
             from None
 
 
+def sql_column(name: str) -> str:
+    """The SQL column an enclave column belongs to: `<c>` for a text limb `<c>#k`, `<c>#*` or a flag `<c>#null`."""
+    base, _, suffix = name.rpartition("#")
+    return base if base and (suffix.isdigit() or suffix in ("*", NULL_FLAG[1:])) else name
+
+
 def null_flag(column: str) -> str:
-    """The NULL flag's name of an enclave column (a text limb `<c>#k`: the text's `<c>#null`)."""
-    base, _, limb = column.rpartition("#")
-    return f"{base if base and limb.isdigit() else column}{NULL_FLAG}"
+    """The NULL flag's name of an enclave column (a text limb `<c>#k` or `<c>#*`: the text's `<c>#null`)."""
+    return f"{sql_column(column)}{NULL_FLAG}"
+
+
+def text_limb_count(names, column: str) -> int:
+    """How many limbs `<column>#0`, `<column>#1`, .. are among `names` (a text column's width class)."""
+    present = set(names)
+    count = 0
+    while f"{column}#{count}" in present:
+        count += 1
+    return count
+
+
+def limb_names(reference: str, names) -> list[str]:
+    """The columns a program's `reference` stands for: a text's `<c>#*` its limbs among `names`, else itself."""
+    if not reference.endswith(ALL_LIMBS):
+        return [reference]
+    base = reference[:-len(ALL_LIMBS)]
+    return [f"{base}#{k}" for k in range(text_limb_count(names, base))]
 
 
 def _decoded(columns: dict[str, np.ndarray], column: str, kind: str) -> pa.Array:
@@ -107,7 +143,7 @@ def _decoded(columns: dict[str, np.ndarray], column: str, kind: str) -> pa.Array
 def _decoded_values(columns: dict[str, np.ndarray], column: str, kind: str) -> pa.Array:
     """An input column back as SQL values (the inverse of the parties' encoding)."""
     if kind == "text":
-        limbs = [columns[f"{column}#{k}"] for k in range(_limb_count(columns, column))]
+        limbs = [columns[f"{column}#{k}"] for k in range(text_limb_count(columns, column))]
         return pa.array([b"".join(int(limb[i]).to_bytes(7, "big") for limb in limbs).rstrip(b"\0").decode()
                          for i in range(len(limbs[0]))], pa.string())
     values = columns[column]
@@ -119,10 +155,6 @@ def _decoded_values(columns: dict[str, np.ndarray], column: str, kind: str) -> p
         scale = int(kind.split(".")[1])
         return pa.array([decimal.Decimal(int(v)).scaleb(-scale) for v in values], pa.decimal128(38, scale))
     return pa.array(values)
-
-
-def _limb_count(columns: dict, column: str) -> int:
-    return sum(1 for name in columns if name.startswith(f"{column}#") and name[len(column) + 1:].isdigit())
 
 
 def _encoded(values: pa.ChunkedArray, kind: str, name: str) -> dict[str, np.ndarray]:

@@ -20,6 +20,8 @@ segmented_scan(v, starts)    Hillis–Steele inclusive scan with segment flags (
 group_by(keys, aggregates)   sort by keys, mark groups, COUNT / SUM / AVG / MIN / MAX by segmented
                              scans; one result row per group at the group's last position, with a
                              `keep` flag (last row of a group of at least `min_group_size` rows).
+                             MIN / MAX compare in `sortable` order (a float NaN is the greatest, as
+                             in DuckDB), lexicographically over a value of several limbs (text).
 order_and_limit(...)         sort on (not keep, ORDER BY keys...) and cut the first
                              min(kept, limit) rows: the only size-dependent access is that cut,
                              whose length is the result size.
@@ -214,12 +216,13 @@ def sort_rows(rows: np.ndarray, n: int, nkeys: int, trace: AccessTrace | None = 
 # --- grouping and aggregation -------------------------------------------------------------------------
 
 def group_starts(sorted_keys: Sequence[np.ndarray]) -> np.ndarray:
-    """Row i starts a group iff some key differs from row i - 1 (row 0 always starts one)."""
+    """Row i starts a group iff some key differs from row i - 1 (row 0 always starts one); keys compare
+    as their `sortable` int64, so NaNs form one group, as in DuckDB."""
     n = len(sorted_keys[0]) if sorted_keys else 0
     starts = np.ones(n, dtype=bool)
     if n > 1:
         differs = np.zeros(n - 1, dtype=bool)
-        for k in sorted_keys:
+        for k in map(sortable, sorted_keys):
             differs |= k[1:] != k[:-1]
         starts[1:] = differs
     return starts
@@ -250,6 +253,37 @@ def segmented_scan(values: np.ndarray, starts: np.ndarray, op: Callable[[np.ndar
     return v
 
 
+def _lexicographic_less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per column of (limbs, m) int64 arrays, whether a's limbs come before b's (elementwise, no branch)."""
+    less = np.zeros(a.shape[1], dtype=bool)
+    equal = np.ones(a.shape[1], dtype=bool)
+    for k in range(a.shape[0]):
+        less |= equal & (a[k] < b[k])
+        equal &= a[k] == b[k]
+    return less
+
+
+def segmented_extreme(limbs: Sequence[np.ndarray], starts: np.ndarray, kind: str,
+                      trace: AccessTrace | None = None) -> list[np.ndarray]:
+    """Per row, MIN or MAX of its group's values up to it (Hillis–Steele, log2 n passes), a value being
+    one or more limbs compared lexicographically in `sortable` order: a float NaN is greater than +inf
+    (DuckDB's order), text limbs compare as its bytes."""
+    v = np.stack([sortable(limb) for limb in limbs])
+    f = np.array(starts, dtype=bool, copy=True)
+    n, d = len(f), 1
+    while d < n:
+        earlier, later = v[:, :-d], v[:, d:]
+        first = _lexicographic_less(earlier, later) if kind == "min" else _lexicographic_less(later, earlier)
+        new_v = np.where(f[d:] | ~first, later, earlier)
+        new_f = f[d:] | f[:-d]
+        v[:, d:] = new_v
+        f[d:] = new_f
+        if trace is not None:
+            trace.pass_("scan", n, d)
+        d *= 2
+    return [unsortable(v[k], np.asarray(limb).dtype) for k, limb in enumerate(limbs)]
+
+
 def _check_sum_range(values: np.ndarray, column: str) -> None:
     if values.dtype == np.int64 and len(values):
         bound = max(abs(int(values.max())), abs(int(values.min()))) * len(values)
@@ -262,7 +296,8 @@ def segmented_aggregate(kind: str, values: np.ndarray | None, starts: np.ndarray
                         trace: AccessTrace | None = None, column: str = "?",
                         count: np.ndarray | None = None) -> np.ndarray:
     """Per row, the aggregate over its group's rows up to it: exact for a group at its last row.
-    `count`, if given, is the segmented COUNT already computed (AVG reuses it)."""
+    `count`, if given, is the segmented COUNT already computed (AVG reuses it). MIN / MAX also take a list
+    of limbs (one value, compared lexicographically) and then return a list."""
     n = len(starts)
     if kind == "count":
         return segmented_scan(np.ones(n, dtype=np.int64), starts, np.add, trace)
@@ -276,10 +311,10 @@ def segmented_aggregate(kind: str, values: np.ndarray | None, starts: np.ndarray
         if count is None:
             count = segmented_scan(np.ones(n, dtype=np.int64), starts, np.add, trace)
         return total.astype(np.float64) / count
-    if kind == "min":
-        return segmented_scan(values, starts, np.minimum, trace)
-    if kind == "max":
-        return segmented_scan(values, starts, np.maximum, trace)
+    if kind in ("min", "max"):
+        limbs = list(values) if isinstance(values, (list, tuple)) else [values]
+        extremes = segmented_extreme(limbs, starts, kind, trace)
+        return extremes if isinstance(values, (list, tuple)) else extremes[0]
     raise ProgrammingError(f"unknown aggregate {kind!r}; the enclave computes {', '.join(AGGREGATE_KINDS)}")
 
 
@@ -303,21 +338,18 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
     With no keys, all rows form one group (kept if it has at least `min_group_size` rows); `rows`
     gives the row count when there are neither keys nor aggregated columns (COUNT(*) only). With
     `distinct` columns (protected owners' row provenance), a group is kept only if it has at least
-    `min_group_size` distinct values of each, instead of rows (`distinct_per_group`).
+    `min_group_size` distinct values of each, instead of rows (`distinct_per_group`). A MIN / MAX may
+    aggregate a list of limbs (one text value); its result is then a list of limbs.
     """
     columns: list[np.ndarray] = []
-    slots: list[int | None] = []
+    slots: list = []  # per aggregate: None (COUNT(*)), a column's index, or a list of its limbs' indexes
     for kind, values in aggregates:
         if values is None:
             slots.append(None)
-            continue
-        for i, c in enumerate(columns):
-            if c is values:
-                slots.append(i)
-                break
+        elif isinstance(values, (list, tuple)):
+            slots.append([_payload_slot(columns, limb) for limb in values])
         else:
-            slots.append(len(columns))
-            columns.append(np.asarray(values))
+            slots.append(_payload_slot(columns, values))
     n = len(keys[0]) if keys else (len(columns[0]) if columns else rows)
     if n is None:
         raise ProgrammingError("group_by needs keys or a column to know the row count")
@@ -334,13 +366,23 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
         if kind == "count":
             out.append(count)
         else:
-            out.append(segmented_aggregate(kind, None if slot is None else sorted_values[slot], starts, trace, name,
-                                           count))
+            values = None if slot is None else [sorted_values[i] for i in slot] if isinstance(slot, list) \
+                else sorted_values[slot]
+            out.append(segmented_aggregate(kind, values, starts, trace, name, count))
     k = max(1, int(min_group_size))
     keep = last & (count >= k)
     for values in distinct:
         keep &= distinct_per_group(keys, values, trace) >= k
     return GroupedRows(sorted_keys, out, count, last, keep)
+
+
+def _payload_slot(columns: list[np.ndarray], values) -> int:
+    """The index of `values` among the columns group_by carries (each array once), appending it if new."""
+    for i, c in enumerate(columns):
+        if c is values:
+            return i
+    columns.append(np.asarray(values))
+    return len(columns) - 1
 
 
 def distinct_per_group(keys: Sequence[np.ndarray], values: np.ndarray, trace: AccessTrace | None = None

@@ -11,13 +11,21 @@ parties send sealed (their rows aligned: row i of every party describes the same
     plain     the input columns (`select`, default all, in the parties' order), no aggregation.
 
 then ORDER BY `order` [(column, descending)] over output columns (plain programs may also sort on
-any input column) and LIMIT `limit`. Everything runs through the oblivious operators.
+any input column) and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
+boolean column, typically computed) keeps only the rows where it is TRUE (not FALSE, not NULL), as SQL's
+WHERE: a grouped program groups on "not kept" before its keys and drops those groups, a plain one
+sorts the kept rows first and cuts the rest, so which rows passed is never an access pattern.
 
 Before that, `computed` [(name, sql, kind)] adds columns: DuckDB SQL over the inputs `typed`
 [(column, kind, SQL type)] (`expressions`), each with a `<name>#null` flag, as every input has (a
 text's limbs `<c>#k` share `<c>#null`). A column with such a flag is NULL-aware everywhere: the flag is a group / sort key of its own (the planner lists it), COUNT
 skips NULLs, SUM / AVG / MIN / MAX ignore them and are NULL (an `<aggregate>#null` output) for a
 group without values.
+
+Text has as many limbs as its owner's width class (public, agreed as on the SPU), which the plan does
+not know: the program names a text column `<c>#*` (a group key, selected or ORDER BY column, or the
+argument of MIN / MAX, whose output `<name>#*` has the argument's limbs), and the enclave expands it to
+the limbs `<c>#0`, `<c>#1`, .. the party sent.
 
 `SessionSpec` binds a query: its id, the program, the input parties (their column order), the
 recipient and the recipient's fresh X25519 key. Its digest enters every stream's key derivation,
@@ -34,9 +42,9 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
-from sqlsecure.executors.tee.expressions import NULL_FLAG, evaluate_expressions, null_flag
+from sqlsecure.executors.tee.expressions import ALL_LIMBS, NULL_FLAG, evaluate_expressions, limb_names, null_flag
 from sqlsecure.executors.tee.oblivious import (
-    AGGREGATE_KINDS, AccessTrace, group_by, order_and_limit,
+    AGGREGATE_KINDS, AccessTrace, group_by, order_and_limit, sortable, unsortable,
 )
 from sqlsecure.executors.tee.wire import ENCLAVE, HOST
 
@@ -48,6 +56,15 @@ class Aggregate:
     kind: str
     column: str | None
     name: str
+
+    @property
+    def output(self) -> str:
+        """Its output column: `<name>#*` (limbs) for MIN / MAX of text, else its name."""
+        return f"{self.name}{ALL_LIMBS}" if self.text else self.name
+
+    @property
+    def text(self) -> bool:
+        return self.column is not None and self.column.endswith(ALL_LIMBS) and self.kind in ("min", "max")
 
     @classmethod
     def of(cls, spec) -> "Aggregate":
@@ -89,6 +106,7 @@ class EnclaveProgram:
     distinct_rows: tuple[str, ...] = ()  # provenance columns: groups need min_group_size distinct values of each
     computed: tuple[tuple[str, str, str], ...] = ()  # (name, DuckDB SQL, kind): scalar expressions per row
     typed: tuple[tuple[str, str, str], ...] = ()  # (input column, kind, SQL type): what `computed` reads
+    where: str | None = None  # a boolean column (with its NULL flag): only rows where it is TRUE count
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -106,6 +124,8 @@ class EnclaveProgram:
         set_(self, "order", tuple(order))
         if self.select is not None:
             set_(self, "select", _names(self.select, "select"))
+        if self.where is not None:
+            set_(self, "where", str(self.where))
         set_(self, "distinct_rows", _names(self.distinct_rows, "distinct_rows"))
         if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
                                        or self.limit < 0):
@@ -130,7 +150,7 @@ class EnclaveProgram:
 
     def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
         if self.grouped:  # then the NULL flags of the aggregates that may be NULL (over a column with a flag)
-            return self.group_keys + tuple(a.name for a in self.aggregates) + tuple(
+            return self.group_keys + tuple(a.output for a in self.aggregates) + tuple(
                 f"{a.name}{NULL_FLAG}" for a in self.aggregates if a.kind != "count" and a.column is not None)
         if self.select is not None:
             return self.select
@@ -140,11 +160,12 @@ class EnclaveProgram:
 
     def input_columns(self) -> set[str]:
         used = set(self.group_keys) | {a.column for a in self.aggregates if a.column is not None}
-        used |= set(self.distinct_rows)
+        used |= set(self.distinct_rows) | ({self.where} if self.where is not None else set())
         if not self.grouped:
             used |= set(self.select or ()) | {c for c, _ in self.order}
         made = {name for name, _, _ in self.computed}
         made |= {f"{name}{NULL_FLAG}" for name in made}
+        used = {f"{c[:-len(ALL_LIMBS)]}#0" if c.endswith(ALL_LIMBS) else c for c in used}
         return (used - made) | {f"{c}#0" if kind == "text" else c for c, kind, _ in self.typed}
 
     def to_json(self) -> dict:
@@ -154,7 +175,8 @@ class EnclaveProgram:
                 "min_group_size": self.min_group_size,
                 "select": None if self.select is None else list(self.select),
                 "distinct_rows": list(self.distinct_rows),
-                "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed]}
+                "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed],
+                "where": self.where}
 
     @classmethod
     def from_json(cls, obj: dict) -> "EnclaveProgram":
@@ -163,7 +185,7 @@ class EnclaveProgram:
                        order=[tuple(o) for o in obj["order"]], limit=obj["limit"],
                        min_group_size=obj["min_group_size"], select=obj["select"],
                        distinct_rows=obj.get("distinct_rows", ()), computed=obj.get("computed", ()),
-                       typed=obj.get("typed", ()))
+                       typed=obj.get("typed", ()), where=obj.get("where"))
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed enclave program: {exc!r}") from None
 
@@ -258,52 +280,69 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     if program.computed:
         columns = {**columns, **evaluate_expressions(program.computed, program.typed, columns)}
         names = list(columns)
+    kept = None if program.where is None else _passing(columns, program.where)
     if program.grouped:
-        return _evaluate_grouped(program, columns, trace)
-    out_names = program.output_names(names)
+        return _evaluate_grouped(program, columns, trace, kept)
+    out_names = [c for ref in program.output_names(names) for c in limb_names(ref, names)]
     outputs = [columns[c] for c in out_names]
-    extra = [c for c, _ in program.order if c not in out_names]
+    order = _expanded_order(program.order, names)
+    extra = [c for c, _ in order if c not in out_names]
     carried = outputs + [columns[c] for c in extra]
-    order = [(columns[c], d) for c, d in program.order]
-    result = order_and_limit(carried, order, limit=program.limit, trace=trace) if (order or program.limit is not None) \
-        else carried
+    order = [(columns[c], d) for c, d in order]
+    result = order_and_limit(carried, order, keep=kept, limit=program.limit, trace=trace) \
+        if (order or program.limit is not None or kept is not None) else carried
     return pa.table({name: result[i] for i, name in enumerate(out_names)})
+
+
+def _passing(columns: dict[str, np.ndarray], where: str) -> np.ndarray:
+    """The rows whose `where` column is TRUE (SQL's WHERE: FALSE and NULL rows do not count)."""
+    passing = columns[where] == 1
+    flag = columns.get(null_flag(where))
+    return passing if flag is None else passing & (flag == 0)
+
+
+def _expanded_order(order, names) -> list[tuple[str, bool]]:
+    """ORDER BY (column, descending) pairs with each text `<c>#*` as its limbs, most significant first."""
+    return [(c, d) for ref, d in order for c in limb_names(ref, names)]
 
 
 def _aggregate_inputs(program: EnclaveProgram, columns: dict[str, np.ndarray]):
     """group_by's [(kind, values)] and their names for the program's aggregates, NULL-aware where a column
-    has a NULL flag: COUNT sums the present rows, MIN / MAX see a NULL as the other extreme, AVG is SUM over
-    the present rows. Per aggregate also (its value's index, its present-row count's index or None)."""
+    has a NULL flag: COUNT sums the present rows, MIN / MAX see a NULL as the other extreme of the `sortable`
+    order (so a NaN stays DuckDB's greatest float), AVG is SUM over the present rows. A text MIN / MAX
+    aggregates its limbs (a list). Per aggregate also (its value's index, its present-row count's index or
+    None, the dtypes of its value's limbs)."""
     specs, names, places = [], [], []
     for a in program.aggregates:
         flag = None if a.column is None else columns.get(null_flag(a.column))
-        places.append((len(specs), None if flag is None or a.kind == "count" else len(specs) + 1))
+        limbs = [] if a.column is None else [columns[c] for c in limb_names(a.column, columns)]
+        dtypes = [limb.dtype for limb in limbs]
+        places.append((len(specs), None if flag is None or a.kind == "count" else len(specs) + 1, dtypes))
         names.append(a.name)
+        values = None if a.column is None else limbs if a.text else limbs[0]
         if flag is None:
-            specs.append((a.kind, None if a.column is None else columns[a.column]))
+            specs.append((a.kind, values))
         elif a.kind == "count":
             specs.append(("sum", 1 - flag))
         else:
-            values = columns[a.column]
             if a.kind in ("min", "max"):
-                values = np.where(flag == 1, _extreme(values.dtype, a.kind), values)
+                extreme = np.iinfo(np.int64).max if a.kind == "min" else np.iinfo(np.int64).min
+                keys = [np.where(flag == 1, extreme, sortable(limb)) for limb in limbs]
+                values = keys if a.text else keys[0]
             specs += [("sum" if a.kind == "avg" else a.kind, values), ("sum", 1 - flag)]
             names.append(f"{a.name} (rows)")
     return specs, names, places
 
 
-def _extreme(dtype: np.dtype, kind: str):
-    """A value no MIN (kind "min") or MAX ignores less: the far end of the type."""
-    if np.dtype(dtype) == np.float64:
-        return np.inf if kind == "min" else -np.inf
-    return np.iinfo(np.int64).max if kind == "min" else np.iinfo(np.int64).min
-
-
 def _aggregate_outputs(program: EnclaveProgram, results: list[np.ndarray], places) -> dict[str, np.ndarray]:
-    """Each aggregate's value, and `<name>#null` for those that are NULL on a group without values."""
+    """Each aggregate's value (a text's limbs `<name>#k`), and `<name>#null` for those that are NULL on a
+    group without values."""
     out = {}
-    for a, (value, count) in zip(program.aggregates, places):
-        out[a.name] = results[value]
+    for a, (value, count, dtypes) in zip(program.aggregates, places):
+        limbs = results[value] if a.text else [results[value]]
+        if count is not None and a.kind in ("min", "max"):  # back from the `sortable` keys; a NULL's value is 0
+            limbs = [np.where(results[count] == 0, 0, unsortable(limb, dtype)) for limb, dtype in zip(limbs, dtypes)]
+        out.update({f"{a.name}#{k}": limb for k, limb in enumerate(limbs)} if a.text else {a.name: limbs[0]})
         if count is not None:
             present = results[count]
             if a.kind == "avg":
@@ -312,8 +351,13 @@ def _aggregate_outputs(program: EnclaveProgram, results: list[np.ndarray], place
     return out
 
 
-def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], trace) -> pa.Table:
-    keys = [columns[k] for k in program.group_keys]
+def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], trace,
+                      kept: np.ndarray | None = None) -> pa.Table:
+    """GROUP BY the keys; with `kept` (WHERE), "not kept" is the first key and its groups are dropped."""
+    key_names = [c for ref in program.group_keys for c in limb_names(ref, columns)]
+    keys = [columns[k] for k in key_names]
+    if kept is not None:
+        keys = [(~kept).astype(np.int64), *keys]
     specs, spec_names, places = _aggregate_inputs(program, columns)
     if not keys and not specs:
         raise ProgrammingError("a grouped program needs group keys or aggregates")
@@ -322,16 +366,20 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
         grouped = group_by(keys, specs, min_group_size=program.min_group_size, trace=trace,
                            names=spec_names, rows=n,
                            distinct=[columns[c] for c in program.distinct_rows])
-        out = dict(zip(program.group_keys, grouped.keys)) | _aggregate_outputs(program, grouped.aggregates, places)
-        keep = grouped.keep
+        sorted_keys = grouped.keys if kept is None else grouped.keys[1:]
+        out = dict(zip(key_names, sorted_keys)) | _aggregate_outputs(program, grouped.aggregates, places)
+        keep = grouped.keep if kept is None else grouped.keep & (grouped.keys[0] == 0)
     else:  # no rows and no keys: the single group is empty, below any min_group_size
-        out = {a.name: np.zeros(0, np.int64 if a.kind == "count" else np.float64 if a.kind == "avg"
-                                else columns[a.column].dtype) for a in program.aggregates}
-        out |= {f"{a.name}{NULL_FLAG}": np.zeros(0, np.int64) for a, (_, c) in zip(program.aggregates, places)
-                if c is not None}
+        out = {}
+        for a, (_, count, dtypes) in zip(program.aggregates, places):
+            empty = [np.zeros(0, np.int64 if a.kind == "count" else np.float64 if a.kind == "avg" else dtype)
+                     for dtype in dtypes or [np.int64]]
+            out |= {f"{a.name}#{k}": e for k, e in enumerate(empty)} if a.text else {a.name: empty[0]}
+            if count is not None:
+                out[f"{a.name}{NULL_FLAG}"] = np.zeros(0, np.int64)
         keep = np.zeros(0, bool)
-    order = program.order or tuple((k, False) for k in program.group_keys)
-    names = [c for c in program.output_names() if c in out]
+    order = _expanded_order(program.order or tuple((k, False) for k in program.group_keys), out)
+    names = [c for ref in program.output_names() for c in limb_names(ref, out) if c in out]
     result = order_and_limit([out[c] for c in names], [(out[c], d) for c, d in order], keep=keep,
                              limit=program.limit, trace=trace)
     return pa.table({name: result[i] for i, name in enumerate(names)})

@@ -8,7 +8,9 @@ Roles over the channel (the enclave itself is a subprocess driven by the runtime
      measurements, checks that the spec runs exactly the program of the public plan, encodes its
      columns (integers and dates as int64, DECIMAL(p, s) as the exact int64 x * 10^s, so sums, MIN,
      MAX and keys are exact at the column's scale, floats as float64 with NaN and infinities refused
-     by their owner (DataError), text as four 7-byte int64 limbs; each with a `#null` flag) and seals them to the
+     by their owner (DataError), TIMESTAMP as int64 microseconds since 1970, text as 7-byte int64 limbs at
+     its owner's width class (28 bytes, or the longest value's UTF-8 length rounded up to a power of two,
+     at most 1024: `spu.values.text_width`, as on the SPU); each with a `#null` flag) and seals them to the
      enclave (X25519 + HKDF + AES-GCM per batch);
   4. the actor submits the sealed batches and runs the session; the sealed result goes to the issuer,
      who opens it with its result key. Nothing in the clear passes the actor.
@@ -30,9 +32,10 @@ from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.tee import (
     EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
 )
-from sqlsecure.executors.tee.expressions import NULL_FLAG
+from sqlsecure.executors.tee.expressions import NULL_FLAG, text_limb_count
 from sqlsecure.executors.tee.wire import ENCLAVE
-from sqlsecure.executors.spu.values import LIMB_BYTES, TEXT_LIMBS, refuse_special_floats, text_limbs
+from sqlsecure.executors.spu.values import (LIMB_BYTES, MAX_TEXT_BYTES, refuse_special_floats, text_limbs, text_width,
+                                            timestamp_kind)
 
 ACTOR = "enclave"  # the runtime's actor that drives the enclave process
 
@@ -80,6 +83,8 @@ def _zero_of(dtype: pa.DataType):
         return ""
     if pa.types.is_date(dtype):
         return pa.scalar(0, pa.int32()).cast(dtype)
+    if pa.types.is_timestamp(dtype):
+        return pa.scalar(0, pa.int64()).cast(dtype)
     if pa.types.is_boolean(dtype):
         return False
     return pa.scalar(decimal.Decimal(0) if pa.types.is_decimal(dtype) else 0, type=dtype)
@@ -91,6 +96,9 @@ def encode_values(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
         return {name: pa.array([int(v) for v in values], pa.int64())}
     if kind == "date":
         return {name: pa.array(column.combine_chunks().cast(pa.int32()).to_pylist(), pa.int64())}
+    if kind == "timestamp":  # microseconds since 1970-01-01, as on the SPU; a zone or another unit refused by name
+        timestamp_kind(column.type)
+        return {name: column.combine_chunks().cast(pa.int64())}
     if kind.startswith("decimal."):  # exact: the value times 10^s; beyond int64 refused by its owner
         scaled = [int(decimal.Decimal(v).scaleb(int(kind.split(".")[1]))) for v in values]
         if any(not -(1 << 63) < x < (1 << 63) for x in scaled):
@@ -101,8 +109,18 @@ def encode_values(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, pa
         floats = [float(v) for v in values]
         refuse_special_floats(floats, name)
         return {name: pa.array(floats, pa.float64())}
-    limbs = text_limbs(values, name)
-    return {f"{name}#{k}": pa.array(limbs[k], pa.int64()) for k in range(TEXT_LIMBS)}
+    limbs = text_limbs(values, name, sealed_width(values, name))
+    return {f"{name}#{k}": pa.array(limb, pa.int64()) for k, limb in enumerate(limbs)}
+
+
+def sealed_width(values: list, name: str) -> int:
+    """The width class this owner seals its text at (public, like its row count: `spu.values.text_width`)."""
+    try:
+        return text_width(values, name)
+    except DataError:
+        raise DataError(f"column {name!r} has text longer than {MAX_TEXT_BYTES} bytes of UTF-8, the widest the "
+                        f"enclave takes; shorten it (e.g. LEFT({name}, {MAX_TEXT_BYTES // 4})) or keep it on one "
+                        "party") from None
 
 
 def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
@@ -115,10 +133,11 @@ def decode_output(table: pa.Table, name: str, kind: str) -> pa.Array:
 
 
 def decode_values(table: pa.Table, name: str, kind: str) -> pa.Array:
-    if kind == "text":
-        limbs = [table.column(f"{name}#{k}").to_pylist() for k in range(TEXT_LIMBS)]
-        return pa.array([b"".join(int(limbs[k][i]).to_bytes(LIMB_BYTES, "big") for k in range(TEXT_LIMBS))
-                         .rstrip(b"\0").decode("utf-8", errors="replace") for i in range(table.num_rows)])
+    if kind == "text":  # as many limbs as the enclave returned: the column's width class
+        limbs = [table.column(f"{name}#{k}").to_pylist() for k in range(text_limb_count(table.column_names, name))]
+        return pa.array([b"".join(int(limb[i]).to_bytes(LIMB_BYTES, "big") for limb in limbs)
+                         .rstrip(b"\0").decode("utf-8", errors="replace") for i in range(table.num_rows)],
+                        pa.string())
     column = table.column(name)
     if kind.startswith(("decimal.", "scaled.")):  # the exact x * 10^s (SUM / MIN / MAX / key), or AVG of it
         scale = int(kind.split(".")[1])
@@ -131,6 +150,15 @@ def decode_values(table: pa.Table, name: str, kind: str) -> pa.Array:
     if kind == "timestamp":  # only ever computed in the enclave: microseconds since 1970-01-01
         return column.cast(pa.int64()).cast(pa.timestamp("us"))
     return column.combine_chunks()
+
+
+def sealed_text_widths(inputs) -> list[tuple[str, str]]:
+    """What the host learns of the text an EnclaveStage's parties seal ((party, piece column, enclave column,
+    kind) inputs): each column's width class, from the size of its sealed batches."""
+    texts = [(party, column) for party, column, _, kind in inputs if kind == "text"]
+    return [("enclave", f"the width class of {party}'s {column} from the size of its sealed batches (28 bytes, "
+                        f"or its longest value's UTF-8 length rounded up to a power of two, at most {MAX_TEXT_BYTES}: "
+                        "log2 of that length, never the length)") for party, column in texts]
 
 
 def party_side(endpoint, step, trust: EnclaveTrust, table: pa.Table | None, tag: str) -> tuple:
