@@ -348,6 +348,7 @@ def _empty_tables(con, tree: exp.Expression, catalog: Catalog) -> bool:
 
 
 GENERATED_NAME = re.compile(r"_col_\d+")  # sqlglot's qualify names an unnamed output _col_<i>
+UNNAMED = "\0"  # marks a DuckDB name that replaces the one qualify gave an unnamed output
 
 
 def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
@@ -358,7 +359,12 @@ def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     try:
         if not _empty_tables(con, tree, catalog):
             return ()
-        return tuple(row[0] for row in con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall())
+        names = tuple(row[0] for row in con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall())
+        written = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
+        if len(written) == len(names) and not any(isinstance(e, exp.Star) or e.find(exp.Star) is e for e in written):
+            # an unnamed CAST(x AS t) is DuckDB's "CAST(x AS t)", where sqlglot's qualify would call it x
+            return tuple(f"{UNNAMED}{name}" if isinstance(e, exp.Cast) else name for e, name in zip(written, names))
+        return names
     except duckdb.Error:
         return ()
     finally:
@@ -366,13 +372,17 @@ def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
 
 
 def name_outputs(tree: exp.Expression, names: tuple[str, ...]) -> exp.Expression:
-    """Rename the outputs qualify called `_col_<i>` to DuckDB's names of them (`duckdb_names`)."""
+    """Rename the outputs qualify called `_col_<i>` (or, for an unnamed CAST, by its operand's name) to
+    DuckDB's names of them (`duckdb_names`)."""
     outputs = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
     if len(outputs) != len(names):
         return tree
     renamed = {}
     for output, name in zip(outputs, names):
-        if isinstance(output, exp.Alias) and GENERATED_NAME.fullmatch(output.alias) and name != output.alias:
+        generated = name.startswith(UNNAMED)
+        name = name.removeprefix(UNNAMED)
+        if isinstance(output, exp.Alias) and (generated or GENERATED_NAME.fullmatch(output.alias)) \
+                and name != output.alias:
             renamed[output.alias] = name
             output.set("alias", exp.to_identifier(name, quoted=True))
     for column in list(tree.find_all(exp.Column)):  # ORDER BY "_col_1" and the like refer to the new name

@@ -14,6 +14,9 @@ NAMED_LIKE_DUCKDB = [
     "SELECT COUNT(*), MIN(income), region || '-x' FROM bank.customers GROUP BY region",
     "SELECT SUM(p.premium), COUNT(p.claims) FROM bank.customers c JOIN insurer.policies p ON c.id = p.customer_id",
     "SELECT category, COUNT(*), AVG(amount) FROM shop.orders GROUP BY 1",  # pushed down whole to shop
+    "SELECT c.id, o.amount, CAST(o.amount AS DOUBLE), CAST(c.age AS BIGINT) AS a FROM bank.customers c "
+    "JOIN shop.orders o ON c.id = o.customer_id",  # qualify would call the CAST 'amount', as the column beside it
+    "SELECT amount, CAST(amount AS INTEGER) FROM shop.orders ORDER BY amount",
 ]
 
 

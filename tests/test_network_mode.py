@@ -148,6 +148,7 @@ class NetworkOracle:
     def __init__(self, networked, embedded):
         self._networked, self.config, self.parties, self._stores = networked, embedded.config, embedded.parties, \
             embedded._stores
+        self.catalog = embedded.catalog  # declared unique keys, for the threshold's counts
 
     def execute(self, sql, issuer):
         return self._networked[issuer].execute(sql, issuer)
