@@ -380,6 +380,74 @@ def sorted_rows(table: pa.Table) -> list:
     return sorted(rows, key=lambda r: tuple((v is None, str(type(v)), v if v is not None else 0) for v in r))
 
 
+# -- DP noise: draws checked against their law with a stated chance of failing -------------------------
+# A test of a noise sampler fails by chance with probability at most NOISE_FAILURE per checked column
+# (Chernoff's bound on each side of each statistic, rigorous, no normal approximation), so a test that
+# checks up to 10 columns fails by chance less than once in 10^9 runs.
+NOISE_FAILURE = 1e-10
+
+
+def _chernoff_edge(log_mgf, mean: float, n: int, failure: float, lam_max: float, sign: int) -> float:
+    """The value the mean of n draws passes (above: sign 1, below: -1) with probability <= failure:
+    P(sign (mean_n - a) >= 0) <= exp(-n sup_lam (lam a - K(lam))), each lam of the grid a valid bound."""
+    lams = sign * lam_max * np.linspace(0, 1, 2001)[1:-1]
+    k = np.array([log_mgf(lam) for lam in lams])
+    target = math.log(1 / failure) / n
+    lo, hi = 0.0, 1.0
+    while np.max(lams * (mean + sign * hi) - k) < target:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if np.max(lams * (mean + sign * mid) - k) >= target else (mid, hi)
+    return mean + sign * hi
+
+
+def _pmf_log_mgf(support: np.ndarray, log_weights: np.ndarray):
+    def log_mgf(lam: float) -> float:
+        x = lam * support + log_weights
+        top = x.max()
+        return float(top + np.log(np.exp(x - top).sum()))
+    return log_mgf
+
+
+def noise_laws(mechanism: str, scale: float, integer: bool):
+    """((name, statistic, its mean, its log-MGF, lam_max), ...) of one draw X of OpenDP's noise: X itself
+    (unbiased) and the statistic that measures the scale (|X| for Laplace, X^2 for Gaussian). Integer
+    noise (discrete Laplace / Gaussian) from its pmf, cut at 60 scales (the mass beyond, e^-60, is
+    below any failure bound here)."""
+    power = 1 if mechanism == "laplace" else 2
+    if integer:
+        k = np.arange(-int(60 * scale) - 1, int(60 * scale) + 2, dtype=float)
+        log_w = -np.abs(k) / scale if power == 1 else -k ** 2 / (2 * scale ** 2)
+        log_w -= np.log(np.exp(log_w).sum())
+        spread = np.abs(k) ** power
+        return (("mean", lambda x: x, 0.0, _pmf_log_mgf(k, log_w), 10 / scale),
+                ("scale", lambda x: np.abs(x) ** power, float(np.exp(log_w) @ spread), _pmf_log_mgf(spread, log_w),
+                 1 / scale ** power))
+    if power == 1:
+        return (("mean", lambda x: x, 0.0, lambda lam: -math.log(1 - (scale * lam) ** 2), 1 / scale),
+                ("scale", np.abs, scale, lambda lam: -math.log(1 - scale * lam), 1 / scale))
+    return (("mean", lambda x: x, 0.0, lambda lam: (scale * lam) ** 2 / 2, 10 / scale),
+            ("scale", np.square, scale ** 2, lambda lam: -math.log(1 - 2 * scale ** 2 * lam) / 2,
+             1 / (2 * scale ** 2)))
+
+
+def noise_mismatch(draws, true: float, mechanism: str, scale: float, integer: bool,
+                   resolution: float = 0.0) -> str | None:
+    """None if `draws` (true value + noise each) fit OpenDP's `mechanism` at `scale`: the noise's mean
+    and its scale statistic each within Chernoff bounds (failure NOISE_FAILURE for the pair); else what
+    is off. `resolution`: the step the noised value was rounded to (fixed point, a DECIMAL's digits)."""
+    x = np.asarray(draws, dtype=float) - true
+    for name, statistic, mean, log_mgf, lam_max in noise_laws(mechanism, scale, integer):
+        got = float(np.mean(statistic(x)))
+        slack = resolution if name == "mean" or mechanism == "laplace" else resolution * (2 * scale + resolution)
+        low = _chernoff_edge(log_mgf, mean, len(x), NOISE_FAILURE / 4, lam_max, -1) - slack
+        high = _chernoff_edge(log_mgf, mean, len(x), NOISE_FAILURE / 4, lam_max, 1) + slack
+        if not low <= got <= high:
+            return f"{mechanism} noise's {name} statistic {got:.4g} outside [{low:.4g}, {high:.4g}] (n={len(x)})"
+    return None
+
+
 @pytest.fixture(scope="session")
 def tables():
     return generate_tables()

@@ -1,9 +1,15 @@
 """The suite's own determinism (issue 17, CI failing by chance): property tests draw the same examples on
-every run, so a failure is reproducible and a pass means the same thing each time."""
+every run, so a failure is reproducible and a pass means the same thing each time; DP noise is checked
+with a stated chance of failing."""
 
+import math
 from pathlib import Path
 
+import numpy as np
+import pytest
 from hypothesis import settings
+
+from tests.conftest import NOISE_FAILURE, _chernoff_edge, noise_laws, noise_mismatch
 
 TESTS = Path(__file__).parent
 
@@ -17,3 +23,22 @@ def test_no_property_test_opts_out_of_derandomize():
     opted_out = [p.name for p in TESTS.glob("test_*.py")
                  if p.name != Path(__file__).name and "derandomize=False" in p.read_text()]
     assert not opted_out
+
+
+def test_noise_check_keeps_the_samplers_law_and_catches_a_wrong_one():
+    """tests.conftest.noise_mismatch: draws of the stated law pass, a 20% wrong scale or a shifted
+    mean is caught (seeded draws: this test itself is deterministic)."""
+    rng = np.random.default_rng(17)
+    laplace, gauss = rng.laplace(0, 3.0, 4000), rng.normal(0, 3.0, 4000)
+    assert noise_mismatch(100 + laplace, 100, "laplace", 3.0, False) is None
+    assert noise_mismatch(100 + gauss, 100, "gaussian", 3.0, False) is None
+    assert "scale" in noise_mismatch(100 + 1.2 * laplace, 100, "laplace", 3.0, False)
+    assert "scale" in noise_mismatch(100 + 1.2 * gauss, 100, "gaussian", 3.0, False)
+    assert "mean" in noise_mismatch(101 + laplace, 100, "laplace", 3.0, False)
+
+
+def test_noise_bound_is_chernoffs_closed_form_for_a_gaussian_mean():
+    """For N(0, s^2) Chernoff's bound on the mean of n draws is s sqrt(2 ln(1/p) / n)."""
+    (_, _, mean, log_mgf, lam_max), _ = noise_laws("gaussian", 3.0, False)
+    edge = _chernoff_edge(log_mgf, mean, 4000, NOISE_FAILURE, lam_max, 1)
+    assert edge == pytest.approx(3.0 * math.sqrt(2 * math.log(1 / NOISE_FAILURE) / 4000), rel=1e-3)
