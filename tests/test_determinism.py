@@ -42,3 +42,13 @@ def test_noise_bound_is_chernoffs_closed_form_for_a_gaussian_mean():
     (_, _, mean, log_mgf, lam_max), _ = noise_laws("gaussian", 3.0, False)
     edge = _chernoff_edge(log_mgf, mean, 4000, NOISE_FAILURE, lam_max, 1)
     assert edge == pytest.approx(3.0 * math.sqrt(2 * math.log(1 / NOISE_FAILURE) / 4000), rel=1e-3)
+
+
+def test_a_limit_cutting_through_ties_is_flagged(oracle):
+    """Oracle.check refuses to compare an ORDER BY ... LIMIT whose cut falls between tied rows."""
+    tied = "SELECT name, region FROM bank.customers ORDER BY region LIMIT 3"
+    assert oracle.cuts_through_ties(tied, "bank", 2)
+    with pytest.raises(AssertionError, match="ties, so which are kept is chance"):
+        oracle.check(tied)
+    oracle.check("SELECT name, region FROM bank.customers ORDER BY region, name LIMIT 3")
+    assert oracle.cuts_through_ties("SELECT name FROM bank.customers LIMIT 3", "bank", 1)  # no ORDER BY at all
