@@ -29,7 +29,8 @@ from sqlsecure.engine import Engine
 # Every property test draws the same examples on every run (a hash of the test picks the seed) and keeps
 # no example database: a CI failure is then reproducible and never chance. Its examples change only
 # with the test's code or Hypothesis's version. Tests that set their own @settings inherit these.
-# too_slow measures this machine's speed, which no test may depend on.
+# too_slow measures this machine's speed, which no test may depend on. To hunt for new failing examples
+# on purpose (never in CI), run with HYPOTHESIS_PROFILE=default.
 settings.register_profile("deterministic", derandomize=True, database=None, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
