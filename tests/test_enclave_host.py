@@ -32,6 +32,9 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
+PROCESS_GONE = 60  # seconds: a poll returns as soon as the process is gone; this bounds a hang, not a speed
+
+
 def wait_until(condition, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -137,12 +140,12 @@ def test_killed_enclave_is_a_protocol_error_at_once(tmp_path):
     host.start()
     try:
         host.process.kill()
-        t0 = time.monotonic()
         with pytest.raises(ProtocolError, match="exited with code"):
             host.quote(fresh_nonce())
         with pytest.raises(ProtocolError, match="exited"):  # and again, without waiting
             host.quote(fresh_nonce())
-        assert time.monotonic() - t0 < 5
+        # "exited", not "did not answer within 60 s": the host saw the end of its output and did not wait
+        # for the timeout (a bound on the elapsed time would measure the machine's load instead)
     finally:
         host.stop()
 
@@ -156,8 +159,8 @@ def test_hung_enclave_times_out_and_is_killed(authority):
         t0 = time.monotonic()
         with pytest.raises(ProtocolError, match="did not answer within 1 s"):
             host.quote(fresh_nonce())
-        assert time.monotonic() - t0 < 6
-        assert wait_until(lambda: not running(pid), 5)
+        assert time.monotonic() - t0 >= 1.0  # it waited the timeout (an upper bound would measure the load)
+        assert wait_until(lambda: not running(pid), PROCESS_GONE)
     finally:
         host.stop()
 
@@ -166,7 +169,7 @@ def test_stop_ends_the_process(authority):
     with EnclaveHost(authority, {expected_measurement()}) as host:
         pid = host.pid
         assert running(pid)
-    assert wait_until(lambda: not running(pid), 5)
+    assert wait_until(lambda: not running(pid), PROCESS_GONE)
 
 
 PARENT = """
@@ -185,7 +188,7 @@ def test_enclave_dies_with_its_parent():
         pid = int(parent.stdout.readline())
         assert running(pid)
         parent.kill()  # SIGKILL: no finaliser runs in the parent
-        parent.wait(5)
-        assert wait_until(lambda: not running(pid), 5), "the enclave outlived its host"
+        parent.wait(PROCESS_GONE)
+        assert wait_until(lambda: not running(pid), PROCESS_GONE), "the enclave outlived its host"
     finally:
         parent.kill()

@@ -24,6 +24,8 @@ from sqlsecure.executors.psi.blinding import PARALLEL_MIN, BlindingKey, GroupWor
 from sqlsecure.executors.psi.encoding import encode_keys
 from sqlsecure.executors.psi.ecdh import compose_matches, local_join_indices, psi_join_indices, psi_membership
 
+PROCESS_GONE = 60  # seconds: polls for workers to end return as soon as they have; this bounds a hang, not a speed
+
 
 def nested_loop_join(left, right):
     """The reference of the reference: every (i, j) with equal non-NULL keys."""
@@ -212,10 +214,10 @@ def test_a_killed_worker_fails_the_batch_with_its_pid_then_recovers(fresh_worker
 
 def test_a_worker_that_cannot_start_fails_fast(fresh_workers, monkeypatch, tmp_path):
     monkeypatch.setattr(ecdh, "WORKER_SCRIPT", tmp_path / "missing.py")
-    t0 = time.monotonic()
+    # "exited with code 2", not "still starting at its deadline" (60 s): the pool saw the worker's end at
+    # once; the wording shows it, where a bound on the elapsed time would measure the machine's load
     with pytest.raises(OperationalError, match="PSI worker process .* exited with code 2 while starting"):
         BlindingKey().blind(hash_to_points([b"x"] * PARALLEL_MIN), GroupWorkers(2))
-    assert time.monotonic() - t0 < 30
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGSTOP")
@@ -229,7 +231,7 @@ def test_a_silent_worker_is_killed_at_its_deadline(fresh_workers, monkeypatch):
         os.kill(pid, signal.SIGSTOP)
     with pytest.raises(OperationalError, match="was still blinding .* at its deadline and was killed"):
         BlindingKey().blind(points, workers)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PROCESS_GONE
     while any(_alive(pid) for pid in stopped) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in stopped)
@@ -316,7 +318,7 @@ def test_workers_exit_when_their_host_is_killed(tmp_path):
         proc.kill()
         proc.wait()
     try:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + PROCESS_GONE
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(_alive(pid) for pid in pids)

@@ -201,26 +201,27 @@ def test_sort_limit_offset_skips_invalid_rows(nparties):
     assert got.column("pid").to_pylist() == want.column("pid").to_pylist()
 
 
-TIED = pa.table({"k": pa.array([1] * 12, pa.int64()), "pos": pa.array(list(range(12)), pa.int64())})
+TIED = pa.table({"k": pa.array([1] * 20, pa.int64()), "pos": pa.array(list(range(20)), pa.int64())})
 
 
 @pytest.mark.parametrize("nparties", PARTIES)
 def test_tied_rows_do_not_come_out_in_their_input_order(nparties):
     """Review: the sort broke ties by the rows' input positions, so an ORDER BY's (or LIMIT's, or
     ROW_NUMBER's) order among peers told the issuer the input order (which party's rows came first,
-    or an earlier operator's order by columns it never sees). Ties are now broken at random: 12 tied
-    rows come back in input order with probability 1/12!."""
+    or an earlier operator's order by columns it never sees). Ties are now broken at random: 20 tied
+    rows come back in input order with probability 1/20! (4e-19; with 12 rows the four checks failed
+    by chance 8e-9 of the runs)."""
     columns = [[["k", "int"], ["pos", "int"]]]
     root = {"op": "sort", "child": inp(0), "keys": [['"k"', False, False]], "limit": None, "offset": 0}
     got, _ = run(nparties, program_of(root, columns), [TIED])
-    assert sorted(got.column("pos").to_pylist()) == list(range(12))
-    assert got.column("pos").to_pylist() != list(range(12))
+    assert sorted(got.column("pos").to_pylist()) == list(range(20))
+    assert got.column("pos").to_pylist() != list(range(20))
     window = {"op": "window", "child": inp(0), "name": "r", "func": "row_number", "arg": None, "partition": [],
               "order": [['"k"', False, False]]}
     root = {"op": "sort", "child": window, "keys": [['"r"', False, False]], "limit": None, "offset": 0}
     got, _ = run(nparties, program_of(root, [[["k", "int"], ["pos", "int"]]]), [TIED])
-    assert got.column("r").to_pylist() == list(range(1, 13))
-    assert got.column("pos").to_pylist() != list(range(12))
+    assert got.column("r").to_pylist() == list(range(1, 21))
+    assert got.column("pos").to_pylist() != list(range(20))
 
 
 @pytest.mark.parametrize("nparties", PARTIES)

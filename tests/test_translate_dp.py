@@ -19,6 +19,7 @@ from sqlsecure.executors.spu.program import parse_program, run_program
 from sqlsecure.planner.physical import SecretQuery
 from sqlsecure.planner.reveal import contribution_bound
 from sqlsecure.policy import privacy
+from tests.conftest import noise_mismatch
 
 HOSPITALS = ("h1", "h2", "registry")
 
@@ -160,10 +161,9 @@ def test_an_empty_sum_opens_as_noise_around_zero(hospitals, no_noise):
 def test_noise_on_a_share_has_the_samplers_distribution(mechanism):
     """4,000 rows noised by party 1 of 2 (the issuer is party 0), as the spine's sampler test: each opens as
     its value plus one OpenDP draw of the stated scale (variance 2b^2 for Laplace, sigma^2 for Gaussian),
-    mean within 5 standard errors; integers get integer noise, fixed point real noise, a DECIMAL noise
-    rounded to its digits."""
+    mean and scale within Chernoff bounds (chance failure below 1e-10 per column); integers get integer
+    noise, fixed point real noise, a DECIMAL noise rounded to its digits."""
     n, scale = 4000, 3.0
-    variance = 2 * scale ** 2 if mechanism == "laplace" else scale ** 2
     table = pa.table({"v": pa.array(np.full(n, 100), pa.int64()), "x": pa.array(np.full(n, 2.5)),
                       "d": pa.array([decimal.Decimal("2.50")] * n, pa.decimal128(12, 2))})
     text = json.dumps({"inputs": [{"columns": [["v", "int"], ["x", "fixed"], ["d", "decimal.2"]]}],
@@ -172,10 +172,9 @@ def test_noise_on_a_share_has_the_samplers_distribution(mechanism):
                                  "columns": [["v", scale], ["x", scale], ["d", scale]]}})
     program = parse_program(text)
     got = run_spu(2, lambda s: run_program(s, program, {0: table} if s.index == 0 else {}, 0)).results[0]
-    for column, true in (("v", 100), ("x", 2.5), ("d", 2.5)):
-        values = np.array([float(v) for v in got.column(column).to_pylist()])
-        assert abs(values.mean() - true) < 5 * np.sqrt(variance / n)
-        assert 0.8 < values.var() / variance < 1.2
+    for column, true, integer, step in (("v", 100, True, 0), ("x", 2.5, False, 2**-16), ("d", 2.5, False, 0.01)):
+        values = [float(v) for v in got.column(column).to_pylist()]
+        assert noise_mismatch(values, true, mechanism, scale, integer, resolution=step) is None
     assert all(isinstance(v, int) for v in got.column("v").to_pylist())
     assert len(set(got.column("x").to_pylist())) > n / 2
     assert all(v == v.quantize(decimal.Decimal("0.01")) for v in got.column("d").to_pylist())
