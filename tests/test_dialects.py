@@ -25,7 +25,7 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.planner.dialects import common, mysql as mysql_rules, postgres as postgres_rules
-from sqlsecure.errors import ConfigError, Error, NotSupportedError
+from sqlsecure.errors import ConfigError, DataError, Error, NotSupportedError
 
 ROW = {"i": 7, "z": 0, "n": None, "neg": -7, "big": 9007199254740993, "x": 2.5, "s": "3abc", "name": "Alice",
        "sn": None, "d": datetime.date(2024, 2, 10), "ts": datetime.datetime(2024, 1, 2, 0, 0, 0)}
@@ -323,6 +323,19 @@ def test_mysql_clock_in_a_query_across_parties(tmp_path, make_federation):
         rows = engine.execute(sql, "bank").table.to_pylist()
         assert rows and all(r["after"] and r["y"] and r["today"] for r in rows)
         assert engine.check(sql, "bank") is None
+
+
+def test_postgres_division_across_parties(tmp_path, make_federation, oracle_for):
+    """PostgreSQL's division by zero is an error: the parties' DuckDB raise it through ERROR(), the SPU by
+    refusing a counted row that divides by zero (DataError); otherwise the quotient is computed on shares."""
+    joined = "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount > c.age"
+    with Engine(make_federation(tmp_path, dialect="postgres"), timeout=60) as engine:
+        oracle = oracle_for(engine)
+        sql = f"SELECT o.order_id, o.amount / c.age AS r, o.order_id % c.age AS m {joined}"
+        assert "SPU(" in engine.explain(sql, "bank")
+        oracle.check(sql, "bank")
+        with pytest.raises(DataError, match="divides by zero"):
+            engine.execute(f"SELECT o.order_id, o.amount / (c.age - c.age) AS r {joined}", "bank")
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../etc/passwd", 5])

@@ -39,7 +39,7 @@ from sqlsecure.executors.spu.ranges import RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
-from sqlsecure.executors.spu.stage import SV, _at_least, nulls_zeroed, spu_refusal, static_kind
+from sqlsecure.executors.spu.stage import SV, _at_least, nulls_zeroed, spu_refusal, static_kind, without_zero_checks
 from sqlsecure.executors.spu.values import (TEXT_CLASSES, decimal_scale, decimal_scales, decode_column, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind, shared_kind, union_decimal_scale,
                                            value_kind)
@@ -169,7 +169,7 @@ def _expression(sql, kinds: dict[str, str], where: str) -> tuple[exp.Expression,
     if not isinstance(sql, str):
         raise ProtocolError(f"secret program: {where}: an expression must be SQL text, got {sql!r}")
     try:
-        e = sqlglot.parse_one(sql, read="duckdb")
+        e = without_zero_checks(sqlglot.parse_one(sql, read="duckdb"))
     except sqlglot.errors.ParseError as exc:
         raise ProtocolError(f"secret program: {where}: cannot parse {sql!r} ({exc})") from None
     for column in e.find_all(exp.Column):

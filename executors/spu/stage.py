@@ -56,6 +56,7 @@ from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
@@ -108,7 +109,12 @@ class PV:
 
 
 def _parse(sql: str) -> exp.Expression:
-    return sqlglot.parse_one(sql, read="duckdb")
+    return without_zero_checks(sqlglot.parse_one(sql, read="duckdb"))
+
+
+def without_zero_checks(e: exp.Expression) -> exp.Expression:
+    """`e` with every PostgreSQL zero-checked divisor (`zero_checked`) replaced by the divisor itself."""
+    return e.transform(lambda node: zero_checked(node) or node, copy=False) if e.find(exp.Case) else e
 
 
 INT64_LIMIT = 1 << 63
@@ -679,6 +685,8 @@ SPU_RULES = {
 def spu_cannot_evaluate(e: exp.Expression, kind_of=lambda column: None) -> exp.Expression | None:
     """The first node of `e` (outermost first) without a rule in SPU_RULES or refused by its rule, or None
     when the SPU stage evaluates all of it (the cost model asks this before it prices the SPU)."""
+    if (divisor := zero_checked(e)) is not None:
+        return spu_cannot_evaluate(divisor, kind_of)
     rule = SPU_RULES.get(type(e))
     if rule is None or rule(e, kind_of) is not None:
         return e

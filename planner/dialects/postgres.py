@@ -66,6 +66,20 @@ def division_by_zero(tree: exp.Expression, context: DialectContext) -> exp.Expre
     return rewrite_up(tree, rewrite)
 
 
+def zero_checked(e: exp.Expression) -> exp.Expression | None:
+    """y of a divisor `division_by_zero` wrote (`CASE WHEN y = 0 THEN ERROR('division by zero') ELSE y END`),
+    else None: column control and the SPU read it as y (the SPU's division refuses a counted row dividing
+    by zero with DataError, which is what the ERROR means; ERROR itself stays without a rule)."""
+    ifs = e.args.get("ifs") if isinstance(e, exp.Case) and e.this is None else None
+    if not ifs or len(ifs) != 1 or e.args.get("default") is None:
+        return None
+    test, then, y = ifs[0].this, ifs[0].args.get("true"), e.args["default"]
+    if (isinstance(then, exp.Anonymous) and then.name.upper() == "ERROR" and isinstance(test, exp.EQ)
+            and test.this == y and isinstance(test.expression, exp.Literal) and test.expression.this == "0"):
+        return y
+    return None
+
+
 def untyped_literals(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """A quoted literal beside a number takes the number's type ('3' + 4 = 7; 'x' + 4 is an error),
     as PostgreSQL resolves an unknown-typed literal."""
