@@ -26,6 +26,7 @@ import pytest
 from sqlsecure.engine import Engine
 from sqlsecure.planner.dialects import common, mysql as mysql_rules, postgres as postgres_rules
 from sqlsecure.errors import ConfigError, DataError, Error, NotSupportedError
+from tests.conftest import same_multiset
 
 ROW = {"i": 7, "z": 0, "n": None, "neg": -7, "big": 9007199254740993, "x": 2.5, "s": "3abc", "name": "Alice",
        "sn": None, "d": datetime.date(2024, 2, 10), "ts": datetime.datetime(2024, 1, 2, 0, 0, 0)}
@@ -120,7 +121,7 @@ POSTGRES = [
     "d - DATE '2024-01-28'", "d + 1", "d - 1", "d + INTERVAL '1 month'", "DATE '2024-01-31' + INTERVAL '1 month'",
     "EXTRACT(EPOCH FROM ts - TIMESTAMP '2024-01-01 23:59:59')", "ts + INTERVAL '1 hour'", "7 / -2",
     "SUM(i) / 2", "COUNT(*) / 2", "AVG(i)", "SUM(i) / COUNT(*)", "i / 2 * 2", "big / 3", "7 / 2.5", "x / 0.5",
-    "ROUND(2.5)", "ROUND(x)", "ROUND(-x)", "ROUND(7.0 / 3, 2)", "'3' + 4", "i > '5'", "7 % 2.5",
+    "ROUND(2.5)", "ROUND(x)", "ROUND(-x)", "ROUND(x + 1)", "ROUND(x * 3)", "ROUND(x / 3)", "ROUND(7.0 / 3, 2)", "'3' + 4", "i > '5'", "7 % 2.5",
     "CAST(i AS INTEGER) / 2", "EXTRACT(DOW FROM d)", "d - INTERVAL '1 day'", "ts::date", "'a' < 'B'",
 ]
 POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)", "SUM(i) / SUM(z)"]
@@ -336,6 +337,11 @@ def test_postgres_division_across_parties(tmp_path, make_federation, oracle_for)
         oracle.check(sql, "bank")
         with pytest.raises(DataError, match="divides by zero"):
             engine.execute(f"SELECT o.order_id, o.amount / (c.age - c.age) AS r {joined}", "bank")
+        # round(double precision) ties to even: x.50 amounts are exact ties in binary
+        sql = f"SELECT o.order_id, ROUND(o.amount + c.age) AS r {joined}"
+        assert "SPU(" in engine.explain(sql, "bank")
+        want = oracle.con.sql(f"SELECT o.order_id, ROUND_EVEN(o.amount + c.age, 0) AS r {joined}").to_arrow_table()
+        assert same_multiset(engine.execute(sql, "bank").table, want)
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../etc/passwd", 5])

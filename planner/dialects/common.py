@@ -98,3 +98,24 @@ def refuse_unknown_functions(tree: exp.Expression, context: DialectContext) -> e
             raise NotSupportedError(f"{source}() has no equivalent here in the {context.dialect} dialect "
                                     "(see docs/federation.md, Dialects)")
     return tree
+
+
+# rint(x * 10^d) / 10^d, ties to even (MySQL's and PostgreSQL's ROUND of a DOUBLE), written with ROUND (ties
+# away from zero), FLOOR, ABS and a comparison, which every device evaluates (the SPU exactly on its encoding).
+ROUND_HALF_EVEN = ("CASE WHEN ABS(_y) - FLOOR(ABS(_y)) = 0.5 AND CAST(FLOOR(ABS(_y)) AS BIGINT) % 2 = 0 "
+                   "THEN (CASE WHEN _y < 0 THEN -FLOOR(ABS(_y)) ELSE FLOOR(ABS(_y)) END) _back ELSE ROUND(_x, _d) END")
+
+
+def round_half_even(x: exp.Expression, d: int) -> exp.Expression:
+    """x rounded to d digits, ties to even, in DuckDB SQL every device evaluates.
+
+    >>> round_half_even(exp.column("x"), 0).sql("duckdb")
+    '(CASE WHEN ABS((x)) - FLOOR(ABS((x))) = 0.5 AND CAST(FLOOR(ABS((x))) AS BIGINT) % 2 = 0 THEN (CASE WHEN (x) < 0 THEN -FLOOR(ABS((x))) ELSE FLOOR(ABS((x))) END) / 1 ELSE ROUND(x, 0) END)'
+    """
+    inner = exp.paren(x.copy(), copy=False)
+    scale = exp.Literal.number(10 ** abs(d))
+    y = inner if d == 0 else exp.paren(exp.Mul(this=inner, expression=scale) if d > 0 else
+                                       exp.Div(this=inner, expression=scale), copy=False)
+    back = " / 1" if d == 0 else (" / _s" if d > 0 else " * _s")
+    return exp.paren(template(ROUND_HALF_EVEN.replace(" _back", back), y=y, x=x, d=exp.Literal.number(d), s=scale),
+                     copy=False)

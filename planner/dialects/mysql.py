@@ -15,7 +15,7 @@ from sqlglot.dialects.mysql import MySQL
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
                                                DialectContext, DType, local_now, refuse_unknown_functions, rewrite_up,
-                                               template, type_of)
+                                               round_half_even, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
@@ -500,12 +500,6 @@ def string_casts(tree: exp.Expression, context: DialectContext) -> exp.Expressio
     return rewrite_up(tree, rewrite)
 
 
-# MySQL's ROUND(x, d) of a DOUBLE: rint(x * 10^d) / 10^d, ties to even. Written with ROUND (ties away
-# from zero), FLOOR, ABS and a comparison, which every device evaluates (the SPU exactly on its encoding).
-ROUND_HALF_EVEN = ("CASE WHEN ABS(_y) - FLOOR(ABS(_y)) = 0.5 AND CAST(FLOOR(ABS(_y)) AS BIGINT) % 2 = 0 "
-                   "THEN (CASE WHEN _y < 0 THEN -FLOOR(ABS(_y)) ELSE FLOOR(ABS(_y)) END) _back ELSE ROUND(_x, _d) END")
-
-
 def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """ROUND of a DOUBLE rounds half to even in MySQL (ROUND(2.5e0) = 2); exact values round half away.
     The digits must be a whole constant (MySQL's ROUND(x, column) is refused)."""
@@ -519,13 +513,7 @@ def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.E
         if not isinstance(d, int):
             raise NotSupportedError(f"{node.sql('mysql')}: ROUND of a DOUBLE to a number of digits that is not a "
                                     "whole constant")
-        x = exp.paren(node.this.copy(), copy=False)
-        scale = exp.Literal.number(10 ** abs(d))
-        y = x if d == 0 else exp.paren(exp.Mul(this=x, expression=scale) if d > 0 else
-                                       exp.Div(this=x, expression=scale), copy=False)
-        rounded = template(ROUND_HALF_EVEN.replace(" _back", " / 1" if d == 0 else (" / _s" if d > 0 else " * _s")),
-                          y=y, x=node.this, d=digits, s=scale)
-        return exp.paren(rounded, copy=False)
+        return round_half_even(node.this, d)
 
     return rewrite_up(tree, rewrite)
 

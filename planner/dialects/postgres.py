@@ -10,7 +10,8 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sqlsecure.planner.dialects.common import (FLOATS, INTEGERS, NUMBERS, DialectContext, DType, local_now,
-                                               refuse_unknown_functions, rewrite_up, template, type_of)
+                                               refuse_unknown_functions, rewrite_up, round_half_even, template,
+                                               type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
@@ -100,7 +101,7 @@ def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.E
     def rewrite(node):
         if isinstance(node, exp.Round) and type_of(node.this) in FLOATS and node.args.get("decimals") is None \
                 and not isinstance(node.this, exp.Literal):
-            return exp.Anonymous(this="ROUND_EVEN", expressions=[node.this, exp.Literal.number(0)])
+            return round_half_even(node.this, 0)
         return node
 
     return rewrite_up(tree, rewrite)
