@@ -17,6 +17,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.dialects.common import template
 
 AGGREGATES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG", exp.Min: "MIN", exp.Max: "MAX"}
 RANKINGS = ("ROW_NUMBER", "RANK", "DENSE_RANK")
@@ -594,9 +595,7 @@ class TreeBuilder:
                 return exp.cast(exp.Literal.number(0 if name == "PERCENT_RANK" else 1), "DOUBLE")
             if name == "PERCENT_RANK":  # (RANK - 1) / (rows of the partition - 1), 0 in a one-row partition
                 rows = window("count", "partition")
-                return exp.Div(this=exp.paren(exp.Sub(this=window("rank"), expression=exp.Literal.number(1))),
-                               expression=exp.maybe_parse("CASE WHEN _n > 1 THEN _n - 1 ELSE 1 END").transform(
-                                   lambda n: rows.copy() if isinstance(n, exp.Column) and n.name == "_n" else n))
+                return template("(_r - 1) / CASE WHEN _n > 1 THEN _n - 1 ELSE 1 END", r=window("rank"), n=rows)
             if name == "CUME_DIST":  # rows up to the current row's last peer / rows of the partition
                 return exp.Div(this=window("count"), expression=window("count", "partition"))
             return window(WINDOWS[name])

@@ -304,7 +304,7 @@ def string_dates(tree: exp.Expression, context: DialectContext) -> exp.Expressio
         elif isinstance(node, COMPARISONS):
             sides = (node.left, node.right)
             for this, other in (sides, sides[::-1]):
-                if type_of(other) in DATES | DATETIMES and this in strings(this) and not isinstance(this, exp.Literal):
+                if type_of(other) in DATES | DATETIMES and strings(this) and not isinstance(this, exp.Literal):
                     this.replace(as_datetime(this, "DATE" if type_of(other) in DATES else "TIMESTAMP"))
         elif isinstance(node, TEXT_ARGUMENT) and type_of(node.this) in NUMBERS:
             node.set("this", exp.cast(node.this, "VARCHAR"))
