@@ -398,7 +398,7 @@ def test_a_node_must_be_who_its_certificate_names(cluster):
 
 # -------------------------------------------------------------------------------------- faults
 
-BIG = 25_000  # rows per side: the PSI takes a few seconds on two cores
+BIG = 3_000  # rows per side: each fault is placed by a held node (`_hold`), not by the tables' size
 
 
 @pytest.fixture(scope="module")
@@ -409,7 +409,7 @@ def big_cluster(tmp_path_factory):
         (directory / party).mkdir()
         pq.write_table(pa.table({"id": rng.permutation(2 * BIG)[:BIG].astype(np.int64),
                                  column: rng.integers(0, 1000, BIG)}), directory / party / "t.parquet")
-    # psi = "ecdh": the faults must land mid-protocol, and the OT-based PSI finishes 25,000 keys too fast
+    # psi = "ecdh": the faults land after its first message, `/psi/blinded`
     running = two_party_cluster(directory, "faults", timeout=5, options='psi = "ecdh"\n')
     yield running
     running.stop()
@@ -448,6 +448,7 @@ def big_engines(big_cluster):
 
 PSI_BIG = "SELECT COUNT(*) AS n, SUM(b.v) AS s FROM bank.t b JOIN shop.t s ON b.id = s.id"
 SPU_BIG = "SELECT COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id WHERE b.v > s.w"
+DEALER_MID_SPU = "spu/rand/3"  # the dealer's fourth correction: the SPU stage is under way
 
 
 def _run_async(engine, sql):
@@ -466,13 +467,16 @@ def _run_async(engine, sql):
     return thread, box
 
 
-def _wait_running(engine, node: str, seconds: float) -> None:
-    """Until `node` holds a query, then `seconds` more (well inside the protocol)."""
-    deadline = time.monotonic() + 30
-    while not engine.runtime.status(node):
-        assert time.monotonic() < deadline, f"{node} never received the query"
-        time.sleep(0.02)
-    time.sleep(seconds)
+def _hold(cluster, victim: str, tag: str) -> subprocess.Popen:
+    """Restart `victim` so that it stops, mid-protocol, once it has sent its first message whose tag
+    ends with `tag`: a fault then lands at that point, however fast the machine is."""
+    cluster.kill(victim)
+    cluster.start(victim, hold_after=tag)
+    return cluster.procs[victim]
+
+
+def _held(proc: subprocess.Popen) -> None:
+    assert _line(proc, 120).startswith("SENT"), "the node never reached the point of the fault"
 
 
 def _assert_state_dropped(engine, nodes) -> None:
@@ -484,23 +488,18 @@ def _assert_state_dropped(engine, nodes) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("victim, sql, delay", [("shop", PSI_BIG, 0.6), ("dealer", SPU_BIG, 0.3),
-                                                ("shop", SPU_BIG, 0.3)],
+@pytest.mark.parametrize("victim, sql, tag", [("shop", PSI_BIG, "/psi/blinded"), ("dealer", SPU_BIG, DEALER_MID_SPU),
+                                              ("shop", SPU_BIG, "/open")],
                          ids=["party-dies-mid-psi", "dealer-dies-mid-spu", "party-dies-mid-spu"])
-def test_a_node_that_dies_fails_the_query_and_the_next_one_succeeds(big_cluster, big_engines, victim, sql, delay):
+def test_a_node_that_dies_fails_the_query_and_the_next_one_succeeds(big_cluster, big_engines, victim, sql, tag):
     expected, network = big_engines
     expected = expected[sql]
-    if victim == "dealer" or sql == SPU_BIG:  # the SPU stage begins after the PSI: wait for the dealer's first round
-        _wait_for = "dealer"
-    else:
-        _wait_for = victim
+    proc = _hold(big_cluster, victim, tag)
     thread, box = _run_async(network, sql)
-    _wait_running(network, _wait_for, delay)
-    if sql == SPU_BIG:  # be sure the PSI is over and the secure stage is running
-        time.sleep(0.5 if "error" not in box else 0)
-    assert "result" not in box, "the query finished before the fault; make the tables larger"
+    _held(proc)
+    assert "result" not in box
     big_cluster.kill(victim)
-    thread.join(timeout=30)
+    thread.join(timeout=30)  # a bound for a hang, not a timing
     assert not thread.is_alive()
     assert "result" not in box, "a result was revealed"
     assert isinstance(box["error"], ProtocolError), box["error"]
@@ -514,9 +513,10 @@ def test_a_node_that_dies_fails_the_query_and_the_next_one_succeeds(big_cluster,
 @pytest.mark.slow
 def test_a_hung_party_fails_the_query_within_the_timeout(big_cluster, big_engines):
     expected, network = big_engines
+    expected[PSI_BIG]
+    proc = _hold(big_cluster, "shop", "/psi/blinded")
     thread, box = _run_async(network, PSI_BIG)
-    _wait_running(network, "shop", 0.5)
-    proc = big_cluster.procs["shop"]
+    _held(proc)
     os.kill(proc.pid, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
@@ -525,6 +525,8 @@ def test_a_hung_party_fails_the_query_within_the_timeout(big_cluster, big_engine
         waited = time.monotonic() - stopped
     finally:
         os.kill(proc.pid, signal.SIGCONT)
+        big_cluster.kill("shop")
+        big_cluster.start("shop")
     assert "result" not in box
     assert isinstance(box["error"], ProtocolError) and "'shop'" in str(box["error"]), box["error"]
     assert waited < 5 + 10, waited  # the federation's network_timeout is 5 s
@@ -535,8 +537,10 @@ def test_a_hung_party_fails_the_query_within_the_timeout(big_cluster, big_engine
 def test_a_restarted_party_refuses_the_old_query(big_cluster, big_engines):
     """A party that restarts mid-query knows nothing of it: the query fails naming it."""
     expected, network = big_engines
+    expected[PSI_BIG]
+    proc = _hold(big_cluster, "shop", "/psi/blinded")
     thread, box = _run_async(network, PSI_BIG)
-    _wait_running(network, "shop", 0.5)
+    _held(proc)
     big_cluster.kill("shop")
     big_cluster.start("shop")
     thread.join(timeout=30)
@@ -905,7 +909,6 @@ def test_a_querys_messages_travel_over_one_stream_per_peer(stream_cluster, oracl
         assert messages > 10 * (streams / 2), (messages, streams)
 
 
-DEALER_MID_SPU = "spu/rand/3"  # the dealer's fourth correction: the SPU stage is under way
 
 
 @pytest.mark.parametrize("fault", ["killed", "stopped"])
