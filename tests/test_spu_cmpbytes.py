@@ -66,3 +66,63 @@ def test_split_lanes_cost_less_and_never_more_rounds():
     assert boolean.comparison_bytes(18, True) == pytest.approx(11.625)
     assert boolean.comparison_bytes(35, False) == pytest.approx(19.375)
     assert boolean.comparison_bytes(64, True) == pytest.approx(31.625)
+
+
+def plain_sort_order(keys: list[np.ndarray], descending: list[bool]) -> np.ndarray:
+    """The plaintext reference of `relational.sort`: row numbers in lexicographic order of the keys
+    (descending ones reversed), ties in input order (the sort is stable)."""
+    columns = [(-k if d else k).astype(object) for k, d in zip(keys, descending)]
+    return np.array(sorted(range(len(keys[0])), key=lambda i: (*[c[i] for c in columns], i)))
+
+
+def test_packed_groups_fill_columns_left_to_right():
+    """Known widths pack with the tiebreak up to 62 bits; a 64-bit key stands alone."""
+    groups = relational.packed_groups([2, 64, 2, 30, 40], [False, True, False, True, False], 17)
+    assert [[(f.key, f.bits, f.offset) for f in g] for g in groups] == [
+        [(0, 1, 0)], [(1, None, 0)], [(2, 1, 29), (3, 29, 0)], [(4, 39, 17), (5, 17, 0)]]
+
+
+def sort_case(n: int, seed: int):
+    """Keys at their widths' edges: a NULL key (0/1), a signed 64-bit value (negatives, ties, 0 on
+    NULL-coded rows), a descending 12-bit code with its maximum 2^11 - 1, a 2-bit flag."""
+    rng = np.random.default_rng(seed)
+    null = (rng.random(n) < 0.2).astype(np.int64)
+    value = np.where(null == 1, 0, rng.choice([-(2**61), -5, -1, 0, 1, 7, 2**61 - 1], n))
+    code = rng.choice([0, 1, 2**11 - 2, 2**11 - 1], n)
+    flag = rng.integers(0, 2, n)
+    return [null, value, code, flag], [False, True, True, False], [2, 64, 12, 2]
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n, first", [(2, None), (17, None), (300, None), (300, 7)])
+def test_sort_with_packed_keys_against_the_plaintext_order(nparties, n, first):
+    keys, desc, widths = sort_case(n, n)
+    want = plain_sort_order(keys, desc)
+
+    def program(s):
+        shared = [share(s, k, i % nparties) for i, k in enumerate(keys)]
+        _, (rows,) = relational.sort(s, shared, [share(s, np.arange(n))], desc, key_bits=widths, first=first)
+        return arith.reveal(s, rows)
+
+    got = run_spu(nparties, program).results[0].view(np.int64)
+    end = n if first is None else first
+    assert got[:end].tolist() == want[:end].tolist()
+
+
+def test_packing_a_group_code_with_the_tiebreak_saves_bytes_and_rounds():
+    """The group-by's sort on one code of b bits: one packed 2b - 1 bit comparison per pair (split
+    lanes) instead of a code tree with equality, a tiebreak tree and an AND round — fewer bytes
+    per comparison and one round less per level."""
+    n = 4096
+    code = np.random.default_rng(1).integers(0, n, n)
+    bits = (n - 1).bit_length() + 1
+
+    def program(s, widths):
+        x = share(s, code)
+        s.rounds = 0
+        relational.sort(s, [x], [], key_bits=widths)
+        return s.rounds
+
+    packed, plain = run_spu(2, lambda s: program(s, [bits])), run_spu(2, lambda s: program(s, None))
+    assert packed.results[0] < plain.results[0]
+    assert packed.party_bytes() < 0.8 * plain.party_bytes()

@@ -252,38 +252,105 @@ def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray]
         perm = _partition(level, less(perm[level.left], perm[level.right]), perm, is_start)
 
 
+PACKED_BITS = 62  # a packed comparison column holds values in [0, 2^62): differences within 63 bits
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One sort key's place in a comparison column: `bits` wide (None: a whole ring value, compared
+    alone), `descending`, `offset` its lowest bit in a packed column."""
+
+    key: int  # index among the keys (the tiebreak: len(keys))
+    bits: int | None
+    descending: bool
+    offset: int = 0
+
+
+def packed_groups(widths: list[int], descending: list[bool], tie_bits: int) -> list[list[_Field]]:
+    """The comparison columns of a sort: keys of known widths (`key_bits` b: values in [0, 2^(b-1)),
+    a field of b - 1 bits), then the tiebreak of `tie_bits`, packed left to right into columns of
+    at most PACKED_BITS bits, earlier keys in higher bits (a column's numeric order is then the
+    keys' lexicographic order); a key of unknown width (64) is a column of its own. Greedy: each
+    column as wide as the next field allows. Fewer columns: fewer comparison trees, and one AND
+    round less per column saved."""
+    fields = [_Field(j, None if b == 64 else b - 1, d) for j, (b, d) in enumerate(zip(widths, descending))]
+    fields.append(_Field(len(widths), tie_bits, False))
+    groups: list[list[_Field]] = []
+    for f in fields:
+        last = groups[-1] if groups else None
+        if f.bits is not None and last and last[0].bits is not None and \
+                sum(g.bits for g in last) + f.bits <= PACKED_BITS:
+            last.append(f)
+        else:
+            groups.append([f])
+    return [_with_offsets(g) for g in groups]
+
+
+def _with_offsets(group: list[_Field]) -> list[_Field]:
+    if group[0].bits is None:
+        return group
+    out, at = [], 0
+    for f in reversed(group):
+        out.append(_Field(f.key, f.bits, f.descending, at))
+        at += f.bits
+    return out[::-1]
+
+
+def _pack(s: SpuSession, group: list[_Field], columns: list[ArithShare]) -> ArithShare:
+    """sum of each field << offset, a descending field as 2^bits - 1 - key (local, on the raw ring
+    values: a fixed-point key of known width is packed as its encoding)."""
+    total = np.zeros(len(columns[0]), np.uint64)
+    for f in group:
+        value = ArithShare(columns[f.key].data)
+        if f.descending:
+            value = arith.add_public(s, -value, (1 << f.bits) - 1)
+        total += value.data << np.uint64(f.offset)
+    return ArithShare(total)
+
+
 def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] | None = None,
                   extra: list[ArithShare] = (), key_bits: list[int] | None = None, first: int | None = None
                   ) -> tuple[list[ArithShare], list[ArithShare]]:
     """Sort rows by `keys` (lexicographic, stable): returns (sorted keys, sorted extra columns).
-    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value).
-    `first`: only rows [0, first) need to be in order (the rest come in an order that depends on
-    the random permutation only)."""
+    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value);
+    known widths are packed with the tiebreak (`packed_groups`). `first`: only rows [0, first) need
+    to be in order (the rest come in an order that depends on the random permutation only)."""
     n = _rows([*keys, *extra])
     desc = list(descending) if descending is not None else [False] * len(keys)
     widths = list(key_bits) if key_bits is not None else [64] * len(keys)
     if len(desc) != len(keys) or len(widths) != len(keys):
         raise ProgrammingError("sort: one direction and one width per key")
+    if any(not 1 <= b <= 64 for b in widths):
+        raise ProgrammingError(f"sort: key widths must be in 1..64 bits, got {widths}")
     if first is not None and first < 0:
         raise ProgrammingError(f"sort: the number of ordered rows must be >= 0, got {first}")
     wanted = n if first is None else min(first, n)
     if n <= 1 or wanted == 0:
         return list(keys), list(extra)
-    tiebreak = arith.public(s, np.arange(n, dtype=np.int64))
-    tie_bits = (n - 1).bit_length() + 1  # tiebreak differences lie in [-(n-1), n-1]
-    cols = shuffle(s, [*keys, tiebreak, *extra])
     k = len(keys)
-    data = [c.data for c in cols[:k + 1]]
-    flips = desc + [False]
+    groups = packed_groups(widths, desc, (n - 1).bit_length())
+    with_tie = [*keys, arith.public(s, np.arange(n, dtype=np.int64))]
+    packed = [_pack(s, g, with_tie) for g in groups if g[0].bits is not None]
+    cols = shuffle(s, [*keys, *packed, *extra])
+    compared, bits, flips, at = [], [], [], k
+    for g in groups:
+        if g[0].bits is None:
+            compared.append(cols[g[0].key].data)
+            bits.append(64)
+            flips.append(g[0].descending)
+        else:
+            compared.append(cols[at].data)
+            bits.append(max(2, sum(f.bits for f in g) + 1))
+            flips.append(False)
+            at += 1
 
     def opened_less(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(data, flips)]
-        (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, widths + [tie_bits])])
+        diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(compared, flips)]
+        (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, bits)])
         return less.astype(bool)
 
     perm = partition_order(n, wanted, opened_less)
-    sorted_cols = [c[perm] for c in cols]
-    return sorted_cols[:k], sorted_cols[k + 1:]
+    return [c[perm] for c in cols[:k]], [c[perm] for c in cols[at:]]
 
 
 def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
