@@ -126,3 +126,17 @@ def test_packing_a_group_code_with_the_tiebreak_saves_bytes_and_rounds():
     packed, plain = run_spu(2, lambda s: program(s, [bits])), run_spu(2, lambda s: program(s, None))
     assert packed.results[0] < plain.results[0]
     assert packed.party_bytes() < 0.8 * plain.party_bytes()
+
+
+def test_the_dealer_sends_private_and_corrections_to_party_0():
+    """A 64-bit comparison's private ANDs (20 B per element) are corrected at party 0, its fan-out
+    ANDs (8 B) at party 1: the two incoming links share the dealer's bytes."""
+    n = 1 << 14
+
+    def program(s):
+        x = share(s, edge_differences(64, n), owner=1)
+        compare.compare_bits(s, x.data, want_eq=True)
+
+    run = run_spu(2, program)
+    to_p0, to_p1 = (run.channel.stats.bytes[("dealer", p)] for p in ("p0", "p1"))
+    assert to_p0 == 20 * n and to_p1 <= 12 * n
