@@ -140,3 +140,20 @@ def test_the_dealer_sends_private_and_corrections_to_party_0():
     run = run_spu(2, program)
     to_p0, to_p1 = (run.channel.stats.bytes[("dealer", p)] for p in ("p0", "p1"))
     assert to_p0 == 20 * n and to_p1 <= 12 * n
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+def test_fanout_products_against_numpy(nparties):
+    """x * y_j for several y_j with x opened once: equal to numpy's products mod 2^64, negatives
+    and range edges included."""
+    rng = np.random.default_rng(nparties)
+    x = np.concatenate([[0, 1, -1, 2**31 - 1, -(2**31)], rng.integers(-(2**31), 2**31, 95)])
+    ys = [rng.integers(-(2**31), 2**31, x.size) for _ in range(3)]
+
+    def program(s):
+        got = arith.beaver_mul_fanout(s, share(s, x), [share(s, y, 1) for y in ys])
+        return arith.reveal_many(s, got)
+
+    got = run_spu(nparties, program).results[0]
+    for y, z in zip(ys, got):
+        assert (z.view(np.int64) == x * y).all()

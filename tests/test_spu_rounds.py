@@ -295,3 +295,17 @@ def test_top_k_bytes_are_its_pairs_times_the_stated_bytes_per_pair(n):
     model = pairs * relational.pair_bytes(None, 1, n)
     assert pairs < all_pairs and top < full
     assert model <= top - 16 * n <= model + 64 * 8 * 3 * level_bound(n)
+
+
+@pytest.mark.parametrize("columns", [1, 2, 3])
+@pytest.mark.parametrize("n", [16, 17, 1000])
+def test_segmented_sum_bytes_are_8_c_plus_2_per_combine(n, columns):
+    """A segmented SUM of c columns sends 8 (c + 2) B per combine (1 - f_r opened once for the
+    columns and the flags; the last level has no flags: 8 (c + 1)), (n/2) ceil(log2 n) combines."""
+    x, _, _ = data(n)
+    starts = (np.arange(n) % 5 == 0).astype(np.int64)
+    sent, _ = sent_by_p0(lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                    lambda: relational.segmented_sum(s, [v] * columns, f))[-1])
+    levels = relational._scan_levels(n)
+    stated = sum(8 * (columns + 2 - (d == len(levels) - 1)) * right.size for d, (_, right) in enumerate(levels))
+    assert sent == stated

@@ -23,6 +23,7 @@ the same words, so only the correcting component moves. What moves per element:
   trunc_pair      r_i; r_msb_i, r_mid_i for i < last        r_msb_last, r_mid_last (2, last)
   bool_fanout(k)  a_i (n), b_i (k n); c_i for i < last with   k n words, last
                   c = (a || a || ...) AND b: one mask a for k ANDs sharing their left input
+  arith_fanout(k) the same with + and *: k products x * y_j   k n words, last
   private_and     (2 parties) p0: a; p1: b, c_1               c_0 = (a AND b) XOR c_1 (1 word, p0)
   dabit           boolean bit rb_i; arith ra_i for i<last   ra_last (1, last)
   shuffle(j)      pi_j (party j); A_i, B_i (i != j)         Delta_j = pi_j(sum A_i) - sum B_i (1, j)
@@ -181,6 +182,19 @@ class Dealer:
             c = b
             for p in parts[:last]:
                 c ^= p[2]
+            return last, c
+        if kind == "arith_fanout":
+            count, fan = sizes
+            parts = [seeded_triple(prg, rid, i, n, count, fan * count, fan * count) for i, prg in enumerate(self.prgs)]
+            a, b = parts[0][0], parts[0][1]
+            for p_a, p_b, _ in parts[1:]:
+                a += p_a
+                b += p_b
+            c = b.reshape(fan, count)
+            c *= a  # broadcast: row j = a * b_j
+            c = b
+            for p in parts[:last]:
+                c -= p[2]
             return last, c
         if kind in ("arith_triple", "bool_triple"):
             return last, self._elementwise_correction(rid, sizes[0], kind == "bool_triple")
@@ -412,7 +426,7 @@ class DealerClient:
         return a, b, fetch_c()
 
     def _triple_deferred(self, kind, sizes, sa, sb, sc):
-        if kind != "matrix_triple" and self._pooled(kind, sizes[0]):
+        if kind in POOLED and self._pooled(kind, sizes[0]):
             (a, b), fetch_c = self._take(kind, sizes[0], sizes[1] if kind == "bool_fanout" else 1)
             return a, b, fetch_c
         rid = self._request(kind, *sizes)
@@ -435,6 +449,12 @@ class DealerClient:
         """XOR shares of a (n words), b (fan*n) and c = (a repeated fan times) AND b, c deferred:
         for `fan` ANDs that share their left input, which is then opened once."""
         return self._triple_deferred("bool_fanout", (n, fan), n, fan * n, fan * n)
+
+    def arith_fanout_deferred(self, n: int, fan: int):
+        """Shares of a (n), b (fan*n) and c = (a repeated fan times) * b mod 2^64, c deferred: for
+        `fan` products sharing their left factor, which is then opened once (not pooled: the
+        fan varies)."""
+        return self._triple_deferred("arith_fanout", (n, fan), n, fan * n, fan * n)
 
     def private_and_deferred(self, n: int):
         """2 parties: party 0 gets (a, fetch c_0), party 1 (b, fetch c_1), with

@@ -62,8 +62,9 @@ neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests 
 segmented_scan(s, sums, extremes, starts)
                                 segmented inclusive scans of SUM and MIN/MAX columns in shared
                                 rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
-                                combines each): per level one batched product round (v_r +=
-                                (1 - f_r) v_l; f_r |= f_l), and with MIN/MAX columns one batched
+                                combines each): per level one product round (v_r +=
+                                (1 - f_r) v_l; f_r |= f_l as f_r + (1 - f_r) f_l; 1 - f_r opened
+                                once for all columns), and with MIN/MAX columns one batched
                                 comparison before it and one fused mux after it: S = ceil(log2 n)
                                 rounds, (C + 2) S with MIN/MAX. Chosen over Brent–Kung's
                                 work-efficient 2 log2 n - 1 levels (~2n products per column): at
@@ -431,11 +432,14 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
                    take_max: list[bool] = ()) -> tuple[list[ArithShare], list[ArithShare]]:
     """Inclusive running SUMs and MINs/MAXs restarting at every start flag, in shared rounds over
     `_scan_levels`. Segmented operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per
-    level one batched product round: (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the
-    extremes, f_r f_l for the flags; with extremes, one batched comparison of v_l with v_r (C = 6
-    rounds for 2 parties, 8 for 3) before it and one fused mux (1) after it. Rounds: ceil(log2 n)
-    with sums only, (C + 2) ceil(log2 n) with extremes (n >= 2); (n/2) ceil(log2 n) products
-    (and comparisons) per column."""
+    level one round of products sharing the left factor 1 - f_r (`arith.beaver_mul_fanout`,
+    1 - f_r opened once): (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the extremes,
+    (1 - f_r) f_l for the flags (f_r | f_l = f_r + (1 - f_r) f_l); with extremes, one batched
+    comparison of v_l with v_r (C = 6 rounds for 2 parties, 8 for 3) before it and one fused mux
+    (1) after it. Rounds: ceil(log2 n) with sums only, (C + 2) ceil(log2 n) with extremes
+    (n >= 2); (n/2) ceil(log2 n) products (and comparisons) per column. Bytes per level and
+    direction: 8 (c + 2) per combine for c columns (was 16 (c + 1)), plus the comparisons' and
+    muxes' with extremes."""
     n = len(starts)
     vals = [v.data.copy() for v in sums]
     ext = [v.data.copy() for v in extremes]
@@ -449,12 +453,11 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
             lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [left is better]
             better = BoolShare(lt, 1)
         notf = arith.public(s, np.ones(m, np.int64)) - ArithShare(f[right])
-        pairs = [(notf, ArithShare(v[left])) for v in vals]
-        pairs += [(notf, ArithShare(v[left] - v[right])) for v in ext]
+        factors = [ArithShare(v[left]) for v in vals] + [ArithShare(v[left] - v[right]) for v in ext]
         more_flags = depth < len(levels) - 1  # the last level's flags are never read
-        if more_flags:
-            pairs.append((ArithShare(f[right]), ArithShare(f[left])))
-        got = arith.beaver_mul_many(s, pairs)
+        if more_flags:  # f_r | f_l = f_r + (1 - f_r) f_l: the same left factor
+            factors.append(ArithShare(f[left]))
+        got = arith.beaver_mul_fanout(s, notf, factors)
         for v, g in zip(vals, got):
             v[right] += g.data
         if ext:
@@ -464,7 +467,7 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
             for v, c in zip(ext, chosen):
                 v[right] += c.data
         if more_flags:
-            f[right] = f[right] + f[left] - got[-1].data
+            f[right] = f[right] + got[-1].data
     return ([ArithShare(v, x.frac) for v, x in zip(vals, sums)],
             [ArithShare(v, x.frac) for v, x in zip(ext, extremes)])
 
