@@ -157,3 +157,19 @@ def test_fanout_products_against_numpy(nparties):
     got = run_spu(nparties, program).results[0]
     for y, z in zip(ys, got):
         assert (z.view(np.int64) == x * y).all()
+
+
+ORDERED_WITH_NULLS = [  # NULL sort keys on the SPU: the 2-bit NULL key packed with its neighbours
+    "SELECT c.name, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "ORDER BY CASE WHEN c.age > 50 THEN o.amount + c.age END DESC NULLS FIRST, o.order_id, c.name LIMIT 9",
+    "SELECT c.name, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+    "ORDER BY CASE WHEN o.amount > 200 THEN c.age - o.amount END NULLS LAST, o.order_id DESC, c.name LIMIT 6",
+    "SELECT c.name, o.order_id, ROW_NUMBER() OVER (ORDER BY CASE WHEN c.age < 40 THEN o.amount END NULLS FIRST, "
+    "o.order_id, c.name) AS r FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id",
+]
+
+
+@pytest.mark.parametrize("sql", ORDERED_WITH_NULLS)
+def test_order_by_null_keys_on_the_spu_equals_duckdb(oracle, sql):
+    oracle.check(sql, "bank")
+    assert "SPU(" in oracle.engine.explain(sql, "bank")
