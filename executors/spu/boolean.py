@@ -394,24 +394,23 @@ def comparison_lanes(k: int, want_eq: bool) -> tuple[int, ...]:
     split = 1 << (k.bit_length() - 1)
     if split == k or split < 8:
         return (k,)
-    single = lane_bytes(width, want_eq)
-    rest = k - split
-    joined = lane_bytes(split, True) + (lane_bytes(_lane_width(rest), want_eq) if rest > 1 else 0.0) \
-        + ((3 if want_eq else 2) / 8 if rest > 1 else (2 / 8 if want_eq else 0.0))
-    return (split, rest) if joined < single else (k,)
+    return (split, k - split) if _split_bytes(split, k - split, want_eq) < lane_bytes(width, want_eq) else (k,)
+
+
+def _split_bytes(split: int, rest: int, want_eq: bool) -> float:
+    """Bytes per element and direction of a high lane of `split` bits and a low one of the `rest`,
+    joined by one AND round (a low lane of the slot alone costs nothing: its EQ is local)."""
+    if rest == 1:
+        return lane_bytes(split, True) + (2 / 8 if want_eq else 0.0)
+    return lane_bytes(split, True) + lane_bytes(_lane_width(rest), want_eq) + (3 if want_eq else 2) / 8
 
 
 def comparison_bytes(k: int, want_eq: bool) -> float:
     """Bytes per element and direction of `less_equal_circuit` at width k (the model the tests
-    check and the sort uses to pack keys): 31.6 for 64 bits, 15.6 for 32, 19.6 for 35 (lanes of
+    check; `relational.pair_bytes` sums it over a sort's columns): 31.6 for 64 bits, 15.6 for 32, 19.6 for 35 (lanes of
     32 and 8 bits), 11.6 for 18 (16 and 8) with equality."""
     lanes = comparison_lanes(k, want_eq)
-    if len(lanes) == 1:
-        return lane_bytes(_lane_width(k), want_eq)
-    split, rest = lanes
-    if rest == 1:
-        return lane_bytes(split, True) + (2 / 8 if want_eq else 0.0)
-    return lane_bytes(split, True) + lane_bytes(_lane_width(rest), want_eq) + (3 if want_eq else 2) / 8
+    return lane_bytes(_lane_width(k), want_eq) if len(lanes) == 1 else _split_bytes(*lanes, want_eq)
 
 
 def _lane(content: np.ndarray, lo: int, count: int, width: int) -> np.ndarray:

@@ -303,6 +303,12 @@ def _with_offsets(group: list[_Field]) -> list[_Field]:
     return out[::-1]
 
 
+def column_bits(group: list[_Field]) -> int:
+    """The comparison width of a column: 64 for a key of unknown width, else its fields' bits + 1
+    (differences of values in [0, 2^w) lie within w + 1 bits)."""
+    return 64 if group[0].bits is None else max(2, sum(f.bits for f in group) + 1)
+
+
 def pair_bytes(key_bits: list[int] | None, keys: int, n: int) -> float:
     """Bytes per compared pair and direction of a 2-party sort of n rows (`_lexicographic_less`
     over `packed_groups`, then the opening): each comparison column's `boolean.comparison_bytes`
@@ -310,7 +316,7 @@ def pair_bytes(key_bits: list[int] | None, keys: int, n: int) -> float:
     One 64-bit key at 10^5 rows: 31.6 + 11.4 + 0.25 + 0.125 = 43.4 B."""
     widths = list(key_bits) if key_bits is not None else [64] * keys
     groups = packed_groups(widths, [False] * keys, max(1, (n - 1).bit_length()))
-    bits = [64 if g[0].bits is None else max(2, sum(f.bits for f in g) + 1) for g in groups]
+    bits = [column_bits(g) for g in groups]
     trees = sum(boolean.comparison_bytes(b, j < len(bits) - 1) for j, b in enumerate(bits))
     return trees + 2 / 8 * (len(bits) - 1) + 1 / 8
 
@@ -351,17 +357,16 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
     with_tie = [*keys, arith.public(s, np.arange(n, dtype=np.int64))]
     packed = [_pack(s, g, with_tie) for g in groups if g[0].bits is not None]
     cols = shuffle(s, [*keys, *packed, *extra])
-    compared, bits, flips, at = [], [], [], k
+    compared, flips, at = [], [], k
     for g in groups:
         if g[0].bits is None:
             compared.append(cols[g[0].key].data)
-            bits.append(64)
             flips.append(g[0].descending)
         else:
             compared.append(cols[at].data)
-            bits.append(max(2, sum(f.bits for f in g) + 1))
             flips.append(False)
             at += 1
+    bits = [column_bits(g) for g in groups]
 
     def opened_less(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(compared, flips)]
