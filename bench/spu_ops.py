@@ -3,9 +3,11 @@
 Two groups of rows, each printed with wall and process CPU seconds (CPU seconds are the number to
 compare on a shared machine: other processes do not add to them) and elements per CPU second:
 
-  protocol rows   mul (Beaver products), compare (less-than, XOR-shared bits out) and sort (n rows,
-                  one payload column) through `bench/spu.py`'s `bench_op`: the parties and the
-                  dealer as threads of this process, the result checked against numpy.
+  protocol rows   mul (Beaver products), compare (less-than, XOR-shared bits out), sort (n rows,
+                  one payload column) and groupby (GROUP BY a 64-bit key with SUM, COUNT, MAX)
+                  through `bench/spu.py`'s `bench_op`: the parties and the dealer as threads of
+                  this process, the result checked against numpy; with their rounds and the MB
+                  sent between the parties and by the dealer (exact: the channel counts them).
   local rows      work that involves no other party, timed alone in this thread (best of --repeat):
                     prg      `Prg.words`: uint64 words of AES-128-CTR keystream
                     dealer   `Dealer.produce` of one boolean triple request of n words (every
@@ -14,7 +16,8 @@ compare on a shared machine: other processes do not add to them) and elements pe
 The machine may be shared: run it twice (before and after a change) in the same conditions and
 compare the CPU columns. bench/spu.py has the wider table (group-by, aggregates, the SPU peer).
 
-Run:  python bench/spu_ops.py [--sizes 10000,100000,1000000] [--parties 2,3] [--ops mul,compare,sort,prg,dealer]
+Run:  python bench/spu_ops.py [--sizes 10000,100000,1000000] [--parties 2,3]
+                             [--ops mul,compare,sort,groupby,prg,dealer]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from spu import bench_op  # bench/spu.py
 from sqlsecure.executors.spu.dealer import Dealer, RandomnessRequest
 from sqlsecure.executors.spu.prg import Prg, fresh_seed
 
-PROTOCOL_OPS = ("mul", "compare", "sort")
+PROTOCOL_OPS = ("mul", "compare", "sort", "groupby")
 LOCAL_OPS = ("prg", "dealer")
 
 
@@ -56,9 +59,11 @@ def local_op(op: str, n: int, nparties: int, repeat: int) -> tuple[float, float]
     return min(w for w, _ in runs), min(c for _, c in runs)
 
 
-def row(op: str, parties: int, n: int, wall: float, cpu: float, check: str) -> str:
+def row(op: str, parties: int, n: int, wall: float, cpu: float, check: str, rounds="-", party="-", dealer="-") -> str:
     rate = n / cpu if cpu > 0 else float("inf")
-    return f"{op:8} {parties:>7} {n:>9} {wall:>9.3f} {cpu:>8.3f} {rate:>12.3g}  {check}"
+    mb = [f"{v / 1e6:.2f}" if isinstance(v, int) else v for v in (party, dealer)]
+    return (f"{op:8} {parties:>7} {n:>9} {wall:>9.3f} {cpu:>8.3f} {rate:>12.3g} {rounds:>6} {mb[0]:>8} {mb[1]:>9}"
+            f"  {check}")
 
 
 def main(argv=None) -> int:
@@ -78,7 +83,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     print(f"# SPU building blocks; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
           f"{platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}")
-    header = f"{'op':8} {'parties':>7} {'n':>9} {'wall s':>9} {'cpu s':>8} {'elem/cpu s':>12}  check"
+    header = (f"{'op':8} {'parties':>7} {'n':>9} {'wall s':>9} {'cpu s':>8} {'elem/cpu s':>12} {'rounds':>6}"
+              f" {'party MB':>8} {'dealer MB':>9}  check")
     print(header)
     print("-" * len(header))
     failed = False
@@ -88,9 +94,9 @@ def main(argv=None) -> int:
                 if op in LOCAL_OPS:
                     print(row(op, parties, n, *local_op(op, n, parties, args.repeat), "-"), flush=True)
                     continue
-                wall, cpu, _, _, _, ok = bench_op(op, n, parties, rng)
+                wall, cpu, rounds, party, dealer, ok = bench_op(op, n, parties, rng)
                 failed |= not ok
-                print(row(op, parties, n, wall, cpu, "ok" if ok else "WRONG"), flush=True)
+                print(row(op, parties, n, wall, cpu, "ok" if ok else "WRONG", rounds, party, dealer), flush=True)
     return 1 if failed else 0
 
 

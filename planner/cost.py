@@ -47,10 +47,14 @@ SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than th
 # the class-4 query paid ~50 RTT at 10^4 rows over 80 ms (2026-12-06). The parties exchanged
 # 19.5 MB at 10^4 rows (a key code and two aggregates): ~73 B per row, column and log2(rows), the
 # sort's comparisons growing as n log n. (The one-pivot quicksort before paid ~200 RTT at 10^3 rows,
-# and the model's log2(rows)^2 rounds priced it.)
+# and the model's log2(rows)^2 rounds priced it.) Since the key code is packed with the sort's
+# tiebreak into one comparison in split lanes and the scan opens 1 - f once (issue 20, 2026-12-07),
+# the class-4 query at 10^5 rows per party moved 203 MB (332 MB before): 46 B per published row
+# (131072), column and log2(rows); 13.9 s predicted at 80 ms / 200 Mbit against 15.5 s measured on
+# a machine loaded ~7x its cores (19.1 s predicted against 24.9 s before).
 SPU_RTTS_FIXED = 15  # round trips of the PSI, the sharing, the compaction and the reveal
 SPU_RTTS_PER_BIT = 2.5  # round trips per bit of log2(rows)
-SPU_BYTES_ROW_BIT = 75  # bytes between the parties per row, per key limb or aggregate, per bit of log2(rows)
+SPU_BYTES_ROW_BIT = 46  # bytes between the parties per row, per key limb or aggregate, per bit of log2(rows)
 
 
 @dataclass(frozen=True)

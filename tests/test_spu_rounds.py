@@ -241,3 +241,71 @@ def test_oblivious_join_rounds_depend_on_the_sizes_only(nparties, limbs, n):
     stated = layers * per_layer + (2 * nparties + 2) + (C_EQ[nparties] + limbs) \
         + scan_levels(n) + 1 + nparties
     assert rounds_of(nparties, operator) == stated
+
+
+# --- bytes ------------------------------------------------------------------------------------------
+
+def sent_by_p0(operator) -> tuple[int, int]:
+    """(bytes p0 sent p1 during `operator(session)`'s call, pairs the sort's levels compared): 2 parties;
+    the sharing before the call is not counted."""
+    pairs = []
+    partition = relational.partition_order
+
+    def counting(n, wanted, less):
+        return partition(n, wanted, lambda x, y: (pairs.append(x.size), less(x, y))[1])
+
+    def program(s):
+        call = operator(s)
+        stats = s.endpoint.channel.stats
+        before = stats.bytes[("p0", "p1")]
+        call()
+        return stats.bytes[("p0", "p1")] - before
+
+    relational.partition_order = counting
+    try:
+        sent = run_spu(2, program).results[0]
+    finally:
+        relational.partition_order = partition
+    return sent, sum(pairs) // 2  # both parties' threads counted the pairs
+
+
+@pytest.mark.parametrize("key_bits, keys", [(None, 1), (None, 2), ([5], 1), ([2, 64, 2, 64], 4)])
+@pytest.mark.parametrize("n", [17, 256, 1000])
+def test_sort_bytes_are_pairs_times_the_stated_bytes_per_pair(n, key_bits, keys):
+    """Bytes party 0 sends: the shuffle's 8 n per column, then `relational.pair_bytes` per compared
+    pair (within the words' padding), for unknown and known key widths."""
+    rng = np.random.default_rng(n)
+    widths = key_bits or [64] * keys
+    columns = [rng.integers(0, 2 ** min(b - 1, 40), n) for b in widths]
+    packed = sum(1 for g in relational.packed_groups(widths, [False] * keys, (n - 1).bit_length())
+                 if g[0].bits is not None)
+    sent, pairs = sent_by_p0(lambda s: (ks := [share(s, c) for c in columns], p := share(s, np.arange(n), 1),
+                                        lambda: relational.sort(s, ks, [p], key_bits=key_bits))[-1])
+    shuffled = 8 * n * (keys + packed + 1)
+    model = pairs * relational.pair_bytes(key_bits, keys, n)
+    assert model <= sent - shuffled <= model + 64 * 8 * (keys + 2) * level_bound(n)
+
+
+@pytest.mark.parametrize("n", [256, 1000])
+def test_top_k_bytes_are_its_pairs_times_the_stated_bytes_per_pair(n):
+    """A top-5 compares fewer pairs than a full sort (n (p + p/16 + ...)), each at `pair_bytes`."""
+    x = data(n)[0]
+    full, all_pairs = sent_by_p0(lambda s: (a := share(s, x), lambda: relational.sort(s, [a]))[-1])
+    top, pairs = sent_by_p0(lambda s: (a := share(s, x), lambda: relational.sort(s, [a], first=5))[-1])
+    model = pairs * relational.pair_bytes(None, 1, n)
+    assert pairs < all_pairs and top < full
+    assert model <= top - 16 * n <= model + 64 * 8 * 3 * level_bound(n)
+
+
+@pytest.mark.parametrize("columns", [1, 2, 3])
+@pytest.mark.parametrize("n", [16, 17, 1000])
+def test_segmented_sum_bytes_are_8_c_plus_2_per_combine(n, columns):
+    """A segmented SUM of c columns sends 8 (c + 2) B per combine (1 - f_r opened once for the
+    columns and the flags; the last level has no flags: 8 (c + 1)), (n/2) ceil(log2 n) combines."""
+    x, _, _ = data(n)
+    starts = (np.arange(n) % 5 == 0).astype(np.int64)
+    sent, _ = sent_by_p0(lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                    lambda: relational.segmented_sum(s, [v] * columns, f))[-1])
+    levels = relational._scan_levels(n)
+    stated = sum(8 * (columns + 2 - (d == len(levels) - 1)) * right.size for d, (_, right) in enumerate(levels))
+    assert sent == stated

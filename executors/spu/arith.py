@@ -149,6 +149,31 @@ def beaver_mul_many(s: SpuSession, pairs: list[tuple[ArithShare, ArithShare]]) -
     return out
 
 
+def beaver_mul_fanout(s: SpuSession, x: ArithShare, ys: list[ArithShare]) -> list[ArithShare]:
+    """[x * y for y in ys] in ONE round, x opened once: with an `arith_fanout` triple (a, b_j,
+    c_j = a b_j) open d = x - a and e_j = y_j - b_j; x y_j = c_j + d b_j + e_j a + d e_j (the last
+    term at party 0). 8 (1 + k) B per element and direction for k products, against 16 k."""
+    if not ys:
+        return []
+    if any(y.shape != x.shape for y in ys):
+        raise ProgrammingError("beaver_mul_fanout: every factor needs x's shape")
+    n, k = x.data.size, len(ys)
+    a, b, fetch_c = s.dealer.arith_fanout_deferred(n, k)
+    buf = np.empty((1 + k) * n, np.uint64)  # [x - a | y_1 - b_1 | ... ], opened in place
+    np.subtract(x.data.ravel(), a, out=buf[:n])
+    for j, y in enumerate(ys):
+        np.subtract(y.data.ravel(), b[j * n:(j + 1) * n], out=buf[(1 + j) * n:(2 + j) * n])
+    s.open_words(buf, n_arith=buf.size)
+    d, e = buf[:n], buf[n:].reshape(k, n)
+    z = fetch_c().reshape(k, n)
+    b = b.reshape(k, n)
+    z += np.multiply(b, d, out=b)
+    z += e * a
+    if s.is_first:
+        z += np.multiply(e, d, out=e)
+    return [ArithShare(z[j].reshape(x.shape), x.frac + y.frac) for j, y in enumerate(ys)]
+
+
 def beaver_mul(s: SpuSession, x: ArithShare, y: ArithShare) -> ArithShare:
     """Elementwise x*y mod 2^64 (scale = sum of scales, no truncation): 1 round."""
     return beaver_mul_many(s, [(x, y)])[0]

@@ -14,7 +14,9 @@
     less_equal_circuit   2 parties: [d < 0] and [d == 0] for d = d_0 + d_1 as a comparison of
                          the private words d_0 and -d_1 (one tree gives both; 6 rounds,
                          31.6 B per element and direction for 64 bits; k-bit inputs with
-                         |d| < 2^(k-1) use a k-bit lane: 5 rounds and ~16 B for k <= 32).
+                         |d| < 2^(k-1) use lanes of 2^floor(log2 k) bits and of the rest,
+                         joined by one AND round, in log2(2^ceil(log2 k)) rounds:
+                         `comparison_bytes(k)`, e.g. 11.6 B for 18 bits, 19.6 for 35).
     sign_circuit         MSB of a + b (N > 2 parties, after the carry-save layer): carry-lookahead
                          tree computing the one carry into bit k-1, 1 + log2 W rounds.
     zero_circuit         [w == 0]: AND tree halving the lane each level, 6 rounds, ~8 B.
@@ -372,45 +374,69 @@ def sign_circuit(a: np.ndarray, b: np.ndarray, k: int = 64):
     return top ^ carry
 
 
-def less_equal_circuit(s: SpuSession, d: np.ndarray, k: int = 64, want_eq: bool = True):
-    """Circuit, 2 parties: XOR shares (uint8 0/1) of ([d < 0], [d == 0]) for an additive share d
-    of a value with |d| < 2^(k-1) (eq None unless `want_eq`).
+def lane_bytes(width: int, want_eq: bool) -> float:
+    """Bytes per element and direction of one `_lane_compare` of a `width`-bit lane: the first
+    level's 5 private ANDs of half lanes (5 W / 16), then `_prefix_tree`'s levels (3 arrays of h
+    bits, h = W/4 .. 1; the last level 2 arrays without equality)."""
+    total, h = 5 * width / 16, width // 4
+    while h >= 1:
+        total += (2 if h == 1 and not want_eq else 3) * h / 8
+        h //= 2
+    return total
 
-    d = d_0 + d_1 = u - v with u = d_0 party 0's own word and v = -d_1 party 1's, so this is a
-    comparison of two private inputs (the millionaires' problem) rather than an addition: per bit
-    lt_i = NOT u_i AND v_i (a `PrivateAnd`: each party sends one masked lane) and
-    eq_i = NOT(u_i XOR v_i) (local). The lexicographic operator
-    (LT, EQ) = (LT_hi ^ (EQ_hi & LT_lo), EQ_hi & EQ_lo) is the carry-lookahead operator with
-    (G, P) = (LT, EQ), so `_prefix_tree` yields LT = [u mod 2^(k-1) < v mod 2^(k-1)] (the borrow
-    into bit k-1) and EQ in the same rounds: the sign is u_{k-1} ^ v_{k-1} ^ LT and equality
-    costs nothing extra. Lane layout (W = 8..64 bits, W >= k): bits 0..k-2 at the top; bit k-1 in
-    the slot below them, where lt is forced to 0 and eq_{k-1} completes EQ to all k bits (a slot
-    that is always in the lowest block, so it never reaches LT); lower positions lt = 0, eq = 1.
-    The first level is computed from the private bits directly (5 private ANDs, see below).
-    Rounds: log2(W) (6 for k = 64). Bytes per element and direction (k = 64): 20 (first level)
-    + 6 + 3 + 1.5 + 0.75 + 0.375 (fan-out levels) = 31.6, against 62 for a sign circuit beside
-    a zero test."""
-    if s.nparties != 2:
-        raise ProgrammingError("less_equal_circuit is the 2-party comparison")
-    if not 2 <= k <= 64:
-        raise ProgrammingError(f"comparison width must be in 2..64 bits, got {k}")
+
+def comparison_lanes(k: int, want_eq: bool) -> tuple[int, ...]:
+    """The lane contents (high first) of a 2-party k-bit comparison: k content bits (k - 1 data
+    bits and the sign's slot) in one lane of W = 2^ceil(log2 k) bits (at least 8), or split as
+    (a, k - a) with a = 2^floor(log2 k) when that moves fewer bytes (`comparison_bytes`): the two
+    trees run side by side and one AND round joins them, so the rounds stay log2(W)."""
     width = _lane_width(k)
+    split = 1 << (k.bit_length() - 1)
+    if split == k or split < 8:
+        return (k,)
+    return (split, k - split) if _split_bytes(split, k - split, want_eq) < lane_bytes(width, want_eq) else (k,)
+
+
+def _split_bytes(split: int, rest: int, want_eq: bool) -> float:
+    """Bytes per element and direction of a high lane of `split` bits and a low one of the `rest`,
+    joined by one AND round (a low lane of the slot alone costs nothing: its EQ is local)."""
+    if rest == 1:
+        return lane_bytes(split, True) + (2 / 8 if want_eq else 0.0)
+    return lane_bytes(split, True) + lane_bytes(_lane_width(rest), want_eq) + (3 if want_eq else 2) / 8
+
+
+def comparison_bytes(k: int, want_eq: bool) -> float:
+    """Bytes per element and direction of `less_equal_circuit` at width k (the model the tests
+    check; `relational.pair_bytes` sums it over a sort's columns): 31.6 for 64 bits, 15.6 for 32, 19.6 for 35 (lanes of
+    32 and 8 bits), 11.6 for 18 (16 and 8) with equality."""
+    lanes = comparison_lanes(k, want_eq)
+    return lane_bytes(_lane_width(k), want_eq) if len(lanes) == 1 else _split_bytes(*lanes, want_eq)
+
+
+def _lane(content: np.ndarray, lo: int, count: int, width: int) -> np.ndarray:
+    """Bits lo .. lo + count - 1 of the uint64 words `content` at the top of a `width`-bit lane
+    (lower positions 0), index-reversed for `_prefix_tree`."""
+    lane = np.right_shift(content, np.uint64(lo)) if lo else content.copy()
+    if count < 64:
+        lane &= np.uint64((1 << count) - 1)
+    lane <<= np.uint64(width - count)
+    return _bit_index_reverse(lane if width == 64 else lane.astype(_UINT[width]), width)
+
+
+def _lane_compare(s: SpuSession, lane: np.ndarray, width: int, slot: int | None, want_eq: bool):
+    """Circuit, 2 parties: XOR shares (uint8 0/1) of (LT, EQ) of party 0's lane u against party
+    1's lane v (each party passes its own), lexicographic from the lane's top: LT = [u < v] with
+    position `slot` (a position of the lane before index reversal, or None) never counting as
+    less, EQ = [u == v] (None unless `want_eq`). log2(width) rounds.
+
+    Per bit lt_i = NOT u_i AND v_i and eq_i = NOT(u_i XOR v_i); the first level pairs the bits
+    (hi, lo) of each half lane straight from the private inputs: with x = NOT u (party 0) and
+    x' = x with the slot cleared,
+      LT = x'_h v_h ^ (x_h x'_l) v_l ^ x'_l (v_h v_l)
+      EQ = (x_h x_l) ^ (v_h v_l) ^ x_h v_l ^ x_l v_h
+    — every cross term a party-0 value AND a party-1 value: 5 private ANDs of half lanes in ONE
+    round; then `_prefix_tree` with (G, P) = (LT, EQ)."""
     t = _UINT[width]
-    m = k - 1
-    mine = d if s.index == 0 else np.negative(d)  # u at party 0, v at party 1
-    top = np.right_shift(mine, np.uint64(m))
-    top &= ONE
-    wide = np.left_shift(mine, np.uint64(64 - m))
-    wide >>= np.uint64(64 - width)
-    wide |= top << np.uint64(width - k)
-    lane = _bit_index_reverse(wide if width == 64 else wide.astype(t), width)
-    # First level, straight from the private inputs: with x = NOT u (party 0), x' = x with the
-    # slot cleared (lt_i = x'_i v_i, eq_i = x_i ^ v_i), a pair of bits (hi, lo) gives
-    #   LT = x'_h v_h ^ (x_h x'_l) v_l ^ x'_l (v_h v_l)
-    #   EQ = (x_h x_l) ^ (v_h v_l) ^ x_h v_l ^ x_l v_h
-    # — every cross term a party-0 value AND a party-1 value: 5 private ANDs of half lanes in ONE
-    # round (20 B per element for 64 bits, as many as a private lane plus a fan-out level, which
-    # took two rounds).
     h = width // 2
     nt = _UINT[max(h, 8)]
     th, lo = t(h), t((1 << h) - 1)
@@ -419,16 +445,16 @@ def less_equal_circuit(s: SpuSession, d: np.ndarray, k: int = 64, want_eq: bool 
         return (v >> th).astype(nt), (v & lo).astype(nt)
 
     if s.index == 0:
-        slot = _bit_index_reverse(np.array([1 << (width - k)], t), width)[0]
+        cleared = t(0) if slot is None else _bit_index_reverse(np.array([1 << slot], t), width)[0]
         x = np.invert(lane)
-        (xh, xl), (ph, pl) = halves(x), halves(x & ~slot)
+        (xh, xl), (ph, pl) = halves(x), halves(x & ~cleared)
         mine = [ph, xh & pl, pl, xh, xl]
         local_eq = xh & xl
     else:
         vh, vl = halves(lane)
         mine = [vh, vl, vh & vl, vl, vh]
         local_eq = vh & vl
-    n = d.size
+    n = lane.size
     if h < 8:
         mine = [_pack_lanes(v, h) for v in mine]
     zero = np.zeros_like(mine[0])
@@ -437,8 +463,59 @@ def less_equal_circuit(s: SpuSession, d: np.ndarray, k: int = 64, want_eq: bool 
         got = [_unpack_lanes(z, h, n) for z in got]
     lt1 = got[0] ^ got[1] ^ got[2]
     eq1 = got[3] ^ got[4] ^ local_eq
-    below, eq = yield from _prefix_tree(lt1, eq1, h, want_p=want_eq)
-    return top.astype(np.uint8) ^ below, eq
+    return (yield from _prefix_tree(lt1, eq1, h, want_p=want_eq))
+
+
+def less_equal_circuit(s: SpuSession, d: np.ndarray, k: int = 64, want_eq: bool = True):
+    """Circuit, 2 parties: XOR shares (uint8 0/1) of ([d < 0], [d == 0]) for an additive share d
+    of a value with |d| < 2^(k-1) (eq None unless `want_eq`).
+
+    d = d_0 + d_1 = u - v with u = d_0 party 0's own word and v = -d_1 party 1's, so this is a
+    comparison of two private inputs (the millionaires' problem) rather than an addition: the
+    sign is u_{k-1} ^ v_{k-1} ^ [u mod 2^(k-1) < v mod 2^(k-1)] (the wrap mod 2^64 does not touch
+    bit k-1), and d == 0 iff the low k bits agree. Each party's content word holds its k - 1 low
+    bits above a slot with bit k-1, whose position counts for EQ and never for LT; it goes
+    into the lanes of `comparison_lanes`: one lane compared by `_lane_compare`, or a high and a
+    low lane compared side by side and joined by one AND round (LT = LT_hi ^ EQ_hi LT_lo, EQ =
+    EQ_hi EQ_lo; a low lane of the slot alone has LT = 0 and a local EQ).
+    Rounds: log2(W), W = 2^ceil(log2 k) and at least 8 (6 for k = 64). Bytes per element and
+    direction: `comparison_bytes(k, want_eq)` (31.6 for k = 64, against 62 for a sign circuit
+    beside a zero test)."""
+    if s.nparties != 2:
+        raise ProgrammingError("less_equal_circuit is the 2-party comparison")
+    if not 2 <= k <= 64:
+        raise ProgrammingError(f"comparison width must be in 2..64 bits, got {k}")
+    m = k - 1
+    mine = d if s.index == 0 else np.negative(d)  # u at party 0, v at party 1
+    top = np.right_shift(mine, np.uint64(m))
+    top &= ONE
+    content = np.left_shift(mine, np.uint64(64 - m))
+    content >>= np.uint64(63 - m)  # bits 0 .. m-1 moved up one: the slot is bit 0
+    content |= top
+    sign = top.astype(np.uint8)
+    lanes = comparison_lanes(k, want_eq)
+    if len(lanes) == 1:
+        width = _lane_width(k)
+        lt, eq = yield from _lane_compare(s, _lane(content, 0, k, width), width, width - k, want_eq)
+        return sign ^ lt, eq
+    split, rest = lanes
+    high = _lane_compare(s, _lane(content, rest, split, split), split, None, True)
+    if rest == 1:  # the slot alone: EQ = NOT(u_{k-1} ^ v_{k-1}), LT = 0
+        lt_hi, eq_hi = yield from high
+        if not want_eq:
+            return sign ^ lt_hi, None
+        eq_lo = sign ^ np.uint8(1) if s.index == 0 else sign
+        (eq,) = yield [(_pack_lanes(eq_hi, 1), _pack_lanes(eq_lo, 1))]
+        return sign ^ lt_hi, _unpack_lanes(eq, 1, d.size)
+    width = _lane_width(rest)
+    low = _lane_compare(s, _lane(content, 0, rest, width), width, width - rest, want_eq)
+    (lt_hi, eq_hi), (lt_lo, eq_lo) = yield from parallel_circuit([high, low])
+    n = d.size
+    if want_eq:
+        ((z, eq),) = yield [FanoutAnd(_pack_lanes(eq_hi, 1), _pack_lanes(lt_lo, 1), _pack_lanes(eq_lo, 1))]
+        return sign ^ lt_hi ^ _unpack_lanes(z, 1, n), _unpack_lanes(eq, 1, n)
+    (z,) = yield [(_pack_lanes(eq_hi, 1), _pack_lanes(lt_lo, 1))]
+    return sign ^ lt_hi ^ _unpack_lanes(z, 1, n), None
 
 
 def zero_circuit(t: np.ndarray):

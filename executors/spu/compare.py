@@ -11,8 +11,11 @@ circuit (of -d) and 1 AND round):
                             (`boolean.less_equal_circuit`: 31.6 B per element and direction, was
                             7 rounds and 12 + 5 word-ANDs = 272 B with a Kogge–Stone A2B beside
                             a zero test); `bits=k` for operands known to satisfy |d| < 2^(k-1)
-                            (the sort's tiebreak: 5 rounds, ~16 B). 3 parties: 8 rounds (9 with
-                            eq).
+                            (the sort's packed keys and tiebreak): log2(W) rounds for lanes of
+                            W = 2^ceil(log2 k) bits, `boolean.comparison_bytes(k)` per element
+                            and direction (11.6 B for 18 bits, 19.6 for 35: a lane of
+                            2^floor(log2 k) bits and one of the rest). 3 parties: 8 rounds (9
+                            with eq).
   less_than / less_equal / greater_* / equal / not_equal
                             as compare_bits (equal alone: the 6-round zero test, ~16 B); results
                             are XOR-shared bits (`BoolShare`, bits=1);
@@ -55,8 +58,8 @@ def compare_circuit(s: SpuSession, d: np.ndarray, want_lt: bool = True, want_eq:
     (None for what is not wanted), d an additive share of signed values with |d| < 2^(bits-1).
 
     2 parties: d = d_0 - (-d_1), a comparison of party 0's own word with party 1's:
-    `boolean.less_equal_circuit` gives the sign and, in the same tree, equality (7 rounds for
-    64 bits). Equality alone: d = 0 <=> NOT(d_0 XOR -d_1) is all ones, `boolean.zero_circuit`
+    `boolean.less_equal_circuit` gives the sign and, in the same tree, equality (6 rounds and
+    31.6 B per element and direction for 64 bits, `boolean.comparison_bytes(bits)` for fewer). Equality alone: d = 0 <=> NOT(d_0 XOR -d_1) is all ones, `boolean.zero_circuit`
     (6 rounds, cheaper).
     N > 2 parties: a carry-save layer reduces the N private addends of d (and of -d when equality
     is wanted) to 2, then the sign circuit; [d == 0] = NOT[d < 0] AND NOT[-d < 0] (1 more round)."""

@@ -10,7 +10,8 @@ Messages (all counted by the channel):
   1. request (per randomness request): the *last* party sends a `RandomnessRequest`
      (id, kind, sizes; ~60 bytes) — all parties run the same program, so all know the request.
   2. correction (per request): the dealer sends the one component that cannot be derived from a
-     seed, to the one party that needs it (the last party, or the permuter of a shuffle).
+     seed, to the one party that needs it (the last party; party 0 for a private AND, so the two
+     parties' incoming links share the dealer's bytes; the permuter of a shuffle).
 
 Seed compression: party i's shares of request r are `Prg(s_i).words(r, ...)`; the dealer computes
 the same words, so only the correcting component moves. What moves per element:
@@ -22,7 +23,8 @@ the same words, so only the correcting component moves. What moves per element:
   trunc_pair      r_i; r_msb_i, r_mid_i for i < last        r_msb_last, r_mid_last (2, last)
   bool_fanout(k)  a_i (n), b_i (k n); c_i for i < last with   k n words, last
                   c = (a || a || ...) AND b: one mask a for k ANDs sharing their left input
-  private_and     (2 parties) p0: a, c_0; p1: b               c_1 = (a AND b) XOR c_0 (1 word, p1)
+  arith_fanout(k) the same with + and *: k products x * y_j   k n words, last
+  private_and     (2 parties) p0: a; p1: b, c_1               c_0 = (a AND b) XOR c_1 (1 word, p0)
   dabit           boolean bit rb_i; arith ra_i for i<last   ra_last (1, last)
   shuffle(j)      pi_j (party j); A_i, B_i (i != j)         Delta_j = pi_j(sum A_i) - sum B_i (1, j)
 
@@ -110,8 +112,10 @@ def seeded_dabit(prg: Prg, rid: int, index: int, nparties: int, n: int):
 
 
 def seeded_private_and(prg: Prg, rid: int, index: int, n: int):
-    """Party 0: (a, c_0); party 1: (b, None) — the last party's c_1 is the correction."""
-    if index == 0:
+    """Party 0: (a, None) — its c_0 is the correction, so that party 0 receives these corrections
+    and the last party the others (a sort's comparisons: ~20 of the dealer's ~28 B per element
+    and direction go to party 0, which halves the busiest link's dealer bytes); party 1: (b, c_1)."""
+    if index == 1:
         words = prg.words(rid, 2 * n)
         return words[:n], words[n:]
     return prg.words(rid, n), None
@@ -179,6 +183,19 @@ class Dealer:
             for p in parts[:last]:
                 c ^= p[2]
             return last, c
+        if kind == "arith_fanout":
+            count, fan = sizes
+            parts = [seeded_triple(prg, rid, i, n, count, fan * count, fan * count) for i, prg in enumerate(self.prgs)]
+            a, b = parts[0][0], parts[0][1]
+            for p_a, p_b, _ in parts[1:]:
+                a += p_a
+                b += p_b
+            c = b.reshape(fan, count)
+            c *= a  # broadcast: row j = a * b_j
+            c = b
+            for p in parts[:last]:
+                c -= p[2]
+            return last, c
         if kind in ("arith_triple", "bool_triple"):
             return last, self._elementwise_correction(rid, sizes[0], kind == "bool_triple")
         if kind == "matrix_triple":
@@ -195,10 +212,10 @@ class Dealer:
         if kind == "private_and":
             if n != 2:
                 raise ProtocolError(f"private_and is a 2-party correlation, this SPU has {n} parties")
-            a, c0 = seeded_private_and(self.prgs[0], rid, 0, sizes[0])
-            b, _ = seeded_private_and(self.prgs[1], rid, 1, sizes[0])
+            a, _ = seeded_private_and(self.prgs[0], rid, 0, sizes[0])
+            b, c1 = seeded_private_and(self.prgs[1], rid, 1, sizes[0])
             np.bitwise_and(a, b, out=a)
-            return last, np.bitwise_xor(a, c0, out=a)
+            return 0, np.bitwise_xor(a, c1, out=a)
         if kind == "trunc_pair":
             count, bits = sizes
             parts = [seeded_trunc(prg, rid, i, n, count) for i, prg in enumerate(self.prgs)]
@@ -350,7 +367,7 @@ class DealerClient:
             a, b, c = seeded_triple(self.prg, rid, idx, n, size, fan * size, fan * size)
             return _Batch(rid, size, [a, b, c], [1, fan, fan], fan * size)
         if kind == "private_and":
-            rid = self._request(kind, size)
+            rid = self._request(kind, size, receiver=0)
             mask, c = seeded_private_and(self.prg, rid, idx, size)
             return _Batch(rid, size, [mask, c], [1, 1], size)
         rid = self._request(kind, size)  # dabit
@@ -409,7 +426,7 @@ class DealerClient:
         return a, b, fetch_c()
 
     def _triple_deferred(self, kind, sizes, sa, sb, sc):
-        if kind != "matrix_triple" and self._pooled(kind, sizes[0]):
+        if kind in POOLED and self._pooled(kind, sizes[0]):
             (a, b), fetch_c = self._take(kind, sizes[0], sizes[1] if kind == "bool_fanout" else 1)
             return a, b, fetch_c
         rid = self._request(kind, *sizes)
@@ -433,13 +450,19 @@ class DealerClient:
         for `fan` ANDs that share their left input, which is then opened once."""
         return self._triple_deferred("bool_fanout", (n, fan), n, fan * n, fan * n)
 
+    def arith_fanout_deferred(self, n: int, fan: int):
+        """Shares of a (n), b (fan*n) and c = (a repeated fan times) * b mod 2^64, c deferred: for
+        `fan` products sharing their left factor, which is then opened once (not pooled: the
+        fan varies)."""
+        return self._triple_deferred("arith_fanout", (n, fan), n, fan * n, fan * n)
+
     def private_and_deferred(self, n: int):
         """2 parties: party 0 gets (a, fetch c_0), party 1 (b, fetch c_1), with
         c_0 XOR c_1 = a AND b; a is party 0's alone, b party 1's alone."""
         if self._pooled("private_and", n):
             (mask,), fetch_c = self._take("private_and", n)
             return mask, fetch_c
-        rid = self._request("private_and", n)
+        rid = self._request("private_and", n, receiver=0)
         mask, c = seeded_private_and(self.prg, rid, self.index, n)
         if c is None:
             return mask, lambda: self._correction(rid, n)

@@ -40,9 +40,15 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi�
                                 the most order per comparison). `first` (ORDER BY ... LIMIT): only
                                 segments that start before row `first` are partitioned further, a
                                 multi-pivot quickselect: ~n (p + p/16 + ...) comparisons and fewer
-                                levels for a small LIMIT. The tiebreak's differences lie in (-n, n),
-                                so its comparison uses a ceil(log2 n)+1-bit circuit (`bits=`), and
-                                each key's sign and equality come from one tree.
+                                levels for a small LIMIT. Keys of known widths (`key_bits`: group
+                                codes, NULL keys) are packed with the tiebreak (the original row
+                                number, ceil(log2 n) bits) into comparison columns of at most 62
+                                bits (`packed_groups`): one tree and one AND round less per column
+                                saved; a key of unknown width is compared on 64 bits; each
+                                column's sign and equality come from one tree. Bytes per compared
+                                pair and direction (2 parties): `pair_bytes` (one 64-bit key at
+                                10^5 rows: 43.4 B; a group code of 17 bits packed with the
+                                tiebreak: 16 B, was 31.5), tested in tests/test_spu_rounds.py.
                                 Chosen over bitonic sort (n log^2 n / 4 compare-exchanges
                                 with muxes: ~10^8 for n = 10^6) and over radix sort with secret
                                 permutation composition (Asharov et al., CCS 2022: 64 rounds of
@@ -56,8 +62,9 @@ neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests 
 segmented_scan(s, sums, extremes, starts)
                                 segmented inclusive scans of SUM and MIN/MAX columns in shared
                                 rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
-                                combines each): per level one batched product round (v_r +=
-                                (1 - f_r) v_l; f_r |= f_l), and with MIN/MAX columns one batched
+                                combines each): per level one product round (v_r +=
+                                (1 - f_r) v_l; f_r |= f_l as f_r + (1 - f_r) f_l; 1 - f_r opened
+                                once for all columns), and with MIN/MAX columns one batched
                                 comparison before it and one fused mux after it: S = ceil(log2 n)
                                 rounds, (C + 2) S with MIN/MAX. Chosen over Brent–Kung's
                                 work-efficient 2 log2 n - 1 levels (~2n products per column): at
@@ -252,38 +259,122 @@ def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray]
         perm = _partition(level, less(perm[level.left], perm[level.right]), perm, is_start)
 
 
+PACKED_BITS = 62  # a packed comparison column holds values in [0, 2^62): differences within 63 bits
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One sort key's place in a comparison column: `bits` wide (None: a whole ring value, compared
+    alone), `descending`, `offset` its lowest bit in a packed column."""
+
+    key: int  # index among the keys (the tiebreak: len(keys))
+    bits: int | None
+    descending: bool
+    offset: int = 0
+
+
+def packed_groups(widths: list[int], descending: list[bool], tie_bits: int) -> list[list[_Field]]:
+    """The comparison columns of a sort: keys of known widths (`key_bits` b: values in [0, 2^(b-1)),
+    a field of b - 1 bits), then the tiebreak of `tie_bits`, packed left to right into columns of
+    at most PACKED_BITS bits, earlier keys in higher bits (a column's numeric order is then the
+    keys' lexicographic order); a key of unknown width (64) is a column of its own. Greedy: each
+    column as wide as the next field allows. Fewer columns: fewer comparison trees, and one AND
+    round less per column saved."""
+    fields = [_Field(j, None if b == 64 else b - 1, d) for j, (b, d) in enumerate(zip(widths, descending))]
+    fields.append(_Field(len(widths), tie_bits, False))
+    groups: list[list[_Field]] = []
+    for f in fields:
+        last = groups[-1] if groups else None
+        if f.bits is not None and last and last[0].bits is not None and \
+                sum(g.bits for g in last) + f.bits <= PACKED_BITS:
+            last.append(f)
+        else:
+            groups.append([f])
+    return [_with_offsets(g) for g in groups]
+
+
+def _with_offsets(group: list[_Field]) -> list[_Field]:
+    if group[0].bits is None:
+        return group
+    out, at = [], 0
+    for f in reversed(group):
+        out.append(_Field(f.key, f.bits, f.descending, at))
+        at += f.bits
+    return out[::-1]
+
+
+def column_bits(group: list[_Field]) -> int:
+    """The comparison width of a column: 64 for a key of unknown width, else its fields' bits + 1
+    (differences of values in [0, 2^w) lie within w + 1 bits)."""
+    return 64 if group[0].bits is None else max(2, sum(f.bits for f in group) + 1)
+
+
+def pair_bytes(key_bits: list[int] | None, keys: int, n: int) -> float:
+    """Bytes per compared pair and direction of a 2-party sort of n rows (`_lexicographic_less`
+    over `packed_groups`, then the opening): each comparison column's `boolean.comparison_bytes`
+    (equality for all but the last), 2/8 for each AND joining two columns, 1/8 for the opened bit.
+    One 64-bit key at 10^5 rows: 31.6 + 11.4 + 0.25 + 0.125 = 43.4 B."""
+    widths = list(key_bits) if key_bits is not None else [64] * keys
+    groups = packed_groups(widths, [False] * keys, max(1, (n - 1).bit_length()))
+    bits = [column_bits(g) for g in groups]
+    trees = sum(boolean.comparison_bytes(b, j < len(bits) - 1) for j, b in enumerate(bits))
+    return trees + 2 / 8 * (len(bits) - 1) + 1 / 8
+
+
+def _pack(s: SpuSession, group: list[_Field], columns: list[ArithShare]) -> ArithShare:
+    """sum of each field << offset, a descending field as 2^bits - 1 - key (local, on the raw ring
+    values: a fixed-point key of known width is packed as its encoding)."""
+    total = np.zeros(len(columns[0]), np.uint64)
+    for f in group:
+        value = ArithShare(columns[f.key].data)
+        if f.descending:
+            value = arith.add_public(s, -value, (1 << f.bits) - 1)
+        total += value.data << np.uint64(f.offset)
+    return ArithShare(total)
+
+
 def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] | None = None,
                   extra: list[ArithShare] = (), key_bits: list[int] | None = None, first: int | None = None
                   ) -> tuple[list[ArithShare], list[ArithShare]]:
     """Sort rows by `keys` (lexicographic, stable): returns (sorted keys, sorted extra columns).
-    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value).
-    `first`: only rows [0, first) need to be in order (the rest come in an order that depends on
-    the random permutation only)."""
+    `key_bits`: each key's width, when known to lie in [0, 2^(bits-1)) (default 64: any ring value);
+    known widths are packed with the tiebreak (`packed_groups`). `first`: only rows [0, first) need
+    to be in order (the rest come in an order that depends on the random permutation only)."""
     n = _rows([*keys, *extra])
     desc = list(descending) if descending is not None else [False] * len(keys)
     widths = list(key_bits) if key_bits is not None else [64] * len(keys)
     if len(desc) != len(keys) or len(widths) != len(keys):
         raise ProgrammingError("sort: one direction and one width per key")
+    if any(not 1 <= b <= 64 for b in widths):
+        raise ProgrammingError(f"sort: key widths must be in 1..64 bits, got {widths}")
     if first is not None and first < 0:
         raise ProgrammingError(f"sort: the number of ordered rows must be >= 0, got {first}")
     wanted = n if first is None else min(first, n)
     if n <= 1 or wanted == 0:
         return list(keys), list(extra)
-    tiebreak = arith.public(s, np.arange(n, dtype=np.int64))
-    tie_bits = (n - 1).bit_length() + 1  # tiebreak differences lie in [-(n-1), n-1]
-    cols = shuffle(s, [*keys, tiebreak, *extra])
     k = len(keys)
-    data = [c.data for c in cols[:k + 1]]
-    flips = desc + [False]
+    groups = packed_groups(widths, desc, (n - 1).bit_length())
+    with_tie = [*keys, arith.public(s, np.arange(n, dtype=np.int64))]
+    packed = [_pack(s, g, with_tie) for g in groups if g[0].bits is not None]
+    cols = shuffle(s, [*keys, *packed, *extra])
+    compared, flips, at = [], [], k
+    for g in groups:
+        if g[0].bits is None:
+            compared.append(cols[g[0].key].data)
+            flips.append(g[0].descending)
+        else:
+            compared.append(cols[at].data)
+            flips.append(False)
+            at += 1
+    bits = [column_bits(g) for g in groups]
 
     def opened_less(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(data, flips)]
-        (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, widths + [tie_bits])])
+        diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(compared, flips)]
+        (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, bits)])
         return less.astype(bool)
 
     perm = partition_order(n, wanted, opened_less)
-    sorted_cols = [c[perm] for c in cols]
-    return sorted_cols[:k], sorted_cols[k + 1:]
+    return [c[perm] for c in cols[:k]], [c[perm] for c in cols[at:]]
 
 
 def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
@@ -293,10 +384,12 @@ def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
     narrower comparisons for keys known to be small non-negative integers (see `_sort_columns`).
     `first` (ORDER BY ... LIMIT first): only the first `first` rows come out in order (top-k
     without a full sort; the other rows in an order that depends on the random shuffle only).
-    Rounds for k keys: N + L (C_eq + k + 1), C_eq = 6 for 2 parties and 9 for 3 (a comparison with
+    Rounds for k keys: at most N + L (C_eq + k + 1) (N + L (C_eq + g) for the g comparison columns
+    of `packed_groups`, g <= k + 1), C_eq = 6 for 2 parties and 9 for 3 (a comparison with
     equality), L the multi-pivot quicksort's levels: random, a function of the shuffle's
     permutation (and `first`) only, at most ceil(ceil(log2 n) / 2) + 1 with high probability
-    (module docstring)."""
+    (module docstring). Bytes party 0 sends (2 parties): 8 n per shuffled column (the keys, the
+    packed columns, the payload), then `pair_bytes(key_bits, k, n)` per compared pair."""
     return _sort_columns(s, list(keys), descending, list(payload), key_bits, first)
 
 
@@ -344,11 +437,14 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
                    take_max: list[bool] = ()) -> tuple[list[ArithShare], list[ArithShare]]:
     """Inclusive running SUMs and MINs/MAXs restarting at every start flag, in shared rounds over
     `_scan_levels`. Segmented operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per
-    level one batched product round: (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the
-    extremes, f_r f_l for the flags; with extremes, one batched comparison of v_l with v_r (C = 6
-    rounds for 2 parties, 8 for 3) before it and one fused mux (1) after it. Rounds: ceil(log2 n)
-    with sums only, (C + 2) ceil(log2 n) with extremes (n >= 2); (n/2) ceil(log2 n) products
-    (and comparisons) per column."""
+    level one round of products sharing the left factor 1 - f_r (`arith.beaver_mul_fanout`,
+    1 - f_r opened once): (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the extremes,
+    (1 - f_r) f_l for the flags (f_r | f_l = f_r + (1 - f_r) f_l); with extremes, one batched
+    comparison of v_l with v_r (C = 6 rounds for 2 parties, 8 for 3) before it and one fused mux
+    (1) after it. Rounds: ceil(log2 n) with sums only, (C + 2) ceil(log2 n) with extremes
+    (n >= 2); (n/2) ceil(log2 n) products (and comparisons) per column. Bytes per level and
+    direction: 8 (c + 2) per combine for c columns (was 16 (c + 1)), plus the comparisons' and
+    muxes' with extremes."""
     n = len(starts)
     vals = [v.data.copy() for v in sums]
     ext = [v.data.copy() for v in extremes]
@@ -362,12 +458,11 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
             lt, _ = compare_bits(s, np.concatenate(diffs), want_eq=False)  # [left is better]
             better = BoolShare(lt, 1)
         notf = arith.public(s, np.ones(m, np.int64)) - ArithShare(f[right])
-        pairs = [(notf, ArithShare(v[left])) for v in vals]
-        pairs += [(notf, ArithShare(v[left] - v[right])) for v in ext]
+        factors = [ArithShare(v[left]) for v in vals] + [ArithShare(v[left] - v[right]) for v in ext]
         more_flags = depth < len(levels) - 1  # the last level's flags are never read
-        if more_flags:
-            pairs.append((ArithShare(f[right]), ArithShare(f[left])))
-        got = arith.beaver_mul_many(s, pairs)
+        if more_flags:  # f_r | f_l = f_r + (1 - f_r) f_l: the same left factor
+            factors.append(ArithShare(f[left]))
+        got = arith.beaver_mul_fanout(s, notf, factors)
         for v, g in zip(vals, got):
             v[right] += g.data
         if ext:
@@ -377,7 +472,7 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
             for v, c in zip(ext, chosen):
                 v[right] += c.data
         if more_flags:
-            f[right] = f[right] + f[left] - got[-1].data
+            f[right] = f[right] + got[-1].data
     return ([ArithShare(v, x.frac) for v, x in zip(vals, sums)],
             [ArithShare(v, x.frac) for v, x in zip(ext, extremes)])
 

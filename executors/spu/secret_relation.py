@@ -155,13 +155,15 @@ def shuffled(s: SpuSession, rel: SecretRelation) -> SecretRelation:
     return SecretRelation(_rebuild(flat[:-1], rel.columns), flat[-1])
 
 
-def _order_keys(s: SpuSession, values: list[SV], order: list[tuple[bool, bool]]) -> tuple[list, list]:
-    keys, desc = [], []
+def _order_keys(s: SpuSession, values: list[SV], order: list[tuple[bool, bool]]) -> tuple[list, list, list]:
+    """(keys, descending, widths) of ORDER BY values (`_sort_keys`)."""
+    keys, desc, bits = [], [], []
     for v, (descending, nulls_first) in zip(values, order):
-        kk, dd = _sort_keys(v, descending, nulls_first, s)
+        kk, dd, bb = _sort_keys(v, descending, nulls_first, s)
         keys += kk
         desc += dd
-    return keys, desc
+        bits += bb
+    return keys, desc, bits
 
 
 # -- row operators -----------------------------------------------------------------------------------
@@ -199,11 +201,11 @@ def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expressio
     LIMIT only the first offset + limit rows are sorted)."""
     rel = shuffled(s, rel)
     values = canonical(s, [evaluate(s, rel, e) for e, _, _ in keys])
-    sort_keys, desc = _order_keys(s, values, [(d, nf) for _, d, nf in keys])
+    sort_keys, desc, bits = _order_keys(s, values, [(d, nf) for _, d, nf in keys])
     invalid = _ones(s, rel.n) - rel.valid
     end = rel.n if limit is None else offset + limit
     _, payload = relational.sort(s, [invalid, *sort_keys], [*_flatten(rel), rel.valid], [False, *desc],
-                                 first=end)
+                                 key_bits=[2, *bits], first=end)
     payload = relational.limit(payload, end - offset, offset)
     return SecretRelation(_rebuild(payload[:-1], rel.columns), payload[-1])
 
@@ -360,7 +362,7 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
                                                            *([arg] if arg is not None else [])]])
     part, ords = values[:len(partition)], values[len(partition):len(partition) + len(order)]
     arg_value = values[-1] if arg is not None else None
-    order_keys, desc = _order_keys(s, ords, [(d, nf) for _, d, nf in order])
+    order_keys, desc, _ = _order_keys(s, ords, [(d, nf) for _, d, nf in order])
     invalid = _ones(s, n) - rel.valid
     part_keys = [invalid, *_key_columns(part)]
     extra = [*arg_value.limbs, arg_value.valid] if arg_value is not None else []

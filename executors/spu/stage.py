@@ -1780,11 +1780,14 @@ def _rebuild(flat: list[ArithShare], like: list[SV]) -> list[SV]:
     return out
 
 
-def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession) -> tuple[list[ArithShare], list[bool]]:
+def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession
+               ) -> tuple[list[ArithShare], list[bool], list[int]]:
+    """(keys, descending, `relational.sort`'s key widths): the 0/1 NULL key is 2 bits wide (packed
+    with its neighbours and the tiebreak), the value's limbs any ring value."""
     ones = arith.public(s, np.ones(len(v.valid), dtype=np.int64))
     null_key = v.valid if nulls_first else ones - v.valid
     limbs = v.limbs[:1] if quotient_bits(v.kind) is not None else v.limbs  # an exact AVG by its fixed point
-    return [null_key, *limbs], [False] + [descending] * len(limbs)
+    return [null_key, *limbs], [False] + [descending] * len(limbs), [2] + [64] * len(limbs)
 
 
 def refuse_unevaluated(step, kinds: dict[str, str]) -> None:
@@ -1972,12 +1975,13 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             carried = _rebuild(relational.compact(s, weight, _columns(carried)), carried)
         stage.n = len(carried[0].valid) if carried else n
         if windows:
-            keys, desc = [], []
+            keys, desc, bits = [], [], []
             for o, k in zip(windows[0].args["order"].expressions, carried[len(carried) - len(window_keys):]):
-                kk, dd = _sort_keys(k, bool(o.args.get("desc")), bool(o.args.get("nulls_first")), s)
+                kk, dd, bb = _sort_keys(k, bool(o.args.get("desc")), bool(o.args.get("nulls_first")), s)
                 keys += kk
                 desc += dd
-            sorted_keys, payload = relational.sort(s, keys, _columns(carried), desc)
+                bits += bb
+            sorted_keys, payload = relational.sort(s, keys, _columns(carried), desc, key_bits=bits)
             carried = _rebuild(payload, carried)
             rank_keys = sorted_keys
         values, it = [], iter(carried)
@@ -1997,13 +2001,14 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             values.append(SV([number], stage.ones(stage.n), "int"))
 
     if step.order and (flag is None) and values and len(values[0].valid) > 1:
-        keys, desc = [], []
+        keys, desc, bits = [], [], []
         for index, descending, nulls_first in step.order:
-            kk, dd = _sort_keys(values[index], descending, nulls_first, s)
+            kk, dd, bb = _sort_keys(values[index], descending, nulls_first, s)
             keys += kk
             desc += dd
+            bits += bb
         first = None if step.limit is None else (step.offset or 0) + step.limit  # top-k: no full sort
-        _, payload = relational.sort(s, keys, _columns(values), desc, first=first)
+        _, payload = relational.sort(s, keys, _columns(values), desc, key_bits=bits, first=first)
         values = _rebuild(payload, values)
     stage.assert_ranges()
     if step.limit is not None or step.offset:
