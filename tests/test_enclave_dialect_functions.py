@@ -7,18 +7,13 @@ import pytest
 from sqlsecure.engine import Engine
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.parse import load_query
-from tests.test_enclave_functions import JOIN, PARTIES, function_tables
-from tests.test_enclave_queries import enclave_section
+from tests.test_enclave_functions import JOIN, enclave_federation
 
 
 @pytest.fixture(scope="module")
 def mysql_enclave(tmp_path_factory, federation_writer, oracle_for, plaintext_grants):
-    directory = tmp_path_factory.mktemp("enclave-mysql")
-    grants = plaintext_grants(PARTIES) + enclave_section(directory).replace(
-        "[enclave]\n", '[enclave]\nplacement = "always"\n')
-    path = federation_writer(directory, function_tables(), grants, parties=PARTIES, min_group_size=1,
-                             dialect="mysql")
-    with Engine(path) as engine:
+    with Engine(enclave_federation(tmp_path_factory.mktemp("enclave-mysql"), federation_writer, plaintext_grants,
+                                   dialect="mysql")) as engine:
         yield oracle_for(engine)
 
 
@@ -56,9 +51,6 @@ def test_mysql_functions_in_the_enclave_match_duckdb(mysql_enclave, rows_match, 
 ])
 def test_what_the_enclave_does_not_evaluate_is_refused_by_name(tmp_path_factory, federation_writer,
                                                                  plaintext_grants, expression, named):
-    directory = tmp_path_factory.mktemp("enclave-duckdb")
-    grants = plaintext_grants(PARTIES) + enclave_section(directory).replace(
-        "[enclave]\n", '[enclave]\nplacement = "always"\n')
-    path = federation_writer(directory, function_tables(), grants, parties=PARTIES, min_group_size=1)
+    path = enclave_federation(tmp_path_factory.mktemp("enclave-duckdb"), federation_writer, plaintext_grants)
     with Engine(path) as engine, pytest.raises(NotSupportedError, match=named):
         engine.explain(f"SELECT b.id, {expression} {JOIN}", "bank")
