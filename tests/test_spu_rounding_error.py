@@ -22,12 +22,14 @@ BANK = {"qx": (4.01 + 2e-6, 4.01 + 2e-3, 4.016, 1.3, 2.6), "sq": (10, 10, 10, 1,
         "ex": (math.log(20.0), math.log(20.0) + 2e-4, 1.0, 1.3, 2.6), "ln": (1, 1, 1, 1, 2),
         "sn": (math.pi / 6, math.pi / 6 + 1e-4, 0.3, 1.3, 2.6), "cn": (5, 7, 7, 1, 2), "dn": (1, 1, 1, 1, 2)}
 SHOP = {"qy": (2, 2, 2, 3, 7), "sq": (6, 7, 7, 2, 5), "ln": (1, 3, 3, 2, 5), "pw": (9, 10, 10, 2, 5),
-        "cy": (2, 3, 3, 3, 7), "dy": (4, 3, 3, 3, 7)}
+        "cy": (2, 3, 3, 3, 7), "dy": (4, 3, 3, 3, 7),
+        "sd": (2.0, 2.0, 2.0, 3.0, 7.0)}
 BANDS = ("inside", "near", "outside")
-DOUBLES = {"qx", "ex", "sn"}
+DOUBLES = {"qx", "ex", "sn", "sd"}
 
 CASES = [  # (expression, what it approximates)
     "ROUND(b.qx / s.qy, 2)",  # a quotient by a secret: 2.005 + 10^-6
+    "ROUND(b.qx / s.sd, 2)",  # the same by a DOUBLE: its encoding's error divided by |y| too
     "FLOOR(SQRT(b.sq + s.sq))",  # SQRT(16) = 4 exactly for DuckDB
     "FLOOR(SQRT(b.sq + s.sq) * 2 + 1)",  # composed through * and + with constants: 9
     "CEIL(EXP(b.ex))",  # EXP(LN(20)) = 20.000000000000004

@@ -741,7 +741,8 @@ class Stage:
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
-        self.values: dict[int, tuple] = {}  # id(node) -> (node, its value), as `ev` computed it
+        self.values: dict[int, tuple] = {}  # id(node) -> (node, its value) under a rounding (`_remembered`)
+        self.rounding_depth = 0  # how many roundings `ev` is inside
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -803,13 +804,28 @@ class Stage:
     def ev(self, e: exp.Expression):
         """The value of `e`: a decimal stays exact where it is revealed, grouped on or aggregated by
         SUM / MIN / MAX (an output, a key, an aggregate's argument); elsewhere its fixed-point limb."""
-        v = self._ev(e)
-        self.values[id(e)] = (e, v)  # for the rounding guard's error bounds (`spu.approximation`)
+        v = self._remembered(e)
         if isinstance(v, SV) and decimal_scale(v.kind) is not None and e.parent is not None \
                 and not isinstance(e.parent, EXACT_DECIMAL_USES):
             return self.to_fixed(v)
         if isinstance(v, SV) and quotient_bits(v.kind) is not None and e.parent is not None:
             return self.to_fixed(v)
+        return v
+
+    def _remembered(self, e: exp.Expression):
+        """_ev(e), remembering the values of the nodes under a rounding (ROUND / FLOOR / CEIL / CAST) while
+        it is evaluated, for its guard's error bound (`spu.approximation`), and forgetting them after it,
+        so memory stays that of the expressions being evaluated."""
+        rounding = isinstance(e, (*ROUNDING, exp.Cast))
+        self.rounding_depth += rounding
+        try:
+            v = self._ev(e)
+        finally:
+            self.rounding_depth -= rounding
+            if rounding and not self.rounding_depth:
+                self.values.clear()
+        if self.rounding_depth:
+            self.values[id(e)] = (e, v)
         return v
 
     def _ev(self, e: exp.Expression):
