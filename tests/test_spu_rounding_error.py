@@ -7,11 +7,18 @@ outside it, in two federations that differ only in that row."""
 import contextlib
 import math
 
+import numpy as np
 import pyarrow as pa
 import pytest
+import sqlglot
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError, NotSupportedError
+from sqlsecure.executors.spu import approximation, arith
+from sqlsecure.executors.spu.local import run_spu
+from sqlsecure.executors.spu.shares import ArithShare, decode_fixed, to_signed
+from sqlsecure.executors.spu.stage import SV, Stage
+from tests.test_spu_functions import F, share
 
 TWO = ("bank", "shop")
 JOIN = "FROM bank.v b JOIN shop.w s ON b.id = s.id"
@@ -120,3 +127,52 @@ def test_rounding_a_value_without_an_error_bound_is_refused_at_plan_time(aggrega
 ])
 def test_rounding_a_value_with_an_error_bound_is_planned_and_matches_duckdb(aggregate_only, oracle_for, sql):
     oracle_for(aggregate_only).check(sql, "bank")
+
+
+BOUNDED = {  # SQL over a DOUBLE x, a positive DOUBLE p and a non-zero integer k -> the same in numpy (DuckDB's doubles)
+    "x / k": lambda x, p, k: x / k,
+    "x / p": lambda x, p, k: x / p,
+    "SQRT(p)": lambda x, p, k: np.sqrt(p),
+    "SQRT(p) * 2 + x": lambda x, p, k: np.sqrt(p) * 2 + x,
+    "EXP(x / 4)": lambda x, p, k: np.exp(x / 4),
+    "LN(p) + x": lambda x, p, k: np.log(p) + x,
+    "LOG(p)": lambda x, p, k: np.log10(p),
+    "POWER(k, 0.5)": lambda x, p, k: np.abs(k) ** 0.5,
+    "POWER(x, 3)": lambda x, p, k: x ** 3,
+    "SIN(x) * 10 - COS(p)": lambda x, p, k: np.sin(x) * 10 - np.cos(p),
+    "TAN(x / 8)": lambda x, p, k: np.tan(x / 8),
+    "ATAN(x) * k": lambda x, p, k: np.arctan(x) * k,
+    "x * p / k": lambda x, p, k: x * p / k,
+    "CASE WHEN x > 0 THEN x / k ELSE SQRT(p) END": lambda x, p, k: np.where(x > 0, x / k, np.sqrt(p)),
+}
+
+
+@pytest.mark.parametrize("sql", sorted(BOUNDED))
+def test_the_error_bound_covers_the_spus_distance_from_duckdbs_double(sql):
+    """Row by row, |SPU value - numpy's double| <= the bound `approximation.error_bound` computes on the
+    shares (the guard's slack), over values from 2^-6 to 2^6 and their signs (p, k: the function's domain)."""
+    rng = np.random.default_rng(17)
+    n = 48
+    x = np.concatenate([[0.5, -0.5, 1e-3, 5.0, -5.0, 3.14159], rng.uniform(-8, 8, n - 6)])
+    p = np.concatenate([[0.25, 0.01, 1.0, 16.0, 60.0, 2.0 ** -6], rng.uniform(0.3, 60, n - 6)])
+    k = np.concatenate([[1, -1, 3, 7, -9, 2], rng.choice([-7, -3, -2, 1, 2, 3, 5, 11], n - 6)]).astype(np.int64)
+    if sql == "POWER(k, 0.5)":
+        k = np.abs(k)
+    e = sqlglot.parse_one(sql, read="duckdb")
+
+    def program(s):
+        stage = Stage(s, None, n)
+        ones = arith.public(s, np.ones(n, dtype=np.int64))
+        stage.cols = {"x": SV([share(s, x, frac=F)], ones, "fixed"), "p": SV([share(s, p, frac=F)], ones, "fixed"),
+                      "k": SV([share(s, k, owner=1)], ones, "int")}
+        stage.rounding_depth = 1  # as under a rounding: the nodes' values are remembered for the bound
+        value = stage.to_fixed(stage.ev(e)).value
+        bound = approximation.error_bound(stage, e, n)
+        bound = bound if isinstance(bound, ArithShare) else arith.public(s, np.full(n, math.ceil(bound), np.int64))
+        return arith.reveal_many(s, [value, bound])
+
+    got, bound = run_spu(2, program, frac_bits=F).results[0]
+    distance = np.abs(decode_fixed(got, F) - BOUNDED[sql](x, p, k))
+    allowed = to_signed(bound) * 2.0 ** -F
+    assert (distance <= allowed).all(), (sql, (distance - allowed).max(), np.argmax(distance - allowed))
+    assert (allowed < 2.0 ** -6 * (1 + np.abs(BOUNDED[sql](x, p, k)))).mean() > 0.9  # and not vacuous
