@@ -25,6 +25,7 @@ from sqlsecure.errors import DataError, NotSupportedError, PlanError
 from sqlsecure.planner.build import duckdb_names, name_outputs
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.dialects import to_duckdb_meaning
+from sqlsecure.planner.dialects.common import refuse_wide_decimals
 from sqlsecure.planner.views import expand_views, used_views
 
 # Scalar functions that read the host environment or files.
@@ -280,6 +281,7 @@ def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer
     parsed = bind_parameters(parse_query(sql, dialect), parameters)
     resolved = resolved_names(parsed, catalog, issuer)
     tree = expand_views(parsed, catalog.views)
+    refuse_wide_decimals(tree, dialect)
     check_references(tree, catalog, sql, issuer)
     names = duckdb_names(tree, catalog)
     tree = name_outputs(qualify_query(tree, catalog, dialect, sql), names)

@@ -57,13 +57,17 @@ def function_tables(n: int = 24) -> dict:
     return {"bank": {"people": people}, "shop": {"visits": visits}}
 
 
-@pytest.fixture(scope="module")
-def oracle(tmp_path_factory, federation_writer, oracle_for, plaintext_grants):
-    directory = tmp_path_factory.mktemp("enclave-functions")
+def enclave_federation(directory, federation_writer, plaintext_grants, **options):
+    """A federation over `function_tables` whose every cross-party query goes to the enclave."""
     grants = plaintext_grants(PARTIES) + enclave_section(directory).replace(
         "[enclave]\n", '[enclave]\nplacement = "always"\n')
-    path = federation_writer(directory, function_tables(), grants, parties=PARTIES, min_group_size=1)
-    with Engine(path) as engine:
+    return federation_writer(directory, function_tables(), grants, parties=PARTIES, min_group_size=1, **options)
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory, federation_writer, oracle_for, plaintext_grants):
+    with Engine(enclave_federation(tmp_path_factory.mktemp("enclave-functions"), federation_writer,
+                                   plaintext_grants)) as engine:
         yield oracle_for(engine)
 
 

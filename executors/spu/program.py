@@ -32,14 +32,15 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.policy import privacy
-from sqlsecure.executors.spu import arith, relational
+from sqlsecure.executors.spu import approximation, arith, relational
 from sqlsecure.executors.spu import secret_relation as sr
 from sqlsecure.executors.spu import set_ops
-from sqlsecure.executors.spu.ranges import RangePlan, _branches
+from sqlsecure.executors.spu.ranges import ROUNDING, RangePlan, _branches
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
-from sqlsecure.executors.spu.stage import SV, _at_least, nulls_zeroed, spu_refusal, static_kind, without_zero_checks
+from sqlsecure.executors.spu.stage import (INTEGER_CASTS, SV, _at_least, nulls_zeroed, spu_refusal, static_kind,
+                                          without_zero_checks)
 from sqlsecure.executors.spu.values import (TEXT_CLASSES, decimal_scale, decimal_scales, decode_column, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind, shared_kind, union_decimal_scale,
                                            value_kind)
@@ -90,7 +91,51 @@ def parse_program(text: str) -> Program:
         raise ProtocolError("secret program: needs {'inputs': [...], 'root': {...}}")
     inputs = [_input_columns(i, spec) for i, spec in enumerate(obj["inputs"])]
     root = _node(obj["root"], "root", inputs)
+    approximate_columns(root)  # refuses a rounding whose error bound an earlier node holds
     return Program(inputs, root, text, _noise_spec(obj.get("noise"), root))
+
+
+def approximate_columns(node: Node) -> dict[str, exp.Expression]:
+    """The columns of `node` whose values are approximations (spu.approximation: a quotient by a secret,
+    SQRT, ...), each with the expression that made it, after refusing any ROUND / FLOOR / CEIL / CAST to
+    an integer or DECIMAL of such a column: the error bound that guards a rounding is composed within one
+    expression, and a column from an earlier node (a subquery's, an aggregate's, a window's) arrives
+    without it."""
+    subs = [approximate_columns(child) for child in node.children]
+    below = {name: e for sub in subs for name, e in sub.items()}
+    a = node.args
+    if node.op in ("union_all", "set"):  # by position: the first child's names
+        return {name: e for i, (name, _) in enumerate(node.schema)
+                for child, sub in zip(node.children, subs) if (e := sub.get(child.schema[i][0])) is not None}
+    named = [(name, e) for name, e, _ in a.get("columns", [])] if node.op == "project" else \
+        [(name, e and exp.Anonymous(this=func, expressions=[e])) for name, func, e, _ in a.get("aggregates", [])] + \
+        [(n, e) for n, e, _ in a.get("keys", [])] \
+        if node.op == "aggregate" else [(a["name"], a.get("arg"))] if node.op == "window" else []
+    used = [e for _, e in named] + [a.get("condition")] + [*a.get("partition", [])] + \
+        [e for e, _, _ in (a.get("keys", []) if node.op == "sort" else [])]
+    for e in (x for x in used if isinstance(x, exp.Expression)):
+        _refuse_rounding_of(e, below, node)
+    made = {name: below.get(e.name) if isinstance(e, exp.Column) and e.name in below else e
+            for name, e in named if e is not None and (approximation.is_approximate(e) or
+                                                      any(c.name in below for c in e.find_all(exp.Column)))}
+    return made if node.op in ("project", "aggregate") else {**below, **made}
+
+
+ROUNDED_CASTS = (*INTEGER_CASTS, exp.DataType.Type.DECIMAL)  # casts that round a fixed-point value
+
+
+def _refuse_rounding_of(e: exp.Expression, approximate: dict[str, exp.Expression], node: Node) -> None:
+    for rounding in e.find_all(*ROUNDING, exp.Cast):
+        if isinstance(rounding, exp.Cast) and rounding.to.this not in ROUNDED_CASTS:
+            continue
+        column = next((c.name for c in rounding.this.find_all(exp.Column) if c.name in approximate), None)
+        if column is not None:
+            raise NotSupportedError(
+                f"secret program: {node.path}: {rounding.sql(dialect='duckdb')}: the SPU bounds no error for "
+                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value computed in an "
+                "earlier step (a subquery, an aggregate or a window) that leaves its error bound behind, so a row "
+                "near a rounding boundary could round the other way than DuckDB's unseen; round each term first "
+                "(SUM(ROUND(x / y, 2))), round it in the expression that computes it, or round at one party")
 
 
 NOISE_KINDS = ("int", "fixed")  # and decimal.<s>: the kinds a noise draw is added to

@@ -49,7 +49,7 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
                                            limbs_of, quotient_bits, range_kind, shared_kind, text_bytes, text_kind,
                                            text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
-from sqlsecure.executors.spu import arith, compare, functions, like, relational
+from sqlsecure.executors.spu import approximation, arith, compare, functions, like, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
                                            RangePlan, calendar_interval, constant, decimal_literal, decimal_scale_of,
                                            input_limits, interval_months,
@@ -296,10 +296,12 @@ def _division_rule(node: exp.Expression, kind_of) -> str | None:
 def _cast_rule(node: exp.Cast, kind_of) -> str | None:
     target, kind = node.to.this, static_kind(node.this, kind_of)
     if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool", None):
-        return None if target != exp.DataType.Type.DECIMAL or decimal_scale_of(node.to) <= MAX_DIGITS else \
+        if target != exp.DataType.Type.DECIMAL:
+            return None
+        return _unbounded_rounding(node, kind_of) if decimal_scale_of(node.to) <= MAX_DIGITS else \
             f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
     if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
-        return None
+        return _unbounded_rounding(node, kind_of)
     if target in ZONED_TYPES:
         return (f"{node.sql(dialect='duckdb')}: TIMESTAMPTZ in secure computation (the SPU holds TIMESTAMP without "
                 "time zone); compute it at one party or CAST to TIMESTAMP there")
@@ -313,6 +315,19 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
     return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers "
             "and booleans to DOUBLE, DECIMAL, INTEGER and BIGINT, dates and timestamps to DATE and TIMESTAMP, and "
             "DATE '...' / TIMESTAMP '...' constants; compute it at one party")
+
+
+def _unbounded_rounding(node: exp.Expression, kind_of) -> str | None:
+    """Why rounding `node.this` (ROUND, FLOOR, CEIL, CAST to an integer or DECIMAL) is refused: a part of
+    it has no error bound on the SPU (`approximation.unbounded_part`), so a row near a boundary could
+    round the other way than DuckDB's without a sign. None: its bound guards the rounding at run time."""
+    found = approximation.unbounded_part(node.this, kind_of)
+    if found is None:
+        return None
+    part, why = found
+    return (f"{node.sql(dialect='duckdb')}: the SPU bounds no error for {part.sql(dialect='duckdb')} ({why}), so "
+            "rounding it could differ from DuckDB's answer unseen; round each term first (SUM(ROUND(x / y, 2))), "
+            "round exact integers or DECIMALs, or round at one party")
 
 
 def _date_part_rule(node: exp.Expression, kind_of) -> str | None:
@@ -631,10 +646,13 @@ def _is_rule(node: exp.Is, kind_of) -> str | None:
 
 
 def _rounding_rule(node: exp.Expression, kind_of) -> str | None:
-    """ROUND(x[, d]) / FLOOR(x) / CEIL(x) of a number, d a whole constant within 12 digits."""
+    """ROUND(x[, d]) / FLOOR(x) / CEIL(x) of a number whose error the SPU bounds, d a whole constant within
+    12 digits."""
     name = type(node).__name__.upper()
     if static_kind(node.this, kind_of) not in ("int", "fixed", None):
         return f"{node.sql(dialect='duckdb')}: {name} of {static_kind(node.this, kind_of)} values in secure computation"
+    if (unbounded := _unbounded_rounding(node, kind_of)) is not None:
+        return unbounded
     digits = node.args.get("decimals")
     if digits is None:
         return None
@@ -723,6 +741,8 @@ class Stage:
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
+        self.values: dict[int, tuple] = {}  # id(node) -> (node, its value) under a rounding (`_remembered`)
+        self.rounding_depth = 0  # how many roundings `ev` is inside
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -784,12 +804,28 @@ class Stage:
     def ev(self, e: exp.Expression):
         """The value of `e`: a decimal stays exact where it is revealed, grouped on or aggregated by
         SUM / MIN / MAX (an output, a key, an aggregate's argument); elsewhere its fixed-point limb."""
-        v = self._ev(e)
+        v = self._remembered(e)
         if isinstance(v, SV) and decimal_scale(v.kind) is not None and e.parent is not None \
                 and not isinstance(e.parent, EXACT_DECIMAL_USES):
             return self.to_fixed(v)
         if isinstance(v, SV) and quotient_bits(v.kind) is not None and e.parent is not None:
             return self.to_fixed(v)
+        return v
+
+    def _remembered(self, e: exp.Expression):
+        """_ev(e), remembering the values of the nodes under a rounding (ROUND / FLOOR / CEIL / CAST) while
+        it is evaluated, for its guard's error bound (`spu.approximation`), and forgetting them after it,
+        so memory stays that of the expressions being evaluated."""
+        rounding = isinstance(e, (*ROUNDING, exp.Cast))
+        self.rounding_depth += rounding
+        try:
+            v = self._ev(e)
+        finally:
+            self.rounding_depth -= rounding
+            if rounding and not self.rounding_depth:
+                self.values.clear()
+        if self.rounding_depth:
+            self.values[id(e)] = (e, v)
         return v
 
     def _ev(self, e: exp.Expression):
@@ -968,7 +1004,7 @@ class Stage:
             return SV(v.limbs[:1], v.valid, "int")
         if (scale := decimal_scale(v.kind)) is not None:
             return SV([functions.round_div_public(self.s, v.limbs[0], 10 ** scale)], v.valid, "int")
-        self._refuse_near_a_boundary(e, v.value, functions.round_fixed, TIE_SLACK)  # the same ties as ROUND's
+        self._refuse_near_a_boundary(e, v.value, functions.round_fixed, 1)  # the same ties as ROUND's
         return SV([functions.round_half_even_fixed(self.s, v.value)], v.valid, "int")
 
     def _to_decimal(self, v: SV, scale: int, e: exp.Expression) -> SV:
@@ -985,7 +1021,7 @@ class Stage:
                 functions.round_div_public(s, v.limbs[0], 10 ** (have - scale))
         else:
             rounded = self._refuse_near_a_boundary(e, ArithShare((v.value * 10 ** scale).data, v.value.frac),
-                                                   functions.round_fixed, TIE_SLACK * 10 ** scale)
+                                                   functions.round_fixed, 10 ** scale)
             exact = functions.floor_pow2(s, rounded, s.frac_bits)  # a whole number: exact
         fixed = functions.floor_div_public(s, exact.lshift(s.frac_bits), 10 ** scale) if scale else \
             exact.lshift(s.frac_bits)
@@ -1321,41 +1357,54 @@ class Stage:
             return SV([functions.round_div_public(s, x, 10 ** -digits) * 10 ** -digits], v.valid, "int")
         if not isinstance(e, exp.Round):
             kernel = functions.floor_fixed if isinstance(e, exp.Floor) else functions.ceil_fixed
-            self._refuse_near_a_boundary(e, x, kernel, TIE_SLACK)
+            self._refuse_near_a_boundary(e, x, kernel, 1)
             return SV([kernel(s, x)], v.valid, "fixed")
         if 10 ** digits >= 1 << s.frac_bits:  # finer than the encoding: x itself (|error| <= 2^-F)
             return v
         # scaled by 10^d exactly (an exact division of the raw encoding: 10^-d has no exact fixed point)
         scaled = x * 10 ** digits if digits >= 0 else functions.floor_div_public(s, x, 10 ** -digits)
         rounded = self._refuse_near_a_boundary(e, scaled.with_frac(x.frac), functions.round_fixed,
-                                               TIE_SLACK * 10 ** max(digits, 0))
+                                               10 ** max(digits, 0))
         back = functions.floor_div_public(s, rounded, 10 ** digits) if digits > 0 else rounded * 10 ** -digits
         return SV([back.with_frac(x.frac)], v.valid, "fixed")
 
-    def _refuse_near_a_boundary(self, e: exp.Expression, y: ArithShare, kernel, slack: int) -> ArithShare:
+    def _refuse_near_a_boundary(self, e: exp.Expression, y: ArithShare, kernel, scale: int) -> ArithShare:
         """kernel(y) (FLOOR, CEIL or ROUND of fixed point), after refusing the query with DataError if a
-        counted row's y lies within `slack` units of the encoding of the kernel's boundary (an integer;
-        for ROUND a half) without being on it: a DOUBLE is held to 2^-(F+1) (more after arithmetic), so such
-        a row may round the other way than DuckDB's double, and the answer would silently differ. A value
-        exactly on the boundary (2.5, 3.0: exact in binary) is computed. Rounds: two more kernels and
-        three batched comparisons, one product, one opening. With d digits so fine that the slack reaches a
-        quarter of the boundaries' spacing (10^d >= 2^(F-4)), the encoding cannot place any value: computed
-        within its stated error (2^-16), unguarded, as before."""
+        counted row's y (the argument `e.this` times `scale` = 10^d) lies within its error of the kernel's
+        boundary (an integer; for ROUND a half), so that it may round the other way than DuckDB's double
+        and the answer would silently differ. The error is `spu.approximation.error_bound`'s: for an
+        encoded value (a DOUBLE held to 2^-(F+1), more after arithmetic) the public `TIE_SLACK` units, a
+        value exactly on the boundary (2.5, 3.0: exact in binary) being computed, and with d digits so fine
+        that the slack reaches a quarter of the boundaries' spacing (10^d >= 2^(F-4)) the encoding cannot
+        place any value: computed within its stated error (2^-16), unguarded, as before. For an approximate
+        value (a kernel's: a quotient by a secret, SQRT, EXP, ...) each row's own bound, capped at two units
+        (beyond every spacing), with no exemption on a boundary and no such limit. Rounds: two more kernels
+        and three batched comparisons (one for an approximate value, and the bound's), one product, one
+        opening."""
         s = self.s
-        if slack >= 1 << (y.frac - 2):
-            return kernel(s, y)
-        raw = y.with_frac(0)
-        moved = [ArithShare((raw + sign * arith.public(s, np.full(y.shape, slack, dtype=np.int64))).data, y.frac)
-                 for sign in (-1, 1)]
+        error = approximation.error_bound(self, e.this, len(y))
+        if not isinstance(error, ArithShare):
+            if TIE_SLACK * scale >= 1 << (y.frac - 2):
+                return kernel(s, y)
+            error = arith.public(s, np.full(y.shape, TIE_SLACK, dtype=np.int64))
+            approximate = False
+        else:
+            cap = arith.public(s, np.full(y.shape, 2 << s.frac_bits, dtype=np.int64))
+            error, approximate = compare.minimum(s, error, cap), True
+        raw, slack = y.with_frac(0), error * scale
+        moved = [ArithShare((raw - slack).data, y.frac), ArithShare((raw + slack).data, y.frac)]
         result, low, high = (kernel(s, value) for value in (y, *moved))
-        on_boundary = (compare.equal(s, result, y, arith=True) if kernel is not functions.round_fixed else
-                       compare.equal(s, result - y, arith.public(s, np.full(y.shape, 0.5), y.frac), arith=True)
-                       + compare.equal(s, y - result, arith.public(s, np.full(y.shape, 0.5), y.frac), arith=True))
         straddles = compare.not_equal(s, low, high, arith=True)
-        self._refuse_counted(e, straddles - arith.beaver_mul(s, straddles, on_boundary),
-                             "a DOUBLE value lies within the fixed-point encoding's error of a rounding boundary, "
-                             "so it may round the other way than DuckDB's double; round an exact value instead "
-                             "(CAST(x AS DECIMAL(p, s)) first), or round at one party")
+        if not approximate:
+            on_boundary = (compare.equal(s, result, y, arith=True) if kernel is not functions.round_fixed else
+                           compare.equal(s, result - y, arith.public(s, np.full(y.shape, 0.5), y.frac), arith=True)
+                           + compare.equal(s, y - result, arith.public(s, np.full(y.shape, 0.5), y.frac), arith=True))
+            straddles = straddles - arith.beaver_mul(s, straddles, on_boundary)
+        self._refuse_counted(e, straddles,
+                             "a value lies within its error of a rounding boundary (a DOUBLE's fixed-point encoding, "
+                             "or an approximate function's stated accuracy: docs/architecture.md), so it may round "
+                             "the other way than DuckDB's double; round an exact value instead "
+                             "(CAST(x AS DECIMAL(p, s)) first, or integer arithmetic), or round at one party")
         return result
 
     def _round_decimal(self, op, v: SV, scale: int, digits: int) -> SV:

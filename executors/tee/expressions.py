@@ -30,9 +30,20 @@ def _constant_pattern(e: exp.Expression) -> str | None:
     return None if isinstance(e.expression, exp.Literal) else "LIKE needs a constant pattern in the enclave"
 
 
+ELAPSED_UNITS = {"MICROSECOND", "MILLISECOND", "SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "QUARTER", "YEAR"}
+
+
 def _plain_function(e: exp.Expression) -> str | None:
-    if str(e.this).upper() != "GEODIST":
-        return "the enclave evaluates no named function but GEODIST"
+    """GEODIST (rewritten before DuckDB runs it), and DuckDB's DATE_SUB(unit, a, b) — whole units
+    elapsed, MySQL's TIMESTAMPDIFF as planner/dialects/mysql.py writes it — with a constant unit."""
+    name = str(e.this).upper()
+    if name == "DATE_SUB":
+        unit = e.expressions[0] if e.expressions else None
+        constant_unit = isinstance(unit, exp.Literal) and unit.is_string and unit.this.upper() in ELAPSED_UNITS
+        return None if constant_unit and len(e.expressions) == 3 else \
+            f"DATE_SUB takes (unit, a, b) with a constant unit among {', '.join(sorted(ELAPSED_UNITS))}"
+    if name != "GEODIST":
+        return "the enclave evaluates no named function but GEODIST and DATE_SUB(unit, a, b)"
     return None if len(e.expressions) in (4, 5) else "GEODIST takes (lon1, lat1, lon2, lat2[, radius])"
 
 
@@ -45,7 +56,9 @@ ALLOWED = (
     exp.Sin, exp.Cos, exp.Tan, exp.Cot, exp.Asin, exp.Acos, exp.Atan, exp.Atan2,
     exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Extract, exp.DateDiff, exp.DateAdd, exp.DateSub,
     exp.Quarter, exp.Week, exp.DayOfWeek, exp.DayOfYear, exp.Hour, exp.Minute, exp.Second,
-    exp.DateTrunc, exp.TimestampTrunc, exp.TimeToUnix,
+    exp.DateTrunc, exp.TimestampTrunc, exp.TimeToUnix, exp.LastDay,
+    exp.TsOrDsToDate,  # MySQL's YEAR(d), DAYOFWEEK(d), ..: CAST(d AS DATE)
+    exp.Trunc,  # MySQL's DIV of a DOUBLE: CAST(TRUNC(x / NULLIF(y, 0)) AS BIGINT)
     exp.Cast, exp.TryCast,
 )
 LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Var)  # their children are names, not expressions

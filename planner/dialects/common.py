@@ -119,3 +119,40 @@ def round_half_even(x: exp.Expression, d: int) -> exp.Expression:
     back = " / 1" if d == 0 else (" / _s" if d > 0 else " * _s")
     return exp.paren(template(ROUND_HALF_EVEN.replace(" _back", back), y=y, x=x, d=exp.Literal.number(d), s=scale),
                      copy=False)
+
+
+DUCKDB_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL (a HUGEINT); MySQL's holds 65 digits, PostgreSQL's 1000
+
+
+def refuse_wide_decimals(tree: exp.Expression, dialect: str) -> None:
+    """Refuse a DECIMAL(p, s) with p > 38, naming it (NotSupportedError): the parties compute in DuckDB,
+    whose DECIMAL holds 38 digits at most, and no narrower type gives the dialect's answer for every value
+    (DECIMAL(38, s') keeps fewer digits or another scale; DOUBLE rounds). Run before anything is bound,
+    so check, EXPLAIN and execution refuse it alike.
+
+    >>> import sqlglot
+    >>> refuse_wide_decimals(sqlglot.parse_one("SELECT CAST(x AS DECIMAL(38, 30))", read="mysql"), "mysql")
+    >>> refuse_wide_decimals(sqlglot.parse_one("SELECT CAST(x AS DECIMAL(64, 30))", read="mysql"), "mysql")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sqlsecure.errors.NotSupportedError: CAST(x AS DECIMAL(64, 30)): DECIMAL(64, 30) has 64 digits, ...
+    """
+    for node in tree.find_all(exp.DataType):
+        precision = _decimal_precision(node)
+        if precision is None or precision <= DUCKDB_DECIMAL_DIGITS:
+            continue
+        where = node.parent if isinstance(node.parent, (exp.Cast, exp.TryCast)) else node
+        raise NotSupportedError(
+            f"{where.sql(dialect=dialect)}: {node.sql(dialect=dialect)} has {precision} digits, more than the "
+            f"{DUCKDB_DECIMAL_DIGITS} of DuckDB's DECIMAL, in which the parties compute; no narrower type gives "
+            f"{dialect}'s answer for every value, so it is refused: CAST to DECIMAL(38, s) with the digits the "
+            "values need (or to DOUBLE)")
+
+
+def _decimal_precision(node: exp.DataType) -> int | None:
+    """p of a DECIMAL(p[, s]) / NUMERIC(p[, s]) written with its precision, else None."""
+    if node.this != DType.DECIMAL or not node.expressions:
+        return None
+    written = node.expressions[0].name
+    return int(written) if written.isdigit() else None

@@ -1,0 +1,348 @@
+"""How far a value the SPU computed may lie from DuckDB's: the error bound the rounding guard needs.
+
+ROUND / FLOOR / CEIL / CAST to an integer or DECIMAL of a value near a rounding boundary can round the
+other way than DuckDB's double when the SPU's value differs from it (`stage.Stage._refuse_near_a_boundary`).
+For an input's encoding (a DOUBLE held to 2^-(F+1)) and exact operations on it, the guard's public slack
+`TIE_SLACK` covers the difference; an approximate kernel's value (a quotient by a secret, SQRT, LN, EXP,
+POWER, the trigonometric functions, GEODIST) lies further off, by the kernel's stated accuracy
+(docs/architecture.md) plus its inputs' own error magnified by the function's slope.
+
+`error_bound(stage, e)` composes those bounds over `e`'s tree from the values the stage computed for
+its nodes (`Stage.values`), in ring units of 2^-F:
+
+  - a float: `e` is exact or encoded (no approximate kernel below): the same bound for every row;
+  - an integer share (frac 0): `e` holds an approximate kernel, the bound of each row (it depends on the
+    row's magnitudes: |error| <= A + R |v|); the guard then never exempts a row on a boundary.
+
+Rows whose bound the kernels' slopes do not give (LN or SQRT of an inexact input below 1/2, ASIN /
+ACOS / ATAN2 / POWER of an inexact input) get `UNBOUNDED`, beyond every boundary's spacing: rounded,
+such a row refuses the query. Rounds: one |v| (a comparison) per approximate node and a few products,
+paid only where an approximate value is rounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sqlglot import exp
+
+from sqlsecure.executors.spu import arith, compare, functions
+from sqlsecure.executors.spu.ranges import (EARTH_RADIUS, RADIUS_LIMIT, POWER_EXPONENT_LIMIT, TRIG, constant,
+                                           is_geodist, whole_power)
+from sqlsecure.executors.spu.shares import ArithShare
+from sqlsecure.executors.spu.values import decimal_scale
+
+UNBOUNDED = float(1 << 18)  # ring units (4 at F = 16): more than any rounding spacing the guard checks
+KERNEL_BITS = 14  # divide_secret, SQRT, EXP, TAN, ATAN: |error| <= 2^-14 (|v| + 1) (spu.functions)
+APPROXIMATE = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, *TRIG)
+EXACT_KINDS = ("int", "bool", "date", "timestamp")
+ENCODED = 4.0  # an encoded input after a few exact operations (`stage.TIE_SLACK`)
+
+
+def is_approximate(e: exp.Expression) -> bool:
+    """Whether `e` holds a node whose SPU value is an approximation (a kernel of spu.functions), not
+    the exact value of its encoded inputs."""
+    return any(_approximate_node(node) for node in e.walk())
+
+
+def _approximate_node(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Div):
+        divisor = constant(node.expression)
+        return divisor is None or not _exact_constant_divisor(divisor)
+    if isinstance(node, exp.Pow):
+        return not whole_power(node)
+    return isinstance(node, APPROXIMATE) or is_geodist(node)
+
+
+def unbounded_part(e: exp.Expression, kind_of) -> tuple[exp.Expression, str] | None:
+    """(the part of `e` whose SPU error no bound covers, why), or None: an aggregate or window over an
+    approximate value (its rows' errors add up unseen), ASIN / ACOS / ATAN2 / POWER(x, y) (y not a whole
+    constant) of an input that is not exact (their slope is unbounded near ±1, 0 or x = 0). Known from
+    the query and the columns' kinds, so a rounding of such a part is refused at plan time."""
+    for node in e.walk():
+        if isinstance(node, (exp.AggFunc, exp.Window)) and is_approximate(node):
+            return node, "an aggregate of approximate values, whose errors add up"
+        steep = isinstance(node, (exp.Asin, exp.Acos, exp.Atan2)) or (isinstance(node, exp.Pow) and not whole_power(node))
+        inputs = [x for x in (node.this, node.args.get("expression")) if isinstance(x, exp.Expression)]
+        if steep and not all(_exact_input(x, kind_of) for x in inputs):
+            return node, "a function whose slope is unbounded, of an input that is not an exact integer"
+    return None
+
+
+def _exact_input(e: exp.Expression, kind_of) -> bool:
+    """Whether the SPU holds e exactly (an integer or boolean, a constant exact in fixed point); True
+    where its kind is not known from the query (the stage's own bound decides)."""
+    from sqlsecure.executors.spu.stage import static_kind
+    if isinstance(e, exp.Literal) and not e.is_string:
+        return float(float(e.this) * 2 ** 16).is_integer()
+    return static_kind(e, kind_of) in ("int", "bool", None)
+
+
+def _exact_constant_divisor(divisor) -> bool:
+    from sqlsecure.executors.spu.stage import decimal_ratio  # the division's own choice (exact or reciprocal)
+    return decimal_ratio(divisor) is not None
+
+
+def error_bound(stage, e: exp.Expression, rows: int):
+    """|SPU value - DuckDB's value| of `e` (`rows` rows) in ring units: a float (every row) or an integer share."""
+    return _Bounds(stage, rows).of(e)
+
+
+class _Bounds:
+    """One walk over an expression tree; `of(node)` is the bound of one node."""
+
+    def __init__(self, stage, rows: int):
+        self.stage, self.s, self.n = stage, stage.s, rows
+
+    # -- values and magnitudes -------------------------------------------------------------------
+    def value(self, e: exp.Expression):
+        node = _unwrapped(e)
+        node_and_value = self.stage.values.get(id(node))
+        return node_and_value[1] if node_and_value is not None and node_and_value[0] is node else None
+
+    def units(self, e: exp.Expression) -> ArithShare:
+        """ceil(|v|) of e's value, an integer share (frac 0): magnitudes that scale another bound."""
+        raw = self.magnitude(e)
+        return arith.truncate(self.s, raw, self.s.frac_bits) + self._public(2)
+
+    def magnitude(self, e: exp.Expression) -> ArithShare:
+        """|v| of e's value in ring units, an integer share (frac 0)."""
+        v = self.value(e)
+        x = self.stage.to_fixed(self.stage.secret(v, self.n)).value
+        return compare.abs_(self.s, x).with_frac(0)
+
+    def _public(self, amount: float) -> ArithShare:
+        return arith.public(self.s, np.full(self.n, math.ceil(amount), dtype=np.int64))
+
+    def relative(self, raw: ArithShare, factor: float) -> ArithShare:
+        """At least factor * raw for a share of ring units (factor <= 1), without overflow: the magnitude
+        is truncated first by about log2(1 / factor) bits (the factor then 4..8, a quarter at most above
+        it), the truncation's error covered by one extra factor."""
+        bits = min(40, max(0, -math.floor(math.log2(factor))) + 2)
+        scale = math.ceil(factor * 2 ** bits)
+        return arith.truncate(self.s, raw, bits) * scale + self._public(scale + 1)
+
+    # -- composition -----------------------------------------------------------------------------
+    def plus(self, a, b):
+        if isinstance(a, float) and isinstance(b, float):
+            return a + b
+        if isinstance(a, float):
+            a, b = b, a
+        return a + (b if isinstance(b, ArithShare) else self._public(b))
+
+    def times(self, err, units: ArithShare | float):
+        """err scaled by a magnitude (ceil |v| units, a share or a float)."""
+        if isinstance(err, float) and isinstance(units, float):
+            return err * units
+        if isinstance(err, float):
+            return units * math.ceil(err) if err else 0.0
+        if isinstance(units, float):
+            return err * math.ceil(units)
+        return arith.beaver_mul(self.s, err, units)
+
+    def approximate(self, err):
+        """A bound as a share: the value is an approximation (the guard exempts no row on a boundary)."""
+        return err if isinstance(err, ArithShare) else self._public(err)
+
+    def kernel(self, e: exp.Expression, absolute: float, bits: int = KERNEL_BITS) -> ArithShare:
+        """A kernel's stated accuracy absolute + 2^-bits |v| (ring units) at e's value."""
+        return self.relative(self.magnitude(e), 2.0 ** -bits) + self._public(absolute)
+
+    # -- the rules -------------------------------------------------------------------------------
+    def of(self, e: exp.Expression):
+        e = _unwrapped(e)
+        v = self.value(e)
+        if v is None:
+            return _unknown(self, e)
+        if v.kind in EXACT_KINDS:
+            return 0.0
+        if isinstance(e, (exp.Column, exp.Literal)) or decimal_scale(v.kind) is not None:
+            return self._encoded(v)
+        rule = RULES.get(type(e))
+        if rule is None:
+            rule = _geodist if is_geodist(e) else _unknown
+        return rule(self, e)
+
+    def _encoded(self, v):
+        """A column or constant: a DOUBLE held to half a unit, a DECIMAL's fixed-point limb to one; a
+        constant whose encoding is exact, none."""
+        if not hasattr(v, "limbs") and isinstance(v.value, (int, float)) and \
+                float(v.value * 2 ** self.s.frac_bits).is_integer():
+            return 0.0
+        return 1.0
+
+
+def _unwrapped(e: exp.Expression) -> exp.Expression:
+    while isinstance(e, exp.Paren):
+        e = e.this
+    return e
+
+
+def _same(b: _Bounds, e: exp.Expression):
+    return b.of(e.this)
+
+
+def _sum(b: _Bounds, e: exp.Expression):
+    return b.plus(b.of(e.left), b.of(e.right))
+
+
+def _product(b: _Bounds, e: exp.Mul):
+    """|a| err(b) + |b| err(a) + err(a) err(b) (covered by one more unit per operand) + the truncation."""
+    ea, eb = b.of(e.left), b.of(e.right)
+    parts = [1.0]
+    for err, other in ((ea, e.right), (eb, e.left)):
+        if isinstance(err, float) and err == 0.0:
+            continue
+        value = b.value(other)
+        units = abs(float(value.value or 0)) + 2.0 if not hasattr(value, "limbs") else b.units(other)
+        parts.append(b.times(b.plus(err, 1.0), units))
+    total = parts[0]
+    for part in parts[1:]:
+        total = b.plus(total, part)
+    return total
+
+
+def _quotient(b: _Bounds, e: exp.Div):
+    """x / c: err(x) / |c| (+ |x| times 1/c's encoding error where c is not divided exactly); x / y by a
+    secret: divide_secret's 2^-14 (|q| + 1), and (err(x) + |q| err(y)) / |y| (err(x) where y is an exact
+    integer, as |y| >= 1; otherwise divided by |y| on the SPU, doubled for the division's own error)."""
+    divisor = _divisor(e)
+    ex = b.of(e.left)
+    c = constant(e.expression)
+    if c is not None:
+        err = b.plus(b.times(ex, 1.0 / abs(c)), 1.0)
+        if _exact_constant_divisor(c):
+            return err
+        return b.plus(err, b.relative(b.magnitude(e.left), 0.5 ** (b.s.frac_bits + 1)))  # 1/c's encoding
+    ey = b.of(divisor)
+    err = b.kernel(e, 4.0)
+    if isinstance(ey, float) and ey == 0.0:
+        return b.plus(err, ex)
+    spread = b.plus(ex, b.times(b.plus(ey, 1.0), b.units(e)))
+    spread = b.approximate(spread)
+    y = b.stage.to_fixed(b.stage.secret(b.value(divisor), b.n)).value
+    ratio, _ = functions.divide_secret(b.s, spread.with_frac(b.s.frac_bits), compare.abs_(b.s, y))
+    return b.plus(err, ratio.with_frac(0) * 2 + b._public(8))
+
+
+def _divisor(e: exp.Div) -> exp.Expression:
+    from sqlsecure.planner.dialects.postgres import zero_checked
+    divisor = _unwrapped(e.expression)
+    divisor = zero_checked(divisor) or divisor
+    if isinstance(divisor, exp.Nullif) and constant(divisor.expression) == 0:
+        return divisor.this
+    return divisor
+
+
+def _at_least_half(b: _Bounds, e: exp.Expression, near, far):
+    """near where e's value >= 1/2, far elsewhere (one comparison): a slope bounded away from 0 only."""
+    v = b.stage.to_fixed(b.stage.secret(b.value(e), b.n)).value
+    half = arith.public(b.s, np.full(b.n, 0.5), v.frac)
+    above = compare.greater_equal(b.s, v, half, arith=True)
+    near, far = b.approximate(near), b.approximate(far)
+    return far + arith.beaver_mul(b.s, above, near - far)
+
+
+def _sqrt(b: _Bounds, e: exp.Sqrt):
+    """2^-14 (r + 1); the input's err: at most err where r >= 1/2 (slope 1 / (2r) <= 1, doubled), else
+    sqrt(err) (a whole float) or unbounded."""
+    ex, err = b.of(e.this), b.kernel(e, 4.0)
+    if isinstance(ex, float) and ex == 0.0:
+        return err
+    far = math.sqrt(ex * 2 ** b.s.frac_bits) + 1.0 if isinstance(ex, float) else UNBOUNDED
+    return b.plus(err, _at_least_half(b, e, b.times(ex, 2.0), far))
+
+
+def _logarithm(b: _Bounds, e: exp.Expression):
+    """LN's 2^-12; the input's err: slope 1 / x <= 2 where x >= 1/2 (tripled), unbounded below; times
+    1 / ln(base) for LOG."""
+    argument = e.expression if isinstance(e, exp.Log) and e.expression is not None else e.this
+    ex, err = b.of(argument), b.approximate(16.0 + 2.0)
+    if not (isinstance(ex, float) and ex == 0.0):
+        err = b.plus(err, _at_least_half(b, argument, b.times(ex, 3.0), UNBOUNDED))
+    return err
+
+
+def _exponential(b: _Bounds, e: exp.Exp):
+    """2^-14 |v| + 2^-15; the input's err: |v| (e^err - 1) <= 2 |v| err."""
+    ex, err = b.of(e.this), b.kernel(e, 2.0)
+    if isinstance(ex, float) and ex == 0.0:
+        return err
+    return b.plus(err, b.times(b.times(b.plus(ex, 1.0), 2.0), b.units(e)))
+
+
+def _power(b: _Bounds, e: exp.Pow):
+    """POWER(x, n), n a whole constant: one unit per product, relative (|v| 2^-16 each), and the input's
+    n err (|v| + 1). Any other exponent: EXP(y LN |x|)'s 2^-14 (1 + |y| 2^-8) |v| + 2^-15 where x and y
+    are exact, unbounded otherwise."""
+    ex = b.of(e.this)
+    if whole_power(e):
+        n = constant(e.expression) or 0
+        products = 2.0 * max(n.bit_length(), 1)
+        err = b.plus(b._public(products), b.relative(b.magnitude(e), min(1.0, products * 2.0 ** -b.s.frac_bits)))
+        if not (isinstance(ex, float) and ex == 0.0):
+            err = b.plus(err, b.times(b.times(b.plus(ex, 1.0), float(n)), b.units(e)))
+        return err
+    if not all(isinstance(x, float) and x == 0.0 for x in (ex, b.of(e.expression))):
+        return b.approximate(UNBOUNDED)
+    y = constant(e.expression)
+    exponent = POWER_EXPONENT_LIMIT if y is None else abs(float(y))
+    factor = min(1.0, 2.0 ** -KERNEL_BITS * (1.0 + exponent * 2.0 ** -8))
+    return b.plus(b.relative(b.magnitude(e), factor), 2.0)
+
+
+def _trig(b: _Bounds, e: exp.Expression):
+    """SIN / COS: 2^-15 and the input's err (slope <= 1); TAN: 2^-14 (|t| + 1) and err (1 + t^2);
+    ATAN: 2^-14 and err; ATAN2, ASIN, ACOS: 2^-14 where the inputs are exact, unbounded otherwise."""
+    inputs = [b.of(x) for x in (e.this, e.args.get("expression")) if x is not None]
+    exact = all(isinstance(x, float) and x == 0.0 for x in inputs)
+    if isinstance(e, (exp.Sin, exp.Cos)):
+        return b.plus(b.approximate(2.0), inputs[0])
+    if isinstance(e, exp.Atan) and e.args.get("expression") is None:
+        return b.plus(b.approximate(4.0), inputs[0])
+    if isinstance(e, exp.Tan):
+        err = b.kernel(e, 4.0)
+        if exact:
+            return err
+        units = b.units(e)
+        return b.plus(err, b.times(b.plus(inputs[0], 1.0), arith.beaver_mul(b.s, units, units) + b._public(1)))
+    return b.approximate(4.0 if exact else UNBOUNDED)
+
+
+def _geodist(b: _Bounds, e: exp.Anonymous):
+    """radius 2^-23 + 2^-15, and radius (pi / 180) times the coordinates' errors (slope <= 1 per radian)."""
+    arguments = e.expressions
+    radius = float(constant(arguments[4]) or RADIUS_LIMIT) if len(arguments) == 5 else float(EARTH_RADIUS)
+    if len(arguments) == 5 and not (isinstance(b.of(arguments[4]), float) and b.of(arguments[4]) == 0.0):
+        return b.approximate(UNBOUNDED)
+    err = b.approximate(radius * 2.0 ** (b.s.frac_bits - 23) + 2.0)
+    for coordinate in arguments[:4]:
+        err = b.plus(err, b.times(b.of(coordinate), abs(radius) * math.pi / 180.0 + 1.0))
+    return err
+
+
+def _either(b: _Bounds, e: exp.Expression):
+    """CASE / IF / COALESCE / NULLIF: the value is one of the branches: at most the sum of their bounds."""
+    branches = [x for x in (e.args.get("true"), e.args.get("false"), e.args.get("default")) if x is not None]
+    branches += [i.args["true"] for i in e.args.get("ifs") or []]
+    if isinstance(e, (exp.Coalesce, exp.Nullif)):
+        branches = [e.this, *(e.expressions if isinstance(e, exp.Coalesce) else [])]
+    total = 0.0
+    for branch in branches:
+        total = b.plus(total, b.of(branch))
+    return total
+
+
+def _unknown(b: _Bounds, e: exp.Expression):
+    """A node without its own rule (an aggregate, AVG's exact quotient): the encoding's slack where no
+    approximate kernel lies below it, unbounded otherwise."""
+    return b.approximate(UNBOUNDED) if is_approximate(e) else ENCODED
+
+
+RULES = {
+    exp.Neg: _same, exp.Abs: _same, exp.Cast: _same, exp.Add: _sum, exp.Sub: _sum, exp.Mul: _product,
+    exp.Div: _quotient, exp.Sqrt: _sqrt, exp.Ln: _logarithm, exp.Log: _logarithm, exp.Exp: _exponential,
+    exp.Pow: _power, **{cls: _trig for cls in TRIG}, exp.Case: _either, exp.If: _either,
+    exp.Coalesce: _either, exp.Nullif: _either,
+}
