@@ -67,7 +67,10 @@ PRIMARY_KEYS = {"customer": ("c_custkey",), "nation": ("n_nationkey",), "region"
                 "supplier": ("s_suppkey",)}  # TPC-H's, declared so secret joins on them are PK-FK joins
 
 GRANTS = """
-# Join keys: each party may learn the other side's matching keys (SCQL: PLAINTEXT_AFTER_JOIN).
+# Join keys: each party may learn the other side's matching keys (SCQL: PLAINTEXT_AFTER_JOIN). On their
+# second lines, the keys of a party's join of its own tables before a cross-party join (Q5: the carrier's
+# lineitem-supplier, the bank's nation-region) to the other parties of that join, as the filter columns
+# below (docs/federation.md: stricter than SCQL, which needs none).
 [[grants]]
 party = "shop"
 columns = ["bank.customer.c_custkey", "bank.customer.c_nationkey", "bank.nation.n_nationkey",
@@ -78,12 +81,14 @@ constraint = "PLAINTEXT_AFTER_JOIN"
 
 [[grants]]
 party = "bank"
-columns = ["shop.orders.o_custkey", "carrier.supplier.s_nationkey"]
+columns = ["shop.orders.o_custkey", "carrier.supplier.s_nationkey",
+           "carrier.lineitem.l_suppkey", "carrier.supplier.s_suppkey"]
 constraint = "PLAINTEXT_AFTER_JOIN"
 
 [[grants]]
 party = "carrier"
-columns = ["shop.orders.o_orderkey", "bank.customer.c_nationkey", "bank.nation.n_nationkey"]
+columns = ["shop.orders.o_orderkey", "bank.customer.c_nationkey", "bank.nation.n_nationkey",
+           "bank.nation.n_regionkey", "bank.region.r_regionkey"]
 constraint = "PLAINTEXT_AFTER_JOIN"
 
 # Group keys the shop may see once grouped.
@@ -129,18 +134,6 @@ party = "carrier"
 columns = ["bank.customer.c_mktsegment", "bank.region.r_name", "shop.orders.o_orderdate", "shop.orders.o_comment"]
 constraint = "PLAINTEXT_AFTER_COMPARE"
 
-# The same rule for a party's join of its own tables before a cross-party join (Q5: the carrier's
-# lineitem-supplier, the bank's nation-region): its keys to every other party of the join, as SCQL needs
-# for no one (docs/federation.md, stricter than SCQL); PLAINTEXT_AFTER_JOIN suffices for them.
-[[grants]]
-party = "bank"
-columns = ["carrier.lineitem.l_suppkey", "carrier.supplier.s_suppkey"]
-constraint = "PLAINTEXT_AFTER_JOIN"
-
-[[grants]]
-party = "carrier"
-columns = ["bank.nation.n_regionkey", "bank.region.r_regionkey"]
-constraint = "PLAINTEXT_AFTER_JOIN"
 """
 
 QUERIES = {
