@@ -635,8 +635,8 @@ def _group_keys_at_one_party(project: Project, aggregate, sort, equal: dict[str,
                                                               for g in aggregate.group_by):
         return project, aggregate, sort
     keys = list(aggregate.group_by)
-    owners = {ctx.parties[g.table] for g in keys}
-    for target in sorted(owners, key=lambda p: -sum(ctx.parties[g.table] == p for g in keys)):
+    owners = {ctx.parties[c.table] for g in keys for c in [g, *equal.get(column_key(g), [])]}
+    for target in sorted(owners, key=lambda p: (-sum(ctx.parties[g.table] == p for g in keys), p)):
         swap = {}
         for g in keys:
             if ctx.parties[g.table] != target:

@@ -27,6 +27,10 @@ SWAPPED = {  # query -> the secure stage's GROUP BY, all at one party
         WHERE c.c_custkey = o.o_custkey AND l.l_orderkey = o.o_orderkey
         GROUP BY o.o_custkey, c.c_name HAVING COUNT(*) > 2 ORDER BY o.o_custkey""",
         ('"c.c_custkey"', '"c.c_name"')),
+    "keys_of_two_parties_both_equal_to_a_third_partys": (
+        """SELECT c.c_custkey, l.l_orderkey, COUNT(*) AS n FROM bank.customer c, shop.orders o, carrier.lineitem l
+        WHERE c.c_custkey = o.o_custkey AND l.l_orderkey = o.o_orderkey GROUP BY c.c_custkey, l.l_orderkey""",
+        ('"o.o_custkey"', '"o.o_orderkey"')),
 }
 
 
