@@ -10,10 +10,13 @@ Queries Q3, Q4, Q5, Q6, Q10, Q12, Q13, Q14 with the specification's validation (
 substitution) parameters; date arithmetic on constants is written out as the dates it yields. The
 grants (GRANTS below) are what an SCQL user would write: join keys PLAINTEXT_AFTER_JOIN to the join
 partner, group keys PLAINTEXT_AFTER_GROUP_BY, measures PLAINTEXT_AFTER_AGGREGATE, filter columns
-PLAINTEXT_AFTER_COMPARE (here to every party of a join, not only the issuer: stricter than SCQL), and
+PLAINTEXT_AFTER_COMPARE (here to every party of a join, not only the issuer: stricter than SCQL), by
+the same rule the keys of a party's join of its own tables PLAINTEXT_AFTER_JOIN to the other parties of
+the cross-party join (Q5's lineitem-supplier and nation-region, which SCQL needs no grant for), and
 l_shipmode PLAINTEXT (Q12 filters and groups by it, which SCQL too allows with no narrower grant). The
 federation declares TPC-H's primary keys unique (PRIMARY_KEYS). min_group_size is the federation's
-default, so Q3's and Q10's groups (one order, one customer: one bank row each) are all withheld.
+default, so Q3's, Q5's and Q10's groups (one order, one nation, one customer: one bank row each) are
+all withheld.
 
 Reported per query:
 
