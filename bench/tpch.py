@@ -10,16 +10,20 @@ Queries Q3, Q4, Q5, Q6, Q10, Q12, Q13, Q14 with the specification's validation (
 substitution) parameters; date arithmetic on constants is written out as the dates it yields. The
 grants (GRANTS below) are what an SCQL user would write: join keys PLAINTEXT_AFTER_JOIN to the join
 partner, group keys PLAINTEXT_AFTER_GROUP_BY, measures PLAINTEXT_AFTER_AGGREGATE, filter columns
-PLAINTEXT_AFTER_COMPARE (here to every party of a join, not only the issuer: stricter than SCQL), and
+PLAINTEXT_AFTER_COMPARE (here to every party of a join, not only the issuer: stricter than SCQL), by
+the same rule the keys of a party's join of its own tables PLAINTEXT_AFTER_JOIN to the other parties of
+the cross-party join (Q5's lineitem-supplier and nation-region, which SCQL needs no grant for), and
 l_shipmode PLAINTEXT (Q12 filters and groups by it, which SCQL too allows with no narrower grant). The
 federation declares TPC-H's primary keys unique (PRIMARY_KEYS). min_group_size is the federation's
-default, so Q3's and Q10's groups (one order, one customer: one bank row each) are all withheld.
+default, so Q3's, Q5's and Q10's groups (one order, one nation, one customer: one bank row each) are
+all withheld.
 
 Reported per query:
 
   engine s    sqlsecure's `Engine.execute` (plan, pushdown, secure operators, reveal), embedded mode
-  cpu s       CPU seconds of this process (every thread: parties, dealer, DuckDB) during `Engine.execute`;
-              other work on a shared machine does not add to it, as it does to the wall seconds
+  cpu s       CPU seconds during `Engine.execute` of this process (every thread: parties, dealer, DuckDB)
+              and of its worker processes (HE and PSI workers, read from /proc on Linux); other work on a
+              shared machine does not add to it, as it does to the wall seconds
   duckdb s    the same SQL in plain DuckDB over all parties' tables (one schema per party)
   ratio       engine s / duckdb s
   rows        rows revealed to the shop
@@ -33,7 +37,7 @@ issue 16 lands. The total engine time of the answered queries is printed against
 
 The machine may be shared: keep runs small (`--sf 0.01`) unless it is quiet.
 
-Run:  python bench/tpch.py [--sf 1] [--queries q3,q4,...] [--data DIR]
+Run:  python bench/tpch.py [--sf 1] [--queries q3,q4,...] [--data DIR] [--timeout S]
 """
 
 from __future__ import annotations
@@ -66,7 +70,10 @@ PRIMARY_KEYS = {"customer": ("c_custkey",), "nation": ("n_nationkey",), "region"
                 "supplier": ("s_suppkey",)}  # TPC-H's, declared so secret joins on them are PK-FK joins
 
 GRANTS = """
-# Join keys: each party may learn the other side's matching keys (SCQL: PLAINTEXT_AFTER_JOIN).
+# Join keys: each party may learn the other side's matching keys (SCQL: PLAINTEXT_AFTER_JOIN). On their
+# second lines, the keys of a party's join of its own tables before a cross-party join (Q5: the carrier's
+# lineitem-supplier, the bank's nation-region) to the other parties of that join, as the filter columns
+# below (docs/federation.md: stricter than SCQL, which needs none).
 [[grants]]
 party = "shop"
 columns = ["bank.customer.c_custkey", "bank.customer.c_nationkey", "bank.nation.n_nationkey",
@@ -77,12 +84,14 @@ constraint = "PLAINTEXT_AFTER_JOIN"
 
 [[grants]]
 party = "bank"
-columns = ["shop.orders.o_custkey", "carrier.supplier.s_nationkey"]
+columns = ["shop.orders.o_custkey", "carrier.supplier.s_nationkey",
+           "carrier.lineitem.l_suppkey", "carrier.supplier.s_suppkey"]
 constraint = "PLAINTEXT_AFTER_JOIN"
 
 [[grants]]
 party = "carrier"
-columns = ["shop.orders.o_orderkey", "bank.customer.c_nationkey", "bank.nation.n_nationkey"]
+columns = ["shop.orders.o_orderkey", "bank.customer.c_nationkey", "bank.nation.n_nationkey",
+           "bank.nation.n_regionkey", "bank.region.r_regionkey"]
 constraint = "PLAINTEXT_AFTER_JOIN"
 
 # Group keys the shop may see once grouped.
@@ -127,6 +136,7 @@ constraint = "PLAINTEXT_AFTER_COMPARE"
 party = "carrier"
 columns = ["bank.customer.c_mktsegment", "bank.region.r_name", "shop.orders.o_orderdate", "shop.orders.o_comment"]
 constraint = "PLAINTEXT_AFTER_COMPARE"
+
 """
 
 QUERIES = {
@@ -215,6 +225,25 @@ class Measured:
                 str(self.rows), self.check]
 
 
+def workers_cpu() -> float:
+    """CPU seconds of this process's live child processes (the HE and PSI worker pools), from /proc;
+    0 where there is no /proc."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == os.getpid():  # fields[1]: ppid; [11], [12]: utime, stime in ticks
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def cpu_seconds() -> float:
+    """CPU seconds so far of this process and of its worker processes."""
+    return time.process_time() + workers_cpu()
+
+
 def measure(engine: Engine, oracle: Oracle, sql: str, issuer: str, plain_sql: str | None = None) -> Measured:
     """Run `sql` on the engine and in plain DuckDB (as `plain_sql`, if the federation's views must be
     written out for DuckDB); check the engine's answer as the test oracle does."""
@@ -222,14 +251,14 @@ def measure(engine: Engine, oracle: Oracle, sql: str, issuer: str, plain_sql: st
     started = time.perf_counter()
     oracle.con.sql(plain_sql).to_arrow_table()
     out = Measured(duckdb_s=time.perf_counter() - started)
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = time.perf_counter(), cpu_seconds()
     try:
         got = engine.execute(sql, issuer).table
     except Error as exc:
         out.check = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         out.failed = isinstance(exc, InternalError)
         return out
-    out.engine_s, out.engine_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    out.engine_s, out.engine_cpu_s = time.perf_counter() - started, cpu_seconds() - cpu
     out.rows = got.num_rows
     ok = same_multiset(got, oracle.expected(plain_sql, issuer))
     out.check, out.failed = ("ok", False) if ok else ("MISMATCH", True)
@@ -281,6 +310,9 @@ def main() -> int:
     parser.add_argument("--sf", type=float, default=1.0, help="TPC-H scale factor")
     parser.add_argument("--queries", default=",".join(QUERIES))
     parser.add_argument("--data", type=Path, help="a directory for the generated tables, kept (default: temporary)")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds a party waits for another's message before the query fails (default: "
+                             "%(default)s; the engine's 120 s is shorter than an SF 1 HE group sum: Q10)")
     args = parser.parse_args()
     names = chosen(parser, args.queries, QUERIES)
     directory = args.data or Path(tempfile.mkdtemp(prefix="sqlsecure-tpch-"))
@@ -289,7 +321,7 @@ def main() -> int:
         federation = write_federation(directory, args.sf)
         print(f"# TPC-H SF {args.sf:g}, issued by {ISSUER}; python {platform.python_version()}, duckdb "
               f"{duckdb.__version__}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
-        with Engine(federation) as engine:
+        with Engine(federation, timeout=args.timeout) as engine:
             oracle = Oracle(engine)
             results = {name: measure(engine, oracle, QUERIES[name], ISSUER) for name in names}
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
@@ -490,8 +490,8 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
             computing = set(secure["compute"])
     except NotSupportedError as local_error:
         try:
-            secure = _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_error,
-                                        protected=protected)
+            keyed = _group_keys_at_one_party(project, aggregate, sort, _psi_equal_columns(join, order, ctx), ctx)
+            secure = _secure_stage_plan(residual, *keyed, limit, ctx, local_error, protected=protected)
             computing = set(secure["compute"])
         except NotSupportedError as spu_error:
             if not ctx.enclave:
@@ -600,6 +600,70 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     leakage.append((ctx.issuer, "the query result"))
     return _plan(ctx, steps, leakage, threshold if aggregate else 0, [p for p, _ in protected])
 
+
+
+def _psi_equal_columns(join: InnerJoin, order, ctx: PlacementContext) -> dict[str, list[exp.Column]]:
+    """Columns equal on every row the PSI joins keep: both keys of an inner join edge (`order`), of one
+    declared type (so the SPU encodes them alike), neither on a LEFT JOIN's NULL side.
+    Column key -> the columns of other parties it equals."""
+    spanning = {frozenset(pair) for *_, keys_i, keys_j in order for pair in zip(keys_i, keys_j)}
+    equal: dict[str, list[exp.Column]] = {}
+    for conjunct in join.conjuncts:
+        sides = (conjunct.left, conjunct.right) if isinstance(conjunct, exp.EQ) else ()
+        if not sides or not all(isinstance(c, exp.Column) and c.table for c in sides):
+            continue
+        a, b = sides
+        if ctx.parties[a.table] == ctx.parties[b.table] or {a.table, b.table} & set(join.outer) \
+                or frozenset((column_key(a), column_key(b))) not in spanning:
+            continue
+        if ctx.column_type(a.table, a.name) is None or ctx.column_type(a.table, a.name) != \
+                ctx.column_type(b.table, b.name):
+            continue
+        equal.setdefault(column_key(a), []).append(b)
+        equal.setdefault(column_key(b), []).append(a)
+    return equal
+
+
+def _group_keys_at_one_party(project: Project, aggregate, sort, equal: dict[str, list[exp.Column]],
+                             ctx: PlacementContext):
+    """(project, aggregate, sort) with each GROUP BY column of another party replaced, everywhere, by a
+    column of one party that the PSI made equal to it on every joined row: with all its keys at one
+    party, that party numbers the groups and the SPU sorts one narrow code instead of every key's
+    limbs. Unchanged unless every key is a column that can be brought to one party. The column control
+    and grants were checked on the query as written; the values revealed are the same."""
+    if aggregate is None or not aggregate.group_by or not all(isinstance(g, exp.Column) and g.table
+                                                              for g in aggregate.group_by):
+        return project, aggregate, sort
+    keys = list(aggregate.group_by)
+    owners = {ctx.parties[c.table] for g in keys for c in [g, *equal.get(column_key(g), [])]}
+    for target in sorted(owners, key=lambda p: (-sum(ctx.parties[g.table] == p for g in keys), p)):
+        swap = {}
+        for g in keys:
+            if ctx.parties[g.table] != target:
+                same = [c for c in equal.get(column_key(g), []) if ctx.parties[c.table] == target]
+                if not same:
+                    break
+                swap[column_key(g)] = same[0]
+        else:
+            if not swap:
+                return project, aggregate, sort
+            return _with_columns(project, aggregate, sort, swap)
+    return project, aggregate, sort
+
+
+def _with_columns(project: Project, aggregate, sort, swap: dict[str, exp.Column]):
+    """(project, aggregate, sort) with the columns of `swap` (column key -> column) replaced."""
+    def rewrite(e: exp.Expression) -> exp.Expression:
+        return e.copy().transform(
+            lambda n: swap[column_key(n)].copy() if isinstance(n, exp.Column) and n.table
+            and column_key(n) in swap else n)
+
+    project = replace(project, expressions=tuple(rewrite(e) for e in project.expressions))
+    aggregate = replace(aggregate, group_by=tuple(rewrite(g) for g in aggregate.group_by),
+                        having=rewrite(aggregate.having) if aggregate.having is not None else None)
+    if sort is not None:
+        sort = replace(sort, order=tuple(rewrite(o) for o in sort.order))
+    return project, aggregate, sort
 
 UNBALANCED_RATIO = 64  # published sizes this far apart (and the large one >= UNBALANCED_MIN) -> unbalanced PSI
 UNBALANCED_MIN = 1 << 16

@@ -41,6 +41,7 @@ import numpy as np
 from sqlsecure.errors import ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.blinding import POINT, BlindingKey, GroupWorkers, hash_to_buffer
+from sqlsecure.executors.psi.encoding import distinct_encoded, per_row
 
 BATCH = 1 << 16  # points per blinded / re-blinded message (2 MiB); a shorter batch is the last
 WINDOW = 2  # batches being blinded at once per party: bounds memory, interleaves the parties' work
@@ -105,13 +106,12 @@ class Intersection(NamedTuple):
 def _distinct_points(encoded: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
     """(per row: index of its distinct key or -1 for NULL, the distinct keys' points as an S32 array).
 
-    Keys are told apart by their hashes (SHA-256), as the protocol itself does."""
-    present = np.fromiter((k is not None for k in encoded), dtype=bool, count=len(encoded))
-    hashed = np.frombuffer(hash_to_buffer(k for k in encoded if k is not None), dtype="S32")
+    Only the distinct keys are hashed; keys are told apart by their hashes (SHA-256), as the protocol
+    itself does."""
+    rows, keys = distinct_encoded(encoded)
+    hashed = np.frombuffer(hash_to_buffer(keys), dtype="S32")
     distinct, inverse = np.unique(hashed, return_inverse=True)
-    ids = np.full(len(encoded), -1, dtype=np.int64)
-    ids[present] = inverse.reshape(-1)
-    return ids, distinct
+    return per_row(rows, inverse.reshape(-1)), distinct
 
 
 def _batches(n: int) -> list[tuple[int, int]]:

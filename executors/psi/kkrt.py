@@ -66,6 +66,7 @@ from sqlsecure.executors.psi.ot import (
     kkrt_extend_receive, kkrt_extend_send, pack_bits, row_hash, tweak_blocks,
 )
 from sqlsecure.executors.psi.ecdh import Intersection, join_from, membership_of, random_permutation
+from sqlsecure.executors.psi.encoding import distinct_encoded, per_row
 
 LAMBDA = 40
 HASHES = 3
@@ -380,14 +381,14 @@ def _send(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, theirs: i
 
 
 def _distinct_blocks(encoded: list[bytes | None], mac: AesBlocks) -> tuple[np.ndarray, np.ndarray]:
-    """(per row: the index of its distinct key or -1 for NULL, each distinct key's MAC block)."""
-    present, data, starts, lengths = key_bytes(encoded)
-    row_blocks = cbc_mac(data, starts, lengths, mac)
+    """(per row: the index of its distinct key or -1 for NULL, each distinct key's MAC block).
+    Only the distinct keys are MACed; keys are still told apart by their MACs."""
+    rows, distinct = distinct_encoded(encoded)
+    _, data, starts, lengths = key_bytes(distinct)
+    blocks = cbc_mac(data, starts, lengths, mac)
     del data
-    row_ids, representative = distinct_keys(row_blocks)
-    ids = np.full(len(encoded), -1, dtype=np.int64)
-    ids[present] = row_ids
-    return ids, np.take(row_blocks, representative, axis=0)
+    block_ids, representative = distinct_keys(blocks)
+    return per_row(rows, block_ids), np.take(blocks, representative, axis=0)
 
 
 def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None]) -> Intersection:

@@ -79,6 +79,7 @@ from sqlsecure.errors import ProgrammingError, ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.blinding import POINT, BlindingKey, GroupWorkers, hash_to_points
 from sqlsecure.executors.psi.ecdh import Intersection, join_from, membership_of, random_permutation
+from sqlsecure.executors.psi.encoding import distinct_encoded, per_row
 
 BATCH = 1 << 16  # points per message of P, of blinded and of re-blinded points (2 MiB)
 WINDOW = 2  # batches of P being blinded at once per party, so the workers never wait for a send
@@ -270,8 +271,8 @@ class PsiCache:
 
 class _Keys(NamedTuple):
     ids: np.ndarray  # per row: index of its key among my sorted distinct keys, -1 for NULL
-    points: np.ndarray  # (non-NULL rows, 32) uint8: H(key) per non-NULL row
-    first: np.ndarray  # per distinct key, in sorted order: a row of `points` holding it
+    points: np.ndarray  # (distinct keys, 32) uint8: H(key) per distinct encoded key
+    first: np.ndarray  # per distinct key, in sorted order: its row of `points`
 
     @property
     def size(self) -> int:
@@ -326,11 +327,11 @@ def _sorted_distinct(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _keys(encoded: list[bytes | None]) -> _Keys:
-    present, points = _hash_rows(encoded)
+    """My rows' keys, hashing only the distinct ones."""
+    rows, distinct = distinct_encoded(encoded)
+    _, points = _hash_rows(distinct)
     inverse, first = _sorted_distinct(points)
-    ids = np.full(len(encoded), -1, dtype=np.int64)
-    ids[present] = inverse
-    return _Keys(ids, points, first)
+    return _Keys(per_row(rows, inverse), points, first)
 
 
 # --- the protocol ---------------------------------------------------------------------------------
