@@ -266,7 +266,7 @@ def repeating_op(op: Op, catalog: Catalog, stop: tuple[type, ...] = ()) -> Op | 
 
 # -- eager aggregation (Yan & Larson, "Eager Aggregation and Lazy Aggregation", VLDB 1995) -----------------
 EAGER = "__eager"  # the prefix of the partial aggregates' columns
-DECOMPOSED = ("COUNT", "SUM", "MIN", "MAX", "AVG")  # aggregates one partial aggregate per join key combines into
+DECOMPOSED = ("COUNT", "SUM", "MIN", "MAX")  # aggregates one partial aggregate per join key combines into
 STRICT = (exp.Column, exp.Identifier, exp.Literal, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Cast,
           exp.DataType, exp.DataTypeParam)  # NULL when any column they read is NULL
 
@@ -339,11 +339,12 @@ def _pre_aggregated(aggregate: Aggregate, join: Join, side: str) -> Op | None:
 
 def _combined(call, own: set[str], theirs: set[str], inner: bool):
     """(partial aggregates, combining aggregates, output SQL) of one aggregate `call` over a join whose side
-    of columns `own` is pre-aggregated, or None where it is not decomposable: COUNT(DISTINCT), SUM(DISTINCT),
-    AVG(DISTINCT); COUNT / SUM / AVG of the other side (a row repeated per partner: not counted here);
-    an argument reading both sides or none; across a LEFT join an argument not NULL on a NULL-extended
-    row (COALESCE, CASE: `STRICT`). COUNT(*) counts each partner (1 for an unmatched row of a LEFT join);
-    COUNT is 0, not NULL, over no partner."""
+    of columns `own` is pre-aggregated, or None where it is not decomposable: COUNT(DISTINCT), SUM(DISTINCT);
+    COUNT / SUM of the other side (a row repeated per partner: not counted here); AVG (as SUM / COUNT of
+    partials it would divide by a secret, whose exact range the SPU's own AVG does not need); an argument
+    reading both sides or none; across a LEFT join an argument not NULL on a NULL-extended row (COALESCE,
+    CASE: `STRICT`). COUNT(*) counts each partner (1 for an unmatched row of a LEFT join); COUNT is 0, not
+    NULL, over no partner."""
     name, func, arg, distinct = call
     partial = f"{EAGER}.{name}"
     if arg is None:  # COUNT(*)
@@ -355,11 +356,6 @@ def _combined(call, own: set[str], theirs: set[str], inner: bool):
     if not reads or not reads <= own or func not in DECOMPOSED or (distinct and func not in ("MIN", "MAX")) or not (
             inner or _strict(arg)):
         return None
-    if func == "AVG":
-        total, count = f"{partial}.sum", f"{partial}.count"
-        return [(total, "SUM", arg, False), (count, "COUNT", arg, False)], [
-            (total, "SUM", quoted(total), False), (count, "SUM", quoted(count), False)], \
-            f"{quoted(total)} / NULLIF({quoted(count)}, 0)"
     outer = "SUM" if func == "COUNT" else func
     return [(partial, func, arg, False)], [(name, outer, quoted(partial), False)], \
         f"COALESCE({quoted(name)}, 0)" if func == "COUNT" else quoted(name)

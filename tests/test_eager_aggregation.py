@@ -15,9 +15,8 @@ GRANTS = {"PLAINTEXT": ("diagnosis.pid", "medication.pid", "medication.med"),
           "PLAINTEXT_AFTER_AGGREGATE": ("diagnosis.time", "medication.time")}
 D3, M3 = union_of("diagnosis", "pid, diag, time"), union_of("medication", "pid, med, time")
 D2, M2 = union_of("diagnosis", "pid, diag, time", HOSPITALS[:2]), union_of("medication", "pid, med, time", HOSPITALS[:2])
-CALLS = ("COUNT(m.time) AS c", "COUNT(*) AS n", "SUM(m.time) AS s", "MIN(m.time) AS lo", "MAX(m.time) AS hi",
-         "AVG(m.time) AS mean")
-TOTAL = {"c": "SUM", "n": "SUM", "s": "SUM", "mean": "SUM", "lo": "MIN", "hi": "MAX"}  # per output, over patients
+CALLS = ("COUNT(m.time) AS c", "COUNT(*) AS n", "SUM(m.time) AS s", "MIN(m.time) AS lo", "MAX(m.time) AS hi")
+TOTAL = {"c": "SUM", "n": "SUM", "s": "SUM", "mean": "MAX", "lo": "MIN", "hi": "MAX"}  # per output, over patients
 
 
 def per_patient(diagnosis: str, medication: str, join: str = "LEFT JOIN", calls=CALLS, on: str = "d.pid = m.pid",
@@ -69,6 +68,7 @@ REWRITTEN = {  # name: (query, engine): the rewrite applies
                                                                                  "SUM(m.time * 2 + 1) AS s")), "all"),
     "other side's MIN and MAX": (per_patient(D3, M3, "JOIN", ("MIN(d.time) AS lo", "MAX(d.time) AS hi", "COUNT(*) AS n")),
                                  "all"),
+    "DECIMAL SUM": (per_patient(D3, M3, calls=("SUM(CAST(m.time AS DECIMAL(10, 2)) / 8) AS s",)), "all"),
     "HAVING over the partials": (per_patient(D3, M3, having=" HAVING COUNT(m.time) > 1 AND SUM(m.time) > 60"), "all"),
     "an empty party": (per_patient(D3, M3), "h3 empty"),
     "the issuer's side, revealed as is": (
@@ -94,6 +94,7 @@ def test_eager_aggregation_matches_duckdb(oracles, name):
 
 KEPT = {  # name: query: not decomposable, or not exact: answered by the all-pairs join as before
     "COUNT(DISTINCT)": per_patient(D3, M3, calls=("COUNT(DISTINCT m.time) AS c",)),
+    "AVG": per_patient(D3, M3, calls=("AVG(CAST(m.time AS DECIMAL(10, 2))) AS mean", "COUNT(m.time) AS c")),
     "an aggregate reading both sides": per_patient(D3, M3, "JOIN", ("SUM(m.time - d.time) AS s",)),
     "SUM of the other side": per_patient(D3, M3, "JOIN", ("SUM(d.time) AS s", "COUNT(m.time) AS c")),
     "left, not NULL on an unmatched row": per_patient(D3, M3, calls=("COUNT(COALESCE(m.time, 0)) AS c",)),
