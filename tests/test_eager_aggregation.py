@@ -8,7 +8,10 @@ empty party), EXPLAIN saying whether the rewrite applies; shapes it must not rew
 import pytest
 
 from sqlsecure.engine import Engine
-from tests.test_translate import HOSPITALS, hospital_federation, union_of  # noqa: F401 (fixture)
+from sqlsecure.errors import NotSupportedError
+from tests.test_translate import (  # noqa: F401 (hospital_federation: a fixture)
+    HOSPITALS, hospital_federation, hospital_grants, hospital_tables, union_of,
+)
 
 GRANTS = {"PLAINTEXT": ("diagnosis.pid", "medication.pid", "medication.med"),
           "PLAINTEXT_AFTER_GROUP_BY": ("diagnosis.diag",),
@@ -116,3 +119,13 @@ def test_explain_shows_the_sort_based_join(eager):
     assert "[sort-based PK-FK join, right side unique: n+m rows]" in text
     assert "[all pairs" not in text
     assert 'eager aggregation: COUNT("m.time") of h1, h2, h3\'s rows pre-aggregated by the join keys ("m.pid")' in text
+
+
+def test_check_size_counts_the_sort_based_join(tmp_path, federation_writer, grants_for, assert_refused):
+    """1,100 rows per hospital: the all-pairs join of the unions would hold millions of rows, refused at plan
+    time (`check` agreeing); pre-aggregated, the join holds n + m rows and is planned."""
+    federation_writer(tmp_path, hospital_tables(n=1100), hospital_grants(grants_for, GRANTS), parties=HOSPITALS,
+                      min_group_size=2)
+    with Engine(tmp_path / "federation.toml", timeout=120) as engine:
+        assert "eager aggregation:" in engine.explain(REWRITTEN["q13 histogram, 3 parties"][0], "h1")
+        assert_refused(engine, KEPT["COUNT(DISTINCT)"], "h1", NotSupportedError, "beyond the 1,048,576 rows")
