@@ -38,7 +38,7 @@ from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
-    quoted, unique_side, describe_join, repeating_op,
+    quoted, unique_side, describe_join, eager_aggregation, repeating_op,
 )
 
 RESULT = "secret_out"
@@ -72,6 +72,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     root = pruned(root, frozenset(root.columns))
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
+    root = eager_aggregation(root, catalog, collapsible(issuer, min_group_size, dp is not None))
     check_size(root, catalog)
     revealed = revealed_masks(tree, masks or {}, issuer)
     noised = noised_aggregate(root, dp, origins) if dp is not None else None
@@ -101,7 +102,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
-                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns)
+                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]
         leakage.insert(-1, (party, "its own noise draws (never the exact values: it adds them to its shares)"))
@@ -111,6 +112,39 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses), notes=notes,
                         min_group_size=min_group_size if t.thresholded else 0, counted=counted,
                         epsilon=dp.epsilon if dp else 0.0, delta=dp.delta if dp else 0.0)
+
+
+def collapsible(issuer: str, k: int, noised: bool):
+    """Whether eager aggregation may pre-aggregate `part` of a join beside `other` (tree.eager_join). Beneath
+    an aggregate always: the partials' MIN(provenance) is the MIN over their rows. For the outermost one,
+    whose group threshold counts each owner's distinct rows, only where `part` is the issuer's, whose rows
+    are not counted, and `other` holds a counted owner's rows; under DP never (translate_dp reads its shape)."""
+
+    def may_collapse(part: Op, other: Op, outermost: bool) -> bool:
+        if not outermost:
+            return True
+        return not noised and (k == 0 or (parties_of(part) <= {issuer} and bool(parties_of(other) - {issuer})))
+
+    return may_collapse
+
+
+def eager_notes(root: Op) -> tuple[str, ...]:
+    """EXPLAIN's line per eager aggregation (tree.eager_join) of the program."""
+    notes = []
+    for op in walk(root):
+        if isinstance(op, Aggregate) and op.eager:
+            calls = ", ".join(f"{func}({arg or '*'})" for _, func, arg, _ in op.aggregates) or "its join keys"
+            notes.append(f"eager aggregation: {calls} of {', '.join(sorted(parties_of(op)))}'s rows pre-aggregated "
+                         f"by the join keys ({', '.join(sql for _, sql in op.keys)}) on the SPU, nothing opened, so "
+                         "the join is a sort-based PK-FK join (n + m rows, not n * m)")
+    return tuple(notes)
+
+
+def walk(op: Op):
+    """`op` and every operator beneath it."""
+    yield op
+    for child in op.children:
+        yield from walk(child)
 
 
 def check_size(root: Op, catalog: Catalog) -> None:
@@ -165,11 +199,18 @@ def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
     filter, join, aggregate, DISTINCT or LIMIT of one party runs on the SPU too, since its output's row
     count, which every compute party sees, depends on its data."""
     owners = parties_of(op)
-    if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)):
+    if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)) and not counted_partial(
+            op, t):
         return run_local(op, next(iter(owners)), t, under_aggregate)
     if len(owners) == 1 and under_aggregate and t.k > 0 and owners != {t.issuer}:
         refuse_repeated_rows(op, next(iter(owners)), t.catalog)  # the threshold counts the rows of its part, as before
     return TRANSLATE[type(op)](op, t, under_aggregate, at_root)
+
+
+def counted_partial(op: Op, t: Translation) -> bool:
+    """Whether `op` is an eager partial aggregate (tree.eager_join) of a party whose rows the group threshold
+    counts: on the SPU it keeps MIN(provenance) of its rows, at its owner it would number its groups instead."""
+    return isinstance(op, Aggregate) and op.eager and t.k > 0 and parties_of(op) != {t.issuer}
 
 
 def size_is_public(op: Op, party: str, t: Translation) -> bool:

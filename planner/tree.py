@@ -10,7 +10,7 @@ What has no operator here raises NotSupportedError naming it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlglot import exp
 
@@ -100,6 +100,7 @@ class Join(Op):
 class Aggregate(Unary):
     keys: tuple[tuple[str, str], ...]  # (name, SQL)
     aggregates: tuple[tuple[str, str, str | None, bool], ...]  # (name, FUNC, SQL or None for COUNT(*), distinct)
+    eager: bool = False  # a partial aggregate of eager aggregation (`eager_aggregation`), computed on the SPU
 
     @property
     def columns(self):
@@ -261,6 +262,113 @@ def repeating_op(op: Op, catalog: Catalog, stop: tuple[type, ...] = ()) -> Op | 
         kept = kept_side(op, catalog)
         return op if kept is None else repeating_op(kept, catalog, stop)
     return next((found for child in op.children if (found := repeating_op(child, catalog, stop)) is not None), None)
+
+
+# -- eager aggregation (Yan & Larson, "Eager Aggregation and Lazy Aggregation", VLDB 1995) -----------------
+EAGER = "__eager"  # the prefix of the partial aggregates' columns
+DECOMPOSED = ("COUNT", "SUM", "MIN", "MAX")  # aggregates one partial aggregate per join key combines into
+STRICT = (exp.Column, exp.Identifier, exp.Literal, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Cast,
+          exp.DataType, exp.DataTypeParam)  # NULL when any column they read is NULL
+
+
+def eager_aggregation(op: Op, catalog: Catalog, may_collapse, under: bool = False) -> Op:
+    """`op` with each aggregate over an all-pairs equi-join rewritten by `eager_join` where `may_collapse(part,
+    other, outermost)` allows pre-aggregating `part`; `under`: beneath an aggregate (as translate's `place`)."""
+    if isinstance(op, Aggregate):
+        op = _rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, True))
+        return eager_join(op, catalog, lambda part, other: may_collapse(part, other, not under)) or op
+    inner = not op.thresholded if isinstance(op, subqueries.Subquery) else under
+    return _rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, inner))
+
+
+def _rebuilt(op: Op, rebuild) -> Op:
+    """`op` with `rebuild` applied to each child."""
+    changes = {}
+    for name in op.__dataclass_fields__:
+        value = getattr(op, name)
+        if isinstance(value, Op):
+            changes[name] = rebuild(value)
+        elif isinstance(value, tuple) and value and all(isinstance(v, Op) for v in value):
+            changes[name] = tuple(rebuild(v) for v in value)
+    return replace(op, **changes) if changes else op
+
+
+def eager_join(aggregate: Aggregate, catalog: Catalog, may_collapse) -> Op | None:
+    """An aggregate over an inner or LEFT equi-join that no side's unique keys make linear, as the join of
+    one side with its other side pre-aggregated by its join keys (unique on them, so the SPU joins by a
+    sort: n + m rows, not n * m), then the aggregate combining the partials; None where that is not exact:
+    the group keys read the pre-aggregated side beyond its join keys, or an aggregate is not decomposable
+    (`_combined`). A LEFT join pre-aggregates its NULL side only; a RIGHT join is a LEFT one (`TreeBuilder`)."""
+    join = aggregate.child
+    if isinstance(join, Project) and isinstance(join.child, Join) and all(sql == quoted(n) for n, sql in join.items):
+        join = join.child  # a RIGHT JOIN's columns in the written order: the aggregate reads them by name
+    if not isinstance(join, Join) or join.kind not in ("inner", "left") or not join.left_keys or join.condition \
+            or unique_side(join, catalog) is not None:
+        return None
+    for side in ("right",) if join.kind == "left" else ("right", "left"):
+        part, other = (join.right, join.left) if side == "right" else (join.left, join.right)
+        rewritten = _pre_aggregated(aggregate, join, side)
+        if rewritten is not None and may_collapse(part, other):
+            return rewritten
+    return None
+
+
+def _pre_aggregated(aggregate: Aggregate, join: Join, side: str) -> Op | None:
+    """`aggregate` over `join` with its `side` pre-aggregated (`eager_join`), or None."""
+    part, other = (join.right, join.left) if side == "right" else (join.left, join.right)
+    keys = join.right_keys if side == "right" else join.left_keys
+    names = [next((c for c in part.columns if quoted(c) == sql), f"{EAGER}.key{i}") for i, sql in enumerate(keys)]
+    if len(set(names)) != len(names) or not _columns_read(*(sql for _, sql in aggregate.keys)) <= set(
+            other.columns) | set(names):
+        return None  # grouped by the pre-aggregated side's other columns: not unique on its join keys
+    partials, combined, outputs = [], [], []
+    for call in aggregate.aggregates:
+        parts = _combined(call, set(part.columns), set(other.columns), join.kind == "inner")
+        if parts is None:
+            return None
+        partials += parts[0]
+        combined += parts[1]
+        outputs.append((call[0], parts[2]))
+    pre = Aggregate(part, tuple(zip(names, keys)), tuple(partials), eager=True)
+    pre_keys = tuple(quoted(n) for n in names)
+    joined = Join(join.kind, other, pre, join.left_keys, pre_keys) if side == "right" else \
+        Join(join.kind, pre, other, pre_keys, join.right_keys)
+    outer = Aggregate(joined, aggregate.keys, tuple(combined))
+    return Project(outer, tuple((n, quoted(n)) for n, _ in aggregate.keys) + tuple(outputs))
+
+
+def _combined(call, own: set[str], theirs: set[str], inner: bool):
+    """(partial aggregates, combining aggregates, output SQL) of one aggregate `call` over a join whose side
+    of columns `own` is pre-aggregated, or None where it is not decomposable: COUNT(DISTINCT), SUM(DISTINCT);
+    COUNT / SUM of the other side (a row repeated per partner: not counted here); AVG (as SUM / COUNT of
+    partials it would divide by a secret, whose exact range the SPU's own AVG does not need); an argument
+    reading both sides or none; across a LEFT join an argument not NULL on a NULL-extended row (COALESCE,
+    CASE: `STRICT`). COUNT(*) counts each partner (1 for an unmatched row of a LEFT join); COUNT is 0, not
+    NULL, over no partner."""
+    name, func, arg, distinct = call
+    partial = f"{EAGER}.{name}"
+    if arg is None:  # COUNT(*)
+        return [(partial, "COUNT", None, False)], [(name, "SUM", f"COALESCE({quoted(partial)}, 1)", False)], \
+            f"COALESCE({quoted(name)}, 0)"
+    reads = _columns_read(arg)
+    if reads and reads <= theirs and func in ("MIN", "MAX"):
+        return [], [call], quoted(name)  # a repeated row changes no minimum
+    if not reads or not reads <= own or func not in DECOMPOSED or (distinct and func not in ("MIN", "MAX")) or not (
+            inner or _strict(arg)):
+        return None
+    outer = "SUM" if func == "COUNT" else func
+    return [(partial, func, arg, False)], [(name, outer, quoted(partial), False)], \
+        f"COALESCE({quoted(name)}, 0)" if func == "COUNT" else quoted(name)
+
+
+def _strict(sql: str) -> bool:
+    """Whether `sql` is NULL wherever the columns it reads are (arithmetic and casts of columns only)."""
+    return all(isinstance(node, STRICT) for node in exp.maybe_parse(sql, dialect="duckdb").walk())
+
+
+def _columns_read(*sqls: str | None) -> set[str]:
+    """The column names SQL expressions over a relation read (each a quoted identifier)."""
+    return {c.name for sql in sqls if sql for c in exp.maybe_parse(sql, dialect="duckdb").find_all(exp.Column)}
 
 
 def describe_join(join: Join) -> str:
