@@ -1,0 +1,117 @@
+"""The SPU's exact range proven at plan time beyond the spine's joined stage (issue 16): secret programs
+(PK-FK and all-pairs joins), UNION ALL stages and oblivious joins. For each shape, the same query over two
+federations that differ only in one column's largest value: refused by `check`, EXPLAIN and execution
+with one DataError naming the column and its class, or answered and equal to the oracle."""
+
+import decimal
+import json
+
+import pyarrow as pa
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import DataError
+from sqlsecure.planner.physical import SecretQuery, SecureStage
+
+CUSTOMERS, ORDERS, POLICIES = 32, 64, 32
+MONEY = pa.decimal128(15, 2)
+
+PROGRAM_PK_JOIN = ("SELECT SUM(t.s) AS total FROM (SELECT c.region, SUM(o.amount * c.income) AS s FROM bank.customers c "
+                   "JOIN shop.orders o ON c.id = o.customer_id GROUP BY c.region) t")
+PROGRAM_ALL_PAIRS = ("SELECT SUM(t.v) AS total FROM (SELECT o.amount * p.premium AS v FROM shop.orders o "
+                     "JOIN insurer.policies p ON o.customer_id = p.customer_id) t")
+UNION_ALL = ("SELECT SUM(u.a) AS total, COUNT(*) AS n FROM (SELECT amount AS a FROM shop.orders UNION ALL "
+             "SELECT premium FROM insurer.policies) u")
+OBLIVIOUS_JOIN = ("SELECT c.region, SUM(o.amount * c.income) AS s FROM bank.customers c JOIN shop.orders o "
+                  "ON c.id = o.customer_id GROUP BY c.region")
+SHAPES = {"program_pk_join": (PROGRAM_PK_JOIN, SecretQuery), "program_all_pairs": (PROGRAM_ALL_PAIRS, SecretQuery),
+          "union_all": (UNION_ALL, SecureStage), "oblivious_join": (OBLIVIOUS_JOIN, SecureStage)}
+
+
+def _tables(largest_amount: decimal.Decimal) -> dict:
+    """Unique customer ids at the bank, two orders per customer at the shop (the largest amount
+    `largest_amount`), one policy per customer at the insurer."""
+    customers = pa.table({"id": pa.array(range(1, CUSTOMERS + 1), pa.int64()),
+                          "region": pa.array([("north", "south", "east")[k % 3] for k in range(CUSTOMERS)]),
+                          "income": pa.array([decimal.Decimal(20_000 + 1_013 * k) / 1 for k in range(CUSTOMERS)],
+                                             MONEY)})
+    amounts = [decimal.Decimal(100 + 37 * k) / 10 for k in range(ORDERS - 1)] + [largest_amount]
+    orders = pa.table({"order_id": pa.array(range(ORDERS), pa.int64()),
+                       "customer_id": pa.array([1 + k % CUSTOMERS for k in range(ORDERS)], pa.int64()),
+                       "amount": pa.array(amounts, MONEY)})
+    policies = pa.table({"customer_id": pa.array([1 + k for k in range(POLICIES)], pa.int64()),
+                         "premium": pa.array([decimal.Decimal(500 + 11 * k) / 1 for k in range(POLICIES)], MONEY)})
+    return {"bank": {"customers": customers}, "shop": {"orders": orders}, "insurer": {"policies": policies}}
+
+
+def _grants(grants_for) -> str:
+    """Join keys compared only (oblivious joins, joins on shares), measures after aggregation; the bank
+    declares its customer ids unique (a PK-FK join of n + m rows)."""
+    unique = '[parties.bank.unique]\ncustomers = [["id"]]\n\n'
+    keys = ("shop.orders.customer_id", "insurer.policies.customer_id", "bank.customers.id")
+    measures = ("shop.orders.amount", "insurer.policies.premium", "bank.customers.income")
+    return unique + grants_for(*((party, tuple(k for k in keys if not k.startswith(party)), "PLAINTEXT_AFTER_COMPARE")
+                                 for party in ("bank", "shop", "insurer")),
+                               *((party, tuple(m for m in measures if not m.startswith(party)),
+                                  "PLAINTEXT_AFTER_AGGREGATE") for party in ("bank", "shop", "insurer")),
+                               ("shop", ("bank.customers.region",), "PLAINTEXT_AFTER_GROUP_BY"))
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, federation_writer, grants_for):
+    """(within, beyond): the same federation, its largest amount 1,000.00 (class 2^10) or 2^41 (class 2^42)."""
+    opened = []
+    for name, largest in (("within", decimal.Decimal("1000.00")), ("beyond", decimal.Decimal(2 ** 41))):
+        path = federation_writer(tmp_path_factory.mktemp(name), _tables(largest), _grants(grants_for),
+                                 min_group_size=0)
+        opened.append(Engine(path, timeout=60))
+    yield opened
+    for engine in opened:
+        engine.close()
+
+
+def _spu_step(engine, sql: str):
+    return next(s for s in engine.plan(sql, "bank").physical.steps if isinstance(s, (SecretQuery, SecureStage)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_class_beyond_the_exact_range_is_refused_by_check_explain_and_execution(engines, assert_refused, shape):
+    sql, _ = SHAPES[shape]
+    _, beyond = engines
+    refused = assert_refused(beyond, sql, "bank", DataError, "amount")
+    assert "magnitude class is" in str(refused) and "< 2^42" in str(refused)
+    with pytest.raises(DataError) as explained:
+        beyond.explain(sql, "bank")
+    with pytest.raises(DataError) as executed:
+        beyond.execute(sql, "bank")
+    assert str(explained.value) == str(executed.value) == str(refused)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_classes_within_the_exact_range_are_proven_at_plan_time_and_answered(engines, oracle_for, shape):
+    sql, device = SHAPES[shape]
+    within, _ = engines
+    step = _spu_step(within, sql)
+    assert isinstance(step, device) and step.row_bound > 0
+    assert "published magnitude classes" in within.explain(sql, "bank")
+    oracle_for(within).check(sql, "bank")
+
+
+def test_a_programs_inputs_carry_their_classes_and_row_bound(engines):
+    """The owners check their values against the classes at run time, over at most the rows proven with:
+    PK-FK n + m = 96; all pairs n * m = 2,048."""
+    within, _ = engines
+    pk, pairs = (_spu_step(within, sql) for sql in (PROGRAM_PK_JOIN, PROGRAM_ALL_PAIRS))
+    classes = [dict(map(tuple, spec.get("classes", []))) for spec in json.loads(pk.program)["inputs"]]
+    assert classes[1]["o.amount"] == 10 and classes[0]["c.income"] == 16
+    assert (pk.row_bound, pairs.row_bound) == (CUSTOMERS + ORDERS, ORDERS * POLICIES)
+
+
+def test_a_column_its_owner_computes_is_proven_at_run_time_and_explain_says_so(engines, oracle_for):
+    sql = ("SELECT SUM(t.v) AS total FROM (SELECT o.customer_id, o.amount * 2 AS v FROM shop.orders o) t "
+           "JOIN bank.customers c ON c.id = t.customer_id")
+    within, beyond = engines
+    assert "proven at run time only for" in within.explain(sql, "bank")
+    oracle_for(within).check(sql, "bank")
+    with pytest.raises(DataError, match="o.amount|t.v|v"):
+        beyond.execute(sql, "bank")
