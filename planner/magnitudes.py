@@ -11,6 +11,14 @@ multiply rows) and refuses, with a DataError naming the column, every stage in w
 what the stage computes exactly. Execution then proves its limits with the same classes and its actual
 row count, at most the bound, which only loosens them: a classed column is refused at plan time or not
 at all (by its owner at run time only if its data moved beyond the class it published).
+
+The same proof covers every SPU step whose inputs are pushdowns (`pushdown_bounds`: a SELECT of one
+table, filtered or grouped, has at most its published size, and a column it passes through as is has
+its base column's class): UNION ALL stages (a column's class the largest of its branches', the rows
+their sum), oblivious joins (n + m rows) and the translation's secret programs (`bind_program_ranges`:
+`program.range_plan` with the pushdowns' sizes, n + m rows for a PK-FK join, n * m for all pairs; the
+classes travel in the program's inputs, so each owner checks its values against them). Inputs no class
+bounds are listed in the plan's notes: their range is proven by their owner at run time only.
 """
 
 from __future__ import annotations

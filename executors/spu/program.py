@@ -1,6 +1,7 @@
 """The secret-program interpreter: an operator tree over secret relations, run by the SPU compute
 parties in lockstep (issue 16). The JSON (`parse_program`) is the interface with the planner's
-`SecretQuery` step: {"inputs": [{"columns": [[name, kind], ...]}, ...], "root": NODE}, one NODE per
+`SecretQuery` step: {"inputs": [{"columns": [[name, kind], ...], "classes": [[name, M], ...]}, ...],
+"root": NODE} ("classes": the owners' published magnitude classes, optional), one NODE per
 operator of `secret_relation` and `set_ops` (input, filter, project, union_all, join, aggregate,
 distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted column names.
 
@@ -9,8 +10,9 @@ distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted 
                            is a ProtocolError (a refused expression a NotSupportedError) naming its path.
   run_program(s, ...)      every compute party: tell the others which inputs it holds and their row
                            counts (1 round, public sizes), check its values against the program's
-                           limits (`input_limits`: DataError naming the column, before any share is
-                           made), share them, run the operators (`secret_relation`), open the root's
+                           limits (`input_limits`, with the inputs' classes: DataError naming the
+                           column, before any share is made; the planner proved the same limits
+                           with the published sizes, planner/magnitudes.py), share them, run the operators (`secret_relation`), open the root's
                            valid rows to the issuer only (shuffled first unless the root is a sort;
                            invalid rows are zeroed before the opening, so the issuer learns the
                            result rows and the public size, nothing else). With a "noise" field
