@@ -10,7 +10,9 @@ a row bound (`row_bounds`: from the published sizes and the declared unique keys
 multiply rows) and refuses, with a DataError naming the column, every stage in which a class exceeds
 what the stage computes exactly. Execution then proves its limits with the same classes and its actual
 row count, at most the bound, which only loosens them: a classed column is refused at plan time or not
-at all (by its owner at run time only if its data moved beyond the class it published).
+at all (by its owner at run time only if its data moved beyond the class it published). Without a row
+bound the planner proves the limits over a single row, the loosest (more rows only narrow them): a class
+beyond even those is refused at plan time, the rest is proven at run time for the actual rows.
 
 The same proof covers every SPU step whose inputs are pushdowns (`pushdown_bounds`: a SELECT of one
 table, filtered or grouped, has at most its published size, and a column it passes through as is has
@@ -164,11 +166,10 @@ def _bound_program(step: SecretQuery, pushdowns: dict[str, Pushdown]):
         unproven += [c for c, bits in classes.items() if bits is None]
         rows[index] = found.rows
     text = json.dumps(program, sort_keys=True, separators=(",", ":"))
-    if not all(math.isfinite(n) for n in rows.values()):
-        return dataclasses.replace(step, program=text), unproven
-    plan = range_plan(parse_program(text), {i: int(n) for i, n in rows.items()}, step.frac_bits)
-    refuse_beyond(beyond_classes(plan, input_column), plan.rows)
-    return dataclasses.replace(step, program=text, row_bound=plan.rows), unproven
+    bounded = all(math.isfinite(n) for n in rows.values())
+    plan = range_plan(parse_program(text), {i: int(n) if bounded else 1 for i, n in rows.items()}, step.frac_bits)
+    refuse_beyond(beyond_classes(plan, input_column), plan.rows if bounded else None)
+    return dataclasses.replace(step, program=text, row_bound=plan.rows if bounded else 0), unproven
 
 
 def _bound_pushed_stage(step: SecureStage, pushdowns: dict[str, Pushdown]):
@@ -197,12 +198,14 @@ def _bound_pushed_stage(step: SecureStage, pushdowns: dict[str, Pushdown]):
     return _proven(step, kinds, bounds, sum(found[r].rows for _, r in sources)), unproven
 
 
-def refuse_beyond(beyond: list[str], rows: int) -> None:
-    """DataError listing every column whose class exceeds its limit (`ranges.beyond_classes`), if any."""
+def refuse_beyond(beyond: list[str], rows: int | None) -> None:
+    """DataError listing every column whose class exceeds its limit (`ranges.beyond_classes`), if any, over
+    up to `rows` rows (None: no row bound, and beyond even over one row, so over any number)."""
     if beyond:
-        raise DataError(re.sub(r"#\d+\.", "", f"{'; '.join(beyond)}, over up to {rows:,} rows (bounded by the "
-                                               "published sizes and unique keys): filter or scale the column "
-                                               "first, or keep the computation on one party"))
+        over = f"over up to {rows:,} rows (bounded by the published sizes and unique keys)" if rows is not None \
+            else "even over a single row (and more rows only narrow the range)"
+        raise DataError(re.sub(r"#\d+\.", "", f"{'; '.join(beyond)}, {over}: filter or scale the column first, "
+                                               "or keep the computation on one party"))
 
 
 def row_bounds(steps, tables: dict[str, tuple[str, str]], catalog) -> dict[str, tuple[float, dict[str, float]]]:
@@ -288,13 +291,12 @@ def _proven(step: SecureStage, kinds: dict[str, str], bounds: dict[str, int], mo
     (`ranges.input_limits`, as its owners check at run time); DataError naming a column beyond."""
     if not bounds:
         return step
-    if not math.isfinite(most_rows):  # joins that may multiply rows: the classes still split products;
-        return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())))  # checked at run time
-    rows = int(most_rows)
+    bounded = math.isfinite(most_rows)  # else joins that may multiply rows: proven at run time, and here
+    rows = int(most_rows) if bounded else 1  # over one row, the loosest limits (more rows only tighten them)
     plan = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, rows, step.frac_bits,
                         _parse, decimal_scales(kinds), bounds)
-    refuse_beyond(beyond_classes(plan), rows)
-    return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())), row_bound=rows)
+    refuse_beyond(beyond_classes(plan), rows if bounded else None)
+    return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())), row_bound=rows if bounded else 0)
 
 
 def plan_kind(dtype: str) -> str | None:
@@ -320,8 +322,8 @@ def magnitude_lines(step) -> list[str]:
         return []
     classes = ", ".join(f"{column} |x| < 2^{bits}" for column, bits in bounds)
     proven = f"at plan time for up to {step.row_bound:,} rows" if step.row_bound else \
-        "at run time (the published sizes do not bound its rows: a join that may multiply them, or a pushdown " \
-        "joining its owner's tables)"
+        "at run time for its actual rows (the published sizes do not bound them: a join that may multiply " \
+        "them, or a pushdown joining its owner's tables), at plan time over a single row"
     return [f"everyone: the owners' published magnitude classes {classes} (the bit length of each column's "
             f"largest |value|), with which the SPU's exact range is proven {proven}"]
 

@@ -3,6 +3,7 @@
 federations that differ only in one column's largest value: refused by `check`, EXPLAIN and execution
 with one DataError naming the column and its class, or answered and equal to the oracle."""
 
+import dataclasses
 import decimal
 import json
 
@@ -117,3 +118,41 @@ def test_a_column_its_owner_computes_is_proven_at_run_time_and_explain_says_so(e
     oracle_for(within).check(sql, "bank")
     with pytest.raises(DataError, match="o.amount|t.v|v"):
         beyond.execute(sql, "bank")
+
+
+@pytest.fixture
+def unsized(engines, monkeypatch):
+    """The engines, their catalogs without published sizes: no step has a row bound at plan time."""
+    for engine in engines:
+        monkeypatch.setattr(engine, "catalog", dataclasses.replace(engine.catalog, sizes=None))
+    return engines
+
+
+@pytest.mark.parametrize("shape", [shape for shape in SHAPES if shape != "union_all"])
+def test_without_a_row_bound_a_class_beyond_even_one_row_is_refused_at_plan_time(unsized, assert_refused, shape):
+    """More rows only narrow the limits, so a class beyond them over one row fails over any number (the
+    products by o.amount: 2^42 times a class of 2^10 or more exceeds the SPU's 2^47 at once)."""
+    sql, _, column = SHAPES[shape]
+    _, beyond = unsized
+    refused = assert_refused(beyond, sql, "bank", DataError, f"column '{column}'")
+    assert "even over a single row" in str(refused)
+    with pytest.raises(DataError) as executed:
+        beyond.execute(sql, "bank")
+    assert str(executed.value) == str(refused)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_without_a_row_bound_classes_within_are_proven_at_run_time(unsized, oracle_for, shape):
+    sql, _, _ = SHAPES[shape]
+    within, _ = unsized
+    assert _spu_step(within, sql).row_bound == 0
+    assert "at run time for its actual rows" in within.explain(sql, "bank")
+    oracle_for(within).check(sql, "bank")
+
+
+def test_without_a_row_bound_a_sum_within_one_row_is_left_to_the_owners_run_time_check(unsized):
+    """SUM(u.a) over one row holds |u.a| < 2^47: the plan accepts, and the owners' check refuses the 96 rows."""
+    _, beyond = unsized
+    assert beyond.check(UNION_ALL, "bank") is None
+    with pytest.raises(DataError, match="column 'u.a' has values outside the SPU's exact range"):
+        beyond.execute(UNION_ALL, "bank")
