@@ -34,7 +34,7 @@ import sqlglot
 from sqlglot import exp
 
 from sqlsecure.errors import DataError, ProtocolError
-from sqlsecure.executors.spu.ranges import beyond_classes, input_limits
+from sqlsecure.executors.spu.ranges import beyond_classes, filter_bounds, input_limits, magnitude_class
 from sqlsecure.executors.spu.values import decimal_scales, range_kind
 
 from sqlsecure.planner.physical import EquiJoin, PhysicalPlan, RunLocal, SecretQuery, SecureStage
@@ -129,6 +129,7 @@ def _select_bounds(select, party: str, catalog, sizes: dict) -> Pushdown:
         below = _table_bounds(party, source.name, select, catalog, sizes)
     else:
         return UNBOUNDED
+    below = _filtered(below, select.args.get("where"))
     columns = {}
     for item in select.expressions:
         value = item.this if isinstance(item, exp.Alias) else item
@@ -137,6 +138,19 @@ def _select_bounds(select, party: str, catalog, sizes: dict) -> Pushdown:
         elif isinstance(value, exp.Column) and value.name in below.columns:
             columns[item.alias_or_name] = below.columns[value.name]
     return Pushdown(below.rows, columns)
+
+
+def _filtered(source: Pushdown, where) -> Pushdown:
+    """`source` with each column its WHERE bounds on both sides by constants (`ranges.filter_bounds`:
+    |x| <= B on every row kept) in the class of B where that is narrower: `WHERE big > 10 AND big < 0`
+    keeps no row of a class-62 column, so no sum of them leaves the ring."""
+    found = filter_bounds([where.this]) if where is not None else {}
+    return Pushdown(source.rows, {c: (kind, _narrower(bits, magnitude_class(found[c]) if c in found else None))
+                                  for c, (kind, bits) in source.columns.items()})
+
+
+def _narrower(bits: int | None, bound: int | None) -> int | None:
+    return bound if bits is None else bits if bound is None else min(bits, bound)
 
 
 def _table_bounds(party: str, table: str, select, catalog, sizes: dict) -> Pushdown:

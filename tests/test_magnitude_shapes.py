@@ -12,7 +12,8 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError
-from sqlsecure.planner.physical import SecretQuery, SecureStage
+from sqlsecure.planner.magnitudes import pushdown_bounds
+from sqlsecure.planner.physical import RunLocal, SecretQuery, SecureStage
 
 CUSTOMERS, ORDERS, POLICIES = 32, 64, 32
 MONEY = pa.decimal128(15, 2)
@@ -156,3 +157,26 @@ def test_without_a_row_bound_a_sum_within_one_row_is_left_to_the_owners_run_time
     assert beyond.check(UNION_ALL, "bank") is None
     with pytest.raises(DataError, match="column 'u.a' has values outside the SPU's exact range"):
         beyond.execute(UNION_ALL, "bank")
+
+
+def test_a_branch_whose_where_bounds_the_column_on_both_sides_is_proven_with_that_bound(engines, oracle_for):
+    """The 2^41 amount is filtered out at its owner: the branch's column is in the class of 5,000 (2^13)."""
+    sql = UNION_ALL.replace("FROM shop.orders", "FROM shop.orders WHERE amount BETWEEN -5000 AND 5000")
+    _, beyond = engines
+    assert dict(_spu_step(beyond, sql).bounds)["u.a"] == 13
+    oracle_for(beyond).check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql, rows, columns", [
+    ('SELECT "amount" AS "o.amount", "order_id" * 2 AS "o.twice" FROM "orders" AS "o"', 64, {"o.amount": 42}),
+    ('SELECT * FROM "orders" WHERE "amount" > 0', 64, {"amount": 42, "order_id": 6, "customer_id": 6}),
+    ('SELECT "t"."a" AS "t.a" FROM (SELECT "amount" AS "a" FROM "orders" WHERE "amount" <= 7 AND "amount" >= -7) '
+     'AS "t"', 64, {"t.a": 3}),
+    ('SELECT "customer_id", SUM("amount") AS "s" FROM "orders" GROUP BY "customer_id"', 64, {"customer_id": 6}),
+    ('SELECT "o"."amount" FROM "orders" AS "o" JOIN "orders" AS "p" ON "o"."order_id" = "p"."order_id"',
+     float("inf"), {}),
+])
+def test_a_pushdowns_rows_and_classes_come_from_its_one_table(engines, sql, rows, columns):
+    _, beyond = engines
+    found = pushdown_bounds(RunLocal("shop", sql, "r0"), beyond.catalog)
+    assert found.rows == rows and {c: bits for c, (_, bits) in found.columns.items()} == columns
