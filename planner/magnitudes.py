@@ -66,7 +66,8 @@ def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], cata
 
     bounds = row_bounds(physical.steps, tables, catalog)
     pushed = any(isinstance(step, SecureStage) and (step.union or step.secret_join) for step in physical.steps)
-    pushdowns = {step.out: pushdown_bounds(step, catalog) for step in physical.steps
+    sizes = published_sizes(catalog)
+    pushdowns = {step.out: pushdown_bounds(step, catalog, sizes) for step in physical.steps
                  if pushed and isinstance(step, RunLocal)}
     bound = [_bound_stage(step, tables, class_of, column_type, bounds.get(step.rel, (None,))[0])
              if isinstance(step, SecureStage) and not step.union and not step.secret_join else
@@ -89,7 +90,9 @@ def bind_program_ranges(physical: PhysicalPlan, catalog) -> PhysicalPlan:
     published sizes and classes do not bound leaves its columns to the run-time check (noted)."""
     if catalog.magnitudes is None:
         return physical
-    pushdowns = {step.out: pushdown_bounds(step, catalog) for step in physical.steps if isinstance(step, RunLocal)}
+    sizes = published_sizes(catalog)
+    pushdowns = {step.out: pushdown_bounds(step, catalog, sizes) for step in physical.steps
+                 if isinstance(step, RunLocal)}
     return _with_bound(physical, [_bound_program(step, pushdowns) if isinstance(step, SecretQuery) else (step, [])
                                   for step in physical.steps])
 
@@ -106,16 +109,28 @@ class Pushdown:
 UNBOUNDED = Pushdown(math.inf, {})
 
 
-def pushdown_bounds(step: RunLocal, catalog) -> Pushdown:
+def published_sizes(catalog):
+    """party -> its published sizes, asked of each party once (`Catalog.sizes`; {} where none)."""
+    asked: dict[str, dict[str, int]] = {}
+
+    def sizes(party: str) -> dict[str, int]:
+        if party not in asked:
+            asked[party] = catalog.sizes(party) if catalog.sizes is not None else {}
+        return asked[party]
+
+    return sizes
+
+
+def pushdown_bounds(step: RunLocal, catalog, sizes=None) -> Pushdown:
     """The bounds of a pushdown's output (`Pushdown`): a SELECT of one table (or of a subquery of one),
     filtered, grouped or not, has at most the table's published size; a column it passes through as is
-    has its base column's class. Joins, set operations and CTEs of the owner's tables are unbounded."""
+    has its base column's class. Joins, set operations and CTEs of the owner's tables are unbounded.
+    `sizes`: party -> its published sizes (`published_sizes`)."""
     try:
         tree = sqlglot.parse_one(step.sql, read="duckdb")
     except sqlglot.errors.ParseError:
         return UNBOUNDED
-    sizes = catalog.sizes(step.party) if catalog.sizes is not None else {}
-    return _select_bounds(tree, step.party, catalog, sizes)
+    return _select_bounds(tree, step.party, catalog, (sizes or published_sizes(catalog))(step.party))
 
 
 def _select_bounds(select, party: str, catalog, sizes: dict) -> Pushdown:
@@ -150,7 +165,9 @@ def _filtered(source: Pushdown, where) -> Pushdown:
 
 
 def _narrower(bits: int | None, bound: int | None) -> int | None:
-    return bound if bits is None else bits if bound is None else min(bits, bound)
+    """A published class narrowed by a WHERE's bound; none stays none (a masked column has none: its mask
+    may move a value past the bound its WHERE tested)."""
+    return bits if bits is None or bound is None else min(bits, bound)
 
 
 def _table_bounds(party: str, table: str, select, catalog, sizes: dict) -> Pushdown:

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import DataError
+from sqlsecure.errors import DataError, ProtocolError
+from sqlsecure.executors.spu.program import input_limits, parse_program
 from sqlsecure.planner.magnitudes import pushdown_bounds
 from sqlsecure.planner.physical import RunLocal, SecretQuery, SecureStage
 
@@ -180,3 +181,22 @@ def test_a_pushdowns_rows_and_classes_come_from_its_one_table(engines, sql, rows
     _, beyond = engines
     found = pushdown_bounds(RunLocal("shop", sql, "r0"), beyond.catalog)
     assert found.rows == rows and {c: bits for c, (_, bits) in found.columns.items()} == columns
+
+
+def _program(classes) -> str:
+    return json.dumps({"inputs": [{"columns": [["x", "int"], ["t", "text"]], "classes": classes}],
+                       "root": {"op": "aggregate", "child": {"op": "input", "index": 0}, "keys": [],
+                                "aggregates": [["s", "SUM", '"x"', False]]}})
+
+
+def test_a_programs_classes_bound_what_each_owner_checks_at_run_time():
+    """An accepted plan's classes hold at run time, or the owner refuses its value (the guard)."""
+    limits = input_limits(parse_program(_program([["x", 5]])), {0: 4}, 16)[0]
+    assert limits["x"].value == 2 ** 5 and "published magnitude class" in limits["x"].reason
+    assert input_limits(parse_program(_program([])), {0: 4}, 16)[0]["x"].value == 2.0 ** 63 / 4
+
+
+@pytest.mark.parametrize("classes", [[["t", 3]], [["y", 3]], [["x", "3"]], [["x", True]], [["x", 4096]], {"x": 3}])
+def test_a_malformed_class_in_a_program_is_a_protocol_error(classes):
+    with pytest.raises(ProtocolError, match="class"):
+        parse_program(_program(classes))
