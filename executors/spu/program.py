@@ -12,10 +12,11 @@ distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted 
                            counts (1 round, public sizes), check its values against the program's
                            limits (`input_limits`, with the inputs' classes: DataError naming the
                            column, before any share is made; the planner proved the same limits
-                           with the published sizes, planner/magnitudes.py), share them, run the operators (`secret_relation`), open the root's
-                           valid rows to the issuer only (shuffled first unless the root is a sort;
-                           invalid rows are zeroed before the opening, so the issuer learns the
-                           result rows and the public size, nothing else). With a "noise" field
+                           with the published sizes, planner/magnitudes.py), share them, run the
+                           operators (`secret_relation`), open the root's valid rows to the
+                           issuer only (shuffled first unless the root is a sort; invalid rows are
+                           zeroed before the opening, so the issuer learns the result rows and the
+                           public size, nothing else). With a "noise" field
                            (differential privacy, `_noise_spec`), one compute party first adds
                            OpenDP noise to its shares of the noised columns (`add_noise`).
   receive_program_output   the issuer when it is not a compute party: adds up the parties' shares.
