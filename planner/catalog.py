@@ -25,7 +25,7 @@ class Catalog:
     views: dict = field(default_factory=dict, compare=False)  # federation views: name -> parsed query
     unique: dict = field(default_factory=dict, compare=False)  # party -> table -> ((column, ...), ...)
     # (party, table, columns) -> numeric column -> M, every |value| < 2^M (the owner's published
-    # magnitude classes; None: not published, ranges proven at run time)
+    # magnitude classes, embedded or from its network catalog; None: ranges proven at run time only)
     magnitudes: Callable[[str, str, tuple[str, ...]], dict[str, int]] | None = field(default=None, compare=False)
 
     def has_party(self, party: str) -> bool:

@@ -10,23 +10,34 @@ a row bound (`row_bounds`: from the published sizes and the declared unique keys
 multiply rows) and refuses, with a DataError naming the column, every stage in which a class exceeds
 what the stage computes exactly. Execution then proves its limits with the same classes and its actual
 row count, at most the bound, which only loosens them: a classed column is refused at plan time or not
-at all (by its owner at run time only if its data moved beyond the class it published).
+at all (by its owner at run time only if its data moved beyond the class it published). Without a row
+bound the planner proves the limits over a single row, the loosest (more rows only narrow them): a class
+beyond even those is refused at plan time, the rest is proven at run time for the actual rows.
+
+The same proof covers every SPU step whose inputs are pushdowns (`pushdown_bounds`: a SELECT of one
+table, filtered or grouped, has at most its published size, and a column it passes through as is has
+its base column's class): UNION ALL stages (a column's class the largest of its branches', the rows
+their sum), oblivious joins (n + m rows) and the translation's secret programs (`bind_program_ranges`:
+`program.range_plan` with the pushdowns' sizes, n + m rows for a PK-FK join, n * m for all pairs; the
+classes travel in the program's inputs, so each owner checks its values against them). Inputs no class
+bounds are listed in the plan's notes: their range is proven by their owner at run time only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 
 import sqlglot
 from sqlglot import exp
 
-from sqlsecure.errors import DataError
-from sqlsecure.executors.spu.ranges import beyond_classes, input_limits
+from sqlsecure.errors import DataError, ProtocolError
+from sqlsecure.executors.spu.ranges import beyond_classes, filter_bounds, input_limits, magnitude_class
 from sqlsecure.executors.spu.values import decimal_scales, range_kind
 
-from sqlsecure.planner.physical import EquiJoin, PhysicalPlan, RunLocal, SecureStage
+from sqlsecure.planner.physical import EquiJoin, PhysicalPlan, RunLocal, SecretQuery, SecureStage
 
 PROVENANCE = "__prov_"  # an owner's row numbers, for the group threshold's distinct rows (placement.py)
 INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -38,8 +49,8 @@ PLAIN_KINDS = {"DOUBLE": "fixed", "FLOAT": "fixed", "REAL": "fixed", "BOOLEAN": 
 def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], catalog, column_type) -> PhysicalPlan:
     """`physical` with each secure stage's published classes and row bound (`SecureStage.bounds`,
     `.row_bound`, 0 where its joins may multiply rows: then proven at run time only); DataError where a
-    class exceeds the stage's exact range. Unchanged without published classes (network mode), or where
-    a stage's inputs are not all typed base columns."""
+    class exceeds the stage's exact range. Unchanged without published classes, or where a stage's
+    inputs are not all typed columns its owners publish classes of (noted for EXPLAIN)."""
     if catalog.magnitudes is None:
         return physical
     read: dict[tuple[str, str], set[str]] = {}  # what the stages read of each table: only that is asked
@@ -54,10 +65,178 @@ def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], cata
         return classes.get((party, table), {})
 
     bounds = row_bounds(physical.steps, tables, catalog)
-    steps = tuple(_bound_stage(step, tables, class_of, column_type, bounds.get(step.rel, (None,))[0])
-                  if isinstance(step, SecureStage) and not step.union and not step.secret_join else step
-                  for step in physical.steps)
-    return dataclasses.replace(physical, steps=steps)
+    pushed = any(isinstance(step, SecureStage) and (step.union or step.secret_join) for step in physical.steps)
+    sizes = published_sizes(catalog)
+    pushdowns = {step.out: pushdown_bounds(step, catalog, sizes) for step in physical.steps
+                 if pushed and isinstance(step, RunLocal)}
+    bound = [_bound_stage(step, tables, class_of, column_type, bounds.get(step.rel, (None,))[0])
+             if isinstance(step, SecureStage) and not step.union and not step.secret_join else
+             _bound_pushed_stage(step, pushdowns) if isinstance(step, SecureStage) else (step, [])
+             for step in physical.steps]
+    return _with_bound(physical, bound)
+
+
+def _with_bound(physical: PhysicalPlan, bound: list[tuple]) -> PhysicalPlan:
+    """`physical` with its bound steps ((step, unproven columns) each), the unproven ones noted."""
+    notes = tuple(unproven_note(step, columns) for step, columns in bound if columns)
+    return dataclasses.replace(physical, steps=tuple(step for step, _ in bound), notes=physical.notes + notes)
+
+
+def bind_program_ranges(physical: PhysicalPlan, catalog) -> PhysicalPlan:
+    """`physical` (the operator translation's) with each secret program's inputs carrying their owners'
+    published classes and the row bound its ranges were proven with (`SecretQuery.row_bound`): the same
+    limits the owners check at run time (`program.range_plan`), with the published sizes for the row
+    counts; DataError naming the column where a class exceeds them. A pushdown whose rows or columns the
+    published sizes and classes do not bound leaves its columns to the run-time check (noted)."""
+    if catalog.magnitudes is None:
+        return physical
+    sizes = published_sizes(catalog)
+    pushdowns = {step.out: pushdown_bounds(step, catalog, sizes) for step in physical.steps
+                 if isinstance(step, RunLocal)}
+    return _with_bound(physical, [_bound_program(step, pushdowns) if isinstance(step, SecretQuery) else (step, [])
+                                  for step in physical.steps])
+
+
+@dataclasses.dataclass(frozen=True)
+class Pushdown:
+    """What the published sizes and classes say of a pushdown's output: at most `rows` rows (infinity:
+    unbounded); per output column passed through from a base column, (its SPU kind, its class or None)."""
+
+    rows: float
+    columns: dict[str, tuple[str | None, int | None]]
+
+
+UNBOUNDED = Pushdown(math.inf, {})
+
+
+def published_sizes(catalog):
+    """party -> its published sizes, asked of each party once (`Catalog.sizes`; {} where none)."""
+    asked: dict[str, dict[str, int]] = {}
+
+    def sizes(party: str) -> dict[str, int]:
+        if party not in asked:
+            asked[party] = catalog.sizes(party) if catalog.sizes is not None else {}
+        return asked[party]
+
+    return sizes
+
+
+def pushdown_bounds(step: RunLocal, catalog, sizes=None) -> Pushdown:
+    """The bounds of a pushdown's output (`Pushdown`): a SELECT of one table (or of a subquery of one),
+    filtered, grouped or not, has at most the table's published size; a column it passes through as is
+    has its base column's class. Joins, set operations and CTEs of the owner's tables are unbounded.
+    `sizes`: party -> its published sizes (`published_sizes`)."""
+    try:
+        tree = sqlglot.parse_one(step.sql, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return UNBOUNDED
+    return _select_bounds(tree, step.party, catalog, (sizes or published_sizes(catalog))(step.party))
+
+
+def _select_bounds(select, party: str, catalog, sizes: dict) -> Pushdown:
+    if not isinstance(select, exp.Select) or select.args.get("joins") or select.args.get("with_") \
+            or select.args.get("with") or not select.args.get("from_"):
+        return UNBOUNDED
+    source = select.args["from_"].this
+    if isinstance(source, exp.Subquery):
+        below = _select_bounds(source.this, party, catalog, sizes)
+    elif isinstance(source, exp.Table) and not source.db and catalog.has_table(party, source.name):
+        below = _table_bounds(party, source.name, select, catalog, sizes)
+    else:
+        return UNBOUNDED
+    below = _filtered(below, select.args.get("where"))
+    columns = {}
+    for item in select.expressions:
+        value = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(value, exp.Star):
+            columns.update(below.columns)
+        elif isinstance(value, exp.Column) and value.name in below.columns:
+            columns[item.alias_or_name] = below.columns[value.name]
+    return Pushdown(below.rows, columns)
+
+
+def _filtered(source: Pushdown, where) -> Pushdown:
+    """`source` with each column its WHERE bounds on both sides by constants (`ranges.filter_bounds`:
+    |x| <= B on every row kept) in the class of B where that is narrower: `WHERE big > 10 AND big < 0`
+    keeps no row of a class-62 column, so no sum of them leaves the ring."""
+    found = filter_bounds([where.this]) if where is not None else {}
+    return Pushdown(source.rows, {c: (kind, _narrower(bits, magnitude_class(found[c]) if c in found else None))
+                                  for c, (kind, bits) in source.columns.items()})
+
+
+def _narrower(bits: int | None, bound: int | None) -> int | None:
+    """A published class narrowed by a WHERE's bound; none stays none (a masked column has none: its mask
+    may move a value past the bound its WHERE tested)."""
+    return bits if bits is None or bound is None else min(bits, bound)
+
+
+def _table_bounds(party: str, table: str, select, catalog, sizes: dict) -> Pushdown:
+    """A base table's published size, and the kinds and classes of the columns `select` names."""
+    named = {c.name for c in select.find_all(exp.Column)} | ({c for c, _ in catalog.columns(party, table)}
+                                                            if select.find(exp.Star) else set())
+    typed = {c: plan_kind(t) for c, t in catalog.columns(party, table) if c in named}
+    published = catalog.magnitudes(party, table, tuple(sorted(typed)))
+    return Pushdown(float(sizes.get(table, math.inf)), {c: (k, published.get(c)) for c, k in typed.items()})
+
+
+def _bound_program(step: SecretQuery, pushdowns: dict[str, Pushdown]):
+    """(the step with its program's inputs' classes and, where every input's rows are bounded, its ranges
+    proven with them (`program.range_plan`; DataError naming the column beyond), the numeric inputs no
+    class bounds)."""
+    from sqlsecure.executors.spu.program import input_column, parse_program, range_plan
+
+    program = json.loads(step.program)
+    rows, unproven = {}, []
+    for index, (spec, (_, relation)) in enumerate(zip(program["inputs"], step.inputs)):
+        found = pushdowns.get(relation, UNBOUNDED)
+        classes = {c: found.columns.get(c, (None, None))[1] for c, kind in spec["columns"]
+                   if classed(kind) and not c.startswith(PROVENANCE)}
+        spec.pop("classes", None)
+        if any(bits is not None for bits in classes.values()):
+            spec["classes"] = sorted([c, bits] for c, bits in classes.items() if bits is not None)
+        unproven += [c for c, bits in classes.items() if bits is None]
+        rows[index] = found.rows
+    text = json.dumps(program, sort_keys=True, separators=(",", ":"))
+    bounded = all(math.isfinite(n) for n in rows.values())
+    plan = range_plan(parse_program(text), {i: int(n) if bounded else 1 for i, n in rows.items()}, step.frac_bits)
+    refuse_beyond(beyond_classes(plan, input_column), plan.rows if bounded else None)
+    return dataclasses.replace(step, program=text, row_bound=plan.rows if bounded else 0), unproven
+
+
+def _bound_pushed_stage(step: SecureStage, pushdowns: dict[str, Pushdown]):
+    """A UNION ALL or oblivious-join stage, whose inputs are its branches' or sides' pushdowns: a column's
+    class is the largest of its branches' (none if one has none), the rows their published sizes' sum
+    (the stage runs on the concatenation, or on the n + m rows of the oblivious PK-FK join). Returns
+    (the stage, its numeric inputs no class bounds)."""
+    from sqlsecure.executors.spu.program import merged_kind
+
+    sources = [(party, relation) for party, relation in step.union] or \
+        [(party, relation) for party, relation, _ in step.secret_join]
+    found = {relation: pushdowns.get(relation, UNBOUNDED) for _, relation in sources}
+    kinds, bounds, unproven = {}, {}, []
+    for owner, column in step.inputs:
+        seen = [found[r].columns.get(column, (None, None)) for p, r in sources if owner in (None, p)]
+        try:  # the branches' kinds merged as the stage merges them (`stage.exchange_shapes`)
+            kinds[column] = merged_kind([kind for kind, _ in seen], column) if seen else None
+        except (ProtocolError, TypeError):  # computed by its owner (no kind), or of kinds no branch merges
+            kinds[column] = None
+        if seen and all(bits is not None for _, bits in seen):
+            bounds[column] = max(bits for _, bits in seen)
+        elif kinds[column] is None or classed(kinds[column]):
+            unproven.append(column)
+    if None in kinds.values():
+        return step, unproven
+    return _proven(step, kinds, bounds, sum(found[r].rows for _, r in sources)), unproven
+
+
+def refuse_beyond(beyond: list[str], rows: int | None) -> None:
+    """DataError listing every column whose class exceeds its limit (`ranges.beyond_classes`), if any, over
+    up to `rows` rows (None: no row bound, and beyond even over one row, so over any number)."""
+    if beyond:
+        over = f"over up to {rows:,} rows (bounded by the published sizes and unique keys)" if rows is not None \
+            else "even over a single row (and more rows only narrow the range)"
+        raise DataError(re.sub(r"#\d+\.", "", f"{'; '.join(beyond)}, {over}: filter or scale the column first, "
+                                               "or keep the computation on one party"))
 
 
 def row_bounds(steps, tables: dict[str, tuple[str, str]], catalog) -> dict[str, tuple[float, dict[str, float]]]:
@@ -109,29 +288,46 @@ def _unique(source: tuple[str, str] | None, keys: tuple[str, ...], catalog) -> b
     return any(set(declared) <= names for declared in catalog.unique_keys(*source))
 
 
-def _bound_stage(step: SecureStage, tables, class_of, column_type, most_rows: float | None) -> SecureStage:
-    kinds, bounds = {}, {}
+def _bound_stage(step: SecureStage, tables, class_of, column_type, most_rows: float | None):
+    """(the stage bound by its inputs' classes (`_proven`), the numeric inputs no class bounds)."""
+    kinds, bounds, unproven = {}, {}, []
     for party, column in step.inputs:
         alias, _, name = column.partition(".")
         kind = plan_kind(column_type(alias, name) or "") if alias in tables and tables[alias][0] == party else \
             "int" if column.startswith(PROVENANCE) else None
-        if kind is None:
-            return step  # an input computed by its owner (no published class): proven at run time
         kinds[column] = kind
         if alias in tables and name in class_of(*tables[alias]):
             bounds[column] = class_of(*tables[alias])[name]
+        elif kind is None or classed(kind) and not column.startswith(PROVENANCE):
+            unproven.append(column)
+    if None in kinds.values():
+        return step, unproven  # an input computed by its owner (no published class): proven at run time
+    return _proven(step, kinds, bounds, math.inf if most_rows is None else most_rows), unproven
+
+
+def classed(kind: str) -> bool:
+    """Whether a magnitude class bounds values of this SPU kind (numbers)."""
+    return kind in ("int", "fixed") or kind.startswith("decimal.")
+
+
+def unproven_note(step, columns: list[str]) -> str:
+    """EXPLAIN: the inputs of an SPU step whose exact range only its owners' run-time check proves."""
+    return (f"SPU range ({step.out}): proven at run time only for {', '.join(columns)} (no magnitude class "
+            "published: computed by its owner, masked, or from a source that publishes none); each owner checks "
+            "its values against the step's limits before sharing")
+
+
+def _proven(step: SecureStage, kinds: dict[str, str], bounds: dict[str, int], most_rows: float) -> SecureStage:
+    """The stage with its inputs' classes and, where its rows are bounded, its ranges proven with them
+    (`ranges.input_limits`, as its owners check at run time); DataError naming a column beyond."""
     if not bounds:
         return step
-    if most_rows is None or not math.isfinite(most_rows):  # joins that may multiply rows: the classes still
-        return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())))  # split products; checked at run time
-    rows = int(most_rows)
+    bounded = math.isfinite(most_rows)  # else joins that may multiply rows: proven at run time, and here
+    rows = int(most_rows) if bounded else 1  # over one row, the loosest limits (more rows only tighten them)
     plan = input_limits(step, {c: range_kind(k) for c, k in kinds.items()}, rows, step.frac_bits,
                         _parse, decimal_scales(kinds), bounds)
-    beyond = beyond_classes(plan)
-    if beyond:
-        raise DataError(f"{'; '.join(beyond)}, over up to {rows:,} rows (bounded by the published sizes and "
-                        "unique keys): filter or scale the column first, or keep the computation on one party")
-    return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())), row_bound=rows)
+    refuse_beyond(beyond_classes(plan), rows if bounded else None)
+    return dataclasses.replace(step, bounds=tuple(sorted(bounds.items())), row_bound=rows if bounded else 0)
 
 
 def plan_kind(dtype: str) -> str | None:
@@ -146,12 +342,19 @@ def plan_kind(dtype: str) -> str | None:
 
 
 def magnitude_lines(step) -> list[str]:
-    """EXPLAIN: the magnitude classes a secure stage was planned with (public: the owners publish them)."""
-    if not isinstance(step, SecureStage) or not step.bounds:
+    """EXPLAIN: the magnitude classes an SPU step was planned with (public: the owners publish them)."""
+    if isinstance(step, SecretQuery):
+        inputs = json.loads(step.program)["inputs"]
+        bounds = [(f"{step.inputs[i][1]}.{column}", bits) for i, spec in enumerate(inputs)
+                  for column, bits in spec.get("classes", [])]
+    else:
+        bounds = list(step.bounds) if isinstance(step, SecureStage) else []
+    if not bounds:
         return []
-    classes = ", ".join(f"{column} |x| < 2^{bits}" for column, bits in step.bounds)
+    classes = ", ".join(f"{column} |x| < 2^{bits}" for column, bits in bounds)
     proven = f"at plan time for up to {step.row_bound:,} rows" if step.row_bound else \
-        "at run time (its joins may multiply rows: no row bound at plan time)"
+        "at run time for its actual rows (the published sizes do not bound them: a join that may multiply " \
+        "them, or a pushdown joining its owner's tables), at plan time over a single row"
     return [f"everyone: the owners' published magnitude classes {classes} (the bit length of each column's "
             f"largest |value|), with which the SPU's exact range is proven {proven}"]
 

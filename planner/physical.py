@@ -198,6 +198,7 @@ class SecretQuery(SpuStep):
     issuer: str
     out: str
     frac_bits: int = 16
+    row_bound: int = 0  # the rows its inputs' classes were proven with (planner/magnitudes.py); 0: at run time
 
 
 @dataclass(frozen=True)

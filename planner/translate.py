@@ -30,6 +30,7 @@ from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner import secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.magnitudes import bind_program_ranges
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
 from sqlsecure.planner.subqueries import Subquery
 from sqlsecure.planner.placement import KIND_OF_TYPE
@@ -109,9 +110,10 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
         notes += (*dp.describe(), f"  noise added by {party} to its shares of the aggregates before they open"
                   + (f"; a group is released only if its noisy row count is >= {noised.threshold}"
                      if noised.threshold is not None else ""))
-    return PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses), notes=notes,
-                        min_group_size=min_group_size if t.thresholded else 0, counted=counted,
-                        epsilon=dp.epsilon if dp else 0.0, delta=dp.delta if dp else 0.0)
+    return bind_program_ranges(PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses),
+                                            notes=notes, min_group_size=min_group_size if t.thresholded else 0,
+                                            counted=counted, epsilon=dp.epsilon if dp else 0.0,
+                                            delta=dp.delta if dp else 0.0), catalog)
 
 
 def collapsible(issuer: str, k: int, noised: bool):

@@ -108,7 +108,7 @@ class Engine:
                         f"parties.{name}", lambda: open_store(party, writable=name == writer))
                 schemas = {name: store.schema() for name, store in self._stores.items()}
             sizes = network.sizes if network is not None else (lambda party: self._stores[party].sizes())
-            self._load_catalog(schemas, sizes, None if network is not None else self._magnitudes)
+            self._load_catalog(schemas, sizes, self._magnitudes)
             self.link = Link(self.config.link_rtt_ms / 1000, self.config.link_mbps * 1e6 / 8) \
                 if network is not None else Link()
             self.ledger = self._config_step("federation.ledger", lambda: Ledger(self.config.ledger)) \
@@ -137,11 +137,12 @@ class Engine:
             raise ConfigError(f"{self.config.path}: {key}: {type(exc).__name__}: {exc}") from None
 
     def _magnitudes(self, party: str, table: str, columns: tuple[str, ...]) -> dict[str, int]:
-        """Embedded mode: a party's published magnitude classes of these columns of one table (`{}` from a
-        store that publishes none: ranges are then proven at run time, as over the network). None for a
-        masked column: its owner shares the masked values, which its class does not bound."""
+        """A party's published magnitude classes of these columns of one table: its store's (embedded) or
+        its network catalog's (`{}` from a store that publishes none: ranges are then proven at run time).
+        None for a masked column: its owner shares the masked values, which its class does not bound."""
         masked = {ref.column for ref, _ in self.policy.masks if (ref.party, ref.table) == (party, table)}
-        publish = getattr(self._stores[party], "magnitudes", None)
+        publish = getattr(self._stores[party], "magnitudes", None) if party in self._stores else \
+            lambda name, wanted: self.runtime.magnitudes(party, name, wanted)
         wanted = tuple(c for c in columns if c not in masked)
         return publish(table, wanted) if publish is not None and wanted else {}
 
@@ -161,7 +162,7 @@ class Engine:
     def reload_catalog(self, parties) -> None:
         """Network mode: read these parties' catalogs again (their version changed) and re-resolve."""
         self.runtime.refresh(list(parties))
-        self._load_catalog(self.runtime.schemas(list(self.config.parties)), self.runtime.sizes)
+        self._load_catalog(self.runtime.schemas(list(self.config.parties)), self.runtime.sizes, self._magnitudes)
 
     def _resolve_policy(self) -> RevealPolicy:
         problems: list[str] = []

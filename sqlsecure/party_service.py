@@ -124,8 +124,14 @@ class PartyService:
             if stamp != self._stamp:  # running queries keep the old store; it closes when they drop it
                 self._store, self._stamp, self._catalog = open_store(self.config.parties[self.name]), stamp, None
             if self._catalog is None or self.config.parties[self.name].source is not None:
-                self._catalog = PartyCatalog.of(self._store.schema(), self._store.sizes())
+                self._catalog = PartyCatalog.of(self._store.schema(), self._store.sizes(), self._classes())
             return self._catalog
+
+    def _classes(self) -> dict[str, dict[str, int]]:
+        """Table -> numeric column -> the magnitude class this party publishes (none from a store that
+        publishes none: the SPU's ranges are then proven at run time only)."""
+        publish = getattr(self._store, "magnitudes", None)
+        return {table: publish(table) for table in self._store.schema()} if publish is not None else {}
 
     def _planning_engine(self, versions: dict, parties) -> "Engine":
         """The cached engine this party re-derives plans with, its copy of `parties`' catalogs brought

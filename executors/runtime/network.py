@@ -664,7 +664,7 @@ class Node(flight.FlightServerBase):
                 ("wait", "the node's outcome of a query (issuer only)"),
                 ("abort", "abandon a query and drop its state (issuer only)"),
                 ("alive", "whether this node runs a query: running or done (its nodes only), ended, or pending"),
-                ("catalog", "this party's public schema, sizes and their version"),
+                ("catalog", "this party's public schema, sizes, magnitude classes and their version"),
                 ("schema", "this party's public schema"),
                 ("sizes", "this party's table sizes, rounded up to a power of two"),
                 ("status", "the queries this node holds state for, and the RPCs it made by action")]
@@ -920,25 +920,29 @@ def decode_parameters(items) -> list:
 
 @dataclass(frozen=True)
 class PartyCatalog:
-    """A party's published catalog: table -> columns, table -> rows rounded up to a power of two, and
-    the version (digest of both) that every prepare names, so that a change is seen at once."""
+    """A party's published catalog: table -> columns, table -> rows rounded up to a power of two, table ->
+    numeric column -> its magnitude class (M: every |value| < 2^M, planner/magnitudes.py), and the version
+    (digest of all three) that every prepare names, so that a change of any is seen at once."""
 
     schema: dict[str, tuple[tuple[str, str], ...]]
     sizes: dict[str, int]
     version: str
+    classes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, schema: dict, sizes: dict) -> "PartyCatalog":
+    def of(cls, schema: dict, sizes: dict, classes: dict | None = None) -> "PartyCatalog":
         schema = {str(t): tuple((str(c), str(d)) for c, d in cols) for t, cols in sorted(schema.items())}
         sizes = {str(t): int(n) for t, n in sorted(sizes.items())}
-        text = json.dumps([sorted(schema.items()), sorted(sizes.items())]).encode()
-        return cls(schema, sizes, hashlib.sha256(text).hexdigest()[:16])
+        classes = {str(t): {str(c): _class_bits(m) for c, m in sorted(cols.items())}
+                   for t, cols in sorted((classes or {}).items()) if cols}
+        text = json.dumps([sorted(schema.items()), sorted(sizes.items()), sorted(classes.items())]).encode()
+        return cls(schema, sizes, hashlib.sha256(text).hexdigest()[:16], classes)
 
     @classmethod
     def from_json(cls, party: str, raw: bytes) -> "PartyCatalog":
         try:
             body = json.loads(raw.decode())
-            catalog = cls.of(body["schema"], body["sizes"])
+            catalog = cls.of(body["schema"], body["sizes"], body.get("classes"))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ProtocolError(f"party {party!r} sent a malformed catalog") from None
         if catalog.version != body.get("version"):
@@ -946,7 +950,14 @@ class PartyCatalog:
         return catalog
 
     def to_json(self) -> dict:
-        return {"schema": self.schema, "sizes": self.sizes, "version": self.version}
+        return {"schema": self.schema, "sizes": self.sizes, "classes": self.classes, "version": self.version}
+
+
+def _class_bits(value) -> int:
+    """A published magnitude class: an integer (ValueError otherwise, so a malformed catalog is refused)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"a magnitude class is an integer, not {value!r}")
+    return value
 
 
 class RunReplies:
@@ -1012,6 +1023,13 @@ class NetworkRuntime:
         if party not in self._catalogs:
             self.refresh([party])
         return dict(self._catalogs[party].sizes)
+
+    def magnitudes(self, party: str, table: str, columns: tuple[str, ...]) -> dict[str, int]:
+        """The magnitude classes a party publishes of these columns of its table, from its cached catalog."""
+        if party not in self._catalogs:
+            self.refresh([party])
+        published = self._catalogs[party].classes.get(table, {})
+        return {c: published[c] for c in columns if c in published}
 
     def versions(self, parties) -> dict[str, str]:
         """The catalog version of each party this engine plans with."""

@@ -1,6 +1,7 @@
 """The secret-program interpreter: an operator tree over secret relations, run by the SPU compute
 parties in lockstep (issue 16). The JSON (`parse_program`) is the interface with the planner's
-`SecretQuery` step: {"inputs": [{"columns": [[name, kind], ...]}, ...], "root": NODE}, one NODE per
+`SecretQuery` step: {"inputs": [{"columns": [[name, kind], ...], "classes": [[name, M], ...]}, ...],
+"root": NODE} ("classes": the owners' published magnitude classes, optional), one NODE per
 operator of `secret_relation` and `set_ops` (input, filter, project, union_all, join, aggregate,
 distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted column names.
 
@@ -9,11 +10,13 @@ distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted 
                            is a ProtocolError (a refused expression a NotSupportedError) naming its path.
   run_program(s, ...)      every compute party: tell the others which inputs it holds and their row
                            counts (1 round, public sizes), check its values against the program's
-                           limits (`input_limits`: DataError naming the column, before any share is
-                           made), share them, run the operators (`secret_relation`), open the root's
-                           valid rows to the issuer only (shuffled first unless the root is a sort;
-                           invalid rows are zeroed before the opening, so the issuer learns the
-                           result rows and the public size, nothing else). With a "noise" field
+                           limits (`input_limits`, with the inputs' classes: DataError naming the
+                           column, before any share is made; the planner proved the same limits
+                           with the published sizes, planner/magnitudes.py), share them, run the
+                           operators (`secret_relation`), open the root's valid rows to the
+                           issuer only (shuffled first unless the root is a sort; invalid rows are
+                           zeroed before the opening, so the issuer learns the result rows and the
+                           public size, nothing else). With a "noise" field
                            (differential privacy, `_noise_spec`), one compute party first adds
                            OpenDP noise to its shares of the noised columns (`add_noise`).
   receive_program_output   the issuer when it is not a compute party: adds up the parties' shares.
@@ -71,6 +74,10 @@ class Program:
     root: Node
     text: str
     noise: dict | None = None  # differential privacy at the output step (`_noise_spec`)
+    # The owners' published magnitude classes of input columns (`_input_name` -> M, every |value| < 2^M;
+    # planner/magnitudes.py): they bound the columns in `range_plan`, and each owner checks its values
+    # against them while encoding, so an accepted plan's classes hold at run time or the query is refused.
+    classes: dict[str, int] = field(default_factory=dict)
 
     @property
     def outputs(self) -> list[tuple[str, str]]:
@@ -90,9 +97,10 @@ def parse_program(text: str) -> Program:
     if not isinstance(obj, dict) or not isinstance(obj.get("inputs"), list) or "root" not in obj:
         raise ProtocolError("secret program: needs {'inputs': [...], 'root': {...}}")
     inputs = [_input_columns(i, spec) for i, spec in enumerate(obj["inputs"])]
+    classes = {name: bits for i, spec in enumerate(obj["inputs"]) for name, bits in _input_classes(i, spec, inputs[i])}
     root = _node(obj["root"], "root", inputs)
     approximate_columns(root)  # refuses a rounding whose error bound an earlier node holds
-    return Program(inputs, root, text, _noise_spec(obj.get("noise"), root))
+    return Program(inputs, root, text, _noise_spec(obj.get("noise"), root), classes)
 
 
 def approximate_columns(node: Node) -> dict[str, exp.Expression]:
@@ -177,6 +185,30 @@ def _input_columns(index: int, spec) -> list[tuple[str, str]]:
         out.append((column[0], column[1]))
     _unique([name for name, _ in out], f"inputs[{index}]")
     return out
+
+
+MAX_CLASS_BITS = 2048  # |M| of a magnitude class: DOUBLE's exponents lie within
+
+
+def _input_classes(index: int, spec: dict, columns: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """An input's optional "classes": [[column, M], ...], each a numeric column of the input and an integer
+    |M| <= MAX_CLASS_BITS; as (`_input_name`, M) pairs."""
+    items, kinds = spec.get("classes", []), dict(columns)
+    if not isinstance(items, list):
+        raise ProtocolError(f"secret program: inputs[{index}]: 'classes' is a list of [column, M]")
+    out = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and classed_kind(kinds.get(item[0], ""))
+                and isinstance(item[1], int) and not isinstance(item[1], bool) and abs(item[1]) <= MAX_CLASS_BITS):
+            raise ProtocolError(f"secret program: inputs[{index}]: a class is [a numeric column of the input, "
+                                f"an integer M], got {item!r}")
+        out.append((_input_name(index, item[0]), item[1]))
+    return out
+
+
+def classed_kind(kind: str) -> bool:
+    """Whether a magnitude class bounds values of this kind: numbers (int, fixed, decimal.<s>)."""
+    return kind in ("int", "fixed") or decimal_scale(kind) is not None
 
 
 def _check_kind(kind: str, where: str) -> None:
@@ -539,18 +571,31 @@ def largest_rows(node: Node, rows: dict[int, int]) -> int:
 
 
 def input_limits(program: Program, rows: dict[int, int], frac: int) -> dict[int, dict]:
-    """Per input and column, the limit (`ranges.Limit`) its owner checks before sharing: every column
-    the program computes is written over the input columns and `ranges.RangePlan` proves it exact
-    (the same function of the program and the public row counts at every party)."""
+    """Per input and column, the limit (`ranges.Limit`) its owner checks before sharing (`range_plan`)."""
+    plan = range_plan(program, rows, frac)
+    return {i: {c: plan.limits[_input_name(i, c)] for c, _ in cols} for i, cols in enumerate(program.inputs)}
+
+
+def range_plan(program: Program, rows: dict[int, int], frac: int) -> RangePlan:
+    """Every column the program computes, written over the input columns, proven exact by
+    `ranges.RangePlan` with the inputs' published classes: the same function of the program and the
+    row counts at every party, and at plan time with the published sizes (planner/magnitudes.py),
+    which bound the actual counts, so the limits there are never looser than at run time."""
     kinds = {_input_name(i, c): k for i, cols in enumerate(program.inputs) for c, k in cols}
     biggest = max([largest_rows(program.root, rows), *rows.values(), 1])
-    plan = RangePlan({c: range_kind(k) for c, k in kinds.items()}, frac, biggest, scales=decimal_scales(kinds))
+    plan = RangePlan({c: range_kind(k) for c, k in kinds.items()}, frac, biggest, scales=decimal_scales(kinds),
+                     bounds=program.classes)
     _limit_walk(program.root, plan)
-    return {i: {c: plan.limits[_input_name(i, c)] for c, _ in cols} for i, cols in enumerate(program.inputs)}
+    return plan
 
 
 def _input_name(index: int, column: str) -> str:
     return f"#{index}.{column}"
+
+
+def input_column(name: str) -> str:
+    """The input column an `_input_name` stands for, as the planner named it ("#0.o.amount" -> "o.amount")."""
+    return name.partition(".")[2]
 
 
 def _over(e: exp.Expression, columns: dict[str, exp.Expression]) -> exp.Expression:

@@ -587,12 +587,13 @@ def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scale
     return plan
 
 
-def beyond_classes(plan: RangePlan) -> list[str]:
+def beyond_classes(plan: RangePlan, label=str) -> list[str]:
     """Each column whose published class (|x| < 2^M) exceeds the limit the stage needs, with why: the
-    values the class admits are not all computed exactly, so the planner refuses the query."""
-    return [f"column {column!r} has values outside the SPU's exact range for this query: its published "
-            f"magnitude class is |{column}| < 2^{bits}, and it needs |{column}| < {plan.limits[column].value:.6g} "
-            f"({plan.limits[column].reason})"
+    values the class admits are not all computed exactly, so the planner refuses the query. `label`:
+    the column's name in the query, from its name in the plan."""
+    return [f"column {label(column)!r} has values outside the SPU's exact range for this query: its published "
+            f"magnitude class is |{label(column)}| < 2^{bits}, and it needs |{label(column)}| < "
+            f"{plan.limits[column].value:.6g} ({plan.limits[column].reason})"
             for column, bits in plan.bounds.items()
             if column in plan.limits and plan.limits[column].value < power_of_two(bits)]
 
