@@ -75,6 +75,8 @@ MYSQL = [
     "1 / 3 + 1 / 3", "1 / 3 * 3", "(i / 3) + 1", "AVG(i) / 3", "i / 3 > 2.3333", "1 / 32", "-1 / 32",
     # casts of strings, rounding of doubles, CONCAT of non-strings
     "CAST(s AS SIGNED)", "CAST('3.7' AS SIGNED)", "CAST(s AS DECIMAL(10,2))", "CAST(sn AS SIGNED)",
+    "CAST(x AS DECIMAL)", "CAST(2.567 AS DECIMAL)", "CAST(-2.5 AS DECIMAL)", "CAST(s AS DECIMAL)",
+    "CAST(i AS DECIMAL)", "CAST(x * 3 AS DECIMAL(5))",
     "ROUND(x)", "ROUND(2.5)", "ROUND(-x)", "ROUND(x + 0.25, 1)", "ROUND(-x - 0.25, 1)", "ROUND(x * 10, -1)",
     "ROUND(x - 1, 0)", "ROUND(x / 20, 2)", "ROUND(x / 7, 3)", "ROUND(-x / 20, 2)", "ROUND(x * 3)", "ROUND(x * i, -1)",
     "CONCAT(name, TRUE)", "CONCAT(i, '/', d)",
@@ -123,6 +125,7 @@ POSTGRES = [
     "SUM(i) / 2", "COUNT(*) / 2", "AVG(i)", "SUM(i) / COUNT(*)", "i / 2 * 2", "big / 3", "7 / 2.5", "x / 0.5",
     "ROUND(2.5)", "ROUND(x)", "ROUND(-x)", "ROUND(x + 1)", "ROUND(x * 3)", "ROUND(x / 3)", "ROUND(7.0 / 3, 2)", "'3' + 4", "i > '5'", "7 % 2.5",
     "CAST(i AS INTEGER) / 2", "EXTRACT(DOW FROM d)", "d - INTERVAL '1 day'", "ts::date", "'a' < 'B'",
+    "1.23456::numeric", "CAST(i AS NUMERIC)", "CAST(neg AS NUMERIC) / 3", "'-2.125'::numeric", "CAST(i * 1.25 AS NUMERIC)",
 ]
 POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)", "SUM(i) / SUM(z)"]
 
@@ -390,6 +393,14 @@ def test_postgres_answers_as_postgresql(postgres_table, postgres_engine, express
 def test_postgres_refuses_functions_it_does_not_have(postgres_engine):
     with pytest.raises(NotSupportedError, match="SPLIT_PART_X"):
         answer(postgres_engine, "split_part_x(name, 'l', 1)")
+
+
+@pytest.mark.parametrize("expression", ["x::numeric", "CAST(name AS NUMERIC)", "CAST(x / 3 AS DECIMAL)"])
+def test_postgres_refuses_numeric_without_precision_of_a_double_or_text(postgres_engine, expression):
+    """PostgreSQL keeps such a value's own digits, which no fixed DuckDB DECIMAL holds for every value."""
+    with pytest.raises(NotSupportedError, match="NUMERIC without a precision"):
+        answer(postgres_engine, expression)
+    assert "NotSupportedError: " in postgres_engine.check(f"SELECT {expression} AS v FROM p.t", "p")
 
 
 @pytest.mark.parametrize("expression", POSTGRES_DIVISION_BY_ZERO)

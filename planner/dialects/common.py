@@ -150,6 +150,12 @@ def refuse_wide_decimals(tree: exp.Expression, dialect: str) -> None:
             "values need (or to DOUBLE)")
 
 
+def bare_decimal(node: exp.Expression) -> bool:
+    """Whether `node` is a CAST to DECIMAL / NUMERIC written without a precision: its meaning is each
+    dialect's own (MySQL: DECIMAL(10, 0); PostgreSQL: the value's own digits; DuckDB: DECIMAL(18, 3))."""
+    return isinstance(node, (exp.Cast, exp.TryCast)) and node.to.this == DType.DECIMAL and not node.to.expressions
+
+
 def _decimal_precision(node: exp.DataType) -> int | None:
     """p of a DECIMAL(p[, s]) / NUMERIC(p[, s]) written with its precision, else None."""
     if node.this != DType.DECIMAL or not node.expressions:

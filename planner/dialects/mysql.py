@@ -14,8 +14,8 @@ from sqlglot.dialects.mysql import MySQL
 
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
-                                               DialectContext, DType, local_now, refuse_unknown_functions, rewrite_up,
-                                               round_half_even, template, type_of)
+                                               DialectContext, DType, bare_decimal, local_now, refuse_unknown_functions,
+                                               rewrite_up, round_half_even, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
@@ -500,6 +500,22 @@ def string_casts(tree: exp.Expression, context: DialectContext) -> exp.Expressio
     return rewrite_up(tree, rewrite)
 
 
+def default_decimal(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CAST(x AS DECIMAL) without a precision is DECIMAL(10, 0) in MySQL (2.567 -> 3), not DuckDB's
+    DECIMAL(18, 3).
+
+    >>> from sqlglot import parse_one
+    >>> default_decimal(parse_one("SELECT CAST(x AS DECIMAL)", read="mysql"), None).sql("duckdb")
+    'SELECT CAST(x AS DECIMAL(10, 0))'
+    """
+    def rewrite(node):
+        if bare_decimal(node):
+            node.set("to", exp.DataType.build("DECIMAL(10, 0)"))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
 def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """ROUND of a DOUBLE rounds half to even in MySQL (ROUND(2.5e0) = 2); exact values round half away.
     The digits must be a whole constant (MySQL's ROUND(x, column) is refused)."""
@@ -556,7 +572,7 @@ def two_argument_atan(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
-RULES = (add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division,
+RULES = (default_decimal, add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division,
          integer_division, approximate_rounding, mixed_type_results, concat_strings, date_formats,
          date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone,
          string_functions, two_argument_atan, refuse_unknown_functions)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from sqlsecure.planner.dialects.common import (FLOATS, INTEGERS, NUMBERS, DialectContext, DType, local_now,
-                                               refuse_unknown_functions, rewrite_up, round_half_even, template,
-                                               type_of)
+from sqlsecure.errors import NotSupportedError
+from sqlsecure.planner.dialects.common import (DUCKDB_DECIMAL_DIGITS, FLOATS, INTEGERS, NUMBERS, DialectContext,
+                                               DType, bare_decimal, local_now, refuse_unknown_functions, rewrite_up,
+                                               round_half_even, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
@@ -107,6 +108,53 @@ def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.E
     return rewrite_up(tree, rewrite)
 
 
+def unconstrained_numeric(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """CAST(x AS NUMERIC) without a precision keeps x's own digits in PostgreSQL (1.23456::numeric is
+    1.23456, where DuckDB's bare DECIMAL is DECIMAL(18, 3)): an integer or a DECIMAL(p, s) keeps its scale
+    in DECIMAL(38, s), a number written in the query keeps its written decimals; a double precision (15
+    significant digits, any scale) or a column of text has no DuckDB DECIMAL for every value: refused.
+
+    >>> from sqlglot import parse_one
+    >>> unconstrained_numeric(parse_one("SELECT 1.23456::numeric", read="postgres"), None).sql("duckdb")
+    'SELECT CAST(1.23456 AS DECIMAL(38, 5))'
+    """
+    def rewrite(node):
+        if not bare_decimal(node):
+            return node
+        scale = _exact_scale(node.this)
+        if scale is None:
+            raise NotSupportedError(
+                f"{node.sql(dialect='postgres')}: NUMERIC without a precision keeps each value's own digits in "
+                "PostgreSQL, which no fixed DuckDB DECIMAL holds for this argument (a double precision, text, or a value "
+                "whose scale is not fixed): write NUMERIC(p, s)")
+        node.set("to", exp.DataType.build(f"DECIMAL({DUCKDB_DECIMAL_DIGITS}, {scale})"))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def _exact_scale(value: exp.Expression) -> int | None:
+    """The decimals `value` holds exactly: 0 for an integer, s for a DECIMAL(p, s), the written decimals of
+    a number literal (or a quoted one), composed through + - * as PostgreSQL's numeric does; None where it
+    has no fixed scale."""
+    if isinstance(value, (exp.Paren, exp.Neg)):
+        return _exact_scale(value.this)
+    if isinstance(value, (exp.Add, exp.Sub, exp.Mul)):
+        a, b = _exact_scale(value.this), _exact_scale(value.expression)
+        return None if a is None or b is None else a + b if isinstance(value, exp.Mul) else max(a, b)
+    if isinstance(value, exp.Literal):
+        text = value.this.strip()
+        whole, _, decimals = text.lstrip("+-").partition(".")
+        ok = whole.isdigit() or (not whole and decimals.isdigit())
+        return len(decimals) if ok and (not decimals or decimals.isdigit()) else None
+    kind = type_of(value)
+    if kind in INTEGERS:
+        return 0
+    if kind == DType.DECIMAL and len(value.type.expressions) == 2:
+        return int(value.type.expressions[1].name)
+    return None
+
+
 def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """CURRENT_DATE is the date on the wall clock of the federation's time_zone."""
     def rewrite(node):
@@ -117,5 +165,5 @@ def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
     return rewrite_up(tree, rewrite)
 
 
-RULES = (untyped_literals, integer_division, division_by_zero, approximate_rounding, current_date_in_zone,
+RULES = (untyped_literals, unconstrained_numeric, integer_division, division_by_zero, approximate_rounding, current_date_in_zone,
          refuse_unknown_functions)
