@@ -34,8 +34,8 @@ def test_group_by_within_counts_distinct_weighted_values(nparties, rows):
 
     def program(s):
         g = relational.group_by(s, [_share(s, keys)], [("sum", _share(s, weights, 1)), ("count", None)],
-                                within=(_share(s, weights, 1), _share(s, values, nparties - 1)))
-        kept = relational.compact(s, g.last, [*g.keys, g.distinct, *g.aggregates])
+                                within=[relational.Counted(_share(s, weights, 1), (_share(s, values, nparties - 1),))])
+        kept = relational.compact(s, g.last, [*g.keys, *g.distinct, *g.aggregates])
         return [to_signed(c) for c in arith.reveal_many(s, kept)]
 
     key, distinct, total, count = run_spu(nparties, program).results[0]
