@@ -177,6 +177,24 @@ def test_groups_with_enough_distinct_rows_match_the_oracle(engines, sql, path, i
     assert got.num_rows > 0
 
 
+SHORT_IN_ONE_GROUP = [  # issued by the insurer: bank and shop counted, one group short of one of them
+    # north: customer 7's five bank rows but one shop order (the second counted owner is short)
+    ("SELECT c.region, COUNT(*), SUM(o.amount) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     "WHERE o.order_id = 950 OR (c.region = 'south' AND c.id <= 12) GROUP BY c.region", {"south"}),
+    # north: two bank rows and twelve shop orders (the first counted owner is short)
+    ("SELECT c.region, o.category, COUNT(*) FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
+     "WHERE c.id IN (1, 3) OR (c.region = 'south' AND c.id <= 12) GROUP BY c.region, o.category", {"south"}),
+]
+
+
+@pytest.mark.parametrize("sql, kept", SHORT_IN_ONE_GROUP)
+@pytest.mark.parametrize("path", ["local", "spu"])
+def test_each_counted_owner_decides_per_group(engines, sql, kept, path):
+    """Two counted owners in one GROUP BY: a group passes only with k distinct rows of each."""
+    got = engines[path].check(sql, "insurer")
+    assert {row["region"] for row in got.to_pylist()} == kept
+
+
 UNION = [
     "SELECT u.k, COUNT(*) FROM (SELECT id AS k FROM bank.customers UNION ALL SELECT customer_id AS k "
     "FROM shop.orders) AS u GROUP BY u.k",
