@@ -77,6 +77,11 @@ group_by(s, keys, aggs)         sort by keys, mark runs, one `segmented_scan` fo
                                 comparison to each of the sort's).
                                 Result rows: the sorted rows, aggregates valid on rows whose
                                 `last` flag is 1 (the last row of each group); `compact` keeps them.
+                                `within`: distinct values per group of each `Counted` column (the
+                                group threshold's provenance): the first rides along the sort, each
+                                further one sorts on the group's secret rank (a local prefix sum
+                                of the run starts) packed with its weight and known-width value,
+                                its run starts summed in the same scan.
 compact(s, flag, columns)       shuffle (N rounds), open the flag (1 round), keep flagged rows:
                                 reveals only how many rows are kept (the output size).
 row_number / rank / dense_rank  after a sort: positions are public; RANK is a segmented copy of
