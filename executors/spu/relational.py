@@ -77,6 +77,11 @@ group_by(s, keys, aggs)         sort by keys, mark runs, one `segmented_scan` fo
                                 comparison to each of the sort's).
                                 Result rows: the sorted rows, aggregates valid on rows whose
                                 `last` flag is 1 (the last row of each group); `compact` keeps them.
+                                `within`: distinct values per group of each `Counted` column (the
+                                group threshold's provenance): the first rides along the sort, each
+                                further one sorts on the group's secret rank (a local prefix sum
+                                of the run starts) packed with its weight and known-width value,
+                                its run starts summed in the same scan.
 compact(s, flag, columns)       shuffle (N rounds), open the flag (1 round), keep flagged rows:
                                 reveals only how many rows are kept (the output size).
 row_number / rank / dense_rank  after a sort: positions are public; RANK is a segmented copy of
@@ -503,23 +508,42 @@ class Grouped:
     aggregates: list[ArithShare]
     starts: ArithShare
     carried: list[ArithShare] = ()  # the `carry` columns, in the sorted order
-    distinct: ArithShare | None = None  # with `within`: distinct values of weight 1 per group (valid at `last`)
+    distinct: list[ArithShare] = ()  # per `within` entry: distinct values of weight 1 per group (valid at `last`)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Rows a group counts by distinct value (the group threshold's provenance, COUNT(DISTINCT)): a
+    0/1 weight and the value's limbs; `bits`, the limbs' widths where known (as `sort`'s key_bits:
+    values in [0, 2^(b-1)); None: any ring value), lets the sort compare fewer bits."""
+
+    weight: ArithShare
+    values: tuple[ArithShare, ...]
+    bits: tuple[int, ...] | None = None
+
+    def widths(self) -> list[int]:
+        return list(self.bits) if self.bits is not None else [64] * len(self.values)
 
 
 def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithShare | None]],
              key_bits: list[int] | None = None, carry: list[ArithShare] = (),
-             within: tuple[ArithShare, ArithShare] | None = None) -> Grouped:
+             within: list[Counted] = ()) -> Grouped:
     """GROUP BY keys with aggregates [(kind, column)] (kind in sum/count/min/max; count takes None).
     `key_bits` as for `sort`; `carry`: more columns sorted along (e.g. the key values themselves,
-    when `keys` is one small code standing for them). `within` = (0/1 weight, value): sorted as
-    minor keys that do not split groups, so one sort also yields `distinct`, the number of
-    distinct values among each group's rows of weight 1 (run starts of (group, weight, value)
-    times the weight, summed in the same segmented scan): the group threshold's distinct rows.
+    when `keys` is one small code standing for them). `within`: for each `Counted`, `distinct` is the
+    number of distinct values among each group's rows of weight 1 (the group threshold's distinct
+    rows, one per protected owner). The first rides along the group sort as minor keys that do not
+    split groups; each further one is sorted again, but on the group's secret rank (the running
+    count of run starts: ceil(log2 n) + 1 bits) packed with its weight and its value's known width,
+    not on the group keys, and carries nothing (`_distinct_runs`). A group occupies the same
+    positions in every such order, so the run starts of all of them (times their weights) are summed
+    in the one segmented scan.
 
     Rounds: `sort` (N + L (C_eq + k + 1)) + `neighbour_starts` (C_eq + k) + one `segmented_scan`:
     S = ceil(log2 n) with SUM/COUNT only, (C + 2) S with any MIN/MAX, the SUMs riding along
-    (see the module docstring for C, C_eq, L); `within`
-    adds 2 keys to the sort, and a `neighbour_starts` over k + 2 keys and one product (C_eq + k + 3)."""
+    (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort and a
+    `neighbour_starts` over them; each further one a sort on one packed column (where the widths
+    fit 62 bits) and a `neighbour_starts` of one key; one product round for all their weights."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
         if kind not in AGGREGATES:
@@ -534,21 +558,31 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     for kind, col in aggs:
         if kind in ("min", "max") and not any(c is col and mx == (kind == "max") for c, mx in extremes):
             extremes.append((col, kind == "max"))
+    counted = list(within)
     if n == 0:
         empty = ArithShare(np.zeros(0, np.uint64))
         return Grouped(list(keys), empty, [ArithShare(np.zeros(0, np.uint64), 0 if c is None else c.frac)
-                                           for _, c in aggs], empty, list(carry), empty if within else None)
-    sort_keys, bits = list(keys), key_bits
-    if within is not None:
-        sort_keys += list(within)
-        bits = None if key_bits is None else [*key_bits, 2, 64]
-    sorted_keys, payload = sort(s, sort_keys, [*value_cols, *carry], key_bits=bits)
-    payload, carried = payload[:len(value_cols)], payload[len(value_cols):]
-    firsts = []
-    if within is not None:  # a (group, weight, value) run of weight 1 starts here
-        firsts = [arith.beaver_mul(s, neighbour_starts(s, sorted_keys), sorted_keys[len(keys)])]
+                                           for _, c in aggs], empty, list(carry), [empty] * len(counted))
+    sort_keys = list(keys)
+    bits = list(key_bits) if key_bits is not None else [64] * len(keys)
+    if counted:
+        sort_keys += [counted[0].weight, *counted[0].values]
+        bits += [2, *counted[0].widths()]
+    later = [[c.weight, *c.values] for c in counted[1:]]
+    sorted_keys, payload = sort(s, sort_keys, [*value_cols, *carry, *(c for cols in later for c in cols)],
+                                key_bits=bits)
+    payload, carried, later_sorted = (payload[:len(value_cols)], payload[len(value_cols):len(value_cols) + len(carry)],
+                                      payload[len(value_cols) + len(carry):])
+    runs = []  # (run starts of (group, weight, value), weight) of each `within`, in its own order
+    if counted:
+        runs.append((neighbour_starts(s, sorted_keys), sorted_keys[len(keys)]))
         sorted_keys = sorted_keys[:len(keys)]
     starts = neighbour_starts(s, sorted_keys)
+    at = 0
+    for c, cols in zip(counted[1:], later):
+        runs.append(_distinct_runs(s, starts, later_sorted[at], later_sorted[at + 1:at + len(cols)], c.widths()))
+        at += len(cols)
+    firsts = arith.beaver_mul_many(s, runs) if runs else []
     col_of = {id(c): p for c, p in zip(value_cols, payload)}
     ones = arith.public(s, np.ones(n, np.int64))
     sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"] + firsts
@@ -568,7 +602,37 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
         else:
             i = next(k for k, (c, mx) in enumerate(extremes) if c is col and mx == (kind == "max"))
             out.append(ext_out[i])
-    return Grouped(sorted_keys, last, out, starts, carried, sum_out[si] if firsts else None)
+    return Grouped(sorted_keys, last, out, starts, carried, sum_out[si:])
+
+
+def _distinct_runs(s: SpuSession, starts: ArithShare, weight: ArithShare, values: list[ArithShare],
+                   widths: list[int]) -> tuple[ArithShare, ArithShare]:
+    """(run starts of equal (group, weight, value), weight), both in the order of a sort by the
+    group's rank (the running count of `starts`, in [1, n]: local), the weight, then the value.
+    Ranks ascend with the groups, so each group keeps its positions. Keys of known widths are packed
+    into one column (`packed_keys`), so the sort and the run tests compare one narrow key."""
+    n = len(starts)
+    rank = ArithShare(np.cumsum(starts.data, dtype=np.uint64))
+    keys, bits = packed_keys(s, [rank, weight, *values], [n.bit_length() + 1, 2, *widths])
+    sorted_keys, (sorted_weight,) = sort(s, keys, [weight], key_bits=bits)
+    return neighbour_starts(s, sorted_keys), sorted_weight
+
+
+def packed_keys(s: SpuSession, keys: list[ArithShare], widths: list[int]) -> tuple[list[ArithShare], list[int]]:
+    """Sort keys with neighbouring keys of known widths packed into one (`packed_groups`, without a
+    tiebreak; local): (keys, their widths). Equal packed keys are equal keys, so runs test one key."""
+    out, bits = [], []
+    for group in packed_groups(widths, [False] * len(widths), 0):
+        fields = [f for f in group if f.key < len(keys)]
+        if not fields:
+            continue
+        if fields[0].bits is None:
+            out.append(keys[fields[0].key])
+            bits.append(64)
+        else:
+            out.append(_pack(s, fields, keys))
+            bits.append(sum(f.bits for f in fields) + 1)
+    return out, bits
 
 
 def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[ArithShare]:

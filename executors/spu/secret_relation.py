@@ -240,8 +240,9 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
     (no columns: >= k valid rows); no count is opened. Rounds: the arguments' + 1 (weights) + the
-    group sort + neighbour tests + log2 n (segmented sums; MIN/MAX 8 per scan level) + one sort per
-    COUNT(DISTINCT) and provenance column + AVG's division and its one range opening + 2 (no keys:
+    group sort (the first COUNT(DISTINCT) or provenance column riding along as minor keys) + neighbour
+    tests + log2 n (segmented sums; MIN/MAX 8 per scan level) + one sort per further COUNT(DISTINCT) and
+    provenance column, on the group's rank and that column only (`relational.group_by`) + AVG's division and its one range opening + 2 (no keys:
     every MIN/MAX tournament side by side, ceil(log2 n) levels of ~8, `_totals`). `kinds`:
     the output columns' kinds (keys, then aggregates)."""
     if keys and rel.n == 0:  # no rows, no groups
@@ -268,7 +269,8 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
                                            [evaluate(s, rel, e) for e in [e for _, e in distinct_args] + provenance],
                                            rel.valid)  # one round: the keys, and COUNT(DISTINCT)'s weights
     group_keys = [_ones(s, n) - rel.valid, *_key_columns(key_values)]
-    grouped = relational.group_by(s, group_keys, inputs)
+    counted = [relational.Counted(w, tuple(v.limbs)) for w, v in minor]  # the first rides along the sort
+    grouped = relational.group_by(s, group_keys, inputs, within=counted)
     results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
     stage.n = n
     stage.finish_aggregates(plan, results)
@@ -276,8 +278,7 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     for (name, _), v in zip(keys, key_values):
         columns[name] = SV(grouped.keys[i + 1:i + 1 + len(v.limbs)], grouped.keys[i], v.kind)
         i += 1 + len(v.limbs)
-    counts = [relational.group_by(s, group_keys, [("count", None)], within=(w, *v.limbs)).distinct
-              for w, v in minor]
+    counts = grouped.distinct
     for name, node in plain:
         columns[name] = stage.aggs[node.sql(dialect="duckdb")]
     for (name, _), count in zip(distinct_args, counts):

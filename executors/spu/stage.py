@@ -14,9 +14,12 @@ condition stays NULL through NOT, AND, OR until WHERE, HAVING or CASE reads it a
 evaluates is one table, `SPU_RULES`, which the planner checks at plan time.
 
 The group threshold (`SecureStage.threshold`) counts, per protected owner, its distinct rows in a
-group: the owner's provenance column rides along the group sort as a minor key and the starts of
-its runs are summed (`relational.group_by(within=...)`); a UNION ALL branch's rows are summed by
-their public positions. No single count is opened: only the keep bit, through the compaction.
+group: the first owner's provenance column rides along the group sort as a minor key and the starts
+of its runs are summed (`relational.group_by(within=...)`); each further owner's is sorted on the
+group's secret rank, not on the group keys, and summed in the same scan. Each owner renumbers its
+provenance 0, 1, ... before sharing it (`dense_rows`), so those sorts compare ceil(log2 n) bits, not
+64. A UNION ALL branch's rows are summed by their public positions. No single count is opened: only
+the keep bit, through the compaction.
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -738,6 +742,7 @@ class Stage:
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
+        self.provenance_bits: dict[str, int] = {}  # provenance column -> its width (`dense_rows`), where known
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
@@ -1700,10 +1705,13 @@ class Stage:
         v = self.secret(self.ev(args[0]))
         return SV([self.distinct_total(arith.beaver_mul(s, weight, v.valid), v.limbs)], self.ones(1), "int")
 
-    def distinct_total(self, weight: ArithShare, limbs: list[ArithShare]) -> ArithShare:
-        """The number of distinct values among the rows of weight 1: sort (weight, value), count run starts."""
+    def distinct_total(self, weight: ArithShare, limbs: list[ArithShare], bits: tuple[int, ...] | None = None
+                       ) -> ArithShare:
+        """The number of distinct values among the rows of weight 1: sort (weight, value), count run
+        starts. `bits`: the limbs' widths where known (`relational.Counted`), compared packed."""
         keys = [weight, *limbs]
-        sorted_keys, _ = relational.sort(self.s, keys, [], [False] * len(keys))
+        sorted_keys, _ = relational.sort(self.s, keys, [], [False] * len(keys),
+                                         key_bits=None if bits is None else [2, *bits])
         starts = relational.neighbour_starts(self.s, sorted_keys)
         return arith.total(arith.beaver_mul(self.s, starts, sorted_keys[0]))
 
@@ -1717,13 +1725,15 @@ class Stage:
             out.append(weight * inside)
         return out
 
-    def provenance(self, weight: ArithShare) -> tuple[list[tuple[ArithShare, ArithShare]], list[ArithShare]]:
-        """(weight, provenance) of each protected owner's relation whose rows may repeat: the base row
-        number, and the row weight where it is not NULL (a LEFT JOIN's unmatched rows are none of that
-        owner's rows); and the weights alone of those whose rows appear once at most (their distinct
-        rows are their weighted rows: no sort, so the traffic stays a function of the sizes)."""
+    def provenance(self, weight: ArithShare) -> tuple[list[relational.Counted], list[ArithShare]]:
+        """The provenance of each protected owner's relation whose rows may repeat, as counted: its
+        base row number (of the width `provenance_bits` knows, if any), and the row weight where it is
+        not NULL (a LEFT JOIN's unmatched rows are none of that owner's rows); and the weights alone of
+        those whose rows appear once at most (their distinct rows are their weighted rows: no sort, so
+        the traffic stays a function of the sizes)."""
         weights = {c: arith.beaver_mul(self.s, weight, self.cols[c].valid) for c in self.step.distinct_rows}
-        return ([(w, self.cols[c].value) for c, w in weights.items() if c not in self.once],
+        bits = {c: (self.provenance_bits[c],) if c in self.provenance_bits else None for c in weights}
+        return ([relational.Counted(w, (self.cols[c].value,), bits[c]) for c, w in weights.items() if c not in self.once],
                 [w for c, w in weights.items() if c in self.once])
 
     def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
@@ -1881,9 +1891,12 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
     key_columns = _group_key_columns(step)
     encoded_keys = {}  # at the keys' owner: (validity, limbs) of each key column, as shared
     owner_of = {column: party for party, column in step.inputs}
-    encoded = {(index, column): encode(values, kinds[column], s.frac_bits, limits.get(column), column)
+    renumbered = set() if step.union else {c for c in step.distinct_rows if kinds.get(c) == "int"}
+    encoded = {(index, column): encode(dense_rows(values) if column in renumbered else values, kinds[column],
+                                       s.frac_bits, limits.get(column), column)
                for (index, column), values in inputs.items() if column in owner_of
                and step.compute.index(branches[index][0] if step.union else owner_of[column]) == s.index}
+    stage.provenance_bits = {column: max(1, (n - 1).bit_length()) + 1 for column in renumbered}
     for party, column in step.inputs:
         kind = kinds[column]
         fracs = limb_fracs(kind, s.frac_bits)
@@ -1907,6 +1920,16 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
         stage.group_code = (arith.share_input(s, owner, as_ring(code) if code is not None else None, (n,), 0),
                             max(1, (n - 1).bit_length()) + 1)
     return stage
+
+
+def dense_rows(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A provenance column's base row numbers renumbered 0, 1, ... by their owner (NULLs kept): equal
+    rows stay equal and distinct ones distinct, so the threshold counts the same, and the numbers lie
+    below the stage's public row count, a width its sorts compare instead of 64 bits."""
+    values = column.combine_chunks()
+    numbers = pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
+    dense = np.unique(numbers, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return pa.chunked_array([pa.array(dense, pa.int64(), mask=values.is_null().to_numpy(zero_copy_only=False))])
 
 
 def _group_key_columns(step) -> list[tuple[str, str]]:
@@ -1959,23 +1982,21 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
 
-            def group(aggs, within=None):
+            def group(aggs, within=()):
                 if stage.group_code is not None:  # sort on the owner's code, the key values along
                     code, bits = stage.group_code
                     return relational.group_by(s, [code], aggs, key_bits=[bits], carry=key_cols, within=within)
                 return relational.group_by(s, key_cols, aggs, within=within)
 
-            # the first protected provenance rides along the group sort; further ones sort again
-            grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance[0] if provenance else None)
+            # the first protected provenance rides along the group sort; further ones sort on the group's rank
+            grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance)
             group_keys = grouped.carried if stage.group_code is not None else grouped.keys
             results = grouped.aggregates[:len(agg_inputs)]
             if stage.group_code is not None:
                 results += stage.text_extreme_limbs([stage.group_code[0]], [stage.group_code[1]])
             else:
                 results += stage.text_extreme_limbs(key_cols)
-            counts = [grouped.distinct] if provenance else []
-            counts += [group([("count", None)], p).distinct for p in provenance[1:]]
-            counts += grouped.aggregates[len(agg_inputs):]
+            counts = [*grouped.distinct, *grouped.aggregates[len(agg_inputs):]]
             keep = arith.beaver_mul(s, grouped.last, _at_least(s, counts or [results[0]], threshold))
             if having is None:
                 # keep the groups first: AVG's divisions and range checks then run on the kept groups,
@@ -2005,7 +2026,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                        for limb in stage.text_extreme_limbs()]
             stage.finish_aggregates(plan, totals)
             stage.aggs.update(distinct_counts)
-            counts = [stage.distinct_total(w, [p]) for w, p in provenance] + [arith.total(b) for b in branches]
+            counts = [stage.distinct_total(c.weight, list(c.values), c.bits) for c in provenance]
+            counts += [arith.total(b) for b in branches]
             flag = _at_least(s, counts or [totals[0]], threshold if step.threshold else 0)
             if having is not None:
                 flag = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
