@@ -15,7 +15,12 @@ exact while its ring encoding stays within these ranges (|raw| counts ring units
                        (inside SUM/AVG/MIN/MAX, a column the WHERE bounds on both sides by constants
                        counts with that bound: a row the WHERE drops adds 0 whatever it holds)
   DECIMAL(p, s)        its exact limb x * 10^s within the same ranges: for s > 4 (10^s > 2^F) the
-                       limits shrink by 2^F / 10^s (`exact_scale`: a product adds the scales)
+                       limits shrink by 2^F / 10^s (`exact_scale`: a product adds the scales; a CAST
+                       to DECIMAL(p, t) and a ROUND of a DECIMAL give their scale)
+  ROUND / CAST         to d decimals: x * 10^d (a DECIMAL's limb x * 10^s) within half the compared
+                       range; the result is as large as x, so a limit from above carries over unscaled
+                       (MySQL's AVG, ROUND(CAST(AVG(x) AS DECIMAL(38, 9)), 4): |AVG(x)| < 2^45 / 10^9;
+                       AVG's mean is no larger than its terms: only its sum divides by the rows)
   text                 at most its width class, <= MAX_TEXT_BYTES bytes of UTF-8 (`values.text_width`)
 
 An intermediate's range cannot be checked after it has wrapped around the ring, so it is proven
