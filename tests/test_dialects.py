@@ -115,6 +115,12 @@ MYSQL = [
     # ATAN(y, x) is ATAN2(y, x): every quadrant, the axes, NULL
     "ATAN(i, x)", "ATAN(neg, x)", "ATAN(i, -x)", "ATAN(neg, -x)", "ATAN(z, neg)", "ATAN(i, z)", "ATAN(n, x)",
     "ATAN(x)", "ATAN(ATAN(i, z), 1)",
+    # numbers as conditions are `x <> 0` (NULL: false); NULLIF of a constant divisor folded; a quotient by a
+    # constant held at its exact digits (ties at the 5th decimal: -7 / 20000 = -0.00035 -> -0.0004)
+    "IF(neg, 1, 2)", "IF(z, 1, 2)", "IF(n, 1, 2)", "IF(x, 1, 2)", "IF(x - 2.5, 1, 2)", "IF(i * 0.5, 'y', 'n')",
+    "CASE WHEN z THEN 1 WHEN neg THEN 2 END", "CASE WHEN n THEN 1 ELSE 0 END", "NOT neg", "NOT z", "z OR neg",
+    "i / 10000", "neg / 10000", "i / -8", "neg / 20000", "i / 64", "(i + 0.5) / 8", "big / 10000", "i / 0.25",
+    "i / 7", "neg / 3000", "AVG(neg)", "i % -4", "neg DIV 4", "x / 10000", "i / (2 - 2)", "NULLIF(5, 0)",
 ]
 
 POSTGRES = [
@@ -268,7 +274,7 @@ def test_mysql_answers_as_mariadb(mariadb, mysql_engine, expression):
 
 def test_mysql_string_condition_in_where(mariadb, mysql_engine):
     """WHERE s keeps the row when the string's numeric prefix is not 0."""
-    for condition in ("s", "name", "s AND NOT name"):
+    for condition in ("s", "name", "s AND NOT name", "i", "z", "n", "neg AND i", "x - 2.5 OR z"):
         want = mariadb.sql(f"SELECT COUNT(*) FROM p.t WHERE {condition}")[0][0]
         got = mysql_engine.execute(f"SELECT COUNT(*) FROM p.t WHERE {condition}", "p").table.column(0)[0].as_py()
         assert got == want, condition

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import scql_regtest  # noqa: E402
@@ -34,9 +33,6 @@ def test_scql_query_refused_or_equal_to_oracle(scql_federation, case):
     verdict = engine.check(sql, scql_regtest.ISSUER)
     outcome = scql_regtest.run_query(engine, oracle, sql)
     assert outcome.kind in ("equal", "refused"), f"{case}: {outcome.kind}: {outcome.detail}\n{sql}"
-    if verdict is None and isinstance(outcome.error, DataError):
-        pytest.xfail(f"known gap, reported to the planner team: a value-range DataError that `check` (which reads "
-                     f"no data) does not foresee: {outcome.detail[:200]}")
     assert (verdict is not None) == (outcome.kind == "refused"), \
         f"{case}: check says {verdict!r}, execution {outcome.kind}: {outcome.detail}"
 

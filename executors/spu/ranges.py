@@ -15,7 +15,12 @@ exact while its ring encoding stays within these ranges (|raw| counts ring units
                        (inside SUM/AVG/MIN/MAX, a column the WHERE bounds on both sides by constants
                        counts with that bound: a row the WHERE drops adds 0 whatever it holds)
   DECIMAL(p, s)        its exact limb x * 10^s within the same ranges: for s > 4 (10^s > 2^F) the
-                       limits shrink by 2^F / 10^s (`exact_scale`: a product adds the scales)
+                       limits shrink by 2^F / 10^s (`exact_scale`: a product adds the scales; a CAST
+                       to DECIMAL(p, t) and a ROUND of a DECIMAL give their scale)
+  ROUND / CAST         to d decimals: x * 10^d (a DECIMAL's limb x * 10^s) within half the compared
+                       range; the result is as large as x, so a limit from above carries over unscaled
+                       (MySQL's AVG, ROUND(CAST(AVG(x) AS DECIMAL(38, 9)), 4): |AVG(x)| < 2^45 / 10^9;
+                       AVG's mean is no larger than its terms: only its sum divides by the rows)
   text                 at most its width class, <= MAX_TEXT_BYTES bytes of UTF-8 (`values.text_width`)
 
 An intermediate's range cannot be checked after it has wrapped around the ring, so it is proven
@@ -214,6 +219,12 @@ class RangePlan:
             return decimal_literal(e)[1] if decimal_literal(e) is not None else None
         if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):  # the branches at the larger scale
             return self._common_scale([b for b in _branches(e) if not isinstance(b, exp.Null)])
+        if isinstance(e, exp.Cast) and e.to.this == exp.DataType.Type.DECIMAL:
+            return decimal_scale_of(e.to)
+        if isinstance(e, ROUNDING) and (scale := self.exact_scale(e.this)) is not None:  # `_round_decimal`
+            digits = rounding_digits(e)
+            return scale if isinstance(e, exp.Round) and digits >= scale else \
+                max(0, digits) if isinstance(e, exp.Round) else 0
         if not isinstance(e, (exp.Add, exp.Sub, exp.Mul)) or exp.Null in (type(e.left), type(e.right)):
             return None  # x + NULL: NULL, computed in fixed point
         scales = self._scales([e.left, e.right])
@@ -236,6 +247,16 @@ class RangePlan:
         """A ring range (`reveal_range` / `compare_range`, in SQL units) for e, whose exact DECIMAL limb may
         count more ring units per unit than fixed point (`exact_limit`)."""
         return self.exact_limit(self.exact_scale(e), ring_range)
+
+    def rounding_room(self, e: exp.Expression, kind: str) -> float:
+        """The range of ROUND / FLOOR / CEIL's argument: a DECIMAL's exact limb x * 10^s is divided by a power
+        of ten (|x * 10^s| < 2^61); any other value is scaled by 10^d and gets a half added before a bit
+        decomposition (|x * 10^d| within half the compared range). The result is as large as the argument,
+        so a limit on it carries over as it is."""
+        scale = self.exact_scale(e.this)
+        if scale is not None:
+            return self.exact_limit(scale, self.compare_range("fixed") / 2)
+        return self.compare_range(kind) / 2 / 10.0 ** max(0, rounding_digits(e))
 
     def exact_limit(self, scale: int | None, limit: float) -> float:
         """A ring range `limit` (in SQL units, for fixed point's 2^F ring units per unit) for a value whose exact
@@ -264,10 +285,8 @@ class RangePlan:
         kind, bound = self.info(e)
         if isinstance(e, exp.Abs):
             return self.need(e.this, limit, why)
-        if isinstance(e, ROUNDING):  # the kernels add a half and scale by 10^d before a bit decomposition
-            scale = 10.0 ** max(0, rounding_digits(e))
-            return self.need(e.this, min(limit, self.compare_range(kind) / 2) / scale,
-                             f"{e.sql()} rounds ({why})")
+        if isinstance(e, ROUNDING):
+            return self.need(e.this, min(limit, self.rounding_room(e, kind)), f"{e.sql()} rounds ({why})")
         if isinstance(e, (exp.Add, exp.Sub)) and any(calendar_interval(o) for o in (e.left, e.right)):
             date = e.right if calendar_interval(e.left) else e.left  # spu.functions.add_months: civil_from_days
             return self.need(date, self.calendar_limit(date), f"{e.sql()} moves a date by calendar months")
@@ -329,8 +348,8 @@ class RangePlan:
             bits = NARROW_INTEGERS[e.to.this]
             return self.need(e.this, min(limit, 2.0 ** bits - 1), f"{e.sql()} casts to a {bits + 1}-bit integer")
         if isinstance(e, exp.Cast) and e.to.this == exp.DataType.Type.DECIMAL:  # exact at scale t: x * 10^t
-            scale = decimal_scale_of(e.to)
-            return self.need(e.this, min(limit, self.compare_range("fixed") / 2) / 10.0 ** scale,
+            scale = decimal_scale_of(e.to)  # the value keeps its size: only the ring's range is scaled
+            return self.need(e.this, min(limit, self.compare_range("fixed") / 2 / 10.0 ** scale),
                              f"{e.sql()} scales by 10^{scale} ({why})")
         if isinstance(e, exp.Div):
             divisor = abs(constant(e.right) or 1.0)
@@ -377,9 +396,10 @@ class RangePlan:
             if isinstance(e, exp.Sum):
                 limit = min(limit, self.room(e, self.reveal_range(self.info(e.this)[0]))) / self.rows
                 return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
-            if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared)
-                limit = min(limit, self.compare_range("fixed"), self.room(e.this, self.reveal_range("fixed"))) / self.rows
-                return self.need(e.this, limit, f"{e.sql()} adds up to {self.rows} rows ({why})")
+            if isinstance(e, exp.Avg):  # AVG's sum is scaled to fixed point and range-checked (compared); the
+                room = min(self.compare_range("fixed"), self.room(e.this, self.reveal_range("fixed")))  # mean is
+                return self.need(e.this, min(limit, room / self.rows),  # no larger than its terms
+                                 f"{e.sql()} adds up to {self.rows} rows ({why})")
             return self.need(e.this, min(limit, self.room(e, self.compare_range(self.info(e.this)[0]))),
                              f"{e.sql()} compares")
         finally:

@@ -302,8 +302,9 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
     if target in NUMERIC_CASTS and kind in ("int", "fixed", "bool", None):
         if target != exp.DataType.Type.DECIMAL:
             return None
-        return _unbounded_rounding(node, kind_of) if decimal_scale_of(node.to) <= MAX_DIGITS else \
-            f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
+        if decimal_scale_of(node.to) > MAX_DIGITS:
+            return f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
+        return _finer_than_error(node, decimal_scale_of(node.to)) or _unbounded_rounding(node, kind_of)
     if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
         return _unbounded_rounding(node, kind_of)
     if target in ZONED_TYPES:
@@ -319,6 +320,18 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
     return (f"CAST to {node.to.sql()} in secure computation ({node.sql(dialect='duckdb')}): the SPU casts numbers "
             "and booleans to DOUBLE, DECIMAL, INTEGER and BIGINT, dates and timestamps to DATE and TIMESTAMP, and "
             "DATE '...' / TIMESTAMP '...' constants; compute it at one party")
+
+
+def _finer_than_error(node: exp.Expression, digits: int) -> str | None:
+    """Why rounding an approximate value (a quotient by a secret, SQRT, ...) at `digits` decimals is refused:
+    twice the kernels' least error, 2^-(KERNEL_BITS - 1), reaches the decimals' spacing, so every row lies
+    within its error of a boundary and `_refuse_near_a_boundary` would refuse the query at run time anyway."""
+    if 10 ** digits < 2 ** (approximation.KERNEL_BITS - 1) or not approximation.is_approximate(node.this):
+        return None
+    return (f"{node.sql(dialect='duckdb')}: {node.this.sql(dialect='duckdb')} is approximate on the SPU (within "
+            f"2^-{approximation.KERNEL_BITS} (|v| + 1): docs/architecture.md), too coarse for {digits} decimals; "
+            "round it to 3 decimals at most, or compute it at one party (MySQL's `/` of exact values is rounded "
+            "at 4 more decimals than the dividend: a DOUBLE operand, x / CAST(y AS DOUBLE), keeps it a DOUBLE)")
 
 
 def _unbounded_rounding(node: exp.Expression, kind_of) -> str | None:

@@ -7,6 +7,7 @@ NULL if any argument is NULL, `IF`, `DATEDIFF`) is left to it and covered by tes
 
 from __future__ import annotations
 
+import decimal
 import re
 
 from sqlglot import exp
@@ -40,20 +41,60 @@ DATE_UNITS = {"DAY", "WEEK", "MONTH", "QUARTER", "YEAR"}
 
 
 def integer_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    """`a DIV b`: NULL when b is 0, the quotient truncated toward zero, as an integer.
+    """`a DIV b`: NULL when b is 0, the quotient truncated toward zero, as an integer (a non-zero constant b
+    needs no zero test).
 
     >>> from sqlglot import parse_one
-    >>> integer_division(parse_one("SELECT 7 DIV 2", read="mysql"), None).sql("duckdb")
-    'SELECT CAST(TRUNC(7 / NULLIF(2, 0)) AS BIGINT)'
+    >>> integer_division(parse_one("SELECT 7 DIV 2, 7 DIV b", read="mysql"), None).sql("duckdb")
+    'SELECT CAST(TRUNC(7 / 2) AS BIGINT), CAST(TRUNC(7 / NULLIF(b, 0)) AS BIGINT)'
     """
     def rewrite(node):
         if not isinstance(node, exp.IntDiv):
             return node
+        divisor = "_b" if nonzero_constant(node.expression) else "NULLIF(_b, 0)"
         if type_of(node.this) in INTEGERS and type_of(node.expression) in INTEGERS:
-            return template("_a // NULLIF(_b, 0)", a=node.this, b=node.expression)
-        return template("CAST(TRUNC(_a / NULLIF(_b, 0)) AS BIGINT)", a=node.this, b=node.expression)
+            return template(f"_a // {divisor}", a=node.this, b=node.expression)
+        return template(f"CAST(TRUNC(_a / {divisor}) AS BIGINT)", a=node.this, b=node.expression)
 
     return rewrite_up(tree, rewrite)
+
+
+def constant_value(node: exp.Expression) -> decimal.Decimal | None:
+    """The value of a numeric literal (through parentheses and minus signs), else None."""
+    node = node.unnest()
+    if isinstance(node, exp.Neg):
+        inner = constant_value(node.this)
+        return None if inner is None else -inner
+    if not isinstance(node, exp.Literal) or node.is_string:
+        return None
+    try:
+        return decimal.Decimal(node.this)
+    except decimal.InvalidOperation:
+        return None
+
+
+def nonzero_constant(node: exp.Expression) -> bool:
+    """Whether node is a numeric literal other than 0 (through parentheses and minus signs)."""
+    value = constant_value(node)
+    return value is not None and value != 0
+
+
+def constant_divisors(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """`/` and `%` by a non-zero constant need no zero test: sqlglot writes MySQL's `x / c` as
+    `x / NULLIF(c, 0)`, which the SPU takes for a division by a secret (a narrow range, a costly kernel);
+    without it, the SPU divides by the constant exactly. A constant 0 keeps NULLIF (the answer is NULL).
+
+    >>> from sqlglot import parse_one
+    >>> constant_divisors(parse_one("SELECT x / 10000, x % -3, x / 0, x / y", read="mysql"), None).sql("duckdb")
+    'SELECT x / 10000, x % -3, x / NULLIF(0, 0), x / NULLIF(y, 0)'
+    """
+    for node in tree.find_all(exp.Div, exp.Mod):
+        if node.args.get("safe") and nonzero_constant(node.expression):
+            node.set("safe", None)
+    for node in list(tree.find_all(exp.Nullif)):
+        if nonzero_constant(node.this) and constant_value(node.expression) == 0:
+            node.replace(node.this.copy())  # NULLIF(c, 0) with c <> 0 is c
+    return tree
 
 
 def mysql_number(node: exp.Expression) -> exp.Expression:
@@ -138,10 +179,23 @@ def string_functions(tree: exp.Expression, context: DialectContext) -> exp.Expre
 
 
 def truth_values(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    """A string used as a condition is true when its numeric prefix is not 0 (IF('abc', 1, 2) = 2)."""
+    """A number or a string used as a condition is true when it (a string: its numeric prefix) is not 0:
+    `IF(x, a, b)` is `IF(x <> 0, a, b)` (IF(-3, 1, 2) = 1, IF('abc', 1, 2) = 2; NULL stays NULL, so false),
+    which the SPU evaluates as a comparison instead of taking x for a 0/1 boolean.
+
+    >>> from sqlglot import parse_one
+    >>> from sqlglot.optimizer.annotate_types import annotate_types
+    >>> truth_values(annotate_types(parse_one("SELECT IF(2.5, 1, 0)", read="mysql")), None).sql("duckdb")
+    'SELECT CASE WHEN (2.5 <> 0) THEN 1 ELSE 0 END'
+    """
     def condition(node):
-        if node is not None and type_of(node) in STRINGS:
+        if node is None or isinstance(node, exp.Null):
+            return
+        kind = type_of(node)
+        if kind in STRINGS:
             node.replace(exp.paren(exp.NEQ(this=mysql_number(node.copy()), expression=exp.Literal.number(0))))
+        elif kind in NUMBERS - {DType.BOOLEAN}:
+            node.replace(exp.paren(exp.NEQ(this=node.copy(), expression=exp.Literal.number(0))))
 
     def rewrite(node):
         if isinstance(node, exp.If | exp.Where | exp.Having | exp.Not):
@@ -446,11 +500,64 @@ def exact_division(tree: exp.Expression, context: DialectContext) -> exp.Express
     def rewrite(node):
         if needs_rounding(node):
             scale = exact_scale(node)  # rounded half away from zero as a DECIMAL (DuckDB's DOUBLE rounds to even)
-            exact = exp.cast(node.copy(), exp.DataType.build(f"DECIMAL(38, {max(9, scale)})"))
+            exact = exp.cast(node.copy(), exp.DataType.build(f"DECIMAL(38, {quotient_scale(node, scale)})"))
             return exp.Round(this=exact, decimals=exp.Literal.number(scale))
         return node
 
     return rewrite_up(tree, rewrite)
+
+
+GUARD_SCALE = 9  # DOUBLE quotients are held to 9 decimals before MySQL's rounding: a DOUBLE's error stays below them
+
+
+def quotient_scale(node: exp.Expression, scale: int) -> int:
+    """The scale the DOUBLE that DuckDB computes for `node` is held at before it is rounded to MySQL's `scale`:
+    the digits of its exact value where they are known and few (`x / 10000` of an integer has 4: no guard
+    digits, so the SPU keeps |x / 10000| < 2^45 / 10^4 instead of 2^45 / 10^9), else `GUARD_SCALE` (a
+    quotient by a secret, AVG), so that DuckDB's DOUBLE, a hair off a tie, rounds as the exact quotient.
+
+    >>> from sqlglot import parse_one
+    >>> [quotient_scale(parse_one(q), 4) for q in ("1 / 10000", "3 / 64", "1 / 3", "AVG(1)")]
+    [4, 6, 9, 9]
+    """
+    digits = exact_digits(node)
+    return max(scale, digits) if digits is not None and digits <= max(GUARD_SCALE, scale) else \
+        max(GUARD_SCALE, scale)
+
+
+def exact_digits(node: exp.Expression) -> int | None:
+    """How many decimals the exact value of an exact expression has at most (a quotient by a constant
+    2^i 5^j 10^k ends), None where it may have infinitely many (a quotient by anything else, AVG)."""
+    if isinstance(node, exp.Paren | exp.Neg | exp.Abs | exp.Sum | exp.Max | exp.Min):
+        return exact_digits(node.this)
+    if isinstance(node, exp.Div):
+        dividend, divisor = exact_digits(node.this), terminating_reciprocal(node.expression)
+        return None if dividend is None or divisor is None else max(0, dividend - divisor[1]) + divisor[0]
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
+        left, right = exact_digits(node.this), exact_digits(node.expression)
+        if left is None or right is None:
+            return None
+        return left + right if isinstance(node, exp.Mul) else max(left, right)
+    if isinstance(node, exp.Avg | exp.Mod):
+        return None
+    return exact_scale(node)
+
+
+def terminating_reciprocal(node: exp.Expression) -> tuple[int, int] | None:
+    """(d, k) for a non-zero constant c = m / 10^k whose m is ±2^i 5^j: x / c = x * 10^k / m adds at most
+    d = max(i, j) decimals; None for any other divisor."""
+    value = constant_value(node)
+    if not value:
+        return None
+    _, digits, exponent = value.normalize().as_tuple()
+    m, k = int("".join(map(str, digits))), max(0, -exponent)
+    m *= 10 ** max(0, exponent)
+    powers = {}
+    for prime in (2, 5):
+        powers[prime] = 0
+        while m % prime == 0:
+            m, powers[prime] = m // prime, powers[prime] + 1
+    return (max(powers.values()), k) if m == 1 else None
 
 
 def weekdays(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -572,7 +679,7 @@ def two_argument_atan(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
-RULES = (default_decimal, add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers, exact_division,
-         integer_division, approximate_rounding, mixed_type_results, concat_strings, date_formats,
-         date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone, unix_time_in_zone,
-         string_functions, two_argument_atan, refuse_unknown_functions)
+RULES = (default_decimal, add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers,
+         constant_divisors, exact_division, integer_division, approximate_rounding, mixed_type_results, concat_strings,
+         date_formats, date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone,
+         unix_time_in_zone, string_functions, two_argument_atan, refuse_unknown_functions)
