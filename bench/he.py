@@ -327,8 +327,8 @@ def same(got, want) -> bool:
 def predicted(group_sums: str, rows: int, groups: int) -> tuple[float, float]:
     """(wall s on an idle machine, CPU s) `planner/cost.py` prices the class-4 step at for this run: its
     rows (every id joins) and groups (a bound: at most √rows are priced), 3 aggregates of 1 value column,
-    the text key sorted on the owner's
-    code with its validity and 4 limbs carried, in process. The SPU's parties are threads (wall = CPU)."""
+    the text key sorted on the owner's code with its validity and 4 limbs carried, in process. The SPU's
+    parties are threads (wall = CPU)."""
     from sqlsecure.planner.cost import Link, estimate
 
     model = estimate(rows, 3, 1, Link(), arguments=1, carried=5, groups=groups)

@@ -12,19 +12,25 @@ where HE wins from the smallest sizes.
 
 `estimate` prices both from the rows entering the aggregate, the groups (no statistic on distinct
 values is shared, so the model assumes √rows, or fewer where integer keys' published magnitude
-classes allow fewer: |v| < 2^M has at most 2^(M+1) - 1 values), the aggregates and their distinct value columns, the
-key's limbs and the link. The rows are `expected_rows`: the largest published size among the join's
-inputs (row counts the parties publish rounded up to a power of two) times the default selectivity
-of each filter the query states (System R's, Selinger et al. 1979): what the query text and the
-published sizes tell, nothing a party has not published. The bound alone (TPC-H Q10 at SF 1: 2^23
-lineitem rows where the join keeps 114,705) priced every filtered join as its largest table. The
-PSI's output size would be exact, but it is known only at run time, after the plan, its device and
-what each party learns there were fixed, checked and shown by EXPLAIN; so the choice stays at plan
-time. When the group party numbers the groups (its plain key columns, `stage.group_code`), the SPU
-sorts one narrow code and carries the key's limbs along (a shuffle and a local gather each, no
-comparisons): `key_limbs` is what the sort compares, `carried` what rides along. HE's compute comes from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's
-time and memory from the engine's class-4 query in the same bench. An SPU that would need more than
-a quarter of the RAM is not chosen. They set the crossover on the reference machine, not a promise.
+classes allow fewer: |v| < 2^M has at most 2^(M+1) - 1 values), the aggregates and their distinct
+value columns, the key's limbs and the link.
+
+The rows are `expected_rows`: the largest published size among the join's inputs (row counts the
+parties publish rounded up to a power of two) times the default selectivity of each filter the
+query states (System R's, Selinger et al. 1979): what the query text and the published sizes tell,
+nothing a party has not published. The bound alone (TPC-H Q10 at SF 1: 2^23 lineitem rows where
+the join keeps 114,705) priced every filtered join as its largest table. The PSI's output size
+would be exact, but it is known only at run time, after the plan, its device and what each party
+learns there were fixed, checked and shown by EXPLAIN; so the choice stays at plan time. The memory
+limit, too, is judged on the estimate: a filter far less selective than assumed can give the SPU
+more rows than priced.
+
+When the group party numbers the groups (its plain key columns, `stage.group_code`), the SPU sorts
+one narrow code and carries the key's limbs along (a shuffle and a local gather each, no
+comparisons): `key_limbs` is what the sort compares, `carried` what rides along. HE's compute comes
+from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's time and memory from the
+engine's class-4 query in the same bench. An SPU that would need more than a quarter of the RAM is
+not chosen. They set the crossover on the reference machine, not a promise.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ SPU_ROW = 3.07e-6  # s per row and per compared key limb or aggregate, at 10^5 r
 SPU_CARRY_ROW = SPU_ROW / 4  # s per row and per carried column (key validity or limb sorted along)
 SPU_GROWTH = 0.14  # per-row cost ∝ (rows / 10^5) ** SPU_GROWTH above 10^5 rows
 SPU_MEMORY_ROW = 640  # peak bytes per row and per compared key limb or aggregate (the sort's shares and randomness)
-SPU_MEMORY_CARRY = 48  # peak bytes per row and per carried column: its shares, shuffled and gathered (8 B, 2 parties, 3 copies)
+SPU_MEMORY_CARRY = 48  # peak bytes per row and per carried column: shares, shuffled, gathered (8 B x 2 parties x 3)
 SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than this share of the RAM
 # Over shaped links (bench/network.py, issue 20): the multi-pivot sort's levels grow as log2(rows)
 # (`relational.sort`: ~5 log2(rows) rounds for a group-by with one key code), and over streams a
@@ -70,7 +76,7 @@ SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than th
 SPU_RTTS_FIXED = 15  # round trips of the PSI, the sharing, the compaction and the reveal
 SPU_RTTS_PER_BIT = 2.5  # round trips per bit of log2(rows)
 SPU_BYTES_ROW_BIT = 46  # bytes between the parties per row, per compared key limb or aggregate, per bit of log2(rows)
-SPU_BYTES_CARRY = 24  # bytes per row and per carried column: the sort's shuffle (N = 2 rounds of 8 B) and the compaction's
+SPU_BYTES_CARRY = 24  # bytes per row and per carried column: the sort's shuffle (2 rounds of 8 B), the compaction's
 
 
 @dataclass(frozen=True)

@@ -1208,8 +1208,8 @@ def _class_4_incapable(items, group_party, aggregate, ctx) -> dict[str, str]:
     return cannot
 
 
-HE_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "BOOLEAN",
-            "DECIMAL", "DOUBLE", "FLOAT", "REAL")  # what executors/heu/group_by.py encodes as integers
+HE_TYPES = (*INTEGER_TYPES, "BOOLEAN", "DECIMAL", "DOUBLE", "FLOAT", "REAL")  # what executors/heu/group_by.py
+# encodes as integers
 
 
 def _he_number(column: exp.Column, ctx) -> bool:
