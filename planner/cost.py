@@ -190,8 +190,9 @@ def selectivity(condition: exp.Expression) -> float:
 
 def expected_rows(published: list[int | None], filters: list[exp.Expression]) -> int | None:
     """Rows a join of inputs of these published sizes keeps after these filters (None: no size known):
-    the largest input (a chain of key joins yields at most one row per row of its largest table, the
-    fact table of a star) times each filter's default selectivity, at least one row."""
+    the largest input (joins along unique keys yield at most one row per row of the many side, a star's
+    fact table; a many-to-many join can yield more) times each filter's default selectivity, at least
+    one row."""
     known = [n for n in published if n is not None]
     if not known:
         return None
