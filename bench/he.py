@@ -24,7 +24,9 @@ Part "engine": the class-4 query
   (labels at party a, values at party b, a PSI join on id, issuer a) through `Engine` with
   `[federation] group_sums = "he"` and `= "spu"`, against DuckDB over both tables (exit 1 if any
   answer differs). Reported: total wall seconds, the class-4 step's seconds (the HE group-by, or
-  the SPU stage) and the join's, from the runtime's progress callback.
+  the SPU stage) and the join's, from the runtime's progress callback; beside them the cost model's
+  price of the step (`planner/cost.py` at the run's rows and groups): "model cpu" to compare with
+  "cpu s" on a shared machine, "model s" the wall seconds it expects on an idle one.
 Every timed run reports the process tree's peak RSS (main + worker processes, sampled every 50 ms)
 and its CPU seconds (main + workers + reaped children).
 
@@ -322,6 +324,19 @@ def same(got, want) -> bool:
         and math.isclose(float(a["m"]), float(b["m"]), rel_tol=1e-5, abs_tol=1e-3) for a, b in zip(g, w))
 
 
+def predicted(group_sums: str, rows: int, groups: int) -> tuple[float, float]:
+    """(wall s on an idle machine, CPU s) `planner/cost.py` prices the class-4 step at for this run: its
+    rows (every id joins) and groups (a bound: at most √rows are priced), 3 aggregates of 1 value column,
+    the text key sorted on the owner's code with its validity and 4 limbs carried, in process. The SPU's
+    parties are threads (wall = CPU)."""
+    from sqlsecure.planner.cost import Link, estimate
+
+    model = estimate(rows, 3, 1, Link(), arguments=1, carried=5, groups=groups)
+    if group_sums == "he":
+        return model.he_seconds, model.he_cpu_seconds
+    return model.spu_seconds, model.spu_seconds
+
+
 def engine_run(directory: Path, group_sums: str, rows: int, groups: int, want) -> bool:
     from sqlsecure.engine import Engine
 
@@ -346,8 +361,10 @@ def engine_run(directory: Path, group_sums: str, rows: int, groups: int, want) -
     step_s = sum(s for label, s in spans.items() if ("HEU" in label if group_sums == "he" else "SPU" in label))
     ok = same(got, want)
     device = "HEU" if "HEU(" in plan_text else ("SPU" if "SPU(" in plan_text else "?")
+    model_wall, model_cpu = predicted(group_sums, rows, groups)
     print(f"{rows:>10,} {groups:>7,} {group_sums:>4} {device:>6} {m.wall:>8.1f} {step_s:>8.1f} {join_s:>8.1f} "
-          f"{m.cpu:>8.1f} {m.peak / 2**20:>8.0f} {'yes' if ok else 'NO':>4}", flush=True)
+          f"{m.cpu:>8.1f} {model_cpu:>8.1f} {model_wall:>8.1f} {m.peak / 2**20:>8.0f} {'yes' if ok else 'NO':>4}",
+          flush=True)
     if device == "?" or not ok:
         print(plan_text)
     return ok
@@ -385,7 +402,7 @@ def main() -> int:
         print(f"\nclass-4 query through the engine (issuer a), group_sums = he | spu; "
               f"load average {os.getloadavg()[0]:.2f}\n  {QUERY}")
         print(f"{'rows':>10} {'groups':>7} {'mode':>4} {'device':>6} {'wall s':>8} {'step s':>8} {'join s':>8} "
-              f"{'cpu s':>8} {'peak MB':>8} {'ok':>4}")
+              f"{'cpu s':>8} {'model cpu':>8} {'model s':>8} {'peak MB':>8} {'ok':>4}")
         for rows in sizes:
             with tempfile.TemporaryDirectory(prefix="sqlsecure-bench-he-") as tmp:
                 directory = Path(tmp)

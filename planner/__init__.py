@@ -130,7 +130,14 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
             published[party] = max(known, default=None)
         return published[party]
 
-    ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of, **options)
+    def magnitude_of(alias: str, column: str) -> int | None:
+        """The magnitude class its owner publishes for a base table's numeric column (None: none)."""
+        if alias not in tables or catalog.magnitudes is None:
+            return None
+        return catalog.magnitudes(*tables[alias], (column,)).get(column)
+
+    ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of,
+                           magnitude_of=magnitude_of, **options)
     physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type)
     return logical, optimized, physical
 

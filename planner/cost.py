@@ -10,13 +10,27 @@ grows with the size (memory traffic). So in process the SPU is faster, and HE is
 SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link,
 where HE wins from the smallest sizes.
 
-`estimate` prices both from the rows entering the aggregate (upper bound: the larger of the two
-parties' input tables, whose row counts the parties publish rounded up to a power of two), the
-groups (no statistic on distinct values is shared, so the model assumes √rows), the aggregates and
-their distinct value columns, the key's limbs (text keys are compared as 4 limbs on the SPU) and
-the link. HE's compute comes from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's
-time and memory from the engine's class-4 query in the same bench. An SPU that would need more than
-a quarter of the RAM is not chosen. They set the crossover on the reference machine, not a promise.
+`estimate` prices both from the rows entering the aggregate, the groups (no statistic on distinct
+values is shared, so the model assumes √rows, or fewer where integer keys' published magnitude
+classes allow fewer: |v| < 2^M has at most 2^(M+1) - 1 values), the aggregates and their distinct
+value columns, the key's limbs and the link.
+
+The rows are `expected_rows`: the largest published size among the join's inputs (row counts the
+parties publish rounded up to a power of two) times the default selectivity of each filter the
+query states (System R's, Selinger et al. 1979): what the query text and the published sizes tell,
+nothing a party has not published. The bound alone (TPC-H Q10 at SF 1: 2^23 lineitem rows where
+the join keeps 114,705) priced every filtered join as its largest table. The PSI's output size
+would be exact, but it is known only at run time, after the plan, its device and what each party
+learns there were fixed, checked and shown by EXPLAIN; so the choice stays at plan time. The memory
+limit, too, is judged on the estimate: a filter far less selective than assumed can give the SPU
+more rows than priced.
+
+When the group party numbers the groups (its plain key columns, `stage.group_code`), the SPU sorts
+one narrow code and carries the key's limbs along (a shuffle and a local gather each, no
+comparisons): `key_limbs` is what the sort compares, `carried` what rides along. HE's compute comes
+from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's time and memory from the
+engine's class-4 query in the same bench. An SPU that would need more than a quarter of the RAM is
+not chosen. They set the crossover on the reference machine, not a promise.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
+
+from sqlglot import exp
 
 from sqlsecure.executors.heu.packing import he_group_sum_seconds
 
@@ -36,10 +52,15 @@ HE_FIXED = 1.0  # s: a fresh Paillier key pair, fixed-base tables, worker start 
 # 2.1 s at 10^5 rows and 22.9 s at 10^6, peak 0.5 and 2.4 GB for the process; its parties are
 # threads that share the interpreter, so wall ≈ CPU. (Keys that are expressions sort on their
 # limbs: about 1.7x slower.)
+# That bench's 2.1 s at 10^5 rows split between the compared columns (the code and the three aggregates)
+# and the five carried ones (the key's validity and 4 limbs), a carried column taken as a quarter of a
+# compared one (a shuffle and a gather against comparisons or scans): 4 a + 5 a / 4 = 7 x 2.3e-6 s.
 SPU_FIXED = 0.5  # s: setup, shapes, the dealer's seeds, the result's opening (measured at ~150 rows)
-SPU_ROW = 2.3e-6  # s per row and per key limb or aggregate, at 10^5 rows
+SPU_ROW = 3.07e-6  # s per row and per compared key limb or aggregate, at 10^5 rows
+SPU_CARRY_ROW = SPU_ROW / 4  # s per row and per carried column (key validity or limb sorted along)
 SPU_GROWTH = 0.14  # per-row cost ∝ (rows / 10^5) ** SPU_GROWTH above 10^5 rows
-SPU_MEMORY_ROW = 400  # peak bytes per row and per key limb or aggregate (the sort's shares and randomness)
+SPU_MEMORY_ROW = 640  # peak bytes per row and per compared key limb or aggregate (the sort's shares and randomness)
+SPU_MEMORY_CARRY = 48  # peak bytes per row and per carried column: shares, shuffled, gathered (8 B x 2 parties x 3)
 SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than this share of the RAM
 # Over shaped links (bench/network.py, issue 20): the multi-pivot sort's levels grow as log2(rows)
 # (`relational.sort`: ~5 log2(rows) rounds for a group-by with one key code), and over streams a
@@ -54,7 +75,8 @@ SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than th
 # a machine loaded ~7x its cores (19.1 s predicted against 24.9 s before).
 SPU_RTTS_FIXED = 15  # round trips of the PSI, the sharing, the compaction and the reveal
 SPU_RTTS_PER_BIT = 2.5  # round trips per bit of log2(rows)
-SPU_BYTES_ROW_BIT = 46  # bytes between the parties per row, per key limb or aggregate, per bit of log2(rows)
+SPU_BYTES_ROW_BIT = 46  # bytes between the parties per row, per compared key limb or aggregate, per bit of log2(rows)
+SPU_BYTES_CARRY = 24  # bytes per row and per carried column: the sort's shuffle (2 rounds of 8 B), the compaction's
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,7 @@ class Estimate:
     he_seconds: float
     spu_seconds: float
     why: str
+    he_cpu_seconds: float = 0.0  # HE's CPU over its worker processes (the bench compares it with measured CPU)
 
 
 def memory_bytes() -> int:
@@ -87,29 +110,93 @@ def memory_bytes() -> int:
 
 
 def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2,
-             key_bits: int = 2048, arguments: int | None = None, memory: int | None = None) -> Estimate:
+             key_bits: int = 2048, arguments: int | None = None, memory: int | None = None,
+             carried: int = 0, groups: int | None = None) -> Estimate:
     """Price both paths for `rows` rows and `columns` aggregates (over `arguments` distinct value
-    columns, default as many); pick the cheaper, but not an SPU that would take more than a
-    quarter of `memory` (default: this machine's RAM)."""
+    columns, default as many), the SPU's sort comparing `key_limbs` limbs and carrying `carried`
+    columns along, and at most `groups` groups (None: no bound; √rows are assumed, fewer if bounded);
+    pick the cheaper, but not an SPU that would take more than a quarter of `memory` (default: this
+    machine's RAM)."""
     rows = max(int(rows), 1)
-    groups = max(1, math.isqrt(rows))
+    assumed = groups is None or groups >= math.isqrt(rows)
+    groups = max(1, min(math.isqrt(rows), groups if groups is not None else rows))
     # the engine sends each distinct value column with its validity column
-    _, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * (arguments or columns), key_bits, cores)
+    he_cpu, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * (arguments or columns), key_bits, cores)
     ciphertexts = math.ceil(rows / plan.rows_per_ciphertext)
     he = HE_FIXED + he_compute + HE_ROUNDS * link.rtt + ciphertexts * (2 * key_bits // 8) / link.bandwidth
-    width = key_limbs + columns
-    per_row = SPU_ROW * max(1.0, rows / 1e5) ** SPU_GROWTH
-    bits = math.log2(max(rows, 2))
-    spu = (SPU_FIXED + rows * width * per_row + (SPU_RTTS_FIXED + SPU_RTTS_PER_BIT * bits) * link.rtt
-           + rows * width * SPU_BYTES_ROW_BIT * bits / link.bandwidth)
-    spu_bytes = rows * width * SPU_MEMORY_ROW
+    spu = SPU_FIXED + spu_compute_seconds(rows, key_limbs + columns, carried) + spu_link_seconds(
+        rows, key_limbs + columns, carried, link)
+    spu_bytes = rows * ((key_limbs + columns) * SPU_MEMORY_ROW + carried * SPU_MEMORY_CARRY)
     too_big = spu_bytes > SPU_MEMORY_SHARE * (memory or memory_bytes())
     engine = "he" if he < spu or too_big else "spu"
-    why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups (assumed √rows), {columns} aggregate(s), "
-           f"{key_limbs} key limb(s), {link.describe()}: HE ≈ {he:.3g} s "
+    sorted_on = f"{key_limbs} key limb(s) compared" + (f", {carried} carried" if carried else "")
+    told = "assumed √rows" if assumed else "at most, by the keys' published magnitude classes"
+    why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups ({told}), {columns} aggregate(s), "
+           f"{sorted_on}, {link.describe()}: HE ≈ {he:.3g} s "
            f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
            + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of this machine's memory" if too_big else ""))
-    return Estimate(engine, he, spu, why)
+    return Estimate(engine, he, spu, why, HE_FIXED + he_cpu)
+
+
+def spu_compute_seconds(rows: int, width: int, carried: int) -> float:
+    """The SPU group-by's compute: `width` compared or aggregated columns and `carried` ones sorted along,
+    the per-row cost growing with the size (memory traffic)."""
+    growth = max(1.0, rows / 1e5) ** SPU_GROWTH
+    return rows * (width * SPU_ROW + carried * SPU_CARRY_ROW) * growth
+
+
+def spu_link_seconds(rows: int, width: int, carried: int, link: Link) -> float:
+    """The SPU group-by's round trips and bytes over `link`: the sort's comparisons grow as n log n, a
+    carried column is shuffled (no comparisons)."""
+    bits = math.log2(max(rows, 2))
+    sent = rows * (width * SPU_BYTES_ROW_BIT * bits + carried * SPU_BYTES_CARRY)
+    return (SPU_RTTS_FIXED + SPU_RTTS_PER_BIT * bits) * link.rtt + sent / link.bandwidth
+
+
+# Default selectivities of a filter whose column has no published statistic (System R: Selinger et al.,
+# "Access Path Selection in a Relational Database Management System", SIGMOD 1979).
+EQUAL_SELECTIVITY = 1 / 10  # column = constant (and LIKE, IS NULL)
+RANGE_SELECTIVITY = 1 / 3  # column < constant, >, <=, >=
+BETWEEN_SELECTIVITY = 1 / 4
+UNKNOWN_SELECTIVITY = 1.0  # anything else: no reduction assumed
+
+
+def selectivity(condition: exp.Expression) -> float:
+    """System R's default fraction of rows `condition` keeps; a comparison of two columns (a join
+    condition inside one party) keeps them all."""
+    if isinstance(condition, exp.Paren):
+        return selectivity(condition.this)
+    if isinstance(condition, exp.And):
+        return selectivity(condition.left) * selectivity(condition.right)
+    if isinstance(condition, exp.Or):
+        a, b = selectivity(condition.left), selectivity(condition.right)
+        return a + b - a * b
+    if isinstance(condition, exp.Not):
+        return 1 - selectivity(condition.this)
+    if len(list(condition.find_all(exp.Column))) != 1:
+        return UNKNOWN_SELECTIVITY
+    if isinstance(condition, (exp.EQ, exp.Like, exp.ILike, exp.Is)):
+        return EQUAL_SELECTIVITY
+    if isinstance(condition, exp.NEQ):
+        return 1 - EQUAL_SELECTIVITY
+    if isinstance(condition, (exp.LT, exp.LTE, exp.GT, exp.GTE)):
+        return RANGE_SELECTIVITY
+    if isinstance(condition, exp.Between):
+        return BETWEEN_SELECTIVITY
+    if isinstance(condition, exp.In) and condition.expressions:
+        return min(0.5, len(condition.expressions) * EQUAL_SELECTIVITY)
+    return UNKNOWN_SELECTIVITY
+
+
+def expected_rows(published: list[int | None], filters: list[exp.Expression]) -> int | None:
+    """Rows a join of inputs of these published sizes keeps after these filters (None: no size known):
+    the largest input (joins along unique keys yield at most one row per row of the many side, a star's
+    fact table; a many-to-many join can yield more) times each filter's default selectivity, at least
+    one row."""
+    known = [n for n in published if n is not None]
+    if not known:
+        return None
+    return max(1, round(max(known) * math.prod(selectivity(f) for f in filters)))
 
 
 def choose(priced: Estimate, cannot: dict[str, str]) -> Estimate:

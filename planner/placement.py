@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError, PlanError, PolicyViolation
-from sqlsecure.planner.cost import Estimate, Link, choose, estimate
+from sqlsecure.planner.cost import Estimate, Link, choose, estimate, expected_rows
 from sqlsecure.planner.logical import (
     aggregates_in,
     Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan, aliases_of, column_key,
@@ -69,6 +69,7 @@ class PlacementContext:
     group_sums: str = "auto"  # class 4 on HE ("he"), on the SPU ("spu"), or by the cost model ("auto")
     link: Link = Link()  # the link the cost model assumes between parties
     rows_of: callable = lambda party: None  # party -> largest published size of its tables in the query
+    magnitude_of: callable = lambda alias, column: None  # a column's published magnitude class, or None
     class_4: Estimate | None = None  # the cost model's verdict, when it was asked
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh"
 
@@ -480,7 +481,7 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     try:
         if residual or any(e.find(exp.Window) for e in project.expressions):
             raise NotSupportedError("cross-party predicates or window functions")
-        assignment = _assign_outputs(project, aggregate, sort, default, ctx)
+        assignment = _assign_outputs(project, aggregate, sort, default, ctx, _join_rows(join, ctx))
         _local_threshold(assignment, protected, {q.party for q in join.inputs if set(q.aliases) & set(join.outer)})
         computing = set(assignment.parties)
         if limit is not None and sort is not None and aggregate is None and len(computing) > 1 and ctx.dp is None \
@@ -760,7 +761,18 @@ class Assignment:
         return list(self.by_party) + ([self.he_party] if self.he_party else [])
 
 
-def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
+def _join_rows(join: InnerJoin, ctx) -> int | None:
+    """The cost model's row estimate for the join's output, from the published sizes and the filters the
+    query states at each party (`cost.expected_rows`): nothing a party has not published."""
+    local = [b for q in join.inputs for b in (q.branches if isinstance(q, UnionScan) else (q,))]
+    filters = [q.select.args["where"].this for q in local
+               if isinstance(q, LocalQuery) and q.select.args.get("where") is not None]
+    sizes = [sum(ctx.rows_of(b.party) or 0 for b in q.branches) or None if isinstance(q, UnionScan)
+             else ctx.rows_of(q.party) if isinstance(q, LocalQuery) else None for q in join.inputs]
+    return expected_rows(sizes, filters)
+
+
+def _assign_outputs(project, aggregate, sort, default, ctx, rows: int | None = None) -> Assignment:
     parties = ctx.parties
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
     items += [(name, expr) for name, expr in _hidden_sort_keys(project, sort)]
@@ -776,7 +788,7 @@ def _assign_outputs(project, aggregate, sort, default, ctx) -> Assignment:
             )
         group_party = next(iter(group_parties), default)
     he_party, he_items = None, []
-    use_he = _class_4_on_he(items, group_party, aggregate, ctx)
+    use_he = _class_4_on_he(items, group_party, aggregate, ctx, rows)
     for name, expression in items:
         owners = _party_set(expression, parties)
         if (use_he and group_party is not None and owners and owners != {group_party}
@@ -1131,8 +1143,9 @@ def _enclave_expression(e: exp.Expression, plain_input, ctx) -> tuple[str, dict]
     return renamed.sql(dialect="duckdb"), reads
 
 
-def _class_4_on_he(items, group_party, aggregate, ctx) -> bool:
-    """Whether class 4 goes to HE: by the federation's choice, or else by the cost model."""
+def _class_4_on_he(items, group_party, aggregate, ctx, rows: int | None = None) -> bool:
+    """Whether class 4 goes to HE: by the federation's choice, or else by the cost model, on `rows` (the
+    join's estimated output; default: the largest published size of the parties summing and grouping)."""
     if ctx.group_sums != "auto" or group_party is None:
         return ctx.group_sums == "he"
     values = [e for _, e in items if _party_set(e, ctx.parties) - {group_party} and _he_aggregate(e, ctx.parties)]
@@ -1140,15 +1153,37 @@ def _class_4_on_he(items, group_party, aggregate, ctx) -> bool:
         return False  # nothing for HE to sum, or what HE group sums do not support yet
     owners = frozenset().union(*(_party_set(e, ctx.parties) for e in values)) | {group_party}
     sizes = [n for n in (ctx.rows_of(p) for p in owners) if n is not None]
-    limbs = 0
-    for key in aggregate.group_by:
-        dtype = ctx.column_type(key.table, key.name) if isinstance(key, exp.Column) else None
-        limbs += 4 if dtype is not None and dtype.upper().startswith(("VARCHAR", "TEXT", "STRING")) else 1
+    limbs = [_key_limbs(key, ctx) for key in aggregate.group_by]
+    coded = all(isinstance(key, exp.Column) for key in aggregate.group_by)  # the group party numbers the groups
     arguments = len({e.this.sql(dialect="duckdb") for e in values})  # HE sends each distinct column once
-    priced = estimate(max(sizes, default=1 << 14), len(values), limbs, ctx.link, key_bits=ctx.he_key_bits,
-                      arguments=arguments)
+    priced = estimate(rows if rows is not None else max(sizes, default=1 << 14), len(values),
+                      1 if coded else sum(limbs), ctx.link, key_bits=ctx.he_key_bits, arguments=arguments,
+                      carried=sum(1 + n for n in limbs) if coded else 0, groups=_groups_bound(aggregate.group_by, ctx))
     ctx.class_4 = choose(priced, _class_4_incapable(items, group_party, aggregate, ctx))
     return ctx.class_4.engine == "he"
+
+
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+
+
+def _groups_bound(keys, ctx) -> int | None:
+    """At most how many groups integer GROUP BY columns form, from their published magnitude classes (|v| <
+    2^M: 2^(M+1) - 1 values, and one more for NULL); None when a key has no class."""
+    bound = 1
+    for key in keys:
+        dtype = (ctx.column_type(key.table, key.name) or "").split("(")[0].upper() \
+            if isinstance(key, exp.Column) else ""
+        magnitude = ctx.magnitude_of(key.table, key.name) if dtype in INTEGER_TYPES else None
+        if magnitude is None:
+            return None
+        bound *= 2 ** (magnitude + 1)
+    return bound
+
+
+def _key_limbs(key: exp.Expression, ctx) -> int:
+    """The limbs the SPU holds a GROUP BY key in: 4 for text (an assumed width), else 1."""
+    dtype = ctx.column_type(key.table, key.name) if isinstance(key, exp.Column) else None
+    return 4 if dtype is not None and dtype.upper().startswith(("VARCHAR", "TEXT", "STRING")) else 1
 
 
 def _class_4_incapable(items, group_party, aggregate, ctx) -> dict[str, str]:
@@ -1173,8 +1208,8 @@ def _class_4_incapable(items, group_party, aggregate, ctx) -> dict[str, str]:
     return cannot
 
 
-HE_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "BOOLEAN",
-            "DECIMAL", "DOUBLE", "FLOAT", "REAL")  # what executors/heu/group_by.py encodes as integers
+HE_TYPES = (*INTEGER_TYPES, "BOOLEAN", "DECIMAL", "DOUBLE", "FLOAT", "REAL")  # what executors/heu/group_by.py
+# encodes as integers
 
 
 def _he_number(column: exp.Column, ctx) -> bool:

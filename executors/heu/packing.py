@@ -307,7 +307,9 @@ def choose_packing(rows: int, groups: int, columns: int, slots: int, slot_bits: 
 # Seconds of one cost unit (a multiplication mod n^2 at 2048 bits) in a whole he_group_sum, all
 # overheads included: CPU seconds of bench/he.py's protocol runs / `packing_cost` units, measured on
 # the shared 2-core machine under load (re-measure on the target machine: the bench prints it).
-UNIT_SECONDS = 12e-6
+# 2026-12-07, load average 10-17 on the 2 cores: 10.5 us at 10^4 rows, 11.0 us at 10^5 (316 groups,
+# the worker processes' CPU counted); 12 us before (2026-11-22).
+UNIT_SECONDS = 11e-6
 
 
 def he_group_sum_seconds(rows: int, groups: int, columns: int, key_bits: int = 2048, processes: int = 2,
