@@ -1,0 +1,195 @@
+"""Comparing an approximate value on the SPU (`Stage._refuse_within_error`, executors/spu/approximation.py):
+a counted row whose operands lie within their combined error bound of each other refuses the query with
+DataError; rows outside it compare as DuckDB compares them. Each case has a row just inside the band (a
+quotient, root, logarithm, exponential or sine that DuckDB's double puts on or within 10^-6 of the other
+side), and rows just and well outside it, in three federations that differ only in that row. Comparisons
+without an error bound, and keys that group, join or rank by an approximate value, are refused at plan time."""
+
+import contextlib
+import math
+
+import pyarrow as pa
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import DataError, NotSupportedError
+
+TWO = ("bank", "shop")
+JOIN = "FROM bank.v b JOIN shop.w s ON b.id = s.id"
+
+# column -> (just inside the band, just outside it (a few times the stated accuracy), well outside it, then
+# two ordinary rows far from every threshold the cases compare with)
+BANK = {"qx": (4.01 + 2e-6, 4.01 + 2e-3, 4.016, 1.3, 2.6), "sq": (10, 10, 10, 1, 2),
+        "ex": (math.log(20.0), math.log(20.0) + 2e-4, 1.0, 1.3, 2.6), "ln": (1, 1, 1, 2, 2),
+        "sn": (math.pi / 6, math.pi / 6 + 1e-4, 0.3, 1.3, 2.6), "cn": (5, 7, 7, 1, 2)}
+SHOP = {"qy": (2, 2, 2, 3, 7), "sq": (6, 7, 7, 2, 5), "ln": (1, 3, 3, 2, 5), "cy": (2, 3, 3, 3, 7)}
+BANDS = ("inside", "near", "outside")
+DOUBLES = {"qx", "ex", "sn"}
+
+WHERE = [  # conditions of approximate values: the first row of "inside" lies on or next to the other side
+    "b.qx / s.qy > 2.005",  # a quotient by a secret: 2.005 + 10^-6
+    "b.qx / s.qy <= 2.005",
+    "SQRT(b.sq + s.sq) >= 4",  # SQRT(16) = 4 exactly for DuckDB
+    "SQRT(b.sq + s.sq) * 2 + 1 < 9",  # composed through * and + with constants
+    "EXP(b.ex + s.qy - s.qy) > 20",  # EXP(LN(20)) = 20.000000000000004
+    "LN(b.ln * s.ln) = 0",  # LN(1) = 0: equality of an approximate value
+    "LN(b.ln * s.ln) <> 0",
+    "b.qx / s.qy BETWEEN 1 AND 2.005",
+    "SIN(b.sn + s.qy - s.qy) * 10 IN (5, 7)",  # SIN(pi / 6) * 10 = 4.999999999999999
+    "b.cn / s.cy > SQRT(b.sq + s.sq) - 1.5",  # approximate on both sides: 2.5 against 4 - 1.5
+]
+OUTPUTS = [  # comparisons inside CASE / IF / NULLIF, as an output
+    "CASE WHEN b.qx / s.qy > 2.005 THEN 1 ELSE 0 END",
+    "IF(SQRT(b.sq + s.sq) < 4, 'low', 'high')",
+    "NULLIF(b.cn / s.cy, 2.5)",
+]
+
+
+def band_tables(band: str) -> dict[str, dict[str, pa.Table]]:
+    """Three rows: the case's row (inside the band, just outside or well outside it) and two ordinary ones."""
+    pick = BANDS.index(band)
+
+    def column(name, values):
+        return pa.array([values[pick], *values[3:]], pa.float64() if name in DOUBLES else pa.int64())
+
+    ids = pa.array([1, 2, 3], pa.int64())
+    bank = pa.table({"id": ids, **{name: column(name, values) for name, values in BANK.items()}})
+    shop = pa.table({"id": ids, **{name: column(name, values) for name, values in SHOP.items()}})
+    return {"bank": {"v": bank}, "shop": {"w": shop}}
+
+
+@pytest.fixture(scope="module")
+def band_oracles(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    made = {}
+    with contextlib.ExitStack() as stack:
+        for name in BANDS:
+            path = federation_writer(tmp_path_factory.mktemp(name), band_tables(name),
+                                     plaintext_grants(TWO), parties=TWO, min_group_size=0)
+            made[name] = oracle_for(stack.enter_context(Engine(path, timeout=60)))
+        yield made
+
+
+def filtered(condition: str) -> str:
+    return f"SELECT b.id {JOIN} WHERE {condition}"
+
+
+def shown(expression: str) -> str:
+    return f"SELECT b.id, {expression} AS r {JOIN} WHERE b.id > s.id - 1"
+
+
+@pytest.mark.parametrize("sql", [filtered(c) for c in WHERE] + [shown(e) for e in OUTPUTS])
+def test_an_approximate_comparison_within_its_error_is_refused(band_oracles, sql):
+    engine = band_oracles["inside"].engine
+    assert "SPU(" in engine.explain(sql, "bank")
+    with pytest.raises(DataError, match="within their error"):
+        engine.execute(sql, "bank")
+
+
+@pytest.mark.parametrize("band", ["near", "outside"])
+@pytest.mark.parametrize("sql", [filtered(c) for c in WHERE] + [shown(e) for e in OUTPUTS])
+def test_an_approximate_comparison_outside_its_error_band_matches_duckdb(band_oracles, sql, band):
+    band_oracles[band].check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", [
+    filtered("b.qx * 2 > s.qy * 4.01"),  # exact arithmetic on encoded values: today's comparison
+    filtered("ROUND(b.qx / s.qy, 2) > 2"),  # a rounded value: its own guard, then compared exactly
+    filtered("CAST(b.cn / s.cy AS INTEGER) = 2"),
+    shown("CASE WHEN b.sq + s.sq >= 16 THEN b.qx / s.qy END"),  # an exact condition choosing an approximation
+])
+def test_comparisons_of_exact_and_rounded_values_are_computed(band_oracles, sql):
+    band_oracles["outside"].check(sql, "bank")
+
+
+def test_a_row_outside_the_counted_rows_does_not_refuse(band_oracles):
+    """The inside row of a group the HAVING compares is not the group's: only kept groups count."""
+    band_oracles["inside"].check(
+        f"SELECT b.id, SUM(b.qx) / SUM(s.qy) AS r {JOIN} WHERE b.id > 1 GROUP BY b.id "
+        "HAVING SUM(b.qx) / SUM(s.qy) > 0.3", "bank")
+
+
+def test_having_a_quotient_of_sums_within_its_error_is_refused(band_oracles):
+    with pytest.raises(DataError, match="within their error"):
+        band_oracles["inside"].engine.execute(
+            f"SELECT b.id {JOIN} GROUP BY b.id HAVING SUM(b.qx) / SUM(s.qy) > 2.005", "bank")
+
+
+@pytest.mark.parametrize("band", BANDS)
+@pytest.mark.parametrize("sql", [
+    f"SELECT MIN(b.qx / s.qy) AS lo, MAX(SQRT(b.sq + s.sq)) AS hi {JOIN}",  # each within its error of DuckDB's
+    f"SELECT b.id, b.qx / s.qy AS q {JOIN} ORDER BY q",  # the same rows; near-equal ones may swap places
+])
+def test_min_max_and_order_of_approximate_values_are_within_their_error(band_oracles, band, sql):
+    band_oracles[band].check(sql, "bank")
+
+
+@pytest.fixture(scope="module")
+def granted(tmp_path_factory, federation_writer, grants_for):
+    """granted(constraint): an engine over the "outside" data where bank sees shop's id as a join key and
+    its other columns only under `constraint`, so nothing is gathered at bank: the SPU computes or refuses."""
+    made = {}
+    with contextlib.ExitStack() as stack:
+        def engine(constraint: str) -> Engine:
+            if constraint not in made:
+                grants = grants_for(("bank", ("shop.w.id",), "PLAINTEXT_AFTER_JOIN"),
+                                    ("bank", tuple(f"shop.w.{name}" for name in SHOP), constraint))
+                path = federation_writer(tmp_path_factory.mktemp(constraint.lower()), band_tables("outside"), grants,
+                                         parties=TWO, min_group_size=0)
+                made[constraint] = stack.enter_context(Engine(path, timeout=60))
+            return made[constraint]
+        yield engine
+
+
+@pytest.mark.parametrize("sql,named", [
+    (f"SELECT COUNT(*) AS c {JOIN} HAVING AVG(b.qx / s.qy) < 3", "AVG"),  # an aggregate of approximations
+    (f"SELECT SUM(CASE WHEN ASIN(b.qx / s.qy / 10) > 0.1 THEN 1 ELSE 0 END) AS c {JOIN}", "ASIN"),
+    (f"SELECT SUM(b.cn) AS c {JOIN} WHERE ATAN2(b.qx, s.qy * 0.5) > 1", "ATAN2"),
+])
+def test_comparing_a_value_without_an_error_bound_is_refused_at_plan_time(granted, assert_refused, sql, named):
+    refusal = assert_refused(granted("PLAINTEXT_AFTER_AGGREGATE"), sql, "bank", NotSupportedError, named)
+    assert "bounds no error" in str(refusal)
+
+
+@pytest.mark.parametrize("constraint,sql,named", [
+    ("PLAINTEXT_AFTER_GROUP_BY", f"SELECT b.qx / s.qy AS q, COUNT(*) AS c {JOIN} GROUP BY b.qx / s.qy", "GROUP BY"),
+    ("PLAINTEXT_AFTER_GROUP_BY", f"SELECT COUNT(*) AS c {JOIN} GROUP BY SQRT(b.sq + s.sq)", "GROUP BY"),
+    ("PLAINTEXT_AFTER_AGGREGATE",
+     f"SELECT b.id, SUM(b.qx) / SUM(s.qy) AS q {JOIN} GROUP BY b.id ORDER BY q DESC LIMIT 2", "LIMIT"),
+    ("REVEAL_RANK", f"SELECT b.id, RANK() OVER (ORDER BY SQRT(b.sq + s.sq)) AS k {JOIN}", "ORDER BY"),
+])
+def test_grouping_or_ranking_by_an_approximate_value_is_refused_at_plan_time(granted, assert_refused, constraint,
+                                                                             sql, named):
+    refusal = assert_refused(granted(constraint), sql, "bank", NotSupportedError, named)
+    assert "approximate value" in str(refusal)
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT b.id, ROUND(SUM(b.qx) / SUM(s.qy), 2) AS q {JOIN} GROUP BY b.id ORDER BY q DESC, b.id LIMIT 2",
+    f"SELECT b.id, SUM(b.qx) / SUM(s.qy) AS q {JOIN} GROUP BY b.id ORDER BY q DESC",  # no LIMIT: the same rows
+    f"SELECT COUNT(*) AS c {JOIN} HAVING AVG(ROUND(b.qx / s.qy, 2)) < 3",  # rounded terms: bounded
+])
+def test_ordering_by_a_rounded_or_unlimited_approximation_is_planned(granted, oracle_for, sql):
+    engine = granted("PLAINTEXT_AFTER_AGGREGATE")
+    assert "SPU(" in engine.explain(sql, "bank")
+    oracle_for(engine).check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT b.qx / s.qy AS q, COUNT(*) AS c {JOIN} WHERE b.id > s.id - 1 GROUP BY b.qx / s.qy",
+    f"SELECT b.id {JOIN} WHERE b.id > s.id - 1 ORDER BY b.qx / s.qy DESC LIMIT 2",
+])
+def test_where_the_grants_allow_it_an_approximate_key_is_computed_in_plaintext(band_oracles, sql):
+    """The secure placement refuses the key; every column being plain to bank, bank computes it exactly."""
+    assert "approximate value" in band_oracles["inside"].engine.explain(sql, "bank")
+    band_oracles["inside"].check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql,named", [
+    (f"SELECT COUNT(*) AS c FROM (SELECT b.qx / s.qy AS q {JOIN}) t WHERE q > 2", "t.q"),
+    (f"SELECT SUM(CASE WHEN m > 2 THEN 1 ELSE 0 END) AS c FROM (SELECT MAX(b.qx / s.qy) AS m {JOIN} GROUP BY b.id) t",
+     "t.m"),
+])
+def test_comparing_an_approximation_from_an_earlier_step_is_refused_at_plan_time(granted, assert_refused, sql, named):
+    """A subquery's or an aggregate's approximate column: its error bound stayed in the step that made it."""
+    refusal = assert_refused(granted("PLAINTEXT_AFTER_AGGREGATE"), sql, "bank", NotSupportedError, named)
+    assert "bounds no error" in str(refusal) and "earlier step" in str(refusal)
