@@ -8,11 +8,19 @@ without an error bound, and keys that group, join or rank by an approximate valu
 import contextlib
 import math
 
+import numpy as np
 import pyarrow as pa
 import pytest
+import sqlglot
+from sqlglot import exp
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError, NotSupportedError
+from sqlsecure.executors.spu import approximation, arith
+from sqlsecure.executors.spu.local import run_spu
+from sqlsecure.executors.spu.stage import SV, Stage
+from tests.test_spu_functions import F, share
+from tests.test_spu_rounds import C
 
 TWO = ("bank", "shop")
 JOIN = "FROM bank.v b JOIN shop.w s ON b.id = s.id"
@@ -193,3 +201,43 @@ def test_comparing_an_approximation_from_an_earlier_step_is_refused_at_plan_time
     """A subquery's or an aggregate's approximate column: its error bound stayed in the step that made it."""
     refusal = assert_refused(granted("PLAINTEXT_AFTER_AGGREGATE"), sql, "bank", NotSupportedError, named)
     assert "bounds no error" in str(refusal) and "earlier step" in str(refusal)
+
+
+def comparison_rounds(nparties: int, sql: str, x, k) -> int:
+    """Rounds of evaluating `sql` over a DOUBLE column x and an integer column k, after its inputs are shared."""
+    n, e = len(x), sqlglot.parse_one(sql, read="duckdb")
+
+    def program(s):
+        stage = Stage(s, None, n)
+        ones = arith.public(s, np.ones(n, dtype=np.int64))
+        stage.cols = {"x": SV([share(s, x, frac=F)], ones, "fixed"), "k": SV([share(s, k, owner=1)], ones, "int")}
+        s.rounds = 0
+        stage.ev(e)
+        return s.rounds
+
+    return run_spu(nparties, program, frac_bits=F).results[0]
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("sql", ["x > k", "x * 2 + 1 <= k", "ROUND(x, 1) = k", "x BETWEEN k AND 5", "k IN (1, 3)",
+                                 "NULLIF(x, k)", "CASE WHEN CAST(x / k AS INTEGER) > 1 THEN x END"])
+def test_an_exact_comparison_keeps_its_rounds(monkeypatch, nparties, sql):
+    """Exact, encoded or rounded operands are not guarded: the guard is never asked, and the rounds are
+    those of the same evaluation with every operand taken as exact."""
+    k = np.array([-7, -5, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13], dtype=np.int64)
+    x = 1.2 * k  # x / k = 1.2: far from CAST's rounding boundaries
+
+    def no_guard(*args):
+        raise AssertionError(f"{sql}: the comparison guard ran on exact operands")
+    monkeypatch.setattr(Stage, "_refuse_within_error", no_guard)
+    rounds = comparison_rounds(nparties, sql, x, k)
+    monkeypatch.setattr(approximation, "is_approximate", lambda e: False)
+    assert rounds == comparison_rounds(nparties, sql, x, k)
+
+
+def test_an_approximate_comparison_pays_for_its_guard():
+    """x / k > 1 costs the quotient, its bound, the comparison and the guard's opening: more than the
+    quotient and one comparison, so the guard ran (and passed: no row lies near 1)."""
+    x, k = np.full(8, 3.3), np.arange(1, 9, dtype=np.int64)
+    quotient = comparison_rounds(2, "x / k", x, k)
+    assert comparison_rounds(2, "x / k > 1", x, k) > quotient + C[2] + 2

@@ -17,7 +17,12 @@ its nodes (`Stage.values`), in ring units of 2^-F:
 Rows whose bound the kernels' slopes do not give (LN or SQRT of an inexact input below 1/2, ASIN /
 ACOS / ATAN2 / POWER of an inexact input) get `UNBOUNDED`, beyond every boundary's spacing: rounded,
 such a row refuses the query. Rounds: one |v| (a comparison) per approximate node and a few products,
-paid only where an approximate value is rounded.
+paid only where an approximate value is rounded or compared.
+
+A comparison of an approximate value (`stage.Stage._refuse_within_error`) refuses a row whose operands
+lie within `comparison_bound` of each other, or whose bound reaches `UNBOUNDED`; keys that group, match
+or rank rows by an approximate value have no such threshold and are refused at plan time
+(`refuse_approximate_keys`).
 """
 
 from __future__ import annotations
