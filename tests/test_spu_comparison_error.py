@@ -20,9 +20,10 @@ from sqlsecure.executors.spu import approximation, arith
 from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.stage import SV, Stage
 from tests.test_spu_functions import F, share
+from tests.test_spu_rounding_error import BANDS, TWO, band_federations
+from tests.test_spu_rounding_error import band_tables as rounding_band_tables
 from tests.test_spu_rounds import C
 
-TWO = ("bank", "shop")
 JOIN = "FROM bank.v b JOIN shop.w s ON b.id = s.id"
 
 # column -> (just inside the band, just outside it (a few times the stated accuracy), well outside it, then
@@ -31,7 +32,6 @@ BANK = {"qx": (4.01 + 2e-6, 4.01 + 2e-3, 4.016, 1.3, 2.6), "sq": (10, 10, 10, 1,
         "ex": (math.log(20.0), math.log(20.0) + 2e-4, 1.0, 1.3, 2.6), "ln": (1, 1, 1, 2, 2),
         "sn": (math.pi / 6, math.pi / 6 + 1e-4, 0.3, 1.3, 2.6), "cn": (5, 7, 7, 1, 2)}
 SHOP = {"qy": (2, 2, 2, 3, 7), "sq": (6, 7, 7, 2, 5), "ln": (1, 3, 3, 2, 5), "cy": (2, 3, 3, 3, 7)}
-BANDS = ("inside", "near", "outside")
 DOUBLES = {"qx", "ex", "sn"}
 
 WHERE = [  # conditions of approximate values: the first row of "inside" lies on or next to the other side
@@ -55,25 +55,12 @@ OUTPUTS = [  # comparisons inside CASE / IF / NULLIF, as an output
 
 def band_tables(band: str) -> dict[str, dict[str, pa.Table]]:
     """Three rows: the case's row (inside the band, just outside or well outside it) and two ordinary ones."""
-    pick = BANDS.index(band)
-
-    def column(name, values):
-        return pa.array([values[pick], *values[3:]], pa.float64() if name in DOUBLES else pa.int64())
-
-    ids = pa.array([1, 2, 3], pa.int64())
-    bank = pa.table({"id": ids, **{name: column(name, values) for name, values in BANK.items()}})
-    shop = pa.table({"id": ids, **{name: column(name, values) for name, values in SHOP.items()}})
-    return {"bank": {"v": bank}, "shop": {"w": shop}}
+    return rounding_band_tables(band, BANK, SHOP, DOUBLES)
 
 
 @pytest.fixture(scope="module")
 def band_oracles(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
-    made = {}
-    with contextlib.ExitStack() as stack:
-        for name in BANDS:
-            path = federation_writer(tmp_path_factory.mktemp(name), band_tables(name),
-                                     plaintext_grants(TWO), parties=TWO, min_group_size=0)
-            made[name] = oracle_for(stack.enter_context(Engine(path, timeout=60)))
+    with band_federations(tmp_path_factory, federation_writer, plaintext_grants(TWO), oracle_for, band_tables) as made:
         yield made
 
 
