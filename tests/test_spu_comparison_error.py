@@ -6,6 +6,7 @@ side), and rows just and well outside it, in three federations that differ only 
 without an error bound, and keys that group, join or rank by an approximate value, are refused at plan time."""
 
 import contextlib
+import json
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError, NotSupportedError
 from sqlsecure.executors.spu import approximation, arith
 from sqlsecure.executors.spu.local import run_spu
+from sqlsecure.executors.spu.program import parse_program
 from sqlsecure.executors.spu.stage import SV, Stage
 from tests.test_spu_functions import F, share
 from tests.test_spu_rounding_error import BANDS, TWO, band_federations
@@ -228,3 +230,37 @@ def test_an_approximate_comparison_pays_for_its_guard():
     x, k = np.full(8, 3.3), np.arange(1, 9, dtype=np.int64)
     quotient = comparison_rounds(2, "x / k", x, k)
     assert comparison_rounds(2, "x / k > 1", x, k) > quotient + C[2] + 2
+
+
+QUOTIENT = {"op": "project", "child": {"op": "input", "index": 0},
+            "columns": [["k", '"k"'], ["q", '"x" / "y"']]}  # q: an approximate value, from an earlier step
+KEYED = [[["k", "int"], ["x", "fixed"], ["y", "int"]], [["j", "int"], ["z", "fixed"]]]
+
+
+@pytest.mark.parametrize("root,named", [
+    ({"op": "join", "kind": "inner", "left": QUOTIENT, "right": {"op": "input", "index": 1}, "left_keys": ['"q"'],
+      "right_keys": ['"z"'], "condition": None}, "a join key"),
+    ({"op": "join", "kind": "semi", "left": {"op": "input", "index": 1}, "right": {"op": "input", "index": 0},
+      "left_keys": ['"z"'], "right_keys": ['"x" / "y"'], "condition": None}, "a join key"),
+    ({"op": "distinct", "child": QUOTIENT}, "DISTINCT"),
+    ({"op": "aggregate", "child": QUOTIENT, "keys": [["g", '"q" * 2']], "threshold": None,
+      "aggregates": [["c", "COUNT", None, False]]}, "GROUP BY"),
+    ({"op": "window", "child": QUOTIENT, "name": "r", "func": "row_number", "arg": None, "partition": ['"q"'],
+      "order": [['"k"', False, False]], "frame": None}, "PARTITION BY"),
+    ({"op": "sort", "child": QUOTIENT, "keys": [['"q"', True, False]], "limit": 3, "offset": 0}, "LIMIT"),
+    ({"op": "filter", "child": QUOTIENT, "condition": '"q" BETWEEN 1 AND 2'}, "earlier step"),
+])
+def test_a_secret_program_refuses_approximate_keys_and_comparisons_from_an_earlier_step(root, named):
+    text = json.dumps({"inputs": [{"columns": c} for c in KEYED], "root": root})
+    with pytest.raises(NotSupportedError, match=named):
+        parse_program(text)
+
+
+@pytest.mark.parametrize("root", [
+    {"op": "sort", "child": QUOTIENT, "keys": [['"q"', True, False]], "limit": None, "offset": 0},  # all rows
+    {"op": "filter", "child": {"op": "input", "index": 0}, "condition": '"x" / "y" > 1'},  # guarded when run
+    {"op": "aggregate", "child": QUOTIENT, "keys": [], "threshold": None,
+     "aggregates": [["m", "MAX", '"q"', False]]},  # within the largest error of DuckDB's
+])
+def test_a_secret_program_accepts_what_is_guarded_or_within_its_error(root):
+    parse_program(json.dumps({"inputs": [{"columns": c} for c in KEYED], "root": root}))
