@@ -878,6 +878,9 @@ def _secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_err
     _refuse_before_running([e for _, e in items] + ([aggregate.having] if aggregate and aggregate.having else []),
                            grouped=bool(group_by))
     _check_spu_rules(used, ctx)
+    from sqlsecure.executors.spu.approximation import refuse_approximate_keys  # late: no cycle
+    refuse_approximate_keys(group_by, "a GROUP BY or DISTINCT key")
+    refuse_approximate_keys([items[i][1] for i, _, _ in order] if limit is not None else [], "an ORDER BY key under LIMIT")
     sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
     return dict(
         compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),

@@ -48,27 +48,33 @@ CASES = [  # (expression, what it approximates)
 ]
 
 
-def band_tables(band: str) -> dict[str, dict[str, pa.Table]]:
+def band_tables(band: str, bank_columns=BANK, shop_columns=SHOP, doubles=DOUBLES) -> dict[str, dict[str, pa.Table]]:
     """Three rows: the case's row (inside the band, just outside or well outside it) and two ordinary ones."""
     pick = BANDS.index(band)
 
     def column(name, values):
-        return pa.array([values[pick], *values[3:]], pa.float64() if name in DOUBLES else pa.int64())
+        return pa.array([values[pick], *values[3:]], pa.float64() if name in doubles else pa.int64())
 
     ids = pa.array([1, 2, 3], pa.int64())
-    bank = pa.table({"id": ids, **{name: column(name, values) for name, values in BANK.items()}})
-    shop = pa.table({"id": ids, **{name: column(name, values) for name, values in SHOP.items()}})
+    bank = pa.table({"id": ids, **{name: column(name, values) for name, values in bank_columns.items()}})
+    shop = pa.table({"id": ids, **{name: column(name, values) for name, values in shop_columns.items()}})
     return {"bank": {"v": bank}, "shop": {"w": shop}}
+
+
+@contextlib.contextmanager
+def band_federations(tmp_path_factory, federation_writer, grants: str, oracle_for, tables=band_tables):
+    """An oracle per band over `tables(band)`, both parties' columns under `grants`."""
+    made = {}
+    with contextlib.ExitStack() as stack:
+        for name in BANDS:
+            path = federation_writer(tmp_path_factory.mktemp(name), tables(name), grants, parties=TWO, min_group_size=0)
+            made[name] = oracle_for(stack.enter_context(Engine(path, timeout=60)))
+        yield made
 
 
 @pytest.fixture(scope="module")
 def band_oracles(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
-    made = {}
-    with contextlib.ExitStack() as stack:
-        for name in BANDS:
-            path = federation_writer(tmp_path_factory.mktemp(name), band_tables(name),
-                                     plaintext_grants(TWO), parties=TWO, min_group_size=0)
-            made[name] = oracle_for(stack.enter_context(Engine(path, timeout=60)))
+    with band_federations(tmp_path_factory, federation_writer, plaintext_grants(TWO), oracle_for) as made:
         yield made
 
 

@@ -17,7 +17,12 @@ its nodes (`Stage.values`), in ring units of 2^-F:
 Rows whose bound the kernels' slopes do not give (LN or SQRT of an inexact input below 1/2, ASIN /
 ACOS / ATAN2 / POWER of an inexact input) get `UNBOUNDED`, beyond every boundary's spacing: rounded,
 such a row refuses the query. Rounds: one |v| (a comparison) per approximate node and a few products,
-paid only where an approximate value is rounded.
+paid only where an approximate value is rounded or compared.
+
+A comparison of an approximate value (`stage.Stage._refuse_within_error`) refuses a row whose operands
+lie within `comparison_bound` of each other, or whose bound reaches `UNBOUNDED`; keys that group, match
+or rank rows by an approximate value have no such threshold and are refused at plan time
+(`refuse_approximate_keys`).
 """
 
 from __future__ import annotations
@@ -27,23 +32,33 @@ import math
 import numpy as np
 from sqlglot import exp
 
+from sqlsecure.errors import NotSupportedError
 from sqlsecure.executors.spu import arith, compare, functions
-from sqlsecure.executors.spu.ranges import (EARTH_RADIUS, RADIUS_LIMIT, POWER_EXPONENT_LIMIT, TRIG, constant,
-                                           is_geodist, whole_power)
+from sqlsecure.executors.spu.ranges import (EARTH_RADIUS, RADIUS_LIMIT, POWER_EXPONENT_LIMIT, ROUNDING, TRIG,
+                                           constant, is_geodist, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare
 from sqlsecure.executors.spu.values import decimal_scale
 
-UNBOUNDED = float(1 << 18)  # ring units (4 at F = 16): more than any rounding spacing the guard checks
+UNBOUNDED = float(1 << 30)  # ring units (2^14 at F = 16): beyond any rounding spacing; a comparison refuses it
 KERNEL_BITS = 14  # divide_secret, SQRT, EXP, TAN, ATAN: |error| <= 2^-14 (|v| + 1) (spu.functions)
 APPROXIMATE = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, *TRIG)
 EXACT_KINDS = ("int", "bool", "date", "timestamp")
 ENCODED = 4.0  # an encoded input after a few exact operations (`stage.TIE_SLACK`)
+ROUNDED_TYPES = (exp.DataType.Type.BIGINT, exp.DataType.Type.INT, exp.DataType.Type.DECIMAL)  # `stage.INTEGER_CASTS`
 
 
 def is_approximate(e: exp.Expression) -> bool:
     """Whether `e` holds a node whose SPU value is an approximation (a kernel of spu.functions), not
-    the exact value of its encoded inputs."""
-    return any(_approximate_node(node) for node in e.walk())
+    the exact value of its encoded inputs. A rounding's result is not one: its guard refused any row it
+    could round otherwise than DuckDB, so what is below it does not count."""
+    if _approximate_node(e):
+        return True
+    return not is_rounding(e) and any(is_approximate(child) for child in e.iter_expressions())
+
+
+def is_rounding(e: exp.Expression) -> bool:
+    """ROUND / FLOOR / CEIL, or a CAST to an integer or DECIMAL: guarded by `Stage._refuse_near_a_boundary`."""
+    return isinstance(e, ROUNDING) or (isinstance(e, exp.Cast) and e.to.this in ROUNDED_TYPES)
 
 
 def _approximate_node(node: exp.Expression) -> bool:
@@ -70,6 +85,21 @@ def unbounded_part(e: exp.Expression, kind_of) -> tuple[exp.Expression, str] | N
     return None
 
 
+def refuse_approximate_keys(keys, use: str, approximate=lambda key: False, where: str = "") -> None:
+    """Refuse keys that are approximate values (or, `approximate(key)`, hold one from an earlier step) where
+    they are used as `use`: a GROUP BY / DISTINCT / join / PARTITION BY key compares them for equality and
+    an ORDER BY under LIMIT or a ranking picks rows by their order, so rows within their error of each
+    other could be grouped, matched, kept or numbered otherwise than DuckDB does it, with no bound to guard
+    them (a sort compares rows pairwise, not against one threshold)."""
+    for key in keys:
+        if is_approximate(key) or approximate(key):
+            raise NotSupportedError(
+                f"{where}{key.sql(dialect='duckdb')} as {use} in secure computation: an approximate value (a quotient by "
+                "a secret, SQRT, LN, EXP, POWER, a trigonometric function, GEODIST), whose rows within their error "
+                "of each other could be grouped, matched or ordered otherwise than by DuckDB; use a rounded value "
+                "(ROUND(x, d)), or compute it at one party")
+
+
 def _exact_input(e: exp.Expression, kind_of) -> bool:
     """Whether the SPU holds e exactly (an integer or boolean, a constant exact in fixed point); True
     where its kind is not known from the query (the stage's own bound decides)."""
@@ -87,6 +117,12 @@ def _exact_constant_divisor(divisor) -> bool:
 def error_bound(stage, e: exp.Expression, rows: int):
     """|SPU value - DuckDB's value| of `e` (`rows` rows) in ring units: a float (every row) or an integer share."""
     return _Bounds(stage, rows).of(e)
+
+
+def comparison_bound(stage, left: exp.Expression, right: exp.Expression, rows: int):
+    """|(a - b) on the SPU - (a - b) in DuckDB| for a comparison of `left` with `right`: their bounds' sum."""
+    bounds = _Bounds(stage, rows)
+    return bounds.plus(bounds.of(left), bounds.of(right))
 
 
 class _Bounds:
@@ -334,6 +370,11 @@ def _either(b: _Bounds, e: exp.Expression):
     return total
 
 
+def _rounded(b: _Bounds, e: exp.Expression):
+    """ROUND / FLOOR / CEIL (its guard passed): DuckDB's rounded value, held to its encoding."""
+    return 1.0
+
+
 def _unknown(b: _Bounds, e: exp.Expression):
     """A node without its own rule (an aggregate, AVG's exact quotient): the encoding's slack where no
     approximate kernel lies below it, unbounded otherwise."""
@@ -344,5 +385,5 @@ RULES = {
     exp.Neg: _same, exp.Abs: _same, exp.Cast: _same, exp.Add: _sum, exp.Sub: _sum, exp.Mul: _product,
     exp.Div: _quotient, exp.Sqrt: _sqrt, exp.Ln: _logarithm, exp.Log: _logarithm, exp.Exp: _exponential,
     exp.Pow: _power, **{cls: _trig for cls in TRIG}, exp.Case: _either, exp.If: _either,
-    exp.Coalesce: _either, exp.Nullif: _either,
+    exp.Coalesce: _either, exp.Nullif: _either, **{cls: _rounded for cls in ROUNDING},
 }

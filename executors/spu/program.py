@@ -108,10 +108,12 @@ def approximate_columns(node: Node) -> dict[str, exp.Expression]:
     SQRT, ...), each with the expression that made it, after refusing any ROUND / FLOOR / CEIL / CAST to
     an integer or DECIMAL of such a column: the error bound that guards a rounding is composed within one
     expression, and a column from an earlier node (a subquery's, an aggregate's, a window's) arrives
-    without it."""
+    without it. Comparisons of such a column are refused for the same reason, and so are keys that are
+    approximate values (`_refuse_approximate_keys`)."""
     subs = [approximate_columns(child) for child in node.children]
     below = {name: e for sub in subs for name, e in sub.items()}
     a = node.args
+    _refuse_approximate_keys(node, subs)
     if node.op in ("union_all", "set"):  # by position: the first child's names
         return {name: e for i, (name, _) in enumerate(node.schema)
                 for child, sub in zip(node.children, subs) if (e := sub.get(child.schema[i][0])) is not None}
@@ -123,6 +125,7 @@ def approximate_columns(node: Node) -> dict[str, exp.Expression]:
         [e for e, _, _ in (a.get("keys", []) if node.op == "sort" else [])]
     for e in (x for x in used if isinstance(x, exp.Expression)):
         _refuse_rounding_of(e, below, node)
+        _refuse_comparison_of(e, below, node)
     made = {name: below.get(e.name) if isinstance(e, exp.Column) and e.name in below else e
             for name, e in named if e is not None and (approximation.is_approximate(e) or
                                                       any(c.name in below for c in e.find_all(exp.Column)))}
@@ -130,6 +133,48 @@ def approximate_columns(node: Node) -> dict[str, exp.Expression]:
 
 
 ROUNDED_CASTS = (*INTEGER_CASTS, exp.DataType.Type.DECIMAL)  # casts that round a fixed-point value
+COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Nullif)
+
+
+def _refuse_approximate_keys(node: Node, subs: list[dict[str, exp.Expression]]) -> None:
+    """Refuse keys that are approximate values, computed in the key or in an earlier step
+    (`approximation.refuse_approximate_keys`): GROUP BY, DISTINCT, INTERSECT / EXCEPT, join and
+    PARTITION BY keys (equality), a window's ORDER BY and a sort's under LIMIT / OFFSET (order)."""
+    a, where = node.args, f"secret program: {node.path}: "
+
+    def refuse(keys, use, sub):
+        approximation.refuse_approximate_keys(keys, use, lambda k: any(c.name in sub for c in k.find_all(exp.Column)),
+                                              where)
+    below = {name: e for sub in subs for name, e in sub.items()}
+    columns = [exp.column(name) for name, _ in node.children[0].schema] if node.children else []
+    if node.op == "aggregate":
+        refuse([e for _, e, _ in a["keys"]], "a GROUP BY key", below)
+    elif node.op in ("distinct", "set"):
+        refuse(columns, "a DISTINCT, INTERSECT or EXCEPT column", subs[0])
+        if node.op == "set":
+            refuse([exp.column(name) for name, _ in node.children[1].schema], "an INTERSECT or EXCEPT column", subs[1])
+    elif node.op == "join":
+        refuse(a["left_keys"], "a join key", subs[0])
+        refuse(a["right_keys"], "a join key", subs[1])
+    elif node.op == "window":
+        refuse(a["partition"], "a PARTITION BY key", below)
+        refuse([e for e, _, _ in a["order"]], "a window's ORDER BY key", below)
+    elif node.op == "sort" and (a["limit"] is not None or a["offset"]):
+        refuse([e for e, _, _ in a["keys"]], "an ORDER BY key under LIMIT or OFFSET", below)
+
+
+def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expression], node: Node) -> None:
+    """Refuse a comparison of a column that an earlier step computed as an approximate value: its error
+    bound stayed behind in that step, so the run-time guard (`Stage._refuse_within_error`) has none."""
+    for comparison in e.find_all(*COMPARED):
+        column = next((c.name for c in comparison.find_all(exp.Column) if c.name in approximate), None)
+        if column is not None:
+            raise NotSupportedError(
+                f"secret program: {node.path}: {comparison.sql(dialect='duckdb')}: the SPU bounds no error for "
+                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value computed in an "
+                "earlier step (a subquery, an aggregate or a window), so the comparison could take the other side "
+                "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 4) in the step that computes "
+                "it), compare in the expression that computes it, or compare at one party")
 
 
 def _refuse_rounding_of(e: exp.Expression, approximate: dict[str, exp.Expression], node: Node) -> None:

@@ -66,6 +66,7 @@ from sqlsecure.planner.logical import aggregates_in
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
 AVG_LIMIT = 2.0 ** 29  # the fixed-point division's input range with F = 16 (see spu.compare.divide)
 LOGIC_TYPES = (exp.And, exp.Or, exp.Not)
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: both limbs' sums (`exact_average`)
                       *ROUNDING, exp.Cast,  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
                       exp.Paren, exp.Neg, exp.Abs, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
@@ -654,7 +655,20 @@ def _literal_rule(node: exp.Literal, kind_of) -> str | None:
 def _in_rule(node: exp.In, kind_of) -> str | None:
     if node.args.get("query") or node.args.get("unnest") or node.args.get("field") or not node.expressions:
         return f"{node.sql(dialect='duckdb')}: secure computation takes IN with a list of values"
-    return None
+    return _comparison_rule(node, kind_of)
+
+
+def _comparison_rule(node: exp.Expression, kind_of) -> str | None:
+    """Why a comparison (=, <>, <, <=, >, >=, BETWEEN, IN, NULLIF) is refused: an operand is an approximate
+    value whose error the SPU does not bound (`approximation.unbounded_part`), so the guard that refuses
+    rows within their error of each other (`Stage._refuse_within_error`) has nothing to go by."""
+    found = approximation.unbounded_part(node, kind_of)
+    if found is None:
+        return None
+    part, why = found
+    return (f"{node.sql(dialect='duckdb')}: the SPU bounds no error for {part.sql(dialect='duckdb')} ({why}), so the "
+            "comparison could take the other side than DuckDB's doubles unseen; compare a rounded value "
+            "(ROUND(x, d), or an aggregate of rounded terms: AVG(ROUND(x / y, 4)) < 3), or compare at one party")
 
 
 def _is_rule(node: exp.Is, kind_of) -> str | None:
@@ -694,18 +708,23 @@ def _distinct_rule(node: exp.Distinct, kind_of) -> str | None:
 def _window_rule(node: exp.Window, kind_of) -> str | None:
     if isinstance(node.this, (exp.RowNumber, exp.Rank, exp.DenseRank)) and not node.args.get("spec") \
             and not node.args.get("partition_by") and node.args.get("order") is not None:
-        return None
+        approximate = next((o.this for o in node.args["order"].expressions if approximation.is_approximate(o.this)), None)
+        return None if approximate is None else (
+            f"{node.sql(dialect='duckdb')}: ranking by {approximate.sql(dialect='duckdb')}, an approximate value, in "
+            "secure computation: rows within their error of each other could be numbered otherwise than by DuckDB; "
+            "order by a rounded value (ROUND(x, d)), or rank at one party")
     return (f"{node.sql(dialect='duckdb')}: secure windows are ROW_NUMBER, RANK and DENSE_RANK over one common "
             "OVER (ORDER BY ...) without PARTITION BY or frame")
 
 
 SPU_RULES = {
     **{cls: _evaluated for cls in (
-        exp.Paren, exp.Column, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.And, exp.Or, exp.Not,
+        exp.Paren, exp.Column, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.And, exp.Or, exp.Not,
         exp.If, exp.Coalesce, exp.Abs, exp.Pi,
         exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
-    exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule, exp.Nullif: _evaluated,
+    exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule,
+    **{cls: _comparison_rule for cls in (*COMPARISONS, exp.Between, exp.Nullif)},
     exp.Literal: _literal_rule, exp.Cast: _cast_rule, exp.Like: _like_rule, exp.Escape: _escape_rule,
     exp.ILike: _ilike_rule, exp.In: _in_rule, exp.Is: _is_rule,
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
@@ -831,10 +850,12 @@ class Stage:
         return v
 
     def _remembered(self, e: exp.Expression):
-        """_ev(e), remembering the values of the nodes under a rounding (ROUND / FLOOR / CEIL / CAST) while
-        it is evaluated, for its guard's error bound (`spu.approximation`), and forgetting them after it,
-        so memory stays that of the expressions being evaluated."""
-        rounding = isinstance(e, (*ROUNDING, exp.Cast))
+        """_ev(e), remembering the values of the nodes under a rounding (ROUND / FLOOR / CEIL / CAST) or a
+        comparison of an approximate value while it is evaluated, for its guard's error bound
+        (`spu.approximation`), and forgetting them after it, so memory stays that of the expressions
+        being evaluated."""
+        rounding = isinstance(e, (*ROUNDING, exp.Cast)) or \
+            (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and approximation.is_approximate(e))
         self.rounding_depth += rounding
         try:
             v = self._ev(e)
@@ -884,10 +905,10 @@ class Stage:
             return self._divide_or_null(e)
         if isinstance(e, exp.Nullif):  # NULL where x = y (NULL there too where either is NULL: x stays)
             x = self.secret(self.ev(e.this))
-            same = self.truth(self._compare(exp.EQ, x, self.ev(e.expression)))
+            same = self.truth(self._compare(exp.EQ, x, self.ev(e.expression), (e.this, e.expression)))
             return SV(x.limbs, x.valid - arith.beaver_mul(s, x.valid, same), x.kind)
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
-            return self._compare(type(e), self.ev(e.left), self.ev(e.right))
+            return self._compare(type(e), self.ev(e.left), self.ev(e.right), (e.left, e.right))
         if isinstance(e, exp.Between):
             x = e.this
             return self._logic(exp.And(this=exp.GTE(this=x, expression=e.args["low"]),
@@ -896,7 +917,7 @@ class Stage:
             x = self.ev(e.this)  # x IN (a, b) is x = a OR x = b, NULLs included
             acc = None
             for v in e.expressions:
-                eq = self._compare(exp.EQ, x, self.ev(v))
+                eq = self._compare(exp.EQ, x, self.ev(v), (e.this, v))
                 acc = eq if acc is None else self._kleene(exp.Or, acc, eq)
             return acc
         if isinstance(e, LOGIC_TYPES):
@@ -1497,7 +1518,9 @@ class Stage:
         kind = "fixed" if "fixed" in (a.kind, b.kind) else "int"
         return SV([x], self.both_valid(a, b), kind)
 
-    def _compare(self, op, a, b) -> SV:
+    def _compare(self, op, a, b, operands: tuple[exp.Expression, exp.Expression] | None = None) -> SV:
+        """a op b as DuckDB compares them; of `operands` (the compared expressions) where one is an
+        approximate value, after `_refuse_within_error`."""
         s = self.s
         if isinstance(a, PV) and isinstance(b, PV):
             raise NotSupportedError("a comparison of constants in secure computation")
@@ -1511,10 +1534,37 @@ class Stage:
         else:
             x, y = self._compared_numbers(a, b, n)
             a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
+            if operands is not None and any(map(approximation.is_approximate, operands)):
+                self._refuse_within_error(operands, a, b)
             fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
                   exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
             bit = fn(s, x if x is not None else a.value, y if y is not None else b.value, arith=True)
         return SV([bit], self.both_valid(a, b), "bool")
+
+    def _refuse_within_error(self, operands: tuple[exp.Expression, exp.Expression], a: SV, b: SV) -> None:
+        """Refuse the query with DataError if a counted row with both operands valid has |a - b| within
+        their combined error bound (`approximation.comparison_bound`), or a bound reaching `UNBOUNDED`:
+        the SPU's approximations of a and b may then lie on the other side of each other than DuckDB's
+        doubles, and the comparison would silently differ. Exact and encoded operands (a float bound)
+        keep today's comparison. Rounds: one batched comparison, three products (and the weight's), one
+        opening; the bound's own (`approximation`) besides."""
+        s, n = self.s, len(a.valid)
+        error = approximation.comparison_bound(self, *operands, n)
+        if not isinstance(error, ArithShare):
+            return
+        gap = (self.to_fixed(a).value - self.to_fixed(b).value).with_frac(0)
+        unbounded = arith.public(s, np.full(n, int(approximation.UNBOUNDED), dtype=np.int64))
+        signs = compare.greater_equal(s, arith.concat([error + gap, error - gap, error - unbounded]),
+                                      arith.public(s, np.zeros(3 * n, dtype=np.int64)), arith=True)
+        above, below, beyond = _per_limb(signs, n)
+        within, valid = arith.beaver_mul_many(s, [(above, below), (a.valid, b.valid)])
+        doubtful = within + beyond - arith.beaver_mul(s, within, beyond)
+        left, right = (x.sql(dialect="duckdb") for x in operands)
+        self._refuse_counted(operands[0].parent or operands[0], arith.beaver_mul(s, doubtful, valid),
+                             f"comparing {left} with {right}: a row's values lie within their error of each other "
+                             "(an approximate function's stated accuracy: docs/architecture.md), so the SPU may take "
+                             "the other side than DuckDB's doubles; compare a rounded value (ROUND(x, d) > c: its "
+                             "guard is exact), or compare at one party")
 
     def _compared_numbers(self, a, b, n: int) -> tuple[ArithShare | None, ArithShare | None]:
         """The exact limbs that compare a DECIMAL with a DECIMAL or an integer as DuckDB does (both at the
@@ -2026,6 +2076,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             stage.finish_aggregates(plan, results)
             if having is not None:  # sorted rows, not groups: count only the kept groups' range checks
                 stage.out_of_range[checks:] = [arith.beaver_mul(s, bit, keep) for bit in stage.out_of_range[checks:]]
+            stage.weight = keep if having is not None else None  # the groups a refusal counts (`_refuse_counted`)
             values = [stage.secret(stage.ev(e)) for e in outputs]
             if having is not None:
                 keep = arith.beaver_mul(s, keep, stage.truth(stage.ev(having)))
@@ -2042,6 +2093,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             counts = [stage.distinct_total(c.weight, list(c.values), c.bits) for c in provenance]
             counts += [arith.total(b) for b in branches]
             flag = _at_least(s, counts or [totals[0]], threshold if step.threshold else 0)
+            stage.weight = flag
             if having is not None:
                 flag = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
             values = [stage.secret(stage.ev(e), 1) for e in outputs]
