@@ -216,10 +216,11 @@ def _bound_pushed_stage(step: SecureStage, pushdowns: dict[str, Pushdown]):
     kinds, bounds, unproven = {}, {}, []
     for owner, column in step.inputs:
         seen = [found[r].columns.get(column, (None, None)) for p, r in sources if owner in (None, p)]
+        branch_kinds = [kind for kind, _ in seen]
         try:  # the branches' kinds merged as the stage merges them (`stage.exchange_shapes`)
-            kinds[column] = merged_kind([kind for kind, _ in seen], column) if seen else None
-        except (ProtocolError, TypeError):  # computed by its owner (no kind), or of kinds no branch merges
-            kinds[column] = None
+            kinds[column] = merged_kind(branch_kinds, column) if seen and None not in branch_kinds else None
+        except ProtocolError:  # of kinds no branch merges
+            kinds[column] = None  # (None: a column its owner computes has no kind here)
         if seen and all(bits is not None for _, bits in seen):
             bounds[column] = max(bits for _, bits in seen)
         elif kinds[column] is None or classed(kinds[column]):
