@@ -116,21 +116,29 @@ def edge_oracles(tmp_path_factory, federation_writer, plaintext_grants, oracle_f
 
 
 EDGE_JOIN = "FROM bank.v b JOIN shop.w s ON b.id = s.id"
-CLASS_GRANULARITY = pytest.mark.xfail(strict=True, reason=(
-    "the edge data's fx = 2^45 / 100 - 1 lies in its magnitude class 2^39, above the exact limit 2^45 / 100 of "
-    "ROUND(fx, 2) and CAST(fx AS DECIMAL(18, 2)) over one row: the planner refuses it by its class (power-of-two "
-    "granularity, check and execution alike), though this value is inside"))
 
 
 @pytest.mark.parametrize("sql", [
-    pytest.param(f"SELECT b.id, ROUND(b.big, -1) AS r, ROUND(b.fx, 2) AS f, ROUND(b.dec, 1) AS d, FLOOR(b.dec) AS fl, "
-                 f"CEIL(b.dec) AS ce, ROUND(b.dec, -2) AS h {EDGE_JOIN} WHERE b.id > s.k", marks=CLASS_GRANULARITY),
+    f"SELECT b.id, ROUND(b.big, -1) AS r, ROUND(b.fx, 1) AS f, ROUND(b.dec, 1) AS d, FLOOR(b.dec) AS fl, "
+    f"CEIL(b.dec) AS ce, ROUND(b.dec, -2) AS h {EDGE_JOIN} WHERE b.id > s.k",
     f"SELECT s.k, ROUND(SUM(b.dec), 1) AS d, FLOOR(MIN(b.fx)) AS f {EDGE_JOIN} WHERE b.id > s.k GROUP BY s.k",
 ])
 def test_rounding_at_the_range_edge_and_on_nulls_matches_duckdb(edge_oracles, sql):
     on_spu = edge_oracles["inside"]
     assert "SPU(" in on_spu.engine.explain(sql, "bank")
     on_spu.check(sql)
+
+
+@pytest.mark.parametrize("sql", [f"SELECT ROUND(b.fx, 2) {EDGE_JOIN} WHERE b.id > s.k",
+                                 f"SELECT CAST(b.fx AS DECIMAL(18, 2)) {EDGE_JOIN} WHERE b.id > s.k"])
+def test_a_value_inside_its_limit_but_not_its_class_is_refused_at_plan_time(edge_oracles, sql):
+    """fx = 2^45 / 100 - 1 is inside the exact limit 2^45 / 100 of a rounding to cents, but its owner's
+    published class is 2^39: the planner proves ranges by classes (power-of-two granularity), so it
+    refuses at plan time — check and execution alike — rather than leave a run-time refusal."""
+    inside = edge_oracles["inside"]
+    assert "DataError" in inside.engine.check(sql, "bank") and "magnitude class" in inside.engine.check(sql, "bank")
+    with pytest.raises(DataError, match="magnitude class is .*b.fx"):
+        inside.engine.execute(sql, "bank")
 
 
 @pytest.mark.parametrize("sql,column", [(f"SELECT ROUND(b.big, -1) {EDGE_JOIN} WHERE b.id > s.k", "big"),
@@ -241,10 +249,9 @@ DATE_AND_CAST_QUERIES = [
     f"DATEDIFF('month', b.day, s.due) AS dm, DATEDIFF('year', b.day, s.due) AS dy, s.due - b.day AS diff, "
     f"b.day + 7 AS week {EDGE_JOIN} WHERE b.id >= s.k",
     f"SELECT b.id {EDGE_JOIN} WHERE b.day + INTERVAL 5 DAY < s.due AND s.due - INTERVAL 1 WEEK > b.day",
-    pytest.param(f"SELECT b.id, CAST(b.fx AS BIGINT) AS i, CAST(b.dec AS INTEGER) AS di, CAST(b.dec AS DECIMAL(18, 1)) AS d1, "
-                 f"CAST(b.dec AS DECIMAL(18, 4)) AS d4, CAST(s.k AS DECIMAL(10, 2)) AS kd, CAST(b.flag AS INTEGER) AS fi, "
-                 f"CAST(b.fx AS DECIMAL(18, 2)) AS fd, CAST(s.k AS DOUBLE) / 4 AS kq {EDGE_JOIN} WHERE b.id >= s.k",
-                 marks=CLASS_GRANULARITY),
+    f"SELECT b.id, CAST(b.fx AS BIGINT) AS i, CAST(b.dec AS INTEGER) AS di, CAST(b.dec AS DECIMAL(18, 1)) AS d1, "
+    f"CAST(b.dec AS DECIMAL(18, 4)) AS d4, CAST(s.k AS DECIMAL(10, 2)) AS kd, CAST(b.flag AS INTEGER) AS fi, "
+    f"CAST(b.fx AS DECIMAL(18, 1)) AS fd, CAST(s.k AS DOUBLE) / 4 AS kq {EDGE_JOIN} WHERE b.id >= s.k",
     f"SELECT YEAR(b.day) AS y, COUNT(*) AS n, SUM(DATEDIFF('day', b.day, s.due)) AS total {EDGE_JOIN} "
     f"WHERE b.id >= s.k GROUP BY YEAR(b.day)",
 ]
