@@ -76,11 +76,7 @@ UNION_QUERIES = [  # the SPU stage over a view of every party's rows
     "SELECT SUM(price + fee) AS a, SUM(fee - price) AS b, SUM(price * qty) AS c, SUM(-price * 3) AS d FROM allitems",
     "SELECT AVG(price * rate) AS a, MIN(price * rate) AS lo, MAX(price - fee) AS hi FROM allitems",
     "SELECT COUNT(*) AS n FROM allitems WHERE price * rate > 1000.5 AND price + fee <> 5000.125",
-    pytest.param("SELECT SUM(micro * rate) AS a, SUM(micro - fee) AS b, COUNT(*) AS n FROM allitems "
-                 "WHERE micro > 0.0000015", marks=pytest.mark.xfail(strict=True, raises=DataError, reason=(
-                     "known bug (session 8): with the published classes carried into the UNION ALL stage, the "
-                     "owner's run-time limit for micro (DECIMAL(18, 6), class 2^9) comes out 33.55 = 2^25 / 10^6, "
-                     "a fixed-point bound read at the decimal's scale; check accepts the query"))),
+    "SELECT SUM(micro * rate) AS a, SUM(micro - fee) AS b, COUNT(*) AS n FROM allitems WHERE micro > 0.0000015",
     "SELECT SUM(CASE WHEN qty < 10 THEN price * (1 - rate) ELSE 0 END) AS promo, SUM(COALESCE(fee, 0.5)) AS f, "
     "MAX(CASE WHEN rate > 0.05 THEN fee ELSE rate END) AS m, SUM(ABS(fee - 1)) AS a FROM allitems",
 ]

@@ -631,7 +631,7 @@ def range_plan(program: Program, rows: dict[int, int], frac: int) -> RangePlan:
     plan = RangePlan({c: range_kind(k) for c, k in kinds.items()}, frac, biggest, scales=decimal_scales(kinds),
                      bounds=program.classes)
     _limit_walk(program.root, plan)
-    return plan
+    return plan.at_decimal_units()
 
 
 def _input_name(index: int, column: str) -> str:

@@ -104,15 +104,30 @@ class RangePlan:
     filtered: dict[str, float] = field(default_factory=dict)  # |x| <= bound on every row the WHERE keeps
     weighted: bool = False  # walking an aggregate's argument: only the rows the WHERE keeps count
     bounds: dict[str, int] = field(default_factory=dict)  # column -> M: its published class, |x| < 2^M
+    ring: dict[str, Limit] = field(default_factory=dict)  # column -> the ring's limit alone (no class)
 
     def __post_init__(self):
         self.rows = max(self.rows, 1)
         for column, kind in self.kinds.items():
             self.limits[column] = Limit(self.reveal_range(kind), "the SPU's 64-bit encoding")
+            self.ring[column] = self.limits[column]
             if column in self.bounds and kind not in ("text", "bool") and \
                     power_of_two(self.bounds[column]) < self.limits[column].value:
                 self.limits[column] = Limit(power_of_two(self.bounds[column]), f"its published magnitude class "
                                                                                f"(|x| < 2^{self.bounds[column]})")
+
+    def at_decimal_units(self) -> "RangePlan":
+        """The limits as the owners check them: a DECIMAL(p, s) whose exact limb counts 10^s > 2^F ring
+        units per unit has its ring limits shrunk by 2^F / 10^s (every ring bound then holds for both
+        limbs); a published class bounds the values themselves, so it is not shrunk. Called once, last, so
+        `check` (planner/magnitudes.py) and the owners (`values.check_range`) compare the same limits."""
+        for column, s in self.scales.items():
+            if column in self.ring and 10 ** s > 2 ** self.frac:
+                ring = self.ring[column]
+                shrunk = ring.value * 2.0 ** self.frac / 10 ** s
+                if shrunk < self.limits[column].value:
+                    self.limits[column] = Limit(shrunk, f"{ring.reason}, at the decimal's 10^{s} units")
+        return self
 
     # -- ranges of a kind -----------------------------------------------------------------------
     def reveal_range(self, kind: str) -> float:
@@ -276,6 +291,8 @@ class RangePlan:
                 return None  # the WHERE bounds it on every row that counts; the others are weighted by 0
             if e.name in self.limits and limit < self.limits[e.name].value:
                 self.limits[e.name] = Limit(limit, why)
+            if e.name in self.ring and limit < self.ring[e.name].value:
+                self.ring[e.name] = Limit(limit, why)
             return None
         if isinstance(e, exp.Literal):
             if not e.is_string and abs(float(literal_value(e))) >= limit:
@@ -604,7 +621,7 @@ def input_limits(step, kinds: dict[str, str], rows: int, frac: int, parse, scale
     plan.filtered = filter_bounds([parse(sql) for sql in step.filters])
     for e in outputs:
         plan.need(e, plan.reveal_range(plan.info(e)[0]), "the result")
-    return plan
+    return plan.at_decimal_units()
 
 
 def beyond_classes(plan: RangePlan, label=str) -> list[str]:

@@ -210,16 +210,17 @@ def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: s
     """DataError (naming the column and the range or value class, never a value or a row) if a value
     has no exact encoding here: done by the owner, on its own values, before anything is shared.
     `ring_units`: a decimal's exact limb counts 10^s ring units per unit, so where that is more than
-    fixed point's 2^F the limit shrinks by 2^F / 10^s (every ring bound then holds for both limbs)."""
+    fixed point's 2^F the whole ring's bound shrinks by 2^F / 10^s (every ring bound then holds for both
+    limbs); a stage's `limit` is already at those units (`ranges.RangePlan.at_decimal_units`)."""
     present = [float(v) if kind == "fixed" else int(v) for v in values if v is not None]
     if not present:
         return
     if kind == "fixed":
         refuse_special_floats(present, name)
     whole = 2.0 ** (63 - frac) if kind == "fixed" else 2.0 ** 63
-    bound = min(limit.value, whole) if limit is not None else whole
     if ring_units is not None and ring_units > 2 ** frac:
-        bound *= 2.0 ** frac / ring_units
+        whole *= 2.0 ** frac / ring_units
+    bound = min(limit.value, whole) if limit is not None else whole
     reason = limit.reason if limit is not None and limit.value < whole else "the SPU's 64-bit encoding"
     largest = max(abs(v) for v in present)
     if largest >= bound or (kind == "fixed" and round(largest * 2.0 ** frac) >= 2.0 ** 63):
