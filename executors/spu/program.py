@@ -114,9 +114,9 @@ def approximate_columns(node: Node) -> dict[str, exp.Expression]:
     below = {name: e for sub in subs for name, e in sub.items()}
     a = node.args
     _refuse_approximate_keys(node, subs)
-    if node.op in ("union_all", "set"):  # by position: the first child's names
-        return {name: e for i, (name, _) in enumerate(node.schema)
-                for child, sub in zip(node.children, subs) if (e := sub.get(child.schema[i][0])) is not None}
+    if node.op in ("union_all", "set"):  # by position (a set operation's output may add columns: none approximate)
+        return {name: e for i, (name, _) in enumerate(node.schema) for child, sub in zip(node.children, subs)
+                if i < len(child.schema) and (e := sub.get(child.schema[i][0])) is not None}
     named = [(name, e) for name, e, _ in a.get("columns", [])] if node.op == "project" else \
         [(name, e and exp.Anonymous(this=func, expressions=[e])) for name, func, e, _ in a.get("aggregates", [])] + \
         [(n, e) for n, e, _ in a.get("keys", [])] \
