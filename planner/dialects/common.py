@@ -150,6 +150,45 @@ def refuse_wide_decimals(tree: exp.Expression, dialect: str) -> None:
             "values need (or to DOUBLE)")
 
 
+def exact_scale(node: exp.Expression, quotient=None, most: int = 30) -> int | None:
+    """The decimals an exact (integer or DECIMAL) expression holds, composed through + - * % (at most
+    `most`); None if it is approximate (a DOUBLE, a string, something not known here). `quotient(s)`: the
+    dialect's scale of a / or AVG whose dividend has scale s (None: not exact).
+
+    >>> from sqlglot import parse_one
+    >>> exact_scale(parse_one("1.25 * 2 + 3"))
+    2
+    """
+    def scale(e):
+        return exact_scale(e, quotient, most)
+
+    if isinstance(node, exp.Paren | exp.Neg | exp.Abs | exp.Sum | exp.Max | exp.Min):
+        return scale(node.this)
+    if isinstance(node, exp.Null) or isinstance(node, exp.Count | exp.IntDiv):
+        return 0
+    if isinstance(node, exp.Literal):
+        text = node.this
+        if node.is_string or "e" in text.lower():
+            return None
+        return len(text.split(".")[1]) if "." in text else 0
+    if isinstance(node, exp.Avg | exp.Div):
+        left = scale(node.this)
+        right = scale(node.expression) if isinstance(node, exp.Div) else 0
+        return None if quotient is None or left is None or right is None else quotient(left)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Mod):
+        left, right = scale(node.this), scale(node.expression)
+        if left is None or right is None:
+            return None
+        return min(left + right if isinstance(node, exp.Mul) else max(left, right), most)
+    kind = type_of(node)
+    if kind in INTEGERS:
+        return 0
+    if kind == DType.DECIMAL and not isinstance(node, exp.Literal):
+        params = node.type.expressions
+        return int(params[1].name) if len(params) > 1 else 0
+    return None
+
+
 def bare_decimal(node: exp.Expression) -> bool:
     """Whether `node` is a CAST to DECIMAL / NUMERIC written without a precision: its meaning is each
     dialect's own (MySQL: DECIMAL(10, 0); PostgreSQL: the value's own digits; DuckDB: DECIMAL(18, 3))."""

@@ -14,6 +14,7 @@ from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL
 
 from sqlsecure.errors import NotSupportedError
+from sqlsecure.planner.dialects import common
 from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
                                                DialectContext, DType, bare_decimal, local_now, refuse_unknown_functions,
                                                rewrite_up, round_half_even, template, type_of)
@@ -449,38 +450,14 @@ def current_time_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
 
 
 def exact_scale(node: exp.Expression) -> int | None:
-    """The decimal scale MySQL gives an exact (integer or DECIMAL) expression; None if it is approximate
-    (a DOUBLE, a string, or something this rule does not know).
+    """The decimal scale MySQL gives an exact (integer or DECIMAL) expression (`/` and AVG: 4 more decimals
+    than the dividend, at most 30); None if it is approximate.
 
     >>> from sqlglot import parse_one
     >>> exact_scale(parse_one("1.25 * 2 + 1 / 3"))
     4
     """
-    if isinstance(node, exp.Paren | exp.Neg | exp.Abs | exp.Sum | exp.Max | exp.Min):
-        return exact_scale(node.this)
-    if isinstance(node, exp.Null) or isinstance(node, exp.Count | exp.IntDiv):
-        return 0
-    if isinstance(node, exp.Literal):
-        text = node.this
-        if node.is_string or "e" in text.lower():
-            return None
-        return len(text.split(".")[1]) if "." in text else 0
-    if isinstance(node, exp.Avg | exp.Div):
-        scale = exact_scale(node.this)
-        right = exact_scale(node.expression) if isinstance(node, exp.Div) else 0
-        return None if scale is None or right is None else min(scale + DIV_PRECISION_INCREMENT, 30)
-    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Mod):
-        left, right = exact_scale(node.this), exact_scale(node.expression)
-        if left is None or right is None:
-            return None
-        return min(left + right if isinstance(node, exp.Mul) else max(left, right), 30)
-    kind = type_of(node)
-    if kind in INTEGERS:
-        return 0
-    if kind == DType.DECIMAL and not isinstance(node, exp.Literal):
-        params = node.type.expressions
-        return int(params[1].name) if len(params) > 1 else 0
-    return None
+    return common.exact_scale(node, lambda s: min(s + DIV_PRECISION_INCREMENT, 30))
 
 
 def exact_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:

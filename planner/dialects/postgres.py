@@ -7,9 +7,12 @@ covered by tests/test_dialects.py.
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError
+from sqlsecure.planner.dialects import common
 from sqlsecure.planner.dialects.common import (DUCKDB_DECIMAL_DIGITS, FLOATS, INTEGERS, NUMBERS, DialectContext,
                                                DType, bare_decimal, local_now, refuse_unknown_functions, rewrite_up,
                                                round_half_even, template, type_of)
@@ -134,25 +137,12 @@ def unconstrained_numeric(tree: exp.Expression, context: DialectContext) -> exp.
 
 
 def _exact_scale(value: exp.Expression) -> int | None:
-    """The decimals `value` holds exactly: 0 for an integer, s for a DECIMAL(p, s), the written decimals of
-    a number literal (or a quoted one), composed through + - * as PostgreSQL's numeric does; None where it
-    has no fixed scale."""
-    if isinstance(value, (exp.Paren, exp.Neg)):
-        return _exact_scale(value.this)
-    if isinstance(value, (exp.Add, exp.Sub, exp.Mul)):
-        a, b = _exact_scale(value.this), _exact_scale(value.expression)
-        return None if a is None or b is None else a + b if isinstance(value, exp.Mul) else max(a, b)
-    if isinstance(value, exp.Literal):
-        text = value.this.strip()
-        whole, _, decimals = text.lstrip("+-").partition(".")
-        ok = whole.isdigit() or (not whole and decimals.isdigit())
-        return len(decimals) if ok and (not decimals or decimals.isdigit()) else None
-    kind = type_of(value)
-    if kind in INTEGERS:
-        return 0
-    if kind == DType.DECIMAL and len(value.type.expressions) == 2:
-        return int(value.type.expressions[1].name)
-    return None
+    """The decimals `value` holds exactly (`common.exact_scale`: integers, NUMERIC(p, s), written numbers
+    and + - * of them; no quotient), a quoted number literal included ('-2.125'::numeric)."""
+    if isinstance(value, exp.Literal) and value.is_string:
+        return common.exact_scale(exp.Literal.number(value.this.strip()), most=DUCKDB_DECIMAL_DIGITS) \
+            if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", value.this.strip()) else None
+    return common.exact_scale(value, most=DUCKDB_DECIMAL_DIGITS)
 
 
 def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.Expression:
