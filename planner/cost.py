@@ -93,12 +93,32 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Price:
+    """One path's predicted cost: its compute seconds, the round trips it waits for and the bytes it sends
+    between the parties. Over a link it takes compute + round trips × RTT + bytes / bandwidth: the
+    planner's choice and `bench/network.py`'s prediction read the same sum."""
+
+    compute: float
+    round_trips: float
+    bytes: float
+
+    def seconds(self, link: Link) -> float:
+        return self.compute + self.round_trips * link.rtt + self.bytes / link.bandwidth
+
+    def describe(self, link: Link) -> str:
+        return (f"{self.compute:.3g} s compute + {self.round_trips:.3g} round trips + "
+                f"{self.bytes / 1e6:.3g} MB over the {link.describe()}")
+
+
+@dataclass(frozen=True)
 class Estimate:
     engine: str  # "he" or "spu"
     he_seconds: float
     spu_seconds: float
     why: str
     he_cpu_seconds: float = 0.0  # HE's CPU over its worker processes (the bench compares it with measured CPU)
+    he: Price | None = None  # the parts of he_seconds and spu_seconds
+    spu: Price | None = None
 
 
 def memory_bytes() -> int:
@@ -122,10 +142,9 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     groups = max(1, min(math.isqrt(rows), groups if groups is not None else rows))
     # the engine sends each distinct value column with its validity column
     he_cpu, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * (arguments or columns), key_bits, cores)
-    ciphertexts = math.ceil(rows / plan.rows_per_ciphertext)
-    he = HE_FIXED + he_compute + HE_ROUNDS * link.rtt + ciphertexts * (2 * key_bits // 8) / link.bandwidth
-    spu = SPU_FIXED + spu_compute_seconds(rows, key_limbs + columns, carried) + spu_link_seconds(
-        rows, key_limbs + columns, carried, link)
+    he_price = Price(HE_FIXED + he_compute, HE_ROUNDS, math.ceil(rows / plan.rows_per_ciphertext) * (2 * key_bits // 8))
+    spu_price = spu_group_by_price(rows, key_limbs + columns, carried)
+    he, spu = he_price.seconds(link), spu_price.seconds(link)
     spu_bytes = rows * ((key_limbs + columns) * SPU_MEMORY_ROW + carried * SPU_MEMORY_CARRY)
     too_big = spu_bytes > SPU_MEMORY_SHARE * (memory or memory_bytes())
     engine = "he" if he < spu or too_big else "spu"
@@ -135,22 +154,19 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
            f"{sorted_on}, {link.describe()}: HE ≈ {he:.3g} s "
            f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
            + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of this machine's memory" if too_big else ""))
-    return Estimate(engine, he, spu, why, HE_FIXED + he_cpu)
+    return Estimate(engine, he, spu, why, HE_FIXED + he_cpu, he_price, spu_price)
 
 
-def spu_compute_seconds(rows: int, width: int, carried: int) -> float:
-    """The SPU group-by's compute: `width` compared or aggregated columns and `carried` ones sorted along,
-    the per-row cost growing with the size (memory traffic)."""
-    growth = max(1.0, rows / 1e5) ** SPU_GROWTH
-    return rows * (width * SPU_ROW + carried * SPU_CARRY_ROW) * growth
-
-
-def spu_link_seconds(rows: int, width: int, carried: int, link: Link) -> float:
-    """The SPU group-by's round trips and bytes over `link`: the sort's comparisons grow as n log n, a
-    carried column is shuffled (no comparisons)."""
+def spu_group_by_price(rows: int, width: int, carried: int) -> Price:
+    """The SPU group-by of `rows` rows, `width` compared or aggregated columns and `carried` ones sorted
+    along: its compute (the per-row cost growing with the size: memory traffic), its round trips (the
+    sort's levels grow as log2(rows)) and its bytes (the sort's comparisons as n log n; a carried column
+    is shuffled, not compared)."""
     bits = math.log2(max(rows, 2))
+    growth = max(1.0, rows / 1e5) ** SPU_GROWTH
+    compute = SPU_FIXED + rows * (width * SPU_ROW + carried * SPU_CARRY_ROW) * growth
     sent = rows * (width * SPU_BYTES_ROW_BIT * bits + carried * SPU_BYTES_CARRY)
-    return (SPU_RTTS_FIXED + SPU_RTTS_PER_BIT * bits) * link.rtt + sent / link.bandwidth
+    return Price(compute, SPU_RTTS_FIXED + SPU_RTTS_PER_BIT * bits, sent)
 
 
 # Default selectivities of a filter whose column has no published statistic (System R: Selinger et al.,
