@@ -3,12 +3,13 @@
 The two paths cost differently. HE (`he_group_sum`) is compute-bound: the value owner encrypts
 ciphertexts that each carry several rows (`executors/heu/packing.py` chooses how many), the key
 owner multiplies them into per-group accumulators, and the value owner decrypts one masked sum per
-group and row slot; three rounds and 512 B per ciphertext (2048-bit keys). The SPU sorts the rows
+group and row slot; three rounds after the PSI and 512 B per ciphertext (2048-bit keys), the
+ciphertexts' megabytes waiting on the transport's windows over a long link. The SPU sorts the rows
 by key on secret shares: cheaper per row at small sizes but 50-100 round trips, kilobytes per
 row between the parties, hundreds of bytes of memory per row and column, and a per-row cost that
 grows with the size (memory traffic). So in process the SPU is faster, and HE is chosen when the
-SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link,
-where HE wins from the smallest sizes.
+SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link
+once the SPU's bytes and rounds outgrow HE's compute.
 
 `estimate` prices both from the rows entering the aggregate, the groups (no statistic on distinct
 values is shared, so the model assumes √rows, or fewer where integer keys' published magnitude
@@ -43,7 +44,13 @@ from sqlglot import exp
 
 from sqlsecure.executors.heu.packing import he_group_sum_seconds
 
-HE_ROUNDS = 3
+# Over shaped links (bench/network.py): the HE class-4 query paid ~18 round trips at 10^3 rows (issue 20:
+# the run, the PSI's ~10, HE's three rounds, the reveal), but at 10^5 rows per party its time grew by
+# 3.7 s from 20 to 80 ms RTT beyond its 17 MB over the slower bandwidth: ~52 round trips (2026-12-07; ~36
+# in issue 20's run). Its few large messages (megabytes of ciphertexts) wait on the transport's windows:
+# priced as one more round trip per HE_WINDOW_BYTES of ciphertexts, fitted on the mean of the two runs.
+HE_RTTS = 18  # round trips of the HE class-4 query, the PSI before it and the reveal included
+HE_WINDOW_BYTES = 320_000  # ciphertext bytes per further round trip (131,072 rows: 8.4 MB, 26 more)
 HE_FIXED = 1.0  # s: a fresh Paillier key pair, fixed-base tables, worker start (measured at ~150 rows)
 
 # SPU group-by through the engine (PSI-aligned rows shared, sorted on the key owner's group numbers
@@ -142,7 +149,8 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     groups = max(1, min(math.isqrt(rows), groups if groups is not None else rows))
     # the engine sends each distinct value column with its validity column
     he_cpu, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * (arguments or columns), key_bits, cores)
-    he_price = Price(HE_FIXED + he_compute, HE_ROUNDS, math.ceil(rows / plan.rows_per_ciphertext) * (2 * key_bits // 8))
+    ciphertext_bytes = math.ceil(rows / plan.rows_per_ciphertext) * (2 * key_bits // 8)
+    he_price = Price(HE_FIXED + he_compute, HE_RTTS + ciphertext_bytes / HE_WINDOW_BYTES, ciphertext_bytes)
     spu_price = spu_group_by_price(rows, key_limbs + columns, carried)
     he, spu = he_price.seconds(link), spu_price.seconds(link)
     spu_bytes = rows * ((key_limbs + columns) * SPU_MEMORY_ROW + carried * SPU_MEMORY_CARRY)
