@@ -112,10 +112,6 @@ class Price:
     def seconds(self, link: Link) -> float:
         return self.compute + self.round_trips * link.rtt + self.bytes / link.bandwidth
 
-    def describe(self, link: Link) -> str:
-        return (f"{self.compute:.3g} s compute + {self.round_trips:.3g} round trips + "
-                f"{self.bytes / 1e6:.3g} MB over the {link.describe()}")
-
 
 @dataclass(frozen=True)
 class Estimate:
