@@ -12,8 +12,10 @@ issue 20 — a one-party query at a remote party, a PSI join COUNT+SUM, class 4 
 SPU, an SPU filter, an SPU ORDER BY … LIMIT — issued as `bank` from the issuer's namespace, checks
 every answer against plain DuckDB over the parties' files, and prints per query: seconds (median of
 `--repeat`, after one untimed run), messages and bytes between the nodes, the extra round trips it paid over the unshaped
-run ((t - t0) / RTT, as the issue measured them) and, for class 4, the cost model's prediction
-(`planner/cost.py`) beside the measurement.
+run ((t - t0) / RTT, as the issue measured them) and, for class 4, the planner's own prediction beside the
+measurement: its price of the path the row ran (compute + round trips × RTT + bytes / bandwidth,
+`planner/cost.py`'s `Price`, as `plan_query` prices it with group_sums = "auto" over the run's link) and
+the path it would pick.
 
 Everything started listens inside its own namespace (10.231.0.x or 127.0.0.1) and is torn down at
 exit, on an error and on Ctrl-C (processes by their pid, then the namespaces). Not a test: it
@@ -293,16 +295,23 @@ def matches_duckdb(sql: str, got) -> bool:
         for x, y in zip(sorted(map(key, have)), sorted(map(key, want))))
 
 
-def prediction(engine, name: str) -> dict | None:
-    """For class 4: the cost model's seconds on HE and on the SPU (`planner/cost.py`, as the planner
-    prices them: the larger published size, one aggregate of one value column, one key limb)."""
-    from sqlsecure.planner.cost import estimate
+PATHS = {"he": "he", "spu_group": "spu"}  # the class-4 queries -> the path each run forces
 
-    if name not in ("he", "spu_group"):
+
+def prediction(engine, name: str, issuer: str = "bank") -> dict | None:
+    """For a class-4 query: the planner's own price of the path `name` forces, over the engine's link
+    (`plan_query` with group_sums = "auto": the `Estimate` it chooses by), and the path it would pick;
+    None for the other queries, whose device the planner does not price."""
+    from sqlsecure.planner import plan_query
+
+    if name not in PATHS:
         return None
-    rows = max(engine.catalog.sizes(p)["t"] for p in ("bank", "shop"))
-    model = estimate(rows, 1, 1, engine.link, key_bits=engine.config.he_key_bits, arguments=1)
-    return {"he": model.he_seconds, "spu": model.spu_seconds}
+    priced = plan_query(QUERIES[name][0], catalog=engine.catalog, policy=engine.policy, issuer=issuer,
+                        group_sums="auto", link=engine.link, psi=engine.config.psi,
+                        he_key_bits=engine.config.he_key_bits).class_4
+    path = priced.he if PATHS[name] == "he" else priced.spu
+    return {"seconds": path.seconds(engine.link), "round_trips": path.round_trips, "bytes": path.bytes,
+            "compute": path.compute, "choice": priced.engine}
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -321,6 +330,7 @@ def run_link(directory: Path, spaces: Namespaces, procs: Processes, rtt_ms: int,
         try:
             client = procs.start("issuer", "_issue", str(federations[variant]), ",".join(wanted), str(repeat))
             for line in client.stdout:
+                print(line, end="", file=sys.stderr, flush=True)  # kept if a later query fails
                 results.append({**json.loads(line), "rtt_ms": rtt_ms, "mbits": mbits})
             if client.wait() != 0:
                 raise RuntimeError(f"the issuer failed at {rtt_ms} ms ({variant})")
@@ -330,17 +340,22 @@ def run_link(directory: Path, spaces: Namespaces, procs: Processes, rtt_ms: int,
 
 
 def report(results: list[dict], rows: dict[str, int]) -> None:
+    """One line per query and link: measured beside predicted (the planner's price of the path the row
+    ran: seconds, round trips, MB; "-" where the planner prices no device), and the path it would pick."""
     local = {r["query"]: r["seconds"] for r in results if r["rtt_ms"] == 0}
-    print(f"{'query':11} {'rows':>7} {'link':>14} {'s':>8} {'msgs':>6} {'MB':>8} {'+RTTs':>6} "
-          f"{'model HE s':>10} {'model SPU s':>11} ok")
+    print(f"{'query':11} {'rows':>7} {'link':>14} {'s':>8} {'model s':>8} {'msgs':>6} {'+RTTs':>6} "
+          f"{'model RTTs':>10} {'MB':>8} {'model MB':>8} {'compute s':>9} {'picks':>5} ok")
     for r in results:
         link = "unshaped" if r["rtt_ms"] == 0 else f"{r['rtt_ms']} ms/{r['mbits']} Mb"
         extra = ((r["seconds"] - local[r["query"]]) / (r["rtt_ms"] / 1000)
                  if r["rtt_ms"] and r["query"] in local else float("nan"))
-        model = r["prediction"] or {}
-        print(f"{r['query']:11} {rows[QUERIES[r['query']][2]]:>7} {link:>14} {r['seconds']:8.3f} {r['messages']:>6} "
-              f"{r['bytes'] / 1e6:8.2f} {extra:6.1f} {model.get('he', float('nan')):10.2f} "
-              f"{model.get('spu', float('nan')):11.2f} {'yes' if r['ok'] else 'NO'}")
+        model = r["prediction"]
+        priced = (f"{model['seconds']:8.2f}", f"{model['round_trips']:10.1f}", f"{model['bytes'] / 1e6:8.2f}",
+                  f"{model['compute']:9.2f}", f"{model['choice'].upper():>5}") if model else (
+            f"{'-':>8}", f"{'-':>10}", f"{'-':>8}", f"{'-':>9}", f"{'-':>5}")
+        print(f"{r['query']:11} {rows[QUERIES[r['query']][2]]:>7} {link:>14} {r['seconds']:8.3f} {priced[0]} "
+              f"{r['messages']:>6} {extra:6.1f} {priced[1]} {r['bytes'] / 1e6:8.2f} {priced[2]} {priced[3]} "
+              f"{priced[4]} {'yes' if r['ok'] else 'NO'}")
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner.analysis import check_rules, with_threshold
 from sqlsecure.planner.build import build_logical, subquery_columns
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.cost import Link
+from sqlsecure.planner.cost import Estimate, Link
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.gather import gather_plan
@@ -42,6 +42,7 @@ class QueryPlan:
 
     visibility: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # output -> ((party, constraint), ...)
     names: tuple[str, ...] = ()  # how each bare table name resolved (a federation view, the issuer's table)
+    class_4: Estimate | None = None  # the cost model's prices of class 4 on HE and the SPU, when it was asked
 
     def explain(self, pushdown=None) -> str:
         """EXPLAIN text; `pushdown(party, sql)`: lines saying how a party's source runs its SQL, or None."""
@@ -61,11 +62,11 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
     masks = output_masks(tree, policy.masks, issuer) if foreign else {}
     try:
-        logical, optimized, physical = _place_spine(
+        logical, optimized, physical, class_4 = _place_spine(
             tree, catalog, issuer, usage, threshold, dp, masks, enclave=enclave, measurements=measurements,
             group_sums=group_sums, link=link, psi=psi, he_key_bits=he_key_bits)
     except NotSupportedError as spine:  # a shape the spine placement does not handle
-        logical = optimized = None
+        logical = optimized = class_4 = None
         try:  # cheapest first: every column it reads is PLAINTEXT to the issuer (SCQL's rule)
             physical = gather_plan(tree, spine, catalog=catalog, policy=policy, issuer=issuer,
                                    threshold=threshold, private=dp is not None or enclave == "always")
@@ -76,12 +77,13 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
     names = tree.meta.get("resolved_names", ())
-    return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names)
+    return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names, class_4)
 
 
 def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, dp, masks, **options):
-    """The logical plan of the spine (joins, filter, project, aggregate, sort, limit), its optimized form
-    and its placement (`options`: PlacementContext's); NotSupportedError for any other shape."""
+    """The logical plan of the spine (joins, filter, project, aggregate, sort, limit), its optimized form,
+    its placement (`options`: PlacementContext's) and class 4's prices (None: not priced);
+    NotSupportedError for any other shape."""
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
     logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
     parties: dict[str, str] = {}
@@ -139,7 +141,7 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of,
                            magnitude_of=magnitude_of, **options)
     physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type)
-    return logical, optimized, physical
+    return logical, optimized, physical, ctx.class_4
 
 
 def _translated(tree, catalog, issuer, threshold, dp, masks, usage, spine: NotSupportedError) -> PhysicalPlan:

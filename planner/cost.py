@@ -3,12 +3,13 @@
 The two paths cost differently. HE (`he_group_sum`) is compute-bound: the value owner encrypts
 ciphertexts that each carry several rows (`executors/heu/packing.py` chooses how many), the key
 owner multiplies them into per-group accumulators, and the value owner decrypts one masked sum per
-group and row slot; three rounds and 512 B per ciphertext (2048-bit keys). The SPU sorts the rows
+group and row slot; three rounds after the PSI and 512 B per ciphertext (2048-bit keys), the
+ciphertexts' megabytes waiting on the transport's windows over a long link. The SPU sorts the rows
 by key on secret shares: cheaper per row at small sizes but 50-100 round trips, kilobytes per
 row between the parties, hundreds of bytes of memory per row and column, and a per-row cost that
 grows with the size (memory traffic). So in process the SPU is faster, and HE is chosen when the
-SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link,
-where HE wins from the smallest sizes.
+SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link
+once the SPU's bytes and rounds outgrow HE's compute.
 
 `estimate` prices both from the rows entering the aggregate, the groups (no statistic on distinct
 values is shared, so the model assumes √rows, or fewer where integer keys' published magnitude
@@ -43,7 +44,13 @@ from sqlglot import exp
 
 from sqlsecure.executors.heu.packing import he_group_sum_seconds
 
-HE_ROUNDS = 3
+# Over shaped links (bench/network.py): the HE class-4 query paid ~18 round trips at 10^3 rows (issue 20:
+# the run, the PSI's ~10, HE's three rounds, the reveal), but at 10^5 rows per party its time grew by
+# 3.7 s from 20 to 80 ms RTT beyond its 17 MB over the slower bandwidth: ~52 round trips (2026-12-07; ~36
+# in issue 20's run). Its few large messages (megabytes of ciphertexts) wait on the transport's windows:
+# priced as one more round trip per HE_WINDOW_BYTES of ciphertexts, fitted on the mean of the two runs.
+HE_RTTS = 18  # round trips of the HE class-4 query, the PSI before it and the reveal included
+HE_WINDOW_BYTES = 320_000  # ciphertext bytes per further round trip (131,072 rows: 8.4 MB, 26 more)
 HE_FIXED = 1.0  # s: a fresh Paillier key pair, fixed-base tables, worker start (measured at ~150 rows)
 
 # SPU group-by through the engine (PSI-aligned rows shared, sorted on the key owner's group numbers
@@ -93,12 +100,28 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Price:
+    """One path's predicted cost: its compute seconds, the round trips it waits for and the bytes it sends
+    between the parties. Over a link it takes compute + round trips × RTT + bytes / bandwidth: the
+    planner's choice and `bench/network.py`'s prediction read the same sum."""
+
+    compute: float
+    round_trips: float
+    bytes: float
+
+    def seconds(self, link: Link) -> float:
+        return self.compute + self.round_trips * link.rtt + self.bytes / link.bandwidth
+
+
+@dataclass(frozen=True)
 class Estimate:
     engine: str  # "he" or "spu"
     he_seconds: float
     spu_seconds: float
     why: str
     he_cpu_seconds: float = 0.0  # HE's CPU over its worker processes (the bench compares it with measured CPU)
+    he: Price | None = None  # the parts of he_seconds and spu_seconds
+    spu: Price | None = None
 
 
 def memory_bytes() -> int:
@@ -122,10 +145,10 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     groups = max(1, min(math.isqrt(rows), groups if groups is not None else rows))
     # the engine sends each distinct value column with its validity column
     he_cpu, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * (arguments or columns), key_bits, cores)
-    ciphertexts = math.ceil(rows / plan.rows_per_ciphertext)
-    he = HE_FIXED + he_compute + HE_ROUNDS * link.rtt + ciphertexts * (2 * key_bits // 8) / link.bandwidth
-    spu = SPU_FIXED + spu_compute_seconds(rows, key_limbs + columns, carried) + spu_link_seconds(
-        rows, key_limbs + columns, carried, link)
+    ciphertext_bytes = math.ceil(rows / plan.rows_per_ciphertext) * (2 * key_bits // 8)
+    he_price = Price(HE_FIXED + he_compute, HE_RTTS + ciphertext_bytes / HE_WINDOW_BYTES, ciphertext_bytes)
+    spu_price = spu_group_by_price(rows, key_limbs + columns, carried)
+    he, spu = he_price.seconds(link), spu_price.seconds(link)
     spu_bytes = rows * ((key_limbs + columns) * SPU_MEMORY_ROW + carried * SPU_MEMORY_CARRY)
     too_big = spu_bytes > SPU_MEMORY_SHARE * (memory or memory_bytes())
     engine = "he" if he < spu or too_big else "spu"
@@ -135,22 +158,19 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
            f"{sorted_on}, {link.describe()}: HE ≈ {he:.3g} s "
            f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
            + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of this machine's memory" if too_big else ""))
-    return Estimate(engine, he, spu, why, HE_FIXED + he_cpu)
+    return Estimate(engine, he, spu, why, HE_FIXED + he_cpu, he_price, spu_price)
 
 
-def spu_compute_seconds(rows: int, width: int, carried: int) -> float:
-    """The SPU group-by's compute: `width` compared or aggregated columns and `carried` ones sorted along,
-    the per-row cost growing with the size (memory traffic)."""
-    growth = max(1.0, rows / 1e5) ** SPU_GROWTH
-    return rows * (width * SPU_ROW + carried * SPU_CARRY_ROW) * growth
-
-
-def spu_link_seconds(rows: int, width: int, carried: int, link: Link) -> float:
-    """The SPU group-by's round trips and bytes over `link`: the sort's comparisons grow as n log n, a
-    carried column is shuffled (no comparisons)."""
+def spu_group_by_price(rows: int, width: int, carried: int) -> Price:
+    """The SPU group-by of `rows` rows, `width` compared or aggregated columns and `carried` ones sorted
+    along: its compute (the per-row cost growing with the size: memory traffic), its round trips (the
+    sort's levels grow as log2(rows)) and its bytes (the sort's comparisons as n log n; a carried column
+    is shuffled, not compared)."""
     bits = math.log2(max(rows, 2))
+    growth = max(1.0, rows / 1e5) ** SPU_GROWTH
+    compute = SPU_FIXED + rows * (width * SPU_ROW + carried * SPU_CARRY_ROW) * growth
     sent = rows * (width * SPU_BYTES_ROW_BIT * bits + carried * SPU_BYTES_CARRY)
-    return (SPU_RTTS_FIXED + SPU_RTTS_PER_BIT * bits) * link.rtt + sent / link.bandwidth
+    return Price(compute, SPU_RTTS_FIXED + SPU_RTTS_PER_BIT * bits, sent)
 
 
 # Default selectivities of a filter whose column has no published statistic (System R: Selinger et al.,

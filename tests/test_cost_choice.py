@@ -66,8 +66,8 @@ def test_q10_at_sf1_sizes_goes_to_the_spu(engine):
 
 
 def test_q10_over_a_slow_link_goes_to_he(engine):
-    """Over 80 ms / 16 Mbit the SPU's ~57 round trips and ~150 MB cost ≈ 93 s; HE's three rounds and ~12 MB
-    of ciphertexts ≈ 18 s."""
+    """Over 80 ms / 16 Mbit the SPU's ~56 round trips and ~173 MB cost ≈ 93 s; HE's ~55 round trips (18, and
+    one per 320 KB of its ~12 MB of ciphertexts) ≈ 21 s."""
     plan = planned(engine, Q10, WAN)
     assert device(plan) == "he"
     assert "80 ms round trip" in plan.explain()
@@ -76,7 +76,7 @@ def test_q10_over_a_slow_link_goes_to_he(engine):
 def test_few_groups_by_a_published_magnitude_class_keep_he_over_a_link(engine):
     """Q10's filters (~93,207 rows) grouped by c_custkey, whose magnitude class 4 (|v| < 16) allows at most
     32 groups, not √rows = 305: over 80 ms / 200 Mbit (issue 20's link) HE packs more rows per ciphertext,
-    ≈ 7.2 s, against the SPU's ≈ 11.6 s; priced with √rows groups HE's ≈ 12.7 s lost. In process the SPU
+    ≈ 9.4 s, against the SPU's ≈ 11.6 s; priced with √rows groups HE's ≈ 15.9 s lost. In process the SPU
     (≈ 1.2 s) wins either way."""
     classes = {("bank", "customer"): {"c_custkey": 4}}
 
@@ -92,8 +92,8 @@ def test_few_groups_by_a_published_magnitude_class_keep_he_over_a_link(engine):
 
 
 def test_he_wins_with_many_rows_few_groups_and_a_slow_link():
-    """10^6 rows, 16 groups, 80 ms / 16 Mbit: HE's 8 rows per ciphertext cost ≈ 73 s (~64 MB); the SPU's
-    sort moves ~1.8 GB (≈ 960 s)."""
+    """10^6 rows, 16 groups, 80 ms / 16 Mbit: HE's 8 rows per ciphertext cost ≈ 87 s (~64 MB, 218 round
+    trips); the SPU's sort moves ~1.9 GB (≈ 960 s)."""
     priced = estimate(10 ** 6, 1, 1, WAN, arguments=1, carried=2, groups=16)
     assert priced.engine == "he" and priced.he_seconds < priced.spu_seconds / 5
     assert "~16 groups (at most" in priced.why
