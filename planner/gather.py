@@ -28,7 +28,7 @@ from sqlsecure.planner.build import _describe, conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import Finish, PhysicalPlan, Reveal, RunLocal
-from sqlsecure.planner.placement import _check_rows_kept
+from sqlsecure.planner.place_threshold import check_rows_kept
 from sqlsecure.policy.grants import ColumnRef, Constraint, RevealPolicy
 
 ROW = "__row"  # a gathered table's provenance column: its owner's row number, for the group threshold
@@ -258,7 +258,7 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
         elif isinstance(body, exp.Select):
             parties = {t.db for t in body.find_all(exp.Table) if t.db}
             if len(parties) == 1 and parties != {issuer}:
-                _check_rows_kept(next(iter(parties)), body, catalog)
+                check_rows_kept(next(iter(parties)), body, catalog)
                 if ROW not in body.named_selects:  # a CTE read twice is numbered once
                     holder.set("this", _numbered(body))
                 counts.append(_distinct(alias, ROW))
@@ -341,7 +341,7 @@ def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported, catalo
         if BRANCH not in branch.named_selects:
             branch.select(exp.alias_(exp.Literal.number(i), BRANCH, quoted=True), copy=False)
         for owner in sorted(owners):
-            _check_rows_kept(owner, branch, catalog)
+            check_rows_kept(owner, branch, catalog)
             protected.append(owner)
         if owners:
             counts.append(exp.Sum(this=exp.If(this=exp.EQ(this=exp.column(BRANCH, alias, quoted=True),

@@ -39,7 +39,7 @@ from sqlsecure.executors.spu.values import decimal_scales, range_kind
 
 from sqlsecure.planner.physical import EquiJoin, PhysicalPlan, RunLocal, SecretQuery, SecureStage
 
-PROVENANCE = "__prov_"  # an owner's row numbers, for the group threshold's distinct rows (placement.py)
+PROVENANCE = "__prov_"  # an owner's row numbers, for the group threshold's distinct rows (place_threshold.py)
 INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                  "UINTEGER", "UBIGINT"}
 PLAIN_KINDS = {"DOUBLE": "fixed", "FLOAT": "fixed", "REAL": "fixed", "BOOLEAN": "bool", "DATE": "date",

@@ -33,7 +33,7 @@ from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.magnitudes import bind_program_ranges
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
 from sqlsecure.planner.subqueries import Subquery
-from sqlsecure.planner.placement import KIND_OF_TYPE
+from sqlsecure.planner.place_outputs import KIND_OF_TYPE
 from sqlsecure.planner.reveal import DPContext, column_sources, item_sources
 from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants

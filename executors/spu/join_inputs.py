@@ -8,7 +8,7 @@ never reveal which rows matched; only the result is opened, to the issuer.
 
 Keys: each party hashes its typed key encoding (`executors/psi/encoding.py`, the PSI's) with SHA-256
 under a domain tag and shares two 60-bit limbs (a false match needs a 120-bit collision).
-The oblivious join needs one side with unique keys, known at plan time (`placement._known_unique`):
+The oblivious join needs one side with unique keys, known at plan time (`place_psi.known_unique`):
 each party checks its own and tells the other (one bit about its own data); if neither side is unique,
 a party's data breaks its declared key and the query fails with a DataError.
 """

@@ -183,7 +183,7 @@ def sum_kind(e: exp.Expression, a: str, b: str) -> str:
 
 
 # -- what the stage evaluates --------------------------------------------------------------------
-# One table, read by the planner at plan time (planner/placement.py) and by the stage before it runs, so
+# One table, read by the planner at plan time (planner/place_spu.py) and by the stage before it runs, so
 # `check`, EXPLAIN and execution refuse the same queries. A node class missing here is refused (deny by
 # default); a rule returns why its node is refused (None: evaluated). `kind_of(column)` is the column's
 # SPU kind (int, fixed, bool, date, text) or None when unknown.
