@@ -30,14 +30,13 @@ When the group party numbers the groups (its plain key columns, `stage.group_cod
 one narrow code and carries the key's limbs along (a shuffle and a local gather each, no
 comparisons): `key_limbs` is what the sort compares, `carried` what rides along. HE's compute comes
 from `he_group_sum_seconds` (calibrated by `bench/he.py`); the SPU's time and memory from the
-engine's class-4 query in the same bench. An SPU that would need more than a quarter of the RAM is
-not chosen. They set the crossover on the reference machine, not a promise.
+engine's class-4 query in the same bench. An SPU that would need more than a quarter of the RAM
+assumed per compute party (16 GiB: a constant, so every party derives the same plan) is not chosen. They set the crossover on the reference machine, not a promise.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 
 from sqlglot import exp
@@ -124,12 +123,13 @@ class Estimate:
     spu: Price | None = None
 
 
+ASSUMED_MEMORY = 16 << 30  # bytes of RAM the model assumes every compute party has
+
+
 def memory_bytes() -> int:
-    """This machine's RAM (the planner's; parties are assumed alike)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+    """The RAM the model assumes a compute party has: a constant, not this machine's, since every party
+    re-derives the plan on its own machine and all must choose the same device."""
+    return ASSUMED_MEMORY
 
 
 def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2,
@@ -138,8 +138,8 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     """Price both paths for `rows` rows and `columns` aggregates (over `arguments` distinct value
     columns, default as many), the SPU's sort comparing `key_limbs` limbs and carrying `carried`
     columns along, and at most `groups` groups (None: no bound; √rows are assumed, fewer if bounded);
-    pick the cheaper, but not an SPU that would take more than a quarter of `memory` (default: this
-    machine's RAM)."""
+    pick the cheaper, but not an SPU that would take more than a quarter of `memory` (default: the
+    assumed `memory_bytes()`)."""
     rows = max(int(rows), 1)
     assumed = groups is None or groups >= math.isqrt(rows)
     groups = max(1, min(math.isqrt(rows), groups if groups is not None else rows))
@@ -157,7 +157,7 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups ({told}), {columns} aggregate(s), "
            f"{sorted_on}, {link.describe()}: HE ≈ {he:.3g} s "
            f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
-           + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of this machine's memory" if too_big else ""))
+           + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of a compute party's assumed memory" if too_big else ""))
     return Estimate(engine, he, spu, why, HE_FIXED + he_cpu, he_price, spu_price)
 
 

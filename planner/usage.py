@@ -60,7 +60,7 @@ class Usage:
     # -- checks --------------------------------------------------------------------------------
     def require(self, column: exp.Column, viewers, use: Use, context: str) -> None:
         refs, exact = self.refs(column)
-        for ref in refs:
+        for ref in sorted(refs, key=str):  # a set: sorted, so the uses listed and the first refusal never vary
             for viewer in viewers:
                 needed = use if exact else Use.REVEAL
                 self._require(ref, viewer, needed, context)

@@ -18,7 +18,7 @@ def test_an_spu_that_would_not_fit_in_memory_is_not_chosen():
     fits = estimate(10**6, 2, 1, Link(), memory=64 << 30)
     assert fits.engine == "spu" and "GiB" not in fits.why
     tight = estimate(10**6, 2, 1, Link(), memory=4 << 30)  # ~1.1 GiB of shares > a quarter of 4 GiB
-    assert tight.engine == "he" and "more than a quarter of this machine's memory" in tight.why
+    assert tight.engine == "he" and "more than a quarter of a compute party's assumed memory" in tight.why
 
 
 def test_he_prices_each_distinct_value_column_once():
@@ -46,3 +46,13 @@ def test_a_link_describes_itself():
     assert Link().describe() == "in-process link"
     assert Link(0.001, 125e6).describe() == "link 1 ms round trip, 1000 Mbit/s"
     assert math.isinf(Link().bandwidth)
+
+
+def test_the_memory_assumed_is_the_same_on_every_machine(monkeypatch):
+    """Each party re-derives the plan on its own machine: the device choice may not read that machine's RAM."""
+    import os
+    from sqlsecure.planner import cost
+    before = estimate(3 * 10**6, 2, 1, Link())
+    monkeypatch.setattr(os, "sysconf", lambda name: 1)  # a machine reporting almost no memory
+    after = estimate(3 * 10**6, 2, 1, Link())
+    assert cost.memory_bytes() == cost.ASSUMED_MEMORY and (before.engine, before.why) == (after.engine, after.why)

@@ -62,7 +62,7 @@ def test_q10_at_sf1_sizes_goes_to_the_spu(engine):
     why = plan.explain()
     assert "~93,207 rows" in why and "1 key limb(s) compared, 14 carried" in why
     old = estimate(2 ** 23, 1, 10, Link(), arguments=1, memory=24 << 30)
-    assert old.engine == "he" and "more than a quarter of this machine's memory" in old.why
+    assert old.engine == "he" and "more than a quarter of a compute party's assumed memory" in old.why
 
 
 def test_q10_over_a_slow_link_goes_to_he(engine):

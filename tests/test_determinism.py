@@ -53,3 +53,19 @@ def test_a_limit_cutting_through_ties_is_flagged(oracle):
         oracle.check(tied)
     oracle.check("SELECT name, region FROM bank.customers ORDER BY region, name LIMIT 3")
     assert oracle.cuts_through_ties("SELECT name FROM bank.customers LIMIT 3", "bank", 1)  # no ORDER BY at all
+
+
+def test_a_derived_columns_grants_are_checked_in_one_order():
+    """A derived table's column stands for a set of base columns: they are checked (and listed among the
+    plan's uses, the first refusal named) in sorted order, never in the process's hash order."""
+    from sqlsecure.planner.usage import Usage
+    from sqlsecure.policy.grants import ColumnRef, Use
+    from sqlglot import exp
+
+    usage = Usage.__new__(Usage)
+    refs = [ColumnRef("bank", "t", name) for name in ("z", "a", "m", "b")]
+    usage.lineage = {"d": ("", None, frozenset(refs))}
+    seen = []
+    usage._require = lambda ref, viewer, use, context: seen.append(ref)
+    usage.require(exp.column("x", table="d"), ["shop"], Use.COMPARE, "WHERE")
+    assert seen == sorted(refs, key=str)
