@@ -162,7 +162,7 @@ def and_arrays_many(s: SpuSession, pairs: list) -> list:
     if np_:
         mask, fetch_pc = s.dealer.private_and_deferred(np_)
     # [regular d | regular e | fan-out d | fan-out e1 | fan-out e2 | private]
-    buf = np.empty(2 * nr + 3 * nf + np_, np.uint64)
+    buf = s.outgoing(2 * nr + 3 * nf + np_)  # no result is a view of it
     opened = 2 * nr + 3 * nf
     if nr:
         _pack_masked(buf[:nr], [p[0] for _, p in regular], reg_off, a)
@@ -177,24 +177,24 @@ def and_arrays_many(s: SpuSession, pairs: list) -> list:
     received = s.exchange(buf)
     for theirs in received:
         buf[:opened] ^= theirs[:opened]
-    if nr:
+    if nr:  # z = c ^ d&(b ^ e at party 0) ^ e&a, in b (c may be a read-only correction)
         d, e = buf[:nr], buf[nr:2 * nr]
-        z = fetch_c()
-        z ^= np.bitwise_and(b, d, out=b)
-        z ^= np.bitwise_and(a, e, out=a)
         if s.is_first:
-            z ^= np.bitwise_and(d, e, out=d)
+            b ^= e
+        z = np.bitwise_and(b, d, out=b)
+        z ^= np.bitwise_and(a, e, out=a)
+        z ^= fetch_c()
         for (i, _), got in zip(regular, _unpack(z, reg_like, reg_off)):
             out[i] = got
     if nf:
         base = 2 * nr
         d, e = buf[base:base + nf], buf[base + nf:base + 3 * nf]
-        z = fetch_fc().reshape(2, nf)  # rows: the products with y1, with y2
-        fb2, e2 = fb.reshape(2, nf), e.reshape(2, nf)
-        z ^= np.bitwise_and(fb2, d, out=fb2)  # d & b_j (d broadcast over the rows)
-        z ^= np.bitwise_and(e2, fa, out=fb2)  # e_j & a
+        fb2, e2 = fb.reshape(2, nf), e.reshape(2, nf)  # rows: the products with y1, with y2
         if s.is_first:
-            z ^= np.bitwise_and(e2, d, out=e2)
+            fb2 ^= e2
+        z = np.bitwise_and(fb2, d, out=fb2)  # d & (b_j ^ e_j at party 0), d broadcast over the rows
+        z ^= np.bitwise_and(e2, fa, out=e2)  # e_j & a
+        z ^= fetch_fc().reshape(2, nf)
         z = z.ravel()
         z1 = _unpack(z[:nf], fan_like, fan_off)
         z2 = _unpack(z[nf:], fan_like, fan_off)
@@ -202,12 +202,10 @@ def and_arrays_many(s: SpuSession, pairs: list) -> list:
             out[i] = (g1, g2)
     if np_:
         theirs = received[0][opened:]
-        zp = fetch_pc()
-        if s.index == 0:  # x = sent ^ a
-            x = np.bitwise_xor(buf[opened:], mask, out=buf[opened:])
-            zp ^= np.bitwise_and(x, theirs, out=x)
-        else:  # d & b
-            zp ^= np.bitwise_and(mask, theirs, out=mask)
+        if s.index == 0:  # (sent ^ a = x) & e, in the mask
+            np.bitwise_xor(buf[opened:], mask, out=mask)
+        zp = np.bitwise_and(mask, theirs, out=mask)  # party 1: d & b
+        zp ^= fetch_pc()
         for (i, _), got in zip(private, _unpack(zp, priv_like, priv_off)):
             out[i] = got
     return out

@@ -173,11 +173,11 @@ def mux_bits_many(s: SpuSession, items: list[tuple[BoolShare, ArithShare, ArithS
     rb, ra = s.dealer.dabit(n)
     a, b, fetch_c = s.dealer.arith_triple_deferred(n)
     d_open, e_open, e = s.open_many(arith=[ra - a, v - b], bits=[bits ^ rb])
-    rv = fetch_c()
-    rv += d_open * b
-    rv += e_open * a
-    if s.is_first:
-        rv += d_open * e_open
+    if s.is_first:  # rv = c + d (b + e at party 0) + e a, in b (c may be a read-only correction)
+        b += e_open
+    rv = np.multiply(d_open, b, out=b)
+    rv += np.multiply(e_open, a, out=a)
+    rv += fetch_c()
     cv = e * v + (ONE - np.uint64(2) * e) * rv
     out, at = [], 0
     for (_, x, y), size in zip(items, sizes):

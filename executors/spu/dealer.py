@@ -297,6 +297,10 @@ class _Batch:
 class DealerClient:
     """A compute party's handle to the dealer: returns this party's share of each request.
 
+    A correction the dealer sent comes back as a read-only view of the message (no copy); the
+    seeded arrays are the caller's to overwrite. Protocols therefore combine into their seeded
+    arrays (a, b, masks) and add c last, never write into c.
+
     Pooling (`pooling=True`, the default): elementwise kinds (triples, fan-out and private AND
     masks, dabits) are requested in batches — POOL_START elements, doubling to POOL_MAX — and
     requests of up to POOL_REQUEST_MAX elements are served from the current batch, so most small
@@ -354,7 +358,7 @@ class DealerClient:
         raw = self._received.pop(rid)
         if len(raw) != 8 * count:
             raise ProtocolError(f"dealer sent {len(raw)} bytes for request {rid}, expected {8 * count}")
-        return np.frombuffer(raw, dtype=np.uint64).copy()
+        return np.frombuffer(raw, dtype=np.uint64)  # read-only, no copy: consumers add it, never write it
 
     def close(self) -> None:
         """The last party tells the dealer the session is over."""
