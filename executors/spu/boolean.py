@@ -282,29 +282,55 @@ def _bit_index_reverse(x: np.ndarray, width: int) -> np.ndarray:
     return x
 
 
+_LITTLE = np.little_endian
+
+
+def _halves(v: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """(high, low) h-bit halves of v's 2h-bit lanes (v: uint8 for 2h <= 8, else uint(2h), C
+    contiguous). Halves of 8 bits or more are strided views of v's half-width words: no pass
+    over memory, no copy (the AND's packing reads them as they are)."""
+    if h >= 8:
+        pair = v.view(_UINT[h]).reshape(-1, 2)
+        return (pair[:, 1], pair[:, 0]) if _LITTLE else (pair[:, 0], pair[:, 1])
+    return v >> np.uint8(h), v & np.uint8((1 << h) - 1)
+
+
 def _pack_lanes(v: np.ndarray, h: int) -> np.ndarray:
-    """Lanes of h < 8 bits held one per uint8 -> 8/h per byte (local; applied alike to both
-    inputs of an AND, so the packed AND is the AND of the packed lanes)."""
+    """Lanes of h < 8 bits held one per uint8 -> 8/h per byte, lane j of a byte in bits j h..
+    (local; applied alike to both inputs of an AND, so the packed AND is the AND of the packed
+    lanes). 2 and 4 bits: the 8/h bytes of a group read as one word and folded by shifts (a
+    few passes over n/8 h-wide words instead of one strided pass per lane)."""
     if h == 1:
         return np.packbits(v)
     per = 8 // h
-    pad = (-v.size) % per
-    grid = (np.concatenate([v, np.zeros(pad, np.uint8)]) if pad else v).reshape(-1, per)
-    out = grid[:, 0].copy()
-    for j in range(1, per):
-        out |= grid[:, j] << np.uint8(j * h)
-    return out
+    bulk = v.size - v.size % per
+    if h == 4:
+        x = v[:bulk].view(np.uint16)
+        packed = (x | (x >> np.uint16(4))).astype(np.uint8)
+    else:  # h == 2
+        x = v[:bulk].view(np.uint32)
+        x = x | (x >> np.uint32(6))
+        packed = (x | (x >> np.uint32(12))).astype(np.uint8)
+    if bulk == v.size:
+        return packed
+    tail = np.uint8(0)
+    for j, lane in enumerate(v[bulk:]):
+        tail |= lane << np.uint8(j * h)
+    return np.append(packed, tail)
 
 
 def _unpack_lanes(packed: np.ndarray, h: int, n: int) -> np.ndarray:
+    """Inverse of `_pack_lanes`: n lanes of h bits, one per uint8."""
     if h == 1:
         return np.unpackbits(packed, count=n)
-    per = 8 // h
-    mask = np.uint8((1 << h) - 1)
-    grid = np.empty((packed.size, per), np.uint8)
-    for j in range(per):
-        grid[:, j] = (packed >> np.uint8(j * h)) & mask
-    return grid.ravel()[:n]
+    if h == 4:
+        x = packed.astype(np.uint16)
+        x = (x | (x << np.uint16(4))) & np.uint16(0x0F0F)
+    else:  # h == 2
+        x = packed.astype(np.uint32)
+        x = (x | (x << np.uint32(12))) & np.uint32(0x000F000F)
+        x = (x | (x << np.uint32(6))) & np.uint32(0x03030303)
+    return x.view(np.uint8)[:n]
 
 
 def _prefix_tree(g: np.ndarray, p: np.ndarray, width: int, want_p: bool):
@@ -315,13 +341,10 @@ def _prefix_tree(g: np.ndarray, p: np.ndarray, width: int, want_p: bool):
     halves of a lane, so a level is two ANDs on half-width lanes sharing P_hi: one `FanoutAnd`.
     log2(width) rounds; lanes narrower than a byte are packed 8/h per byte on the wire.
     Returns uint8 0/1 arrays (P None unless `want_p`)."""
-    t, w = _UINT[max(width, 8)], width
-    n = g.size
+    w, n = width, g.size
     while w > 1:
         h = w // 2
-        nt = _UINT[max(h, 8)]
-        th, lo = t(h), t((1 << h) - 1)
-        p_hi, g_hi, g_lo = (p >> th).astype(nt), (g >> th).astype(nt), (g & lo).astype(nt)
+        (p_hi, p_lo), (g_hi, g_lo) = _halves(p, h), _halves(g, h)
         small = h < 8
 
         def pk(v, h=h, small=small):
@@ -331,11 +354,10 @@ def _prefix_tree(g: np.ndarray, p: np.ndarray, width: int, want_p: bool):
             (z,) = yield [(pk(p_hi), pk(g_lo))]
             z = _unpack_lanes(z, h, n) if small else z
             return g_hi ^ z, None
-        p_lo = (p & lo).astype(nt)
         ((z1, z2),) = yield [FanoutAnd(pk(p_hi), pk(g_lo), pk(p_lo))]
         if small:
             z1, z2 = _unpack_lanes(z1, h, n), _unpack_lanes(z2, h, n)
-        g, p, t, w = g_hi ^ z1, z2, nt, h
+        g, p, w = g_hi ^ z1, z2, h
     return g, (p if want_p else None)
 
 
@@ -436,20 +458,14 @@ def _lane_compare(s: SpuSession, lane: np.ndarray, width: int, slot: int | None,
     round; then `_prefix_tree` with (G, P) = (LT, EQ)."""
     t = _UINT[width]
     h = width // 2
-    nt = _UINT[max(h, 8)]
-    th, lo = t(h), t((1 << h) - 1)
-
-    def halves(v):
-        return (v >> th).astype(nt), (v & lo).astype(nt)
-
     if s.index == 0:
         cleared = t(0) if slot is None else _bit_index_reverse(np.array([1 << slot], t), width)[0]
         x = np.invert(lane)
-        (xh, xl), (ph, pl) = halves(x), halves(x & ~cleared)
+        (xh, xl), (ph, pl) = _halves(x, h), _halves(x & ~cleared, h)
         mine = [ph, xh & pl, pl, xh, xl]
         local_eq = xh & xl
     else:
-        vh, vl = halves(lane)
+        vh, vl = _halves(lane, h)
         mine = [vh, vl, vh & vl, vl, vh]
         local_eq = vh & vl
     n = lane.size
@@ -520,19 +536,17 @@ def zero_circuit(t: np.ndarray):
     """Circuit: XOR share (uint8 0/1) of [all 64 bits of t are 1], t XOR-shared uint64 words.
     An AND tree that halves the lane each level (64 -> 32 -> ... -> 1): 6 rounds, about 8 bytes
     of AND per element (lanes under a byte packed) instead of 6 words."""
-    cur, ty, w = t, np.uint64, 64
+    cur, w = np.ascontiguousarray(t, np.uint64), 64
     n = t.size
     while w > 1:
         h = w // 2
-        nt = _UINT[max(h, 8)]
-        lo = (cur & ty((1 << h) - 1)).astype(nt)
-        hi = (cur >> ty(h)).astype(nt)
+        hi, lo = _halves(cur, h)
         if h < 8:
             (z,) = yield [(_pack_lanes(lo, h), _pack_lanes(hi, h))]
             cur = _unpack_lanes(z, h, n)
         else:
             (cur,) = yield [(lo, hi)]
-        ty, w = nt, h
+        w = h
     return cur
 
 

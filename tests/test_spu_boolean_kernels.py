@@ -1,0 +1,49 @@
+"""The boolean protocols' local kernels against plaintext references: packing lanes of 1, 2 and 4
+bits for the wire, splitting lanes into halves, and the 2-party comparison circuit they serve."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sqlsecure.executors.spu import boolean
+from sqlsecure.executors.spu.local import run_spu
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([1, 2, 4]), st.lists(st.integers(0, 255), max_size=70))
+def test_packed_lanes_hold_each_lane_once_and_unpack_to_themselves(h, raw):
+    lanes = (np.array(raw, np.int64) % (1 << h)).astype(np.uint8)
+    packed = boolean._pack_lanes(lanes, h)
+    assert packed.dtype == np.uint8 and packed.size == (lanes.size * h + 7) // 8
+    assert (boolean._unpack_lanes(packed, h, lanes.size) == lanes).all()
+    bits = np.unpackbits(packed, bitorder="big" if h == 1 else "little")  # packbits is MSB first
+    want = [(int(v) >> b) & 1 for v in lanes for b in (range(h) if h > 1 else [0])]
+    assert bits[:len(want)].tolist() == want and not bits[len(want):].any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([4, 8, 16, 32]), st.lists(st.integers(0, 2**64 - 1), max_size=30))
+def test_halves_are_the_high_and_low_bits_of_each_lane(h, raw):
+    words = np.array(raw, np.uint64) & np.uint64((1 << 2 * h) - 1)
+    lanes = words.astype(boolean._UINT[max(2 * h, 8)])
+    hi, lo = boolean._halves(lanes, h)
+    assert (hi.astype(np.uint64) == words >> np.uint64(h)).all()
+    assert (lo.astype(np.uint64) == words & np.uint64((1 << h) - 1)).all()
+
+
+@pytest.mark.parametrize("k", [2, 8, 9, 18, 35, 63, 64])
+def test_comparison_circuit_matches_plaintext_at_every_width(k):
+    rng = np.random.default_rng(k)
+    limit = 2 ** (k - 1) - 1
+    d = np.concatenate([rng.integers(-limit, limit + 1, 300), [0, 1, -1, limit, -limit]]).astype(np.int64)
+    share0 = rng.integers(0, 2**63, d.size, dtype=np.uint64)
+    share1 = d.astype(np.uint64) - share0
+
+    def program(s):
+        lt, eq = boolean.run_circuits(s, [boolean.less_equal_circuit(s, share0 if s.index == 0 else share1, k)])[0]
+        (lt_open, eq_open) = s.open_many(bits=[lt, eq])
+        return lt_open, eq_open
+
+    lt, eq = run_spu(2, program).results[0]
+    assert (lt.astype(bool) == (d < 0)).all() and (eq.astype(bool) == (d == 0)).all()
