@@ -435,8 +435,9 @@ def comparison_bytes(k: int, want_eq: bool) -> float:
 
 def _lane(content: np.ndarray, lo: int, count: int, width: int) -> np.ndarray:
     """Bits lo .. lo + count - 1 of the uint64 words `content` at the top of a `width`-bit lane
-    (lower positions 0), index-reversed for `_prefix_tree`."""
-    lane = np.right_shift(content, np.uint64(lo)) if lo else content.copy()
+    (lower positions 0), index-reversed for `_prefix_tree`. `content` is overwritten when lo is 0
+    (its last use: the high lane, if any, is cut first)."""
+    lane = np.right_shift(content, np.uint64(lo)) if lo else content
     if count < 64:
         lane &= np.uint64((1 << count) - 1)
     lane <<= np.uint64(width - count)
