@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sqlsecure.executors.spu import boolean
+from sqlsecure.executors.spu import boolean, compare
 from sqlsecure.executors.spu.local import run_spu
 
 
@@ -46,4 +46,40 @@ def test_comparison_circuit_matches_plaintext_at_every_width(k):
         return lt_open, eq_open
 
     lt, eq = run_spu(2, program).results[0]
+    assert (lt.astype(bool) == (d < 0)).all() and (eq.astype(bool) == (d == 0)).all()
+
+
+@pytest.mark.parametrize("bits, width", [(7, 8), (18, 32), (35, 64), (16, 16)])
+def test_carry_save_layer_on_narrow_words_sums_exactly_and_moves_their_bytes(bits, width):
+    rng = np.random.default_rng(bits)
+    n = 257
+    words = [rng.integers(0, 2**63, n, dtype=np.uint64) for _ in range(3)]
+
+    def program(s):
+        operands = [boolean.private_input(s, i, boolean.low_words(words[i], bits)) for i in range(3)]
+        stats = s.endpoint.channel.stats
+        before = stats.bytes[("p0", "p1")]
+        (a, b), = boolean.run_circuits(s, [boolean.csa_circuit(operands)])
+        sent = stats.bytes[("p0", "p1")] - before
+        return s.open_many(xor=[a.astype(np.uint64), b.astype(np.uint64)]), sent, a.dtype
+
+    (a, b), sent, dtype = run_spu(3, program).results[0]
+    assert dtype == np.dtype(f"uint{width}") and sent == 2 * 8 * -(-n * width // 64)  # d, e: packed in words
+    ring = 2**width
+    assert [(int(x) + int(y)) % ring for x, y in zip(a, b)] == [sum(int(w[i]) for w in words) % ring for i in range(n)]
+
+
+@pytest.mark.parametrize("bits", [8, 18, 35, 64])
+def test_three_party_comparison_at_narrow_widths_matches_plaintext(bits):
+    rng = np.random.default_rng(bits)
+    limit = 2 ** (bits - 1) - 1
+    d = np.concatenate([rng.integers(-limit, limit + 1, 200), [0, 1, -1, limit, -limit]]).astype(np.int64)
+    shares = [rng.integers(0, 2**63, d.size, dtype=np.uint64) for _ in range(2)]
+    shares.append(d.astype(np.uint64) - shares[0] - shares[1])
+
+    def program(s):
+        (lt, eq), = boolean.run_circuits(s, [compare.compare_circuit(s, shares[s.index], bits=bits)])
+        return s.open_many(bits=[lt, eq])
+
+    lt, eq = run_spu(3, program).results[0]
     assert (lt.astype(bool) == (d < 0)).all() and (eq.astype(bool) == (d == 0)).all()

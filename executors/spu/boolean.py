@@ -20,7 +20,8 @@
     sign_circuit         MSB of a + b (N > 2 parties, after the carry-save layer): carry-lookahead
                          tree computing the one carry into bit k-1, 1 + log2 W rounds.
     zero_circuit         [w == 0]: AND tree halving the lane each level, 6 rounds, ~8 B.
-    csa_circuit          carry-save layers reducing N addends to 2, 1 round each.
+    csa_circuit          carry-save layers reducing N addends to 2, 1 round each, on the
+                         narrowest words that hold the bits the sign needs (`low_words`).
   add_bits(s, a, b)      7 rounds: Kogge–Stone parallel-prefix adder on packed words
                          (Kogge & Stone 1973; as used for A2B by ABY, Demmler et al. NDSS 2015):
                          g = a&b, p = a^b (round 1); for k = 1, 2, 4, 8, 16, 32 (rounds 2..7):
@@ -576,17 +577,26 @@ def parallel_circuit(circuits: list):
     return results
 
 
+def low_words(x: np.ndarray, bits: int) -> np.ndarray:
+    """x's low `bits` bits in the narrowest unsigned words holding them (8, 16, 32 or 64 bits): a
+    sum whose low `bits` bits are all that is needed is exact there mod 2^width, and its ANDs move
+    width/64 of a uint64 word's bytes."""
+    return x.astype(_UINT[_lane_width(bits)], copy=False)
+
+
 def csa_circuit(operands: list[np.ndarray]):
     """Circuit: carry-save layers reducing N XOR-shared addends to 2 (1 round each):
-    (a, b, c) -> (a^b^c, maj(a, b, c) << 1) with maj = ((a^c)&(b^c))^c."""
+    (a, b, c) -> (a^b^c, maj(a, b, c) << 1) with maj = ((a^c)&(b^c))^c, in the operands' unsigned
+    dtype (a sum mod 2^width: `low_words`)."""
     operands = list(operands)
+    one = operands[0].dtype.type(1)
     while len(operands) > 2:
         groups = [operands[i:i + 3] for i in range(0, len(operands) - len(operands) % 3, 3)]
         rest = operands[len(groups) * 3:]
         majorities = yield [(a ^ c, b ^ c) for a, b, c in groups]
         operands = rest
         for (a, b, c), m in zip(groups, majorities):
-            operands += [a ^ b ^ c, (m ^ c) << ONE]
+            operands += [a ^ b ^ c, (m ^ c) << one]
     return operands[0], operands[1]
 
 

@@ -10,6 +10,8 @@ Speed: the keystream is written with `update_into` straight into the numpy array
 pass, ~5 GB/s with AES-NI), 4 MiB per call from one fixed zero buffer (it used to grow to the
 largest request and stay); `update()` returning a fresh `bytes` object, then copying it into an
 array, measured 10x slower for >= 10^5 words (two large allocations and their page faults).
+`keystream(stream, start)` reads a stream on piece by piece with one cipher set-up (~10 us), for
+the dealer's chunked corrections (`Keystream`).
 """
 
 from __future__ import annotations
