@@ -83,3 +83,28 @@ def test_three_party_comparison_at_narrow_widths_matches_plaintext(bits):
 
     lt, eq = run_spu(3, program).results[0]
     assert (lt.astype(bool) == (d < 0)).all() and (eq.astype(bool) == (d == 0)).all()
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+def test_an_and_rounds_results_outlive_the_next_round(nparties):
+    """Each round's message is written into a buffer the session reuses and a correction is read in
+    place: results of one round must stay exact after later rounds (no result aliases either)."""
+    rng = np.random.default_rng(nparties)
+    rounds = [[rng.integers(0, 2**63, 300, dtype=np.uint64) for _ in range(3)] for _ in range(3)]
+
+    def shares(s, value):
+        return value if s.index == 0 else np.zeros_like(value)
+
+    def program(s):
+        kept = []
+        for x, y1, y2 in rounds:
+            items = [(shares(s, x), shares(s, y1)), boolean.FanoutAnd(shares(s, x), shares(s, y1), shares(s, y2))]
+            if nparties == 2:
+                items.append(boolean.PrivateAnd(x if s.index == 0 else np.zeros_like(x), y2 if s.index == 1 else np.zeros_like(y2)))
+            got = boolean.and_arrays_many(s, items)
+            kept.append([got[0], *got[1], *got[2:]])
+        return [s.open_many(xor=products) for products in kept]
+
+    for (x, y1, y2), products in zip(rounds, run_spu(nparties, program).results[0]):
+        want = [x & y1, x & y1, x & y2] + ([x & y2] if nparties == 2 else [])
+        assert all((got == w).all() for got, w in zip(products, want))
