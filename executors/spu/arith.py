@@ -137,11 +137,11 @@ def beaver_mul_many(s: SpuSession, pairs: list[tuple[ArithShare, ArithShare]]) -
     buf[n:] -= b
     s.open_words(buf, n_arith=2 * n)
     d, e = buf[:n], buf[n:]
-    z = fetch_c()
-    z += np.multiply(d, b, out=b)
+    if s.is_first:  # z = c + d (b + e at party 0) + e a, in b (c may be a read-only correction)
+        b += e
+    z = np.multiply(d, b, out=b)
     z += np.multiply(e, a, out=a)
-    if s.is_first:
-        z += np.multiply(d, e, out=d)
+    z += fetch_c()
     out, at = [], 0
     for (x, y), size in zip(pairs, sizes):
         out.append(ArithShare(z[at:at + size].reshape(x.shape), x.frac + y.frac))
@@ -165,12 +165,12 @@ def beaver_mul_fanout(s: SpuSession, x: ArithShare, ys: list[ArithShare]) -> lis
         np.subtract(y.data.ravel(), b[j * n:(j + 1) * n], out=buf[(1 + j) * n:(2 + j) * n])
     s.open_words(buf, n_arith=buf.size)
     d, e = buf[:n], buf[n:].reshape(k, n)
-    z = fetch_c().reshape(k, n)
     b = b.reshape(k, n)
-    z += np.multiply(b, d, out=b)
-    z += e * a
-    if s.is_first:
-        z += np.multiply(e, d, out=e)
+    if s.is_first:  # z_j = c_j + d (b_j + e_j at party 0) + e_j a, in b
+        b += e
+    z = np.multiply(b, d, out=b)
+    z += np.multiply(e, a, out=e)
+    z += fetch_c().reshape(k, n)
     return [ArithShare(z[j].reshape(x.shape), x.frac + y.frac) for j, y in enumerate(ys)]
 
 

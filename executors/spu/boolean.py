@@ -20,7 +20,8 @@
     sign_circuit         MSB of a + b (N > 2 parties, after the carry-save layer): carry-lookahead
                          tree computing the one carry into bit k-1, 1 + log2 W rounds.
     zero_circuit         [w == 0]: AND tree halving the lane each level, 6 rounds, ~8 B.
-    csa_circuit          carry-save layers reducing N addends to 2, 1 round each.
+    csa_circuit          carry-save layers reducing N addends to 2, 1 round each, on the
+                         narrowest words that hold the bits the sign needs (`low_words`).
   add_bits(s, a, b)      7 rounds: Kogge–Stone parallel-prefix adder on packed words
                          (Kogge & Stone 1973; as used for A2B by ABY, Demmler et al. NDSS 2015):
                          g = a&b, p = a^b (round 1); for k = 1, 2, 4, 8, 16, 32 (rounds 2..7):
@@ -162,7 +163,7 @@ def and_arrays_many(s: SpuSession, pairs: list) -> list:
     if np_:
         mask, fetch_pc = s.dealer.private_and_deferred(np_)
     # [regular d | regular e | fan-out d | fan-out e1 | fan-out e2 | private]
-    buf = np.empty(2 * nr + 3 * nf + np_, np.uint64)
+    buf = s.outgoing(2 * nr + 3 * nf + np_)  # no result is a view of it
     opened = 2 * nr + 3 * nf
     if nr:
         _pack_masked(buf[:nr], [p[0] for _, p in regular], reg_off, a)
@@ -177,24 +178,24 @@ def and_arrays_many(s: SpuSession, pairs: list) -> list:
     received = s.exchange(buf)
     for theirs in received:
         buf[:opened] ^= theirs[:opened]
-    if nr:
+    if nr:  # z = c ^ d&(b ^ e at party 0) ^ e&a, in b (c may be a read-only correction)
         d, e = buf[:nr], buf[nr:2 * nr]
-        z = fetch_c()
-        z ^= np.bitwise_and(b, d, out=b)
-        z ^= np.bitwise_and(a, e, out=a)
         if s.is_first:
-            z ^= np.bitwise_and(d, e, out=d)
+            b ^= e
+        z = np.bitwise_and(b, d, out=b)
+        z ^= np.bitwise_and(a, e, out=a)
+        z ^= fetch_c()
         for (i, _), got in zip(regular, _unpack(z, reg_like, reg_off)):
             out[i] = got
     if nf:
         base = 2 * nr
         d, e = buf[base:base + nf], buf[base + nf:base + 3 * nf]
-        z = fetch_fc().reshape(2, nf)  # rows: the products with y1, with y2
-        fb2, e2 = fb.reshape(2, nf), e.reshape(2, nf)
-        z ^= np.bitwise_and(fb2, d, out=fb2)  # d & b_j (d broadcast over the rows)
-        z ^= np.bitwise_and(e2, fa, out=fb2)  # e_j & a
+        fb2, e2 = fb.reshape(2, nf), e.reshape(2, nf)  # rows: the products with y1, with y2
         if s.is_first:
-            z ^= np.bitwise_and(e2, d, out=e2)
+            fb2 ^= e2
+        z = np.bitwise_and(fb2, d, out=fb2)  # d & (b_j ^ e_j at party 0), d broadcast over the rows
+        z ^= np.bitwise_and(e2, fa, out=e2)  # e_j & a
+        z ^= fetch_fc().reshape(2, nf)
         z = z.ravel()
         z1 = _unpack(z[:nf], fan_like, fan_off)
         z2 = _unpack(z[nf:], fan_like, fan_off)
@@ -202,12 +203,10 @@ def and_arrays_many(s: SpuSession, pairs: list) -> list:
             out[i] = (g1, g2)
     if np_:
         theirs = received[0][opened:]
-        zp = fetch_pc()
-        if s.index == 0:  # x = sent ^ a
-            x = np.bitwise_xor(buf[opened:], mask, out=buf[opened:])
-            zp ^= np.bitwise_and(x, theirs, out=x)
-        else:  # d & b
-            zp ^= np.bitwise_and(mask, theirs, out=mask)
+        if s.index == 0:  # (sent ^ a = x) & e, in the mask
+            np.bitwise_xor(buf[opened:], mask, out=mask)
+        zp = np.bitwise_and(mask, theirs, out=mask)  # party 1: d & b
+        zp ^= fetch_pc()
         for (i, _), got in zip(private, _unpack(zp, priv_like, priv_off)):
             out[i] = got
     return out
@@ -284,29 +283,55 @@ def _bit_index_reverse(x: np.ndarray, width: int) -> np.ndarray:
     return x
 
 
+_LITTLE = np.little_endian
+
+
+def _halves(v: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """(high, low) h-bit halves of v's 2h-bit lanes (v: uint8 for 2h <= 8, else uint(2h), C
+    contiguous). Halves of 8 bits or more are strided views of v's half-width words: no pass
+    over memory, no copy (the AND's packing reads them as they are)."""
+    if h >= 8:
+        pair = v.view(_UINT[h]).reshape(-1, 2)
+        return (pair[:, 1], pair[:, 0]) if _LITTLE else (pair[:, 0], pair[:, 1])
+    return v >> np.uint8(h), v & np.uint8((1 << h) - 1)
+
+
 def _pack_lanes(v: np.ndarray, h: int) -> np.ndarray:
-    """Lanes of h < 8 bits held one per uint8 -> 8/h per byte (local; applied alike to both
-    inputs of an AND, so the packed AND is the AND of the packed lanes)."""
+    """Lanes of h < 8 bits held one per uint8 -> 8/h per byte, lane j of a byte in bits j h..
+    (local; applied alike to both inputs of an AND, so the packed AND is the AND of the packed
+    lanes). 2 and 4 bits: the 8/h bytes of a group read as one word and folded by shifts (a
+    few passes over n/8 h-wide words instead of one strided pass per lane)."""
     if h == 1:
         return np.packbits(v)
     per = 8 // h
-    pad = (-v.size) % per
-    grid = (np.concatenate([v, np.zeros(pad, np.uint8)]) if pad else v).reshape(-1, per)
-    out = grid[:, 0].copy()
-    for j in range(1, per):
-        out |= grid[:, j] << np.uint8(j * h)
-    return out
+    bulk = v.size - v.size % per
+    if h == 4:
+        x = v[:bulk].view(np.uint16)
+        packed = (x | (x >> np.uint16(4))).astype(np.uint8)
+    else:  # h == 2
+        x = v[:bulk].view(np.uint32)
+        x = x | (x >> np.uint32(6))
+        packed = (x | (x >> np.uint32(12))).astype(np.uint8)
+    if bulk == v.size:
+        return packed
+    tail = np.uint8(0)
+    for j, lane in enumerate(v[bulk:]):
+        tail |= lane << np.uint8(j * h)
+    return np.append(packed, tail)
 
 
 def _unpack_lanes(packed: np.ndarray, h: int, n: int) -> np.ndarray:
+    """Inverse of `_pack_lanes`: n lanes of h bits, one per uint8."""
     if h == 1:
         return np.unpackbits(packed, count=n)
-    per = 8 // h
-    mask = np.uint8((1 << h) - 1)
-    grid = np.empty((packed.size, per), np.uint8)
-    for j in range(per):
-        grid[:, j] = (packed >> np.uint8(j * h)) & mask
-    return grid.ravel()[:n]
+    if h == 4:
+        x = packed.astype(np.uint16)
+        x = (x | (x << np.uint16(4))) & np.uint16(0x0F0F)
+    else:  # h == 2
+        x = packed.astype(np.uint32)
+        x = (x | (x << np.uint32(12))) & np.uint32(0x000F000F)
+        x = (x | (x << np.uint32(6))) & np.uint32(0x03030303)
+    return x.view(np.uint8)[:n]
 
 
 def _prefix_tree(g: np.ndarray, p: np.ndarray, width: int, want_p: bool):
@@ -317,13 +342,10 @@ def _prefix_tree(g: np.ndarray, p: np.ndarray, width: int, want_p: bool):
     halves of a lane, so a level is two ANDs on half-width lanes sharing P_hi: one `FanoutAnd`.
     log2(width) rounds; lanes narrower than a byte are packed 8/h per byte on the wire.
     Returns uint8 0/1 arrays (P None unless `want_p`)."""
-    t, w = _UINT[max(width, 8)], width
-    n = g.size
+    w, n = width, g.size
     while w > 1:
         h = w // 2
-        nt = _UINT[max(h, 8)]
-        th, lo = t(h), t((1 << h) - 1)
-        p_hi, g_hi, g_lo = (p >> th).astype(nt), (g >> th).astype(nt), (g & lo).astype(nt)
+        (p_hi, p_lo), (g_hi, g_lo) = _halves(p, h), _halves(g, h)
         small = h < 8
 
         def pk(v, h=h, small=small):
@@ -333,11 +355,10 @@ def _prefix_tree(g: np.ndarray, p: np.ndarray, width: int, want_p: bool):
             (z,) = yield [(pk(p_hi), pk(g_lo))]
             z = _unpack_lanes(z, h, n) if small else z
             return g_hi ^ z, None
-        p_lo = (p & lo).astype(nt)
         ((z1, z2),) = yield [FanoutAnd(pk(p_hi), pk(g_lo), pk(p_lo))]
         if small:
             z1, z2 = _unpack_lanes(z1, h, n), _unpack_lanes(z2, h, n)
-        g, p, t, w = g_hi ^ z1, z2, nt, h
+        g, p, w = g_hi ^ z1, z2, h
     return g, (p if want_p else None)
 
 
@@ -415,8 +436,9 @@ def comparison_bytes(k: int, want_eq: bool) -> float:
 
 def _lane(content: np.ndarray, lo: int, count: int, width: int) -> np.ndarray:
     """Bits lo .. lo + count - 1 of the uint64 words `content` at the top of a `width`-bit lane
-    (lower positions 0), index-reversed for `_prefix_tree`."""
-    lane = np.right_shift(content, np.uint64(lo)) if lo else content.copy()
+    (lower positions 0), index-reversed for `_prefix_tree`. `content` is overwritten when lo is 0
+    (its last use: the high lane, if any, is cut first)."""
+    lane = np.right_shift(content, np.uint64(lo)) if lo else content
     if count < 64:
         lane &= np.uint64((1 << count) - 1)
     lane <<= np.uint64(width - count)
@@ -438,20 +460,14 @@ def _lane_compare(s: SpuSession, lane: np.ndarray, width: int, slot: int | None,
     round; then `_prefix_tree` with (G, P) = (LT, EQ)."""
     t = _UINT[width]
     h = width // 2
-    nt = _UINT[max(h, 8)]
-    th, lo = t(h), t((1 << h) - 1)
-
-    def halves(v):
-        return (v >> th).astype(nt), (v & lo).astype(nt)
-
     if s.index == 0:
         cleared = t(0) if slot is None else _bit_index_reverse(np.array([1 << slot], t), width)[0]
         x = np.invert(lane)
-        (xh, xl), (ph, pl) = halves(x), halves(x & ~cleared)
+        (xh, xl), (ph, pl) = _halves(x, h), _halves(x & ~cleared, h)
         mine = [ph, xh & pl, pl, xh, xl]
         local_eq = xh & xl
     else:
-        vh, vl = halves(lane)
+        vh, vl = _halves(lane, h)
         mine = [vh, vl, vh & vl, vl, vh]
         local_eq = vh & vl
     n = lane.size
@@ -522,19 +538,17 @@ def zero_circuit(t: np.ndarray):
     """Circuit: XOR share (uint8 0/1) of [all 64 bits of t are 1], t XOR-shared uint64 words.
     An AND tree that halves the lane each level (64 -> 32 -> ... -> 1): 6 rounds, about 8 bytes
     of AND per element (lanes under a byte packed) instead of 6 words."""
-    cur, ty, w = t, np.uint64, 64
+    cur, w = np.ascontiguousarray(t, np.uint64), 64
     n = t.size
     while w > 1:
         h = w // 2
-        nt = _UINT[max(h, 8)]
-        lo = (cur & ty((1 << h) - 1)).astype(nt)
-        hi = (cur >> ty(h)).astype(nt)
+        hi, lo = _halves(cur, h)
         if h < 8:
             (z,) = yield [(_pack_lanes(lo, h), _pack_lanes(hi, h))]
             cur = _unpack_lanes(z, h, n)
         else:
             (cur,) = yield [(lo, hi)]
-        ty, w = nt, h
+        w = h
     return cur
 
 
@@ -563,17 +577,26 @@ def parallel_circuit(circuits: list):
     return results
 
 
+def low_words(x: np.ndarray, bits: int) -> np.ndarray:
+    """x's low `bits` bits in the narrowest unsigned words holding them (8, 16, 32 or 64 bits): a
+    sum whose low `bits` bits are all that is needed is exact there mod 2^width, and its ANDs move
+    width/64 of a uint64 word's bytes."""
+    return x.astype(_UINT[_lane_width(bits)], copy=False)
+
+
 def csa_circuit(operands: list[np.ndarray]):
     """Circuit: carry-save layers reducing N XOR-shared addends to 2 (1 round each):
-    (a, b, c) -> (a^b^c, maj(a, b, c) << 1) with maj = ((a^c)&(b^c))^c."""
+    (a, b, c) -> (a^b^c, maj(a, b, c) << 1) with maj = ((a^c)&(b^c))^c, in the operands' unsigned
+    dtype (a sum mod 2^width: `low_words`)."""
     operands = list(operands)
+    one = operands[0].dtype.type(1)
     while len(operands) > 2:
         groups = [operands[i:i + 3] for i in range(0, len(operands) - len(operands) % 3, 3)]
         rest = operands[len(groups) * 3:]
         majorities = yield [(a ^ c, b ^ c) for a, b, c in groups]
         operands = rest
         for (a, b, c), m in zip(groups, majorities):
-            operands += [a ^ b ^ c, (m ^ c) << ONE]
+            operands += [a ^ b ^ c, (m ^ c) << one]
     return operands[0], operands[1]
 
 

@@ -62,7 +62,10 @@ def compare_circuit(s: SpuSession, d: np.ndarray, want_lt: bool = True, want_eq:
     31.6 B per element and direction for 64 bits, `boolean.comparison_bytes(bits)` for fewer). Equality alone: d = 0 <=> NOT(d_0 XOR -d_1) is all ones, `boolean.zero_circuit`
     (6 rounds, cheaper).
     N > 2 parties: a carry-save layer reduces the N private addends of d (and of -d when equality
-    is wanted) to 2, then the sign circuit; [d == 0] = NOT[d < 0] AND NOT[-d < 0] (1 more round)."""
+    is wanted) to 2, then the sign circuit; [d == 0] = NOT[d < 0] AND NOT[-d < 0] (1 more round).
+    The layer works on the narrowest words holding `bits` bits (`boolean.low_words`: the sign is
+    bit bits-1 of the sum, exact mod 2^width), so a sort's narrow packed columns AND 1/8 to 1/2 of
+    the 16 B per element and direction that 64-bit words take."""
     n = d.size
     if s.nparties == 2:
         if want_lt:  # sign and equality from one tree
@@ -71,10 +74,10 @@ def compare_circuit(s: SpuSession, d: np.ndarray, want_lt: bool = True, want_eq:
         z = np.invert(d) if s.index == 0 else np.negative(d)
         eq = yield from boolean.zero_circuit(z)
         return None, eq
-    both = np.concatenate([d, np.negative(d)]) if want_eq else d
+    both = boolean.low_words(np.concatenate([d, np.negative(d)]) if want_eq else d, bits)
     operands = [boolean.private_input(s, i, both) for i in range(s.nparties)]
     a, b = yield from boolean.csa_circuit(operands)
-    signs = yield from boolean.sign_circuit(a, b, bits)
+    signs = yield from boolean.sign_circuit(a.astype(np.uint64, copy=False), b.astype(np.uint64, copy=False), bits)
     lt = signs[:n]
     if not want_eq:
         return lt, None
@@ -173,11 +176,11 @@ def mux_bits_many(s: SpuSession, items: list[tuple[BoolShare, ArithShare, ArithS
     rb, ra = s.dealer.dabit(n)
     a, b, fetch_c = s.dealer.arith_triple_deferred(n)
     d_open, e_open, e = s.open_many(arith=[ra - a, v - b], bits=[bits ^ rb])
-    rv = fetch_c()
-    rv += d_open * b
-    rv += e_open * a
-    if s.is_first:
-        rv += d_open * e_open
+    if s.is_first:  # rv = c + d (b + e at party 0) + e a, in b (c may be a read-only correction)
+        b += e_open
+    rv = np.multiply(d_open, b, out=b)
+    rv += np.multiply(e_open, a, out=a)
+    rv += fetch_c()
     cv = e * v + (ONE - np.uint64(2) * e) * rv
     out, at = [], 0
     for (_, x, y), size in zip(items, sizes):

@@ -170,34 +170,11 @@ class Dealer:
         """(index of the party that receives the correction, the correction words)."""
         n, last, rid = len(self.parties), len(self.parties) - 1, request.rid
         kind, sizes = request.kind, request.sizes
-        if kind == "bool_fanout":
-            count, fan = sizes
-            parts = [seeded_triple(prg, rid, i, n, count, fan * count, fan * count) for i, prg in enumerate(self.prgs)]
-            a, b = parts[0][0], parts[0][1]
-            for p_a, p_b, _ in parts[1:]:
-                a ^= p_a
-                b ^= p_b
-            c = b.reshape(fan, count)
-            c &= a  # broadcast: row j = a AND b_j
-            c = b
-            for p in parts[:last]:
-                c ^= p[2]
-            return last, c
-        if kind == "arith_fanout":
-            count, fan = sizes
-            parts = [seeded_triple(prg, rid, i, n, count, fan * count, fan * count) for i, prg in enumerate(self.prgs)]
-            a, b = parts[0][0], parts[0][1]
-            for p_a, p_b, _ in parts[1:]:
-                a += p_a
-                b += p_b
-            c = b.reshape(fan, count)
-            c *= a  # broadcast: row j = a * b_j
-            c = b
-            for p in parts[:last]:
-                c -= p[2]
-            return last, c
         if kind in ("arith_triple", "bool_triple"):
-            return last, self._elementwise_correction(rid, sizes[0], kind == "bool_triple")
+            return last, self._elementwise_correction(rid, sizes[0], 1, kind == "bool_triple")
+        if kind in ("arith_fanout", "bool_fanout"):
+            count, fan = sizes
+            return last, self._elementwise_correction(rid, count, fan, kind == "bool_fanout")
         if kind == "matrix_triple":
             m, k, p = sizes
             parts = [seeded_triple(prg, rid, i, n, m * k, k * p, m * p) for i, prg in enumerate(self.prgs)]
@@ -212,10 +189,7 @@ class Dealer:
         if kind == "private_and":
             if n != 2:
                 raise ProtocolError(f"private_and is a 2-party correlation, this SPU has {n} parties")
-            a, _ = seeded_private_and(self.prgs[0], rid, 0, sizes[0])
-            b, c1 = seeded_private_and(self.prgs[1], rid, 1, sizes[0])
-            np.bitwise_and(a, b, out=a)
-            return 0, np.bitwise_xor(a, c1, out=a)
+            return 0, self._private_and_correction(rid, sizes[0])
         if kind == "trunc_pair":
             count, bits = sizes
             parts = [seeded_trunc(prg, rid, i, n, count) for i, prg in enumerate(self.prgs)]
@@ -243,34 +217,63 @@ class Dealer:
             return permuter, (total_a[perm] - total_b).ravel()
         raise ProtocolError(f"unknown randomness request kind {kind!r} from {self.requester!r}")
 
-    def _elementwise_correction(self, rid: int, count: int, boolean: bool) -> np.ndarray:
-        """c_last of an arith/bool triple request of `count` elements (the seeded layout of
-        `seeded_triple`: a, b, c of `count` words each), computed DEALER_CHUNK elements at a time in
-        buffers reused across chunks and requests: the keystream lands in pages already mapped,
-        and the dealer holds 1.5 MiB of scratch instead of (3N - 1) arrays of the request's size
-        (N parties: 256 MB for a 4·10^6-element request of 3 parties)."""
-        last = len(self.prgs) - 1
-        out = np.empty(count, np.uint64)
+    def _buffers(self) -> np.ndarray:
+        """The chunked corrections' 3 reused buffers of DEALER_CHUNK words, made at first use."""
         if self._scratch is None:
             self._scratch = np.empty((3, DEALER_CHUNK + SPARE_WORDS), np.uint64)
-        acc_a, acc_b, buf = self._scratch
+        return self._scratch
+
+    def _elementwise_correction(self, rid: int, count: int, fan: int, boolean: bool) -> np.ndarray:
+        """c_last of a triple (fan 1) or fan-out (`fan` products sharing a) request of `count`
+        elements, in the seeded layout of `seeded_triple` (a: count words, b and c: fan rows of
+        count): row j of c is a op b_j minus the other parties' c_j. Computed DEALER_CHUNK
+        elements at a time in buffers reused across chunks and requests, each party's streams read
+        on by `Keystream`s (one cipher set-up per stream): the keystream lands in cache-resident
+        pages already mapped, and the dealer holds 1.5 MiB of scratch instead of (3N - 1) arrays
+        of the request's size (N parties: 256 MB for a 4·10^6-element triple of 3 parties)."""
+        last = len(self.prgs) - 1
+        out = np.empty(fan * count, np.uint64)
+        acc_a, acc_b, buf = self._buffers()
         combine = np.bitwise_xor if boolean else np.add
         remove = np.bitwise_xor if boolean else np.subtract
+        product = np.bitwise_and if boolean else np.multiply
+        rows = range(fan)
+        streams = [(prg.keystream(rid, 0), [prg.keystream(rid, count * (1 + j)) for j in rows],
+                    [prg.keystream(rid, count * (1 + fan + j)) for j in rows] if i < last else [])
+                   for i, prg in enumerate(self.prgs)]
         for lo in range(0, count, DEALER_CHUNK):
             m = min(DEALER_CHUNK, count - lo)
-            a, b = acc_a[:m], acc_b[:m]
-            for i, prg in enumerate(self.prgs):
-                for acc, start in ((a, lo), (b, count + lo)):
-                    words = prg.words_into(rid, start, buf, m)
-                    if i == 0:
-                        acc[...] = words
-                    else:
-                        combine(acc, words, out=acc)
-            c = out[lo:lo + m]
-            (np.bitwise_and if boolean else np.multiply)(a, b, out=c)
-            for prg in self.prgs[:last]:
-                remove(c, prg.words_into(rid, 2 * count + lo, buf, m), out=c)
+            a = _combined(combine, [s_a for s_a, _, _ in streams], acc_a, buf, m)
+            for j in rows:
+                b = _combined(combine, [s_b[j] for _, s_b, _ in streams], acc_b, buf, m)
+                c = out[j * count + lo:j * count + lo + m]
+                product(a, b, out=c)
+                for _, _, s_c in streams[:last]:
+                    remove(c, s_c[j].into(buf, m), out=c)
         return out
+
+    def _private_and_correction(self, rid: int, count: int) -> np.ndarray:
+        """Party 0's c_0 = (a AND b) XOR c_1 of a private AND (layout `seeded_private_and`: party
+        0's stream is a, party 1's is b then c_1), chunked like `_elementwise_correction`."""
+        out = np.empty(count, np.uint64)
+        buf_a, buf_b, buf = self._buffers()
+        stream_a = self.prgs[0].keystream(rid, 0)
+        stream_b, stream_c = self.prgs[1].keystream(rid, 0), self.prgs[1].keystream(rid, count)
+        for lo in range(0, count, DEALER_CHUNK):
+            m = min(DEALER_CHUNK, count - lo)
+            c = out[lo:lo + m]
+            np.bitwise_and(stream_a.into(buf_a, m), stream_b.into(buf_b, m), out=c)
+            np.bitwise_xor(c, stream_c.into(buf, m), out=c)
+        return out
+
+
+def _combined(combine, streams: list, acc: np.ndarray, buf: np.ndarray, m: int) -> np.ndarray:
+    """The next m words of every stream, combined (XOR or +) into `acc` (the first read straight
+    into it); `buf` the reused read buffer of the others. Both hold m + SPARE_WORDS words."""
+    total = streams[0].into(acc, m)
+    for stream in streams[1:]:
+        combine(total, stream.into(buf, m), out=total)
+    return total
 
 
 POOL_START = 1 << 12        # first batch of a pooled kind, in elements
@@ -293,6 +296,10 @@ class _Batch:
 
 class DealerClient:
     """A compute party's handle to the dealer: returns this party's share of each request.
+
+    A correction the dealer sent comes back as a read-only view of the message (no copy); the
+    seeded arrays are the caller's to overwrite. Protocols therefore combine into their seeded
+    arrays (a, b, masks) and add c last, never write into c.
 
     Pooling (`pooling=True`, the default): elementwise kinds (triples, fan-out and private AND
     masks, dabits) are requested in batches — POOL_START elements, doubling to POOL_MAX — and
@@ -351,7 +358,7 @@ class DealerClient:
         raw = self._received.pop(rid)
         if len(raw) != 8 * count:
             raise ProtocolError(f"dealer sent {len(raw)} bytes for request {rid}, expected {8 * count}")
-        return np.frombuffer(raw, dtype=np.uint64).copy()
+        return np.frombuffer(raw, dtype=np.uint64)  # read-only, no copy: consumers add it, never write it
 
     def close(self) -> None:
         """The last party tells the dealer the session is over."""

@@ -195,32 +195,37 @@ class _Level:
     left: np.ndarray   # compared: [row at left < row at right]
     right: np.ndarray
     member_pairs: int  # the first `member_pairs` pairs are (member, pivot)
+    m_seg: np.ndarray  # per member (segment order, then position): its segment
+    m_pos: np.ndarray  # its position
+    owner: np.ndarray  # per (member, pivot) pair: the member's index
 
 
 def _level(starts: np.ndarray, lengths: np.ndarray) -> _Level:
-    """The comparisons of one level over the active segments (`_pivot_count` pivots each)."""
+    """The comparisons of one level over the active segments (`_pivot_count` pivots each):
+    every member against each of its segment's pivots (member-major), then the pivot pairs.
+    Built by repeats and gathers, no per-pair division."""
     pivots = _pivot_count(lengths)
     members = lengths - pivots
-    seg, q = _expand(members * pivots)
-    member_pos = starts[seg] + pivots[seg] + q // pivots[seg]
-    pivot_pos = starts[seg] + q % pivots[seg]
+    m_seg, m_local = _expand(members)
+    m_start = starts[m_seg]
+    m_pos = m_start + pivots[m_seg] + m_local
+    owner, pivot_index = _expand(pivots[m_seg])
+    member_pos = m_pos[owner]
+    pivot_pos = m_start[owner] + pivot_index
     pseg, pq = _expand(pivots * (pivots - 1) // 2)
     pi, pj = _pivot_pairs(int(pivots.max()))
     left = np.concatenate([member_pos, starts[pseg] + pi[pq]])
     right = np.concatenate([pivot_pos, starts[pseg] + pj[pq]])
-    return _Level(starts, lengths, pivots, left, right, member_pos.size)
+    return _Level(starts, lengths, pivots, left, right, member_pos.size, m_seg, m_pos, owner)
 
 
 def _partition(level: _Level, less: np.ndarray, perm: np.ndarray, is_start: np.ndarray) -> np.ndarray:
     """Rearrange each active segment as bucket 0, smallest pivot, bucket 1, ..., bucket p (bucket =
     number of pivots below; members keep their relative order) given the opened comparisons; mark
     the new segments' starts. Returns the new permutation."""
-    starts, lengths, pivots = level.starts, level.lengths, level.pivots
-    members = lengths - pivots
-    m_seg, m_local = _expand(members)
-    m_pos = starts[m_seg] + pivots[m_seg] + m_local
-    m_above = np.bincount(np.repeat(np.arange(m_seg.size), pivots[m_seg]),
-                          weights=less[:level.member_pairs], minlength=m_seg.size).astype(np.int64)
+    starts, pivots = level.starts, level.pivots
+    m_seg, m_pos = level.m_seg, level.m_pos
+    m_above = np.bincount(level.owner, weights=less[:level.member_pairs], minlength=m_seg.size).astype(np.int64)
     bucket_base = np.cumsum(pivots + 1) - (pivots + 1)
     bucket = bucket_base[m_seg] + pivots[m_seg] - m_above  # global bucket id
     sizes = np.bincount(bucket, minlength=int((pivots + 1).sum()))
@@ -374,12 +379,19 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
     bits = [column_bits(g) for g in groups]
 
     def opened_less(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        diffs = [(col[y] - col[x]) if flip else (col[x] - col[y]) for col, flip in zip(compared, flips)]
+        diffs = [_difference(col, y, x) if flip else _difference(col, x, y) for col, flip in zip(compared, flips)]
         (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, bits)])
         return less.astype(bool)
 
     perm = partition_order(n, wanted, opened_less)
     return [c[perm] for c in cols[:k]], [c[perm] for c in cols[at:]]
+
+
+def _difference(column: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """column[x] - column[y] (ring shares), subtracted into the first gather."""
+    out = column[x]
+    out -= column[y]
+    return out
 
 
 def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),

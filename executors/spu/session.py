@@ -64,6 +64,7 @@ class SpuSession:
         self.rounds = 0
         self._step = 0
         self._ready = False
+        self._outgoing = np.zeros(0, np.uint64)
 
     # --- identity -----------------------------------------------------------------------------------
 
@@ -128,6 +129,15 @@ class SpuSession:
         return self.pair_prgs[j].words(self._step, n)
 
     # --- openings -----------------------------------------------------------------------------------
+
+    def outgoing(self, n: int) -> np.ndarray:
+        """A reused buffer of n uint64 words for one opening's message, to fill and `exchange`:
+        a channel copies what it sends, so the buffer is free again when `exchange` returns, and a
+        large round writes into pages already mapped instead of faulting in fresh ones. Valid until
+        the next call: a protocol keeps no view of it past its round."""
+        if self._outgoing.size < n:
+            self._outgoing = np.empty(n, np.uint64)
+        return self._outgoing[:n]
 
     def exchange(self, words: np.ndarray) -> list[np.ndarray]:
         """ONE round: send this uint64 buffer to every other party and return what each other
