@@ -359,11 +359,12 @@ def _geodist(b: _Bounds, e: exp.Anonymous):
 
 
 def _either(b: _Bounds, e: exp.Expression):
-    """CASE / IF / COALESCE / NULLIF: the value is one of the branches: at most the sum of their bounds."""
+    """CASE / IF / COALESCE / NULLIF / GREATEST / LEAST: the value is one of the branches (or within the larger
+    of two close ones' errors of DuckDB's choice): at most the sum of their bounds."""
     branches = [x for x in (e.args.get("true"), e.args.get("false"), e.args.get("default")) if x is not None]
     branches += [i.args["true"] for i in e.args.get("ifs") or []]
-    if isinstance(e, (exp.Coalesce, exp.Nullif)):
-        branches = [e.this, *(e.expressions if isinstance(e, exp.Coalesce) else [])]
+    if isinstance(e, (exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least)):
+        branches = [e.this, *(e.expressions if not isinstance(e, exp.Nullif) else [])]
     total = 0.0
     for branch in branches:
         total = b.plus(total, b.of(branch))
@@ -385,5 +386,6 @@ RULES = {
     exp.Neg: _same, exp.Abs: _same, exp.Cast: _same, exp.Add: _sum, exp.Sub: _sum, exp.Mul: _product,
     exp.Div: _quotient, exp.Sqrt: _sqrt, exp.Ln: _logarithm, exp.Log: _logarithm, exp.Exp: _exponential,
     exp.Pow: _power, **{cls: _trig for cls in TRIG}, exp.Case: _either, exp.If: _either,
-    exp.Coalesce: _either, exp.Nullif: _either, **{cls: _rounded for cls in ROUNDING},
+    exp.Coalesce: _either, exp.Nullif: _either, exp.Greatest: _either, exp.Least: _either,
+    **{cls: _rounded for cls in ROUNDING},
 }

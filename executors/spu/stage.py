@@ -54,7 +54,8 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
                                            text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import approximation, arith, compare, functions, like, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, EXTREMES, MAX_DECIMAL_SCALE, ROUNDING,
+                                           TRIG,
                                            RangePlan, calendar_interval, constant, decimal_literal, decimal_scale_of,
                                            input_limits, interval_months,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
@@ -71,7 +72,8 @@ EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: bot
                       *ROUNDING, exp.Cast,  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
                       exp.Paren, exp.Neg, exp.Abs, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
                       exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,  # compared exactly: `_compared_numbers`
-                      exp.If, exp.Case, exp.Coalesce)  # CASE / COALESCE of DECIMALs: `_aligned`
+                      exp.If, exp.Case, exp.Coalesce,  # CASE / COALESCE of DECIMALs: `_aligned`
+                      exp.Greatest, exp.Least)  # compared exactly, then chosen: `_extreme`
 
 
 @dataclass
@@ -213,7 +215,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
     if isinstance(e, exp.Cast):
         return {**{t: "fixed" for t in NUMERIC_CASTS}, **{t: "int" for t in INTEGER_CASTS},
                 **{t: "timestamp" for t in TIMESTAMP_CASTS}, exp.DataType.Type.DATE: "date"}.get(e.to.this)
-    if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
+    if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
         branches = ([i.args["true"] for i in e.args.get("ifs") or []] + [e.args.get("default")]
                     if isinstance(e, exp.Case) else [e.args.get("true"), e.args.get("false")]
                     if isinstance(e, exp.If) else [e.this, *e.expressions])
@@ -693,6 +695,29 @@ def _rounding_rule(node: exp.Expression, kind_of) -> str | None:
             f"constant between -{MAX_DIGITS} and {MAX_DIGITS}; compute it at one party")
 
 
+def _family(kind: str) -> str:
+    """What a kind compares as: numbers (integers, DECIMALs, DOUBLEs), dates (and timestamps), text, booleans."""
+    if kind in ("int", "fixed") or decimal_scale(kind) is not None or quotient_bits(kind) is not None:
+        return "number"
+    return {"date": "date", "timestamp": "date", "bool": "boolean"}.get(kind, "text")
+
+
+def _extreme_rule(node: exp.Expression, kind_of) -> str | None:
+    """GREATEST / LEAST of arguments of one family (`_family`); a text constant beside dates is read as a
+    DATE '...' / TIMESTAMP '...' (`Stage._temporal_pair`)."""
+    arguments = [a for a in (node.this, *node.expressions) if not isinstance(a, exp.Null)]
+    texts = [a for a in arguments if isinstance(a, exp.Literal) and a.is_string]
+    families = {_family(kind) for a in arguments if a not in texts and (kind := static_kind(a, kind_of)) is not None}
+    if texts and "date" not in families:
+        families.add("text")
+    if len(families) <= 1:
+        return None
+    name = type(node).__name__.upper()
+    return (f"{node.sql(dialect='duckdb')}: {name} of {' and '.join(sorted(families))} values in secure "
+            f"computation (the SPU compares arguments of one kind); CAST them to one type, or compute {name} at "
+            "one party")
+
+
 def _case_rule(node: exp.Case, kind_of) -> str | None:
     return None if node.this is None else \
         f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
@@ -731,6 +756,7 @@ SPU_RULES = {
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
     exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
+    **{cls: _extreme_rule for cls in EXTREMES},
     exp.Add: _sum_rule, exp.Sub: _sum_rule, exp.TimeToStr: _formatting_rule, exp.Sum: _total_rule,
     exp.Avg: _total_rule,
 }
@@ -933,6 +959,8 @@ class Stage:
             for v in reversed(values[:-1]):
                 acc = self._mux(v.valid, v, acc)
             return acc
+        if isinstance(e, EXTREMES):
+            return self._extreme(e)
         if isinstance(e, exp.Abs):
             v = self.secret(self.ev(e.this))
             _numeric_only(e, v if decimal_scale(v.kind) is None else self.to_fixed(v))
@@ -1680,6 +1708,42 @@ class Stage:
             return SV([exact, self.const(v.value, "fixed", n).value], self.ones(n), f"decimal.{v.exact[1]}")
         return self.secret(v, n)
 
+    def _extreme(self, e: exp.Expression):
+        """GREATEST / LEAST as DuckDB: the largest (smallest) non-NULL argument, NULL only where every one is
+        (`ignore_nulls` False, MySQL's: NULL where any is). Arguments in the kind DuckDB compares them in
+        (`_temporal_pair`; integers and DECIMALs exactly, with DOUBLEs in fixed point), each further one
+        taken where it is valid and beats the choice so far or that is NULL. An approximate argument needs
+        no comparison guard: the value chosen lies within the larger of their errors of DuckDB's, whichever
+        of two close values wins. Rounds: one comparison and one multiplexer per further argument."""
+        op = exp.GT if isinstance(e, exp.Greatest) else exp.LT
+        values = [self.ev(a) for a in [e.this, *e.expressions] if not isinstance(a, exp.Null)]
+        if not values:
+            return PV(None, "int")
+        choice = values[0]
+        for value in values[1:]:
+            choice = self._extreme_of_two(op, choice, value)
+        if isinstance(choice, PV) or e.args.get("ignore_nulls", True):
+            return choice
+        known = self.ones(len(choice.valid)) * int(len(values) == len(e.expressions) + 1)  # 0: a NULL argument
+        for value in values:
+            if isinstance(value, SV):
+                known = arith.beaver_mul(self.s, known, value.valid)
+        return SV(choice.limbs, known, choice.kind)
+
+    def _extreme_of_two(self, op, choice, other):
+        """`other` where it is valid and `other op choice` holds, or `choice` is NULL; else `choice`."""
+        choice, other = self._temporal_pair(choice, other)
+        if isinstance(choice, PV) and isinstance(other, PV):
+            if choice.value is None or other.value is None:
+                return choice if other.value is None else other
+            wins = other.value > choice.value if op is exp.GT else other.value < choice.value
+            return other if wins else choice
+        n = len(choice.valid) if isinstance(choice, SV) else len(other.valid)
+        choice, other = self._secret_value(choice, n), self._secret_value(other, n)
+        beats = self.truth(self._compare(op, other, choice))
+        vacant = other.valid - arith.beaver_mul(self.s, other.valid, choice.valid)
+        return self._mux(beats + vacant, other, choice)
+
     def _case(self, e) -> SV:
         if isinstance(e, exp.If):
             branches, default = [(e.this, e.args["true"])], e.args.get("false")
@@ -1687,9 +1751,11 @@ class Stage:
             if e.this is not None:
                 raise NotSupportedError("CASE x WHEN ... in secure computation: write CASE WHEN x = ...")
             branches, default = [(i.this, i.args["true"]) for i in e.args["ifs"]], e.args.get("default")
-        values = [self.ev(v) for _, v in branches]
-        kind = next((v.kind for v in values if isinstance(v, SV)), values[0].kind)
-        acc = self._secret_value(self.ev(default) if default is not None else PV(None, kind))
+        values = [self.ev(v) for _, v in branches] + [self.ev(default) if default is not None else PV(None, "int")]
+        known = [v for v in values if not (isinstance(v, PV) and v.value is None)] or values
+        kind = next((v.kind for v in known if isinstance(v, SV)), known[0].kind)
+        values = [PV(None, kind) if isinstance(v, PV) and v.value is None else v for v in values]  # NULL of its kind
+        acc = self._secret_value(values.pop())
         for cond, value in reversed(list(zip([c for c, _ in branches], values))):
             acc = self._mux(self.truth(self.ev(cond)), self._secret_value(value), acc)
         return acc
