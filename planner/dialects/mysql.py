@@ -135,6 +135,27 @@ def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expre
     return rewrite_up(tree, rewrite)
 
 
+def mixed_extremes(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """GREATEST / LEAST of strings and numbers are refused: MySQL compares them as strings, MariaDB as
+    numbers, DuckDB not at all (a string column) — no one meaning to give them. NULL where any argument is
+    NULL is sqlglot's own transpilation (tests/test_dialects.py checks it against MariaDB).
+
+    >>> from sqlglot import parse_one
+    >>> from sqlglot.optimizer.annotate_types import annotate_types
+    >>> mixed_extremes(annotate_types(parse_one("SELECT GREATEST('3', 4)")), None)
+    Traceback (most recent call last):
+    ...
+    sqlsecure.errors.NotSupportedError: GREATEST('3', 4): GREATEST of strings and numbers (MySQL compares them as strings, MariaDB as numbers); CAST the arguments to one type
+    """
+    for node in tree.find_all(exp.Greatest, exp.Least):
+        types = {type_of(a) for a in (node.this, *node.expressions) if not isinstance(a, exp.Null)}
+        if types & STRINGS and types & NUMBERS:
+            name = type(node).__name__.upper()
+            raise NotSupportedError(f"{node.sql('mysql')}: {name} of strings and numbers (MySQL compares them as "
+                                    "strings, MariaDB as numbers); CAST the arguments to one type")
+    return tree
+
+
 NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Pow, exp.Exp, exp.Ln, exp.Log,
                      exp.Sign, exp.Sum, exp.Avg)
 
@@ -656,7 +677,7 @@ def two_argument_atan(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
-RULES = (default_decimal, add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers,
+RULES = (mixed_extremes, default_decimal, add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers,
          constant_divisors, exact_division, integer_division, approximate_rounding, mixed_type_results, concat_strings,
          date_formats, date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone,
          unix_time_in_zone, string_functions, two_argument_atan, refuse_unknown_functions)

@@ -1,0 +1,104 @@
+"""GREATEST / LEAST on shares (`stage.Stage._extreme`): each argument compared with the choice so far and
+taken where it beats it or that is NULL, against the DuckDB oracle over two and three parties, with NULLs,
+ties and range edges; in the mysql dialect NULL where any argument is (MySQL's; sqlglot writes it as a CASE
+around DuckDB's GREATEST, which ignores NULLs as PostgreSQL does), against DuckDB over the dialect's rewrite
+(tests/test_dialects.py compares that rewrite with MariaDB and PostgreSQL). What the SPU cannot compare is
+refused at plan time, naming the function."""
+
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import DataError
+from tests.conftest import same_multiset, sorted_rows
+from tests.test_enclave_dialect_functions import rewritten_in_duckdb
+from tests.test_spu_functions import (EDGE_JOIN, PARTIES_3, TS_JOIN, TWO, edge_tables, refused_by_the_spu,
+                                      timestamp_tables)
+
+# b.big reaches 2^61 - 1 and -(2^61 - 1); fx 2^45 / 100 - 1; dec a DECIMAL(18, 2); s.k ties b.id on some rows
+EXTREMES = [
+    f"SELECT b.id, GREATEST(b.big, s.k) AS g, LEAST(b.big, -s.k) AS l, GREATEST(b.id, s.k) AS tie, "
+    f"LEAST(b.big, s.k, NULL) AS n {EDGE_JOIN} WHERE b.id >= s.id",
+    # integers with DECIMALs exactly, with DOUBLEs in fixed point; a DECIMAL constant
+    f"SELECT b.id, LEAST(b.fx, s.k, b.dec) AS l, GREATEST(b.dec, s.k, 0.5) AS d, GREATEST(b.dec, -b.dec) AS a, "
+    f"LEAST(b.dec, s.k * 0.25) AS q {EDGE_JOIN} WHERE b.id >= s.id",
+    # dates (year 1 to 9999), with a DATE constant and a date string; booleans
+    f"SELECT b.id, LEAST(b.day, s.due) AS t, GREATEST(s.due, b.day, DATE '2000-01-01') AS u, "
+    f"LEAST(b.day, '1950-06-01') AS v, LEAST(b.flag, s.k > 1) AS f {EDGE_JOIN} WHERE b.id >= s.id",
+    # in conditions, under aggregates and under CASE, where a NULL branch takes the other branches' type
+    f"SELECT s.k, SUM(GREATEST(b.id, s.k)) AS s, MIN(LEAST(b.dec, s.k)) AS m, MAX(GREATEST(b.big, s.k)) AS x, "
+    f"COUNT(GREATEST(b.fx, s.k)) AS c {EDGE_JOIN} WHERE GREATEST(b.id, s.k) <= 5 GROUP BY s.k",
+    f"SELECT b.id, CASE WHEN b.flag THEN NULL ELSE GREATEST(s.due, b.day) END AS c, "
+    f"IF(s.k > 1, NULL, LEAST(b.dec, s.k)) AS i {EDGE_JOIN} WHERE b.id >= s.id",
+]
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """{dialect: oracle} over the edge tables of tests/test_spu_functions.py, in DuckDB's and MySQL's dialect."""
+    made = {}
+    for dialect in ("duckdb", "mysql"):
+        path = federation_writer(tmp_path_factory.mktemp(dialect), edge_tables(2 ** 61 - 1, 2.0 ** 45 / 100 - 1),
+                                 plaintext_grants(TWO), parties=TWO, min_group_size=0, dialect=dialect)
+        made[dialect] = oracle_for(Engine(path, timeout=60))
+    yield made
+    for oracle in made.values():
+        oracle.engine.close()
+
+
+@pytest.mark.parametrize("sql", EXTREMES)
+def test_greatest_and_least_across_two_parties_match_duckdb(edges, sql):
+    assert "SPU(" in edges["duckdb"].engine.explain(sql, "bank")
+    edges["duckdb"].check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", EXTREMES)
+def test_mysql_greatest_and_least_are_null_where_any_argument_is(edges, sql):
+    mysql = edges["mysql"]
+    assert "SPU(" in mysql.engine.explain(sql, "bank")
+    got, want = mysql.engine.execute(sql, "bank").table, rewritten_in_duckdb(mysql, sql)
+    assert same_multiset(got, want), (sorted_rows(got), sorted_rows(want))
+
+
+def test_the_dialects_differ_on_a_null_argument(edges):
+    """The same query: DuckDB's GREATEST skips b.big's NULL (row 5), MySQL's is NULL there."""
+    sql = f"SELECT b.id, GREATEST(b.big, s.k) AS g {EDGE_JOIN} WHERE b.id = 5 AND s.k > 0"
+    answers = {d: edges[d].engine.execute(sql, "bank").table.to_pylist() for d in ("duckdb", "mysql")}
+    assert answers == {"duckdb": [{"id": 5, "g": 2}], "mysql": [{"id": 5, "g": None}]}
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    path = federation_writer(tmp_path_factory.mktemp("three"), timestamp_tables(), plaintext_grants(PARTIES_3),
+                             parties=PARTIES_3, min_group_size=0)
+    with Engine(path, timeout=60) as engine:
+        yield oracle_for(engine)
+
+
+def test_greatest_and_least_across_three_parties_match_duckdb(three):
+    """Timestamps from year 1 to 9999 (NULLs in each party's column), dates taken at midnight beside them."""
+    sql = (f"SELECT b.id, GREATEST(b.at, s.due, g.seen) AS g, LEAST(b.at, g.seen, s.due) AS l, "
+           f"LEAST(b.day, s.due) AS d, GREATEST(b.day, g.seen, TIMESTAMP '1970-01-01 00:00:00') AS t, "
+           f"GREATEST(s.k, b.id) AS k {TS_JOIN} JOIN insurer.g g ON g.id = b.id WHERE b.id >= s.k")
+    assert "SPU(" in three.engine.explain(sql, "bank")
+    three.check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql,name", [
+    (f"SELECT GREATEST(s.k, '5') {EDGE_JOIN} WHERE b.id > s.k", "GREATEST of number and text"),  # DuckDB: 5
+    (f"SELECT LEAST(b.flag, s.k) {EDGE_JOIN} WHERE b.id > s.k", "LEAST of boolean and number"),  # a BIGINT
+])
+def test_arguments_the_spu_cannot_compare_are_refused_naming_the_function(edges, sql, name):
+    refused_by_the_spu(edges["duckdb"].engine, sql, name)
+
+
+def test_an_approximate_argument_is_chosen_within_its_error_and_beyond_the_range_refused(edges):
+    """GREATEST of a quotient by a secret needs no comparison guard (the value chosen is within the larger
+    error); the quotient's own range is proven at plan time: b.fx's class is beyond it, check and execution
+    agree."""
+    sql = f"SELECT b.id, GREATEST(b.id / s.k, 1.5) AS q {EDGE_JOIN} WHERE b.id >= s.k"
+    edges["duckdb"].check(sql, "bank")
+    beyond = f"SELECT GREATEST(b.fx / s.id, 1) AS q {EDGE_JOIN} WHERE b.id >= s.id"
+    engine = edges["duckdb"].engine
+    assert "b.fx" in engine.check(beyond, "bank") and "GREATEST" in engine.check(beyond, "bank")
+    with pytest.raises(DataError, match="GREATEST"):
+        engine.execute(beyond, "bank")
