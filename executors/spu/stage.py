@@ -60,7 +60,8 @@ from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT,
                                            input_limits, interval_months,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
-from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
+from sqlsecure.planner.dialects.common import round_half_even
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 
@@ -268,6 +269,7 @@ def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | N
         return None
 
 
+FRAC_BITS = DEFAULT_FRAC_BITS  # the plan's fixed point (physical.SpuStep.frac_bits)
 TIE_SLACK = 4  # units of 2^-F: a DOUBLE's encoding error (1/2) with room for a few exact operations on it
 
 
@@ -309,7 +311,7 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
             return f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
         return _finer_than_error(node, decimal_scale_of(node.to)) or _unbounded_rounding(node, kind_of)
     if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
-        return _unbounded_rounding(node, kind_of)
+        return _unbounded_rounding(node, kind_of) or _finer_than_error(node, 0)
     if target in ZONED_TYPES:
         return (f"{node.sql(dialect='duckdb')}: TIMESTAMPTZ in secure computation (the SPU holds TIMESTAMP without "
                 "time zone); compute it at one party or CAST to TIMESTAMP there")
@@ -327,14 +329,42 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
 
 def _finer_than_error(node: exp.Expression, digits: int) -> str | None:
     """Why rounding an approximate value (a quotient by a secret, SQRT, ...) at `digits` decimals is refused:
-    twice the kernels' least error, 2^-(KERNEL_BITS - 1), reaches the decimals' spacing, so every row lies
-    within its error of a boundary and `_refuse_near_a_boundary` would refuse the query at run time anyway."""
-    if 10 ** digits < 2 ** (approximation.KERNEL_BITS - 1) or not approximation.is_approximate(node.this):
+    twice its least error bound (`approximation.least_bound`, capped as the guard caps it) reaches the
+    boundaries' spacing, so every row lies within its error of one and `_refuse_near_a_boundary` would
+    refuse the query at run time anyway (ROUND finer than the encoding, which returns its argument
+    unguarded, is no different: its digits are beyond the value's accuracy)."""
+    if (written := _rounding_as_written(node)) is not node:
+        return _finer_than_error(written, rounding_digits(written))
+    least = approximation.least_bound(node.this)
+    if not least or not _always_near_a_boundary(least, digits):
         return None
-    return (f"{node.sql(dialect='duckdb')}: {node.this.sql(dialect='duckdb')} is approximate on the SPU (within "
-            f"2^-{approximation.KERNEL_BITS} (|v| + 1): docs/architecture.md), too coarse for {digits} decimals; "
-            "round it to 3 decimals at most, or compute it at one party (MySQL's `/` of exact values is rounded "
-            "at 4 more decimals than the dividend: a DOUBLE operand, x / CAST(y AS DOUBLE), keeps it a DOUBLE)")
+    coarse = next((d for d in range(digits, -MAX_DIGITS - 1, -1) if not _always_near_a_boundary(least, d)), None)
+    name = type(node).__name__.upper()
+    fewer = f"round it to {coarse} decimals at most" if coarse is not None else "round its terms first"
+    return (f"{node.sql(dialect='duckdb')}: {name} of {node.this.sql(dialect='duckdb')}, an approximate value on the "
+            f"SPU (its error bound is {least / 2 ** FRAC_BITS:.2g} at the least: docs/architecture.md), at {digits} "
+            f"decimals: every row lies within its error of a rounding boundary; {fewer}, or "
+            "compute it at one party (MySQL's `/` of exact values is rounded at 4 more decimals than the dividend: "
+            "a DOUBLE operand, x / CAST(y AS DOUBLE), keeps it a DOUBLE; MySQL's ROUND of a DOUBLE is written "
+            "with FLOOR)")
+
+
+def _rounding_as_written(node: exp.Expression) -> exp.Expression:
+    """The ROUND(x, d) a FLOOR belongs to where it is part of ROUND of a DOUBLE with ties to even (MySQL's and
+    PostgreSQL's, written with FLOOR by `common.round_half_even`), so a refusal names what the user wrote;
+    else `node`."""
+    case = node.find_ancestor(exp.Case) if isinstance(node, exp.Floor) else None
+    default = case.args.get("default") if case is not None else None
+    if isinstance(default, exp.Round) and isinstance(case.parent, exp.Paren) and \
+            case.parent.sql() == round_half_even(default.this, rounding_digits(default)).sql():
+        return default
+    return node
+
+
+def _always_near_a_boundary(least: float, digits: int) -> bool:
+    """Whether a bound of `least` ring units, scaled by 10^d as the guard scales it (capped at two whole
+    units), spans a whole spacing of the rounding's boundaries."""
+    return 2 * min(least, 2 << FRAC_BITS) * 10 ** max(digits, 0) >= 1 << FRAC_BITS
 
 
 def _unbounded_rounding(node: exp.Expression, kind_of) -> str | None:
@@ -688,9 +718,9 @@ def _rounding_rule(node: exp.Expression, kind_of) -> str | None:
         return unbounded
     digits = node.args.get("decimals")
     if digits is None:
-        return None
+        return _finer_than_error(node, 0)
     if isinstance(node, exp.Round) and isinstance(constant(digits), int) and abs(constant(digits)) <= MAX_DIGITS:
-        return None
+        return _finer_than_error(node, constant(digits))
     return (f"{node.sql(dialect='duckdb')}: secure computation takes {name}(x) or ROUND(x, d) with d a whole "
             f"constant between -{MAX_DIGITS} and {MAX_DIGITS}; compute it at one party")
 
