@@ -173,7 +173,7 @@ def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expressi
                 f"secret program: {node.path}: {comparison.sql(dialect='duckdb')}: the SPU bounds no error for "
                 f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value computed in an "
                 "earlier step (a subquery, an aggregate or a window), so the comparison could take the other side "
-                "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 4) in the step that computes "
+                "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 2) in the step that computes "
                 "it), compare in the expression that computes it, or compare at one party")
 
 

@@ -700,7 +700,7 @@ def _comparison_rule(node: exp.Expression, kind_of) -> str | None:
     part, why = found
     return (f"{node.sql(dialect='duckdb')}: the SPU bounds no error for {part.sql(dialect='duckdb')} ({why}), so the "
             "comparison could take the other side than DuckDB's doubles unseen; compare a rounded value "
-            "(ROUND(x, d), or an aggregate of rounded terms: AVG(ROUND(x / y, 4)) < 3), or compare at one party")
+            "(ROUND(x, d), or an aggregate of rounded terms: AVG(ROUND(x / y, 2)) < 3), or compare at one party")
 
 
 def _is_rule(node: exp.Is, kind_of) -> str | None:
