@@ -226,10 +226,20 @@ class _Bounds:
 
     # -- the rules -------------------------------------------------------------------------------
     def of(self, e: exp.Expression):
+        """e's bound, computed once per evaluation: kept in `stage.error_bounds` beside the values it is
+        computed from (an IN list's left operand is compared with every element, BETWEEN's twice)."""
         e = _unwrapped(e)
         v = self.value(e)
         if v is None:
             return _unknown(self, e)
+        known = self.stage.error_bounds.get((id(e), self.n))
+        if known is not None and known[0] is e:
+            return known[1]
+        bound = self._of(e, v)
+        self.stage.error_bounds[(id(e), self.n)] = (e, bound)
+        return bound
+
+    def _of(self, e: exp.Expression, v):
         if v.kind in EXACT_KINDS:
             return 0.0
         if isinstance(e, (exp.Column, exp.Literal)) or decimal_scale(v.kind) is not None:

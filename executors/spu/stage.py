@@ -835,6 +835,7 @@ class Stage:
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
         self.values: dict[int, tuple] = {}  # id(node) -> (node, its value) under a rounding (`_remembered`)
+        self.error_bounds: dict[tuple, tuple] = {}  # (id(node), rows) -> (node, its error bound): `approximation`
         self.rounding_depth = 0  # how many roundings `ev` is inside
 
     # -- constants and conversions --------------------------------------------------------------
@@ -908,8 +909,8 @@ class Stage:
     def _remembered(self, e: exp.Expression):
         """_ev(e), remembering the values of the nodes under a rounding (ROUND / FLOOR / CEIL / CAST) or a
         comparison of an approximate value while it is evaluated, for its guard's error bound
-        (`spu.approximation`), and forgetting them after it, so memory stays that of the expressions
-        being evaluated."""
+        (`spu.approximation`), and forgetting them (and the bounds computed from them) after it, so memory
+        stays that of the expressions being evaluated."""
         rounding = isinstance(e, (*ROUNDING, exp.Cast)) or \
             (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and approximation.is_approximate(e))
         self.rounding_depth += rounding
@@ -919,6 +920,7 @@ class Stage:
             self.rounding_depth -= rounding
             if rounding and not self.rounding_depth:
                 self.values.clear()
+                self.error_bounds.clear()
         if self.rounding_depth:
             self.values[id(e)] = (e, v)
         return v
