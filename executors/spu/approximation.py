@@ -35,7 +35,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.executors.spu import arith, compare, functions
 from sqlsecure.executors.spu.ranges import (EARTH_RADIUS, RADIUS_LIMIT, POWER_EXPONENT_LIMIT, ROUNDING, TRIG,
-                                           constant, is_geodist, whole_power)
+                                           choices, constant, is_geodist, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare
 from sqlsecure.executors.spu.values import decimal_scale
 
@@ -409,10 +409,7 @@ def _geodist(b: _Bounds, e: exp.Anonymous):
 
 def _branches(e: exp.Expression) -> list[exp.Expression]:
     """The values CASE / IF / COALESCE / NULLIF / GREATEST / LEAST choose among."""
-    if isinstance(e, (exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least)):
-        return [e.this, *(e.expressions if not isinstance(e, exp.Nullif) else [])]
-    branches = [x for x in (e.args.get("true"), e.args.get("false"), e.args.get("default")) if x is not None]
-    return branches + [i.args["true"] for i in e.args.get("ifs") or []]
+    return [e.this] if isinstance(e, exp.Nullif) else choices(e)
 
 
 def _either(b: _Bounds, e: exp.Expression):

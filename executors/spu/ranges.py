@@ -201,7 +201,7 @@ class RangePlan:
                           exp.Or, exp.Not, exp.Is)):
             return "bool", 2.0
         if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
-            found = [self.info(v) for v in _branches(e)]
+            found = [self.info(v) for v in choices(e)]
             kinds = {k for k, _ in found}
             if {"date", "timestamp"} <= kinds:  # GREATEST / LEAST of both: dates taken at midnight
                 return "timestamp", max(b * MICROS_PER_DAY if k == "date" else b for k, b in found)
@@ -236,7 +236,7 @@ class RangePlan:
         if isinstance(e, exp.Literal):
             return decimal_literal(e)[1] if decimal_literal(e) is not None else None
         if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):  # the branches at the larger scale
-            return self._common_scale([b for b in _branches(e) if not isinstance(b, exp.Null)])
+            return self._common_scale([b for b in choices(e) if not isinstance(b, exp.Null)])
         if isinstance(e, exp.Cast) and e.to.this == exp.DataType.Type.DECIMAL:
             return decimal_scale_of(e.to)
         if isinstance(e, ROUNDING) and (scale := self.exact_scale(e.this)) is not None:  # `_round_decimal`
@@ -390,11 +390,11 @@ class RangePlan:
         if isinstance(e, exp.Is):
             return self.need(e.this, self.reveal_range(self.info(e.this)[0]), why)
         if isinstance(e, EXTREMES):  # compared with one another, then one of them is the value
-            self._need_compared(_branches(e), f"{e.sql()} ({why})")
+            self._need_compared(choices(e), f"{e.sql()} ({why})")
         if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
             for cond in _conditions(e):
                 self.need(cond, 2.0, why)
-            for value in _branches(e):
+            for value in choices(e):
                 self.need(value, min(limit, self.room(e, self.reveal_range(kind))), why)
             return None
         if isinstance(e, exp.Cast):
@@ -591,7 +591,8 @@ def _numeric_kind(a: str, b: str) -> str:
     return a if a == b else "int"
 
 
-def _branches(e: exp.Expression) -> list[exp.Expression]:
+def choices(e: exp.Expression) -> list[exp.Expression]:
+    """The values CASE / IF / COALESCE / GREATEST / LEAST choose among."""
     if isinstance(e, (exp.Coalesce, *EXTREMES)):
         return [e.this, *e.expressions]
     if isinstance(e, exp.If):

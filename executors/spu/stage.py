@@ -55,9 +55,8 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import approximation, arith, compare, functions, like, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, EXTREMES, MAX_DECIMAL_SCALE, ROUNDING,
-                                           TRIG,
-                                           RangePlan, calendar_interval, constant, decimal_literal, decimal_scale_of,
-                                           input_limits, interval_months,
+                                           TRIG, RangePlan, calendar_interval, choices, constant, decimal_literal,
+                                           decimal_scale_of, input_limits, interval_months,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
@@ -217,10 +216,7 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
         return {**{t: "fixed" for t in NUMERIC_CASTS}, **{t: "int" for t in INTEGER_CASTS},
                 **{t: "timestamp" for t in TIMESTAMP_CASTS}, exp.DataType.Type.DATE: "date"}.get(e.to.this)
     if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
-        branches = ([i.args["true"] for i in e.args.get("ifs") or []] + [e.args.get("default")]
-                    if isinstance(e, exp.Case) else [e.args.get("true"), e.args.get("false")]
-                    if isinstance(e, exp.If) else [e.this, *e.expressions])
-        kinds = {static_kind(b, kind_of) for b in branches if b is not None and not isinstance(b, exp.Null)}
+        kinds = {static_kind(b, kind_of) for b in choices(e) if not isinstance(b, exp.Null)}
         return kinds.pop() if len(kinds) == 1 else None
     if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean, exp.Escape)):
         return "bool"
@@ -732,25 +728,21 @@ def _family(kind: str) -> str:
     return {"date": "date", "timestamp": "date", "bool": "boolean"}.get(kind, "text")
 
 
-def _extreme_rule(node: exp.Expression, kind_of) -> str | None:
-    """GREATEST / LEAST of arguments of one family (`_family`); a text constant beside dates is read as a
-    DATE '...' / TIMESTAMP '...' (`Stage._temporal_pair`)."""
-    arguments = [a for a in (node.this, *node.expressions) if not isinstance(a, exp.Null)]
-    texts = [a for a in arguments if isinstance(a, exp.Literal) and a.is_string]
-    families = {_family(kind) for a in arguments if a not in texts and (kind := static_kind(a, kind_of)) is not None}
+def _branches_rule(node: exp.Expression, kind_of) -> str | None:
+    """CASE / IF / COALESCE / GREATEST / LEAST choose among values of one family (`_family`): a text constant
+    beside dates is read as a DATE '...' / TIMESTAMP '...' (`Stage._temporal_pair`), a NULL as the others'."""
+    if isinstance(node, exp.Case) and node.this is not None:
+        return f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
+    values = [v for v in choices(node) if not isinstance(v, exp.Null)]
+    texts = [v for v in values if isinstance(v, exp.Literal) and v.is_string]
+    families = {_family(kind) for v in values if v not in texts and (kind := static_kind(v, kind_of)) is not None}
     if texts and "date" not in families:
         families.add("text")
     if len(families) <= 1:
         return None
     name = type(node).__name__.upper()
-    return (f"{node.sql(dialect='duckdb')}: {name} of {' and '.join(sorted(families))} values in secure "
-            f"computation (the SPU compares arguments of one kind); CAST them to one type, or compute {name} at "
-            "one party")
-
-
-def _case_rule(node: exp.Case, kind_of) -> str | None:
-    return None if node.this is None else \
-        f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
+    return (f"{node.sql(dialect='duckdb')}: {name} of {' and '.join(sorted(families))} values in secure computation "
+            f"(the SPU chooses among values of one kind); CAST them to one type, or compute {name} at one party")
 
 
 def _distinct_rule(node: exp.Distinct, kind_of) -> str | None:
@@ -775,7 +767,7 @@ def _window_rule(node: exp.Window, kind_of) -> str | None:
 SPU_RULES = {
     **{cls: _evaluated for cls in (
         exp.Paren, exp.Column, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.And, exp.Or, exp.Not,
-        exp.If, exp.Coalesce, exp.Abs, exp.Pi,
+        exp.Abs, exp.Pi,
         exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule,
@@ -785,8 +777,8 @@ SPU_RULES = {
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
-    exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
-    **{cls: _extreme_rule for cls in EXTREMES},
+    exp.Distinct: _distinct_rule, exp.Window: _window_rule,
+    **{cls: _branches_rule for cls in (exp.Case, exp.If, exp.Coalesce, *EXTREMES)},
     exp.Add: _sum_rule, exp.Sub: _sum_rule, exp.TimeToStr: _formatting_rule, exp.Sum: _total_rule,
     exp.Avg: _total_rule,
 }
@@ -986,7 +978,7 @@ class Stage:
         if isinstance(e, (exp.Case, exp.If)):
             return self._case(e)
         if isinstance(e, exp.Coalesce):
-            values = [self._secret_value(self.ev(a)) for a in [e.this, *e.expressions]]
+            values = [self._secret_value(v) for v in self._typed_branches([self.ev(a) for a in choices(e)])]
             acc = values[-1]
             for v in reversed(values[:-1]):
                 acc = self._mux(v.valid, v, acc)
@@ -1712,11 +1704,30 @@ class Stage:
         out = compare.mux_many(self.s, items)
         return SV(out[:-1], out[-1], x.kind)
 
+    def _typed_branches(self, values: list) -> list:
+        """The values one CASE / IF / COALESCE chooses among as DuckDB types them together: a NULL of the
+        others' kind, a text constant beside dates or timestamps one of them ('2024-01-01': DuckDB casts it,
+        `_temporal_pair`)."""
+        known = [v for v in values if not (isinstance(v, PV) and v.value is None)] or values
+        kind = next((v.kind for v in known if isinstance(v, SV)), known[0].kind)
+        temporal = next((v for v in known if v.kind in TEMPORAL), None)
+        typed = []
+        for v in values:
+            if isinstance(v, PV) and v.value is None:
+                v = PV(None, kind)
+            elif temporal is not None and isinstance(v, PV) and v.kind == "text":
+                v = self._temporal_pair(temporal, v)[1]
+            typed.append(v)
+        return typed
+
     def _aligned(self, x: SV, y: SV) -> tuple[SV, SV]:
         """Two results of one CASE / COALESCE in one kind, as DuckDB types them: DECIMALs and integers
-        as a DECIMAL of the larger scale (exact), other numbers as fixed point."""
+        as a DECIMAL of the larger scale (exact), other numbers as fixed point, a date beside a timestamp
+        at midnight."""
         if x.kind == y.kind:
             return x, y
+        if {x.kind, y.kind} == set(TEMPORAL):
+            return self._as_timestamp(x), self._as_timestamp(y)
         if "text" in (x.kind, y.kind):
             raise NotSupportedError("CASE mixing text and numbers in secure computation")
         scale = union_decimal_scale([x.kind, y.kind])
@@ -1783,10 +1794,8 @@ class Stage:
             if e.this is not None:
                 raise NotSupportedError("CASE x WHEN ... in secure computation: write CASE WHEN x = ...")
             branches, default = [(i.this, i.args["true"]) for i in e.args["ifs"]], e.args.get("default")
-        values = [self.ev(v) for _, v in branches] + [self.ev(default) if default is not None else PV(None, "int")]
-        known = [v for v in values if not (isinstance(v, PV) and v.value is None)] or values
-        kind = next((v.kind for v in known if isinstance(v, SV)), known[0].kind)
-        values = [PV(None, kind) if isinstance(v, PV) and v.value is None else v for v in values]  # NULL of its kind
+        values = self._typed_branches([self.ev(v) for _, v in branches] +
+                                      [self.ev(default) if default is not None else PV(None, "int")])
         acc = self._secret_value(values.pop())
         for cond, value in reversed(list(zip([c for c, _ in branches], values))):
             acc = self._mux(self.truth(self.ev(cond)), self._secret_value(value), acc)

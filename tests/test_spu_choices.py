@@ -1,9 +1,10 @@
-"""GREATEST / LEAST on shares (`stage.Stage._extreme`): each argument compared with the choice so far and
-taken where it beats it or that is NULL, against the DuckDB oracle over two and three parties, with NULLs,
-ties and range edges; in the mysql dialect NULL where any argument is (MySQL's; sqlglot writes it as a CASE
-around DuckDB's GREATEST, which ignores NULLs as PostgreSQL does), against DuckDB over the dialect's rewrite
-(tests/test_dialects.py compares that rewrite with MariaDB and PostgreSQL). What the SPU cannot compare is
-refused at plan time, naming the function."""
+"""Values chosen on shares: GREATEST / LEAST (`stage.Stage._extreme`: each argument compared with the choice so
+far and taken where it beats it or that is NULL) and CASE / IF / COALESCE / NULLIF over branches of mixed types,
+against the DuckDB oracle over two and three parties, with NULLs, ties and range edges. In the mysql dialect
+GREATEST / LEAST are NULL where any argument is (MySQL's; sqlglot writes it as a CASE around DuckDB's GREATEST,
+which ignores NULLs as PostgreSQL does), compared with DuckDB over the dialect's rewrite (tests/test_dialects.py
+compares that rewrite with MariaDB and PostgreSQL). What the SPU cannot choose among is refused at plan time,
+naming the function."""
 
 import pytest
 
@@ -102,3 +103,38 @@ def test_an_approximate_argument_is_chosen_within_its_error_and_beyond_the_range
     assert "b.fx" in engine.check(beyond, "bank") and "GREATEST" in engine.check(beyond, "bank")
     with pytest.raises(DataError, match="GREATEST"):
         engine.execute(beyond, "bank")
+
+
+MIXED_BRANCHES = [
+    # a date string beside a date is one (DuckDB casts it); a NULL branch takes the others' type
+    f"SELECT b.id, COALESCE(b.day, '2024-01-01') AS a, CASE WHEN b.flag THEN b.day ELSE '2024-01-01' END AS e, "
+    f"IF(b.flag, NULL, s.due) AS n, CASE WHEN b.flag THEN NULL WHEN s.k = 1 THEN b.dec END AS d {EDGE_JOIN} "
+    f"WHERE b.id >= s.id",
+    # NULLIF of a DECIMAL and an integer (exactly), a DOUBLE and an integer, a date and a date string
+    f"SELECT b.id, NULLIF(b.dec, s.k) AS x, NULLIF(s.k, b.dec) AS y, NULLIF(b.fx, s.k) AS z, "
+    f"NULLIF(b.day, '2000-02-29') AS w, NULLIF(b.day, s.due) AS v {EDGE_JOIN} WHERE b.id >= s.id",
+]
+
+
+@pytest.mark.parametrize("sql", MIXED_BRANCHES)
+def test_conditionals_type_mixed_branches_as_duckdb(edges, sql):
+    assert "SPU(" in edges["duckdb"].engine.explain(sql, "bank")
+    edges["duckdb"].check(sql, "bank")
+
+
+def test_a_date_beside_a_timestamp_is_taken_at_midnight(three):
+    sql = (f"SELECT b.id, CASE WHEN b.id > s.k THEN b.day ELSE s.due END AS c, COALESCE(b.day, s.due) AS d, "
+           f"COALESCE(b.at, '2024-01-01 10:00:00') AS t, IF(s.k = 1, b.day, g.seen) AS i "
+           f"{TS_JOIN} JOIN insurer.g g ON g.id = b.id WHERE b.id >= s.k")
+    assert "SPU(" in three.engine.explain(sql, "bank")
+    three.check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql,name", [
+    (f"SELECT COALESCE(s.k, '5') {EDGE_JOIN} WHERE b.id > s.k", "COALESCE of number and text"),  # DuckDB: 5
+    (f"SELECT CASE WHEN b.flag THEN b.dec ELSE '7.5' END {EDGE_JOIN} WHERE b.id > s.k", "CASE of number and text"),
+    (f"SELECT IF(b.flag, s.k, b.flag) {EDGE_JOIN} WHERE b.id > s.k", "IF of boolean and number"),
+])
+def test_branches_the_spu_cannot_type_as_duckdb_are_refused_naming_the_function(edges, sql, name):
+    """Once refused at run time only (check passed): now at plan time, check and execution alike."""
+    refused_by_the_spu(edges["duckdb"].engine, sql, name)
