@@ -125,6 +125,10 @@ MYSQL = [
     "GREATEST(i, n)", "LEAST(n, i, x)", "GREATEST(i, neg, z)", "LEAST(i, 7)", "GREATEST(i, x, 2.25)",
     "LEAST(neg, -7.5)", "GREATEST(d, DATE '2024-03-01')", "LEAST(d, ts)", "GREATEST(name, 'B')", "LEAST(sn, name)",
     "GREATEST(big, i)",
+    # NULLIF and COALESCE with mixed types: a date and a string, numbers of different types, a string and a number
+    "COALESCE(d, '2024-01-01')", "COALESCE(n, d)", "NULLIF(d, '2024-02-10')", "NULLIF(i, 7.0)", "NULLIF(x, 2.5)",
+    "NULLIF(i, '7')", "NULLIF(name, 1)", "NULLIF(s, 3)", "NULLIF(sn, 1)", "NULLIF(TRUE, 1)", "COALESCE(n, 2.5, i)",
+    "COALESCE(i, d)", "IF(i > 0, d, 0)", "COALESCE(n, ts)",
 ]
 
 POSTGRES = [
@@ -138,6 +142,8 @@ POSTGRES = [
     "1.23456::numeric", "CAST(i AS NUMERIC)", "CAST(neg AS NUMERIC) / 3", "'-2.125'::numeric", "CAST(i * 1.25 AS NUMERIC)",
     "GREATEST(i, n)", "LEAST(n, i, x)", "GREATEST(i, neg, z)", "LEAST(i, 7)", "GREATEST(i, x, 2.25)", "LEAST(n, n)",
     "GREATEST(d, DATE '2024-03-01')", "LEAST(d, ts)", "GREATEST(name, 'B')", "LEAST(sn, name)", "GREATEST(big, i)",
+    "COALESCE(d, '2024-01-01')", "COALESCE(n, 2.5, i)", "NULLIF(d, '2024-02-10')", "NULLIF(i, 7.0)", "NULLIF(x, 2.5)",
+    "NULLIF(i, '7')", "COALESCE(sn, name)",
 ]
 POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)", "SUM(i) / SUM(z)"]
 
