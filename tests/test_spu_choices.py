@@ -1,10 +1,10 @@
 """Values chosen on shares: GREATEST / LEAST (`stage.Stage._extreme`: each argument compared with the choice so
 far and taken where it beats it or that is NULL) and CASE / IF / COALESCE / NULLIF over branches of mixed types,
-against the DuckDB oracle over two and three parties, with NULLs, ties and range edges. In the mysql dialect
-GREATEST / LEAST are NULL where any argument is (MySQL's; sqlglot writes it as a CASE around DuckDB's GREATEST,
-which ignores NULLs as PostgreSQL does), compared with DuckDB over the dialect's rewrite (tests/test_dialects.py
-compares that rewrite with MariaDB and PostgreSQL). What the SPU cannot choose among is refused at plan time,
-naming the function."""
+against the DuckDB oracle over two parties, with NULLs, ties and range edges (three parties and secret programs:
+tests/test_spu_functions.py's timestamp queries). In the mysql dialect GREATEST / LEAST are NULL where any
+argument is (MySQL's; sqlglot writes it as a CASE around DuckDB's GREATEST, which ignores NULLs as PostgreSQL
+does), compared with DuckDB over the dialect's rewrite (tests/test_dialects.py compares that rewrite with MariaDB
+and PostgreSQL). What the SPU cannot choose among is refused at plan time, naming the function."""
 
 import pytest
 
@@ -12,8 +12,7 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError
 from tests.conftest import same_multiset, sorted_rows
 from tests.test_enclave_dialect_functions import rewritten_in_duckdb
-from tests.test_spu_functions import (EDGE_JOIN, PARTIES_3, TS_JOIN, TWO, edge_tables, refused_by_the_spu,
-                                      timestamp_program_oracle, timestamp_tables)
+from tests.test_spu_functions import EDGE_JOIN, TWO, edge_tables, refused_by_the_spu
 
 # b.big reaches 2^61 - 1 and -(2^61 - 1); fx 2^45 / 100 - 1; dec a DECIMAL(18, 2); s.k ties b.id on some rows
 EXTREMES = [
@@ -33,6 +32,17 @@ EXTREMES = [
 ]
 
 
+MIXED_BRANCHES = [
+    # a date string beside a date is one (DuckDB casts it); a NULL branch takes the others' type
+    f"SELECT b.id, COALESCE(b.day, '2024-01-01') AS a, CASE WHEN b.flag THEN b.day ELSE '2024-01-01' END AS e, "
+    f"IF(b.flag, NULL, s.due) AS n, CASE WHEN b.flag THEN NULL WHEN s.k = 1 THEN b.dec END AS d {EDGE_JOIN} "
+    f"WHERE b.id >= s.id",
+    # NULLIF of a DECIMAL and an integer (exactly), a DOUBLE and an integer, a date and a date string
+    f"SELECT b.id, NULLIF(b.dec, s.k) AS x, NULLIF(s.k, b.dec) AS y, NULLIF(b.fx, s.k) AS z, "
+    f"NULLIF(b.day, '2000-02-29') AS w, NULLIF(b.day, s.due) AS v {EDGE_JOIN} WHERE b.id >= s.id",
+]
+
+
 @pytest.fixture(scope="module")
 def edges(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
     """{dialect: oracle} over the edge tables of tests/test_spu_functions.py, in DuckDB's and MySQL's dialect."""
@@ -46,8 +56,8 @@ def edges(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
         oracle.engine.close()
 
 
-@pytest.mark.parametrize("sql", EXTREMES)
-def test_greatest_and_least_across_two_parties_match_duckdb(edges, sql):
+@pytest.mark.parametrize("sql", EXTREMES + MIXED_BRANCHES)
+def test_choices_across_two_parties_match_duckdb(edges, sql):
     assert "SPU(" in edges["duckdb"].engine.explain(sql, "bank")
     edges["duckdb"].check(sql, "bank")
 
@@ -67,86 +77,14 @@ def test_the_dialects_differ_on_a_null_argument(edges):
     assert answers == {"duckdb": [{"id": 5, "g": 2}], "mysql": [{"id": 5, "g": None}]}
 
 
-@pytest.fixture(scope="module")
-def three(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
-    path = federation_writer(tmp_path_factory.mktemp("three"), timestamp_tables(), plaintext_grants(PARTIES_3),
-                             parties=PARTIES_3, min_group_size=0)
-    with Engine(path, timeout=60) as engine:
-        yield oracle_for(engine)
-
-
-def test_greatest_and_least_across_three_parties_match_duckdb(three):
-    """Timestamps from year 1 to 9999 (NULLs in each party's column), dates taken at midnight beside them."""
-    sql = (f"SELECT b.id, GREATEST(b.at, s.due, g.seen) AS g, LEAST(b.at, g.seen, s.due) AS l, "
-           f"LEAST(b.day, s.due) AS d, GREATEST(b.day, g.seen, TIMESTAMP '1970-01-01 00:00:00') AS t, "
-           f"GREATEST(s.k, b.id) AS k {TS_JOIN} JOIN insurer.g g ON g.id = b.id WHERE b.id >= s.k")
-    assert "SPU(" in three.engine.explain(sql, "bank")
-    three.check(sql, "bank")
-
-
-def test_greatest_and_least_in_a_secret_program_match_duckdb(timestamp_program_oracle):
-    """A shape the spine does not take (grouping a subquery's rows), under grants that keep it secret: the
-    timestamps only compared (column control as for CASE WHEN a > b THEN a ELSE b END)."""
-    from sqlsecure.planner.physical import SecretQuery
-    sql = (f"SELECT t.k, COUNT(*) AS n, SUM(CASE WHEN t.g > TIMESTAMP '2000-01-01 00:00:00' THEN 1 ELSE 0 END) AS late "
-           f"FROM (SELECT s.k, GREATEST(b.at, s.due) AS g, LEAST(b.day, s.due) AS l {TS_JOIN} "
-           f"WHERE LEAST(b.at, s.due) < TIMESTAMP '2024-01-01 00:00:00') t WHERE t.l > DATE '1960-01-01' GROUP BY t.k")
-    steps = timestamp_program_oracle.engine.plan(sql, "bank").physical.steps
-    assert any(isinstance(step, SecretQuery) for step in steps)
-    timestamp_program_oracle.check(sql)
-
-
 @pytest.mark.parametrize("sql,name", [
     (f"SELECT GREATEST(s.k, '5') {EDGE_JOIN} WHERE b.id > s.k", "GREATEST of number and text"),  # DuckDB: 5
     (f"SELECT LEAST(b.flag, s.k) {EDGE_JOIN} WHERE b.id > s.k", "LEAST of boolean and number"),  # a BIGINT
-])
-def test_arguments_the_spu_cannot_compare_are_refused_naming_the_function(edges, sql, name):
-    refused_by_the_spu(edges["duckdb"].engine, sql, name)
-
-
-def test_an_approximate_argument_is_chosen_within_its_error_and_beyond_the_range_refused(edges):
-    """GREATEST of a quotient by a secret needs no comparison guard (the value chosen is within the larger
-    error); the quotient's own range is proven at plan time: b.fx's class is beyond it, check and execution
-    agree."""
-    sql = f"SELECT b.id, GREATEST(b.id / s.k, 1.5) AS q {EDGE_JOIN} WHERE b.id >= s.k"
-    edges["duckdb"].check(sql, "bank")
-    beyond = f"SELECT GREATEST(b.fx / s.id, 1) AS q {EDGE_JOIN} WHERE b.id >= s.id"
-    engine = edges["duckdb"].engine
-    assert "b.fx" in engine.check(beyond, "bank") and "GREATEST" in engine.check(beyond, "bank")
-    with pytest.raises(DataError, match="GREATEST"):
-        engine.execute(beyond, "bank")
-
-
-MIXED_BRANCHES = [
-    # a date string beside a date is one (DuckDB casts it); a NULL branch takes the others' type
-    f"SELECT b.id, COALESCE(b.day, '2024-01-01') AS a, CASE WHEN b.flag THEN b.day ELSE '2024-01-01' END AS e, "
-    f"IF(b.flag, NULL, s.due) AS n, CASE WHEN b.flag THEN NULL WHEN s.k = 1 THEN b.dec END AS d {EDGE_JOIN} "
-    f"WHERE b.id >= s.id",
-    # NULLIF of a DECIMAL and an integer (exactly), a DOUBLE and an integer, a date and a date string
-    f"SELECT b.id, NULLIF(b.dec, s.k) AS x, NULLIF(s.k, b.dec) AS y, NULLIF(b.fx, s.k) AS z, "
-    f"NULLIF(b.day, '2000-02-29') AS w, NULLIF(b.day, s.due) AS v {EDGE_JOIN} WHERE b.id >= s.id",
-]
-
-
-@pytest.mark.parametrize("sql", MIXED_BRANCHES)
-def test_conditionals_type_mixed_branches_as_duckdb(edges, sql):
-    assert "SPU(" in edges["duckdb"].engine.explain(sql, "bank")
-    edges["duckdb"].check(sql, "bank")
-
-
-def test_a_date_beside_a_timestamp_is_taken_at_midnight(three):
-    sql = (f"SELECT b.id, CASE WHEN b.id > s.k THEN b.day ELSE s.due END AS c, COALESCE(b.day, s.due) AS d, "
-           f"COALESCE(b.at, '2024-01-01 10:00:00') AS t, IF(s.k = 1, b.day, g.seen) AS i "
-           f"{TS_JOIN} JOIN insurer.g g ON g.id = b.id WHERE b.id >= s.k")
-    assert "SPU(" in three.engine.explain(sql, "bank")
-    three.check(sql, "bank")
-
-
-@pytest.mark.parametrize("sql,name", [
-    (f"SELECT COALESCE(s.k, '5') {EDGE_JOIN} WHERE b.id > s.k", "COALESCE of number and text"),  # DuckDB: 5
+    (f"SELECT COALESCE(s.k, '5') {EDGE_JOIN} WHERE b.id > s.k", "COALESCE of number and text"),
     (f"SELECT CASE WHEN b.flag THEN b.dec ELSE '7.5' END {EDGE_JOIN} WHERE b.id > s.k", "CASE of number and text"),
     (f"SELECT IF(b.flag, s.k, b.flag) {EDGE_JOIN} WHERE b.id > s.k", "IF of boolean and number"),
 ])
-def test_branches_the_spu_cannot_type_as_duckdb_are_refused_naming_the_function(edges, sql, name):
-    """Once refused at run time only (check passed): now at plan time, check and execution alike."""
+def test_values_the_spu_cannot_type_as_duckdb_are_refused_naming_the_function(edges, sql, name):
+    """DuckDB answers each (the text read as a number, the boolean as 0 or 1); the SPU chooses among values of
+    one kind. The conditionals were refused at run time only (check passed): now at plan time, as GREATEST."""
     refused_by_the_spu(edges["duckdb"].engine, sql, name)
