@@ -50,7 +50,8 @@ OPERATORS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Pow, e
              exp.Collate, exp.Escape)
 
 SCALAR_FUNCTIONS = (
-    # conditional
+    # conditional (GREATEST / LEAST compare their arguments and return one: as CASE WHEN a > b THEN a ELSE b
+    # END, whose comparison is no more visible than the values it chooses between)
     exp.Coalesce, exp.Nullif, exp.Nvl2, exp.Greatest, exp.Least,
     # numeric
     exp.Abs, exp.Round, exp.Ceil, exp.Floor, exp.Trunc, exp.Sqrt, exp.Cbrt, exp.Exp, exp.Ln, exp.Log, exp.Sign,

@@ -45,6 +45,9 @@ ALLOWED = [
     "SELECT category, COUNT(*) FROM shop.orders GROUP BY category ORDER BY MAX(amount) DESC",
     "SELECT COUNT(*) FROM shop.orders WHERE region IN ('north', 'south') AND region IS NOT NULL",
     "SELECT COUNT(*) FROM shop.orders WHERE amount > 10",  # a filter restricts its rows (SCQL's Selection)
+    # GREATEST / LEAST compare and choose an argument: as CASE WHEN a > b THEN a ELSE b END
+    "SELECT SUM(GREATEST(amount, 10)), MAX(LEAST(amount, 5, amount * 2)) FROM shop.orders",
+    "SELECT COUNT(*) FROM shop.orders WHERE GREATEST(region, 'm') = 'north'",
 ]
 
 REFUSED = [
@@ -56,6 +59,9 @@ REFUSED = [
     ("SELECT region FROM shop.orders WHERE amount > 10", "after WHERE .*amount.* > 10 it is ENCRYPTED_ONLY"),
     ("SELECT CASE WHEN amount > 100 THEN 'big' ELSE 'small' END FROM shop.orders", "shop.orders.amount"),
     ("SELECT amount - amount + 1 FROM shop.orders", "shop.orders.amount"),
+    ("SELECT GREATEST(amount, 10) FROM shop.orders", "shop.orders.amount"),
+    ("SELECT LEAST(region, 'm') FROM shop.orders", "shop.orders.region"),
+    ("SELECT GREATEST(amount, 10) > 20 FROM shop.orders", "shop.orders.amount"),
     ("SELECT SUM(amount) + MIN(customer_id) FROM shop.orders", "customer_id"),
     ("SELECT category FROM shop.orders UNION ALL SELECT region FROM shop.orders", "shop.orders"),
     ("SELECT COUNT(*) FROM shop.orders GROUP BY category ORDER BY MIN(customer_id)", "ORDER BY"),

@@ -121,6 +121,14 @@ MYSQL = [
     "CASE WHEN z THEN 1 WHEN neg THEN 2 END", "CASE WHEN n THEN 1 ELSE 0 END", "NOT neg", "NOT z", "z OR neg",
     "i / 10000", "neg / 10000", "i / -8", "neg / 20000", "i / 64", "(i + 0.5) / 8", "big / 10000", "i / 0.25",
     "i / 7", "neg / 3000", "AVG(neg)", "i % -4", "neg DIV 4", "x / 10000", "i / (2 - 2)", "NULLIF(5, 0)",
+    # GREATEST / LEAST: NULL if any argument is NULL; ties; numbers of mixed types, dates, text
+    "GREATEST(i, n)", "LEAST(n, i, x)", "GREATEST(i, neg, z)", "LEAST(i, 7)", "GREATEST(i, x, 2.25)",
+    "LEAST(neg, -7.5)", "GREATEST(d, DATE '2024-03-01')", "LEAST(d, ts)", "GREATEST(name, 'B')", "LEAST(sn, name)",
+    "GREATEST(big, i)",
+    # NULLIF and COALESCE with mixed types: a date and a string, numbers of different types, a string and a number
+    "COALESCE(d, '2024-01-01')", "COALESCE(n, d)", "NULLIF(d, '2024-02-10')", "NULLIF(i, 7.0)", "NULLIF(x, 2.5)",
+    "NULLIF(i, '7')", "NULLIF(name, 1)", "NULLIF(s, 3)", "NULLIF(sn, 1)", "NULLIF(TRUE, 1)", "COALESCE(n, 2.5, i)",
+    "COALESCE(i, d)", "IF(i > 0, d, 0)", "COALESCE(n, ts)",
 ]
 
 POSTGRES = [
@@ -132,6 +140,10 @@ POSTGRES = [
     "ROUND(2.5)", "ROUND(x)", "ROUND(-x)", "ROUND(x + 1)", "ROUND(x * 3)", "ROUND(x / 3)", "ROUND(7.0 / 3, 2)", "'3' + 4", "i > '5'", "7 % 2.5",
     "CAST(i AS INTEGER) / 2", "EXTRACT(DOW FROM d)", "d - INTERVAL '1 day'", "ts::date", "'a' < 'B'",
     "1.23456::numeric", "CAST(i AS NUMERIC)", "CAST(neg AS NUMERIC) / 3", "'-2.125'::numeric", "CAST(i * 1.25 AS NUMERIC)",
+    "GREATEST(i, n)", "LEAST(n, i, x)", "GREATEST(i, neg, z)", "LEAST(i, 7)", "GREATEST(i, x, 2.25)", "LEAST(n, n)",
+    "GREATEST(d, DATE '2024-03-01')", "LEAST(d, ts)", "GREATEST(name, 'B')", "LEAST(sn, name)", "GREATEST(big, i)",
+    "COALESCE(d, '2024-01-01')", "COALESCE(n, 2.5, i)", "NULLIF(d, '2024-02-10')", "NULLIF(i, 7.0)", "NULLIF(x, 2.5)",
+    "NULLIF(i, '7')", "COALESCE(sn, name)",
 ]
 POSTGRES_DIVISION_BY_ZERO = ["1 / 0", "i / z", "i % z", "1.0 / z", "x / z", "i / (z * 2)", "SUM(i) / SUM(z)"]
 
@@ -293,13 +305,15 @@ def test_mysql_views_mean_mysql(tmp_path, federation_writer):
 
 
 def test_mysql_refuses_what_it_cannot_match(mysql_engine):
-    """DATE_FORMAT specifiers without an exact equivalent, a format that is not constant, a DOUBLE's text."""
+    """DATE_FORMAT specifiers without an exact equivalent, a format that is not constant, a DOUBLE's text,
+    GREATEST / LEAST of strings and numbers (MySQL compares them as strings, MariaDB as numbers)."""
     for expression, named in (("DATE_FORMAT(d, '%D of %M')", "%D"), ("DATE_FORMAT(d, '%v')", "%v"),
                               ("DATE_FORMAT(d, '%u')", "%u"), ("STR_TO_DATE('1st', '%D')", "%D"),
                               ("DATE_FORMAT(d, name)", "constant format"), ("IFNULL(x, 'none')", "IFNULL"),
                               ("IF(i > 0, x, 'a')", "IF"), ("CONCAT(name, x)", "CONCAT"),
                               ("WEEK(d, 3)", "WEEK"), ("YEARWEEK(d)", "YEARWEEK"), ("MID(name, 2, 2)", "MID"),
-                              ("ELT(2, 'a', 'b')", "ELT")):
+                              ("ELT(2, 'a', 'b')", "ELT"), ("LEAST(s, 5)", "LEAST of strings and numbers"),
+                              ("GREATEST(i, '10', n)", "GREATEST of strings and numbers")):
         with pytest.raises(NotSupportedError, match=named):
             answer(mysql_engine, expression)
 

@@ -1,6 +1,7 @@
 """Issue 17's functions inside the enclave as the MySQL dialect writes them (`[enclave] placement = "always"`),
 each against plain DuckDB over the same rewrite: MySQL's DIV of DOUBLEs (TRUNC), TIMESTAMPDIFF (DuckDB's
-DATE_SUB(unit, a, b)), YEAR / DAYOFWEEK (a CAST to DATE first), LAST_DAY; and what stays refused, by name."""
+DATE_SUB(unit, a, b)), YEAR / DAYOFWEEK (a CAST to DATE first), LAST_DAY, GREATEST / LEAST (NULL where any
+argument is); and what stays refused, by name."""
 
 import pytest
 
@@ -27,6 +28,8 @@ ROWS = {
     "conditionals": "IF(b.flag, v.qty, b.n), IFNULL(b.bonus, v.qty), NULLIF(v.qty, b.n), "
                     "CASE WHEN v.qty > 0 THEN b.label LIKE 'p1%' END, v.qty + b.n IN (1, 2, 3), "
                     "v.qty BETWEEN b.n AND 10, CAST(v.amount + b.score AS SIGNED)",
+    "extremes": "GREATEST(v.qty, b.n), LEAST(b.bonus, v.coupon), GREATEST(b.bonus, v.coupon, 1), "
+                "LEAST(v.when_, b.born), GREATEST(b.price, v.qty, b.bonus)",  # NULL where any argument is
 }
 
 
@@ -46,7 +49,7 @@ def test_mysql_functions_in_the_enclave_match_duckdb(mysql_enclave, rows_match, 
 
 
 @pytest.mark.parametrize("expression, named", [
-    ("GREATEST(v.qty, b.n)", "GREATEST"), ("DATE_SUB('fortnight', b.born, v.day)", "DATE_SUB takes"),
+    ("DATE_SUB('fortnight', b.born, v.day)", "DATE_SUB takes"),
     ("DATE_SUB(b.label, b.born, v.day)", "DATE_SUB takes"),
 ])
 def test_what_the_enclave_does_not_evaluate_is_refused_by_name(tmp_path_factory, federation_writer,

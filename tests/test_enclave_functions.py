@@ -96,6 +96,9 @@ ROWS = {
                    "v.coupon // NULLIF(b.n, 0), YEAR(v.when_) + b.n, b.grade = 'g1' OR v.coupon > 0, "
                    "DATEDIFF('day', b.born, v.when_), b.grade IS NULL AND v.coupon IS NOT NULL",
     "geodist": "GEODIST(b.lon, b.lat, v.lon, v.lat), GEODIST(b.lon, b.lat, v.lon, v.lat, 1)",
+    "extremes": "GREATEST(v.qty, b.n), LEAST(v.amount, b.score, 0), GREATEST(b.price, v.qty), "
+                "LEAST(b.bonus, v.coupon), GREATEST(b.bonus, v.coupon, NULL), LEAST(v.day, b.born), "
+                "GREATEST(v.when_, b.born, DATE '2000-01-01'), GREATEST(v.qty, b.n) = LEAST(v.qty, b.n)",
 }
 
 

@@ -691,6 +691,13 @@ TIMESTAMP_QUERIES = [
     f"SELECT b.id, b.at {TS_JOIN} WHERE b.id >= s.k ORDER BY b.at DESC, b.id LIMIT 4",
     f"SELECT b.id, g.seen {TS_JOIN} JOIN insurer.g g ON g.id = b.id WHERE g.seen BETWEEN b.at AND s.due "
     f"OR g.seen > s.due",
+    # GREATEST / LEAST and conditionals over three parties: a date beside a timestamp taken at midnight
+    f"SELECT b.id, GREATEST(b.at, s.due, g.seen) AS g, LEAST(b.at, g.seen, s.due) AS l, LEAST(b.day, s.due) AS d, "
+    f"GREATEST(b.day, g.seen, TIMESTAMP '1970-01-01 00:00:00') AS t, GREATEST(s.k, b.id) AS k {TS_JOIN} "
+    f"JOIN insurer.g g ON g.id = b.id WHERE b.id >= s.k",
+    f"SELECT b.id, CASE WHEN b.id > s.k THEN b.day ELSE s.due END AS c, COALESCE(b.day, s.due) AS d, "
+    f"COALESCE(b.at, '2024-01-01 10:00:00') AS t, IF(s.k = 1, b.day, g.seen) AS i {TS_JOIN} "
+    f"JOIN insurer.g g ON g.id = b.id WHERE b.id >= s.k",
 ]
 
 
@@ -727,6 +734,10 @@ TIMESTAMP_PROGRAMS = [  # shapes the spine does not take: the translation's secr
     f"WHERE b.at < s.due - INTERVAL 1 SECOND) t GROUP BY t.k",
     f"SELECT t.h, COUNT(*) AS n FROM (SELECT HOUR(b.at) AS h, CAST(s.due AS DATE) AS d {TS_JOIN} "
     f"WHERE DATEDIFF('second', b.at, s.due) > 0 AND s.due > '1970-01-01') t GROUP BY t.h",
+    # GREATEST / LEAST, the timestamps only compared (column control as for CASE WHEN a > b THEN a ELSE b END)
+    f"SELECT t.k, COUNT(*) AS n, SUM(CASE WHEN t.g > TIMESTAMP '2000-01-01 00:00:00' THEN 1 ELSE 0 END) AS late "
+    f"FROM (SELECT s.k, GREATEST(b.at, s.due) AS g, LEAST(b.day, s.due) AS l {TS_JOIN} "
+    f"WHERE LEAST(b.at, s.due) < TIMESTAMP '2024-01-01 00:00:00') t WHERE t.l > DATE '1960-01-01' GROUP BY t.k",
 ]
 
 

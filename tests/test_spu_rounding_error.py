@@ -18,6 +18,8 @@ from sqlsecure.executors.spu import approximation, arith
 from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.shares import ArithShare, decode_fixed, to_signed
 from sqlsecure.executors.spu.stage import SV, Stage
+from tests.conftest import same_multiset, sorted_rows
+from tests.test_enclave_dialect_functions import rewritten_in_duckdb
 from tests.test_spu_functions import F, share
 
 TWO = ("bank", "shop")
@@ -133,6 +135,56 @@ def test_rounding_a_value_without_an_error_bound_is_refused_at_plan_time(aggrega
 ])
 def test_rounding_a_value_with_an_error_bound_is_planned_and_matches_duckdb(aggregate_only, oracle_for, sql):
     oracle_for(aggregate_only).check(sql, "bank")
+
+
+@pytest.fixture(scope="module")
+def aggregate_only_mysql(tmp_path_factory, federation_writer, grants_for):
+    """`aggregate_only` in the mysql dialect (ROUND of a DOUBLE: ties to even, written with FLOOR)."""
+    grants = grants_for(("bank", ("shop.w.id",), "PLAINTEXT_AFTER_JOIN"),
+                        ("bank", tuple(f"shop.w.{name}" for name in SHOP), "PLAINTEXT_AFTER_AGGREGATE"))
+    path = federation_writer(tmp_path_factory.mktemp("aggregate_only_mysql"), band_tables("outside"), grants,
+                             parties=TWO, min_group_size=0, dialect="mysql")
+    with Engine(path, timeout=60) as engine:
+        yield engine
+
+
+FINER_THAN_THE_ERROR = [  # (rounding, named): twice the least error bound spans a boundary spacing: every row
+    ("ROUND(b.qx / s.qy, 4)", "ROUND"),  # a quotient's 2^-14: 10^-4 apart
+    ("ROUND(b.cn / s.cy, 4)", "ROUND"),  # MySQL: an exact quotient the user rounds
+    ("ROUND(b.qx / s.sd, 7)", "ROUND"),  # finer than the encoding: its argument unguarded, beyond its accuracy
+    ("FLOOR(SQRT(b.sq + s.sq) * 10000)", "FLOOR"),  # scaled by a constant
+    ("CAST(LN(b.ln * s.ln) * 5000 AS INTEGER)", "CAST"),
+    ("CAST(EXP(b.ex) AS DECIMAL(10, 5))", "CAST"),
+    ("ROUND(GREATEST(b.qx / s.qy, 1.5), 4)", "ROUND"),
+]
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "mysql"])
+@pytest.mark.parametrize("rounding,named", FINER_THAN_THE_ERROR)
+def test_rounding_finer_than_an_approximate_values_error_is_refused_at_plan_time(
+        aggregate_only, aggregate_only_mysql, assert_refused, dialect, rounding, named):
+    """The run-time guard would refuse every row (MySQL's ROUND of a DOUBLE too, its FLOOR named as the ROUND
+    the user wrote): check, EXPLAIN and execution refuse it by name, suggesting fewer decimals."""
+    engine = aggregate_only if dialect == "duckdb" else aggregate_only_mysql
+    sql = f"SELECT SUM({rounding}) AS r {JOIN}"
+    refusal = assert_refused(engine, sql, "bank", NotSupportedError, named)
+    assert "every row lies within its error of a rounding boundary" in str(refusal)
+    with pytest.raises(NotSupportedError) as executed:
+        engine.execute(sql, "bank")
+    assert str(executed.value) == str(refusal)
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT SUM(ROUND(b.qx / s.qy, 2)) AS r, SUM(FLOOR(SQRT(b.sq + s.sq) * 100)) AS f {JOIN}",
+    f"SELECT SUM(CAST(LN(b.ln * s.ln) * 100 AS INTEGER)) AS c, SUM(ROUND(SIN(b.sn), 1)) AS s {JOIN}",
+])
+def test_a_rounding_coarser_than_twice_the_least_error_is_still_guarded_per_row(aggregate_only_mysql, oracle_for,
+                                                                                 sql):
+    """In the mysql dialect too (ROUND ties to even), against DuckDB over the dialect's rewrite."""
+    assert aggregate_only_mysql.check(sql, "bank") is None
+    got = aggregate_only_mysql.execute(sql, "bank").table
+    want = rewritten_in_duckdb(oracle_for(aggregate_only_mysql), sql)
+    assert same_multiset(got, want), (sorted_rows(got), sorted_rows(want))
 
 
 BOUNDED = {  # SQL over a DOUBLE x, a positive DOUBLE p and a non-zero integer k -> the same in numpy (DuckDB's doubles)

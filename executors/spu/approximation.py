@@ -35,7 +35,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.executors.spu import arith, compare, functions
 from sqlsecure.executors.spu.ranges import (EARTH_RADIUS, RADIUS_LIMIT, POWER_EXPONENT_LIMIT, ROUNDING, TRIG,
-                                           constant, is_geodist, whole_power)
+                                           choices, constant, is_geodist, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare
 from sqlsecure.executors.spu.values import decimal_scale
 
@@ -114,6 +114,45 @@ def _exact_constant_divisor(divisor) -> bool:
     return decimal_ratio(divisor) is not None
 
 
+# The least a kernel's bound adds on any row (ring units): its stated absolute accuracy (`_Bounds.kernel`'s
+# `absolute`, LN's 18, SIN / COS's 2), the relative part being 0 at |v| = 0.
+KERNEL_LEAST = {exp.Div: 4.0, exp.Sqrt: 4.0, exp.Ln: 18.0, exp.Log: 18.0, exp.Exp: 2.0, exp.Pow: 2.0,
+                exp.Sin: 2.0, exp.Cos: 2.0, exp.Tan: 4.0, exp.Atan: 4.0, exp.Atan2: 4.0, exp.Asin: 4.0,
+                exp.Acos: 4.0}
+
+
+def least_bound(e: exp.Expression) -> float:
+    """A lower bound, in ring units, of `error_bound(stage, e)` on every row, from the query alone: 0 where e
+    is exact, else its kernels' least bounds added up as `_Bounds` adds them, times the constants that
+    multiply them and divided by those that divide them. A rounding guard refuses every row when twice it
+    reaches the boundaries' spacing (`stage._finer_than_error`), so such a rounding is refused at plan time."""
+    e = _unwrapped(e)
+    if not is_approximate(e):
+        return 0.0
+    if isinstance(e, (exp.Neg, exp.Abs, exp.Cast)):
+        return least_bound(e.this)
+    if isinstance(e, (exp.Add, exp.Sub)):
+        return least_bound(e.left) + least_bound(e.right)
+    if isinstance(e, exp.Mul):
+        return least_bound(e.left) * _least_factor(e.right) + least_bound(e.right) * _least_factor(e.left)
+    if isinstance(e, exp.Div) and constant(e.expression):
+        return least_bound(e.left) / abs(float(constant(e.expression)))
+    if isinstance(e, (exp.Case, exp.If, exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least)):
+        return sum(least_bound(branch) for branch in _branches(e))
+    if isinstance(e, exp.Pow) and whole_power(e):  # one unit per product (`_power`)
+        return 2.0 * max(int(constant(e.expression) or 0).bit_length(), 1)
+    if is_geodist(e):
+        return 2.0
+    return KERNEL_LEAST.get(type(e), 0.0)
+
+
+def _least_factor(e: exp.Expression) -> float:
+    """What a product scales its other operand's bound by at the least: |c| for a constant c, 1 for a
+    secret (`_Bounds.units`: ceil |v| + 1)."""
+    c = constant(e)
+    return abs(float(c)) if isinstance(c, (int, float)) else 1.0
+
+
 def error_bound(stage, e: exp.Expression, rows: int):
     """|SPU value - DuckDB's value| of `e` (`rows` rows) in ring units: a float (every row) or an integer share."""
     return _Bounds(stage, rows).of(e)
@@ -187,10 +226,20 @@ class _Bounds:
 
     # -- the rules -------------------------------------------------------------------------------
     def of(self, e: exp.Expression):
+        """e's bound, computed once per evaluation: kept in `stage.error_bounds` beside the values it is
+        computed from (an IN list's left operand is compared with every element, BETWEEN's twice)."""
         e = _unwrapped(e)
         v = self.value(e)
         if v is None:
             return _unknown(self, e)
+        known = self.stage.error_bounds.get((id(e), self.n))
+        if known is not None and known[0] is e:
+            return known[1]
+        bound = self._of(e, v)
+        self.stage.error_bounds[(id(e), self.n)] = (e, bound)
+        return bound
+
+    def _of(self, e: exp.Expression, v):
         if v.kind in EXACT_KINDS:
             return 0.0
         if isinstance(e, (exp.Column, exp.Literal)) or decimal_scale(v.kind) is not None:
@@ -358,14 +407,16 @@ def _geodist(b: _Bounds, e: exp.Anonymous):
     return err
 
 
+def _branches(e: exp.Expression) -> list[exp.Expression]:
+    """The values CASE / IF / COALESCE / NULLIF / GREATEST / LEAST choose among."""
+    return [e.this] if isinstance(e, exp.Nullif) else choices(e)
+
+
 def _either(b: _Bounds, e: exp.Expression):
-    """CASE / IF / COALESCE / NULLIF: the value is one of the branches: at most the sum of their bounds."""
-    branches = [x for x in (e.args.get("true"), e.args.get("false"), e.args.get("default")) if x is not None]
-    branches += [i.args["true"] for i in e.args.get("ifs") or []]
-    if isinstance(e, (exp.Coalesce, exp.Nullif)):
-        branches = [e.this, *(e.expressions if isinstance(e, exp.Coalesce) else [])]
+    """CASE / IF / COALESCE / NULLIF / GREATEST / LEAST: the value is one of the branches (or within the larger
+    of two close ones' errors of DuckDB's choice): at most the sum of their bounds."""
     total = 0.0
-    for branch in branches:
+    for branch in _branches(e):
         total = b.plus(total, b.of(branch))
     return total
 
@@ -385,5 +436,6 @@ RULES = {
     exp.Neg: _same, exp.Abs: _same, exp.Cast: _same, exp.Add: _sum, exp.Sub: _sum, exp.Mul: _product,
     exp.Div: _quotient, exp.Sqrt: _sqrt, exp.Ln: _logarithm, exp.Log: _logarithm, exp.Exp: _exponential,
     exp.Pow: _power, **{cls: _trig for cls in TRIG}, exp.Case: _either, exp.If: _either,
-    exp.Coalesce: _either, exp.Nullif: _either, **{cls: _rounded for cls in ROUNDING},
+    exp.Coalesce: _either, exp.Nullif: _either, exp.Greatest: _either, exp.Least: _either,
+    **{cls: _rounded for cls in ROUNDING},
 }

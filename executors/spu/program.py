@@ -38,7 +38,7 @@ from sqlsecure.policy import privacy
 from sqlsecure.executors.spu import approximation, arith, relational
 from sqlsecure.executors.spu import secret_relation as sr
 from sqlsecure.executors.spu import set_ops
-from sqlsecure.executors.spu.ranges import ROUNDING, RangePlan, _branches
+from sqlsecure.executors.spu.ranges import EXTREMES, ROUNDING, RangePlan, choices
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
@@ -173,7 +173,7 @@ def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expressi
                 f"secret program: {node.path}: {comparison.sql(dialect='duckdb')}: the SPU bounds no error for "
                 f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value computed in an "
                 "earlier step (a subquery, an aggregate or a window), so the comparison could take the other side "
-                "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 4) in the step that computes "
+                "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 2) in the step that computes "
                 "it), compare in the expression that computes it, or compare at one party")
 
 
@@ -308,20 +308,23 @@ def _expression(sql, kinds: dict[str, str], where: str) -> tuple[exp.Expression,
 
 def expression_kind(e: exp.Expression, kinds: dict[str, str], where: str) -> str:
     """The kind the evaluator gives `e`: a bare decimal column stays exact, decimals elsewhere are
-    fixed point; a bare NULL is an int; mixed numeric branches are fixed point."""
+    fixed point; a bare NULL is an int; mixed numeric branches (or GREATEST / LEAST arguments) are fixed point,
+    dates beside timestamps timestamps."""
     inner = e.unnest()
     if isinstance(inner, exp.Column):
         return kinds[inner.name]
     if isinstance(inner, exp.Null):
         return "int"
-    if isinstance(inner, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs, exp.Case, exp.If, exp.Coalesce)) and \
-            (scale := exact_scale(inner, kinds)) is not None:
+    if isinstance(inner, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs, exp.Case, exp.If, exp.Coalesce, *EXTREMES)) \
+            and (scale := exact_scale(inner, kinds)) is not None:
         return f"decimal.{scale}"  # DECIMAL arithmetic, exact as DuckDB types it (stage.Stage._exact_arithmetic)
     kind = static_kind(inner, lambda c: range_kind(kinds[c.name]))
-    if kind is None and isinstance(inner, (exp.Case, exp.If, exp.Coalesce)):
-        branches = {expression_kind(b, kinds, where) for b in _branches(inner) if not isinstance(b, exp.Null)}
+    if kind is None and isinstance(inner, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
+        branches = {expression_kind(b, kinds, where) for b in choices(inner) if not isinstance(b, exp.Null)}
         if branches and all(k in ("int", "fixed") or decimal_scale(k) is not None for k in branches):
             kind = "fixed"  # the evaluator's CASE / COALESCE turns mixed numbers into fixed point
+        elif branches == {"date", "timestamp"}:
+            kind = "timestamp"  # a date beside a timestamp at midnight (stage.Stage._aligned)
     if kind is None:
         raise NotSupportedError(f"secret program: {where}: cannot tell the kind of {e.sql(dialect='duckdb')} in "
                                 "secure computation (mixed or unknown kinds)")

@@ -61,6 +61,7 @@ COMPARE_BITS = 62  # |raw| < 2^62: compared, sorted, MIN/MAX (see the module doc
 REVEAL_BITS = 63  # |raw| < 2^63: two's complement in 64 bits
 FOLDED = (exp.Add, exp.Sub, exp.Mul)
 ROUNDING = (exp.Round, exp.Floor, exp.Ceil)  # spu.functions: exact through a bit decomposition
+EXTREMES = (exp.Greatest, exp.Least)  # their arguments compared, then one of them chosen (`stage.Stage._extreme`)
 DATE_PARTS = (exp.Extract, exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Hour, exp.Minute, exp.Second,
               exp.DateDiff)
 NARROW_INTEGERS = {exp.DataType.Type.INT: 31}  # CAST to INTEGER: |x| < 2^31 (a rounded DOUBLE: within 1 of it)
@@ -199,9 +200,11 @@ class RangePlan:
         if isinstance(e, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.And,
                           exp.Or, exp.Not, exp.Is)):
             return "bool", 2.0
-        if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
-            found = [self.info(v) for v in _branches(e)]
+        if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
+            found = [self.info(v) for v in choices(e)]
             kinds = {k for k, _ in found}
+            if {"date", "timestamp"} <= kinds:  # GREATEST / LEAST of both: dates taken at midnight
+                return "timestamp", max(b * MICROS_PER_DAY if k == "date" else b for k, b in found)
             return ("fixed" if "fixed" in kinds else found[0][0]), max(b for _, b in found)
         if isinstance(e, exp.Cast):
             kind, bound = self.info(e.this)
@@ -232,8 +235,8 @@ class RangePlan:
             return self.scales.get(e.name)
         if isinstance(e, exp.Literal):
             return decimal_literal(e)[1] if decimal_literal(e) is not None else None
-        if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):  # the branches at the larger scale
-            return self._common_scale([b for b in _branches(e) if not isinstance(b, exp.Null)])
+        if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):  # the branches at the larger scale
+            return self._common_scale([b for b in choices(e) if not isinstance(b, exp.Null)])
         if isinstance(e, exp.Cast) and e.to.this == exp.DataType.Type.DECIMAL:
             return decimal_scale_of(e.to)
         if isinstance(e, ROUNDING) and (scale := self.exact_scale(e.this)) is not None:  # `_round_decimal`
@@ -386,10 +389,12 @@ class RangePlan:
             return None
         if isinstance(e, exp.Is):
             return self.need(e.this, self.reveal_range(self.info(e.this)[0]), why)
-        if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
+        if isinstance(e, EXTREMES):  # compared with one another, then one of them is the value
+            self._need_compared(choices(e), f"{e.sql()} ({why})")
+        if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
             for cond in _conditions(e):
                 self.need(cond, 2.0, why)
-            for value in _branches(e):
+            for value in choices(e):
                 self.need(value, min(limit, self.room(e, self.reveal_range(kind))), why)
             return None
         if isinstance(e, exp.Cast):
@@ -586,8 +591,9 @@ def _numeric_kind(a: str, b: str) -> str:
     return a if a == b else "int"
 
 
-def _branches(e: exp.Expression) -> list[exp.Expression]:
-    if isinstance(e, exp.Coalesce):
+def choices(e: exp.Expression) -> list[exp.Expression]:
+    """The values CASE / IF / COALESCE / GREATEST / LEAST choose among."""
+    if isinstance(e, (exp.Coalesce, *EXTREMES)):
         return [e.this, *e.expressions]
     if isinstance(e, exp.If):
         return [v for v in (e.args.get("true"), e.args.get("false")) if v is not None]
@@ -595,7 +601,7 @@ def _branches(e: exp.Expression) -> list[exp.Expression]:
 
 
 def _conditions(e: exp.Expression) -> list[exp.Expression]:
-    if isinstance(e, exp.Coalesce):
+    if isinstance(e, (exp.Coalesce, *EXTREMES)):
         return []
     if isinstance(e, exp.If):
         return [e.this]

@@ -54,12 +54,13 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
                                            text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import approximation, arith, compare, functions, like, relational
-from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, MAX_DECIMAL_SCALE, ROUNDING, TRIG,
-                                           RangePlan, calendar_interval, constant, decimal_literal, decimal_scale_of,
-                                           input_limits, interval_months,
+from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, EXTREMES, MAX_DECIMAL_SCALE, ROUNDING,
+                                           TRIG, RangePlan, calendar_interval, choices, constant, decimal_literal,
+                                           decimal_scale_of, input_limits, interval_months,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
-from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
+from sqlsecure.planner.dialects.common import round_half_even
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 
@@ -71,7 +72,8 @@ EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: bot
                       *ROUNDING, exp.Cast,  # ROUND / FLOOR / CEIL / CAST of a DECIMAL are exact at its scale
                       exp.Paren, exp.Neg, exp.Abs, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
                       exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,  # compared exactly: `_compared_numbers`
-                      exp.If, exp.Case, exp.Coalesce)  # CASE / COALESCE of DECIMALs: `_aligned`
+                      exp.If, exp.Case, exp.Coalesce,  # CASE / COALESCE of DECIMALs: `_aligned`
+                      exp.Greatest, exp.Least)  # compared exactly, then chosen: `_extreme`
 
 
 @dataclass
@@ -213,11 +215,8 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
     if isinstance(e, exp.Cast):
         return {**{t: "fixed" for t in NUMERIC_CASTS}, **{t: "int" for t in INTEGER_CASTS},
                 **{t: "timestamp" for t in TIMESTAMP_CASTS}, exp.DataType.Type.DATE: "date"}.get(e.to.this)
-    if isinstance(e, (exp.Case, exp.If, exp.Coalesce)):
-        branches = ([i.args["true"] for i in e.args.get("ifs") or []] + [e.args.get("default")]
-                    if isinstance(e, exp.Case) else [e.args.get("true"), e.args.get("false")]
-                    if isinstance(e, exp.If) else [e.this, *e.expressions])
-        kinds = {static_kind(b, kind_of) for b in branches if b is not None and not isinstance(b, exp.Null)}
+    if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
+        kinds = {static_kind(b, kind_of) for b in choices(e) if not isinstance(b, exp.Null)}
         return kinds.pop() if len(kinds) == 1 else None
     if isinstance(e, (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean, exp.Escape)):
         return "bool"
@@ -266,6 +265,7 @@ def _arithmetic_kind(e: exp.Expression, a: str | None, b: str | None) -> str | N
         return None
 
 
+FRAC_BITS = DEFAULT_FRAC_BITS  # the plan's fixed point (physical.SpuStep.frac_bits)
 TIE_SLACK = 4  # units of 2^-F: a DOUBLE's encoding error (1/2) with room for a few exact operations on it
 
 
@@ -307,7 +307,7 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
             return f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
         return _finer_than_error(node, decimal_scale_of(node.to)) or _unbounded_rounding(node, kind_of)
     if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
-        return _unbounded_rounding(node, kind_of)
+        return _unbounded_rounding(node, kind_of) or _finer_than_error(node, 0)
     if target in ZONED_TYPES:
         return (f"{node.sql(dialect='duckdb')}: TIMESTAMPTZ in secure computation (the SPU holds TIMESTAMP without "
                 "time zone); compute it at one party or CAST to TIMESTAMP there")
@@ -325,14 +325,42 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
 
 def _finer_than_error(node: exp.Expression, digits: int) -> str | None:
     """Why rounding an approximate value (a quotient by a secret, SQRT, ...) at `digits` decimals is refused:
-    twice the kernels' least error, 2^-(KERNEL_BITS - 1), reaches the decimals' spacing, so every row lies
-    within its error of a boundary and `_refuse_near_a_boundary` would refuse the query at run time anyway."""
-    if 10 ** digits < 2 ** (approximation.KERNEL_BITS - 1) or not approximation.is_approximate(node.this):
+    twice its least error bound (`approximation.least_bound`, capped as the guard caps it) reaches the
+    boundaries' spacing, so every row lies within its error of one and `_refuse_near_a_boundary` would
+    refuse the query at run time anyway (ROUND finer than the encoding, which returns its argument
+    unguarded, is no different: its digits are beyond the value's accuracy)."""
+    if (written := _rounding_as_written(node)) is not node:
+        return _finer_than_error(written, rounding_digits(written))
+    least = approximation.least_bound(node.this)
+    if not least or not _always_near_a_boundary(least, digits):
         return None
-    return (f"{node.sql(dialect='duckdb')}: {node.this.sql(dialect='duckdb')} is approximate on the SPU (within "
-            f"2^-{approximation.KERNEL_BITS} (|v| + 1): docs/architecture.md), too coarse for {digits} decimals; "
-            "round it to 3 decimals at most, or compute it at one party (MySQL's `/` of exact values is rounded "
-            "at 4 more decimals than the dividend: a DOUBLE operand, x / CAST(y AS DOUBLE), keeps it a DOUBLE)")
+    coarse = next((d for d in range(digits, -MAX_DIGITS - 1, -1) if not _always_near_a_boundary(least, d)), None)
+    name = type(node).__name__.upper()
+    fewer = f"round it to {coarse} decimals at most" if coarse is not None else "round its terms first"
+    return (f"{node.sql(dialect='duckdb')}: {name} of {node.this.sql(dialect='duckdb')}, an approximate value on the "
+            f"SPU (its error bound is {least / 2 ** FRAC_BITS:.2g} at the least: docs/architecture.md), at {digits} "
+            f"decimals: every row lies within its error of a rounding boundary; {fewer}, or "
+            "compute it at one party (MySQL's `/` of exact values is rounded at 4 more decimals than the dividend: "
+            "a DOUBLE operand, x / CAST(y AS DOUBLE), keeps it a DOUBLE; MySQL's ROUND of a DOUBLE is written "
+            "with FLOOR)")
+
+
+def _rounding_as_written(node: exp.Expression) -> exp.Expression:
+    """The ROUND(x, d) a FLOOR belongs to where it is part of ROUND of a DOUBLE with ties to even (MySQL's and
+    PostgreSQL's, written with FLOOR by `common.round_half_even`), so a refusal names what the user wrote;
+    else `node`."""
+    case = node.find_ancestor(exp.Case) if isinstance(node, exp.Floor) else None
+    default = case.args.get("default") if case is not None else None
+    if isinstance(default, exp.Round) and isinstance(case.parent, exp.Paren) and \
+            case.parent.sql() == round_half_even(default.this, rounding_digits(default)).sql():
+        return default
+    return node
+
+
+def _always_near_a_boundary(least: float, digits: int) -> bool:
+    """Whether a bound of `least` ring units, scaled by 10^d as the guard scales it (capped at two whole
+    units), spans a whole spacing of the rounding's boundaries."""
+    return 2 * min(least, 2 << FRAC_BITS) * 10 ** max(digits, 0) >= 1 << FRAC_BITS
 
 
 def _unbounded_rounding(node: exp.Expression, kind_of) -> str | None:
@@ -668,7 +696,7 @@ def _comparison_rule(node: exp.Expression, kind_of) -> str | None:
     part, why = found
     return (f"{node.sql(dialect='duckdb')}: the SPU bounds no error for {part.sql(dialect='duckdb')} ({why}), so the "
             "comparison could take the other side than DuckDB's doubles unseen; compare a rounded value "
-            "(ROUND(x, d), or an aggregate of rounded terms: AVG(ROUND(x / y, 4)) < 3), or compare at one party")
+            "(ROUND(x, d), or an aggregate of rounded terms: AVG(ROUND(x / y, 2)) < 3), or compare at one party")
 
 
 def _is_rule(node: exp.Is, kind_of) -> str | None:
@@ -686,16 +714,35 @@ def _rounding_rule(node: exp.Expression, kind_of) -> str | None:
         return unbounded
     digits = node.args.get("decimals")
     if digits is None:
-        return None
+        return _finer_than_error(node, 0)
     if isinstance(node, exp.Round) and isinstance(constant(digits), int) and abs(constant(digits)) <= MAX_DIGITS:
-        return None
+        return _finer_than_error(node, constant(digits))
     return (f"{node.sql(dialect='duckdb')}: secure computation takes {name}(x) or ROUND(x, d) with d a whole "
             f"constant between -{MAX_DIGITS} and {MAX_DIGITS}; compute it at one party")
 
 
-def _case_rule(node: exp.Case, kind_of) -> str | None:
-    return None if node.this is None else \
-        f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
+def _family(kind: str) -> str:
+    """What a kind compares as: numbers (integers, DECIMALs, DOUBLEs), dates (and timestamps), text, booleans."""
+    if kind in ("int", "fixed") or decimal_scale(kind) is not None or quotient_bits(kind) is not None:
+        return "number"
+    return {"date": "date", "timestamp": "date", "bool": "boolean"}.get(kind, "text")
+
+
+def _branches_rule(node: exp.Expression, kind_of) -> str | None:
+    """CASE / IF / COALESCE / GREATEST / LEAST choose among values of one family (`_family`): a text constant
+    beside dates is read as a DATE '...' / TIMESTAMP '...' (`Stage._temporal_pair`), a NULL as the others'."""
+    if isinstance(node, exp.Case) and node.this is not None:
+        return f"{node.sql(dialect='duckdb')}: CASE x WHEN ... in secure computation: write CASE WHEN x = ..."
+    values = [v for v in choices(node) if not isinstance(v, exp.Null)]
+    texts = [v for v in values if isinstance(v, exp.Literal) and v.is_string]
+    families = {_family(kind) for v in values if v not in texts and (kind := static_kind(v, kind_of)) is not None}
+    if texts and "date" not in families:
+        families.add("text")
+    if len(families) <= 1:
+        return None
+    name = type(node).__name__.upper()
+    return (f"{node.sql(dialect='duckdb')}: {name} of {' and '.join(sorted(families))} values in secure computation "
+            f"(the SPU chooses among values of one kind); CAST them to one type, or compute {name} at one party")
 
 
 def _distinct_rule(node: exp.Distinct, kind_of) -> str | None:
@@ -720,7 +767,7 @@ def _window_rule(node: exp.Window, kind_of) -> str | None:
 SPU_RULES = {
     **{cls: _evaluated for cls in (
         exp.Paren, exp.Column, exp.Boolean, exp.Null, exp.DataType, exp.Neg, exp.Mul, exp.And, exp.Or, exp.Not,
-        exp.If, exp.Coalesce, exp.Abs, exp.Pi,
+        exp.Abs, exp.Pi,
         exp.Count, exp.Min, exp.Max, exp.Star,  # aggregates (Star: COUNT(*))
         exp.RowNumber, exp.Rank, exp.DenseRank, exp.Order, exp.Ordered)},  # windows
     exp.Div: _division_rule, exp.IntDiv: _division_rule, exp.Mod: _division_rule,
@@ -730,7 +777,8 @@ SPU_RULES = {
     **{cls: _rounding_rule for cls in ROUNDING}, **{cls: _date_part_rule for cls in DATE_PARTS},
     exp.Interval: _interval_rule, exp.Var: _unit_rule, **{cls: _math_rule for cls in MATH},
     **{cls: _trig_rule for cls in TRIG}, exp.Anonymous: _anonymous_rule,
-    exp.Case: _case_rule, exp.Distinct: _distinct_rule, exp.Window: _window_rule,
+    exp.Distinct: _distinct_rule, exp.Window: _window_rule,
+    **{cls: _branches_rule for cls in (exp.Case, exp.If, exp.Coalesce, *EXTREMES)},
     exp.Add: _sum_rule, exp.Sub: _sum_rule, exp.TimeToStr: _formatting_rule, exp.Sum: _total_rule,
     exp.Avg: _total_rule,
 }
@@ -779,6 +827,7 @@ class Stage:
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
         self.values: dict[int, tuple] = {}  # id(node) -> (node, its value) under a rounding (`_remembered`)
+        self.error_bounds: dict[tuple, tuple] = {}  # (id(node), rows) -> (node, its error bound): `approximation`
         self.rounding_depth = 0  # how many roundings `ev` is inside
 
     # -- constants and conversions --------------------------------------------------------------
@@ -852,8 +901,8 @@ class Stage:
     def _remembered(self, e: exp.Expression):
         """_ev(e), remembering the values of the nodes under a rounding (ROUND / FLOOR / CEIL / CAST) or a
         comparison of an approximate value while it is evaluated, for its guard's error bound
-        (`spu.approximation`), and forgetting them after it, so memory stays that of the expressions
-        being evaluated."""
+        (`spu.approximation`), and forgetting them (and the bounds computed from them) after it, so memory
+        stays that of the expressions being evaluated."""
         rounding = isinstance(e, (*ROUNDING, exp.Cast)) or \
             (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and approximation.is_approximate(e))
         self.rounding_depth += rounding
@@ -863,6 +912,7 @@ class Stage:
             self.rounding_depth -= rounding
             if rounding and not self.rounding_depth:
                 self.values.clear()
+                self.error_bounds.clear()
         if self.rounding_depth:
             self.values[id(e)] = (e, v)
         return v
@@ -928,11 +978,13 @@ class Stage:
         if isinstance(e, (exp.Case, exp.If)):
             return self._case(e)
         if isinstance(e, exp.Coalesce):
-            values = [self._secret_value(self.ev(a)) for a in [e.this, *e.expressions]]
+            values = [self._secret_value(v) for v in self._typed_branches([self.ev(a) for a in choices(e)])]
             acc = values[-1]
             for v in reversed(values[:-1]):
                 acc = self._mux(v.valid, v, acc)
             return acc
+        if isinstance(e, EXTREMES):
+            return self._extreme(e)
         if isinstance(e, exp.Abs):
             v = self.secret(self.ev(e.this))
             _numeric_only(e, v if decimal_scale(v.kind) is None else self.to_fixed(v))
@@ -1652,11 +1704,30 @@ class Stage:
         out = compare.mux_many(self.s, items)
         return SV(out[:-1], out[-1], x.kind)
 
+    def _typed_branches(self, values: list) -> list:
+        """The values one CASE / IF / COALESCE chooses among as DuckDB types them together: a NULL of the
+        others' kind, a text constant beside dates or timestamps one of them ('2024-01-01': DuckDB casts it,
+        `_temporal_pair`)."""
+        known = [v for v in values if not (isinstance(v, PV) and v.value is None)] or values
+        kind = next((v.kind for v in known if isinstance(v, SV)), known[0].kind)
+        temporal = next((v for v in known if v.kind in TEMPORAL), None)
+        typed = []
+        for v in values:
+            if isinstance(v, PV) and v.value is None:
+                v = PV(None, kind)
+            elif temporal is not None and isinstance(v, PV) and v.kind == "text":
+                v = self._temporal_pair(temporal, v)[1]
+            typed.append(v)
+        return typed
+
     def _aligned(self, x: SV, y: SV) -> tuple[SV, SV]:
         """Two results of one CASE / COALESCE in one kind, as DuckDB types them: DECIMALs and integers
-        as a DECIMAL of the larger scale (exact), other numbers as fixed point."""
+        as a DECIMAL of the larger scale (exact), other numbers as fixed point, a date beside a timestamp
+        at midnight."""
         if x.kind == y.kind:
             return x, y
+        if {x.kind, y.kind} == set(TEMPORAL):
+            return self._as_timestamp(x), self._as_timestamp(y)
         if "text" in (x.kind, y.kind):
             raise NotSupportedError("CASE mixing text and numbers in secure computation")
         scale = union_decimal_scale([x.kind, y.kind])
@@ -1680,6 +1751,42 @@ class Stage:
             return SV([exact, self.const(v.value, "fixed", n).value], self.ones(n), f"decimal.{v.exact[1]}")
         return self.secret(v, n)
 
+    def _extreme(self, e: exp.Expression):
+        """GREATEST / LEAST as DuckDB: the largest (smallest) non-NULL argument, NULL only where every one is
+        (`ignore_nulls` False, MySQL's: NULL where any is). Arguments in the kind DuckDB compares them in
+        (`_temporal_pair`; integers and DECIMALs exactly, with DOUBLEs in fixed point), each further one
+        taken where it is valid and beats the choice so far or that is NULL. An approximate argument needs
+        no comparison guard: the value chosen lies within the larger of their errors of DuckDB's, whichever
+        of two close values wins. Rounds: one comparison and one multiplexer per further argument."""
+        op = exp.GT if isinstance(e, exp.Greatest) else exp.LT
+        values = [self.ev(a) for a in [e.this, *e.expressions] if not isinstance(a, exp.Null)]
+        if not values:
+            return PV(None, "int")
+        choice = values[0]
+        for value in values[1:]:
+            choice = self._extreme_of_two(op, choice, value)
+        if isinstance(choice, PV) or e.args.get("ignore_nulls", True):
+            return choice
+        known = self.ones(len(choice.valid)) * int(len(values) == len(e.expressions) + 1)  # 0: a NULL argument
+        for value in values:
+            if isinstance(value, SV):
+                known = arith.beaver_mul(self.s, known, value.valid)
+        return SV(choice.limbs, known, choice.kind)
+
+    def _extreme_of_two(self, op, choice, other):
+        """`other` where it is valid and `other op choice` holds, or `choice` is NULL; else `choice`."""
+        choice, other = self._temporal_pair(choice, other)
+        if isinstance(choice, PV) and isinstance(other, PV):
+            if choice.value is None or other.value is None:
+                return choice if other.value is None else other
+            wins = other.value > choice.value if op is exp.GT else other.value < choice.value
+            return other if wins else choice
+        n = len(choice.valid) if isinstance(choice, SV) else len(other.valid)
+        choice, other = self._secret_value(choice, n), self._secret_value(other, n)
+        beats = self.truth(self._compare(op, other, choice))
+        vacant = other.valid - arith.beaver_mul(self.s, other.valid, choice.valid)
+        return self._mux(beats + vacant, other, choice)
+
     def _case(self, e) -> SV:
         if isinstance(e, exp.If):
             branches, default = [(e.this, e.args["true"])], e.args.get("false")
@@ -1687,9 +1794,9 @@ class Stage:
             if e.this is not None:
                 raise NotSupportedError("CASE x WHEN ... in secure computation: write CASE WHEN x = ...")
             branches, default = [(i.this, i.args["true"]) for i in e.args["ifs"]], e.args.get("default")
-        values = [self.ev(v) for _, v in branches]
-        kind = next((v.kind for v in values if isinstance(v, SV)), values[0].kind)
-        acc = self._secret_value(self.ev(default) if default is not None else PV(None, kind))
+        values = self._typed_branches([self.ev(v) for _, v in branches] +
+                                      [self.ev(default) if default is not None else PV(None, "int")])
+        acc = self._secret_value(values.pop())
         for cond, value in reversed(list(zip([c for c, _ in branches], values))):
             acc = self._mux(self.truth(self.ev(cond)), self._secret_value(value), acc)
         return acc

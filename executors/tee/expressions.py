@@ -51,7 +51,7 @@ ALLOWED = (
     exp.Column, exp.Literal, exp.Boolean, exp.Null, exp.DataType, exp.Paren, exp.Var, exp.Interval,
     exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.Abs,
     exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Is, exp.And, exp.Or, exp.Not,
-    exp.If, exp.Case, exp.Coalesce, exp.Nullif,
+    exp.If, exp.Case, exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least,
     exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Exp, exp.Ln, exp.Log, exp.Pow, exp.Pi,
     exp.Sin, exp.Cos, exp.Tan, exp.Cot, exp.Asin, exp.Acos, exp.Atan, exp.Atan2,
     exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Extract, exp.DateDiff, exp.DateAdd, exp.DateSub,

@@ -135,6 +135,27 @@ def implicit_numbers(tree: exp.Expression, context: DialectContext) -> exp.Expre
     return rewrite_up(tree, rewrite)
 
 
+def mixed_extremes(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """GREATEST / LEAST of strings and numbers are refused: MySQL compares them as strings, MariaDB as
+    numbers, DuckDB not at all (a string column) — no one meaning to give them. NULL where any argument is
+    NULL is sqlglot's own transpilation (tests/test_dialects.py checks it against MariaDB).
+
+    >>> from sqlglot import parse_one
+    >>> from sqlglot.optimizer.annotate_types import annotate_types
+    >>> mixed_extremes(annotate_types(parse_one("SELECT GREATEST('3', 4)")), None)
+    Traceback (most recent call last):
+    ...
+    sqlsecure.errors.NotSupportedError: GREATEST('3', 4): GREATEST of strings and numbers (MySQL compares them as strings, MariaDB as numbers); CAST the arguments to one type
+    """
+    for node in tree.find_all(exp.Greatest, exp.Least):
+        types = {type_of(a) for a in (node.this, *node.expressions) if not isinstance(a, exp.Null)}
+        if types & STRINGS and types & NUMBERS:
+            name = type(node).__name__.upper()
+            raise NotSupportedError(f"{node.sql('mysql')}: {name} of strings and numbers (MySQL compares them as "
+                                    "strings, MariaDB as numbers); CAST the arguments to one type")
+    return tree
+
+
 NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Pow, exp.Exp, exp.Ln, exp.Log,
                      exp.Sign, exp.Sum, exp.Avg)
 
@@ -266,18 +287,43 @@ def as_mysql_string(value: exp.Expression, function: str) -> exp.Expression:
 
 
 def mixed_type_results(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    """IFNULL/COALESCE/IF/CASE with string and non-string results return a string in MySQL
-    (`IFNULL(name, 0)` is '0' where name is NULL), where DuckDB would try to make the string a number."""
+    """IFNULL/COALESCE/IF/CASE with string and non-string results, or with dates and numbers, return a string
+    in MySQL (`IFNULL(name, 0)` is '0' where name is NULL, `COALESCE(n, d)` '2024-02-10'), where DuckDB would
+    try to make the string a number, or refuse to mix a date with a number."""
     def rewrite(node):
         values = branches(node)
         kinds = {type_of(v) for v in values if not isinstance(v, exp.Null)}
-        if not (kinds & STRINGS) or kinds <= STRINGS | {DType.UNKNOWN}:
+        dated = bool(kinds & (DATES | DATETIMES)) and bool(kinds & NUMBERS)
+        if not dated and (not (kinds & STRINGS) or kinds <= STRINGS | {DType.UNKNOWN}):
             return node
         function = {exp.Coalesce: "IFNULL/COALESCE", exp.If: "IF", exp.Case: "CASE"}[type(node)]
         for value in values:
             if type_of(value) not in STRINGS | {DType.UNKNOWN} and not isinstance(value, exp.Null):
                 value.replace(as_mysql_string(value, function))
         return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def string_nullif(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """NULLIF of a string and a number compares them as numbers (the string's numeric prefix) and returns the
+    first argument unchanged: `NULLIF(name, 1)` is 'Alice' ('Alice' reads as 0), where DuckDB would cast 'Alice'
+    to a number and fail.
+
+    >>> from sqlglot import parse_one
+    >>> from sqlglot.optimizer.annotate_types import annotate_types
+    >>> "REGEXP_EXTRACT" in string_nullif(annotate_types(parse_one("SELECT NULLIF('a', 1)")), None).sql("duckdb")
+    True
+    """
+    def rewrite(node):
+        if not isinstance(node, exp.Nullif) or {type_of(node.this), type_of(node.expression)} & STRINGS == set() \
+                or not {type_of(node.this), type_of(node.expression)} & NUMBERS:
+            return node
+        if type_of(node.expression) in STRINGS:
+            node.expression.replace(mysql_number(node.expression.copy()))
+            return node
+        return template("CASE WHEN _n = _b THEN NULL ELSE _a END", n=mysql_number(node.this.copy()), b=node.expression,
+                        a=node.this)
 
     return rewrite_up(tree, rewrite)
 
@@ -656,7 +702,7 @@ def two_argument_atan(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
-RULES = (default_decimal, add_date, string_casts, truth_values, implicit_numbers, numeric_arguments, temporal_numbers,
-         constant_divisors, exact_division, integer_division, approximate_rounding, mixed_type_results, concat_strings,
+RULES = (mixed_extremes, default_decimal, add_date, string_casts, truth_values, string_nullif, implicit_numbers,
+         numeric_arguments, temporal_numbers, constant_divisors, exact_division, integer_division, approximate_rounding, mixed_type_results, concat_strings,
          date_formats, date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone,
          unix_time_in_zone, string_functions, two_argument_atan, refuse_unknown_functions)
