@@ -19,6 +19,7 @@ the mask on the result only where the column reaches the outputs as is, so every
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -39,7 +40,7 @@ from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
-    quoted, unique_side, describe_join, eager_aggregation, repeating_op,
+    quoted, unique_side, describe_join, eager_aggregation, repeating_op, rebuilt,
 )
 
 RESULT = "secret_out"
@@ -74,11 +75,12 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
     root = eager_aggregation(root, catalog, collapsible(issuer, min_group_size, dp is not None))
-    check_size(root, catalog)
     revealed = revealed_masks(tree, masks or {}, issuer)
-    noised = noised_aggregate(root, dp, origins) if dp is not None else None
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
                     masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()})
+    root = pruned(owner_flags(root, t, itertools.count(1)), frozenset(root.columns))
+    check_size(root, catalog)
+    noised = noised_aggregate(root, dp, origins) if dp is not None else None
     node, columns, provenance = place(noised.aggregate if noised else root, t, under_aggregate=False, at_root=True)
     texts = masked_outputs(root, columns, revealed)
     if provenance:
@@ -103,7 +105,8 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
-                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root)
+                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root) + \
+        owner_flag_notes(root)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]
         leakage.insert(-1, (party, "its own noise draws (never the exact values: it adds them to its shares)"))
@@ -280,6 +283,66 @@ def kind_of(column: str, dtype: str | None) -> str:
     return kind
 
 
+# -- a party's own filters, evaluated by that party as one secret bit per row ---------------------------
+FLAG = "__own"  # the prefix of the flag columns
+
+
+def owner_flags(op: Op, t: Translation, fresh) -> Op:
+    """`op` with each filter of one party that may not run at its owner (the rows it keeps would tell the
+    other compute parties about the data: `size_is_public`), over rows its owner shares anyway
+    (`keeps_rows`), evaluated by that owner instead: it shares every row with the flag COALESCE(condition,
+    FALSE), and the SPU keeps a row only where the flag is TRUE. The row count shared stays the table's,
+    the flag is a secret share, and the columns only the condition reads are no longer shared (`pruned`).
+    Stacked filters make one flag; a renaming over a flagged filter (a derived table, a view) is done by
+    the owner too, so a filter above it joins the same flag. `fresh` numbers the flags."""
+    op = rebuilt(op, lambda child: owner_flags(child, t, fresh))
+    if isinstance(op, Project) and _flagged(op.child) and _renames(op):
+        below = op.child
+        return Filter(Project(below.child, op.items + ((below.flag, quoted(below.flag)),)), below.condition, below.flag)
+    if not isinstance(op, Filter) or op.flag is not None or len(parties_of(op)) != 1:
+        return op
+    if size_is_public(op, next(iter(parties_of(op))), t):
+        return op  # its owner filters it: the rows it keeps may be known
+    own = f"COALESCE(({op.condition}), FALSE)"
+    if _flagged(op.child):
+        core, flag = op.child.child, f"CASE WHEN {op.child.condition} THEN {own} ELSE FALSE END"
+    elif keeps_rows(op.child):
+        core, flag = op.child, own
+    else:
+        return op
+    name = f"{FLAG}{next(fresh)}"
+    return Filter(Project(core, tuple((c, quoted(c)) for c in op.columns) + ((name, flag),)), quoted(name), name)
+
+
+def _renames(op: Project) -> bool:
+    """Whether each of `op`'s items is one of its child's columns as is."""
+    return {sql for _, sql in op.items} <= {quoted(c) for c in op.child.columns}
+
+
+def _flagged(op: Op) -> bool:
+    """Whether `op` is a filter on a flag its owner computed (`owner_flags`)."""
+    return isinstance(op, Filter) and op.flag is not None
+
+
+def flag_condition(op: Op, flag: str) -> str:
+    """The SQL its owner computes `flag` with (the projection that defines it, beneath any renaming)."""
+    while isinstance(op, (Project, Filter)):
+        if isinstance(op, Project):
+            sql = dict(op.items).get(flag)
+            if sql is not None and sql != quoted(flag):
+                return sql
+        op = op.child
+    return quoted(flag)
+
+
+def owner_flag_notes(root: Op) -> tuple[str, ...]:
+    """EXPLAIN's line per filter its owner evaluates (`owner_flags`)."""
+    return tuple(f"filter evaluated by {next(iter(parties_of(op)))} on its own rows, shared as a secret bit "
+                 f"{op.flag} = {flag_condition(op.child, op.flag)}: every row is shared, as without the filter "
+                 "(the row count stays the table's), the SPU keeps a row only where the bit is 1, and the columns "
+                 "only the condition reads are not shared" for op in walk(root) if _flagged(op))
+
+
 # -- program inputs carry only the columns the query reads ------------------------------------------
 def pruned(op: Op, needed: frozenset[str]) -> Op:
     """`op` without the output columns no operator above reads (`needed`), down to its scans, so a
@@ -330,8 +393,13 @@ def _reads(*sqls: str | None) -> frozenset[str]:
 
 # -- the secret part, one function per operator ----------------------------------------------------
 def _filter(op: Filter, t, under, at_root):
+    """A filter on the SPU; on a flag its owner computed (`owner_flags`), the flag is then dropped."""
     node, columns, provenance = place(op.child, t, under)
-    return secret_ops.filter_node(node, op.condition), columns, provenance
+    if op.flag is None:
+        return secret_ops.filter_node(node, op.condition), columns, provenance
+    node = secret_ops.filter_node(node, op.condition, owner=next(iter(parties_of(op))))
+    kept = [c for c in columns if c != op.flag]
+    return secret_ops.project_node(node, [(c, quoted(c)) for c in kept], provenance), kept, provenance
 
 
 def _project(op: Project, t, under, at_root):
@@ -430,7 +498,8 @@ def _scan_sql(op: Scan, thresholded, k):
 
 
 def _filter_sql(op: Filter, thresholded, k):
-    return f"SELECT * FROM {_from(op.child, thresholded, k)} WHERE {op.condition}"
+    items = "*" if op.flag is None else ", ".join(quoted(c) for c in op.columns)
+    return f"SELECT {items} FROM {_from(op.child, thresholded, k)} WHERE {op.condition}"
 
 
 def _project_sql(op: Project, thresholded, k):
