@@ -1,0 +1,208 @@
+"""A party's own filters evaluated by that party (issue 16, speed; planner/translate.py `owner_flags`).
+
+A filter over one party's rows may not run at its owner when the rows it keeps would tell the other
+compute parties about the data; the owner then shares every row with one boolean column, COALESCE(
+condition, FALSE), and the SPU keeps a row only where that secret bit is 1. Checked against plain DuckDB
+(the oracle, with the group threshold) with 2 and 3 parties, for WHERE below a join, an outer join's ON
+conjuncts of one side, stacked filters, NULLs in the condition's columns, text conditions and empty
+results; the program's inputs no longer carry the columns only a condition reads; refusals unchanged.
+"""
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import NotSupportedError, PolicyViolation
+from sqlsecure.planner.physical import RunLocal, SecretQuery
+
+NOTES = ["special requests", "rush delivery", "special gift requests", "call later", None, "none", "rush later"]
+
+
+def flag_tables(tables) -> dict[str, dict[str, pa.Table]]:
+    """The test tables plus a text column with NULLs at the shop (orders.note: TPC-H Q13's kind of comment)
+    and a numeric one with NULLs at the bank (customers.segment)."""
+    orders, customers = tables["shop"]["orders"], tables["bank"]["customers"]
+    note = pa.array([NOTES[i % len(NOTES)] for i in range(orders.num_rows)])
+    segment = pa.array([None if i % 5 == 0 else i % 4 for i in range(customers.num_rows)], pa.int64())
+    return {**tables, "shop": {"orders": orders.append_column("note", note)},
+            "bank": {**tables["bank"], "customers": customers.append_column("segment", segment)}}
+
+
+COMPARED = {"bank": ("customers.age", "customers.segment"),
+            "shop": ("orders.category", "orders.amount", "orders.note"),
+            "insurer": ("policies.claims",)}
+JOINED = {"bank": ("customers.id",), "shop": ("orders.customer_id",), "insurer": ("policies.customer_id",)}
+
+
+def flag_grants(grants_toml, parties) -> str:
+    """Each party lets the others join on its keys, compare its filter columns, group by the bank's regions
+    and aggregate the shop's order ids; the shop may see the bank's customer ids (to group by them, Q13)."""
+    sections = []
+    for viewer in parties:
+        for owner in parties:
+            if owner != viewer:
+                joined = "PLAINTEXT" if (owner, viewer) == ("bank", "shop") else "PLAINTEXT_AFTER_JOIN"
+                sections += [(viewer, tuple(f"{owner}.{c}" for c in JOINED[owner]), joined),
+                             (viewer, tuple(f"{owner}.{c}" for c in COMPARED[owner]), "PLAINTEXT_AFTER_COMPARE")]
+        if viewer != "bank":
+            sections.append((viewer, ("bank.customers.region",), "PLAINTEXT_AFTER_GROUP_BY"))
+        if viewer != "shop":
+            sections.append((viewer, ("shop.orders.order_id",), "PLAINTEXT_AFTER_AGGREGATE"))
+    return grants_toml(*sections)
+
+
+@pytest.fixture(scope="module")
+def flagged(tmp_path_factory, tables, federation_writer, grants_for, oracle_for):
+    """{2: oracle, 3: oracle}: the bank and the shop, and the three parties, under `flag_grants`."""
+    oracles = {}
+    for parties in (("bank", "shop"), ("bank", "shop", "insurer")):
+        directory = tmp_path_factory.mktemp(f"flags{len(parties)}")
+        federation_writer(directory, flag_tables(tables), flag_grants(grants_for, parties), parties=parties)
+        oracles[len(parties)] = oracle_for(Engine(directory / "federation.toml", timeout=120))
+    yield oracles
+    for oracle in oracles.values():
+        oracle.engine.close()
+
+
+def program_of(engine, sql: str, issuer: str) -> tuple[dict, dict[str, str], dict]:
+    """(program input columns by name -> kind, each party's pushdown SQL, the program) of a translated plan."""
+    steps = engine.plan(sql, issuer).physical.steps
+    secret = next(s for s in steps if isinstance(s, SecretQuery))
+    program = json.loads(secret.program)
+    columns = {name: kind for spec in program["inputs"] for name, kind in spec["columns"]}
+    return columns, {s.party: s.sql for s in steps if isinstance(s, RunLocal)}, program
+
+
+def owner_filters(node: dict) -> list[str]:
+    """The owners of the program's filters on a flag their owner computed."""
+    found = [node["owner"]] if node["op"] == "filter" and "owner" in node else []
+    children = [node[k] for k in ("child", "left", "right") if k in node] + node.get("children", [])
+    return found + [owner for child in children for owner in owner_filters(child)]
+
+
+def derived_count(where: str, extra_join: str = "") -> str:
+    """COUNT by region over a derived table joining the bank's customers and the shop's orders: a shape the
+    spine placement leaves to the operator translation."""
+    return ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM bank.customers c JOIN shop.orders o "
+            f"ON c.id = o.customer_id{extra_join} WHERE {where}) t GROUP BY t.region")
+
+
+def q13(on: str, where: str = "", right: bool = False) -> str:
+    """TPC-H Q13's shape: the bank's customers LEFT JOIN the shop's orders with an ON conjunct of the orders
+    (written as a RIGHT JOIN if asked), a histogram of the order counts."""
+    joined = "shop.orders o RIGHT JOIN bank.customers c" if right else "bank.customers c LEFT JOIN shop.orders o"
+    return (f"SELECT cnt, COUNT(*) AS custdist FROM (SELECT c.id, COUNT(o.order_id) AS cnt FROM {joined} "
+            f"ON c.id = o.customer_id AND ({on}){' WHERE ' + where if where else ''} GROUP BY c.id) AS t "
+            "GROUP BY cnt ORDER BY custdist DESC, cnt DESC")
+
+
+@pytest.mark.parametrize("parties", (2, 3))
+@pytest.mark.parametrize("issuer", ("bank", "shop"))
+def test_each_partys_where_below_a_join_is_evaluated_by_it(flagged, parties, issuer):
+    """Both sides' filters become their owners' flags; the columns only they read are not shared."""
+    oracle = flagged[parties]
+    sql = derived_count("o.category LIKE 'g%' AND o.amount > 50 AND c.age < 60")
+    columns, local, program = program_of(oracle.engine, sql, issuer)
+    assert sorted(owner_filters(program["root"])) == ["bank", "shop"]
+    assert not {"o.category", "o.amount", "c.age"} & set(columns)
+    assert "COALESCE" in local["shop"] and "WHERE" not in local["shop"].upper()
+    oracle.check(sql, issuer)
+
+
+def test_three_parties_with_a_filtered_in_subquery(flagged):
+    """The insurer's filter inside an IN subquery, the shop's below the join: each its owner's flag."""
+    oracle = flagged[3]
+    sql = derived_count("o.note LIKE 'special%' AND c.id IN (SELECT p.customer_id FROM insurer.policies p "
+                        "WHERE p.claims < 2)")
+    columns, _, program = program_of(oracle.engine, sql, "bank")
+    assert {"shop", "insurer"} <= set(owner_filters(program["root"]))
+    assert "p.claims" not in columns and "o.note" not in columns
+    oracle.check(sql, "bank")
+
+
+CONDITIONS = [  # ON conjuncts of the orders: text (NULLs included), prefix, suffix, numbers
+    "o.note NOT LIKE '%special%requests%'",
+    "o.note LIKE 'rush%'",
+    "o.note LIKE '%later'",
+    "o.note <> 'none' OR o.amount > 400",  # NULL note: NULL unless the amount decides, and NULL drops the row
+    "o.amount > 250 AND o.category <> 'books'",
+]
+
+
+@pytest.mark.parametrize("right", (False, True), ids=("left", "right"))
+@pytest.mark.parametrize("on", CONDITIONS)
+def test_outer_join_on_conjuncts_of_the_null_side(flagged, on, right):
+    """The NULL side's ON conjuncts filter its rows before the join, as its owner's flag: a customer
+    whose orders all fail it counts 0 orders."""
+    oracle = flagged[2]
+    sql = q13(on, right=right)
+    columns, local, program = program_of(oracle.engine, sql, "bank")
+    assert owner_filters(program["root"]) == ["shop"]
+    assert "o.note" not in columns and "o.category" not in columns
+    assert columns["__own1"] == "bool"
+    assert '"o.note" AS "o.note"' not in local["shop"].split(" FROM ")[0]
+    oracle.check(sql, "bank")
+
+
+def test_a_protected_partys_where_with_nulls_on_the_preserved_side(flagged):
+    """The bank's WHERE on the LEFT JOIN's preserved side, NULL for some rows (NULL segment, age <= 70),
+    evaluated by the bank for the shop: NULL drops the row, and the group threshold counts the bank's
+    remaining rows only."""
+    oracle = flagged[2]
+    sql = q13("o.amount > 100", "c.segment <> 1 OR c.age > 70")
+    columns, _, program = program_of(oracle.engine, sql, "shop")
+    assert sorted(owner_filters(program["root"])) == ["bank", "shop"]
+    assert "c.segment" not in columns and "c.age" not in columns
+    oracle.check(sql, "shop")
+
+
+def test_a_full_joins_on_conjunct_of_one_side_stays_refused(flagged, assert_refused):
+    """A FULL JOIN keeps the rows its one-side conjunct fails (unmatched): no filter before the join."""
+    assert_refused(flagged[2].engine, "SELECT COUNT(*) AS n FROM (SELECT c.region FROM bank.customers c FULL JOIN "
+                   "shop.orders o ON c.id = o.customer_id AND o.amount > 100) t", "bank", NotSupportedError,
+                   "FULL JOIN")
+
+
+def test_stacked_filters_through_a_derived_table_make_one_flag(flagged):
+    """A filter inside the shop's derived table and another on its output: one flag, computed by the shop."""
+    oracle = flagged[2]
+    sql = ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM (SELECT o.customer_id, o.category FROM "
+           "shop.orders o WHERE o.amount > 100) s JOIN bank.customers c ON c.id = s.customer_id "
+           "WHERE s.category <> 'books') t GROUP BY t.region")
+    columns, local, program = program_of(oracle.engine, sql, "bank")
+    assert owner_filters(program["root"]) == ["shop"]
+    assert [c for c in columns if c.startswith("__own")] == ["__own2"]
+    assert "s.category" not in columns
+    oracle.check(sql, "bank")
+
+
+def test_an_empty_result(flagged):
+    oracle = flagged[3]
+    sql = derived_count("o.category = 'no such category'")
+    assert owner_filters(program_of(oracle.engine, sql, "bank")[2]["root"]) == ["shop"]
+    assert oracle.check(sql, "bank").num_rows == 0
+
+
+def test_the_group_threshold_counts_the_rows_the_filter_keeps(flagged):
+    """The filter leaves some regions fewer than 4 of the shop's rows: withheld, as DuckDB's side says."""
+    oracle = flagged[2]
+    sql = derived_count("o.note = 'rush delivery' AND o.amount > 200")
+    step = next(s for s in oracle.engine.plan(sql, "bank").physical.steps if isinstance(s, SecretQuery))
+    assert "__prov_" in step.program
+    oracle.check(sql, "bank")
+
+
+def test_explain_says_who_evaluates_the_filter_and_check_agrees(flagged):
+    engine = flagged[2].engine
+    sql = q13("o.note NOT LIKE '%special%requests%'")
+    text = engine.explain(sql, "bank")
+    assert "evaluated by shop on its own rows, shared as a secret bit" in text
+    assert "bank: the row count of each program input" in text  # what each party learns: as before
+    assert engine.check(sql, "bank") is None
+
+
+def test_column_control_still_applies_to_the_filter(flagged, assert_refused):
+    """The filter's visibility rule holds whoever evaluates it: a column the issuer may not compare is refused."""
+    assert_refused(flagged[2].engine, derived_count("o.region = 'north'"), "bank", PolicyViolation, "region")
