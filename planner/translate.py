@@ -294,7 +294,10 @@ def owner_flags(op: Op, t: Translation, fresh) -> Op:
     FALSE), and the SPU keeps a row only where the flag is TRUE. The row count shared stays the table's,
     the flag is a secret share, and the columns only the condition reads are no longer shared (`pruned`).
     Stacked filters make one flag; a renaming over a flagged filter (a derived table, a view) is done by
-    the owner too, so a filter above it joins the same flag. `fresh` numbers the flags."""
+    the owner too, so a filter above it joins the same flag; a filter over a UNION ALL (a federation view)
+    filters each branch (`into_branches`), so each branch's owner evaluates it. `fresh` numbers the flags."""
+    if isinstance(op, Filter) and op.flag is None:
+        op = into_branches(op)
     op = rebuilt(op, lambda child: owner_flags(child, t, fresh))
     if isinstance(op, Project) and _flagged(op.child) and _renames(op):
         below = op.child
@@ -312,6 +315,27 @@ def owner_flags(op: Op, t: Translation, fresh) -> Op:
         return op
     name = f"{FLAG}{next(fresh)}"
     return Filter(Project(core, tuple((c, quoted(c)) for c in op.columns) + ((name, flag),)), quoted(name), name)
+
+
+def into_branches(op: Filter) -> Op:
+    """A filter over a UNION ALL, renamed or not, as the UNION ALL of the filter over each branch, over that
+    branch's column names (a filter of each row, wherever it comes from)."""
+    renaming = op.child if isinstance(op.child, Project) and _renames(op.child) else None
+    union = renaming.child if renaming is not None else op.child
+    if not isinstance(union, UnionAll):
+        return op
+    names = {quoted(c): c for c in union.columns}
+    at_union = renamed(op.condition, {name: names[sql] for name, sql in renaming.items}) if renaming else op.condition
+    branches = UnionAll(tuple(Filter(branch, renamed(at_union, dict(zip(union.columns, branch.columns))))
+                              for branch in union.inputs))
+    return dataclasses.replace(renaming, child=branches) if renaming else branches
+
+
+def renamed(sql: str, names: dict[str, str]) -> str:
+    """`sql` with the columns `names` maps read under their new names."""
+    return sqlglot.parse_one(sql, read="duckdb").transform(
+        lambda node: exp.column(names[node.name], quoted=True)
+        if isinstance(node, exp.Column) and not node.table and node.name in names else node).sql(dialect="duckdb")
 
 
 def _renames(op: Project) -> bool:
@@ -337,10 +361,9 @@ def flag_condition(op: Op, flag: str) -> str:
 
 def owner_flag_notes(root: Op) -> tuple[str, ...]:
     """EXPLAIN's line per filter its owner evaluates (`owner_flags`)."""
-    return tuple(f"filter evaluated by {next(iter(parties_of(op)))} on its own rows, shared as a secret bit "
-                 f"{op.flag} = {flag_condition(op.child, op.flag)}: every row is shared, as without the filter "
-                 "(the row count stays the table's), the SPU keeps a row only where the bit is 1, and the columns "
-                 "only the condition reads are not shared" for op in walk(root) if _flagged(op))
+    return tuple(f"filter evaluated by {next(iter(parties_of(op)))} on its own rows, shared as a secret bit: "
+                 f"{op.flag} = {flag_condition(op.child, op.flag)} (every row shared, as without the filter; the "
+                 "columns only the condition reads are not)" for op in walk(root) if _flagged(op))
 
 
 # -- program inputs carry only the columns the query reads ------------------------------------------

@@ -16,15 +16,17 @@ import pytest
 from sqlsecure.engine import Engine
 from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner.physical import RunLocal, SecretQuery
+from sqlsecure.policy import privacy
 
 NOTES = ["special requests", "rush delivery", "special gift requests", "call later", None, "none", "rush later"]
 
 
 def flag_tables(tables) -> dict[str, dict[str, pa.Table]]:
-    """The test tables plus a text column with NULLs at the shop (orders.note: TPC-H Q13's kind of comment)
-    and a numeric one with NULLs at the bank (customers.segment)."""
+    """The test tables plus a text column with NULLs at the shop (orders.note: TPC-H Q13's kind of comment,
+    NULL where customer_id is, and more) and a numeric one with NULLs at the bank (customers.segment)."""
     orders, customers = tables["shop"]["orders"], tables["bank"]["customers"]
-    note = pa.array([NOTES[i % len(NOTES)] for i in range(orders.num_rows)])
+    ids = orders.column("customer_id").to_pylist()
+    note = pa.array([None if ids[i] is None else NOTES[i % len(NOTES)] for i in range(orders.num_rows)])
     segment = pa.array([None if i % 5 == 0 else i % 4 for i in range(customers.num_rows)], pa.int64())
     return {**tables, "shop": {"orders": orders.append_column("note", note)},
             "bank": {**tables["bank"], "customers": customers.append_column("segment", segment)}}
@@ -32,7 +34,7 @@ def flag_tables(tables) -> dict[str, dict[str, pa.Table]]:
 
 COMPARED = {"bank": ("customers.age", "customers.segment"),
             "shop": ("orders.category", "orders.amount", "orders.note"),
-            "insurer": ("policies.claims",)}
+            "insurer": ("policies.claims", "policies.premium")}
 JOINED = {"bank": ("customers.id",), "shop": ("orders.customer_id",), "insurer": ("policies.customer_id",)}
 
 
@@ -206,3 +208,59 @@ def test_explain_says_who_evaluates_the_filter_and_check_agrees(flagged):
 def test_column_control_still_applies_to_the_filter(flagged, assert_refused):
     """The filter's visibility rule holds whoever evaluates it: a column the issuer may not compare is refused."""
     assert_refused(flagged[2].engine, derived_count("o.region = 'north'"), "bank", PolicyViolation, "region")
+
+
+def test_a_filter_over_a_union_all_is_evaluated_by_each_branchs_owner(flagged):
+    """A filter over a UNION ALL of the shop's and the insurer's rows filters each branch, by its owner."""
+    oracle = flagged[3]
+    sql = ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM (SELECT customer_id AS who, amount AS v "
+           "FROM shop.orders UNION ALL SELECT customer_id, premium FROM insurer.policies) u JOIN bank.customers c "
+           "ON c.id = u.who WHERE u.v > 300) t GROUP BY t.region")
+    columns, _, program = program_of(oracle.engine, sql, "bank")
+    assert sorted(owner_filters(program["root"])) == ["insurer", "shop"]
+    assert not {"v", "amount", "premium"} & set(columns)
+    oracle.check(sql, "bank")
+
+
+def test_differential_privacy_over_flagged_filters(tmp_path, tables, federation_writer, grants_for, bank_dp,
+                                                  oracle_for, monkeypatch):
+    """Under DP the noised aggregate reads the flagged rows as it read the filtered ones, each owner keeping
+    at most max_rows_per_identity rows of its table first (of the shop's NULL identity 10 of 14 rows, whose
+    NULL notes the filter drops): with the sampler drawing 0, the exact count of those rows."""
+    parties = ("bank", "shop", "insurer")
+    federation_writer(tmp_path, flag_tables(tables), flag_grants(grants_for, parties) + bank_dp, parties=parties)
+    shop = "shop.orders WHERE note LIKE 'rush%'"
+    sql = f"SELECT COUNT(*) AS n FROM (SELECT customer_id AS who FROM {shop} UNION ALL SELECT id FROM bank.customers) t"
+    bounded = ("SELECT COUNT(*) AS n FROM (SELECT customer_id FROM (SELECT * FROM shop.orders QUALIFY ROW_NUMBER() "
+               "OVER (PARTITION BY customer_id) <= 10) WHERE note LIKE 'rush%' "
+               "UNION ALL SELECT id FROM (SELECT * FROM bank.customers QUALIFY ROW_NUMBER() OVER (PARTITION BY id) "
+               "<= 1)) t")
+    monkeypatch.setattr(privacy, "sample", lambda values, scale, integer, noise: [0] * len(list(values)))
+    with Engine(tmp_path / "federation.toml", timeout=120) as engine:
+        _, _, program = program_of(engine, sql, "bank")
+        assert "noise" in program and owner_filters(program["root"]) == ["shop"]
+        got = engine.execute(sql, "bank").table.to_pylist()
+        assert got == oracle_for(engine).con.sql(bounded).to_arrow_table().to_pylist()
+
+
+MASKED = """
+[[masks]]
+party = "bank"
+columns = ["shop.orders.note"]
+method = "partial"
+keep = 2
+"""
+
+
+def test_a_masked_column_in_the_condition_stays_refused(tmp_path, tables, federation_writer, grants_for,
+                                                        assert_refused):
+    """A column masked for the issuer and revealed is masked by its owner before it is shared, so it may not
+    decide a filter, whoever evaluates the filter."""
+    grants = flag_grants(grants_for, ("bank", "shop")).replace(
+        '"shop.orders.category", "shop.orders.amount", "shop.orders.note"', '"shop.orders.category", '
+        '"shop.orders.amount"') + grants_for(("bank", ("shop.orders.note",), "PLAINTEXT"))
+    federation_writer(tmp_path, flag_tables(tables), grants + MASKED, parties=("bank", "shop"))
+    with Engine(tmp_path / "federation.toml", timeout=120) as engine:
+        assert_refused(engine, "SELECT t.note FROM (SELECT o.note FROM shop.orders o JOIN bank.customers c ON "
+                       "c.id = o.customer_id WHERE o.note LIKE 'rush%' AND o.amount > 100) t", "bank",
+                       NotSupportedError, "WHERE")
