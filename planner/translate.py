@@ -10,6 +10,9 @@ column `__prov_<relation>` (the row number party.py appends to every RunLocal ou
 the outermost aggregate on each path keeps a group only with >= k distinct values of each, and an inner
 aggregate carries MIN(provenance) per group as its row's provenance.
 
+Own filters: a filter of one party over rows that party shares anyway is evaluated by it, as one boolean
+column of its program input the SPU filters on (`owner_flags`): the row count stays the table's.
+
 Masks: a column masked for the issuer that the result reveals is masked by its owner on the program
 input, before it is shared (`Mask` after its `RunLocal`), so no party sees it unmasked; that equals
 the mask on the result only where the column reaches the outputs as is, so every use of it must be
@@ -202,7 +205,8 @@ def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
     """(program node, data columns, provenance columns) of `op`: a RunLocal input when it reads one party
     and keeps every row of its tables, or when the others may see every column it reads; otherwise a
     filter, join, aggregate, DISTINCT or LIMIT of one party runs on the SPU too, since its output's row
-    count, which every compute party sees, depends on its data."""
+    count, which every compute party sees, depends on its data (a filter on a flag its owner computed,
+    `owner_flags`, is one such)."""
     owners = parties_of(op)
     if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)) and not counted_partial(
             op, t):
