@@ -310,7 +310,7 @@ def owner_flags(op: Op, t: Translation, fresh) -> Op:
         return op
     if size_is_public(op, next(iter(parties_of(op))), t):
         return op  # its owner filters it: the rows it keeps may be known
-    own = f"COALESCE(({op.condition}), FALSE)"
+    own = f"CAST(COALESCE(({op.condition}), FALSE) AS BOOLEAN)"  # typed whatever the condition's functions
     if _flagged(op.child):
         core, flag = op.child.child, f"CASE WHEN {op.child.condition} THEN {own} ELSE FALSE END"
     elif keeps_rows(op.child):
