@@ -84,6 +84,16 @@ def owner_filters(node: dict) -> list[str]:
     return found + [owner for child in children for owner in owner_filters(child)]
 
 
+def assert_owners_filter(oracle, sql: str, issuer: str, owners, unshared) -> tuple[dict, dict[str, str]]:
+    """The query's filters are evaluated by `owners` (one flag each per branch), its program shares none
+    of the `unshared` columns, and its answer is DuckDB's; (program input columns, pushdown SQL) returned."""
+    columns, local, program = program_of(oracle.engine, sql, issuer)
+    assert sorted(owner_filters(program["root"])) == sorted(owners)
+    assert not set(unshared) & set(columns)
+    oracle.check(sql, issuer)
+    return columns, local
+
+
 def derived_count(where: str, extra_join: str = "") -> str:
     """COUNT by region over a derived table joining the bank's customers and the shop's orders: a shape the
     spine placement leaves to the operator translation."""
@@ -104,24 +114,17 @@ def q13(on: str, where: str = "", right: bool = False) -> str:
 @pytest.mark.parametrize("issuer", ("bank", "shop"))
 def test_each_partys_where_below_a_join_is_evaluated_by_it(flagged, parties, issuer):
     """Both sides' filters become their owners' flags; the columns only they read are not shared."""
-    oracle = flagged[parties]
     sql = derived_count("o.category LIKE 'g%' AND o.amount > 50 AND c.age < 60")
-    columns, local, program = program_of(oracle.engine, sql, issuer)
-    assert sorted(owner_filters(program["root"])) == ["bank", "shop"]
-    assert not {"o.category", "o.amount", "c.age"} & set(columns)
+    _, local = assert_owners_filter(flagged[parties], sql, issuer, ["bank", "shop"],
+                                    ["o.category", "o.amount", "c.age"])
     assert "COALESCE" in local["shop"] and "WHERE" not in local["shop"].upper()
-    oracle.check(sql, issuer)
 
 
 def test_three_parties_with_a_filtered_in_subquery(flagged):
     """The insurer's filter inside an IN subquery, the shop's below the join: each its owner's flag."""
-    oracle = flagged[3]
     sql = derived_count("o.note LIKE 'special%' AND c.id IN (SELECT p.customer_id FROM insurer.policies p "
                         "WHERE p.claims < 2)")
-    columns, _, program = program_of(oracle.engine, sql, "bank")
-    assert {"shop", "insurer"} <= set(owner_filters(program["root"]))
-    assert "p.claims" not in columns and "o.note" not in columns
-    oracle.check(sql, "bank")
+    assert_owners_filter(flagged[3], sql, "bank", ["insurer", "shop"], ["p.claims", "o.note"])
 
 
 CONDITIONS = [  # ON conjuncts of the orders: text (NULLs included), prefix, suffix, numbers
@@ -138,26 +141,18 @@ CONDITIONS = [  # ON conjuncts of the orders: text (NULLs included), prefix, suf
 def test_outer_join_on_conjuncts_of_the_null_side(flagged, on, right):
     """The NULL side's ON conjuncts filter its rows before the join, as its owner's flag: a customer
     whose orders all fail it counts 0 orders."""
-    oracle = flagged[2]
-    sql = q13(on, right=right)
-    columns, local, program = program_of(oracle.engine, sql, "bank")
-    assert owner_filters(program["root"]) == ["shop"]
-    assert "o.note" not in columns and "o.category" not in columns
+    columns, local = assert_owners_filter(flagged[2], q13(on, right=right), "bank", ["shop"],
+                                          ["o.note", "o.category", "o.amount"])
     assert columns["__own1"] == "bool"
     assert '"o.note" AS "o.note"' not in local["shop"].split(" FROM ")[0]
-    oracle.check(sql, "bank")
 
 
 def test_a_protected_partys_where_with_nulls_on_the_preserved_side(flagged):
     """The bank's WHERE on the LEFT JOIN's preserved side, NULL for some rows (NULL segment, age <= 70),
     evaluated by the bank for the shop: NULL drops the row, and the group threshold counts the bank's
     remaining rows only."""
-    oracle = flagged[2]
-    sql = q13("o.amount > 100", "c.segment <> 1 OR c.age > 70")
-    columns, _, program = program_of(oracle.engine, sql, "shop")
-    assert sorted(owner_filters(program["root"])) == ["bank", "shop"]
-    assert "c.segment" not in columns and "c.age" not in columns
-    oracle.check(sql, "shop")
+    assert_owners_filter(flagged[2], q13("o.amount > 100", "c.segment <> 1 OR c.age > 70"), "shop", ["bank", "shop"],
+                         ["c.segment", "c.age"])
 
 
 def test_a_full_joins_on_conjunct_of_one_side_stays_refused(flagged, assert_refused):
@@ -169,15 +164,11 @@ def test_a_full_joins_on_conjunct_of_one_side_stays_refused(flagged, assert_refu
 
 def test_stacked_filters_through_a_derived_table_make_one_flag(flagged):
     """A filter inside the shop's derived table and another on its output: one flag, computed by the shop."""
-    oracle = flagged[2]
     sql = ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM (SELECT o.customer_id, o.category FROM "
            "shop.orders o WHERE o.amount > 100) s JOIN bank.customers c ON c.id = s.customer_id "
            "WHERE s.category <> 'books') t GROUP BY t.region")
-    columns, local, program = program_of(oracle.engine, sql, "bank")
-    assert owner_filters(program["root"]) == ["shop"]
+    columns, _ = assert_owners_filter(flagged[2], sql, "bank", ["shop"], ["s.category", "o.category", "o.amount"])
     assert [c for c in columns if c.startswith("__own")] == ["__own2"]
-    assert "s.category" not in columns
-    oracle.check(sql, "bank")
 
 
 def test_an_empty_result(flagged):
@@ -212,14 +203,10 @@ def test_column_control_still_applies_to_the_filter(flagged, assert_refused):
 
 def test_a_filter_over_a_union_all_is_evaluated_by_each_branchs_owner(flagged):
     """A filter over a UNION ALL of the shop's and the insurer's rows filters each branch, by its owner."""
-    oracle = flagged[3]
     sql = ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM (SELECT customer_id AS who, amount AS v "
            "FROM shop.orders UNION ALL SELECT customer_id, premium FROM insurer.policies) u JOIN bank.customers c "
            "ON c.id = u.who WHERE u.v > 300) t GROUP BY t.region")
-    columns, _, program = program_of(oracle.engine, sql, "bank")
-    assert sorted(owner_filters(program["root"])) == ["insurer", "shop"]
-    assert not {"v", "amount", "premium"} & set(columns)
-    oracle.check(sql, "bank")
+    assert_owners_filter(flagged[3], sql, "bank", ["insurer", "shop"], ["v", "amount", "premium"])
 
 
 def test_differential_privacy_over_flagged_filters(tmp_path, tables, federation_writer, grants_for, bank_dp,
