@@ -299,26 +299,29 @@ def owner_flags(op: Op, t: Translation, fresh) -> Op:
     the flag is a secret share, and the columns only the condition reads are no longer shared (`pruned`).
     Stacked filters make one flag; a renaming over a flagged filter (a derived table, a view) is done by
     the owner too, so a filter above it joins the same flag; a filter over a UNION ALL (a federation view)
-    filters each branch (`into_branches`), so each branch's owner evaluates it. `fresh` numbers the flags."""
-    if isinstance(op, Filter) and op.flag is None:
-        op = into_branches(op)
+    filters each branch (`into_branches`), so each branch's owner evaluates it, stacked filters there too
+    (the lower one is in the branches by then). `fresh` numbers the flags."""
     op = rebuilt(op, lambda child: owner_flags(child, t, fresh))
+    if isinstance(op, Filter) and op.flag is None and into_branches(op) is not op:
+        return rebuilt(into_branches(op), lambda child: owner_flags(child, t, fresh))
     if isinstance(op, Project) and _flagged(op.child) and _renames(op):
         below = op.child
-        return Filter(Project(below.child, op.items + ((below.flag, quoted(below.flag)),)), below.condition, below.flag)
+        return dataclasses.replace(below, child=Project(below.child, op.items + ((below.flag, quoted(below.flag)),)))
     if not isinstance(op, Filter) or op.flag is not None or len(parties_of(op)) != 1:
         return op
     if size_is_public(op, next(iter(parties_of(op))), t):
         return op  # its owner filters it: the rows it keeps may be known
     own = f"CAST(COALESCE(({op.condition}), FALSE) AS BOOLEAN)"  # typed whatever the condition's functions
     if _flagged(op.child):
-        core, flag = op.child.child, f"CASE WHEN {op.child.condition} THEN {own} ELSE FALSE END"
+        core, flag, below = op.child.child, f"CASE WHEN {op.child.condition} THEN {own} ELSE FALSE END", \
+            op.child.evaluated
     elif keeps_rows(op.child):
-        core, flag = op.child, own
+        core, flag, below = op.child, own, ()
     else:
         return op
     name = f"{FLAG}{next(fresh)}"
-    return Filter(Project(core, tuple((c, quoted(c)) for c in op.columns) + ((name, flag),)), quoted(name), name)
+    return Filter(Project(core, tuple((c, quoted(c)) for c in op.columns) + ((name, flag),)), quoted(name), name,
+                  below + (op.condition,))
 
 
 def into_branches(op: Filter) -> Op:
@@ -352,22 +355,12 @@ def _flagged(op: Op) -> bool:
     return isinstance(op, Filter) and op.flag is not None
 
 
-def flag_condition(op: Op, flag: str) -> str:
-    """The SQL its owner computes `flag` with (the projection that defines it, beneath any renaming)."""
-    while isinstance(op, (Project, Filter)):
-        if isinstance(op, Project):
-            sql = dict(op.items).get(flag)
-            if sql is not None and sql != quoted(flag):
-                return sql
-        op = op.child
-    return quoted(flag)
-
-
 def owner_flag_notes(root: Op) -> tuple[str, ...]:
     """EXPLAIN's line per filter its owner evaluates (`owner_flags`)."""
-    return tuple(f"filter evaluated by {next(iter(parties_of(op)))} on its own rows, shared as a secret bit: "
-                 f"{op.flag} = {flag_condition(op.child, op.flag)} (every row shared, as without the filter; the "
-                 "columns only the condition reads are not)" for op in walk(root) if _flagged(op))
+    return tuple(f"filter evaluated by {next(iter(parties_of(op)))} on its own rows, shared as a secret bit "
+                 f"{op.flag}: {' AND '.join(f'({c})' if len(op.evaluated) > 1 else c for c in op.evaluated)} "
+                 "(every row shared, as without the filter; the columns only the condition reads are not)"
+                 for op in walk(root) if _flagged(op))
 
 
 # -- program inputs carry only the columns the query reads ------------------------------------------

@@ -65,11 +65,12 @@ class Unary(Op):
 
 @dataclass(frozen=True)
 class Filter(Unary):
-    """Rows where `condition` is TRUE. `flag`: the boolean column the child's owner computed the condition
-    into (`translate.owner_flags`), which this filter reads and drops from its outputs."""
+    """Rows where `condition` is TRUE. `flag`: the boolean column the child's owner computed the conditions
+    `evaluated` into (`translate.owner_flags`), which this filter reads and drops from its outputs."""
 
     condition: str
     flag: str | None = None
+    evaluated: tuple[str, ...] = ()
 
     @property
     def columns(self):

@@ -202,11 +202,13 @@ def test_column_control_still_applies_to_the_filter(flagged, assert_refused):
 
 
 def test_a_filter_over_a_union_all_is_evaluated_by_each_branchs_owner(flagged):
-    """A filter over a UNION ALL of the shop's and the insurer's rows filters each branch, by its owner."""
+    """Stacked filters over a UNION ALL of the shop's and the insurer's rows filter each branch, by its owner,
+    as one flag per branch."""
     sql = ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM (SELECT customer_id AS who, amount AS v "
            "FROM shop.orders UNION ALL SELECT customer_id, premium FROM insurer.policies) u JOIN bank.customers c "
-           "ON c.id = u.who WHERE u.v > 300) t GROUP BY t.region")
-    assert_owners_filter(flagged[3], sql, "bank", ["insurer", "shop"], ["v", "amount", "premium"])
+           "ON c.id = u.who WHERE u.v > 300 AND u.v < 700) t GROUP BY t.region")
+    columns, _ = assert_owners_filter(flagged[3], sql, "bank", ["insurer", "shop"], ["v", "amount", "premium"])
+    assert len([c for c in columns if c.startswith("__own")]) == 2
 
 
 def test_differential_privacy_over_flagged_filters(tmp_path, tables, federation_writer, grants_for, bank_dp,
