@@ -94,11 +94,11 @@ def assert_owners_filter(oracle, sql: str, issuer: str, owners, unshared) -> tup
     return columns, local
 
 
-def derived_count(where: str, extra_join: str = "") -> str:
+def derived_count(where: str) -> str:
     """COUNT by region over a derived table joining the bank's customers and the shop's orders: a shape the
     spine placement leaves to the operator translation."""
     return ("SELECT t.region, COUNT(*) AS n FROM (SELECT c.region FROM bank.customers c JOIN shop.orders o "
-            f"ON c.id = o.customer_id{extra_join} WHERE {where}) t GROUP BY t.region")
+            f"ON c.id = o.customer_id WHERE {where}) t GROUP BY t.region")
 
 
 def q13(on: str, where: str = "", right: bool = False) -> str:
