@@ -128,7 +128,8 @@ def program_lines(step) -> list[str]:
             lines.append(f"{pad}share {relation} from PYU({owner}) -> {device}")
             return
         detail = {
-            "filter": lambda: node["condition"],
+            "filter": lambda: node["condition"] + (f" (evaluated by {node['owner']} on its own rows, shared as a "
+                                                   "secret bit)" if "owner" in node else ""),
             "project": lambda: ", ".join(f"{sql} AS {name}" for name, sql in node["columns"]),
             "join": lambda: f"{node['kind']} on ({', '.join(node['left_keys'])}) = ({', '.join(node['right_keys'])})"
                             + (f" and {node['condition']}" if node["condition"] else "") + join_algorithm(node),

@@ -16,8 +16,12 @@ def input_node(index: int) -> dict:
     return {"op": "input", "index": index}
 
 
-def filter_node(child: dict, condition: str) -> dict:
-    return {"op": "filter", "child": child, "condition": condition}
+def filter_node(child: dict, condition: str, owner: str | None = None) -> dict:
+    """A filter; `owner`: the party that computed `condition`, a flag column, on its own rows (EXPLAIN)."""
+    node = {"op": "filter", "child": child, "condition": condition}
+    if owner is not None:
+        node["owner"] = owner
+    return node
 
 
 def project_node(child: dict, items, provenance=()) -> dict:

@@ -10,6 +10,9 @@ column `__prov_<relation>` (the row number party.py appends to every RunLocal ou
 the outermost aggregate on each path keeps a group only with >= k distinct values of each, and an inner
 aggregate carries MIN(provenance) per group as its row's provenance.
 
+Own filters: a filter of one party over rows that party shares anyway is evaluated by it, as one boolean
+column of its program input the SPU filters on (`owner_flags`): the row count stays the table's.
+
 Masks: a column masked for the issuer that the result reveals is masked by its owner on the program
 input, before it is shared (`Mask` after its `RunLocal`), so no party sees it unmasked; that equals
 the mask on the result only where the column reaches the outputs as is, so every use of it must be
@@ -19,6 +22,7 @@ the mask on the result only where the column reaches the outputs as is, so every
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -39,7 +43,7 @@ from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
-    quoted, unique_side, describe_join, eager_aggregation, repeating_op,
+    quoted, unique_side, describe_join, eager_aggregation, repeating_op, rebuilt,
 )
 
 RESULT = "secret_out"
@@ -74,11 +78,12 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
     root = eager_aggregation(root, catalog, collapsible(issuer, min_group_size, dp is not None))
-    check_size(root, catalog)
     revealed = revealed_masks(tree, masks or {}, issuer)
-    noised = noised_aggregate(root, dp, origins) if dp is not None else None
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
                     masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()})
+    root = pruned(owner_flags(root, t, itertools.count(1)), frozenset(root.columns))
+    check_size(root, catalog)
+    noised = noised_aggregate(root, dp, origins) if dp is not None else None
     node, columns, provenance = place(noised.aggregate if noised else root, t, under_aggregate=False, at_root=True)
     texts = masked_outputs(root, columns, revealed)
     if provenance:
@@ -103,7 +108,8 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
-                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root)
+                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root) + \
+        owner_flag_notes(root)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]
         leakage.insert(-1, (party, "its own noise draws (never the exact values: it adds them to its shares)"))
@@ -199,7 +205,8 @@ def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
     """(program node, data columns, provenance columns) of `op`: a RunLocal input when it reads one party
     and keeps every row of its tables, or when the others may see every column it reads; otherwise a
     filter, join, aggregate, DISTINCT or LIMIT of one party runs on the SPU too, since its output's row
-    count, which every compute party sees, depends on its data."""
+    count, which every compute party sees, depends on its data (a filter on a flag its owner computed,
+    `owner_flags`, is one such)."""
     owners = parties_of(op)
     if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)) and not counted_partial(
             op, t):
@@ -280,6 +287,82 @@ def kind_of(column: str, dtype: str | None) -> str:
     return kind
 
 
+# -- a party's own filters, evaluated by that party as one secret bit per row ---------------------------
+FLAG = "__own"  # the prefix of the flag columns
+
+
+def owner_flags(op: Op, t: Translation, fresh) -> Op:
+    """`op` with each filter of one party that may not run at its owner (the rows it keeps would tell the
+    other compute parties about the data: `size_is_public`), over rows its owner shares anyway
+    (`keeps_rows`), evaluated by that owner instead: it shares every row with the flag COALESCE(condition,
+    FALSE), and the SPU keeps a row only where the flag is TRUE. The row count shared stays the table's,
+    the flag is a secret share, and the columns only the condition reads are no longer shared (`pruned`).
+    Stacked filters make one flag; a renaming over a flagged filter (a derived table, a view) is done by
+    the owner too, so a filter above it joins the same flag; a filter over a UNION ALL (a federation view)
+    filters each branch (`into_branches`), so each branch's owner evaluates it, stacked filters there too
+    (the lower one is in the branches by then). `fresh` numbers the flags."""
+    op = rebuilt(op, lambda child: owner_flags(child, t, fresh))
+    if isinstance(op, Filter) and op.flag is None and into_branches(op) is not op:
+        return rebuilt(into_branches(op), lambda child: owner_flags(child, t, fresh))
+    if isinstance(op, Project) and _flagged(op.child) and _renames(op):
+        below = op.child
+        return dataclasses.replace(below, child=Project(below.child, op.items + ((below.flag, quoted(below.flag)),)))
+    if not isinstance(op, Filter) or op.flag is not None or len(parties_of(op)) != 1:
+        return op
+    if size_is_public(op, next(iter(parties_of(op))), t):
+        return op  # its owner filters it: the rows it keeps may be known
+    own = f"CAST(COALESCE(({op.condition}), FALSE) AS BOOLEAN)"  # typed whatever the condition's functions
+    if _flagged(op.child):
+        core, flag, below = op.child.child, f"CASE WHEN {op.child.condition} THEN {own} ELSE FALSE END", \
+            op.child.evaluated
+    elif keeps_rows(op.child):
+        core, flag, below = op.child, own, ()
+    else:
+        return op
+    name = f"{FLAG}{next(fresh)}"
+    return Filter(Project(core, tuple((c, quoted(c)) for c in op.columns) + ((name, flag),)), quoted(name), name,
+                  below + (op.condition,))
+
+
+def into_branches(op: Filter) -> Op:
+    """A filter over a UNION ALL, renamed or not, as the UNION ALL of the filter over each branch, over that
+    branch's column names (a filter of each row, wherever it comes from)."""
+    renaming = op.child if isinstance(op.child, Project) and _renames(op.child) else None
+    union = renaming.child if renaming is not None else op.child
+    if not isinstance(union, UnionAll):
+        return op
+    names = {quoted(c): c for c in union.columns}
+    at_union = renamed(op.condition, {name: names[sql] for name, sql in renaming.items}) if renaming else op.condition
+    branches = UnionAll(tuple(Filter(branch, renamed(at_union, dict(zip(union.columns, branch.columns))))
+                              for branch in union.inputs))
+    return dataclasses.replace(renaming, child=branches) if renaming else branches
+
+
+def renamed(sql: str, names: dict[str, str]) -> str:
+    """`sql` with the columns `names` maps read under their new names."""
+    return sqlglot.parse_one(sql, read="duckdb").transform(
+        lambda node: exp.column(names[node.name], quoted=True)
+        if isinstance(node, exp.Column) and not node.table and node.name in names else node).sql(dialect="duckdb")
+
+
+def _renames(op: Project) -> bool:
+    """Whether each of `op`'s items is one of its child's columns as is."""
+    return {sql for _, sql in op.items} <= {quoted(c) for c in op.child.columns}
+
+
+def _flagged(op: Op) -> bool:
+    """Whether `op` is a filter on a flag its owner computed (`owner_flags`)."""
+    return isinstance(op, Filter) and op.flag is not None
+
+
+def owner_flag_notes(root: Op) -> tuple[str, ...]:
+    """EXPLAIN's line per filter its owner evaluates (`owner_flags`)."""
+    return tuple(f"filter evaluated by {next(iter(parties_of(op)))} on its own rows, shared as a secret bit "
+                 f"{op.flag}: {' AND '.join(f'({c})' if len(op.evaluated) > 1 else c for c in op.evaluated)} "
+                 "(every row shared, as without the filter; the columns only the condition reads are not)"
+                 for op in walk(root) if _flagged(op))
+
+
 # -- program inputs carry only the columns the query reads ------------------------------------------
 def pruned(op: Op, needed: frozenset[str]) -> Op:
     """`op` without the output columns no operator above reads (`needed`), down to its scans, so a
@@ -330,8 +413,13 @@ def _reads(*sqls: str | None) -> frozenset[str]:
 
 # -- the secret part, one function per operator ----------------------------------------------------
 def _filter(op: Filter, t, under, at_root):
+    """A filter on the SPU; on a flag its owner computed (`owner_flags`), the flag is then dropped."""
     node, columns, provenance = place(op.child, t, under)
-    return secret_ops.filter_node(node, op.condition), columns, provenance
+    if op.flag is None:
+        return secret_ops.filter_node(node, op.condition), columns, provenance
+    node = secret_ops.filter_node(node, op.condition, owner=next(iter(parties_of(op))))
+    kept = [c for c in columns if c != op.flag]
+    return secret_ops.project_node(node, [(c, quoted(c)) for c in kept], provenance), kept, provenance
 
 
 def _project(op: Project, t, under, at_root):
@@ -430,7 +518,8 @@ def _scan_sql(op: Scan, thresholded, k):
 
 
 def _filter_sql(op: Filter, thresholded, k):
-    return f"SELECT * FROM {_from(op.child, thresholded, k)} WHERE {op.condition}"
+    items = "*" if op.flag is None else ", ".join(quoted(c) for c in op.columns)
+    return f"SELECT {items} FROM {_from(op.child, thresholded, k)} WHERE {op.condition}"
 
 
 def _project_sql(op: Project, thresholded, k):

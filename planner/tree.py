@@ -65,7 +65,16 @@ class Unary(Op):
 
 @dataclass(frozen=True)
 class Filter(Unary):
+    """Rows where `condition` is TRUE. `flag`: the boolean column the child's owner computed the conditions
+    `evaluated` into (`translate.owner_flags`), which this filter reads and drops from its outputs."""
+
     condition: str
+    flag: str | None = None
+    evaluated: tuple[str, ...] = ()
+
+    @property
+    def columns(self):
+        return tuple(c for c in self.child.columns if c != self.flag)
 
 
 @dataclass(frozen=True)
@@ -275,13 +284,13 @@ def eager_aggregation(op: Op, catalog: Catalog, may_collapse, under: bool = Fals
     """`op` with each aggregate over an all-pairs equi-join rewritten by `eager_join` where `may_collapse(part,
     other, outermost)` allows pre-aggregating `part`; `under`: beneath an aggregate (as translate's `place`)."""
     if isinstance(op, Aggregate):
-        op = _rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, True))
+        op = rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, True))
         return eager_join(op, catalog, lambda part, other: may_collapse(part, other, not under)) or op
     inner = not op.thresholded if isinstance(op, subqueries.Subquery) else under
-    return _rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, inner))
+    return rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, inner))
 
 
-def _rebuilt(op: Op, rebuild) -> Op:
+def rebuilt(op: Op, rebuild) -> Op:
     """`op` with `rebuild` applied to each child."""
     changes = {}
     for name in op.__dataclass_fields__:
