@@ -171,3 +171,13 @@ def test_the_readme_test_command_is_what_ci_runs():
     fenced = [line for language, code in FENCE.findall(doc_text("README.md")) if language == "sh"
               for line in code.splitlines() if "pytest" in line]
     assert fenced and set(fenced) <= set((ROOT / ".ci/run").read_text(encoding="utf-8").splitlines())
+
+
+def test_the_plan_steps_and_rewrite_rules_are_the_ones_documented():
+    """docs/design.md lists every step a physical plan may hold; docs/architecture.md every rewrite rule."""
+    from sqlsecure.planner import physical, rules
+
+    steps = {name for name, cls in vars(physical).items() if isinstance(cls, type) and issubclass(cls, physical.Step)
+             and cls.__subclasses__() == [] and cls.__module__ == physical.__name__}
+    assert not {step for step in steps if f"`{step}`" not in doc_text("docs/design.md")}
+    assert not {rule.__name__ for rule in rules.RULES if f"`{rule.__name__}`" not in doc_text("docs/architecture.md")}
