@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
+from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.cost import choose, estimate
 from sqlsecure.planner.physical import HEGroupBy
 from sqlsecure.planner.place_outputs import party_set, to_piece
 from sqlsecure.planner.place_threshold import threshold_having
+from sqlsecure.policy.grants import Use
 
 if TYPE_CHECKING:
     from sqlsecure.planner.place_local import Assignment
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
 def class_4_on_he(items, group_party, aggregate, ctx, rows: int | None = None) -> bool:
     """Whether class 4 goes to HE: by the federation's choice, or else by the cost model, on `rows` (the
     join's estimated output; default: the largest published size of the parties summing and grouping)."""
+    if ctx.group_sums == "he" and group_party is not None and (ranked := _rank_only_keys(items, group_party, ctx)):
+        raise PolicyViolation(f"[federation] group_sums = \"he\" opens the sums at {group_party}, but the ORDER BY key "
+                              f"{ranked} may be revealed only as its rank (REVEAL_RANK): set group_sums to \"auto\" or "
+                              "\"spu\" (the SPU sorts on shares), or grant its columns PLAINTEXT_AFTER_AGGREGATE")
     if ctx.group_sums != "auto" or group_party is None:
         return ctx.group_sums == "he"
     values = [e for _, e in items if party_set(e, ctx.parties) - {group_party} and he_aggregate(e, ctx.parties)]
@@ -79,7 +85,23 @@ def _class_4_incapable(items, group_party, aggregate, ctx) -> dict[str, str]:
         cannot["he"] = "it sums only SUM, AVG and COUNT of one other party's values"
     elif any(not _he_number(c, ctx) for e in foreign for c in e.find_all(exp.Column)):
         cannot["he"] = "it sums only numbers (integers, decimals, floats, booleans)"
+    elif ranked := _rank_only_keys(items, group_party, ctx):
+        cannot["he"] = f"it opens its sums at {group_party}, and the ORDER BY key {ranked} may be revealed only as " \
+            "its rank"
     return cannot
+
+
+def _rank_only_keys(items, group_party, ctx) -> str | None:
+    """An ORDER BY key that is no output (`h<i>`), summed under HE, whose sums the group party and the
+    issuer may not see (a grant below PLAINTEXT_AFTER_AGGREGATE, e.g. REVEAL_RANK): HE would open them
+    there; the SPU sorts on shares."""
+    viewers = {group_party, ctx.issuer}
+    for name, e in items:
+        if name.startswith("h") and party_set(e, ctx.parties) - {group_party} and any(
+                viewer != ref.party and not ctx.usage.grants.allows(ref, viewer, Use.AGGREGATE)
+                for c in e.find_all(exp.Column) for ref in ctx.usage.refs(c)[0] for viewer in viewers):
+            return e.sql(dialect="duckdb")
+    return None
 
 
 # what executors/heu/group_by.py encodes as integers

@@ -187,6 +187,13 @@ def compute_at_parties(steps: list, leakage: list, rel: str, assignment: Assignm
     return physical_plan(ctx, steps, leakage, threshold if aggregate else 0, [p for p, _ in protected])
 
 
+def ranked(key: exp.Expression) -> exp.Expression:
+    """A hidden sort key as its rank among the rows (NULL stays NULL): the issuer sorts by it as by the key,
+    and learns the order only (REVEAL_RANK), never another party's values."""
+    rank = exp.Window(this=exp.Anonymous(this="DENSE_RANK"), order=exp.Order(expressions=[exp.Ordered(this=key.copy())]))
+    return exp.Case(ifs=[exp.If(this=exp.Is(this=key.copy(), expression=exp.Null()), true=exp.Null())], default=rank)
+
+
 def output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, protected=()):
     """Compute each party's outputs over its piece of the joined relation, and reveal them."""
     parts = []
@@ -198,7 +205,8 @@ def output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, 
         if ctx.dp is not None and exprs:
             exprs, release = ctx.dp.rewrite(exprs, group_sqls)
         select = exp.Select().from_("piece")
-        columns = [exp.alias_(to_piece(e), n, quoted=True) for n, e in exprs]
+        columns = [exp.alias_(ranked(to_piece(e)) if n.startswith("h") and party != ctx.issuer else to_piece(e), n,
+                              quoted=True) for n, e in exprs]
         select.set("expressions", columns or [exp.alias_(exp.Literal.number(1), f"__kept_{party}", quoted=True)])
         if aggregate is None:
             select = select.order_by(exp.column("__row", quoted=True))
