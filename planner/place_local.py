@@ -205,8 +205,9 @@ def output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, 
         if ctx.dp is not None and exprs:
             exprs, release = ctx.dp.rewrite(exprs, group_sqls)
         select = exp.Select().from_("piece")
-        columns = [exp.alias_(ranked(to_piece(e)) if n.startswith("h") and party != ctx.issuer else to_piece(e), n,
-                              quoted=True) for n, e in exprs]
+        rank = release is None and party != ctx.issuer  # under DP the noised key is what DP releases
+        columns = [exp.alias_(ranked(to_piece(e)) if rank and n.startswith("h") else to_piece(e), n, quoted=True)
+                   for n, e in exprs]
         select.set("expressions", columns or [exp.alias_(exp.Literal.number(1), f"__kept_{party}", quoted=True)])
         if aggregate is None:
             select = select.order_by(exp.column("__row", quoted=True))
