@@ -274,11 +274,29 @@ def resolved_names(tree: exp.Expression, catalog: Catalog, issuer: str | None) -
     return tuple(out)
 
 
+def check_like_patterns(tree: exp.Expression) -> None:
+    """Refuse a constant LIKE pattern no database accepts (its ESCAPE not one character, or the pattern
+    ending with it) before planning, so the refusal never depends on which device evaluates it."""
+    for escape in tree.find_all(exp.Escape):
+        like, char = escape.this, escape.expression
+        pattern = like.expression if isinstance(like, (exp.Like, exp.ILike)) else None
+        if not (isinstance(char, exp.Literal) and char.is_string):
+            continue
+        if len(char.this) > 1:
+            raise PlanError(f"the ESCAPE of {escape.sql()} must be one character (or empty), not {char.this!r}")
+        if char.this and isinstance(pattern, exp.Literal) and pattern.is_string:
+            trailing = len(pattern.this) - len(pattern.this.rstrip(char.this))
+            if trailing % 2:
+                raise PlanError(f"the LIKE pattern {pattern.this!r} ends with its escape character {char.this!r}: "
+                                f"escape it too ({char.this * 2}) to match it, or drop it")
+
+
 def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer: str | None = None,
                time_zone: str = "UTC") -> exp.Expression:
     """Parse, bind `?` parameters, expand federation views, check references, qualify, then rewrite what
     DuckDB would answer differently from `dialect` (planner/dialects/; CURDATE() etc. in `time_zone`)."""
     parsed = bind_parameters(parse_query(sql, dialect), parameters)
+    check_like_patterns(parsed)
     resolved = resolved_names(parsed, catalog, issuer)
     tree = expand_views(parsed, catalog.views)
     refuse_wide_decimals(tree, dialect)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import NotSupportedError
+from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.executors.spu import arith, like
 from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.shares import as_ring
@@ -212,11 +212,25 @@ def test_like_after_a_join_equals_duckdb(three, sql):
     three.check(sql, "p1")
 
 
-@pytest.mark.parametrize("sql,named", [
-    (f"SELECT COUNT(*) AS n FROM {UNION3} WHERE note ILIKE '%a%'", "ILIKE"),
-    (f"SELECT COUNT(*) AS n FROM {UNION3} WHERE note LIKE 'a\\_b'", "ESCAPE"),
-    (f"SELECT COUNT(*) AS n FROM {UNION3} WHERE note LIKE 'a!' ESCAPE '!'", "escape character"),
-    (f"SELECT COUNT(*) AS n FROM {UNION3} WHERE note LIKE CAST(id AS VARCHAR)", "constant"),
+CROSS = "SELECT COUNT(*) AS n FROM p2.notes a JOIN p3.notes b ON a.id = b.id WHERE b.id > 5 OR "
+
+
+@pytest.mark.parametrize("condition,named", [
+    ("a.note ILIKE '%a%'", "ILIKE"),
+    ("a.note LIKE 'a\\_b'", "ESCAPE"),
+    ("a.note LIKE CAST(a.id AS VARCHAR)", "constant"),
 ])
-def test_like_the_spu_cannot_match_exactly_is_refused_by_name(three, sql, named):
-    refused_at_plan_time(three.engine, sql, "p1", NotSupportedError, named)
+def test_like_the_spu_cannot_match_exactly_is_refused_by_name(three, condition, named):
+    """On the SPU (a condition over two parties' columns); each owner evaluates such a LIKE of its own rows."""
+    three.check(f"SELECT COUNT(*) AS n FROM {UNION3} WHERE {condition.replace('a.', '')}", "p1")
+    refused_at_plan_time(three.engine, CROSS + condition, "p1", NotSupportedError, named)
+
+
+@pytest.mark.parametrize("condition,named", [("note LIKE 'a!' ESCAPE '!'", "ends with its escape character"),
+                                             ("note LIKE 'a!!!' ESCAPE '!'", "ends with its escape character"),
+                                             ("note NOT LIKE 'a%' ESCAPE '!!'", "must be one character")])
+def test_a_malformed_pattern_is_refused_before_any_device_is_chosen(three, condition, named):
+    """No database accepts it: refused at plan time (check agreeing), whoever would evaluate it."""
+    for sql in (f"SELECT COUNT(*) AS n FROM {UNION3} WHERE {condition}",
+                f"SELECT COUNT(*) AS n FROM p1.notes WHERE {condition}", CROSS + "a." + condition):
+        refused_at_plan_time(three.engine, sql, "p1", PlanError, named)

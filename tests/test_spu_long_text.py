@@ -142,7 +142,10 @@ def test_text_beyond_the_widest_class_is_a_data_error_naming_the_column(tmp_path
 
 
 def test_a_text_constant_beyond_the_widest_class_is_refused_at_plan_time(notes, assert_refused):
-    sql = f"SELECT COUNT(*) AS n FROM {UNION} WHERE note = '{'q' * (MAX_TEXT_BYTES + 1)}'"
+    """On the SPU (a condition over two parties' columns); each owner compares its own rows with it."""
+    long = "q" * (MAX_TEXT_BYTES + 1)
+    notes["compared"].check(f"SELECT COUNT(*) AS n FROM {UNION} WHERE note = '{long}'", "p1")
+    sql = f"SELECT COUNT(*) AS n FROM p1.notes a JOIN p3.notes b ON a.id = b.id WHERE a.note = '{long}' OR b.id > 5"
     assert_refused(notes["compared"].engine, sql, "p1", NotSupportedError, f"at most {MAX_TEXT_BYTES} bytes")
 
 
