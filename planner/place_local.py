@@ -190,7 +190,8 @@ def compute_at_parties(steps: list, leakage: list, rel: str, assignment: Assignm
 def ranked(key: exp.Expression) -> exp.Expression:
     """A hidden sort key as its rank among the rows (NULL stays NULL): the issuer sorts by it as by the key,
     and learns the order only (REVEAL_RANK), never another party's values."""
-    rank = exp.Window(this=exp.Anonymous(this="DENSE_RANK"), order=exp.Order(expressions=[exp.Ordered(this=key.copy())]))
+    order = exp.Order(expressions=[exp.Ordered(this=key.copy())])
+    rank = exp.Window(this=exp.Anonymous(this="DENSE_RANK"), order=order)
     return exp.Case(ifs=[exp.If(this=exp.Is(this=key.copy(), expression=exp.Null()), true=exp.Null())], default=rank)
 
 
