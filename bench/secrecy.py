@@ -241,7 +241,7 @@ def too_large(workload: Workload, rows: int, max_rows: int | None) -> str | None
     need = rows * workload.columns * SPU_MEMORY_ROW
     if need > SPU_MEMORY_SHARE * memory_bytes():
         return (f"the SPU's shares of {rows:,} rows x {workload.columns} columns need ≈ {need / 2**30:.1f} GiB "
-                f"(planner/cost.py), more than a quarter of this machine's {memory_bytes() / 2**30:.0f} GiB")
+                f"(planner/cost.py), more than a quarter of the {memory_bytes() / 2**30:.0f} GiB it assumes per compute party")
     return None
 
 

@@ -8,7 +8,7 @@ ciphertexts' megabytes waiting on the transport's windows over a long link. The 
 by key on secret shares: cheaper per row at small sizes but 50-100 round trips, kilobytes per
 row between the parties, hundreds of bytes of memory per row and column, and a per-row cost that
 grows with the size (memory traffic). So in process the SPU is faster, and HE is chosen when the
-SPU would need too much memory (from a few 10^6 rows on this 24 GiB machine) or over a slow link
+SPU would need too much memory (from a few 10^6 rows, with the 16 GiB assumed per compute party) or over a slow link
 once the SPU's bytes and rounds outgrow HE's compute.
 
 `estimate` prices both from the rows entering the aggregate, the groups (no statistic on distinct

@@ -56,8 +56,8 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
 
     Cost model: an enclave sorts in the clear behind its access-pattern-oblivious network
     (n log^2 n compare-exchanges of plain numbers), while the SPU's sort and group-by cost
-    rounds of secure comparisons; so grouped and sorted work goes to the enclave when the
-    federation has one, and arithmetic over several parties (which it cannot express) stays on the SPU."""
+    rounds of secure comparisons; so a stage the enclave can express goes there when the federation has
+    one; the rest (HAVING, DISTINCT over aggregates) stays on the SPU."""
     if aggregate is not None and (aggregate.having is not None or project.distinct):
         raise NotSupportedError("HAVING and DISTINCT over aggregates are for the SPU")
     if any(e.find(exp.Window) for e in project.expressions):
