@@ -389,6 +389,7 @@ def owner_flag_notes(root: Op, padded=()) -> tuple[str, ...]:
 
 # -- a party's own aggregate, computed by that party and padded to a public bound ---------------------
 VALID = "__valid_"  # the prefix of a padded input's validity column (its relation follows)
+WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")  # an integer SUM's type at its owner, beyond the SPU's 64 bits
 OVER_BOUND = "sqlsecure: more groups than the padded bound"  # the owner's failure where a stale class lets them
 
 
@@ -396,13 +397,13 @@ OVER_BOUND = "sqlsecure: more groups than the padded bound"  # the owner's failu
 class Padding:
     """How an aggregate of `party` is computed by it and shared as exactly B rows: B is the row count of
     `table` (which its input shares anyway) or, smaller, the groups its integer keys' published classes
-    allow (`classes`: (key, M) each, |v| < 2^M, so at most 2^(M+1) - 1 values and NULL); one row without
+    allow (`classes`: (key name, its base column, M) each, |v| < 2^M, so at most 2^(M+1) - 1 values and NULL); one row without
     keys. `thresholded`: the aggregate keeps groups of >= k rows (the SPU's threshold, at the owner)."""
 
     party: str
     table: Scan
     keys: int
-    classes: tuple[tuple[str, int], ...]
+    classes: tuple[tuple[str, str, int], ...]
     thresholded: bool
     counts: tuple[str, ...] = ()  # its COUNT outputs (at most the table's rows)
     op: Aggregate | None = field(default=None, compare=False, repr=False)  # the aggregate itself
@@ -412,7 +413,7 @@ class Padding:
         """The groups the keys' published classes allow; None when a key has no class."""
         if len(self.classes) < self.keys:
             return None
-        return math.prod(2 ** (bits + 1) for _, bits in self.classes)
+        return math.prod(2 ** (bits + 1) for _, _, bits in self.classes)
 
     def bound_sql(self) -> str:
         """B, as its owner computes it (DuckDB SQL over its own tables)."""
@@ -428,7 +429,7 @@ class Padding:
         rows = f"the rows of {self.party}.{self.table.table}"
         if self.class_bound is None:
             return f"{rows} (shared as its input's size without this)"
-        classes = ", ".join(f"{key} |v| < 2^{bits}" for key, bits in self.classes)
+        classes = ", ".join(f"{column} |v| < 2^{bits}" for _, column, bits in self.classes)
         return f"min({self.class_bound:,} (the published classes {classes}, NULL included), {rows})"
 
 
@@ -457,7 +458,8 @@ def rows_source(op: Op) -> Scan | None:
 
 
 def key_classes(op: Aggregate, catalog: Catalog) -> tuple[tuple[str, int], ...]:
-    """(key name, M) of each of the aggregate's keys that is an integer base column with a published class."""
+    """(key name, its base column, M) of each of the aggregate's keys that is an integer base column with a
+    published class."""
     if catalog.magnitudes is None:
         return ()
     found, bases = [], origins(op.child)
@@ -471,7 +473,7 @@ def key_classes(op: Aggregate, catalog: Catalog) -> tuple[tuple[str, int], ...]:
         bits = catalog.magnitudes(ref.party, ref.table, (ref.column,)).get(ref.column) \
             if dtype in INTEGER_TYPES else None
         if bits is not None:
-            found.append((name, bits))
+            found.append((name, str(ref), bits))
     return tuple(found)
 
 
@@ -491,7 +493,7 @@ def padded_bounds(padding: Padding, catalog: Catalog) -> Pushdown:
     their base columns' classes; a COUNT at most the table's published size."""
     bound = planned_bound(padding, catalog)
     size = catalog.sizes(padding.party).get(padding.table.table) if catalog.sizes is not None else None
-    columns = {name: ("int", bits) for name, bits in padding.classes}
+    columns = {name: ("int", bits) for name, _, bits in padding.classes}
     columns |= {name: ("int", size.bit_length()) for name in padding.counts if size is not None}
     return Pushdown(math.inf if bound is None else float(bound), columns)
 
@@ -507,17 +509,20 @@ def run_padded(op: Aggregate, padding: Padding, t: Translation):
     t.owners.append((padding.party, relation))
     t.padded.append((relation, padding))
     t.thresholded = t.thresholded or padding.thresholded
-    sql = padded_sql(localize(aggregate).sql(dialect="duckdb"), op.columns, valid, padding.bound_sql())
+    sql = padded_sql(localize(aggregate).sql(dialect="duckdb"), {c: types.get(c) for c in op.columns}, valid,
+                     padding.bound_sql())
     t.steps.append(RunLocal(padding.party, sql, relation))
     node = secret_ops.filter_node(secret_ops.input_node(len(t.owners) - 1), quoted(valid), owner=padding.party,
                                   padded=padding.describe())
     return secret_ops.project_node(node, [(c, quoted(c)) for c in op.columns]), list(op.columns), []
 
 
-def padded_sql(aggregate: str, columns, valid: str, bound: str) -> str:
+def padded_sql(aggregate: str, columns: dict, valid: str, bound: str) -> str:
     """`aggregate`'s groups numbered 0.. beside the slots 0..B-1: a group per slot, then dummy rows (NULLs,
-    `valid` FALSE); a group beyond B (a class gone stale) fails the query at its owner (`OVER_BOUND`)."""
-    items = ", ".join(f'"_g".{quoted(c)} AS {quoted(c)}' for c in columns)
+    `valid` FALSE); a group beyond B (a class gone stale) fails the query at its owner (`OVER_BOUND`).
+    `columns`: name -> DuckDB type; a HUGEINT (an integer SUM) is shared as the BIGINT the SPU holds."""
+    items = ", ".join((f'CAST("_g".{quoted(c)} AS BIGINT)' if (dtype or "").upper() in WIDE_INTEGERS else
+                       f'"_g".{quoted(c)}') + f" AS {quoted(c)}" for c, dtype in columns.items())
     check = f"CASE WHEN \"_p\".\"slot\" IS NULL THEN ERROR('{OVER_BOUND}') ELSE \"_g\".\"__slot\" IS NOT NULL END"
     return (f"SELECT {items}, {check} AS {quoted(valid)} FROM (SELECT UNNEST(RANGE({bound})) AS \"slot\") AS \"_p\" "
             f"FULL JOIN (SELECT *, ROW_NUMBER() OVER () - 1 AS \"__slot\" FROM ({aggregate}) AS \"_\") AS \"_g\" "
