@@ -698,7 +698,8 @@ def _scan_sql(op: Scan, thresholded, k):
 
 
 def _filter_sql(op: Filter, thresholded, k):
-    items = "*" if op.flag is None else ", ".join(quoted(c) for c in op.columns)
+    """The rows where the condition holds; on its owner's flag, without it (but for COUNT(*): no column)."""
+    items = "*" if op.flag is None else ", ".join(quoted(c) for c in op.columns) or quoted(op.flag)
     return f"SELECT {items} FROM {_from(op.child, thresholded, k)} WHERE {op.condition}"
 
 
