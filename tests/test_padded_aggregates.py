@@ -203,3 +203,24 @@ def test_check_size_prices_the_padded_aggregate_as_its_bound(padded, monkeypatch
     sql = q13("o.amount > 100")
     assert engine.check(sql, "shop") is None
     assert_refused(engine, sql, "bank", NotSupportedError, "beyond the 1,048,576 rows")
+
+
+def test_an_aggregate_without_group_by_is_one_row(padded):
+    """A scalar subquery's aggregate over the shop's filtered rows: B = 1 (one row whatever the data), valid."""
+    oracle = padded[2, 4]
+    sql = ("SELECT c.region, COUNT(*) AS n FROM bank.customers c WHERE c.age > (SELECT AVG(o.amount) / 5 FROM "
+           "shop.orders o WHERE o.category = 'books') GROUP BY c.region")
+    (step,) = padded_inputs(oracle.engine, sql, "shop").values()
+    assert "RANGE(1)" in step.sql and shared_rows(oracle, step).num_rows == 1
+    checked(oracle, sql)
+
+
+@pytest.mark.parametrize("calls", ("COUNT(DISTINCT o.category) AS v", "AVG(o.amount) AS v",
+                                   "SUM(o.order_id) AS v"))
+def test_distinct_avg_and_integer_sums_are_exact_at_their_owner(padded, calls):
+    """Aggregates the SPU would not decompose (COUNT(DISTINCT), AVG) or DuckDB widens (an integer SUM is a
+    HUGEINT, shared as BIGINT) computed by the shop per customer, then joined and totalled by region."""
+    sql = (f"SELECT u.region, COUNT(*) AS n, SUM(u.v) AS v FROM (SELECT c.region, t.v FROM (SELECT o.customer_id, "
+           f"{calls} FROM shop.orders o GROUP BY o.customer_id) t JOIN bank.customers c ON c.id = t.customer_id) u "
+           "GROUP BY u.region")
+    checked(padded[3, 4], sql)
