@@ -135,14 +135,29 @@ def collapsible(issuer: str, k: int, noised: bool):
     """Whether eager aggregation may pre-aggregate `part` of a join beside `other` (tree.eager_join). Beneath
     an aggregate always: the partials' MIN(provenance) is the MIN over their rows. For the outermost one,
     whose group threshold counts each owner's distinct rows, only where `part` is the issuer's, whose rows
-    are not counted, and `other` holds a counted owner's rows; under DP never (translate_dp reads its shape)."""
+    are not counted, and `other` holds a counted owner's rows; under DP never (translate_dp reads its shape).
+    Over a join a unique side makes sort-based already (`linear`), only where the partial's owner computes
+    it, padded (`owner_may_pad`): it then shares fewer rows than `part` has."""
 
-    def may_collapse(part: Op, other: Op, outermost: bool) -> bool:
-        if not outermost:
-            return True
-        return not noised and (k == 0 or (parties_of(part) <= {issuer} and bool(parties_of(other) - {issuer})))
+    def may_collapse(part: Op, other: Op, outermost: bool, linear: bool = False) -> bool:
+        if noised or (linear and not owner_may_pad(part, issuer, k)):
+            return False
+        return not outermost or k == 0 or (parties_of(part) <= {issuer} and bool(parties_of(other) - {issuer}))
 
     return may_collapse
+
+
+def owner_may_pad(part: Op, issuer: str, k: int) -> bool:
+    """Whether a partial aggregate of `part` would be computed by its owner (`padding_of`): one party whose
+    rows no group threshold counts, over its table's rows (its filters become its flags: `owner_flags`)."""
+    owners = parties_of(part)
+    return len(owners) == 1 and (k == 0 or owners == {issuer}) and _rows_of_one_table(part)
+
+
+def _rows_of_one_table(op: Op) -> bool:
+    if isinstance(op, Scan):
+        return True
+    return isinstance(op, (Project, Window, Filter)) and _rows_of_one_table(op.child)
 
 
 def eager_notes(root: Op, padded=()) -> tuple[str, ...]:

@@ -224,3 +224,22 @@ def test_distinct_avg_and_integer_sums_are_exact_at_their_owner(padded, calls):
            f"{calls} FROM shop.orders o GROUP BY o.customer_id) t JOIN bank.customers c ON c.id = t.customer_id) u "
            "GROUP BY u.region")
     checked(padded[3, 4], sql)
+
+
+def test_over_a_declared_unique_key_the_partial_is_padded(tmp_path, tables, federation_writer, grants_for, oracle_for):
+    """TPC-H's own declarations: the bank declares customers.id unique, so customers LEFT JOIN orders is a
+    sort-based join already; pre-aggregating the shop's orders pays only because the shop computes it, padded
+    (B = min(the ids' class bound, the orders) rows shared instead of every order)."""
+    customers = tables["bank"]["customers"]
+    unique = pa.array([None if i % 17 == 0 else i + 1 for i in range(customers.num_rows)], pa.int64())
+    data = padded_tables(tables)
+    data["bank"]["customers"] = data["bank"]["customers"].set_column(0, "id", unique)
+    federation_writer(tmp_path, data, padded_grants(grants_for, ("bank", "shop"))
+                      + "\n[parties.bank.unique]\ncustomers = [['id']]\n", parties=("bank", "shop"))
+    with Engine(tmp_path / "federation.toml", timeout=120) as engine:
+        oracle = oracle_for(engine)
+        sql = q13("o.note NOT LIKE '%special%requests%'")
+        assert "eager aggregation:" in engine.explain(sql, "shop")
+        checked(oracle, sql)
+        assert "eager aggregation:" not in engine.explain(sql, "bank")  # counted: the SPU would only sort more
+        checked(oracle, sql, "bank", padded=0)
