@@ -7,8 +7,9 @@ B rows: its groups, then dummy rows, each row's validity a secret bit the SPU fi
 the data is read: the table's row count (which the input's size shares anyway) or, smaller, the groups its
 integer keys' published magnitude classes allow. Checked against plain DuckDB (the oracle, group threshold
 included) with 2 and 3 parties: TPC-H Q13's shape, an inner join with SUM / MIN / MAX, NULL group keys, an
-empty input, a bound the groups reach exactly, a class bound below the rows; the shared size is B; a
-stale class fails at its owner; what is kept on the SPU stays there.
+empty input, a bound the groups reach exactly, a class bound below the rows, no GROUP BY, DISTINCT / AVG /
+integer SUM, a join a declared key makes sort-based already (eager aggregation then pays only padded);
+the shared size is B; a stale class fails at its owner; what is kept on the SPU stays there.
 """
 
 import dataclasses
