@@ -128,8 +128,10 @@ def program_lines(step) -> list[str]:
             lines.append(f"{pad}share {relation} from PYU({owner}) -> {device}")
             return
         detail = {
-            "filter": lambda: node["condition"] + (f" (evaluated by {node['owner']} on its own rows, shared as a "
-                                                   "secret bit)" if "owner" in node else ""),
+            "filter": lambda: node["condition"] + (
+                f" (aggregated by {node['owner']} on its own rows, padded to B = {node['padded']} rows, validity "
+                "shared as a secret bit)" if "padded" in node else f" (evaluated by {node['owner']} on its own rows, "
+                "shared as a secret bit)" if "owner" in node else ""),
             "project": lambda: ", ".join(f"{sql} AS {name}" for name, sql in node["columns"]),
             "join": lambda: f"{node['kind']} on ({', '.join(node['left_keys'])}) = ({', '.join(node['right_keys'])})"
                             + (f" and {node['condition']}" if node["condition"] else "") + join_algorithm(node),

@@ -82,17 +82,18 @@ def _with_bound(physical: PhysicalPlan, bound: list[tuple]) -> PhysicalPlan:
     return dataclasses.replace(physical, steps=tuple(step for step, _ in bound), notes=physical.notes + notes)
 
 
-def bind_program_ranges(physical: PhysicalPlan, catalog) -> PhysicalPlan:
+def bind_program_ranges(physical: PhysicalPlan, catalog, known: dict | None = None) -> PhysicalPlan:
     """`physical` (the operator translation's) with each secret program's inputs carrying their owners'
     published classes and the row bound its ranges were proven with (`SecretQuery.row_bound`): the same
     limits the owners check at run time (`program.range_plan`), with the published sizes for the row
     counts; DataError naming the column where a class exceeds them. A pushdown whose rows or columns the
-    published sizes and classes do not bound leaves its columns to the run-time check (noted)."""
+    published sizes and classes do not bound leaves its columns to the run-time check (noted). `known`:
+    relation -> its `Pushdown` where the translation knows it (an aggregate padded to a public bound)."""
     if catalog.magnitudes is None:
         return physical
     sizes = published_sizes(catalog)
     pushdowns = {step.out: pushdown_bounds(step, catalog, sizes) for step in physical.steps
-                 if isinstance(step, RunLocal)}
+                 if isinstance(step, RunLocal)} | (known or {})
     return _with_bound(physical, [_bound_program(step, pushdowns) if isinstance(step, SecretQuery) else (step, [])
                                   for step in physical.steps])
 

@@ -16,11 +16,14 @@ def input_node(index: int) -> dict:
     return {"op": "input", "index": index}
 
 
-def filter_node(child: dict, condition: str, owner: str | None = None) -> dict:
-    """A filter; `owner`: the party that computed `condition`, a flag column, on its own rows (EXPLAIN)."""
+def filter_node(child: dict, condition: str, owner: str | None = None, padded: str | None = None) -> dict:
+    """A filter; `owner`: the party that computed `condition`, a flag column, on its own rows; `padded`: the
+    bound B that party padded its aggregate to, `condition` being each row's validity (both for EXPLAIN)."""
     node = {"op": "filter", "child": child, "condition": condition}
     if owner is not None:
         node["owner"] = owner
+    if padded is not None:
+        node["padded"] = padded
     return node
 
 

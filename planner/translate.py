@@ -13,6 +13,10 @@ aggregate carries MIN(provenance) per group as its row's provenance.
 Own filters: a filter of one party over rows that party shares anyway is evaluated by it, as one boolean
 column of its program input the SPU filters on (`owner_flags`): the row count stays the table's.
 
+Own aggregates: an aggregate over one party's rows that may not run at its owner (its group count would
+tell the others about the data) is computed by that owner all the same, padded to a public bound B with
+dummy rows, the validity of each row a secret bit the SPU filters on (`padding_of`, `run_padded`).
+
 Masks: a column masked for the issuer that the result reveals is masked by its owner on the program
 input, before it is shared (`Mask` after its `RunLocal`), so no party sees it unmasked; that equals
 the mask on the result only where the column reaches the outputs as is, so every use of it must be
@@ -24,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 
 import sqlglot
@@ -34,7 +39,7 @@ from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner import secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.magnitudes import bind_program_ranges
+from sqlsecure.planner.magnitudes import INTEGER_TYPES, Pushdown, bind_program_ranges
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
 from sqlsecure.planner.subqueries import Subquery
 from sqlsecure.planner.place_outputs import KIND_OF_TYPE
@@ -65,6 +70,8 @@ class Translation:
     thresholded: bool = False
     sort_joins: list = field(default_factory=list)  # (join keys, declared key or None) of each sort-based join
     masks: dict = field(default_factory=dict)  # ColumnRef -> Mask its owner applies to the program input
+    padding: bool = True  # whether owners may compute their own aggregates padded (`padding_of`; not under DP)
+    padded: list = field(default_factory=list)  # (relation, Padding) of each padded aggregate input
 
 
 def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
@@ -80,9 +87,9 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     root = eager_aggregation(root, catalog, collapsible(issuer, min_group_size, dp is not None))
     revealed = revealed_masks(tree, masks or {}, issuer)
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
-                    masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()})
+                    masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()}, padding=dp is None)
     root = pruned(owner_flags(root, t, itertools.count(1)), frozenset(root.columns))
-    check_size(root, catalog)
+    check_size(root, catalog, lambda op, under: planned_bound(padding_of(op, t, under), catalog))
     noised = noised_aggregate(root, dp, origins) if dp is not None else None
     node, columns, provenance = place(noised.aggregate if noised else root, t, under_aggregate=False, at_root=True)
     texts = masked_outputs(root, columns, revealed)
@@ -105,11 +112,12 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     leakage = [(p, f"the row count of each program input ({', '.join(r for o, r in t.owners)}) and the "
                    "number of result rows") for p in compute]
     leakage += [(p, text) for p in compute for text in sort_join_leakage(t.sort_joins)]
+    leakage += [(p, padded_leakage(relation, padding)) for p in compute for relation, padding in t.padded]
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
-                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root) + \
-        owner_flag_notes(root)
+                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root, t.padded) + \
+        owner_flag_notes(root, t.padded) + tuple(padded_note(relation, padding) for relation, padding in t.padded)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]
         leakage.insert(-1, (party, "its own noise draws (never the exact values: it adds them to its shares)"))
@@ -119,31 +127,51 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     return bind_program_ranges(PhysicalPlan(issuer, tuple(t.steps), tuple(dict.fromkeys(leakage)), uses=tuple(uses),
                                             notes=notes, min_group_size=min_group_size if t.thresholded else 0,
                                             counted=counted, epsilon=dp.epsilon if dp else 0.0,
-                                            delta=dp.delta if dp else 0.0), catalog)
+                                            delta=dp.delta if dp else 0.0), catalog,
+                               {relation: padded_bounds(padding, catalog) for relation, padding in t.padded})
 
 
 def collapsible(issuer: str, k: int, noised: bool):
     """Whether eager aggregation may pre-aggregate `part` of a join beside `other` (tree.eager_join). Beneath
     an aggregate always: the partials' MIN(provenance) is the MIN over their rows. For the outermost one,
     whose group threshold counts each owner's distinct rows, only where `part` is the issuer's, whose rows
-    are not counted, and `other` holds a counted owner's rows; under DP never (translate_dp reads its shape)."""
+    are not counted, and `other` holds a counted owner's rows; under DP never (translate_dp reads its shape).
+    Over a join a unique side makes sort-based already (`linear`), only where the partial's owner computes
+    it, padded (`owner_may_pad`): it then shares fewer rows than `part` has."""
 
-    def may_collapse(part: Op, other: Op, outermost: bool) -> bool:
-        if not outermost:
-            return True
-        return not noised and (k == 0 or (parties_of(part) <= {issuer} and bool(parties_of(other) - {issuer})))
+    def may_collapse(part: Op, other: Op, outermost: bool, linear: bool = False) -> bool:
+        if noised or (linear and not owner_may_pad(part, issuer, k)):
+            return False
+        return not outermost or k == 0 or (parties_of(part) <= {issuer} and bool(parties_of(other) - {issuer}))
 
     return may_collapse
 
 
-def eager_notes(root: Op) -> tuple[str, ...]:
-    """EXPLAIN's line per eager aggregation (tree.eager_join) of the program."""
+def owner_may_pad(part: Op, issuer: str, k: int) -> bool:
+    """Whether a partial aggregate of `part` would be computed by its owner (`padding_of`): one party whose
+    rows no group threshold counts, over its table's rows (its filters become its flags: `owner_flags`)."""
+    owners = parties_of(part)
+    return len(owners) == 1 and (k == 0 or owners == {issuer}) and _rows_of_one_table(part)
+
+
+def _rows_of_one_table(op: Op) -> bool:
+    if isinstance(op, Scan):
+        return True
+    return isinstance(op, (Project, Window, Filter)) and _rows_of_one_table(op.child)
+
+
+def eager_notes(root: Op, padded=()) -> tuple[str, ...]:
+    """EXPLAIN's line per eager aggregation (tree.eager_join) of the program; `padded`: (relation, Padding)
+    of the aggregates their owners compute (`run_padded`)."""
+    by_owner = {id(padding.op): relation for relation, padding in padded}
     notes = []
     for op in walk(root):
         if isinstance(op, Aggregate) and op.eager:
             calls = ", ".join(f"{func}({arg or '*'})" for _, func, arg, _ in op.aggregates) or "its join keys"
+            where = f"by {next(iter(parties_of(op)))} ({by_owner[id(op)]}, padded)" if id(op) in by_owner else \
+                "on the SPU"
             notes.append(f"eager aggregation: {calls} of {', '.join(sorted(parties_of(op)))}'s rows pre-aggregated "
-                         f"by the join keys ({', '.join(sql for _, sql in op.keys)}) on the SPU, nothing opened, so "
+                         f"by the join keys ({', '.join(sql for _, sql in op.keys)}) {where}, nothing opened, so "
                          "the join is a sort-based PK-FK join (n + m rows, not n * m)")
     return tuple(notes)
 
@@ -155,17 +183,23 @@ def walk(op: Op):
         yield from walk(child)
 
 
-def check_size(root: Op, catalog: Catalog) -> None:
+def check_size(root: Op, catalog: Catalog, padded=lambda op, under: None) -> None:
     """Refuse a program one of whose operators could hold more than MAX_SECRET_ROWS rows, from the
-    tables' published sizes (an all-pairs join holds n*m rows), before any party is asked."""
+    tables' published sizes (an all-pairs join holds n*m rows), before any party is asked. `padded(op,
+    under)`: the rows of an aggregate its owner computes padded (`padding_of`), whose input the SPU
+    never holds; None for the others."""
     sizes: dict[str, dict[str, int]] = {}
 
-    def rows(op: Op) -> int | None:
+    def rows(op: Op, under: bool) -> int | None:
         if isinstance(op, Scan):
             if op.party not in sizes:
                 sizes[op.party] = catalog.sizes(op.party) if catalog.sizes is not None else {}
             return sizes[op.party].get(op.table)
-        counts = [rows(child) for child in op.children]
+        bound = padded(op, under)
+        if bound is not None:
+            return bound
+        inner = True if isinstance(op, Aggregate) else not op.thresholded if isinstance(op, Subquery) else under
+        counts = [rows(child, inner) for child in op.children]
         if any(n is None for n in counts):
             return None
         if isinstance(op, Join):
@@ -186,7 +220,7 @@ def check_size(root: Op, catalog: Catalog) -> None:
                 "filter the inputs, or grant the columns so the query can run at a party")
         return n
 
-    rows(root)
+    rows(root, False)
 
 
 def sort_join_leakage(sort_joins) -> list[str]:
@@ -211,6 +245,9 @@ def place(op: Op, t: Translation, under_aggregate: bool, at_root: bool = False):
     if len(owners) == 1 and (keeps_rows(op) or size_is_public(op, next(iter(owners)), t)) and not counted_partial(
             op, t):
         return run_local(op, next(iter(owners)), t, under_aggregate)
+    padding = padding_of(op, t, under_aggregate)
+    if padding is not None:
+        return run_padded(op, padding, t)
     if len(owners) == 1 and under_aggregate and t.k > 0 and owners != {t.issuer}:
         refuse_repeated_rows(op, next(iter(owners)), t.catalog)  # the threshold counts the rows of its part, as before
     return TRANSLATE[type(op)](op, t, under_aggregate, at_root)
@@ -355,12 +392,170 @@ def _flagged(op: Op) -> bool:
     return isinstance(op, Filter) and op.flag is not None
 
 
-def owner_flag_notes(root: Op) -> tuple[str, ...]:
-    """EXPLAIN's line per filter its owner evaluates (`owner_flags`)."""
+def owner_flag_notes(root: Op, padded=()) -> tuple[str, ...]:
+    """EXPLAIN's line per filter its owner evaluates (`owner_flags`) into a shared bit (not those inside an
+    aggregate its owner computes: `padded`, (relation, Padding) each)."""
+    inside = {id(op) for _, padding in padded for op in walk(padding.op)}
     return tuple(f"filter evaluated by {next(iter(parties_of(op)))} on its own rows, shared as a secret bit "
                  f"{op.flag}: {' AND '.join(f'({c})' if len(op.evaluated) > 1 else c for c in op.evaluated)} "
                  "(every row shared, as without the filter; the columns only the condition reads are not)"
-                 for op in walk(root) if _flagged(op))
+                 for op in walk(root) if _flagged(op) and id(op) not in inside)
+
+
+# -- a party's own aggregate, computed by that party and padded to a public bound ---------------------
+VALID = "__valid_"  # the prefix of a padded input's validity column (its relation follows)
+WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")  # an integer SUM's type at its owner, beyond the SPU's 64 bits
+OVER_BOUND = "sqlsecure: more groups than the padded bound"  # the owner's failure where a stale class lets them
+
+
+@dataclass(frozen=True)
+class Padding:
+    """How an aggregate of `party` is computed by it and shared as exactly B rows: B is the row count of
+    `table` (which its input shares anyway) or, smaller, the groups its integer keys' published classes
+    allow (`classes`: (key name, its base column, M) each, |v| < 2^M, so at most 2^(M+1) - 1 values and NULL); one row without
+    keys. `thresholded`: the aggregate keeps groups of >= k rows (the SPU's threshold, at the owner)."""
+
+    party: str
+    table: Scan
+    keys: int
+    classes: tuple[tuple[str, str, int], ...]
+    thresholded: bool
+    counts: tuple[str, ...] = ()  # its COUNT outputs (at most the table's rows)
+    op: Aggregate | None = field(default=None, compare=False, repr=False)  # the aggregate itself
+
+    @property
+    def class_bound(self) -> int | None:
+        """The groups the keys' published classes allow; None when a key has no class."""
+        if len(self.classes) < self.keys:
+            return None
+        return math.prod(2 ** (bits + 1) for _, _, bits in self.classes)
+
+    def bound_sql(self) -> str:
+        """B, as its owner computes it (DuckDB SQL over its own tables)."""
+        if not self.keys:
+            return "1"
+        rows = f"(SELECT COUNT(*) FROM {quoted(self.table.table)})"
+        return rows if self.class_bound is None else f"LEAST({self.class_bound}, {rows})"
+
+    def describe(self) -> str:
+        """B in words, for EXPLAIN."""
+        if not self.keys:
+            return "1 row (an aggregate without GROUP BY)"
+        rows = f"the rows of {self.party}.{self.table.table}"
+        if self.class_bound is None:
+            return f"{rows} (shared as its input's size without this)"
+        classes = ", ".join(f"{column} |v| < 2^{bits}" for _, column, bits in self.classes)
+        return f"min({self.class_bound:,} (the published classes {classes}, NULL included), {rows})"
+
+
+def padding_of(op: Op, t: Translation, under: bool) -> Padding | None:
+    """The padding of an aggregate over one party's rows that `place` does not run at its owner, over an input
+    that keeps its table's rows (scans, projections, windows, filters on its owner's flags: `owner_flags`), so
+    the table's row count bounds its groups; None elsewhere: under DP, where masks apply, and where a
+    protected owner's aggregate carries MIN(provenance) per group for an outer threshold (on the SPU)."""
+    if not isinstance(op, Aggregate) or not t.padding or len(parties_of(op)) != 1 or counted_partial(op, t):
+        return None
+    party = next(iter(parties_of(op)))
+    table = rows_source(op.child)
+    if table is None or (under and t.k > 0 and party != t.issuer) or input_masks(op.child, party, t.masks):
+        return None
+    return Padding(party, table, len(op.keys), key_classes(op, t.catalog), thresholded=not under and t.k > 0,
+                   counts=tuple(name for name, func, _, _ in op.aggregates if func == "COUNT"), op=op)
+
+
+def rows_source(op: Op) -> Scan | None:
+    """The scan whose table's rows `op` shares or filters (its owner's flags), one per row at most."""
+    if isinstance(op, Scan):
+        return op
+    if isinstance(op, (Project, Window)) or _flagged(op):
+        return rows_source(op.child)
+    return None
+
+
+def key_classes(op: Aggregate, catalog: Catalog) -> tuple[tuple[str, int], ...]:
+    """(key name, its base column, M) of each of the aggregate's keys that is an integer base column with a
+    published class."""
+    if catalog.magnitudes is None:
+        return ()
+    found, bases = [], origins(op.child)
+    by_sql = {quoted(c): c for c in op.child.columns}
+    for name, sql in op.keys:
+        refs = bases.get(by_sql.get(sql), set())
+        if len(refs) != 1:
+            continue
+        ref = next(iter(refs))
+        dtype = (catalog.column_type(ref.party, ref.table, ref.column) or "").split("(")[0].upper()
+        bits = catalog.magnitudes(ref.party, ref.table, (ref.column,)).get(ref.column) \
+            if dtype in INTEGER_TYPES else None
+        if bits is not None:
+            found.append((name, str(ref), bits))
+    return tuple(found)
+
+
+def planned_bound(padding: Padding | None, catalog: Catalog) -> int | None:
+    """B at plan time, from the published (rounded up) table size: what `check_size` prices."""
+    if padding is None:
+        return None
+    if not padding.keys:
+        return 1
+    size = catalog.sizes(padding.party).get(padding.table.table) if catalog.sizes is not None else None
+    bounds = [n for n in (size, padding.class_bound) if n is not None]
+    return min(bounds) if bounds else None
+
+
+def padded_bounds(padding: Padding, catalog: Catalog) -> Pushdown:
+    """What the published sizes and classes bound of a padded input (`magnitudes.Pushdown`): B rows; its keys
+    their base columns' classes; a COUNT at most the table's published size."""
+    bound = planned_bound(padding, catalog)
+    size = catalog.sizes(padding.party).get(padding.table.table) if catalog.sizes is not None else None
+    columns = {name: ("int", bits) for name, _, bits in padding.classes}
+    columns |= {name: ("int", size.bit_length()) for name in padding.counts if size is not None}
+    return Pushdown(math.inf if bound is None else float(bound), columns)
+
+
+def run_padded(op: Aggregate, padding: Padding, t: Translation):
+    """The aggregate at its owner as a program input of exactly B rows (`padded_sql`) with its validity
+    column, which the SPU filters on and drops."""
+    aggregate = sqlglot.parse_one(local_sql(op, padding.thresholded, t.k), read="duckdb")
+    types = subquery_columns(aggregate, t.catalog)
+    relation = f"r{len(t.owners)}"
+    valid = f"{VALID}{relation}"
+    t.inputs.append({"columns": [[c, kind_of(c, types.get(c))] for c in op.columns] + [[valid, "bool"]]})
+    t.owners.append((padding.party, relation))
+    t.padded.append((relation, padding))
+    t.thresholded = t.thresholded or padding.thresholded
+    sql = padded_sql(localize(aggregate).sql(dialect="duckdb"), {c: types.get(c) for c in op.columns}, valid,
+                     padding.bound_sql())
+    t.steps.append(RunLocal(padding.party, sql, relation))
+    node = secret_ops.filter_node(secret_ops.input_node(len(t.owners) - 1), quoted(valid), owner=padding.party,
+                                  padded=padding.describe())
+    return secret_ops.project_node(node, [(c, quoted(c)) for c in op.columns]), list(op.columns), []
+
+
+def padded_sql(aggregate: str, columns: dict, valid: str, bound: str) -> str:
+    """`aggregate`'s groups numbered 0.. beside the slots 0..B-1: a group per slot, then dummy rows (NULLs,
+    `valid` FALSE); a group beyond B (a class gone stale) fails the query at its owner (`OVER_BOUND`).
+    `columns`: name -> DuckDB type; a HUGEINT (an integer SUM) is shared as the BIGINT the SPU holds."""
+    items = ", ".join((f'CAST("_g".{quoted(c)} AS BIGINT)' if (dtype or "").upper() in WIDE_INTEGERS else
+                       f'"_g".{quoted(c)}') + f" AS {quoted(c)}" for c, dtype in columns.items())
+    check = f"CASE WHEN \"_p\".\"slot\" IS NULL THEN ERROR('{OVER_BOUND}') ELSE \"_g\".\"__slot\" IS NOT NULL END"
+    return (f"SELECT {items}, {check} AS {quoted(valid)} FROM (SELECT UNNEST(RANGE({bound})) AS \"slot\") AS \"_p\" "
+            f"FULL JOIN (SELECT *, ROW_NUMBER() OVER () - 1 AS \"__slot\" FROM ({aggregate}) AS \"_\") AS \"_g\" "
+            "ON \"_g\".\"__slot\" = \"_p\".\"slot\"")
+
+
+def padded_leakage(relation: str, padding: Padding) -> str:
+    """What each compute party learns of a padded aggregate input: its size B, a public bound."""
+    return (f"{relation}'s size: B = {padding.describe()} rows, a bound fixed before the data is read (not the "
+            f"number of {padding.party}'s groups: each row's validity stays a secret bit)")
+
+
+def padded_note(relation: str, padding: Padding) -> str:
+    """EXPLAIN's line per aggregate its owner computes padded."""
+    filters = [c for op in walk(padding.op) if _flagged(op) for c in op.evaluated]
+    within = f", its filter {' AND '.join(filters)} applied there too" if filters else ""
+    return (f"{relation}: aggregated by {padding.party} on its own rows, padded to B rows, validity shared as a "
+            f"secret bit (B = {padding.describe()}; the SPU never holds the aggregate's input{within})")
 
 
 # -- program inputs carry only the columns the query reads ------------------------------------------
@@ -518,7 +713,8 @@ def _scan_sql(op: Scan, thresholded, k):
 
 
 def _filter_sql(op: Filter, thresholded, k):
-    items = "*" if op.flag is None else ", ".join(quoted(c) for c in op.columns)
+    """The rows where the condition holds; on its owner's flag, without it (but for COUNT(*): no column)."""
+    items = "*" if op.flag is None else ", ".join(quoted(c) for c in op.columns) or quoted(op.flag)
     return f"SELECT {items} FROM {_from(op.child, thresholded, k)} WHERE {op.condition}"
 
 

@@ -281,11 +281,13 @@ STRICT = (exp.Column, exp.Identifier, exp.Literal, exp.Paren, exp.Neg, exp.Add, 
 
 
 def eager_aggregation(op: Op, catalog: Catalog, may_collapse, under: bool = False) -> Op:
-    """`op` with each aggregate over an all-pairs equi-join rewritten by `eager_join` where `may_collapse(part,
-    other, outermost)` allows pre-aggregating `part`; `under`: beneath an aggregate (as translate's `place`)."""
+    """`op` with each aggregate over an equi-join rewritten by `eager_join` where `may_collapse(part, other,
+    outermost, linear)` allows pre-aggregating `part` (`linear`: the join is a sort-based one already);
+    `under`: beneath an aggregate (as translate's `place`)."""
     if isinstance(op, Aggregate):
         op = rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, True))
-        return eager_join(op, catalog, lambda part, other: may_collapse(part, other, not under)) or op
+        return eager_join(op, catalog, lambda part, other, linear: may_collapse(part, other, not under, linear)) \
+            or op
     inner = not op.thresholded if isinstance(op, subqueries.Subquery) else under
     return rebuilt(op, lambda child: eager_aggregation(child, catalog, may_collapse, inner))
 
@@ -303,21 +305,23 @@ def rebuilt(op: Op, rebuild) -> Op:
 
 
 def eager_join(aggregate: Aggregate, catalog: Catalog, may_collapse) -> Op | None:
-    """An aggregate over an inner or LEFT equi-join that no side's unique keys make linear, as the join of
-    one side with its other side pre-aggregated by its join keys (unique on them, so the SPU joins by a
-    sort: n + m rows, not n * m), then the aggregate combining the partials; None where that is not exact:
+    """An aggregate over an inner or LEFT equi-join, as the join of one side with its other side
+    pre-aggregated by its join keys (unique on them, so the SPU joins by a sort: n + m rows, not n * m),
+    then the aggregate combining the partials, where `may_collapse(part, other, linear)` allows it
+    (`linear`: a side's unique keys make the join a sort-based one already, so only a partial its owner
+    computes, with fewer rows, pays); None where that is not exact:
     the group keys read the pre-aggregated side beyond its join keys, or an aggregate is not decomposable
     (`_combined`). A LEFT join pre-aggregates its NULL side only; a RIGHT join is a LEFT one (`TreeBuilder`)."""
     join = aggregate.child
     if isinstance(join, Project) and isinstance(join.child, Join) and all(sql == quoted(n) for n, sql in join.items):
         join = join.child  # a RIGHT JOIN's columns in the written order: the aggregate reads them by name
-    if not isinstance(join, Join) or join.kind not in ("inner", "left") or not join.left_keys or join.condition \
-            or unique_side(join, catalog) is not None:
+    if not isinstance(join, Join) or join.kind not in ("inner", "left") or not join.left_keys or join.condition:
         return None
+    linear = unique_side(join, catalog) is not None
     for side in ("right",) if join.kind == "left" else ("right", "left"):
         part, other = (join.right, join.left) if side == "right" else (join.left, join.right)
         rewritten = _pre_aggregated(aggregate, join, side)
-        if rewritten is not None and may_collapse(part, other):
+        if rewritten is not None and may_collapse(part, other, linear):
             return rewritten
     return None
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 from sqlsecure.audit import AuditLog, outcome_of, query_entry
 from sqlsecure.connectors import PartyStore
 from sqlsecure.connectors.duckdb_store import local_error, party_log
-from sqlsecure.errors import Error, InternalError, OperationalError, ProtocolError
+from sqlsecure.errors import DataError, Error, InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.encoding import encode_keys
@@ -32,6 +32,7 @@ from sqlsecure.planner.physical import (
     SecureStage,
 )
 from sqlsecure.planner.geodist import with_great_circle
+from sqlsecure.planner.translate import OVER_BOUND
 from sqlsecure.policy.privacy import release
 
 
@@ -161,7 +162,7 @@ class PartyExecutor:
                 self._progress(index + 1, len(plan.steps), getattr(step, "device", type(step).__name__))
             tag = f"{query_id}/{index}"
             if isinstance(step, RunLocal):
-                table = outputs[(self.name, step.out)] = self._store.query(with_great_circle(step.sql))
+                table = outputs[(self.name, step.out)] = self._local_query(step)
                 rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
                 pieces[step.out] = table.append_column(f"__prov_{step.out}", rows)
             elif isinstance(step, EquiJoin):
@@ -210,6 +211,18 @@ class PartyExecutor:
             elif isinstance(step, Finish):
                 result = self._finish(step, outputs, pieces)
         return result
+
+    def _local_query(self, step: RunLocal) -> pa.Table:
+        """A RunLocal's rows; DataError where an aggregate padded to a public bound has more groups (the
+        bound came from a magnitude class this party published that its data has since outgrown)."""
+        try:
+            return self._store.query(with_great_circle(step.sql))
+        except OperationalError as exc:
+            if OVER_BOUND not in getattr(exc, "private_detail", ""):
+                raise
+            raise DataError(f"party {self.name!r}: its aggregate {step.out} has more groups than the bound it is "
+                            "padded to, which its published magnitude classes set: they are stale; publish them "
+                            "again (reopen the federation) and retry") from None
 
     def _join(self, step: EquiJoin, pieces: dict[str, pa.Table], tag: str) -> pa.Table | None:
         if step.mode in ("semi", "anti"):
