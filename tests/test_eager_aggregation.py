@@ -1,7 +1,8 @@
 """Eager aggregation over a secret join (issue 16, planner/tree.py `eager_join`): an aggregate over an
 inner or LEFT (RIGHT) equi-join whose aggregates read one side only and decompose is computed over that
 side pre-aggregated by its join keys, which makes it unique on them, so the SPU joins by a sort (n + m
-rows) instead of all pairs (n * m). Each shape against plain DuckDB (the Oracle, group threshold included)
+rows) instead of all pairs (n * m); over a join a side's unique keys already make a sort, only where the
+partial's owner computes it padded (tests/test_padded_aggregates.py). Each shape against plain DuckDB (the Oracle, group threshold included)
 over the hospitals' horizontally split tables (NULL and repeated pids on both sides, 2 and 3 parties, an
 empty party), EXPLAIN saying whether the rewrite applies; shapes it must not rewrite answered as before."""
 
