@@ -459,7 +459,8 @@ def padding_of(op: Op, t: Translation, under: bool) -> Padding | None:
     table = rows_source(op.child)
     if table is None or (under and t.k > 0 and party != t.issuer) or input_masks(op.child, party, t.masks):
         return None
-    return Padding(party, table, len(op.keys), key_classes(op, t.catalog), thresholded=not under and t.k > 0,
+    thresholded = not under and t.k > 0 and party != t.issuer  # the issuer's own rows are never counted
+    return Padding(party, table, len(op.keys), key_classes(op, t.catalog), thresholded=thresholded,
                    counts=tuple(name for name, func, _, _ in op.aggregates if func == "COUNT"), op=op)
 
 

@@ -244,3 +244,14 @@ def test_over_a_declared_unique_key_the_partial_is_padded(tmp_path, tables, fede
         checked(oracle, sql)
         assert "eager aggregation:" not in engine.explain(sql, "bank")  # counted: the SPU would only sort more
         checked(oracle, sql, "bank", padded=0)
+
+
+def test_only_a_protected_owners_outermost_groups_are_thresholded(padded):
+    """Two outermost aggregates, one per party, side by side (UNION ALL): each padded by its owner; the group
+    threshold withholds the protected owner's small groups only, never the issuer's own (it was applied to
+    both: the issuer's own groups of fewer than k rows went missing)."""
+    oracle = padded[2, 4]
+    sql = ("SELECT o.category AS g, COUNT(*) AS n FROM shop.orders o WHERE o.amount > 485 GROUP BY o.category "
+           "UNION ALL SELECT c.region, COUNT(*) FROM bank.customers c WHERE c.age > 60 GROUP BY c.region")
+    got = checked(oracle, sql, "shop", padded=2)
+    assert 0 < min(got.column("n").to_pylist()) < 4  # one of the shop's own groups holds fewer than k rows
