@@ -32,6 +32,14 @@ QUERIES = [
     'ON "a"."customer_id" = "b"."customer_id"',
     'SELECT "o"."category" AS "c" FROM "orders" AS "o" ORDER BY "o"."category" DESC LIMIT 2',
     'SELECT SUM("o"."free") AS "f", MAX("o"."score") AS "m" FROM "orders" AS "o"',
+    # an owner's flag and its padded aggregate, as planner/translate.py writes them (finished locally)
+    'SELECT "o"."order_id" AS "i", CAST(COALESCE(("o"."category" NOT LIKE \'%a%\'), FALSE) AS BOOLEAN) AS "f" '
+    'FROM "orders" AS "o"',
+    'SELECT "_g"."k" AS "k", "_g"."n" AS "n", CASE WHEN "_p"."slot" IS NULL THEN ERROR(\'over the bound\') '
+    'ELSE "_g"."__slot" IS NOT NULL END AS "v" FROM (SELECT UNNEST(RANGE(LEAST(16, (SELECT COUNT(*) FROM '
+    '"orders")))) AS "slot") AS "_p" FULL JOIN (SELECT *, ROW_NUMBER() OVER () - 1 AS "__slot" FROM (SELECT '
+    '"o"."customer_id" AS "k", COUNT("o"."order_id") AS "n" FROM "orders" AS "o" WHERE "o"."amount" > 1 '
+    'GROUP BY "o"."customer_id") AS "_") AS "_g" ON "_g"."__slot" = "_p"."slot"',
 ]
 
 
