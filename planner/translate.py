@@ -473,7 +473,7 @@ def rows_source(op: Op) -> Scan | None:
     return None
 
 
-def key_classes(op: Aggregate, catalog: Catalog) -> tuple[tuple[str, int], ...]:
+def key_classes(op: Aggregate, catalog: Catalog) -> tuple[tuple[str, str, int], ...]:
     """(key name, its base column, M) of each of the aggregate's keys that is an integer base column with a
     published class."""
     if catalog.magnitudes is None:
@@ -499,16 +499,19 @@ def planned_bound(padding: Padding | None, catalog: Catalog) -> int | None:
         return None
     if not padding.keys:
         return 1
-    size = catalog.sizes(padding.party).get(padding.table.table) if catalog.sizes is not None else None
-    bounds = [n for n in (size, padding.class_bound) if n is not None]
+    bounds = [n for n in (published_rows(padding, catalog), padding.class_bound) if n is not None]
     return min(bounds) if bounds else None
+
+
+def published_rows(padding: Padding, catalog: Catalog) -> int | None:
+    """The published (rounded up) size of the table a padded aggregate reads; None where none is published."""
+    return catalog.sizes(padding.party).get(padding.table.table) if catalog.sizes is not None else None
 
 
 def padded_bounds(padding: Padding, catalog: Catalog) -> Pushdown:
     """What the published sizes and classes bound of a padded input (`magnitudes.Pushdown`): B rows; its keys
     their base columns' classes; a COUNT at most the table's published size."""
-    bound = planned_bound(padding, catalog)
-    size = catalog.sizes(padding.party).get(padding.table.table) if catalog.sizes is not None else None
+    bound, size = planned_bound(padding, catalog), published_rows(padding, catalog)
     columns = {name: ("int", bits) for name, _, bits in padding.classes}
     columns |= {name: ("int", size.bit_length()) for name in padding.counts if size is not None}
     return Pushdown(math.inf if bound is None else float(bound), columns)
