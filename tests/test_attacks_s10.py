@@ -1,0 +1,72 @@
+"""Round 10's red team: a hostile analyst at the bank against the operator-by-operator planner (issue 16).
+
+Each leak found is pinned by a test that asserts refusal at plan time (PEP 249 class, the rule named, `check`
+agreeing) or an answer that carries nothing beyond the grants; attempts the engine already stops are kept
+only where they pin a non-obvious rule. The federation is `tests/test_padded_aggregates.py`'s (the bank and
+the shop): the shop's order ids are PLAINTEXT_AFTER_AGGREGATE to the bank, its amounts and notes
+PLAINTEXT_AFTER_COMPARE, its customer ids and priorities PLAINTEXT_AFTER_JOIN, its regions ENCRYPTED_ONLY.
+"""
+
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import PolicyViolation
+from tests.test_padded_aggregates import padded_grants, padded_tables
+
+JOIN = "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory, tables, federation_writer, grants_for):
+    directory = tmp_path_factory.mktemp("attacks_s10")
+    federation_writer(directory, padded_tables(tables), padded_grants(grants_for, ("bank", "shop")),
+                      parties=("bank", "shop"))
+    with Engine(directory / "federation.toml", timeout=120) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def lone_order(tables) -> tuple[int, int]:
+    """(customer id, order id) of a bank customer with exactly one order: a group below the threshold."""
+    ids = tables["bank"]["customers"].column("id").to_pylist()
+    orders = tables["shop"]["orders"]
+    per_customer: dict[int, list[int]] = {}
+    for customer, order in zip(orders.column("customer_id").to_pylist(), orders.column("order_id").to_pylist()):
+        per_customer.setdefault(customer, []).append(order)
+    return next((c, found[0]) for c, found in sorted(per_customer.items(), key=lambda kv: str(kv[0]))
+                if c is not None and len(found) == 1 and ids.count(c) == 1)
+
+
+# -- leak 1: a data-dependent failure reveals a row's value below the group threshold -------------------------
+# SUM(o.order_id // (o.order_id - k)) over one customer's single order: its group is dropped (fewer than 4 of
+# the shop's rows), but the query failed ("a row divides by zero") exactly when k was the order's id, so
+# trying k = 1, 2, ... read it. The same for %, / and the functions defined on part of their domain (LN, LOG,
+# SQRT, POWER, ASIN, ACOS): whether a row is outside the domain is a comparison of the argument, so the
+# argument must be one the issuer may compare (PLAINTEXT or PLAINTEXT_AFTER_COMPARE), or the divisor guarded.
+
+PARTIAL = ["o.order_id // (o.order_id - {k})", "o.order_id % (o.order_id - {k})", "o.order_id / (o.order_id - {k})",
+           "LN(o.order_id - {k})", "SQRT(o.order_id - {k})", "LOG(10, o.order_id - {k})",
+           "POWER(o.order_id - {k}, 0.5)", "ASIN(o.order_id - {k})"]
+
+
+@pytest.mark.parametrize("partial", PARTIAL)
+def test_partial_function_of_an_aggregated_value_is_refused(fed, lone_order, assert_refused, partial):
+    customer, order = lone_order
+    sql = f"SELECT c.region, SUM({partial.format(k=order)}) {JOIN} WHERE c.id = {customer} GROUP BY c.region"
+    assert_refused(fed, sql, "bank", PolicyViolation, "shop.orders.order_id")
+
+
+def test_partial_function_refusal_says_what_to_do(fed, assert_refused):
+    error = assert_refused(fed, f"SELECT SUM(o.order_id // o.priority) {JOIN}", "bank", PolicyViolation,
+                           "shop.orders.priority")
+    assert "NULLIF" in str(error)
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT c.region, SUM(o.order_id // NULLIF(o.order_id - 108, 0)) {JOIN} GROUP BY c.region",  # guarded
+    f"SELECT c.region, SUM(o.order_id) // (SUM(o.order_id) - 108) {JOIN} GROUP BY c.region",  # per group, revealed
+    f"SELECT c.region, SUM(o.order_id / 7) {JOIN} GROUP BY c.region",  # a constant divisor
+    f"SELECT c.region, SUM(c.age / (o.amount - 100)) {JOIN} GROUP BY c.region",  # a comparable divisor
+])
+def test_partial_function_with_a_safe_argument_is_answered(fed, oracle_for, sql):
+    oracle_for(fed).check(sql, "bank")
