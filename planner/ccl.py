@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.ccl_rules import Rule, function_name, rule_of
+from sqlsecure.planner.ccl_rules import Rule, domain_arguments, function_name, rule_of
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
@@ -384,10 +384,20 @@ class CCLInference:
             return self.relation(e.this, ctes, check=self.checking, parent=scope).rows
         if rule not in (Rule.SCALAR, Rule.COMPARE):  # ranking and value window functions need OVER
             return unknown(e)
+        self._check_domain(e, scope, ctes, keys, grouped)
         parts = [self.value(a, scope, ctes, keys, grouped) for a in e.iter_expressions()]
         if rule is Rule.COMPARE:
             return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])
         return combine(parts)
+
+    def _check_domain(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> None:
+        """A partial function (a divisor, LN's argument, ...) fails the query where a counted row is outside its
+        domain, whatever the group threshold drops later: its arguments must be ones the viewer may compare."""
+        for argument in domain_arguments(e):
+            self.require(promote(self.value(argument, scope, ctes, keys, grouped), C.PLAINTEXT_AFTER_COMPARE),
+                         f"whether a row is outside the domain of {function_name(e)} in {e.sql()[:80]} (a row "
+                         "dividing by zero, or LN, SQRT, ... of a value outside its domain, fails the query before "
+                         "any group threshold; guard a divisor as NULLIF(divisor, 0))")
 
     def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are

@@ -66,7 +66,7 @@ def test_partial_function_refusal_says_what_to_do(fed, assert_refused):
     f"SELECT c.region, SUM(o.order_id // NULLIF(o.order_id - 108, 0)) {JOIN} GROUP BY c.region",  # guarded
     f"SELECT c.region, SUM(o.order_id) // (SUM(o.order_id) - 108) {JOIN} GROUP BY c.region",  # per group, revealed
     f"SELECT c.region, SUM(o.order_id / 7) {JOIN} GROUP BY c.region",  # a constant divisor
-    f"SELECT c.region, SUM(c.age / (o.amount - 100)) {JOIN} GROUP BY c.region",  # a comparable divisor
+    f"SELECT c.region, COUNT(c.age / (o.amount - 100.005)) {JOIN} GROUP BY c.region",  # a comparable divisor
 ])
 def test_partial_function_with_a_safe_argument_is_answered(fed, oracle_for, sql):
     oracle_for(fed).check(sql, "bank")
