@@ -23,6 +23,8 @@ import enum
 
 from sqlglot import exp
 
+from sqlsecure.planner.dialects.postgres import zero_checked
+
 
 class Rule(enum.Enum):
     LEAF = "a constant: PLAINTEXT (a column: its grant)"
@@ -142,10 +144,10 @@ def rule_of(e: exp.Expression) -> Rule | None:
 
 def domain_arguments(e: exp.Expression) -> list[exp.Expression]:
     """The arguments of a partial function (`PARTIAL`) whose values decide whether a row fails the query; a
-    divisor written NULLIF(y, 0) never does."""
+    divisor written NULLIF(y, 0) never does (nor PostgreSQL's zero-checked NULLIF(y, 0))."""
     which = PARTIAL.get(type(e))
     if which == "divisor":
-        divisor = e.expression
+        divisor = zero_checked(e.expression) or e.expression  # PostgreSQL's checked divisor: y itself
         guarded = isinstance(divisor, exp.Nullif) and divisor.expression == exp.Literal.number(0)
         return [] if guarded else [divisor]
     return list(e.iter_expressions()) if which else []
