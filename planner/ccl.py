@@ -153,10 +153,11 @@ class Relation:
 class CCLInference:
     """Infers and checks what `viewer` would learn from a qualified query."""
 
-    def __init__(self, grants: Grants, catalog: Catalog, viewer: str):
+    def __init__(self, grants: Grants, catalog: Catalog, viewer: str, protected: bool = True):
         self.grants = grants
         self.catalog = catalog
         self.viewer = viewer
+        self.protected = protected  # a group threshold or DP hides more of the results than the grants do
         self.checking = True  # False once asked for visibility only (EXPLAIN): nested ORDER BYs are not enforced
 
     # -- operators ------------------------------------------------------------------------
@@ -392,9 +393,11 @@ class CCLInference:
 
     def _check_domain(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> None:
         """A partial function (a divisor, LN's argument, ...) fails the query where a counted row is outside its
-        domain, whatever the group threshold drops later: its arguments must be ones the viewer may compare."""
-        for argument in domain_arguments(e):
-            self.require(promote(self.value(argument, scope, ctes, keys, grouped), C.PLAINTEXT_AFTER_COMPARE),
+        domain, whatever a group threshold drops or DP noises later: its arguments must be ones the viewer may
+        compare (unprotected, PLAINTEXT_AFTER_AGGREGATE ones too: COUNT(CASE WHEN y = 0 THEN 1 END) tells as much)."""
+        allowed = (C.PLAINTEXT_AFTER_COMPARE,) + (() if self.protected else (C.PLAINTEXT_AFTER_AGGREGATE,))
+        for argument in domain_arguments(e) if self.checking else ():  # not when asked for visibility only
+            self.require(promote(self.value(argument, scope, ctes, keys, grouped), *allowed),
                          f"whether a row is outside the domain of {function_name(e)} in {e.sql()[:80]} (a row "
                          "dividing by zero, or LN, SQRT, ... of a value outside its domain, fails the query before "
                          "any group threshold; guard a divisor as NULLIF(divisor, 0))")

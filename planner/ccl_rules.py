@@ -238,7 +238,8 @@ def listing() -> str:
         "group threshold, which shows a comparison of the row's value: the divisor of "
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'divisor')} and every argument of "
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'all')} need `PLAINTEXT` or "
-        "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate); a divisor written `NULLIF(y, 0)` never fails.",
+        "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate; `PLAINTEXT_AFTER_AGGREGATE` too where no group "
+        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails.",
         "",
         "Subqueries (scalar, `IN`, `EXISTS`, `ANY` / `ALL`), CTEs and set operations: their outputs' "
         "visibility, with their own clauses checked. `AGG(...) FILTER (WHERE cond)`: the aggregate's, with "

@@ -72,6 +72,17 @@ def test_partial_function_with_a_safe_argument_is_answered(fed, oracle_for, sql)
     oracle_for(fed).check(sql, "bank")
 
 
+def test_aggregated_divisor_without_threshold_or_dp_is_answered(tmp_path, tables, federation_writer, grants_for,
+                                                                oracle_for):
+    """Without a group threshold or DP, COUNT(CASE WHEN y = 0 THEN 1 END) shows what a failing row does: the
+    grants alone (PLAINTEXT_AFTER_AGGREGATE) then allow the divisor."""
+    federation_writer(tmp_path, padded_tables(tables), padded_grants(grants_for, ("bank", "shop")),
+                      parties=("bank", "shop"), min_group_size=0)
+    with Engine(tmp_path / "federation.toml") as engine:
+        oracle_for(engine).check(f"SELECT c.region, SUM(o.order_id // (o.order_id + 1)) {JOIN} GROUP BY c.region",
+                                 "bank")
+
+
 # -- leak 2 (not fixed): a CAST that fails on a row's value does the same -----------------------------------
 # CAST(o.order_id - k AS UTINYINT) runs at the shop over the rows joined to the bank's one customer; it fails
 # (DataError "Conversion error") exactly when k exceeds the lone order's id, whatever the threshold drops.
