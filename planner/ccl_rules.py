@@ -90,7 +90,8 @@ ANONYMOUS_SCALARS = frozenset({
 # owner), before any group threshold, so whether one does is a comparison of those arguments, per row.
 # (class, the arguments checked: "divisor" is the operator's right operand, "all" every argument)
 PARTIAL = {exp.Div: "divisor", exp.IntDiv: "divisor", exp.Mod: "divisor", exp.Ln: "all", exp.Log: "all",
-           exp.Sqrt: "all", exp.Pow: "all", exp.Asin: "all", exp.Acos: "all", exp.Tan: "all", exp.Cot: "all"}
+           exp.Sqrt: "all", exp.Pow: "all", exp.Asin: "all", exp.Acos: "all", exp.Tan: "all", exp.Cot: "all",
+           exp.Chr: "all", exp.DateFromParts: "all", exp.StrToDate: "all", exp.StrToTime: "all", exp.Unhex: "all"}
 
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,
                exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Glob, exp.SimilarTo, exp.RegexpLike,
