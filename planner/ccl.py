@@ -21,7 +21,10 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
 - window: per row; PARTITION BY keys as comparisons, ORDER BY keys need REVEAL_RANK;
 - set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
   ALL compare whole rows, so their row count is restricted by every column;
-- sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level).
+- sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level);
+- a function defined on part of its domain (a divisor, LN, CHR, ...: `ccl_rules.PARTIAL`) fails the query on
+  a row outside it, before any group threshold: its arguments need PLAINTEXT_AFTER_COMPARE per row
+  (PLAINTEXT_AFTER_AGGREGATE too where no threshold or DP protects the results).
 
 `check_reveal` then requires every output column, and the number of rows, to be PLAINTEXT to the
 issuer. A refusal names the column, the party, its constraint, the clause that restricted it and
