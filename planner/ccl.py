@@ -21,7 +21,10 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
 - window: per row; PARTITION BY keys as comparisons, ORDER BY keys need REVEAL_RANK;
 - set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
   ALL compare whole rows, so their row count is restricted by every column;
-- sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level).
+- sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level);
+- a function defined on part of its domain (a divisor, LN, CHR, ...: `ccl_rules.PARTIAL`) fails the query on
+  a row outside it, before any group threshold: its arguments need PLAINTEXT_AFTER_COMPARE per row
+  (PLAINTEXT_AFTER_AGGREGATE too where no threshold or DP protects the results).
 
 `check_reveal` then requires every output column, and the number of rows, to be PLAINTEXT to the
 issuer. A refusal names the column, the party, its constraint, the clause that restricted it and
@@ -36,7 +39,7 @@ from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.ccl_rules import Rule, function_name, rule_of
+from sqlsecure.planner.ccl_rules import Rule, domain_arguments, function_name, rule_of
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
@@ -153,10 +156,11 @@ class Relation:
 class CCLInference:
     """Infers and checks what `viewer` would learn from a qualified query."""
 
-    def __init__(self, grants: Grants, catalog: Catalog, viewer: str):
+    def __init__(self, grants: Grants, catalog: Catalog, viewer: str, protected: bool = True):
         self.grants = grants
         self.catalog = catalog
         self.viewer = viewer
+        self.protected = protected  # a group threshold or DP hides more of the results than the grants do
         self.checking = True  # False once asked for visibility only (EXPLAIN): nested ORDER BYs are not enforced
 
     # -- operators ------------------------------------------------------------------------
@@ -384,10 +388,22 @@ class CCLInference:
             return self.relation(e.this, ctes, check=self.checking, parent=scope).rows
         if rule not in (Rule.SCALAR, Rule.COMPARE):  # ranking and value window functions need OVER
             return unknown(e)
+        self._check_domain(e, scope, ctes, keys, grouped)
         parts = [self.value(a, scope, ctes, keys, grouped) for a in e.iter_expressions()]
         if rule is Rule.COMPARE:
             return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])
         return combine(parts)
+
+    def _check_domain(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> None:
+        """A partial function (a divisor, LN's argument, ...) fails the query where a counted row is outside its
+        domain, whatever a group threshold drops or DP noises later: its arguments must be ones the viewer may
+        compare (unprotected, PLAINTEXT_AFTER_AGGREGATE ones too: COUNT(CASE WHEN y = 0 THEN 1 END) tells as much)."""
+        allowed = (C.PLAINTEXT_AFTER_COMPARE,) + (() if self.protected else (C.PLAINTEXT_AFTER_AGGREGATE,))
+        for argument in domain_arguments(e) if self.checking else ():  # not when asked for visibility only
+            self.require(promote(self.value(argument, scope, ctes, keys, grouped), *allowed),
+                         f"whether a row is outside the domain of {function_name(e)} in {e.sql()[:80]} (a row "
+                         "dividing by zero, or LN, SQRT, ... of a value outside its domain, fails the query before "
+                         "any group threshold; guard a divisor as NULLIF(divisor, 0))")
 
     def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are

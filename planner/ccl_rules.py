@@ -23,6 +23,8 @@ import enum
 
 from sqlglot import exp
 
+from sqlsecure.planner.dialects.postgres import zero_checked
+
 
 class Rule(enum.Enum):
     LEAF = "a constant: PLAINTEXT (a column: its grant)"
@@ -84,6 +86,13 @@ ANONYMOUS_SCALARS = frozenset({
     "geodist",  # SCQL's; evaluated on the SPU (planner/geodist.py rewrites a one-party GEODIST into DuckDB SQL)
 })
 
+# Defined on part of their domain: where a counted row falls outside it the query fails (at the SPU or at the
+# owner), before any group threshold, so whether one does is a comparison of those arguments, per row.
+# (class, the arguments checked: "divisor" is the operator's right operand, "all" every argument)
+PARTIAL = {exp.Div: "divisor", exp.IntDiv: "divisor", exp.Mod: "divisor", exp.Ln: "all", exp.Log: "all",
+           exp.Sqrt: "all", exp.Pow: "all", exp.Asin: "all", exp.Acos: "all", exp.Tan: "all", exp.Cot: "all",
+           exp.Chr: "all", exp.DateFromParts: "all", exp.StrToDate: "all", exp.StrToTime: "all", exp.Unhex: "all"}
+
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,
                exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Glob, exp.SimilarTo, exp.RegexpLike,
                exp.StartsWith, exp.EndsWith, exp.Contains)
@@ -132,6 +141,17 @@ def rule_of(e: exp.Expression) -> Rule | None:
                                       if k not in ("this", "big_int")):
         return Rule.COLLECT  # MAX(x, 3), MIN(x, 3): the top n values, as a list
     return rule
+
+
+def domain_arguments(e: exp.Expression) -> list[exp.Expression]:
+    """The arguments of a partial function (`PARTIAL`) whose values decide whether a row fails the query; a
+    divisor written NULLIF(y, 0) never does (nor PostgreSQL's zero-checked NULLIF(y, 0))."""
+    which = PARTIAL.get(type(e))
+    if which == "divisor":
+        divisor = zero_checked(e.expression) or e.expression  # PostgreSQL's checked divisor: y itself
+        guarded = isinstance(divisor, exp.Nullif) and divisor.expression == exp.Literal.number(0)
+        return [] if guarded else [divisor]
+    return list(e.iter_expressions()) if which else []
 
 
 def function_name(e: exp.Expression) -> str:
@@ -214,6 +234,13 @@ def listing() -> str:
         "constraint applies per row, whatever the frame); PARTITION BY keys need `PLAINTEXT_AFTER_COMPARE` "
         "(rows of one partition are shown equal), ORDER BY keys `REVEAL_RANK`. Window functions returning "
         f"another row's value keep the argument's constraint: {items(Rule.WINDOW_VALUE)}.",
+        "",
+        "Functions defined on part of their domain fail the query where a row falls outside it, before any "
+        "group threshold, which shows a comparison of the row's value: the divisor of "
+        f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'divisor')} and every argument of "
+        f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'all')} need `PLAINTEXT` or "
+        "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate; `PLAINTEXT_AFTER_AGGREGATE` too where no group "
+        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails.",
         "",
         "Subqueries (scalar, `IN`, `EXISTS`, `ANY` / `ALL`), CTEs and set operations: their outputs' "
         "visibility, with their own clauses checked. `AGG(...) FILTER (WHERE cond)`: the aggregate's, with "

@@ -82,9 +82,10 @@ class Usage:
     def passed(self) -> tuple[str, ...]:
         return tuple(self._passed)
 
-    def check_issuer(self) -> None:
-        """What the issuer learns from the result: column control inference over the whole query."""
-        CCLInference(self.grants, self.catalog, self.issuer).check_reveal(self.tree)
+    def check_issuer(self, protected: bool = True) -> None:
+        """What the issuer learns from the result: column control inference over the whole query (`protected`:
+        a group threshold or DP protects its results, `CCLInference`)."""
+        CCLInference(self.grants, self.catalog, self.issuer, protected).check_reveal(self.tree)
 
     def _require_local(self, query, viewers) -> None:
         """The subquery of a semi/anti join: its key column is a join key, its filters comparisons."""
