@@ -80,3 +80,45 @@ def test_lexicographic_bytes_pairs_from_the_right():
     """2 columns: one G-only merge (2/8); 3: two G-only merges, as the chain (4/8); 4: a merge with
     P (3/8) beside a G-only one, then a G-only one (7/8, one round less than the chain's 6/8)."""
     assert [boolean.lexicographic_bytes(g) for g in (1, 2, 3, 4)] == [0.0, 2 / 8, 4 / 8, 7 / 8]
+
+
+def with_high_bits(rng, share: np.ndarray) -> np.ndarray:
+    """The same XOR share of bit 0 with random higher bits, as some circuits leave them."""
+    return share | (rng.integers(0, 128, share.size).astype(np.uint8) << 1)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+def test_only_bit_0_of_the_inputs_counts(nparties):
+    rng = np.random.default_rng(7)
+    n = 300
+    lts = [rng.integers(0, 2, n).astype(np.uint8) for _ in range(4)]
+    eqs = [(rng.integers(0, 2, n).astype(np.uint8) & (1 - lt)) for lt in lts[:-1]]
+    lt_sh = [[with_high_bits(rng, x) for x in xor_shares(rng, lt, nparties)] for lt in lts]
+    eq_sh = [[with_high_bits(rng, x) for x in xor_shares(rng, eq, nparties)] for eq in eqs] + [None]
+    got, _, _ = run_tree(nparties, lambda s: (lambda: boolean.lexicographic_bits(
+        s, [(lt[s.index], None if eq is None else eq[s.index]) for lt, eq in zip(lt_sh, eq_sh)])), n)
+    assert got.tolist() == reference_less(lts, eqs).tolist()
+    anded, _, _ = run_tree(nparties, lambda s: (lambda: boolean.and_tree_bits(s, [lt[s.index] for lt in lt_sh])), n)
+    assert anded.tolist() == np.bitwise_and.reduce(lts).tolist()
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("keys", [1, 2, 3])
+@pytest.mark.parametrize("n", [2, 17, 300])
+def test_a_sort_of_several_keys_equals_a_plaintext_sort(nparties, keys, n):
+    """The sort's columns joined by `lexicographic_bits`, with 2 and 3 parties (3: the sign circuit's
+    outputs), keys with duplicates and negative values, against a stable plaintext sort."""
+    from sqlsecure.executors.spu import arith, relational
+    from sqlsecure.executors.spu.shares import as_ring
+
+    rng = np.random.default_rng(n * keys)
+    columns = [rng.integers(-3, 3, n) for _ in range(keys)]
+
+    def program(s):
+        shared = [arith.share_input(s, i % 2, as_ring(c) if s.index == i % 2 else None, c.shape)
+                  for i, c in enumerate([*columns, np.arange(n)])]
+        _, (row,) = relational.sort(s, shared[:-1], shared[-1:])
+        return s.open_many(arith=[row.data])[0]
+
+    got = run_spu(nparties, program).results[0].astype(np.int64)
+    assert got.tolist() == np.lexsort(columns[::-1]).tolist()

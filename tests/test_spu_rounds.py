@@ -344,3 +344,65 @@ def test_the_pair_budget_ends_the_random_tail_in_one_level(n):
         top_levels, _ = plaintext_levels(n, rng, first=10)
         assert levels <= -(-log2(n) // 3) + 1 and top_levels <= 4
         assert comparisons <= 46 * n
+
+
+def equality_rounds(nparties: int, bits: int) -> int:
+    """Rounds of a zero test on b bits (`relational.neighbour_equal`): log2 of the comparison's lane,
+    at least 8 bits wide, for 2 parties (6 on 64 bits); 3 parties: the carry-save layer, the sign
+    circuit of b - 1 bits (1 + log2 W) and the AND of the two signs (9 on 64 bits)."""
+    lane = max(8, 2 ** log2(bits if nparties == 2 else bits - 1))
+    return log2(lane) + (0 if nparties == 2 else 3)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("key_bits", [[2], [6], [9], [18], [6, 64], [6, 5, 3]])
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 256])
+def test_run_starts_on_known_widths_test_fewer_bits(nparties, key_bits, n):
+    """Keys of known widths: the slowest key's zero test on its bits, then ceil(log2 k) ANDs and one
+    B2A (3 + 1 rounds for a group code of up to 8 bits, 2 parties: was 7); the starts equal the
+    plaintext's, duplicates included."""
+    rng = np.random.default_rng(n + len(key_bits))
+    columns = np.stack([rng.integers(0, 2 ** (min(b, 20) - 1), n) for b in key_bits]) if n else np.zeros((len(key_bits), 0))
+    columns = columns[:, np.lexsort(columns[::-1])] if n else columns
+
+    def program(s):
+        keys = [share(s, c, i % 2) for i, c in enumerate(columns)]
+        s.rounds = 0
+        starts = relational.neighbour_starts(s, keys, key_bits)
+        rounds = s.rounds
+        return rounds, s.open_many(arith=[starts.data])[0]
+
+    rounds, opened = run_spu(nparties, program).results[0]
+    want = np.concatenate([[1], np.any(np.diff(columns, axis=1) != 0, axis=0)]).astype(np.int64)[:n]
+    assert opened.astype(np.int64).tolist() == want.tolist()
+    if n >= 2:
+        assert rounds == max(equality_rounds(nparties, b) for b in key_bits) + log2(len(key_bits)) + 1
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n", [17, 256])
+def test_group_by_with_a_counted_column_tests_both_runs_in_one_batch(nparties, n, monkeypatch):
+    """Outside its sorts, a group-by on a 6-bit code with a `within` column pays one batch of
+    neighbour equalities for the groups' runs and the counted column's (the slowest: its 64-bit
+    value), their AND trees side by side (2 rounds: three keys), one B2A, one product (the weights)
+    and the scan: was two `neighbour_starts` one after the other."""
+    x, y, k = data(n)
+    spent = []
+    sort = relational.sort
+
+    def counted_sort(s, *args, **kwargs):
+        before = s.rounds
+        out = sort(s, *args, **kwargs)
+        spent.append(s.rounds - before)
+        return out
+
+    monkeypatch.setattr(relational, "sort", counted_sort)
+
+    def operator(s):
+        code, value, weight = share(s, k), share(s, x, 1), share(s, (y > 0).astype(np.int64), 1)
+        within = [relational.Counted(weight, (share(s, y, 1),))]
+        return lambda: relational.group_by(s, [code], [("sum", value), ("count", None)], key_bits=[6], within=within)
+
+    rounds = rounds_of(nparties, operator)
+    outside = rounds - spent[-1]  # the one sort (every party records the same count)
+    assert outside == equality_rounds(nparties, 64) + log2(3) + 1 + 1 + scan_levels(n)

@@ -627,7 +627,8 @@ def lexicographic_bits(s: SpuSession, parts: list[tuple[np.ndarray, np.ndarray |
     0/1 shares (column 0 the most significant, the last EQ None: never needed): a balanced tree of
     the carry operator (G, P) = (G_hi ^ P_hi G_lo, P_hi P_lo), neighbours paired from the right,
     ceil(log2 g) rounds (a chain from the right took g - 1). Bytes per element and direction:
-    `lexicographic_bytes(g)`."""
+    `lexicographic_bytes(g)`. Only bit 0 of each input counts (circuits may leave higher bits set)."""
+    parts = [(g & 1, None if p is None else p & 1) for g, p in ((np.asarray(g, np.uint8), p) for g, p in parts)]
     while len(parts) > 1:
         pairs, left = _pair_from_the_right(parts)
         items = [(np.packbits(p_hi), np.packbits(g_lo)) if p_lo is None else
@@ -654,12 +655,19 @@ def lexicographic_bytes(g: int) -> float:
 
 
 def and_tree_bits(s: SpuSession, parts: list[np.ndarray]) -> np.ndarray:
-    """XOR share (uint8 0/1) of the AND of several uint8 0/1 shares of one length, bits packed on
-    the wire: a balanced tree, ceil(log2 k) rounds for k parts (a chain took k - 1)."""
-    while len(parts) > 1:
-        pairs, left = _pair_from_the_right(parts)
-        parts = left + and_bits_many(s, pairs)
-    return parts[0]
+    """XOR share (uint8 0/1) of the AND of several uint8 shares of one length (bit 0 of each), bits
+    packed on the wire: a balanced tree, ceil(log2 k) rounds for k parts (a chain took k - 1)."""
+    return and_trees_bits(s, [parts])[0]
+
+
+def and_trees_bits(s: SpuSession, trees: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """`and_tree_bits` of several lists side by side: their levels share rounds, max ceil(log2 k)."""
+    trees = [[np.asarray(x, np.uint8) & 1 for x in parts] for parts in trees]
+    while any(len(parts) > 1 for parts in trees):
+        split = [_pair_from_the_right(parts) for parts in trees]
+        got = iter(and_bits_many(s, [pair for pairs, _ in split for pair in pairs]))
+        trees = [left + [next(got) for _ in pairs] for pairs, left in split]
+    return [parts[0] for parts in trees]
 
 
 def add_words_many(s: SpuSession, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:

@@ -63,9 +63,10 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi�
                                 left unsorted by `first`: functions of the random permutation and
                                 of the public `first` only).
 neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests of neighbour
-                                differences (6 rounds, 9 for 3 parties; their AND over k keys in
-                                a balanced tree, ceil(log2 k)) + B2A (1): C_eq + ceil(log2 k) + 1
-                                rounds, whatever n.
+                                differences (6 rounds, 9 for 3 parties; on b bits for keys of known
+                                width, log2(W) rounds in W-bit lanes: 3 for a group code of <= 8
+                                bits; their AND over k keys in a balanced tree, ceil(log2 k)) + B2A
+                                (1): C_eq + ceil(log2 k) + 1 rounds, whatever n.
 segmented_scan(s, sums, extremes, starts)
                                 segmented inclusive scans of SUM and MIN/MAX columns in shared
                                 rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
@@ -426,24 +427,39 @@ def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
 
 # --- runs and segmented scans -------------------------------------------------------------------
 
-def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
-    """0/1 share: row i starts a run of equal keys (row 0 always does). C_eq + ceil(log2 k) + 1
-    rounds for k keys (7 + ceil(log2 k) for 2 parties, 10 + ceil(log2 k) for 3), whatever n."""
-    n = _rows(sorted_keys)
-    if n == 0:
+def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare], key_bits: list[int] | None = None) -> ArithShare:
+    """0/1 share: row i starts a run of equal keys (row 0 always does). `key_bits` as for `sort`: a
+    key known to lie in [0, 2^(b-1)) is tested on b bits. Rounds for k keys: the slowest key's
+    equality, C_eq (6 for 2 parties, 9 for 3) on 64 bits, log2(W) for b bits in W-bit lanes (3 for
+    a group code of up to 8 bits; 3 parties: 3 + log2 W), + ceil(log2 k) + 1, whatever n."""
+    if _rows(sorted_keys) == 0:
         return ArithShare(np.zeros(0, np.uint64))
-    diffs = [key.data[1:] - key.data[:-1] for key in sorted_keys]
-    flat = np.concatenate(diffs)
-    if s.nparties == 2:
-        eq, _ = boolean.zero_test_words(s, flat if s.index == 0 else np.negative(flat))
-    else:
-        _, eq = compare_bits(s, flat)
-    m = n - 1
-    same = boolean.and_tree_bits(s, [eq[j * m:(j + 1) * m].astype(np.uint8) for j in range(len(sorted_keys))])
-    same = same.astype(np.uint64)
-    start_bits = np.concatenate([np.array([1 if s.is_first else 0], np.uint64),
-                                 same ^ ONE if s.is_first else same])
-    return boolean.b2a_bits(s, BoolShare(start_bits, 1))
+    return run_starts(s, [neighbour_equal(s, sorted_keys, key_bits)])[0]
+
+
+def neighbour_equal(s: SpuSession, sorted_keys: list[ArithShare], key_bits: list[int] | None = None
+                    ) -> list[np.ndarray]:
+    """Per key, XOR shares (uint8 0/1) of [key[i + 1] == key[i]], i < n - 1: every key's zero test
+    of its neighbour differences side by side, on b bits where the key's width b is known (its
+    differences lie within b bits: zero mod 2^b only when zero)."""
+    widths = list(key_bits) if key_bits is not None else [64] * len(sorted_keys)
+    if _rows(sorted_keys) == 0:
+        return [np.zeros(0, np.uint8) for _ in sorted_keys]
+    circuits = [compare_circuit(s, key.data[1:] - key.data[:-1], want_lt=False, want_eq=True) if b >= 64 else
+                compare_circuit(s, key.data[1:] - key.data[:-1], want_lt=True, want_eq=True, bits=max(b, 2))
+                for key, b in zip(sorted_keys, widths)]
+    return [eq.astype(np.uint8) for _, eq in boolean.run_circuits(s, circuits)]
+
+
+def run_starts(s: SpuSession, equalities: list[list[np.ndarray]]) -> list[ArithShare]:
+    """For each list of per-key neighbour equalities (`neighbour_equal`, n - 1 each), the 0/1 run
+    starts: the ANDs in balanced trees side by side (ceil(log2 k) rounds for the longest list),
+    then one B2A round for all."""
+    sames = boolean.and_trees_bits(s, equalities)
+    first = np.array([1 if s.is_first else 0], np.uint64)
+    bits = [BoolShare(np.concatenate([first, same.astype(np.uint64) ^ (ONE if s.is_first else np.uint64(0))]), 1)
+            for same in sames]
+    return boolean.b2a_bits_many(s, bits)
 
 
 def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -565,10 +581,12 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     in the one segmented scan.
 
     Rounds: `sort` (N + L (C_eq + ceil(log2(k + 1)) + 1)) + `neighbour_starts` (C_eq + ceil(log2 k)
-    + 1) + one `segmented_scan`:
+    + 1; C_eq on the keys' known widths: 3 + ceil(log2 k) + 1 for a code of <= 8 bits, 2 parties) +
+    one `segmented_scan`:
     S = ceil(log2 n) with SUM/COUNT only, (C + 2) S with any MIN/MAX, the SUMs riding along
-    (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort and a
-    `neighbour_starts` over them; each further one a sort on one packed column (where the widths
+    (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort, and
+    its runs come from the same batch of neighbour equalities as the groups' (`run_starts`: at most
+    one more AND round, where they took a second `neighbour_starts`); each further one a sort on one packed column (where the widths
     fit 62 bits) and a `neighbour_starts` of one key; one product round for all their weights."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
@@ -600,10 +618,13 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     payload, carried, later_sorted = (payload[:len(value_cols)], payload[len(value_cols):len(value_cols) + len(carry)],
                                       payload[len(value_cols) + len(carry):])
     runs = []  # (run starts of (group, weight, value), weight) of each `within`, in its own order
+    equal = neighbour_equal(s, sorted_keys, bits)  # the groups' runs and the first `within`'s, one batch
     if counted:
-        runs.append((neighbour_starts(s, sorted_keys), sorted_keys[len(keys)]))
+        within_starts, starts = run_starts(s, [equal, equal[:len(keys)]])
+        runs.append((within_starts, sorted_keys[len(keys)]))
         sorted_keys = sorted_keys[:len(keys)]
-    starts = neighbour_starts(s, sorted_keys)
+    else:
+        (starts,) = run_starts(s, [equal])
     at = 0
     for c, cols in zip(counted[1:], later):
         runs.append(_distinct_runs(s, starts, later_sorted[at], later_sorted[at + 1:at + len(cols)], c.widths()))
@@ -641,7 +662,7 @@ def _distinct_runs(s: SpuSession, starts: ArithShare, weight: ArithShare, values
     rank = ArithShare(np.cumsum(starts.data, dtype=np.uint64))
     keys, bits = packed_keys(s, [rank, weight, *values], [n.bit_length() + 1, 2, *widths])
     sorted_keys, (sorted_weight,) = sort(s, keys, [weight], key_bits=bits)
-    return neighbour_starts(s, sorted_keys), sorted_weight
+    return neighbour_starts(s, sorted_keys, bits), sorted_weight
 
 
 def packed_keys(s: SpuSession, keys: list[ArithShare], widths: list[int]) -> tuple[list[ArithShare], list[int]]:
