@@ -614,6 +614,62 @@ def bool_or(s: SpuSession, x: BoolShare, y: BoolShare) -> BoolShare:
     return x ^ y ^ bool_and(s, x, y)
 
 
+def _pair_from_the_right(items: list) -> tuple[list, list]:
+    """(pairs of neighbours, the leftmost item when their number is odd): a balanced tree that
+    pairs from the right, so the last item (a comparison's tiebreak, whose EQ is never needed)
+    always meets its left neighbour."""
+    odd = len(items) % 2
+    return [(items[i], items[i + 1]) for i in range(odd, len(items) - 1, 2)], items[:odd]
+
+
+def lexicographic_bits(s: SpuSession, parts: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    """XOR share (uint8 0/1) of LT_0 ^ EQ_0 (LT_1 ^ EQ_1 (... LT_g-1)) for g (LT, EQ) pairs of uint8
+    0/1 shares (column 0 the most significant, the last EQ None: never needed): a balanced tree of
+    the carry operator (G, P) = (G_hi ^ P_hi G_lo, P_hi P_lo), neighbours paired from the right,
+    ceil(log2 g) rounds (a chain from the right took g - 1). Bytes per element and direction:
+    `lexicographic_bytes(g)`. Only bit 0 of each input counts (circuits may leave higher bits set)."""
+    parts = [(g & 1, None if p is None else p & 1) for g, p in ((np.asarray(g, np.uint8), p) for g, p in parts)]
+    while len(parts) > 1:
+        pairs, left = _pair_from_the_right(parts)
+        items = [(np.packbits(p_hi), np.packbits(g_lo)) if p_lo is None else
+                 FanoutAnd(np.packbits(p_hi), np.packbits(g_lo), np.packbits(p_lo))
+                 for (_, p_hi), (g_lo, p_lo) in pairs]
+        n = parts[0][0].size
+        merged = []
+        for ((g_hi, _), (_, p_lo)), got in zip(pairs, and_arrays_many(s, items)):
+            z, p = (got, None) if p_lo is None else got
+            merged.append((g_hi ^ np.unpackbits(z, count=n), None if p is None else np.unpackbits(p, count=n)))
+        parts = left + merged
+    return parts[0][0]
+
+
+def lexicographic_bytes(g: int) -> float:
+    """Bytes per element and direction of `lexicographic_bits` over g columns: 2/8 for a merge
+    that needs only G, 3/8 for one that also needs P (a `FanoutAnd`)."""
+    has_eq, total = [True] * (g - 1) + [False], 0.0
+    while len(has_eq) > 1:
+        pairs, left = _pair_from_the_right(has_eq)
+        total += sum(3 / 8 if lo else 2 / 8 for _, lo in pairs)
+        has_eq = left + [lo for _, lo in pairs]
+    return total
+
+
+def and_tree_bits(s: SpuSession, parts: list[np.ndarray]) -> np.ndarray:
+    """XOR share (uint8 0/1) of the AND of several uint8 shares of one length (bit 0 of each), bits
+    packed on the wire: a balanced tree, ceil(log2 k) rounds for k parts (a chain took k - 1)."""
+    return and_trees_bits(s, [parts])[0]
+
+
+def and_trees_bits(s: SpuSession, trees: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """`and_tree_bits` of several lists side by side: their levels share rounds, max ceil(log2 k)."""
+    trees = [[np.asarray(x, np.uint8) & 1 for x in parts] for parts in trees]
+    while any(len(parts) > 1 for parts in trees):
+        split = [_pair_from_the_right(parts) for parts in trees]
+        got = iter(and_bits_many(s, [pair for pairs, _ in split for pair in pairs]))
+        trees = [left + [next(got) for _ in pairs] for pairs, left in split]
+    return [parts[0] for parts in trees]
+
+
 def add_words_many(s: SpuSession, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
     """Kogge–Stone: (a + b) mod 2^64 on XOR-shared words, for several pairs at once: 7 rounds."""
     if not pairs:

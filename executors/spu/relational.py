@@ -29,21 +29,27 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada窶適ikuchi窶的karashi窶
                                 rows as pivots (random rows: the order is the shuffle's) and
                                 compares every other row with each pivot and the pivots with each
                                 other, all segments in ONE batched lexicographic comparison
-                                (C_eq rounds + 1 AND round per key, the tiebreak being the last)
-                                plus 1 opening; a row's bucket is the number of pivots below it.
+                                (C_eq rounds, then ceil(log2 g) rounds joining the g compared
+                                columns, the tiebreak being the last) plus 1 opening; a row's bucket is the number of pivots below it.
                                 p (`_pivot_count`): all pairs for a segment of <= 16 rows (sorted
-                                in that level), 15 pivots up to 4096 rows, 7 beyond: levels
-                                L ~ log_{p+1} n, at most ceil(ceil(log2 n) / 2) + 1 with high
-                                probability (8-9 at n = 10^5, 5-7 at 10^4, against ~30-40 with one
-                                pivot); rounds N + L (C_eq + k + 1). The price is bytes: ~2.5x the
+                                in that level), 15 pivots up to 4096 rows, 7 beyond, within a
+                                budget of 8 n pairs per level: all pairs of every active segment
+                                when they fit it (the random tail of long segments ends in one
+                                level), more pivots (up to 15) when few rows are active. Levels
+                                L ~ log_{p+1} n, at most ceil(ceil(log2 n) / 3) + 2 with high
+                                probability (6-7 at n = 10^5, 4-5 at 10^4, 3-4 at 10^3; 8-9, 5-7
+                                and 4-5 before the budget, ~30-40 with one pivot); rounds
+                                N + L (C_eq + ceil(log2(k + 1)) + 1). The price is bytes: ~2.5x the
                                 comparisons of one-pivot quicksort (whose 1.39 n log2 n gains
                                 the most order per comparison). `first` (ORDER BY ... LIMIT): only
                                 segments that start before row `first` are partitioned further, a
-                                multi-pivot quickselect: ~n (p + p/16 + ...) comparisons and fewer
-                                levels for a small LIMIT. Keys of known widths (`key_bits`: group
+                                multi-pivot quickselect: ~10 n comparisons at 10^5 rows and 3-4
+                                levels for a small LIMIT (a tournament or bitonic top-k merging
+                                k-sized blocks needs O(log n log k) layers of comparisons: more
+                                rounds than these levels). Keys of known widths (`key_bits`: group
                                 codes, NULL keys) are packed with the tiebreak (the original row
                                 number, ceil(log2 n) bits) into comparison columns of at most 62
-                                bits (`packed_groups`): one tree and one AND round less per column
+                                bits (`packed_groups`): one tree less per column
                                 saved; a key of unknown width is compared on 64 bits; each
                                 column's sign and equality come from one tree. Bytes per compared
                                 pair and direction (2 parties): `pair_bytes` (one 64-bit key at
@@ -57,8 +63,10 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada窶適ikuchi窶的karashi窶
                                 left unsorted by `first`: functions of the random permutation and
                                 of the public `first` only).
 neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests of neighbour
-                                differences (6 rounds, 9 for 3 parties; +1 AND round per extra
-                                key) + B2A (1): C_eq + k rounds, whatever n.
+                                differences (6 rounds, 9 for 3 parties; on b bits for keys of known
+                                width, log2(W) rounds in W-bit lanes: 3 for a group code of <= 8
+                                bits; their AND over k keys in a balanced tree, ceil(log2 k)) + B2A
+                                (1): C_eq + ceil(log2 k) + 1 rounds, whatever n.
 segmented_scan(s, sums, extremes, starts)
                                 segmented inclusive scans of SUM and MIN/MAX columns in shared
                                 rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
@@ -145,30 +153,36 @@ def shuffle(s: SpuSession, columns: list[ArithShare]) -> list[ArithShare]:
 def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], bits: list[int]) -> np.ndarray:
     """XOR share (uint8 bits) of [d_0 < 0 or (d_0 == 0 and (d_1 < 0 or ...))], each d_j below
     2^(bits_j - 1) in magnitude, the last never zero. All the comparison trees run side by side
-    (6 rounds for 2 parties), then one packed-bit AND round per extra key."""
+    (6 rounds for 2 parties), then `boolean.lexicographic_bits`: ceil(log2 g) rounds for g
+    columns (was g - 1)."""
     k = len(diffs)
     circuits = [compare_circuit(s, d, want_lt=True, want_eq=j < k - 1, bits=bits[j]) for j, d in enumerate(diffs)]
-    got = boolean.run_circuits(s, circuits)
-    result = got[-1][0]
-    for j in range(k - 2, -1, -1):  # lt_j ^ (eq_j & rest): lt_j and eq_j are exclusive
-        (both,) = boolean.and_bits_many(s, [(got[j][1], result)])
-        result = got[j][0] ^ both
-    return result
+    return boolean.lexicographic_bits(s, boolean.run_circuits(s, circuits))
 
 
 ALL_PAIRS = 16  # a segment this short is sorted outright: every pair compared in one level
 PIVOTS = 15  # pivots of a segment of up to LONG rows: ~4 bits of order per member and level
 LONG = 4096
 LONG_PIVOTS = 7  # pivots of a longer segment: half the comparisons per level, ~3 bits
+PAIR_BUDGET = 8  # pairs per sorted row a level may compare beyond the rule above (its first level's 7)
 
 
-def _pivot_count(lengths: np.ndarray) -> np.ndarray:
-    """Pivots per segment: all but one row of a short segment (all pairs: sorted in one level),
-    PIVOTS of a middling one, LONG_PIVOTS of a long one (its bytes dominate a level's: each member
-    is compared with every pivot). Measured at n = 10^5, one key, 2 parties: 66 rounds and 500 MB
-    between the parties, against 330 rounds and 193 MB for one pivot; 15 pivots throughout: 58
-    rounds, 580 MB."""
-    return np.where(lengths <= ALL_PAIRS, lengths - 1, np.where(lengths <= LONG, PIVOTS, LONG_PIVOTS))
+def _pivot_count(lengths: np.ndarray, budget: int) -> np.ndarray:
+    """Pivots per active segment of one level, `budget` the pairs the level may compare (PAIR_BUDGET
+    per row of the sort). Where all pairs of every segment fit the budget, all but one row of each
+    (the level sorts them all: the random tail of long segments, or a LIMIT's last rows, ends in one
+    level instead of two or three). Otherwise all pairs of a short segment, PIVOTS of a middling one,
+    LONG_PIVOTS of a long one (its bytes dominate a level's: each member is compared with every
+    pivot), raised to what the budget allows per active row up to PIVOTS (few active rows: a LIMIT's
+    segments, the levels' tail). Levels at 10^5 rows, one key: 8.2 on average (max 9) without the
+    budget, 6.0 (max 6) with it, for 4 % more pairs; a top-5: 4.7 -> 3.1 levels, 7.9 -> 10.2 pairs
+    per row (tests/test_spu_rounds.py). Measured at n = 10^5, one key, 2 parties, before the budget:
+    66 rounds and 500 MB between the parties, against 330 rounds and 193 MB for one pivot."""
+    if int((lengths * (lengths - 1) // 2).sum()) <= budget:
+        return lengths - 1
+    usual = np.where(lengths <= ALL_PAIRS, lengths - 1, np.where(lengths <= LONG, PIVOTS, LONG_PIVOTS))
+    allowed = min(PIVOTS, max(1, budget // int(lengths.sum())))
+    return np.minimum(lengths - 1, np.maximum(usual, allowed))
 
 
 def _pivot_pairs(p_max: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,11 +214,11 @@ class _Level:
     owner: np.ndarray  # per (member, pivot) pair: the member's index
 
 
-def _level(starts: np.ndarray, lengths: np.ndarray) -> _Level:
-    """The comparisons of one level over the active segments (`_pivot_count` pivots each):
-    every member against each of its segment's pivots (member-major), then the pivot pairs.
-    Built by repeats and gathers, no per-pair division."""
-    pivots = _pivot_count(lengths)
+def _level(starts: np.ndarray, lengths: np.ndarray, budget: int) -> _Level:
+    """The comparisons of one level over the active segments (`_pivot_count` pivots each, within
+    `budget` pairs): every member against each of its segment's pivots (member-major), then the
+    pivot pairs. Built by repeats and gathers, no per-pair division."""
+    pivots = _pivot_count(lengths, budget)
     members = lengths - pivots
     m_seg, m_local = _expand(members)
     m_start = starts[m_seg]
@@ -265,7 +279,7 @@ def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray]
         active = (lengths >= 2) & (starts < wanted)
         if not active.any():
             return perm
-        level = _level(starts[active], lengths[active])
+        level = _level(starts[active], lengths[active], PAIR_BUDGET * n)
         perm = _partition(level, less(perm[level.left], perm[level.right]), perm, is_start)
 
 
@@ -322,13 +336,14 @@ def column_bits(group: list[_Field]) -> int:
 def pair_bytes(key_bits: list[int] | None, keys: int, n: int) -> float:
     """Bytes per compared pair and direction of a 2-party sort of n rows (`_lexicographic_less`
     over `packed_groups`, then the opening): each comparison column's `boolean.comparison_bytes`
-    (equality for all but the last), 2/8 for each AND joining two columns, 1/8 for the opened bit.
+    (equality for all but the last), `boolean.lexicographic_bytes` joining the columns, 1/8 for the
+    opened bit.
     One 64-bit key at 10^5 rows: 31.6 + 11.4 + 0.25 + 0.125 = 43.4 B."""
     widths = list(key_bits) if key_bits is not None else [64] * keys
     groups = packed_groups(widths, [False] * keys, max(1, (n - 1).bit_length()))
     bits = [column_bits(g) for g in groups]
     trees = sum(boolean.comparison_bytes(b, j < len(bits) - 1) for j, b in enumerate(bits))
-    return trees + 2 / 8 * (len(bits) - 1) + 1 / 8
+    return trees + boolean.lexicographic_bytes(len(bits)) + 1 / 8
 
 
 def _pack(s: SpuSession, group: list[_Field], columns: list[ArithShare]) -> ArithShare:
@@ -401,10 +416,10 @@ def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
     narrower comparisons for keys known to be small non-negative integers (see `_sort_columns`).
     `first` (ORDER BY ... LIMIT first): only the first `first` rows come out in order (top-k
     without a full sort; the other rows in an order that depends on the random shuffle only).
-    Rounds for k keys: at most N + L (C_eq + k + 1) (N + L (C_eq + g) for the g comparison columns
-    of `packed_groups`, g <= k + 1), C_eq = 6 for 2 parties and 9 for 3 (a comparison with
+    Rounds for k keys: at most N + L (C_eq + ceil(log2(k + 1)) + 1) (N + L (C_eq + ceil(log2 g) + 1)
+    for the g comparison columns of `packed_groups`, g <= k + 1), C_eq = 6 for 2 parties and 9 for 3 (a comparison with
     equality), L the multi-pivot quicksort's levels: random, a function of the shuffle's
-    permutation (and `first`) only, at most ceil(ceil(log2 n) / 2) + 1 with high probability
+    permutation (and `first`) only, at most ceil(ceil(log2 n) / 3) + 2 with high probability
     (module docstring). Bytes party 0 sends (2 parties): 8 n per shuffled column (the keys, the
     packed columns, the payload), then `pair_bytes(key_bits, k, n)` per compared pair."""
     return _sort_columns(s, list(keys), descending, list(payload), key_bits, first)
@@ -412,25 +427,39 @@ def sort(s: SpuSession, keys: list[ArithShare], payload: list[ArithShare] = (),
 
 # --- runs and segmented scans -------------------------------------------------------------------
 
-def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
-    """0/1 share: row i starts a run of equal keys (row 0 always does). C_eq + k rounds for k keys
-    (6 + k for 2 parties, 9 + k for 3), whatever n."""
-    n = _rows(sorted_keys)
-    if n == 0:
+def neighbour_starts(s: SpuSession, sorted_keys: list[ArithShare], key_bits: list[int] | None = None) -> ArithShare:
+    """0/1 share: row i starts a run of equal keys (row 0 always does). `key_bits` as for `sort`: a
+    key known to lie in [0, 2^(b-1)) is tested on b bits. Rounds for k keys: the slowest key's
+    equality, C_eq (6 for 2 parties, 9 for 3) on 64 bits, log2(W) for b bits in W-bit lanes (3 for
+    a group code of up to 8 bits; 3 parties: 3 + log2 W), + ceil(log2 k) + 1, whatever n."""
+    if _rows(sorted_keys) == 0:
         return ArithShare(np.zeros(0, np.uint64))
-    diffs = [key.data[1:] - key.data[:-1] for key in sorted_keys]
-    flat = np.concatenate(diffs)
-    if s.nparties == 2:
-        eq, _ = boolean.zero_test_words(s, flat if s.index == 0 else np.negative(flat))
-    else:
-        _, eq = compare_bits(s, flat)
-    m = n - 1
-    same = eq[:m]
-    for j in range(1, len(sorted_keys)):
-        (same,) = boolean.and_words_many(s, [(same, eq[j * m:(j + 1) * m])])
-    start_bits = np.concatenate([np.array([1 if s.is_first else 0], np.uint64),
-                                 same ^ ONE if s.is_first else same])
-    return boolean.b2a_bits(s, BoolShare(start_bits, 1))
+    return run_starts(s, [neighbour_equal(s, sorted_keys, key_bits)])[0]
+
+
+def neighbour_equal(s: SpuSession, sorted_keys: list[ArithShare], key_bits: list[int] | None = None
+                    ) -> list[np.ndarray]:
+    """Per key, XOR shares (uint8 0/1) of [key[i + 1] == key[i]], i < n - 1: every key's zero test
+    of its neighbour differences side by side, on b bits where the key's width b is known (its
+    differences lie within b bits: zero mod 2^b only when zero)."""
+    widths = list(key_bits) if key_bits is not None else [64] * len(sorted_keys)
+    if _rows(sorted_keys) == 0:
+        return [np.zeros(0, np.uint8) for _ in sorted_keys]
+    circuits = [compare_circuit(s, key.data[1:] - key.data[:-1], want_lt=False, want_eq=True) if b >= 64 else
+                compare_circuit(s, key.data[1:] - key.data[:-1], want_lt=True, want_eq=True, bits=max(b, 2))
+                for key, b in zip(sorted_keys, widths)]
+    return [eq.astype(np.uint8) for _, eq in boolean.run_circuits(s, circuits)]
+
+
+def run_starts(s: SpuSession, equalities: list[list[np.ndarray]]) -> list[ArithShare]:
+    """For each list of per-key neighbour equalities (`neighbour_equal`, n - 1 each), the 0/1 run
+    starts: the ANDs in balanced trees side by side (ceil(log2 k) rounds for the longest list),
+    then one B2A round for all."""
+    sames = boolean.and_trees_bits(s, equalities)
+    first = np.array([1 if s.is_first else 0], np.uint64)
+    bits = [BoolShare(np.concatenate([first, same.astype(np.uint64) ^ (ONE if s.is_first else np.uint64(0))]), 1)
+            for same in sames]
+    return boolean.b2a_bits_many(s, bits)
 
 
 def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -551,10 +580,13 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     positions in every such order, so the run starts of all of them (times their weights) are summed
     in the one segmented scan.
 
-    Rounds: `sort` (N + L (C_eq + k + 1)) + `neighbour_starts` (C_eq + k) + one `segmented_scan`:
+    Rounds: `sort` (N + L (C_eq + ceil(log2(k + 1)) + 1)) + `neighbour_starts` (C_eq + ceil(log2 k)
+    + 1; C_eq on the keys' known widths: 3 + ceil(log2 k) + 1 for a code of <= 8 bits, 2 parties) +
+    one `segmented_scan`:
     S = ceil(log2 n) with SUM/COUNT only, (C + 2) S with any MIN/MAX, the SUMs riding along
-    (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort and a
-    `neighbour_starts` over them; each further one a sort on one packed column (where the widths
+    (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort, and
+    its runs come from the same batch of neighbour equalities as the groups' (`run_starts`: at most
+    one more AND round, where they took a second `neighbour_starts`); each further one a sort on one packed column (where the widths
     fit 62 bits) and a `neighbour_starts` of one key; one product round for all their weights."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
@@ -586,10 +618,13 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     payload, carried, later_sorted = (payload[:len(value_cols)], payload[len(value_cols):len(value_cols) + len(carry)],
                                       payload[len(value_cols) + len(carry):])
     runs = []  # (run starts of (group, weight, value), weight) of each `within`, in its own order
+    equal = neighbour_equal(s, sorted_keys, bits)  # the groups' runs and the first `within`'s, one batch
     if counted:
-        runs.append((neighbour_starts(s, sorted_keys), sorted_keys[len(keys)]))
+        within_starts, starts = run_starts(s, [equal, equal[:len(keys)]])
+        runs.append((within_starts, sorted_keys[len(keys)]))
         sorted_keys = sorted_keys[:len(keys)]
-    starts = neighbour_starts(s, sorted_keys)
+    else:
+        (starts,) = run_starts(s, [equal])
     at = 0
     for c, cols in zip(counted[1:], later):
         runs.append(_distinct_runs(s, starts, later_sorted[at], later_sorted[at + 1:at + len(cols)], c.widths()))
@@ -627,7 +662,7 @@ def _distinct_runs(s: SpuSession, starts: ArithShare, weight: ArithShare, values
     rank = ArithShare(np.cumsum(starts.data, dtype=np.uint64))
     keys, bits = packed_keys(s, [rank, weight, *values], [n.bit_length() + 1, 2, *widths])
     sorted_keys, (sorted_weight,) = sort(s, keys, [weight], key_bits=bits)
-    return neighbour_starts(s, sorted_keys), sorted_weight
+    return neighbour_starts(s, sorted_keys, bits), sorted_weight
 
 
 def packed_keys(s: SpuSession, keys: list[ArithShare], widths: list[int]) -> tuple[list[ArithShare], list[int]]:
@@ -674,7 +709,7 @@ def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> Arith
 
 def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
     """RANK() over rows sorted by `sorted_keys`: 1 + position of the first row with equal keys.
-    `neighbour_starts` (C_eq + k rounds) + a segmented sum (ceil(log2 n))."""
+    `neighbour_starts` (C_eq + ceil(log2 k) + 1 rounds) + a segmented sum (ceil(log2 n))."""
     n = _rows(sorted_keys)
     if n == 0:
         return ArithShare(np.zeros(0, np.uint64))
@@ -684,7 +719,7 @@ def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
 
 
 def dense_rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
-    """DENSE_RANK(): running count of run starts (local after the neighbour tests: C_eq + k rounds)."""
+    """DENSE_RANK(): running count of run starts (local after the neighbour tests: C_eq + ceil(log2 k) + 1 rounds)."""
     if _rows(sorted_keys) == 0:
         return ArithShare(np.zeros(0, np.uint64))
     starts = neighbour_starts(s, sorted_keys)

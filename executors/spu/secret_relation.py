@@ -11,7 +11,7 @@ are simply weighted 0: an operator's output size is a public function of its inp
 (`pk_join`); semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
-~(6 + 1 per extra key + 1) per level with at most ceil(log2 n / 2) + 1 levels, a segmented scan
+~(6 + 1 per extra key + 1) per level with at most ceil(log2 n / 3) + 2 levels, a segmented scan
 log2 n).
 Expressions are evaluated by `stage.Stage` (three-valued logic; NULL conditions count as false).
 """
@@ -197,7 +197,7 @@ def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expressio
     """ORDER BY keys (desc, nulls_first per key), invalid rows last, then rows [offset, offset+limit):
     invalid rows never count toward the limit; ties come out in a random order (`shuffled`).
     Rounds: N (the shuffle) + 1 (canonical keys) + the oblivious sort (`relational.sort`: N
-    shuffle rounds + at most ceil(log2 n / 2) + 1 levels of (7 + 1 per extra key limb); with a
+    shuffle rounds + at most ceil(log2 n / 3) + 2 levels of (7 + ceil(log2 of the compared columns)); with a
     LIMIT only the first offset + limit rows are sorted)."""
     rel = shuffled(s, rel)
     values = canonical(s, [evaluate(s, rel, e) for e, _, _ in keys])
@@ -212,7 +212,7 @@ def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expressio
 
 def distinct(s: SpuSession, rel: SecretRelation) -> SecretRelation:
     """DISTINCT (sort-based): sort by (invalid, every column with NULLs equal), keep the first row of
-    each run of equal valid rows. Rounds: 1 + the sort + neighbour tests (~7 + 1 per extra limb, + 1)
+    each run of equal valid rows. Rounds: 1 + the sort + neighbour tests (~7 + ceil(log2 limbs), + 1)
     + 1."""
     values = canonical(s, list(rel.columns.values()))
     invalid = _ones(s, rel.n) - rel.valid
@@ -597,7 +597,7 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     declared key, not a structural one): a unique row not starting its run repeats a valid key; how many
     do is compared with 0 and that one bit is opened: DataError naming the key if set.
     Rounds: the keys' + 1 (canonical) + ceil(log2(k + 1)) (row and key validity) + the sort
-    (`relational.sort`) + neighbour tests (~7 + 1 per limb) + 2 ceil(log2 n) - 1 (the copy) + 1 (LEFT
+    (`relational.sort`) + neighbour tests (~7 + ceil(log2 limbs)) + 2 ceil(log2 n) - 1 (the copy) + 1 (LEFT
     with the unique side preserved), + 1 + 7 + 1 for a declared key."""
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
     both_keys = canonical(s, [*lk, *rk])
