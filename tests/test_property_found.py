@@ -289,3 +289,18 @@ def test_one_partys_derived_aggregate_is_thresholded(threshold_oracle):
            "JOIN bank.t y ON q.k = y.k")
     rows = threshold_oracle.engine.execute(sql, "bank").table.to_pylist()
     assert rows and all(r["n"] >= 2 for r in rows)
+
+
+@pytest.mark.parametrize("dialect, sql", [
+    ("postgres", "SELECT DISTINCT x.f / 0 * 10 AS q, y.dt AS d FROM bank.t x JOIN shop.t y ON x.k = y.k"),
+    ("duckdb", "SELECT x.i % 0 AS q, y.dt AS d FROM bank.t x JOIN shop.t y ON x.k = y.k"),
+])
+def test_a_division_by_zero_at_a_party_is_a_data_error(tmp_path, federation_writer, plaintext_grants, dialect, sql):
+    """A party's DuckDB raising 'division by zero' (its own `%`, or PostgreSQL's ERROR()) reached the issuer as
+    OperationalError; it depends on the rows, so it is PEP 249's DataError, as the SPU's own refusal is."""
+    path = federation_writer(tmp_path, two_parties(), plaintext_grants(PARTIES), parties=PARTIES,
+                             min_group_size=0, dialect=dialect)
+    with Engine(path) as engine:
+        assert engine.check(sql, "bank") is None
+        with pytest.raises(sqlsecure.DataError, match="division by zero"):
+            engine.execute(sql, "bank")
