@@ -586,6 +586,12 @@ def test_refused_or_equal_to_the_oracle(federation_writer, grants_for, oracle_fo
     "SELECT x.k AS o0, y.f AS o1 FROM bank.t x JOIN shop.t y ON x.k = y.k",
     "SELECT x.s AS o0, COUNT(*) AS o1, SUM(y.d) AS o2 FROM bank.t x JOIN shop.t y ON x.k = y.k GROUP BY x.s",
     "SELECT x.k AS o0 FROM bank.t x WHERE x.k IN (SELECT v.k FROM shop.t v)",
+    "SELECT x.k AS o0, RANK() OVER (PARTITION BY x.s ORDER BY y.i) AS w FROM bank.t x JOIN shop.t y ON x.k = y.k",
+    "SELECT c.c1 AS o0, COUNT(*) AS o1 FROM (SELECT w.k AS c0, COUNT(v.i) AS c1 FROM bank.t w LEFT JOIN shop.t v "
+    "ON w.k = v.k AND v.s LIKE '%d%' GROUP BY w.k) c GROUP BY c.c1",
+    "SELECT k AS c0 FROM bank.t INTERSECT SELECT k AS c0 FROM shop.t",
+    "SELECT x.i AS o0, SUM(CASE WHEN y.b THEN y.i / 2 ELSE 0 END) AS o1 FROM bank.t x JOIN shop.t y ON x.k = y.k "
+    "GROUP BY x.i",
 ])
 def test_the_grammar_is_answered_under_plaintext_grants(tmp_path, federation_writer, grants_for, oracle_for, sql):
     """Guard against a vacuous property: with every column PLAINTEXT to everyone, the grammar's
