@@ -57,6 +57,8 @@ def _header_only(path: Path) -> bool:
 
 
 CATEGORY = re.compile(r"^([A-Z][A-Za-z ]{0,40}) Error:")  # DuckDB's error kind: fixed words, never a value
+# DuckDB's own (`%`, `//`) and PostgreSQL's (ERROR('division by zero'), planner/dialects/postgres.py): PEP 249's DataError
+DIVISION_BY_ZERO = re.compile(r"^Invalid Input Error: division by zero", re.I)
 POINTER = re.compile(r"^(LINE \d+: )(.*)\n( *)(\^+)", re.M)  # DuckDB's caret line under the failing expression
 
 
@@ -91,6 +93,8 @@ def local_error(party: str, exc: duckdb.Error, sql: str, doing: str = "local que
     if isinstance(exc, duckdb.DataError):  # conversion, out of range: PEP 249's DataError, as in DuckDB
         error = DataError(f"party {party!r}: {kind} {where}; the value that failed stays in {party}'s log "
                           "(check the expression's types and the data's range)")
+    elif DIVISION_BY_ZERO.match(text):
+        error = DataError(f"party {party!r}: division by zero {where}; the row that failed stays in {party}'s log")
     else:
         error = OperationalError(f"party {party!r}: {kind} {where}; the full text is in {party}'s log")
     error.private_detail = text

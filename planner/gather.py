@@ -225,7 +225,8 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
     on its declared key to another of its party's: `lookup_aliases`; a single-owner derived table's result rows); per UNION ALL branch reading such a party, its rows; COUNT(*) when
     no input counts. A set operation of aggregates at the top cannot be bounded so, nor a derived table
     reading several parties (its rows carry their owners' row numbers up, docs/federation.md: the
-    translation does that): not gathered."""
+    translation does that), nor an aggregate of another party's rows beneath an outer SELECT that does
+    not aggregate (no threshold would bind it): not gathered."""
     if k <= 0:
         return [], [], set()
     if not isinstance(tree, exp.Select):
@@ -233,6 +234,9 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
             raise unsupported
         return [], [], set()
     if not _aggregates(tree):
+        if any(_aggregates(s) and {t.db for t in s.find_all(exp.Table) if t.db} - {issuer}
+               for s in tree.find_all(exp.Select) if s is not tree):
+            raise unsupported  # an inner aggregate of a protected owner's rows reaches the issuer unbounded
         return [], [], set()
     if not tree.args.get("group") and all(a.find_ancestor(exp.Select) is not tree
                                           for e in tree.expressions for a in aggregates_in(e)):

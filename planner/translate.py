@@ -292,7 +292,7 @@ def run_local(op: Op, party: str, t: Translation, under_aggregate: bool):
         refuse_repeated_rows(op, party, t.catalog)
     t.inputs.append({"columns": kinds + [[p, "int"] for p in provenance]})
     t.owners.append((party, relation))
-    t.steps.append(RunLocal(party, localize(qualified).sql(dialect="duckdb"), relation))
+    t.steps.append(RunLocal(party, as_bigints(localize(qualified).sql(dialect="duckdb"), types), relation))
     if masked:
         t.steps.append(Mask(party, relation, tuple(masked.items())))
     return secret_ops.input_node(len(t.owners) - 1), list(op.columns), provenance
@@ -534,6 +534,15 @@ def run_padded(op: Aggregate, padding: Padding, t: Translation):
     node = secret_ops.filter_node(secret_ops.input_node(len(t.owners) - 1), quoted(valid), owner=padding.party,
                                   padded=padding.describe())
     return secret_ops.project_node(node, [(c, quoted(c)) for c in op.columns]), list(op.columns), []
+
+
+def as_bigints(sql: str, columns: dict) -> str:
+    """`sql` with each HUGEINT output (an integer SUM at its owner) shared as the BIGINT the SPU holds."""
+    wide = [c for c, dtype in columns.items() if (dtype or "").upper() in WIDE_INTEGERS]
+    if not wide:
+        return sql
+    return f"SELECT * REPLACE ({', '.join(f'CAST({quoted(c)} AS BIGINT) AS {quoted(c)}' for c in wide)}) " \
+           f"FROM ({sql}) AS \"_w\""
 
 
 def padded_sql(aggregate: str, columns: dict, valid: str, bound: str) -> str:

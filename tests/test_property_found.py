@@ -223,3 +223,84 @@ def test_outer_join_null_side(plaintext_oracle, sql):
     """Semi / anti joins on a LEFT JOIN's NULL side (its unmatched rows have a NULL key), and an ON
     condition on the NULL side alone (a filter before the join)."""
     plaintext_oracle.check(sql, "bank")
+
+
+# -- found by the extended grammar (windows, aggregates of aggregates, issue 17's functions, postgres) -----
+
+@pytest.fixture
+def threshold_oracle(tmp_path, federation_writer, plaintext_grants, oracle_for):
+    """Every column PLAINTEXT to the other party, a group threshold of 2 rows of the other party's."""
+    path = federation_writer(tmp_path, two_parties(), plaintext_grants(PARTIES), parties=PARTIES, min_group_size=2)
+    with Engine(path) as engine:
+        yield oracle_for(engine)
+
+
+SHOP_SUMS = "(SELECT y.k AS c0, SUM(y.i) AS c1 FROM bank.t x JOIN shop.t y ON x.k = y.k WHERE y.i > 5 GROUP BY y.k)"
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT q.c0 AS k, q.c1 AS total FROM {SHOP_SUMS} q",
+    f"SELECT q.c0 AS k, q.c1 AS total, COUNT(*) OVER () AS groups FROM {SHOP_SUMS} q",
+    f"SELECT DISTINCT q.c0 AS k FROM {SHOP_SUMS} q JOIN bank.t z ON q.c0 = z.k",
+])
+def test_an_inner_aggregate_keeps_the_group_threshold_under_any_outer_select(threshold_oracle, sql):
+    """Computed at the issuer (every column PLAINTEXT), an aggregate of shop's rows beneath a projection,
+    a window or a DISTINCT kept groups of fewer than k shop rows (the threshold bound an aggregating
+    outer SELECT only): key 2 has one shop row with i > 5, so it is withheld, as the oracle withholds it."""
+    assert_check_agrees(threshold_oracle, sql, "bank")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT q.c1 AS total, y.k AS k FROM (SELECT v.k AS k, SUM(v.i) AS c1 FROM bank.t v GROUP BY v.k) q "
+    "JOIN shop.t y ON q.k = y.k WHERE q.c1 > y.i",
+    "SELECT q.c1 + y.i AS total FROM (SELECT v.k AS k, SUM(v.i) AS c1 FROM bank.t v GROUP BY v.k) q "
+    "JOIN shop.t y ON q.k = y.k WHERE q.c1 > y.i",
+    "WITH q AS (SELECT w.k AS c0, SUM(v.i) AS c1 FROM shop.t w LEFT JOIN bank.t v ON w.k = v.k GROUP BY w.k) "
+    "SELECT y.k AS k, y.dt AS d FROM q x JOIN bank.t y ON x.c0 = y.k",
+])
+def test_an_integer_sum_at_its_owner_enters_the_spu(threshold_oracle, sql):
+    """A party's SUM of integers is a HUGEINT, which Arrow carries as DECIMAL(38, 0): the spine's SPU
+    refused to reveal it as an integer (DataError, 'gives a decimal.0 value where DuckDB gives int'), and a
+    secret program's input (an eager partial) failed with ProtocolError; `check` accepted both."""
+    assert_check_agrees(threshold_oracle, sql, "bank")
+
+
+def test_postgres_modulo_of_a_double_is_refused_on_the_spu_at_plan_time(tmp_path, federation_writer,
+                                                                        plaintext_grants, oracle_for):
+    """PostgreSQL's zero-checked divisor (CASE WHEN y = 0 THEN ERROR(...) ELSE y END) hid the divisor's kind
+    from the SPU's plan-time rule, so `%` of a DOUBLE passed `check` and was refused at run time; now the
+    SPU refuses it at plan time and, every column being PLAINTEXT, the issuer computes it."""
+    path = federation_writer(tmp_path, two_parties(), plaintext_grants(PARTIES), parties=PARTIES,
+                             min_group_size=0, dialect="postgres")
+    with Engine(path) as engine:
+        sql = "SELECT AVG(x.k % x.f) AS m FROM bank.t x JOIN shop.t y ON x.k = y.k AND x.f > y.f"
+        assert_check_agrees(oracle_for(engine), sql, "bank")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "one party's aggregate in FROM of a cross-party SELECT that does not aggregate: the translation keeps its "
+    "groups of >= k rows at the owner (docs/federation.md, 'The group threshold through nested shapes'), the "
+    "spine pushes it down unthresholded (planner/build._source) and the oracle (tests/conftest.nested_shape) "
+    "does not threshold it either, so the answer depends on the placement; the fix (threshold it in the spine "
+    "and the oracle) changes shared code and other tests' expectations"))
+def test_one_partys_derived_aggregate_is_thresholded(threshold_oracle):
+    """shop's COUNT per key revealed beside bank's rows: key 2 has one shop row with i > 5, fewer than k = 2."""
+    sql = ("SELECT y.i AS i, q.n AS n FROM (SELECT v.k AS k, COUNT(*) AS n FROM shop.t v WHERE v.i > 5 GROUP BY v.k) q "
+           "JOIN bank.t y ON q.k = y.k")
+    rows = threshold_oracle.engine.execute(sql, "bank").table.to_pylist()
+    assert rows and all(r["n"] >= 2 for r in rows)
+
+
+@pytest.mark.parametrize("dialect, sql", [
+    ("postgres", "SELECT DISTINCT x.f / 0 * 10 AS q, y.dt AS d FROM bank.t x JOIN shop.t y ON x.k = y.k"),
+    ("duckdb", "SELECT x.i % 0 AS q, y.dt AS d FROM bank.t x JOIN shop.t y ON x.k = y.k"),
+])
+def test_a_division_by_zero_at_a_party_is_a_data_error(tmp_path, federation_writer, plaintext_grants, dialect, sql):
+    """A party's DuckDB raising 'division by zero' (its own `%`, or PostgreSQL's ERROR()) reached the issuer as
+    OperationalError; it depends on the rows, so it is PEP 249's DataError, as the SPU's own refusal is."""
+    path = federation_writer(tmp_path, two_parties(), plaintext_grants(PARTIES), parties=PARTIES,
+                             min_group_size=0, dialect=dialect)
+    with Engine(path) as engine:
+        assert engine.check(sql, "bank") is None
+        with pytest.raises(sqlsecure.DataError, match="division by zero"):
+            engine.execute(sql, "bank")

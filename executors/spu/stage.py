@@ -215,6 +215,8 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
     if isinstance(e, exp.Cast):
         return {**{t: "fixed" for t in NUMERIC_CASTS}, **{t: "int" for t in INTEGER_CASTS},
                 **{t: "timestamp" for t in TIMESTAMP_CASTS}, exp.DataType.Type.DATE: "date"}.get(e.to.this)
+    if (divisor := zero_checked(e)) is not None:  # PostgreSQL's divisor guarded by ERROR: the divisor's kind
+        return static_kind(divisor, kind_of)
     if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
         kinds = {static_kind(b, kind_of) for b in choices(e) if not isinstance(b, exp.Null)}
         return kinds.pop() if len(kinds) == 1 else None
@@ -2276,6 +2278,8 @@ def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
             out.append(stage.to_fixed(v))
         elif (v.kind, want) == ("int", "bool"):
             out.append(SV(v.limbs, v.valid, "bool"))
+        elif (v.kind, want) == ("decimal.0", "int"):  # a HUGEINT (an integer SUM at its owner) arrives as
+            out.append(SV([v.limbs[0]], v.valid, "int"))  # DECIMAL(38, 0): its exact limb is the integer
         elif (v.kind, want) == ("date", "timestamp"):  # date ± INTERVAL n DAY / MONTH: midnight of the day
             out.append(stage._as_timestamp(v))
         else:
