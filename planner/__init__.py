@@ -13,7 +13,7 @@ import sqlglot
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError, PolicyViolation
-from sqlsecure.planner.analysis import check_rules, with_threshold
+from sqlsecure.planner.analysis import check_rules, with_owner_thresholds, with_threshold
 from sqlsecure.planner.build import build_logical, subquery_columns
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.cost import Estimate, Link
@@ -85,6 +85,8 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
     its placement (`options`: PlacementContext's) and class 4's prices (None: not priced);
     NotSupportedError for any other shape."""
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
+    if dp is None and foreign:
+        tree = with_owner_thresholds(tree, issuer, threshold.k)
     logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
     parties: dict[str, str] = {}
     tables: dict[str, tuple[str, str]] = {}

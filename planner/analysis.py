@@ -203,3 +203,47 @@ def with_threshold(tree: exp.Expression, threshold: Threshold) -> exp.Expression
     having = tree.args.get("having")
     tree.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
     return tree
+
+
+def with_owner_thresholds(tree: exp.Expression, issuer: str, k: int) -> exp.Expression:
+    """A protected owner's (any party but the issuer's) aggregate in FROM of a SELECT that does not aggregate
+    keeps its groups of >= k rows at the owner (`HAVING COUNT(*) >= k` on its first aggregating level), as the
+    operator translation does (docs/federation.md, "The group threshold through nested shapes"): no outer
+    aggregate's threshold bounds its groups, so a group of one row would reveal that row's aggregate."""
+    if k <= 0 or not isinstance(tree, exp.Select) or _aggregates(tree):
+        return tree
+    tree = tree.copy()
+    ctes = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}
+    items = ([tree.args["from_"].this] if tree.args.get("from_") else []) + [j.this for j in tree.args.get("joins") or []]
+    done: set[int] = set()
+    for item in items:
+        body = item.this if isinstance(item, exp.Subquery) else (
+            ctes.get(item.name) if isinstance(item, exp.Table) and not item.db else None)
+        owners = {t.db for t in body.find_all(exp.Table) if t.db} if body is not None else set()
+        if len(owners) == 1 and owners != {issuer} and id(body) not in done:
+            done.add(id(body))  # a CTE read twice is thresholded once
+            _threshold_first_aggregate(body, k)
+    return tree
+
+
+def _aggregates(select: exp.Select) -> bool:
+    return bool(select.args.get("group")) or any(
+        a.find_ancestor(exp.Window) is None for e in select.expressions for a in e.find_all(exp.AggFunc))
+
+
+def _threshold_first_aggregate(query: exp.Expression, k: int) -> None:
+    """`HAVING COUNT(*) >= k` on the aggregating SELECTs nearest the top of a single-party query (in place)."""
+    if isinstance(query, exp.Subquery):
+        _threshold_first_aggregate(query.this, k)
+    elif isinstance(query, exp.SetOperation):
+        _threshold_first_aggregate(query.this, k)
+        _threshold_first_aggregate(query.expression, k)
+    elif isinstance(query, exp.Select) and _aggregates(query):
+        cond = exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(k))
+        having = query.args.get("having")
+        query.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
+    elif isinstance(query, exp.Select):
+        for item in ([query.args["from_"].this] if query.args.get("from_") else []) + [
+                j.this for j in query.args.get("joins") or []]:
+            if isinstance(item, exp.Subquery):
+                _threshold_first_aggregate(item.this, k)

@@ -208,6 +208,19 @@ def nested_shape(tree: exp.Expression) -> bool:
         len(sources) > 1 or not isinstance(getattr(sources[0], "this", None), exp.Union))
 
 
+def _owner_aggregate_in_from(tree: exp.Expression, issuer: str) -> bool:
+    """A SELECT that does not aggregate over a FROM item that is a protected owner's aggregate: its groups
+    keep >= k rows at the owner (docs/federation.md), as Provenance's leaf does."""
+    if not isinstance(tree, exp.Select) or tree.args.get("group") or any(
+            a.find_ancestor(exp.Window) is None and a.find_ancestor(exp.Select) is tree
+            for e in tree.expressions for a in e.find_all(exp.AggFunc)):
+        return False
+    ctes = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}
+    bodies = [ctes.get(s.name, s) if isinstance(s, exp.Table) and not s.db else s for s in _sources(tree)]
+    return any(not isinstance(b, exp.Table) and _owners(b) - {issuer} and len(_owners(b)) == 1
+               and any(a.find_ancestor(exp.Window) is None for a in b.find_all(exp.AggFunc)) for b in bodies)
+
+
 class Provenance:
     """The group threshold of nested shapes, as the engine applies it (docs/federation.md): each single-party
     FROM item of a protected owner (a party other than the issuer) numbers its rows (`__p<n>`); the rows
@@ -314,7 +327,7 @@ class Oracle:
         k = max([cfg.min_group_size] + [int(rule.get("min_group_size") or 0)  # stricter per-table rules
                                         for name, rule in cfg.rules.items()
                                         if name in tables and not name.startswith(f"{issuer}.")])
-        if k and parties - {issuer} and nested_shape(tree):
+        if k and parties - {issuer} and (nested_shape(tree) or _owner_aggregate_in_from(tree, issuer)):
             tree, provenance = Provenance(issuer, k).query(tree, False, {})
             if provenance:  # the rows revealed carry no provenance; a UNION's are a set without it
                 tree = exp.select(*(exp.column(n) for n in self._names(tree, provenance))).from_(

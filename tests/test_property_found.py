@@ -277,18 +277,16 @@ def test_postgres_modulo_of_a_double_is_refused_on_the_spu_at_plan_time(tmp_path
         assert_check_agrees(oracle_for(engine), sql, "bank")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "one party's aggregate in FROM of a cross-party SELECT that does not aggregate: the translation keeps its "
-    "groups of >= k rows at the owner (docs/federation.md, 'The group threshold through nested shapes'), the "
-    "spine pushes it down unthresholded (planner/build._source) and the oracle (tests/conftest.nested_shape) "
-    "does not threshold it either, so the answer depends on the placement; the fix (threshold it in the spine "
-    "and the oracle) changes shared code and other tests' expectations"))
 def test_one_partys_derived_aggregate_is_thresholded(threshold_oracle):
     """shop's COUNT per key revealed beside bank's rows: key 2 has one shop row with i > 5, fewer than k = 2."""
     sql = ("SELECT y.i AS i, q.n AS n FROM (SELECT v.k AS k, COUNT(*) AS n FROM shop.t v WHERE v.i > 5 GROUP BY v.k) q "
            "JOIN bank.t y ON q.k = y.k")
     rows = threshold_oracle.engine.execute(sql, "bank").table.to_pylist()
     assert rows and all(r["n"] >= 2 for r in rows)
+    assert_check_agrees(threshold_oracle, sql, "bank")
+    with_cte = ("WITH q AS (SELECT v.k AS k, COUNT(*) AS n FROM shop.t v WHERE v.i > 5 GROUP BY v.k) "
+                "SELECT y.i AS i, q.n AS n FROM q JOIN bank.t y ON q.k = y.k")
+    assert_check_agrees(threshold_oracle, with_cte, "bank")
 
 
 @pytest.mark.parametrize("dialect, sql", [
