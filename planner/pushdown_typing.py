@@ -6,18 +6,20 @@ for a reason the query and the catalog already tell is refused here, naming the 
 before anything runs (and so the owner's database never gets to say anything about it):
 
 - `type_query`: the query, typed with the catalog's column types by the rules the SPU types its
-  expressions with, whichever device will run it: CASE / IF / COALESCE / GREATEST / LEAST / NULLIF
-  choose among values of one family (numbers, text, dates with timestamps, times, booleans; a text
-  constant beside dates is a date, beside anything else text); comparisons, BETWEEN and IN lists
+  expressions with, whichever device will run it: CASE / IF / COALESCE / GREATEST / LEAST choose
+  among values of one family (numbers, text, dates with timestamps, times, booleans; a text constant
+  beside dates is a date, beside anything else text); comparisons, BETWEEN, IN lists and NULLIF
   compare one family (a text constant beside a number or a date must read as one); a CAST of a
   constant must succeed; a condition (WHERE, HAVING, ON, AND / OR / NOT, CASE WHEN) is a boolean.
 - `bind_pushdown`: each party's SQL of the plan (`RunLocal`: whole single-party queries, owners' flags,
   padded aggregates, the parts planner/place_local.py sends) run over empty tables of the catalog's
-  types in a private in-memory DuckDB, which refuses what DuckDB's binder refuses (a function without
-  an overload for its arguments' types, a function DuckDB lacks).
+  types in a private in-memory DuckDB (`typing_mirror`, one per catalog), which refuses what DuckDB's
+  binder refuses (a function without an overload for its arguments' types, a function DuckDB lacks).
 """
 
 from __future__ import annotations
+
+import functools
 
 import duckdb
 from sqlglot import exp
@@ -35,8 +37,8 @@ FAMILIES = (("text", exp.DataType.TEXT_TYPES), ("number", exp.DataType.NUMERIC_T
             ("date", {T.DATE, T.DATE32, T.DATETIME, T.TIMESTAMP, T.TIMESTAMPTZ, T.TIMESTAMPLTZ, T.TIMESTAMP_S,
                       T.TIMESTAMP_MS, T.TIMESTAMP_NS}),
             ("time", {T.TIME, T.TIMETZ}), ("boolean", {T.BOOLEAN}))
-COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
-CHOOSERS = (exp.Case, exp.If, exp.Coalesce, exp.Nullif, *EXTREMES)
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Nullif)
+CHOOSERS = (exp.Case, exp.If, exp.Coalesce, *EXTREMES)
 CONDITIONS = {exp.Where: ("this",), exp.Having: ("this",), exp.Qualify: ("this",), exp.Join: ("on",),
               exp.And: ("this", "expression"), exp.Or: ("this", "expression"), exp.Not: ("this",),
               exp.If: ("this",)}
@@ -55,24 +57,51 @@ def text_constant(node: exp.Expression) -> bool:
     return isinstance(node, exp.Literal) and node.is_string
 
 
-class Constants:
-    """Whether a constant reads as a type, asked of a private in-memory DuckDB opened on first use."""
+Declared = tuple[tuple[str, tuple[tuple[str, tuple[tuple[str, str], ...]], ...]], ...]
 
-    def __init__(self):
-        self._con: duckdb.DuckDBPyConnection | None = None
 
-    def reads_as(self, constant: exp.Expression, dtype: exp.DataType) -> bool:
-        if self._con is None:
-            self._con = duckdb.connect(":memory:")
-        sql = f"SELECT TRY_CAST({constant.sql(dialect='duckdb')} AS {dtype.sql(dialect='duckdb')}) IS NOT NULL"
+def declared(catalog: Catalog) -> Declared:
+    """The catalog's tables as a hashable key: ((party, ((table, ((column, type), ...)), ...)), ...)."""
+    return tuple((party, tuple((table, tuple(columns)) for table, columns in sorted(tables.items())))
+                 for party, tables in sorted(catalog.tables.items()))
+
+
+@functools.lru_cache(maxsize=8)
+def typing_mirror(tables: Declared) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB with every party's tables, empty, of the catalog's types, one schema per party
+    (a party with a type DuckDB cannot declare is left out: its SQL is not bound). Opening a DuckDB costs
+    more than planning a query, so one is kept per catalog; each use takes its own cursor."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_external_access = false")
+    for party, party_tables in tables:
         try:
-            return bool(self._con.execute(sql).fetchone()[0])
+            con.execute(f"CREATE SCHEMA {_quote(party)}")
+            for table, columns in party_tables:
+                typed = ", ".join(f"{_quote(c)} {dtype}" for c, dtype in columns)
+                con.execute(f"CREATE TABLE {_quote(party)}.{_quote(table)} ({typed})")
         except duckdb.Error:
-            return False
+            con.execute(f"DROP SCHEMA IF EXISTS {_quote(party)} CASCADE")
+    return con
 
-    def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@functools.lru_cache(maxsize=4096)
+def reads_as(constant: str, dtype: str) -> bool:
+    """Whether DuckDB reads the constant (SQL text) as the type (a fact of the installed DuckDB, kept)."""
+    cursor = typing_mirror(()).cursor()
+    try:
+        return bool(cursor.execute(f"SELECT TRY_CAST({constant} AS {dtype}) IS NOT NULL").fetchone()[0])
+    except duckdb.Error:
+        return False
+    finally:
+        cursor.close()
+
+
+def constant_reads_as(constant: exp.Expression, dtype: exp.DataType) -> bool:
+    return reads_as(constant.sql(dialect="duckdb"), dtype.sql(dialect="duckdb"))
 
 
 def operator_name(node: exp.Expression) -> str:
@@ -84,17 +113,16 @@ def operator_name(node: exp.Expression) -> str:
     return node.key.upper()
 
 
-def check_choices(node: exp.Expression, constants: Constants) -> None:
-    """CASE / IF / COALESCE / GREATEST / LEAST / NULLIF choose among values of one family (the SPU's rule)."""
-    values = [node.this, node.expression] if isinstance(node, exp.Nullif) else choices(node)
-    values = [v for v in values if v is not None and not isinstance(v, exp.Null)]
+def check_choices(node: exp.Expression) -> None:
+    """CASE / IF / COALESCE / GREATEST / LEAST choose among values of one family (the SPU's rule)."""
+    values = [v for v in choices(node) if v is not None and not isinstance(v, exp.Null)]
     texts = [v for v in values if text_constant(v)]
     typed = [v for v in values if v not in texts and family(v) is not None]
     families = {family(v) for v in typed}
     dates = [v for v in typed if family(v) == "date"]
     if texts and dates:
         for text in texts:
-            if not constants.reads_as(text, dates[0].type):
+            if not constant_reads_as(text, dates[0].type):
                 raise PlanError(f"{node.sql(dialect='duckdb')}: {text.sql()} is not of type {dates[0].type.sql('duckdb')} "
                                 f"beside the others of {operator_name(node)}; write one, or CAST the values to TEXT")
     elif texts:
@@ -106,7 +134,7 @@ def check_choices(node: exp.Expression, constants: Constants) -> None:
 
 
 def compared(node: exp.Expression) -> list[exp.Expression]:
-    """The operands one comparison, BETWEEN or IN list compares with each other."""
+    """The operands one comparison, BETWEEN, IN list or NULLIF compares with each other."""
     if isinstance(node, exp.Between):
         return [node.this, node.args.get("low"), node.args.get("high")]
     if isinstance(node, exp.In):
@@ -114,7 +142,7 @@ def compared(node: exp.Expression) -> list[exp.Expression]:
     return [node.this, node.expression]
 
 
-def check_comparison(node: exp.Expression, constants: Constants) -> None:
+def check_comparison(node: exp.Expression) -> None:
     """A comparison compares one family; a text constant beside a typed value must read as its type
     (DuckDB casts a text column to a number row by row, failing on the first that is not one; PostgreSQL
     refuses both)."""
@@ -127,7 +155,7 @@ def check_comparison(node: exp.Expression, constants: Constants) -> None:
                                 f"values (only values of one kind compare, on every device); {CAST_HINT}")
     if families and families != {"text"}:
         for text in (o for o in operands if text_constant(o)):
-            if not constants.reads_as(text, typed[0].type):
+            if not constant_reads_as(text, typed[0].type):
                 raise PlanError(f"{node.sql(dialect='duckdb')}: {text.sql()} is not of type {typed[0].type.sql('duckdb')}, "
                                 f"which {name} compares it with; write a constant of that type")
 
@@ -146,69 +174,53 @@ def check_condition(node: exp.Expression) -> None:
                             f"write a comparison (e.g. {part.sql(dialect='duckdb')} IS NOT NULL)")
 
 
-def check_constant_cast(node: exp.Cast, constants: Constants) -> None:
+def check_constant_cast(node: exp.Cast) -> None:
     """A CAST of a constant must succeed (DuckDB fails at run time, PostgreSQL before it reads a row)."""
     value = node.this
-    if isinstance(value, exp.Literal) and not constants.reads_as(value, node.to):
+    if isinstance(value, exp.Literal) and not constant_reads_as(value, node.to):
         raise PlanError(f"{node.sql(dialect='duckdb')}: {value.sql()} is not of type {node.to.sql(dialect='duckdb')}; "
                         "write a constant of that type")
+
+
+def reads_data(node: exp.Expression) -> bool:
+    """Whether `node` reads a column; constants alone are DuckDB's to type (`bind_pushdown`)."""
+    return node.find(exp.Column) is not None
 
 
 def type_query(tree: exp.Expression, catalog: Catalog) -> None:
     """Refuse what the typing rules (module docstring) refuse in `tree` (qualified, in DuckDB's meaning)."""
     annotate_types(tree, schema=catalog.sqlglot_schema("duckdb"), dialect="duckdb")
-    constants = Constants()
-    try:
-        for node in tree.walk():
-            if isinstance(node, CHOOSERS) and not (isinstance(node, exp.Case) and node.this is not None):
-                check_choices(node, constants)
-            if isinstance(node, (*COMPARISONS, exp.Between, exp.In)):
-                check_comparison(node, constants)
-            if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
-                check_constant_cast(node, constants)
-            if type(node) in CONDITIONS or isinstance(node, exp.Case):
-                check_condition(node)
-    finally:
-        constants.close()
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def empty_tables(con: duckdb.DuckDBPyConnection, party: str, catalog: Catalog) -> bool:
-    """`party`'s tables, empty, with the catalog's column types, in schema `party`; False where a type is not
-    one DuckDB can declare (that party's SQL is then not bound here)."""
-    try:
-        con.execute(f"CREATE SCHEMA {_quote(party)}")
-        for table, columns in catalog.tables[party].items():
-            declared = ", ".join(f"{_quote(c)} {dtype}" for c, dtype in columns)
-            con.execute(f"CREATE TABLE {_quote(party)}.{_quote(table)} ({declared})")
-        return True
-    except duckdb.Error:
-        return False
+    for node in tree.walk():
+        if isinstance(node, CHOOSERS) and not (isinstance(node, exp.Case) and node.this is not None) \
+                and reads_data(node):
+            check_choices(node)
+        if isinstance(node, (*COMPARISONS, exp.Between, exp.In)) and reads_data(node):
+            check_comparison(node)
+        if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
+            check_constant_cast(node)
+        if type(node) in CONDITIONS or isinstance(node, exp.Case):
+            check_condition(node)
 
 
 def bind_pushdown(physical: PhysicalPlan, catalog: Catalog) -> None:
-    """Run each party's SQL of the plan over empty tables of the catalog's types; what DuckDB refuses
-    there is a PlanError naming the expression, found before anything runs."""
+    """Run each party's SQL of the plan over the typing mirror's empty tables; what DuckDB refuses there is
+    a PlanError naming the expression, found before anything runs."""
     steps = [s for s in physical.steps if isinstance(s, RunLocal)]
     if not steps:
         return
-    con = duckdb.connect(":memory:")
+    cursor = typing_mirror(declared(catalog)).cursor()
     try:
-        con.execute("SET enable_external_access = false")
-        declared = {p: empty_tables(con, p, catalog) for p in {s.party for s in steps} if p in catalog.tables}
+        mirrored = {name for (name,) in cursor.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
         for step in steps:
-            if not declared.get(step.party):
+            if step.party not in mirrored:
                 continue
-            con.execute(f"SET schema = '{step.party}'")
+            cursor.execute("SET schema = " + "'" + step.party.replace("'", "''") + "'")
             try:
-                con.execute(with_great_circle(step.sql)).fetchall()
+                cursor.execute(with_great_circle(step.sql)).fetchall()
             except duckdb.Error as exc:
                 raise refused_pushdown(step, str(exc)) from None
     finally:
-        con.close()
+        cursor.close()
 
 
 def refused_pushdown(step: RunLocal, text: str) -> PlanError:

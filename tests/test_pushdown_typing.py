@@ -41,7 +41,7 @@ REFUSED = [
     ("SELECT LEAST(sold, 1) AS l FROM shop.items", NotSupportedError, "LEAST of date and number"),
     ("SELECT COALESCE(qty, name) AS c FROM shop.items", NotSupportedError, "COALESCE of number and text"),
     ("SELECT CASE WHEN qty > 1 THEN name ELSE 0 END AS c FROM shop.items", NotSupportedError, "CASE of number and text"),
-    ("SELECT NULLIF(name, 3) AS n FROM shop.items", NotSupportedError, "NULLIF of number and text"),
+    ("SELECT NULLIF(name, 3) AS n FROM shop.items", NotSupportedError, "NULLIF compares number and text"),
     ("SELECT COUNT(*) AS n FROM shop.items WHERE name = 1", NotSupportedError, "= compares number and text"),
     ("SELECT COUNT(*) AS n FROM shop.items WHERE flag <> 1", NotSupportedError, "<> compares boolean and number"),
     ("SELECT COUNT(*) AS n FROM shop.items WHERE sold > 5", NotSupportedError, "> compares date and number"),
