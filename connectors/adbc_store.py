@@ -79,8 +79,9 @@ ARITHMETIC = (exp.Add, exp.Sub, exp.Mul)                    # pushable on number
 NUMERIC_OR_DATE = {"int", "float", "decimal", "date", "timestamp"}
 # What a source's refusal crosses to the issuer as: its SQLSTATE (class) in fixed words, never its text
 SQLSTATE_KINDS = {"22": "a data exception (a value that does not convert, or is out of range)",
-                  "25006": "a write refused (the session is read-only)", "42": "a type, name or syntax error",
-                  "53": "insufficient resources", "57": "an operator intervention (cancelled, shutting down)"}
+                  "25006": "a write refused (the session is read-only)",
+                  "42": "a type, name, syntax or permission error", "53": "insufficient resources",
+                  "57": "an operator intervention (cancelled, shutting down)"}
 
 
 def source_kind(uri: str) -> str | None:

@@ -113,6 +113,16 @@ def operator_name(node: exp.Expression) -> str:
     return node.key.upper()
 
 
+def check_constants(node: exp.Expression, texts: list[exp.Expression], partner: exp.Expression) -> None:
+    """Each quoted constant of `node` must read as the type of `partner`, the typed value beside it."""
+    dtype = partner.type.sql(dialect="duckdb")
+    for text in texts:
+        if not constant_reads_as(text, partner.type):
+            raise PlanError(f"{node.sql(dialect='duckdb')}: {text.sql()} is not of type {dtype}, beside which "
+                            f"{operator_name(node)} reads it; write a constant of that type, or CAST the values to "
+                            "TEXT")
+
+
 def check_choices(node: exp.Expression) -> None:
     """CASE / IF / COALESCE / GREATEST / LEAST choose among values of one family (the SPU's rule)."""
     values = [v for v in choices(node) if v is not None and not isinstance(v, exp.Null)]
@@ -121,10 +131,7 @@ def check_choices(node: exp.Expression) -> None:
     families = {family(v) for v in typed}
     dates = [v for v in typed if family(v) == "date"]
     if texts and dates:
-        for text in texts:
-            if not constant_reads_as(text, dates[0].type):
-                raise PlanError(f"{node.sql(dialect='duckdb')}: {text.sql()} is not of type {dates[0].type.sql('duckdb')} "
-                                f"beside the others of {operator_name(node)}; write one, or CAST the values to TEXT")
+        check_constants(node, texts, dates[0])
     elif texts:
         families.add("text")
     if len(families) > 1:
@@ -154,10 +161,7 @@ def check_comparison(node: exp.Expression) -> None:
         raise NotSupportedError(f"{node.sql(dialect='duckdb')}: {name} compares {' and '.join(sorted(families))} "
                                 f"values (only values of one kind compare, on every device); {CAST_HINT}")
     if families and families != {"text"}:
-        for text in (o for o in operands if text_constant(o)):
-            if not constant_reads_as(text, typed[0].type):
-                raise PlanError(f"{node.sql(dialect='duckdb')}: {text.sql()} is not of type {typed[0].type.sql('duckdb')}, "
-                                f"which {name} compares it with; write a constant of that type")
+        check_constants(node, [o for o in operands if text_constant(o)], typed[0])
 
 
 def check_condition(node: exp.Expression) -> None:
