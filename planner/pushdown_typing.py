@@ -42,13 +42,14 @@ CHOOSERS = (exp.Case, exp.If, exp.Coalesce, *EXTREMES)
 CONDITIONS = {exp.Where: ("this",), exp.Having: ("this",), exp.Qualify: ("this",), exp.Join: ("on",),
               exp.And: ("this", "expression"), exp.Or: ("this", "expression"), exp.Not: ("this",),
               exp.If: ("this",)}
+SUBQUERIES = (exp.Any, exp.All, exp.Subquery, exp.Exists)  # typed by their query (not here)
 CAST_HINT = "CAST them to one type"
 
 
 def family(node: exp.Expression) -> str | None:
     """What a typed value compares as: number, text, date (dates and timestamps), time, boolean; None: unknown."""
     dtype = node.type
-    if dtype is None or isinstance(node, exp.Null):
+    if dtype is None or isinstance(node, (exp.Null, *SUBQUERIES)):
         return None
     return next((name for name, types in FAMILIES if dtype.this in types), None)
 
@@ -166,9 +167,11 @@ def check_comparison(node: exp.Expression) -> None:
 
 def check_condition(node: exp.Expression) -> None:
     """WHERE, HAVING, ON, AND / OR / NOT and CASE WHEN take booleans (PostgreSQL refuses a number there)."""
+    if isinstance(node, exp.If) and isinstance(node.parent, exp.Case):  # a WHEN of CASE: checked by its CASE
+        return
     parts = [node.args.get(key) for key in CONDITIONS.get(type(node), ())]
-    if isinstance(node, exp.Case):
-        parts = [i.this for i in node.args.get("ifs") or []]
+    if isinstance(node, exp.Case):  # CASE x WHEN value ...: its WHENs are values, not conditions
+        parts = [i.this for i in node.args.get("ifs") or []] if node.this is None else []
     for part in parts:
         kind = family(part) if part is not None else None
         if kind is not None and kind != "boolean":
@@ -195,8 +198,7 @@ def type_query(tree: exp.Expression, catalog: Catalog) -> None:
     """Refuse what the typing rules (module docstring) refuse in `tree` (qualified, in DuckDB's meaning)."""
     annotate_types(tree, schema=catalog.sqlglot_schema("duckdb"), dialect="duckdb")
     for node in tree.walk():
-        if isinstance(node, CHOOSERS) and not (isinstance(node, exp.Case) and node.this is not None) \
-                and reads_data(node):
+        if isinstance(node, CHOOSERS) and reads_data(node):
             check_choices(node)
         if isinstance(node, (*COMPARISONS, exp.Between, exp.In)) and reads_data(node):
             check_comparison(node)

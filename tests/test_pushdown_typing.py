@@ -51,6 +51,8 @@ REFUSED = [
     ("SELECT COALESCE(sold, 'soon') AS d FROM shop.items", PlanError, "'soon' is not of type DATE"),
     ("SELECT CAST('x' AS INT) AS v FROM shop.items", PlanError, "CAST('x' AS INT)"),
     ("SELECT COUNT(*) AS n FROM shop.items WHERE qty", PlanError, "WHERE takes a boolean"),
+    ("SELECT CASE WHEN name THEN 1 END AS c FROM shop.items", PlanError, "CASE takes a boolean"),
+    ("SELECT CASE id WHEN 1 THEN name ELSE qty END AS c FROM shop.items", NotSupportedError, "CASE of number and text"),
     ("SELECT ABS(name) AS a FROM shop.items", PlanError, "abs(VARCHAR)"),
     ("SELECT COUNT(*) AS n FROM bank.people p JOIN shop.items i ON p.id = i.id WHERE i.name = 7", NotSupportedError,
      "= compares number and text"),
@@ -66,6 +68,8 @@ ACCEPTED = [
     "SELECT COALESCE(sold, '2024-12-31') AS d FROM shop.items",
     "SELECT CASE WHEN flag THEN price ELSE 0 END AS v FROM shop.items",
     "SELECT SUM(qty > 2) AS s FROM shop.items",
+    "SELECT CASE name WHEN 'gizmo' THEN 1 WHEN 'widget' THEN 2 END AS c FROM shop.items",
+    "SELECT id FROM shop.items WHERE qty > ALL (SELECT id FROM shop.items WHERE id < 3)",
     "SELECT name FROM shop.items WHERE CAST(qty AS VARCHAR) = '3'",
     "SELECT p.region, SUM(i.price) AS s FROM bank.people p JOIN shop.items i ON p.id = i.id GROUP BY p.region",
 ]
