@@ -12,7 +12,7 @@ before anything runs (and so the owner's database never gets to say anything abo
   compare one family (a text constant beside a number or a date must read as one); a CAST of a
   constant must succeed; a condition (WHERE, HAVING, ON, AND / OR / NOT, CASE WHEN) is a boolean.
 - `bind_pushdown`: each party's SQL of the plan (`RunLocal`: whole single-party queries, owners' flags,
-  padded aggregates, the parts planner/place_local.py sends) run over empty tables of the catalog's
+  padded aggregates, the parts planner/place_local.py sends) bound to empty tables of the catalog's
   types in a private in-memory DuckDB (`typing_mirror`, one per catalog), which refuses what DuckDB's
   binder refuses (a function without an overload for its arguments' types, a function DuckDB lacks).
 """
@@ -209,8 +209,8 @@ def type_query(tree: exp.Expression, catalog: Catalog) -> None:
 
 
 def bind_pushdown(physical: PhysicalPlan, catalog: Catalog) -> None:
-    """Run each party's SQL of the plan over the typing mirror's empty tables; what DuckDB refuses there is
-    a PlanError naming the expression, found before anything runs."""
+    """Bind each party's SQL of the plan to the typing mirror's empty tables; what DuckDB's binder refuses
+    there is a PlanError naming the expression, found before anything runs."""
     steps = [s for s in physical.steps if isinstance(s, RunLocal)]
     if not steps:
         return
@@ -222,7 +222,7 @@ def bind_pushdown(physical: PhysicalPlan, catalog: Catalog) -> None:
                 continue
             cursor.execute("SET schema = " + "'" + step.party.replace("'", "''") + "'")
             try:
-                cursor.execute(with_great_circle(step.sql)).fetchall()
+                cursor.sql(with_great_circle(step.sql))  # bound, not run: a constant subquery costs nothing here
             except duckdb.Error as exc:
                 raise refused_pushdown(step, str(exc)) from None
     finally:
@@ -230,8 +230,8 @@ def bind_pushdown(physical: PhysicalPlan, catalog: Catalog) -> None:
 
 
 def refused_pushdown(step: RunLocal, text: str) -> PlanError:
-    """The error for a party's SQL its DuckDB refuses over empty tables: DuckDB's first line (about types and
-    functions: the tables are empty) and the expression it points at."""
+    """The error for a party's SQL DuckDB's binder refuses: its first line (about types and functions, never
+    data: the tables are empty) and the expression it points at."""
     first = text.strip().splitlines()[0] if text.strip() else "refused"
     expression = located_expression(text, step.sql)
     where = f"{expression}: " if expression and len(expression) > 2 else ""
