@@ -68,6 +68,7 @@ ACCEPTED = [
     "SELECT COALESCE(sold, '2024-12-31') AS d FROM shop.items",
     "SELECT CASE WHEN flag THEN price ELSE 0 END AS v FROM shop.items",
     "SELECT SUM(qty > 2) AS s FROM shop.items",
+    "SELECT MAX(flag) AS m, MIN(flag) AS l, COUNT(DISTINCT flag) AS d FROM shop.items WHERE NOT flag OR flag = TRUE",
     "SELECT CASE name WHEN 'gizmo' THEN 1 WHEN 'widget' THEN 2 END AS c FROM shop.items",
     "SELECT id FROM shop.items WHERE qty > ALL (SELECT id FROM shop.items WHERE id < 3)",
     "SELECT name FROM shop.items WHERE CAST(qty AS VARCHAR) = '3'",
