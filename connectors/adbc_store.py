@@ -58,6 +58,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
+from sqlsecure.connectors.duckdb_store import local_error, party_log
 from sqlsecure.errors import ConfigError, DataError, OperationalError
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,11 @@ PUSHABLE = (
 ORDERED = (exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between)  # pushable on numbers and dates only
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul)                    # pushable on numbers only
 NUMERIC_OR_DATE = {"int", "float", "decimal", "date", "timestamp"}
+# What a source's refusal crosses to the issuer as: its SQLSTATE (class) in fixed words, never its text
+SQLSTATE_KINDS = {"22": "a data exception (a value that does not convert, or is out of range)",
+                  "25006": "a write refused (the session is read-only)",
+                  "42": "a type, name, syntax or permission error", "53": "insufficient resources",
+                  "57": "an operator intervention (cancelled, shutting down)"}
 
 
 def source_kind(uri: str) -> str | None:
@@ -336,8 +342,22 @@ class AdbcStore:
                     if self.source.kind == "postgres":
                         self._con.rollback()  # end the read-only transaction
         except Exception as exc:
-            raise OperationalError(f"party {self.party!r}: the source refused a pushed-down query: {exc}\n"
-                                   f"  SQL: {sql}") from exc
+            raise self._refused(exc, sql) from None
+
+    def _refused(self, exc: Exception, sql: str) -> OperationalError | DataError:
+        """The source's refusal without its text (which may quote the owner's values): that stays in the
+        party's log and on the error as `private_detail`, for the party itself only (as `local_error`)."""
+        password = urllib.parse.urlsplit(self.source.uri).password
+        text = str(exc).replace(password, "***") if password else str(exc)
+        party_log(self.party).error("pushed-down query at %s failed: %s\n  SQL: %s", self.party, text, sql)
+        code = str(getattr(exc, "sqlstate", None) or "")
+        kind = SQLSTATE_KINDS.get(code) or SQLSTATE_KINDS.get(code[:2], "an error")
+        message = (f"party {self.party!r}: its source refused the pushed-down query {sql} with {kind}"
+                   f"{f' (SQLSTATE {code})' if code.isalnum() and len(code) == 5 else ''}; the full text is in "
+                   f"{self.party}'s log")
+        error = DataError(message) if code.startswith("22") else OperationalError(message)
+        error.private_detail = text
+        return error
 
     def _family_of(self, node: exp.Expression, tables: dict[str, str]) -> str:
         """The type family of a column (or 'other' where it is not a plain column)."""
@@ -422,7 +442,7 @@ class AdbcStore:
         try:
             expected = self._mirror.sql(sql).to_arrow_table().schema
         except duckdb.Error as exc:
-            raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
+            raise local_error(self.party, exc, sql) from None
         if self._pushable(tree, tables):
             return _conform(self._fetch(self._transpiled(tree)), expected)
         local = _utc_duckdb()
@@ -433,7 +453,7 @@ class AdbcStore:
             try:
                 return _conform(local.sql(sql).to_arrow_table(), expected)
             except duckdb.Error as exc:
-                raise OperationalError(f"party {self.party!r}: local query failed: {exc}\n  SQL: {sql}") from exc
+                raise local_error(self.party, exc, sql) from None
         finally:
             local.close()
 

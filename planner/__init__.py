@@ -25,6 +25,7 @@ from sqlsecure.planner.magnitudes import bind_ranges
 from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
+from sqlsecure.planner.pushdown_typing import bind_pushdown
 from sqlsecure.planner.rules import RuleContext, optimize
 from sqlsecure.planner.translate import translate
 from sqlsecure.planner.reveal import DPContext, contribution_bound, output_masks
@@ -76,6 +77,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
             physical = _translated(tree, catalog, issuer, threshold, dp, policy.masks, usage, spine)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)
+    bind_pushdown(physical, catalog)  # what a party's DuckDB would refuse, refused now
     names = tree.meta.get("resolved_names", ())
     return QueryPlan(sql, tree, logical, optimized, physical, _visibility(tree, policy, catalog), names, class_4)
 

@@ -26,6 +26,7 @@ from sqlsecure.planner.build import duckdb_names, name_outputs
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.dialects import to_duckdb_meaning
 from sqlsecure.planner.dialects.common import refuse_wide_decimals
+from sqlsecure.planner.pushdown_typing import type_query
 from sqlsecure.planner.views import expand_views, used_views
 
 # Scalar functions that read the host environment or files.
@@ -294,7 +295,8 @@ def check_like_patterns(tree: exp.Expression) -> None:
 def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer: str | None = None,
                time_zone: str = "UTC") -> exp.Expression:
     """Parse, bind `?` parameters, expand federation views, check references, qualify, then rewrite what
-    DuckDB would answer differently from `dialect` (planner/dialects/; CURDATE() etc. in `time_zone`)."""
+    DuckDB would answer differently from `dialect` (planner/dialects/; CURDATE() etc. in `time_zone`), then
+    type it (planner/pushdown_typing.py)."""
     parsed = bind_parameters(parse_query(sql, dialect), parameters)
     check_like_patterns(parsed)
     resolved = resolved_names(parsed, catalog, issuer)
@@ -304,5 +306,6 @@ def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer
     names = duckdb_names(tree, catalog)
     tree = name_outputs(qualify_query(tree, catalog, dialect, sql), names)
     tree = to_duckdb_meaning(tree, dialect, catalog.sqlglot_schema(dialect), time_zone)
+    type_query(tree, catalog)  # refused whichever device would run it (planner/pushdown_typing.py)
     tree.meta["resolved_names"] = resolved  # for EXPLAIN: how each bare table name resolved
     return tree
