@@ -661,9 +661,21 @@ def _window(op: Window, t, under, at_root):
 
 def _sort(op: Sort, t, under, at_root):
     node, columns, provenance = place(op.child, t, under)
+    if at_root and sorted_by_finish(op, columns):
+        return node, columns, provenance
     if at_root and provenance:  # the root's rows are opened: the provenance stays secret
         node, provenance = secret_ops.project_node(node, [(c, quoted(c)) for c in columns]), []
     return secret_ops.sort_node(node, op.keys, op.limit, op.offset), columns, provenance
+
+
+def sorted_by_finish(op: Sort, columns) -> bool:
+    """Whether the root's ORDER BY may be left to the issuer's Finish (`finish_sql` sorts the revealed rows
+    by the same keys): no LIMIT or OFFSET (the SPU must not open rows beyond them) and every key a revealed
+    column (its order follows from the values the issuer gets; a hidden key's order would tell more). The
+    rows then open shuffled, so the issuer learns what the SPU's sort would have told it, and the SPU
+    saves an oblivious sort of every row it holds, valid or not."""
+    revealed = {quoted(c) for c in columns}
+    return op.limit is None and not op.offset and all(sql in revealed for sql, _, _ in op.keys)
 
 
 def _union(op: UnionAll, t, under, at_root):
