@@ -41,6 +41,7 @@ from sqlsecure.executors.spu import set_ops
 from sqlsecure.executors.spu.ranges import EXTREMES, ROUNDING, RangePlan, choices
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
+from sqlsecure.planner.tree import many_side_only
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
 from sqlsecure.executors.spu.stage import (INTEGER_CASTS, SV, _at_least, nulls_zeroed, spu_refusal, static_kind,
                                           without_zero_checks)
@@ -878,7 +879,7 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
     if a["kind"] in ("semi", "anti"):
         return sr.semi_join(s, left, right, a["left_keys"], a["right_keys"], a["kind"] == "anti", a["null_aware"])
     if a["unique"]:
-        compact = a["kind"] == "inner" or a["unique"] == "right"  # only the many side's rows can be valid
+        compact = many_side_only(a["kind"], a["unique"])
         if compact and a["unique"] == "right":
             left = _marked(s, left)
         elif compact:
