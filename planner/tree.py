@@ -242,7 +242,7 @@ def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
 def many_side_only(kind: str, unique: str) -> bool:
     """Whether a sort-based join (`unique_side`) can output a valid row only from its many side: an inner
     join, or a LEFT join preserving the many side (unique on the right); so the SPU may cut its n + m
-    rows to the many side's m (`program._many_rows`)."""
+    rows to the many side's m (`program._kept_rows`)."""
     return kind == "inner" or unique == "right"
 
 

@@ -1,6 +1,7 @@
-"""A sort-based join whose valid rows can only be its many side's (an inner join, a LEFT join preserving the
-many side) is cut from n + m rows to the many side's m (`program._many_rows`): the rows shuffled, then a
-public side marker opened, which shows m ones at random places (m is public). The operators above then
+"""A sort-based join whose valid rows can only be one side's (an inner PK-FK join's or a LEFT one's preserving
+its many side: that side; a semi- or anti-join: the left) is cut from n + m rows to that side's m
+(`program._kept_rows`): the rows shuffled, then a public side marker opened, which shows m ones at random
+places (m is public). The operators above then
 hold m rows. Answers against DuckDB with the node tables of tests/test_secret_program.py (NULL keys,
 repeated many keys, unique keys no many row names, empty sides) and the engine over a federation."""
 
@@ -10,8 +11,8 @@ import pytest
 
 from sqlsecure.executors.spu import program
 from tests.test_secret_pk_join import PK_JOINS, pk_node, tpch, tpch_engine  # noqa: F401 - fixtures
-from tests.test_secret_program import (PEOPLE, PEOPLE_COLUMNS, VISIT_COLUMNS, VISITS_A,  # noqa: F401
-                                       _compare_rows, check)
+from tests.test_secret_program import (PEOPLE, PEOPLE_COLUMNS, SEMI, VISIT_COLUMNS, VISITS_A,  # noqa: F401
+                                       _compare_rows, check, inp)
 
 
 @pytest.fixture
@@ -39,6 +40,20 @@ def test_a_join_holds_its_many_sides_rows_only(opened_rows, nparties, left, righ
     many = tables[left if unique == "right" else right].num_rows
     compacted = kind == "inner" or unique == "right"
     assert set(opened_rows) == {many if compacted else tables[0].num_rows + tables[1].num_rows}
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("kind,null_aware,sql", SEMI)
+@pytest.mark.parametrize("empty", [None, 0, 1])
+def test_a_semi_or_anti_join_holds_its_left_rows_only(opened_rows, nparties, kind, null_aware, sql, empty):
+    tables = [VISITS_A, PEOPLE]
+    if empty is not None:
+        tables[empty] = tables[empty].slice(0, 0)
+    right = {"op": "filter", "child": inp(1), "condition": '"limit_" > 2'}
+    root = {"op": "join", "kind": kind, "left": inp(0), "right": right, "left_keys": ['"pid"'],
+            "right_keys": ['"id"'], "condition": None, "null_aware": null_aware}
+    check(nparties, root, [VISIT_COLUMNS, PEOPLE_COLUMNS], tables, sql)
+    assert opened_rows == [tables[0].num_rows] * nparties
 
 
 GROUPED_OVER_INNER = ("SELECT t.n, COUNT(*) AS k FROM (SELECT o.o_custkey, COUNT(*) AS n FROM shop.orders o JOIN "

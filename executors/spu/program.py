@@ -876,8 +876,9 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
 
 def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: SecretRelation) -> SecretRelation:
     a = node.args
-    if a["kind"] in ("semi", "anti"):
-        return sr.semi_join(s, left, right, a["left_keys"], a["right_keys"], a["kind"] == "anti", a["null_aware"])
+    if a["kind"] in ("semi", "anti"):  # only left rows can be valid
+        return _kept_rows(s, sr.semi_join(s, _marked(s, left), right, a["left_keys"], a["right_keys"],
+                                          a["kind"] == "anti", a["null_aware"]))
     if a["unique"]:
         compact = many_side_only(a["kind"], a["unique"])
         if compact and a["unique"] == "right":
@@ -886,7 +887,7 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
             right = _marked(s, right)
         joined = sr.pk_join(s, left, right, a["left_keys"], a["right_keys"], a["unique"], a["kind"] == "left",
                             a["declared"])
-        joined = _many_rows(s, joined) if compact else joined
+        joined = _kept_rows(s, joined) if compact else joined
         return joined if a["condition"] is None else sr.filter_rows(s, joined, a["condition"])
     right_kinds = {name: v.kind for name, v in right.columns.items()}
     if a["kind"] == "full":
@@ -895,26 +896,27 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
                          right_kinds)
 
 
-MANY_SIDE = "__many_side"  # a public 1 on each row of a sort-based join's many side, carried through its sort
+KEPT_SIDE = "__kept_side"  # a public 1 on each row of the side a sort-based join keeps, carried through its sort
 
 
-def _marked(s: SpuSession, many: SecretRelation) -> SecretRelation:
-    """`many` with the column MANY_SIDE: a public 1 on every row (the join's sort carries it, 0 on the
-    unique side's rows)."""
-    ones = arith.public(s, np.ones(many.n, dtype=np.int64))
-    return SecretRelation({**many.columns, MANY_SIDE: SV([ones], ones, "int")}, many.valid)
+def _marked(s: SpuSession, kept: SecretRelation) -> SecretRelation:
+    """`kept` with the column KEPT_SIDE: a public 1 on every row (the join's sort carries it; the other
+    side's rows get 0)."""
+    ones = arith.public(s, np.ones(kept.n, dtype=np.int64))
+    return SecretRelation({**kept.columns, KEPT_SIDE: SV([ones], ones, "int")}, kept.valid)
 
 
-def _many_rows(s: SpuSession, joined: SecretRelation) -> SecretRelation:
-    """The m rows of a sort-based join's many side, out of its n + m (an inner join, or a LEFT join
-    preserving the many side, leaves every unique-side row invalid): the rows shuffled (N rounds), then
-    MANY_SIDE opened (1 round), which shows m ones at uniformly random places, m being public. So the
-    operators above hold m rows, not n + m, and nothing but the public sizes is learnt."""
-    columns = {name: v for name, v in joined.columns.items() if name != MANY_SIDE}
+def _kept_rows(s: SpuSession, joined: SecretRelation) -> SecretRelation:
+    """The m rows of the side a sort-based join keeps, out of its n + m, where the other side's rows are
+    all invalid (a semi- or anti-join's right rows; the unique side's of an inner join or of a LEFT join
+    preserving the many side): the rows shuffled (N rounds), then KEPT_SIDE opened (1 round), which shows
+    m ones at uniformly random places, m being public. So the operators above hold m rows, not n + m,
+    and nothing but the public sizes is learnt."""
+    columns = {name: v for name, v in joined.columns.items() if name != KEPT_SIDE}
     if joined.n == 0:
         return SecretRelation(columns, joined.valid)
     flat = relational.shuffle(s, [*sr._flatten(SecretRelation(columns, joined.valid)), joined.valid,
-                                  joined.columns[MANY_SIDE].value])
+                                  joined.columns[KEPT_SIDE].value])
     (side,) = s.open_many(arith=[flat[-1].data])
     keep = np.flatnonzero(side == 1)
     rows = [ArithShare(c.data[keep], c.frac) for c in flat[:-1]]
