@@ -41,13 +41,13 @@ from sqlsecure.executors.spu import set_ops
 from sqlsecure.executors.spu.ranges import EXTREMES, ROUNDING, RangePlan, choices
 from sqlsecure.executors.spu.secret_relation import SecretRelation
 from sqlsecure.executors.spu.session import SpuSession
-from sqlsecure.planner.tree import many_side_only
 from sqlsecure.executors.spu.shares import ArithShare, as_ring, encode_fixed
 from sqlsecure.executors.spu.stage import (INTEGER_CASTS, SV, _at_least, nulls_zeroed, spu_refusal, static_kind,
                                           without_zero_checks)
 from sqlsecure.executors.spu.values import (TEXT_CLASSES, decimal_scale, decimal_scales, decode_column, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind, shared_kind, union_decimal_scale,
                                            value_kind)
+from sqlsecure.planner.tree import many_side_only
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
