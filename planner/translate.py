@@ -48,7 +48,7 @@ from sqlsecure.planner.translate_dp import noised_aggregate
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 from sqlsecure.planner.tree import (
     Aggregate, Distinct, Filter, Join, Op, Project, Scan, SetOp, Sort, UnionAll, Window, build_tree, parties_of,
-    quoted, unique_side, describe_join, eager_aggregation, repeating_op, rebuilt,
+    quoted, unique_side, many_side_only, describe_join, eager_aggregation, repeating_op, rebuilt,
 )
 
 RESULT = "secret_out"
@@ -68,7 +68,7 @@ class Translation:
     inputs: list = field(default_factory=list)  # program inputs: {"columns": [[name, kind], ...]}
     owners: list = field(default_factory=list)  # (owner, relation) per program input
     thresholded: bool = False
-    sort_joins: list = field(default_factory=list)  # (join keys, declared key or None) of each sort-based join
+    sort_joins: list = field(default_factory=list)  # (join keys, declared key or None, compacted) of each sort-based join
     masks: dict = field(default_factory=dict)  # ColumnRef -> Mask its owner applies to the program input
     padding: bool = True  # whether owners may compute their own aggregates padded (`padding_of`; not under DP)
     padded: list = field(default_factory=list)  # (relation, Padding) of each padded aggregate input
@@ -224,11 +224,14 @@ def check_size(root: Op, catalog: Catalog, padded=lambda op, under: None) -> Non
 
 
 def sort_join_leakage(sort_joins) -> list[str]:
-    """What each compute party learns at a sort-based PK-FK join: the sizes only; and one bit per declared
+    """What each compute party learns at a sort-based PK-FK join: the sizes only (`compacted`: its output cut
+    to the many side's m rows by opening a public side marker after a shuffle); and one bit per declared
     key it relies on (whether the unique side repeats a valid key, which fails the query)."""
     out = []
-    for keys, declared in sort_joins:
+    for keys, declared, compacted in sort_joins:
         text = f"a sort-based PK-FK join on unique {', '.join(keys)} (n + m rows, not n * m): nothing but the sizes"
+        if compacted:
+            text += "; then compacted to the m rows of its other side (shuffled, each row's side opened: m is public)"
         if declared is not None:
             text += f"; whether {declared}, declared unique, repeats a joined key (1 bit: a repeat fails the query)"
         out.append(text)
@@ -642,7 +645,7 @@ def _join(op: Join, t, under, at_root):
     node = secret_ops.join_node(op.kind, left, right, op.left_keys, op.right_keys, op.condition, op.null_aware,
                                 side, key.declared if key else None)
     if side is not None:
-        t.sort_joins.append((getattr(op, f"{side}_keys"), key.declared))
+        t.sort_joins.append((getattr(op, f"{side}_keys"), key.declared, many_side_only(op.kind, side)))
     if op.kind in ("semi", "anti"):  # the right side only filters: its rows reach no group
         return node, left_columns, left_provenance
     return node, left_columns + right_columns, left_provenance + right_provenance
@@ -670,9 +673,21 @@ def _window(op: Window, t, under, at_root):
 
 def _sort(op: Sort, t, under, at_root):
     node, columns, provenance = place(op.child, t, under)
+    if at_root and sorted_by_finish(op, columns):
+        return node, columns, provenance
     if at_root and provenance:  # the root's rows are opened: the provenance stays secret
         node, provenance = secret_ops.project_node(node, [(c, quoted(c)) for c in columns]), []
     return secret_ops.sort_node(node, op.keys, op.limit, op.offset), columns, provenance
+
+
+def sorted_by_finish(op: Sort, columns) -> bool:
+    """Whether the root's ORDER BY may be left to the issuer's Finish (`finish_sql` sorts the revealed rows
+    by the same keys): no LIMIT or OFFSET (the SPU must not open rows beyond them) and every key a revealed
+    column (its order follows from the values the issuer gets; a hidden key's order would tell more). The
+    rows then open shuffled, so the issuer learns what the SPU's sort would have told it, and the SPU
+    saves an oblivious sort of every row it holds, valid or not."""
+    revealed = {quoted(c) for c in columns}
+    return op.limit is None and not op.offset and all(sql in revealed for sql, _, _ in op.keys)
 
 
 def _union(op: UnionAll, t, under, at_root):

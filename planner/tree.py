@@ -239,6 +239,13 @@ def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
     return None
 
 
+def many_side_only(kind: str, unique: str) -> bool:
+    """Whether a sort-based join (`unique_side`) can output a valid row only from its many side: an inner
+    join, or a LEFT join preserving the many side (unique on the right); so the SPU may cut its n + m
+    rows to the many side's m (`program._kept_rows`)."""
+    return kind == "inner" or unique == "right"
+
+
 def kept_side(join: Join, catalog: Catalog) -> Op | None:
     """The side of `join` each of whose rows it outputs at most once (None: no side provably): a semi- or
     anti-join's left, or the rows a scalar subquery's one row joins; an inner join's side whose partner is

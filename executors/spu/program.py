@@ -47,6 +47,7 @@ from sqlsecure.executors.spu.stage import (INTEGER_CASTS, SV, _at_least, nulls_z
 from sqlsecure.executors.spu.values import (TEXT_CLASSES, decimal_scale, decimal_scales, decode_column, encode, kind_of,
                                            limb_fracs, limbs_of, range_kind, shared_kind, union_decimal_scale,
                                            value_kind)
+from sqlsecure.planner.tree import many_side_only
 
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
@@ -875,17 +876,54 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
 
 def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: SecretRelation) -> SecretRelation:
     a = node.args
-    if a["kind"] in ("semi", "anti"):
-        return sr.semi_join(s, left, right, a["left_keys"], a["right_keys"], a["kind"] == "anti", a["null_aware"])
+    if a["kind"] in ("semi", "anti"):  # only left rows can be valid
+        return _kept_rows(s, sr.semi_join(s, _marked(s, left), right, a["left_keys"], a["right_keys"],
+                                          a["kind"] == "anti", a["null_aware"]), left.n)
     if a["unique"]:
+        compact = many_side_only(a["kind"], a["unique"])
+        kept = left if a["unique"] == "right" else right
+        if compact and a["unique"] == "right":
+            left = _marked(s, left)
+        elif compact:
+            right = _marked(s, right)
         joined = sr.pk_join(s, left, right, a["left_keys"], a["right_keys"], a["unique"], a["kind"] == "left",
                             a["declared"])
+        joined = _kept_rows(s, joined, kept.n) if compact else joined
         return joined if a["condition"] is None else sr.filter_rows(s, joined, a["condition"])
     right_kinds = {name: v.kind for name, v in right.columns.items()}
     if a["kind"] == "full":
         return set_ops.full_join(s, left, right, a["left_keys"], a["right_keys"], right_kinds)
     return sr.pairs_join(s, left, right, a["left_keys"], a["right_keys"], a["condition"], a["kind"] == "left",
                          right_kinds)
+
+
+KEPT_SIDE = "__kept_side"  # a public 1 on each row of the side a sort-based join keeps, carried through its sort
+
+
+def _marked(s: SpuSession, kept: SecretRelation) -> SecretRelation:
+    """`kept` with the column KEPT_SIDE: a public 1 on every row (the join's sort carries it; the other
+    side's rows get 0)."""
+    ones = arith.public(s, np.ones(kept.n, dtype=np.int64))
+    return SecretRelation({**kept.columns, KEPT_SIDE: SV([ones], ones, "int")}, kept.valid)
+
+
+def _kept_rows(s: SpuSession, joined: SecretRelation, m: int) -> SecretRelation:
+    """The m rows of the side a sort-based join keeps, out of its n + m, where the other side's rows are
+    all invalid (a semi- or anti-join's right rows; the unique side's of an inner join or of a LEFT join
+    preserving the many side): the rows shuffled (N rounds), then KEPT_SIDE opened (1 round), which shows
+    m ones at uniformly random places, m being public. So the operators above hold m rows, not n + m,
+    and nothing but the public sizes is learnt. With m = 0 or m = n + m (the other side empty) there
+    is nothing to find: no round."""
+    columns = {name: v for name, v in joined.columns.items() if name != KEPT_SIDE}
+    if m in (0, joined.n):
+        return SecretRelation({name: SV([c[:m] for c in v.limbs], v.valid[:m], v.kind)
+                               for name, v in columns.items()}, joined.valid[:m])
+    flat = relational.shuffle(s, [*sr._flatten(SecretRelation(columns, joined.valid)), joined.valid,
+                                  joined.columns[KEPT_SIDE].value])
+    (side,) = s.open_many(arith=[flat[-1].data])
+    keep = np.flatnonzero(side == 1)
+    rows = [ArithShare(c.data[keep], c.frac) for c in flat[:-1]]
+    return SecretRelation(sr._rebuild(rows[:-1], columns), rows[-1])
 
 
 # -- differential privacy: noise on one party's shares before the opening ---------------------------
