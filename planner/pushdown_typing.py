@@ -130,9 +130,8 @@ def check_choices(node: exp.Expression) -> None:
     texts = [v for v in values if text_constant(v)]
     typed = [v for v in values if v not in texts and family(v) is not None]
     families = {family(v) for v in typed}
-    dates = [v for v in typed if family(v) == "date"]
-    if texts and dates:
-        check_constants(node, texts, dates[0])
+    if texts and len(families) == 1 and families != {"text"}:  # DuckDB and PostgreSQL read '5' beside a number as one
+        check_constants(node, texts, typed[0])
     elif texts:
         families.add("text")
     if len(families) > 1:

@@ -66,6 +66,8 @@ ACCEPTED = [
     "SELECT COUNT(*) AS n FROM shop.items WHERE qty IN ('3', 7)",
     "SELECT COUNT(*) AS n FROM shop.items WHERE sold >= '2024-03-01'",
     "SELECT COALESCE(sold, '2024-12-31') AS d FROM shop.items",
+    "SELECT COALESCE(qty, '5') AS c, GREATEST(qty, '2') AS g FROM shop.items",  # '5' read as the number beside it
+    "SELECT COALESCE(price, '2.25') AS p, COALESCE(flag, 'true') AS f FROM shop.items",
     "SELECT CASE WHEN flag THEN price ELSE 0 END AS v FROM shop.items",
     "SELECT SUM(qty > 2) AS s FROM shop.items",
     "SELECT MAX(flag) AS m, MIN(flag) AS l, COUNT(DISTINCT flag) AS d FROM shop.items WHERE NOT flag OR flag = TRUE",
