@@ -460,26 +460,43 @@ def _lane_compare(s: SpuSession, lane: np.ndarray, width: int, slot: int | None,
     round; then `_prefix_tree` with (G, P) = (LT, EQ)."""
     t = _UINT[width]
     h = width // 2
+    n = lane.size
     if s.index == 0:
-        cleared = t(0) if slot is None else _bit_index_reverse(np.array([1 << slot], t), width)[0]
-        x = np.invert(lane)
-        (xh, xl), (ph, pl) = _halves(x, h), _halves(x & ~cleared, h)
+        x = np.invert(lane, out=lane)  # the lane is this circuit's own (`_lane`)
+        p = x if slot is None else x & ~_bit_index_reverse(np.array([1 << slot], t), width)[0]
+        (xh, xl), (ph, pl) = _halves(x, h), _halves(p, h)
         mine = [ph, xh & pl, pl, xh, xl]
         local_eq = xh & xl
+        del x, p, xh, xl, ph, pl
     else:
         vh, vl = _halves(lane, h)
         mine = [vh, vl, vh & vl, vl, vh]
         local_eq = vh & vl
-    n = lane.size
+        del vh, vl
+    del lane  # the frame lives through every round: the inputs go with the first round's request
     if h < 8:
         mine = [_pack_lanes(v, h) for v in mine]
-    zero = np.zeros_like(mine[0])
-    got = yield [PrivateAnd(v, zero) if s.index == 0 else PrivateAnd(zero, v) for v in mine]
+    zero = np.broadcast_to(mine[0].dtype.type(0), mine[0].shape)  # the other party's input: no memory
+    request = [PrivateAnd(v, zero) if s.index == 0 else PrivateAnd(zero, v) for v in mine]
+    del mine, zero
+    got = yield request
+    del request
     if h < 8:
         got = [_unpack_lanes(z, h, n) for z in got]
     lt1 = got[0] ^ got[1] ^ got[2]
     eq1 = got[3] ^ got[4] ^ local_eq
     return (yield from _prefix_tree(lt1, eq1, h, want_p=want_eq))
+
+
+def _content_word(mine: np.ndarray, m: int) -> np.ndarray:
+    """A party's comparison word of k = m + 1 bits: its m low bits moved up one above the sign's
+    slot (bit 0, which holds bit m). One new word per element (the slot's bit is ORed in place)."""
+    content = np.left_shift(mine, np.uint64(64 - m))
+    content >>= np.uint64(63 - m)  # bits 0 .. m-1 moved up one: the slot is bit 0
+    top = np.right_shift(mine, np.uint64(m), out=np.empty_like(content))
+    top &= ONE
+    content |= top
+    return content
 
 
 def less_equal_circuit(s: SpuSession, d: np.ndarray, k: int = 64, want_eq: bool = True):
@@ -501,18 +518,16 @@ def less_equal_circuit(s: SpuSession, d: np.ndarray, k: int = 64, want_eq: bool 
         raise ProgrammingError("less_equal_circuit is the 2-party comparison")
     if not 2 <= k <= 64:
         raise ProgrammingError(f"comparison width must be in 2..64 bits, got {k}")
-    m = k - 1
-    mine = d if s.index == 0 else np.negative(d)  # u at party 0, v at party 1
-    top = np.right_shift(mine, np.uint64(m))
-    top &= ONE
-    content = np.left_shift(mine, np.uint64(64 - m))
-    content >>= np.uint64(63 - m)  # bits 0 .. m-1 moved up one: the slot is bit 0
-    content |= top
-    sign = top.astype(np.uint8)
+    m, n = k - 1, d.size
+    content = _content_word(d if s.index == 0 else np.negative(d), m)  # u at party 0, v at party 1
+    del d  # this frame lives through every round: it keeps no per-pair word it no longer needs
+    sign = (content & ONE).astype(np.uint8)
     lanes = comparison_lanes(k, want_eq)
     if len(lanes) == 1:
         width = _lane_width(k)
-        lt, eq = yield from _lane_compare(s, _lane(content, 0, k, width), width, width - k, want_eq)
+        lane = _lane(content, 0, k, width)
+        del content
+        lt, eq = yield from _lane_compare(s, lane, width, width - k, want_eq)
         return sign ^ lt, eq
     split, rest = lanes
     high = _lane_compare(s, _lane(content, rest, split, split), split, None, True)
@@ -522,11 +537,11 @@ def less_equal_circuit(s: SpuSession, d: np.ndarray, k: int = 64, want_eq: bool 
             return sign ^ lt_hi, None
         eq_lo = sign ^ np.uint8(1) if s.index == 0 else sign
         (eq,) = yield [(_pack_lanes(eq_hi, 1), _pack_lanes(eq_lo, 1))]
-        return sign ^ lt_hi, _unpack_lanes(eq, 1, d.size)
+        return sign ^ lt_hi, _unpack_lanes(eq, 1, n)
     width = _lane_width(rest)
     low = _lane_compare(s, _lane(content, 0, rest, width), width, width - rest, want_eq)
+    del content
     (lt_hi, eq_hi), (lt_lo, eq_lo) = yield from parallel_circuit([high, low])
-    n = d.size
     if want_eq:
         ((z, eq),) = yield [FanoutAnd(_pack_lanes(eq_hi, 1), _pack_lanes(lt_lo, 1), _pack_lanes(eq_lo, 1))]
         return sign ^ lt_hi ^ _unpack_lanes(z, 1, n), _unpack_lanes(eq, 1, n)

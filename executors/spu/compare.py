@@ -69,9 +69,12 @@ def compare_circuit(s: SpuSession, d: np.ndarray, want_lt: bool = True, want_eq:
     n = d.size
     if s.nparties == 2:
         if want_lt:  # sign and equality from one tree
-            lt, eq = yield from boolean.less_equal_circuit(s, d, bits, want_eq)
+            tree = boolean.less_equal_circuit(s, d, bits, want_eq)
+            del d  # this frame lives through every round: the tree alone holds d, until it is cut to lanes
+            lt, eq = yield from tree
             return lt, eq
         z = np.invert(d) if s.index == 0 else np.negative(d)
+        del d
         eq = yield from boolean.zero_circuit(z)
         return None, eq
     both = boolean.low_words(np.concatenate([d, np.negative(d)]) if want_eq else d, bits)

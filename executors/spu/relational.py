@@ -99,7 +99,7 @@ limit / union_all               local slicing / concatenation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,12 +150,13 @@ def shuffle(s: SpuSession, columns: list[ArithShare]) -> list[ArithShare]:
 
 # --- sort -------------------------------------------------------------------------------------------
 
-def _lexicographic_less(s: SpuSession, diffs: list[np.ndarray], bits: list[int]) -> np.ndarray:
+def _lexicographic_less(s: SpuSession, diffs: Iterable[np.ndarray], bits: list[int]) -> np.ndarray:
     """XOR share (uint8 bits) of [d_0 < 0 or (d_0 == 0 and (d_1 < 0 or ...))], each d_j below
     2^(bits_j - 1) in magnitude, the last never zero. All the comparison trees run side by side
     (6 rounds for 2 parties), then `boolean.lexicographic_bits`: ceil(log2 g) rounds for g
-    columns (was g - 1)."""
-    k = len(diffs)
+    columns (was g - 1). `diffs` may be a generator: then each difference lives only in its
+    circuit, which drops it once cut into lanes (8 B per pair and column less at the peak)."""
+    k = len(bits)
     circuits = [compare_circuit(s, d, want_lt=True, want_eq=j < k - 1, bits=bits[j]) for j, d in enumerate(diffs)]
     return boolean.lexicographic_bits(s, boolean.run_circuits(s, circuits))
 
@@ -228,9 +229,16 @@ def _level(starts: np.ndarray, lengths: np.ndarray, budget: int) -> _Level:
     pivot_pos = m_start[owner] + pivot_index
     pseg, pq = _expand(pivots * (pivots - 1) // 2)
     pi, pj = _pivot_pairs(int(pivots.max()))
-    left = np.concatenate([member_pos, starts[pseg] + pi[pq]])
-    right = np.concatenate([pivot_pos, starts[pseg] + pj[pq]])
-    return _Level(starts, lengths, pivots, left, right, member_pos.size, m_seg, m_pos, owner)
+    at = _positions(int(starts[-1] + lengths[-1]))
+    left = np.concatenate([member_pos, starts[pseg] + pi[pq]]).astype(at)
+    right = np.concatenate([pivot_pos, starts[pseg] + pj[pq]]).astype(at)
+    return _Level(starts, lengths, pivots, left, right, member_pos.size, m_seg, m_pos, owner.astype(at))
+
+
+def _positions(n: int) -> type:
+    """The narrowest index dtype for n rows: a level holds a few indices per compared pair, and the
+    comparison's peak memory is per pair (int32 halves them below 2^31 rows)."""
+    return np.int32 if n < 2 ** 31 else np.int64
 
 
 def _partition(level: _Level, less: np.ndarray, perm: np.ndarray, is_start: np.ndarray) -> np.ndarray:
@@ -270,7 +278,7 @@ def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray]
     """The multi-pivot partitioning's permutation of n rows (position -> row), whose first `wanted`
     positions are in order: level by level, `less(x, y)` answers [row x < row y] for every pair of
     the level at once (opened comparisons on the SPU, plaintext in the tests)."""
-    perm = np.arange(n)
+    perm = np.arange(n, dtype=_positions(n))
     is_start = np.zeros(n + 2, dtype=bool)
     is_start[0] = is_start[n] = True
     while True:
@@ -394,7 +402,7 @@ def _sort_columns(s: SpuSession, keys: list[ArithShare], descending: list[bool] 
     bits = [column_bits(g) for g in groups]
 
     def opened_less(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        diffs = [_difference(col, y, x) if flip else _difference(col, x, y) for col, flip in zip(compared, flips)]
+        diffs = (_difference(col, y, x) if flip else _difference(col, x, y) for col, flip in zip(compared, flips))
         (less,) = s.open_many(bits=[_lexicographic_less(s, diffs, bits)])
         return less.astype(bool)
 
