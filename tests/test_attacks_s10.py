@@ -99,8 +99,6 @@ def test_aggregated_divisor_without_threshold_or_dp_is_answered(tmp_path, tables
 # (DataError "Conversion error") exactly when k exceeds the lone order's id, whatever the threshold drops.
 # Refusing it needs the cast's source type (a widening cast never fails), which column control does not see.
 
-@pytest.mark.xfail(strict=True, reason="leak 2: a failing CAST of an aggregated value reveals a lone row; "
-                                       "column control has no types to tell a narrowing cast")
 def test_narrowing_cast_of_an_aggregated_value_is_refused(fed, lone_order, assert_refused):
     customer, order = lone_order
     sql = (f"SELECT c.region, SUM(CAST(o.order_id - {order + 1} AS UTINYINT)) {JOIN} WHERE c.id = {customer} "
@@ -127,8 +125,6 @@ def test_guarded_divisor_passes_in_postgres_dialect(tmp_path, tables, federation
 # Column control cannot tell an exact operand from an approximate one; the fix belongs in the SPU (open the
 # failing rows' count only over the groups the threshold keeps, and refuse such guards under DP).
 
-@pytest.mark.xfail(strict=True, reason="leak 3: an approximate value's rounding or comparison guard fails on a "
-                                       "lone row below the threshold")
 @pytest.mark.parametrize("guarded", ["ROUND(EXP(o.order_id / 100) - {k} + 0.5, 0)",
                                      "CASE WHEN EXP(o.order_id / 100) > {k} THEN 1 ELSE 0 END"])
 def test_approximate_guard_of_an_aggregated_value_is_refused(fed, lone_order, assert_refused, guarded):
