@@ -22,9 +22,11 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
 - set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
   ALL compare whole rows, so their row count is restricted by every column;
 - sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level);
-- a function defined on part of its domain (a divisor, LN, CHR, ...: `ccl_rules.PARTIAL`) fails the query on
-  a row outside it, before any group threshold: its arguments need PLAINTEXT_AFTER_COMPARE per row
-  (PLAINTEXT_AFTER_AGGREGATE too where no threshold or DP protects the results).
+- a value that fails the query on some rows only, before any group threshold (a function defined on part of
+  its domain: a divisor, LN, CHR, ...; a narrowing CAST; an integer overflow no magnitude class rules out; a
+  date moved by an INTERVAL; the SPU's guard of an approximate rounding or comparison:
+  `ccl_rules.failing_arguments`): its arguments need PLAINTEXT_AFTER_COMPARE per row (PLAINTEXT_AFTER_AGGREGATE
+  too where no threshold or DP protects the results); under DP no guard may apply to another party's aggregate.
 
 `check_reveal` then requires every output column, and the number of rows, to be PLAINTEXT to the
 issuer. A refusal names the column, the party, its constraint, the clause that restricted it and
@@ -40,7 +42,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, rule_of
+from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
@@ -157,11 +159,13 @@ class Relation:
 class CCLInference:
     """Infers and checks what `viewer` would learn from a qualified query."""
 
-    def __init__(self, grants: Grants, catalog: Catalog, viewer: str, protected: bool = True):
+    def __init__(self, grants: Grants, catalog: Catalog, viewer: str, protected: bool = True, noised: bool = False):
         self.grants = grants
         self.catalog = catalog
         self.viewer = viewer
         self.protected = protected  # a group threshold or DP hides more of the results than the grants do
+        self.noised = noised  # DP noises the results: nothing computed before the noise may fail on a value
+        self.pushed_down = False  # the query reads one party's tables: its DuckDB runs it whole, no SPU guard
         self.checking = True  # False once asked for visibility only (EXPLAIN): nested ORDER BYs are not enforced
 
     # -- operators ------------------------------------------------------------------------
@@ -403,11 +407,27 @@ class CCLInference:
         too: COUNT(CASE WHEN y = 0 THEN 1 END) tells as much)."""
         if not self.checking:  # not when asked for visibility only
             return
-        arguments, why = failing_arguments(e, lambda column: self._magnitude_class(column))
+        arguments, why = failing_arguments(e, lambda column: self._magnitude_class(column), not self.pushed_down)
         allowed = (C.PLAINTEXT_AFTER_COMPARE,) + (() if self.protected else (C.PLAINTEXT_AFTER_AGGREGATE,))
         for argument in arguments:
             self.require(promote(self.value(argument, scope, ctes, keys, grouped), *allowed),
                          f"whether a row fails {function_name(e)} in {e.sql()[:80]} ({why})")
+        if self.noised and not self.pushed_down:
+            self._check_noised_guard(e, scope, ctes, keys, grouped)
+
+    def _check_noised_guard(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> None:
+        """Under DP an aggregate of others' data is revealed only noised, but the SPU's guard of its rounding or
+        comparison (`ccl_rules.guarded_arguments`) fails the query on the exact value, before the noise, where
+        it lies within its error of a boundary; no noise covers a failure, so such a guard is refused."""
+        arguments, _ = guarded_arguments(e)
+        for argument in arguments:
+            vis = self.value(argument, scope, ctes, keys, grouped)
+            if any(isinstance(node, exp.AggFunc) for node in argument.walk()) and vis.parties - {self.viewer}:
+                raise PolicyViolation(
+                    f"{self.viewer} may not compute {function_name(e)} in {e.sql()[:80]} under differential privacy: "
+                    f"the SPU refuses the query where the exact {argument.sql()[:60]} lies within its error of a "
+                    "rounding boundary or of what it is compared with, before any noise, and noise cannot hide a "
+                    "failure; round or compare exact (integer or DECIMAL) values, or round the noised result yourself")
 
     def _magnitude_class(self, column: exp.Column) -> int | None:
         """The published magnitude class of a column read straight from a base table of its own SELECT
@@ -495,6 +515,7 @@ class CCLInference:
 
     def check_reveal(self, tree: exp.Expression) -> None:
         """Refuse unless the viewer may learn every output, the number of rows and every sort key."""
+        self.pushed_down = len({t.db for t in tree.find_all(exp.Table) if t.db}) <= 1
         relation = self.relation(self._typed(tree), {}, check=True)
         for name, vis in relation.columns:
             self.require(vis, f"the output column {name!r}")

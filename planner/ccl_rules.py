@@ -241,7 +241,14 @@ def listing() -> str:
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'divisor')} and every argument of "
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'all')} need `PLAINTEXT` or "
         "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate; `PLAINTEXT_AFTER_AGGREGATE` too where no group "
-        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails.",
+        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails. So do, by the "
+        "same rule, the argument of a `CAST` whose target cannot hold every value of its type nor of its published "
+        "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
+        "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL`, and the "
+        "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL) of a DOUBLE or "
+        "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
+        "quotient by a secret, `SQRT`, `LN`, `EXP`, ...), which the SPU refuses within their error of a boundary; "
+        "under DP such a rounding or comparison of another party's aggregate is refused.",
         "",
         "Subqueries (scalar, `IN`, `EXISTS`, `ANY` / `ALL`), CTEs and set operations: their outputs' "
         "visibility, with their own clauses checked. `AGG(...) FILTER (WHERE cond)`: the aggregate's, with "
@@ -321,6 +328,9 @@ def magnitude(e: exp.Expression, class_of) -> float | None:
     |value| < 2^M, None unknown) and constants, through + - * ABS and negation; None where unknown."""
     if isinstance(e, (exp.Paren, exp.Neg, exp.Abs)):
         return magnitude(e.this, class_of)
+    if isinstance(e, (exp.Cast, exp.TryCast)) and type_limit(e.to) is not None:
+        inner = magnitude(e.this, class_of)  # a number cast to a number: rounded at most
+        return None if inner is None else inner + 1
     if isinstance(e, exp.Column):
         bits = class_of(e)
         return None if bits is None else 2.0 ** bits
@@ -351,9 +361,10 @@ def integer_type(e: exp.Expression) -> exp.DataType | None:
     return exp.DataType.build(max(widths, key=lambda t: INTEGER_RANGES[t]))
 
 
-def failing_arguments(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str]:
+def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple[list[exp.Expression], str]:
     """(the arguments whose values decide whether `e` fails the query on a row, why) — none when it never
-    fails; `e` is typed (sqlglot's `annotate_types`), `class_of` as `magnitude`'s."""
+    fails; `e` is typed (sqlglot's `annotate_types`), `class_of` as `magnitude`'s; `secure`: `e` may be
+    computed on the SPU (not in a query one party's DuckDB runs whole), whose guards may fail too."""
     if PARTIAL.get(type(e)):
         return domain_arguments(e), ("a row dividing by zero, or LN, SQRT, ... of a value outside its domain, fails "
                                      "the query before any group threshold; guard a divisor as NULLIF(divisor, 0)")
@@ -361,7 +372,7 @@ def failing_arguments(e: exp.Expression, class_of) -> tuple[list[exp.Expression]
         return _narrowing(e, class_of)
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs)):
         return _overflowing(e, class_of)
-    return _guarded(e)
+    return guarded_arguments(e) if secure else ([], "")
 
 
 def _narrowing(cast: exp.Cast, class_of) -> tuple[list[exp.Expression], str]:
@@ -386,12 +397,12 @@ def _overflowing(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str
     kind = integer_type(e)
     if kind is None or fits_bound(kind, magnitude(e, class_of)):
         return [], ""
-    return operands, (f"{display(type(e))} of {kind.sql('duckdb')} values fails the query on a row whose result "
+    return operands, (f"`{display(type(e))}` of {kind.sql('duckdb')} values fails the query on a row whose result "
                       f"{kind.sql('duckdb')} cannot hold, before any group threshold, and no published magnitude "
                       "class proves it cannot; CAST an operand to a wider type (HUGEINT, DOUBLE) first")
 
 
-def _guarded(e: exp.Expression) -> tuple[list[exp.Expression], str]:
+def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
     """The SPU refuses the query where a counted row's approximate value (a quotient by a secret, SQRT, EXP,
     ..., a DOUBLE's encoding) lies within its error of a rounding boundary, or of what it is compared with
     (executors/spu/approximation.py): a scan of the boundary then locates the row, so the operands need per-row
