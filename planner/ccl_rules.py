@@ -323,17 +323,27 @@ def fits_bound(target: exp.DataType, bound: float | None) -> bool:
     return bound is not None and limit is not None and min(-limit[0], limit[1]) >= math.ceil(bound)
 
 
+def type_bound(dtype: exp.DataType | None) -> float | None:
+    """B with |value| < B for every value of an integer or DECIMAL type; None for others."""
+    limit = type_limit(dtype) if dtype is not None and (dtype.this in INTEGER_RANGES or dtype.this is T.DECIMAL) \
+        else None
+    return None if limit is None else max(-limit[0], limit[1]) + 1
+
+
 def magnitude(e: exp.Expression, class_of) -> float | None:
     """B with |e| < B on every row, from the columns' published magnitude classes (`class_of(column)`: M with
-    |value| < 2^M, None unknown) and constants, through + - * ABS and negation; None where unknown."""
+    |value| < 2^M, None unknown: then the column type's range) and constants, through + - * ABS, negation and
+    numeric casts; None where unknown."""
     if isinstance(e, (exp.Paren, exp.Neg, exp.Abs)):
         return magnitude(e.this, class_of)
     if isinstance(e, (exp.Cast, exp.TryCast)) and type_limit(e.to) is not None:
         inner = magnitude(e.this, class_of)  # a number cast to a number: rounded at most
         return None if inner is None else inner + 1
+    if isinstance(e, exp.Func) and e.type is not None and e.type.this in INTEGER_RANGES:
+        return type_bound(e.type)  # an integer function's value: its type's range
     if isinstance(e, exp.Column):
         bits = class_of(e)
-        return None if bits is None else 2.0 ** bits
+        return type_bound(e.type) if bits is None else 2.0 ** bits
     if isinstance(e, exp.Literal) and not e.is_string:
         return abs(float(e.this)) + 1
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
@@ -368,7 +378,7 @@ def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple
     if PARTIAL.get(type(e)):
         return domain_arguments(e), ("a row dividing by zero, or LN, SQRT, ... of a value outside its domain, fails "
                                      "the query before any group threshold; guard a divisor as NULLIF(divisor, 0)")
-    if type(e) is exp.Cast:  # TRY_CAST never fails
+    if isinstance(e, exp.Cast) and not isinstance(e, exp.TryCast) and not e.args.get("safe"):  # TRY_CAST never fails
         return _narrowing(e, class_of)
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs)):
         return _overflowing(e, class_of)
@@ -410,7 +420,7 @@ def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
     one row near the boundary still fails it."""
     from sqlsecure.executors.spu.approximation import is_approximate, is_rounding
     if is_rounding(e):
-        inexact = e.this.type is None or e.this.type.this not in (*INTEGER_RANGES, T.DECIMAL, T.BOOLEAN)
+        inexact = e.this.type is None or e.this.type.this in (*FLOATS, T.UNKNOWN)  # text is parsed, not rounded
         if inexact or is_approximate(e.this):
             return [e.this], (f"{display(type(e))} of an approximate or DOUBLE value is refused on the SPU where a "
                               "row lies within its error of a rounding boundary, before any group threshold; round "

@@ -17,11 +17,13 @@ import math
 
 import pytest
 
+import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import PolicyViolation
-from sqlsecure.planner.ccl_rules import holds
+from sqlsecure.planner.ccl_rules import failing_arguments, holds
 from tests import test_translate_dp as dp_tables
 from tests.test_padded_aggregates import padded_grants, padded_tables
 
@@ -119,6 +121,9 @@ def test_value_failing_on_a_row_is_refused(fed, lone_order, assert_refused, fail
     sql = f"SELECT c.region, SUM({failing.format(k=order)}) {JOIN} WHERE c.id = {customer} GROUP BY c.region"
     error = assert_refused(fed, sql, "bank", PolicyViolation, "shop.orders.order_id")
     assert "fails" in str(error)
+    for run in (fed.explain, fed.execute):  # EXPLAIN and execution refuse it the same way
+        with pytest.raises(PolicyViolation, match="fails"):
+            run(sql, "bank")
 
 
 def test_narrowing_cast_refusal_says_what_to_do(fed, assert_refused):
@@ -155,6 +160,21 @@ def test_cast_holds_its_source_type(target, source, held):
     TIMESTAMP, NaN is no integer."""
     build = lambda t: exp.DataType.build(t, dialect="duckdb")
     assert holds(build(target), build(source)) is held
+
+
+@pytest.mark.parametrize("value, fails", [
+    ("CAST(t.note AS INTEGER)", True), ("CAST(t.note AS DATE)", True), ("TRY_CAST(t.note AS INTEGER)", False), ("TRY_CAST(t.dbl AS INTEGER)", True),
+    ("t.d + INTERVAL 3 DAY", True), ("CAST(t.d AS VARCHAR)", False), ("t.x * 2", True), ("CAST(t.x AS BIGINT) * 2", False), ("CAST(t.x AS BIGINT) * t.x * t.x", True),
+    ("-t.x", True), ("ROUND(t.dbl, 1)", True), ("ROUND(t.x, -1)", False), ("ROUND(t.x / 2, 1)", True), ("t.dbl > 3", False),
+    ("SQRT(t.x) > 3", True), ("GREATEST(EXP(t.x), 2)", True)])
+def test_failing_values_without_magnitude_classes(value, fails):
+    """Which values may fail on a row where no magnitude class bounds the column (only its type does): text parsed
+    as a number or a date, a date moved past TIMESTAMP's range, an INTEGER overflowing (not once cast to BIGINT),
+    the SPU's guards of a DOUBLE's rounding (even one exact in fact: deny by default; a TRY_CAST too, which the SPU
+    rounds under the same guard) and of an approximate comparison."""
+    schema = {"p": {"t": {"note": "VARCHAR", "d": "DATE", "x": "INTEGER", "dbl": "DOUBLE"}}}
+    tree = annotate_types(sqlglot.parse_one(f"SELECT {value} FROM p.t AS t", read="duckdb"), schema=schema)
+    assert bool(failing_arguments(tree.expressions[0], lambda column: None)[0]) is fails
 
 
 def test_approximate_guard_of_a_noised_aggregate_is_refused(tmp_path, federation_writer, plaintext_grants,
@@ -195,3 +215,6 @@ def test_approximate_guard_of_an_aggregated_value_is_refused(fed, lone_order, as
     sql = (f"SELECT c.region, SUM({guarded.format(k=f'{math.exp(order / 100):.12f}')}) {JOIN} "
            f"WHERE c.id = {customer} GROUP BY c.region")
     assert_refused(fed, sql, "bank", PolicyViolation, "shop.orders.order_id")
+    for run in (fed.explain, fed.execute):
+        with pytest.raises(PolicyViolation, match="approximate"):
+            run(sql, "bank")
