@@ -42,7 +42,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of
+from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of, type_class
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
@@ -430,16 +430,17 @@ class CCLInference:
                     "failure; round or compare exact (integer or DECIMAL) values, or round the noised result yourself")
 
     def _magnitude_class(self, column: exp.Column) -> int | None:
-        """The published magnitude class of a column read straight from a base table of its own SELECT
-        (a derived table's column may hold anything computed from it: no class)."""
+        """The published magnitude class of a column read straight from a base table of its own SELECT, else its
+        integer type's (a derived table's column may hold anything computed from it: no class)."""
         select = column.find_ancestor(exp.Select)
         items = [select.args["from_"].this] if select is not None and select.args.get("from_") else []
         items += [j.this for j in select.args.get("joins") or []] if select is not None else []
         table = next((t for t in items if isinstance(t, exp.Table) and t.db and t.alias_or_name == column.table),
                      None)
-        if table is None or self.catalog.magnitudes is None:
+        if table is None:
             return None
-        return self.catalog.magnitudes(table.db, table.name, (column.name,)).get(column.name)
+        published = self.catalog.magnitudes(table.db, table.name, (column.name,)) if self.catalog.magnitudes else {}
+        return published.get(column.name, type_class(self.catalog.column_type(table.db, table.name, column.name)))
 
     def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are

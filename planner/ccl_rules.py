@@ -323,27 +323,24 @@ def fits_bound(target: exp.DataType, bound: float | None) -> bool:
     return bound is not None and limit is not None and min(-limit[0], limit[1]) >= math.ceil(bound)
 
 
-def type_bound(dtype: exp.DataType | None) -> float | None:
-    """B with |value| < B for every value of an integer or DECIMAL type; None for others."""
-    limit = type_limit(dtype) if dtype is not None and (dtype.this in INTEGER_RANGES or dtype.this is T.DECIMAL) \
-        else None
-    return None if limit is None else max(-limit[0], limit[1]) + 1
+def type_class(dtype: str | None) -> int | None:
+    """The magnitude class every value of an integer column type has (M with |value| < 2^M); None for others."""
+    parsed = exp.DataType.build(dtype, dialect="duckdb") if dtype else None
+    return INTEGER_RANGES[parsed.this] + 1 if parsed is not None and parsed.this in INTEGER_RANGES else None
 
 
 def magnitude(e: exp.Expression, class_of) -> float | None:
     """B with |e| < B on every row, from the columns' published magnitude classes (`class_of(column)`: M with
-    |value| < 2^M, None unknown: then the column type's range) and constants, through + - * ABS, negation and
-    numeric casts; None where unknown."""
+    |value| < 2^M, None unknown) and constants, through + - * ABS, negation and numeric casts; None where
+    unknown."""
     if isinstance(e, (exp.Paren, exp.Neg, exp.Abs)):
         return magnitude(e.this, class_of)
     if isinstance(e, (exp.Cast, exp.TryCast)) and type_limit(e.to) is not None:
         inner = magnitude(e.this, class_of)  # a number cast to a number: rounded at most
         return None if inner is None else inner + 1
-    if isinstance(e, exp.Func) and e.type is not None and e.type.this in INTEGER_RANGES:
-        return type_bound(e.type)  # an integer function's value: its type's range
     if isinstance(e, exp.Column):
         bits = class_of(e)
-        return type_bound(e.type) if bits is None else 2.0 ** bits
+        return None if bits is None else 2.0 ** bits
     if isinstance(e, exp.Literal) and not e.is_string:
         return abs(float(e.this)) + 1
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
