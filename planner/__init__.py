@@ -59,7 +59,7 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
     if foreign:
-        usage.check_issuer(threshold.k > 0 or issuer in policy.budgets)  # before anything else: policy first
+        usage.check_issuer(threshold.k > 0 or issuer in policy.budgets, issuer in policy.budgets)  # policy first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
     masks = output_masks(tree, policy.masks, issuer) if foreign else {}
     try:

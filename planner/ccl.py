@@ -22,9 +22,11 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
 - set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
   ALL compare whole rows, so their row count is restricted by every column;
 - sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level);
-- a function defined on part of its domain (a divisor, LN, CHR, ...: `ccl_rules.PARTIAL`) fails the query on
-  a row outside it, before any group threshold: its arguments need PLAINTEXT_AFTER_COMPARE per row
-  (PLAINTEXT_AFTER_AGGREGATE too where no threshold or DP protects the results).
+- a value that fails the query on some rows only, before any group threshold (a function defined on part of
+  its domain: a divisor, LN, CHR, ...; a narrowing CAST; an integer overflow no magnitude class rules out; a
+  date moved by an INTERVAL; the SPU's guard of an approximate rounding or comparison:
+  `ccl_rules.failing_arguments`): its arguments need PLAINTEXT_AFTER_COMPARE per row (PLAINTEXT_AFTER_AGGREGATE
+  too where no threshold or DP protects the results); under DP no guard may apply to another party's aggregate.
 
 `check_reveal` then requires every output column, and the number of rows, to be PLAINTEXT to the
 issuer. A refusal names the column, the party, its constraint, the clause that restricted it and
@@ -36,10 +38,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.ccl_rules import Rule, domain_arguments, function_name, rule_of
+from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of, type_class
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
@@ -156,11 +159,13 @@ class Relation:
 class CCLInference:
     """Infers and checks what `viewer` would learn from a qualified query."""
 
-    def __init__(self, grants: Grants, catalog: Catalog, viewer: str, protected: bool = True):
+    def __init__(self, grants: Grants, catalog: Catalog, viewer: str, protected: bool = True, noised: bool = False):
         self.grants = grants
         self.catalog = catalog
         self.viewer = viewer
         self.protected = protected  # a group threshold or DP hides more of the results than the grants do
+        self.noised = noised  # DP noises the results: nothing computed before the noise may fail on a value
+        self.pushed_down = False  # the query reads one party's tables: its DuckDB runs it whole, no SPU guard
         self.checking = True  # False once asked for visibility only (EXPLAIN): nested ORDER BYs are not enforced
 
     # -- operators ------------------------------------------------------------------------
@@ -388,22 +393,54 @@ class CCLInference:
             return self.relation(e.this, ctes, check=self.checking, parent=scope).rows
         if rule not in (Rule.SCALAR, Rule.COMPARE):  # ranking and value window functions need OVER
             return unknown(e)
-        self._check_domain(e, scope, ctes, keys, grouped)
+        self._check_failures(e, scope, ctes, keys, grouped)
         parts = [self.value(a, scope, ctes, keys, grouped) for a in e.iter_expressions()]
         if rule is Rule.COMPARE:
             return combine([promote(p, C.PLAINTEXT_AFTER_COMPARE) for p in parts])
         return combine(parts)
 
-    def _check_domain(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> None:
-        """A partial function (a divisor, LN's argument, ...) fails the query where a counted row is outside its
-        domain, whatever a group threshold drops or DP noises later: its arguments must be ones the viewer may
-        compare (unprotected, PLAINTEXT_AFTER_AGGREGATE ones too: COUNT(CASE WHEN y = 0 THEN 1 END) tells as much)."""
+    def _check_failures(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> None:
+        """A value that fails the query on some rows only (a divisor, LN's argument, a narrowing CAST, an
+        overflowing sum, the SPU's guard of an approximate value: `ccl_rules.failing_arguments`) does so before
+        any group threshold drops the row's group or DP noises it: whether a row fails is a comparison of its
+        arguments, so they must be ones the viewer may compare (unprotected, PLAINTEXT_AFTER_AGGREGATE ones
+        too: COUNT(CASE WHEN y = 0 THEN 1 END) tells as much)."""
+        if not self.checking:  # not when asked for visibility only
+            return
+        arguments, why = failing_arguments(e, lambda column: self._magnitude_class(column), not self.pushed_down)
         allowed = (C.PLAINTEXT_AFTER_COMPARE,) + (() if self.protected else (C.PLAINTEXT_AFTER_AGGREGATE,))
-        for argument in domain_arguments(e) if self.checking else ():  # not when asked for visibility only
+        for argument in arguments:
             self.require(promote(self.value(argument, scope, ctes, keys, grouped), *allowed),
-                         f"whether a row is outside the domain of {function_name(e)} in {e.sql()[:80]} (a row "
-                         "dividing by zero, or LN, SQRT, ... of a value outside its domain, fails the query before "
-                         "any group threshold; guard a divisor as NULLIF(divisor, 0))")
+                         f"whether a row fails {function_name(e)} in {e.sql()[:80]} ({why})")
+        if self.noised and not self.pushed_down:
+            self._check_noised_guard(e, scope, ctes, keys, grouped)
+
+    def _check_noised_guard(self, e: exp.Expression, scope: Scope, ctes, keys, grouped: bool) -> None:
+        """Under DP an aggregate of others' data is revealed only noised, but the SPU's guard of its rounding or
+        comparison (`ccl_rules.guarded_arguments`) fails the query on the exact value, before the noise, where
+        it lies within its error of a boundary; no noise covers a failure, so such a guard is refused."""
+        arguments, _ = guarded_arguments(e)
+        for argument in arguments:
+            vis = self.value(argument, scope, ctes, keys, grouped)
+            if any(isinstance(node, exp.AggFunc) for node in argument.walk()) and vis.parties - {self.viewer}:
+                raise PolicyViolation(
+                    f"{self.viewer} may not compute {function_name(e)} in {e.sql()[:80]} under differential privacy: "
+                    f"the SPU refuses the query where the exact {argument.sql()[:60]} lies within its error of a "
+                    "rounding boundary or of what it is compared with, before any noise, and noise cannot hide a "
+                    "failure; round or compare exact (integer or DECIMAL) values, or round the noised result yourself")
+
+    def _magnitude_class(self, column: exp.Column) -> int | None:
+        """The published magnitude class of a column read straight from a base table of its own SELECT, else its
+        integer type's (a derived table's column may hold anything computed from it: no class)."""
+        select = column.find_ancestor(exp.Select)
+        items = [select.args["from_"].this] if select is not None and select.args.get("from_") else []
+        items += [j.this for j in select.args.get("joins") or []] if select is not None else []
+        table = next((t for t in items if isinstance(t, exp.Table) and t.db and t.alias_or_name == column.table),
+                     None)
+        if table is None:
+            return None
+        published = self.catalog.magnitudes(table.db, table.name, (column.name,)) if self.catalog.magnitudes else {}
+        return published.get(column.name, type_class(self.catalog.column_type(table.db, table.name, column.name)))
 
     def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are
@@ -469,9 +506,18 @@ class CCLInference:
             f"{self.viewer} may not learn {column} through {where}: {state}; ask "
             f"{vis.source.party if vis.source else 'its owner'} for a grant that allows this use, or change the query")
 
+    def _typed(self, tree: exp.Expression) -> exp.Expression:
+        """A copy of `tree` with sqlglot's types from the catalog's, for the values that fail on some rows
+        (`failing_arguments`; untyped, a CAST counts as narrowing: deny by default)."""
+        try:
+            return annotate_types(tree.copy(), schema=self.catalog.sqlglot_schema("duckdb"), dialect="duckdb")
+        except Exception:  # sqlglot's inference is best effort: without types every CAST is checked
+            return tree.copy()
+
     def check_reveal(self, tree: exp.Expression) -> None:
         """Refuse unless the viewer may learn every output, the number of rows and every sort key."""
-        relation = self.relation(tree, {}, check=True)
+        self.pushed_down = len({t.db for t in tree.find_all(exp.Table) if t.db}) <= 1
+        relation = self.relation(self._typed(tree), {}, check=True)
         for name, vis in relation.columns:
             self.require(vis, f"the output column {name!r}")
         self.require(relation.rows, "the number of result rows")

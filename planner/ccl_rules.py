@@ -20,6 +20,7 @@ many values into one list or string close it (MAX over such lists would pick one
 from __future__ import annotations
 
 import enum
+import math
 
 from sqlglot import exp
 
@@ -240,7 +241,14 @@ def listing() -> str:
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'divisor')} and every argument of "
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'all')} need `PLAINTEXT` or "
         "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate; `PLAINTEXT_AFTER_AGGREGATE` too where no group "
-        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails.",
+        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails. So do, by the "
+        "same rule, the argument of a `CAST` whose target cannot hold every value of its type nor of its published "
+        "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
+        "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL`, and the "
+        "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL) of a DOUBLE or "
+        "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
+        "quotient by a secret, `SQRT`, `LN`, `EXP`, ...), which the SPU refuses within their error of a boundary; "
+        "under DP such a rounding or comparison of another party's aggregate is refused.",
         "",
         "Subqueries (scalar, `IN`, `EXISTS`, `ANY` / `ALL`), CTEs and set operations: their outputs' "
         "visibility, with their own clauses checked. `AGG(...) FILTER (WHERE cond)`: the aggregate's, with "
@@ -250,3 +258,174 @@ def listing() -> str:
         "sqlglot does not know) is refused with `PolicyViolation` naming it, whatever the grants. Names are "
         "sqlglot's; each dialect's spellings map to them (`strpos` and `instr` are `STR_POSITION`).",
     ])
+
+
+# -- values that may fail the query on one row ----------------------------------------------------------
+# Besides `PARTIAL`, a value fails the query at its owner (DuckDB's "Conversion Error", "Out of Range") or on
+# the SPU (its range and approximation guards) for some rows only; whether a row does is then a comparison of
+# the arguments, so `failing_arguments` names them, with why, for planner/ccl.py to check like a divisor.
+
+T = exp.DataType.Type
+INTEGER_RANGES = {T.TINYINT: 7, T.SMALLINT: 15, T.INT: 31, T.BIGINT: 63, T.INT128: 127,
+                  T.UTINYINT: 8, T.USMALLINT: 16, T.UINT: 32, T.UBIGINT: 64, T.UINT128: 128}
+UNSIGNED = (T.UTINYINT, T.USMALLINT, T.UINT, T.UBIGINT, T.UINT128)
+FLOATS = (T.DOUBLE, T.FLOAT)
+TEXTS = (T.VARCHAR, T.TEXT, T.CHAR, T.NVARCHAR, T.NCHAR)
+TIMES = (T.DATE, T.TIMESTAMP, T.TIMESTAMPTZ, T.TIMESTAMPNTZ, T.DATETIME)
+FLOAT_LIMIT = {T.DOUBLE: 1.7e308, T.FLOAT: 3.4e38}
+
+
+def type_limit(dtype: exp.DataType) -> tuple[float, float] | None:
+    """(least, greatest) value a numeric type holds; None for other types."""
+    if dtype.this in INTEGER_RANGES:
+        bits = INTEGER_RANGES[dtype.this]
+        return (0.0, 2.0 ** bits - 1) if dtype.this in UNSIGNED else (-2.0 ** bits, 2.0 ** bits - 1)
+    if dtype.this is T.DECIMAL:
+        precision, scale = decimal_digits(dtype)
+        return -(10.0 ** (precision - scale)) + 1, 10.0 ** (precision - scale) - 1
+    if dtype.this in FLOATS:
+        return -FLOAT_LIMIT[dtype.this], FLOAT_LIMIT[dtype.this]
+    if dtype.this is T.BOOLEAN:
+        return 0.0, 1.0
+    return None
+
+
+def decimal_digits(dtype: exp.DataType) -> tuple[int, int]:
+    """DECIMAL(p, s)'s (p, s): DuckDB's DECIMAL alone is DECIMAL(18, 3), DECIMAL(p) DECIMAL(p, 0)."""
+    given = [int(p.this.this) for p in dtype.expressions if isinstance(p.this, exp.Literal)]
+    if not given:
+        return 18, 3
+    return given[0], given[1] if len(given) > 1 else 0
+
+
+def holds(target: exp.DataType, source: exp.DataType) -> bool:
+    """Whether every value of `source` converts to `target` without an error (DuckDB): text holds anything,
+    a number type a range containing the source's, a DATE or TIMESTAMP a TIMESTAMP's or DATE's days up to
+    year 294247 only (a later DATE fails as a TIMESTAMP); text to anything else parses, and may fail."""
+    if target.this in TEXTS or target == source:
+        return True
+    if source.this in TEXTS or source.this in (T.UNKNOWN, T.NULL):
+        return False
+    if target.this is T.DATE and source.this in TIMES:
+        return True
+    wide, narrow = type_limit(target), type_limit(source)
+    if wide is None or narrow is None:
+        return False
+    if source.this in FLOATS and target.this not in FLOATS:
+        return False  # NaN and infinity fit no integer or DECIMAL
+    return wide[0] <= narrow[0] and narrow[1] <= wide[1]
+
+
+def fits_bound(target: exp.DataType, bound: float | None) -> bool:
+    """Whether every value with |value| < `bound` converts to `target` without an error (rounded to an
+    integer, |value| <= ceil(bound); an unsigned type only 0, the sign being unknown)."""
+    limit = type_limit(target)
+    return bound is not None and limit is not None and min(-limit[0], limit[1]) >= math.ceil(bound)
+
+
+def type_class(dtype: str | None) -> int | None:
+    """The magnitude class every value of an integer column type has (M with |value| < 2^M); None for others."""
+    parsed = exp.DataType.build(dtype, dialect="duckdb") if dtype else None
+    return INTEGER_RANGES[parsed.this] + 1 if parsed is not None and parsed.this in INTEGER_RANGES else None
+
+
+def magnitude(e: exp.Expression, class_of) -> float | None:
+    """B with |e| < B on every row, from the columns' published magnitude classes (`class_of(column)`: M with
+    |value| < 2^M, None unknown) and constants, through + - * ABS, negation and numeric casts; None where
+    unknown."""
+    if isinstance(e, (exp.Paren, exp.Neg, exp.Abs)):
+        return magnitude(e.this, class_of)
+    if isinstance(e, (exp.Cast, exp.TryCast)) and type_limit(e.to) is not None:
+        inner = magnitude(e.this, class_of)  # a number cast to a number: rounded at most
+        return None if inner is None else inner + 1
+    if isinstance(e, exp.Column):
+        bits = class_of(e)
+        return None if bits is None else 2.0 ** bits
+    if isinstance(e, exp.Literal) and not e.is_string:
+        return abs(float(e.this)) + 1
+    if isinstance(e, (exp.Add, exp.Sub, exp.Mul)):
+        a, b = magnitude(e.left, class_of), magnitude(e.right, class_of)
+        if a is None or b is None:
+            return None
+        return a * b if isinstance(e, exp.Mul) else a + b
+    return None
+
+
+def integer_type(e: exp.Expression) -> exp.DataType | None:
+    """The integer type DuckDB computes + - * and negation of `e`'s operands in: the widest operand's, a
+    constant typed by the least of TINYINT ... HUGEINT holding it (it adapts to a wider operand); None
+    unless every operand is an integer."""
+    widths = []
+    for operand in (e.left, e.right) if isinstance(e, exp.Binary) else (e.this,):
+        if isinstance(operand, exp.Literal) and not operand.is_string and operand.is_int:
+            value = abs(int(operand.this))
+            widths.append(next(t for t in (T.TINYINT, T.SMALLINT, T.INT, T.BIGINT, T.INT128)
+                               if value < 2 ** INTEGER_RANGES[t]))
+        elif operand.type is not None and operand.type.this in INTEGER_RANGES:
+            widths.append(operand.type.this)
+        else:
+            return None
+    return exp.DataType.build(max(widths, key=lambda t: INTEGER_RANGES[t]))
+
+
+def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple[list[exp.Expression], str]:
+    """(the arguments whose values decide whether `e` fails the query on a row, why) — none when it never
+    fails; `e` is typed (sqlglot's `annotate_types`), `class_of` as `magnitude`'s; `secure`: `e` may be
+    computed on the SPU (not in a query one party's DuckDB runs whole), whose guards may fail too."""
+    if PARTIAL.get(type(e)):
+        return domain_arguments(e), ("a row dividing by zero, or LN, SQRT, ... of a value outside its domain, fails "
+                                     "the query before any group threshold; guard a divisor as NULLIF(divisor, 0)")
+    if isinstance(e, exp.Cast) and not isinstance(e, exp.TryCast) and not e.args.get("safe"):  # TRY_CAST never fails
+        return _narrowing(e, class_of)
+    if isinstance(e, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs)):
+        return _overflowing(e, class_of)
+    return guarded_arguments(e) if secure else ([], "")
+
+
+def _narrowing(cast: exp.Cast, class_of) -> tuple[list[exp.Expression], str]:
+    """A CAST whose target cannot hold every value of its argument's type (nor every value its published
+    magnitude classes allow) fails on a row out of the target's range ("Conversion Error")."""
+    source = cast.this.type
+    if source is not None and holds(cast.to, source) or fits_bound(cast.to, magnitude(cast.this, class_of)):
+        return [], ""
+    return [cast.this], (f"CAST to {cast.to.sql('duckdb')} fails the query on a row whose value "
+                         f"{cast.to.sql('duckdb')} cannot hold, before any group threshold; write "
+                         "TRY_CAST (NULL where it does not fit) or cast to a type holding every value")
+
+
+def _overflowing(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str]:
+    """Integer + - * ABS and negation overflow ("Out of Range") on a row beyond their type's range, unless
+    the published magnitude classes prove they cannot; a date moved by an INTERVAL may leave TIMESTAMP's."""
+    operands = [e.left, e.right] if isinstance(e, exp.Binary) else [e.this]
+    if any(isinstance(o, exp.Interval) for o in operands):
+        return [o for o in operands if not isinstance(o, exp.Interval)], (
+            "a date or timestamp moved by an INTERVAL fails the query on a row beyond TIMESTAMP's range, before "
+            "any group threshold; compare it (PLAINTEXT_AFTER_COMPARE) or compute it at its owner's")
+    kind = integer_type(e)
+    if kind is None or fits_bound(kind, magnitude(e, class_of)):
+        return [], ""
+    return operands, (f"`{display(type(e))}` of {kind.sql('duckdb')} values fails the query on a row whose result "
+                      f"{kind.sql('duckdb')} cannot hold, before any group threshold, and no published magnitude "
+                      "class proves it cannot; CAST an operand to a wider type (HUGEINT, DOUBLE) first")
+
+
+def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
+    """The SPU refuses the query where a counted row's approximate value (a quotient by a secret, SQRT, EXP,
+    ..., a DOUBLE's encoding) lies within its error of a rounding boundary, or of what it is compared with
+    (executors/spu/approximation.py): a scan of the boundary then locates the row, so the operands need per-row
+    visibility. Counting the failing rows only over the groups a threshold keeps would not do: a kept group's
+    one row near the boundary still fails it."""
+    from sqlsecure.executors.spu.approximation import is_approximate, is_rounding
+    if is_rounding(e):
+        inexact = e.this.type is None or e.this.type.this in (*FLOATS, T.UNKNOWN)  # text is parsed, not rounded
+        if inexact or is_approximate(e.this):
+            return [e.this], (f"{display(type(e))} of an approximate or DOUBLE value is refused on the SPU where a "
+                              "row lies within its error of a rounding boundary, before any group threshold; round "
+                              "an exact (integer or DECIMAL) value, or a value the issuer may compare")
+    compared = isinstance(e, (*COMPARISONS, exp.Nullif, exp.Greatest, exp.Least))
+    if compared and any(is_approximate(o) for o in e.iter_expressions()):
+        return list(e.iter_expressions()), (
+            f"{display(type(e))} of an approximate value is refused on the SPU where a row's operands lie within "
+            "their error of each other, before any group threshold; compare a rounded exact value, or values the "
+            "issuer may compare")
+    return [], ""

@@ -82,10 +82,10 @@ class Usage:
     def passed(self) -> tuple[str, ...]:
         return tuple(self._passed)
 
-    def check_issuer(self, protected: bool = True) -> None:
+    def check_issuer(self, protected: bool = True, noised: bool = False) -> None:
         """What the issuer learns from the result: column control inference over the whole query (`protected`:
-        a group threshold or DP protects its results, `CCLInference`)."""
-        CCLInference(self.grants, self.catalog, self.issuer, protected).check_reveal(self.tree)
+        a group threshold or DP protects its results; `noised`: DP does, `CCLInference`)."""
+        CCLInference(self.grants, self.catalog, self.issuer, protected, noised).check_reveal(self.tree)
 
     def _require_local(self, query, viewers) -> None:
         """The subquery of a semi/anti join: its key column is a join key, its filters comparisons."""
