@@ -266,7 +266,8 @@ def enclave_steps(stage: EnclaveStage, project, issuer: str) -> tuple[list, list
     """The enclave's stage (`enclave_stage_plan`) and the issuer's finish; and what each party learns there."""
     leakage = [("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)")]
     leakage += sealed_text_widths(stage.inputs)
-    if json.loads(stage.program)["computed"]:
+    program = json.loads(stage.program)
+    if program["computed"] or program["having"]:
         leakage += [(p, "whether an expression computed in the enclave failed on some row (the query is then "
                         "refused with a DataError), not which row") for p in (*stage.inputs_by_party, issuer)]
     leakage.append((issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))
