@@ -39,8 +39,8 @@ def _enclave_kind(column: exp.Column, ctx) -> str:
 
 
 def _enclave_output_kind(func: str, kind: str) -> str:
-    """The kind of an enclave aggregate's result: COUNT, COUNT(DISTINCT) and MIN/MAX of integers are integers, SUM / MIN /
-    MAX of a decimal its exact decimal, AVG of a decimal the average of x * 10^s (`scaled.<s>`), other
+    """The kind of an enclave aggregate's result: COUNT, COUNT(DISTINCT) and MIN/MAX of integers are
+    integers, SUM / MIN / MAX of a decimal its exact decimal, AVG of a decimal the average of x * 10^s (`scaled.<s>`), other
     AVGs and floats fixed (float64)."""
     if func in ("count", "count_distinct") or (kind == "int" and func in ("min", "max")):
         return "int"
@@ -161,7 +161,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
             column, kind = result_columns[next(n for n, e in items if e.sql() == key.sql())]
         elif aggregate is None and not project.distinct:
             column, kind = column_input(key)
-        elif aggregate is not None and _is_aggregate(key):
+        elif aggregate is not None and group_column(key) is not None:  # a group key, or a hidden aggregate
             column, kind, _ = group_column(key)
         else:
             raise NotSupportedError(f"ORDER BY {key.sql()}: the enclave sorts by output columns")
@@ -175,9 +175,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
                              None if aggregate is not None or project.distinct else tuple(select),
                              tuple(c for _, c in protected),
-                             tuple(computed.values()), tuple(typed.values()), where,
-                             *(having if aggregate is not None else (None, ())),
-                             tuple(hidden) if aggregate is not None else (), offset)
+                             tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset)
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
 

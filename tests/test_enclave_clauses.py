@@ -36,6 +36,7 @@ CLAUSES = [
     f"SELECT v.qty > 0 AS pos, MIN(b.grade), MAX(b.grade) {JOIN} GROUP BY v.qty > 0 HAVING MAX(b.grade) = 'g1'",
     # ORDER BY an aggregate that is not an output (computed, never revealed)
     f"SELECT b.label, COUNT(*) AS n {JOIN} GROUP BY b.label ORDER BY SUM(v.qty) DESC, n LIMIT 3",
+    f"SELECT SUM(v.qty) AS s {JOIN} GROUP BY b.label ORDER BY b.label DESC LIMIT 2",  # a key not output
     # OFFSET, after ORDER BY of outputs (ties broken by every output)
     f"SELECT b.id, v.qty, v.amount {JOIN} ORDER BY v.amount DESC, b.id, v.qty LIMIT 5 OFFSET 3",
     f"SELECT b.label, COUNT(*) AS n {JOIN} GROUP BY b.label ORDER BY n DESC, b.label LIMIT 2 OFFSET 1",

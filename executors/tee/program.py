@@ -8,10 +8,13 @@ parties send sealed (their rows aligned: row i of every party describes the same
               min_group_size rows (with `distinct_rows`: distinct values of each of those
               provenance columns) are dropped; no keys = one group over all rows. Output columns:
               the group keys, then the aggregates by name. Default order: by the group keys.
+              COUNT(DISTINCT x) is the kind `count_distinct` (one more oblivious sort on keys and x).
+              `having` (DuckDB SQL over the group columns `having_typed`) keeps only the groups where
+              it is TRUE; `hidden` aggregates serve HAVING / ORDER BY and are never output.
     plain     the input columns (`select`, default all, in the parties' order), no aggregation.
 
-then ORDER BY `order` [(column, descending)] over output columns (plain programs may also sort on
-any input column) and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
+then ORDER BY `order` [(column, descending)] over output (or hidden) columns (plain programs may also
+sort on any input column), skip `offset` rows and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
 boolean column, typically computed) keeps only the rows where it is TRUE (not FALSE, not NULL), as SQL's
 WHERE: a grouped program groups on "not kept" before its keys and drops those groups, a plain one
 sorts the kept rows first and cuts the rest, so which rows passed is never an access pattern.
