@@ -22,6 +22,8 @@ CLAUSES = [
     f"SELECT YEAR(v.day) AS y, COUNT(*), SUM(b.n) {JOIN} GROUP BY YEAR(v.day) HAVING COUNT(*) > 3 AND YEAR(v.day) > 2023",
     f"SELECT b.label, SUM(v.qty) {JOIN} GROUP BY b.label HAVING SUM(v.qty) // NULLIF(COUNT(v.coupon), 0) > 0",
     f"SELECT COUNT(*), SUM(v.amount * b.score) {JOIN} HAVING COUNT(*) > 1",
+    f"SELECT b.label, COUNT(*) AS n {JOIN} GROUP BY b.label HAVING MAX(v.lon) > 100 AND MIN(b.grade ILIKE 'G%') "
+    f"AND n > 2",  # shop's column read by HAVING only; an output's alias; ILIKE (the SPU has no rule for it)
     f"SELECT b.label, SUM(v.qty) {JOIN} WHERE v.qty > 1000 GROUP BY b.label HAVING COUNT(*) > 0",
     # COUNT(DISTINCT): numbers, text, dates, NULLs, with and without other aggregates
     f"SELECT b.label, COUNT(DISTINCT v.qty), COUNT(*) {JOIN} GROUP BY b.label",
@@ -37,6 +39,7 @@ CLAUSES = [
     # ORDER BY an aggregate that is not an output (computed, never revealed)
     f"SELECT b.label, COUNT(*) AS n {JOIN} GROUP BY b.label ORDER BY SUM(v.qty) DESC, n LIMIT 3",
     f"SELECT SUM(v.qty) AS s {JOIN} GROUP BY b.label ORDER BY b.label DESC LIMIT 2",  # a key not output
+    f"SELECT b.label, COUNT(*) {JOIN} GROUP BY b.label ORDER BY MAX(v.lon) LIMIT 2",  # another party's, hidden
     # OFFSET, after ORDER BY of outputs (ties broken by every output)
     f"SELECT b.id, v.qty, v.amount {JOIN} ORDER BY v.amount DESC, b.id, v.qty LIMIT 5 OFFSET 3",
     f"SELECT b.label, COUNT(*) AS n {JOIN} GROUP BY b.label ORDER BY n DESC, b.label LIMIT 2 OFFSET 1",
