@@ -39,10 +39,10 @@ def _enclave_kind(column: exp.Column, ctx) -> str:
 
 
 def _enclave_output_kind(func: str, kind: str) -> str:
-    """The kind of an enclave aggregate's result: COUNT and MIN/MAX of integers are integers, SUM / MIN /
-    MAX of a decimal its exact decimal, AVG of a decimal the average of x * 10^s (`scaled.<s>`), other
+    """The kind of an enclave aggregate's result: COUNT, COUNT(DISTINCT) and MIN/MAX of integers are
+    integers, SUM / MIN / MAX of a decimal its exact decimal, AVG of a decimal the average of x * 10^s (`scaled.<s>`), other
     AVGs and floats fixed (float64)."""
-    if func == "count" or (kind == "int" and func in ("min", "max")):
+    if func in ("count", "count_distinct") or (kind == "int" and func in ("min", "max")):
         return "int"
     if func in ("sum", "avg") and kind in ("text", "date", "timestamp"):
         raise NotSupportedError(f"{func.upper()} of a {kind} column has no enclave rule; use MIN/MAX/COUNT, or the SPU")
@@ -57,9 +57,9 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     Cost model: an enclave sorts in the clear behind its access-pattern-oblivious network
     (n log^2 n compare-exchanges of plain numbers), while the SPU's sort and group-by cost
     rounds of secure comparisons; so a stage the enclave can express goes there when the federation has
-    one; the rest (HAVING, DISTINCT over aggregates) stays on the SPU."""
-    if aggregate is not None and (aggregate.having is not None or project.distinct):
-        raise NotSupportedError("HAVING and DISTINCT over aggregates are for the SPU")
+    one; the rest (DISTINCT over aggregates, windows) stays on the SPU."""
+    if aggregate is not None and project.distinct:
+        raise NotSupportedError("DISTINCT over aggregates is for the SPU")
     if any(e.find(exp.Window) for e in project.expressions):
         raise NotSupportedError("window functions are for the SPU")
     inputs: dict[str, tuple[str, str, str, str]] = {}
@@ -67,6 +67,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     counts: set[str] = set()  # the outputs that are COUNTs
     computed: dict[str, tuple[str, str, str]] = {}  # DuckDB SQL -> (name, SQL, kind), evaluated in the enclave
     typed: dict[str, tuple[str, str, str]] = {}  # input -> (input, kind, SQL type), what `computed` reads
+    sql_types: dict[str, str] = {}  # enclave column -> its SQL type (what HAVING reads of a group key)
 
     def plain_input(column: exp.Column) -> tuple[str, str]:
         if not isinstance(column, exp.Column) or not column.table:
@@ -74,6 +75,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
         kind = _enclave_kind(column, ctx)
         key = column_key(column)
         inputs.setdefault(key, (ctx.parties[column.table], key, key, kind))
+        sql_types[key] = ctx.column_type(column.table, column.name)
         return key, kind
 
     def column_input(e: exp.Expression) -> tuple[str, str]:
@@ -89,6 +91,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
                 raise NotSupportedError(f"{e.sql(dialect='duckdb')} is {dtype}: the enclave carries numbers, "
                                         "booleans, dates and timestamps out of an expression")
             computed[sql] = (f"e{len(computed)}", sql, kind)
+            sql_types[computed[sql][0]] = dtype
         name, _, kind = computed[sql]
         return name, kind
 
@@ -99,30 +102,50 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     outputs, order, aggregates, group_keys, select = [], [], [], [], []
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
     by_name = {e.alias_or_name: i for i, e in enumerate(project.expressions)}
+    hidden: list[str] = []  # aggregates HAVING or ORDER BY read that are not outputs: never revealed
+    having: tuple = (None, ())
     if aggregate is not None:
         keys = {}
         for g in aggregate.group_by:
             key, kind = column_input(g)
             keys[g.sql()] = (key, kind)
             group_keys += names_of(key, kind)
-        for name, e in items:
-            if e.sql() in keys:
-                key, kind = keys[e.sql()]
-                outputs.append((name, key, kind))
-            elif type(e) in ENCLAVE_AGGREGATES and not isinstance(e.this, exp.Distinct):
-                func = ENCLAVE_AGGREGATES[type(e)]
-                if func == "count":
-                    counts.add(name)
-                if isinstance(e.this, exp.Star):
-                    aggregates.append(("count", None, name))
-                    outputs.append((name, name, "int"))
-                    continue
-                key, kind = column_input(e.this)
-                aggregates.append((func, f"{key}{ALL_LIMBS}" if kind == "text" else key, name))
-                outputs.append((name, name, _enclave_output_kind(func, kind)))
+
+        def aggregate_column(e: exp.Expression, name: str) -> tuple[str, str]:
+            """The enclave aggregate computing `e` as `name` (its SQL type in `sql_types`): (name, kind)."""
+            func, argument = _enclave_aggregate(e)
+            if argument is None:
+                aggregates.append(("count", None, name))
+                kind, sql_types[name] = "int", "BIGINT"
             else:
-                raise NotSupportedError(f"{e.sql()}: the enclave computes group keys and COUNT/SUM/AVG/MIN/MAX")
+                key, kind = column_input(argument)
+                aggregates.append((func, f"{key}{ALL_LIMBS}" if kind == "text" else key, name))
+                kind, sql_types[name] = _enclave_output_kind(func, kind), _aggregate_type(e, sql_types[key])
+            if func in ("count", "count_distinct"):
+                counts.add(name)
+            return name, kind
+
+        for name, e in items:
+            outputs.append((name, *keys[e.sql()]) if e.sql() in keys else (name, *aggregate_column(e, name)))
         result_columns = {name: (column, kind) for name, column, kind in outputs}
+        aggregated = {e.sql(): result_columns[name] for name, e in items if e.sql() not in keys}
+
+        def group_column(e: exp.Expression) -> tuple[str, str, str] | None:
+            """A group key or an aggregate (an output's, else a hidden one): (enclave column, kind, SQL type);
+            None for anything else."""
+            if e.sql() in keys:
+                column, kind = keys[e.sql()]
+            elif _is_aggregate(e):
+                if e.sql() not in aggregated:
+                    aggregated[e.sql()] = aggregate_column(e, f"h{len(hidden)}")
+                    hidden.append(aggregated[e.sql()][0])
+                column, kind = aggregated[e.sql()]
+            else:
+                return None
+            return column, kind, sql_types[column]
+
+        if aggregate.having is not None:
+            having = _having(aggregate.having, group_column)
     else:  # SELECT DISTINCT: every output a group key
         for name, e in items:
             key, kind = column_input(e)
@@ -138,15 +161,13 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
             column, kind = result_columns[next(n for n, e in items if e.sql() == key.sql())]
         elif aggregate is None and not project.distinct:
             column, kind = column_input(key)
+        elif aggregate is not None and group_column(key) is not None:  # a group key, or a hidden aggregate
+            column, kind, _ = group_column(key)
         else:
             raise NotSupportedError(f"ORDER BY {key.sql()}: the enclave sorts by output columns")
         nulls_first = bool(ordered.args.get("nulls_first"))  # DuckDB's default: NULLS LAST either way
         order += [(c, nulls_first if c.endswith(NULL_FLAG) else desc) for c in names_of(column, kind)]
-    limit_value = None
-    if limit is not None:
-        if limit.offset is not None or not (isinstance(limit.limit, exp.Literal) and limit.limit.is_int):
-            raise NotSupportedError("OFFSET, or a LIMIT that is not a whole number, is for the SPU")
-        limit_value = int(limit.limit.this)
+    limit_value, offset = _limit_and_offset(limit)
     where = column_input(exp.and_(*residual))[0] if residual else None  # cross-party WHERE: TRUE rows count
     for party, column in protected:  # the group threshold counts each protected owner's distinct rows
         inputs.setdefault(column, (party, column, column, "int"))
@@ -154,9 +175,74 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
                              None if aggregate is not None or project.distinct else tuple(select),
                              tuple(c for _, c in protected),
-                             tuple(computed.values()), tuple(typed.values()), where)
+                             tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset)
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
+
+
+def _is_aggregate(e: exp.Expression) -> bool:
+    return type(e) in ENCLAVE_AGGREGATES
+
+
+def _enclave_aggregate(e: exp.Expression) -> tuple[str, exp.Expression | None]:
+    """(the enclave's aggregate kind, its argument; None for COUNT(*)) of an aggregate of the query:
+    COUNT / SUM / AVG / MIN / MAX, and COUNT(DISTINCT x) of one argument (a second oblivious sort)."""
+    if type(e) not in ENCLAVE_AGGREGATES:
+        raise NotSupportedError(f"{e.sql()}: the enclave computes group keys, COUNT/SUM/AVG/MIN/MAX and "
+                                "COUNT(DISTINCT x)")
+    func = ENCLAVE_AGGREGATES[type(e)]
+    if isinstance(e.this, exp.Distinct):
+        if func != "count" or len(e.this.expressions) != 1:
+            raise NotSupportedError(f"{e.sql()}: the enclave computes COUNT(DISTINCT x) of one value only; "
+                                    "DISTINCT in other aggregates is for the SPU")
+        return "count_distinct", e.this.expressions[0]
+    return func, None if isinstance(e.this, exp.Star) else e.this
+
+
+def _aggregate_type(e: exp.Expression, argument_type: str) -> str:
+    """DuckDB's type of the aggregate `e` over an argument of `argument_type` (plan time, no data)."""
+    func, _ = _enclave_aggregate(e)
+    call = "COUNT(DISTINCT x)" if func == "count_distinct" else f"{type(e).__name__.upper()}(x)"
+    return result_type(call, [("x", "", argument_type)])
+
+
+def _having(condition: exp.Expression, group_column) -> tuple[str, tuple]:
+    """HAVING as DuckDB SQL over the grouped columns, and what it reads [(column, kind, SQL type)]: each
+    group key and aggregate becomes its enclave column (`group_column` adds an aggregate the outputs lack,
+    computed but never revealed); a column outside both is refused by name."""
+    reads: dict[str, tuple[str, str, str]] = {}
+
+    def grouped(node: exp.Expression) -> exp.Expression:
+        found = group_column(node)
+        if found is None:
+            if isinstance(node, exp.Column):
+                raise NotSupportedError(f"HAVING reads {node.sql()}, which is neither a group key nor inside an "
+                                        "aggregate; group by it or aggregate it")
+            return node
+        column, kind, dtype = found
+        name = column[:-len(ALL_LIMBS)] if column.endswith(ALL_LIMBS) else column
+        reads[name] = (name, kind, dtype)
+        return exp.column(name, quoted=True)
+
+    rewritten = condition.transform(grouped)
+    why = enclave_refusal(rewritten)
+    if why is not None:
+        raise NotSupportedError(f"HAVING {why}")
+    sql = rewritten.sql(dialect="duckdb")
+    result_type(sql, list(reads.values()))  # typed at plan time: an ill-typed HAVING is refused here
+    return sql, tuple(reads.values())
+
+
+def _limit_and_offset(limit) -> tuple[int | None, int]:
+    """LIMIT and OFFSET as whole numbers (constants of the query: the enclave's cut is public)."""
+    if limit is None:
+        return None, 0
+    values = []
+    for clause, value in (("LIMIT", limit.limit), ("OFFSET", limit.offset)):
+        if value is not None and not (isinstance(value, exp.Literal) and value.is_int):
+            raise NotSupportedError(f"{clause} {value.sql()}: the enclave takes a whole number; the SPU may not")
+        values.append(None if value is None else int(value.this))
+    return values[0], values[1] or 0
 
 
 def _enclave_expression(e: exp.Expression, plain_input, ctx) -> tuple[str, dict]:
@@ -178,7 +264,8 @@ def enclave_steps(stage: EnclaveStage, project, issuer: str) -> tuple[list, list
     """The enclave's stage (`enclave_stage_plan`) and the issuer's finish; and what each party learns there."""
     leakage = [("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)")]
     leakage += sealed_text_widths(stage.inputs)
-    if json.loads(stage.program)["computed"]:
+    program = json.loads(stage.program)
+    if program["computed"] or program["having"]:
         leakage += [(p, "whether an expression computed in the enclave failed on some row (the query is then "
                         "refused with a DataError), not which row") for p in (*stage.inputs_by_party, issuer)]
     leakage.append((issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))

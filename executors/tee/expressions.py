@@ -27,7 +27,12 @@ ALL_LIMBS = "#*"  # `<c>#*` in a program: every limb `<c>#0`, `<c>#1`, .. of a t
 
 
 def _constant_pattern(e: exp.Expression) -> str | None:
-    return None if isinstance(e.expression, exp.Literal) else "LIKE needs a constant pattern in the enclave"
+    """LIKE / ILIKE with a constant pattern (DuckDB's own matching, ILIKE's case folding included), and
+    ESCAPE with a constant character after one of them."""
+    if isinstance(e, exp.Escape) and not isinstance(e.this, (exp.Like, exp.ILike)):
+        return "ESCAPE follows LIKE or ILIKE only"
+    name = "ESCAPE" if isinstance(e, exp.Escape) else type(e).__name__.upper()
+    return None if isinstance(e.expression, exp.Literal) else f"{name} needs a constant in the enclave"
 
 
 ELAPSED_UNITS = {"MICROSECOND", "MILLISECOND", "SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "QUARTER", "YEAR"}
@@ -62,7 +67,8 @@ ALLOWED = (
     exp.Cast, exp.TryCast,
 )
 LEAVES = (exp.Column, exp.Literal, exp.DataType, exp.Var)  # their children are names, not expressions
-ENCLAVE_RULES = {**{cls: None for cls in ALLOWED}, exp.Like: _constant_pattern, exp.Anonymous: _plain_function}
+ENCLAVE_RULES = {**{cls: None for cls in ALLOWED}, exp.Like: _constant_pattern, exp.ILike: _constant_pattern,
+                 exp.Escape: _constant_pattern, exp.Anonymous: _plain_function}
 
 
 def enclave_refusal(e: exp.Expression) -> str | None:
@@ -167,6 +173,8 @@ def _decoded_values(columns: dict[str, np.ndarray], column: str, kind: str) -> p
     if kind.startswith("decimal."):
         scale = int(kind.split(".")[1])
         return pa.array([decimal.Decimal(int(v)).scaleb(-scale) for v in values], pa.decimal128(38, scale))
+    if kind.startswith("scaled."):  # an AVG of a DECIMAL(p, s): the average of x * 10^s, a float
+        return pa.array(values.astype(np.float64) / 10 ** int(kind.split(".")[1]))
     return pa.array(values)
 
 

@@ -18,7 +18,8 @@ group_starts(sorted_keys)    row i starts a group iff a key differs from row i -
 segmented_scan(v, starts)    Hillis–Steele inclusive scan with segment flags (Blelloch 1990):
                              log2 n elementwise passes v[i] = starts[i] ? v[i] : op(v[i-d], v[i]).
 group_by(keys, aggregates)   sort by keys, mark groups, COUNT / SUM / AVG / MIN / MAX by segmented
-                             scans; one result row per group at the group's last position, with a
+                             scans, COUNT(DISTINCT) by one more sort on (keys, value) whose group
+                             blocks line up with the first (`distinct_per_group`); one result row per group at the group's last position, with a
                              `keep` flag (last row of a group of at least `min_group_size` rows).
                              MIN / MAX compare in `sortable` order (a float NaN is the greatest, as
                              in DuckDB), lexicographically over a value of several limbs (text).
@@ -44,7 +45,7 @@ import numpy as np
 
 from sqlsecure.errors import DataError, ProgrammingError
 
-AGGREGATE_KINDS = ("count", "sum", "avg", "min", "max")
+AGGREGATE_KINDS = ("count", "sum", "avg", "min", "max", "count_distinct")
 _SIGN_CLEAR = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -344,7 +345,7 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
     columns: list[np.ndarray] = []
     slots: list = []  # per aggregate: None (COUNT(*)), a column's index, or a list of its limbs' indexes
     for kind, values in aggregates:
-        if values is None:
+        if values is None or kind == "count_distinct":  # COUNT(DISTINCT) sorts its own copy of the rows
             slots.append(None)
         elif isinstance(values, (list, tuple)):
             slots.append([_payload_slot(columns, limb) for limb in values])
@@ -362,9 +363,11 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
     count = segmented_aggregate("count", None, starts, trace)
     names = list(names) if names is not None else [f"{k}#{i}" for i, (k, _) in enumerate(aggregates)]
     out = []
-    for (kind, _), slot, name in zip(aggregates, slots, names):
+    for (kind, given), slot, name in zip(aggregates, slots, names):
         if kind == "count":
             out.append(count)
+        elif kind == "count_distinct":
+            out.append(_count_distinct(keys, given, trace))
         else:
             values = None if slot is None else [sorted_values[i] for i in slot] if isinstance(slot, list) \
                 else sorted_values[slot]
@@ -376,6 +379,14 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
     return GroupedRows(sorted_keys, out, count, last, keep)
 
 
+def _count_distinct(keys: Sequence[np.ndarray], values, trace: AccessTrace | None) -> np.ndarray:
+    """COUNT(DISTINCT x) per row of the rows sorted by `keys`: `values` is (NULL flag or None, [x's limbs])."""
+    flag, limbs = values
+    if flag is None:
+        return distinct_per_group(keys, list(limbs), trace)
+    return distinct_per_group(keys, [flag, *limbs], trace, skip_first=True)
+
+
 def _payload_slot(columns: list[np.ndarray], values) -> int:
     """The index of `values` among the columns group_by carries (each array once), appending it if new."""
     for i, c in enumerate(columns):
@@ -385,30 +396,38 @@ def _payload_slot(columns: list[np.ndarray], values) -> int:
     return len(columns) - 1
 
 
-def distinct_per_group(keys: Sequence[np.ndarray], values: np.ndarray, trace: AccessTrace | None = None
-                       ) -> np.ndarray:
+def distinct_per_group(keys: Sequence[np.ndarray], values, trace: AccessTrace | None = None, *,
+                       skip_first: bool = False) -> np.ndarray:
     """Per row of the rows sorted by `keys`, the distinct `values` of its group so far (exact at the
     group's last row): one more oblivious sort on (keys, value), whose group blocks line up with
-    the sort by `keys` alone, and a segmented count of the (key, value) run starts."""
-    sorted_all, _ = bitonic_sort([*keys, np.asarray(values)], trace=trace)
-    groups = group_starts(sorted_all[:-1]) if keys else np.arange(len(values)) == 0
-    return segmented_aggregate("sum", group_starts(sorted_all).astype(np.int64), groups, trace, "distinct")
+    the sort by `keys` alone, and a segmented count of the (key, value) run starts. A value may be
+    several columns (a text's limbs); with `skip_first` the first is a NULL flag and the runs where it
+    is set are not counted (COUNT(DISTINCT x) skips NULLs)."""
+    values = [np.asarray(v) for v in values] if isinstance(values, (list, tuple)) else [np.asarray(values)]
+    sorted_all, _ = bitonic_sort([*keys, *values], trace=trace)
+    groups = group_starts(sorted_all[:len(keys)]) if keys else np.arange(len(values[0])) == 0
+    runs = group_starts(sorted_all)
+    if skip_first:
+        runs &= sorted_all[len(keys)] == 0
+    return segmented_aggregate("sum", runs.astype(np.int64), groups, trace, "distinct")
 
 
 def order_and_limit(columns: Sequence[np.ndarray], order: Sequence[tuple[np.ndarray, bool]] = (), *,
-                    keep: np.ndarray | None = None, limit: int | None = None,
+                    keep: np.ndarray | None = None, limit: int | None = None, offset: int = 0,
                     trace: AccessTrace | None = None) -> list[np.ndarray]:
-    """Rows where `keep` (all rows if None), ordered by (key, descending) pairs, at most `limit` of them.
+    """Rows where `keep` (all rows if None), ordered by (key, descending) pairs, the first `offset` of them
+    skipped, at most `limit` of the rest.
 
     Kept rows are moved to the front by the same sort (key `not keep` first), then the first
-    min(kept, limit) rows are cut: only that count, the result size, shapes the access pattern.
+    min(kept, offset + limit) rows are cut and the first min(kept, offset) of them dropped: only those counts
+    (the result size and the public offset) shape the access pattern.
     An ORDER BY key that is one of `columns` (the same array object) is not carried twice: its
     output is the sorted key itself (a float -0.0 comes out as 0.0).
     """
     columns = [np.asarray(c) for c in columns]
     n = len(columns[0]) if columns else 0
-    if limit is not None and limit < 0:
-        raise ProgrammingError(f"LIMIT must not be negative, got {limit}")
+    if (limit is not None and limit < 0) or offset < 0:
+        raise ProgrammingError(f"LIMIT and OFFSET must not be negative, got {limit} and {offset}")
     keys, desc = [], []
     if keep is not None:
         keys.append((~np.asarray(keep, dtype=bool)).astype(np.int64))
@@ -427,7 +446,8 @@ def order_and_limit(columns: Sequence[np.ndarray], order: Sequence[tuple[np.ndar
         rest = iter(sorted_payload)
         columns = [sorted_keys[key_of[ci]] if ci in key_of else next(rest) for ci in range(len(columns))]
     kept = n if keep is None else int(np.count_nonzero(keep))
-    m = kept if limit is None else min(kept, limit)
+    m = kept if limit is None else min(kept, offset + limit)
+    start = min(kept, offset)
     if trace is not None:
-        trace.pass_("cut", n, m)
-    return [c[:m] for c in columns]
+        trace.pass_("cut", n, *((start,) if offset else ()), m)
+    return [c[start:m] for c in columns]

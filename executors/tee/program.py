@@ -8,10 +8,13 @@ parties send sealed (their rows aligned: row i of every party describes the same
               min_group_size rows (with `distinct_rows`: distinct values of each of those
               provenance columns) are dropped; no keys = one group over all rows. Output columns:
               the group keys, then the aggregates by name. Default order: by the group keys.
+              COUNT(DISTINCT x) is the kind `count_distinct` (one more oblivious sort on keys and x).
+              `having` (DuckDB SQL over the group columns `having_typed`) keeps only the groups where
+              it is TRUE; `hidden` aggregates serve HAVING / ORDER BY and are never output.
     plain     the input columns (`select`, default all, in the parties' order), no aggregation.
 
-then ORDER BY `order` [(column, descending)] over output columns (plain programs may also sort on
-any input column) and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
+then ORDER BY `order` [(column, descending)] over output (or hidden) columns (plain programs may also
+sort on any input column), skip `offset` rows and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
 boolean column, typically computed) keeps only the rows where it is TRUE (not FALSE, not NULL), as SQL's
 WHERE: a grouped program groups on "not kept" before its keys and drops those groups, a plain one
 sorts the kept rows first and cuts the rest, so which rows passed is never an access pattern.
@@ -63,6 +66,11 @@ class Aggregate:
         return f"{self.name}{ALL_LIMBS}" if self.text else self.name
 
     @property
+    def counting(self) -> bool:
+        """COUNT and COUNT(DISTINCT): never NULL, so without a `#null` flag."""
+        return self.kind in ("count", "count_distinct")
+
+    @property
     def text(self) -> bool:
         return self.column is not None and self.column.endswith(ALL_LIMBS) and self.kind in ("min", "max")
 
@@ -107,11 +115,17 @@ class EnclaveProgram:
     computed: tuple[tuple[str, str, str], ...] = ()  # (name, DuckDB SQL, kind): scalar expressions per row
     typed: tuple[tuple[str, str, str], ...] = ()  # (input column, kind, SQL type): what `computed` reads
     where: str | None = None  # a boolean column (with its NULL flag): only rows where it is TRUE count
+    having: str | None = None  # DuckDB SQL over the group keys and aggregates: only groups where it is TRUE
+    having_typed: tuple[tuple[str, str, str], ...] = ()  # (group column, kind, SQL type): what `having` reads
+    hidden: tuple[str, ...] = ()  # aggregates computed for HAVING / ORDER BY only, never output
+    offset: int = 0  # rows skipped after ORDER BY, before LIMIT
 
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "computed", tuple(_triple(c, "computed column") for c in self.computed))
         set_(self, "typed", tuple(_triple(t, "typed input") for t in self.typed))
+        set_(self, "having_typed", tuple(_triple(t, "typed group column") for t in self.having_typed))
+        set_(self, "hidden", _names(self.hidden, "hidden"))
         set_(self, "group_keys", _names(self.group_keys, "group_keys"))
         set_(self, "aggregates", tuple(Aggregate.of(a) for a in self.aggregates))
         order = []
@@ -130,6 +144,10 @@ class EnclaveProgram:
         if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
                                        or self.limit < 0):
             raise ProgrammingError(f"LIMIT must be a non-negative integer, got {self.limit!r}")
+        if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0:
+            raise ProgrammingError(f"OFFSET must be a non-negative integer, got {self.offset!r}")
+        if (self.having is not None or self.hidden) and not self.grouped:
+            raise ProgrammingError("HAVING and hidden aggregates need a grouped program")
         if not isinstance(self.min_group_size, int) or self.min_group_size < 1:
             raise ProgrammingError(f"min_group_size must be a positive integer, got {self.min_group_size!r}")
         if self.grouped and self.select is not None:
@@ -139,8 +157,11 @@ class EnclaveProgram:
         if names is not None:
             if len(set(names)) != len(names):
                 raise ProgrammingError(f"duplicate output column names in the enclave program: {list(names)}")
+            unknown = set(self.hidden) - {a.name for a in self.aggregates}
+            if unknown:
+                raise ProgrammingError(f"hidden columns {sorted(unknown)} are not aggregates of the program")
             for column, _ in self.order:
-                if column not in names:
+                if column not in self.group_columns():
                     raise ProgrammingError(f"ORDER BY {column!r} is not an output of the grouped program "
                                            f"(outputs: {list(names)})")
 
@@ -148,10 +169,16 @@ class EnclaveProgram:
     def grouped(self) -> bool:
         return bool(self.group_keys or self.aggregates)
 
+    def group_columns(self, *, hidden: bool = True) -> tuple[str, ...]:
+        """A grouped program's columns: the keys, the aggregates (with `hidden`: also those never output),
+        then the NULL flags of the aggregates that may be NULL (over a column with a flag)."""
+        shown = [a for a in self.aggregates if hidden or a.name not in self.hidden]
+        return self.group_keys + tuple(a.output for a in shown) + tuple(
+            f"{a.name}{NULL_FLAG}" for a in shown if not a.counting and a.column is not None)
+
     def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
-        if self.grouped:  # then the NULL flags of the aggregates that may be NULL (over a column with a flag)
-            return self.group_keys + tuple(a.output for a in self.aggregates) + tuple(
-                f"{a.name}{NULL_FLAG}" for a in self.aggregates if a.kind != "count" and a.column is not None)
+        if self.grouped:
+            return self.group_columns(hidden=False)
         if self.select is not None:
             return self.select
         if inputs is None:
@@ -176,7 +203,9 @@ class EnclaveProgram:
                 "select": None if self.select is None else list(self.select),
                 "distinct_rows": list(self.distinct_rows),
                 "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed],
-                "where": self.where}
+                "where": self.where, "having": self.having,
+                "having_typed": [list(t) for t in self.having_typed], "hidden": list(self.hidden),
+                "offset": self.offset}
 
     @classmethod
     def from_json(cls, obj: dict) -> "EnclaveProgram":
@@ -185,7 +214,9 @@ class EnclaveProgram:
                        order=[tuple(o) for o in obj["order"]], limit=obj["limit"],
                        min_group_size=obj["min_group_size"], select=obj["select"],
                        distinct_rows=obj.get("distinct_rows", ()), computed=obj.get("computed", ()),
-                       typed=obj.get("typed", ()), where=obj.get("where"))
+                       typed=obj.get("typed", ()), where=obj.get("where"), having=obj.get("having"),
+                       having_typed=obj.get("having_typed", ()), hidden=obj.get("hidden", ()),
+                       offset=obj.get("offset", 0))
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed enclave program: {exc!r}") from None
 
@@ -289,8 +320,8 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     extra = [c for c, _ in order if c not in out_names]
     carried = outputs + [columns[c] for c in extra]
     order = [(columns[c], d) for c, d in order]
-    result = order_and_limit(carried, order, keep=kept, limit=program.limit, trace=trace) \
-        if (order or program.limit is not None or kept is not None) else carried
+    result = order_and_limit(carried, order, keep=kept, limit=program.limit, offset=program.offset, trace=trace) \
+        if (order or program.limit is not None or program.offset or kept is not None) else carried
     return pa.table({name: result[i] for i, name in enumerate(out_names)})
 
 
@@ -317,10 +348,12 @@ def _aggregate_inputs(program: EnclaveProgram, columns: dict[str, np.ndarray]):
         flag = None if a.column is None else columns.get(null_flag(a.column))
         limbs = [] if a.column is None else [columns[c] for c in limb_names(a.column, columns)]
         dtypes = [limb.dtype for limb in limbs]
-        places.append((len(specs), None if flag is None or a.kind == "count" else len(specs) + 1, dtypes))
+        places.append((len(specs), None if flag is None or a.counting else len(specs) + 1, dtypes))
         names.append(a.name)
         values = None if a.column is None else limbs if a.text else limbs[0]
-        if flag is None:
+        if a.kind == "count_distinct":
+            specs.append((a.kind, (flag, limbs)))
+        elif flag is None:
             specs.append((a.kind, values))
         elif a.kind == "count":
             specs.append(("sum", 1 - flag))
@@ -372,14 +405,29 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
     else:  # no rows and no keys: the single group is empty, below any min_group_size
         out = {}
         for a, (_, count, dtypes) in zip(program.aggregates, places):
-            empty = [np.zeros(0, np.int64 if a.kind == "count" else np.float64 if a.kind == "avg" else dtype)
+            empty = [np.zeros(0, np.int64 if a.counting else np.float64 if a.kind == "avg" else dtype)
                      for dtype in dtypes or [np.int64]]
             out |= {f"{a.name}#{k}": e for k, e in enumerate(empty)} if a.text else {a.name: empty[0]}
             if count is not None:
                 out[f"{a.name}{NULL_FLAG}"] = np.zeros(0, np.int64)
         keep = np.zeros(0, bool)
+    if program.having is not None:
+        keep = keep & _having_holds(program, out, keep)
     order = _expanded_order(program.order or tuple((k, False) for k in program.group_keys), out)
     names = [c for ref in program.output_names() for c in limb_names(ref, out) if c in out]
     result = order_and_limit([out[c] for c in names], [(out[c], d) for c, d in order], keep=keep,
-                             limit=program.limit, trace=trace)
+                             limit=program.limit, offset=program.offset, trace=trace)
     return pa.table({name: result[i] for i, name in enumerate(names)})
+
+
+def _having_holds(program: EnclaveProgram, out: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
+    """Which group rows satisfy HAVING (TRUE, not FALSE or NULL). Every row is evaluated, the same work
+    whatever the data; a row that is not a kept group's reads only NULLs, so a partial group's running
+    values (a `//` by a zero running count) never fail the query."""
+    masked = dict(out)
+    not_kept = (~keep).astype(np.int64)
+    for column, _, _ in program.having_typed:
+        flag = null_flag(column)
+        masked[flag] = not_kept if flag not in out else np.maximum(out[flag], not_kept)
+    values = evaluate_expressions([("__having", program.having, "int")], program.having_typed, masked)
+    return (values["__having"] == 1) & (values[f"__having{NULL_FLAG}"] == 0)
