@@ -13,6 +13,7 @@ NotSupportedError naming the feature.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -30,6 +31,9 @@ from sqlsecure.planner.place_spu import group_keys_at_one_party, place_secret_jo
 from sqlsecure.planner.place_threshold import check_rows_kept, local_threshold, protected_rows
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
+from sqlsecure.policy.grants import ColumnRef, Constraint
+
+FLAG = "__own"  # the column of each branch's flag (its owner's filters), as the translation names its flags
 
 
 @dataclass
@@ -81,24 +85,103 @@ def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
 def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) -> PhysicalPlan:
     """UNION ALL across parties: each branch pushed down, the rest on the SPU over the concatenation."""
     union = child.child if isinstance(child, Filter) else child
-    filters = child.conjuncts if isinstance(child, Filter) else ()
-    steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
-    parties = {union.alias: None}
-    plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,
-                                ctx.column_type, ctx.dp, ctx.masks, ctx.he_key_bits)
-    members = tuple(sorted({b.party for b in union.branches}))
-    secure = secure_stage_plan(list(filters), project, aggregate, sort, limit, plan_ctx, None, members)
     threshold = ctx.min_group_size if aggregate is not None else 0
     protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
     for i in protected:
         check_rows_kept(union.branches[i].party, union.branches[i].select, ctx.usage.catalog)
+    members = tuple(sorted({b.party for b in union.branches}))
+    union, filters, notes = owner_filtered(union, child.conjuncts if isinstance(child, Filter) else (),
+                                           set(members) | {ctx.issuer}, ctx)
+    steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
+    parties = {union.alias: None}
+    plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,
+                                ctx.column_type, ctx.dp, ctx.masks, ctx.he_key_bits)
+    secure = secure_stage_plan(list(filters), project, aggregate, sort, limit, plan_ctx, None, members)
     out = "union_spu_out"
     steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, branch_rows=protected,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
     steps.append(finish_outputs(project, ctx.issuer, out))
     leakage = [(p, "the row count of every branch of the UNION ALL, and the result's size") for p in members]
     leakage.append((ctx.issuer, "the query result"))
-    return physical_plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
+    plan = physical_plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
+    return dataclasses.replace(plan, notes=plan.notes + notes)
+
+
+# -- a filter over a UNION ALL, evaluated by each branch's owner ----------------------------------------
+def owner_filtered(union: UnionScan, conjuncts, viewers: set[str], ctx: PlacementContext):
+    """(the union, the conjuncts left to the SPU, EXPLAIN's notes) with each conjunct over the union's own
+    columns (no subquery) evaluated by each branch's owner on its own rows: simply as a WHERE where every
+    column it reads is PLAINTEXT to the other `viewers` (`public_at_owner`: the rows kept may be known),
+    else into one boolean column COALESCE(condition, FALSE) the SPU ANDs into the row's validity, as the
+    translation's `owner_flags`. Every row is shared as before, the flag a secret share, and the columns
+    only the conditions read are no longer shared."""
+    own = [c for c in conjuncts if over_union_columns(c, union)]
+    if not own:
+        return union, list(conjuncts), ()
+    split = [[c for c in own if public_at_owner(c, b, union, viewers, ctx)] for b in union.branches]
+    flagged = any(len(public) < len(own) for public in split)
+    branches, notes = [], []
+    for branch, public in zip(union.branches, split):
+        secret = [c for c in own if c not in public]
+        branches.append(branch_filtered(branch, union, public, secret, flagged))
+        notes += [f"filter evaluated by {branch.party} on its own rows (u{len(branches) - 1}), {how}: "
+                  f"{' AND '.join(c.sql(dialect='duckdb') for c in which)}{why}" for which, how, why in (
+                      (public, "as a WHERE", " (every column it reads is PLAINTEXT to the other parties: the rows "
+                       "it keeps may be known)"),
+                      (secret, f"shared as a secret bit {union.alias}.{FLAG}", " (every row shared, as without the "
+                       "filter; the columns only the condition reads are not)")) if which]
+    spu = [c for c in conjuncts if c not in own]
+    if flagged:
+        spu.insert(0, exp.column(FLAG, table=union.alias))
+    return dataclasses.replace(union, branches=tuple(branches)), spu, tuple(notes)
+
+
+def over_union_columns(conjunct: exp.Expression, union: UnionScan) -> bool:
+    """Whether `conjunct` reads only the union's columns and no subquery: its owner can evaluate it on each row."""
+    if conjunct.find(exp.Subquery, exp.Select, exp.Exists) is not None:
+        return False
+    return all(c.table == union.alias and c.name in union.columns for c in conjunct.find_all(exp.Column))
+
+
+def public_at_owner(conjunct: exp.Expression, branch, union: UnionScan, viewers: set[str], ctx) -> bool:
+    """Whether every base column `conjunct` reads in `branch` is PLAINTEXT to every other viewer, each union
+    column read being a plain column of the branch's table (no aggregate, DISTINCT or window there)."""
+    select = branch.select
+    if select.args.get("group") or select.args.get("distinct") or select.find(exp.AggFunc, exp.Window):
+        return False
+    tables = {t.alias_or_name: t.name for t in select.find_all(exp.Table)}
+    expressions = dict(zip(union.columns, select.expressions))
+    for column in conjunct.find_all(exp.Column):
+        source = expressions[column.name].unalias()
+        if not isinstance(source, exp.Column) or source.table not in tables or \
+                not ctx.usage.catalog.has_table(branch.party, tables[source.table]):
+            return False
+        ref = ColumnRef(branch.party, tables[source.table], source.name)
+        if any(ctx.usage.grants.constraint(ref, viewer) is not Constraint.PLAINTEXT
+               for viewer in viewers - {branch.party}):
+            return False
+    return True
+
+
+def branch_filtered(branch: LocalQuery, union: UnionScan, public, secret, flagged: bool) -> LocalQuery:
+    """`branch` as its owner runs it: its rows kept where the `public` conjuncts hold and, if `flagged`, the
+    flag of the `secret` ones appended (TRUE where it has none), each over the branch's output columns."""
+    if not public and not flagged:
+        return branch
+    def at_branch(conjunct):  # noqa: E306
+        return conjunct.copy().transform(lambda n: exp.column(f"{union.alias}.{n.name}", quoted=True)
+                                         if isinstance(n, exp.Column) else n)
+    select = exp.select(*(exp.column(name, quoted=True) for name in branch.output)).from_(
+        exp.Subquery(this=branch.select.copy(), alias=exp.TableAlias(this=exp.to_identifier("__branch"))))
+    if public:
+        select = select.where(exp.and_(*(at_branch(c) for c in public)))
+    output = branch.output
+    if flagged:
+        own = exp.and_(*(at_branch(c) for c in secret)) if secret else exp.true()
+        flag = exp.cast(exp.func("COALESCE", exp.paren(own), exp.false()), "BOOLEAN")
+        select = select.select(exp.alias_(flag, f"{union.alias}.{FLAG}", quoted=True))
+        output += (f"{union.alias}.{FLAG}",)
+    return dataclasses.replace(branch, select=select, output=output)
 
 
 def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
