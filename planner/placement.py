@@ -2,7 +2,7 @@
 
 The spine is one shape: joins -> filter -> project -> aggregate -> sort -> limit. A query reading one
 party is pushed down to it whole (`place_local`); a UNION ALL of parties' branches runs on the SPU
-(`place_spu`). A join of parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join
+(`place_spu`), its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join
 on the SPU where a key's intersection must stay secret); the rest of the spine then runs where it may:
 each output at the one party holding its inputs (`place_local`; class 4's values summed on HE:
 `place_he`), else on the SPU's secure stage (`place_spu`), or in the enclave (`place_enclave`) when the
@@ -90,8 +90,8 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     for i in protected:
         check_rows_kept(union.branches[i].party, union.branches[i].select, ctx.usage.catalog)
     members = tuple(sorted({b.party for b in union.branches}))
-    union, filters, notes = owner_filtered(union, child.conjuncts if isinstance(child, Filter) else (),
-                                           set(members) | {ctx.issuer}, ctx)
+    union, filters, notes, filtering = owner_filtered(union, child.conjuncts if isinstance(child, Filter) else (),
+                                                      set(members) | {ctx.issuer}, ctx)
     steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
     parties = {union.alias: None}
     plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,
@@ -101,7 +101,8 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, branch_rows=protected,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
     steps.append(finish_outputs(project, ctx.issuer, out))
-    leakage = [(p, "the row count of every branch of the UNION ALL, and the result's size") for p in members]
+    kept = f" (of {', '.join(filtering)}: the rows its WHERE keeps)" if filtering else ""
+    leakage = [(p, f"the row count of every branch of the UNION ALL{kept}, and the result's size") for p in members]
     leakage.append((ctx.issuer, "the query result"))
     plan = physical_plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
     return dataclasses.replace(plan, notes=plan.notes + notes)
@@ -109,7 +110,7 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
 
 # -- a filter over a UNION ALL, evaluated by each branch's owner ----------------------------------------
 def owner_filtered(union: UnionScan, conjuncts, viewers: set[str], ctx: PlacementContext):
-    """(the union, the conjuncts left to the SPU, EXPLAIN's notes) with each conjunct over the union's own
+    """(the union, the conjuncts left to the SPU, EXPLAIN's notes, the parties that filter) with each conjunct over the union's own
     columns (no subquery) evaluated by each branch's owner on its own rows: simply as a WHERE where every
     column it reads is PLAINTEXT to the other `viewers` (`public_at_owner`: the rows kept may be known),
     else into one boolean column COALESCE(condition, FALSE) the SPU ANDs into the row's validity, as the
@@ -117,23 +118,33 @@ def owner_filtered(union: UnionScan, conjuncts, viewers: set[str], ctx: Placemen
     only the conditions read are no longer shared."""
     own = [c for c in conjuncts if over_union_columns(c, union)]
     if not own:
-        return union, list(conjuncts), ()
+        return union, list(conjuncts), (), ()
     split = [[c for c in own if public_at_owner(c, b, union, viewers, ctx)] for b in union.branches]
     flagged = any(len(public) < len(own) for public in split)
     branches, notes = [], []
     for branch, public in zip(union.branches, split):
         secret = [c for c in own if c not in public]
-        branches.append(branch_filtered(branch, union, public, secret, flagged))
+        branches.append(branch_filtered(branch, union, public, secret, flag_name(union) if flagged else None))
         notes += [f"filter evaluated by {branch.party} on its own rows (u{len(branches) - 1}), {how}: "
                   f"{' AND '.join(c.sql(dialect='duckdb') for c in which)}{why}" for which, how, why in (
                       (public, "as a WHERE", " (every column it reads is PLAINTEXT to the other parties: the rows "
                        "it keeps may be known)"),
-                      (secret, f"shared as a secret bit {union.alias}.{FLAG}", " (every row shared, as without the "
+                      (secret, f"shared as a secret bit {union.alias}.{flag_name(union)}", " (every row shared, "
+                       "as without the "
                        "filter; the columns only the condition reads are not)")) if which]
     spu = [c for c in conjuncts if c not in own]
     if flagged:
-        spu.insert(0, exp.column(FLAG, table=union.alias))
-    return dataclasses.replace(union, branches=tuple(branches)), spu, tuple(notes)
+        spu.insert(0, exp.column(flag_name(union), table=union.alias))
+    filtering = tuple(dict.fromkeys(b.party for b, public in zip(union.branches, split) if public))
+    return dataclasses.replace(union, branches=tuple(branches)), spu, tuple(notes), filtering
+
+
+def flag_name(union: UnionScan) -> str:
+    """The flag's column name: FLAG, with underscores appended while the union has a column of that name."""
+    name = FLAG
+    while name in union.columns:
+        name += "_"
+    return name
 
 
 def over_union_columns(conjunct: exp.Expression, union: UnionScan) -> bool:
@@ -163,10 +174,10 @@ def public_at_owner(conjunct: exp.Expression, branch, union: UnionScan, viewers:
     return True
 
 
-def branch_filtered(branch: LocalQuery, union: UnionScan, public, secret, flagged: bool) -> LocalQuery:
-    """`branch` as its owner runs it: its rows kept where the `public` conjuncts hold and, if `flagged`, the
-    flag of the `secret` ones appended (TRUE where it has none), each over the branch's output columns."""
-    if not public and not flagged:
+def branch_filtered(branch: LocalQuery, union: UnionScan, public, secret, flag: str | None) -> LocalQuery:
+    """`branch` as its owner runs it: its rows kept where the `public` conjuncts hold and, if there is a
+    `flag`, that column of the `secret` ones appended (TRUE where it has none), over the branch's outputs."""
+    if not public and flag is None:
         return branch
     def at_branch(conjunct):  # noqa: E306
         return conjunct.copy().transform(lambda n: exp.column(f"{union.alias}.{n.name}", quoted=True)
@@ -176,11 +187,11 @@ def branch_filtered(branch: LocalQuery, union: UnionScan, public, secret, flagge
     if public:
         select = select.where(exp.and_(*(at_branch(c) for c in public)))
     output = branch.output
-    if flagged:
+    if flag is not None:
         own = exp.and_(*(at_branch(c) for c in secret)) if secret else exp.true()
-        flag = exp.cast(exp.func("COALESCE", exp.paren(own), exp.false()), "BOOLEAN")
-        select = select.select(exp.alias_(flag, f"{union.alias}.{FLAG}", quoted=True))
-        output += (f"{union.alias}.{FLAG}",)
+        value = exp.cast(exp.func("COALESCE", exp.paren(own), exp.false()), "BOOLEAN")
+        select = select.select(exp.alias_(value, f"{union.alias}.{flag}", quoted=True))
+        output += (f"{union.alias}.{flag}",)
     return dataclasses.replace(branch, select=select, output=output)
 
 

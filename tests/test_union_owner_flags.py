@@ -141,6 +141,8 @@ def test_a_filter_on_a_column_plaintext_to_the_others_is_applied_by_its_owner(ho
     *public, last = local
     assert all('WHERE "diagnosis.ward" BETWEEN 1 AND 4' in text for text in public)
     assert "WHERE" not in last.split(") AS __branch")[-1] and '"diagnosis.ward" BETWEEN 1 AND 4' in last
+    filtering = ", ".join(HOSPITALS[:parties - 1])
+    assert f"of {filtering}: the rows its WHERE keeps" in oracle.engine.explain(sql, "h1")  # what the others learn
     oracle.check(written_out(sql, HOSPITALS[:parties]), "h1")
 
 
