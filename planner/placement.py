@@ -2,13 +2,13 @@
 
 The spine is one shape: joins -> filter -> project -> aggregate -> sort -> limit. A query reading one
 party is pushed down to it whole (`place_local`); a UNION ALL of parties' branches runs on the SPU
-(`place_spu`), its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join
-on the SPU where a key's intersection must stay secret); the rest of the spine then runs where it may:
-each output at the one party holding its inputs (`place_local`; class 4's values summed on HE:
-`place_he`), else on the SPU's secure stage (`place_spu`), or in the enclave (`place_enclave`) when the
-federation has one and can express it. Shared by all: the group threshold (`place_threshold`) and the
-outputs, their types and the issuer's finishing query (`place_outputs`). Any other shape raises
-NotSupportedError naming the feature.
+(`place_spu`), its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of
+parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join on the SPU where a key's
+intersection must stay secret); the rest of the spine then runs where it may: each output at the one
+party holding its inputs (`place_local`; class 4's values summed on HE: `place_he`), else on the SPU's
+secure stage (`place_spu`), or in the enclave (`place_enclave`) when the federation has one and can
+express it. Shared by all: the group threshold (`place_threshold`) and the outputs, their types and the
+issuer's finishing query (`place_outputs`). Any other shape raises NotSupportedError naming the feature.
 """
 
 from __future__ import annotations
@@ -110,33 +110,39 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
 
 # -- a filter over a UNION ALL, evaluated by each branch's owner ----------------------------------------
 def owner_filtered(union: UnionScan, conjuncts, viewers: set[str], ctx: PlacementContext):
-    """(the union, the conjuncts left to the SPU, EXPLAIN's notes, the parties that filter) with each conjunct over the union's own
-    columns (no subquery) evaluated by each branch's owner on its own rows: simply as a WHERE where every
-    column it reads is PLAINTEXT to the other `viewers` (`public_at_owner`: the rows kept may be known),
-    else into one boolean column COALESCE(condition, FALSE) the SPU ANDs into the row's validity, as the
-    translation's `owner_flags`. Every row is shared as before, the flag a secret share, and the columns
-    only the conditions read are no longer shared."""
+    """(the union, the conjuncts left to the SPU, EXPLAIN's notes, the parties that filter) with each
+    conjunct over the union's own columns (no subquery) evaluated by each branch's owner on its own rows:
+    simply as a WHERE where every column it reads is PLAINTEXT to the other `viewers` (`public_at_owner`:
+    the rows kept may be known), else into one boolean column COALESCE(condition, FALSE) the SPU ANDs into
+    the row's validity, as the translation's `owner_flags`. Every row is shared as before, the flag a secret
+    share, and the columns only the conditions read are no longer shared."""
     own = [c for c in conjuncts if over_union_columns(c, union)]
     if not own:
         return union, list(conjuncts), (), ()
     split = [[c for c in own if public_at_owner(c, b, union, viewers, ctx)] for b in union.branches]
     flagged = any(len(public) < len(own) for public in split)
+    flag = flag_name(union) if flagged else None
     branches, notes = [], []
-    for branch, public in zip(union.branches, split):
+    for index, (branch, public) in enumerate(zip(union.branches, split)):
         secret = [c for c in own if c not in public]
-        branches.append(branch_filtered(branch, union, public, secret, flag_name(union) if flagged else None))
-        notes += [f"filter evaluated by {branch.party} on its own rows (u{len(branches) - 1}), {how}: "
-                  f"{' AND '.join(c.sql(dialect='duckdb') for c in which)}{why}" for which, how, why in (
-                      (public, "as a WHERE", " (every column it reads is PLAINTEXT to the other parties: the rows "
-                       "it keeps may be known)"),
-                      (secret, f"shared as a secret bit {union.alias}.{flag_name(union)}", " (every row shared, "
-                       "as without the "
-                       "filter; the columns only the condition reads are not)")) if which]
+        branches.append(branch_filtered(branch, union, public, secret, flag))
+        notes += owner_filter_notes(f"{branch.party} on its own rows (u{index})", public, secret,
+                                    f"{union.alias}.{flag}")
     spu = [c for c in conjuncts if c not in own]
-    if flagged:
-        spu.insert(0, exp.column(flag_name(union), table=union.alias))
+    if flag is not None:
+        spu.insert(0, exp.column(flag, table=union.alias))
     filtering = tuple(dict.fromkeys(b.party for b, public in zip(union.branches, split) if public))
     return dataclasses.replace(union, branches=tuple(branches)), spu, tuple(notes), filtering
+
+
+def owner_filter_notes(where: str, public, secret, flag: str) -> list[str]:
+    """EXPLAIN's lines for one branch: the conjuncts its owner filters on, and those it shares as `flag`."""
+    def text(conjuncts):  # noqa: E306
+        return " AND ".join(c.sql(dialect="duckdb") for c in conjuncts)
+    notes = [f"filter evaluated by {where}, as a WHERE: {text(public)} (every column it reads is PLAINTEXT to the "
+             "other parties: the rows it keeps may be known)"] if public else []
+    return notes + ([f"filter evaluated by {where}, shared as a secret bit {flag}: {text(secret)} (every row "
+                     "shared, as without the filter; the columns only the condition reads are not)"] if secret else [])
 
 
 def flag_name(union: UnionScan) -> str:
