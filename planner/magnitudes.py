@@ -153,6 +153,8 @@ def _select_bounds(select, party: str, catalog, sizes: dict) -> Pushdown:
             columns.update(below.columns)
         elif isinstance(value, exp.Column) and value.name in below.columns:
             columns[item.alias_or_name] = below.columns[value.name]
+        elif isinstance(value, exp.Cast) and value.to.is_type(exp.DataType.Type.BOOLEAN):
+            columns[item.alias_or_name] = ("bool", None)  # a flag its owner computes (0/1: no class needed)
     return Pushdown(below.rows, columns)
 
 

@@ -2,17 +2,18 @@
 
 The spine is one shape: joins -> filter -> project -> aggregate -> sort -> limit. A query reading one
 party is pushed down to it whole (`place_local`); a UNION ALL of parties' branches runs on the SPU
-(`place_spu`). A join of parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join
-on the SPU where a key's intersection must stay secret); the rest of the spine then runs where it may:
-each output at the one party holding its inputs (`place_local`; class 4's values summed on HE:
-`place_he`), else on the SPU's secure stage (`place_spu`), or in the enclave (`place_enclave`) when the
-federation has one and can express it. Shared by all: the group threshold (`place_threshold`) and the
-outputs, their types and the issuer's finishing query (`place_outputs`). Any other shape raises
-NotSupportedError naming the feature.
+(`place_spu`), its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of
+parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join on the SPU where a key's
+intersection must stay secret); the rest of the spine then runs where it may: each output at the one
+party holding its inputs (`place_local`; class 4's values summed on HE: `place_he`), else on the SPU's
+secure stage (`place_spu`), or in the enclave (`place_enclave`) when the federation has one and can
+express it. Shared by all: the group threshold (`place_threshold`) and the outputs, their types and the
+issuer's finishing query (`place_outputs`). Any other shape raises NotSupportedError naming the feature.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -30,6 +31,9 @@ from sqlsecure.planner.place_spu import group_keys_at_one_party, place_secret_jo
 from sqlsecure.planner.place_threshold import check_rows_kept, local_threshold, protected_rows
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
+from sqlsecure.policy.grants import ColumnRef, Constraint
+
+FLAG = "__own"  # the column of each branch's flag (its owner's filters), as the translation names its flags
 
 
 @dataclass
@@ -81,24 +85,120 @@ def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
 def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) -> PhysicalPlan:
     """UNION ALL across parties: each branch pushed down, the rest on the SPU over the concatenation."""
     union = child.child if isinstance(child, Filter) else child
-    filters = child.conjuncts if isinstance(child, Filter) else ()
-    steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
-    parties = {union.alias: None}
-    plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,
-                                ctx.column_type, ctx.dp, ctx.masks, ctx.he_key_bits)
-    members = tuple(sorted({b.party for b in union.branches}))
-    secure = secure_stage_plan(list(filters), project, aggregate, sort, limit, plan_ctx, None, members)
     threshold = ctx.min_group_size if aggregate is not None else 0
     protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
     for i in protected:
         check_rows_kept(union.branches[i].party, union.branches[i].select, ctx.usage.catalog)
+    members = tuple(sorted({b.party for b in union.branches}))
+    union, filters, notes, filtering = owner_filtered(union, child.conjuncts if isinstance(child, Filter) else (),
+                                                      set(members) | {ctx.issuer}, ctx)
+    steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
+    parties = {union.alias: None}
+    plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,
+                                ctx.column_type, ctx.dp, ctx.masks, ctx.he_key_bits)
+    secure = secure_stage_plan(list(filters), project, aggregate, sort, limit, plan_ctx, None, members)
     out = "union_spu_out"
     steps.append(SecureStage("", out=out, issuer=ctx.issuer, threshold=threshold, branch_rows=protected,
                              union=tuple((b.party, f"u{i}") for i, b in enumerate(union.branches)), **secure))
     steps.append(finish_outputs(project, ctx.issuer, out))
-    leakage = [(p, "the row count of every branch of the UNION ALL, and the result's size") for p in members]
+    kept = f" (of {', '.join(filtering)}: the rows its WHERE keeps)" if filtering else ""
+    leakage = [(p, f"the row count of every branch of the UNION ALL{kept}, and the result's size") for p in members]
     leakage.append((ctx.issuer, "the query result"))
-    return physical_plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
+    plan = physical_plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
+    return dataclasses.replace(plan, notes=plan.notes + notes)
+
+
+# -- a filter over a UNION ALL, evaluated by each branch's owner ----------------------------------------
+def owner_filtered(union: UnionScan, conjuncts, viewers: set[str], ctx: PlacementContext):
+    """(the union, the conjuncts left to the SPU, EXPLAIN's notes, the parties that filter) with each
+    conjunct over the union's own columns (no subquery) evaluated by each branch's owner on its own rows:
+    simply as a WHERE where every column it reads is PLAINTEXT to the other `viewers` (`public_at_owner`:
+    the rows kept may be known), else into one boolean column COALESCE(condition, FALSE) the SPU ANDs into
+    the row's validity, as the translation's `owner_flags`. Every row is shared as before, the flag a secret
+    share, and the columns only the conditions read are no longer shared."""
+    own = [c for c in conjuncts if over_union_columns(c, union)]
+    if not own:
+        return union, list(conjuncts), (), ()
+    split = [[c for c in own if public_at_owner(c, b, union, viewers, ctx)] for b in union.branches]
+    flagged = any(len(public) < len(own) for public in split)
+    flag = flag_name(union) if flagged else None
+    branches, notes = [], []
+    for index, (branch, public) in enumerate(zip(union.branches, split)):
+        secret = [c for c in own if c not in public]
+        branches.append(branch_filtered(branch, union, public, secret, flag))
+        notes += owner_filter_notes(f"{branch.party} on its own rows (u{index})", public, secret,
+                                    f"{union.alias}.{flag}")
+    spu = [c for c in conjuncts if c not in own]
+    if flag is not None:
+        spu.insert(0, exp.column(flag, table=union.alias))
+    filtering = tuple(dict.fromkeys(b.party for b, public in zip(union.branches, split) if public))
+    return dataclasses.replace(union, branches=tuple(branches)), spu, tuple(notes), filtering
+
+
+def owner_filter_notes(where: str, public, secret, flag: str) -> list[str]:
+    """EXPLAIN's lines for one branch: the conjuncts its owner filters on, and those it shares as `flag`."""
+    def text(conjuncts):  # noqa: E306
+        return " AND ".join(c.sql(dialect="duckdb") for c in conjuncts)
+    notes = [f"filter evaluated by {where}, as a WHERE: {text(public)} (every column it reads is PLAINTEXT to the "
+             "other parties: the rows it keeps may be known)"] if public else []
+    return notes + ([f"filter evaluated by {where}, shared as a secret bit {flag}: {text(secret)} (every row "
+                     "shared, as without the filter; the columns only the condition reads are not)"] if secret else [])
+
+
+def flag_name(union: UnionScan) -> str:
+    """The flag's column name: FLAG, with underscores appended while the union has a column of that name."""
+    name = FLAG
+    while name in union.columns:
+        name += "_"
+    return name
+
+
+def over_union_columns(conjunct: exp.Expression, union: UnionScan) -> bool:
+    """Whether `conjunct` reads only the union's columns and no subquery: its owner can evaluate it on each row."""
+    if conjunct.find(exp.Subquery, exp.Select, exp.Exists) is not None:
+        return False
+    return all(c.table == union.alias and c.name in union.columns for c in conjunct.find_all(exp.Column))
+
+
+def public_at_owner(conjunct: exp.Expression, branch, union: UnionScan, viewers: set[str], ctx) -> bool:
+    """Whether every base column `conjunct` reads in `branch` is PLAINTEXT to every other viewer, each union
+    column read being a plain column of the branch's table (no aggregate, DISTINCT or window there)."""
+    select = branch.select
+    if select.args.get("group") or select.args.get("distinct") or select.find(exp.AggFunc, exp.Window):
+        return False
+    tables = {t.alias_or_name: t.name for t in select.find_all(exp.Table)}
+    expressions = dict(zip(union.columns, select.expressions))
+    for column in conjunct.find_all(exp.Column):
+        source = expressions[column.name].unalias()
+        if not isinstance(source, exp.Column) or source.table not in tables or \
+                not ctx.usage.catalog.has_table(branch.party, tables[source.table]):
+            return False
+        ref = ColumnRef(branch.party, tables[source.table], source.name)
+        if any(ctx.usage.grants.constraint(ref, viewer) is not Constraint.PLAINTEXT
+               for viewer in viewers - {branch.party}):
+            return False
+    return True
+
+
+def branch_filtered(branch: LocalQuery, union: UnionScan, public, secret, flag: str | None) -> LocalQuery:
+    """`branch` as its owner runs it: its rows kept where the `public` conjuncts hold and, if there is a
+    `flag`, that column of the `secret` ones appended (TRUE where it has none), over the branch's outputs."""
+    if not public and flag is None:
+        return branch
+    def at_branch(conjunct):  # noqa: E306
+        return conjunct.copy().transform(lambda n: exp.column(f"{union.alias}.{n.name}", quoted=True)
+                                         if isinstance(n, exp.Column) else n)
+    select = exp.select(*(exp.column(name, quoted=True) for name in branch.output)).from_(
+        exp.Subquery(this=branch.select.copy(), alias=exp.TableAlias(this=exp.to_identifier("__branch"))))
+    if public:
+        select = select.where(exp.and_(*(at_branch(c) for c in public)))
+    output = branch.output
+    if flag is not None:
+        own = exp.and_(*(at_branch(c) for c in secret)) if secret else exp.true()
+        value = exp.cast(exp.func("COALESCE", exp.paren(own), exp.false()), "BOOLEAN")
+        select = select.select(exp.alias_(value, f"{union.alias}.{flag}", quoted=True))
+        output += (f"{union.alias}.{flag}",)
+    return dataclasses.replace(branch, select=select, output=output)
 
 
 def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
