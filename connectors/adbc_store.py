@@ -422,9 +422,11 @@ class AdbcStore:
         """SELECT the columns of table `name` the query uses (with the WHERE conjuncts that push, when the
         query reads that table alone), and the schema of what it returns."""
         aliases = {alias for alias, table in tables.items() if table == name}
-        used = {c.name for c in tree.find_all(exp.Column) if c.table in aliases or not c.table}
+        used = {c.name for c in tree.find_all(exp.Column)}  # by name: a derived table's alias may qualify them
         schema = self._schemas[name]
-        columns = [f.name for f in schema if f.name in used] or [schema[0].name]
+        every = any(isinstance(star.parent, exp.Select) or isinstance(star.parent, exp.Column)
+                    for star in tree.find_all(exp.Star))  # SELECT * or t.* passes every column on
+        columns = [f.name for f in schema if every or f.name in used] or [schema[0].name]
         query = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
             exp.table_(name, db=self._homes.get(name), quoted=True))
         where = tree.args.get("where") if isinstance(tree, exp.Select) else None

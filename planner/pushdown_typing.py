@@ -47,10 +47,15 @@ CAST_HINT = "CAST them to one type"
 
 
 def family(node: exp.Expression) -> str | None:
-    """What a typed value compares as: number, text, date (dates and timestamps), time, boolean; None: unknown."""
+    """What a typed value compares as: number, text, date (dates and timestamps), time, boolean; None: unknown.
+    A difference of two temporal values is sqlglot's DATE or TIMESTAMP, but DuckDB's and PostgreSQL's days
+    (date − date, a number) or an interval (unknown here: left to the binder)."""
     dtype = node.type
     if dtype is None or isinstance(node, (exp.Null, *SUBQUERIES)):
         return None
+    if isinstance(node, exp.Sub) and family(node.this) == family(node.expression) == "date":
+        dates = all(o.type is not None and o.type.this in (T.DATE, T.DATE32) for o in (node.this, node.expression))
+        return "number" if dates else None
     return next((name for name, types in FAMILIES if dtype.this in types), None)
 
 
