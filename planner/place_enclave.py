@@ -102,7 +102,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     outputs, order, aggregates, group_keys, select = [], [], [], [], []
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
     by_name = {e.alias_or_name: i for i, e in enumerate(project.expressions)}
-    hidden: list[str] = []  # aggregates HAVING or ORDER BY read that are not outputs: never revealed
+    hidden: list[str] = []  # group keys and aggregates (HAVING's, ORDER BY's) that are not outputs: never revealed
     having: tuple = (None, ())
     if aggregate is not None:
         keys = {}
@@ -146,6 +146,10 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
 
         if aggregate.having is not None:
             having = _having(aggregate.having, group_column)
+        selected = {e.sql() for _, e in items}
+        for g in aggregate.group_by:  # grouped by, not selected: never sealed to the issuer
+            if g.sql() not in selected:
+                hidden += [n for n in names_of(*keys[g.sql()]) if n not in hidden]
     else:  # SELECT DISTINCT: every output a group key
         for name, e in items:
             key, kind = column_input(e)

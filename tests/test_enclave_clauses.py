@@ -3,6 +3,8 @@ group keys and MIN / MAX of text as outputs, OFFSET, LIKE ... ESCAPE and ILIKE; 
 and execution against plain DuckDB, with NULLs, duplicates, empty inputs and groups below the threshold. The
 clauses the enclave still refuses are named by a test."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -158,3 +160,16 @@ def test_the_threshold_drops_groups_the_enclave_would_otherwise_show(oracle, thr
     sql = f"SELECT b.label, v.qty > 0, COUNT(DISTINCT v.qty) {JOIN} GROUP BY b.label, v.qty > 0 HAVING COUNT(*) > 0"
     shown, thresholded_rows = oracle.check(sql, "bank"), thresholded.check(sql, "bank")
     assert 0 < thresholded_rows.num_rows < shown.num_rows
+
+
+def test_a_group_key_that_is_not_selected_is_never_sealed_to_the_issuer(oracle):
+    """GROUP BY b.label without selecting it: the enclave program hides the key (and its NULL flag), so the
+    issuer's sealed result holds the sums only (a mask or DP on the key would otherwise be bypassed there);
+    ORDER BY the hidden key still orders the rows."""
+    sql = f"SELECT SUM(v.qty) AS s {JOIN} GROUP BY b.label ORDER BY b.label DESC LIMIT 2"
+    plan = oracle.engine.plan(sql, "bank")
+    stage = next(s for s in plan.physical.steps if type(s).__name__ == "EnclaveStage")
+    program = EnclaveProgram.from_json(json.loads(stage.program))
+    assert program.group_keys and all(k in program.hidden for k in program.group_keys)
+    assert not set(program.output_names()) & set(program.group_keys)
+    oracle.check(sql, "bank")

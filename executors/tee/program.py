@@ -10,7 +10,8 @@ parties send sealed (their rows aligned: row i of every party describes the same
               the group keys, then the aggregates by name. Default order: by the group keys.
               COUNT(DISTINCT x) is the kind `count_distinct` (one more oblivious sort on keys and x).
               `having` (DuckDB SQL over the group columns `having_typed`) keeps only the groups where
-              it is TRUE; `hidden` aggregates serve HAVING / ORDER BY and are never output.
+              it is TRUE; `hidden` group keys (grouped by, not selected) and aggregates (serving HAVING /
+              ORDER BY) are never output: the issuer's sealed result holds only what it selected.
     plain     the input columns (`select`, default all, in the parties' order), no aggregation.
 
 then ORDER BY `order` [(column, descending)] over output (or hidden) columns (plain programs may also
@@ -117,7 +118,7 @@ class EnclaveProgram:
     where: str | None = None  # a boolean column (with its NULL flag): only rows where it is TRUE count
     having: str | None = None  # DuckDB SQL over the group keys and aggregates: only groups where it is TRUE
     having_typed: tuple[tuple[str, str, str], ...] = ()  # (group column, kind, SQL type): what `having` reads
-    hidden: tuple[str, ...] = ()  # aggregates computed for HAVING / ORDER BY only, never output
+    hidden: tuple[str, ...] = ()  # group keys and aggregates the query does not select: never output
     offset: int = 0  # rows skipped after ORDER BY, before LIMIT
 
     def __post_init__(self):
@@ -157,9 +158,10 @@ class EnclaveProgram:
         if names is not None:
             if len(set(names)) != len(names):
                 raise ProgrammingError(f"duplicate output column names in the enclave program: {list(names)}")
-            unknown = set(self.hidden) - {a.name for a in self.aggregates}
+            unknown = set(self.hidden) - {a.name for a in self.aggregates} - set(self.group_keys)
             if unknown:
-                raise ProgrammingError(f"hidden columns {sorted(unknown)} are not aggregates of the program")
+                raise ProgrammingError(f"hidden columns {sorted(unknown)} are not group keys or aggregates of the "
+                                       "program")
             for column, _ in self.order:
                 if column not in self.group_columns():
                     raise ProgrammingError(f"ORDER BY {column!r} is not an output of the grouped program "
@@ -173,7 +175,8 @@ class EnclaveProgram:
         """A grouped program's columns: the keys, the aggregates (with `hidden`: also those never output),
         then the NULL flags of the aggregates that may be NULL (over a column with a flag)."""
         shown = [a for a in self.aggregates if hidden or a.name not in self.hidden]
-        return self.group_keys + tuple(a.output for a in shown) + tuple(
+        keys = tuple(k for k in self.group_keys if hidden or k not in self.hidden)
+        return keys + tuple(a.output for a in shown) + tuple(
             f"{a.name}{NULL_FLAG}" for a in shown if not a.counting and a.column is not None)
 
     def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
