@@ -359,8 +359,10 @@ def integer_type(e: exp.Expression) -> exp.DataType | None:
     for operand in (e.left, e.right) if isinstance(e, exp.Binary) else (e.this,):
         if isinstance(operand, exp.Literal) and not operand.is_string and operand.is_int:
             value = abs(int(operand.this))
-            widths.append(next(t for t in (T.TINYINT, T.SMALLINT, T.INT, T.BIGINT, T.INT128)
-                               if value < 2 ** INTEGER_RANGES[t]))
+            fits = [t for t in (T.TINYINT, T.SMALLINT, T.INT, T.BIGINT, T.INT128) if value < 2 ** INTEGER_RANGES[t]]
+            if not fits:  # beyond HUGEINT: a DOUBLE (or DuckDB's refusal), not an integer operation
+                return None
+            widths.append(fits[0])
         elif operand.type is not None and operand.type.this in INTEGER_RANGES:
             widths.append(operand.type.this)
         else:

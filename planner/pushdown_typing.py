@@ -210,6 +210,35 @@ def type_query(tree: exp.Expression, catalog: Catalog) -> None:
             check_constant_cast(node)
         if type(node) in CONDITIONS or isinstance(node, exp.Case):
             check_condition(node)
+        if isinstance(node, exp.SetOperation):
+            check_set_operation(node)
+
+
+# Kinds a set operation's column may mix (DuckDB unifies them: text with anything but booleans' pairs below
+# is text, a boolean with a number a number); any other pair fails on DuckDB's first row, not at its binder.
+UNIFIED = {frozenset(pair) for pair in (("number", "text"), ("date", "text"), ("time", "text"), ("boolean", "text"),
+                                        ("boolean", "number"))}
+
+
+def check_set_operation(node: exp.SetOperation) -> None:
+    """Each column of UNION / INTERSECT / EXCEPT mixes only kinds DuckDB unifies (a number with a date fails
+    on its first row at the party or the issuer, after `check` would have passed)."""
+    sides = [_branch_outputs(node.this), _branch_outputs(node.expression)]
+    if any(side is None for side in sides) or len(sides[0]) != len(sides[1]):
+        return
+    for position, (left, right) in enumerate(zip(*sides), start=1):
+        kinds = {family(left), family(right)}
+        if None not in kinds and len(kinds) > 1 and frozenset(kinds) not in UNIFIED:
+            raise NotSupportedError(f"{node.key.upper()} column {position} mixes {' and '.join(sorted(kinds))} "
+                                    f"values ({left.sql(dialect='duckdb')}, {right.sql(dialect='duckdb')}); "
+                                    f"{CAST_HINT}")
+
+
+def _branch_outputs(branch: exp.Expression) -> list[exp.Expression] | None:
+    """The output expressions of a set operation's branch (its left-most SELECT's, for a nested one)."""
+    while isinstance(branch, (exp.Subquery, exp.SetOperation)):
+        branch = branch.this
+    return [e.unalias() for e in branch.expressions] if isinstance(branch, exp.Select) else None
 
 
 def bind_pushdown(physical: PhysicalPlan, catalog: Catalog) -> None:

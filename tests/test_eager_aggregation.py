@@ -69,10 +69,10 @@ REWRITTEN = {  # name: (query, engine): the rewrite applies
     "left, 2 parties": (per_patient(D2, M2), "all"),
     "two join keys": (per_patient(D3, M3, on="d.pid = m.pid AND d.pid % 3 = m.pid % 3"), "all"),
     "inner, an expression of one side": (per_patient(D3, M3, "JOIN", ("COUNT(COALESCE(m.time, 0)) AS c",
-                                                                                 "SUM(m.time * 2 + 1) AS s")), "all"),
+                                                                                 "SUM(GREATEST(m.time, 1)) AS s")), "all"),
     "other side's MIN and MAX": (per_patient(D3, M3, "JOIN", ("MIN(d.time) AS lo", "MAX(d.time) AS hi", "COUNT(*) AS n")),
                                  "all"),
-    "DECIMAL SUM": (per_patient(D3, M3, calls=("SUM(CAST(m.time AS DECIMAL(10, 2)) / 8) AS s",)), "all"),
+    "DECIMAL SUM": (per_patient(D3, M3, calls=("SUM(CAST(m.time AS DECIMAL(38, 2)) / 8) AS s",)), "all"),
     "HAVING over the partials": (per_patient(D3, M3, having=" HAVING COUNT(m.time) > 1 AND SUM(m.time) > 60"), "all"),
     "an empty party": (per_patient(D3, M3), "h3 empty"),
     "the issuer's side, revealed as is": (
@@ -96,10 +96,12 @@ def test_eager_aggregation_matches_duckdb(oracles, name):
     checked(oracles[federation], sql, rewritten=True)
 
 
+# (Expressions that cannot fail on a row: `m.time * 2`, `m.time - d.time` or a CAST to DECIMAL(10, 2) of a
+# BIGINT could, which column control refuses for PLAINTEXT_AFTER_AGGREGATE columns under a threshold.)
 KEPT = {  # name: query: not decomposable, or not exact: answered by the all-pairs join as before
     "COUNT(DISTINCT)": per_patient(D3, M3, calls=("COUNT(DISTINCT m.time) AS c",)),
-    "AVG": per_patient(D3, M3, calls=("AVG(CAST(m.time AS DECIMAL(10, 2))) AS mean", "COUNT(m.time) AS c")),
-    "an aggregate reading both sides": per_patient(D3, M3, "JOIN", ("SUM(m.time - d.time) AS s",)),
+    "AVG": per_patient(D3, M3, calls=("AVG(CAST(m.time AS DECIMAL(38, 2))) AS mean", "COUNT(m.time) AS c")),
+    "an aggregate reading both sides": per_patient(D3, M3, "JOIN", ("SUM(GREATEST(m.time, d.time)) AS s",)),
     "SUM of the other side": per_patient(D3, M3, "JOIN", ("SUM(d.time) AS s", "COUNT(m.time) AS c")),
     "left, not NULL on an unmatched row": per_patient(D3, M3, calls=("COUNT(COALESCE(m.time, 0)) AS c",)),
     "grouped by the other side's column": (

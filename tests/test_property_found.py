@@ -185,7 +185,6 @@ NOT_EVALUATED = [  # without a rule in executors/spu/stage.SPU_RULES: refused by
     f"SELECT CAST(u.s AS DOUBLE) AS q FROM {UNION}",
     # a UNION ALL column of text in one branch and numbers or dates in another (the stage unifies only numbers)
     "SELECT x.c AS c FROM (SELECT i AS c FROM shop.t UNION ALL SELECT s AS c FROM bank.t) x ORDER BY c LIMIT 2",
-    "SELECT COUNT(*) AS n FROM (SELECT i AS c FROM shop.t UNION ALL SELECT dt AS c FROM bank.t) x WHERE x.c IS NULL",
     f"SELECT SUM(DISTINCT u.i) AS n FROM {UNION}",
     f"SELECT COUNT(*) FILTER (WHERE u.i > 2) AS n FROM {UNION}",
     f"SELECT u.i AS i, ROW_NUMBER() OVER (ORDER BY u.i) AS r, RANK() OVER (ORDER BY u.f) AS q FROM {UNION}",
@@ -194,13 +193,27 @@ NOT_EVALUATED = [  # without a rule in executors/spu/stage.SPU_RULES: refused by
 ]
 
 
+def test_a_union_of_numbers_and_dates_is_refused_at_plan_time(plaintext_oracle):
+    """DuckDB fails on the first row of a UNION ALL column mixing numbers and dates (not at its binder): with
+    each branch's owner filtering its rows the engine answered instead; now `check` and execution refuse it."""
+    sql = "SELECT COUNT(*) AS n FROM (SELECT i AS c FROM shop.t UNION ALL SELECT dt AS c FROM bank.t) x WHERE x.c IS NULL"
+    assert "UNION column 1 mixes date and number" in plaintext_oracle.engine.check(sql, "bank")
+    with pytest.raises(sqlsecure.NotSupportedError, match="UNION column 1 mixes date and number"):
+        plaintext_oracle.engine.execute(sql, "bank")
+    with pytest.raises(duckdb.Error):
+        plaintext_oracle.expected(sql, "bank")
+
+
 @pytest.mark.parametrize("sql", NOT_EVALUATED)
 def test_what_the_spu_does_not_evaluate_is_refused_at_plan_time(plaintext_oracle, sql):
     """The secure placement refuses them at plan time; under these all-PLAINTEXT grants the issuer
-    computes them instead (planner/gather.py), and `check` agrees."""
+    computes them instead (planner/gather.py), and `check` agrees. A filter over a UNION ALL whose columns
+    are PLAINTEXT to the other parties is now applied by each branch's owner (planner/placement.py
+    `owner_filtered`), so those are answered on the secure placement: equal to the oracle either way."""
     assert plaintext_oracle.engine.check(sql, "bank") is None
     plan = plaintext_oracle.engine.plan(sql, "bank").physical
-    assert plan.steps[-1].mode == "tables" and "the secure placement could not" in plan.notes[0]
+    owners_filter = "WHERE" in sql and "UNION ALL" in sql and "LIMIT" not in sql
+    assert (plan.steps[-1].mode == "tables" and "the secure placement could not" in plan.notes[0]) or owners_filter
     try:
         plaintext_oracle.expected(sql, "bank")
     except duckdb.Error:  # DuckDB fails on these values: so does the issuer, with the engine's DataError

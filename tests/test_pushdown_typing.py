@@ -54,6 +54,9 @@ REFUSED = [
     ("SELECT CASE WHEN name THEN 1 END AS c FROM shop.items", PlanError, "CASE takes a boolean"),
     ("SELECT CASE id WHEN 1 THEN name ELSE qty END AS c FROM shop.items", NotSupportedError, "CASE of number and text"),
     ("SELECT ABS(name) AS a FROM shop.items", PlanError, "abs(VARCHAR)"),
+    ("SELECT COUNT(*) AS n FROM (SELECT qty AS c FROM shop.items UNION ALL SELECT sold AS c FROM shop.items) u "
+     "WHERE u.c IS NULL", NotSupportedError, "UNION column 1 mixes date and number"),
+    ("SELECT sold FROM shop.items EXCEPT SELECT flag FROM shop.items", NotSupportedError, "EXCEPT column 1 mixes"),
     ("SELECT COUNT(*) AS n FROM bank.people p JOIN shop.items i ON p.id = i.id WHERE i.name = 7", NotSupportedError,
      "= compares number and text"),
     ("SELECT p.region, COUNT(*) AS n FROM bank.people p JOIN shop.items i ON p.id = i.id "
