@@ -30,10 +30,14 @@ class Threshold:
     identity: exp.Column | None = None
 
 
-def _sources(select: exp.Select) -> dict[str, tuple[str, str]]:
-    items = ([select.args["from_"].this] if select.args.get("from_") else []) + [
+def _from_items(select: exp.Select) -> list[exp.Expression]:
+    """FROM's item and each JOIN's, in order."""
+    return ([select.args["from_"].this] if select.args.get("from_") else []) + [
         j.this for j in select.args.get("joins") or []]
-    return {i.alias_or_name: (i.db, i.name) for i in items if isinstance(i, exp.Table) and i.db}
+
+
+def _sources(select: exp.Select) -> dict[str, tuple[str, str]]:
+    return {i.alias_or_name: (i.db, i.name) for i in _from_items(select) if isinstance(i, exp.Table) and i.db}
 
 
 def _agg_name(node: exp.AggFunc) -> str:
@@ -193,9 +197,7 @@ def _join_equalities(select: exp.Select):
 def with_threshold(tree: exp.Expression, threshold: Threshold) -> exp.Expression:
     """Add `HAVING COUNT(DISTINCT identity) >= k` to an aggregating outer SELECT (row counts are added
     by placement); other shapes are returned unchanged."""
-    if threshold.identity is None or threshold.k <= 0 or not isinstance(tree, exp.Select):
-        return tree
-    if not (tree.args.get("group") or any(aggregates_in(e) for e in tree.expressions)):
+    if threshold.identity is None or threshold.k <= 0 or not isinstance(tree, exp.Select) or not _aggregates(tree):
         return tree
     tree = tree.copy()
     cond = exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[threshold.identity.copy()])),
@@ -214,9 +216,8 @@ def with_owner_thresholds(tree: exp.Expression, issuer: str, k: int) -> exp.Expr
         return tree
     tree = tree.copy()
     ctes = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}
-    items = ([tree.args["from_"].this] if tree.args.get("from_") else []) + [j.this for j in tree.args.get("joins") or []]
     done: set[int] = set()
-    for item in items:
+    for item in _from_items(tree):
         body = item.this if isinstance(item, exp.Subquery) else (
             ctes.get(item.name) if isinstance(item, exp.Table) and not item.db else None)
         owners = {t.db for t in body.find_all(exp.Table) if t.db} if body is not None else set()
@@ -227,8 +228,8 @@ def with_owner_thresholds(tree: exp.Expression, issuer: str, k: int) -> exp.Expr
 
 
 def _aggregates(select: exp.Select) -> bool:
-    return bool(select.args.get("group")) or any(
-        a.find_ancestor(exp.Window) is None for e in select.expressions for a in e.find_all(exp.AggFunc))
+    """Whether a SELECT aggregates (GROUP BY, or an aggregate outside a window)."""
+    return bool(select.args.get("group")) or any(aggregates_in(e) for e in select.expressions)
 
 
 def _threshold_first_aggregate(query: exp.Expression, k: int) -> None:
@@ -243,7 +244,6 @@ def _threshold_first_aggregate(query: exp.Expression, k: int) -> None:
         having = query.args.get("having")
         query.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
     elif isinstance(query, exp.Select):
-        for item in ([query.args["from_"].this] if query.args.get("from_") else []) + [
-                j.this for j in query.args.get("joins") or []]:
+        for item in _from_items(query):
             if isinstance(item, exp.Subquery):
                 _threshold_first_aggregate(item.this, k)
