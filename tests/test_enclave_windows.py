@@ -19,10 +19,9 @@ from tests.test_enclave_queries import enclave_section
 # Ties: a window's ORDER BY keys (and PARTITION BY keys) are selected, so DuckDB's arbitrary order among peers
 # cannot change the multiset of rows (ROW_NUMBER, LAG / LEAD of a tied key give the same rows either way).
 WINDOWS = [
-    f"SELECT b.label, v.qty, ROW_NUMBER() OVER (PARTITION BY b.label ORDER BY v.qty) {JOIN}",
-    f"SELECT b.label, v.qty, RANK() OVER (PARTITION BY b.label ORDER BY v.qty DESC), "
-    f"DENSE_RANK() OVER (PARTITION BY b.label ORDER BY v.qty DESC) {JOIN}",
-    # NULLs in PARTITION BY (b.grade) and ORDER BY (v.coupon), NULLS FIRST, two different ORDER BYs
+    f"SELECT b.label, v.qty, ROW_NUMBER() OVER (PARTITION BY b.label ORDER BY v.qty), RANK() OVER (PARTITION BY "
+    f"b.label ORDER BY v.qty DESC), DENSE_RANK() OVER (PARTITION BY b.label ORDER BY v.qty DESC) {JOIN}",
+    # NULLs in PARTITION BY (b.grade) and ORDER BY (v.coupon), NULLS FIRST, different ORDER BYs (the SPU has one)
     f"SELECT b.grade, v.coupon, RANK() OVER (PARTITION BY b.grade ORDER BY v.coupon NULLS FIRST), "
     f"DENSE_RANK() OVER (ORDER BY v.coupon DESC), ROW_NUMBER() OVER (PARTITION BY b.grade, v.coupon) {JOIN}",
     # running aggregates with the default frame: peers (ties in v.qty) share the value
@@ -34,26 +33,22 @@ WINDOWS = [
     f"SELECT b.id, v.qty, SUM(v.qty * b.n) OVER (PARTITION BY b.grade), COUNT(*) OVER (PARTITION BY v.qty > 0), "
     f"AVG(v.amount) OVER (), MAX(b.label) OVER (PARTITION BY v.coupon), MIN(v.when_) OVER (PARTITION BY b.flag), "
     f"SUM(b.price) OVER (PARTITION BY b.label), AVG(b.price) OVER (PARTITION BY b.flag) {JOIN}",
-    # LAG / LEAD by constants, of numbers, text and dates, NULL outside the partition
+    # LAG / LEAD by constants, of numbers and text, NULL outside the partition
     f"SELECT b.label, v.qty, LAG(v.qty) OVER (PARTITION BY b.label ORDER BY v.qty), "
     f"LEAD(v.qty, 2) OVER (PARTITION BY b.label ORDER BY v.qty), LAG(v.qty, 0) OVER (ORDER BY v.qty) {JOIN}",
     f"SELECT b.grade, LAG(b.grade) OVER (ORDER BY b.grade), LEAD(b.grade, 3) OVER (ORDER BY b.grade NULLS FIRST) "
     f"{JOIN} WHERE v.qty <> b.n",
-    f"SELECT v.when_, LAG(v.when_, 1) OVER (PARTITION BY v.when_ IS NULL ORDER BY v.when_) {JOIN}",
-    # a cross-party WHERE before the windows; ORDER BY and LIMIT on a window's output
+    # a cross-party WHERE before the windows; ORDER BY and LIMIT on a window's output; no rows
     f"SELECT b.label, v.qty, RANK() OVER (PARTITION BY b.label ORDER BY v.qty), SUM(v.qty) OVER (PARTITION BY "
     f"b.label) {JOIN} WHERE v.qty > b.n",
     f"SELECT b.id, v.qty, v.amount, ROW_NUMBER() OVER (ORDER BY v.amount, b.id) AS rn {JOIN} ORDER BY rn DESC LIMIT 5",
-    # empty inputs
     f"SELECT b.label, ROW_NUMBER() OVER (ORDER BY b.label), SUM(v.qty) OVER () {JOIN} WHERE v.qty > 1000",
 ]
 
 DISTINCT_AGGREGATES = [
-    f"SELECT DISTINCT COUNT(*) {JOIN} GROUP BY b.label",
     f"SELECT DISTINCT b.grade, MAX(v.coupon) {JOIN} GROUP BY b.grade, b.label",  # NULL keys and NULL maxima
-    f"SELECT DISTINCT COUNT(*) AS n, MIN(b.flag) {JOIN} GROUP BY b.label, v.qty > 0 HAVING COUNT(*) > 1 "
-    f"ORDER BY n DESC LIMIT 3",
-    f"SELECT DISTINCT b.flag, COUNT(DISTINCT b.grade) {JOIN} WHERE v.qty > b.n GROUP BY b.label, b.flag",
+    f"SELECT DISTINCT COUNT(*) AS n, MIN(b.flag) {JOIN} WHERE v.qty > b.n GROUP BY b.label, v.qty > 0 "
+    f"HAVING COUNT(*) > 1 ORDER BY n DESC, MIN(b.flag) LIMIT 3",
     f"SELECT DISTINCT SUM(v.qty) {JOIN} WHERE v.qty > 1000 GROUP BY b.label",  # no rows
     # SUM / AVG / MIN / MAX(DISTINCT x): duplicates, NULLs, text, DECIMALs, floats, with HAVING, no rows
     f"SELECT b.label, SUM(DISTINCT v.qty), AVG(DISTINCT v.coupon), COUNT(*) {JOIN} GROUP BY b.label",
@@ -63,7 +58,6 @@ DISTINCT_AGGREGATES = [
     f"HAVING SUM(DISTINCT v.qty) > 0",
     f"SELECT b.flag, SUM(DISTINCT NULLIF(v.qty, v.qty)), AVG(DISTINCT b.bonus), MAX(DISTINCT v.when_) {JOIN} "
     f"GROUP BY b.flag",
-    f"SELECT SUM(DISTINCT v.qty), AVG(DISTINCT v.amount * b.n) {JOIN} WHERE v.qty > 1000",
 ]
 
 THREE_PARTIES = ("FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
@@ -72,8 +66,8 @@ THREE_PARTY_QUERIES = [
     f"SELECT c.region, p.claims, RANK() OVER (PARTITION BY c.region ORDER BY p.claims DESC), "
     f"SUM(o.amount) OVER (PARTITION BY c.region, p.claims), LAG(p.claims) OVER (PARTITION BY c.region "
     f"ORDER BY p.claims) {THREE_PARTIES}",
-    f"SELECT DISTINCT o.category, MAX(p.claims) {THREE_PARTIES} GROUP BY o.category, c.region",
-    f"SELECT c.region, SUM(DISTINCT p.claims), AVG(DISTINCT o.amount) {THREE_PARTIES} GROUP BY c.region",
+    f"SELECT DISTINCT c.region, SUM(DISTINCT p.claims), MAX(p.claims) {THREE_PARTIES} "
+    f"GROUP BY c.region, o.category",
 ]
 
 
@@ -120,7 +114,7 @@ def test_distinct_over_and_inside_aggregates_match_duckdb(oracle, sql):
     in_the_enclave(oracle, sql)
 
 
-@pytest.mark.parametrize("sql", [s for s in DISTINCT_AGGREGATES if "GROUP BY" in s])
+@pytest.mark.parametrize("sql", [DISTINCT_AGGREGATES[0], DISTINCT_AGGREGATES[3]])
 def test_distinct_aggregates_keep_groups_below_the_threshold_hidden(thresholded, sql):
     in_the_enclave(thresholded, sql)
 
@@ -128,11 +122,6 @@ def test_distinct_aggregates_keep_groups_below_the_threshold_hidden(thresholded,
 @pytest.mark.parametrize("sql", THREE_PARTY_QUERIES)
 def test_three_parties_match_duckdb(three, sql):
     in_the_enclave(three, sql, "insurer")
-
-
-def test_select_distinct_over_aggregates_drops_duplicate_rows(oracle):
-    sql = f"SELECT DISTINCT MIN(v.coupon IS NULL OR v.coupon IS NOT NULL) {JOIN} GROUP BY b.label"
-    assert in_the_enclave(oracle, sql).num_rows == 1
 
 
 @pytest.fixture(scope="module")
