@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import NotSupportedError, PolicyViolation
+from sqlsecure.errors import NotSupportedError, PolicyViolation, ProgrammingError
 from sqlsecure.executors.tee.oblivious import AccessTrace, distinct_sums
 from sqlsecure.executors.tee.program import EnclaveProgram, evaluate
 from tests.test_enclave_clauses import oracle, thresholded  # noqa: F401  (module fixtures, built anew here)
@@ -197,3 +197,16 @@ def test_the_plan_computes_windows_in_the_enclave_program(oracle):
 def test_a_cross_party_where_that_no_output_reads_reaches_the_enclave(oracle):
     """shop's v.qty is read only by the WHERE (and the SPU has no ILIKE): shop still seals it to the enclave."""
     in_the_enclave(oracle, f"SELECT b.id, b.grade ILIKE 'G%' {JOIN} WHERE v.qty > b.n")
+
+
+@pytest.mark.parametrize("program, named", [
+    (dict(group_keys=("k",), windows=[("rank", None, "r", (), (("k", False),), 1)]), "plain program"),
+    (dict(select=("k",), distinct=True), "grouped program"),
+    (dict(select=("k",), windows=[("ntile", None, "r", (), (), 1)]), "unknown window"),
+    (dict(select=("k",), windows=[("lag", "k", "l", (), (), -1)]), "offset"),
+    (dict(group_keys=("k",), aggregates=[("count", None, "n")], hidden=("k",), distinct=True,
+          order=(("k", False),)), "ORDER BY"),
+])
+def test_a_malformed_window_or_distinct_program_is_refused(program, named):
+    with pytest.raises(ProgrammingError, match=named):
+        EnclaveProgram(**program)
