@@ -23,6 +23,10 @@ group_by(keys, aggregates)   sort by keys, mark groups, COUNT / SUM / AVG / MIN 
                              `keep` flag (last row of a group of at least `min_group_size` rows).
                              MIN / MAX compare in `sortable` order (a float NaN is the greatest, as
                              in DuckDB), lexicographically over a value of several limbs (text).
+distinct_sums(keys, flag, x) SUM / AVG(DISTINCT x): one more sort on (keys, flag, x), first-of-run flags.
+window_function(kind, ...)   a window over rows sorted by (partition, order): segmented scans
+                             (`run_first` / `run_last` spread a run's first / last value) and, for
+                             LAG / LEAD, a shift by the query's constant (`shifted`).
 order_and_limit(...)         sort on (not keep, ORDER BY keys...) and cut the first
                              min(kept, limit) rows: the only size-dependent access is that cut,
                              whose length is the result size.

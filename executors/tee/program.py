@@ -12,7 +12,12 @@ parties send sealed (their rows aligned: row i of every party describes the same
               `having` (DuckDB SQL over the group columns `having_typed`) keeps only the groups where
               it is TRUE; `hidden` group keys (grouped by, not selected) and aggregates (serving HAVING /
               ORDER BY) are never output: the issuer's sealed result holds only what it selected.
-    plain     the input columns (`select`, default all, in the parties' order), no aggregation.
+              With `distinct` (SELECT DISTINCT over aggregates) a second oblivious group-by on (not
+              kept, every output) keeps one row per distinct output row.
+    plain     the input columns (`select`, default all, in the parties' order), no aggregation; each
+              of `windows` (ROW_NUMBER, RANK, DENSE_RANK, COUNT / SUM / AVG / MIN / MAX with the default
+              frame, LAG / LEAD by a constant) adds a column, after one oblivious sort of every row by
+              (not kept, PARTITION BY keys, ORDER BY keys) and segmented scans (`window_function`).
 
 then ORDER BY `order` [(column, descending)] over output (or hidden) columns (plain programs may also
 sort on any input column), skip `offset` rows and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
