@@ -24,6 +24,7 @@ ENCLAVE_KINDS = {"int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
                  "fixed": ("DECIMAL", "DOUBLE", "FLOAT", "REAL"), "text": ("VARCHAR",), "date": ("DATE",),
                  "timestamp": ("TIMESTAMP",)}
 ENCLAVE_AGGREGATES = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
+DISTINCT_AGGREGATES = {"count": "count_distinct", "sum": "sum_distinct", "avg": "avg_distinct"}
 
 
 def _enclave_kind(column: exp.Column, ctx) -> str:
@@ -42,6 +43,7 @@ def _enclave_output_kind(func: str, kind: str) -> str:
     """The kind of an enclave aggregate's result: COUNT, COUNT(DISTINCT) and MIN/MAX of integers are
     integers, SUM / MIN / MAX of a decimal its exact decimal, AVG of a decimal the average of x * 10^s (`scaled.<s>`), other
     AVGs and floats fixed (float64)."""
+    func = func.removesuffix("_distinct") if func != "count_distinct" else func  # SUM(DISTINCT x) is typed as SUM
     if func in ("count", "count_distinct") or (kind == "int" and func in ("min", "max")):
         return "int"
     if func in ("sum", "avg") and kind in ("text", "date", "timestamp"):
@@ -58,10 +60,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     (n log^2 n compare-exchanges of plain numbers), while the SPU's sort and group-by cost
     rounds of secure comparisons; so a stage the enclave can express goes there when the federation has
     one; the rest (DISTINCT over aggregates, windows) stays on the SPU."""
-    if aggregate is not None and project.distinct:
-        raise NotSupportedError("DISTINCT over aggregates is for the SPU")
-    if any(e.find(exp.Window) for e in project.expressions):
-        raise NotSupportedError("window functions are for the SPU")
+    _refuse_windows_it_cannot_run(project, aggregate)
     inputs: dict[str, tuple[str, str, str, str]] = {}
 
     counts: set[str] = set()  # the outputs that are COUNTs
@@ -99,7 +98,32 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
         flag = [] if key in counts else [f"{key}{NULL_FLAG}"]  # a COUNT is never NULL: it has no flag
         return flag + [f"{key}{ALL_LIMBS}" if kind == "text" else key]  # text: every limb, at its width class
 
-    outputs, order, aggregates, group_keys, select = [], [], [], [], []
+    def ordered_names(column: str, kind: str, ordered: exp.Ordered) -> list[tuple[str, bool]]:
+        """ORDER BY (enclave column, descending) pairs: the NULL flag first (NULLS LAST unless NULLS FIRST,
+        DuckDB's default either way), then the value (a text's every limb)."""
+        desc, nulls_first = bool(ordered.args.get("desc")), bool(ordered.args.get("nulls_first"))
+        return [(c, nulls_first if c.endswith(NULL_FLAG) else desc) for c in names_of(column, kind)]
+
+    def window_column(w: exp.Window, name: str) -> tuple[str, str]:
+        """The enclave window computing `w` as `name`: (name, kind of its value)."""
+        func, argument, offset = _enclave_window(w)
+        partition = [c for p in w.args.get("partition_by") or () for c in names_of(*column_input(p))]
+        order_by = w.args.get("order")
+        by = [pair for o in (order_by.expressions if order_by else ()) for pair in ordered_names(*column_input(o.this), o)]
+        if argument is None:
+            column, kind = None, "int"
+        else:
+            key, kind = column_input(argument)
+            column = f"{key}{ALL_LIMBS}" if kind == "text" else key
+            if func in ("sum", "avg", "min", "max"):
+                kind = _enclave_output_kind(func, kind)
+        if func in ("row_number", "rank", "dense_rank", "count"):
+            counts.add(name)
+            kind = "int"
+        windows.append((func, column, name, partition, by, offset))
+        return name, kind
+
+    outputs, order, aggregates, group_keys, select, windows = [], [], [], [], [], []
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
     by_name = {e.alias_or_name: i for i, e in enumerate(project.expressions)}
     hidden: list[str] = []  # group keys and aggregates (HAVING's, ORDER BY's) that are not outputs: never revealed
@@ -152,13 +176,12 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
                 hidden += [n for n in names_of(*keys[g.sql()]) if n not in hidden]
     else:  # SELECT DISTINCT: every output a group key
         for name, e in items:
-            key, kind = column_input(e)
+            key, kind = window_column(e, f"w{name}") if isinstance(e, exp.Window) else column_input(e)
             outputs.append((name, key, kind))
             (group_keys if project.distinct else select).extend(names_of(key, kind))
         result_columns = {name: (column, kind) for name, column, kind in outputs}
     for ordered in sort.order if sort else []:
         key = ordered.this
-        desc = bool(ordered.args.get("desc"))
         if isinstance(key, exp.Column) and not key.table and key.name in by_name:
             column, kind = result_columns[f"o{by_name[key.name]}"]
         elif key.sql() in {e.sql() for _, e in items}:
@@ -169,8 +192,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
             column, kind, _ = group_column(key)
         else:
             raise NotSupportedError(f"ORDER BY {key.sql()}: the enclave sorts by output columns")
-        nulls_first = bool(ordered.args.get("nulls_first"))  # DuckDB's default: NULLS LAST either way
-        order += [(c, nulls_first if c.endswith(NULL_FLAG) else desc) for c in names_of(column, kind)]
+        order += ordered_names(column, kind, ordered)
     limit_value, offset = _limit_and_offset(limit)
     where = column_input(exp.and_(*residual))[0] if residual else None  # cross-party WHERE: TRUE rows count
     for party, column in protected:  # the group threshold counts each protected owner's distinct rows
@@ -179,9 +201,53 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
                              max(ctx.min_group_size, 1) if aggregate is not None else 1,
                              None if aggregate is not None or project.distinct else tuple(select),
                              tuple(c for _, c in protected),
-                             tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset)
+                             tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset,
+                             distinct=bool(project.distinct and aggregate is not None), windows=tuple(windows))
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
+
+
+ENCLAVE_WINDOWS = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRank: "dense_rank", exp.Lag: "lag",
+                   exp.Lead: "lead", **ENCLAVE_AGGREGATES}
+
+
+def _refuse_windows_it_cannot_run(project, aggregate) -> None:
+    """Window functions run in a plain program, each a whole output (not inside an expression, nor with
+    GROUP BY or SELECT DISTINCT, whose rows are not the input's); refused by name otherwise."""
+    for e in project.expressions:
+        e = e.this if isinstance(e, exp.Alias) else e
+        window = e.find(exp.Window)
+        if window is None:
+            continue
+        where = ("over a grouped query" if aggregate is not None else "under SELECT DISTINCT" if project.distinct
+                 else "inside an expression" if window is not e else None)
+        if where is not None:
+            raise NotSupportedError(f"{e.sql(dialect='duckdb')}: the enclave computes window functions as whole "
+                                    f"outputs of a query without GROUP BY or DISTINCT, not {where}; the SPU may")
+
+
+def _enclave_window(w: exp.Window) -> tuple[str, exp.Expression | None, int]:
+    """(the enclave's window kind, its argument or None, LAG / LEAD's offset) of a window function with the
+    default frame; NotSupportedError naming what the enclave does not compute."""
+    func = w.this
+    if type(func) not in ENCLAVE_WINDOWS or (type(func) in ENCLAVE_AGGREGATES and isinstance(func.this, exp.Distinct)):
+        raise NotSupportedError(f"{func.sql(dialect='duckdb')} OVER: the enclave computes ROW_NUMBER, RANK, DENSE_RANK, "
+                                "COUNT / SUM / AVG / MIN / MAX and LAG / LEAD over a window; the SPU may")
+    if w.args.get("spec") is not None or w.args.get("alias") is not None:
+        raise NotSupportedError(f"{w.sql(dialect='duckdb')}: the enclave runs windows with the default frame only "
+                                "(no ROWS / RANGE clause, no named window)")
+    kind = ENCLAVE_WINDOWS[type(func)]
+    offset = 1
+    if kind in ("lag", "lead"):
+        given, default = func.args.get("offset"), func.args.get("default")
+        if given is not None and not (isinstance(given, exp.Literal) and given.is_int):
+            raise NotSupportedError(f"{func.sql(dialect='duckdb')}: the enclave takes a constant whole-number offset")
+        if default is not None and not isinstance(default, exp.Null):
+            raise NotSupportedError(f"{func.sql(dialect='duckdb')}: the enclave's {kind.upper()} has no default value "
+                                    "(NULL outside the partition); wrap it in COALESCE at the issuer, or use the SPU")
+        offset = 1 if given is None else int(given.this)
+    argument = func.this if kind not in ("row_number", "rank", "dense_rank") else None
+    return kind, None if isinstance(argument, exp.Star) else argument, offset
 
 
 def _is_aggregate(e: exp.Expression) -> bool:
@@ -196,17 +262,17 @@ def _enclave_aggregate(e: exp.Expression) -> tuple[str, exp.Expression | None]:
                                 "COUNT(DISTINCT x)")
     func = ENCLAVE_AGGREGATES[type(e)]
     if isinstance(e.this, exp.Distinct):
-        if func != "count" or len(e.this.expressions) != 1:
-            raise NotSupportedError(f"{e.sql()}: the enclave computes COUNT(DISTINCT x) of one value only; "
-                                    "DISTINCT in other aggregates is for the SPU")
-        return "count_distinct", e.this.expressions[0]
+        if len(e.this.expressions) != 1:
+            raise NotSupportedError(f"{e.sql()}: the enclave computes DISTINCT aggregates of one value only")
+        # MIN / MAX of the distinct values are those of all values; the others sort (keys, x) once more
+        return DISTINCT_AGGREGATES.get(func, func), e.this.expressions[0]
     return func, None if isinstance(e.this, exp.Star) else e.this
 
 
 def _aggregate_type(e: exp.Expression, argument_type: str) -> str:
     """DuckDB's type of the aggregate `e` over an argument of `argument_type` (plan time, no data)."""
-    func, _ = _enclave_aggregate(e)
-    call = "COUNT(DISTINCT x)" if func == "count_distinct" else f"{type(e).__name__.upper()}(x)"
+    distinct = "DISTINCT " if isinstance(e.this, exp.Distinct) else ""
+    call = f"{type(e).__name__.upper()}({distinct}x)"
     return result_type(call, [("x", "", argument_type)])
 
 

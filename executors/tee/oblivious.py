@@ -23,6 +23,10 @@ group_by(keys, aggregates)   sort by keys, mark groups, COUNT / SUM / AVG / MIN 
                              `keep` flag (last row of a group of at least `min_group_size` rows).
                              MIN / MAX compare in `sortable` order (a float NaN is the greatest, as
                              in DuckDB), lexicographically over a value of several limbs (text).
+distinct_sums(keys, flag, x) SUM / AVG(DISTINCT x): one more sort on (keys, flag, x), first-of-run flags.
+window_function(kind, ...)   a window over rows sorted by (partition, order): segmented scans
+                             (`run_first` / `run_last` spread a run's first / last value) and, for
+                             LAG / LEAD, a shift by the query's constant (`shifted`).
 order_and_limit(...)         sort on (not keep, ORDER BY keys...) and cut the first
                              min(kept, limit) rows: the only size-dependent access is that cut,
                              whose length is the result size.
@@ -45,7 +49,8 @@ import numpy as np
 
 from sqlsecure.errors import DataError, ProgrammingError
 
-AGGREGATE_KINDS = ("count", "sum", "avg", "min", "max", "count_distinct")
+AGGREGATE_KINDS = ("count", "sum", "avg", "min", "max", "count_distinct", "sum_distinct", "avg_distinct")
+DISTINCT_KINDS = ("count_distinct", "sum_distinct", "avg_distinct")  # each sorts its own copy of the rows
 _SIGN_CLEAR = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -345,7 +350,7 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
     columns: list[np.ndarray] = []
     slots: list = []  # per aggregate: None (COUNT(*)), a column's index, or a list of its limbs' indexes
     for kind, values in aggregates:
-        if values is None or kind == "count_distinct":  # COUNT(DISTINCT) sorts its own copy of the rows
+        if values is None or kind in DISTINCT_KINDS:
             slots.append(None)
         elif isinstance(values, (list, tuple)):
             slots.append([_payload_slot(columns, limb) for limb in values])
@@ -368,6 +373,9 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
             out.append(count)
         elif kind == "count_distinct":
             out.append(_count_distinct(keys, given, trace))
+        elif kind in DISTINCT_KINDS:  # SUM / AVG(DISTINCT x): given is (NULL flag or None, x)
+            total, distinct_count = distinct_sums(keys, *given, trace)
+            out.append(total if kind == "sum_distinct" else total.astype(np.float64) / np.maximum(distinct_count, 1))
         else:
             values = None if slot is None else [sorted_values[i] for i in slot] if isinstance(slot, list) \
                 else sorted_values[slot]
@@ -451,3 +459,93 @@ def order_and_limit(columns: Sequence[np.ndarray], order: Sequence[tuple[np.ndar
     if trace is not None:
         trace.pass_("cut", n, *((start,) if offset else ()), m)
     return [c[start:m] for c in columns]
+
+
+# --- windows and DISTINCT aggregates --------------------------------------------------------------------
+
+def _earlier(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
+    return earlier
+
+
+def run_first(values: np.ndarray, starts: np.ndarray, trace: AccessTrace | None = None) -> np.ndarray:
+    """Per row, the value at the first row of its run (`starts` flags): a segmented scan that keeps the
+    earlier value, log2 n passes."""
+    return segmented_scan(values, starts, _earlier, trace)
+
+
+def run_last(values: np.ndarray, starts: np.ndarray, trace: AccessTrace | None = None) -> np.ndarray:
+    """Per row, the value at the last row of its run: `run_first` over the reversed rows."""
+    return run_first(np.asarray(values)[::-1], group_ends(starts)[::-1], trace)[::-1].copy()
+
+
+def shifted(values: np.ndarray, by: int, fill, trace: AccessTrace | None = None) -> np.ndarray:
+    """values[i - by] at row i (`by` < 0: values[i + |by|]), `fill` where that row does not exist: one pass
+    whose positions depend on n and the query's constant `by` only."""
+    values = np.asarray(values)
+    out = np.full(len(values), fill, dtype=values.dtype)
+    if by >= 0:
+        out[by:] = values[:len(values) - by] if by else values
+    else:
+        out[:by] = values[-by:]
+    if trace is not None:
+        trace.pass_("shift", len(values), by)
+    return out
+
+
+def distinct_sums(keys: Sequence[np.ndarray], flag: np.ndarray | None, value: np.ndarray,
+                  trace: AccessTrace | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the rows sorted by `keys`, (SUM, COUNT) of its group's distinct non-NULL `value`s so far
+    (exact at the group's last row): one more oblivious sort on (keys, NULL flag, value), whose group blocks
+    line up with the sort by `keys` alone; a row adds its value where it starts a (keys, flag, value) run
+    and its flag is clear (SUM(DISTINCT x), AVG(DISTINCT x) = their quotient)."""
+    value = np.asarray(value)
+    flag = np.zeros(len(value), np.int64) if flag is None else np.asarray(flag)
+    sorted_all, _ = bitonic_sort([*keys, flag, value], trace=trace)
+    groups = group_starts(sorted_all[:len(keys)]) if keys else np.arange(len(value)) == 0
+    first = group_starts(sorted_all) & (sorted_all[len(keys)] == 0)
+    sorted_value = sorted_all[len(keys) + 1]
+    counted = segmented_aggregate("sum", first.astype(np.int64), groups, trace, "distinct")
+    added = np.where(first, sorted_value, np.zeros(1, sorted_value.dtype))
+    return segmented_aggregate("sum", added, groups, trace, "SUM(DISTINCT)"), counted
+
+
+WINDOW_KINDS = ("row_number", "rank", "dense_rank", "count", "sum", "avg", "min", "max", "lag", "lead")
+
+
+def window_function(kind: str, limbs: Sequence[np.ndarray], flag: np.ndarray | None, partitions: np.ndarray,
+                    peers: np.ndarray, offset: int = 1, trace: AccessTrace | None = None,
+                    column: str = "?") -> tuple[list[np.ndarray], np.ndarray | None]:
+    """One window function over rows already sorted by (partition keys, ORDER BY keys), with the default
+    frame (the partition's rows up to the current row's last peer; the whole partition without ORDER BY):
+    (its value's limbs, its NULL flag or None). `partitions` / `peers` flag the rows that start a partition /
+    a run of equal (partition, ORDER BY) keys. Everything is a segmented scan or a shift by the query's
+    constant `offset`: the access pattern depends on n and the query only."""
+    n = len(partitions)
+    if kind in ("row_number", "rank", "dense_rank") or (kind == "count" and not limbs):
+        number = segmented_scan(np.ones(n, np.int64), partitions, np.add, trace)
+        if kind == "dense_rank":
+            number = segmented_scan(peers.astype(np.int64), partitions, np.add, trace)
+        return [run_first(number, peers, trace) if kind == "rank" else
+                run_last(number, peers, trace) if kind == "count" else number], None
+    flag = np.zeros(n, np.int64) if flag is None else np.asarray(flag, np.int64)
+    if kind in ("lag", "lead"):
+        by = offset if kind == "lag" else -offset
+        partition = np.cumsum(partitions, dtype=np.int64)  # 1, 1, 2, ..: the same partition, the same number
+        there = shifted(partition, by, 0, trace) == partition
+        return ([np.where(there, shifted(limb, by, 0, trace), np.zeros(1, limb.dtype)) for limb in limbs],
+                np.where(there, shifted(flag, by, 1, trace), 1))
+    present = run_last(segmented_scan(1 - flag, partitions, np.add, trace), peers, trace)
+    if kind == "count":
+        return [present], None
+    empty = (present == 0).astype(np.int64)
+    if kind in ("sum", "avg"):
+        values = np.where(flag == 1, np.zeros(1, limbs[0].dtype), limbs[0])
+        total = run_last(segmented_aggregate("sum", values, partitions, trace, column), peers, trace)
+        return [total if kind == "sum" else total.astype(np.float64) / np.maximum(present, 1)], empty
+    if kind in ("min", "max"):  # a NULL is the other extreme of the `sortable` order, so it never wins
+        extreme = np.iinfo(np.int64).max if kind == "min" else np.iinfo(np.int64).min
+        keys = [np.where(flag == 1, extreme, sortable(limb)) for limb in limbs]
+        best = [run_last(v, peers, trace) for v in segmented_extreme(keys, partitions, kind, trace)]
+        return [np.where(empty == 1, np.zeros(1, limb.dtype), unsortable(v, limb.dtype))
+                for v, limb in zip(best, limbs)], empty
+    raise ProgrammingError(f"unknown window function {kind!r}; the enclave computes {', '.join(WINDOW_KINDS)}")

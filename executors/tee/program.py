@@ -12,7 +12,12 @@ parties send sealed (their rows aligned: row i of every party describes the same
               `having` (DuckDB SQL over the group columns `having_typed`) keeps only the groups where
               it is TRUE; `hidden` group keys (grouped by, not selected) and aggregates (serving HAVING /
               ORDER BY) are never output: the issuer's sealed result holds only what it selected.
-    plain     the input columns (`select`, default all, in the parties' order), no aggregation.
+              With `distinct` (SELECT DISTINCT over aggregates) a second oblivious group-by on (not
+              kept, every output) keeps one row per distinct output row.
+    plain     the input columns (`select`, default all, in the parties' order), no aggregation; each
+              of `windows` (ROW_NUMBER, RANK, DENSE_RANK, COUNT / SUM / AVG / MIN / MAX with the default
+              frame, LAG / LEAD by a constant) adds a column, after one oblivious sort of every row by
+              (not kept, PARTITION BY keys, ORDER BY keys) and segmented scans (`window_function`).
 
 then ORDER BY `order` [(column, descending)] over output (or hidden) columns (plain programs may also
 sort on any input column), skip `offset` rows and LIMIT `limit`. Everything runs through the oblivious operators. `where` (a
@@ -48,7 +53,8 @@ import pyarrow as pa
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
 from sqlsecure.executors.tee.expressions import ALL_LIMBS, NULL_FLAG, evaluate_expressions, limb_names, null_flag
 from sqlsecure.executors.tee.oblivious import (
-    AGGREGATE_KINDS, AccessTrace, group_by, order_and_limit, sortable, unsortable,
+    AGGREGATE_KINDS, DISTINCT_KINDS, WINDOW_KINDS, AccessTrace, bitonic_sort, group_by, group_starts,
+    order_and_limit, sortable, unsortable, window_function,
 )
 from sqlsecure.executors.tee.wire import ENCLAVE, HOST
 
@@ -90,6 +96,45 @@ class Aggregate:
         return cls(kind, column, str(name))
 
 
+@dataclass(frozen=True)
+class Window:
+    """A window function `kind(column) OVER (PARTITION BY partition ORDER BY order)` with the default
+    frame, output as `name` (LAG / LEAD: `offset` rows back / ahead, NULL outside the partition)."""
+
+    kind: str
+    column: str | None
+    name: str
+    partition: tuple[str, ...] = ()
+    order: tuple[tuple[str, bool], ...] = ()
+    offset: int = 1
+
+    @property
+    def text(self) -> bool:
+        """MIN / MAX / LAG / LEAD of text: its limbs, output `<name>#*`."""
+        return self.column is not None and self.column.endswith(ALL_LIMBS) and self.kind in ("min", "max", "lag",
+                                                                                               "lead")
+
+    @classmethod
+    def of(cls, spec) -> "Window":
+        if isinstance(spec, Window):
+            return spec
+        if not isinstance(spec, (tuple, list)) or len(spec) != 6:
+            raise ProgrammingError(f"an enclave window is (kind, column, name, partition, order, offset), got {spec!r}")
+        kind, column, name, partition, order, offset = spec
+        if kind not in WINDOW_KINDS:
+            raise ProgrammingError(f"unknown window function {kind!r}; the enclave computes {', '.join(WINDOW_KINDS)}")
+        if column is None and kind not in ("row_number", "rank", "dense_rank", "count"):
+            raise ProgrammingError(f"{kind.upper()} OVER needs a column")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ProgrammingError(f"a window's offset must be a non-negative integer, got {offset!r}")
+        return cls(str(kind), column, str(name), _names(partition, "partition"),
+                   tuple((str(c), bool(d)) for c, d in order), offset)
+
+    def to_json(self) -> list:
+        return [self.kind, self.column, self.name, list(self.partition), [[c, d] for c, d in self.order],
+                self.offset]
+
+
 def _triple(item, what: str) -> tuple[str, str, str]:
     if not isinstance(item, (tuple, list)) or len(item) != 3:
         raise ProgrammingError(f"a {what} is (name, text, kind), got {item!r}")
@@ -120,6 +165,8 @@ class EnclaveProgram:
     having_typed: tuple[tuple[str, str, str], ...] = ()  # (group column, kind, SQL type): what `having` reads
     hidden: tuple[str, ...] = ()  # group keys and aggregates the query does not select: never output
     offset: int = 0  # rows skipped after ORDER BY, before LIMIT
+    distinct: bool = False  # SELECT DISTINCT over a grouped program: one row per distinct output row
+    windows: tuple[Window, ...] = ()  # window functions of a plain program, each a column of its own
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -142,6 +189,12 @@ class EnclaveProgram:
         if self.where is not None:
             set_(self, "where", str(self.where))
         set_(self, "distinct_rows", _names(self.distinct_rows, "distinct_rows"))
+        set_(self, "windows", tuple(Window.of(w) for w in self.windows))
+        if self.windows and self.grouped:
+            raise ProgrammingError("window functions need a plain program (no GROUP BY or aggregates)")
+        if self.distinct and not self.grouped:
+            raise ProgrammingError("`distinct` applies to a grouped program; a plain SELECT DISTINCT groups by its "
+                                   "outputs")
         if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
                                        or self.limit < 0):
             raise ProgrammingError(f"LIMIT must be a non-negative integer, got {self.limit!r}")
@@ -163,7 +216,7 @@ class EnclaveProgram:
                 raise ProgrammingError(f"hidden columns {sorted(unknown)} are not group keys or aggregates of the "
                                        "program")
             for column, _ in self.order:
-                if column not in self.group_columns():
+                if column not in (names if self.distinct else self.group_columns()):
                     raise ProgrammingError(f"ORDER BY {column!r} is not an output of the grouped program "
                                            f"(outputs: {list(names)})")
 
@@ -193,8 +246,10 @@ class EnclaveProgram:
         used |= set(self.distinct_rows) | ({self.where} if self.where is not None else set())
         if not self.grouped:
             used |= set(self.select or ()) | {c for c, _ in self.order}
-        made = {name for name, _, _ in self.computed}
-        made |= {f"{name}{NULL_FLAG}" for name in made}
+        for w in self.windows:
+            used |= set(w.partition) | {c for c, _ in w.order} | ({w.column} if w.column is not None else set())
+        made = {name for name, _, _ in self.computed} | {w.name for w in self.windows}
+        made |= {f"{name}{NULL_FLAG}" for name in made} | {f"{w.name}#0" for w in self.windows}
         used = {f"{c[:-len(ALL_LIMBS)]}#0" if c.endswith(ALL_LIMBS) else c for c in used}
         return (used - made) | {f"{c}#0" if kind == "text" else c for c, kind, _ in self.typed}
 
@@ -208,7 +263,7 @@ class EnclaveProgram:
                 "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed],
                 "where": self.where, "having": self.having,
                 "having_typed": [list(t) for t in self.having_typed], "hidden": list(self.hidden),
-                "offset": self.offset}
+                "offset": self.offset, "distinct": self.distinct, "windows": [w.to_json() for w in self.windows]}
 
     @classmethod
     def from_json(cls, obj: dict) -> "EnclaveProgram":
@@ -219,7 +274,8 @@ class EnclaveProgram:
                        distinct_rows=obj.get("distinct_rows", ()), computed=obj.get("computed", ()),
                        typed=obj.get("typed", ()), where=obj.get("where"), having=obj.get("having"),
                        having_typed=obj.get("having_typed", ()), hidden=obj.get("hidden", ()),
-                       offset=obj.get("offset", 0))
+                       offset=obj.get("offset", 0), distinct=bool(obj.get("distinct", False)),
+                       windows=[tuple(w) for w in obj.get("windows", ())])
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed enclave program: {exc!r}") from None
 
@@ -315,6 +371,9 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
         columns = {**columns, **evaluate_expressions(program.computed, program.typed, columns)}
         names = list(columns)
     kept = None if program.where is None else _passing(columns, program.where)
+    if program.windows:
+        columns, kept = _evaluate_windows(program, columns, kept, trace)
+        names = list(columns)
     if program.grouped:
         return _evaluate_grouped(program, columns, trace, kept)
     out_names = [c for ref in program.output_names(names) for c in limb_names(ref, names)]
@@ -326,6 +385,32 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     result = order_and_limit(carried, order, keep=kept, limit=program.limit, offset=program.offset, trace=trace) \
         if (order or program.limit is not None or program.offset or kept is not None) else carried
     return pa.table({name: result[i] for i, name in enumerate(out_names)})
+
+
+def _evaluate_windows(program: EnclaveProgram, columns: dict[str, np.ndarray], kept: np.ndarray | None,
+                      trace) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Each window function as a new column: every row (and `kept`, the WHERE) sorted obliviously by
+    (not kept, partition keys, ORDER BY keys), so rows a WHERE drops form partitions of their own, then
+    `window_function`'s scans. The rows stay in that order; the final ORDER BY sorts them again."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    passing = np.ones(n, bool) if kept is None else np.asarray(kept, bool)
+    for w in program.windows:
+        partition = [c for ref in w.partition for c in limb_names(ref, columns)]
+        order = _expanded_order(w.order, columns)
+        keys = [(~passing).astype(np.int64), *(columns[c] for c in partition), *(columns[c] for c, _ in order)]
+        names = list(columns)
+        sorted_keys, moved = bitonic_sort(keys, [columns[c] for c in names] + [passing],
+                                          descending=[False] * (1 + len(partition)) + [d for _, d in order],
+                                          trace=trace)
+        columns, passing = dict(zip(names, moved[:-1])), moved[-1]
+        limbs = [] if w.column is None else [columns[c] for c in limb_names(w.column, columns)]
+        flag = None if w.column is None else columns.get(null_flag(w.column))
+        values, nulls = window_function(w.kind, limbs, flag, group_starts(sorted_keys[:1 + len(partition)]),
+                                        group_starts(sorted_keys), w.offset, trace, w.name)
+        columns |= {f"{w.name}#{k}": v for k, v in enumerate(values)} if w.text else {w.name: values[0]}
+        if nulls is not None:
+            columns[f"{w.name}{NULL_FLAG}"] = nulls
+    return columns, None if kept is None else passing
 
 
 def _passing(columns: dict[str, np.ndarray], where: str) -> np.ndarray:
@@ -356,6 +441,11 @@ def _aggregate_inputs(program: EnclaveProgram, columns: dict[str, np.ndarray]):
         values = None if a.column is None else limbs if a.text else limbs[0]
         if a.kind == "count_distinct":
             specs.append((a.kind, (flag, limbs)))
+        elif a.kind in DISTINCT_KINDS:  # SUM / AVG(DISTINCT x): NULL for a group without values, as SUM
+            specs.append((a.kind, (flag, limbs[0])))
+            if flag is not None:
+                specs.append(("sum", 1 - flag))
+                names.append(f"{a.name} (rows)")
         elif flag is None:
             specs.append((a.kind, values))
         elif a.kind == "count":
@@ -408,7 +498,7 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
     else:  # no rows and no keys: the single group is empty, below any min_group_size
         out = {}
         for a, (_, count, dtypes) in zip(program.aggregates, places):
-            empty = [np.zeros(0, np.int64 if a.counting else np.float64 if a.kind == "avg" else dtype)
+            empty = [np.zeros(0, np.int64 if a.counting else np.float64 if a.kind in ("avg", "avg_distinct") else dtype)
                      for dtype in dtypes or [np.int64]]
             out |= {f"{a.name}#{k}": e for k, e in enumerate(empty)} if a.text else {a.name: empty[0]}
             if count is not None:
@@ -416,11 +506,22 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
         keep = np.zeros(0, bool)
     if program.having is not None:
         keep = keep & _having_holds(program, out, keep)
-    order = _expanded_order(program.order or tuple((k, False) for k in program.group_keys), out)
     names = [c for ref in program.output_names() for c in limb_names(ref, out) if c in out]
+    if program.distinct:
+        out, keep = _distinct_rows(names, out, keep, trace)
+    order = _expanded_order(program.order or tuple((k, False) for k in program.group_keys if k in out), out)
     result = order_and_limit([out[c] for c in names], [(out[c], d) for c, d in order], keep=keep,
                              limit=program.limit, offset=program.offset, trace=trace)
     return pa.table({name: result[i] for i, name in enumerate(names)})
+
+
+def _distinct_rows(names: list[str], out: dict[str, np.ndarray], keep: np.ndarray,
+                   trace) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """SELECT DISTINCT over grouped rows: a second oblivious group-by on (not kept, every output column) over
+    all group rows, keeping the last row of each run of kept rows (a NULL's value is 0 beside its flag, so
+    equal NULLs compare equal)."""
+    regrouped = group_by([(~keep).astype(np.int64), *(out[c] for c in names)], [], trace=trace)
+    return dict(zip(names, regrouped.keys[1:])), regrouped.last & (regrouped.keys[0] == 0)
 
 
 def _having_holds(program: EnclaveProgram, out: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
