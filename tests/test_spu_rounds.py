@@ -337,13 +337,27 @@ def test_partition_order_equals_a_plaintext_sort_with_duplicates(n, first):
 def test_the_pair_budget_ends_the_random_tail_in_one_level(n):
     """With `relational.PAIR_BUDGET` pairs per row, the levels of 50 random orders stay at
     ceil(ceil(log2 n) / 3) + 1 (one below the stated bound; 4 at 10^3, 5 at 10^4: were 5 and 6) for
-    at most 46 n comparisons (43.4 n on average at 10^4, 42.5 n before), and a top-10 within 4 levels."""
+    at most 46 n comparisons up to LONG rows, 38 n beyond (35.5 n on average at 10^4 with 7 pivots,
+    42.6 n with 15), and a top-10 within 4 levels."""
     rng = np.random.default_rng(n + 1)
     for _ in range(50):
         levels, comparisons = plaintext_levels(n, rng)
         top_levels, _ = plaintext_levels(n, rng, first=10)
         assert levels <= -(-log2(n) // 3) + 1 and top_levels <= 4
-        assert comparisons <= 46 * n
+        assert comparisons <= (46 if n <= relational.LONG else 38) * n
+
+
+def test_a_long_sort_takes_7_pivots_per_level_for_fewer_pairs():
+    """At 10^5 rows the segments longer than 16 rows take LONG_PIVOTS (7) pivots: 7 levels (one
+    below the stated bound) for at most 48 pairs per row (44.7 on average; 54.7 in 6 levels with 15
+    pivots for segments of up to 4096 rows), and a top-5 keeps its 3-4 levels."""
+    n = 100_000
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        levels, comparisons = plaintext_levels(n, rng)
+        top_levels, top_comparisons = plaintext_levels(n, rng, first=5)
+        assert levels <= level_bound(n) - 1 and comparisons <= 48 * n
+        assert top_levels <= 4 and top_comparisons <= 14 * n
 
 
 def equality_rounds(nparties: int, bits: int) -> int:

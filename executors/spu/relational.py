@@ -32,14 +32,16 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi�
                                 (C_eq rounds, then ceil(log2 g) rounds joining the g compared
                                 columns, the tiebreak being the last) plus 1 opening; a row's bucket is the number of pivots below it.
                                 p (`_pivot_count`): all pairs for a segment of <= 16 rows (sorted
-                                in that level), 15 pivots up to 4096 rows, 7 beyond, within a
+                                in that level), else 15 pivots in a sort of up to 4096 rows and 7
+                                in a longer one (fewer bytes for one more level at 10^5), within a
                                 budget of 8 n pairs per level: all pairs of every active segment
                                 when they fit it (the random tail of long segments ends in one
                                 level), more pivots (up to 15) when few rows are active. Levels
                                 L ~ log_{p+1} n, at most ceil(ceil(log2 n) / 3) + 2 with high
-                                probability (6-7 at n = 10^5, 4-5 at 10^4, 3-4 at 10^3; 8-9, 5-7
-                                and 4-5 before the budget, ~30-40 with one pivot); rounds
-                                N + L (C_eq + ceil(log2(k + 1)) + 1). The price is bytes: ~2.5x the
+                                probability (7 at n = 10^5, 5 at 10^4, 3-4 at 10^3; 6-7 at 10^5
+                                with 15 pivots for segments of <= 4096 rows, 8-9, 5-7 and 4-5
+                                before the budget, ~30-40 with one pivot); rounds
+                                N + L (C_eq + ceil(log2(k + 1)) + 1). The price is bytes: ~2x the
                                 comparisons of one-pivot quicksort (whose 1.39 n log2 n gains
                                 the most order per comparison). `first` (ORDER BY ... LIMIT): only
                                 segments that start before row `first` are partitioned further, a
@@ -162,26 +164,30 @@ def _lexicographic_less(s: SpuSession, diffs: Iterable[np.ndarray], bits: list[i
 
 
 ALL_PAIRS = 16  # a segment this short is sorted outright: every pair compared in one level
-PIVOTS = 15  # pivots of a segment of up to LONG rows: ~4 bits of order per member and level
+PIVOTS = 15  # pivots of a longer segment of a short sort (up to LONG rows): ~4 bits of order per member and level
 LONG = 4096
-LONG_PIVOTS = 7  # pivots of a longer segment: half the comparisons per level, ~3 bits
+LONG_PIVOTS = 7  # pivots of a longer segment of a longer sort: half the comparisons per level, ~3 bits
 PAIR_BUDGET = 8  # pairs per sorted row a level may compare beyond the rule above (its first level's 7)
 
 
-def _pivot_count(lengths: np.ndarray, budget: int) -> np.ndarray:
-    """Pivots per active segment of one level, `budget` the pairs the level may compare (PAIR_BUDGET
-    per row of the sort). Where all pairs of every segment fit the budget, all but one row of each
-    (the level sorts them all: the random tail of long segments, or a LIMIT's last rows, ends in one
-    level instead of two or three). Otherwise all pairs of a short segment, PIVOTS of a middling one,
-    LONG_PIVOTS of a long one (its bytes dominate a level's: each member is compared with every
-    pivot), raised to what the budget allows per active row up to PIVOTS (few active rows: a LIMIT's
-    segments, the levels' tail). Levels at 10^5 rows, one key: 8.2 on average (max 9) without the
-    budget, 6.0 (max 6) with it, for 4 % more pairs; a top-5: 4.7 -> 3.1 levels, 7.9 -> 10.2 pairs
-    per row (tests/test_spu_rounds.py). Measured at n = 10^5, one key, 2 parties, before the budget:
-    66 rounds and 500 MB between the parties, against 330 rounds and 193 MB for one pivot."""
+def _pivot_count(lengths: np.ndarray, budget: int, rows: int) -> np.ndarray:
+    """Pivots per active segment of one level of a sort of `rows` rows, `budget` the pairs the level
+    may compare (PAIR_BUDGET per row). Where all pairs of every segment fit the budget, all but one
+    row of each (the level sorts them all: the random tail of long segments, or a LIMIT's last rows,
+    ends in one level instead of two or three). Otherwise all pairs of a short segment (<= ALL_PAIRS
+    rows), else PIVOTS in a sort of up to LONG rows (its bytes are few: its levels are what costs)
+    and LONG_PIVOTS in a longer one (its bytes dominate: each member is compared with every pivot;
+    7 pivots buy 3 bits of order for 7 pairs, 15 buy 4 for 15), raised to what the budget allows per
+    active row up to PIVOTS (few active rows: a LIMIT's segments, the levels' tail).
+    Levels and pairs per row (tests/test_spu_rounds.py), one key: 10^4 rows 5 levels, 42.6 -> 35.5
+    pairs per row (15 pivots for segments of up to 4096 rows before); 10^5 rows 6 -> 7 levels, 54.7
+    -> 44.7 pairs per row: over 80 ms / 200 Mbit a level (6 rounds for a group code packed with the
+    tiebreak) costs ~0.5 s, 10 pairs per row ~0.8 s (16 B each way and the dealer's share); a top-5
+    at 10^5: 3 levels, 12.3 pairs per row (unchanged: few active rows raise the pivots)."""
     if int((lengths * (lengths - 1) // 2).sum()) <= budget:
         return lengths - 1
-    usual = np.where(lengths <= ALL_PAIRS, lengths - 1, np.where(lengths <= LONG, PIVOTS, LONG_PIVOTS))
+    middling = PIVOTS if rows <= LONG else LONG_PIVOTS
+    usual = np.where(lengths <= ALL_PAIRS, lengths - 1, middling)
     allowed = min(PIVOTS, max(1, budget // int(lengths.sum())))
     return np.minimum(lengths - 1, np.maximum(usual, allowed))
 
@@ -215,11 +221,11 @@ class _Level:
     owner: np.ndarray  # per (member, pivot) pair: the member's index
 
 
-def _level(starts: np.ndarray, lengths: np.ndarray, budget: int) -> _Level:
+def _level(starts: np.ndarray, lengths: np.ndarray, budget: int, rows: int) -> _Level:
     """The comparisons of one level over the active segments (`_pivot_count` pivots each, within
     `budget` pairs): every member against each of its segment's pivots (member-major), then the
     pivot pairs. Built by repeats and gathers, no per-pair division."""
-    pivots = _pivot_count(lengths, budget)
+    pivots = _pivot_count(lengths, budget, rows)
     members = lengths - pivots
     m_seg, m_local = _expand(members)
     m_start = starts[m_seg]
@@ -287,7 +293,7 @@ def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray]
         active = (lengths >= 2) & (starts < wanted)
         if not active.any():
             return perm
-        level = _level(starts[active], lengths[active], PAIR_BUDGET * n)
+        level = _level(starts[active], lengths[active], PAIR_BUDGET * n, n)
         perm = _partition(level, less(perm[level.left], perm[level.right]), perm, is_start)
 
 
