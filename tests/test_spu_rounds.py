@@ -57,8 +57,12 @@ def log2(n: int) -> int:
     return math.ceil(math.log2(n))
 
 
-def scan_levels(n: int) -> int:
-    return log2(n)
+def scan_levels(n: int, extremes: bool = False) -> int:
+    """S of a segmented scan (`relational.segmented_scan`): ceil(log2(n >> k)) + 2 k, k block levels
+    (one per doubling of n from 8192 rows for sums, from 32768 with MIN/MAX; at most 3)."""
+    rows = 32768 if extremes else 8192
+    k = min(3, int(math.log2(n // rows))) if n >= rows else 0
+    return log2(n >> k) + 2 * k if n > 1 else 0
 
 
 def level_bound(n: int) -> int:
@@ -214,7 +218,7 @@ def test_group_by_is_a_sort_then_runs_then_one_scan(nparties, extremes, n):
     rounds = rounds_of(nparties, lambda s: (g := share(s, k), aggs := aggregates(s),
                                             lambda: relational.group_by(s, [g], aggs))[-1])
     runs = C_EQ[nparties] + 1
-    scans = scan_levels(n) * (C[nparties] + 2 if extremes else 1)  # SUM and COUNT ride in MIN/MAX's rounds
+    scans = scan_levels(n, extremes) * (C[nparties] + 2 if extremes else 1)  # SUM and COUNT ride in MIN/MAX's rounds
     quicksort_levels(rounds - runs - scans, nparties, 1, n)
 
 
@@ -312,6 +316,23 @@ def test_segmented_sum_bytes_are_8_c_plus_2_per_combine(n, columns):
     levels = relational._scan_levels(n)
     stated = sum(8 * (columns + 2 - (d == len(levels) - 1)) * right.size for d, (_, right) in enumerate(levels))
     assert sent == stated
+
+
+@pytest.mark.parametrize("n, blocks", [(16_383, 0), (16_384, 1), (20_000, 1), (40_000, 2)])
+def test_a_long_segmented_sum_takes_block_levels_for_fewer_bytes(n, blocks):
+    """From 16,384 rows a sums-only scan adds Brent–Kung block levels: S = ceil(log2(n >> k)) + 2 k
+    rounds, and 8 (c + 2) B per combine of its levels (fewer combines than Sklansky's (n/2) log2 n)."""
+    x, _, _ = data(n)
+    starts = (np.arange(n) % 7 == 0).astype(np.int64)
+    assert relational.scan_blocks(n, extremes=False) == blocks
+    assert rounds_of(2, lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                   lambda: relational.segmented_sum(s, [v, v], f))[-1]) == scan_levels(n)
+    sent, _ = sent_by_p0(lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                    lambda: relational.segmented_sum(s, [v, v], f))[-1])
+    levels = relational._scan_levels(n, blocks)
+    combines = sum(right.size for _, right in levels)
+    assert sent == sum(8 * (4 - (d == len(levels) - 1)) * right.size for d, (_, right) in enumerate(levels))
+    assert combines <= (n // 2) * log2(n) if blocks == 0 else combines < 0.7 * (n // 2) * log2(n)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 18, 100, 1000, 4097])

@@ -71,15 +71,17 @@ neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests 
                                 (1): C_eq + ceil(log2 k) + 1 rounds, whatever n.
 segmented_scan(s, sums, extremes, starts)
                                 segmented inclusive scans of SUM and MIN/MAX columns in shared
-                                rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
-                                combines each): per level one product round (v_r +=
-                                (1 - f_r) v_l; f_r |= f_l as f_r + (1 - f_r) f_l; 1 - f_r opened
-                                once for all columns), and with MIN/MAX columns one batched
-                                comparison before it and one fused mux after it: S = ceil(log2 n)
-                                rounds, (C + 2) S with MIN/MAX. Chosen over Brent–Kung's
-                                work-efficient 2 log2 n - 1 levels (~2n products per column): at
-                                n = 10^5 the extra ~14 MB per column weighs less than 16 more
-                                round trips, and both are small beside the sort.
+                                rounds: k Brent–Kung block levels around Sklansky's log-depth
+                                prefix (`_scan_levels`; k = `scan_blocks`: 0 below 16,384 rows,
+                                3 at 10^5 for sums, 1 with MIN/MAX): per level one product round
+                                (v_r += (1 - f_r) v_l; f_r |= f_l as f_r + (1 - f_r) f_l;
+                                1 - f_r opened once for all columns), and with MIN/MAX columns
+                                one batched comparison before it and one fused mux after it:
+                                S = ceil(log2(n >> k)) + 2 k rounds, (C + 2) S with MIN/MAX.
+                                Sklansky alone (k = 0) takes (n/2) ceil(log2 n) combines, Brent–
+                                Kung alone 2 log2 n - 1 levels for ~2 n: at 10^5 rows k = 3 takes
+                                20 levels and 2.6 n combines (17 and 8.15 n without blocks: 31 MB
+                                less on the busiest link for SUM + COUNT, for 3 round trips).
                                 `segmented_sum` / `segmented_extreme`: one kind alone.
 group_by(s, keys, aggs)         sort by keys, mark runs, one `segmented_scan` for SUM/COUNT and
                                 MIN/MAX together ((n/2) log2 n comparisons per MIN/MAX column;
@@ -476,14 +478,42 @@ def run_starts(s: SpuSession, equalities: list[list[np.ndarray]]) -> list[ArithS
     return boolean.b2a_bits_many(s, bits)
 
 
-def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+SCAN_BLOCK_ROWS = 8192  # a sums-only scan takes one Brent–Kung block level per doubling of n beyond this
+SCAN_BLOCK_ROWS_EXTREMES = 32768  # with MIN/MAX: a level is C + 2 rounds, so blocks pay from larger n
+SCAN_MAX_BLOCKS = 3
+
+
+def log2_ceil(n: int) -> int:
+    """ceil(log2 n) for n >= 1 (0 for n <= 1)."""
+    return max(0, (n - 1).bit_length())
+
+
+def scan_blocks(n: int, extremes: bool) -> int:
+    """Brent–Kung block levels k of a segmented scan of n rows: floor(log2(n / SCAN_BLOCK_ROWS)),
+    0..SCAN_MAX_BLOCKS (SCAN_BLOCK_ROWS_EXTREMES with MIN/MAX). Each block level adds a level (one
+    round trip, C + 2 with MIN/MAX) and halves the rows of the Sklansky core, whose n/2 combines per
+    level dominate the bytes: at 10^5 rows k = 3 takes 20 levels and 2.58 n combines against 17 and
+    8.15 n (56 B per combine on the busiest link for SUM + COUNT: 31 MB less, 1.2 s at 200 Mbit and
+    0.25 s at 1 Gbit, for 3 round trips). A round trip is worth ~2 MB at both of issue 20's links
+    (80 ms x 200 Mbit, 20 ms x 1 Gbit), ~36,000 such combines: the thresholds add a block level
+    where it saves more (one level at 2 x 10^4 rows saves 2.7 n combines, the fourth at 10^5 0.3 n)."""
+    rows = SCAN_BLOCK_ROWS_EXTREMES if extremes else SCAN_BLOCK_ROWS
+    return min(SCAN_MAX_BLOCKS, max(0, (n // rows).bit_length() - 1)) if n >= rows else 0
+
+
+def scan_depth(n: int, blocks: int) -> int:
+    """Levels of `_scan_levels(n, blocks)`: ceil(log2(n >> k)) + 2 k for the k block levels that fit
+    (a k-block needs 2^k <= n rows); ceil(log2 n) without blocks."""
+    return len(_scan_levels(n, blocks))
+
+
+def _sklansky(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sklansky's inclusive scan (Sklansky 1960; the divide-and-conquer prefix of Ladner–Fischer)
     as a list of levels (left, right): at each level every right[i] becomes x[left[i]] (+)
     x[right[i]], all pairs of a level at once. Level d = 1, 2, 4, ...: in every block of 2d rows
     the rows of the upper half combine with the block's row d - 1 (which holds the lower half's
     total). ceil(log2 n) levels of at most n/2 combines: half the depth of Brent–Kung's
-    2 log2 n - 1 for (n/2) log2 n combines instead of 2n; a round costs a round-trip time, the
-    extra products ~16 B each."""
+    2 log2 n - 1 for (n/2) log2 n combines instead of 2n."""
     levels, d = [], 1
     while d < n:
         rows = np.arange(n)
@@ -493,23 +523,39 @@ def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return levels
 
 
+def _scan_levels(n: int, blocks: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """An inclusive scan's levels (left, right): k = `blocks` Brent–Kung up-sweep levels (Brent and
+    Kung 1982; level d = 1, 2, .., 2^(k-1): row i with (i + 1) % 2d == 0 takes row i - d, so the last
+    row of each block of B = 2^k rows holds its block's total), Sklansky (`_sklansky`) over those
+    n >> k block ends, then k down-sweep levels (d = 2^(k-1) .. 1: row i with (i + 1) % 2d == d,
+    i >= 2d, takes row i - d, which then holds its full prefix). Levels: ceil(log2(n >> k)) + 2 k;
+    combines: ~2 n (1 - 2^-k) + (n >> k) / 2 ceil(log2(n >> k)), against (n/2) ceil(log2 n)."""
+    k = min(blocks, max(0, n.bit_length() - 1))
+    up = [(right - (1 << j), right) for j in range(k) for right in [np.arange((2 << j) - 1, n, 2 << j)]]
+    ends = np.arange((1 << k) - 1, n, 1 << k)
+    core = [(ends[left], ends[right]) for left, right in _sklansky(ends.size)]
+    down = [(right - (1 << j), right) for j in reversed(range(k)) for right in [np.arange(3 * (1 << j) - 1, n, 2 << j)]]
+    return [(left, right) for left, right in up + core + down if right.size]
+
+
 def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithShare], starts: ArithShare,
                    take_max: list[bool] = ()) -> tuple[list[ArithShare], list[ArithShare]]:
     """Inclusive running SUMs and MINs/MAXs restarting at every start flag, in shared rounds over
-    `_scan_levels`. Segmented operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per
-    level one round of products sharing the left factor 1 - f_r (`arith.beaver_mul_fanout`,
-    1 - f_r opened once): (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the extremes,
-    (1 - f_r) f_l for the flags (f_r | f_l = f_r + (1 - f_r) f_l); with extremes, one batched
-    comparison of v_l with v_r (C = 6 rounds for 2 parties, 8 for 3) before it and one fused mux
-    (1) after it. Rounds: ceil(log2 n) with sums only, (C + 2) ceil(log2 n) with extremes
-    (n >= 2); (n/2) ceil(log2 n) products (and comparisons) per column. Bytes per level and
-    direction: 8 (c + 2) per combine for c columns (was 16 (c + 1)), plus the comparisons' and
-    muxes' with extremes."""
+    `_scan_levels` with `scan_blocks(n, bool(extremes))` Brent–Kung block levels k. Segmented
+    operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per level one round of products
+    sharing the left factor 1 - f_r (`arith.beaver_mul_fanout`, 1 - f_r opened once): (1 - f_r) v_l
+    for the sums, (1 - f_r)(v_l - v_r) for the extremes, (1 - f_r) f_l for the flags (f_r | f_l =
+    f_r + (1 - f_r) f_l); with extremes, one batched comparison of v_l with v_r (C = 6 rounds for 2
+    parties, 8 for 3) before it and one fused mux (1) after it. Rounds: S = ceil(log2(n >> k)) + 2 k
+    with sums only (ceil(log2 n) up to 16,383 rows; 20 at 10^5, k = 3), (C + 2) S with extremes
+    (k = 1 from 65,536 rows); products (and comparisons) per column: the levels' combines, (n/2)
+    ceil(log2 n) without blocks, ~2.6 n at 10^5 rows with 3. Bytes per level and direction:
+    8 (c + 2) per combine for c columns, plus the comparisons' and muxes' with extremes."""
     n = len(starts)
     vals = [v.data.copy() for v in sums]
     ext = [v.data.copy() for v in extremes]
     f = starts.data.copy()
-    levels = _scan_levels(n)
+    levels = _scan_levels(n, scan_blocks(n, bool(extremes)))
     for depth, (left, right) in enumerate(levels):
         m = right.size
         better = None
@@ -538,8 +584,8 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
 
 
 def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
-    """Inclusive running sums restarting at every start flag (`segmented_scan`): S = ceil(log2 n)
-    rounds of one batched product each."""
+    """Inclusive running sums restarting at every start flag (`segmented_scan`): S =
+    ceil(log2(n >> k)) + 2 k rounds of one batched product each (k = `scan_blocks(n, False)`)."""
     return segmented_scan(s, values, [], starts)[0]
 
 
@@ -597,7 +643,8 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     Rounds: `sort` (N + L (C_eq + ceil(log2(k + 1)) + 1)) + `neighbour_starts` (C_eq + ceil(log2 k)
     + 1; C_eq on the keys' known widths: 3 + ceil(log2 k) + 1 for a code of <= 8 bits, 2 parties) +
     one `segmented_scan`:
-    S = ceil(log2 n) with SUM/COUNT only, (C + 2) S with any MIN/MAX, the SUMs riding along
+    S (`segmented_sum`: ceil(log2(n >> k)) + 2 k, 20 at 10^5 rows) with SUM/COUNT only, (C + 2) S
+    with any MIN/MAX (k = `scan_blocks(n, True)`), the SUMs riding along
     (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort, and
     its runs come from the same batch of neighbour equalities as the groups' (`run_starts`: at most
     one more AND round, where they took a second `neighbour_starts`); each further one a sort on one packed column (where the widths
@@ -714,7 +761,7 @@ def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[
 
 def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> ArithShare:
     """ROW_NUMBER() over sorted rows (public 1..n: no round), or per partition given run starts
-    (a segmented sum: ceil(log2 n) rounds)."""
+    (a segmented sum: S rounds, `segmented_sum`)."""
     ones = arith.public(s, np.ones(n, np.int64))
     if starts is None:
         return arith.public(s, np.arange(1, n + 1, dtype=np.int64))
@@ -723,7 +770,7 @@ def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> Arith
 
 def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
     """RANK() over rows sorted by `sorted_keys`: 1 + position of the first row with equal keys.
-    `neighbour_starts` (C_eq + ceil(log2 k) + 1 rounds) + a segmented sum (ceil(log2 n))."""
+    `neighbour_starts` (C_eq + ceil(log2 k) + 1 rounds) + a segmented sum (S, `segmented_sum`)."""
     n = _rows(sorted_keys)
     if n == 0:
         return ArithShare(np.zeros(0, np.uint64))
