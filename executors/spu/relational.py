@@ -84,7 +84,7 @@ segmented_scan(s, sums, extremes, starts)
                                 less on the busiest link for SUM + COUNT, for 3 round trips).
                                 `segmented_sum` / `segmented_extreme`: one kind alone.
 group_by(s, keys, aggs)         sort by keys, mark runs, one `segmented_scan` for SUM/COUNT and
-                                MIN/MAX together ((n/2) log2 n comparisons per MIN/MAX column;
+                                MIN/MAX together (one comparison per scan combine per MIN/MAX column;
                                 sorting by the value as an extra key would add one 64-bit
                                 comparison to each of the sort's).
                                 Result rows: the sorted rows, aggregates valid on rows whose
