@@ -85,9 +85,14 @@ SPU_MEMORY_SHARE = 0.25  # the SPU is not chosen when it would need more than th
 # 10^5, less the fixed part; the round trips per bit fall from 2.5 (fitted on the measured runs before)
 # to 2.1. Measured after (2026-12-07, load 12-20): 13.1 s at 80 ms / 200 Mbit (priced 14.1) and 5.2 s
 # at 20 ms / 1 Gbit (priced 4.25), the compute under that load above its price as before.
+# Seven pivots per level in sorts of more than 4096 rows and Brent–Kung block levels around the
+# scan's Sklansky core (issue 20, branch `gb80`, 2026-12-07): the class-4 query at 10^5 rows per party
+# moved 165 MB (204 MB before, exact counts): 37 B per published row, column and log2(rows). Its
+# operator takes 9 rounds more at 10^5 rows (59 -> 68: one sort level, three scan levels), none at
+# 10^3 or 10^4; the round trips per bit are not refitted (the runs' seconds were taken at load 26-33).
 SPU_RTTS_FIXED = 15  # round trips of the PSI, the sharing, the compaction and the reveal
 SPU_RTTS_PER_BIT = 2.1  # round trips per bit of log2(rows)
-SPU_BYTES_ROW_BIT = 46  # bytes between the parties per row, per compared key limb or aggregate, per bit of log2(rows)
+SPU_BYTES_ROW_BIT = 37  # bytes between the parties per row, per compared key limb or aggregate, per bit of log2(rows)
 SPU_BYTES_CARRY = 24  # bytes per row and per carried column: the sort's shuffle (2 rounds of 8 B), the compaction's
 
 

@@ -57,8 +57,12 @@ def log2(n: int) -> int:
     return math.ceil(math.log2(n))
 
 
-def scan_levels(n: int) -> int:
-    return log2(n)
+def scan_levels(n: int, extremes: bool = False) -> int:
+    """S of a segmented scan (`relational.segmented_scan`): ceil(log2(n >> k)) + 2 k, k block levels
+    (one per doubling of n from 8192 rows for sums, from 32768 with MIN/MAX; at most 3)."""
+    rows = 32768 if extremes else 8192
+    k = min(3, int(math.log2(n // rows))) if n >= rows else 0
+    return log2(n >> k) + 2 * k if n > 1 else 0
 
 
 def level_bound(n: int) -> int:
@@ -214,7 +218,7 @@ def test_group_by_is_a_sort_then_runs_then_one_scan(nparties, extremes, n):
     rounds = rounds_of(nparties, lambda s: (g := share(s, k), aggs := aggregates(s),
                                             lambda: relational.group_by(s, [g], aggs))[-1])
     runs = C_EQ[nparties] + 1
-    scans = scan_levels(n) * (C[nparties] + 2 if extremes else 1)  # SUM and COUNT ride in MIN/MAX's rounds
+    scans = scan_levels(n, extremes) * (C[nparties] + 2 if extremes else 1)  # SUM and COUNT ride in MIN/MAX's rounds
     quicksort_levels(rounds - runs - scans, nparties, 1, n)
 
 
@@ -314,6 +318,23 @@ def test_segmented_sum_bytes_are_8_c_plus_2_per_combine(n, columns):
     assert sent == stated
 
 
+@pytest.mark.parametrize("n, blocks", [(16_383, 0), (16_384, 1), (20_000, 1), (40_000, 2)])
+def test_a_long_segmented_sum_takes_block_levels_for_fewer_bytes(n, blocks):
+    """From 16,384 rows a sums-only scan adds Brent–Kung block levels: S = ceil(log2(n >> k)) + 2 k
+    rounds, and 8 (c + 2) B per combine of its levels (fewer combines than Sklansky's (n/2) log2 n)."""
+    x, _, _ = data(n)
+    starts = (np.arange(n) % 7 == 0).astype(np.int64)
+    assert relational.scan_blocks(n, extremes=False) == blocks
+    assert rounds_of(2, lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                   lambda: relational.segmented_sum(s, [v, v], f))[-1]) == scan_levels(n)
+    sent, _ = sent_by_p0(lambda s: (v := share(s, x), f := share(s, starts, 1),
+                                    lambda: relational.segmented_sum(s, [v, v], f))[-1])
+    levels = relational._scan_levels(n, blocks)
+    combines = sum(right.size for _, right in levels)
+    assert sent == sum(8 * (4 - (d == len(levels) - 1)) * right.size for d, (_, right) in enumerate(levels))
+    assert combines <= (n // 2) * log2(n) if blocks == 0 else combines < 0.7 * (n // 2) * log2(n)
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 18, 100, 1000, 4097])
 @pytest.mark.parametrize("first", [None, 1, 5])
 def test_partition_order_equals_a_plaintext_sort_with_duplicates(n, first):
@@ -337,13 +358,27 @@ def test_partition_order_equals_a_plaintext_sort_with_duplicates(n, first):
 def test_the_pair_budget_ends_the_random_tail_in_one_level(n):
     """With `relational.PAIR_BUDGET` pairs per row, the levels of 50 random orders stay at
     ceil(ceil(log2 n) / 3) + 1 (one below the stated bound; 4 at 10^3, 5 at 10^4: were 5 and 6) for
-    at most 46 n comparisons (43.4 n on average at 10^4, 42.5 n before), and a top-10 within 4 levels."""
+    at most 46 n comparisons up to LONG rows, 38 n beyond (35.5 n on average at 10^4 with 7 pivots,
+    42.6 n with 15), and a top-10 within 4 levels."""
     rng = np.random.default_rng(n + 1)
     for _ in range(50):
         levels, comparisons = plaintext_levels(n, rng)
         top_levels, _ = plaintext_levels(n, rng, first=10)
         assert levels <= -(-log2(n) // 3) + 1 and top_levels <= 4
-        assert comparisons <= 46 * n
+        assert comparisons <= (46 if n <= relational.LONG else 38) * n
+
+
+def test_a_long_sort_takes_7_pivots_per_level_for_fewer_pairs():
+    """At 10^5 rows the segments longer than 16 rows take LONG_PIVOTS (7) pivots: 7 levels (one
+    below the stated bound) for at most 48 pairs per row (44.7 on average; 54.7 in 6 levels with 15
+    pivots for segments of up to 4096 rows), and a top-5 keeps its 3-4 levels."""
+    n = 100_000
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        levels, comparisons = plaintext_levels(n, rng)
+        top_levels, top_comparisons = plaintext_levels(n, rng, first=5)
+        assert levels <= level_bound(n) - 1 and comparisons <= 48 * n
+        assert top_levels <= 4 and top_comparisons <= 14 * n
 
 
 def equality_rounds(nparties: int, bits: int) -> int:

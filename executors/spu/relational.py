@@ -32,14 +32,16 @@ sort(s, keys, payload, desc)    Shuffle-then-sort (Hamada–Kikuchi–Ikarashi�
                                 (C_eq rounds, then ceil(log2 g) rounds joining the g compared
                                 columns, the tiebreak being the last) plus 1 opening; a row's bucket is the number of pivots below it.
                                 p (`_pivot_count`): all pairs for a segment of <= 16 rows (sorted
-                                in that level), 15 pivots up to 4096 rows, 7 beyond, within a
+                                in that level), else 15 pivots in a sort of up to 4096 rows and 7
+                                in a longer one (fewer bytes for one more level at 10^5), within a
                                 budget of 8 n pairs per level: all pairs of every active segment
                                 when they fit it (the random tail of long segments ends in one
                                 level), more pivots (up to 15) when few rows are active. Levels
                                 L ~ log_{p+1} n, at most ceil(ceil(log2 n) / 3) + 2 with high
-                                probability (6-7 at n = 10^5, 4-5 at 10^4, 3-4 at 10^3; 8-9, 5-7
-                                and 4-5 before the budget, ~30-40 with one pivot); rounds
-                                N + L (C_eq + ceil(log2(k + 1)) + 1). The price is bytes: ~2.5x the
+                                probability (7 at n = 10^5, 5 at 10^4, 3-4 at 10^3; 6-7 at 10^5
+                                with 15 pivots for segments of <= 4096 rows, 8-9, 5-7 and 4-5
+                                before the budget, ~30-40 with one pivot); rounds
+                                N + L (C_eq + ceil(log2(k + 1)) + 1). The price is bytes: ~2x the
                                 comparisons of one-pivot quicksort (whose 1.39 n log2 n gains
                                 the most order per comparison). `first` (ORDER BY ... LIMIT): only
                                 segments that start before row `first` are partitioned further, a
@@ -69,18 +71,20 @@ neighbour_starts(s, sorted_keys) [row i starts a run of equal keys]: zero tests 
                                 (1): C_eq + ceil(log2 k) + 1 rounds, whatever n.
 segmented_scan(s, sums, extremes, starts)
                                 segmented inclusive scans of SUM and MIN/MAX columns in shared
-                                rounds, Sklansky's log-depth prefix (ceil(log2 n) levels, n/2
-                                combines each): per level one product round (v_r +=
-                                (1 - f_r) v_l; f_r |= f_l as f_r + (1 - f_r) f_l; 1 - f_r opened
-                                once for all columns), and with MIN/MAX columns one batched
-                                comparison before it and one fused mux after it: S = ceil(log2 n)
-                                rounds, (C + 2) S with MIN/MAX. Chosen over Brent–Kung's
-                                work-efficient 2 log2 n - 1 levels (~2n products per column): at
-                                n = 10^5 the extra ~14 MB per column weighs less than 16 more
-                                round trips, and both are small beside the sort.
+                                rounds: k Brent–Kung block levels around Sklansky's log-depth
+                                prefix (`_scan_levels`; k = `scan_blocks`: 0 below 16,384 rows,
+                                3 at 10^5 for sums, 1 with MIN/MAX): per level one product round
+                                (v_r += (1 - f_r) v_l; f_r |= f_l as f_r + (1 - f_r) f_l;
+                                1 - f_r opened once for all columns), and with MIN/MAX columns
+                                one batched comparison before it and one fused mux after it:
+                                S = ceil(log2(n >> k)) + 2 k rounds, (C + 2) S with MIN/MAX.
+                                Sklansky alone (k = 0) takes (n/2) ceil(log2 n) combines, Brent–
+                                Kung alone 2 log2 n - 1 levels for ~2 n: at 10^5 rows k = 3 takes
+                                20 levels and 2.6 n combines (17 and 8.15 n without blocks: 31 MB
+                                less on the busiest link for SUM + COUNT, for 3 round trips).
                                 `segmented_sum` / `segmented_extreme`: one kind alone.
 group_by(s, keys, aggs)         sort by keys, mark runs, one `segmented_scan` for SUM/COUNT and
-                                MIN/MAX together ((n/2) log2 n comparisons per MIN/MAX column;
+                                MIN/MAX together (one comparison per scan combine per MIN/MAX column;
                                 sorting by the value as an extra key would add one 64-bit
                                 comparison to each of the sort's).
                                 Result rows: the sorted rows, aggregates valid on rows whose
@@ -162,26 +166,30 @@ def _lexicographic_less(s: SpuSession, diffs: Iterable[np.ndarray], bits: list[i
 
 
 ALL_PAIRS = 16  # a segment this short is sorted outright: every pair compared in one level
-PIVOTS = 15  # pivots of a segment of up to LONG rows: ~4 bits of order per member and level
+PIVOTS = 15  # pivots of a longer segment of a short sort (up to LONG rows): ~4 bits of order per member and level
 LONG = 4096
-LONG_PIVOTS = 7  # pivots of a longer segment: half the comparisons per level, ~3 bits
+LONG_PIVOTS = 7  # pivots of a longer segment of a longer sort: half the comparisons per level, ~3 bits
 PAIR_BUDGET = 8  # pairs per sorted row a level may compare beyond the rule above (its first level's 7)
 
 
-def _pivot_count(lengths: np.ndarray, budget: int) -> np.ndarray:
-    """Pivots per active segment of one level, `budget` the pairs the level may compare (PAIR_BUDGET
-    per row of the sort). Where all pairs of every segment fit the budget, all but one row of each
-    (the level sorts them all: the random tail of long segments, or a LIMIT's last rows, ends in one
-    level instead of two or three). Otherwise all pairs of a short segment, PIVOTS of a middling one,
-    LONG_PIVOTS of a long one (its bytes dominate a level's: each member is compared with every
-    pivot), raised to what the budget allows per active row up to PIVOTS (few active rows: a LIMIT's
-    segments, the levels' tail). Levels at 10^5 rows, one key: 8.2 on average (max 9) without the
-    budget, 6.0 (max 6) with it, for 4 % more pairs; a top-5: 4.7 -> 3.1 levels, 7.9 -> 10.2 pairs
-    per row (tests/test_spu_rounds.py). Measured at n = 10^5, one key, 2 parties, before the budget:
-    66 rounds and 500 MB between the parties, against 330 rounds and 193 MB for one pivot."""
+def _pivot_count(lengths: np.ndarray, budget: int, rows: int) -> np.ndarray:
+    """Pivots per active segment of one level of a sort of `rows` rows, `budget` the pairs the level
+    may compare (PAIR_BUDGET per row). Where all pairs of every segment fit the budget, all but one
+    row of each (the level sorts them all: the random tail of long segments, or a LIMIT's last rows,
+    ends in one level instead of two or three). Otherwise all pairs of a short segment (<= ALL_PAIRS
+    rows), else PIVOTS in a sort of up to LONG rows (its bytes are few: its levels are what costs)
+    and LONG_PIVOTS in a longer one (its bytes dominate: each member is compared with every pivot;
+    7 pivots buy 3 bits of order for 7 pairs, 15 buy 4 for 15), raised to what the budget allows per
+    active row up to PIVOTS (few active rows: a LIMIT's segments, the levels' tail).
+    Levels and pairs per row (tests/test_spu_rounds.py), one key: 10^4 rows 5 levels, 42.6 -> 35.5
+    pairs per row (15 pivots for segments of up to 4096 rows before); 10^5 rows 6 -> 7 levels, 54.7
+    -> 44.7 pairs per row: over 80 ms / 200 Mbit a level (6 rounds for a group code packed with the
+    tiebreak) costs ~0.5 s, 10 pairs per row ~0.8 s (16 B each way and the dealer's share); a top-5
+    at 10^5: 3 levels, 12.3 pairs per row (unchanged: few active rows raise the pivots)."""
     if int((lengths * (lengths - 1) // 2).sum()) <= budget:
         return lengths - 1
-    usual = np.where(lengths <= ALL_PAIRS, lengths - 1, np.where(lengths <= LONG, PIVOTS, LONG_PIVOTS))
+    middling = PIVOTS if rows <= LONG else LONG_PIVOTS
+    usual = np.where(lengths <= ALL_PAIRS, lengths - 1, middling)
     allowed = min(PIVOTS, max(1, budget // int(lengths.sum())))
     return np.minimum(lengths - 1, np.maximum(usual, allowed))
 
@@ -215,11 +223,11 @@ class _Level:
     owner: np.ndarray  # per (member, pivot) pair: the member's index
 
 
-def _level(starts: np.ndarray, lengths: np.ndarray, budget: int) -> _Level:
+def _level(starts: np.ndarray, lengths: np.ndarray, budget: int, rows: int) -> _Level:
     """The comparisons of one level over the active segments (`_pivot_count` pivots each, within
     `budget` pairs): every member against each of its segment's pivots (member-major), then the
     pivot pairs. Built by repeats and gathers, no per-pair division."""
-    pivots = _pivot_count(lengths, budget)
+    pivots = _pivot_count(lengths, budget, rows)
     members = lengths - pivots
     m_seg, m_local = _expand(members)
     m_start = starts[m_seg]
@@ -287,7 +295,7 @@ def partition_order(n: int, wanted: int, less: Callable[[np.ndarray, np.ndarray]
         active = (lengths >= 2) & (starts < wanted)
         if not active.any():
             return perm
-        level = _level(starts[active], lengths[active], PAIR_BUDGET * n)
+        level = _level(starts[active], lengths[active], PAIR_BUDGET * n, n)
         perm = _partition(level, less(perm[level.left], perm[level.right]), perm, is_start)
 
 
@@ -470,14 +478,42 @@ def run_starts(s: SpuSession, equalities: list[list[np.ndarray]]) -> list[ArithS
     return boolean.b2a_bits_many(s, bits)
 
 
-def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+SCAN_BLOCK_ROWS = 8192  # a sums-only scan takes one Brent–Kung block level per doubling of n beyond this
+SCAN_BLOCK_ROWS_EXTREMES = 32768  # with MIN/MAX: a level is C + 2 rounds, so blocks pay from larger n
+SCAN_MAX_BLOCKS = 3
+
+
+def log2_ceil(n: int) -> int:
+    """ceil(log2 n) for n >= 1 (0 for n <= 1)."""
+    return max(0, (n - 1).bit_length())
+
+
+def scan_blocks(n: int, extremes: bool) -> int:
+    """Brent–Kung block levels k of a segmented scan of n rows: floor(log2(n / SCAN_BLOCK_ROWS)),
+    0..SCAN_MAX_BLOCKS (SCAN_BLOCK_ROWS_EXTREMES with MIN/MAX). Each block level adds a level (one
+    round trip, C + 2 with MIN/MAX) and halves the rows of the Sklansky core, whose n/2 combines per
+    level dominate the bytes: at 10^5 rows k = 3 takes 20 levels and 2.58 n combines against 17 and
+    8.15 n (56 B per combine on the busiest link for SUM + COUNT: 31 MB less, 1.2 s at 200 Mbit and
+    0.25 s at 1 Gbit, for 3 round trips). A round trip is worth ~2 MB at both of issue 20's links
+    (80 ms x 200 Mbit, 20 ms x 1 Gbit), ~36,000 such combines: the thresholds add a block level
+    where it saves more (one level at 2 x 10^4 rows saves 2.7 n combines, the fourth at 10^5 0.3 n)."""
+    rows = SCAN_BLOCK_ROWS_EXTREMES if extremes else SCAN_BLOCK_ROWS
+    return min(SCAN_MAX_BLOCKS, max(0, (n // rows).bit_length() - 1)) if n >= rows else 0
+
+
+def scan_depth(n: int, blocks: int) -> int:
+    """Levels of `_scan_levels(n, blocks)`: ceil(log2(n >> k)) + 2 k for the k block levels that fit
+    (a k-block needs 2^k <= n rows); ceil(log2 n) without blocks."""
+    return len(_scan_levels(n, blocks))
+
+
+def _sklansky(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sklansky's inclusive scan (Sklansky 1960; the divide-and-conquer prefix of Ladner–Fischer)
     as a list of levels (left, right): at each level every right[i] becomes x[left[i]] (+)
     x[right[i]], all pairs of a level at once. Level d = 1, 2, 4, ...: in every block of 2d rows
     the rows of the upper half combine with the block's row d - 1 (which holds the lower half's
     total). ceil(log2 n) levels of at most n/2 combines: half the depth of Brent–Kung's
-    2 log2 n - 1 for (n/2) log2 n combines instead of 2n; a round costs a round-trip time, the
-    extra products ~16 B each."""
+    2 log2 n - 1 for (n/2) log2 n combines instead of 2n."""
     levels, d = [], 1
     while d < n:
         rows = np.arange(n)
@@ -487,23 +523,39 @@ def _scan_levels(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return levels
 
 
+def _scan_levels(n: int, blocks: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """An inclusive scan's levels (left, right): k = `blocks` Brent–Kung up-sweep levels (Brent and
+    Kung 1982; level d = 1, 2, .., 2^(k-1): row i with (i + 1) % 2d == 0 takes row i - d, so the last
+    row of each block of B = 2^k rows holds its block's total), Sklansky (`_sklansky`) over those
+    n >> k block ends, then k down-sweep levels (d = 2^(k-1) .. 1: row i with (i + 1) % 2d == d,
+    i >= 2d, takes row i - d, which then holds its full prefix). Levels: ceil(log2(n >> k)) + 2 k;
+    combines: ~2 n (1 - 2^-k) + (n >> k) / 2 ceil(log2(n >> k)), against (n/2) ceil(log2 n)."""
+    k = min(blocks, max(0, n.bit_length() - 1))
+    up = [(right - (1 << j), right) for j in range(k) for right in [np.arange((2 << j) - 1, n, 2 << j)]]
+    ends = np.arange((1 << k) - 1, n, 1 << k)
+    core = [(ends[left], ends[right]) for left, right in _sklansky(ends.size)]
+    down = [(right - (1 << j), right) for j in reversed(range(k)) for right in [np.arange(3 * (1 << j) - 1, n, 2 << j)]]
+    return [(left, right) for left, right in up + core + down if right.size]
+
+
 def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithShare], starts: ArithShare,
                    take_max: list[bool] = ()) -> tuple[list[ArithShare], list[ArithShare]]:
     """Inclusive running SUMs and MINs/MAXs restarting at every start flag, in shared rounds over
-    `_scan_levels`. Segmented operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per
-    level one round of products sharing the left factor 1 - f_r (`arith.beaver_mul_fanout`,
-    1 - f_r opened once): (1 - f_r) v_l for the sums, (1 - f_r)(v_l - v_r) for the extremes,
-    (1 - f_r) f_l for the flags (f_r | f_l = f_r + (1 - f_r) f_l); with extremes, one batched
-    comparison of v_l with v_r (C = 6 rounds for 2 parties, 8 for 3) before it and one fused mux
-    (1) after it. Rounds: ceil(log2 n) with sums only, (C + 2) ceil(log2 n) with extremes
-    (n >= 2); (n/2) ceil(log2 n) products (and comparisons) per column. Bytes per level and
-    direction: 8 (c + 2) per combine for c columns (was 16 (c + 1)), plus the comparisons' and
-    muxes' with extremes."""
+    `_scan_levels` with `scan_blocks(n, bool(extremes))` Brent–Kung block levels k. Segmented
+    operator (f1, v1) . (f2, v2) = (f1 | f2, f2 ? v2 : v1 (+) v2). Per level one round of products
+    sharing the left factor 1 - f_r (`arith.beaver_mul_fanout`, 1 - f_r opened once): (1 - f_r) v_l
+    for the sums, (1 - f_r)(v_l - v_r) for the extremes, (1 - f_r) f_l for the flags (f_r | f_l =
+    f_r + (1 - f_r) f_l); with extremes, one batched comparison of v_l with v_r (C = 6 rounds for 2
+    parties, 8 for 3) before it and one fused mux (1) after it. Rounds: S = ceil(log2(n >> k)) + 2 k
+    with sums only (ceil(log2 n) up to 16,383 rows; 20 at 10^5, k = 3), (C + 2) S with extremes
+    (k = 1 from 65,536 rows); products (and comparisons) per column: the levels' combines, (n/2)
+    ceil(log2 n) without blocks, ~2.6 n at 10^5 rows with 3. Bytes per level and direction:
+    8 (c + 2) per combine for c columns, plus the comparisons' and muxes' with extremes."""
     n = len(starts)
     vals = [v.data.copy() for v in sums]
     ext = [v.data.copy() for v in extremes]
     f = starts.data.copy()
-    levels = _scan_levels(n)
+    levels = _scan_levels(n, scan_blocks(n, bool(extremes)))
     for depth, (left, right) in enumerate(levels):
         m = right.size
         better = None
@@ -532,8 +584,8 @@ def segmented_scan(s: SpuSession, sums: list[ArithShare], extremes: list[ArithSh
 
 
 def segmented_sum(s: SpuSession, values: list[ArithShare], starts: ArithShare) -> list[ArithShare]:
-    """Inclusive running sums restarting at every start flag (`segmented_scan`): S = ceil(log2 n)
-    rounds of one batched product each."""
+    """Inclusive running sums restarting at every start flag (`segmented_scan`): S =
+    ceil(log2(n >> k)) + 2 k rounds of one batched product each (k = `scan_blocks(n, False)`)."""
     return segmented_scan(s, values, [], starts)[0]
 
 
@@ -591,7 +643,8 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     Rounds: `sort` (N + L (C_eq + ceil(log2(k + 1)) + 1)) + `neighbour_starts` (C_eq + ceil(log2 k)
     + 1; C_eq on the keys' known widths: 3 + ceil(log2 k) + 1 for a code of <= 8 bits, 2 parties) +
     one `segmented_scan`:
-    S = ceil(log2 n) with SUM/COUNT only, (C + 2) S with any MIN/MAX, the SUMs riding along
+    S (`segmented_sum`: ceil(log2(n >> k)) + 2 k, 20 at 10^5 rows) with SUM/COUNT only, (C + 2) S
+    with any MIN/MAX (k = `scan_blocks(n, True)`), the SUMs riding along
     (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort, and
     its runs come from the same batch of neighbour equalities as the groups' (`run_starts`: at most
     one more AND round, where they took a second `neighbour_starts`); each further one a sort on one packed column (where the widths
@@ -708,7 +761,7 @@ def compact(s: SpuSession, flag: ArithShare, columns: list[ArithShare]) -> list[
 
 def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> ArithShare:
     """ROW_NUMBER() over sorted rows (public 1..n: no round), or per partition given run starts
-    (a segmented sum: ceil(log2 n) rounds)."""
+    (a segmented sum: S rounds, `segmented_sum`)."""
     ones = arith.public(s, np.ones(n, np.int64))
     if starts is None:
         return arith.public(s, np.arange(1, n + 1, dtype=np.int64))
@@ -717,7 +770,7 @@ def row_number(s: SpuSession, n: int, starts: ArithShare | None = None) -> Arith
 
 def rank(s: SpuSession, sorted_keys: list[ArithShare]) -> ArithShare:
     """RANK() over rows sorted by `sorted_keys`: 1 + position of the first row with equal keys.
-    `neighbour_starts` (C_eq + ceil(log2 k) + 1 rounds) + a segmented sum (ceil(log2 n))."""
+    `neighbour_starts` (C_eq + ceil(log2 k) + 1 rounds) + a segmented sum (S, `segmented_sum`)."""
     n = _rows(sorted_keys)
     if n == 0:
         return ArithShare(np.zeros(0, np.uint64))
