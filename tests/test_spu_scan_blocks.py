@@ -68,12 +68,15 @@ def test_block_levels_cut_the_combines_of_a_long_scan():
     assert sum(r.size for _, r in relational._scan_levels(n, 0)) == 815_024
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 70_000])
-def test_segmented_scan_with_block_levels_equals_plaintext(n):
-    """On the SPU (2 parties): SUM, COUNT and MAX per run, NULL-like runs of one row, at a size
-    where the block levels are used."""
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 1000])
+def test_segmented_scan_with_block_levels_equals_plaintext(n, monkeypatch):
+    """On the SPU (2 parties): SUM, COUNT and MAX per run, NULL-like runs of one row, with the block
+    levels' thresholds lowered so that 1000 rows take them (2 for the sums, 1 with MAX)."""
+    monkeypatch.setattr(relational, "SCAN_BLOCK_ROWS", 128)
+    monkeypatch.setattr(relational, "SCAN_BLOCK_ROWS_EXTREMES", 256)
+    assert n < 1000 or (relational.scan_blocks(n, extremes=False), relational.scan_blocks(n, extremes=True)) == (2, 1)
     rng = np.random.default_rng(n)
-    flags = (rng.random(n) < 0.01).astype(np.int64)
+    flags = (rng.random(n) < 0.02).astype(np.int64)
     flags[:1] = 1
     x = rng.integers(-1000, 1000, n)
 
