@@ -614,13 +614,14 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     for a, b in zip(uk, mk):
         keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
     keys.append(arith.public(s, np.concatenate([np.zeros(nu, np.int64), np.ones(nm, np.int64)])))
+    widths = [(nu + 2).bit_length() + 1, *[64] * (len(keys) - 2), 2]  # group in [1, nu + 2], tag 0/1: packed
     u_flat, m_flat = _flatten(uniq), _flatten(many)
     payload = [arith.concat([c, _zeros(nm, c.frac)]) for c in u_flat] + [arith.concat([_zeros(nu, c.frac), c])
                                                                          for c in m_flat]
     payload += [arith.concat([_zeros(nu), many.valid]), arith.concat([uniq.valid, _zeros(nm)])]
-    sorted_keys, payload = relational.sort(s, keys, payload)
+    sorted_keys, payload = relational.sort(s, keys, payload, key_bits=widths)
     tag, many_valid, unique_valid = sorted_keys[-1], payload[-2], payload[-1]
-    starts = relational.neighbour_starts(s, sorted_keys[:-1])
+    starts = relational.neighbour_starts(s, sorted_keys[:-1], widths[:-1])
     copied = relational.segmented_sum(s, [_ones(s, n) - tag, *payload[:len(u_flat)]], starts)
     found = copied[0] - (_ones(s, n) - tag)  # a many row: its run's unique rows; a unique row: 0 (the others)
     if declared is not None:
