@@ -246,7 +246,8 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     provenance column, on the group's rank and that column only (`relational.group_by`) + AVG's division and its one range opening + 2 (no keys:
     every MIN/MAX tournament side by side, ceil(log2 n) levels of ~8, `_totals`). `kinds`:
     the output columns' kinds (keys, then aggregates); `key_classes`: per key, M where its integer values are
-    known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64."""
+    known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64 (+ 1 round:
+    zeroed on invalid rows)."""
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
         return SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
@@ -609,10 +610,11 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     declared key, not a structural one): a unique row not starting its run repeats a valid key; how many
     do is compared with 0 and that one bit is opened: DataError naming the key if set. `key_classes`: per
     key pair, M where both sides' integer keys are known to hold |v| < 2^M (their owners' published
-    classes, `program.join_key_classes`), so the sort compares M + 2 bits of it, not 64.
+    classes, `program.key_classes`), so the sort compares M + 2 bits of it, not 64.
     Rounds: the keys' + 1 (canonical) + ceil(log2(k + 1)) (row and key validity) + the sort
     (`relational.sort`) + neighbour tests (~7 + ceil(log2 limbs)) + 2 ceil(log2 n) - 1 (the copy) + 1 (LEFT
-    with the unique side preserved), + 1 + 7 + 1 for a declared key."""
+    with the unique side preserved), + 1 + 7 + 1 for a declared key, + 1 with a classed key (zeroed on the
+    rows that join nothing)."""
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
     both_keys = canonical(s, [*lk, *rk])
     lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
