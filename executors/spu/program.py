@@ -101,6 +101,7 @@ def parse_program(text: str) -> Program:
     classes = {name: bits for i, spec in enumerate(obj["inputs"]) for name, bits in _input_classes(i, spec, inputs[i])}
     root = _node(obj["root"], "root", inputs)
     approximate_columns(root)  # refuses a rounding whose error bound an earlier node holds
+    key_classes(root, classes)
     return Program(inputs, root, text, _noise_spec(obj.get("noise"), root), classes)
 
 
@@ -467,6 +468,47 @@ def _join(spec, path, inputs) -> Node:
     args = {"kind": kind, "left_keys": left_keys, "right_keys": right_keys, "condition": condition,
             "null_aware": null_aware, **_unique_side(spec, kind, path)}
     return Node("join", path, args, [left, right], schema)
+
+
+PASSING = ("filter", "sort", "distinct", "window")  # operators that keep their input's values as they are
+MAX_KEY_CLASS = 60  # a classed key is compared on M + 2 bits: at most the sort's 62-bit packed column
+
+
+def key_classes(node: Node, classes: dict[str, int]) -> dict[str, int]:
+    """Sets each join's and aggregate's `key_classes` (per join key pair or GROUP BY key: M where the keys
+    are integer columns whose values are an input column's, unchanged or a MIN/MAX of them, with a
+    published class |v| < 2^M; else None), so their sorts compare M + 2 bits, not 64 (`sr.pk_join`,
+    `sr.aggregate`). Each owner checks its values against its classes before sharing, and the sorts
+    compare a NULL key or an invalid row's as 0: the bound holds for every row. Returns the node's
+    classed columns (name -> M)."""
+    subs = [key_classes(c, classes) for c in node.children]
+    a = node.args
+    if node.op == "input":
+        return {c: classes[_input_name(a["index"], c)] for c, kind in node.schema
+                if kind == "int" and _input_name(a["index"], c) in classes}
+    if node.op == "project":
+        return _bare(a["columns"], subs[0])
+    if node.op == "join":
+        a["key_classes"] = [_key_class(keys, subs) for keys in zip(a["left_keys"], a["right_keys"])]
+        return {name: bits for sub in subs for name, bits in sub.items() if name in node.kinds()}
+    if node.op == "aggregate":
+        a["key_classes"] = [_key_class((e,), subs) for _, e, _ in a["keys"]]
+        extremes = [(name, arg, None) for name, func, arg, _ in a["aggregates"] if func in ("MIN", "MAX")]
+        return _bare([*a["keys"], *extremes], subs[0])
+    return subs[0] if node.op in PASSING else {}
+
+
+def _bare(items, sub: dict[str, int]) -> dict[str, int]:
+    """The classes of (name, expression, _) items whose expression is a classed column as it is."""
+    return {name: sub[e.name] for name, e, _ in items if isinstance(e, exp.Column) and e.name in sub}
+
+
+def _key_class(keys, subs: list[dict[str, int]]) -> int | None:
+    """M of keys compared with each other, each a classed column of its side; else None."""
+    bits = [sub.get(key.name) if isinstance(key, exp.Column) else None for key, sub in zip(keys, subs)]
+    if None in bits or max(bits) > MAX_KEY_CLASS:
+        return None
+    return max(0, *bits)
 
 
 def _unique_side(spec: dict, kind: str, path: str) -> dict:
@@ -866,7 +908,7 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
         return _execute_join(s, node, *children)
     if node.op == "aggregate":
         return sr.aggregate(s, children[0], [(n, e) for n, e, _ in a["keys"]], a["aggregates"], a["threshold"],
-                            [k for _, k in node.schema])
+                            [k for _, k in node.schema], a.get("key_classes"))
     if node.op == "distinct":
         return sr.distinct(s, children[0])
     if node.op == "window":
@@ -887,7 +929,7 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
         elif compact:
             right = _marked(s, right)
         joined = sr.pk_join(s, left, right, a["left_keys"], a["right_keys"], a["unique"], a["kind"] == "left",
-                            a["declared"])
+                            a["declared"], a.get("key_classes"))
         joined = _kept_rows(s, joined, kept.n) if compact else joined
         return joined if a["condition"] is None else sr.filter_rows(s, joined, a["condition"])
     right_kinds = {name: v.kind for name, v in right.columns.items()}

@@ -235,7 +235,8 @@ def aggregate_node(func: str, arg: exp.Expression | None) -> exp.AggFunc:
 
 def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expression]],
               aggregates: list[tuple[str, str, exp.Expression | None, bool]],
-              threshold: tuple[int, list[str]] | None, kinds: list[str]) -> SecretRelation:
+              threshold: tuple[int, list[str]] | None, kinds: list[str], key_classes: list[int | None] | None = None
+              ) -> SecretRelation:
     """GROUP BY keys (or one row without keys). The row validity is every row's weight; invalid rows
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
@@ -244,7 +245,9 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     tests + log2 n (segmented sums; MIN/MAX 8 per scan level) + one sort per further COUNT(DISTINCT) and
     provenance column, on the group's rank and that column only (`relational.group_by`) + AVG's division and its one range opening + 2 (no keys:
     every MIN/MAX tournament side by side, ceil(log2 n) levels of ~8, `_totals`). `kinds`:
-    the output columns' kinds (keys, then aggregates)."""
+    the output columns' kinds (keys, then aggregates); `key_classes`: per key, M where its integer values are
+    known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64 (+ 1 round:
+    zeroed on invalid rows)."""
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
         return SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
@@ -254,7 +257,9 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     distinct_args = [(name, e) for name, f, e, d in aggregates if d]
     provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
     if keys:
-        return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold)
+        classed = [bits if bits is not None and kind == "int" else None
+                   for bits, kind in zip(key_classes or [None] * len(keys), kinds)]
+        return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed)
     return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold)
 
 
@@ -263,14 +268,21 @@ def _weighted(s: SpuSession, rel: SecretRelation, args: list[exp.Expression]) ->
     return canonical_weighted(s, [], [evaluate(s, rel, e) for e in args], rel.valid)[1]
 
 
-def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
+def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed
+             ) -> SecretRelation:
     n = rel.n
     key_values, minor = canonical_weighted(s, [evaluate(s, rel, e) for _, e in keys],
                                            [evaluate(s, rel, e) for e in [e for _, e in distinct_args] + provenance],
                                            rel.valid)  # one round: the keys, and COUNT(DISTINCT)'s weights
-    group_keys = [_ones(s, n) - rel.valid, *_key_columns(key_values)]
+    key_values = _classed_keys(s, key_values, rel.valid, classed)
+    offsets = [None, *(o for v, bits in zip(key_values, classed)  # 2^M: a classed value in [0, 2^(M + 1))
+                       for o in (None, *([None] * len(v.limbs) if bits is None else [1 << bits])))]
+    group_keys = _offset([_ones(s, n) - rel.valid, *_key_columns(key_values)], offsets, s, 1)
+    widths = [2, *(w for v, bits in zip(key_values, classed)  # the 0/1 flags at 2 bits
+                   for w in (2, *([64] * len(v.limbs) if bits is None else [bits + 2])))]
     counted = [relational.Counted(w, tuple(v.limbs)) for w, v in minor]  # the first rides along the sort
-    grouped = relational.group_by(s, group_keys, inputs, within=counted)
+    grouped = relational.group_by(s, group_keys, inputs, key_bits=widths, within=counted)
+    grouped.keys[:] = _offset(grouped.keys, offsets, s, -1)
     results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
     stage.n = n
     stage.finish_aggregates(plan, results)
@@ -582,7 +594,8 @@ def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: A
 
 
 def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys, unique: str,
-            keep_unmatched: bool, declared: str | None = None) -> SecretRelation:
+            keep_unmatched: bool, declared: str | None = None, key_classes: list[int | None] | None = None
+            ) -> SecretRelation:
     """INNER (LEFT with `keep_unmatched`) equi-join where the `unique` side ("left" | "right") has no two
     valid rows with one non-NULL key: sort-based, as Secrecy's and Krastnikov et al.'s PK-FK joins, in
     n_u + n_m rows (a public size), not n_u * n_m.
@@ -595,10 +608,13 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     (inner); every valid many row (LEFT, many side preserved); and, LEFT with the unique side preserved,
     also a valid unique row whose next row is not of its run (matched by none). `declared` (a party's
     declared key, not a structural one): a unique row not starting its run repeats a valid key; how many
-    do is compared with 0 and that one bit is opened: DataError naming the key if set.
+    do is compared with 0 and that one bit is opened: DataError naming the key if set. `key_classes`: per
+    key pair, M where both sides' integer keys are known to hold |v| < 2^M (their owners' published
+    classes, `program.key_classes`), so the sort compares M + 2 bits of it, not 64.
     Rounds: the keys' + 1 (canonical) + ceil(log2(k + 1)) (row and key validity) + the sort
     (`relational.sort`) + neighbour tests (~7 + ceil(log2 limbs)) + 2 ceil(log2 n) - 1 (the copy) + 1 (LEFT
-    with the unique side preserved), + 1 + 7 + 1 for a declared key."""
+    with the unique side preserved), + 1 + 7 + 1 for a declared key, + 1 with a classed key (zeroed on the
+    rows that join nothing)."""
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
     both_keys = canonical(s, [*lk, *rk])
     lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
@@ -610,17 +626,26 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     ok_u, ok_m = products(s, [[uniq.valid, *(v.valid for v in uk)], [many.valid, *(v.valid for v in mk)]])
     group = arith.concat([arith.add_public(s, ok_u * -(np.arange(nu) + 2), np.arange(nu) + 3),
                           arith.add_public(s, -ok_m, 2)])
-    keys = [group]
-    for a, b in zip(uk, mk):
-        keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
+    keys, widths = [group], [(nu + 2).bit_length() + 1]  # group in [1, nu + 2]
+    classed = [bits if bits is not None and len(a.limbs) == 1 else None
+               for a, bits in zip(uk, key_classes or [None] * len(uk))]
+    uk, mk = _classed_keys(s, uk, ok_u, classed), _classed_keys(s, mk, ok_m, classed)
+    for a, b, bits in zip(uk, mk, classed):
+        for x, y in zip(a.limbs, b.limbs):
+            keys.append(arith.concat([x, y.with_frac(x.frac)]))
+            if bits is not None:  # |v| < 2^bits: v + 2^bits in [0, 2^(bits + 1))
+                keys[-1], widths = arith.add_public(s, keys[-1], 1 << bits), [*widths, bits + 2]
+            else:
+                widths.append(64)
     keys.append(arith.public(s, np.concatenate([np.zeros(nu, np.int64), np.ones(nm, np.int64)])))
+    widths.append(2)  # the side tag, 0/1: known widths are packed with the sort's tiebreak
     u_flat, m_flat = _flatten(uniq), _flatten(many)
     payload = [arith.concat([c, _zeros(nm, c.frac)]) for c in u_flat] + [arith.concat([_zeros(nu, c.frac), c])
                                                                          for c in m_flat]
     payload += [arith.concat([_zeros(nu), many.valid]), arith.concat([uniq.valid, _zeros(nm)])]
-    sorted_keys, payload = relational.sort(s, keys, payload)
+    sorted_keys, payload = relational.sort(s, keys, payload, key_bits=widths)
     tag, many_valid, unique_valid = sorted_keys[-1], payload[-2], payload[-1]
-    starts = relational.neighbour_starts(s, sorted_keys[:-1])
+    starts = relational.neighbour_starts(s, sorted_keys[:-1], widths[:-1])
     copied = relational.segmented_sum(s, [_ones(s, n) - tag, *payload[:len(u_flat)]], starts)
     found = copied[0] - (_ones(s, n) - tag)  # a many row: its run's unique rows; a unique row: 0 (the others)
     if declared is not None:
@@ -637,6 +662,22 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     by_side = {"left": unique_columns, "right": many_columns} if unique == "left" else \
         {"left": many_columns, "right": unique_columns}
     return SecretRelation({**by_side["left"], **by_side["right"]}, valid)
+
+
+def _offset(columns: list[ArithShare], offsets: list[int | None], s: SpuSession, sign: int) -> list[ArithShare]:
+    """Each column plus (sign 1) or minus (-1) its public offset, where it has one (local)."""
+    return [c if o is None else arith.add_public(s, c, sign * o) for c, o in zip(columns, offsets)]
+
+
+def _classed_keys(s: SpuSession, keys: list[SV], ok: ArithShare, classed: list[int | None]) -> list[SV]:
+    """The keys with each classed one zeroed on rows that join nothing (`ok` 0: invalid, or a NULL key),
+    so every row's value lies in its class whatever an invalid row carries (one product round, none
+    without a classed key)."""
+    if all(bits is None for bits in classed):
+        return keys
+    got = iter(arith.beaver_mul_many(s, [(v.value, ok) for v, bits in zip(keys, classed) if bits is not None]))
+    return [v if bits is None else SV([next(got).with_frac(v.value.frac)], v.valid, v.kind)
+            for v, bits in zip(keys, classed)]
 
 
 def _check_declared(s: SpuSession, starts: ArithShare, tag: ArithShare, declared: str) -> None:
