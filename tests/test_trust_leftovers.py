@@ -63,3 +63,42 @@ def test_a_party_read_only_in_having_is_part_of_the_enclave_program(tmp_path, fe
         assert engine.check(sql, "bank") is None
         assert "kept by bank, shop, insurer" in engine.explain(sql, "bank")
         oracle_for(engine).check(sql, "bank")
+
+
+# -- an integer SUM beyond BIGINT at its owner: fixed words, before anything is shared -------------------------
+
+HUGE_SUMS = ("SELECT u.region, COUNT(*) AS n, SUM(u.v) AS v FROM (SELECT c.region, t.v FROM (SELECT o.customer_id, "
+             "SUM(o.order_id) AS v FROM shop.orders o GROUP BY o.customer_id) t JOIN bank.customers c "
+             "ON c.id = t.customer_id) u GROUP BY u.region")
+
+
+def test_an_integer_sum_beyond_bigint_fails_at_its_owner_naming_the_aggregate(tmp_path, tables, federation_writer,
+                                                                              grants_for):
+    """Order ids near 2^62: a customer's sum is past BIGINT at the shop, which pads it for the SPU. A DataError
+    naming the aggregate, no value (DuckDB's conversion error quoted it, and named an internal column)."""
+    from tests.test_padded_aggregates import padded_grants, padded_tables
+    data = padded_tables(tables)
+    orders = data["shop"]["orders"]
+    data["shop"]["orders"] = orders.set_column(0, "order_id", pa.array([(1 << 62) + i for i in range(orders.num_rows)],
+                                                                        pa.int64()))
+    federation_writer(tmp_path, data, padded_grants(grants_for, ("bank", "shop")), parties=("bank", "shop"))
+    with Engine(tmp_path / "federation.toml") as engine:
+        assert engine.check(HUGE_SUMS, "shop") is None
+        with pytest.raises(DataError, match=r"the integer sum SUM\(\"o.order_id\"\) is beyond BIGINT") as error:
+            engine.execute(HUGE_SUMS, "shop")
+    assert not any(ch.isdigit() for ch in str(error.value).replace("SPU", ""))
+
+
+@pytest.mark.parametrize("value, fails", [((1 << 62), True), (-(1 << 62), True), (1000, False), (None, False)])
+def test_as_bigints_fails_with_fixed_words_only_beyond_bigint(value, fails):
+    import duckdb
+    from sqlsecure.planner.translate import BEYOND_BIGINT, as_bigints
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT CAST(? AS BIGINT) AS x FROM range(3)", [value])
+    sql = as_bigints('SELECT SUM(x) AS "s" FROM t', {"s": "HUGEINT"})
+    if not fails:
+        assert con.execute(sql).fetchall() == [(None if value is None else 3 * value,)]
+        return
+    with pytest.raises(duckdb.Error) as error:
+        con.execute(sql)
+    assert f"{BEYOND_BIGINT}SUM(x)" in str(error.value) and str(3 * value) not in str(error.value)
