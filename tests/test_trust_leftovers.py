@@ -102,3 +102,16 @@ def test_as_bigints_fails_with_fixed_words_only_beyond_bigint(value, fails):
     with pytest.raises(duckdb.Error) as error:
         con.execute(sql)
     assert f"{BEYOND_BIGINT}SUM(x)" in str(error.value) and str(3 * value) not in str(error.value)
+
+
+# -- plan-time typing once --------------------------------------------------------------------------------------
+
+def test_column_control_uses_the_types_the_loaded_query_has(engine, monkeypatch):
+    """`pushdown_typing.type_query` typed the query; column control does not annotate it again (it did, a copy
+    of the whole tree per plan). Its refusals by type (tests/test_attacks_s10.py's narrowing CASTs) stand."""
+    from sqlsecure.planner import ccl
+    calls = []
+    monkeypatch.setattr(ccl, "annotate_types", lambda *a, **k: calls.append(a) or a[0])
+    sql = f"SELECT c.region, SUM(CAST(o.amount AS INTEGER)) AS s {AVG_JOIN} GROUP BY c.region"
+    engine.plan(sql, "bank")
+    assert calls == []
