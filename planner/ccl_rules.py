@@ -241,11 +241,14 @@ def listing() -> str:
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'divisor')} and every argument of "
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'all')} need `PLAINTEXT` or "
         "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate; `PLAINTEXT_AFTER_AGGREGATE` too where no group "
-        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails. So do, by the "
+        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never divides by zero, but "
+        "an integer `//` also fails dividing its type's least value by -1, so its operands need the same unless the "
+        "dividend's published magnitude class proves it above that value. So do, by the "
         "same rule, the argument of a `CAST` whose target cannot hold every value of its type nor of its published "
         "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
         "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL`, and the "
-        "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL) of a DOUBLE or "
+        "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL, even one its target "
+        "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
         "quotient by a secret, `SQRT`, `LN`, `EXP`, ...), which the SPU refuses within their error of a boundary; "
         "under DP such a rounding or comparison of another party's aggregate is refused.",
@@ -374,14 +377,30 @@ def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple
     """(the arguments whose values decide whether `e` fails the query on a row, why) — none when it never
     fails; `e` is typed (sqlglot's `annotate_types`), `class_of` as `magnitude`'s; `secure`: `e` may be
     computed on the SPU (not in a query one party's DuckDB runs whole), whose guards may fail too."""
+    if isinstance(e, exp.IntDiv) and _dividing_overflow(e, class_of):
+        return _dividing_overflow(e, class_of), (
+            "integer `//` fails the query on a row dividing its type's least value by -1 (\"Overflow in "
+            "division\"), before any group threshold, and no published magnitude class proves the dividend "
+            "cannot be it (NULLIF(divisor, 0) does not guard it); CAST the dividend to a wider type first")
     if PARTIAL.get(type(e)):
         return domain_arguments(e), ("a row dividing by zero, or LN, SQRT, ... of a value outside its domain, fails "
                                      "the query before any group threshold; guard a divisor as NULLIF(divisor, 0)")
     if isinstance(e, exp.Cast) and not isinstance(e, exp.TryCast) and not e.args.get("safe"):  # TRY_CAST never fails
-        return _narrowing(e, class_of)
+        narrowing = _narrowing(e, class_of)
+        if narrowing[0] or not secure:  # a CAST that always fits may still round on the SPU: its guard, below
+            return narrowing
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs)):
         return _overflowing(e, class_of)
     return guarded_arguments(e) if secure else ([], "")
+
+
+def _dividing_overflow(e: exp.IntDiv, class_of) -> list[exp.Expression]:
+    """The operands of an integer `//` that may divide its type's least value by -1 (DuckDB's "Overflow in
+    division"): none where the dividend's published magnitude classes prove it is above that value."""
+    kind = integer_type(e)
+    if kind is None or fits_bound(kind, magnitude(e.left, class_of)):
+        return []
+    return [e.left, e.expression]
 
 
 def _narrowing(cast: exp.Cast, class_of) -> tuple[list[exp.Expression], str]:
