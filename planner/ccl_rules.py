@@ -92,7 +92,11 @@ ANONYMOUS_SCALARS = frozenset({
 # (class, the arguments checked: "divisor" is the operator's right operand, "all" every argument)
 PARTIAL = {exp.Div: "divisor", exp.IntDiv: "divisor", exp.Mod: "divisor", exp.Ln: "all", exp.Log: "all",
            exp.Sqrt: "all", exp.Pow: "all", exp.Asin: "all", exp.Acos: "all", exp.Tan: "all", exp.Cot: "all",
-           exp.Chr: "all", exp.DateFromParts: "all", exp.StrToDate: "all", exp.StrToTime: "all", exp.Unhex: "all"}
+           exp.Chr: "all", exp.DateFromParts: "all", exp.StrToDate: "all", exp.StrToTime: "all", exp.Unhex: "all",
+           # out of range on some values: a shift by a negative or too wide count, epoch seconds beyond TIMESTAMP,
+           # a date moved by a number of days beyond DATE's, a factorial beyond its type
+           exp.BitwiseLeftShift: "all", exp.UnixToTime: "all", exp.DateAdd: "all", exp.DateSub: "all",
+           exp.Factorial: "all"}
 
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,
                exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Glob, exp.SimilarTo, exp.RegexpLike,
@@ -246,7 +250,8 @@ def listing() -> str:
         "dividend's published magnitude class proves it above that value. So do, by the "
         "same rule, the argument of a `CAST` whose target cannot hold every value of its type nor of its published "
         "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
-        "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL`, and the "
+        "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL` or a number "
+        "of days (the date and the amount), and the "
         "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL, even one its target "
         "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
@@ -403,6 +408,11 @@ def _dividing_overflow(e: exp.IntDiv, class_of) -> list[exp.Expression]:
     return [e.left, e.expression]
 
 
+def _temporal(e: exp.Expression) -> bool:
+    """Whether `e` is a DATE or TIMESTAMP, which a number of days added to it may move beyond its range."""
+    return e.type is not None and e.type.this in (T.DATE, T.DATETIME, T.TIMESTAMP, T.TIMESTAMPTZ)
+
+
 def _narrowing(cast: exp.Cast, class_of) -> tuple[list[exp.Expression], str]:
     """A CAST whose target cannot hold every value of its argument's type (nor every value its published
     magnitude classes allow) fails on a row out of the target's range ("Conversion Error")."""
@@ -418,8 +428,9 @@ def _overflowing(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str
     """Integer + - * ABS and negation overflow ("Out of Range") on a row beyond their type's range, unless
     the published magnitude classes prove they cannot; a date moved by an INTERVAL may leave TIMESTAMP's."""
     operands = [e.left, e.right] if isinstance(e, exp.Binary) else [e.this]
-    if any(isinstance(o, exp.Interval) for o in operands):
-        return [o for o in operands if not isinstance(o, exp.Interval)], (
+    moved = sum(_temporal(o) for o in operands) == 1 and len(operands) == 2  # date ± days (date − date never fails)
+    if moved or any(isinstance(o, exp.Interval) for o in operands):  # the interval's amount decides too
+        return [o.this if isinstance(o, exp.Interval) else o for o in operands], (
             "a date or timestamp moved by an INTERVAL fails the query on a row beyond TIMESTAMP's range, before "
             "any group threshold; compare it (PLAINTEXT_AFTER_COMPARE) or compute it at its owner's")
     kind = integer_type(e)
