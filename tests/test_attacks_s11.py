@@ -17,8 +17,8 @@ import sqlglot
 import pytest
 from sqlglot.optimizer.annotate_types import annotate_types
 
-from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.ccl_rules import failing_arguments, type_class
+from tests import test_attacks_s10 as attacks_s10
 from tests.test_attacks_s10 import JOIN, fed, lone_order  # noqa: F401  (module fixtures, reused)
 
 
@@ -43,9 +43,8 @@ LONE_ROW_FAILURES = [
 
 @pytest.mark.parametrize("failing", LONE_ROW_FAILURES)
 def test_a_value_failing_on_a_lone_row_is_refused(fed, lone_order, assert_refused, failing):
-    customer, order = lone_order
-    sql = f"SELECT c.region, SUM({failing.format(k=order)}) {JOIN} WHERE c.id = {customer} GROUP BY c.region"
-    assert_refused(fed, sql, "bank", PolicyViolation, "shop.orders.order_id")
+    """Round 10's attack (SUM of the value over the lone order, by trying k) with this round's values."""
+    attacks_s10.test_partial_function_of_an_aggregated_value_is_refused(fed, lone_order, assert_refused, failing)
 
 
 def test_a_cast_of_an_exact_value_that_fits_is_answered(fed, oracle_for):
