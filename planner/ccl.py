@@ -507,8 +507,11 @@ class CCLInference:
             f"{vis.source.party if vis.source else 'its owner'} for a grant that allows this use, or change the query")
 
     def _typed(self, tree: exp.Expression) -> exp.Expression:
-        """A copy of `tree` with sqlglot's types from the catalog's, for the values that fail on some rows
-        (`failing_arguments`; untyped, a CAST counts as narrowing: deny by default)."""
+        """`tree` with sqlglot's types from the catalog's, for the values that fail on some rows
+        (`failing_arguments`; untyped, a CAST counts as narrowing: deny by default). A query from
+        `load_query` is typed already (`pushdown_typing.type_query`): it is used as it is, not typed again."""
+        if tree.type is not None:
+            return tree
         try:
             return annotate_types(tree.copy(), schema=self.catalog.sqlglot_schema("duckdb"), dialect="duckdb")
         except Exception:  # sqlglot's inference is best effort: without types every CAST is checked

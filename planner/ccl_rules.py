@@ -92,7 +92,11 @@ ANONYMOUS_SCALARS = frozenset({
 # (class, the arguments checked: "divisor" is the operator's right operand, "all" every argument)
 PARTIAL = {exp.Div: "divisor", exp.IntDiv: "divisor", exp.Mod: "divisor", exp.Ln: "all", exp.Log: "all",
            exp.Sqrt: "all", exp.Pow: "all", exp.Asin: "all", exp.Acos: "all", exp.Tan: "all", exp.Cot: "all",
-           exp.Chr: "all", exp.DateFromParts: "all", exp.StrToDate: "all", exp.StrToTime: "all", exp.Unhex: "all"}
+           exp.Chr: "all", exp.DateFromParts: "all", exp.StrToDate: "all", exp.StrToTime: "all", exp.Unhex: "all",
+           # out of range on some values: a shift by a negative or too wide count, epoch seconds beyond TIMESTAMP,
+           # a date moved by a number of days beyond DATE's, a factorial beyond its type
+           exp.BitwiseLeftShift: "all", exp.UnixToTime: "all", exp.DateAdd: "all", exp.DateSub: "all",
+           exp.Factorial: "all"}
 
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike,
                exp.Is, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Glob, exp.SimilarTo, exp.RegexpLike,
@@ -241,11 +245,15 @@ def listing() -> str:
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'divisor')} and every argument of "
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'all')} need `PLAINTEXT` or "
         "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate; `PLAINTEXT_AFTER_AGGREGATE` too where no group "
-        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never fails. So do, by the "
+        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never divides by zero, but "
+        "an integer `//` also fails dividing its type's least value by -1, so its operands need the same unless the "
+        "dividend's published magnitude class proves it above that value. So do, by the "
         "same rule, the argument of a `CAST` whose target cannot hold every value of its type nor of its published "
         "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
-        "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL`, and the "
-        "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL) of a DOUBLE or "
+        "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL` or a number "
+        "of days (the date and the amount), and the "
+        "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL, even one its target "
+        "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
         "quotient by a secret, `SQRT`, `LN`, `EXP`, ...), which the SPU refuses within their error of a boundary; "
         "under DP such a rounding or comparison of another party's aggregate is refused.",
@@ -374,14 +382,35 @@ def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple
     """(the arguments whose values decide whether `e` fails the query on a row, why) — none when it never
     fails; `e` is typed (sqlglot's `annotate_types`), `class_of` as `magnitude`'s; `secure`: `e` may be
     computed on the SPU (not in a query one party's DuckDB runs whole), whose guards may fail too."""
+    if isinstance(e, exp.IntDiv) and _dividing_overflow(e, class_of):
+        return _dividing_overflow(e, class_of), (
+            "integer `//` fails the query on a row dividing its type's least value by -1 (\"Overflow in "
+            "division\"), before any group threshold, and no published magnitude class proves the dividend "
+            "cannot be it (NULLIF(divisor, 0) does not guard it); CAST the dividend to a wider type first")
     if PARTIAL.get(type(e)):
         return domain_arguments(e), ("a row dividing by zero, or LN, SQRT, ... of a value outside its domain, fails "
                                      "the query before any group threshold; guard a divisor as NULLIF(divisor, 0)")
     if isinstance(e, exp.Cast) and not isinstance(e, exp.TryCast) and not e.args.get("safe"):  # TRY_CAST never fails
-        return _narrowing(e, class_of)
+        narrowing = _narrowing(e, class_of)
+        if narrowing[0] or not secure:  # a CAST that always fits may still round on the SPU: its guard, below
+            return narrowing
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs)):
         return _overflowing(e, class_of)
     return guarded_arguments(e) if secure else ([], "")
+
+
+def _dividing_overflow(e: exp.IntDiv, class_of) -> list[exp.Expression]:
+    """The operands of an integer `//` that may divide its type's least value by -1 (DuckDB's "Overflow in
+    division"): none where the dividend's published magnitude classes prove it is above that value."""
+    kind = integer_type(e)
+    if kind is None or fits_bound(kind, magnitude(e.left, class_of)):
+        return []
+    return [e.left, e.expression]
+
+
+def _temporal(e: exp.Expression) -> bool:
+    """Whether `e` is a DATE or TIMESTAMP, which a number of days added to it may move beyond its range."""
+    return e.type is not None and e.type.this in (T.DATE, T.DATETIME, T.TIMESTAMP, T.TIMESTAMPTZ)
 
 
 def _narrowing(cast: exp.Cast, class_of) -> tuple[list[exp.Expression], str]:
@@ -399,8 +428,9 @@ def _overflowing(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str
     """Integer + - * ABS and negation overflow ("Out of Range") on a row beyond their type's range, unless
     the published magnitude classes prove they cannot; a date moved by an INTERVAL may leave TIMESTAMP's."""
     operands = [e.left, e.right] if isinstance(e, exp.Binary) else [e.this]
-    if any(isinstance(o, exp.Interval) for o in operands):
-        return [o for o in operands if not isinstance(o, exp.Interval)], (
+    moved = sum(_temporal(o) for o in operands) == 1 and len(operands) == 2  # date ± days (date − date never fails)
+    if moved or any(isinstance(o, exp.Interval) for o in operands):  # the interval's amount decides too
+        return [o.this if isinstance(o, exp.Interval) else o for o in operands], (
             "a date or timestamp moved by an INTERVAL fails the query on a row beyond TIMESTAMP's range, before "
             "any group threshold; compare it (PLAINTEXT_AFTER_COMPARE) or compute it at its owner's")
     kind = integer_type(e)

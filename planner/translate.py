@@ -408,6 +408,7 @@ def owner_flag_notes(root: Op, padded=()) -> tuple[str, ...]:
 # -- a party's own aggregate, computed by that party and padded to a public bound ---------------------
 VALID = "__valid_"  # the prefix of a padded input's validity column (its relation follows)
 WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")  # an integer SUM's type at its owner, beyond the SPU's 64 bits
+BEYOND_BIGINT = "sqlsecure: beyond BIGINT: "  # the owner's failure then (`as_bigint`)
 OVER_BOUND = "sqlsecure: more groups than the padded bound"  # the owner's failure where a stale class lets them
 
 
@@ -544,16 +545,33 @@ def as_bigints(sql: str, columns: dict) -> str:
     wide = [c for c, dtype in columns.items() if (dtype or "").upper() in WIDE_INTEGERS]
     if not wide:
         return sql
-    return f"SELECT * REPLACE ({', '.join(f'CAST({quoted(c)} AS BIGINT) AS {quoted(c)}' for c in wide)}) " \
-           f"FROM ({sql}) AS \"_w\""
+    named = output_sql(sql)
+    items = ", ".join(f"{as_bigint(quoted(c), named.get(c, c))} AS {quoted(c)}" for c in wide)
+    return f"SELECT * REPLACE ({items}) FROM ({sql}) AS \"_w\""
+
+
+def as_bigint(value: str, label: str) -> str:
+    """`value` (a HUGEINT) as a BIGINT; beyond BIGINT its owner fails with `BEYOND_BIGINT` and `label` (the
+    query's aggregate), fixed words: never DuckDB's conversion error, which quotes the value."""
+    failure = f"{BEYOND_BIGINT}{label}".replace("'", "''")
+    return (f"CASE WHEN {value} NOT BETWEEN {-(1 << 63)} AND {(1 << 63) - 1} THEN ERROR('{failure}') "
+            f"ELSE CAST({value} AS BIGINT) END")
+
+
+def output_sql(sql: str) -> dict[str, str]:
+    """Each output name of `sql`'s outermost SELECT -> its expression's SQL (the aggregate a name stands for)."""
+    select = sqlglot.parse_one(sql, read="duckdb")
+    return {e.alias_or_name: e.unalias().sql(dialect="duckdb") for e in select.expressions} \
+        if isinstance(select, exp.Select) else {}
 
 
 def padded_sql(aggregate: str, columns: dict, valid: str, bound: str) -> str:
     """`aggregate`'s groups numbered 0.. beside the slots 0..B-1: a group per slot, then dummy rows (NULLs,
     `valid` FALSE); a group beyond B (a class gone stale) fails the query at its owner (`OVER_BOUND`).
     `columns`: name -> DuckDB type; a HUGEINT (an integer SUM) is shared as the BIGINT the SPU holds."""
-    items = ", ".join((f'CAST("_g".{quoted(c)} AS BIGINT)' if (dtype or "").upper() in WIDE_INTEGERS else
-                       f'"_g".{quoted(c)}') + f" AS {quoted(c)}" for c, dtype in columns.items())
+    named = output_sql(aggregate)
+    items = ", ".join((as_bigint(f'"_g".{quoted(c)}', named.get(c, c)) if (dtype or "").upper() in WIDE_INTEGERS
+                       else f'"_g".{quoted(c)}') + f" AS {quoted(c)}" for c, dtype in columns.items())
     check = f"CASE WHEN \"_p\".\"slot\" IS NULL THEN ERROR('{OVER_BOUND}') ELSE \"_g\".\"__slot\" IS NOT NULL END"
     return (f"SELECT {items}, {check} AS {quoted(valid)} FROM (SELECT UNNEST(RANGE({bound})) AS \"slot\") AS \"_p\" "
             f"FULL JOIN (SELECT *, ROW_NUMBER() OVER () - 1 AS \"__slot\" FROM ({aggregate}) AS \"_\") AS \"_g\" "

@@ -32,7 +32,7 @@ from sqlsecure.planner.physical import (
     SecureStage,
 )
 from sqlsecure.planner.geodist import with_great_circle
-from sqlsecure.planner.translate import OVER_BOUND
+from sqlsecure.planner.translate import BEYOND_BIGINT, OVER_BOUND
 from sqlsecure.policy.privacy import release
 
 
@@ -218,7 +218,12 @@ class PartyExecutor:
         try:
             return self._store.query(with_great_circle(step.sql))
         except OperationalError as exc:
-            if OVER_BOUND not in getattr(exc, "private_detail", ""):
+            detail = getattr(exc, "private_detail", "")
+            if BEYOND_BIGINT in detail:  # the planner's words and the query's aggregate, never a value
+                label = detail[detail.index(BEYOND_BIGINT) + len(BEYOND_BIGINT):].splitlines()[0]
+                raise DataError(f"party {self.name!r}: the integer sum {label} is beyond BIGINT, the range of "
+                                "the SPU's shares; sum fewer rows per group, or CAST the values to DOUBLE") from None
+            if OVER_BOUND not in detail:
                 raise
             raise DataError(f"party {self.name!r}: its aggregate {step.out} has more groups than the bound it is "
                             "padded to, which its published magnitude classes set: they are stale; publish them "

@@ -1957,22 +1957,24 @@ class Stage:
         return {_parse(self.step.outputs[i][1]).sql(dialect="duckdb") for i in self.step.reveal}
 
     def check_range(self, x: ArithShare, limit: float) -> None:
-        """Remember a secret bit [|x| >= limit]; `assert_ranges` opens how many there are, nothing else."""
+        """Remember a secret bit [|x| >= limit]; `assert_ranges` opens whether any is set, nothing else."""
         bound = arith.public(self.s, np.full(len(x), float(limit)), x.frac) if x.frac else arith.public(
             self.s, np.full(len(x), int(limit), dtype=np.int64))
         self.out_of_range.append(compare.greater_equal(self.s, compare.abs_(self.s, x), bound, arith=True))
 
     def assert_ranges(self) -> None:
-        """Open how many AVG sums were out of range (nothing else); refuse the query if any was. (Sort,
-        group and window keys need no such check: `spu.ranges` bounds them through their owners' limits.)"""
+        """Open one bit: was any AVG sum out of range? Refuse the query if so. How many were is never
+        opened: with groups below the threshold it would count their rows' large sums. (Sort, group and
+        window keys need no such check: `spu.ranges` bounds them through their owners' limits.)"""
         if not self.out_of_range:
             return
         count = sum((arith.total(b) for b in self.out_of_range[1:]), arith.total(self.out_of_range[0]))
-        (opened,) = self.s.open_many(arith=[count.data])
+        any_out = compare.greater_than(self.s, count, arith.public(self.s, np.zeros(1, dtype=np.int64)), arith=True)
+        (opened,) = self.s.open_many(arith=[any_out.data])
         if int(opened[0]):
             names = ", ".join(dict.fromkeys(self.checked))
-            raise DataError(f"{int(opened[0])} sum(s) of {names} exceed the range of the SPU's fixed-point "
-                            f"division (|sum| < {AVG_LIMIT:g}); use SUM and COUNT instead")
+            raise DataError(f"a sum of {names} exceeds the range of the SPU's fixed-point division "
+                            f"(|sum| < {AVG_LIMIT:g}); use SUM and COUNT instead")
 
 
 def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
