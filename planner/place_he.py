@@ -144,6 +144,9 @@ def he_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, prot
         argument = expression.this
         if isinstance(argument, exp.Star):  # COUNT(*) of the value party's rows: every row counts
             argument = exp.Literal.number(1)
+        elif isinstance(expression, exp.Count):  # COUNT needs only which values are NULL: a 1 of any type
+            argument = exp.If(this=exp.Not(this=exp.Is(this=argument.copy(), expression=exp.Null())),
+                              true=exp.Literal.number(1))
         j = arguments.setdefault(to_piece(argument).sql(dialect="duckdb"), len(arguments))
         kind = {exp.Sum: "sum", exp.Avg: "avg", exp.Count: "count"}[type(expression)]
         sums.append((name, kind, j))

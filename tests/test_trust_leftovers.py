@@ -115,3 +115,20 @@ def test_column_control_uses_the_types_the_loaded_query_has(engine, monkeypatch)
     sql = f"SELECT c.region, SUM(CAST(o.amount AS INTEGER)) AS s {AVG_JOIN} GROUP BY c.region"
     engine.plan(sql, "bank")
     assert calls == []
+
+
+# -- HE counts values of any type: check = execution ----------------------------------------------------------
+
+def test_he_counts_values_of_any_type(tmp_path, federation_writer, grants_for, tables, oracle_for):
+    """COUNT of a date the shop computes, summed under HE: only whether each value is NULL crosses (a 1 or NULL),
+    so the date's type does not matter. `check` passed it and execution failed ("HE sums need numeric values")."""
+    grants = grants_for(("bank", ("shop.orders.order_id",), "PLAINTEXT_AFTER_COMPARE"),
+                        ("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_JOIN"),
+                        ("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN"))
+    federation_writer(tmp_path, tables, grants, parties=("bank", "shop"), group_sums="he", min_group_size=0)
+    sql = (f"SELECT c.region, COUNT(DATE '2020-01-01' + CAST(NULLIF(o.order_id % 3, 0) AS INTEGER)) AS n, "
+           f"COUNT(*) AS m {AVG_JOIN} GROUP BY c.region")
+    with Engine(tmp_path / "federation.toml") as engine:
+        assert engine.check(sql, "bank") is None
+        assert "HE" in engine.explain(sql, "bank")
+        oracle_for(engine).check(sql, "bank")
