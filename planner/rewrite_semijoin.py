@@ -127,7 +127,12 @@ def _in_pairs(kept: Op, other: Op, kept_keys, other_keys, comparison, fresh) -> 
     value = f"{PREFIX}{n}.{EXTREMES[op][0].lower()}"
     extremes = Aggregate(other, tuple(zip(names, other_keys)), ((value, EXTREMES[op][0], right, False),))
     return Join("inner", kept, Subquery(extremes, thresholded=False), tuple(kept_keys),
-                tuple(quoted(name) for name in names), f"({left}) {op} {quoted(value)}")
+                tuple(quoted(name) for name in names), f"{_operand(left)} {op} {quoted(value)}")
+
+
+def _operand(sql: str) -> str:
+    """`sql` as a comparison's operand: a column as is, any other expression in parentheses."""
+    return sql if isinstance(sqlglot.parse_one(sql, read="duckdb"), exp.Column) else f"({sql})"
 
 
 def _filtered(op: Op, conjuncts: list[exp.Expression]) -> Op:
@@ -187,3 +192,22 @@ def _conjuncts(sql: str) -> list[exp.Expression]:
 def _reads(*sqls: str | None) -> set[str]:
     """The column names SQL expressions over a relation read (each a quoted identifier)."""
     return {c.name for sql in sqls if sql for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column)}
+
+
+def notes(root: Op) -> tuple[str, ...]:
+    """EXPLAIN's line per per-key extreme the program joins (`per_key_extremes`)."""
+    out = []
+    for op in _walk(root):
+        if isinstance(op, Join) and isinstance(op.right, Subquery) and isinstance(op.right.child, Aggregate) and \
+                any(a[0].startswith(PREFIX) for a in op.right.child.aggregates):
+            (_, func, arg, _), = op.right.child.aggregates
+            keys = ", ".join(sql for _, sql in op.right.child.keys)
+            out.append(f"rows in pairs: the rows of {', '.join(op.left_keys)} kept where {op.condition} holds for "
+                       f"{func}({arg}) per key ({keys}), a sort-based join (n + m rows), not all n * m pairs")
+    return tuple(out)
+
+
+def _walk(op: Op):
+    yield op
+    for child in op.children:
+        yield from _walk(child)

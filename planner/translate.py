@@ -118,7 +118,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
-                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root, t.padded) + \
+                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root, t.padded) + rewrite_semijoin.notes(root) + \
         owner_flag_notes(root, t.padded) + tuple(padded_note(relation, padding) for relation, padding in t.padded)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]

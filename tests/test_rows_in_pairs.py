@@ -1,0 +1,144 @@
+"""Joins the SPU would pair row by row, planned as sort-based joins (issue 16's speed, planner/rewrite_semijoin.py).
+
+`per_key_extremes`: an aggregate ignoring repeats (DISTINCT, MIN, MAX) of one side's columns over an inner
+equi-join with one inequality across the sides (Secrecy's aspirin count) reads that side's rows in pairs,
+found by a per-key MIN or MAX of the other side and a sort-based join; where the group threshold counts the
+other side's rows too, their rows in pairs are unioned in. `keyed_equalities`: an equality across a join
+left in the WHERE becomes a key where it makes a side unique (ROW_NUMBER's partition and number: Secrecy's
+recurrent C. diff). Each shape against plain DuckDB (the Oracle, group threshold included) over the
+hospitals' horizontally split tables (NULL pids and times, repeated pids, ties), 2 and 3 parties, an empty
+party, vertically split tables; EXPLAIN saying whether the rewrite applies, `check` agreeing; shapes
+outside the rules answered as before."""
+
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import PolicyViolation
+from tests.test_translate import COMPARED, HOSPITALS, hospital_grants, hospital_tables, union_of
+
+D3, M3 = union_of("diagnosis", "pid, diag, time"), union_of("medication", "pid, med, time")
+D2, M2 = union_of("diagnosis", "pid, diag, time", HOSPITALS[:2]), union_of("medication", "pid, med, time", HOSPITALS[:2])
+NOTE = "rows in pairs:"
+
+
+def aspirin(where: str = "d.time <= m.time", diagnosis: str = f"({D3})", medication: str = f"({M3})",
+            select: str = "COUNT(DISTINCT d.pid) AS patients", group: str = "") -> str:
+    return (f"SELECT {select} FROM {diagnosis} d JOIN {medication} m ON d.pid = m.pid "
+            f"WHERE d.diag = 'heart' AND m.med = 'aspirin' AND {where}{group}")
+
+
+@pytest.fixture(scope="module")
+def hospital_federation(tmp_path_factory, federation_writer, grants_for):
+    """hospital_federation(grants, empty=None): 3 hospitals of 16 rows per table (min_group_size 2)."""
+
+    def make(grants: dict, empty: str | None = None):
+        directory = tmp_path_factory.mktemp("hospitals")
+        federation_writer(directory, hospital_tables(n=16, empty=empty), hospital_grants(grants_for, grants),
+                          parties=HOSPITALS, min_group_size=2)
+        return directory / "federation.toml"
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def engines(hospital_federation):
+    """{"all": engine, "h3 empty": engine} over the same data under COMPARED grants."""
+    made = {"all": Engine(hospital_federation(COMPARED), timeout=120),
+            "h3 empty": Engine(hospital_federation(COMPARED, empty="h3"), timeout=120)}
+    yield made
+    for engine in made.values():
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def oracles(engines, oracle_for):
+    return {name: oracle_for(engine) for name, engine in engines.items()}
+
+
+def checked(oracle, sql: str, rewritten: bool, issuer: str = "h1", note: str = NOTE):
+    """EXPLAIN names the rewrite iff `rewritten`, `check` accepts, and the answer equals DuckDB's."""
+    text = oracle.engine.explain(sql, issuer)
+    assert (note in text) is rewritten, sql
+    assert oracle.engine.check(sql, issuer) is None
+    return oracle.check(sql, issuer)
+
+
+REWRITTEN = {  # name: (query, engine)
+    "aspirin count, 3 parties": (aspirin(), "all"),
+    "aspirin count, 2 parties": (aspirin(diagnosis=f"({D2})", medication=f"({M2})"), "all"),
+    "an empty party": (aspirin(), "h3 empty"),
+    "strictly before": (aspirin("d.time < m.time"), "all"),
+    "at or after, written the other way round": (aspirin("m.time <= d.time"), "all"),
+    "expressions of each side, ties": (aspirin("d.time + 5 >= m.time + 5"), "all"),
+    "no pair at all": (aspirin("d.time > m.time + 1000"), "all"),
+    "the other side's key, MIN and MAX": (aspirin(select="COUNT(DISTINCT m.pid) AS n, MIN(m.pid) AS lo, MAX(m.pid) AS hi"),
+                                           "all"),
+    "without the owners' filters": ("SELECT COUNT(DISTINCT d.pid) AS n FROM "
+                                    f"({D3}) d JOIN ({M3}) m ON d.pid = m.pid AND d.time <= m.time", "all"),
+    "the other side the issuer's own, grouped": (
+        aspirin(medication="h1.medication", select="d.diag, COUNT(DISTINCT d.time) AS n", group=" GROUP BY d.diag"),
+        "all"),
+}
+
+
+@pytest.mark.parametrize("name", REWRITTEN)
+def test_rows_in_pairs_match_duckdb(oracles, name):
+    sql, engine = REWRITTEN[name]
+    checked(oracles[engine], sql, rewritten=True)
+
+
+KEPT = {  # name: query outside the rules (all pairs, as before) or planned elsewhere
+    "vertically split: one table per party (a PSI join on the PLAINTEXT pid)": aspirin(
+        diagnosis="h2.diagnosis", medication="h3.medication"),
+    "COUNT(*) counts pairs": aspirin(select="COUNT(*) AS pairs"),
+    "two inequalities across": aspirin("d.time <= m.time AND d.time + 50 >= m.time"),
+    "grouped by a column beside the key, other side counted": aspirin(
+        select="d.diag, COUNT(DISTINCT d.pid) AS n", group=" GROUP BY d.diag"),
+}
+
+
+@pytest.mark.parametrize("name", KEPT)
+def test_shapes_outside_the_rules_answer_as_before(oracles, name):
+    checked(oracles["all"], KEPT[name], rewritten=False)
+
+
+def test_explain_shows_sort_based_joins_only(engines):
+    text = engines["all"].explain(REWRITTEN["aspirin count, 3 parties"][0], "h1")
+    assert "[all pairs" not in text
+    assert text.count("[sort-based PK-FK join, right side unique: n+m rows]") == 2
+    assert 'MAX("m.time") per key ("m.pid")' in text and 'MIN("d.time") per key ("d.pid")' in text
+    assert "then compacted to the m rows of its other side" in text  # the one size it opens: a public one
+
+
+def test_column_control_reads_the_query_as_written(hospital_federation, assert_refused):
+    """`time` only compared, never aggregated: its MAX per key is the plan's, not the query's, and the
+    query's COUNT(DISTINCT d.time) is still refused."""
+    grants = {"PLAINTEXT_AFTER_COMPARE": ("diagnosis.diag", "medication.med", "diagnosis.time", "medication.time",
+                                          "diagnosis.pid", "medication.pid")}
+    with Engine(hospital_federation(grants), timeout=120) as engine:
+        assert NOTE in engine.explain(aspirin(), "h1")
+        assert_refused(engine, aspirin(select="COUNT(DISTINCT d.time) AS n"), "h1", PolicyViolation, "time")
+
+
+RCDIFF = (f"WITH d AS ({D3}), r AS (SELECT pid, time, ROW_NUMBER() OVER (PARTITION BY pid ORDER BY time) AS rn "
+          "FROM d WHERE diag = 'cdiff') SELECT COUNT(DISTINCT r1.pid) AS patients FROM r r1 JOIN r r2 "
+          "ON r1.pid = r2.pid WHERE r2.time - r1.time >= 1 AND r2.time - r1.time <= 60 AND r2.rn = r1.rn + 1")
+NEIGHBOURS = {  # name: (query, engine): the row number's equality a join key, the join a sort
+    "recurrent C. diff, 3 parties": (RCDIFF, "all"),
+    "an empty party": (RCDIFF, "h3 empty"),
+    "the previous row, written the other way round": (RCDIFF.replace("r2.rn = r1.rn + 1", "r1.rn - 1 = r2.rn")
+                                                      .replace("r2.time - r1.time", "r1.time - r2.time"), "all"),
+}
+
+
+@pytest.mark.parametrize("name", NEIGHBOURS)
+def test_neighbours_by_row_number_match_duckdb(oracles, name):
+    sql, engine = NEIGHBOURS[name]
+    checked(oracles[engine], sql, rewritten=True, note="[sort-based PK-FK join, right side unique")
+
+
+def test_row_numbers_without_partition_key_stay_all_pairs(oracles):
+    """ROW_NUMBER unique per pid, but the join matches on the number only (another partition key):
+    the number alone is no unique key, so the pairs stay."""
+    sql = RCDIFF.replace("ON r1.pid = r2.pid WHERE", "ON r1.time = r2.time WHERE")
+    checked(oracles["all"], sql, rewritten=False, note="[sort-based PK-FK join")
