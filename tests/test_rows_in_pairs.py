@@ -76,7 +76,7 @@ REWRITTEN = {  # name: (query, engine)
     "without the owners' filters": ("SELECT COUNT(DISTINCT d.pid) AS n FROM "
                                     f"({D3}) d JOIN ({M3}) m ON d.pid = m.pid AND d.time <= m.time", "all"),
     "the other side the issuer's own, grouped": (
-        aspirin(medication="h1.medication", select="d.diag, COUNT(DISTINCT d.time) AS n", group=" GROUP BY d.diag"),
+        aspirin(medication="h1.medication", select="d.pid, COUNT(DISTINCT d.time) AS n", group=" GROUP BY d.pid"),
         "all"),
 }
 
@@ -92,8 +92,7 @@ KEPT = {  # name: query outside the rules (all pairs, as before) or planned else
         diagnosis="h2.diagnosis", medication="h3.medication"),
     "COUNT(*) counts pairs": aspirin(select="COUNT(*) AS pairs"),
     "two inequalities across": aspirin("d.time <= m.time AND d.time + 50 >= m.time"),
-    "grouped by a column beside the key, other side counted": aspirin(
-        select="d.diag, COUNT(DISTINCT d.pid) AS n", group=" GROUP BY d.diag"),
+    "a column beside the key, the other side counted": aspirin(select="COUNT(DISTINCT d.time) AS n"),
 }
 
 
@@ -111,17 +110,17 @@ def test_explain_shows_sort_based_joins_only(engines):
 
 
 def test_column_control_reads_the_query_as_written(hospital_federation, assert_refused):
-    """`time` only compared, never aggregated: its MAX per key is the plan's, not the query's, and the
-    query's COUNT(DISTINCT d.time) is still refused."""
+    """Every column only compared: the MAX and MIN per key are the plan's, not the query's, so the count is
+    planned; the query's own MAX(d.pid) is still refused."""
     grants = {"PLAINTEXT_AFTER_COMPARE": ("diagnosis.diag", "medication.med", "diagnosis.time", "medication.time",
                                           "diagnosis.pid", "medication.pid")}
     with Engine(hospital_federation(grants), timeout=120) as engine:
         assert NOTE in engine.explain(aspirin(), "h1")
-        assert_refused(engine, aspirin(select="COUNT(DISTINCT d.time) AS n"), "h1", PolicyViolation, "time")
+        assert_refused(engine, aspirin(select="MAX(d.pid) AS hi"), "h1", PolicyViolation, "pid")
 
 
 RCDIFF = (f"WITH d AS ({D3}), r AS (SELECT pid, time, ROW_NUMBER() OVER (PARTITION BY pid ORDER BY time) AS rn "
-          "FROM d WHERE diag = 'cdiff') SELECT COUNT(DISTINCT r1.pid) AS patients FROM r r1 JOIN r r2 "
+          "FROM d WHERE diag = 'cdiff') SELECT DISTINCT r1.pid FROM r r1 JOIN r r2 "
           "ON r1.pid = r2.pid WHERE r2.time - r1.time >= 1 AND r2.time - r1.time <= 60 AND r2.rn = r1.rn + 1")
 NEIGHBOURS = {  # name: (query, engine): the row number's equality a join key, the join a sort
     "recurrent C. diff, 3 parties": (RCDIFF, "all"),
