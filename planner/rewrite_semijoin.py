@@ -29,8 +29,10 @@ from sqlglot import exp
 
 from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.logical import walk
 from sqlsecure.planner.subqueries import Subquery
 from sqlsecure.planner.tree import Aggregate, Filter, Join, Op, Project, UnionAll, quoted, rebuilt, unique_side
+from sqlsecure.planner.tree import _columns_read as _reads  # the columns SQL over a relation reads
 
 EXTREMES = {"<": ("MAX", "MIN"), "<=": ("MAX", "MIN"), ">": ("MIN", "MAX"), ">=": ("MIN", "MAX")}  # op: (of R, of L)
 COMPARISONS = {exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
@@ -189,15 +191,10 @@ def _conjuncts(sql: str) -> list[exp.Expression]:
     return conjuncts_of(sqlglot.parse_one(sql, read="duckdb")) if sql else []
 
 
-def _reads(*sqls: str | None) -> set[str]:
-    """The column names SQL expressions over a relation read (each a quoted identifier)."""
-    return {c.name for sql in sqls if sql for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column)}
-
-
 def notes(root: Op) -> tuple[str, ...]:
     """EXPLAIN's line per per-key extreme the program joins (`per_key_extremes`)."""
     out = []
-    for op in _walk(root):
+    for op in walk(root):
         if isinstance(op, Join) and isinstance(op.right, Subquery) and isinstance(op.right.child, Aggregate) and \
                 any(a[0].startswith(PREFIX) for a in op.right.child.aggregates):
             (_, func, arg, _), = op.right.child.aggregates
@@ -205,9 +202,3 @@ def notes(root: Op) -> tuple[str, ...]:
             out.append(f"rows in pairs: the rows of {', '.join(op.left_keys)} kept where {op.condition} holds for "
                        f"{func}({arg}) per key ({keys}), a sort-based join (n + m rows), not all n * m pairs")
     return tuple(out)
-
-
-def _walk(op: Op):
-    yield op
-    for child in op.children:
-        yield from _walk(child)
