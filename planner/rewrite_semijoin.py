@@ -1,6 +1,6 @@
 """Joins the SPU would pair row by row, rewritten as sort-based joins on a unique key (issue 16's speed).
 
-Two rules over the translation's operator tree (`tree.py`), each exact and a plan choice, never a refusal:
+Three rules over the translation's operator tree (`tree.py`), each exact and a plan choice, never a refusal:
 
 `per_key_extremes`: an aggregate over `A JOIN B ON keys WHERE L(a) op R(b)` (one inequality across the
 sides, op one of < <= > >=) whose group keys and aggregates read only A's columns and ignore repeats
@@ -12,6 +12,9 @@ pairs as well: A's rows in pairs are unioned with B's rows in pairs (found the s
 in A's key columns, which is exact when the aggregates and group keys read only A's join keys
 (Secrecy's aspirin count: `COUNT(DISTINCT d.pid)`). Each extreme is a Subquery, so its rows carry no
 provenance: the threshold counts exactly the rows in pairs, as before.
+
+`distinct_in_pairs`: the same for DISTINCT of A's columns over such pairs where B's rows carry no
+provenance (EXISTS with one inequality beside its equalities: `subqueries.exists_with_residual`).
 
 `keyed_equalities`: an equality across the sides of an inner join, left in a filter above it (a WHERE
 conjunct placed after the join's own keys), becomes a join key where that makes one side unique on its
@@ -31,7 +34,7 @@ from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import walk
 from sqlsecure.planner.subqueries import Subquery
-from sqlsecure.planner.tree import Aggregate, Filter, Join, Op, Project, UnionAll, quoted, rebuilt, unique_side
+from sqlsecure.planner.tree import Aggregate, Distinct, Filter, Join, Op, Project, UnionAll, quoted, rebuilt, unique_side
 from sqlsecure.planner.tree import _columns_read as _reads  # the columns SQL over a relation reads
 
 EXTREMES = {"<": ("MAX", "MIN"), "<=": ("MAX", "MIN"), ">": ("MIN", "MAX"), ">=": ("MIN", "MAX")}  # op: (of R, of L)
@@ -49,6 +52,8 @@ def rewritten(root: Op, catalog: Catalog, counted) -> Op:
         op = rebuilt(op, rule)
         if isinstance(op, Aggregate):
             return per_key_extremes(op, counted, fresh) or op
+        if isinstance(op, Distinct):
+            return distinct_in_pairs(op, counted, fresh) or op
         if isinstance(op, Filter) and op.flag is None:
             return keyed_equalities(op, catalog) or op
         return op
@@ -77,7 +82,7 @@ def per_key_extremes(aggregate: Aggregate, counted, fresh) -> Op | None:
         own, theirs, (left, op, right) = split
         kept, other = _filtered(kept, own), _filtered(other, theirs)
         in_pairs = _in_pairs(kept, other, kept_keys, other_keys, (left, op, right), fresh)
-        if not counted(other):
+        if not _provenanced(other, counted):
             return replace(aggregate, child=Project(in_pairs, tuple((c, quoted(c)) for c in kept.columns)))
         names = _bare_names(kept, kept_keys)
         if names is None or not reads <= set(names) or _bare_names(other, other_keys) is None:
@@ -87,6 +92,34 @@ def per_key_extremes(aggregate: Aggregate, counted, fresh) -> Op | None:
                           Project(theirs_in_pairs, tuple(zip(names, other_keys)))))
         return replace(aggregate, child=union)
     return None
+
+
+def distinct_in_pairs(op: Distinct, counted, fresh) -> Op | None:
+    """DISTINCT of one side's columns over pairs meeting one inequality (EXISTS with a residual condition:
+    `subqueries.exists_with_residual`) as DISTINCT over that side's rows in pairs, where the other side's
+    rows carry no provenance (a subquery's, or rows no threshold counts); else None."""
+    found = _filtered_join(op.child.child) if isinstance(op.child, Project) else None
+    if found is None:
+        return None
+    join, conjuncts = found
+    reads = _reads(*(sql for _, sql in op.child.items))
+    for kept, other, kept_keys, other_keys in ((join.left, join.right, join.left_keys, join.right_keys),
+                                               (join.right, join.left, join.right_keys, join.left_keys)):
+        split = _split(conjuncts, set(kept.columns), set(other.columns))
+        if not reads <= set(kept.columns) or _provenanced(other, counted) or split is None:
+            continue
+        own, theirs, comparison = split
+        in_pairs = _in_pairs(_filtered(kept, own), _filtered(other, theirs), kept_keys, other_keys, comparison, fresh)
+        return replace(op, child=replace(op.child, child=in_pairs))
+    return None
+
+
+def _provenanced(op: Op, counted) -> bool:
+    """Whether `op`'s rows carry provenance the group threshold counts (a subquery's never do, nor what
+    projections and filters make of its rows)."""
+    while isinstance(op, (Project, Filter)):
+        op = op.child
+    return counted(op) and not isinstance(op, Subquery)
 
 
 def _filtered_join(op: Op) -> tuple[Join, list[str]] | None:

@@ -1,6 +1,6 @@
 """Joins the SPU would pair row by row, planned as sort-based joins (issue 16's speed, planner/rewrite_semijoin.py).
 
-`per_key_extremes`: an aggregate ignoring repeats (DISTINCT, MIN, MAX) of one side's columns over an inner
+`per_key_extremes` (and `distinct_in_pairs`: EXISTS with one inequality): an aggregate ignoring repeats (DISTINCT, MIN, MAX) of one side's columns over an inner
 equi-join with one inequality across the sides (Secrecy's aspirin count) reads that side's rows in pairs,
 found by a per-key MIN or MAX of the other side and a sort-based join; where the group threshold counts the
 other side's rows too, their rows in pairs are unioned in. `keyed_equalities`: an equality across a join
@@ -75,6 +75,12 @@ REWRITTEN = {  # name: (query, engine)
                                            "all"),
     "without the owners' filters": ("SELECT COUNT(DISTINCT d.pid) AS n FROM "
                                     f"({D3}) d JOIN ({M3}) m ON d.pid = m.pid AND d.time <= m.time", "all"),
+    "EXISTS with an inequality, counted": (
+        f"SELECT COUNT(DISTINCT d.pid) AS n FROM ({D3}) d WHERE d.diag = 'heart' AND EXISTS (SELECT 1 FROM ({M3}) m "
+        "WHERE m.pid = d.pid AND m.med = 'aspirin' AND d.time <= m.time)", "all"),
+    "EXISTS with an inequality, rows listed": (
+        f"SELECT d.pid FROM ({D3}) d WHERE EXISTS (SELECT 1 FROM ({M2}) m WHERE m.pid = d.pid "
+        "AND m.time > d.time)", "all"),
     "the other side the issuer's own, grouped": (
         aspirin(medication="h1.medication", select="d.pid, COUNT(DISTINCT d.time) AS n", group=" GROUP BY d.pid"),
         "all"),
