@@ -10,11 +10,13 @@ hospitals' horizontally split tables (NULL pids and times, repeated pids, ties),
 party, vertically split tables; EXPLAIN saying whether the rewrite applies, `check` agreeing; shapes
 outside the rules answered as before."""
 
+import contextlib
+
 import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import PolicyViolation
-from tests.test_translate import COMPARED, HOSPITALS, hospital_grants, hospital_tables, union_of
+from tests.test_translate import COMPARED, HOSPITALS, hospital_federation, union_of  # noqa: F401 (a fixture)
 
 D3, M3 = union_of("diagnosis", "pid, diag, time"), union_of("medication", "pid, med, time")
 D2, M2 = union_of("diagnosis", "pid, diag, time", HOSPITALS[:2]), union_of("medication", "pid, med, time", HOSPITALS[:2])
@@ -28,31 +30,11 @@ def aspirin(where: str = "d.time <= m.time", diagnosis: str = f"({D3})", medicat
 
 
 @pytest.fixture(scope="module")
-def hospital_federation(tmp_path_factory, federation_writer, grants_for):
-    """hospital_federation(grants, empty=None): 3 hospitals of 16 rows per table (min_group_size 2)."""
-
-    def make(grants: dict, empty: str | None = None):
-        directory = tmp_path_factory.mktemp("hospitals")
-        federation_writer(directory, hospital_tables(n=16, empty=empty), hospital_grants(grants_for, grants),
-                          parties=HOSPITALS, min_group_size=2)
-        return directory / "federation.toml"
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def engines(hospital_federation):
-    """{"all": engine, "h3 empty": engine} over the same data under COMPARED grants."""
-    made = {"all": Engine(hospital_federation(COMPARED), timeout=120),
-            "h3 empty": Engine(hospital_federation(COMPARED, empty="h3"), timeout=120)}
-    yield made
-    for engine in made.values():
-        engine.close()
-
-
-@pytest.fixture(scope="module")
-def oracles(engines, oracle_for):
-    return {name: oracle_for(engine) for name, engine in engines.items()}
+def oracles(hospital_federation, oracle_for):
+    """{"all": oracle, "h3 empty": oracle}: 3 hospitals of 16 rows per table under the COMPARED grants."""
+    with contextlib.ExitStack() as stack:
+        yield {name: oracle_for(stack.enter_context(Engine(hospital_federation(COMPARED, empty, n=16), timeout=120)))
+               for name, empty in (("all", None), ("h3 empty", "h3"))}
 
 
 def checked(oracle, sql: str, rewritten: bool, issuer: str = "h1", note: str = NOTE):
@@ -107,8 +89,8 @@ def test_shapes_outside_the_rules_answer_as_before(oracles, name):
     checked(oracles["all"], KEPT[name], rewritten=False)
 
 
-def test_explain_shows_sort_based_joins_only(engines):
-    text = engines["all"].explain(REWRITTEN["aspirin count, 3 parties"][0], "h1")
+def test_explain_shows_sort_based_joins_only(oracles):
+    text = oracles["all"].engine.explain(REWRITTEN["aspirin count, 3 parties"][0], "h1")
     assert "[all pairs" not in text
     assert text.count("[sort-based PK-FK join, right side unique: n+m rows]") == 2
     assert 'MAX("m.time") per key ("m.pid")' in text and 'MIN("d.time") per key ("d.pid")' in text
@@ -120,7 +102,7 @@ def test_column_control_reads_the_query_as_written(hospital_federation, assert_r
     planned; the query's own MAX(d.pid) is still refused."""
     grants = {"PLAINTEXT_AFTER_COMPARE": ("diagnosis.diag", "medication.med", "diagnosis.time", "medication.time",
                                           "diagnosis.pid", "medication.pid")}
-    with Engine(hospital_federation(grants), timeout=120) as engine:
+    with Engine(hospital_federation(grants, n=16), timeout=120) as engine:
         assert NOTE in engine.explain(aspirin(), "h1")
         assert_refused(engine, aspirin(select="MAX(d.pid) AS hi"), "h1", PolicyViolation, "pid")
 
