@@ -36,7 +36,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import build_scope
 
 from sqlsecure.errors import NotSupportedError, PolicyViolation
-from sqlsecure.planner import secret_ops
+from sqlsecure.planner import rewrite_semijoin, secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.magnitudes import INTEGER_TYPES, Pushdown, bind_program_ranges
@@ -84,6 +84,8 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     root = pruned(root, frozenset(root.columns))
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")
+    if dp is None:  # translate_dp reads the aggregate's own shape
+        root = rewrite_semijoin.rewritten(root, catalog, lambda op: min_group_size > 0 and bool(parties_of(op) - {issuer}))
     root = eager_aggregation(root, catalog, collapsible(issuer, min_group_size, dp is not None))
     revealed = revealed_masks(tree, masks or {}, issuer)
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
@@ -116,7 +118,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     leakage.append((issuer, "the query result"))
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
-                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root, t.padded) + \
+                  for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root, t.padded) + rewrite_semijoin.notes(root) + \
         owner_flag_notes(root, t.padded) + tuple(padded_note(relation, padding) for relation, padding in t.padded)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]

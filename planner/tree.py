@@ -205,7 +205,9 @@ def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
             renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
         return tuple(UniqueKey(frozenset(renamed[c] for c in key.columns), key.declared)
                      for key in unique_keys(op.child, catalog) if key.columns <= set(renamed))
-    if isinstance(op, (Filter, Sort, Window)):
+    if isinstance(op, Window):
+        return unique_keys(op.child, catalog) + _numbered(op)
+    if isinstance(op, (Filter, Sort)) or isinstance(op, subqueries.Subquery) and not op.one_row:
         return unique_keys(op.child, catalog)
     if isinstance(op, Join) and op.kind in ("semi", "anti"):
         return unique_keys(op.left, catalog)
@@ -214,6 +216,14 @@ def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
         return (left if _covering(right, op.right, op.right_keys) else ()) + (
             right if _covering(left, op.left, op.left_keys) else ())
     return ()
+
+
+def _numbered(op: Window) -> tuple[UniqueKey, ...]:
+    """ROW_NUMBER's unique key: its PARTITION BY columns and the number (rewrite_semijoin.keyed_equalities)."""
+    partition = {c for c in op.child.columns if quoted(c) in op.partition}
+    if op.func != "row_number" or len(partition) != len(op.partition):
+        return ()
+    return (UniqueKey(frozenset(partition | {op.name})),)
 
 
 def unique_on(op: Op, keys: tuple[str, ...], catalog: Catalog) -> UniqueKey | None:

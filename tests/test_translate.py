@@ -65,12 +65,12 @@ def union_of(table: str, columns: str, parties=HOSPITALS) -> str:
 
 @pytest.fixture(scope="module")
 def hospital_federation(tmp_path_factory, federation_writer, grants_for):
-    """hospital_federation(grants, empty=None): a 3-hospital federation (min_group_size 2) under `grants`,
-    one hospital's tables empty if asked."""
+    """hospital_federation(grants, empty=None, n=40): a 3-hospital federation (min_group_size 2) under `grants`,
+    n rows per table, one hospital's tables empty if asked."""
 
-    def make(grants: dict, empty: str | None = None):
+    def make(grants: dict, empty: str | None = None, n: int = 40):
         directory = tmp_path_factory.mktemp("hospitals")
-        federation_writer(directory, hospital_tables(empty=empty), hospital_grants(grants_for, grants),
+        federation_writer(directory, hospital_tables(n=n, empty=empty), hospital_grants(grants_for, grants),
                           parties=HOSPITALS, min_group_size=2)
         return directory / "federation.toml"
 
