@@ -269,7 +269,7 @@ def _compute_devices(join: InnerJoin, order, residual, limit, sort, project, agg
             if not ctx.enclave:
                 raise
             spu_refused = f" (nor can the SPU: {spu_error})"
-            secure, computing = {}, _parties_read(project, aggregate, sort, ctx) | {p for p, _ in protected}
+            secure, computing = {}, _parties_read(project, aggregate, sort, ctx, residual) | {p for p, _ in protected}
     return assignment, secure, computing, spu_refused
 
 
@@ -287,8 +287,10 @@ def _enclave_stage(join: InnerJoin, residual, limit, sort, project, aggregate, p
     return None
 
 
-def _parties_read(project, aggregate, sort, ctx) -> set[str]:
-    """The parties whose columns the outputs, group keys and ORDER BY read."""
+def _parties_read(project, aggregate, sort, ctx, residual=()) -> set[str]:
+    """The parties whose columns the outputs, group keys, HAVING, ORDER BY and the cross-party WHERE
+    (`residual`) read: each keeps its piece of the join for the enclave's stage."""
+    having = aggregate.having if aggregate is not None and aggregate.having is not None else None
     used = [*project.expressions, *(aggregate.group_by if aggregate is not None else ()),
-            *(sort.order if sort is not None else ())]
+            *(sort.order if sort is not None else ()), *residual, *([having] if having is not None else [])]
     return {ctx.parties[c.table] for e in used for c in e.find_all(exp.Column) if c.table in ctx.parties}

@@ -4,13 +4,17 @@ A product with a DOUBLE factor magnifies that factor's encoding error (2^-17) by
 1e6 * 1e-5 is 15.26 on the SPU, 10 in DuckDB. Compared (WHERE, CASE, BETWEEN, NULLIF), such a value
 took the other side than DuckDB's without a word; it is now guarded as an approximate value is
 (`approximation.needs_comparison_guard`): a counted row within its error refuses the query (DataError),
-any other row compares as DuckDB's doubles do."""
+any other row compares as DuckDB's doubles do.
+
+A query the SPU refuses goes to the enclave: every party whose columns its cross-party WHERE reads must
+keep its piece of the join for the enclave's stage (a party read only there failed with KeyError)."""
 
 import pyarrow as pa
 import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError
+from tests.test_enclave_queries import enclave_section
 
 PARTIES = ("bank", "corp")
 JOIN = "FROM bank.t a JOIN corp.u b ON a.id = b.id WHERE a.id >= b.k"
@@ -29,6 +33,16 @@ def product_tables() -> dict:
 def oracle(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
     path = federation_writer(tmp_path_factory.mktemp("issue17"), product_tables(), plaintext_grants(PARTIES),
                              parties=PARTIES, min_group_size=0)
+    with Engine(path, timeout=60) as engine:
+        yield oracle_for(engine)
+
+
+@pytest.fixture(scope="module")
+def enclave_oracle(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """The same tables with an enclave that runs every cross-party query (`placement = "always"`)."""
+    directory = tmp_path_factory.mktemp("issue17-enclave")
+    grants = plaintext_grants(PARTIES) + enclave_section(directory).replace("[enclave]\n", '[enclave]\nplacement = "always"\n')
+    path = federation_writer(directory, product_tables(), grants, parties=PARTIES, min_group_size=0)
     with Engine(path, timeout=60) as engine:
         yield oracle_for(engine)
 
@@ -52,3 +66,13 @@ def test_a_product_of_a_double_near_what_it_is_compared_with_refuses(oracle, con
 def test_a_product_of_doubles_far_from_what_it_is_compared_with_matches_duckdb(oracle, sql):
     assert "SPU(" in oracle.engine.explain(sql, "bank")
     oracle.check(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT a.id, TRUNC(a.x / 2) AS v {JOIN}",
+    f"SELECT a.i, COUNT(*) AS n, MAX(TRUNC(a.x)) AS m {JOIN} GROUP BY a.i",
+])
+def test_the_enclave_gets_the_columns_of_a_cross_party_where_from_their_owner(enclave_oracle, sql):
+    """TRUNC has no SPU rule (the enclave runs it alone); corp's b.k is read by the WHERE only."""
+    assert "TEEU(enclave" in enclave_oracle.engine.explain(sql, "bank")
+    enclave_oracle.check(sql, "bank")
