@@ -61,12 +61,20 @@ def amplified_encoding(e: exp.Expression) -> bool:
     that factor's error (up to 2^-(F+1)) is magnified by the other factor (1e6 * 1e-5 is 15.26 on the
     SPU, 10 in DuckDB), far beyond a plain encoding's, so a comparison of `e` needs the same guard as an
     approximate value's (`stage.Stage._refuse_within_error`). A factor typed as an integer, boolean or
-    DECIMAL, or a constant exact in fixed point, is held exactly; an untyped one may be a DOUBLE."""
+    DECIMAL, or a constant exact in fixed point, is held exactly; an untyped one may be a DOUBLE. A small
+    constant factor (|c| <= `ENCODED`) keeps the error within the encoding's slack: not amplified."""
     if is_rounding(e):
         return False
-    if isinstance(e, exp.Mul) and any(map(_may_be_encoded, (e.left, e.right))):
+    if isinstance(e, exp.Mul) and any(_may_be_encoded(f) and _magnifies(g) for f, g in ((e.left, e.right),
+                                                                                     (e.right, e.left))):
         return True
     return any(amplified_encoding(child) for child in e.iter_expressions())
+
+
+def _magnifies(factor: exp.Expression) -> bool:
+    """A secret factor, or a constant beyond the encoding's slack (x * 2 stays within `ENCODED` units)."""
+    c = constant(factor)
+    return not isinstance(c, (int, float)) or abs(float(c)) > ENCODED
 
 
 def needs_comparison_guard(e: exp.Expression) -> bool:
