@@ -447,7 +447,7 @@ def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
     (executors/spu/approximation.py): a scan of the boundary then locates the row, so the operands need per-row
     visibility. Counting the failing rows only over the groups a threshold keeps would not do: a kept group's
     one row near the boundary still fails it."""
-    from sqlsecure.executors.spu.approximation import is_approximate, is_rounding
+    from sqlsecure.executors.spu.approximation import is_approximate, is_rounding, needs_comparison_guard
     if is_rounding(e):
         inexact = e.this.type is None or e.this.type.this in (*FLOATS, T.UNKNOWN)  # text is parsed, not rounded
         if inexact or is_approximate(e.this):
@@ -455,7 +455,7 @@ def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
                               "row lies within its error of a rounding boundary, before any group threshold; round "
                               "an exact (integer or DECIMAL) value, or a value the issuer may compare")
     compared = isinstance(e, (*COMPARISONS, exp.Nullif, exp.Greatest, exp.Least))
-    if compared and any(is_approximate(o) for o in e.iter_expressions()):
+    if compared and any(needs_comparison_guard(o) for o in e.iter_expressions()):
         return list(e.iter_expressions()), (
             f"{display(type(e))} of an approximate value is refused on the SPU where a row's operands lie within "
             "their error of each other, before any group threshold; compare a rounded exact value, or values the "

@@ -56,6 +56,41 @@ def is_approximate(e: exp.Expression) -> bool:
     return not is_rounding(e) and any(is_approximate(child) for child in e.iter_expressions())
 
 
+def amplified_encoding(e: exp.Expression) -> bool:
+    """Whether `e` holds a product (not under a rounding) with a factor that may be a DOUBLE's encoding:
+    that factor's error (up to 2^-(F+1)) is magnified by the other factor (1e6 * 1e-5 is 15.26 on the
+    SPU, 10 in DuckDB), far beyond a plain encoding's, so a comparison of `e` needs the same guard as an
+    approximate value's (`stage.Stage._refuse_within_error`). A factor typed as an integer, boolean or
+    DECIMAL, or a constant exact in fixed point, is held exactly; an untyped one may be a DOUBLE. A small
+    constant factor (|c| <= `ENCODED`) keeps the error within the encoding's slack: not amplified."""
+    if is_rounding(e):
+        return False
+    if isinstance(e, exp.Mul) and any(_may_be_encoded(f) and _magnifies(g) for f, g in ((e.left, e.right),
+                                                                                     (e.right, e.left))):
+        return True
+    return any(amplified_encoding(child) for child in e.iter_expressions())
+
+
+def _magnifies(factor: exp.Expression) -> bool:
+    """A secret factor, or a constant beyond the encoding's slack (x * 2 stays within `ENCODED` units)."""
+    c = constant(factor)
+    return not isinstance(c, (int, float)) or abs(float(c)) > ENCODED
+
+
+def needs_comparison_guard(e: exp.Expression) -> bool:
+    """Whether a comparison of `e` is guarded against its error: an approximate value, or an amplified
+    encoding."""
+    return is_approximate(e) or amplified_encoding(e)
+
+
+def _may_be_encoded(e: exp.Expression) -> bool:
+    e = _unwrapped(e)
+    if isinstance(e, exp.Literal):
+        return not e.is_string and not float(float(e.this) * 2 ** 16).is_integer()
+    exact = (*exp.DataType.INTEGER_TYPES, exp.DataType.Type.BOOLEAN, exp.DataType.Type.DECIMAL)
+    return not (isinstance(e.type, exp.DataType) and e.type.this in exact)
+
+
 def is_rounding(e: exp.Expression) -> bool:
     """ROUND / FLOOR / CEIL, or a CAST to an integer or DECIMAL: guarded by `Stage._refuse_near_a_boundary`."""
     return isinstance(e, ROUNDING) or (isinstance(e, exp.Cast) and e.to.this in ROUNDED_TYPES)

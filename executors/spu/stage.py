@@ -906,7 +906,7 @@ class Stage:
         (`spu.approximation`), and forgetting them (and the bounds computed from them) after it, so memory
         stays that of the expressions being evaluated."""
         rounding = isinstance(e, (*ROUNDING, exp.Cast)) or \
-            (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and approximation.is_approximate(e))
+            (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and approximation.needs_comparison_guard(e))
         self.rounding_depth += rounding
         try:
             v = self._ev(e)
@@ -1588,7 +1588,7 @@ class Stage:
         else:
             x, y = self._compared_numbers(a, b, n)
             a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
-            if operands is not None and any(map(approximation.is_approximate, operands)):
+            if operands is not None and any(map(approximation.needs_comparison_guard, operands)):
                 self._refuse_within_error(operands, a, b)
             fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
                   exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
@@ -1605,7 +1605,9 @@ class Stage:
         s, n = self.s, len(a.valid)
         error = approximation.comparison_bound(self, *operands, n)
         if not isinstance(error, ArithShare):
-            return
+            if error <= 2 * approximation.ENCODED:  # encodings and exact steps on them: compared as they are
+                return
+            error = arith.public(s, np.full(n, math.ceil(error), dtype=np.int64))
         gap = (self.to_fixed(a).value - self.to_fixed(b).value).with_frac(0)
         unbounded = arith.public(s, np.full(n, int(approximation.UNBOUNDED), dtype=np.int64))
         signs = compare.greater_equal(s, arith.concat([error + gap, error - gap, error - unbounded]),
