@@ -14,6 +14,7 @@ import pytest
 
 from sqlsecure.engine import Engine
 from sqlsecure.errors import DataError
+from tests.conftest import sorted_rows
 from tests.test_enclave_queries import enclave_section
 
 PARTIES = ("bank", "corp")
@@ -74,3 +75,26 @@ def test_answers_match_duckdb(request, federation, device, sql):
     oracle = request.getfixturevalue(federation)
     assert device in oracle.engine.explain(sql, "bank")
     oracle.check(sql, "bank")
+
+
+def test_dates_beyond_9999_and_before_0001_from_the_spu_match_duckdb(tmp_path, federation_writer, plaintext_grants,
+                                                                      oracle_for):
+    """A date moved past 9999-12-31 or before 0001-01-01 on the SPU is revealed as DuckDB's DATE holds it (days
+    since 1970 in date32), not through Python's dates, which end at year 9999 (an OverflowError before)."""
+    import datetime
+    ids = pa.array([1, 2, 3], pa.int64())
+    t = pa.table({"id": ids, "d": pa.array([datetime.date(9999, 12, 31), datetime.date(1, 1, 1), None], pa.date32())})
+    u = pa.table({"id": ids, "k": pa.array([0, 0, 0], pa.int64()), "n": pa.array([1, -3, 2], pa.int32())})
+    path = federation_writer(tmp_path, {"bank": {"t": t}, "corp": {"u": u}}, plaintext_grants(PARTIES),
+                             parties=PARTIES, min_group_size=0)
+    with Engine(path, timeout=60) as engine:
+        for sql in (f"SELECT a.id, a.d + b.n AS v {JOIN}", f"SELECT a.id, a.d + 1 AS v, a.d - 3 AS w {JOIN}"):
+            assert "SPU(" in engine.explain(sql, "bank")
+            days = [_as_days(t) for t in (engine.execute(sql, "bank").table, oracle_for(engine).expected(sql, "bank"))]
+            assert sorted_rows(days[0]) == sorted_rows(days[1])
+
+
+def _as_days(table: pa.Table) -> pa.Table:
+    """Dates as their days since 1970 (Python's dates, which the row comparison uses, end at year 9999)."""
+    return pa.table({n: c.cast(pa.int32()) if pa.types.is_date32(c.type) else c
+                     for n, c in zip(table.column_names, table.columns)})

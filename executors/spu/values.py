@@ -278,9 +278,10 @@ def decode_column(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: i
     if kind == "bool":
         return pa.array(to_signed(limbs[0]) != 0, pa.bool_(), mask=mask)
     if kind == "date":
-        days = to_signed(limbs[0])
-        return pa.array([None if m else EPOCH + datetime.timedelta(days=int(d)) for d, m in zip(days, mask)],
-                        pa.date32())
+        days = to_signed(limbs[0])  # date32's days since 1970-01-01, as DuckDB's DATE: years 10000+ and BC too
+        if len(days) and np.any(~np.asarray(mask, dtype=bool) & ((days < -2**31) | (days >= 2**31))):
+            raise DataError("a date result is beyond DATE's range (2^31 days from 1970-01-01)")
+        return pa.array(np.where(mask, 0, days).astype(np.int32), pa.int32(), mask=mask).cast(pa.date32())
     if kind == "timestamp":
         return pa.array(to_signed(limbs[0]), pa.int64(), mask=mask).cast(pa.timestamp("us"))
     if text_bytes(kind) is not None:
