@@ -684,6 +684,9 @@ class TreeBuilder:
                     return exp.column(name, quoted=True)
             if isinstance(node, exp.Window):
                 return node
+            if isinstance(node, exp.Filter) and node.find_ancestor(exp.Window) is None:
+                raise NotSupportedError(f"{_sql(node)[:80]}: FILTER (WHERE …) is not computed across parties; put "
+                                        "the condition inside the aggregate: COUNT(CASE WHEN cond THEN 1 END)")
             if isinstance(node, exp.AggFunc) and node.find_ancestor(exp.Window) is None:
                 call = _aggregate_call(node)
                 text = repr(call)
@@ -793,9 +796,19 @@ def _aggregates(expression: exp.Expression) -> list:
 
 
 def _count(node, clause: str) -> int | None:
+    """The row count of a LIMIT, OFFSET or FETCH FIRST n ROWS ONLY; PERCENT and WITH TIES are refused."""
     if node is None:
         return None
-    value = node.args.get("expression") if node.args.get("expression") is not None else node.this
+    options = node.args.get("limit_options")
+    if options is not None and (options.args.get("percent") or options.args.get("with_ties")):
+        raise NotSupportedError(f"{_sql(node)}: {'PERCENT' if options.args.get('percent') else 'WITH TIES'} is not "
+                                "computed across parties; use LIMIT n")
+    if isinstance(node, exp.Fetch):
+        if str(node.args.get("direction") or "FIRST").upper() not in ("FIRST", "NEXT"):
+            raise NotSupportedError(f"{_sql(node)}: use LIMIT n across parties")
+        value = node.args.get("count") if node.args.get("count") is not None else exp.Literal.number(1)
+    else:
+        value = node.args.get("expression") if node.args.get("expression") is not None else node.this
     if not (isinstance(value, exp.Literal) and value.is_int):
         raise NotSupportedError(f"{clause} {_sql(value)}: a whole number is needed across parties")
     return int(value.this)
