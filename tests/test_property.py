@@ -3,15 +3,19 @@ either refused with an error of the PEP 249 tree or answered exactly as plain Du
 oracle of tests/conftest.py), and `check` refuses exactly the queries that execution refuses.
 
 Data comes from a few fixed seeds (so a failure reproduces from its printed example; one has 2
-parties, two have 3, one an empty table); grants, min_group_size, the issuer, the dialect and the
-queries are drawn freely. The query grammar covers the documented query classes (README "What works
-today", docs/design.md, docs/architecture.md): single-party queries, cross-party inner and left equi-joins
-on 1-2 keys over 2-3 parties (a LEFT JOIN's ON filtering its NULL side), IN / NOT IN / EXISTS, aggregates
-with GROUP BY / HAVING (COUNT(DISTINCT), SUM(CASE …), AVG of a quotient, ROUND of a SUM), aggregates of
-aggregates (one party's grouped rows, TPC-H Q13's counts per key), windows (ROW_NUMBER / RANK /
-DENSE_RANK / SUM / COUNT OVER (PARTITION BY … ORDER BY …)) over tables, joins and set operations,
-UNION [ALL] / INTERSECT [ALL] / EXCEPT [ALL], DISTINCT, CTEs and subqueries, filters of one party's
-columns beneath a cross-party join, and issue 17's scalar functions (`/`, `%`, ABS, ROUND, FLOOR, CEIL,
+parties, two have 3, one an empty table); grants, min_group_size, the issuer, the dialect (duckdb,
+postgres, mysql), an enclave with placement "always" and the queries are drawn freely. The query grammar
+covers the documented query classes (README "What works today", docs/design.md, docs/architecture.md):
+single-party queries, cross-party inner, left, right and full equi-joins on 1-2 keys over 2-3 parties
+(NULL keys on every table; a LEFT JOIN's ON filtering its NULL side), IN / NOT IN / EXISTS of one party's
+table or of a join of two parties', aggregates with GROUP BY / HAVING (COUNT(DISTINCT), SUM / AVG(DISTINCT),
+SUM(CASE …), AVG of a quotient, ROUND of a SUM; HAVING comparing aggregates of two parties' columns),
+SELECT DISTINCT over aggregates, aggregates of aggregates (one party's grouped rows, TPC-H Q13's counts
+per key), windows (ROW_NUMBER / RANK / DENSE_RANK / SUM / COUNT OVER (PARTITION BY … ORDER BY …)) over
+tables, joins and set operations, UNION [ALL] / INTERSECT [ALL] / EXCEPT [ALL], DISTINCT, CTEs (one read
+twice, joined with itself) and subqueries, ORDER BY … LIMIT / OFFSET (ties at the cut: any tied rows
+are right, `Oracle.check_top`), filters of one party's columns beneath a cross-party join, and issue 17's
+scalar functions (`/`, `%`, ABS, ROUND, FLOOR, CEIL,
 CASTs, COALESCE / IFNULL / NULLIF, GREATEST / LEAST, CASE on a boolean column, IN lists, BETWEEN, LIKE,
 date ± INTERVAL, EXTRACT, DATEDIFF) in filters, projections, aggregates and ORDER BY.
 
@@ -383,11 +387,13 @@ def semi_join(draw, case_tables, columns) -> str:
 
 def aggregate(draw, columns, numbers) -> str:
     """COUNT(*), COUNT, COUNT(DISTINCT), MIN / MAX of any column or of a truth value, SUM / AVG of a
-    numeric expression (a CASE, a quotient …), and ROUND of a SUM or AVG."""
+    numeric expression (a CASE, a quotient …), SUM / AVG(DISTINCT) of a column, and ROUND of a SUM or AVG."""
     kind = draw(st.sampled_from(("COUNT(*)", "COUNT", "COUNT DISTINCT", "MIN", "MAX")
-                                + (("SUM", "AVG", "ROUND") if numbers else ())))
+                                + (("SUM", "AVG", "ROUND", "SUM DISTINCT") if numbers else ())))
     if kind == "COUNT(*)":
         return kind
+    if kind == "SUM DISTINCT":
+        return f"{draw(st.sampled_from(('SUM', 'AVG')))}(DISTINCT {draw(st.sampled_from(numbers))})"
     if kind in ("SUM", "AVG"):
         return f"{kind}({number_expr(draw, columns, 1)})"
     if kind == "ROUND":
@@ -455,7 +461,7 @@ def select_over(draw, source: Source, case_tables) -> str:
         tail = f" GROUP BY {', '.join(keys)}" if keys else ""
         if keys and draw(st.booleans()):
             tail += f" HAVING {having(draw, columns)}"
-        distinct = ""
+        distinct = draw(st.sampled_from(("", "", "DISTINCT ")))  # DISTINCT over the aggregates
     else:
         outputs = [output(draw, columns, numbers) for _ in range(draw(st.integers(1, 3)))]
         tail, distinct = "", draw(st.sampled_from(("", "DISTINCT ")))
