@@ -268,7 +268,7 @@ class Provenance:
     def select(self, select: exp.Select, under: bool, ctes: dict) -> tuple[exp.Expression, list[str]]:
         select = select.copy()
         ctes = {**ctes, **{c.alias_or_name: c.this for c in select.find_all(exp.CTE)}}
-        select.set("with_", None)
+        # its WITH stays: a subquery in WHERE may read a CTE whose reads in FROM are rewritten below
         aggregates = bool(select.args.get("group")) or any(
             a.find_ancestor(exp.Window) is None for e in select.expressions for a in e.find_all(exp.AggFunc))
         provenance: list[exp.Column] = []
@@ -383,15 +383,22 @@ class Oracle:
 
     @staticmethod
     def _output_order(tree: exp.Expression) -> list[int] | None:
-        """The output columns (by position) an outermost ORDER BY of output names sorts by, else None."""
+        """The output columns (by position) an outermost ORDER BY of outputs sorts by (by name, or by their
+        expression as a dialect writes it, beside its `CASE WHEN x IS NULL` for NULLs' place), else None."""
         if not isinstance(tree, exp.Select) or not tree.args.get("order"):
             return None
         names = tree.named_selects
-        keys = [o.this.name for o in tree.args["order"].expressions]
-        if not all(isinstance(o.this, exp.Column) and not o.this.table and o.this.name in names
-                   for o in tree.args["order"].expressions):
-            return None
-        return [names.index(k) for k in keys]
+        values = [e.unalias() for e in tree.expressions]
+        keys = []
+        for ordered in tree.args["order"].expressions:
+            key = ordered.this
+            if isinstance(key, exp.Column) and not key.table and key.name in names:
+                keys.append(names.index(key.name))
+            elif key in values:
+                keys.append(values.index(key))
+            elif not (isinstance(key, exp.Case) and isinstance(key.find(exp.Is), exp.Is)):
+                return None
+        return keys
 
     def _names(self, tree: exp.Expression, provenance: list[str]) -> list[str]:
         return [n for n in self.con.sql(tree.sql(dialect="duckdb")).columns if n not in provenance]
