@@ -553,12 +553,12 @@ def queries(draw, case_tables) -> str:
 # PostgreSQL's ROUND of a DOUBLE ties to even, which the transpiled DuckDB query does not: a postgres case
 # draws no ROUND. MySQL's answers are MariaDB's (tests/test_dialects.py checks them against a MariaDB
 # server); a mysql case keeps to the grammar where MariaDB and DuckDB agree: no `/` (a DECIMAL of 4 more
-# digits in MySQL), `%`, ROUND, DATEDIFF, casts, GREATEST / LEAST (NULL if any argument is) (each MySQL's
-# own, tested in tests/test_dialects.py).
+# digits in MySQL), `%`, ROUND, DATEDIFF, casts, GREATEST / LEAST (NULL if any argument is), a DATE ±
+# INTERVAL (a DATE in MySQL, a TIMESTAMP in DuckDB) (each MySQL's own, tested in tests/test_dialects.py).
 DIALECTS = ("duckdb", "duckdb", "postgres", "mysql")
 NOT_IN_DIALECT = {"duckdb": (), "postgres": ("ROUND(",),
                   "mysql": ("ROUND(", " / ", " % ", "DATEDIFF(", "CAST(", "FLOOR(", "CEIL(", "GREATEST(",
-                            "LEAST(")}
+                            "LEAST(", " INTERVAL ")}
 
 
 def in_dialect(sql: str, dialect: str) -> str:
