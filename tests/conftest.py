@@ -243,10 +243,25 @@ class Provenance:
                 branch.set("expressions", kept + [mine.get(p) or exp.alias_(exp.cast(exp.null(), "BIGINT"), p)
                                                   for p in every])
             union = branches[0][0]
-            for branch, _ in branches[1:]:
-                union = node.__class__(this=union, expression=branch, distinct=node.args.get("distinct"))
+            distinct = bool(node.args.get("distinct"))
+            for branch, _ in branches[1:]:  # numbered rows are never equal: a UNION's rows are made distinct below
+                union = node.__class__(this=union, expression=branch, distinct=distinct and not every)
+            if distinct and every:
+                union = self.distinct_rows(union, every)
             return union, every
         return self.select(node, under, ctes)
+
+    @staticmethod
+    def distinct_rows(union: exp.Expression, provenance: list[str]) -> exp.Select:
+        """A UNION's distinct rows, each with the least number of each provenance column among its copies."""
+        first = union
+        while not isinstance(first, exp.Select):
+            first = first.this
+        names = [e.alias_or_name for e in first.expressions[:len(first.expressions) - len(provenance)]]
+        rows = exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("__union")))
+        return exp.select(*(exp.column(n, "__union") for n in names),
+                          *(exp.alias_(exp.Min(this=exp.column(p, "__union")), p) for p in provenance)) \
+            .from_(rows).group_by(*(exp.column(n, "__union") for n in names))
 
     def leaf(self, source: exp.Expression, under: bool) -> tuple[exp.Expression, list[str]]:
         """A protected owner's single-party item: its rows numbered (its groups, if it aggregates)."""
