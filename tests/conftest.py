@@ -452,19 +452,11 @@ def _close(a, b, rel_tol: float = REL_TOL) -> bool:
 
 def same_multiset(got: pa.Table, want: pa.Table, rel_tol: float = REL_TOL) -> bool:
     """Rows compared as multisets; floats within the stated tolerance."""
-    left = [tuple(_norm(v) for v in r.values()) for r in got.to_pylist()]
-    right = [tuple(_norm(v) for v in r.values()) for r in want.to_pylist()]
-    if len(left) != len(right):
+    if got.num_rows != want.num_rows:
         return False
-    if left and sorted_rows(got) == sorted_rows(want):
+    if got.num_rows and sorted_rows(got) == sorted_rows(want):
         return True
-    pool = list(left)
-    for row in right:
-        match = next((i for i, cand in enumerate(pool) if all(_close(a, b, rel_tol) for a, b in zip(cand, row))), None)
-        if match is None:
-            return False
-        pool.pop(match)
-    return True
+    return sub_multiset(want, got, rel_tol)
 
 
 def sub_multiset(part: pa.Table, whole: pa.Table, rel_tol: float = REL_TOL) -> bool:
