@@ -333,7 +333,9 @@ def _branches(body: exp.Expression) -> list[exp.Expression]:
 
 
 def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported, catalog: Catalog):
-    """Rows per group of each UNION ALL branch that reads a party other than the issuer, and those parties."""
+    """Distinct rows per group of each UNION ALL branch that reads a party other than the issuer (its
+    number BRANCH and its row numbers ROW: a join above the union, the CTE joined with itself say, repeats
+    a row in a group, and a repeated row must not count twice), and those parties."""
     unions = [body, *body.find_all(exp.Union)]
     branches = _branches(body)
     if any(type(u) is not exp.Union or u.args.get("distinct") for u in unions) or \
@@ -342,14 +344,25 @@ def _branch_counts(body: exp.Union, alias: str, issuer: str, unsupported, catalo
     counts, protected = [], []
     for i, branch in enumerate(branches):
         owners = {t.db for t in branch.find_all(exp.Table) if t.db} - {issuer}
-        if BRANCH not in branch.named_selects:
-            branch.select(exp.alias_(exp.Literal.number(i), BRANCH, quoted=True), copy=False)
         for owner in sorted(owners):
             check_rows_kept(owner, branch, catalog)
             protected.append(owner)
+        if BRANCH not in branch.named_selects:  # a CTE read twice is numbered once
+            branch.replace(_numbered_branch(branch, i))
         if owners:
-            counts.append(exp.Sum(this=exp.If(this=exp.EQ(this=exp.column(BRANCH, alias, quoted=True),
-                                                          expression=exp.Literal.number(i)),
-                                              true=exp.Literal.number(1), false=exp.Literal.number(0))))
+            in_branch = exp.EQ(this=exp.column(BRANCH, alias, quoted=True), expression=exp.Literal.number(i))
+            counts.append(exp.Count(this=exp.Distinct(expressions=[
+                exp.If(this=in_branch, true=exp.column(ROW, alias, quoted=True))])))
     return counts, protected
+
+
+def _numbered_branch(branch: exp.Select, number: int) -> exp.Select:
+    """A UNION ALL branch with its number (BRANCH) and its rows' numbers (ROW) as its last columns."""
+    if branch.args.get("distinct"):  # numbered after its DISTINCT, as _numbered numbers a derived table
+        branch = exp.select(exp.Star()).from_(
+            exp.Subquery(this=branch.copy(), alias=exp.TableAlias(this=exp.to_identifier("__rows", quoted=True))))
+    else:
+        branch = branch.copy()
+    return branch.select(exp.alias_(exp.Literal.number(number), BRANCH, quoted=True),
+                         exp.alias_(exp.Window(this=exp.RowNumber()), ROW, quoted=True), copy=False)
 
