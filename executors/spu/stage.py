@@ -2261,8 +2261,10 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         values = _rebuild(payload, values)
     stage.assert_ranges()
     if step.limit is not None or step.offset:
-        flat = relational.limit(_columns(values), step.limit if step.limit is not None else 1 << 62, step.offset or 0)
-        values = _rebuild(flat, values)
+        count = step.limit if step.limit is not None else 1 << 62
+        values = _rebuild(relational.limit(_columns(values), count, step.offset or 0), values)
+        if flag is not None:  # an ungrouped aggregate's one row: its reveal flag goes with it (LIMIT 0, OFFSET 1)
+            (flag,) = relational.limit([flag], count, step.offset or 0)
     return values, flag
 
 
@@ -2382,7 +2384,7 @@ def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: boo
         columns[name] = decode_column(opened[i:i + k], opened[i + k], v.kind, frac, bound)
         i += k + 1
     table = pa.table(columns)
-    if flagged and not int(opened[i][0]):
+    if flagged and not (len(opened[i]) and int(opened[i][0])):  # no flag left: LIMIT 0 or an OFFSET past the row
         table = table.slice(0, 0)
     return table
 
