@@ -437,7 +437,8 @@ def _build_cross_party(select: exp.Expression, catalog: Catalog) -> Node:
         kind = str(join.args.get("kind") or "").upper()
         if side not in ("", "LEFT") or kind not in ("", "INNER", "CROSS", "OUTER"):
             shape = " ".join(p for p in (side, kind) if p)
-            raise NotSupportedError(f"{shape} JOIN across parties is not supported yet (inner and LEFT joins are)")
+            raise NotSupportedError(f"{shape} JOIN across parties is not supported here (inner and LEFT joins are, "
+                                    "and a single RIGHT join)")
         on = conjuncts_of(join.args.get("on"))
         if side == "LEFT":
             for condition in on:
