@@ -1910,10 +1910,11 @@ class Stage:
 
     def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
         s = self.s
+        tested = sorted({counted for _, _, counted, _ in plan})  # each counted column's groups tested once
+        nonempty_of = dict(zip(tested, compare.positive_many(s, [results[c] for c in tested])))
         for node, kind, counted, value in plan:
-            count = results[counted]
+            count, nonempty = results[counted], nonempty_of[counted]
             n = len(count)
-            nonempty = compare.greater_than(s, count, arith.public(s, np.zeros(n, dtype=np.int64)), arith=True)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
