@@ -1910,10 +1910,11 @@ class Stage:
 
     def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
         s = self.s
-        tested = sorted({counted for _, _, counted, _ in plan})  # each counted column's groups tested once
+        # each counted column's groups tested once, all in one comparison; a COUNT needs no test
+        tested = sorted({counted for _, kind, counted, _ in plan if kind != "count"})
         nonempty_of = dict(zip(tested, compare.positive_many(s, [results[c] for c in tested])))
         for node, kind, counted, value in plan:
-            count, nonempty = results[counted], nonempty_of[counted]
+            count, nonempty = results[counted], nonempty_of.get(counted)
             n = len(count)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
