@@ -441,3 +441,15 @@ def test_group_by_with_a_counted_column_tests_both_runs_in_one_batch(nparties, n
     rounds = rounds_of(nparties, operator)
     outside = rounds - spent[-1]  # the one sort (every party records the same count)
     assert outside == equality_rounds(nparties, 64) + log2(3) + 1 + 1 + scan_levels(n)
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("columns", [1, 4])
+def test_empty_group_tests_are_one_comparison_for_any_number_of_columns(nparties, columns):
+    """`compare.positive_many` (the stage's [count > 0] per counted column): C + 1 rounds, not
+    (C + 1) per column."""
+    def operator(s):
+        xs = [share(s, np.arange(17) - 8) for _ in range(columns)]
+        return lambda: compare.positive_many(s, xs)
+
+    assert rounds_of(nparties, operator) == C[nparties] + 1

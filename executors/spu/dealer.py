@@ -10,23 +10,28 @@ Messages (all counted by the channel):
   1. request (per randomness request): the *last* party sends a `RandomnessRequest`
      (id, kind, sizes; ~60 bytes) — all parties run the same program, so all know the request.
   2. correction (per request): the dealer sends the one component that cannot be derived from a
-     seed, to the one party that needs it (the last party; party 0 for a private AND, so the two
-     parties' incoming links share the dealer's bytes; the permuter of a shuffle).
+     seed, to the one party that needs it: the request names it (the permuter of a shuffle; for
+     every other kind the party that has received the fewest words so far, from its peers in the
+     query (`SpuSession.setup` shares the counts) and from the dealer, ties to the last party —
+     `DealerClient.receiver_for`), so the parties' incoming links carry the same bytes (class 4 at
+     10^5 rows: 82.4 / 82.2 MB into the two parties; when triples went to the last party and
+     private ANDs to party 0, a group-by alone sent 35.6 / 20.1 MB to party 0 / 1). No round is
+     added: every party counts the same public sizes, in the same order.
 
 Seed compression: party i's shares of request r are `Prg(s_i).words(r, ...)`; the dealer computes
 the same words, so only the correcting component moves. What moves per element:
 
-  kind            seeded (every party)                      correction (8 B words, to whom)
-  arith_triple    a_i, b_i; c_i for i < last                c_last = a*b - sum_{i<last} c_i (1, last)
-  bool_triple     same with XOR/AND                         1 word, last
-  matrix_triple   A_i (m x k), B_i (k x n); C_i for i<last  C_last (m x n), last
-  trunc_pair      r_i; r_msb_i, r_mid_i for i < last        r_msb_last, r_mid_last (2, last)
-  bool_fanout(k)  a_i (n), b_i (k n); c_i for i < last with   k n words, last
+  kind            seeded (every party; r the receiver)      correction (8 B words, to r)
+  arith_triple    a_i, b_i; c_i for i != r                  c_r = a*b - sum_{i!=r} c_i (1)
+  bool_triple     same with XOR/AND                         1 word
+  matrix_triple   A_i (m x k), B_i (k x n); C_i for i != r  C_r (m x n)
+  trunc_pair      r_i; r_msb_i, r_mid_i for i != r          r_msb_r, r_mid_r (2)
+  bool_fanout(k)  a_i (n), b_i (k n); c_i for i != r with   k n words
                   c = (a || a || ...) AND b: one mask a for k ANDs sharing their left input
-  arith_fanout(k) the same with + and *: k products x * y_j   k n words, last
-  private_and     (2 parties) p0: a; p1: b, c_1               c_0 = (a AND b) XOR c_1 (1 word, p0)
-  dabit           boolean bit rb_i; arith ra_i for i<last   ra_last (1, last)
-  shuffle(j)      pi_j (party j); A_i, B_i (i != j)         Delta_j = pi_j(sum A_i) - sum B_i (1, j)
+  arith_fanout(k) the same with + and *: k products x * y_j   k n words
+  private_and     (2 parties) p0: a; p1: b; the other: c_o  c_r = (a AND b) XOR c_o (1 word)
+  dabit           boolean bit rb_i; arith ra_i for i != r   ra_r (1)
+  shuffle(j)      pi_j (party j); A_i, B_i (i != j)         Delta_j = pi_j(sum A_i) - sum B_i (1, r = j)
 
 Security: each correction is one party's share of a fresh random secret, uniform given that
 party's own seeded words, so a party learns nothing; the dealer learns only the public request
@@ -65,17 +70,31 @@ class RandomnessRequest:
     rid: int
     kind: str
     sizes: tuple[int, ...] = ()
+    receiver: int | None = None  # the party the correction goes to; None: the kind's default
 
     def to_bytes(self) -> bytes:
-        return json.dumps([self.rid, self.kind, list(self.sizes)], separators=(",", ":")).encode()
+        return json.dumps([self.rid, self.kind, list(self.sizes), self.receiver], separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, frm: str = "party") -> "RandomnessRequest":
         try:
-            rid, kind, sizes = json.loads(data)
-            return cls(int(rid), str(kind), tuple(int(s) for s in sizes))
+            rid, kind, sizes, receiver = json.loads(data)
+            return cls(int(rid), str(kind), tuple(int(s) for s in sizes), None if receiver is None else int(receiver))
         except (ValueError, TypeError) as exc:
             raise ProtocolError(f"malformed randomness request from {frm!r}: {exc}") from None
+
+
+def correction_words(kind: str, sizes: tuple[int, ...]) -> int:
+    """Words of a request's correction, from its public sizes (what the receiver's link carries)."""
+    if kind in ("arith_fanout", "bool_fanout"):
+        return sizes[0] * sizes[1]
+    if kind == "matrix_triple":
+        return sizes[0] * sizes[2]
+    if kind == "trunc_pair":
+        return 2 * sizes[0]
+    if kind == "shuffle":
+        return sizes[1] * sizes[2]
+    return sizes[0] if sizes else 0
 
 
 def _split(words: np.ndarray, *sizes: int) -> list[np.ndarray]:
@@ -89,33 +108,37 @@ def _split(words: np.ndarray, *sizes: int) -> list[np.ndarray]:
 # --- layouts: which seeded words party `index` of `nparties` derives for a request ----------------
 # Shared by the dealer and the client, so both sides always agree.
 
-def seeded_triple(prg: Prg, rid: int, index: int, nparties: int, sa: int, sb: int, sc: int):
-    """(a_i, b_i, c_i or None for the last party) as flat arrays."""
-    last = index == nparties - 1
-    words = prg.words(rid, sa + sb + (0 if last else sc))
+def _receives(index: int, nparties: int, receiver: int | None) -> bool:
+    return index == (nparties - 1 if receiver is None else receiver)
+
+
+def seeded_triple(prg: Prg, rid: int, index: int, nparties: int, sa: int, sb: int, sc: int,
+                  receiver: int | None = None):
+    """(a_i, b_i, c_i or None for the receiver (default the last party)) as flat arrays."""
+    corrected = _receives(index, nparties, receiver)
+    words = prg.words(rid, sa + sb + (0 if corrected else sc))
     a, b, c = _split(words, sa, sb, sc)
-    return a, b, (None if last else c)
+    return a, b, (None if corrected else c)
 
 
-def seeded_trunc(prg: Prg, rid: int, index: int, nparties: int, n: int):
-    last = index == nparties - 1
-    words = prg.words(rid, n if last else 3 * n)
+def seeded_trunc(prg: Prg, rid: int, index: int, nparties: int, n: int, receiver: int | None = None):
+    corrected = _receives(index, nparties, receiver)
+    words = prg.words(rid, n if corrected else 3 * n)
     r, msb, mid = _split(words, n, n, n)
-    return r, (None if last else msb), (None if last else mid)
+    return r, (None if corrected else msb), (None if corrected else mid)
 
 
-def seeded_dabit(prg: Prg, rid: int, index: int, nparties: int, n: int):
-    last = index == nparties - 1
-    words = prg.words(rid, n if last else 2 * n)
+def seeded_dabit(prg: Prg, rid: int, index: int, nparties: int, n: int, receiver: int | None = None):
+    corrected = _receives(index, nparties, receiver)
+    words = prg.words(rid, n if corrected else 2 * n)
     rb, ra = _split(words, n, n)
-    return rb & ONE, (None if last else ra)
+    return rb & ONE, (None if corrected else ra)
 
 
-def seeded_private_and(prg: Prg, rid: int, index: int, n: int):
-    """Party 0: (a, None) — its c_0 is the correction, so that party 0 receives these corrections
-    and the last party the others (a sort's comparisons: ~20 of the dealer's ~28 B per element
-    and direction go to party 0, which halves the busiest link's dealer bytes); party 1: (b, c_1)."""
-    if index == 1:
+def seeded_private_and(prg: Prg, rid: int, index: int, n: int, receiver: int = 0):
+    """(this party's mask: a at party 0, b at party 1; its c share, None at the receiver, whose
+    c_r is the dealer's correction)."""
+    if index != receiver:
         words = prg.words(rid, 2 * n)
         return words[:n], words[n:]
     return prg.words(rid, n), None
@@ -168,40 +191,46 @@ class Dealer:
 
     def produce(self, request: RandomnessRequest) -> tuple[int, np.ndarray]:
         """(index of the party that receives the correction, the correction words)."""
-        n, last, rid = len(self.parties), len(self.parties) - 1, request.rid
+        n, rid = len(self.parties), request.rid
         kind, sizes = request.kind, request.sizes
+        default = 0 if kind == "private_and" else n - 1
+        to = default if request.receiver is None else request.receiver
+        if not 0 <= to < n:
+            raise ProtocolError(f"randomness request {rid} names receiver {to} of {n} parties")
         if kind in ("arith_triple", "bool_triple"):
-            return last, self._elementwise_correction(rid, sizes[0], 1, kind == "bool_triple")
+            return to, self._elementwise_correction(rid, sizes[0], 1, kind == "bool_triple", to)
         if kind in ("arith_fanout", "bool_fanout"):
             count, fan = sizes
-            return last, self._elementwise_correction(rid, count, fan, kind == "bool_fanout")
+            return to, self._elementwise_correction(rid, count, fan, kind == "bool_fanout", to)
         if kind == "matrix_triple":
             m, k, p = sizes
-            parts = [seeded_triple(prg, rid, i, n, m * k, k * p, m * p) for i, prg in enumerate(self.prgs)]
+            parts = [seeded_triple(prg, rid, i, n, m * k, k * p, m * p, to) for i, prg in enumerate(self.prgs)]
             a, b = parts[0][0], parts[0][1]  # fresh PRG output: combined in place
             for p_a, p_b, _ in parts[1:]:
                 a += p_a
                 b += p_b
             c = np.matmul(a.reshape(m, k), b.reshape(k, p)).ravel()
-            for part in parts[:last]:
-                c -= part[2]
-            return last, c
+            for part in parts:
+                if part[2] is not None:
+                    c -= part[2]
+            return to, c
         if kind == "private_and":
             if n != 2:
                 raise ProtocolError(f"private_and is a 2-party correlation, this SPU has {n} parties")
-            return 0, self._private_and_correction(rid, sizes[0])
+            return to, self._private_and_correction(rid, sizes[0], to)
         if kind == "trunc_pair":
             count, bits = sizes
-            parts = [seeded_trunc(prg, rid, i, n, count) for i, prg in enumerate(self.prgs)]
+            parts = [seeded_trunc(prg, rid, i, n, count, to) for i, prg in enumerate(self.prgs)]
+            others = [p for i, p in enumerate(parts) if i != to]
             r = np.sum([p[0] for p in parts], axis=0, dtype=np.uint64)
-            msb = (r >> MSB) - np.sum([p[1] for p in parts[:last]], axis=0, dtype=np.uint64)
-            mid = ((r & LOW63) >> np.uint64(bits)) - np.sum([p[2] for p in parts[:last]], axis=0, dtype=np.uint64)
-            return last, np.concatenate([msb, mid])
+            msb = (r >> MSB) - np.sum([p[1] for p in others], axis=0, dtype=np.uint64)
+            mid = ((r & LOW63) >> np.uint64(bits)) - np.sum([p[2] for p in others], axis=0, dtype=np.uint64)
+            return to, np.concatenate([msb, mid])
         if kind == "dabit":
             count = sizes[0]
-            parts = [seeded_dabit(prg, rid, i, n, count) for i, prg in enumerate(self.prgs)]
+            parts = [seeded_dabit(prg, rid, i, n, count, to) for i, prg in enumerate(self.prgs)]
             bit = np.bitwise_xor.reduce([p[0] for p in parts])
-            return last, bit - np.sum([p[1] for p in parts[:last]], axis=0, dtype=np.uint64)
+            return to, bit - np.sum([p[1] for i, p in enumerate(parts) if i != to], axis=0, dtype=np.uint64)
         if kind == "shuffle":
             permuter, rows, cols = sizes
             total_a = np.zeros((rows, cols), dtype=np.uint64)
@@ -223,15 +252,14 @@ class Dealer:
             self._scratch = np.empty((3, DEALER_CHUNK + SPARE_WORDS), np.uint64)
         return self._scratch
 
-    def _elementwise_correction(self, rid: int, count: int, fan: int, boolean: bool) -> np.ndarray:
-        """c_last of a triple (fan 1) or fan-out (`fan` products sharing a) request of `count`
+    def _elementwise_correction(self, rid: int, count: int, fan: int, boolean: bool, to: int) -> np.ndarray:
+        """c_to (the receiver's) of a triple (fan 1) or fan-out (`fan` products sharing a) request of `count`
         elements, in the seeded layout of `seeded_triple` (a: count words, b and c: fan rows of
         count): row j of c is a op b_j minus the other parties' c_j. Computed DEALER_CHUNK
         elements at a time in buffers reused across chunks and requests, each party's streams read
         on by `Keystream`s (one cipher set-up per stream): the keystream lands in cache-resident
         pages already mapped, and the dealer holds 1.5 MiB of scratch instead of (3N - 1) arrays
         of the request's size (N parties: 256 MB for a 4·10^6-element triple of 3 parties)."""
-        last = len(self.prgs) - 1
         out = np.empty(fan * count, np.uint64)
         acc_a, acc_b, buf = self._buffers()
         combine = np.bitwise_xor if boolean else np.add
@@ -239,7 +267,7 @@ class Dealer:
         product = np.bitwise_and if boolean else np.multiply
         rows = range(fan)
         streams = [(prg.keystream(rid, 0), [prg.keystream(rid, count * (1 + j)) for j in rows],
-                    [prg.keystream(rid, count * (1 + fan + j)) for j in rows] if i < last else [])
+                    [prg.keystream(rid, count * (1 + fan + j)) for j in rows] if i != to else [])
                    for i, prg in enumerate(self.prgs)]
         for lo in range(0, count, DEALER_CHUNK):
             m = min(DEALER_CHUNK, count - lo)
@@ -248,17 +276,19 @@ class Dealer:
                 b = _combined(combine, [s_b[j] for _, s_b, _ in streams], acc_b, buf, m)
                 c = out[j * count + lo:j * count + lo + m]
                 product(a, b, out=c)
-                for _, _, s_c in streams[:last]:
-                    remove(c, s_c[j].into(buf, m), out=c)
+                for _, _, s_c in streams:
+                    if s_c:
+                        remove(c, s_c[j].into(buf, m), out=c)
         return out
 
-    def _private_and_correction(self, rid: int, count: int) -> np.ndarray:
-        """Party 0's c_0 = (a AND b) XOR c_1 of a private AND (layout `seeded_private_and`: party
-        0's stream is a, party 1's is b then c_1), chunked like `_elementwise_correction`."""
+    def _private_and_correction(self, rid: int, count: int, to: int) -> np.ndarray:
+        """The receiver's c_to = (a AND b) XOR c_other of a private AND (layout `seeded_private_and`:
+        party 0's stream is a, party 1's b, the other party's then its c), chunked like
+        `_elementwise_correction`."""
         out = np.empty(count, np.uint64)
         buf_a, buf_b, buf = self._buffers()
-        stream_a = self.prgs[0].keystream(rid, 0)
-        stream_b, stream_c = self.prgs[1].keystream(rid, 0), self.prgs[1].keystream(rid, count)
+        stream_a, stream_b = self.prgs[0].keystream(rid, 0), self.prgs[1].keystream(rid, 0)
+        stream_c = self.prgs[1 - to].keystream(rid, count)
         for lo in range(0, count, DEALER_CHUNK):
             m = min(DEALER_CHUNK, count - lo)
             c = out[lo:lo + m]
@@ -326,6 +356,7 @@ class DealerClient:
         self._next_batch: dict[str, int] = {}
         self._expected: deque[int] = deque()  # rids whose correction comes to this party, in order
         self._received: dict[int, bytes] = {}
+        self.correction_load = [0] * len(parties)  # words each party received (`start_balance`) and corrections
 
     @property
     def nparties(self) -> int:
@@ -338,16 +369,33 @@ class DealerClient:
     def setup(self) -> None:
         self.prg = Prg(self.endpoint.recv(self.dealer, SEED_TAG, self.timeout))
 
-    def _request(self, kind: str, *sizes: int, receiver: int | None = None) -> int:
+    def start_balance(self, received_bytes: list[int]) -> None:
+        """Start the balance from the bytes each party received from the others before the session."""
+        self.correction_load = [b // 8 for b in received_bytes]
+
+    def receiver_for(self, kind: str, sizes: tuple[int, ...]) -> int:
+        """The party that has received the fewest words so far (ties: party 0 for a private AND,
+        as before, else the last party): every party computes the same from public sizes, so no
+        message says it."""
+        if kind == "private_and":
+            return 0 if self.correction_load[0] <= self.correction_load[1] else 1
+        least = min(self.correction_load)
+        return max(i for i, load in enumerate(self.correction_load) if load == least)
+
+    def _request(self, kind: str, *sizes: int, receiver: int | None = None) -> tuple[int, int]:
+        """(request id, the party its correction goes to): `receiver` if the kind fixes it (a
+        shuffle's permuter), else `receiver_for`'s choice."""
         if self.prg is None:
             raise ProtocolError("SPU session used before setup() received the dealer's seed")
         rid = self.next_rid
         self.next_rid += 1
+        to = self.receiver_for(kind, sizes) if receiver is None else receiver
+        self.correction_load[to] += correction_words(kind, sizes)
         if self.is_last:
-            self.endpoint.send(self.dealer, REQUEST_TAG, RandomnessRequest(rid, kind, sizes).to_bytes())
-        if self.index == (self.nparties - 1 if receiver is None else receiver):
+            self.endpoint.send(self.dealer, REQUEST_TAG, RandomnessRequest(rid, kind, sizes, to).to_bytes())
+        if self.index == to:
             self._expected.append(rid)
-        return rid
+        return rid, to
 
     def _correction(self, rid: int, count: int) -> np.ndarray:
         while rid not in self._received:
@@ -370,15 +418,15 @@ class DealerClient:
     def _new_batch(self, kind: str, size: int, fan: int) -> _Batch:
         n, idx = self.nparties, self.index
         if kind in ("arith_triple", "bool_triple", "bool_fanout"):
-            rid = self._request(kind, *((size,) if kind != "bool_fanout" else (size, fan)))
-            a, b, c = seeded_triple(self.prg, rid, idx, n, size, fan * size, fan * size)
+            rid, to = self._request(kind, *((size,) if kind != "bool_fanout" else (size, fan)))
+            a, b, c = seeded_triple(self.prg, rid, idx, n, size, fan * size, fan * size, to)
             return _Batch(rid, size, [a, b, c], [1, fan, fan], fan * size)
         if kind == "private_and":
-            rid = self._request(kind, size, receiver=0)
-            mask, c = seeded_private_and(self.prg, rid, idx, size)
+            rid, to = self._request(kind, size)
+            mask, c = seeded_private_and(self.prg, rid, idx, size, to)
             return _Batch(rid, size, [mask, c], [1, 1], size)
-        rid = self._request(kind, size)  # dabit
-        rb, ra = seeded_dabit(self.prg, rid, idx, n, size)
+        rid, to = self._request(kind, size)  # dabit
+        rb, ra = seeded_dabit(self.prg, rid, idx, n, size, to)
         return _Batch(rid, size, [rb, ra], [1, 1], size)
 
     def _take(self, kind: str, count: int, fan: int = 1):
@@ -436,8 +484,8 @@ class DealerClient:
         if kind in POOLED and self._pooled(kind, sizes[0]):
             (a, b), fetch_c = self._take(kind, sizes[0], sizes[1] if kind == "bool_fanout" else 1)
             return a, b, fetch_c
-        rid = self._request(kind, *sizes)
-        a, b, c = seeded_triple(self.prg, rid, self.index, self.nparties, sa, sb, sc)
+        rid, to = self._request(kind, *sizes)
+        a, b, c = seeded_triple(self.prg, rid, self.index, self.nparties, sa, sb, sc, to)
         if c is None:
             return a, b, lambda: self._correction(rid, sc)
         return a, b, lambda: c
@@ -469,16 +517,16 @@ class DealerClient:
         if self._pooled("private_and", n):
             (mask,), fetch_c = self._take("private_and", n)
             return mask, fetch_c
-        rid = self._request("private_and", n, receiver=0)
-        mask, c = seeded_private_and(self.prg, rid, self.index, n)
+        rid, to = self._request("private_and", n)
+        mask, c = seeded_private_and(self.prg, rid, self.index, n, to)
         if c is None:
             return mask, lambda: self._correction(rid, n)
         return mask, lambda: c
 
     def trunc_pair(self, n: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shares of r (uniform in Z_2^64), r_msb = r >> 63 and r_mid = (r mod 2^63) >> bits."""
-        rid = self._request("trunc_pair", n, bits)
-        r, msb, mid = seeded_trunc(self.prg, rid, self.index, self.nparties, n)
+        rid, to = self._request("trunc_pair", n, bits)
+        r, msb, mid = seeded_trunc(self.prg, rid, self.index, self.nparties, n, to)
         if msb is None:
             msb, mid = _split(self._correction(rid, 2 * n), n, n)
         return r, msb, mid
@@ -488,15 +536,15 @@ class DealerClient:
         if self._pooled("dabit", n):
             (rb,), fetch_ra = self._take("dabit", n)
             return rb, fetch_ra()
-        rid = self._request("dabit", n)
-        rb, ra = seeded_dabit(self.prg, rid, self.index, self.nparties, n)
+        rid, to = self._request("dabit", n)
+        rb, ra = seeded_dabit(self.prg, rid, self.index, self.nparties, n, to)
         if ra is None:
             ra = self._correction(rid, n)
         return rb, ra
 
     def shuffle(self, permuter: int, rows: int, cols: int):
         """Permuter: (pi, Delta); others: (A_i, B_i). See the module docstring."""
-        rid = self._request("shuffle", permuter, rows, cols, receiver=permuter)
+        rid, _ = self._request("shuffle", permuter, rows, cols, receiver=permuter)
         got = seeded_shuffle(self.prg, rid, self.index, permuter, rows, cols)
         if self.index == permuter:
             return got, self._correction(rid, rows * cols).reshape(rows, cols)

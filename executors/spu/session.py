@@ -19,8 +19,12 @@ Communication primitives (each is one round; `rounds` counts them):
     combined in place; no concatenations or temporaries.
   - `send_words` / `recv_words`: point-to-point word arrays, for protocols (shuffle) whose
     messages go to one party; such protocols count their own rounds.
-Setup (`setup()`, 1 round among the parties + the dealer's seeds): party i sends a fresh 16-byte
-seed to every party j > i.
+Setup (`setup()`, 1 round among the parties + the dealer's seeds): party i sends every party j
+the bytes it has sent each party in this query so far (8 B each) and, for j > i, a fresh 16-byte
+seed; the
+dealer client starts its balance of corrections from these counts (`DealerClient.receiver_for`),
+so a query's earlier one-sided traffic (a PSI's larger direction) is evened out by where the
+dealer's corrections go.
 """
 
 from __future__ import annotations
@@ -87,15 +91,26 @@ class SpuSession:
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def setup(self) -> "SpuSession":
-        """Receive the dealer's seed; agree a pairwise seed with every other party (1 round)."""
+        """Receive the dealer's seed; agree a pairwise seed with every other party and learn the
+        bytes each party has received from the others in this query (1 round)."""
         self.dealer.setup()
         tag = self.tag("pair-seeds")
-        for j in range(self.index + 1, self.nparties):
-            seed = fresh_seed()
-            self.pair_prgs[j] = Prg(seed)
-            self.endpoint.send(self.parties[j], tag, seed)
-        for j in range(self.index):
-            self.pair_prgs[j] = Prg(self._recv(j, tag))
+        stats = self.endpoint.channel.stats.bytes
+        mine = np.array([stats[(self.me, p)] if p != self.me else 0 for p in self.parties], np.uint64)
+        received = mine.copy()
+        for j in self.others():
+            seed = fresh_seed() if j > self.index else b""
+            if seed:
+                self.pair_prgs[j] = Prg(seed)
+            self.endpoint.send(self.parties[j], tag, mine.tobytes() + seed)
+        for j in self.others():
+            raw = self._recv(j, tag)
+            if len(raw) != 8 * self.nparties + (16 if j < self.index else 0):
+                raise ProtocolError(f"party {self.parties[j]!r} sent {len(raw)} bytes for {tag}")
+            received += np.frombuffer(raw[:8 * self.nparties], np.uint64)
+            if j < self.index:
+                self.pair_prgs[j] = Prg(raw[8 * self.nparties:])
+        self.dealer.start_balance([int(b) for b in received])
         self.rounds += 1
         self._ready = True
         return self

@@ -1912,10 +1912,12 @@ class Stage:
 
     def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
         s = self.s
+        # each counted column's groups tested once, all in one comparison; a COUNT needs no test
+        tested = sorted({counted for _, kind, counted, _ in plan if kind != "count"})
+        nonempty_of = dict(zip(tested, compare.positive_many(s, [results[c] for c in tested])))
         for node, kind, counted, value in plan:
-            count = results[counted]
+            count, nonempty = results[counted], nonempty_of.get(counted)
             n = len(count)
-            nonempty = compare.greater_than(s, count, arith.public(s, np.zeros(n, dtype=np.int64)), arith=True)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
