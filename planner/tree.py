@@ -249,6 +249,97 @@ def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
     return None
 
 
+def grouping_keys(op: Op, catalog: Catalog) -> tuple[frozenset[str], ...]:
+    """Output columns on which no two valid rows agree even with NULL equal to NULL (GROUP BY's sense, which
+    `unique_keys` does not promise: there NULLs may repeat): GROUP BY keys and DISTINCT rows, kept by
+    renaming, filters, windows (ROW_NUMBER's partition and number), and by a join's side each of whose rows it
+    outputs at most once and never NULL-extends. A party's declared key is not one (its NULLs may repeat)."""
+    if isinstance(op, Aggregate):
+        return (frozenset(n for n, _ in op.keys),)
+    if isinstance(op, Distinct):
+        return (frozenset(op.columns),)
+    if isinstance(op, Project):
+        renamed = {}
+        for name, sql in reversed(op.items):
+            renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
+        return tuple(frozenset(renamed[c] for c in key) for key in grouping_keys(op.child, catalog) if key <= set(renamed))
+    if isinstance(op, Window):
+        return grouping_keys(op.child, catalog) + tuple(k.columns for k in _numbered(op))
+    if isinstance(op, (Filter, Sort)) or isinstance(op, subqueries.Subquery) and not op.one_row:
+        return grouping_keys(op.child, catalog)
+    if isinstance(op, Join) and op.kind in ("semi", "anti"):
+        return grouping_keys(op.left, catalog)
+    if isinstance(op, Join) and op.kind in ("inner", "left") and op.left_keys:
+        right_once = unique_on(op.right, op.right_keys, catalog) is not None
+        left_once = op.kind == "inner" and unique_on(op.left, op.left_keys, catalog) is not None
+        return (grouping_keys(op.left, catalog) if right_once else ()) + (
+            grouping_keys(op.right, catalog) if left_once else ())
+    return ()
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """A GROUP BY whose keys are unique in its input, so each valid row is its own group (`rows_as_groups`).
+    `null_group`: its one key may be NULL on several rows (a party's declared key, a LEFT join's NULL side),
+    which then form one group of their own; `key`: the unique key it rests on, where `unique_keys` gave it."""
+
+    null_group: bool
+    key: UniqueKey | None = None
+
+
+def rows_as_groups(op: Aggregate, catalog: Catalog, checked: frozenset[str] = frozenset()) -> RowGroups | None:
+    """Whether `op`'s groups are its input's rows: its keys (bare columns) cover a key of `grouping_keys`, or
+    it has one key, unique in its input with NULLs apart (`unique_on`) and, if a party declared it, in
+    `checked` (the declared keys a join beneath checks, `checked_keys`: a false declaration would otherwise
+    split a group). None: the GROUP BY sorts."""
+    if not op.keys:
+        return None
+    keys = tuple(sql for _, sql in op.keys)
+    columns = {c for c in op.child.columns if quoted(c) in keys}
+    if any(key <= columns for key in grouping_keys(op.child, catalog)):
+        return RowGroups(False)
+    key = unique_on(op.child, keys, catalog) if len(keys) == 1 else None
+    if key is None or (key.declared is not None and key not in checked):
+        return None
+    return RowGroups(True, key)
+
+
+def relied_keys(root: Op, catalog: Catalog) -> frozenset[UniqueKey]:
+    """The declared keys a GROUP BY in `root` takes its input's rows as groups on (`rows_as_groups`): the join
+    beneath that can check each (`join_checks`) must."""
+    found = (rows_as_groups(op, catalog, checked_keys(op.child, catalog)) for op in _walk(root)
+             if isinstance(op, Aggregate))
+    return frozenset(g.key for g in found if g is not None and g.key is not None and g.key.declared is not None)
+
+
+def checked_keys(op: Op, catalog: Catalog) -> frozenset[UniqueKey]:
+    """The declared keys (on their columns) a sort-based join in `op` checks (`join_checks`): a repeat of a
+    valid non-NULL key fails the query there."""
+    return frozenset(key for join in _joins(op) for key in join_checks(join, catalog)
+                     if key is not None and key.declared is not None)
+
+
+def join_checks(join: Join, catalog: Catalog) -> tuple[UniqueKey | None, UniqueKey | None]:
+    """(the unique side's key, the many side's) of a sort-based join (`unique_side`), whose declared ones the
+    SPU checks: the many side's where it too is unique on its join keys (so its key stays unique above the
+    join: `unique_keys`); None where there is none."""
+    side, key = unique_side(join, catalog) or (None, None)
+    if side is None:
+        return None, None
+    other = "left" if side == "right" else "right"
+    return key, unique_on(getattr(join, other), getattr(join, f"{other}_keys"), catalog)
+
+
+def _joins(op: Op):
+    return (j for j in _walk(op) if isinstance(j, Join))
+
+
+def _walk(op: Op):
+    yield op
+    for child in op.children:
+        yield from _walk(child)
+
+
 def many_side_only(kind: str, unique: str) -> bool:
     """Whether a sort-based join (`unique_side`) can output a valid row only from its many side: an inner
     join, or a LEFT join preserving the many side (unique on the right); so the SPU may cut its n + m

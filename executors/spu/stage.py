@@ -1908,12 +1908,15 @@ class Stage:
         return ([relational.Counted(w, (self.cols[c].value,), bits[c]) for c, w in weights.items() if c not in self.once],
                 [w for c, w in weights.items() if c in self.once])
 
-    def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
+    def finish_aggregates(self, plan, results: list[ArithShare], counts_are_bits: bool = False) -> None:
+        """Each aggregate from its group's inputs (`aggregate_inputs`); `counts_are_bits`: every count is 0 or
+        1 (a group of one row: `secret_relation._per_row`), so it is its own nonempty bit (no comparison)."""
         s = self.s
         for node, kind, counted, value in plan:
             count = results[counted]
             n = len(count)
-            nonempty = compare.greater_than(s, count, arith.public(s, np.zeros(n, dtype=np.int64)), arith=True)
+            nonempty = count if counts_are_bits else \
+                compare.greater_than(s, count, arith.public(s, np.zeros(n, dtype=np.int64)), arith=True)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
