@@ -729,7 +729,7 @@ def per_row_note(op: Aggregate, groups) -> str:
         if groups.null_group else ""
     return (f"GROUP BY {keys} per row: its keys are {why}, so each row is its own group and its aggregates are "
             f"per-row expressions{nulls}; saved: the group sort of n rows, its neighbour tests and segmented scans "
-            "(about 4 log2 n + 60 rounds and some 1-3 KB a row at 2 parties), nothing more opened")
+            "(TPC-H Q13 at SF 0.1, 15,000 rows: 39 rounds and 58 MB fewer, docs/benchmarks.md), nothing more opened")
 
 
 def sorted_by_finish(op: Sort, columns) -> bool:

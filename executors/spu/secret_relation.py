@@ -7,7 +7,7 @@ on the data except where its docstring says so (the AVG range check opens how ma
 range, normally 0). Where the order of tied rows is seen (ORDER BY, its LIMIT, ROW_NUMBER) the rows
 are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and
 are simply weighted 0: an operator's output size is a public function of its inputs' sizes
-(filter: n; aggregate: n; join: n*m (+n for LEFT), or n+m when one side's keys are unique
+(filter: n; aggregate: n, n + 1 per row with a NULL group; join: n*m (+n for LEFT), or n+m when one side's keys are unique
 (`pk_join`); semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
