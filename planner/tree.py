@@ -200,9 +200,7 @@ def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
     if isinstance(op, Distinct):
         return (UniqueKey(frozenset(op.columns)),)
     if isinstance(op, Project):
-        renamed = {}
-        for name, sql in reversed(op.items):
-            renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
+        renamed = _renamed(op)
         return tuple(UniqueKey(frozenset(renamed[c] for c in key.columns), key.declared)
                      for key in unique_keys(op.child, catalog) if key.columns <= set(renamed))
     if isinstance(op, Window):
@@ -216,6 +214,14 @@ def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
         return (left if _covering(right, op.right, op.right_keys) else ()) + (
             right if _covering(left, op.left, op.left_keys) else ())
     return ()
+
+
+def _renamed(op: Project) -> dict[str, str]:
+    """Each child column a projection outputs as it is -> its (first) output name."""
+    renamed = {}
+    for name, sql in reversed(op.items):
+        renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
+    return renamed
 
 
 def _numbered(op: Window) -> tuple[UniqueKey, ...]:
@@ -259,9 +265,7 @@ def grouping_keys(op: Op, catalog: Catalog) -> tuple[frozenset[str], ...]:
     if isinstance(op, Distinct):
         return (frozenset(op.columns),)
     if isinstance(op, Project):
-        renamed = {}
-        for name, sql in reversed(op.items):
-            renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
+        renamed = _renamed(op)
         return tuple(frozenset(renamed[c] for c in key) for key in grouping_keys(op.child, catalog) if key <= set(renamed))
     if isinstance(op, Window):
         return grouping_keys(op.child, catalog) + tuple(k.columns for k in _numbered(op))
