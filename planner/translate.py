@@ -723,8 +723,8 @@ def _sort(op: Sort, t, under, at_root):
 def per_row_note(op: Aggregate, groups) -> str:
     """EXPLAIN's line per GROUP BY whose keys are unique in its input (`tree.rows_as_groups`)."""
     keys = ", ".join(sql for _, sql in op.keys)
-    why = f"unique in its input ({groups.key.declared}, checked by the join beneath)" if groups.key and \
-        groups.key.declared else "unique in its input"
+    declared = ", ".join(sorted(k.declared for k in groups.relies))
+    why = f"unique in its input ({declared}, checked by the joins beneath)" if declared else "unique in its input"
     nulls = "; the rows with a NULL key are one more group (n + 1 rows), aggregated without a sort" \
         if groups.null_group else ""
     return (f"GROUP BY {keys} per row: its keys are {why}, so each row is its own group and its aggregates are "

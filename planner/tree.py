@@ -255,72 +255,83 @@ def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
     return None
 
 
-def grouping_keys(op: Op, catalog: Catalog) -> tuple[frozenset[str], ...]:
-    """Output columns on which no two valid rows agree even with NULL equal to NULL (GROUP BY's sense, which
-    `unique_keys` does not promise: there NULLs may repeat): GROUP BY keys and DISTINCT rows, kept by
-    renaming, filters, windows (ROW_NUMBER's partition and number), and by a join's side each of whose rows it
-    outputs at most once and never NULL-extends. A party's declared key is not one (its NULLs may repeat)."""
+@dataclass(frozen=True)
+class GroupKey:
+    """Output columns on which no two valid rows agree, in GROUP BY's sense (NULL equals NULL) unless
+    `nulls_repeat` (a party's declared key, a LEFT join's NULL-extended side: only non-NULL values are
+    unique); `relies`: the declared keys that holds on, each to be checked by a join on the SPU."""
+
+    columns: frozenset[str]
+    relies: frozenset[UniqueKey] = frozenset()
+    nulls_repeat: bool = False
+
+
+def grouping_keys(op: Op, catalog: Catalog) -> tuple[GroupKey, ...]:
+    """The `GroupKey`s of `op`'s output: GROUP BY keys, DISTINCT rows, ROW_NUMBER's, a party's declared keys,
+    kept by renaming, filters, windows, and by a join's side each of whose rows it outputs at most once (its
+    partner unique on the join keys, NULLs apart: NULLs never join), NULLs repeating on a LEFT join's right."""
+    if isinstance(op, Scan):
+        return tuple(GroupKey(k.columns, frozenset({k}), True) for k in unique_keys(op, catalog))
     if isinstance(op, Aggregate):
-        return (frozenset(n for n, _ in op.keys),)
+        return (GroupKey(frozenset(n for n, _ in op.keys)),)
     if isinstance(op, Distinct):
-        return (frozenset(op.columns),)
+        return (GroupKey(frozenset(op.columns)),)
     if isinstance(op, Project):
         renamed = _renamed(op)
-        return tuple(frozenset(renamed[c] for c in key) for key in grouping_keys(op.child, catalog) if key <= set(renamed))
+        return tuple(replace(k, columns=frozenset(renamed[c] for c in k.columns))
+                     for k in grouping_keys(op.child, catalog) if k.columns <= set(renamed))
     if isinstance(op, Window):
-        return grouping_keys(op.child, catalog) + tuple(k.columns for k in _numbered(op))
+        return grouping_keys(op.child, catalog) + tuple(GroupKey(k.columns) for k in _numbered(op))
     if isinstance(op, (Filter, Sort)) or isinstance(op, subqueries.Subquery) and not op.one_row:
         return grouping_keys(op.child, catalog)
     if isinstance(op, Join) and op.kind in ("semi", "anti"):
         return grouping_keys(op.left, catalog)
     if isinstance(op, Join) and op.kind in ("inner", "left") and op.left_keys:
-        right_once = unique_on(op.right, op.right_keys, catalog) is not None
-        left_once = op.kind == "inner" and unique_on(op.left, op.left_keys, catalog) is not None
-        return (grouping_keys(op.left, catalog) if right_once else ()) + (
-            grouping_keys(op.right, catalog) if left_once else ())
+        right = _partner(op.right, op.right_keys, catalog)
+        left = _partner(op.left, op.left_keys, catalog)
+        out = () if right is None else tuple(replace(k, relies=k.relies | right.relies)
+                                              for k in grouping_keys(op.left, catalog))
+        return out + (() if left is None else tuple(
+            replace(k, relies=k.relies | left.relies, nulls_repeat=k.nulls_repeat or op.kind == "left")
+            for k in grouping_keys(op.right, catalog)))
     return ()
+
+
+def _partner(op: Op, keys: tuple[str, ...], catalog: Catalog) -> GroupKey | None:
+    """The key of `op` among its join keys `keys` resting on the fewest declarations, or None: its rows then
+    match each row of the other side at most once."""
+    columns = {c for c in op.columns if quoted(c) in keys}
+    found = [k for k in grouping_keys(op, catalog) if k.columns <= columns]
+    return min(found, key=lambda k: len(k.relies), default=None)
 
 
 @dataclass(frozen=True)
 class RowGroups:
     """A GROUP BY whose keys are unique in its input, so each valid row is its own group (`rows_as_groups`).
-    `null_group`: its one key may be NULL on several rows (a party's declared key, a LEFT join's NULL side),
-    which then form one group of their own; `key`: the unique key it rests on, where `unique_keys` gave it."""
+    `null_group`: its one key's NULLs may repeat; those rows then form one group of their own. `relies`: the
+    declared keys it rests on (a false declaration would split a group)."""
 
     null_group: bool
-    key: UniqueKey | None = None
+    relies: frozenset[UniqueKey] = frozenset()
 
 
-def rows_as_groups(op: Aggregate, catalog: Catalog, checked: frozenset[str] = frozenset()) -> RowGroups | None:
-    """Whether `op`'s groups are its input's rows: its keys (bare columns) cover a key of `grouping_keys`, or
-    it has one key, unique in its input with NULLs apart (`unique_on`) and, if a party declared it, in
-    `checked` (the declared keys a join beneath checks, `checked_keys`: a false declaration would otherwise
-    split a group). None: the GROUP BY sorts."""
-    if not op.keys:
-        return None
+def rows_as_groups(op: Aggregate, catalog: Catalog, checked: frozenset | None = None) -> RowGroups | None:
+    """Whether `op`'s groups are its input's rows: its keys (bare columns) cover a `grouping_keys` key whose
+    NULLs do not repeat, or it has one key, a key whose NULLs may (one more group). `checked`: the declared
+    keys the program's joins check, which must hold every one it relies on (None: any, for `relied_keys`).
+    The choice relying on the fewest declarations wins; None: the GROUP BY sorts."""
     keys = tuple(sql for _, sql in op.keys)
     columns = {c for c in op.child.columns if quoted(c) in keys}
-    if any(key <= columns for key in grouping_keys(op.child, catalog)):
-        return RowGroups(False)
-    key = unique_on(op.child, keys, catalog) if len(keys) == 1 else None
-    if key is None or (key.declared is not None and key not in checked):
-        return None
-    return RowGroups(True, key)
+    found = [RowGroups(k.nulls_repeat, k.relies) for k in grouping_keys(op.child, catalog) if k.columns <= columns
+             and (not k.nulls_repeat or len(keys) == 1) and (checked is None or k.relies <= checked)]
+    return min(found, key=lambda g: (len(g.relies), g.null_group), default=None) if keys else None
 
 
 def relied_keys(root: Op, catalog: Catalog) -> frozenset[UniqueKey]:
-    """The declared keys a GROUP BY in `root` takes its input's rows as groups on (`rows_as_groups`): the join
-    beneath that can check each (`join_checks`) must."""
-    found = (rows_as_groups(op, catalog, checked_keys(op.child, catalog)) for op in _walk(root)
-             if isinstance(op, Aggregate))
-    return frozenset(g.key for g in found if g is not None and g.key is not None and g.key.declared is not None)
-
-
-def checked_keys(op: Op, catalog: Catalog) -> frozenset[UniqueKey]:
-    """The declared keys (on their columns) a sort-based join in `op` checks (`join_checks`): a repeat of a
-    valid non-NULL key fails the query there."""
-    return frozenset(key for join in _joins(op) for key in join_checks(join, catalog)
-                     if key is not None and key.declared is not None)
+    """The declared keys the GROUP BYs in `root` that take their input's rows as groups rely on
+    (`rows_as_groups`): the joins that can check them (`join_checks`) must."""
+    found = (rows_as_groups(op, catalog) for op in _walk(root) if isinstance(op, Aggregate))
+    return frozenset(key for g in found if g is not None for key in g.relies)
 
 
 def join_checks(join: Join, catalog: Catalog) -> tuple[UniqueKey | None, UniqueKey | None]:
@@ -332,10 +343,6 @@ def join_checks(join: Join, catalog: Catalog) -> tuple[UniqueKey | None, UniqueK
         return None, None
     other = "left" if side == "right" else "right"
     return key, unique_on(getattr(join, other), getattr(join, f"{other}_keys"), catalog)
-
-
-def _joins(op: Op):
-    return (j for j in _walk(op) if isinstance(j, Join))
 
 
 def _walk(op: Op):

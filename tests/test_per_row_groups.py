@@ -206,6 +206,7 @@ def test_keys_unique_after_a_join_group_per_row(keyed, sql, issuer, null_group):
     oracle = keyed()
     per = [a["per_row"] for a in aggregates(oracle.engine, sql, issuer) if "per_row" in a]
     assert {"null_group": null_group} in per
+    assert "(bank.customer (c_custkey), checked by the joins beneath)" in oracle.engine.explain(sql, issuer)
     oracle.check(sql, issuer)
 
 
@@ -222,7 +223,7 @@ def test_explain_says_so(keyed):
     text = keyed().engine.explain(Q13, "shop")
     assert "[per row: the keys are unique in its input, no sort, the rows with a NULL key one more group]" in text
     assert "GROUP BY \"c.c_custkey\" per row: its keys are unique in its input (bank.customer (c_custkey), checked " \
-           "by the join beneath)" in text
+           "by the joins beneath)" in text
     assert "whether bank.customer (c_custkey), declared unique, repeats a valid key" in text
 
 
@@ -231,7 +232,10 @@ def test_an_empty_side(keyed, empty):
     keyed(empty=empty).check(Q13, "shop")
 
 
-def test_a_repeated_declared_key_fails_the_query(keyed):
-    """Taken as groups, a false declaration would split a group: the join beneath checks it (one bit)."""
+@pytest.mark.parametrize("sql", [Q13, ORDERS])
+def test_a_repeated_declared_key_fails_the_query(keyed, sql):
+    """Taken as groups, a false declaration would split a group (Q13: the customers' own key, the join's many
+    side; ORDERS: the orders' GROUP BY keys, each joined once only if the customers' key holds): the join beneath
+    checks it (one bit)."""
     with pytest.raises(DataError, match=r"bank\.customer \(c_custkey\) is declared unique"):
-        keyed(repeat_customer=True).engine.execute(Q13, "shop")
+        keyed(repeat_customer=True).engine.execute(sql, "shop")
