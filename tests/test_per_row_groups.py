@@ -2,11 +2,11 @@
 TPC-H Q13's GROUP BY c_custkey over its PK-FK join).
 
 The planner knows it (`tree.rows_as_groups`: the keys cover a key of `tree.grouping_keys` — GROUP BY keys,
-DISTINCT, ROW_NUMBER, kept through renaming, filters and the side of a join each of whose rows it outputs
-once — or one key unique in the input with NULLs apart, `tree.unique_on`, whose NULL rows are then one
-more group), and the SPU computes every aggregate as a per-row expression (`secret_relation._per_row`): no
-sort. A party's declared key counts only where a join beneath checks it (`declared_many`: a repeat fails
-the query). Checked against DuckDB: programs at 2 and 3 parties (repeated NULL keys, invalid rows, empty
+DISTINCT, ROW_NUMBER, a party's declared keys, kept through renaming, filters and the side of a join each of
+whose rows it outputs once; where the key's NULLs may repeat (a declared key, a LEFT join's right side), one
+key only, its NULL rows one more group), and the SPU computes every aggregate as a per-row expression
+(`secret_relation._per_row`): no sort. A declared key it rests on counts only where a join on the SPU checks
+it (the unique side's always, the many side's by `declared_many`: a repeat fails the query). Checked against DuckDB: programs at 2 and 3 parties (repeated NULL keys, invalid rows, empty
 inputs, HAVING, the group threshold) and the engine over a federation (keys unique only after a join, a
 GROUP BY whose keys are not unique, which still sorts; EXPLAIN's words).
 """
