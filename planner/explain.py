@@ -68,8 +68,16 @@ def join_algorithm(node: dict) -> str:
         return ""
     if node.get("unique") is None:
         return " [all pairs: n*m rows]"
-    checked = f"; {node['declared']} checked unique" if node.get("declared") else ""
+    checked = "".join(f"; {node[k]} checked unique" for k in ("declared", "declared_many") if node.get(k))
     return f" [sort-based PK-FK join, {node['unique']} side unique: n+m rows{checked}]"
+
+
+def per_row(node: dict) -> str:
+    """How the SPU groups: each row its own group where the keys are unique in the input (no sort)."""
+    if "per_row" not in node:
+        return ""
+    nulls = ", the rows with a NULL key one more group" if node["per_row"]["null_group"] else ""
+    return f" [per row: the keys are unique in its input, no sort{nulls}]"
 
 
 def noise_lines(step) -> list[str]:
@@ -138,7 +146,7 @@ def program_lines(step) -> list[str]:
             "aggregate": lambda: f"by ({', '.join(sql for _, sql in node['keys'])}): " + ", ".join(
                 f"{f}({'DISTINCT ' if d else ''}{a or '*'}) AS {n}" for n, f, a, d in node["aggregates"]) + (
                 f"; groups kept with >= {node['threshold']['k']} distinct "
-                f"{', '.join(node['threshold']['provenance']) or 'rows'}" if node["threshold"] else ""),
+                f"{', '.join(node['threshold']['provenance']) or 'rows'}" if node["threshold"] else "") + per_row(node),
             "window": lambda: f"{node['func']}({node['arg'] or ''}) over partition ({', '.join(node['partition'])}) "
                               f"order ({', '.join(k + (' DESC' if d else '') for k, d, _ in node['order'])}) "
                               f"-> {node['name']}",

@@ -200,9 +200,7 @@ def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
     if isinstance(op, Distinct):
         return (UniqueKey(frozenset(op.columns)),)
     if isinstance(op, Project):
-        renamed = {}
-        for name, sql in reversed(op.items):
-            renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
+        renamed = _renamed(op)
         return tuple(UniqueKey(frozenset(renamed[c] for c in key.columns), key.declared)
                      for key in unique_keys(op.child, catalog) if key.columns <= set(renamed))
     if isinstance(op, Window):
@@ -216,6 +214,14 @@ def unique_keys(op: Op, catalog: Catalog) -> tuple[UniqueKey, ...]:
         return (left if _covering(right, op.right, op.right_keys) else ()) + (
             right if _covering(left, op.left, op.left_keys) else ())
     return ()
+
+
+def _renamed(op: Project) -> dict[str, str]:
+    """Each child column a projection outputs as it is -> its (first) output name."""
+    renamed = {}
+    for name, sql in reversed(op.items):
+        renamed.update({c: name for c in op.child.columns if sql == quoted(c)})
+    return renamed
 
 
 def _numbered(op: Window) -> tuple[UniqueKey, ...]:
@@ -247,6 +253,102 @@ def unique_side(join: Join, catalog: Catalog) -> tuple[str, UniqueKey] | None:
         if key is not None:
             return side, key
     return None
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """Output columns on which no two valid rows agree, in GROUP BY's sense (NULL equals NULL) unless
+    `nulls_repeat` (a party's declared key, a LEFT join's NULL-extended side: only non-NULL values are
+    unique); `relies`: the declared keys that holds on, each to be checked by a join on the SPU."""
+
+    columns: frozenset[str]
+    relies: frozenset[UniqueKey] = frozenset()
+    nulls_repeat: bool = False
+
+
+def grouping_keys(op: Op, catalog: Catalog) -> tuple[GroupKey, ...]:
+    """The `GroupKey`s of `op`'s output: GROUP BY keys, DISTINCT rows, ROW_NUMBER's, a party's declared keys,
+    kept by renaming, filters, windows, and by a join's side each of whose rows it outputs at most once (its
+    partner unique on the join keys, NULLs apart: NULLs never join), NULLs repeating on a LEFT join's right."""
+    if isinstance(op, Scan):
+        return tuple(GroupKey(k.columns, frozenset({k}), True) for k in unique_keys(op, catalog))
+    if isinstance(op, Aggregate):
+        return (GroupKey(frozenset(n for n, _ in op.keys)),)
+    if isinstance(op, Distinct):
+        return (GroupKey(frozenset(op.columns)),)
+    if isinstance(op, Project):
+        renamed = _renamed(op)
+        return tuple(replace(k, columns=frozenset(renamed[c] for c in k.columns))
+                     for k in grouping_keys(op.child, catalog) if k.columns <= set(renamed))
+    if isinstance(op, Window):
+        return grouping_keys(op.child, catalog) + tuple(GroupKey(k.columns) for k in _numbered(op))
+    if isinstance(op, (Filter, Sort)) or isinstance(op, subqueries.Subquery) and not op.one_row:
+        return grouping_keys(op.child, catalog)
+    if isinstance(op, Join) and op.kind in ("semi", "anti"):
+        return grouping_keys(op.left, catalog)
+    if isinstance(op, Join) and op.kind in ("inner", "left") and op.left_keys:
+        right = _partner(op.right, op.right_keys, catalog)
+        left = _partner(op.left, op.left_keys, catalog)
+        out = () if right is None else tuple(replace(k, relies=k.relies | right.relies)
+                                              for k in grouping_keys(op.left, catalog))
+        return out + (() if left is None else tuple(
+            replace(k, relies=k.relies | left.relies, nulls_repeat=k.nulls_repeat or op.kind == "left")
+            for k in grouping_keys(op.right, catalog)))
+    return ()
+
+
+def _partner(op: Op, keys: tuple[str, ...], catalog: Catalog) -> GroupKey | None:
+    """The key of `op` among its join keys `keys` resting on the fewest declarations, or None: its rows then
+    match each row of the other side at most once."""
+    columns = {c for c in op.columns if quoted(c) in keys}
+    found = [k for k in grouping_keys(op, catalog) if k.columns <= columns]
+    return min(found, key=lambda k: len(k.relies), default=None)
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """A GROUP BY whose keys are unique in its input, so each valid row is its own group (`rows_as_groups`).
+    `null_group`: its one key's NULLs may repeat; those rows then form one group of their own. `relies`: the
+    declared keys it rests on (a false declaration would split a group)."""
+
+    null_group: bool
+    relies: frozenset[UniqueKey] = frozenset()
+
+
+def rows_as_groups(op: Aggregate, catalog: Catalog, checked: frozenset | None = None) -> RowGroups | None:
+    """Whether `op`'s groups are its input's rows: its keys (bare columns) cover a `grouping_keys` key whose
+    NULLs do not repeat, or it has one key, a key whose NULLs may (one more group). `checked`: the declared
+    keys the program's joins check, which must hold every one it relies on (None: any, for `relied_keys`).
+    The choice relying on the fewest declarations wins; None: the GROUP BY sorts."""
+    keys = tuple(sql for _, sql in op.keys)
+    columns = {c for c in op.child.columns if quoted(c) in keys}
+    found = [RowGroups(k.nulls_repeat, k.relies) for k in grouping_keys(op.child, catalog) if k.columns <= columns
+             and (not k.nulls_repeat or len(keys) == 1) and (checked is None or k.relies <= checked)]
+    return min(found, key=lambda g: (len(g.relies), g.null_group), default=None) if keys else None
+
+
+def relied_keys(root: Op, catalog: Catalog) -> frozenset[UniqueKey]:
+    """The declared keys the GROUP BYs in `root` that take their input's rows as groups rely on
+    (`rows_as_groups`): the joins that can check them (`join_checks`) must."""
+    found = (rows_as_groups(op, catalog) for op in _walk(root) if isinstance(op, Aggregate))
+    return frozenset(key for g in found if g is not None for key in g.relies)
+
+
+def join_checks(join: Join, catalog: Catalog) -> tuple[UniqueKey | None, UniqueKey | None]:
+    """(the unique side's key, the many side's) of a sort-based join (`unique_side`), whose declared ones the
+    SPU checks: the many side's where it too is unique on its join keys (so its key stays unique above the
+    join: `unique_keys`); None where there is none."""
+    side, key = unique_side(join, catalog) or (None, None)
+    if side is None:
+        return None, None
+    other = "left" if side == "right" else "right"
+    return key, unique_on(getattr(join, other), getattr(join, f"{other}_keys"), catalog)
+
+
+def _walk(op: Op):
+    yield op
+    for child in op.children:
+        yield from _walk(child)
 
 
 def many_side_only(kind: str, unique: str) -> bool:

@@ -514,13 +514,15 @@ def _key_class(keys, subs: list[dict[str, int]]) -> int | None:
 def _unique_side(spec: dict, kind: str, path: str) -> dict:
     """`unique`: the side ("left" | "right") whose join keys are unique, for a sort-based PK-FK join of an
     inner or LEFT join (`secret_relation.pk_join`); `declared`: the declared key it rests on (checked)."""
-    unique, declared = spec.get("unique"), spec.get("declared")
+    unique, declared, many = spec.get("unique"), spec.get("declared"), spec.get("declared_many")
     if unique not in (None, "left", "right") or (unique and (kind not in ("inner", "left") or not spec.get("left_keys"))):
         raise ProtocolError(f"secret program: {path}: unique is null, or 'left' / 'right' of a keyed inner or "
                             "left join")
-    if declared is not None and (unique is None or not isinstance(declared, str)):
-        raise ProtocolError(f"secret program: {path}: declared names the key of the unique side")
-    return {"unique": unique, "declared": declared}
+    for value in (declared, many):
+        if value is not None and (unique is None or not isinstance(value, str)):
+            raise ProtocolError(f"secret program: {path}: declared / declared_many name the key of a side of a "
+                                "sort-based join")
+    return {"unique": unique, "declared": declared, "declared_many": many}
 
 
 def _aggregate(spec, path, inputs) -> Node:
@@ -555,7 +557,21 @@ def _aggregate(spec, path, inputs) -> Node:
             raise ProtocolError(f"secret program: {path}.threshold: expected {{'k': int >= 1, 'provenance': "
                                 f"[columns of the child]}}")
         threshold = (k, list(provenance))
-    return Node("aggregate", path, {"keys": keys, "aggregates": aggregates, "threshold": threshold}, [child], schema)
+    args = {"keys": keys, "aggregates": aggregates, "threshold": threshold, "per_row": _per_row(spec, keys, path)}
+    return Node("aggregate", path, args, [child], schema)
+
+
+def _per_row(spec: dict, keys, path: str) -> dict | None:
+    """`per_row`: {"null_group": bool}, the planner's word that the keys are unique in the input, so each row
+    is its group (`sr._per_row`); `null_group` (one key only): rows with a NULL key form one more group."""
+    per_row = spec.get("per_row")
+    if per_row is None:
+        return None
+    null_group = per_row.get("null_group") if isinstance(per_row, dict) else None
+    if not keys or not isinstance(null_group, bool) or (null_group and len(keys) != 1):
+        raise ProtocolError(f"secret program: {path}: per_row is {{'null_group': bool}} of a GROUP BY (one key "
+                            "with a NULL group)")
+    return {"null_group": null_group}
 
 
 def aggregate_kind(func: str, arg_kind: str | None, where: str) -> str:
@@ -652,6 +668,8 @@ def row_bound(node: Node, rows: dict[int, int]) -> int:
         return sum(sizes)
     if node.op == "aggregate" and not node.args["keys"]:
         return 1
+    if node.op == "aggregate" and (node.args["per_row"] or {}).get("null_group"):
+        return sizes[0] + 1  # the rows, and the group of the rows with a NULL key
     return sizes[0]
 
 
@@ -908,7 +926,7 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
         return _execute_join(s, node, *children)
     if node.op == "aggregate":
         return sr.aggregate(s, children[0], [(n, e) for n, e, _ in a["keys"]], a["aggregates"], a["threshold"],
-                            [k for _, k in node.schema], a.get("key_classes"))
+                            [k for _, k in node.schema], a.get("key_classes"), a["per_row"])
     if node.op == "distinct":
         return sr.distinct(s, children[0])
     if node.op == "window":
@@ -929,7 +947,7 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
         elif compact:
             right = _marked(s, right)
         joined = sr.pk_join(s, left, right, a["left_keys"], a["right_keys"], a["unique"], a["kind"] == "left",
-                            a["declared"], a.get("key_classes"))
+                            a["declared"], a.get("key_classes"), a["declared_many"])
         joined = _kept_rows(s, joined, kept.n) if compact else joined
         return joined if a["condition"] is None else sr.filter_rows(s, joined, a["condition"])
     right_kinds = {name: v.kind for name, v in right.columns.items()}

@@ -7,7 +7,7 @@ on the data except where its docstring says so (the AVG range check opens how ma
 range, normally 0). Where the order of tied rows is seen (ORDER BY, its LIMIT, ROW_NUMBER) the rows
 are shuffled first, so ties say nothing about the input order. Invalid rows keep their place and
 are simply weighted 0: an operator's output size is a public function of its inputs' sizes
-(filter: n; aggregate: n; join: n*m (+n for LEFT), or n+m when one side's keys are unique
+(filter: n; aggregate: n, n + 1 per row with a NULL group; join: n*m (+n for LEFT), or n+m when one side's keys are unique
 (`pk_join`); semi/anti: n+m).
 
 Rounds are stated per operator as a function of n (2 parties; each comparison is ~7 rounds, a sort
@@ -235,8 +235,8 @@ def aggregate_node(func: str, arg: exp.Expression | None) -> exp.AggFunc:
 
 def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expression]],
               aggregates: list[tuple[str, str, exp.Expression | None, bool]],
-              threshold: tuple[int, list[str]] | None, kinds: list[str], key_classes: list[int | None] | None = None
-              ) -> SecretRelation:
+              threshold: tuple[int, list[str]] | None, kinds: list[str], key_classes: list[int | None] | None = None,
+              per_row: dict | None = None) -> SecretRelation:
     """GROUP BY keys (or one row without keys). The row validity is every row's weight; invalid rows
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
@@ -247,7 +247,10 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     every MIN/MAX tournament side by side, ceil(log2 n) levels of ~8, `_totals`). `kinds`:
     the output columns' kinds (keys, then aggregates); `key_classes`: per key, M where its integer values are
     known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64 (+ 1 round:
-    zeroed on invalid rows)."""
+    zeroed on invalid rows). `per_row`: the keys are unique in the input (the planner's `tree.rows_as_groups`),
+    so each row is its own group and nothing is sorted (`_per_row`)."""
+    if keys and per_row is not None and (rel.n or per_row["null_group"]):
+        return _per_row(s, rel, keys, aggregates, threshold, kinds, per_row["null_group"])
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
         return SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
@@ -261,6 +264,51 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
                    for bits, kind in zip(key_classes or [None] * len(keys), kinds)]
         return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed)
     return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold)
+
+
+def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> SecretRelation:
+    """GROUP BY keys unique in `rel`: each valid row is its group, so every aggregate is a per-row expression
+    of its input (SUM(x) = x, COUNT(x) = x IS NOT NULL, MIN / MAX(x) = x, COUNT(DISTINCT x) = x IS NOT NULL,
+    AVG(x) = x), and a group's distinct rows of each protected owner are that row's (1, or 0 where its
+    provenance is NULL), compared with k as the sorted GROUP BY compares its counts. `null_group`: the one key
+    may be NULL on several rows; those rows are one group, aggregated as `_ungrouped` over them and appended
+    as one more row (n + 1 rows, a public size), valid when it holds a row. Rounds: the arguments' + 1
+    (weights) + the threshold's comparison, + AVG's division; with the NULL group, + 1 (its weights) + its
+    `_ungrouped` (MIN / MAX tournaments, ceil(log2 n) levels) + 7 (nonempty). Saved: the group sort and its
+    neighbour tests and segmented scans (`relational.group_by`), and the per-aggregate nonempty comparisons
+    (a count here is 0 or 1)."""
+    names = [name for name, _ in keys] + [a[0] for a in aggregates]
+    plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
+    distinct_args = [(name, e) for name, f, e, d in aggregates if d]
+    provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
+    key_values = [evaluate(s, rel, e) for _, e in keys]
+    weight = arith.beaver_mul(s, rel.valid, key_values[0].valid) if null_group and rel.n else rel.valid
+    if rel.n:
+        stage = stage_over(s, rel)
+        inputs, plan = stage.aggregate_inputs([node for _, node in plain], weight)
+        stage.finish_aggregates(plan, [c for _, c in inputs] + [limb for _, _, limbs in stage.text_extremes
+                                                                for limb in limbs], counts_are_bits=True)
+        counts = [w for w, _ in _weighted(s, SecretRelation(rel.columns, weight),
+                                          [e for _, e in distinct_args] + provenance)]
+        columns = dict(zip([name for name, _ in keys], key_values))
+        columns.update({name: stage.aggs[node.sql(dialect="duckdb")] for name, node in plain})
+        columns.update({name: SV([count], _ones(s, rel.n), "int") for (name, _), count in zip(distinct_args, counts)})
+        valid = weight
+        if threshold is not None:
+            valid = arith.beaver_mul(s, valid, _at_least(s, counts[len(distinct_args):] or [weight], threshold[0]))
+        _assert_avg_ranges(s, stage, valid)
+        out = SecretRelation({name: columns[name] for name in names}, valid)
+    else:
+        out = SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
+    if not null_group:
+        return out
+    nulls = SecretRelation(rel.columns, rel.valid - weight)
+    nulls_stage = stage_over(s, nulls)
+    inputs, plan = nulls_stage.aggregate_inputs([node for _, node in plain], nulls.valid)
+    group = _ungrouped(s, nulls, nulls_stage, plain, inputs, plan, distinct_args, provenance, threshold,
+                       as_group=True)
+    group.columns[keys[0][0]] = null_column(kinds[0], 1, s.frac_bits, like=key_values[0])
+    return union_all(s, [out, SecretRelation({name: group.columns[name] for name in names}, group.valid)], kinds)
 
 
 def _weighted(s: SpuSession, rel: SecretRelation, args: list[exp.Expression]) -> list[tuple[ArithShare, SV]]:
@@ -302,7 +350,10 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     return SecretRelation(columns, valid)
 
 
-def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold) -> SecretRelation:
+def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold, as_group: bool = False
+               ) -> SecretRelation:
+    """One row of every aggregate over the valid rows; `as_group`: a group's row, valid only if it holds a
+    row (SQL's ungrouped aggregate is one row even over none)."""
     n = rel.n
     totals = _totals(s, inputs)
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
@@ -314,9 +365,11 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
     columns = {name: stage.aggs[node.sql(dialect="duckdb")] for name, node in plain}
     for (name, _), count in zip(distinct_args, counts):
         columns[name] = SV([count], _ones(s, 1), "int")
+    bounds = [(counts[len(distinct_args):] or [totals[0]], threshold[0])] if threshold is not None else []
+    bounds += [([totals[0]], 1)] if as_group else []
     valid = _ones(s, 1)
-    if threshold is not None:
-        valid = _at_least(s, counts[len(distinct_args):] or [totals[0]], threshold[0])
+    for counted, k in bounds:
+        valid = _at_least(s, counted, k) if len(bounds) == 1 else arith.beaver_mul(s, valid, _at_least(s, counted, k))
     _assert_avg_ranges(s, stage, valid)
     return SecretRelation(columns, valid)
 
@@ -594,8 +647,8 @@ def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: A
 
 
 def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys, unique: str,
-            keep_unmatched: bool, declared: str | None = None, key_classes: list[int | None] | None = None
-            ) -> SecretRelation:
+            keep_unmatched: bool, declared: str | None = None, key_classes: list[int | None] | None = None,
+            declared_many: str | None = None) -> SecretRelation:
     """INNER (LEFT with `keep_unmatched`) equi-join where the `unique` side ("left" | "right") has no two
     valid rows with one non-NULL key: sort-based, as Secrecy's and Krastnikov et al.'s PK-FK joins, in
     n_u + n_m rows (a public size), not n_u * n_m.
@@ -610,7 +663,9 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     declared key, not a structural one): a unique row not starting its run repeats a valid key; how many
     do is compared with 0 and that one bit is opened: DataError naming the key if set. `key_classes`: per
     key pair, M where both sides' integer keys are known to hold |v| < 2^M (their owners' published
-    classes, `program.key_classes`), so the sort compares M + 2 bits of it, not 64.
+    classes, `program.key_classes`), so the sort compares M + 2 bits of it, not 64. `declared_many`: the many
+    side's declared key, where a GROUP BY above takes its rows as groups (`tree.rows_as_groups`): its rows'
+    joinable flags ride the sort, and whether two of them share a run is opened (one bit, DataError).
     Rounds: the keys' + 1 (canonical) + ceil(log2(k + 1)) (row and key validity) + the sort
     (`relational.sort`) + neighbour tests (~7 + ceil(log2 limbs)) + 2 ceil(log2 n) - 1 (the copy) + 1 (LEFT
     with the unique side preserved), + 1 + 7 + 1 for a declared key, + 1 with a classed key (zeroed on the
@@ -643,13 +698,17 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     payload = [arith.concat([c, _zeros(nm, c.frac)]) for c in u_flat] + [arith.concat([_zeros(nu, c.frac), c])
                                                                          for c in m_flat]
     payload += [arith.concat([_zeros(nu), many.valid]), arith.concat([uniq.valid, _zeros(nm)])]
+    payload += [arith.concat([_zeros(nu), ok_m])] if declared_many is not None else []
     sorted_keys, payload = relational.sort(s, keys, payload, key_bits=widths)
+    joinable_many = payload.pop() if declared_many is not None else None
     tag, many_valid, unique_valid = sorted_keys[-1], payload[-2], payload[-1]
     starts = relational.neighbour_starts(s, sorted_keys[:-1], widths[:-1])
     copied = relational.segmented_sum(s, [_ones(s, n) - tag, *payload[:len(u_flat)]], starts)
     found = copied[0] - (_ones(s, n) - tag)  # a many row: its run's unique rows; a unique row: 0 (the others)
     if declared is not None:
         _check_declared(s, starts, tag, declared)
+    if declared_many is not None:
+        _check_declared_many(s, starts, tag, joinable_many, declared_many)
     if not keep_unmatched:
         valid = found
     elif unique == "right":
@@ -685,8 +744,24 @@ def _check_declared(s: SpuSession, starts: ArithShare, tag: ArithShare, declared
     row each): one product round, a comparison with 0, one opened bit; DataError naming the key."""
     n = len(tag)
     ones = _ones(s, n)
-    repeats = arith.total(arith.beaver_mul(s, ones - starts, ones - tag))
+    _fail_if_repeated(s, arith.total(arith.beaver_mul(s, ones - starts, ones - tag)), declared)
+
+
+def _check_declared_many(s: SpuSession, starts: ArithShare, tag: ArithShare, joinable: ArithShare,
+                         declared: str) -> None:
+    """Open whether two many rows that can join (valid, no NULL key) share a key: such a row, not starting its
+    run, after another many row (its run's rows are all joinable: group 1). Two product rounds, a comparison
+    with 0, one opened bit; DataError naming the key."""
+    if len(tag) < 2:
+        return
+    after_many, joinable_inside = arith.beaver_mul_many(s, [(tag[1:], tag[:-1]),
+                                                            (_ones(s, len(tag) - 1) - starts[1:], joinable[1:])])
+    _fail_if_repeated(s, arith.total(arith.beaver_mul(s, after_many, joinable_inside)), declared)
+
+
+def _fail_if_repeated(s: SpuSession, repeats: ArithShare, declared: str) -> None:
+    """Open one bit, whether `repeats` (a secret count) is above 0; DataError naming the declared key if so."""
     (broken,) = s.open_many(arith=[compare.greater_than(s, repeats, _zeros(1), arith=True).data])
     if int(broken[0]) & 1:
         raise DataError(f"the key {declared} is declared unique, but its table repeats a value of it that this "
-                        "query joins on; correct the data or remove the declaration from the federation file")
+                        "query relies on; correct the data or remove the declaration from the federation file")

@@ -1910,14 +1910,16 @@ class Stage:
         return ([relational.Counted(w, (self.cols[c].value,), bits[c]) for c, w in weights.items() if c not in self.once],
                 [w for c, w in weights.items() if c in self.once])
 
-    def finish_aggregates(self, plan, results: list[ArithShare]) -> None:
+    def finish_aggregates(self, plan, results: list[ArithShare], counts_are_bits: bool = False) -> None:
+        """Each aggregate from its group's inputs (`aggregate_inputs`); `counts_are_bits`: every count is 0 or
+        1 (a group of one row: `secret_relation._per_row`), so it is its own nonempty bit (no comparison)."""
         s = self.s
         # each counted column's groups tested once, all in one comparison; a COUNT needs no test
-        tested = sorted({counted for _, kind, counted, _ in plan if kind != "count"})
+        tested = [] if counts_are_bits else sorted({counted for _, kind, counted, _ in plan if kind != "count"})
         nonempty_of = dict(zip(tested, compare.positive_many(s, [results[c] for c in tested])))
         for node, kind, counted, value in plan:
-            count, nonempty = results[counted], nonempty_of.get(counted)
-            n = len(count)
+            count = results[counted]
+            nonempty, n = count if counts_are_bits else nonempty_of.get(counted), len(count)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
