@@ -11,6 +11,8 @@ before anything runs (and so the owner's database never gets to say anything abo
   beside dates is a date, beside anything else text); comparisons, BETWEEN, IN lists and NULLIF
   compare one family (a text constant beside a number or a date must read as one); a CAST of a
   constant must succeed; a condition (WHERE, HAVING, ON, AND / OR / NOT, CASE WHEN) is a boolean.
+  Numeric constants and + - * % over them are typed as DuckDB types them (`duckdb_numeric_types`:
+  `0.3` is DECIMAL(2,1), `BIGINT * 0.3` DECIMAL(21,1); MySQL's and PostgreSQL's are exact too).
 - `bind_pushdown`: each party's SQL of the plan (`RunLocal`: whole single-party queries, owners' flags,
   padded aggregates, the parts planner/place_local.py sends) bound to empty tables of the catalog's
   types in a private in-memory DuckDB (`typing_mirror`, one per catalog), which refuses what DuckDB's
