@@ -9,7 +9,9 @@ import contextlib
 import pytest
 
 from sqlsecure.engine import Engine
+from sqlsecure.errors import PolicyViolation
 from tests.conftest import same_multiset, sorted_rows
+from tests.test_attacks_s10 import fed  # noqa: F401  (a module fixture, reused)
 from tests.test_translate import COMPARED, HOSPITALS, hospital_federation, union_of  # noqa: F401 (a fixture)
 
 D3, D2 = union_of("diagnosis", "pid, diag, time"), union_of("diagnosis", "pid, diag, time", HOSPITALS[:2])
@@ -69,3 +71,17 @@ def test_two_views_over_one_table_count_each_view(oracles, n):
     got = oracles[n].engine.execute(TWO_VIEWS.format(visits="visits", diags="diags"), "h1").table
     want = oracles[n].expected(TWO_VIEWS.format(**{name: f"({body})" for name, body in VIEWS.items()}), "h1")
     assert same_multiset(got, want), (sorted_rows(got), sorted_rows(want))
+
+
+def test_a_protected_owners_table_joined_twice_across_parties(fed, oracle_for):
+    """The bank joins the shop's orders twice (k = 4): each copy's rows counted, as DuckDB's oracle counts."""
+    oracle_for(fed).check("SELECT c.region, COUNT(*) AS n FROM bank.customers c JOIN shop.orders o1 "
+                          "ON c.id = o1.customer_id JOIN shop.orders o2 ON o2.customer_id = c.id GROUP BY c.region",
+                          "bank")
+
+
+def test_a_protected_owners_table_repeated_by_its_own_union_is_refused(fed, assert_refused):
+    """The shop's own UNION ALL of its orders repeats each row before the threshold could count it."""
+    sql = ("SELECT c.region, COUNT(*) AS n FROM bank.customers c JOIN (SELECT customer_id FROM shop.orders UNION ALL "
+           "SELECT customer_id FROM shop.orders) o ON c.id = o.customer_id GROUP BY c.region")
+    assert_refused(fed, sql, "bank", PolicyViolation, "repeat")
