@@ -251,7 +251,10 @@ def listing() -> str:
         "same rule, the argument of a `CAST` whose target cannot hold every value of its type nor of its published "
         "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
         "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL` or a number "
-        "of days (the date and the amount), and the "
+        "of days (the date and the amount), the counts of `SUBSTRING` (start and length beyond ±2^32), `LEFT` "
+        "(beyond 2^32), `REPEAT` (text beyond 4 GiB) and `LPAD` / `RPAD` (a huge count; also the text and fill "
+        "where the fill is not a non-empty constant) unless constants or proven small by their magnitude classes "
+        "(`RIGHT`, `SPLIT_PART`, `OVERLAY` never fail), and the "
         "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL, even one its target "
         "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
@@ -396,7 +399,38 @@ def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple
             return narrowing
     if isinstance(e, (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Abs)):
         return _overflowing(e, class_of)
+    if type(e) in TEXT_LIMITS:
+        return _text_out_of_range(e, class_of)
     return guarded_arguments(e) if secure else ([], "")
+
+
+# Text functions that fail on a row (DuckDB's "Out of Range", "Insufficient padding") for some values of their
+# counts only: SUBSTRING's start and length beyond ±2^32, LEFT's length beyond 2^32, REPEAT's string beyond
+# 4 GiB, LPAD / RPAD with an empty fill. (class, the count arguments, the |count| below which none fails)
+# RIGHT, SPLIT_PART, OVERLAY and string slices never fail; CHR is `PARTIAL`; REGEXP_EXTRACT's group is a constant.
+TEXT_LIMITS = {exp.Substring: (("start", "length"), 2.0 ** 32), exp.Left: (("expression",), 2.0 ** 32),
+               exp.Repeat: (("times",), 2.0), exp.Pad: (("expression",), 2.0 ** 24)}
+
+
+def _text_out_of_range(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str]:
+    """The counts of a text function (`TEXT_LIMITS`) that are neither constants nor proven small by their
+    published magnitude classes (a REPEAT of a constant count fails only beyond 4 GiB of text, a pad's huge
+    count exhausts memory); a pad's fill too unless a non-empty constant (an empty one fails)."""
+    names, bound = TEXT_LIMITS[type(e)]
+    counts = [e.args[n] for n in names if e.args.get(n) is not None]
+    failing = [c for c in counts if not _constant(c) and (magnitude(c, class_of) or math.inf) > bound]
+    fill = e.args.get("fill_pattern")
+    if isinstance(e, exp.Pad) and fill is not None and not (isinstance(fill, exp.Literal) and fill.this):
+        failing = [e.this, e.expression, fill]
+    return failing, (f"{display(type(e))} fails the query on a row whose count is out of its range (a start or "
+                     "length beyond 2^32, a string beyond 4 GiB, an empty pad), before any group threshold; use "
+                     "constant counts or ones the issuer may compare (PLAINTEXT_AFTER_COMPARE)")
+
+
+def _constant(e: exp.Expression) -> bool:
+    """Whether `e` is the same on every row (no column, aggregate, window or subquery): a failure then tells
+    nothing of a row."""
+    return e.find(exp.Column, exp.AggFunc, exp.Window, exp.Query) is None
 
 
 def _dividing_overflow(e: exp.IntDiv, class_of) -> list[exp.Expression]:

@@ -127,6 +127,8 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     items = [(f"o{i}", e.this if isinstance(e, exp.Alias) else e) for i, e in enumerate(project.expressions)]
     by_name = {e.alias_or_name: i for i, e in enumerate(project.expressions)}
     hidden: list[str] = []  # group keys and aggregates (HAVING's, ORDER BY's) that are not outputs: never revealed
+    projected: list[tuple[str, str, str]] = []  # outputs computed per group over its keys and aggregates
+    projected_typed: dict[str, tuple[str, str, str]] = {}  # what `projected` reads
     having: tuple = (None, ())
     if aggregate is not None:
         keys = {}
@@ -150,9 +152,11 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
             return name, kind
 
         for name, e in items:
-            outputs.append((name, *keys[e.sql()]) if e.sql() in keys else (name, *aggregate_column(e, name)))
+            if e.sql() in keys or _is_aggregate(e):
+                outputs.append((name, *keys[e.sql()]) if e.sql() in keys else (name, *aggregate_column(e, name)))
         result_columns = {name: (column, kind) for name, column, kind in outputs}
-        aggregated = {e.sql(): result_columns[name] for name, e in items if e.sql() not in keys}
+        aggregated = {e.sql(): result_columns[name] for name, e in items if name in result_columns
+                      and e.sql() not in keys}
 
         def group_column(e: exp.Expression) -> tuple[str, str, str] | None:
             """A group key or an aggregate (an output's, else a hidden one): (enclave column, kind, SQL type);
@@ -170,6 +174,19 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
 
         if aggregate.having is not None:
             having = _having(aggregate.having, group_column)
+        for position, (name, e) in enumerate(items):  # an expression of group keys and aggregates, per group
+            if name not in result_columns:
+                sql, reads = _over_groups(e, group_column, "SELECT")
+                dtype = result_type(sql, list(reads))
+                kind = kind_of_type(dtype)
+                if kind is None:
+                    raise NotSupportedError(f"{e.sql(dialect='duckdb')} is {dtype}: the enclave carries numbers, "
+                                            "booleans, dates and timestamps out of an expression")
+                projected.append((name, sql, kind))
+                projected_typed.update({r[0]: r for r in reads})
+                sql_types[name] = dtype
+                outputs.insert(position, (name, name, kind))
+        result_columns = {name: (column, kind) for name, column, kind in outputs}
         selected = {e.sql() for _, e in items}
         for g in aggregate.group_by:  # grouped by, not selected: never sealed to the issuer
             if g.sql() not in selected:
@@ -202,7 +219,8 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
                              None if aggregate is not None or project.distinct else tuple(select),
                              tuple(c for _, c in protected),
                              tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset,
-                             distinct=bool(project.distinct and aggregate is not None), windows=tuple(windows))
+                             distinct=bool(project.distinct and aggregate is not None), windows=tuple(windows),
+                             projected=tuple(projected), projected_typed=tuple(projected_typed.values()))
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
                         tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
 
@@ -277,16 +295,24 @@ def _aggregate_type(e: exp.Expression, argument_type: str) -> str:
 
 
 def _having(condition: exp.Expression, group_column) -> tuple[str, tuple]:
-    """HAVING as DuckDB SQL over the grouped columns, and what it reads [(column, kind, SQL type)]: each
-    group key and aggregate becomes its enclave column (`group_column` adds an aggregate the outputs lack,
-    computed but never revealed); a column outside both is refused by name."""
+    """HAVING as DuckDB SQL over the grouped columns, and what it reads (`_over_groups`), typed at plan time."""
+    sql, reads = _over_groups(condition, group_column, "HAVING")
+    result_type(sql, list(reads))  # typed at plan time: an ill-typed HAVING is refused here
+    return sql, reads
+
+
+def _over_groups(condition: exp.Expression, group_column, clause: str) -> tuple[str, tuple]:
+    """An expression of a grouped query's `clause` (HAVING, a SELECT item) as DuckDB SQL over the grouped
+    columns, and what it reads [(column, kind, SQL type)]: each group key and aggregate becomes its enclave
+    column (`group_column` adds an aggregate the outputs lack, computed but never revealed); a column
+    outside both is refused by name."""
     reads: dict[str, tuple[str, str, str]] = {}
 
     def grouped(node: exp.Expression) -> exp.Expression:
         found = group_column(node)
         if found is None:
             if isinstance(node, exp.Column):
-                raise NotSupportedError(f"HAVING reads {node.sql()}, which is neither a group key nor inside an "
+                raise NotSupportedError(f"{clause} reads {node.sql()}, which is neither a group key nor inside an "
                                         "aggregate; group by it or aggregate it")
             return node
         column, kind, dtype = found
@@ -297,10 +323,8 @@ def _having(condition: exp.Expression, group_column) -> tuple[str, tuple]:
     rewritten = condition.transform(grouped)
     why = enclave_refusal(rewritten)
     if why is not None:
-        raise NotSupportedError(f"HAVING {why}")
-    sql = rewritten.sql(dialect="duckdb")
-    result_type(sql, list(reads.values()))  # typed at plan time: an ill-typed HAVING is refused here
-    return sql, tuple(reads.values())
+        raise NotSupportedError(f"{clause} {why}")
+    return rewritten.sql(dialect="duckdb"), tuple(reads.values())
 
 
 def _limit_and_offset(limit) -> tuple[int | None, int]:
@@ -335,7 +359,7 @@ def enclave_steps(stage: EnclaveStage, project, issuer: str) -> tuple[list, list
     leakage = [("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)")]
     leakage += sealed_text_widths(stage.inputs)
     program = json.loads(stage.program)
-    if program["computed"] or program["having"]:
+    if program["computed"] or program["having"] or program["projected"]:
         leakage += [(p, "whether an expression computed in the enclave failed on some row (the query is then "
                         "refused with a DataError), not which row") for p in (*stage.inputs_by_party, issuer)]
     leakage.append((issuer, "the query result (computed in a SIMULATED enclave: no hardware protection)"))

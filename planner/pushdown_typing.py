@@ -11,6 +11,8 @@ before anything runs (and so the owner's database never gets to say anything abo
   beside dates is a date, beside anything else text); comparisons, BETWEEN, IN lists and NULLIF
   compare one family (a text constant beside a number or a date must read as one); a CAST of a
   constant must succeed; a condition (WHERE, HAVING, ON, AND / OR / NOT, CASE WHEN) is a boolean.
+  Numeric constants and + - * % over them are typed as DuckDB types them (`duckdb_numeric_types`:
+  `0.3` is DECIMAL(2,1), `BIGINT * 0.3` DECIMAL(21,1); MySQL's and PostgreSQL's are exact too).
 - `bind_pushdown`: each party's SQL of the plan (`RunLocal`: whole single-party queries, owners' flags,
   padded aggregates, the parts planner/place_local.py sends) bound to empty tables of the catalog's
   types in a private in-memory DuckDB (`typing_mirror`, one per catalog), which refuses what DuckDB's
@@ -200,7 +202,7 @@ def reads_data(node: exp.Expression) -> bool:
 
 def type_query(tree: exp.Expression, catalog: Catalog) -> None:
     """Refuse what the typing rules (module docstring) refuse in `tree` (qualified, in DuckDB's meaning)."""
-    annotate_types(tree, schema=catalog.sqlglot_schema("duckdb"), dialect="duckdb")
+    duckdb_numeric_types(annotate_types(tree, schema=catalog.sqlglot_schema("duckdb"), dialect="duckdb"))
     for node in tree.walk():
         if isinstance(node, CHOOSERS) and reads_data(node):
             check_choices(node)
@@ -270,3 +272,57 @@ def refused_pushdown(step: RunLocal, text: str) -> PlanError:
     where = f"{expression}: " if expression and len(expression) > 2 else ""
     return PlanError(f"{where}{first} (in the work pushed down to {step.party}: {step.sql}); rewrite that "
                      "expression (CAST arguments to the types its function takes)")
+
+
+# DuckDB's (and MySQL's, PostgreSQL's) exact arithmetic: a constant with a decimal point and no exponent is
+# DECIMAL(digits, decimals), not sqlglot's DOUBLE; + - * % of integers and DECIMALs is a DECIMAL. An integer
+# type's digits as a DECIMAL (an integer constant is an INTEGER, or a BIGINT beyond it):
+INTEGER_DIGITS = {T.TINYINT: 3, T.UTINYINT: 3, T.SMALLINT: 5, T.USMALLINT: 5, T.INT: 10, T.UINT: 10, T.BIGINT: 19,
+                  T.UBIGINT: 20, T.INT128: 38, T.UINT128: 38}
+EXACT_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Mod)
+
+
+def duckdb_numeric_types(tree: exp.Expression) -> exp.Expression:
+    """Retype (in place, bottom-up) numeric constants and + - * % over them as DuckDB types them, so
+    that a rounding or CAST of `BIGINT * 0.3` is known exact (a DECIMAL), as DuckDB computes it."""
+    for node in list(tree.walk(bfs=False))[::-1]:
+        decimal = _duckdb_decimal(node)
+        if decimal is not None:
+            node.type = exp.DataType.build(f"DECIMAL({decimal[0]}, {decimal[1]})") if decimal[0] <= 38 \
+                else exp.DataType.build("DOUBLE")
+    return tree
+
+
+def _duckdb_decimal(node: exp.Expression) -> tuple[int, int] | None:
+    """(precision, scale) DuckDB gives `node` where it is a DECIMAL constant or exact arithmetic over one;
+    None where sqlglot's type stands."""
+    if isinstance(node, exp.Literal) and not node.is_string and "." in node.this and "e" not in node.this.lower():
+        whole, _, decimals = node.this.lstrip("+-").partition(".")
+        return len(whole) + len(decimals), len(decimals)
+    if isinstance(node, (exp.Neg, exp.Paren)):
+        return _digits(node.this, decimal_only=True)
+    if not isinstance(node, EXACT_ARITHMETIC):
+        return None
+    left, right = _digits(node.this), _digits(node.expression)
+    if left is None or right is None or not (_digits(node.this, True) or _digits(node.expression, True)):
+        return None
+    (p1, s1), (p2, s2) = left, right
+    if isinstance(node, exp.Mul):
+        return min(p1 + p2, 38), s1 + s2
+    scale = max(s1, s2)
+    return min(max(p1 - s1, p2 - s2) + scale + (0 if isinstance(node, exp.Mod) else 1), 38), scale
+
+
+def _digits(node: exp.Expression, decimal_only: bool = False) -> tuple[int, int] | None:
+    """(precision, scale) of a DECIMAL (or, unless `decimal_only`, an integer) operand; None otherwise."""
+    dtype = node.type
+    if dtype is not None and dtype.this is T.DECIMAL:
+        params = dtype.expressions
+        if len(params) == 2:
+            return int(params[0].this.this), int(params[1].this.this)
+        return None
+    if decimal_only or dtype is None:
+        return None
+    if isinstance(node, exp.Literal) and not node.is_string and node.is_int:
+        return (10, 0) if abs(int(node.this)) < 2 ** 31 else (19, 0) if abs(int(node.this)) < 2 ** 63 else None
+    return (INTEGER_DIGITS[dtype.this], 0) if dtype.this in INTEGER_DIGITS else None

@@ -188,8 +188,18 @@ def protected_counts(tree: exp.Select, issuer: str, catalog=None) -> list[exp.Ex
     return counts or [exp.Count(this=exp.Star())]
 
 
-def _owners(node: exp.Expression) -> set[str]:
-    return {t.db for t in node.find_all(exp.Table) if t.db}
+def _owners(node: exp.Expression, ctes: dict | None = None) -> set[str]:
+    """The parties whose tables `node` reads, through the CTEs it names (`ctes`: name -> body), a CTE
+    reading another CTE included."""
+    ctes = {**(ctes or {}), **{c.alias_or_name: c.this for c in node.find_all(exp.CTE)}}
+    owners, seen = set(), set()
+    for table in node.find_all(exp.Table):
+        if table.db:
+            owners.add(table.db)
+        elif table.name in ctes and table.name not in seen:
+            seen.add(table.name)
+            owners |= _owners(ctes[table.name], {n: b for n, b in ctes.items() if n != table.name})
+    return owners
 
 
 def _sources(select: exp.Select) -> list[exp.Expression]:
@@ -204,7 +214,7 @@ def nested_shape(tree: exp.Expression) -> bool:
         return isinstance(tree, exp.Union) and len(_owners(tree)) > 1
     ctes = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}
     sources = [ctes.get(s.name, s) if isinstance(s, exp.Table) and not s.db else s for s in _sources(tree)]
-    return any(not isinstance(s, exp.Table) and len(_owners(s)) > 1 for s in sources) and (
+    return any(not isinstance(s, exp.Table) and len(_owners(s, ctes)) > 1 for s in sources) and (
         len(sources) > 1 or not isinstance(getattr(sources[0], "this", None), exp.Union))
 
 
@@ -290,7 +300,7 @@ class Provenance:
         for source in _sources(select):
             alias = source.alias_or_name
             body = ctes.get(source.name) if isinstance(source, exp.Table) and not source.db else source
-            owners = _owners(body)
+            owners = _owners(body, ctes)
             if len(owners) > 1:
                 rewritten, names = self.query(body, under or aggregates, ctes)
             elif owners and owners != {self.issuer}:

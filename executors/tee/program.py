@@ -10,7 +10,9 @@ parties send sealed (their rows aligned: row i of every party describes the same
               the group keys, then the aggregates by name. Default order: by the group keys.
               COUNT(DISTINCT x) is the kind `count_distinct` (one more oblivious sort on keys and x).
               `having` (DuckDB SQL over the group columns `having_typed`) keeps only the groups where
-              it is TRUE; `hidden` group keys (grouped by, not selected) and aggregates (serving HAVING /
+              it is TRUE; `projected` [(name, sql, kind)] adds outputs computed per group over the group
+              columns `projected_typed` (`COUNT(*) > 2`, `SUM(x) / COUNT(*)`), each with its NULL flag,
+              after the group keys and aggregates; `hidden` group keys (grouped by, not selected) and aggregates (serving HAVING /
               ORDER BY) are never output: the issuer's sealed result holds only what it selected.
               With `distinct` (SELECT DISTINCT over aggregates) a second oblivious group-by on (not
               kept, every output) keeps one row per distinct output row.
@@ -167,6 +169,8 @@ class EnclaveProgram:
     offset: int = 0  # rows skipped after ORDER BY, before LIMIT
     distinct: bool = False  # SELECT DISTINCT over a grouped program: one row per distinct output row
     windows: tuple[Window, ...] = ()  # window functions of a plain program, each a column of its own
+    projected: tuple[tuple[str, str, str], ...] = ()  # (name, DuckDB SQL, kind): outputs computed per group
+    projected_typed: tuple[tuple[str, str, str], ...] = ()  # (group column, kind, SQL type): what `projected` reads
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -174,6 +178,8 @@ class EnclaveProgram:
         set_(self, "typed", tuple(_triple(t, "typed input") for t in self.typed))
         set_(self, "having_typed", tuple(_triple(t, "typed group column") for t in self.having_typed))
         set_(self, "hidden", _names(self.hidden, "hidden"))
+        set_(self, "projected", tuple(_triple(c, "projected column") for c in self.projected))
+        set_(self, "projected_typed", tuple(_triple(t, "typed group column") for t in self.projected_typed))
         set_(self, "group_keys", _names(self.group_keys, "group_keys"))
         set_(self, "aggregates", tuple(Aggregate.of(a) for a in self.aggregates))
         order = []
@@ -200,8 +206,8 @@ class EnclaveProgram:
             raise ProgrammingError(f"LIMIT must be a non-negative integer, got {self.limit!r}")
         if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0:
             raise ProgrammingError(f"OFFSET must be a non-negative integer, got {self.offset!r}")
-        if (self.having is not None or self.hidden) and not self.grouped:
-            raise ProgrammingError("HAVING and hidden aggregates need a grouped program")
+        if (self.having is not None or self.hidden or self.projected) and not self.grouped:
+            raise ProgrammingError("HAVING, hidden aggregates and projected outputs need a grouped program")
         if not isinstance(self.min_group_size, int) or self.min_group_size < 1:
             raise ProgrammingError(f"min_group_size must be a positive integer, got {self.min_group_size!r}")
         if self.grouped and self.select is not None:
@@ -216,7 +222,7 @@ class EnclaveProgram:
                 raise ProgrammingError(f"hidden columns {sorted(unknown)} are not group keys or aggregates of the "
                                        "program")
             for column, _ in self.order:
-                if column not in (names if self.distinct else self.group_columns()):
+                if column not in (names if self.distinct else self.group_columns() + self._projected_names()):
                     raise ProgrammingError(f"ORDER BY {column!r} is not an output of the grouped program "
                                            f"(outputs: {list(names)})")
 
@@ -232,9 +238,12 @@ class EnclaveProgram:
         return keys + tuple(a.output for a in shown) + tuple(
             f"{a.name}{NULL_FLAG}" for a in shown if not a.counting and a.column is not None)
 
+    def _projected_names(self) -> tuple[str, ...]:
+        return tuple(c for name, _, _ in self.projected for c in (name, f"{name}{NULL_FLAG}"))
+
     def output_names(self, inputs: list[str] | None = None) -> tuple[str, ...]:
         if self.grouped:
-            return self.group_columns(hidden=False)
+            return self.group_columns(hidden=False) + self._projected_names()
         if self.select is not None:
             return self.select
         if inputs is None:
@@ -263,6 +272,8 @@ class EnclaveProgram:
                 "computed": [list(c) for c in self.computed], "typed": [list(t) for t in self.typed],
                 "where": self.where, "having": self.having,
                 "having_typed": [list(t) for t in self.having_typed], "hidden": list(self.hidden),
+                "projected": [list(c) for c in self.projected],
+                "projected_typed": [list(t) for t in self.projected_typed],
                 "offset": self.offset, "distinct": self.distinct, "windows": [w.to_json() for w in self.windows]}
 
     @classmethod
@@ -274,6 +285,7 @@ class EnclaveProgram:
                        distinct_rows=obj.get("distinct_rows", ()), computed=obj.get("computed", ()),
                        typed=obj.get("typed", ()), where=obj.get("where"), having=obj.get("having"),
                        having_typed=obj.get("having_typed", ()), hidden=obj.get("hidden", ()),
+                       projected=obj.get("projected", ()), projected_typed=obj.get("projected_typed", ()),
                        offset=obj.get("offset", 0), distinct=bool(obj.get("distinct", False)),
                        windows=[tuple(w) for w in obj.get("windows", ())])
         except (KeyError, TypeError) as exc:
@@ -506,6 +518,8 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
         keep = np.zeros(0, bool)
     if program.having is not None:
         keep = keep & _having_holds(program, out, keep)
+    if program.projected:
+        out |= _per_group(program.projected, program.projected_typed, out, keep)
     names = [c for ref in program.output_names() for c in limb_names(ref, out) if c in out]
     if program.distinct:
         out, keep = _distinct_rows(names, out, keep, trace)
@@ -525,13 +539,18 @@ def _distinct_rows(names: list[str], out: dict[str, np.ndarray], keep: np.ndarra
 
 
 def _having_holds(program: EnclaveProgram, out: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
-    """Which group rows satisfy HAVING (TRUE, not FALSE or NULL). Every row is evaluated, the same work
-    whatever the data; a row that is not a kept group's reads only NULLs, so a partial group's running
+    """Which group rows satisfy HAVING (TRUE, not FALSE or NULL), evaluated as `_per_group`."""
+    values = _per_group([("__having", program.having, "int")], program.having_typed, out, keep)
+    return (values["__having"] == 1) & (values[f"__having{NULL_FLAG}"] == 0)
+
+
+def _per_group(expressions, typed, out: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """Scalar expressions [(name, sql, kind)] over the group columns `typed`, on every group row (the same
+    work whatever the data); a row that is not a kept group's reads only NULLs, so a partial group's running
     values (a `//` by a zero running count) never fail the query."""
     masked = dict(out)
     not_kept = (~keep).astype(np.int64)
-    for column, _, _ in program.having_typed:
+    for column, _, _ in typed:
         flag = null_flag(column)
         masked[flag] = not_kept if flag not in out else np.maximum(out[flag], not_kept)
-    values = evaluate_expressions([("__having", program.having, "int")], program.having_typed, masked)
-    return (values["__having"] == 1) & (values[f"__having{NULL_FLAG}"] == 0)
+    return evaluate_expressions(expressions, typed, masked)
