@@ -38,10 +38,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.pushdown_typing import annotated
+from sqlsecure.planner.pushdown_typing import duckdb_numeric_types
 from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of, type_class
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
@@ -513,7 +514,8 @@ class CCLInference:
         if tree.type is not None:
             return tree
         try:
-            return annotated(tree.copy(), self.catalog)
+            return duckdb_numeric_types(annotate_types(tree.copy(), schema=self.catalog.sqlglot_schema("duckdb"),
+                                                       dialect="duckdb"))
         except Exception:  # sqlglot's inference is best effort: without types every CAST is checked
             return tree.copy()
 
