@@ -38,11 +38,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
-from sqlglot.optimizer.annotate_types import annotate_types
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.pushdown_typing import duckdb_numeric_types
+from sqlsecure.planner.pushdown_typing import annotated
 from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of, type_class
 from sqlsecure.planner.dialects.postgres import zero_checked
 from sqlsecure.planner.logical import aggregates_in
@@ -514,8 +513,7 @@ class CCLInference:
         if tree.type is not None:
             return tree
         try:
-            return duckdb_numeric_types(annotate_types(tree.copy(), schema=self.catalog.sqlglot_schema("duckdb"),
-                                                       dialect="duckdb"))
+            return annotated(tree.copy(), self.catalog)
         except Exception:  # sqlglot's inference is best effort: without types every CAST is checked
             return tree.copy()
 

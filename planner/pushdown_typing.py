@@ -200,9 +200,14 @@ def reads_data(node: exp.Expression) -> bool:
     return node.find(exp.Column) is not None
 
 
+def annotated(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+    """`tree` (in place) with the catalog's column types and DuckDB's numeric types."""
+    return duckdb_numeric_types(annotate_types(tree, schema=catalog.sqlglot_schema("duckdb"), dialect="duckdb"))
+
+
 def type_query(tree: exp.Expression, catalog: Catalog) -> None:
     """Refuse what the typing rules (module docstring) refuse in `tree` (qualified, in DuckDB's meaning)."""
-    duckdb_numeric_types(annotate_types(tree, schema=catalog.sqlglot_schema("duckdb"), dialect="duckdb"))
+    annotated(tree, catalog)
     for node in tree.walk():
         if isinstance(node, CHOOSERS) and reads_data(node):
             check_choices(node)

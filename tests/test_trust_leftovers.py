@@ -111,7 +111,7 @@ def test_column_control_uses_the_types_the_loaded_query_has(engine, monkeypatch)
     of the whole tree per plan). Its refusals by type (tests/test_attacks_s10.py's narrowing CASTs) stand."""
     from sqlsecure.planner import ccl
     calls = []
-    monkeypatch.setattr(ccl, "annotate_types", lambda *a, **k: calls.append(a) or a[0])
+    monkeypatch.setattr(ccl, "annotated", lambda *a, **k: calls.append(a) or a[0])
     sql = f"SELECT c.region, SUM(CAST(o.amount AS INTEGER)) AS s {AVG_JOIN} GROUP BY c.region"
     engine.plan(sql, "bank")
     assert calls == []
