@@ -43,7 +43,7 @@ from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.pushdown_typing import annotated
 from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of, type_class
-from sqlsecure.planner.dialects.postgres import zero_checked
+from sqlsecure.planner.dialects.postgres import checked_value
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 
@@ -362,8 +362,8 @@ class CCLInference:
             return promote(self.value(e, scope, ctes, keys, False), C.PLAINTEXT_AFTER_GROUP_BY)
         if isinstance(e, exp.Column):
             return scope.column(e)
-        if (divisor := zero_checked(e)) is not None:  # PostgreSQL's divisor: raises where y = 0, else y
-            return self.value(divisor, scope, ctes, keys, grouped)
+        if (checked := checked_value(e)) is not None:  # PostgreSQL's guarded divisor or result: raises, else itself
+            return self.value(checked, scope, ctes, keys, grouped)
         if isinstance(e, exp.In) and e.args.get("query") is not None and isinstance(e.this, exp.Column):
             # membership in another query's values is a (semi-)join on that column
             sub = self.relation(e.args["query"], ctes, check=self.checking, parent=scope)

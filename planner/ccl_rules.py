@@ -24,7 +24,7 @@ import math
 
 from sqlglot import exp
 
-from sqlsecure.planner.dialects.postgres import zero_checked
+from sqlsecure.planner.dialects.postgres import checked_value
 
 
 class Rule(enum.Enum):
@@ -153,7 +153,7 @@ def domain_arguments(e: exp.Expression) -> list[exp.Expression]:
     divisor written NULLIF(y, 0) never does (nor PostgreSQL's zero-checked NULLIF(y, 0))."""
     which = PARTIAL.get(type(e))
     if which == "divisor":
-        divisor = zero_checked(e.expression) or e.expression  # PostgreSQL's checked divisor: y itself
+        divisor = checked_value(e.expression) or e.expression  # PostgreSQL's checked divisor: y itself
         guarded = isinstance(divisor, exp.Nullif) and divisor.expression == exp.Literal.number(0)
         return [] if guarded else [divisor]
     return list(e.iter_expressions()) if which else []

@@ -347,9 +347,9 @@ def _quotient(b: _Bounds, e: exp.Div):
 
 
 def _divisor(e: exp.Div) -> exp.Expression:
-    from sqlsecure.planner.dialects.postgres import zero_checked
+    from sqlsecure.planner.dialects.postgres import checked_value
     divisor = _unwrapped(e.expression)
-    divisor = zero_checked(divisor) or divisor
+    divisor = checked_value(divisor) or divisor
     if isinstance(divisor, exp.Nullif) and constant(divisor.expression) == 0:
         return divisor.this
     return divisor

@@ -61,7 +61,7 @@ from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT,
 from sqlsecure.executors.spu.shares import ArithShare, as_ring
 from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
 from sqlsecure.planner.dialects.common import round_half_even
-from sqlsecure.planner.dialects.postgres import zero_checked
+from sqlsecure.planner.dialects.postgres import checked_value
 from sqlsecure.planner.logical import aggregates_in
 
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
@@ -120,8 +120,9 @@ def _parse(sql: str) -> exp.Expression:
 
 
 def without_zero_checks(e: exp.Expression) -> exp.Expression:
-    """`e` with every PostgreSQL zero-checked divisor (`zero_checked`) replaced by the divisor itself."""
-    return e.transform(lambda node: zero_checked(node) or node, copy=False) if e.find(exp.Case) else e
+    """`e` with every PostgreSQL guard (`checked_value`: a divisor tested for 0, a result for a finite value)
+    replaced by the value it guards (the SPU refuses those rows itself)."""
+    return e.transform(lambda node: checked_value(node) or node, copy=False) if e.find(exp.Case) else e
 
 
 INT64_LIMIT = 1 << 63
@@ -215,8 +216,8 @@ def static_kind(e: exp.Expression, kind_of) -> str | None:
     if isinstance(e, exp.Cast):
         return {**{t: "fixed" for t in NUMERIC_CASTS}, **{t: "int" for t in INTEGER_CASTS},
                 **{t: "timestamp" for t in TIMESTAMP_CASTS}, exp.DataType.Type.DATE: "date"}.get(e.to.this)
-    if (divisor := zero_checked(e)) is not None:  # PostgreSQL's divisor guarded by ERROR: the divisor's kind
-        return static_kind(divisor, kind_of)
+    if (checked := checked_value(e)) is not None:  # PostgreSQL's value guarded by ERROR: the value's kind
+        return static_kind(checked, kind_of)
     if isinstance(e, (exp.Case, exp.If, exp.Coalesce, *EXTREMES)):
         kinds = {static_kind(b, kind_of) for b in choices(e) if not isinstance(b, exp.Null)}
         return kinds.pop() if len(kinds) == 1 else None
@@ -789,8 +790,8 @@ SPU_RULES = {
 def spu_cannot_evaluate(e: exp.Expression, kind_of=lambda column: None) -> exp.Expression | None:
     """The first node of `e` (outermost first) without a rule in SPU_RULES or refused by its rule, or None
     when the SPU stage evaluates all of it (the cost model asks this before it prices the SPU)."""
-    if (divisor := zero_checked(e)) is not None:
-        return spu_cannot_evaluate(divisor, kind_of)
+    if (checked := checked_value(e)) is not None:
+        return spu_cannot_evaluate(checked, kind_of)
     rule = SPU_RULES.get(type(e))
     if rule is None or rule(e, kind_of) is not None:
         return e

@@ -71,18 +71,162 @@ def division_by_zero(tree: exp.Expression, context: DialectContext) -> exp.Expre
     return rewrite_up(tree, rewrite)
 
 
-def zero_checked(e: exp.Expression) -> exp.Expression | None:
-    """y of a divisor `division_by_zero` wrote (`CASE WHEN y = 0 THEN ERROR('division by zero') ELSE y END`),
-    else None: column control and the SPU read it as y (the SPU's division refuses a counted row dividing
-    by zero with DataError, which is what the ERROR means; ERROR itself stays without a rule)."""
+def checked_value(e: exp.Expression) -> exp.Expression | None:
+    """v of a guard a rule of this module wrote, `CASE WHEN <test of v> THEN ERROR('...') ELSE v END` (a divisor
+    tested for 0 by `division_by_zero`, a result tested for a finite value by `domain_errors`, a substring's
+    length tested for a negative by `substring_positions`), else None:
+    column control and the SPU read it as v (the SPU refuses a counted row dividing by zero, or whose result
+    is not finite, with DataError, which is what the ERROR means; ERROR itself stays without a rule)."""
     ifs = e.args.get("ifs") if isinstance(e, exp.Case) and e.this is None else None
     if not ifs or len(ifs) != 1 or e.args.get("default") is None:
         return None
-    test, then, y = ifs[0].this, ifs[0].args.get("true"), e.args["default"]
-    if (isinstance(then, exp.Anonymous) and then.name.upper() == "ERROR" and isinstance(test, exp.EQ)
-            and test.this == y and isinstance(test.expression, exp.Literal) and test.expression.this == "0"):
-        return y
-    return None
+    test, then, v = ifs[0].this, ifs[0].args.get("true"), e.args["default"]
+    if not (isinstance(then, exp.Anonymous) and then.name.upper() == "ERROR"):
+        return None
+    zero = exp.Literal.number(0)
+    return v if test in (exp.EQ(this=v.copy(), expression=zero), exp.LT(this=v.copy(), expression=zero.copy()),
+                         finite_test(v)) else None
+
+
+DOMAIN_CHECKED = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow, exp.Asin, exp.Acos)
+
+
+def finite_test(r: exp.Expression) -> exp.Expression:
+    """Whether a function's result r is NaN or infinite though its arguments are finite (`domain_errors`)."""
+    finite = [exp.Anonymous(this="ISFINITE", expressions=[a.copy()]) for a in r.iter_expressions()]
+    return exp.and_(*finite, exp.not_(exp.Anonymous(this="ISFINITE", expressions=[r.copy()])), copy=False)
+
+
+def domain_errors(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """sqrt of a negative, ln / log of 0 or a negative, asin / acos beyond ±1, a negative to a fractional
+    power, 0 to a negative power, exp / power beyond double precision raise an error in PostgreSQL, where
+    DuckDB returns NaN or ±infinity: the same error, wherever the finite arguments give no finite result.
+
+    >>> from sqlglot import parse_one
+    >>> domain_errors(parse_one("SELECT sqrt(x)", read="postgres"), None).sql("duckdb")
+    "SELECT CASE WHEN ISFINITE(x) AND NOT ISFINITE(SQRT(x)) THEN ERROR('SQRT(x): argument out of its domain, an error in PostgreSQL') ELSE SQRT(x) END"
+    """
+    def rewrite(node):
+        if not isinstance(node, DOMAIN_CHECKED):
+            return node
+        message = exp.Literal.string(f"{node.sql(dialect='postgres')}: argument out of its domain, an error in PostgreSQL")
+        return exp.Case(ifs=[exp.If(this=finite_test(node), true=exp.Anonymous(this="ERROR", expressions=[message]))],
+                        default=node.copy())
+
+    return rewrite_up(tree, rewrite)
+
+
+def numeric_div(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """div(a, b) truncates the exact quotient toward zero (div(1.25, 2) = 0), which sqlglot's `a // b` does
+    for integers only: exact numbers are scaled to integers first; of a double precision it is refused (PostgreSQL
+    takes the double's decimal text, which no DuckDB expression reproduces for every value).
+
+    >>> from sqlglot import parse_one
+    >>> numeric_div(parse_one("SELECT div(1.25, 2)", read="postgres"), None).sql("duckdb")
+    'SELECT CAST(CAST(1.25 * 100 AS INT128) // CAST(2 * 100 AS INT128) AS DECIMAL)'
+    """
+    def rewrite(node):
+        if not (bare_decimal(node) and isinstance(node.this, exp.IntDiv)):
+            return node
+        a, b = node.this.this, node.this.expression
+        scales = [common.exact_scale(v, most=DUCKDB_DECIMAL_DIGITS) for v in (a, b)]
+        if None in scales:
+            raise NotSupportedError(f"{node.sql(dialect='postgres')}: DIV of a double precision truncates its decimal "
+                                    "text's quotient in PostgreSQL, which is not matched here: CAST the arguments to "
+                                    "NUMERIC(p, s) first")
+        if max(scales):
+            scale = exp.Literal.number(10 ** max(scales))
+            a, b = (exp.cast(exp.Mul(this=v.copy(), expression=scale.copy()), "HUGEINT") for v in (a, b))
+            node.set("this", exp.IntDiv(this=a, expression=b))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def like_escape(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    r"""LIKE / ILIKE escape with a backslash in PostgreSQL ('a_b' LIKE 'a\_%'), DuckDB's with nothing unless
+    ESCAPE says so: a pattern with a backslash, or not a constant, is given ESCAPE '\'.
+
+    >>> from sqlglot import parse_one
+    >>> like_escape(parse_one(r"SELECT s LIKE 'a\_%', s ILIKE 'a%'", read="postgres"), None).sql("duckdb")
+    "SELECT s LIKE 'a\\_%' ESCAPE '\\', s ILIKE 'a%'"
+    """
+    def rewrite(node):
+        if not isinstance(node, (exp.Like, exp.ILike)) or isinstance(node.parent, exp.Escape):
+            return node
+        pattern = node.expression
+        if isinstance(pattern, exp.Literal) and pattern.is_string and "\\" not in pattern.this:
+            return node
+        return exp.Escape(this=node.copy(), expression=exp.Literal.string("\\"))
+
+    return rewrite_up(tree, rewrite)
+
+
+# strftime specifiers that mean what sqlglot's translation of a to_char template pattern means in PostgreSQL
+# (YYYY YY MM DD DDD HH24 HH12 MI SS US IYYY IW, their FM forms, TMDay TMDy TMMonth TMMon); D and WW (other
+# week days and weeks), time zones, and any pattern sqlglot leaves as text (Day, Month, AM, Q, ...) are not.
+TO_CHAR_SPECIFIERS = re.compile(r"%-?[YymdjHIMSfGV]|%[aAbB]")
+
+
+def time_formats(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """to_char(date or timestamp, constant template) with the patterns DuckDB's strftime writes alike; any
+    other to_char is refused by name (a number's, a pattern without an exact equivalent, a template that is
+    not a constant)."""
+    for node in tree.find_all(exp.TimeToStr):
+        template_ = node.args.get("format")
+        literal = template_.this if isinstance(template_, exp.Literal) and template_.is_string else None
+        rest = None if literal is None else TO_CHAR_SPECIFIERS.sub("", literal)
+        why = ("a number's to_char (its template patterns are not matched here)" if type_of(node.this) not in
+               common.DATES | common.DATETIMES else "a template that is not a constant" if literal is None else
+               None if not re.search(r"[A-Za-z%]", rest) else "a template pattern without an exact equivalent here "
+               "(supported: YYYY YY MM DD DDD HH24 HH12 MI SS US IYYY IW, FM forms, TMDay TMDy TMMonth TMMon)")
+        if why:
+            raise NotSupportedError(f"TO_CHAR({node.this.sql(dialect='postgres')}, ...): {why}")
+    return tree
+
+
+def text_of_doubles(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """A double precision as text (::text, ||, concat) is written differently by PostgreSQL (1, 1e+15) and
+    DuckDB (1.0, 1000000000000000.0): refused by name, as no DuckDB expression writes PostgreSQL's text."""
+    for node in tree.find_all(exp.Cast, exp.TryCast, exp.DPipe, exp.Concat, exp.ConcatWs):
+        if isinstance(node, (exp.Cast, exp.TryCast)):
+            parts = [node.this] if node.to.this in common.STRINGS else []
+        else:
+            parts = node.expressions if isinstance(node, (exp.Concat, exp.ConcatWs)) else [node.this, node.expression]
+        if any(pg_double(part) for part in parts):
+            raise NotSupportedError(f"{node.sql(dialect='postgres')}: the text of a double precision is written "
+                                    "differently here; CAST it to NUMERIC(p, s) first")
+    return tree
+
+
+SUBSTRING_FROM = "CASE WHEN _m < 1 THEN 1 ELSE _m END"
+SUBSTRING_FOR = "CASE WHEN _m < 1 THEN GREATEST(_m + _n - 1, 0) ELSE _n END"
+NEGATIVE_LENGTH = "CASE WHEN _n < 0 THEN ERROR('negative substring length not allowed') ELSE _n END"
+
+
+def substring_positions(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """substr(s, m, n) counts m from the start even below 1 (substr('abc', -1, 3) = 'a'; DuckDB counts a
+    negative m from the end), and a negative n is an error.
+
+    >>> from sqlglot import parse_one
+    >>> substring_positions(parse_one("SELECT substr(s, -1)", read="postgres"), None).sql("duckdb")
+    'SELECT SUBSTRING(s, CASE WHEN -1 < 1 THEN 1 ELSE -1 END)'
+    """
+    def natural(e):
+        return e is None or isinstance(e, exp.Literal) and e.is_int and int(e.this) >= 0
+
+    def rewrite(node):
+        if not isinstance(node, exp.Substring):
+            return node
+        m, n = node.args.get("start"), node.args.get("length")
+        if m is None or natural(m) and natural(n):
+            return node
+        if n is not None:
+            node.set("length", template(SUBSTRING_FOR, m=m, n=template(NEGATIVE_LENGTH, n=n)))
+        node.set("start", template(SUBSTRING_FROM, m=m))
+        return node
+
+    return rewrite_up(tree, rewrite)
 
 
 def untyped_literals(tree: exp.Expression, context: DialectContext) -> exp.Expression:
@@ -100,13 +244,22 @@ def untyped_literals(tree: exp.Expression, context: DialectContext) -> exp.Expre
     return rewrite_up(tree, rewrite)
 
 
+def pg_double(node: exp.Expression) -> bool:
+    """Whether PostgreSQL types `node` double precision (a written 2.5 is NUMERIC there, a DOUBLE to sqlglot)."""
+    return type_of(node) in FLOATS and common.exact_scale(node, quotient=lambda s: s) is None
+
+
 def approximate_rounding(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    """round(double precision) rounds half to even in PostgreSQL (round(2.5::float8) = 2)."""
+    """round(double precision) rounds half to even in PostgreSQL (round(2.5::float8) = 2; round(2.5) is a
+    NUMERIC's, half away from zero); round(double precision, n) does not exist there: refused by name."""
     def rewrite(node):
-        if isinstance(node, exp.Round) and type_of(node.this) in FLOATS and node.args.get("decimals") is None \
-                and not isinstance(node.this, exp.Literal):
-            return round_half_even(node.this, 0)
-        return node
+        if not (isinstance(node, exp.Round) and pg_double(node.this)):
+            return node
+        if node.args.get("decimals") is not None:
+            call = f"round({node.this.sql(dialect='postgres')}, {node.args['decimals'].sql(dialect='postgres')})"
+            raise NotSupportedError(f"{call}: PostgreSQL has no round(double precision, integer): CAST the value to "
+                                    "NUMERIC(p, s) first")
+        return round_half_even(node.this, 0)
 
     return rewrite_up(tree, rewrite)
 
@@ -155,5 +308,6 @@ def current_date_in_zone(tree: exp.Expression, context: DialectContext) -> exp.E
     return rewrite_up(tree, rewrite)
 
 
-RULES = (untyped_literals, unconstrained_numeric, integer_division, division_by_zero, approximate_rounding, current_date_in_zone,
-         refuse_unknown_functions)
+RULES = (untyped_literals, numeric_div, unconstrained_numeric, integer_division, division_by_zero,
+         approximate_rounding, domain_errors, like_escape, time_formats, text_of_doubles, substring_positions,
+         current_date_in_zone, refuse_unknown_functions)

@@ -1,0 +1,232 @@
+"""Issue 17's audit of `dialect = "postgres"` against a real PostgreSQL (the session's server, tests/conftest.py).
+
+Each group of expressions runs three ways over the same rows — at one party (`{b}` is the party's own table,
+the query pushed down whole), across two parties (`{b}` is the other party's table: the SPU, or a party the
+grants let compute it) and in the enclave (`placement = "always"`) — and every answer is compared with what
+PostgreSQL returns for the same query over the same two tables. A device a group names `None` must refuse
+the query at plan time (NotSupportedError naming what it cannot evaluate). The other party's rows are the
+first's rotated by two, so cross-party operands differ; NULLs, negatives, halves, zeros, a leap day and
+month ends are among them. The SPU's fixed-point answers are compared within the oracle's stated tolerance
+(tests/conftest.py REL_TOL, ABS_TOL), the others to 1e-12.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+
+import pyarrow as pa
+import pytest
+
+from sqlsecure.engine import Engine
+from sqlsecure.errors import Error, NotSupportedError
+from tests.conftest import ABS_TOL, REL_TOL
+from tests.test_dialects import normal
+from tests.test_enclave_queries import enclave_section
+
+PARTIES = ("bank", "corp")
+COLUMNS = ("id bigint, i bigint, j bigint, x double precision, y double precision, c numeric(10, 2), d date, "
+           "ts timestamp, s text, k bigint, f boolean")
+D, T = datetime.date, datetime.datetime
+ROWS = [  # id, i, j, x, y, c, d, ts, s, k, f
+    (1, 7, 2, 2.5, 0.5, "1.25", D(2024, 2, 29), T(2024, 2, 29, 13, 5, 9), "Alice", 0, True),
+    (2, -7, 2, -2.5, 3.0, "-2.50", D(2024, 1, 31), T(2024, 1, 31), "bob", 0, False),
+    (3, None, 3, None, None, None, None, None, None, 0, None),
+    (4, 0, -3, 0.5, 1.5, "0.05", D(1999, 12, 31), T(1999, 12, 31, 23, 59, 59), "", 0, True),
+    (5, 1000001, 1000, 1.5, -0.25, "12.35", D(2000, 3, 1), T(2000, 3, 1, 12), "al_%x", 0, False),
+]
+TYPES = [pa.int64(), pa.int64(), pa.int64(), pa.float64(), pa.float64(), pa.decimal128(10, 2), pa.date32(),
+         pa.timestamp("us"), pa.string(), pa.int64(), pa.bool_()]
+NAMES = ["id", "i", "j", "x", "y", "c", "d", "ts", "s", "k", "f"]
+
+
+def rows_of(party: str) -> list[tuple]:
+    """bank's rows, or corp's: the same values two rows on (ids stay), so a.x and b.x differ."""
+    if party == "bank":
+        return ROWS
+    return [(r[0], *o[1:]) for r, o in zip(ROWS, ROWS[2:] + ROWS[:2])]
+
+
+def arrow_table(party: str) -> pa.Table:
+    columns = list(zip(*rows_of(party)))
+    return pa.table({n: pa.array([decimal.Decimal(v) if v is not None and t == TYPES[5] else v for v in c], t)
+                     for n, c, t in zip(NAMES, columns, TYPES)})
+
+
+def sql_values(party: str) -> str:
+    def literal(v):
+        return "NULL" if v is None else f"'{v}'" if isinstance(v, (str, datetime.date)) else str(v)
+    return ", ".join("(" + ", ".join(literal(v) for v in row) + ")" for row in rows_of(party))
+
+
+LOCAL, CROSS, ENCLAVE = "party", "cross", "enclave"
+SPU, PARTY, TEE = "SPU(", "party", "TEEU("
+# group: (expressions over {a} and {b}, the device of each variant: (cross, enclave); None: refused)
+GROUPS = {
+    # integer / integer truncates toward zero, % takes the dividend's sign, div() truncates the exact quotient;
+    # the enclave refuses PostgreSQL's division-by-zero error (ERROR), which it does not raise per row
+    "division": (["{a}.i / {b}.j", "{a}.i % {b}.j", "mod({a}.i, {b}.j)", "{a}.i / {b}.j::float8", "{a}.c / {b}.j",
+                  "{a}.i::numeric / {b}.j", "{a}.x / {b}.y"], (SPU, None)),
+    "exact div": (["div({a}.i, {b}.j)", "div({a}.c, {b}.j)", "div({a}.c, {b}.c)", "{a}.c % {b}.j"], (PARTY, None)),
+    "arithmetic": (["abs({a}.x - {b}.y)", "abs({a}.c + {b}.k)", "-{a}.i + {b}.k", "{a}.i * {b}.j",
+                    "{a}.c * {b}.c", "{a}.x * {b}.y"], (SPU, TEE)),
+    # round(double precision) ties to even, round(numeric) away from zero; ::int of a double ties to even,
+    # of a numeric away from zero
+    "rounding": (["round({a}.c + {b}.k, 1)", "round({a}.x + {b}.y)", "round(2.5 + {b}.k)", "round({a}.c * {b}.j, -1)",
+                  "floor({a}.x + {b}.y)", "ceil({a}.x - {b}.y)", "floor({a}.c * {b}.j)", "ceiling({a}.c + {b}.k)",
+                  "{a}.x::int + {b}.k", "{a}.c::int + {b}.k", "(({a}.x + {b}.y) * 10)::int",
+                  "{a}.c::numeric(10, 1) + {b}.k", "{a}.x::bigint + {b}.k"], (SPU, TEE)),
+    "math": (["sqrt({a}.x * {a}.x + {b}.y * {b}.y)", "exp({a}.x + {b}.y)", "ln({a}.j * {a}.j + {b}.k)",
+              "log({a}.j * {a}.j + {b}.k)", "power({a}.x + {b}.k, 2)", "{a}.j ^ ({b}.k + 2)",
+              "asin({a}.y / 4 + {b}.k)", "acos({a}.y / 4 + {b}.k)"], (SPU, None)),
+    "trigonometry": (["sin({a}.x + {b}.y)", "cos({a}.x + {b}.y)", "tan({a}.x + {b}.k)", "atan({a}.x + {b}.y)",
+                      "atan2({a}.x, {b}.y)", "pi() * {a}.j + {b}.k"], (SPU, TEE)),
+    "conditionals": (["coalesce({a}.i, {b}.j)", "coalesce({a}.x, {b}.j)", "nullif({a}.i, {b}.i)",
+                      "CASE WHEN {a}.i > {b}.j THEN 1 WHEN {a}.f THEN 2 ELSE 3 END", "CASE WHEN {b}.f THEN {a}.x END",
+                      "{a}.i + {b}.k IN (7, 0, -7)", "{a}.i + {b}.k NOT IN (7, NULL)", "{a}.i BETWEEN {b}.j AND 10",
+                      "{a}.i BETWEEN SYMMETRIC 10 AND {b}.j", "{a}.i + NULL + {b}.k", "{a}.f AND {b}.f",
+                      "NOT ({a}.f OR {b}.f)"], (SPU, TEE)),
+    "strings": (["{a}.s LIKE 'al\\_%' OR {b}.f", "{a}.s ILIKE 'AL\\_%' OR {b}.f", "{a}.s LIKE {b}.s",
+                 "{a}.s NOT LIKE '%b%' AND {b}.k = 0", "{a}.s < {b}.s", "{a}.s || {b}.s", "{a}.i || {b}.s",
+                 "substr({a}.s, -1, 3) || {b}.s", "substr({a}.s, 0, {b}.k::int + 2)", "substr({a}.s, {b}.j::int)",
+                 "{a}.c::text || {b}.s", "{a}.d::text || {b}.s", "{a}.f::text || {b}.s", "upper({a}.s) || {b}.s",
+                 "to_char({a}.ts, 'YYYY-MM-DD HH24:MI:SS') || {b}.s",
+                 "to_char({a}.ts, 'FMDD/FMMM TMDay TMMon IYYY-IW DDD US') || {b}.s"], (PARTY, None)),
+    "dates": (["{a}.d + {b}.j::int", "{a}.d - {b}.d", "{a}.d - {b}.j::int", "{a}.d + interval '1 month' < {b}.d + 40",
+               "{a}.d < {b}.d + 1", "{a}.ts::date < {b}.d", "extract(year from {a}.d) + {b}.k",
+               "extract(month from {a}.ts) + {b}.k", "date_part('day', {a}.d) + {b}.k"], (SPU, TEE)),
+    "calendar": (["extract(dow from {a}.d) + {b}.k", "extract(isodow from {a}.d) + {b}.k",
+                  "extract(doy from {a}.d) + {b}.k", "extract(week from {a}.d) + {b}.k",
+                  "extract(quarter from {a}.d) + {b}.k", "extract(epoch from {a}.ts) + {b}.k",
+                  "date_trunc('month', {a}.ts) < {b}.ts", "age({a}.d, {b}.d)",
+                  "extract(epoch from {a}.ts - {b}.ts)"], (PARTY, None)),
+}
+AGGREGATES = {  # one row each; avg of integers is NUMERIC in PostgreSQL, sum of bigints NUMERIC
+    "aggregates": (["avg({a}.i + {b}.k)", "avg({a}.j + {b}.k)", "sum({a}.i * {b}.j)", "sum({a}.j + {b}.k) / count(*)",
+                    "avg({a}.c + {b}.c)", "count(DISTINCT {a}.j + {b}.k)", "count({a}.i + {b}.k)",
+                    "sum({a}.x + {b}.k)", "min({a}.d + {b}.j::int)"], (SPU, None)),
+    "text aggregates": (["string_agg({a}.s || {b}.s, ',' ORDER BY {a}.id)", "max({a}.s || {b}.s)",
+                         "bool_and({a}.f AND {b}.f)", "stddev({a}.j + {b}.k)"], (PARTY, None)),
+}
+# PostgreSQL raises an error; so must every device (the enclave refuses these at plan time)
+ERRORS = ["{a}.i / ({b}.j - {b}.j)", "{a}.i % ({b}.k)", "sqrt({a}.x + {b}.k)", "ln({a}.y + {b}.k)",
+          "log({a}.j + {b}.j)", "asin({a}.y + {b}.k)", "power({a}.x - 3, {b}.y + 0.25)", "exp({a}.x * 1000 + {b}.k)",
+          "substr({a}.s, 1, -1 + {b}.k::int)"]
+# refused by name on every device, at plan time
+REFUSED = [("round({a}.x * {b}.j, 1)", "round(double precision, integer)"), ("div({a}.x, {b}.j)", "DIV"),
+           ("({a}.x + {b}.y)::text", "text of a double precision"), ("{a}.x || {b}.s", "text of a double precision"),
+           ("to_char({a}.ts, 'HH12 AM') || {b}.s", "TO_CHAR"), ("to_char({a}.ts, 'Day') || {b}.s", "TO_CHAR"),
+           ("to_char({a}.ts, 'D WW') || {b}.s", "TO_CHAR"), ("to_char({a}.x, '999.99') || {b}.s", "number's to_char"),
+           ("{a}.x::numeric + {b}.k", "NUMERIC without a precision")]
+
+
+def query(expressions: list[str], variant: str, aggregate: bool = False) -> str:
+    """The SELECT of `expressions` at one party (`{b}` is bank's own table) or across bank and corp."""
+    b = "a" if variant == LOCAL else "b"
+    outputs = ", ".join(f"{e.format(a='a', b=b)} AS v{n}" for n, e in enumerate(expressions))
+    source = "FROM bank.t a" if variant == LOCAL else "FROM bank.t a JOIN corp.t b ON a.id = b.id"
+    return f"SELECT {outputs} {source}" if aggregate else f"SELECT a.id, {outputs} {source}"
+
+
+@pytest.fixture(scope="module")
+def postgresql(postgres):
+    """The two parties' tables in one PostgreSQL database, schemas bank and corp."""
+    database = postgres.database("postgres_dialect_audit")
+    statements = [f"CREATE SCHEMA {p}; CREATE TABLE {p}.t ({COLUMNS}); INSERT INTO {p}.t VALUES {sql_values(p)};"
+                  for p in PARTIES]
+    postgres.sql(" ".join(statements), database)
+    return postgres.uri(database)
+
+
+def postgresql_rows(uri: str, sql: str) -> list[tuple]:
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(uri) as con, con.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.execute(sql)
+        table = cursor.fetch_arrow_table()
+    numeric = [(f.metadata or {}).get(b"ADBC:postgresql:typname") == b"numeric" for f in table.schema]
+    return sorted_rows(pa.table([pa.array([None if v is None else decimal.Decimal(v) for v in c.to_pylist()])
+                                 if n else c for c, n in zip(table.columns, numeric)], names=table.column_names))
+
+
+def sorted_rows(table: pa.Table) -> list[tuple]:
+    """The rows in a form both engines share (`normal`: numbers as floats, dates and times as ISO text)."""
+    return sorted((tuple(normal(v) for v in row.values()) for row in table.to_pylist()), key=repr)
+
+
+def federation(directory, federation_writer, plaintext_grants, extra: str = "") -> Engine:
+    tables = {p: {"t": arrow_table(p)} for p in PARTIES}
+    return Engine(federation_writer(directory, tables, plaintext_grants(PARTIES) + extra, parties=PARTIES,
+                                    min_group_size=0, dialect="postgres"), timeout=120)
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, federation_writer, plaintext_grants):
+    """{variant: engine}: one federation for the party and cross-party variants, one whose enclave runs
+    every cross-party query."""
+    plain = federation(tmp_path_factory.mktemp("pg-audit"), federation_writer, plaintext_grants)
+    directory = tmp_path_factory.mktemp("pg-audit-enclave")
+    always = enclave_section(directory).replace("[enclave]\n", '[enclave]\nplacement = "always"\n')
+    enclave = federation(directory, federation_writer, plaintext_grants, always)
+    with plain, enclave:
+        yield {LOCAL: plain, CROSS: plain, ENCLAVE: enclave}
+
+
+def close(got, want, approximate: bool) -> bool:
+    if isinstance(got, float) and isinstance(want, float):
+        if approximate:
+            return math.isclose(got, want, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+        return math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-12)
+    return got == want
+
+
+def same_rows(got: list[tuple], want: list[tuple], approximate: bool) -> bool:
+    return len(got) == len(want) and all(len(g) == len(w) and all(close(a, b, approximate) for a, b in zip(g, w))
+                                         for g, w in zip(got, want))
+
+
+def device_of(engine: Engine, sql: str) -> str:
+    plan = engine.explain(sql, "bank")
+    return SPU if SPU in plan else TEE if TEE in plan else PARTY
+
+
+CASES = [(name, variant) for groups in (GROUPS, AGGREGATES) for name in groups for variant in (LOCAL, CROSS, ENCLAVE)]
+
+
+@pytest.mark.parametrize("group, variant", CASES, ids=[f"{g}-{v}" for g, v in CASES])
+def test_answers_as_postgresql(postgresql, engines, group, variant):
+    expressions, (cross, enclave) = GROUPS.get(group) or AGGREGATES[group]
+    sql = query(expressions, variant, aggregate=group in AGGREGATES)
+    device = {LOCAL: PARTY, CROSS: cross, ENCLAVE: enclave}[variant]
+    engine = engines[variant]
+    if device is None:
+        with pytest.raises(NotSupportedError, match="cannot run this query"):
+            engine.explain(sql, "bank")
+        return
+    assert device_of(engine, sql) == device
+    got = sorted_rows(engine.execute(sql, "bank").table)
+    want = postgresql_rows(postgresql, sql)
+    assert same_rows(got, want, approximate=device == SPU), f"{sql}\n got: {got}\nwant: {want}"
+
+
+@pytest.mark.parametrize("expression", ERRORS)
+@pytest.mark.parametrize("variant", [LOCAL, CROSS, ENCLAVE])
+def test_errors_as_postgresql(postgresql, engines, expression, variant):
+    """Where PostgreSQL raises (division by zero, a function outside its domain, a negative length), every
+    device raises a PEP 249 error too: never NaN, infinity or a value."""
+    import adbc_driver_manager
+
+    sql = query([expression], variant)
+    with pytest.raises(adbc_driver_manager.Error):
+        postgresql_rows(postgresql, sql)
+    with pytest.raises(Error):
+        engines[variant].execute(sql, "bank")
+
+
+@pytest.mark.parametrize("expression, named", REFUSED)
+@pytest.mark.parametrize("variant", [LOCAL, CROSS, ENCLAVE])
+def test_refused_by_name(engines, assert_refused, expression, named, variant):
+    """What PostgreSQL means and no device matches is refused at plan time, naming it (check agreeing)."""
+    assert_refused(engines[variant], query([expression], variant), "bank", NotSupportedError, named)
