@@ -72,8 +72,8 @@ def test_an_aggregate_over_a_derived_table_of_several_parties_is_translated(engi
 @pytest.mark.parametrize("issuer, sql", GATHERED)
 def test_gathered_query_matches_duckdb(engine, oracle, issuer, sql):
     assert engine.check(sql, issuer) is None
-    result = engine.execute(sql, issuer)
-    assert isinstance(result.plan.physical.steps[-1], Finish) and result.plan.physical.steps[-1].mode == "tables"
+    last = engine.plan(sql, issuer).physical.steps[-1]
+    assert isinstance(last, Finish) and last.mode == "tables"
     oracle.check(sql, issuer)
 
 

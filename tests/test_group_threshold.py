@@ -125,8 +125,7 @@ ONE_ORDER_QUERIES = [
 @pytest.mark.parametrize("sql,paths", ONE_ORDER_QUERIES)
 def test_duplicates_on_the_issuers_side_do_not_pass_the_threshold(engines, sql, paths):
     for path in paths:
-        assert engines[path].engine.execute(sql, "bank").table.num_rows == 0, path
-        engines[path].check(sql, "bank")
+        assert engines[path].check(sql, "bank").num_rows == 0, path
 
 
 INSURER_QUERIES = [  # 3 policies x 4 bank rows = 12 joined rows >= 10, but 3 distinct policies
@@ -152,8 +151,7 @@ THREE_PARTIES = [  # many shop rows per group, but only 3 of the insurer's: with
 def test_groups_short_of_one_owners_distinct_rows_are_withheld(engines, sql, path):
     """The insurer's k = 10 rule against 3 policies x 4 bank rows; 3 parties where only one is short."""
     oracle = engines[path]
-    assert oracle.engine.execute(sql, "bank").table.num_rows == 0
-    oracle.check(sql, "bank")
+    assert oracle.check(sql, "bank").num_rows == 0
 
 
 PASSING = [  # groups with enough distinct rows of every protected owner: answered as the oracle says
@@ -246,8 +244,7 @@ def oblivious(tmp_path_factory, federation_writer, grants_for, oracle_for):
 def test_an_oblivious_join_counts_the_unique_sides_distinct_rows(oblivious, sql):
     """One shop order joined to ten copies of its id in the issuer's table: withheld."""
     assert "SPU(bank, shop)" in oblivious.engine.explain(sql, "bank")
-    assert oblivious.engine.execute(sql, "bank").table.num_rows == 0
-    oblivious.check(sql, "bank")
+    assert oblivious.check(sql, "bank").num_rows == 0
 
 
 def test_an_oblivious_join_passes_groups_of_enough_distinct_rows(oblivious):
@@ -313,6 +310,5 @@ def test_an_ungrouped_aggregate_of_two_other_parties_checks_both(engines):
     """The issuer owns none of the inputs: each owner checks its own distinct rows."""
     sql = "SELECT SUM(o.amount), SUM(p.premium) FROM shop.orders o JOIN insurer.policies p " \
           "ON o.customer_id = p.customer_id WHERE p.customer_id IN (1, 2)"
-    assert engines["local"].engine.execute(sql, "bank").table.num_rows == 0  # 12 orders but 2 policies
-    engines["local"].check(sql, "bank")
+    assert engines["local"].check(sql, "bank").num_rows == 0  # 12 orders but 2 policies
     engines["local"].check(sql.replace("IN (1, 2)", "<= 12"), "bank")
