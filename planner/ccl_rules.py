@@ -255,7 +255,8 @@ def listing() -> str:
         "(beyond 2^32), `REPEAT` (text beyond 4 GiB: a constant count too, unless its text's length, known from "
         "constants and counts, times the count stays below) and `LPAD` / `RPAD` (a huge count; also the text and fill "
         "where the fill is not a non-empty constant) unless constants or proven small by their magnitude classes "
-        "(`RIGHT`, `SPLIT_PART`, `OVERLAY` never fail), and the "
+        "(`RIGHT`, `SPLIT_PART`, `OVERLAY` never fail), the pattern of a regular expression (`REGEXP_MATCHES`, "
+        "`REGEXP_EXTRACT`, `REGEXP_REPLACE`, `SIMILAR TO`) and `FORMAT`'s format string unless constants, and the "
         "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL, even one its target "
         "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
@@ -402,7 +403,18 @@ def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple
         return _overflowing(e, class_of)
     if type(e) in TEXT_LIMITS:
         return _text_out_of_range(e, class_of)
+    pattern = e.args.get(PATTERNS.get(type(e), ""))
+    if pattern is not None and not _constant(pattern):
+        return [pattern], (f"{display(type(e))} fails the query on a row whose pattern or format does not parse (a "
+                           "regular expression, FORMAT's format string), before any group threshold; use a constant "
+                           "pattern, or one the issuer may compare (PLAINTEXT_AFTER_COMPARE)")
     return guarded_arguments(e) if secure else ([], "")
+
+
+# Arguments DuckDB parses on each row and fails the query on where malformed ("Invalid Input Error"): a regular
+# expression's pattern, FORMAT's format string (their options and STRFTIME's format must be constants anyway).
+PATTERNS = {exp.RegexpLike: "expression", exp.RegexpExtract: "expression", exp.RegexpReplace: "expression",
+            exp.SimilarTo: "expression", exp.Format: "this"}
 
 
 # Text functions that fail on a row (DuckDB's "Out of Range", "Insufficient padding") for some values of their

@@ -38,7 +38,7 @@ from sqlsecure.planner.ccl_rules import failing_arguments, type_class
 
 # The shop's orders: two customers of four orders each, and two customers of one order each (groups below the
 # threshold), one of a large score and one of a small one.
-ORDERS = [(i, 1 + i % 2, i * 0.5, i, f"n{i}") for i in range(1, 9)] + [(9, 3, 5000.0, 9, "x"), (10, 4, 0.25, 10, "")]
+ORDERS = [(i, 1 + i % 2, i * 0.5, i, f"n{i}") for i in range(1, 9)] + [(9, 3, 5000.0, 9, "x"), (10, 4, 0.25, 10, "(")]
 LONE = (9, 10)
 # Extremes where the sources' own arithmetic and sums fail and DuckDB's do not.
 EXTREMES = [(1, 1e308, 4611686018427387904), (2, 1e308, 4611686018427387904), (3, 1e-200, 3)]
@@ -166,3 +166,25 @@ def test_which_repeats_of_a_constant_count_fail_on_a_row(value):
     tree = annotate_types(sqlglot.parse_one(f"SELECT {value} FROM p.t AS t", read="duckdb"), schema=schema)
     known = {"x": type_class("INTEGER")}
     assert failing_arguments(tree.expressions[0], lambda column: known.get(column.name))[0]
+
+
+# -- leak 4: a pattern from a column fails on the rows where it does not parse -------------------------------------
+# The lone order 10's note "(" is no regular expression: every query below failed on it ("missing )") and answered
+# (an empty result, its group being below the threshold) on order 9's "x".
+
+@pytest.mark.parametrize("order", LONE)
+@pytest.mark.parametrize("parsed", ["CASE WHEN REGEXP_MATCHES('abc', o.note) THEN 1 ELSE 0 END",
+                                    "LENGTH(REGEXP_REPLACE('abc', o.note, 'x'))", "LENGTH(REGEXP_EXTRACT('abc', o.note))",
+                                    "CASE WHEN 'abc' SIMILAR TO o.note THEN 1 ELSE 0 END", "LENGTH(FORMAT(o.note, 1))"])
+def test_a_pattern_from_a_column_is_refused(fed, assert_refused, order, parsed):
+    sql = f"SELECT SUM({parsed}) FROM shop.orders o WHERE o.order_id = {order}"
+    error = assert_refused(fed, sql, "bank", PolicyViolation, "shop.orders.note")
+    assert "pattern" in str(error)
+
+
+@pytest.mark.parametrize("value", ["REGEXP_MATCHES('abc', t.s)", "t.s ~ t.s", "REGEXP_REPLACE(t.s, t.s || 'a', 'x')",
+                                   "REGEXP_EXTRACT('abc', t.s, 1)", "'abc' SIMILAR TO t.s", "FORMAT(t.s, t.x)"])
+def test_which_patterns_fail_on_a_row(value):
+    schema = {"p": {"t": {"s": "VARCHAR", "x": "INTEGER"}}}
+    tree = annotate_types(sqlglot.parse_one(f"SELECT {value} FROM p.t AS t", read="duckdb"), schema=schema)
+    assert failing_arguments(tree.expressions[0], lambda column: None, secure=False)[0]
