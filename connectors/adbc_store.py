@@ -3,10 +3,11 @@
 The party's pushed-down SQL is written by the planner in DuckDB's dialect. `AdbcStore.query` runs it
 where the data lives:
 
-- **whole**, when every construct in it means the same in the source's dialect (`PUSHABLE`, checked
-  node by node: columns, literals, AND / OR / NOT, `=` / `<>`, ordering comparisons of numbers and dates,
-  `+ - *` on numbers, IS NULL, IN lists, COUNT / SUM / MIN / MAX, GROUP BY, DISTINCT, inner joins of
-  its own tables): the query is transpiled by sqlglot and only its result leaves the database;
+- **whole**, when every construct in it means the same in the source's dialect and fails on the same rows
+  only (`PUSHABLE`, checked node by node: columns, literals, AND / OR / NOT, `=` / `<>`, ordering
+  comparisons of numbers and dates, `+ - *` and SUM on the number families that compute as DuckDB's
+  (`ARITHMETIC_FAMILIES`, `SUMMED_FAMILIES`), IS NULL, IN lists, COUNT / MIN / MAX, GROUP BY, DISTINCT,
+  inner joins of its own tables): the query is transpiled by sqlglot and only its result leaves the database;
 - **finished locally** otherwise (a function with no exact equivalent, integer division, AVG, ORDER
   BY over text collations...): each table's needed columns are fetched with a pushed-down projection
   and the pushable WHERE conjuncts, and the original query runs over them in a private DuckDB.
@@ -58,7 +59,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
-from sqlsecure.connectors.duckdb_store import local_error, party_log
+from sqlsecure.connectors.duckdb_store import _numeric_type as numeric_column_type, local_error, party_log
 from sqlsecure.errors import ConfigError, DataError, OperationalError
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,12 @@ PUSHABLE = (
 ORDERED = (exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between)  # pushable on numbers and dates only
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul)                    # pushable on numbers only
 NUMERIC_OR_DATE = {"int", "float", "decimal", "date", "timestamp"}
+# The number families each dialect computes `+ - *` and SUM of as DuckDB does, failing on the same rows only: a
+# source failing on other rows tells the issuer of them (PostgreSQL's float8 arithmetic and SUM fail on overflow
+# and underflow where DuckDB's give inf or 0; SQLite's integer SUM fails past BIGINT where DuckDB's is a HUGEINT,
+# and it computes a DECIMAL constant's product as a float that then may not fit DuckDB's DECIMAL)
+ARITHMETIC_FAMILIES = {"postgres": {"int", "decimal"}, "sqlite": {"int", "float"}}
+SUMMED_FAMILIES = {"postgres": {"int", "decimal"}, "sqlite": {"float"}}
 # What a source's refusal crosses to the issuer as: its SQLSTATE (class) in fixed words, never its text
 SQLSTATE_KINDS = {"22": "a data exception (a value that does not convert, or is out of range)",
                   "25006": "a write refused (the session is read-only)",
@@ -259,6 +266,7 @@ class AdbcStore:
         for name, schema in self._schemas.items():
             self._mirror.register(name, pa.Table.from_batches([], schema=schema))
         self._types = {name: {c: t for c, t in self._describe(name)} for name in self._schemas}
+        self._classes: dict[tuple[str, str], int | None] = {}  # (table, column) -> magnitude class
 
     # -- catalog ----------------------------------------------------------------------------------
     def _qualified(self, table: str) -> str:
@@ -329,6 +337,28 @@ class AdbcStore:
             out[name] = 1 << max(int(count) - 1, 0).bit_length()
         return out
 
+    def magnitudes(self, table: str, columns: tuple[str, ...] | None = None) -> dict[str, int]:
+        """Numeric column (of `columns`, default all) -> its magnitude class, published as a DuckDB party's
+        (`PartyStore.magnitudes`): without one the SPU's range is proven at run time only, where a refusal
+        tells the issuer of one row's magnitude. From the column's MIN and MAX at the source (no ABS, which
+        fails on the least BIGINT there); a column whose extremes do not read as numbers has no class."""
+        from sqlsecure.executors.spu.ranges import magnitude_class  # late: the store does not need numpy
+
+        numeric = [c for c, t in self._types.get(table, {}).items() if numeric_column_type(t)
+                   and (columns is None or c in columns) and (table, c) not in self._classes]
+        if numeric:
+            quoted = [exp.to_identifier(c, quoted=True).sql() for c in numeric]
+            extremes = ", ".join(f"MIN({q}) AS \"l{i}\", MAX({q}) AS \"h{i}\"" for i, q in enumerate(quoted))
+            try:
+                (row,) = self.query(f"SELECT {extremes} FROM {exp.to_identifier(table, quoted=True).sql()}").to_pylist()
+            except (DataError, OperationalError):  # the source's values are not the catalog's type
+                row = {}
+            for i, column in enumerate(numeric):
+                ends = [magnitude_class(row.get(f"{end}{i}")) for end in "lh"]  # None: empty, NaN, infinite
+                self._classes[(table, column)] = None if None in ends else max(ends)
+        return {c: bits for (t, c), bits in self._classes.items()
+                if t == table and bits is not None and (columns is None or c in columns)}
+
     # -- queries ----------------------------------------------------------------------------------
     def _fetch(self, sql: str) -> pa.Table:
         try:
@@ -364,10 +394,13 @@ class AdbcStore:
         if isinstance(node, exp.Column):
             table = tables.get(node.table) if node.table else next(iter(tables.values()), None)
             return _family(self._types.get(table, {}).get(node.name, "other"))
-        if isinstance(node, exp.Literal) and not node.is_string:
-            return "int"
-        if isinstance(node, exp.Paren):
+        if isinstance(node, exp.Literal) and not node.is_string:  # DuckDB's: 1 an integer, 1.5 a DECIMAL, 1e5 a DOUBLE
+            return "int" if node.is_int else "float" if "e" in node.this.lower() else "decimal"
+        if isinstance(node, (exp.Paren, exp.Neg)):
             return self._family_of(node.this, tables)
+        if isinstance(node, ARITHMETIC):  # the widest operand's
+            families = {self._family_of(o, tables) for o in (node.this, node.expression)}
+            return next((f for f in ("other", "float", "decimal", "int") if f in families), "other")
         return "other"
 
     def _pushable(self, tree: exp.Expression, tables: dict[str, str]) -> bool:
@@ -378,9 +411,11 @@ class AdbcStore:
             if isinstance(node, ORDERED + ARITHMETIC):
                 operands = [node.this, *(node.args.get(k) for k in ("expression", "low", "high"))]
                 families = {self._family_of(o, tables) for o in operands if o is not None}
-                allowed = {"int", "float", "decimal"} if isinstance(node, ARITHMETIC) else NUMERIC_OR_DATE
+                allowed = ARITHMETIC_FAMILIES[self.source.kind] if isinstance(node, ARITHMETIC) else NUMERIC_OR_DATE
                 if not families <= allowed:
                     return False
+            elif isinstance(node, exp.Sum) and self._family_of(node.this, tables) not in SUMMED_FAMILIES[self.source.kind]:
+                return False
             elif isinstance(node, exp.In) and node.args.get("query") is not None:
                 return False
             elif isinstance(node, exp.Join) and (node.side or node.kind not in ("", "INNER")):

@@ -252,9 +252,11 @@ def listing() -> str:
         "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
         "the magnitude classes prove the result fits its type, a date or timestamp moved by an `INTERVAL` or a number "
         "of days (the date and the amount), the counts of `SUBSTRING` (start and length beyond ±2^32), `LEFT` "
-        "(beyond 2^32), `REPEAT` (text beyond 4 GiB) and `LPAD` / `RPAD` (a huge count; also the text and fill "
+        "(beyond 2^32), `REPEAT` (text beyond 4 GiB: a constant count too, unless its text's length, known from "
+        "constants and counts, times the count stays below) and `LPAD` / `RPAD` (a huge count; also the text and fill "
         "where the fill is not a non-empty constant) unless constants or proven small by their magnitude classes "
-        "(`RIGHT`, `SPLIT_PART`, `OVERLAY` never fail), and the "
+        "(`RIGHT`, `SPLIT_PART`, `OVERLAY` never fail), the pattern of a regular expression (`REGEXP_MATCHES`, "
+        "`REGEXP_EXTRACT`, `REGEXP_REPLACE`, `SIMILAR TO`) and `FORMAT`'s format string unless constants, and the "
         "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL, even one its target "
         "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
@@ -401,7 +403,18 @@ def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple
         return _overflowing(e, class_of)
     if type(e) in TEXT_LIMITS:
         return _text_out_of_range(e, class_of)
+    pattern = e.args.get(PATTERNS.get(type(e), ""))
+    if pattern is not None and not _constant(pattern):
+        return [pattern], (f"{display(type(e))} fails the query on a row whose pattern or format does not parse (a "
+                           "regular expression, FORMAT's format string), before any group threshold; use a constant "
+                           "pattern, or one the issuer may compare (PLAINTEXT_AFTER_COMPARE)")
     return guarded_arguments(e) if secure else ([], "")
+
+
+# Arguments DuckDB parses on each row and fails the query on where malformed ("Invalid Input Error"): a regular
+# expression's pattern, FORMAT's format string (their options and STRFTIME's format must be constants anyway).
+PATTERNS = {exp.RegexpLike: "expression", exp.RegexpExtract: "expression", exp.RegexpReplace: "expression",
+            exp.SimilarTo: "expression", exp.Format: "this"}
 
 
 # Text functions that fail on a row (DuckDB's "Out of Range", "Insufficient padding") for some values of their
@@ -419,12 +432,51 @@ def _text_out_of_range(e: exp.Expression, class_of) -> tuple[list[exp.Expression
     names, bound = TEXT_LIMITS[type(e)]
     counts = [e.args[n] for n in names if e.args.get(n) is not None]
     failing = [c for c in counts if not _constant(c) and (magnitude(c, class_of) or math.inf) > bound]
+    if isinstance(e, exp.Repeat) and text_bytes(e.this, class_of) * _largest_count(e.args["times"], class_of) > \
+            LONGEST_TEXT:  # its count times its text's length: also for a constant count
+        failing = [a for a in (e.this, e.args["times"]) if not _constant(a)]
     fill = e.args.get("fill_pattern")
     if isinstance(e, exp.Pad) and fill is not None and not (isinstance(fill, exp.Literal) and fill.this):
         failing = [e.this, e.expression, fill]
     return failing, (f"{display(type(e))} fails the query on a row whose count is out of its range (a start or "
                      "length beyond 2^32, a string beyond 4 GiB, an empty pad), before any group threshold; use "
                      "constant counts or ones the issuer may compare (PLAINTEXT_AFTER_COMPARE)")
+
+
+LONGEST_TEXT = 2 ** 32 - 1  # DuckDB's largest string, in bytes ("Cannot create a string of size")
+NON_TEXT_BYTES = 64  # the longest text of a number, date or timestamp cast to text
+
+
+def text_bytes(e: exp.Expression, class_of) -> float:
+    """B with every row's text `e` at most B bytes long (UTF-8): from constants, concatenations, REPEAT and
+    the functions whose length is a count (LEFT, SUBSTRING, LPAD, RPAD: at most 4 bytes a character); a
+    column's or any other text's is unknown, so DuckDB's largest string."""
+    if isinstance(e, exp.Paren):
+        return text_bytes(e.this, class_of)
+    if isinstance(e, exp.Literal):
+        return len(e.this.encode()) if e.is_string else NON_TEXT_BYTES
+    if isinstance(e, exp.Null):
+        return 0
+    if isinstance(e, (exp.Cast, exp.TryCast)) and e.to.this in TEXTS and e.this.type is not None \
+            and (type_limit(e.this.type) is not None or e.this.type.this in TIMES):
+        return NON_TEXT_BYTES
+    if isinstance(e, exp.DPipe):
+        return min(text_bytes(e.this, class_of) + text_bytes(e.expression, class_of), LONGEST_TEXT)
+    if isinstance(e, exp.Concat):
+        return min(sum(text_bytes(part, class_of) for part in e.expressions), LONGEST_TEXT)
+    if isinstance(e, exp.Repeat):
+        return min(text_bytes(e.this, class_of) * _largest_count(e.args["times"], class_of), LONGEST_TEXT)
+    counted = {exp.Left: "expression", exp.Substring: "length", exp.Pad: "expression"}.get(type(e))
+    if counted and e.args.get(counted) is not None:
+        return min(4 * _largest_count(e.args[counted], class_of), LONGEST_TEXT)
+    return LONGEST_TEXT
+
+
+def _largest_count(e: exp.Expression, class_of) -> float:
+    """The largest |count| on any row (a constant's own), from the published magnitude classes; unbounded
+    where unknown."""
+    bound = magnitude(e, class_of)
+    return math.inf if bound is None else max(math.ceil(bound) - 1, 0)
 
 
 def _constant(e: exp.Expression) -> bool:

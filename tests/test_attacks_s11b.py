@@ -51,7 +51,7 @@ def test_a_text_function_that_cannot_fail_is_answered(fed, oracle_for, sql):
     ("SUBSTRING(t.s, 2, t.b)", {"b": 20}, False),  # published: |b| < 2^20
     ("SUBSTRING(t.s, t.b)", {}, True), ("SUBSTRING(t.s, 4294967296)", {}, False),  # a constant fails on every row
     ("LEFT(t.s, t.b)", {}, True), ("LEFT(t.s, t.x)", {}, False), ("RIGHT(t.s, t.b)", {}, False),
-    ("REPEAT(t.s, t.x)", {}, True), ("REPEAT(t.s, 3)", {}, False), ("REPEAT(t.s, t.b)", {"b": 1}, False),
+    ("REPEAT(t.s, t.x)", {}, True), ("REPEAT(t.s, 3)", {}, True), ("REPEAT(t.s, 1)", {}, False), ("REPEAT(t.s, t.b)", {"b": 1}, False),
     ("LPAD(t.s, t.x, 'x')", {}, True), ("LPAD(t.s, t.x, 'x')", {"x": 16}, False), ("RPAD(t.s, 9, '.')", {}, False),
     ("LPAD(t.s, 9, t.s)", {}, True), ("RPAD(t.s, 9, '')", {}, True),
     ("CHR(t.x)", {}, True), ("SPLIT_PART(t.s, ',', t.b)", {}, False),
