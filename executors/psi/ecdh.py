@@ -172,21 +172,16 @@ def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: Keys,
     return Intersection(ids, d, order[by_point[hit]])
 
 
-def _ramp(counts: np.ndarray) -> np.ndarray:
-    """0..c-1 for each c in counts, concatenated."""
-    total = int(counts.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
 def _common_rows(found: Intersection) -> tuple[np.ndarray, np.ndarray]:
-    """(my rows of the common keys, grouped by key in the common order, row order within a key; count per key)."""
-    ids = found.ids
-    valid = ids >= 0
-    per_key = np.bincount(ids[valid], minlength=found.distinct)
-    by_key = np.argsort(ids, kind="stable")[len(ids) - int(valid.sum()):]
-    starts = np.cumsum(per_key) - per_key
-    counts = per_key[found.common]
-    return by_key[np.repeat(starts[found.common], counts) + _ramp(counts)], counts.astype(np.int64)
+    """(my rows of the common keys, grouped by key in the common order, row order within a key; count per key).
+    Only the rows of common keys are sorted, by their key's place in the common order."""
+    place = np.full(found.distinct + 1, -1, dtype=np.int64)  # the extra -1 is for NULL rows (id -1)
+    place[found.common] = np.arange(len(found.common))
+    of_row = place[found.ids]
+    kept = np.flatnonzero(of_row >= 0)
+    of_kept = of_row[kept]
+    counts = np.bincount(of_kept, minlength=len(found.common)).astype(np.int64)
+    return kept[np.argsort(of_kept, kind="stable")], counts
 
 
 def join_from(endpoint: Endpoint, peer: str, tag: str, found: Intersection, left: bool) -> np.ndarray:
