@@ -88,10 +88,12 @@ def numbered_keys(table: pa.Table, columns: tuple[str, ...]) -> NumberedKeys:
         coded = pc.dictionary_encode(column.combine_chunks())
     except pa.ArrowNotImplementedError:  # a type Arrow cannot hash: encode every row
         return NumberedKeys(*distinct_encoded(encode_keys(table, columns)))
-    values = pa.table({"v": coded.dictionary})
-    of_value, distinct = distinct_encoded(encode_keys(values, ("v",)))  # two values may encode alike (NaNs)
-    return NumberedKeys(per_row(coded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
-                                of_value), distinct)
+    rows = coded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    distinct = _encode_in_arrow(coded.dictionary)  # an integer's or a string's text: distinct values stay apart
+    if distinct is not None:
+        return NumberedKeys(rows, distinct)
+    of_value, distinct = distinct_encoded(encode_keys(pa.table({"v": coded.dictionary}), ("v",)))  # NaNs alike
+    return NumberedKeys(per_row(rows, of_value), distinct)
 
 
 def per_row(rows: np.ndarray, of_distinct: np.ndarray) -> np.ndarray:
