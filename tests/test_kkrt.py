@@ -137,7 +137,7 @@ def test_kkrt_extension_correlation_and_oprf():
 
 
 def test_columns_to_rows_transposes_the_bit_matrix():
-    for k, n in [(128, 512), (512, 64), (512, ot.TILE_ROWS + 64), (64, 8)]:
+    for k, n in [(128, 512), (512, 64), (512, 8192 + 64), (64, 8), (72, 200)]:
         columns = np.frombuffer(os.urandom(k * n // 8), dtype=np.uint8).reshape(k, n // 8)
         bits = np.unpackbits(columns, axis=1, bitorder="little")  # bits[j, i] = bit i of column j
         expected = np.packbits(bits.T, axis=1, bitorder="little")

@@ -180,13 +180,17 @@ def test_not_in_status_is_the_three_cases():
     import numpy as np
 
     from sqlsecure.errors import ProtocolError
+    from sqlsecure.executors.psi.encoding import NumberedKeys, distinct_encoded
     from sqlsecure.executors.runtime.party import not_in_keep, not_in_status
 
+    def status(encoded):
+        return not_in_status(NumberedKeys(*distinct_encoded(encoded)))
+
     member, has_key = np.array([True, False, False]), np.array([True, True, False])
-    assert not_in_keep(not_in_status([]), member[:0], has_key[:0]).tolist() == []
-    assert not_in_keep(not_in_status([]), member, has_key).tolist() == [True] * 3
-    assert not_in_keep(not_in_status([b"1", None]), member, has_key).tolist() == [False] * 3
-    assert not_in_keep(not_in_status([b"1"]), member, has_key).tolist() == [False, True, False]
+    assert not_in_keep(status([]), member[:0], has_key[:0]).tolist() == []
+    assert not_in_keep(status([]), member, has_key).tolist() == [True] * 3
+    assert not_in_keep(status([b"1", None]), member, has_key).tolist() == [False] * 3
+    assert not_in_keep(status([b"1"]), member, has_key).tolist() == [False, True, False]
     with pytest.raises(ProtocolError):
         not_in_keep(b"\x07", member, has_key)
 

@@ -41,7 +41,7 @@ import numpy as np
 from sqlsecure.errors import ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.blinding import POINT, BlindingKey, GroupWorkers, hash_to_buffer
-from sqlsecure.executors.psi.encoding import distinct_encoded, per_row
+from sqlsecure.executors.psi.encoding import Keys, distinct_encoded, per_row
 
 BATCH = 1 << 16  # points per blinded / re-blinded message (2 MiB); a shorter batch is the last
 WINDOW = 2  # batches being blinded at once per party: bounds memory, interleaves the parties' work
@@ -103,7 +103,7 @@ class Intersection(NamedTuple):
     common: np.ndarray  # indices of my distinct keys in the intersection, in the common order
 
 
-def _distinct_points(encoded: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_points(encoded: Keys) -> tuple[np.ndarray, np.ndarray]:
     """(per row: index of its distinct key or -1 for NULL, the distinct keys' points as an S32 array).
 
     Only the distinct keys are hashed; keys are told apart by their hashes (SHA-256), as the protocol
@@ -119,7 +119,7 @@ def _batches(n: int) -> list[tuple[int, int]]:
     return [(start, min(start + BATCH, n)) for start in range(0, n + 1, BATCH)]
 
 
-def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
+def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: Keys,
                workers: GroupWorkers | None) -> Intersection:
     """Rounds 1-2, streamed in batches of BATCH points with at most WINDOW batches being blinded."""
     ids, distinct = _distinct_points(encoded)
@@ -172,21 +172,16 @@ def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | No
     return Intersection(ids, d, order[by_point[hit]])
 
 
-def _ramp(counts: np.ndarray) -> np.ndarray:
-    """0..c-1 for each c in counts, concatenated."""
-    total = int(counts.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
 def _common_rows(found: Intersection) -> tuple[np.ndarray, np.ndarray]:
-    """(my rows of the common keys, grouped by key in the common order, row order within a key; count per key)."""
-    ids = found.ids
-    valid = ids >= 0
-    per_key = np.bincount(ids[valid], minlength=found.distinct)
-    by_key = np.argsort(ids, kind="stable")[len(ids) - int(valid.sum()):]
-    starts = np.cumsum(per_key) - per_key
-    counts = per_key[found.common]
-    return by_key[np.repeat(starts[found.common], counts) + _ramp(counts)], counts.astype(np.int64)
+    """(my rows of the common keys, grouped by key in the common order, row order within a key; count per key).
+    Only the rows of common keys are sorted, by their key's place in the common order."""
+    place = np.full(found.distinct + 1, -1, dtype=np.int64)  # the extra -1 is for NULL rows (id -1)
+    place[found.common] = np.arange(len(found.common))
+    of_row = place[found.ids]
+    kept = np.flatnonzero(of_row >= 0)
+    of_kept = of_row[kept]
+    counts = np.bincount(of_kept, minlength=len(found.common)).astype(np.int64)
+    return kept[np.argsort(of_kept, kind="stable")], counts
 
 
 def join_from(endpoint: Endpoint, peer: str, tag: str, found: Intersection, left: bool) -> np.ndarray:
@@ -210,13 +205,13 @@ def membership_of(found: Intersection) -> np.ndarray:
     return in_common[found.ids]
 
 
-def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
+def psi_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, left: bool,
                      workers: GroupWorkers | None = None) -> np.ndarray:
     """Run the ECDH-PSI with `peer`; return my row indices of the join, in the common order."""
     return join_from(endpoint, peer, tag, _intersect(endpoint, peer, tag, encoded, workers), left)
 
 
-def psi_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
+def psi_membership(endpoint: Endpoint, peer: str, tag: str, encoded: Keys,
                    workers: GroupWorkers | None = None) -> np.ndarray:
     """Rounds 1-2 only (a semi- or anti-join): for each of my rows, whether its key is also the peer's.
     No multiplicities cross."""

@@ -66,7 +66,7 @@ from sqlsecure.executors.psi.ot import (
     kkrt_extend_receive, kkrt_extend_send, pack_bits, row_hash, tweak_blocks,
 )
 from sqlsecure.executors.psi.ecdh import Intersection, join_from, membership_of, random_permutation
-from sqlsecure.executors.psi.encoding import distinct_encoded, per_row
+from sqlsecure.executors.psi.encoding import Keys, distinct_encoded, per_row
 
 LAMBDA = 40
 HASHES = 3
@@ -380,7 +380,7 @@ def _send(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, theirs: i
     return order[positions]
 
 
-def _distinct_blocks(encoded: list[bytes | None], mac: AesBlocks) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_blocks(encoded: Keys, mac: AesBlocks) -> tuple[np.ndarray, np.ndarray]:
     """(per row: the index of its distinct key or -1 for NULL, each distinct key's MAC block).
     Only the distinct keys are MACed; keys are still told apart by their MACs."""
     rows, distinct = distinct_encoded(encoded)
@@ -391,7 +391,7 @@ def _distinct_blocks(encoded: list[bytes | None], mac: AesBlocks) -> tuple[np.nd
     return per_row(rows, block_ids), np.take(blocks, representative, axis=0)
 
 
-def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None]) -> Intersection:
+def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: Keys) -> Intersection:
     session = _agree(endpoint, peer, tag)
     ids, blocks = _distinct_blocks(encoded, session.mac)
     mine = len(blocks)
@@ -403,7 +403,7 @@ def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | No
     return Intersection(ids, mine, run(endpoint, peer, tag, blocks, theirs, session))
 
 
-def kkrt_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
+def kkrt_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, left: bool,
                       workers=None) -> np.ndarray:
     """Run the KKRT PSI with `peer`; return my row indices of the join, in the common order.
 
@@ -412,7 +412,7 @@ def kkrt_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[byt
     return join_from(endpoint, peer, tag, _intersect(endpoint, peer, tag, encoded), left)
 
 
-def kkrt_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None],
+def kkrt_membership(endpoint: Endpoint, peer: str, tag: str, encoded: Keys,
                     workers=None) -> np.ndarray:
     """Rounds 1-5 only (a semi- or anti-join): for each of my rows, whether its key is also the peer's."""
     return membership_of(_intersect(endpoint, peer, tag, encoded))

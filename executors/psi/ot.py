@@ -62,7 +62,6 @@ CODE_BITS = 512  # width of the pseudorandom code = number of KKRT base OTs
 CODE_BYTES = CODE_BITS // 8
 BLOCK = 16
 CHUNK_ROWS = 1 << 16  # OT instances per correction message
-TILE_ROWS = 1 << 13  # rows per bit-matrix transposition tile (fits in L2)
 
 # RFC 7919 ffdhe3072: p = 2^3072 - 2^3008 + (floor(2^2942 e) + 2625351) 2^64 - 1, a safe prime.
 FFDHE3072_P = gmpy2.mpz(
@@ -119,39 +118,48 @@ class SeedStreams:
 
 # --- bit-matrix transposition -----------------------------------------------------------------
 
-_M1, _M2, _M3 = (np.uint64(m) for m in (0x00AA00AA00AA00AA, 0x0000CCCC0000CCCC, 0x00000000F0F0F0F0))
-_S7, _S14, _S28 = np.uint64(7), np.uint64(14), np.uint64(28)
+# Stage s of a 64x64 bit-matrix transposition swaps bit j + s of word c with bit j of word c + s,
+# for every c and j whose bit s is clear: `mask` holds those bits j.
+_SWAP_STAGES = tuple((np.uint64(s), np.uint64(mask)) for s, mask in (
+    (32, 0x00000000FFFFFFFF), (16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF),
+    (4, 0x0F0F0F0F0F0F0F0F), (2, 0x3333333333333333), (1, 0x5555555555555555)))
 
 
-def _transpose_8x8(words: np.ndarray, scratch: np.ndarray) -> None:
-    """Transpose, in place, the 8x8 bit matrix in each uint64 (bit 8r + c <-> bit 8c + r)."""
-    for shift, mask in ((_S7, _M1), (_S14, _M2), (_S28, _M3)):
-        np.right_shift(words, shift, out=scratch)
-        scratch ^= words
-        scratch &= mask
-        words ^= scratch
-        scratch <<= shift
-        words ^= scratch
+def _transpose_64x64(words: np.ndarray) -> None:
+    """Transpose, in place, the 64x64 bit matrices of `words`, shape (blocks, 64, lanes) uint64:
+    bit r of words[b, c, l] <-> bit c of words[b, r, l]. Six stages of masked swaps (Warren,
+    "Hacker's Delight", 7-3), each a few numpy passes over runs of `lanes` contiguous words."""
+    blocks, _, lanes = words.shape
+    scratch = np.empty((blocks, 32, lanes), dtype=np.uint64)
+    shifted = np.empty_like(scratch)
+    for shift, mask in _SWAP_STAGES:
+        s = int(shift)
+        pairs = words.reshape(blocks, 32 // s, 2, s, lanes)
+        low, high = pairs[:, :, 0], pairs[:, :, 1]  # words c with bit s of c clear, and c + s
+        t, u = scratch.reshape(low.shape), shifted.reshape(low.shape)
+        np.right_shift(low, shift, out=t)
+        t ^= high
+        t &= mask
+        high ^= t
+        np.left_shift(t, shift, out=u)
+        low ^= u
 
 
 def columns_to_rows(columns: np.ndarray) -> np.ndarray:
     """(k columns, n/8 bytes) -> (n rows, k/8 bytes): bit i of column j becomes bit j of row i.
 
-    Bytes of 8 columns are gathered into one uint64 per 8 rows, each uint64 is transposed as an
-    8x8 bit matrix, and its bytes are scattered to the 8 rows, in tiles that stay in cache."""
+    Each column is read as little-endian uint64 words of 64 rows (zero-padded to whole words and to
+    64 columns), every 64x64 block is transposed in place on the column axis, with the 64-row words
+    as the contiguous lanes, and one copy reorders the blocks into rows."""
     k, nbytes = columns.shape
     if k % 8:
         raise ValueError(f"{k} columns: the count must be a multiple of 8")
-    rows = np.empty((nbytes * 8, k // 8), dtype=np.uint8)
-    tile = TILE_ROWS // 8
-    for lo in range(0, nbytes, tile):
-        hi = min(nbytes, lo + tile)
-        gathered = columns[:, lo:hi].reshape(k // 8, 8, hi - lo).transpose(2, 0, 1).copy()
-        words = gathered.view(np.uint64).reshape(hi - lo, k // 8)
-        _transpose_8x8(words, np.empty_like(words))
-        scattered = words.view(np.uint8).reshape(hi - lo, k // 8, 8).transpose(0, 2, 1)
-        rows[lo * 8:hi * 8] = scattered.reshape(-1, k // 8)
-    return rows
+    padded = np.zeros((-(-k // 64) * 64, -(-nbytes // 8) * 8), dtype=np.uint8)
+    padded[:k, :nbytes] = columns
+    words = padded.view("<u8").reshape(len(padded) // 64, 64, -1)  # (64 columns, column in them, 64 rows)
+    _transpose_64x64(words)  # now (64 columns, row in them, 64 rows): bit c = column 64 v + c
+    rows = np.ascontiguousarray(words.transpose(2, 1, 0)).view(np.uint8).reshape(-1, len(padded) // 8)
+    return np.ascontiguousarray(rows[:nbytes * 8, :k // 8])
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:

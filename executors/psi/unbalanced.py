@@ -79,7 +79,7 @@ from sqlsecure.errors import ProgrammingError, ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.blinding import POINT, BlindingKey, GroupWorkers, hash_to_points
 from sqlsecure.executors.psi.ecdh import Intersection, join_from, membership_of, random_permutation
-from sqlsecure.executors.psi.encoding import distinct_encoded, per_row
+from sqlsecure.executors.psi.encoding import Keys, distinct_encoded, per_row
 
 BATCH = 1 << 16  # points per message of P, of blinded and of re-blinded points (2 MiB)
 WINDOW = 2  # batches of P being blinded at once per party, so the workers never wait for a send
@@ -326,7 +326,7 @@ def _sorted_distinct(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse, by[new]
 
 
-def _keys(encoded: list[bytes | None]) -> _Keys:
+def _keys(encoded: Keys) -> _Keys:
     """My rows' keys, hashing only the distinct ones."""
     rows, distinct = distinct_encoded(encoded)
     _, points = _hash_rows(distinct)
@@ -361,7 +361,7 @@ def _handshake(endpoint: Endpoint, peer: str, tag: str, mine: Hello) -> Hello:
     return theirs
 
 
-def _large_side(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], mode: int,
+def _large_side(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, mode: int,
                 cache: PsiCache, workers: GroupWorkers | None, scope: str) -> Intersection:
     keys = _keys(encoded)
     digest = keys.digest()
@@ -403,7 +403,7 @@ def _prepare_large(endpoint: Endpoint, peer: str, tag: str, keys: _Keys, digest:
     return entry
 
 
-def _small_side(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], mode: int,
+def _small_side(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, mode: int,
                 cache: PsiCache, workers: GroupWorkers | None, scope: str) -> Intersection:
     keys = _keys(encoded)
     entry = cache._lookup(SMALL, peer, scope)
@@ -502,13 +502,13 @@ def _find(entry: _SmallEpoch, double: np.ndarray) -> np.ndarray:
     return found
 
 
-def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], large: bool, mode: int,
+def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, large: bool, mode: int,
                cache: PsiCache, workers: GroupWorkers | None, scope: str) -> Intersection:
     side = _large_side if large else _small_side
     return side(endpoint, peer, tag, encoded, mode, cache, workers, scope)
 
 
-def unbalanced_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], left: bool,
+def unbalanced_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, left: bool,
                             large: bool, cache: PsiCache, workers: GroupWorkers | None = None,
                             scope: str = "") -> np.ndarray:
     """Unbalanced PSI join with `peer`: my row indices of the inner join, in the common order.
@@ -519,7 +519,7 @@ def unbalanced_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: li
                                                       scope), left)
 
 
-def unbalanced_membership(endpoint: Endpoint, peer: str, tag: str, encoded: list[bytes | None], large: bool,
+def unbalanced_membership(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, large: bool,
                           cache: PsiCache, workers: GroupWorkers | None = None, scope: str = "") -> np.ndarray:
     """Unbalanced PSI semi-join: for each of my rows, whether its key is also the peer's (no counts cross)."""
     return membership_of(_intersect(endpoint, peer, tag, encoded, large, MEMBERSHIP, cache, workers, scope))

@@ -16,7 +16,7 @@ from sqlsecure.connectors.duckdb_store import local_error, party_log
 from sqlsecure.errors import DataError, Error, InternalError, OperationalError, ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.blinding import GroupWorkers
-from sqlsecure.executors.psi.encoding import encode_keys
+from sqlsecure.executors.psi.encoding import NumberedKeys, encode_keys, numbered_keys
 from sqlsecure.executors.psi.kkrt import kkrt_join_indices, kkrt_membership
 from sqlsecure.executors.psi.unbalanced import PsiCache, unbalanced_join_indices, unbalanced_membership
 from sqlsecure.executors.psi.ecdh import compose_matches, local_join_indices, psi_join_indices, psi_membership
@@ -75,11 +75,11 @@ def contained_error(party: str, exc: BaseException, issuer: str) -> Error:
 NOT_IN_VALUES, NOT_IN_NULL, NOT_IN_EMPTY = b"\x00", b"\x01", b"\x02"
 
 
-def not_in_status(encoded: list) -> bytes:
+def not_in_status(keys: NumberedKeys) -> bytes:
     """What `k NOT IN (values)` needs beyond membership: are there no values, or a NULL among them?"""
-    if not encoded:
+    if not len(keys.rows):
         return NOT_IN_EMPTY
-    return NOT_IN_NULL if None in encoded else NOT_IN_VALUES
+    return NOT_IN_NULL if (keys.rows < 0).any() else NOT_IN_VALUES
 
 
 def not_in_keep(status: bytes, member: np.ndarray, has_key: np.ndarray) -> np.ndarray:
@@ -240,10 +240,10 @@ class PartyExecutor:
             )
         elif me == step.left_party:
             matched = self._psi(step, step.right_party, f"{tag}/psi",
-                                encode_keys(pieces[step.left_base], step.left_keys), True)
+                                numbered_keys(pieces[step.left_base], step.left_keys), True)
         elif me == step.right_party:
             right_rows = self._psi(step, step.left_party, f"{tag}/psi",
-                                   encode_keys(pieces[step.right], step.right_keys), False)
+                                   numbered_keys(pieces[step.right], step.right_keys), False)
         left_idx = pair_idx = None
         if me == step.left_party:
             provenance = pieces[step.left].column(f"__prov_{step.left_base}").to_numpy()
@@ -272,7 +272,7 @@ class PartyExecutor:
             parts.append(pieces[step.right].take(pa.array(rows, mask=missing)))
         return _hstack(parts)
 
-    def _psi(self, step: EquiJoin, peer: str, tag: str, encoded: list[bytes | None], left: bool | None):
+    def _psi(self, step: EquiJoin, peer: str, tag: str, encoded: NumberedKeys, left: bool | None):
         """The step's PSI with `peer`: join indices (`left` says my side) or, for None, membership."""
         if step.psi != "unbalanced":
             if left is None:
@@ -376,17 +376,17 @@ class PartyExecutor:
         """Semi / anti join: the left key party learns which of its rows' keys the right party has."""
         me = self.name
         if me == step.right_party:
-            encoded = encode_keys(pieces[step.right], step.right_keys)
+            encoded = numbered_keys(pieces[step.right], step.right_keys)
             self._psi(step, step.left_party, f"{tag}/psi", encoded, None)
             if step.null_aware:  # NOT IN: whether the values are none, or include a NULL (to the key party)
                 self._endpoint.send(step.left_party, f"{tag}/nulls", not_in_status(encoded))
         left_idx = None
         if me == step.left_party:
-            encoded = encode_keys(pieces[step.left_base], step.left_keys)
+            encoded = numbered_keys(pieces[step.left_base], step.left_keys)
             member = self._psi(step, step.right_party, f"{tag}/psi", encoded, None)
             provenance = pieces[step.left].column(f"__prov_{step.left_base}")
             is_member = _per_row(member, provenance)
-            has_key = _per_row(np.array([k is not None for k in encoded], dtype=bool), provenance)
+            has_key = _per_row(encoded.rows >= 0, provenance)
             if step.mode == "semi":
                 keep = is_member
             elif step.null_aware:

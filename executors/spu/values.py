@@ -48,6 +48,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sqlsecure.errors import DataError
 from sqlsecure.executors.spu.exact_division import decode_quotient
@@ -84,7 +85,7 @@ def kind_of(dtype: pa.DataType) -> str:
 def shared_kind(column: pa.ChunkedArray, name: str) -> str:
     """A column's kind as its owner shares it: `kind_of` its type, with a text column's width class."""
     kind = kind_of(column.type)
-    return text_kind(text_width(column.to_pylist(), name)) if kind == "text" else kind
+    return text_kind(width_class(_longest_utf8(column), name)) if kind == "text" else kind
 
 
 def timestamp_kind(dtype: pa.TimestampType) -> str:
@@ -143,12 +144,22 @@ def text_width(values: list, name: str) -> int:
     """The owner's public width class of its text values (see the module docstring): 28 bytes, or the
     longest UTF-8 length rounded up to a power of two; a DataError (naming the column, before any
     share) beyond MAX_TEXT_BYTES."""
-    longest = max((len(v.encode("utf-8")) for v in values if v is not None), default=0)
+    return width_class(max((len(v.encode("utf-8")) for v in values if v is not None), default=0), name)
+
+
+def width_class(longest: int, name: str) -> int:
+    """`text_width` of text whose longest value has `longest` bytes of UTF-8."""
     if longest > MAX_TEXT_BYTES:
         raise DataError(f"column {name!r} has text longer than {MAX_TEXT_BYTES} bytes of UTF-8, the widest the SPU "
                         f"carries; shorten it (e.g. LEFT({name}, {MAX_TEXT_BYTES // 4})) or keep it on one party")
     default = TEXT_LIMBS * LIMB_BYTES
     return default if longest <= default else 1 << (longest - 1).bit_length()
+
+
+def _longest_utf8(column: pa.ChunkedArray | pa.Array) -> int:
+    """The most UTF-8 bytes of any value of a text column (0 for none), in Arrow."""
+    longest = pc.max(pc.binary_length(column)).as_py() if len(column) else None
+    return longest or 0
 
 
 def limbs_of(kind: str) -> int:
@@ -184,6 +195,8 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
     (|x| < limit.value; default: the kind's whole range) and refused NaN and infinities."""
     if kind == "timestamp":  # as integers: Python's datetime ends at year 9999, DuckDB's TIMESTAMP does not
         column = column.cast(pa.int64())
+    if text_bytes(kind) is not None:
+        return text_limb_arrays(column, name, text_bytes(kind)), _validity(column)
     values = column.to_pylist()
     valid = np.array([v is not None for v in values], dtype=np.uint64)
     scale = decimal_scale(kind)
@@ -202,7 +215,12 @@ def encode(column: pa.ChunkedArray, kind: str, frac: int, limit: Limit | None = 
         return [as_ring(np.array([(v - EPOCH).days if v is not None else 0 for v in values], dtype=np.int64))], valid
     if kind == "fixed":
         return [encode_fixed(np.array([float(v) if v is not None else 0.0 for v in values]), frac)], valid
-    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values, name, text_bytes(kind) or TEXT_LIMBS * LIMB_BYTES)], valid
+    return [np.array(limb, dtype=np.uint64) for limb in text_limbs(values, name)], valid
+
+
+def _validity(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """1 where a value is not NULL, as ring words."""
+    return np.asarray(column.is_valid(), dtype=bool).astype(np.uint64)
 
 
 def check_range(values: list, kind: str, frac: int, limit: Limit | None, name: str,
@@ -243,19 +261,37 @@ def text_limbs(values: list, name: str = "a text value", width: int = TEXT_LIMBS
     """UTF-8 text of at most `width` bytes as ceil(width / LIMB_BYTES) big-endian integers of
     LIMB_BYTES bytes each (NULL as zeros): order-preserving and exactly reversible. A longer value
     is a DataError naming the column and the width (the width classes were agreed before sharing)."""
+    return [limb.tolist() for limb in text_limb_arrays(pa.array(values, pa.large_string()), name, width)]
+
+
+TEXT_CHUNK_ROWS = 1 << 16  # rows whose padded bytes are laid out at once: bounds the temporaries
+
+
+def text_limb_arrays(column: pa.ChunkedArray | pa.Array, name: str = "a text value",
+                     width: int = TEXT_LIMBS * LIMB_BYTES) -> list[np.ndarray]:
+    """`text_limbs` of a text column as uint64 arrays, from its UTF-8 bytes in Arrow: each value's
+    bytes are laid out zero-padded to the limbs' width, and each 7-byte slice read as a big-endian word."""
     count = -(-width // LIMB_BYTES)
-    limbs = [[0] * len(values) for _ in range(count)]
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        raw = v.encode("utf-8")
-        if len(raw) > width:
-            raise DataError(f"column {name!r} has text longer than {width} bytes of UTF-8, its width for this "
-                            f"query; shorten it (e.g. LEFT({name}, {width // 4}): 4 bytes per character at most) first")
-        raw = raw.ljust(count * LIMB_BYTES, b"\0")
-        for k in range(count):
-            limbs[k][i] = int.from_bytes(raw[k * LIMB_BYTES:(k + 1) * LIMB_BYTES], "big")
-    return limbs
+    raw = pc.cast(column, pa.large_binary())
+    raw = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    n = len(raw)
+    lengths = pc.fill_null(pc.binary_length(raw), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if n and lengths.max() > width:
+        raise DataError(f"column {name!r} has text longer than {width} bytes of UTF-8, its width for this "
+                        f"query; shorten it (e.g. LEFT({name}, {width // 4}): 4 bytes per character at most) first")
+    starts = np.frombuffer(raw.buffers()[1], dtype=np.int64)[raw.offset:raw.offset + n] if n else lengths
+    data = raw.buffers()[2] if n else None
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+    padded = count * LIMB_BYTES
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([data, np.zeros(padded, np.uint8)]), padded)
+    limbs = np.empty((count, n), dtype=np.uint64)
+    for lo in range(0, n, TEXT_CHUNK_ROWS):
+        hi = min(n, lo + TEXT_CHUNK_ROWS)
+        text = windows[starts[lo:hi]] * (np.arange(padded) < lengths[lo:hi, None])  # bytes past a value zeroed
+        words = np.zeros((hi - lo, count, 8), dtype=np.uint8)
+        words[:, :, 8 - LIMB_BYTES:] = text.reshape(hi - lo, count, LIMB_BYTES)
+        limbs[:, lo:hi] = words.view(">u8").reshape(hi - lo, count).T
+    return list(limbs)
 
 
 def decode_column(limbs: list[np.ndarray], valid: np.ndarray, kind: str, frac: int,
