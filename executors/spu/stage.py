@@ -19,7 +19,10 @@ of its runs are summed (`relational.group_by(within=...)`); each further owner's
 group's secret rank, not on the group keys, and summed in the same scan. Each owner renumbers its
 provenance 0, 1, ... before sharing it (`dense_rows`), so those sorts compare ceil(log2 n) bits, not
 64. A UNION ALL branch's rows are summed by their public positions. No single count is opened: only
-the keep bit, through the compaction.
+the keep bit, through the compaction. The counts are compared with k on the sorted rows, each
+counted column's [count > 0] (SUM of no value is NULL) side by side in the same comparison, on the
+bits the row count needs, and their B2As and the keep product in one round after it (`count_tests`:
+6 rounds at 10^5 rows for 2 parties, where the threshold took 8 and the empty-group tests 7 more).
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
