@@ -22,6 +22,7 @@ circuit (of -d) and 1 AND round):
                             `arith=True` adds 1 B2A round and returns 0/1 `ArithShare`s.
   mux(s, c, x, y)           c ? x : y = y + c*(x - y): 1 round, also for a BoolShare c (its B2A
                             fused into the product: `mux_bits_many`).
+  bits_times_many(s, items) c * x for XOR-shared bits c (or c's B2A alone), all in 1 round.
   positive_many(s, xs)      [x > 0] for a list of vectors: one comparison with 0 of them all
                             side by side + B2A, 7 rounds (9 for 3 parties) however many.
   sign / abs_               compare with 0 (6) + B2A (1) [+ 1 product for abs].
@@ -176,35 +177,56 @@ def mux_many(s: SpuSession, items: list[tuple[ArithShare, ArithShare, ArithShare
 
 
 def mux_bits_many(s: SpuSession, items: list[tuple[BoolShare, ArithShare, ArithShare]]) -> list[ArithShare]:
-    """[c ? x : y for (c, x, y)] with c XOR-shared bits: ONE round (B2A fused with the product).
-
-    With a dabit r (XOR share rb, additive share ra) and a Beaver triple (a, b, ab), open
-    e = c ^ rb (1 bit), D = ra - a and E = (x - y) - b together; then [r(x-y)] is the Beaver
-    product and, as c = e + r - 2er for public e, c(x-y) = e(x-y) + (1-2e) r(x-y) is local.
-    Everything opened is masked by fresh dealer randomness, as in B2A followed by a product
-    (2 rounds)."""
-    if not items:
-        return []
+    """[c ? x : y for (c, x, y)] with c XOR-shared bits: ONE round (B2A fused with the product,
+    `bits_times_many`)."""
     for _, x, y in items:
         if x.frac != y.frac or x.shape != y.shape:
             raise ProgrammingError("mux: branches have different scales or shapes")
-    sizes = [x.data.size for _, x, _ in items]
-    bits = np.concatenate([np.asarray(c.data).ravel() & ONE for c, _, _ in items])
-    v = np.concatenate([(x.data - y.data).ravel() for _, x, y in items])
-    n = v.size
-    rb, ra = s.dealer.dabit(n)
-    a, b, fetch_c = s.dealer.arith_triple_deferred(n)
-    d_open, e_open, e = s.open_many(arith=[ra - a, v - b], bits=[bits ^ rb])
-    if s.is_first:  # rv = c + d (b + e at party 0) + e a, in b (c may be a read-only correction)
-        b += e_open
-    rv = np.multiply(d_open, b, out=b)
-    rv += np.multiply(e_open, a, out=a)
-    rv += fetch_c()
-    cv = e * v + (ONE - np.uint64(2) * e) * rv
-    out, at = [], 0
-    for (_, x, y), size in zip(items, sizes):
-        out.append(ArithShare(y.data + cv[at:at + size].reshape(y.shape), y.frac))
-        at += size
+    products = bits_times_many(s, [(c, x - y) for c, x, y in items])
+    return [y + p for (_, _, y), p in zip(items, products)]
+
+
+def bits_times_many(s: SpuSession, items: list[tuple[BoolShare, ArithShare | None]]) -> list[ArithShare]:
+    """[c * x for (c, x)] as additive shares, c XOR-shared bits; x None: c itself as a 0/1 integer
+    (its B2A). ONE round for all: the B2As and the products open together.
+
+    With a dabit r (XOR share rb, additive share ra) and a Beaver triple (a, b, ab), open
+    e = c ^ rb (1 bit), D = ra - a and E = x - b together; then [r x] is the Beaver product and,
+    as c = e + r - 2er for public e, c x = e x + (1 - 2e) r x is local. Everything opened is masked
+    by fresh dealer randomness, as in B2A followed by a product (2 rounds)."""
+    if not items:
+        return []
+    for c, x in items:
+        if x is not None and x.data.size != np.size(c.data):
+            raise ProgrammingError(f"bits_times_many: {np.size(c.data)} bits times {x.data.size} values")
+    sizes = [np.size(c.data) for c, _ in items]
+    ends = np.cumsum(sizes)
+    bits = np.concatenate([np.asarray(c.data).ravel() & ONE for c, _ in items])
+    times = [i for i, (_, x) in enumerate(items) if x is not None]
+    rb, ra = s.dealer.dabit(bits.size)
+    if not times:
+        (e,) = s.open_many(bits=[bits ^ rb])
+    else:
+        at = np.concatenate([np.arange(ends[i] - sizes[i], ends[i]) for i in times])
+        v = np.concatenate([items[i][1].data.ravel() for i in times])
+        a, b, fetch_c = s.dealer.arith_triple_deferred(v.size)
+        d_open, e_open, e = s.open_many(arith=[ra[at] - a, v - b], bits=[bits ^ rb])
+        if s.is_first:  # rv = c + d (b + e at party 0) + e a, in b (c may be a read-only correction)
+            b += e_open
+        rv = np.multiply(d_open, b, out=b)
+        rv += np.multiply(e_open, a, out=a)
+        rv += fetch_c()
+        product = e[at] * v + (ONE - np.uint64(2) * e[at]) * rv
+    bit = ra * (ONE - np.uint64(2) * e)
+    if s.is_first:
+        bit += e
+    out, done = [], 0
+    for (c, x), size, end in zip(items, sizes, ends):
+        if x is None:
+            out.append(ArithShare(bit[end - size:end].reshape(np.shape(c.data)), 0))
+        else:
+            out.append(ArithShare(product[done:done + size].reshape(x.shape), x.frac))
+            done += size
     return out
 
 
@@ -338,7 +360,7 @@ def divide(s: SpuSession, x: ArithShare, y: ArithShare, y_bits: int = 32) -> Ari
 
 __all__ = [
     "compare_bits", "less_than", "less_equal", "greater_than", "greater_equal", "equal", "not_equal",
-    "mux", "mux_many", "mux_bits_many", "sign", "abs_", "minimum", "maximum", "min_all", "max_all", "divide",
+    "mux", "mux_many", "mux_bits_many", "bits_times_many", "sign", "abs_", "minimum", "maximum", "min_all", "max_all", "divide",
     "leading_bit",
     "to_arith_bit",
 ]

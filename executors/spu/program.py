@@ -1006,7 +1006,7 @@ def add_noise(s: SpuSession, rel: SecretRelation, noise: dict) -> SecretRelation
     valid = rel.valid
     if noise["threshold"] is not None and rel.n:
         name, at_least = noise["threshold"]
-        valid = arith.beaver_mul(s, valid, _at_least(s, [columns[name].value], at_least))
+        valid = _at_least(s, [columns[name].value], at_least, times=valid)
     return SecretRelation(columns, valid)
 
 

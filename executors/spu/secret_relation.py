@@ -27,7 +27,8 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare
-from sqlsecure.executors.spu.stage import SENTINEL, SV, Stage, _at_least, _sort_keys, _total, level_text, pad_text
+from sqlsecure.executors.spu.stage import (SENTINEL, SV, Stage, _at_least, _sort_keys, _total, count_tests, level_text,
+                                           pad_text, tested_columns)
 from sqlsecure.executors.spu.values import decimal_scale, limb_fracs
 
 AGGREGATE_NODES = {"COUNT": exp.Count, "SUM": exp.Sum, "AVG": exp.Avg, "MIN": exp.Min, "MAX": exp.Max}
@@ -274,7 +275,8 @@ def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> Se
     may be NULL on several rows; those rows are one group, aggregated as `_ungrouped` over them and appended
     as one more row (n + 1 rows, a public size), valid when it holds a row. Rounds: the arguments' + 1
     (weights) + the threshold's comparison, + AVG's division; with the NULL group, + 1 (its weights) + its
-    `_ungrouped` (MIN / MAX tournaments, ceil(log2 n) levels) + 7 (nonempty). Saved: the group sort and its
+    `_ungrouped` (MIN / MAX tournaments, ceil(log2 n) levels, then its bounds, the nonempty tests riding
+    in the first's comparison: `count_tests`). Saved: the group sort and its
     neighbour tests and segmented scans (`relational.group_by`), and the per-aggregate nonempty comparisons
     (a count here is 0 or 1)."""
     names = [name for name, _ in keys] + [a[0] for a in aggregates]
@@ -295,7 +297,7 @@ def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> Se
         columns.update({name: SV([count], _ones(s, rel.n), "int") for (name, _), count in zip(distinct_args, counts)})
         valid = weight
         if threshold is not None:
-            valid = arith.beaver_mul(s, valid, _at_least(s, counts[len(distinct_args):] or [weight], threshold[0]))
+            valid = _at_least(s, counts[len(distinct_args):] or [weight], threshold[0], times=valid, most=1)
         _assert_avg_ranges(s, stage, valid)
         out = SecretRelation({name: columns[name] for name in names}, valid)
     else:
@@ -333,7 +335,12 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     grouped.keys[:] = _offset(grouped.keys, offsets, s, -1)
     results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
     stage.n = n
-    stage.finish_aggregates(plan, results)
+    valid = arith.beaver_mul(s, grouped.last, _ones(s, n) - grouped.keys[0]) if n else _zeros(0)
+    bounded = (grouped.distinct[len(distinct_args):] or [results[0]]) if threshold is not None and n else []
+    # the threshold beside the empty-group tests: one comparison (`count_tests`)
+    valid, nonempty = count_tests(s, bounded, threshold[0] if bounded else 0, [results[c] for c in tested_columns(plan)],
+                                  times=valid, most=n)
+    stage.finish_aggregates(plan, results, nonempty=nonempty)
     columns, i = {}, 1
     for (name, _), v in zip(keys, key_values):
         columns[name] = SV(grouped.keys[i + 1:i + 1 + len(v.limbs)], grouped.keys[i], v.kind)
@@ -343,9 +350,6 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
         columns[name] = stage.aggs[node.sql(dialect="duckdb")]
     for (name, _), count in zip(distinct_args, counts):
         columns[name] = SV([count], _ones(s, n), "int")
-    valid = arith.beaver_mul(s, grouped.last, _ones(s, n) - grouped.keys[0]) if n else _zeros(0)
-    if threshold is not None and n:
-        valid = arith.beaver_mul(s, valid, _at_least(s, counts[len(distinct_args):] or [results[0]], threshold[0]))
     _assert_avg_ranges(s, stage, valid)
     return SecretRelation(columns, valid)
 
@@ -359,17 +363,19 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                for limb in stage.text_extreme_limbs()]
     stage.n = 1
-    stage.finish_aggregates(plan, totals)
     counts = [stage.distinct_total(w, v.limbs) if n else _zeros(1) for w, v in
               _weighted(s, rel, [e for _, e in distinct_args] + provenance)]
+    bounds = [(counts[len(distinct_args):] or [totals[0]], threshold[0])] if threshold is not None else []
+    bounds += [([totals[0]], 1)] if as_group else []
+    # the empty-group tests ride in the first bound's comparison (`count_tests`)
+    valid, nonempty = count_tests(s, *(bounds[0] if bounds else ([], 0)), [totals[c] for c in tested_columns(plan)],
+                                  times=None if bounds else _ones(s, 1), most=n)
+    for counted, k in bounds[1:]:
+        valid = _at_least(s, counted, k, times=valid, most=n)
+    stage.finish_aggregates(plan, totals, nonempty=nonempty)
     columns = {name: stage.aggs[node.sql(dialect="duckdb")] for name, node in plain}
     for (name, _), count in zip(distinct_args, counts):
         columns[name] = SV([count], _ones(s, 1), "int")
-    bounds = [(counts[len(distinct_args):] or [totals[0]], threshold[0])] if threshold is not None else []
-    bounds += [([totals[0]], 1)] if as_group else []
-    valid = _ones(s, 1)
-    for counted, k in bounds:
-        valid = _at_least(s, counted, k) if len(bounds) == 1 else arith.beaver_mul(s, valid, _at_least(s, counted, k))
     _assert_avg_ranges(s, stage, valid)
     return SecretRelation(columns, valid)
 

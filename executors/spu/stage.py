@@ -19,7 +19,10 @@ of its runs are summed (`relational.group_by(within=...)`); each further owner's
 group's secret rank, not on the group keys, and summed in the same scan. Each owner renumbers its
 provenance 0, 1, ... before sharing it (`dense_rows`), so those sorts compare ceil(log2 n) bits, not
 64. A UNION ALL branch's rows are summed by their public positions. No single count is opened: only
-the keep bit, through the compaction.
+the keep bit, through the compaction. The counts are compared with k on the sorted rows, each
+counted column's [count > 0] (SUM of no value is NULL) side by side in the same comparison, on the
+bits the row count needs, and their B2As and the keep product in one round after it (`count_tests`:
+6 rounds at 10^5 rows for 2 parties, where the threshold took 8 and the empty-group tests 7 more).
 
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
@@ -46,19 +49,19 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
+from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.executors.spu.join_inputs import joined_inputs
 from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, MICROS_PER_DAY, TEXT_LIMBS,
                                            decimal_scale, decimal_scales, decode_column, encode, limb_fracs,
                                            limbs_of, quotient_bits, range_kind, shared_kind, text_bytes, text_kind,
                                            text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
-from sqlsecure.executors.spu import approximation, arith, compare, functions, like, relational
+from sqlsecure.executors.spu import approximation, arith, boolean, compare, functions, like, relational
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, EXTREMES, MAX_DECIMAL_SCALE, ROUNDING,
                                            TRIG, RangePlan, calendar_interval, choices, constant, decimal_literal,
                                            decimal_scale_of, input_limits, interval_months,
                                            is_geodist, literal_value as literal_number, rounding_digits, whole_power)
-from sqlsecure.executors.spu.shares import ArithShare, as_ring
+from sqlsecure.executors.spu.shares import ArithShare, BoolShare, as_ring
 from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
 from sqlsecure.planner.dialects.common import round_half_even
 from sqlsecure.planner.dialects.postgres import checked_value
@@ -832,6 +835,7 @@ class Stage:
         self.values: dict[int, tuple] = {}  # id(node) -> (node, its value) under a rounding (`_remembered`)
         self.error_bounds: dict[tuple, tuple] = {}  # (id(node), rows) -> (node, its error bound): `approximation`
         self.rounding_depth = 0  # how many roundings `ev` is inside
+        self.all_rows: ArithShare | None = None  # the public weight of every row, where no filter or join weighs them
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -1808,54 +1812,75 @@ class Stage:
 
     # -- aggregates -----------------------------------------------------------------------------
     def aggregate_inputs(self, nodes: list[exp.AggFunc], weight: ArithShare):
-        """(kind, column) inputs of the group-by / totals, and how to finish each aggregate."""
-        s, plan, inputs = self.s, [], [("sum", weight)]  # input 0: the rows of each group
-        for node in nodes:
-            if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):
+        """(kind, column) inputs of the group-by / totals, and how to finish each aggregate. Two product
+        rounds for all aggregates (each value's weight, then the weighted values: `weighted`), one where
+        every row counts (`weight` is `all_rows`: a value's weight is its validity)."""
+        plan, inputs, limbs = [], [("sum", weight)], []  # input 0: the rows of each group
+        values = [None if isinstance(node, exp.Count) and isinstance(node.this, exp.Star) else self._argument(node)
+                  for node in nodes]
+        weights = iter(self.weighted(weight, [v.valid for v in values if v is not None]))
+        for node, v in zip(nodes, values):
+            if v is None:
                 plan.append((node, "count", 0, None))
                 continue
-            if isinstance(node.this, exp.Distinct):
-                raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
-            v = self.secret(self.ev(node.this))
-            w = arith.beaver_mul(s, weight, v.valid)
+            w = next(weights)
             inputs.append(("sum", w))
             counted = len(inputs) - 1
             if decimal_scale(v.kind) is not None and isinstance(node, exp.Avg):  # fixed-point sum, then exact
-                inputs += [self._aggregate_input(exp.Sum(), w, limb) for limb in reversed(v.limbs)]
+                inputs += [self._aggregate_input(exp.Sum(), w, limb, limbs) for limb in reversed(v.limbs)]
                 plan.append((node, "avg", counted, (len(inputs) - 2, "fixed", len(inputs) - 1, decimal_scale(v.kind))))
             elif decimal_scale(v.kind) is not None and isinstance(node, (exp.Sum, exp.Min, exp.Max)):
                 plan.append((node, "sum" if isinstance(node, exp.Sum) else "extreme", counted,
                              (len(inputs), v.kind, len(inputs) + 1)))
-                inputs += [self._aggregate_input(node, w, limb) for limb in v.limbs]  # exact, then fixed
+                inputs += [self._aggregate_input(node, w, limb, limbs) for limb in v.limbs]  # exact, then fixed
             elif isinstance(node, exp.Count):
                 plan.append((node, "count", counted, None))
             elif isinstance(node, (exp.Sum, exp.Avg)):
-                if v.kind not in ("int", "fixed") and not (v.kind == "bool" and isinstance(node, exp.Sum)):
-                    raise NotSupportedError(f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of "
-                                            f"{v.kind} values in secure computation")
-                inputs.append(("sum", arith.beaver_mul(s, w, v.value).with_frac(v.value.frac)))
+                inputs.append(self._aggregate_input(exp.Sum(), w, v.value, limbs))
                 kind = "int" if v.kind == "bool" else v.kind  # SUM of booleans counts the true ones, as in DuckDB
                 plan.append((node, "avg" if isinstance(node, exp.Avg) else "sum", counted, (len(inputs) - 1, kind)))
             elif isinstance(node, (exp.Min, exp.Max)) and v.kind == "text":
                 self.text_extremes.append((isinstance(node, exp.Max), w, v.limbs))
                 plan.append((node, "text_extreme", counted, len(self.text_extremes) - 1))
-            elif isinstance(node, (exp.Min, exp.Max)):
-                inputs.append(self._aggregate_input(node, w, v.value))
-                plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
             else:
-                raise NotSupportedError(f"{node.sql()} in secure computation")
-        return inputs, plan
+                inputs.append(self._aggregate_input(node, w, v.value, limbs))
+                plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
+        products = iter(arith.beaver_mul_many(self.s, limbs))
+        return [(kind, column if isinstance(column, ArithShare) else column(next(products)))
+                for kind, column in inputs], plan
 
-    def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare) -> tuple[str, ArithShare]:
+    def _argument(self, node: exp.AggFunc) -> SV:
+        """The secret value an aggregate takes; refused by name where the SPU does not aggregate it."""
+        if isinstance(node.this, exp.Distinct):
+            raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
+        if not isinstance(node, (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)):
+            raise NotSupportedError(f"{node.sql()} in secure computation")
+        v = self.secret(self.ev(node.this))
+        if (isinstance(node, (exp.Sum, exp.Avg)) and decimal_scale(v.kind) is None
+                and v.kind not in ("int", "fixed") and not (v.kind == "bool" and isinstance(node, exp.Sum))):
+            raise NotSupportedError(f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of "
+                                    f"{v.kind} values in secure computation")
+        return v
+
+    def weighted(self, weight: ArithShare, valid: list[ArithShare]) -> list[ArithShare]:
+        """weight * each validity, in one product round; none where every row counts (`all_rows`)."""
+        if weight is self.all_rows:
+            return list(valid)
+        return arith.beaver_mul_many(self.s, [(weight, v) for v in valid])
+
+    def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare, products: list) -> tuple:
         """One limb's input of SUM (its weighted value) or MIN / MAX (its value, the fill where the row
-        does not count)."""
-        s = self.s
+        does not count): (kind, a function of the product w * (limb - fill)), the product appended to
+        `products` for one batched round (`aggregate_inputs`)."""
         if isinstance(node, exp.Sum):
-            return "sum", arith.beaver_mul(s, w, limb).with_frac(limb.frac)
+            products.append((w, limb))
+            return "sum", lambda p: p.with_frac(limb.frac)
         take_max = isinstance(node, exp.Max)
         # the sentinel in ring units whatever the scale (scaling it by 2^frac would wrap to 0)
-        fill = arith.public(s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
-        return ("max" if take_max else "min"), compare.mux(s, w, limb, ArithShare(fill.data, limb.frac))
+        fill = arith.public(self.s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
+        fill = ArithShare(fill.data, limb.frac)
+        products.append((w, limb - fill))  # w ? limb : fill = fill + w (limb - fill)
+        return ("max" if take_max else "min"), lambda p: fill + p.with_frac(limb.frac)
 
     def text_extreme_limbs(self, group_keys=(), key_bits=None) -> list[ArithShare]:
         """MIN/MAX of text per group, at each group's last sorted row (where `group_by` puts its
@@ -1873,12 +1898,11 @@ class Stage:
     def count_distinct(self, node: exp.Count, weight: ArithShare) -> SV:
         """COUNT(DISTINCT x) over all rows: sort (weight, x) obliviously, count where a new run of a
         counted value starts. Reveals nothing but the row count."""
-        s = self.s
         args = node.this.expressions
         if len(args) != 1:
             raise NotSupportedError("COUNT(DISTINCT a, b) in secure computation")
         v = self.secret(self.ev(args[0]))
-        return SV([self.distinct_total(arith.beaver_mul(s, weight, v.valid), v.limbs)], self.ones(1), "int")
+        return SV([self.distinct_total(self.weighted(weight, [v.valid])[0], v.limbs)], self.ones(1), "int")
 
     def distinct_total(self, weight: ArithShare, limbs: list[ArithShare], bits: tuple[int, ...] | None = None
                        ) -> ArithShare:
@@ -1906,18 +1930,23 @@ class Stage:
         not NULL (a LEFT JOIN's unmatched rows are none of that owner's rows); and the weights alone of
         those whose rows appear once at most (their distinct rows are their weighted rows: no sort, so
         the traffic stays a function of the sizes)."""
-        weights = {c: arith.beaver_mul(self.s, weight, self.cols[c].valid) for c in self.step.distinct_rows}
+        columns = list(self.step.distinct_rows)
+        weights = dict(zip(columns, self.weighted(weight, [self.cols[c].valid for c in columns])))
         bits = {c: (self.provenance_bits[c],) if c in self.provenance_bits else None for c in weights}
         return ([relational.Counted(w, (self.cols[c].value,), bits[c]) for c, w in weights.items() if c not in self.once],
                 [w for c, w in weights.items() if c in self.once])
 
-    def finish_aggregates(self, plan, results: list[ArithShare], counts_are_bits: bool = False) -> None:
+    def finish_aggregates(self, plan, results: list[ArithShare], counts_are_bits: bool = False,
+                          nonempty: list[ArithShare] | None = None) -> None:
         """Each aggregate from its group's inputs (`aggregate_inputs`); `counts_are_bits`: every count is 0 or
-        1 (a group of one row: `secret_relation._per_row`), so it is its own nonempty bit (no comparison)."""
+        1 (a group of one row: `secret_relation._per_row`), so it is its own nonempty bit (no comparison).
+        `nonempty`: the [count > 0] bits of `tested_columns(plan)`, where the caller tested them with its
+        group threshold (`count_tests`); else they are tested here, all in one comparison."""
         s = self.s
-        # each counted column's groups tested once, all in one comparison; a COUNT needs no test
-        tested = [] if counts_are_bits else sorted({counted for _, kind, counted, _ in plan if kind != "count"})
-        nonempty_of = dict(zip(tested, compare.positive_many(s, [results[c] for c in tested])))
+        tested = [] if counts_are_bits else tested_columns(plan)
+        if nonempty is None:
+            nonempty = compare.positive_many(s, [results[c] for c in tested])
+        nonempty_of = dict(zip(tested, nonempty))
         for node, kind, counted, value in plan:
             count = results[counted]
             nonempty, n = count if counts_are_bits else nonempty_of.get(counted), len(count)
@@ -1984,6 +2013,12 @@ class Stage:
                             f"(|sum| < {AVG_LIMIT:g}); use SUM and COUNT instead")
 
 
+def tested_columns(plan) -> list[int]:
+    """The counted columns (`Stage.aggregate_inputs`' plan) whose groups are tested for emptiness, each
+    once: SUM, AVG, MIN and MAX of no value are NULL; a COUNT needs no test (its value is the count)."""
+    return sorted({counted for _, kind, counted, _ in plan if kind != "count"})
+
+
 def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
     """One aggregate input over all rows. No rows: SUM's 0, and for MIN/MAX the fill (its count, 0,
     makes the aggregate NULL)."""
@@ -1995,16 +2030,41 @@ def _total(s: SpuSession, kind: str, column: ArithShare) -> ArithShare:
     return compare.min_all(s, column) if kind == "min" else compare.max_all(s, column)
 
 
-def _at_least(s: SpuSession, counts: list[ArithShare], k: int) -> ArithShare:
-    """0/1 share: every count (of a group, or of the whole relation) is at least k. The group
-    threshold: one count per protected owner; one batched comparison, then the ANDs."""
-    n = len(counts[0])
-    bits = compare.greater_equal(s, arith.concat(counts), arith.public(s, np.full(n * len(counts), k, dtype=np.int64)),
-                                 arith=True)
-    out = bits[0:n]
-    for i in range(1, len(counts)):
-        out = arith.beaver_mul(s, out, bits[i * n:(i + 1) * n])
-    return out
+def _at_least(s: SpuSession, counts: list[ArithShare], k: int, times: ArithShare | None = None,
+              most: int | None = None) -> ArithShare:
+    """0/1 share: every count (of a group, or of the whole relation) is at least k, times `times` if
+    given (`count_tests`)."""
+    return count_tests(s, counts, k, (), times, most)[0]
+
+
+def count_tests(s: SpuSession, counts: list[ArithShare], k: int, tested: list[ArithShare] = (),
+                times: ArithShare | None = None, most: int | None = None) -> tuple[ArithShare, list[ArithShare]]:
+    """(every count >= k, times `times` if given; [t > 0] of each tested count), 0/1 integer shares
+    (no counts: `times` as it is).
+    The group threshold (one count per protected owner) beside the empty-group tests (SUM of no value
+    is NULL) of the same rows: one comparison of them all side by side, on the bits that `most`, the
+    largest a count can be, needs (64 without); the counts' ANDs in a balanced tree; then ONE round
+    for every B2A and the product with `times` (`compare.bits_times_many`). Rounds: C + ceil(log2
+    len(counts)) + 1, C for 2 parties log2 of the comparison's lane (6 on 64 bits; counts of at most
+    10^5 rows: 5, 10^4: 4), 2 more for 3 parties; was C + len(counts) on 64 bits for the threshold,
+    + 1 for its product and C + 1 more for the tests (tests/test_spu_outside_rounds.py)."""
+    xs = [*counts, *tested]
+    if not xs:
+        return times, []
+    n = len(xs[0])
+    if any(x.frac or len(x) != n for x in counts) or any(len(x) != n for x in tested):
+        raise ProgrammingError("count_tests: counts are integers of one length")
+    bounds = np.concatenate([np.full(n, k if i < len(counts) else 1, dtype=np.uint64) for i in range(len(xs))])
+    d = np.concatenate([x.data.ravel() for x in xs]) - (bounds if s.is_first else np.uint64(0))
+    width = 64 if most is None else min(64, max(most, k, 1).bit_length() + 1)
+    lt, _ = compare.compare_bits(s, d, want_eq=False, bits=width)  # raw t >= 1 is t > 0 at any scale
+    at_least = lt ^ np.uint64(1) if s.is_first else lt
+    parts = [at_least[i * n:(i + 1) * n] for i in range(len(xs))]
+    every = [] if not counts else [boolean.and_tree_bits(s, parts[:len(counts)]).astype(np.uint64)
+                                   if len(counts) > 1 else parts[0]]
+    out = compare.bits_times_many(s, [*((BoolShare(bit, 1), times) for bit in every),
+                                      *((BoolShare(bit, 1), None) for bit in parts[len(counts):])])
+    return (out[0] if counts else times), out[len(every):]
 
 
 def _columns(values: list[SV]) -> list[ArithShare]:
@@ -2056,7 +2116,7 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
     else:
         stage = _shared_inputs(s, step, inputs, kinds, n, union_rows, ranges)
         stage.union_rows = dict(union_rows or {}) if step.union else {}
-        weight = stage.ones()
+        weight = stage.all_rows = stage.ones()  # every row counts, until a filter: `Stage.weighted`
     for sql in step.filters:
         stage.weight = weight
         weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
@@ -2178,12 +2238,15 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             else:
                 results += stage.text_extreme_limbs(key_cols)
             counts = [*grouped.distinct, *grouped.aggregates[len(agg_inputs):]]
-            keep = arith.beaver_mul(s, grouped.last, _at_least(s, counts or [results[0]], threshold))
+            # the threshold and the empty-group tests in one comparison on the sorted rows (counts <= n)
+            keep, nonempty = count_tests(s, counts or [results[0]], threshold, [results[c] for c in tested_columns(plan)],
+                                         times=grouped.last, most=len(grouped.last))
             if having is None:
                 # keep the groups first: AVG's divisions and range checks then run on the kept groups,
                 # not on every sorted row (the compaction opens the same count either way)
-                kept = relational.compact(s, keep, [*group_keys, *results])
-                group_keys, results = kept[:len(group_keys)], kept[len(group_keys):]
+                kept = relational.compact(s, keep, [*group_keys, *results, *nonempty])
+                group_keys, results, nonempty = (kept[:len(group_keys)], kept[len(group_keys):len(kept) - len(nonempty)],
+                                                 kept[len(kept) - len(nonempty):])
             stage.n = len(results[0])
             i = 0
             for g, k in zip(step.group_by, keys):
@@ -2191,7 +2254,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                                                                  group_keys[i], k.kind)
                 i += 1 + len(k.limbs)
             checks = len(stage.out_of_range)
-            stage.finish_aggregates(plan, results)
+            stage.finish_aggregates(plan, results, nonempty=nonempty)
             if having is not None:  # sorted rows, not groups: count only the kept groups' range checks
                 stage.out_of_range[checks:] = [arith.beaver_mul(s, bit, keep) for bit in stage.out_of_range[checks:]]
             stage.weight = keep if having is not None else None  # the groups a refusal counts (`_refuse_counted`)
@@ -2206,11 +2269,12 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                 totals.append(_total(s, kind, column))
             totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                        for limb in stage.text_extreme_limbs()]
-            stage.finish_aggregates(plan, totals)
-            stage.aggs.update(distinct_counts)
             counts = [stage.distinct_total(c.weight, list(c.values), c.bits) for c in provenance]
             counts += [arith.total(b) for b in branches]
-            flag = _at_least(s, counts or [totals[0]], threshold if step.threshold else 0)
+            flag, nonempty = count_tests(s, counts or [totals[0]], threshold if step.threshold else 0,
+                                         [totals[c] for c in tested_columns(plan)], most=n)
+            stage.finish_aggregates(plan, totals, nonempty=nonempty)
+            stage.aggs.update(distinct_counts)
             stage.weight = flag
             if having is not None:
                 flag = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
