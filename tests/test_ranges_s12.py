@@ -16,7 +16,7 @@ import sqlglot
 from sqlglot import exp
 
 from sqlsecure.engine import Engine
-from sqlsecure.errors import PolicyViolation
+from sqlsecure.errors import DataError, PolicyViolation
 from sqlsecure.planner.row_counts import class_of_rows, counted_rows, never_zero, query_rows
 from tests.test_translate import hospital_federation, union_of  # noqa: F401 (a fixture)
 
@@ -170,3 +170,56 @@ def test_a_rounding_to_the_supported_digits_never_moves_a_value_beyond_the_bound
     assert shown[0] == computed[0]  # 1.2300415: rounding to 1.23 would move it by 4.2e-5 > b
     assert shown[1] == 1.23 and shown[2] == 1.0  # within b of 4 decimals: money rounds back
     assert all(abs(s - c) <= bound for s, c in zip(shown, computed))
+
+
+# -- 2. a SUM of products with a DOUBLE factor, compared or rounded, guarded by its proven error -------------
+# Each row's product errs by |y| err(x) + |x| err(y) + a truncation (1e-5 is held as 2^-16: x 1000, 345 units
+# of 2^-16 per row), and a SUM adds its rows' errors. The guard took 4 units for any SUM, so a sum 6 units
+# from the constant (just past the old guard) was compared on the SPU's side of it, not DuckDB's. The rows'
+# bounds are now summed beside the aggregate (`Stage.aggregate_errors`) and a group within them refuses.
+GROUP = 10  # rows of group 1: x = 1e-5, y = 1000 (DuckDB's sum 0.1, the SPU's 10 * 1000 * 2^-16 = 0.1526)
+PRODUCTS = "FROM bank.t a JOIN corp.u b ON a.id = b.id"
+JUST_PAST_THE_OLD_GUARD = 0.1001  # 1e-4 = 6.6 units of 2^-16 above DuckDB's sum: the old guard took 5
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """bank.t(id, g, x) and corp.u(id, y): group 1 the sum above, group 2 exact values far from any constant,
+    group 3 NULLs on either side (not counted)."""
+    import pyarrow as pa
+
+    g = [1] * GROUP + [2] * 4 + [3] * 2
+    x = [1e-5] * GROUP + [0.5, 0.25, 2.0, 1.5] + [None, 3.0]
+    y = [1000.0] * GROUP + [4.0, 8.0, 1.0, 2.0] + [5.0, None]
+    ids = pa.array(range(len(g)), pa.int64())
+    tables = {"bank": {"t": pa.table({"id": ids, "g": pa.array(g, pa.int64()), "x": pa.array(x, pa.float64())})},
+              "corp": {"u": pa.table({"id": ids, "y": pa.array(y, pa.float64())})}}
+    path = federation_writer(tmp_path_factory.mktemp("products"), tables, plaintext_grants(("bank", "corp")),
+                             parties=("bank", "corp"), min_group_size=0, group_sums="spu")
+    with Engine(path, timeout=120) as engine:
+        yield oracle_for(engine)
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT a.g, SUM(a.x * b.y) > {JUST_PAST_THE_OLD_GUARD} AS above {PRODUCTS} GROUP BY a.g",
+    f"SELECT a.g FROM bank.t a JOIN corp.u b ON a.id = b.id GROUP BY a.g HAVING SUM(a.x * b.y) > {JUST_PAST_THE_OLD_GUARD}",
+    f"SELECT a.g, AVG(a.x * b.y) < 0.0099 AS below {PRODUCTS} GROUP BY a.g",
+    f"SELECT SUM(a.x * b.y) > {JUST_PAST_THE_OLD_GUARD} AS above {PRODUCTS} WHERE a.g = 1",
+    f"SELECT a.g, ROUND(SUM(a.x * b.y), 1) AS r {PRODUCTS} GROUP BY a.g",
+])
+def test_a_sum_of_double_products_within_its_proven_error_refuses(products, sql):
+    """DuckDB: 0.1 below the constant; the SPU's 0.1526 above it: refused (DataError), never the wrong side."""
+    assert products.engine.check(sql, "bank") is None
+    with pytest.raises(DataError, match="within their error|rounding boundary|round"):
+        products.engine.execute(sql, "bank")
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT a.g, SUM(a.x * b.y) > 1.0 AS above, SUM(a.x * b.y) < -1 AS below {PRODUCTS} GROUP BY a.g",
+    f"SELECT a.g, COUNT(*) AS n {PRODUCTS} GROUP BY a.g HAVING SUM(a.x * b.y) > 0.5",
+    f"SELECT a.g, AVG(a.x * b.y) > 0.5 AS above {PRODUCTS} WHERE a.g > 1 GROUP BY a.g",
+    f"SELECT a.g, ROUND(SUM(a.x * b.y), 1) AS r {PRODUCTS} WHERE a.g > 1 GROUP BY a.g",
+])
+def test_a_sum_of_double_products_beyond_its_proven_error_matches_duckdb(products, sql):
+    assert products.engine.check(sql, "bank") is None
+    products.check(sql, "bank")

@@ -831,6 +831,8 @@ class Stage:
         self.values: dict[int, tuple] = {}  # id(node) -> (node, its value) under a rounding (`_remembered`)
         self.error_bounds: dict[tuple, tuple] = {}  # (id(node), rows) -> (node, its error bound): `approximation`
         self.rounding_depth = 0  # how many roundings `ev` is inside
+        self.aggregate_errors: dict[str, ArithShare] = {}  # SUM / AVG of an amplified encoding -> its groups'
+        # summed per-row error bounds (ring units), for the guard of a comparison or rounding of it (`approximation`)
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -1815,10 +1817,14 @@ class Stage:
                 continue
             if isinstance(node.this, exp.Distinct):
                 raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
-            v = self.secret(self.ev(node.this))
+            amplified = isinstance(node, (exp.Sum, exp.Avg)) and approximation.amplified_encoding(node.this)
+            v, row_error = self._with_error(node.this) if amplified else (self.secret(self.ev(node.this)), None)
             w = arith.beaver_mul(s, weight, v.valid)
             inputs.append(("sum", w))
             counted = len(inputs) - 1
+            if row_error is not None:  # summed beside the aggregate: its group's error bound
+                inputs.append(("sum", arith.beaver_mul(s, w, row_error)))
+                plan.append((node, "error", counted, len(inputs) - 1))
             if decimal_scale(v.kind) is not None and isinstance(node, exp.Avg):  # fixed-point sum, then exact
                 inputs += [self._aggregate_input(exp.Sum(), w, limb) for limb in reversed(v.limbs)]
                 plan.append((node, "avg", counted, (len(inputs) - 2, "fixed", len(inputs) - 1, decimal_scale(v.kind))))
@@ -1844,6 +1850,24 @@ class Stage:
             else:
                 raise NotSupportedError(f"{node.sql()} in secure computation")
         return inputs, plan
+
+    def _with_error(self, e: exp.Expression) -> tuple[SV, ArithShare]:
+        """(e's value, its per-row error bound against DuckDB's doubles in ring units, an integer share):
+        `approximation.error_bound` over the values of e's nodes, remembered while e is evaluated as under
+        a rounding. For a SUM or AVG of a product whose factor is a DOUBLE's encoding, whose error grows
+        with the factors' magnitudes and the rows summed (`aggregate_inputs`)."""
+        self.rounding_depth += 1
+        try:
+            v = self.secret(self.ev(e))
+            bound = approximation.error_bound(self, e, len(v.valid))
+        finally:
+            self.rounding_depth -= 1
+            if not self.rounding_depth:
+                self.values.clear()
+                self.error_bounds.clear()
+        if not isinstance(bound, ArithShare):
+            bound = arith.public(self.s, np.full(len(v.valid), math.ceil(bound), dtype=np.int64))
+        return v, bound
 
     def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare) -> tuple[str, ArithShare]:
         """One limb's input of SUM (its weighted value) or MIN / MAX (its value, the fill where the row
@@ -1922,6 +1946,8 @@ class Stage:
             nonempty, n = count if counts_are_bits else nonempty_of.get(counted), len(count)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
+            elif kind == "error":  # the summed per-row bounds of a SUM / AVG (`aggregate_inputs`)
+                self.aggregate_errors[node.sql(dialect="duckdb")] = results[value]
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
                 limbs = [results[i] for i in (value[0], *value[2:])]
                 self.aggs[node.sql(dialect="duckdb")] = SV(limbs, nonempty, value[1])
