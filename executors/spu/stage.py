@@ -1811,14 +1811,15 @@ class Stage:
     def aggregate_inputs(self, nodes: list[exp.AggFunc], weight: ArithShare):
         """(kind, column) inputs of the group-by / totals, and how to finish each aggregate."""
         s, plan, inputs = self.s, [], [("sum", weight)]  # input 0: the rows of each group
+        guarded = self.guarded_aggregates() if nodes else set()
         for node in nodes:
             if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):
                 plan.append((node, "count", 0, None))
                 continue
             if isinstance(node.this, exp.Distinct):
                 raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
-            amplified = isinstance(node, (exp.Sum, exp.Avg)) and approximation.amplified_encoding(node.this)
-            v, row_error = self._with_error(node.this) if amplified else (self.secret(self.ev(node.this)), None)
+            v, row_error = self._with_error(node.this) if node.sql(dialect="duckdb") in guarded else \
+                (self.secret(self.ev(node.this)), None)
             w = arith.beaver_mul(s, weight, v.valid)
             inputs.append(("sum", w))
             counted = len(inputs) - 1
@@ -1851,21 +1852,31 @@ class Stage:
                 raise NotSupportedError(f"{node.sql()} in secure computation")
         return inputs, plan
 
-    def _with_error(self, e: exp.Expression) -> tuple[SV, ArithShare]:
-        """(e's value, its per-row error bound against DuckDB's doubles in ring units, an integer share):
-        `approximation.error_bound` over the values of e's nodes, remembered while e is evaluated as under
-        a rounding. For a SUM or AVG of a product whose factor is a DOUBLE's encoding, whose error grows
-        with the factors' magnitudes and the rows summed (`aggregate_inputs`)."""
+    def guarded_aggregates(self) -> set[str]:
+        """The SUMs and AVGs of an amplified encoding (`approximation.amplified_encoding`: a product with a
+        DOUBLE factor) that a guarded comparison or rounding of this stage's outputs or HAVING reads: their
+        error grows with the factors' magnitudes and the rows summed, so `aggregate_inputs` sums each row's
+        bound beside them. Others (revealed or sorted only) pay nothing."""
+        sqls = [sql for _, sql in getattr(self.step, "outputs", ())] + [getattr(self.step, "having", None) or "TRUE"]
+        return {agg.sql(dialect="duckdb") for e in map(_parse, sqls) for node in e.walk()
+                if approximation.is_rounding(node) or (isinstance(node, (*COMPARISONS, exp.In, exp.Nullif))
+                                                       and approximation.needs_comparison_guard(node))
+                for agg in node.find_all(exp.Sum, exp.Avg) if approximation.amplified_encoding(agg.this)}
+
+    def _with_error(self, e: exp.Expression) -> tuple[SV, ArithShare | None]:
+        """(e's value, its per-row error bound against DuckDB's doubles in ring units, an integer share, or
+        None where e is not fixed point: exact, a DECIMAL's limbs): `approximation.error_bound` over the
+        values of e's nodes, remembered while e is evaluated as under a rounding (`guarded_aggregates`)."""
         self.rounding_depth += 1
         try:
             v = self.secret(self.ev(e))
-            bound = approximation.error_bound(self, e, len(v.valid))
+            bound = approximation.error_bound(self, e, len(v.valid)) if v.kind == "fixed" else None
         finally:
             self.rounding_depth -= 1
             if not self.rounding_depth:
                 self.values.clear()
                 self.error_bounds.clear()
-        if not isinstance(bound, ArithShare):
+        if isinstance(bound, float):
             bound = arith.public(self.s, np.full(len(v.valid), math.ceil(bound), dtype=np.int64))
         return v, bound
 
