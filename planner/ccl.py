@@ -42,9 +42,11 @@ from sqlglot import exp
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.pushdown_typing import annotated
-from sqlsecure.planner.ccl_rules import Rule, failing_arguments, function_name, guarded_arguments, rule_of, type_class
+from sqlsecure.planner.ccl_rules import (Rule, failing_arguments, function_name, guarded_arguments, magnitude, rule_of,
+                                        type_class)
 from sqlsecure.planner.dialects.postgres import checked_value
 from sqlsecure.planner.logical import aggregates_in
+from sqlsecure.planner.row_counts import class_of_rows, counted_rows, counts_rows, derived_class, from_item
 from sqlsecure.policy.grants import ColumnRef, Constraint, Grants
 
 C = Constraint
@@ -167,6 +169,7 @@ class CCLInference:
         self.noised = noised  # DP noises the results: nothing computed before the noise may fail on a value
         self.pushed_down = False  # the query reads one party's tables: its DuckDB runs it whole, no SPU guard
         self.checking = True  # False once asked for visibility only (EXPLAIN): nested ORDER BYs are not enforced
+        self.sizes: dict[str, dict[str, int]] = {}  # party -> its published sizes, for counts' classes
 
     # -- operators ------------------------------------------------------------------------
     def outputs(self, query: exp.Expression, ctes: dict[str, exp.Expression], check: bool,
@@ -429,18 +432,23 @@ class CCLInference:
                     "rounding boundary or of what it is compared with, before any noise, and noise cannot hide a "
                     "failure; round or compare exact (integer or DECIMAL) values, or round the noised result yourself")
 
-    def _magnitude_class(self, column: exp.Column) -> int | None:
-        """The published magnitude class of a column read straight from a base table of its own SELECT, else its
-        integer type's (a derived table's column may hold anything computed from it: no class)."""
-        select = column.find_ancestor(exp.Select)
-        items = [select.args["from_"].this] if select is not None and select.args.get("from_") else []
-        items += [j.this for j in select.args.get("joins") or []] if select is not None else []
-        table = next((t for t in items if isinstance(t, exp.Table) and t.db and t.alias_or_name == column.table),
-                     None)
-        if table is None:
-            return None
-        published = self.catalog.magnitudes(table.db, table.name, (column.name,)) if self.catalog.magnitudes else {}
-        return published.get(column.name, type_class(self.catalog.column_type(table.db, table.name, column.name)))
+    def _magnitude_class(self, e: exp.Expression) -> int | None:
+        """The magnitude class of a value (`ccl_rules.magnitude`): a count's from the published sizes of the rows
+        it counts; a column read straight from a base table of its own SELECT its published class, else its
+        integer type's; a CTE's or subquery's column the class of the expressions defining it."""
+        if counts_rows(e):
+            return class_of_rows(counted_rows(e, self._sizes))
+        table = from_item(e)
+        if table is None or not (isinstance(table, exp.Table) and table.db):
+            return derived_class(e, lambda defining: magnitude(defining, self._magnitude_class))
+        published = self.catalog.magnitudes(table.db, table.name, (e.name,)) if self.catalog.magnitudes else {}
+        return published.get(e.name, type_class(self.catalog.column_type(table.db, table.name, e.name)))
+
+    def _sizes(self, party: str) -> dict[str, int]:
+        """A party's published sizes (table -> rows rounded up to a power of two), asked once."""
+        if party not in self.sizes:
+            self.sizes[party] = self.catalog.sizes(party) if self.catalog.sizes is not None else {}
+        return self.sizes[party]
 
     def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are

@@ -25,6 +25,7 @@ import math
 from sqlglot import exp
 
 from sqlsecure.planner.dialects.postgres import checked_value
+from sqlsecure.planner.row_counts import counts_rows, never_zero
 
 
 class Rule(enum.Enum):
@@ -150,11 +151,13 @@ def rule_of(e: exp.Expression) -> Rule | None:
 
 def domain_arguments(e: exp.Expression) -> list[exp.Expression]:
     """The arguments of a partial function (`PARTIAL`) whose values decide whether a row fails the query; a
-    divisor written NULLIF(y, 0) never does (nor PostgreSQL's zero-checked NULLIF(y, 0))."""
+    divisor written NULLIF(y, 0) never does (nor PostgreSQL's zero-checked NULLIF(y, 0)), nor a count that is
+    never zero (`row_counts.never_zero`: a group's COUNT(*), a row number)."""
     which = PARTIAL.get(type(e))
     if which == "divisor":
         divisor = checked_value(e.expression) or e.expression  # PostgreSQL's checked divisor: y itself
-        guarded = isinstance(divisor, exp.Nullif) and divisor.expression == exp.Literal.number(0)
+        guarded = isinstance(divisor, exp.Nullif) and divisor.expression == exp.Literal.number(0) or \
+            never_zero(divisor)
         return [] if guarded else [divisor]
     return list(e.iter_expressions()) if which else []
 
@@ -344,14 +347,14 @@ def type_class(dtype: str | None) -> int | None:
 
 def magnitude(e: exp.Expression, class_of) -> float | None:
     """B with |e| < B on every row, from the columns' published magnitude classes (`class_of(column)`: M with
-    |value| < 2^M, None unknown) and constants, through + - * ABS, negation and numeric casts; None where
-    unknown."""
+    |value| < 2^M, None unknown; `class_of(count)` the class of a count's rows, `row_counts`) and constants,
+    through + - * ABS, negation and numeric casts; None where unknown."""
     if isinstance(e, (exp.Paren, exp.Neg, exp.Abs)):
         return magnitude(e.this, class_of)
     if isinstance(e, (exp.Cast, exp.TryCast)) and type_limit(e.to) is not None:
         inner = magnitude(e.this, class_of)  # a number cast to a number: rounded at most
         return None if inner is None else inner + 1
-    if isinstance(e, exp.Column):
+    if isinstance(e, exp.Column) or counts_rows(e):  # a count: the class of its SELECT's input rows
         bits = class_of(e)
         return None if bits is None else 2.0 ** bits
     if isinstance(e, exp.Literal) and not e.is_string:

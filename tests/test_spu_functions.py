@@ -77,7 +77,9 @@ ROUNDING_QUERIES = [
     f"SELECT c.region, ROUND(SUM(o.amount), 2) AS s, ROUND(SUM(c.income), 1) AS i, ROUND(SUM(c.income), -3) AS k, "
     f"FLOOR(MAX(o.amount - c.age)) AS f, CEIL(MIN(o.amount - c.age)) AS g {JOINED} GROUP BY c.region",
     f"SELECT ROUND(SUM(o.amount), 2), ROUND(SUM(c.income)), FLOOR(SUM(c.income)), CEIL(SUM(c.income)), "
-    f"ROUND(SUM(o.amount * c.age), 1) {JOINED} WHERE o.amount > c.age",
+    # a SUM of DOUBLE x integer products is guarded by its rows' summed bounds, about 2 (|age| + 2) units of
+    # 2^-16 each (0.18 here: tests/test_ranges_s12.py); to one decimal every sum lies within that of a boundary
+    f"ROUND(SUM(o.amount * c.age), -1) {JOINED} WHERE o.amount > c.age",
     f"SELECT o.order_id, FLOOR(o.amount - c.age) AS f, CEIL(c.age - o.amount) AS g, ROUND(c.income, -2) AS r, "
     f"FLOOR(c.income) AS fi, CEIL(c.income) AS ci, ROUND(c.age * o.order_id, -1) AS ri, ROUND(o.amount + c.age) AS ra "
     f"{JOINED} WHERE o.amount > c.age",

@@ -456,6 +456,18 @@ def _either(b: _Bounds, e: exp.Expression):
     return total
 
 
+def _aggregate(b: _Bounds, e: exp.Expression):
+    """SUM / AVG of an amplified encoding: its group's per-row bounds summed beside it (`Stage.aggregate_errors`;
+    an AVG's mean is no further off than that sum, its division adds 2 units); nowhere summed, unbounded (the
+    guard refuses rather than compare on an error it cannot bound). Any other argument: `_unknown`."""
+    if not amplified_encoding(e.this):
+        return _unknown(b, e)
+    summed = b.stage.aggregate_errors.get(e.sql(dialect="duckdb"))
+    if summed is None or len(summed) != b.n:
+        return b.approximate(UNBOUNDED)
+    return summed + b._public(2) if isinstance(e, exp.Avg) else summed
+
+
 def _rounded(b: _Bounds, e: exp.Expression):
     """ROUND / FLOOR / CEIL (its guard passed): DuckDB's rounded value, held to its encoding."""
     return 1.0
@@ -472,5 +484,5 @@ RULES = {
     exp.Div: _quotient, exp.Sqrt: _sqrt, exp.Ln: _logarithm, exp.Log: _logarithm, exp.Exp: _exponential,
     exp.Pow: _power, **{cls: _trig for cls in TRIG}, exp.Case: _either, exp.If: _either,
     exp.Coalesce: _either, exp.Nullif: _either, exp.Greatest: _either, exp.Least: _either,
-    **{cls: _rounded for cls in ROUNDING},
+    **{cls: _rounded for cls in ROUNDING}, exp.Sum: _aggregate, exp.Avg: _aggregate,
 }

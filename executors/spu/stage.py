@@ -836,6 +836,8 @@ class Stage:
         self.error_bounds: dict[tuple, tuple] = {}  # (id(node), rows) -> (node, its error bound): `approximation`
         self.rounding_depth = 0  # how many roundings `ev` is inside
         self.all_rows: ArithShare | None = None  # the public weight of every row, where no filter or join weighs them
+        self.aggregate_errors: dict[str, ArithShare] = {}  # SUM / AVG of an amplified encoding -> its groups'
+        # summed per-row error bounds (ring units), for the guard of a comparison or rounding of it (`approximation`)
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
@@ -1814,18 +1816,25 @@ class Stage:
     def aggregate_inputs(self, nodes: list[exp.AggFunc], weight: ArithShare):
         """(kind, column) inputs of the group-by / totals, and how to finish each aggregate. Two product
         rounds for all aggregates (each value's weight, then the weighted values: `weighted`), one where
-        every row counts (`weight` is `all_rows`: a value's weight is its validity)."""
+        every row counts (`weight` is `all_rows`: a value's weight is its validity). A guarded aggregate
+        (`guarded_aggregates`) sums its rows' error bounds beside it, in the same round."""
         plan, inputs, limbs = [], [("sum", weight)], []  # input 0: the rows of each group
-        values = [None if isinstance(node, exp.Count) and isinstance(node.this, exp.Star) else self._argument(node)
-                  for node in nodes]
-        weights = iter(self.weighted(weight, [v.valid for v in values if v is not None]))
-        for node, v in zip(nodes, values):
-            if v is None:
+        guarded = self.guarded_aggregates() if nodes else set()
+        values = [None if isinstance(node, exp.Count) and isinstance(node.this, exp.Star)
+                  else self._argument(node, node.sql(dialect="duckdb") in guarded) for node in nodes]
+        weights = iter(self.weighted(weight, [v.valid for v, _ in filter(None, values)]))
+        for node, argument in zip(nodes, values):
+            if argument is None:
                 plan.append((node, "count", 0, None))
                 continue
+            v, row_error = argument
             w = next(weights)
             inputs.append(("sum", w))
             counted = len(inputs) - 1
+            if row_error is not None:  # summed beside the aggregate: its group's error bound
+                limbs.append((w, row_error))
+                inputs.append(("sum", lambda p: p))
+                plan.append((node, "error", counted, len(inputs) - 1))
             if decimal_scale(v.kind) is not None and isinstance(node, exp.Avg):  # fixed-point sum, then exact
                 inputs += [self._aggregate_input(exp.Sum(), w, limb, limbs) for limb in reversed(v.limbs)]
                 plan.append((node, "avg", counted, (len(inputs) - 2, "fixed", len(inputs) - 1, decimal_scale(v.kind))))
@@ -1849,24 +1858,53 @@ class Stage:
         return [(kind, column if isinstance(column, ArithShare) else column(next(products)))
                 for kind, column in inputs], plan
 
-    def _argument(self, node: exp.AggFunc) -> SV:
-        """The secret value an aggregate takes; refused by name where the SPU does not aggregate it."""
+    def _argument(self, node: exp.AggFunc, guarded: bool = False) -> tuple[SV, ArithShare | None]:
+        """The secret value an aggregate takes and, where `guarded`, its per-row error bound (`_with_error`);
+        refused by name where the SPU does not aggregate it."""
         if isinstance(node.this, exp.Distinct):
             raise NotSupportedError("COUNT(DISTINCT ...) in secure computation")
         if not isinstance(node, (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)):
             raise NotSupportedError(f"{node.sql()} in secure computation")
-        v = self.secret(self.ev(node.this))
+        v, bound = self._with_error(node.this) if guarded else (self.secret(self.ev(node.this)), None)
         if (isinstance(node, (exp.Sum, exp.Avg)) and decimal_scale(v.kind) is None
                 and v.kind not in ("int", "fixed") and not (v.kind == "bool" and isinstance(node, exp.Sum))):
             raise NotSupportedError(f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} of "
                                     f"{v.kind} values in secure computation")
-        return v
+        return v, bound
 
     def weighted(self, weight: ArithShare, valid: list[ArithShare]) -> list[ArithShare]:
         """weight * each validity, in one product round; none where every row counts (`all_rows`)."""
         if weight is self.all_rows:
             return list(valid)
         return arith.beaver_mul_many(self.s, [(weight, v) for v in valid])
+
+    def guarded_aggregates(self) -> set[str]:
+        """The SUMs and AVGs of an amplified encoding (`approximation.amplified_encoding`: a product with a
+        DOUBLE factor) that a guarded comparison or rounding of this stage's outputs or HAVING reads: their
+        error grows with the factors' magnitudes and the rows summed, so `aggregate_inputs` sums each row's
+        bound beside them. Others (revealed or sorted only) pay nothing."""
+        sqls = [sql for _, sql in getattr(self.step, "outputs", ())] + [getattr(self.step, "having", None) or "TRUE"]
+        return {agg.sql(dialect="duckdb") for e in map(_parse, sqls) for node in e.walk()
+                if approximation.is_rounding(node) or (isinstance(node, (*COMPARISONS, exp.In, exp.Nullif))
+                                                       and approximation.needs_comparison_guard(node))
+                for agg in node.find_all(exp.Sum, exp.Avg) if approximation.amplified_encoding(agg.this)}
+
+    def _with_error(self, e: exp.Expression) -> tuple[SV, ArithShare | None]:
+        """(e's value, its per-row error bound against DuckDB's doubles in ring units, an integer share, or
+        None where e is not fixed point: exact, a DECIMAL's limbs): `approximation.error_bound` over the
+        values of e's nodes, remembered while e is evaluated as under a rounding (`guarded_aggregates`)."""
+        self.rounding_depth += 1
+        try:
+            v = self.secret(self.ev(e))
+            bound = approximation.error_bound(self, e, len(v.valid)) if v.kind == "fixed" else None
+        finally:
+            self.rounding_depth -= 1
+            if not self.rounding_depth:
+                self.values.clear()
+                self.error_bounds.clear()
+        if isinstance(bound, float):
+            bound = arith.public(self.s, np.full(len(v.valid), math.ceil(bound), dtype=np.int64))
+        return v, bound
 
     def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare, products: list) -> tuple:
         """One limb's input of SUM (its weighted value) or MIN / MAX (its value, the fill where the row
@@ -1952,6 +1990,8 @@ class Stage:
             nonempty, n = count if counts_are_bits else nonempty_of.get(counted), len(count)
             if kind == "count":
                 self.aggs[node.sql(dialect="duckdb")] = SV([count], self.ones(n), "int")
+            elif kind == "error":  # the summed per-row bounds of a SUM / AVG (`aggregate_inputs`)
+                self.aggregate_errors[node.sql(dialect="duckdb")] = results[value]
             elif kind in ("sum", "extreme"):  # a decimal's exact and fixed-point limbs: value[2:]
                 limbs = [results[i] for i in (value[0], *value[2:])]
                 self.aggs[node.sql(dialect="duckdb")] = SV(limbs, nonempty, value[1])

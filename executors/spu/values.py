@@ -341,8 +341,14 @@ def supported_decimals(error_bound: float | None) -> int | None:
 
 
 def honest_digits(values: np.ndarray, error_bound: float | None) -> np.ndarray:
-    """Fixed-point results rounded to `supported_decimals` (each value correctly rounded by Python)."""
+    """Fixed-point results rounded to `supported_decimals` where the rounding moves them by at most
+    `error_bound` (each value correctly rounded by Python), else as computed: an exact result with d
+    decimals (within the bound of the computed value) rounds back to itself, and no result moves further
+    from DuckDB's than twice the bound (rounding every value would add up to half a last digit, 10^-d / 2,
+    which exceeds the bound by up to 10 times: 1.23 + 1e-5 shown as 1.23)."""
     decimals = supported_decimals(error_bound)
     if decimals is None:
         return values
-    return np.array([round(float(v), decimals) for v in values], dtype=np.float64)
+    rounded = [round(float(v), decimals) for v in values]
+    return np.array([r if abs(r - float(v)) <= error_bound else float(v) for r, v in zip(rounded, values)],
+                    dtype=np.float64)
