@@ -1,6 +1,6 @@
 """Joins the SPU would pair row by row, rewritten as sort-based joins on a unique key (issue 16's speed).
 
-Three rules over the translation's operator tree (`tree.py`), each exact and a plan choice, never a refusal:
+Four rules over the translation's operator tree (`tree.py`), each exact and a plan choice, never a refusal:
 
 `per_key_extremes`: an aggregate over `A JOIN B ON keys WHERE L(a) op R(b)` (one inequality across the
 sides, op one of < <= > >=) whose group keys and aggregates read only A's columns and ignore repeats
@@ -15,6 +15,11 @@ provenance: the threshold counts exactly the rows in pairs, as before.
 
 `distinct_in_pairs`: the same for DISTINCT of A's columns over such pairs where B's rows carry no
 provenance (EXISTS with one inequality beside its equalities: `subqueries.exists_with_residual`).
+
+`anti_in_pairs`: A's rows without such a pair (NOT EXISTS with one inequality beside its equalities, or
+`A LEFT JOIN B ON keys AND L(a) op R(b) WHERE b.key IS NULL`, A's columns read above), where B's rows carry
+no provenance: A LEFT-joined with the same extreme per key, kept where `L(a) op EXTREME(R)` is not TRUE
+(a NULL operand, a NULL or unmatched key, or no non-NULL R: no pair, so the row stays).
 
 `keyed_equalities`: an equality across the sides of an inner join, left in a filter above it (a WHERE
 conjunct placed after the join's own keys), becomes a join key where that makes one side unique on its
@@ -54,6 +59,8 @@ def rewritten(root: Op, catalog: Catalog, counted) -> Op:
             return per_key_extremes(op, counted, fresh) or op
         if isinstance(op, Distinct):
             return distinct_in_pairs(op, counted, fresh) or op
+        if isinstance(op, Project):
+            return anti_in_pairs(op, counted, fresh) or op
         if isinstance(op, Filter) and op.flag is None:
             return keyed_equalities(op, catalog) or op
         return op
@@ -114,6 +121,34 @@ def distinct_in_pairs(op: Distinct, counted, fresh) -> Op | None:
     return None
 
 
+def anti_in_pairs(op: Project, counted, fresh) -> Op | None:
+    """`op` over A's rows a LEFT join with one inequality leaves unmatched, read as A LEFT-joined with the
+    other side's extreme per key (n + m rows, not n * m) where the ON's conditions on A and the comparison
+    with the extreme are not TRUE (module doc); None unless `op` reads A's columns only, its filter keeps
+    the rows whose (never NULL when matched) join key of B is NULL, and B's rows carry no provenance."""
+    unmatched = op.child if isinstance(op.child, Filter) and op.child.flag is None else None
+    join = unmatched.child if unmatched is not None else None
+    if not (isinstance(join, Join) and join.kind == "left" and join.left_keys and join.condition) or \
+            not _reads(*(sql for _, sql in op.items)) <= set(join.left.columns) or \
+            not _tests_key_null(unmatched.condition, join.right_keys) or _provenanced(join.right, counted):
+        return None
+    split = _split([join.condition], set(join.left.columns), set(join.right.columns))
+    if split is None:
+        return None
+    own, theirs, (left, comparison, right) = split
+    extremes, keys, value = _extremes(_filtered(join.right, theirs), join.right_keys, right, comparison, fresh)
+    met = " AND ".join([f"({c.sql(dialect='duckdb')})" for c in own] + [f"{_operand(left)} {comparison} {value}"])
+    without = Filter(Join("left", join.left, extremes, join.left_keys, keys), f"NOT COALESCE({met}, FALSE)")
+    return replace(op, child=without)
+
+
+def _tests_key_null(condition: str, keys) -> bool:
+    """Whether `condition` is `k IS NULL` of one of the join keys `keys` (NULL only on an unmatched row)."""
+    node = sqlglot.parse_one(condition, read="duckdb")
+    return isinstance(node, exp.Is) and isinstance(node.expression, exp.Null) and \
+        node.this.sql(dialect="duckdb") in {sqlglot.parse_one(k, read="duckdb").sql(dialect="duckdb") for k in keys}
+
+
 def _provenanced(op: Op, counted) -> bool:
     """Whether `op`'s rows carry provenance the group threshold counts (a subquery's never do, nor what
     projections and filters make of its rows)."""
@@ -157,12 +192,18 @@ def _in_pairs(kept: Op, other: Op, kept_keys, other_keys, comparison, fresh) -> 
     """`kept`'s rows with a partner in `other` meeting `comparison` (L op R), each once: joined with
     `other`'s extreme of R per key (unique: a sort-based join), the comparison made against it."""
     left, op, right = comparison
+    extremes, keys, value = _extremes(other, other_keys, right, op, fresh)
+    return Join("inner", kept, extremes, tuple(kept_keys), keys, f"{_operand(left)} {op} {value}")
+
+
+def _extremes(other: Op, other_keys, right: str, op: str, fresh) -> tuple[Subquery, tuple[str, ...], str]:
+    """(`other`'s extreme of R per key, unique on its keys; its keys' SQL; its value's SQL): MAX for < <=,
+    MIN for > >=, the one value L must beat for `L op R` to hold for some row of the key."""
     n = next(fresh)
     names = tuple(f"{PREFIX}{n}.key{i}" for i in range(len(other_keys)))
     value = f"{PREFIX}{n}.{EXTREMES[op][0].lower()}"
     extremes = Aggregate(other, tuple(zip(names, other_keys)), ((value, EXTREMES[op][0], right, False),))
-    return Join("inner", kept, Subquery(extremes, thresholded=False), tuple(kept_keys),
-                tuple(quoted(name) for name in names), f"{_operand(left)} {op} {quoted(value)}")
+    return Subquery(extremes, thresholded=False), tuple(quoted(name) for name in names), quoted(value)
 
 
 def _operand(sql: str) -> str:
@@ -232,6 +273,7 @@ def notes(root: Op) -> tuple[str, ...]:
                 any(a[0].startswith(PREFIX) for a in op.right.child.aggregates):
             (_, func, arg, _), = op.right.child.aggregates
             keys = ", ".join(sql for _, sql in op.right.child.keys)
-            out.append(f"rows in pairs: the rows of {', '.join(op.left_keys)} kept where {op.condition} holds for "
-                       f"{func}({arg}) per key ({keys}), a sort-based join (n + m rows), not all n * m pairs")
+            kept = f"where {op.condition} holds for" if op.kind == "inner" else "without a pair: compared with"
+            out.append(f"rows in pairs: the rows of {', '.join(op.left_keys)} kept {kept} {func}({arg}) per key "
+                       f"({keys}), a sort-based join (n + m rows), not all n * m pairs")
     return tuple(out)

@@ -52,6 +52,7 @@ from sqlsecure.planner.tree import many_side_only
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
 AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+DISTINCT_AGGREGATES = ("COUNT", "SUM", "AVG")  # of distinct values: one sort by (group, value) each
 AVG_MAX_ROWS = 2 ** 32  # `compare.divide`'s divisor range (y_bits = 32), the AVG's count
 
 
@@ -541,10 +542,13 @@ def _aggregate(spec, path, inputs) -> Node:
         name, func, sql, distinct = item
         if sql is None and (func != "COUNT" or distinct):
             raise ProtocolError(f"secret program: {where}: only COUNT(*) has no argument")
-        if distinct and func != "COUNT":
+        if distinct and func not in DISTINCT_AGGREGATES:
             raise NotSupportedError(f"secret program: {where}: {func}(DISTINCT ...) in secure computation "
-                                    "(COUNT(DISTINCT x) only)")
+                                    f"({', '.join(DISTINCT_AGGREGATES)} of DISTINCT x only)")
         arg, arg_kind = _expression(sql, kinds, where) if sql is not None else (None, None)
+        if distinct and func != "COUNT" and arg_kind == "bool":
+            raise NotSupportedError(f"secret program: {where}: {func}(DISTINCT ...) of booleans in secure "
+                                    "computation; write it of CAST(x AS INTEGER)")
         aggregates.append((name, func, arg, distinct))
         schema.append((name, aggregate_kind(func, arg_kind, where)))
     _unique([name for name, _ in schema], path)
@@ -785,10 +789,11 @@ def _aggregate_limits(node: Node, plan: RangePlan, columns, where: str) -> dict[
         out[name] = _over(e, columns)
         plan._need_compared([out[name]], f"the group key {name} of {where}")
     for name, func, arg, distinct in a["aggregates"]:
-        if distinct:
-            plan._need_compared([_over(arg, columns)], f"COUNT(DISTINCT ...) of {where}")
-            out[name] = exp.Count(this=exp.Star())
-            continue
+        if distinct:  # sorted by value; SUM / AVG of the distinct values within the bounds of all the rows'
+            plan._need_compared([_over(arg, columns)], f"{func}(DISTINCT ...) of {where}")
+            if func == "COUNT":
+                out[name] = exp.Count(this=exp.Star())
+                continue
         if func == "AVG" and plan.rows >= AVG_MAX_ROWS:
             raise DataError(f"secret program: AVG {name} of {where} may divide by a count of up to {plan.rows} "
                             f"rows; the SPU's division takes counts below 2^32: use SUM and COUNT")

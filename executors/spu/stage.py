@@ -1881,13 +1881,21 @@ class Stage:
 
     def distinct_total(self, weight: ArithShare, limbs: list[ArithShare], bits: tuple[int, ...] | None = None
                        ) -> ArithShare:
-        """The number of distinct values among the rows of weight 1: sort (weight, value), count run
-        starts. `bits`: the limbs' widths where known (`relational.Counted`), compared packed."""
+        """The number of distinct values among the rows of weight 1 (`distinct_totals`)."""
+        return self.distinct_totals(weight, limbs, bits)[0]
+
+    def distinct_totals(self, weight: ArithShare, limbs: list[ArithShare], bits: tuple[int, ...] | None = None,
+                        summed: tuple[ArithShare, ...] = ()) -> tuple[ArithShare, list[ArithShare]]:
+        """(the number of distinct values among the rows of weight 1, each `summed` limb's sum over one row
+        of each: SUM(DISTINCT x)): sort (weight, value) carrying `summed`, count run starts (+ one product
+        round with `summed`). `bits`: the limbs' widths where known (`relational.Counted`), compared packed."""
         keys = [weight, *limbs]
-        sorted_keys, _ = relational.sort(self.s, keys, [], [False] * len(keys),
-                                         key_bits=None if bits is None else [2, *bits])
+        sorted_keys, carried = relational.sort(self.s, keys, list(summed), [False] * len(keys),
+                                               key_bits=None if bits is None else [2, *bits])
         starts = relational.neighbour_starts(self.s, sorted_keys)
-        return arith.total(arith.beaver_mul(self.s, starts, sorted_keys[0]))
+        first = arith.beaver_mul(self.s, starts, sorted_keys[0])
+        added = arith.beaver_mul_many(self.s, [(first, c) for c in carried]) if carried else []
+        return arith.total(first), [arith.total(a.with_frac(c.frac)) for a, c in zip(added, carried)]
 
     # -- the group threshold ------------------------------------------------------------------
     def branch_weights(self, weight: ArithShare) -> list[ArithShare]:
@@ -1936,11 +1944,15 @@ class Stage:
                 safe = count + (self.ones(n) - nonempty)  # divide by 1 where the group is empty
                 self.check_range(total, AVG_LIMIT)
                 self.checked.append(node.sql(dialect="duckdb"))
-                quotient = compare.divide(s, total, safe)
-                # one refinement: divide the (small) remainder again, so the error is ~2^-F absolute
-                remainder = total - arith.beaver_mul(s, quotient, safe)
-                quotient = quotient + compare.divide(s, remainder, safe)
+                quotient = total if counts_are_bits else self.quotient(total, safe)  # a row's AVG is its value
                 self.aggs[node.sql(dialect="duckdb")] = self.exact_average(node, quotient, nonempty, safe, results, value)
+
+    def quotient(self, total: ArithShare, count: ArithShare) -> ArithShare:
+        """total / count in fixed point, refined once: the (small) remainder divided again, so the error
+        is ~2^-F absolute."""
+        quotient = compare.divide(self.s, total, count)
+        remainder = total - arith.beaver_mul(self.s, quotient, count)
+        return quotient + compare.divide(self.s, remainder, count)
 
     def exact_average(self, node, quotient: ArithShare, nonempty: ArithShare, count: ArithShare, results, value) -> SV:
         """AVG of a DECIMAL revealed as it is: the fixed-point quotient beside the exact one
