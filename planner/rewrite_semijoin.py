@@ -273,7 +273,8 @@ def notes(root: Op) -> tuple[str, ...]:
                 any(a[0].startswith(PREFIX) for a in op.right.child.aggregates):
             (_, func, arg, _), = op.right.child.aggregates
             keys = ", ".join(sql for _, sql in op.right.child.keys)
-            kept = f"where {op.condition} holds for" if op.kind == "inner" else "without a pair: compared with"
-            out.append(f"rows in pairs: the rows of {', '.join(op.left_keys)} kept {kept} {func}({arg}) per key "
+            kept = f"kept where {op.condition} holds for" if op.kind == "inner" else \
+                "without a pair kept (anti join), compared with"
+            out.append(f"rows in pairs: the rows of {', '.join(op.left_keys)} {kept} {func}({arg}) per key "
                        f"({keys}), a sort-based join (n + m rows), not all n * m pairs")
     return tuple(out)

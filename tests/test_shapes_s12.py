@@ -231,3 +231,33 @@ def test_avg_per_row_divides_nothing():
     assert rounds[1] - rounds[0] <= 30, rounds
     check(2, per_row(inp(0), [*base, ["mean", "AVG", '"f"', False]], null_group=False), [VISIT_COLUMNS], [table],
           "SELECT g, COUNT(*) AS n, SUM(x) AS sv, AVG(f) AS mean FROM t0 GROUP BY g")
+
+
+# -- 3. the NULL group's MIN(provenance) ----------------------------------------------------------------
+
+KEYED = VISITS_A.set_column(0, "g", pa.array([1, None, 3, None, None, 6, 7, 8], pa.int64()))  # NULL three times
+
+
+def provenance_extremes(name: str) -> tuple[dict, list, pa.Table]:
+    """GROUP BY g per row with MIN / MAX of a row-number column called `name` (its owner's 0..n-1)."""
+    table = KEYED.append_column(name, pa.array(range(KEYED.num_rows), pa.int64()))
+    calls = [["n", "COUNT", None, False], ["lo", "MIN", f'"{name}"', False], ["hi", "MAX", f'"{name}"', False]]
+    return per_row(inp(0), calls), [[*VISIT_COLUMNS, [name, "int"]]], table
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+def test_null_group_extremes_of_provenance_match_duckdb(nparties):
+    node, columns, table = provenance_extremes("__prov_r0")
+    check(nparties, node, columns, [table],
+          'SELECT g, COUNT(*) AS n, MIN("__prov_r0") AS lo, MAX("__prov_r0") AS hi FROM t0 GROUP BY g')
+
+
+def test_null_group_compares_provenance_at_its_width():
+    """The same rows as a provenance column (`program.provenance_bits`: 8 rows, 4 bits) and as any integer
+    column (64 bits): the NULL group's MIN / MAX tournament sends fewer bytes in no more rounds."""
+    costs = {}
+    for name in ("__prov_r0", "row_no"):
+        node, columns, table = provenance_extremes(name)
+        result = run(2, program_of(node, columns), [table])[1]
+        costs[name] = (result.rounds, result.party_bytes())
+    assert costs["__prov_r0"][0] <= costs["row_no"][0] and costs["__prov_r0"][1] < costs["row_no"][1], costs

@@ -236,7 +236,7 @@ def aggregate_node(func: str, arg: exp.Expression | None) -> exp.AggFunc:
 def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expression]],
               aggregates: list[tuple[str, str, exp.Expression | None, bool]],
               threshold: tuple[int, list[str]] | None, kinds: list[str], key_classes: list[int | None] | None = None,
-              per_row: dict | None = None) -> SecretRelation:
+              per_row: dict | None = None, provenance_bits: dict[str, int] | None = None) -> SecretRelation:
     """GROUP BY keys (or one row without keys). The row validity is every row's weight; invalid rows
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
@@ -248,13 +248,15 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     the output columns' kinds (keys, then aggregates); `key_classes`: per key, M where its integer values are
     known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64 (+ 1 round:
     zeroed on invalid rows). `per_row`: the keys are unique in the input (the planner's `tree.rows_as_groups`),
-    so each row is its own group and nothing is sorted (`_per_row`)."""
+    so each row is its own group and nothing is sorted (`_per_row`). `provenance_bits`: each provenance
+    column's width (`program.provenance_bits`), so a MIN of it over all rows compares that many bits."""
     if keys and per_row is not None and (rel.n or per_row["null_group"]):
-        return _per_row(s, rel, keys, aggregates, threshold, kinds, per_row["null_group"])
+        return _per_row(s, rel, keys, aggregates, threshold, kinds, per_row["null_group"], provenance_bits)
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
         return SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
     stage = stage_over(s, rel)
+    stage.provenance_bits = dict(provenance_bits or {})
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = stage.aggregate_inputs([node for _, node in plain], rel.valid)
     distinct_args = [(name, f, _summed_arg(f, e)) for name, f, e, d in aggregates if d]
@@ -272,7 +274,7 @@ def _summed_arg(func: str, arg: exp.Expression) -> exp.Expression:
     return arg if func == "COUNT" else aggregate_node(func, arg).this
 
 
-def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> SecretRelation:
+def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool, provenance_bits=None) -> SecretRelation:
     """GROUP BY keys unique in `rel`: each valid row is its group, so every aggregate is a per-row expression
     of its input (SUM(x) = x, COUNT(x) = x IS NOT NULL, MIN / MAX(x) = x, COUNT(DISTINCT x) = x IS NOT NULL,
     AVG(x) = x, not divided by its count of 1: `Stage.finish_aggregates`), and a group's distinct rows of each protected owner are that row's (1, or 0 where its
@@ -310,6 +312,7 @@ def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> Se
         return out
     nulls = SecretRelation(rel.columns, rel.valid - weight)
     nulls_stage = stage_over(s, nulls)
+    nulls_stage.provenance_bits = dict(provenance_bits or {})  # its MIN(provenance) on their widths
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = nulls_stage.aggregate_inputs([node for _, node in plain], nulls.valid)
     group = _ungrouped(s, nulls, nulls_stage, plain, inputs, plan,
@@ -365,7 +368,7 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
     """One row of every aggregate over the valid rows; `as_group`: a group's row, valid only if it holds a
     row (SQL's ungrouped aggregate is one row even over none)."""
     n = rel.n
-    totals = _totals(s, inputs)
+    totals = _totals(s, inputs, stage.input_bits)
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                for limb in stage.text_extreme_limbs()]
     stage.n = 1
@@ -404,9 +407,11 @@ def _of_distinct(s: SpuSession, stage: Stage, func: str, count: ArithShare, sums
     return SV([stage.quotient(total, count + (_ones(s, len(count)) - nonempty))], nonempty, "fixed")
 
 
-def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]]) -> list[ArithShare]:
+def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]], bits: dict[int, int] | None = None
+            ) -> list[ArithShare]:
     """Every aggregate input over all rows (`stage._total`), the MIN/MAX tournaments side by side:
-    ceil(log2 n) levels of one batched comparison and mux for all of them (not per aggregate)."""
+    ceil(log2 n) levels of one batched comparison and mux for all of them (not per aggregate), on the
+    widest of their `bits` (input index -> the bits its comparisons need; 64 where not given)."""
     out = [_total(s, kind, column) if kind == "sum" or len(column) == 0 else None for kind, column in inputs]
     racing = {i: column for i, (kind, column) in enumerate(inputs) if out[i] is None}
     while any(len(c) > 1 for c in racing.values()):
@@ -415,7 +420,8 @@ def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]]) -> list[ArithSh
         firsts = [racing[i][:halves[i]] for i in playing]
         seconds = [racing[i][halves[i]:2 * halves[i]] for i in playing]
         less = compare.less_than(s, arith.concat([x.with_frac(0) for x in firsts]),
-                                 arith.concat([y.with_frac(0) for y in seconds]))
+                                 arith.concat([y.with_frac(0) for y in seconds]),
+                                 bits=max((bits or {}).get(i, 64) for i in playing))
         items, at = [], 0
         for i, a, b in zip(playing, firsts, seconds):
             c = less[at:at + len(a)]

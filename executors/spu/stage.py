@@ -825,6 +825,7 @@ class Stage:
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.provenance_bits: dict[str, int] = {}  # provenance column -> its width (`dense_rows`), where known
+        self.input_bits: dict[int, int] = {}  # aggregate input -> the bits its MIN / MAX compares (`aggregate_inputs`)
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
@@ -1839,21 +1840,26 @@ class Stage:
                 self.text_extremes.append((isinstance(node, exp.Max), w, v.limbs))
                 plan.append((node, "text_extreme", counted, len(self.text_extremes) - 1))
             elif isinstance(node, (exp.Min, exp.Max)):
-                inputs.append(self._aggregate_input(node, w, v.value))
+                bits = self.provenance_bits.get(node.this.name) if isinstance(node.this, exp.Column) else None
+                inputs.append(self._aggregate_input(node, w, v.value, bits))
                 plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
+                if bits is not None:  # values and fill in [-2^(b-1), 2^(b-1)]: differences below 2^b
+                    self.input_bits[len(inputs) - 1] = bits + 1
             else:
                 raise NotSupportedError(f"{node.sql()} in secure computation")
         return inputs, plan
 
-    def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare) -> tuple[str, ArithShare]:
+    def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare, bits: int | None = None
+                         ) -> tuple[str, ArithShare]:
         """One limb's input of SUM (its weighted value) or MIN / MAX (its value, the fill where the row
-        does not count)."""
+        does not count: beyond every value, 2^(bits-1) where they are known in [0, 2^(bits-1)))."""
         s = self.s
         if isinstance(node, exp.Sum):
             return "sum", arith.beaver_mul(s, w, limb).with_frac(limb.frac)
         take_max = isinstance(node, exp.Max)
+        beyond = SENTINEL if bits is None else 1 << (bits - 1)
         # the sentinel in ring units whatever the scale (scaling it by 2^frac would wrap to 0)
-        fill = arith.public(s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
+        fill = arith.public(s, np.full(len(w), -beyond if take_max else beyond, dtype=np.int64))
         return ("max" if take_max else "min"), compare.mux(s, w, limb, ArithShare(fill.data, limb.frac))
 
     def text_extreme_limbs(self, group_keys=(), key_bits=None) -> list[ArithShare]:
