@@ -1,6 +1,6 @@
 """Shapes the SPU refused or paired row by row (issue 16, session 12), each against plain DuckDB.
 
-- NOT EXISTS with one inequality beside its equalities, and `A LEFT JOIN B ON keys AND L(a) op R(b) WHERE
+- NOT EXISTS with one inequality beside its equalities (or none: the extreme of all rows), and `A LEFT JOIN B ON keys AND L(a) op R(b) WHERE
   b.key IS NULL`, read A's rows without a pair by B's extreme per key (`rewrite_semijoin.anti_in_pairs`): a
   sort-based join, n + m rows, not n * m; NULL keys, NULL operands and keys without a non-NULL value keep
   the row, as in DuckDB. A LEFT join's ON may hold any condition (it decides which pairs match).
@@ -66,6 +66,10 @@ ANTI = {  # name: (query, empty party)
     "counted over the survivors": (not_exists("m.time < d.time", select="COUNT(DISTINCT d.pid) AS n"), None),
     "beside another condition": (not_exists(also="d.diag <> 'flu' AND "), None),
     "the issuer's own rows inside": (not_exists(inner="h1.medication"), None),
+    "no equality: the extreme of all the rows": (
+        f"SELECT d.pid FROM ({D3}) d WHERE NOT EXISTS (SELECT 1 FROM ({M3}) m WHERE m.time > d.time + 40)", None),
+    "no equality, an empty party": (
+        f"SELECT d.pid FROM ({D3}) d WHERE NOT EXISTS (SELECT 1 FROM ({M3}) m WHERE m.time > d.time + 40)", "h3"),
     "several keys": ("SELECT d.pid FROM ({D3}) d WHERE NOT EXISTS (SELECT 1 FROM ({D3}) x WHERE x.pid = d.pid "
                      "AND x.diag = d.diag AND x.time > d.time)".replace("{D3}", D3), None),
 }
@@ -83,6 +87,13 @@ def test_nothing_survives_and_everything_survives(oracles):
     assert checked(oracle, not_exists("(m.time > d.time - 1000 OR m.time IS NULL)"), rewritten=False) is not None
     kept = checked(oracle, not_exists("m.time > d.time + 1000"), rewritten=True)
     assert kept.num_rows == 48 and None in kept.column("pid").to_pylist()  # 3 x 16 rows, NULL pids kept
+
+
+@pytest.mark.parametrize("empty", [None, "h3"])
+def test_exists_with_only_an_inequality_reads_one_extreme(oracles, empty):
+    """EXISTS without an equality: each outer row beside the subquery's one MIN (n rows, not n * m)."""
+    checked(oracles[("compared", empty)], f"SELECT d.pid FROM ({D3}) d WHERE EXISTS (SELECT 1 FROM ({M3}) m WHERE "
+            "m.med = 'statin' AND m.time < d.time - 50)", rewritten=True)
 
 
 LEFT_ANTI = {  # name: (query, rewritten): the LEFT join's NULL-extended rows, an anti join
