@@ -1,6 +1,6 @@
 """Joins the SPU would pair row by row, rewritten as sort-based joins on a unique key (issue 16's speed).
 
-Three rules over the translation's operator tree (`tree.py`), each exact and a plan choice, never a refusal:
+Four rules over the translation's operator tree (`tree.py`), each exact and a plan choice, never a refusal:
 
 `per_key_extremes`: an aggregate over `A JOIN B ON keys WHERE L(a) op R(b)` (one inequality across the
 sides, op one of < <= > >=) whose group keys and aggregates read only A's columns and ignore repeats
@@ -15,6 +15,11 @@ provenance: the threshold counts exactly the rows in pairs, as before.
 
 `distinct_in_pairs`: the same for DISTINCT of A's columns over such pairs where B's rows carry no
 provenance (EXISTS with one inequality beside its equalities: `subqueries.exists_with_residual`).
+
+`anti_in_pairs`: A's rows without such a pair (NOT EXISTS with one inequality beside its equalities, or
+`A LEFT JOIN B ON keys AND L(a) op R(b) WHERE b.key IS NULL`, A's columns read above), where B's rows carry
+no provenance: A LEFT-joined with the same extreme per key, kept where `L(a) op EXTREME(R)` is not TRUE
+(a NULL operand, a NULL or unmatched key, or no non-NULL R: no pair, so the row stays).
 
 `keyed_equalities`: an equality across the sides of an inner join, left in a filter above it (a WHERE
 conjunct placed after the join's own keys), becomes a join key where that makes one side unique on its
@@ -54,6 +59,8 @@ def rewritten(root: Op, catalog: Catalog, counted) -> Op:
             return per_key_extremes(op, counted, fresh) or op
         if isinstance(op, Distinct):
             return distinct_in_pairs(op, counted, fresh) or op
+        if isinstance(op, Project):
+            return anti_in_pairs(op, counted, fresh) or op
         if isinstance(op, Filter) and op.flag is None:
             return keyed_equalities(op, catalog) or op
         return op
@@ -64,7 +71,7 @@ def rewritten(root: Op, catalog: Catalog, counted) -> Op:
 # -- an aggregate over pairs that meet one inequality ----------------------------------------------------
 def per_key_extremes(aggregate: Aggregate, counted, fresh) -> Op | None:
     """`aggregate` over A's rows in pairs (and, where B's rows are counted, B's), or None (module doc)."""
-    found = _filtered_join(aggregate.child)
+    found = _filtered_join(aggregate.child, keyless=True)
     if found is None or aggregate.eager:
         return None
     join, conjuncts = found
@@ -98,7 +105,7 @@ def distinct_in_pairs(op: Distinct, counted, fresh) -> Op | None:
     """DISTINCT of one side's columns over pairs meeting one inequality (EXISTS with a residual condition:
     `subqueries.exists_with_residual`) as DISTINCT over that side's rows in pairs, where the other side's
     rows carry no provenance (a subquery's, or rows no threshold counts); else None."""
-    found = _filtered_join(op.child.child) if isinstance(op.child, Project) else None
+    found = _filtered_join(op.child.child, keyless=True) if isinstance(op.child, Project) else None
     if found is None:
         return None
     join, conjuncts = found
@@ -114,6 +121,53 @@ def distinct_in_pairs(op: Distinct, counted, fresh) -> Op | None:
     return None
 
 
+def anti_in_pairs(op: Project, counted, fresh) -> Op | None:
+    """`op` over A's rows a LEFT join with one inequality leaves unmatched, read as A LEFT-joined with the
+    other side's extreme per key (n + m rows, not n * m) where the ON's conditions on A and the comparison
+    with the extreme are not TRUE (module doc); None unless `op` reads A's columns only, its filter keeps
+    the rows whose (never NULL when matched) join key of B is NULL, and B's rows carry no provenance."""
+    unmatched = op.child if isinstance(op.child, Filter) and op.child.flag is None else None
+    join = unmatched.child if unmatched is not None else None
+    if not (isinstance(join, Join) and join.kind == "left" and join.condition) or \
+            not _reads(*(sql for _, sql in op.items)) <= set(join.left.columns) or \
+            not _tests_unmatched(unmatched.condition, join) or _provenanced(join.right, counted):
+        return None
+    split = _split([join.condition], set(join.left.columns), set(join.right.columns))
+    if split is None:
+        return None
+    own, theirs, (left, comparison, right) = split
+    extremes, keys, value = _extremes(_filtered(join.right, theirs), join.right_keys, right, comparison, fresh)
+    met = " AND ".join([f"({c.sql(dialect='duckdb')})" for c in own] + [f"{_operand(left)} {comparison} {value}"])
+    joined = Join("left", join.left, extremes, join.left_keys, keys) if keys else Join("cross", join.left, extremes)
+    without = Filter(joined, f"NOT COALESCE({met}, FALSE)")
+    return replace(op, child=without)
+
+
+def _tests_unmatched(condition: str, join: Join) -> bool:
+    """Whether `condition` is `c IS NULL` of a column of the join's right side that no matched row has NULL:
+    a join key, or a constant (NOT EXISTS's `__hit`)."""
+    node = sqlglot.parse_one(condition, read="duckdb")
+    if not (isinstance(node, exp.Is) and isinstance(node.expression, exp.Null) and isinstance(node.this, exp.Column)):
+        return False
+    keys = {sqlglot.parse_one(k, read="duckdb").sql(dialect="duckdb") for k in join.right_keys}
+    return node.this.sql(dialect="duckdb") in keys or _constant(join.right, node.this.name)
+
+
+def _constant(op: Op, column: str) -> bool:
+    """Whether `column` of `op` is a constant other than NULL, through renamings and filters."""
+    while isinstance(op, (Project, Filter, Subquery)):
+        if isinstance(op, Project):
+            sql = dict(op.items).get(column)
+            node = sqlglot.parse_one(sql, read="duckdb") if sql is not None else None
+            if isinstance(node, exp.Literal):
+                return True
+            if not isinstance(node, exp.Column) or node.table:
+                return False
+            column = node.name
+        op = op.child
+    return False
+
+
 def _provenanced(op: Op, counted) -> bool:
     """Whether `op`'s rows carry provenance the group threshold counts (a subquery's never do, nor what
     projections and filters make of its rows)."""
@@ -122,13 +176,14 @@ def _provenanced(op: Op, counted) -> bool:
     return counted(op) and not isinstance(op, Subquery)
 
 
-def _filtered_join(op: Op) -> tuple[Join, list[str]] | None:
-    """(the inner equi-join under a stack of filters, every condition of the stack and of the join's ON)."""
+def _filtered_join(op: Op, keyless: bool = False) -> tuple[Join, list[str]] | None:
+    """(the inner equi-join under a stack of filters, every condition of the stack and of the join's ON);
+    `keyless`: a cross join too (its extremes are over all the other side's rows)."""
     conjuncts = []
     while isinstance(op, Filter) and op.flag is None:
         conjuncts.append(op.condition)
         op = op.child
-    if not isinstance(op, Join) or op.kind != "inner" or not op.left_keys:
+    if not isinstance(op, Join) or not (op.kind == "inner" and op.left_keys or keyless and op.kind == "cross"):
         return None
     return op, conjuncts + ([op.condition] if op.condition else [])
 
@@ -157,12 +212,18 @@ def _in_pairs(kept: Op, other: Op, kept_keys, other_keys, comparison, fresh) -> 
     """`kept`'s rows with a partner in `other` meeting `comparison` (L op R), each once: joined with
     `other`'s extreme of R per key (unique: a sort-based join), the comparison made against it."""
     left, op, right = comparison
+    extremes, keys, value = _extremes(other, other_keys, right, op, fresh)
+    return Join("inner" if keys else "cross", kept, extremes, tuple(kept_keys), keys, f"{_operand(left)} {op} {value}")
+
+
+def _extremes(other: Op, other_keys, right: str, op: str, fresh) -> tuple[Subquery, tuple[str, ...], str]:
+    """(`other`'s extreme of R per key, unique on its keys; its keys' SQL; its value's SQL): MAX for < <=,
+    MIN for > >=, the one value L must beat for `L op R` to hold for some row of the key."""
     n = next(fresh)
     names = tuple(f"{PREFIX}{n}.key{i}" for i in range(len(other_keys)))
     value = f"{PREFIX}{n}.{EXTREMES[op][0].lower()}"
     extremes = Aggregate(other, tuple(zip(names, other_keys)), ((value, EXTREMES[op][0], right, False),))
-    return Join("inner", kept, Subquery(extremes, thresholded=False), tuple(kept_keys),
-                tuple(quoted(name) for name in names), f"{_operand(left)} {op} {quoted(value)}")
+    return Subquery(extremes, one_row=not names, thresholded=False), tuple(quoted(name) for name in names), quoted(value)
 
 
 def _operand(sql: str) -> str:
@@ -232,6 +293,9 @@ def notes(root: Op) -> tuple[str, ...]:
                 any(a[0].startswith(PREFIX) for a in op.right.child.aggregates):
             (_, func, arg, _), = op.right.child.aggregates
             keys = ", ".join(sql for _, sql in op.right.child.keys)
-            out.append(f"rows in pairs: the rows of {', '.join(op.left_keys)} kept where {op.condition} holds for "
-                       f"{func}({arg}) per key ({keys}), a sort-based join (n + m rows), not all n * m pairs")
+            kept = f"kept where {op.condition} holds for" if op.condition else \
+                "without a pair kept (anti join), compared with"
+            rows = (f"the rows of {', '.join(op.left_keys)} {kept} {func}({arg}) per key ({keys}), a sort-based join "
+                    "(n + m rows)") if keys else f"the rows {kept} {func}({arg}) over all rows, one row beside each (n rows)"
+            out.append(f"rows in pairs: {rows}, not all n * m pairs")
     return tuple(out)

@@ -308,9 +308,10 @@ def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes:
 
     condition = _sql(named(exp.and_(*(c.copy() for c in residual)).transform(rename)))
     columns = tuple((c, quoted(c)) for c in op.columns)
-    if negated:
+    if negated:  # unmatched: a matched row's key is not NULL (`rewrite_semijoin.anti_in_pairs` reads this)
         joined = _keys_join("left", op, side, outer_keys, tag, condition)
-        return Project(Filter(joined, f"{quoted(tag + '.__hit')} IS NULL"), columns)
+        unmatched = joined.right_keys[0] if outer_keys else quoted(tag + '.__hit')
+        return Project(Filter(joined, f"{unmatched} IS NULL"), columns)
     row = builder.name("row")
     numbered = Window(op, row, "row_number", None, (), ())
     kind = "inner" if outer_keys else "cross"

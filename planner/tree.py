@@ -654,7 +654,7 @@ class TreeBuilder:
         if side == "LEFT":
             return self.left_join(left, right, conjuncts)
         if side == "RIGHT":
-            return Project(self.left_join(right, left, conjuncts, "RIGHT"),
+            return Project(self.left_join(right, left, conjuncts),
                            tuple((c, quoted(c)) for c in left.columns + right.columns))
         joined = equi_join("full", left, right, conjuncts)
         if joined.condition is not None or not joined.left_keys:
@@ -662,19 +662,16 @@ class TreeBuilder:
                                     "FULL JOIN's ON is equalities between the two sides only")
         return joined
 
-    def left_join(self, left: Op, right: Op, conjuncts, written: str = "LEFT") -> Op:
-        """LEFT JOIN: equi keys across the sides; a condition on the NULL side alone filters it first."""
+    def left_join(self, left: Op, right: Op, conjuncts) -> Op:
+        """LEFT JOIN: equi keys across the sides; a condition on the NULL side alone filters it first; any
+        other condition decides which pairs match (the unmatched rows of the left side stay, NULL-extended)."""
         right_aliases = {c.split(".", 1)[0] for c in right.columns}
         keyed, own = [], []
         for c in conjuncts:
             (own if _aliases(c) <= right_aliases else keyed).append(c)
         if own:
             right = Filter(right, _sql(named(exp.and_(*own))))
-        joined = equi_join("left", left, right, keyed)
-        if joined.condition is not None:
-            raise NotSupportedError(f"{written} JOIN ... ON {joined.condition}: across parties an outer join's ON is "
-                                    "equalities between the sides (and conditions on the NULL side)")
-        return joined
+        return equi_join("left", left, right, keyed)
 
     # -- WHERE ---------------------------------------------------------------------------------
     def where(self, op: Op, conjunct: exp.Expression, nullable: set[str], ctes: dict) -> Op:
@@ -890,7 +887,7 @@ def _aggregate_call(node: exp.AggFunc) -> tuple[str, str | None, bool]:
         arg = arg.expressions[0]
     if isinstance(arg, exp.Star):
         return func, None, False
-    return func, _sql(named(arg)), distinct
+    return func, _sql(named(arg)), distinct and func not in ("MIN", "MAX")  # the extremes of distinct values are theirs
 
 
 def _aggregates(expression: exp.Expression) -> list:

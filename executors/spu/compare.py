@@ -116,9 +116,10 @@ def _result(s: SpuSession, bit: np.ndarray, arith_out: bool):
     return boolean.b2a_bits(s, share) if arith_out else share
 
 
-def less_than(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
-    """[x < y]: 6 rounds for 2 parties, 8 for 3 (+1 with `arith`), whatever n."""
-    lt, _ = compare_bits(s, _diff(x, y), want_eq=False)
+def less_than(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False, bits: int = 64):
+    """[x < y]: 6 rounds for 2 parties, 8 for 3 (+1 with `arith`), whatever n; `bits`: |x - y| < 2^(bits-1)
+    known, compared on fewer bits (fewer bytes, and rounds for 3 parties: `compare_circuit`)."""
+    lt, _ = compare_bits(s, _diff(x, y), want_eq=False, bits=bits)
     return _result(s, lt, arith)
 
 

@@ -52,6 +52,8 @@ from sqlsecure.planner.tree import many_side_only
 KINDS = ("int", "fixed", "bool", "date", "timestamp", "text")
 JOIN_KINDS = ("inner", "left", "full", "semi", "anti", "cross")
 AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+DISTINCT_AGGREGATES = ("COUNT", "SUM", "AVG")  # of distinct values: one sort by (group, value) each
+PROVENANCE = "__prov_"  # an input's row numbers 0..n-1, which its owner appends (runtime.party, planner.magnitudes)
 AVG_MAX_ROWS = 2 ** 32  # `compare.divide`'s divisor range (y_bits = 32), the AVG's count
 
 
@@ -541,10 +543,13 @@ def _aggregate(spec, path, inputs) -> Node:
         name, func, sql, distinct = item
         if sql is None and (func != "COUNT" or distinct):
             raise ProtocolError(f"secret program: {where}: only COUNT(*) has no argument")
-        if distinct and func != "COUNT":
+        if distinct and func not in DISTINCT_AGGREGATES:
             raise NotSupportedError(f"secret program: {where}: {func}(DISTINCT ...) in secure computation "
-                                    "(COUNT(DISTINCT x) only)")
+                                    f"({', '.join(DISTINCT_AGGREGATES)} of DISTINCT x only)")
         arg, arg_kind = _expression(sql, kinds, where) if sql is not None else (None, None)
+        if distinct and func != "COUNT" and arg_kind == "bool":
+            raise NotSupportedError(f"secret program: {where}: {func}(DISTINCT ...) of booleans in secure "
+                                    "computation; write it of CAST(x AS INTEGER)")
         aggregates.append((name, func, arg, distinct))
         schema.append((name, aggregate_kind(func, arg_kind, where)))
     _unique([name for name, _ in schema], path)
@@ -785,10 +790,11 @@ def _aggregate_limits(node: Node, plan: RangePlan, columns, where: str) -> dict[
         out[name] = _over(e, columns)
         plan._need_compared([out[name]], f"the group key {name} of {where}")
     for name, func, arg, distinct in a["aggregates"]:
-        if distinct:
-            plan._need_compared([_over(arg, columns)], f"COUNT(DISTINCT ...) of {where}")
-            out[name] = exp.Count(this=exp.Star())
-            continue
+        if distinct:  # sorted by value; SUM / AVG of the distinct values within the bounds of all the rows'
+            plan._need_compared([_over(arg, columns)], f"{func}(DISTINCT ...) of {where}")
+            if func == "COUNT":
+                out[name] = exp.Count(this=exp.Star())
+                continue
         if func == "AVG" and plan.rows >= AVG_MAX_ROWS:
             raise DataError(f"secret program: AVG {name} of {where} may divide by a count of up to {plan.rows} "
                             f"rows; the SPU's division takes counts below 2^32: use SUM and COUNT")
@@ -814,7 +820,7 @@ def run_program(s: SpuSession, program: Program, tables: dict[int, pa.Table], is
     encoded = {i: _encode_input(inputs[i], table, limits[i], s.frac_bits) for i, table in tables.items()}
     relations = {i: _share_input(s, inputs[i], owners[i], rows[i], encoded.get(i))
                  for i in range(len(program.inputs))}
-    result = execute(s, program.root, relations)
+    result = execute(s, program.root, relations, provenance_bits(program, rows))
     if program.noise is not None:
         result = add_noise(s, result, program.noise)
     return _open_result(s, program, result, issuer_index, issuer, out)
@@ -902,14 +908,24 @@ def _share_input(s: SpuSession, columns: list[tuple[str, str]], owner: int, rows
     return SecretRelation(out, arith.public(s, np.ones(rows, dtype=np.int64)))
 
 
-def execute(s: SpuSession, node: Node, relations: dict[int, SecretRelation]) -> SecretRelation:
-    """The secret relation `node` yields, every column in the kind the program declares."""
-    rel = _execute_node(s, node, relations)
+def provenance_bits(program: Program, rows: dict[int, int]) -> dict[str, int]:
+    """Each input's provenance column (`__prov_<relation>`: its owner's row numbers 0..n-1, n public) -> b,
+    its values in [0, 2^(b-1)) (as `relational.Counted.bits`)."""
+    return {column: max(1, (rows[i] - 1).bit_length()) + 1 for i, columns in enumerate(program.inputs)
+            for column, kind in columns if column.startswith(PROVENANCE) and kind == "int"}
+
+
+def execute(s: SpuSession, node: Node, relations: dict[int, SecretRelation],
+            widths: dict[str, int] | None = None) -> SecretRelation:
+    """The secret relation `node` yields, every column in the kind the program declares; `widths`: the
+    provenance columns' (`provenance_bits`)."""
+    rel = _execute_node(s, node, relations, widths)
     return SecretRelation({name: sr.conform(s, rel.columns[name], kind) for name, kind in node.schema}, rel.valid)
 
 
-def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation]) -> SecretRelation:
-    children = [execute(s, c, relations) for c in node.children]
+def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation],
+                  widths: dict[str, int] | None) -> SecretRelation:
+    children = [execute(s, c, relations, widths) for c in node.children]
     a = node.args
     if node.op == "input":
         return relations[a["index"]]
@@ -926,7 +942,7 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
         return _execute_join(s, node, *children)
     if node.op == "aggregate":
         return sr.aggregate(s, children[0], [(n, e) for n, e, _ in a["keys"]], a["aggregates"], a["threshold"],
-                            [k for _, k in node.schema], a.get("key_classes"), a["per_row"])
+                            [k for _, k in node.schema], a.get("key_classes"), a["per_row"], widths)
     if node.op == "distinct":
         return sr.distinct(s, children[0])
     if node.op == "window":

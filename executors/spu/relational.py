@@ -610,17 +610,20 @@ class Grouped:
     starts: ArithShare
     carried: list[ArithShare] = ()  # the `carry` columns, in the sorted order
     distinct: list[ArithShare] = ()  # per `within` entry: distinct values of weight 1 per group (valid at `last`)
+    distinct_sums: list[list[ArithShare]] = ()  # per `within` entry: its `summed` limbs' sums over those values
 
 
 @dataclass(frozen=True)
 class Counted:
     """Rows a group counts by distinct value (the group threshold's provenance, COUNT(DISTINCT)): a
     0/1 weight and the value's limbs; `bits`, the limbs' widths where known (as `sort`'s key_bits:
-    values in [0, 2^(b-1)); None: any ring value), lets the sort compare fewer bits."""
+    values in [0, 2^(b-1)); None: any ring value), lets the sort compare fewer bits. `summed`: the
+    limbs SUM / AVG(DISTINCT) add once per distinct value (a number's value limbs; none to count only)."""
 
     weight: ArithShare
     values: tuple[ArithShare, ...]
     bits: tuple[int, ...] | None = None
+    summed: tuple[ArithShare, ...] = ()
 
     def widths(self) -> list[int]:
         return list(self.bits) if self.bits is not None else [64] * len(self.values)
@@ -636,9 +639,9 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     rows, one per protected owner). The first rides along the group sort as minor keys that do not
     split groups; each further one is sorted again, but on the group's secret rank (the running
     count of run starts: ceil(log2 n) + 1 bits) packed with its weight and its value's known width,
-    not on the group keys, and carries nothing (`_distinct_runs`). A group occupies the same
+    not on the group keys, and carries only its `summed` limbs (`_distinct_runs`). A group occupies the same
     positions in every such order, so the run starts of all of them (times their weights) are summed
-    in the one segmented scan.
+    in the one segmented scan; so are the `summed` limbs times those first rows (`distinct_sums`).
 
     Rounds: `sort` (N + L (C_eq + ceil(log2(k + 1)) + 1)) + `neighbour_starts` (C_eq + ceil(log2 k)
     + 1; C_eq on the keys' known widths: 3 + ceil(log2 k) + 1 for a code of <= 8 bits, 2 parties) +
@@ -648,7 +651,8 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     (see the module docstring for C, C_eq, L); the first `within` adds its keys to the sort, and
     its runs come from the same batch of neighbour equalities as the groups' (`run_starts`: at most
     one more AND round, where they took a second `neighbour_starts`); each further one a sort on one packed column (where the widths
-    fit 62 bits) and a `neighbour_starts` of one key; one product round for all their weights."""
+    fit 62 bits) and a `neighbour_starts` of one key; one product round for all their weights, and one
+    more for the `summed` limbs (each a column more through the sorts)."""
     n = _rows([*keys, *(c for _, c in aggs if c is not None)])
     for kind, col in aggs:
         if kind not in AGGREGATES:
@@ -667,17 +671,21 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
     if n == 0:
         empty = ArithShare(np.zeros(0, np.uint64))
         return Grouped(list(keys), empty, [ArithShare(np.zeros(0, np.uint64), 0 if c is None else c.frac)
-                                           for _, c in aggs], empty, list(carry), [empty] * len(counted))
+                                           for _, c in aggs], empty, list(carry), [empty] * len(counted),
+                       [list(item.summed) for item in counted])
     sort_keys = list(keys)
     bits = list(key_bits) if key_bits is not None else [64] * len(keys)
     if counted:
         sort_keys += [counted[0].weight, *counted[0].values]
         bits += [2, *counted[0].widths()]
-    later = [[c.weight, *c.values] for c in counted[1:]]
-    sorted_keys, payload = sort(s, sort_keys, [*value_cols, *carry, *(c for cols in later for c in cols)],
-                                key_bits=bits)
-    payload, carried, later_sorted = (payload[:len(value_cols)], payload[len(value_cols):len(value_cols) + len(carry)],
-                                      payload[len(value_cols) + len(carry):])
+    later = [[c.weight, *c.values, *c.summed] for c in counted[1:]]
+    first_summed = list(counted[0].summed) if counted else []
+    sorted_keys, payload = sort(s, sort_keys, [*value_cols, *carry, *first_summed,
+                                               *(c for cols in later for c in cols)], key_bits=bits)
+    at = len(value_cols) + len(carry)
+    payload, carried, summed, later_sorted = (payload[:len(value_cols)], payload[len(value_cols):at],
+                                              [payload[at:at + len(first_summed)]] if counted else [],
+                                              payload[at + len(first_summed):])
     runs = []  # (run starts of (group, weight, value), weight) of each `within`, in its own order
     equal = neighbour_equal(s, sorted_keys, bits)  # the groups' runs and the first `within`'s, one batch
     if counted:
@@ -688,12 +696,17 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
         (starts,) = run_starts(s, [equal])
     at = 0
     for c, cols in zip(counted[1:], later):
-        runs.append(_distinct_runs(s, starts, later_sorted[at], later_sorted[at + 1:at + len(cols)], c.widths()))
+        width = 1 + len(c.values)
+        *run, in_order = _distinct_runs(s, starts, later_sorted[at], later_sorted[at + 1:at + width], c.widths(),
+                                        later_sorted[at + width:at + len(cols)])
+        runs.append(tuple(run))
+        summed.append(in_order)
         at += len(cols)
     firsts = arith.beaver_mul_many(s, runs) if runs else []
+    added = _added_once(s, firsts, summed)
     col_of = {id(c): p for c, p in zip(value_cols, payload)}
     ones = arith.public(s, np.ones(n, np.int64))
-    sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"] + firsts
+    sums = [col_of[id(c)] for kind, c in aggs if kind == "sum"] + firsts + [c for limbs in added for c in limbs]
     want_count = any(kind == "count" for kind, _ in aggs)
     scanned, ext_out = segmented_scan(s, [*sums, *([ones] if want_count else [])],
                                       [col_of[id(c)] for c, _ in extremes], starts, [mx for _, mx in extremes])
@@ -710,20 +723,29 @@ def group_by(s: SpuSession, keys: list[ArithShare], aggs: list[tuple[str, ArithS
         else:
             i = next(k for k, (c, mx) in enumerate(extremes) if c is col and mx == (kind == "max"))
             out.append(ext_out[i])
-    return Grouped(sorted_keys, last, out, starts, carried, sum_out[si:])
+    distinct, rest = sum_out[si:si + len(counted)], iter(sum_out[si + len(counted):])
+    return Grouped(sorted_keys, last, out, starts, carried, distinct, [[next(rest) for _ in limbs] for limbs in added])
+
+
+def _added_once(s: SpuSession, firsts: list[ArithShare], summed: list[list[ArithShare]]) -> list[list[ArithShare]]:
+    """Each `Counted.summed` limb times its first rows of a distinct value (one product round for all)."""
+    pairs = [(first, limb) for first, limbs in zip(firsts, summed) for limb in limbs]
+    got = iter(arith.beaver_mul_many(s, pairs) if pairs else [])
+    return [[next(got).with_frac(limb.frac) for limb in limbs] for limbs in summed]
 
 
 def _distinct_runs(s: SpuSession, starts: ArithShare, weight: ArithShare, values: list[ArithShare],
-                   widths: list[int]) -> tuple[ArithShare, ArithShare]:
-    """(run starts of equal (group, weight, value), weight), both in the order of a sort by the
+                   widths: list[int], summed: list[ArithShare] = ()
+                   ) -> tuple[ArithShare, ArithShare, list[ArithShare]]:
+    """(run starts of equal (group, weight, value), weight, `summed`), all in the order of a sort by the
     group's rank (the running count of `starts`, in [1, n]: local), the weight, then the value.
     Ranks ascend with the groups, so each group keeps its positions. Keys of known widths are packed
     into one column (`packed_keys`), so the sort and the run tests compare one narrow key."""
     n = len(starts)
     rank = ArithShare(np.cumsum(starts.data, dtype=np.uint64))
     keys, bits = packed_keys(s, [rank, weight, *values], [n.bit_length() + 1, 2, *widths])
-    sorted_keys, (sorted_weight,) = sort(s, keys, [weight], key_bits=bits)
-    return neighbour_starts(s, sorted_keys, bits), sorted_weight
+    sorted_keys, (sorted_weight, *sorted_summed) = sort(s, keys, [weight, *summed], key_bits=bits)
+    return neighbour_starts(s, sorted_keys, bits), sorted_weight, list(sorted_summed)
 
 
 def packed_keys(s: SpuSession, keys: list[ArithShare], widths: list[int]) -> tuple[list[ArithShare], list[int]]:

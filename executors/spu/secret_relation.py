@@ -27,8 +27,8 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare
-from sqlsecure.executors.spu.stage import (SENTINEL, SV, Stage, _at_least, _sort_keys, _total, count_tests, level_text,
-                                           pad_text, tested_columns)
+from sqlsecure.executors.spu.stage import (AVG_LIMIT, SENTINEL, SV, Stage, _at_least, _sort_keys, _total, count_tests,
+                                           level_text, pad_text, tested_columns)
 from sqlsecure.executors.spu.values import decimal_scale, limb_fracs
 
 AGGREGATE_NODES = {"COUNT": exp.Count, "SUM": exp.Sum, "AVG": exp.Avg, "MIN": exp.Min, "MAX": exp.Max}
@@ -237,7 +237,7 @@ def aggregate_node(func: str, arg: exp.Expression | None) -> exp.AggFunc:
 def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expression]],
               aggregates: list[tuple[str, str, exp.Expression | None, bool]],
               threshold: tuple[int, list[str]] | None, kinds: list[str], key_classes: list[int | None] | None = None,
-              per_row: dict | None = None) -> SecretRelation:
+              per_row: dict | None = None, provenance_bits: dict[str, int] | None = None) -> SecretRelation:
     """GROUP BY keys (or one row without keys). The row validity is every row's weight; invalid rows
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
@@ -249,16 +249,18 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     the output columns' kinds (keys, then aggregates); `key_classes`: per key, M where its integer values are
     known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64 (+ 1 round:
     zeroed on invalid rows). `per_row`: the keys are unique in the input (the planner's `tree.rows_as_groups`),
-    so each row is its own group and nothing is sorted (`_per_row`)."""
+    so each row is its own group and nothing is sorted (`_per_row`). `provenance_bits`: each provenance
+    column's width (`program.provenance_bits`), so a MIN of it over all rows compares that many bits."""
     if keys and per_row is not None and (rel.n or per_row["null_group"]):
-        return _per_row(s, rel, keys, aggregates, threshold, kinds, per_row["null_group"])
+        return _per_row(s, rel, keys, aggregates, threshold, kinds, per_row["null_group"], provenance_bits)
     if keys and rel.n == 0:  # no rows, no groups
         names = [name for name, _ in keys] + [a[0] for a in aggregates]
         return SecretRelation({name: null_column(kind, 0, s.frac_bits) for name, kind in zip(names, kinds)}, _zeros(0))
     stage = stage_over(s, rel)
+    stage.provenance_bits = dict(provenance_bits or {})
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = stage.aggregate_inputs([node for _, node in plain], rel.valid)
-    distinct_args = [(name, e) for name, f, e, d in aggregates if d]
+    distinct_args = [(name, f, _summed_arg(f, e)) for name, f, e, d in aggregates if d]
     provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
     if keys:
         classed = [bits if bits is not None and kind == "int" else None
@@ -267,21 +269,27 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold)
 
 
-def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> SecretRelation:
+def _summed_arg(func: str, arg: exp.Expression) -> exp.Expression:
+    """A DISTINCT aggregate's argument as it evaluates: SUM / AVG's under their call, so a DECIMAL keeps its
+    exact limb (`stage.EXACT_DECIMAL_USES`); COUNT's as it is."""
+    return arg if func == "COUNT" else aggregate_node(func, arg).this
+
+
+def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool, provenance_bits=None) -> SecretRelation:
     """GROUP BY keys unique in `rel`: each valid row is its group, so every aggregate is a per-row expression
     of its input (SUM(x) = x, COUNT(x) = x IS NOT NULL, MIN / MAX(x) = x, COUNT(DISTINCT x) = x IS NOT NULL,
-    AVG(x) = x), and a group's distinct rows of each protected owner are that row's (1, or 0 where its
+    AVG(x) = x, not divided by its count of 1: `Stage.finish_aggregates`), and a group's distinct rows of each protected owner are that row's (1, or 0 where its
     provenance is NULL), compared with k as the sorted GROUP BY compares its counts. `null_group`: the one key
     may be NULL on several rows; those rows are one group, aggregated as `_ungrouped` over them and appended
     as one more row (n + 1 rows, a public size), valid when it holds a row. Rounds: the arguments' + 1
-    (weights) + the threshold's comparison, + AVG's division; with the NULL group, + 1 (its weights) + its
-    `_ungrouped` (MIN / MAX tournaments, ceil(log2 n) levels, then its bounds, the nonempty tests riding
-    in the first's comparison: `count_tests`). Saved: the group sort and its
+    (weights) + the threshold's comparison, + AVG's range check (one comparison, one opening); with the NULL
+    group, + 1 (its weights) + its `_ungrouped` (MIN / MAX tournaments, ceil(log2 n) levels, then its bounds, the
+    nonempty tests riding in the first's comparison: `count_tests`). Saved: the group sort and its
     neighbour tests and segmented scans (`relational.group_by`), and the per-aggregate nonempty comparisons
     (a count here is 0 or 1)."""
     names = [name for name, _ in keys] + [a[0] for a in aggregates]
-    plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
-    distinct_args = [(name, e) for name, f, e, d in aggregates if d]
+    plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d or f != "COUNT"]  # one row: x
+    distinct_args = [(name, f, e) for name, f, e, d in aggregates if d and f == "COUNT"]
     provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
     key_values = [evaluate(s, rel, e) for _, e in keys]
     weight = arith.beaver_mul(s, rel.valid, key_values[0].valid) if null_group and rel.n else rel.valid
@@ -291,10 +299,10 @@ def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> Se
         stage.finish_aggregates(plan, [c for _, c in inputs] + [limb for _, _, limbs in stage.text_extremes
                                                                 for limb in limbs], counts_are_bits=True)
         counts = [w for w, _ in _weighted(s, SecretRelation(rel.columns, weight),
-                                          [e for _, e in distinct_args] + provenance)]
+                                          [e for _, _, e in distinct_args] + provenance)]
         columns = dict(zip([name for name, _ in keys], key_values))
         columns.update({name: stage.aggs[node.sql(dialect="duckdb")] for name, node in plain})
-        columns.update({name: SV([count], _ones(s, rel.n), "int") for (name, _), count in zip(distinct_args, counts)})
+        columns.update({name: SV([count], _ones(s, rel.n), "int") for (name, _, _), count in zip(distinct_args, counts)})
         valid = weight
         if threshold is not None:
             valid = _at_least(s, counts[len(distinct_args):] or [weight], threshold[0], times=valid, most=1)
@@ -306,8 +314,11 @@ def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool) -> Se
         return out
     nulls = SecretRelation(rel.columns, rel.valid - weight)
     nulls_stage = stage_over(s, nulls)
+    nulls_stage.provenance_bits = dict(provenance_bits or {})  # its MIN(provenance) on their widths
+    plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = nulls_stage.aggregate_inputs([node for _, node in plain], nulls.valid)
-    group = _ungrouped(s, nulls, nulls_stage, plain, inputs, plan, distinct_args, provenance, threshold,
+    group = _ungrouped(s, nulls, nulls_stage, plain, inputs, plan,
+                       [(n, f, _summed_arg(f, e)) for n, f, e, d in aggregates if d], provenance, threshold,
                        as_group=True)
     group.columns[keys[0][0]] = null_column(kinds[0], 1, s.frac_bits, like=key_values[0])
     return union_all(s, [out, SecretRelation({name: group.columns[name] for name in names}, group.valid)], kinds)
@@ -322,15 +333,17 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
              ) -> SecretRelation:
     n = rel.n
     key_values, minor = canonical_weighted(s, [evaluate(s, rel, e) for _, e in keys],
-                                           [evaluate(s, rel, e) for e in [e for _, e in distinct_args] + provenance],
-                                           rel.valid)  # one round: the keys, and COUNT(DISTINCT)'s weights
+                                           [evaluate(s, rel, e) for e in [e for _, _, e in distinct_args] + provenance],
+                                           rel.valid)  # one round: the keys, and the DISTINCT aggregates' weights
     key_values = _classed_keys(s, key_values, rel.valid, classed)
     offsets = [None, *(o for v, bits in zip(key_values, classed)  # 2^M: a classed value in [0, 2^(M + 1))
                        for o in (None, *([None] * len(v.limbs) if bits is None else [1 << bits])))]
     group_keys = _offset([_ones(s, n) - rel.valid, *_key_columns(key_values)], offsets, s, 1)
     widths = [2, *(w for v, bits in zip(key_values, classed)  # the 0/1 flags at 2 bits
                    for w in (2, *([64] * len(v.limbs) if bits is None else [bits + 2])))]
-    counted = [relational.Counted(w, tuple(v.limbs)) for w, v in minor]  # the first rides along the sort
+    summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
+    counted = [relational.Counted(w, tuple(v.limbs), summed=tuple(v.limbs) if sums else ())
+               for (w, v), sums in zip(minor, summing)]  # the first rides along the sort
     grouped = relational.group_by(s, group_keys, inputs, key_bits=widths, within=counted)
     grouped.keys[:] = _offset(grouped.keys, offsets, s, -1)
     results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
@@ -348,8 +361,8 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     counts = grouped.distinct
     for name, node in plain:
         columns[name] = stage.aggs[node.sql(dialect="duckdb")]
-    for (name, _), count in zip(distinct_args, counts):
-        columns[name] = SV([count], _ones(s, n), "int")
+    for (name, func, _), count, sums, (_, v) in zip(distinct_args, counts, grouped.distinct_sums, minor):
+        columns[name] = _of_distinct(s, stage, func, count, sums, v.kind)
     _assert_avg_ranges(s, stage, valid)
     return SecretRelation(columns, valid)
 
@@ -359,12 +372,16 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
     """One row of every aggregate over the valid rows; `as_group`: a group's row, valid only if it holds a
     row (SQL's ungrouped aggregate is one row even over none)."""
     n = rel.n
-    totals = _totals(s, inputs)
+    totals = _totals(s, inputs, stage.input_bits)
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                for limb in stage.text_extreme_limbs()]
     stage.n = 1
-    counts = [stage.distinct_total(w, v.limbs) if n else _zeros(1) for w, v in
-              _weighted(s, rel, [e for _, e in distinct_args] + provenance)]
+    summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
+    weighted = _weighted(s, rel, [e for _, _, e in distinct_args] + provenance)
+    found = [stage.distinct_totals(w, v.limbs, summed=tuple(v.limbs) if sums else ()) if n else
+             (_zeros(1), [_zeros(1, limb.frac) for limb in v.limbs] if sums else [])
+             for (w, v), sums in zip(weighted, summing)]
+    counts = [count for count, _ in found]
     bounds = [(counts[len(distinct_args):] or [totals[0]], threshold[0])] if threshold is not None else []
     bounds += [([totals[0]], 1)] if as_group else []
     # the empty-group tests ride in the first bound's comparison (`count_tests`)
@@ -374,15 +391,33 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
         valid = _at_least(s, counted, k, times=valid, most=n)
     stage.finish_aggregates(plan, totals, nonempty=nonempty)
     columns = {name: stage.aggs[node.sql(dialect="duckdb")] for name, node in plain}
-    for (name, _), count in zip(distinct_args, counts):
-        columns[name] = SV([count], _ones(s, 1), "int")
+    for (name, func, _), (count, sums), (_, v) in zip(distinct_args, found, weighted):
+        columns[name] = _of_distinct(s, stage, func, count, sums, v.kind)
     _assert_avg_ranges(s, stage, valid)
     return SecretRelation(columns, valid)
 
 
-def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]]) -> list[ArithShare]:
+def _of_distinct(s: SpuSession, stage: Stage, func: str, count: ArithShare, sums: list[ArithShare], kind: str) -> SV:
+    """COUNT / SUM / AVG (DISTINCT x) from the number of x's distinct values and the sums of their limbs
+    (`relational.Counted.summed`): SUM is NULL over none (one comparison), AVG their sum over their number,
+    divided and range-checked as AVG is (`Stage.quotient`, `check_range`)."""
+    if func == "COUNT":
+        return SV([count], _ones(s, len(count)), "int")
+    (nonempty,) = compare.positive_many(s, [count])
+    if func == "SUM":
+        return SV(sums, nonempty, kind)
+    total = sums[-1]  # a DECIMAL's fixed-point limb follows its exact one
+    if total.frac == 0:
+        total = ArithShare(total.data * np.uint64(1 << s.frac_bits), s.frac_bits)
+    stage.check_range(total, AVG_LIMIT)
+    return SV([stage.quotient(total, count + (_ones(s, len(count)) - nonempty))], nonempty, "fixed")
+
+
+def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]], bits: dict[int, int] | None = None
+            ) -> list[ArithShare]:
     """Every aggregate input over all rows (`stage._total`), the MIN/MAX tournaments side by side:
-    ceil(log2 n) levels of one batched comparison and mux for all of them (not per aggregate)."""
+    ceil(log2 n) levels of one batched comparison and mux for all of them (not per aggregate), on the
+    widest of their `bits` (input index -> the bits its comparisons need; 64 where not given)."""
     out = [_total(s, kind, column) if kind == "sum" or len(column) == 0 else None for kind, column in inputs]
     racing = {i: column for i, (kind, column) in enumerate(inputs) if out[i] is None}
     while any(len(c) > 1 for c in racing.values()):
@@ -391,7 +426,8 @@ def _totals(s: SpuSession, inputs: list[tuple[str, ArithShare]]) -> list[ArithSh
         firsts = [racing[i][:halves[i]] for i in playing]
         seconds = [racing[i][halves[i]:2 * halves[i]] for i in playing]
         less = compare.less_than(s, arith.concat([x.with_frac(0) for x in firsts]),
-                                 arith.concat([y.with_frac(0) for y in seconds]))
+                                 arith.concat([y.with_frac(0) for y in seconds]),
+                                 bits=max((bits or {}).get(i, 64) for i in playing))
         items, at = [], 0
         for i, a, b in zip(playing, firsts, seconds):
             c = less[at:at + len(a)]

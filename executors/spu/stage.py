@@ -829,6 +829,7 @@ class Stage:
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.provenance_bits: dict[str, int] = {}  # provenance column -> its width (`dense_rows`), where known
+        self.input_bits: dict[int, int] = {}  # aggregate input -> the bits its MIN / MAX compares (`aggregate_inputs`)
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
@@ -1852,8 +1853,11 @@ class Stage:
                 self.text_extremes.append((isinstance(node, exp.Max), w, v.limbs))
                 plan.append((node, "text_extreme", counted, len(self.text_extremes) - 1))
             else:
-                inputs.append(self._aggregate_input(node, w, v.value, limbs))
+                bits = self.provenance_bits.get(node.this.name) if isinstance(node.this, exp.Column) else None
+                inputs.append(self._aggregate_input(node, w, v.value, limbs, bits))
                 plan.append((node, "extreme", counted, (len(inputs) - 1, v.kind)))
+                if bits is not None:  # values and fill in [-2^(b-1), 2^(b-1)]: differences below 2^b
+                    self.input_bits[len(inputs) - 1] = bits + 1
         products = iter(arith.beaver_mul_many(self.s, limbs))
         return [(kind, column if isinstance(column, ArithShare) else column(next(products)))
                 for kind, column in inputs], plan
@@ -1906,16 +1910,19 @@ class Stage:
             bound = arith.public(self.s, np.full(len(v.valid), math.ceil(bound), dtype=np.int64))
         return v, bound
 
-    def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare, products: list) -> tuple:
+    def _aggregate_input(self, node: exp.AggFunc, w: ArithShare, limb: ArithShare, products: list,
+                         bits: int | None = None) -> tuple:
         """One limb's input of SUM (its weighted value) or MIN / MAX (its value, the fill where the row
-        does not count): (kind, a function of the product w * (limb - fill)), the product appended to
-        `products` for one batched round (`aggregate_inputs`)."""
+        does not count: beyond every value, 2^(bits-1) where they are known in [0, 2^(bits-1))): (kind, a
+        function of the product w * (limb - fill)), the product appended to `products` for one batched
+        round (`aggregate_inputs`)."""
         if isinstance(node, exp.Sum):
             products.append((w, limb))
             return "sum", lambda p: p.with_frac(limb.frac)
         take_max = isinstance(node, exp.Max)
+        beyond = SENTINEL if bits is None else 1 << (bits - 1)
         # the sentinel in ring units whatever the scale (scaling it by 2^frac would wrap to 0)
-        fill = arith.public(self.s, np.full(len(w), -SENTINEL if take_max else SENTINEL, dtype=np.int64))
+        fill = arith.public(self.s, np.full(len(w), -beyond if take_max else beyond, dtype=np.int64))
         fill = ArithShare(fill.data, limb.frac)
         products.append((w, limb - fill))  # w ? limb : fill = fill + w (limb - fill)
         return ("max" if take_max else "min"), lambda p: fill + p.with_frac(limb.frac)
@@ -1944,13 +1951,21 @@ class Stage:
 
     def distinct_total(self, weight: ArithShare, limbs: list[ArithShare], bits: tuple[int, ...] | None = None
                        ) -> ArithShare:
-        """The number of distinct values among the rows of weight 1: sort (weight, value), count run
-        starts. `bits`: the limbs' widths where known (`relational.Counted`), compared packed."""
+        """The number of distinct values among the rows of weight 1 (`distinct_totals`)."""
+        return self.distinct_totals(weight, limbs, bits)[0]
+
+    def distinct_totals(self, weight: ArithShare, limbs: list[ArithShare], bits: tuple[int, ...] | None = None,
+                        summed: tuple[ArithShare, ...] = ()) -> tuple[ArithShare, list[ArithShare]]:
+        """(the number of distinct values among the rows of weight 1, each `summed` limb's sum over one row
+        of each: SUM(DISTINCT x)): sort (weight, value) carrying `summed`, count run starts (+ one product
+        round with `summed`). `bits`: the limbs' widths where known (`relational.Counted`), compared packed."""
         keys = [weight, *limbs]
-        sorted_keys, _ = relational.sort(self.s, keys, [], [False] * len(keys),
-                                         key_bits=None if bits is None else [2, *bits])
+        sorted_keys, carried = relational.sort(self.s, keys, list(summed), [False] * len(keys),
+                                               key_bits=None if bits is None else [2, *bits])
         starts = relational.neighbour_starts(self.s, sorted_keys)
-        return arith.total(arith.beaver_mul(self.s, starts, sorted_keys[0]))
+        first = arith.beaver_mul(self.s, starts, sorted_keys[0])
+        added = arith.beaver_mul_many(self.s, [(first, c) for c in carried]) if carried else []
+        return arith.total(first), [arith.total(a.with_frac(c.frac)) for a, c in zip(added, carried)]
 
     # -- the group threshold ------------------------------------------------------------------
     def branch_weights(self, weight: ArithShare) -> list[ArithShare]:
@@ -2006,11 +2021,15 @@ class Stage:
                 safe = count + (self.ones(n) - nonempty)  # divide by 1 where the group is empty
                 self.check_range(total, AVG_LIMIT)
                 self.checked.append(node.sql(dialect="duckdb"))
-                quotient = compare.divide(s, total, safe)
-                # one refinement: divide the (small) remainder again, so the error is ~2^-F absolute
-                remainder = total - arith.beaver_mul(s, quotient, safe)
-                quotient = quotient + compare.divide(s, remainder, safe)
+                quotient = total if counts_are_bits else self.quotient(total, safe)  # a row's AVG is its value
                 self.aggs[node.sql(dialect="duckdb")] = self.exact_average(node, quotient, nonempty, safe, results, value)
+
+    def quotient(self, total: ArithShare, count: ArithShare) -> ArithShare:
+        """total / count in fixed point, refined once: the (small) remainder divided again, so the error
+        is ~2^-F absolute."""
+        quotient = compare.divide(self.s, total, count)
+        remainder = total - arith.beaver_mul(self.s, quotient, count)
+        return quotient + compare.divide(self.s, remainder, count)
 
     def exact_average(self, node, quotient: ArithShare, nonempty: ArithShare, count: ArithShare, results, value) -> SV:
         """AVG of a DECIMAL revealed as it is: the fixed-point quotient beside the exact one
