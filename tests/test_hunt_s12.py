@@ -44,3 +44,40 @@ def test_a_join_or_semi_join_on_doubles_matches_negative_zero(zeros_oracle, sql)
     (executors/psi/encoding.py)."""
     assert zeros_oracle.engine.check(sql, "bank") is None
     zeros_oracle.check(sql, "bank")
+
+
+def threshold_parties() -> dict[str, dict[str, pa.Table]]:
+    """bank.t keys 1, 1, 1, 2, 2 and shop.t keys 1, 1, 2: key 2 has one shop row, key 1 two."""
+    return {"bank": {"t": pa.table({"k": pa.array([1, 1, 1, 2, 2], pa.int64()),
+                                    "i": pa.array([1, 2, 3, 4, 5], pa.int64())})},
+            "shop": {"t": pa.table({"k": pa.array([1, 1, 2], pa.int64()),
+                                    "i": pa.array([6, 7, 8], pa.int64())})}}
+
+
+@pytest.fixture(scope="module")
+def threshold_oracle(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    """Every column PLAINTEXT to the other party (so bank computes at itself), a threshold of 2 rows."""
+    path = federation_writer(tmp_path_factory.mktemp("hunt-s12-threshold"), threshold_parties(),
+                             plaintext_grants(PARTIES), parties=PARTIES, min_group_size=2)
+    with Engine(path) as engine:
+        yield oracle_for(engine)
+
+
+JOINED = "j AS (SELECT x.k AS k, x.i + y.i AS v FROM bank.t x JOIN shop.t y ON x.k = y.k)"
+
+
+@pytest.mark.parametrize("sql", [
+    f"WITH {JOINED}, g AS (SELECT k, SUM(v) AS s FROM j GROUP BY k) SELECT * FROM g",
+    f"WITH a AS (SELECT k, i FROM bank.t), {JOINED.replace('bank.t x', 'a x')}, g AS (SELECT k, COUNT(*) AS n "
+    "FROM j GROUP BY k) SELECT g.k AS k, g.n AS n FROM g",
+    "WITH a AS (SELECT k, i FROM shop.t), c AS (SELECT k, i FROM a WHERE i > 0) "
+    "SELECT x.k AS k, COUNT(*) AS n FROM bank.t x JOIN c ON x.k = c.k GROUP BY x.k",
+])
+def test_a_cte_reading_a_cte_keeps_the_group_threshold(threshold_oracle, sql):
+    """Leak (group threshold): computed at the issuer, a CTE that reads another CTE was taken to read no
+    party, so an aggregate of bank's and shop's rows in it reached bank unthresholded (key 2's sum over
+    shop's one row), and a CTE of shop's rows read through another counted joined rows, not shop's.
+    Now the parties and rows of a CTE are those of the CTEs it reads (planner/gather.py)."""
+    assert threshold_oracle.engine.check(sql, "bank") is None
+    got = threshold_oracle.check(sql, "bank")
+    assert 2 not in got.column("k").to_pylist()
