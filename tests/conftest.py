@@ -259,8 +259,20 @@ class Provenance:
                 union = node.__class__(this=union, expression=branch, distinct=distinct and not every)
             if distinct and every:
                 union = self.distinct_rows(union, every)
-            return union, every
+            return self.ordered(union, node), every
         return self.select(node, under, ctes)
+
+    @staticmethod
+    def ordered(union: exp.Expression, node: exp.Expression) -> exp.Expression:
+        """The rebuilt set operation with the original's ORDER BY / LIMIT / OFFSET (by position or output
+        name: the provenance columns come after the outputs)."""
+        modifiers = {key: node.args[key].copy() for key in ("order", "limit", "offset") if node.args.get(key)}
+        if not modifiers:
+            return union
+        rows = exp.select("*").from_(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("__set"))))
+        for key, value in modifiers.items():
+            rows.set(key, value)
+        return rows
 
     @staticmethod
     def distinct_rows(union: exp.Expression, provenance: list[str]) -> exp.Select:
