@@ -24,7 +24,7 @@ from sqlglot.optimizer.scope import traverse_scope
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.planner.analysis import Threshold, with_threshold
-from sqlsecure.planner.build import _describe, conjuncts_of
+from sqlsecure.planner.build import _describe, conjuncts_of, parties_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import Finish, PhysicalPlan, Reveal, RunLocal
@@ -233,8 +233,9 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
         if any(_aggregates(s) for s in tree.find_all(exp.Select)):
             raise unsupported
         return [], [], set()
+    ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
     if not _aggregates(tree):
-        if any(_aggregates(s) and {t.db for t in s.find_all(exp.Table) if t.db} - {issuer}
+        if any(_aggregates(s) and parties_of(_ctes_inlined(s, ctes)) - {issuer}
                for s in tree.find_all(exp.Select) if s is not tree):
             raise unsupported  # an inner aggregate of a protected owner's rows reaches the issuer unbounded
         return [], [], set()
@@ -242,7 +243,6 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
                                           for e in tree.expressions for a in aggregates_in(e)):
         raise unsupported  # only subqueries in its SELECT list aggregate: no group to count rows in
     counts, protected, provenance = [], [], set()
-    ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
     items = [tree.args["from_"].this] if tree.args.get("from_") else []
     lookups = lookup_aliases(tree, catalog)
     for item in items + [j.this for j in tree.args.get("joins") or []]:
@@ -260,9 +260,10 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
             counts += branch_counts
             protected += owners
         elif isinstance(body, exp.Select):
-            parties = {t.db for t in body.find_all(exp.Table) if t.db}
+            inlined = _ctes_inlined(body, ctes)
+            parties = set(parties_of(inlined))
             if len(parties) == 1 and parties != {issuer}:
-                check_rows_kept(next(iter(parties)), body, catalog)
+                check_rows_kept(next(iter(parties)), inlined, catalog)
                 if ROW not in body.named_selects:  # a CTE read twice is numbered once
                     holder.set("this", _numbered(body))
                 counts.append(_distinct(alias, ROW))
@@ -270,6 +271,17 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
             elif parties - {issuer}:  # the threshold through nested shapes: the secret program's rule
                 raise unsupported
     return counts or [exp.Count(this=exp.Star())], protected, provenance
+
+
+def _ctes_inlined(node: exp.Expression, ctes: dict[str, exp.CTE]) -> exp.Expression:
+    """A copy of `node` with each bare reference to one of `ctes` replaced by its body, recursively: the
+    parties a CTE reads through another CTE, and the rows it repeats, are those of the bodies it names."""
+    def inline(table: exp.Expression) -> exp.Expression:
+        if not (isinstance(table, exp.Table) and not table.db and table.name in ctes):
+            return table
+        body = _ctes_inlined(ctes[table.name].this, {n: c for n, c in ctes.items() if n != table.name})
+        return exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
+    return node.copy().transform(inline)
 
 
 def lookup_aliases(select: exp.Select, catalog: Catalog) -> set[str]:

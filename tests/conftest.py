@@ -157,6 +157,7 @@ def protected_counts(tree: exp.Select, issuer: str, catalog=None) -> list[exp.Ex
     rows: dict[str, list[exp.Expression]] = {}
     counts = []
     ctes = {cte.alias_or_name: exp.Subquery(this=cte.this) for cte in tree.find_all(exp.CTE)}
+    bodies = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}  # a CTE's owners, through the CTEs it reads
     lookups = lookup_aliases(tree, catalog) if catalog is not None else set()
     for source in [tree.args["from_"].this, *(j.this for j in tree.args.get("joins") or [])]:
         name = source.alias_or_name
@@ -170,13 +171,13 @@ def protected_counts(tree: exp.Select, issuer: str, catalog=None) -> list[exp.Ex
             for i, branch in enumerate(_union_branches(source.this)):
                 if "__oracle_branch" not in branch.named_selects:  # a CTE read twice is tagged once
                     branch.select(exp.alias_(exp.Literal.number(i), "__oracle_branch"), copy=False)
-                owners = {t.db for t in branch.find_all(exp.Table) if t.db}
+                owners = _owners(branch, bodies)
                 if owners - {issuer}:
                     counts.append(exp.Sum(this=exp.If(this=exp.EQ(this=exp.column("__oracle_branch", table=name),
                                                                    expression=exp.Literal.number(i)),
                                                       true=exp.Literal.number(1), false=exp.Literal.number(0))))
         elif isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
-            owners = {t.db for t in source.find_all(exp.Table) if t.db}
+            owners = _owners(source, bodies)
             if len(owners) == 1:
                 if "__oracle_row" not in source.this.named_selects:
                     source.this.select(exp.alias_(sqlglot.parse_one("ROW_NUMBER() OVER ()"), "__oracle_row"),
@@ -258,8 +259,20 @@ class Provenance:
                 union = node.__class__(this=union, expression=branch, distinct=distinct and not every)
             if distinct and every:
                 union = self.distinct_rows(union, every)
-            return union, every
+            return self.ordered(union, node), every
         return self.select(node, under, ctes)
+
+    @staticmethod
+    def ordered(union: exp.Expression, node: exp.Expression) -> exp.Expression:
+        """The rebuilt set operation with the original's ORDER BY / LIMIT / OFFSET (by position or output
+        name: the provenance columns come after the outputs)."""
+        modifiers = {key: node.args[key].copy() for key in ("order", "limit", "offset") if node.args.get(key)}
+        if not modifiers:
+            return union
+        rows = exp.select("*").from_(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("__set"))))
+        for key, value in modifiers.items():
+            rows.set(key, value)
+        return rows
 
     @staticmethod
     def distinct_rows(union: exp.Expression, provenance: list[str]) -> exp.Select:

@@ -2,7 +2,8 @@
 
 Rule: the value's *family* tags the bytes, so `1` (integer) and `'1'` (string) never collide,
 while every integer width (TINYINT ... HUGEINT, signed or not) encodes alike: INTEGER 5 and
-BIGINT 5 match. DECIMALs encode their exact value without trailing zeros (5.50 and 5.5 match).
+BIGINT 5 match. DECIMALs encode their exact value without trailing zeros (5.50 and 5.5 match); a DOUBLE's -0.0
+encodes as 0.0 (they are equal in SQL).
 A row with a NULL in any key column encodes to None and never matches. Several key columns
 encode as length-prefixed parts.
 """
@@ -33,8 +34,8 @@ def _family(dtype: pa.DataType):
         return lambda v: b"T" + v.isoformat().encode()
     if pt.is_binary(dtype) or pt.is_large_binary(dtype):
         return lambda v: b"x" + bytes(v)
-    if pt.is_floating(dtype):
-        return lambda v: b"f" + repr(float(v)).encode()
+    if pt.is_floating(dtype):  # + 0.0: -0.0 becomes 0.0, which SQL's = equals (NaN encodes as "nan": DuckDB's NaN = NaN)
+        return lambda v: b"f" + repr(float(v) + 0.0).encode()
     tag = str(dtype).encode()
     return lambda v: b"?" + tag + b":" + str(v).encode()
 
