@@ -41,7 +41,8 @@ from sqlsecure.executors.tee.sealing import SealingError
 from sqlsecure.executors.tee.wire import ENCLAVE, HOST, Envelope, SealedBatch
 
 DEFAULT_TIMEOUT = 120.0
-START_TIMEOUT = 30.0
+START_TIMEOUT = DEFAULT_TIMEOUT  # a slow start (an interpreter importing on a loaded machine) is not a failure;
+# a process that dies is noticed at once (its stdout ends), so only a hung one waits this long
 MODULE = "sqlsecure.executors.tee.main"
 
 _ERRORS = {"sealing": SealingError, "protocol": ProtocolError, "data": DataError,
