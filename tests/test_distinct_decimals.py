@@ -2,7 +2,7 @@
 (DISTINCT d) of a DECIMAL(12, 5) whose values lie 1e-5 apart must not merge two of them on one
 fixed-point code (16 fractional bits: 2^-16 > 1e-5), grouped and ungrouped, over a view of every
 party's rows and over a cross-party join, with NULLs and duplicates, 2 and 3 parties, against plain
-DuckDB to the last digit."""
+DuckDB to the last digit; the join's also in the enclave (DECIMALs there are exact x * 10^s)."""
 
 import decimal
 
@@ -14,6 +14,7 @@ import sqlglot
 from sqlsecure.engine import Engine
 from sqlsecure.planner.views import expand_views
 from tests.conftest import same_multiset, sorted_rows
+from tests.test_enclave_queries import enclave_section
 from tests.test_spu_decimal_exact import PARTIES, exactly
 
 STEP = decimal.Decimal("0.00001")
@@ -81,6 +82,26 @@ AVERAGE_QUERIES = [  # AVG of a secret program is its fixed-point quotient (a DO
 @pytest.mark.parametrize("sql", UNION_QUERIES + JOIN_QUERIES)
 def test_distinct_decimals_are_exact(oracle, sql):
     exactly(oracle, sql)
+
+
+@pytest.fixture(scope="module")
+def enclave_oracle(tmp_path_factory, federation_writer, oracle_for):
+    """Two parties' `vals` with `[enclave] placement = "always"`: the same DISTINCT aggregates in the enclave."""
+    directory = tmp_path_factory.mktemp("distinct-enclave")
+    enclave = enclave_section(directory).replace("[enclave]\n", '[enclave]\nplacement = "always"\n')
+    tables = {p: {"vals": values(i + 7, 60)} for i, p in enumerate(PARTIES[:2])}
+    union = " UNION ALL ".join(f"SELECT id, g, d, coarse, note FROM {p}.vals" for p in PARTIES[:2])
+    with Engine(federation_writer(directory, tables, f'[views]\nallvals = "{union}"\n\n' + aggregate_grants(PARTIES[:2])
+                                  + enclave, parties=PARTIES[:2])) as engine:
+        yield oracle_for(engine)
+
+
+@pytest.mark.parametrize("sql", JOIN_QUERIES)
+def test_distinct_decimals_in_the_enclave_are_exact(enclave_oracle, sql):
+    assert "TEEU(enclave" in enclave_oracle.engine.explain(sql, "p1"), sql
+    want = enclave_oracle.expected(expand_views(sqlglot.parse_one(sql, read="duckdb"),
+                                                enclave_oracle.engine.config.views).sql("duckdb"), "p1")
+    assert sorted_rows(enclave_oracle.engine.execute(sql, "p1").table) == sorted_rows(want), sql
 
 
 @pytest.mark.parametrize("sql", AVERAGE_QUERIES)
