@@ -122,7 +122,7 @@ def approximate_columns(node: Node) -> dict[str, exp.Expression]:
         return {name: e for i, (name, _) in enumerate(node.schema) for child, sub in zip(node.children, subs)
                 if i < len(child.schema) and (e := sub.get(child.schema[i][0])) is not None}
     named = [(name, e) for name, e, _ in a.get("columns", [])] if node.op == "project" else \
-        [(name, e and exp.Anonymous(this=func, expressions=[e])) for name, func, e, _ in a.get("aggregates", [])] + \
+        [(name, e and exp.Anonymous(this=func, expressions=[e.copy()])) for name, func, e, _ in a.get("aggregates", [])] + \
         [(n, e) for n, e, _ in a.get("keys", [])] \
         if node.op == "aggregate" else [(a["name"], a.get("arg"))] if node.op == "window" else []
     used = [e for _, e in named] + [a.get("condition")] + [*a.get("partition", [])] + \

@@ -28,7 +28,7 @@ from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare
 from sqlsecure.executors.spu.stage import (AVG_LIMIT, SENTINEL, SV, Stage, _at_least, _sort_keys, _total, count_tests,
-                                           level_text, pad_text, tested_columns)
+                                           compared_limbs, level_text, pad_text, tested_columns)
 from sqlsecure.executors.spu.values import decimal_scale, limb_fracs
 
 AGGREGATE_NODES = {"COUNT": exp.Count, "SUM": exp.Sum, "AVG": exp.Avg, "MIN": exp.Min, "MAX": exp.Max}
@@ -260,7 +260,7 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     stage.provenance_bits = dict(provenance_bits or {})
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = stage.aggregate_inputs([node for _, node in plain], rel.valid)
-    distinct_args = [(name, f, _summed_arg(f, e)) for name, f, e, d in aggregates if d]
+    distinct_args = [(name, f, _distinct_arg(f, e)) for name, f, e, d in aggregates if d]
     provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
     if keys:
         classed = [bits if bits is not None and kind == "int" else None
@@ -269,10 +269,11 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold)
 
 
-def _summed_arg(func: str, arg: exp.Expression) -> exp.Expression:
-    """A DISTINCT aggregate's argument as it evaluates: SUM / AVG's under their call, so a DECIMAL keeps its
-    exact limb (`stage.EXACT_DECIMAL_USES`); COUNT's as it is."""
-    return arg if func == "COUNT" else aggregate_node(func, arg).this
+def _distinct_arg(func: str, arg: exp.Expression) -> exp.Expression:
+    """A DISTINCT aggregate's argument as it evaluates: under a copy of its own call, whatever tree it hangs
+    in, so a DECIMAL keeps its exact limb (`stage.EXACT_DECIMAL_USES`) and distinct values 1e-5 apart are
+    not counted as one fixed-point value."""
+    return aggregate_node(func, arg).this
 
 
 def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool, provenance_bits=None) -> SecretRelation:
@@ -318,7 +319,7 @@ def _per_row(s, rel, keys, aggregates, threshold, kinds, null_group: bool, prove
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = nulls_stage.aggregate_inputs([node for _, node in plain], nulls.valid)
     group = _ungrouped(s, nulls, nulls_stage, plain, inputs, plan,
-                       [(n, f, _summed_arg(f, e)) for n, f, e, d in aggregates if d], provenance, threshold,
+                       [(n, f, _distinct_arg(f, e)) for n, f, e, d in aggregates if d], provenance, threshold,
                        as_group=True)
     group.columns[keys[0][0]] = null_column(kinds[0], 1, s.frac_bits, like=key_values[0])
     return union_all(s, [out, SecretRelation({name: group.columns[name] for name in names}, group.valid)], kinds)
@@ -342,7 +343,7 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     widths = [2, *(w for v, bits in zip(key_values, classed)  # the 0/1 flags at 2 bits
                    for w in (2, *([64] * len(v.limbs) if bits is None else [bits + 2])))]
     summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
-    counted = [relational.Counted(w, tuple(v.limbs), summed=tuple(v.limbs) if sums else ())
+    counted = [relational.Counted(w, tuple(compared_limbs(v)), summed=tuple(v.limbs) if sums else ())
                for (w, v), sums in zip(minor, summing)]  # the first rides along the sort
     grouped = relational.group_by(s, group_keys, inputs, key_bits=widths, within=counted)
     grouped.keys[:] = _offset(grouped.keys, offsets, s, -1)
@@ -378,7 +379,7 @@ def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, th
     stage.n = 1
     summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
     weighted = _weighted(s, rel, [e for _, _, e in distinct_args] + provenance)
-    found = [stage.distinct_totals(w, v.limbs, summed=tuple(v.limbs) if sums else ()) if n else
+    found = [stage.distinct_totals(w, compared_limbs(v), summed=tuple(v.limbs) if sums else ()) if n else
              (_zeros(1), [_zeros(1, limb.frac) for limb in v.limbs] if sums else [])
              for (w, v), sums in zip(weighted, summing)]
     counts = [count for count, _ in found]

@@ -76,7 +76,8 @@ EXACT_DECIMAL_USES = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count,  # AVG: bot
                       exp.Paren, exp.Neg, exp.Abs, exp.Add, exp.Sub, exp.Mul,  # DECIMAL arithmetic: `_exact_arithmetic`
                       exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,  # compared exactly: `_compared_numbers`
                       exp.If, exp.Case, exp.Coalesce,  # CASE / COALESCE of DECIMALs: `_aligned`
-                      exp.Greatest, exp.Least)  # compared exactly, then chosen: `_extreme`
+                      exp.Greatest, exp.Least,  # compared exactly, then chosen: `_extreme`
+                      exp.Distinct)  # COUNT / SUM / AVG (DISTINCT x): x's distinct values compared exactly
 
 
 @dataclass
@@ -90,6 +91,13 @@ class SV:
     @property
     def value(self) -> ArithShare:
         return self.limbs[0]
+
+
+def compared_limbs(v: SV) -> list[ArithShare]:
+    """The limbs that decide whether two values are equal: a DECIMAL's exact limb only (the fixed-point
+    limb of a computed one, such as a.d - b.d, may differ between equal values and agree between
+    distinct ones), every limb of any other kind."""
+    return v.limbs[:1] if decimal_scale(v.kind) is not None else v.limbs
 
 
 def pad_text(v: SV, limbs: int) -> SV:
@@ -1947,7 +1955,7 @@ class Stage:
         if len(args) != 1:
             raise NotSupportedError("COUNT(DISTINCT a, b) in secure computation")
         v = self.secret(self.ev(args[0]))
-        return SV([self.distinct_total(self.weighted(weight, [v.valid])[0], v.limbs)], self.ones(1), "int")
+        return SV([self.distinct_total(self.weighted(weight, [v.valid])[0], compared_limbs(v))], self.ones(1), "int")
 
     def distinct_total(self, weight: ArithShare, limbs: list[ArithShare], bits: tuple[int, ...] | None = None
                        ) -> ArithShare:
