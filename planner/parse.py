@@ -26,6 +26,7 @@ from sqlsecure.planner.build import duckdb_names, name_outputs
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.dialects import to_duckdb_meaning
 from sqlsecure.planner.dialects.common import refuse_wide_decimals
+from sqlsecure.planner.dialects.mysql import cast_target_refusal
 from sqlsecure.planner.pushdown_typing import type_query
 from sqlsecure.planner.views import expand_views, used_views
 
@@ -97,6 +98,43 @@ def check_nesting(sql: str, dialect: str) -> None:
             depth = max(0, depth - 1)
 
 
+def cast_targets(tokens: list) -> list[tuple[object, str, bool]]:
+    """Each CAST(x AS type) / CONVERT(x, type) of a token list: (its first token, the type's first word,
+    whether a length follows it). CONVERT(x USING charset) has no type."""
+    found = []
+    for i, token in enumerate(tokens[:-1]):
+        separator = {"CAST": TokenType.ALIAS, "CONVERT": TokenType.COMMA}.get(token.text.upper())
+        if separator is None or tokens[i + 1].token_type != TokenType.L_PAREN:
+            continue
+        depth = 0
+        for j in range(i + 1, len(tokens) - 1):
+            depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(tokens[j].token_type, 0)
+            if depth == 0:
+                break
+            if depth == 1 and tokens[j].token_type == separator:
+                word = tokens[j + 1]
+                found.append((token, word.text, j + 2 < len(tokens) and tokens[j + 2].token_type == TokenType.L_PAREN))
+                break
+    return found
+
+
+def check_cast_targets(sql: str, dialect: str) -> None:
+    """In the mysql dialect, refuse a CAST / CONVERT to a type MySQL and MariaDB reject (BIGINT, VARCHAR, TEXT,
+    ...), and the casts they lack (`x::type`, TRY_CAST): sqlglot reads them as the casts they accept, so
+    a query MySQL refuses would be answered. Checked on the tokens, where `BIGINT` and `SIGNED` still differ."""
+    if dialect != "mysql":
+        return
+    tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    for token in tokens:
+        if token.token_type == TokenType.DCOLON or token.text.upper() == "TRY_CAST":
+            raise PlanError(f"syntax error at {position(sql, token.start)}: MySQL and MariaDB have no "
+                            f"{token.text.upper()}; write CAST(x AS type)")
+    for cast, target, has_length in cast_targets(tokens):
+        why = cast_target_refusal(target, has_length)
+        if why is not None:
+            raise PlanError(f"syntax error at {position(sql, cast.start)}, in {cast.text.upper()}: {why}")
+
+
 def check_depth(tree: exp.Expression) -> None:
     """Refuse a parsed tree deeper than MAX_EXPRESSION_DEPTH (measured without recursion)."""
     stack = [(tree, 1)]
@@ -151,6 +189,7 @@ def parse_query(sql: str, dialect: str) -> exp.Expression:
     if tree.find(exp.Into) is not None:
         raise PlanError("SELECT ... INTO is not allowed: queries are read-only")
     check_empty_clauses(tree, sql, dialect)
+    check_cast_targets(sql, dialect)
     return tree
 
 

@@ -168,3 +168,21 @@ def test_the_enclave_rules_deny_by_default():
     assert sqlglot.exp.Subquery not in ENCLAVE_RULES
     assert "SUBQUERY" in enclave_refusal(sqlglot.parse_one("x + (SELECT 1)", read="duckdb"))
     assert enclave_refusal(sqlglot.parse_one("ROUND(x / NULLIF(y, 0), 2)", read="duckdb")) is None
+
+
+@pytest.mark.parametrize("sql, named", [
+    (f"SELECT b.label, STRING_AGG(b.grade, ',') {JOIN} GROUP BY b.label", "GROUP_CONCAT"),
+    (f"SELECT b.label, BOOL_AND(b.flag) {JOIN} GROUP BY b.label", "LOGICAL_AND"),
+    (f"SELECT b.label, STDDEV(v.amount) + 1 {JOIN} GROUP BY b.label", "STDDEV"),
+    (f"SELECT b.label, COUNT(*) {JOIN} GROUP BY b.label HAVING MEDIAN(v.qty) > 0", "MEDIAN"),
+    (f"SELECT b.label, SUM(v.qty) {JOIN} GROUP BY b.label ORDER BY VARIANCE(v.amount)", "VARIANCE"),
+])
+def test_an_aggregate_the_enclave_lacks_is_refused_by_name(oracle, sql, named):
+    """Named as an aggregate the enclave does not support (not as the columns it reads), the same in
+    check, EXPLAIN and execution."""
+    said = oracle.engine.check(sql, "bank")
+    assert said is not None and f"the aggregate {named} is not supported in the enclave" in said, said
+    for run in (oracle.engine.explain, oracle.engine.execute):
+        with pytest.raises(NotSupportedError) as refused:
+            run(sql, "bank")
+        assert f"NotSupportedError: {refused.value}" == said

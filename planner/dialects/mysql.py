@@ -30,6 +30,45 @@ MYSQL_INTEGER = ("CASE WHEN _s IS NULL THEN NULL ELSE COALESCE(TRY_CAST(NULLIF(R
                  "'^[ \\t\\n\\r]*([+-]?[0-9]+)', 1), '') AS HUGEINT), 0) END")
 DIV_PRECISION_INCREMENT = 4  # MySQL's default: `/` adds 4 decimals to the dividend's scale
 
+# CAST / CONVERT targets MariaDB accepts (checked on MariaDB 10.11: anything else is a syntax error there),
+# by the first word as sqlglot's MySQL tokenizer reads it; VARCHAR only with a length, FLOAT only without.
+# (MariaDB's INET6 and UUID are left out: the engine has no such types, and MySQL has neither.)
+# sqlglot reads several of the refused ones (BIGINT, TEXT) as the same type as an accepted one, so the
+# check is on the query's tokens (planner/parse.py `check_cast_targets`), not on the parsed tree.
+CAST_TARGETS = {"BINARY", "CHAR", "CHARACTER", "NCHAR", "DATE", "DATETIME", "TIME", "DECIMAL", "DEC", "DOUBLE",
+                "FLOAT", "INT", "INT4", "INTEGER", "SIGNED", "SIGNED INTEGER", "UNSIGNED", "UNSIGNED INTEGER", "VARCHAR"}
+CAST_TARGETS_NEED_LENGTH = {"VARCHAR"}
+CAST_TARGETS_WITHOUT_LENGTH = {"FLOAT"}
+PORTABLE_CAST_TARGETS = "BINARY, CHAR[(n)], DATE, DATETIME, DECIMAL[(m, d)], DOUBLE, FLOAT, SIGNED, TIME, UNSIGNED"
+CAST_INSTEAD = {  # a refused target's nearest accepted one
+    **dict.fromkeys(("BIGINT", "SMALLINT", "TINYINT", "MEDIUMINT", "INT1", "INT2", "INT3", "INT8",
+                     "BOOL", "BOOLEAN", "BIT", "YEAR", "HUGEINT"), "SIGNED (UNSIGNED for a non-negative integer)"),
+    **dict.fromkeys(("VARCHAR", "TEXT", "TINYTEXT", "MEDIUMTEXT", "LONGTEXT", "STRING", "NVARCHAR",
+                     "CHARACTER VARYING"), "CHAR"),
+    **dict.fromkeys(("NUMERIC", "FIXED", "NUMBER"), "DECIMAL(m, d)"),
+    **dict.fromkeys(("REAL", "DOUBLE PRECISION", "FLOAT", "FLOAT4", "FLOAT8"), "DOUBLE"),
+    **dict.fromkeys(("TIMESTAMP", "TIMESTAMPTZ"), "DATETIME"),
+    **dict.fromkeys(("VARBINARY", "BLOB", "TINYBLOB", "MEDIUMBLOB", "LONGBLOB", "BYTEA"), "BINARY"),
+}
+
+
+def cast_target_refusal(target: str, has_length: bool) -> str | None:
+    """Why MySQL / MariaDB reject `CAST(x AS target[(...)])`, with what to write instead; None if they accept it.
+
+    >>> cast_target_refusal("SIGNED", False) is None, cast_target_refusal("VARCHAR", True) is None
+    (True, True)
+    >>> cast_target_refusal("BIGINT", False)
+    'MySQL and MariaDB cannot cast to BIGINT: write SIGNED (UNSIGNED for a non-negative integer) instead; they cast to BINARY, CHAR[(n)], DATE, DATETIME, DECIMAL[(m, d)], DOUBLE, FLOAT, SIGNED, TIME, UNSIGNED'
+    """
+    target = " ".join(target.upper().split())
+    if target in CAST_TARGETS and (has_length or target not in CAST_TARGETS_NEED_LENGTH) and not (
+            has_length and target in CAST_TARGETS_WITHOUT_LENGTH):
+        return None
+    shown = f"{target}(...)" if has_length else target
+    instead = f"write {CAST_INSTEAD[target]} instead; " if target in CAST_INSTEAD else ""
+    return f"MySQL and MariaDB cannot cast to {shown}: {instead}they cast to {PORTABLE_CAST_TARGETS}"
+
+
 # DATE_FORMAT / STR_TO_DATE specifiers with an exact DuckDB equivalent; any other one is refused.
 MYSQL_TO_STRFTIME = {
     "a": "%a", "b": "%b", "c": "%-m", "d": "%d", "e": "%-d", "f": "%f", "H": "%H", "h": "%I", "I": "%I",
