@@ -103,37 +103,66 @@ def parse_program(text: str) -> Program:
     classes = {name: bits for i, spec in enumerate(obj["inputs"]) for name, bits in _input_classes(i, spec, inputs[i])}
     root = _node(obj["root"], "root", inputs)
     approximate_columns(root)  # refuses a rounding whose error bound an earlier node holds
+    approximate_columns(root, amplified=True)  # and a DOUBLE product's, whose error its factors magnify
     key_classes(root, classes)
     return Program(inputs, root, text, _noise_spec(obj.get("noise"), root), classes)
 
 
-def approximate_columns(node: Node) -> dict[str, exp.Expression]:
+def approximate_columns(node: Node, amplified: bool = False) -> dict[str, exp.Expression]:
     """The columns of `node` whose values are approximations (spu.approximation: a quotient by a secret,
     SQRT, ...), each with the expression that made it, after refusing any ROUND / FLOOR / CEIL / CAST to
     an integer or DECIMAL of such a column: the error bound that guards a rounding is composed within one
     expression, and a column from an earlier node (a subquery's, an aggregate's, a window's) arrives
     without it. Comparisons of such a column are refused for the same reason, and so are keys that are
-    approximate values (`_refuse_approximate_keys`)."""
-    subs = [approximate_columns(child) for child in node.children]
+    approximate values (`_refuse_approximate_keys`). With `amplified`, the columns holding a product with a
+    DOUBLE factor (`_amplified`: a SUM of them errs by its rows' summed bounds, which stay in the step that
+    made it) count too, for the comparisons and roundings only."""
+    subs = [approximate_columns(child, amplified) for child in node.children]
     below = {name: e for sub in subs for name, e in sub.items()}
     a = node.args
-    _refuse_approximate_keys(node, subs)
+    if not amplified:
+        _refuse_approximate_keys(node, subs)
     if node.op in ("union_all", "set"):  # by position (a set operation's output may add columns: none approximate)
         return {name: e for i, (name, _) in enumerate(node.schema) for child, sub in zip(node.children, subs)
                 if i < len(child.schema) and (e := sub.get(child.schema[i][0])) is not None}
     named = [(name, e) for name, e, _ in a.get("columns", [])] if node.op == "project" else \
         [(name, e and exp.Anonymous(this=func, expressions=[e.copy()])) for name, func, e, _ in a.get("aggregates", [])] + \
         [(n, e) for n, e, _ in a.get("keys", [])] \
-        if node.op == "aggregate" else [(a["name"], a.get("arg"))] if node.op == "window" else []
+        if node.op == "aggregate" else \
+        [(a["name"], a["arg"] and exp.Anonymous(this=a["func"].upper(), expressions=[a["arg"]]))] \
+        if node.op == "window" else []
     used = [e for _, e in named] + [a.get("condition")] + [*a.get("partition", [])] + \
         [e for e, _, _ in (a.get("keys", []) if node.op == "sort" else [])]
     for e in (x for x in used if isinstance(x, exp.Expression)):
         _refuse_rounding_of(e, below, node)
         _refuse_comparison_of(e, below, node)
     made = {name: below.get(e.name) if isinstance(e, exp.Column) and e.name in below else e
-            for name, e in named if e is not None and (approximation.is_approximate(e) or
-                                                      any(c.name in below for c in e.find_all(exp.Column)))}
+            for name, e in named if e is not None and not _is_count(e) and
+            (approximation.is_approximate(e) or (amplified and _amplified(e, node)) or
+             any(c.name in below for c in e.find_all(exp.Column)))}
     return made if node.op in ("project", "aggregate") else {**below, **made}
+
+
+def _is_count(e: exp.Expression) -> bool:
+    """An aggregate's or a window's COUNT: exact, whatever it counts."""
+    return isinstance(e, exp.Anonymous) and e.name.upper() == "COUNT"
+
+
+EXACT_TYPES = {"int": "BIGINT", "bool": "BOOLEAN", "date": "BIGINT", "timestamp": "BIGINT"}  # held exactly
+
+
+def _amplified(e: exp.Expression, node: Node) -> bool:
+    """Whether `e` holds a product with a factor that may be a DOUBLE's encoding
+    (`approximation.amplified_encoding`), its columns typed by the kinds of `node`'s inputs: an integer,
+    boolean or DECIMAL factor is exact, a fixed-point one may be an encoding."""
+    kinds = {name: kind for child in node.children for name, kind in child.schema}
+    typed = e.copy()
+    for column in typed.find_all(exp.Column):
+        kind = kinds.get(column.name, "fixed")
+        exact = EXACT_TYPES.get(kind, "DECIMAL" if decimal_scale(kind) is not None else None)
+        if exact is not None:
+            column.type = exp.DataType.build(exact)
+    return approximation.amplified_encoding(typed)
 
 
 ROUNDED_CASTS = (*INTEGER_CASTS, exp.DataType.Type.DECIMAL)  # casts that round a fixed-point value
@@ -175,8 +204,9 @@ def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expressi
         if column is not None:
             raise NotSupportedError(
                 f"secret program: {node.path}: {comparison.sql(dialect='duckdb')}: the SPU bounds no error for "
-                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value computed in an "
-                "earlier step (a subquery, an aggregate or a window), so the comparison could take the other side "
+                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value (or a "
+                "product with a DOUBLE factor, which magnifies its encoding's error) computed in an earlier step (a "
+                "subquery, an aggregate or a window), so the comparison could take the other side "
                 "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 2) in the step that computes "
                 "it), compare in the expression that computes it, or compare at one party")
 
@@ -189,8 +219,9 @@ def _refuse_rounding_of(e: exp.Expression, approximate: dict[str, exp.Expression
         if column is not None:
             raise NotSupportedError(
                 f"secret program: {node.path}: {rounding.sql(dialect='duckdb')}: the SPU bounds no error for "
-                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value computed in an "
-                "earlier step (a subquery, an aggregate or a window) that leaves its error bound behind, so a row "
+                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value (or a "
+                "product with a DOUBLE factor, which magnifies its encoding's error) computed in an earlier step (a "
+                "subquery, an aggregate or a window) that leaves its error bound behind, so a row "
                 "near a rounding boundary could round the other way than DuckDB's unseen; round each term first "
                 "(SUM(ROUND(x / y, 2))), round it in the expression that computes it, or round at one party")
 
