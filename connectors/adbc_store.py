@@ -59,7 +59,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
-from sqlsecure.connectors.duckdb_store import _numeric_type as numeric_column_type, local_error, party_log
+from sqlsecure.connectors.duckdb_store import local_error, numeric_type, party_log
 from sqlsecure.errors import ConfigError, DataError, OperationalError
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ class AdbcStore:
         fails on the least BIGINT there); a column whose extremes do not read as numbers has no class."""
         from sqlsecure.executors.spu.ranges import magnitude_class  # late: the store does not need numpy
 
-        numeric = [c for c, t in self._types.get(table, {}).items() if numeric_column_type(t)
+        numeric = [c for c, t in self._types.get(table, {}).items() if numeric_type(t)
                    and (columns is None or c in columns) and (table, c) not in self._classes]
         if numeric:
             quoted = [exp.to_identifier(c, quoted=True).sql() for c in numeric]

@@ -178,7 +178,7 @@ class PartyStore:
         (its values are checked against the class), never a wrong answer."""
         from sqlsecure.executors.spu.ranges import magnitude_class  # late: the store does not need numpy
 
-        numeric = [(c, t) for c, t in self.schema().get(table, []) if _numeric_type(t)
+        numeric = [(c, t) for c, t in self.schema().get(table, []) if numeric_type(t)
                    and (columns is None or c in columns) and (table, c) not in self._classes]
         if numeric:
             largest = ", ".join(f"max(abs({_quote(c)}{'::HUGEINT' if _integer_type(t) else ''}))"  # abs(-2^63)
@@ -255,7 +255,7 @@ INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
 NUMERIC_TYPES = (*INTEGER_TYPES, "FLOAT", "DOUBLE", "REAL", "DECIMAL")
 
 
-def _numeric_type(dtype: str) -> bool:
+def numeric_type(dtype: str) -> bool:
     """Whether a DuckDB column type is a number (a magnitude class is published for it)."""
     return dtype.upper().split("(", 1)[0] in NUMERIC_TYPES
 
