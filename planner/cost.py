@@ -96,6 +96,23 @@ SPU_BYTES_ROW_BIT = 37  # bytes between the parties per row, per compared key li
 SPU_BYTES_CARRY = 24  # bytes per row and per carried column: the sort's shuffle (2 rounds of 8 B), the compaction's
 
 
+# The one-hot group sums (`spu.one_hot_group`, issue 20): where the key owner's plain integer keys have
+# at most G groups by their published classes, each other compute party receives 8 G bytes per row
+# (one round) where the sort sends SPU_BYTES_ROW_BIT per row, compared column and bit of log2(rows) over
+# ~2.1 round trips per bit. It is chosen where it sends fewer bytes than the sort would at its smallest
+# priced size (ONE_HOT_LOG_ROWS bits: 1024 rows), so at every size: the rule needs no row count, and
+# the planner, EXPLAIN and every party derive the same path from the same public classes.
+ONE_HOT_LOG_ROWS = 10
+ONE_HOT_RTTS = 12  # round trips of the stage after the sharing: the sums (1), the count tests (~6), the compaction (3), AVG's division
+
+
+def one_hot_chosen(groups: int | None, aggregates: int, parties: int = 2) -> bool:
+    """Whether the one-hot group sums beat the sort in bytes at every size: G groups, `aggregates`
+    summed columns (the sort also compares the key code), `parties` compute parties."""
+    return groups is not None and groups >= 1 and \
+        8 * groups * (parties - 1) <= SPU_BYTES_ROW_BIT * (1 + aggregates) * ONE_HOT_LOG_ROWS
+
+
 @dataclass(frozen=True)
 class Link:
     """The link between the parties as the planner assumes it: round-trip seconds and bytes/second."""
