@@ -82,3 +82,17 @@ def test_the_sort_stays_where_one_hot_does_not_apply(engines, sql, k, why):
     plan = oracle.engine.explain(sql, "bank")
     assert "(oblivious sort)" in plan and "one-hot" not in plan, why
     oracle.check(sql, "bank")
+
+
+def test_the_cost_model_chooses_one_hot_by_bytes_at_every_size():
+    """8 G (N - 1) bytes per row against the sort's at 1,024 rows (37 B per row, column and bit)."""
+    from sqlsecure.planner.cost import Link, estimate, one_hot_chosen
+
+    assert one_hot_chosen(32, 2) and one_hot_chosen(128, 2) and not one_hot_chosen(256, 2)
+    assert one_hot_chosen(64, 1, parties=2) and not one_hot_chosen(64, 1, parties=3)
+    assert not one_hot_chosen(None, 3)
+    wan = Link(0.08, 25e6)
+    one_hot, sort = (estimate(10 ** 5, 2, 1, wan, carried=2, groups=32, one_hot=flag) for flag in (True, False))
+    assert one_hot.spu.round_trips < sort.spu.round_trips and one_hot.spu.bytes < sort.spu.bytes
+    assert "no sort: one-hot group sums into 32 group rows" in one_hot.why
+    assert estimate(10 ** 5, 2, 1, wan, groups=None, one_hot=True).spu == estimate(10 ** 5, 2, 1, wan).spu

@@ -7,7 +7,9 @@ and SQL's scalar functions through the kernels of `spu.functions`: ROUND/FLOOR/C
 MySQL's `/`, DIV and MOD), dates and timestamps (± intervals, parts, differences), casts, SQRT/LN/LOG/EXP/POWER,
 SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
-when the keys are one party's columns — or over all rows), compacts the result
+when the keys are one party's columns — or, where the planner chose it (`step.one_hot_groups`: that
+party's integer keys, G groups by their published classes, sums only), without a sort by the owner's
+one-hot group numbers in one round (`one_hot_group`, `one_hot_grouped`); or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
 alone. NULLs travel as a validity bit beside every value, booleans too (three-valued logic: a NULL
 condition stays NULL through NOT, AND, OR until WHERE, HAVING or CASE reads it as false). What it
@@ -2248,7 +2250,7 @@ def one_hot_keys(code: np.ndarray, encoded: list[tuple[np.ndarray, list[np.ndarr
     present = int(code.max()) + 1 if len(code) else 0
     if present > groups:
         raise DataError(f"GROUP BY {', '.join(columns)}: {present} groups, more than the {groups} its published "
-                        "magnitude classes allow; republish the classes (sqlsecure publishes them from the data)")
+                        "magnitude classes allow: a key beyond its class, which its owner must publish anew")
     first = np.unique(code, return_index=True)[1]
     out = []
     for valid, limbs in encoded:
