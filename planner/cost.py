@@ -196,7 +196,6 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     sorted_on = f"{key_limbs} key limb(s) compared" + (f", {carried} carried" if carried else "")
     if one_hot:
         sorted_on = f"no sort: one-hot group sums into {bound:,} group rows"
-
     told = "assumed √rows" if assumed else "at most, by the keys' published magnitude classes"
     why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups ({told}), {columns} aggregate(s), "
            f"{sorted_on}, {link.describe()}: HE ≈ {he:.3g} s "
