@@ -96,6 +96,32 @@ SPU_BYTES_ROW_BIT = 37  # bytes between the parties per row, per compared key li
 SPU_BYTES_CARRY = 24  # bytes per row and per carried column: the sort's shuffle (2 rounds of 8 B), the compaction's
 
 
+# The one-hot group sums (`spu.one_hot_group`, issue 20): where the key owner's plain integer keys have
+# at most G groups by their published classes, each other compute party receives 8 G bytes per row
+# (one round) where the sort sends SPU_BYTES_ROW_BIT per row, compared column and bit of log2(rows) over
+# ~2.1 round trips per bit. It is chosen where it sends fewer bytes than the sort would at its smallest
+# priced size (ONE_HOT_LOG_ROWS bits: 1024 rows), so at every size: the rule needs no row count, and
+# the planner, EXPLAIN and every party derive the same path from the same public classes.
+ONE_HOT_LOG_ROWS = 10
+# Its stage took 13 rounds in process at 10^5 rows per party (setup, the sums' 1, the count tests' 6 on the
+# G group rows, the compaction's 3, the reveal) where the sort's took 80 (2026-12-07, branch `net13`); the
+# rounds beyond SPU_RTTS_FIXED's (setup, compaction, reveal) at the sort's ~0.48 round trips per round
+# (80 - 5 rounds priced 2.1 x 17 = 35.7): 4. Its compute, the owner's masks, the other party's G x n by
+# n x C product and the dealer's u^T R: 0.11 s at 10^5 rows and G = 32, 0.57 s at G = 128 (3 columns, in
+# process): ONE_HOT_ROW_GROUP per row and group; each summed column's sharing and weighting at SPU_ROW, as
+# the sort's price has them (the whole class-4 query took 0.66-0.77 s of CPU against the sort's 0.98-1.06 s
+# in paired in-process runs at 10^5 rows per party, load 15: the price, 1.49 against 1.54 s, is cautious).
+ONE_HOT_RTTS = 4
+ONE_HOT_ROW_GROUP = 4.5e-8  # s per row and group
+
+
+def one_hot_chosen(groups: int | None, aggregates: int, parties: int = 2) -> bool:
+    """Whether the one-hot group sums beat the sort in bytes at every size: G groups, `aggregates`
+    summed columns (the sort also compares the key code), `parties` compute parties."""
+    return groups is not None and groups >= 1 and \
+        8 * groups * (parties - 1) <= SPU_BYTES_ROW_BIT * (1 + aggregates) * ONE_HOT_LOG_ROWS
+
+
 @dataclass(frozen=True)
 class Link:
     """The link between the parties as the planner assumes it: round-trip seconds and bytes/second."""
@@ -145,31 +171,45 @@ def memory_bytes() -> int:
 
 def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2,
              key_bits: int = 2048, arguments: int | None = None, memory: int | None = None,
-             carried: int = 0, groups: int | None = None) -> Estimate:
+             carried: int = 0, groups: int | None = None, one_hot: bool = False) -> Estimate:
     """Price both paths for `rows` rows and `columns` aggregates (over `arguments` distinct value
     columns, default as many), the SPU's sort comparing `key_limbs` limbs and carrying `carried`
     columns along, and at most `groups` groups (None: no bound; √rows are assumed, fewer if bounded);
-    pick the cheaper, but not an SPU that would take more than a quarter of `memory` (default: the
+    `one_hot`: the SPU runs the one-hot group sums into the `groups` bound instead (`one_hot_price`); pick
+    the cheaper, but not an SPU that would take more than a quarter of `memory` (default: the
     assumed `memory_bytes()`)."""
     rows = max(int(rows), 1)
+    bound = groups
     assumed = groups is None or groups >= math.isqrt(rows)
     groups = max(1, min(math.isqrt(rows), groups if groups is not None else rows))
     # the engine sends each distinct value column with its validity column
     he_cpu, he_compute, plan = he_group_sum_seconds(rows, groups, 2 * (arguments or columns), key_bits, cores)
     ciphertext_bytes = math.ceil(rows / plan.rows_per_ciphertext) * (2 * key_bits // 8)
     he_price = Price(HE_FIXED + he_compute, HE_RTTS + ciphertext_bytes / HE_WINDOW_BYTES, ciphertext_bytes)
-    spu_price = spu_group_by_price(rows, key_limbs + columns, carried)
+    one_hot = one_hot and bound is not None
+    spu_price = one_hot_price(rows, bound, columns) if one_hot else spu_group_by_price(rows, key_limbs + columns, carried)
     he, spu = he_price.seconds(link), spu_price.seconds(link)
-    spu_bytes = rows * ((key_limbs + columns) * SPU_MEMORY_ROW + carried * SPU_MEMORY_CARRY)
+    spu_bytes = rows * (8 * 3 * (bound + columns) if one_hot else
+                        (key_limbs + columns) * SPU_MEMORY_ROW + carried * SPU_MEMORY_CARRY)
     too_big = spu_bytes > SPU_MEMORY_SHARE * (memory or memory_bytes())
     engine = "he" if he < spu or too_big else "spu"
     sorted_on = f"{key_limbs} key limb(s) compared" + (f", {carried} carried" if carried else "")
+    if one_hot:
+        sorted_on = f"no sort: one-hot group sums into {bound:,} group rows"
     told = "assumed √rows" if assumed else "at most, by the keys' published magnitude classes"
     why = (f"cost model: ~{rows:,} rows, ~{groups:,} groups ({told}), {columns} aggregate(s), "
            f"{sorted_on}, {link.describe()}: HE ≈ {he:.3g} s "
            f"({plan.rows_per_ciphertext} row(s) per ciphertext), SPU ≈ {spu:.3g} s"
            + (f" but ≈ {spu_bytes / 2**30:.1f} GiB, more than a quarter of a compute party's assumed memory" if too_big else ""))
     return Estimate(engine, he, spu, why, HE_FIXED + he_cpu, he_price, spu_price)
+
+
+def one_hot_price(rows: int, groups: int, columns: int, parties: int = 2) -> Price:
+    """The SPU's one-hot group sums (`spu.one_hot_group`) of `rows` rows into `groups` group rows, `columns`
+    summed columns: no sort, 8 G bytes per row from the key owner and 8 per row and column back, per other
+    compute party; a fixed number of round trips."""
+    compute = SPU_FIXED + rows * (columns * SPU_ROW + groups * ONE_HOT_ROW_GROUP)
+    return Price(compute, SPU_RTTS_FIXED + ONE_HOT_RTTS, rows * 8 * (groups + columns) * (parties - 1))
 
 
 def spu_group_by_price(rows: int, width: int, carried: int) -> Price:

@@ -50,6 +50,11 @@ def _movements(step) -> list[str]:
                   "(PRG-seeded: no bytes for the shares themselves)" for p in step.compute]
         moves += [f"dealer -> {step.compute[-1]}: corrections of Beaver triples and other correlated randomness",
                   f"{' <-> '.join(step.compute)}: masked openings (rounds and bytes counted by the channel)"]
+        if step.one_hot_groups:
+            owner = _key_owner(step)
+            moves += [f"{owner} -> {p}: its rows' group numbers one-hot ({step.one_hot_groups:,} words per row), masked "
+                      f"by the dealer's uniform words; {p} -> {owner}: its shares of the summed columns masked the same"
+                      for p in step.compute if p != owner]
         moves += [f"{p} -> {step.issuer}: its shares of the result" for p in step.compute if p != step.issuer]
     if isinstance(step, SecretQuery):
         moves += [f"{owner} -> SPU: share {relation} (its columns and a validity bit, as additive shares)"
@@ -163,6 +168,13 @@ def program_lines(step) -> list[str]:
     return lines
 
 
+def _key_owner(step) -> str:
+    """The party whose plain GROUP BY keys number a one-hot stage's groups."""
+    from sqlsecure.executors.spu.stage import _group_key_columns  # late: the stage imports the planner
+
+    return _group_key_columns(step)[0][0]
+
+
 def _spu_estimate(step) -> str:
     """Rough rounds and bytes of an SPU stage from its operators (n = rows, unknown at plan time)."""
     import sqlglot
@@ -172,12 +184,16 @@ def _spu_estimate(step) -> str:
                                                                 *step.group_by, *([step.having] if step.having else []))]
     compares = sum(len(list(t.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE))) for t in trees)
     products = sum(len(list(t.find_all(exp.Mul, exp.Case, exp.And, exp.Or))) for t in trees) + len(step.filters)
-    sorts = (1 if step.group_by else 0) + (1 if step.order else 0) + (1 if step.filters or step.group_by else 0)
+    sorts = (1 if step.group_by and not step.one_hot_groups else 0) + (1 if step.order else 0) + \
+        (1 if step.filters or step.group_by else 0)
     per_row = 64 * compares + 32 * products
     rounds = 6 * compares + products
     text = f"~{per_row} B per row and ~{rounds} rounds for {compares} comparison(s) and {products} product(s)"
     if sorts:
         text += f"; {sorts} oblivious shuffle/sort(s) of ~2 ln n levels (about 7 rounds each) and ~200 B per row"
+    if step.one_hot_groups:
+        text += (f"; the group sums in 1 round, {8 * step.one_hot_groups:,} B per row from the key owner to each "
+                 "other compute party and 8 B per row and aggregate back")
     return text
 
 
@@ -233,7 +249,11 @@ def render_explain(plan, pushdown=None) -> str:
                              "a sorting network over both sides' rows and keys, the match bit kept secret")
             if step.filters:
                 lines.append(f"        WHERE {' AND '.join(step.filters)}")
-            if step.group_by:
+            if step.group_by and step.one_hot_groups:
+                lines.append(f"        GROUP BY {', '.join(step.group_by)} (no sort: one-hot group sums, 1 round; "
+                             f"at most {step.one_hot_groups:,} groups by the keys' published classes, "
+                             f"{step.one_hot_groups:,} shared group rows before the compaction)")
+            elif step.group_by:
                 lines.append(f"        GROUP BY {', '.join(step.group_by)} (oblivious sort)")
             lines.append(f"        SELECT {', '.join(f'{sql} AS {name}' for name, sql in step.outputs)}")
             if step.order:

@@ -37,6 +37,7 @@ from sqlsecure.errors import DataError, ProtocolError
 from sqlsecure.executors.spu.ranges import beyond_classes, filter_bounds, input_limits, magnitude_class
 from sqlsecure.executors.spu.values import decimal_scales, range_kind
 
+from sqlsecure.planner.group_path import with_group_path
 from sqlsecure.planner.physical import EquiJoin, PhysicalPlan, RunLocal, SecretQuery, SecureStage
 
 PROVENANCE = "__prov_"  # an owner's row numbers, for the group threshold's distinct rows (place_threshold.py)
@@ -306,7 +307,8 @@ def _bound_stage(step: SecureStage, tables, class_of, column_type, most_rows: fl
             unproven.append(column)
     if None in kinds.values():
         return step, unproven  # an input computed by its owner (no published class): proven at run time
-    return _proven(step, kinds, bounds, math.inf if most_rows is None else most_rows), unproven
+    proven = _proven(step, kinds, bounds, math.inf if most_rows is None else most_rows)
+    return with_group_path(proven, kinds), unproven
 
 
 def classed(kind: str) -> bool:

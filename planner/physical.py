@@ -186,6 +186,10 @@ class SecureStage(SpuStep):
     # row bound the planner proved its ranges with (planner/magnitudes.py); () and 0: none published.
     bounds: tuple[tuple[str, int], ...] = ()
     row_bound: int = 0
+    # The GROUP BY without a sort (`spu.one_hot_group`): G, the public bound on the groups of the key
+    # owner's plain integer keys (their published classes), where the cost model chose it
+    # (`planner.group_path`); 0: the oblivious sort.
+    one_hot_groups: int = 0
 
 
 @dataclass(frozen=True)

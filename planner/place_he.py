@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
-from sqlsecure.planner.cost import choose, estimate
+from sqlsecure.planner.cost import choose, estimate, one_hot_chosen
+from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import HEGroupBy
 from sqlsecure.planner.place_outputs import party_set, to_piece
 from sqlsecure.planner.place_threshold import threshold_having
@@ -36,11 +37,24 @@ def class_4_on_he(items, group_party, aggregate, ctx, rows: int | None = None) -
     limbs = [_key_limbs(key, ctx) for key in aggregate.group_by]
     coded = all(isinstance(key, exp.Column) for key in aggregate.group_by)  # the group party numbers the groups
     arguments = len({e.this.sql(dialect="duckdb") for e in values})  # HE sends each distinct column once
+    groups = _groups_bound(aggregate.group_by, ctx)
     priced = estimate(rows if rows is not None else max(sizes, default=1 << 14), len(values),
                       1 if coded else sum(limbs), ctx.link, key_bits=ctx.he_key_bits, arguments=arguments,
-                      carried=sum(1 + n for n in limbs) if coded else 0, groups=_groups_bound(aggregate.group_by, ctx))
+                      carried=sum(1 + n for n in limbs) if coded else 0, groups=groups,
+                      one_hot=coded and _one_hot(items, aggregate, groups, ctx))
     ctx.class_4 = choose(priced, _class_4_incapable(items, group_party, aggregate, ctx))
     return ctx.class_4.engine == "he"
+
+
+def _one_hot(items, aggregate, groups: int | None, ctx) -> bool:
+    """Whether the SPU would run this class-4 query's GROUP BY as one-hot group sums (`planner.group_path`
+    decides it on the stage, with the same rule): every aggregate a sum, no group threshold counting an
+    owner's distinct rows (none at all: class 4 always has an owner besides the issuer), G bounded."""
+    having = [aggregate.having] if aggregate.having is not None else []
+    found = [a for _, e in items for a in aggregates_in(e)] + [a for h in having for a in aggregates_in(h)]
+    summed = all(isinstance(a, (exp.Count, exp.Sum, exp.Avg)) and not isinstance(a.this, exp.Distinct) for a in found)
+    count = len({a.sql(dialect="duckdb") for a in found})
+    return summed and ctx.min_group_size <= 0 and one_hot_chosen(groups, count)
 
 
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sqlsecure.engine import Engine
-from sqlsecure.planner.cost import Link, Price
+from sqlsecure.planner.cost import Link, Price, estimate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import network  # noqa: E402
@@ -55,13 +55,16 @@ def priced(engine: Engine, rtt_ms: int) -> dict[str, dict]:
 # round trips per bit (2.5 -> 2.1, `cost.SPU_RTTS_PER_BIT`: the group-by's rounds in process, 74 -> 59 at
 # 10^5 rows); the choices stand. Its byte price fell with the sort's 7 pivots and the scan's block
 # levels (46 -> 37 B per row, column and bit, `cost.SPU_BYTES_ROW_BIT`: 204 -> 165 MB measured at
-# 10^5, branch `gb80`); the choices stand.
+# 10^5, branch `gb80`); the choices stand. Since branch `net13` the bench's SPU query (min_group_size = 0,
+# its key's class bounding 32 groups, SUM and COUNT) runs the one-hot group sums, no sort: measured at
+# 10^5 rows (2026-12-07, median of 3, load 15-25) HE 13.4 / 12.2 / 14.6 s, the SPU 2.05 / 2.18 / 4.16 s
+# unshaped / at 20 ms / at 80 ms; the SPU is now priced below HE at every link, as measured.
 MEASURED = [
-    (10 ** 5, 80, (11.62, 12.45), "he"),
-    (10 ** 5, 20, (8.70, 3.93), "spu"),
-    (10 ** 5, 0, (7.74, 1.54), "spu"),
-    (10 ** 4, 20, (3.37, 1.66), "spu"),
-    (10 ** 4, 0, (2.94, 0.63), "spu"),
+    (10 ** 5, 80, (11.62, 4.00), "spu"),
+    (10 ** 5, 20, (8.70, 1.75), "spu"),
+    (10 ** 5, 0, (7.74, 1.09), "spu"),
+    (10 ** 4, 20, (3.37, 0.99), "spu"),
+    (10 ** 4, 0, (2.94, 0.57), "spu"),
 ]
 
 
@@ -74,12 +77,16 @@ def test_class_4_goes_where_it_was_measured_faster(bench_engines, rows, rtt_ms, 
 
 def test_the_prices_at_issue_20s_slow_link_add_up(bench_engines):
     """10^5 rows per party over 80 ms / 200 Mbit: HE 7.74 s of compute, 18 round trips and one per
-    320 KB of its 8.4 MB of ciphertexts (44.2); the SPU 1.54 s, 15 + 2.1 log2(131,072) = 50.7 round trips
-    and 171 MB (its sort's comparisons, 211 MB before branch `gb80`): 11.6 s against 12.4 s."""
+    320 KB of its 8.4 MB of ciphertexts (44.2); the SPU's one-hot group sums 1.09 s, 15 + 4 round trips and
+    131,072 x 8 x (32 groups + 1 column) = 34.6 MB: 11.6 s against 4.0 s. Its sort would be 1.54 s, 15 +
+    2.1 log2(131,072) = 50.7 round trips and 171 MB (its comparisons, 211 MB before branch `gb80`): 12.4 s."""
     model = priced(bench_engines[10 ** 5], 80)
     he, spu = model["he"], model["spu"]
     assert (he["compute"], he["round_trips"], he["bytes"]) == pytest.approx((7.74, 44.2, 8.39e6), rel=0.01)
-    assert (spu["compute"], spu["round_trips"], spu["bytes"]) == pytest.approx((1.54, 50.7, 171.2e6), rel=0.01)
+    assert (spu["compute"], spu["round_trips"], spu["bytes"]) == pytest.approx((1.09, 19, 34.6e6), rel=0.01)
+    sort = estimate(131_072, 1, 1, LINKS[80], arguments=1, carried=2, groups=32).spu
+    assert (sort.compute, sort.round_trips, sort.bytes) == pytest.approx((1.54, 50.7, 171.2e6), rel=0.01)
+    assert sort.seconds(LINKS[80]) == pytest.approx(12.45, abs=0.01)
     for path in (he, spu):
         assert path["seconds"] == pytest.approx(
             path["compute"] + path["round_trips"] * 0.08 + path["bytes"] / 25e6)

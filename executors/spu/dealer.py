@@ -32,6 +32,9 @@ the same words, so only the correcting component moves. What moves per element:
   private_and     (2 parties) p0: a; p1: b; the other: c_o  c_r = (a AND b) XOR c_o (1 word)
   dabit           boolean bit rb_i; arith ra_i for i != r   ra_r (1)
   shuffle(j)      pi_j (party j); A_i, B_i (i != j)         Delta_j = pi_j(sum A_i) - sum B_i (1, r = j)
+  one_hot(o, b)   o: u (n x G), w (G x C); b: R (n x C)     u^T R - w (G x C words, r = b): the group
+                  (o owns the group numbers, b one other    sums without a sort (`spu.one_hot_group`)
+                  compute party; nobody else derives any)
 
 Security: each correction is one party's share of a fresh random secret, uniform given that
 party's own seeded words, so a party learns nothing; the dealer learns only the public request
@@ -94,6 +97,8 @@ def correction_words(kind: str, sizes: tuple[int, ...]) -> int:
         return 2 * sizes[0]
     if kind == "shuffle":
         return sizes[1] * sizes[2]
+    if kind == "one_hot":
+        return sizes[3] * sizes[4]
     return sizes[0] if sizes else 0
 
 
@@ -150,6 +155,17 @@ def seeded_shuffle(prg: Prg, rid: int, index: int, permuter: int, rows: int, col
         return prg.permutation(rid, rows)
     words = prg.words(rid, 2 * rows * cols)
     return words[:rows * cols].reshape(rows, cols), words[rows * cols:].reshape(rows, cols)
+
+
+def seeded_one_hot(prg: Prg, rid: int, index: int, owner: int, other: int, rows: int, groups: int, cols: int):
+    """A one-hot product's seeded words: the owner's (u: rows x groups, w: groups x cols), the other
+    party's R (rows x cols); None for any third party (it takes no part)."""
+    if index == owner:
+        words = prg.words(rid, rows * groups + groups * cols)
+        return words[:rows * groups].reshape(rows, groups), words[rows * groups:].reshape(groups, cols)
+    if index == other:
+        return prg.words(rid, rows * cols).reshape(rows, cols)
+    return None
 
 
 class Dealer:
@@ -244,6 +260,11 @@ class Dealer:
                     total_a += got[0]
                     total_b += got[1]
             return permuter, (total_a[perm] - total_b).ravel()
+        if kind == "one_hot":
+            owner, other, rows, groups, cols = sizes
+            if not (0 <= owner < n and 0 <= other < n and owner != other):
+                raise ProtocolError(f"one_hot request {rid} names parties {owner} and {other} of {n}")
+            return other, self._one_hot_correction(rid, owner, other, rows, groups, cols)
         raise ProtocolError(f"unknown randomness request kind {kind!r} from {self.requester!r}")
 
     def _buffers(self) -> np.ndarray:
@@ -280,6 +301,23 @@ class Dealer:
                     if s_c:
                         remove(c, s_c[j].into(buf, m), out=c)
         return out
+
+    def _one_hot_correction(self, rid: int, owner: int, other: int, rows: int, groups: int, cols: int) -> np.ndarray:
+        """The other party's share u^T R - w of a one-hot product (layout `seeded_one_hot`), u and R read
+        on DEALER_CHUNK // groups rows at a time, so the dealer holds a chunk, not the n x G mask."""
+        total = np.zeros((groups, cols), np.uint64)
+        stream_u, stream_r = self.prgs[owner].keystream(rid, 0), self.prgs[other].keystream(rid, 0)
+        step = max(1, DEALER_CHUNK // max(groups, cols))
+        buf_u = np.empty(step * groups + SPARE_WORDS, np.uint64)
+        buf_r = np.empty(step * cols + SPARE_WORDS, np.uint64)
+        for lo in range(0, rows, step):
+            m = min(step, rows - lo)
+            u = stream_u.into(buf_u, m * groups).reshape(m, groups)
+            r = stream_r.into(buf_r, m * cols).reshape(m, cols)
+            total += u.T @ r
+        w = self.prgs[owner].keystream(rid, rows * groups).into(np.empty(groups * cols + SPARE_WORDS, np.uint64),
+                                                              groups * cols)
+        return (total.ravel() - w).astype(np.uint64)
 
     def _private_and_correction(self, rid: int, count: int, to: int) -> np.ndarray:
         """The receiver's c_to = (a AND b) XOR c_other of a private AND (layout `seeded_private_and`:
@@ -541,6 +579,15 @@ class DealerClient:
         if ra is None:
             ra = self._correction(rid, n)
         return rb, ra
+
+    def one_hot(self, owner: int, other: int, rows: int, groups: int, cols: int):
+        """A one-hot product's randomness (`seeded_one_hot`): the owner gets (u, w), the other party
+        (R, c) with c = u^T R - w the dealer's correction, a third party None."""
+        rid, _ = self._request("one_hot", owner, other, rows, groups, cols, receiver=other)
+        got = seeded_one_hot(self.prg, rid, self.index, owner, other, rows, groups, cols)
+        if self.index == other:
+            return got, self._correction(rid, groups * cols).reshape(groups, cols)
+        return got
 
     def shuffle(self, permuter: int, rows: int, cols: int):
         """Permuter: (pi, Delta); others: (A_i, B_i). See the module docstring."""

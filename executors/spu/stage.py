@@ -7,7 +7,9 @@ and SQL's scalar functions through the kernels of `spu.functions`: ROUND/FLOOR/C
 MySQL's `/`, DIV and MOD), dates and timestamps (± intervals, parts, differences), casts, SQRT/LN/LOG/EXP/POWER,
 SIN/COS/TAN/ASIN/ACOS/ATAN/ATAN2), filters by weighting rows with the secret
 filter bit, aggregates (grouped through an oblivious sort — on the group numbers of the keys' owner
-when the keys are one party's columns — or over all rows), compacts the result
+when the keys are one party's columns — or, where the planner chose it (`step.one_hot_groups`: that
+party's integer keys, G groups by their published classes, sums only), without a sort by the owner's
+one-hot group numbers in one round (`one_hot_group`, `one_hot_grouped`); or over all rows), compacts the result
 rows (revealing only how many there are), sorts and limits, and opens the outputs to the issuer
 alone. NULLs travel as a validity bit beside every value, booleans too (three-valued logic: a NULL
 condition stays NULL through NOT, AND, OR until WHERE, HAVING or CASE reads it as false). What it
@@ -57,6 +59,7 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
                                            text_width, union_decimal_scale, value_kind)
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import approximation, arith, boolean, compare, functions, like, relational
+from sqlsecure.executors.spu.one_hot_group import one_hot_group_sums
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, EXTREMES, MAX_DECIMAL_SCALE, ROUNDING,
                                            TRIG, RangePlan, calendar_interval, choices, constant, decimal_literal,
                                            decimal_scale_of, input_limits, interval_months,
@@ -834,6 +837,9 @@ class Stage:
         self.out_of_range: list[ArithShare] = []
         self.checked: list[str] = []  # the AVGs whose sums `out_of_range` checks, for the error message
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
+        # the one-hot group sums (`step.one_hot_groups`): (owner, its rows' group numbers and its groups'
+        # key words (validity, limbs per key, G each) at the owner, None elsewhere): `one_hot_keys`
+        self.one_hot: tuple[int, np.ndarray | None, list[np.ndarray] | None] | None = None
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.provenance_bits: dict[str, int] = {}  # provenance column -> its width (`dense_rows`), where known
@@ -2225,9 +2231,34 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
     if key_columns:  # the keys' owner numbers the groups: the sort compares one narrow code
         owner = step.compute.index(key_columns[0][0])
         code = group_code([encoded_keys[column] for _, column in key_columns]) if s.index == owner else None
+        if getattr(step, "one_hot_groups", 0):  # no sort: the owner keeps its numbers (`one_hot_group`)
+            keys = one_hot_keys(code, [encoded_keys[column] for _, column in key_columns], step.one_hot_groups,
+                                [column for _, column in key_columns]) if code is not None else None
+            stage.one_hot = (owner, code, keys)
+            return stage
         stage.group_code = (arith.share_input(s, owner, as_ring(code) if code is not None else None, (n,), 0),
                             max(1, (n - 1).bit_length()) + 1)
     return stage
+
+
+def one_hot_keys(code: np.ndarray, encoded: list[tuple[np.ndarray, list[np.ndarray]]], groups: int,
+                 columns: list[str]) -> list[np.ndarray]:
+    """At the keys' owner: each group's key words (validity, then limbs, per key), group g at row g,
+    the rows past the groups present zero (they count no row, so the count tests drop them). More
+    groups than the published bound means a key beyond its class: a DataError naming the columns, as
+    the range check before sharing gives (the others learn only that the query was refused)."""
+    present = int(code.max()) + 1 if len(code) else 0
+    if present > groups:
+        raise DataError(f"GROUP BY {', '.join(columns)}: {present} groups, more than the {groups} its published "
+                        "magnitude classes allow: a key beyond its class, which its owner must publish anew")
+    first = np.unique(code, return_index=True)[1]
+    out = []
+    for valid, limbs in encoded:
+        for words in (valid, *limbs):
+            column = np.zeros(groups, np.uint64)
+            column[:present] = as_ring(np.asarray(words))[first]
+            out.append(column)
+    return out
 
 
 def dense_rows(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -2296,18 +2327,21 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
                     return relational.group_by(s, [code], aggs, key_bits=[bits], carry=key_cols, within=within)
                 return relational.group_by(s, key_cols, aggs, within=within)
 
-            # the first protected provenance rides along the group sort; further ones sort on the group's rank
-            grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance)
-            group_keys = grouped.carried if stage.group_code is not None else grouped.keys
-            results = grouped.aggregates[:len(agg_inputs)]
-            if stage.group_code is not None:
-                results += stage.text_extreme_limbs([stage.group_code[0]], [stage.group_code[1]])
+            if stage.one_hot is not None:  # no sort: G group rows, every one a group's (`one_hot_grouped`)
+                group_keys, results, counts, last = one_hot_grouped(s, stage, key_cols, agg_inputs, provenance, branches)
             else:
-                results += stage.text_extreme_limbs(key_cols)
-            counts = [*grouped.distinct, *grouped.aggregates[len(agg_inputs):]]
-            # the threshold and the empty-group tests in one comparison on the sorted rows (counts <= n)
+                # the first protected provenance rides along the group sort; further ones sort on the group's rank
+                grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance)
+                group_keys = grouped.carried if stage.group_code is not None else grouped.keys
+                results = grouped.aggregates[:len(agg_inputs)]
+                if stage.group_code is not None:
+                    results += stage.text_extreme_limbs([stage.group_code[0]], [stage.group_code[1]])
+                else:
+                    results += stage.text_extreme_limbs(key_cols)
+                counts, last = [*grouped.distinct, *grouped.aggregates[len(agg_inputs):]], grouped.last
+            # the threshold and the empty-group tests in one comparison on the group rows (counts <= n)
             keep, nonempty = count_tests(s, counts or [results[0]], threshold, [results[c] for c in tested_columns(plan)],
-                                         times=grouped.last, most=len(grouped.last))
+                                         times=last, most=max(n, len(last)))
             if having is None:
                 # keep the groups first: AVG's divisions and range checks then run on the kept groups,
                 # not on every sorted row (the compaction opens the same count either way)
@@ -2402,6 +2436,21 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if flag is not None:  # an ungrouped aggregate's one row: its reveal flag goes with it (LIMIT 0, OFFSET 1)
             (flag,) = relational.limit([flag], count, step.offset or 0)
     return values, flag
+
+
+def one_hot_grouped(s: SpuSession, stage: Stage, key_cols: list[ArithShare], agg_inputs, provenance, branches
+                    ) -> tuple[list[ArithShare], list[ArithShare], list[ArithShare], ArithShare]:
+    """GROUP BY without a sort (`one_hot_group`): every aggregate input and counted branch summed per group
+    in one round, the keys shared by their owner (0 rounds): (group keys, aggregates, counts, the rows that
+    are groups: all G). The planner chose it only for sums and no distinct-row threshold (`planner.group_path`)."""
+    owner, code, keys = stage.one_hot
+    groups = stage.step.one_hot_groups
+    if provenance or stage.text_extremes or any(kind != "sum" for kind, _ in agg_inputs):
+        raise ProgrammingError("one-hot group sums planned for aggregates that are not sums")
+    sums = one_hot_group_sums(s, owner, code, groups, [c for _, c in agg_inputs] + list(branches))
+    shared = [arith.share_input(s, owner, keys[i] if keys is not None else None, (groups,), c.frac)
+              for i, c in enumerate(key_cols)]
+    return shared, sums[:len(agg_inputs)], sums[len(agg_inputs):], stage.ones(groups)
 
 
 def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:
