@@ -27,7 +27,9 @@ boolean column, typically computed) keeps only the rows where it is TRUE (not FA
 WHERE: a grouped program groups on "not kept" before its keys and drops those groups, a plain one
 sorts the kept rows first and cuts the rest, so which rows passed is never an access pattern.
 
-Before that, `computed` [(name, sql, kind)] adds columns: DuckDB SQL over the inputs `typed`
+Before that, `computed` [(name, sql, kind)] adds columns (the WHERE's first; the others only on the rows
+it keeps, NULL elsewhere, so an expression that raises — a dialect's guard — sees only the rows that reach
+it, as in SQL): DuckDB SQL over the inputs `typed`
 [(column, kind, SQL type)] (`expressions`), each with a `<name>#null` flag, as every input has (a
 text's limbs `<c>#k` share `<c>#null`). A column with such a flag is NULL-aware everywhere: the flag is a group / sort key of its own (the planner lists it), COUNT
 skips NULLs, SUM / AVG / MIN / MAX ignore them and are NULL (an `<aggregate>#null` output) for a
@@ -379,10 +381,14 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     missing = sorted(program.input_columns() - set(names))
     if missing:
         raise ProgrammingError(f"the enclave program reads columns no party sent: {missing} (sent: {names})")
-    if program.computed:
-        columns = {**columns, **evaluate_expressions(program.computed, program.typed, columns)}
-        names = list(columns)
+    first = [c for c in program.computed if c[0] == program.where]  # the WHERE first: it decides which rows
+    if first:                                                       # the other expressions reach
+        columns = {**columns, **evaluate_expressions(first, program.typed, columns)}
     kept = None if program.where is None else _passing(columns, program.where)
+    rest = [c for c in program.computed if c[0] != program.where]
+    if rest:
+        columns = {**columns, **evaluate_expressions(rest, program.typed, columns, reach=kept)}
+    names = list(columns)
     if program.windows:
         columns, kept = _evaluate_windows(program, columns, kept, trace)
         names = list(columns)
