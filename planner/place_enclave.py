@@ -219,7 +219,7 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     for party, column in protected:  # the group threshold counts each protected owner's distinct rows
         inputs.setdefault(column, (party, column, column, "int"))
     program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
-                             max(ctx.min_group_size, 1) if aggregate is not None else 1,
+                             ctx.min_group_size if aggregate is not None else 1,  # 0: SQL's one row over none
                              None if aggregate is not None or project.distinct else tuple(select),
                              tuple(c for _, c in protected),
                              tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset,
