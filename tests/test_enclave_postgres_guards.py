@@ -64,3 +64,25 @@ def test_guards_raise_where_postgresql_raises(postgresql, enclave, sql):
     assert enclave.check(sql, "bank") is None and "TEEU(" in enclave.explain(sql, "bank")  # found when run
     with pytest.raises(DataError, match="division by zero|out of its domain"):
         enclave.execute(sql, "bank")
+
+
+# The SPU's stage refuses a counted row whose guarded divisor is 0 even where the guard is not reached (a CASE
+# branch not taken, per row or per group; the right of an OR / AND the left decides): PostgreSQL answers these
+# (executors/spu/stage.py reads the guard as its value; left for the SPU's owners, issue 17).
+SPU_GUARD_GAPS = {3, 4, 8}
+
+
+@pytest.fixture(scope="module")
+def secret(tmp_path_factory, federation_writer, plaintext_grants):
+    with federation(tmp_path_factory.mktemp("pg-guards-spu"), federation_writer, plaintext_grants) as engine:
+        yield engine
+
+
+@pytest.mark.parametrize("sql", [pytest.param(s, marks=pytest.mark.xfail(strict=True, raises=DataError,
+                                                                          reason="SPU: guard outside its branch"))
+                                 if i in SPU_GUARD_GAPS else s for i, s in enumerate(ANSWERED)
+                                 if i not in (0, 7, 9)])  # the divisions only: the SPU's sqrt / asin are slow
+def test_the_spu_path_answers_as_postgresql(postgresql, secret, sql):
+    got = sorted_rows(secret.execute(sql, "bank").table)
+    want = postgresql_rows(postgresql, sql)
+    assert same_rows(got, want, approximate=True), f"{sql}\n got: {got}\nwant: {want}"
