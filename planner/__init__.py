@@ -72,8 +72,9 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
             physical = gather_plan(tree, spine, catalog=catalog, policy=policy, issuer=issuer,
                                    threshold=threshold, private=dp is not None or enclave == "always")
         except NotSupportedError:  # then secret operators, composed (on the SPU: not where the enclave must be)
-            if enclave == "always":
-                raise spine from None
+            if enclave == "always":  # no other device: the refusal names the enclave
+                raise spine if "enclave" in str(spine) else NotSupportedError(
+                    f"the enclave cannot run this query ([enclave] placement = \"always\"): {spine}") from None
             physical = _translated(tree, catalog, issuer, threshold, dp, policy.masks, usage, spine)
     if dp is not None:
         physical = bound_contributions(physical, policy.rules)

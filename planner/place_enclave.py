@@ -11,7 +11,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.executors.tee.expressions import (ALL_LIMBS, NULL_FLAG, enclave_refusal, enclave_type_refusal,
-                                                 kind_of_type, result_type)
+                                                 kind_of_type, raises, result_type, short_circuit)
 from sqlsecure.executors.tee.program import EnclaveProgram
 from sqlsecure.executors.tee.stage import sealed_text_widths
 from sqlsecure.planner.ccl_rules import function_name
@@ -212,11 +212,14 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
             raise NotSupportedError(f"ORDER BY {key.sql()}: the enclave sorts by output columns")
         order += ordered_names(column, kind, ordered)
     limit_value, offset = _limit_and_offset(limit)
-    where = column_input(exp.and_(*residual))[0] if residual else None  # cross-party WHERE: TRUE rows count
+    # cross-party WHERE: TRUE rows count; conjuncts that cannot raise first (PostgreSQL's cost order), so a
+    # dialect's guard (a division by zero) is evaluated only on rows the others keep
+    residual = sorted(residual, key=raises)
+    where = column_input(exp.and_(*residual))[0] if residual else None
     for party, column in protected:  # the group threshold counts each protected owner's distinct rows
         inputs.setdefault(column, (party, column, column, "int"))
     program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
-                             max(ctx.min_group_size, 1) if aggregate is not None else 1,
+                             ctx.min_group_size if aggregate is not None else 1,  # 0: SQL's one row over none
                              None if aggregate is not None or project.distinct else tuple(select),
                              tuple(c for _, c in protected),
                              tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset,
@@ -326,7 +329,7 @@ def _over_groups(condition: exp.Expression, group_column, clause: str) -> tuple[
     why = enclave_refusal(rewritten)
     if why is not None:
         raise NotSupportedError(f"{clause} {why}")
-    return rewritten.sql(dialect="duckdb"), tuple(reads.values())
+    return short_circuit(rewritten).sql(dialect="duckdb"), tuple(reads.values())
 
 
 def _limit_and_offset(limit) -> tuple[int | None, int]:
@@ -353,7 +356,7 @@ def _enclave_expression(e: exp.Expression, plain_input, ctx) -> tuple[str, dict]
         key, kind = plain_input(column)
         reads[key] = (key, kind, ctx.column_type(column.table, column.name))
     renamed = e.transform(lambda n: exp.column(column_key(n), quoted=True) if isinstance(n, exp.Column) else n)
-    return renamed.sql(dialect="duckdb"), reads
+    return short_circuit(renamed).sql(dialect="duckdb"), reads
 
 
 def enclave_steps(stage: EnclaveStage, project, issuer: str) -> tuple[list, list]:

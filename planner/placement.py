@@ -33,6 +33,9 @@ from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import ColumnRef, Constraint
 
+ENCLAVE_NO_UNION = ("the enclave cannot run this query: it reads a UNION ALL of several parties' rows, and the "
+                    "enclave takes the parties' rows joined (one row of each party per row); with [enclave] "
+                    "placement = \"cost\" the SPU runs it")
 FLAG = "__own"  # the column of each branch's flag (its owner's filters), as the translation names its flags
 
 
@@ -78,6 +81,8 @@ def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         return place_pushdown(plan, ctx)
     limit, sort, project, aggregate, child = _spine(plan)
     if isinstance(child, UnionScan) or (isinstance(child, Filter) and isinstance(child.child, UnionScan)):
+        if ctx.enclave == "always":  # the SPU's stage would run it: refused, as every shape the enclave lacks
+            raise NotSupportedError(ENCLAVE_NO_UNION)
         return _place_union(child, limit, sort, project, aggregate, ctx)
     return _place_cross_party(plan, ctx)
 

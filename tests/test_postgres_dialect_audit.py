@@ -65,10 +65,10 @@ SPU, PARTY, TEE = "SPU(", "party", "TEEU("
 # group: (expressions over {a} and {b}, the device of each variant: (cross, enclave); None: refused)
 GROUPS = {
     # integer / integer truncates toward zero, % takes the dividend's sign, div() truncates the exact quotient;
-    # the enclave refuses PostgreSQL's division-by-zero error (ERROR), which it does not raise per row
+    # the enclave raises PostgreSQL's division-by-zero error (its guard) on the rows that reach the division
     "division": (["{a}.i / {b}.j", "{a}.i % {b}.j", "mod({a}.i, {b}.j)", "{a}.i / {b}.j::float8", "{a}.c / {b}.j",
-                  "{a}.i::numeric / {b}.j", "{a}.x / {b}.y"], (SPU, None)),
-    "exact div": (["div({a}.i, {b}.j)", "div({a}.c, {b}.j)", "div({a}.c, {b}.c)", "{a}.c % {b}.j"], (PARTY, None)),
+                  "{a}.i::numeric / {b}.j", "{a}.x / {b}.y"], (SPU, TEE)),
+    "exact div": (["div({a}.i, {b}.j)", "div({a}.c, {b}.j)", "div({a}.c, {b}.c)", "{a}.c % {b}.j"], (PARTY, TEE)),
     "arithmetic": (["abs({a}.x - {b}.y)", "abs({a}.c + {b}.k)", "-{a}.i + {b}.k", "{a}.i * {b}.j",
                     "{a}.c * {b}.c", "{a}.x * {b}.y"], (SPU, TEE)),
     # round(double precision) ties to even, round(numeric) away from zero; ::int of a double ties to even,
@@ -79,7 +79,7 @@ GROUPS = {
                   "{a}.c::numeric(10, 1) + {b}.k", "{a}.x::bigint + {b}.k"], (SPU, TEE)),
     "math": (["sqrt({a}.x * {a}.x + {b}.y * {b}.y)", "exp({a}.x + {b}.y)", "ln({a}.j * {a}.j + {b}.k)",
               "log({a}.j * {a}.j + {b}.k)", "power({a}.x + {b}.k, 2)", "{a}.j ^ ({b}.k + 2)",
-              "asin({a}.y / 4 + {b}.k)", "acos({a}.y / 4 + {b}.k)"], (SPU, None)),
+              "asin({a}.y / 4 + {b}.k)", "acos({a}.y / 4 + {b}.k)"], (SPU, TEE)),
     "trigonometry": (["sin({a}.x + {b}.y)", "cos({a}.x + {b}.y)", "tan({a}.x + {b}.k)", "atan({a}.x + {b}.y)",
                       "atan2({a}.x, {b}.y)", "pi() * {a}.j + {b}.k"], (SPU, TEE)),
     "conditionals": (["coalesce({a}.i, {b}.j)", "coalesce({a}.x, {b}.j)", "nullif({a}.i, {b}.i)",
@@ -105,11 +105,11 @@ GROUPS = {
 AGGREGATES = {  # one row each; avg of integers is NUMERIC in PostgreSQL, sum of bigints NUMERIC
     "aggregates": (["avg({a}.i + {b}.k)", "avg({a}.j + {b}.k)", "sum({a}.i * {b}.j)", "sum({a}.j + {b}.k) / count(*)",
                     "avg({a}.c + {b}.c)", "count(DISTINCT {a}.j + {b}.k)", "count({a}.i + {b}.k)",
-                    "sum({a}.x + {b}.k)", "min({a}.d + {b}.j::int)"], (SPU, None)),
+                    "sum({a}.x + {b}.k)", "min({a}.d + {b}.j::int)"], (SPU, TEE)),
     "text aggregates": (["string_agg({a}.s || {b}.s, ',' ORDER BY {a}.id)", "max({a}.s || {b}.s)",
                          "bool_and({a}.f AND {b}.f)", "stddev({a}.j + {b}.k)"], (PARTY, None)),
 }
-# PostgreSQL raises an error; so must every device (the enclave refuses these at plan time)
+# PostgreSQL raises an error; so must every device
 ERRORS = ["{a}.i / ({b}.j - {b}.j)", "{a}.i % ({b}.k)", "sqrt({a}.x + {b}.k)", "ln({a}.y + {b}.k)",
           "log({a}.j + {b}.j)", "asin({a}.y + {b}.k)", "power({a}.x - 3, {b}.y + 0.25)", "exp({a}.x * 1000 + {b}.k)",
           "substr({a}.s, 1, -1 + {b}.k::int)"]

@@ -8,6 +8,9 @@ operators as an int64 / float64 value plus a `<name>#null` flag (1 for NULL, its
 
 Deny by default: a node whose class is not in ENCLAVE_RULES is refused at plan time, naming it;
 a rule may refuse further (a LIKE with a pattern that is not a constant, GEODIST is rewritten before).
+A dialect's guard `CASE WHEN <test> THEN ERROR('...') ELSE v END` (PostgreSQL's division by zero, domain
+errors) is evaluated as DuckDB's CASE, on the rows that reach it only (`short_circuit`, and the program's
+WHERE first: docs/enclave.md).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def _plain_function(e: exp.Expression) -> str | None:
     """GEODIST (rewritten before DuckDB runs it), and DuckDB's DATE_SUB(unit, a, b) — whole units
     elapsed, MySQL's TIMESTAMPDIFF as planner/dialects/mysql.py writes it — with a constant unit."""
     name = str(e.this).upper()
+    if name == "ERROR":
+        return "ERROR(...) is evaluated only as the federation dialect's guard of a divisor or a function's domain"
     if name == "DATE_SUB":
         unit = e.expressions[0] if e.expressions else None
         constant_unit = isinstance(unit, exp.Literal) and unit.is_string and unit.this.upper() in ELAPSED_UNITS
@@ -50,6 +55,55 @@ def _plain_function(e: exp.Expression) -> str | None:
     if name != "GEODIST":
         return "the enclave evaluates no named function but GEODIST and DATE_SUB(unit, a, b)"
     return None if len(e.expressions) in (4, 5) else "GEODIST takes (lon1, lat1, lon2, lat2[, radius])"
+
+
+def _is_guard(e: exp.Expression | None) -> bool:
+    """Whether `e` is a guard `CASE WHEN <test of v> THEN ERROR('...') ELSE v END` that a dialect rule wrote
+    (PostgreSQL's division by zero, a function outside its domain, a negative substring length)."""
+    from sqlsecure.planner.dialects.postgres import checked_value  # plan time only (the enclave never checks)
+
+    return isinstance(e, exp.Case) and checked_value(e) is not None
+
+
+def _unparen(e: exp.Expression) -> exp.Expression:
+    while isinstance(e, exp.Paren):
+        e = e.this
+    return e
+
+
+def raises(e: exp.Expression) -> bool:
+    """Whether evaluating `e` may raise a guard's ERROR."""
+    return any(isinstance(n, exp.Anonymous) and n.name.upper() == "ERROR" for n in e.walk())
+
+
+def short_circuit(e: exp.Expression) -> exp.Expression:
+    """`e` with every AND / OR over a guard (`raises`) evaluated left to right, as PostgreSQL does: DuckDB
+    evaluates both operands of AND / OR on every row of a projection, so a guard would raise on rows the
+    left operand already decides (`b <> 0 AND a / b > 1`); its CASE evaluates a branch only on the rows
+    that reach it. `a AND b` becomes `CASE WHEN (a) IS FALSE THEN FALSE ELSE (a) AND (b) END` (OR: TRUE),
+    SQL's three-valued answer unchanged. A division by a guarded divisor is NULL where its dividend is
+    (PostgreSQL's division is strict: its guard is not reached).
+
+    >>> import sqlglot
+    >>> short_circuit(sqlglot.parse_one("b <> 0 AND a / CASE WHEN b = 0 THEN ERROR('x') ELSE b END > 1")).sql()
+    "CASE WHEN (b <> 0) IS FALSE THEN FALSE ELSE (b <> 0) AND (a / CASE WHEN b = 0 THEN ERROR('x') ELSE b END > 1) END"
+    """
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, (exp.Div, exp.IntDiv, exp.Mod)) and _is_guard(_unparen(node.expression)):
+            # a division is strict: NULL / 0 is NULL in PostgreSQL, never its error
+            return exp.Case(ifs=[exp.If(this=exp.Is(this=exp.paren(node.this.copy(), copy=False), expression=exp.null()),
+                                        true=exp.null())], default=node.copy())
+        if not isinstance(node, exp.Connector) or not raises(node.expression):
+            return node
+        decided = exp.false() if isinstance(node, exp.And) else exp.true()
+        left, right = exp.paren(node.this.copy(), copy=False), exp.paren(node.expression.copy(), copy=False)
+        both = type(node)(this=left, expression=right)
+        return exp.Case(ifs=[exp.If(this=exp.Is(this=left.copy(), expression=decided), true=decided.copy())],
+                        default=both)
+
+    from sqlsecure.planner.dialects.common import rewrite_up  # plan time only
+
+    return rewrite_up(e.copy(), rewrite)
 
 
 ALLOWED = (
@@ -73,7 +127,12 @@ ENCLAVE_RULES = {**{cls: None for cls in ALLOWED}, exp.Like: _constant_pattern, 
 
 def enclave_refusal(e: exp.Expression) -> str | None:
     """Why the enclave cannot evaluate the scalar expression `e` (naming the part), or None."""
-    for node in e.walk(prune=lambda n: isinstance(n, LEAVES)):
+    for node in e.walk(prune=lambda n: isinstance(n, LEAVES) or _is_guard(n)):
+        if _is_guard(node):  # the dialect's test and ERROR are the guard's; its value is checked as any
+            why = enclave_refusal(node.args["default"])
+            if why is not None:
+                return why
+            continue
         if type(node) not in ENCLAVE_RULES:
             return (f"{node.sql(dialect='duckdb')}: {type(node).__name__.upper()} has no enclave rule; compute it "
                     "at one party or use the SPU (docs/enclave.md: functions)")
@@ -199,14 +258,20 @@ def _encoded(values: pa.ChunkedArray, kind: str, name: str) -> dict[str, np.ndar
     return {name: data, f"{name}{NULL_FLAG}": nulls}
 
 
-def evaluate_expressions(computed, typed, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The computed columns [(name, sql, kind)] over the decoded inputs [(column, kind, sql type)]."""
+def evaluate_expressions(computed, typed, columns: dict[str, np.ndarray],
+                         reach: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The computed columns [(name, sql, kind)] over the decoded inputs [(column, kind, sql type)]; with
+    `reach` (a row mask: the rows a WHERE keeps) only on those rows, NULL on the others (DuckDB's CASE
+    evaluates its branch on the rows that take it only, so a guard's ERROR never sees another row)."""
     n = len(next(iter(columns.values()))) if columns else 0
     inputs = pa.table({column: _decoded(columns, column, kind) for column, kind, _ in typed}
-                      | {"__row": pa.array(np.arange(n, dtype=np.int64))})
+                      | {"__row": pa.array(np.arange(n, dtype=np.int64)),
+                         "__reach": pa.array(np.ones(n, bool) if reach is None else np.asarray(reach, bool))})
     typed_sql = _typed_inputs_sql(typed)
-    select = ", ".join(f'{sql} AS "{name}"' for name, sql, _ in computed)
-    query = f"SELECT {select} FROM (SELECT {typed_sql + ', ' if typed_sql else ''}__row FROM inputs) ORDER BY __row"
+    select = ", ".join((f'{sql} AS "{name}"' if reach is None else f'CASE WHEN __reach THEN {sql} END AS "{name}"')
+                       for name, sql, _ in computed)
+    query = (f"SELECT {select} FROM (SELECT {typed_sql + ', ' if typed_sql else ''}__row, __reach FROM inputs) "
+             "ORDER BY __row")
     try:
         with duckdb.connect() as con:
             con.register("inputs", inputs)

@@ -6,7 +6,8 @@ parties send sealed (their rows aligned: row i of every party describes the same
     grouped   (group_keys or aggregates)  GROUP BY group_keys with aggregates [(kind, column, name)],
               kinds count / sum / avg / min / max (column None for COUNT(*)); groups of fewer than
               min_group_size rows (with `distinct_rows`: distinct values of each of those
-              provenance columns) are dropped; no keys = one group over all rows. Output columns:
+              provenance columns) are dropped; no keys = one group over all rows (with min_group_size
+              0, no threshold: always one row, as SQL's, COUNT 0 and the others NULL over no rows). Output columns:
               the group keys, then the aggregates by name. Default order: by the group keys.
               COUNT(DISTINCT x) is the kind `count_distinct` (one more oblivious sort on keys and x).
               `having` (DuckDB SQL over the group columns `having_typed`) keeps only the groups where
@@ -27,7 +28,9 @@ boolean column, typically computed) keeps only the rows where it is TRUE (not FA
 WHERE: a grouped program groups on "not kept" before its keys and drops those groups, a plain one
 sorts the kept rows first and cuts the rest, so which rows passed is never an access pattern.
 
-Before that, `computed` [(name, sql, kind)] adds columns: DuckDB SQL over the inputs `typed`
+Before that, `computed` [(name, sql, kind)] adds columns (the WHERE's first; the others only on the rows
+it keeps, NULL elsewhere, so an expression that raises — a dialect's guard — sees only the rows that reach
+it, as in SQL): DuckDB SQL over the inputs `typed`
 [(column, kind, SQL type)] (`expressions`), each with a `<name>#null` flag, as every input has (a
 text's limbs `<c>#k` share `<c>#null`). A column with such a flag is NULL-aware everywhere: the flag is a group / sort key of its own (the planner lists it), COUNT
 skips NULLs, SUM / AVG / MIN / MAX ignore them and are NULL (an `<aggregate>#null` output) for a
@@ -208,8 +211,9 @@ class EnclaveProgram:
             raise ProgrammingError(f"OFFSET must be a non-negative integer, got {self.offset!r}")
         if (self.having is not None or self.hidden or self.projected) and not self.grouped:
             raise ProgrammingError("HAVING, hidden aggregates and projected outputs need a grouped program")
-        if not isinstance(self.min_group_size, int) or self.min_group_size < 1:
-            raise ProgrammingError(f"min_group_size must be a positive integer, got {self.min_group_size!r}")
+        if not isinstance(self.min_group_size, int) or isinstance(self.min_group_size, bool) \
+                or self.min_group_size < 0:
+            raise ProgrammingError(f"min_group_size must be a non-negative integer, got {self.min_group_size!r}")
         if self.grouped and self.select is not None:
             raise ProgrammingError("`select` applies to programs without aggregation; a grouped program "
                                    "outputs its group keys and aggregates")
@@ -379,10 +383,14 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     missing = sorted(program.input_columns() - set(names))
     if missing:
         raise ProgrammingError(f"the enclave program reads columns no party sent: {missing} (sent: {names})")
-    if program.computed:
-        columns = {**columns, **evaluate_expressions(program.computed, program.typed, columns)}
-        names = list(columns)
+    first = [c for c in program.computed if c[0] == program.where]  # the WHERE first: it decides which rows
+    if first:                                                       # the other expressions reach
+        columns = {**columns, **evaluate_expressions(first, program.typed, columns)}
     kept = None if program.where is None else _passing(columns, program.where)
+    rest = [c for c in program.computed if c[0] != program.where]
+    if rest:
+        columns = {**columns, **evaluate_expressions(rest, program.typed, columns, reach=kept)}
+    names = list(columns)
     if program.windows:
         columns, kept = _evaluate_windows(program, columns, kept, trace)
         names = list(columns)
@@ -516,6 +524,8 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
             if count is not None:
                 out[f"{a.name}{NULL_FLAG}"] = np.zeros(0, np.int64)
         keep = np.zeros(0, bool)
+    if not program.group_keys and program.min_group_size == 0:
+        out, keep = _with_empty_group(out, keep)
     if program.having is not None:
         keep = keep & _having_holds(program, out, keep)
     if program.projected:
@@ -527,6 +537,15 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
     result = order_and_limit([out[c] for c in names], [(out[c], d) for c, d in order], keep=keep,
                              limit=program.limit, offset=program.offset, trace=trace)
     return pa.table({name: result[i] for i, name in enumerate(names)})
+
+
+def _with_empty_group(out: dict[str, np.ndarray], keep: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """An ungrouped program without a threshold answers one row even over no rows (SQL's: COUNT 0, every
+    other aggregate NULL): one more group row, those values, kept exactly when no other group is. Always
+    added, so the work does not depend on whether any row passed."""
+    empty = {name: np.concatenate([values, np.array([1 if name.endswith(NULL_FLAG) else 0], values.dtype)])
+             for name, values in out.items()}
+    return empty, np.concatenate([keep, [not keep.any()]])
 
 
 def _distinct_rows(names: list[str], out: dict[str, np.ndarray], keep: np.ndarray,
