@@ -220,3 +220,10 @@ def like_escape(tree: exp.Expression, context: DialectContext) -> exp.Expression
         return exp.Escape(this=node.copy(), expression=exp.Literal.string("\\"))
 
     return rewrite_up(tree, rewrite)
+
+
+def finite_test(r: exp.Expression) -> exp.Expression:
+    """Whether a function's result r is NaN or infinite though its arguments are finite (the guards of
+    `postgres.domain_errors` and `mysql.out_of_range`, read by `postgres.checked_value`)."""
+    finite = [exp.Anonymous(this="ISFINITE", expressions=[a.copy()]) for a in r.iter_expressions()]
+    return exp.and_(*finite, exp.not_(exp.Anonymous(this="ISFINITE", expressions=[r.copy()])), copy=False)

@@ -16,7 +16,7 @@ from sqlglot.dialects.mysql import MySQL
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects import common
 from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
-                                               DialectContext, DType, bare_decimal, like_escape, local_now,
+                                               DialectContext, DType, bare_decimal, finite_test, like_escape, local_now,
                                                refuse_unknown_functions, rewrite_up, round_half_even, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
@@ -788,7 +788,28 @@ def holds_for_literal(test: str, literal: exp.Literal) -> bool:
             "_v > 0 AND _v <> 1": v > 0 and v != 1}[test]
 
 
+def out_of_range(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """EXP, POW/POWER and COT whose finite arguments give no finite DOUBLE (EXP(1000), POW(-8, 0.5), COT(0))
+    raise "DOUBLE value is out of range" in MySQL, where DuckDB returns infinity or NaN: the same error,
+    written as the guard `postgres.checked_value` reads (the SPU refuses such a counted row with DataError;
+    the enclave, which raises no ERROR, refuses the guard at plan time).
+
+    >>> from sqlglot import parse_one
+    >>> out_of_range(parse_one("SELECT EXP(x)", read="mysql"), None).sql("duckdb")
+    "SELECT CASE WHEN ISFINITE(x) AND NOT ISFINITE(EXP(x)) THEN ERROR('EXP(x): DOUBLE value is out of range, an error in MySQL') ELSE EXP(x) END"
+    """
+    def rewrite(node):
+        if not isinstance(node, (exp.Exp, exp.Pow, exp.Cot)):
+            return node
+        message = exp.Literal.string(f"{node.sql(dialect='mysql')}: DOUBLE value is out of range, an error in MySQL")
+        return exp.Case(ifs=[exp.If(this=finite_test(node), true=exp.Anonymous(this="ERROR", expressions=[message]))],
+                        default=node.copy())
+
+    return rewrite_up(tree, rewrite)
+
+
 RULES = (mixed_extremes, default_decimal, add_date, string_casts, truth_values, string_nullif, implicit_numbers,
          numeric_arguments, temporal_numbers, constant_divisors, exact_division, integer_division, approximate_rounding, mixed_type_results, concat_strings,
          date_formats, date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone,
-         unix_time_in_zone, string_functions, two_argument_atan, domain_nulls, like_escape, refuse_unknown_functions)
+         unix_time_in_zone, string_functions, two_argument_atan, domain_nulls, out_of_range, like_escape,
+         refuse_unknown_functions)

@@ -14,8 +14,8 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects import common
 from sqlsecure.planner.dialects.common import (DUCKDB_DECIMAL_DIGITS, FLOATS, INTEGERS, NUMBERS, DialectContext,
-                                               DType, bare_decimal, like_escape, local_now, refuse_unknown_functions,
-                                               rewrite_up, round_half_even, template, type_of)
+                                               DType, bare_decimal, finite_test, like_escape, local_now,
+                                               refuse_unknown_functions, rewrite_up, round_half_even, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
@@ -89,12 +89,6 @@ def checked_value(e: exp.Expression) -> exp.Expression | None:
 
 
 DOMAIN_CHECKED = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow, exp.Asin, exp.Acos)
-
-
-def finite_test(r: exp.Expression) -> exp.Expression:
-    """Whether a function's result r is NaN or infinite though its arguments are finite (`domain_errors`)."""
-    finite = [exp.Anonymous(this="ISFINITE", expressions=[a.copy()]) for a in r.iter_expressions()]
-    return exp.and_(*finite, exp.not_(exp.Anonymous(this="ISFINITE", expressions=[r.copy()])), copy=False)
 
 
 def domain_errors(tree: exp.Expression, context: DialectContext) -> exp.Expression:
