@@ -69,8 +69,9 @@ SCALAR_FUNCTIONS = (
     # dates and times
     exp.DateTrunc, exp.TimestampTrunc, exp.Extract, exp.DateAdd, exp.DateSub, exp.DateDiff, exp.TimestampAdd,
     exp.TimestampSub, exp.TimestampDiff, exp.TimeAdd, exp.DatetimeDiff, exp.TsOrDsAdd, exp.TsOrDsDiff,
-    exp.Year, exp.Quarter, exp.Month, exp.Week, exp.WeekOfYear, exp.Day, exp.DayOfWeek, exp.DayOfMonth,
-    exp.DayOfYear, exp.Hour, exp.Minute, exp.Second, exp.LastDay, exp.MonthsBetween, exp.DateFromParts,
+    exp.Year, exp.Quarter, exp.Month, exp.Week, exp.WeekOfYear, exp.Day, exp.DayOfWeek, exp.DayOfWeekIso,
+    exp.DayOfMonth, exp.DayOfYear, exp.Hour, exp.Minute, exp.Second, exp.LastDay, exp.MonthsBetween,
+    exp.DateFromParts,
     exp.StrToDate, exp.StrToTime, exp.StrToUnix, exp.TimeToStr, exp.TimeToUnix, exp.UnixToTime, exp.Date,
     exp.TsOrDsToDate, exp.TsOrDsToTimestamp, exp.Timestamp, exp.DateStrToDate, exp.Dayname, exp.Monthname, exp.DateBin,
     # other deterministic functions

@@ -8,6 +8,7 @@ the comparison is skipped, except under CI, where .ci/run installs it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import doctest
@@ -252,8 +253,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mariadb():
+@contextlib.contextmanager
+def mariadb_with(statements: list[str]):
+    """A MariaDB server in UTC after `statements`, stopped on exit; the test is skipped where MariaDB is not
+    installed (failed under CI)."""
     if mariadb_program("mariadbd") is None or mariadb_program("mariadb-install-db") is None:
         if os.environ.get("CI"):
             pytest.fail("MariaDB is not installed: .ci/run installs Debian's mariadb-server package")
@@ -261,13 +264,18 @@ def mariadb():
     pytest.importorskip("pymysql")
     server = MariaDB()
     try:
-        server.sql("SET GLOBAL time_zone = '+00:00'")
-        server.sql("CREATE DATABASE p")
-        server.sql(f"CREATE TABLE p.t ({COLUMNS_MYSQL})")
-        server.sql(f"INSERT INTO p.t VALUES ({VALUES})")
+        for statement in ["SET GLOBAL time_zone = '+00:00'", *statements]:
+            server.sql(statement)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def mariadb():
+    with mariadb_with(["CREATE DATABASE p", f"CREATE TABLE p.t ({COLUMNS_MYSQL})",
+                       f"INSERT INTO p.t VALUES ({VALUES})"]) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ ALLOWED = (
     exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Exp, exp.Ln, exp.Log, exp.Pow, exp.Pi,
     exp.Sin, exp.Cos, exp.Tan, exp.Cot, exp.Asin, exp.Acos, exp.Atan, exp.Atan2,
     exp.Year, exp.Month, exp.Day, exp.DayOfMonth, exp.Extract, exp.DateDiff, exp.DateAdd, exp.DateSub,
-    exp.Quarter, exp.Week, exp.DayOfWeek, exp.DayOfYear, exp.Hour, exp.Minute, exp.Second,
+    exp.Quarter, exp.Week, exp.DayOfWeek, exp.DayOfWeekIso, exp.DayOfYear, exp.Hour, exp.Minute, exp.Second,
     exp.DateTrunc, exp.TimestampTrunc, exp.TimeToUnix, exp.LastDay,
     exp.TsOrDsToDate,  # MySQL's YEAR(d), DAYOFWEEK(d), ..: CAST(d AS DATE)
     exp.Trunc,  # MySQL's DIV of a DOUBLE: CAST(TRUNC(x / NULLIF(y, 0)) AS BIGINT)

@@ -201,3 +201,29 @@ def _decimal_precision(node: exp.DataType) -> int | None:
         return None
     written = node.expressions[0].name
     return int(written) if written.isdigit() else None
+
+
+def like_escape(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    r"""LIKE / ILIKE escape with a backslash in PostgreSQL and MySQL ('a_b' LIKE 'a\_%'), DuckDB's with nothing unless
+    ESCAPE says so: a pattern with a backslash, or not a constant, is given ESCAPE '\'.
+
+    >>> from sqlglot import parse_one
+    >>> like_escape(parse_one(r"SELECT s LIKE 'a\_%', s ILIKE 'a%'", read="postgres"), None).sql("duckdb")
+    "SELECT s LIKE 'a\\_%' ESCAPE '\\', s ILIKE 'a%'"
+    """
+    def rewrite(node):
+        if not isinstance(node, (exp.Like, exp.ILike)) or isinstance(node.parent, exp.Escape):
+            return node
+        pattern = node.expression
+        if isinstance(pattern, exp.Literal) and pattern.is_string and "\\" not in pattern.this:
+            return node
+        return exp.Escape(this=node.copy(), expression=exp.Literal.string("\\"))
+
+    return rewrite_up(tree, rewrite)
+
+
+def finite_test(r: exp.Expression) -> exp.Expression:
+    """Whether a function's result r is NaN or infinite though its arguments are finite (the guards of
+    `postgres.domain_errors` and `mysql.out_of_range`, read by `postgres.checked_value`)."""
+    finite = [exp.Anonymous(this="ISFINITE", expressions=[a.copy()]) for a in r.iter_expressions()]
+    return exp.and_(*finite, exp.not_(exp.Anonymous(this="ISFINITE", expressions=[r.copy()])), copy=False)

@@ -16,8 +16,8 @@ from sqlglot.dialects.mysql import MySQL
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects import common
 from sqlsecure.planner.dialects.common import (DATES, DATETIMES, FLOATS, INTEGERS, NUMBERS, STRINGS, TIMES,
-                                               DialectContext, DType, bare_decimal, local_now, refuse_unknown_functions,
-                                               rewrite_up, round_half_even, template, type_of)
+                                               DialectContext, DType, bare_decimal, finite_test, like_escape, local_now,
+                                               refuse_unknown_functions, rewrite_up, round_half_even, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
@@ -548,15 +548,23 @@ def exact_scale(node: exp.Expression) -> int | None:
 def exact_division(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """`/` and AVG of exact values are DECIMALs in MySQL, rounded to 4 more decimals than the dividend
     (div_precision_increment): 2 / 3 = 0.6667, AVG of 1, 2, 2 = 1.6667. The rounding is applied once, to the
-    outermost arithmetic around the division, as MySQL rounds only the result (1 / 3 * 3 = 1.0000)."""
-    def needs_rounding(node):
-        if not isinstance(node, ARITHMETIC + (exp.Avg,)):
-            return False
+    outermost arithmetic around the division, as MySQL rounds only the result (1 / 3 * 3 = 1.0000); SUM and
+    AVG add up the unrounded quotients (SUM(v / 3) over three rows of 1 is 1.0000, not 0.9999).
+
+    >>> from sqlglot import parse_one
+    >>> exact_division(parse_one("SELECT SUM(1 / 3) FROM t", read="mysql"), None).sql("duckdb")
+    'SELECT ROUND(CAST(SUM(1 / NULLIF(3, 0)) AS DECIMAL(38, 9)), 4) FROM t'
+    """
+    enclosing = ARITHMETIC + (exp.Round, exp.Sum, exp.Avg)
+    def outer(node):
         parent = node.parent
         while isinstance(parent, exp.Paren):
             parent = parent.parent
-        if isinstance(parent, ARITHMETIC + (exp.Round,)):
-            return False  # the enclosing arithmetic (or the user's ROUND) is the result
+        return parent
+
+    def needs_rounding(node):
+        if not isinstance(node, ARITHMETIC + (exp.Avg, exp.Sum)) or isinstance(outer(node), enclosing):
+            return False  # the enclosing arithmetic, SUM or AVG (or the user's ROUND) is the result
         return any(isinstance(n, exp.Div | exp.Avg) for n in node.walk()) and exact_scale(node) is not None
 
     def rewrite(node):
@@ -564,6 +572,10 @@ def exact_division(tree: exp.Expression, context: DialectContext) -> exp.Express
             scale = exact_scale(node)  # rounded half away from zero as a DECIMAL (DuckDB's DOUBLE rounds to even)
             exact = exp.cast(node.copy(), exp.DataType.build(f"DECIMAL(38, {quotient_scale(node, scale)})"))
             return exp.Round(this=exact, decimals=exp.Literal.number(scale))
+        if (isinstance(outer(node), exp.Round) and outer(node).this in (node, node.parent)
+                and any(isinstance(n, exp.Div | exp.Avg) for n in node.walk()) and exact_scale(node) is not None):
+            # the user's ROUND of an exact quotient rounds the exact value half away from zero
+            return exp.cast(node.copy(), exp.DataType.build(f"DECIMAL(38, {quotient_scale(node, exact_scale(node))})"))
         return node
 
     return rewrite_up(tree, rewrite)
@@ -741,7 +753,63 @@ def two_argument_atan(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return rewrite_up(tree, rewrite)
 
 
+DOMAIN_TESTS = {exp.Sqrt: "_v >= 0", exp.Ln: "_v > 0", exp.Asin: "_v BETWEEN -1 AND 1", exp.Acos: "_v BETWEEN -1 AND 1"}
+
+
+def domain_nulls(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """SQRT of a negative, LN / LOG / LOG2 / LOG10 of 0 or a negative (or to a base <= 0 or 1), ASIN / ACOS
+    beyond ±1 are NULL in MySQL, where DuckDB gives NaN or -infinity (and the SPU refuses the row): the
+    argument outside the domain is made NULL first.
+
+    >>> from sqlglot import parse_one
+    >>> domain_nulls(parse_one("SELECT SQRT(x), LOG(b, y)", read="mysql"), None).sql("duckdb")
+    'SELECT SQRT(CASE WHEN x >= 0 THEN x END), LOG(CASE WHEN b > 0 AND b <> 1 THEN b END, CASE WHEN y > 0 THEN y END)'
+    """
+    def within(value: exp.Expression, test: str) -> exp.Expression:
+        if isinstance(value, exp.Literal) and not value.is_string and holds_for_literal(test, value):
+            return value
+        return exp.Case(ifs=[exp.If(this=template(test, v=value), true=value.copy())])
+
+    def rewrite(node):
+        if type(node) in DOMAIN_TESTS:
+            node.set("this", within(node.this, DOMAIN_TESTS[type(node)]))
+        elif isinstance(node, exp.Log) and node.args.get("expression") is not None:
+            node.set("this", within(node.this, "_v > 0 AND _v <> 1"))
+            node.set("expression", within(node.expression, "_v > 0"))
+        return node
+
+    return rewrite_up(tree, rewrite)
+
+
+def holds_for_literal(test: str, literal: exp.Literal) -> bool:
+    """Whether `test` holds for a numeric literal (LOG(2, x)'s base needs no guard)."""
+    v = decimal.Decimal(literal.this)
+    return {"_v >= 0": v >= 0, "_v > 0": v > 0, "_v BETWEEN -1 AND 1": -1 <= v <= 1,
+            "_v > 0 AND _v <> 1": v > 0 and v != 1}[test]
+
+
+def out_of_range(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """EXP, POW/POWER and COT whose finite arguments give no finite DOUBLE (EXP(1000), POW(-8, 0.5), COT(0))
+    raise "DOUBLE value is out of range" in MySQL, where DuckDB returns infinity or NaN: the same error,
+    written as the guard `postgres.checked_value` reads (the SPU refuses such a counted row with DataError;
+    the enclave, which raises no ERROR, refuses the guard at plan time).
+
+    >>> from sqlglot import parse_one
+    >>> out_of_range(parse_one("SELECT EXP(x)", read="mysql"), None).sql("duckdb")
+    "SELECT CASE WHEN ISFINITE(x) AND NOT ISFINITE(EXP(x)) THEN ERROR('EXP(x): DOUBLE value is out of range, an error in MySQL') ELSE EXP(x) END"
+    """
+    def rewrite(node):
+        if not isinstance(node, (exp.Exp, exp.Pow, exp.Cot)):
+            return node
+        message = exp.Literal.string(f"{node.sql(dialect='mysql')}: DOUBLE value is out of range, an error in MySQL")
+        return exp.Case(ifs=[exp.If(this=finite_test(node), true=exp.Anonymous(this="ERROR", expressions=[message]))],
+                        default=node.copy())
+
+    return rewrite_up(tree, rewrite)
+
+
 RULES = (mixed_extremes, default_decimal, add_date, string_casts, truth_values, string_nullif, implicit_numbers,
          numeric_arguments, temporal_numbers, constant_divisors, exact_division, integer_division, approximate_rounding, mixed_type_results, concat_strings,
          date_formats, date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone,
-         unix_time_in_zone, string_functions, two_argument_atan, refuse_unknown_functions)
+         unix_time_in_zone, string_functions, two_argument_atan, domain_nulls, out_of_range, like_escape,
+         refuse_unknown_functions)

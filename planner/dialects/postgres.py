@@ -14,8 +14,8 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError
 from sqlsecure.planner.dialects import common
 from sqlsecure.planner.dialects.common import (DUCKDB_DECIMAL_DIGITS, FLOATS, INTEGERS, NUMBERS, DialectContext,
-                                               DType, bare_decimal, local_now, refuse_unknown_functions, rewrite_up,
-                                               round_half_even, template, type_of)
+                                               DType, bare_decimal, finite_test, like_escape, local_now,
+                                               refuse_unknown_functions, rewrite_up, round_half_even, template, type_of)
 
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
@@ -91,12 +91,6 @@ def checked_value(e: exp.Expression) -> exp.Expression | None:
 DOMAIN_CHECKED = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow, exp.Asin, exp.Acos)
 
 
-def finite_test(r: exp.Expression) -> exp.Expression:
-    """Whether a function's result r is NaN or infinite though its arguments are finite (`domain_errors`)."""
-    finite = [exp.Anonymous(this="ISFINITE", expressions=[a.copy()]) for a in r.iter_expressions()]
-    return exp.and_(*finite, exp.not_(exp.Anonymous(this="ISFINITE", expressions=[r.copy()])), copy=False)
-
-
 def domain_errors(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """sqrt of a negative, ln / log of 0 or a negative, asin / acos beyond ±1, a negative to a fractional
     power, 0 to a negative power, exp / power beyond double precision raise an error in PostgreSQL, where
@@ -139,25 +133,6 @@ def numeric_div(tree: exp.Expression, context: DialectContext) -> exp.Expression
             a, b = (exp.cast(exp.Mul(this=v.copy(), expression=scale.copy()), "HUGEINT") for v in (a, b))
             node.set("this", exp.IntDiv(this=a, expression=b))
         return node
-
-    return rewrite_up(tree, rewrite)
-
-
-def like_escape(tree: exp.Expression, context: DialectContext) -> exp.Expression:
-    r"""LIKE / ILIKE escape with a backslash in PostgreSQL ('a_b' LIKE 'a\_%'), DuckDB's with nothing unless
-    ESCAPE says so: a pattern with a backslash, or not a constant, is given ESCAPE '\'.
-
-    >>> from sqlglot import parse_one
-    >>> like_escape(parse_one(r"SELECT s LIKE 'a\_%', s ILIKE 'a%'", read="postgres"), None).sql("duckdb")
-    "SELECT s LIKE 'a\\_%' ESCAPE '\\', s ILIKE 'a%'"
-    """
-    def rewrite(node):
-        if not isinstance(node, (exp.Like, exp.ILike)) or isinstance(node.parent, exp.Escape):
-            return node
-        pattern = node.expression
-        if isinstance(pattern, exp.Literal) and pattern.is_string and "\\" not in pattern.this:
-            return node
-        return exp.Escape(this=node.copy(), expression=exp.Literal.string("\\"))
 
     return rewrite_up(tree, rewrite)
 
