@@ -62,10 +62,10 @@ GROUPS = {
               "LOG({a}.j * {a}.j + {b}.k)", "LOG10({a}.j * {a}.j + {b}.k)", "LOG2({a}.j * {a}.j + {b}.k)",
               "ASIN({a}.y / 4 + {b}.k)",
               "ACOS({a}.y / 4 + {b}.k)", "LOG(2, {a}.j * {a}.j + {b}.k)"], (SPU, TEE)),
-    # EXP, POW and COT beyond a DOUBLE raise an error in MySQL: the enclave, which raises none, refuses them
-    "overflow checked": (["EXP({a}.x + {b}.y)", "POWER({a}.x + {b}.k, 2)"], (SPU, None)),
+    # EXP, POW and COT beyond a DOUBLE raise an error in MySQL: every device evaluates the dialect's guard
+    "overflow checked": (["EXP({a}.x + {b}.y)", "POWER({a}.x + {b}.k, 2)"], (SPU, TEE)),
     # a secret exponent: EXP(y LN x) on the SPU, within its stated accuracy (1000^2 has come out 1000016)
-    "power": (["POW({a}.j, {b}.k + 2)", "POWER({a}.x + {b}.k, {b}.j - 1)"], (SPU, None), POWER_REL_TOL),
+    "power": (["POW({a}.j, {b}.k + 2)", "POWER({a}.x + {b}.k, {b}.j - 1)"], (SPU, TEE), POWER_REL_TOL),
     "domains": (["SQRT({a}.x + {b}.k)", "LN({a}.i + {b}.k)", "LOG({a}.x + {b}.y)", "LOG10({a}.j + {b}.k)",
                  "LOG2({a}.i + {b}.k)", "ACOS({a}.x + {b}.k)", "ASIN({a}.x - {b}.y)"], (SPU, TEE)),
     "trigonometry": (["SIN({a}.x + {b}.y)", "COS({a}.x + {b}.y)", "TAN({a}.x + {b}.k)", "ATAN({a}.x + {b}.y)",
@@ -128,8 +128,7 @@ GROUPED = {  # GROUP BY a key of the first table, aggregates over both
                  (SPU, TEE)),
     "group count": ("{a}.j > 0", ["COUNT(*)", "COUNT(DISTINCT {b}.j)", "COUNT(DISTINCT {a}.j + {b}.j)"], (PARTY, TEE)),
 }
-# MariaDB raises "DOUBLE (or BIGINT) value is out of range"; so must every device (the enclave refuses the
-# DOUBLE ones at plan time)
+# MariaDB raises "DOUBLE (or BIGINT) value is out of range"; so must every device
 ERRORS = ["EXP({a}.x * 1000 + {b}.k)", "POW({a}.x - 3, {b}.y + 0.25)", "COT({a}.x * 0 + {b}.k)",
           "{a}.i * 10000000000000 * {b}.j"]
 # refused by name on every device, at plan time

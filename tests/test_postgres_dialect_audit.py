@@ -18,6 +18,7 @@ import decimal
 import pyarrow as pa
 import pytest
 
+from sqlsecure.engine import Engine
 from sqlsecure.errors import Error, NotSupportedError
 from tests.conftest import REL_TOL
 from tests.dialect_audit import (CROSS, ENCLAVE, LOCAL, PARTIES, PARTY, POWER_REL_TOL, SPU, TEE, arrow_table,
@@ -119,6 +120,13 @@ def postgresql_rows(uri: str, sql: str) -> list[tuple]:
     numeric = [(f.metadata or {}).get(b"ADBC:postgresql:typname") == b"numeric" for f in table.schema]
     return sorted_rows(pa.table([pa.array([None if v is None else decimal.Decimal(v) for v in c.to_pylist()])
                                  if n else c for c, n in zip(table.columns, numeric)], names=table.column_names))
+
+
+def federation(directory, federation_writer, plaintext_grants, extra: str = "") -> Engine:
+    """One postgres-dialect federation over the audit's tables (tests/test_enclave_postgres_guards.py)."""
+    tables = {p: {"t": arrow_table(rotated(ROWS, p), NAMES, TYPES)} for p in PARTIES}
+    return Engine(federation_writer(directory, tables, plaintext_grants(PARTIES) + extra, parties=PARTIES,
+                                    min_group_size=0, dialect="postgres"), timeout=120)
 
 
 @pytest.fixture(scope="module")
