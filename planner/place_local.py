@@ -184,7 +184,10 @@ def compute_at_parties(steps: list, leakage: list, rel: str, assignment: Assignm
     mode = "single" if aggregate is not None and assignment.group_party is None else "rows"
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql(finish_cols, outputs, project, sort, limit)))
     leakage.append((ctx.issuer, "the query result"))
-    return physical_plan(ctx, steps, leakage, threshold if aggregate else 0, [p for p, _ in protected])
+    # Applied where another owner's rows reach the groups (`threshold_having`), or on HE (its key party's
+    # rows): the issuer's own rows filtered by a semi-join are not thresholded, and EXPLAIN says so.
+    applied = threshold if aggregate is not None and (protected or assignment.he_party is not None) else 0
+    return physical_plan(ctx, steps, leakage, applied, [p for p, _ in protected])
 
 
 def ranked(key: exp.Expression) -> exp.Expression:

@@ -59,3 +59,35 @@ def test_a_sort_key_null_over_another_value_ties_with_the_other_nulls(keys_oracl
     assert keys_oracle.engine.check(sql, "bank") is None
     assert "SPU" in keys_oracle.engine.explain(sql, "bank")
     assert keys_oracle.check(sql, "bank").column("j").to_pylist() == [2, 2, None]
+
+
+@pytest.fixture(scope="module")
+def semi_join_engine(tmp_path_factory, federation_writer, grants_for):
+    """bank.t keys 1, 1, 2, 3, 5; shop.t keys 1, 2, 2, 4 PLAINTEXT_AFTER_JOIN to bank; a threshold of 4."""
+    tables = {"bank": {"t": pa.table({"k": pa.array([1, 1, 2, 3, 5], pa.int64())})},
+              "shop": {"t": pa.table({"k": pa.array([1, 2, 2, 4], pa.int64())})}}
+    path = federation_writer(tmp_path_factory.mktemp("hunt-s13-semi"), tables,
+                             grants_for(("bank", ("shop.t.k",), "PLAINTEXT_AFTER_JOIN")), parties=("bank", "shop"),
+                             min_group_size=4)
+    with Engine(path) as engine:
+        yield engine
+
+
+@pytest.mark.parametrize("sql, rows", [
+    ("SELECT x.k AS g, COUNT(*) AS n FROM bank.t x WHERE EXISTS (SELECT 1 FROM shop.t y WHERE y.k = x.k) GROUP BY x.k",
+     [(1, 2), (2, 1)]),
+    ("SELECT x.k AS g, COUNT(*) AS n FROM bank.t x WHERE x.k NOT IN (SELECT y.k FROM shop.t y) GROUP BY x.k",
+     [(3, 1), (5, 1)]),
+    ("SELECT COUNT(*) AS n FROM bank.t x WHERE NOT EXISTS (SELECT 1 FROM shop.t y WHERE y.k = x.k)", [(2,)]),
+])
+def test_an_aggregate_of_the_issuers_rows_a_semi_join_filters_claims_no_threshold(semi_join_engine, oracle_for,
+                                                                                 sql, rows):
+    """EXPLAIN and the result's notice said "groups with fewer than 4 rows are not revealed" where execution
+    (rightly, docs/federation.md: a semi- or anti-join's other side only filters, so none of its rows reach
+    a group) withheld nothing: the issuer's own rows, filtered by what the PSI lets it learn. The plan now
+    states the threshold only where it is applied; the oracle (tests/conftest.py) no longer thresholds rows
+    where FROM reads only the issuer's tables (it withheld these groups, which the hunt took for a leak)."""
+    assert semi_join_engine.check(sql, "bank") is None
+    assert "fewer than" not in semi_join_engine.explain(sql, "bank")
+    got = oracle_for(semi_join_engine).check(sql, "bank")
+    assert sorted(tuple(r.values()) for r in got.to_pylist()) == rows

@@ -82,7 +82,9 @@ UNION_WINDOWS = ("RANK() OVER (PARTITION BY u.k ORDER BY u.i)", "DENSE_RANK() OV
                  "SUM(u.i) OVER (PARTITION BY u.k)", "COUNT(*) OVER (PARTITION BY u.b)",
                  "MAX(u.d) OVER (PARTITION BY u.k)", "LAG(u.i) OVER (PARTITION BY u.k ORDER BY u.i, u.k, u.s)",
                  "SUM(u.i) OVER (PARTITION BY u.k ORDER BY u.i, u.k, u.s)",
-                 "ROW_NUMBER() OVER (PARTITION BY u.k ORDER BY u.i, u.k, u.s)")
+                 "ROW_NUMBER() OVER (PARTITION BY u.k ORDER BY u.i, u.k, u.s)",
+                 "RANK() OVER (PARTITION BY NULLIF(u.k, 2) ORDER BY CASE WHEN u.i > 3 THEN u.i END)",
+                 "SUM(u.i) OVER (PARTITION BY u.k % 2)", "DENSE_RANK() OVER (ORDER BY u.k + u.i)")
 
 
 def window_over_union(draw) -> str:
@@ -235,10 +237,28 @@ def having_alone(draw) -> str:
     return f"SELECT {agg} AS a0, MAX(x.i) AS a1 FROM {source} HAVING {agg} > {bound}"
 
 
+def expression_keys(draw) -> str:
+    """Keys computed from columns (NULL where a column is, or where NULLIF / CASE makes it) over a union or
+    a join: GROUP BY, DISTINCT, ORDER BY … LIMIT with a second key that decides among the NULLs."""
+    key = draw(st.sampled_from(("NULLIF(x.k, 2)", "CASE WHEN x.i > 3 THEN x.k END", "x.k + x.i", "x.k % 2",
+                                "COALESCE(x.k, 0) * 2", "NULLIF(x.s, 'a')")))
+    if draw(st.booleans()):
+        source = f"{union_source(draw)} x"
+    else:
+        a, b = two(draw)
+        source = f"{a}.t x {draw(st.sampled_from(('JOIN', 'LEFT JOIN')))} {table_of(draw, b)} y ON x.k = y.k"
+    return draw(st.sampled_from((
+        f"SELECT {key} AS g, COUNT(*) AS n, SUM(x.i) AS s FROM {source} GROUP BY {key}",
+        f"SELECT DISTINCT {key} AS g FROM {source}",
+        f"SELECT {key} AS g, x.i AS i FROM {source} ORDER BY g NULLS FIRST, i DESC NULLS LAST LIMIT 4",
+        f"SELECT COUNT(DISTINCT {key}) AS n FROM {source}",
+    )))
+
+
 SHAPES = {"window_union": window_over_union, "window_join": window_over_join, "self_join": self_join_of_union,
           "sets": set_of_two_columns, "nested": nested_two_party, "q13": aggregate_of_aggregate,
           "correlated": correlated_over_two, "outer": outer_join_filters, "ordered": ordered_in_derived,
-          "distinct": distinct_expressions, "having": having_alone}
+          "distinct": distinct_expressions, "having": having_alone, "keys": expression_keys}
 
 
 @st.composite
