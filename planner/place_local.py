@@ -184,10 +184,7 @@ def compute_at_parties(steps: list, leakage: list, rel: str, assignment: Assignm
     mode = "single" if aggregate is not None and assignment.group_party is None else "rows"
     steps.append(Finish(ctx.issuer, tuple(parts), mode, finish_sql(finish_cols, outputs, project, sort, limit)))
     leakage.append((ctx.issuer, "the query result"))
-    # Applied where another owner's rows reach the groups (`threshold_having`), or on HE (its key party's
-    # rows): the issuer's own rows filtered by a semi-join are not thresholded, and EXPLAIN says so.
-    applied = threshold if aggregate is not None and (protected or assignment.he_party is not None) else 0
-    return physical_plan(ctx, steps, leakage, applied, [p for p, _ in protected])
+    return physical_plan(ctx, steps, leakage, threshold if aggregate else 0, [p for p, _ in protected])
 
 
 def ranked(key: exp.Expression) -> exp.Expression:
@@ -221,8 +218,9 @@ def output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, 
             conds = []
             if assignment.having is not None and party == assignment.having_party:
                 conds.append(to_piece(assignment.having))
-            if threshold > 0:
-                conds += threshold_having(party, protected, threshold)
+            if threshold > 0:  # no other owner's rows in the groups (a semi-join's only filter): rows, as elsewhere
+                conds += threshold_having(party, protected, threshold) if protected else [
+                    exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(threshold))]
             if conds:
                 select.set("having", exp.Having(this=exp.and_(*conds)))
         out = f"{rel}_{party}_out"

@@ -153,8 +153,7 @@ def protected_counts(tree: exp.Select, issuer: str, catalog=None) -> list[exp.Ex
     distinct rows in the group, per input (`rowid`s of each of its tables in FROM, but a table joined on
     its declared unique key to another of its party's (planner/gather.py, `lookup_aliases`), row numbers
     of each of its subqueries or CTEs in FROM; a LEFT JOIN's NULL-extended rows are none of its rows);
-    per UNION ALL branch of such a party, its rows. Tags subqueries in place; none where FROM reads only the
-    issuer's rows (another party's rows in a WHERE subquery only filter: docs/federation.md)."""
+    per UNION ALL branch of such a party, its rows. Tags subqueries in place; COUNT(*) if none."""
     rows: dict[str, list[exp.Expression]] = {}
     counts = []
     ctes = {cte.alias_or_name: exp.Subquery(this=cte.this) for cte in tree.find_all(exp.CTE)}
@@ -187,7 +186,7 @@ def protected_counts(tree: exp.Select, issuer: str, catalog=None) -> list[exp.Ex
     for party, refs in rows.items():  # each of its inputs on its own, as the engine counts (docs/architecture.md)
         if party != issuer:
             counts += [exp.Count(this=exp.Distinct(expressions=[row])) for row in refs]
-    return counts
+    return counts or [exp.Count(this=exp.Star())]
 
 
 def _owners(node: exp.Expression, ctes: dict | None = None) -> set[str]:
@@ -375,8 +374,9 @@ class Oracle:
         elif k and parties - {issuer} and isinstance(tree, exp.Select) and (
             tree.args.get("group") or any(a for e in tree.expressions for a in e.find_all(exp.AggFunc)
                                           if a.find_ancestor(exp.Window) is None and a.find_ancestor(exp.Select) is tree)
-        ) and (counts := protected_counts(tree, issuer, self.engine.catalog)):
-            cond = exp.and_(*(exp.GTE(this=count, expression=exp.Literal.number(k)) for count in counts))
+        ):
+            cond = exp.and_(*(exp.GTE(this=count, expression=exp.Literal.number(k))
+                              for count in protected_counts(tree, issuer, self.engine.catalog)))
             having = tree.args.get("having")
             tree.set("having", exp.Having(this=exp.and_(having.this, cond) if having else cond))
         return self.con.sql(tree.sql(dialect="duckdb")).to_arrow_table()
