@@ -218,8 +218,9 @@ def output_steps(steps, rel, assignment: Assignment, aggregate, threshold, ctx, 
             conds = []
             if assignment.having is not None and party == assignment.having_party:
                 conds.append(to_piece(assignment.having))
-            if threshold > 0:
-                conds += threshold_having(party, protected, threshold)
+            if threshold > 0:  # no other owner's rows in the groups (a semi-join's only filter): rows, as elsewhere
+                conds += threshold_having(party, protected, threshold) if protected else [
+                    exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(threshold))]
             if conds:
                 select.set("having", exp.Having(this=exp.and_(*conds)))
         out = f"{rel}_{party}_out"

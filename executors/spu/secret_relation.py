@@ -27,8 +27,9 @@ from sqlsecure.errors import DataError, NotSupportedError, ProtocolError
 from sqlsecure.executors.spu import arith, compare, relational
 from sqlsecure.executors.spu.session import SpuSession
 from sqlsecure.executors.spu.shares import ArithShare
-from sqlsecure.executors.spu.stage import (AVG_LIMIT, SENTINEL, SV, Stage, _at_least, _sort_keys, _total, count_tests,
-                                           compared_limbs, level_text, pad_text, tested_columns)
+from sqlsecure.executors.spu.stage import (AVG_LIMIT, SENTINEL, SV, Stage, _at_least, _sort_keys, _total, canonical,
+                                           canonical_weighted, count_tests, compared_limbs, level_text, pad_text,
+                                           tested_columns)
 from sqlsecure.executors.spu.values import decimal_scale, limb_fracs
 
 AGGREGATE_NODES = {"COUNT": exp.Count, "SUM": exp.Sum, "AVG": exp.Avg, "MIN": exp.Min, "MAX": exp.Max}
@@ -98,25 +99,6 @@ def conform(s: SpuSession, v: SV, kind: str) -> SV:
     if (v.kind, kind) in (("int", "bool"), ("bool", "int")):
         return SV(v.limbs, v.valid, kind)
     raise ProtocolError(f"secret program: a {v.kind} value where the program declares {kind}")
-
-
-def canonical(s: SpuSession, values: list[SV]) -> list[SV]:
-    """The values with every limb zeroed where the value is NULL (one product round), so equal keys
-    and NULLs compare equal whatever an expression left under a NULL."""
-    return canonical_weighted(s, values, [], None)[0]
-
-
-def canonical_weighted(s: SpuSession, values: list[SV], weighted: list[SV], row_valid: ArithShare | None
-                       ) -> tuple[list[SV], list[tuple[ArithShare, SV]]]:
-    """`canonical(values)`, and (row_valid * value valid, canonical value) of each of `weighted`: all
-    in one product round."""
-    everything = [*values, *weighted]
-    pairs = [(limb, v.valid) for v in everything for limb in v.limbs]
-    pairs += [(row_valid, v.valid) for v in weighted]
-    got = iter(arith.beaver_mul_many(s, pairs))
-    clean = [SV([next(got).with_frac(limb.frac) for limb in v.limbs], v.valid, v.kind) for v in everything]
-    weights = list(got)
-    return clean[:len(values)], list(zip(weights, clean[len(values):]))
 
 
 def _key_columns(values: list[SV]) -> list[ArithShare]:

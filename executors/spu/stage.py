@@ -2153,6 +2153,25 @@ def _rebuild(flat: list[ArithShare], like: list[SV]) -> list[SV]:
     return out
 
 
+def canonical(s: SpuSession, values: list[SV]) -> list[SV]:
+    """The values with every limb zeroed where the value is NULL (one product round), so equal keys
+    and NULLs compare equal whatever an expression left under a NULL."""
+    return canonical_weighted(s, values, [], None)[0]
+
+
+def canonical_weighted(s: SpuSession, values: list[SV], weighted: list[SV], row_valid: ArithShare | None
+                       ) -> tuple[list[SV], list[tuple[ArithShare, SV]]]:
+    """`canonical(values)`, and (row_valid * value valid, canonical value) of each of `weighted`: all
+    in one product round."""
+    everything = [*values, *weighted]
+    pairs = [(limb, v.valid) for v in everything for limb in v.limbs]
+    pairs += [(row_valid, v.valid) for v in weighted]
+    got = iter(arith.beaver_mul_many(s, pairs))
+    clean = [SV([next(got).with_frac(limb.frac) for limb in v.limbs], v.valid, v.kind) for v in everything]
+    weights = list(got)
+    return clean[:len(values)], list(zip(weights, clean[len(values):]))
+
+
 def _sort_keys(v: SV, descending: bool, nulls_first: bool, s: SpuSession
                ) -> tuple[list[ArithShare], list[bool], list[int]]:
     """(keys, descending, `relational.sort`'s key widths): the 0/1 NULL key is 2 bits wide (packed
@@ -2318,7 +2337,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         provenance, once = stage.provenance(weight) if step.threshold else ([], [])
         branches = [*stage.branch_weights(weight), *once] if step.threshold else []
         if step.group_by:
-            keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
+            keys = canonical(s, [stage.secret(stage.ev(_parse(g))) for g in step.group_by])
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
 
             def group(aggs, within=()):
@@ -2388,7 +2407,7 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             order = windows[0].args.get("order")
             if any(w.args.get("partition_by") or w.args.get("order") != order for w in windows) or order is None:
                 raise NotSupportedError("secure window functions need one common OVER (ORDER BY ...) and no PARTITION BY")
-            window_keys = [stage.secret(stage.ev(o.this)) for o in order.expressions]
+            window_keys = canonical(s, [stage.secret(stage.ev(o.this)) for o in order.expressions])  # NULLs tie
         carried = [v for v in plain if v is not None] + window_keys
         if step.filters or step.secret_join:
             carried = _rebuild(relational.compact(s, weight, _columns(carried)), carried)
@@ -2421,8 +2440,9 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
 
     if step.order and (flag is None) and values and len(values[0].valid) > 1:
         keys, desc, bits = [], [], []
-        for index, descending, nulls_first in step.order:
-            kk, dd, bb = _sort_keys(values[index], descending, nulls_first, s)
+        ordered = canonical(s, [values[index] for index, _, _ in step.order])  # NULLs tie, later keys decide
+        for v, (_, descending, nulls_first) in zip(ordered, step.order):
+            kk, dd, bb = _sort_keys(v, descending, nulls_first, s)
             keys += kk
             desc += dd
             bits += bb
