@@ -240,7 +240,8 @@ def listing() -> str:
         "",
         "Windows (`OVER (...)`) are per row: an aggregate over a window is no aggregation (the argument's "
         "constraint applies per row, whatever the frame); PARTITION BY keys need `PLAINTEXT_AFTER_COMPARE` "
-        "(rows of one partition are shown equal), ORDER BY keys `REVEAL_RANK`. Window functions returning "
+        "(rows of one partition are shown equal), ORDER BY keys `REVEAL_RANK`, a frame offset read from a row "
+        "(`ROWS BETWEEN x PRECEDING`) `PLAINTEXT_AFTER_COMPARE` (a negative one fails the query). Window functions returning "
         f"another row's value keep the argument's constraint: {items(Rule.WINDOW_VALUE)}.",
         "",
         "Functions defined on part of their domain fail the query where a row falls outside it, before any "
@@ -269,7 +270,12 @@ def listing() -> str:
         "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
         "quotient by a secret, `SQRT`, `LN`, `EXP`, ...), which the SPU refuses within their error of a boundary; "
-        "under DP such a rounding or comparison of another party's aggregate is refused.",
+        "under DP such a rounding or comparison of another party's aggregate is refused. So do a unit, time zone or "
+        "format DuckDB parses on each row (`DATE_TRUNC`, `DATE_DIFF`, `DATE_PART`, `TIMEZONE`, `PRINTF`), text read as a "
+        "date or number by a function (`DATE`, `TO_NUMBER`, `STRPTIME`'s format, ...), and the parts of a "
+        "concatenation or `REPLACE` whose grown text (`REPEAT`, `LPAD`, `REPLACE`) may pass 4 GiB; and, deny by "
+        "default, every non-constant argument of a scalar function not proven never to fail (`NEVER_FAILING` in "
+        "planner/ccl_rules.py: `LCM`, an `INTERVAL`'s amount, `TIME_BUCKET`, `TIMESTAMPADD`, ...).",
         "",
         "Subqueries (scalar, `IN`, `EXISTS`, `ANY` / `ALL`), CTEs and set operations: their outputs' "
         "visibility, with their own clauses checked. `AGG(...) FILTER (WHERE cond)`: the aggregate's, with "

@@ -11,7 +11,8 @@ order 9's `big` 2^63 - 1; each a group of one row, below the threshold):
 3. a function out of range on some values: LCM ("lcm value is out of range"), INTERVAL's amount (TO_DAYS),
    TIME_BUCKET's;
 4. text grown past 4 GiB by a concatenation of bounded REPEATs (its length is the bytes of the note's first
-   character) or by REPLACE.
+   character) or by REPLACE;
+5. a window frame's offset read from a row (column control did not look at the frame; planner/ccl.py `_window`).
 The class is fixed by inverting the default (planner/ccl_rules.py `NEVER_FAILING`): a scalar not proven total has
 every non-constant argument checked as a divisor is; `test_every_scalar_either_never_fails_or_names_its_arguments`
 enumerates sqlglot's functions in the DuckDB, MySQL and PostgreSQL dialects so a new one cannot slip through.
@@ -162,3 +163,20 @@ def test_every_scalar_either_never_fails_or_names_its_arguments():
 def test_which_values_fail_on_a_row(value, fails):
     tree = annotate_types(sqlglot.parse_one(f"SELECT {value} FROM p.t AS t", read="duckdb"), schema=SCHEMA)
     assert bool(failing_arguments(tree.expressions[0], lambda column: None)[0]) is fails
+
+
+# -- a window frame's offset from a row's value --------------------------------------------------------------------
+# ROWS BETWEEN x PRECEDING fails the query ("Invalid Input Error: ... frame ... negative") where x is negative or
+# NULL on some row; column control did not look at the frame, so CASE WHEN o.order_id = 9 THEN o.big - k ELSE 1 END
+# read order 9's `big` by trying k. A frame offset is now checked as a comparison of its value.
+
+@pytest.mark.parametrize("offset", ["CASE WHEN o.order_id = 9 THEN o.big - 5 ELSE 1 END", "o.big"])
+def test_a_window_frame_offset_of_a_protected_value_is_refused(fed, assert_refused, offset):
+    sql = (f"SELECT SUM(s) FROM (SELECT SUM(o.order_id) OVER (ORDER BY o.order_id ROWS BETWEEN {offset} PRECEDING AND "
+           "CURRENT ROW) AS s FROM shop.orders o) q")
+    assert_refused(fed, sql, "bank", PolicyViolation, "a window frame's offset")
+
+
+def test_a_constant_window_frame_offset_is_answered(fed):
+    assert fed.check("SELECT SUM(s) FROM (SELECT SUM(o.order_id) OVER (ORDER BY o.order_id ROWS BETWEEN 2 PRECEDING "
+                     "AND CURRENT ROW) AS s FROM shop.orders o) q", "bank") is None
