@@ -180,3 +180,14 @@ def test_a_window_frame_offset_of_a_protected_value_is_refused(fed, assert_refus
 def test_a_constant_window_frame_offset_is_answered(fed):
     assert fed.check("SELECT SUM(s) FROM (SELECT SUM(o.order_id) OVER (ORDER BY o.order_id ROWS BETWEEN 2 PRECEDING "
                      "AND CURRENT ROW) AS s FROM shop.orders o) q", "bank") is None
+
+
+# -- `check` and execution disagreed: a LIMIT / OFFSET counted by a query over another party ----------------------
+# Accepted at plan time, then failed at the bank's cut of the rows (its DuckDB holds no shop.orders), with the
+# query's text in an OperationalError. Not data-dependent, but `check` must agree with execution.
+
+@pytest.mark.parametrize("clause", ["LIMIT", "OFFSET"])
+def test_a_count_read_from_another_partys_table_is_refused_at_plan_time(fed, assert_refused, clause):
+    sql = (f"SELECT c.id FROM bank.customers c ORDER BY c.id {clause} "
+           "(SELECT COUNT(*) FROM shop.orders o WHERE o.order_id = 9)")
+    assert_refused(fed, sql, "bank", NotSupportedError, f"{clause} (SELECT")
