@@ -450,7 +450,8 @@ NEVER_FAILING = frozenset({
     exp.Trim, exp.StrPosition, exp.Reverse, exp.Initcap, exp.Translate, exp.Overlay, exp.SplitPart, exp.Right,
     exp.Substring, exp.Left, exp.Pad, exp.Repeat, exp.RegexpExtract, exp.RegexpReplace, exp.Format, exp.Ascii,
     exp.Unicode, exp.Hex, exp.Levenshtein, exp.MD5, exp.SHA, exp.SHA2, exp.ToChar, exp.Extract, exp.Year,
-    exp.Quarter, exp.Month, exp.Week, exp.WeekOfYear, exp.Day, exp.DayOfWeek, exp.DayOfMonth, exp.DayOfYear,
+    exp.Quarter, exp.Month, exp.Week, exp.WeekOfYear, exp.Day, exp.DayOfWeek, exp.DayOfWeekIso, exp.DayOfMonth,
+    exp.DayOfYear,
     exp.Hour, exp.Minute, exp.Second, exp.LastDay, exp.Dayname, exp.Monthname, exp.TimeToUnix, exp.Split,
     exp.Array, exp.ArraySize, exp.Uuid, exp.Rand, exp.DateTrunc, exp.TimestampTrunc, exp.DateDiff,
     exp.TimestampDiff, exp.DatetimeDiff, exp.TsOrDsDiff, exp.DPipe, exp.Concat, exp.ConcatWs, exp.Replace, *PARTIAL})
