@@ -96,6 +96,11 @@ def _refuse_unread_details(select: exp.Select) -> None:
     offset = select.args.get("offset")
     if offset is not None:
         _refuse_unread(offset, frozenset({"expression"}), "a cross-party OFFSET")
+    for clause in (limit, offset):  # its count is computed where the rows are cut, which holds no other party's table
+        count = clause.args.get("expression") if clause is not None else None
+        if count is not None and count.find(exp.Column, exp.Query, exp.AggFunc) is not None:
+            raise NotSupportedError(f"{clause.key.upper()} {count.sql(dialect='duckdb')[:80]} in a cross-party query is "
+                                    "not supported: the count must be a constant or a ? parameter")
     order = select.args.get("order")
     for ordered in order.expressions if order is not None else []:
         _refuse_unread(ordered, frozenset({"this", "desc", "nulls_first"}), "a cross-party ORDER BY")

@@ -477,6 +477,12 @@ class CCLInference:
         order = w.args.get("order")
         parts += [promote(self.value(o.this, scope, ctes, keys, grouped), C.REVEAL_RANK)
                   for o in (order.expressions if order else [])]
+        spec = w.args.get("spec")
+        for offset in (spec.args.get("start"), spec.args.get("end")) if spec is not None else ():
+            if isinstance(offset, exp.Expression) and offset.find(exp.Column, exp.AggFunc, exp.Query) is not None:
+                # a frame offset of a row's value fails the query where negative or NULL, and picks which rows count
+                self.require(promote(self.value(offset, scope, ctes, keys, grouped), C.PLAINTEXT_AFTER_COMPARE),
+                             f"a window frame's offset {offset.sql()[:60]} (a negative or NULL one fails the query)")
         if w.args.get("alias") is not None:  # OVER w: its PARTITION BY / ORDER BY are not here to check
             return unknown(w)
         func = w.this

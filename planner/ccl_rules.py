@@ -241,7 +241,8 @@ def listing() -> str:
         "",
         "Windows (`OVER (...)`) are per row: an aggregate over a window is no aggregation (the argument's "
         "constraint applies per row, whatever the frame); PARTITION BY keys need `PLAINTEXT_AFTER_COMPARE` "
-        "(rows of one partition are shown equal), ORDER BY keys `REVEAL_RANK`. Window functions returning "
+        "(rows of one partition are shown equal), ORDER BY keys `REVEAL_RANK`, a frame offset read from a row "
+        "(`ROWS BETWEEN x PRECEDING`) `PLAINTEXT_AFTER_COMPARE` (a negative one fails the query). Window functions returning "
         f"another row's value keep the argument's constraint: {items(Rule.WINDOW_VALUE)}.",
         "",
         "Functions defined on part of their domain fail the query where a row falls outside it, before any "
@@ -270,7 +271,12 @@ def listing() -> str:
         "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
         "quotient by a secret, `SQRT`, `LN`, `EXP`, ...), which the SPU refuses within their error of a boundary; "
-        "under DP such a rounding or comparison of another party's aggregate is refused.",
+        "under DP such a rounding or comparison of another party's aggregate is refused. So do a unit, time zone or "
+        "format DuckDB parses on each row (`DATE_TRUNC`, `DATE_DIFF`, `DATE_PART`, `TIMEZONE`, `PRINTF`), text read as a "
+        "date or number by a function (`DATE`, `TO_NUMBER`, `STRPTIME`'s format, ...), and the parts of a "
+        "concatenation or `REPLACE` whose grown text (`REPEAT`, `LPAD`, `REPLACE`) may pass 4 GiB; and, deny by "
+        "default, every non-constant argument of a scalar function not proven never to fail (`NEVER_FAILING` in "
+        "planner/ccl_rules.py: `LCM`, an `INTERVAL`'s amount, `TIME_BUCKET`, `TIMESTAMPADD`, ...).",
         "",
         "Subqueries (scalar, `IN`, `EXISTS`, `ANY` / `ALL`), CTEs and set operations: their outputs' "
         "visibility, with their own clauses checked. `AGG(...) FILTER (WHERE cond)`: the aggregate's, with "
@@ -417,7 +423,102 @@ def failing_arguments(e: exp.Expression, class_of, secure: bool = True) -> tuple
         return [pattern], (f"{display(type(e))} fails the query on a row whose pattern or format does not parse (a "
                            "regular expression, FORMAT's format string), before any group threshold; use a constant "
                            "pattern, or one the issuer may compare (PLAINTEXT_AFTER_COMPARE)")
+    if isinstance(e, (exp.DPipe, exp.Concat, exp.ConcatWs, exp.Replace)):
+        return _text_beyond_longest(e, class_of)
+    if parsed := parsed_arguments(e):
+        return parsed, (f"{function_name(e)} fails the query on a row whose unit, time zone, format or text does not "
+                        "parse (DuckDB reads it on each row), before any group threshold; use a constant, or a value "
+                        "the issuer may compare (PLAINTEXT_AFTER_COMPARE)")
+    if not never_fails(e):
+        return [a for a in e.iter_expressions() if not _constant(a)], (
+            f"{function_name(e)} is not proven never to fail on a row (deny by default: planner/ccl_rules.py "
+            "`NEVER_FAILING`), and a failure shows the row's value before any group threshold; use its arguments "
+            "only where the issuer may compare them (PLAINTEXT_AFTER_COMPARE)")
     return guarded_arguments(e) if secure else ([], "")
+
+
+# Scalars proven never to fail the query on any value of the types they accept (DuckDB's, and the SPU's and the
+# enclave's implementations): deny by default, every other scalar's non-constant arguments decide whether a row
+# fails (LCM's overflow, INTERVAL's or TIME_BUCKET's amount, a date moved by TIMESTAMPADD, ...). The classes other
+# rules above check (a CAST's narrowing, + - * overflow, text counts, patterns, `PARTIAL`) pass here once checked.
+NEVER_FAILING = frozenset({
+    exp.BitwiseAnd, exp.BitwiseOr, exp.BitwiseXor, exp.BitwiseNot, exp.BitwiseRightShift, exp.Paren, exp.Not,
+    exp.And, exp.Or, exp.Xor, exp.Case, exp.If, exp.Distinct, exp.IgnoreNulls, exp.RespectNulls, exp.Ordered,
+    exp.Order, exp.Tuple, exp.Collate, exp.Escape, exp.Cast, exp.TryCast, exp.Add, exp.Sub, exp.Mul, exp.Neg,
+    exp.Abs, exp.Coalesce, exp.Nullif, exp.Nvl2, exp.Greatest, exp.Least, exp.Round, exp.Ceil, exp.Floor,
+    exp.Trunc, exp.Cbrt, exp.Exp, exp.Sign, exp.SafeDivide, exp.Radians, exp.Degrees, exp.Sin, exp.Cos, exp.Atan,
+    exp.Atan2, exp.Sinh, exp.IsNan, exp.IsInf, exp.Upper, exp.Lower, exp.Length, exp.ByteLength, exp.BitLength,
+    exp.Trim, exp.StrPosition, exp.Reverse, exp.Initcap, exp.Translate, exp.Overlay, exp.SplitPart, exp.Right,
+    exp.Substring, exp.Left, exp.Pad, exp.Repeat, exp.RegexpExtract, exp.RegexpReplace, exp.Format, exp.Ascii,
+    exp.Unicode, exp.Hex, exp.Levenshtein, exp.MD5, exp.SHA, exp.SHA2, exp.ToChar, exp.Extract, exp.Year,
+    exp.Quarter, exp.Month, exp.Week, exp.WeekOfYear, exp.Day, exp.DayOfWeek, exp.DayOfWeekIso, exp.DayOfMonth,
+    exp.DayOfYear,
+    exp.Hour, exp.Minute, exp.Second, exp.LastDay, exp.Dayname, exp.Monthname, exp.TimeToUnix, exp.Split,
+    exp.Array, exp.ArraySize, exp.Uuid, exp.Rand, exp.DateTrunc, exp.TimestampTrunc, exp.DateDiff,
+    exp.TimestampDiff, exp.DatetimeDiff, exp.TsOrDsDiff, exp.DPipe, exp.Concat, exp.ConcatWs, exp.Replace, *PARTIAL})
+NEVER_FAILING_NAMES = frozenset({
+    "strlen", "age", "even", "prefix", "suffix", "gcd", "bit_count", "signbit", "weekday", "millisecond",
+    "microsecond", "epoch", "epoch_ms", "now", "hash", "isodow", "isoyear", "yearweek", "era", "century", "decade",
+    "nanosecond", "round_even", "geodist", "date_part", "datepart", "date_sub", "timezone", "printf"})
+
+# Arguments DuckDB parses on each row, failing where one does not: a unit (DATE_TRUNC, DATE_DIFF, DATE_PART), a time
+# zone (TIMEZONE), PRINTF's format; and text read as a date, a timestamp or a number (DATE(x), TO_NUMBER(x), ...),
+# which a DATE, TIMESTAMP or number never fails.
+PARSED = {exp.DateTrunc: "unit", exp.TimestampTrunc: "unit", exp.DateDiff: "unit", exp.TimestampDiff: "unit",
+          exp.DatetimeDiff: "unit", exp.TsOrDsDiff: "unit"}
+PARSED_FIRST = frozenset({"date_part", "datepart", "date_sub", "timezone", "printf"})
+READING_TEXT = (exp.Date, exp.Timestamp, exp.TsOrDsToDate, exp.TsOrDsToTimestamp, exp.DateStrToDate, exp.ToNumber,
+                exp.ToDouble, exp.StrToUnix)
+
+
+def never_fails(e: exp.Expression) -> bool:
+    """Whether `e`'s function is proven never to fail on a row (`NEVER_FAILING`), apart from the arguments
+    `failing_arguments` checks; anything else (not a scalar: a comparison, an aggregate) is checked elsewhere."""
+    if isinstance(e, exp.Anonymous):
+        return str(e.this).lower() in NEVER_FAILING_NAMES
+    if isinstance(e, READING_TEXT):
+        return True  # parsed_arguments names the text
+    return type(e) in NEVER_FAILING or RULES.get(type(e)) is not Rule.SCALAR
+
+
+def parsed_arguments(e: exp.Expression) -> list[exp.Expression]:
+    """The non-constant arguments DuckDB parses on each row (`PARSED`, `PARSED_FIRST`, `READING_TEXT`)."""
+    if isinstance(e, exp.Anonymous):
+        found = e.expressions[:1] if str(e.this).lower() in PARSED_FIRST else []
+    elif isinstance(e, READING_TEXT):
+        kind = e.this.type
+        reads = kind is None or kind.this not in (*TIMES, *FLOATS, *INTEGER_RANGES, T.DECIMAL)
+        found = [e.this] * reads + [a for k, a in e.args.items() if k != "this" and isinstance(a, exp.Expression)]
+    else:
+        found = [e.args[PARSED[type(e)]]] if e.args.get(PARSED.get(type(e), "")) is not None else []
+    return [a for a in found if not _constant(a)]
+
+
+GROWING = (exp.Repeat, exp.Pad, exp.Replace)
+
+
+def _text_beyond_longest(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str]:
+    """A concatenation with a grown text (REPEAT, LPAD / RPAD, REPLACE) fails on a row where the parts together
+    pass DuckDB's largest string: REPEAT(LEFT(x, 1), 2^29) || REPEAT(LEFT(x, 1), 2^29) fails exactly where x's first
+    character takes 4 bytes. REPLACE fails where its replacement, longer than what it replaces, grows the text so."""
+    if isinstance(e, exp.Replace):
+        search, replacement = e.expression, e.args.get("replacement")
+        if replacement is None:
+            return [], ""
+        parts = [e.this, search, replacement]
+        shrinks = isinstance(search, exp.Literal) and search.is_string and bool(search.this) and \
+            text_bytes(replacement, class_of) <= len(search.this.encode())
+        beyond = not shrinks and text_bytes(e.this, class_of) * max(text_bytes(replacement, class_of), 1) > LONGEST_TEXT
+    else:
+        parts = [e.this, e.expression] if isinstance(e, exp.DPipe) else list(e.expressions)
+        separators = text_bytes(parts[0], class_of) * max(len(parts) - 2, 0) if isinstance(e, exp.ConcatWs) else 0
+        beyond = any(p.find(*GROWING) for p in parts) and \
+            sum(text_bytes(p, class_of) for p in parts) + separators > LONGEST_TEXT
+    if not beyond:
+        return [], ""
+    return [p for p in parts if not _constant(p)], (
+        f"{display(type(e))} of a grown text (REPEAT, LPAD, REPLACE) fails the query on a row whose text passes 4 GiB, "
+        "before any group threshold; keep the counts small, or use values the issuer may compare")
 
 
 # Arguments DuckDB parses on each row and fails the query on where malformed ("Invalid Input Error"): a regular
