@@ -2263,6 +2263,16 @@ def group_code(encoded: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray
     return np.unique(rows, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
+def _with_uncompared(keys: list[SV], compared: list[ArithShare], uncompared: list[ArithShare]) -> list[ArithShare]:
+    """Each key's (validity, limbs) in `key_cols` order, from its sorted compared limbs and the carried rest."""
+    out, i, j = [], 0, 0
+    for k in keys:
+        c, r = 1 + len(compared_limbs(k)), len(k.limbs) - len(compared_limbs(k))
+        out += [*compared[i:i + c], *uncompared[j:j + r]]
+        i, j = i + c, j + r
+    return out
+
+
 def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[SV], ArithShare | None]:
     """Aggregate or window, order, limit: everything after the row weights are known."""
     n = stage.n
@@ -2289,21 +2299,25 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if step.group_by:
             keys = [stage.secret(stage.ev(_parse(g))) for g in step.group_by]
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
+            # a DECIMAL key is compared on its exact limb; its fixed-point limb rides along (`compared_limbs`)
+            compared = [c for k in keys for c in (k.valid, *compared_limbs(k))]
+            uncompared = [limb for k in keys for limb in k.limbs[len(compared_limbs(k)):]]
 
             def group(aggs, within=()):
                 if stage.group_code is not None:  # sort on the owner's code, the key values along
                     code, bits = stage.group_code
                     return relational.group_by(s, [code], aggs, key_bits=[bits], carry=key_cols, within=within)
-                return relational.group_by(s, key_cols, aggs, within=within)
+                return relational.group_by(s, compared, aggs, carry=uncompared, within=within)
 
             # the first protected provenance rides along the group sort; further ones sort on the group's rank
             grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance)
-            group_keys = grouped.carried if stage.group_code is not None else grouped.keys
+            group_keys = grouped.carried if stage.group_code is not None else \
+                _with_uncompared(keys, grouped.keys, grouped.carried)
             results = grouped.aggregates[:len(agg_inputs)]
             if stage.group_code is not None:
                 results += stage.text_extreme_limbs([stage.group_code[0]], [stage.group_code[1]])
             else:
-                results += stage.text_extreme_limbs(key_cols)
+                results += stage.text_extreme_limbs(compared)
             counts = [*grouped.distinct, *grouped.aggregates[len(agg_inputs):]]
             # the threshold and the empty-group tests in one comparison on the sorted rows (counts <= n)
             keep, nonempty = count_tests(s, counts or [results[0]], threshold, [results[c] for c in tested_columns(plan)],

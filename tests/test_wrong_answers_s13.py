@@ -1,0 +1,104 @@
+"""Issue 17's wrong answers left from session 12 (notes/s13): each class checked against the oracle (plain
+DuckDB over all parties' data), or refused at plan time with a message naming the user's construct.
+
+1. DISTINCT / GROUP BY / COUNT(DISTINCT) keys that are DOUBLEs (columns, computed values, products with
+   a DOUBLE factor): the SPU holds them in fixed point (2^-16), which merges distinct doubles.
+2. Computed DECIMAL keys are grouped on their exact limb, not on the fixed-point limb beside it.
+"""
+
+import decimal
+
+import pyarrow as pa
+import pytest
+
+from sqlsecure.errors import NotSupportedError
+
+PARTIES = ("bank", "shop", "insurer")
+# shop's table is CSV (conftest.write_federation): its x, d, e are DOUBLEs there, so a UNION with it is DOUBLE
+WITH_SHOP = "(SELECT k, x, d FROM bank.t UNION ALL SELECT k, x, d FROM shop.t) AS u"
+# bank and insurer are Parquet: d and e stay DECIMAL(10, 2)
+DECIMALS = "(SELECT k, x, d, e FROM bank.t UNION ALL SELECT k, x, d, e FROM insurer.t) AS u"
+# products equal as DECIMALs whose operands' fixed-point encodings give different products
+PAIRS = [("1.15", "3.40"), ("1.70", "2.30"), ("2.30", "1.70"), ("3.40", "1.15"), ("0.50", "7.82"), ("7.82", "0.50"),
+         ("0.25", "15.64"), ("1.00", "3.91"), ("3.91", "1.00"), ("0.10", "0.20"), ("0.20", "0.10"), ("0.40", "0.05")]
+
+
+def table(first: int, rows: int) -> pa.Table:
+    """x: doubles 1e-6 apart (one fixed-point step is 1.5e-5), with -0.0, 0.0 and NULL; d * e: equal
+    DECIMAL products of different operands."""
+    xs = [1 + 1e-6 * (first + j) for j in range(rows)] + [-0.0, 0.0, None]
+    pairs = [PAIRS[(first + j) % len(PAIRS)] for j in range(len(xs))]
+    return pa.table({
+        "k": pa.array([j % 3 for j in range(len(xs))], pa.int64()),
+        "x": pa.array(xs, pa.float64()),
+        "d": pa.array([decimal.Decimal(a) for a, _ in pairs], pa.decimal128(10, 2)),
+        "e": pa.array([decimal.Decimal(b) for _, b in pairs], pa.decimal128(10, 2)),
+    })
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory, federation_writer, plaintext_grants, oracle_for):
+    from sqlsecure.engine import Engine
+
+    tables = {"bank": {"t": table(0, 24)}, "shop": {"t": table(24, 24)}, "insurer": {"t": table(5, 12)}}
+    directory = tmp_path_factory.mktemp("wrong_answers_s13")
+    path = federation_writer(directory, tables, plaintext_grants(PARTIES), parties=PARTIES, min_group_size=0)
+    with Engine(path, timeout=60) as engine:
+        yield oracle_for(engine)
+
+
+# -- 1. DOUBLE keys ----------------------------------------------------------------------------------------
+
+DOUBLE_KEYS = [
+    # (query, the key the refusal names) — the single-stage path (`place_spu`) and the secret program
+    (f"SELECT COUNT(DISTINCT x) FROM {WITH_SHOP}", "x"),
+    (f"SELECT x, COUNT(*) FROM {WITH_SHOP} GROUP BY x", "x"),
+    (f"SELECT DISTINCT x FROM {WITH_SHOP}", "x"),
+    (f"SELECT x * 2 AS y, COUNT(*) FROM {WITH_SHOP} GROUP BY x * 2", "x * 2"),
+    (f"SELECT COUNT(DISTINCT x * k) FROM {WITH_SHOP}", "x * k"),
+    (f"SELECT COUNT(DISTINCT d * x) FROM {DECIMALS}", "d * x"),  # a product with a DOUBLE factor
+    (f"SELECT d * x AS p, COUNT(*) FROM {DECIMALS} GROUP BY d * x", "d * x"),
+    (f"SELECT COUNT(*) FROM (SELECT DISTINCT x FROM {WITH_SHOP}) AS s", "x"),
+    (f"SELECT COUNT(*) FROM (SELECT x FROM {WITH_SHOP} GROUP BY x) AS s", "x"),
+    (f"SELECT COUNT(*) FROM (SELECT DISTINCT d * x FROM {DECIMALS}) AS s", "d * x"),
+    (f"SELECT COUNT(*) FROM (SELECT x + 1 AS y FROM {WITH_SHOP}) AS s GROUP BY y", "y"),
+    (f"SELECT k, COUNT(DISTINCT x) FROM (SELECT * FROM {WITH_SHOP}) AS s GROUP BY k", "x"),
+]
+
+
+@pytest.mark.parametrize("sql, named", DOUBLE_KEYS)
+def test_double_keys_are_refused_at_plan_time(fed, assert_refused, sql, named):
+    """DuckDB tells these doubles apart (60 values 1e-6 apart); fixed point would count 5."""
+    error = assert_refused(fed.engine, sql, "bank", NotSupportedError, named)
+    assert "DOUBLE" in str(error) and "__" not in str(error)
+
+
+EXACT_KEYS = [
+    f"SELECT ROUND(x, 2) AS r, COUNT(*) FROM {WITH_SHOP} GROUP BY ROUND(x, 2)",  # a rounded key is exact
+    f"SELECT CAST(x AS INTEGER) AS i, COUNT(*) FROM {WITH_SHOP} GROUP BY CAST(x AS INTEGER)",
+    f"SELECT COUNT(DISTINCT k), COUNT(DISTINCT d) FROM {DECIMALS}",
+    f"SELECT x > 1.5 AS big, COUNT(*) FROM {WITH_SHOP} GROUP BY x > 1.5",  # no value near 1.5
+]
+
+
+@pytest.mark.parametrize("sql", EXACT_KEYS)
+def test_exact_keys_beside_doubles_answer_as_duckdb(fed, sql):
+    fed.check(sql, "bank")
+
+
+# -- 2. computed DECIMAL keys --------------------------------------------------------------------------------
+
+DECIMAL_KEYS = [
+    f"SELECT d * e AS p, COUNT(*) FROM {DECIMALS} GROUP BY d * e",
+    f"SELECT DISTINCT d * e - d AS p FROM {DECIMALS}",
+    f"SELECT COUNT(DISTINCT d * e) FROM {DECIMALS}",
+    f"SELECT COUNT(*) FROM (SELECT DISTINCT d * e AS p FROM {DECIMALS}) AS s",
+    f"SELECT p, COUNT(*) FROM (SELECT d * e AS p FROM {DECIMALS}) AS s GROUP BY p",
+    f"SELECT p, n FROM (SELECT d * e AS p, COUNT(*) AS n FROM {DECIMALS} GROUP BY d * e) AS s WHERE n > 1",
+]
+
+
+@pytest.mark.parametrize("sql", DECIMAL_KEYS)
+def test_computed_decimal_keys_group_by_their_exact_value(fed, sql):
+    """1.15 * 3.40 = 1.70 * 2.30 = 3.91 exactly; their fixed-point products differ in the last bits."""
+    fed.check(sql, "bank")
