@@ -35,7 +35,7 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.policy import privacy
-from sqlsecure.executors.spu import approximation, arith, relational
+from sqlsecure.executors.spu import approximation, arith, fixed_keys, relational
 from sqlsecure.executors.spu import secret_relation as sr
 from sqlsecure.executors.spu import set_ops
 from sqlsecure.executors.spu.ranges import EXTREMES, ROUNDING, RangePlan, choices
@@ -104,6 +104,7 @@ def parse_program(text: str) -> Program:
     root = _node(obj["root"], "root", inputs)
     approximate_columns(root)  # refuses a rounding whose error bound an earlier node holds
     approximate_columns(root, amplified=True)  # and a DOUBLE product's, whose error its factors magnify
+    double_columns(root)  # refuses keys that are DOUBLEs, which fixed point would merge
     key_classes(root, classes)
     return Program(inputs, root, text, _noise_spec(obj.get("noise"), root), classes)
 
@@ -194,6 +195,63 @@ def _refuse_approximate_keys(node: Node, subs: list[dict[str, exp.Expression]]) 
         refuse([e for e, _, _ in a["order"]], "a window's ORDER BY key", below)
     elif node.op == "sort" and (a["limit"] is not None or a["offset"]):
         refuse([e for e, _, _ in a["keys"]], "an ORDER BY key under LIMIT or OFFSET", below)
+
+
+def double_columns(node: Node) -> tuple[set[str], dict[str, exp.Expression]]:
+    """The columns of `node` that hold DOUBLEs in fixed point (`fixed_keys.double_part`: not a rounded or
+    cast value), and each column as the user's expression (through the projections and aggregates that
+    named it), after refusing, naming that expression, any such value used as a key that fixed point could
+    merge: GROUP BY, DISTINCT, a DISTINCT aggregate's argument, INTERSECT / EXCEPT, join and PARTITION BY."""
+    subs = [double_columns(child) for child in node.children]
+    doubles = {name for sub, _ in subs for name in sub}
+    shown = {name: e for _, sub in subs for name, e in sub.items()}
+    a = node.args
+
+    def refuse(keys, use, inexact=doubles):
+        fixed_keys.refuse_double_keys(keys, use, lambda c: c.name in inexact, shown=lambda e: _as_written(e, shown))
+
+    def inexact(e: exp.Expression) -> bool:
+        return fixed_keys.double_part(e, lambda c: c.name in doubles) is not None
+    if node.op == "input":
+        return {name for name, kind in node.schema if kind == "fixed"}, {}
+    if node.op in ("union_all", "set"):  # by position: a DOUBLE where a branch holds one or a DECIMAL's code
+        if node.op == "set":
+            refuse([exp.column(name) for name, _ in node.children[0].schema if name not in a["carry"]],
+                   "an INTERSECT or EXCEPT column", subs[0][0])
+            refuse([exp.column(name) for name, _ in node.children[1].schema], "an INTERSECT or EXCEPT column",
+                   subs[1][0])
+        out = {name for i, (name, kind) in enumerate(node.schema) if kind == "fixed" and any(
+            i < len(c.schema) and (c.schema[i][0] in sub or decimal_scale(c.schema[i][1]) is not None)
+            for c, (sub, _) in zip(node.children, subs))}
+        return out, {name: subs[0][1].get(name, exp.column(name)) for name, _ in node.children[0].schema}
+    if node.op == "project":
+        return ({name for name, e, _ in a["columns"] if inexact(e)},
+                {name: _as_written(e, shown) for name, e, _ in a["columns"]})
+    if node.op == "aggregate":
+        refuse([e for _, e, _ in a["keys"]], "a GROUP BY key")
+        refuse([arg for _, _, arg, distinct in a["aggregates"] if distinct], "a DISTINCT aggregate's argument")
+        out = {name for name, e, _ in a["keys"] if inexact(e)} | {
+            name for name, func, arg, _ in a["aggregates"] if func == "AVG" or (func != "COUNT" and inexact(arg))}
+        written = {name: _as_written(e, shown) for name, e, _ in a["keys"]}
+        written.update({name: exp.Anonymous(this=func, expressions=[_as_written(arg, shown) if arg else exp.Star()])
+                        for name, func, arg, _ in a["aggregates"]})
+        return out, written
+    if node.op == "distinct":
+        refuse([exp.column(name) for name, _ in node.children[0].schema], "a DISTINCT column")
+    elif node.op == "join":
+        refuse(a["left_keys"], "a join key", subs[0][0])
+        refuse(a["right_keys"], "a join key", subs[1][0])
+    elif node.op == "window":
+        refuse(a["partition"], "a PARTITION BY key")
+        if a["func"] in ("sum", "min", "max", "avg") and inexact(a["arg"]):
+            doubles = doubles | {a["name"]}
+    return doubles, shown
+
+
+def _as_written(e: exp.Expression, shown: dict[str, exp.Expression]) -> exp.Expression:
+    """`e` with each column replaced by the user's expression it stands for, columns unquoted."""
+    return e.copy().transform(lambda x: shown[x.name].copy() if isinstance(x, exp.Column) and x.name in shown
+                              else exp.column(x.name) if isinstance(x, exp.Column) else x)
 
 
 def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expression], node: Node) -> None:
