@@ -179,10 +179,13 @@ def _refuse_double_keys(group_by, used, ctx) -> None:
         return KIND_OF_TYPE.get((ctx.column_type(column.table, column.name) or "").split("(")[0].upper()) == "fixed" \
             and not (ctx.column_type(column.table, column.name) or "").upper().startswith("DECIMAL")
 
-    refuse_double_keys(group_by, "a GROUP BY or DISTINCT key", is_double)
+    def shown(e: exp.Expression) -> exp.Expression:  # as the user wrote it: columns unquoted
+        return e.copy().transform(lambda x: exp.column(x.name, x.table) if isinstance(x, exp.Column) else x)
+
+    refuse_double_keys(group_by, "a GROUP BY or DISTINCT key", is_double, shown=shown)
     arguments = [a for e in used for d in e.find_all(exp.Distinct) if isinstance(d.parent, exp.AggFunc)
                  for a in d.expressions]
-    refuse_double_keys(arguments, "a DISTINCT aggregate's argument", is_double)
+    refuse_double_keys(arguments, "a DISTINCT aggregate's argument", is_double, shown=shown)
 
 
 def _check_literals(expressions) -> None:

@@ -4,6 +4,8 @@ DuckDB over all parties' data), or refused at plan time with a message naming th
 1. DISTINCT / GROUP BY / COUNT(DISTINCT) keys that are DOUBLEs (columns, computed values, products with
    a DOUBLE factor): the SPU holds them in fixed point (2^-16), which merges distinct doubles.
 2. Computed DECIMAL keys are grouped on their exact limb, not on the fixed-point limb beside it.
+3. SUM / AVG of a DOUBLE compared (HAVING, CASE) is guarded with its rows' summed encoding errors (n/2
+   units), not a fixed 4 units: a comparison within that bound is refused (DataError), never flipped.
 """
 
 import decimal
@@ -11,7 +13,7 @@ import decimal
 import pyarrow as pa
 import pytest
 
-from sqlsecure.errors import NotSupportedError
+from sqlsecure.errors import DataError, NotSupportedError
 
 PARTIES = ("bank", "shop", "insurer")
 # shop's table is CSV (conftest.write_federation): its x, d, e are DOUBLEs there, so a UNION with it is DOUBLE
@@ -33,6 +35,7 @@ def table(first: int, rows: int) -> pa.Table:
         "x": pa.array(xs, pa.float64()),
         "d": pa.array([decimal.Decimal(a) for a, _ in pairs], pa.decimal128(10, 2)),
         "e": pa.array([decimal.Decimal(b) for _, b in pairs], pa.decimal128(10, 2)),
+        "z": pa.array([0.1] * len(xs), pa.float64()),  # 0.1 is 6554 / 2^16 on the SPU: 0.4 units high each
     })
 
 
@@ -48,7 +51,7 @@ def fed(tmp_path_factory, federation_writer, grants_for, oracle_for):
 
     tables = {"bank": {"t": table(0, 24)}, "shop": {"t": table(24, 24)}, "insurer": {"t": table(5, 12)}}
     grants = grants_for(*((party, (f"{owner}.t.{column}",), GRANTED[party]) for owner in PARTIES for party in PARTIES
-                          if party != owner for column in ("k", "x", "d", "e")))
+                          if party != owner for column in ("k", "x", "d", "e", "z")))
     directory = tmp_path_factory.mktemp("wrong_answers_s13")
     path = federation_writer(directory, tables, grants, parties=PARTIES, min_group_size=0)
     with Engine(path, timeout=60) as engine:
@@ -111,3 +114,50 @@ DECIMAL_KEYS = [
 def test_computed_decimal_keys_group_by_their_exact_value(fed, sql, issuer):
     """1.15 * 3.40 = 1.70 * 2.30 = 3.91 exactly; their fixed-point products differ in the last bits."""
     fed.check(sql, issuer)
+
+
+# -- 3. a SUM of DOUBLEs compared --------------------------------------------------------------------------
+
+ALL_Z = ("(SELECT k, z FROM bank.t UNION ALL SELECT k, z FROM shop.t UNION ALL SELECT k, z FROM insurer.t) AS u")
+# 69 rows of 0.1: DuckDB's sum is 6.9 (to 1e-15), the SPU's 69 * 6554 / 2^16 = 6.90042, 27.6 units above
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT COUNT(*) AS n FROM {ALL_Z} HAVING SUM(z) > 6.9001",
+    f"SELECT CASE WHEN SUM(z) > 6.9001 THEN 1 ELSE 0 END AS above FROM {ALL_Z}",
+    f"SELECT CASE WHEN AVG(z) * 69 > 6.9001 THEN 1 ELSE 0 END AS above FROM {ALL_Z}",
+])
+def test_a_sum_of_doubles_within_its_summed_error_is_refused(fed, sql):
+    """Before: answered as if 6.9 > 6.9001 (the 4-unit guard let a 21-unit gap through)."""
+    with pytest.raises(DataError, match="within their error"):
+        fed.engine.execute(sql, "insurer")
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT COUNT(*) AS n FROM {ALL_Z} HAVING SUM(z) > 6.95",
+    f"SELECT CASE WHEN SUM(z) > 6.899 THEN 1 ELSE 0 END AS above FROM {ALL_Z}",
+])
+def test_a_sum_of_doubles_clear_of_its_error_answers_as_duckdb(fed, sql):
+    fed.check(sql, "insurer")
+
+
+def test_a_sum_of_doubles_compared_in_a_later_step_is_refused_at_plan_time(fed, assert_refused):
+    """The secret program's HAVING is a later step, where the summed bound is gone: refused, naming the SUM
+    as written (before: answered 3 groups where DuckDB has none)."""
+    sql = f"SELECT COUNT(*) AS n FROM (SELECT k, SUM(z) AS s FROM {ALL_Z} GROUP BY k HAVING SUM(z) > 2.3001) AS t"
+    assert "__" not in str(assert_refused(fed.engine, sql, "insurer", NotSupportedError, "SUM(z) > 2.3001"))
+
+
+# -- 5. refusals name what the user wrote ------------------------------------------------------------------
+
+@pytest.mark.parametrize("sql, named", [
+    (f"SELECT COUNT(*) AS n FROM (SELECT k FROM {ALL_Z} GROUP BY k HAVING ASIN(SUM(z)) > 0.3) AS t",
+     "ASIN(SUM(z)) > 0.3"),
+    (f"SELECT COUNT(*) AS n FROM (SELECT k, AVG(z / k) AS a FROM {ALL_Z} GROUP BY k) AS t WHERE ROUND(a, 2) > 0.3",
+     "ROUND(AVG(z / k), 2)"),
+    (f"SELECT COUNT(*) AS n FROM (SELECT k, MAX(z) AS m FROM {ALL_Z} GROUP BY k HAVING COUNT(DISTINCT z) > 1) AS t",
+     "z"),
+])
+def test_refusals_name_the_users_expression_not_an_internal_alias(fed, assert_refused, sql, named):
+    message = str(assert_refused(fed.engine, sql, "insurer", NotSupportedError, named))
+    assert "__" not in message and "secret program: root" not in message, message

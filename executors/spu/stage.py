@@ -922,7 +922,7 @@ class Stage:
         (`spu.approximation`), and forgetting them (and the bounds computed from them) after it, so memory
         stays that of the expressions being evaluated."""
         rounding = isinstance(e, (*ROUNDING, exp.Cast)) or \
-            (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and approximation.needs_comparison_guard(e))
+            (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and self.guards_comparison(e))
         self.rounding_depth += rounding
         try:
             v = self._ev(e)
@@ -1604,7 +1604,7 @@ class Stage:
         else:
             x, y = self._compared_numbers(a, b, n)
             a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
-            if operands is not None and any(map(approximation.needs_comparison_guard, operands)):
+            if operands is not None and any(map(self.guards_comparison, operands)):
                 self._refuse_within_error(operands, a, b)
             fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
                   exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
@@ -1898,8 +1898,22 @@ class Stage:
         sqls = [sql for _, sql in getattr(self.step, "outputs", ())] + [getattr(self.step, "having", None) or "TRUE"]
         return {agg.sql(dialect="duckdb") for e in map(_parse, sqls) for node in e.walk()
                 if approximation.is_rounding(node) or (isinstance(node, (*COMPARISONS, exp.In, exp.Nullif))
-                                                       and approximation.needs_comparison_guard(node))
-                for agg in node.find_all(exp.Sum, exp.Avg) if approximation.amplified_encoding(agg.this)}
+                                                       and self.guards_comparison(node))
+                for agg in node.find_all(exp.Sum, exp.Avg)
+                if approximation.amplified_encoding(agg.this) or self.sums_doubles(agg)}
+
+    def guards_comparison(self, e: exp.Expression) -> bool:
+        """Whether a comparison of (or with) `e` is guarded against its error (`_refuse_within_error`): an
+        approximate value, an amplified encoding, or a SUM / AVG of DOUBLEs (`sums_doubles`)."""
+        return approximation.needs_comparison_guard(e) or any(map(self.sums_doubles, e.find_all(exp.Sum, exp.Avg)))
+
+    def sums_doubles(self, agg: exp.Expression) -> bool:
+        """Whether a SUM / AVG adds DOUBLEs held in fixed point: each row's encoding errs by up to half a unit,
+        so n rows' sum errs by up to n / 2 units (a fixed slack would let a comparison flip unseen); its
+        rows' bounds are summed beside it where it is compared or rounded (`aggregate_inputs`)."""
+        kinds = {name: v.kind for name, v in self.cols.items()}
+        return isinstance(agg, (exp.Sum, exp.Avg)) and \
+            static_kind(agg.this, lambda c: kinds.get(c.name)) == "fixed"
 
     def _with_error(self, e: exp.Expression) -> tuple[SV, ArithShare | None]:
         """(e's value, its per-row error bound against DuckDB's doubles in ring units, an integer share, or
