@@ -158,9 +158,9 @@ def _amplified(e: exp.Expression, node: Node) -> bool:
     (`approximation.amplified_encoding`), its columns typed by the kinds of `node`'s inputs: an integer,
     boolean or DECIMAL factor is exact, a fixed-point one may be an encoding."""
     kinds = {name: kind for child in node.children for name, kind in child.schema}
-    if node.op == "aggregate" and isinstance(e, exp.Anonymous) and e.name.upper() in ("SUM", "AVG") and \
+    if node.op == "aggregate" and isinstance(e, exp.Anonymous) and e.name.upper() == "SUM" and \
             static_kind(e.expressions[0], lambda c: kinds.get(c.name)) == "fixed":
-        return True  # a SUM / AVG of DOUBLEs: its rows' encoding errors add up (`Stage.sums_doubles`)
+        return True  # a SUM of DOUBLEs: its rows' encoding errors add up (`Stage.sums_doubles`; an AVG's do not)
     typed = e.copy()
     for column in typed.find_all(exp.Column):
         kind = kinds.get(column.name, "fixed")
@@ -279,6 +279,14 @@ def _as_written(e: exp.Expression, shown: dict[str, exp.Expression]) -> exp.Expr
                               else exp.column(x.name) if isinstance(x, exp.Column) else x)
 
 
+def _named_as_written(column: str, shown: dict[str, exp.Expression]) -> str:
+    """A column for a refusal: `t.s = SUM(a.x * b.y)` where the user named it, the expression alone where the
+    planner did (`__a2`, `_col_0`)."""
+    written = _as_written(exp.column(column), shown).sql(dialect="duckdb")
+    internal = column.startswith("__") or column.startswith("_col")
+    return written if internal or written == column else f"{column} = {written}"
+
+
 def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expression], node: Node) -> None:
     """Refuse a comparison of a column that an earlier step computed as an approximate value: its error
     bound stayed behind in that step, so the run-time guard (`Stage._refuse_within_error`) has none."""
@@ -288,8 +296,8 @@ def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expressi
             shown = _written_inputs(node)
             raise NotSupportedError(
                 f"{_as_written(comparison, shown).sql(dialect='duckdb')}: the SPU bounds no error for "
-                f"{_as_written(exp.column(column), shown).sql(dialect='duckdb')}, an approximate value (or a "
-                "product with a DOUBLE factor, which magnifies its encoding's error, or a SUM / AVG of DOUBLEs, whose "
+                f"{_named_as_written(column, shown)}, an approximate value (or a "
+                "product with a DOUBLE factor, which magnifies its encoding's error, or a SUM of DOUBLEs, whose "
                 "rows' encoding errors add up) computed in an earlier step (a "
                 "subquery, an aggregate or a window), so the comparison could take the other side "
                 "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 2) in the step that computes "
@@ -305,8 +313,8 @@ def _refuse_rounding_of(e: exp.Expression, approximate: dict[str, exp.Expression
             shown = _written_inputs(node)
             raise NotSupportedError(
                 f"{_as_written(rounding, shown).sql(dialect='duckdb')}: the SPU bounds no error for "
-                f"{_as_written(exp.column(column), shown).sql(dialect='duckdb')}, an approximate value (or a "
-                "product with a DOUBLE factor, which magnifies its encoding's error, or a SUM / AVG of DOUBLEs, whose "
+                f"{_named_as_written(column, shown)}, an approximate value (or a "
+                "product with a DOUBLE factor, which magnifies its encoding's error, or a SUM of DOUBLEs, whose "
                 "rows' encoding errors add up) computed in an earlier step (a "
                 "subquery, an aggregate or a window) that leaves its error bound behind, so a row "
                 "near a rounding boundary could round the other way than DuckDB's unseen; round each term first "

@@ -1904,15 +1904,16 @@ class Stage:
 
     def guards_comparison(self, e: exp.Expression) -> bool:
         """Whether a comparison of (or with) `e` is guarded against its error (`_refuse_within_error`): an
-        approximate value, an amplified encoding, or a SUM / AVG of DOUBLEs (`sums_doubles`)."""
+        approximate value, an amplified encoding, or a SUM of DOUBLEs (`sums_doubles`)."""
         return approximation.needs_comparison_guard(e) or any(map(self.sums_doubles, e.find_all(exp.Sum, exp.Avg)))
 
     def sums_doubles(self, agg: exp.Expression) -> bool:
-        """Whether a SUM / AVG adds DOUBLEs held in fixed point: each row's encoding errs by up to half a unit,
-        so n rows' sum errs by up to n / 2 units (a fixed slack would let a comparison flip unseen); its
-        rows' bounds are summed beside it where it is compared or rounded (`aggregate_inputs`)."""
+        """Whether a SUM adds DOUBLEs held in fixed point: each row's encoding errs by up to half a unit, so n
+        rows' sum errs by up to n / 2 units (a fixed slack would let a comparison flip unseen); its rows'
+        bounds are summed beside it where it is compared or rounded (`aggregate_inputs`). An AVG's mean errs
+        by no more than its worst row (and its division's 2 units): the encoding's slack covers it."""
         kinds = {name: v.kind for name, v in self.cols.items()}
-        return isinstance(agg, (exp.Sum, exp.Avg)) and \
+        return isinstance(agg, exp.Sum) and \
             static_kind(agg.this, lambda c: kinds.get(c.name)) == "fixed"
 
     def _with_error(self, e: exp.Expression) -> tuple[SV, ArithShare | None]:
