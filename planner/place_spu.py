@@ -115,6 +115,7 @@ def secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_erro
     from sqlsecure.executors.spu.approximation import refuse_approximate_keys  # late: no cycle
     refuse_approximate_keys(group_by, "a GROUP BY or DISTINCT key")
     refuse_approximate_keys([items[i][1] for i, _, _ in order] if limit is not None else [], "an ORDER BY key under LIMIT")
+    _refuse_double_keys(group_by, used, ctx)
     sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
     return dict(
         compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),
@@ -167,6 +168,24 @@ def _check_spu_rules(expressions, ctx) -> None:
         why = spu_refusal(expression, kind_of)
         if why is not None:
             raise NotSupportedError(why)
+
+
+def _refuse_double_keys(group_by, used, ctx) -> None:
+    """GROUP BY / DISTINCT keys and COUNT / SUM / AVG(DISTINCT x) arguments that are DOUBLEs, which the SPU
+    would compare in fixed point (executors/spu/fixed_keys), refused naming the key."""
+    from sqlsecure.executors.spu.fixed_keys import refuse_double_keys  # late: no cycle
+
+    def is_double(column: exp.Column) -> bool:
+        return KIND_OF_TYPE.get((ctx.column_type(column.table, column.name) or "").split("(")[0].upper()) == "fixed" \
+            and not (ctx.column_type(column.table, column.name) or "").upper().startswith("DECIMAL")
+
+    def shown(e: exp.Expression) -> exp.Expression:  # as the user wrote it: columns unquoted
+        return e.copy().transform(lambda x: exp.column(x.name, x.table) if isinstance(x, exp.Column) else x)
+
+    refuse_double_keys(group_by, "a GROUP BY or DISTINCT key", is_double, shown=shown)
+    arguments = [a for e in used for d in e.find_all(exp.Distinct) if isinstance(d.parent, exp.AggFunc)
+                 for a in d.expressions]
+    refuse_double_keys(arguments, "a DISTINCT aggregate's argument", is_double, shown=shown)
 
 
 def _check_literals(expressions) -> None:

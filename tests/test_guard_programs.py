@@ -62,7 +62,9 @@ def test_a_double_product_compared_or_rounded_in_a_later_step_is_refused_at_plan
     """DuckDB's group 1 lies below the constant (or rounds down), the SPU's above: the comparison would take
     the other side unseen; refused by the column's name, not answered."""
     refusal = assert_refused(products.engine, LATER[name], "bank", NotSupportedError, "earlier step")
-    assert "t.s" in str(refusal) and "bounds no error" in str(refusal)
+    # by the derived table's column, or (a HAVING over it) by the aggregate as written out: SUM(a.x * b.y)
+    assert ("t.s" in str(refusal) or "a.x * b.y" in str(refusal).replace('"', "")) and "bounds no error" in str(refusal)
+    assert "__" not in str(refusal)
 
 
 EXACT = {  # still DuckDB's answers

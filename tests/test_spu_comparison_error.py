@@ -162,7 +162,7 @@ def test_grouping_or_ranking_by_an_approximate_value_is_refused_at_plan_time(gra
 
 
 @pytest.mark.parametrize("sql", [
-    f"SELECT b.id, ROUND(SUM(b.qx) / SUM(s.qy), 2) AS q {JOIN} GROUP BY b.id ORDER BY q DESC, b.id LIMIT 2",
+    f"SELECT b.id, ROUND(AVG(b.qx) / AVG(s.qy), 2) AS q {JOIN} GROUP BY b.id ORDER BY q DESC, b.id LIMIT 2",
     f"SELECT b.id, SUM(b.qx) / SUM(s.qy) AS q {JOIN} GROUP BY b.id ORDER BY q DESC",  # no LIMIT: the same rows
     f"SELECT COUNT(*) AS c {JOIN} HAVING AVG(ROUND(b.qx / s.qy, 2)) < 3",  # rounded terms: bounded
 ])

@@ -457,10 +457,10 @@ def _either(b: _Bounds, e: exp.Expression):
 
 
 def _aggregate(b: _Bounds, e: exp.Expression):
-    """SUM / AVG of an amplified encoding: its group's per-row bounds summed beside it (`Stage.aggregate_errors`;
+    """SUM / AVG of an amplified encoding, or a SUM of DOUBLEs (`Stage.sums_doubles`): its group's per-row bounds summed beside it (`Stage.aggregate_errors`;
     an AVG's mean is no further off than that sum, its division adds 2 units); nowhere summed, unbounded (the
     guard refuses rather than compare on an error it cannot bound). Any other argument: `_unknown`."""
-    if not amplified_encoding(e.this):
+    if not amplified_encoding(e.this) and not b.stage.sums_doubles(e):
         return _unknown(b, e)
     summed = b.stage.aggregate_errors.get(e.sql(dialect="duckdb"))
     if summed is None or len(summed) != b.n:

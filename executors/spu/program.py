@@ -26,6 +26,7 @@ distinct, window, sort, set), expressions as DuckDB SQL over the child's quoted 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +36,7 @@ from sqlglot import exp
 
 from sqlsecure.errors import DataError, NotSupportedError, ProgrammingError, ProtocolError
 from sqlsecure.policy import privacy
-from sqlsecure.executors.spu import approximation, arith, relational
+from sqlsecure.executors.spu import approximation, arith, fixed_keys, relational
 from sqlsecure.executors.spu import secret_relation as sr
 from sqlsecure.executors.spu import set_ops
 from sqlsecure.executors.spu.ranges import EXTREMES, ROUNDING, RangePlan, choices
@@ -104,6 +105,7 @@ def parse_program(text: str) -> Program:
     root = _node(obj["root"], "root", inputs)
     approximate_columns(root)  # refuses a rounding whose error bound an earlier node holds
     approximate_columns(root, amplified=True)  # and a DOUBLE product's, whose error its factors magnify
+    double_columns(root)  # refuses keys that are DOUBLEs, which fixed point would merge
     key_classes(root, classes)
     return Program(inputs, root, text, _noise_spec(obj.get("noise"), root), classes)
 
@@ -156,6 +158,9 @@ def _amplified(e: exp.Expression, node: Node) -> bool:
     (`approximation.amplified_encoding`), its columns typed by the kinds of `node`'s inputs: an integer,
     boolean or DECIMAL factor is exact, a fixed-point one may be an encoding."""
     kinds = {name: kind for child in node.children for name, kind in child.schema}
+    if node.op == "aggregate" and isinstance(e, exp.Anonymous) and e.name.upper() == "SUM" and \
+            static_kind(e.expressions[0], lambda c: kinds.get(c.name)) == "fixed":
+        return True  # a SUM of DOUBLEs: its rows' encoding errors add up (`Stage.sums_doubles`; an AVG's do not)
     typed = e.copy()
     for column in typed.find_all(exp.Column):
         kind = kinds.get(column.name, "fixed")
@@ -173,11 +178,12 @@ def _refuse_approximate_keys(node: Node, subs: list[dict[str, exp.Expression]]) 
     """Refuse keys that are approximate values, computed in the key or in an earlier step
     (`approximation.refuse_approximate_keys`): GROUP BY, DISTINCT, INTERSECT / EXCEPT, join and
     PARTITION BY keys (equality), a window's ORDER BY and a sort's under LIMIT / OFFSET (order)."""
-    a, where = node.args, f"secret program: {node.path}: "
+    a = node.args
 
-    def refuse(keys, use, sub):
-        approximation.refuse_approximate_keys(keys, use, lambda k: any(c.name in sub for c in k.find_all(exp.Column)),
-                                              where)
+    def refuse(keys, use, sub):  # named as the user wrote them (`written_columns`), not by internal names
+        approximate = [k for k in keys if approximation.is_approximate(k) or any(c.name in sub for c in k.find_all(exp.Column))]
+        approximation.refuse_approximate_keys([_as_written(k, _written_inputs(node)) for k in approximate[:1]], use,
+                                              lambda k: True)
     below = {name: e for sub in subs for name, e in sub.items()}
     columns = [exp.column(name) for name, _ in node.children[0].schema] if node.children else []
     if node.op == "aggregate":
@@ -196,16 +202,103 @@ def _refuse_approximate_keys(node: Node, subs: list[dict[str, exp.Expression]]) 
         refuse([e for e, _, _ in a["keys"]], "an ORDER BY key under LIMIT or OFFSET", below)
 
 
+def double_columns(node: Node) -> set[str]:
+    """The columns of `node` that hold DOUBLEs in fixed point (`fixed_keys.double_part`: not a rounded or
+    cast value), after refusing, naming the user's expression (`written_columns`), any such value used as
+    a key that fixed point could merge: GROUP BY, DISTINCT, a DISTINCT aggregate's argument, INTERSECT /
+    EXCEPT, join and PARTITION BY."""
+    subs = [double_columns(child) for child in node.children]
+    doubles = {name for sub in subs for name in sub}
+    a = node.args
+
+    def refuse(keys, use, inexact=doubles):
+        fixed_keys.refuse_double_keys(keys, use, lambda c: c.name in inexact,
+                                      shown=lambda e: _as_written(e, _written_inputs(node)))
+
+    def inexact(e: exp.Expression) -> bool:
+        return fixed_keys.double_part(e, lambda c: c.name in doubles) is not None
+    if node.op == "input":
+        return {name for name, kind in node.schema if kind == "fixed"}
+    if node.op in ("union_all", "set"):  # by position: a DOUBLE where a branch holds one or a DECIMAL's code
+        if node.op == "set":
+            refuse([exp.column(name) for name, _ in node.children[0].schema if name not in a["carry"]],
+                   "an INTERSECT or EXCEPT column", subs[0])
+            refuse([exp.column(name) for name, _ in node.children[1].schema], "an INTERSECT or EXCEPT column",
+                   subs[1])
+        return {name for i, (name, kind) in enumerate(node.schema) if kind == "fixed" and any(
+            i < len(c.schema) and (c.schema[i][0] in sub or decimal_scale(c.schema[i][1]) is not None)
+            for c, sub in zip(node.children, subs))}
+    if node.op == "project":
+        return {name for name, e, _ in a["columns"] if inexact(e)}
+    if node.op == "aggregate":
+        refuse([e for _, e, _ in a["keys"]], "a GROUP BY key")
+        refuse([arg for _, _, arg, distinct in a["aggregates"] if distinct], "a DISTINCT aggregate's argument")
+        return {name for name, e, _ in a["keys"] if inexact(e)} | {
+            name for name, func, arg, _ in a["aggregates"] if func == "AVG" or (func != "COUNT" and inexact(arg))}
+    if node.op == "distinct":
+        refuse([exp.column(name) for name, _ in node.children[0].schema], "a DISTINCT column")
+    elif node.op == "join":
+        refuse(a["left_keys"], "a join key", subs[0])
+        refuse(a["right_keys"], "a join key", subs[1])
+    elif node.op == "window":
+        refuse(a["partition"], "a PARTITION BY key")
+        if a["func"] in ("sum", "min", "max", "avg") and inexact(a["arg"]):
+            doubles = doubles | {a["name"]}
+    return doubles
+
+
+def written_columns(node: Node) -> dict[str, exp.Expression]:
+    """Each column of `node` as the user's expression it stands for, through the projections and
+    aggregates that named it (`__a2` -> SUM(z)), for refusals that must name what the user wrote."""
+    shown = _written_inputs(node)
+    a = node.args
+    if node.op in ("union_all", "set"):
+        return {name: shown.get(name, exp.column(name)) for name, _ in node.children[0].schema}
+    if node.op == "project":
+        return {name: _as_written(e, shown) for name, e, _ in a["columns"]}
+    if node.op == "aggregate":
+        written = {name: _as_written(e, shown) for name, e, _ in a["keys"]}
+        for name, func, arg, distinct in a["aggregates"]:
+            argument = _as_written(arg, shown) if arg is not None else exp.Star()
+            written[name] = exp.Anonymous(this=func, expressions=[
+                exp.Distinct(expressions=[argument]) if distinct else argument])
+        return written
+    if node.op == "window" and a["arg"] is not None:
+        return {**shown, a["name"]: exp.Anonymous(this=a["func"].upper(), expressions=[_as_written(a["arg"], shown)])}
+    return shown
+
+
+def _written_inputs(node: Node) -> dict[str, exp.Expression]:
+    """`written_columns` of every child of `node`, merged."""
+    return {name: e for child in node.children for name, e in written_columns(child).items()}
+
+
+def _as_written(e: exp.Expression, shown: dict[str, exp.Expression]) -> exp.Expression:
+    """`e` with each column replaced by the user's expression it stands for, columns unquoted."""
+    return e.copy().transform(lambda x: shown[x.name].copy() if isinstance(x, exp.Column) and x.name in shown
+                              else exp.column(x.name) if isinstance(x, exp.Column) else x)
+
+
+def _named_as_written(column: str, shown: dict[str, exp.Expression]) -> str:
+    """A column for a refusal: `t.s = SUM(a.x * b.y)` where the user named it, the expression alone where the
+    planner did (`__a2`, `_col_0`)."""
+    written = _as_written(exp.column(column), shown).sql(dialect="duckdb")
+    internal = column.startswith("__") or column.startswith("_col")
+    return written if internal or written == column else f"{column} = {written}"
+
+
 def _refuse_comparison_of(e: exp.Expression, approximate: dict[str, exp.Expression], node: Node) -> None:
     """Refuse a comparison of a column that an earlier step computed as an approximate value: its error
     bound stayed behind in that step, so the run-time guard (`Stage._refuse_within_error`) has none."""
     for comparison in e.find_all(*COMPARED):
         column = next((c.name for c in comparison.find_all(exp.Column) if c.name in approximate), None)
         if column is not None:
+            shown = _written_inputs(node)
             raise NotSupportedError(
-                f"secret program: {node.path}: {comparison.sql(dialect='duckdb')}: the SPU bounds no error for "
-                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value (or a "
-                "product with a DOUBLE factor, which magnifies its encoding's error) computed in an earlier step (a "
+                f"{_as_written(comparison, shown).sql(dialect='duckdb')}: the SPU bounds no error for "
+                f"{_named_as_written(column, shown)}, an approximate value (or a "
+                "product with a DOUBLE factor, which magnifies its encoding's error, or a SUM of DOUBLEs, whose "
+                "rows' encoding errors add up) computed in an earlier step (a "
                 "subquery, an aggregate or a window), so the comparison could take the other side "
                 "than DuckDB's doubles unseen; compare a rounded value (ROUND(x / y, 2) in the step that computes "
                 "it), compare in the expression that computes it, or compare at one party")
@@ -217,10 +310,12 @@ def _refuse_rounding_of(e: exp.Expression, approximate: dict[str, exp.Expression
             continue
         column = next((c.name for c in rounding.this.find_all(exp.Column) if c.name in approximate), None)
         if column is not None:
+            shown = _written_inputs(node)
             raise NotSupportedError(
-                f"secret program: {node.path}: {rounding.sql(dialect='duckdb')}: the SPU bounds no error for "
-                f"{column} = {approximate[column].sql(dialect='duckdb')}, an approximate value (or a "
-                "product with a DOUBLE factor, which magnifies its encoding's error) computed in an earlier step (a "
+                f"{_as_written(rounding, shown).sql(dialect='duckdb')}: the SPU bounds no error for "
+                f"{_named_as_written(column, shown)}, an approximate value (or a "
+                "product with a DOUBLE factor, which magnifies its encoding's error, or a SUM of DOUBLEs, whose "
+                "rows' encoding errors add up) computed in an earlier step (a "
                 "subquery, an aggregate or a window) that leaves its error bound behind, so a row "
                 "near a rounding boundary could round the other way than DuckDB's unseen; round each term first "
                 "(SUM(ROUND(x / y, 2))), round it in the expression that computes it, or round at one party")
@@ -318,7 +413,33 @@ def _node(spec, path: str, inputs) -> Node:
     if not isinstance(spec, dict) or spec.get("op") not in NODE_BUILDERS:
         op = spec.get("op") if isinstance(spec, dict) else spec
         raise ProtocolError(f"secret program: {path}: unknown operator {op!r} (one of {sorted(NODE_BUILDERS)})")
-    return NODE_BUILDERS[spec["op"]](spec, path, inputs)
+    try:
+        return NODE_BUILDERS[spec["op"]](spec, path, inputs)
+    except NotSupportedError as error:
+        if getattr(error, "as_written", False):
+            raise
+        refused = NotSupportedError(_users_words(str(error), spec, path, inputs))
+        refused.as_written = True
+        raise refused from None
+
+
+INTERNAL_PREFIX = re.compile(r"^secret program: [\w.\[\]]+: ")
+
+
+def _users_words(message: str, spec: dict, path: str, inputs) -> str:
+    """A refusal of the node `spec` reworded for the user: without the program's internal path, and each
+    of its children's columns named as the user's expression it stands for (`written_columns`: HAVING's
+    `"__a2"` as SUM(z)), never by an internal name."""
+    children = [spec[key] for key in ("child", "left", "right") if isinstance(spec.get(key), dict)]
+    children += [c for c in spec["children"] if isinstance(c, dict)] if isinstance(spec.get("children"), list) else []
+    for i, child in enumerate(children):
+        try:
+            written = written_columns(_node(child, f"{path}.{i}", inputs))
+        except (NotSupportedError, ProtocolError):
+            continue
+        for name, e in sorted(written.items(), key=lambda item: -len(item[0])):
+            message = message.replace(exp.column(name, quoted=True).sql(dialect="duckdb"), e.sql(dialect="duckdb"))
+    return INTERNAL_PREFIX.sub("", message)
 
 
 def _expression(sql, kinds: dict[str, str], where: str) -> tuple[exp.Expression, str]:

@@ -102,7 +102,15 @@ def conform(s: SpuSession, v: SV, kind: str) -> SV:
 
 
 def _key_columns(values: list[SV]) -> list[ArithShare]:
-    return [c for v in values for c in (v.valid, *v.limbs)]
+    """What sorts and compares keys: each value's validity and the limbs that decide equality
+    (`compared_limbs`: a DECIMAL's exact limb, not its fixed-point one, which may differ between equal
+    computed values); callers carry the whole values along."""
+    return [c for v in values for c in (v.valid, *compared_limbs(v))]
+
+
+def _uncompared_limbs(values: list[SV]) -> list[ArithShare]:
+    """The limbs `_key_columns` leaves out (a DECIMAL's fixed-point limb), carried beside the keys."""
+    return [limb for v in values for limb in v.limbs[len(compared_limbs(v)):]]
 
 
 def _flatten(rel: SecretRelation) -> list[ArithShare]:
@@ -320,14 +328,15 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
                                            rel.valid)  # one round: the keys, and the DISTINCT aggregates' weights
     key_values = _classed_keys(s, key_values, rel.valid, classed)
     offsets = [None, *(o for v, bits in zip(key_values, classed)  # 2^M: a classed value in [0, 2^(M + 1))
-                       for o in (None, *([None] * len(v.limbs) if bits is None else [1 << bits])))]
+                       for o in (None, *([None] * len(compared_limbs(v)) if bits is None else [1 << bits])))]
     group_keys = _offset([_ones(s, n) - rel.valid, *_key_columns(key_values)], offsets, s, 1)
     widths = [2, *(w for v, bits in zip(key_values, classed)  # the 0/1 flags at 2 bits
-                   for w in (2, *([64] * len(v.limbs) if bits is None else [bits + 2])))]
+                   for w in (2, *([64] * len(compared_limbs(v)) if bits is None else [bits + 2])))]
     summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
     counted = [relational.Counted(w, tuple(compared_limbs(v)), summed=tuple(v.limbs) if sums else ())
                for (w, v), sums in zip(minor, summing)]  # the first rides along the sort
-    grouped = relational.group_by(s, group_keys, inputs, key_bits=widths, within=counted)
+    grouped = relational.group_by(s, group_keys, inputs, key_bits=widths, within=counted,
+                                  carry=_uncompared_limbs(key_values))
     grouped.keys[:] = _offset(grouped.keys, offsets, s, -1)
     results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
     stage.n = n
@@ -337,10 +346,12 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     valid, nonempty = count_tests(s, bounded, threshold[0] if bounded else 0, [results[c] for c in tested_columns(plan)],
                                   times=valid, most=n)
     stage.finish_aggregates(plan, results, nonempty=nonempty)
-    columns, i = {}, 1
+    columns, i, j = {}, 1, 0
     for (name, _), v in zip(keys, key_values):
-        columns[name] = SV(grouped.keys[i + 1:i + 1 + len(v.limbs)], grouped.keys[i], v.kind)
-        i += 1 + len(v.limbs)
+        compared, rest = len(compared_limbs(v)), len(v.limbs) - len(compared_limbs(v))
+        limbs = [*grouped.keys[i + 1:i + 1 + compared], *grouped.carried[j:j + rest]]
+        columns[name] = SV(limbs, grouped.keys[i], v.kind)
+        i, j = i + 1 + compared, j + rest
     counts = grouped.distinct
     for name, node in plain:
         columns[name] = stage.aggs[node.sql(dialect="duckdb")]

@@ -928,7 +928,7 @@ class Stage:
         (`spu.approximation`), and forgetting them (and the bounds computed from them) after it, so memory
         stays that of the expressions being evaluated."""
         rounding = isinstance(e, (*ROUNDING, exp.Cast)) or \
-            (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and approximation.needs_comparison_guard(e))
+            (isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) and self.guards_comparison(e))
         self.rounding_depth += rounding
         try:
             v = self._ev(e)
@@ -1610,7 +1610,7 @@ class Stage:
         else:
             x, y = self._compared_numbers(a, b, n)
             a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
-            if operands is not None and any(map(approximation.needs_comparison_guard, operands)):
+            if operands is not None and any(map(self.guards_comparison, operands)):
                 self._refuse_within_error(operands, a, b)
             fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
                   exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
@@ -1904,8 +1904,23 @@ class Stage:
         sqls = [sql for _, sql in getattr(self.step, "outputs", ())] + [getattr(self.step, "having", None) or "TRUE"]
         return {agg.sql(dialect="duckdb") for e in map(_parse, sqls) for node in e.walk()
                 if approximation.is_rounding(node) or (isinstance(node, (*COMPARISONS, exp.In, exp.Nullif))
-                                                       and approximation.needs_comparison_guard(node))
-                for agg in node.find_all(exp.Sum, exp.Avg) if approximation.amplified_encoding(agg.this)}
+                                                       and self.guards_comparison(node))
+                for agg in node.find_all(exp.Sum, exp.Avg)
+                if approximation.amplified_encoding(agg.this) or self.sums_doubles(agg)}
+
+    def guards_comparison(self, e: exp.Expression) -> bool:
+        """Whether a comparison of (or with) `e` is guarded against its error (`_refuse_within_error`): an
+        approximate value, an amplified encoding, or a SUM of DOUBLEs (`sums_doubles`)."""
+        return approximation.needs_comparison_guard(e) or any(map(self.sums_doubles, e.find_all(exp.Sum, exp.Avg)))
+
+    def sums_doubles(self, agg: exp.Expression) -> bool:
+        """Whether a SUM adds DOUBLEs held in fixed point: each row's encoding errs by up to half a unit, so n
+        rows' sum errs by up to n / 2 units (a fixed slack would let a comparison flip unseen); its rows'
+        bounds are summed beside it where it is compared or rounded (`aggregate_inputs`). An AVG's mean errs
+        by no more than its worst row (and its division's 2 units): the encoding's slack covers it."""
+        kinds = {name: v.kind for name, v in self.cols.items()}
+        return isinstance(agg, exp.Sum) and \
+            static_kind(agg.this, lambda c: kinds.get(c.name)) == "fixed"
 
     def _with_error(self, e: exp.Expression) -> tuple[SV, ArithShare | None]:
         """(e's value, its per-row error bound against DuckDB's doubles in ring units, an integer share, or
@@ -2313,6 +2328,16 @@ def group_code(encoded: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray
     return np.unique(rows, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
+def _with_uncompared(keys: list[SV], compared: list[ArithShare], uncompared: list[ArithShare]) -> list[ArithShare]:
+    """Each key's (validity, limbs) in `key_cols` order, from its sorted compared limbs and the carried rest."""
+    out, i, j = [], 0, 0
+    for k in keys:
+        c, r = 1 + len(compared_limbs(k)), len(k.limbs) - len(compared_limbs(k))
+        out += [*compared[i:i + c], *uncompared[j:j + r]]
+        i, j = i + c, j + r
+    return out
+
+
 def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[SV], ArithShare | None]:
     """Aggregate or window, order, limit: everything after the row weights are known."""
     n = stage.n
@@ -2339,24 +2364,28 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         if step.group_by:
             keys = canonical(s, [stage.secret(stage.ev(_parse(g))) for g in step.group_by])
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
+            # a DECIMAL key is compared on its exact limb; its fixed-point limb rides along (`compared_limbs`)
+            compared = [c for k in keys for c in (k.valid, *compared_limbs(k))]
+            uncompared = [limb for k in keys for limb in k.limbs[len(compared_limbs(k)):]]
 
             def group(aggs, within=()):
                 if stage.group_code is not None:  # sort on the owner's code, the key values along
                     code, bits = stage.group_code
                     return relational.group_by(s, [code], aggs, key_bits=[bits], carry=key_cols, within=within)
-                return relational.group_by(s, key_cols, aggs, within=within)
+                return relational.group_by(s, compared, aggs, carry=uncompared, within=within)
 
             if stage.one_hot is not None:  # no sort: G group rows, every one a group's (`one_hot_grouped`)
                 group_keys, results, counts, last = one_hot_grouped(s, stage, key_cols, agg_inputs, provenance, branches)
             else:
                 # the first protected provenance rides along the group sort; further ones sort on the group's rank
                 grouped = group([*agg_inputs, *(("sum", b) for b in branches)], provenance)
-                group_keys = grouped.carried if stage.group_code is not None else grouped.keys
+                group_keys = grouped.carried if stage.group_code is not None else \
+                    _with_uncompared(keys, grouped.keys, grouped.carried)
                 results = grouped.aggregates[:len(agg_inputs)]
                 if stage.group_code is not None:
                     results += stage.text_extreme_limbs([stage.group_code[0]], [stage.group_code[1]])
                 else:
-                    results += stage.text_extreme_limbs(key_cols)
+                    results += stage.text_extreme_limbs(compared)
                 counts, last = [*grouped.distinct, *grouped.aggregates[len(agg_inputs):]], grouped.last
             # the threshold and the empty-group tests in one comparison on the group rows (counts <= n)
             keep, nonempty = count_tests(s, counts or [results[0]], threshold, [results[c] for c in tested_columns(plan)],
