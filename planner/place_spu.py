@@ -124,7 +124,8 @@ def secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_erro
         having=sql(aggregate.having) if aggregate is not None and aggregate.having is not None else None,
         outputs=tuple((n, sql(e)) for n, e in items), reveal=tuple(range(len(project.expressions))),
         order=tuple(order), limit=limit_value, offset=offset_value or 0, kinds=_result_kinds(project),
-        distinct_rows=tuple(column for _, column in protected))
+        distinct_rows=tuple(column for _, column in protected),
+        rows_once=tuple(column for _, column in protected if column in ctx.rows_once))
 
 
 def _result_kinds(project: Project) -> tuple[str, ...]:
