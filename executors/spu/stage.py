@@ -2178,6 +2178,17 @@ def canonical(s: SpuSession, values: list[SV]) -> list[SV]:
     return canonical_weighted(s, values, [], None)[0]
 
 
+def canonical_computed(s: SpuSession, stage, expressions: list[exp.Expression], values: list[SV],
+                       rows: bool = True) -> list[SV]:
+    """`canonical` of the values that an expression computed: an input column (`rows`: read on the stage's
+    rows, before any aggregate) comes from its owner's encoding, which is zero under a NULL already, so a
+    GROUP BY / ORDER BY of plain columns spends no product round."""
+    computed = [i for i, e in enumerate(expressions)
+                if not (rows and isinstance(e, exp.Column) and e.name in stage.cols)]
+    clean = iter(canonical(s, [values[i] for i in computed]) if computed else ())
+    return [next(clean) if i in computed else v for i, v in enumerate(values)]
+
+
 def canonical_weighted(s: SpuSession, values: list[SV], weighted: list[SV], row_valid: ArithShare | None
                        ) -> tuple[list[SV], list[tuple[ArithShare, SV]]]:
     """`canonical(values)`, and (row_valid * value valid, canonical value) of each of `weighted`: all
@@ -2270,7 +2281,7 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
         stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), value_kind(kind))
     if key_columns:  # the keys' owner numbers the groups: the sort compares one narrow code
         owner = step.compute.index(key_columns[0][0])
-        code = group_code([encoded_keys[column] for _, column in key_columns]) if s.index == owner else None
+        code = group_code([inputs[(0, column)] for _, column in key_columns]) if s.index == owner else None
         if getattr(step, "one_hot_groups", 0):  # no sort: the owner keeps its numbers (`one_hot_group`)
             keys = one_hot_keys(code, [encoded_keys[column] for _, column in key_columns], step.one_hot_groups,
                                 [column for _, column in key_columns]) if code is not None else None
@@ -2354,13 +2365,20 @@ def _group_key_columns(step) -> list[tuple[str, str]]:
     return [(owner_of[k.name], k.name) for k in keys]
 
 
-def group_code(encoded: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray:
-    """Dense numbers in [0, rows) of the rows' keys, given as the (validity, ring limbs) the SPU
-    compares: equal exactly when the SPU would find the keys equal (so NULLs are one group, and
-    -0.0 and 0.0 one, as in GROUP BY). The keys' owner computes them on its own rows."""
-    words = np.stack([np.asarray(w, dtype=np.uint64) for valid, limbs in encoded for w in (valid, *limbs)], axis=1)
-    rows = np.ascontiguousarray(words).view(np.dtype((np.void, 8 * words.shape[1]))).reshape(-1)
-    return np.unique(rows, return_inverse=True)[1].reshape(-1).astype(np.int64)
+def group_code(columns: list[pa.ChunkedArray]) -> np.ndarray:
+    """Dense numbers in [0, rows) of the rows' keys, from the owner's exact values: equal exactly where
+    GROUP BY finds them equal (NULLs one group, -0.0 and 0.0 one, NaNs one), so a DOUBLE key groups as in
+    DuckDB although the SPU holds its values in fixed point (only their revealed values are approximate).
+    The keys' owner computes them on its own rows."""
+    codes = []
+    for column in columns:
+        values = column.combine_chunks()
+        if pa.types.is_floating(values.type):
+            values = pc.add(values, pa.scalar(0.0, values.type))  # -0.0 + 0.0 is 0.0
+        codes.append(pc.dictionary_encode(values, null_encoding="encode").indices.to_numpy(zero_copy_only=False))
+    if not codes or not len(codes[0]):
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def _with_uncompared(keys: list[SV], compared: list[ArithShare], uncompared: list[ArithShare]) -> list[ArithShare]:
@@ -2397,7 +2415,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         provenance, once = stage.provenance(weight) if step.threshold else ([], [])
         branches = [*stage.branch_weights(weight), *once] if step.threshold else []
         if step.group_by:
-            keys = canonical(s, [stage.secret(stage.ev(_parse(g))) for g in step.group_by])
+            parsed = [_parse(g) for g in step.group_by]
+            keys = canonical_computed(s, stage, parsed, [stage.secret(stage.ev(g)) for g in parsed])
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
             # a DECIMAL key is compared on its exact limb; its fixed-point limb rides along (`compared_limbs`)
             compared = [c for k in keys for c in (k.valid, *compared_limbs(k))]
@@ -2471,7 +2490,9 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             order = windows[0].args.get("order")
             if any(w.args.get("partition_by") or w.args.get("order") != order for w in windows) or order is None:
                 raise NotSupportedError("secure window functions need one common OVER (ORDER BY ...) and no PARTITION BY")
-            window_keys = canonical(s, [stage.secret(stage.ev(o.this)) for o in order.expressions])  # NULLs tie
+            window_keys = canonical_computed(s, stage, [o.this for o in order.expressions],  # NULLs tie
+                                             [stage.secret(stage.ev(o.this)) for o in order.expressions],
+                                             rows=not step.aggregate)
         carried = [v for v in plain if v is not None] + window_keys
         if step.filters or step.secret_join:
             carried = _rebuild(relational.compact(s, weight, _columns(carried)), carried)
@@ -2504,7 +2525,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
 
     if step.order and (flag is None) and values and len(values[0].valid) > 1:
         keys, desc, bits = [], [], []
-        ordered = canonical(s, [values[index] for index, _, _ in step.order])  # NULLs tie, later keys decide
+        ordered = canonical_computed(s, stage, [outputs[index] for index, _, _ in step.order],  # NULLs tie
+                                     [values[index] for index, _, _ in step.order], rows=not step.aggregate)
         for v, (_, descending, nulls_first) in zip(ordered, step.order):
             kk, dd, bb = _sort_keys(v, descending, nulls_first, s)
             keys += kk
