@@ -1,9 +1,12 @@
-"""MySQL's `/` and `%` by zero are NULL (issue 16, SCQL's regression cases two_parties/116, 119, 122, 126):
-the mysql dialect writes every one as `x / NULLIF(y, 0)` (planner/dialects/mysql.py `zero_divisors`), the
-inner divisions of a chain too, so no row fails the query and column control sees the guarded divisor. A
-divisor's NULLIF of a value at least 1 on every row (`y * y + 1`) needs no comparison guard (the SPU does not
-compare it); any other approximate divisor still needs PLAINTEXT_AFTER_COMPARE, as a lone row near 0 would fail
-the SPU's guard. A CAST of AVG / MIN / MAX or of a quotient by an integer has the argument's magnitude class."""
+"""The rules behind SCQL's regression corpus (bench/scql_regtest.py, issue 16), each tested both ways.
+
+MySQL's `/` and `%` by zero are NULL (cases two_parties/116, 119, 122, 126): the mysql dialect writes every one
+as `x / NULLIF(y, 0)` (planner/dialects/mysql.py `zero_divisors`), the inner divisions of a chain too, so no row
+fails the query and column control sees the guarded divisor. A divisor's NULLIF of a value at least 1 on every
+row (`y * y + 1`) needs no comparison guard (the SPU does not compare it); another amplified divisor still needs
+PLAINTEXT_AFTER_COMPARE, as a lone row near 0 would fail the SPU's guard. A CAST of AVG / MIN / MAX or of a
+quotient by an integer has the argument's magnitude class. The refusals that stay, stricter than SCQL on
+purpose (docs/federation.md), are pinned at the end."""
 
 from __future__ import annotations
 
@@ -27,12 +30,15 @@ def fed(tmp_path_factory, federation_writer, grants_for):
     orders = pa.table({"order_id": pa.array(range(1, 10), pa.int64()),
                        "customer_id": pa.array([1, 1, 1, 1, 2, 2, 2, 2, 3], pa.int64()),
                        "score": pa.array([0.5, -2.0, 0.0, None, 1.5, 3.0, -0.25, 2.0, -1.0]),
-                       "qty": pa.array([1, 0, 2, 3, None, 4, 0, 5, 0], pa.int64())})
+                       "qty": pa.array([1, 0, 2, 3, None, 4, 0, 5, 0], pa.int64()),
+                       "code": pa.array([7, -3, 1, 2, 5, 7, 9, 4, 6], pa.int64())})
     customers = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "region": ["north", "south", "north"],
                           "x": pa.array([7, -3, 5], pa.int64())})
     grants = grants_for(("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_JOIN"),
                         ("shop", ("bank.customers.id",), "PLAINTEXT_AFTER_JOIN"),
-                        ("bank", ("shop.orders.score", "shop.orders.qty"), "PLAINTEXT_AFTER_AGGREGATE"))
+                        ("bank", ("shop.orders.score", "shop.orders.qty"), "PLAINTEXT_AFTER_AGGREGATE"),
+                        ("bank", ("shop.orders.code",), "PLAINTEXT_AFTER_COMPARE"),
+                        ("shop", ("bank.customers.x",), "PLAINTEXT_AFTER_COMPARE"))
     directory = tmp_path_factory.mktemp("mysql_zero_divisors")
     federation_writer(directory, {"bank": {"customers": customers}, "shop": {"orders": orders}}, grants,
                       parties=("bank", "shop"), dialect="mysql")
@@ -124,3 +130,23 @@ def test_nullif_guard_of_a_divisor_at_least_one(sql, guarded):
     nullif = _typed(sql).find(sqlglot.exp.Nullif)
     arguments, _ = failing_arguments(nullif, _classes, secure=True)
     assert bool(arguments) == guarded
+
+
+# -- refusals of SCQL's corpus that stay, stricter than SCQL on purpose (docs/federation.md) ------------------
+
+def test_in_subquery_key_needs_plaintext_after_join(fed, assert_refused):
+    """SCQL's two_parties/149, 150: an IN subquery runs as a PSI semi-join, whose parties learn which keys match;
+    PLAINTEXT_AFTER_COMPARE keys (a join's would fall back to an oblivious join) are refused for it."""
+    for sql in ("SELECT c.id FROM bank.customers c WHERE c.x IN (SELECT o.code FROM shop.orders o)",
+                "SELECT c.id FROM bank.customers c WHERE c.x NOT IN (SELECT o.code FROM shop.orders o)"):
+        error = assert_refused(fed, sql, "bank", PolicyViolation, "shop.orders.code")
+        assert "join key" in str(error)
+
+
+def test_join_of_own_tables_before_a_cross_party_join_restricts_its_keys(fed, assert_refused):
+    """SCQL's two_parties/101: a join of the issuer's own tables before a cross-party join filters its rows, which
+    the partner sees through the join's input: its keys need PLAINTEXT_AFTER_JOIN (or _COMPARE) for the partner."""
+    sql = ("SELECT c1.id FROM bank.customers c1 JOIN bank.customers c2 ON c1.region = c2.region "
+           "JOIN shop.orders o ON c2.id = o.customer_id")
+    error = assert_refused(fed, sql, "bank", PolicyViolation, "bank.customers.region")
+    assert "own tables" in str(error)
