@@ -202,7 +202,7 @@ SPU_TWO_PARTY = [  # classes 3, 5, 6 and 7: what no single party may compute run
     "JOIN shop.orders o ON c.id = o.customer_id",
     "SELECT c.name, o.order_id FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id "
     "WHERE o.amount > c.age ORDER BY c.age + o.amount, o.order_id, c.name LIMIT 5 OFFSET 2",
-    "SELECT COUNT(DISTINCT o.category), COUNT(DISTINCT c.region), COUNT(DISTINCT o.amount * c.age) "
+    "SELECT COUNT(DISTINCT o.category), COUNT(DISTINCT c.region), COUNT(DISTINCT o.customer_id * c.age) "
     "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id AND o.amount > c.age",
     "SELECT o.category, c.region IS NULL AS nobody, COUNT(*) FROM bank.customers c "
     "JOIN shop.orders o ON c.id = o.customer_id WHERE o.amount BETWEEN c.age AND 400 "
