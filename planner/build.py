@@ -8,6 +8,7 @@ for the rules to rewrite; shapes that the secure operators cannot answer yet rai
 
 from __future__ import annotations
 
+import functools
 import re
 
 import duckdb
@@ -320,31 +321,51 @@ def _union_selects(node: exp.Expression) -> list[exp.Expression]:
 def _describe(tree: exp.Expression, catalog: Catalog) -> list[tuple]:
     """DESCRIBE of the query over empty tables of the catalog's column types; [] when those types
     cannot be declared in DuckDB; PlanError with DuckDB's reason when the query does not bind."""
-    con = duckdb.connect(":memory:")
+    cursor = _empty_tables(tree, catalog)
+    if cursor is None:
+        return []
     try:
-        if not _empty_tables(con, tree, catalog):
-            return []
-        try:
-            return con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
-        except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
-            raise PlanError(_binder_reason(str(exc))) from None
-        except duckdb.Error:
-            return []
-    finally:
-        con.close()
-
-
-def _empty_tables(con, tree: exp.Expression, catalog: Catalog) -> bool:
-    """Create in `con` an empty table of the catalog's column types for each `party.table` the query
-    reads; False when a type cannot be declared in DuckDB."""
-    try:
-        for party, table in sorted({(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}):
-            columns = ", ".join(f'"{c}" {dtype}' for c, dtype in catalog.columns(party, table))
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
-            con.execute(f'CREATE TABLE "{party}"."{table}" ({columns})')
+        return cursor.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
+    except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
+        raise PlanError(_binder_reason(str(exc))) from None
     except duckdb.Error:
-        return False
-    return True
+        return []
+    finally:
+        cursor.close()
+
+
+def _empty_tables(tree: exp.Expression, catalog: Catalog):
+    """A cursor on the catalog's empty mirror (`empty_mirror`) for describing `tree`; None when a
+    `party.table` the query reads has a type that cannot be declared in DuckDB."""
+    read = {(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}
+    for party, table in read:
+        catalog.columns(party, table)  # a table outside the catalog fails here, as it always did
+    con, declared_tables = empty_mirror(tuple(
+        (party, tuple((table, tuple(columns)) for table, columns in sorted(tables.items())))
+        for party, tables in sorted(catalog.tables.items())))
+    return con.cursor() if read <= declared_tables else None
+
+
+@functools.lru_cache(maxsize=8)
+def empty_mirror(tables: tuple) -> tuple[duckdb.DuckDBPyConnection, frozenset[tuple[str, str]]]:
+    """An in-memory DuckDB with an empty table of the catalog's column types for each party's table (one
+    schema per party), and the (party, table) pairs it could declare. Opening a DuckDB costs ~15 ms of CPU,
+    more than planning a query, and the planner describes several subqueries per query: one mirror is kept
+    per catalog declaration (`tables`, its key: a changed schema or type is a new key, so a mirror is never
+    stale; the tables hold no data) and each use takes its own cursor (safe across threads)."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_external_access = false")
+    declared_tables = set()
+    for party, party_tables in tables:
+        for table, columns in party_tables:
+            typed = ", ".join(f'"{c}" {dtype}' for c, dtype in columns)
+            try:
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
+                con.execute(f'CREATE TABLE "{party}"."{table}" ({typed})')
+                declared_tables.add((party, table))
+            except duckdb.Error:
+                pass
+    return con, frozenset(declared_tables)
 
 
 GENERATED_NAME = re.compile(r"_col_\d+")  # sqlglot's qualify names an unnamed output _col_<i>
@@ -355,11 +376,11 @@ def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     """DuckDB's name of each output of the query as written (`count_star()`, `sum(o.amount)`,
     `(c.email || '-x')`), from DESCRIBE over empty tables: the names a user of DuckDB expects.
     Empty when DuckDB cannot bind the query (it is refused, or typed, later)."""
-    con = duckdb.connect(":memory:")
+    cursor = _empty_tables(tree, catalog)
+    if cursor is None:
+        return ()
     try:
-        if not _empty_tables(con, tree, catalog):
-            return ()
-        names = tuple(row[0] for row in con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall())
+        names = tuple(row[0] for row in cursor.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall())
         written = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
         if len(written) == len(names) and not any(isinstance(e, exp.Star) or e.find(exp.Star) is e for e in written):
             # an unnamed CAST(x AS t) is DuckDB's "CAST(x AS t)", where sqlglot's qualify would call it x
@@ -368,7 +389,7 @@ def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     except duckdb.Error:
         return ()
     finally:
-        con.close()
+        cursor.close()
 
 
 def name_outputs(tree: exp.Expression, names: tuple[str, ...]) -> exp.Expression:
