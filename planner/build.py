@@ -321,29 +321,40 @@ def _union_selects(node: exp.Expression) -> list[exp.Expression]:
 def _describe(tree: exp.Expression, catalog: Catalog) -> list[tuple]:
     """DESCRIBE of the query over empty tables of the catalog's column types; [] when those types
     cannot be declared in DuckDB; PlanError with DuckDB's reason when the query does not bind."""
-    cursor = _empty_tables(tree, catalog)
-    if cursor is None:
-        return []
-    try:
-        return cursor.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
-    except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
-        raise PlanError(_binder_reason(str(exc))) from None
-    except duckdb.Error:
-        return []
-    finally:
-        cursor.close()
+    kind, value = _described_over(tree, catalog)
+    if kind == "refused":
+        raise PlanError(value)
+    return list(value) if kind == "rows" else []
 
 
-def _empty_tables(tree: exp.Expression, catalog: Catalog):
-    """A cursor on the catalog's empty mirror (`empty_mirror`) for describing `tree`; None when a
-    `party.table` the query reads has a type that cannot be declared in DuckDB."""
+def _described_over(tree: exp.Expression, catalog: Catalog) -> tuple[str, object]:
+    """`described` of the query over the catalog's empty mirror (`empty_mirror`); ("unknown", None) when
+    a `party.table` the query reads has a type that cannot be declared in DuckDB."""
     read = {(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}
     for party, table in read:
         catalog.columns(party, table)  # a table outside the catalog fails here, as it always did
-    con, declared_tables = empty_mirror(tuple(
-        (party, tuple((table, tuple(columns)) for table, columns in sorted(tables.items())))
-        for party, tables in sorted(catalog.tables.items())))
-    return con.cursor() if read <= declared_tables else None
+    tables = tuple((party, tuple((table, tuple(columns)) for table, columns in sorted(party_tables.items())))
+                   for party, party_tables in sorted(catalog.tables.items()))
+    if not read <= empty_mirror(tables)[1]:
+        return "unknown", None
+    return described(tables, tree.sql(dialect="duckdb"))
+
+
+@functools.lru_cache(maxsize=2048)
+def described(tables: tuple, sql: str) -> tuple[str, object]:
+    """DuckDB's DESCRIBE of `sql` over the empty mirror of `tables`: ("rows", rows), ("refused", DuckDB's
+    reason) when it does not bind, ("unknown", None) on another DuckDB error. A pure function of the
+    SQL text and the declared types (the tables are empty), so kept: planning, `check` and EXPLAIN of
+    one query describe the same subqueries again."""
+    cursor = empty_mirror(tables)[0].cursor()
+    try:
+        return "rows", tuple(cursor.execute("DESCRIBE " + sql).fetchall())
+    except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
+        return "refused", _binder_reason(str(exc))
+    except duckdb.Error:
+        return "unknown", None
+    finally:
+        cursor.close()
 
 
 @functools.lru_cache(maxsize=8)
@@ -376,20 +387,15 @@ def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     """DuckDB's name of each output of the query as written (`count_star()`, `sum(o.amount)`,
     `(c.email || '-x')`), from DESCRIBE over empty tables: the names a user of DuckDB expects.
     Empty when DuckDB cannot bind the query (it is refused, or typed, later)."""
-    cursor = _empty_tables(tree, catalog)
-    if cursor is None:
+    kind, rows = _described_over(tree, catalog)
+    if kind != "rows":
         return ()
-    try:
-        names = tuple(row[0] for row in cursor.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall())
-        written = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
-        if len(written) == len(names) and not any(isinstance(e, exp.Star) or e.find(exp.Star) is e for e in written):
-            # an unnamed CAST(x AS t) is DuckDB's "CAST(x AS t)", where sqlglot's qualify would call it x
-            return tuple(f"{UNNAMED}{name}" if isinstance(e, exp.Cast) else name for e, name in zip(written, names))
-        return names
-    except duckdb.Error:
-        return ()
-    finally:
-        cursor.close()
+    names = tuple(row[0] for row in rows)
+    written = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
+    if len(written) == len(names) and not any(isinstance(e, exp.Star) or e.find(exp.Star) is e for e in written):
+        # an unnamed CAST(x AS t) is DuckDB's "CAST(x AS t)", where sqlglot's qualify would call it x
+        return tuple(f"{UNNAMED}{name}" if isinstance(e, exp.Cast) else name for e, name in zip(written, names))
+    return names
 
 
 def name_outputs(tree: exp.Expression, names: tuple[str, ...]) -> exp.Expression:
