@@ -124,7 +124,8 @@ class PartyStore:
         self._lock = threading.Lock()  # temp views live on this one connection
         self._classes: dict[tuple[str, str], int | None] = {}  # (table, column) -> magnitude class, until a write
         self._sizes: tuple[tuple, dict[str, int]] | None = None  # ((writes, files' stamp), sizes)
-        self._writes = 0  # writes begun and ended: part of the sizes' key
+        self._writes = 0  # writes begun and ended: part of the sizes' and the schema's key
+        self._schema: tuple[int, dict] | None = None  # (writes, schema)
         self._con = self._open(read_only=True)
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -153,7 +154,15 @@ class PartyStore:
         return con
 
     def schema(self) -> dict[str, list[tuple[str, str]]]:
-        """Table name -> [(column, DuckDB type)] of every table this party holds."""
+        """Table name -> [(column, DuckDB type)] of every table this party holds. Kept until this store
+        writes: a file table's columns are fixed when its view is made (the store is reopened to see new
+        ones), and the read-only database changes only through this store's own writes."""
+        kept = self._schema
+        if kept is None or kept[0] != self._writes:
+            kept = self._schema = (self._writes, self._read_schema())
+        return {table: list(columns) for table, columns in kept[1].items()}
+
+    def _read_schema(self) -> dict[str, list[tuple[str, str]]]:
         rows = self._con.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_schema IN ('main', 'temp') ORDER BY table_name, ordinal_position"

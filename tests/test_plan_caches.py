@@ -1,5 +1,5 @@
 """What the planner keeps between queries is never stale (issue 16, CI time): a party store's published
-sizes follow its files and its own writes; the empty mirror that types queries (planner/build.py) follows
+sizes follow its files and its own writes, its schema its writes; the empty mirror that types queries (planner/build.py) follows
 the catalog's declared types. Small tables, no query run."""
 
 import duckdb
@@ -24,7 +24,7 @@ def test_sizes_follow_a_rewritten_data_file(tmp_path):
     store.close()
 
 
-def test_sizes_follow_the_stores_own_writes(tmp_path):
+def test_sizes_and_schema_follow_the_stores_own_writes(tmp_path):
     database = tmp_path / "bank.duckdb"
     with duckdb.connect(str(database)) as con:
         con.execute("CREATE TABLE t AS SELECT range AS x FROM range(3)")
@@ -32,6 +32,9 @@ def test_sizes_follow_the_stores_own_writes(tmp_path):
     assert store.sizes() == {"t": 4}
     store.write("INSERT INTO t SELECT range FROM range(20)")
     assert store.sizes() == {"t": 32}
+    assert store.schema() == {"t": [("x", "BIGINT")]}
+    store.write("ALTER TABLE t ADD COLUMN y VARCHAR")
+    assert store.schema() == {"t": [("x", "BIGINT"), ("y", "VARCHAR")]}
     store.close()
 
 
