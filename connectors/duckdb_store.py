@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -122,6 +123,9 @@ class PartyStore:
         self.database, self.tables = database, tables
         self._lock = threading.Lock()  # temp views live on this one connection
         self._classes: dict[tuple[str, str], int | None] = {}  # (table, column) -> magnitude class, until a write
+        self._sizes: tuple[tuple, dict[str, int]] | None = None  # ((writes, files' stamp), sizes)
+        self._writes = 0  # writes begun and ended: part of the sizes' and the schema's key
+        self._schema: tuple[int, dict] | None = None  # (writes, schema)
         self._con = self._open(read_only=True)
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -150,7 +154,15 @@ class PartyStore:
         return con
 
     def schema(self) -> dict[str, list[tuple[str, str]]]:
-        """Table name -> [(column, DuckDB type)] of every table this party holds."""
+        """Table name -> [(column, DuckDB type)] of every table this party holds. Kept until this store
+        writes: a file table's columns are fixed when its view is made (the store is reopened to see new
+        ones), and the read-only database changes only through this store's own writes."""
+        kept = self._schema
+        if kept is None or kept[0] != self._writes:
+            kept = self._schema = (self._writes, self._read_schema())
+        return {table: list(columns) for table, columns in kept[1].items()}
+
+    def _read_schema(self) -> dict[str, list[tuple[str, str]]]:
         rows = self._con.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_schema IN ('main', 'temp') ORDER BY table_name, ordinal_position"
@@ -162,13 +174,32 @@ class PartyStore:
 
     def sizes(self) -> dict[str, int]:
         """Table name -> row count rounded up to a power of two: the coarse size the planner's cost
-        model uses (published like the schema; the exact count stays here)."""
+        model uses (published like the schema; the exact count stays here).
+
+        Kept while no file of the store changed (size and modification time of each data file and of the
+        database and its WAL) and the store did not write: every plan asks for the sizes several times, and
+        counting re-reads a CSV file each time. A file that cannot be stat'ed (gone, a pattern) is never kept."""
+        files = self._files_stamp()
+        stamp = None if files is None else (self._writes, files)
+        cached = self._sizes
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return dict(cached[1])
         out = {}
         with self._lock:
             for table in self.schema():
                 ((count,),) = self._con.execute(f"SELECT count(*) FROM {_quote(table)}").fetchall()
                 out[table] = 1 << max(int(count) - 1, 0).bit_length()
+        self._sizes = (stamp, dict(out)) if stamp is not None else None
         return out
+
+    def _files_stamp(self) -> tuple | None:
+        """`files_stamp` of the data files, the database and its WAL; None if a file (not the WAL, which
+        exists only while writes are pending) cannot be stat'ed."""
+        paths = [s.path for s in self.tables] + ([self.database] if self.database is not None else [])
+        stamp = files_stamp(paths)
+        if any(size is None for _, size, _ in stamp):
+            return None
+        return stamp + files_stamp([f"{self.database}.wal"] if self.database is not None else [])
 
     def magnitudes(self, table: str, columns: tuple[str, ...] | None = None) -> dict[str, int]:
         """Numeric column (of `columns`, default all) -> its magnitude class M (every |value| < 2^M: the
@@ -202,25 +233,30 @@ class PartyStore:
 
         Returns the number of rows affected (-1 for DDL)."""
         self._classes.clear()
+        self._writes += 1
+        self._sizes = None
         if not self.writable:
             raise OperationalError(f"party {self.party!r}: this connection may not write its database")
-        with self._lock:
-            if self.database is None:  # in memory: nothing to reopen
-                rows = self._run_write(self._con, sql, result)
-            else:  # the file is writable only while this write runs; readers elsewhere wait only that long
-                self._con.close()
-                try:
+        try:
+            with self._lock:
+                if self.database is None:  # in memory: nothing to reopen
+                    rows = self._run_write(self._con, sql, result)
+                else:  # the file is writable only while this write runs; readers elsewhere wait only that long
+                    self._con.close()
                     try:
-                        con = self._open(read_only=False)
-                    except ConfigError as exc:
-                        raise OperationalError(f"party {self.party!r}: cannot open its database for writing: "
-                                               f"{exc.problems[0].split(': ', 1)[-1]}") from None
-                    try:
-                        rows = self._run_write(con, sql, result)
+                        try:
+                            con = self._open(read_only=False)
+                        except ConfigError as exc:
+                            raise OperationalError(f"party {self.party!r}: cannot open its database for writing: "
+                                                   f"{exc.problems[0].split(': ', 1)[-1]}") from None
+                        try:
+                            rows = self._run_write(con, sql, result)
+                        finally:
+                            con.close()
                     finally:
-                        con.close()
-                finally:
-                    self._con = self._open(read_only=True)
+                        self._con = self._open(read_only=True)
+        finally:
+            self._writes += 1  # a sizes() that counted during the write is not kept
         if rows and len(rows[0]) == 1 and isinstance(rows[0][0], int):
             return rows[0][0]
         return -1
@@ -239,6 +275,19 @@ class PartyStore:
 
     def close(self) -> None:
         self._con.close()
+
+
+def files_stamp(paths) -> tuple:
+    """What identifies files' content: (path, size, modification time) of each; (path, None, None) for one
+    that cannot be stat'ed."""
+    stamp = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            stamp.append((str(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamp.append((str(path), None, None))
+    return tuple(stamp)
 
 
 def _lock_holder(exc: duckdb.Error) -> str | None:

@@ -8,6 +8,7 @@ for the rules to rewrite; shapes that the secure operators cannot answer yet rai
 
 from __future__ import annotations
 
+import functools
 import re
 
 import duckdb
@@ -325,31 +326,62 @@ def _union_selects(node: exp.Expression) -> list[exp.Expression]:
 def _describe(tree: exp.Expression, catalog: Catalog) -> list[tuple]:
     """DESCRIBE of the query over empty tables of the catalog's column types; [] when those types
     cannot be declared in DuckDB; PlanError with DuckDB's reason when the query does not bind."""
-    con = duckdb.connect(":memory:")
-    try:
-        if not _empty_tables(con, tree, catalog):
-            return []
-        try:
-            return con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall()
-        except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
-            raise PlanError(_binder_reason(str(exc))) from None
-        except duckdb.Error:
-            return []
-    finally:
-        con.close()
+    kind, value = _described_over(tree, catalog)
+    if kind == "refused":
+        raise PlanError(value)
+    return list(value) if kind == "rows" else []
 
 
-def _empty_tables(con, tree: exp.Expression, catalog: Catalog) -> bool:
-    """Create in `con` an empty table of the catalog's column types for each `party.table` the query
-    reads; False when a type cannot be declared in DuckDB."""
+def _described_over(tree: exp.Expression, catalog: Catalog) -> tuple[str, object]:
+    """`described` of the query over the catalog's empty mirror (`empty_mirror`); ("unknown", None) when
+    a `party.table` the query reads has a type that cannot be declared in DuckDB."""
+    read = {(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}
+    for party, table in read:
+        catalog.columns(party, table)  # a table outside the catalog fails here, as it always did
+    tables = tuple((party, tuple((table, tuple(columns)) for table, columns in sorted(party_tables.items())))
+                   for party, party_tables in sorted(catalog.tables.items()))
+    if not read <= empty_mirror(tables)[1]:
+        return "unknown", None
+    return described(tables, tree.sql(dialect="duckdb"))
+
+
+@functools.lru_cache(maxsize=2048)
+def described(tables: tuple, sql: str) -> tuple[str, object]:
+    """DuckDB's DESCRIBE of `sql` over the empty mirror of `tables`: ("rows", rows), ("refused", DuckDB's
+    reason) when it does not bind, ("unknown", None) on another DuckDB error. A pure function of the
+    SQL text and the declared types (the tables are empty), so kept: planning, `check` and EXPLAIN of
+    one query describe the same subqueries again."""
+    cursor = empty_mirror(tables)[0].cursor()
     try:
-        for party, table in sorted({(t.db, t.name) for t in tree.find_all(exp.Table) if t.db}):
-            columns = ", ".join(f'"{c}" {dtype}' for c, dtype in catalog.columns(party, table))
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
-            con.execute(f'CREATE TABLE "{party}"."{table}" ({columns})')
+        return "rows", tuple(cursor.execute("DESCRIBE " + sql).fetchall())
+    except (duckdb.BinderException, duckdb.ConversionException, duckdb.OutOfRangeException) as exc:
+        return "refused", _binder_reason(str(exc))
     except duckdb.Error:
-        return False
-    return True
+        return "unknown", None
+    finally:
+        cursor.close()
+
+
+@functools.lru_cache(maxsize=8)
+def empty_mirror(tables: tuple) -> tuple[duckdb.DuckDBPyConnection, frozenset[tuple[str, str]]]:
+    """An in-memory DuckDB with an empty table of the catalog's column types for each party's table (one
+    schema per party), and the (party, table) pairs it could declare. Opening a DuckDB costs ~15 ms of CPU,
+    more than planning a query, and the planner describes several subqueries per query: one mirror is kept
+    per catalog declaration (`tables`, its key: a changed schema or type is a new key, so a mirror is never
+    stale; the tables hold no data) and each use takes its own cursor (safe across threads)."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_external_access = false")
+    declared_tables = set()
+    for party, party_tables in tables:
+        for table, columns in party_tables:
+            typed = ", ".join(f'"{c}" {dtype}' for c, dtype in columns)
+            try:
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{party}"')
+                con.execute(f'CREATE TABLE "{party}"."{table}" ({typed})')
+                declared_tables.add((party, table))
+            except duckdb.Error:
+                pass
+    return con, frozenset(declared_tables)
 
 
 GENERATED_NAME = re.compile(r"_col_\d+")  # sqlglot's qualify names an unnamed output _col_<i>
@@ -360,20 +392,15 @@ def duckdb_names(tree: exp.Expression, catalog: Catalog) -> tuple[str, ...]:
     """DuckDB's name of each output of the query as written (`count_star()`, `sum(o.amount)`,
     `(c.email || '-x')`), from DESCRIBE over empty tables: the names a user of DuckDB expects.
     Empty when DuckDB cannot bind the query (it is refused, or typed, later)."""
-    con = duckdb.connect(":memory:")
-    try:
-        if not _empty_tables(con, tree, catalog):
-            return ()
-        names = tuple(row[0] for row in con.execute("DESCRIBE " + tree.sql(dialect="duckdb")).fetchall())
-        written = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
-        if len(written) == len(names) and not any(isinstance(e, exp.Star) or e.find(exp.Star) is e for e in written):
-            # an unnamed CAST(x AS t) is DuckDB's "CAST(x AS t)", where sqlglot's qualify would call it x
-            return tuple(f"{UNNAMED}{name}" if isinstance(e, exp.Cast) else name for e, name in zip(written, names))
-        return names
-    except duckdb.Error:
+    kind, rows = _described_over(tree, catalog)
+    if kind != "rows":
         return ()
-    finally:
-        con.close()
+    names = tuple(row[0] for row in rows)
+    written = tree.selects if isinstance(tree, (exp.Select, exp.SetOperation)) else []
+    if len(written) == len(names) and not any(isinstance(e, exp.Star) or e.find(exp.Star) is e for e in written):
+        # an unnamed CAST(x AS t) is DuckDB's "CAST(x AS t)", where sqlglot's qualify would call it x
+        return tuple(f"{UNNAMED}{name}" if isinstance(e, exp.Cast) else name for e, name in zip(written, names))
+    return names
 
 
 def name_outputs(tree: exp.Expression, names: tuple[str, ...]) -> exp.Expression:

@@ -16,7 +16,6 @@ another schema is seen), and on every query for a database source (ADBC).
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sqlsecure.audit import AuditLog, refusal_entry
 from sqlsecure.connectors import open_store
+from sqlsecure.connectors.duckdb_store import files_stamp
 from sqlsecure.errors import ConfigError, PolicyViolation
 from sqlsecure.executors.psi.blinding import GroupWorkers
 from sqlsecure.executors.psi.unbalanced import PsiCache
@@ -103,15 +103,7 @@ class PartyService:
     def _files_stamp(self) -> tuple:
         """What identifies the party's data files' content: path, size, modification time."""
         party = self.config.parties[self.name]
-        paths = [s.path for s in party.tables] + ([party.database] if party.database else [])
-        stamp = []
-        for path in paths:
-            try:
-                st = os.stat(path)
-                stamp.append((str(path), st.st_size, st.st_mtime_ns))
-            except OSError:
-                stamp.append((str(path), None, None))
-        return tuple(stamp)
+        return files_stamp([s.path for s in party.tables] + ([party.database] if party.database else []))
 
     def _published_catalog(self) -> dict:
         return self._current_catalog().to_json()
