@@ -88,3 +88,34 @@ def test_an_aggregate_of_the_issuers_rows_a_semi_join_filters_keeps_the_threshol
     assert semi_join_engine.check(sql, "bank") is None
     assert "groups with fewer than 4 rows are not revealed" in semi_join_engine.explain(sql, "bank")
     assert oracle_for(semi_join_engine).check(sql, "bank").num_rows == 0
+
+
+@pytest.fixture(scope="module")
+def mixed_oracle(tmp_path_factory, federation_writer, grants_for):
+    """s12's typed tables and view `allt` under the hunter's grants mix_b (k, s PLAINTEXT; i REVEAL_RANK; f
+    PLAINTEXT_AFTER_COMPARE; d PLAINTEXT_AFTER_AGGREGATE; ...), no threshold."""
+    from tests.test_property_s12 import FEDERATION, VIEWS, ViewOracle
+    from tests.test_property_s13 import grants_of
+    path = federation_writer(tmp_path_factory.mktemp("hunt-s13-mixed"), FEDERATION,
+                             grants_of("mix_b", grants_for) + VIEWS, parties=PARTIES, min_group_size=0)
+    with Engine(path) as engine:
+        yield ViewOracle(engine)
+
+
+WIDE = "(SELECT k, i, f, s FROM bank.t UNION ALL SELECT k, i, f, s FROM shop.t)"
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT u.k AS o0, LAG(u.k) OVER (PARTITION BY u.s ORDER BY u.k) AS w FROM allt u",
+    "SELECT q.o0, COUNT(q.w) AS n FROM (SELECT u.k AS o0, LEAD(u.s) OVER (PARTITION BY u.k ORDER BY u.s) AS w "
+    f"FROM {WIDE} u) q GROUP BY q.o0",
+    f"SELECT q.o0, q.w FROM (SELECT u.k AS o0, FIRST_VALUE(u.s) OVER (PARTITION BY u.k ORDER BY u.s) AS w FROM {WIDE} u) q",
+])
+def test_a_window_of_plaintext_columns_over_a_wider_union_is_gathered(mixed_oracle, sql):
+    """Refused though answerable: every column the query uses is PLAINTEXT to the issuer, but the union (the
+    view, or a derived table) also selects columns that are not, and the gather placement counted every
+    column a branch selects as read. Now the columns no outer level uses are pruned first (sqlglot's
+    pushdown_projections), so only k and s cross, and the issuer computes the window."""
+    assert mixed_oracle.engine.check(sql, "insurer") is None
+    assert "computed at insurer in plaintext" in mixed_oracle.engine.explain(sql, "insurer")
+    mixed_oracle.check(sql, "insurer")
