@@ -20,7 +20,8 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
   `counted` key (a declared unique key an outer join matched with the viewer's own keys);
 - window: per row; PARTITION BY keys as comparisons, ORDER BY keys need REVEAL_RANK;
 - set operations: per column, the stricter branch; DISTINCT and set operations other than UNION
-  ALL compare whole rows, so their row count is restricted by every column;
+  ALL compare whole rows, so their row count is restricted by every column; SELECT DISTINCT is a
+  GROUP BY of its outputs (as SCQL plans it): PLAINTEXT_AFTER_GROUP_BY outputs are plain after it;
 - sort: ORDER BY keys need PLAINTEXT or REVEAL_RANK (checked at every level);
 - a value that fails the query on some rows only, before any group threshold (a function defined on part of
   its domain: a divisor, LN, CHR, ...; a narrowing CAST; an integer overflow no magnitude class rules out; a
@@ -229,11 +230,23 @@ class CCLInference:
                 outs = [(n, restrict(v, cond, text)) for n, v in outs]
                 rows = restrict(rows, cond, text)
         if query.args.get("distinct"):
-            equal = combine([promote(v, C.PLAINTEXT_AFTER_COMPARE) for _, v in outs])
+            equal = combine([promote(v, C.PLAINTEXT_AFTER_COMPARE, C.PLAINTEXT_AFTER_GROUP_BY) for _, v in outs])
             rows = restrict(rows, equal, "SELECT DISTINCT (rows compared)")
+            if self._distinct_is_grouping(query, grouped):
+                outs = [(n, restrict(promote(v, C.PLAINTEXT_AFTER_GROUP_BY), rows, "SELECT DISTINCT")
+                         if v.constraint is C.PLAINTEXT_AFTER_GROUP_BY else v) for n, v in outs]
         if check:
             self._check_order(query, dict(outs), scope, ctes, keys, grouped)
         return Relation(outs, rows)
+
+    @staticmethod
+    def _distinct_is_grouping(query: exp.Select, grouped: bool) -> bool:
+        """SELECT DISTINCT of plain outputs is a GROUP BY of all of them (SCQL's translator plans it as one):
+        its PLAINTEXT_AFTER_GROUP_BY outputs are keys, plain once grouped. Not DISTINCT ON, nor a
+        DISTINCT of a grouped query's or a window's outputs (those are not the rows' own values)."""
+        distinct = query.args["distinct"]
+        return not grouped and distinct.args.get("on") is None and \
+            not any(e.find(exp.Window) for e in query.expressions)
 
     def _group_key(self, key: exp.Expression, scope: Scope, ctes) -> Vis:
         """What the groups of `key` (their number and sizes) show: PLAINTEXT_AFTER_GROUP_BY keys, and

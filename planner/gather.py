@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlglot import exp
+from sqlglot.optimizer.pushdown_projections import pushdown_projections
 from sqlglot.optimizer.scope import traverse_scope
 
 from sqlsecure.errors import NotSupportedError
@@ -76,7 +77,8 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
         raise unsupported
     if any(is_geodist(f) for f in tree.find_all(exp.Anonymous)):
         raise unsupported  # SCQL's function: its rules (arity, types) are the SPU's and the pushdown's
-    tree = with_threshold(tree.copy(), threshold)
+    # a derived table's (a view's, a UNION ALL's) columns no outer level uses are not read: they stay home
+    tree = pushdown_projections(with_threshold(tree.copy(), threshold))
     reads = _columns_read(tree)
     if not _allowed(reads, policy, issuer):
         raise unsupported

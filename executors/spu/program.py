@@ -131,7 +131,7 @@ def approximate_columns(node: Node, amplified: bool = False) -> dict[str, exp.Ex
         [(name, e and exp.Anonymous(this=func, expressions=[e.copy()])) for name, func, e, _ in a.get("aggregates", [])] + \
         [(n, e) for n, e, _ in a.get("keys", [])] \
         if node.op == "aggregate" else \
-        [(a["name"], a["arg"] and exp.Anonymous(this=a["func"].upper(), expressions=[a["arg"]]))] \
+        [(a["name"], a["arg"] and exp.Anonymous(this=a["func"].upper(), expressions=[a["arg"].copy()]))] \
         if node.op == "window" else []
     used = [e for _, e in named] + [a.get("condition")] + [*a.get("partition", [])] + \
         [e for e, _, _ in (a.get("keys", []) if node.op == "sort" else [])]

@@ -461,7 +461,7 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
         rel = shuffled(s, rel)
     n = rel.n
     values = canonical(s, [evaluate(s, rel, e) for e in [*partition, *(o for o, _, _ in order),
-                                                           *([arg] if arg is not None else [])]])
+                                                           *([_window_arg(func, arg)] if arg is not None else [])]])
     part, ords = values[:len(partition)], values[len(partition):len(partition) + len(order)]
     arg_value = values[-1] if arg is not None else None
     order_keys, desc, _ = _order_keys(s, ords, [(d, nf) for _, d, nf in order])
@@ -492,6 +492,13 @@ def window(s: SpuSession, rel: SecretRelation, name: str, func: str, arg: exp.Ex
         value = _running_aggregate(s, func, SV(extra[:-1], extra[-1], arg_value.kind) if extra else None,
                                    valid, part_starts, peer_starts)
     return SecretRelation({**columns, name: value}, valid)
+
+
+def _window_arg(func: str, arg: exp.Expression) -> exp.Expression:
+    """A window aggregate's argument as it evaluates: under a copy of its own call (as `_distinct_arg`),
+    whatever tree it hangs in, so a DECIMAL keeps its exact limb (`stage.EXACT_DECIMAL_USES`), the kind
+    the program declares for SUM / MIN / MAX OVER of a DECIMAL."""
+    return aggregate_node(func.upper(), arg).this
 
 
 def _running_aggregate(s: SpuSession, func: str, arg: SV | None, valid: ArithShare,
