@@ -10,7 +10,7 @@ import decimal
 import pyarrow as pa
 import pytest
 
-from sqlsecure.errors import DataError, NotSupportedError
+from sqlsecure.errors import DataError, NotSupportedError, PolicyViolation
 
 PARTIES = ("bank", "shop", "insurer")
 C = 1.00001  # 65536.655 units: the values below straddle it by less than one unit
@@ -72,9 +72,11 @@ def test_a_double_compared_clear_of_its_error_answers_as_duckdb(fed, sql):
 
 
 def test_a_guarded_double_comparison_needs_per_row_comparison_grants(fed, assert_refused):
-    """insurer may see others' x after aggregation only: whether a row fails the guard shows a comparison of it."""
-    sql = f"SELECT SUM(CASE WHEN x > {C} THEN 1 ELSE 0 END) AS above FROM {UNION}"
-    assert_refused(fed.engine, sql, "insurer", Exception, "x")
+    """bank may see insurer's x after GROUP BY only: whether a row fails the guard shows a comparison of it.
+    A WHERE over one party's rows is compared exactly by its owner: no guard, no such need."""
+    sql = f"SELECT SUM(CASE WHEN x > 1.0001 THEN 1 ELSE 0 END) AS above FROM {UNION}"
+    assert "DOUBLE" in str(assert_refused(fed.engine, sql, "bank", PolicyViolation, "insurer.t.x"))
+    assert fed.engine.check(f"SELECT COUNT(*) AS n FROM {UNION} WHERE x > 1.0001", "insurer") is None
 
 
 # -- 2. DOUBLE extremes and order --------------------------------------------------------------------------
