@@ -1625,6 +1625,8 @@ class Stage:
         keep today's comparison. Rounds: one batched comparison, three products (and the weight's), one
         opening; the bound's own (`approximation`) besides."""
         s, n = self.s, len(a.valid)
+        if not n:
+            return
         error = approximation.comparison_bound(self, *operands, n)
         if not isinstance(error, ArithShare):
             # exact steps on exact encodings (a DECIMAL's limb, a constant) compared as they are; a DOUBLE's never
@@ -1920,8 +1922,11 @@ class Stage:
         """Whether `e` reads a column the SPU holds in fixed point (a DOUBLE, or a value computed from one in
         an earlier step): doubles within 2^-17 of what they are compared with may lie on either side of it
         once encoded (1.00001 + 2^-20 > 1.00001 in DuckDB, equal on the SPU), so even a plain comparison is
-        guarded (`_refuse_within_error`)."""
-        return any(getattr(self.cols.get(c.name), "kind", None) == "fixed" for c in e.find_all(exp.Column))
+        guarded (`_refuse_within_error`); a rounded or cast one is exact (`fixed_keys.double_part`)."""
+        from sqlsecure.executors.spu.fixed_keys import double_part  # late: no cycle
+        operands = list(e.iter_expressions()) if isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) else [e]
+        return any(double_part(o, lambda c: getattr(self.cols.get(c.name), "kind", None) == "fixed") is not None
+                   for o in operands)
 
     def sums_doubles(self, agg: exp.Expression) -> bool:
         """Whether a SUM adds DOUBLEs held in fixed point: each row's encoding errs by up to half a unit, so n
