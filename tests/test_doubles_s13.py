@@ -102,3 +102,4 @@ def test_a_decimal_cast_to_double_as_a_key_is_refused(fed, assert_refused, sql, 
 
 def test_a_decimal_of_scale_4_cast_to_double_as_a_key_answers_as_duckdb(fed):
     fed.check(f"SELECT COUNT(DISTINCT CAST(CAST(d AS DECIMAL(12, 4)) AS DOUBLE)) AS n FROM {UNION}", "shop")
+
