@@ -250,13 +250,15 @@ def listing() -> str:
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'divisor')} and every argument of "
         f"{', '.join(f'`{display(c)}`' for c, w in PARTIAL.items() if w == 'all')} need `PLAINTEXT` or "
         "`PLAINTEXT_AFTER_COMPARE` (per row, also inside an aggregate; `PLAINTEXT_AFTER_AGGREGATE` too where no group "
-        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never divides by zero, nor "
+        "threshold or DP protects the issuer's results); a divisor written `NULLIF(y, 0)` never divides by zero (the "
+        "mysql dialect writes MySQL's `/` and `%` so), nor "
         "does a count that is at least 1 on every row (`ROW_NUMBER`, `RANK`, `DENSE_RANK`, `COUNT(*)` over a window "
         "without a frame or of a `GROUP BY` group, or a CTE's or subquery's column defined by one: "
         "`planner/row_counts.py`), but an integer `//` also fails dividing its type's least value by -1, so its operands need the same unless the "
         "dividend's published magnitude class proves it above that value. So do, by the "
         "same rule, the argument of a `CAST` whose target cannot hold every value of its type nor of its published "
-        "magnitude class (`TRY_CAST` never fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
+        "magnitude class (`AVG`, `MIN`, `MAX` and a quotient by an integer have their argument's; `TRY_CAST` never "
+        "fails), the operands of integer `+`, `-`, `*`, `ABS` and negation unless "
         "the magnitude classes prove the result fits its type (a count — `COUNT`, `ROW_NUMBER`, `RANK`, `DENSE_RANK`, "
         "`COUNT` over a window, and a CTE's or subquery's column defined by one — has the class of the rows its "
         "SELECT reads, bounded by the published sizes: `r2.rn = r1.rn + 1` and `COUNT(*) + 1` never overflow, "
@@ -272,7 +274,8 @@ def listing() -> str:
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
         "quotient by a secret, `SQRT`, `LN`, `EXP`, ...) or of a DOUBLE (held in fixed point: every comparison of "
         "one but a WHERE or ON conjunct over one party's rows, which its owner compares exactly), which the SPU "
-        "refuses within their error of a boundary; "
+        "refuses within their error of a boundary (not a divisor's `NULLIF(y, 0)` whose y is at least 1 on every "
+        "row, `y * y + 1`: the SPU does not compare it); "
         "under DP such a rounding or comparison of another party's aggregate is refused. So do a unit, time zone or "
         "format DuckDB parses on each row (`DATE_TRUNC`, `DATE_DIFF`, `DATE_PART`, `TIMEZONE`, `PRINTF`), text read as a "
         "date or number by a function (`DATE`, `TO_NUMBER`, `STRPTIME`'s format, ...), and the parts of a "
@@ -378,7 +381,24 @@ def magnitude(e: exp.Expression, class_of) -> float | None:
         if a is None or b is None:
             return None
         return a * b if isinstance(e, exp.Mul) else a + b
+    if isinstance(e, (exp.Avg, exp.Min, exp.Max)) and not _has_options(e):  # a mean or one of the values
+        return magnitude(e.this, class_of)
+    if isinstance(e, exp.Div) and _integer_valued(e.expression):  # |x / y| <= |x| where y is a non-zero integer
+        return magnitude(e.this, class_of)
     return None
+
+
+def _has_options(e: exp.Expression) -> bool:
+    """Whether an aggregate has arguments beyond its value (MAX(x, 3) is a list of the top 3)."""
+    return any(v not in (None, [], False) for k, v in e.args.items() if k not in ("this", "big_int"))
+
+
+def _integer_valued(e: exp.Expression) -> bool:
+    """Whether `e` is an integer on every row, NULLIF(y, 0) of one included (a quotient by it is NULL at 0)."""
+    e = e.unnest()
+    if isinstance(e, exp.Nullif):
+        e = e.this.unnest()
+    return e.type is not None and e.type.this in INTEGER_RANGES
 
 
 def integer_type(e: exp.Expression) -> exp.DataType | None:
@@ -692,7 +712,7 @@ def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
             return [e.this], (f"{display(type(e))} of an approximate or DOUBLE value is refused on the SPU where a "
                               "row lies within its error of a rounding boundary, before any group threshold; round "
                               "an exact (integer or DECIMAL) value, or a value the issuer may compare")
-    compared = isinstance(e, (*COMPARISONS, exp.Nullif, exp.Greatest, exp.Least))
+    compared = isinstance(e, (*COMPARISONS, exp.Nullif, exp.Greatest, exp.Least)) and not _divisor_away_from_zero(e)
     if compared and not _filtered_at_its_owner(e) and any(map(_reads_double, e.iter_expressions())):
         return list(e.iter_expressions()), (
             f"{display(type(e))} of a DOUBLE is refused on the SPU where a row's operands lie within their "
@@ -705,3 +725,31 @@ def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
             "their error of each other, before any group threshold; compare a rounded exact value, or values the "
             "issuer may compare")
     return [], ""
+
+
+def _divisor_away_from_zero(e: exp.Expression) -> bool:
+    """Whether `e` is a divisor's NULLIF(y, 0) whose y is at least a positive constant on every row (`y * y + 1`):
+    the SPU does not compare it (the division's zero test of y's encoding clears the row, `Stage._divide_or_null`),
+    and no approximation of y comes near 0, so no guard can fail on it."""
+    parent = e.parent
+    while isinstance(parent, exp.Paren):
+        parent = parent.parent
+    divides = isinstance(parent, (exp.Div, exp.IntDiv, exp.Mod)) and parent.expression.unnest() is e
+    if not (divides and isinstance(e, exp.Nullif) and e.expression == exp.Literal.number(0)):
+        return False
+    least = _least_value(e.this)
+    return least is not None and least >= 1
+
+
+def _least_value(e: exp.Expression) -> float | None:
+    """L with e >= L on every row where e is not NULL, from constants, squares (`x * x`), ABS and sums of them;
+    None where unknown. (On the SPU a square's truncation may lose one unit in the last place: L >= 1 stays away.)"""
+    e = e.unnest()
+    if isinstance(e, exp.Literal) and not e.is_string:
+        return float(e.this)
+    if isinstance(e, exp.Abs) or isinstance(e, exp.Mul) and e.left.unnest() == e.right.unnest():
+        return 0.0
+    if isinstance(e, exp.Add):
+        left, right = _least_value(e.left), _least_value(e.right)
+        return None if left is None or right is None else left + right
+    return None

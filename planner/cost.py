@@ -171,11 +171,12 @@ def memory_bytes() -> int:
 
 def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2,
              key_bits: int = 2048, arguments: int | None = None, memory: int | None = None,
-             carried: int = 0, groups: int | None = None, one_hot: bool = False) -> Estimate:
+             carried: int = 0, groups: int | None = None, one_hot: bool = False, parties: int = 2) -> Estimate:
     """Price both paths for `rows` rows and `columns` aggregates (over `arguments` distinct value
     columns, default as many), the SPU's sort comparing `key_limbs` limbs and carrying `carried`
     columns along, and at most `groups` groups (None: no bound; √rows are assumed, fewer if bounded);
-    `one_hot`: the SPU runs the one-hot group sums into the `groups` bound instead (`one_hot_price`); pick
+    `one_hot`: the SPU runs the one-hot group sums into the `groups` bound instead (`one_hot_price`, between
+    `parties` compute parties); pick
     the cheaper, but not an SPU that would take more than a quarter of `memory` (default: the
     assumed `memory_bytes()`)."""
     rows = max(int(rows), 1)
@@ -187,7 +188,7 @@ def estimate(rows: int, columns: int, key_limbs: int, link: Link, cores: int = 2
     ciphertext_bytes = math.ceil(rows / plan.rows_per_ciphertext) * (2 * key_bits // 8)
     he_price = Price(HE_FIXED + he_compute, HE_RTTS + ciphertext_bytes / HE_WINDOW_BYTES, ciphertext_bytes)
     one_hot = one_hot and bound is not None
-    spu_price = one_hot_price(rows, bound, columns) if one_hot else spu_group_by_price(rows, key_limbs + columns, carried)
+    spu_price = one_hot_price(rows, bound, columns, parties) if one_hot else spu_group_by_price(rows, key_limbs + columns, carried)
     he, spu = he_price.seconds(link), spu_price.seconds(link)
     spu_bytes = rows * (8 * 3 * (bound + columns) if one_hot else
                         (key_limbs + columns) * SPU_MEMORY_ROW + carried * SPU_MEMORY_CARRY)

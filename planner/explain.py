@@ -184,13 +184,15 @@ def _spu_estimate(step) -> str:
                                                                 *step.group_by, *([step.having] if step.having else []))]
     compares = sum(len(list(t.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE))) for t in trees)
     products = sum(len(list(t.find_all(exp.Mul, exp.Case, exp.And, exp.Or))) for t in trees) + len(step.filters)
-    sorts = (1 if step.group_by and not step.one_hot_groups else 0) + (1 if step.order else 0) + \
-        (1 if step.filters or step.group_by else 0)
+    sorts = (1 if step.group_by and not step.one_hot_groups else 0) + (1 if step.order else 0)
     per_row = 64 * compares + 32 * products
     rounds = 6 * compares + products
     text = f"~{per_row} B per row and ~{rounds} rounds for {compares} comparison(s) and {products} product(s)"
     if sorts:
-        text += f"; {sorts} oblivious shuffle/sort(s) of ~2 ln n levels (about 7 rounds each) and ~200 B per row"
+        text += f"; {sorts} oblivious sort(s) of ~2 ln n levels (about 7 rounds each) and ~200 B per row"
+    if step.filters or step.group_by:  # `relational.compact`: a shuffle, then the keep flags opened
+        rows = f"the {step.one_hot_groups:,} group rows" if step.one_hot_groups else "the rows"
+        text += f"; 1 compaction of {rows} (an oblivious shuffle and one opening: {len(step.compute) + 1} rounds)"
     if step.one_hot_groups:
         text += (f"; the group sums in 1 round, {8 * step.one_hot_groups:,} B per row from the key owner to each "
                  "other compute party and 8 B per row and aggregate back")

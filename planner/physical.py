@@ -190,6 +190,11 @@ class SecureStage(SpuStep):
     # owner's plain integer keys (their published classes), where the cost model chose it
     # (`planner.group_path`); 0: the oblivious sort.
     one_hot_groups: int = 0
+    # The provenance columns (of `distinct_rows`) whose owner's rows appear at most once in the stage's rows,
+    # proved at plan time (`place_threshold.rows_once`: every other join input unique on its join keys, by
+    # shape or by a declared key), and checked by that owner on its joined piece before anything is shared:
+    # their distinct rows per group are their weighted rows, a sum (no sort).
+    rows_once: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.cost import choose, estimate, one_hot_chosen
+from sqlsecure.planner.group_path import threshold_summed
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import HEGroupBy
 from sqlsecure.planner.place_outputs import party_set, to_piece
@@ -38,23 +39,28 @@ def class_4_on_he(items, group_party, aggregate, ctx, rows: int | None = None) -
     coded = all(isinstance(key, exp.Column) for key in aggregate.group_by)  # the group party numbers the groups
     arguments = len({e.this.sql(dialect="duckdb") for e in values})  # HE sends each distinct column once
     groups = _groups_bound(aggregate.group_by, ctx)
+    parties = len(owners | {party for party, _ in ctx.protected})  # the SPU's compute parties
     priced = estimate(rows if rows is not None else max(sizes, default=1 << 14), len(values),
                       1 if coded else sum(limbs), ctx.link, key_bits=ctx.he_key_bits, arguments=arguments,
                       carried=sum(1 + n for n in limbs) if coded else 0, groups=groups,
-                      one_hot=coded and _one_hot(items, aggregate, groups, ctx))
+                      one_hot=coded and _one_hot(items, aggregate, groups, group_party, parties, ctx),
+                      parties=parties)
     ctx.class_4 = choose(priced, _class_4_incapable(items, group_party, aggregate, ctx))
     return ctx.class_4.engine == "he"
 
 
-def _one_hot(items, aggregate, groups: int | None, ctx) -> bool:
-    """Whether the SPU would run this class-4 query's GROUP BY as one-hot group sums (`planner.group_path`
-    decides it on the stage, with the same rule): every aggregate a sum, no group threshold counting an
-    owner's distinct rows (none at all: class 4 always has an owner besides the issuer), G bounded."""
+def _one_hot(items, aggregate, groups: int | None, group_party: str, parties: int, ctx) -> bool:
+    """Whether the SPU would run this class-4 query's GROUP BY as one-hot group sums: `planner.group_path`'s
+    rules on the same plan-time facts the stage records: every aggregate a sum, the group threshold's
+    distinct-row counts sums (`threshold_summed`: the protected inputs whose rows appear once, or the group
+    party's own; no cross-party filter here, else the SPU would have been the only choice), G bounded, and
+    the bytes between the `parties` compute parties."""
     having = [aggregate.having] if aggregate.having is not None else []
     found = [a for _, e in items for a in aggregates_in(e)] + [a for h in having for a in aggregates_in(h)]
     summed = all(isinstance(a, (exp.Count, exp.Sum, exp.Avg)) and not isinstance(a.this, exp.Distinct) for a in found)
     count = len({a.sql(dialect="duckdb") for a in found})
-    return summed and ctx.min_group_size <= 0 and one_hot_chosen(groups, count)
+    return summed and threshold_summed(ctx.protected, ctx.rows_once, group_party, False) and \
+        one_hot_chosen(groups, count, parties)
 
 
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")

@@ -115,7 +115,9 @@ def secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_erro
     from sqlsecure.executors.spu.approximation import refuse_approximate_keys  # late: no cycle
     refuse_approximate_keys(group_by, "a GROUP BY or DISTINCT key")
     refuse_approximate_keys([items[i][1] for i, _, _ in order] if limit is not None else [], "an ORDER BY key under LIMIT")
-    _refuse_double_keys(group_by, used, ctx)
+    owner_numbered = not union_parties and bool(group_by) and all(
+        isinstance(g, exp.Column) and g.table for g in group_by) and len({ctx.parties[g.table] for g in group_by}) == 1
+    _refuse_double_keys(() if owner_numbered else group_by, used, ctx)  # the owner numbers exact values
     sql = lambda e: to_piece(e).sql(dialect="duckdb")  # noqa: E731
     return dict(
         compute=compute, inputs=tuple((p, c) for c, p in inputs.items()),
@@ -124,7 +126,8 @@ def secure_stage_plan(residual, project, aggregate, sort, limit, ctx, local_erro
         having=sql(aggregate.having) if aggregate is not None and aggregate.having is not None else None,
         outputs=tuple((n, sql(e)) for n, e in items), reveal=tuple(range(len(project.expressions))),
         order=tuple(order), limit=limit_value, offset=offset_value or 0, kinds=_result_kinds(project),
-        distinct_rows=tuple(column for _, column in protected))
+        distinct_rows=tuple(column for _, column in protected),
+        rows_once=tuple(column for _, column in protected if column in ctx.rows_once))
 
 
 def _result_kinds(project: Project) -> tuple[str, ...]:
@@ -172,7 +175,8 @@ def _check_spu_rules(expressions, ctx) -> None:
 
 def _refuse_double_keys(group_by, used, ctx) -> None:
     """GROUP BY / DISTINCT keys and COUNT / SUM / AVG(DISTINCT x) arguments that are DOUBLEs, which the SPU
-    would compare in fixed point (executors/spu/fixed_keys), refused naming the key."""
+    would compare in fixed point (executors/spu/fixed_keys), refused naming the key. Keys that are one
+    party's plain columns are not passed here: that party numbers their exact values (`stage.group_code`)."""
     from sqlsecure.executors.spu.fixed_keys import refuse_double_keys  # late: no cycle
     from sqlsecure.executors.spu.ranges import decimal_scale_of
 

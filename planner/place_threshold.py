@@ -11,7 +11,7 @@ from sqlglot import exp
 from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import InnerJoin
-from sqlsecure.planner.tree import Join as TreeJoin, build_tree, describe_join, repeating_op
+from sqlsecure.planner.tree import Join as TreeJoin, build_tree, describe_join, quoted, repeating_op, unique_on
 
 if TYPE_CHECKING:
     from sqlsecure.planner.placement import PlacementContext
@@ -67,6 +67,32 @@ def protected_rows(join: InnerJoin, aggregate, ctx: PlacementContext) -> tuple[t
     for party, _, select in protected:
         check_rows_kept(party, select, ctx.usage.catalog)
     return tuple((party, column) for party, column, _ in protected)
+
+
+def rows_once(join: InnerJoin, order, protected, ctx: PlacementContext) -> frozenset[str]:
+    """The provenance columns of `protected` whose owner's rows each appear at most once in the joined
+    relation: walking the PSI joins of `order` ((joined input i, new input j, keys of i, keys of j)), every
+    joined row meets at most one row of j where j's query is unique on its keys, and a row of j at most one
+    joined row where i's query is (and i's rows appeared once so far). A LEFT JOIN's NULL extension adds no
+    repeat; semi- and anti-joins keep rows as they are. Uniqueness by shape (GROUP BY, DISTINCT) or by a
+    declared key (`tree.unique_on`); a declared one may be false, so the stage has each such owner check
+    its joined piece before sharing (`stage.check_rows_once`: a DataError, never a wrong count). For those
+    columns the group threshold's distinct rows are the weighted rows, a sum (`SecureStage.rows_once`)."""
+    def unique(k: int, keys) -> bool:
+        query = join.inputs[k]
+        if not hasattr(query, "select"):  # a UNION ALL of several parties: no key proven
+            return False
+        tree = party_tree(query.party, query.select, ctx.usage.catalog)
+        return tree is not None and unique_on(tree, tuple(quoted(key) for key in keys), ctx.usage.catalog) is not None
+
+    once = {0: True}
+    for i, j, keys_i, keys_j in order:
+        j_unique = unique(j, keys_j)
+        once[j] = once[i] and unique(i, keys_i)
+        for k in [k for k in once if k != j]:
+            once[k] = once[k] and j_unique
+    columns = {f"__prov_r{k}" for k, flag in once.items() if flag}
+    return frozenset(column for _, column in protected if column in columns)
 
 
 def check_rows_kept(party: str, select: exp.Expression, catalog: Catalog) -> None:

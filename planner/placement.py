@@ -28,7 +28,7 @@ from sqlsecure.planner.place_outputs import finish_outputs, physical_plan
 from sqlsecure.planner.place_psi import (join_edges, join_order, join_rows, psi_equal_columns, psi_join_steps,
                                         secret_keys)
 from sqlsecure.planner.place_spu import group_keys_at_one_party, place_secret_join, secure_stage_plan, secure_steps
-from sqlsecure.planner.place_threshold import check_rows_kept, local_threshold, protected_rows
+from sqlsecure.planner.place_threshold import check_rows_kept, local_threshold, protected_rows, rows_once
 from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import ColumnRef, Constraint
@@ -56,6 +56,10 @@ class PlacementContext:
     rows_of: callable = lambda party: None  # party -> largest published size of its tables in the query
     magnitude_of: callable = lambda alias, column: None  # a column's published magnitude class, or None
     class_4: Estimate | None = None  # the cost model's verdict, when it was asked
+    # the spine's protected join inputs ((party, provenance column)) and those whose rows appear at most once
+    # in the joined relation (`place_threshold.rows_once`): the SPU's group path and its price read both
+    protected: tuple[tuple[str, str], ...] = ()
+    rows_once: frozenset[str] = frozenset()
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh"
 
 
@@ -219,11 +223,13 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     edges = {edge: pairs for edge, pairs in edges.items() if edge not in closing}
     members = [q.party for q in join.inputs]
     hidden = secret_keys(join, ctx)
+    ctx.protected, ctx.rows_once = (), frozenset()
     if hidden:
         return place_secret_join(join, steps, edges, hidden, residual, limit, sort, project, aggregate, ctx)
     if set(join.inputs[0].aliases) & set(join.outer):
         raise NotSupportedError("the preserved side of a LEFT JOIN must come first in FROM")
     protected = protected_rows(join, aggregate, ctx)
+    ctx.protected, ctx.rows_once = protected, rows_once(join, order, protected, ctx)
     assignment, secure, computing, spu_refused = _compute_devices(join, order, residual, limit, sort, project,
                                                                   aggregate, protected, ctx)
     leakage: list[tuple[str, str]] = []

@@ -70,7 +70,8 @@ def test_one_hot_group_by_equals_duckdb(engines, sql):
 
 @pytest.mark.parametrize("sql, k, why", [
     ("SELECT b.g, MIN(s.w) AS m, COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id GROUP BY b.g", 0, "MIN"),
-    # the group threshold counts the shop's distinct rows: a distinct count is no sum
+    # the group threshold counts the shop's distinct rows, which bank's undeclared ids may repeat: no sum
+    # (tests/test_one_hot_threshold.py: where they cannot, or bank is the one protected, it is one)
     ("SELECT b.g, SUM(s.w) AS s, COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id GROUP BY b.g", 3,
      "threshold"),
     # keys of two parties: no single owner numbers the groups

@@ -235,22 +235,21 @@ def test_segmented_scan_sums_and_extremes_in_shared_rounds(nparties, n):
     assert sum_rounds == (int(np.ceil(np.log2(n))) if n > 1 else 0)
 
 
-def test_group_code_numbers_keys_as_the_spu_compares_them():
-    """Dense codes, equal exactly when the encoded keys are: NULL one group, -0.0 and 0.0 one."""
+def test_group_code_numbers_keys_as_group_by_does():
+    """Dense codes from the owner's exact values: NULL one group, -0.0 and 0.0 one, NaN one, and doubles
+    closer than the SPU's fixed-point step apart."""
     import pyarrow as pa
 
     from sqlsecure.executors.spu.stage import group_code
-    from sqlsecure.executors.spu.values import encode
 
     region = pa.chunked_array([["n", "s", None], ["n", None, "s"]])
     age = pa.chunked_array([[30, 30, 7, 31, 7, 30]])
-    score = pa.chunked_array([[0.0, -0.0, 1.5, None, 1.5, 0.0]])
-    keys = [encode(region, "text", 16)[::-1], encode(age, "int", 16)[::-1]]
-    code = group_code([(valid, limbs) for valid, limbs in keys])
+    code = group_code([region, age])
     assert code.min() == 0 and code.max() == len(set(code.tolist())) - 1
     tuples = list(zip(region.to_pylist(), age.to_pylist()))
     assert all((code[i] == code[j]) == (tuples[i] == tuples[j]) for i in range(6) for j in range(6))
-    codes = group_code([encode(score, "fixed", 16)[::-1]])  # 0.0, -0.0, 1.5, NULL, 1.5, 0.0
-    assert codes[0] == codes[1] == codes[5] and codes[2] == codes[4] and len(set(codes.tolist())) == 3
-    empty = encode(pa.chunked_array([[]], pa.string()), "text", 16)[::-1]
-    assert group_code([empty]).size == 0
+    score = pa.chunked_array([[0.0, -0.0, 1.5, None, 1.5, 0.0, float("nan"), 1.5 + 1e-9, float("nan")]])
+    codes = group_code([score])
+    assert codes[0] == codes[1] == codes[5] and codes[2] == codes[4] and codes[6] == codes[8]
+    assert len(set(codes.tolist())) == 5  # 0.0, 1.5, NULL, NaN, 1.5 + 1e-9
+    assert group_code([pa.chunked_array([[]], pa.string())]).size == 0

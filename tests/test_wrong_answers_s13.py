@@ -98,6 +98,30 @@ def test_exact_keys_beside_doubles_answer_as_duckdb(fed, sql, issuer):
     fed.check(sql, issuer)
 
 
+@pytest.fixture(scope="module")
+def class4(tmp_path_factory, federation_writer, grants_for, oracle_for):
+    """bank's DOUBLE x (1e-6 apart, -0.0, 0.0, NULL) as the group key of shop's values: keys at one party."""
+    from sqlsecure.engine import Engine
+
+    bank = table(0, 24).select(["k", "x"]).append_column("id", pa.array(range(27), pa.int64()))
+    shop = pa.table({"id": pa.array([j % 27 for j in range(40)], pa.int64()),
+                     "v": pa.array([j % 7 for j in range(40)], pa.int64())})
+    grants = grants_for(("bank", ("shop.t.id",), "PLAINTEXT_AFTER_JOIN"), ("shop", ("bank.t.id",), "PLAINTEXT_AFTER_JOIN"),
+                        ("bank", ("shop.t.v",), "PLAINTEXT_AFTER_AGGREGATE"))
+    path = federation_writer(tmp_path_factory.mktemp("class4_doubles"), {"bank": {"t": bank}, "shop": {"t": shop}},
+                             grants, parties=("bank", "shop"), min_group_size=0)
+    with Engine(path, timeout=60) as engine:
+        yield oracle_for(engine)
+
+
+def test_one_partys_double_column_groups_exactly(class4):
+    """The key's owner numbers its exact values (`stage.group_code`): doubles closer than the SPU's
+    fixed-point step stay apart, -0.0 and 0.0 are one group, as in DuckDB."""
+    sql = "SELECT b.x, SUM(s.v) AS n, COUNT(*) AS c FROM bank.t b JOIN shop.t s ON b.id = s.id GROUP BY b.x"
+    assert "SPU" in class4.engine.explain(sql, "bank")
+    class4.check(sql, "bank")
+
+
 # -- 2. computed DECIMAL keys --------------------------------------------------------------------------------
 
 DECIMAL_KEYS = [

@@ -7,7 +7,9 @@ would be merged where DuckDB keeps them apart (60 values 1e-6 apart counted as 5
 doubles could even split. A key whose value is such a DOUBLE is therefore refused (`double_part`); what
 makes a key exact again is kept: ROUND(x, d) with d <= MAX_ROUNDED_DIGITS (distinct rounded values lie
 10^-d > 2^-F apart, and equal ones get one code), FLOOR / CEIL, a CAST to an integer, DECIMAL or text, a
-comparison, a COUNT. DECIMAL keys are exact (their exact limb is compared: `stage.compared_limbs`). A CAST
+comparison, a COUNT. DECIMAL keys are exact (their exact limb is compared: `stage.compared_limbs`), and so are
+GROUP BY / DISTINCT keys that are one party's plain columns in a stage (not a union, not a secret join): that
+party numbers their exact values and the SPU sorts its numbers (`stage.group_code`). A CAST
 to DOUBLE makes a DOUBLE of its operand, held in fixed point: exact only where the operand's distinct values lie
 at least 10^-MAX_ROUNDED_DIGITS apart (an integer, a DECIMAL of scale <= 4, a rounded value), so
 CAST(d AS DOUBLE) of a DECIMAL(12, 6) is refused as a key like a DOUBLE column.

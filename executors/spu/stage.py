@@ -60,6 +60,7 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import approximation, arith, boolean, compare, functions, like, relational
 from sqlsecure.executors.spu.one_hot_group import one_hot_group_sums
+from sqlsecure.planner.group_path import owner_counted
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, EXTREMES, MAX_DECIMAL_SCALE, ROUNDING,
                                            TRIG, RangePlan, calendar_interval, choices, constant, decimal_literal,
                                            decimal_scale_of, input_limits, interval_months,
@@ -837,9 +838,11 @@ class Stage:
         self.out_of_range: list[ArithShare] = []
         self.checked: list[str] = []  # the AVGs whose sums `out_of_range` checks, for the error message
         self.group_code: tuple[ArithShare, int] | None = None  # (shared code, its bit width): `group_code`
-        # the one-hot group sums (`step.one_hot_groups`): (owner, its rows' group numbers and its groups'
-        # key words (validity, limbs per key, G each) at the owner, None elsewhere): `one_hot_keys`
-        self.one_hot: tuple[int, np.ndarray | None, list[np.ndarray] | None] | None = None
+        # the one-hot group sums (`step.one_hot_groups`): (owner, its rows' group numbers, its groups' key
+        # words (validity, limbs per key, G each: `one_hot_keys`) and its own distinct rows per group for each
+        # provenance column it counts itself (`group_path.owner_counted`) at the owner, None elsewhere)
+        self.one_hot: tuple[int, np.ndarray | None, list[np.ndarray] | None, list[np.ndarray] | None] | None = None
+        self.owner_counted: tuple[str, ...] = ()  # those provenance columns: neither sorted nor summed
         self.union_rows: dict[int, int] = {}  # UNION ALL: branch index -> its rows, in concatenation order
         self.once: set[str] = set()  # input columns whose base rows each appear in one row at most
         self.provenance_bits: dict[str, int] = {}  # provenance column -> its width (`dense_rows`), where known
@@ -2030,8 +2033,9 @@ class Stage:
         columns = list(self.step.distinct_rows)
         weights = dict(zip(columns, self.weighted(weight, [self.cols[c].valid for c in columns])))
         bits = {c: (self.provenance_bits[c],) if c in self.provenance_bits else None for c in weights}
-        return ([relational.Counted(w, (self.cols[c].value,), bits[c]) for c, w in weights.items() if c not in self.once],
-                [w for c, w in weights.items() if c in self.once])
+        counted = [c for c in weights if c not in self.owner_counted]
+        return ([relational.Counted(weights[c], (self.cols[c].value,), bits[c]) for c in counted if c not in self.once],
+                [weights[c] for c in counted if c in self.once])
 
     def finish_aggregates(self, plan, results: list[ArithShare], counts_are_bits: bool = False,
                           nonempty: list[ArithShare] | None = None) -> None:
@@ -2189,6 +2193,17 @@ def canonical(s: SpuSession, values: list[SV]) -> list[SV]:
     return canonical_weighted(s, values, [], None)[0]
 
 
+def canonical_computed(s: SpuSession, stage, expressions: list[exp.Expression], values: list[SV],
+                       rows: bool = True) -> list[SV]:
+    """`canonical` of the values that an expression computed: an input column (`rows`: read on the stage's
+    rows, before any aggregate) comes from its owner's encoding, which is zero under a NULL already, so a
+    GROUP BY / ORDER BY of plain columns spends no product round."""
+    computed = [i for i, e in enumerate(expressions)
+                if not (rows and isinstance(e, exp.Column) and e.name in stage.cols)]
+    clean = iter(canonical(s, [values[i] for i in computed]) if computed else ())
+    return [next(clean) if i in computed else v for i, v in enumerate(values)]
+
+
 def canonical_weighted(s: SpuSession, values: list[SV], weighted: list[SV], row_valid: ArithShare | None
                        ) -> tuple[list[SV], list[tuple[ArithShare, SV]]]:
     """`canonical(values)`, and (row_valid * value valid, canonical value) of each of `weighted`: all
@@ -2255,6 +2270,8 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
     encoded_keys = {}  # at the keys' owner: (validity, limbs) of each key column, as shared
     owner_of = {column: party for party, column in step.inputs}
     renumbered = set() if step.union else {c for c in step.distinct_rows if kinds.get(c) == "int"}
+    check_rows_once(step, inputs, s.me)
+    stage.once = set(getattr(step, "rows_once", ()))
     encoded = {(index, column): encode(dense_rows(values) if column in renumbered else values, kinds[column],
                                        s.frac_bits, limits.get(column), column)
                for (index, column), values in inputs.items() if column in owner_of
@@ -2279,15 +2296,44 @@ def _shared_inputs(s: SpuSession, step, inputs, kinds, n: int, union_rows, range
         stage.cols[column] = SV(limbs_out, arith.concat([p[1] for p in parts]), value_kind(kind))
     if key_columns:  # the keys' owner numbers the groups: the sort compares one narrow code
         owner = step.compute.index(key_columns[0][0])
-        code = group_code([encoded_keys[column] for _, column in key_columns]) if s.index == owner else None
+        code = group_code([inputs[(0, column)] for _, column in key_columns]) if s.index == owner else None
         if getattr(step, "one_hot_groups", 0):  # no sort: the owner keeps its numbers (`one_hot_group`)
             keys = one_hot_keys(code, [encoded_keys[column] for _, column in key_columns], step.one_hot_groups,
                                 [column for _, column in key_columns]) if code is not None else None
-            stage.one_hot = (owner, code, keys)
+            stage.owner_counted = owner_counted(step)
+            counted = [distinct_per_group(code, inputs[(0, c)], step.one_hot_groups) for c in stage.owner_counted] \
+                if code is not None else None
+            stage.one_hot = (owner, code, keys, counted)
             return stage
         stage.group_code = (arith.share_input(s, owner, as_ring(code) if code is not None else None, (n,), 0),
                             max(1, (n - 1).bit_length()) + 1)
     return stage
+
+
+def check_rows_once(step, inputs, me: str) -> None:
+    """Each owner of a `rows_once` provenance column checks on its joined piece, before anything is shared,
+    that none of its rows is joined twice: the plan counts its distinct rows as its weighted rows because
+    the other join inputs are unique on their join keys, by shape or by a declared key, and a false
+    declaration would inflate its count. A DataError then, never a wrong answer; it tells the computing
+    parties nothing their PSI did not (each learns its partner's row count per common key)."""
+    for party, column in step.inputs:
+        if party == me and column in getattr(step, "rows_once", ()) and (0, column) in inputs:
+            present = pc.drop_null(inputs[(0, column)])
+            if pc.count_distinct(present).as_py() != len(present):
+                raise DataError(f"the minimum group size counts {party}'s distinct rows as its joined rows, the "
+                                f"other side of the join being unique on its join keys, but a row of {party} is "
+                                "joined more than once: a key declared unique ([parties.NAME.unique]) repeats; "
+                                "correct the data or remove the declaration")
+
+
+def distinct_per_group(code: np.ndarray, provenance, groups: int) -> np.ndarray:
+    """At the key owner: its distinct rows (non-NULL provenance values) in each of the `groups` groups of
+    `code`, the group threshold's count of its own rows where they may repeat (`group_path.owner_counted`)."""
+    column = provenance.combine_chunks() if isinstance(provenance, pa.ChunkedArray) else provenance
+    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    values = np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    pairs = np.unique(np.stack([code[valid], values[valid]], axis=1), axis=0) if valid.any() else np.zeros((0, 2), int)
+    return np.bincount(pairs[:, 0], minlength=groups).astype(np.uint64)[:groups]
 
 
 def one_hot_keys(code: np.ndarray, encoded: list[tuple[np.ndarray, list[np.ndarray]]], groups: int,
@@ -2334,13 +2380,20 @@ def _group_key_columns(step) -> list[tuple[str, str]]:
     return [(owner_of[k.name], k.name) for k in keys]
 
 
-def group_code(encoded: list[tuple[np.ndarray, list[np.ndarray]]]) -> np.ndarray:
-    """Dense numbers in [0, rows) of the rows' keys, given as the (validity, ring limbs) the SPU
-    compares: equal exactly when the SPU would find the keys equal (so NULLs are one group, and
-    -0.0 and 0.0 one, as in GROUP BY). The keys' owner computes them on its own rows."""
-    words = np.stack([np.asarray(w, dtype=np.uint64) for valid, limbs in encoded for w in (valid, *limbs)], axis=1)
-    rows = np.ascontiguousarray(words).view(np.dtype((np.void, 8 * words.shape[1]))).reshape(-1)
-    return np.unique(rows, return_inverse=True)[1].reshape(-1).astype(np.int64)
+def group_code(columns: list[pa.ChunkedArray]) -> np.ndarray:
+    """Dense numbers in [0, rows) of the rows' keys, from the owner's exact values: equal exactly where
+    GROUP BY finds them equal (NULLs one group, -0.0 and 0.0 one, NaNs one), so a DOUBLE key groups as in
+    DuckDB although the SPU holds its values in fixed point (only their revealed values are approximate).
+    The keys' owner computes them on its own rows."""
+    codes = []
+    for column in columns:
+        values = column.combine_chunks()
+        if pa.types.is_floating(values.type):
+            values = pc.add(values, pa.scalar(0.0, values.type))  # -0.0 + 0.0 is 0.0
+        codes.append(pc.dictionary_encode(values, null_encoding="encode").indices.to_numpy(zero_copy_only=False))
+    if not codes or not len(codes[0]):
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def _with_uncompared(keys: list[SV], compared: list[ArithShare], uncompared: list[ArithShare]) -> list[ArithShare]:
@@ -2377,7 +2430,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
         provenance, once = stage.provenance(weight) if step.threshold else ([], [])
         branches = [*stage.branch_weights(weight), *once] if step.threshold else []
         if step.group_by:
-            keys = canonical(s, [stage.secret(stage.ev(_parse(g))) for g in step.group_by])
+            parsed = [_parse(g) for g in step.group_by]
+            keys = canonical_computed(s, stage, parsed, [stage.secret(stage.ev(g)) for g in parsed])
             key_cols = [c for k in keys for c in (k.valid, *k.limbs)]
             # a DECIMAL key is compared on its exact limb; its fixed-point limb rides along (`compared_limbs`)
             compared = [c for k in keys for c in (k.valid, *compared_limbs(k))]
@@ -2451,7 +2505,9 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             order = windows[0].args.get("order")
             if any(w.args.get("partition_by") or w.args.get("order") != order for w in windows) or order is None:
                 raise NotSupportedError("secure window functions need one common OVER (ORDER BY ...) and no PARTITION BY")
-            window_keys = canonical(s, [stage.secret(stage.ev(o.this)) for o in order.expressions])  # NULLs tie
+            window_keys = canonical_computed(s, stage, [o.this for o in order.expressions],  # NULLs tie
+                                             [stage.secret(stage.ev(o.this)) for o in order.expressions],
+                                             rows=not step.aggregate)
         carried = [v for v in plain if v is not None] + window_keys
         if step.filters or step.secret_join:
             carried = _rebuild(relational.compact(s, weight, _columns(carried)), carried)
@@ -2484,7 +2540,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
 
     if step.order and (flag is None) and values and len(values[0].valid) > 1:
         keys, desc, bits = [], [], []
-        ordered = canonical(s, [values[index] for index, _, _ in step.order])  # NULLs tie, later keys decide
+        ordered = canonical_computed(s, stage, [outputs[index] for index, _, _ in step.order],  # NULLs tie
+                                     [values[index] for index, _, _ in step.order], rows=not step.aggregate)
         for v, (_, descending, nulls_first) in zip(ordered, step.order):
             kk, dd, bb = _sort_keys(v, descending, nulls_first, s)
             keys += kk
@@ -2507,14 +2564,16 @@ def one_hot_grouped(s: SpuSession, stage: Stage, key_cols: list[ArithShare], agg
     """GROUP BY without a sort (`one_hot_group`): every aggregate input and counted branch summed per group
     in one round, the keys shared by their owner (0 rounds): (group keys, aggregates, counts, the rows that
     are groups: all G). The planner chose it only for sums and no distinct-row threshold (`planner.group_path`)."""
-    owner, code, keys = stage.one_hot
+    owner, code, keys, counted = stage.one_hot
     groups = stage.step.one_hot_groups
     if provenance or stage.text_extremes or any(kind != "sum" for kind, _ in agg_inputs):
         raise ProgrammingError("one-hot group sums planned for aggregates that are not sums")
     sums = one_hot_group_sums(s, owner, code, groups, [c for _, c in agg_inputs] + list(branches))
     shared = [arith.share_input(s, owner, keys[i] if keys is not None else None, (groups,), c.frac)
               for i, c in enumerate(key_cols)]
-    return shared, sums[:len(agg_inputs)], sums[len(agg_inputs):], stage.ones(groups)
+    own = [arith.share_input(s, owner, counted[i] if counted is not None else None, (groups,), 0)
+           for i in range(len(stage.owner_counted))]  # the owner's own distinct rows per group (0 rounds)
+    return shared, sums[:len(agg_inputs)], sums[len(agg_inputs):] + own, stage.ones(groups)
 
 
 def conform(stage: Stage, step, shown: list[SV]) -> list[SV]:

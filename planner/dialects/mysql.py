@@ -137,6 +137,26 @@ def constant_divisors(tree: exp.Expression, context: DialectContext) -> exp.Expr
     return tree
 
 
+def zero_divisors(tree: exp.Expression, context: DialectContext) -> exp.Expression:
+    """MySQL's `/` and `%` by zero are NULL: sqlglot reads them as safe divisions, which its DuckDB writer turns
+    into `x / NULLIF(y, 0)` only as it prints each one, and not the inner ones of a chain (`a / b / c` printed
+    `a / b / NULLIF(c, 0)`: infinity where b is 0, or a failed query). Written into the tree, the NULLIF is
+    there for every division, and the SPU and column control see the guarded divisor (it fails no row).
+
+    >>> from sqlglot import parse_one
+    >>> zero_divisors(parse_one("SELECT a / b / c, a % b % c", read="mysql"), None).sql("duckdb")
+    'SELECT a / NULLIF(b, 0) / NULLIF(c, 0), a % NULLIF(b, 0) % NULLIF(c, 0)'
+    """
+    for node in list(tree.find_all(exp.Div, exp.Mod)):
+        if node.args.get("safe"):
+            divisor = node.expression
+            guarded = exp.Nullif(this=divisor.copy(), expression=exp.Literal.number(0))
+            guarded.type = divisor.type
+            node.set("expression", guarded)
+            node.set("safe", None)
+    return tree
+
+
 def mysql_number(node: exp.Expression) -> exp.Expression:
     """A string as MySQL reads it in arithmetic: its numeric prefix as a DOUBLE ('3abc' -> 3, 'x' -> 0)."""
     return exp.paren(template(MYSQL_NUMBER, s=node), copy=False)
@@ -812,4 +832,4 @@ RULES = (mixed_extremes, default_decimal, add_date, string_casts, truth_values, 
          numeric_arguments, temporal_numbers, constant_divisors, exact_division, integer_division, approximate_rounding, mixed_type_results, concat_strings,
          date_formats, date_arithmetic_types, string_dates, weekdays, whole_unit_differences, current_time_in_zone,
          unix_time_in_zone, string_functions, two_argument_atan, domain_nulls, out_of_range, like_escape,
-         refuse_unknown_functions)
+         refuse_unknown_functions, zero_divisors)
