@@ -6,6 +6,12 @@
    widths, BITSTRING. Every constant whose size grows with a count is now bounded from the query's text and refused
    beyond 16 MiB before any DuckDB sees it (planner/constant_sizes.py). The probe runs in a subprocess whose address
    space is capped (RLIMIT_AS), so a regression is a failed assertion, not a killed test run.
+2. sqlglot's bugs as "internal error: this is a bug": its generator fails rendering `DATETIME(x)` and some JSON
+   functions in DuckDB's dialect, its scope analysis on a `PIVOT` in a subquery, its typing on `CEIL()`, and
+   planner/ccl_rules.py read the argument of `STR_TO_UNIX()` that was not there. Every node is now rendered once
+   before planning and the innermost one sqlglot cannot render is refused by name (planner/unrenderable.py), as are
+   a function missing a required argument and a construct qualification fails on.
+   Found by `check` of every sqlglot function class (10 argument shapes, 3 query shapes) and ~140 odd statements.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import pyarrow as pa
 import pytest
 
 from sqlsecure.engine import Engine
+from sqlsecure.errors import NotSupportedError, PlanError
 
 JOIN = "FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id"
 
@@ -62,6 +69,7 @@ PROBE = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2 ** 31, 2 ** 31))  # the engine plans in ~0.2 GB; one folded REPEAT takes 4
 from sqlsecure.engine import Engine
+from sqlsecure.errors import NotSupportedError, PlanError
 answers = []
 with Engine(sys.argv[1], timeout=60) as engine:
     for sql in json.loads(sys.argv[2]):
@@ -92,3 +100,19 @@ def test_small_constants_stay_answered_as_the_oracle_answers(fed, oracle_for):
         assert fed.check(f"SELECT {value} AS n", "bank") is None
     oracle_for(fed).check("SELECT c.id, LENGTH(REPEAT(c.region, 3) || REPEAT('ab', 1000)) AS n "
                           "FROM bank.customers c", "bank")
+
+
+# -- 2. sqlglot's failures refused by name ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sql, error, named", [
+    ("SELECT DATETIME(o.note) AS v FROM shop.orders o", NotSupportedError, "DATETIME"),
+    (f"SELECT c.region, COUNT(*) {JOIN} GROUP BY c.region HAVING MAX(DATETIME(o.note)) IS NULL", NotSupportedError,
+     "DATETIME"),
+    ("SELECT COUNT(*) FROM shop.orders o WHERE J_S_O_N_EXISTS(o.note, o.order_id, o.order_id)", NotSupportedError,
+     "J_S_O_N_EXISTS"),
+    ("SELECT * FROM (PIVOT shop.orders ON note USING SUM(order_id)) p", NotSupportedError, "PIVOT"),
+    ("SELECT STR_TO_UNIX() AS v FROM shop.orders o", PlanError, "missing"),
+    ("SELECT CEIL() AS v FROM shop.orders o", PlanError, "CEIL() is missing its argument"),
+])
+def test_what_sqlglot_fails_on_is_refused_by_name(fed, assert_refused, sql, error, named):
+    assert_refused(fed, sql, "bank", error, named)
