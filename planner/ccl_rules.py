@@ -508,8 +508,8 @@ def parsed_arguments(e: exp.Expression) -> list[exp.Expression]:
     if isinstance(e, exp.Anonymous):
         found = e.expressions[:1] if str(e.this).lower() in PARSED_FIRST else []
     elif isinstance(e, READING_TEXT):
-        kind = e.this.type
-        reads = kind is None or kind.this not in (*TIMES, *FLOATS, *INTEGER_RANGES, T.DECIMAL)
+        kind = e.this.type if e.this is not None else None  # STR_TO_UNIX(): no argument at all
+        reads = e.this is not None and (kind is None or kind.this not in (*TIMES, *FLOATS, *INTEGER_RANGES, T.DECIMAL))
         found = [e.this] * reads + [a for k, a in e.args.items() if k != "this" and isinstance(a, exp.Expression)]
     else:
         found = [e.args[PARSED[type(e)]]] if e.args.get(PARSED.get(type(e), "")) is not None else []

@@ -24,6 +24,8 @@ from sqlglot.tokens import TokenType
 from sqlsecure.errors import DataError, NotSupportedError, PlanError
 from sqlsecure.planner.build import duckdb_names, name_outputs
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.constant_sizes import refuse_huge_constants
+from sqlsecure.planner.unrenderable import refuse_unrenderable, unqualifiable
 from sqlsecure.planner.dialects import to_duckdb_meaning
 from sqlsecure.planner.dialects.common import refuse_wide_decimals
 from sqlsecure.planner.dialects.mysql import cast_target_refusal
@@ -257,6 +259,8 @@ def qualify_query(tree: exp.Expression, catalog: Catalog, dialect: str, sql: str
         )
     except OptimizeError as exc:
         raise PlanError(clean_description(str(exc))) from None
+    except (AssertionError, AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:  # sqlglot's bugs
+        raise unqualifiable(tree, exc) from None
 
 
 PARAMETER_TYPES = (bool, int, float, str, bytes, decimal.Decimal, datetime.date, datetime.time, datetime.datetime)
@@ -340,6 +344,8 @@ def load_query(sql: str, catalog: Catalog, dialect: str, parameters=None, issuer
     check_like_patterns(parsed)
     resolved = resolved_names(parsed, catalog, issuer)
     tree = expand_views(parsed, catalog.views)
+    refuse_unrenderable(tree)  # sqlglot's generator bugs, by name (planner/unrenderable.py)
+    refuse_huge_constants(tree)  # before DuckDB types (and so folds) any constant: planner/constant_sizes.py
     refuse_wide_decimals(tree, dialect)
     check_references(tree, catalog, sql, issuer)
     names = duckdb_names(tree, catalog)
