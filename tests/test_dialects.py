@@ -27,6 +27,7 @@ import pytest
 from sqlsecure.engine import Engine
 from sqlsecure.planner.dialects import common, mysql as mysql_rules, postgres as postgres_rules
 from sqlsecure.errors import ConfigError, DataError, Error, NotSupportedError
+from tests.conftest import same_multiset
 
 ROW = {"i": 7, "z": 0, "n": None, "neg": -7, "big": 9007199254740993, "x": 2.5, "s": "3abc", "name": "Alice",
        "sn": None, "d": datetime.date(2024, 2, 10), "ts": datetime.datetime(2024, 1, 2, 0, 0, 0)}
