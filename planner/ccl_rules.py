@@ -272,10 +272,8 @@ def listing() -> str:
         "operands of a rounding (`ROUND`, `FLOOR`, `CEIL`, a `CAST` to an integer or DECIMAL, even one its target "
         "holds) of a DOUBLE or "
         "approximate value and of a comparison (also `NULLIF`, `GREATEST`, `LEAST`) of an approximate value (a "
-        "quotient by a secret, `SQRT`, `LN`, `EXP`, ...) or of a DOUBLE (held in fixed point: every comparison of "
-        "one but a WHERE or ON conjunct over one party's rows, which its owner compares exactly), which the SPU "
-        "refuses within their error of a boundary (not a divisor's `NULLIF(y, 0)` whose y is at least 1 on every "
-        "row, `y * y + 1`: the SPU does not compare it); "
+        "quotient by a secret, `SQRT`, `LN`, `EXP`, ...), which the SPU refuses within their error of a boundary (not "
+        "a divisor's `NULLIF(y, 0)` whose y is at least 1 on every row, `y * y + 1`: the SPU does not compare it); "
         "under DP such a rounding or comparison of another party's aggregate is refused. So do a unit, time zone or "
         "format DuckDB parses on each row (`DATE_TRUNC`, `DATE_DIFF`, `DATE_PART`, `TIMEZONE`, `PRINTF`), text read as a "
         "date or number by a function (`DATE`, `TO_NUMBER`, `STRPTIME`'s format, ...), and the parts of a "
@@ -659,46 +657,6 @@ def _overflowing(e: exp.Expression, class_of) -> tuple[list[exp.Expression], str
                       "class proves it cannot; CAST an operand to a wider type (HUGEINT, DOUBLE) first")
 
 
-def _reads_double(e: exp.Expression) -> bool:
-    """Whether `e` reads a DOUBLE column (typed, or untyped: deny by default), outside a rounding: the SPU
-    holds it in fixed point, so a comparison of it is guarded (executors/spu/stage.Stage.reads_doubles)."""
-    from sqlsecure.executors.spu.approximation import is_rounding
-    if is_rounding(e):
-        return False
-    if isinstance(e, exp.Column):
-        return e.type is None or e.type.this in (*FLOATS, T.UNKNOWN)
-    return any(map(_reads_double, e.iter_expressions()))
-
-
-def _filtered_at_its_owner(e: exp.Expression) -> bool:
-    """Whether comparison `e` is a conjunct of a WHERE or JOIN ON reading one table's columns: the planner
-    pushes it to that table's owner (planner/rules.push_source_predicates), which compares the exact doubles."""
-    node = e
-    while isinstance(node.parent, (exp.And, exp.Paren)):
-        node = node.parent
-    conjunct = isinstance(node.parent, exp.Where) or (isinstance(node.parent, exp.Join) and node.arg_key == "on")
-    tables = {c.table for c in e.find_all(exp.Column)}
-    select = e.find_ancestor(exp.Select)
-    if not conjunct or len(tables) != 1 or select is None:
-        return False
-    (alias,) = tables
-    sources = [select.args.get("from") and select.args["from"].this, *(j.this for j in select.args.get("joins") or [])]
-    source = next((s for s in sources if s is not None and s.alias_or_name == alias), None)
-    return isinstance(source, exp.Table) or (isinstance(source, exp.Subquery) and _rows_of_one_party_each(source.this))
-
-
-def _rows_of_one_party_each(body: exp.Expression) -> bool:
-    """A derived table whose rows each come straight from one party's tables (a SELECT of one party's rows without
-    aggregates, windows or LIMIT, or a UNION ALL of such): a filter over it is pushed into each branch."""
-    if isinstance(body, exp.Union):
-        return not body.args.get("distinct") and _rows_of_one_party_each(body.left) and \
-            _rows_of_one_party_each(body.right)
-    if not isinstance(body, exp.Select) or body.args.get("group") or body.args.get("limit") or \
-            body.args.get("distinct") or any(body.find_all(exp.AggFunc, exp.Window, exp.Subquery)):
-        return False
-    return len({t.db for t in body.find_all(exp.Table)}) == 1
-
-
 def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
     """The SPU refuses the query where a counted row's approximate value (a quotient by a secret, SQRT, EXP,
     ..., a DOUBLE's encoding) lies within its error of a rounding boundary, or of what it is compared with
@@ -713,12 +671,6 @@ def guarded_arguments(e: exp.Expression) -> tuple[list[exp.Expression], str]:
                               "row lies within its error of a rounding boundary, before any group threshold; round "
                               "an exact (integer or DECIMAL) value, or a value the issuer may compare")
     compared = isinstance(e, (*COMPARISONS, exp.Nullif, exp.Greatest, exp.Least)) and not _divisor_away_from_zero(e)
-    if compared and not _filtered_at_its_owner(e) and any(map(_reads_double, e.iter_expressions())):
-        return list(e.iter_expressions()), (
-            f"{display(type(e))} of a DOUBLE is refused on the SPU where a row's operands lie within their "
-            "fixed-point encoding's error (2^-17) of each other, before any group threshold; compare a rounded or "
-            "DECIMAL value, filter in WHERE on one party's columns (its owner compares exactly), or compare values "
-            "the issuer may compare")
     if compared and any(needs_comparison_guard(o) for o in e.iter_expressions()):
         return list(e.iter_expressions()), (
             f"{display(type(e))} of an approximate value is refused on the SPU where a row's operands lie within "

@@ -178,7 +178,6 @@ def _refuse_double_keys(group_by, used, ctx) -> None:
     would compare in fixed point (executors/spu/fixed_keys), refused naming the key. Keys that are one
     party's plain columns are not passed here: that party numbers their exact values (`stage.group_code`)."""
     from sqlsecure.executors.spu.fixed_keys import refuse_double_keys  # late: no cycle
-    from sqlsecure.executors.spu.ranges import decimal_scale_of
 
     def is_double(column: exp.Column) -> bool:
         return KIND_OF_TYPE.get((ctx.column_type(column.table, column.name) or "").split("(")[0].upper()) == "fixed" \
@@ -187,16 +186,10 @@ def _refuse_double_keys(group_by, used, ctx) -> None:
     def shown(e: exp.Expression) -> exp.Expression:  # as the user wrote it: columns unquoted
         return e.copy().transform(lambda x: exp.column(x.name, x.table) if isinstance(x, exp.Column) else x)
 
-    def scale_of(column: exp.Column) -> int | None:  # a DECIMAL's scale, 0 for an integer or boolean
-        dtype = exp.DataType.build(ctx.column_type(column.table, column.name) or "UNKNOWN", dialect="duckdb")
-        if dtype.this in (*exp.DataType.INTEGER_TYPES, exp.DataType.Type.BOOLEAN):
-            return 0
-        return decimal_scale_of(dtype) if dtype.this == exp.DataType.Type.DECIMAL else None
-
-    refuse_double_keys(group_by, "a GROUP BY or DISTINCT key", is_double, shown=shown, scale_of=scale_of)
+    refuse_double_keys(group_by, "a GROUP BY or DISTINCT key", is_double, shown=shown)
     arguments = [a for e in used for d in e.find_all(exp.Distinct) if isinstance(d.parent, exp.AggFunc)
                  for a in d.expressions]
-    refuse_double_keys(arguments, "a DISTINCT aggregate's argument", is_double, shown=shown, scale_of=scale_of)
+    refuse_double_keys(arguments, "a DISTINCT aggregate's argument", is_double, shown=shown)
 
 
 def _check_literals(expressions) -> None:

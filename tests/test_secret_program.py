@@ -296,9 +296,9 @@ def test_pair_joins_with_an_empty_side(nparties, kind, condition, sql, empty):
 @pytest.mark.parametrize("nparties", PARTIES)
 def test_cross_join_with_a_condition(nparties):
     root = {"op": "join", "kind": "cross", "left": inp(0), "right": inp(1), "left_keys": [], "right_keys": [],
-            "condition": '"age" > 50 AND "limit_" >= 8.5'}  # 9.0 >= 9: guarded, refused
+            "condition": '"age" > 50 AND "limit_" >= 9'}
     check(nparties, root, [VISIT_COLUMNS, PEOPLE_COLUMNS], [VISITS_A, PEOPLE],
-          "SELECT * FROM t0, t1 WHERE age > 50 AND limit_ >= 8.5")
+          "SELECT * FROM t0, t1 WHERE age > 50 AND limit_ >= 9")
 
 
 SEMI = [

@@ -9,10 +9,7 @@ makes a key exact again is kept: ROUND(x, d) with d <= MAX_ROUNDED_DIGITS (disti
 10^-d > 2^-F apart, and equal ones get one code), FLOOR / CEIL, a CAST to an integer, DECIMAL or text, a
 comparison, a COUNT. DECIMAL keys are exact (their exact limb is compared: `stage.compared_limbs`), and so are
 GROUP BY / DISTINCT keys that are one party's plain columns in a stage (not a union, not a secret join): that
-party numbers their exact values and the SPU sorts its numbers (`stage.group_code`). A CAST
-to DOUBLE makes a DOUBLE of its operand, held in fixed point: exact only where the operand's distinct values lie
-at least 10^-MAX_ROUNDED_DIGITS apart (an integer, a DECIMAL of scale <= 4, a rounded value), so
-CAST(d AS DOUBLE) of a DECIMAL(12, 6) is refused as a key like a DOUBLE column.
+party numbers their exact values and the SPU sorts its numbers (`stage.group_code`).
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from sqlsecure.errors import NotSupportedError
-from sqlsecure.executors.spu.ranges import ROUNDING, TRIG, decimal_scale_of, is_geodist, rounding_digits
+from sqlsecure.executors.spu.ranges import ROUNDING, TRIG, is_geodist, rounding_digits
 
 MAX_ROUNDED_DIGITS = 4  # 10^-4 > 2^-16: ROUND(x, d) of a DOUBLE gives distinct codes to distinct results
 FLOAT_TYPES = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT)
@@ -29,49 +26,22 @@ EXACT_RESULTS = (exp.Predicate, exp.Not, exp.And, exp.Or, exp.Boolean, exp.Count
                  exp.Literal, exp.Null)
 
 
-def double_part(e: exp.Expression, is_double, scale_of=lambda column: None) -> exp.Expression | None:
+def double_part(e: exp.Expression, is_double) -> exp.Expression | None:
     """The outermost node of `e` whose value is a DOUBLE the SPU holds in fixed point, or None when `e`
-    is exact (`is_double(column)`: whether a column holds such a DOUBLE; `scale_of(column)`: its DECIMAL
-    scale, 0 for an integer, None when neither or unknown)."""
+    is exact (`is_double(column)`: whether a column holds such a DOUBLE)."""
     if isinstance(e, exp.Paren):
-        return double_part(e.this, is_double, scale_of)
+        return double_part(e.this, is_double)
     if isinstance(e, exp.Column):
         return e if is_double(e) else None
     if isinstance(e, EXACT_RESULTS) or isinstance(e, (exp.Floor, exp.Ceil)):
         return None
     if isinstance(e, ROUNDING):  # ROUND(x, d)
-        return None if rounding_digits(e) <= MAX_ROUNDED_DIGITS or double_part(e.this, is_double, scale_of) is None \
-            else e
-    if isinstance(e, exp.Cast):  # to DOUBLE: exact only where the operand's values lie 10^-4 apart at least
-        return None if e.to.this not in FLOAT_TYPES or _coarse(e.this, is_double, scale_of) else e
+        return None if rounding_digits(e) <= MAX_ROUNDED_DIGITS or double_part(e.this, is_double) is None else e
+    if isinstance(e, exp.Cast):  # to DOUBLE: as inexact as what it casts
+        return None if e.to.this not in FLOAT_TYPES or double_part(e.this, is_double) is None else e
     if isinstance(e, DOUBLE_RESULTS) or is_geodist(e) or (isinstance(e, exp.Pow) and not _whole(e.expression)):
         return e
-    return e if any(double_part(child, is_double, scale_of) is not None for child in e.iter_expressions()) else None
-
-
-def _coarse(e: exp.Expression, is_double, scale_of) -> bool:
-    """Whether `e` is exact and its distinct values lie 10^-MAX_ROUNDED_DIGITS apart at least, so that as
-    DOUBLEs in fixed point they keep distinct codes: an integer or a DECIMAL of scale <= 4 (a column, a CAST
-    to one), a rounded value, a constant, a count, or a sum or difference of such. Anything else (a finer
-    DECIMAL, a product, an unknown type) is not, deny by default."""
-    while isinstance(e, exp.Paren):
-        e = e.this
-    if double_part(e, is_double, scale_of) is not None:
-        return False
-    if isinstance(e, exp.Column):
-        scale = scale_of(e)
-        return scale is not None and scale <= MAX_ROUNDED_DIGITS
-    if isinstance(e, exp.Cast):
-        if e.to.this in exp.DataType.INTEGER_TYPES:
-            return True
-        return e.to.this == exp.DataType.Type.DECIMAL and decimal_scale_of(e.to) <= MAX_ROUNDED_DIGITS
-    if isinstance(e, (exp.Literal, exp.Count, exp.Floor, exp.Ceil, exp.IntDiv)):
-        return True
-    if isinstance(e, ROUNDING):
-        return rounding_digits(e) <= MAX_ROUNDED_DIGITS
-    if isinstance(e, (exp.Add, exp.Sub, exp.Neg)):
-        return all(_coarse(child, is_double, scale_of) for child in e.iter_expressions())
-    return False
+    return e if any(double_part(child, is_double) is not None for child in e.iter_expressions()) else None
 
 
 def _whole(e: exp.Expression) -> bool:
@@ -79,12 +49,11 @@ def _whole(e: exp.Expression) -> bool:
     return isinstance(e, exp.Literal) and e.is_int
 
 
-def refuse_double_keys(keys, use: str, is_double, where: str = "", shown=lambda key: key,
-                       scale_of=lambda column: None) -> None:
+def refuse_double_keys(keys, use: str, is_double, where: str = "", shown=lambda key: key) -> None:
     """NotSupportedError naming the first key (as `shown(key)`, the user's expression) whose value is a
     DOUBLE held in fixed point, where it is used as `use`."""
     for key in keys:
-        part = double_part(key, is_double, scale_of)
+        part = double_part(key, is_double)
         if part is not None:
             named = shown(key).sql(dialect="duckdb")
             inner = shown(part).sql(dialect="duckdb")

@@ -211,18 +211,12 @@ def double_columns(node: Node) -> set[str]:
     doubles = {name for sub in subs for name in sub}
     a = node.args
 
-    kinds = {name: kind for child in node.children for name, kind in child.schema}
-
-    def scale_of(column: exp.Column) -> int | None:  # a DECIMAL's scale, 0 for an integer or boolean
-        kind = kinds.get(column.name)
-        return 0 if kind in ("int", "bool") else decimal_scale(kind) if kind else None
-
     def refuse(keys, use, inexact=doubles):
         fixed_keys.refuse_double_keys(keys, use, lambda c: c.name in inexact,
-                                      shown=lambda e: _as_written(e, _written_inputs(node)), scale_of=scale_of)
+                                      shown=lambda e: _as_written(e, _written_inputs(node)))
 
     def inexact(e: exp.Expression) -> bool:
-        return fixed_keys.double_part(e, lambda c: c.name in doubles, scale_of) is not None
+        return fixed_keys.double_part(e, lambda c: c.name in doubles) is not None
     if node.op == "input":
         return {name for name, kind in node.schema if kind == "fixed"}
     if node.op in ("union_all", "set"):  # by position: a DOUBLE where a branch holds one or a DECIMAL's code

@@ -1628,12 +1628,9 @@ class Stage:
         keep today's comparison. Rounds: one batched comparison, three products (and the weight's), one
         opening; the bound's own (`approximation`) besides."""
         s, n = self.s, len(a.valid)
-        if not n:
-            return
         error = approximation.comparison_bound(self, *operands, n)
         if not isinstance(error, ArithShare):
-            # exact steps on exact encodings (a DECIMAL's limb, a constant) compared as they are; a DOUBLE's never
-            if error <= 2 * approximation.ENCODED and not any(map(self.reads_doubles, operands)):
+            if error <= 2 * approximation.ENCODED:  # encodings and exact steps on them: compared as they are
                 return
             error = arith.public(s, np.full(n, math.ceil(error), dtype=np.int64))
         gap = (self.to_fixed(a).value - self.to_fixed(b).value).with_frac(0)
@@ -1916,20 +1913,8 @@ class Stage:
 
     def guards_comparison(self, e: exp.Expression) -> bool:
         """Whether a comparison of (or with) `e` is guarded against its error (`_refuse_within_error`): an
-        approximate value, an amplified encoding, a SUM of DOUBLEs (`sums_doubles`), or a value read from a
-        DOUBLE (`reads_doubles`)."""
-        return approximation.needs_comparison_guard(e) or any(map(self.sums_doubles, e.find_all(exp.Sum, exp.Avg))) \
-            or self.reads_doubles(e)
-
-    def reads_doubles(self, e: exp.Expression) -> bool:
-        """Whether `e` reads a column the SPU holds in fixed point (a DOUBLE, or a value computed from one in
-        an earlier step): doubles within 2^-17 of what they are compared with may lie on either side of it
-        once encoded (1.00001 + 2^-20 > 1.00001 in DuckDB, equal on the SPU), so even a plain comparison is
-        guarded (`_refuse_within_error`); a rounded or cast one is exact (`fixed_keys.double_part`)."""
-        from sqlsecure.executors.spu.fixed_keys import double_part  # late: no cycle
-        operands = list(e.iter_expressions()) if isinstance(e, (*COMPARISONS, exp.In, exp.Nullif)) else [e]
-        return any(double_part(o, lambda c: getattr(self.cols.get(c.name), "kind", None) == "fixed") is not None
-                   for o in operands)
+        approximate value, an amplified encoding, or a SUM of DOUBLEs (`sums_doubles`)."""
+        return approximation.needs_comparison_guard(e) or any(map(self.sums_doubles, e.find_all(exp.Sum, exp.Avg)))
 
     def sums_doubles(self, agg: exp.Expression) -> bool:
         """Whether a SUM adds DOUBLEs held in fixed point: each row's encoding errs by up to half a unit, so n
