@@ -29,12 +29,16 @@ def _renders(node: exp.Expression) -> bool:
 
 def refuse_unrenderable(tree: exp.Expression) -> None:
     """PlanError naming a function called without an argument it requires (`CEIL()`: sqlglot's typing fails on
-    it); NotSupportedError naming the innermost node of `tree` sqlglot cannot render in DuckDB's dialect."""
+    it); NotSupportedError naming a function whose argument list sqlglot built as one value (`J_S_O_N_OBJECT_AGG(x)`)
+    or the innermost node of `tree` sqlglot cannot render in DuckDB's dialect."""
     for func in tree.find_all(exp.Func):
         missing = [k for k, required in func.arg_types.items() if required and func.args.get(k) in (None, [])]
         if missing:
             raise PlanError(f"{function_name(func)}() is missing its argument(s) ({', '.join(missing)}): "
                             f"{func.sql(dialect='duckdb') if _renders(func) else function_name(func)}")
+        if not isinstance(func.args.get("expressions") or [], list):  # sqlglot built a list argument from one value
+            raise NotSupportedError(f"{function_name(func)} is not supported here: the SQL translator (sqlglot) read "
+                                    f"its arguments wrongly; {ADVICE}")
     if _renders(tree):
         return
     failing = tree

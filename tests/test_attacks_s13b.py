@@ -113,6 +113,7 @@ def test_small_constants_stay_answered_as_the_oracle_answers(fed, oracle_for):
     ("SELECT * FROM (PIVOT shop.orders ON note USING SUM(order_id)) p", NotSupportedError, "PIVOT"),
     ("SELECT STR_TO_UNIX() AS v FROM shop.orders o", PlanError, "missing"),
     ("SELECT CEIL() AS v FROM shop.orders o", PlanError, "CEIL() is missing its argument"),
+    ("SELECT J_S_O_N_OBJECT_AGG(o.note) AS v FROM shop.orders o", NotSupportedError, "read its arguments wrongly"),
 ])
 def test_what_sqlglot_fails_on_is_refused_by_name(fed, assert_refused, sql, error, named):
     assert_refused(fed, sql, "bank", error, named)
