@@ -148,7 +148,8 @@ def check_depth(tree: exp.Expression) -> None:
 
 
 def clean_description(text: str) -> str:
-    """sqlglot's parse error text without its internals (token reprs, class paths)."""
+    """sqlglot's parse error text without its internals (token reprs, class paths, terminal highlighting)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     text = re.sub(r"<Token token_type: TokenType\.SENTINEL[^>]*>", "the end of the query", text)
     text = re.sub(r"<Token token_type: TokenType\.\w+, text: ([^,]*),[^>]*>", r"'\1'", text)
     text = re.sub(r"Required keyword: '(\w+)' missing for <class 'sqlglot\.expressions\.(?:\w+\.)*(\w+)'>",
