@@ -6,7 +6,7 @@ Each becomes a join with the query around it (`tree.py` calls these functions):
   one row made one by MAX: NULL when empty) cross-joined to its consumer, its value read as a column;
   one that may return several rows is refused (DuckDB raises an error at run time);
 - a correlated scalar aggregate: grouped by its correlation keys and LEFT-joined on them (COUNT's empty
-  group is 0, not NULL: the count bug);
+  group is 0, not NULL: the count bug; revealed under a group threshold, NULL: see `_correlated_scalar`);
 - a correlated IN: a semi join on (correlation keys, the IN value); NOT IN: an anti join on them, then
   SQL's NULL rule per group (empty: kept; x NULL or a NULL value in the group: dropped);
 - EXISTS / NOT EXISTS with non-equality correlations: an inner join with the residual (EXISTS, made one
@@ -200,7 +200,8 @@ def _correlated_scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, 
     """`(SELECT agg(y) FROM t2 WHERE t2.k = t1.k ...)`: the aggregate grouped by the inner keys,
     LEFT-joined on the outer keys; an outer row without a group reads the aggregate over no rows.
     Revealed (a SELECT item), its groups are thresholded; in a condition they only filter rows, as an
-    IN / EXISTS subquery does."""
+    IN / EXISTS subquery does. A revealed COUNT whose groups the threshold hides reads NULL for a missing
+    group, empty or hidden alike: telling them apart would reveal whether a small group has rows."""
     what = f"the correlated subquery {_sql(sub)[:80]}"
     body = sub.this
     if not isinstance(body, exp.Select) or len(body.expressions) != 1:
@@ -221,6 +222,8 @@ def _correlated_scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, 
     side = builder.side(Subquery(builder.query(body, ctes), thresholded=revealed))
     tag = side.columns[0].split(".", 1)[0]
     column = _column(tag, "__value", qualified)
+    if empty is not None and revealed and builder.suppresses(side):
+        empty = None  # a missing group is empty or hidden by the threshold, and which must not show: NULL
     read = column if empty is None else exp.Coalesce(this=column, expressions=[empty])
     return (lambda op: _keys_join("left", op, side, outer_keys, tag)), read
 

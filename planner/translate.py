@@ -85,7 +85,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     `grants` decide which single-party filters, joins and aggregates may run at their owner; `masks`
     ((column, party) -> Mask, the policy's) which revealed columns their owners mask; `dp`: the
     outermost aggregate's outputs are noised on shares before they open (translate_dp.py)."""
-    root = build_tree(tree, catalog)
+    root = build_tree(tree, catalog, lambda op: min_group_size > 0 and bool(parties_of(op) - {issuer}))
     root = pruned(root, frozenset(root.columns))
     if len(parties_of(root)) < 2:
         raise NotSupportedError("the operator translation is for queries that read several parties")

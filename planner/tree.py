@@ -518,10 +518,13 @@ def _sql(expression: exp.Expression) -> str:
 
 
 class TreeBuilder:
-    """Builds the operator tree of one query; `ctes` are the WITH bodies in scope by name."""
+    """Builds the operator tree of one query; `ctes` are the WITH bodies in scope by name. `suppresses`:
+    whether the group threshold hides the small groups of a revealed subquery's relation (then a
+    correlated COUNT reads NULL, not 0, where its group is missing: `subqueries._correlated_scalar`)."""
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, suppresses=lambda op: False):
         self.catalog = catalog
+        self.suppresses = suppresses
         self.fresh = 0
 
     def name(self, prefix: str) -> str:
@@ -985,9 +988,9 @@ def push_filter(op: Op, conjunct: exp.Expression, nullable: set[str]) -> Op:
     return Filter(op, _sql(named(conjunct)))
 
 
-def build_tree(tree: exp.Expression, catalog: Catalog) -> Op:
-    """The operator tree of a qualified query."""
-    return TreeBuilder(catalog).query(tree, {})
+def build_tree(tree: exp.Expression, catalog: Catalog, suppresses=lambda op: False) -> Op:
+    """The operator tree of a qualified query (`suppresses`: see `TreeBuilder`)."""
+    return TreeBuilder(catalog, suppresses).query(tree, {})
 
 
 from sqlsecure.planner import subqueries  # noqa: E402  (it builds on this module's operators)

@@ -342,6 +342,24 @@ class Provenance:
         return select, [p.name for p in provenance]
 
 
+def threshold_revealed_subqueries(tree: exp.Expression, issuer: str, k: int) -> exp.Expression:
+    """The scalar subqueries an ungrouped outermost SELECT reveals, thresholded as the engine does
+    (docs/federation.md): one reading a protected owner keeps its aggregate only with >= k distinct rows
+    of each such owner, so it reads NULL otherwise, a correlated COUNT over no rows included."""
+    if not isinstance(tree, exp.Select) or tree.args.get("group") or any(
+            a.find_ancestor(exp.Select) is tree for e in tree.expressions for a in e.find_all(exp.AggFunc)):
+        return tree
+    tree = tree.copy()
+    ctes = {c.alias_or_name: c.this for c in tree.find_all(exp.CTE)}
+    provenance = Provenance(issuer, k)
+    for item in tree.expressions:
+        for sub in [s for s in item.find_all(exp.Subquery) if s.find_ancestor(exp.Select) is tree
+                    and not isinstance(s.parent, (exp.In, exp.Exists, exp.Any, exp.All))]:
+            if _owners(sub.this, ctes) - {issuer}:
+                sub.set("this", provenance.query(sub.this, False, ctes)[0])
+    return tree
+
+
 class Oracle:
     """Plain DuckDB over the union of all parties' tables, one schema per party."""
 
@@ -365,6 +383,8 @@ class Oracle:
         k = max([cfg.min_group_size] + [int(rule.get("min_group_size") or 0)  # stricter per-table rules
                                         for name, rule in cfg.rules.items()
                                         if name in tables and not name.startswith(f"{issuer}.")])
+        if k and len(parties) > 1:
+            tree = threshold_revealed_subqueries(tree, issuer, k)
         if k and parties - {issuer} and (nested_shape(tree) or _owner_aggregate_in_from(tree, issuer)):
             tree, provenance = Provenance(issuer, k).query(tree, False, {})
             if provenance:  # the rows revealed carry no provenance; a UNION's are a set without it

@@ -192,8 +192,8 @@ def aggregation(draw) -> str:
 
 def subquery(draw, min_group_size: int) -> str:
     """Correlated EXISTS / NOT EXISTS with a second condition, a correlated or plain scalar subquery, IN of
-    a column of another type than k. A scalar aggregate in SELECT only without a group threshold: the oracle
-    does not model its own threshold (docs/federation.md: a hidden correlated COUNT reads 0)."""
+    a column of another type than k. A scalar aggregate in SELECT only without a group threshold (under one
+    it reads NULL for hidden and empty groups: tests/test_correlated_count_threshold.py)."""
     a, b = draw(st.permutations(PARTIES))[:2]
     col = draw(st.sampled_from(("k", "f", "s", "dt", "d")))
     revealed = (f"SELECT x.k AS o0, (SELECT COUNT(*) FROM {b}.t y WHERE y.k = x.k) AS o1 FROM {a}.t x",
