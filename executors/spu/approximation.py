@@ -156,29 +156,84 @@ KERNEL_LEAST = {exp.Div: 4.0, exp.Sqrt: 4.0, exp.Ln: 18.0, exp.Log: 18.0, exp.Ex
                 exp.Acos: 4.0}
 
 
-def least_bound(e: exp.Expression) -> float:
+def least_bound(e: exp.Expression, kind_of=None) -> float:
     """A lower bound, in ring units, of `error_bound(stage, e)` on every row, from the query alone: 0 where e
     is exact, else its kernels' least bounds added up as `_Bounds` adds them, times the constants that
-    multiply them and divided by those that divide them. A rounding guard refuses every row when twice it
-    reaches the boundaries' spacing (`stage._finer_than_error`), so such a rounding is refused at plan time."""
+    multiply them and divided by those that divide them. With `kind_of` (the columns' kinds), a summed
+    aggregate (`summed_aggregate`) counts too: one row's least bound at the least (a group rounded is not
+    empty). A rounding guard refuses every row when twice it reaches the boundaries' spacing
+    (`stage._finer_than_error`), so such a rounding is refused at plan time."""
     e = _unwrapped(e)
-    if not is_approximate(e):
+    if is_rounding(e):
+        return 0.0  # its guard passed: DuckDB's rounded value (`_rounded`)
+    if kind_of is not None and summed_aggregate(e, kind_of):
+        return least_row_bound(e.this, kind_of) + (2.0 if isinstance(e, exp.Avg) else 0.0)
+    if not is_approximate(e) and (kind_of is None or summed_part(e, kind_of) is None):
         return 0.0
+    least = lambda x: least_bound(x, kind_of)  # noqa: E731
     if isinstance(e, (exp.Neg, exp.Abs, exp.Cast)):
-        return least_bound(e.this)
+        return least(e.this)
     if isinstance(e, (exp.Add, exp.Sub)):
-        return least_bound(e.left) + least_bound(e.right)
+        return least(e.left) + least(e.right)
     if isinstance(e, exp.Mul):
-        return least_bound(e.left) * _least_factor(e.right) + least_bound(e.right) * _least_factor(e.left)
+        return least(e.left) * _least_factor(e.right) + least(e.right) * _least_factor(e.left)
     if isinstance(e, exp.Div) and constant(e.expression):
-        return least_bound(e.left) / abs(float(constant(e.expression)))
+        return least(e.left) / abs(float(constant(e.expression)))
     if isinstance(e, (exp.Case, exp.If, exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least)):
-        return sum(least_bound(branch) for branch in _branches(e))
+        return sum(least(branch) for branch in _branches(e))
     if isinstance(e, exp.Pow) and whole_power(e):  # one unit per product (`_power`)
         return 2.0 * max(int(constant(e.expression) or 0).bit_length(), 1)
     if is_geodist(e):
         return 2.0
     return KERNEL_LEAST.get(type(e), 0.0)
+
+
+def summed_aggregate(e: exp.Expression, kind_of) -> bool:
+    """Whether `e` is a SUM / AVG whose rows' error bounds the stage sums beside it where it is rounded
+    (`Stage.guarded_aggregates`): a SUM of fixed-point values (`Stage.sums_doubles`), or either of an
+    amplified encoding. Its bound is a share (`_aggregate`), so its guard exempts no row on a boundary."""
+    from sqlsecure.executors.spu.stage import static_kind  # late: no cycle
+    if not isinstance(e, (exp.Sum, exp.Avg)) or isinstance(e.this, exp.Distinct):
+        return False
+    return amplified_encoding(e.this) or (isinstance(e, exp.Sum) and static_kind(e.this, kind_of) == "fixed")
+
+
+def summed_part(e: exp.Expression, kind_of) -> exp.Expression | None:
+    """The first summed aggregate (`summed_aggregate`) within `e` that is not under a rounding, or None."""
+    e = _unwrapped(e)
+    if is_rounding(e):
+        return None
+    if summed_aggregate(e, kind_of):
+        return e
+    return next(filter(None, (summed_part(child, kind_of) for child in e.iter_expressions())), None)
+
+
+def least_row_bound(e: exp.Expression, kind_of) -> float:
+    """A lower bound, in ring units, of one row's `error_bound` of an exact (not approximate) `e`, from
+    the query alone, as `_Bounds` composes it: a DOUBLE or DECIMAL column, or a constant inexact in fixed
+    point, one unit (`_encoded`); a product or a division by a constant one unit at least (the truncation);
+    a sum at least its larger term's; an integer, boolean or date value, or a form not known here, 0. Never
+    above one unit, so never above the bound whatever kind the stage finds (a DECIMAL sum's is one unit)."""
+    return min(1.0, _least_row(e, kind_of))
+
+
+def _least_row(e: exp.Expression, kind_of) -> float:
+    from sqlsecure.executors.spu.stage import static_kind  # late: no cycle
+    e = _unwrapped(e)
+    kind = static_kind(e, kind_of)
+    if kind in EXACT_KINDS or is_rounding(e):
+        return 0.0
+    if isinstance(e, exp.Column):
+        return 1.0 if kind is not None else 0.0
+    if isinstance(e, exp.Literal):
+        return 0.0 if e.is_string or float(float(e.this) * 2 ** 16).is_integer() else 1.0
+    if isinstance(e, (exp.Mul, exp.Div)):
+        return 1.0
+    if isinstance(e, (exp.Neg, exp.Abs)):
+        return _least_row(e.this, kind_of)
+    if isinstance(e, (exp.Add, exp.Sub)):
+        return max(_least_row(e.left, kind_of), _least_row(e.right, kind_of))
+    return 0.0
 
 
 def _least_factor(e: exp.Expression) -> float:

@@ -323,9 +323,9 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
             return None
         if decimal_scale_of(node.to) > MAX_DIGITS:
             return f"{node.sql(dialect='duckdb')}: secure computation casts to DECIMAL with a scale of {MAX_DIGITS} at most"
-        return _finer_than_error(node, decimal_scale_of(node.to)) or _unbounded_rounding(node, kind_of)
+        return _finer_than_error(node, decimal_scale_of(node.to), kind_of) or _unbounded_rounding(node, kind_of)
     if target in INTEGER_CASTS and kind in ("int", "fixed", "bool"):
-        return _unbounded_rounding(node, kind_of) or _finer_than_error(node, 0)
+        return _unbounded_rounding(node, kind_of) or _finer_than_error(node, 0, kind_of)
     if target in ZONED_TYPES:
         return (f"{node.sql(dialect='duckdb')}: TIMESTAMPTZ in secure computation (the SPU holds TIMESTAMP without "
                 "time zone); compute it at one party or CAST to TIMESTAMP there")
@@ -341,23 +341,34 @@ def _cast_rule(node: exp.Cast, kind_of) -> str | None:
             "DATE '...' / TIMESTAMP '...' constants; compute it at one party")
 
 
-def _finer_than_error(node: exp.Expression, digits: int) -> str | None:
-    """Why rounding an approximate value (a quotient by a secret, SQRT, ...) at `digits` decimals is refused:
-    twice its least error bound (`approximation.least_bound`, capped as the guard caps it) reaches the
-    boundaries' spacing, so every row lies within its error of one and `_refuse_near_a_boundary` would
-    refuse the query at run time anyway (ROUND finer than the encoding, which returns its argument
-    unguarded, is no different: its digits are beyond the value's accuracy)."""
+def _finer_than_error(node: exp.Expression, digits: int, kind_of=lambda column: None,
+                      guarded: bool | None = None) -> str | None:
+    """Why rounding an approximate value (a quotient by a secret, SQRT, ...) or a summed aggregate (a SUM of
+    DOUBLEs: `approximation.summed_aggregate`) at `digits` decimals is refused: twice its least error bound
+    (`approximation.least_bound`, capped as the guard caps it) reaches the boundaries' spacing, so every row
+    lies within its error of one and `_refuse_near_a_boundary` would refuse the query at run time anyway
+    (ROUND finer than the encoding, which returns its argument unguarded, is no different: its digits are
+    beyond the value's accuracy). A summed aggregate counts only where the rounding that runs is `guarded`
+    (a ROUND at more digits than the encoding holds returns its argument: no guard to fail)."""
+    if guarded is None:
+        guarded = not (isinstance(node, exp.Round) and 10 ** max(digits, 0) >= 1 << FRAC_BITS)
     if (written := _rounding_as_written(node)) is not node:
-        return _finer_than_error(written, rounding_digits(written))
-    least = approximation.least_bound(node.this)
+        return _finer_than_error(written, rounding_digits(written), kind_of, guarded)
+    least = approximation.least_bound(node.this, kind_of if guarded else None)
     if not least or not _always_near_a_boundary(least, digits):
         return None
     coarse = next((d for d in range(digits, -MAX_DIGITS - 1, -1) if not _always_near_a_boundary(least, d)), None)
     name = type(node).__name__.upper()
     fewer = f"round it to {coarse} decimals at most" if coarse is not None else "round its terms first"
-    return (f"{node.sql(dialect='duckdb')}: {name} of {node.this.sql(dialect='duckdb')}, an approximate value on the "
-            f"SPU (its error bound is {least / 2 ** FRAC_BITS:.2g} at the least: docs/architecture.md), at {digits} "
-            f"decimals: every row lies within its error of a rounding boundary; {fewer}, or "
+    summed = approximation.summed_part(node.this, kind_of) if guarded and not approximation.is_approximate(node.this) \
+        else None
+    what = "an approximate value on the SPU" if summed is None else (
+        f"whose {summed.sql(dialect='duckdb')} adds up fixed-point values (a DOUBLE's encoding, or a quotient) on "
+        "the SPU, their errors with them")
+    instead = "" if summed is None else ", CAST the summed values to DECIMAL first (SUM(CAST(x AS DECIMAL(p, s))))"
+    return (f"{node.sql(dialect='duckdb')}: {name} of {node.this.sql(dialect='duckdb')}, {what} (its error bound is "
+            f"{least / 2 ** FRAC_BITS:.2g} at the least: docs/architecture.md), at {digits} "
+            f"decimals: every row lies within its error of a rounding boundary; {fewer}{instead}, or "
             "compute it at one party (MySQL's `/` of exact values is rounded at 4 more decimals than the dividend: "
             "a DOUBLE operand, x / CAST(y AS DOUBLE), keeps it a DOUBLE; MySQL's ROUND of a DOUBLE is written "
             "with FLOOR)")
@@ -732,9 +743,9 @@ def _rounding_rule(node: exp.Expression, kind_of) -> str | None:
         return unbounded
     digits = node.args.get("decimals")
     if digits is None:
-        return _finer_than_error(node, 0)
+        return _finer_than_error(node, 0, kind_of)
     if isinstance(node, exp.Round) and isinstance(constant(digits), int) and abs(constant(digits)) <= MAX_DIGITS:
-        return _finer_than_error(node, constant(digits))
+        return _finer_than_error(node, constant(digits), kind_of)
     return (f"{node.sql(dialect='duckdb')}: secure computation takes {name}(x) or ROUND(x, d) with d a whole "
             f"constant between -{MAX_DIGITS} and {MAX_DIGITS}; compute it at one party")
 
