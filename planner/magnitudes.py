@@ -12,7 +12,10 @@ what the stage computes exactly. Execution then proves its limits with the same 
 row count, at most the bound, which only loosens them: a classed column is refused at plan time or not
 at all (by its owner at run time only if its data moved beyond the class it published). Without a row
 bound the planner proves the limits over a single row, the loosest (more rows only narrow them): a class
-beyond even those is refused at plan time, the rest is proven at run time for the actual rows.
+beyond even those is refused at plan time, the rest is proven at run time for the actual rows. A stage
+input from a derived table of one party (a subquery or CTE in FROM) has the class of what computes it
+where that is known (`derived_column_class`: a base column passed through, a COUNT), so the one-hot
+GROUP BY (`group_path.py`) applies to its keys as to a base table's.
 
 The same proof covers every SPU step whose inputs are pushdowns (`pushdown_bounds`: a SELECT of one
 table, filtered or grouped, has at most its published size, and a column it passes through as is has
