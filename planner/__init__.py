@@ -21,7 +21,7 @@ from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.gather import gather_plan
 from sqlsecure.planner.logical import Node
-from sqlsecure.planner.magnitudes import bind_ranges
+from sqlsecure.planner.magnitudes import bind_ranges, derived_column_class, published_sizes
 from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
@@ -137,15 +137,29 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
             published[party] = max(known, default=None)
         return published[party]
 
+    sizes = published_sizes(catalog)
+
+    @functools.lru_cache(maxsize=None)
     def magnitude_of(alias: str, column: str) -> int | None:
-        """The magnitude class its owner publishes for a base table's numeric column (None: none)."""
-        if alias not in tables or catalog.magnitudes is None:
+        """The magnitude class its owner publishes for a base table's numeric column, or that a derived
+        table's column of one party has by what computes it (`derived_column_class`); None: none."""
+        if catalog.magnitudes is None:
             return None
-        return catalog.magnitudes(*tables[alias], (column,)).get(column)
+        if alias in tables:
+            return catalog.magnitudes(*tables[alias], (column,)).get(column)
+        if alias not in typed or alias not in parties:
+            return None
+        body, alias_node = typed[alias]
+        renamed = [c.name for c in alias_node.columns] if alias_node is not None and alias_node.columns else []
+        if renamed:  # (SELECT a ...) AS d(x): the body's output at x's position
+            inner = body.named_selects if isinstance(body, exp.Query) else []
+            column = inner[renamed.index(column)] if column in renamed and renamed.index(column) < len(inner) else ""
+        return derived_column_class(body, column, catalog, sizes) if column else None
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of,
                            magnitude_of=magnitude_of, **options)
-    physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type)
+    derived = {alias: parties[alias] for alias in typed if alias in parties}
+    physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type, derived, magnitude_of)
     return logical, optimized, physical, ctx.class_4
 
 

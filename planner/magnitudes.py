@@ -12,7 +12,10 @@ what the stage computes exactly. Execution then proves its limits with the same 
 row count, at most the bound, which only loosens them: a classed column is refused at plan time or not
 at all (by its owner at run time only if its data moved beyond the class it published). Without a row
 bound the planner proves the limits over a single row, the loosest (more rows only narrow them): a class
-beyond even those is refused at plan time, the rest is proven at run time for the actual rows.
+beyond even those is refused at plan time, the rest is proven at run time for the actual rows. A stage
+input from a derived table of one party (a subquery or CTE in FROM) has the class of what computes it
+where that is known (`derived_column_class`: a base column passed through, a COUNT), so the one-hot
+GROUP BY (`group_path.py`) applies to its keys as to a base table's.
 
 The same proof covers every SPU step whose inputs are pushdowns (`pushdown_bounds`: a SELECT of one
 table, filtered or grouped, has at most its published size, and a column it passes through as is has
@@ -39,6 +42,8 @@ from sqlsecure.executors.spu.values import decimal_scales, range_kind
 
 from sqlsecure.planner.group_path import with_group_path
 from sqlsecure.planner.physical import EquiJoin, PhysicalPlan, RunLocal, SecretQuery, SecureStage
+from sqlsecure.planner.row_counts import (class_of_rows, counted_rows, counts_rows, defining_query, from_item,
+                                          output_expressions)
 
 PROVENANCE = "__prov_"  # an owner's row numbers, for the group threshold's distinct rows (place_threshold.py)
 INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -47,11 +52,14 @@ PLAIN_KINDS = {"DOUBLE": "fixed", "FLOAT": "fixed", "REAL": "fixed", "BOOLEAN": 
                "TIMESTAMP": "timestamp", "VARCHAR": "text", "TEXT": "text"}
 
 
-def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], catalog, column_type) -> PhysicalPlan:
+def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], catalog, column_type,
+                derived: dict[str, str] | None = None, derived_of=None) -> PhysicalPlan:
     """`physical` with each secure stage's published classes and row bound (`SecureStage.bounds`,
     `.row_bound`, 0 where its joins may multiply rows: then proven at run time only); DataError where a
     class exceeds the stage's exact range. Unchanged without published classes, or where a stage's
-    inputs are not all typed columns its owners publish classes of (noted for EXPLAIN)."""
+    inputs are not all typed columns its owners publish classes of (noted for EXPLAIN). `derived`: the
+    query's derived tables (subqueries, CTEs) of one party, alias -> that party; `derived_of(alias,
+    column)`: such a column's class (`derived_column_class`), None where unknown."""
     if catalog.magnitudes is None:
         return physical
     read: dict[tuple[str, str], set[str]] = {}  # what the stages read of each table: only that is asked
@@ -65,12 +73,20 @@ def bind_ranges(physical: PhysicalPlan, tables: dict[str, tuple[str, str]], cata
     def class_of(party: str, table: str) -> dict[str, int]:
         return classes.get((party, table), {})
 
+    def input_class(party: str, alias: str, name: str) -> tuple[bool, int | None]:
+        """(whether the input is `party`'s own column as its table or derived table holds it, its class)."""
+        if alias in tables:
+            return tables[alias][0] == party, class_of(*tables[alias]).get(name)
+        if (derived or {}).get(alias) == party:
+            return True, derived_of(alias, name) if derived_of is not None else None
+        return False, None
+
     bounds = row_bounds(physical.steps, tables, catalog)
     pushed = any(isinstance(step, SecureStage) and (step.union or step.secret_join) for step in physical.steps)
     sizes = published_sizes(catalog)
     pushdowns = {step.out: pushdown_bounds(step, catalog, sizes) for step in physical.steps
                  if pushed and isinstance(step, RunLocal)}
-    bound = [_bound_stage(step, tables, class_of, column_type, bounds.get(step.rel, (None,))[0])
+    bound = [_bound_stage(step, input_class, column_type, bounds.get(step.rel, (None,))[0])
              if isinstance(step, SecureStage) and not step.union and not step.secret_join else
              _bound_pushed_stage(step, pushdowns) if isinstance(step, SecureStage) else (step, [])
              for step in physical.steps]
@@ -183,6 +199,32 @@ def _table_bounds(party: str, table: str, select, catalog, sizes: dict) -> Pushd
     return Pushdown(float(sizes.get(table, math.inf)), {c: (k, published.get(c)) for c, k in typed.items()})
 
 
+def derived_column_class(body, name: str, catalog, sizes) -> int | None:
+    """The class of a derived table's (a subquery's or CTE's, `body`) output column `name` where what
+    computes it bounds it: a base table's column passed through as is (by projection, WHERE, GROUP BY,
+    DISTINCT or a join its values are some of that column's, or NULL) has its published class; a count of
+    rows (`row_counts.counts_rows`) the class of the rows its SELECT reads (`counted_rows`, from the
+    published sizes); a UNION's column the largest of its branches'. None for anything else: an expression
+    may leave its inputs' range. Sound however stale: the owner checks its values against every class the
+    stage carries before sharing (`ranges.RangePlan` limits a classed input by 2^M; a one-hot GROUP BY
+    refuses more groups than its keys' classes allow), so a wrong class is a DataError, never a wrong
+    answer. `sizes`: party -> its published sizes (`published_sizes`)."""
+    outputs = output_expressions(body, name)
+    classes = [_expression_class(e.unnest(), catalog, sizes) for e in outputs or []]
+    return max(classes) if classes and None not in classes else None
+
+
+def _expression_class(e, catalog, sizes) -> int | None:
+    if counts_rows(e):
+        return class_of_rows(counted_rows(e, sizes))
+    item = from_item(e) if isinstance(e, exp.Column) else None
+    if isinstance(item, exp.Table) and item.db:
+        return catalog.magnitudes(item.db, item.name, (e.name,)).get(e.name) if catalog.has_table(item.db, item.name) \
+            else None
+    query = defining_query(item) if item is not None else None
+    return derived_column_class(query, e.name, catalog, sizes) if query is not None else None
+
+
 def _bound_program(step: SecretQuery, pushdowns: dict[str, Pushdown]):
     """(the step with its program's inputs' classes and, where every input's rows are bounded, its ranges
     proven with them (`program.range_plan`; DataError naming the column beyond), the numeric inputs no
@@ -293,16 +335,18 @@ def _unique(source: tuple[str, str] | None, keys: tuple[str, ...], catalog) -> b
     return any(set(declared) <= names for declared in catalog.unique_keys(*source))
 
 
-def _bound_stage(step: SecureStage, tables, class_of, column_type, most_rows: float | None):
-    """(the stage bound by its inputs' classes (`_proven`), the numeric inputs no class bounds)."""
+def _bound_stage(step: SecureStage, input_class, column_type, most_rows: float | None):
+    """(the stage bound by its inputs' classes (`_proven`), the numeric inputs no class bounds).
+    `input_class(party, alias, column)`: (whether it is the party's own column, its class or None)."""
     kinds, bounds, unproven = {}, {}, []
     for party, column in step.inputs:
         alias, _, name = column.partition(".")
-        kind = plan_kind(column_type(alias, name) or "") if alias in tables and tables[alias][0] == party else \
+        owned, bits = input_class(party, alias, name)
+        kind = plan_kind(column_type(alias, name) or "") if owned else \
             "int" if column.startswith(PROVENANCE) else None
         kinds[column] = kind
-        if alias in tables and name in class_of(*tables[alias]):
-            bounds[column] = class_of(*tables[alias])[name]
+        if bits is not None:
+            bounds[column] = bits
         elif kind is None or classed(kind) and not column.startswith(PROVENANCE):
             unproven.append(column)
     if None in kinds.values():

@@ -58,6 +58,16 @@ ONE_HOT = [
     # three compute parties: the owner runs the protocol with each of the others in the same round
     "SELECT b.g, SUM(s.w) AS s, SUM(i.z) AS z, COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id "
     "JOIN insurer.t i ON b.id = i.id GROUP BY b.g",
+    # keys from a derived table (issue 20): a column passed through GROUP BY, DISTINCT, WHERE, a CTE's renaming,
+    # UNION ALL branches or nested subqueries keeps its base column's published class
+    "SELECT b.g, SUM(s.w) AS s, COUNT(*) AS n FROM (SELECT id, g FROM bank.t GROUP BY id, g) b "
+    "JOIN shop.t s ON b.id = s.id GROUP BY b.g",
+    "WITH b(i, k) AS (SELECT DISTINCT id, g FROM bank.t WHERE h > 0) "
+    "SELECT b.k, SUM(s.w) AS s, COUNT(*) AS n FROM b JOIN shop.t s ON b.i = s.id GROUP BY b.k",
+    "SELECT b.g, SUM(s.w) AS s FROM (SELECT id, g FROM bank.t WHERE h = 0 UNION ALL SELECT id, g FROM bank.t "
+    "WHERE h = 2) b JOIN shop.t s ON b.id = s.id GROUP BY b.g",
+    "SELECT b.g, SUM(s.w) AS s FROM (SELECT x.id, x.g FROM (SELECT id, g FROM bank.t) x) b "
+    "JOIN shop.t s ON b.id = s.id GROUP BY b.g",
 ]
 
 
@@ -77,12 +87,34 @@ def test_one_hot_group_by_equals_duckdb(engines, sql):
     # keys of two parties: no single owner numbers the groups
     ("SELECT b.g, s.w % 3 AS m, COUNT(*) AS n FROM bank.t b JOIN shop.t s ON b.id = s.id GROUP BY b.g, m", 0,
      "two owners"),
+    # a derived column its owner computes may leave its base column's class: none claimed
+    ("SELECT b.g, SUM(s.w) AS s FROM (SELECT id, g + 1 AS g FROM bank.t) b JOIN shop.t s ON b.id = s.id "
+     "GROUP BY b.g", 0, "computed"),
+    # a COUNT has the class of the rows it counts (64 published: |n| < 2^7), 256 groups: the sort's bytes are fewer
+    ("SELECT b.n, SUM(s.w) AS s FROM (SELECT id, COUNT(*) AS n FROM bank.t GROUP BY id) b "
+     "JOIN shop.t s ON b.id = s.id GROUP BY b.n", 0, "b.n |x| < 2^7"),
 ])
 def test_the_sort_stays_where_one_hot_does_not_apply(engines, sql, k, why):
     oracle = engines[k]
     plan = oracle.engine.explain(sql, "bank")
     assert "(oblivious sort)" in plan and "one-hot" not in plan, why
+    assert why != "computed" or "proven at run time only for b.g" in plan
+    assert "|x| <" not in why or why in plan
     oracle.check(sql, "bank")
+
+
+def test_a_stale_class_of_a_derived_key_is_refused_at_run_time(engines, monkeypatch):
+    """The owner checks its values against the class the plan carries: a class its data outgrew (here
+    |g| < 2, for g up to 3) is a DataError before anything is shared, never a wrong answer."""
+    from sqlsecure.errors import DataError
+
+    engine = engines[0].engine
+    monkeypatch.setitem(engine._stores["bank"]._classes, ("t", "g"), 1)
+    sql = "SELECT b.g, SUM(s.w) AS stale FROM (SELECT id, g FROM bank.t GROUP BY id, g) b " \
+          "JOIN shop.t s ON b.id = s.id GROUP BY b.g"
+    assert "no sort: one-hot group sums" in engine.explain(sql, "bank")
+    with pytest.raises(DataError, match=r"b\.g.*2\^1"):
+        engine.execute(sql, "bank")
 
 
 def test_the_cost_model_chooses_one_hot_by_bytes_at_every_size():
