@@ -52,18 +52,22 @@ def query(expressions: list[str], variant: str, aggregate: bool = False, key: st
     return f"SELECT {outputs} {source}" if aggregate else f"SELECT a.id, {outputs} {source}"
 
 
+def audit_federation(directory, federation_writer, plaintext_grants, tables: dict, dialect: str,
+                     extra: str = "") -> Engine:
+    """One federation of the audit's parties over `tables`, every column plain to every party, no threshold."""
+    return Engine(federation_writer(directory, tables, plaintext_grants(PARTIES) + extra, parties=PARTIES,
+                                    min_group_size=0, dialect=dialect), timeout=120)
+
+
 @contextlib.contextmanager
 def audit_engines(tmp_path_factory, federation_writer, plaintext_grants, tables: dict, dialect: str):
     """{variant: engine}: one federation for the party and cross-party variants, one whose enclave runs
     every cross-party query (`placement = "always"`)."""
-    def federation(directory, extra: str = "") -> Engine:
-        return Engine(federation_writer(directory, tables, plaintext_grants(PARTIES) + extra, parties=PARTIES,
-                                        min_group_size=0, dialect=dialect), timeout=120)
-
-    plain = federation(tmp_path_factory.mktemp(f"{dialect}-audit"))
+    plain = audit_federation(tmp_path_factory.mktemp(f"{dialect}-audit"), federation_writer, plaintext_grants,
+                             tables, dialect)
     directory = tmp_path_factory.mktemp(f"{dialect}-audit-enclave")
     always = enclave_section(directory).replace("[enclave]\n", '[enclave]\nplacement = "always"\n')
-    enclave = federation(directory, always)
+    enclave = audit_federation(directory, federation_writer, plaintext_grants, tables, dialect, always)
     with plain, enclave:
         yield {LOCAL: plain, CROSS: plain, ENCLAVE: enclave}
 

@@ -22,7 +22,8 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import Error, NotSupportedError
 from tests.conftest import REL_TOL
 from tests.dialect_audit import (CROSS, ENCLAVE, LOCAL, PARTIES, PARTY, POWER_REL_TOL, SPU, TEE, arrow_table,
-                                 audit_engines, device_of, query, rotated, same_rows, sorted_rows, sql_values)
+                                 audit_engines, audit_federation, device_of, query, rotated, same_rows, sorted_rows,
+                                 sql_values)
 
 COLUMNS = ("id bigint, i bigint, j bigint, x double precision, y double precision, c numeric(10, 2), d date, "
            "ts timestamp, s text, k bigint, f boolean")
@@ -122,17 +123,17 @@ def postgresql_rows(uri: str, sql: str) -> list[tuple]:
                                  if n else c for c, n in zip(table.columns, numeric)], names=table.column_names))
 
 
+TABLES = {p: {"t": arrow_table(rotated(ROWS, p), NAMES, TYPES)} for p in PARTIES}
+
+
 def federation(directory, federation_writer, plaintext_grants, extra: str = "") -> Engine:
     """One postgres-dialect federation over the audit's tables (tests/test_enclave_postgres_guards.py)."""
-    tables = {p: {"t": arrow_table(rotated(ROWS, p), NAMES, TYPES)} for p in PARTIES}
-    return Engine(federation_writer(directory, tables, plaintext_grants(PARTIES) + extra, parties=PARTIES,
-                                    min_group_size=0, dialect="postgres"), timeout=120)
+    return audit_federation(directory, federation_writer, plaintext_grants, TABLES, "postgres", extra)
 
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, federation_writer, plaintext_grants):
-    tables = {p: {"t": arrow_table(rotated(ROWS, p), NAMES, TYPES)} for p in PARTIES}
-    with audit_engines(tmp_path_factory, federation_writer, plaintext_grants, tables, "postgres") as engines:
+    with audit_engines(tmp_path_factory, federation_writer, plaintext_grants, TABLES, "postgres") as engines:
         yield engines
 
 
