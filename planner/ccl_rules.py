@@ -24,6 +24,7 @@ import math
 
 from sqlglot import exp
 
+from sqlsecure.planner.dialects.common import joined_acronyms
 from sqlsecure.planner.dialects.postgres import checked_value
 from sqlsecure.planner.row_counts import counts_rows, never_zero
 
@@ -186,11 +187,11 @@ SYMBOLS = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.IntDiv: "
 
 
 def display(cls: type[exp.Expression]) -> str:
-    """The name the docs list a class under."""
+    """The name the docs list a class under, as SQL spells it."""
     if cls in SYMBOLS:
         return SYMBOLS[cls]
     if issubclass(cls, exp.Func):
-        return cls.sql_name()
+        return joined_acronyms(cls.sql_name())
     return cls.key.upper()
 
 

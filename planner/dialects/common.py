@@ -87,6 +87,21 @@ ENGINE_FUNCTIONS = {"GEODIST"}  # SCQL's, evaluated by the SPU (planner/geodist.
 CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
 
 
+def joined_acronyms(name: str) -> str:
+    """`J_S_O_N_OBJECT_AGG` -> `JSON_OBJECT_AGG`: sqlglot's name of `JSONObjectAgg`, a run of one-letter parts
+    being one word as the user writes it."""
+    words: list[str] = []
+    letters: list[str] = []
+    for part in [*name.split("_"), ""]:
+        if len(part) == 1:
+            letters.append(part)
+            continue
+        words += ["".join(letters)] if len(letters) > 1 else letters
+        letters = []
+        words += [part] if part else []
+    return "_".join(words)
+
+
 def refuse_unknown_functions(tree: exp.Expression, context: DialectContext) -> exp.Expression:
     """A function of the dialect that neither sqlglot nor a rule made into one DuckDB has (MySQL's ELT, MID)
     is refused at plan time, by name, rather than failing at a party at run time."""
@@ -94,7 +109,7 @@ def refuse_unknown_functions(tree: exp.Expression, context: DialectContext) -> e
         call = CALL.match(node.sql(dialect="duckdb"))
         name = call.group(1).upper() if call else None
         if name and name not in SQL_FORMS | ENGINE_FUNCTIONS and name not in duckdb_function_names():
-            source = node.name.upper() if isinstance(node, exp.Anonymous) else node.sql_name()
+            source = node.name.upper() if isinstance(node, exp.Anonymous) else joined_acronyms(node.sql_name())
             raise NotSupportedError(f"{source}() has no equivalent here in the {context.dialect} dialect "
                                     "(see docs/federation.md, Dialects)")
     return tree
