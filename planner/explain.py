@@ -68,7 +68,13 @@ def _movements(step) -> list[str]:
 
 
 def join_algorithm(node: dict) -> str:
-    """How the SPU joins: by a sort on the unique side's keys (n + m rows), or all pairs (n * m)."""
+    """How the SPU joins: by a sort on the unique side's keys (n + m rows), or all pairs (n * m); a semi- or
+    anti-join (IN, EXISTS, NOT IN, NOT EXISTS) by one sort of both sides (`secret_relation.semi_join`)."""
+    if node["kind"] in ("semi", "anti"):
+        rule = " (NOT IN: no row where the subquery holds a NULL, every row where it is empty)" \
+            if node.get("null_aware") else ""
+        return (f" [oblivious {node['kind']}-join{rule}: both sides sorted together, n+m rows; no party learns "
+                "which rows match]")
     if node["kind"] not in ("inner", "left") or not node["left_keys"]:
         return ""
     if node.get("unique") is None:

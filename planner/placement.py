@@ -222,6 +222,12 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     residual += [c for edge in closing for c in written[edge]]
     edges = {edge: pairs for edge, pairs in edges.items() if edge not in closing}
     members = [q.party for q in join.inputs]
+    viewers = tuple(dict.fromkeys((*members, ctx.issuer)))
+    secret = [m for m in join.memberships if not ctx.usage.psi_membership_allowed(m, viewers)]
+    if secret:  # the translation places an oblivious semi-join (executors/spu/secret_relation.semi_join)
+        raise NotSupportedError(
+            f"the IN / EXISTS subquery on {secret[0].key.sql()} must keep its matches secret (its keys or filters "
+            "are not granted PLAINTEXT_AFTER_JOIN / PLAINTEXT_AFTER_COMPARE to the parties of a PSI semi-join)")
     hidden = secret_keys(join, ctx)
     ctx.protected, ctx.rows_once = (), frozenset()
     if hidden:

@@ -87,8 +87,10 @@ class Usage:
         a group threshold or DP protects its results; `noised`: DP does, `CCLInference`)."""
         CCLInference(self.grants, self.catalog, self.issuer, protected, noised).check_reveal(self.tree)
 
-    def _require_local(self, query, viewers) -> None:
-        """The subquery of a semi/anti join: its key column is a join key, its filters comparisons."""
+    def _membership_uses(self, membership, viewers) -> list[tuple[ColumnRef, str, Use, str]]:
+        """(column, viewer, use, context) each party of a PSI semi-join would make of an IN / EXISTS
+        subquery's columns: its key on both sides a join key, the subquery's filters comparisons."""
+        query = membership.query
         tables = {t.alias_or_name: t.name for t in query.select.find_all(exp.Table)}
         party = query.party
 
@@ -97,16 +99,23 @@ class Usage:
                 return [ColumnRef(party, tables[column.table], column.name)]
             return []
 
+        key, exact = self.refs(membership.key)
+        uses = [(ref, viewer, Use.JOIN_KEY if exact else Use.REVEAL, f"IN / EXISTS on {membership.key.sql()}")
+                for ref in sorted(key, key=str) for viewer in viewers]
         member = query.select.expressions[0]
-        for column in member.find_all(exp.Column):
-            for ref in refs(column):
-                for viewer in viewers:
-                    self._require(ref, viewer, Use.JOIN_KEY, "an IN / EXISTS subquery's key")
+        uses += [(ref, viewer, Use.JOIN_KEY, "an IN / EXISTS subquery's key")
+                 for column in member.find_all(exp.Column) for ref in refs(column) for viewer in viewers]
         where = query.select.args.get("where")
-        for column in where.this.find_all(exp.Column) if where else []:
-            for ref in refs(column):
-                for viewer in viewers:
-                    self._require(ref, viewer, Use.COMPARE, f"the filter of an IN / EXISTS subquery at {party}")
+        uses += [(ref, viewer, Use.COMPARE, f"the filter of an IN / EXISTS subquery at {party}")
+                 for column in (where.this.find_all(exp.Column) if where else []) for ref in refs(column)
+                 for viewer in viewers]
+        return uses
+
+    def psi_membership_allowed(self, membership, viewers) -> bool:
+        """Whether the grants let a PSI semi-join run `membership` (`_membership_uses`); where not, an
+        oblivious semi-join on the SPU keeps its matches secret (planner/translate.py)."""
+        return all(viewer == ref.party or self.grants.allows(ref, viewer, use)
+                   for ref, viewer, use, _ in self._membership_uses(membership, viewers))
 
     def edge_parties(self, conjunct: exp.Expression) -> tuple[str, ...]:
         """The parties owning a join condition's columns: the two ends of its PSI edge, the only parties
@@ -121,8 +130,8 @@ class Usage:
             for col in conjunct.find_all(exp.Column):
                 self.require(col, self.edge_parties(conjunct), Use.JOIN_KEY, f"join condition {conjunct.sql()}")
         for membership in join.memberships:
-            self.require(membership.key, viewers, Use.JOIN_KEY, f"IN / EXISTS on {membership.key.sql()}")
-            self._require_local(membership.query, viewers)
+            for ref, viewer, use, context in self._membership_uses(membership, viewers):
+                self._require(ref, viewer, use, context)
         for query in join.inputs:
             where = query.select.args.get("where")
             if where is None:

@@ -17,10 +17,12 @@ import random
 
 import numpy as np
 import pytest
+import sqlglot
 
-from sqlsecure.executors.spu import arith, compare, dealer, join, relational
+from sqlsecure.executors.spu import arith, compare, dealer, join, relational, secret_relation
 from sqlsecure.executors.spu.local import run_spu
 from sqlsecure.executors.spu.shares import as_ring
+from sqlsecure.executors.spu.stage import SV
 
 SIZES = [16, 64, 256]
 SORT_SIZES = [2, 3, 16, 17, 64, 256, 1000]
@@ -79,6 +81,21 @@ def quicksort_levels(rounds: int, nparties: int, keys: int, n: int) -> int:
     assert rest == 0, f"{rounds} rounds is not N + L * {per_level}"
     assert 1 <= levels <= level_bound(n)
     return levels
+
+
+def sort_rounds_spent(monkeypatch) -> list[int]:
+    """The rounds of each `relational.sort` call from now on, in order (every party records the same)."""
+    spent = []
+    sort = relational.sort
+
+    def counted_sort(s, *args, **kwargs):
+        before = s.rounds
+        out = sort(s, *args, **kwargs)
+        spent.append(s.rounds - before)
+        return out
+
+    monkeypatch.setattr(relational, "sort", counted_sort)
+    return spent
 
 
 def plaintext_levels(n: int, rng, first: int | None = None) -> tuple[int, int]:
@@ -422,16 +439,7 @@ def test_group_by_with_a_counted_column_tests_both_runs_in_one_batch(nparties, n
     value), their AND trees side by side (2 rounds: three keys), one B2A, one product (the weights)
     and the scan: was two `neighbour_starts` one after the other."""
     x, y, k = data(n)
-    spent = []
-    sort = relational.sort
-
-    def counted_sort(s, *args, **kwargs):
-        before = s.rounds
-        out = sort(s, *args, **kwargs)
-        spent.append(s.rounds - before)
-        return out
-
-    monkeypatch.setattr(relational, "sort", counted_sort)
+    spent = sort_rounds_spent(monkeypatch)
 
     def operator(s):
         code, value, weight = share(s, k), share(s, x, 1), share(s, (y > 0).astype(np.int64), 1)
@@ -453,3 +461,38 @@ def test_empty_group_tests_are_one_comparison_for_any_number_of_columns(nparties
         return lambda: compare.positive_many(s, xs)
 
     assert rounds_of(nparties, operator) == C[nparties] + 1
+
+
+def _relation(s, keys, owner):
+    """A secret relation of one int key column (None: NULL) and a payload, every 7th row invalid, shared
+    by `owner`."""
+    n = len(keys)
+    key = np.array([0 if k is None else k for k in keys], np.int64)
+    valid = np.array([k is not None for k in keys], np.int64)
+    return secret_relation.SecretRelation(
+        {f"k{owner}": SV([share(s, key, owner)], share(s, valid, owner), "int"),
+         f"p{owner}": SV([share(s, np.arange(n), owner)], share(s, np.ones(n, np.int64), owner), "int")},
+        share(s, (np.arange(n) % 7 != 3).astype(np.int64), owner))
+
+
+@pytest.mark.parametrize("nparties", [2, 3])
+@pytest.mark.parametrize("n, m", [(1, 1), (5, 3), (16, 16), (64, 40), (200, 300), (7, 0)])
+@pytest.mark.parametrize("anti, null_aware", [(False, False), (True, False), (True, True)])
+def test_semi_join_is_one_sort_then_constant_rounds_and_one_scan(nparties, n, m, anti, null_aware, monkeypatch):
+    """`secret_relation.semi_join` (IN, EXISTS, NOT EXISTS; NOT IN `null_aware`) outside its one sort:
+    C_eq + C + 6 + S rounds for n + m rows (S = ceil(log2(n + m))), NOT IN one more; the sort sorts 3
+    columns (keys not NULL, the key, the side tag)."""
+    rng = np.random.default_rng(n * 31 + m)
+    left = [None if i % 9 == 4 else int(v) for i, v in enumerate(rng.integers(0, n + 3, n))]
+    right = [None if i % 11 == 5 else int(v) for i, v in enumerate(rng.integers(0, n + 3, m))]
+    spent = sort_rounds_spent(monkeypatch)
+    keys = [sqlglot.parse_one('"k0"'), sqlglot.parse_one('"k1"')]
+
+    def operator(s):
+        a, b = _relation(s, left, 0), _relation(s, right, 1)
+        return lambda: secret_relation.semi_join(s, a, b, keys[:1], keys[1:], anti, null_aware)
+
+    rounds = rounds_of(nparties, operator)
+    sorted_rounds = spent[-1]
+    assert rounds - sorted_rounds == C_EQ[nparties] + C[nparties] + 6 + log2(n + m) + (1 if null_aware else 0)
+    quicksort_levels(sorted_rounds, nparties, 3, n + m)  # keys not NULL, the key, the side tag

@@ -642,17 +642,27 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
     0, left 1), sorted by (keys not NULL, keys, tag), so a key's right rows precede its left rows; a
     segmented sum counts the valid right rows of each run and a left row matches where it is > 0.
     The result: the n + m concatenated rows with left's columns, valid only at kept left rows (a public
-    size). ANTI keeps unmatched left rows (a NULL key never matches); `null_aware` is NOT IN's rule: no
-    row when the right side holds a NULL key, every left row when the right side is empty. Rounds:
-    ~3 + the sort + neighbour tests (~8) + log2 n + a comparison (7) + 3."""
+    size; `program._kept_rows` cuts them back to the n left rows); nothing is opened, so no party learns
+    which rows matched. ANTI keeps unmatched left rows (a NULL key never matches); `null_aware` is NOT
+    IN's rule: no row when the right side holds a NULL key, every left row when the right side is empty.
+
+    Rounds, for n + m rows, N compute parties (C, C_eq: a comparison's and an equality's rounds, 6 and 6
+    for 2 parties, 8 and 9 for 3; S = ceil(log2(n + m)), the segmented sum's levels for n + m < 8192;
+    k key columns of one limb each): 1 (NULL keys zeroed) + ceil(log2(k + 1)) (row and key validity) +
+    the sort of k + 2 columns (keys not NULL, the keys, the side tag; `relational.sort`: N + L (C_eq +
+    ceil(log2(k + 3)) + 1), L its levels, at most ceil(ceil(log2(n + m)) / 3) + 2 with high probability)
+    + C_eq + ceil(log2(k + 1)) + 1 (run starts) + S (the count per run) + C + 1 (count > 0) + 1 (valid *
+    key valid * match); NOT IN + 1 (its two totals ride in the same comparison). One key, 2 parties:
+    C_eq + C + 6 + S + the sort = 18 + S + the sort, NOT IN 19 + S + the sort (tests/test_spu_rounds.py)."""
     n, m = left.n, right.n
     if null_aware and len(left_keys) != 1:
         raise NotSupportedError("NOT IN with a tuple of several columns in secure computation; write NOT EXISTS")
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
     both_keys = canonical(s, [*lk, *rk])
     lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
-    kv_l, kv_r, right_ok = products(s, [[v.valid for v in lk] or [_ones(s, n)], [v.valid for v in rk] or [_ones(s, m)],
-                                        [right.valid, *(v.valid for v in rk)]])  # keys not NULL
+    kv_l, kv_r, right_ok, left_ok = products(s, [
+        [v.valid for v in lk] or [_ones(s, n)], [v.valid for v in rk] or [_ones(s, m)],
+        [right.valid, *(v.valid for v in rk)], [left.valid, *(v.valid for v in lk)]])  # rows valid, keys not NULL
     keys = [arith.concat([kv_l, kv_r])]
     for a, b in zip(lk, rk):
         keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
@@ -661,32 +671,26 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
     both = union_all(s, [left, SecretRelation(pad, _zeros(m))], [v.kind for v in left.columns.values()])
     if n + m == 0:
         return both
-    sorted_keys, payload = relational.sort(s, [*keys, tag], [*_flatten(both), both.valid, arith.concat([kv_l, kv_r]),
+    sorted_keys, payload = relational.sort(s, [*keys, tag], [*_flatten(both), both.valid,
+                                                             arith.concat([left_ok, _zeros(m)]),
                                                              arith.concat([_zeros(n), right_ok])])
-    flat, valid, key_valid, right_rows = payload[:-3], payload[-3], payload[-2], payload[-1]
+    flat, valid, joinable, right_rows = payload[:-3], payload[-3], payload[-2], payload[-1]
     starts = relational.neighbour_starts(s, sorted_keys[:-1])
     seen = relational.segmented_sum(s, [right_rows], starts)[0]
-    match = arith.beaver_mul(s, key_valid, compare.greater_than(s, seen, _zeros(n + m), arith=True))
-    ones = _ones(s, n + m)
-    if not anti:
-        keep = match
-    elif not null_aware:
-        keep = ones - match
-    else:
-        keep = _not_in(s, right, kv_r, key_valid, match)
-    return SecretRelation(_rebuild(flat, left.columns), arith.beaver_mul(s, valid, keep))
-
-
-def _not_in(s: SpuSession, right: SecretRelation, kv_r: ArithShare, key_valid: ArithShare,
-            match: ArithShare) -> ArithShare:
-    """x NOT IN (right): true where right is empty; else x not NULL, no NULL on the right, no match."""
-    n = len(match)
-    null_rows = arith.beaver_mul(s, right.valid, _ones(s, right.n) - kv_r)
-    counts = arith.concat([arith.total(right.valid), arith.total(null_rows)])
-    found = compare.greater_than(s, counts, _zeros(2), arith=True)
-    nonempty, has_null = found[0:1], found[1:2]
-    clean, alone = arith.beaver_mul_many(s, [(nonempty, _ones(s, 1) - has_null), (key_valid, _ones(s, n) - match)])
-    return _ones(s, n) - _broadcast(nonempty, n) + arith.beaver_mul(s, _broadcast(clean, n), alone)
+    if not null_aware:
+        hit = compare.greater_than(s, seen, _zeros(n + m), arith=True)
+        (matched,) = arith.beaver_mul_many(s, [(joinable, hit)])  # valid, key not NULL, matched
+        return SecretRelation(_rebuild(flat, left.columns), valid - matched if anti else matched)
+    # NOT IN: the right side's valid rows and those with a NULL key (right.valid - right_ok: one key) counted,
+    # and compared with 0 in the same batch as the runs' counts
+    counts = arith.concat([seen, arith.total(right.valid), arith.total(right.valid - right_ok)])
+    found = compare.greater_than(s, counts, _zeros(n + m + 2), arith=True)
+    hit, nonempty, has_null = found[:n + m], found[n + m:n + m + 1], found[n + m + 1:]
+    matched, emptied, clean = arith.beaver_mul_many(
+        s, [(joinable, hit), (valid, _broadcast(nonempty, n + m)), (nonempty, _ones(s, 1) - has_null)])
+    # kept: valid AND (right empty OR (no NULL on the right AND key not NULL AND unmatched))
+    (alone,) = arith.beaver_mul_many(s, [(_broadcast(clean, n + m), joinable - matched)])
+    return SecretRelation(_rebuild(flat, left.columns), valid - emptied + alone)
 
 
 def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys, unique: str,
