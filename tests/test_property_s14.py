@@ -90,6 +90,8 @@ MODES = {
     "oblivious": {"pid": "PLAINTEXT_AFTER_COMPARE", "diag": "PLAINTEXT_AFTER_GROUP_BY", "visit": "PLAINTEXT_AFTER_COMPARE",
                   "cost": "PLAINTEXT_AFTER_AGGREGATE", "med": "PLAINTEXT_AFTER_COMPARE",
                   "dose": "PLAINTEXT_AFTER_AGGREGATE", "given": "PLAINTEXT_AFTER_COMPARE"},
+    "sorting": {"visit": "PLAINTEXT_AFTER_COMPARE", "cost": "REVEAL_RANK", "dose": "PLAINTEXT_AFTER_COMPARE",
+                "given": "REVEAL_RANK"},
 }
 
 
