@@ -19,11 +19,15 @@ wrong count is a ProgrammingError.
 
 from __future__ import annotations
 
+import sqlite3
+
+import pyarrow as pa
 import pytest
 
 from sqlsecure import dbapi
+from sqlsecure.connectors.adbc_store import AdbcStore, Source
 from sqlsecure.engine import Engine
-from sqlsecure.errors import PolicyViolation, ProgrammingError
+from sqlsecure.errors import DataError, PolicyViolation, ProgrammingError
 
 MASKS = """
 [[masks]]
@@ -152,3 +156,102 @@ def test_a_parameter_is_only_ever_a_value(connection, value):
 def test_a_wrong_number_of_parameters_is_a_programming_error(connection, sql, parameters):
     with pytest.raises(ProgrammingError, match="parameter marker"):
         connection.execute(sql, parameters)
+
+
+# -- 5. a scalar subquery in a grouped SELECT list is thresholded on its own ---------------------------
+@pytest.fixture(scope="module")
+def lone(tmp_path_factory, federation_writer, grants_for):
+    """Customer 1 has one order (777.0), below the threshold; customers 2-4 four orders each."""
+    customers = pa.table({"id": pa.array(range(1, 13), pa.int64()), "region": ["north"] * 6 + ["south"] * 6})
+    orders = pa.table({"order_id": pa.array(range(1, 14), pa.int64()),
+                       "customer_id": pa.array([1] + [2] * 4 + [3] * 4 + [4] * 4, pa.int64()),
+                       "amount": pa.array([777.0] + [10.0] * 12)})
+    grants = grants_for(("bank", ("shop.orders.customer_id",), "PLAINTEXT_AFTER_COMPARE"),
+                        ("shop", ("bank.customers.id", "bank.customers.region"), "PLAINTEXT_AFTER_COMPARE"),
+                        ("bank", ("shop.orders.amount", "shop.orders.order_id"), "PLAINTEXT_AFTER_AGGREGATE"))
+    directory = tmp_path_factory.mktemp("attacks_s14_lone")
+    federation_writer(directory, {"bank": {"customers": customers}, "shop": {"orders": orders}}, grants,
+                      parties=("bank", "shop"))
+    with Engine(directory / "federation.toml", timeout=120) as engine:
+        yield engine
+
+
+LONE_SUM = "(SELECT SUM(o.amount) FROM shop.orders o WHERE o.customer_id = 1)"
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT c.region, {LONE_SUM} AS s FROM bank.customers c GROUP BY c.region",
+    f"SELECT c.region, COUNT(*) AS n, {LONE_SUM} AS s FROM bank.customers c GROUP BY c.region",
+    f"SELECT c.region, SUM(c.id) + {LONE_SUM} AS s FROM bank.customers c GROUP BY c.region",
+    f"SELECT c.region, MAX({LONE_SUM}) AS s FROM bank.customers c GROUP BY c.region",
+    f"SELECT c.region, {LONE_SUM} AS s FROM bank.customers c JOIN shop.orders p ON p.customer_id = c.id "
+    "GROUP BY c.region",
+    "SELECT c.region, (SELECT MAX(o.amount) FROM shop.orders o WHERE o.customer_id < 2) AS s "
+    "FROM bank.customers c GROUP BY c.region",
+    "SELECT c.region, (SELECT COUNT(*) FROM shop.orders o WHERE o.customer_id = 1) AS s "
+    "FROM bank.customers c GROUP BY c.region",
+])
+def test_a_grouped_selects_subquery_keeps_the_threshold(lone, oracle_for, sql):
+    """The group threshold counts the query's rows (the bank's, here), never a subquery's: the subquery's own
+    aggregate over one order read that order's amount. It reads NULL now, as without GROUP BY."""
+    got = lone.execute(sql, "bank").table
+    assert got.num_rows > 0 and got.column("s").null_count == got.num_rows
+    oracle_for(lone).check(sql, "bank")
+
+
+def test_a_grouped_selects_subquery_over_enough_rows_is_answered(lone, oracle_for):
+    sql = ("SELECT c.region, (SELECT SUM(o.amount) FROM shop.orders o WHERE o.customer_id > 1) AS s "
+           "FROM bank.customers c GROUP BY c.region")
+    got = lone.execute(sql, "bank").table
+    assert set(got.column("s").to_pylist()) == {120}
+    oracle_for(lone).check(sql, "bank")
+
+
+# -- 4. a SQLite party whose columns hold values of other types than declared --------------------------
+@pytest.fixture(scope="module")
+def mixed_sqlite(tmp_path_factory):
+    """items.qty is declared INTEGER but one row holds text, one a real; price REAL holds a text; label is
+    clean; `empty` has no rows; `loose` has a NUMERIC column (integers or reals by value)."""
+    path = tmp_path_factory.mktemp("attacks_s14_sqlite") / "shop.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE items (id INTEGER, qty INTEGER, price REAL, label TEXT)")
+        rows = [(i, i % 7, i * 1.25, f"l{i % 3}") for i in range(20)]
+        rows[5], rows[9], rows[11] = (5, "SECRETTEXT", 6.25, "l2"), (9, 2.75, 11.25, "l0"), (11, 3, "PRICETEXT", 42)
+        con.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
+        con.execute("CREATE TABLE empty (q INTEGER, p REAL, d DATE)")
+        con.execute("CREATE TABLE loose (n NUMERIC)")
+        con.execute("INSERT INTO loose VALUES (1), (2.5)")
+    con.close()
+    store = AdbcStore("shop", Source(f"sqlite://{path}"))
+    yield store
+    store.close()
+
+
+def test_sqlite_columns_are_typed_by_their_declaration_not_their_values(mixed_sqlite):
+    """ADBC typed a column by its values: qty (INTEGER, one row holding text) was BLOB, price (REAL) VARCHAR,
+    an empty REAL column BIGINT, so the public catalog told every party that some row held an odd value."""
+    schema = mixed_sqlite.schema()
+    assert schema["items"] == [("id", "BIGINT"), ("qty", "BIGINT"), ("price", "DOUBLE"), ("label", "VARCHAR")]
+    assert schema["empty"] == [("q", "BIGINT"), ("p", "DOUBLE"), ("d", "VARCHAR")]
+    assert "loose" not in schema  # NUMERIC affinity: no one DuckDB type holds its values exactly
+
+
+@pytest.mark.parametrize("sql, column", [
+    ('SELECT SUM("i"."qty") AS "s" FROM "items" AS "i"', "qty"),  # SQLite's SUM read the text as 0
+    ('SELECT COUNT(*) AS "n" FROM "items" AS "i" WHERE "i"."qty" > 3', "qty"),  # text orders after numbers
+    ('SELECT MAX("i"."qty") AS "m" FROM "items" AS "i"', "qty"),
+    ('SELECT "i"."id" AS "id", "i"."qty" AS "q" FROM "items" AS "i" WHERE "i"."id" = 1', "qty"),  # any row
+    ('SELECT AVG("i"."price") AS "a" FROM "items" AS "i"', "price"),
+])
+def test_a_sqlite_value_of_another_type_is_a_data_error_without_the_value(mixed_sqlite, sql, column):
+    with pytest.raises(DataError, match=f"items.{column}") as refused:
+        mixed_sqlite.query(sql)
+    assert "SECRETTEXT" not in str(refused.value) and "PRICETEXT" not in str(refused.value)
+    assert "2.75" not in str(refused.value)
+
+
+def test_sqlite_clean_columns_still_answer(mixed_sqlite):
+    got = mixed_sqlite.query('SELECT "i"."label" AS "l", COUNT(*) AS "n" FROM "items" AS "i" GROUP BY "i"."label"')
+    assert sorted(got.to_pylist(), key=repr) == [{"l": "42", "n": 1}, {"l": "l0", "n": 7}, {"l": "l1", "n": 7},
+                                                 {"l": "l2", "n": 5}]
+    assert mixed_sqlite.query('SELECT SUM("e"."q") AS "s" FROM "empty" AS "e"').to_pylist() == [{"s": None}]
