@@ -1,20 +1,29 @@
-"""Round 14's red team (issue 16): a hostile analyst at the bank, every shop column PLAINTEXT to it but some
-masked for it (`[[masks]]`), parameters through the DB-API, a SQLite party whose columns hold values of other
-types than declared.
+"""Round 14's red team (issue 16): a hostile analyst at the bank with a legitimate account: shop columns
+masked for it (`[[masks]]`), DP-noised answers, DB-API parameters, a SQLite party whose columns hold values
+of other types than declared, scalar subqueries beside GROUP BY.
 
 Leaks found and fixed, each at its class:
 1. masking bypass: a mask bound only the outputs naming the column, so every other use computed with the
    unmasked value and told the issuer about it: `WHERE o.category = 'books'` (or `<`, a binary search) named
-   each order's category, a join with the issuer's own column copied it, `GROUP BY` / `DISTINCT` / a merging
-   `UNION` counted the redacted values' distinct values, `ORDER BY` sorted by them (a UNION of a masked column
+   each order's category, a join with the issuer's own column copied it, GROUP BY / DISTINCT / a merging
+   UNION counted the redacted values' distinct values, ORDER BY sorted by them (a UNION of a masked column
    with itself also crashed the spine: InternalError). A column masked for the issuer may now only pass to
    the result as is (planner/mask_uses.py; a `hash` mask, which keeps equality, also as a group key).
-2. DB-API parameters were bound in sqlglot's breadth-first order, not the text's: `WHERE (c.age + ?) = 100
-   AND c.id = ?` bound the second value to the first marker, a `?` in a CTE after those of the SELECT it
-   precedes: wrong answers (planner/parse.py marks each marker with its offset).
-Not leaked (pinned here): expressions, functions, windows, scalar subqueries over a masked column (refused
-before); parameters are literals on the parsed tree, never text (quotes, comments, `;` stay values), and a
-wrong count is a ProgrammingError.
+2. DB-API parameters were bound in sqlglot's breadth-first order, not the text's: a `?` in a CTE, or nested
+   deeper than a later one, took another marker's value: wrong answers (planner/parse.py marks each marker
+   with its offset). Not leaked: values are literals on the parsed tree (quotes, comments, `;` stay values);
+   a wrong count is a ProgrammingError.
+3. differential privacy: not leaked (HAVING / ORDER BY / comparisons of the noised aggregate, COUNT through
+   CASE, an exact inner aggregate through a CTE or derived table, UNION ALL of one aggregate, a window, a
+   revealed subquery are refused at plan time, nothing charged; every rewrite is charged, the ledger
+   persists). Fixed: two outputs of one name (`COUNT(*), COUNT(*)`) failed at the party with an
+   InternalError after the charge; now refused at plan time (planner/reveal.py).
+4. SQLite: the catalog typed a column by its values (ADBC), so a column declared INTEGER holding text in
+   one row was published as BLOB, and SQLite computed on such values (SUM reads text as 0); now declared
+   types, and such a column is a DataError naming it, never the value (connectors/sqlite_types.py).
+5. a scalar subquery in a grouped SELECT list (also inside an aggregate) was not thresholded: `SELECT
+   c.region, (SELECT SUM(o.amount) FROM shop.orders o WHERE o.customer_id = 1) ... GROUP BY c.region` read a
+   lone order's amount; now NULL below the threshold, as without GROUP BY (planner/tree.py).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import pytest
 from sqlsecure import dbapi
 from sqlsecure.connectors.adbc_store import AdbcStore, Source
 from sqlsecure.engine import Engine
-from sqlsecure.errors import DataError, PolicyViolation, ProgrammingError
+from sqlsecure.errors import DataError, NotSupportedError, PolicyViolation, ProgrammingError
 
 MASKS = """
 [[masks]]
@@ -255,3 +264,51 @@ def test_sqlite_clean_columns_still_answer(mixed_sqlite):
     assert sorted(got.to_pylist(), key=repr) == [{"l": "42", "n": 1}, {"l": "l0", "n": 7}, {"l": "l1", "n": 7},
                                                  {"l": "l2", "n": 5}]
     assert mixed_sqlite.query('SELECT SUM("e"."q") AS "s" FROM "empty" AS "e"').to_pylist() == [{"s": None}]
+
+
+# -- 3. differential privacy: no exact value, no free repetition -------------------------------------
+@pytest.fixture()
+def private(tmp_path, make_federation, plaintext_grants, bank_dp):
+    """Bank's budget ε = 3, one query ε = 1 (tests/conftest.py BANK_DP); a fresh ledger per test."""
+    with Engine(make_federation(tmp_path, plaintext_grants() + bank_dp), timeout=60) as engine:
+        yield engine
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT COUNT(*) AS n FROM shop.orders HAVING COUNT(*) > 100",  # the exact count decides a row
+    "SELECT o.category, COUNT(*) AS n FROM shop.orders o GROUP BY o.category ORDER BY COUNT(*) + 0",
+    "SELECT COUNT(*) > 100 AS big FROM shop.orders",
+    "SELECT COUNT(CASE WHEN o.order_id = 5 THEN 1 END) AS n FROM shop.orders o",  # singling one row out
+    "SELECT SUM(CASE WHEN o.order_id = 5 THEN o.amount ELSE 0 END) AS s FROM shop.orders o",
+    "SELECT SUM(o.amount + 0) AS s FROM shop.orders o",
+    "SELECT COUNT(*) AS n FROM shop.orders UNION ALL SELECT COUNT(*) FROM shop.orders",  # two draws, one charge
+    "SELECT COUNT(*) OVER () AS n FROM shop.orders",
+    "WITH t AS (SELECT COUNT(*) AS n FROM shop.orders) SELECT n FROM t",  # an exact inner aggregate
+    "SELECT t.n FROM (SELECT COUNT(*) AS n FROM shop.orders) t",
+    "SELECT c.id, (SELECT COUNT(*) FROM shop.orders) AS n FROM bank.customers c GROUP BY c.id",
+    "SELECT COUNT(*), COUNT(*) FROM shop.orders",  # was an InternalError at the party, after the charge
+    "SELECT SUM(o.amount) AS s, COUNT(*) AS s FROM shop.orders o",
+])
+def test_a_noised_aggregate_is_never_read_exactly_and_refusals_spend_nothing(private, sql):
+    with pytest.raises(NotSupportedError) as refused:
+        private.plan(sql, "bank")
+    assert private.check(sql, "bank") == f"NotSupportedError: {refused.value}"
+    with pytest.raises(NotSupportedError):
+        private.execute(sql, "bank")
+    assert private.ledger.spent("bank").epsilon == 0
+
+
+def test_rewrites_of_one_query_are_charged_alike_until_the_budget_is_spent(private):
+    """Aliases, a GROUP BY split and a LIMIT are new queries: each spends ε, the fourth is refused before
+    anything runs, and the ledger outlives the engine."""
+    queries = ["SELECT COUNT(*) AS n FROM shop.orders", "SELECT COUNT(*) AS m FROM shop.orders o LIMIT 1",
+               "SELECT o.category, COUNT(*) AS n FROM shop.orders o GROUP BY o.category"]
+    for i, sql in enumerate(queries, start=1):
+        private.execute(sql, "bank")
+        assert private.ledger.spent("bank").epsilon == pytest.approx(i)
+    with pytest.raises(PolicyViolation, match="budget of 'bank' exhausted"):
+        private.execute(queries[0], "bank")
+    assert private.ledger.spent("bank").epsilon == pytest.approx(3)
+    with Engine(private.config.path, timeout=60) as again:
+        with pytest.raises(PolicyViolation, match="exhausted"):
+            again.execute("SELECT COUNT(*) AS k FROM shop.orders", "bank")
