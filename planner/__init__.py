@@ -28,6 +28,7 @@ from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.pushdown_typing import bind_pushdown
 from sqlsecure.planner.rules import RuleContext, optimize
 from sqlsecure.planner.translate import translate
+from sqlsecure.planner.mask_uses import refuse_masked_uses
 from sqlsecure.planner.reveal import DPContext, contribution_bound, output_masks
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import ColumnRef, RevealPolicy
@@ -61,6 +62,8 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     if foreign:
         usage.check_issuer(threshold.k > 0 or issuer in policy.budgets, issuer in policy.budgets)  # policy first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
+    if foreign:  # a mask binds every use of its column, not only the output naming it
+        refuse_masked_uses(tree, policy.masks, issuer)
     masks = output_masks(tree, policy.masks, issuer) if foreign else {}
     try:
         logical, optimized, physical, class_4 = _place_spine(

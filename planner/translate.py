@@ -20,7 +20,8 @@ dummy rows, the validity of each row a secret bit the SPU filters on (`padding_o
 Masks: a column masked for the issuer that the result reveals is masked by its owner on the program
 input, before it is shared (`Mask` after its `RunLocal`), so no party sees it unmasked; that equals
 the mask on the result only where the column reaches the outputs as is, so every use of it must be
-(no filter, join key, group key, DISTINCT, ORDER BY or function over it).
+(no filter, join key, group key, DISTINCT, ORDER BY or function over it: planner/mask_uses.py refuses these
+for every path first; here also a hash-masked group key, which the spine answers).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner import rewrite_semijoin, secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.mask_uses import clause_of, ordered_outputs, passed_as_is
 from sqlsecure.planner.magnitudes import INTEGER_TYPES, Pushdown, bind_program_ranges
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
 from sqlsecure.planner.subqueries import Subquery
@@ -897,9 +899,9 @@ def revealed_masks(tree: exp.Expression, masks: dict, issuer: str) -> dict[int, 
     for scope in root.traverse():
         for column in scope.columns:
             used = [ref for ref, _ in column_sources(scope, column) if ref in refs]
-            if used and not _passed_as_is(column, scope):
-                _refuse_masked_use(used[0], issuer, _clause_of(column, scope))
-        for ref in _ordered_outputs(scope, refs):
+            if used and not passed_as_is(column, scope):
+                _refuse_masked_use(used[0], issuer, clause_of(column, scope))
+        for ref in ordered_outputs(scope, refs):
             _refuse_masked_use(ref, issuer, "ORDER BY")
     return {i: found for i, found in revealed.items() if found}
 
@@ -909,57 +911,6 @@ def _refuse_masked_use(ref: ColumnRef, issuer: str, clause: str):
         f"{ref} is masked for {issuer} and revealed, so across parties its owner masks it before it is "
         f"shared; it may then only pass to the result as is, not be used in {clause}; reveal it from a "
         "query that does not compute with it")
-
-
-def _ordered_outputs(scope, refs: set) -> list[ColumnRef]:
-    """The masked columns among the outputs a query orders by (by name or position): ordering masked
-    values is not ordering the values."""
-    if not isinstance(scope.expression, exp.Query):
-        return []
-    order = scope.expression.args.get("order")
-    names = scope.expression.named_selects
-    found = []
-    for key in order.expressions if order else []:
-        key = key.this
-        if isinstance(key, exp.Column) and not key.table and key.name in names:
-            i = names.index(key.name)
-        elif isinstance(key, exp.Literal) and key.is_int and 0 < int(key.name) <= len(names):
-            i = int(key.name) - 1
-        else:
-            continue
-        found += [ref for ref, _ in item_sources(scope, i) if ref in refs]
-    return found
-
-
-def _passed_as_is(column: exp.Column, scope) -> bool:
-    """Whether `column` is an output of its SELECT as is, that SELECT keeping every row it reads apart
-    (no GROUP BY or DISTINCT, no UNION / INTERSECT / EXCEPT merging its rows)."""
-    select = scope.expression
-    item = column.parent if isinstance(column.parent, exp.Alias) else column
-    if not isinstance(select, exp.Select) or item.parent is not select or item.arg_key != "expressions":
-        return False
-    if select.args.get("distinct") or select.args.get("group"):
-        return False
-    node = select
-    while isinstance(node.parent, (exp.SetOperation, exp.Subquery)) and not isinstance(node.parent.parent, (
-            exp.From, exp.Join)):
-        node = node.parent
-        if isinstance(node, (exp.Intersect, exp.Except)) or (isinstance(node, exp.Union) and node.args.get("distinct")):
-            return False
-    return True
-
-
-def _clause_of(column: exp.Column, scope) -> str:
-    for node, clause in ((exp.Where, "WHERE"), (exp.Join, "a JOIN"), (exp.Group, "GROUP BY"), (exp.Order, "ORDER BY"),
-                         (exp.Window, "a window"), (exp.Having, "HAVING")):
-        if column.find_ancestor(node) is not None:
-            return clause
-    if scope.expression.args.get("distinct") or isinstance(scope.expression, exp.Select) and \
-            scope.expression.args.get("group"):
-        return "a DISTINCT or grouped SELECT"
-    if scope.expression.find_ancestor(exp.SetOperation) is not None:
-        return "a UNION, INTERSECT or EXCEPT, which merges equal rows"
-    return f"{column.parent.sql(dialect='duckdb')[:80]}"
 
 
 def origins(op: Op) -> dict[str, set]:

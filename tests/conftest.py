@@ -356,11 +356,11 @@ class Provenance:
 
 
 def threshold_revealed_subqueries(tree: exp.Expression, issuer: str, k: int) -> exp.Expression:
-    """The scalar subqueries an ungrouped outermost SELECT reveals, thresholded as the engine does
-    (docs/federation.md): one reading a protected owner keeps its aggregate only with >= k distinct rows
-    of each such owner, so it reads NULL otherwise, a correlated COUNT over no rows included."""
-    if not isinstance(tree, exp.Select) or tree.args.get("group") or any(
-            a.find_ancestor(exp.Select) is tree for e in tree.expressions for a in e.find_all(exp.AggFunc)):
+    """The scalar subqueries the outermost SELECT reveals (grouped or not, inside an aggregate too),
+    thresholded as the engine does (docs/federation.md): one reading a protected owner keeps its aggregate
+    only with >= k distinct rows of each such owner, so it reads NULL otherwise, a correlated COUNT over no
+    rows included."""
+    if not isinstance(tree, exp.Select):
         return tree
     tree = tree.copy()
     ctes = {c.alias_or_name: c.this for c in tree.find_all(exp.CTE)}
