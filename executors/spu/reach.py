@@ -19,6 +19,7 @@ from typing import Callable, Union
 from sqlglot import exp
 
 from sqlsecure.executors.spu import arith
+from sqlsecure.executors.spu.ranges import constant
 from sqlsecure.executors.spu.shares import ArithShare
 
 Factor = Union[ArithShare, Callable[[], ArithShare]]
@@ -72,9 +73,8 @@ def may_refuse(e: exp.Expression) -> bool:
     for node in e.walk():
         if isinstance(node, DIVISIONS):
             divisor = node.expression.unnest()
-            nonzero = isinstance(divisor, exp.Literal) and not divisor.is_string and float(divisor.this) != 0
-            null_on_zero = isinstance(divisor, exp.Nullif) and divisor.expression == exp.Literal.number(0)
-            if not (nonzero or null_on_zero):
+            null_on_zero = isinstance(divisor, exp.Nullif) and constant(divisor.expression) == 0
+            if not (constant(divisor) or null_on_zero):
                 return True
         elif isinstance(node, REFUSING):
             return True
