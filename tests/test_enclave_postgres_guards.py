@@ -40,6 +40,33 @@ RAISED = [
 ]
 
 
+# More of the class, on both devices (the SPU evaluates every part of an expression on every row and counts a
+# guard's failure only where the row reaches it: executors/spu/reach.py; the enclave's DuckDB evaluates IN and
+# BETWEEN as PostgreSQL does: tee.expressions.short_circuit). `b.j + a.k` is b.j computed across parties (k is 0),
+# so no conjunct is pushed down to corp; b.j - 2 is 0 in rows 4 and 5, whose a.i are 0 and 1000001, b.i 7 and -7.
+MORE_ANSWERED = [
+    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN 0 ELSE CASE WHEN a.f THEN a.i / (b.j - 2) ELSE -1 END END AS q {J}",
+    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN -1 WHEN a.i / (b.j - 2) > 0 THEN 1 ELSE 0 END AS w {J}",
+    f"SELECT a.id, coalesce(CASE WHEN b.j + a.k = 2 THEN a.i END, a.i / (b.j - 2)) AS q {J}",
+    f"SELECT a.id, CASE WHEN b.j + a.k <> 2 THEN nullif(a.i / (b.j - 2), 1) END AS q {J}",
+    f"SELECT a.id, b.i + a.k IN (a.i / (b.j - 2), 7, -7) AS m {J}",  # the constants first: their x = ANY(...)
+    f"SELECT a.id, b.j + a.k BETWEEN 3 AND a.i / (b.j - 2) AS m {J}",
+    f"SELECT a.id {J} WHERE a.i / (b.j - 2 + a.k) > 0 AND b.j + a.k <> 2",  # the conjunct that cannot fail first
+    f"SELECT a.id {J} WHERE b.j + a.k = 2 OR a.i % (b.j - 2) = 1",
+    f"SELECT a.f, sum(a.i + b.k) / (count(*) - 2) AS m {J} GROUP BY a.f HAVING count(*) <> 2",  # outputs of kept groups
+    f"SELECT sum(a.i + b.k) / (count(*) - 5) AS m {J} HAVING count(*) <> 5",
+    f"SELECT a.f, sum(CASE WHEN b.j + a.k <> 2 THEN a.i / (b.j - 2) END) AS s {J} GROUP BY a.f",
+]
+MORE_RAISED = [
+    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN a.i / (b.j - 2) END AS q {J}",
+    f"SELECT a.id, coalesce(nullif(a.i, 0), a.i / (b.j - 2)) AS q {J}",
+    f"SELECT a.id, b.i + a.k IN (a.i / (b.j - 2), 7) AS m {J}",  # one constant: in the written order
+    f"SELECT a.id, b.j + a.k <> 2 OR a.i / (b.j - 2) > 0 AS o {J}",  # NULL OR .. goes on; FALSE OR .. too
+    f"SELECT a.id {J} WHERE b.j + a.k >= 2 AND a.i / (b.j - 2 + a.k) > 1",
+    f"SELECT a.f, sum(a.i + b.k) / (count(*) - 2) AS m {J} GROUP BY a.f HAVING count(*) <> 1",
+]
+
+
 @pytest.fixture(scope="module")
 def enclave(tmp_path_factory, federation_writer, plaintext_grants):
     directory = tmp_path_factory.mktemp("pg-guards")
@@ -48,7 +75,7 @@ def enclave(tmp_path_factory, federation_writer, plaintext_grants):
         yield engine
 
 
-@pytest.mark.parametrize("sql", ANSWERED)
+@pytest.mark.parametrize("sql", ANSWERED + MORE_ANSWERED)
 def test_guards_raise_only_on_rows_that_reach_them(postgresql, enclave, sql):
     assert "TEEU(" in enclave.explain(sql, "bank")
     got = sorted_rows(enclave.execute(sql, "bank").table)
@@ -67,7 +94,7 @@ def refused_where_postgresql_raises(postgresql, engine, sql: str, device: str, m
         engine.execute(sql, "bank")
 
 
-@pytest.mark.parametrize("sql", RAISED)
+@pytest.mark.parametrize("sql", RAISED + MORE_RAISED)
 def test_guards_raise_where_postgresql_raises(postgresql, enclave, sql):
     refused_where_postgresql_raises(postgresql, enclave, sql, "TEEU(", "division by zero|out of its domain")
 
@@ -78,34 +105,8 @@ def secret(tmp_path_factory, federation_writer, plaintext_grants):
         yield engine
 
 
-# The SPU evaluates every part of an expression on every row; a guard counts only the rows that reach its
-# position (executors/spu/reach.py). `b.j + a.k` is b.j computed across parties (k is 0), so no conjunct is pushed
-# down to corp; b.j - 2 is 0 in rows 4 and 5, whose a.i are 0 and 1000001, b.i 7 and -7.
-SPU_ANSWERED = [
-    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN 0 ELSE CASE WHEN a.f THEN a.i / (b.j - 2) ELSE -1 END END AS q {J}",
-    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN -1 WHEN a.i / (b.j - 2) > 0 THEN 1 ELSE 0 END AS w {J}",
-    f"SELECT a.id, coalesce(CASE WHEN b.j + a.k = 2 THEN a.i END, a.i / (b.j - 2)) AS q {J}",
-    f"SELECT a.id, CASE WHEN b.j + a.k <> 2 THEN nullif(a.i / (b.j - 2), 1) END AS q {J}",
-    f"SELECT a.id, b.i + a.k IN (a.i / (b.j - 2), 7, -7) AS m {J}",  # the constants first: their x = ANY(...)
-    f"SELECT a.id, b.j + a.k BETWEEN 3 AND a.i / (b.j - 2) AS m {J}",
-    f"SELECT a.id {J} WHERE a.i / (b.j - 2 + a.k) > 0 AND b.j + a.k <> 2",  # the conjunct that cannot fail first
-    f"SELECT a.id {J} WHERE b.j + a.k = 2 OR a.i % (b.j - 2) = 1",
-    f"SELECT a.f, sum(a.i + b.k) / (count(*) - 2) AS m {J} GROUP BY a.f HAVING count(*) <> 2",  # outputs of kept groups
-    f"SELECT sum(a.i + b.k) / (count(*) - 5) AS m {J} HAVING count(*) <> 5",
-    f"SELECT a.f, sum(CASE WHEN b.j + a.k <> 2 THEN a.i / (b.j - 2) END) AS s {J} GROUP BY a.f",
-]
-SPU_RAISED = [
-    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN a.i / (b.j - 2) END AS q {J}",
-    f"SELECT a.id, coalesce(nullif(a.i, 0), a.i / (b.j - 2)) AS q {J}",
-    f"SELECT a.id, b.i + a.k IN (a.i / (b.j - 2), 7) AS m {J}",  # one constant: in the written order
-    f"SELECT a.id, b.j + a.k <> 2 OR a.i / (b.j - 2) > 0 AS o {J}",  # NULL OR .. goes on; FALSE OR .. too
-    f"SELECT a.id {J} WHERE b.j + a.k >= 2 AND a.i / (b.j - 2 + a.k) > 1",
-    f"SELECT a.f, sum(a.i + b.k) / (count(*) - 2) AS m {J} GROUP BY a.f HAVING count(*) <> 1",
-]
-
-
 @pytest.mark.parametrize("sql", [s for i, s in enumerate(ANSWERED)
-                                 if i not in (0, 7, 9)] + SPU_ANSWERED)  # divisions only: the SPU's sqrt is slow
+                                 if i not in (0, 7, 9)] + MORE_ANSWERED)  # divisions only: the SPU's sqrt is slow
 def test_the_spu_path_answers_as_postgresql(postgresql, secret, sql):
     assert "SPU(" in secret.explain(sql, "bank")
     got = sorted_rows(secret.execute(sql, "bank").table)
@@ -113,6 +114,6 @@ def test_the_spu_path_answers_as_postgresql(postgresql, secret, sql):
     assert same_rows(got, want, approximate=True), f"{sql}\n got: {got}\nwant: {want}"
 
 
-@pytest.mark.parametrize("sql", [s for s in RAISED if "sqrt" not in s] + SPU_RAISED)
+@pytest.mark.parametrize("sql", [s for s in RAISED if "sqrt" not in s] + MORE_RAISED)
 def test_the_spu_path_refuses_where_postgresql_raises(postgresql, secret, sql):
     refused_where_postgresql_raises(postgresql, secret, sql, "SPU(", "divides by zero")

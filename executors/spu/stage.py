@@ -73,7 +73,7 @@ from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT,
 from sqlsecure.executors.spu.shares import ArithShare, BoolShare, as_ring
 from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
 from sqlsecure.planner.dialects.common import round_half_even
-from sqlsecure.planner.dialects.postgres import checked_value
+from sqlsecure.planner.dialects.postgres import checked_value, in_list_order
 from sqlsecure.planner.logical import aggregates_in
 
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
@@ -1730,16 +1730,11 @@ class Stage:
         return self.ones(len(v.valid)) - (v.valid - true if conjunction else true)
 
     def _in_list(self, e: exp.In) -> SV:
-        """x IN (a, b, ..) as x = a OR x = b .., NULLs included, in PostgreSQL's order: the items without a
-        column first where there are several (its `x = ANY(array)`), then the others as written, each
-        reached where no earlier one matched (`spu.reach`; NOT IN's `x <> a AND ..` stops at the same row)."""
+        """x IN (a, b, ..) as x = a OR x = b .., NULLs included, in PostgreSQL's order (`in_list_order`), each
+        item reached where no earlier one matched (`spu.reach`; NOT IN's `x <> a AND ..` stops at the same row)."""
         x = self.ev(e.this)
-        items = list(e.expressions)
-        constants = [v for v in items if v.find(exp.Column) is None]
-        if len(constants) > 1:
-            items = constants + [v for v in items if v.find(exp.Column) is not None]
         acc, earlier = None, []
-        for v in items:
+        for v in in_list_order(e.expressions):
             with self.reach.within(*earlier):
                 eq = self._compare(exp.EQ, x, self.ev(v), (e.this, v))
             earlier.append(functools.cache(lambda eq=eq: self._undecided(eq, conjunction=False)))
