@@ -300,12 +300,12 @@ class PartyExecutor:
             tables = {i: pieces[rel] for i, (party, rel, _) in enumerate(step.secret_join) if party == me}
         else:  # my piece of the joined relation
             tables = {0: pieces[step.rel]}
-        kinds, rows = exchange_shapes(self._endpoint, step, tables, tag)
+        session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
+        session.offer()  # the session's set-up and the shapes: one leg
+        kinds, rows = exchange_shapes(self._endpoint, step, tables, tag, session.accept)
         inputs = {(i, column): table.column(column) for i, table in tables.items()
                   for _, column in step.inputs if column in table.column_names}
         n = sum(rows.values()) if step.union or step.secret_join else tables[0].num_rows
-        session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
-        session.setup()
         try:
             values, flag = run_stage(session, step, inputs, kinds, n, rows, tables, f"{tag}/join")
             return reveal_outputs(session, step, values, flag, n)
@@ -322,7 +322,7 @@ class PartyExecutor:
             return receive_program_output(self._endpoint, step, program) if me == step.issuer else None
         tables = {i: pieces[relation] for i, (owner, relation) in enumerate(step.inputs) if owner == me}
         session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
-        session.setup()
+        session.offer()  # accepted by `run_program` after it sent its sizes: one leg for both
         try:
             issuer = step.compute.index(step.issuer) if step.issuer in step.compute else None
             return run_program(session, program, tables, issuer, issuer=step.issuer, out=step.out)

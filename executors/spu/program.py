@@ -981,7 +981,8 @@ def run_program(s: SpuSession, program: Program, tables: dict[int, pa.Table], is
 def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
                     ) -> tuple[dict[int, int], dict[int, int], list[list[tuple[str, str]]]]:
     """Tell every other party which inputs I hold, their row counts and their text columns' width
-    classes (public sizes, `values.text_width`): 1 round. Returns the owners, the row counts and
+    classes (public sizes, `values.text_width`): 1 round, the same leg as the session's set-up where
+    the session was only offered (`SpuSession.offer`). Returns the owners, the row counts and
     each input's columns in their shared kinds (text as `text.<w>`)."""
     for i, table in tables.items():
         _check_input_table(program, i, table)
@@ -993,6 +994,7 @@ def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
     s.rounds += 1
     for j in s.others():
         s.endpoint.send(s.parties[j], tag, mine)
+    s.accept()  # the session's set-up, if only offered: its seeds came in the same leg as these sizes
     owners = {i: s.index for i in tables}
     rows = {i: t.num_rows for i, t in tables.items()}
     for j in s.others():

@@ -102,6 +102,16 @@ class SV:
         return self.limbs[0]
 
 
+class PublicOnes(ArithShare):
+    """A validity every party knows is 1 on every row (`Stage.ones`: a COUNT's, a constant's): no NULL
+    to zero under it (`nulls_zeroed`). Any operation on it gives a plain `ArithShare`."""
+
+
+class NullZeroed(ArithShare):
+    """A value share known to be 0 wherever its SV's validity is 0 (a comparison's bit times the
+    validity, `Stage._compare`): its `truth` is itself. Any operation on it gives a plain `ArithShare`."""
+
+
 def compared_limbs(v: SV) -> list[ArithShare]:
     """The limbs that decide whether two values are equal: a DECIMAL's exact limb only (the fixed-point
     limb of a computed one, such as a.d - b.d, may differ between equal values and agree between
@@ -876,7 +886,8 @@ class Stage:
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
-        return arith.public(self.s, np.ones(self.n if n is None else n, dtype=np.int64))
+        ones = arith.public(self.s, np.ones(self.n if n is None else n, dtype=np.int64))
+        return PublicOnes(ones.data, ones.frac)
 
     def const(self, value, kind: str, n: int | None = None) -> SV:
         n = self.n if n is None else n
@@ -924,10 +935,13 @@ class Stage:
         return arith.beaver_mul(self.s, a.valid, b.valid)
 
     def truth(self, v) -> ArithShare:
-        """A condition as a 0/1 share, NULL counting as false."""
+        """A condition as a 0/1 share, NULL counting as false (no product where the value is
+        `NullZeroed`: a comparison of numbers)."""
         v = self.secret(v)
         if v.kind != "bool":
             raise NotSupportedError("a condition in secure computation must be a comparison or a logical expression")
+        if isinstance(v.value, NullZeroed):
+            return v.value
         return arith.beaver_mul(self.s, v.value, v.valid)
 
     # -- expressions ----------------------------------------------------------------------------
@@ -1630,10 +1644,42 @@ class Stage:
             a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
             if operands is not None and any(map(self.guards_comparison, operands)):
                 self._refuse_within_error(operands, a, b)
-            fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
-                  exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
-            bit = fn(s, x if x is not None else a.value, y if y is not None else b.value, arith=True)
+            # randomness for the products below, requested now: its round trip overlaps the comparison's
+            s.dealer.ahead("arith_triple", n)
+            s.dealer.ahead("dabit", n)
+            s.dealer.ahead("arith_triple", n)
+            bits = 64 if x is not None else self.comparison_bits(operands, a.value.frac)  # exact limbs: 64
+            x, y = (x if x is not None else a.value), (y if y is not None else b.value)
+            if op in (exp.EQ, exp.NEQ):
+                lt = (compare.equal if op is exp.EQ else compare.not_equal)(s, x, y)
+            else:
+                fn = {exp.GT: compare.greater_than, exp.GTE: compare.greater_equal, exp.LT: compare.less_than,
+                      exp.LTE: compare.less_equal}[op]
+                lt = fn(s, x, y, bits=bits)
+            valid = self.both_valid(a, b)
+            # the bit's B2A and its product with the validity in one round: the value is then 0 under NULL
+            # already, so a filter's `truth` takes no product (two rounds after the comparison, as the B2A
+            # and `both_valid` took, where `truth` took a third)
+            (bit,) = compare.bits_times_many(s, [(lt, valid)])
+            return SV([NullZeroed(bit.data, bit.frac)], valid, "bool")
         return SV([bit], self.both_valid(a, b), "bool")
+
+    def comparison_bits(self, operands: tuple[exp.Expression, exp.Expression] | None, frac: int) -> int:
+        """The width an ordering of two numbers compares on: |a - b| < 2^(bits - 2) in the ring (a
+        bit of headroom over the sign, for fixed point's encoding errors) by the input limits the
+        owners checked (`RangePlan.info`: published magnitude classes), so a comparison of two
+        10-bit columns takes 4 rounds, not 6 (`boolean.less_equal_circuit`: log2 of the lane). 64
+        where they prove less, inside an aggregate's argument (bounds of the kept rows only), or
+        for other kinds than numbers."""
+        if operands is None or self.ranges is None or self.ranges.weighted:
+            return 64
+        found = [self.ranges.info(e) for e in operands]
+        if any(kind not in ("int", "fixed", "bool") for kind, _ in found):
+            return 64
+        bound = sum(b for _, b in found) * 2.0 ** frac
+        if not bound < 2.0 ** 60:
+            return 64
+        return max(2, min(64, math.ceil(math.log2(bound + 1.0)) + 2))
 
     def _refuse_within_error(self, operands: tuple[exp.Expression, exp.Expression], a: SV, b: SV) -> None:
         """Refuse the query with DataError if a counted row with both operands valid has |a - b| within
@@ -2198,7 +2244,13 @@ def count_tests(s: SpuSession, counts: list[ArithShare], k: int, tested: list[Ar
     for every B2A and the product with `times` (`compare.bits_times_many`). Rounds: C + ceil(log2
     len(counts)) + 1, C for 2 parties log2 of the comparison's lane (6 on 64 bits; counts of at most
     10^5 rows: 5, 10^4: 4), 2 more for 3 parties; was C + len(counts) on 64 bits for the threshold,
-    + 1 for its product and C + 1 more for the tests (tests/test_spu_outside_rounds.py)."""
+    + 1 for its product and C + 1 more for the tests (tests/test_spu_outside_rounds.py). With no
+    threshold (k <= 0) the counts are not compared (a count is never negative): 0 rounds without
+    tested columns, C + 1 with."""
+    if k <= 0 and counts:  # no threshold: a count (a sum of 0/1 weights) is always >= 0, nothing to compare
+        n = len(counts[0])
+        every = times if times is not None else arith.public(s, np.ones(n, dtype=np.int64))
+        return every, count_tests(s, [], 1, tested, most=most)[1] if tested else []
     xs = [*counts, *tested]
     if not xs:
         return times, []
@@ -2300,7 +2352,9 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
         weight = stage.all_rows = stage.ones()  # every row counts, until a filter: `Stage.weighted`
     for sql in pg_filter_order(list(step.filters), _parse):  # each conjunct counts the rows the earlier keep
         stage.weight = weight
-        weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
+        truth = stage.truth(stage.ev(_parse(sql)))
+        # the first filter's truth is the weight itself where every row counted (a product with public ones)
+        weight = truth if weight is stage.all_rows else arith.beaver_mul(s, weight, truth)
     stage.weight = weight
     return _rest(s, step, stage, weight)
 
@@ -2668,13 +2722,12 @@ def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | Non
 def nulls_zeroed(s: SpuSession, values: list[SV]) -> list[SV]:
     """The values with a NULL's limbs zeroed (one round): a NULL may still hold what its expression
     computed before it became NULL (CASE without ELSE, a failed match, x / NULLIF(y, 0)), which the
-    issuer must not see when the value is opened."""
-    limbs = arith.beaver_mul_many(s, [(limb, v.valid) for v in values for limb in v.limbs])
-    out, i = [], 0
-    for v in values:
-        out.append(SV(limbs[i:i + len(v.limbs)], v.valid, v.kind))
-        i += len(v.limbs)
-    return out
+    issuer must not see when the value is opened. A value that is never NULL (`PublicOnes` validity, a
+    COUNT's) is kept as it is: 0 rounds where every value is such."""
+    nullable = [v for v in values if not isinstance(v.valid, PublicOnes)]
+    limbs = iter(arith.beaver_mul_many(s, [(limb, v.valid) for v in nullable for limb in v.limbs]))
+    return [v if isinstance(v.valid, PublicOnes) else SV([next(limbs) for _ in v.limbs], v.valid, v.kind)
+            for v in values]
 
 
 def error_bound(e: exp.Expression, rows: int, frac: int) -> float | None:
@@ -2742,12 +2795,15 @@ def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: boo
     return table
 
 
-def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tuple[dict[str, str], dict[int, int]]:
+def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str,
+                    before_receiving=None) -> tuple[dict[str, str], dict[int, int]]:
     """Each compute party tells the others the kind of each of its input columns and the row count of
     each of its branches (public schema facts and sizes; a text column's kind carries its owner's
     width class, `values.text_width`). `tables`: branch index (0 for a join's aligned piece) -> this
     party's table. Kinds of one column from several branches are reconciled: integers and fixed point
-    give fixed point; text takes the widest class; text with numbers is refused."""
+    give fixed point; text takes the widest class; text with numbers is refused. `before_receiving`
+    runs between the sends and the receives (the SPU session's `accept`, whose `offer` went first:
+    one leg for both)."""
     me = endpoint.party
     columns = [c for _, c in step.inputs]
     mine = {"kinds": {}, "rows": {}}
@@ -2761,6 +2817,8 @@ def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tu
     for party in step.compute:
         if party != me:
             endpoint.send(party, f"{tag}/shapes", payload)
+    if before_receiving is not None:
+        before_receiving()
     for party in step.compute:
         if party != me:
             reports.append(json.loads(endpoint.recv(party, f"{tag}/shapes").decode()))
