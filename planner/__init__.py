@@ -27,6 +27,7 @@ from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.pushdown_typing import bind_pushdown
 from sqlsecure.planner.rules import RuleContext, optimize
+from sqlsecure.planner.set_operations import as_union_all
 from sqlsecure.planner.translate import translate
 from sqlsecure.planner.mask_uses import refuse_masked_uses
 from sqlsecure.planner.reveal import DPContext, contribution_bound, output_masks
@@ -89,7 +90,10 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
 def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, dp, masks, **options):
     """The logical plan of the spine (joins, filter, project, aggregate, sort, limit), its optimized form,
     its placement (`options`: PlacementContext's) and class 4's prices (None: not priced);
-    NotSupportedError for any other shape."""
+    NotSupportedError for any other shape. With an enclave, a set operation of parties' plain SELECTs is
+    placed as a SELECT DISTINCT over their UNION ALL (planner/set_operations.py)."""
+    rewritten = as_union_all(tree) if options.get("enclave") else None
+    tree, set_operation = rewritten if rewritten is not None else (tree, None)
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
     if dp is None and foreign:
         tree = with_owner_thresholds(tree, issuer, threshold.k)
@@ -160,7 +164,7 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
         return derived_column_class(body, column, catalog, sizes) if column else None
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of,
-                           magnitude_of=magnitude_of, **options)
+                           magnitude_of=magnitude_of, set_operation=set_operation, **options)
     derived = {alias: parties[alias] for alias in typed if alias in parties}
     physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type, derived, magnitude_of)
     return logical, optimized, physical, ctx.class_4

@@ -1,8 +1,9 @@
 """Placement of the spine: turn the optimized logical plan into physical steps, checking the grants on the way.
 
 The spine is one shape: joins -> filter -> project -> aggregate -> sort -> limit. A query reading one
-party is pushed down to it whole (`place_local`); a UNION ALL of parties' branches runs on the SPU
-(`place_spu`), its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of
+party is pushed down to it whole (`place_local`); a UNION ALL of parties' branches runs in the enclave
+when the federation has one that can express it (`_place_union_in_enclave`), else on the SPU (`place_spu`),
+its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of
 parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join on the SPU where a key's
 intersection must stay secret); the rest of the spine then runs where it may: each output at the one
 party holding its inputs (`place_local`; class 4's values summed on HE: `place_he`), else on the SPU's
@@ -22,7 +23,7 @@ from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.planner.cost import Estimate, Link
 from sqlsecure.planner.logical import Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan
 from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, RunLocal, SecureStage
-from sqlsecure.planner.place_enclave import enclave_stage_plan, enclave_steps
+from sqlsecure.planner.place_enclave import enclave_stage_plan, enclave_steps, union_typed
 from sqlsecure.planner.place_local import assign_outputs, compute_at_parties, place_pushdown
 from sqlsecure.planner.place_outputs import finish_outputs, physical_plan
 from sqlsecure.planner.place_psi import (join_edges, join_order, join_rows, psi_equal_columns, psi_join_steps,
@@ -33,9 +34,7 @@ from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import ColumnRef, Constraint
 
-ENCLAVE_NO_UNION = ("the enclave cannot run this query: it reads a UNION ALL of several parties' rows, and the "
-                    "enclave takes the parties' rows joined (one row of each party per row); with [enclave] "
-                    "placement = \"cost\" the SPU runs it")
+ENCLAVE_NO_UNION = "the enclave cannot run this query over a UNION ALL of several parties' rows"
 FLAG = "__own"  # the column of each branch's flag (its owner's filters), as the translation names its flags
 
 
@@ -61,6 +60,7 @@ class PlacementContext:
     protected: tuple[tuple[str, str], ...] = ()
     rows_once: frozenset[str] = frozenset()
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh"
+    set_operation: tuple[str, int] | None = None  # INTERSECT / EXCEPT as a union (planner/set_operations.py)
 
 
 def _spine(plan: Node):
@@ -85,8 +85,12 @@ def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         return place_pushdown(plan, ctx)
     limit, sort, project, aggregate, child = _spine(plan)
     if isinstance(child, UnionScan) or (isinstance(child, Filter) and isinstance(child.child, UnionScan)):
-        if ctx.enclave == "always":  # the SPU's stage would run it: refused, as every shape the enclave lacks
-            raise NotSupportedError(ENCLAVE_NO_UNION)
+        if ctx.enclave:  # the enclave when it can run the stage (as over joins), else the SPU unless "always"
+            try:
+                return _place_union_in_enclave(child, limit, sort, project, aggregate, ctx)
+            except NotSupportedError as why:
+                if ctx.enclave == "always" or ctx.set_operation:  # INTERSECT / EXCEPT: the SPU's stage lacks them
+                    raise NotSupportedError(f"{ENCLAVE_NO_UNION}: {why}") from None
         return _place_union(child, limit, sort, project, aggregate, ctx)
     return _place_cross_party(plan, ctx)
 
@@ -115,6 +119,25 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     leakage.append((ctx.issuer, "the query result"))
     plan = physical_plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
     return dataclasses.replace(plan, notes=plan.notes + notes)
+
+
+def _place_union_in_enclave(child, limit, sort, project, aggregate, ctx: PlacementContext) -> PhysicalPlan:
+    """UNION ALL across parties in the enclave: each branch pushed down (cast to the union's types), each
+    party's branches sealed as one part, the WHERE and the rest of the spine run in the enclave over the
+    stacked rows; the group threshold counts each protected (not the issuer's) branch's rows, as the SPU's."""
+    if ctx.dp is not None or ctx.masks:
+        raise NotSupportedError("differential privacy and masks over a UNION ALL have no enclave rule")
+    union = union_typed(child.child if isinstance(child, Filter) else child, ctx)
+    threshold = ctx.min_group_size if aggregate is not None else 0
+    protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
+    for i in protected:
+        check_rows_kept(union.branches[i].party, union.branches[i].select, ctx.usage.catalog)
+    stage = enclave_stage_plan(list(child.conjuncts) if isinstance(child, Filter) else [], project, aggregate, sort,
+                               limit, ctx, "union", union=union, branch_rows=protected,
+                               set_operation=ctx.set_operation)
+    steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
+    more, learned = enclave_steps(stage, project, ctx.issuer)
+    return physical_plan(ctx, steps + more, learned, threshold, [union.branches[i].party for i in protected])
 
 
 # -- a filter over a UNION ALL, evaluated by each branch's owner ----------------------------------------
@@ -231,6 +254,11 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     hidden = secret_keys(join, ctx)
     ctx.protected, ctx.rows_once = (), frozenset()
     if hidden:
+        if ctx.enclave == "always":  # the SPU's oblivious join would run it; the enclave takes PSI-joined rows
+            raise NotSupportedError(f"the enclave cannot run this query: the join on {hidden[0].sql()} must keep its "
+                                    "intersection secret (its key is not granted PLAINTEXT_AFTER_JOIN to every party "
+                                    "of the join), and the enclave takes rows joined by PSI; with [enclave] "
+                                    "placement = \"cost\" the SPU joins them obliviously")
         return place_secret_join(join, steps, edges, hidden, residual, limit, sort, project, aggregate, ctx)
     if set(join.inputs[0].aliases) & set(join.outer):
         raise NotSupportedError("the preserved side of a LEFT JOIN must come first in FROM")

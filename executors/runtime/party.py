@@ -23,7 +23,7 @@ from sqlsecure.executors.psi.ecdh import compose_matches, local_join_indices, ps
 
 PSI = {"ecdh": (psi_join_indices, psi_membership), "kkrt": (kkrt_join_indices, kkrt_membership)}
 from sqlsecure.policy.masking import apply_mask
-from sqlsecure.executors.tee.stage import inputs_table, issuer_side, party_side
+from sqlsecure.executors.tee.stage import inputs_table, issuer_side, party_side, union_inputs_table
 from sqlsecure.executors.heu.group_by import key_party_side, open_sums, row_multiplicity, value_party_side
 from sqlsecure.executors.spu.stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
 from sqlsecure.executors.spu.session import SpuSession
@@ -179,7 +179,11 @@ class PartyExecutor:
                     outputs[(self.name, step.out)] = result_part
             elif isinstance(step, EnclaveStage):
                 mine = tuple((column, name, kind) for party, column, name, kind in step.inputs if party == self.name)
-                table = inputs_table(pieces[step.rel], mine) if mine else None
+                if step.union:  # a UNION ALL: this party's branches stacked, as one part
+                    table = union_inputs_table([(b, pieces[rel]) for b, (party, rel) in enumerate(step.union)
+                                                if party == self.name], mine) if mine else None
+                else:
+                    table = inputs_table(pieces[step.rel], mine) if mine else None
                 if self._trust is None:
                     raise ProtocolError(f"{self.name} has no enclave to trust (no [enclave] in the federation)")
                 if self.name == step.issuer:
