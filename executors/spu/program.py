@@ -713,8 +713,14 @@ def _aggregate(spec, path, inputs) -> Node:
                 or any(p not in kinds for p in provenance):
             raise ProtocolError(f"secret program: {path}.threshold: expected {{'k': int >= 1, 'provenance': "
                                 f"[columns of the child]}}")
+        once = threshold.get("once", [])
+        if not isinstance(once, list) or any(p not in provenance for p in once):
+            raise ProtocolError(f"secret program: {path}.threshold.once: expected [provenance columns]")
         threshold = (k, list(provenance))
-    args = {"keys": keys, "aggregates": aggregates, "threshold": threshold, "per_row": _per_row(spec, keys, path)}
+    else:
+        once = []
+    args = {"keys": keys, "aggregates": aggregates, "threshold": threshold, "once": once,
+            "per_row": _per_row(spec, keys, path)}
     return Node("aggregate", path, args, [child], schema)
 
 
@@ -1094,7 +1100,7 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
         return _execute_join(s, node, *children)
     if node.op == "aggregate":
         return sr.aggregate(s, children[0], [(n, e) for n, e, _ in a["keys"]], a["aggregates"], a["threshold"],
-                            [k for _, k in node.schema], a.get("key_classes"), a["per_row"], widths)
+                            [k for _, k in node.schema], a.get("key_classes"), a["per_row"], widths, a.get("once", []))
     if node.op == "distinct":
         return sr.distinct(s, children[0])
     if node.op == "window":

@@ -227,7 +227,7 @@ def aggregate_node(func: str, arg: exp.Expression | None) -> exp.AggFunc:
 def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expression]],
               aggregates: list[tuple[str, str, exp.Expression | None, bool]],
               threshold: tuple[int, list[str]] | None, kinds: list[str], key_classes: list[int | None] | None = None,
-              per_row: dict | None = None, provenance_bits: dict[str, int] | None = None) -> SecretRelation:
+              per_row: dict | None = None, provenance_bits: dict[str, int] | None = None, once=()) -> SecretRelation:
     """GROUP BY keys (or one row without keys). The row validity is every row's weight; invalid rows
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
@@ -240,7 +240,11 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64 (+ 1 round:
     zeroed on invalid rows). `per_row`: the keys are unique in the input (the planner's `tree.rows_as_groups`),
     so each row is its own group and nothing is sorted (`_per_row`). `provenance_bits`: each provenance
-    column's width (`program.provenance_bits`), so a MIN of it over all rows compares that many bits."""
+    column's width (`program.provenance_bits`), so a MIN of it over all rows compares that many bits.
+    `once`: the provenance columns whose every value is on one row at most (the planner's word: no join
+    beneath repeats a row), so a group's distinct rows of each are its valid rows with the column not NULL,
+    a sum in the group's segmented scan (or the total) instead of a distinct count: no sort of its own, and
+    no minor key in the group sort (the threshold's outcome is the same)."""
     if keys and per_row is not None and (rel.n or per_row["null_group"]):
         return _per_row(s, rel, keys, aggregates, threshold, kinds, per_row["null_group"], provenance_bits)
     if keys and rel.n == 0:  # no rows, no groups
@@ -251,12 +255,15 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = stage.aggregate_inputs([node for _, node in plain], rel.valid)
     distinct_args = [(name, f, _distinct_arg(f, e)) for name, f, e, d in aggregates if d]
-    provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
+    named = threshold[1] if threshold else []
+    provenance = [exp.column(p, quoted=True) for p in named if p not in once]
+    summed = [exp.column(p, quoted=True) for p in named if p in once]
     if keys:
         classed = [bits if bits is not None and kind == "int" else None
                    for bits, kind in zip(key_classes or [None] * len(keys), kinds)]
-        return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed)
-    return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold)
+        return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed,
+                        summed)
+    return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold, summed=summed)
 
 
 def _distinct_arg(func: str, arg: exp.Expression) -> exp.Expression:
@@ -320,12 +327,15 @@ def _weighted(s: SpuSession, rel: SecretRelation, args: list[exp.Expression]) ->
     return canonical_weighted(s, [], [evaluate(s, rel, e) for e in args], rel.valid)[1]
 
 
-def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed
+def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed, summed=()
              ) -> SecretRelation:
     n = rel.n
     key_values, minor = canonical_weighted(s, [evaluate(s, rel, e) for _, e in keys],
-                                           [evaluate(s, rel, e) for e in [e for _, _, e in distinct_args] + provenance],
+                                           [evaluate(s, rel, e) for e in
+                                            [e for _, _, e in distinct_args] + provenance + list(summed)],
                                            rel.valid)  # one round: the keys, and the DISTINCT aggregates' weights
+    once = [("sum", w) for w, _ in minor[len(minor) - len(summed):]]  # counted in the groups' scan
+    minor = minor[:len(minor) - len(summed)]
     key_values = _classed_keys(s, key_values, rel.valid, classed)
     offsets = [None, *(o for v, bits in zip(key_values, classed)  # 2^M: a classed value in [0, 2^(M + 1))
                        for o in (None, *([None] * len(compared_limbs(v)) if bits is None else [1 << bits])))]
@@ -335,13 +345,15 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
     counted = [relational.Counted(w, tuple(compared_limbs(v)), summed=tuple(v.limbs) if sums else ())
                for (w, v), sums in zip(minor, summing)]  # the first rides along the sort
-    grouped = relational.group_by(s, group_keys, inputs, key_bits=widths, within=counted,
+    grouped = relational.group_by(s, group_keys, [*inputs, *once], key_bits=widths, within=counted,
                                   carry=_uncompared_limbs(key_values))
     grouped.keys[:] = _offset(grouped.keys, offsets, s, -1)
-    results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
+    once_counts = grouped.aggregates[len(inputs):]
+    results = grouped.aggregates[:len(inputs)] + stage.text_extreme_limbs(group_keys)
     stage.n = n
     valid = arith.beaver_mul(s, grouped.last, _ones(s, n) - grouped.keys[0]) if n else _zeros(0)
-    bounded = (grouped.distinct[len(distinct_args):] or [results[0]]) if threshold is not None and n else []
+    bounded = (grouped.distinct[len(distinct_args):] + once_counts or [results[0]]) \
+        if threshold is not None and n else []
     # the threshold beside the empty-group tests: one comparison (`count_tests`)
     valid, nonempty = count_tests(s, bounded, threshold[0] if bounded else 0, [results[c] for c in tested_columns(plan)],
                                   times=valid, most=n)
@@ -361,22 +373,25 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     return SecretRelation(columns, valid)
 
 
-def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold, as_group: bool = False
-               ) -> SecretRelation:
+def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold, as_group: bool = False,
+               summed=()) -> SecretRelation:
     """One row of every aggregate over the valid rows; `as_group`: a group's row, valid only if it holds a
-    row (SQL's ungrouped aggregate is one row even over none)."""
+    row (SQL's ungrouped aggregate is one row even over none). `summed`: provenance columns counted by
+    their weights' total (`aggregate`'s `once`)."""
     n = rel.n
     totals = _totals(s, inputs, stage.input_bits)
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                for limb in stage.text_extreme_limbs()]
     stage.n = 1
     summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
-    weighted = _weighted(s, rel, [e for _, _, e in distinct_args] + provenance)
+    weighted = _weighted(s, rel, [e for _, _, e in distinct_args] + provenance + list(summed))
+    once_counts = [arith.total(w) for w, _ in weighted[len(weighted) - len(summed):]]
+    weighted = weighted[:len(weighted) - len(summed)]
     found = [stage.distinct_totals(w, compared_limbs(v), summed=tuple(v.limbs) if sums else ()) if n else
              (_zeros(1), [_zeros(1, limb.frac) for limb in v.limbs] if sums else [])
              for (w, v), sums in zip(weighted, summing)]
     counts = [count for count, _ in found]
-    bounds = [(counts[len(distinct_args):] or [totals[0]], threshold[0])] if threshold is not None else []
+    bounds = [(counts[len(distinct_args):] + once_counts or [totals[0]], threshold[0])] if threshold is not None else []
     bounds += [([totals[0]], 1)] if as_group else []
     # the empty-group tests ride in the first bound's comparison (`count_tests`)
     valid, nonempty = count_tests(s, *(bounds[0] if bounds else ([], 0)), [totals[c] for c in tested_columns(plan)],
