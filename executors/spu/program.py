@@ -1112,7 +1112,7 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
     a = node.args
     if a["kind"] in ("semi", "anti"):  # only left rows can be valid
         return _kept_rows(s, sr.semi_join(s, _marked(s, left), right, a["left_keys"], a["right_keys"],
-                                          a["kind"] == "anti", a["null_aware"]), left.n)
+                                          a["kind"] == "anti", a["null_aware"], a.get("key_classes")), left.n)
     if a["unique"]:
         compact = many_side_only(a["kind"], a["unique"])
         kept = left if a["unique"] == "right" else right

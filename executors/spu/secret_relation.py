@@ -652,34 +652,42 @@ def pairs_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
 
 
 def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys,
-              anti: bool, null_aware: bool = False) -> SecretRelation:
+              anti: bool, null_aware: bool = False, key_classes: list[int | None] | None = None) -> SecretRelation:
     """SEMI / ANTI join, sort-based as in Secrecy: both sides' rows concatenated with a side tag (right
     0, left 1), sorted by (keys not NULL, keys, tag), so a key's right rows precede its left rows; a
     segmented sum counts the valid right rows of each run and a left row matches where it is > 0.
     The result: the n + m concatenated rows with left's columns, valid only at kept left rows (a public
     size). ANTI keeps unmatched left rows (a NULL key never matches); `null_aware` is NOT IN's rule: no
-    row when the right side holds a NULL key, every left row when the right side is empty. Rounds:
-    ~3 + the sort + neighbour tests (~8) + log2 n + a comparison (7) + 3."""
+    row when the right side holds a NULL key, every left row when the right side is empty. `key_classes`
+    (as `pk_join`'s): a classed integer key, zeroed on the rows that match nothing, is compared on M + 2
+    bits, and the 0/1 flags on 2, all packed with the sort's tiebreak (`relational.packed_groups`), not
+    each on 64 bits. Rounds: ~3 + 1 with a classed key + the sort + neighbour tests (~8) + log2 n + a
+    comparison (7) + 3."""
     n, m = left.n, right.n
     if null_aware and len(left_keys) != 1:
         raise NotSupportedError("NOT IN with a tuple of several columns in secure computation; write NOT EXISTS")
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
     both_keys = canonical(s, [*lk, *rk])
     lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
-    kv_l, kv_r, right_ok = products(s, [[v.valid for v in lk] or [_ones(s, n)], [v.valid for v in rk] or [_ones(s, m)],
-                                        [right.valid, *(v.valid for v in rk)]])  # keys not NULL
-    keys = [arith.concat([kv_l, kv_r])]
-    for a, b in zip(lk, rk):
-        keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
+    kv_l, kv_r, right_ok, left_ok = products(s, [[v.valid for v in lk] or [_ones(s, n)],
+                                                 [v.valid for v in rk] or [_ones(s, m)],
+                                                 [right.valid, *(v.valid for v in rk)],
+                                                 [left.valid, *(v.valid for v in lk)]])  # keys not NULL
+    classed = [bits if bits is not None and len(a.limbs) == 1 else None
+               for a, bits in zip(lk, key_classes or [None] * len(lk))]
+    lk, rk = _classed_pairs(s, lk, rk, left_ok, right_ok, classed)
+    keys, widths = _paired_keys(s, lk, rk, classed)
+    keys, widths = [arith.concat([kv_l, kv_r]), *keys], [2, *widths]
     tag = arith.public(s, np.concatenate([np.ones(n, np.int64), np.zeros(m, np.int64)]))
     pad = {c: null_column(v.kind, m, s.frac_bits) for c, v in left.columns.items()}
     both = union_all(s, [left, SecretRelation(pad, _zeros(m))], [v.kind for v in left.columns.values()])
     if n + m == 0:
         return both
     sorted_keys, payload = relational.sort(s, [*keys, tag], [*_flatten(both), both.valid, arith.concat([kv_l, kv_r]),
-                                                             arith.concat([_zeros(n), right_ok])])
+                                                             arith.concat([_zeros(n), right_ok])],
+                                           key_bits=[*widths, 2])
     flat, valid, key_valid, right_rows = payload[:-3], payload[-3], payload[-2], payload[-1]
-    starts = relational.neighbour_starts(s, sorted_keys[:-1])
+    starts = relational.neighbour_starts(s, sorted_keys[:-1], widths)
     seen = relational.segmented_sum(s, [right_rows], starts)[0]
     match = arith.beaver_mul(s, key_valid, compare.greater_than(s, seen, _zeros(n + m), arith=True))
     ones = _ones(s, n + m)
@@ -739,17 +747,11 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     ok_u, ok_m = products(s, [[uniq.valid, *(v.valid for v in uk)], [many.valid, *(v.valid for v in mk)]])
     group = arith.concat([arith.add_public(s, ok_u * -(np.arange(nu) + 2), np.arange(nu) + 3),
                           arith.add_public(s, -ok_m, 2)])
-    keys, widths = [group], [(nu + 2).bit_length() + 1]  # group in [1, nu + 2]
     classed = [bits if bits is not None and len(a.limbs) == 1 else None
                for a, bits in zip(uk, key_classes or [None] * len(uk))]
     uk, mk = _classed_keys(s, uk, ok_u, classed), _classed_keys(s, mk, ok_m, classed)
-    for a, b, bits in zip(uk, mk, classed):
-        for x, y in zip(a.limbs, b.limbs):
-            keys.append(arith.concat([x, y.with_frac(x.frac)]))
-            if bits is not None:  # |v| < 2^bits: v + 2^bits in [0, 2^(bits + 1))
-                keys[-1], widths = arith.add_public(s, keys[-1], 1 << bits), [*widths, bits + 2]
-            else:
-                widths.append(64)
+    keys, widths = _paired_keys(s, uk, mk, classed)
+    keys, widths = [group, *keys], [(nu + 2).bit_length() + 1, *widths]  # group in [1, nu + 2]
     keys.append(arith.public(s, np.concatenate([np.zeros(nu, np.int64), np.ones(nm, np.int64)])))
     widths.append(2)  # the side tag, 0/1: known widths are packed with the sort's tiebreak
     u_flat, m_flat = _flatten(uniq), _flatten(many)
@@ -784,6 +786,32 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
 def _offset(columns: list[ArithShare], offsets: list[int | None], s: SpuSession, sign: int) -> list[ArithShare]:
     """Each column plus (sign 1) or minus (-1) its public offset, where it has one (local)."""
     return [c if o is None else arith.add_public(s, c, sign * o) for c, o in zip(columns, offsets)]
+
+
+def _paired_keys(s: SpuSession, first: list[SV], second: list[SV], classed: list[int | None]
+                 ) -> tuple[list[ArithShare], list[int]]:
+    """Each key pair's limbs as sort keys (the first side's rows, then the second's) and their widths: a
+    classed key offset by 2^M on M + 2 bits (|v| < 2^M: v + 2^M in [0, 2^(M + 1))), any other limb on 64."""
+    keys, widths = [], []
+    for a, b, bits in zip(first, second, classed):
+        for x, y in zip(a.limbs, b.limbs):
+            key = arith.concat([x, y.with_frac(x.frac)])
+            keys.append(key if bits is None else arith.add_public(s, key, 1 << bits))
+            widths.append(64 if bits is None else bits + 2)
+    return keys, widths
+
+
+def _classed_pairs(s: SpuSession, lk: list[SV], rk: list[SV], left_ok: ArithShare, right_ok: ArithShare,
+                   classed: list[int | None]) -> tuple[list[SV], list[SV]]:
+    """Both sides' keys with each classed pair zeroed on the rows that match nothing (`_classed_keys`), in
+    one product round for both sides (none without a classed key)."""
+    if all(bits is None for bits in classed):
+        return lk, rk
+    pairs = [(v.value, ok) for side, ok in ((lk, left_ok), (rk, right_ok)) for v, bits in zip(side, classed)
+             if bits is not None]
+    got = iter(arith.beaver_mul_many(s, pairs))
+    return tuple([v if bits is None else SV([next(got).with_frac(v.value.frac)], v.valid, v.kind)
+                  for v, bits in zip(side, classed)] for side in (lk, rk))
 
 
 def _classed_keys(s: SpuSession, keys: list[SV], ok: ArithShare, classed: list[int | None]) -> list[SV]:
