@@ -201,17 +201,25 @@ def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expressio
     return SecretRelation(_rebuild(payload[:-1], rel.columns), payload[-1])
 
 
-def distinct(s: SpuSession, rel: SecretRelation) -> SecretRelation:
+def distinct(s: SpuSession, rel: SecretRelation, key_classes: list[int | None] | None = None) -> SecretRelation:
     """DISTINCT (sort-based): sort by (invalid, every column with NULLs equal), keep the first row of
-    each run of equal valid rows. Rounds: 1 + the sort + neighbour tests (~7 + ceil(log2 limbs), + 1)
-    + 1."""
+    each run of equal valid rows. The 0/1 flags (invalid, each value's NULL) are compared on 2 bits and a
+    classed integer column (`key_classes`, per column: M where |v| < 2^M, `program.key_classes`), zeroed
+    on invalid rows and offset by 2^M, on M + 2, packed with the sort's tiebreak; other limbs on 64.
+    Rounds: 1 (+ 1 with a classed column) + the sort + neighbour tests (~7 + ceil(log2 limbs), + 1) + 1."""
     values = canonical(s, list(rel.columns.values()))
-    invalid = _ones(s, rel.n) - rel.valid
-    keys = [invalid, *_key_columns(values)]
     if rel.n == 0:
         return rel
-    sorted_keys, payload = relational.sort(s, keys, [*_flatten(rel), rel.valid])
-    starts = relational.neighbour_starts(s, sorted_keys)
+    classed = [bits if bits is not None and v.kind == "int" and len(v.limbs) == 1 else None
+               for v, bits in zip(values, key_classes or [None] * len(values))]
+    values = _classed_keys(s, values, rel.valid, classed)
+    keys, widths = [_ones(s, rel.n) - rel.valid], [2]
+    for v, bits in zip(values, classed):
+        limbs = compared_limbs(v)
+        keys += [v.valid, *(limbs if bits is None else [arith.add_public(s, limbs[0], 1 << bits)])]
+        widths += [2, *([64] * len(limbs) if bits is None else [bits + 2])]
+    sorted_keys, payload = relational.sort(s, keys, [*_flatten(rel), rel.valid], key_bits=widths)
+    starts = relational.neighbour_starts(s, sorted_keys, widths)
     return SecretRelation(_rebuild(payload[:-1], rel.columns), arith.beaver_mul(s, payload[-1], starts))
 
 
