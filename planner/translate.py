@@ -79,6 +79,7 @@ class Translation:
     relied: frozenset = frozenset()  # declared keys a GROUP BY takes its rows as groups on (`tree.relied_keys`)
     checked: set = field(default_factory=set)  # declared keys the program's sort-based joins check
     per_row: list = field(default_factory=list)  # EXPLAIN's note per GROUP BY computed per row (`per_row_note`)
+    repeated: set = field(default_factory=set)  # provenance columns a join may repeat on several rows (`_join`)
 
 
 def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
@@ -686,6 +687,7 @@ def _join(op: Join, t, under, at_root):
                              many.declared if many else None))
     if op.kind in ("semi", "anti"):  # the right side only filters: its rows reach no group
         return node, left_columns, left_provenance
+    t.repeated.update(left_provenance + right_provenance)  # a row of either side may pair with several
     return node, left_columns + right_columns, left_provenance + right_provenance
 
 
@@ -694,7 +696,8 @@ def _aggregate(op: Aggregate, t, under, at_root):
     threshold = None
     if not under and t.k > 0:
         threshold, t.thresholded = t.k, True
-    node = secret_ops.aggregate_node(node, op.keys, op.aggregates, provenance, threshold)
+    once = [p for p in provenance if p not in t.repeated] if threshold is not None else []
+    node = secret_ops.aggregate_node(node, op.keys, op.aggregates, provenance, threshold, once)
     groups = rows_as_groups(op, t.catalog, frozenset(t.checked))  # a declared key: checked by a join on the SPU
     if groups is not None:
         node["per_row"] = {"null_group": groups.null_group}
