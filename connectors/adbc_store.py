@@ -120,6 +120,13 @@ class Source:
         return DIALECTS[self.kind]
 
 
+def sqlite_path(uri: str) -> Path:
+    """The file of `sqlite:///abs/file.db` (also SQLAlchemy's `sqlite:////abs/file.db`; `sqlite://rel.db` is
+    relative to the working directory)."""
+    path = uri.split("://", 1)[1]
+    return Path("/" + path.lstrip("/") if path.startswith("/") else path)
+
+
 def redact(uri: str) -> str:
     """The URI with any password replaced, for messages and logs."""
     parts = urllib.parse.urlsplit(uri)
@@ -152,8 +159,11 @@ def _connect(source: Source):
             return con
         if kind == "sqlite":
             import adbc_driver_sqlite.dbapi as driver
-            path = source.uri.split("://", 1)[1]
-            return driver.connect(f"file:{path}?mode=ro")
+            path = sqlite_path(source.uri)
+            if not path.is_file():
+                raise ConfigError(f"no SQLite database at {path} (from {redact(source.uri)}; write "
+                                  "sqlite:///absolute/path/file.db)")
+            return driver.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro")
         import adbc_driver_flightsql.dbapi as driver
         uri, options = _flightsql_options(source)
         return driver.connect(uri, db_kwargs=options, autocommit=True)

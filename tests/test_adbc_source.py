@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from sqlsecure.connectors.adbc_store import AdbcStore, Source, source_kind
-from sqlsecure.errors import OperationalError
+from sqlsecure.errors import ConfigError, OperationalError
 
 ROWS = """
 CREATE TABLE orders (order_id INTEGER, customer_id BIGINT, amount NUMERIC(10, 2), category TEXT, odate DATE,
@@ -146,3 +146,21 @@ def test_sqlite_source(tmp_path):
             store._fetch("DELETE FROM orders")
     finally:
         store.close()
+
+
+def test_sqlite_paths(tmp_path):
+    """An absolute path with three slashes or SQLAlchemy's four opens the file; a missing file is a ConfigError
+    naming the path (not SQLite's "failed to allocate memory")."""
+    path = tmp_path / "odd name.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (a INTEGER)")
+    con.commit()
+    con.close()
+    for uri in (f"sqlite://{path}", f"sqlite:///{path}"):
+        store = AdbcStore("shop", Source(uri))
+        try:
+            assert store.schema() == {"t": [("a", "BIGINT")]}
+        finally:
+            store.close()
+    with pytest.raises(ConfigError, match="no SQLite database at .*missing.sqlite"):
+        AdbcStore("shop", Source(f"sqlite://{tmp_path}/missing.sqlite")).schema()
