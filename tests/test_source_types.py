@@ -222,3 +222,16 @@ def test_a_csv_rewritten_under_a_running_engine_keeps_its_published_types(tmp_pa
         rewrite(path, lambda: path.write_text("order_id,customer_id\n1,1\n"))
         with pytest.raises(OperationalError, match=r"table 'orders': its published columns no longer read"):
             engine.execute(sql, "bank")
+
+
+def test_a_postgresql_column_retyped_under_a_running_engine_is_refused(tmp_path, postgres, oracle_for):
+    """A query the party finishes locally fetches the column: its new type is refused, not cast to the old."""
+    shop = orders_source("postgres", tmp_path, postgres)
+    postgres.sql("INSERT INTO orders VALUES (1, 1, 'a', 1.5), (2, 2, 'b', 2.5)", "src14_empty")
+    sql = "SELECT c.name, o.code FROM bank.customers c JOIN shop.orders o ON c.id = o.customer_id " \
+          "WHERE o.amount / 2 > 0"  # `/` has no exact PostgreSQL equivalent: fetched, finished in DuckDB
+    with Engine(federation(tmp_path, shop, ("bank", "shop"))) as engine:
+        oracle_for(engine).check(sql, "bank")
+        postgres.sql("ALTER TABLE orders ALTER COLUMN amount TYPE text", "src14_empty")
+        with pytest.raises(OperationalError, match=r"table 'orders' changed in its source.*amount: double, now string"):
+            engine.execute(sql, "bank")
