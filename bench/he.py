@@ -102,7 +102,9 @@ def tree_rss() -> int:
 
 
 def tree_cpu() -> float:
-    """CPU seconds of this process, its live descendants and its reaped children."""
+    """CPU seconds of this process, its live descendants and its reaped children. The HE worker
+    processes live across runs (they are reaped only at exit), so their CPU is read live: from psutil,
+    or without it from /proc (it was missed then: the "cpu s" column showed the parent's alone)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
@@ -113,7 +115,18 @@ def tree_cpu() -> float:
                 total += t.user + t.system
             except psutil.Error:
                 pass
-    return total
+        return total
+    return total + sum(proc_cpu(pid) for pid in worker_pids())
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc/<pid>/stat (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
 
 
 class Meter:

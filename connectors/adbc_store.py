@@ -18,7 +18,7 @@ PostgreSQL party from a DuckDB one. `pushdown(sql)` says which way a query goes,
 
 Types (Arrow as the ADBC driver maps them, then DuckDB's names): integers, floats, text, bytes,
 booleans, dates, times, timestamps (with time zone: UTC) as is; SQLite columns by their declared
-type's affinity (INTEGER -> BIGINT, REAL -> DOUBLE, TEXT and DATE -> VARCHAR); PostgreSQL `numeric(p, s)` with
+type's affinity, rows of another type refused (connectors/sqlite_types.py); PostgreSQL `numeric(p, s)` with
 p <= 38 as DECIMAL(p, s), unconstrained `numeric` as DOUBLE (as DuckDB's own PostgreSQL scanner
 does); any other type (arrays, JSON, geometric, ...) leaves its table out of the catalog with a
 warning in the party's log. The connection is read-only (PostgreSQL `default_transaction_read_only`,
@@ -60,6 +60,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
 from sqlsecure.connectors.duckdb_store import local_error, numeric_type, party_log
+from sqlsecure.connectors.sqlite_types import declared_schema, refuse_odd_values, storage_guard
 from sqlsecure.errors import ConfigError, DataError, OperationalError
 
 log = logging.getLogger(__name__)
@@ -297,8 +298,12 @@ class AdbcStore:
         try:
             self._homes = self._table_homes()
             for name, home in self._homes.items():
-                if self.source.kind == "sqlite":  # dynamically typed: its declared types, as ADBC maps them
-                    raw = self._con.adbc_get_table_schema(name)
+                if self.source.kind == "sqlite":  # dynamically typed: its declared types (ADBC's follow its values)
+                    raw, untyped = declared_schema(self._fetch(f"PRAGMA table_info({self._qualified(name)})"))
+                    if untyped:
+                        log.warning("party %s: table %s left out: column %s has no exact DuckDB type (SQLite "
+                                    "stores integers or reals by value there)", self.party, name, untyped[0])
+                        continue
                 elif self.source.kind == "flightsql":  # the endpoint's metadata (CommandGetTables): any engine
                     raw = self._con.adbc_get_table_schema(name, db_schema_filter=home)
                 else:  # a typed result carries PostgreSQL's numeric precision (typmod)
@@ -457,11 +462,8 @@ class AdbcStore:
         """SELECT the columns of table `name` the query uses (with the WHERE conjuncts that push, when the
         query reads that table alone), and the schema of what it returns."""
         aliases = {alias for alias, table in tables.items() if table == name}
-        used = {c.name for c in tree.find_all(exp.Column)}  # by name: a derived table's alias may qualify them
         schema = self._schemas[name]
-        every = any(isinstance(star.parent, exp.Select) or isinstance(star.parent, exp.Column)
-                    for star in tree.find_all(exp.Star))  # SELECT * or t.* passes every column on
-        columns = [f.name for f in schema if every or f.name in used] or [schema[0].name]
+        columns = self._columns_used(tree, name)
         query = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
             exp.table_(name, db=self._homes.get(name), quoted=True))
         where = tree.args.get("where") if isinstance(tree, exp.Select) else None
@@ -472,10 +474,27 @@ class AdbcStore:
                     query = query.where(conjunct.copy().transform(_unqualify), copy=False)
         return query.sql(dialect=self.source.dialect or ""), pa.schema([schema.field(c) for c in columns])
 
+    def _columns_used(self, tree: exp.Expression, name: str) -> list[str]:
+        """The columns of table `name` a query reads (by name: a derived table's alias may qualify them)."""
+        used = {c.name for c in tree.find_all(exp.Column)}
+        schema = self._schemas[name]
+        every = any(isinstance(star.parent, exp.Select) or isinstance(star.parent, exp.Column)
+                    for star in tree.find_all(exp.Star))  # SELECT * or t.* passes every column on
+        return [f.name for f in schema if every or f.name in used] or [schema[0].name]
+
+    def _refuse_odd_values(self, tree: exp.Expression, tables: dict[str, str]) -> None:
+        """SQLite: a DataError where a column the query reads holds a value of another type than declared."""
+        for name in sorted(set(tables.values())):
+            columns = self._columns_used(tree, name)
+            counts = self._fetch(storage_guard(self._qualified(name), self._schemas[name], columns))
+            refuse_odd_values(self.party, name, columns, self._types[name], counts)
+
     def query(self, sql: str) -> pa.Table:
         """Run DuckDB-dialect read-only SQL over this party's tables where they live; DuckDB's result types."""
         tree = sqlglot.parse_one(sql, read="duckdb")
         tables = self._tables(tree)
+        if self.source.kind == "sqlite":
+            self._refuse_odd_values(tree, tables)
         try:
             expected = self._mirror.sql(sql).to_arrow_table().schema
         except duckdb.Error as exc:

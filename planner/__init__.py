@@ -27,7 +27,9 @@ from sqlsecure.planner.physical import PhysicalPlan, RunLocal
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.pushdown_typing import bind_pushdown
 from sqlsecure.planner.rules import RuleContext, optimize
+from sqlsecure.planner.set_operations import as_union_all
 from sqlsecure.planner.translate import translate
+from sqlsecure.planner.mask_uses import refuse_masked_uses
 from sqlsecure.planner.reveal import DPContext, contribution_bound, output_masks
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import ColumnRef, RevealPolicy
@@ -61,6 +63,8 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
     if foreign:
         usage.check_issuer(threshold.k > 0 or issuer in policy.budgets, issuer in policy.budgets)  # policy first
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
+    if foreign:  # a mask binds every use of its column, not only the output naming it
+        refuse_masked_uses(tree, policy.masks, issuer)
     masks = output_masks(tree, policy.masks, issuer) if foreign else {}
     try:
         logical, optimized, physical, class_4 = _place_spine(
@@ -86,7 +90,10 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
 def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, dp, masks, **options):
     """The logical plan of the spine (joins, filter, project, aggregate, sort, limit), its optimized form,
     its placement (`options`: PlacementContext's) and class 4's prices (None: not priced);
-    NotSupportedError for any other shape."""
+    NotSupportedError for any other shape. With an enclave, a set operation of parties' plain SELECTs is
+    placed as a SELECT DISTINCT over their UNION ALL (planner/set_operations.py)."""
+    rewritten = as_union_all(tree) if options.get("enclave") else None
+    tree, set_operation = rewritten if rewritten is not None else (tree, None)
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
     if dp is None and foreign:
         tree = with_owner_thresholds(tree, issuer, threshold.k)
@@ -112,7 +119,11 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
                                              item.args.get("alias"))
     optimized = optimize(logical, RuleContext(parties))
 
+    owner_types: dict = {}  # the columns owners compute for the SPU (planner/owner_values.py)
+
     def column_type(alias: str, column: str) -> str | None:
+        if (alias, column) in owner_types:
+            return owner_types[(alias, column)]
         if alias in typed:
             return subquery_columns_of(alias).get(column)
         if alias not in tables:
@@ -157,7 +168,8 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
         return derived_column_class(body, column, catalog, sizes) if column else None
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of,
-                           magnitude_of=magnitude_of, **options)
+                           magnitude_of=magnitude_of, set_operation=set_operation, owner_types=owner_types,
+                           **options)
     derived = {alias: parties[alias] for alias in typed if alias in parties}
     physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type, derived, magnitude_of)
     return logical, optimized, physical, ctx.class_4

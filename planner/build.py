@@ -241,6 +241,7 @@ def _union_scan(items, ctes) -> UnionScan | None:
     item = items[0]
     query = ctes.get(item.name) if isinstance(item, exp.Table) and not item.db else (
         item.this if isinstance(item, exp.Subquery) else None)
+    query = _through_union(query) if isinstance(query, exp.Select) else query
     if not isinstance(query, exp.Union):
         return None
     branches, stack = [], [query]
@@ -266,6 +267,49 @@ def _union_scan(items, ctes) -> UnionScan | None:
         queries.append(LocalQuery(party=next(iter(parties_of(branch))), aliases=(alias,), select=local,
                                   output=tuple(f"{alias}.{c}" for c in columns)))
     return UnionScan(alias, tuple(queries), columns)
+
+
+PLAIN_CLAUSES = ("joins", "group", "having", "distinct", "order", "limit", "offset", "fetch", "qualify", "windows",
+                 "with", "laterals", "pivots")
+
+
+def _through_union(select: exp.Select) -> exp.Expression:
+    """A plain SELECT (a projection and a WHERE: no join, aggregate, DISTINCT, window, subquery, ORDER BY or
+    LIMIT) over one UNION ALL in FROM, directly or through such SELECTs, as the UNION ALL of that SELECT
+    over each branch: selection and projection distribute over UNION ALL (the same rows), so a derived
+    table or CTE over parties' rows is a union of one-party branches again. Anything else unchanged."""
+    if any(select.args.get(clause) for clause in PLAIN_CLAUSES) or not select.args.get("from_"):
+        return select
+    where = select.args.get("where")
+    if any(e.find(exp.AggFunc, exp.Window, exp.Query, exp.Subquery, exp.Exists) is not None
+           for e in [*select.expressions, *([where] if where else [])]):
+        return select
+    source = select.args["from_"].this
+    if not isinstance(source, exp.Subquery):
+        return select
+    inner = _through_union(source.this) if isinstance(source.this, exp.Select) else source.this
+    if not isinstance(inner, exp.Union) or inner.args.get("distinct") or any(
+            inner.args.get(clause) for clause in ("order", "limit", "offset")):
+        return select
+    branches, stack, names = [], [inner], inner.named_selects  # a union's columns: its first branch's names
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.Union) and not node.args.get("distinct") and not any(
+                node.args.get(clause) for clause in ("order", "limit", "offset")):
+            stack += [node.right, node.left]
+        elif not isinstance(node, exp.Select) or len(node.expressions) != len(names):
+            return select
+        else:
+            node = node.copy()  # each branch's outputs under the union's names, which the SELECT reads
+            node.set("expressions", [exp.alias_(e.unalias(), name, quoted=True) if e.alias_or_name != name else e
+                                     for e, name in zip(node.expressions, names)])
+            branch = select.copy()
+            branch.set("from_", exp.From(this=exp.Subquery(this=node.copy(), alias=source.args.get("alias").copy())))
+            branches.append(branch)
+    union = branches[0]
+    for branch in branches[1:]:
+        union = exp.union(union, branch, distinct=False)
+    return union
 
 
 def _drop_using_coalesce(expression: exp.Expression, equal: set[frozenset[str]]) -> exp.Expression:

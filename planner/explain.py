@@ -157,7 +157,9 @@ def program_lines(step) -> list[str]:
             "aggregate": lambda: f"by ({', '.join(sql for _, sql in node['keys'])}): " + ", ".join(
                 f"{f}({'DISTINCT ' if d else ''}{a or '*'}) AS {n}" for n, f, a, d in node["aggregates"]) + (
                 f"; groups kept with >= {node['threshold']['k']} distinct "
-                f"{', '.join(node['threshold']['provenance']) or 'rows'}" if node["threshold"] else "") + per_row(node),
+                f"{', '.join(node['threshold']['provenance']) or 'rows'}" if node["threshold"] else "") + (
+                f" ({', '.join(node['threshold']['once'])}: each row once, counted as sums without a sort)"
+                if node["threshold"] and node["threshold"].get("once") else "") + per_row(node),
             "window": lambda: f"{node['func']}({node['arg'] or ''}) over partition ({', '.join(node['partition'])}) "
                               f"order ({', '.join(k + (' DESC' if d else '') for k, d, _ in node['order'])}) "
                               f"-> {node['name']}",

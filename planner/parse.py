@@ -170,7 +170,7 @@ def parse_statement(sql: str, dialect: str) -> exp.Expression:
     """Parse exactly one statement (of any kind), within the nesting limits."""
     check_nesting(sql, dialect)
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        statements = [s for s in _parse_marking_parameters(sql, dialect) if s is not None]
     except ParseError as exc:
         raise syntax_error(exc) from None
     except TokenError as exc:
@@ -181,6 +181,24 @@ def parse_statement(sql: str, dialect: str) -> exp.Expression:
         raise PlanError(f"expected one statement, got {len(statements)}")
     check_depth(statements[0])
     return statements[0]
+
+
+def _parse_marking_parameters(sql: str, dialect: str) -> list:
+    """sqlglot.parse, each `?` marker's node carrying its offset in `sql` (meta "position"): the tree's
+    order is not the text's (a CTE is visited after the SELECT it precedes), and parameters bind in the
+    text's order."""
+    language = Dialect.get_or_raise(dialect)
+    parser = language.parser()
+    plain = parser.PLACEHOLDER_PARSERS[TokenType.PLACEHOLDER]
+
+    def marked(self):
+        node = plain(self)
+        if node is not None:
+            node.meta["position"] = self._prev.start
+        return node
+
+    parser.PLACEHOLDER_PARSERS = {**parser.PLACEHOLDER_PARSERS, TokenType.PLACEHOLDER: marked}
+    return parser.parse(language.tokenize(sql), sql)
 
 
 def parse_query(sql: str, dialect: str) -> exp.Expression:
@@ -297,7 +315,9 @@ def bind_parameters(tree: exp.Expression, parameters) -> exp.Expression:
     """Replace each `?` with a literal of the matching parameter, in order — on the parsed tree, never by
     string interpolation, so a parameter can only ever be a value."""
     check_parameters(parameters)
-    placeholders = list(tree.find_all(exp.Placeholder))
+    placeholders = list(tree.find_all(exp.Placeholder, bfs=False))  # the text's order where the parser marked it
+    if all("position" in p.meta for p in placeholders):
+        placeholders.sort(key=lambda p: p.meta["position"])
     values = list(parameters or ())
     if len(placeholders) != len(values):
         raise PlanError(f"the query has {len(placeholders)} parameter marker(s) (?), {len(values)} value(s) given")

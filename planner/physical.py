@@ -223,6 +223,7 @@ class EnclaveStage(Step):
     out: str
     simulated: bool = True
     measurements: tuple[str, ...] = ()  # the allowlist the parties will check the quote against
+    union: tuple[tuple[str, str], ...] = ()  # a UNION ALL's branches (party, RunLocal relation); `rel` unused
 
     @property
     def inputs_by_party(self) -> tuple[str, ...]:

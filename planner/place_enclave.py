@@ -1,9 +1,11 @@
 """The enclave's stage on the spine (the TEEU): grouping, COUNT / SUM / AVG / MIN / MAX, sorting and
-limiting columns or scalar expressions of several parties' columns, sealed in and sealed out; what
+limiting columns or scalar expressions of several parties' columns (joined rows, or a UNION ALL's rows
+stacked), sealed in and sealed out; what
 it cannot express is refused by name (the SPU keeps it, or the query, with `placement = "always"`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from sqlglot import exp
@@ -12,7 +14,7 @@ from sqlsecure.errors import NotSupportedError
 from sqlsecure.executors.spu.ranges import is_geodist
 from sqlsecure.executors.tee.expressions import (ALL_LIMBS, NULL_FLAG, enclave_refusal, enclave_type_refusal,
                                                  kind_of_type, raises, result_type, short_circuit)
-from sqlsecure.executors.tee.program import EnclaveProgram
+from sqlsecure.executors.tee.program import BRANCH, EnclaveProgram
 from sqlsecure.executors.tee.stage import sealed_text_widths
 from sqlsecure.planner.ccl_rules import function_name
 from sqlsecure.planner.geodist import great_circle
@@ -54,8 +56,15 @@ def _enclave_output_kind(func: str, kind: str) -> str:
     return "fixed" if func == "avg" or kind == "fixed" else kind
 
 
-def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, protected=()) -> EnclaveStage:
+def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, protected=(), union=None,
+                       branch_rows=(), set_operation=None) -> EnclaveStage:
     """The same work on the enclave, when it is only grouping, aggregating plain columns and sorting.
+
+    `union`: a UnionScan the stage reads instead of joined rows: each member party sends its branches'
+    rows stacked as one part (`p<j>/<column>`), which the enclave stacks in turn (`program.union_rows`);
+    `branch_rows`: the branches (protected owners') each kept group needs the threshold's rows of;
+    `set_operation`: ("intersect" / "except", the left side's branches) over a SELECT DISTINCT of the union
+    (planner/set_operations.py): MIN / MAX of each distinct row's branches, never output, decide it.
 
     Cost model: an enclave sorts in the clear behind its access-pattern-oblivious network
     (n log^2 n compare-exchanges of plain numbers), while the SPU's sort and group-by cost
@@ -63,6 +72,9 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     one; the rest (DISTINCT over aggregates, windows) stays on the SPU."""
     _refuse_windows_it_cannot_run(project, aggregate)
     inputs: dict[str, tuple[str, str, str, str]] = {}
+    members = () if union is None else tuple(dict.fromkeys(b.party for b in union.branches))
+    for j, party in enumerate(members):  # each part's branch of every row: its row count, even with no column read
+        inputs[f"p{j}/{BRANCH}"] = (party, BRANCH, f"p{j}/{BRANCH}", "int")
 
     counts: set[str] = set()  # the outputs that are COUNTs
     computed: dict[str, tuple[str, str, str]] = {}  # DuckDB SQL -> (name, SQL, kind), evaluated in the enclave
@@ -74,7 +86,11 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
             raise NotSupportedError(f"{column.sql()}: the enclave takes columns of the query's tables")
         kind = _enclave_kind(column, ctx)
         key = column_key(column)
-        inputs.setdefault(key, (ctx.parties[column.table], key, key, kind))
+        if union is not None and column.table == union.alias:  # every part sends it, under its prefix
+            for j, party in enumerate(members):
+                inputs.setdefault(f"p{j}/{key}", (party, key, f"p{j}/{key}", kind))
+        else:
+            inputs.setdefault(key, (ctx.parties[column.table], key, key, kind))
         sql_types[key] = ctx.column_type(column.table, column.name)
         return key, kind
 
@@ -216,6 +232,12 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
     # dialect's guard (a division by zero) is evaluated only on rows the others keep
     residual = sorted(residual, key=raises)
     where = column_input(exp.and_(*residual))[0] if residual else None
+    if set_operation is not None:  # which sides hold each distinct row: its branches' lowest and highest
+        operation, split = set_operation
+        aggregates += [("min", BRANCH, "set_lo"), ("max", BRANCH, "set_hi")]
+        hidden += ["set_lo", "set_hi"]
+        having = (f'"set_lo" < {split} AND "set_hi" >= {split}' if operation == "intersect" else f'"set_hi" < {split}',
+                  (("set_lo", "int", "BIGINT"), ("set_hi", "int", "BIGINT")))
     for party, column in protected:  # the group threshold counts each protected owner's distinct rows
         inputs.setdefault(column, (party, column, column, "int"))
     program = EnclaveProgram(tuple(group_keys), tuple(aggregates), tuple(order), limit_value,
@@ -224,9 +246,32 @@ def enclave_stage_plan(residual, project, aggregate, sort, limit, ctx, rel, prot
                              tuple(c for _, c in protected),
                              tuple(computed.values()), tuple(typed.values()), where, *having, tuple(hidden), offset,
                              distinct=bool(project.distinct and aggregate is not None), windows=tuple(windows),
-                             projected=tuple(projected), projected_typed=tuple(projected_typed.values()))
+                             projected=tuple(projected), projected_typed=tuple(projected_typed.values()),
+                             union=tuple(f"p{j}/" for j in range(len(members))),
+                             branch_rows=tuple(branch_rows) if aggregate is not None else ())
+    branches = () if union is None else tuple((b.party, f"u{i}") for i, b in enumerate(union.branches))
     return EnclaveStage(rel, tuple(inputs.values()), json.dumps(program.to_json(), sort_keys=True),
-                        tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements)
+                        tuple(outputs), ctx.issuer, f"{rel}_tee_out", measurements=ctx.measurements, union=branches)
+
+
+def union_typed(union, ctx):
+    """The UnionScan with each branch's outputs CAST to the union's column types (DuckDB's, as plain
+    DuckDB's UNION ALL casts them), so every party encodes a column at one kind and one scale; a column
+    whose type is unknown is refused by name."""
+    types = []
+    for column in union.columns:
+        dtype = ctx.column_type(union.alias, column)
+        if not dtype:
+            raise NotSupportedError(f"{union.alias}.{column}: the type of this UNION ALL column is unknown, and "
+                                    "the enclave encodes every branch's values at the union's type")
+        types.append(dtype)
+    branches = []
+    for branch in union.branches:
+        body = exp.Subquery(this=branch.select.copy(), alias=exp.TableAlias(this=exp.to_identifier("__branch")))
+        casts = [exp.alias_(exp.cast(exp.column(name, quoted=True), exp.DataType.build(dtype, dialect="duckdb")),
+                            name, quoted=True) for name, dtype in zip(branch.output, types)]
+        branches.append(dataclasses.replace(branch, select=exp.select(*casts).from_(body)))
+    return dataclasses.replace(union, branches=tuple(branches))
 
 
 ENCLAVE_WINDOWS = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRank: "dense_rank", exp.Lag: "lag",
@@ -361,7 +406,10 @@ def _enclave_expression(e: exp.Expression, plain_input, ctx) -> tuple[str, dict]
 
 def enclave_steps(stage: EnclaveStage, project, issuer: str) -> tuple[list, list]:
     """The enclave's stage (`enclave_stage_plan`) and the issuer's finish; and what each party learns there."""
-    leakage = [("enclave", "the joined rows of the inputs, inside the enclave only (sealed in, sealed out)")]
+    rows = "every branch's rows of the UNION ALL" if stage.union else "the joined rows of the inputs"
+    leakage = [("enclave", f"{rows}, inside the enclave only (sealed in, sealed out)")]
+    if stage.union:
+        leakage.append(("enclave", "the row count of each party's branches (the size of its sealed batches)"))
     leakage += sealed_text_widths(stage.inputs)
     program = json.loads(stage.program)
     if program["computed"] or program["having"] or program["projected"]:

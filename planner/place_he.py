@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 def class_4_on_he(items, group_party, aggregate, ctx, rows: int | None = None) -> bool:
     """Whether class 4 goes to HE: by the federation's choice, or else by the cost model, on `rows` (the
-    join's estimated output; default: the largest published size of the parties summing and grouping)."""
+    join's estimated output; default: the largest published size of the parties summing and grouping).
+    Never with `[enclave] placement = "always"`: the enclave computes class 4 there, or the query is refused."""
+    if ctx.enclave == "always":
+        return False
     if ctx.group_sums == "he" and group_party is not None and (ranked := _rank_only_keys(items, group_party, ctx)):
         raise PolicyViolation(f"[federation] group_sums = \"he\" opens the sums at {group_party}, but the ORDER BY key "
                               f"{ranked} may be revealed only as its rank (REVEAL_RANK): set group_sums to \"auto\" or "

@@ -1,8 +1,9 @@
 """Placement of the spine: turn the optimized logical plan into physical steps, checking the grants on the way.
 
 The spine is one shape: joins -> filter -> project -> aggregate -> sort -> limit. A query reading one
-party is pushed down to it whole (`place_local`); a UNION ALL of parties' branches runs on the SPU
-(`place_spu`), its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of
+party is pushed down to it whole (`place_local`); a UNION ALL of parties' branches runs in the enclave
+when the federation has one that can express it (`_place_union_in_enclave`), else on the SPU (`place_spu`),
+its WHERE evaluated by each branch's owner on its own rows (`owner_filtered`). A join of
 parties' local queries is a tree of PSI joins (`place_psi`; an oblivious join on the SPU where a key's
 intersection must stay secret); the rest of the spine then runs where it may: each output at the one
 party holding its inputs (`place_local`; class 4's values summed on HE: `place_he`), else on the SPU's
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from sqlsecure.errors import NotSupportedError, PlanError
+from sqlsecure.errors import DataError, NotSupportedError, PlanError
 from sqlsecure.planner.cost import Estimate, Link
 from sqlsecure.planner.logical import Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan
 from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, RunLocal, SecureStage
-from sqlsecure.planner.place_enclave import enclave_stage_plan, enclave_steps
+from sqlsecure.planner.owner_values import (OwnerColumns, spine_rewritten, types_of, with_branch_columns,
+                                            with_join_columns)
+from sqlsecure.planner.place_enclave import enclave_stage_plan, enclave_steps, union_typed
 from sqlsecure.planner.place_local import assign_outputs, compute_at_parties, place_pushdown
 from sqlsecure.planner.place_outputs import finish_outputs, physical_plan
 from sqlsecure.planner.place_psi import (join_edges, join_order, join_rows, psi_equal_columns, psi_join_steps,
@@ -33,9 +36,7 @@ from sqlsecure.planner.reveal import DPContext
 from sqlsecure.planner.usage import Usage
 from sqlsecure.policy.grants import ColumnRef, Constraint
 
-ENCLAVE_NO_UNION = ("the enclave cannot run this query: it reads a UNION ALL of several parties' rows, and the "
-                    "enclave takes the parties' rows joined (one row of each party per row); with [enclave] "
-                    "placement = \"cost\" the SPU runs it")
+ENCLAVE_NO_UNION = "the enclave cannot run this query over a UNION ALL of several parties' rows"
 FLAG = "__own"  # the column of each branch's flag (its owner's filters), as the translation names its flags
 
 
@@ -61,6 +62,8 @@ class PlacementContext:
     protected: tuple[tuple[str, str], ...] = ()
     rows_once: frozenset[str] = frozenset()
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh"
+    set_operation: tuple[str, int] | None = None  # INTERSECT / EXCEPT as a union (planner/set_operations.py)
+    owner_types: dict = field(default_factory=dict)  # (alias, column) -> type of a column an owner computes
 
 
 def _spine(plan: Node):
@@ -85,14 +88,58 @@ def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
         return place_pushdown(plan, ctx)
     limit, sort, project, aggregate, child = _spine(plan)
     if isinstance(child, UnionScan) or (isinstance(child, Filter) and isinstance(child.child, UnionScan)):
-        if ctx.enclave == "always":  # the SPU's stage would run it: refused, as every shape the enclave lacks
-            raise NotSupportedError(ENCLAVE_NO_UNION)
-        return _place_union(child, limit, sort, project, aggregate, ctx)
-    return _place_cross_party(plan, ctx)
+        if ctx.enclave:  # the enclave when it can run the stage (as over joins), else the SPU unless "always"
+            try:
+                return _place_union_in_enclave(child, limit, sort, project, aggregate, ctx)
+            except NotSupportedError as why:
+                if ctx.enclave == "always" or ctx.set_operation:  # INTERSECT / EXCEPT: the SPU's stage lacks them
+                    raise NotSupportedError(f"{ENCLAVE_NO_UNION}: {why}") from None
+        try:  # with the owners' parts; where the stage then refuses, as written (which names its expressions)
+            return _place_union(child, limit, sort, project, aggregate, ctx)
+        except (NotSupportedError, DataError):
+            return _place_union(child, limit, sort, project, aggregate, ctx, owner_parts=False)
+    try:
+        placed = _place_cross_party(plan, ctx)
+    except NotSupportedError:  # an owner part the SPU does not evaluate (CAST(x AS TEXT) || 'z'): its owner may
+        owned = _owner_evaluated_join(plan, ctx)
+        if owned is None:
+            raise
+        return owned
+    if not any(isinstance(step, SecureStage) for step in placed.steps):
+        return placed
+    return _owner_evaluated_join(plan, ctx) or placed
 
 
-def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) -> PhysicalPlan:
-    """UNION ALL across parties: each branch pushed down, the rest on the SPU over the concatenation."""
+def _owner_evaluated_join(plan: Node, ctx: PlacementContext) -> PhysicalPlan | None:
+    """The plan again with the SPU stage's owner parts computed by each join input's owner
+    (`owner_values`), or None where it has none or the stage then refuses (the plan as written stands)."""
+    limit, sort, project, aggregate, join = _spine(plan)
+    unit = {alias: i for i, q in enumerate(join.inputs) for alias in q.aliases}
+    owned = OwnerColumns(lambda c: unit.get(c.table), lambda c: ctx.column_type(c.table, c.name))
+    project, aggregate, sort = spine_rewritten(owned, project, aggregate, sort)
+    if not owned.by_unit:
+        return None
+    ctx.owner_types.update(types_of(owned))
+    join = dataclasses.replace(join, inputs=tuple(with_join_columns(q, owned.by_unit.get(i, ()))
+                                                  for i, q in enumerate(join.inputs)))
+    rebuilt = project if aggregate is None else dataclasses.replace(project, child=dataclasses.replace(
+        aggregate, child=join))
+    if aggregate is None:
+        rebuilt = dataclasses.replace(rebuilt, child=join)
+    if sort is not None:
+        rebuilt = dataclasses.replace(sort, child=rebuilt)
+    if limit is not None:
+        rebuilt = dataclasses.replace(limit, child=rebuilt)
+    try:
+        placed = _place_cross_party(rebuilt, ctx)
+    except (NotSupportedError, DataError):
+        return None
+    return dataclasses.replace(placed, notes=placed.notes + owned.notes(lambda i: join.inputs[i].party))
+
+
+def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext, owner_parts=True) -> PhysicalPlan:
+    """UNION ALL across parties: each branch pushed down, the rest on the SPU over the concatenation
+    (`owner_parts`: each part of one branch's columns its owner computes, `owner_values`)."""
     union = child.child if isinstance(child, Filter) else child
     threshold = ctx.min_group_size if aggregate is not None else 0
     protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
@@ -101,6 +148,16 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     members = tuple(sorted({b.party for b in union.branches}))
     union, filters, notes, filtering = owner_filtered(union, child.conjuncts if isinstance(child, Filter) else (),
                                                       set(members) | {ctx.issuer}, ctx)
+    owned = OwnerColumns(lambda c: union.alias if c.table == union.alias else None,
+                         lambda c: ctx.column_type(c.table, c.name))
+    if owner_parts:
+        project, aggregate, sort = spine_rewritten(owned, project, aggregate, sort)
+    if owned.by_unit:
+        ctx.owner_types.update(types_of(owned))
+        parts = owned.by_unit[union.alias]
+        union = dataclasses.replace(union, branches=tuple(with_branch_columns(b, union, parts) for b in union.branches),
+                                    columns=union.columns + tuple(name for name, _, _ in parts))
+        notes += owned.notes(lambda _: "each branch's owner")
     steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
     parties = {union.alias: None}
     plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,
@@ -115,6 +172,25 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) 
     leakage.append((ctx.issuer, "the query result"))
     plan = physical_plan(ctx, steps, leakage, threshold, [union.branches[i].party for i in protected])
     return dataclasses.replace(plan, notes=plan.notes + notes)
+
+
+def _place_union_in_enclave(child, limit, sort, project, aggregate, ctx: PlacementContext) -> PhysicalPlan:
+    """UNION ALL across parties in the enclave: each branch pushed down (cast to the union's types), each
+    party's branches sealed as one part, the WHERE and the rest of the spine run in the enclave over the
+    stacked rows; the group threshold counts each protected (not the issuer's) branch's rows, as the SPU's."""
+    if ctx.dp is not None or ctx.masks:
+        raise NotSupportedError("differential privacy and masks over a UNION ALL have no enclave rule")
+    union = union_typed(child.child if isinstance(child, Filter) else child, ctx)
+    threshold = ctx.min_group_size if aggregate is not None else 0
+    protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
+    for i in protected:
+        check_rows_kept(union.branches[i].party, union.branches[i].select, ctx.usage.catalog)
+    stage = enclave_stage_plan(list(child.conjuncts) if isinstance(child, Filter) else [], project, aggregate, sort,
+                               limit, ctx, "union", union=union, branch_rows=protected,
+                               set_operation=ctx.set_operation)
+    steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
+    more, learned = enclave_steps(stage, project, ctx.issuer)
+    return physical_plan(ctx, steps + more, learned, threshold, [union.branches[i].party for i in protected])
 
 
 # -- a filter over a UNION ALL, evaluated by each branch's owner ----------------------------------------
@@ -231,6 +307,11 @@ def _place_cross_party(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
     hidden = secret_keys(join, ctx)
     ctx.protected, ctx.rows_once = (), frozenset()
     if hidden:
+        if ctx.enclave == "always":  # the SPU's oblivious join would run it; the enclave takes PSI-joined rows
+            raise NotSupportedError(f"the enclave cannot run this query: the join on {hidden[0].sql()} must keep its "
+                                    "intersection secret (its key is not granted PLAINTEXT_AFTER_JOIN to every party "
+                                    "of the join), and the enclave takes rows joined by PSI; with [enclave] "
+                                    "placement = \"cost\" the SPU joins them obliviously")
         return place_secret_join(join, steps, edges, hidden, residual, limit, sort, project, aggregate, ctx)
     if set(join.inputs[0].aliases) & set(join.outer):
         raise NotSupportedError("the preserved side of a LEFT JOIN must come first in FROM")

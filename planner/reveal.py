@@ -54,6 +54,11 @@ class DPContext:
 
     def rewrite(self, items, group_sqls: set[str]):
         """(sql items, Release) for one party's outputs."""
+        names = [name for name, _ in items]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:  # the release noises each output by name
+            raise NotSupportedError(f"under differential privacy each output needs its own name; {twice!r} names "
+                                    "more than one: give each an alias (AS ...)")
         sql_items, specs = [], []
         for name, e in items:
             if e.sql() in group_sqls:

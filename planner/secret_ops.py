@@ -71,14 +71,18 @@ def join_node(kind: str, left: dict, right: dict, left_keys, right_keys, conditi
     return node
 
 
-def aggregate_node(child: dict, keys, aggregates, provenance, threshold: int | None) -> dict:
+def aggregate_node(child: dict, keys, aggregates, provenance, threshold: int | None, once=()) -> dict:
     """GROUP BY. Thresholded (the aggregate reaches the issuer): a group is kept only with >= k distinct
-    rows of each provenance column. Otherwise MIN(provenance) per group becomes the group row's provenance,
-    so an outer aggregate never counts one base row twice."""
+    rows of each provenance column; `once`: those of them whose every value is on one row at most (no
+    join beneath repeats a row), so their distinct rows are counted as a sum, without a sort. Otherwise
+    MIN(provenance) per group becomes the group row's provenance, so an outer aggregate never counts one
+    base row twice."""
     calls = [[name, func, arg, distinct] for name, func, arg, distinct in aggregates]
     limit = None
     if threshold is not None:
         limit = {"k": threshold, "provenance": list(provenance)}
+        if once:
+            limit["once"] = list(once)
     else:
         calls += [[p, "MIN", quoted(p), False] for p in provenance]
     return {"op": "aggregate", "child": child, "keys": [[n, sql] for n, sql in keys], "aggregates": calls,

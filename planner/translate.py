@@ -20,7 +20,8 @@ dummy rows, the validity of each row a secret bit the SPU filters on (`padding_o
 Masks: a column masked for the issuer that the result reveals is masked by its owner on the program
 input, before it is shared (`Mask` after its `RunLocal`), so no party sees it unmasked; that equals
 the mask on the result only where the column reaches the outputs as is, so every use of it must be
-(no filter, join key, group key, DISTINCT, ORDER BY or function over it).
+(no filter, join key, group key, DISTINCT, ORDER BY or function over it: planner/mask_uses.py refuses these
+for every path first; here also a hash-masked group key, which the spine answers).
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import build_scope
 
-from sqlsecure.errors import NotSupportedError, PolicyViolation
+from sqlsecure.errors import DataError, NotSupportedError, PolicyViolation
 from sqlsecure.planner import rewrite_semijoin, secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
+from sqlsecure.planner.mask_uses import clause_of, ordered_outputs, passed_as_is
 from sqlsecure.planner.magnitudes import INTEGER_TYPES, Pushdown, bind_program_ranges
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
+from sqlsecure.planner.owner_parts import owner_parts
 from sqlsecure.planner.subqueries import Subquery
 from sqlsecure.planner.place_outputs import KIND_OF_TYPE
 from sqlsecure.planner.reveal import DPContext, column_sources, item_sources
@@ -77,10 +80,22 @@ class Translation:
     relied: frozenset = frozenset()  # declared keys a GROUP BY takes its rows as groups on (`tree.relied_keys`)
     checked: set = field(default_factory=set)  # declared keys the program's sort-based joins check
     per_row: list = field(default_factory=list)  # EXPLAIN's note per GROUP BY computed per row (`per_row_note`)
+    repeated: set = field(default_factory=set)  # provenance columns a join may repeat on several rows (`_join`)
 
 
 def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
               grants: Grants | None = None, masks: dict | None = None, dp: DPContext | None = None) -> PhysicalPlan:
+    """`translated` with the owners' parts (planner/owner_parts.py); where the program then refuses, as written,
+    whose refusal names the query's own expressions."""
+    try:
+        return translated(tree, catalog, issuer, min_group_size, uses, grants, masks, dp)
+    except (NotSupportedError, DataError):
+        return translated(tree, catalog, issuer, min_group_size, uses, grants, masks, dp, owner_evaluated=False)
+
+
+def translated(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
+               grants: Grants | None = None, masks: dict | None = None, dp: DPContext | None = None,
+               owner_evaluated: bool = True) -> PhysicalPlan:
     """The physical plan of a cross-party query of any shape: RunLocal steps, one SecretQuery, a Finish.
     `grants` decide which single-party filters, joins and aggregates may run at their owner; `masks`
     ((column, party) -> Mask, the policy's) which revealed columns their owners mask; `dp`: the
@@ -96,6 +111,8 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
                     masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()}, padding=dp is None)
     root = pruned(owner_flags(root, t, itertools.count(1)), frozenset(root.columns))
+    root, owned = owner_parts(root, lambda ref: catalog.column_type(ref.party, ref.table, ref.column), origins,
+                              keeps_rows) if owner_evaluated else (root, ())
     check_size(root, catalog, lambda op, under: planned_bound(padding_of(op, t, under), catalog))
     noised = noised_aggregate(root, dp, origins) if dp is not None else None
     t.relied = relied_keys(root, catalog)
@@ -125,7 +142,7 @@ def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_siz
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
                   for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root, t.padded) + rewrite_semijoin.notes(root) + \
-        owner_flag_notes(root, t.padded) + tuple(padded_note(relation, padding) for relation, padding in t.padded) + \
+        owner_flag_notes(root, t.padded) + owned + tuple(padded_note(relation, padding) for relation, padding in t.padded) + \
         tuple(t.per_row)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]
@@ -684,6 +701,7 @@ def _join(op: Join, t, under, at_root):
                              many.declared if many else None))
     if op.kind in ("semi", "anti"):  # the right side only filters: its rows reach no group
         return node, left_columns, left_provenance
+    t.repeated.update(left_provenance + right_provenance)  # a row of either side may pair with several
     return node, left_columns + right_columns, left_provenance + right_provenance
 
 
@@ -692,7 +710,8 @@ def _aggregate(op: Aggregate, t, under, at_root):
     threshold = None
     if not under and t.k > 0:
         threshold, t.thresholded = t.k, True
-    node = secret_ops.aggregate_node(node, op.keys, op.aggregates, provenance, threshold)
+    once = [p for p in provenance if p not in t.repeated] if threshold is not None else []
+    node = secret_ops.aggregate_node(node, op.keys, op.aggregates, provenance, threshold, once)
     groups = rows_as_groups(op, t.catalog, frozenset(t.checked))  # a declared key: checked by a join on the SPU
     if groups is not None:
         node["per_row"] = {"null_group": groups.null_group}
@@ -897,9 +916,9 @@ def revealed_masks(tree: exp.Expression, masks: dict, issuer: str) -> dict[int, 
     for scope in root.traverse():
         for column in scope.columns:
             used = [ref for ref, _ in column_sources(scope, column) if ref in refs]
-            if used and not _passed_as_is(column, scope):
-                _refuse_masked_use(used[0], issuer, _clause_of(column, scope))
-        for ref in _ordered_outputs(scope, refs):
+            if used and not passed_as_is(column, scope):
+                _refuse_masked_use(used[0], issuer, clause_of(column, scope))
+        for ref in ordered_outputs(scope, refs):
             _refuse_masked_use(ref, issuer, "ORDER BY")
     return {i: found for i, found in revealed.items() if found}
 
@@ -909,57 +928,6 @@ def _refuse_masked_use(ref: ColumnRef, issuer: str, clause: str):
         f"{ref} is masked for {issuer} and revealed, so across parties its owner masks it before it is "
         f"shared; it may then only pass to the result as is, not be used in {clause}; reveal it from a "
         "query that does not compute with it")
-
-
-def _ordered_outputs(scope, refs: set) -> list[ColumnRef]:
-    """The masked columns among the outputs a query orders by (by name or position): ordering masked
-    values is not ordering the values."""
-    if not isinstance(scope.expression, exp.Query):
-        return []
-    order = scope.expression.args.get("order")
-    names = scope.expression.named_selects
-    found = []
-    for key in order.expressions if order else []:
-        key = key.this
-        if isinstance(key, exp.Column) and not key.table and key.name in names:
-            i = names.index(key.name)
-        elif isinstance(key, exp.Literal) and key.is_int and 0 < int(key.name) <= len(names):
-            i = int(key.name) - 1
-        else:
-            continue
-        found += [ref for ref, _ in item_sources(scope, i) if ref in refs]
-    return found
-
-
-def _passed_as_is(column: exp.Column, scope) -> bool:
-    """Whether `column` is an output of its SELECT as is, that SELECT keeping every row it reads apart
-    (no GROUP BY or DISTINCT, no UNION / INTERSECT / EXCEPT merging its rows)."""
-    select = scope.expression
-    item = column.parent if isinstance(column.parent, exp.Alias) else column
-    if not isinstance(select, exp.Select) or item.parent is not select or item.arg_key != "expressions":
-        return False
-    if select.args.get("distinct") or select.args.get("group"):
-        return False
-    node = select
-    while isinstance(node.parent, (exp.SetOperation, exp.Subquery)) and not isinstance(node.parent.parent, (
-            exp.From, exp.Join)):
-        node = node.parent
-        if isinstance(node, (exp.Intersect, exp.Except)) or (isinstance(node, exp.Union) and node.args.get("distinct")):
-            return False
-    return True
-
-
-def _clause_of(column: exp.Column, scope) -> str:
-    for node, clause in ((exp.Where, "WHERE"), (exp.Join, "a JOIN"), (exp.Group, "GROUP BY"), (exp.Order, "ORDER BY"),
-                         (exp.Window, "a window"), (exp.Having, "HAVING")):
-        if column.find_ancestor(node) is not None:
-            return clause
-    if scope.expression.args.get("distinct") or isinstance(scope.expression, exp.Select) and \
-            scope.expression.args.get("group"):
-        return "a DISTINCT or grouped SELECT"
-    if scope.expression.find_ancestor(exp.SetOperation) is not None:
-        return "a UNION, INTERSECT or EXCEPT, which merges equal rows"
-    return f"{column.parent.sql(dialect='duckdb')[:80]}"
 
 
 def origins(op: Op) -> dict[str, set]:

@@ -702,15 +702,22 @@ class TreeBuilder:
                 op, e = subqueries.attach(self, op, e, ctes, qualified=True, revealed=True)
                 attached.append((n, e))
             return op, attached, having, []
-        for _, e in items + ([(None, having)] if having is not None else []):
+        # a SELECT item's subquery is revealed (thresholded on its own, as without GROUP BY), also inside an
+        # aggregate: the groups' threshold counts the query's rows, never a subquery's; HAVING's only filters
+        inside = []
+        for revealed, e in [(True, e) for _, e in items] + ([(False, having)] if having is not None else []):
             for call in subqueries.own_aggregates(e):
                 if subqueries.value_subqueries(call) or subqueries.quantified(call):
-                    op, value = subqueries.attach(self, op, call, ctes, qualified=True)
+                    op, value = subqueries.attach(self, op, call, ctes, qualified=True, revealed=revealed)
+                    e = value if call is e else e  # a call that is the whole item has no parent to replace it in
                     call.replace(value)
+            inside.append(e)
+        items = [(n, e) for (n, _), e in zip(items, inside)]
+        having = inside[-1] if having is not None else None
         after = []
         prepared = []
         for n, e in items:
-            e, joins = subqueries.prepare(self, e, ctes, qualified=False, correlated=False)
+            e, joins = subqueries.prepare(self, e, ctes, qualified=False, correlated=False, revealed=True)
             prepared.append((n, e))
             after += joins
         if having is not None:

@@ -227,13 +227,26 @@ def _sources(select: exp.Select) -> list[exp.Expression]:
 
 def nested_shape(tree: exp.Expression) -> bool:
     """A shape the operator translation answers (planner/translate.py): a FROM item (derived table, CTE,
-    UNION ALL) reading several parties, or a UNION ALL beside other FROM items."""
+    UNION ALL) reading several parties, or a UNION ALL beside other FROM items; a UNION that removes
+    duplicates (or INTERSECT / EXCEPT) alone in FROM too (its rows are distinct over the branches, which
+    tagging each branch's rows would keep apart)."""
     if not isinstance(tree, exp.Select):
         return isinstance(tree, exp.Union) and len(_owners(tree)) > 1
     ctes = {cte.alias_or_name: cte.this for cte in tree.find_all(exp.CTE)}
     sources = [ctes.get(s.name, s) if isinstance(s, exp.Table) and not s.db else s for s in _sources(tree)]
     return any(not isinstance(s, exp.Table) and len(_owners(s, ctes)) > 1 for s in sources) and (
-        len(sources) > 1 or not isinstance(getattr(sources[0], "this", None), exp.Union))
+        len(sources) > 1 or not _union_all(getattr(sources[0], "this", None)))
+
+
+def _union_all(node) -> bool:
+    """A UNION ALL of its branches (nested set operations too), not a UNION, INTERSECT or EXCEPT."""
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    if not isinstance(node, exp.SetOperation):
+        return False
+    return isinstance(node, exp.Union) and not node.args.get("distinct") and all(
+        _union_all(side) for side in (node.left, node.right) if isinstance(side, (exp.SetOperation, exp.Subquery))
+        and isinstance(side.unnest() if isinstance(side, exp.Subquery) else side, exp.SetOperation))
 
 
 def _owner_aggregate_in_from(tree: exp.Expression, issuer: str) -> bool:
@@ -360,11 +373,11 @@ class Provenance:
 
 
 def threshold_revealed_subqueries(tree: exp.Expression, issuer: str, k: int) -> exp.Expression:
-    """The scalar subqueries an ungrouped outermost SELECT reveals, thresholded as the engine does
-    (docs/federation.md): one reading a protected owner keeps its aggregate only with >= k distinct rows
-    of each such owner, so it reads NULL otherwise, a correlated COUNT over no rows included."""
-    if not isinstance(tree, exp.Select) or tree.args.get("group") or any(
-            a.find_ancestor(exp.Select) is tree for e in tree.expressions for a in e.find_all(exp.AggFunc)):
+    """The scalar subqueries the outermost SELECT reveals (grouped or not, inside an aggregate too),
+    thresholded as the engine does (docs/federation.md): one reading a protected owner keeps its aggregate
+    only with >= k distinct rows of each such owner, so it reads NULL otherwise, a correlated COUNT over no
+    rows included."""
+    if not isinstance(tree, exp.Select):
         return tree
     tree = tree.copy()
     ctes = {c.alias_or_name: c.this for c in tree.find_all(exp.CTE)}

@@ -91,9 +91,8 @@ def test_q13s_shape_over_classed_keys_matches_duckdb(nparties, empty):
     run_classed(nparties, Q13_SHAPE, [VISITS, PEOPLE], Q13_SQL, empty)
 
 
-def test_the_sorts_compare_classed_keys_on_their_widths(monkeypatch):
-    """The join sorts (group, key + 16, side) on (5, 6, 2) bits, one packed column with the tiebreak; the GROUP
-    BYs sort (invalid, NULL flag, key + 16) on (2, 2, 6) bits; the histogram's key is a SUM: 64 bits."""
+def recorded_widths(monkeypatch) -> list:
+    """The `key_bits` of every `relational.sort` from here on (party 0's), in order."""
     seen = []
     real = relational.sort
 
@@ -103,6 +102,13 @@ def test_the_sorts_compare_classed_keys_on_their_widths(monkeypatch):
         return real(s, keys, payload, descending, key_bits, first)
 
     monkeypatch.setattr(relational, "sort", recording)
+    return seen
+
+
+def test_the_sorts_compare_classed_keys_on_their_widths(monkeypatch):
+    """The join sorts (group, key + 16, side) on (5, 6, 2) bits, one packed column with the tiebreak; the GROUP
+    BYs sort (invalid, NULL flag, key + 16) on (2, 2, 6) bits; the histogram's key is a SUM: 64 bits."""
+    seen = recorded_widths(monkeypatch)
     run_classed(2, Q13_SHAPE, [VISITS, PEOPLE], Q13_SQL)
     assert [2, 2, 5] in seen  # the visits grouped by pid: |pid| < 8
     assert [5, 6, 2] in seen  # the join: group in [1, 14], (key + 16) within 6 bits (|v| < 16), the side tag

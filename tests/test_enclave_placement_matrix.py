@@ -1,7 +1,8 @@
 """`check`, EXPLAIN and execution agree for every query shape under both enclave placements (issue 16):
 shapes over a federation view that is a UNION ALL of two parties' tables (grouped and ungrouped DISTINCT
-aggregates, SELECT DISTINCT, windows, ORDER BY / LIMIT, a derived table, HAVING) and over a join of the
-parties (the same, a semi-join, a LEFT JOIN, a set operation), each run through `check` and then executed:
+aggregates, SELECT DISTINCT, windows, ORDER BY / LIMIT, a derived table, HAVING), over the parties' rows
+combined by UNION [ALL] / INTERSECT [ALL] / EXCEPT, and over a join of the parties (the same, a semi-join, a
+LEFT JOIN), each run through `check` and then executed:
 refused with the same PEP 249 class `check` named, or equal to plain DuckDB over both parties' rows. With
 `placement = "always"` a shape is never answered by another device than the enclave without EXPLAIN saying
 so, and a refusal names the enclave."""
@@ -52,6 +53,14 @@ SHAPES = [
     "SELECT a.k, b.v FROM bank.t a LEFT JOIN shop.t b ON a.id = b.id AND b.v > 1",
     "SELECT k FROM bank.t UNION SELECT k FROM shop.t",
     f"SELECT COUNT(*) AS c, SUM(s) AS t FROM (SELECT a.k, a.v + b.v AS s {J}) d",
+    # set operations and unions of the parties' rows (the enclave's union stage, or the SPU's)
+    "SELECT k, v FROM bank.t INTERSECT SELECT k, v FROM shop.t",
+    "SELECT k, v FROM shop.t EXCEPT SELECT k, v FROM bank.t",
+    "SELECT k, v FROM bank.t INTERSECT ALL SELECT k, v FROM shop.t",
+    "SELECT id, v FROM bank.t UNION ALL SELECT id, k FROM shop.t",
+    "WITH w AS (SELECT k, v FROM allv WHERE id > 2) SELECT k, MAX(v) AS m, COUNT(*) AS c FROM w GROUP BY k",
+    "SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v, id) AS r FROM (SELECT k, v, id FROM allv) t",
+    "SELECT k, COUNT(DISTINCT v) AS n FROM (SELECT k, v FROM bank.t UNION SELECT k, v FROM shop.t) u GROUP BY k",
 ]
 
 

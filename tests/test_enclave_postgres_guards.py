@@ -4,7 +4,8 @@ PostgreSQL 15 over the same rows (tests/test_postgres_dialect_audit.py's tables 
 PostgreSQL evaluates them — not on rows the WHERE drops, not in a CASE branch not taken, not on the right of an
 AND / OR the left already decides, not for a NULL dividend (a division is strict), not for a group HAVING drops
 — and raise where PostgreSQL raises. Such an error depending on dropped rows would also tell the issuer about
-a row the query filtered out."""
+a row the query filtered out. The SPU path (the default placement) answers and refuses the same, and more shapes of
+the class: nested CASE, a later WHEN's condition, COALESCE, NULLIF, IN lists, BETWEEN, WHERE conjuncts, HAVING."""
 
 from __future__ import annotations
 
@@ -39,6 +40,33 @@ RAISED = [
 ]
 
 
+# More of the class, on both devices (the SPU evaluates every part of an expression on every row and counts a
+# guard's failure only where the row reaches it: executors/spu/reach.py; the enclave's DuckDB evaluates IN and
+# BETWEEN as PostgreSQL does: tee.expressions.short_circuit). `b.j + a.k` is b.j computed across parties (k is 0),
+# so no conjunct is pushed down to corp; b.j - 2 is 0 in rows 4 and 5, whose a.i are 0 and 1000001, b.i 7 and -7.
+MORE_ANSWERED = [
+    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN 0 ELSE CASE WHEN a.f THEN a.i / (b.j - 2) ELSE -1 END END AS q {J}",
+    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN -1 WHEN a.i / (b.j - 2) > 0 THEN 1 ELSE 0 END AS w {J}",
+    f"SELECT a.id, coalesce(CASE WHEN b.j + a.k = 2 THEN a.i END, a.i / (b.j - 2)) AS q {J}",
+    f"SELECT a.id, CASE WHEN b.j + a.k <> 2 THEN nullif(a.i / (b.j - 2), 1) END AS q {J}",
+    f"SELECT a.id, b.i + a.k IN (a.i / (b.j - 2), 7, -7) AS m {J}",  # the constants first: their x = ANY(...)
+    f"SELECT a.id, b.j + a.k BETWEEN 3 AND a.i / (b.j - 2) AS m {J}",
+    f"SELECT a.id {J} WHERE a.i / (b.j - 2 + a.k) > 0 AND b.j + a.k <> 2",  # the conjunct that cannot fail first
+    f"SELECT a.id {J} WHERE b.j + a.k = 2 OR a.i % (b.j - 2) = 1",
+    f"SELECT a.f, sum(a.i + b.k) / (count(*) - 2) AS m {J} GROUP BY a.f HAVING count(*) <> 2",  # outputs of kept groups
+    f"SELECT sum(a.i + b.k) / (count(*) - 5) AS m {J} HAVING count(*) <> 5",
+    f"SELECT a.f, sum(CASE WHEN b.j + a.k <> 2 THEN a.i / (b.j - 2) END) AS s {J} GROUP BY a.f",
+]
+MORE_RAISED = [
+    f"SELECT a.id, CASE WHEN b.j + a.k = 2 THEN a.i / (b.j - 2) END AS q {J}",
+    f"SELECT a.id, coalesce(nullif(a.i, 0), a.i / (b.j - 2)) AS q {J}",
+    f"SELECT a.id, b.i + a.k IN (a.i / (b.j - 2), 7) AS m {J}",  # one constant: in the written order
+    f"SELECT a.id, b.j + a.k <> 2 OR a.i / (b.j - 2) > 0 AS o {J}",  # NULL OR .. goes on; FALSE OR .. too
+    f"SELECT a.id {J} WHERE b.j + a.k >= 2 AND a.i / (b.j - 2 + a.k) > 1",
+    f"SELECT a.f, sum(a.i + b.k) / (count(*) - 2) AS m {J} GROUP BY a.f HAVING count(*) <> 1",
+]
+
+
 @pytest.fixture(scope="module")
 def enclave(tmp_path_factory, federation_writer, plaintext_grants):
     directory = tmp_path_factory.mktemp("pg-guards")
@@ -47,7 +75,7 @@ def enclave(tmp_path_factory, federation_writer, plaintext_grants):
         yield engine
 
 
-@pytest.mark.parametrize("sql", ANSWERED)
+@pytest.mark.parametrize("sql", ANSWERED + MORE_ANSWERED)
 def test_guards_raise_only_on_rows_that_reach_them(postgresql, enclave, sql):
     assert "TEEU(" in enclave.explain(sql, "bank")
     got = sorted_rows(enclave.execute(sql, "bank").table)
@@ -55,21 +83,20 @@ def test_guards_raise_only_on_rows_that_reach_them(postgresql, enclave, sql):
     assert same_rows(got, want, approximate=False), f"{sql}\n got: {got}\nwant: {want}"
 
 
-@pytest.mark.parametrize("sql", RAISED)
-def test_guards_raise_where_postgresql_raises(postgresql, enclave, sql):
+def refused_where_postgresql_raises(postgresql, engine, sql: str, device: str, message: str) -> None:
+    """PostgreSQL raises on `sql`; `engine` plans it on `device` and fails it with DataError only when run."""
     import adbc_driver_manager
 
     with pytest.raises(adbc_driver_manager.Error):
         postgresql_rows(postgresql, sql)
-    assert enclave.check(sql, "bank") is None and "TEEU(" in enclave.explain(sql, "bank")  # found when run
-    with pytest.raises(DataError, match="division by zero|out of its domain"):
-        enclave.execute(sql, "bank")
+    assert engine.check(sql, "bank") is None and device in engine.explain(sql, "bank")  # found when run
+    with pytest.raises(DataError, match=message):
+        engine.execute(sql, "bank")
 
 
-# The SPU's stage refuses a counted row whose guarded divisor is 0 even where the guard is not reached (a CASE
-# branch not taken, per row or per group; the right of an OR / AND the left decides): PostgreSQL answers these
-# (executors/spu/stage.py reads the guard as its value; left for the SPU's owners, issue 17).
-SPU_GUARD_GAPS = {3, 4, 8}
+@pytest.mark.parametrize("sql", RAISED + MORE_RAISED)
+def test_guards_raise_where_postgresql_raises(postgresql, enclave, sql):
+    refused_where_postgresql_raises(postgresql, enclave, sql, "TEEU(", "division by zero|out of its domain")
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +105,15 @@ def secret(tmp_path_factory, federation_writer, plaintext_grants):
         yield engine
 
 
-@pytest.mark.parametrize("sql", [pytest.param(s, marks=pytest.mark.xfail(strict=True, raises=DataError,
-                                                                          reason="SPU: guard outside its branch"))
-                                 if i in SPU_GUARD_GAPS else s for i, s in enumerate(ANSWERED)
-                                 if i not in (0, 7, 9)])  # the divisions only: the SPU's sqrt / asin are slow
+@pytest.mark.parametrize("sql", [s for i, s in enumerate(ANSWERED)
+                                 if i not in (0, 7, 9)] + MORE_ANSWERED)  # divisions only: the SPU's sqrt is slow
 def test_the_spu_path_answers_as_postgresql(postgresql, secret, sql):
+    assert "SPU(" in secret.explain(sql, "bank")
     got = sorted_rows(secret.execute(sql, "bank").table)
     want = postgresql_rows(postgresql, sql)
     assert same_rows(got, want, approximate=True), f"{sql}\n got: {got}\nwant: {want}"
+
+
+@pytest.mark.parametrize("sql", [s for s in RAISED if "sqrt" not in s] + MORE_RAISED)
+def test_the_spu_path_refuses_where_postgresql_raises(postgresql, secret, sql):
+    refused_where_postgresql_raises(postgresql, secret, sql, "SPU(", "divides by zero")

@@ -147,7 +147,7 @@ def test_weaker_grant_keeps_the_query_off_this_path(tmp_path, make_federation, g
 def test_masked_column_keeps_the_query_off_this_path(tmp_path, make_federation, plaintext_grants, oracle_for):
     mask = '[[masks]]\nparty = "bank"\ncolumns = ["shop.orders.category"]\nmethod = "redact"\n'
     with Engine(make_federation(tmp_path, grants=plaintext_grants() + mask), timeout=60) as engine:
-        not_gathered(oracle_for(engine), Q13, "bank")  # the mask binds revealed columns; category is not one
+        not_gathered(oracle_for(engine), Q13, "bank")  # refused: a mask binds every use of its column
 
 
 def test_differential_privacy_keeps_the_query_off_this_path(tmp_path, make_federation, plaintext_grants, bank_dp):

@@ -289,14 +289,17 @@ def test_communication_is_bounded():
     bins = kkrt.cuckoo_bins(300)
     width = kkrt.value_bytes(300, 200)
     stats = channel.stats
-    # R -> S: seed, size, 128 base-OT choices, the corrections, the matched positions, the counts
-    assert stats.bytes[("a", "b")] == (16 + 8 + ot.KAPPA * ot.ELEMENT + bins * ot.CODE_BYTES
+    # R -> S: the hello (seed, size, an A it does not use), 128 base-OT choices, the corrections, the
+    # matched positions, the counts
+    assert stats.bytes[("a", "b")] == (16 + 8 + ot.ELEMENT + ot.KAPPA * ot.ELEMENT + bins * ot.CODE_BYTES
                                        + 4 * 100 + 4 * 100)
-    assert stats.messages[("a", "b")] == 6 + -(-bins // ot.CHUNK_ROWS) - 1
-    # S -> R: seed, size, A, the IKNP matrix, 3 values per key, the counts
+    assert stats.messages[("a", "b")] == 5 + -(-bins // ot.CHUNK_ROWS) - 1
+    # S -> R: the hello (seed, size, A), the IKNP matrix, 3 values per key, the counts
     assert stats.bytes[("b", "a")] == (16 + 8 + ot.ELEMENT + ot.KAPPA * ot.CODE_BYTES
                                        + 3 * 200 * width + 4 * 100)
-    assert stats.messages[("b", "a")] == 6
+    assert stats.messages[("b", "a")] == 4
+    # legs one after another: the hello, base-OT choices, IKNP, corrections, values, matched, counts
+    assert stats.legs == 7
 
 
 def test_no_plaintext_key_crosses(channel_spy):
@@ -310,24 +313,25 @@ def test_no_plaintext_key_crosses(channel_spy):
 # --- malformed messages ------------------------------------------------------------------------------------
 
 class TamperingChannel(InProcessChannel):
-    """Changes the first message whose tag ends with `suffix`."""
+    """Changes the first message whose tag ends with `suffix` (`every`: each such message, both parties'
+    where both send one: which of them comes first is the threads' race)."""
 
-    def __init__(self, suffix, change):
+    def __init__(self, suffix, change, every=False):
         super().__init__(["a", "b"], timeout=10)
-        self.suffix, self.change, self.done = suffix, change, False
+        self.suffix, self.change, self.done, self.every = suffix, change, False, every
 
     def _send(self, src, dst, tag, payload):
-        if not self.done and tag.endswith(self.suffix):
+        if (self.every or not self.done) and tag.endswith(self.suffix):
             self.done = True
             payload = self.change(bytes(payload))
         super()._send(src, dst, tag, payload)
 
 
 @pytest.mark.parametrize("suffix, change", [
-    ("kkrt/seed", lambda m: m[:-1]),
-    ("kkrt/size", lambda m: m + b"\x00"),
-    ("kkrt/size", lambda m: (1 << 40).to_bytes(8, "little")),
-    ("base-ot/a", lambda m: m[:100]),
+    ("kkrt/hello", lambda m: m[:-1]),
+    ("kkrt/hello", lambda m: m + b"\x00"),
+    ("kkrt/hello", lambda m: m[:16] + (1 << 40).to_bytes(8, "little") + m[24:]),
+    ("kkrt/hello*", lambda m: m[:24] + bytes(384)),  # an A outside the subgroup (S's: R discards its own)
     ("base-ot/b", lambda m: m[:-1]),
     ("iknp/u", lambda m: m[:-8]),
     ("kkrt/u", lambda m: m[:-64]),
@@ -342,7 +346,7 @@ def test_malformed_message_raises_protocol_error(suffix, change):
     left = enc(list(range(40)) * 2)
     right = enc(range(20, 50))
     with pytest.raises(ProtocolError):
-        run_join(left, right, channel=TamperingChannel(suffix, change))
+        run_join(left, right, channel=TamperingChannel(suffix.rstrip("*"), change, every=suffix.endswith("*")))
 
 
 def test_peer_that_vanishes_fails_with_its_name():

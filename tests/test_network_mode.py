@@ -892,7 +892,8 @@ def stream_cluster(tmp_path_factory):
 
 
 def test_a_querys_messages_travel_over_one_stream_per_peer(stream_cluster, oracle_for):
-    """A PSI then an SPU filter send about 80 messages; each node opens at most one stream per peer."""
+    """A PSI then an SPU filter send about 40 messages (~80 before branch net14); each node opens at most one
+    stream per peer."""
     with Engine(stream_cluster.path, runtime="network", identity="bank") as issuer:
         oracle = data_oracle(stream_cluster, issuer, oracle_for)
         nodes = ["bank", "shop", "dealer"]
@@ -906,7 +907,7 @@ def test_a_querys_messages_travel_over_one_stream_per_peer(stream_cluster, oracl
             assert set(made) <= {"exchange"} and made.get("exchange", 0) <= 2 * 2, (name, made)  # 2 queries, 2 peers
             streams += made.get("exchange", 0)
         messages = sum(stats.messages.values())  # of one query, which opened streams / 2 streams
-        assert messages > 10 * (streams / 2), (messages, streams)
+        assert messages > 6 * (streams / 2), (messages, streams)
 
 
 

@@ -305,11 +305,17 @@ def choose_packing(rows: int, groups: int, columns: int, slots: int, slot_bits: 
 
 
 # Seconds of one cost unit (a multiplication mod n^2 at 2048 bits) in a whole he_group_sum, all
-# overheads included: CPU seconds of bench/he.py's protocol runs / `packing_cost` units, measured on
-# the shared 2-core machine under load (re-measure on the target machine: the bench prints it).
-# 2026-12-07, load average 10-17 on the 2 cores: 10.5 us at 10^4 rows, 11.0 us at 10^5 (316 groups,
-# the worker processes' CPU counted); 12 us before (2026-11-22).
-UNIT_SECONDS = 11e-6
+# overheads included, on the cores it runs on: fitted on bench/he.py's protocol runs
+# on a quiet 2-core machine (2026-12-07, load ~1.2, 32 groups, 2 worker processes: 1.4 s wall for 0.28 M
+# units at 10^4 rows, 4.4 s for 1.00 M at 10^5), wall = fixed + units x UNIT_SECONDS / processes:
+# 8.3 us and 0.23 s (`cost.HE_FIXED` stays 1.0 s: the SPU's fixed price beside it, `cost.SPU_FIXED`, was
+# measured under load, and a quiet HE_FIXED alone would price HE below the SPU for the smallest queries in
+# process). (That run's "cpu s" column missed the workers' CPU, read since from /proc.) Before:
+# 11 us, CPU seconds per unit under load 10-17 (2026-12-07), 12 us before that (2026-11-22): the model's HE
+# then stood 2-2.7x above bench/network.py's quiet class-4 runs. What is left of that gap is the rows: the
+# planner prices the published 131,072 (16,384) rows per party, and the bench's query joins about half of
+# its 10^5 (10^4) (docs/benchmarks.md, "HE's price on a quiet machine").
+UNIT_SECONDS = 8.3e-6
 
 
 def he_group_sum_seconds(rows: int, groups: int, columns: int, key_bits: int = 2048, processes: int = 2,

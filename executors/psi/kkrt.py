@@ -7,11 +7,13 @@ exactly what `psi_join_indices` and `psi_membership` return: my row indices of t
 one order both parties agree on, resp. whether each of my rows' keys is also the peer's.
 
 Rounds (`ot.py` has the OT layers):
-  1. seed, then size (both ways): a fresh 16-byte seed from each party, from which the run's public
-     AES keys (input MAC, cuckoo hashing, code, hashes) are derived with SHA-256; then, with the
-     keys MACed and told apart by their MACs, the number of distinct keys.
-  2. base OTs and their IKNP extension (S -> R, R -> S, S -> R): R gets 512 seed pairs, S a
-     secret s ∈ {0,1}^512 and one seed of each pair.
+  1. hello (both ways, one message each, sent at once): a fresh 16-byte seed, from which with the
+     peer's the run's public AES keys (input MAC, cuckoo hashing, code, hashes) are derived with
+     SHA-256; the number of distinct keys; and the base OTs' first message A = g^a. The roles
+     follow from the sizes, so both parties send an A: S's starts its base OTs, R's (a fresh
+     random group element) is discarded. One leg where seed, size and A took three.
+  2. base OTs and their IKNP extension (R -> S, S -> R): R gets 512 seed pairs, S a secret
+     s ∈ {0,1}^512 and one seed of each pair.
   3. corrections (R -> S, in chunks of 2^16 instances): R cuckoo-hashes its keys into m bins with 3
      hash functions, no stash; bin b holding key x placed by hash function i is the OPRF instance
      with input x‖i (empty bins: codeword 0). R keeps F_b(x‖i) = H(b, i, t0_b).
@@ -62,8 +64,8 @@ import pyarrow as pa
 from sqlsecure.errors import ProtocolError
 from sqlsecure.executors.runtime.channel import Endpoint
 from sqlsecure.executors.psi.ot import (
-    BLOCK, CHUNK_ROWS, CODE_BYTES, AesBlocks, PseudorandomCode, kkrt_base_receive, kkrt_base_send,
-    kkrt_extend_receive, kkrt_extend_send, pack_bits, row_hash, tweak_blocks,
+    BLOCK, CHUNK_ROWS, CODE_BYTES, ELEMENT, AesBlocks, PseudorandomCode, base_ot_first, kkrt_base_receive,
+    kkrt_base_send, kkrt_extend_receive, kkrt_extend_send, pack_bits, row_hash, tweak_blocks,
 )
 from sqlsecure.executors.psi.ecdh import Intersection, join_from, membership_of, random_permutation
 from sqlsecure.executors.psi.encoding import Keys, distinct_encoded, per_row
@@ -75,6 +77,7 @@ MAX_KEYS = 1 << 32  # positions in the "matched" message are 32-bit
 MAX_CUCKOO_ROUNDS = 10_000
 MAC_CHUNK = 1 << 16  # keys per CBC-MAC batch, which bounds its temporary arrays
 SESSION_DOMAIN = b"sqlsecure/psi/kkrt16/v1\x00"
+HELLO_BYTES = BLOCK + 8 + ELEMENT  # seed, number of distinct keys, base-OT message a
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ def put_rows(dst: np.ndarray, at: np.ndarray, rows: np.ndarray) -> None:
 # --- the batched OPRF -----------------------------------------------------------------------------
 
 def _oprf_receive(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, session: SessionKeys,
-                  bins: int) -> tuple[np.ndarray, np.ndarray]:
+                  bins: int, base: bytes) -> tuple[np.ndarray, np.ndarray]:
     """R's side: (its OPRF value per key, the hash function that placed the key)."""
     slot, which = cuckoo_insert(candidate_bins(blocks, session.cuckoo, bins), bins)
     occupied = slot >= 0
@@ -250,7 +253,7 @@ def _oprf_receive(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, s
         rows[here] = session.code.encode(inputs[start:stop][here])
         return rows
 
-    seed_pairs = kkrt_base_send(endpoint, peer, tag, session.iknp)
+    seed_pairs = kkrt_base_send(endpoint, peer, tag, session.iknp, base)
     values = np.zeros((len(blocks), BLOCK), dtype=np.uint8)
     for start, t0 in kkrt_extend_receive(endpoint, peer, tag, seed_pairs, bins, codewords):
         here = np.flatnonzero(occupied[start:start + len(t0)])
@@ -263,7 +266,7 @@ def _oprf_receive(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, s
 
 
 def _oprf_send(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, session: SessionKeys,
-               bins: int, width: int) -> np.ndarray:
+               bins: int, width: int, first: tuple) -> np.ndarray:
     """S's side: F_(h_i(y))(y‖i) truncated to `width` bytes for each i and each of its keys y,
     shape (3, n_S, width)."""
     n = len(blocks)
@@ -273,7 +276,7 @@ def _oprf_send(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, sess
     by_chunk = np.argsort(chunk_of, kind="stable")  # a radix sort for uint16
     bounds = np.concatenate([[0], np.cumsum(np.bincount(chunk_of, minlength=chunks))])
     del chunk_of
-    s, seeds = kkrt_base_receive(endpoint, peer, tag, session.iknp)
+    s, seeds = kkrt_base_receive(endpoint, peer, tag, session.iknp, first)
     s_row = pack_bits(s)
     values = np.empty((HASHES * n, width), dtype=np.uint8)  # row i·n + y
     for c, (start, q) in enumerate(kkrt_extend_send(endpoint, peer, tag, s, seeds, bins)):
@@ -313,32 +316,26 @@ def equal_values(mine: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.n
 
 # --- the PSI ----------------------------------------------------------------------------------------
 
-def _agree(endpoint: Endpoint, peer: str, tag: str) -> SessionKeys:
-    """Round 1a: exchange fresh seeds; the run's public keys derive from both."""
+def _hello(endpoint: Endpoint, peer: str, tag: str, distinct: int, first: tuple) -> tuple[SessionKeys, int, bytes]:
+    """Round 1, one message each way: my seed, my number of distinct keys and my base-OT message a;
+    (the run's keys, the peer's number of distinct keys, the peer's message a)."""
     seed = os.urandom(BLOCK)
-    endpoint.send(peer, f"{tag}/kkrt/seed", seed)
-    theirs = endpoint.recv(peer, f"{tag}/kkrt/seed")
-    if len(theirs) != BLOCK:
-        raise ProtocolError(f"{peer} sent a KKRT seed of {len(theirs)} bytes, expected {BLOCK}")
-    return SessionKeys.derive(*((seed, theirs) if endpoint.party < peer else (theirs, seed)))
-
-
-def _sizes(endpoint: Endpoint, peer: str, tag: str, distinct: int) -> int:
-    """Round 1b: exchange the numbers of distinct keys."""
-    endpoint.send(peer, f"{tag}/kkrt/size", distinct.to_bytes(8, "little"))
-    raw = endpoint.recv(peer, f"{tag}/kkrt/size")
-    if len(raw) != 8:
-        raise ProtocolError(f"{peer} sent a KKRT set size of {len(raw)} bytes, expected 8")
-    theirs = int.from_bytes(raw, "little")
+    endpoint.send(peer, f"{tag}/kkrt/hello", seed + distinct.to_bytes(8, "little") + first[1])
+    raw = endpoint.recv(peer, f"{tag}/kkrt/hello")
+    if len(raw) != HELLO_BYTES:
+        raise ProtocolError(f"{peer} sent a KKRT hello of {len(raw)} bytes, expected {HELLO_BYTES}")
+    theirs = int.from_bytes(raw[BLOCK:BLOCK + 8], "little")
     if theirs >= MAX_KEYS:
         raise ProtocolError(f"{peer} announced {theirs} distinct keys; at most {MAX_KEYS - 1} are supported")
-    return theirs
+    session = SessionKeys.derive(*((seed, raw[:BLOCK]) if endpoint.party < peer else (raw[:BLOCK], seed)))
+    return session, theirs, raw[BLOCK + 8:]
 
 
 def _receive(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, theirs: int,
-             session: SessionKeys) -> np.ndarray:
-    """R: run the OPRF, find the matches, tell S their positions; my common keys in the common order."""
-    values, used = _oprf_receive(endpoint, peer, tag, blocks, session, cuckoo_bins(len(blocks)))
+             session: SessionKeys, base: bytes) -> np.ndarray:
+    """R: run the OPRF, find the matches, tell S their positions; my common keys in the common order.
+    `base`: S's base-OT message a (from its hello)."""
+    values, used = _oprf_receive(endpoint, peer, tag, blocks, session, cuckoo_bins(len(blocks)), base)
     width = value_bytes(len(blocks), theirs)
     raw = endpoint.recv(peer, f"{tag}/kkrt/values")
     if len(raw) != HASHES * theirs * width:
@@ -364,12 +361,13 @@ def _receive(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, theirs
 
 
 def _send(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, theirs: int,
-          session: SessionKeys) -> np.ndarray:
-    """S: run the OPRF on my keys in a random order; my common keys in the order R sends back."""
+          session: SessionKeys, first: tuple) -> np.ndarray:
+    """S: run the OPRF on my keys in a random order; my common keys in the order R sends back.
+    `first`: my base-OT message a (exponent, encoding), sent in my hello."""
     order = random_permutation(len(blocks))
     width = value_bytes(theirs, len(blocks))
     shuffled = np.take(blocks, order, axis=0)
-    values = _oprf_send(endpoint, peer, tag, shuffled, session, cuckoo_bins(theirs), width)
+    values = _oprf_send(endpoint, peer, tag, shuffled, session, cuckoo_bins(theirs), width, first)
     endpoint.send(peer, f"{tag}/kkrt/values", values.tobytes())
     raw = endpoint.recv(peer, f"{tag}/kkrt/matched")
     if len(raw) % 4:
@@ -380,27 +378,31 @@ def _send(endpoint: Endpoint, peer: str, tag: str, blocks: np.ndarray, theirs: i
     return order[positions]
 
 
-def _distinct_blocks(encoded: Keys, mac: AesBlocks) -> tuple[np.ndarray, np.ndarray]:
-    """(per row: the index of its distinct key or -1 for NULL, each distinct key's MAC block).
-    Only the distinct keys are MACed; keys are still told apart by their MACs."""
-    rows, distinct = distinct_encoded(encoded)
+def _distinct_blocks(rows: np.ndarray, distinct: list, mac: AesBlocks) -> tuple[np.ndarray, np.ndarray]:
+    """(per row: the index of its distinct key or -1 for NULL, each distinct key's MAC block), from
+    `distinct_encoded`'s (rows, distinct keys). Keys are told apart by their MACs: two distinct keys
+    with one MAC (probability ~2^-128 per pair) fail the run, since their number was announced."""
     _, data, starts, lengths = key_bytes(distinct)
     blocks = cbc_mac(data, starts, lengths, mac)
     del data
     block_ids, representative = distinct_keys(blocks)
+    if len(representative) != len(distinct):
+        raise ProtocolError("two distinct join keys have the same 128-bit MAC; run the query again")
     return per_row(rows, block_ids), np.take(blocks, representative, axis=0)
 
 
 def _intersect(endpoint: Endpoint, peer: str, tag: str, encoded: Keys) -> Intersection:
-    session = _agree(endpoint, peer, tag)
-    ids, blocks = _distinct_blocks(encoded, session.mac)
+    rows, distinct = distinct_encoded(encoded)
+    first = base_ot_first()  # data-independent: sent now, so the base OTs start one leg after the hello
+    session, theirs, their_a = _hello(endpoint, peer, tag, len(distinct), first)
+    ids, blocks = _distinct_blocks(rows, distinct, session.mac)
     mine = len(blocks)
-    theirs = _sizes(endpoint, peer, tag, mine)
     if not mine or not theirs:
         return Intersection(ids, mine, np.zeros(0, dtype=np.int64))
     receiver = (mine, peer) > (theirs, endpoint.party)  # the larger set receives; ties: the smaller name
-    run = _receive if receiver else _send
-    return Intersection(ids, mine, run(endpoint, peer, tag, blocks, theirs, session))
+    if receiver:
+        return Intersection(ids, mine, _receive(endpoint, peer, tag, blocks, theirs, session, their_a))
+    return Intersection(ids, mine, _send(endpoint, peer, tag, blocks, theirs, session, first))
 
 
 def kkrt_join_indices(endpoint: Endpoint, peer: str, tag: str, encoded: Keys, left: bool,

@@ -264,13 +264,23 @@ def _base_key(j: int, a: bytes, b: bytes, shared) -> bytes:
     return hashlib.sha256(BASE_OT_DOMAIN + j.to_bytes(4, "big") + a + b + _encode(shared)).digest()[:BLOCK]
 
 
-def base_ot_send(endpoint: Endpoint, peer: str, tag: str, count: int) -> np.ndarray:
-    """Chou–Orlandi as sender: `count` random key pairs, shape (count, 2, 16)."""
-    p = FFDHE3072_P
+def base_ot_first() -> tuple[gmpy2.mpz, bytes]:
+    """The sender's message a, (its exponent a, A = g^a encoded): data-independent, so a KKRT run
+    makes it before the roles are known and sends it with its first message (`kkrt.py`)."""
     a = _exponent()
-    big_a = gmpy2.powmod(GENERATOR, a, p)
-    a_raw = _encode(big_a)
-    endpoint.send(peer, f"{tag}/base-ot/a", a_raw)
+    return a, _encode(gmpy2.powmod(GENERATOR, a, FFDHE3072_P))
+
+
+def base_ot_send(endpoint: Endpoint, peer: str, tag: str, count: int,
+                 first: tuple[gmpy2.mpz, bytes] | None = None) -> np.ndarray:
+    """Chou–Orlandi as sender: `count` random key pairs, shape (count, 2, 16). `first`: message a,
+    already sent (`base_ot_first`); None makes and sends it here."""
+    p = FFDHE3072_P
+    if first is None:
+        first = base_ot_first()
+        endpoint.send(peer, f"{tag}/base-ot/a", first[1])
+    a, a_raw = first
+    big_a = gmpy2.mpz(int.from_bytes(a_raw, "big"))
     raw = endpoint.recv(peer, f"{tag}/base-ot/b")
     if len(raw) != count * ELEMENT:
         raise ProtocolError(f"{peer} sent {len(raw)} bytes of base-OT choices, expected {count * ELEMENT}")
@@ -284,10 +294,13 @@ def base_ot_send(endpoint: Endpoint, peer: str, tag: str, count: int) -> np.ndar
     return keys
 
 
-def base_ot_receive(endpoint: Endpoint, peer: str, tag: str, choices: np.ndarray) -> np.ndarray:
-    """Chou–Orlandi as receiver: the key of each chosen side, shape (len(choices), 16)."""
+def base_ot_receive(endpoint: Endpoint, peer: str, tag: str, choices: np.ndarray,
+                    a_raw: bytes | None = None) -> np.ndarray:
+    """Chou–Orlandi as receiver: the key of each chosen side, shape (len(choices), 16). `a_raw`: the
+    sender's message a if it came already (with a KKRT run's first message); None receives it."""
     p = FFDHE3072_P
-    a_raw = endpoint.recv(peer, f"{tag}/base-ot/a")
+    if a_raw is None:
+        a_raw = endpoint.recv(peer, f"{tag}/base-ot/a")
     if len(a_raw) != ELEMENT:
         raise ProtocolError(f"{peer} sent a base-OT key of {len(a_raw)} bytes, expected {ELEMENT}")
     big_a = _decode(a_raw, peer)
@@ -332,17 +345,19 @@ def extend_ots_send(endpoint: Endpoint, peer: str, tag: str, base_keys: np.ndarr
     return np.stack([tccr_hash(pi, tweaks, q), tccr_hash(pi, tweaks, q ^ pack_bits(delta))], axis=1)
 
 
-def kkrt_base_send(endpoint: Endpoint, peer: str, tag: str, pi: AesBlocks) -> np.ndarray:
-    """The OPRF receiver's setup: CODE_BITS random seed pairs, shape (512, 2, 16)."""
+def kkrt_base_send(endpoint: Endpoint, peer: str, tag: str, pi: AesBlocks, a_raw: bytes | None = None) -> np.ndarray:
+    """The OPRF receiver's setup: CODE_BITS random seed pairs, shape (512, 2, 16). `a_raw`: the
+    base OTs' message a, if it came already (`base_ot_receive`)."""
     delta = random_bits(KAPPA)
-    base = base_ot_receive(endpoint, peer, tag, delta)
+    base = base_ot_receive(endpoint, peer, tag, delta, a_raw)
     return extend_ots_send(endpoint, peer, tag, base, delta, CODE_BITS, pi)
 
 
-def kkrt_base_receive(endpoint: Endpoint, peer: str, tag: str,
-                      pi: AesBlocks) -> tuple[np.ndarray, np.ndarray]:
-    """The OPRF sender's setup: its secret s ∈ {0,1}^512 and the seed t_(s_j, j) of each pair."""
-    base = base_ot_send(endpoint, peer, tag, KAPPA)
+def kkrt_base_receive(endpoint: Endpoint, peer: str, tag: str, pi: AesBlocks,
+                      first: tuple[gmpy2.mpz, bytes] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The OPRF sender's setup: its secret s ∈ {0,1}^512 and the seed t_(s_j, j) of each pair.
+    `first`: the base OTs' message a, already sent (`base_ot_send`)."""
+    base = base_ot_send(endpoint, peer, tag, KAPPA, first)
     s = random_bits(CODE_BITS)
     return s, extend_ots_receive(endpoint, peer, tag, base, s, pi)
 

@@ -5,6 +5,13 @@ A `Channel` connects the parties of one federation. Each party talks through its
 what crosses is exactly what a network would carry. Every channel counts, per ordered pair of
 parties, the messages and bytes sent; protocol tests bound both.
 
+The in-process channel also counts the **legs on the critical path** (`ChannelStats.legs`), without
+timing: each message carries a Lamport depth, its sender's clock + 1; a receiver's clock becomes the
+largest depth it has received. The deepest message is the number of one-way message legs that must
+follow one another, so over a link of one-way delay d a query waits at least legs × d (a round in
+which all parties send, then receive, is one leg; a request and its answer are two). A party's
+clock is per party, not per thread: an upper bound where one party sends from several threads.
+
 `InProcessChannel` is the embedded runtime's channel (parties are isolated objects in one
 process); a network channel implements the same interface, so one plan runs over either.
 """
@@ -27,10 +34,13 @@ DEFAULT_TIMEOUT = 120.0
 
 @dataclass
 class ChannelStats:
-    """Messages and bytes per ordered pair (src, dst)."""
+    """Messages and bytes per ordered pair (src, dst); `legs`, the deepest message's Lamport depth
+    (the sequential message legs on the critical path; counted by the in-process channel, 0 where
+    a channel does not count it)."""
 
     messages: Counter = field(default_factory=Counter)
     bytes: Counter = field(default_factory=Counter)
+    legs: int = 0
 
     def total_bytes(self) -> int:
         return sum(self.bytes.values())
@@ -39,10 +49,11 @@ class ChannelStats:
         return sum(self.messages.values())
 
     def snapshot(self) -> "ChannelStats":
-        return ChannelStats(Counter(self.messages), Counter(self.bytes))
+        return ChannelStats(Counter(self.messages), Counter(self.bytes), self.legs)
 
     def since(self, earlier: "ChannelStats") -> "ChannelStats":
-        return ChannelStats(self.messages - earlier.messages, self.bytes - earlier.bytes)
+        """Messages and bytes since `earlier`; `legs` stays the depth reached (a depth, not a sum)."""
+        return ChannelStats(self.messages - earlier.messages, self.bytes - earlier.bytes, self.legs)
 
 
 class Endpoint:
@@ -103,6 +114,7 @@ class InProcessChannel(Channel):
         super().__init__(parties, timeout)
         self._queues = {(a, b): queue.Queue() for a in self.parties for b in self.parties if a != b}
         self._aborted: str | None = None
+        self._clock = dict.fromkeys(self.parties, 0)  # each party's Lamport clock (see `ChannelStats.legs`)
 
     def _queue(self, src: str, dst: str) -> queue.Queue:
         try:
@@ -114,8 +126,12 @@ class InProcessChannel(Channel):
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise ProtocolError(f"{src!r} -> {dst!r} [{tag}]: only bytes cross a channel")
         data = bytes(payload)  # a copy: the receiver never shares the sender's buffer
+        q = self._queue(src, dst)
         self._count(src, dst, len(data))
-        self._queue(src, dst).put((tag, data))
+        with self._lock:
+            depth = self._clock[src] + 1
+            self.stats.legs = max(self.stats.legs, depth)
+        q.put((tag, data, depth))
 
     def _recv(self, src: str, dst: str, tag: str, timeout: float | None) -> bytes:
         q = self._queue(src, dst)
@@ -129,9 +145,11 @@ class InProcessChannel(Channel):
         if item is self._ABORT:
             q.put(item)
             raise ProtocolError(f"query aborted while {dst!r} waited for {src!r} ({tag}): {self._aborted}")
-        got, data = item
+        got, data, depth = item
         if got != tag:
             raise ProtocolError(f"party {src!r} sent {got!r} to {dst!r}, expected {tag!r}")
+        with self._lock:
+            self._clock[dst] = max(self._clock[dst], depth)
         return data
 
     def abort(self, reason: str) -> None:

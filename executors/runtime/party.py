@@ -23,7 +23,7 @@ from sqlsecure.executors.psi.ecdh import compose_matches, local_join_indices, ps
 
 PSI = {"ecdh": (psi_join_indices, psi_membership), "kkrt": (kkrt_join_indices, kkrt_membership)}
 from sqlsecure.policy.masking import apply_mask
-from sqlsecure.executors.tee.stage import inputs_table, issuer_side, party_side
+from sqlsecure.executors.tee.stage import inputs_table, issuer_side, party_side, union_inputs_table
 from sqlsecure.executors.heu.group_by import key_party_side, open_sums, row_multiplicity, value_party_side
 from sqlsecure.executors.spu.stage import exchange_shapes, receive_outputs, reveal_outputs, run_stage
 from sqlsecure.executors.spu.session import SpuSession
@@ -179,7 +179,11 @@ class PartyExecutor:
                     outputs[(self.name, step.out)] = result_part
             elif isinstance(step, EnclaveStage):
                 mine = tuple((column, name, kind) for party, column, name, kind in step.inputs if party == self.name)
-                table = inputs_table(pieces[step.rel], mine) if mine else None
+                if step.union:  # a UNION ALL: this party's branches stacked, as one part
+                    table = union_inputs_table([(b, pieces[rel]) for b, (party, rel) in enumerate(step.union)
+                                                if party == self.name], mine) if mine else None
+                else:
+                    table = inputs_table(pieces[step.rel], mine) if mine else None
                 if self._trust is None:
                     raise ProtocolError(f"{self.name} has no enclave to trust (no [enclave] in the federation)")
                 if self.name == step.issuer:
@@ -300,12 +304,12 @@ class PartyExecutor:
             tables = {i: pieces[rel] for i, (party, rel, _) in enumerate(step.secret_join) if party == me}
         else:  # my piece of the joined relation
             tables = {0: pieces[step.rel]}
-        kinds, rows = exchange_shapes(self._endpoint, step, tables, tag)
+        session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
+        session.offer()  # the session's set-up and the shapes: one leg
+        kinds, rows = exchange_shapes(self._endpoint, step, tables, tag, session.accept)
         inputs = {(i, column): table.column(column) for i, table in tables.items()
                   for _, column in step.inputs if column in table.column_names}
         n = sum(rows.values()) if step.union or step.secret_join else tables[0].num_rows
-        session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
-        session.setup()
         try:
             values, flag = run_stage(session, step, inputs, kinds, n, rows, tables, f"{tag}/join")
             return reveal_outputs(session, step, values, flag, n)
@@ -322,7 +326,7 @@ class PartyExecutor:
             return receive_program_output(self._endpoint, step, program) if me == step.issuer else None
         tables = {i: pieces[relation] for i, (owner, relation) in enumerate(step.inputs) if owner == me}
         session = SpuSession(self._endpoint, list(step.compute), frac_bits=step.frac_bits)
-        session.setup()
+        session.offer()  # accepted by `run_program` after it sent its sizes: one leg for both
         try:
             issuer = step.compute.index(step.issuer) if step.issuer in step.compute else None
             return run_program(session, program, tables, issuer, issuer=step.issuer, out=step.out)

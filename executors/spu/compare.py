@@ -123,8 +123,8 @@ def less_than(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False, 
     return _result(s, lt, arith)
 
 
-def greater_than(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
-    return less_than(s, y, x, arith)
+def greater_than(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False, bits: int = 64):
+    return less_than(s, y, x, arith, bits)
 
 
 def positive_many(s: SpuSession, xs: list[ArithShare]) -> list[ArithShare]:
@@ -141,14 +141,15 @@ def positive_many(s: SpuSession, xs: list[ArithShare]) -> list[ArithShare]:
     return out
 
 
-def less_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
-    """[x <= y] = NOT [y < x]: as `less_than`, 6 rounds for 2 parties, 8 for 3 (+1 with `arith`)."""
-    lt, _ = compare_bits(s, _diff(y, x), want_eq=False)
+def less_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False, bits: int = 64):
+    """[x <= y] = NOT [y < x]: as `less_than`, 6 rounds for 2 parties, 8 for 3 (+1 with `arith`);
+    `bits` as there."""
+    lt, _ = compare_bits(s, _diff(y, x), want_eq=False, bits=bits)
     return _result(s, lt ^ ONE if s.is_first else lt, arith)
 
 
-def greater_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):
-    return less_equal(s, y, x, arith)
+def greater_equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False, bits: int = 64):
+    return less_equal(s, y, x, arith, bits)
 
 
 def equal(s: SpuSession, x: ArithShare, y: ArithShare, arith: bool = False):

@@ -391,6 +391,7 @@ class DealerClient:
         self.next_rid = 0
         self.pooling = pooling
         self._pools: dict[str, _Batch] = {}
+        self._promised: dict[str, int] = {}  # per pooled kind: elements `ahead` set aside in the current batch
         self._next_batch: dict[str, int] = {}
         self._expected: deque[int] = deque()  # rids whose correction comes to this party, in order
         self._received: dict[int, bytes] = {}
@@ -467,14 +468,34 @@ class DealerClient:
         rb, ra = seeded_dabit(self.prg, rid, idx, n, size, to)
         return _Batch(rid, size, [rb, ra], [1, 1], size)
 
+    def ahead(self, kind: str, count: int) -> None:
+        """Set aside `count` elements of pooled `kind` for a take to come, requesting their batch now
+        if the current one cannot hold them beside what is already set aside: the request and the
+        dealer's correction then travel while the parties compute, where a request at first use
+        puts its round trip (to the dealer, then to the receiver: two legs) on the critical path.
+        Only the timing changes: the batch is one `_take` would request, its elements used in order.
+        Counts the pools do not serve are requested at use, as before."""
+        if kind not in POOLED or not self._pooled(kind, count):
+            return
+        batch, promised = self._pools.get(kind), self._promised.get(kind, 0)
+        if batch is None or batch.size - batch.pos - promised < count:  # a new batch, for these and those set aside
+            self._refill(kind, promised + count, 2 if kind == "bool_fanout" else 1)
+        self._promised[kind] = promised + count
+
+    def _refill(self, kind: str, count: int, fan: int) -> _Batch:
+        size = max(count, self._next_batch.get(kind, POOL_START))
+        self._next_batch[kind] = min(POOL_MAX, 2 * size)
+        self._promised[kind] = 0
+        batch = self._pools[kind] = self._new_batch(kind, size, fan)
+        return batch
+
     def _take(self, kind: str, count: int, fan: int = 1):
         """This party's arrays for `count` elements of a pooled kind, the last one (the component
         a correction may provide) as a fetch callable."""
         batch = self._pools.get(kind)
         if batch is None or batch.size - batch.pos < count:
-            size = max(count, self._next_batch.get(kind, POOL_START))
-            self._next_batch[kind] = min(POOL_MAX, 2 * size)
-            batch = self._pools[kind] = self._new_batch(kind, size, fan)
+            batch = self._refill(kind, count, fan)
+        self._promised[kind] = max(0, self._promised.get(kind, 0) - count)
         lo, hi = batch.pos, batch.pos + count
         batch.pos = hi
 

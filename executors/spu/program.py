@@ -629,11 +629,12 @@ MAX_KEY_CLASS = 60  # a classed key is compared on M + 2 bits: at most the sort'
 
 
 def key_classes(node: Node, classes: dict[str, int]) -> dict[str, int]:
-    """Sets each join's and aggregate's `key_classes` (per join key pair or GROUP BY key: M where the keys
-    are integer columns whose values are an input column's, unchanged or a MIN/MAX of them, with a
-    published class |v| < 2^M; else None), so their sorts compare M + 2 bits, not 64 (`sr.pk_join`,
-    `sr.aggregate`). Each owner checks its values against its classes before sharing, and the sorts
-    compare a NULL key or an invalid row's as 0: the bound holds for every row. Returns the node's
+    """Sets each join's, aggregate's and DISTINCT's `key_classes` (per join key pair, GROUP BY key or
+    DISTINCT column: M where the keys are integer columns whose values are an input column's, unchanged
+    or a MIN/MAX of them, with a published class |v| < 2^M; else None), so their sorts compare M + 2
+    bits, not 64 (`sr.pk_join`, `sr.semi_join`, `sr.aggregate`, `sr.distinct`). Each owner checks its
+    values against its classes before sharing, and the sorts compare a NULL key or an invalid row's as
+    0: the bound holds for every row. Returns the node's
     classed columns (name -> M)."""
     subs = [key_classes(c, classes) for c in node.children]
     a = node.args
@@ -645,6 +646,9 @@ def key_classes(node: Node, classes: dict[str, int]) -> dict[str, int]:
     if node.op == "join":
         a["key_classes"] = [_key_class(keys, subs) for keys in zip(a["left_keys"], a["right_keys"])]
         return {name: bits for sub in subs for name, bits in sub.items() if name in node.kinds()}
+    if node.op == "distinct":
+        a["key_classes"] = [subs[0].get(name) if subs[0].get(name, MAX_KEY_CLASS + 1) <= MAX_KEY_CLASS else None
+                            for name, _ in node.schema]
     if node.op == "aggregate":
         a["key_classes"] = [_key_class((e,), subs) for _, e, _ in a["keys"]]
         extremes = [(name, arg, None) for name, func, arg, _ in a["aggregates"] if func in ("MIN", "MAX")]
@@ -713,8 +717,14 @@ def _aggregate(spec, path, inputs) -> Node:
                 or any(p not in kinds for p in provenance):
             raise ProtocolError(f"secret program: {path}.threshold: expected {{'k': int >= 1, 'provenance': "
                                 f"[columns of the child]}}")
+        once = threshold.get("once", [])
+        if not isinstance(once, list) or any(p not in provenance for p in once):
+            raise ProtocolError(f"secret program: {path}.threshold.once: expected [provenance columns]")
         threshold = (k, list(provenance))
-    args = {"keys": keys, "aggregates": aggregates, "threshold": threshold, "per_row": _per_row(spec, keys, path)}
+    else:
+        once = []
+    args = {"keys": keys, "aggregates": aggregates, "threshold": threshold, "once": once,
+            "per_row": _per_row(spec, keys, path)}
     return Node("aggregate", path, args, [child], schema)
 
 
@@ -981,7 +991,8 @@ def run_program(s: SpuSession, program: Program, tables: dict[int, pa.Table], is
 def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
                     ) -> tuple[dict[int, int], dict[int, int], list[list[tuple[str, str]]]]:
     """Tell every other party which inputs I hold, their row counts and their text columns' width
-    classes (public sizes, `values.text_width`): 1 round. Returns the owners, the row counts and
+    classes (public sizes, `values.text_width`): 1 round, the same leg as the session's set-up where
+    the session was only offered (`SpuSession.offer`). Returns the owners, the row counts and
     each input's columns in their shared kinds (text as `text.<w>`)."""
     for i, table in tables.items():
         _check_input_table(program, i, table)
@@ -993,6 +1004,7 @@ def _exchange_sizes(s: SpuSession, program: Program, tables: dict[int, pa.Table]
     s.rounds += 1
     for j in s.others():
         s.endpoint.send(s.parties[j], tag, mine)
+    s.accept()  # the session's set-up, if only offered: its seeds came in the same leg as these sizes
     owners = {i: s.index for i in tables}
     rows = {i: t.num_rows for i, t in tables.items()}
     for j in s.others():
@@ -1094,9 +1106,9 @@ def _execute_node(s: SpuSession, node: Node, relations: dict[int, SecretRelation
         return _execute_join(s, node, *children)
     if node.op == "aggregate":
         return sr.aggregate(s, children[0], [(n, e) for n, e, _ in a["keys"]], a["aggregates"], a["threshold"],
-                            [k for _, k in node.schema], a.get("key_classes"), a["per_row"], widths)
+                            [k for _, k in node.schema], a.get("key_classes"), a["per_row"], widths, a.get("once", []))
     if node.op == "distinct":
-        return sr.distinct(s, children[0])
+        return sr.distinct(s, children[0], a.get("key_classes"))
     if node.op == "window":
         return sr.window(s, children[0], a["name"], a["func"], a["arg"], a["partition"], a["order"], a["frame"])
     return sr.sort_rows(s, children[0], a["keys"], a["limit"], a["offset"])
@@ -1106,7 +1118,7 @@ def _execute_join(s: SpuSession, node: Node, left: SecretRelation, right: Secret
     a = node.args
     if a["kind"] in ("semi", "anti"):  # only left rows can be valid
         return _kept_rows(s, sr.semi_join(s, _marked(s, left), right, a["left_keys"], a["right_keys"],
-                                          a["kind"] == "anti", a["null_aware"]), left.n)
+                                          a["kind"] == "anti", a["null_aware"], a.get("key_classes")), left.n)
     if a["unique"]:
         compact = many_side_only(a["kind"], a["unique"])
         kept = left if a["unique"] == "right" else right

@@ -201,17 +201,25 @@ def sort_rows(s: SpuSession, rel: SecretRelation, keys: list[tuple[exp.Expressio
     return SecretRelation(_rebuild(payload[:-1], rel.columns), payload[-1])
 
 
-def distinct(s: SpuSession, rel: SecretRelation) -> SecretRelation:
+def distinct(s: SpuSession, rel: SecretRelation, key_classes: list[int | None] | None = None) -> SecretRelation:
     """DISTINCT (sort-based): sort by (invalid, every column with NULLs equal), keep the first row of
-    each run of equal valid rows. Rounds: 1 + the sort + neighbour tests (~7 + ceil(log2 limbs), + 1)
-    + 1."""
+    each run of equal valid rows. The 0/1 flags (invalid, each value's NULL) are compared on 2 bits and a
+    classed integer column (`key_classes`, per column: M where |v| < 2^M, `program.key_classes`), zeroed
+    on invalid rows and offset by 2^M, on M + 2, packed with the sort's tiebreak; other limbs on 64.
+    Rounds: 1 (+ 1 with a classed column) + the sort + neighbour tests (~7 + ceil(log2 limbs), + 1) + 1."""
     values = canonical(s, list(rel.columns.values()))
-    invalid = _ones(s, rel.n) - rel.valid
-    keys = [invalid, *_key_columns(values)]
     if rel.n == 0:
         return rel
-    sorted_keys, payload = relational.sort(s, keys, [*_flatten(rel), rel.valid])
-    starts = relational.neighbour_starts(s, sorted_keys)
+    classed = [bits if bits is not None and v.kind == "int" and len(v.limbs) == 1 else None
+               for v, bits in zip(values, key_classes or [None] * len(values))]
+    values = _classed_keys(s, values, rel.valid, classed)
+    keys, widths = [_ones(s, rel.n) - rel.valid], [2]
+    for v, bits in zip(values, classed):
+        limbs = compared_limbs(v)
+        keys += [v.valid, *(limbs if bits is None else [arith.add_public(s, limbs[0], 1 << bits)])]
+        widths += [2, *([64] * len(limbs) if bits is None else [bits + 2])]
+    sorted_keys, payload = relational.sort(s, keys, [*_flatten(rel), rel.valid], key_bits=widths)
+    starts = relational.neighbour_starts(s, sorted_keys, widths)
     return SecretRelation(_rebuild(payload[:-1], rel.columns), arith.beaver_mul(s, payload[-1], starts))
 
 
@@ -227,7 +235,7 @@ def aggregate_node(func: str, arg: exp.Expression | None) -> exp.AggFunc:
 def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expression]],
               aggregates: list[tuple[str, str, exp.Expression | None, bool]],
               threshold: tuple[int, list[str]] | None, kinds: list[str], key_classes: list[int | None] | None = None,
-              per_row: dict | None = None, provenance_bits: dict[str, int] | None = None) -> SecretRelation:
+              per_row: dict | None = None, provenance_bits: dict[str, int] | None = None, once=()) -> SecretRelation:
     """GROUP BY keys (or one row without keys). The row validity is every row's weight; invalid rows
     form no group. Keyed: the n sorted rows, valid at the last row of each kept group. Threshold
     (k, provenance): a group is kept only if each provenance column holds >= k distinct valid values
@@ -240,7 +248,11 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     known to hold |v| < 2^M (`program.key_classes`): the sort compares M + 2 bits of it, not 64 (+ 1 round:
     zeroed on invalid rows). `per_row`: the keys are unique in the input (the planner's `tree.rows_as_groups`),
     so each row is its own group and nothing is sorted (`_per_row`). `provenance_bits`: each provenance
-    column's width (`program.provenance_bits`), so a MIN of it over all rows compares that many bits."""
+    column's width (`program.provenance_bits`), so a MIN of it over all rows compares that many bits.
+    `once`: the provenance columns whose every value is on one row at most (the planner's word: no join
+    beneath repeats a row), so a group's distinct rows of each are its valid rows with the column not NULL,
+    a sum in the group's segmented scan (or the total) instead of a distinct count: no sort of its own, and
+    no minor key in the group sort (the threshold's outcome is the same)."""
     if keys and per_row is not None and (rel.n or per_row["null_group"]):
         return _per_row(s, rel, keys, aggregates, threshold, kinds, per_row["null_group"], provenance_bits)
     if keys and rel.n == 0:  # no rows, no groups
@@ -251,12 +263,15 @@ def aggregate(s: SpuSession, rel: SecretRelation, keys: list[tuple[str, exp.Expr
     plain = [(name, aggregate_node(f, e)) for name, f, e, d in aggregates if not d]
     inputs, plan = stage.aggregate_inputs([node for _, node in plain], rel.valid)
     distinct_args = [(name, f, _distinct_arg(f, e)) for name, f, e, d in aggregates if d]
-    provenance = [exp.column(p, quoted=True) for p in (threshold[1] if threshold else [])]
+    named = threshold[1] if threshold else []
+    provenance = [exp.column(p, quoted=True) for p in named if p not in once]
+    summed = [exp.column(p, quoted=True) for p in named if p in once]
     if keys:
         classed = [bits if bits is not None and kind == "int" else None
                    for bits, kind in zip(key_classes or [None] * len(keys), kinds)]
-        return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed)
-    return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold)
+        return _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed,
+                        summed)
+    return _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold, summed=summed)
 
 
 def _distinct_arg(func: str, arg: exp.Expression) -> exp.Expression:
@@ -320,12 +335,15 @@ def _weighted(s: SpuSession, rel: SecretRelation, args: list[exp.Expression]) ->
     return canonical_weighted(s, [], [evaluate(s, rel, e) for e in args], rel.valid)[1]
 
 
-def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed
+def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance, threshold, classed, summed=()
              ) -> SecretRelation:
     n = rel.n
     key_values, minor = canonical_weighted(s, [evaluate(s, rel, e) for _, e in keys],
-                                           [evaluate(s, rel, e) for e in [e for _, _, e in distinct_args] + provenance],
+                                           [evaluate(s, rel, e) for e in
+                                            [e for _, _, e in distinct_args] + provenance + list(summed)],
                                            rel.valid)  # one round: the keys, and the DISTINCT aggregates' weights
+    once = [("sum", w) for w, _ in minor[len(minor) - len(summed):]]  # counted in the groups' scan
+    minor = minor[:len(minor) - len(summed)]
     key_values = _classed_keys(s, key_values, rel.valid, classed)
     offsets = [None, *(o for v, bits in zip(key_values, classed)  # 2^M: a classed value in [0, 2^(M + 1))
                        for o in (None, *([None] * len(compared_limbs(v)) if bits is None else [1 << bits])))]
@@ -335,13 +353,15 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
     counted = [relational.Counted(w, tuple(compared_limbs(v)), summed=tuple(v.limbs) if sums else ())
                for (w, v), sums in zip(minor, summing)]  # the first rides along the sort
-    grouped = relational.group_by(s, group_keys, inputs, key_bits=widths, within=counted,
+    grouped = relational.group_by(s, group_keys, [*inputs, *once], key_bits=widths, within=counted,
                                   carry=_uncompared_limbs(key_values))
     grouped.keys[:] = _offset(grouped.keys, offsets, s, -1)
-    results = grouped.aggregates + stage.text_extreme_limbs(group_keys)
+    once_counts = grouped.aggregates[len(inputs):]
+    results = grouped.aggregates[:len(inputs)] + stage.text_extreme_limbs(group_keys)
     stage.n = n
     valid = arith.beaver_mul(s, grouped.last, _ones(s, n) - grouped.keys[0]) if n else _zeros(0)
-    bounded = (grouped.distinct[len(distinct_args):] or [results[0]]) if threshold is not None and n else []
+    bounded = (grouped.distinct[len(distinct_args):] + once_counts or [results[0]]) \
+        if threshold is not None and n else []
     # the threshold beside the empty-group tests: one comparison (`count_tests`)
     valid, nonempty = count_tests(s, bounded, threshold[0] if bounded else 0, [results[c] for c in tested_columns(plan)],
                                   times=valid, most=n)
@@ -361,22 +381,25 @@ def _grouped(s, rel, stage, keys, plain, inputs, plan, distinct_args, provenance
     return SecretRelation(columns, valid)
 
 
-def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold, as_group: bool = False
-               ) -> SecretRelation:
+def _ungrouped(s, rel, stage, plain, inputs, plan, distinct_args, provenance, threshold, as_group: bool = False,
+               summed=()) -> SecretRelation:
     """One row of every aggregate over the valid rows; `as_group`: a group's row, valid only if it holds a
-    row (SQL's ungrouped aggregate is one row even over none)."""
+    row (SQL's ungrouped aggregate is one row even over none). `summed`: provenance columns counted by
+    their weights' total (`aggregate`'s `once`)."""
     n = rel.n
     totals = _totals(s, inputs, stage.input_bits)
     totals += [limb[n - 1:] if n else arith.public(s, np.zeros(1, dtype=np.int64))
                for limb in stage.text_extreme_limbs()]
     stage.n = 1
     summing = [f != "COUNT" for _, f, _ in distinct_args] + [False] * len(provenance)
-    weighted = _weighted(s, rel, [e for _, _, e in distinct_args] + provenance)
+    weighted = _weighted(s, rel, [e for _, _, e in distinct_args] + provenance + list(summed))
+    once_counts = [arith.total(w) for w, _ in weighted[len(weighted) - len(summed):]]
+    weighted = weighted[:len(weighted) - len(summed)]
     found = [stage.distinct_totals(w, compared_limbs(v), summed=tuple(v.limbs) if sums else ()) if n else
              (_zeros(1), [_zeros(1, limb.frac) for limb in v.limbs] if sums else [])
              for (w, v), sums in zip(weighted, summing)]
     counts = [count for count, _ in found]
-    bounds = [(counts[len(distinct_args):] or [totals[0]], threshold[0])] if threshold is not None else []
+    bounds = [(counts[len(distinct_args):] + once_counts or [totals[0]], threshold[0])] if threshold is not None else []
     bounds += [([totals[0]], 1)] if as_group else []
     # the empty-group tests ride in the first bound's comparison (`count_tests`)
     valid, nonempty = count_tests(s, *(bounds[0] if bounds else ([], 0)), [totals[c] for c in tested_columns(plan)],
@@ -637,7 +660,7 @@ def pairs_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_
 
 
 def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_keys, right_keys,
-              anti: bool, null_aware: bool = False) -> SecretRelation:
+              anti: bool, null_aware: bool = False, key_classes: list[int | None] | None = None) -> SecretRelation:
     """SEMI / ANTI join, sort-based as in Secrecy: both sides' rows concatenated with a side tag (right
     0, left 1), sorted by (keys not NULL, keys, tag), so a key's right rows precede its left rows; a
     segmented sum counts the valid right rows of each run and a left row matches where it is > 0.
@@ -645,6 +668,9 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
     size; `program._kept_rows` cuts them back to the n left rows); nothing is opened, so no party learns
     which rows matched. ANTI keeps unmatched left rows (a NULL key never matches); `null_aware` is NOT
     IN's rule: no row when the right side holds a NULL key, every left row when the right side is empty.
+    `key_classes` (as `pk_join`'s): a classed integer key, zeroed on the rows that match nothing, is compared
+    on M + 2 bits, and the 0/1 flags on 2, all packed with the sort's tiebreak (`relational.packed_groups`),
+    not each on 64 bits (one more round, zeroing the classed keys, where there is one).
 
     Rounds, for n + m rows, N compute parties (C, C_eq: a comparison's and an equality's rounds, 6 and 6
     for 2 parties, 8 and 9 for 3; S = ceil(log2(n + m)), the segmented sum's levels for n + m < 8192;
@@ -660,12 +686,15 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
     lk, rk = _key_pairs(s, left, right, left_keys, right_keys)
     both_keys = canonical(s, [*lk, *rk])
     lk, rk = both_keys[:len(lk)], both_keys[len(lk):]
-    kv_l, kv_r, right_ok, left_ok = products(s, [
-        [v.valid for v in lk] or [_ones(s, n)], [v.valid for v in rk] or [_ones(s, m)],
-        [right.valid, *(v.valid for v in rk)], [left.valid, *(v.valid for v in lk)]])  # rows valid, keys not NULL
-    keys = [arith.concat([kv_l, kv_r])]
-    for a, b in zip(lk, rk):
-        keys += [arith.concat([x, y.with_frac(x.frac)]) for x, y in zip(a.limbs, b.limbs)]
+    kv_l, kv_r, right_ok, left_ok = products(s, [[v.valid for v in lk] or [_ones(s, n)],
+                                                 [v.valid for v in rk] or [_ones(s, m)],
+                                                 [right.valid, *(v.valid for v in rk)],
+                                                 [left.valid, *(v.valid for v in lk)]])  # keys not NULL
+    classed = [bits if bits is not None and len(a.limbs) == 1 else None
+               for a, bits in zip(lk, key_classes or [None] * len(lk))]
+    lk, rk = _classed_pairs(s, lk, rk, left_ok, right_ok, classed)
+    keys, widths = _paired_keys(s, lk, rk, classed)
+    keys, widths = [arith.concat([kv_l, kv_r]), *keys], [2, *widths]
     tag = arith.public(s, np.concatenate([np.ones(n, np.int64), np.zeros(m, np.int64)]))
     pad = {c: null_column(v.kind, m, s.frac_bits) for c, v in left.columns.items()}
     both = union_all(s, [left, SecretRelation(pad, _zeros(m))], [v.kind for v in left.columns.values()])
@@ -673,9 +702,10 @@ def semi_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_k
         return both
     sorted_keys, payload = relational.sort(s, [*keys, tag], [*_flatten(both), both.valid,
                                                              arith.concat([left_ok, _zeros(m)]),
-                                                             arith.concat([_zeros(n), right_ok])])
+                                                             arith.concat([_zeros(n), right_ok])],
+                                           key_bits=[*widths, 2])
     flat, valid, joinable, right_rows = payload[:-3], payload[-3], payload[-2], payload[-1]
-    starts = relational.neighbour_starts(s, sorted_keys[:-1])
+    starts = relational.neighbour_starts(s, sorted_keys[:-1], widths)
     seen = relational.segmented_sum(s, [right_rows], starts)[0]
     if not null_aware:
         hit = compare.greater_than(s, seen, _zeros(n + m), arith=True)
@@ -728,17 +758,11 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
     ok_u, ok_m = products(s, [[uniq.valid, *(v.valid for v in uk)], [many.valid, *(v.valid for v in mk)]])
     group = arith.concat([arith.add_public(s, ok_u * -(np.arange(nu) + 2), np.arange(nu) + 3),
                           arith.add_public(s, -ok_m, 2)])
-    keys, widths = [group], [(nu + 2).bit_length() + 1]  # group in [1, nu + 2]
     classed = [bits if bits is not None and len(a.limbs) == 1 else None
                for a, bits in zip(uk, key_classes or [None] * len(uk))]
     uk, mk = _classed_keys(s, uk, ok_u, classed), _classed_keys(s, mk, ok_m, classed)
-    for a, b, bits in zip(uk, mk, classed):
-        for x, y in zip(a.limbs, b.limbs):
-            keys.append(arith.concat([x, y.with_frac(x.frac)]))
-            if bits is not None:  # |v| < 2^bits: v + 2^bits in [0, 2^(bits + 1))
-                keys[-1], widths = arith.add_public(s, keys[-1], 1 << bits), [*widths, bits + 2]
-            else:
-                widths.append(64)
+    keys, widths = _paired_keys(s, uk, mk, classed)
+    keys, widths = [group, *keys], [(nu + 2).bit_length() + 1, *widths]  # group in [1, nu + 2]
     keys.append(arith.public(s, np.concatenate([np.zeros(nu, np.int64), np.ones(nm, np.int64)])))
     widths.append(2)  # the side tag, 0/1: known widths are packed with the sort's tiebreak
     u_flat, m_flat = _flatten(uniq), _flatten(many)
@@ -773,6 +797,32 @@ def pk_join(s: SpuSession, left: SecretRelation, right: SecretRelation, left_key
 def _offset(columns: list[ArithShare], offsets: list[int | None], s: SpuSession, sign: int) -> list[ArithShare]:
     """Each column plus (sign 1) or minus (-1) its public offset, where it has one (local)."""
     return [c if o is None else arith.add_public(s, c, sign * o) for c, o in zip(columns, offsets)]
+
+
+def _paired_keys(s: SpuSession, first: list[SV], second: list[SV], classed: list[int | None]
+                 ) -> tuple[list[ArithShare], list[int]]:
+    """Each key pair's limbs as sort keys (the first side's rows, then the second's) and their widths: a
+    classed key offset by 2^M on M + 2 bits (|v| < 2^M: v + 2^M in [0, 2^(M + 1))), any other limb on 64."""
+    keys, widths = [], []
+    for a, b, bits in zip(first, second, classed):
+        for x, y in zip(a.limbs, b.limbs):
+            key = arith.concat([x, y.with_frac(x.frac)])
+            keys.append(key if bits is None else arith.add_public(s, key, 1 << bits))
+            widths.append(64 if bits is None else bits + 2)
+    return keys, widths
+
+
+def _classed_pairs(s: SpuSession, lk: list[SV], rk: list[SV], left_ok: ArithShare, right_ok: ArithShare,
+                   classed: list[int | None]) -> tuple[list[SV], list[SV]]:
+    """Both sides' keys with each classed pair zeroed on the rows that match nothing (`_classed_keys`), in
+    one product round for both sides (none without a classed key)."""
+    if all(bits is None for bits in classed):
+        return lk, rk
+    pairs = [(v.value, ok) for side, ok in ((lk, left_ok), (rk, right_ok)) for v, bits in zip(side, classed)
+             if bits is not None]
+    got = iter(arith.beaver_mul_many(s, pairs))
+    return tuple([v if bits is None else SV([next(got).with_frac(v.value.frac)], v.valid, v.kind)
+                  for v, bits in zip(side, classed)] for side in (lk, rk))
 
 
 def _classed_keys(s: SpuSession, keys: list[SV], ok: ArithShare, classed: list[int | None]) -> list[SV]:

@@ -21,7 +21,8 @@ Communication primitives (each is one round; `rounds` counts them):
     messages go to one party; such protocols count their own rounds.
 Setup (`setup()`, 1 round among the parties + the dealer's seeds): party i sends every party j
 the bytes it has sent each party in this query so far (8 B each) and, for j > i, a fresh 16-byte
-seed; the
+seed (`offer`), then receives theirs (`accept`): a caller that sends its own first message between
+the two (a stage's shapes, a program's sizes) pays one leg for both; the
 dealer client starts its balance of corrections from these counts (`DealerClient.receiver_for`),
 so a query's earlier one-sided traffic (a PSI's larger direction) is evened out by where the
 dealer's corrections go.
@@ -68,6 +69,8 @@ class SpuSession:
         self.rounds = 0
         self._step = 0
         self._ready = False
+        self._offered: str | None = None  # the setup's tag, once `offer` has sent it
+        self._mine = np.zeros(0, np.uint64)
         self._outgoing = np.zeros(0, np.uint64)
 
     # --- identity -----------------------------------------------------------------------------------
@@ -93,16 +96,31 @@ class SpuSession:
     def setup(self) -> "SpuSession":
         """Receive the dealer's seed; agree a pairwise seed with every other party and learn the
         bytes each party has received from the others in this query (1 round)."""
+        return self.offer().accept()
+
+    def offer(self) -> "SpuSession":
+        """Setup's sending half: the pair seeds and byte counts go out now, so a caller's own first
+        message (a stage's shapes, a program's sizes) can follow in the same leg, before `accept`."""
+        if self._offered is None:
+            self._offered = self.tag("pair-seeds")
+            stats = self.endpoint.channel.stats.bytes
+            mine = np.array([stats[(self.me, p)] if p != self.me else 0 for p in self.parties], np.uint64)
+            for j in self.others():
+                seed = fresh_seed() if j > self.index else b""
+                if seed:
+                    self.pair_prgs[j] = Prg(seed)
+                self.endpoint.send(self.parties[j], self._offered, mine.tobytes() + seed)
+            self._mine = mine
+        return self
+
+    def accept(self) -> "SpuSession":
+        """Setup's receiving half (after `offer`): the dealer's seed, the peers' pair seeds and counts."""
+        if self._ready:
+            return self
+        if self._offered is None:
+            raise ProgrammingError("SpuSession.accept() before offer()")
         self.dealer.setup()
-        tag = self.tag("pair-seeds")
-        stats = self.endpoint.channel.stats.bytes
-        mine = np.array([stats[(self.me, p)] if p != self.me else 0 for p in self.parties], np.uint64)
-        received = mine.copy()
-        for j in self.others():
-            seed = fresh_seed() if j > self.index else b""
-            if seed:
-                self.pair_prgs[j] = Prg(seed)
-            self.endpoint.send(self.parties[j], tag, mine.tobytes() + seed)
+        tag, received = self._offered, self._mine.copy()
         for j in self.others():
             raw = self._recv(j, tag)
             if len(raw) != 8 * self.nparties + (16 if j < self.index else 0):

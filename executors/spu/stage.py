@@ -29,8 +29,11 @@ bits the row count needs, and their B2As and the keep product in one round after
 What the compute parties learn: the number of rows that pass the filter (row-level results) or of
 groups in the result (grouped results), which is the result's size, and — where AVG divides — how
 many sums fall outside the division's fixed-point range, and — where a division or SQRT/LN/LOG
-reads a secret (and ASIN/ACOS/TAN) — how many counted rows divide by zero or fall outside the function's domain (each
-normally 0; otherwise the query fails with a DataError rather than answer wrongly). Before anything is shared, each owner checks its columns
+reads a secret (and ASIN/ACOS/TAN) — how many counted rows that reach it divide by zero or fall outside the function's
+domain (each normally 0; otherwise the query fails with a DataError rather than answer wrongly). A row reaches an
+expression as PostgreSQL's evaluation does (`spu.reach`: the CASE branch it takes, the right of an AND / OR its left
+leaves open, a COALESCE argument after NULLs, the WHERE's earlier conjuncts, the groups HAVING keeps), a secret bit:
+nothing is opened about the rows that do not. Before anything is shared, each owner checks its columns
 against the limits `spu.ranges` derives from the query, sort and group keys included (a value
 outside, NaN or ±infinity is a DataError naming the column: the others learn only that the query was
 refused). The issuer learns the result.
@@ -41,6 +44,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import fractions
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -60,6 +64,7 @@ from sqlsecure.executors.spu.values import (EPOCH, LIMB_BYTES, MAX_TEXT_BYTES, M
 from sqlsecure.executors.spu.exact_division import MAGNITUDE_BITS, RADIX_BITS, fraction_bits, long_divide
 from sqlsecure.executors.spu import approximation, arith, boolean, compare, functions, like, relational
 from sqlsecure.executors.spu.one_hot_group import one_hot_group_sums
+from sqlsecure.executors.spu.reach import Reach, pg_filter_order
 from sqlsecure.planner.group_path import owner_counted
 from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT, EXTREMES, MAX_DECIMAL_SCALE, ROUNDING,
                                            TRIG, RangePlan, calendar_interval, choices, constant, decimal_literal,
@@ -68,7 +73,7 @@ from sqlsecure.executors.spu.ranges import (DATE_PARTS, EARTH_RADIUS, EXP_LIMIT,
 from sqlsecure.executors.spu.shares import ArithShare, BoolShare, as_ring
 from sqlsecure.executors.spu.session import DEFAULT_FRAC_BITS, SpuSession
 from sqlsecure.planner.dialects.common import round_half_even
-from sqlsecure.planner.dialects.postgres import checked_value
+from sqlsecure.planner.dialects.postgres import checked_value, in_list_order
 from sqlsecure.planner.logical import aggregates_in
 
 SENTINEL = 1 << 62  # MIN/MAX's fill: beyond every value a comparison accepts (|raw| < 2^62, spu.ranges)
@@ -95,6 +100,16 @@ class SV:
     @property
     def value(self) -> ArithShare:
         return self.limbs[0]
+
+
+class PublicOnes(ArithShare):
+    """A validity every party knows is 1 on every row (`Stage.ones`: a COUNT's, a constant's): no NULL
+    to zero under it (`nulls_zeroed`). Any operation on it gives a plain `ArithShare`."""
+
+
+class NullZeroed(ArithShare):
+    """A value share known to be 0 wherever its SV's validity is 0 (a comparison's bit times the
+    validity, `Stage._compare`): its `truth` is itself. Any operation on it gives a plain `ArithShare`."""
 
 
 def compared_limbs(v: SV) -> list[ArithShare]:
@@ -860,6 +875,7 @@ class Stage:
         self.input_bits: dict[int, int] = {}  # aggregate input -> the bits its MIN / MAX compares (`aggregate_inputs`)
         self.text_extremes: list[tuple[bool, ArithShare, list[ArithShare]]] = []  # MIN/MAX of text: (max?, w, limbs)
         self.weight: ArithShare | None = None  # the rows' weight so far (run_stage): which rows a division counts
+        self.reach = Reach(s)  # which rows reach the part being evaluated (CASE, AND / OR, ..): `spu.reach`
         self.input_rows = n  # the most rows a group can count (for the exact AVG's precision)
         self.values: dict[int, tuple] = {}  # id(node) -> (node, its value) under a rounding (`_remembered`)
         self.error_bounds: dict[tuple, tuple] = {}  # (id(node), rows) -> (node, its error bound): `approximation`
@@ -870,7 +886,8 @@ class Stage:
 
     # -- constants and conversions --------------------------------------------------------------
     def ones(self, n: int | None = None) -> ArithShare:
-        return arith.public(self.s, np.ones(self.n if n is None else n, dtype=np.int64))
+        ones = arith.public(self.s, np.ones(self.n if n is None else n, dtype=np.int64))
+        return PublicOnes(ones.data, ones.frac)
 
     def const(self, value, kind: str, n: int | None = None) -> SV:
         n = self.n if n is None else n
@@ -918,10 +935,13 @@ class Stage:
         return arith.beaver_mul(self.s, a.valid, b.valid)
 
     def truth(self, v) -> ArithShare:
-        """A condition as a 0/1 share, NULL counting as false."""
+        """A condition as a 0/1 share, NULL counting as false (no product where the value is
+        `NullZeroed`: a comparison of numbers)."""
         v = self.secret(v)
         if v.kind != "bool":
             raise NotSupportedError("a condition in secure computation must be a comparison or a logical expression")
+        if isinstance(v.value, NullZeroed):
+            return v.value
         return arith.beaver_mul(self.s, v.value, v.valid)
 
     # -- expressions ----------------------------------------------------------------------------
@@ -1002,12 +1022,7 @@ class Stage:
             return self._logic(exp.And(this=exp.GTE(this=x, expression=e.args["low"]),
                                        expression=exp.LTE(this=x, expression=e.args["high"])))
         if isinstance(e, exp.In) and not e.args.get("query"):
-            x = self.ev(e.this)  # x IN (a, b) is x = a OR x = b, NULLs included
-            acc = None
-            for v in e.expressions:
-                eq = self._compare(exp.EQ, x, self.ev(v), (e.this, v))
-                acc = eq if acc is None else self._kleene(exp.Or, acc, eq)
-            return acc
+            return self._in_list(e)
         if isinstance(e, LOGIC_TYPES):
             return self._logic(e)
         if isinstance(e, exp.Is) and isinstance(e.expression, exp.Null):
@@ -1016,7 +1031,7 @@ class Stage:
         if isinstance(e, (exp.Case, exp.If)):
             return self._case(e)
         if isinstance(e, exp.Coalesce):
-            values = [self._secret_value(v) for v in self._typed_branches([self.ev(a) for a in choices(e)])]
+            values = [self._secret_value(v) for v in self._typed_branches(self._until_valid(choices(e)))]
             acc = values[-1]
             for v in reversed(values[:-1]):
                 acc = self._mux(v.valid, v, acc)
@@ -1346,10 +1361,13 @@ class Stage:
         return valid
 
     def _refuse_counted(self, e: exp.Expression, bad: ArithShare, why: str) -> None:
-        """Open how many counted rows have a 1 in `bad` (nothing else; one round) and refuse if any does.
-        Rows are counted by the stage's current weight where it is known for them."""
-        if self.weight is not None and len(self.weight) == len(bad):
-            bad = arith.beaver_mul(self.s, bad, self.weight)
+        """Open how many counted rows that reach `e` have a 1 in `bad`, and refuse if any does. Rows are
+        counted by the stage's current weight where it is known for them (a WHERE's earlier conjuncts, a
+        join's matches, HAVING), times the secret bit of `e`'s position (`spu.reach`: the CASE branch taken,
+        the AND / OR operand the left leaves open, ...), so a row that does not reach `e` never fails it, as
+        in PostgreSQL. What opens is that one count (0 unless the query fails): nothing about the other rows.
+        Rounds: ceil(log2(k + 2)) products for k factors (one outside any branch), one opening."""
+        bad = self.reach.counted(bad, self.weight)
         (opened,) = self.s.open_many(arith=[arith.total(bad).data])
         if int(opened[0]):
             raise DataError(f"{e.sql(dialect='duckdb')}: {why}")
@@ -1626,10 +1644,42 @@ class Stage:
             a, b = self.numeric_pair(self._as_fixed(a), self._as_fixed(b))
             if operands is not None and any(map(self.guards_comparison, operands)):
                 self._refuse_within_error(operands, a, b)
-            fn = {exp.EQ: compare.equal, exp.NEQ: compare.not_equal, exp.GT: compare.greater_than,
-                  exp.GTE: compare.greater_equal, exp.LT: compare.less_than, exp.LTE: compare.less_equal}[op]
-            bit = fn(s, x if x is not None else a.value, y if y is not None else b.value, arith=True)
+            # randomness for the products below, requested now: its round trip overlaps the comparison's
+            s.dealer.ahead("arith_triple", n)
+            s.dealer.ahead("dabit", n)
+            s.dealer.ahead("arith_triple", n)
+            bits = 64 if x is not None else self.comparison_bits(operands, a.value.frac)  # exact limbs: 64
+            x, y = (x if x is not None else a.value), (y if y is not None else b.value)
+            if op in (exp.EQ, exp.NEQ):
+                lt = (compare.equal if op is exp.EQ else compare.not_equal)(s, x, y)
+            else:
+                fn = {exp.GT: compare.greater_than, exp.GTE: compare.greater_equal, exp.LT: compare.less_than,
+                      exp.LTE: compare.less_equal}[op]
+                lt = fn(s, x, y, bits=bits)
+            valid = self.both_valid(a, b)
+            # the bit's B2A and its product with the validity in one round: the value is then 0 under NULL
+            # already, so a filter's `truth` takes no product (two rounds after the comparison, as the B2A
+            # and `both_valid` took, where `truth` took a third)
+            (bit,) = compare.bits_times_many(s, [(lt, valid)])
+            return SV([NullZeroed(bit.data, bit.frac)], valid, "bool")
         return SV([bit], self.both_valid(a, b), "bool")
+
+    def comparison_bits(self, operands: tuple[exp.Expression, exp.Expression] | None, frac: int) -> int:
+        """The width an ordering of two numbers compares on: |a - b| < 2^(bits - 2) in the ring (a
+        bit of headroom over the sign, for fixed point's encoding errors) by the input limits the
+        owners checked (`RangePlan.info`: published magnitude classes), so a comparison of two
+        10-bit columns takes 4 rounds, not 6 (`boolean.less_equal_circuit`: log2 of the lane). 64
+        where they prove less, inside an aggregate's argument (bounds of the kept rows only), or
+        for other kinds than numbers."""
+        if operands is None or self.ranges is None or self.ranges.weighted:
+            return 64
+        found = [self.ranges.info(e) for e in operands]
+        if any(kind not in ("int", "fixed", "bool") for kind, _ in found):
+            return 64
+        bound = sum(b for _, b in found) * 2.0 ** frac
+        if not bound < 2.0 ** 60:
+            return 64
+        return max(2, min(64, math.ceil(math.log2(bound + 1.0)) + 2))
 
     def _refuse_within_error(self, operands: tuple[exp.Expression, exp.Expression], a: SV, b: SV) -> None:
         """Refuse the query with DataError if a counted row with both operands valid has |a - b| within
@@ -1709,11 +1759,47 @@ class Stage:
 
     def _logic(self, e) -> SV:
         """NOT, AND, OR in SQL's three-valued logic: a NULL operand stays NULL unless the other decides
-        (false AND NULL is false, true OR NULL is true); only WHERE, HAVING and CASE read NULL as false."""
+        (false AND NULL is false, true OR NULL is true); only WHERE, HAVING and CASE read NULL as false.
+        The right operand is reached where the left does not decide (`spu.reach`), as PostgreSQL evaluates
+        AND / OR left to right."""
         if isinstance(e, exp.Not):
             v = self._condition(self.ev(e.this))
             return SV([self.ones(len(v.valid)) - v.value], v.valid, "bool")
-        return self._kleene(type(e), self._condition(self.ev(e.left)), self._condition(self.ev(e.right)))
+        left = self._condition(self.ev(e.left))
+        with self.reach.within(functools.cache(lambda: self._undecided(left, isinstance(e, exp.And)))):
+            right = self._condition(self.ev(e.right))
+        return self._kleene(type(e), left, right)
+
+    def _undecided(self, v: SV, conjunction: bool) -> ArithShare:
+        """1 where `v` leaves `v AND x` open (v is TRUE or NULL), or `v OR x` (v is FALSE or NULL)."""
+        true = self.truth(v)
+        return self.ones(len(v.valid)) - (v.valid - true if conjunction else true)
+
+    def _in_list(self, e: exp.In) -> SV:
+        """x IN (a, b, ..) as x = a OR x = b .., NULLs included, in PostgreSQL's order (`in_list_order`), each
+        item reached where no earlier one matched (`spu.reach`; NOT IN's `x <> a AND ..` stops at the same row)."""
+        x = self.ev(e.this)
+        acc, earlier = None, []
+        for v in in_list_order(e.expressions):
+            with self.reach.within(*earlier):
+                eq = self._compare(exp.EQ, x, self.ev(v), (e.this, v))
+            earlier.append(functools.cache(lambda eq=eq: self._undecided(eq, conjunction=False)))
+            acc = eq if acc is None else self._kleene(exp.Or, acc, eq)
+        return acc
+
+    def _until_valid(self, arguments: list[exp.Expression]) -> list:
+        """COALESCE's arguments' values, each reached where every earlier one is NULL (`spu.reach`), as
+        PostgreSQL evaluates them (none after a non-NULL constant)."""
+        values, earlier = [], []
+        for a in arguments:
+            with self.reach.within(*earlier):
+                v = self.ev(a)
+            values.append(v)
+            if isinstance(v, SV):
+                earlier.append(self.ones(len(v.valid)) - v.valid)
+            elif v.value is not None:
+                earlier.append(arith.public(self.s, np.zeros(self.n, dtype=np.int64)))
+        return values
 
     def _condition(self, v) -> SV:
         """A boolean operand as a secret (value, validity) pair; anything else is refused."""
@@ -1834,11 +1920,19 @@ class Stage:
             if e.this is not None:
                 raise NotSupportedError("CASE x WHEN ... in secure computation: write CASE WHEN x = ...")
             branches, default = [(i.this, i.args["true"]) for i in e.args["ifs"]], e.args.get("default")
-        values = self._typed_branches([self.ev(v) for _, v in branches] +
-                                      [self.ev(default) if default is not None else PV(None, "int")])
+        truths, values, earlier = [], [], []  # each condition and value reached as PostgreSQL's CASE reaches it
+        for cond, value in branches:  # (`spu.reach`): a condition where no earlier one held, its value where it holds
+            with self.reach.within(*earlier):
+                truths.append(self.truth(self.ev(cond)))
+            with self.reach.within(*earlier, truths[-1]):
+                values.append(self.ev(value))
+            earlier.append(self.ones(len(truths[-1])) - truths[-1])
+        with self.reach.within(*earlier):
+            values.append(self.ev(default) if default is not None else PV(None, "int"))
+        values = self._typed_branches(values)
         acc = self._secret_value(values.pop())
-        for cond, value in reversed(list(zip([c for c, _ in branches], values))):
-            acc = self._mux(self.truth(self.ev(cond)), self._secret_value(value), acc)
+        for truth, value in reversed(list(zip(truths, values))):
+            acc = self._mux(truth, self._secret_value(value), acc)
         return acc
 
     # -- aggregates -----------------------------------------------------------------------------
@@ -2150,7 +2244,13 @@ def count_tests(s: SpuSession, counts: list[ArithShare], k: int, tested: list[Ar
     for every B2A and the product with `times` (`compare.bits_times_many`). Rounds: C + ceil(log2
     len(counts)) + 1, C for 2 parties log2 of the comparison's lane (6 on 64 bits; counts of at most
     10^5 rows: 5, 10^4: 4), 2 more for 3 parties; was C + len(counts) on 64 bits for the threshold,
-    + 1 for its product and C + 1 more for the tests (tests/test_spu_outside_rounds.py)."""
+    + 1 for its product and C + 1 more for the tests (tests/test_spu_outside_rounds.py). With no
+    threshold (k <= 0) the counts are not compared (a count is never negative): 0 rounds without
+    tested columns, C + 1 with."""
+    if k <= 0 and counts:  # no threshold: a count (a sum of 0/1 weights) is always >= 0, nothing to compare
+        n = len(counts[0])
+        every = times if times is not None else arith.public(s, np.ones(n, dtype=np.int64))
+        return every, count_tests(s, [], 1, tested, most=most)[1] if tested else []
     xs = [*counts, *tested]
     if not xs:
         return times, []
@@ -2250,9 +2350,11 @@ def run_stage(s: SpuSession, step, inputs, kinds: dict[str, str], n: int, union_
         stage = _shared_inputs(s, step, inputs, kinds, n, union_rows, ranges)
         stage.union_rows = dict(union_rows or {}) if step.union else {}
         weight = stage.all_rows = stage.ones()  # every row counts, until a filter: `Stage.weighted`
-    for sql in step.filters:
+    for sql in pg_filter_order(list(step.filters), _parse):  # each conjunct counts the rows the earlier keep
         stage.weight = weight
-        weight = arith.beaver_mul(s, weight, stage.truth(stage.ev(_parse(sql))))
+        truth = stage.truth(stage.ev(_parse(sql)))
+        # the first filter's truth is the weight itself where every row counted (a product with public ones)
+        weight = truth if weight is stage.all_rows else arith.beaver_mul(s, weight, truth)
     stage.weight = weight
     return _rest(s, step, stage, weight)
 
@@ -2472,9 +2574,10 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             if having is not None:  # sorted rows, not groups: count only the kept groups' range checks
                 stage.out_of_range[checks:] = [arith.beaver_mul(s, bit, keep) for bit in stage.out_of_range[checks:]]
             stage.weight = keep if having is not None else None  # the groups a refusal counts (`_refuse_counted`)
+            if having is not None:  # HAVING first: the outputs are evaluated (and may fail) on the groups it keeps
+                keep = stage.weight = arith.beaver_mul(s, keep, stage.truth(stage.ev(having)))
             values = [stage.secret(stage.ev(e)) for e in outputs]
             if having is not None:
-                keep = arith.beaver_mul(s, keep, stage.truth(stage.ev(having)))
                 values = _rebuild(relational.compact(s, keep, _columns(values)), values)
         else:
             stage.n = 1
@@ -2490,8 +2593,8 @@ def _rest(s: SpuSession, step, stage: Stage, weight: ArithShare) -> tuple[list[S
             stage.finish_aggregates(plan, totals, nonempty=nonempty)
             stage.aggs.update(distinct_counts)
             stage.weight = flag
-            if having is not None:
-                flag = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
+            if having is not None:  # HAVING first: the outputs are evaluated on the row it keeps
+                flag = stage.weight = arith.beaver_mul(s, flag, stage.truth(stage.ev(having)))
             values = [stage.secret(stage.ev(e), 1) for e in outputs]
     else:
         windows = [e for e in outputs if isinstance(e, exp.Window)]
@@ -2619,13 +2722,12 @@ def reveal_outputs(s: SpuSession, step, values: list[SV], flag: ArithShare | Non
 def nulls_zeroed(s: SpuSession, values: list[SV]) -> list[SV]:
     """The values with a NULL's limbs zeroed (one round): a NULL may still hold what its expression
     computed before it became NULL (CASE without ELSE, a failed match, x / NULLIF(y, 0)), which the
-    issuer must not see when the value is opened."""
-    limbs = arith.beaver_mul_many(s, [(limb, v.valid) for v in values for limb in v.limbs])
-    out, i = [], 0
-    for v in values:
-        out.append(SV(limbs[i:i + len(v.limbs)], v.valid, v.kind))
-        i += len(v.limbs)
-    return out
+    issuer must not see when the value is opened. A value that is never NULL (`PublicOnes` validity, a
+    COUNT's) is kept as it is: 0 rounds where every value is such."""
+    nullable = [v for v in values if not isinstance(v.valid, PublicOnes)]
+    limbs = iter(arith.beaver_mul_many(s, [(limb, v.valid) for v in nullable for limb in v.limbs]))
+    return [v if isinstance(v.valid, PublicOnes) else SV([next(limbs) for _ in v.limbs], v.valid, v.kind)
+            for v in values]
 
 
 def error_bound(e: exp.Expression, rows: int, frac: int) -> float | None:
@@ -2693,12 +2795,15 @@ def decode_outputs(step, shown: list[SV], opened: list[np.ndarray], flagged: boo
     return table
 
 
-def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tuple[dict[str, str], dict[int, int]]:
+def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str,
+                    before_receiving=None) -> tuple[dict[str, str], dict[int, int]]:
     """Each compute party tells the others the kind of each of its input columns and the row count of
     each of its branches (public schema facts and sizes; a text column's kind carries its owner's
     width class, `values.text_width`). `tables`: branch index (0 for a join's aligned piece) -> this
     party's table. Kinds of one column from several branches are reconciled: integers and fixed point
-    give fixed point; text takes the widest class; text with numbers is refused."""
+    give fixed point; text takes the widest class; text with numbers is refused. `before_receiving`
+    runs between the sends and the receives (the SPU session's `accept`, whose `offer` went first:
+    one leg for both)."""
     me = endpoint.party
     columns = [c for _, c in step.inputs]
     mine = {"kinds": {}, "rows": {}}
@@ -2712,6 +2817,8 @@ def exchange_shapes(endpoint, step, tables: dict[int, pa.Table], tag: str) -> tu
     for party in step.compute:
         if party != me:
             endpoint.send(party, f"{tag}/shapes", payload)
+    if before_receiving is not None:
+        before_receiving()
     for party in step.compute:
         if party != me:
             reports.append(json.loads(endpoint.recv(party, f"{tag}/shapes").decode()))

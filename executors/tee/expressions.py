@@ -81,13 +81,14 @@ def short_circuit(e: exp.Expression) -> exp.Expression:
     """`e` with every AND / OR over a guard (`raises`) evaluated left to right, as PostgreSQL does: DuckDB
     evaluates both operands of AND / OR on every row of a projection, so a guard would raise on rows the
     left operand already decides (`b <> 0 AND a / b > 1`); its CASE evaluates a branch only on the rows
-    that reach it. `a AND b` becomes `CASE WHEN (a) IS FALSE THEN FALSE ELSE (a) AND (b) END` (OR: TRUE),
+    that reach it (BETWEEN and IN over a guard first become the AND / OR PostgreSQL evaluates:
+    `_as_postgresql_evaluates`). `a AND b` becomes `CASE WHEN (a) IS FALSE THEN FALSE ELSE (a) AND (b) END` (OR: TRUE),
     SQL's three-valued answer unchanged. A division by a guarded divisor is NULL where its dividend is
     (PostgreSQL's division is strict: its guard is not reached).
 
     >>> import sqlglot
     >>> short_circuit(sqlglot.parse_one("b <> 0 AND a / CASE WHEN b = 0 THEN ERROR('x') ELSE b END > 1")).sql()
-    "CASE WHEN (b <> 0) IS FALSE THEN FALSE ELSE (b <> 0) AND (a / CASE WHEN b = 0 THEN ERROR('x') ELSE b END > 1) END"
+    "CASE WHEN (b <> 0) IS FALSE THEN FALSE ELSE (b <> 0) AND (CASE WHEN (a) IS NULL THEN NULL ELSE a / CASE WHEN b = 0 THEN ERROR('x') ELSE b END END > 1) END"
     """
     def rewrite(node: exp.Expression) -> exp.Expression:
         if isinstance(node, (exp.Div, exp.IntDiv, exp.Mod)) and _is_guard(_unparen(node.expression)):
@@ -104,7 +105,23 @@ def short_circuit(e: exp.Expression) -> exp.Expression:
 
     from sqlsecure.planner.dialects.common import rewrite_up  # plan time only
 
-    return rewrite_up(e.copy(), rewrite)
+    return rewrite_up(rewrite_up(e.copy(), _as_postgresql_evaluates), rewrite)
+
+
+def _as_postgresql_evaluates(node: exp.Expression) -> exp.Expression:
+    """BETWEEN and IN (list) over a guard (`raises`) as PostgreSQL evaluates them, for `short_circuit`:
+    `x >= a AND x <= b`, and `x = a OR x = b ..` in `postgres.in_list_order` (DuckDB evaluates every operand
+    of both on every row, so a guard would raise on rows that PostgreSQL's comparisons never reach)."""
+    from sqlsecure.planner.dialects.postgres import in_list_order  # plan time only
+
+    if isinstance(node, exp.Between) and raises(node) and not node.args.get("symmetric"):
+        x, low, high = node.this, node.args["low"], node.args["high"]
+        return exp.And(this=exp.GTE(this=x.copy(), expression=low.copy()),
+                       expression=exp.LTE(this=x.copy(), expression=high.copy()))
+    if isinstance(node, exp.In) and not node.args.get("query") and any(map(raises, node.expressions)):
+        tests = [exp.EQ(this=node.this.copy(), expression=item.copy()) for item in in_list_order(node.expressions)]
+        return functools.reduce(lambda either, test: exp.Or(this=either, expression=test), tests)
+    return node
 
 
 ALLOWED = (

@@ -338,14 +338,15 @@ class GroupedRows:
 def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndarray | None]], *,
              min_group_size: int = 1, trace: AccessTrace | None = None,
              names: Sequence[str] | None = None, rows: int | None = None,
-             distinct: Sequence[np.ndarray] = ()) -> GroupedRows:
+             distinct: Sequence[np.ndarray] = (), counted: Sequence[np.ndarray] = ()) -> GroupedRows:
     """Oblivious GROUP BY: sort by `keys`, mark groups, segmented aggregates.
 
     With no keys, all rows form one group (kept if it has at least `min_group_size` rows); `rows`
     gives the row count when there are neither keys nor aggregated columns (COUNT(*) only). With
     `distinct` columns (protected owners' row provenance), a group is kept only if it has at least
     `min_group_size` distinct values of each, instead of rows (`distinct_per_group`). A MIN / MAX may
-    aggregate a list of limbs (one text value); its result is then a list of limbs.
+    aggregate a list of limbs (one text value); its result is then a list of limbs. Each `counted` 0/1
+    column (a protected UNION ALL branch's rows) must also sum to `min_group_size` in a kept group.
     """
     columns: list[np.ndarray] = []
     slots: list = []  # per aggregate: None (COUNT(*)), a column's index, or a list of its limbs' indexes
@@ -356,6 +357,7 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
             slots.append([_payload_slot(columns, limb) for limb in values])
         else:
             slots.append(_payload_slot(columns, values))
+    weights = [_payload_slot(columns, np.asarray(w)) for w in counted]  # carried through the sort
     n = len(keys[0]) if keys else (len(columns[0]) if columns else rows)
     if n is None:
         raise ProgrammingError("group_by needs keys or a column to know the row count")
@@ -384,6 +386,8 @@ def group_by(keys: Sequence[np.ndarray], aggregates: Sequence[tuple[str, np.ndar
     keep = last & (count >= k)
     for values in distinct:
         keep &= distinct_per_group(keys, values, trace) >= k
+    for slot in weights:
+        keep &= segmented_aggregate("sum", sorted_values[slot], starts, trace, "branch rows") >= k
     return GroupedRows(sorted_keys, out, count, last, keep)
 
 

@@ -1,7 +1,8 @@
 """What the host asks the enclave to compute, and the session it is computed in.
 
 `EnclaveProgram` is a small relational program over named int64 / float64 columns that several
-parties send sealed (their rows aligned: row i of every party describes the same joined row):
+parties send sealed (their rows aligned: row i of every party describes the same joined row; or, with
+`union`, each party's rows one part of a UNION ALL, stacked in the parts' order first: `union_rows`):
 
     grouped   (group_keys or aggregates)  GROUP BY group_keys with aggregates [(kind, column, name)],
               kinds count / sum / avg / min / max (column None for COUNT(*)); groups of fewer than
@@ -56,7 +57,8 @@ import numpy as np
 import pyarrow as pa
 
 from sqlsecure.errors import DataError, ProgrammingError, ProtocolError
-from sqlsecure.executors.tee.expressions import ALL_LIMBS, NULL_FLAG, evaluate_expressions, limb_names, null_flag
+from sqlsecure.executors.tee.expressions import (ALL_LIMBS, NULL_FLAG, evaluate_expressions, limb_names, null_flag,
+                                                 sql_column)
 from sqlsecure.executors.tee.oblivious import (
     AGGREGATE_KINDS, DISTINCT_KINDS, WINDOW_KINDS, AccessTrace, bitonic_sort, group_by, group_starts,
     order_and_limit, sortable, unsortable, window_function,
@@ -64,6 +66,7 @@ from sqlsecure.executors.tee.oblivious import (
 from sqlsecure.executors.tee.wire import ENCLAVE, HOST
 
 SIMULATED_METADATA_KEY = b"sqlsecure.enclave.simulated"
+BRANCH = "__branch"  # a UNION ALL's column: the branch of each row (its rows per branch are public)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,12 @@ def _triple(item, what: str) -> tuple[str, str, str]:
     return tuple(str(v) for v in item)
 
 
+def _branch(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProgrammingError(f"a UNION ALL branch is a non-negative integer, got {value!r}")
+    return value
+
+
 def _names(values, what: str) -> tuple[str, ...]:
     if isinstance(values, str):
         raise ProgrammingError(f"{what} must be a list of column names, not the string {values!r}")
@@ -174,9 +183,15 @@ class EnclaveProgram:
     windows: tuple[Window, ...] = ()  # window functions of a plain program, each a column of its own
     projected: tuple[tuple[str, str, str], ...] = ()  # (name, DuckDB SQL, kind): outputs computed per group
     projected_typed: tuple[tuple[str, str, str], ...] = ()  # (group column, kind, SQL type): what `projected` reads
+    union: tuple[str, ...] = ()  # UNION ALL: each part's column prefix, stacked in this order (`union_rows`)
+    branch_rows: tuple[int, ...] = ()  # UNION ALL branches each kept group needs min_group_size rows of
 
     def __post_init__(self):
         set_ = object.__setattr__
+        set_(self, "union", _names(self.union, "union"))
+        set_(self, "branch_rows", tuple(_branch(b) for b in self.branch_rows))
+        if self.branch_rows and not self.union:
+            raise ProgrammingError("branch_rows counts the branches of a UNION ALL: the program has no `union`")
         set_(self, "computed", tuple(_triple(c, "computed column") for c in self.computed))
         set_(self, "typed", tuple(_triple(t, "typed input") for t in self.typed))
         set_(self, "having_typed", tuple(_triple(t, "typed group column") for t in self.having_typed))
@@ -263,6 +278,7 @@ class EnclaveProgram:
             used |= set(w.partition) | {c for c, _ in w.order} | ({w.column} if w.column is not None else set())
         made = {name for name, _, _ in self.computed} | {w.name for w in self.windows}
         made |= {f"{name}{NULL_FLAG}" for name in made} | {f"{w.name}#0" for w in self.windows}
+        used |= {BRANCH} if self.branch_rows else set()
         used = {f"{c[:-len(ALL_LIMBS)]}#0" if c.endswith(ALL_LIMBS) else c for c in used}
         return (used - made) | {f"{c}#0" if kind == "text" else c for c, kind, _ in self.typed}
 
@@ -278,7 +294,8 @@ class EnclaveProgram:
                 "having_typed": [list(t) for t in self.having_typed], "hidden": list(self.hidden),
                 "projected": [list(c) for c in self.projected],
                 "projected_typed": [list(t) for t in self.projected_typed],
-                "offset": self.offset, "distinct": self.distinct, "windows": [w.to_json() for w in self.windows]}
+                "offset": self.offset, "distinct": self.distinct, "windows": [w.to_json() for w in self.windows],
+                **({"union": list(self.union), "branch_rows": list(self.branch_rows)} if self.union else {})}
 
     @classmethod
     def from_json(cls, obj: dict) -> "EnclaveProgram":
@@ -291,7 +308,8 @@ class EnclaveProgram:
                        having_typed=obj.get("having_typed", ()), hidden=obj.get("hidden", ()),
                        projected=obj.get("projected", ()), projected_typed=obj.get("projected_typed", ()),
                        offset=obj.get("offset", 0), distinct=bool(obj.get("distinct", False)),
-                       windows=[tuple(w) for w in obj.get("windows", ())])
+                       windows=[tuple(w) for w in obj.get("windows", ())], union=obj.get("union", ()),
+                       branch_rows=obj.get("branch_rows", ()))
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed enclave program: {exc!r}") from None
 
@@ -375,7 +393,10 @@ def column_array(table: pa.Table, name: str, party: str) -> np.ndarray:
 
 def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
              trace: AccessTrace | None = None) -> pa.Table:
-    """Run `program` over aligned columns (name -> numpy vector, in the parties' order)."""
+    """Run `program` over aligned columns (name -> numpy vector, in the parties' order); a UNION ALL's
+    parts are stacked first (`union_rows`)."""
+    if program.union:
+        columns = union_rows(program.union, columns)
     names = list(columns)
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
@@ -405,6 +426,38 @@ def evaluate(program: EnclaveProgram, columns: dict[str, np.ndarray], *,
     result = order_and_limit(carried, order, keep=kept, limit=program.limit, offset=program.offset, trace=trace) \
         if (order or program.limit is not None or program.offset or kept is not None) else carried
     return pa.table({name: result[i] for i, name in enumerate(out_names)})
+
+
+def union_rows(parts: tuple[str, ...], columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A UNION ALL's rows: each part (one party's branches, stacked by the party) sends `<prefix><column>`
+    for the same columns (its `BRANCH` column too, so even a part without other columns has its rows),
+    and each column is the parts' vectors one after the other, in `parts`' order. A text's limbs beyond
+    a part's width class are zeros (its value's padding: the same text, the same order)."""
+    by_part: dict[str, dict[str, np.ndarray]] = {p: {} for p in parts}
+    for name, values in columns.items():
+        part = next((p for p in parts if name.startswith(p)), None)
+        if part is None:
+            raise ProgrammingError(f"column {name!r} belongs to no part of the UNION ALL ({list(parts)})")
+        by_part[part][name[len(part):]] = values
+    rows = {}
+    for part, sent in by_part.items():
+        if BRANCH not in sent:
+            raise ProgrammingError(f"part {part!r} of the UNION ALL sent no {BRANCH!r} column")
+        rows[part] = len(sent[BRANCH])
+        if any(len(v) != rows[part] for v in sent.values()):
+            raise DataError(f"part {part!r} of the UNION ALL sent columns of different lengths")
+    out = {}
+    for name in dict.fromkeys(n for sent in by_part.values() for n in sent):
+        pieces = []
+        for part, sent in by_part.items():
+            if name in sent:
+                pieces.append(sent[name])
+            elif sql_column(name) != name and name.rpartition("#")[2].isdigit() and f"{sql_column(name)}#0" in sent:
+                pieces.append(np.zeros(rows[part], np.int64))  # a limb beyond this part's width class
+            else:
+                raise ProgrammingError(f"part {part!r} of the UNION ALL did not send {name!r}")
+        out[name] = np.concatenate(pieces)
+    return out
 
 
 def _evaluate_windows(program: EnclaveProgram, columns: dict[str, np.ndarray], kept: np.ndarray | None,
@@ -511,7 +564,8 @@ def _evaluate_grouped(program: EnclaveProgram, columns: dict[str, np.ndarray], t
     if keys or n:
         grouped = group_by(keys, specs, min_group_size=program.min_group_size, trace=trace,
                            names=spec_names, rows=n,
-                           distinct=[columns[c] for c in program.distinct_rows])
+                           distinct=[columns[c] for c in program.distinct_rows],
+                           counted=[(columns[BRANCH] == b).astype(np.int64) for b in program.branch_rows])
         sorted_keys = grouped.keys if kept is None else grouped.keys[1:]
         out = dict(zip(key_names, sorted_keys)) | _aggregate_outputs(program, grouped.aggregates, places)
         keep = grouped.keep if kept is None else grouped.keep & (grouped.keys[0] == 0)

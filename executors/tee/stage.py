@@ -25,6 +25,7 @@ import json
 import struct
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -33,6 +34,7 @@ from sqlsecure.executors.tee import (
     EnclaveProgram, Quote, ResultKey, SealedBatch, SessionSpec, open_result, seal_inputs, verify_quote,
 )
 from sqlsecure.executors.tee.expressions import NULL_FLAG, text_limb_count
+from sqlsecure.executors.tee.program import BRANCH
 from sqlsecure.executors.tee.wire import ENCLAVE
 from sqlsecure.executors.spu.values import (LIMB_BYTES, MAX_TEXT_BYTES, refuse_special_floats, text_limbs, text_width,
                                             timestamp_kind)
@@ -204,6 +206,22 @@ def issuer_side(endpoint, step, trust: EnclaveTrust, table: pa.Table | None, tag
     return table.replace_schema_metadata({"sqlsecure.enclave.simulated": str(opened.simulated).lower()})
 
 
+def union_inputs_table(branches: list[tuple[int, pa.Table]], columns: tuple[tuple[str, str, str], ...]) -> pa.Table:
+    """This party's part of a UNION ALL: its branches' rows [(branch index, piece)] stacked, (piece column,
+    enclave name, kind) each, and `BRANCH`'s column (piece column BRANCH) the branch of each row. A text
+    column is sealed at one width class over all its branches' values, as one column of the party's."""
+    data: dict[str, pa.Array] = {}
+    for column, name, kind in columns:
+        if column == BRANCH:
+            data[name] = pa.array(np.concatenate([np.full(t.num_rows, b, np.int64) for b, t in branches]
+                                                 or [np.zeros(0, np.int64)]))
+            continue
+        stacked = pa.chunked_array([c for _, t in branches for c in t.column(column).chunks], branches[0][1].column(
+            column).type) if branches else pa.chunked_array([], pa.int64())
+        data.update(encode_column(name, stacked, kind))
+    return pa.table(data)
+
+
 def inputs_table(piece: pa.Table, columns: tuple[tuple[str, str, str], ...]) -> pa.Table:
     """This party's inputs, in piece row order: (piece column, enclave name, kind)."""
     data: dict[str, pa.Array] = {}
@@ -212,4 +230,4 @@ def inputs_table(piece: pa.Table, columns: tuple[tuple[str, str, str], ...]) -> 
     return pa.table(data)
 
 
-__all__ = ["ACTOR", "EnclaveTrust", "actor_side", "issuer_side", "party_side", "inputs_table"]
+__all__ = ["ACTOR", "EnclaveTrust", "actor_side", "issuer_side", "party_side", "inputs_table", "union_inputs_table"]

@@ -88,6 +88,20 @@ def checked_value(e: exp.Expression) -> exp.Expression | None:
                          finite_test(v)) else None
 
 
+def in_list_order(items: list[exp.Expression]) -> list[exp.Expression]:
+    """The items of `x IN (...)` in the order PostgreSQL compares them, each only where no earlier one matched:
+    those without a column first where there are several (its `x = ANY(ARRAY[...])`), then the others as
+    written (an OR of `x = item`); otherwise as written. A guard in a later item is not reached by a row that
+    matched before it.
+
+    >>> from sqlglot import parse_one
+    >>> [i.sql() for i in in_list_order(parse_one("x IN (a / b, 7, -7)").expressions)]
+    ['7', '-7', 'a / b']
+    """
+    constants = [i for i in items if i.find(exp.Column) is None]
+    return constants + [i for i in items if i.find(exp.Column) is not None] if len(constants) > 1 else list(items)
+
+
 DOMAIN_CHECKED = (exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow, exp.Asin, exp.Acos)
 
 
