@@ -235,3 +235,14 @@ def test_a_postgresql_column_retyped_under_a_running_engine_is_refused(tmp_path,
         postgres.sql("ALTER TABLE orders ALTER COLUMN amount TYPE text", "src14_empty")
         with pytest.raises(OperationalError, match=r"table 'orders' changed in its source.*amount: double, now string"):
             engine.execute(sql, "bank")
+
+
+def test_a_csv_value_past_the_sniffed_rows_is_never_rounded(tmp_path):
+    """DuckDB's sniffer types a column from a sample of rows: 60,000 whole numbers make `code` a BIGINT, and
+    plain read_csv_auto then reads a later 5.5 as 6. The store reads every value once when it opens: a
+    DataError naming the column and the type it was sniffed as, not the value."""
+    rows = "".join(f"{i},{i}\n" for i in range(60_000))
+    (tmp_path / "orders.csv").write_text(f"order_id,code\n{rows}60000,5.5\n")
+    with pytest.raises(DataError, match=r"column 'code' is read from its first rows as BIGINT") as caught:
+        Engine(federation(tmp_path, '[parties.shop.tables]\norders = "orders.csv"\n', ("bank", "shop")))
+    assert "5.5" not in str(caught.value)
