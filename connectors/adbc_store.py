@@ -515,13 +515,28 @@ class AdbcStore:
         try:
             for name in set(tables.values()):
                 fetch, wanted = self._fetch_plan(tree, name, tables)
-                local.register(name, _conform(self._fetch(fetch), wanted))
+                local.register(name, _conform(self._unchanged(name, self._fetch(fetch)), wanted))
             try:
                 return _conform(local.sql(sql).to_arrow_table(), expected)
             except duckdb.Error as exc:
                 raise local_error(self.party, exc, sql) from None
         finally:
             local.close()
+
+    def _unchanged(self, name: str, fetched: pa.Table) -> pa.Table:
+        """A PostgreSQL table's fetched columns, refused where the source now holds one with another type than
+        its catalog said when the store opened (a column retyped while the engine runs): the plan was typed with
+        the catalog's, and a cast would read the new values as the old type."""
+        if self.source.kind != "postgres":  # SQLite's driver types a result by its values; Flight SQL's: unknown
+            return fetched
+        published = self._schemas[name]
+        changed = [f"{field.name}: {published.field(field.name).type}, now {_plain_type(field) or field.type}"
+                   for field in fetched.schema if _plain_type(field) != published.field(field.name).type]
+        if changed:
+            raise OperationalError(f"party {self.party!r}: table {name!r} changed in its source since its schema "
+                                   f"was published ({', '.join(changed)}): open the federation again to plan "
+                                   "with the new schema")
+        return fetched
 
     def write(self, sql: str, result: pa.Table | None = None) -> int:
         raise OperationalError(f"party {self.party!r}: its source {redact(self.source.uri)} is read-only here")

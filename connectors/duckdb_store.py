@@ -25,10 +25,12 @@ FILE_READERS = {".parquet": "read_parquet", ".csv": "read_csv_auto", ".tsv": "re
 
 @dataclass(frozen=True)
 class TableSource:
-    """A data file registered as a table of a party."""
+    """A data file registered as a table of a party; `types`: the column types its owner declares
+    (`[parties.NAME.types]`, canonical DuckDB names), which a CSV is read with."""
 
     name: str
     path: Path
+    types: tuple[tuple[str, str], ...] = ()
 
     @property
     def reader(self) -> str:
@@ -37,13 +39,26 @@ class TableSource:
             raise ConfigError(f"table {self.name!r}: unsupported file type {suffix!r} (use .parquet or .csv)")
         return FILE_READERS[suffix]
 
-    def read_sql(self) -> str:
-        """The table function call that reads the file. A CSV with a header and no data rows is read
-        with header=true: DuckDB's sniffer cannot tell a lone line of names from a row of text and
-        would name the columns column0, column1, ... (they come out as VARCHAR: no row to type them)."""
+    @property
+    def is_csv(self) -> bool:
+        return self.reader == "read_csv_auto"
+
+    @property
+    def header_only(self) -> bool:
+        return self.is_csv and _header_only(self.path)
+
+    def read_sql(self, types: dict[str, str] | None = None, header: bool | None = None) -> str:
+        """The table function call that reads the file; a CSV with `types` (column -> DuckDB type) read
+        as those types, and with `header` as given. A CSV with a header and no data rows is read with
+        header=true: DuckDB's sniffer cannot tell a lone line of names from a row of text."""
         call = f"{self.reader}({_literal(str(self.path))}"
-        if self.reader == "read_csv_auto" and _header_only(self.path):
-            call += ", header = true"
+        if self.is_csv:
+            if header is None and self.header_only:
+                header = True
+            if header is not None:
+                call += f", header = {str(header).lower()}"
+            if types:
+                call += ", types = {" + ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in types.items()) + "}"
         return call + ")"
 
 
@@ -126,6 +141,10 @@ class PartyStore:
         self._sizes: tuple[tuple, dict[str, int]] | None = None  # ((writes, files' stamp), sizes)
         self._writes = 0  # writes begun and ended: part of the sizes' and the schema's key
         self._schema: tuple[int, dict] | None = None  # (writes, schema)
+        from sqlsecure.connectors.source_types import pinned_reads  # it reads this module's quoting
+
+        self._reads = pinned_reads(party, tables)  # table -> the SELECT of its view (connectors/source_types.py)
+        self._read_stamp = files_stamp([s.path for s in tables])  # the data files as their schema was read
         self._con = self._open(read_only=True)
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -139,8 +158,7 @@ class PartyStore:
         try:
             for source in self.tables:
                 try:
-                    con.execute(f"CREATE TEMP VIEW {_quote(source.name)} AS "
-                                f"SELECT * FROM {source.read_sql()}")
+                    con.execute(f"CREATE TEMP VIEW {_quote(source.name)} AS {self._reads[source.name]}")
                 except duckdb.Error as exc:
                     raise ConfigError(f"party {self.party!r}: table {source.name!r} from {source.path}: "
                                       f"{exc}") from exc
@@ -186,6 +204,7 @@ class PartyStore:
             return dict(cached[1])
         out = {}
         with self._lock:
+            self._check_files()
             for table in self.schema():
                 ((count,),) = self._con.execute(f"SELECT count(*) FROM {_quote(table)}").fetchall()
                 out[table] = 1 << max(int(count) - 1, 0).bit_length()
@@ -215,6 +234,7 @@ class PartyStore:
             largest = ", ".join(f"max(abs({_quote(c)}{'::HUGEINT' if _integer_type(t) else ''}))"  # abs(-2^63)
                                 for c, t in numeric)
             with self._lock:
+                self._check_files()
                 ((*values,),) = self._con.execute(f"SELECT {largest} FROM {_quote(table)}").fetchall()
             self._classes.update({(table, c): magnitude_class(v) for (c, _), v in zip(numeric, values)})
         return {c: bits for (t, c), bits in self._classes.items()
@@ -224,9 +244,29 @@ class PartyStore:
         """Run read-only SQL over this party's tables and return the result as Arrow."""
         try:
             with self._lock:
+                self._check_files()
                 return self._con.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
             raise local_error(self.party, exc, sql) from None
+
+    def _check_files(self) -> None:
+        """Refuse to read a data file rewritten, since its schema was published, with other columns or types:
+        a plan made with the published types would read values of others (a CSV is read with its published
+        types, so only its columns can go). One stat per file while nothing changed."""
+        stamp = files_stamp([s.path for s in self.tables])
+        if stamp == self._read_stamp:
+            return
+        from sqlsecure.connectors.source_types import changed_columns
+        published = self.schema()
+        changed = {s.name: changed_columns(self._con, self._reads[s.name], published.get(s.name, []))
+                   for s in self.tables if s.path.is_file()}
+        changed = {name: columns for name, columns in changed.items() if columns}
+        if changed:
+            raise OperationalError(
+                f"party {self.party!r}: a data file changed since its schema was published ("
+                + "; ".join(f"table {name!r}: {', '.join(columns)}" for name, columns in sorted(changed.items()))
+                + "): open the federation again to plan with the new schema")
+        self._read_stamp = stamp
 
     def write(self, sql: str, result: pa.Table | None = None) -> int:
         """Run one write statement on this party's own database; `result` is visible as "__result".

@@ -19,6 +19,7 @@ import sqlglot
 
 from sqlsecure.connectors import TableSource
 from sqlsecure.connectors.adbc_store import Source, redact, source_kind
+from sqlsecure.connectors.source_types import duckdb_type
 from sqlsecure.audit import KEEP, MAX_BYTES, AuditSettings
 from sqlsecure.errors import ConfigError
 from sqlsecure.policy.masking import parse_masks
@@ -33,7 +34,7 @@ HOLD_KEYS = ("peer_bytes", "peer_messages", "query_bytes", "query_messages")  # 
 FEDERATION_KEYS |= {f"network_hold_{key}" for key in HOLD_KEYS}
 NODE_KEYS = {"address", "certificate", "private_key"}  # network mode: where a party (or actor) listens, who it is
 AUDIT_KEYS = {"audit_dir", "audit_max_bytes", "audit_keep"}  # the party's audit log (sqlsecure/audit.py)
-PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs", "unique"} | NODE_KEYS | AUDIT_KEYS
+PARTY_KEYS = {"database", "tables", "schema", "password_file", "tls_root_certs", "unique", "types"} | NODE_KEYS | AUDIT_KEYS
 GRANT_KEYS = {"party", "columns", "constraint"}
 TOP_KEYS = {"federation", "parties", "grants", "privacy", "rules", "masks", "enclave", "dealer", "views"}
 ENCLAVE_KEYS = {"authority", "measurements", "placement"} | NODE_KEYS
@@ -48,6 +49,7 @@ class PartyConfig:
     source: Source | None = None  # a database reached through ADBC (PostgreSQL, SQLite, Flight SQL)
     audit: AuditSettings | None = None  # where the party logs the queries it takes part in (None: nowhere)
     unique: tuple[tuple[str, tuple[str, ...]], ...] = ()  # declared unique keys: (table, columns), public schema
+    types: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # declared column types: (table, ((column, type), ...))
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,7 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
                 if k in body:
                     problem(f"{key}.{k}", "only for a database URI (postgresql://, sqlite://, grpc+tls://)")
         tables = []
+        types = _parse_types(key, body.get("types", {}), problem)
         raw_tables = body.get("tables", {})
         if not isinstance(raw_tables, dict):
             problem(f"{key}.tables", "must be a table of name = \"path\"")
@@ -340,7 +343,7 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
                 elif file.suffix.lower() not in (".parquet", ".csv", ".tsv"):
                     problem(tkey, f"unsupported file type {file.suffix!r} (use .parquet or .csv)")
                 else:
-                    tables.append(TableSource(tname, file))
+                    tables.append(TableSource(tname, file, dict(types).get(tname, ())))
         node = _parse_node(pname, key, body, path, problem)
         if node is not None:
             nodes[pname] = node
@@ -349,7 +352,7 @@ def _validate(raw: dict, path: Path) -> FederationConfig:
         if source is not None and tables:
             problem(f"{key}.tables", "a party reads either a database URI or its own files, not both")
         parties[pname] = PartyConfig(pname, db_path, tuple(tables), source, _parse_audit(key, body, path, problem),
-                                     _parse_unique(key, body.get("unique", {}), problem))
+                                     _parse_unique(key, body.get("unique", {}), problem), types)
 
     grants: list[GrantConfig] = []
     raw_grants = raw.get("grants", [])
@@ -492,6 +495,31 @@ def _parse_unique(key: str, raw, problem) -> tuple[tuple[str, tuple[str, ...]], 
             problem(f"{key}.unique.{table}", 'must be a list of column lists, e.g. [["c_custkey"]]')
             continue
         out += [(table, tuple(k)) for k in keys]
+    return tuple(out)
+
+
+def _parse_types(key: str, raw, problem) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """`[parties.NAME.types] table = { column = "TYPE", ... }`: the column types the party declares (public
+    schema metadata, in DuckDB's type names): what a CSV is read as, and what a typed source must say
+    (connectors/source_types.py). A type DuckDB does not know is a problem naming the column's key."""
+    if not isinstance(raw, dict):
+        problem(f"{key}.types", 'must be a table of table = { column = "TYPE", ... }')
+        return ()
+    out = []
+    for table, columns in raw.items():
+        if not NAME.match(table) or not isinstance(columns, dict) or not columns:
+            problem(f"{key}.types.{table}", 'must be a table name with { column = "TYPE", ... }, e.g. '
+                                           '{ code = "VARCHAR", amount = "DECIMAL(12,2)" }')
+            continue
+        declared = []
+        for column, text in columns.items():
+            dtype = duckdb_type(text)
+            if dtype is None:
+                problem(f"{key}.types.{table}.{column}", f"unknown column type {text!r} (a DuckDB type: BIGINT, "
+                                                         "DOUBLE, DECIMAL(12,2), VARCHAR, DATE, TIMESTAMP, BOOLEAN, ...)")
+            else:
+                declared.append((column, dtype))
+        out.append((table, tuple(declared)))
     return tuple(out)
 
 

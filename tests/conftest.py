@@ -84,20 +84,37 @@ def write_federation(directory: Path, tables, grants: str, parties=PARTIES, min_
               for key, value in options.items()] + [""]
     for party in parties:
         lines += [f"[parties.{party}]", f"[parties.{party}.tables]"]
+        declared = []  # CSV columns whose type no value tells: declared, as their owner would
         for name, table in tables[party].items():
             folder = directory / party
             folder.mkdir(parents=True, exist_ok=True)
             if party == "shop":  # one party on CSV, the others on Parquet
                 path = folder / f"{name}.csv"
                 pacsv.write_csv(table, path)
+                untyped = [(c, t) for c, t in duckdb_types(table) if table[c].null_count == table.num_rows]
+                if untyped:
+                    body = ", ".join('%s = "%s"' % column for column in untyped)
+                    declared.append(f"{name} = {{ {body} }}")
             else:
                 path = folder / f"{name}.parquet"
                 pq.write_table(table, path)
             lines.append(f'{name} = "{path.relative_to(directory)}"')
+        if declared:
+            lines += [f"[parties.{party}.types]", *declared]
         lines.append("")
     path = directory / "federation.toml"
     path.write_text("\n".join(lines) + "\n" + grants, encoding="utf-8")
     return path
+
+
+def duckdb_types(table: pa.Table) -> list[tuple[str, str]]:
+    """(column, DuckDB type) of an Arrow table, as DuckDB reads it."""
+    con = duckdb.connect()
+    try:
+        con.register("t", table.slice(0, 0))
+        return [(row[0], row[1]) for row in con.execute("DESCRIBE t").fetchall()]
+    finally:
+        con.close()
 
 
 def grants_toml(*grants: tuple[str, tuple[str, ...], str]) -> str:
