@@ -15,7 +15,9 @@ without a rule is ENCRYPTED_ONLY, and a refusal names it). Per operator, as SCQL
   restricted by the condition's visibility (a comparison of PLAINTEXT_AFTER_COMPARE values is PLAINTEXT);
 - aggregate: PLAINTEXT_AFTER_GROUP_BY keys are PLAINTEXT once grouped; SUM, AVG, MIN, MAX of
   PLAINTEXT_AFTER_AGGREGATE values are PLAINTEXT; COUNT follows the rows (its filter and group keys)
-  and its argument, PLAINTEXT_AFTER_AGGREGATE or PLAINTEXT_AFTER_COMPARE; every output is
+  and its argument, PLAINTEXT_AFTER_AGGREGATE or PLAINTEXT_AFTER_COMPARE, or a PLAINTEXT_AFTER_JOIN key
+  NULL exactly where its row found no match (`matched_keys`: it counts the matched rows; COUNT(DISTINCT
+  key) would count distinct key values, which no join shows, so it is not); every output is
   restricted by the group keys' visibility (the groups are the keys' histogram), except by a
   `counted` key (a declared unique key an outer join matched with the viewer's own keys);
 - window: per row; PARTITION BY keys as comparisons, ORDER BY keys need REVEAL_RANK;
@@ -127,6 +129,28 @@ def column_equality(cond: exp.Expression) -> tuple[exp.Column, exp.Column] | Non
     return None
 
 
+def matched_keys(joins: list[exp.Join], where: exp.Expression | None) -> frozenset[tuple[str, str]]:
+    """The join keys (`alias`, `column`) that are NULL on a row exactly where it found no match: both keys
+    of an inner join's (or WHERE's) equality, the NULL-supplying side's key of an outer join's (a RIGHT or
+    FULL join after it NULL-extends the rows before it, so those drop out). COUNT of such a key counts the
+    matched rows, which the join shows to whoever may see its result (SCQL: COUNT follows the group keys)."""
+    matched: set[tuple[str, str]] = set()
+    for join in joins:
+        if join.side in ("RIGHT", "FULL"):
+            matched.clear()
+        if join.kind in ("SEMI", "ANTI", "CROSS") or join.side == "FULL":
+            continue
+        alias = join.this.alias_or_name
+        for cond in conjuncts(join.args.get("on")):
+            for column in column_equality(cond) or ():
+                joined = column.table == alias
+                if join.side == "" or (join.side == "LEFT") == joined:
+                    matched.add((column.table, column.name))
+    for cond in conjuncts(where):
+        matched.update((c.table, c.name) for c in column_equality(cond) or ())
+    return frozenset(matched)
+
+
 @dataclass
 class Scope:
     """Visibility of each `alias.column` available in one SELECT (and, for a correlated subquery,
@@ -135,6 +159,7 @@ class Scope:
     columns: dict[tuple[str, str], Vis]
     parent: "Scope | None" = None
     rows: Vis = PLAIN
+    matched: frozenset[tuple[str, str]] = frozenset()  # join keys NULL exactly where their row found no match
 
     def column(self, column: exp.Column) -> Vis:
         key = (column.table, column.name)
@@ -292,6 +317,7 @@ class CCLInference:
             if pair and all(c.table in seen for c in pair):
                 pairs.append((*pair, ""))
         visibility = [(self.condition(cond, scope, ctes), text) for cond, text in conditions]
+        scope.matched = matched_keys(joins, where.this if where else None)
         # a key's groups can be counted only over its own table and one partner (no other join repeats it)
         self._join(scope, pairs, {i.alias_or_name for i in items if isinstance(i, exp.Table) and i.db}
                    if len(items) == 2 else set())
@@ -466,7 +492,11 @@ class CCLInference:
     def _aggregate(self, func: exp.Expression, rule: Rule, scope: Scope, ctes, keys, cond: Vis = PLAIN) -> Vis:
         """An aggregate over the rows that passed the filters (and its own FILTER `cond`); group keys are
         PLAINTEXT inside it when PLAINTEXT_AFTER_GROUP_BY (SCQL's columns after GROUP BY)."""
-        vis = combine([cond, scope.rows] + self._arguments(func, scope, ctes, keys, bool(keys)))
+        arguments = self._arguments(func, scope, ctes, keys, bool(keys))
+        if rule is Rule.COUNT and isinstance(func.this, exp.Column) and \
+                (func.this.table, func.this.name) in scope.matched:  # counts the matched rows: what the join shows
+            arguments = [promote(v, C.PLAINTEXT_AFTER_JOIN) for v in arguments]
+        vis = combine([cond, scope.rows] + arguments)
         if rule is Rule.COLLECT:
             return close(vis)
         if rule is Rule.AGGREGATE:

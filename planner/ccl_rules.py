@@ -220,7 +220,9 @@ def listing() -> str:
         "| `PLAINTEXT_AFTER_GROUP_BY` | as a GROUP BY key (output or not), and inside the aggregates of its groups |",
         "| `PLAINTEXT_AFTER_JOIN` | in a join equality of two tables' columns (ON, WHERE) and IN (subquery); "
         "PLAINTEXT to the issuer after an inner join where the other key is the issuer's (after an outer join "
-        "only when the issuer's side is preserved) |",
+        "only when the issuer's side is preserved); `COUNT` of a join key NULL exactly where its row found no "
+        "match (either key of an inner join, the NULL-supplying side's of an outer one: the matched rows), not "
+        "`COUNT(DISTINCT …)` |",
         f"| `REVEAL_RANK` | as an ORDER BY key; as the window ORDER BY key of {items(Rule.RANKING)} |",
         "| `PLAINTEXT_AS_JOIN_PAYLOAD` | PLAINTEXT to the issuer after an inner join of the column's party with the "
         "issuer's data; nothing otherwise |",

@@ -3,18 +3,23 @@
 The issuer learns the result: `check_issuer` runs column control inference (`planner/ccl.py`) over
 the whole query. The other parties of a cross-party query learn through the PSI: each join-key
 column needs PLAINTEXT_AFTER_JOIN, and each column filtered before the join
-PLAINTEXT_AFTER_COMPARE, for every party of the query (`check_cross_party`). Derived tables of
-another party are checked conservatively there (PLAINTEXT for every column they mention).
+PLAINTEXT_AFTER_COMPARE, for every party of the query (`check_cross_party`). A derived table's or CTE's
+column that passes a base column through unchanged (projected, filtered, DISTINCT, a GROUP BY key) is that
+column (SCQL's translator carries CCL through projections so); its filters are checked as filters, its
+DISTINCT / GROUP BY as grouping (`passed_through`). Any other derived column is checked conservatively
+(PLAINTEXT for every column its derived table mentions).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlglot import exp
 
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
-from sqlsecure.planner.logical import InnerJoin
+from sqlsecure.planner.logical import InnerJoin, aggregates_in
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.policy.grants import PERMITS, ColumnRef, Grants, Use
 
@@ -29,14 +34,22 @@ class Usage:
         self.catalog = catalog
         self._passed: list[str] = []
         self.lineage: dict[str, tuple[str, str | None, frozenset[ColumnRef]]] = {}
+        self.derived: dict[str, PassedThrough] = {}  # alias -> the base columns its derived table passes on
         if isinstance(tree, exp.Select) and tree.args.get("from_"):
+            with_ = tree.args.get("with_")
+            ctes = {c.alias_or_name: c.this for c in (with_.expressions if with_ else [])}
             items = [tree.args["from_"].this] + [j.this for j in tree.args.get("joins") or []]
             for item in items:
                 alias = item.alias_or_name
                 if isinstance(item, exp.Table) and item.db:
                     self.lineage[alias] = (item.db, item.name, frozenset())
-                else:
-                    self.lineage[alias] = ("", None, frozenset(self._mentioned(item)))
+                    continue
+                body = ctes.get(item.name, item) if isinstance(item, exp.Table) else item
+                body = body.this if isinstance(body, exp.Subquery) else body  # a CTE's body, not its name
+                self.lineage[alias] = ("", None, frozenset(self._mentioned(body)))
+                passed = passed_through(body, catalog)
+                if passed is not None:
+                    self.derived[alias] = passed
 
     # -- column resolution -------------------------------------------------------------------
     def _mentioned(self, tree: exp.Expression) -> set[ColumnRef]:
@@ -55,6 +68,9 @@ class Usage:
         party, table, derived = self.lineage.get(column.table, ("", None, frozenset()))
         if table is not None:
             return frozenset({ColumnRef(party, table, column.name)}), True
+        passed = self.derived.get(column.table)
+        if passed is not None and column.name in passed.columns:
+            return frozenset({passed.columns[column.name]}), True
         return derived, False
 
     # -- checks --------------------------------------------------------------------------------
@@ -132,6 +148,7 @@ class Usage:
         for membership in join.memberships:
             for ref, viewer, use, context in self._membership_uses(membership, viewers):
                 self._require(ref, viewer, use, context)
+        self._check_derived(join, viewers)
         for query in join.inputs:
             where = query.select.args.get("where")
             if where is None:
@@ -142,6 +159,24 @@ class Usage:
                     joins = _own_join(conjunct)
                     self.require_local(col, viewers, joins, f"filter {where.this.sql()} at {query.party}" + (
                         f"; a join of {query.party}'s own tables, so PLAINTEXT_AFTER_JOIN suffices too" if joins else ""))
+
+    def _check_derived(self, join: InnerJoin, viewers) -> None:
+        """A derived table whose columns pass base columns through, as what it does before the join: its WHERE
+        compares (PLAINTEXT_AFTER_COMPARE for each party of the query but its owner, as a pushed-down filter);
+        its DISTINCT / GROUP BY sets how often each join key repeats, so its grouped columns other than the
+        join keys are group keys (PLAINTEXT_AFTER_GROUP_BY, or PLAINTEXT_AFTER_COMPARE: rows compared)."""
+        keys = {r for c in join.conjuncts for col in c.find_all(exp.Column) for r in self.refs(col)[0]}
+        for alias, passed in self.derived.items():
+            for ref in passed.compared:
+                for viewer in viewers:
+                    self._require(ref, viewer, Use.COMPARE, f"the filter of derived table {alias} at {ref.party}")
+            for ref in passed.grouped:
+                if ref in keys:  # how often a join key repeats is what the join shows of it
+                    continue
+                for viewer in viewers:
+                    use = Use.COMPARE if self.grants.allows(ref, viewer, Use.COMPARE) else Use.GROUP_KEY
+                    self._require(ref, viewer, use, f"the DISTINCT / GROUP BY of derived table {alias} at "
+                                                    f"{ref.party} (how often each of its rows repeats)")
 
     def require_local(self, column: exp.Column, viewers, joins: bool, context: str) -> None:
         """A column of a party's pushed-down WHERE: compared (PLAINTEXT_AFTER_COMPARE), or, in an equality
@@ -159,3 +194,58 @@ def _own_join(conjunct: exp.Expression) -> bool:
     """An equality between columns of two different tables (of one party's pushed-down query)."""
     return isinstance(conjunct, exp.EQ) and all(isinstance(s, exp.Column) for s in (conjunct.left, conjunct.right)) \
         and conjunct.left.table != conjunct.right.table
+
+
+@dataclass(frozen=True)
+class PassedThrough:
+    """What a derived table does to the base columns it passes on unchanged."""
+
+    columns: dict[str, ColumnRef]  # output name -> the base column it is
+    compared: tuple[ColumnRef, ...]  # the columns its WHERE compares
+    grouped: tuple[ColumnRef, ...]  # the columns its DISTINCT / GROUP BY compares whole rows on
+
+
+def passed_through(body: exp.Expression, catalog: Catalog) -> PassedThrough | None:
+    """The base columns a derived table's body passes through unchanged: a SELECT of one party's table, no
+    join, subquery, HAVING, QUALIFY, LIMIT or DISTINCT ON; an output that is a column of that table (a
+    GROUP BY key where it groups) is that column. None: not such a body (its columns stay inexact)."""
+    if not isinstance(body, exp.Select) or body.args.get("with_") or body.args.get("joins"):
+        return None
+    if any(body.args.get(k) for k in ("having", "qualify", "limit", "offset", "laterals", "pivots")):
+        return None
+    from_ = body.args.get("from_")
+    table = from_.this if from_ else None
+    if not (isinstance(table, exp.Table) and table.db and catalog.has_table(table.db, table.name)):
+        return None
+    if any(q is not body for q in body.find_all(exp.Query)) or body.find(exp.Subquery, exp.Exists) is not None:
+        return None
+    distinct = body.args.get("distinct")
+    if distinct is not None and distinct.args.get("on") is not None:
+        return None
+    alias, known = table.alias_or_name, {c for c, _ in catalog.columns(table.db, table.name)}
+
+    def ref(e: exp.Expression) -> ColumnRef | None:
+        if isinstance(e, exp.Column) and e.table in ("", alias) and e.name in known:
+            return ColumnRef(table.db, table.name, e.name)
+        return None
+
+    group = body.args.get("group")
+    keys = [ref(g) for g in (group.expressions if group else [])]
+    grouped = bool(group) or any(aggregates_in(e) for e in body.expressions)
+    if grouped and not all(keys):  # grouped by an expression: its rows are not the base rows' values
+        return None
+    columns = {}
+    for e in body.expressions:
+        column = ref(e.unalias())
+        if column is not None and (not grouped or column in keys):
+            columns[e.alias_or_name] = column
+    if not columns:
+        return None
+    where = body.args.get("where")
+    compared = [r for c in (where.this.find_all(exp.Column) if where else []) if (r := ref(c)) is not None]
+    if where is not None and any(ref(c) is None for c in where.this.find_all(exp.Column)):
+        return None
+    rows = list(keys) if grouped else [ref(e.unalias()) for e in body.expressions] if distinct else []
+    if any(r is None for r in rows):  # DISTINCT of computed values: which rows are equal is not a column's
+        return None
+    return PassedThrough(columns, tuple(dict.fromkeys(compared)), tuple(dict.fromkeys(rows)))
