@@ -15,7 +15,7 @@ from sqlsecure.engine import Engine
 from sqlsecure.errors import PolicyViolation
 from sqlsecure.planner.filter_as_having import filter_as_having
 from sqlsecure.planner.views import expand_views
-from tests.conftest import grants_toml, same_multiset, sorted_rows, write_federation
+from tests.conftest import BANK_DP, all_plaintext, grants_toml, same_multiset, sorted_rows, write_federation
 from tests.test_enclave_queries import enclave_section
 from tests.test_enclave_unions import PARTIES, TWO, VIEW, tables
 
@@ -139,3 +139,13 @@ def test_a_grant_refusal_stays_a_refusal(tmp_path, amt):
                 engine.execute(CREDIT, "bank")
         else:
             assert said == [None, None], said
+
+
+def test_not_merged_under_differential_privacy(tmp_path, make_federation):
+    """Under DP the exact filter over the groups is refused as before, naming the query as written (its
+    outer SELECT), not a HAVING the user did not write."""
+    sql = ("SELECT s.customer_id FROM (SELECT o.customer_id, SUM(o.amount) AS t FROM shop.orders o "
+           "GROUP BY o.customer_id) s WHERE s.t > 100")
+    with Engine(make_federation(tmp_path, all_plaintext() + BANK_DP)) as engine:
+        said = engine.check(sql, "bank")
+        assert said.startswith("NotSupportedError") and "HAVING" not in said and '"s"."customer_id"' in said, said
