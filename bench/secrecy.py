@@ -129,15 +129,37 @@ def aspirin_tables(rows: int, rng) -> dict[str, pa.Table]:
             "medication": pa.table({"pid": med_pid, "med": rng.integers(0, 10, rows), "visit_time": dates(med_day)})}
 
 
+def people(rows: int, rng, per_person: int = 60) -> np.ndarray:
+    """A person id per row, about `per_person` rows each, so that a person's group has rows at every party
+    (the group threshold counts each other party's rows: min_group_size 4 needs about 12 of a group's rows
+    over the three parties); every third person has about 3 rows, whose groups the threshold withholds."""
+    count = max(rows // per_person, 8)
+    weights = np.where(np.arange(count) % 3 == 2, 3 / per_person, 1.0)
+    return rng.choice(count, rows, p=weights / weights.sum())
+
+
 def password_tables(rows: int, rng) -> dict[str, pa.Table]:
-    """Users with one of three passwords each (as hashes), so some reuse one across sites."""
-    ids = rng.integers(0, max(rows // 3, 4), rows)
-    return {"R": pa.table({"id": ids, "pwd": ids * 1_000_003 + rng.integers(0, 3, rows)})}
+    """Odd users reuse one of two passwords (as hashes) across sites, groups of many rows; even users
+    never reuse one (a new hash per row, groups of one row)."""
+    ids = people(rows, rng)
+    first = np.r_[True, np.diff(np.sort(ids)) != 0]
+    ordinal = np.empty(rows, np.int64)  # each row's position among its user's rows: a fresh hash per row
+    order = np.argsort(ids, kind="stable")
+    starts = np.maximum.accumulate(np.where(first, np.arange(rows), 0))
+    ordinal[order] = np.arange(rows) - starts
+    pwd = ids * 1_000_003 + np.where(ids % 2 == 1, rng.integers(0, 2, rows), 2 + ordinal)
+    return {"R": pa.table({"id": ids, "pwd": pwd})}
 
 
 def credit_tables(rows: int, rng) -> dict[str, pa.Table]:
-    return {"R": pa.table({"id": rng.integers(0, max(rows // 4, 4), rows), "cs_year": rng.integers(2018, 2021, rows),
-                           "cs": rng.integers(300, 851, rows)})}
+    """Scores of each person around a base: in 2019 odd people's agencies differ widely (spread near 200),
+    even people's within 90; other years' scores differ widely for everyone (so the year's filter matters)."""
+    ids = people(rows, rng)
+    year = rng.integers(2018, 2021, rows)
+    base = rng.integers(450, 701, ids.max() + 1)
+    width = np.where((year == 2019) & (ids % 2 == 0), 45, 100)
+    return {"R": pa.table({"id": ids, "cs_year": year,
+                           "cs": np.clip(base[ids] + rng.integers(-width, width + 1), 300, 850)})}
 
 
 TPCH_ROWS_PER_SF = {"orders": 1_500_000, "lineitem": 6_001_215, "customer": 150_000}

@@ -19,6 +19,7 @@ from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.cost import Estimate, Link
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
+from sqlsecure.planner.filter_as_having import filter_as_having
 from sqlsecure.planner.gather import gather_plan
 from sqlsecure.planner.logical import Node
 from sqlsecure.planner.magnitudes import bind_ranges, derived_column_class, published_sizes
@@ -56,12 +57,20 @@ def plan_query(sql: str, *, catalog: Catalog, policy: RevealPolicy, issuer: str,
                dialect: str = "duckdb", parameters=None, enclave: str | None = None,
                measurements: tuple[str, ...] = (), group_sums: str = "auto", link: Link = Link(),
                psi: str = "kkrt", he_key_bits: int = 2048, time_zone: str = "UTC") -> QueryPlan:
-    tree = load_query(sql, catalog, dialect, parameters, issuer, time_zone)
+    written = load_query(sql, catalog, dialect, parameters, issuer, time_zone)
+    # one grouped SELECT where a filter reads a grouped derived table; not under differential privacy,
+    # which refuses a HAVING (an exact filter before the noise) and must say so of the query as written
+    tree = written if issuer in policy.budgets else filter_as_having(written)
     usage = Usage(tree, issuer, policy.grants, catalog)
     threshold = check_rules(tree, policy.rules, issuer, policy.min_group_size)
+    if tree is not written:  # the rules and grants bind the query as written too: either's refusal stands
+        threshold = replace(threshold, k=max(threshold.k, check_rules(written, policy.rules, issuer,
+                                                                      policy.min_group_size).k))
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
     if foreign:
-        usage.check_issuer(threshold.k > 0 or issuer in policy.budgets, issuer in policy.budgets)  # policy first
+        for query in (written, tree) if tree is not written else (tree,):  # policy first
+            Usage(query, issuer, policy.grants, catalog).check_issuer(threshold.k > 0 or issuer in policy.budgets,
+                                                                      issuer in policy.budgets)
     dp = _dp_context(tree, policy, issuer, catalog, threshold) if foreign and issuer in policy.budgets else None
     if foreign:  # a mask binds every use of its column, not only the output naming it
         refuse_masked_uses(tree, policy.masks, issuer)

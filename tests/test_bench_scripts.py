@@ -84,3 +84,33 @@ def test_too_large_names_the_reason():
     assert "--max-rows 1,000" in secrecy.too_large(workload, 2000, 1000)
     assert "GiB" in secrecy.too_large(workload, 10**12, None)
     assert secrecy.too_large(workload, 1000, None) is None
+
+
+@pytest.mark.parametrize("name", ["pwd", "credit"])
+@pytest.mark.parametrize("rows", [1000, 10_000])
+def test_grouped_workloads_reveal_some_groups_and_withhold_others(tmp_path, name, rows):
+    """password reuse and credit score group by person: with the default min_group_size (4 rows of the
+    group at each party but the issuer) some groups are revealed and some withheld, and credit's filter
+    rejects some revealed groups, so the oracle's comparison checks the query and the threshold, not an
+    empty result. (password reuse's HAVING COUNT(*) > 1 holds for every group the threshold reveals, which
+    has at least 8 rows: it rejects groups only under `--min-group-size 0`.)"""
+    import duckdb
+
+    workload = secrecy.WORKLOADS[name]
+    secrecy.write_federation(tmp_path, workload, rows, None)
+    con = duckdb.connect()
+    for i, party in enumerate(workload.parties):
+        con.register(f"p{i}", pq.read_table(tmp_path / f"{party}.R.parquet"))
+    union = " UNION ALL ".join(f"SELECT *, {i} AS party FROM p{i}" for i in range(3))
+    if name == "pwd":  # groups (id, pwd); a user is answered when one of its groups reuses and is revealed
+        grouped = f"SELECT id, COUNT(*) > 1 AS answer, {{}} AS revealed FROM ({union}) GROUP BY id, pwd"
+    else:  # groups id over 2019's scores; answered when they differ by more than 100
+        grouped = (f"SELECT id, MAX(cs) - MIN(cs) > 100 AS answer, {{}} AS revealed FROM ({union}) "
+                   "WHERE cs_year = 2019 GROUP BY id")
+    enough = "COUNT(*) FILTER (WHERE party = 1) >= 4 AND COUNT(*) FILTER (WHERE party = 2) >= 4"
+    revealed, answered, withheld = con.sql(
+        f"SELECT COUNT(DISTINCT id) FILTER (WHERE revealed AND answer), "
+        f"COUNT(DISTINCT id) FILTER (WHERE revealed AND NOT answer), COUNT(DISTINCT id) FILTER (WHERE NOT revealed) "
+        f"FROM ({grouped.format(enough)})").fetchall()[0]
+    assert revealed > 0 and withheld > 0 and (answered > 0 if name == "credit" else answered == 0), \
+        (revealed, answered, withheld)
