@@ -29,7 +29,7 @@ from sqlsecure.planner.build import _describe, conjuncts_of, parties_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import Finish, PhysicalPlan, Reveal, RunLocal
-from sqlsecure.planner.place_threshold import check_rows_kept
+from sqlsecure.planner.place_threshold import check_rows_kept, threshold_subqueries
 from sqlsecure.policy.grants import ColumnRef, Constraint, RevealPolicy
 
 ROW = "__row"  # a gathered table's provenance column: its owner's row number, for the group threshold
@@ -89,6 +89,17 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
         Gathered(party, table, _in_catalog_order(catalog, party, table, columns), _pushable_where(tree, party, table),
                  (party, table) in provenance, f"g{i}")
         for i, ((party, table), columns) in enumerate(sorted(reads.items())))
+    if k > 0:  # a subquery's aggregate of an owner's rows, wherever it is read (the rows sent are as before)
+        ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
+
+        def owners(select: exp.Select) -> set[str]:  # several (the issuer's too): the translation counts each
+            parties = set(parties_of(_ctes_inlined(select, ctes)))
+            return parties if parties - {issuer} else set()
+
+        try:
+            threshold_subqueries(tree, k, catalog, owners)
+        except NotSupportedError:
+            raise unsupported from None
     steps: list = []
     for part in gathered:
         steps += [RunLocal(part.party, part.pushdown_sql(), part.name), Reveal(part.party, part.name, issuer)]

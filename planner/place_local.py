@@ -15,7 +15,7 @@ from sqlsecure.planner.logical import LocalQuery, aggregates_in
 from sqlsecure.planner.physical import Compute, Finish, Mask, Noise, PhysicalPlan, Reveal, RunLocal
 from sqlsecure.planner.place_he import class_4_on_he, he_aggregate, he_leakage, he_steps
 from sqlsecure.planner.place_outputs import finish_sql, hidden_sort_keys, party_set, physical_plan, to_piece
-from sqlsecure.planner.place_threshold import threshold_having, threshold_pushdown
+from sqlsecure.planner.place_threshold import own_aggregates, threshold_having, threshold_pushdown, threshold_subqueries
 from sqlsecure.planner.reveal import DPContext
 
 if TYPE_CHECKING:
@@ -31,14 +31,15 @@ def place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
     finishing = None
     release = None
     if party != issuer:
-        aggregates = isinstance(select, exp.Select) and (
-            select.args.get("group") or any(aggregates_in(e) for e in select.expressions)
-        )
         if ctx.dp is not None:
             select, release, finishing = _dp_pushdown(select, ctx.dp)
-        elif aggregates and ctx.min_group_size > 0:
-            threshold = ctx.min_group_size
-            select = threshold_pushdown(party, select, threshold, ctx.usage.catalog)
+        elif ctx.min_group_size > 0:
+            select = select.copy()  # its subqueries' aggregates too: wherever read, a lone row's is hidden
+            if threshold_subqueries(select, ctx.min_group_size, ctx.usage.catalog, lambda _: {party}):
+                threshold = ctx.min_group_size
+            if own_aggregates(select):  # not only through its subqueries (a SELECT without FROM, say)
+                threshold = ctx.min_group_size
+                select = threshold_pushdown(party, select, threshold, ctx.usage.catalog)
     steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
     if release is not None:
         steps.append(Noise(party, "result", release))
