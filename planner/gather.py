@@ -90,14 +90,8 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
                  (party, table) in provenance, f"g{i}")
         for i, ((party, table), columns) in enumerate(sorted(reads.items())))
     if k > 0:  # a subquery's aggregate of an owner's rows, wherever it is read (the rows sent are as before)
-        ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
-
-        def owners(select: exp.Select) -> set[str]:  # several (the issuer's too): the translation counts each
-            parties = set(parties_of(_ctes_inlined(select, ctes)))
-            return parties if parties - {issuer} else set()
-
-        try:
-            threshold_subqueries(tree, k, catalog, owners)
+        try:  # several parties (the issuer's too): the translation counts each owner's rows
+            threshold_subqueries(tree, k, catalog, subquery_owners(tree, issuer))
         except NotSupportedError:
             raise unsupported from None
     steps: list = []
@@ -284,6 +278,18 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
             elif parties - {issuer}:  # the threshold through nested shapes: the secret program's rule
                 raise unsupported
     return counts or [exp.Count(this=exp.Star())], protected, provenance
+
+
+def subquery_owners(tree: exp.Expression, issuer: str):
+    """`owners(select)` for `threshold_subqueries`: the parties a subquery of `tree` reads (through its
+    CTEs), when one of them is not the issuer (whose own rows are never counted); else none."""
+    ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
+
+    def owners(select: exp.Expression) -> set[str]:
+        parties = set(parties_of(_ctes_inlined(select, ctes)))
+        return parties if parties - {issuer} else set()
+
+    return owners
 
 
 def _ctes_inlined(node: exp.Expression, ctes: dict[str, exp.CTE]) -> exp.Expression:

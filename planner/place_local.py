@@ -15,7 +15,7 @@ from sqlsecure.planner.logical import LocalQuery, aggregates_in
 from sqlsecure.planner.physical import Compute, Finish, Mask, Noise, PhysicalPlan, Reveal, RunLocal
 from sqlsecure.planner.place_he import class_4_on_he, he_aggregate, he_leakage, he_steps
 from sqlsecure.planner.place_outputs import finish_sql, hidden_sort_keys, party_set, physical_plan, to_piece
-from sqlsecure.planner.place_threshold import own_aggregates, threshold_having, threshold_pushdown, threshold_subqueries
+from sqlsecure.planner.place_threshold import own_aggregates, threshold_having, threshold_pushdown
 from sqlsecure.planner.reveal import DPContext
 
 if TYPE_CHECKING:
@@ -33,10 +33,7 @@ def place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
     if party != issuer:
         if ctx.dp is not None:
             select, release, finishing = _dp_pushdown(select, ctx.dp)
-        elif ctx.min_group_size > 0:
-            select = select.copy()  # its subqueries' aggregates too: wherever read, a lone row's is hidden
-            if threshold_subqueries(select, ctx.min_group_size, ctx.usage.catalog, lambda _: {party}):
-                threshold = ctx.min_group_size
+        elif ctx.min_group_size > 0:  # its subqueries' aggregates are thresholded (planner/__init__.py)
             if own_aggregates(select):  # not only through its subqueries (a SELECT without FROM, say)
                 threshold = ctx.min_group_size
                 select = threshold_pushdown(party, select, threshold, ctx.usage.catalog)

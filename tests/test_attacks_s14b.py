@@ -125,6 +125,8 @@ def test_a_per_row_comparison_in_a_subquery_is_refused_by_the_grant(lone, assert
     f"SELECT SUM(p.amount) AS s FROM shop.orders p HAVING {LONE} > 700",
     "SELECT COUNT(*) AS n FROM shop.orders o WHERE 700 < (SELECT t.s FROM (SELECT SUM(p.amount) AS s "
     "FROM shop.orders p WHERE p.customer_id = 1) t)",
+    "WITH t AS (SELECT * FROM shop.orders) SELECT COUNT(*) AS n FROM shop.orders o "
+    "WHERE (SELECT SUM(t.amount) FROM t WHERE t.customer_id = 1) > 700",
 ])
 def test_a_single_party_query_thresholds_its_subqueries(lone, oracle_for, sql):
     assert lone.execute(sql, "bank").table.num_rows == 0
@@ -165,3 +167,13 @@ def test_a_group_by_key_with_a_subquery_is_refused_at_plan_time(lone, assert_ref
     """It passed `check` and failed at run time: ProtocolError ("o.amount is not a column of the child")."""
     assert_refused(lone, sql, "bank", NotSupportedError, "GROUP BY")
 
+
+
+def test_a_psi_members_aggregate_is_thresholded(plain, oracle_for):
+    """A member set pushed down to its owner for the PSI (the spine): customer 1 was a member by its lone
+    order's amount."""
+    sql = ("SELECT c.id FROM bank.customers c WHERE c.id IN (SELECT o.customer_id FROM shop.orders o "
+           "GROUP BY o.customer_id HAVING SUM(o.amount) > 700)")
+    assert "PSI" in plain.explain(sql, "bank")
+    assert plain.execute(sql, "bank").table.num_rows == 0
+    oracle_for(plain).check(sql, "bank")
