@@ -54,6 +54,12 @@ def _dp_pushdown(select: exp.Expression, dp: DPContext):
         raise NotSupportedError("under differential privacy only a single aggregating SELECT can be answered")
     if select.args.get("having"):
         raise NotSupportedError("HAVING is not supported under differential privacy (filter the noisy result)")
+    inner = next((s for s in select.find_all(exp.Subquery, exp.Exists) if not isinstance(s.parent, (exp.From, exp.Join))
+                  and any(a.find_ancestor(exp.Window) is None for a in s.find_all(exp.AggFunc))), None)
+    if inner is not None:  # its exact value decides which rows the noised aggregate counts, as in the translation
+        raise NotSupportedError(f"under differential privacy an inner aggregate ({inner.sql(dialect='duckdb')[:80]}) "
+                                "feeds the noised aggregate, its exact value unbounded by the rules; aggregate once, "
+                                "over the rows")
     group = select.args.get("group")
     group_sqls = {g.sql() for g in (group.expressions if group else [])}
     items = [(e.alias_or_name, e.this if isinstance(e, exp.Alias) else e) for e in select.expressions]

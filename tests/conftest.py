@@ -357,10 +357,10 @@ class Provenance:
 
 def threshold_revealed_subqueries(tree: exp.Expression, issuer: str, k: int) -> exp.Expression:
     """Every subquery in an expression (a SELECT item, WHERE, HAVING, ON, ORDER BY, inside an aggregate;
-    scalar, correlated, IN, EXISTS, ANY / ALL), at any depth, thresholded as the engine does
-    (docs/federation.md, "subqueries and the threshold"): one that aggregates a protected owner's rows keeps
-    its aggregate only with >= k distinct rows of each such owner, so a scalar one reads NULL otherwise (a
-    correlated COUNT over no rows included) and an IN / EXISTS group below it is no member."""
+    scalar, correlated, IN, EXISTS, ANY / ALL), at any depth, thresholded as the engine does (docs/
+    federation.md, "The group threshold through nested shapes"): one that aggregates a protected owner's
+    rows keeps its aggregate only with >= k distinct rows of each such owner, so a scalar one reads NULL
+    otherwise (a correlated COUNT over no rows included) and an IN / EXISTS group below it is no member."""
     tree = tree.copy()
     ctes = {c.alias_or_name: c.this for c in tree.find_all(exp.CTE)}
     provenance = Provenance(issuer, k)

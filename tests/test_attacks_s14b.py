@@ -1,7 +1,8 @@
 """Round 14's red team, continued (issue 16): a scalar subquery read anywhere but the SELECT list was not
 thresholded, so a condition on a lone row's aggregate read it as surely as an output would.
 
-Leaks found and fixed, each at its class (planner/subqueries.py, tree.py, place_threshold.py, gather.py):
+Leaks found and fixed, each at its class (planner/subqueries.py, tree.py, place_threshold.py, gather.py,
+place_local.py, __init__.py):
 1. WHERE / HAVING / an inner join's ON: `WHERE (SELECT SUM(o.amount) ... WHERE o.customer_id = 1) > 700`
    returned rows and `> 800` none, a binary search for one order's amount; the correlated form (`=
    c.id`) named customer 1, a correlated COUNT `= 1` named the customers with one order. Every subquery
@@ -10,9 +11,10 @@ Leaks found and fixed, each at its class (planner/subqueries.py, tree.py, place_
 2. IN / EXISTS / ANY / ALL: `700 < ANY (SELECT SUM(o.amount) ... GROUP BY o.customer_id)` was true through
    customer 1's lone order; an aggregating subquery's groups are now thresholded there too. A per-row
    comparison (`EXISTS (... AND o.amount > 700)`) stays refused by the grant (PLAINTEXT_AFTER_AGGREGATE).
-3. A query of the shop alone (pushed down whole) and one computed at the issuer (PLAINTEXT grants)
-   thresholded only their own aggregate: `SELECT COUNT(*) FROM shop.orders o WHERE (SELECT SUM(...)) > 700`
-   read the lone order the same way.
+3. A query of the shop alone (pushed down whole), a PSI member set and a query the issuer computes itself
+   (PLAINTEXT grants) thresholded only their own aggregate: `SELECT COUNT(*) FROM shop.orders o WHERE
+   (SELECT SUM(...)) > 700` read the lone order the same way. Under DP the pushed-down query let such an
+   exact inner aggregate choose the noised count's rows: refused now, as the translation refuses it.
 Small ones beside them: `SELECT (SELECT SUM(...))` without FROM was an InternalError (KeyError in
 threshold_pushdown); a GROUP BY key with a subquery passed `check` and failed at run time (ProtocolError),
 now refused at plan time.
@@ -177,3 +179,12 @@ def test_a_psi_members_aggregate_is_thresholded(plain, oracle_for):
     assert "PSI" in plain.explain(sql, "bank")
     assert plain.execute(sql, "bank").table.num_rows == 0
     oracle_for(plain).check(sql, "bank")
+
+
+def test_under_dp_a_single_partys_exact_inner_aggregate_is_refused(tmp_path, make_federation, plaintext_grants,
+                                                                  bank_dp, assert_refused):
+    """The noised count's rows were chosen by an exact inner aggregate (the translation refused it; the
+    pushdown did not): order 1's amount moved the count by every row, far beyond the declared bound."""
+    with Engine(make_federation(tmp_path, plaintext_grants() + bank_dp), timeout=60) as engine:
+        assert_refused(engine, f"SELECT COUNT(*) AS n FROM shop.orders p WHERE {LONE} > 700", "bank",
+                       NotSupportedError, "inner aggregate")
