@@ -20,11 +20,12 @@ from sqlsecure.planner.cost import Estimate, Link
 from sqlsecure.planner.ccl import CCLInference
 from sqlsecure.planner.explain import render_explain
 from sqlsecure.planner.filter_as_having import filter_as_having
-from sqlsecure.planner.gather import gather_plan
+from sqlsecure.planner.gather import gather_plan, subquery_owners
 from sqlsecure.planner.logical import Node
 from sqlsecure.planner.magnitudes import bind_ranges, derived_column_class, published_sizes
 from sqlsecure.planner.parse import load_query
 from sqlsecure.planner.physical import PhysicalPlan, RunLocal
+from sqlsecure.planner.place_threshold import threshold_subqueries
 from sqlsecure.planner.placement import PlacementContext, place
 from sqlsecure.planner.pushdown_typing import bind_pushdown
 from sqlsecure.planner.rules import RuleContext, optimize
@@ -106,6 +107,9 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
     foreign = {t.db for t in tree.find_all(exp.Table) if t.db} - {issuer}
     if dp is None and foreign:
         tree = with_owner_thresholds(tree, issuer, threshold.k)
+        if threshold.k > 0:  # a subquery's aggregate, wherever read (a member, a value): its owner's rows counted
+            tree = tree.copy()
+            threshold_subqueries(tree, threshold.k, catalog, subquery_owners(tree, issuer))
     logical = build_logical(with_threshold(tree, threshold) if dp is None and foreign else tree, catalog, issuer)
     parties: dict[str, str] = {}
     tables: dict[str, tuple[str, str]] = {}

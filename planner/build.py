@@ -124,8 +124,9 @@ def _refuse_unsupported(select: exp.Select) -> None:
         raise NotSupportedError("window functions in WHERE are not valid SQL")
     _refuse_unread(select, SELECT_CLAUSES, "a cross-party SELECT")
     _refuse_unread_details(select)
-    for clause in ("expressions", "having", "group", "order"):
-        value = select.args.get(clause)
+    ons = [join.args.get("on") for join in select.args.get("joins") or []]  # a join's ON, as WHERE's conjuncts
+    for clause in ("expressions", "having", "group", "order", "joins"):
+        value = ons if clause == "joins" else select.args.get(clause)
         for part in value if isinstance(value, list) else [value]:
             if part is not None and part.find(exp.Subquery, exp.Exists, exp.Query) is not None:
                 raise NotSupportedError(

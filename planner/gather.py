@@ -29,7 +29,7 @@ from sqlsecure.planner.build import _describe, conjuncts_of, parties_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import aggregates_in
 from sqlsecure.planner.physical import Finish, PhysicalPlan, Reveal, RunLocal
-from sqlsecure.planner.place_threshold import check_rows_kept
+from sqlsecure.planner.place_threshold import check_rows_kept, threshold_subqueries
 from sqlsecure.policy.grants import ColumnRef, Constraint, RevealPolicy
 
 ROW = "__row"  # a gathered table's provenance column: its owner's row number, for the group threshold
@@ -89,6 +89,11 @@ def gather_plan(tree: exp.Expression, unsupported: NotSupportedError, *, catalog
         Gathered(party, table, _in_catalog_order(catalog, party, table, columns), _pushable_where(tree, party, table),
                  (party, table) in provenance, f"g{i}")
         for i, ((party, table), columns) in enumerate(sorted(reads.items())))
+    if k > 0:  # a subquery's aggregate of an owner's rows, wherever it is read (the rows sent are as before)
+        try:  # several parties (the issuer's too): the translation counts each owner's rows
+            threshold_subqueries(tree, k, catalog, subquery_owners(tree, issuer))
+        except NotSupportedError:
+            raise unsupported from None
     steps: list = []
     for part in gathered:
         steps += [RunLocal(part.party, part.pushdown_sql(), part.name), Reveal(part.party, part.name, issuer)]
@@ -273,6 +278,18 @@ def _threshold_counts(tree: exp.Expression, issuer: str, k: int, unsupported: No
             elif parties - {issuer}:  # the threshold through nested shapes: the secret program's rule
                 raise unsupported
     return counts or [exp.Count(this=exp.Star())], protected, provenance
+
+
+def subquery_owners(tree: exp.Expression, issuer: str):
+    """`owners(select)` for `threshold_subqueries`: the parties a subquery of `tree` reads (through its
+    CTEs), when one of them is not the issuer (whose own rows are never counted); else none."""
+    ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
+
+    def owners(select: exp.Expression) -> set[str]:
+        parties = set(parties_of(_ctes_inlined(select, ctes)))
+        return parties if parties - {issuer} else set()
+
+    return owners
 
 
 def _ctes_inlined(node: exp.Expression, ctes: dict[str, exp.CTE]) -> exp.Expression:

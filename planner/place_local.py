@@ -15,7 +15,7 @@ from sqlsecure.planner.logical import LocalQuery, aggregates_in
 from sqlsecure.planner.physical import Compute, Finish, Mask, Noise, PhysicalPlan, Reveal, RunLocal
 from sqlsecure.planner.place_he import class_4_on_he, he_aggregate, he_leakage, he_steps
 from sqlsecure.planner.place_outputs import finish_sql, hidden_sort_keys, party_set, physical_plan, to_piece
-from sqlsecure.planner.place_threshold import threshold_having, threshold_pushdown
+from sqlsecure.planner.place_threshold import own_aggregates, threshold_having, threshold_pushdown
 from sqlsecure.planner.reveal import DPContext
 
 if TYPE_CHECKING:
@@ -31,14 +31,12 @@ def place_pushdown(query: LocalQuery, ctx: PlacementContext) -> PhysicalPlan:
     finishing = None
     release = None
     if party != issuer:
-        aggregates = isinstance(select, exp.Select) and (
-            select.args.get("group") or any(aggregates_in(e) for e in select.expressions)
-        )
         if ctx.dp is not None:
             select, release, finishing = _dp_pushdown(select, ctx.dp)
-        elif aggregates and ctx.min_group_size > 0:
-            threshold = ctx.min_group_size
-            select = threshold_pushdown(party, select, threshold, ctx.usage.catalog)
+        elif ctx.min_group_size > 0:  # its subqueries' aggregates are thresholded (planner/__init__.py)
+            if own_aggregates(select):  # not only through its subqueries (a SELECT without FROM, say)
+                threshold = ctx.min_group_size
+                select = threshold_pushdown(party, select, threshold, ctx.usage.catalog)
     steps = [RunLocal(party, select.sql(dialect="duckdb"), "result")]
     if release is not None:
         steps.append(Noise(party, "result", release))
@@ -56,6 +54,12 @@ def _dp_pushdown(select: exp.Expression, dp: DPContext):
         raise NotSupportedError("under differential privacy only a single aggregating SELECT can be answered")
     if select.args.get("having"):
         raise NotSupportedError("HAVING is not supported under differential privacy (filter the noisy result)")
+    inner = next((s for s in select.find_all(exp.Subquery, exp.Exists) if not isinstance(s.parent, (exp.From, exp.Join))
+                  and any(a.find_ancestor(exp.Window) is None for a in s.find_all(exp.AggFunc))), None)
+    if inner is not None:  # its exact value decides which rows the noised aggregate counts, as in the translation
+        raise NotSupportedError(f"under differential privacy an inner aggregate ({inner.sql(dialect='duckdb')[:80]}) "
+                                "feeds the noised aggregate, its exact value unbounded by the rules; aggregate once, "
+                                "over the rows")
     group = select.args.get("group")
     group_sqls = {g.sql() for g in (group.expressions if group else [])}
     items = [(e.alias_or_name, e.this if isinstance(e, exp.Alias) else e) for e in select.expressions]

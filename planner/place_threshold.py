@@ -42,6 +42,62 @@ def threshold_pushdown(party: str, select: exp.Select, k: int, catalog: Catalog)
     return select
 
 
+def threshold_subqueries(query: exp.Expression, k: int, catalog: Catalog, owners) -> bool:
+    """In place: every subquery in an expression of `query` (a value, a condition, IN, EXISTS, ANY / ALL;
+    not a FROM item) that aggregates a protected owner's rows keeps only groups of >= k of that owner's
+    distinct rows (`threshold_pushdown`), wherever it is read, as the operator translation's `Subquery`
+    does: a filter on a lone row's aggregate reads it as surely as an output does. `owners(select)`: the
+    protected parties a subquery reads (NotSupportedError for several: counting each needs the secret
+    program's provenance). Returns whether any subquery was thresholded."""
+    bodies = [node.this if isinstance(node, exp.Subquery) else node for node in query.find_all(exp.Subquery, exp.Query)
+              if not isinstance(node.parent, (exp.From, exp.Join, exp.CTE, exp.Subquery, exp.SetOperation))
+              and (isinstance(node, exp.Subquery) or isinstance(node.parent, (exp.In, exp.Exists, exp.Any, exp.All)))
+              and node is not query]
+    selects = [s for body in bodies for s in _first_aggregates(body)]
+    found = False
+    for select in sorted(selects, key=_depth, reverse=True):  # the innermost
+        if not select.args.get("from_"):  # first (thresholding copies a SELECT); without FROM it reads no rows
+            continue
+        parties = owners(select)
+        if len(parties) > 1:
+            raise NotSupportedError(f"the subquery {select.sql(dialect='duckdb')[:80]} aggregates the rows of "
+                                    f"{', '.join(sorted(parties))}: its threshold counts each in a secret program")
+        if parties:
+            select.replace(threshold_pushdown(parties.pop(), select, k, catalog))
+            found = True
+    return found
+
+
+def _depth(node: exp.Expression) -> int:
+    return 0 if node.parent is None else 1 + _depth(node.parent)
+
+
+def _first_aggregates(body: exp.Expression) -> list[exp.Select]:
+    """The aggregating SELECTs nearest the top of a subquery: its own, else its FROM items' (as the
+    translation's thresholded `Subquery` places them), through set operations' branches."""
+    if isinstance(body, exp.SetOperation):
+        return _first_aggregates(body.left) + _first_aggregates(body.right)
+    if isinstance(body, exp.Subquery):
+        return _first_aggregates(body.this)
+    if not isinstance(body, exp.Select):
+        return []
+    if own_aggregates(body):
+        return [body]
+    items = [body.args["from_"].this] if body.args.get("from_") else []
+    return [s for item in items + [j.this for j in body.args.get("joins") or []] if isinstance(item, exp.Subquery)
+            for s in _first_aggregates(item)]
+
+
+def own_aggregates(select: exp.Expression) -> bool:
+    """Whether `select` is a SELECT that aggregates by itself (GROUP BY, or an aggregate of its own outside
+    a window), not only through its subqueries."""
+    if not isinstance(select, exp.Select):
+        return False
+    own = [a for e in [*select.expressions, select.args.get("having")] if e is not None for a in e.find_all(exp.AggFunc)
+           if a.find_ancestor(exp.Select) is select and a.find_ancestor(exp.Window) is None]
+    return bool(select.args.get("group")) or bool(own)
+
+
 def _number_rows(source: exp.Expression, name: str) -> exp.Column:
     """Replace `source` (a table or subquery in FROM, in place) by itself with its rows numbered in a
     column `name`; returns that column, qualified by the source's alias."""

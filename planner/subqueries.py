@@ -37,8 +37,10 @@ from sqlsecure.planner.tree import (
 @dataclass(frozen=True)
 class Subquery(Unary):
     """A subquery's relation used by the query around it. `one_row`: made exactly one row (MAX of each
-    column: NULLs when empty). `thresholded`: its outermost aggregate keeps only groups of >= k rows of
-    each protected owner; otherwise its aggregates are not revealed as such (ANY / ALL, EXISTS)."""
+    column: NULLs when empty). `thresholded`: its aggregates keep only groups of >= k rows of each
+    protected owner, as a query's own would: every subquery the user wrote, wherever it is read (a value,
+    a condition, IN, EXISTS, ANY / ALL); False only for the counts and extremes the translation computes
+    over such a relation (those are not revealed, the relation beneath them is thresholded)."""
 
     one_row: bool = False
     thresholded: bool = True
@@ -79,20 +81,18 @@ def quantified(expression: exp.Expression) -> list[exp.Expression]:
     return [c for c in expression.find_all(*COMPARISONS) if isinstance(c.expression, (exp.Any, exp.All))]
 
 
-def attach(builder, op: Op, expression: exp.Expression, ctes: dict, qualified: bool,
-           revealed: bool = False) -> tuple[Op, exp.Expression]:
+def attach(builder, op: Op, expression: exp.Expression, ctes: dict, qualified: bool) -> tuple[Op, exp.Expression]:
     """`op` joined with each scalar subquery and ANY / ALL comparison of `expression`, and `expression`
     reading their values as columns (`qualified`: as `"tag"."column"`, so a WHERE conjunct is pushed no
     lower than the join; otherwise one identifier, for SELECT items and HAVING over an aggregate)."""
-    expression, joins = prepare(builder, expression, ctes, qualified, revealed=revealed)
+    expression, joins = prepare(builder, expression, ctes, qualified)
     return graft(op, joins), expression
 
 
-def prepare(builder, expression: exp.Expression, ctes: dict, qualified: bool, correlated: bool = True,
-            revealed: bool = False):
+def prepare(builder, expression: exp.Expression, ctes: dict, qualified: bool, correlated: bool = True):
     """`expression` reading its subqueries' values as columns, and the joins (functions of the operator
     they join to) that bring those columns; `correlated` False refuses correlated ones (after GROUP BY
-    the outer columns are gone); `revealed`: a SELECT item, whose correlated aggregates are thresholded."""
+    the outer columns are gone). Every scalar subquery is thresholded, wherever it is read."""
     holder = exp.Paren(this=expression.copy())  # the expression may be a subquery itself
     joins = []
     for comparison in quantified(holder):
@@ -108,9 +108,9 @@ def prepare(builder, expression: exp.Expression, ctes: dict, qualified: bool, co
         member.replace(value)
     for sub in value_subqueries(holder):
         if not _outer_columns(sub.this):
-            join, value = _scalar(builder, sub, ctes, qualified, revealed)
+            join, value = _scalar(builder, sub, ctes, qualified)
         elif correlated:
-            join, value = _correlated_scalar(builder, sub, ctes, qualified, revealed)
+            join, value = _correlated_scalar(builder, sub, ctes, qualified)
         else:
             raise NotSupportedError(f"the correlated subquery {_sql(sub)[:80]} beside GROUP BY across parties "
                                     "is not supported; aggregate it in a derived table and join that")
@@ -130,9 +130,8 @@ def _column(tag: str, name: str, qualified: bool) -> exp.Column:
     return exp.column(name, table=tag, quoted=True) if qualified else exp.column(f"{tag}.{name}", quoted=True)
 
 
-def _scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, revealed: bool):
-    """An uncorrelated scalar subquery: its one row cross-joined, its value a column; thresholded when
-    `revealed` (a SELECT item)."""
+def _scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool):
+    """An uncorrelated scalar subquery: its one row cross-joined, its value a column, thresholded."""
     inner = builder.query(sub.this, ctes)
     if len(inner.columns) != 1:
         raise NotSupportedError(f"the scalar subquery {_sql(sub)[:80]} returns {len(inner.columns)} columns; "
@@ -140,7 +139,7 @@ def _scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, revealed: b
     if not at_most_one_row(inner):
         raise NotSupportedError(f"the scalar subquery {_sql(sub)[:80]} may return more than one row (DuckDB "
                                 "raises an error then); make it an aggregate without GROUP BY, or add LIMIT 1")
-    side = builder.side(Subquery(inner, one_row=True, thresholded=revealed))
+    side = builder.side(Subquery(inner, one_row=True))
     return (lambda op: Join("cross", op, side)), _column(side.columns[0].split(".", 1)[0], inner.columns[0],
                                                          qualified)
 
@@ -196,12 +195,12 @@ def _keys_join(kind: str, op: Op, side: Op, outer_keys, tag: str, condition: str
                 tuple(quoted(f"{tag}.__key{i}") for i in range(len(outer_keys))), condition)
 
 
-def _correlated_scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, revealed: bool):
+def _correlated_scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool):
     """`(SELECT agg(y) FROM t2 WHERE t2.k = t1.k ...)`: the aggregate grouped by the inner keys,
     LEFT-joined on the outer keys; an outer row without a group reads the aggregate over no rows.
-    Revealed (a SELECT item), its groups are thresholded; in a condition they only filter rows, as an
-    IN / EXISTS subquery does. A revealed COUNT whose groups the threshold hides reads NULL for a missing
-    group, empty or hidden alike: telling them apart would reveal whether a small group has rows."""
+    Its groups are thresholded wherever it is read (a condition on a lone row's aggregate reads it as
+    an output does). A COUNT whose groups the threshold hides reads NULL for a missing group, empty or
+    hidden alike: telling them apart would reveal whether a small group has rows."""
     what = f"the correlated subquery {_sql(sub)[:80]}"
     body = sub.this
     if not isinstance(body, exp.Select) or len(body.expressions) != 1:
@@ -219,10 +218,10 @@ def _correlated_scalar(builder, sub: exp.Subquery, ctes: dict, qualified: bool, 
     body.set("expressions", [exp.alias_(k.copy(), f"__key{i}", quoted=True) for i, k in enumerate(inner_keys)]
              + [exp.alias_(value.copy(), "__value", quoted=True)])
     body.set("group", exp.Group(expressions=[k.copy() for k in inner_keys]))
-    side = builder.side(Subquery(builder.query(body, ctes), thresholded=revealed))
+    side = builder.side(Subquery(builder.query(body, ctes)))
     tag = side.columns[0].split(".", 1)[0]
     column = _column(tag, "__value", qualified)
-    if empty is not None and revealed and builder.suppresses(side):
+    if empty is not None and builder.suppresses(side):
         empty = None  # a missing group is empty or hidden by the threshold, and which must not show: NULL
     read = column if empty is None else exp.Coalesce(this=column, expressions=[empty])
     return (lambda op: _keys_join("left", op, side, outer_keys, tag)), read
@@ -262,7 +261,7 @@ def correlated_in(builder, op: Op, node: exp.In, negated: bool, ctes: dict) -> O
         raise NotSupportedError(f"{what}: a correlated IN over an aggregate across parties is not supported")
     body.set("group", None)  # without aggregates a GROUP BY only removes duplicates, which a semi join ignores
     body.set("distinct", None)
-    side = builder.side(Subquery(builder.query(body, ctes), thresholded=False))
+    side = builder.side(Subquery(builder.query(body, ctes)))
     tag = side.columns[0].split(".", 1)[0]
     if not negated:
         return _keys_join("semi", op, side, [*outer_keys, node.this], tag)
@@ -301,7 +300,7 @@ def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes:
              + [exp.alias_(c.copy(), names[c.sql()], quoted=True) for c in inner_columns]
              + [exp.alias_(exp.Literal.number(1), "__hit", quoted=True)])
     body.set("distinct", None)
-    side = builder.side(Subquery(builder.query(body, ctes), thresholded=False))
+    side = builder.side(Subquery(builder.query(body, ctes)))
     tag = side.columns[0].split(".", 1)[0]
 
     def rename(node: exp.Expression) -> exp.Expression:
@@ -323,7 +322,8 @@ def exists_with_residual(builder, op: Op, body: exp.Select, negated: bool, ctes:
 
 
 def _one_column(builder, query: exp.Expression, ctes: dict, correlated: str) -> Op:
-    """The operator tree of an uncorrelated subquery of one column (`correlated`: the refusal otherwise)."""
+    """The operator tree of an uncorrelated subquery of one column (`correlated`: the refusal otherwise),
+    thresholded (its aggregates keep groups of >= k rows of each protected owner: `Subquery`)."""
     body = query.this if isinstance(query, exp.Subquery) else query
     if not isinstance(body, exp.Query):
         raise NotSupportedError(f"{_sql(query)[:80]}: a subquery is needed here")
@@ -333,7 +333,19 @@ def _one_column(builder, query: exp.Expression, ctes: dict, correlated: str) -> 
     if len(inner.columns) != 1:
         raise NotSupportedError(f"the subquery {_sql(query)[:80]} returns {len(inner.columns)} columns; one is "
                                 "needed here")
-    return inner
+    return thresholded(inner)
+
+
+def thresholded(op: Op) -> Op:
+    """`op` as a thresholded `Subquery` when it aggregates anywhere (its groups are then counted as a
+    query's own are), else as is: an IN member or ANY / ALL value may be a lone row's aggregate."""
+    stack = [op]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Aggregate):
+            return Subquery(op)
+        stack.extend(node.children)
+    return op
 
 
 def _any_all(builder, comparison: exp.Expression, ctes: dict, qualified: bool):

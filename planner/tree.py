@@ -621,6 +621,16 @@ class TreeBuilder:
             if join.args.get("using"):
                 raise NotSupportedError("JOIN ... USING across parties: write the ON condition")
             on = join.args.get("on")
+            valued = [c for c in conjuncts_of(on) if c.find(exp.Subquery, exp.Exists, exp.Query) is not None]
+            if valued and side:
+                raise NotSupportedError(f"the subquery in {side} JOIN ... ON {_sql(valued[0])[:80]} across parties is "
+                                        "not supported; filter a side in a derived table, or use an inner join")
+            if valued:  # an inner join's condition is WHERE's: its subqueries join as WHERE's do
+                rest = [c for c in conjuncts_of(on) if not any(c is v for v in valued)]
+                op = equi_join("inner", op, right, rest) if rest else Join("cross", op, right)
+                for conjunct in valued:
+                    op = self.where(op, conjunct, nullable, ctes)
+                continue
             if side in ("LEFT", "RIGHT", "FULL"):
                 nullable |= {c.split(".", 1)[0] for c in (right.columns if side == "LEFT" else
                                                          op.columns if side == "RIGHT" else op.columns + right.columns)}
@@ -699,16 +709,17 @@ class TreeBuilder:
         if not grouped:
             attached = []
             for n, e in items:
-                op, e = subqueries.attach(self, op, e, ctes, qualified=True, revealed=True)
+                op, e = subqueries.attach(self, op, e, ctes, qualified=True)
                 attached.append((n, e))
             return op, attached, having, []
-        # a SELECT item's subquery is revealed (thresholded on its own, as without GROUP BY), also inside an
-        # aggregate: the groups' threshold counts the query's rows, never a subquery's; HAVING's only filters
+        # a subquery's value is thresholded on its own wherever it is read (a SELECT item, HAVING, inside an
+        # aggregate): the groups' threshold counts the query's rows, never a subquery's, and a filter on a
+        # lone row's aggregate reads it as surely as an output does
         inside = []
-        for revealed, e in [(True, e) for _, e in items] + ([(False, having)] if having is not None else []):
+        for e in [e for _, e in items] + ([having] if having is not None else []):
             for call in subqueries.own_aggregates(e):
                 if subqueries.value_subqueries(call) or subqueries.quantified(call):
-                    op, value = subqueries.attach(self, op, call, ctes, qualified=True, revealed=revealed)
+                    op, value = subqueries.attach(self, op, call, ctes, qualified=True)
                     e = value if call is e else e  # a call that is the whole item has no parent to replace it in
                     call.replace(value)
             inside.append(e)
@@ -717,7 +728,7 @@ class TreeBuilder:
         after = []
         prepared = []
         for n, e in items:
-            e, joins = subqueries.prepare(self, e, ctes, qualified=False, correlated=False, revealed=True)
+            e, joins = subqueries.prepare(self, e, ctes, qualified=False, correlated=False)
             prepared.append((n, e))
             after += joins
         if having is not None:
@@ -732,7 +743,7 @@ class TreeBuilder:
         sub = self.query(body, ctes)
         if len(sub.columns) != 1:
             raise NotSupportedError(f"{_sql(node)[:80]}: IN (subquery) needs a subquery of one column")
-        sub = self.side(sub)
+        sub = self.side(subqueries.thresholded(sub))  # a member may be a lone row's aggregate
         return Join("anti" if negated else "semi", op, sub, (_sql(named(node.this)),),
                     (quoted(sub.columns[0]),), null_aware=negated)
 
@@ -743,7 +754,7 @@ class TreeBuilder:
         body = body.copy()
         outer_keys, inner_keys, residual, kept = subqueries.correlation(body, "EXISTS across parties")
         if not outer_keys and not residual:  # uncorrelated: any row at all, whatever it aggregates or limits
-            sub = self.side(subqueries.Subquery(self.query(body, ctes), thresholded=False))
+            sub = self.side(subqueries.Subquery(self.query(body, ctes)))
             one = Project(sub, ((self.name("one"), "1"),))
             return Join("anti" if negated else "semi", op, one, ("1",), (quoted(one.columns[0]),))
         body = subqueries.without_limit(body)
@@ -762,7 +773,7 @@ class TreeBuilder:
         if group:  # a group of the outer row's keys passing HAVING: grouped by those keys too
             body.set("group", exp.Group(expressions=[k.copy() for k in inner_keys] + list(group.expressions)))
         body.set("distinct", None)
-        sub = self.side(subqueries.Subquery(self.query(body, ctes), thresholded=False))
+        sub = self.side(subqueries.Subquery(self.query(body, ctes)))  # a group passing HAVING: thresholded
         return Join("anti" if negated else "semi", op, sub, tuple(_sql(named(k)) for k in outer_keys),
                     tuple(quoted(c) for c in sub.columns))
 
@@ -784,6 +795,9 @@ class TreeBuilder:
                 key = items[int(key.this) - 1][1]
             elif isinstance(key, exp.Column) and not key.table and key.name in names:
                 key = names[key.name]
+            if key.find(exp.Subquery, exp.Exists, exp.Query) is not None:  # its value would be joined after GROUP BY
+                raise NotSupportedError(f"GROUP BY {_sql(key)[:80]}: a subquery in a GROUP BY key across parties is "
+                                        "not supported; compute the key in a derived table and group by its column")
             key_items.append((self.name("k"), key))
         calls: dict[str, tuple] = {}
 

@@ -373,20 +373,28 @@ class Provenance:
 
 
 def threshold_revealed_subqueries(tree: exp.Expression, issuer: str, k: int) -> exp.Expression:
-    """The scalar subqueries the outermost SELECT reveals (grouped or not, inside an aggregate too),
-    thresholded as the engine does (docs/federation.md): one reading a protected owner keeps its aggregate
-    only with >= k distinct rows of each such owner, so it reads NULL otherwise, a correlated COUNT over no
-    rows included."""
-    if not isinstance(tree, exp.Select):
-        return tree
+    """Every subquery in an expression (a SELECT item, WHERE, HAVING, ON, ORDER BY, inside an aggregate;
+    scalar, correlated, IN, EXISTS, ANY / ALL), at any depth, thresholded as the engine does (docs/
+    federation.md, "The group threshold through nested shapes"): one that aggregates a protected owner's
+    rows keeps its aggregate only with >= k distinct rows of each such owner, so a scalar one reads NULL
+    otherwise (a correlated COUNT over no rows included) and an IN / EXISTS group below it is no member."""
     tree = tree.copy()
     ctes = {c.alias_or_name: c.this for c in tree.find_all(exp.CTE)}
     provenance = Provenance(issuer, k)
-    for item in tree.expressions:
-        for sub in [s for s in item.find_all(exp.Subquery) if s.find_ancestor(exp.Select) is tree
-                    and not isinstance(s.parent, (exp.In, exp.Exists, exp.Any, exp.All))]:
-            if _owners(sub.this, ctes) - {issuer}:
-                sub.set("this", provenance.query(sub.this, False, ctes)[0])
+    holders = [node for node in tree.find_all(exp.Subquery, exp.Exists, exp.Any, exp.All)
+               if not isinstance(node.parent, (exp.From, exp.Join, exp.CTE, exp.Subquery, exp.SetOperation))]
+    for holder in reversed(holders):  # the innermost first: rewriting copies a body, nested ones included
+        body = holder.this
+        if not isinstance(body, exp.Query) or not _owners(body, ctes) - {issuer} or not any(
+                a.find_ancestor(exp.Window) is None for a in body.find_all(exp.AggFunc)) and not any(
+                s.args.get("group") for s in body.find_all(exp.Select)):
+            continue
+        names = body.named_selects
+        rewritten, numbers = provenance.query(body, False, ctes)
+        if numbers:  # its rows carry provenance columns up: keep its own columns only
+            rewritten = exp.select(*(exp.column(n, quoted=True) for n in names)).from_(
+                exp.Subquery(this=rewritten, alias=exp.TableAlias(this=exp.to_identifier("__sub"))))
+        holder.set("this", rewritten)
     return tree
 
 
@@ -413,7 +421,7 @@ class Oracle:
         k = max([cfg.min_group_size] + [int(rule.get("min_group_size") or 0)  # stricter per-table rules
                                         for name, rule in cfg.rules.items()
                                         if name in tables and not name.startswith(f"{issuer}.")])
-        if k and len(parties) > 1:
+        if k and parties - {issuer}:
             tree = threshold_revealed_subqueries(tree, issuer, k)
         if k and parties - {issuer} and (nested_shape(tree) or _owner_aggregate_in_from(tree, issuer)):
             tree, provenance = Provenance(issuer, k).query(tree, False, {})

@@ -2,7 +2,8 @@
 a group of fewer than k rows of a protected owner reads NULL, and so does a group with no rows at all,
 as the uncorrelated form does (telling "no rows" from "hidden" apart would reveal whether a small group
 has rows); without a threshold, or over the issuer's own rows, an empty group reads 0 as SQL says. In a
-condition the count is not revealed and filters as DuckDB does. Each checked against the oracle."""
+condition it is the same value (a filter on it reads it as surely as an output: tests/test_attacks_s14b.py).
+Each checked against the oracle."""
 
 import pyarrow as pa
 import pytest
@@ -40,12 +41,14 @@ def test_a_revealed_count_reads_null_where_the_threshold_applies(federation):
     assert dict(zip(got.column("id").to_pylist(), got.column("n").to_pylist())) == EXPECTED[k]
 
 
-def test_a_count_in_a_condition_is_not_revealed(federation):
-    """In WHERE the count only filters rows: the empty groups' 0 is DuckDB's whatever k."""
-    _, oracle = federation
-    sql = "SELECT c.id FROM bank.c c WHERE (SELECT COUNT(*) FROM shop.o o WHERE o.region = c.region) = 0"
-    assert oracle.engine.check(sql, "bank") is None
-    assert sorted(oracle.check(sql, "bank").column("id").to_pylist()) == [3, 4]
+def test_a_count_in_a_condition_reads_as_revealed(federation):
+    """In WHERE the count is thresholded as in SELECT: k = 0, the empty groups' 0 (DuckDB's); k = 4, the
+    empty groups read NULL as the small one does, so `= 0` keeps none and `IS NULL` all three."""
+    k, oracle = federation
+    sql = "SELECT c.id FROM bank.c c WHERE (SELECT COUNT(*) FROM shop.o o WHERE o.region = c.region) {}"
+    assert oracle.engine.check(sql.format("= 0"), "bank") is None
+    assert sorted(oracle.check(sql.format("= 0"), "bank").column("id").to_pylist()) == ([3, 4] if k == 0 else [])
+    assert sorted(oracle.check(sql.format("IS NULL"), "bank").column("id").to_pylist()) == ([] if k == 0 else [2, 3, 4])
 
 
 def test_a_count_of_the_issuers_own_rows_reads_zero_when_empty(federation):
