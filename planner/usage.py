@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from sqlsecure.errors import PolicyViolation
+from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner.build import conjuncts_of
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.logical import InnerJoin, aggregates_in
@@ -157,8 +157,16 @@ class Usage:
                 for col in conjunct.find_all(exp.Column):
                     # columns in a local query are qualified by the query aliases; resolve by alias
                     joins = _own_join(conjunct)
-                    self.require_local(col, viewers, joins, f"filter {where.this.sql()} at {query.party}" + (
-                        f"; a join of {query.party}'s own tables, so PLAINTEXT_AFTER_JOIN suffices too" if joins else ""))
+                    try:
+                        self.require_local(col, viewers, joins, f"filter {where.this.sql()} at {query.party}" + (
+                            f"; a join of {query.party}'s own tables, so PLAINTEXT_AFTER_JOIN suffices too"
+                            if joins else ""))
+                    except PolicyViolation as why:
+                        if self.refs(col)[1]:
+                            raise
+                        # a derived table's computed column filtered before the PSI: secret operators may
+                        # evaluate the filter where no party sees it (the translation, with its own checks)
+                        raise NotSupportedError(f"{why} (a computed column of a derived table)") from None
 
     def _check_derived(self, join: InnerJoin, viewers) -> None:
         """A derived table whose columns pass base columns through, as what it does before the join: its WHERE

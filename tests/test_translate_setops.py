@@ -150,6 +150,9 @@ OUTER = {  # shapes of RIGHT and FULL joins, 2 and 3 parties, NULL keys on every
 
 @pytest.mark.parametrize("shape", OUTER)
 def test_right_and_full_joins_match_duckdb(hospital_oracles, shape):
+    if shape == "right":  # the derived tables pass pid through (PLAINTEXT): a PSI join, not the SPU
+        hospital_oracles["compared"].check(OUTER[shape], "h1")
+        return
     on_the_spu(hospital_oracles["compared"], OUTER[shape])
 
 
