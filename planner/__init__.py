@@ -132,11 +132,7 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
                                              item.args.get("alias"))
     optimized = optimize(logical, RuleContext(parties))
 
-    owner_types: dict = {}  # the columns owners compute for the SPU (planner/owner_values.py)
-
     def column_type(alias: str, column: str) -> str | None:
-        if (alias, column) in owner_types:
-            return owner_types[(alias, column)]
         if alias in typed:
             return subquery_columns_of(alias).get(column)
         if alias not in tables:
@@ -181,8 +177,7 @@ def _place_spine(tree, catalog: Catalog, issuer: str, usage: Usage, threshold, d
         return derived_column_class(body, column, catalog, sizes) if column else None
 
     ctx = PlacementContext(issuer, parties, usage, threshold.k, column_type, dp, masks, rows_of=rows_of,
-                           magnitude_of=magnitude_of, set_operation=set_operation, owner_types=owner_types,
-                           **options)
+                           magnitude_of=magnitude_of, set_operation=set_operation, **options)
     derived = {alias: parties[alias] for alias in typed if alias in parties}
     physical = bind_ranges(place(optimized, ctx), tables, catalog, column_type, derived, magnitude_of)
     return logical, optimized, physical, ctx.class_4

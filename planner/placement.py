@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from sqlsecure.errors import DataError, NotSupportedError, PlanError
+from sqlsecure.errors import NotSupportedError, PlanError
 from sqlsecure.planner.cost import Estimate, Link
 from sqlsecure.planner.logical import Aggregate, Filter, InnerJoin, Limit, LocalQuery, Node, Project, Sort, UnionScan
 from sqlsecure.planner.physical import EnclaveStage, PhysicalPlan, RunLocal, SecureStage
-from sqlsecure.planner.owner_values import (OwnerColumns, spine_rewritten, types_of, with_branch_columns,
-                                            with_join_columns)
 from sqlsecure.planner.place_enclave import enclave_stage_plan, enclave_steps, union_typed
 from sqlsecure.planner.place_local import assign_outputs, compute_at_parties, place_pushdown
 from sqlsecure.planner.place_outputs import finish_outputs, physical_plan
@@ -63,7 +61,6 @@ class PlacementContext:
     rows_once: frozenset[str] = frozenset()
     psi: str = "kkrt"  # the PSI protocol of joins across parties: "kkrt" (OT-based) or "ecdh"
     set_operation: tuple[str, int] | None = None  # INTERSECT / EXCEPT as a union (planner/set_operations.py)
-    owner_types: dict = field(default_factory=dict)  # (alias, column) -> type of a column an owner computes
 
 
 def _spine(plan: Node):
@@ -94,52 +91,12 @@ def place(plan: Node, ctx: PlacementContext) -> PhysicalPlan:
             except NotSupportedError as why:
                 if ctx.enclave == "always" or ctx.set_operation:  # INTERSECT / EXCEPT: the SPU's stage lacks them
                     raise NotSupportedError(f"{ENCLAVE_NO_UNION}: {why}") from None
-        try:  # with the owners' parts; where the stage then refuses, as written (which names its expressions)
-            return _place_union(child, limit, sort, project, aggregate, ctx)
-        except (NotSupportedError, DataError):
-            return _place_union(child, limit, sort, project, aggregate, ctx, owner_parts=False)
-    try:
-        placed = _place_cross_party(plan, ctx)
-    except NotSupportedError:  # an owner part the SPU does not evaluate (CAST(x AS TEXT) || 'z'): its owner may
-        owned = _owner_evaluated_join(plan, ctx)
-        if owned is None:
-            raise
-        return owned
-    if not any(isinstance(step, SecureStage) for step in placed.steps):
-        return placed
-    return _owner_evaluated_join(plan, ctx) or placed
+        return _place_union(child, limit, sort, project, aggregate, ctx)
+    return _place_cross_party(plan, ctx)
 
 
-def _owner_evaluated_join(plan: Node, ctx: PlacementContext) -> PhysicalPlan | None:
-    """The plan again with the SPU stage's owner parts computed by each join input's owner
-    (`owner_values`), or None where it has none or the stage then refuses (the plan as written stands)."""
-    limit, sort, project, aggregate, join = _spine(plan)
-    unit = {alias: i for i, q in enumerate(join.inputs) for alias in q.aliases}
-    owned = OwnerColumns(lambda c: unit.get(c.table), lambda c: ctx.column_type(c.table, c.name))
-    project, aggregate, sort = spine_rewritten(owned, project, aggregate, sort)
-    if not owned.by_unit:
-        return None
-    ctx.owner_types.update(types_of(owned))
-    join = dataclasses.replace(join, inputs=tuple(with_join_columns(q, owned.by_unit.get(i, ()))
-                                                  for i, q in enumerate(join.inputs)))
-    rebuilt = project if aggregate is None else dataclasses.replace(project, child=dataclasses.replace(
-        aggregate, child=join))
-    if aggregate is None:
-        rebuilt = dataclasses.replace(rebuilt, child=join)
-    if sort is not None:
-        rebuilt = dataclasses.replace(sort, child=rebuilt)
-    if limit is not None:
-        rebuilt = dataclasses.replace(limit, child=rebuilt)
-    try:
-        placed = _place_cross_party(rebuilt, ctx)
-    except (NotSupportedError, DataError):
-        return None
-    return dataclasses.replace(placed, notes=placed.notes + owned.notes(lambda i: join.inputs[i].party))
-
-
-def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext, owner_parts=True) -> PhysicalPlan:
-    """UNION ALL across parties: each branch pushed down, the rest on the SPU over the concatenation
-    (`owner_parts`: each part of one branch's columns its owner computes, `owner_values`)."""
+def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext) -> PhysicalPlan:
+    """UNION ALL across parties: each branch pushed down, the rest on the SPU over the concatenation."""
     union = child.child if isinstance(child, Filter) else child
     threshold = ctx.min_group_size if aggregate is not None else 0
     protected = tuple(i for i, b in enumerate(union.branches) if b.party != ctx.issuer) if threshold else ()
@@ -148,16 +105,6 @@ def _place_union(child, limit, sort, project, aggregate, ctx: PlacementContext, 
     members = tuple(sorted({b.party for b in union.branches}))
     union, filters, notes, filtering = owner_filtered(union, child.conjuncts if isinstance(child, Filter) else (),
                                                       set(members) | {ctx.issuer}, ctx)
-    owned = OwnerColumns(lambda c: union.alias if c.table == union.alias else None,
-                         lambda c: ctx.column_type(c.table, c.name))
-    if owner_parts:
-        project, aggregate, sort = spine_rewritten(owned, project, aggregate, sort)
-    if owned.by_unit:
-        ctx.owner_types.update(types_of(owned))
-        parts = owned.by_unit[union.alias]
-        union = dataclasses.replace(union, branches=tuple(with_branch_columns(b, union, parts) for b in union.branches),
-                                    columns=union.columns + tuple(name for name, _, _ in parts))
-        notes += owned.notes(lambda _: "each branch's owner")
     steps: list = [RunLocal(b.party, b.select.sql(dialect="duckdb"), f"u{i}") for i, b in enumerate(union.branches)]
     parties = {union.alias: None}
     plan_ctx = PlacementContext(ctx.issuer, {**ctx.parties, **parties}, ctx.usage, ctx.min_group_size,

@@ -36,14 +36,13 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import build_scope
 
-from sqlsecure.errors import DataError, NotSupportedError, PolicyViolation
+from sqlsecure.errors import NotSupportedError, PolicyViolation
 from sqlsecure.planner import rewrite_semijoin, secret_ops
 from sqlsecure.planner.build import localize, subquery_columns
 from sqlsecure.planner.catalog import Catalog
 from sqlsecure.planner.mask_uses import clause_of, ordered_outputs, passed_as_is
 from sqlsecure.planner.magnitudes import INTEGER_TYPES, Pushdown, bind_program_ranges
 from sqlsecure.planner.physical import Finish, Mask, PhysicalPlan, RunLocal, SecretQuery
-from sqlsecure.planner.owner_parts import owner_parts
 from sqlsecure.planner.subqueries import Subquery
 from sqlsecure.planner.place_outputs import KIND_OF_TYPE
 from sqlsecure.planner.reveal import DPContext, column_sources, item_sources
@@ -85,17 +84,6 @@ class Translation:
 
 def translate(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
               grants: Grants | None = None, masks: dict | None = None, dp: DPContext | None = None) -> PhysicalPlan:
-    """`translated` with the owners' parts (planner/owner_parts.py); where the program then refuses, as written,
-    whose refusal names the query's own expressions."""
-    try:
-        return translated(tree, catalog, issuer, min_group_size, uses, grants, masks, dp)
-    except (NotSupportedError, DataError):
-        return translated(tree, catalog, issuer, min_group_size, uses, grants, masks, dp, owner_evaluated=False)
-
-
-def translated(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_size: int, uses=(),
-               grants: Grants | None = None, masks: dict | None = None, dp: DPContext | None = None,
-               owner_evaluated: bool = True) -> PhysicalPlan:
     """The physical plan of a cross-party query of any shape: RunLocal steps, one SecretQuery, a Finish.
     `grants` decide which single-party filters, joins and aggregates may run at their owner; `masks`
     ((column, party) -> Mask, the policy's) which revealed columns their owners mask; `dp`: the
@@ -111,8 +99,6 @@ def translated(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_si
     t = Translation(catalog, issuer, min_group_size, grants, parties_of(root) | {issuer},
                     masks={ref: mask for refs in revealed.values() for ref, mask in refs.items()}, padding=dp is None)
     root = pruned(owner_flags(root, t, itertools.count(1)), frozenset(root.columns))
-    root, owned = owner_parts(root, lambda ref: catalog.column_type(ref.party, ref.table, ref.column), origins,
-                              keeps_rows) if owner_evaluated else (root, ())
     check_size(root, catalog, lambda op, under: planned_bound(padding_of(op, t, under), catalog))
     noised = noised_aggregate(root, dp, origins) if dp is not None else None
     t.relied = relied_keys(root, catalog)
@@ -142,7 +128,7 @@ def translated(tree: exp.Expression, catalog: Catalog, issuer: str, min_group_si
     counted = tuple(p for p in compute if p != issuer) if t.thresholded else ()
     notes = tuple(f"masked for {issuer} by {s.party} before it is shared: {column} ({mask.describe()})"
                   for s in t.steps if isinstance(s, Mask) for column, mask in s.columns) + eager_notes(root, t.padded) + rewrite_semijoin.notes(root) + \
-        owner_flag_notes(root, t.padded) + owned + tuple(padded_note(relation, padding) for relation, padding in t.padded) + \
+        owner_flag_notes(root, t.padded) + tuple(padded_note(relation, padding) for relation, padding in t.padded) + \
         tuple(t.per_row)
     if noised is not None:
         party = json.loads(program)["noise"]["party"]
