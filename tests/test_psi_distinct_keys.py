@@ -73,7 +73,7 @@ def test_kkrt_macs_each_distinct_key_once(monkeypatch):
 
     monkeypatch.setattr(kkrt, "cbc_mac", counting)
     mac = AesBlocks(bytes(16))
-    ids, blocks = kkrt._distinct_blocks(ROWS, mac)
+    ids, blocks = kkrt._distinct_blocks(*kkrt.distinct_encoded(ROWS), mac)
     assert macked == [5] and len(blocks) == 5
     assert same_partition(ids, reference_ids(ROWS))
     _, data, starts, lengths = kkrt.key_bytes(ROWS)  # every row MACed, as before: the same distinct blocks
