@@ -62,17 +62,16 @@ def test_a_column_a_derived_table_passes_through_is_its_base_column_to_the_join_
     if oracle.mode == "hidden":
         assert_no_psi_of_hidden_key(oracle, sql)
     elif oracle.mode == "grouped" and "WHERE" in source:  # the filter compares diag before the PSI
-        refused_by_the_filter(oracle, sql)
+        filtered_unseen(oracle, sql)
     else:
         answered(oracle, sql)
 
 
-def refused_by_the_filter(oracle, sql: str) -> None:
-    """diag is only a group key to the other hospitals: the derived table's filter may not compare it."""
-    with pytest.raises(PolicyViolation) as err:
-        oracle.engine.plan(sql, "north")
-    assert "the filter of derived table x" in str(err.value) and "north.diagnosis.diag" in str(err.value)
-    assert oracle.engine.check(sql, "north") == f"PolicyViolation: {err.value}"
+def filtered_unseen(oracle, sql: str) -> None:
+    """diag is only a group key to the other hospitals: the derived table's filter may not compare it before a
+    PSI, so the secret operators evaluate it where no party sees it, and the answer is DuckDB's."""
+    assert "PSI(" not in oracle.engine.plan(sql, "north").explain()
+    answered(oracle, sql)
 
 
 @pytest.mark.parametrize("shape", [
@@ -85,7 +84,7 @@ def test_three_parties_join_a_derived_table_by_its_base_key(oracle, shape):
     if oracle.mode == "hidden":  # north's pid may not meet west's nor south's: refused or oblivious, never a PSI
         assert_no_psi_of_hidden_key(oracle, shape)
     elif oracle.mode == "grouped" and "diag IS NOT NULL" in shape:
-        refused_by_the_filter(oracle, shape)
+        filtered_unseen(oracle, shape)
     else:
         answered(oracle, shape)
 

@@ -64,7 +64,7 @@ def test_a_derived_columns_grants_are_checked_in_one_order():
 
     usage = Usage.__new__(Usage)
     refs = [ColumnRef("bank", "t", name) for name in ("z", "a", "m", "b")]
-    usage.lineage = {"d": ("", None, frozenset(refs))}
+    usage.lineage, usage.derived = {"d": ("", None, frozenset(refs))}, {}
     seen = []
     usage._require = lambda ref, viewer, use, context: seen.append(ref)
     usage.require(exp.column("x", table="d"), ["shop"], Use.COMPARE, "WHERE")
