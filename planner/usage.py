@@ -150,8 +150,8 @@ class Usage:
                 self._require(ref, viewer, use, context)
         try:
             self._check_derived(join, viewers)
-        except PolicyViolation as why:  # the secret operators may evaluate what the derived table does unseen
-            raise NotSupportedError(f"{why} (before a PSI join)") from None
+        except PolicyViolation as why:
+            raise _left_to_secret_operators(why) from None
         for query in join.inputs:
             where = query.select.args.get("where")
             if where is None:
@@ -165,11 +165,9 @@ class Usage:
                             f"; a join of {query.party}'s own tables, so PLAINTEXT_AFTER_JOIN suffices too"
                             if joins else ""))
                     except PolicyViolation as why:
-                        if self.refs(col)[1]:
+                        if self.refs(col)[1]:  # a base column: no other path reveals less
                             raise
-                        # a derived table's computed column filtered before the PSI: secret operators may
-                        # evaluate the filter where no party sees it (the translation, with its own checks)
-                        raise NotSupportedError(f"{why} (a computed column of a derived table)") from None
+                        raise _left_to_secret_operators(why) from None
 
     def _check_derived(self, join: InnerJoin, viewers) -> None:
         """A derived table whose columns pass base columns through, as what it does before the join: its WHERE
@@ -199,6 +197,13 @@ class Usage:
             self.require(column, keyed, Use.JOIN_KEY, context)  # passes; listed among the uses allowed
             viewers = [v for v in viewers if v not in keyed]
         self.require(column, viewers, Use.COMPARE, context)
+
+
+def _left_to_secret_operators(why: PolicyViolation) -> NotSupportedError:
+    """What a derived table does before a PSI join (its filter, its grouping, a computed column filtered) that
+    the PSI's parties may not see: not this path's to run; the secret operators may evaluate it where no party
+    sees it (the translation, with its own checks)."""
+    return NotSupportedError(f"{why} (before a PSI join)")
 
 
 def _own_join(conjunct: exp.Expression) -> bool:

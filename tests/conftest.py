@@ -423,7 +423,7 @@ class Oracle:
                                         if name in tables and not name.startswith(f"{issuer}.")])
         if k and parties - {issuer}:
             tree = threshold_revealed_subqueries(tree, issuer, k)
-        aggregates = any(True for _ in tree.find_all(exp.AggFunc))  # no aggregate: rows revealed, no threshold
+        aggregates = tree.find(exp.AggFunc) is not None  # no aggregate: rows revealed, no threshold
         if k and parties - {issuer} and aggregates and (nested_shape(tree) or _owner_aggregate_in_from(tree, issuer)):
             tree, provenance = Provenance(issuer, k).query(tree, False, {})
             if provenance:  # the rows revealed carry no provenance; a UNION's are a set without it
